@@ -1,0 +1,1 @@
+"""The compiler: named passes from graph IR to a program bundle."""

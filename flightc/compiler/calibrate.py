@@ -1,0 +1,23 @@
+"""Pass ``calibrate``: record the largest magnitude of every node's output on calibration sequences."""
+from __future__ import annotations
+
+import numpy as np
+
+from flightc.ir.graph import GraphIR
+from flightc.reference.float_graph import run_float
+
+
+def default_calibration(vocab_size: int, seed: int = 0, sequences: int = 4, length: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab_size, size=(sequences, length))
+
+
+def calibrate(graph: GraphIR, sequences: np.ndarray) -> GraphIR:
+    """Runs the compressed model in float64 (dequantized weights) and stores ``amax`` on each node."""
+    out = graph.copy(stage="calibrated")
+    amax: dict[str, float] = {}
+    for ids in np.atleast_2d(sequences):
+        for name, y in run_float(out, ids, compressed=True).items():
+            amax[name] = max(amax.get(name, 0.0), float(np.abs(y).max()))
+    for name, value in amax.items():
+        out.node(name)["amax"] = max(value, 1e-6)
+    return out

@@ -1,0 +1,103 @@
+"""The compile pipeline: named passes from a model to a program bundle."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flightc import __version__
+from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle, program_key
+from flightc.compiler.calibrate import calibrate, default_calibration
+from flightc.compiler.compress import compress
+from flightc.compiler.fuse import fuse
+from flightc.compiler.integerize import integerize
+from flightc.compiler.lower import lower_step
+from flightc.compiler.memory import MemoryMap, place
+from flightc.compiler.tokens import insert_tokens
+from flightc.compress.plan import CompressionPlan
+from flightc.config import HardwareConfig, load_config
+from flightc.errors import UnsupportedError
+from flightc.frontend.hf_llama import load_hf
+from flightc.ir.graph import GraphIR
+from flightc.isa.codec import encode_program
+from flightc.isa.table import ISA_VERSION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Compiled:
+    """Everything the pipeline produced; ``integer`` is what the integer reference runs."""
+
+    config: HardwareConfig
+    plan: CompressionPlan
+    float_graph: GraphIR
+    integer: GraphIR
+    fused: GraphIR
+    memory: MemoryMap
+    bundle: Bundle
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
+                  plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
+                  calibration: np.ndarray | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> Compiled:
+    """Compile a model (HF folder, transformers model or float graph IR) for a hardware config."""
+    cfg = load_config(hw)
+    plan = plan or CompressionPlan()
+    if max_prefill > max_len:
+        raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args):
+        t = time.perf_counter()
+        result = fn(*args)
+        timings[name] = time.perf_counter() - t
+        log.info("pass %s: %.2f s", name, timings[name])
+        return result
+
+    g = model if isinstance(model, GraphIR) else timed("frontend", load_hf, model)
+    if calibration is None:
+        calibration = default_calibration(g.spec.vocab_size)
+    gc = timed("compress", compress, g, plan, cfg)
+    gk = timed("calibrate", calibrate, gc, calibration)
+    gi = timed("integerize", integerize, gk)
+    gf = timed("fuse", fuse, gi)
+    mem = timed("place", place, gf, cfg, max_len)
+
+    steps = [("prefill", n, n, 0) for n in range(1, max_prefill + 1)]
+    steps += [("decode", p, 1, p) for p in range(1, max_len)]
+    programs: dict[str, bytes] = {}
+    index = []
+    t = time.perf_counter()
+    for i, (kind, n, length, pos0) in enumerate(steps):
+        prog = insert_tokens(lower_step(gf, cfg, mem, length, pos0))
+        data = encode_program(prog)
+        key = program_key(kind, n)
+        programs[key] = data
+        counts: dict[str, int] = {}
+        for ins in prog:
+            counts[ins.cls.name] = counts.get(ins.cls.name, 0) + 1
+        index.append({"key": key, "kind": kind, "n": n, "instructions": len(prog), "bytes": len(data),
+                      "classes": counts})
+        if progress:
+            progress("lower", i + 1, len(steps))
+    timings["lower+tokens+encode"] = time.perf_counter() - t
+
+    manifest = {
+        "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
+        "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
+        "model": g.spec.to_dict(), "plan": plan.describe(),
+        "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
+        "max_len": max_len, "max_prefill": max_prefill,
+        "memory_map": mem.to_dict(), "programs": index,
+        "io": {"ids": "io.ids", "logits": "io.logits"},
+    }
+    images = {ch: bytes(img) for ch, img in mem.images.items()}
+    bundle = Bundle(manifest, images, programs)
+    return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings)

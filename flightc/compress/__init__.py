@@ -1,0 +1,1 @@
+"""Compression: weight formats, quantization, pruning and the packed layout."""

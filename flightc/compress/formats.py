@@ -1,0 +1,101 @@
+"""Weight formats the dequantizer accepts: bit width, N:M sparsity and group size along K."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flightc.config import HardwareConfig
+from flightc.errors import UnsupportedError
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
+
+
+def group_scale_max(bits: int) -> int:
+    """Largest group multiplier such that q * gs stays in INT8 for every b-bit q (1 for 8-bit)."""
+    return 1 if bits == 8 else 127 // (1 << (bits - 1))
+
+
+def q_range(bits: int) -> tuple[int, int]:
+    """Range of the stored b-bit value (8-bit is symmetric, so that -q never overflows)."""
+    return (-127, 127) if bits == 8 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How one linear layer's weights are stored: ``bits`` wide, ``n`` of every ``m`` kept, groups of ``group``."""
+
+    bits: int = 8
+    n: int = 16
+    m: int = 16
+    group: int = 0  # 0: one scale per output row only
+
+    @property
+    def sparse(self) -> bool:
+        return self.n != self.m
+
+    @property
+    def sparsity(self) -> Sparsity:
+        for code, nm in SPARSITY_NM.items():
+            if nm == (self.n, self.m) or (code is Sparsity.DENSE and self.n == self.m):
+                return code
+        raise UnsupportedError(f"no ISA code for {self.n}:{self.m} sparsity")
+
+    @property
+    def bits_code(self) -> WeightBits:
+        return {b: c for c, b in WEIGHT_BITS.items()}[self.bits]
+
+    @property
+    def group_log2(self) -> int:
+        return 0 if self.group == 0 else self.group.bit_length() - 1
+
+    @property
+    def index_bits(self) -> int:
+        return 0 if not self.sparse else (self.m - 1).bit_length()
+
+    def nnz(self, k: int) -> int:
+        return k * self.n // self.m
+
+    def row_bytes(self, k: int) -> int:
+        """Packed bytes of one weight row of length k: values, then sparse indices, then group multipliers."""
+        nnz = self.nnz(k)
+        return ((nnz * self.bits + 7) // 8 + (nnz * self.index_bits + 7) // 8
+                + (k // self.group if self.group else 0))
+
+    def label(self) -> str:
+        s = f"W{self.bits}"
+        if self.group:
+            s += f" g{self.group}"
+        if self.sparse:
+            s += f" {self.n}:{self.m}"
+        return s
+
+    def check(self, cfg: HardwareConfig, layer: str, k: int) -> None:
+        """Raise naming the layer if the hardware cannot run this format for reduction length k."""
+        if self.bits not in cfg.weight_bits:
+            raise UnsupportedError(f"layer {layer}: {self.bits}-bit weights; preset {cfg.name!r} supports "
+                                   f"{list(cfg.weight_bits)}")
+        if (self.n, self.m) == (2, 4):
+            if not cfg.supports_2_4:
+                raise UnsupportedError(f"layer {layer}: 2:4 sparsity is not supported by preset {cfg.name!r}")
+        elif self.m != cfg.sparse_m or self.n not in cfg.sparse_n:
+            raise UnsupportedError(f"layer {layer}: {self.n}:{self.m} sparsity; preset {cfg.name!r} supports "
+                                   f"N:{cfg.sparse_m} with N in {list(cfg.sparse_n)} and 2:4")
+        if self.group and (self.group & (self.group - 1) or self.group < 16 or self.group > 4096):
+            raise UnsupportedError(f"layer {layer}: group size {self.group} must be a power of two in 16..4096")
+        if self.group and self.bits == 8:
+            raise UnsupportedError(f"layer {layer}: 8-bit weights take no group scales (use group 0)")
+        if k % self.m or (self.group and k % self.group):
+            raise UnsupportedError(f"layer {layer}: K = {k} is not a multiple of the block size {self.m}"
+                                   + (f" and group size {self.group}" if self.group else ""))
+        if k > cfg.max_reduction_length:
+            raise UnsupportedError(f"layer {layer}: K = {k} exceeds {cfg.max_reduction_length}, the longest "
+                                   f"dot product the {cfg.acc_bits}-bit accumulators hold exactly")
+
+    @classmethod
+    def parse(cls, text: str) -> "WeightFormat":
+        """'w4g128s8:16', 'w8', 'w3g64s2:4' -> WeightFormat (the CLI's spelling)."""
+        import re
+
+        m = re.fullmatch(r"w(\d)(?:g(\d+))?(?:s(\d+):(\d+))?", text.strip().lower())
+        if not m:
+            raise UnsupportedError(f"weight format {text!r}: expected e.g. w8, w4g128, w4g128s8:16, w2g64s2:4")
+        bits, group, n, mm = m.groups()
+        return cls(bits=int(bits), group=int(group or 0), n=int(n or 16), m=int(mm or 16))

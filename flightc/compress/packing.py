@@ -1,0 +1,72 @@
+"""The packed weight layout in memory and the dequantizer that reads it back.
+
+One packed row of length K (``WeightFormat.row_bytes``):
+  values   nnz b-bit two's-complement values, LSB first
+  indices  nnz log2(M)-bit positions within their block of M (sparse formats only), LSB first
+  groups   K / group unsigned 8-bit multipliers (grouped formats only)
+The dequantizer (:func:`unpack_rows`) is what the hardware's MMU does; the integer reference
+never calls it, so a packing bug shows up as a simulator/reference mismatch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flightc.compress.formats import WeightFormat
+from flightc.compress.quantize import QuantWeight
+
+
+def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack each row of small integers (two's complement kept to ``bits``) LSB first into bytes."""
+    rows, count = values.shape
+    u = np.asarray(values, np.int64) & ((1 << bits) - 1)
+    bit_planes = ((u[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(rows, count * bits)
+    return np.packbits(bit_planes, axis=1, bitorder="little")
+
+
+def _unpack_bits(data: np.ndarray, count: int, bits: int, signed: bool) -> np.ndarray:
+    rows = data.shape[0]
+    plane = np.unpackbits(data, axis=1, bitorder="little")[:, : count * bits].reshape(rows, count, bits)
+    u = (plane.astype(np.int64) << np.arange(bits)).sum(axis=-1)
+    if signed:
+        u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    return u
+
+
+def pack_weight(qw: QuantWeight) -> np.ndarray:
+    """Packed rows, uint8 [N, row_bytes]."""
+    fmt = qw.fmt
+    rows, k = qw.q.shape
+    nnz = fmt.nnz(k)
+    if fmt.sparse:
+        keep = qw.keep.reshape(rows, k // fmt.m, fmt.m)
+        pos = np.nonzero(keep)[2].reshape(rows, nnz)  # in-block positions, ascending per block
+        vals = qw.q.reshape(rows, k // fmt.m, fmt.m)[keep].reshape(rows, nnz)
+        parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]
+    else:
+        parts = [_pack_bits(qw.q, fmt.bits)]
+    if fmt.group:
+        parts.append(qw.gs.astype(np.uint8))
+    out = np.concatenate(parts, axis=1)
+    assert out.shape[1] == fmt.row_bytes(k)
+    return out
+
+
+def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
+    """Dequantizer: packed rows -> INT8 operand rows [n, k] (q * group multiplier at each kept position)."""
+    n = rows_bytes.shape[0]
+    nnz = fmt.nnz(k)
+    vbytes = (nnz * fmt.bits + 7) // 8
+    ibytes = (nnz * fmt.index_bits + 7) // 8
+    vals = _unpack_bits(rows_bytes[:, :vbytes], nnz, fmt.bits, signed=True)
+    if fmt.sparse:
+        pos = _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False)
+        block = np.arange(nnz) // fmt.n
+        cols = block[None, :] * fmt.m + pos
+        dense = np.zeros((n, k), np.int64)
+        np.put_along_axis(dense, cols, vals, axis=1)
+    else:
+        dense = vals
+    if fmt.group:
+        gs = rows_bytes[:, vbytes + ibytes: vbytes + ibytes + k // fmt.group].astype(np.int64)
+        dense = dense * np.repeat(gs, fmt.group, axis=1)
+    return dense.astype(np.int8)

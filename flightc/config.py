@@ -1,0 +1,197 @@
+"""The hardware configuration: one frozen dataclass of independent parameters.
+
+Everything the compiler, the simulators, the RTL generator, the performance model and the
+design-space exploration need is either a field here or a property derived from the fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from flightc.errors import ConfigError
+
+
+class MemoryKind(str, Enum):
+    """Off-chip memory technology; it decides the channel model in the performance model."""
+
+    HBM2 = "hbm2"
+    HBM2E = "hbm2e"
+    DDR4 = "ddr4"
+
+
+class Buffer(int, Enum):
+    """On-chip buffers of one core. Each is byte-addressed; its size comes from the config."""
+
+    ACT = 0  # INT8 activations, probabilities, Q/K/V of the current tokens
+    WGT = 1  # packed weight tiles with sparse indices and group scales
+    ACC = 2  # INT32 residual stream, raw accumulators, attention scores
+    PRM = 3  # per-layer parameters: requantization multipliers, norm gains, LUTs, RoPE rows
+    KV = 4  # K and V rows of the cache streamed in for attention
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """Independent parameters of one FlightLLM-style accelerator build."""
+
+    name: str
+    clock_mhz: float
+    # --- compute ---
+    num_cores: int
+    mpe_chains: int  # configurable sparse DSP chains per core's matrix processing engine
+    chain_length: int  # DSP48 slices in one chain
+    dsp_group: int  # DSP48 slices per group: the cascade is fixed inside a group
+    macs_per_dsp: int  # INT8 MACs packed into one DSP48 (two activations share a weight)
+    sfu_lanes: int  # elements per cycle of the special-function unit
+    # --- numerics the datapath supports ---
+    sparse_m: int  # N:M block size along K
+    sparse_n: tuple[int, ...]  # supported N for blocks of sparse_m (N == sparse_m is dense)
+    supports_2_4: bool  # the 2:4 pattern with 2-bit indices
+    weight_bits: tuple[int, ...]  # widths the dequantizer turns into INT8 operands
+    acc_bits: int  # accumulator width of a DSP chain
+    # --- off-chip memory ---
+    mem_kind: MemoryKind
+    mem_channels: int
+    mem_channel_gbps: float  # peak bandwidth of one channel, GB/s
+    mem_channel_mib: int  # capacity of one channel
+    # --- on-chip buffers, per core ---
+    act_buffer_kib: int
+    wgt_buffer_kib: int
+    acc_buffer_kib: int
+    prm_buffer_kib: int
+    kv_buffer_kib: int
+    buffer_port_bytes: int  # width of one buffer port (bytes per cycle)
+    token_fifo_depth: int  # depth of each wait/release token FIFO between two units
+
+    def __post_init__(self) -> None:
+        positive = [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), (int, float))
+                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) <= 0]
+        if positive:
+            raise ConfigError(f"config {self.name!r}: fields must be positive: {', '.join(positive)}")
+        if self.chain_length % self.dsp_group:
+            raise ConfigError(f"config {self.name!r}: chain_length {self.chain_length} is not a multiple of "
+                              f"dsp_group {self.dsp_group}")
+        bad_n = [n for n in self.sparse_n if n <= 0 or n > self.sparse_m or self.sparse_m % n]
+        if bad_n or self.sparse_m not in self.sparse_n:
+            raise ConfigError(f"config {self.name!r}: sparse_n {self.sparse_n} must divide sparse_m "
+                              f"{self.sparse_m} and include it (dense)")
+        bad_bits = [b for b in self.weight_bits if b not in (2, 3, 4, 8)]
+        if bad_bits or 8 not in self.weight_bits:
+            raise ConfigError(f"config {self.name!r}: weight_bits {self.weight_bits} must be drawn from "
+                              f"(2, 3, 4, 8) and include 8")
+        if self.acc_bits < 24 or self.acc_bits > 48:
+            raise ConfigError(f"config {self.name!r}: acc_bits {self.acc_bits} outside 24..48 (DSP48E2)")
+
+    # --- derived quantities ---
+    @property
+    def dsp_per_core(self) -> int:
+        return self.mpe_chains * self.chain_length
+
+    @property
+    def dsp_count(self) -> int:
+        """DSP48 slices in all MPEs (the SFU and control add a few more)."""
+        return self.num_cores * self.dsp_per_core
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.dsp_count * self.macs_per_dsp
+
+    @property
+    def mem_bandwidth_gbps(self) -> float:
+        return self.mem_channels * self.mem_channel_gbps
+
+    @property
+    def mem_channel_bytes(self) -> int:
+        return self.mem_channel_mib << 20
+
+    def buffer_bytes(self, buf: Buffer) -> int:
+        kib = {Buffer.ACT: self.act_buffer_kib, Buffer.WGT: self.wgt_buffer_kib, Buffer.ACC: self.acc_buffer_kib,
+               Buffer.PRM: self.prm_buffer_kib, Buffer.KV: self.kv_buffer_kib}[buf]
+        return kib << 10
+
+    @property
+    def on_chip_bytes(self) -> int:
+        return self.num_cores * sum(self.buffer_bytes(b) for b in Buffer)
+
+    @property
+    def max_reduction_length(self) -> int:
+        """Longest dot product of INT8 x INT8 terms that cannot overflow the accumulator."""
+        return (1 << (self.acc_bits - 1)) // (128 * 128) - 1
+
+    # --- serialization ---
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["mem_kind"] = self.mem_kind.value
+        d["sparse_n"] = list(self.sparse_n)
+        d["weight_bits"] = list(self.weight_bits)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HardwareConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        missing = names - set(d)
+        if unknown or missing:
+            raise ConfigError(f"hardware config: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
+        d = dict(d)
+        d["mem_kind"] = MemoryKind(d["mem_kind"])
+        d["sparse_n"] = tuple(d["sparse_n"])
+        d["weight_bits"] = tuple(d["weight_bits"])
+        return cls(**d)
+
+    @property
+    def hash(self) -> str:
+        """Stable hash of the hardware parameters (the name is a label and is left out)."""
+        d = self.to_dict()
+        d.pop("name")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, **changes) -> "HardwareConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
+               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=8)
+
+PRESETS: dict[str, HardwareConfig] = {
+    # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
+    # 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s (shared/reference/device-facts.md).
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
+                           mem_kind=MemoryKind.HBM2, mem_channels=32, mem_channel_gbps=14.375, mem_channel_mib=256,
+                           act_buffer_kib=256, wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256,
+                           kv_buffer_kib=1024, buffer_port_bytes=64, **_COMMON),
+    # Versal VHK158: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB.
+    "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64,
+                             sfu_lanes=64, mem_kind=MemoryKind.HBM2E, mem_channels=32, mem_channel_gbps=25.6,
+                             mem_channel_mib=1024, act_buffer_kib=256, wgt_buffer_kib=1024, acc_buffer_kib=512,
+                             prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64, **_COMMON),
+    # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
+    "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
+                            mem_kind=MemoryKind.DDR4, mem_channels=1, mem_channel_gbps=19.2, mem_channel_mib=4096,
+                            act_buffer_kib=64, wgt_buffer_kib=256, acc_buffer_kib=128, prm_buffer_kib=64,
+                            kv_buffer_kib=256, buffer_port_bytes=32, **_COMMON),
+    # Small enough to simulate as RTL in seconds.
+    "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
+                           mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,
+                           act_buffer_kib=16, wgt_buffer_kib=32, acc_buffer_kib=32, prm_buffer_kib=16,
+                           kv_buffer_kib=16, buffer_port_bytes=8, **_COMMON),
+}
+
+
+def load_config(spec: str | Path | HardwareConfig) -> HardwareConfig:
+    """A preset name, a JSON file written by :meth:`HardwareConfig.to_json`, or a config itself."""
+    if isinstance(spec, HardwareConfig):
+        return spec
+    if str(spec) in PRESETS:
+        return PRESETS[str(spec)]
+    path = Path(spec)
+    if path.suffix == ".json" and path.exists():
+        return HardwareConfig.from_dict(json.loads(path.read_text()))
+    raise ConfigError(f"unknown hardware config {str(spec)!r}: use a preset ({', '.join(PRESETS)}) "
+                      f"or a JSON file")

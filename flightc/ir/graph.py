@@ -1,0 +1,105 @@
+"""The graph IR: a networkx DiGraph of model ops, annotated by the compiler passes.
+
+A node is one op producing one tensor; its ``inputs`` attribute lists the producing nodes in
+argument order (edges exist too, for traversal). Passes never mutate their input: each returns
+a new :class:`GraphIR` (``copy``) with nodes added, removed or annotated.
+"""
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Iterator
+
+import networkx as nx
+
+
+class OpKind(str, Enum):
+    EMBED = "embed"  # token ids -> residual stream
+    RMSNORM = "rmsnorm"
+    LINEAR = "linear"
+    ROPE = "rope"
+    ATTENTION = "attention"  # causal multi-head / grouped-query attention with KV cache (QK^T, softmax, PV)
+    SILU = "silu"
+    MUL = "mul"
+    ADD = "add"  # residual add
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of a LLaMA-family decoder: everything the compiler needs besides weights."""
+
+    family: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_eps: float
+    max_positions: int
+
+    @property
+    def kv_group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GraphIR:
+    spec: ModelSpec
+    g: nx.DiGraph
+    stage: str = "float"  # float -> compressed -> calibrated -> integer -> fused
+
+    def add(self, name: str, op: OpKind, inputs: list[str], layer: int | None = None, **attrs: Any) -> str:
+        for i in inputs:
+            if i not in self.g:
+                raise KeyError(f"graph: input {i!r} of {name!r} does not exist")
+        self.g.add_node(name, op=op, inputs=list(inputs), layer=layer, **attrs)
+        for i in inputs:
+            self.g.add_edge(i, name)
+        return name
+
+    def node(self, name: str) -> dict:
+        return self.g.nodes[name]
+
+    def order(self) -> list[str]:
+        """Topological order, ties broken by insertion order (deterministic)."""
+        index = {n: i for i, n in enumerate(self.g.nodes)}
+        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: index[n]))
+
+    def nodes_of(self, op: OpKind) -> Iterator[str]:
+        return (n for n in self.order() if self.g.nodes[n]["op"] is op)
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.g.successors(name))
+
+    def remove_and_bypass(self, name: str, replacement: str) -> None:
+        """Drop ``name``; its consumers read ``replacement`` instead."""
+        for c in self.consumers(name):
+            ins = self.g.nodes[c]["inputs"]
+            self.g.nodes[c]["inputs"] = [replacement if i == name else i for i in ins]
+            self.g.add_edge(replacement, c)
+        self.g.remove_node(name)
+
+    @property
+    def output(self) -> str:
+        sinks = [n for n in self.g.nodes if self.g.out_degree(n) == 0]
+        if len(sinks) != 1:
+            raise ValueError(f"graph has {len(sinks)} outputs: {sinks}")
+        return sinks[0]
+
+    def copy(self, stage: str | None = None) -> "GraphIR":
+        """A copy whose node attribute dicts may be changed freely (arrays are shared, never mutated)."""
+        g = nx.DiGraph()
+        for n, attrs in self.g.nodes(data=True):
+            g.add_node(n, **{k: (_copy.copy(v) if isinstance(v, (dict, list)) else v) for k, v in attrs.items()})
+        g.add_edges_from(self.g.edges)
+        return GraphIR(self.spec, g, stage or self.stage)
+
+    def linears(self) -> list[str]:
+        return list(self.nodes_of(OpKind.LINEAR))

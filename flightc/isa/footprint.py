@@ -1,0 +1,123 @@
+"""Which bytes an instruction reads and writes: the memory semantics of the ISA.
+
+The compiler's token pass uses it to find dependencies between units; the functional
+simulator uses it to check that every read is ordered after the write it depends on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flightc.compress.formats import WeightFormat
+from flightc.config import Buffer
+from flightc.isa.codec import Instruction
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, Sparsity, WeightBits
+
+Space = tuple[str, int]  # ("buf", Buffer) or ("hbm", channel)
+
+REQUANT_RECORD_BYTES = 8
+LUT_BYTES = 256
+
+
+@dataclass(frozen=True)
+class Access:
+    """``rows`` runs of ``width`` bytes, ``stride`` apart, from ``addr`` in ``space``."""
+
+    space: Space
+    addr: int
+    rows: int
+    width: int
+    stride: int
+
+    @property
+    def lo(self) -> int:
+        return self.addr
+
+    @property
+    def hi(self) -> int:
+        """One past the last byte."""
+        return self.addr + (self.rows - 1) * self.stride + self.width if self.rows and self.width else self.addr
+
+    def overlaps(self, other: "Access") -> bool:
+        """Conservative: do the spans intersect (strided gaps are ignored)."""
+        return self.space == other.space and self.lo < other.hi and other.lo < self.hi
+
+    def indices(self) -> np.ndarray:
+        r = np.arange(self.rows, dtype=np.int64)[:, None] * self.stride
+        return (self.addr + r + np.arange(self.width, dtype=np.int64)[None, :]).ravel()
+
+
+def buf(b: Buffer | int) -> Space:
+    return ("buf", int(Buffer(b)))
+
+
+def hbm(channel: int) -> Space:
+    return ("hbm", int(channel))
+
+
+def weight_format(ins: Instruction) -> WeightFormat:
+    n, m = SPARSITY_NM[Sparsity(ins.sparsity)]
+    return WeightFormat(bits=WEIGHT_BITS[WeightBits(ins.w_bits)], n=n, m=m,
+                        group=(1 << ins.group_log2) if ins.group_log2 else 0)
+
+
+def mpe_shape(ins: Instruction) -> tuple[int, int, int]:
+    """(m, a_stride, out_stride), with MV's implicit single row."""
+    if ins.opcode is Opcode.MM:
+        return ins.m, ins.a_stride, ins.out_stride
+    return 1, 0, 0
+
+
+def out_elem_bytes(mode: OutMode) -> int:
+    return 1 if mode is OutMode.REQ_I8 else 4
+
+
+def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
+    """(reads, writes) of one instruction."""
+    op = ins.opcode
+    if op in (Opcode.LD, Opcode.ST):
+        mem = Access(hbm(ins.channel), ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+        onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
+        if op is Opcode.ST:
+            return [onchip], [mem]
+        if ins.gather:  # any row of the table may be read, plus the ids
+            return [Access(hbm(ins.channel), ins.hbm_addr, 1, 1 << 62, 0), Access(hbm(0), ins.ids_addr, 1,
+                                                                                  4 * ins.rows, 0)], [onchip]
+        return [mem], [onchip]
+    if op in (Opcode.MM, Opcode.MV):
+        m, a_stride, out_stride = mpe_shape(ins)
+        reads = [Access(buf(Buffer.ACT), ins.a_addr, m, ins.k, a_stride)]
+        if ins.w_kmajor:
+            reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.k, ins.n, ins.w_stride))
+        else:
+            reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.n, weight_format(ins).row_bytes(ins.k), ins.w_stride))
+        mode = OutMode(ins.out_mode)
+        if mode is not OutMode.ACC32:
+            reads.append(Access(buf(Buffer.PRM), ins.scale_addr, 1, REQUANT_RECORD_BYTES * ins.n, 0))
+        if ins.lut:
+            reads.append(Access(buf(Buffer.PRM), ins.lut_addr, 1, LUT_BYTES, 0))
+        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out = Access(buf(out_buf), ins.out_addr, m, out_elem_bytes(mode) * ins.n, out_stride)
+        if mode is OutMode.REQ_ADD:
+            reads.append(out)
+        return reads, [out]
+    if op is Opcode.MISC:
+        return misc_footprint(ins)
+    return [], []
+
+
+def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
+    rows, cols = ins.rows, ins.cols
+    mop = MiscOp(ins.op)
+    src_elem = {MiscOp.RMSNORM: 4, MiscOp.SOFTMAX: 4}.get(mop, 1)
+    dst_elem = 4 if mop is MiscOp.DEQ else 1
+    reads = [Access(buf(ins.src_buf), ins.src_addr, rows, cols * src_elem, ins.src_stride)]
+    if mop is MiscOp.EMUL:
+        reads.append(Access(buf(ins.src_buf), ins.src2_addr, rows, cols, ins.src_stride))
+    if mop is MiscOp.RMSNORM:
+        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, 1, 8 + 4 * cols, 0))
+    if mop is MiscOp.ROPE:
+        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, rows, 2 * ins.imm, 2 * ins.imm))
+    writes = [Access(buf(ins.dst_buf), ins.dst_addr, rows, cols * dst_elem, ins.dst_stride)]
+    return reads, writes

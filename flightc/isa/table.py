@@ -1,0 +1,286 @@
+"""The instruction set as one declarative table.
+
+Encoder, decoder, disassembler, docs/isa.md and the RTL decoder are all derived from
+:data:`ISA`. Each class lists its fields from bit 0 upwards; the layout pass fills the
+rest of the class width with a reserved field that must be zero. Nothing else in the
+project states a field position or width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Type
+
+from flightc.config import Buffer
+
+ISA_VERSION = "1.0"
+WORD_BITS = 32
+
+
+class Unit(IntEnum):
+    """Execution units of a core; each has its own instruction queue (decoupled execution)."""
+
+    LD = 0
+    ST = 1
+    MPE = 2  # matrix processing engine: runs both MM and MV (same DSP chains, two modes)
+    SFU = 3
+    SYS = 4
+
+
+class Opcode(IntEnum):
+    LD = 0
+    ST = 1
+    MM = 2
+    MV = 3
+    MISC = 4
+    SYS = 5
+
+
+class WeightBits(IntEnum):
+    """Width of the packed weights of an MPE operand (code -> bits via :data:`WEIGHT_BITS`)."""
+
+    B2 = 0
+    B3 = 1
+    B4 = 2
+    B8 = 3
+
+
+WEIGHT_BITS = {WeightBits.B2: 2, WeightBits.B3: 3, WeightBits.B4: 4, WeightBits.B8: 8}
+
+
+class Sparsity(IntEnum):
+    """N:M pattern of an MPE weight operand along K."""
+
+    DENSE = 0
+    N2_16 = 1
+    N4_16 = 2
+    N8_16 = 3
+    N2_4 = 4
+
+
+SPARSITY_NM = {Sparsity.DENSE: (16, 16), Sparsity.N2_16: (2, 16), Sparsity.N4_16: (4, 16),
+               Sparsity.N8_16: (8, 16), Sparsity.N2_4: (2, 4)}
+
+
+class OutMode(IntEnum):
+    """What the MPE's output stage does with each INT32 accumulator."""
+
+    ACC32 = 0  # write the raw INT32 to ACC
+    REQ_I8 = 1  # requantize per row to INT8 into ACT (optionally through a 256-entry LUT: fused activation)
+    REQ_ADD = 2  # requantize per row to the residual scale and add into ACC (saturating INT32)
+    REQ_I32 = 3  # requantize per row to one common scale, INT32 into ACC (logits)
+
+
+class MiscOp(IntEnum):
+    """Special-function unit operations; each is an exact integer algorithm (flightc.numerics)."""
+
+    RMSNORM = 0
+    ROPE = 1
+    SOFTMAX = 2
+    EMUL = 3
+    DEQ = 4
+
+
+class SysOp(IntEnum):
+    NOP = 0
+    BARRIER = 1
+    END = 2
+
+
+class FieldKind(Enum):
+    UINT = "uint"
+    INT = "int"
+    BOOL = "bool"
+    ENUM = "enum"
+    MASK = "mask"  # one bit per Unit; the instruction's own unit's bit must be zero
+    RESERVED = "reserved"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    bits: int
+    kind: FieldKind
+    doc: str
+    enum: Type[IntEnum] | None = None
+
+    @property
+    def lo_value(self) -> int:
+        return -(1 << (self.bits - 1)) if self.kind is FieldKind.INT else 0
+
+    @property
+    def hi_value(self) -> int:
+        if self.kind is FieldKind.INT:
+            return (1 << (self.bits - 1)) - 1
+        if self.kind is FieldKind.ENUM:
+            assert self.enum is not None
+            return max(self.enum)
+        return (1 << self.bits) - 1
+
+
+@dataclass(frozen=True)
+class PlacedField:
+    field: Field
+    lo: int  # lowest bit within the instruction
+
+    @property
+    def hi(self) -> int:
+        return self.lo + self.field.bits - 1
+
+
+@dataclass(frozen=True)
+class InstrClass:
+    name: str
+    opcode: Opcode
+    unit: Unit
+    width: int  # bits, a multiple of WORD_BITS
+    doc: str
+    fields: tuple[Field, ...]
+    layout: tuple[PlacedField, ...] = field(default=(), compare=False)
+
+    @property
+    def words(self) -> int:
+        return self.width // WORD_BITS
+
+    def placed(self, name: str) -> PlacedField:
+        for p in self.layout:
+            if p.field.name == name:
+                return p
+        raise KeyError(f"{self.name} has no field {name!r}")
+
+
+def _u(name: str, bits: int, doc: str) -> Field:
+    return Field(name, bits, FieldKind.UINT, doc)
+
+
+def _i(name: str, bits: int, doc: str) -> Field:
+    return Field(name, bits, FieldKind.INT, doc)
+
+
+def _b(name: str, doc: str) -> Field:
+    return Field(name, 1, FieldKind.BOOL, doc)
+
+
+def _e(name: str, bits: int, enum: Type[IntEnum], doc: str) -> Field:
+    return Field(name, bits, FieldKind.ENUM, doc, enum)
+
+
+OPCODE_BITS = 3
+UNIT_MASK_BITS = len(Unit)
+BUF_ADDR_BITS = 24  # on-chip byte address: 16 MiB per buffer
+HBM_ADDR_BITS = 32  # byte address within one memory channel: 4 GiB
+
+HEADER = (
+    _e("opcode", OPCODE_BITS, Opcode, "instruction class"),
+    Field("wait", UNIT_MASK_BITS, FieldKind.MASK, "pop one token from each marked unit before starting"),
+    Field("release", UNIT_MASK_BITS, FieldKind.MASK, "push one token to each marked unit after finishing"),
+)
+
+_TRANSFER = (
+    _e("buf", 3, Buffer, "on-chip buffer"),
+    _u("buf_addr", BUF_ADDR_BITS, "byte address in the buffer"),
+    _u("channel", 6, "memory channel"),
+    _u("hbm_addr", HBM_ADDR_BITS, "byte address in the channel"),
+    _u("rows", 16, "number of rows moved"),
+    _u("row_bytes", 20, "contiguous bytes per row"),
+    _u("hbm_stride", HBM_ADDR_BITS, "bytes between rows in memory (gather: bytes per id)"),
+    _u("buf_stride", BUF_ADDR_BITS, "bytes between rows in the buffer"),
+)
+
+_MPE_COMMON = (
+    _u("n", 16, "output rows (weight rows) of the tile"),
+    _u("k", 20, "reduction length"),
+    _u("a_addr", BUF_ADDR_BITS, "ACT address of the activation row(s), INT8"),
+    _b("a_unsigned", "activations are UINT8 (attention probabilities)"),
+    _e("w_buf", 3, Buffer, "buffer holding the weight operand (WGT, or KV for attention)"),
+    _u("w_addr", BUF_ADDR_BITS, "byte address of the weight tile"),
+    _b("w_kmajor", "weight operand stored K-major (V cache rows); dense 8-bit only"),
+    _u("w_stride", BUF_ADDR_BITS, "bytes between weight rows (K-major: between K steps)"),
+    _e("w_bits", 2, WeightBits, "packed weight width"),
+    _e("sparsity", 3, Sparsity, "N:M pattern of the weights"),
+    _u("group_log2", 4, "log2 of the quantization group along K; 0: no group scales"),
+    _e("out_mode", 2, OutMode, "output stage"),
+    _u("out_addr", BUF_ADDR_BITS, "output byte address (ACT for REQ_I8, ACC otherwise)"),
+    _u("scale_addr", BUF_ADDR_BITS, "PRM address of per-row requantization records"),
+    _b("lut", "pass the INT8 result through a 256-entry LUT (fused activation)"),
+    _u("lut_addr", BUF_ADDR_BITS, "PRM address of the LUT"),
+)
+
+_CLASSES = (
+    InstrClass("LD", Opcode.LD, Unit.LD, 224, "Copy rows from a memory channel into an on-chip buffer.",
+               HEADER + _TRANSFER + (
+                   _b("gather", "row r comes from hbm_addr + ids[r] * hbm_stride (token embedding lookup)"),
+                   _u("ids_addr", HBM_ADDR_BITS, "channel-0 address of the INT32 ids used by gather"),
+               )),
+    InstrClass("ST", Opcode.ST, Unit.ST, 192, "Copy rows from an on-chip buffer to a memory channel.",
+               HEADER + _TRANSFER),
+    InstrClass("MM", Opcode.MM, Unit.MPE, 320,
+               "Matrix-matrix product on the MPE: out[m, n] = sum_k a[m, k] * w[n, k] for m activation rows.",
+               HEADER + _MPE_COMMON + (
+                   _u("m", 16, "activation rows (tokens)"),
+                   _u("a_stride", BUF_ADDR_BITS, "bytes between activation rows"),
+                   _u("out_stride", BUF_ADDR_BITS, "bytes between output rows"),
+               )),
+    InstrClass("MV", Opcode.MV, Unit.MPE, 256,
+               "Matrix-vector product on the MPE (one activation row): out[n] = sum_k a[k] * w[n, k].",
+               HEADER + _MPE_COMMON),
+    InstrClass("MISC", Opcode.MISC, Unit.SFU, 288, "Special-function operation over rows x cols elements.",
+               HEADER + (
+                   _e("op", 4, MiscOp, "operation"),
+                   _u("rows", 16, "rows (tokens)"),
+                   _u("cols", 20, "elements per row"),
+                   _e("src_buf", 3, Buffer, "buffer of the first operand"),
+                   _u("src_addr", BUF_ADDR_BITS, "first operand"),
+                   _u("src_stride", BUF_ADDR_BITS, "bytes between rows of the operands"),
+                   _u("src2_addr", BUF_ADDR_BITS, "second operand (EMUL), same buffer"),
+                   _e("dst_buf", 3, Buffer, "buffer of the result"),
+                   _u("dst_addr", BUF_ADDR_BITS, "result"),
+                   _u("dst_stride", BUF_ADDR_BITS, "bytes between result rows"),
+                   _u("prm_addr", BUF_ADDR_BITS, "PRM address of parameters (gains, RoPE rows)"),
+                   _i("imm", 32, "multiplier / epsilon / head size, by op"),
+                   _u("shift", 6, "right shift applied after imm"),
+                   _i("offset", 20, "causal offset: row r sees columns <= r + offset (SOFTMAX)"),
+               )),
+    InstrClass("SYS", Opcode.SYS, Unit.SYS, 32, "Synchronization and program control.",
+               HEADER + (
+                   _e("op", 3, SysOp, "operation"),
+                   _u("arg", 16, "barrier id"),
+               )),
+)
+
+
+def _lay_out(cls: InstrClass) -> InstrClass:
+    """Assign bit positions in table order from bit 0 and pad the class width with a reserved field."""
+    placed, lo = [], 0
+    for f in cls.fields:
+        placed.append(PlacedField(f, lo))
+        lo += f.bits
+    if lo > cls.width or cls.width % WORD_BITS:
+        raise AssertionError(f"ISA table: class {cls.name} needs {lo} bits but is {cls.width} wide")
+    if lo < cls.width:
+        placed.append(PlacedField(Field("reserved", cls.width - lo, FieldKind.RESERVED, "must be zero"), lo))
+    return InstrClass(cls.name, cls.opcode, cls.unit, cls.width, cls.doc, cls.fields, tuple(placed))
+
+
+ISA: dict[Opcode, InstrClass] = {c.opcode: _lay_out(c) for c in _CLASSES}
+BY_NAME: dict[str, InstrClass] = {c.name: c for c in ISA.values()}
+
+
+def check_coverage() -> None:
+    """Every bit of every class is covered exactly once, and the opcode sits at bits [2:0]."""
+    for cls in ISA.values():
+        seen = [0] * cls.width
+        for p in cls.layout:
+            for b in range(p.lo, p.hi + 1):
+                seen[b] += 1
+        if any(s != 1 for s in seen):
+            bad = [b for b, s in enumerate(seen) if s != 1]
+            raise AssertionError(f"ISA table: class {cls.name} bits covered other than once: {bad[:8]}")
+        if cls.layout[0].field.name != "opcode" or cls.layout[0].lo != 0:
+            raise AssertionError(f"ISA table: class {cls.name} must start with the opcode")
+        for p in cls.layout:
+            if p.field.kind is FieldKind.ENUM and p.field.hi_value >= (1 << p.field.bits):
+                raise AssertionError(f"ISA table: {cls.name}.{p.field.name} too narrow for its enum")
+
+
+check_coverage()

@@ -1,0 +1,1 @@
+"""Built-in models: LLaMA-family configurations and seeded random weights."""

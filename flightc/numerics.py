@@ -1,0 +1,205 @@
+"""Exact integer arithmetic of the datapath.
+
+These functions *define* what the hardware computes. The functional simulator, the integer
+reference and the RTL (generated later from the same constants) implement them identically,
+so that their outputs agree bit for bit. All math is numpy int64 with explicit rounding:
+``round_shift`` rounds half up (add half, arithmetic shift right).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+I8_MIN, I8_MAX = -128, 127
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+REQUANT_RECORD_BYTES = 8  # per output row in PRM: int32 multiplier, uint8 shift, 3 bytes zero
+MULT_BITS = 31  # requantization multipliers are normalized to [2^30, 2^31)
+RMS_FRAC_BITS = 8  # the integer RMS carries this many fractional bits
+ROPE_FRAC_BITS = 14  # cos / sin are INT16 in Q1.14
+EXP_FRAC_BITS = 16  # softmax exponent argument in fixed point
+EXP_LUT_INDEX_BITS = 8  # 2^f for f in [0, 1) is looked up with this many bits of f
+SOFTMAX_RECIP_BITS = 40  # reciprocal of the row sum: floor(2^40 / sum)
+PROB_BITS = 8  # attention probabilities are UINT8: p * 256 saturated to 255
+LUT_ENTRIES = 256  # activation LUT indexed by an INT8 value
+
+
+def round_shift(x: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
+    """x / 2^shift rounded half up, for int64 x and shift >= 0."""
+    x = np.asarray(x, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    return np.right_shift(x + half, shift)
+
+
+def round_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b rounded half up, for b > 0 (exact integer division)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    return np.floor_divide(2 * a + b, 2 * b)
+
+
+def clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return np.clip(x, lo, hi)
+
+
+def sat_i8(x: np.ndarray) -> np.ndarray:
+    return clamp(x, I8_MIN, I8_MAX).astype(np.int8)
+
+
+def sat_i32(x: np.ndarray) -> np.ndarray:
+    return clamp(x, I32_MIN, I32_MAX).astype(np.int32)
+
+
+# ----- requantization -----------------------------------------------------------------------
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(mult, shift) with mult in [2^30, 2^31) and real ~= mult / 2^shift; shift within 0..63."""
+    if real <= 0 or not math.isfinite(real):
+        raise ValueError(f"requantization scale must be positive and finite, got {real}")
+    mant, exp = math.frexp(real)  # real = mant * 2^exp, mant in [0.5, 1)
+    mult = int(round(mant * (1 << MULT_BITS)))
+    shift = MULT_BITS - exp
+    if mult == 1 << MULT_BITS:
+        mult //= 2
+        shift -= 1
+    while shift > 63:
+        mult = (mult + 1) // 2
+        shift -= 1
+    if shift < 0:
+        raise ValueError(f"requantization scale {real} is too large (>= 2^31)")
+    return mult, shift
+
+
+def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """acc * mult / 2^shift rounded half up (int64; the caller saturates)."""
+    return round_shift(np.asarray(acc, np.int64) * np.asarray(mult, np.int64), shift)
+
+
+def pack_requant(mult: np.ndarray, shift: np.ndarray) -> bytes:
+    rec = np.zeros((len(mult), REQUANT_RECORD_BYTES), np.uint8)
+    rec[:, 0:4] = np.asarray(mult, "<i4").view(np.uint8).reshape(-1, 4)
+    rec[:, 4] = np.asarray(shift, np.uint8)
+    return rec.tobytes()
+
+
+def unpack_requant(data: bytes | np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    rec = np.frombuffer(bytes(data), np.uint8)[: rows * REQUANT_RECORD_BYTES].reshape(rows, REQUANT_RECORD_BYTES)
+    mult = rec[:, 0:4].copy().view("<i4").reshape(rows).astype(np.int64)
+    return mult, rec[:, 4].astype(np.int64)
+
+
+def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """MPE output stage REQ_I8: per-row requantization to INT8, optionally through an activation LUT."""
+    y = sat_i8(requantize(acc, mult, shift))
+    if lut is not None:
+        y = np.asarray(lut, np.int8)[y.astype(np.int64) + 128]
+    return y
+
+
+# ----- special-function unit ----------------------------------------------------------------
+
+def isqrt(v: np.ndarray) -> np.ndarray:
+    """floor(sqrt(v)) for int64 v >= 0, exact."""
+    v = np.asarray(v, np.int64)
+    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
+    for _ in range(2):
+        r = np.where(r * r > v, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
+    return r
+
+
+def rmsnorm(x: np.ndarray, gain: np.ndarray, eps_q: int, shift: int) -> np.ndarray:
+    """RMSNorm of INT32 rows to INT8: y = x * gain / (rms << shift), rms with RMS_FRAC_BITS fractional bits.
+
+    rms = isqrt((sum(x^2) // cols) << 2*RMS_FRAC_BITS + eps_q); gain folds the norm weight and the output scale.
+    """
+    x = np.asarray(x, np.int64)
+    cols = x.shape[-1]
+    mean_sq = np.sum(x * x, axis=-1, keepdims=True) // cols
+    rms = isqrt((mean_sq << (2 * RMS_FRAC_BITS)) + eps_q)
+    rms = np.maximum(rms, 1)
+    return sat_i8(round_div(x * np.asarray(gain, np.int64), rms << shift))
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int) -> np.ndarray:
+    """Rotate-half RoPE of INT8 rows (tokens x heads*head_dim); cos/sin are INT16 Q1.14 rows of head_dim/2."""
+    x = np.asarray(x, np.int64)
+    rows, cols = x.shape
+    h = x.reshape(rows, cols // head_dim, head_dim)
+    half = head_dim // 2
+    x1, x2 = h[..., :half], h[..., half:]
+    c = np.asarray(cos, np.int64)[:, None, :]
+    s = np.asarray(sin, np.int64)[:, None, :]
+    y1 = round_shift(x1 * c - x2 * s, ROPE_FRAC_BITS)
+    y2 = round_shift(x2 * c + x1 * s, ROPE_FRAC_BITS)
+    return sat_i8(np.concatenate([y1, y2], axis=-1).reshape(rows, cols))
+
+
+def rope_table(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """INT16 Q1.14 cos and sin of LLaMA's rotary angles, positions x head_dim/2 (a compile-time constant)."""
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    ang = np.asarray(positions, np.float64)[:, None] * inv[None, :]
+    one = 1 << ROPE_FRAC_BITS
+    return (np.round(np.cos(ang) * one).astype(np.int16), np.round(np.sin(ang) * one).astype(np.int16))
+
+
+def exp2_lut() -> np.ndarray:
+    """2^(i / 256) in Q1.16 for i = 0..255 (17-bit unsigned)."""
+    i = np.arange(1 << EXP_LUT_INDEX_BITS, dtype=np.float64)
+    return np.round(np.exp2(i / (1 << EXP_LUT_INDEX_BITS)) * (1 << EXP_FRAC_BITS)).astype(np.int64)
+
+
+_EXP2 = exp2_lut()
+
+
+def softmax(scores: np.ndarray, mult: int, shift: int, offset: int) -> np.ndarray:
+    """Causal softmax of INT32 score rows to UINT8 probabilities (p * 256, saturated at 255).
+
+    Row r sees columns c <= r + offset. u = (s - max) * mult >> shift is (x - max) * log2(e) with
+    EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e * floor(2^40 / sum) >> 32.
+    """
+    s = np.asarray(scores, np.int64)
+    rows, cols = s.shape
+    visible = np.arange(cols)[None, :] <= (np.arange(rows)[:, None] + offset)
+    if not visible[:, 0].all():
+        raise ValueError("softmax: a row sees no column (offset too small)")
+    big_neg = np.int64(-(1 << 40))
+    s = np.where(visible, s, big_neg)
+    m = s.max(axis=1, keepdims=True)
+    u = np.right_shift((s - m) * np.int64(mult), shift)  # floor
+    u = np.maximum(u, -(32 << EXP_FRAC_BITS))
+    ipart = np.right_shift(u, EXP_FRAC_BITS)  # <= 0
+    idx = np.right_shift(np.bitwise_and(u, (1 << EXP_FRAC_BITS) - 1), EXP_FRAC_BITS - EXP_LUT_INDEX_BITS)
+    e = np.right_shift(_EXP2[idx], -ipart)
+    e = np.where(visible, e, 0)
+    total = e.sum(axis=1, keepdims=True)
+    recip = np.floor_divide(np.int64(1) << SOFTMAX_RECIP_BITS, total)
+    p = np.right_shift(e * recip + (np.int64(1) << 31), 32)
+    return np.minimum(p, (1 << PROB_BITS) - 1).astype(np.uint8)
+
+
+def emul(a: np.ndarray, b: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """Element-wise INT8 x INT8 product requantized to INT8 (the gated MLP's silu(gate) * up)."""
+    return sat_i8(requantize(np.asarray(a, np.int64) * np.asarray(b, np.int64), mult, shift))
+
+
+def deq(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """INT8 -> INT32 residual scale (the token embedding entering the residual stream)."""
+    return sat_i32(requantize(np.asarray(x, np.int64), mult, shift))
+
+
+def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """MPE output stage REQ_ADD: res + requantize(acc), saturated to INT32."""
+    return sat_i32(np.asarray(res, np.int64) + requantize(acc, mult, shift))
+
+
+def activation_lut(fn, in_scale: float, out_scale: float) -> np.ndarray:
+    """INT8 -> INT8 table of a scalar activation, entry i for input value i - 128 (compile-time constant)."""
+    x = (np.arange(LUT_ENTRIES, dtype=np.float64) - 128) * in_scale
+    return sat_i8(np.round(fn(x) / out_scale).astype(np.int64))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))

@@ -1,0 +1,1 @@
+"""References: the integer model (bit-exact target) and the float model."""

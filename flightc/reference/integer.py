@@ -1,0 +1,100 @@
+"""The integer reference: the compressed model in plain numpy with the datapath's exact numerics.
+
+It walks the integer graph IR op by op (no tiling, no instructions, no packed bytes), so it is the
+independent answer the functional simulator, the RTL and the board must reproduce byte for byte.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from flightc import numerics as nm
+from flightc.errors import UnsupportedError
+from flightc.ir.graph import GraphIR, OpKind
+from flightc.isa.table import OutMode
+
+
+class IntegerModel:
+    """Greedy-decoding state of one sequence: KV caches and the next position."""
+
+    def __init__(self, graph: GraphIR, max_len: int):
+        if graph.stage not in ("integer", "fused"):
+            raise ValueError(f"integer reference needs an integerized graph, got stage {graph.stage!r}")
+        self.graph = graph
+        self.max_len = max_len
+        s = graph.spec
+        width = s.num_kv_heads * s.head_dim
+        self.k_cache = {n: np.zeros((max_len, width), np.int8) for n in graph.nodes_of(OpKind.ATTENTION)}
+        self.v_cache = {n: np.zeros((max_len, width), np.int8) for n in graph.nodes_of(OpKind.ATTENTION)}
+        self.w8 = {n: graph.node(n)["qweight"].int8_operand().astype(np.int64) for n in graph.linears()}
+        self.pos = 0
+
+    def forward(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """Feed tokens at the next positions; returns the INT32 logits of the last one."""
+        ids = np.asarray(ids, np.int64)
+        L, p0 = len(ids), self.pos
+        if p0 + L > self.max_len:
+            raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
+        g, s = self.graph, self.graph.spec
+        cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
+        val: dict[str, np.ndarray] = {}
+        for name in g.order():
+            n = g.node(name)
+            xs = [val[i] for i in n["inputs"]]
+            op = n["op"]
+            if op is OpKind.EMBED:
+                y = nm.deq(n["qembed"].q[ids], *n["deq"])
+            elif op is OpKind.RMSNORM:
+                y = nm.rmsnorm(xs[0], n["gain"], n["eps_q"], n["norm_shift"])
+            elif op is OpKind.LINEAR:
+                acc = xs[0].astype(np.int64) @ self.w8[name].T
+                mode = n["out_mode"]
+                if mode is OutMode.REQ_I8:
+                    y = nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
+                elif mode is OutMode.REQ_ADD:
+                    y = nm.requantize(acc, n["mult"], n["shift"])
+                else:
+                    y = nm.sat_i32(nm.requantize(acc, n["mult"], n["shift"]))
+            elif op is OpKind.ROPE:
+                y = nm.rope(xs[0], cos, sin, s.head_dim)
+            elif op is OpKind.ATTENTION:
+                y = self._attention(name, n, *xs, p0)
+            elif op is OpKind.SILU:
+                y = n["lut"][xs[0].astype(np.int64) + 128]
+            elif op is OpKind.MUL:
+                y = nm.emul(xs[0], xs[1], *n["emul"])
+            elif op is OpKind.ADD:
+                y = nm.sat_i32(xs[0].astype(np.int64) + xs[1])
+            else:  # pragma: no cover
+                raise NotImplementedError(op)
+            val[name] = y
+        self.pos += L
+        return val[g.output][-1].astype(np.int32)
+
+    def _attention(self, name: str, n: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, p0: int) -> np.ndarray:
+        s = self.graph.spec
+        L, d = q.shape[0], s.head_dim
+        C = p0 + L
+        self.k_cache[name][p0:C] = k
+        self.v_cache[name][p0:C] = v
+        out = np.zeros((L, s.num_heads * d), np.int8)
+        pv_mult, pv_shift = n["pv"]
+        for h in range(s.num_heads):
+            j = h // s.kv_group
+            kh = self.k_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
+            vh = self.v_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
+            scores = q[:, h * d:(h + 1) * d].astype(np.int64) @ kh.T
+            p = nm.softmax(scores, *n["softmax"], offset=p0)
+            acc = p.astype(np.int64) @ vh
+            out[:, h * d:(h + 1) * d] = nm.sat_i8(nm.requantize(acc, pv_mult, pv_shift))
+        return out
+
+
+def greedy(model: IntegerModel, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy generation; ties in the INT32 logits go to the lowest token id (np.argmax)."""
+    logits = [model.forward(prompt)]
+    tokens: list[int] = []
+    for i in range(max_new_tokens):
+        tokens.append(int(np.argmax(logits[-1])))
+        if i + 1 < max_new_tokens:
+            logits.append(model.forward([tokens[-1]]))
+    return tokens, logits

@@ -1,0 +1,1 @@
+"""Runtime: run a bundle on a backend."""

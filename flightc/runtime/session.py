@@ -1,0 +1,65 @@
+"""A generation session: one sequence, one bundle, one backend chosen by name."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from flightc.bundle import Bundle, load_bundle
+from flightc.config import HardwareConfig
+from flightc.errors import UnsupportedError
+from flightc.runtime.backends import open_backend
+
+
+class Session:
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "fsim", hw: HardwareConfig | None = None,
+                 **options):
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, expect=hw)
+        elif hw is not None:
+            from flightc.bundle import check_manifest
+
+            check_manifest(bundle.manifest, "bundle", hw)
+        self.bundle = bundle
+        self.device = open_backend(backend, bundle, **options)
+        self.ids = bundle.region("io.ids")
+        self.logits_region = bundle.region("io.logits")
+        self.vocab = bundle.manifest["model"]["vocab_size"]
+        self.pos = 0
+        self.counters = None
+
+    def _step(self, ids: list[int], kind: str, n: int) -> np.ndarray:
+        if self.pos + len(ids) > self.bundle.max_len:
+            raise UnsupportedError(f"sequence length {self.pos + len(ids)} exceeds the bundle's max_len "
+                                   f"{self.bundle.max_len}")
+        bad = [t for t in ids if not 0 <= t < self.vocab]
+        if bad:
+            raise UnsupportedError(f"token ids {bad} outside the vocabulary (0..{self.vocab - 1})")
+        self.device.write(self.ids["channel"], self.ids["addr"], np.asarray(ids, "<i4").tobytes())
+        program = self.bundle.program(kind, n)
+        counters = self.device.run(program)
+        if self.counters is None:
+            self.counters = counters
+        else:
+            self.counters.add(counters)
+        self.pos += len(ids)
+        raw = self.device.read(self.logits_region["channel"], self.logits_region["addr"], 4 * self.vocab)
+        return np.frombuffer(raw, "<i4").copy()
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        if self.pos:
+            raise UnsupportedError("prefill starts a sequence; open a new Session")
+        return self._step(list(ids), "prefill", len(ids))
+
+    def decode(self, token: int) -> np.ndarray:
+        return self._step([int(token)], "decode", self.pos)
+
+    def generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Greedy decoding; yields (token, the INT32 logits it was chosen from)."""
+        logits = self.prefill(prompt)
+        for i in range(max_new_tokens):
+            token = int(np.argmax(logits))
+            yield token, logits
+            if i + 1 < max_new_tokens:
+                logits = self.decode(token)

@@ -1,0 +1,261 @@
+"""Functional simulator: executes a bundle's instruction bytes bit-exactly.
+
+Instructions are decoded through the ISA table and dispatched in program order to per-unit
+queues. A unit may start its next instruction once every token it waits for is in its FIFO and
+every FIFO it releases into has room; the simulator runs whichever unit can go, round robin,
+so only the tokens order the units. It refuses a program that deadlocks, leaves tokens behind,
+or touches a byte before a token chain orders it after the conflicting access (sim.hazards).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flightc import numerics as nm
+from flightc.bundle import Bundle
+from flightc.compress.packing import unpack_rows
+from flightc.config import Buffer, HardwareConfig
+from flightc.errors import ProgramError
+from flightc.isa.codec import Instruction, iter_program
+from flightc.isa.footprint import LUT_BYTES, Access, footprint, mpe_shape, weight_format
+from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
+from flightc.sim.hazards import HazardChecker
+
+
+@dataclass
+class Counters:
+    """What one program run did: instructions per class, MACs, bytes per memory channel."""
+
+    instructions: dict[str, int] = field(default_factory=dict)
+    macs: int = 0
+    sfu_elements: int = 0
+    hbm_read: dict[int, int] = field(default_factory=dict)
+    hbm_written: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: "Counters") -> None:
+        for k, v in other.instructions.items():
+            self.instructions[k] = self.instructions.get(k, 0) + v
+        self.macs += other.macs
+        self.sfu_elements += other.sfu_elements
+        for mine, theirs in ((self.hbm_read, other.hbm_read), (self.hbm_written, other.hbm_written)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+    @property
+    def total_instructions(self) -> int:
+        return sum(self.instructions.values())
+
+    def to_dict(self) -> dict:
+        return {"instructions": dict(self.instructions), "macs": self.macs, "sfu_elements": self.sfu_elements,
+                "hbm_read_bytes": sum(self.hbm_read.values()), "hbm_written_bytes": sum(self.hbm_written.values()),
+                "hbm_read_per_channel": {str(k): v for k, v in sorted(self.hbm_read.items())}}
+
+
+class Machine:
+    """One core with its on-chip buffers and the memory channels, loaded from a bundle."""
+
+    def __init__(self, cfg: HardwareConfig, extent: dict[int, int], check_hazards: bool = True):
+        self.cfg = cfg
+        self.hbm = {ch: np.zeros(max(n, 1), np.uint8) for ch, n in extent.items()}
+        self.buf = {b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer}
+        self.check_hazards = check_hazards
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, check_hazards: bool = True) -> "Machine":
+        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+        m = cls(bundle.config, extent, check_hazards)
+        for ch, image in bundle.images.items():
+            m.write_hbm(ch, 0, image)
+        return m
+
+    # ----- host access -----
+    def write_hbm(self, channel: int, addr: int, data: bytes) -> None:
+        self.hbm[channel][addr:addr + len(data)] = np.frombuffer(data, np.uint8)
+
+    def read_hbm(self, channel: int, addr: int, nbytes: int) -> bytes:
+        return self.hbm[channel][addr:addr + nbytes].tobytes()
+
+    # ----- typed views -----
+    def _get(self, b: Buffer, a: Access, dtype) -> np.ndarray:
+        ix = a.indices()
+        mem = self.buf[b]
+        if ix.size and ix.max() >= mem.size:
+            raise ProgramError(f"{b.name} read [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
+        return mem[ix].view(dtype).reshape(a.rows, -1)
+
+    def _put(self, b: Buffer, a: Access, values: np.ndarray) -> None:
+        ix = a.indices()
+        mem = self.buf[b]
+        if ix.size and ix.max() >= mem.size:
+            raise ProgramError(f"{b.name} write [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
+        mem[ix] = np.ascontiguousarray(values).view(np.uint8).ravel()
+
+    def _hbm_rows(self, ch: int, addr: int, rows: int, width: int, stride: int) -> np.ndarray:
+        if ch not in self.hbm:
+            raise ProgramError(f"memory channel {ch} does not exist (the config has {len(self.hbm)})")
+        mem = self.hbm[ch]
+        ix = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(width)[None, :]).ravel()
+        if ix.size and ix.max() >= mem.size:
+            raise ProgramError(f"channel {ch} access [{addr}, {ix.max() + 1}) beyond the used extent ({mem.size})")
+        return ix
+
+    # ----- execution -----
+    def run(self, program: bytes) -> Counters:
+        instrs = list(iter_program(program))
+        if not instrs or instrs[-1].opcode is not Opcode.SYS or instrs[-1].op != SysOp.END:
+            raise ProgramError("program does not end with SYS END")
+        queues: dict[Unit, deque[tuple[int, Instruction]]] = {u: deque() for u in Unit}
+        for i, ins in enumerate(instrs):
+            queues[ins.unit].append((i, ins))
+        fifo: dict[tuple[Unit, Unit], deque[np.ndarray]] = {(a, b): deque() for a in Unit for b in Unit if a != b}
+        hz = HazardChecker(self.cfg) if self.check_hazards else None
+        counters = Counters()
+        depth = self.cfg.token_fifo_depth
+        while any(queues.values()):
+            progressed = False
+            for u in Unit:
+                while queues[u]:
+                    i, ins = queues[u][0]
+                    waits = [v for v in Unit if ins.wait >> int(v) & 1]
+                    rels = [v for v in Unit if ins.release >> int(v) & 1]
+                    if any(not fifo[(v, u)] for v in waits) or any(len(fifo[(u, v)]) >= depth for v in rels):
+                        break
+                    for v in waits:
+                        token = fifo[(v, u)].popleft()
+                        if hz:
+                            hz.merge(u, token)
+                    where = f"instruction {i} ({ins.cls.name})"
+                    if hz:
+                        hz.access(u, where, *footprint(ins))
+                    try:
+                        self._execute(ins, counters)
+                    except ProgramError as e:
+                        raise ProgramError(f"{where}: {e}") from None
+                    for v in rels:
+                        fifo[(u, v)].append(hz.snapshot(u) if hz else np.zeros(0))
+                    queues[u].popleft()
+                    counters.instructions[ins.cls.name] = counters.instructions.get(ins.cls.name, 0) + 1
+                    progressed = True
+            if not progressed:
+                stuck = []
+                for u in Unit:
+                    if queues[u]:
+                        i, ins = queues[u][0]
+                        need = [v.name for v in Unit if ins.wait >> int(v) & 1 and not fifo[(v, u)]]
+                        full = [v.name for v in Unit if ins.release >> int(v) & 1 and len(fifo[(u, v)]) >= depth]
+                        stuck.append(f"{u.name} at instruction {i} ({ins.cls.name}) waits for tokens from "
+                                     f"{need or '-'}, release FIFOs full to {full or '-'}")
+                raise ProgramError("deadlock: " + "; ".join(stuck))
+        left = {f"{a.name}->{b.name}": len(q) for (a, b), q in fifo.items() if q}
+        if left:
+            raise ProgramError(f"unbalanced tokens: released but never waited for: {left}")
+        return counters
+
+    def _execute(self, ins: Instruction, c: Counters) -> None:
+        op = ins.opcode
+        if op is Opcode.LD:
+            self._load(ins, c)
+        elif op is Opcode.ST:
+            ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+            data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes,
+                                                     ins.buf_stride), np.uint8)
+            self.hbm[ins.channel][ix] = data.ravel()
+            c.hbm_written[ins.channel] = c.hbm_written.get(ins.channel, 0) + ix.size
+        elif op in (Opcode.MM, Opcode.MV):
+            self._mpe(ins, c)
+        elif op is Opcode.MISC:
+            self._misc(ins, c)
+        elif op is Opcode.SYS:
+            if ins.op == SysOp.BARRIER:
+                raise ProgramError("SYS BARRIER needs a multi-core machine")
+
+    def _load(self, ins: Instruction, c: Counters) -> None:
+        if ins.gather:
+            ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
+            ids = self.hbm[0][ids_ix].view("<i4").astype(np.int64)
+            ix = np.concatenate([self._hbm_rows(ins.channel, ins.hbm_addr + int(t) * ins.hbm_stride, 1,
+                                                ins.row_bytes, 0) for t in ids])
+            c.hbm_read[0] = c.hbm_read.get(0, 0) + ids_ix.size
+        else:
+            ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+        data = self.hbm[ins.channel][ix]
+        self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride),
+                  data)
+        c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ix.size
+
+    def _mpe(self, ins: Instruction, c: Counters) -> None:
+        m, a_stride, out_stride = mpe_shape(ins)
+        n, k = ins.n, ins.k
+        a = self._get(Buffer.ACT, Access(("buf", Buffer.ACT), ins.a_addr, m, k, a_stride),
+                      np.uint8 if ins.a_unsigned else np.int8).astype(np.int64)
+        wb = Buffer(ins.w_buf)
+        fmt = weight_format(ins)
+        if ins.w_kmajor:
+            if fmt.bits != 8 or fmt.sparse or fmt.group:
+                raise ProgramError("K-major weight operands must be dense 8-bit")
+            w = self._get(wb, Access(("buf", wb), ins.w_addr, k, n, ins.w_stride), np.int8).T
+        else:
+            packed = self._get(wb, Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride), np.uint8)
+            w = unpack_rows(packed, fmt, k)
+        acc = a @ w.astype(np.int64).T  # [m, n]
+        limit = 1 << (self.cfg.acc_bits - 1)
+        if acc.size and (acc.max() >= limit or acc.min() < -limit):
+            raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
+                               f"{self.cfg.acc_bits}-bit accumulators")
+        c.macs += m * n * fmt.nnz(k) if not ins.w_kmajor else m * n * k
+        mode = OutMode(ins.out_mode)
+        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)
+        if mode is OutMode.ACC32:
+            self._put(out_buf, out, acc.astype("<i4"))
+            return
+        rec = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.scale_addr, 1, 8 * n, 0), np.uint8)
+        mult, shift = nm.unpack_requant(rec, n)
+        if mode is OutMode.REQ_I8:
+            lut = None
+            if ins.lut:
+                lut = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.lut_addr, 1, LUT_BYTES, 0), np.int8)[0]
+            self._put(out_buf, out, nm.mpe_requant_i8(acc, mult, shift, lut))
+        elif mode is OutMode.REQ_I32:
+            self._put(out_buf, out, nm.sat_i32(nm.requantize(acc, mult, shift)).astype("<i4"))
+        else:
+            res = self._get(out_buf, out, "<i4")
+            self._put(out_buf, out, nm.residual_add(res, acc, mult, shift).astype("<i4"))
+
+    def _misc(self, ins: Instruction, c: Counters) -> None:
+        mop = MiscOp(ins.op)
+        rows, cols = ins.rows, ins.cols
+        sb, db = Buffer(ins.src_buf), Buffer(ins.dst_buf)
+        src_elem = "<i4" if mop in (MiscOp.RMSNORM, MiscOp.SOFTMAX) else np.int8
+        esize = np.dtype(src_elem).itemsize
+        x = self._get(sb, Access(("buf", sb), ins.src_addr, rows, cols * esize, ins.src_stride), src_elem)
+        x = x.astype(np.int64)
+        dst_elem = 4 if mop is MiscOp.DEQ else 1
+        dst = Access(("buf", db), ins.dst_addr, rows, cols * dst_elem, ins.dst_stride)
+        c.sfu_elements += rows * cols
+        if mop is MiscOp.RMSNORM:
+            prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, 8 + 4 * cols, 0), np.uint8)[0]
+            eps_q = int(prm[:8].view("<i8")[0])
+            gain = prm[8:].view("<i4").astype(np.int64)
+            y = nm.rmsnorm(x, gain, eps_q, ins.shift)
+        elif mop is MiscOp.ROPE:
+            d = ins.imm
+            if d <= 0 or d % 2 or cols % d:
+                raise ProgramError(f"ROPE head size {d} must be even and divide cols {cols}")
+            tab = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, rows, 2 * d, 2 * d), "<i2")
+            y = nm.rope(x, tab[:, : d // 2], tab[:, d // 2:], d)
+        elif mop is MiscOp.SOFTMAX:
+            try:
+                y = nm.softmax(x, ins.imm, ins.shift, ins.offset)
+            except ValueError as e:
+                raise ProgramError(str(e)) from None
+        elif mop is MiscOp.EMUL:
+            x2 = self._get(sb, Access(("buf", sb), ins.src2_addr, rows, cols, ins.src_stride), np.int8)
+            y = nm.emul(x, x2, ins.imm, ins.shift)
+        elif mop is MiscOp.DEQ:
+            y = nm.deq(x, ins.imm, ins.shift).astype("<i4")
+        else:  # pragma: no cover
+            raise ProgramError(f"unknown MISC op {mop}")
+        self._put(db, dst, y)
