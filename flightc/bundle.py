@@ -3,7 +3,8 @@
   manifest.json          format and ISA versions, hardware config and its hash, model, plan,
                          memory map, I/O regions, program index
   hbm/chNN.bin           static image of memory channel NN (weights, parameters, tables)
-  programs/KIND/NNNN.bin encoded instructions of one step: prefill of N tokens, decode at position N
+  programs/KIND/NNNN.cC.bin  encoded instructions of one step for core C: prefill of N tokens,
+                         decode at position N
 
 Every backend opens bundles through :func:`load_bundle`, which refuses one built for another ISA
 version or hardware configuration with a message that says what to do.
@@ -31,7 +32,7 @@ def program_key(kind: str, n: int) -> str:
 class Bundle:
     manifest: dict
     images: dict[int, bytes]
-    programs: dict[str, bytes]
+    programs: dict[str, list[bytes]]  # key -> one instruction stream per core
     config: HardwareConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,7 +48,7 @@ class Bundle:
                 return r
         raise BundleError(f"bundle has no memory region {name!r}")
 
-    def program(self, kind: str, n: int) -> bytes:
+    def program(self, kind: str, n: int) -> list[bytes]:
         key = program_key(kind, n)
         if key not in self.programs:
             have = sorted(int(k.split("/")[1]) for k in self.programs if k.startswith(kind + "/"))
@@ -62,8 +63,9 @@ class Bundle:
             z.writestr("manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True))
             for ch, data in sorted(self.images.items()):
                 z.writestr(f"hbm/ch{ch:02d}.bin", data)
-            for key, data in sorted(self.programs.items()):
-                z.writestr(f"programs/{key}.bin", data)
+            for key, streams in sorted(self.programs.items()):
+                for core, data in enumerate(streams):
+                    z.writestr(f"programs/{key}.c{core}.bin", data)
         return path
 
 
@@ -81,7 +83,14 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
             raise BundleError(f"{path}: no manifest.json; not a flightc bundle") from None
         check_manifest(manifest, path, expect)
         images = {int(n[len("hbm/ch"):-4]): z.read(n) for n in z.namelist() if n.startswith("hbm/")}
-        programs = {n[len("programs/"):-4]: z.read(n) for n in z.namelist() if n.startswith("programs/")}
+        programs: dict[str, list[bytes]] = {}
+        for n in sorted(z.namelist()):
+            if n.startswith("programs/"):
+                key, core = n[len("programs/"):-len(".bin")].rsplit(".c", 1)
+                streams = programs.setdefault(key, [])
+                if int(core) != len(streams):
+                    raise BundleError(f"{path}: program {key} is missing the stream of core {len(streams)}")
+                streams.append(z.read(n))
     return Bundle(manifest, images, programs)
 
 

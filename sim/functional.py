@@ -19,7 +19,7 @@ from flightc.compress.packing import unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import LUT_BYTES, Access, footprint, mpe_shape, weight_format
+from flightc.isa.footprint import LUT_BYTES, Access, footprint, gather_rows, mpe_shape, weight_format
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.sim.hazards import HazardChecker
 
@@ -53,13 +53,17 @@ class Counters:
                 "hbm_read_per_channel": {str(k): v for k, v in sorted(self.hbm_read.items())}}
 
 
+NUNITS = len(Unit)
+
+
 class Machine:
-    """One core with its on-chip buffers and the memory channels, loaded from a bundle."""
+    """The cores with their on-chip buffers and the shared memory channels, loaded from a bundle."""
 
     def __init__(self, cfg: HardwareConfig, extent: dict[int, int], check_hazards: bool = True):
         self.cfg = cfg
         self.hbm = {ch: np.zeros(max(n, 1), np.uint8) for ch, n in extent.items()}
-        self.buf = {b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer}
+        self.cores = [{b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer} for _ in range(cfg.num_cores)]
+        self.buf = self.cores[0]
         self.check_hazards = check_hazards
 
     @classmethod
@@ -102,58 +106,102 @@ class Machine:
         return ix
 
     # ----- execution -----
-    def run(self, program: bytes) -> Counters:
-        instrs = list(iter_program(program))
-        if not instrs or instrs[-1].opcode is not Opcode.SYS or instrs[-1].op != SysOp.END:
-            raise ProgramError("program does not end with SYS END")
-        queues: dict[Unit, deque[tuple[int, Instruction]]] = {u: deque() for u in Unit}
-        for i, ins in enumerate(instrs):
-            queues[ins.unit].append((i, ins))
-        fifo: dict[tuple[Unit, Unit], deque[np.ndarray]] = {(a, b): deque() for a in Unit for b in Unit if a != b}
+    def run(self, programs: bytes | list[bytes]) -> Counters:
+        """Run one instruction stream per core (a single stream for a one-core machine)."""
+        if isinstance(programs, (bytes, bytearray)):
+            programs = [programs]
+        P = self.cfg.num_cores
+        if len(programs) != P:
+            raise ProgramError(f"{len(programs)} instruction streams for a {P}-core machine")
+        queues: dict[tuple[int, Unit], deque[tuple[int, Instruction]]] = {}
+        for core, program in enumerate(programs):
+            instrs = list(iter_program(program))
+            if not instrs or instrs[-1].opcode is not Opcode.SYS or instrs[-1].op != SysOp.END:
+                raise ProgramError(f"core {core}: program does not end with SYS END")
+            for u in Unit:
+                queues[(core, u)] = deque()
+            for i, ins in enumerate(instrs):
+                queues[(core, ins.unit)].append((i, ins))
+        fifo = {(c, a, b): deque() for c in range(P) for a in Unit for b in Unit if a != b}
         hz = HazardChecker(self.cfg) if self.check_hazards else None
         counters = Counters()
         depth = self.cfg.token_fifo_depth
+        at_barrier: dict[int, int] = {}  # core -> barrier id its SYS unit is waiting at
+
+        def ready(core: int, u: Unit, ins: Instruction) -> bool:
+            waits = [v for v in Unit if ins.wait >> int(v) & 1]
+            rels = [v for v in Unit if ins.release >> int(v) & 1]
+            return all(fifo[(core, v, u)] for v in waits) and all(len(fifo[(core, u, v)]) < depth for v in rels)
+
+        def start(core: int, u: Unit, ins: Instruction) -> None:
+            for v in Unit:
+                if ins.wait >> int(v) & 1:
+                    token = fifo[(core, v, u)].popleft()
+                    if hz:
+                        hz.merge(core * NUNITS + u, token)
+
+        def finish(core: int, u: Unit, ins: Instruction) -> None:
+            for v in Unit:
+                if ins.release >> int(v) & 1:
+                    fifo[(core, u, v)].append(hz.snapshot(core * NUNITS + u) if hz else None)
+            queues[(core, u)].popleft()
+            counters.instructions[ins.cls.name] = counters.instructions.get(ins.cls.name, 0) + 1
+
         while any(queues.values()):
             progressed = False
-            for u in Unit:
-                while queues[u]:
-                    i, ins = queues[u][0]
-                    waits = [v for v in Unit if ins.wait >> int(v) & 1]
-                    rels = [v for v in Unit if ins.release >> int(v) & 1]
-                    if any(not fifo[(v, u)] for v in waits) or any(len(fifo[(u, v)]) >= depth for v in rels):
-                        break
-                    for v in waits:
-                        token = fifo[(v, u)].popleft()
+            for core in range(P):
+                for u in Unit:
+                    q = queues[(core, u)]
+                    while q:
+                        i, ins = q[0]
+                        if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
+                            if core not in at_barrier and ready(core, u, ins):
+                                start(core, u, ins)
+                                at_barrier[core] = ins.arg
+                                progressed = True
+                            break
+                        if not ready(core, u, ins):
+                            break
+                        start(core, u, ins)
+                        where = f"core {core} instruction {i} ({ins.cls.name})"
                         if hz:
-                            hz.merge(u, token)
-                    where = f"instruction {i} ({ins.cls.name})"
-                    if hz:
-                        hz.access(u, where, *footprint(ins))
-                    try:
-                        self._execute(ins, counters)
-                    except ProgramError as e:
-                        raise ProgramError(f"{where}: {e}") from None
-                    for v in rels:
-                        fifo[(u, v)].append(hz.snapshot(u) if hz else np.zeros(0))
-                    queues[u].popleft()
-                    counters.instructions[ins.cls.name] = counters.instructions.get(ins.cls.name, 0) + 1
-                    progressed = True
+                            reads, writes = footprint(ins)
+                            if ins.opcode is Opcode.LD and ins.gather:
+                                reads = reads + gather_rows(ins, self._ids(ins))
+                            hz.access(core * NUNITS + u, where, reads, writes)
+                        try:
+                            self._execute(core, ins, counters)
+                        except ProgramError as e:
+                            raise ProgramError(f"{where}: {e}") from None
+                        finish(core, u, ins)
+                        progressed = True
+            if len(at_barrier) == P:
+                if len(set(at_barrier.values())) != 1:
+                    raise ProgramError(f"cores meet at different barriers: {at_barrier}")
+                if hz:
+                    hz.barrier([c * NUNITS + Unit.SYS for c in range(P)])
+                for c in range(P):
+                    finish(c, Unit.SYS, queues[(c, Unit.SYS)][0][1])
+                at_barrier.clear()
+                progressed = True
             if not progressed:
                 stuck = []
-                for u in Unit:
-                    if queues[u]:
-                        i, ins = queues[u][0]
-                        need = [v.name for v in Unit if ins.wait >> int(v) & 1 and not fifo[(v, u)]]
-                        full = [v.name for v in Unit if ins.release >> int(v) & 1 and len(fifo[(u, v)]) >= depth]
-                        stuck.append(f"{u.name} at instruction {i} ({ins.cls.name}) waits for tokens from "
-                                     f"{need or '-'}, release FIFOs full to {full or '-'}")
+                for (core, u), q in queues.items():
+                    if q:
+                        i, ins = q[0]
+                        need = [v.name for v in Unit if ins.wait >> int(v) & 1 and not fifo[(core, v, u)]]
+                        full = [v.name for v in Unit if ins.release >> int(v) & 1 and len(fifo[(core, u, v)]) >= depth]
+                        what = "is at a barrier" if core in at_barrier and u is Unit.SYS else (
+                            f"waits for tokens from {need or '-'}, release FIFOs full to {full or '-'}")
+                        stuck.append(f"core {core} {u.name} at instruction {i} ({ins.cls.name}) {what}")
                 raise ProgramError("deadlock: " + "; ".join(stuck))
-        left = {f"{a.name}->{b.name}": len(q) for (a, b), q in fifo.items() if q}
+        left = {f"core{c}.{a.name}->{b.name}": len(q) for (c, a, b), q in fifo.items() if q}
         if left:
             raise ProgramError(f"unbalanced tokens: released but never waited for: {left}")
         return counters
 
-    def _execute(self, ins: Instruction, c: Counters) -> None:
+    def _execute(self, core: int, ins: Instruction, c: Counters) -> None:
+        self.buf = self.cores[core]
         op = ins.opcode
         if op is Opcode.LD:
             self._load(ins, c)
@@ -167,17 +215,17 @@ class Machine:
             self._mpe(ins, c)
         elif op is Opcode.MISC:
             self._misc(ins, c)
-        elif op is Opcode.SYS:
-            if ins.op == SysOp.BARRIER:
-                raise ProgramError("SYS BARRIER needs a multi-core machine")
+
+    def _ids(self, ins: Instruction) -> list[int]:
+        ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
+        return self.hbm[0][ids_ix].view("<i4").astype(np.int64).tolist()
 
     def _load(self, ins: Instruction, c: Counters) -> None:
         if ins.gather:
-            ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
-            ids = self.hbm[0][ids_ix].view("<i4").astype(np.int64)
+            ids = self._ids(ins)
             ix = np.concatenate([self._hbm_rows(ins.channel, ins.hbm_addr + int(t) * ins.hbm_stride, 1,
                                                 ins.row_bytes, 0) for t in ids])
-            c.hbm_read[0] = c.hbm_read.get(0, 0) + ids_ix.size
+            c.hbm_read[0] = c.hbm_read.get(0, 0) + 4 * ins.rows
         else:
             ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
         data = self.hbm[ins.channel][ix]

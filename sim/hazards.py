@@ -1,10 +1,10 @@
 """Happens-before checking for decoupled units: vector clocks carried by wait/release tokens.
 
-Every byte of every on-chip buffer remembers which unit last wrote it (and that unit's
-instruction count then) and, per unit, the count of its last read. An access by unit U is legal
-only if U's clock has seen the conflicting access: that is, a chain of tokens orders them.
-Memory channels are tracked as the intervals written by ST (weights are written by the host
-before the program starts and never race).
+An agent is one unit of one core. Every byte of every on-chip buffer remembers which agent
+last wrote it (and that agent's instruction count then) and, per agent, the count of its last
+read. An access is legal only if the accessing agent's clock has seen the conflicting access:
+that is, a chain of tokens (and barriers, across cores) orders them. Memory channels are
+tracked as the intervals that LD and ST touched (the host writes weights before the start).
 """
 from __future__ import annotations
 
@@ -18,28 +18,44 @@ from flightc.isa.table import Unit
 NUNITS = len(Unit)
 
 
+def agent_name(agent: int) -> str:
+    core, unit = divmod(agent, NUNITS)
+    return f"core{core}.{Unit(unit).name}"
+
+
 class HazardChecker:
     def __init__(self, cfg: HardwareConfig):
-        self.clock = np.zeros((NUNITS, NUNITS), np.int64)  # clock[u] = what unit u has seen of every unit
-        size = {b: cfg.buffer_bytes(b) for b in Buffer}
-        self.writer = {b: np.full(size[b], -1, np.int8) for b in Buffer}
-        self.write_seq = {b: np.zeros(size[b], np.int64) for b in Buffer}
-        self.read_seq = {b: np.zeros((NUNITS, size[b]), np.int64) for b in Buffer}
-        self.hbm_writes: list[tuple[Access, int, int]] = []  # (access, unit, seq)
+        self.agents = cfg.num_cores * NUNITS
+        self.clock = np.zeros((self.agents, self.agents), np.int64)  # clock[a] = what agent a has seen of each
+        self.writer: dict[tuple[int, Buffer], np.ndarray] = {}
+        self.write_seq: dict[tuple[int, Buffer], np.ndarray] = {}
+        self.read_seq: dict[tuple[int, Buffer], np.ndarray] = {}
+        for core in range(cfg.num_cores):
+            for b in Buffer:
+                size = cfg.buffer_bytes(b)
+                self.writer[(core, b)] = np.full(size, -1, np.int16)
+                self.write_seq[(core, b)] = np.zeros(size, np.int64)
+                self.read_seq[(core, b)] = np.zeros((NUNITS, size), np.int64)
+        self.hbm_writes: list[tuple[Access, int, int]] = []  # (access, agent, seq)
         self.hbm_reads: list[tuple[Access, int, int]] = []
 
-    def snapshot(self, unit: Unit) -> np.ndarray:
-        return self.clock[unit].copy()
+    def snapshot(self, agent: int) -> np.ndarray:
+        return self.clock[agent].copy()
 
-    def merge(self, unit: Unit, token_clock: np.ndarray) -> None:
-        np.maximum(self.clock[unit], token_clock, out=self.clock[unit])
+    def merge(self, agent: int, token_clock: np.ndarray) -> None:
+        np.maximum(self.clock[agent], token_clock, out=self.clock[agent])
 
-    def _seen(self, unit: int, other: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        return (other == unit) | (other < 0) | (self.clock[unit][np.maximum(other, 0)] >= seq)
+    def barrier(self, agents: list[int]) -> None:
+        """Agents meeting at a barrier leave it having seen everything any of them had seen."""
+        merged = self.clock[agents].max(axis=0)
+        self.clock[agents] = merged
 
-    def access(self, unit: Unit, where: str, reads: list[Access], writes: list[Access]) -> None:
-        """Check then record one instruction's accesses; its sequence number is clock[unit][unit] + 1."""
-        u = int(unit)
+    def _seen(self, agent: int, other: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        return (other == agent) | (other < 0) | (self.clock[agent][np.maximum(other, 0)] >= seq)
+
+    def access(self, agent: int, where: str, reads: list[Access], writes: list[Access]) -> None:
+        """Check then record one instruction's accesses; its sequence number is clock[agent][agent] + 1."""
+        u = agent
         seq = self.clock[u, u] + 1
         for a in reads:
             self._check(u, a, where, write=False)
@@ -56,38 +72,42 @@ class HazardChecker:
         if kind == "hbm":
             others = self.hbm_writes + (self.hbm_reads if write else [])
             for b, v, s in others:
-                if v != u and b.overlaps(a) and self.clock[u, v] < s:
+                if v != u and self.clock[u, v] < s and b.intersects(a):
                     raise ProgramError(f"{where}: {'writes' if write else 'reads'} channel {idx} bytes "
-                                       f"[{a.lo}, {a.hi}) racing an unordered access by {Unit(v).name} "
+                                       f"[{a.lo}, {a.hi}) racing an unordered access by {agent_name(v)} "
                                        f"(no token chain orders them)")
             return
-        b = Buffer(idx)
+        core = u // NUNITS
+        key = (core, Buffer(idx))
         ix = a.indices()
         if ix.size == 0:
             return
-        if ix.max() >= len(self.writer[b]):
-            raise ProgramError(f"{where}: {b.name} access [{a.lo}, {a.hi}) beyond the buffer ({len(self.writer[b])})")
-        ok = self._seen(u, self.writer[b][ix].astype(np.int64), self.write_seq[b][ix])
+        if ix.max() >= len(self.writer[key]):
+            raise ProgramError(f"{where}: {key[1].name} access [{a.lo}, {a.hi}) beyond the buffer "
+                               f"({len(self.writer[key])} bytes)")
+        ok = self._seen(u, self.writer[key][ix].astype(np.int64), self.write_seq[key][ix])
         if not ok.all():
             first = int(ix[np.argmin(ok)])
-            raise ProgramError(f"{where}: {'writes' if write else 'reads'} {b.name}[{first}] before the write by "
-                               f"{Unit(int(self.writer[b][first])).name} has been released to "
-                               f"{Unit(u).name} (missing wait/release token)")
+            raise ProgramError(f"{where}: {'writes' if write else 'reads'} {key[1].name}[{first}] before the write "
+                               f"by {agent_name(int(self.writer[key][first]))} has been released to "
+                               f"{agent_name(u)} (missing wait/release token)")
         if write:
-            for v in range(NUNITS):
-                if v != u and (self.read_seq[b][v][ix] > self.clock[u, v]).any():
-                    raise ProgramError(f"{where}: overwrites {b.name} [{a.lo}, {a.hi}) while {Unit(v).name} may "
-                                       f"still read it (missing wait/release token)")
+            for unit in range(NUNITS):
+                v = core * NUNITS + unit
+                if v != u and (self.read_seq[key][unit][ix] > self.clock[u, v]).any():
+                    raise ProgramError(f"{where}: overwrites {key[1].name} [{a.lo}, {a.hi}) while {agent_name(v)} "
+                                       f"may still read it (missing wait/release token)")
 
     def _record(self, u: int, seq: int, a: Access, write: bool) -> None:
         kind, idx = a.space
         if kind == "hbm":
             (self.hbm_writes if write else self.hbm_reads).append((a, u, seq))
             return
-        b = Buffer(idx)
+        core, unit = divmod(u, NUNITS)
+        key = (core, Buffer(idx))
         ix = a.indices()
         if write:
-            self.writer[b][ix] = u
-            self.write_seq[b][ix] = seq
+            self.writer[key][ix] = u
+            self.write_seq[key][ix] = seq
         else:
-            self.read_seq[b][u][ix] = seq
+            self.read_seq[key][unit][ix] = seq

@@ -46,6 +46,7 @@ class Region:
 class LinearTiles:
     """Where each row tile of a linear layer lives: packed rows and their requantization records."""
 
+    row0: int  # first output row of this core's share
     rows: int
     k: int
     row_bytes: int
@@ -59,7 +60,9 @@ class MemoryMap:
     regions: dict[str, Region] = field(default_factory=dict)
     images: dict[int, bytearray] = field(default_factory=dict)  # static bytes per channel
     extent: dict[int, int] = field(default_factory=dict)  # bytes used per channel, dynamic regions included
-    linears: dict[str, LinearTiles] = field(default_factory=dict)
+    linears: dict[str, list[LinearTiles | None]] = field(default_factory=dict)  # per core; None: no rows
+    kv_owner: dict[int, int] = field(default_factory=dict)  # kv head -> core
+    row_split: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # per linear: rows of each core
 
     def to_dict(self) -> dict:
         return {"regions": [r.to_dict() for r in self.regions.values()],
@@ -69,17 +72,36 @@ class MemoryMap:
         return self.regions[name]
 
 
+def core_channels(cfg: HardwareConfig, core: int) -> list[int]:
+    """Channels whose data a core owns: an even share of them (all of them when there are fewer than cores)."""
+    if cfg.mem_channels < cfg.num_cores:
+        return list(range(cfg.mem_channels))
+    per = cfg.mem_channels // cfg.num_cores
+    return list(range(core * per, (core + 1) * per))
+
+
+def split(count: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous, near-even split of range(count) into parts (some may be empty)."""
+    bounds = [count * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
 class _Allocator:
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
         self.map = MemoryMap(images={c: bytearray() for c in range(cfg.mem_channels)},
                              extent={c: 0 for c in range(cfg.mem_channels)})
-        self.next_channel = 0
+        self.turn = {c: 0 for c in range(cfg.num_cores)}
+
+    def channel_of(self, core: int) -> int:
+        chans = core_channels(self.cfg, core)
+        ch = chans[self.turn[core] % len(chans)]
+        self.turn[core] += 1
+        return ch
 
     def _place(self, name: str, kind: RegionKind, nbytes: int, channel: int | None) -> Region:
         if channel is None:
-            channel = self.next_channel
-            self.next_channel = (self.next_channel + 1) % self.cfg.mem_channels
+            channel = self.channel_of(0)
         addr = -(-self.map.extent[channel] // ALIGN) * ALIGN
         if addr + nbytes > self.cfg.mem_channel_bytes:
             raise UnsupportedError(f"memory: {name} ({nbytes} bytes) does not fit channel {channel} "
@@ -107,6 +129,9 @@ def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int
         raise UnsupportedError(f"layer {layer}: one packed weight row ({row_bytes} bytes) exceeds half the WGT "
                                f"buffer ({slot} bytes) of preset {cfg.name!r}")
     fit = min(rows, slot // row_bytes, cfg.buffer_bytes(Buffer.PRM) // 8 // nm.REQUANT_RECORD_BYTES, 65535)
+    if fit < 1:
+        raise UnsupportedError(f"layer {layer}: the PRM buffer of preset {cfg.name!r} cannot hold one tile's "
+                               f"requantization records")
     if fit >= cfg.mpe_chains:
         fit -= fit % cfg.mpe_chains
     return fit
@@ -121,14 +146,44 @@ def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
     return np.concatenate([cos, sin], axis=1).astype("<i2").tobytes()
 
 
-def place(graph: GraphIR, cfg: HardwareConfig, max_len: int) -> MemoryMap:
-    """Memory map and static images for an integerized, fused graph."""
+def row_shares(graph: GraphIR, name: str, rows: int, parts: int) -> list[tuple[int, int]]:
+    """Output rows of a linear layer per core: Q/K/V follow the KV-head split (attention stays local)."""
+    s = graph.spec
+    role = name.split(".")[-1]
+    if role in ("q_proj", "k_proj", "v_proj"):
+        per_head = s.head_dim * (s.kv_group if role == "q_proj" else 1)
+        return [(j0 * per_head, j1 * per_head) for j0, j1 in split(s.num_kv_heads, parts)]
+    return split(rows, parts)
+
+
+EXCHANGES = ("attn", "res", "mul")  # activations that cross cores, each with two alternating slots
+
+
+def exchange_width(graph: GraphIR, kind: str) -> int:
+    s = graph.spec
+    return {"attn": s.num_heads * s.head_dim, "res": 4 * s.hidden_size, "mul": s.intermediate_size}[kind]
+
+
+def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -> MemoryMap:
+    """Memory map and static images for an integerized, fused graph.
+
+    With several cores, every linear layer is split by output rows and attention by KV heads; a core's
+    share lives on its own channels, and exchange regions carry activations between cores.
+    """
     s = graph.spec
     if max_len > s.max_positions:
         raise UnsupportedError(f"max_len {max_len} exceeds the model's max_position_embeddings {s.max_positions}")
+    P = cfg.num_cores
     a = _Allocator(cfg)
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
+    if P > 1:
+        for kind in EXCHANGES:
+            for slot in range(2):
+                a.dynamic(f"xchg.{kind}.{slot}", RegionKind.IO, max_prefill * exchange_width(graph, kind))
+    for core, (j0, j1) in enumerate(split(s.num_kv_heads, P)):
+        for j in range(j0, j1):
+            a.map.kv_owner[j] = core
     emb = graph.node("embed")["qembed"].q
     a.static("embed", RegionKind.TABLE, emb.astype(np.int8).tobytes())
     a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta))
@@ -143,23 +198,33 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int) -> MemoryMap:
                      nm.pack_requant(np.full(s.head_dim, mult), np.full(s.head_dim, shift)))
             for j in range(s.num_kv_heads):
                 for kv in ("k", "v"):
-                    a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * s.head_dim)
+                    a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * s.head_dim,
+                              channel=a.channel_of(a.map.kv_owner[j]))
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())
             packed = pack_weight(node["qweight"])
             rows, row_bytes = packed.shape
             k = node["qweight"].shape[1]
-            tn = tile_rows(cfg, name, rows, row_bytes)
             records = nm.pack_requant(node["mult"], node["shift"])
-            wts, recs = [], []
-            for t, r0 in enumerate(range(0, rows, tn)):
-                r1 = min(rows, r0 + tn)
-                w = a.static(f"{name}.w{t}", RegionKind.WEIGHT, packed[r0:r1].tobytes())
-                wts.append(w)
-                recs.append(a.static(f"{name}.r{t}", RegionKind.PARAM,
-                                     records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
-                                     channel=w.channel))
-            a.map.linears[name] = LinearTiles(rows, k, row_bytes, tn, tuple(wts), tuple(recs))
+            shares = row_shares(graph, name, rows, P)
+            a.map.row_split[name] = shares
+            per_core: list[LinearTiles | None] = []
+            for core, (c0, c1) in enumerate(shares):
+                if c1 == c0:
+                    per_core.append(None)
+                    continue
+                tn = tile_rows(cfg, name, c1 - c0, row_bytes)
+                wts, recs = [], []
+                for r0 in range(c0, c1, tn):
+                    r1 = min(c1, r0 + tn)
+                    tag = f"{name}.c{core}.t{len(wts)}" if P > 1 else f"{name}.t{len(wts)}"
+                    w = a.static(f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes(), a.channel_of(core))
+                    wts.append(w)
+                    recs.append(a.static(f"{tag}.r", RegionKind.PARAM,
+                                         records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
+                                         channel=w.channel))
+                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(wts), tuple(recs)))
+            a.map.linears[name] = per_core
     # dynamic regions were reserved among static ones; images stop at the last static byte
     return a.map

@@ -68,23 +68,24 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gk = timed("calibrate", calibrate, gc, calibration)
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
-    mem = timed("place", place, gf, cfg, max_len)
+    mem = timed("place", place, gf, cfg, max_len, max_prefill)
 
     steps = [("prefill", n, n, 0) for n in range(1, max_prefill + 1)]
     steps += [("decode", p, 1, p) for p in range(1, max_len)]
-    programs: dict[str, bytes] = {}
+    programs: dict[str, list[bytes]] = {}
     index = []
     t = time.perf_counter()
     for i, (kind, n, length, pos0) in enumerate(steps):
-        prog = insert_tokens(lower_step(gf, cfg, mem, length, pos0))
-        data = encode_program(prog)
+        step = lower_step(gf, cfg, mem, length, pos0)
+        streams = [insert_tokens(prog, extra) for prog, extra in zip(step.cores, step.extras)]
         key = program_key(kind, n)
-        programs[key] = data
+        programs[key] = [encode_program(prog) for prog in streams]
         counts: dict[str, int] = {}
-        for ins in prog:
-            counts[ins.cls.name] = counts.get(ins.cls.name, 0) + 1
-        index.append({"key": key, "kind": kind, "n": n, "instructions": len(prog), "bytes": len(data),
-                      "classes": counts})
+        for prog in streams:
+            for ins in prog:
+                counts[ins.cls.name] = counts.get(ins.cls.name, 0) + 1
+        index.append({"key": key, "kind": kind, "n": n, "instructions": sum(map(len, streams)),
+                      "bytes": sum(map(len, programs[key])), "classes": counts})
         if progress:
             progress("lower", i + 1, len(steps))
     timings["lower+tokens+encode"] = time.perf_counter() - t

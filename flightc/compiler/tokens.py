@@ -17,9 +17,13 @@ def _conflict(r1: list[Access], w1: list[Access], r2: list[Access], w2: list[Acc
     return any(a.overlaps(b) for a in w1 for b in r2 + w2) or any(a.overlaps(b) for a in r1 for b in w2)
 
 
-def insert_tokens(program: list[Instruction]) -> list[Instruction]:
+def insert_tokens(program: list[Instruction],
+                  extras: dict[int, tuple[list[Access], list[Access]]] | None = None) -> list[Instruction]:
+    """``extras[i]`` adds accesses to instruction i that its fields do not show (a barrier's exchanges)."""
     units = [ins.unit for ins in program]
     access = [footprint(ins) for ins in program]
+    for i, (r, w) in (extras or {}).items():
+        access[i] = (access[i][0] + r, access[i][1] + w)
     wait = [0] * len(program)
     release = [0] * len(program)
     by_unit: dict[Unit, list[int]] = {u: [] for u in Unit}

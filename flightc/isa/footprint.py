@@ -43,6 +43,18 @@ class Access:
         """Conservative: do the spans intersect (strided gaps are ignored)."""
         return self.space == other.space and self.lo < other.hi and other.lo < self.hi
 
+    @property
+    def contiguous(self) -> bool:
+        return self.rows <= 1 or self.stride == self.width
+
+    def intersects(self, other: "Access") -> bool:
+        """Exact: do the two share a byte (strided gaps respected)."""
+        if not self.overlaps(other):
+            return False
+        if self.contiguous and other.contiguous:
+            return True
+        return bool(np.intersect1d(self.indices(), other.indices(), assume_unique=False).size)
+
     def indices(self) -> np.ndarray:
         r = np.arange(self.rows, dtype=np.int64)[:, None] * self.stride
         return (self.addr + r + np.arange(self.width, dtype=np.int64)[None, :]).ravel()
@@ -81,9 +93,8 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
         onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
         if op is Opcode.ST:
             return [onchip], [mem]
-        if ins.gather:  # any row of the table may be read, plus the ids
-            return [Access(hbm(ins.channel), ins.hbm_addr, 1, 1 << 62, 0), Access(hbm(0), ins.ids_addr, 1,
-                                                                                  4 * ins.rows, 0)], [onchip]
+        if ins.gather:  # the rows read depend on the ids: see gather_rows
+            return [Access(hbm(0), ins.ids_addr, 1, 4 * ins.rows, 0)], [onchip]
         return [mem], [onchip]
     if op in (Opcode.MM, Opcode.MV):
         m, a_stride, out_stride = mpe_shape(ins)
@@ -105,6 +116,11 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     if op is Opcode.MISC:
         return misc_footprint(ins)
     return [], []
+
+
+def gather_rows(ins: Instruction, ids: list[int]) -> list[Access]:
+    """The table rows a gather LD reads, once its ids are known."""
+    return [Access(hbm(ins.channel), ins.hbm_addr + int(t) * ins.hbm_stride, 1, ins.row_bytes, 0) for t in ids]
 
 
 def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
