@@ -45,9 +45,13 @@ class Compiled:
 
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
-                  calibration: np.ndarray | None = None,
+                  calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> Compiled:
-    """Compile a model (HF folder, transformers model or float graph IR) for a hardware config."""
+    """Compile a model (HF folder, transformers model or float graph IR) for a hardware config.
+
+    The bundle holds a prefill program for each length in ``prefill_lengths`` (default 1..max_prefill)
+    and a decode program for each position 1..max_len-1.
+    """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
     if max_prefill > max_len:
@@ -70,7 +74,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gf = timed("fuse", fuse, gi)
     mem = timed("place", place, gf, cfg, max_len, max_prefill)
 
-    steps = [("prefill", n, n, 0) for n in range(1, max_prefill + 1)]
+    lengths = sorted(set(prefill_lengths or range(1, max_prefill + 1)))
+    if lengths[0] < 1 or lengths[-1] > max_prefill:
+        raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({max_prefill})")
+    steps = [("prefill", n, n, 0) for n in lengths]
     steps += [("decode", p, 1, p) for p in range(1, max_len)]
     programs: dict[str, list[bytes]] = {}
     index = []
@@ -97,7 +104,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
         "max_len": max_len, "max_prefill": max_prefill,
         "memory_map": mem.to_dict(), "programs": index,
-        "io": {"ids": "io.ids", "logits": "io.logits"},
+        "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
     }
     images = {ch: bytes(img) for ch, img in mem.images.items()}
     bundle = Bundle(manifest, images, programs)

@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
+
+.PHONY: env demo test test-fast docs clean
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools>=64" wheel
+	# the CPU build of torch (a plain `torch` would pull a multi-GB CUDA build)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*; touch $@
+
+env: $(STAMP)
+
+demo: env
+	$(BIN)/flightc demo
+
+test: env
+	$(BIN)/python -m pytest -q
+
+docs: env
+	$(BIN)/flightc isa-doc -o docs/isa.md
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

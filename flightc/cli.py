@@ -1,0 +1,297 @@
+"""The ``flightc`` command line; each subcommand mirrors a Python API call."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flightc.errors import FlightcError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+def _plan(args):
+    from flightc.compress.plan import CompressionPlan
+
+    fmt = args.format
+    if fmt is None:
+        fmt = f"w{args.bits}" + (f"g{args.group}" if args.group else "")
+        if args.sparsity and args.sparsity not in ("dense", "16:16"):
+            fmt += f"s{args.sparsity}"
+    return CompressionPlan.parse(fmt, args.layer or [])
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise FlightcError(f"--prompt-ids {text!r}: expected integers separated by commas") from None
+
+
+def cmd_compile(args) -> int:
+    from flightc.compiler.pipeline import compile_model
+    from flightc.models.builtin import model_input
+
+    plan = _plan(args)
+    t0 = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("compiling", total=None)
+
+        def progress(stage, done, total):
+            bar.update(task, description=f"lowering programs", completed=done, total=total)
+
+        compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
+                                 max_prefill=args.max_prefill, progress=progress)
+    path = compiled.bundle.save(args.output)
+    m = compiled.bundle.manifest
+    console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
+                  f"(config {m['config_hash']}, ISA {m['isa_version']}) in {time.perf_counter() - t0:.1f} s")
+    _print_layers(m)
+    return 0
+
+
+def _print_layers(m: dict) -> None:
+    fmts: dict[str, list[str]] = {}
+    for layer, label in m["layers"].items():
+        fmts.setdefault(label, []).append(layer)
+    t = Table(title="weight formats")
+    t.add_column("format")
+    t.add_column("layers", overflow="fold")
+    for label, layers in fmts.items():
+        t.add_row(label, ", ".join(layers) if len(layers) <= 6 else f"{len(layers)} layers")
+    console.print(t)
+
+
+def cmd_info(args) -> int:
+    from flightc.bundle import load_bundle
+
+    b = load_bundle(args.bundle)
+    m = b.manifest
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items() if k != "programs"}, indent=1))
+        return 0
+    cfg = b.config
+    console.print(f"[bold]{args.bundle}[/]: {m['format']} v{m['bundle_version']}, ISA {m['isa_version']}, "
+                  f"flightc {m['flightc_version']}")
+    console.print(f"hardware: {cfg.name} (hash {cfg.hash}): {cfg.num_cores} cores x {cfg.mpe_chains} chains x "
+                  f"{cfg.chain_length} DSPs, {cfg.mem_channels} x {cfg.mem_channel_gbps} GB/s "
+                  f"{cfg.mem_kind.value}, {cfg.clock_mhz:g} MHz")
+    s = m["model"]
+    console.print(f"model: {s['family']}, {s['num_layers']} layers, hidden {s['hidden_size']}, "
+                  f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m['max_len']}")
+    _print_layers(m)
+    regions = Table(title="memory map")
+    for col in ("region kind", "regions", "bytes", "channels"):
+        regions.add_column(col)
+    by_kind: dict[str, list[dict]] = {}
+    for r in m["memory_map"]["regions"]:
+        by_kind.setdefault(r["kind"], []).append(r)
+    for kind, rs in by_kind.items():
+        regions.add_row(kind, str(len(rs)), f"{sum(r['nbytes'] for r in rs):,}",
+                        str(len({r['channel'] for r in rs})))
+    console.print(regions)
+    progs = Table(title="programs")
+    for col in ("kind", "count", "instructions (min..max)", "bytes (total)"):
+        progs.add_column(col)
+    for kind in ("prefill", "decode"):
+        ps = [p for p in m["programs"] if p["kind"] == kind]
+        if ps:
+            progs.add_row(kind, str(len(ps)), f"{min(p['instructions'] for p in ps)}..{max(p['instructions'] for p in ps)}",
+                          f"{sum(p['bytes'] for p in ps):,}")
+    console.print(progs)
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    from flightc.bundle import load_bundle
+    from flightc.isa.codec import decode_program
+    from flightc.isa.disasm import disassemble
+
+    b = load_bundle(args.bundle)
+    kind, _, n = args.program.partition("/")
+    streams = b.program(kind, int(n))
+    cores = range(len(streams)) if args.core is None else [args.core]
+    for core in cores:
+        if len(streams) > 1:
+            print(f"; core {core}")
+        for line in disassemble(decode_program(streams[core]), verbose=args.verbose):
+            print(line)
+    return 0
+
+
+def cmd_sim(args) -> int:
+    import numpy as np
+
+    from flightc.runtime.session import Session
+
+    session = Session(args.bundle, backend=args.backend, check_hazards=not args.no_hazard_check)
+    prompt = _ids(args.prompt_ids)
+    console.print(f"prompt: {prompt}")
+    t0 = time.perf_counter()
+    tokens = []
+    console.print("tokens: ", end="")
+    for token, _ in session.generate(prompt, args.max_new_tokens):
+        tokens.append(token)
+        console.print(str(token), end=" ")
+    console.print()
+    wall = time.perf_counter() - t0
+    c = session.counters
+    t = Table(title=f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s of "
+                    f"simulation speed)")
+    t.add_column("counter")
+    t.add_column("value", justify="right")
+    for name, count in sorted(c.instructions.items()):
+        t.add_row(f"{name} instructions", f"{count:,}")
+    t.add_row("MACs", f"{c.macs:,}")
+    t.add_row("SFU elements", f"{c.sfu_elements:,}")
+    t.add_row("memory bytes read", f"{sum(c.hbm_read.values()):,}")
+    t.add_row("memory bytes written", f"{sum(c.hbm_written.values()):,}")
+    t.add_row("channels read", f"{len(c.hbm_read)}")
+    console.print(t)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"prompt": prompt, "tokens": tokens, "wall_s": wall,
+                                               "counters": c.to_dict()}, indent=1))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from flightc.demo import run_demo
+
+    return run_demo(args.model, args.hw, args.format, args.max_new_tokens, Path(args.out), console)
+
+
+def cmd_isa_doc(args) -> int:
+    from flightc.isa.docgen import render
+
+    text = render()
+    if args.output:
+        Path(args.output).write_text(text)
+        console.print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from flightc.config import PRESETS, load_config
+
+    if args.name is None:
+        t = Table(title="hardware presets")
+        for col in ("name", "cores", "MPE DSPs", "memory", "GB/s", "MHz", "on-chip MiB", "hash"):
+            t.add_column(col)
+        for cfg in PRESETS.values():
+            t.add_row(cfg.name, str(cfg.num_cores), f"{cfg.dsp_count:,}", f"{cfg.mem_channels} x {cfg.mem_kind.value}",
+                      f"{cfg.mem_bandwidth_gbps:.1f}", f"{cfg.clock_mhz:g}", f"{cfg.on_chip_bytes / 2**20:.1f}",
+                      cfg.hash)
+        console.print(t)
+        return 0
+    cfg = load_config(args.name)
+    if args.set:
+        changes = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            changes[key] = json.loads(value)
+        d = {**cfg.to_dict(), **changes}
+        from flightc.config import HardwareConfig
+
+        cfg = HardwareConfig.from_dict(d)
+    text = cfg.to_json()
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        console.print(f"wrote {args.output} (hash {cfg.hash})")
+    else:
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flightc import __version__
+    from flightc.models.builtin import BUILTIN, DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="flightc", description="Compile compressed LLMs for FlightLLM-style FPGA "
+                                "accelerators and run them bit-exactly on simulators and boards.")
+    p.add_argument("--version", action="version", version=f"flightc {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each compiler pass")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = ", ".join(f"builtin:{n}" for n in BUILTIN)
+    c = sub.add_parser("compile", help="compile a model to a program bundle")
+    c.add_argument("model", help=f"Hugging Face model folder, or one of {models}")
+    c.add_argument("--hw", default="tiny", help="hardware preset (tiny, kv260, u280, vhk158) or config JSON")
+    c.add_argument("--format", help="default weight format, e.g. w8, w4g128, w4g128s8:16, w2g64s2:4")
+    c.add_argument("--bits", type=int, default=8, help="weight bits (2, 3, 4, 8) when --format is not given")
+    c.add_argument("--group", type=int, default=0, help="group size along K for sub-8-bit weights")
+    c.add_argument("--sparsity", default="dense", help="N:M pattern: 2:16, 4:16, 8:16, 2:4 or dense")
+    c.add_argument("--layer", action="append", metavar="PATTERN=FORMAT",
+                   help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
+    c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
+    c.add_argument("--max-prefill", type=int, default=16, help="longest prompt")
+    c.add_argument("-o", "--output", required=True, help="bundle file to write (.flb)")
+    c.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("sim", help="generate tokens from a bundle on a backend")
+    s.add_argument("bundle")
+    s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
+    s.add_argument("--max-new-tokens", type=int, default=16)
+    s.add_argument("--backend", default="fsim", help="fsim (functional simulator)")
+    s.add_argument("--no-hazard-check", action="store_true", help="skip the token-ordering checks (faster)")
+    s.add_argument("--json", help="also write tokens and counters to this file")
+    s.set_defaults(func=cmd_sim)
+
+    d = sub.add_parser("disasm", help="disassemble one program of a bundle")
+    d.add_argument("bundle")
+    d.add_argument("--program", default="decode/1", help="KIND/N: prefill/8, decode/9, ...")
+    d.add_argument("--core", type=int, help="only this core's stream")
+    d.add_argument("--verbose", action="store_true", help="show zero-valued fields too")
+    d.set_defaults(func=cmd_disasm)
+
+    i = sub.add_parser("info", help="summarize a bundle")
+    i.add_argument("bundle")
+    i.add_argument("--json", action="store_true", help="print the manifest (without the program index)")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="compile the built-in model, generate on the simulator, compare with references")
+    m.add_argument("--model", default=DEFAULT_MODEL)
+    m.add_argument("--hw", default="tiny")
+    m.add_argument("--format", default="w8", help="weight format, e.g. w8, w4g32, w4g128s8:16")
+    m.add_argument("--max-new-tokens", type=int, default=24)
+    m.add_argument("--out", default="out/demo", help="folder for the model and bundle")
+    m.set_defaults(func=cmd_demo)
+
+    g = sub.add_parser("config", help="list hardware presets, or print / derive one as JSON")
+    g.add_argument("name", nargs="?", help="preset name or JSON file")
+    g.add_argument("--set", action="append", metavar="FIELD=JSON", help="change a field, e.g. num_cores=1")
+    g.add_argument("-o", "--output", help="write the JSON here (usable as --hw FILE)")
+    g.set_defaults(func=cmd_config)
+
+    a = sub.add_parser("isa-doc", help="write the ISA reference generated from the table")
+    a.add_argument("-o", "--output", help="e.g. docs/isa.md")
+    a.set_defaults(func=cmd_isa_doc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except FlightcError as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

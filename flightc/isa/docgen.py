@@ -1,0 +1,48 @@
+"""Generate docs/isa.md from the ISA table (``flightc isa-doc`` / ``make docs``)."""
+from __future__ import annotations
+
+from flightc.isa.table import ISA, ISA_VERSION, FieldKind, Unit
+
+INTRO = """# Instruction set (ISA {version})
+
+*Generated from `flightc/isa/table.py` by `flightc isa-doc`; do not edit by hand.*
+
+Instructions are little-endian bit fields; bits [2:0] of every instruction hold the opcode, which
+gives the class and so the length. Each instruction carries `wait` and `release` masks with one
+bit per unit ({units}): before it starts, the unit pops one token from the FIFO of every unit
+marked in `wait`; after it finishes, it pushes one token to every unit marked in `release`. An
+instruction may not mark its own unit. Reserved bits must be zero.
+
+Refinements over FlightLLM's six classes, and why:
+- **MM and MV share one unit (MPE).** They run on the same DSP chains in two modes, so they share
+  one queue and one token identity; FlightLLM's separate masks for them could not express that.
+- **Requantization lives in the MPE output stage** (`out_mode`), with per-row multiplier records
+  in the PRM buffer: the INT32 accumulators never leave the MPE except as raw scores or logits.
+- **A LUT in the output stage** fuses element-wise activations (SiLU) into MV/MM.
+- **LD can gather** rows by token id, so the decode program needs no host patching per token.
+- **Widths are per class** (multiples of 32 bits), as in FlightLLM: LD 224, ST 192, MM 320, MV 256,
+  MISC 288, SYS 32.
+"""
+
+
+def field_type(f) -> str:
+    if f.kind is FieldKind.ENUM:
+        return "enum " + f.enum.__name__ + ": " + ", ".join(f"{e.name}={int(e)}" for e in f.enum)
+    if f.kind is FieldKind.MASK:
+        return "unit mask"
+    return {FieldKind.UINT: "unsigned", FieldKind.INT: "signed", FieldKind.BOOL: "flag",
+            FieldKind.RESERVED: "zero"}[f.kind]
+
+
+def render() -> str:
+    lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit))]
+    lines.append("| class | opcode | unit | bits | meaning |\n|---|---|---|---|---|")
+    for cls in ISA.values():
+        lines.append(f"| {cls.name} | {int(cls.opcode)} | {cls.unit.name} | {cls.width} | {cls.doc} |")
+    for cls in ISA.values():
+        lines.append(f"\n## {cls.name} ({cls.width} bits, unit {cls.unit.name})\n\n{cls.doc}\n")
+        lines.append("| bits | field | type | meaning |\n|---|---|---|---|")
+        for p in cls.layout:
+            bits = f"[{p.hi}:{p.lo}]" if p.hi != p.lo else f"[{p.lo}]"
+            lines.append(f"| {bits} | `{p.field.name}` | {field_type(p.field)} | {p.field.doc} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,32 @@
+"""Shared fixtures: compiled built-in models are cached per test session (compiling takes seconds)."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from flightc.compress.plan import CompressionPlan
+
+PROMPT = [17, 42, 99, 3, 250, 7, 128, 64]
+NEW_TOKENS = 32
+MAX_LEN = len(PROMPT) + NEW_TOKENS
+
+
+@functools.lru_cache(maxsize=None)
+def torch_model(name: str):
+    from flightc.models.builtin import load_builtin
+
+    return load_builtin(f"builtin:{name}")
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(name: str, fmt: str, overrides: tuple[str, ...] = (), hw: str = "tiny"):
+    from flightc.compiler.pipeline import compile_model
+
+    return compile_model(torch_model(name), hw, CompressionPlan.parse(fmt, list(overrides)), max_len=MAX_LEN,
+                         max_prefill=len(PROMPT), prefill_lengths=[len(PROMPT)])
+
+
+@pytest.fixture
+def tiny_w8():
+    return compiled("tiny-llama", "w8")

@@ -1,0 +1,56 @@
+"""The command line, run as users run it."""
+import json
+
+import pytest
+
+from flightc.cli import main
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "m.flb"
+    assert main(["compile", "builtin:tiny-llama-gqa", "--hw", "tiny", "--bits", "4", "--group", "32",
+                 "--sparsity", "8:16", "--layer", "*.down_proj=w8", "--max-len", "16", "--max-prefill", "4",
+                 "-o", str(out)]) == 0
+    return out
+
+
+def test_info_and_json(bundle, capsys):
+    assert main(["info", str(bundle)]) == 0
+    text = capsys.readouterr().out
+    assert "tiny" in text and "W4 g32 8:16" in text and "W8" in text
+    assert main(["info", str(bundle), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["isa_version"] and m["model"]["num_kv_heads"] == 2
+
+
+def test_disasm_lists_every_instruction(bundle, capsys):
+    assert main(["disasm", str(bundle), "--program", "prefill/4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[1] == "LD" and "gather=1" in lines[0]
+    assert lines[-1].split()[1] == "SYS" and "op=END" in lines[-1]
+    assert any(" MM " in f" {l} " for l in lines)
+
+
+def test_sim_streams_tokens_and_counters(bundle, capsys, tmp_path):
+    out = tmp_path / "run.json"
+    assert main(["sim", str(bundle), "--prompt-ids", "1,2,3", "--max-new-tokens", "5", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "MV instructions" in text and "MACs" in text
+    run = json.loads(out.read_text())
+    assert len(run["tokens"]) == 5 and run["counters"]["macs"] > 0
+
+
+def test_errors_are_reported_not_raised(bundle, capsys):
+    assert main(["sim", str(bundle), "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "2"]) == 2
+    assert "no prefill program for 5" in capsys.readouterr().err
+    assert main(["compile", "builtin:tiny-llama", "--bits", "5", "-o", "x.flb"]) == 2
+    assert main(["sim", str(bundle), "--prompt-ids", "1,999", "--max-new-tokens", "2"]) == 2
+
+
+def test_config_presets_and_derived_json(tmp_path, capsys):
+    assert main(["config"]) == 0
+    assert "u280" in capsys.readouterr().out
+    path = tmp_path / "one.json"
+    assert main(["config", "u280", "--set", "num_cores=1", "-o", str(path)]) == 0
+    assert json.loads(path.read_text())["num_cores"] == 1

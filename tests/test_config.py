@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from flightc.config import PRESETS, Buffer, HardwareConfig, MemoryKind, load_config
+from flightc.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_json_round_trip_keeps_hash(name):
+    cfg = PRESETS[name]
+    back = HardwareConfig.from_dict(json.loads(cfg.to_json()))
+    assert back == cfg and back.hash == cfg.hash
+
+
+def test_hash_ignores_the_name_but_not_parameters():
+    cfg = PRESETS["tiny"]
+    assert cfg.replace(name="other").hash == cfg.hash
+    assert cfg.replace(clock_mhz=101.0).hash != cfg.hash
+
+
+def test_u280_matches_the_published_build():
+    cfg = PRESETS["u280"]
+    assert cfg.clock_mhz == 225 and cfg.num_cores == 3
+    assert cfg.mem_channels == 32 and cfg.mem_bandwidth_gbps == pytest.approx(460.0)
+    assert 6000 <= cfg.dsp_count <= 6400  # FlightLLM used 6,345 DSP48E2 in all
+    assert PRESETS["vhk158"].mem_bandwidth_gbps == pytest.approx(819.2)
+    assert PRESETS["kv260"].mem_kind is MemoryKind.DDR4 and PRESETS["kv260"].mem_bandwidth_gbps == 19.2
+
+
+def test_derived_values_follow_fields():
+    cfg = PRESETS["tiny"]
+    assert cfg.dsp_count == cfg.num_cores * cfg.mpe_chains * cfg.chain_length
+    assert cfg.buffer_bytes(Buffer.ACT) == cfg.act_buffer_kib * 1024
+    # the accumulator bound is exact: K * 128 * 128 must stay below 2^(acc_bits-1)
+    assert (cfg.max_reduction_length + 1) * 128 * 128 <= 1 << (cfg.acc_bits - 1)
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(chain_length=7), "multiple of dsp_group"),
+    (dict(weight_bits=(4, 5, 8)), "weight_bits"),
+    (dict(sparse_n=(3, 16)), "sparse_n"),
+    (dict(num_cores=0), "positive"),
+])
+def test_inconsistent_configs_are_refused(change, words):
+    with pytest.raises(ConfigError, match=words):
+        PRESETS["tiny"].replace(**change)
+
+
+def test_load_config_from_file_and_unknown_name(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(PRESETS["kv260"].to_json())
+    assert load_config(path) == PRESETS["kv260"]
+    with pytest.raises(ConfigError, match="unknown hardware config"):
+        load_config("zcu999")
+    bad = json.loads(PRESETS["tiny"].to_json())
+    bad["extra"] = 1
+    with pytest.raises(ConfigError, match="unknown fields"):
+        HardwareConfig.from_dict(bad)

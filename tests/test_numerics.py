@@ -1,0 +1,73 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flightc import numerics as nm
+
+
+@given(st.integers(0, 2**60))
+def test_isqrt_is_exact(v):
+    r = int(nm.isqrt(np.array([v]))[0])
+    assert r == math.isqrt(v)
+
+
+@given(st.floats(1e-12, 1e6))
+def test_quantize_multiplier_is_accurate(real):
+    mult, shift = nm.quantize_multiplier(real)
+    assert (1 << 30) <= mult < (1 << 31) or shift == 63
+    assert 0 <= shift <= 63
+    if shift < 63:
+        assert mult / 2 ** shift == pytest.approx(real, rel=2 ** -29)
+
+
+def test_round_shift_rounds_half_up():
+    assert nm.round_shift(np.array([5, -5, 6, -6, 7]), 1).tolist() == [3, -2, 3, -3, 4]
+    assert nm.round_div(np.array([5, -5, 7]), np.array([2, 2, 7])).tolist() == [3, -2, 1]
+
+
+def test_softmax_matches_float_and_masks():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(-3000, 3000, size=(4, 12))
+    scale = 1 / 700  # real score = int * scale
+    mult, shift = nm.quantize_multiplier(scale * math.log2(math.e) * (1 << nm.EXP_FRAC_BITS))
+    p = nm.softmax(scores, mult, shift, offset=8)
+    for r in range(4):
+        vis = r + 9
+        x = scores[r, :vis] * scale
+        ref = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+        assert np.abs(p[r, :vis] / 256 - ref).max() < 2 / 256
+        assert not p[r, vis:].any()
+    with pytest.raises(ValueError):
+        nm.softmax(scores, mult, shift, offset=-1)
+
+
+def test_rmsnorm_matches_float():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 64)) * 1e5
+    g = rng.uniform(0.5, 1.5, 64)
+    s_out = 4 / 127
+    gain = np.round(g / s_out * 2 ** (nm.RMS_FRAC_BITS + 8)).astype(np.int64)
+    y = nm.rmsnorm(np.round(x).astype(np.int64), gain, 0, 8)
+    ref = x / np.sqrt((x ** 2).mean(-1, keepdims=True)) * g / s_out
+    assert np.abs(y - np.clip(np.round(ref), -128, 127)).max() <= 1
+
+
+def test_rope_matches_float_rotation():
+    x = np.random.default_rng(0).integers(-100, 100, size=(2, 32))
+    cos, sin = nm.rope_table(np.array([3, 4]), 16, 10000.0)
+    y = nm.rope(x, cos, sin, 16)
+    ang = np.array([3, 4])[:, None] * (1.0 / 10000 ** (np.arange(0, 16, 2) / 16))[None]
+    h = x.reshape(2, 2, 16).astype(float)
+    ref = np.concatenate([h[..., :8] * np.cos(ang)[:, None] - h[..., 8:] * np.sin(ang)[:, None],
+                          h[..., 8:] * np.cos(ang)[:, None] + h[..., :8] * np.sin(ang)[:, None]], -1).reshape(2, 32)
+    assert np.abs(y - ref).max() <= 1
+
+
+def test_requant_record_round_trip():
+    mult = np.array([1 << 30, (1 << 31) - 1, 12345])
+    shift = np.array([0, 63, 17])
+    m, s = nm.unpack_requant(nm.pack_requant(mult, shift), 3)
+    assert m.tolist() == mult.tolist() and s.tolist() == shift.tolist()

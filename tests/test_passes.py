@@ -1,0 +1,133 @@
+"""Each compiler pass on its own: IR in, IR out."""
+import numpy as np
+import pytest
+
+from conftest import compiled, torch_model
+from flightc.compiler.calibrate import calibrate, default_calibration
+from flightc.compiler.compress import compress
+from flightc.compiler.fuse import fuse
+from flightc.compiler.integerize import integerize
+from flightc.compiler.lower import lower_step
+from flightc.compiler.memory import place
+from flightc.compiler.tokens import insert_tokens
+from flightc.compress.plan import CompressionPlan
+from flightc.config import PRESETS, Buffer
+from flightc.errors import UnsupportedError
+from flightc.frontend.hf_llama import load_hf
+from flightc.ir.graph import OpKind
+from flightc.isa.footprint import footprint
+from flightc.isa.table import Opcode, OutMode, Unit
+
+
+@pytest.fixture(scope="module")
+def stages():
+    g = load_hf(torch_model("tiny-llama"))
+    gc = compress(g, CompressionPlan.parse("w4g32", ["*.down_proj=w8"]), PRESETS["tiny"])
+    gk = calibrate(gc, default_calibration(g.spec.vocab_size))
+    gi = integerize(gk)
+    return g, gc, gk, gi, fuse(gi)
+
+
+def test_passes_do_not_mutate_their_input(stages):
+    g, gc, gk, gi, gf = stages
+    assert "qweight" not in g.node("L0.q_proj") and "amax" not in gc.node("L0.q_proj")
+    assert "mult" not in gk.node("L0.q_proj") and "L0.act" in gi.g
+    assert [x.stage for x in stages] == ["float", "compressed", "calibrated", "integer", "fused"]
+
+
+def test_compress_attaches_formats(stages):
+    gc = stages[1]
+    assert gc.node("L0.q_proj")["qweight"].fmt.label() == "W4 g32"
+    assert gc.node("L1.down_proj")["qweight"].fmt.label() == "W8"
+    assert gc.node("embed")["qembed"].q.dtype == np.int8
+
+
+def test_compress_rejects_a_width_the_preset_lacks():
+    g = load_hf(torch_model("tiny-llama"))
+    with pytest.raises(UnsupportedError, match=r"layer L0\.q_proj: 3-bit weights"):
+        compress(g, CompressionPlan.parse("w3g32"), PRESETS["tiny"].replace(weight_bits=(4, 8)))
+
+
+def test_calibrate_records_ranges(stages):
+    gk = stages[2]
+    assert all(gk.node(n)["amax"] > 0 for n in gk.order())
+
+
+def test_integerize_chooses_output_stages(stages):
+    gi = stages[3]
+    assert gi.node("L0.q_proj")["out_mode"] is OutMode.REQ_I8
+    assert gi.node("L0.o_proj")["out_mode"] is OutMode.REQ_ADD
+    assert gi.node("lm_head")["out_mode"] is OutMode.REQ_I32
+    assert gi.node("L0.act")["lut"].shape == (256,)
+    mult = gi.node("L0.q_proj")["mult"]
+    assert ((mult >= 1 << 30) & (mult < 1 << 31)).all()
+
+
+def test_fuse_folds_silu_into_the_gate_projection(stages):
+    gi, gf = stages[3], stages[4]
+    assert not list(gf.nodes_of(OpKind.SILU))
+    assert np.array_equal(gf.node("L0.gate_proj")["lut"], gi.node("L0.act")["lut"])
+    assert gf.node("L0.mul")["inputs"] == ["L0.gate_proj", "L0.up_proj"]
+
+
+def test_place_keeps_regions_apart_and_within_channels(stages):
+    gf = stages[4]
+    cfg = PRESETS["tiny"]
+    mem = place(gf, cfg, 40, 8)
+    by_channel = {}
+    for r in mem.regions.values():
+        by_channel.setdefault(r.channel, []).append((r.addr, r.addr + r.nbytes, r.name))
+    for ch, spans in by_channel.items():
+        spans.sort()
+        for (a0, a1, n0), (b0, b1, n1) in zip(spans, spans[1:]):
+            assert a1 <= b0, f"{n0} overlaps {n1} on channel {ch}"
+        assert spans[-1][1] <= cfg.mem_channel_bytes
+    assert len({r.channel for r in mem.regions.values() if r.kind.value == "weight"}) == cfg.mem_channels
+    for tiles in mem.linears.values():
+        (t,) = tiles
+        assert t.tile_rows * t.row_bytes <= cfg.buffer_bytes(Buffer.WGT) // 2
+
+
+def test_lower_keeps_decode_on_chip(stages):
+    gf = stages[4]
+    cfg = PRESETS["tiny"]
+    mem = place(gf, cfg, 40, 8)
+    (prog,) = lower_step(gf, cfg, mem, 1, 9).cores
+    stores = [i for i in prog if i.opcode is Opcode.ST]
+    kv = {r.addr for r in mem.regions.values() if r.kind.value == "kv"}
+    # one K and one V row per KV head per layer, then the logits: nothing else leaves the chip
+    assert len(stores) == 2 * gf.spec.num_kv_heads * gf.spec.num_layers + 1
+    assert all(s.hbm_addr - 9 * gf.spec.head_dim in kv for s in stores[:-1])
+    assert stores[-1].hbm_addr == mem["io.logits"].addr
+    assert {i.opcode for i in prog} >= {Opcode.LD, Opcode.MV, Opcode.MISC, Opcode.SYS}
+    assert Opcode.MM not in {i.opcode for i in prog}
+
+
+def test_lower_refuses_what_does_not_fit(stages):
+    gf = stages[4]
+    cfg = PRESETS["tiny"]
+    mem = place(gf, cfg, 40, 8)
+    with pytest.raises(UnsupportedError, match="ACT buffer"):
+        lower_step(gf, cfg.replace(act_buffer_kib=1), mem, 8, 0)
+
+
+def test_tokens_order_every_conflict(stages):
+    gf = stages[4]
+    cfg = PRESETS["tiny"]
+    mem = place(gf, cfg, 40, 8)
+    step = lower_step(gf, cfg, mem, 8, 0)
+    prog = insert_tokens(step.cores[0], step.extras[0])
+    # every MPE instruction waits for the LD that brought its weights
+    for i, ins in enumerate(prog):
+        if ins.opcode is Opcode.MM and ins.w_buf == Buffer.WGT:
+            assert ins.wait & (1 << Unit.LD)
+    # releases and waits balance per unit pair
+    for a in Unit:
+        for b in Unit:
+            if a != b:
+                rel = sum(1 for i in prog if i.unit is a and i.release >> b & 1)
+                wait = sum(1 for i in prog if i.unit is b and i.wait >> a & 1)
+                assert rel == wait
+    # no token on independent work: the first LD waits for nothing
+    assert prog[0].wait == 0
+    assert footprint(prog[0])[1][0].space == ("buf", int(Buffer.ACT))
