@@ -1,1 +1,5 @@
-"""hw"""
+"""Amaranth generators for the accelerator (installed as flightc.hw).
+
+The RTL is generated from flightc.config.HardwareConfig and the ISA table in flightc.isa.table;
+it lands with the hardware issue.
+"""
