@@ -34,8 +34,9 @@ def test_float_interpreter_matches_transformers(name):
     model = torch_model(name)
     ids = [5, 9, 200, 3, 77, 1]
     ours = run_float(load_hf(model), np.array(ids))["lm_head"]
+    device = next(model.parameters()).device  # the float reference may have moved it to CUDA
     with torch.no_grad():
-        theirs = model(torch.tensor([ids])).logits[0].double().numpy()
+        theirs = model(torch.tensor([ids], device=device)).logits[0].double().cpu().numpy()
     assert np.abs(ours - theirs).max() < 1e-4
 
 

@@ -63,9 +63,11 @@ def test_integerize_chooses_output_stages(stages):
     assert ((mult >= 1 << 30) & (mult < 1 << 31)).all()
 
 
-def test_fuse_folds_silu_into_the_gate_projection(stages):
+def test_fuse_folds_silu_and_rope_into_projections(stages):
     gi, gf = stages[3], stages[4]
-    assert not list(gf.nodes_of(OpKind.SILU))
+    assert not list(gf.nodes_of(OpKind.SILU)) and not list(gf.nodes_of(OpKind.ROPE))
+    assert gf.node("L0.q_proj")["rope"] and gf.node("L1.k_proj")["fused"] == ["L1.k_rope"]
+    assert gf.node("L0.attn")["inputs"] == ["L0.q_proj", "L0.k_proj", "L0.v_proj"]
     assert np.array_equal(gf.node("L0.gate_proj")["lut"], gi.node("L0.act")["lut"])
     assert gf.node("L0.mul")["inputs"] == ["L0.gate_proj", "L0.up_proj"]
 

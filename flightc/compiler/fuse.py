@@ -1,9 +1,10 @@
-"""Pass ``fuse``: fold element-wise activations into the producing MPE output stage (MV/MM + SiLU).
+"""Pass ``fuse``: merge element-wise work into the op that produces its input.
 
-A linear whose only consumer is a LUT activation gets that LUT in its output stage, so the
-activation costs no SFU pass and no buffer round trip. Attention (QK^T, softmax, PV) is one IR
-node already and is lowered as one fused on-chip sequence; RoPE is applied in place on the
-projection's on-chip output.
+- MV/MM + SiLU: a linear whose only consumer is a LUT activation gets that LUT in its output
+  stage, so the activation costs no SFU pass and no buffer round trip.
+- MV/MM + RoPE: a Q or K projection whose only consumer is RoPE rotates its on-chip output in
+  place, right after its last tile, before anything reads it.
+- QK^T + softmax + PV is one IR node (attention) already and is lowered as one on-chip sequence.
 """
 from __future__ import annotations
 
@@ -21,4 +22,11 @@ def fuse(graph: GraphIR) -> GraphIR:
             prod["scale"] = out.node(act)["scale"]
             prod["fused"] = prod.get("fused", []) + [act]
             out.remove_and_bypass(act, src)
+    for rope in list(out.nodes_of(OpKind.ROPE)):
+        (src,) = out.node(rope)["inputs"]
+        prod = out.node(src)
+        if prod["op"] is OpKind.LINEAR and prod["out_mode"] is OutMode.REQ_I8 and out.consumers(src) == [rope]:
+            prod["rope"] = True
+            prod["fused"] = prod.get("fused", []) + [rope]
+            out.remove_and_bypass(rope, src)
     return out

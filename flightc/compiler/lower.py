@@ -175,6 +175,13 @@ class StepLowering:
                      lut_addr=self.lut if lut else 0)
         return tiles.row0 * elem, (tiles.row0 + tiles.rows) * elem
 
+    def rope_in_place(self, act: int, width: int, lo: int, hi: int) -> None:
+        """Rotate columns [lo, hi) (this core's heads) of L rows of a Q or K projection."""
+        if hi > lo:
+            self.misc(MiscOp.ROPE, rows=self.L, cols=hi - lo, src_buf=Buffer.ACT, src_addr=act + lo,
+                      src_stride=width, dst_buf=Buffer.ACT, dst_addr=act + lo, dst_stride=width,
+                      prm_addr=self.rope, imm=self.s.head_dim)
+
     def rmsnorm(self, name: str, rows: int, src_row: int, dst: int) -> None:
         H = self.s.hidden_size
         node = self.g.node(name)
@@ -238,16 +245,14 @@ class StepLowering:
             elif op is OpKind.LINEAR and name != "lm_head":
                 dst, width = dst_of[role]
                 own_cols[role] = self.linear(name, src_of[role], L, dst, width)
+                if node.get("rope"):
+                    self.rope_in_place(dst, width, *own_cols[role])
                 if role in ("o_proj", "down_proj"):
                     self.exchange("res", Buffer.ACC, self.res, *own_cols[role])
-            elif op is OpKind.ROPE:  # on this core's heads only
-                proj = "q_proj" if role == "q_rope" else "k_proj"
-                act, width = (self.q, qw) if proj == "q_proj" else (self.k, kvw)
-                lo, hi = own_cols[proj]
-                if hi > lo:
-                    self.misc(MiscOp.ROPE, rows=L, cols=hi - lo, src_buf=Buffer.ACT, src_addr=act + lo,
-                              src_stride=width, dst_buf=Buffer.ACT, dst_addr=act + lo, dst_stride=width,
-                              prm_addr=self.rope, imm=d)
+            elif op is OpKind.ROPE:  # not fused: rotate the projection's output all the same
+                (proj,) = node["inputs"]
+                dst, width = dst_of[proj.split(".")[-1]]
+                self.rope_in_place(dst, width, *own_cols[proj.split(".")[-1]])
             elif op is OpKind.ATTENTION:
                 self.attention(name)
             elif op is OpKind.MUL:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy as _copy
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import networkx as nx
 
@@ -103,3 +103,21 @@ class GraphIR:
 
     def linears(self) -> list[str]:
         return list(self.nodes_of(OpKind.LINEAR))
+
+
+Handler = Callable[..., Any]
+
+
+def interpret(graph: GraphIR, handlers: dict[OpKind, Handler]) -> dict[str, Any]:
+    """Evaluate every node in topological order: ``handlers[op](name, node, *input_values)``.
+
+    An op without a handler raises (so a new op kind cannot be skipped silently).
+    """
+    values: dict[str, Any] = {}
+    for name in graph.order():
+        node = graph.node(name)
+        handler = handlers.get(node["op"])
+        if handler is None:
+            raise NotImplementedError(f"no handler for op {node['op'].value} (node {name})")
+        values[name] = handler(name, node, *(values[i] for i in node["inputs"]))
+    return values

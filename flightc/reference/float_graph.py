@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import GraphIR, OpKind, interpret
 
 
 def rope_float(x: np.ndarray, positions: np.ndarray, head_dim: int, theta: float) -> np.ndarray:
@@ -39,31 +39,20 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
     """Every node's output for one causal sequence; ``compressed`` uses the dequantized weights."""
     s = graph.spec
     pos = np.arange(len(ids))
-    out: dict[str, np.ndarray] = {}
-    for name in graph.order():
-        n = graph.node(name)
-        xs = [out[i] for i in n["inputs"]]
-        op = n["op"]
-        if op is OpKind.EMBED:
-            table = n["qembed"].dequantized() if compressed and "qembed" in n else n["weight"]
-            y = table[np.asarray(ids)]
-        elif op is OpKind.RMSNORM:
-            x = xs[0]
-            y = x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s.rms_eps) * n["weight"]
-        elif op is OpKind.LINEAR:
-            w = n["qweight"].dequantized() if compressed and "qweight" in n else n["weight"]
-            y = xs[0] @ w.T
-        elif op is OpKind.ROPE:
-            y = rope_float(xs[0], pos, s.head_dim, s.rope_theta)
-        elif op is OpKind.ATTENTION:
-            y = attention_float(*xs, s.num_heads, s.num_kv_heads, s.head_dim)
-        elif op is OpKind.SILU:
-            y = xs[0] / (1.0 + np.exp(-xs[0]))
-        elif op is OpKind.MUL:
-            y = xs[0] * xs[1]
-        elif op is OpKind.ADD:
-            y = xs[0] + xs[1]
-        else:  # pragma: no cover - the frontend only emits the kinds above
-            raise NotImplementedError(op)
-        out[name] = y
-    return out
+
+    def weight(n: dict, key: str) -> np.ndarray:
+        return n[key].dequantized() if compressed and key in n else n["weight"]
+
+    def rmsnorm(_, n, x):
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s.rms_eps) * n["weight"]
+
+    return interpret(graph, {
+        OpKind.EMBED: lambda _, n: weight(n, "qembed")[np.asarray(ids)],
+        OpKind.RMSNORM: rmsnorm,
+        OpKind.LINEAR: lambda _, n, x: x @ weight(n, "qweight").T,
+        OpKind.ROPE: lambda _, n, x: rope_float(x, pos, s.head_dim, s.rope_theta),
+        OpKind.ATTENTION: lambda _, n, q, k, v: attention_float(q, k, v, s.num_heads, s.num_kv_heads, s.head_dim),
+        OpKind.SILU: lambda _, n, x: x / (1.0 + np.exp(-x)),
+        OpKind.MUL: lambda _, n, a, b: a * b,
+        OpKind.ADD: lambda _, n, a, b: a + b,
+    })

@@ -14,7 +14,10 @@ def reference_device() -> str:
 
 
 class FloatReference:
-    """Greedy decoding and teacher-forced logits of a transformers causal LM."""
+    """Greedy decoding and teacher-forced logits of a transformers causal LM.
+
+    The model is moved to ``device`` (CUDA when present) in place, as ``nn.Module.to`` does.
+    """
 
     def __init__(self, model, device: str | None = None):
         import torch

@@ -9,7 +9,7 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.errors import UnsupportedError
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import GraphIR, OpKind, interpret
 from flightc.isa.table import OutMode
 
 
@@ -36,39 +36,28 @@ class IntegerModel:
             raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
         g, s = self.graph, self.graph.spec
         cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
-        val: dict[str, np.ndarray] = {}
-        for name in g.order():
-            n = g.node(name)
-            xs = [val[i] for i in n["inputs"]]
-            op = n["op"]
-            if op is OpKind.EMBED:
-                y = nm.deq(n["qembed"].q[ids], *n["deq"])
-            elif op is OpKind.RMSNORM:
-                y = nm.rmsnorm(xs[0], n["gain"], n["eps_q"], n["norm_shift"])
-            elif op is OpKind.LINEAR:
-                acc = xs[0].astype(np.int64) @ self.w8[name].T
-                mode = n["out_mode"]
-                if mode is OutMode.REQ_I8:
-                    y = nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
-                elif mode is OutMode.REQ_ADD:
-                    y = nm.requantize(acc, n["mult"], n["shift"])
-                else:
-                    y = nm.sat_i32(nm.requantize(acc, n["mult"], n["shift"]))
-            elif op is OpKind.ROPE:
-                y = nm.rope(xs[0], cos, sin, s.head_dim)
-            elif op is OpKind.ATTENTION:
-                y = self._attention(name, n, *xs, p0)
-            elif op is OpKind.SILU:
-                y = n["lut"][xs[0].astype(np.int64) + 128]
-            elif op is OpKind.MUL:
-                y = nm.emul(xs[0], xs[1], *n["emul"])
-            elif op is OpKind.ADD:
-                y = nm.sat_i32(xs[0].astype(np.int64) + xs[1])
-            else:  # pragma: no cover
-                raise NotImplementedError(op)
-            val[name] = y
+        val = interpret(g, {
+            OpKind.EMBED: lambda _, n: nm.deq(n["qembed"].q[ids], *n["deq"]),
+            OpKind.RMSNORM: lambda _, n, x: nm.rmsnorm(x, n["gain"], n["eps_q"], n["norm_shift"]),
+            OpKind.LINEAR: self._linear,
+            OpKind.ROPE: lambda _, n, x: nm.rope(x, cos, sin, s.head_dim),
+            OpKind.ATTENTION: lambda name, n, q, k, v: self._attention(name, n, q, k, v, p0),
+            OpKind.SILU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
+            OpKind.MUL: lambda _, n, a, b: nm.emul(a, b, *n["emul"]),
+            OpKind.ADD: lambda _, n, res, delta: nm.sat_i32(res.astype(np.int64) + delta),
+        })
         self.pos += L
         return val[g.output][-1].astype(np.int32)
+
+    def _linear(self, name: str, n: dict, x: np.ndarray) -> np.ndarray:
+        """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual."""
+        acc = x.astype(np.int64) @ self.w8[name].T
+        mode = n["out_mode"]
+        if mode is OutMode.REQ_I8:
+            return nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
+        if mode is OutMode.REQ_ADD:
+            return nm.requantize(acc, n["mult"], n["shift"])
+        return nm.sat_i32(nm.requantize(acc, n["mult"], n["shift"]))
 
     def _attention(self, name: str, n: dict, q: np.ndarray, k: np.ndarray, v: np.ndarray, p0: int) -> np.ndarray:
         s = self.graph.spec
