@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -54,6 +55,12 @@ class Counters:
 
 
 NUNITS = len(Unit)
+
+
+@lru_cache(maxsize=512)
+def _decoded(program: bytes) -> tuple[Instruction, ...]:
+    """Decoding is pure, and a session runs the same few programs over and over."""
+    return tuple(iter_program(program))
 
 
 class Machine:
@@ -115,7 +122,7 @@ class Machine:
             raise ProgramError(f"{len(programs)} instruction streams for a {P}-core machine")
         queues: dict[tuple[int, Unit], deque[tuple[int, Instruction]]] = {}
         for core, program in enumerate(programs):
-            instrs = list(iter_program(program))
+            instrs = _decoded(bytes(program))
             if not instrs or instrs[-1].opcode is not Opcode.SYS or instrs[-1].op != SysOp.END:
                 raise ProgramError(f"core {core}: program does not end with SYS END")
             for u in Unit:
