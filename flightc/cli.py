@@ -167,10 +167,41 @@ def cmd_sim(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from flightc.bundle import load_bundle
+    from flightc.evaluate import evaluate
+    from flightc.models.builtin import load_torch_model, model_task
+    from flightc.reference.float_ref import FloatReference
+
+    task = model_task(args.reference)
+    if task is None:
+        raise FlightcError(f"{args.reference} declares no checkable task (flightc_task.json); eval needs one")
+    bundle = load_bundle(args.bundle)
+    ref = FloatReference(load_torch_model(args.reference))
+    with _progress() as bar:
+        job = bar.add_task(f"evaluating on {args.backend}", total=args.n)
+        result = evaluate(bundle, ref, task, args.n, args.backend, lambda d, n: bar.update(job, completed=d),
+                          check_hazards=args.hazard_check)
+    t = Table(title=f"{args.bundle}: {result.problems} held-out addition problems")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row(f"exact match, float model ({result.float_device})", f"{result.float_exact_match:.1%}")
+    t.add_row(f"exact match, compiled model ({result.backend})", f"{result.compiled_exact_match:.1%}")
+    t.add_row("same answer", f"{result.answer_agreement:.1%}")
+    t.add_row("same digit (greedy)", f"{result.digit_agreement:.1%}")
+    t.add_row("teacher-forced token agreement", f"{result.teacher_forced_agreement:.1%}")
+    t.add_row("logit relative error", f"{result.logit_rel_error:.4f}")
+    t.add_row("wall time", f"{result.wall_s:.1f} s")
+    console.print(t)
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from flightc.demo import run_demo
 
-    return run_demo(args.model, args.hw, args.format, args.max_new_tokens, Path(args.out), console)
+    return run_demo(args.model, args.hw, args.formats.split(","), args.n, Path(args.out), console)
 
 
 def cmd_isa_doc(args) -> int:
@@ -263,12 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the manifest (without the program index)")
     i.set_defaults(func=cmd_info)
 
-    m = sub.add_parser("demo", help="compile the built-in model, generate on the simulator, compare with references")
+    e = sub.add_parser("eval", help="task accuracy of the float model vs the compiled model on a backend")
+    e.add_argument("bundle")
+    e.add_argument("--reference", default=DEFAULT_MODEL, help="the float model the bundle was compiled from")
+    e.add_argument("-n", type=int, default=100, help="held-out problems")
+    e.add_argument("--backend", default="fsim")
+    e.add_argument("--hazard-check", action="store_true", help="also check token ordering on every run (slower)")
+    e.add_argument("--json", help="write the results here")
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("demo", help="compile the built-in model, answer prompts on the simulator, compare with "
+                       "the float model")
     m.add_argument("--model", default=DEFAULT_MODEL)
     m.add_argument("--hw", default="tiny")
-    m.add_argument("--format", default="w8", help="weight format, e.g. w8, w4g32, w4g128s8:16")
-    m.add_argument("--max-new-tokens", type=int, default=24)
-    m.add_argument("--out", default="out/demo", help="folder for the model and bundle")
+    m.add_argument("--formats", default="w8,w4g128s8:16", help="weight formats to compile, comma-separated")
+    m.add_argument("-n", type=int, default=40, help="held-out problems for the accuracy line")
+    m.add_argument("--out", default="out/demo", help="folder for the bundles")
     m.set_defaults(func=cmd_demo)
 
     g = sub.add_parser("config", help="list hardware presets, or print / derive one as JSON")

@@ -23,6 +23,7 @@ from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf_llama import load_hf
 from flightc.ir.graph import GraphIR
+from flightc.tasks.addition import task_of
 from flightc.isa.codec import encode_program
 from flightc.isa.table import ISA_VERSION
 
@@ -67,7 +68,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
 
     g = model if isinstance(model, GraphIR) else timed("frontend", load_hf, model)
     if calibration is None:
-        calibration = default_calibration(g.spec.vocab_size)
+        task = task_of(model) if isinstance(model, (str, Path)) else None
+        calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
+        log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
+                 f"{len(calibration)} random token sequences")
     gc = timed("compress", compress, g, plan, cfg)
     gk = timed("calibrate", calibrate, gc, calibration)
     gi = timed("integerize", integerize, gk)

@@ -12,7 +12,24 @@ BUILTIN: dict[str, tuple[str, int, dict]] = {
     "tiny-llama-gqa": ("tiny-llama with grouped-query attention (4 query heads, 2 KV heads)", 1,
                        {"num_key_value_heads": 2}),
 }
-DEFAULT_MODEL = "builtin:tiny-llama"
+TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights"}
+DEFAULT_MODEL = "builtin:addition"
+
+
+def _name(spec: str) -> str:
+    name = spec.split(":", 1)[1]
+    if name not in BUILTIN and name not in TRAINED:
+        raise FlightcError(f"unknown built-in model {name!r}; available: {', '.join([*TRAINED, *BUILTIN])}")
+    return name
+
+
+def trained_folder(name: str) -> Path:
+    from flightc.models.addition import WEIGHTS
+
+    if not (WEIGHTS / "config.json").exists():
+        raise FlightcError(f"the weights of builtin:{name} are missing from {WEIGHTS}; "
+                           f"run `python -m flightc.models.addition.train`")
+    return WEIGHTS
 
 
 def is_builtin(spec: Any) -> bool:
@@ -23,9 +40,11 @@ def load_builtin(spec: str):
     """The transformers model of a ``builtin:NAME`` spec."""
     from flightc.models.random_llama import random_llama
 
-    name = spec.split(":", 1)[1]
-    if name not in BUILTIN:
-        raise FlightcError(f"unknown built-in model {name!r}; available: {', '.join(BUILTIN)}")
+    name = _name(spec)
+    if name in TRAINED:
+        from transformers import LlamaForCausalLM
+
+        return LlamaForCausalLM.from_pretrained(str(trained_folder(name)), dtype="float32").eval()
     _, seed, overrides = BUILTIN[name]
     return random_llama(seed, **overrides)
 
@@ -36,9 +55,20 @@ def load_torch_model(spec: str | Path):
         return load_builtin(str(spec))
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(spec), torch_dtype="float32")
+    return AutoModelForCausalLM.from_pretrained(str(spec), dtype="float32").eval()
 
 
 def model_input(spec: str | Path):
-    """What ``compile_model`` takes: a folder path, or the in-memory model of a built-in."""
-    return load_builtin(str(spec)) if is_builtin(spec) else Path(spec)
+    """What ``compile_model`` takes: a folder path (trained built-ins too), or a random built-in in memory."""
+    if is_builtin(spec):
+        name = _name(str(spec))
+        return trained_folder(name) if name in TRAINED else load_builtin(str(spec))
+    return Path(spec)
+
+
+def model_task(spec: str | Path):
+    """The checkable task a model declares (its folder's flightc_task.json), if any."""
+    from flightc.tasks.addition import task_of
+
+    folder = model_input(spec) if is_builtin(spec) else Path(spec)
+    return task_of(folder) if isinstance(folder, Path) else None
