@@ -14,7 +14,7 @@ import numpy as np
 I8_MIN, I8_MAX = -128, 127
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
-REQUANT_RECORD_BYTES = 8  # per output row in PRM: int32 multiplier, uint8 shift, 3 bytes zero
+REQUANT_RECORD_BYTES = 12  # per output row in PRM: int32 multiplier, uint8 shift, 3 bytes zero, int32 bias
 MULT_BITS = 31  # requantization multipliers are normalized to [2^30, 2^31)
 RMS_FRAC_BITS = 8  # the integer RMS carries this many fractional bits
 ROPE_FRAC_BITS = 14  # cos / sin are INT16 in Q1.14
@@ -77,21 +77,27 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarr
     return round_shift(np.asarray(acc, np.int64) * np.asarray(mult, np.int64), shift)
 
 
-def pack_requant(mult: np.ndarray, shift: np.ndarray) -> bytes:
+def pack_requant(mult: np.ndarray, shift: np.ndarray, bias: np.ndarray | None = None) -> bytes:
     rec = np.zeros((len(mult), REQUANT_RECORD_BYTES), np.uint8)
     rec[:, 0:4] = np.asarray(mult, "<i4").view(np.uint8).reshape(-1, 4)
     rec[:, 4] = np.asarray(shift, np.uint8)
+    if bias is not None:
+        rec[:, 8:12] = np.asarray(bias, "<i4").view(np.uint8).reshape(-1, 4)
     return rec.tobytes()
 
 
-def unpack_requant(data: bytes | np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+def unpack_requant(data: bytes | np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(multiplier, shift, bias) per row."""
     rec = np.frombuffer(bytes(data), np.uint8)[: rows * REQUANT_RECORD_BYTES].reshape(rows, REQUANT_RECORD_BYTES)
     mult = rec[:, 0:4].copy().view("<i4").reshape(rows).astype(np.int64)
-    return mult, rec[:, 4].astype(np.int64)
+    bias = rec[:, 8:12].copy().view("<i4").reshape(rows).astype(np.int64)
+    return mult, rec[:, 4].astype(np.int64), bias
 
 
 def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
-    """MPE output stage REQ_I8: per-row requantization to INT8, optionally through an activation LUT."""
+    """MPE output stage REQ_I8: per-row requantization to INT8, optionally through an activation LUT.
+
+    ``acc`` already holds the row bias (the output stage adds it before requantizing)."""
     y = sat_i8(requantize(acc, mult, shift))
     if lut is not None:
         y = np.asarray(lut, np.int8)[y.astype(np.int64) + 128]
@@ -121,6 +127,16 @@ def rmsnorm(x: np.ndarray, gain: np.ndarray, eps_q: int, shift: int) -> np.ndarr
     rms = isqrt((mean_sq << (2 * RMS_FRAC_BITS)) + eps_q)
     rms = np.maximum(rms, 1)
     return sat_i8(round_div(x * np.asarray(gain, np.int64), rms << shift))
+
+
+def layernorm(x: np.ndarray, gain: np.ndarray, beta: np.ndarray, eps_q: int, shift: int) -> np.ndarray:
+    """LayerNorm of INT32 rows to INT8: centre on the rounded mean, then as RMSNorm, plus an INT8-unit bias."""
+    x = np.asarray(x, np.int64)
+    cols = x.shape[-1]
+    xc = x - round_div(np.sum(x, axis=-1, keepdims=True), np.int64(cols))
+    var = np.sum(xc * xc, axis=-1, keepdims=True) // cols
+    rms = np.maximum(isqrt((var << (2 * RMS_FRAC_BITS)) + eps_q), 1)
+    return sat_i8(round_div(xc * np.asarray(gain, np.int64), rms << shift) + np.asarray(beta, np.int64))
 
 
 def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int) -> np.ndarray:
@@ -154,16 +170,19 @@ def exp2_lut() -> np.ndarray:
 _EXP2 = exp2_lut()
 
 
-def softmax(scores: np.ndarray, mult: int, shift: int, offset: int) -> np.ndarray:
+def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int = 0) -> np.ndarray:
     """Causal softmax of INT32 score rows to UINT8 probabilities (p * 256, saturated at 255).
 
-    Row r sees columns c <= r + offset. u = (s - max) * mult >> shift is (x - max) * log2(e) with
+    Row r sees columns c <= r + offset (and, with a window w > 0, c > r + offset - w). u = (s - max) * mult >> shift is (x - max) * log2(e) with
     EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e * floor(2^40 / sum) >> 32.
     """
     s = np.asarray(scores, np.int64)
     rows, cols = s.shape
-    visible = np.arange(cols)[None, :] <= (np.arange(rows)[:, None] + offset)
-    if not visible[:, 0].all():
+    last = np.arange(rows)[:, None] + offset
+    visible = np.arange(cols)[None, :] <= last
+    if window:
+        visible &= np.arange(cols)[None, :] > last - window
+    if not visible.any(axis=1).all():
         raise ValueError("softmax: a row sees no column (offset too small)")
     big_neg = np.int64(-(1 << 40))
     s = np.where(visible, s, big_neg)
@@ -188,6 +207,15 @@ def emul(a: np.ndarray, b: np.ndarray, mult: int, shift: int) -> np.ndarray:
 def deq(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
     """INT8 -> INT32 residual scale (the token embedding entering the residual stream)."""
     return sat_i32(requantize(np.asarray(x, np.int64), mult, shift))
+
+
+def deq_add(res: np.ndarray, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
+    """res + DEQ(x), saturated to INT32 (a second embedding added into the residual stream)."""
+    return sat_i32(np.asarray(res, np.int64) + deq(x, mult, shift))
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
 
 
 def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:

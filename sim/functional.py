@@ -20,7 +20,8 @@ from flightc.compress.packing import unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import LUT_BYTES, Access, footprint, gather_rows, mpe_shape, weight_format
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, mpe_shape,
+                                   norm_param_bytes, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.sim.hazards import HazardChecker
 
@@ -266,12 +267,15 @@ class Machine:
         if mode is OutMode.ACC32:
             self._put(out_buf, out, acc.astype("<i4"))
             return
-        rec = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.scale_addr, 1, 8 * n, 0), np.uint8)
-        mult, shift = nm.unpack_requant(rec, n)
+        rec = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0),
+                        np.uint8)
+        mult, shift, bias = nm.unpack_requant(rec, n)
+        acc = acc + bias
         if mode is OutMode.REQ_I8:
             lut = None
             if ins.lut:
-                lut = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.lut_addr, 1, LUT_BYTES, 0), np.int8)[0]
+                lut = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.lut_addr, 1, nm.LUT_ENTRIES, 0),
+                                np.int8)[0]
             self._put(out_buf, out, nm.mpe_requant_i8(acc, mult, shift, lut))
         elif mode is OutMode.REQ_I32:
             self._put(out_buf, out, nm.sat_i32(nm.requantize(acc, mult, shift)).astype("<i4"))
@@ -283,18 +287,21 @@ class Machine:
         mop = MiscOp(ins.op)
         rows, cols = ins.rows, ins.cols
         sb, db = Buffer(ins.src_buf), Buffer(ins.dst_buf)
-        src_elem = "<i4" if mop in (MiscOp.RMSNORM, MiscOp.SOFTMAX) else np.int8
-        esize = np.dtype(src_elem).itemsize
+        esize = MISC_SRC_BYTES.get(mop, 1)
+        src_elem = "<i4" if esize == 4 else np.int8
         x = self._get(sb, Access(("buf", sb), ins.src_addr, rows, cols * esize, ins.src_stride), src_elem)
         x = x.astype(np.int64)
-        dst_elem = 4 if mop is MiscOp.DEQ else 1
-        dst = Access(("buf", db), ins.dst_addr, rows, cols * dst_elem, ins.dst_stride)
+        dst = Access(("buf", db), ins.dst_addr, rows, cols * MISC_DST_BYTES.get(mop, 1), ins.dst_stride)
         c.sfu_elements += rows * cols
-        if mop is MiscOp.RMSNORM:
-            prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, 8 + 4 * cols, 0), np.uint8)[0]
+        if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+            prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0),
+                            np.uint8)[0]
             eps_q = int(prm[:8].view("<i8")[0])
-            gain = prm[8:].view("<i4").astype(np.int64)
-            y = nm.rmsnorm(x, gain, eps_q, ins.shift)
+            gain = prm[8:8 + 4 * cols].view("<i4").astype(np.int64)
+            if mop is MiscOp.RMSNORM:
+                y = nm.rmsnorm(x, gain, eps_q, ins.shift)
+            else:
+                y = nm.layernorm(x, gain, prm[8 + 4 * cols:].view("<i4").astype(np.int64), eps_q, ins.shift)
         elif mop is MiscOp.ROPE:
             d = ins.imm
             if d <= 0 or d % 2 or cols % d:
@@ -303,7 +310,7 @@ class Machine:
             y = nm.rope(x, tab[:, : d // 2], tab[:, d // 2:], d)
         elif mop is MiscOp.SOFTMAX:
             try:
-                y = nm.softmax(x, ins.imm, ins.shift, ins.offset)
+                y = nm.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)
             except ValueError as e:
                 raise ProgramError(str(e)) from None
         elif mop is MiscOp.EMUL:
@@ -311,6 +318,9 @@ class Machine:
             y = nm.emul(x, x2, ins.imm, ins.shift)
         elif mop is MiscOp.DEQ:
             y = nm.deq(x, ins.imm, ins.shift).astype("<i4")
+        elif mop is MiscOp.DEQ_ADD:
+            res = self._get(db, dst, "<i4")
+            y = nm.deq_add(res, x, ins.imm, ins.shift).astype("<i4")
         else:  # pragma: no cover
             raise ProgramError(f"unknown MISC op {mop}")
         self._put(db, dst, y)

@@ -69,5 +69,27 @@ def test_rope_matches_float_rotation():
 def test_requant_record_round_trip():
     mult = np.array([1 << 30, (1 << 31) - 1, 12345])
     shift = np.array([0, 63, 17])
-    m, s = nm.unpack_requant(nm.pack_requant(mult, shift), 3)
-    assert m.tolist() == mult.tolist() and s.tolist() == shift.tolist()
+    bias = np.array([-(1 << 31), 0, (1 << 31) - 1])
+    m, s, b = nm.unpack_requant(nm.pack_requant(mult, shift, bias), 3)
+    assert m.tolist() == mult.tolist() and s.tolist() == shift.tolist() and b.tolist() == bias.tolist()
+    assert nm.unpack_requant(nm.pack_requant(mult, shift), 3)[2].tolist() == [0, 0, 0]
+
+
+def test_layernorm_matches_float():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 64)) * 1e5 + 3e5
+    g, beta = rng.uniform(0.5, 1.5, 64), rng.normal(size=64) * 0.1
+    s_out = 4 / 127
+    gain = np.round(g / s_out * 2 ** (nm.RMS_FRAC_BITS + 8)).astype(np.int64)
+    y = nm.layernorm(np.round(x).astype(np.int64), gain, np.round(beta / s_out).astype(np.int64), 0, 8)
+    xc = x - x.mean(-1, keepdims=True)
+    ref = (xc / np.sqrt((xc ** 2).mean(-1, keepdims=True)) * g + beta) / s_out
+    assert np.abs(y - np.clip(np.round(ref), -128, 127)).max() <= 1
+
+
+def test_softmax_window_sees_only_the_last_columns():
+    scores = np.zeros((3, 10), np.int64)
+    p = nm.softmax(scores, 1 << 30, 30, offset=7, window=4)
+    for r in range(3):
+        seen = np.nonzero(p[r])[0]
+        assert seen.tolist() == list(range(r + 7 - 3, r + 8))

@@ -13,7 +13,7 @@ from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
 from flightc.config import PRESETS, Buffer
 from flightc.errors import UnsupportedError
-from flightc.frontend.hf_llama import load_hf
+from flightc.frontend.hf import load_hf
 from flightc.ir.graph import OpKind
 from flightc.isa.footprint import footprint
 from flightc.isa.table import Opcode, OutMode, Unit

@@ -27,5 +27,8 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig) -> Grap
         fmt.check(cfg, name, node["weight"].shape[1])
         node["qweight"] = quantize_rtn(node["weight"], fmt)
     for name in out.nodes_of(OpKind.EMBED):
-        out.node(name)["qembed"] = quantize_embedding(out.node(name)["weight"])
+        node = out.node(name)
+        node["qembed"] = quantize_embedding(node["weight"])
+        if "positions" in node:
+            node["qpositions"] = quantize_embedding(node["positions"])
     return out

@@ -1,6 +1,6 @@
 """Pass ``fuse``: merge element-wise work into the op that produces its input.
 
-- MV/MM + SiLU: a linear whose only consumer is a LUT activation gets that LUT in its output
+- MV/MM + SiLU or ReLU: a linear whose only consumer is a LUT activation gets that LUT in its output
   stage, so the activation costs no SFU pass and no buffer round trip.
 - MV/MM + RoPE: a Q or K projection whose only consumer is RoPE rotates its on-chip output in
   place, right after its last tile, before anything reads it.
@@ -8,13 +8,13 @@
 """
 from __future__ import annotations
 
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.table import OutMode
 
 
 def fuse(graph: GraphIR) -> GraphIR:
     out = graph.copy(stage="fused")
-    for act in list(out.nodes_of(OpKind.SILU)):
+    for act in [n for n in out.order() if out.node(n)["op"] in LUT_ACTIVATIONS]:
         (src,) = out.node(act)["inputs"]
         prod = out.node(src)
         if prod["op"] is OpKind.LINEAR and prod["out_mode"] is OutMode.REQ_I8 and out.consumers(src) == [act]:

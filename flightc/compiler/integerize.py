@@ -24,6 +24,13 @@ def _mults(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
+def _int32(layer: str, what: str, values: np.ndarray) -> np.ndarray:
+    if np.abs(values).max(initial=0) >= 2 ** 31:
+        raise UnsupportedError(f"layer {layer}: the {what} does not fit INT32 in accumulator units "
+                               f"(max {np.abs(values).max():.3g})")
+    return values.astype(np.int64)
+
+
 def integerize(graph: GraphIR) -> GraphIR:
     out = graph.copy(stage="integer")
     g, s = out, out.spec
@@ -45,12 +52,13 @@ def integerize(graph: GraphIR) -> GraphIR:
         op = node["op"]
         ins = node["inputs"]
         if op is OpKind.EMBED:
-            qe = node["qembed"]
-            node["deq"] = nm.quantize_multiplier(float(qe.row_scale[0]) / s_res)
+            node["deq"] = nm.quantize_multiplier(float(node["qembed"].row_scale[0]) / s_res)
+            if "qpositions" in node:
+                node["pos_deq"] = nm.quantize_multiplier(float(node["qpositions"].row_scale[0]) / s_res)
             scale[name] = s_res
         elif op is OpKind.ADD:
             scale[name] = s_res
-        elif op is OpKind.RMSNORM:
+        elif op in (OpKind.RMSNORM, OpKind.LAYERNORM):
             s_out = int8_scale(name)
             shift = RMS_SHIFT
             gain = node["weight"] / s_out * 2.0 ** (nm.RMS_FRAC_BITS + shift)
@@ -63,6 +71,8 @@ def integerize(graph: GraphIR) -> GraphIR:
             node["gain"] = np.round(gain).astype(np.int64)
             node["norm_shift"] = shift
             node["eps_q"] = int(round(s.rms_eps / s_res ** 2 * 2.0 ** (2 * nm.RMS_FRAC_BITS)))
+            if op is OpKind.LAYERNORM:
+                node["beta_q"] = _int32(name, "norm bias", np.round(node["bias"] / s_out))
             scale[name] = s_out
         elif op is OpKind.LINEAR:
             consumers = g.consumers(name)
@@ -73,7 +83,10 @@ def integerize(graph: GraphIR) -> GraphIR:
             else:
                 mode, s_out = OutMode.REQ_I8, int8_scale(name)
             node["out_mode"] = mode
-            node["mult"], node["shift"] = _mults(scale[ins[0]] * node["qweight"].row_scale / s_out)
+            acc_scale = scale[ins[0]] * node["qweight"].row_scale  # real value of one accumulator unit, per row
+            node["mult"], node["shift"] = _mults(acc_scale / s_out)
+            node["bias_q"] = (_int32(name, "bias", np.round(node["bias"] / acc_scale)) if "bias" in node
+                              else np.zeros(len(acc_scale), np.int64))
             scale[name] = s_out
         elif op is OpKind.ROPE:
             scale[name] = scale[ins[0]]
@@ -84,9 +97,10 @@ def integerize(graph: GraphIR) -> GraphIR:
                                                      * (1 << nm.EXP_FRAC_BITS))
             node["pv"] = nm.quantize_multiplier(s_v / (1 << nm.PROB_BITS) / s_out)
             scale[name] = s_out
-        elif op is OpKind.SILU:
+        elif op in (OpKind.SILU, OpKind.RELU):
             s_out = int8_scale(name)
-            node["lut"] = nm.activation_lut(nm.silu, scale[ins[0]], s_out)
+            fn = nm.silu if op is OpKind.SILU else nm.relu
+            node["lut"] = nm.activation_lut(fn, scale[ins[0]], s_out)
             scale[name] = s_out
         elif op is OpKind.MUL:
             s_out = int8_scale(name)

@@ -1,12 +1,14 @@
 """Pass ``lower``: one forward step (L new tokens at positions p0..p0+L-1) -> one instruction list per core.
 
 Prefill is L = prompt length at p0 = 0 (MM instructions); decode is L = 1 at the token's position
-(MV instructions). Always on chip: within a step, activations and the residual stream stay in the
-on-chip buffers; only K/V rows of the cache, the final logits and (with several cores) the slices
-exchanged between cores go to memory. Wait/release tokens are added afterwards by ``tokens``.
+(MV instructions). The lowering walks the fused IR in topological order and gives every tensor an
+on-chip home (INT8 in ACT, INT32 in ACC), freed after its last use. Always on chip: within a step,
+activations and the residual stream never leave the buffers; only new K/V rows of the cache, the
+final logits and (with several cores) the slices exchanged between cores are stored. Wait/release
+tokens are added afterwards by the ``tokens`` pass.
 
-With P cores, each linear layer is split by output rows and attention by KV heads; after the
-attention output, each residual update and the gated MLP product, every core stores its slice,
+With P cores, each linear layer is split by output rows and attention by KV heads. A tensor that a
+core holds only a slice of is exchanged when an op needs all of it: each core stores its slice,
 meets the others at a SYS BARRIER and loads the whole tensor back.
 """
 from __future__ import annotations
@@ -14,35 +16,78 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flightc import numerics as nm
-from flightc.compiler.memory import EXCHANGES, MemoryMap, exchange_width, split
+from flightc.compiler.memory import MemoryMap
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.codec import Instruction, make
-from flightc.isa.footprint import LUT_BYTES, Access, hbm
+from flightc.isa.footprint import Access, hbm, norm_param_bytes
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
 
 ALIGN = 16
 
 
 @dataclass
-class OnChip:
-    """Bump allocation of named regions in each on-chip buffer for one program."""
+class Block:
+    buf: Buffer
+    addr: int
+    nbytes: int
+    users: int = 0  # pending reads by tensors aliasing this block
 
-    cfg: HardwareConfig
-    used: dict[Buffer, int] = field(default_factory=lambda: {b: 0 for b in Buffer})
-    regions: dict[str, tuple[Buffer, int, int]] = field(default_factory=dict)
 
-    def alloc(self, name: str, b: Buffer, nbytes: int) -> int:
-        addr = -(-self.used[b] // ALIGN) * ALIGN
-        cap = self.cfg.buffer_bytes(b)
-        if addr + nbytes > cap:
-            raise UnsupportedError(f"on-chip: {name} needs {nbytes} bytes of the {b.name} buffer at offset {addr}, "
-                                   f"but preset {self.cfg.name!r} has {cap} bytes; use a shorter length or a "
-                                   f"larger preset")
-        self.used[b] = addr + nbytes
-        self.regions[name] = (b, addr, nbytes)
-        return addr
+class Scratch:
+    """First-fit allocation of one on-chip buffer, with fixed regions below ``base`` of the free space."""
+
+    def __init__(self, cfg: HardwareConfig, buf: Buffer):
+        self.cfg, self.buf = cfg, buf
+        self.cap = cfg.buffer_bytes(buf)
+        self.free_list: list[tuple[int, int]] = [(0, self.cap)]  # (addr, size), sorted
+        self.peak = 0
+
+    def alloc(self, what: str, nbytes: int) -> Block:
+        nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        for i, (addr, size) in enumerate(self.free_list):
+            if size >= nbytes:
+                rest = (addr + nbytes, size - nbytes)
+                self.free_list[i:i + 1] = [rest] if rest[1] else []
+                self.peak = max(self.peak, addr + nbytes)
+                return Block(self.buf, addr, nbytes)
+        used = self.cap - sum(s for _, s in self.free_list)
+        raise UnsupportedError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "
+                               f"{self.cap - used} of preset {self.cfg.name!r}'s {self.cap} are free (largest "
+                               f"piece {max((s for _, s in self.free_list), default=0)}); use a shorter length "
+                               f"or a larger preset")
+
+    def free(self, block: Block) -> None:
+        self.free_list.append((block.addr, block.nbytes))
+        self.free_list.sort()
+        merged: list[tuple[int, int]] = []
+        for addr, size in self.free_list:
+            if merged and merged[-1][0] + merged[-1][1] == addr:
+                merged[-1] = (merged[-1][0], merged[-1][1] + size)
+            else:
+                merged.append((addr, size))
+        self.free_list = merged
+
+
+@dataclass
+class Tensor:
+    """An activation on chip: ``rows`` x ``width`` elements of ``elem`` bytes, rows contiguous."""
+
+    block: Block
+    rows: int
+    width: int
+    elem: int
+    shares: list[tuple[int, int]] | None = None  # per core: the columns it holds; None: all of them
+    producer: str = ""
+
+    @property
+    def addr(self) -> int:
+        return self.block.addr
+
+    @property
+    def row_bytes(self) -> int:
+        return self.width * self.elem
 
 
 @dataclass
@@ -60,62 +105,54 @@ class StepLowering:
         if graph.stage != "fused":
             raise ValueError(f"lower needs a fused graph, got stage {graph.stage!r}")
         self.g, self.cfg, self.mem, self.core = graph, cfg, mem, core
+        self.s = s = graph.spec
         self.P = cfg.num_cores
         self.L, self.p0 = length, pos0
         self.C = pos0 + length
         self.out: list[Instruction] = []
         self.extras: dict[int, tuple[list[Access], list[Access]]] = {}
-        s = graph.spec
-        self.s = s
-        oc = self.oc = OnChip(cfg)
-        L, H, I, d = length, s.hidden_size, s.intermediate_size, s.head_dim
-        qw, kvw = s.num_heads * d, s.num_kv_heads * d
-        # ACT (INT8)
-        self.x8 = oc.alloc("x8", Buffer.ACT, L * H)
-        self.q = oc.alloc("q", Buffer.ACT, L * qw)
-        self.k = oc.alloc("k", Buffer.ACT, L * kvw)
-        self.v = oc.alloc("v", Buffer.ACT, L * kvw)
-        self.attn = oc.alloc("attn", Buffer.ACT, L * qw)
-        self.probs = oc.alloc("probs", Buffer.ACT, L * self.C)
-        self.gate = oc.alloc("gate", Buffer.ACT, L * I)
-        self.up = oc.alloc("up", Buffer.ACT, L * I)
-        self.mul = oc.alloc("mul", Buffer.ACT, L * I)
-        # ACC (INT32)
-        self.res = oc.alloc("res", Buffer.ACC, 4 * L * H)
-        self.scores = oc.alloc("scores", Buffer.ACC, 4 * L * self.C)
-        self.logits = oc.alloc("logits", Buffer.ACC, 4 * s.vocab_size)
-        # PRM
+        self.scratch = {b: Scratch(cfg, b) for b in Buffer}
+        d = s.head_dim
+        # fixed regions
         tiles = [t for per_core in mem.linears.values() for t in per_core if t is not None]
         rec_bytes = max(t.tile_rows for t in tiles) * nm.REQUANT_RECORD_BYTES
-        self.rec = [oc.alloc(f"rec{i}", Buffer.PRM, rec_bytes) for i in range(2)]
-        self.norm = oc.alloc("norm", Buffer.PRM, 8 + 4 * H)
-        self.lut = oc.alloc("lut", Buffer.PRM, LUT_BYTES)
-        self.pv = oc.alloc("pv", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
-        self.rope = oc.alloc("rope", Buffer.PRM, L * 2 * d)
-        # KV: two slots so the next head's rows load while this head computes
-        self.kslot = [oc.alloc(f"k{i}", Buffer.KV, self.C * d) for i in range(2)]
-        self.vslot = [oc.alloc(f"v{i}", Buffer.KV, self.C * d) for i in range(2)]
-        # WGT: two halves
-        half = cfg.buffer_bytes(Buffer.WGT) // 2
-        self.wslot = [oc.alloc(f"w{i}", Buffer.WGT, half) for i in range(2)]
-        self.tile_counter = 0
-        self.head_counter = 0
-        self.exchanges = {kind: 0 for kind in EXCHANGES}
-        self.barriers = 0
-        kv_heads = [j for j, c in mem.kv_owner.items() if c == core]
-        self.heads = [h for h in range(s.num_heads) if h // s.kv_group in kv_heads]
-        self.kv_heads = kv_heads
+        fixed = self._fixed
+        self.wslot = [fixed(f"weight tile {i}", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2) for i in range(2)]
+        self.rec = [fixed(f"requantization records {i}", Buffer.PRM, rec_bytes) for i in range(2)]
+        self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))
+        self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
+        self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
+        self.rope = fixed("RoPE rows", Buffer.PRM, length * 2 * d) if "rope" in mem.regions else None
+        window = self.window_len()
+        self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(2)]
+        self.vslot = [fixed(f"V rows {i}", Buffer.KV, window * d) for i in range(2)]
+        self.scores = fixed("attention scores", Buffer.ACC, 4 * length * window)
+        self.probs = fixed("attention probabilities", Buffer.ACT, length * window)
+        self.tensors: dict[str, Tensor] = {}
+        self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
+        self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
+                              for c in range(self.P)]
+
+    def _fixed(self, what: str, b: Buffer, nbytes: int) -> int:
+        return self.scratch[b].alloc(what, nbytes).addr
+
+    def window_len(self) -> int:
+        """K/V rows attention reads: the whole context, or the first row any query of the step can see on."""
+        return self.C - self.first_visible()
+
+    def first_visible(self) -> int:
+        w = self.s.sliding_window
+        return max(0, self.p0 - w + 1) if w else 0
 
     # ----- helpers -----
     def emit(self, opcode: Opcode, **fields: int) -> None:
         self.out.append(make(opcode, **fields))
 
-    def load(self, region_name: str, b: Buffer, addr: int, offset: int = 0, nbytes: int | None = None,
-             rows: int = 1, hbm_stride: int = 0, buf_stride: int = 0) -> None:
+    def load(self, region_name: str, b: Buffer, addr: int, offset: int = 0, nbytes: int | None = None) -> None:
         r = self.mem[region_name]
         n = r.nbytes if nbytes is None else nbytes
-        self.emit(Opcode.LD, buf=b, buf_addr=addr, channel=r.channel, hbm_addr=r.addr + offset, rows=rows,
-                  row_bytes=n, hbm_stride=hbm_stride or n, buf_stride=buf_stride or n)
+        self.emit(Opcode.LD, buf=b, buf_addr=addr, channel=r.channel, hbm_addr=r.addr + offset, rows=1,
+                  row_bytes=n, hbm_stride=n, buf_stride=n)
 
     def misc(self, op: MiscOp, **fields: int) -> None:
         self.emit(Opcode.MISC, op=op, **fields)
@@ -128,156 +165,213 @@ class StepLowering:
         else:
             self.emit(Opcode.MM, m=m, **fields)
 
-    def exchange(self, kind: str, b: Buffer, base: int, lo: int, hi: int) -> None:
-        """Share columns [lo, hi) (bytes within a row) of an L-row tensor; afterwards every core has all of it."""
-        if self.P == 1:
-            return
-        width = exchange_width(self.g, kind)
-        slot = self.exchanges[kind] % 2
-        self.exchanges[kind] += 1
-        r = self.mem[f"xchg.{kind}.{slot}"]
+    def new_tensor(self, name: str, b: Buffer, rows: int, width: int, elem: int,
+                   shares: list[tuple[int, int]] | None = None) -> Tensor:
+        block = self.scratch[b].alloc(f"tensor {name}", rows * width * elem)
+        return Tensor(block, rows, width, elem, shares, name)
+
+    def own(self, t: Tensor) -> tuple[int, int]:
+        """This core's columns of a tensor (all of them when it is not split)."""
+        return (0, t.width) if t.shares is None else t.shares[self.core]
+
+    def full(self, t: Tensor) -> Tensor:
+        """Make sure every core holds all of t: store this core's slice, barrier, load the whole."""
+        if t.shares is None or self.P == 1:
+            t.shares = None
+            return t
+        lo, hi = (c * t.elem for c in t.shares[self.core])
+        slot = self.mem[f"xchg.{self.exchanges % 2}"]
+        self.exchanges += 1
+        if t.rows * t.row_bytes > slot.nbytes:
+            raise UnsupportedError(f"exchange of {t.producer}: {t.rows * t.row_bytes} bytes exceed the exchange "
+                                   f"region ({slot.nbytes})")
         if hi > lo:
-            self.emit(Opcode.ST, buf=b, buf_addr=base + lo, channel=r.channel, hbm_addr=r.addr + lo, rows=self.L,
-                      row_bytes=hi - lo, hbm_stride=width, buf_stride=width)
+            self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + lo, channel=slot.channel, hbm_addr=slot.addr + lo,
+                      rows=t.rows, row_bytes=hi - lo, hbm_stride=t.row_bytes, buf_stride=t.row_bytes)
         # the barrier publishes every exchange region: it orders this core's stores before, and its later
         # loads after, the barrier (the token pass sees these as the barrier's reads and writes)
-        regions = [self.mem[f"xchg.{k}.{i}"] for k in EXCHANGES for i in range(2)]
-        spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in regions]
+        spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in (self.mem["xchg.0"], self.mem["xchg.1"])]
         self.extras[len(self.out)] = (spans, spans)
         self.emit(Opcode.SYS, op=SysOp.BARRIER, arg=self.barriers)
         self.barriers += 1
-        self.emit(Opcode.LD, buf=b, buf_addr=base, channel=r.channel, hbm_addr=r.addr, rows=self.L, row_bytes=width,
-                  hbm_stride=width, buf_stride=width)
+        self.emit(Opcode.LD, buf=t.block.buf, buf_addr=t.addr, channel=slot.channel, hbm_addr=slot.addr, rows=1,
+                  row_bytes=t.rows * t.row_bytes, hbm_stride=t.rows * t.row_bytes, buf_stride=t.rows * t.row_bytes)
+        t.shares = None
+        return t
+
+    def publish(self, name: str, t: Tensor) -> None:
+        self.tensors[name] = t
+        t.block.users += len(self.g.consumers(name))
+
+    def consumed(self, name: str) -> None:
+        for i in self.g.node(name)["inputs"]:
+            block = self.tensors[i].block
+            block.users -= 1
+            if block.users == 0:
+                self.scratch[block.buf].free(block)
 
     # ----- ops -----
-    def linear(self, name: str, src: int, m: int, dst: int, dst_row_elems: int) -> tuple[int, int]:
-        """Emit this core's share; returns its output columns [lo, hi) in bytes."""
-        node = self.g.node(name)
-        tiles = self.mem.linears[name][self.core]
-        mode: OutMode = node["out_mode"]
-        elem = 1 if mode is OutMode.REQ_I8 else 4
-        if tiles is None:
-            return 0, 0
-        fmt = node["qweight"].fmt
-        lut = "lut" in node
-        if lut:
-            self.load(f"{name}.lut", Buffer.PRM, self.lut)
-        for t, (wr, rr) in enumerate(zip(tiles.weights, tiles.records)):
-            rows = wr.nbytes // tiles.row_bytes
-            slot = self.tile_counter % 2
-            self.tile_counter += 1
-            self.load(wr.name, Buffer.WGT, self.wslot[slot])
-            self.load(rr.name, Buffer.PRM, self.rec[slot])
-            self.mpe(m, n=rows, k=tiles.k, a_addr=src, a_stride=tiles.k, w_buf=Buffer.WGT, w_addr=self.wslot[slot],
-                     w_stride=tiles.row_bytes, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
-                     out_mode=mode, out_addr=dst + (tiles.row0 + t * tiles.tile_rows) * elem,
-                     out_stride=dst_row_elems * elem, scale_addr=self.rec[slot], lut=int(lut),
-                     lut_addr=self.lut if lut else 0)
-        return tiles.row0 * elem, (tiles.row0 + tiles.rows) * elem
+    def embed(self, name: str, node: dict) -> Tensor:
+        s, L, H = self.s, self.L, self.s.hidden_size
+        res = self.new_tensor(name, Buffer.ACC, L, H, 4)
+        rows8 = self.scratch[Buffer.ACT].alloc("embedding rows", L * H)
+        emb = self.mem["embed"]
+        self.emit(Opcode.LD, buf=Buffer.ACT, buf_addr=rows8.addr, channel=emb.channel, hbm_addr=emb.addr, rows=L,
+                  row_bytes=H, hbm_stride=H, buf_stride=H, gather=1, ids_addr=self.mem["io.ids"].addr)
+        self.misc(MiscOp.DEQ, rows=L, cols=H, src_buf=Buffer.ACT, src_addr=rows8.addr, src_stride=H,
+                  dst_buf=Buffer.ACC, dst_addr=res.addr, dst_stride=4 * H, imm=node["deq"][0], shift=node["deq"][1])
+        if "qpositions" in node:
+            self.load("positions", Buffer.ACT, rows8.addr, offset=(self.p0 + s.position_offset) * H, nbytes=L * H)
+            self.misc(MiscOp.DEQ_ADD, rows=L, cols=H, src_buf=Buffer.ACT, src_addr=rows8.addr, src_stride=H,
+                      dst_buf=Buffer.ACC, dst_addr=res.addr, dst_stride=4 * H, imm=node["pos_deq"][0],
+                      shift=node["pos_deq"][1])
+        self.scratch[Buffer.ACT].free(rows8)
+        if self.rope is not None:
+            self.load("rope", Buffer.PRM, self.rope, offset=self.p0 * 2 * s.head_dim, nbytes=L * 2 * s.head_dim)
+        return res
 
-    def rope_in_place(self, act: int, width: int, lo: int, hi: int) -> None:
-        """Rotate columns [lo, hi) (this core's heads) of L rows of a Q or K projection."""
+    def norm(self, name: str, node: dict, x: Tensor) -> Tensor:
+        """RMSNorm / LayerNorm; before the LM head only the last position is normalized."""
+        x = self.full(x)
+        last_only = self.g.consumers(name) == [self.g.output]
+        rows = 1 if last_only else x.rows
+        y = self.new_tensor(name, Buffer.ACT, rows, x.width, 1)
+        op = MiscOp.RMSNORM if node["op"] is OpKind.RMSNORM else MiscOp.LAYERNORM
+        self.load(f"{name}.params", Buffer.PRM, self.norm_prm)
+        self.misc(op, rows=rows, cols=x.width, src_buf=Buffer.ACC, src_addr=x.addr + (x.rows - rows) * x.row_bytes,
+                  src_stride=x.row_bytes, dst_buf=Buffer.ACT, dst_addr=y.addr, dst_stride=y.row_bytes,
+                  prm_addr=self.norm_prm, shift=node["norm_shift"])
+        return y
+
+    def linear(self, name: str, node: dict, x: Tensor) -> Tensor:
+        x = self.full(x)
+        mode: OutMode = node["out_mode"]
+        n_rows = node["qweight"].shape[0]
+        shares = self.mem.row_split[name] if self.P > 1 else None
+        if mode is OutMode.REQ_ADD:
+            (add,) = self.g.consumers(name)
+            res_name = next(i for i in self.g.node(add)["inputs"] if i != name)
+            late = [c for c in self.g.consumers(res_name) if c != add and c not in self.tensors]
+            if late:
+                raise UnsupportedError(f"layer {name}: adds into the residual {res_name} while {late} still read it")
+            out = self.full(self.tensors[res_name])
+            out.shares = shares
+        elif mode is OutMode.REQ_I32:
+            out = self.new_tensor(name, Buffer.ACC, x.rows, n_rows, 4, shares)
+        else:
+            out = self.new_tensor(name, Buffer.ACT, x.rows, n_rows, 1, shares)
+        tiles = self.mem.linears[name][self.core]
+        if tiles is not None:
+            fmt = node["qweight"].fmt
+            lut = "lut" in node
+            if lut:
+                self.load(f"{name}.lut", Buffer.PRM, self.lut)
+            for t, (wr, rr) in enumerate(zip(tiles.weights, tiles.records)):
+                rows = wr.nbytes // tiles.row_bytes
+                slot = self.tile_counter % 2
+                self.tile_counter += 1
+                self.load(wr.name, Buffer.WGT, self.wslot[slot])
+                self.load(rr.name, Buffer.PRM, self.rec[slot])
+                self.mpe(x.rows, n=rows, k=tiles.k, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT,
+                         w_addr=self.wslot[slot], w_stride=tiles.row_bytes, w_bits=fmt.bits_code,
+                         sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode,
+                         out_addr=out.addr + (tiles.row0 + t * tiles.tile_rows) * out.elem, out_stride=out.row_bytes,
+                         scale_addr=self.rec[slot], lut=int(lut), lut_addr=self.lut if lut else 0)
+        if node.get("rope"):
+            self.rope_in_place(out)
+        return out
+
+    def rope_in_place(self, t: Tensor) -> None:
+        """Rotate this core's heads of L rows of a Q or K projection."""
+        lo, hi = self.own(t)
         if hi > lo:
-            self.misc(MiscOp.ROPE, rows=self.L, cols=hi - lo, src_buf=Buffer.ACT, src_addr=act + lo,
-                      src_stride=width, dst_buf=Buffer.ACT, dst_addr=act + lo, dst_stride=width,
+            self.misc(MiscOp.ROPE, rows=t.rows, cols=hi - lo, src_buf=Buffer.ACT, src_addr=t.addr + lo,
+                      src_stride=t.row_bytes, dst_buf=Buffer.ACT, dst_addr=t.addr + lo, dst_stride=t.row_bytes,
                       prm_addr=self.rope, imm=self.s.head_dim)
 
-    def rmsnorm(self, name: str, rows: int, src_row: int, dst: int) -> None:
-        H = self.s.hidden_size
-        node = self.g.node(name)
-        self.load(f"{name}.params", Buffer.PRM, self.norm)
-        self.misc(MiscOp.RMSNORM, rows=rows, cols=H, src_buf=Buffer.ACC, src_addr=self.res + 4 * H * src_row,
-                  src_stride=4 * H, dst_buf=Buffer.ACT, dst_addr=dst, dst_stride=H, prm_addr=self.norm,
-                  shift=node["norm_shift"])
-
-    def attention(self, name: str) -> None:
+    def attention(self, name: str, node: dict, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         s, L, C, d = self.s, self.L, self.C, self.s.head_dim
-        qw, kvw = s.num_heads * d, s.num_kv_heads * d
-        node = self.g.node(name)
-        for act, kind in ((self.k, "k"), (self.v, "v")):
-            for j in self.kv_heads:
+        first = self.first_visible()
+        window = C - first
+        heads = self.heads_of_core[self.core]
+        kv_heads = sorted({h // s.kv_group for h in heads})
+        out_shares = None
+        if self.P > 1:
+            out_shares = [((hs[0] * d, (hs[-1] + 1) * d) if hs else (0, 0)) for hs in self.heads_of_core]
+        out = self.new_tensor(name, Buffer.ACT, L, s.num_heads * d, 1, out_shares)
+        for t, kind in ((k, "k"), (v, "v")):
+            for j in kv_heads:
                 r = self.mem[f"{name}.{kind}{j}"]
-                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=act + j * d, channel=r.channel,
-                          hbm_addr=r.addr + self.p0 * d, rows=L, row_bytes=d, hbm_stride=d, buf_stride=kvw)
-        if self.heads:
+                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=t.addr + j * d, channel=r.channel,
+                          hbm_addr=r.addr + self.p0 * d, rows=L, row_bytes=d, hbm_stride=d, buf_stride=t.row_bytes)
+        if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
         sm_mult, sm_shift = node["softmax"]
-        for h in self.heads:
+        for h in heads:
             j = h // s.kv_group
             slot = self.head_counter % 2
             self.head_counter += 1
-            self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], nbytes=C * d)
-            self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], nbytes=C * d)
-            self.mpe(L, n=C, k=d, a_addr=self.q + h * d, a_stride=qw, w_buf=Buffer.KV, w_addr=self.kslot[slot],
-                     w_stride=d, w_bits=WeightBits.B8, out_mode=OutMode.ACC32, out_addr=self.scores,
-                     out_stride=4 * C)
-            self.misc(MiscOp.SOFTMAX, rows=L, cols=C, src_buf=Buffer.ACC, src_addr=self.scores, src_stride=4 * C,
-                      dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=C, imm=sm_mult, shift=sm_shift,
-                      offset=self.p0)
-            self.mpe(L, n=d, k=C, a_addr=self.probs, a_stride=C, a_unsigned=1, w_buf=Buffer.KV,
+            self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * d, nbytes=window * d)
+            self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * d, nbytes=window * d)
+            self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
+                     w_addr=self.kslot[slot], w_stride=d, w_bits=WeightBits.B8, out_mode=OutMode.ACC32,
+                     out_addr=self.scores, out_stride=4 * window)
+            self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
+                      src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
+                      shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
+            self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
                      w_addr=self.vslot[slot], w_kmajor=1, w_stride=d, w_bits=WeightBits.B8, out_mode=OutMode.REQ_I8,
-                     out_addr=self.attn + h * d, out_stride=qw, scale_addr=self.pv)
-        lo = self.heads[0] * d if self.heads else 0
-        hi = (self.heads[-1] + 1) * d if self.heads else 0
-        self.exchange("attn", Buffer.ACT, self.attn, lo, hi)
+                     out_addr=out.addr + h * d, out_stride=out.row_bytes, scale_addr=self.pv)
+        return out
 
-    def step(self) -> tuple[list[Instruction], dict[int, tuple[list[Access], list[Access]]]]:
-        g, s, L = self.g, self.s, self.L
-        H, I, d = s.hidden_size, s.intermediate_size, s.head_dim
-        qw, kvw = s.num_heads * d, s.num_kv_heads * d
-        emb = self.mem["embed"]
-        self.emit(Opcode.LD, buf=Buffer.ACT, buf_addr=self.x8, channel=emb.channel, hbm_addr=emb.addr, rows=L,
-                  row_bytes=H, hbm_stride=H, buf_stride=H, gather=1, ids_addr=self.mem["io.ids"].addr)
-        mult, shift = g.node("embed")["deq"]
-        self.misc(MiscOp.DEQ, rows=L, cols=H, src_buf=Buffer.ACT, src_addr=self.x8, src_stride=H,
-                  dst_buf=Buffer.ACC, dst_addr=self.res, dst_stride=4 * H, imm=mult, shift=shift)
-        self.load("rope", Buffer.PRM, self.rope, offset=self.p0 * 2 * d, nbytes=L * 2 * d)
-        dst_of = {"q_proj": (self.q, qw), "k_proj": (self.k, kvw), "v_proj": (self.v, kvw), "o_proj": (self.res, H),
-                  "gate_proj": (self.gate, I), "up_proj": (self.up, I), "down_proj": (self.res, H)}
-        src_of = {"q_proj": self.x8, "k_proj": self.x8, "v_proj": self.x8, "o_proj": self.attn,
-                  "gate_proj": self.x8, "up_proj": self.x8, "down_proj": self.mul}
-        own_cols = {}
-        for name in g.order():
-            node = g.node(name)
-            op, role = node["op"], name.split(".")[-1]
-            if op is OpKind.RMSNORM and name != "final_norm":
-                self.rmsnorm(name, L, 0, self.x8)
-            elif op is OpKind.LINEAR and name != "lm_head":
-                dst, width = dst_of[role]
-                own_cols[role] = self.linear(name, src_of[role], L, dst, width)
-                if node.get("rope"):
-                    self.rope_in_place(dst, width, *own_cols[role])
-                if role in ("o_proj", "down_proj"):
-                    self.exchange("res", Buffer.ACC, self.res, *own_cols[role])
-            elif op is OpKind.ROPE:  # not fused: rotate the projection's output all the same
-                (proj,) = node["inputs"]
-                dst, width = dst_of[proj.split(".")[-1]]
-                self.rope_in_place(dst, width, *own_cols[proj.split(".")[-1]])
-            elif op is OpKind.ATTENTION:
-                self.attention(name)
-            elif op is OpKind.MUL:
-                lo, hi = own_cols["gate_proj"]
-                if own_cols["up_proj"] != (lo, hi):
-                    raise UnsupportedError(f"layer {name}: gate and up projections are split differently")
-                if hi > lo:
-                    mult, shift = node["emul"]
-                    self.misc(MiscOp.EMUL, rows=L, cols=hi - lo, src_buf=Buffer.ACT, src_addr=self.gate + lo,
-                              src2_addr=self.up + lo, src_stride=I, dst_buf=Buffer.ACT, dst_addr=self.mul + lo,
-                              dst_stride=I, imm=mult, shift=shift)
-                self.exchange("mul", Buffer.ACT, self.mul, lo, hi)
-            elif op in (OpKind.ADD, OpKind.EMBED):
-                pass  # residual adds happen in the REQ_ADD output stage; the embedding was loaded above
-            elif name in ("final_norm", "lm_head"):
-                pass
-            else:
-                raise UnsupportedError(f"layer {name}: op {op.value} has no lowering")
-        # only the last position's logits leave the chip; each core stores its rows of the LM head
-        self.rmsnorm("final_norm", 1, L - 1, self.x8)
-        lo, hi = self.linear("lm_head", self.x8, 1, self.logits, s.vocab_size)
+    def mul(self, name: str, node: dict, a: Tensor, b: Tensor) -> Tensor:
+        if a.shares != b.shares:
+            a, b = self.full(a), self.full(b)
+        out = self.new_tensor(name, Buffer.ACT, a.rows, a.width, 1, a.shares)
+        lo, hi = self.own(a)
+        if hi > lo:
+            self.misc(MiscOp.EMUL, rows=a.rows, cols=hi - lo, src_buf=Buffer.ACT, src_addr=a.addr + lo,
+                      src2_addr=b.addr + lo, src_stride=a.row_bytes, dst_buf=Buffer.ACT, dst_addr=out.addr + lo,
+                      dst_stride=out.row_bytes, imm=node["emul"][0], shift=node["emul"][1])
+        return out
+
+    def logits_out(self, t: Tensor) -> None:
+        lo, hi = (c * t.elem for c in self.own(t))
         if hi > lo:
             out = self.mem["io.logits"]
-            self.emit(Opcode.ST, buf=Buffer.ACC, buf_addr=self.logits + lo, channel=out.channel,
-                      hbm_addr=out.addr + lo, rows=1, row_bytes=hi - lo, hbm_stride=hi - lo, buf_stride=hi - lo)
+            self.emit(Opcode.ST, buf=Buffer.ACC, buf_addr=t.addr + lo, channel=out.channel, hbm_addr=out.addr + lo,
+                      rows=1, row_bytes=hi - lo, hbm_stride=hi - lo, buf_stride=hi - lo)
+
+    # ----- the step -----
+    def step(self) -> tuple[list[Instruction], dict[int, tuple[list[Access], list[Access]]]]:
+        g = self.g
+        for name in g.order():
+            node = g.node(name)
+            op = node["op"]
+            ins = [self.tensors[i] for i in node["inputs"]]
+            if op is OpKind.EMBED:
+                t = self.embed(name, node)
+            elif op in (OpKind.RMSNORM, OpKind.LAYERNORM):
+                t = self.norm(name, node, *ins)
+            elif op is OpKind.LINEAR:
+                t = self.linear(name, node, *ins)
+            elif op is OpKind.ROPE:
+                self.rope_in_place(ins[0])
+                t = ins[0]
+            elif op is OpKind.ATTENTION:
+                t = self.attention(name, node, *ins)
+            elif op is OpKind.MUL:
+                t = self.mul(name, node, *ins)
+            elif op is OpKind.ADD:
+                t = ins[0]  # the REQ_ADD output stage already added the other input into it
+            elif op in LUT_ACTIVATIONS:
+                raise UnsupportedError(f"layer {name}: {op.value} must follow a linear layer (the fuse pass puts it "
+                                       f"in the MPE output stage)")
+            else:
+                raise UnsupportedError(f"layer {name}: op {op.value} has no lowering")
+            self.publish(name, t)
+            self.consumed(name)
+        self.logits_out(self.tensors[g.output])
         self.emit(Opcode.SYS, op=SysOp.END)
         return self.out, self.extras
 

@@ -138,7 +138,11 @@ def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int
 
 
 def norm_params(node: dict) -> bytes:
-    return np.int64(node["eps_q"]).tobytes() + node["gain"].astype("<i4").tobytes()
+    """INT64 epsilon, INT32 gains and (LayerNorm) INT32 biases: the PRM image of one norm."""
+    data = np.int64(node["eps_q"]).tobytes() + node["gain"].astype("<i4").tobytes()
+    if node["op"] is OpKind.LAYERNORM:
+        data += node["beta_q"].astype("<i4").tobytes()
+    return data
 
 
 def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
@@ -146,22 +150,34 @@ def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
     return np.concatenate([cos, sin], axis=1).astype("<i2").tobytes()
 
 
+def attention_projections(graph: GraphIR) -> dict[str, str]:
+    """Linear layer -> 'q', 'k' or 'v' for the projections feeding attention (through RoPE if unfused)."""
+    roles = {}
+    for att in graph.nodes_of(OpKind.ATTENTION):
+        for role, src in zip("qkv", graph.node(att)["inputs"]):
+            while graph.node(src)["op"] is OpKind.ROPE:
+                (src,) = graph.node(src)["inputs"]
+            roles[src] = role
+    return roles
+
+
 def row_shares(graph: GraphIR, name: str, rows: int, parts: int) -> list[tuple[int, int]]:
     """Output rows of a linear layer per core: Q/K/V follow the KV-head split (attention stays local)."""
     s = graph.spec
-    role = name.split(".")[-1]
-    if role in ("q_proj", "k_proj", "v_proj"):
-        per_head = s.head_dim * (s.kv_group if role == "q_proj" else 1)
+    role = attention_projections(graph).get(name)
+    if role is not None:
+        per_head = s.head_dim * (s.kv_group if role == "q" else 1)
         return [(j0 * per_head, j1 * per_head) for j0, j1 in split(s.num_kv_heads, parts)]
     return split(rows, parts)
 
 
-EXCHANGES = ("attn", "res", "mul")  # activations that cross cores, each with two alternating slots
-
-
-def exchange_width(graph: GraphIR, kind: str) -> int:
+def exchange_row_bytes(graph: GraphIR) -> int:
+    """The widest row any tensor crossing cores can have: a linear's output, attention's, or the residual."""
     s = graph.spec
-    return {"attn": s.num_heads * s.head_dim, "res": 4 * s.hidden_size, "mul": s.intermediate_size}[kind]
+    widths = [4 * s.hidden_size, s.num_heads * s.head_dim]
+    for n in graph.linears():
+        widths.append(graph.node(n)["qweight"].shape[0] * (1 if graph.node(n)["out_mode"].name == "REQ_I8" else 4))
+    return max(widths)
 
 
 def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -> MemoryMap:
@@ -177,20 +193,25 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
     a = _Allocator(cfg)
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
-    if P > 1:
-        for kind in EXCHANGES:
-            for slot in range(2):
-                a.dynamic(f"xchg.{kind}.{slot}", RegionKind.IO, max_prefill * exchange_width(graph, kind))
+    if P > 1:  # two alternating slots for the tensors cores exchange
+        for slot in range(2):
+            a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph))
     for core, (j0, j1) in enumerate(split(s.num_kv_heads, P)):
         for j in range(j0, j1):
             a.map.kv_owner[j] = core
-    emb = graph.node("embed")["qembed"].q
-    a.static("embed", RegionKind.TABLE, emb.astype(np.int8).tobytes())
-    a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta))
+    emb = graph.node("embed")
+    a.static("embed", RegionKind.TABLE, emb["qembed"].q.astype(np.int8).tobytes())
+    if "qpositions" in emb:
+        if max_len + s.position_offset > len(emb["qpositions"].q):
+            raise UnsupportedError(f"max_len {max_len} exceeds the learned positional table "
+                                   f"({len(emb['qpositions'].q) - s.position_offset} positions)")
+        a.static("positions", RegionKind.TABLE, emb["qpositions"].q.astype(np.int8).tobytes())
+    if any(graph.node(n)["op"] is OpKind.ROPE or graph.node(n).get("rope") for n in graph.order()):
+        a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta))
     for name in graph.order():
         node = graph.node(name)
         op = node["op"]
-        if op is OpKind.RMSNORM:
+        if op in (OpKind.RMSNORM, OpKind.LAYERNORM):
             a.static(f"{name}.params", RegionKind.PARAM, norm_params(node))
         elif op is OpKind.ATTENTION:
             mult, shift = node["pv"]
@@ -206,7 +227,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
             packed = pack_weight(node["qweight"])
             rows, row_bytes = packed.shape
             k = node["qweight"].shape[1]
-            records = nm.pack_requant(node["mult"], node["shift"])
+            records = nm.pack_requant(node["mult"], node["shift"], node["bias_q"])
             shares = row_shares(graph, name, rows, P)
             a.map.row_split[name] = shares
             per_core: list[LinearTiles | None] = []

@@ -21,7 +21,7 @@ from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
-from flightc.frontend.hf_llama import load_hf
+from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
 from flightc.tasks.addition import task_of
 from flightc.isa.codec import encode_program

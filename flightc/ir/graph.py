@@ -15,19 +15,24 @@ import networkx as nx
 
 
 class OpKind(str, Enum):
-    EMBED = "embed"  # token ids -> residual stream
+    EMBED = "embed"  # token ids (plus learned positions, OPT) -> residual stream
     RMSNORM = "rmsnorm"
+    LAYERNORM = "layernorm"
     LINEAR = "linear"
     ROPE = "rope"
     ATTENTION = "attention"  # causal multi-head / grouped-query attention with KV cache (QK^T, softmax, PV)
     SILU = "silu"
+    RELU = "relu"
     MUL = "mul"
     ADD = "add"  # residual add
 
 
+LUT_ACTIVATIONS = (OpKind.SILU, OpKind.RELU)  # element-wise ops the MPE output stage applies by table
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """The shape of a LLaMA-family decoder: everything the compiler needs besides weights."""
+    """The shape of a decoder-only transformer: everything the compiler needs besides weights."""
 
     family: str
     vocab_size: int
@@ -38,8 +43,11 @@ class ModelSpec:
     num_kv_heads: int
     head_dim: int
     rope_theta: float
-    rms_eps: float
+    rms_eps: float  # epsilon of every norm (RMSNorm or LayerNorm)
     max_positions: int
+    sliding_window: int = 0  # 0: full causal attention
+    learned_positions: int = 0  # rows of a learned positional table (OPT); 0: RoPE
+    position_offset: int = 0  # index of position 0 in that table (OPT: 2)
 
     @property
     def kv_group(self) -> int:

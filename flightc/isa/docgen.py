@@ -20,8 +20,10 @@ Refinements over FlightLLM's six classes, and why:
   in the PRM buffer: the INT32 accumulators never leave the MPE except as raw scores or logits.
 - **A LUT in the output stage** fuses element-wise activations (SiLU) into MV/MM.
 - **LD can gather** rows by token id, so the decode program needs no host patching per token.
+- **SOFTMAX takes a sliding window** (Mistral), and the requantization record carries a per-row
+  INT32 bias (Qwen2's QKV biases, OPT's biases) added to the accumulator before requantization.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: LD 224, ST 192, MM 320, MV 256,
-  MISC 288, SYS 32.
+  MISC 320, SYS 32.
 """
 
 

@@ -10,14 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from flightc.compress.formats import WeightFormat
+from flightc.numerics import LUT_ENTRIES, REQUANT_RECORD_BYTES
 from flightc.config import Buffer
 from flightc.isa.codec import Instruction
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, Sparsity, WeightBits
 
 Space = tuple[str, int]  # ("buf", Buffer) or ("hbm", channel)
 
-REQUANT_RECORD_BYTES = 8
-LUT_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
         if mode is not OutMode.ACC32:
             reads.append(Access(buf(Buffer.PRM), ins.scale_addr, 1, REQUANT_RECORD_BYTES * ins.n, 0))
         if ins.lut:
-            reads.append(Access(buf(Buffer.PRM), ins.lut_addr, 1, LUT_BYTES, 0))
+            reads.append(Access(buf(Buffer.PRM), ins.lut_addr, 1, LUT_ENTRIES, 0))
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
         out = Access(buf(out_buf), ins.out_addr, m, out_elem_bytes(mode) * ins.n, out_stride)
         if mode is OutMode.REQ_ADD:
@@ -123,17 +122,28 @@ def gather_rows(ins: Instruction, ids: list[int]) -> list[Access]:
     return [Access(hbm(ins.channel), ins.hbm_addr + int(t) * ins.hbm_stride, 1, ins.row_bytes, 0) for t in ids]
 
 
+MISC_SRC_BYTES = {MiscOp.RMSNORM: 4, MiscOp.LAYERNORM: 4, MiscOp.SOFTMAX: 4}  # others read INT8
+MISC_DST_BYTES = {MiscOp.DEQ: 4, MiscOp.DEQ_ADD: 4}  # others write INT8
+
+
+def norm_param_bytes(op: MiscOp, cols: int) -> int:
+    """PRM bytes of a norm's parameters: INT64 epsilon, INT32 gains, and (LayerNorm) INT32 biases."""
+    return 8 + (8 if op is MiscOp.LAYERNORM else 4) * cols
+
+
 def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     rows, cols = ins.rows, ins.cols
     mop = MiscOp(ins.op)
-    src_elem = {MiscOp.RMSNORM: 4, MiscOp.SOFTMAX: 4}.get(mop, 1)
-    dst_elem = 4 if mop is MiscOp.DEQ else 1
+    src_elem = MISC_SRC_BYTES.get(mop, 1)
+    dst_elem = MISC_DST_BYTES.get(mop, 1)
     reads = [Access(buf(ins.src_buf), ins.src_addr, rows, cols * src_elem, ins.src_stride)]
     if mop is MiscOp.EMUL:
         reads.append(Access(buf(ins.src_buf), ins.src2_addr, rows, cols, ins.src_stride))
-    if mop is MiscOp.RMSNORM:
-        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, 1, 8 + 4 * cols, 0))
+    if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0))
     if mop is MiscOp.ROPE:
         reads.append(Access(buf(Buffer.PRM), ins.prm_addr, rows, 2 * ins.imm, 2 * ins.imm))
     writes = [Access(buf(ins.dst_buf), ins.dst_addr, rows, cols * dst_elem, ins.dst_stride)]
+    if mop is MiscOp.DEQ_ADD:
+        reads.append(writes[0])
     return reads, writes

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.0"
+ISA_VERSION = "1.1"
 WORD_BITS = 32
 
 
@@ -79,6 +79,8 @@ class MiscOp(IntEnum):
     SOFTMAX = 2
     EMUL = 3
     DEQ = 4
+    DEQ_ADD = 5  # INT8 -> residual scale, added into INT32 (learned positional embeddings)
+    LAYERNORM = 6
 
 
 class SysOp(IntEnum):
@@ -224,7 +226,7 @@ _CLASSES = (
     InstrClass("MV", Opcode.MV, Unit.MPE, 256,
                "Matrix-vector product on the MPE (one activation row): out[n] = sum_k a[k] * w[n, k].",
                HEADER + _MPE_COMMON),
-    InstrClass("MISC", Opcode.MISC, Unit.SFU, 288, "Special-function operation over rows x cols elements.",
+    InstrClass("MISC", Opcode.MISC, Unit.SFU, 320, "Special-function operation over rows x cols elements.",
                HEADER + (
                    _e("op", 4, MiscOp, "operation"),
                    _u("rows", 16, "rows (tokens)"),
@@ -240,6 +242,7 @@ _CLASSES = (
                    _i("imm", 32, "multiplier / epsilon / head size, by op"),
                    _u("shift", 6, "right shift applied after imm"),
                    _i("offset", 20, "causal offset: row r sees columns <= r + offset (SOFTMAX)"),
+                   _u("window", 20, "sliding window: row r sees only the last `window` of those columns; 0: all"),
                )),
     InstrClass("SYS", Opcode.SYS, Unit.SYS, 32, "Synchronization and program control.",
                HEADER + (

@@ -17,14 +17,17 @@ def rope_float(x: np.ndarray, positions: np.ndarray, head_dim: int, theta: float
 
 
 def attention_float(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, kv_heads: int, head_dim: int,
-                    q_offset: int = 0) -> np.ndarray:
-    """Causal GQA attention; q rows are positions q_offset.., k/v rows positions 0.."""
+                    q_offset: int = 0, window: int = 0) -> np.ndarray:
+    """Causal GQA attention (optionally a sliding window); q rows are positions q_offset.., k/v rows 0.."""
     L, T = q.shape[0], k.shape[0]
     qh = q.reshape(L, heads, head_dim)
     kh = k.reshape(T, kv_heads, head_dim)
     vh = v.reshape(T, kv_heads, head_dim)
     out = np.zeros((L, heads, head_dim))
-    mask = np.arange(T)[None, :] <= (np.arange(L)[:, None] + q_offset)
+    last = np.arange(L)[:, None] + q_offset
+    mask = np.arange(T)[None, :] <= last
+    if window:
+        mask &= np.arange(T)[None, :] > last - window
     for h in range(heads):
         j = h // (heads // kv_heads)
         s = qh[:, h, :] @ kh[:, j, :].T / np.sqrt(head_dim)
@@ -43,16 +46,34 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
     def weight(n: dict, key: str) -> np.ndarray:
         return n[key].dequantized() if compressed and key in n else n["weight"]
 
+    def embed(_, n):
+        y = weight(n, "qembed")[np.asarray(ids)]
+        if "positions" in n:
+            table = n["qpositions"].dequantized() if compressed and "qpositions" in n else n["positions"]
+            y = y + table[pos + s.position_offset]
+        return y
+
     def rmsnorm(_, n, x):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s.rms_eps) * n["weight"]
 
+    def layernorm(_, n, x):
+        xc = x - x.mean(axis=-1, keepdims=True)
+        return xc / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + s.rms_eps) * n["weight"] + n["bias"]
+
+    def linear(_, n, x):
+        y = x @ weight(n, "qweight").T
+        return y + n["bias"] if "bias" in n else y
+
     return interpret(graph, {
-        OpKind.EMBED: lambda _, n: weight(n, "qembed")[np.asarray(ids)],
+        OpKind.EMBED: embed,
         OpKind.RMSNORM: rmsnorm,
-        OpKind.LINEAR: lambda _, n, x: x @ weight(n, "qweight").T,
+        OpKind.LAYERNORM: layernorm,
+        OpKind.LINEAR: linear,
         OpKind.ROPE: lambda _, n, x: rope_float(x, pos, s.head_dim, s.rope_theta),
-        OpKind.ATTENTION: lambda _, n, q, k, v: attention_float(q, k, v, s.num_heads, s.num_kv_heads, s.head_dim),
+        OpKind.ATTENTION: lambda _, n, q, k, v: attention_float(q, k, v, s.num_heads, s.num_kv_heads, s.head_dim,
+                                                                window=s.sliding_window),
         OpKind.SILU: lambda _, n, x: x / (1.0 + np.exp(-x)),
+        OpKind.RELU: lambda _, n, x: np.maximum(x, 0.0),
         OpKind.MUL: lambda _, n, a, b: a * b,
         OpKind.ADD: lambda _, n, a, b: a + b,
     })

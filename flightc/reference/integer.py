@@ -36,13 +36,22 @@ class IntegerModel:
             raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
         g, s = self.graph, self.graph.spec
         cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
+        def embed(_, n):
+            res = nm.deq(n["qembed"].q[ids], *n["deq"])
+            if "qpositions" in n:
+                rows = np.arange(p0, p0 + L) + s.position_offset
+                res = nm.deq_add(res, n["qpositions"].q[rows], *n["pos_deq"])
+            return res
+
         val = interpret(g, {
-            OpKind.EMBED: lambda _, n: nm.deq(n["qembed"].q[ids], *n["deq"]),
+            OpKind.EMBED: embed,
             OpKind.RMSNORM: lambda _, n, x: nm.rmsnorm(x, n["gain"], n["eps_q"], n["norm_shift"]),
+            OpKind.LAYERNORM: lambda _, n, x: nm.layernorm(x, n["gain"], n["beta_q"], n["eps_q"], n["norm_shift"]),
             OpKind.LINEAR: self._linear,
             OpKind.ROPE: lambda _, n, x: nm.rope(x, cos, sin, s.head_dim),
             OpKind.ATTENTION: lambda name, n, q, k, v: self._attention(name, n, q, k, v, p0),
             OpKind.SILU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
+            OpKind.RELU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
             OpKind.MUL: lambda _, n, a, b: nm.emul(a, b, *n["emul"]),
             OpKind.ADD: lambda _, n, res, delta: nm.sat_i32(res.astype(np.int64) + delta),
         })
@@ -51,7 +60,7 @@ class IntegerModel:
 
     def _linear(self, name: str, n: dict, x: np.ndarray) -> np.ndarray:
         """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual."""
-        acc = x.astype(np.int64) @ self.w8[name].T
+        acc = x.astype(np.int64) @ self.w8[name].T + n["bias_q"]
         mode = n["out_mode"]
         if mode is OutMode.REQ_I8:
             return nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
@@ -72,7 +81,7 @@ class IntegerModel:
             kh = self.k_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
             vh = self.v_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
             scores = q[:, h * d:(h + 1) * d].astype(np.int64) @ kh.T
-            p = nm.softmax(scores, *n["softmax"], offset=p0)
+            p = nm.softmax(scores, *n["softmax"], offset=p0, window=s.sliding_window)
             acc = p.astype(np.int64) @ vh
             out[:, h * d:(h + 1) * d] = nm.sat_i8(nm.requantize(acc, pv_mult, pv_shift))
         return out

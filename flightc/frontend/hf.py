@@ -1,0 +1,217 @@
+"""Hugging Face causal LMs (a local folder or an in-memory transformers model) -> graph IR.
+
+Families: LLaMA (with grouped-query attention and optional biases), Mistral (sliding-window
+attention), Qwen2 (QKV biases) and OPT (LayerNorm, ReLU, learned positions, biases). Any config
+field that changes the math and is not supported raises an error naming it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import networkx as nx
+import numpy as np
+
+from flightc.errors import UnsupportedError
+from flightc.ir.graph import GraphIR, ModelSpec, OpKind
+
+Weights = Mapping[str, np.ndarray]
+
+
+def _require(cfg: Mapping[str, Any], rules: Mapping[str, tuple]) -> None:
+    for key, allowed in rules.items():
+        if cfg.get(key) not in allowed:
+            raise UnsupportedError(f"config field {key} = {cfg.get(key)!r} is not supported (allowed: {allowed})")
+
+
+def _rope_theta(cfg: Mapping[str, Any]) -> float:
+    rope = cfg.get("rope_parameters") or {}
+    if rope and rope.get("rope_type", "default") != "default":
+        raise UnsupportedError(f"config field rope_parameters.rope_type = {rope.get('rope_type')!r} is not "
+                               f"supported (only 'default' RoPE)")
+    return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+
+
+def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> ModelSpec:
+    _require(cfg, {"hidden_act": ("silu",), "rope_scaling": (None,), "pretraining_tp": (1, None)})
+    heads = cfg["num_attention_heads"]
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    hidden = cfg["hidden_size"]
+    head_dim = cfg.get("head_dim") or hidden // heads
+    if heads % kv_heads:
+        raise UnsupportedError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+    if head_dim % 2:
+        raise UnsupportedError(f"head_dim {head_dim} must be even for rotate-half RoPE")
+    return ModelSpec(family=family, vocab_size=cfg["vocab_size"], hidden_size=hidden,
+                     intermediate_size=cfg["intermediate_size"], num_layers=cfg["num_hidden_layers"],
+                     num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_theta=_rope_theta(cfg),
+                     rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                     max_positions=int(cfg.get("max_position_embeddings", 2048)), sliding_window=window)
+
+
+def _mistral_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    return _llama_like_spec(cfg, "mistral", int(cfg.get("sliding_window") or 0))
+
+
+def _qwen2_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    if cfg.get("use_sliding_window"):
+        raise UnsupportedError("config field use_sliding_window = True is not supported for qwen2 (its window "
+                               "applies to some layers only)")
+    return _llama_like_spec(cfg, "qwen2")
+
+
+def _opt_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    _require(cfg, {"activation_function": ("relu",), "do_layer_norm_before": (True,),
+                   "layer_norm_elementwise_affine": (True, None), "_remove_final_layer_norm": (False, None)})
+    hidden = cfg["hidden_size"]
+    if cfg.get("word_embed_proj_dim", hidden) != hidden:
+        raise UnsupportedError(f"config field word_embed_proj_dim = {cfg['word_embed_proj_dim']} differs from "
+                               f"hidden_size {hidden} (project_in/project_out are not supported)")
+    heads = cfg["num_attention_heads"]
+    max_pos = int(cfg.get("max_position_embeddings", 2048))
+    return ModelSpec(family="opt", vocab_size=cfg["vocab_size"], hidden_size=hidden,
+                     intermediate_size=cfg["ffn_dim"], num_layers=cfg["num_hidden_layers"], num_heads=heads,
+                     num_kv_heads=heads, head_dim=hidden // heads, rope_theta=0.0, rms_eps=1e-5,
+                     max_positions=max_pos, learned_positions=max_pos + 2, position_offset=2)
+
+
+SPECS: dict[str, Callable[[Mapping[str, Any]], ModelSpec]] = {
+    "llama": lambda cfg: _llama_like_spec(cfg, "llama"), "mistral": _mistral_spec, "qwen2": _qwen2_spec,
+    "opt": _opt_spec}
+
+
+def spec_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
+    model_type = cfg.get("model_type")
+    if model_type not in SPECS:
+        raise UnsupportedError(f"model_type {model_type!r} (architectures {cfg.get('architectures')}) is not "
+                               f"supported; flightc reads {', '.join(SPECS)}")
+    return SPECS[model_type](cfg)
+
+
+class _Reader:
+    """Weights by Hugging Face name, as float64, with a clear error for a missing one."""
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self.weights:
+            raise UnsupportedError(f"weight {name!r} missing from the checkpoint")
+        return np.asarray(self.weights[name], dtype=np.float64)
+
+    def optional(self, name: str) -> np.ndarray | None:
+        return np.asarray(self.weights[name], dtype=np.float64) if name in self.weights else None
+
+
+def _linear(graph: GraphIR, name: str, x: str, layer: int | None, w: _Reader, prefix: str) -> str:
+    bias = w.optional(prefix + ".bias")
+    attrs = {"weight": w(prefix + ".weight")}
+    if bias is not None:
+        attrs["bias"] = bias
+    return graph.add(name, OpKind.LINEAR, [x], layer, **attrs)
+
+
+def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
+    w = _Reader(weights)
+    graph = GraphIR(spec, nx.DiGraph())
+    x = graph.add("embed", OpKind.EMBED, [], weight=w("model.embed_tokens.weight"))
+    for i in range(spec.num_layers):
+        p, pre = f"model.layers.{i}.", f"L{i}."
+        xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=w(p + "input_layernorm.weight"))
+        q = _linear(graph, pre + "q_proj", xn, i, w, p + "self_attn.q_proj")
+        k = _linear(graph, pre + "k_proj", xn, i, w, p + "self_attn.k_proj")
+        v = _linear(graph, pre + "v_proj", xn, i, w, p + "self_attn.v_proj")
+        qr = graph.add(pre + "q_rope", OpKind.ROPE, [q], i)
+        kr = graph.add(pre + "k_rope", OpKind.ROPE, [k], i)
+        a = graph.add(pre + "attn", OpKind.ATTENTION, [qr, kr, v], i)
+        o = _linear(graph, pre + "o_proj", a, i, w, p + "self_attn.o_proj")
+        x = graph.add(pre + "attn_res", OpKind.ADD, [x, o], i)
+        xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=w(p + "post_attention_layernorm.weight"))
+        gate = _linear(graph, pre + "gate_proj", xn, i, w, p + "mlp.gate_proj")
+        up = _linear(graph, pre + "up_proj", xn, i, w, p + "mlp.up_proj")
+        act = graph.add(pre + "act", OpKind.SILU, [gate], i)
+        mul = graph.add(pre + "mul", OpKind.MUL, [act, up], i)
+        down = _linear(graph, pre + "down_proj", mul, i, w, p + "mlp.down_proj")
+        x = graph.add(pre + "mlp_res", OpKind.ADD, [x, down], i)
+    xn = graph.add("final_norm", OpKind.RMSNORM, [x], weight=w("model.norm.weight"))
+    graph.add("lm_head", OpKind.LINEAR, [xn], weight=w("model.embed_tokens.weight" if tied else "lm_head.weight"))
+    return graph
+
+
+def _build_opt(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
+    w = _Reader(weights)
+    d = "model.decoder."
+    graph = GraphIR(spec, nx.DiGraph())
+    x = graph.add("embed", OpKind.EMBED, [], weight=w(d + "embed_tokens.weight"),
+                  positions=w(d + "embed_positions.weight"))
+    for i in range(spec.num_layers):
+        p, pre = f"{d}layers.{i}.", f"L{i}."
+        xn = graph.add(pre + "attn_norm", OpKind.LAYERNORM, [x], i, weight=w(p + "self_attn_layer_norm.weight"),
+                       bias=w(p + "self_attn_layer_norm.bias"))
+        q = _linear(graph, pre + "q_proj", xn, i, w, p + "self_attn.q_proj")
+        k = _linear(graph, pre + "k_proj", xn, i, w, p + "self_attn.k_proj")
+        v = _linear(graph, pre + "v_proj", xn, i, w, p + "self_attn.v_proj")
+        a = graph.add(pre + "attn", OpKind.ATTENTION, [q, k, v], i)
+        o = _linear(graph, pre + "o_proj", a, i, w, p + "self_attn.out_proj")
+        x = graph.add(pre + "attn_res", OpKind.ADD, [x, o], i)
+        xn = graph.add(pre + "mlp_norm", OpKind.LAYERNORM, [x], i, weight=w(p + "final_layer_norm.weight"),
+                       bias=w(p + "final_layer_norm.bias"))
+        h = _linear(graph, pre + "fc1", xn, i, w, p + "fc1")
+        act = graph.add(pre + "act", OpKind.RELU, [h], i)
+        down = _linear(graph, pre + "fc2", act, i, w, p + "fc2")
+        x = graph.add(pre + "mlp_res", OpKind.ADD, [x, down], i)
+    xn = graph.add("final_norm", OpKind.LAYERNORM, [x], weight=w(d + "final_layer_norm.weight"),
+                   bias=w(d + "final_layer_norm.bias"))
+    graph.add("lm_head", OpKind.LINEAR, [xn], weight=w(d + "embed_tokens.weight" if tied else "lm_head.weight"))
+    return graph
+
+
+BUILDERS = {"llama": _build_llama_like, "mistral": _build_llama_like, "qwen2": _build_llama_like,
+            "opt": _build_opt}
+
+
+def build_graph(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
+    graph = BUILDERS[spec.family](spec, weights, tied)
+    _check_shapes(graph)
+    return graph
+
+
+def _check_shapes(graph: GraphIR) -> None:
+    s = graph.spec
+    H, I, qw, kvw = s.hidden_size, s.intermediate_size, s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+    want = {"q_proj": (qw, H), "k_proj": (kvw, H), "v_proj": (kvw, H), "o_proj": (H, qw), "gate_proj": (I, H),
+            "up_proj": (I, H), "down_proj": (H, I), "fc1": (I, H), "fc2": (H, I), "lm_head": (s.vocab_size, H)}
+    for n in graph.linears():
+        node = graph.node(n)
+        shape = node["weight"].shape
+        role = n.split(".")[-1]
+        if shape != want[role]:
+            raise UnsupportedError(f"layer {n}: weight shape {shape}, expected {want[role]}")
+        if "bias" in node and node["bias"].shape != (shape[0],):
+            raise UnsupportedError(f"layer {n}: bias shape {node['bias'].shape}, expected ({shape[0]},)")
+
+
+def load_hf(model: str | Path | Any) -> GraphIR:
+    """Load a supported causal LM from a local folder (config.json + *.safetensors) or a transformers model."""
+    if isinstance(model, (str, Path)):
+        folder = Path(model)
+        cfg_path = folder / "config.json"
+        if not cfg_path.exists():
+            raise UnsupportedError(f"{folder}: no config.json (expected a Hugging Face model folder)")
+        cfg = json.loads(cfg_path.read_text())
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise UnsupportedError(f"{folder}: no *.safetensors weights")
+        from safetensors.torch import load_file  # the torch reader also takes bf16 checkpoints
+
+        weights: dict[str, np.ndarray] = {}
+        for f in files:
+            weights.update({k: v.float().numpy() for k, v in load_file(str(f)).items()})
+    else:
+        cfg = model.config.to_dict()
+        weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    spec = spec_from_config(cfg)
+    head = "lm_head.weight"
+    tied = bool(cfg.get("tie_word_embeddings", False)) or head not in weights
+    return build_graph(spec, weights, tied)
