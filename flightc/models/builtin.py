@@ -1,16 +1,28 @@
 """Built-in models, addressed as ``builtin:NAME`` wherever a model path is accepted."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flightc.errors import FlightcError
 
-# name -> (description, seed, config overrides of flightc.models.random_llama.TINY_LLAMA)
-BUILTIN: dict[str, tuple[str, int, dict]] = {
-    "tiny-llama": ("2-layer LLaMA, hidden 128, 4 heads, vocab 256, seeded random weights", 0, {}),
-    "tiny-llama-gqa": ("tiny-llama with grouped-query attention (4 query heads, 2 KV heads)", 1,
-                       {"num_key_value_heads": 2}),
+@dataclass(frozen=True)
+class RandomBuiltin:
+    description: str
+    family: str
+    seed: int
+    init_std: float = 0.08  # large enough that greedy tokens depend on the prompt
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+BUILTIN: dict[str, RandomBuiltin] = {
+    "tiny-llama": RandomBuiltin("2-layer LLaMA, hidden 128, 4 heads, vocab 256", "llama", 0),
+    "tiny-llama-gqa": RandomBuiltin("tiny-llama with grouped-query attention (4 query heads, 2 KV heads)", "llama",
+                                    1, overrides=(("num_key_value_heads", 2),)),
+    "tiny-qwen2": RandomBuiltin("2-layer Qwen2: QKV biases, 2 KV heads", "qwen2", 2),
+    "tiny-mistral": RandomBuiltin("2-layer Mistral: 2 KV heads, sliding window of 8 tokens", "mistral", 3),
+    "tiny-opt": RandomBuiltin("2-layer OPT: LayerNorm, ReLU, learned positions, biases", "opt", 5, 0.15),
 }
 TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights"}
 DEFAULT_MODEL = "builtin:addition"
@@ -38,15 +50,15 @@ def is_builtin(spec: Any) -> bool:
 
 def load_builtin(spec: str):
     """The transformers model of a ``builtin:NAME`` spec."""
-    from flightc.models.random_llama import random_llama
+    from flightc.models.random_llama import random_model
 
     name = _name(spec)
     if name in TRAINED:
         from transformers import LlamaForCausalLM
 
         return LlamaForCausalLM.from_pretrained(str(trained_folder(name)), dtype="float32").eval()
-    _, seed, overrides = BUILTIN[name]
-    return random_llama(seed, **overrides)
+    b = BUILTIN[name]
+    return random_model(b.family, b.seed, b.init_std, **dict(b.overrides))
 
 
 def load_torch_model(spec: str | Path):

@@ -35,7 +35,8 @@ class IntegerModel:
         if p0 + L > self.max_len:
             raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
         g, s = self.graph, self.graph.spec
-        cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
+        if s.rope_theta:
+            cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
         def embed(_, n):
             res = nm.deq(n["qembed"].q[ids], *n["deq"])
             if "qpositions" in n:

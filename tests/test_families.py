@@ -1,0 +1,73 @@
+"""OPT, Qwen2 and Mistral: the float interpreter matches transformers, the simulator matches the integer reference."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import PROMPT, compiled, torch_model
+from flightc.frontend.hf import load_hf, spec_from_config
+from flightc.errors import UnsupportedError
+from flightc.reference.float_graph import run_float
+from flightc.reference.integer import IntegerModel, greedy
+from flightc.runtime.session import Session
+
+FAMILIES = ["tiny-opt", "tiny-qwen2", "tiny-mistral"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_float_interpreter_matches_transformers(name):
+    model = torch_model(name)
+    ids = list(range(3, 23))  # 20 tokens: longer than Mistral's window of 8
+    ours = run_float(load_hf(model), np.array(ids))["lm_head"]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        theirs = model(torch.tensor([ids], device=device)).logits[0].double().cpu().numpy()
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sixteen_tokens_bit_exact(name):
+    c = compiled(name, "w4g32", ("*.o_proj=w8",))
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, len(PROMPT) + 16), PROMPT, 16)
+    got = list(Session(c.bundle).generate(PROMPT, 16))
+    assert [t for t, _ in got] == ref_tokens
+    assert all(z.tobytes() == r.tobytes() for (_, z), r in zip(got, ref_logits))
+    assert len(set(ref_tokens)) > 3
+
+
+def test_families_use_their_features():
+    opt = compiled("tiny-opt", "w4g32", ("*.o_proj=w8",))
+    assert opt.integer.spec.learned_positions and "bias" in opt.integer.node("L0.fc1")
+    assert opt.integer.node("L0.attn_norm")["op"].value == "layernorm"
+    assert opt.fused.node("L0.fc1")["fused"] == ["L0.act"]  # ReLU in the output stage
+    qwen = compiled("tiny-qwen2", "w4g32", ("*.o_proj=w8",))
+    assert "bias" in qwen.integer.node("L0.q_proj") and "bias" not in qwen.integer.node("L0.o_proj")
+    mistral = compiled("tiny-mistral", "w4g32", ("*.o_proj=w8",))
+    assert mistral.integer.spec.sliding_window == 8
+    # decode past the window loads only the window's K/V rows
+    from flightc.isa.codec import decode_program
+    from flightc.isa.table import Opcode
+    from flightc.config import Buffer
+
+    prog = decode_program(mistral.bundle.program("decode", 20)[0])
+    kv_loads = [i for i in prog if i.opcode is Opcode.LD and i.buf == Buffer.KV]
+    assert kv_loads and all(i.row_bytes == 8 * mistral.integer.spec.head_dim for i in kv_loads)
+
+
+def test_three_core_opt_is_bit_exact():
+    from flightc.config import PRESETS
+
+    hw = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    c = compiled("tiny-opt", "w8", (), hw=hw)
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, len(PROMPT) + 6), PROMPT, 6)
+    got = list(Session(c.bundle).generate(PROMPT, 6))
+    assert [t for t, _ in got] == ref_tokens
+    assert all(z.tobytes() == r.tobytes() for (_, z), r in zip(got, ref_logits))
+
+
+@pytest.mark.parametrize("field, value", [("activation_function", "gelu"), ("do_layer_norm_before", False),
+                                          ("word_embed_proj_dim", 64)])
+def test_unsupported_opt_variants_are_named(field, value):
+    cfg = torch_model("tiny-opt").config.to_dict()
+    cfg[field] = value
+    with pytest.raises(UnsupportedError, match=field):
+        spec_from_config(cfg)
