@@ -58,14 +58,21 @@ class Bundle:
         return self.programs[key]
 
     def save(self, path: str | Path) -> Path:
+        """Write the bundle; the same content always gives the same bytes (no timestamps)."""
         path = Path(path)
+
+        def put(z: zipfile.ZipFile, name: str, data) -> None:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
+
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-            z.writestr("manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True))
+            put(z, "manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True))
             for ch, data in sorted(self.images.items()):
-                z.writestr(f"hbm/ch{ch:02d}.bin", data)
+                put(z, f"hbm/ch{ch:02d}.bin", data)
             for key, streams in sorted(self.programs.items()):
                 for core, data in enumerate(streams):
-                    z.writestr(f"programs/{key}.c{core}.bin", data)
+                    put(z, f"programs/{key}.c{core}.bin", data)
         return path
 
 

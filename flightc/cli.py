@@ -51,10 +51,13 @@ def cmd_compile(args) -> int:
         task = bar.add_task("compiling", total=None)
 
         def progress(stage, done, total):
-            bar.update(task, description=f"lowering programs", completed=done, total=total)
+            label = {"lower": "lowering programs"}.get(stage, stage)
+            bar.update(task, description=label, completed=done, total=total if stage == "lower" else None)
 
+        lengths = [int(x) for x in args.prefill_lens.split(",")] if args.prefill_lens else None
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
-                                 max_prefill=args.max_prefill, progress=progress)
+                                 max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
+                                 random_weights=args.random_weights)
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -270,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
     c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
     c.add_argument("--max-prefill", type=int, default=16, help="longest prompt")
+    c.add_argument("--prefill-lens", help="only these prompt lengths, e.g. 4,8 (default: 1..max-prefill)")
+    c.add_argument("--random-weights", type=int, metavar="SEED",
+                   help="ignore any checkpoint: seeded random weights, produced layer by layer (a config.json "
+                        "is enough; see flightc/models/configs/)")
     c.add_argument("-o", "--output", required=True, help="bundle file to write (.flb)")
     c.set_defaults(func=cmd_compile)
 

@@ -14,10 +14,6 @@ def default_calibration(vocab_size: int, seed: int = 0, sequences: int = 4, leng
 def calibrate(graph: GraphIR, sequences: np.ndarray) -> GraphIR:
     """Runs the compressed model in float64 (dequantized weights) and stores ``amax`` on each node."""
     out = graph.copy(stage="calibrated")
-    amax: dict[str, float] = {}
-    for ids in np.atleast_2d(sequences):
-        for name, y in run_float(out, ids, compressed=True).items():
-            amax[name] = max(amax.get(name, 0.0), float(np.abs(y).max()))
-    for name, value in amax.items():
-        out.node(name)["amax"] = max(value, 1e-6)
+    for name, y in run_float(out, np.atleast_2d(sequences), compressed=True).items():
+        out.node(name)["amax"] = max(float(np.abs(y).max()), 1e-6)
     return out

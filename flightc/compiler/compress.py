@@ -12,11 +12,11 @@ from flightc.ir.graph import GraphIR, OpKind
 
 def quantize_embedding(table: np.ndarray) -> QuantWeight:
     """Per-tensor symmetric INT8: the DEQ instruction applies one multiplier to every row."""
+    table = np.asarray(table, np.float64)
     scale = max(float(np.abs(table).max()) / 127.0, np.finfo(np.float64).tiny)
     q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
     rows, k = table.shape
-    return QuantWeight(WeightFormat(), q, np.zeros((rows, 0), np.uint8), np.full(rows, scale),
-                       np.ones_like(q, dtype=bool))
+    return QuantWeight(WeightFormat(), q, np.zeros((rows, 0), np.uint8), np.full(rows, scale), None)
 
 
 def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig) -> GraphIR:

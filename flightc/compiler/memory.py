@@ -187,7 +187,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
     share lives on its own channels, and exchange regions carry activations between cores.
     """
     s = graph.spec
-    if max_len > s.max_positions:
+    if s.max_positions and max_len > s.max_positions:
         raise UnsupportedError(f"max_len {max_len} exceeds the model's max_position_embeddings {s.max_positions}")
     P = cfg.num_cores
     a = _Allocator(cfg)

@@ -47,11 +47,13 @@ class Compiled:
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> Compiled:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  random_weights: int | None = None) -> Compiled:
     """Compile a model (HF folder, transformers model or float graph IR) for a hardware config.
 
     The bundle holds a prefill program for each length in ``prefill_lengths`` (default 1..max_prefill)
-    and a decode program for each position 1..max_len-1.
+    and a decode program for each position 1..max_len-1. ``random_weights=SEED`` compiles a config
+    folder with seeded random weights produced on demand (see flightc.frontend.lazy).
     """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
@@ -66,13 +68,24 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         log.info("pass %s: %.2f s", name, timings[name])
         return result
 
-    g = model if isinstance(model, GraphIR) else timed("frontend", load_hf, model)
+    if isinstance(model, GraphIR):
+        g = model
+    elif isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        from flightc.frontend.onnx_import import load_onnx
+
+        g = timed("frontend", load_onnx, model)
+    else:
+        g = timed("frontend", load_hf, model, random_weights)
     if calibration is None:
         task = task_of(model) if isinstance(model, (str, Path)) else None
         calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
         log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
                  f"{len(calibration)} random token sequences")
+    if progress:
+        progress("compress", 0, 1)
     gc = timed("compress", compress, g, plan, cfg)
+    if progress:
+        progress("calibrate", 0, 1)
     gk = timed("calibrate", calibrate, gc, calibration)
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
@@ -100,6 +113,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         if progress:
             progress("lower", i + 1, len(steps))
     timings["lower+tokens+encode"] = time.perf_counter() - t
+    log.info("lower, tokens, encode: %d programs in %.2f s", len(steps), timings["lower+tokens+encode"])
 
     manifest = {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
@@ -110,6 +124,6 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "memory_map": mem.to_dict(), "programs": index,
         "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
     }
-    images = {ch: bytes(img) for ch, img in mem.images.items()}
+    images = dict(mem.images)  # bytearrays: a 7B model's weights are not copied again
     bundle = Bundle(manifest, images, programs)
     return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings)

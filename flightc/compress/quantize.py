@@ -20,7 +20,7 @@ class QuantWeight:
     q: np.ndarray  # int8 [N, K], zero where pruned
     gs: np.ndarray  # uint8 [N, K // group] (empty when group == 0)
     row_scale: np.ndarray  # float64 [N]
-    keep: np.ndarray  # bool [N, K]: the positions stored (exactly n of every m when sparse)
+    keep: np.ndarray | None  # bool [N, K]: the positions stored (n of every m); None when dense
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -32,6 +32,9 @@ class QuantWeight:
             return self.q.astype(np.int8)
         g = np.repeat(self.gs.astype(np.int16), self.fmt.group, axis=1)
         return (self.q.astype(np.int16) * g).astype(np.int8)
+
+    def kept(self) -> np.ndarray:
+        return np.ones(self.q.shape, dtype=bool) if self.keep is None else self.keep
 
     def dequantized(self) -> np.ndarray:
         return self.int8_operand().astype(np.float64) * self.row_scale[:, None]
@@ -51,8 +54,9 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     """Prune by magnitude to fmt's N:M pattern, then round to nearest with two-level scales."""
     w = np.asarray(w, np.float64)
     rows, k = w.shape
-    mask = nm_mask(w, fmt.n, fmt.m) if fmt.sparse else np.ones_like(w, dtype=bool)
-    w = np.where(mask, w, 0.0)
+    mask = nm_mask(w, fmt.n, fmt.m) if fmt.sparse else None
+    if mask is not None:
+        w = np.where(mask, w, 0.0)
     lo, hi = q_range(fmt.bits)
     qmax = max(hi, 1)
     tiny = np.finfo(np.float64).tiny
@@ -68,5 +72,6 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
         gs = np.zeros((rows, 0), np.uint8)
         eff = np.repeat(row_scale[:, None], k, axis=1)
     q = np.clip(np.round(w / eff), lo, hi).astype(np.int8)
-    q = np.where(mask, q, 0).astype(np.int8)
+    if mask is not None:
+        q = np.where(mask, q, 0).astype(np.int8)
     return QuantWeight(fmt, q, gs, row_scale, mask)

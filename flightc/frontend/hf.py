@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 
 from flightc.errors import UnsupportedError
+from flightc.frontend.lazy import LazyArray, RandomWeights
 from flightc.ir.graph import GraphIR, ModelSpec, OpKind
 
 Weights = Mapping[str, np.ndarray]
@@ -33,6 +34,11 @@ def _rope_theta(cfg: Mapping[str, Any]) -> float:
     return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
 
 
+def _f32(x: float) -> float:
+    """Epsilons as the float32 models use them (so that every frontend reads the same value)."""
+    return float(np.float32(x))
+
+
 def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> ModelSpec:
     _require(cfg, {"hidden_act": ("silu",), "rope_scaling": (None,), "pretraining_tp": (1, None)})
     heads = cfg["num_attention_heads"]
@@ -46,7 +52,7 @@ def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> Mo
     return ModelSpec(family=family, vocab_size=cfg["vocab_size"], hidden_size=hidden,
                      intermediate_size=cfg["intermediate_size"], num_layers=cfg["num_hidden_layers"],
                      num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_theta=_rope_theta(cfg),
-                     rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                     rms_eps=_f32(cfg.get("rms_norm_eps", 1e-6)),
                      max_positions=int(cfg.get("max_position_embeddings", 2048)), sliding_window=window)
 
 
@@ -72,7 +78,7 @@ def _opt_spec(cfg: Mapping[str, Any]) -> ModelSpec:
     max_pos = int(cfg.get("max_position_embeddings", 2048))
     return ModelSpec(family="opt", vocab_size=cfg["vocab_size"], hidden_size=hidden,
                      intermediate_size=cfg["ffn_dim"], num_layers=cfg["num_hidden_layers"], num_heads=heads,
-                     num_kv_heads=heads, head_dim=hidden // heads, rope_theta=0.0, rms_eps=1e-5,
+                     num_kv_heads=heads, head_dim=hidden // heads, rope_theta=0.0, rms_eps=_f32(1e-5),
                      max_positions=max_pos, learned_positions=max_pos + 2, position_offset=2)
 
 
@@ -98,10 +104,14 @@ class _Reader:
     def __call__(self, name: str) -> np.ndarray:
         if name not in self.weights:
             raise UnsupportedError(f"weight {name!r} missing from the checkpoint")
-        return np.asarray(self.weights[name], dtype=np.float64)
+        return self._read(name)
 
     def optional(self, name: str) -> np.ndarray | None:
-        return np.asarray(self.weights[name], dtype=np.float64) if name in self.weights else None
+        return self._read(name) if name in self.weights else None
+
+    def _read(self, name: str):
+        w = self.weights[name]
+        return w if isinstance(w, LazyArray) else np.asarray(w, dtype=np.float64)
 
 
 def _linear(graph: GraphIR, name: str, x: str, layer: int | None, w: _Reader, prefix: str) -> str:
@@ -192,17 +202,26 @@ def _check_shapes(graph: GraphIR) -> None:
             raise UnsupportedError(f"layer {n}: bias shape {node['bias'].shape}, expected ({shape[0]},)")
 
 
-def load_hf(model: str | Path | Any) -> GraphIR:
-    """Load a supported causal LM from a local folder (config.json + *.safetensors) or a transformers model."""
+def load_hf(model: str | Path | Any, random_weights: int | None = None) -> GraphIR:
+    """Load a supported causal LM from a local folder (config.json + *.safetensors) or a transformers model.
+
+    ``random_weights=SEED`` ignores any checkpoint and gives every parameter seeded random values produced
+    on demand (a config alone is enough; a 7B model compiles in bounded memory).
+    """
     if isinstance(model, (str, Path)):
         folder = Path(model)
         cfg_path = folder / "config.json"
         if not cfg_path.exists():
             raise UnsupportedError(f"{folder}: no config.json (expected a Hugging Face model folder)")
         cfg = json.loads(cfg_path.read_text())
+        if random_weights is not None:
+            spec = spec_from_config(cfg)
+            weights = RandomWeights(cfg, random_weights)
+            return build_graph(spec, weights, bool(cfg.get("tie_word_embeddings", False)))
         files = sorted(folder.glob("*.safetensors"))
         if not files:
-            raise UnsupportedError(f"{folder}: no *.safetensors weights")
+            raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
+                                   f"--random-weights SEED to compile the config with seeded random weights)")
         from safetensors.torch import load_file  # the torch reader also takes bf16 checkpoints
 
         weights: dict[str, np.ndarray] = {}

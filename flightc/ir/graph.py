@@ -44,7 +44,7 @@ class ModelSpec:
     head_dim: int
     rope_theta: float
     rms_eps: float  # epsilon of every norm (RMSNorm or LayerNorm)
-    max_positions: int
+    max_positions: int  # the model's trained context (0: unknown, as from an ONNX graph); checked, not stored
     sliding_window: int = 0  # 0: full causal attention
     learned_positions: int = 0  # rows of a learned positional table (OPT); 0: RoPE
     position_offset: int = 0  # index of position 0 in that table (OPT: 2)
@@ -54,7 +54,10 @@ class ModelSpec:
         return self.num_heads // self.num_kv_heads
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """What a bundle records: the shape, not where it came from (so every frontend agrees)."""
+        d = asdict(self)
+        d.pop("max_positions")
+        return d
 
 
 @dataclass

@@ -39,12 +39,18 @@ def attention_float(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, kv_
 
 
 def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict[str, np.ndarray]:
-    """Every node's output for one causal sequence; ``compressed`` uses the dequantized weights."""
+    """Every node's output for one causal sequence [T] or a batch of them [B, T].
+
+    ``compressed`` uses the dequantized weights; each weight is read once per call, whatever the batch.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+        return {k: v[0] for k, v in run_float(graph, ids[None, :], compressed).items()}
     s = graph.spec
-    pos = np.arange(len(ids))
+    pos = np.arange(ids.shape[1])
 
     def weight(n: dict, key: str) -> np.ndarray:
-        return n[key].dequantized() if compressed and key in n else n["weight"]
+        return n[key].dequantized() if compressed and key in n else np.asarray(n["weight"], np.float64)
 
     def embed(_, n):
         y = weight(n, "qembed")[np.asarray(ids)]
@@ -69,9 +75,10 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
         OpKind.RMSNORM: rmsnorm,
         OpKind.LAYERNORM: layernorm,
         OpKind.LINEAR: linear,
-        OpKind.ROPE: lambda _, n, x: rope_float(x, pos, s.head_dim, s.rope_theta),
-        OpKind.ATTENTION: lambda _, n, q, k, v: attention_float(q, k, v, s.num_heads, s.num_kv_heads, s.head_dim,
-                                                                window=s.sliding_window),
+        OpKind.ROPE: lambda _, n, x: np.stack([rope_float(r, pos, s.head_dim, s.rope_theta) for r in x]),
+        OpKind.ATTENTION: lambda _, n, q, k, v: np.stack([
+            attention_float(*qkv, s.num_heads, s.num_kv_heads, s.head_dim, window=s.sliding_window)
+            for qkv in zip(q, k, v)]),
         OpKind.SILU: lambda _, n, x: x / (1.0 + np.exp(-x)),
         OpKind.RELU: lambda _, n, x: np.maximum(x, 0.0),
         OpKind.MUL: lambda _, n, a, b: a * b,
