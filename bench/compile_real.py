@@ -19,6 +19,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
 
 
 def child(args) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
 
@@ -49,18 +52,19 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=32)
     ap.add_argument("--max-prefill", type=int, default=4)
     ap.add_argument("--out", default="out")
-    ap.add_argument("--model")
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--models", default="llama2-7b,opt-6.7b")
     args = ap.parse_args()
     if args.model:
         return child(args)
     Path(args.out).mkdir(exist_ok=True)
     rows = []
-    for model in ("llama2-7b", "opt-6.7b"):
+    for model in args.models.split(","):
         cmd = [sys.executable, __file__, "--model", model] + [f"--{k.replace('_', '-')}={v}" for k, v in
-                                                              vars(args).items() if k != "model"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+                                                              vars(args).items() if k not in ("model", "models")]
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if res.returncode:
-            sys.exit(res.stderr)
+            sys.exit(f"{model}: compile failed")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print("| model | weights | hw | compile s | peak RSS GB | weights GB | bundle GB | programs | "
           "instructions per decode step | decode program kB | slowest passes (s) |")

@@ -61,18 +61,19 @@ def integerize(graph: GraphIR) -> GraphIR:
         elif op in (OpKind.RMSNORM, OpKind.LAYERNORM):
             s_out = int8_scale(name)
             shift = RMS_SHIFT
-            gain = node["weight"] / s_out * 2.0 ** (nm.RMS_FRAC_BITS + shift)
+            gamma = np.asarray(node["weight"], np.float64)
+            gain = gamma / s_out * 2.0 ** (nm.RMS_FRAC_BITS + shift)
             while np.abs(gain).max() >= 2 ** 30 and shift > 0:
                 shift -= 1
                 gain = gain / 2
             if np.abs(gain).max() >= 2 ** 30:
-                raise UnsupportedError(f"layer {name}: norm gain {np.abs(node['weight']).max():.3g} is too large "
+                raise UnsupportedError(f"layer {name}: norm gain {np.abs(gamma).max():.3g} is too large "
                                        f"for the INT32 gain of the RMSNorm unit")
             node["gain"] = np.round(gain).astype(np.int64)
             node["norm_shift"] = shift
             node["eps_q"] = int(round(s.rms_eps / s_res ** 2 * 2.0 ** (2 * nm.RMS_FRAC_BITS)))
             if op is OpKind.LAYERNORM:
-                node["beta_q"] = _int32(name, "norm bias", np.round(node["bias"] / s_out))
+                node["beta_q"] = _int32(name, "norm bias", np.round(np.asarray(node["bias"], np.float64) / s_out))
             scale[name] = s_out
         elif op is OpKind.LINEAR:
             consumers = g.consumers(name)
@@ -85,7 +86,8 @@ def integerize(graph: GraphIR) -> GraphIR:
             node["out_mode"] = mode
             acc_scale = scale[ins[0]] * node["qweight"].row_scale  # real value of one accumulator unit, per row
             node["mult"], node["shift"] = _mults(acc_scale / s_out)
-            node["bias_q"] = (_int32(name, "bias", np.round(node["bias"] / acc_scale)) if "bias" in node
+            node["bias_q"] = (_int32(name, "bias", np.round(np.asarray(node["bias"], np.float64) / acc_scale))
+                              if "bias" in node
                               else np.zeros(len(acc_scale), np.int64))
             scale[name] = s_out
         elif op is OpKind.ROPE:

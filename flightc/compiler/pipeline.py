@@ -49,7 +49,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None) -> Compiled:
-    """Compile a model (HF folder, transformers model or float graph IR) for a hardware config.
+    """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
+    file, a torch.export ExportedProgram, or a float graph IR.
 
     The bundle holds a prefill program for each length in ``prefill_lengths`` (default 1..max_prefill)
     and a decode program for each position 1..max_len-1. ``random_weights=SEED`` compiles a config
@@ -74,6 +75,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         from flightc.frontend.onnx_import import load_onnx
 
         g = timed("frontend", load_onnx, model)
+    elif type(model).__name__ == "ExportedProgram":
+        from flightc.frontend.torch_export import load_exported
+
+        g = timed("frontend", load_exported, model)
     else:
         g = timed("frontend", load_hf, model, random_weights)
     if calibration is None:

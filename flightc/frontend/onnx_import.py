@@ -14,6 +14,7 @@ window, so that the band shows in the mask).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +26,50 @@ from flightc.ir.graph import GraphIR, ModelSpec
 LAYOUT_OPS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Expand", "Cast", "Identity"}
 
 
+@dataclass
+class OpNode:
+    """One operation in ONNX's vocabulary (the torch.export frontend translates aten ops into it)."""
+
+    op_type: str
+    name: str
+    input: list[str]
+    output: list[str]
+
+
+@dataclass
+class OpGraph:
+    nodes: list[OpNode]
+    const: dict[str, np.ndarray]
+    input_name: str
+    output_names: set[str]
+
+
+def from_onnx(model) -> OpGraph:
+    import onnx
+    from onnx import numpy_helper
+
+    g = model.graph
+    const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    nodes = []
+    for n in g.node:
+        if n.op_type == "Constant":
+            const[n.output[0]] = numpy_helper.to_array(onnx.helper.get_attribute_value(n.attribute[0]))
+        else:
+            nodes.append(OpNode(n.op_type, n.name, list(n.input), list(n.output)))
+    return OpGraph(nodes, const, g.input[0].name, {o.name for o in g.output})
+
+
 class _Onnx:
-    """Tensor-level view of an ONNX graph with a record of which nodes a pattern has covered."""
+    """Tensor-level view of an op graph with a record of which nodes a pattern has covered."""
 
-    def __init__(self, model):
-        import onnx
-        from onnx import numpy_helper
-
-        self.graph = model.graph
-        self.const = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
-        self.nodes = list(self.graph.node)
+    def __init__(self, graph: OpGraph):
+        self.input_name, self.output_names = graph.input_name, graph.output_names
+        self.const = dict(graph.const)
+        self.nodes = graph.nodes
         self.covered: set[int] = set()
         self.consumers: dict[str, list[int]] = {}
         self.producer: dict[str, int] = {}
         for k, n in enumerate(self.nodes):
-            if n.op_type == "Constant":
-                self.const[n.output[0]] = numpy_helper.to_array(onnx.helper.get_attribute_value(n.attribute[0]))
-                self.covered.add(k)
             for t in n.input:
                 self.consumers.setdefault(t, []).append(k)
             for t in n.output:
@@ -277,12 +305,12 @@ class _LlamaMatcher:
 
     def run(self) -> str:
         g = self.g
-        ids = g.graph.input[0].name
+        ids = g.input_name
         emb = g.one(ids, "Gather", "embedding")
         self.weights["model.embed_tokens.weight"] = g.constant(g.nodes[emb].input[0], "embedding")
         x = g.out(emb)
         layer = 0
-        outputs = {o.name for o in g.graph.output}
+        outputs = g.output_names
         while True:
             where = f"layer {layer}"
             xn = self.rmsnorm(x, f"model.layers.{layer}.input_layernorm.weight", where)
@@ -341,13 +369,17 @@ def load_onnx(path: str | Path) -> GraphIR:
     """Import an ONNX export (as written by torch.onnx.export) of a LLaMA-family model."""
     import onnx
 
-    model = onnx.load(str(path))
-    g = _Onnx(model)
+    return match_llama(from_onnx(onnx.load(str(path))), Path(path).name)
+
+
+def match_llama(graph: OpGraph, source: str) -> GraphIR:
+    """Recognize a LLaMA-family decoder in an op graph; every node must belong to a recognized block."""
+    g = _Onnx(graph)
     m = _LlamaMatcher(g)
     m.run()
     left = g.uncovered()
     if left:
-        raise UnsupportedError(f"ONNX {Path(path).name}: no pattern covers node {left[0]}"
+        raise UnsupportedError(f"{source}: no pattern covers node {left[0]}"
                                + (f" (and {len(left) - 1} more)" if len(left) > 1 else ""))
     w = m.weights
     d = m.rope_tables[0].shape[-1]

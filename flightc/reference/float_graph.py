@@ -60,15 +60,16 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
         return y
 
     def rmsnorm(_, n, x):
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s.rms_eps) * n["weight"]
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + s.rms_eps) * np.asarray(n["weight"])
 
     def layernorm(_, n, x):
         xc = x - x.mean(axis=-1, keepdims=True)
-        return xc / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + s.rms_eps) * n["weight"] + n["bias"]
+        return (xc / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + s.rms_eps) * np.asarray(n["weight"])
+                + np.asarray(n["bias"]))
 
     def linear(_, n, x):
         y = x @ weight(n, "qweight").T
-        return y + n["bias"] if "bias" in n else y
+        return y + np.asarray(n["bias"]) if "bias" in n else y
 
     return interpret(graph, {
         OpKind.EMBED: embed,
