@@ -31,7 +31,13 @@ class Instruction:
             raise AttributeError(name) from None
 
     def replace(self, **changes: int) -> "Instruction":
-        return make(self.opcode, **{**self.fields, **changes})
+        """A copy with some fields changed (only those are checked again)."""
+        unknown = set(changes) - set(self.fields)
+        if unknown:
+            raise EncodingError(f"{self.cls.name}: unknown fields {sorted(unknown)}")
+        for name, value in changes.items():
+            _check(self.cls, name, int(value))
+        return Instruction(self.opcode, {**self.fields, **{k: int(v) for k, v in changes.items()}})
 
 
 def make(opcode: Opcode | str, **values: int) -> Instruction:

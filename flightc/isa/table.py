@@ -139,16 +139,17 @@ class InstrClass:
     doc: str
     fields: tuple[Field, ...]
     layout: tuple[PlacedField, ...] = field(default=(), compare=False)
+    index: dict[str, PlacedField] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def words(self) -> int:
         return self.width // WORD_BITS
 
     def placed(self, name: str) -> PlacedField:
-        for p in self.layout:
-            if p.field.name == name:
-                return p
-        raise KeyError(f"{self.name} has no field {name!r}")
+        try:
+            return self.index[name]
+        except KeyError:
+            raise KeyError(f"{self.name} has no field {name!r}") from None
 
 
 def _u(name: str, bits: int, doc: str) -> Field:
@@ -262,7 +263,8 @@ def _lay_out(cls: InstrClass) -> InstrClass:
         raise AssertionError(f"ISA table: class {cls.name} needs {lo} bits but is {cls.width} wide")
     if lo < cls.width:
         placed.append(PlacedField(Field("reserved", cls.width - lo, FieldKind.RESERVED, "must be zero"), lo))
-    return InstrClass(cls.name, cls.opcode, cls.unit, cls.width, cls.doc, cls.fields, tuple(placed))
+    return InstrClass(cls.name, cls.opcode, cls.unit, cls.width, cls.doc, cls.fields, tuple(placed),
+                      {p.field.name: p for p in placed})
 
 
 ISA: dict[Opcode, InstrClass] = {c.opcode: _lay_out(c) for c in _CLASSES}
