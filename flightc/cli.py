@@ -23,6 +23,16 @@ def _progress() -> Progress:
                     console=err, transient=True)
 
 
+def _table(title: str, columns: tuple[str, str], rows: list[tuple[str, str]]) -> Table:
+    """A two-column name/value table, values right-aligned."""
+    t = Table(title=title)
+    t.add_column(columns[0])
+    t.add_column(columns[1], justify="right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def _plan(args):
     from flightc.compress.plan import CompressionPlan
 
@@ -152,18 +162,12 @@ def cmd_sim(args) -> int:
     console.print()
     wall = time.perf_counter() - t0
     c = session.counters
-    t = Table(title=f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s of "
-                    f"simulation speed)")
-    t.add_column("counter")
-    t.add_column("value", justify="right")
-    for name, count in sorted(c.instructions.items()):
-        t.add_row(f"{name} instructions", f"{count:,}")
-    t.add_row("MACs", f"{c.macs:,}")
-    t.add_row("SFU elements", f"{c.sfu_elements:,}")
-    t.add_row("memory bytes read", f"{sum(c.hbm_read.values()):,}")
-    t.add_row("memory bytes written", f"{sum(c.hbm_written.values()):,}")
-    t.add_row("channels read", f"{len(c.hbm_read)}")
-    console.print(t)
+    rows = [(f"{name} instructions", f"{count:,}") for name, count in sorted(c.instructions.items())]
+    rows += [("MACs", f"{c.macs:,}"), ("SFU elements", f"{c.sfu_elements:,}"),
+             ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
+             ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
+    console.print(_table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
+                         f"of simulation speed)", ("counter", "value"), rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"prompt": prompt, "tokens": tokens, "wall_s": wall,
                                                "counters": c.to_dict()}, indent=1))
@@ -185,17 +189,12 @@ def cmd_eval(args) -> int:
         job = bar.add_task(f"evaluating on {args.backend}", total=args.n)
         result = evaluate(bundle, ref, task, args.n, args.backend, lambda d, n: bar.update(job, completed=d),
                           check_hazards=args.hazard_check)
-    t = Table(title=f"{args.bundle}: {result.problems} held-out addition problems")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_row(f"exact match, float model ({result.float_device})", f"{result.float_exact_match:.1%}")
-    t.add_row(f"exact match, compiled model ({result.backend})", f"{result.compiled_exact_match:.1%}")
-    t.add_row("same answer", f"{result.answer_agreement:.1%}")
-    t.add_row("same digit (greedy)", f"{result.digit_agreement:.1%}")
-    t.add_row("teacher-forced token agreement", f"{result.teacher_forced_agreement:.1%}")
-    t.add_row("logit relative error", f"{result.logit_rel_error:.4f}")
-    t.add_row("wall time", f"{result.wall_s:.1f} s")
-    console.print(t)
+    console.print(_table(f"{args.bundle}: {result.problems} held-out addition problems", ("metric", "value"), [
+        (f"exact match, float model ({result.float_device})", f"{result.float_exact_match:.1%}"),
+        (f"exact match, compiled model ({result.backend})", f"{result.compiled_exact_match:.1%}"),
+        ("same answer", f"{result.answer_agreement:.1%}"), ("same digit (greedy)", f"{result.digit_agreement:.1%}"),
+        ("teacher-forced token agreement", f"{result.teacher_forced_agreement:.1%}"),
+        ("logit relative error", f"{result.logit_rel_error:.4f}"), ("wall time", f"{result.wall_s:.1f} s")]))
     if args.json:
         Path(args.json).write_text(result.to_json())
     return 0

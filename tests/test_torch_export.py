@@ -8,7 +8,7 @@ from flightc.compress.plan import CompressionPlan
 from flightc.errors import UnsupportedError
 from flightc.frontend.torch_export import load_exported
 from flightc.models.builtin import load_builtin, model_input
-from flightc.models.random_llama import random_model
+from flightc.models.seeded import random_model
 
 
 def export(model, tokens: int = 12):

@@ -50,7 +50,7 @@ def is_builtin(spec: Any) -> bool:
 
 def load_builtin(spec: str):
     """The transformers model of a ``builtin:NAME`` spec."""
-    from flightc.models.random_llama import random_model
+    from flightc.models.seeded import random_model
 
     name = _name(spec)
     if name in TRAINED:

@@ -21,10 +21,6 @@ FAMILIES = {
 }
 
 
-def llama_config(**overrides):
-    return family_config("llama", **overrides)
-
-
 def family_config(family: str, **overrides):
     import transformers
 
@@ -53,10 +49,6 @@ def random_model(family: str = "llama", seed: int = 0, init_std: float = 0.08, *
             else:
                 p.copy_(init_std * noise)
     return model
-
-
-def random_llama(seed: int = 0, init_std: float = 0.08, **overrides):
-    return random_model("llama", seed, init_std, **overrides)
 
 
 def save_random_model(folder: str | Path, family: str = "llama", seed: int = 0, **overrides) -> Path:
