@@ -66,6 +66,7 @@ def main() -> None:
         if res.returncode:
             sys.exit(f"{model}: compile failed")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
     print("| model | weights | hw | compile s | peak RSS GB | weights GB | bundle GB | programs | "
           "instructions per decode step | decode program kB | slowest passes (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

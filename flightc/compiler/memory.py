@@ -91,13 +91,10 @@ class _Allocator:
         self.cfg = cfg
         self.map = MemoryMap(images={c: bytearray() for c in range(cfg.mem_channels)},
                              extent={c: 0 for c in range(cfg.mem_channels)})
-        self.turn = {c: 0 for c in range(cfg.num_cores)}
 
     def channel_of(self, core: int) -> int:
-        chans = core_channels(self.cfg, core)
-        ch = chans[self.turn[core] % len(chans)]
-        self.turn[core] += 1
-        return ch
+        """The least-filled of the core's channels: consecutive tiles spread out, big tables are balanced."""
+        return min(core_channels(self.cfg, core), key=lambda ch: (self.map.extent[ch], ch))
 
     def _place(self, name: str, kind: RegionKind, nbytes: int, channel: int | None) -> Region:
         if channel is None:
