@@ -42,7 +42,6 @@ class Scratch:
         self.cfg, self.buf = cfg, buf
         self.cap = cfg.buffer_bytes(buf)
         self.free_list: list[tuple[int, int]] = [(0, self.cap)]  # (addr, size), sorted
-        self.peak = 0
 
     def alloc(self, what: str, nbytes: int) -> Block:
         nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
@@ -50,7 +49,6 @@ class Scratch:
             if size >= nbytes:
                 rest = (addr + nbytes, size - nbytes)
                 self.free_list[i:i + 1] = [rest] if rest[1] else []
-                self.peak = max(self.peak, addr + nbytes)
                 return Block(self.buf, addr, nbytes)
         used = self.cap - sum(s for _, s in self.free_list)
         raise UnsupportedError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "

@@ -149,7 +149,7 @@ class _LlamaMatcher:
         return g.out(mw)
 
     def linears(self, x: str, count: int, where: str) -> list[int]:
-        found = [k for k in self.g.open_consumers(x, "MatMul") if self.g.nodes[k].input[1] in self.g.const]
+        found = self._const_matmuls(x)
         if len(found) != count:
             raise UnsupportedError(f"ONNX {where}: expected {count} linear layers reading {x!r}, found {len(found)}")
         return found
@@ -314,8 +314,7 @@ class _LlamaMatcher:
         while True:
             where = f"layer {layer}"
             xn = self.rmsnorm(x, f"model.layers.{layer}.input_layernorm.weight", where)
-            heads = self.linears_count(xn)
-            if heads == 1:  # the final norm and the LM head
+            if len(self._const_matmuls(xn)) == 1:  # the final norm and the LM head
                 self.weights["model.norm.weight"] = self.weights.pop(f"model.layers.{layer}.input_layernorm.weight")
                 (head,) = self.linears(xn, 1, "LM head")
                 logits = self.linear(head, "lm_head", "LM head")
@@ -327,8 +326,9 @@ class _LlamaMatcher:
             x = self.residual(x, self.mlp(xn, layer, where), where)
             layer += 1
 
-    def linears_count(self, xn: str) -> int:
-        return len([k for k in self.g.open_consumers(xn, "MatMul") if self.g.nodes[k].input[1] in self.g.const])
+    def _const_matmuls(self, x: str) -> list[int]:
+        """Open MatMuls reading x with a constant right-hand side: linear layers."""
+        return [k for k in self.g.open_consumers(x, "MatMul") if self.g.nodes[k].input[1] in self.g.const]
 
 
 def _rope_theta(cos: np.ndarray, sin: np.ndarray) -> float:

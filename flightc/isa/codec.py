@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Iterable, Iterator, Mapping
 
 from flightc.errors import EncodingError
@@ -134,7 +133,3 @@ def field_value_name(cls: InstrClass, name: str, value: int) -> str:
     if f.kind is FieldKind.MASK:
         return "|".join(u.name for u in Unit if value & (1 << int(u))) or "-"
     return str(value)
-
-
-def enum_value(e: IntEnum) -> int:
-    return int(e)
