@@ -16,7 +16,7 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.bundle import Bundle
-from flightc.compress.packing import unpack_rows
+from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction, iter_program
@@ -35,13 +35,15 @@ class Counters:
     sfu_elements: int = 0
     hbm_read: dict[int, int] = field(default_factory=dict)
     hbm_written: dict[int, int] = field(default_factory=dict)
+    cycles: dict[str, int] = field(default_factory=dict)  # measured by cycle-level backends: "cycles", "busy_ld", ...
 
     def add(self, other: "Counters") -> None:
         for k, v in other.instructions.items():
             self.instructions[k] = self.instructions.get(k, 0) + v
         self.macs += other.macs
         self.sfu_elements += other.sfu_elements
-        for mine, theirs in ((self.hbm_read, other.hbm_read), (self.hbm_written, other.hbm_written)):
+        for mine, theirs in ((self.hbm_read, other.hbm_read), (self.hbm_written, other.hbm_written),
+                             (self.cycles, other.cycles)):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
 
@@ -52,10 +54,39 @@ class Counters:
     def to_dict(self) -> dict:
         return {"instructions": dict(self.instructions), "macs": self.macs, "sfu_elements": self.sfu_elements,
                 "hbm_read_bytes": sum(self.hbm_read.values()), "hbm_written_bytes": sum(self.hbm_written.values()),
-                "hbm_read_per_channel": {str(k): v for k, v in sorted(self.hbm_read.items())}}
+                "hbm_read_per_channel": {str(k): v for k, v in sorted(self.hbm_read.items())},
+                **({"cycles": dict(self.cycles)} if self.cycles else {})}
 
 
 NUNITS = len(Unit)
+
+
+def _check_operands(ins: Instruction) -> None:
+    """A result may coincide exactly with an operand (in place, or the residual it adds into), never partly."""
+    reads, writes = footprint(ins)
+    for w in writes:
+        for r in reads:
+            if r != w and r.intersects(w):
+                raise ProgramError(f"result [{w.lo}, {w.hi}) overlaps an operand [{r.lo}, {r.hi}) of buffer "
+                                   f"{Buffer(w.space[1]).name} without coinciding with it")
+
+
+def static_counters(program: bytes) -> Counters:
+    """What running ``program`` does, counted from its instructions alone (as :class:`Machine` counts it)."""
+    c = Counters()
+    for ins in _decoded(bytes(program)):
+        c.instructions[ins.cls.name] = c.instructions.get(ins.cls.name, 0) + 1
+        if ins.opcode in (Opcode.MM, Opcode.MV):
+            m, _, _ = mpe_shape(ins)
+            c.macs += m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
+        elif ins.opcode is Opcode.MISC:
+            c.sfu_elements += ins.rows * ins.cols
+        elif ins.opcode in (Opcode.LD, Opcode.ST):
+            side = c.hbm_read if ins.opcode is Opcode.LD else c.hbm_written
+            side[ins.channel] = side.get(ins.channel, 0) + ins.rows * ins.row_bytes
+            if ins.opcode is Opcode.LD and ins.gather:
+                c.hbm_read[0] = c.hbm_read.get(0, 0) + 4 * ins.rows
+    return c
 
 
 @lru_cache(maxsize=512)
@@ -220,8 +251,10 @@ class Machine:
             self.hbm[ins.channel][ix] = data.ravel()
             c.hbm_written[ins.channel] = c.hbm_written.get(ins.channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
+            _check_operands(ins)
             self._mpe(ins, c)
         elif op is Opcode.MISC:
+            _check_operands(ins)
             self._misc(ins, c)
 
     def _ids(self, ins: Instruction) -> list[int]:
@@ -254,6 +287,11 @@ class Machine:
             w = self._get(wb, Access(("buf", wb), ins.w_addr, k, n, ins.w_stride), np.int8).T
         else:
             packed = self._get(wb, Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride), np.uint8)
+            if fmt.sparse:
+                bad = np.argwhere(np.diff(sparse_positions(packed, fmt, k).reshape(n, k // fmt.m, fmt.n), axis=-1) <= 0)
+                if bad.size:
+                    raise ProgramError(f"weight row {bad[0][0]}, block {bad[0][1]}: sparse positions must be "
+                                       f"distinct and ascending within a block of {fmt.m}")
             w = unpack_rows(packed, fmt, k)
         acc = a @ w.astype(np.int64).T  # [m, n]
         limit = 1 << (self.cfg.acc_bits - 1)

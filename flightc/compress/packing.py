@@ -56,6 +56,14 @@ def pack_weight(qw: QuantWeight) -> np.ndarray:
     return out
 
 
+def sparse_positions(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
+    """In-block positions of the stored weights of sparse packed rows, [n, nnz]."""
+    nnz = fmt.nnz(k)
+    vbytes = (nnz * fmt.bits + 7) // 8
+    ibytes = (nnz * fmt.index_bits + 7) // 8
+    return _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False)
+
+
 def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
     """Dequantizer: packed rows -> INT8 operand rows [n, k] (q * group multiplier at each kept position)."""
     n = rows_bytes.shape[0]

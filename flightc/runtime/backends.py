@@ -39,10 +39,18 @@ class FunctionalBackend:
         return self.machine.run(program)
 
 
-BACKENDS = {"fsim": FunctionalBackend}
+def _rtl(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
+    """The generated RTL under Verilator (flightc.sim.rtl); imported on demand."""
+    from flightc.sim.rtl.backend import RtlBackend
+
+    return RtlBackend(bundle, **options)
+
+
+BACKENDS = {"fsim": FunctionalBackend, "rtl": _rtl}
 
 
 def open_backend(name: str, bundle: Bundle, **options) -> Backend:
+    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator) or rtl (cycle-accurate RTL)."""
     if name not in BACKENDS:
         raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     return BACKENDS[name](bundle, **options)

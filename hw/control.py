@@ -1,0 +1,311 @@
+"""Control of one core: AXI4-Lite registers, instruction fetch, per-unit queues and wait/release tokens.
+
+Fetch reads the instruction stream over AXI4, assembles 32-bit words into instructions (the
+class width comes from the ISA table) and dispatches each, in program order, to its unit's
+queue. A unit starts its head instruction once every unit it waits for has left a token and
+every unit it releases to has room; it releases when it finishes. This is the decoupled
+execution of the functional simulator (flightc.sim.functional), in hardware.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from flightc.config import HardwareConfig
+from flightc.hw import regs as R
+from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS
+from flightc.hw.decode import MAX_WIDTH, fields, header, unit_width
+from flightc.hw.dma import MAX_BURST_BEATS, ReadClient
+from flightc.isa.table import ISA, WORD_BITS, Opcode, SysOp, Unit
+
+QUEUE_DEPTH = 4
+NUNITS = len(Unit)
+
+
+class UnitPort:
+    """What the control hands a unit: its instruction and a start pulse; the unit answers done."""
+
+    def __init__(self, unit: Unit):
+        self.unit = unit
+        self.start = Signal(name=f"{unit.name.lower()}_start")
+        self.instr = Signal(unit_width(unit), name=f"{unit.name.lower()}_instr")
+        self.done = Signal(name=f"{unit.name.lower()}_done")
+
+
+class Fetcher(Elaboratable):
+    """Streams ``program_bytes`` from ``program_addr`` and emits whole instructions."""
+
+    def __init__(self, cfg: HardwareConfig, rd: ReadClient):
+        self.cfg, self.rd = cfg, rd
+        self.begin = Signal()
+        self.program_addr = Signal(AXI_ADDR_BITS)
+        self.program_bytes = Signal(32)
+        self.out_valid = Signal()
+        self.out_ready = Signal()
+        self.out_bits = Signal(MAX_WIDTH)
+        self.out_opcode = Signal(3)
+        self.finished = Signal()
+        self.bad_opcode = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        rd = self.rd
+        w = self.cfg.buffer_port_bytes
+        lb = w.bit_length() - 1
+        words_per_beat = max(1, w * 8 // WORD_BITS)
+        addr = Signal(AXI_ADDR_BITS)
+        left = Signal(32)  # bytes not yet consumed
+        beats = Signal(range(MAX_BURST_BEATS + 1))
+        beat = Signal(8 * w)
+        widx = Signal(range(words_per_beat + 1))
+        have_beat = Signal()
+        ir = Signal(MAX_WIDTH)
+        got = Signal(range(MAX_WIDTH // WORD_BITS + 1))
+        need = Signal(range(MAX_WIDTH // WORD_BITS + 1))
+        full = Signal()
+        requested = Signal(32)  # bytes asked for
+        table_words = Array([Const(ISA[Opcode(o)].words if o in set(Opcode) else 1, 5) for o in range(8)])
+        m.d.comb += [self.out_valid.eq(full), self.out_bits.eq(ir), self.out_opcode.eq(ir[:3]),
+                     self.finished.eq((left == 0) & ~full)]
+        with m.If(self.begin):
+            m.d.sync += [addr.eq(self.program_addr), left.eq(self.program_bytes), requested.eq(0),
+                         have_beat.eq(0), full.eq(0), got.eq(0), beats.eq(0), self.bad_opcode.eq(0)]
+        with m.If(self.out_valid & self.out_ready):
+            m.d.sync += [full.eq(0), got.eq(0)]
+        # Bursts land in a FIFO that always has room for them, so the shared read channel never waits
+        # on dispatch (which may wait on a unit that waits on an LD that needs the channel).
+        m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=MAX_BURST_BEATS)
+        unrequested = Signal(32)
+        m.d.comb += unrequested.eq(self.program_bytes - requested)
+        to_boundary = (Const(AXI_BOUNDARY, 13) - addr[:12]) >> lb
+        want = (unrequested + (w - 1)) >> lb
+        room = MAX_BURST_BEATS - fifo.level
+        n = Mux(want < to_boundary, want, to_boundary)
+        n = Mux(n < room, n, room)
+        with m.If(~self.begin & (beats == 0) & (unrequested != 0) & (room != 0) & (left != 0)):
+            m.d.comb += [rd.arvalid.eq(1), rd.araddr.eq(addr), rd.arlen.eq(n - 1)]
+            with m.If(rd.arready):
+                m.d.sync += [beats.eq(n), addr.eq(addr + (n << lb)),
+                             requested.eq(Mux(requested + (n << lb) > self.program_bytes, self.program_bytes,
+                                              requested + (n << lb)))]
+        with m.If(beats != 0):
+            m.d.comb += [rd.rready.eq(1), fifo.w_en.eq(rd.rvalid), fifo.w_data.eq(rd.rdata)]
+            with m.If(rd.rvalid):
+                m.d.sync += beats.eq(beats - 1)
+        with m.If(~have_beat & fifo.r_rdy & ~self.begin):
+            m.d.comb += fifo.r_en.eq(1)
+            m.d.sync += [beat.eq(fifo.r_data), widx.eq(0), have_beat.eq(1)]
+        # one 32-bit word per cycle into the instruction register
+        word = beat.word_select(widx[:max(1, (words_per_beat - 1).bit_length())], WORD_BITS) \
+            if words_per_beat > 1 else beat[:WORD_BITS]
+        with m.If(have_beat & ~full & ~self.begin):
+            with m.If(left == 0):
+                m.d.sync += have_beat.eq(0)
+            with m.Else():
+                m.d.sync += [ir.word_select(got, WORD_BITS).eq(word), left.eq(left - 4), widx.eq(widx + 1)]
+                with m.If(widx + 1 == words_per_beat):
+                    m.d.sync += have_beat.eq(0)
+                this_need = Mux(got == 0, table_words[word[:3]], need)
+                with m.If(got == 0):
+                    m.d.sync += [need.eq(this_need), ir.eq(word)]
+                    with m.If(word[:3] >= len(Opcode)):
+                        m.d.sync += self.bad_opcode.eq(1)
+                with m.If(got + 1 == this_need):
+                    m.d.sync += [full.eq(1), got.eq(got + 1)]
+                with m.Else():
+                    m.d.sync += got.eq(got + 1)
+        return m
+
+
+class AxiLiteRegs(Elaboratable):
+    """The register file of :mod:`flightc.hw.regs` behind an AXI4-Lite slave."""
+
+    def __init__(self, cfg: HardwareConfig, lite, core_id: int = 0):
+        self.cfg, self.lite, self.core_id = cfg, lite, core_id
+        self.regmap = R.register_map(cfg)
+        self.values = {r.name: Signal(r.bits, name=f"reg_{r.name}") for r in self.regmap}
+        self.ap_start = Signal()
+        self.ap_done = Signal()
+        self.ap_idle = Signal(init=1)
+        self.ap_ready = Signal()
+        self.interrupt = Signal()
+        self.done_pulse = Signal()  # from the core
+        self.started = Signal()  # to the core: begin a run
+        self.counters = {n: Signal(64, name=f"cnt_{n}") for n in R.COUNTERS}
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self.lite
+        gie = Signal()
+        ier = Signal(2)
+        isr = Signal(2)
+        v = self.values
+        m.d.comb += [v["isa_version"].eq(R.isa_version_word()), v["config_hash"].eq(R.config_hash_word(self.cfg)),
+                     v["core_id"].eq(self.core_id)]
+        for n, c in self.counters.items():
+            m.d.comb += v[n].eq(c)
+        words = {}  # word offset -> (signal slice, writable)
+        for r in self.regmap:
+            for k in range(r.bits // 32):
+                words[r.offset + 4 * k] = (v[r.name][32 * k:32 * (k + 1)], r.access is R.RegAccess.RW)
+        # ---- writes
+        bpend = Signal()
+        m.d.comb += s.bvalid.eq(bpend)
+        with m.If(bpend & s.bready):
+            m.d.sync += bpend.eq(0)
+        with m.If(s.awvalid & s.wvalid & ~bpend):
+            m.d.comb += [s.awready.eq(1), s.wready.eq(1)]
+            m.d.sync += bpend.eq(1)
+            with m.Switch(s.awaddr):
+                with m.Case(R.CTRL):
+                    with m.If(s.wdata[0]):
+                        m.d.sync += self.ap_start.eq(1)
+                with m.Case(R.GIE):
+                    m.d.sync += gie.eq(s.wdata[0])
+                with m.Case(R.IER):
+                    m.d.sync += ier.eq(s.wdata[:2])
+                with m.Case(R.ISR):
+                    m.d.sync += isr.eq(isr ^ s.wdata[:2])
+                for off, (sl, writable) in words.items():
+                    if writable:
+                        with m.Case(off):
+                            m.d.sync += sl.eq(s.wdata)
+        # ---- reads
+        rpend = Signal()
+        rdata = Signal(LITE_DATA_BITS)
+        m.d.comb += [s.rvalid.eq(rpend), s.rdata.eq(rdata)]
+        with m.If(rpend & s.rready):
+            m.d.sync += rpend.eq(0)
+        with m.If(s.arvalid & ~rpend):
+            m.d.comb += s.arready.eq(1)
+            m.d.sync += rpend.eq(1)
+            with m.Switch(s.araddr):
+                with m.Case(R.CTRL):
+                    m.d.sync += [rdata.eq(Cat(self.ap_start, self.ap_done, self.ap_idle, self.ap_ready)),
+                                 self.ap_done.eq(0)]
+                with m.Case(R.GIE):
+                    m.d.sync += rdata.eq(gie)
+                with m.Case(R.IER):
+                    m.d.sync += rdata.eq(ier)
+                with m.Case(R.ISR):
+                    m.d.sync += rdata.eq(isr)
+                for off, (sl, _) in words.items():
+                    with m.Case(off):
+                        m.d.sync += rdata.eq(sl)
+                with m.Default():
+                    m.d.sync += rdata.eq(0)
+        # ---- ap_ctrl_hs
+        m.d.comb += self.started.eq(self.ap_start & self.ap_idle)
+        m.d.sync += self.ap_ready.eq(0)
+        with m.If(self.started):
+            m.d.sync += [self.ap_idle.eq(0), self.ap_start.eq(0), self.ap_ready.eq(1)]
+        with m.If(self.done_pulse):
+            m.d.sync += [self.ap_idle.eq(1), self.ap_done.eq(1), isr.eq(isr | ier)]
+        m.d.comb += self.interrupt.eq(gie & (isr & ier).any())
+        return m
+
+
+class Control(Elaboratable):
+    """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters."""
+
+    def __init__(self, cfg: HardwareConfig, rd: ReadClient, units: dict[Unit, UnitPort], lite_regs: AxiLiteRegs):
+        self.cfg, self.rd, self.units, self.regs = cfg, rd, units, lite_regs
+        self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
+        self.barrier_go = Signal()  # every core is at the barrier
+        self.running = Signal()
+        self.error = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, regs = self.cfg, self.regs
+        m.submodules.fetch = fetch = Fetcher(cfg, self.rd)
+        v = regs.values
+        m.d.comb += [fetch.program_addr.eq(v["program_addr"]), fetch.program_bytes.eq(v["program_bytes"]),
+                     fetch.begin.eq(regs.started)]
+        sys_port = UnitPort(Unit.SYS)
+        ports = dict(self.units)
+        ports[Unit.SYS] = sys_port
+        queues = {}
+        for u in Unit:
+            q = SyncFIFOBuffered(width=unit_width(u), depth=QUEUE_DEPTH)
+            m.submodules[f"q_{u.name.lower()}"] = q
+            queues[u] = q
+        # dispatch
+        unit_of = Array([Const(int(ISA[Opcode(o)].unit) if o in set(Opcode) else int(Unit.SYS), 3) for o in range(8)])
+        target = unit_of[fetch.out_opcode]
+        for u, q in queues.items():
+            m.d.comb += q.w_data.eq(fetch.out_bits[:unit_width(u)])
+            with m.If(fetch.out_valid & (target == int(u)) & ~fetch.bad_opcode):
+                m.d.comb += [q.w_en.eq(1), fetch.out_ready.eq(q.w_rdy)]
+        with m.If(fetch.out_valid & fetch.bad_opcode):
+            m.d.comb += fetch.out_ready.eq(1)
+            m.d.sync += self.error.eq(1)
+        # tokens: tok[a][b] counts releases from a not yet waited for by b
+        depth = cfg.token_fifo_depth
+        tok = [[Signal(range(depth + 1), name=f"tok_{a.name}_{b.name}") for b in Unit] for a in Unit]
+        busy = {u: Signal(name=f"busy_{u.name.lower()}") for u in Unit}
+        held = {u: Signal(unit_width(u), name=f"held_{u.name.lower()}") for u in Unit}
+        starting = {u: Signal(name=f"starting_{u.name.lower()}") for u in Unit}
+        finishing = {u: Signal(name=f"finishing_{u.name.lower()}") for u in Unit}
+        for u, q in queues.items():
+            h = header(q.r_data)
+            ok = q.r_rdy & ~busy[u] & self.running
+            for o in Unit:
+                if o is u:
+                    continue
+                ok = ok & (~h.wait[int(o)] | (tok[o][u] != 0)) & (~h.release[int(o)] | (tok[u][o] != depth))
+            m.d.comb += starting[u].eq(ok)
+            with m.If(ok):
+                m.d.comb += [q.r_en.eq(1), ports[u].start.eq(1)]
+                m.d.sync += [busy[u].eq(1), held[u].eq(q.r_data)]
+            m.d.comb += ports[u].instr.eq(q.r_data)
+            m.d.comb += finishing[u].eq(ports[u].done & busy[u])
+            with m.If(finishing[u]):
+                m.d.sync += busy[u].eq(0)
+        for a in Unit:
+            for b in Unit:
+                if a is b:
+                    continue
+                inc = finishing[a] & header(held[a]).release[int(b)]
+                dec = starting[b] & header(queues[b].r_data).wait[int(a)]
+                with m.If(regs.started):
+                    m.d.sync += tok[a][b].eq(0)
+                with m.Elif(inc & ~dec):
+                    m.d.sync += tok[a][b].eq(tok[a][b] + 1)
+                with m.Elif(dec & ~inc):
+                    m.d.sync += tok[a][b].eq(tok[a][b] - 1)
+        # the SYS unit
+        sf = fields(held[Unit.SYS], Opcode.SYS)
+        end_seen = Signal()
+        sys_active = Signal()
+        with m.If(sys_port.start):
+            m.d.sync += sys_active.eq(1)
+        with m.If(sys_active):
+            with m.If(sf.op == int(SysOp.BARRIER)):
+                m.d.comb += self.barrier_req.eq(1)
+                with m.If(self.barrier_go):
+                    m.d.comb += sys_port.done.eq(1)
+                    m.d.sync += sys_active.eq(0)
+            with m.Else():
+                m.d.comb += sys_port.done.eq(1)
+                m.d.sync += sys_active.eq(0)
+                with m.If(sf.op == int(SysOp.END)):
+                    m.d.sync += end_seen.eq(1)
+        # run control and counters
+        idle_units = Cat(*[~busy[u] for u in Unit]).all()
+        empty = Cat(*[~q.r_rdy for q in queues.values()]).all()
+        finished = self.running & end_seen & fetch.finished & idle_units & empty
+        with m.If(regs.started):
+            m.d.sync += [self.running.eq(1), end_seen.eq(0), self.error.eq(0)]
+            for c in regs.counters.values():
+                m.d.sync += c.eq(0)
+        with m.Elif(finished):
+            m.d.sync += self.running.eq(0)
+            m.d.comb += regs.done_pulse.eq(1)
+        with m.If(self.running):
+            m.d.sync += regs.counters["cycles"].eq(regs.counters["cycles"] + 1)
+            for opcode, cls in ISA.items():
+                with m.If(busy[cls.unit] & (held[cls.unit][:3] == int(opcode))):
+                    c = regs.counters[f"busy_{cls.name.lower()}"]
+                    m.d.sync += c.eq(c + 1)
+        return m

@@ -1,0 +1,102 @@
+"""One accelerator core and the Vitis-RTL-kernel top level around it.
+
+The core = control (fetch, queues, tokens, registers) + LD/ST DMA + MPE + SFU + the buffer bank.
+Everything is sized from one HardwareConfig; fields come from the ISA table.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from flightc.config import HardwareConfig
+from flightc.errors import ConfigError
+from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
+from flightc.hw.bytebus import BufferBank, BytePort
+from flightc.hw.control import AxiLiteRegs, Control, UnitPort
+from flightc.hw.dma import LoadUnit, ReadClient, ReadMux, StoreUnit
+from flightc.hw.mpe import Mpe
+from flightc.hw.sfu import Sfu
+from flightc.isa.table import Unit
+
+M_AXI = "m_axi_gmem"
+S_AXI = "s_axi_control"
+
+
+def check_rtl_config(cfg: HardwareConfig) -> None:
+    """Raise if the generator cannot build this configuration (each limit named)."""
+    problems = []
+    if cfg.num_cores != 1:
+        problems.append(f"num_cores = {cfg.num_cores}: the RTL generator builds one core per kernel so far")
+    if cfg.chain_length % 8:
+        problems.append(f"chain_length = {cfg.chain_length}: must be a multiple of 8 (byte-aligned weight lanes)")
+    if cfg.macs_per_dsp not in (1, 2):
+        problems.append(f"macs_per_dsp = {cfg.macs_per_dsp}: a DSP48E2 packs at most two INT8 products")
+    w = cfg.buffer_port_bytes
+    if w & (w - 1) or w < 4:
+        problems.append(f"buffer_port_bytes = {w}: must be a power of two >= 4")
+    if cfg.sparse_m != 16:
+        problems.append(f"sparse_m = {cfg.sparse_m}: the sparse MUX is built for blocks of 16")
+    if problems:
+        raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
+
+
+class Core(Elaboratable):
+    def __init__(self, cfg: HardwareConfig, core_id: int = 0):
+        check_rtl_config(cfg)
+        self.cfg = cfg
+        self.axi = AxiSignals(M_AXI, axi4_table(8 * cfg.buffer_port_bytes))
+        self.lite = AxiSignals(S_AXI, axi4_lite_table())
+        self.interrupt = Signal()
+        self.core_id = core_id
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        w = cfg.buffer_port_bytes
+        m.submodules.regs = regs = AxiLiteRegs(cfg, self.lite, self.core_id)
+        bases = [regs.values[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
+        fetch_rd = ReadClient("fetch", 8 * w)
+        ld_rd = ReadClient("ld", 8 * w)
+        m.submodules.readmux = ReadMux(self.axi, [ld_rd, fetch_rd], w.bit_length() - 1)
+        ports = {u: BytePort(f"bp_{u.name.lower()}") for u in (Unit.LD, Unit.ST, Unit.MPE, Unit.SFU)}
+        m.submodules.buffers = BufferBank(cfg, list(ports.values()))
+        m.submodules.ld = ld = LoadUnit(cfg, ld_rd, ports[Unit.LD], bases)
+        m.submodules.st = st = StoreUnit(cfg, self.axi, ports[Unit.ST], bases)
+        m.submodules.mpe = mpe = Mpe(cfg, ports[Unit.MPE])
+        m.submodules.sfu = sfu = Sfu(cfg, ports[Unit.SFU])
+        unit_ports = {}
+        for u, blk in ((Unit.LD, ld), (Unit.ST, st), (Unit.MPE, mpe), (Unit.SFU, sfu)):
+            up = UnitPort(u)
+            m.d.comb += [blk.start.eq(up.start), blk.instr.eq(up.instr), up.done.eq(blk.done)]
+            unit_ports[u] = up
+        m.submodules.control = ctl = Control(cfg, fetch_rd, unit_ports, regs)
+        m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
+        return m
+
+
+class VitisKernel(wiring.Component):
+    """Top level with the port names of a Vitis RTL kernel: ap_clk, ap_rst_n, s_axi_control, m_axi_gmem."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        self.core = Core(cfg)
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
+        for iface in (self.core.axi, self.core.lite):
+            for name, sig, by_master in iface.signals():
+                outward = by_master if iface is self.core.axi else not by_master
+                members[f"{iface.prefix}_{name}"] = Out(len(sig)) if outward else In(len(sig))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = cd = ClockDomain("sync")
+        m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
+        m.submodules.core = core = self.core
+        for iface in (core.axi, core.lite):
+            for name, sig, by_master in iface.signals():
+                outward = by_master if iface is core.axi else not by_master
+                port = getattr(self, f"{iface.prefix}_{name}")
+                m.d.comb += port.eq(sig) if outward else sig.eq(port)
+        m.d.comb += self.interrupt.eq(core.interrupt)
+        return m

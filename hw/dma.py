@@ -1,0 +1,245 @@
+"""The DMA units: LD (memory -> buffer, with the gather mode of embedding lookups) and ST (buffer -> memory).
+
+Both speak AXI4 to the memory channels. A channel's byte address is ``channel_base[ch] + hbm_addr``
+(the bases are kernel arguments, as Vitis passes one buffer per HBM channel). Bursts never cross
+4 KiB; bytes move between a beat and the buffer through the unit's byte port.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal
+
+from flightc.config import HardwareConfig
+from flightc.isa.table import Opcode, Unit
+from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
+from flightc.hw.bytebus import BytePort, ByteEngine
+from flightc.hw.decode import fields, unit_width
+
+MAX_BURST_BEATS = 16
+
+
+class ReadClient:
+    """The AR and R channels of AXI4 as one client of :class:`ReadMux` sees them."""
+
+    def __init__(self, name: str, data_bits: int):
+        self.arvalid = Signal(name=f"{name}_arvalid")
+        self.arready = Signal(name=f"{name}_arready")
+        self.araddr = Signal(AXI_ADDR_BITS, name=f"{name}_araddr")
+        self.arlen = Signal(AXI_LEN_BITS, name=f"{name}_arlen")
+        self.rvalid = Signal(name=f"{name}_rvalid")
+        self.rready = Signal(name=f"{name}_rready")
+        self.rdata = Signal(data_bits, name=f"{name}_rdata")
+        self.rlast = Signal(name=f"{name}_rlast")
+
+
+class ReadMux(Elaboratable):
+    """Shares one AXI4 read channel between clients: one burst at a time, R beats go to its owner."""
+
+    def __init__(self, axi, clients: list[ReadClient], size_log2: int):
+        self.axi, self.clients, self.size_log2 = axi, clients, size_log2
+
+    def elaborate(self, platform):
+        m = Module()
+        a = self.axi
+        owner = Signal(range(len(self.clients)))
+        busy = Signal()
+        m.d.comb += [a.arsize.eq(self.size_log2), a.arburst.eq(1)]
+        with m.If(~busy):
+            for i, c in enumerate(self.clients):  # fixed priority: the first client wins
+                with (m.If if i == 0 else m.Elif)(c.arvalid):
+                    m.d.comb += [a.arvalid.eq(1), a.araddr.eq(c.araddr), a.arlen.eq(c.arlen), c.arready.eq(a.arready)]
+                    with m.If(a.arready):
+                        m.d.sync += [busy.eq(1), owner.eq(i)]
+        with m.Else():
+            for i, c in enumerate(self.clients):
+                with m.If(owner == i):
+                    m.d.comb += [c.rvalid.eq(a.rvalid), a.rready.eq(c.rready)]
+            with m.If(a.rvalid & a.rready & a.rlast):
+                m.d.sync += busy.eq(0)
+        for c in self.clients:
+            m.d.comb += [c.rdata.eq(a.rdata), c.rlast.eq(a.rlast)]
+        return m
+
+
+def burst_beats(addr: Signal, nbytes: Signal, lane_bits: int) -> tuple:
+    """Beats needed for ``nbytes`` from ``addr``, capped by the burst limit and the 4 KiB boundary."""
+    w = 1 << lane_bits
+    lane = addr[:lane_bits]
+    want = (lane + nbytes + (w - 1)) >> lane_bits
+    to_boundary = (Const(AXI_BOUNDARY, 13) - (addr[:12] & ~Const(w - 1, 12))) >> lane_bits
+    return want, to_boundary
+
+
+class LoadUnit(Elaboratable):
+    """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids)."""
+
+    def __init__(self, cfg: HardwareConfig, rd: ReadClient, port: BytePort, channel_base: list[Signal]):
+        self.cfg, self.rd, self.port, self.channel_base = cfg, rd, port, channel_base
+        self.start = Signal()
+        self.instr = Signal(unit_width(Unit.LD))
+        self.done = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, rd = self.cfg, self.rd
+        w = cfg.buffer_port_bytes
+        lb = w.bit_length() - 1
+        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
+        ins = Signal.like(self.instr)
+        f = fields(ins, Opcode.LD)
+        bases = Array(self.channel_base)
+        row = Signal(16)
+        src_row = Signal(AXI_ADDR_BITS)  # memory address of the current row (strided mode)
+        dst = Signal(24)
+        src = Signal(AXI_ADDR_BITS)
+        left = Signal(20)
+        beats_left = Signal(range(MAX_BURST_BEATS + 1))
+        beat = Signal(8 * w)
+        lane = Signal(lb)
+        ident = Signal(32)
+        id_got = Signal(3)
+        gather_phase = Signal()  # reading the id of the current row
+        ch = Signal(6)
+        m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
+
+        def issue(m, addr, nbytes):
+            want, to_b = burst_beats(addr, nbytes, lb)
+            n = Mux(want < to_b, want, to_b)
+            n = Mux(n < MAX_BURST_BEATS, n, MAX_BURST_BEATS)
+            m.d.comb += [rd.arvalid.eq(1), rd.araddr.eq(addr & ~Const(w - 1, AXI_ADDR_BITS)), rd.arlen.eq(n - 1)]
+            return n
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [ins.eq(self.instr), row.eq(0)]
+                    m.next = "ROW"
+            with m.State("ROW"):
+                with m.If(row == f.rows):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(f.gather):
+                    m.d.sync += [src.eq(bases[0] + f.ids_addr + (row << 2)), left.eq(4), gather_phase.eq(1),
+                                 id_got.eq(0), dst.eq(f.buf_addr + row * f.buf_stride)]
+                    m.next = "AR"
+                with m.Else():
+                    strided = bases[ch] + f.hbm_addr + row * f.hbm_stride
+                    m.d.sync += [src.eq(strided), left.eq(f.row_bytes), gather_phase.eq(0),
+                                 dst.eq(f.buf_addr + row * f.buf_stride)]
+                    m.next = "AR"
+            with m.State("AR"):
+                with m.If(left == 0):
+                    with m.If(gather_phase):
+                        m.d.sync += [src.eq(bases[ch] + f.hbm_addr + (ident.as_signed() * f.hbm_stride)),
+                                     left.eq(f.row_bytes), gather_phase.eq(0)]
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                        m.next = "ROW"
+                with m.Else():
+                    n = issue(m, src, left)
+                    with m.If(rd.arready):
+                        m.d.sync += beats_left.eq(n)
+                        m.next = "R"
+            with m.State("R"):
+                m.d.comb += rd.rready.eq(1)
+                with m.If(rd.rvalid):
+                    m.d.sync += [beat.eq(rd.rdata >> (src[:lb] * 8)), lane.eq(src[:lb])]
+                    m.next = "PUT"
+            with m.State("PUT"):
+                nb = Signal(range(w + 1))
+                m.d.comb += nb.eq(Mux(left < (w - lane), left, w - lane))
+                with m.If(gather_phase):
+                    m.d.sync += [ident.eq(ident | (beat << (id_got * 8))[:32]), id_got.eq(id_got + nb),
+                                 src.eq(src + nb), left.eq(left - nb), beats_left.eq(beats_left - 1)]
+                    with m.If(id_got == 0):
+                        m.d.sync += ident.eq(beat[:32])
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.comb += [eng.start.eq(1), eng.write.eq(1), eng.buf.eq(f.buf), eng.addr.eq(dst),
+                                 eng.stride.eq(1), eng.count.eq(nb), eng.wdata.eq(beat)]
+                    m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb),
+                                 beats_left.eq(beats_left - 1)]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(eng.done):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(beats_left == 0):
+                    m.next = "AR"
+                with m.Else():
+                    m.next = "R"
+        return m
+
+
+class StoreUnit(Elaboratable):
+    """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst."""
+
+    def __init__(self, cfg: HardwareConfig, axi, port: BytePort, channel_base: list[Signal]):
+        self.cfg, self.axi, self.port, self.channel_base = cfg, axi, port, channel_base
+        self.start = Signal()
+        self.instr = Signal(unit_width(Unit.ST))
+        self.done = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, a = self.cfg, self.axi
+        w = cfg.buffer_port_bytes
+        lb = w.bit_length() - 1
+        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
+        ins = Signal.like(self.instr)
+        f = fields(ins, Opcode.ST)
+        bases = Array(self.channel_base)
+        ch = Signal(6)
+        m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
+        row = Signal(16)
+        src = Signal(24)
+        dst = Signal(AXI_ADDR_BITS)
+        left = Signal(20)
+        nb = Signal(range(w + 1))
+        data = Signal(8 * w)
+        aw_done = Signal()
+        w_done = Signal()
+        m.d.comb += [a.awsize.eq(lb), a.awburst.eq(1), a.awlen.eq(0), a.wlast.eq(1)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [ins.eq(self.instr), row.eq(0)]
+                    m.next = "ROW"
+            with m.State("ROW"):
+                with m.If(row == f.rows):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [src.eq(f.buf_addr + row * f.buf_stride),
+                                 dst.eq(bases[ch] + f.hbm_addr + row * f.hbm_stride), left.eq(f.row_bytes)]
+                    m.next = "BEAT"
+            with m.State("BEAT"):
+                with m.If(left == 0):
+                    m.d.sync += row.eq(row + 1)
+                    m.next = "ROW"
+                with m.Else():
+                    room = w - dst[:lb]
+                    n = Mux(left < room, left, room)
+                    m.d.sync += nb.eq(n)
+                    m.d.comb += [eng.start.eq(1), eng.write.eq(0), eng.buf.eq(f.buf), eng.addr.eq(src),
+                                 eng.stride.eq(1), eng.count.eq(n)]
+                    m.next = "GET"
+            with m.State("GET"):
+                with m.If(eng.done):
+                    m.d.sync += [data.eq(eng.rdata << (dst[:lb] * 8)), aw_done.eq(0), w_done.eq(0)]
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                strb = (((Const(1, w + 1) << nb) - 1)[:w]) << dst[:lb]
+                m.d.comb += [a.awvalid.eq(~aw_done), a.awaddr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
+                             a.wvalid.eq(~w_done), a.wdata.eq(data), a.wstrb.eq(strb)]
+                with m.If(a.awvalid & a.awready):
+                    m.d.sync += aw_done.eq(1)
+                with m.If(a.wvalid & a.wready):
+                    m.d.sync += w_done.eq(1)
+                with m.If((aw_done | a.awready) & (w_done | a.wready)):
+                    m.next = "RESP"
+            with m.State("RESP"):
+                m.d.comb += a.bready.eq(1)
+                with m.If(a.bvalid):
+                    m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb)]
+                    m.next = "BEAT"
+        return m

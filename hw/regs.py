@@ -1,0 +1,77 @@
+"""The AXI4-Lite register map, laid out like a Vitis RTL kernel (ap_ctrl_hs at 0x00, arguments from 0x10).
+
+One table: the RTL's register file, the cocotb harness and board drivers read offsets from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from flightc.config import HardwareConfig
+from flightc.isa.table import ISA, ISA_VERSION
+
+
+class RegAccess(str, Enum):
+    RW = "rw"
+    RO = "ro"
+
+
+CTRL = 0x00  # bit 0 ap_start, 1 ap_done (clear on read), 2 ap_idle, 3 ap_ready
+GIE = 0x04
+IER = 0x08
+ISR = 0x0C
+AP_START, AP_DONE, AP_IDLE, AP_READY = 1, 2, 4, 8
+ARGS_BASE = 0x10
+ID_BASE = 0x400  # read-only identification and counters
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    bits: int  # 32 or 64 (two words, low first)
+    access: RegAccess
+    doc: str
+
+
+# cycles of the run, then per instruction class the cycles its unit spent executing instructions of that class
+COUNTERS = ("cycles",) + tuple(f"busy_{c.name.lower()}" for c in ISA.values())
+
+
+def register_map(cfg: HardwareConfig) -> tuple[Register, ...]:
+    regs = [
+        Register("program_addr", ARGS_BASE, 64, RegAccess.RW, "byte address of the core's instruction stream"),
+        Register("program_bytes", ARGS_BASE + 8, 32, RegAccess.RW, "length of the instruction stream in bytes"),
+    ]
+    off = ARGS_BASE + 0x10
+    for ch in range(cfg.mem_channels):
+        regs.append(Register(f"channel_base{ch}", off, 64, RegAccess.RW,
+                             f"byte address where memory channel {ch} starts"))
+        off += 8
+    if off > ID_BASE:
+        raise ValueError(f"{cfg.mem_channels} channel arguments do not fit below {ID_BASE:#x}")
+    regs += [
+        Register("isa_version", ID_BASE, 32, RegAccess.RO, "ISA version, major << 16 | minor"),
+        Register("config_hash", ID_BASE + 4, 64, RegAccess.RO, "first 16 hex digits of the hardware config hash"),
+        Register("core_id", ID_BASE + 0xC, 32, RegAccess.RO, "index of this core"),
+    ]
+    off = ID_BASE + 0x10
+    for name in COUNTERS:
+        regs.append(Register(name, off, 64, RegAccess.RO,
+                             "cycles of the last run" if name == "cycles" else
+                             f"cycles spent executing {name[5:].upper()} instructions in the last run"))
+        off += 8
+    return tuple(regs)
+
+
+def isa_version_word() -> int:
+    major, minor = (int(x) for x in ISA_VERSION.split("."))
+    return major << 16 | minor
+
+
+def config_hash_word(cfg: HardwareConfig) -> int:
+    return int(cfg.hash, 16)
+
+
+def by_name(cfg: HardwareConfig) -> dict[str, Register]:
+    return {r.name: r for r in register_map(cfg)}

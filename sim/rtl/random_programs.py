@@ -1,0 +1,331 @@
+"""Seeded random programs for differential testing of the RTL against the functional simulator.
+
+A program is a few independent blocks; each loads operands from memory channel 0, runs one
+instruction of some class (every MPE format and output mode, every SFU op, plain and gathered
+DMA, SYS), and stores its result to another channel. Operands keep inside the ranges the numerics
+define exactly (no int64 overflow in the reference); everything else is random: shapes,
+addresses, strides, data, formats. Blocks use disjoint buffer regions and are joined only by the
+wait/release tokens within each block, so the units overlap freely.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flightc import numerics as nm
+from flightc.compress.formats import WeightFormat
+from flightc.compress.packing import pack_weight
+from flightc.compress.quantize import QuantWeight
+from flightc.config import Buffer, HardwareConfig
+from flightc.isa.codec import Instruction, encode_program, make
+from flightc.isa.footprint import norm_param_bytes
+from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
+
+SRC_CHANNEL = 0
+OUT_BYTES = 1 << 14  # per output channel
+
+
+@dataclass
+class RandomCase:
+    seed: int
+    images: dict[int, bytearray]
+    instructions: list[Instruction] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def program(self) -> bytes:
+        return encode_program(self.instructions)
+
+    @property
+    def extent(self) -> dict[int, int]:
+        return {ch: len(img) for ch, img in self.images.items()}
+
+
+class _Builder:
+    def __init__(self, cfg: HardwareConfig, seed: int):
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        out_channels = list(range(1, cfg.mem_channels)) or [0]
+        self.case = RandomCase(seed, {SRC_CHANNEL: bytearray()})
+        for ch in out_channels:
+            self.case.images[ch] = bytearray(OUT_BYTES) if ch != SRC_CHANNEL else bytearray()
+        self.out_channels = out_channels
+        self.out_used = {ch: 0 for ch in out_channels}
+        self.buf_used = {b: 0 for b in Buffer}
+
+    # ----- allocation
+    def rand(self, lo: int, hi: int) -> int:
+        return int(self.rng.integers(lo, hi + 1))
+
+    def source(self, data: bytes) -> int:
+        img = self.case.images[SRC_CHANNEL]
+        img += bytes(self.rand(0, 7))
+        addr = len(img)
+        img += data
+        return addr
+
+    def buffer(self, b: Buffer, nbytes: int, align: int = 1) -> int:
+        addr = self.buf_used[b] + self.rand(0, 9)
+        addr = -(-addr // align) * align
+        if addr + nbytes > self.cfg.buffer_bytes(b):
+            raise _Full()
+        self.buf_used[b] = addr + nbytes
+        return addr
+
+    def output(self, nbytes: int) -> tuple[int, int]:
+        ch = int(self.rng.choice(self.out_channels))
+        addr = self.out_used[ch] + self.rand(0, 9)
+        if addr + nbytes > OUT_BYTES:
+            raise _Full()
+        self.out_used[ch] = addr + nbytes
+        return ch, addr
+
+    # ----- instructions
+    def emit(self, cls_name: str, /, **fields) -> None:
+        self.case.instructions.append(make(cls_name, **fields))
+
+    def load(self, b: Buffer, buf_addr: int, rows: int, row_bytes: int, buf_stride: int, data: bytes,
+             release: int = 0) -> None:
+        """LD ``rows`` rows of ``data`` (row-major, row_bytes each) with a random memory stride."""
+        gap = self.rand(0, 5)
+        hbm_stride = row_bytes + gap
+        packed = b"".join(data[r * row_bytes:(r + 1) * row_bytes] + bytes(gap) for r in range(rows))
+        addr = self.source(packed)
+        self.emit("LD", buf=b, buf_addr=buf_addr, channel=SRC_CHANNEL, hbm_addr=addr, rows=rows, row_bytes=row_bytes,
+                  hbm_stride=hbm_stride, buf_stride=buf_stride, release=release)
+
+    def store(self, b: Buffer, buf_addr: int, rows: int, row_bytes: int, buf_stride: int, wait: int) -> None:
+        gap = self.rand(0, 5)
+        ch, addr = self.output(rows * (row_bytes + gap))
+        self.emit("ST", buf=b, buf_addr=buf_addr, channel=ch, hbm_addr=addr, rows=rows, row_bytes=row_bytes,
+                  hbm_stride=row_bytes + gap, buf_stride=buf_stride, wait=wait)
+
+    def bytes_(self, n: int) -> bytes:
+        return self.rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+    def weights(self, fmt: WeightFormat, n: int, k: int) -> bytes:
+        """Packed rows with random values and multipliers; sparse positions valid (distinct, ascending)."""
+        lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
+        q = self.rng.integers(lo, hi + 1, (n, k))
+        keep = None
+        if fmt.sparse:
+            scores = self.rng.random((n, k // fmt.m, fmt.m))
+            order = np.argsort(scores, axis=-1)[..., :fmt.n]
+            keep = np.zeros((n, k // fmt.m, fmt.m), bool)
+            np.put_along_axis(keep, order, True, axis=-1)
+            keep = keep.reshape(n, k)
+            q = np.where(keep, q, 0)
+        gs = self.rng.integers(0, 256, (n, k // fmt.group if fmt.group else 0))
+        qw = QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep)
+        return pack_weight(qw).tobytes()
+
+    def ints(self, n: int, lo: int, hi: int, dtype: str) -> bytes:
+        return self.rng.integers(lo, hi + 1, n).astype(dtype).tobytes()
+
+    # ----- blocks
+    def block_mpe(self) -> str:
+        cfg, rand = self.cfg, self.rand
+        mm = self.rng.random() < 0.6
+        kmajor = self.rng.random() < 0.15
+        sparsities = [s for s, (n, mm_) in SPARSITY_NM.items()
+                      if (mm_ == cfg.sparse_m and n in cfg.sparse_n) or ((n, mm_) == (2, 4) and cfg.supports_2_4)]
+        if kmajor:
+            fmt = WeightFormat(8)
+        else:
+            bits = int(self.rng.choice(cfg.weight_bits))
+            sp = sparsities[rand(0, len(sparsities) - 1)]
+            n_, m_ = SPARSITY_NM[sp]
+            group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
+            fmt = WeightFormat(bits, n_, m_, group)
+        k = 16 * rand(1, 8)
+        if fmt.group:
+            k = -(-k // fmt.group) * fmt.group
+        n = rand(1, 3 * cfg.mpe_chains)
+        m = rand(1, 5) if mm else 1
+        a_stride = k + rand(0, 6)
+        a_addr = self.buffer(Buffer.ACT, (m - 1) * a_stride + k)
+        a_unsigned = int(self.rng.random() < 0.3)
+        w_buf = Buffer.KV if self.rng.random() < 0.3 else Buffer.WGT
+        if kmajor:
+            w_stride = n + rand(0, 6)
+            w_addr = self.buffer(w_buf, (k - 1) * w_stride + n)
+        else:
+            w_stride = fmt.row_bytes(k) + rand(0, 6)
+            w_addr = self.buffer(w_buf, (n - 1) * w_stride + fmt.row_bytes(k))
+        mode = OutMode(rand(0, 3))
+        elem = 1 if mode is OutMode.REQ_I8 else 4
+        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_stride = n * elem + rand(0, 6) if mm else 0
+        out_addr = self.buffer(out_buf, (m - 1) * out_stride + n * elem)
+        scale_addr = lut_addr = 0
+        lut = 0
+        unit = 1 << Unit.MPE
+        self.load(Buffer.ACT, a_addr, m, k, a_stride, self.bytes_(m * k))
+        if kmajor:
+            self.load(w_buf, w_addr, k, n, w_stride, self.bytes_(k * n))
+        else:
+            self.load(w_buf, w_addr, n, fmt.row_bytes(k), w_stride, self.weights(fmt, n, k))
+        if mode is not OutMode.ACC32:
+            mult = self.rng.integers(1 << 30, 1 << 31, n)
+            shift = self.rng.integers(14, 40, n)
+            bias = self.rng.integers(-(1 << 20), 1 << 20, n)
+            scale_addr = self.buffer(Buffer.PRM, nm.REQUANT_RECORD_BYTES * n)
+            self.load(Buffer.PRM, scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0, nm.pack_requant(mult, shift, bias))
+            if mode is OutMode.REQ_I8 and self.rng.random() < 0.5:
+                lut = 1
+                lut_addr = self.buffer(Buffer.PRM, nm.LUT_ENTRIES)
+                self.load(Buffer.PRM, lut_addr, 1, nm.LUT_ENTRIES, 0, self.bytes_(nm.LUT_ENTRIES))
+        if mode is OutMode.REQ_ADD:
+            self.load(Buffer.ACC, out_addr, m, 4 * n, out_stride,
+                      b"".join(self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4") for _ in range(m)))
+        self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
+        common = dict(n=n, k=k, a_addr=a_addr, a_unsigned=a_unsigned, w_buf=w_buf, w_addr=w_addr, w_kmajor=int(kmajor),
+                      w_stride=w_stride, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
+                      out_mode=mode, out_addr=out_addr, scale_addr=scale_addr, lut=lut, lut_addr=lut_addr,
+                      wait=1 << Unit.LD, release=1 << Unit.ST)
+        if mm:
+            self.emit("MM", m=m, a_stride=a_stride, out_stride=out_stride, **common)
+        else:
+            self.emit("MV", **common)
+        self.store(out_buf, out_addr, m, n * elem, out_stride, wait=unit)
+        return f"{'MM' if mm else 'MV'} {fmt.label()}{' K-major' if kmajor else ''} {mode.name}"
+
+    def block_misc(self) -> str:
+        rand, rng = self.rand, self.rng
+        op = MiscOp(rand(0, len(MiscOp) - 1))
+        rows = rand(1, 4)
+        imm = shift = offset = window = prm_addr = src2_addr = 0
+        in_place = False
+        if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+            cols = rand(1, 48)
+            src_buf, esize, dst_buf, dsize = Buffer.ACC, 4, Buffer.ACT, 1
+            data = self.ints(rows * cols, -(1 << 20), 1 << 20, "<i4")
+            shift = rand(0, 12)
+            params = self.ints(1, 0, 1 << 20, "<i8") + self.ints(cols, -(1 << 16), 1 << 16, "<i4")
+            if op is MiscOp.LAYERNORM:
+                params += self.ints(cols, -300, 300, "<i4")
+            assert len(params) == norm_param_bytes(op, cols)
+        elif op is MiscOp.SOFTMAX:
+            cols = rand(max(1, rows), 40)
+            src_buf, esize, dst_buf, dsize = Buffer.ACC, 4, Buffer.ACT, 1
+            data = self.ints(rows * cols, -(1 << 16), 1 << 16, "<i4")
+            imm, shift = rand(1, 1 << 16), rand(0, 16)
+            offset = rand(0, cols - rows)
+            window = 0 if rng.random() < 0.5 else rand(1, cols)
+        elif op is MiscOp.ROPE:
+            d = int(rng.choice([2, 4, 8, 16]))
+            cols = d * rand(1, 3)
+            imm = d
+            src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACT, 1
+            data = self.bytes_(rows * cols)
+            params = self.ints(rows * d, -(1 << 15), (1 << 15) - 1, "<i2")
+            in_place = rng.random() < 0.5
+        elif op is MiscOp.EMUL:
+            cols = rand(1, 48)
+            src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACT, 1
+            data = self.bytes_(rows * cols)
+            imm, shift = rand(1, 1 << 20), rand(0, 30)
+            in_place = rng.random() < 0.3
+        else:  # DEQ, DEQ_ADD
+            cols = rand(1, 48)
+            src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACC, 4
+            data = self.bytes_(rows * cols)
+            imm, shift = rand(-(1 << 20), 1 << 20), rand(0, 20)
+        src_stride = cols * esize + rand(0, 6)
+        src_addr = self.buffer(src_buf, (rows - 1) * src_stride + cols * esize)
+        self.load(src_buf, src_addr, rows, cols * esize, src_stride, data)
+        if op is MiscOp.EMUL:
+            src2_addr = self.buffer(src_buf, (rows - 1) * src_stride + cols)
+            self.load(src_buf, src2_addr, rows, cols, src_stride, self.bytes_(rows * cols))
+        if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+            prm_addr = self.buffer(Buffer.PRM, len(params))
+            self.load(Buffer.PRM, prm_addr, 1, len(params), 0, params)
+        if op is MiscOp.ROPE:
+            prm_addr = self.buffer(Buffer.PRM, rows * 2 * imm)
+            self.load(Buffer.PRM, prm_addr, rows, 2 * imm, 2 * imm, params)
+        if in_place:
+            dst_addr, dst_stride = src_addr, src_stride
+        else:
+            dst_stride = cols * dsize + rand(0, 6)
+            dst_addr = self.buffer(dst_buf, (rows - 1) * dst_stride + cols * dsize)
+        if op is MiscOp.DEQ_ADD:
+            self.load(dst_buf, dst_addr, rows, 4 * cols, dst_stride,
+                      self.ints(rows * cols, -(1 << 31), (1 << 31) - 1, "<i4"))
+        self.case.instructions[-1] = self.case.instructions[-1].replace(release=1 << Unit.SFU)
+        self.emit("MISC", op=op, rows=rows, cols=cols, src_buf=src_buf, src_addr=src_addr, src_stride=src_stride,
+                  src2_addr=src2_addr, dst_buf=dst_buf, dst_addr=dst_addr, dst_stride=dst_stride, prm_addr=prm_addr,
+                  imm=imm, shift=shift, offset=offset, window=window, wait=1 << Unit.LD, release=1 << Unit.ST)
+        self.store(dst_buf, dst_addr, rows, cols * dsize, dst_stride, wait=1 << Unit.SFU)
+        return f"MISC {op.name}{' in place' if in_place else ''}"
+
+    def block_dma(self) -> str:
+        rand = self.rand
+        b = Buffer(rand(0, len(Buffer) - 1))
+        rows, row_bytes = rand(1, 6), rand(1, 70)
+        buf_stride = row_bytes + rand(0, 9)
+        addr = self.buffer(b, (rows - 1) * buf_stride + row_bytes)
+        gather = self.rng.random() < 0.4
+        if gather:
+            table_rows = rand(2, 12)
+            table_ch = int(self.rng.choice(self.out_channels)) if self.rng.random() < 0.5 else SRC_CHANNEL
+            stride = row_bytes + rand(0, 5)
+            table = self.bytes_(table_rows * stride)
+            if table_ch == SRC_CHANNEL:
+                t_addr = self.source(table)
+            else:
+                t_addr, img = self.out_used[table_ch], self.case.images[table_ch]
+                if t_addr + len(table) > OUT_BYTES:
+                    raise _Full()
+                img[t_addr:t_addr + len(table)] = table
+                self.out_used[table_ch] += len(table)
+            ids = self.rng.integers(0, table_rows, rows).astype("<i4").tobytes()
+            src = self.case.images[SRC_CHANNEL]
+            src += bytes(-len(src) % 4)  # INT32 ids, naturally aligned
+            ids_addr = len(src)
+            src += ids
+            self.emit("LD", buf=b, buf_addr=addr, channel=table_ch, hbm_addr=t_addr, rows=rows, row_bytes=row_bytes,
+                      hbm_stride=stride, buf_stride=buf_stride, gather=1, ids_addr=ids_addr, release=1 << Unit.ST)
+        else:
+            self.load(b, addr, rows, row_bytes, buf_stride, self.bytes_(rows * row_bytes), release=1 << Unit.ST)
+        if self.rng.random() < 0.3:
+            self.emit("SYS", op=SysOp.NOP)
+        self.store(b, addr, rows, row_bytes, buf_stride, wait=1 << Unit.LD)
+        return f"{'gather ' if gather else ''}LD/ST {b.name}"
+
+
+class _Full(Exception):
+    """A block did not fit in what is left of a buffer or an output channel."""
+
+
+BLOCKS = ("mpe", "misc", "dma")
+
+
+def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None) -> RandomCase:
+    """The program and memory images of one seed (deterministic)."""
+    b = _Builder(cfg, seed)
+    count = blocks if blocks is not None else b.rand(1, 4)
+    for _ in range(count):
+        kind = BLOCKS[b.rand(0, len(BLOCKS) - 1)]
+        mark = (len(b.case.instructions), len(b.case.images[SRC_CHANNEL]), dict(b.buf_used), dict(b.out_used))
+        try:
+            b.case.kinds.append(getattr(b, f"block_{kind}")())
+        except _Full:
+            del b.case.instructions[mark[0]:]
+            del b.case.images[SRC_CHANNEL][mark[1]:]
+            b.buf_used, b.out_used = mark[2], mark[3]
+    if b.rng.random() < 0.3:
+        b.emit("SYS", op=SysOp.BARRIER, arg=b.rand(0, 5))
+    b.emit("SYS", op=SysOp.END)
+    img = b.case.images[SRC_CHANNEL]
+    img += bytes(-len(img) % 8 or 0)
+    if not img:
+        img += bytes(8)
+    return b.case
+
+
+def opcode_mix(case: RandomCase) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for ins in case.instructions:
+        out[ins.cls.name] = out.get(ins.cls.name, 0) + 1
+    return out
