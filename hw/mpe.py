@@ -72,7 +72,7 @@ class Mpe(Elaboratable):
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
         nnz = Signal(24)
-        m.d.comb += nnz.eq((f.k >> log2m) << log2n)
+        m.d.comb += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
         vbytes = Signal(24)
         ibytes = Signal(24)
         m.d.comb += [vbytes.eq((nnz * bits + 7) >> 3), ibytes.eq((nnz * ib + 7) >> 3)]

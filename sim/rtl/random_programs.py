@@ -138,7 +138,7 @@ class _Builder:
             n_, m_ = SPARSITY_NM[sp]
             group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
             fmt = WeightFormat(bits, n_, m_, group)
-        k = 16 * rand(1, 8)
+        k = 16 * rand(1, 8) if fmt.sparse or fmt.group or self.rng.random() < 0.5 else rand(1, 128)
         if fmt.group:
             k = -(-k // fmt.group) * fmt.group
         n = rand(1, 3 * cfg.mpe_chains)
