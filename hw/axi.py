@@ -11,6 +11,7 @@ AXI_LEN_BITS = 8
 AXI_MAX_BEATS = 1 << AXI_LEN_BITS  # INCR bursts of up to 256 beats
 AXI_BOUNDARY = 4096  # a burst must not cross a 4 KiB boundary
 AXI_ADDR_BITS = 64
+AXI_ID_BITS = 1  # one ID: the kernel keeps one burst per direction in flight
 LITE_ADDR_BITS = 12
 LITE_DATA_BITS = 32
 
@@ -18,15 +19,15 @@ LITE_DATA_BITS = 32
 def axi4_table(data_bits: int) -> tuple[tuple[str, int, bool], ...]:
     strb = data_bits // 8
     return (
-        ("awvalid", 1, True), ("awready", 1, False), ("awaddr", AXI_ADDR_BITS, True), ("awlen", AXI_LEN_BITS, True),
-        ("awsize", 3, True), ("awburst", 2, True),
+        ("awvalid", 1, True), ("awready", 1, False), ("awid", AXI_ID_BITS, True), ("awaddr", AXI_ADDR_BITS, True),
+        ("awlen", AXI_LEN_BITS, True), ("awsize", 3, True), ("awburst", 2, True),
         ("wvalid", 1, True), ("wready", 1, False), ("wdata", data_bits, True), ("wstrb", strb, True),
         ("wlast", 1, True),
-        ("bvalid", 1, False), ("bready", 1, True), ("bresp", 2, False),
-        ("arvalid", 1, True), ("arready", 1, False), ("araddr", AXI_ADDR_BITS, True), ("arlen", AXI_LEN_BITS, True),
-        ("arsize", 3, True), ("arburst", 2, True),
-        ("rvalid", 1, False), ("rready", 1, True), ("rdata", data_bits, False), ("rlast", 1, False),
-        ("rresp", 2, False),
+        ("bvalid", 1, False), ("bready", 1, True), ("bid", AXI_ID_BITS, False), ("bresp", 2, False),
+        ("arvalid", 1, True), ("arready", 1, False), ("arid", AXI_ID_BITS, True), ("araddr", AXI_ADDR_BITS, True),
+        ("arlen", AXI_LEN_BITS, True), ("arsize", 3, True), ("arburst", 2, True),
+        ("rvalid", 1, False), ("rready", 1, True), ("rid", AXI_ID_BITS, False), ("rdata", data_bits, False),
+        ("rlast", 1, False), ("rresp", 2, False),
     )
 
 

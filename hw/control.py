@@ -14,7 +14,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS
-from flightc.hw.decode import MAX_WIDTH, fields, header, unit_width
+from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, unit_width
 from flightc.hw.dma import MAX_BURST_BEATS, ReadClient
 from flightc.isa.table import ISA, WORD_BITS, Opcode, SysOp, Unit
 
@@ -64,7 +64,6 @@ class Fetcher(Elaboratable):
         need = Signal(range(MAX_WIDTH // WORD_BITS + 1))
         full = Signal()
         requested = Signal(32)  # bytes asked for
-        table_words = Array([Const(ISA[Opcode(o)].words if o in set(Opcode) else 1, 5) for o in range(8)])
         m.d.comb += [self.out_valid.eq(full), self.out_bits.eq(ir), self.out_opcode.eq(ir[:3]),
                      self.finished.eq((left == 0) & ~full)]
         with m.If(self.begin):
@@ -105,7 +104,7 @@ class Fetcher(Elaboratable):
                 m.d.sync += [ir.word_select(got, WORD_BITS).eq(word), left.eq(left - 4), widx.eq(widx + 1)]
                 with m.If(widx + 1 == words_per_beat):
                     m.d.sync += have_beat.eq(0)
-                this_need = Mux(got == 0, table_words[word[:3]], need)
+                this_need = Mux(got == 0, class_words(word[:3]), need)
                 with m.If(got == 0):
                     m.d.sync += [need.eq(this_need), ir.eq(word)]
                     with m.If(word[:3] >= len(Opcode)):
@@ -231,8 +230,7 @@ class Control(Elaboratable):
             m.submodules[f"q_{u.name.lower()}"] = q
             queues[u] = q
         # dispatch
-        unit_of = Array([Const(int(ISA[Opcode(o)].unit) if o in set(Opcode) else int(Unit.SYS), 3) for o in range(8)])
-        target = unit_of[fetch.out_opcode]
+        target = class_unit(fetch.out_opcode)
         for u, q in queues.items():
             m.d.comb += q.w_data.eq(fetch.out_bits[:unit_width(u)])
             with m.If(fetch.out_valid & (target == int(u)) & ~fetch.bad_opcode):

@@ -1,7 +1,7 @@
 """Instruction decoding derived from the ISA table: no field offset is written here."""
 from __future__ import annotations
 
-from amaranth.hdl import Value
+from amaranth.hdl import Array, Const, Value
 
 from flightc.isa.table import ISA, FieldKind, InstrClass, Opcode, Unit
 
@@ -31,3 +31,13 @@ def header(bits: Value) -> Fields:
 
 def fields(bits: Value, opcode: Opcode) -> Fields:
     return Fields(bits, ISA[opcode])
+
+
+def class_words(opcode: Value) -> Value:
+    """32-bit words of the instruction class an opcode names (1 for an unused opcode)."""
+    return Array([Const(ISA[Opcode(o)].words if o in set(Opcode) else 1, 5) for o in range(8)])[opcode]
+
+
+def class_unit(opcode: Value) -> Value:
+    """The unit whose queue an opcode's instructions go to (SYS for an unused opcode)."""
+    return Array([Const(int(ISA[Opcode(o)].unit) if o in set(Opcode) else int(Unit.SYS), 3) for o in range(8)])[opcode]

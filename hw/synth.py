@@ -85,7 +85,7 @@ def synthesize(cfg: HardwareConfig, cache: Path | None = None, log=None) -> Synt
     # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
     (folder / "synth.ys").write_text(
         f"read_verilog -sv {TOP}.v\n"
-        f"synth_xilinx -family xcup -top {TOP} -noflatten\n"
+        f"synth_xilinx -family xcup -top {TOP}\n"
         f"tee -q -o stat.json stat -json -top {TOP}\n")
     t0 = time.perf_counter()
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,

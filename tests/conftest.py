@@ -30,3 +30,16 @@ def compiled(name: str, fmt: str, overrides: tuple[str, ...] = (), hw: str = "ti
 @pytest.fixture
 def tiny_w8():
     return compiled("tiny-llama", "w8")
+
+
+@pytest.fixture(scope="session")
+def kernel_sim():
+    """The tiny preset's kernel testbench under Verilator (built once per run, cached across runs)."""
+    from flightc.config import PRESETS
+    from flightc.sim.rtl.backend import RtlSimulator
+    from flightc.sim.rtl.differential import memory_bytes_for
+
+    cfg = PRESETS["tiny"]
+    sim = RtlSimulator(cfg, memory_bytes_for(cfg))
+    yield sim
+    sim.close()

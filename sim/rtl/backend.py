@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import subprocess
@@ -21,7 +22,7 @@ from flightc.errors import BundleError, FlightcError, ProgramError
 from flightc.hw import regs as R
 from flightc.sim.functional import Counters, static_counters
 from flightc.sim.rtl import wire
-from flightc.sim.rtl.build import RtlBuild, build, verilator_env
+from flightc.sim.rtl.build import RtlBuild, build, launch
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ class RtlSimulator:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen(1)
-        env = verilator_env()
-        env.update({"FLIGHTC_RTL_SOCKET": path, "FLIGHTC_RTL_WORD_BYTES": str(cfg.buffer_port_bytes),
-                    "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py"})
-        self._proc = self._launch(env, trace)
+        env = {"FLIGHTC_RTL_SOCKET": path, "FLIGHTC_RTL_WORD_BYTES": str(cfg.buffer_port_bytes)}
+        self._log = open(os.path.join(self._tmp.name, "sim.log"), "w+")
+        self._proc = launch(self.build, "flightc.sim.rtl.cocotb_kernel", self._tmp.name, env, bool(trace), self._log)
+        self._trace_target = Path(trace) if trace else None
         server.settimeout(0.5)
         try:
             while True:
@@ -66,22 +67,6 @@ class RtlSimulator:
         self.sock.settimeout(None)
         tag, _ = self._call_raw_recv()
         assert tag == "ready"
-
-    def _launch(self, env: dict, trace) -> subprocess.Popen:
-        """Start the Verilator binary with cocotb's embedded Python, as cocotb's runner would."""
-        import cocotb_tools.config as cc
-        from find_libpython import find_libpython
-
-        env = dict(env)
-        env["PATH"] += os.pathsep + str(cc.libs_dir)
-        env["PYTHONPATH"] = os.pathsep.join(sys.path)
-        env["PYGPI_PYTHON_BIN"] = sys.executable
-        env["GPI_USERS"] = f"{find_libpython()};{cc.pygpi_entry_point()}"
-        env.update({"COCOTB_TOPLEVEL": self.build.toplevel, "COCOTB_TEST_MODULES": "flightc.sim.rtl.cocotb_kernel",
-                    "TOPLEVEL_LANG": "verilog", "COCOTB_RESULTS_FILE": os.path.join(self._tmp.name, "results.xml")})
-        cmd = [str(self.build.binary)] + (["--trace"] if trace else [])
-        self._log = open(os.path.join(self._tmp.name, "sim.log"), "w+")
-        return subprocess.Popen(cmd, env=env, cwd=self._tmp.name, stdout=self._log, stderr=subprocess.STDOUT)
 
     def _log_tail(self) -> str:
         self._log.flush()
@@ -142,6 +127,10 @@ class RtlSimulator:
                 self.sock = None
                 self._proc.wait(timeout=60)
                 self._log.close()
+                if self._trace_target is not None:
+                    dumps = sorted(Path(self._tmp.name).glob("*.fst")) + sorted(Path(self._tmp.name).glob("*.vcd"))
+                    if dumps:
+                        shutil.copyfile(dumps[0], self._trace_target)
                 self._tmp.cleanup()
 
     def __del__(self):  # pragma: no cover - best effort

