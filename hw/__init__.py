@@ -1,5 +1,5 @@
 """Amaranth generators for the accelerator (installed as flightc.hw).
 
 The RTL is generated from flightc.config.HardwareConfig and the ISA table in flightc.isa.table;
-it lands with the hardware issue.
+see docs/rtl.md. Top level: flightc.hw.core.VitisKernel.
 """

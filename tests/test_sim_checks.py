@@ -58,3 +58,40 @@ def test_out_of_buffer_access_and_missing_end(tiny_w8):
         m.run(encode_program([bad, make(Opcode.SYS, op=SysOp.END)]))
     with pytest.raises(ProgramError, match="does not end with SYS END"):
         m.run(encode_program([make(Opcode.SYS, op=SysOp.NOP)]))
+
+
+def _alone(cfg, *instrs):
+    m = Machine(cfg, {0: 4096})
+    m.run(encode_program(list(instrs) + [make("SYS", op=SysOp.END)]))
+
+
+def test_a_result_partly_overlapping_an_operand_is_refused():
+    from flightc.config import Buffer, PRESETS
+    from flightc.isa.table import MiscOp
+
+    cfg = PRESETS["tiny"]
+    deq = dict(op=MiscOp.DEQ, rows=1, cols=8, src_buf=Buffer.ACT, src_addr=0, src_stride=8, dst_buf=Buffer.ACT,
+               dst_stride=32, imm=1, shift=0)
+    _alone(cfg, make("MISC", dst_addr=64, **deq))  # apart: fine
+    with pytest.raises(ProgramError, match="overlaps an operand"):
+        _alone(cfg, make("MISC", dst_addr=4, **deq))  # INT32 results over the INT8 source
+    emul = dict(op=MiscOp.EMUL, rows=2, cols=8, src_buf=Buffer.ACT, src_addr=0, src2_addr=64, src_stride=16,
+                dst_buf=Buffer.ACT, imm=1, shift=0)
+    _alone(cfg, make("MISC", dst_addr=0, dst_stride=16, **emul))  # exactly in place: fine
+
+
+def test_sparse_positions_must_ascend_within_a_block():
+    from flightc.compress.formats import WeightFormat
+    from flightc.config import Buffer, PRESETS
+
+    cfg = PRESETS["tiny"]
+    fmt = WeightFormat(8, 2, 16)
+    m = Machine(cfg, {0: 4096})
+    row = bytearray(fmt.row_bytes(16))
+    row[2] = 0x35  # positions 5 then 3: not ascending
+    m.buf = m.cores[0]
+    m.cores[0][Buffer.WGT][:len(row)] = np.frombuffer(bytes(row), np.uint8)
+    mv = make("MV", n=1, k=16, w_buf=Buffer.WGT, w_stride=len(row), w_bits=fmt.bits_code, sparsity=fmt.sparsity,
+              out_addr=0)
+    with pytest.raises(ProgramError, match="distinct and ascending"):
+        m.run(encode_program([mv, make("SYS", op=SysOp.END)]))

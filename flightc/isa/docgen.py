@@ -24,6 +24,12 @@ Refinements over FlightLLM's six classes, and why:
   INT32 bias (Qwen2's QKV biases, OPT's biases) added to the accumulator before requantization.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: LD 224, ST 192, MM 320, MV 256,
   MISC 320, SYS 32.
+
+Operand rules every backend enforces (the functional simulator refuses a program that breaks them;
+the RTL streams its operands and relies on them):
+- A result may coincide exactly with an operand (same buffer, address, rows, width and stride: RoPE
+  or EMUL in place, the residual of REQ_ADD and DEQ_ADD) but must not overlap one partly.
+- The positions of a sparse weight row are distinct and ascending within each block.
 """
 
 

