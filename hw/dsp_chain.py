@@ -5,6 +5,11 @@ lane's activation among the M = 16 candidates of its block (4 for 2:4); dense fo
 MUX. With ``macs_per_dsp = 2`` one DSP48E2 multiplies a weight by two activations packed into its
 27-bit A port (tokens t and t + 1): A = a1 * 2^18 + a0, so P = a1*w*2^18 + a0*w, and the two
 products are recovered exactly because |a0 * w| < 2^17. A reduction tree sums the lanes.
+
+The datapath is registered: ``sums`` take the step's dot products one cycle after ``enable``. It
+is written as expressions inside that clocked branch, so a simulator evaluates it only on the
+cycles the chain works (Verilator runs the whole core faster), and yosys can absorb the output
+register into the DSP48E2.
 """
 from __future__ import annotations
 
@@ -16,17 +21,18 @@ PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
 
 
 class SparseDspChain(Elaboratable):
-    """One chain: operands in, per-token dot-product contribution of this step out (combinational)."""
+    """One chain: operands in; per token, the sum over valid lanes of activation x dequantized weight."""
 
-    def __init__(self, cfg: HardwareConfig, span_max: int, name: str = "chain"):
+    def __init__(self, cfg: HardwareConfig, span_max: int):
         L = cfg.chain_length
         self.cfg, self.span_max, self.L, self.T = cfg, span_max, L, cfg.macs_per_dsp
+        self.enable = Signal()  # compute this cycle; sums hold the result from the next cycle on
         self.vals = Signal(8 * L)  # packed values of this step's L stored weights
         self.idx = Signal(4 * L)  # their in-block positions (sparse formats)
         self.gsb = Signal(8 * max(1, span_max // 16))  # group multipliers covering the window
         self.window = Signal(8 * span_max * self.T)  # activations, token-major
         self.a_unsigned = Signal()
-        self.bits_code = Signal(2)
+        self.bits_code = Signal(2)  # WeightBits: 0..3 = 2, 3, 4, 8 bits
         self.sparse = Signal()
         self.m4 = Signal()  # the 2:4 pattern (2-bit positions, blocks of 4)
         self.log2n = Signal(3)  # log2 of the stored weights per block
@@ -34,61 +40,45 @@ class SparseDspChain(Elaboratable):
         self.valid_lanes = Signal(range(L + 1))
         self.sums = [Signal(signed(cfg.acc_bits), name=f"sum{t}") for t in range(self.T)]
 
+    def lane_operand(self, lane: int):
+        """(INT8 weight operand, column in the window) of one lane: the dequantizer's work for it."""
+        v = self.vals
+        q2, q3 = v[2 * lane:2 * lane + 2].as_signed(), v[3 * lane:3 * lane + 3].as_signed()
+        q4, q8 = v[4 * lane:4 * lane + 4].as_signed(), v[8 * lane:8 * lane + 8].as_signed()
+        q = Mux(self.bits_code == 0, q2, Mux(self.bits_code == 1, q3, Mux(self.bits_code == 2, q4, q8)))
+        pos = Mux(self.m4, self.idx[2 * lane:2 * lane + 2], self.idx[4 * lane:4 * lane + 4])
+        block = (Const(lane, 8) >> self.log2n)[:8]
+        col = Mux(~self.sparse, lane, Mux(self.m4, Cat(pos[:2], block), Cat(pos, block)))
+        gsel = (col >> self.group_log2)[:max(1, (len(self.gsb) // 8 - 1).bit_length())]
+        gs = Mux(self.group_log2 == 0, 1, self.gsb.word_select(gsel, 8))
+        w = (q * gs)[:8].as_signed()  # kept to 8 bits, as unpack_rows keeps it
+        return w, col
+
+    def activation(self, t: int, col):
+        raw = self.window.word_select(t * self.span_max + col[:max(1, (self.span_max - 1).bit_length())], 8)
+        return Mux(self.a_unsigned, Cat(raw, Const(0, 1)), Cat(raw, raw[7])).as_signed()
+
     def elaborate(self, platform):
         m = Module()
         L, T = self.L, self.T
-        prods = [[] for _ in range(T)]
+        terms = [[] for _ in range(T)]
         for lane in range(L):
-            # dequantizer lane: the b-bit value (WeightBits 0..3 = 2, 3, 4, 8 bits) times its group multiplier,
-            # kept to 8 bits exactly as flightc.compress.packing.unpack_rows defines the operand
-            q = Signal(signed(8), name=f"q{lane}")
-            col = Signal(16, name=f"col{lane}")
-            pos = Signal(4, name=f"pos{lane}")
-            gs = Signal(8, name=f"gs{lane}")
-            w = Signal(signed(8), name=f"w{lane}")
-            v = self.vals
-            with m.Switch(self.bits_code):
-                for code, qq in enumerate((v[2 * lane:2 * lane + 2], v[3 * lane:3 * lane + 3],
-                                           v[4 * lane:4 * lane + 4], v[8 * lane:8 * lane + 8])):
-                    with m.Case(code):
-                        m.d.comb += q.eq(qq.as_signed())
-            m.d.comb += pos.eq(Mux(self.m4, self.idx[2 * lane:2 * lane + 2], self.idx[4 * lane:4 * lane + 4]))
-            block = Signal(8, name=f"block{lane}")
-            m.d.comb += block.eq(lane >> self.log2n)
-            with m.If(~self.sparse):
-                m.d.comb += col.eq(lane)
-            with m.Elif(self.m4):
-                m.d.comb += col.eq(Cat(pos[:2], block))
-            with m.Else():
-                m.d.comb += col.eq(Cat(pos, block))
-            gsel = (col >> self.group_log2)[:max(1, (len(self.gsb) // 8 - 1).bit_length())]
-            m.d.comb += gs.eq(Mux(self.group_log2 == 0, 1, self.gsb.word_select(gsel, 8)))
-            m.d.comb += w.eq((q * gs)[:8])
-            acts = []
-            for t in range(T):
-                a = Signal(signed(9), name=f"a{t}_{lane}")
-                raw = self.window.word_select(t * self.span_max + col[:max(1, (self.span_max - 1).bit_length())], 8)
-                m.d.comb += a.eq(Mux(self.a_unsigned, Cat(raw, Const(0, 1)), Cat(raw, raw[7])).as_signed())
-                acts.append(a)
-            on = Signal(name=f"on{lane}")
-            m.d.comb += on.eq(lane < self.valid_lanes)
+            w, col = self.lane_operand(lane)
+            acts = [self.activation(t, col) for t in range(T)]
+            on = Const(lane, 8) < self.valid_lanes
             if T == 2:
-                packed = Signal(signed(27), name=f"A{lane}")
-                m.d.comb += packed.eq((acts[1] << PACK_SHIFT) + acts[0])
-                p = Signal(signed(36), name=f"P{lane}")
-                m.d.comb += p.eq(packed * w)  # one DSP48E2: 27 x 8 bits
-                lo = Signal(signed(PACK_SHIFT), name=f"lo{lane}")
-                hi = Signal(signed(18), name=f"hi{lane}")
-                m.d.comb += [lo.eq(p[:PACK_SHIFT].as_signed()), hi.eq((p - lo) >> PACK_SHIFT)]
+                packed = ((acts[1] << PACK_SHIFT) + acts[0])[:27].as_signed()
+                p = (packed * w)[:36].as_signed()  # one DSP48E2: 27 x 8 bits
+                lo = p[:PACK_SHIFT].as_signed()
+                hi = ((p - lo) >> PACK_SHIFT)[:18].as_signed()
                 parts = (lo, hi)
             else:
-                p = Signal(signed(18), name=f"P{lane}")
-                m.d.comb += p.eq(acts[0] * w)
-                parts = (p,)
+                parts = ((acts[0] * w)[:18].as_signed(),)
             for t in range(T):
-                prods[t].append(Mux(on, parts[t], 0))
-        for t in range(T):
-            m.d.comb += self.sums[t].eq(_tree(prods[t]))
+                terms[t].append(Mux(on, parts[t], 0))
+        with m.If(self.enable):
+            for t in range(T):
+                m.d.sync += self.sums[t].eq(_tree(terms[t]))
         return m
 
 

@@ -227,7 +227,11 @@ class Mpe(Elaboratable):
                 with m.Else():
                     m.d.sync += c_i.eq(c_i + 1)
                     m.next = "W"
-            with m.State("MAC"):
+            with m.State("MAC"):  # every chain multiplies and reduces its step (registered)
+                for c in range(C):
+                    m.d.comb += chains[c].enable.eq(1)
+                m.next = "ACC"
+            with m.State("ACC"):
                 for c in range(C):
                     for t in range(T):
                         m.d.sync += acc[c][t].eq(acc[c][t] + chains[c].sums[t])

@@ -10,7 +10,8 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Timer
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
 
 from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight, unpack_rows
@@ -31,6 +32,10 @@ async def chain_matches_dequantizer(dut):
     span_max = int(os.environ["FLIGHTC_SPAN_MAX"])
     L, T = cfg.chain_length, cfg.macs_per_dsp
     rng = np.random.default_rng(int(os.environ.get("FLIGHTC_SEED", "1")))
+    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
+    dut.rst.value = 0
+    dut.enable.value = 1
+    await FallingEdge(dut.clk)  # the clock's first rising edge is at time 0, before any operand
     per = int(os.environ.get("FLIGHTC_COUNT", "12"))
     cases = 0
     for sp in Sparsity:
@@ -84,7 +89,8 @@ async def chain_matches_dequantizer(dut):
                     dut.log2n.value = n_keep.bit_length() - 1
                     dut.group_log2.value = fmt.group_log2
                     dut.valid_lanes.value = valid
-                    await Timer(1, unit="ns")
+                    await RisingEdge(dut.clk)  # operands sampled here
+                    await FallingEdge(dut.clk)  # sums registered
                     for t in range(T):
                         want = int(acts[t] @ w)
                         got = getattr(dut, f"sum{t}").value.to_signed()

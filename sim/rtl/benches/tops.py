@@ -38,15 +38,15 @@ class DecoderProbe(wiring.Component):
 
 
 class ChainProbe(wiring.Component):
-    """One sparse DSP chain with its operand registers as ports (combinational)."""
+    """One sparse DSP chain with its operand registers as ports (clk/rst from the sync domain)."""
 
     def __init__(self, cfg: HardwareConfig, span_max: int):
         self.cfg, self.span_max = cfg, span_max
         chain = SparseDspChain(cfg, span_max)
         self.chain = chain
         members = {name: In(len(getattr(chain, name))) for name in
-                   ("vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n", "group_log2",
-                    "valid_lanes")}
+                   ("enable", "vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n",
+                    "group_log2", "valid_lanes")}
         for t in range(cfg.macs_per_dsp):
             members[f"sum{t}"] = Out(cfg.acc_bits)
         super().__init__(members)
@@ -54,8 +54,8 @@ class ChainProbe(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.chain = c = self.chain
-        for name in ("vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n", "group_log2",
-                     "valid_lanes"):
+        for name in ("enable", "vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n",
+                     "group_log2", "valid_lanes"):
             m.d.comb += getattr(c, name).eq(getattr(self, name))
         for t in range(self.cfg.macs_per_dsp):
             m.d.comb += getattr(self, f"sum{t}").eq(c.sums[t])
