@@ -24,6 +24,8 @@ from flightc.errors import FlightcError
 log = logging.getLogger(__name__)
 
 TOPLEVEL = "flightc_tb"
+INNER = "flightc_tb_core"
+CLOCK_HALF_PERIOD_NS = 5
 OPT_FAST = "-O2"  # C++ optimization of the model's per-cycle code: 1.25x the speed of Verilator's default -Os
 _ZERO_INIT = re.compile(r"^\s+\w+\[\d+\] = \d+'h0+;\n", re.MULTILINE)
 
@@ -64,10 +66,32 @@ def testbench_verilog(cfg: HardwareConfig, memory_bytes: int) -> str:
 
     from flightc.hw.testbench import KernelTestbench
 
-    text = verilog.convert(KernelTestbench(cfg, memory_bytes), name=TOPLEVEL, emit_src=False)
+    text = verilog.convert(KernelTestbench(cfg, memory_bytes), name=INNER, emit_src=False)
     # Amaranth writes a zero initializer per memory word; Verilator zero-fills (--x-initial 0) anyway,
     # and megabytes of initializers only slow its build down.
-    return _ZERO_INIT.sub("", text)
+    return _ZERO_INIT.sub("", text) + _clocked_wrapper()
+
+
+def _clocked_wrapper() -> str:
+    """A top level that makes ap_clk itself (Verilator --timing), so no Python or VPI runs per cycle."""
+    from flightc.hw.axi import axi4_lite_table
+    from flightc.hw.core import S_AXI
+
+    ports = [("ap_rst_n", 1, True), ("stall_rate", 8, True), ("interrupt", 1, False)]
+    ports += [(f"{S_AXI}_{n}", w, by_master) for n, w, by_master in axi4_lite_table()]
+    decl = "\n".join(f"  {'input' if inp else 'output'} wire [{w - 1}:0] {n};" for n, w, inp in ports)
+    conn = ",\n".join(f"    .{n}({n})" for n, _, _ in ports)
+    return f"""
+module {TOPLEVEL}({", ".join(n for n, _, _ in ports)});
+{decl}
+  reg ap_clk = 1'b0;
+  always #{CLOCK_HALF_PERIOD_NS} ap_clk = ~ap_clk;
+  {INNER} kernel(
+    .ap_clk(ap_clk),
+{conn}
+  );
+endmodule
+"""
 
 
 def _generator_digest() -> str:
@@ -97,19 +121,19 @@ def _tool_versions() -> str:
 def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False) -> RtlBuild:
     """Build (or reuse) the Verilator model of the kernel testbench for ``cfg``."""
     rtl = build_top(f"{cfg.name}-tb", TOPLEVEL, lambda: testbench_verilog(cfg, memory_bytes),
-                    f"{cfg.to_json()}\n{memory_bytes}", trace)
+                    f"{cfg.to_json()}\n{memory_bytes}", trace, timing=True)
     return RtlBuild(rtl.directory, rtl.toplevel, memory_bytes, trace)
 
 
 def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: str = "",
-              trace: bool = False) -> RtlBuild:
+              trace: bool = False, timing: bool = False) -> RtlBuild:
     """Build (or reuse) a Verilator model of generated Verilog; ``key`` names what the generator was given.
 
     Generating the Verilog takes a while, so the cache key hashes what it is generated from (the
     generator sources, ``key``, the tool versions) rather than the Verilog itself.
     """
     opt = os.environ.get("FLIGHTC_VERILATOR_OPT", OPT_FAST)
-    digest = hashlib.sha256("\n".join([key, toplevel, str(trace), opt, _tool_versions(),
+    digest = hashlib.sha256("\n".join([key, toplevel, str(trace), str(timing), opt, _tool_versions(),
                                         _generator_digest()]).encode())
     out = cache_root() / f"{label}-{digest.hexdigest()[:16]}"
     result = RtlBuild(out, toplevel, 0, trace)
@@ -123,19 +147,22 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
     # only the top level's ports and memories named "storage" are reachable from cocotb (everything
     # public, cocotb's default, makes the model several times slower)
     (out / "public.vlt").write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'
-                                    'public_flat_rw -module "*" -var "storage"\n')
+                                    'public_flat_rw -module "*" -var "storage"\n'
+                                    'public_flat_rw -module "*" -var "interrupt"\n')
     env = verilator_env()
     verilator_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
     cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", toplevel, "--vpi", "--prefix", "Vtop",
            "-o", toplevel, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
            "-LDFLAGS", f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
-           *(["--trace-fst", "--trace-structs"] if trace else []),
+           *(["--trace-fst", "--trace-structs"] if trace else []), *(["--timing"] if timing else []),
            str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v")]
     log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
                        f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",
-                       # the PyPI build leaves this empty, which breaks precompiled headers
-                       "CFG_CXXFLAGS_PCH_I=-include"]):
+                       # the PyPI build leaves these empty, which breaks precompiled headers and
+                       # the coroutines --timing needs
+                       "CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=c++20",
+                       "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]):
         proc = subprocess.run(step, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"

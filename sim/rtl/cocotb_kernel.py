@@ -11,7 +11,6 @@ import socket
 import time
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
@@ -24,7 +23,7 @@ class Kernel:
     def __init__(self, dut, word_bytes: int):
         self.dut = dut
         self.word_bytes = word_bytes
-        self.storage = dut.memory.storage
+        self.storage = dut.kernel.memory.storage
         self.lite = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk, dut.ap_rst_n,
                                   reset_active_level=False)
 
@@ -61,7 +60,7 @@ async def serve(dut):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(os.environ["FLIGHTC_RTL_SOCKET"])
     word_bytes = int(os.environ["FLIGHTC_RTL_WORD_BYTES"])
-    Clock(dut.ap_clk, PERIOD_NS, unit="ns", impl="gpi").start()
+    # ap_clk is made inside the model (Verilator --timing): nothing runs in Python per cycle
     dut.ap_rst_n.value = 0
     dut.stall_rate.value = 0
     await ClockCycles(dut.ap_clk, 4)
