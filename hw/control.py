@@ -8,7 +8,7 @@ execution of the functional simulator (flightc.sim.functional), in hardware.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from flightc.config import HardwareConfig

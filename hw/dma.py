@@ -88,7 +88,6 @@ class LoadUnit(Elaboratable):
         f = fields(ins, Opcode.LD)
         bases = Array(self.channel_base)
         row = Signal(16)
-        src_row = Signal(AXI_ADDR_BITS)  # memory address of the current row (strided mode)
         dst = Signal(24)
         src = Signal(AXI_ADDR_BITS)
         left = Signal(20)

@@ -9,7 +9,7 @@ adds into the residual, and writes each result.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
-from flightc.hw.core import M_AXI, S_AXI, Core
+from flightc.hw.core import S_AXI, Core
 from flightc.hw.sim_memory import AxiMemory
 
 MEMORY_NAME = "memory"  # the submodule holding the storage array (the harness's VPI path)

@@ -12,8 +12,6 @@ import os
 import shutil
 import socket
 import tempfile
-import subprocess
-import sys
 from pathlib import Path
 
 from flightc.bundle import Bundle
