@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -299,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="fsim", choices=("fsim", "rtl"),
                    help="fsim (functional simulator) or rtl (the generated Verilog under Verilator, cycle by cycle)")
     s.add_argument("--no-hazard-check", action="store_true", help="skip the token-ordering checks (faster)")
-    s.add_argument("--trace", help="rtl: write an FST waveform of the whole run to this file (slower build and run)")
+    s.add_argument("--trace", help="rtl: write a VCD waveform of the whole session to this file (a separate, slower "
+                                   "build; large for long runs)")
     s.add_argument("--stall-rate", type=int, default=0,
                    help="rtl: the simulated memory withholds ready/valid with probability N/256 per cycle")
     s.add_argument("--json", help="also write tokens and counters to this file")
@@ -397,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FlightcError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         return 2
 
 

@@ -154,7 +154,7 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
     cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", toplevel, "--vpi", "--prefix", "Vtop",
            "-o", toplevel, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
            "-LDFLAGS", f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
-           *(["--trace-fst", "--trace-structs"] if trace else []), *(["--timing"] if timing else []),
+           *(["--trace", "--trace-structs"] if trace else []), *(["--timing"] if timing else []),
            str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v")]
     log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
