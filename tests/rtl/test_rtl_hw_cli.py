@@ -34,3 +34,16 @@ def test_each_chain_lane_maps_to_one_dsp48e2(tmp_path):
     counts = cell_counts(stat)
     # two tokens share a DSP48E2 through the packed A port: one DSP per lane, not two
     assert counts["DSP48E2"] == CFG.chain_length
+
+
+def test_generator_refuses_what_it_cannot_build_and_names_the_limit():
+    import pytest
+
+    from flightc.errors import ConfigError
+    from flightc.hw.core import check_rtl_config
+
+    with pytest.raises(ConfigError, match="num_cores = 3"):
+        check_rtl_config(PRESETS["u280"])
+    with pytest.raises(ConfigError, match="chain_length = 12: must be a multiple of 8"):
+        check_rtl_config(CFG.replace(chain_length=12, dsp_group=2))
+    check_rtl_config(CFG)  # the preset the tests build
