@@ -115,6 +115,16 @@ class ByteEngine(Elaboratable):
         self.byte = Signal(8)
         self.rdata = Signal(8 * max_bytes)
 
+    def read(self, m: Module, buf, addr, count, stride=1) -> None:
+        """Issue a read command this cycle (a unit's FSM calls it in the state that starts the transfer)."""
+        m.d.comb += [self.start.eq(1), self.write.eq(0), self.buf.eq(buf), self.addr.eq(addr),
+                     self.stride.eq(stride), self.count.eq(count)]
+
+    def write_bytes(self, m: Module, buf, addr, count, data) -> None:
+        """Issue a write command of ``count`` bytes of ``data`` (byte i at bits 8i) to consecutive addresses."""
+        m.d.comb += [self.start.eq(1), self.write.eq(1), self.buf.eq(buf), self.addr.eq(addr), self.stride.eq(1),
+                     self.count.eq(count), self.wdata.eq(data)]
+
     def elaborate(self, platform):
         m = Module()
         p = self.port

@@ -9,7 +9,7 @@ from __future__ import annotations
 from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal
 
 from flightc.config import HardwareConfig
-from flightc.isa.table import Opcode, Unit
+from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
@@ -69,6 +69,13 @@ def burst_beats(addr: Signal, nbytes: Signal, lane_bits: int) -> tuple:
     return want, to_boundary
 
 
+def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
+    """The instruction's channel, or 0 for one the config lacks (the functional simulator refuses those)."""
+    ch = Signal.like(f.channel)
+    m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
+    return ch
+
+
 class LoadUnit(Elaboratable):
     """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids)."""
 
@@ -87,18 +94,17 @@ class LoadUnit(Elaboratable):
         ins = Signal.like(self.instr)
         f = fields(ins, Opcode.LD)
         bases = Array(self.channel_base)
-        row = Signal(16)
-        dst = Signal(24)
+        row = Signal.like(f.rows)
+        dst = Signal(BUF_ADDR_BITS)
         src = Signal(AXI_ADDR_BITS)
-        left = Signal(20)
+        left = Signal.like(f.row_bytes)
         beats_left = Signal(range(MAX_BURST_BEATS + 1))
         beat = Signal(8 * w)
         lane = Signal(lb)
         ident = Signal(32)
         id_got = Signal(3)
         gather_phase = Signal()  # reading the id of the current row
-        ch = Signal(6)
-        m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
+        ch = existing_channel(m, f, cfg)
 
         def issue(m, addr, nbytes):
             want, to_b = burst_beats(addr, nbytes, lb)
@@ -153,8 +159,7 @@ class LoadUnit(Elaboratable):
                         m.d.sync += ident.eq(beat[:32])
                     m.next = "NEXT"
                 with m.Else():
-                    m.d.comb += [eng.start.eq(1), eng.write.eq(1), eng.buf.eq(f.buf), eng.addr.eq(dst),
-                                 eng.stride.eq(1), eng.count.eq(nb), eng.wdata.eq(beat)]
+                    eng.write_bytes(m, f.buf, dst, nb, beat)
                     m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb),
                                  beats_left.eq(beats_left - 1)]
                     m.next = "WAIT"
@@ -187,12 +192,11 @@ class StoreUnit(Elaboratable):
         ins = Signal.like(self.instr)
         f = fields(ins, Opcode.ST)
         bases = Array(self.channel_base)
-        ch = Signal(6)
-        m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
-        row = Signal(16)
-        src = Signal(24)
+        ch = existing_channel(m, f, cfg)
+        row = Signal.like(f.rows)
+        src = Signal(BUF_ADDR_BITS)
         dst = Signal(AXI_ADDR_BITS)
-        left = Signal(20)
+        left = Signal.like(f.row_bytes)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
         aw_done = Signal()
@@ -219,8 +223,7 @@ class StoreUnit(Elaboratable):
                     room = w - dst[:lb]
                     n = Mux(left < room, left, room)
                     m.d.sync += nb.eq(n)
-                    m.d.comb += [eng.start.eq(1), eng.write.eq(0), eng.buf.eq(f.buf), eng.addr.eq(src),
-                                 eng.stride.eq(1), eng.count.eq(n)]
+                    eng.read(m, f.buf, src, n)
                     m.next = "GET"
             with m.State("GET"):
                 with m.If(eng.done):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc.config import HardwareConfig
+from flightc.isa.table import WEIGHT_BITS
 
 PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
 
@@ -32,7 +33,7 @@ class SparseDspChain(Elaboratable):
         self.gsb = Signal(8 * max(1, span_max // 16))  # group multipliers covering the window
         self.window = Signal(8 * span_max * self.T)  # activations, token-major
         self.a_unsigned = Signal()
-        self.bits_code = Signal(2)  # WeightBits: 0..3 = 2, 3, 4, 8 bits
+        self.bits_code = Signal(2)  # WeightBits
         self.sparse = Signal()
         self.m4 = Signal()  # the 2:4 pattern (2-bit positions, blocks of 4)
         self.log2n = Signal(3)  # log2 of the stored weights per block
@@ -42,10 +43,9 @@ class SparseDspChain(Elaboratable):
 
     def lane_operand(self, lane: int):
         """(INT8 weight operand, column in the window) of one lane: the dequantizer's work for it."""
-        v = self.vals
-        q2, q3 = v[2 * lane:2 * lane + 2].as_signed(), v[3 * lane:3 * lane + 3].as_signed()
-        q4, q8 = v[4 * lane:4 * lane + 4].as_signed(), v[8 * lane:8 * lane + 8].as_signed()
-        q = Mux(self.bits_code == 0, q2, Mux(self.bits_code == 1, q3, Mux(self.bits_code == 2, q4, q8)))
+        q = Const(0, signed(8))
+        for code, b in WEIGHT_BITS.items():
+            q = Mux(self.bits_code == int(code), self.vals[b * lane:b * (lane + 1)].as_signed(), q)
         pos = Mux(self.m4, self.idx[2 * lane:2 * lane + 2], self.idx[4 * lane:4 * lane + 4])
         block = (Const(lane, 8) >> self.log2n)[:8]
         col = Mux(~self.sparse, lane, Mux(self.m4, Cat(pos[:2], block), Cat(pos, block)))

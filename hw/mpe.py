@@ -13,7 +13,8 @@ from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
-from flightc.isa.table import Opcode, OutMode, Sparsity, Unit
+from flightc.compress.formats import WeightFormat
+from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.dsp_chain import SparseDspChain
@@ -32,14 +33,19 @@ def saturate(x, bits: int):
     return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
+def span_max(cfg: HardwareConfig) -> int:
+    """Widest activation window one chain step can reach: chain_length stored weights of the sparsest pattern."""
+    sparsest = min(cfg.sparse_n + ((2,) if cfg.supports_2_4 else ()))
+    return max(cfg.chain_length * cfg.sparse_m // sparsest, cfg.chain_length * 2)
+
+
 class Mpe(Elaboratable):
     def __init__(self, cfg: HardwareConfig, port: BytePort):
         self.cfg, self.port = cfg, port
         self.start = Signal()
         self.instr = Signal(unit_width(Unit.MPE))
         self.done = Signal()
-        self.span_max = cfg.chain_length * cfg.sparse_m // min(cfg.sparse_n + ((2,) if cfg.supports_2_4 else ()))
-        self.span_max = max(self.span_max, cfg.chain_length * 2)
+        self.span_max = span_max(cfg)
 
     def elaborate(self, platform):
         m = Module()
@@ -60,29 +66,28 @@ class Mpe(Elaboratable):
         log2m = Signal(3)
         ib = Signal(3)
         with m.Switch(f.w_bits):
-            for code, b in enumerate((2, 3, 4, 8)):
-                with m.Case(code):
+            for code, b in WEIGHT_BITS.items():
+                with m.Case(int(code)):
                     m.d.comb += bits.eq(b)
         with m.Switch(f.sparsity):
-            for sp, (lgn, lgm, ibits) in {Sparsity.DENSE: (4, 4, 0), Sparsity.N2_16: (1, 4, 4),
-                                          Sparsity.N4_16: (2, 4, 4), Sparsity.N8_16: (3, 4, 4),
-                                          Sparsity.N2_4: (1, 2, 2)}.items():
+            for sp, (n_keep, block) in SPARSITY_NM.items():
                 with m.Case(int(sp)):
-                    m.d.comb += [log2n.eq(lgn), log2m.eq(lgm), ib.eq(ibits)]
+                    m.d.comb += [log2n.eq(n_keep.bit_length() - 1), log2m.eq(block.bit_length() - 1),
+                                 ib.eq(WeightFormat(8, n_keep, block).index_bits)]
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
-        nnz = Signal(24)
+        nnz = Signal(len(f.k))  # stored weights per row: at most k
         m.d.comb += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
-        vbytes = Signal(24)
-        ibytes = Signal(24)
+        vbytes = Signal(BUF_ADDR_BITS)
+        ibytes = Signal(BUF_ADDR_BITS)
         m.d.comb += [vbytes.eq((nnz * bits + 7) >> 3), ibytes.eq((nnz * ib + 7) >> 3)]
         span = Signal(range(SPAN + 1))
         m.d.comb += span.eq(Const(L, 16) << (log2m - log2n)[:3])
         # ---- loop state
-        t0 = Signal(16)
-        n0 = Signal(16)
-        j0 = Signal(24)
-        k0 = Signal(24)
+        t0 = Signal(len(f.m) + 1)  # steps past m by macs_per_dsp
+        n0 = Signal(len(f.n) + 1)  # steps past n by mpe_chains
+        j0 = Signal(len(f.k) + 1)
+        k0 = Signal(len(f.k) + 1)
         m.d.comb += k0.eq((j0 << log2m) >> log2n)
         c_i = Signal(range(max(2, C)))
         t_i = Signal(range(T + 1))
@@ -97,16 +102,16 @@ class Mpe(Elaboratable):
             m.submodules[f"chain{c}"] = ch
             lanes_left = nnz - j0
             m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
-                         ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, 3, f.w_bits)),
+                         ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
                          ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)),
                          ch.valid_lanes.eq(Mux(lanes_left > L, L, lanes_left))]
             chains.append(ch)
         # ---- chunked fills of operand registers
-        fill_off = Signal(24)
-        fill_total = Signal(24)
-        fill_base = Signal(24)
-        fill_stride = Signal(24)
+        fill_off = Signal(BUF_ADDR_BITS)
+        fill_total = Signal(BUF_ADDR_BITS)
+        fill_base = Signal(BUF_ADDR_BITS)
+        fill_stride = Signal(BUF_ADDR_BITS)
         fill_kind = Signal(2)  # 0 window, 1 values, 2 positions, 3 group multipliers
         KIND_WIN, KIND_VAL, KIND_IDX, KIND_GS = range(4)
         with m.If(eng.byte_valid):
@@ -133,7 +138,7 @@ class Mpe(Elaboratable):
         tok = t0 + t_i
         mode = f.out_mode
         out_elem = Mux(mode == int(OutMode.REQ_I8), 1, 4)
-        out_addr = Signal(24)
+        out_addr = Signal(BUF_ADDR_BITS)
         m.d.comb += out_addr.eq(f.out_addr + tok * out_stride + row_n * out_elem)
         rec = Signal(8 * nm.REQUANT_RECORD_BYTES)
         mult = rec[:32].as_signed()
@@ -159,10 +164,7 @@ class Mpe(Elaboratable):
                 m.d.comb += result.eq(saturate(residual + req, 32))
         in_range = (tok < rows_m) & (row_n < f.n)
 
-        def read(m, buf, addr, count, stride=1):
-            m.d.comb += [eng.start.eq(1), eng.write.eq(0), eng.buf.eq(buf), eng.addr.eq(addr), eng.stride.eq(stride),
-                         eng.count.eq(count)]
-
+        read = eng.read
         ret = Signal(3)
 
         def fill(m, kind, base, total, stride, then):
@@ -294,9 +296,8 @@ class Mpe(Elaboratable):
                     m.d.sync += residual.eq(eng.rdata[:32])
                     m.next = "OUT_WRITE"
             with m.State("OUT_WRITE"):
-                m.d.comb += [eng.start.eq(1), eng.write.eq(1),
-                             eng.buf.eq(Mux(mode == int(OutMode.REQ_I8), int(Buffer.ACT), int(Buffer.ACC))),
-                             eng.addr.eq(out_addr), eng.stride.eq(1), eng.count.eq(out_elem), eng.wdata.eq(result)]
+                eng.write_bytes(m, Mux(mode == int(OutMode.REQ_I8), int(Buffer.ACT), int(Buffer.ACC)), out_addr,
+                                out_elem, result)
                 m.next = "OUT_WAIT"
             with m.State("OUT_WAIT"):
                 with m.If(eng.done):

@@ -10,7 +10,7 @@ from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
-from flightc.isa.table import MiscOp, Opcode, Unit
+from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.arith import Divider, Isqrt
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
@@ -34,12 +34,13 @@ class Sfu(Elaboratable):
         ins = Signal(unit_width(Unit.SFU))
         f = fields(ins, Opcode.MISC)
         op = f.op
-        r = Signal(16)
-        c = Signal(20)
+        r = Signal(len(f.rows) + 1)
+        c = Signal(len(f.cols) + 1)
         pass_ = Signal(2)
-        i_head = Signal(20)  # c modulo the head size (RoPE)
-        src_row = Signal(24)
-        dst_row = Signal(24)
+        i_head = Signal(len(f.cols))  # c modulo the head size (RoPE)
+        head = f.imm[:len(f.cols)].as_unsigned()  # RoPE's head size (at most cols)
+        src_row = Signal(BUF_ADDR_BITS)
+        dst_row = Signal(BUF_ADDR_BITS)
         m.d.comb += [src_row.eq(f.src_addr + r * f.src_stride), dst_row.eq(f.dst_addr + r * f.dst_stride)]
         is_norm = (op == int(MiscOp.RMSNORM)) | (op == int(MiscOp.LAYERNORM))
         wide_src = is_norm | (op == int(MiscOp.SOFTMAX))
@@ -72,7 +73,7 @@ class Sfu(Elaboratable):
         e = Signal(18)
         m.d.comb += e.eq(lut[lidx] >> (-ipart)[:7])
         # ---- ROPE works on pairs (x[i], x[i + d/2]) of each head, so it may run in place
-        half = f.imm[1:20]
+        half = head >> 1
         y2 = Signal(8)
         second = Signal()  # writing the pair's second result
         # ---- divider front end: round_div(a, den) = floor((2a + den) / (2 den))
@@ -92,9 +93,7 @@ class Sfu(Elaboratable):
         quotient = Signal(signed(DIV_BITS + 1))
         m.d.comb += quotient.eq(Mux(quot_neg, -div.quotient, div.quotient))
 
-        def rd(m, buf, addr, count):
-            m.d.comb += [eng.start.eq(1), eng.write.eq(0), eng.buf.eq(buf), eng.addr.eq(addr), eng.stride.eq(1),
-                         eng.count.eq(count)]
+        rd = eng.read
 
         def sext(v, bits):
             return v[:bits].as_signed()
@@ -103,7 +102,7 @@ class Sfu(Elaboratable):
         out_bytes = Mux((op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD)), 4, 1)
         gain_addr = f.prm_addr + 8 + (c << 2)
         beta_addr = f.prm_addr + 8 + (f.cols << 2) + (c << 2)
-        tab_row = f.prm_addr + r * (f.imm[:20] << 1)
+        tab_row = f.prm_addr + r * (head << 1)
         j = i_head
         partner = c + half
         with m.FSM():
@@ -243,9 +242,8 @@ class Sfu(Elaboratable):
                         m.d.sync += y.eq(saturate(quotient, 8))
                     m.next = "W"
             with m.State("W"):
-                m.d.comb += [eng.start.eq(1), eng.write.eq(1), eng.buf.eq(f.dst_buf), eng.stride.eq(1),
-                             eng.addr.eq(dst_row + Mux(out_bytes == 4, c << 2, Mux(second, c + half, c))),
-                             eng.count.eq(out_bytes), eng.wdata.eq(Mux(second, y2, y))]
+                eng.write_bytes(m, f.dst_buf, dst_row + Mux(out_bytes == 4, c << 2, Mux(second, c + half, c)),
+                                out_bytes, Mux(second, y2, y))
                 m.next = "W_WAIT"
             with m.State("W_WAIT"):
                 with m.If(eng.done):

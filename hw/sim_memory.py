@@ -30,7 +30,6 @@ class AxiMemory(Elaboratable):
         go_r = Signal()
         go_w = Signal()
         m.d.comb += [go_r.eq(lfsr[:8] >= self.stall_rate), go_w.eq(lfsr[8:] >= self.stall_rate)]
-        word_bits = range(self.depth).stop.bit_length()
         # ---- reads: one burst at a time
         raddr = Signal(64)
         rleft = Signal(AXI_LEN_BITS + 1)
@@ -63,5 +62,4 @@ class AxiMemory(Elaboratable):
             m.d.comb += a.bvalid.eq(go_w)
             with m.If(a.bready & go_w):
                 m.d.sync += bpend.eq(0)
-        _ = word_bits
         return m

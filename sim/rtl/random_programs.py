@@ -18,6 +18,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight
 from flightc.compress.quantize import QuantWeight
 from flightc.config import Buffer, HardwareConfig
+from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes
 from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
@@ -128,8 +129,7 @@ class _Builder:
         cfg, rand = self.cfg, self.rand
         mm = self.rng.random() < 0.6
         kmajor = self.rng.random() < 0.15
-        sparsities = [s for s, (n, mm_) in SPARSITY_NM.items()
-                      if (mm_ == cfg.sparse_m and n in cfg.sparse_n) or ((n, mm_) == (2, 4) and cfg.supports_2_4)]
+        sparsities = [s for s in SPARSITY_NM if _supported(cfg, WeightFormat(8, *SPARSITY_NM[s]))]
         if kmajor:
             fmt = WeightFormat(8)
         else:
@@ -292,6 +292,14 @@ class _Builder:
             self.emit("SYS", op=SysOp.NOP)
         self.store(b, addr, rows, row_bytes, buf_stride, wait=1 << Unit.LD)
         return f"{'gather ' if gather else ''}LD/ST {b.name}"
+
+
+def _supported(cfg: HardwareConfig, fmt: WeightFormat) -> bool:
+    try:
+        fmt.check(cfg, "random", 16)
+        return True
+    except UnsupportedError:
+        return False
 
 
 class _Full(Exception):

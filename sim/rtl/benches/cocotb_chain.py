@@ -19,9 +19,6 @@ from flightc.compress.quantize import QuantWeight
 from flightc.config import load_config
 from flightc.isa.table import SPARSITY_NM, Sparsity
 
-BITS_CODE = {2: 0, 3: 1, 4: 2, 8: 3}
-
-
 def le_int(data: bytes) -> int:
     return int.from_bytes(data, "little")
 
@@ -83,7 +80,7 @@ async def chain_matches_dequantizer(dut):
                     dut.gsb.value = le_int(raw[vbytes + ibytes:])
                     dut.window.value = le_int(window.tobytes())
                     dut.a_unsigned.value = int(unsigned)
-                    dut.bits_code.value = BITS_CODE[bits]
+                    dut.bits_code.value = int(fmt.bits_code)
                     dut.sparse.value = int(fmt.sparse)
                     dut.m4.value = int(m == 4)
                     dut.log2n.value = n_keep.bit_length() - 1

@@ -37,6 +37,10 @@ class DecoderProbe(wiring.Component):
         return m
 
 
+CHAIN_INPUTS = ("enable", "vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n",
+                "group_log2", "valid_lanes")
+
+
 class ChainProbe(wiring.Component):
     """One sparse DSP chain with its operand registers as ports (clk/rst from the sync domain)."""
 
@@ -44,9 +48,7 @@ class ChainProbe(wiring.Component):
         self.cfg, self.span_max = cfg, span_max
         chain = SparseDspChain(cfg, span_max)
         self.chain = chain
-        members = {name: In(len(getattr(chain, name))) for name in
-                   ("enable", "vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n",
-                    "group_log2", "valid_lanes")}
+        members = {name: In(len(getattr(chain, name))) for name in CHAIN_INPUTS}
         for t in range(cfg.macs_per_dsp):
             members[f"sum{t}"] = Out(cfg.acc_bits)
         super().__init__(members)
@@ -54,8 +56,7 @@ class ChainProbe(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.chain = c = self.chain
-        for name in ("enable", "vals", "idx", "gsb", "window", "a_unsigned", "bits_code", "sparse", "m4", "log2n",
-                     "group_log2", "valid_lanes"):
+        for name in CHAIN_INPUTS:
             m.d.comb += getattr(c, name).eq(getattr(self, name))
         for t in range(self.cfg.macs_per_dsp):
             m.d.comb += getattr(self, f"sum{t}").eq(c.sums[t])
