@@ -21,6 +21,11 @@ class Outcome:
     detail: str = ""
 
 
+def program_base(cfg: HardwareConfig) -> int:
+    """Where the instruction stream goes: after the last channel."""
+    return cfg.mem_channels * CHANNEL_SPAN
+
+
 def memory_bytes_for(cfg: HardwareConfig) -> int:
     return max(1 << 20, (cfg.mem_channels + 2) * CHANNEL_SPAN)
 
@@ -42,7 +47,7 @@ def run_rtl(sim: RtlSimulator, case: RandomCase, stall_rate: int = 0) -> tuple[d
             raise ProgramError(f"seed {case.seed}: channel {ch} image of {len(img)} bytes exceeds {CHANNEL_SPAN}")
         sim.write_mem(ch * CHANNEL_SPAN, bytes(img) + bytes(-len(img) % cfg.buffer_port_bytes))
     program = case.program
-    base = cfg.mem_channels * CHANNEL_SPAN
+    base = program_base(cfg)
     sim.write_mem(base, program + bytes(-len(program) % cfg.buffer_port_bytes))
     sim.reg_write("program_addr", base)
     sim.reg_write("program_bytes", len(program))

@@ -15,7 +15,7 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from flightc.config import load_config
 from flightc.hw import regs as R
-from flightc.sim.rtl.differential import CHANNEL_SPAN, memory_bytes_for, run_fsim
+from flightc.sim.rtl.differential import CHANNEL_SPAN, memory_bytes_for, program_base, run_fsim
 from flightc.sim.rtl.random_programs import random_case
 
 
@@ -74,7 +74,7 @@ async def random_programs_over_axi(dut):
         for ch, img in case.images.items():
             ram.write(ch * CHANNEL_SPAN, bytes(img))
         program = case.program
-        base = cfg.mem_channels * CHANNEL_SPAN
+        base = program_base(cfg)
         ram.write(base, program)
         await write_reg("program_addr", base)
         await write_reg("program_bytes", len(program))
