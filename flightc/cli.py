@@ -24,11 +24,12 @@ def _progress() -> Progress:
                     console=err, transient=True)
 
 
-def _table(title: str, columns: tuple[str, str], rows: list[tuple[str, str]]) -> Table:
-    """A two-column name/value table, values right-aligned."""
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A name/value table: the first column left-aligned, the others right-aligned."""
     t = Table(title=title)
     t.add_column(columns[0])
-    t.add_column(columns[1], justify="right")
+    for col in columns[1:]:
+        t.add_column(col, justify="right")
     for row in rows:
         t.add_row(*row)
     return t
@@ -147,16 +148,19 @@ def cmd_disasm(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    import numpy as np
-
     from flightc.runtime.session import Session
 
     if args.backend == "rtl":
         options = {"stall_rate": args.stall_rate, "trace": args.trace}
     else:
-        if args.trace or args.stall_rate:
-            raise FlightcError("--trace and --stall-rate apply to --backend rtl only")
+        if args.stall_rate:
+            raise FlightcError("--stall-rate applies to --backend rtl only")
+        if args.trace and args.backend != "perf":
+            raise FlightcError("--trace applies to --backend perf (a Chrome/Perfetto timeline) or rtl (a VCD "
+                               "waveform)")
         options = {"check_hazards": not args.no_hazard_check}
+        if args.backend == "perf":
+            options["trace"] = args.trace
     session = Session(args.bundle, backend=args.backend, **options)
     prompt = _ids(args.prompt_ids)
     console.print(f"prompt: {prompt}")
@@ -174,18 +178,34 @@ def cmd_sim(args) -> int:
              ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
              ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
     if c.cycles:
-        rows += [("cycles (measured on the RTL)", f"{c.cycles['cycles']:,}")]
+        how = "measured on the RTL" if args.backend == "rtl" else "modeled"
+        rows += [(f"cycles ({how})", f"{c.cycles['cycles']:,}")]
         rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]
     if hasattr(session.device, "close"):
         session.device.close()
         if args.trace:
-            console.print(f"waveform written to {args.trace}")
+            what = "timeline (open in ui.perfetto.dev)" if args.backend == "perf" else "waveform"
+            console.print(f"{what} written to {args.trace}")
     console.print(_table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
                          f"of simulation speed)", ("counter", "value"), rows))
+    if args.backend == "perf":
+        _print_perf_steps(session.device.steps)
     if args.json:
         Path(args.json).write_text(json.dumps({"prompt": prompt, "tokens": tokens, "wall_s": wall,
                                                "counters": c.to_dict()}, indent=1))
     return 0
+
+
+def _print_perf_steps(steps) -> None:
+    from flightc.sim.perf.report import step_report
+
+    reps = [step_report("prefill" if i == 0 else f"decode {i}", s) for i, (_, s) in enumerate(steps)]
+    rows = [(r.name, f"{r.cycles:,}", f"{r.seconds * 1e3:.3f}", f"{r.hbm_utilization:.1%}", f"{r.mpe_utilization:.2%}",
+             f"{r.roofline_seconds / r.seconds:.1%}" if r.seconds else "-",
+             max(r.unit_busy, key=r.unit_busy.get)) for r in reps]
+    console.print(_table("performance model (modeled, not measured)",
+                         ("step", "cycles", "ms", "memory bandwidth used", "MPE MACs used", "of roofline",
+                          "busiest unit"), rows))
 
 
 def cmd_eval(args) -> int:
@@ -297,11 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
     s.add_argument("--max-new-tokens", type=int, default=16)
-    s.add_argument("--backend", default="fsim", choices=("fsim", "rtl"),
-                   help="fsim (functional simulator) or rtl (the generated Verilog under Verilator, cycle by cycle)")
+    s.add_argument("--backend", default="fsim", choices=("fsim", "perf", "rtl"),
+                   help="fsim (functional simulator), perf (fsim values with cycles from the performance model) or "
+                        "rtl (the generated Verilog under Verilator, cycle by cycle)")
     s.add_argument("--no-hazard-check", action="store_true", help="skip the token-ordering checks (faster)")
-    s.add_argument("--trace", help="rtl: write a VCD waveform of the whole session to this file (a separate, slower "
-                                   "build; large for long runs)")
+    s.add_argument("--trace", help="perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory channel; "
+                                   "rtl: write a VCD waveform of the whole session (a separate, slower build; large "
+                                   "for long runs)")
     s.add_argument("--stall-rate", type=int, default=0,
                    help="rtl: the simulated memory withholds ready/valid with probability N/256 per cycle")
     s.add_argument("--json", help="also write tokens and counters to this file")

@@ -1,8 +1,8 @@
 """On-chip buffers and the byte bus that lets every unit reach every buffer.
 
-Each buffer (flightc.config.Buffer) is one memory of ``buffer_port_bytes``-wide words with byte
-enables. Every unit owns one byte port; a round-robin arbiter per buffer grants one port per
-cycle. Reads return one cycle after the grant. :class:`ByteEngine` turns a port into a command
+Each buffer (flightc.config.Buffer) is one simple dual-port memory of ``buffer_port_bytes``-wide
+words with byte enables. Every unit owns one byte port; per buffer, one round-robin arbiter grants
+one read and another one write per cycle, so a unit filling a buffer never slows one reading it. Reads return one cycle after the grant. :class:`ByteEngine` turns a port into a command
 ("read or write ``count`` bytes from ``addr`` with ``stride``") so the units' state machines
 stay short.
 """
@@ -45,7 +45,6 @@ class BufferBank(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        n = len(self.ports)
         lb = self.lane_bits
         rvalid_next = [Signal(name=f"{p.name}_rv") for p in self.ports]
         lane_q = [Signal(lb, name=f"{p.name}_lane") for p in self.ports]
@@ -56,29 +55,19 @@ class BufferBank(Elaboratable):
             wp = mem.write_port(granularity=8)
             rp = mem.read_port()
             read_data[b] = rp.data
-            wants = Cat(*[p.req & (p.buf == int(b)) for p in self.ports])
-            last = Signal(range(n), name=f"rr_{b.name.lower()}")
-            grant = Signal(range(n), name=f"grant_{b.name.lower()}")
-            any_req = wants.any()
-            # round robin: the first requester after the last one granted
-            with m.Switch(last):
-                for lst in range(n):
-                    with m.Case(lst):
-                        order = [(lst + 1 + i) % n for i in range(n)]
-                        for i in reversed(order):
-                            with m.If(wants[i]):
-                                m.d.comb += grant.eq(i)
-            with m.If(any_req):
-                m.d.sync += last.eq(grant)
-            gp = Array(self.ports)[grant]
-            word = gp.addr >> lb
+            tag = b.name.lower()
+            # a simple dual-port memory: one read and one write per cycle, each with its own round robin
+            rg = self._arbiter(m, f"rd_{tag}", [p.req & (p.buf == int(b)) & ~p.we for p in self.ports])
+            wg = self._arbiter(m, f"wr_{tag}", [p.req & (p.buf == int(b)) & p.we for p in self.ports])
+            (r_any, r_idx), (w_any, w_idx) = rg, wg
+            rport, wport = Array(self.ports)[r_idx], Array(self.ports)[w_idx]
             m.d.comb += [
-                rp.addr.eq(word), wp.addr.eq(word),
-                wp.data.eq(Cat(*[gp.wdata] * self.cfg.buffer_port_bytes)),
-                wp.en.eq(Mux(any_req & gp.we, Const(1, self.cfg.buffer_port_bytes) << gp.addr[:lb], 0)),
+                rp.addr.eq(rport.addr >> lb), wp.addr.eq(wport.addr >> lb),
+                wp.data.eq(Cat(*[wport.wdata] * self.cfg.buffer_port_bytes)),
+                wp.en.eq(Mux(w_any, Const(1, self.cfg.buffer_port_bytes) << wport.addr[:lb], 0)),
             ]
             for i, p in enumerate(self.ports):
-                with m.If(any_req & (grant == i)):
+                with m.If((r_any & (r_idx == i)) | (w_any & (w_idx == i))):
                     m.d.comb += p.gnt.eq(1)
         for i, p in enumerate(self.ports):
             m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), lane_q[i].eq(p.addr[:lb]), buf_q[i].eq(p.buf)]
@@ -89,6 +78,23 @@ class BufferBank(Elaboratable):
                         m.d.comb += sel.eq(read_data[b])
             m.d.comb += [p.rvalid.eq(rvalid_next[i]), p.rdata.eq(sel.word_select(lane_q[i], 8))]
         return m
+
+    @staticmethod
+    def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
+        """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant."""
+        n = len(wants)
+        want = Cat(*wants)
+        last = Signal(range(n), name=f"rr_{name}")
+        grant = Signal(range(n), name=f"grant_{name}")
+        with m.Switch(last):
+            for lst in range(n):
+                with m.Case(lst):
+                    for i in reversed([(lst + 1 + j) % n for j in range(n)]):
+                        with m.If(want[i]):
+                            m.d.comb += grant.eq(i)
+        with m.If(want.any()):
+            m.d.sync += last.eq(grant)
+        return want.any(), grant
 
 
 class ByteEngine(Elaboratable):

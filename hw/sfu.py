@@ -16,7 +16,9 @@ from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.mpe import round_shift, saturate
 
-DIV_BITS = 72
+DIV_BITS = 72  # restoring divider width: one quotient bit per cycle
+SQRT_BITS = 64  # bit-serial integer square root width: one result bit per two input bits per cycle
+READ_MAX_BYTES = 8  # widest operand the SFU reads at once (a norm's INT64 epsilon)
 
 
 class Sfu(Elaboratable):
@@ -28,9 +30,9 @@ class Sfu(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=8)
+        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=READ_MAX_BYTES)
         m.submodules.div = div = Divider(DIV_BITS)
-        m.submodules.sqrt = sqrt = Isqrt(64)
+        m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         ins = Signal(unit_width(Unit.SFU))
         f = fields(ins, Opcode.MISC)
         op = f.op

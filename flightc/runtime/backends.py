@@ -1,4 +1,4 @@
-"""One backend interface for every executor of a bundle (functional simulator now; perf, RTL, boards later)."""
+"""One backend interface for every executor of a bundle: functional simulator, performance model, RTL (boards later)."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -39,6 +39,43 @@ class FunctionalBackend:
         return self.machine.run(program)
 
 
+class PerfBackend:
+    """The cycle-level performance model (flightc.sim.perf): the functional simulator computes the values,
+    the model the cycles each program takes on the generated hardware, with the RTL's counter names."""
+
+    name = "perf"
+
+    def __init__(self, bundle: Bundle, check_hazards: bool = True, trace: str | None = None):
+        self.data = FunctionalBackend(bundle, check_hazards)
+        self.cfg = bundle.config
+        self.trace = trace
+        self.steps: list = []  # (program name, Schedule) of every run, for reports and the timeline trace
+
+    def write(self, channel: int, addr: int, data: bytes) -> None:
+        self.data.write(channel, addr, data)
+
+    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
+        return self.data.read(channel, addr, nbytes)
+
+    def run(self, program: bytes | list[bytes]):
+        from flightc.isa.codec import decode_program
+        from flightc.sim.perf.report import busy_counters
+        from flightc.sim.perf.schedule import schedule
+
+        streams = [program] if isinstance(program, (bytes, bytearray)) else list(program)
+        counters = self.data.run(streams)
+        sched = schedule(self.cfg, [list(decode_program(p)) for p in streams])
+        counters.cycles = busy_counters(sched)
+        self.steps.append((f"step {len(self.steps)}", sched))
+        return counters
+
+    def close(self) -> None:
+        if self.trace:
+            from flightc.sim.perf.trace import write_trace
+
+            write_trace(self.steps, self.trace)
+
+
 def _rtl(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
     """The generated RTL under Verilator (flightc.sim.rtl); imported on demand."""
     from flightc.sim.rtl.backend import RtlBackend
@@ -46,11 +83,12 @@ def _rtl(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
     return RtlBackend(bundle, **options)
 
 
-BACKENDS = {"fsim": FunctionalBackend, "rtl": _rtl}
+BACKENDS = {"fsim": FunctionalBackend, "perf": PerfBackend, "rtl": _rtl}
 
 
 def open_backend(name: str, bundle: Bundle, **options) -> Backend:
-    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator) or rtl (cycle-accurate RTL)."""
+    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator), perf (performance model) or rtl
+    (cycle-accurate RTL)."""
     if name not in BACKENDS:
         raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     return BACKENDS[name](bundle, **options)

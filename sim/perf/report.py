@@ -1,0 +1,77 @@
+"""What a schedule means for users: time, unit and memory utilization, and the roofline it is held to."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from flightc.config import HardwareConfig
+from flightc.isa.codec import Instruction
+from flightc.isa.footprint import mpe_shape, weight_format
+from flightc.isa.table import Opcode, Unit
+from flightc.sim.perf.schedule import Schedule
+
+
+def instruction_macs(ins: Instruction) -> int:
+    """Useful multiply-accumulates of an MM/MV (stored weights only: a sparse row's zeros are not work)."""
+    m, _, _ = mpe_shape(ins)
+    return m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
+
+
+@dataclass
+class StepReport:
+    """One step (one prefill or one decode program) on the modeled hardware."""
+
+    name: str
+    cycles: int
+    seconds: float
+    unit_busy: dict[str, float]  # fraction of the step each unit was busy, averaged over cores
+    hbm_read_bytes: int
+    hbm_written_bytes: int
+    hbm_utilization: float  # bytes moved / (step time x peak bandwidth of all channels)
+    macs: int
+    mpe_utilization: float  # MACs / (cycles x peak MACs per cycle of all cores)
+    roofline_seconds: float  # the larger of bytes / peak bandwidth and MACs / peak compute
+    bound: str  # which roof is the lower bound: "memory" or "compute"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_report(name: str, s: Schedule) -> StepReport:
+    cfg: HardwareConfig = s.cfg
+    seconds = s.cycles / (cfg.clock_mhz * 1e6)
+    busy: dict[str, float] = {}
+    read = written = macs = 0
+    for core, prog in zip(s.cores, s.instructions):
+        for u in Unit:
+            sel = core.units == int(u)
+            if sel.any():
+                busy[u.name] = busy.get(u.name, 0.0) + float((core.end[sel] - core.start[sel] + 1).sum())
+        read += int(core.hbm_bytes[core.opcodes == int(Opcode.LD)].sum())
+        written += int(core.hbm_bytes[core.opcodes == int(Opcode.ST)].sum())
+        macs += sum(instruction_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))
+    span = max(1, s.cycles) * cfg.num_cores
+    bandwidth = cfg.mem_bandwidth_gbps * 1e9
+    peak = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
+    t_mem, t_mac = (read + written) / bandwidth, macs / peak
+    return StepReport(name, s.cycles, seconds, {u: b / span for u, b in busy.items()}, read, written,
+                      (read + written) / (seconds * bandwidth) if seconds else 0.0, macs,
+                      macs / (span * cfg.dsp_per_core * cfg.macs_per_dsp) if s.cycles else 0.0,
+                      max(t_mem, t_mac), "memory" if t_mem >= t_mac else "compute")
+
+
+def busy_counters(s: Schedule) -> dict[str, int]:
+    """The RTL's cycle counters (hw/regs.py) as the model predicts them: cycles and busy_<class>."""
+    out = {"cycles": s.cycles}
+    for cls, v in s.busy_per_class().items():
+        out[f"busy_{cls.lower()}"] = v
+    return out
+
+
+def channel_bytes(s: Schedule) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for core in s.cores:
+        sel = core.channels >= 0
+        for ch, n in zip(core.channels[sel], core.hbm_bytes[sel]):
+            out[int(ch)] = out.get(int(ch), 0) + int(n)
+    return out
+

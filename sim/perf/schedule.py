@@ -1,0 +1,199 @@
+"""Event-driven schedule of one step's programs (one per core) on the generated cores.
+
+Each core fetches its instruction stream in order, dispatches every instruction into its unit's
+queue (``QUEUE_DEPTH`` deep: a full queue stalls the fetcher, as in ``hw/control.py``), and a unit
+starts its head instruction once it is idle, every token it waits for has been released, and every
+token FIFO it releases into has room (``token_fifo_depth``). A barrier ends when every core's SYS
+unit has reached it. Unit busy times come from :mod:`.timing`; a load also lasts at least as long
+as its memory channel needs to deliver its bytes.
+
+The result lists every instruction's start and end cycle, which is all the reports and the
+timeline trace need.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flightc.config import HardwareConfig
+from flightc.errors import ProgramError
+from flightc.hw.control import QUEUE_DEPTH
+from flightc.isa.codec import Instruction
+from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
+from flightc.sim.perf.timing import instruction_work
+
+# Control-path latencies of hw/control.py, in cycles (see docs/performance.md for how each was derived).
+RUN_START = 4  # ap_start to the first instruction word: AR, first beat, beat FIFO, beat register
+QUEUE_LATENCY = 2  # a dispatched instruction reaches the head of SyncFIFOBuffered two cycles later
+RUN_END = 2  # the last unit's done to the end of the run (idle and empty seen, then done)
+
+
+@dataclass
+class CoreTimeline:
+    """Per instruction of one core's program: unit, start and end cycle (end = the cycle it reports done)."""
+
+    units: np.ndarray
+    opcodes: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    busy: np.ndarray  # uncontended busy cycles from the timing contract
+    hbm_bytes: np.ndarray
+    channels: np.ndarray
+
+
+@dataclass
+class Schedule:
+    cfg: HardwareConfig
+    cores: list[CoreTimeline]
+    cycles: int
+    instructions: list[list[Instruction]] = field(repr=False, default_factory=list)
+
+    def busy_per_class(self) -> dict[str, int]:
+        """Busy cycles per instruction class, summed over cores (what the RTL's busy_<class> counters count)."""
+        out: dict[str, int] = {}
+        for c in self.cores:
+            for op in np.unique(c.opcodes):
+                sel = c.opcodes == op
+                out[Opcode(int(op)).name] = out.get(Opcode(int(op)).name, 0) + int((c.end[sel] - c.start[sel]).sum())
+        return out
+
+
+def _fetch_cycles(cfg: HardwareConfig, words: int) -> int:
+    """Cycles the fetcher spends assembling one instruction: a word per cycle, a beat load per beat."""
+    per_beat = max(1, cfg.buffer_port_bytes * 8 // WORD_BITS)
+    return words + -(-words // per_beat)
+
+
+def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule:
+    """Start and end cycle of every instruction of one step (``programs``: one decoded stream per core)."""
+    if len(programs) != cfg.num_cores:
+        raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
+    depth = cfg.token_fifo_depth
+    bytes_per_cycle = cfg.mem_channel_gbps * 1e3 / cfg.clock_mhz
+    P = len(programs)
+    N = [len(p) for p in programs]
+    unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
+    work = [[instruction_work(cfg, i) for i in p] for p in programs]
+    busy = [np.array([max(w.cycles, int(-(-w.hbm_bytes // bytes_per_cycle)) if w.hbm_bytes else 0) for w in ws],
+                     np.int64) for ws in work]
+    fetch = [np.array([_fetch_cycles(cfg, i.cls.words) for i in p], np.int64) for p in programs]
+    start = [np.full(n, -1, np.int64) for n in N]
+    end = [np.full(n, -1, np.int64) for n in N]
+    dispatch = [np.full(n, -1, np.int64) for n in N]
+
+    # token bookkeeping: the producer each wait pops, and the wait whose pop makes room for each release
+    waits_on: list[list[list[int]]] = []  # [core][i] -> producer indices
+    room_after: list[list[list[int]]] = []  # [core][i] -> consumer indices that must have started
+    queue_prev: list[np.ndarray] = []  # [core][i] -> the same unit's instruction QUEUE_DEPTH earlier, or -1
+    barrier_no: list[dict[int, int]] = []
+    for c, prog in enumerate(programs):
+        releases: dict[tuple[int, int], list[int]] = {}
+        waits: dict[tuple[int, int], list[int]] = {}
+        w_on = [[] for _ in prog]
+        for i, ins in enumerate(prog):
+            u = int(ins.unit)
+            for v in Unit:
+                if v == u:
+                    continue
+                if ins.wait >> int(v) & 1:
+                    q = waits.setdefault((int(v), u), [])
+                    rel = releases.get((int(v), u), [])
+                    if len(q) >= len(rel):
+                        raise ProgramError(f"core {c}: instruction {i} ({ins.cls.name}) waits for a token from "
+                                           f"{v.name} that no earlier instruction releases")
+                    w_on[i].append(rel[len(q)])
+                    q.append(i)
+                if ins.release >> int(v) & 1:
+                    releases.setdefault((u, int(v)), []).append(i)
+        r_after = [[] for _ in prog]
+        for (u, v), rel in releases.items():
+            cons = waits.get((u, v), [])
+            for r, i in enumerate(rel):
+                if r >= depth:
+                    if r - depth >= len(cons):
+                        raise ProgramError(f"core {c}: {Unit(u).name} releases more than {depth} tokens to "
+                                           f"{Unit(v).name} that are never waited for")
+                    r_after[i].append(cons[r - depth])
+        qp = np.full(len(prog), -1, np.int64)
+        per_unit: dict[int, list[int]] = {}
+        bars: dict[int, int] = {}
+        for i, ins in enumerate(prog):
+            lst = per_unit.setdefault(int(ins.unit), [])
+            if len(lst) >= QUEUE_DEPTH:
+                qp[i] = lst[-QUEUE_DEPTH]
+            lst.append(i)
+            if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
+                bars[i] = len(bars)
+        waits_on.append(w_on)
+        room_after.append(r_after)
+        queue_prev.append(qp)
+        barrier_no.append(bars)
+    order = [{u: [i for i in range(N[c]) if unit[c][i] == u] for u in range(len(Unit))} for c in range(P)]
+    ptr = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
+    free_at = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
+    next_dispatch = [0] * P
+    last_dispatch = [RUN_START - 1] * P
+    arrivals: dict[int, dict[int, int]] = {}  # barrier ordinal -> core -> arrival cycle
+
+    remaining = sum(N)
+    while remaining:
+        progress = False
+        for c in range(P):
+            # dispatch in program order while the target queue has room
+            while next_dispatch[c] < N[c]:
+                i = next_dispatch[c]
+                qp = queue_prev[c][i]
+                if qp >= 0 and start[c][qp] < 0:
+                    break
+                t = last_dispatch[c] + fetch[c][i]
+                if qp >= 0:
+                    t = max(t, start[c][qp] + 1)
+                dispatch[c][i] = t
+                last_dispatch[c] = t + 1
+                next_dispatch[c] += 1
+            for u in range(len(Unit)):
+                lst = order[c][u]
+                while ptr[c][u] < len(lst):
+                    i = lst[ptr[c][u]]
+                    if dispatch[c][i] < 0:
+                        break
+                    deps = waits_on[c][i]
+                    if any(end[c][j] < 0 for j in deps) or any(start[c][j] < 0 for j in room_after[c][i]):
+                        break
+                    s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
+                    for j in deps:
+                        s = max(s, end[c][j] + 1)
+                    for j in room_after[c][i]:
+                        s = max(s, start[c][j] + 1)
+                    if i in barrier_no[c]:
+                        k = barrier_no[c][i]
+                        arrivals.setdefault(k, {})[c] = s
+                        if len(arrivals[k]) < P:
+                            break
+                        go = max(arrivals[k].values())
+                        for cc, ii in ((cc, next(x for x, kk in barrier_no[cc].items() if kk == k)) for cc in range(P)):
+                            start[cc][ii] = arrivals[k][cc]
+                            end[cc][ii] = go + busy[cc][ii]
+                            free_at[cc][u] = end[cc][ii] + 1
+                            ptr[cc][u] += 1
+                            remaining -= 1
+                        progress = True
+                        continue
+                    start[c][i] = s
+                    end[c][i] = s + busy[c][i]
+                    free_at[c][u] = end[c][i] + 1
+                    ptr[c][u] += 1
+                    remaining -= 1
+                    progress = True
+        if not progress:
+            stuck = [f"core {c} {Unit(u).name} at #{order[c][u][ptr[c][u]]}" for c in range(P) for u in range(len(Unit))
+                     if ptr[c][u] < len(order[c][u])]
+            raise ProgramError(f"the program deadlocks: nothing can start ({', '.join(stuck)})")
+    cores = []
+    for c, prog in enumerate(programs):
+        cores.append(CoreTimeline(unit[c], np.array([int(i.opcode) for i in prog], np.int64), start[c], end[c],
+                                  busy[c], np.array([w.hbm_bytes for w in work[c]], np.int64),
+                                  np.array([w.channel for w in work[c]], np.int64)))
+    cycles = max(int(e.max()) for e in end) + RUN_END if remaining == 0 and any(N) else 0
+    return Schedule(cfg, cores, cycles, programs)

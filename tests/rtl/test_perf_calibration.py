@@ -1,0 +1,65 @@
+"""The performance model against the RTL: exact per instruction, within 5% per program."""
+from __future__ import annotations
+
+import pytest
+
+from flightc.isa.table import Opcode
+from flightc.runtime.backends import open_backend
+from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, model_cycles, run_compiled
+from flightc.sim.perf.timing import instruction_work
+from flightc.sim.rtl.differential import run_rtl
+from flightc.sim.rtl.random_programs import random_case
+from flightc.sim.rtl.replay import isolated_cases
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return calibration_bundle()
+
+
+def test_timing_contract_is_exact_for_every_mpe_and_sfu_instruction(kernel_sim, bundle):
+    extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+    checked, wrong = 0, []
+    for key in ("prefill/0004", "decode/0004"):
+        for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.programs[key][0]):
+            _, counters = run_rtl(kernel_sim, case)
+            want = instruction_work(CFG, ins).cycles
+            got = counters[f"busy_{ins.cls.name.lower()}"]
+            stores = sum(instruction_work(CFG, x).cycles for x in case.instructions if x.opcode is Opcode.ST)
+            if got != want or counters["busy_st"] != stores:
+                wrong.append(f"{key} #{i} {ins.cls.name}: rtl {got} / ST {counters['busy_st']}, "
+                             f"model {want} / ST {stores}")
+            checked += 1
+    assert checked >= 40
+    assert not wrong, "\n".join(wrong)
+
+
+def test_model_within_tolerance_on_compiled_programs(bundle):
+    rtl = open_backend("rtl", bundle)
+    try:
+        measured = run_compiled(bundle, rtl)
+    finally:
+        rtl.close()
+    modeled = run_compiled(bundle, open_backend("perf", bundle))
+    bad = []
+    for (name, r), (_, m) in zip(measured, modeled):
+        a = Agreement(name, r["cycles"], m["cycles"])
+        print(f"{name}: rtl {a.rtl_cycles:,} model {a.model_cycles:,} ({a.error:+.2%})")
+        if abs(a.error) > TOLERANCE:
+            bad.append(f"{name}: {a.error:+.2%}")
+        for key, v in r.items():  # every unit's busy cycles too
+            if key.startswith("busy_") and v > 1000 and abs(m.get(key, 0) - v) > TOLERANCE * v:
+                bad.append(f"{name} {key}: rtl {v}, model {m.get(key, 0)}")
+    assert len(measured) == 7
+    assert not bad, "\n".join(bad)
+
+
+def test_model_within_tolerance_on_random_programs(kernel_sim):
+    bad = []
+    for seed in range(40):
+        case = random_case(CFG, seed)
+        _, counters = run_rtl(kernel_sim, case)
+        a = Agreement(f"seed {seed}", counters["cycles"], model_cycles([case.program])["cycles"])
+        if abs(a.error) > TOLERANCE:
+            bad.append(f"{a.name}: rtl {a.rtl_cycles}, model {a.model_cycles} ({a.error:+.2%}); blocks {case.kinds}")
+    assert not bad, "\n".join(bad)
