@@ -50,11 +50,11 @@ def main() -> None:
     sim = RtlSimulator(CFG, memory_bytes_for(CFG))
     try:
         extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
-        for key in ("prefill/0004", "decode/0004"):
-            for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.programs[key][0]):
+        for kind, n in (("prefill", 4), ("decode", 4)):
+            for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.program(kind, n)[0]):
                 _, c = run_rtl(sim, case)
                 sets["isolated MPE/SFU instructions"].append(
-                    Agreement(f"{key}#{i}", c[f"busy_{ins.cls.name.lower()}"], instruction_work(CFG, ins).cycles))
+                    Agreement(f"{kind}/{n}#{i}", c[f"busy_{ins.cls.name.lower()}"], instruction_work(CFG, ins).cycles))
         for seed in range(args.random):
             case = random_case(CFG, seed)
             _, c = run_rtl(sim, case)

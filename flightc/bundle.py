@@ -3,8 +3,10 @@
   manifest.json          format and ISA versions, hardware config and its hash, model, plan,
                          memory map, I/O regions, program index
   hbm/chNN.bin           static image of memory channel NN (weights, parameters, tables)
-  programs/KIND/NNNN.cC.bin  encoded instructions of one step for core C: prefill of N tokens,
-                         decode at position N
+  programs/step/LLLL/PPPPP.cC.bin  program template of core C for steps of LLLL tokens starting at
+                         positions PPPPP.. (flightc.compiler.adaptive)
+  patches/step/LLLL/PPPPP.cC.bin   its patch table (flightc.isa.patch): the fields that move with
+                         the position
 
 Every backend opens bundles through :func:`load_bundle`, which refuses one built for another ISA
 version or hardware configuration with a message that says what to do.
@@ -16,31 +18,39 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from flightc.config import HardwareConfig
 from flightc.errors import BundleError
+from flightc.isa.patch import PATCH_DTYPE, apply_patches
 from flightc.isa.table import ISA_VERSION
 
 BUNDLE_FORMAT = "flightc-bundle"
-BUNDLE_VERSION = 1
-
-
-def program_key(kind: str, n: int) -> str:
-    return f"{kind}/{n:04d}"
+BUNDLE_VERSION = 2
 
 
 @dataclass
 class Bundle:
     manifest: dict
     images: dict[int, bytes]
-    programs: dict[str, list[bytes]]  # key -> one instruction stream per core
+    programs: dict[str, list[bytes]]  # template key -> one instruction stream per core
+    patches: dict[str, list[bytes]] = field(default_factory=dict)  # template key -> patch table per core
     config: HardwareConfig = field(init=False)
 
     def __post_init__(self) -> None:
         self.config = HardwareConfig.from_dict(self.manifest["config"])
+        self._templates: dict[int, list[tuple[int, int, str]]] = {}
+        for t in self.manifest["programs"]:
+            self._templates.setdefault(t["length"], []).append((t["p_lo"], t["p_hi"], t["key"]))
 
     @property
     def max_len(self) -> int:
         return self.manifest["max_len"]
+
+    @property
+    def max_step(self) -> int:
+        """Most tokens one step processes (longer prompts run as several steps)."""
+        return self.manifest["max_prefill"]
 
     def region(self, name: str) -> dict:
         for r in self.manifest["memory_map"]["regions"]:
@@ -48,14 +58,38 @@ class Bundle:
                 return r
         raise BundleError(f"bundle has no memory region {name!r}")
 
+    def step(self, length: int, pos0: int) -> list[bytes]:
+        """Per core, the program of one step of ``length`` tokens at positions ``pos0 ..``: its template,
+        patched to the position."""
+        if pos0 < 0 or length < 1:
+            raise BundleError(f"a step needs at least one token at a position >= 0 (got {length} at {pos0})")
+        if pos0 + length > self.max_len:
+            raise BundleError(f"a step of {length} tokens at position {pos0} reaches {pos0 + length} tokens, beyond "
+                              f"the bundle's max_len {self.max_len}; recompile with a larger --max-len")
+        for p_lo, p_hi, key in self._templates.get(length, ()):
+            if p_lo <= pos0 <= p_hi:
+                tables = self.patches.get(key, [b""] * len(self.programs[key]))
+                return [apply_patches(stream, np.frombuffer(table, PATCH_DTYPE), pos0 - p_lo)
+                        for stream, table in zip(self.programs[key], tables)]
+        have = sorted(self._templates)
+        raise BundleError(f"bundle has no program for steps of {length} tokens (it has {have}); recompile with "
+                          f"{length} in --prefill-lens (or without that option)")
+
     def program(self, kind: str, n: int) -> list[bytes]:
-        key = program_key(kind, n)
-        if key not in self.programs:
-            have = sorted(int(k.split("/")[1]) for k in self.programs if k.startswith(kind + "/"))
-            span = f"{have[0]}..{have[-1]}" if have else "none"
-            raise BundleError(f"bundle has no {kind} program for {n} (it has {span}); recompile with a larger "
-                              f"--max-len / --max-prefill")
-        return self.programs[key]
+        """The program of a prefill of ``n`` tokens (one step, n <= max_step) or of the decode step at position n."""
+        if kind == "prefill":
+            if n > self.max_step:
+                raise BundleError(f"a prefill of {n} tokens runs as several steps of at most {self.max_step}; use "
+                                  f"Session.prefill, or Bundle.step for each")
+            return self.step(n, 0)
+        if kind == "decode":
+            return self.step(1, n)
+        raise BundleError(f"unknown program kind {kind!r}: prefill or decode")
+
+    def storage(self) -> dict:
+        """Instruction bytes stored: templates and patch tables."""
+        return {"template_bytes": sum(len(b) for s in self.programs.values() for b in s),
+                "patch_bytes": sum(len(b) for s in self.patches.values() for b in s)}
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle; the same content always gives the same bytes (no timestamps)."""
@@ -70,9 +104,10 @@ class Bundle:
             put(z, "manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True))
             for ch, data in sorted(self.images.items()):
                 put(z, f"hbm/ch{ch:02d}.bin", data)
-            for key, streams in sorted(self.programs.items()):
-                for core, data in enumerate(streams):
-                    put(z, f"programs/{key}.c{core}.bin", data)
+            for folder, table in (("programs", self.programs), ("patches", self.patches)):
+                for key, streams in sorted(table.items()):
+                    for core, data in enumerate(streams):
+                        put(z, f"{folder}/{key}.c{core}.bin", data)
         return path
 
 
@@ -90,15 +125,16 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
             raise BundleError(f"{path}: no manifest.json; not a flightc bundle") from None
         check_manifest(manifest, path, expect)
         images = {int(n[len("hbm/ch"):-4]): z.read(n) for n in z.namelist() if n.startswith("hbm/")}
-        programs: dict[str, list[bytes]] = {}
+        tables: dict[str, dict[str, list[bytes]]] = {"programs": {}, "patches": {}}
         for n in sorted(z.namelist()):
-            if n.startswith("programs/"):
-                key, core = n[len("programs/"):-len(".bin")].rsplit(".c", 1)
-                streams = programs.setdefault(key, [])
+            folder = n.split("/", 1)[0]
+            if folder in tables:
+                key, core = n[len(folder) + 1:-len(".bin")].rsplit(".c", 1)
+                streams = tables[folder].setdefault(key, [])
                 if int(core) != len(streams):
-                    raise BundleError(f"{path}: program {key} is missing the stream of core {len(streams)}")
+                    raise BundleError(f"{path}: {folder} {key} is missing the stream of core {len(streams)}")
                 streams.append(z.read(n))
-    return Bundle(manifest, images, programs)
+    return Bundle(manifest, images, tables["programs"], tables["patches"])
 
 
 def check_manifest(manifest: dict, path: str | Path, expect: HardwareConfig | None = None) -> None:

@@ -69,11 +69,15 @@ def cmd_compile(args) -> int:
         lengths = [int(x) for x in args.prefill_lens.split(",")] if args.prefill_lens else None
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
                                  max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
-                                 random_weights=args.random_weights)
+                                 random_weights=args.random_weights, bucket=args.bucket)
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
                   f"(config {m['config_hash']}, ISA {m['isa_version']}) in {time.perf_counter() - t0:.1f} s")
+    st = m["storage"]
+    console.print(f"instructions: {len(m['programs'])} templates, {st['template_bytes'] / 1e3:,.1f} kB + "
+                  f"{st['patch_bytes'] / 1e3:,.1f} kB of patch tables serve every length up to {m['max_len']} "
+                  f"(one program per length would take {st['per_length_bytes'] / 1e6:,.1f} MB)")
     _print_layers(m)
     return 0
 
@@ -118,15 +122,17 @@ def cmd_info(args) -> int:
         regions.add_row(kind, str(len(rs)), f"{sum(r['nbytes'] for r in rs):,}",
                         str(len({r['channel'] for r in rs})))
     console.print(regions)
-    progs = Table(title="programs")
-    for col in ("kind", "count", "instructions (min..max)", "bytes (total)"):
-        progs.add_column(col)
-    for kind in ("prefill", "decode"):
-        ps = [p for p in m["programs"] if p["kind"] == kind]
-        if ps:
-            progs.add_row(kind, str(len(ps)), f"{min(p['instructions'] for p in ps)}..{max(p['instructions'] for p in ps)}",
-                          f"{sum(p['bytes'] for p in ps):,}")
+    progs = Table(title=f"program templates (length-adaptive: one per step length and position range; prompts "
+                        f"over {m['max_prefill']} tokens run as several steps)")
+    for col in ("tokens per step", "positions", "instructions", "bytes", "patched fields"):
+        progs.add_column(col, justify="right")
+    for t in m["programs"]:
+        progs.add_row(str(t["length"]), f"{t['p_lo']}..{t['p_hi']}", f"{t['instructions']:,}", f"{t['bytes']:,}",
+                      f"{t['patches']:,}")
     console.print(progs)
+    st = m["storage"]
+    console.print(f"instruction storage: {st['template_bytes'] + st['patch_bytes']:,} bytes (one program per length "
+                  f"would take {st['per_length_bytes']:,})")
     return 0
 
 
@@ -305,8 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layer", action="append", metavar="PATTERN=FORMAT",
                    help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
     c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
-    c.add_argument("--max-prefill", type=int, default=16, help="longest prompt")
-    c.add_argument("--prefill-lens", help="only these prompt lengths, e.g. 4,8 (default: 1..max-prefill)")
+    c.add_argument("--max-prefill", type=int, default=16,
+                   help="most prompt tokens one step processes; longer prompts run as several steps")
+    c.add_argument("--prefill-lens", help="only program templates for these step lengths, e.g. 4,8 (default: "
+                                          "1..max-prefill; decode's 1 is always built)")
+    c.add_argument("--bucket", type=int, help="also cut each template's position range every N positions "
+                                              "(FlightLLM-style buckets; default: one range wherever it fits)")
     c.add_argument("--random-weights", type=int, metavar="SEED",
                    help="ignore any checkpoint: seeded random weights, produced layer by layer (a config.json "
                         "is enough; see flightc/models/configs/)")

@@ -1,6 +1,5 @@
 """The addition task and the committed default model."""
 import numpy as np
-import pytest
 import torch
 
 from flightc.tasks.addition import VOCAB, AdditionTask, Problem

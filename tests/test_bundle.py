@@ -60,5 +60,5 @@ def test_not_a_bundle(tmp_path):
 
 
 def test_missing_program_names_what_exists(tiny_w8):
-    with pytest.raises(BundleError, match=r"no prefill program for 3 \(it has 8\.\.8\)"):
+    with pytest.raises(BundleError, match=r"no program for steps of 3 tokens \(it has \[1, 8\]\)"):
         tiny_w8.bundle.program("prefill", 3)

@@ -42,8 +42,8 @@ def test_sim_streams_tokens_and_counters(bundle, capsys, tmp_path):
 
 
 def test_errors_are_reported_not_raised(bundle, capsys):
-    assert main(["sim", str(bundle), "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "2"]) == 2
-    assert "no prefill program for 5" in capsys.readouterr().err
+    assert main(["sim", str(bundle), "--prompt-ids", ",".join(["1"] * 15), "--max-new-tokens", "3"]) == 2
+    assert "exceeds the bundle's max_len 16" in capsys.readouterr().err
     assert main(["compile", "builtin:tiny-llama", "--bits", "5", "-o", "x.flb"]) == 2
     assert main(["sim", str(bundle), "--prompt-ids", "1,999", "--max-new-tokens", "2"]) == 2
 

@@ -1,6 +1,5 @@
 """The float reference (PyTorch) and the compressed model's distance from it."""
 import numpy as np
-import pytest
 import torch
 
 from conftest import MAX_LEN, PROMPT, compiled, torch_model

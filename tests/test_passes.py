@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import compiled, torch_model
+from conftest import torch_model
 from flightc.compiler.calibrate import calibrate, default_calibration
 from flightc.compiler.compress import compress
 from flightc.compiler.fuse import fuse

@@ -13,7 +13,7 @@ meets the others at a SYS BARRIER and loads the whole tensor back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flightc import numerics as nm
 from flightc.compiler.memory import MemoryMap
@@ -99,7 +99,8 @@ class LoweredStep:
 class StepLowering:
     """Emits the instructions of one step of a fused, integerized graph for one core."""
 
-    def __init__(self, graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, length: int, pos0: int, core: int):
+    def __init__(self, graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, length: int, pos0: int, core: int,
+                 window_cap: int | None = None):
         if graph.stage != "fused":
             raise ValueError(f"lower needs a fused graph, got stage {graph.stage!r}")
         self.g, self.cfg, self.mem, self.core = graph, cfg, mem, core
@@ -121,9 +122,12 @@ class StepLowering:
         self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
         self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
         self.rope = fixed("RoPE rows", Buffer.PRM, length * 2 * d) if "rope" in mem.regions else None
-        window = self.window_len()
-        self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(2)]
-        self.vslot = [fixed(f"V rows {i}", Buffer.KV, window * d) for i in range(2)]
+        # on-chip room for attention is sized for the longest window the program may be patched to
+        # (length-adaptive templates), so addresses do not depend on the position
+        window = max(self.window_len(), window_cap or 0)
+        slots = 2 if 4 * window * d <= cfg.buffer_bytes(Buffer.KV) else 1  # double-buffer K/V while they fit
+        self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(slots)]
+        self.vslot = [fixed(f"V rows {i}", Buffer.KV, window * d) for i in range(slots)]
         self.scores = fixed("attention scores", Buffer.ACC, 4 * length * window)
         self.probs = fixed("attention probabilities", Buffer.ACT, length * window)
         self.tensors: dict[str, Tensor] = {}
@@ -307,7 +311,7 @@ class StepLowering:
         sm_mult, sm_shift = node["softmax"]
         for h in heads:
             j = h // s.kv_group
-            slot = self.head_counter % 2
+            slot = self.head_counter % len(self.kslot)
             self.head_counter += 1
             self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * d, nbytes=window * d)
             self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * d, nbytes=window * d)
@@ -374,12 +378,14 @@ class StepLowering:
         return self.out, self.extras
 
 
-def lower_step(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, length: int, pos0: int) -> LoweredStep:
+def lower_step(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, length: int, pos0: int,
+               window_cap: int | None = None) -> LoweredStep:
+    """``window_cap``: size the attention buffers for this many K/V rows (at least the step's own window)."""
     if length < 1:
         raise UnsupportedError("a step needs at least one token")
     cores, extras = [], []
     for core in range(cfg.num_cores):
-        prog, extra = StepLowering(graph, cfg, mem, length, pos0, core).step()
+        prog, extra = StepLowering(graph, cfg, mem, length, pos0, core, window_cap).step()
         cores.append(prog)
         extras.append(extra)
     return LoweredStep(cores, extras)

@@ -10,21 +10,19 @@ from typing import Any, Callable
 import numpy as np
 
 from flightc import __version__
-from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle, program_key
+from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle
+from flightc.compiler.adaptive import build_template, per_length_bytes, template_specs
 from flightc.compiler.calibrate import calibrate, default_calibration
 from flightc.compiler.compress import compress
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
-from flightc.compiler.lower import lower_step
 from flightc.compiler.memory import MemoryMap, place
-from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
 from flightc.tasks.addition import task_of
-from flightc.isa.codec import encode_program
 from flightc.isa.table import ISA_VERSION
 
 log = logging.getLogger(__name__)
@@ -48,12 +46,14 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  random_weights: int | None = None) -> Compiled:
+                  random_weights: int | None = None, bucket: int | None = None) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
-    The bundle holds a prefill program for each length in ``prefill_lengths`` (default 1..max_prefill)
-    and a decode program for each position 1..max_len-1. ``random_weights=SEED`` compiles a config
+    The bundle holds one program template per step length in ``prefill_lengths`` (default
+    1..max_prefill; 1 is always there for decode) and position range, with patch tables that move it to
+    any position below ``max_len`` (flightc.compiler.adaptive); prompts longer than ``max_prefill`` run
+    as several steps. ``bucket`` also cuts every position range into pieces of that many positions. ``random_weights=SEED`` compiles a config
     folder with seeded random weights produced on demand (see flightc.frontend.lazy).
     """
     cfg = load_config(hw)
@@ -96,29 +96,25 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gf = timed("fuse", fuse, gi)
     mem = timed("place", place, gf, cfg, max_len, max_prefill)
 
-    lengths = sorted(set(prefill_lengths or range(1, max_prefill + 1)))
+    lengths = sorted(set(prefill_lengths or range(1, max_prefill + 1)) | {1})
     if lengths[0] < 1 or lengths[-1] > max_prefill:
         raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({max_prefill})")
-    steps = [("prefill", n, n, 0) for n in lengths]
-    steps += [("decode", p, 1, p) for p in range(1, max_len)]
+    specs = [spec for n in lengths for spec in template_specs(gf, cfg, n, max_len, bucket)]
     programs: dict[str, list[bytes]] = {}
+    patches: dict[str, list[bytes]] = {}
     index = []
     t = time.perf_counter()
-    for i, (kind, n, length, pos0) in enumerate(steps):
-        step = lower_step(gf, cfg, mem, length, pos0)
-        streams = [insert_tokens(prog, extra) for prog, extra in zip(step.cores, step.extras)]
-        key = program_key(kind, n)
-        programs[key] = [encode_program(prog) for prog in streams]
-        counts: dict[str, int] = {}
-        for prog in streams:
-            for ins in prog:
-                counts[ins.cls.name] = counts.get(ins.cls.name, 0) + 1
-        index.append({"key": key, "kind": kind, "n": n, "instructions": sum(map(len, streams)),
-                      "bytes": sum(map(len, programs[key])), "classes": counts})
+    for i, spec in enumerate(specs):
+        tpl = build_template(gf, cfg, mem, spec)
+        programs[spec.key] = tpl.streams
+        patches[spec.key] = [table.tobytes() for table in tpl.patches]
+        index.append({"key": spec.key, "length": spec.length, "p_lo": spec.p_lo, "p_hi": spec.p_hi,
+                      "instructions": sum(tpl.counts.values()), "bytes": sum(map(len, tpl.streams)),
+                      "patches": sum(map(len, tpl.patches)), "classes": tpl.counts})
         if progress:
-            progress("lower", i + 1, len(steps))
+            progress("lower", i + 1, len(specs))
     timings["lower+tokens+encode"] = time.perf_counter() - t
-    log.info("lower, tokens, encode: %d programs in %.2f s", len(steps), timings["lower+tokens+encode"])
+    log.info("templates: %d lowered and patched in %.2f s", len(specs), timings["lower+tokens+encode"])
 
     manifest = {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
@@ -127,8 +123,11 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
         "max_len": max_len, "max_prefill": max_prefill,
         "memory_map": mem.to_dict(), "programs": index,
+        "storage": {"template_bytes": sum(t["bytes"] for t in index),
+                    "patch_bytes": sum(len(b) for tables in patches.values() for b in tables),
+                    "per_length_bytes": per_length_bytes(index, max_len, max_prefill)},
         "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
     }
     images = dict(mem.images)  # bytearrays: a 7B model's weights are not copied again
-    bundle = Bundle(manifest, images, programs)
+    bundle = Bundle(manifest, images, programs, patches)
     return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings)

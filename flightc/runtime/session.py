@@ -29,7 +29,7 @@ class Session:
         self.pos = 0
         self.counters = None
 
-    def _step(self, ids: list[int], kind: str, n: int) -> np.ndarray:
+    def _step(self, ids: list[int]) -> np.ndarray:
         if self.pos + len(ids) > self.bundle.max_len:
             raise UnsupportedError(f"sequence length {self.pos + len(ids)} exceeds the bundle's max_len "
                                    f"{self.bundle.max_len}")
@@ -37,7 +37,7 @@ class Session:
         if bad:
             raise UnsupportedError(f"token ids {bad} outside the vocabulary (0..{self.vocab - 1})")
         self.device.write(self.ids["channel"], self.ids["addr"], np.asarray(ids, "<i4").tobytes())
-        program = self.bundle.program(kind, n)
+        program = self.bundle.step(len(ids), self.pos)
         counters = self.device.run(program)
         if self.counters is None:
             self.counters = counters
@@ -48,12 +48,21 @@ class Session:
         return np.frombuffer(raw, "<i4").copy()
 
     def prefill(self, ids: list[int]) -> np.ndarray:
+        """Process the prompt in steps of at most the bundle's max_prefill tokens; the last step's logits."""
         if self.pos:
             raise UnsupportedError("prefill starts a sequence; open a new Session")
-        return self._step(list(ids), "prefill", len(ids))
+        ids = list(ids)
+        if not ids:
+            raise UnsupportedError("an empty prompt: prefill needs at least one token")
+        if len(ids) > self.bundle.max_len:
+            raise UnsupportedError(f"prompt of {len(ids)} tokens exceeds the bundle's max_len {self.bundle.max_len}")
+        step = self.bundle.max_step
+        for start in range(0, len(ids), step):
+            logits = self._step(ids[start:start + step])
+        return logits
 
     def decode(self, token: int) -> np.ndarray:
-        return self._step([int(token)], "decode", self.pos)
+        return self._step([int(token)])
 
     def generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
         """Greedy decoding; yields (token, the INT32 logits it was chosen from)."""

@@ -20,14 +20,14 @@ def bundle():
 def test_timing_contract_is_exact_for_every_mpe_and_sfu_instruction(kernel_sim, bundle):
     extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
     checked, wrong = 0, []
-    for key in ("prefill/0004", "decode/0004"):
-        for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.programs[key][0]):
+    for kind, n in (("prefill", 4), ("decode", 4)):
+        for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.program(kind, n)[0]):
             _, counters = run_rtl(kernel_sim, case)
             want = instruction_work(CFG, ins).cycles
             got = counters[f"busy_{ins.cls.name.lower()}"]
             stores = sum(instruction_work(CFG, x).cycles for x in case.instructions if x.opcode is Opcode.ST)
             if got != want or counters["busy_st"] != stores:
-                wrong.append(f"{key} #{i} {ins.cls.name}: rtl {got} / ST {counters['busy_st']}, "
+                wrong.append(f"{kind}/{n} #{i} {ins.cls.name}: rtl {got} / ST {counters['busy_st']}, "
                              f"model {want} / ST {stores}")
             checked += 1
     assert checked >= 40
