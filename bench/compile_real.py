@@ -1,9 +1,11 @@
-"""Compile the real-size configs (LLaMA2-7B, OPT-6.7B) with seeded random weights; time and peak memory.
+"""Compile the real-size configs (LLaMA2-7B, OPT-6.7B) with seeded random weights for every length up to
+--max-len: time, peak memory, instruction storage with length-adaptive templates and (computed) without.
 
-    python bench/compile_real.py [--format w4g128] [--hw u280] [--max-len 32] [--max-prefill 4]
+    python bench/compile_real.py [--format w4g128s8:16] [--hw u280] [--max-len 4096] [--max-prefill 4]
+                                 [--keep DIR]
 
 Each model compiles in a child process so that its peak resident memory is its own. Prints a
-markdown table (recorded in docs/scale.md).
+markdown table (recorded in docs/scale.md). --keep saves the bundles (for bench/performance.py).
 """
 from __future__ import annotations
 
@@ -27,31 +29,37 @@ def child(args) -> None:
 
     t0 = time.perf_counter()
     c = compile_model(CONFIGS / args.model, args.hw, CompressionPlan.parse(args.format), max_len=args.max_len,
-                      max_prefill=args.max_prefill, random_weights=0)
+                      max_prefill=args.max_prefill, random_weights=0, jobs=args.jobs)
     compile_s = time.perf_counter() - t0
-    out = Path(args.out) / f"{args.model}-{args.format}-{args.hw}.flb"
+    out = Path(args.keep or args.out) / f"{args.model}-{args.format.replace(':', '_')}-{args.hw}-{args.max_len}.flb"
     t1 = time.perf_counter()
     c.bundle.save(out)
     m = c.bundle.manifest
-    decode = [p for p in m["programs"] if p["kind"] == "decode"]
+    decode = [p for p in m["programs"] if p["length"] == 1]
+    st = m["storage"]
     print(json.dumps({
         "model": args.model, "format": args.format, "hw": args.hw, "compile_s": round(compile_s, 1),
         "save_s": round(time.perf_counter() - t1, 1), "passes": {k: round(v, 1) for k, v in c.timings.items()},
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "bundle_gb": round(out.stat().st_size / 1e9, 2),
         "weight_bytes_gb": round(sum(r["nbytes"] for r in m["memory_map"]["regions"] if r["kind"] == "weight") / 1e9, 2),
-        "programs": len(m["programs"]), "decode_instructions": decode[-1]["instructions"],
-        "decode_program_kb": round(decode[-1]["bytes"] / 1e3, 1)}))
-    out.unlink()
+        "templates": len(m["programs"]), "decode_instructions": decode[-1]["instructions"],
+        "decode_program_kb": round(decode[-1]["bytes"] / 1e3, 1),
+        "instructions_mb": round((st["template_bytes"] + st["patch_bytes"]) / 1e6, 2),
+        "patch_kb": round(st["patch_bytes"] / 1e3, 1), "per_length_gb": round(st["per_length_bytes"] / 1e9, 1)}))
+    if not args.keep:
+        out.unlink()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--format", default="w4g128")
+    ap.add_argument("--format", default="w4g128s8:16")
     ap.add_argument("--hw", default="u280")
-    ap.add_argument("--max-len", type=int, default=32)
+    ap.add_argument("--max-len", type=int, default=4096)
     ap.add_argument("--max-prefill", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=2, help="processes lowering program templates")
     ap.add_argument("--out", default="out")
+    ap.add_argument("--keep", help="save the bundles in this folder")
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--models", default="llama2-7b,opt-6.7b")
     args = ap.parse_args()
@@ -61,20 +69,22 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         cmd = [sys.executable, __file__, "--model", model] + [f"--{k.replace('_', '-')}={v}" for k, v in
-                                                              vars(args).items() if k not in ("model", "models")]
+                                                              vars(args).items()
+                                                              if k not in ("model", "models") and v is not None]
         res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if res.returncode:
             sys.exit(f"{model}: compile failed")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print("| model | weights | hw | compile s | peak RSS GB | weights GB | bundle GB | programs | "
-          "instructions per decode step | decode program kB | slowest passes (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | weights | hw | max_len | compile s | programs s (lower, tokens, patch tables) | "
+          "peak RSS GB | weights GB | bundle GB | templates | instructions MB (patch tables kB) | "
+          "one program per length GB (computed) | instructions per decode step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        slow = ", ".join(f"{k} {v}" for k, v in sorted(r["passes"].items(), key=lambda kv: -kv[1])[:3])
-        print(f"| {r['model']} | {r['format']} | {r['hw']} | {r['compile_s']} | {r['peak_rss_gb']} | "
-              f"{r['weight_bytes_gb']} | {r['bundle_gb']} | {r['programs']} | {r['decode_instructions']:,} | "
-              f"{r['decode_program_kb']} | {slow} |")
+        print(f"| {r['model']} | {r['format']} | {r['hw']} | {args.max_len} | {r['compile_s']} | "
+              f"{r['passes']['lower+tokens+encode']} | {r['peak_rss_gb']} | {r['weight_bytes_gb']} | {r['bundle_gb']} | "
+              f"{r['templates']} | {r['instructions_mb']} ({r['patch_kb']}) | {r['per_length_gb']:,} | "
+              f"{r['decode_instructions']:,} |")
 
 
 if __name__ == "__main__":

@@ -48,9 +48,20 @@ class Bundle:
         return self.manifest["max_len"]
 
     @property
-    def max_step(self) -> int:
-        """Most tokens one step processes (longer prompts run as several steps)."""
-        return self.manifest["max_prefill"]
+    def step_lengths(self) -> list[int]:
+        """Token counts one step can process (a prompt runs as steps of these)."""
+        return sorted(self._templates)
+
+    def prompt_steps(self, n: int) -> list[int]:
+        """How a prompt of ``n`` tokens is split into steps: the longest step lengths first."""
+        if n < 1:
+            raise BundleError("a prompt needs at least one token")
+        steps, left = [], n
+        for length in reversed(self.step_lengths):
+            while left >= length:
+                steps.append(length)
+                left -= length
+        return steps
 
     def region(self, name: str) -> dict:
         for r in self.manifest["memory_map"]["regions"]:
@@ -78,9 +89,11 @@ class Bundle:
     def program(self, kind: str, n: int) -> list[bytes]:
         """The program of a prefill of ``n`` tokens (one step, n <= max_step) or of the decode step at position n."""
         if kind == "prefill":
-            if n > self.max_step:
-                raise BundleError(f"a prefill of {n} tokens runs as several steps of at most {self.max_step}; use "
-                                  f"Session.prefill, or Bundle.step for each")
+            if n not in self._templates:
+                if 0 < n <= self.max_len:
+                    raise BundleError(f"bundle has no program for steps of {n} tokens (it has "
+                                      f"{self.step_lengths}); a prompt of {n} runs as steps {self.prompt_steps(n)} "
+                                      f"(Session.prefill), or recompile with {n} in --prefill-lens")
             return self.step(n, 0)
         if kind == "decode":
             return self.step(1, n)

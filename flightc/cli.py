@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 import time
@@ -69,7 +70,8 @@ def cmd_compile(args) -> int:
         lengths = [int(x) for x in args.prefill_lens.split(",")] if args.prefill_lens else None
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
                                  max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
-                                 random_weights=args.random_weights, bucket=args.bucket)
+                                 random_weights=args.random_weights, bucket=args.bucket,
+                                 jobs=args.jobs)
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -194,24 +196,28 @@ def cmd_sim(args) -> int:
             console.print(f"{what} written to {args.trace}")
     console.print(_table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
                          f"of simulation speed)", ("counter", "value"), rows))
+    reports = []
     if args.backend == "perf":
-        _print_perf_steps(session.device.steps)
+        reports = _print_perf_steps(session.device.steps, session.steps, len(prompt))
     if args.json:
         Path(args.json).write_text(json.dumps({"prompt": prompt, "tokens": tokens, "wall_s": wall,
+                                               "modeled_steps": [r.to_dict() for r in reports],
                                                "counters": c.to_dict()}, indent=1))
     return 0
 
 
-def _print_perf_steps(steps) -> None:
+def _print_perf_steps(schedules, steps: list[tuple[int, int]], prompt_len: int) -> list:
     from flightc.sim.perf.report import step_report
 
-    reps = [step_report("prefill" if i == 0 else f"decode {i}", s) for i, (_, s) in enumerate(steps)]
+    names = [f"prefill {n} at {p}" if p < prompt_len else f"decode at {p}" for n, p in steps]
+    reps = [step_report(name, s) for name, (_, s) in zip(names, schedules)]
     rows = [(r.name, f"{r.cycles:,}", f"{r.seconds * 1e3:.3f}", f"{r.hbm_utilization:.1%}", f"{r.mpe_utilization:.2%}",
              f"{r.roofline_seconds / r.seconds:.1%}" if r.seconds else "-",
              max(r.unit_busy, key=r.unit_busy.get)) for r in reps]
     console.print(_table("performance model (modeled, not measured)",
                          ("step", "cycles", "ms", "memory bandwidth used", "MPE MACs used", "of roofline",
                           "busiest unit"), rows))
+    return reps
 
 
 def cmd_eval(args) -> int:
@@ -313,8 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
     c.add_argument("--max-prefill", type=int, default=16,
                    help="most prompt tokens one step processes; longer prompts run as several steps")
-    c.add_argument("--prefill-lens", help="only program templates for these step lengths, e.g. 4,8 (default: "
-                                          "1..max-prefill; decode's 1 is always built)")
+    c.add_argument("--prefill-lens", help="program templates for these step lengths, e.g. 4,8 (default: "
+                                          "max-prefill; decode's 1 is always built); prompts run as steps of "
+                                          "the longest that fit")
+    c.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes that lower program templates (default: up to 2)")
     c.add_argument("--bucket", type=int, help="also cut each template's position range every N positions "
                                               "(FlightLLM-style buckets; default: one range wherever it fits)")
     c.add_argument("--random-weights", type=int, metavar="SEED",

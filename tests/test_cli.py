@@ -54,3 +54,15 @@ def test_config_presets_and_derived_json(tmp_path, capsys):
     path = tmp_path / "one.json"
     assert main(["config", "u280", "--set", "num_cores=1", "-o", str(path)]) == 0
     assert json.loads(path.read_text())["num_cores"] == 1
+
+
+def test_sim_on_the_performance_model_writes_a_timeline(bundle, capsys, tmp_path):
+    trace, out = tmp_path / "t.json", tmp_path / "run.json"
+    assert main(["sim", str(bundle), "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "2", "--backend", "perf",
+                 "--trace", str(trace), "--json", str(out)]) == 0
+    assert "performance model" in capsys.readouterr().out
+    run = json.loads(out.read_text())
+    assert [s["name"] for s in run["modeled_steps"]] == ["prefill 4 at 0", "prefill 1 at 4", "decode at 5"]
+    assert run["counters"]["cycles"]["cycles"] == sum(s["cycles"] for s in run["modeled_steps"])
+    assert json.loads(trace.read_text())["traceEvents"]
+    assert main(["sim", str(bundle), "--prompt-ids", "1,2", "--trace", str(trace)]) == 2  # fsim has no timeline

@@ -15,7 +15,10 @@ the field named, any program that is not affine in between.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -87,21 +90,27 @@ def template_specs(graph: GraphIR, cfg: HardwareConfig, length: int, max_len: in
 
 
 def _lowered(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: TemplateSpec, p0: int,
-             window_cap: int) -> list[list[Instruction]]:
+             window_cap: int, tokens: bool) -> list[list[Instruction]]:
     step = lower_step(graph, cfg, mem, spec.length, p0, window_cap)
-    return [insert_tokens(prog, extra) for prog, extra in zip(step.cores, step.extras)]
+    if not tokens:
+        return step.cores
+    return [insert_tokens(prog, extra, cfg.token_fifo_depth) for prog, extra in zip(step.cores, step.extras)]
 
 
 def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: TemplateSpec) -> StepTemplate:
-    """Lower a template and derive its patch table, checking that every field is affine in the position."""
+    """Lower a template and derive its patch table, checking that every field is affine in the position.
+
+    The step is lowered at ``p_lo`` (the template), ``p_lo + 1`` (the slope of every field) and ``p_hi``
+    (the check); the token pass runs at both ends, whose wait/release masks must agree.
+    """
     w = graph.spec.sliding_window
     window_cap = spec.p_hi + spec.length - first_visible(w, spec.p_hi)
-    base = _lowered(graph, cfg, mem, spec, spec.p_lo, window_cap)
+    base = _lowered(graph, cfg, mem, spec, spec.p_lo, window_cap, tokens=True)
     samples = []
     if spec.p_hi > spec.p_lo:
-        samples.append((1, _lowered(graph, cfg, mem, spec, spec.p_lo + 1, window_cap)))
+        samples.append((1, _lowered(graph, cfg, mem, spec, spec.p_lo + 1, window_cap, tokens=False)))
     if spec.p_hi > spec.p_lo + 1:
-        samples.append((spec.p_hi - spec.p_lo, _lowered(graph, cfg, mem, spec, spec.p_hi, window_cap)))
+        samples.append((spec.p_hi - spec.p_lo, _lowered(graph, cfg, mem, spec, spec.p_hi, window_cap, tokens=True)))
     patches, counts = [], {}
     for core, prog in enumerate(base):
         offsets, fields, coefs = [], [], []
@@ -120,6 +129,12 @@ def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: Te
                     name = placed.field.name
                     if name not in ins.fields:
                         continue
+                    if name in ("wait", "release"):  # only the two ends went through the token pass
+                        if len(others) > 1 and others[1][1][i].fields[name] != ins.fields[name]:
+                            raise UnsupportedError(f"length-adaptive: the tokens of instruction {i} (core {core}) "
+                                                   f"of the {spec.length}-token step change between positions "
+                                                   f"{spec.p_lo} and {spec.p_hi}")
+                        continue
                     coef = step_ins.fields[name] - ins.fields[name]
                     for d, other in others[1:]:
                         if other[i].fields[name] != ins.fields[name] + coef * d:
@@ -128,9 +143,6 @@ def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: Te
                                 f"{spec.length}-token step is not affine in the position between {spec.p_lo} and "
                                 f"{spec.p_hi}: {ins.fields[name]}, {step_ins.fields[name]}, ..., {other[i].fields[name]}")
                     if coef:
-                        if name in ("wait", "release"):
-                            raise UnsupportedError(f"length-adaptive: the tokens of instruction {i} (core {core}) "
-                                                   f"of the {spec.length}-token step change with the position")
                         offsets.append(offset)
                         fields.append(index)
                         coefs.append(coef)
@@ -139,23 +151,61 @@ def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: Te
     return StepTemplate(spec, [encode_program(p) for p in base], patches, counts)
 
 
-def per_length_bytes(index: list[dict], max_len: int, max_step: int) -> int:
+_JOB: tuple | None = None  # (graph, cfg, mem) for forked workers
+
+
+def _build_job(spec: TemplateSpec) -> StepTemplate:
+    assert _JOB is not None
+    return build_template(*_JOB, spec)
+
+
+def build_templates(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, specs: list[TemplateSpec],
+                    jobs: int = 1, progress: Callable[[int, int], None] | None = None) -> list[StepTemplate]:
+    """Every template, in ``jobs`` forked processes when more than one (the graph is shared, not copied)."""
+    global _JOB
+    out: list[StepTemplate] = []
+    if jobs <= 1 or len(specs) <= 1 or "fork" not in mp.get_all_start_methods():
+        for spec in specs:
+            out.append(build_template(graph, cfg, mem, spec))
+            if progress:
+                progress(len(out), len(specs))
+        return out
+    _JOB = (graph, cfg, mem)
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+            for tpl in pool.map(_build_job, specs):
+                out.append(tpl)
+                if progress:
+                    progress(len(out), len(specs))
+    finally:
+        _JOB = None
+    return out
+
+
+def per_length_bytes(index: list[dict], max_len: int) -> int:
     """Instruction bytes a compiler with one program per length would store (computed, not built): a
-    prefill program for every prompt length 1..max_len-1 (as long as its steps here) and a decode
-    program for every position 1..max_len-1."""
+    prefill program for every prompt length 1..max_len-1, as long as the steps that run it here, and a
+    decode program for every position 1..max_len-1."""
     size: dict[int, list[tuple[int, int, int]]] = {}
     for t in index:
         size.setdefault(t["length"], []).append((t["p_lo"], t["p_hi"], t["bytes"]))
+    lengths = sorted(size, reverse=True)
 
     def at(length: int, p0: int) -> int:
-        for lo, hi, nbytes in size.get(length, ()):
+        for lo, hi, nbytes in size[length]:
             if lo <= p0 <= hi:
                 return nbytes
-        return 0
+        raise ValueError(f"no template for {length} tokens at {p0}")
 
-    chunk = np.cumsum([0] + [at(max_step, c * max_step) for c in range(max_len // max_step + 1)])
+    top = lengths[0]
+    chunk = np.cumsum([0] + [at(top, c * top) for c in range((max_len - 1) // top)])
     total = 0
     for n in range(1, max_len):
-        chunks, rest = divmod(n, max_step)
-        total += int(chunk[chunks]) + (at(rest, chunks * max_step) if rest else 0) + at(1, n)
+        full = n // top
+        total += int(chunk[full]) + at(1, n)
+        pos, left = full * top, n - full * top
+        for length in lengths[1:]:
+            while left >= length:
+                total += at(length, pos)
+                pos, left = pos + length, left - length
     return total

@@ -11,7 +11,7 @@ import numpy as np
 
 from flightc import __version__
 from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle
-from flightc.compiler.adaptive import build_template, per_length_bytes, template_specs
+from flightc.compiler.adaptive import build_templates, per_length_bytes, template_specs
 from flightc.compiler.calibrate import calibrate, default_calibration
 from flightc.compiler.compress import compress
 from flightc.compiler.fuse import fuse
@@ -46,14 +46,15 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  random_weights: int | None = None, bucket: int | None = None) -> Compiled:
+                  random_weights: int | None = None, bucket: int | None = None, jobs: int = 1) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
-    The bundle holds one program template per step length in ``prefill_lengths`` (default
-    1..max_prefill; 1 is always there for decode) and position range, with patch tables that move it to
-    any position below ``max_len`` (flightc.compiler.adaptive); prompts longer than ``max_prefill`` run
-    as several steps. ``bucket`` also cuts every position range into pieces of that many positions. ``random_weights=SEED`` compiles a config
+    The bundle holds one program template per step length in ``prefill_lengths`` (default: max_prefill;
+    1 is always there for decode) and position range, with patch tables that move it to any position
+    below ``max_len`` (flightc.compiler.adaptive); a prompt runs as steps of the longest lengths that fit
+    it. ``bucket`` also cuts every position range into pieces of that many positions; ``jobs`` lowers
+    templates in that many processes. ``random_weights=SEED`` compiles a config
     folder with seeded random weights produced on demand (see flightc.frontend.lazy).
     """
     cfg = load_config(hw)
@@ -96,7 +97,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gf = timed("fuse", fuse, gi)
     mem = timed("place", place, gf, cfg, max_len, max_prefill)
 
-    lengths = sorted(set(prefill_lengths or range(1, max_prefill + 1)) | {1})
+    lengths = sorted(set(prefill_lengths or [max_prefill]) | {1})
     if lengths[0] < 1 or lengths[-1] > max_prefill:
         raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({max_prefill})")
     specs = [spec for n in lengths for spec in template_specs(gf, cfg, n, max_len, bucket)]
@@ -104,15 +105,14 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     patches: dict[str, list[bytes]] = {}
     index = []
     t = time.perf_counter()
-    for i, spec in enumerate(specs):
-        tpl = build_template(gf, cfg, mem, spec)
+    templates = build_templates(gf, cfg, mem, specs, jobs,
+                                (lambda done, total: progress("lower", done, total)) if progress else None)
+    for spec, tpl in zip(specs, templates):
         programs[spec.key] = tpl.streams
         patches[spec.key] = [table.tobytes() for table in tpl.patches]
         index.append({"key": spec.key, "length": spec.length, "p_lo": spec.p_lo, "p_hi": spec.p_hi,
                       "instructions": sum(tpl.counts.values()), "bytes": sum(map(len, tpl.streams)),
                       "patches": sum(map(len, tpl.patches)), "classes": tpl.counts})
-        if progress:
-            progress("lower", i + 1, len(specs))
     timings["lower+tokens+encode"] = time.perf_counter() - t
     log.info("templates: %d lowered and patched in %.2f s", len(specs), timings["lower+tokens+encode"])
 
@@ -125,7 +125,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "memory_map": mem.to_dict(), "programs": index,
         "storage": {"template_bytes": sum(t["bytes"] for t in index),
                     "patch_bytes": sum(len(b) for tables in patches.values() for b in tables),
-                    "per_length_bytes": per_length_bytes(index, max_len, max_prefill)},
+                    "per_length_bytes": per_length_bytes(index, max_len)},
         "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
     }
     images = dict(mem.images)  # bytearrays: a 7B model's weights are not copied again

@@ -39,29 +39,42 @@ class Instruction:
         return Instruction(self.opcode, {**self.fields, **{k: int(v) for k, v in changes.items()}})
 
 
+def _rules(cls: InstrClass) -> dict[str, tuple[int, int, frozenset | None, int]]:
+    """Per field: lowest and highest value, the enum's values (or None), and the bit a mask must not set."""
+    out = {}
+    for p in cls.layout:
+        f = p.field
+        if f.kind is FieldKind.RESERVED:
+            continue
+        values = frozenset(int(e) for e in f.enum) if f.kind is FieldKind.ENUM and f.enum is not None else None
+        out[f.name] = (f.lo_value, f.hi_value, values, (1 << int(cls.unit)) if f.kind is FieldKind.MASK else 0)
+    return out
+
+
+_RULES = {op: _rules(cls) for op, cls in ISA.items()}
+_NAMES = {op: tuple(sorted(n for n in r if n != "opcode")) for op, r in _RULES.items()}
+
+
 def make(opcode: Opcode | str, **values: int) -> Instruction:
     """Build an instruction, filling unnamed fields with zero and checking every value's range."""
     cls = ISA[Opcode[opcode] if isinstance(opcode, str) else Opcode(opcode)]
-    names = {p.field.name for p in cls.layout if p.field.kind is not FieldKind.RESERVED} - {"opcode"}
-    unknown = set(values) - names
+    rules = _RULES[cls.opcode]
+    unknown = [n for n in values if n not in rules or n == "opcode"]
     if unknown:
-        raise EncodingError(f"{cls.name}: unknown fields {sorted(unknown)}; it has {sorted(names)}")
-    full = {n: int(values.get(n, 0)) for n in sorted(names)}
-    for p in cls.layout:
-        if p.field.name in full:
-            _check(cls, p.field.name, full[p.field.name])
+        raise EncodingError(f"{cls.name}: unknown fields {sorted(unknown)}; it has {list(_NAMES[cls.opcode])}")
+    full = {n: int(values.get(n, 0)) for n in _NAMES[cls.opcode]}
+    for name, value in full.items():
+        _check(cls, name, value)
     return Instruction(cls.opcode, full)
 
 
 def _check(cls: InstrClass, name: str, value: int) -> None:
-    f = cls.placed(name).field
-    if not (f.lo_value <= value <= f.hi_value):
-        raise EncodingError(f"{cls.name}.{name} = {value} is out of range [{f.lo_value}, {f.hi_value}]")
-    if f.kind is FieldKind.ENUM:
-        assert f.enum is not None
-        if value not in {int(e) for e in f.enum}:
-            raise EncodingError(f"{cls.name}.{name} = {value} is not a {f.enum.__name__}")
-    if f.kind is FieldKind.MASK and value & (1 << int(cls.unit)):
+    lo, hi, enum_values, own = _RULES[cls.opcode][name]
+    if not lo <= value <= hi:
+        raise EncodingError(f"{cls.name}.{name} = {value} is out of range [{lo}, {hi}]")
+    if enum_values is not None and value not in enum_values:
+        raise EncodingError(f"{cls.name}.{name} = {value} is not a {cls.placed(name).field.enum.__name__}")
+    if own and value & own:
         raise EncodingError(f"{cls.name}.{name} marks its own unit {cls.unit.name}; tokens go between units")
 
 

@@ -28,6 +28,7 @@ class Session:
         self.vocab = bundle.manifest["model"]["vocab_size"]
         self.pos = 0
         self.counters = None
+        self.steps: list[tuple[int, int]] = []  # (tokens, first position) of every step run
 
     def _step(self, ids: list[int]) -> np.ndarray:
         if self.pos + len(ids) > self.bundle.max_len:
@@ -38,6 +39,7 @@ class Session:
             raise UnsupportedError(f"token ids {bad} outside the vocabulary (0..{self.vocab - 1})")
         self.device.write(self.ids["channel"], self.ids["addr"], np.asarray(ids, "<i4").tobytes())
         program = self.bundle.step(len(ids), self.pos)
+        self.steps.append((len(ids), self.pos))
         counters = self.device.run(program)
         if self.counters is None:
             self.counters = counters
@@ -48,7 +50,7 @@ class Session:
         return np.frombuffer(raw, "<i4").copy()
 
     def prefill(self, ids: list[int]) -> np.ndarray:
-        """Process the prompt in steps of at most the bundle's max_prefill tokens; the last step's logits."""
+        """Process the prompt in steps (Bundle.prompt_steps: the longest first); the last step's logits."""
         if self.pos:
             raise UnsupportedError("prefill starts a sequence; open a new Session")
         ids = list(ids)
@@ -56,9 +58,10 @@ class Session:
             raise UnsupportedError("an empty prompt: prefill needs at least one token")
         if len(ids) > self.bundle.max_len:
             raise UnsupportedError(f"prompt of {len(ids)} tokens exceeds the bundle's max_len {self.bundle.max_len}")
-        step = self.bundle.max_step
-        for start in range(0, len(ids), step):
-            logits = self._step(ids[start:start + step])
+        start = 0
+        for length in self.bundle.prompt_steps(len(ids)):
+            logits = self._step(ids[start:start + length])
+            start += length
         return logits
 
     def decode(self, token: int) -> np.ndarray:

@@ -187,7 +187,15 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                     remaining -= 1
                     progress = True
         if not progress:
-            stuck = [f"core {c} {Unit(u).name} at #{order[c][u][ptr[c][u]]}" for c in range(P) for u in range(len(Unit))
+            def why(c: int, i: int) -> str:
+                if dispatch[c][i] < 0:
+                    return "not dispatched"
+                need = [f"end of #{j}" for j in waits_on[c][i] if end[c][j] < 0]
+                need += [f"start of #{j}" for j in room_after[c][i] if start[c][j] < 0]
+                return ", ".join(need) or "the other cores at the barrier"
+
+            stuck = [f"core {c} {Unit(u).name} at #{order[c][u][ptr[c][u]]} waits for "
+                     f"{why(c, order[c][u][ptr[c][u]])}" for c in range(P) for u in range(len(Unit))
                      if ptr[c][u] < len(order[c][u])]
             raise ProgramError(f"the program deadlocks: nothing can start ({', '.join(stuck)})")
     cores = []
