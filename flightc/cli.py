@@ -71,7 +71,7 @@ def cmd_compile(args) -> int:
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
                                  max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
                                  random_weights=args.random_weights, bucket=args.bucket,
-                                 jobs=args.jobs)
+                                 jobs=args.jobs, weights=not args.programs_only)
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -220,6 +220,64 @@ def _print_perf_steps(schedules, steps: list[tuple[int, int]], prompt_len: int) 
     return reps
 
 
+def cmd_perf(args) -> int:
+    from flightc.bundle import load_bundle
+    from flightc.sim.perf.workload import WorkloadModel
+
+    b = load_bundle(args.bundle)
+    cfg = b.config
+    if args.prompt < 1 or args.decode < 0 or args.prompt + args.decode > b.max_len:
+        raise FlightcError(f"a request of {args.prompt} + {args.decode} tokens does not fit the bundle's max_len "
+                           f"{b.max_len}")
+    w = WorkloadModel(b, args.sample)
+    with _progress() as bar:
+        bar.add_task("modeling prefill", total=None)
+        pre = w.prefill(args.prompt)
+    with _progress() as bar:
+        bar.add_task("modeling decode", total=None)
+        dec = w.decode(args.prompt, args.decode) if args.decode else None
+    bw = cfg.mem_bandwidth_gbps * 1e9
+    peak = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
+    rows = [("prefill", f"{pre.steps}", f"{pre.seconds * 1e3:,.2f} ms", f"{pre.tokens_per_s:,.2f}",
+             f"{pre.hbm_bytes / pre.seconds / bw:.2%}", f"{pre.macs / pre.seconds / peak:.3%}",
+             max(pre.unit_busy, key=pre.unit_busy.get))]
+    figures = {"prefill": pre.__dict__}
+    if dec:
+        rows.append(("decode", f"{dec.steps}", f"{dec.seconds * 1e3:,.2f} ms", f"{dec.tokens_per_s:,.3f}",
+                     f"{dec.hbm_bytes / dec.seconds / bw:.2%}", f"{dec.macs / dec.seconds / peak:.3%}",
+                     max(dec.unit_busy, key=dec.unit_busy.get)))
+        figures["decode"] = dec.__dict__
+    console.print(_table(f"{cfg.name}, {cfg.clock_mhz:g} MHz: modeled by the performance model (checked against "
+                         f"the RTL), not measured", ("phase", "steps", "time", "tokens/s", "memory bandwidth used",
+                                                     "MPE MACs used", "busiest unit"), rows))
+    if dec:
+        tb = w.token_bytes(args.prompt + args.decode // 2)
+        parts = [("weight values", tb.weight_values), ("sparse indices", tb.sparse_indices),
+                 ("group scales", tb.group_scales), ("requantization records", tb.requant_records),
+                 ("KV cache", tb.kv_cache), ("other", tb.other), ("total", tb.total)]
+        console.print(_table(f"bytes one decode step streams (at position {args.prompt + args.decode // 2})",
+                             ("what", "MB"), [(k, f"{v / 1e6:,.2f}") for k, v in parts]))
+        roof = bw / tb.total
+        console.print(f"HBM roofline for those bytes: {roof:,.1f} tokens/s; modeled {dec.tokens_per_s:,.3f} "
+                      f"({dec.tokens_per_s / roof:.2%} of it)")
+        figures["token_bytes"] = tb.__dict__
+        figures["roofline_tokens_per_s"] = roof
+    if args.trace:
+        from flightc.sim.perf.trace import write_trace
+
+        first = b.prompt_steps(args.prompt)[0]
+        w.step(first, 0)
+        steps = [(f"prefill {first} at 0", (first, 0))]
+        if dec:
+            w.step(1, args.prompt)
+            steps.append((f"decode at {args.prompt}", (1, args.prompt)))
+        write_trace([(name, w.schedules[key]) for name, key in steps], args.trace)
+        console.print(f"timeline (open in ui.perfetto.dev) written to {args.trace}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    return 0
+
+
 def cmd_eval(args) -> int:
     from flightc.bundle import load_bundle
     from flightc.evaluate import evaluate
@@ -329,8 +387,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--random-weights", type=int, metavar="SEED",
                    help="ignore any checkpoint: seeded random weights, produced layer by layer (a config.json "
                         "is enough; see flightc/models/configs/)")
+    c.add_argument("--programs-only", action="store_true",
+                   help="programs and memory layout without quantizing or packing any weight (fast at 7B scale); "
+                        "for the performance model only (`flightc perf`)")
     c.add_argument("-o", "--output", required=True, help="bundle file to write (.flb)")
     c.set_defaults(func=cmd_compile)
+
+    f = sub.add_parser("perf", help="model the speed of a request (prompt, then generated tokens) on a bundle")
+    f.add_argument("bundle")
+    f.add_argument("--prompt", type=int, default=128, help="prompt tokens")
+    f.add_argument("--decode", type=int, default=512, help="generated tokens")
+    f.add_argument("--sample", type=int, default=64,
+                   help="schedule every Nth position exactly and interpolate in between (1: every step)")
+    f.add_argument("--trace", help="write a Chrome/Perfetto timeline of the first prompt step and the first "
+                                   "decode step")
+    f.add_argument("--json", help="also write the figures to this file")
+    f.set_defaults(func=cmd_perf)
 
     s = sub.add_parser("sim", help="generate tokens from a bundle on a backend")
     s.add_argument("bundle")

@@ -88,3 +88,34 @@ def test_timeline_lays_steps_end_to_end():
     first = max(e["ts"] + e["dur"] for e in spans[:len(steps[0][1].instructions[0])])
     assert min(e["ts"] for e in spans[len(steps[0][1].instructions[0]):]) >= first - 1e-9
     assert any(e["name"] == Opcode.MV.name for e in spans)
+
+
+def test_programs_only_compile_has_the_same_programs_and_refuses_to_compute(tmp_path, capsys):
+    from conftest import MAX_LEN, torch_model
+    from flightc.cli import main
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.errors import BundleError
+
+    plan = CompressionPlan.parse("w4g32s8:16", ["*.down_proj=w8"])
+    full = compile_model(torch_model("tiny-llama"), "tiny", plan, max_len=MAX_LEN, max_prefill=4).bundle
+    bare = compile_model(torch_model("tiny-llama"), "tiny", plan, max_len=MAX_LEN, max_prefill=4,
+                         weights=False).bundle
+    assert bare.manifest["programs_only"] and not any(bare.images.values())
+    assert bare.manifest["memory_map"] == full.manifest["memory_map"]
+    for length, pos in ((4, 0), (1, 9), (1, MAX_LEN - 1)):
+        a = [decode_program(p) for p in full.step(length, pos)]
+        b = [decode_program(p) for p in bare.step(length, pos)]
+        differ = {(x.cls.name, k) for pa, pb in zip(a, b) for x, y in zip(pa, pb) for k in x.fields
+                  if x.fields[k] != y.fields[k]}
+        assert differ <= {("MISC", "imm"), ("MISC", "shift")}  # only the scales' immediates
+        assert schedule(CFG, a).cycles == schedule(CFG, b).cycles
+    with pytest.raises(BundleError, match="--programs-only"):
+        Session(bare)
+    path = tmp_path / "bare.flb"
+    bare.save(path)
+    assert main(["perf", str(path), "--prompt", "5", "--decode", "3", "--sample", "1", "--json",
+                 str(tmp_path / "p.json")]) == 0
+    figures = json.loads((tmp_path / "p.json").read_text())
+    assert figures["prefill"]["steps"] == 2 and figures["decode"]["exact_steps"] == 3
+    assert figures["token_bytes"]["weight_values"] > 0 and figures["roofline_tokens_per_s"] > 0

@@ -87,8 +87,8 @@ def split(count: int, parts: int) -> list[tuple[int, int]]:
 
 
 class _Allocator:
-    def __init__(self, cfg: HardwareConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: HardwareConfig, images: bool = True):
+        self.cfg, self.images = cfg, images
         self.map = MemoryMap(images={c: bytearray() for c in range(cfg.mem_channels)},
                              extent={c: 0 for c in range(cfg.mem_channels)})
 
@@ -108,8 +108,13 @@ class _Allocator:
         self.map.extent[channel] = addr + nbytes
         return region
 
-    def static(self, name: str, kind: RegionKind, data: bytes, channel: int | None = None) -> Region:
-        region = self._place(name, kind, len(data), channel)
+    def static(self, name: str, kind: RegionKind, data: bytes | int, channel: int | None = None) -> Region:
+        """A region with its bytes in the channel image; ``data`` may be just a size when there are no images."""
+        region = self._place(name, kind, data if isinstance(data, int) else len(data), channel)
+        if not self.images:
+            return region
+        if isinstance(data, int):
+            raise ValueError(f"{name}: the image needs its bytes, not just a size")
         image = self.map.images[region.channel]
         image.extend(b"\0" * (region.addr - len(image)))
         image.extend(data)
@@ -177,17 +182,18 @@ def exchange_row_bytes(graph: GraphIR) -> int:
     return max(widths)
 
 
-def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -> MemoryMap:
+def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, images: bool = True) -> MemoryMap:
     """Memory map and static images for an integerized, fused graph.
 
     With several cores, every linear layer is split by output rows and attention by KV heads; a core's
     share lives on its own channels, and exchange regions carry activations between cores.
+    ``images=False`` lays out the same regions without packing any bytes (programs-only compiles).
     """
     s = graph.spec
     if s.max_positions and max_len > s.max_positions:
         raise UnsupportedError(f"max_len {max_len} exceeds the model's max_position_embeddings {s.max_positions}")
     P = cfg.num_cores
-    a = _Allocator(cfg)
+    a = _Allocator(cfg, images)
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
     if P > 1:  # two alternating slots for the tensors cores exchange
@@ -197,12 +203,14 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
         for j in range(j0, j1):
             a.map.kv_owner[j] = core
     emb = graph.node("embed")
-    a.static("embed", RegionKind.TABLE, emb["qembed"].q.astype(np.int8).tobytes())
+    a.static("embed", RegionKind.TABLE,
+             emb["qembed"].q.astype(np.int8).tobytes() if images else emb["qembed"].q.size)
     if "qpositions" in emb:
         if max_len + s.position_offset > len(emb["qpositions"].q):
             raise UnsupportedError(f"max_len {max_len} exceeds the learned positional table "
                                    f"({len(emb['qpositions'].q) - s.position_offset} positions)")
-        a.static("positions", RegionKind.TABLE, emb["qpositions"].q.astype(np.int8).tobytes())
+        a.static("positions", RegionKind.TABLE,
+                 emb["qpositions"].q.astype(np.int8).tobytes() if images else emb["qpositions"].q.size)
     if any(graph.node(n)["op"] is OpKind.ROPE or graph.node(n).get("rope") for n in graph.order()):
         a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta))
     for name in graph.order():
@@ -221,9 +229,9 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())
-            packed = pack_weight(node["qweight"])
-            rows, row_bytes = packed.shape
-            k = node["qweight"].shape[1]
+            rows, k = node["qweight"].shape
+            packed = pack_weight(node["qweight"]) if images else None
+            row_bytes = packed.shape[1] if packed is not None else node["qweight"].fmt.row_bytes(k)
             records = nm.pack_requant(node["mult"], node["shift"], node["bias_q"])
             shares = row_shares(graph, name, rows, P)
             a.map.row_split[name] = shares
@@ -237,7 +245,9 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int) -
                 for r0 in range(c0, c1, tn):
                     r1 = min(c1, r0 + tn)
                     tag = f"{name}.c{core}.t{len(wts)}" if P > 1 else f"{name}.t{len(wts)}"
-                    w = a.static(f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes(), a.channel_of(core))
+                    w = a.static(f"{tag}.w", RegionKind.WEIGHT,
+                                 packed[r0:r1].tobytes() if packed is not None else (r1 - r0) * row_bytes,
+                                 a.channel_of(core))
                     wts.append(w)
                     recs.append(a.static(f"{tag}.r", RegionKind.PARAM,
                                          records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],

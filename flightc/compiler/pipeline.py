@@ -12,7 +12,7 @@ import numpy as np
 from flightc import __version__
 from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle
 from flightc.compiler.adaptive import build_templates, per_length_bytes, template_specs
-from flightc.compiler.calibrate import calibrate, default_calibration
+from flightc.compiler.calibrate import calibrate, default_calibration, nominal_calibration
 from flightc.compiler.compress import compress
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
@@ -46,7 +46,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  random_weights: int | None = None, bucket: int | None = None, jobs: int = 1) -> Compiled:
+                  random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
+                  weights: bool = True) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
@@ -54,7 +55,9 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     1 is always there for decode) and position range, with patch tables that move it to any position
     below ``max_len`` (flightc.compiler.adaptive); a prompt runs as steps of the longest lengths that fit
     it. ``bucket`` also cuts every position range into pieces of that many positions; ``jobs`` lowers
-    templates in that many processes. ``random_weights=SEED`` compiles a config
+    templates in that many processes. ``weights=False`` compiles the programs only: formats are checked
+    and every region laid out, but no weight is quantized or packed and no calibration runs; such a
+    bundle feeds the performance model and refuses every backend that computes values. ``random_weights=SEED`` compiles a config
     folder with seeded random weights produced on demand (see flightc.frontend.lazy).
     """
     cfg = load_config(hw)
@@ -82,20 +85,20 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         g = timed("frontend", load_exported, model)
     else:
         g = timed("frontend", load_hf, model, random_weights)
-    if calibration is None:
+    if calibration is None and weights:
         task = task_of(model) if isinstance(model, (str, Path)) else None
         calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
         log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
                  f"{len(calibration)} random token sequences")
     if progress:
         progress("compress", 0, 1)
-    gc = timed("compress", compress, g, plan, cfg)
+    gc = timed("compress", compress, g, plan, cfg, weights)
     if progress:
         progress("calibrate", 0, 1)
-    gk = timed("calibrate", calibrate, gc, calibration)
+    gk = timed("calibrate", calibrate, gc, calibration) if weights else nominal_calibration(gc)
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
-    mem = timed("place", place, gf, cfg, max_len, max_prefill)
+    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights)
 
     lengths = sorted(set(prefill_lengths or [max_prefill]) | {1})
     if lengths[0] < 1 or lengths[-1] > max_prefill:
@@ -121,7 +124,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
         "model": g.spec.to_dict(), "plan": plan.describe(),
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
-        "max_len": max_len, "max_prefill": max_prefill,
+        "max_len": max_len, "max_prefill": max_prefill, "programs_only": not weights,
         "memory_map": mem.to_dict(), "programs": index,
         "storage": {"template_bytes": sum(t["bytes"] for t in index),
                     "patch_bytes": sum(len(b) for tables in patches.values() for b in tables),

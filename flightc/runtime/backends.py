@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from flightc.bundle import Bundle
-from flightc.errors import FlightcError
+from flightc.errors import BundleError, FlightcError
 
 
 class Backend(Protocol):
@@ -91,4 +91,8 @@ def open_backend(name: str, bundle: Bundle, **options) -> Backend:
     (cycle-accurate RTL)."""
     if name not in BACKENDS:
         raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    if bundle.manifest.get("programs_only"):
+        raise BundleError("this bundle was compiled with --programs-only: it has programs but no weights, so "
+                          f"backend {name!r} cannot compute with it; model its speed with `flightc perf`, or "
+                          "compile with weights")
     return BACKENDS[name](bundle, **options)
