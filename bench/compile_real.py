@@ -29,9 +29,10 @@ def child(args) -> None:
 
     t0 = time.perf_counter()
     c = compile_model(CONFIGS / args.model, args.hw, CompressionPlan.parse(args.format), max_len=args.max_len,
-                      max_prefill=args.max_prefill, random_weights=0, jobs=args.jobs)
+                      max_prefill=args.max_prefill, random_weights=0, jobs=args.jobs, weights=not args.programs_only)
     compile_s = time.perf_counter() - t0
-    out = Path(args.keep or args.out) / f"{args.model}-{args.format.replace(':', '_')}-{args.hw}-{args.max_len}.flb"
+    tag = "-programs" if args.programs_only else ""
+    out = Path(args.keep or args.out) / f"{args.model}-{args.format.replace(':', '_')}-{args.hw}-{args.max_len}{tag}.flb"
     t1 = time.perf_counter()
     c.bundle.save(out)
     m = c.bundle.manifest
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes lowering program templates")
     ap.add_argument("--out", default="out")
     ap.add_argument("--keep", help="save the bundles in this folder")
+    ap.add_argument("--programs-only", action="store_true", help="compile programs only (no weights quantized)")
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--models", default="llama2-7b,opt-6.7b")
     args = ap.parse_args()
@@ -70,13 +72,16 @@ def main() -> None:
     for model in args.models.split(","):
         cmd = [sys.executable, __file__, "--model", model] + [f"--{k.replace('_', '-')}={v}" for k, v in
                                                               vars(args).items()
-                                                              if k not in ("model", "models") and v is not None]
+                                                              if k not in ("model", "models", "programs_only")
+                                                              and v is not None]
+        cmd += ["--programs-only"] if args.programs_only else []
         res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if res.returncode:
             sys.exit(f"{model}: compile failed")
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print("| model | weights | hw | max_len | compile s | programs s (lower, tokens, patch tables) | "
+    what = "compile s (programs only)" if args.programs_only else "compile s"
+    print(f"| model | weights | hw | max_len | {what} | programs s (lower, tokens, patch tables) | "
           "peak RSS GB | weights GB | bundle GB | templates | instructions MB (patch tables kB) | "
           "one program per length GB (computed) | instructions per decode step |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

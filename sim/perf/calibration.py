@@ -44,7 +44,8 @@ def calibration_bundle() -> Bundle:
 
     model = random_model("llama", 0, num_hidden_layers=1, hidden_size=64, intermediate_size=128)
     plan = CompressionPlan.parse("w4g32s8:16", ["*.down_proj=w8", "*.v_proj=w2g16s2:4"])
-    return compile_model(model, CFG, plan, max_len=len(PROMPT) + len(DECODE) + 1, max_prefill=len(PROMPT)).bundle
+    return compile_model(model, CFG, plan, max_len=len(PROMPT) + len(DECODE) + 1, max_prefill=len(PROMPT),
+                         prefill_lengths=list(range(1, len(PROMPT) + 1))).bundle
 
 
 def compiled_steps(bundle: Bundle) -> list[tuple[str, list[int], list[bytes]]]:

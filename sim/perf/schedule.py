@@ -4,8 +4,8 @@ Each core fetches its instruction stream in order, dispatches every instruction 
 queue (``QUEUE_DEPTH`` deep: a full queue stalls the fetcher, as in ``hw/control.py``), and a unit
 starts its head instruction once it is idle, every token it waits for has been released, and every
 token FIFO it releases into has room (``token_fifo_depth``). A barrier ends when every core's SYS
-unit has reached it. Unit busy times come from :mod:`.timing`; a load also lasts at least as long
-as its memory channel needs to deliver its bytes.
+unit has reached it. Unit busy times come from :mod:`.timing`; a load or store also lasts at least
+as long as its memory channel needs for its bytes (:mod:`.memory`: sustained, measured bandwidth).
 
 The result lists every instruction's start and end cycle, which is all the reports and the
 timeline trace need.
@@ -21,6 +21,7 @@ from flightc.errors import ProgramError
 from flightc.hw.control import QUEUE_DEPTH
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
+from flightc.sim.perf.memory import channel_bytes_per_cycle
 from flightc.sim.perf.timing import instruction_work
 
 # Control-path latencies of hw/control.py, in cycles (see docs/performance.md for how each was derived).
@@ -70,7 +71,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     if len(programs) != cfg.num_cores:
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
-    bytes_per_cycle = cfg.mem_channel_gbps * 1e3 / cfg.clock_mhz
+    bytes_per_cycle = channel_bytes_per_cycle(cfg)
     P = len(programs)
     N = [len(p) for p in programs]
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
