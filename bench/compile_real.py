@@ -44,7 +44,7 @@ def child(args) -> None:
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "bundle_gb": round(out.stat().st_size / 1e9, 2),
         "weight_bytes_gb": round(sum(r["nbytes"] for r in m["memory_map"]["regions"] if r["kind"] == "weight") / 1e9, 2),
-        "templates": len(m["programs"]), "decode_instructions": decode[-1]["instructions"],
+        "max_len": args.max_len, "templates": len(m["programs"]), "decode_instructions": decode[-1]["instructions"],
         "decode_program_kb": round(decode[-1]["bytes"] / 1e3, 1),
         "instructions_mb": round((st["template_bytes"] + st["patch_bytes"]) / 1e6, 2),
         "patch_kb": round(st["patch_bytes"] / 1e3, 1), "per_length_gb": round(st["per_length_bytes"] / 1e9, 1)}))
@@ -70,10 +70,14 @@ def main() -> None:
     Path(args.out).mkdir(exist_ok=True)
     rows = []
     for model in args.models.split(","):
-        cmd = [sys.executable, __file__, "--model", model] + [f"--{k.replace('_', '-')}={v}" for k, v in
-                                                              vars(args).items()
-                                                              if k not in ("model", "models", "programs_only")
-                                                              and v is not None]
+        # a model with learned positions cannot go past its table (OPT-6.7B: 2,048)
+        limit = json.loads((CONFIGS / model / "config.json").read_text()).get("max_position_embeddings", args.max_len)
+        max_len = min(args.max_len, limit)
+        if max_len < args.max_len:
+            print(f"{model}: max_len {max_len}, its max_position_embeddings", file=sys.stderr)
+        cmd = [sys.executable, __file__, "--model", model, f"--max-len={max_len}"]
+        cmd += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                if k not in ("model", "models", "programs_only", "max_len") and v is not None]
         cmd += ["--programs-only"] if args.programs_only else []
         res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if res.returncode:
@@ -86,7 +90,7 @@ def main() -> None:
           "one program per length GB (computed) | instructions per decode step |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['format']} | {r['hw']} | {args.max_len} | {r['compile_s']} | "
+        print(f"| {r['model']} | {r['format']} | {r['hw']} | {r['max_len']} | {r['compile_s']} | "
               f"{r['passes']['lower+tokens+encode']} | {r['peak_rss_gb']} | {r['weight_bytes_gb']} | {r['bundle_gb']} | "
               f"{r['templates']} | {r['instructions_mb']} ({r['patch_kb']}) | {r['per_length_gb']:,} | "
               f"{r['decode_instructions']:,} |")

@@ -64,7 +64,7 @@ class HardwareConfig:
     prm_buffer_kib: int
     kv_buffer_kib: int
     buffer_port_bytes: int  # width of one buffer port (bytes per cycle)
-    token_fifo_depth: int  # depth of each wait/release token FIFO between two units
+    token_fifo_depth: int  # capacity of each wait/release token counter between two units (tokens of a step)
 
     def __post_init__(self) -> None:
         positive = [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), (int, float))
@@ -157,7 +157,7 @@ class HardwareConfig:
 
 
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
-               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=8)
+               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095)
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);

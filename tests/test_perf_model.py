@@ -8,7 +8,7 @@ import pytest
 from conftest import PROMPT, compiled
 from flightc.compiler.tokens import insert_tokens
 from flightc.config import PRESETS, Buffer
-from flightc.errors import ProgramError
+from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.codec import decode_program, encode_program, make
 from flightc.isa.table import Opcode, OutMode, SysOp, Unit
 from flightc.runtime.session import Session
@@ -36,12 +36,17 @@ def fanout_program(n: int) -> list:
     return prog
 
 
-def test_token_pass_keeps_in_order_dispatch_free_of_deadlock():
-    n = 3 * CFG.token_fifo_depth
-    prog = insert_tokens(fanout_program(n), depth=CFG.token_fifo_depth)
-    releases = sum(1 for i in prog if i.unit is Unit.MPE and i.release >> int(Unit.ST) & 1)
-    assert releases < n  # some stores share a sync point instead of one token each
-    s = schedule(CFG, [prog])  # raises if the queues and token FIFOs deadlock
+def test_tokens_beyond_the_counters_deadlock_in_order_dispatch_and_are_refused():
+    n = 24
+    small = CFG.replace(token_fifo_depth=8)
+    prog = insert_tokens(fanout_program(n))  # one MPE->ST token per store
+    assert sum(1 for i in prog if i.unit is Unit.MPE and i.release >> int(Unit.ST) & 1) == n
+    with pytest.raises(ProgramError, match="deadlocks"):  # MPE waits for room, the stores are never dispatched
+        schedule(small, [prog])
+    with pytest.raises(UnsupportedError, match=r"'MPE->ST': 24\} tokens between units, more than .*token_fifo_depth 8"):
+        insert_tokens(fanout_program(n), capacity=small.token_fifo_depth)
+    prog = insert_tokens(fanout_program(n), capacity=CFG.token_fifo_depth)
+    s = schedule(CFG, [prog])
     assert s.cycles > sum(instruction_work(CFG, i).cycles for i in prog if i.unit is Unit.MPE)
     Machine(CFG, {0: 4096, 1: 4096}).run(encode_program(prog))  # and the hazard checker accepts the tokens
 

@@ -8,6 +8,7 @@ both sequences are increasing in program order, so each wait pops exactly the to
 """
 from __future__ import annotations
 
+from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import Access, footprint
 from flightc.isa.table import Unit
@@ -30,14 +31,15 @@ def _hit(xs: list[Span], ys: list[Span]) -> bool:
 
 def insert_tokens(program: list[Instruction],
                   extras: dict[int, tuple[list[Access], list[Access]]] | None = None,
-                  depth: int = 8) -> list[Instruction]:
+                  capacity: int | None = None) -> list[Instruction]:
     """``extras[i]`` adds accesses to instruction i that its fields do not show (a barrier's exchanges).
 
-    ``depth`` is the token FIFO depth. The hardware dispatches in program order into short queues, so
-    a unit that must release its (k)-th token to another before that unit has dispatched the wait for
-    its (k - depth)-th would stall dispatch for good; the pass then releases from the producer's
-    latest instruction instead (a later, coarser sync point that keeps releases and waits
-    interleaved).
+    ``capacity`` is the config's ``token_fifo_depth``: the pass refuses a step that releases more tokens
+    from one unit to another than a token counter holds. Within it a release never waits for room, and
+    then in-order dispatch cannot deadlock: every instruction depends only on earlier ones, which by
+    induction all dispatch and finish. (With 8-deep FIFOs, a run of K/V stores on a 3-core 7B program
+    released more tokens than the FIFO held before their consumers were dispatched: the performance
+    model found the deadlock; the functional simulator, with unbounded queues, cannot.)
     """
     units = [ins.unit for ins in program]
     access = [footprint(ins) for ins in program]
@@ -50,7 +52,7 @@ def insert_tokens(program: list[Instruction],
     release = [0] * len(program)
     by_unit: dict[Unit, list[int]] = {u: [] for u in Unit}
     synced: dict[tuple[Unit, Unit], int] = {}  # (producer, consumer) -> producer index of the last token
-    waits_of: dict[tuple[Unit, Unit], list[int]] = {}  # (producer, consumer) -> consumer indices that wait
+    tokens: dict[tuple[Unit, Unit], int] = {}
     for i, ins in enumerate(program):
         u = units[i]
         for v, history in by_unit.items():
@@ -61,13 +63,14 @@ def insert_tokens(program: list[Instruction],
                 if j <= floor:
                     break
                 if _hit(writes[j], touched[i]) or _hit(reads[j], writes[i]):
-                    waited = waits_of.setdefault((v, u), [])
-                    if len(waited) >= depth and waited[len(waited) - depth] > j:
-                        j = history[-1]
                     release[j] |= 1 << int(u)
                     wait[i] |= 1 << int(v)
                     synced[(v, u)] = j
-                    waited.append(i)
+                    tokens[(v, u)] = tokens.get((v, u), 0) + 1
                     break
         by_unit[u].append(i)
+    over = {f"{v.name}->{u.name}": n for (v, u), n in tokens.items() if capacity is not None and n > capacity}
+    if over:
+        raise UnsupportedError(f"tokens: one step passes {over} tokens between units, more than the token counters "
+                               f"hold (token_fifo_depth {capacity}); raise token_fifo_depth in the hardware config")
     return [ins.replace(wait=wait[i], release=release[i]) for i, ins in enumerate(program)]
