@@ -130,3 +130,16 @@ def test_non_affine_step_is_refused_with_the_field_named():
     with pytest.raises(UnsupportedError, match=r"is not affine in the position between 0 and 20"):
         build_template(mistral.fused, mistral.config, mistral.memory, TemplateSpec(1, 0, 20))
     assert w < 20
+
+
+def test_per_length_storage_is_what_materializing_every_program_would_take(adaptive):
+    """The manifest's 'one program per length' figure, computed from template sizes, against the real thing."""
+    b = adaptive.bundle
+    total = 0
+    for n in range(1, L_MAX):  # a prompt of n tokens: its steps, concatenated
+        pos = 0
+        for length in b.prompt_steps(n):
+            total += sum(map(len, b.step(length, pos)))
+            pos += length
+        total += sum(map(len, b.step(1, n)))  # and the decode step at position n
+    assert b.manifest["storage"]["per_length_bytes"] == total

@@ -45,30 +45,44 @@ def insert_tokens(program: list[Instruction],
     access = [footprint(ins) for ins in program]
     for i, (r, w) in (extras or {}).items():
         access[i] = (access[i][0] + r, access[i][1] + w)
-    reads = [_spans(r) for r, _ in access]
-    writes = [_spans(w) for _, w in access]
-    touched = [rd + wr for rd, wr in zip(reads, writes)]
+    # per instruction and space: (read spans, write spans); conflicts only happen within a space
+    spaces: list[dict[tuple[str, int], tuple[list[Span], list[Span]]]] = []
+    for r, w in access:
+        by_space: dict[tuple[str, int], tuple[list[Span], list[Span]]] = {}
+        for span in _spans(r):
+            by_space.setdefault(span[0], ([], []))[0].append(span)
+        for span in _spans(w):
+            by_space.setdefault(span[0], ([], []))[1].append(span)
+        spaces.append(by_space)
     wait = [0] * len(program)
     release = [0] * len(program)
-    by_unit: dict[Unit, list[int]] = {u: [] for u in Unit}
+    # per unit and space, the indices of that unit's instructions touching the space, in order
+    history: dict[Unit, dict[tuple[str, int], list[int]]] = {u: {} for u in Unit}
     synced: dict[tuple[Unit, Unit], int] = {}  # (producer, consumer) -> producer index of the last token
     tokens: dict[tuple[Unit, Unit], int] = {}
     for i, ins in enumerate(program):
         u = units[i]
-        for v, history in by_unit.items():
-            if v is u or not history:
+        mine = spaces[i]
+        for v, per_space in history.items():
+            if v is u:
                 continue
             floor = synced.get((v, u), -1)
-            for j in reversed(history):
-                if j <= floor:
-                    break
-                if _hit(writes[j], touched[i]) or _hit(reads[j], writes[i]):
-                    release[j] |= 1 << int(u)
-                    wait[i] |= 1 << int(v)
-                    synced[(v, u)] = j
-                    tokens[(v, u)] = tokens.get((v, u), 0) + 1
-                    break
-        by_unit[u].append(i)
+            found = -1
+            for space, (r_i, w_i) in mine.items():
+                for j in reversed(per_space.get(space, ())):
+                    if j <= max(floor, found):
+                        break
+                    r_j, w_j = spaces[j][space]
+                    if _hit(w_j, r_i) or _hit(w_j, w_i) or _hit(r_j, w_i):
+                        found = j
+                        break
+            if found >= 0:
+                release[found] |= 1 << int(u)
+                wait[i] |= 1 << int(v)
+                synced[(v, u)] = found
+                tokens[(v, u)] = tokens.get((v, u), 0) + 1
+        for space in mine:
+            history[u].setdefault(space, []).append(i)
     over = {f"{v.name}->{u.name}": n for (v, u), n in tokens.items() if capacity is not None and n > capacity}
     if over:
         raise UnsupportedError(f"tokens: one step passes {over} tokens between units, more than the token counters "
