@@ -113,6 +113,9 @@ def cmd_info(args) -> int:
     s = m["model"]
     console.print(f"model: {s['family']}, {s['num_layers']} layers, hidden {s['hidden_size']}, "
                   f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m['max_len']}")
+    if m.get("programs_only"):
+        console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "
+                      "(`flightc perf`), not the backends that compute values")
     _print_layers(m)
     regions = Table(title="memory map")
     for col in ("region kind", "regions", "bytes", "channels"):
