@@ -20,8 +20,7 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=200, help="random programs to run")
     args = ap.parse_args()
 
-    from flightc.runtime.backends import open_backend
-    from flightc.sim.perf.calibration import CFG, Agreement, calibration_bundle, model_cycles, run_compiled
+    from flightc.sim.perf.calibration import CFG, Agreement, calibration_bundle, compiled_agreement, model_cycles
     from flightc.sim.perf.timing import instruction_work
     from flightc.sim.rtl.backend import RtlSimulator
     from flightc.sim.rtl.differential import memory_bytes_for, run_rtl
@@ -32,19 +31,12 @@ def main() -> None:
     bundle = calibration_bundle()
     sets: dict[str, list[Agreement]] = {"compiled programs": [], "isolated MPE/SFU instructions": [],
                                         "random programs": []}
-    rtl = open_backend("rtl", bundle)
-    try:
-        measured = run_compiled(bundle, rtl)
-    finally:
-        rtl.close()
-    modeled = run_compiled(bundle, open_backend("perf", bundle))
     detail = Table(title="compiled programs (tiny, 1-layer LLaMA)")
     for col in ("program", "RTL cycles", "model cycles", "error"):
         detail.add_column(col, justify="right")
-    for (name, r), (_, m) in zip(measured, modeled):
-        a = Agreement(name, r["cycles"], m["cycles"])
+    for a, _, _ in compiled_agreement(bundle):
         sets["compiled programs"].append(a)
-        detail.add_row(name, f"{a.rtl_cycles:,}", f"{a.model_cycles:,}", f"{a.error:+.3%}")
+        detail.add_row(a.name, f"{a.rtl_cycles:,}", f"{a.model_cycles:,}", f"{a.error:+.3%}")
     console.print(detail)
 
     sim = RtlSimulator(CFG, memory_bytes_for(CFG))

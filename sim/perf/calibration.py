@@ -66,6 +66,19 @@ def run_compiled(bundle: Bundle, backend) -> list[tuple[str, dict]]:
     return out
 
 
+def compiled_agreement(bundle: Bundle) -> list[tuple[Agreement, dict, dict]]:
+    """Every compiled step on the RTL and on the performance model: agreement, RTL and model counters."""
+    from flightc.runtime.backends import open_backend
+
+    rtl = open_backend("rtl", bundle)
+    try:
+        measured = run_compiled(bundle, rtl)
+    finally:
+        rtl.close()
+    modeled = run_compiled(bundle, open_backend("perf", bundle))
+    return [(Agreement(name, r["cycles"], m["cycles"]), r, m) for (name, r), (_, m) in zip(measured, modeled)]
+
+
 def model_cycles(programs: list[bytes], cfg: HardwareConfig = CFG) -> dict:
     from flightc.sim.perf.report import busy_counters
     from flightc.sim.perf.schedule import schedule

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from flightc.isa.table import Opcode
-from flightc.runtime.backends import open_backend
-from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, model_cycles, run_compiled
+from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.timing import instruction_work
 from flightc.sim.rtl.differential import run_rtl
 from flightc.sim.rtl.random_programs import random_case
@@ -35,22 +34,16 @@ def test_timing_contract_is_exact_for_every_mpe_and_sfu_instruction(kernel_sim, 
 
 
 def test_model_within_tolerance_on_compiled_programs(bundle):
-    rtl = open_backend("rtl", bundle)
-    try:
-        measured = run_compiled(bundle, rtl)
-    finally:
-        rtl.close()
-    modeled = run_compiled(bundle, open_backend("perf", bundle))
     bad = []
-    for (name, r), (_, m) in zip(measured, modeled):
-        a = Agreement(name, r["cycles"], m["cycles"])
-        print(f"{name}: rtl {a.rtl_cycles:,} model {a.model_cycles:,} ({a.error:+.2%})")
+    results = compiled_agreement(bundle)
+    for a, r, m in results:
+        print(f"{a.name}: rtl {a.rtl_cycles:,} model {a.model_cycles:,} ({a.error:+.2%})")
         if abs(a.error) > TOLERANCE:
-            bad.append(f"{name}: {a.error:+.2%}")
+            bad.append(f"{a.name}: {a.error:+.2%}")
         for key, v in r.items():  # every unit's busy cycles too
             if key.startswith("busy_") and v > 1000 and abs(m.get(key, 0) - v) > TOLERANCE * v:
-                bad.append(f"{name} {key}: rtl {v}, model {m.get(key, 0)}")
-    assert len(measured) == 7
+                bad.append(f"{a.name} {key}: rtl {v}, model {m.get(key, 0)}")
+    assert len(results) == 7
     assert not bad, "\n".join(bad)
 
 
