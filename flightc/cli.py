@@ -71,7 +71,7 @@ def cmd_compile(args) -> int:
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
                                  max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
                                  random_weights=args.random_weights, bucket=args.bucket,
-                                 jobs=args.jobs, weights=not args.programs_only)
+                                 jobs=args.jobs, weights=not args.programs_only, source=str(args.model))
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -161,6 +161,8 @@ def cmd_disasm(args) -> int:
 def cmd_sim(args) -> int:
     from flightc.runtime.session import Session
 
+    if args.compare and args.compare != "reference":
+        raise FlightcError(f"--compare {args.compare!r}: only 'reference' (the float model) is known")
     if args.backend == "rtl":
         options = {"stall_rate": args.stall_rate, "trace": args.trace}
     else:
@@ -176,10 +178,11 @@ def cmd_sim(args) -> int:
     prompt = _ids(args.prompt_ids)
     console.print(f"prompt: {prompt}")
     t0 = time.perf_counter()
-    tokens = []
+    tokens, logits = [], []
     console.print("tokens: ", end="")
-    for token, _ in session.generate(prompt, args.max_new_tokens):
+    for token, z in session.generate(prompt, args.max_new_tokens):
         tokens.append(token)
+        logits.append(z)
         console.print(str(token), end=" ")
     console.print()
     wall = time.perf_counter() - t0
@@ -202,11 +205,44 @@ def cmd_sim(args) -> int:
     reports = []
     if args.backend == "perf":
         reports = _print_perf_steps(session.device.steps, session.steps, len(prompt))
+    compared = _compare_reference(args, session, prompt, tokens, logits, wall) if args.compare else None
     if args.json:
         Path(args.json).write_text(json.dumps({"prompt": prompt, "tokens": tokens, "wall_s": wall,
                                                "modeled_steps": [r.to_dict() for r in reports],
-                                               "counters": c.to_dict()}, indent=1))
+                                               "reference": compared, "counters": c.to_dict()}, indent=1))
     return 0
+
+
+def _compare_reference(args, session, prompt: list[int], tokens: list[int], logits: list, wall: float) -> dict:
+    """The float model on the same prompt: its tokens and speed next to the backend's, and how far apart."""
+    from flightc.models.builtin import load_torch_model
+    from flightc.reference.float_ref import FloatReference, agreement
+
+    source = args.reference or session.bundle.manifest.get("source")
+    if not source:
+        raise FlightcError("--compare reference: the bundle does not name its model (it was compiled from an object "
+                           "in memory); pass --reference MODEL (a Hugging Face folder or builtin:NAME)")
+    ref = FloatReference(load_torch_model(source))
+    t0 = time.perf_counter()
+    ref_tokens = ref.generate(prompt, len(tokens))
+    ref_wall = time.perf_counter() - t0
+    agree = agreement(ref, prompt, tokens, logits, session.bundle.manifest["io"]["logit_scale"])
+    rows = [("tokens", " ".join(map(str, tokens)), " ".join(map(str, ref_tokens))),
+            ("tokens/s (wall clock here)", f"{len(tokens) / wall:,.1f}", f"{len(tokens) / ref_wall:,.1f}")]
+    cycles = (session.counters.cycles or {}).get("cycles")
+    if cycles:
+        cfg = session.bundle.config
+        how = "RTL cycles" if args.backend == "rtl" else "modeled cycles"
+        rows.append((f"tokens/s on the device ({how} at {cfg.clock_mhz:g} MHz)",
+                     f"{len(tokens) / (cycles / (cfg.clock_mhz * 1e6)):,.2f}", ""))
+    rows += [("greedy tokens that match", f"{agree.greedy_match:.1%}", ""),
+             ("first divergence", "-" if agree.first_divergence is None else str(agree.first_divergence), ""),
+             ("teacher-forced match", f"{agree.teacher_forced_match:.1%}", ""),
+             ("logit rel. error / cosine", f"{agree.logit_rel_error:.3f} / {agree.logit_cosine:.4f}", "")]
+    console.print(_table(f"{args.backend} vs the float reference ({source}, {ref.device})",
+                         ("", args.backend, f"float ({ref.device})"), rows))
+    return {"source": str(source), "device": ref.device, "tokens": ref_tokens, "wall_s": ref_wall,
+            **agree.to_dict()}
 
 
 def _print_perf_steps(schedules, steps: list[tuple[int, int]], prompt_len: int) -> list:
@@ -407,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", help="also write the figures to this file")
     f.set_defaults(func=cmd_perf)
 
-    s = sub.add_parser("sim", help="generate tokens from a bundle on a backend")
+    s = sub.add_parser("run", aliases=["sim"], help="generate tokens from a bundle on a backend")
     s.add_argument("bundle")
     s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
     s.add_argument("--max-new-tokens", type=int, default=16)
@@ -420,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "for long runs)")
     s.add_argument("--stall-rate", type=int, default=0,
                    help="rtl: the simulated memory withholds ready/valid with probability N/256 per cycle")
+    s.add_argument("--compare", choices=("reference",),
+                   help="reference: also run the float model on the prompt (CUDA when present) and print agreement "
+                        "and both speeds")
+    s.add_argument("--reference", help="the float model for --compare (default: the model the bundle was compiled "
+                                       "from, as its manifest names it)")
     s.add_argument("--json", help="also write tokens and counters to this file")
     s.set_defaults(func=cmd_sim)
 

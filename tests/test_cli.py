@@ -66,3 +66,24 @@ def test_sim_on_the_performance_model_writes_a_timeline(bundle, capsys, tmp_path
     assert run["counters"]["cycles"]["cycles"] == sum(s["cycles"] for s in run["modeled_steps"])
     assert json.loads(trace.read_text())["traceEvents"]
     assert main(["sim", str(bundle), "--prompt-ids", "1,2", "--trace", str(trace)]) == 2  # fsim has no timeline
+
+
+def test_run_compares_with_the_float_reference(bundle, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["run", str(bundle), "--prompt-ids", "1,2,3,4", "--max-new-tokens", "4", "--backend", "perf",
+                 "--compare", "reference", "--json", str(out)]) == 0
+    assert "float reference" in capsys.readouterr().out
+    ref = json.loads(out.read_text())["reference"]
+    assert ref["source"] == "builtin:tiny-llama-gqa" and len(ref["tokens"]) == 4
+    assert 0 <= ref["greedy_match"] <= 1 and ref["logit_cosine"] > 0.5
+
+
+def test_run_compare_needs_to_know_the_float_model(tmp_path, capsys):
+    from conftest import compiled
+
+    path = tmp_path / "m.flb"
+    compiled("tiny-llama", "w8").bundle.save(path)  # compiled from a model object: no source in the manifest
+    assert main(["run", str(path), "--prompt-ids", "1,2", "--max-new-tokens", "2", "--compare", "reference"]) == 2
+    assert "pass --reference MODEL" in capsys.readouterr().err
+    assert main(["run", str(path), "--prompt-ids", "1,2", "--max-new-tokens", "2", "--compare", "reference",
+                 "--reference", "builtin:tiny-llama"]) == 0

@@ -47,7 +47,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
-                  weights: bool = True) -> Compiled:
+                  weights: bool = True, source: str | None = None) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
@@ -57,8 +57,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     it. ``bucket`` also cuts every position range into pieces of that many positions; ``jobs`` lowers
     templates in that many processes. ``weights=False`` compiles the programs only: formats are checked
     and every region laid out, but no weight is quantized or packed and no calibration runs; such a
-    bundle feeds the performance model and refuses every backend that computes values. ``random_weights=SEED`` compiles a config
-    folder with seeded random weights produced on demand (see flightc.frontend.lazy).
+    bundle feeds the performance model and refuses every backend that computes values.
+    ``random_weights=SEED`` compiles a config folder with seeded random weights produced on demand
+    (see flightc.frontend.lazy). ``source`` names the model in the manifest (the float reference of
+    ``flightc run --compare reference`` loads it from there).
     """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
@@ -123,6 +125,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
         "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
         "model": g.spec.to_dict(), "plan": plan.describe(),
+        "source": source or (str(model) if isinstance(model, (str, Path)) else None),
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
         "max_len": max_len, "max_prefill": max_prefill, "programs_only": not weights,
         "memory_map": mem.to_dict(), "programs": index,
