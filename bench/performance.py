@@ -55,7 +55,7 @@ def main() -> None:
                 f"{flight} | {busiest} busy {dec.unit_busy[busiest]:.0%} |")
             points.append((model, cfg, pre, dec, tb))
         err = w.interpolation_error(128, 512 + args.sample)
-        print(f"{path}: {time.perf_counter() - t0:.0f} s, {len(w._steps)} steps scheduled exactly; decode "
+        print(f"{path}: {time.perf_counter() - t0:.0f} s, {w.exact_steps} steps scheduled exactly; decode "
               f"interpolation error at midpoints {err:.3%}", flush=True)
     print()
     print("| model | hw | [prefill, decode] | prefill ms | decode tokens/s | end-to-end s | HBM bandwidth used "

@@ -305,12 +305,10 @@ def cmd_perf(args) -> int:
         from flightc.sim.perf.trace import write_trace
 
         first = b.prompt_steps(args.prompt)[0]
-        w.step(first, 0)
-        steps = [(f"prefill {first} at 0", (first, 0))]
+        steps = [(f"prefill {first} at 0", w.schedule_of(first, 0))]
         if dec:
-            w.step(1, args.prompt)
-            steps.append((f"decode at {args.prompt}", (1, args.prompt)))
-        write_trace([(name, w.schedules[key]) for name, key in steps], args.trace)
+            steps.append((f"decode at {args.prompt}", w.schedule_of(1, args.prompt)))
+        write_trace(steps, args.trace)
         console.print(f"timeline (open in ui.perfetto.dev) written to {args.trace}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))

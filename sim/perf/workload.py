@@ -58,18 +58,25 @@ class TokenBytes:
 class WorkloadModel:
     def __init__(self, bundle: Bundle, sample_every: int = 64):
         self.bundle, self.cfg, self.sample_every = bundle, bundle.config, sample_every
-        self._steps: dict[tuple[int, int], StepReport] = {}
-        self._programs: dict[tuple[int, int], list] = {}
-        self.schedules: dict[tuple[int, int], Schedule] = {}
+        self._steps: dict[tuple[int, int], StepReport] = {}  # reports only: a 7B step's schedule is large
+
+    def programs(self, length: int, pos0: int) -> list:
+        """The decoded instructions of one step, per core."""
+        return [decode_program(p) for p in self.bundle.step(length, pos0)]
+
+    def schedule_of(self, length: int, pos0: int) -> Schedule:
+        return schedule(self.cfg, self.programs(length, pos0))
 
     def step(self, length: int, pos0: int) -> StepReport:
         key = (length, pos0)
         if key not in self._steps:
-            programs = [decode_program(p) for p in self.bundle.step(length, pos0)]
-            self._programs[key] = programs
-            self.schedules[key] = schedule(self.cfg, programs)
-            self._steps[key] = step_report(f"{length} tokens at {pos0}", self.schedules[key])
+            self._steps[key] = step_report(f"{length} tokens at {pos0}", self.schedule_of(length, pos0))
         return self._steps[key]
+
+    @property
+    def exact_steps(self) -> int:
+        """Steps scheduled so far."""
+        return len(self._steps)
 
     def _phase(self, steps: list[tuple[int, int]], tokens: int) -> Phase:
         by_len: dict[int, list[int]] = {}
@@ -117,9 +124,9 @@ class WorkloadModel:
 
     def token_bytes(self, pos0: int) -> TokenBytes:
         """What the decode step at ``pos0`` streams from memory, split by kind (from its instructions)."""
-        self.step(1, pos0)
+        programs = self.programs(1, pos0)
         tb = TokenBytes()
-        for prog in self._programs[(1, pos0)]:
+        for prog in programs:
             for ins in prog:
                 if ins.opcode is Opcode.LD:
                     nbytes = ins.rows * ins.row_bytes
@@ -135,7 +142,7 @@ class WorkloadModel:
                     tb.sparse_indices += ins.n * index
                     tb.group_scales += ins.n * (fmt.row_bytes(ins.k) - values - index)
         # requantization records are PRM loads next to each weight tile; count them apart from "other"
-        for prog in self._programs[(1, pos0)]:
+        for prog in programs:
             for i, ins in enumerate(prog[:-1]):
                 nxt = prog[i + 1]
                 if (ins.opcode is Opcode.LD and ins.buf == Buffer.WGT and nxt.opcode is Opcode.LD
