@@ -1,8 +1,8 @@
 """The RTL backend: runs a bundle's programs on the generated Verilog under Verilator, through cocotb.
 
-Memory channels are laid out one after another in the simulated memory (4 KiB aligned), the
-instruction stream after them; the channel bases and the stream's address are the kernel's
-arguments, as a Vitis host would pass them. The simulator runs in its own process, driven over a
+The host side is flightc.runtime.driver, the sequence a board host performs: memory channels laid
+out one after another in the simulated memory (4 KiB aligned), the instruction stream after them,
+the channel bases and the stream's address passed as kernel arguments, identity registers checked. The simulator runs in its own process, driven over a
 Unix socket, and keeps its state between programs like a board does.
 """
 from __future__ import annotations
@@ -16,19 +16,19 @@ from pathlib import Path
 
 from flightc.bundle import Bundle
 from flightc.config import HardwareConfig
-from flightc.errors import BundleError, FlightcError, ProgramError
+from flightc.errors import FlightcError, ProgramError
 from flightc.hw import regs as R
+from flightc.runtime.driver import KernelDriver, memory_layout
 from flightc.sim.functional import Counters, static_counters
 from flightc.sim.rtl import wire
 from flightc.sim.rtl.build import RtlBuild, build, launch
 
 log = logging.getLogger(__name__)
 
-PAGE = 4096
 DEFAULT_MAX_CYCLES = 200_000_000
 
 
-def _align(n: int, a: int = PAGE) -> int:
+def _align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
@@ -109,12 +109,14 @@ class RtlSimulator:
         return self._call("reg_read", r.offset, r.bits)
 
     def run(self, stall_rate: int = 0, max_cycles: int = DEFAULT_MAX_CYCLES) -> dict:
+        """Start the kernel, wait for its interrupt; the cycle counters and the wall time it took."""
         reply = self._call("run", stall_rate, max_cycles)
         if reply["timeout"]:
             raise ProgramError(f"the RTL kernel did not finish within {max_cycles:,} cycles (deadlock?)")
         out = {name: self.reg_read(name) for name in R.COUNTERS}
         out["wall_s"] = reply["wall_s"]
         return out
+
 
     def close(self) -> None:
         if getattr(self, "sock", None) is not None:
@@ -138,55 +140,62 @@ class RtlSimulator:
             pass
 
 
+class RtlPort:
+    """The simulator as a :class:`flightc.runtime.driver.KernelPort`."""
+
+    def __init__(self, sim: RtlSimulator, stall_rate: int, max_cycles: int):
+        self.sim, self.stall_rate, self.max_cycles = sim, stall_rate, max_cycles
+        self.last_wall_s = 0.0
+
+    def reg_read(self, name: str) -> int:
+        return self.sim.reg_read(name)
+
+    def reg_write(self, name: str, value: int) -> None:
+        self.sim.reg_write(name, value)
+
+    def write_mem(self, addr: int, data: bytes) -> None:
+        self.sim.write_mem(addr, data)
+
+    def read_mem(self, addr: int, nbytes: int) -> bytes:
+        return self.sim.read_mem(addr, nbytes)
+
+    def start_and_wait(self) -> None:
+        reply = self.sim._call("run", self.stall_rate, self.max_cycles)
+        if reply["timeout"]:
+            raise ProgramError(f"the RTL kernel did not finish within {self.max_cycles:,} cycles (deadlock?)")
+        self.last_wall_s = reply["wall_s"]
+
+
 class RtlBackend:
-    """The generated RTL, cycle by cycle, behind the same interface as the functional simulator."""
+    """The generated RTL, cycle by cycle, behind the same interface as the functional simulator; the host
+    side is flightc.runtime.driver, as for a board."""
 
     name = "rtl"
 
     def __init__(self, bundle: Bundle, stall_rate: int = 0, trace: str | Path | None = None,
                  max_cycles: int = DEFAULT_MAX_CYCLES, **_ignored):
-        cfg = bundle.config
-        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
-        self.base: dict[int, int] = {}
-        offset = 0
-        for ch in range(cfg.mem_channels):
-            self.base[ch] = offset
-            offset += _align(max(extent.get(ch, 0), 1))
-        self.extent = extent
-        program_bytes = max((len(p) for streams in bundle.programs.values() for p in streams), default=PAGE)
-        self.program_addr = offset
-        need = offset + _align(program_bytes)
+        layout = memory_layout(bundle)
         memory = 1 << 20
-        while memory < need:
+        while memory < layout.total_bytes:
             memory <<= 1
-        self.max_cycles, self.stall_rate = max_cycles, stall_rate
-        self.sim = RtlSimulator(cfg, memory, trace)
-        hw_hash = f"{self.sim.reg_read('config_hash'):016x}"
-        if hw_hash != cfg.hash:
-            raise BundleError(f"the bundle was compiled for config hash {cfg.hash}, but the RTL reports {hw_hash}")
-        for ch, image in bundle.images.items():
-            self.sim.write_mem(self.base[ch], image)
-        for ch in range(cfg.mem_channels):
-            self.sim.reg_write(f"channel_base{ch}", self.base[ch])
-        self.sim.reg_write("program_addr", self.program_addr)
+        self.sim = RtlSimulator(bundle.config, memory, trace)
+        self.port = RtlPort(self.sim, stall_rate, max_cycles)
+        self.driver = KernelDriver(bundle, self.port, layout, "the RTL")
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
-        self.sim.write_mem(self.base[channel] + addr, data)
+        self.driver.write(channel, addr, data)
 
     def read(self, channel: int, addr: int, nbytes: int) -> bytes:
-        return self.sim.read_mem(self.base[channel] + addr, nbytes)
+        return self.driver.read(channel, addr, nbytes)
 
     def run(self, program: bytes | list[bytes]) -> Counters:
         if not isinstance(program, (bytes, bytearray)):
             if len(program) != 1:
                 raise FlightcError(f"the RTL backend runs one core; this program has {len(program)} streams")
             program = program[0]
-        self.sim.write_mem(self.program_addr, bytes(program) + bytes(-len(program) % self.sim.cfg.buffer_port_bytes))
-        self.sim.reg_write("program_bytes", len(program))
-        cycles = self.sim.run(self.stall_rate, self.max_cycles)
         counters = static_counters(bytes(program))
-        counters.cycles = {k: v for k, v in cycles.items() if k != "wall_s"}
-        self.last_wall_s = cycles["wall_s"]
+        counters.cycles = self.driver.run(bytes(program))
+        self.last_wall_s = self.port.last_wall_s
         return counters
 
     def close(self) -> None:
