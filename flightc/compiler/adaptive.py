@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from flightc.compiler.lower import lower_step
+from flightc.compiler.lower import first_visible, lower_step
 from flightc.compiler.memory import MemoryMap
 from flightc.compiler.tokens import insert_tokens
 from flightc.config import Buffer, HardwareConfig
@@ -51,10 +51,6 @@ class StepTemplate:
     streams: list[bytes]  # per core, lowered at p_lo
     patches: list[np.ndarray]  # per core, flightc.isa.patch.PATCH_DTYPE
     counts: dict[str, int]  # instructions per class, all cores
-
-
-def first_visible(spec_window: int, p0: int) -> int:
-    return max(0, p0 - spec_window + 1) if spec_window else 0
 
 
 def template_specs(graph: GraphIR, cfg: HardwareConfig, length: int, max_len: int,

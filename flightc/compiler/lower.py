@@ -27,6 +27,11 @@ from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
 ALIGN = 16
 
 
+def first_visible(sliding_window: int, pos0: int) -> int:
+    """The first K/V row a step starting at ``pos0`` reads: 0, or where a sliding window begins."""
+    return max(0, pos0 - sliding_window + 1) if sliding_window else 0
+
+
 @dataclass
 class Block:
     buf: Buffer
@@ -143,8 +148,7 @@ class StepLowering:
         return self.C - self.first_visible()
 
     def first_visible(self) -> int:
-        w = self.s.sliding_window
-        return max(0, self.p0 - w + 1) if w else 0
+        return first_visible(self.s.sliding_window, self.p0)
 
     # ----- helpers -----
     def emit(self, opcode: Opcode, **fields: int) -> None:
