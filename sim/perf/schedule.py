@@ -153,6 +153,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 dispatch[c][i] = t
                 last_dispatch[c] = t + 1
                 next_dispatch[c] += 1
+                progress = True
             for u in range(len(Unit)):
                 lst = order[c][u]
                 while ptr[c][u] < len(lst):
