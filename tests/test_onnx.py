@@ -31,10 +31,9 @@ def test_onnx_and_hf_folder_give_identical_bundles(name, tmp_path):
         hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
         hf = tmp_path / "hf"
     cal = default_calibration(load_onnx(path).spec.vocab_size)
-    a = compile_model(path, "tiny", CompressionPlan.parse("w4g32"), max_len=20, max_prefill=11,
-                      prefill_lengths=[11], calibration=cal).bundle.save(tmp_path / "a.flb")
-    b = compile_model(hf, "tiny", CompressionPlan.parse("w4g32"), max_len=20, max_prefill=11,
-                      prefill_lengths=[11], calibration=cal).bundle.save(tmp_path / "b.flb")
+    kw = dict(max_len=20, max_prefill=11, prefill_lengths=[11], calibration=cal, source=name)  # same label
+    a = compile_model(path, "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "a.flb")
+    b = compile_model(hf, "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "b.flb")
     assert a.read_bytes() == b.read_bytes()
 
 

@@ -25,7 +25,7 @@ def test_exported_program_and_hf_folder_give_identical_bundles(name, tmp_path):
         hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
         hf = tmp_path / "hf"
     cal = default_calibration(graph.spec.vocab_size)
-    kw = dict(max_len=20, max_prefill=11, prefill_lengths=[11], calibration=cal)
+    kw = dict(max_len=20, max_prefill=11, prefill_lengths=[11], calibration=cal, source=name)  # same label
     a = compile_model(graph, "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "a.flb")
     b = compile_model(hf, "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "b.flb")
     assert a.read_bytes() == b.read_bytes()
