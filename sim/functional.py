@@ -20,8 +20,8 @@ from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, mpe_shape,
-                                   norm_param_bytes, weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, mpe_macs,
+                                   mpe_shape, norm_param_bytes, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.sim.hazards import HazardChecker
 
@@ -77,8 +77,7 @@ def static_counters(program: bytes) -> Counters:
     for ins in _decoded(bytes(program)):
         c.instructions[ins.cls.name] = c.instructions.get(ins.cls.name, 0) + 1
         if ins.opcode in (Opcode.MM, Opcode.MV):
-            m, _, _ = mpe_shape(ins)
-            c.macs += m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
+            c.macs += mpe_macs(ins)
         elif ins.opcode is Opcode.MISC:
             c.sfu_elements += ins.rows * ins.cols
         elif ins.opcode in (Opcode.LD, Opcode.ST):
@@ -298,7 +297,7 @@ class Machine:
         if acc.size and (acc.max() >= limit or acc.min() < -limit):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
                                f"{self.cfg.acc_bits}-bit accumulators")
-        c.macs += m * n * fmt.nnz(k) if not ins.w_kmajor else m * n * k
+        c.macs += mpe_macs(ins)
         mode = OutMode(ins.out_mode)
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
         out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)

@@ -53,11 +53,13 @@ class WeightFormat:
     def nnz(self, k: int) -> int:
         return k * self.n // self.m
 
-    def row_bytes(self, k: int) -> int:
-        """Packed bytes of one weight row of length k: values, then sparse indices, then group multipliers."""
+    def row_parts(self, k: int) -> tuple[int, int, int]:
+        """Packed bytes of one weight row of length k: (values, sparse indices, group multipliers), in that order."""
         nnz = self.nnz(k)
-        return ((nnz * self.bits + 7) // 8 + (nnz * self.index_bits + 7) // 8
-                + (k // self.group if self.group else 0))
+        return (nnz * self.bits + 7) // 8, (nnz * self.index_bits + 7) // 8, k // self.group if self.group else 0
+
+    def row_bytes(self, k: int) -> int:
+        return sum(self.row_parts(k))
 
     def label(self) -> str:
         s = f"W{self.bits}"

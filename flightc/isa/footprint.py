@@ -80,6 +80,12 @@ def mpe_shape(ins: Instruction) -> tuple[int, int, int]:
     return 1, 0, 0
 
 
+def mpe_macs(ins: Instruction) -> int:
+    """Useful multiply-accumulates of an MM/MV: stored weights only (a sparse row's pruned zeros are not work)."""
+    m, _, _ = mpe_shape(ins)
+    return m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
+
+
 def out_elem_bytes(mode: OutMode) -> int:
     return 1 if mode is OutMode.REQ_I8 else 4
 

@@ -4,16 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from flightc.config import HardwareConfig
-from flightc.isa.codec import Instruction
-from flightc.isa.footprint import mpe_shape, weight_format
+from flightc.isa.footprint import mpe_macs
 from flightc.isa.table import Opcode, Unit
 from flightc.sim.perf.schedule import Schedule
-
-
-def instruction_macs(ins: Instruction) -> int:
-    """Useful multiply-accumulates of an MM/MV (stored weights only: a sparse row's zeros are not work)."""
-    m, _, _ = mpe_shape(ins)
-    return m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
 
 
 @dataclass
@@ -48,7 +41,7 @@ def step_report(name: str, s: Schedule) -> StepReport:
                 busy[u.name] = busy.get(u.name, 0.0) + float((core.end[sel] - core.start[sel] + 1).sum())
         read += int(core.hbm_bytes[core.opcodes == int(Opcode.LD)].sum())
         written += int(core.hbm_bytes[core.opcodes == int(Opcode.ST)].sum())
-        macs += sum(instruction_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))
+        macs += sum(mpe_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))
     span = max(1, s.cycles) * cfg.num_cores
     bandwidth = cfg.mem_bandwidth_gbps * 1e9
     peak = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
@@ -65,13 +58,3 @@ def busy_counters(s: Schedule) -> dict[str, int]:
     for cls, v in s.busy_per_class().items():
         out[f"busy_{cls.lower()}"] = v
     return out
-
-
-def channel_bytes(s: Schedule) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for core in s.cores:
-        sel = core.channels >= 0
-        for ch, n in zip(core.channels[sel], core.hbm_bytes[sel]):
-            out[int(ch)] = out.get(int(ch), 0) + int(n)
-    return out
-

@@ -24,7 +24,8 @@ from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.sim.perf.memory import channel_bytes_per_cycle
 from flightc.sim.perf.timing import instruction_work
 
-# Control-path latencies of hw/control.py, in cycles (see docs/performance.md for how each was derived).
+# Control-path latencies of hw/control.py, in cycles, counted from its registers (the calibration tests
+# check them with the rest: programs of a few instructions are exact or within a few cycles).
 RUN_START = 4  # ap_start to the first instruction word: AR, first beat, beat FIFO, beat register
 QUEUE_LATENCY = 2  # a dispatched instruction reaches the head of SyncFIFOBuffered two cycles later
 RUN_END = 2  # the last unit's done to the end of the run (idle and empty seen, then done)
@@ -38,7 +39,6 @@ class CoreTimeline:
     opcodes: np.ndarray
     start: np.ndarray
     end: np.ndarray
-    busy: np.ndarray  # uncontended busy cycles from the timing contract
     hbm_bytes: np.ndarray
     channels: np.ndarray
 
@@ -203,7 +203,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     cores = []
     for c, prog in enumerate(programs):
         cores.append(CoreTimeline(unit[c], np.array([int(i.opcode) for i in prog], np.int64), start[c], end[c],
-                                  busy[c], np.array([w.hbm_bytes for w in work[c]], np.int64),
+                                  np.array([w.hbm_bytes for w in work[c]], np.int64),
                                   np.array([w.channel for w in work[c]], np.int64)))
     cycles = max(int(e.max()) for e in end) + RUN_END if remaining == 0 and any(N) else 0
     return Schedule(cfg, cores, cycles, programs)

@@ -8,11 +8,13 @@ that is off at the midpoints.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from flightc.bundle import Bundle
+from flightc.compiler.memory import RegionKind
 from flightc.config import Buffer
 from flightc.isa.codec import decode_program
 from flightc.isa.footprint import weight_format
@@ -59,6 +61,9 @@ class WorkloadModel:
     def __init__(self, bundle: Bundle, sample_every: int = 64):
         self.bundle, self.cfg, self.sample_every = bundle, bundle.config, sample_every
         self._steps: dict[tuple[int, int], StepReport] = {}  # reports only: a 7B step's schedule is large
+        self._regions: dict[int, list[dict]] = {}
+        for r in sorted(bundle.manifest["memory_map"]["regions"], key=lambda r: (r["channel"], r["addr"])):
+            self._regions.setdefault(r["channel"], []).append(r)
 
     def programs(self, length: int, pos0: int) -> list:
         """The decoded instructions of one step, per core."""
@@ -122,31 +127,35 @@ class WorkloadModel:
             worst = max(worst, abs(guess - self.step(1, mid).seconds) / self.step(1, mid).seconds)
         return worst
 
+    def _region(self, channel: int, addr: int) -> dict:
+        """The memory-map region an address of a channel falls in."""
+        regions = self._regions[channel]
+        i = bisect.bisect_right([r["addr"] for r in regions], addr) - 1
+        if i < 0 or addr >= regions[i]["addr"] + max(regions[i]["nbytes"], 1):
+            raise ValueError(f"channel {channel} address {addr} is in no region of the memory map")
+        return regions[i]
+
     def token_bytes(self, pos0: int) -> TokenBytes:
-        """What the decode step at ``pos0`` streams from memory, split by kind (from its instructions)."""
-        programs = self.programs(1, pos0)
+        """What the decode step at ``pos0`` streams from memory, split by kind: weights from the MPE
+        instructions that read them (their format splits values, indices and group scales), every other
+        load by the memory-map region it reads."""
         tb = TokenBytes()
-        for prog in programs:
+        for prog in self.programs(1, pos0):
             for ins in prog:
-                if ins.opcode is Opcode.LD:
-                    nbytes = ins.rows * ins.row_bytes
-                    if ins.buf == Buffer.KV:
-                        tb.kv_cache += nbytes
-                    elif ins.buf != Buffer.WGT:
-                        tb.other += nbytes
-                elif ins.opcode in (Opcode.MM, Opcode.MV) and ins.w_buf == Buffer.WGT:
-                    fmt = weight_format(ins)
-                    nnz = fmt.nnz(ins.k)
-                    values, index = (nnz * fmt.bits + 7) // 8, (nnz * fmt.index_bits + 7) // 8
+                if ins.opcode in (Opcode.MM, Opcode.MV) and ins.w_buf == Buffer.WGT:
+                    values, index, scales = weight_format(ins).row_parts(ins.k)
                     tb.weight_values += ins.n * values
                     tb.sparse_indices += ins.n * index
-                    tb.group_scales += ins.n * (fmt.row_bytes(ins.k) - values - index)
-        # requantization records are PRM loads next to each weight tile; count them apart from "other"
-        for prog in programs:
-            for i, ins in enumerate(prog[:-1]):
-                nxt = prog[i + 1]
-                if (ins.opcode is Opcode.LD and ins.buf == Buffer.WGT and nxt.opcode is Opcode.LD
-                        and nxt.buf == Buffer.PRM):
-                    tb.requant_records += nxt.rows * nxt.row_bytes
-                    tb.other -= nxt.rows * nxt.row_bytes
+                    tb.group_scales += ins.n * scales
+                elif ins.opcode is Opcode.LD and not ins.gather:
+                    region = self._region(ins.channel, ins.hbm_addr)
+                    nbytes = ins.rows * ins.row_bytes
+                    if region["kind"] == RegionKind.KV.value:
+                        tb.kv_cache += nbytes
+                    elif region["kind"] == RegionKind.PARAM.value and region["name"].endswith(".r"):
+                        tb.requant_records += nbytes
+                    elif region["kind"] != RegionKind.WEIGHT.value:  # weights: counted at the MPE above
+                        tb.other += nbytes
+                elif ins.opcode is Opcode.LD:
+                    tb.other += ins.rows * ins.row_bytes + 4 * ins.rows  # gathered rows and their ids
         return tb

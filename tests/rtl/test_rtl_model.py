@@ -3,19 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from flightc.compiler.pipeline import compile_model
-from flightc.compress.plan import CompressionPlan
-from flightc.models.seeded import random_model
 from flightc.runtime.backends import open_backend
-
-PROMPT = [5, 77, 130, 9]
+from flightc.sim.perf.calibration import PROMPT, calibration_bundle
 
 
 def test_small_model_prefill_and_decode_are_byte_identical():
-    model = random_model("llama", 0, num_hidden_layers=1, hidden_size=64, intermediate_size=128)
-    plan = CompressionPlan.parse("w4g32s8:16", ["*.down_proj=w8", "*.v_proj=w2g16s2:4"])
-    bundle = compile_model(model, "tiny", plan, max_len=8, max_prefill=len(PROMPT),
-                           prefill_lengths=[len(PROMPT)]).bundle
+    bundle = calibration_bundle()  # 1 layer, hidden 64: W4 g32 8:16, W8 down_proj, W2 g16 2:4 v_proj
     fsim, rtl = open_backend("fsim", bundle), open_backend("rtl", bundle)
     try:
         extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
