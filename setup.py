@@ -1,8 +1,8 @@
-"""Package layout: sim/ and hw/ are top-level folders (users asked for that layout)
-but install as flightc.sim and flightc.hw, so no generic top-level name is claimed."""
+"""Package layout: sim/, hw/ and bitstreams/ are top-level folders (users asked for that layout)
+but install as flightc.sim, flightc.hw and flightc.bitstreams, so no generic top-level name is claimed."""
 from setuptools import find_packages, setup
 
-MOUNTS = {"flightc": "flightc", "flightc.sim": "sim", "flightc.hw": "hw"}
+MOUNTS = {"flightc": "flightc", "flightc.sim": "sim", "flightc.hw": "hw", "flightc.bitstreams": "bitstreams"}
 
 
 def _packages() -> list[str]:

@@ -163,8 +163,16 @@ def cmd_sim(args) -> int:
 
     if args.compare and args.compare != "reference":
         raise FlightcError(f"--compare {args.compare!r}: only 'reference' (the float model) is known")
+    board_backend = args.backend in ("pynq", "xrt")
+    if (args.overlay or args.board) and not board_backend:
+        raise FlightcError("--overlay and --board apply to --backend pynq or xrt")
     if args.backend == "rtl":
         options = {"stall_rate": args.stall_rate, "trace": args.trace}
+    elif board_backend:
+        if args.stall_rate or args.trace:
+            raise FlightcError(f"--stall-rate and --trace apply to simulators, not to --backend {args.backend}")
+        options = {"overlay": args.overlay, "timeout_s": args.board_timeout}
+        options.update({"board": args.board} if args.backend == "pynq" else {"device_index": args.device_index})
     else:
         if args.stall_rate:
             raise FlightcError("--stall-rate applies to --backend rtl only")
@@ -192,7 +200,7 @@ def cmd_sim(args) -> int:
              ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
              ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
     if c.cycles:
-        how = "measured on the RTL" if args.backend == "rtl" else "modeled"
+        how = _cycles_source(args.backend, session.device)
         rows += [(f"cycles ({how})", f"{c.cycles['cycles']:,}")]
         rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]
     if hasattr(session.device, "close"):
@@ -200,8 +208,9 @@ def cmd_sim(args) -> int:
         if args.trace:
             what = "timeline (open in ui.perfetto.dev)" if args.backend == "perf" else "waveform"
             console.print(f"{what} written to {args.trace}")
+    speed = "of simulation speed" if args.backend in ("fsim", "perf", "rtl") else "end to end, host included"
     console.print(_table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
-                         f"of simulation speed)", ("counter", "value"), rows))
+                         f"{speed})", ("counter", "value"), rows))
     reports = []
     if args.backend == "perf":
         reports = _print_perf_steps(session.device.steps, session.steps, len(prompt))
@@ -211,6 +220,15 @@ def cmd_sim(args) -> int:
                                                "modeled_steps": [r.to_dict() for r in reports],
                                                "reference": compared, "counters": c.to_dict()}, indent=1))
     return 0
+
+
+def _cycles_source(backend: str, device) -> str:
+    """Where a backend's cycle counters come from, as the tables say it."""
+    if backend == "rtl":
+        return "measured on the RTL"
+    if backend in ("pynq", "xrt"):
+        return getattr(device, "cycles_source", None) or f"counted by the kernel on {device.where}"
+    return "modeled"
 
 
 def _compare_reference(args, session, prompt: list[int], tokens: list[int], logits: list, wall: float) -> dict:
@@ -232,7 +250,8 @@ def _compare_reference(args, session, prompt: list[int], tokens: list[int], logi
     cycles = (session.counters.cycles or {}).get("cycles")
     if cycles:
         cfg = session.bundle.config
-        how = "RTL cycles" if args.backend == "rtl" else "modeled cycles"
+        how = {"rtl": "RTL cycles", "pynq": "the board's cycle counters", "xrt": "the card's cycle counters"}.get(
+            args.backend, "modeled cycles")
         rows.append((f"tokens/s on the device ({how} at {cfg.clock_mhz:g} MHz)",
                      f"{len(tokens) / (cycles / (cfg.clock_mhz * 1e6)):,.2f}", ""))
     rows += [("greedy tokens that match", f"{agree.greedy_match:.1%}", ""),
@@ -445,9 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
     s.add_argument("--max-new-tokens", type=int, default=16)
-    s.add_argument("--backend", default="fsim", choices=("fsim", "perf", "rtl"),
-                   help="fsim (functional simulator), perf (fsim values with cycles from the performance model) or "
-                        "rtl (the generated Verilog under Verilator, cycle by cycle)")
+    s.add_argument("--backend", default="fsim", choices=("fsim", "perf", "rtl", "pynq", "xrt"),
+                   help="fsim (functional simulator), perf (fsim values with cycles from the performance model), "
+                        "rtl (the generated Verilog under Verilator, cycle by cycle), pynq (a PYNQ board, or the "
+                        "virtual board of `flightc board serve`) or xrt (an Alveo card through XRT)")
+    s.add_argument("--overlay", help="pynq: the overlay's .bit (with its .hwh and .flightc.json); xrt: the .xclbin "
+                                     "(with its .flightc.json) -- as `flightc hw bitstream` writes them")
+    s.add_argument("--board", help="pynq: the board's address, ADDRESS[:PORT] (default: pynq's choice, e.g. "
+                                   "PYNQ_REMOTE_DEVICES or the board this runs on)")
+    s.add_argument("--device-index", type=int, default=0, help="xrt: which card (default 0)")
+    s.add_argument("--board-timeout", type=float, default=600.0,
+                   help="pynq/xrt: seconds one step may take before the run is abandoned")
     s.add_argument("--no-hazard-check", action="store_true", help="skip the token-ordering checks (faster)")
     s.add_argument("--trace", help="perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory channel; "
                                    "rtl: write a VCD waveform of the whole session (a separate, slower build; large "
@@ -509,6 +536,29 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--json", help="also write the report to this file")
     hs.set_defaults(func=cmd_hw_synth)
 
+    hb = hsub.add_parser("bitstream", help="the build flow of a board (Vivado for PYNQ boards, Vitis for Alveo) "
+                                           "with its overlay manifest; --virtual: the virtual board's overlay")
+    hb.add_argument("--board", required=True, help="kv260, zcu104 (PYNQ) or u280, vhk158 (Alveo / XRT)")
+    hb.add_argument("--hw", help="preset or config JSON (default: the board's preset)")
+    hb.add_argument("--virtual", action="store_true",
+                    help="write the overlay (.bit, .hwh, manifest) for `flightc board serve` instead of a flow")
+    hb.add_argument("-o", "--output", required=True, help="folder to write into")
+    hb.set_defaults(func=cmd_hw_bitstream)
+
+    bo = sub.add_parser("board", help="the virtual PYNQ board: pynq's remote-device protocol on a local address")
+    bsub = bo.add_subparsers(dest="board_command", required=True)
+    bs = bsub.add_parser("serve", help="serve a virtual board until interrupted; drive it with the unmodified pynq "
+                                       "client (PYNQ_REMOTE_DEVICES=ADDRESS) or `flightc run --backend pynq`")
+    bs.add_argument("--backend", default="fsim", choices=("fsim", "rtl"),
+                    help="fsim: the functional simulator computes, the performance model counts cycles (fast); "
+                         "rtl: the generated Verilog under Verilator computes and counts (exact, slow)")
+    bs.add_argument("--address", default="127.0.0.2", help="address to listen on (a loopback one by default)")
+    bs.add_argument("--port", type=int, default=7967, help="pynq's remote-device port (its client uses 7967)")
+    bs.add_argument("--board", default="kv260", help="which PYNQ board it is (kv260, zcu104)")
+    bs.add_argument("--memory-mib", type=int, help="DDR for buffers (default 512 for fsim, 15 for rtl)")
+    bs.add_argument("--no-hazard-check", action="store_true", help="fsim: skip the token-ordering checks")
+    bs.set_defaults(func=cmd_board_serve)
+
     a = sub.add_parser("isa-doc", help="write the ISA reference generated from the table")
     a.add_argument("-o", "--output", help="e.g. docs/isa.md")
     a.set_defaults(func=cmd_isa_doc)
@@ -524,6 +574,56 @@ def cmd_hw_verilog(args) -> int:
         paths = write_kernel(cfg, Path(args.output))
     for p in paths:
         console.print(f"wrote {p}")
+    return 0
+
+
+def cmd_hw_bitstream(args) -> int:
+    from flightc.bitstreams.boards import board
+    from flightc.bitstreams.flow import write_flow
+    from flightc.config import load_config
+
+    b = board(args.board)
+    cfg = load_config(args.hw or b.preset)
+    with console.status(f"generating the {b.name} {'overlay' if args.virtual else 'flow'} for {cfg.name}"):
+        artifact, written = write_flow(b, cfg, Path(args.output), virtual=args.virtual)
+    for p in written:
+        console.print(f"wrote {p}")
+    if args.virtual:
+        console.print(f"load it on the virtual board: flightc run BUNDLE --backend pynq --overlay {artifact} "
+                      f"--board 127.0.0.2 (with `flightc board serve` running)")
+    else:
+        tool = "vivado -mode batch -source build.tcl" if b.flow.value == "pynq" else "make (Vivado + Vitis)"
+        console.print(f"build {artifact.name} with `{tool}` in {args.output}; Vivado/Vitis are needed for this "
+                      "step only (docs/deploy.md)")
+    return 0
+
+
+def cmd_board_serve(args) -> int:
+    from flightc.bitstreams.boards import Flow, board
+    from flightc.sim.board.board import VirtualBoard
+    from flightc.sim.board.server import start_server
+
+    b = board(args.board)
+    if b.flow is not Flow.PYNQ:
+        raise FlightcError(f"the virtual board is a PYNQ board; {b.name} is an Alveo card (XRT)")
+    memory = args.memory_mib or (512 if args.backend == "fsim" else 15)
+    vb = VirtualBoard(b, args.backend, memory, check_hazards=not args.no_hazard_check)
+    try:
+        server = start_server(vb, args.address, args.port)
+    except OSError as e:
+        raise FlightcError(str(e)) from None
+    target = args.address if args.port == 7967 else f"{args.address}:{args.port}"
+    console.print(f"virtual {b.name} board ({args.backend} backend, {memory} MiB of buffers) on "
+                  f"{args.address}:{args.port}\n  clients: flightc run BUNDLE --backend pynq --overlay OVERLAY.bit "
+                  f"--board {target}\n           or pynq itself with PYNQ_REMOTE_DEVICES={args.address}\n"
+                  "  Ctrl-C stops it", highlight=False)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(0)
+        vb.close()
     return 0
 
 

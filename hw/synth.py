@@ -8,6 +8,7 @@ fabric adders), so the report is what yosys maps, not what Vivado would. LUTRAM 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -47,7 +48,9 @@ class SynthReport:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
 
+@functools.lru_cache(maxsize=4)
 def kernel_verilog(cfg: HardwareConfig) -> str:
+    """The kernel's Verilog (seconds for the tiny preset, minutes for a board's; kept for the process)."""
     from amaranth.back import verilog
 
     from flightc.hw.core import VitisKernel

@@ -1,4 +1,4 @@
-"""One backend interface for every executor of a bundle: functional simulator, performance model, RTL (boards later)."""
+"""One backend interface for every executor of a bundle: functional simulator, performance model, RTL, boards."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -83,12 +83,26 @@ def _rtl(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
     return RtlBackend(bundle, **options)
 
 
-BACKENDS = {"fsim": FunctionalBackend, "perf": PerfBackend, "rtl": _rtl}
+def _pynq(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
+    """A PYNQ board (or the virtual board) through pynq (flightc.runtime.pynq_backend)."""
+    from flightc.runtime.pynq_backend import PynqBackend
+
+    return PynqBackend(bundle, **options)
+
+
+def _xrt(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
+    """An Alveo card through XRT's pyxrt (flightc.runtime.xrt_backend)."""
+    from flightc.runtime.xrt_backend import XrtBackend
+
+    return XrtBackend(bundle, **options)
+
+
+BACKENDS = {"fsim": FunctionalBackend, "perf": PerfBackend, "rtl": _rtl, "pynq": _pynq, "xrt": _xrt}
 
 
 def open_backend(name: str, bundle: Bundle, **options) -> Backend:
-    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator), perf (performance model) or rtl
-    (cycle-accurate RTL)."""
+    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator), perf (performance model), rtl
+    (cycle-accurate RTL), pynq (a PYNQ board or the virtual board) or xrt (an Alveo card)."""
     if name not in BACKENDS:
         raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     if bundle.manifest.get("programs_only"):

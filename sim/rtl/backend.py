@@ -1,8 +1,8 @@
 """The RTL backend: runs a bundle's programs on the generated Verilog under Verilator, through cocotb.
 
-The host side is flightc.runtime.driver, the sequence a board host performs: memory channels laid
-out one after another in the simulated memory (4 KiB aligned), the instruction stream after them,
-the channel bases and the stream's address passed as kernel arguments, identity registers checked. The simulator runs in its own process, driven over a
+The host side is flightc.runtime.driver, the sequence a board host performs: one buffer per memory
+channel and one for the instruction stream, laid out one after another in the simulated memory (4 KiB
+aligned), their addresses passed as kernel arguments, identity registers checked. The simulator runs in its own process, driven over a
 Unix socket, and keeps its state between programs like a board does.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flightc.bundle import Bundle
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError, ProgramError
 from flightc.hw import regs as R
-from flightc.runtime.driver import KernelDriver, memory_layout
+from flightc.runtime.driver import KernelDriver, align, buffer_sizes
 from flightc.sim.functional import Counters, static_counters
 from flightc.sim.rtl import wire
 from flightc.sim.rtl.build import RtlBuild, build, launch
@@ -146,6 +146,14 @@ class RtlPort:
     def __init__(self, sim: RtlSimulator, stall_rate: int, max_cycles: int):
         self.sim, self.stall_rate, self.max_cycles = sim, stall_rate, max_cycles
         self.last_wall_s = 0.0
+        self._next = 0  # buffers one after another from address 0 of the testbench's memory
+
+    def allocate(self, name: str, nbytes: int) -> int:
+        addr, self._next = self._next, self._next + align(nbytes)
+        if self._next > self.sim.build.memory_bytes:
+            raise FlightcError(f"buffer {name} ({nbytes:,} bytes) does not fit the testbench's "
+                               f"{self.sim.build.memory_bytes:,}-byte memory")
+        return addr
 
     def reg_read(self, name: str) -> int:
         return self.sim.reg_read(name)
@@ -174,13 +182,13 @@ class RtlBackend:
 
     def __init__(self, bundle: Bundle, stall_rate: int = 0, trace: str | Path | None = None,
                  max_cycles: int = DEFAULT_MAX_CYCLES, **_ignored):
-        layout = memory_layout(bundle)
+        total = sum(align(n) for n in buffer_sizes(bundle).values())
         memory = 1 << 20
-        while memory < layout.total_bytes:
+        while memory < total:
             memory <<= 1
         self.sim = RtlSimulator(bundle.config, memory, trace)
         self.port = RtlPort(self.sim, stall_rate, max_cycles)
-        self.driver = KernelDriver(bundle, self.port, layout, "the RTL")
+        self.driver = KernelDriver(bundle, self.port, "the RTL")
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
         self.driver.write(channel, addr, data)

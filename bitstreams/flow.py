@@ -1,0 +1,55 @@
+"""``flightc hw bitstream``: every file a board's build flow needs, generated from one hardware config, plus
+the overlay manifest the runtime checks; or, with ``virtual=True``, the overlay of the virtual board."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flightc.config import HardwareConfig
+from flightc.errors import ConfigError
+from flightc.hw.kernel_xml import write_kernel
+from flightc.hw.synth import TOP, kernel_verilog
+
+from .boards import Board, Flow
+from .hwh import KERNEL
+from .manifest import OverlayManifest, write_manifest
+from .virtual import write_virtual_overlay
+from .vitis import CU, link_cfg, makefile, package_xo_tcl
+from .vivado import block_design_tcl
+
+
+def design_name(board: Board, cfg: HardwareConfig) -> str:
+    return f"flightc_{board.name}_{cfg.name}"
+
+
+def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
+               virtual: bool = False) -> tuple[Path, list[Path]]:
+    """(the file the runtime loads, the files written). The first is a .bit or .xclbin that a real flow only
+    produces once Vivado / Vitis has run; the virtual overlay's .bit is written at once."""
+    from flightc.hw.core import check_rtl_config
+
+    check_rtl_config(cfg)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    design = design_name(board, cfg)
+    if virtual:
+        bit = write_virtual_overlay(board, cfg, folder, design)
+        return bit, [bit, bit.with_suffix(".hwh"), folder / f"{design}.flightc.json"]
+    if board.flow is Flow.PYNQ:
+        (folder / f"{TOP}.v").write_text(kernel_verilog(cfg))
+        (folder / "build.tcl").write_text(block_design_tcl(board, cfg, design))
+        artifact = folder / f"{design}.bit"
+        written = [folder / f"{TOP}.v", folder / "build.tcl"]
+        manifest = OverlayManifest(board, cfg, KERNEL)
+    else:
+        if cfg.mem_channels > board.hbm_banks:
+            raise ConfigError(f"config {cfg.name!r} has {cfg.mem_channels} memory channels; {board.name} has "
+                              f"{board.hbm_banks} HBM banks")
+        written = write_kernel(cfg, folder)
+        for name, text in (("package_xo.tcl", package_xo_tcl(board, cfg)), ("link.cfg", link_cfg(board, cfg)),
+                           ("Makefile", makefile(board, design))):
+            (folder / name).write_text(text)
+            written.append(folder / name)
+        artifact = folder / f"{design}.xclbin"
+        manifest = OverlayManifest(board, cfg, CU)
+    written.append(write_manifest(artifact, manifest))
+    return artifact, written
