@@ -555,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--address", default="127.0.0.2", help="address to listen on (a loopback one by default)")
     bs.add_argument("--port", type=int, default=7967, help="pynq's remote-device port (its client uses 7967)")
     bs.add_argument("--board", default="kv260", help="which PYNQ board it is (kv260, zcu104)")
-    bs.add_argument("--memory-mib", type=int, help="DDR for buffers (default 512 for fsim, 15 for rtl)")
+    bs.add_argument("--memory-mib", type=int, help="the board's DDR (default 512 for fsim, 1 for rtl: the RTL's "
+                                                   "testbench memory, a power of two)")
     bs.add_argument("--no-hazard-check", action="store_true", help="fsim: skip the token-ordering checks")
     bs.set_defaults(func=cmd_board_serve)
 
@@ -606,14 +607,14 @@ def cmd_board_serve(args) -> int:
     b = board(args.board)
     if b.flow is not Flow.PYNQ:
         raise FlightcError(f"the virtual board is a PYNQ board; {b.name} is an Alveo card (XRT)")
-    memory = args.memory_mib or (512 if args.backend == "fsim" else 15)
-    vb = VirtualBoard(b, args.backend, memory, check_hazards=not args.no_hazard_check)
+    vb = VirtualBoard(b, args.backend, args.memory_mib, check_hazards=not args.no_hazard_check)
+    memory = (vb.memory.base + vb.memory.size - b.ddr_base) >> 20
     try:
         server = start_server(vb, args.address, args.port)
     except OSError as e:
         raise FlightcError(str(e)) from None
     target = args.address if args.port == 7967 else f"{args.address}:{args.port}"
-    console.print(f"virtual {b.name} board ({args.backend} backend, {memory} MiB of buffers) on "
+    console.print(f"virtual {b.name} board ({args.backend} backend, {memory} MiB of DDR) on "
                   f"{args.address}:{args.port}\n  clients: flightc run BUNDLE --backend pynq --overlay OVERLAY.bit "
                   f"--board {target}\n           or pynq itself with PYNQ_REMOTE_DEVICES={args.address}\n"
                   "  Ctrl-C stops it", highlight=False)

@@ -126,6 +126,11 @@ def open_device(board: str | None):
         raise BoardError(f"no PYNQ board answers at {host}:{port or PYNQ_PORT} ({e}); start one (`flightc board "
                          "serve` for the virtual board) or check the address") from None
     pynq.Device.active_device = device  # pynq's helpers (clocks, registers) talk to the active device
+    from pynq.ps import Clocks
+
+    Clocks.device = device  # pynq keeps one clock driver per process, bound to the first board it met
+    if "_real_instance" in vars(Clocks):
+        delattr(Clocks, "_real_instance")
     return device, f"the board at {host}:{port or PYNQ_PORT}"
 
 

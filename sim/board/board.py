@@ -18,7 +18,7 @@ FPGA_MANAGER = "/sys/class/fpga_manager/fpga0/"
 FIRMWARE = "/lib/firmware/"
 # PS registers pynq reads when it sets the PL clocks: IOPLL/RPLL/DPLL at 33.333 MHz x 60 / 2 = 1000 MHz (ZU+ CRL/CRF)
 PS_RESET = {0xFF5E0020: 60 << 8 | 1 << 16, 0xFF5E0030: 60 << 8 | 1 << 16, 0xFD1A002C: 60 << 8 | 1 << 16}
-CMA_OFFSET = 1 << 20
+DEFAULT_MEMORY_MIB = {"fsim": 512, "rtl": 1}
 IDENTITY = "/etc/flightc/virtual-board"  # hosts read here what kind of board this is, and what its cycles mean
 CYCLES_SOURCE = {"fsim": "virtual board (functional simulator): cycle counters modeled by the performance model",
                  "rtl": "virtual board (RTL under Verilator): cycle counters measured on the generated RTL"}  # buffers are allocated from here up (the low MiB stands for the kernel's own memory)
@@ -27,13 +27,16 @@ CYCLES_SOURCE = {"fsim": "virtual board (functional simulator): cycle counters m
 class VirtualBoard:
     """One board: programmed by writing a bitstream's name to the FPGA manager, as pynq does on silicon."""
 
-    def __init__(self, board: Board, backend: str = "fsim", memory_mib: int = 512, check_hazards: bool = True,
+    def __init__(self, board: Board, backend: str = "fsim", memory_mib: int | None = None, check_hazards: bool = True,
                  max_cycles: int = 200_000_000):
         if backend not in ("fsim", "rtl"):
             raise FlightcError(f"unknown virtual board backend {backend!r}: fsim or rtl")
         self.board, self.backend = board, backend
         self.check_hazards, self.max_cycles = check_hazards, max_cycles
-        self.memory = BoardMemory(board.ddr_base + CMA_OFFSET, memory_mib << 20)
+        # DDR [ddr_base, ddr_base + total): buffers above the first 1/16. The RTL's testbench memory is this DDR,
+        # and a small one keeps its Verilog quick to generate (1 MiB is also what the rtl backend builds).
+        total = (memory_mib or DEFAULT_MEMORY_MIB[backend]) << 20
+        self.memory = BoardMemory(board.ddr_base + total // 16, total - total // 16)
         self.kernel: FabricKernel | None = None
         self.ps_regs: dict[int, int] = dict(PS_RESET)
         self.lock = threading.RLock()

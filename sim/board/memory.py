@@ -3,6 +3,7 @@ at physical addresses, and the check that every address the kernel is given lies
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ class BoardMemory:
         self.buffers: dict[str, PhysBuffer] = {}
         self._next = base
         self._ids = itertools.count(1)
+        self._boot = uuid.uuid4().hex[:8]  # ids stay unique across restarts: a stale client cannot free a new buffer
 
     def allocate(self, nbytes: int) -> PhysBuffer:
         if nbytes <= 0:
@@ -46,7 +48,7 @@ class BoardMemory:
             raise FlightcError(f"out of board memory: {nbytes:,} bytes requested, {used:,} of {self.size:,} "
                                "in use")
         self._next = addr + -(-nbytes // PAGE) * PAGE
-        buf = PhysBuffer(f"buf{next(self._ids)}", addr, np.zeros(nbytes, np.uint8))
+        buf = PhysBuffer(f"{self._boot}-{next(self._ids)}", addr, np.zeros(nbytes, np.uint8))
         self.buffers[buf.id] = buf
         return buf
 

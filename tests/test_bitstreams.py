@@ -1,0 +1,108 @@
+"""Build-flow files generated from one hardware config, the overlay manifest, and the .hwh pynq parses.
+
+Vivado and Vitis are not installed here: what is checked is what flightc generates and what the runtime
+reads back (manifest checks, the .hwh through pynq's own parser)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from flightc.bitstreams.boards import BOARDS
+from flightc.bitstreams.flow import write_flow
+from flightc.bitstreams.manifest import OverlayManifest, read_manifest
+from flightc.bitstreams.virtual import read_payload
+from flightc.cli import main
+from flightc.config import PRESETS
+from flightc.errors import BundleError, FlightcError
+from flightc.hw import regs as R
+from flightc.isa.table import ISA_VERSION
+
+TINY = PRESETS["tiny"]
+
+
+def test_pynq_flow_places_the_kernel_where_the_manifest_and_hwh_say(tmp_path):
+    board = BOARDS["kv260"]
+    artifact, written = write_flow(board, TINY, tmp_path)
+    names = {p.name for p in written}
+    assert {"flightc_kernel.v", "build.tcl", "flightc_kv260_tiny.flightc.json"} <= names
+    assert artifact.name == "flightc_kv260_tiny.bit" and not artifact.exists()  # Vivado makes it
+    tcl = (tmp_path / "build.tcl").read_text()
+    assert f"-part {board.part}" in tcl and f"-offset {board.ctrl_base:#010x}" in tcl
+    assert "M_AXI_HPM0_FPD" in tcl and "S_AXI_HP0_FPD" in tcl and "pl_ps_irq0" in tcl
+    assert f"PL0_REF_CTRL__FREQMHZ {{{board.pl_clk_mhz}}}" in tcl and TINY.hash in tcl
+    assert "module flightc_kernel" in (tmp_path / "flightc_kernel.v").read_text()
+    m = read_manifest(artifact)
+    assert (m.board.name, m.config, m.isa_version, m.kernel, m.virtual) == ("kv260", TINY, ISA_VERSION,
+                                                                           "flightc_0", False)
+
+
+def test_vitis_flow_maps_every_memory_channel_to_its_hbm_bank(tmp_path):
+    board = BOARDS["u280"]
+    artifact, written = write_flow(board, TINY, tmp_path)
+    assert artifact.suffix == ".xclbin"
+    cfg_text = (tmp_path / "link.cfg").read_text()
+    assert f"sp=flightc_1.m_axi_gmem:HBM[0:{TINY.mem_channels - 1}]" in cfg_text
+    assert f"freqHz={int(TINY.clock_mhz * 1e6)}:flightc_1.ap_clk" in cfg_text
+    assert "package_xo -force -xo_path ./flightc_kernel.xo -kernel_name flightc_kernel" in \
+        (tmp_path / "package_xo.tcl").read_text()
+    make = (tmp_path / "Makefile").read_text()
+    assert f"PLATFORM ?= {board.platform}" in make and "v++ --link" in make
+    args = re.findall(r'<arg name="([^"]+)"[^>]* offset="(0x[0-9a-f]+)"', (tmp_path / "kernel.xml").read_text())
+    rw = [(r.name, hex(r.offset)) for r in R.register_map(TINY) if r.access is R.RegAccess.RW]
+    assert args == rw  # the kernel's arguments are hw/regs.py's writable registers, at their offsets
+    assert read_manifest(artifact).kernel == "flightc_1"
+    wide = TINY.replace(name="wide", mem_channels=40)
+    with pytest.raises(Exception, match="40 memory channels; u280 has 32 HBM banks"):
+        write_flow(board, wide, tmp_path / "wide")
+
+
+def test_virtual_overlay_hwh_parses_with_pynq_and_lists_the_register_map(tmp_path):
+    from pynqmetadata.frontends import Metadata
+    from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+    board = BOARDS["kv260"]
+    bit, _ = write_flow(board, TINY, tmp_path, virtual=True)
+    parsed = RuntimeMetadataParser(Metadata(input=str(bit.with_suffix(".hwh"))))
+    ip = parsed.ip_dict["flightc_0"]
+    assert ip["phys_addr"] == board.ctrl_base and ip["addr_range"] == board.ctrl_range
+    regs = {name: r["address_offset"] for name, r in ip["registers"].items()}
+    for r in R.register_map(TINY):
+        words = [r.name] if r.bits == 32 else [f"{r.name}_{k + 1}" for k in range(r.bits // 32)]
+        assert [regs[w] for w in words] == [r.offset + 4 * k for k in range(len(words))]
+    assert parsed.clock_dict[0]["enable"] == 1 and parsed.clock_dict[0]["frequency"] == pytest.approx(200, 0.01)
+    # the payload pynq's client writes to the board (bit2bin) names the config
+    from pynq.pl_server.embedded_device import bit2bin
+
+    assert read_payload(bit2bin(bit.read_bytes())).config == TINY
+    with pytest.raises(FlightcError, match="not a flightc virtual bitstream"):
+        read_payload(b"\x00" * 64)
+
+
+def test_manifest_refuses_another_config_or_isa_and_edits(tmp_path):
+    from conftest import compiled
+
+    bundle = compiled("tiny-llama", "w8").bundle
+    m = OverlayManifest(BOARDS["kv260"], TINY, "flightc_0")
+    m.check(bundle.manifest, "x.bit")
+    with pytest.raises(BundleError, match="implements ISA 0.9, but the bundle was compiled for ISA"):
+        OverlayManifest(BOARDS["kv260"], TINY, "flightc_0", isa_version="0.9").check(bundle.manifest, "x.bit")
+    with pytest.raises(BundleError, match="x.bit was built for config 'kv260'"):
+        OverlayManifest(BOARDS["kv260"], PRESETS["kv260"], "flightc_0").check(bundle.manifest, "x.bit")
+    d = m.to_dict()
+    d["config"]["mpe_chains"] = 99
+    with pytest.raises(FlightcError, match="does not match its config.*edited"):
+        OverlayManifest.from_dict(d)
+    with pytest.raises(FlightcError, match="no flightc manifest next to"):
+        read_manifest(tmp_path / "nothing.bit")
+
+
+def test_cli_writes_flows_and_refuses_a_virtual_alveo(tmp_path, capsys):
+    assert main(["hw", "bitstream", "--board", "kv260", "--hw", "tiny", "--virtual", "-o", str(tmp_path)]) == 0
+    assert "flightc run BUNDLE --backend pynq" in capsys.readouterr().out
+    assert json.loads((tmp_path / "flightc_kv260_tiny.flightc.json").read_text())["virtual"] is True
+    assert main(["hw", "bitstream", "--board", "u280", "--hw", "tiny", "--virtual", "-o", str(tmp_path)]) == 2
+    assert "the virtual board is a PYNQ board" in capsys.readouterr().err
+    assert main(["hw", "bitstream", "--board", "vc707", "-o", str(tmp_path)]) == 2
+    assert "unknown board 'vc707'" in capsys.readouterr().err
