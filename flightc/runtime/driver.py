@@ -98,3 +98,30 @@ class KernelDriver:
         self.port.reg_write("program_bytes", len(program))
         self.port.start_and_wait()
         return {name: self.port.reg_read(name) for name in R.COUNTERS}
+
+
+class DriverBackend:
+    """The backend interface (flightc.runtime.backends) of a one-core kernel driven through ``self.driver``:
+    the RTL, pynq and xrt backends differ only in their port."""
+
+    name = ""
+    driver: KernelDriver
+
+    def write(self, channel: int, addr: int, data: bytes) -> None:
+        self.driver.write(channel, addr, data)
+
+    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
+        return self.driver.read(channel, addr, nbytes)
+
+    def run(self, program: bytes | list[bytes]):
+        """Counters of one step: instruction counts from the stream, cycles from the kernel's counters."""
+        from flightc.sim.functional import static_counters
+
+        if not isinstance(program, (bytes, bytearray)):
+            if len(program) != 1:
+                raise FlightcError(f"the {self.name} backend drives one core; this program has {len(program)} "
+                                   "streams (compile with a one-core config)")
+            program = program[0]
+        counters = static_counters(bytes(program))
+        counters.cycles = self.driver.run(bytes(program))
+        return counters

@@ -17,8 +17,7 @@ import numpy as np
 from flightc.bundle import Bundle
 from flightc.errors import FlightcError
 from flightc.hw import regs as R
-from flightc.runtime.driver import KernelDriver
-from flightc.sim.functional import Counters, static_counters
+from flightc.runtime.driver import DriverBackend, KernelDriver
 
 POLL_S = (0.0005, 0.05)  # done-polling interval: first and longest
 
@@ -134,7 +133,7 @@ def open_device(board: str | None):
     return device, f"the board at {host}:{port or PYNQ_PORT}"
 
 
-class PynqBackend:
+class PynqBackend(DriverBackend):
     """A bundle on a PYNQ board; the same interface as the simulators (flightc.runtime.backends)."""
 
     name = "pynq"
@@ -172,20 +171,6 @@ class PynqBackend:
                 self.cycles_source = self.device.read_file(IDENTITY).decode().strip()
         self.driver = KernelDriver(bundle, self.port, where)
 
-    def write(self, channel: int, addr: int, data: bytes) -> None:
-        self.driver.write(channel, addr, data)
-
-    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
-        return self.driver.read(channel, addr, nbytes)
-
-    def run(self, program: bytes | list[bytes]) -> Counters:
-        if not isinstance(program, (bytes, bytearray)):
-            if len(program) != 1:
-                raise FlightcError(f"the pynq backend drives one core; this program has {len(program)} streams")
-            program = program[0]
-        counters = static_counters(bytes(program))
-        counters.cycles = self.driver.run(bytes(program))
-        return counters
 
     def close(self) -> None:
         self.port.close()

@@ -15,8 +15,7 @@ from flightc.bundle import Bundle
 from flightc.errors import FlightcError
 from flightc.hw import regs as R
 from flightc.hw.synth import TOP
-from flightc.runtime.driver import KernelDriver
-from flightc.sim.functional import Counters, static_counters
+from flightc.runtime.driver import DriverBackend, KernelDriver
 
 POLL_S = (0.0001, 0.01)
 
@@ -90,7 +89,7 @@ class XrtPort:
             pause = min(2 * pause, POLL_S[1])
 
 
-class XrtBackend:
+class XrtBackend(DriverBackend):
     """A bundle on an Alveo card; the same interface as the simulators (flightc.runtime.backends)."""
 
     name = "xrt"
@@ -115,17 +114,3 @@ class XrtBackend:
         self.port = XrtPort(pyxrt, device, xclbin, uuid, manifest.kernel, bundle.config, timeout_s)
         self.driver = KernelDriver(bundle, self.port, self.where)
 
-    def write(self, channel: int, addr: int, data: bytes) -> None:
-        self.driver.write(channel, addr, data)
-
-    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
-        return self.driver.read(channel, addr, nbytes)
-
-    def run(self, program: bytes | list[bytes]) -> Counters:
-        if not isinstance(program, (bytes, bytearray)):
-            if len(program) != 1:
-                raise FlightcError(f"the xrt backend drives one core; this program has {len(program)} streams")
-            program = program[0]
-        counters = static_counters(bytes(program))
-        counters.cycles = self.driver.run(bytes(program))
-        return counters

@@ -18,8 +18,8 @@ from flightc.bundle import Bundle
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError, ProgramError
 from flightc.hw import regs as R
-from flightc.runtime.driver import KernelDriver, align, buffer_sizes
-from flightc.sim.functional import Counters, static_counters
+from flightc.runtime.driver import DriverBackend, KernelDriver, align, buffer_sizes
+from flightc.sim.functional import Counters
 from flightc.sim.rtl import wire
 from flightc.sim.rtl.build import RtlBuild, build, launch
 
@@ -174,7 +174,7 @@ class RtlPort:
         self.last_wall_s = reply["wall_s"]
 
 
-class RtlBackend:
+class RtlBackend(DriverBackend):
     """The generated RTL, cycle by cycle, behind the same interface as the functional simulator; the host
     side is flightc.runtime.driver, as for a board."""
 
@@ -190,19 +190,8 @@ class RtlBackend:
         self.port = RtlPort(self.sim, stall_rate, max_cycles)
         self.driver = KernelDriver(bundle, self.port, "the RTL")
 
-    def write(self, channel: int, addr: int, data: bytes) -> None:
-        self.driver.write(channel, addr, data)
-
-    def read(self, channel: int, addr: int, nbytes: int) -> bytes:
-        return self.driver.read(channel, addr, nbytes)
-
     def run(self, program: bytes | list[bytes]) -> Counters:
-        if not isinstance(program, (bytes, bytearray)):
-            if len(program) != 1:
-                raise FlightcError(f"the RTL backend runs one core; this program has {len(program)} streams")
-            program = program[0]
-        counters = static_counters(bytes(program))
-        counters.cycles = self.driver.run(bytes(program))
+        counters = super().run(program)
         self.last_wall_s = self.port.last_wall_s
         return counters
 
