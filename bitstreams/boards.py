@@ -25,18 +25,18 @@ class Board:
     ctrl_range: int = 0x1_0000
     ddr_base: int = 0x0
     ddr_bytes: int = 0x8000_0000
-    pl_clk_mhz: int = 0
     # Alveo: the Vitis platform the kernel links into and its HBM pseudo-channels
     platform: str = ""
     hbm_banks: int = 0
 
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
-    # Kria KV260: xck26 in the K26 SOM; PL clock 0 from the PS (pl_clk0); low DDR 0..2 GiB on HP0.
+    # Kria KV260: xck26 in the K26 SOM; the kernel's clock is the PS's pl_clk0 at the config's clock_mhz;
+    # low DDR 0..2 GiB on HP0.
     Board("kv260", Flow.PYNQ, "xck26-sfvc784-2LV-c", "kv260", "Kria KV260 Vision AI Starter Kit (PYNQ)",
-          board_part="xilinx.com:kv260_som:part0:1.4", pl_clk_mhz=200),
+          board_part="xilinx.com:kv260_som:part0:1.4"),
     Board("zcu104", Flow.PYNQ, "xczu7ev-ffvc1156-2-e", "kv260", "Zynq UltraScale+ ZCU104 (PYNQ)",
-          board_part="xilinx.com:zcu104:part0:1.1", pl_clk_mhz=200),
+          board_part="xilinx.com:zcu104:part0:1.1"),
     # Alveo U280: 32 HBM2 pseudo-channels; the gen3x16 XDMA shell (UG1120).
     Board("u280", Flow.VITIS, "xcu280-fsvh2892-2L-e", "u280", "Alveo U280 (XRT)",
           platform="xilinx_u280_gen3x16_xdma_1_202211_1", hbm_banks=32),

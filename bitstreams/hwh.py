@@ -9,6 +9,7 @@ from __future__ import annotations
 from xml.sax.saxutils import quoteattr
 
 from flightc.config import HardwareConfig
+from flightc.errors import ConfigError
 from flightc.hw import regs as R
 from flightc.hw.core import M_AXI, S_AXI
 from flightc.hw.synth import TOP
@@ -18,7 +19,10 @@ from .boards import Board
 
 PS = "zynq_ultra_ps_e_0"
 KERNEL = "flightc_0"  # the kernel's instance name in the block design (Overlay.ip_dict key)
-IOPLL_MHZ = 1000  # the PL clocks divide the PS's IOPLL (two 6-bit dividers)
+# the PL clocks divide the PS's IOPLL (two 6-bit dividers); its control register (ZU+ CRL_APB IOPLL_CTRL) has
+# FBDIV 60 and DIV2: 33.333 MHz x 60 / 2 = 1000 MHz. The virtual board's PS reports this value to pynq.
+IOPLL_MHZ = 1000
+IOPLL_CTRL = 60 << 8 | 1 << 16
 HPM0 = "M_AXI_HPM0_FPD"
 HP0 = "S_AXI_HP0_FPD"
 VLNV = f"flightc.org:flightc:{TOP}:{ISA_VERSION}"
@@ -32,14 +36,15 @@ def _params(values: dict) -> str:
     return "\n".join(f"        <PARAMETER NAME={_q(k)} VALUE={_q(v)}/>" for k, v in values.items())
 
 
-def pl_clock_params(mhz: int) -> dict:
+def pl_clock_params(mhz: float) -> dict:
     """PS parameters of the four PL clocks; pl_clk0 at ``mhz`` (the divisors of IOPLL that reach it)."""
     for d0 in range(1, 64):
         d1 = IOPLL_MHZ / (mhz * d0)
         if d1 == int(d1) and 1 <= d1 < 64:
             break
     else:
-        raise ValueError(f"{mhz} MHz is not a divisor pair of the {IOPLL_MHZ} MHz IOPLL")
+        raise ConfigError(f"clock_mhz = {mhz:g}: a PYNQ overlay's pl_clk0 divides the {IOPLL_MHZ} MHz IOPLL by "
+                          "two integers (1..63); choose a clock such as 100, 125, 200 or 250 MHz")
     p = {}
     for clk in range(4):
         on = clk == 0
@@ -57,12 +62,12 @@ def _register_xml(cfg: HardwareConfig) -> str:
     """The kernel's registers as Vivado lists them (64-bit ones as two words, _1 low and _2 high, like HLS)."""
     out = []
     for r in R.register_map(cfg):
-        for k in range(r.bits // 32):
+        for k, off in enumerate(r.word_offsets):
             name = r.name if r.bits == 32 else f"{r.name}_{k + 1}"
             access = "read-write" if r.access is R.RegAccess.RW else "read-only"
             out.append(f"""          <REGISTER NAME={_q(name)}>
             <PROPERTY NAME="DESCRIPTION" VALUE={_q(r.doc)}/>
-            <PROPERTY NAME="ADDRESS_OFFSET" VALUE="{r.offset + 4 * k:#x}"/>
+            <PROPERTY NAME="ADDRESS_OFFSET" VALUE="{off:#x}"/>
             <PROPERTY NAME="SIZE" VALUE="32"/>
             <PROPERTY NAME="ACCESS" VALUE="{access}"/>
             <PROPERTY NAME="IS_ENABLED" VALUE="true"/>
@@ -87,7 +92,7 @@ def hwh(board: Board, cfg: HardwareConfig, design: str) -> str:
     <MODULE COREREVISION="1" FULLNAME="/{PS}" HWVERSION="3.5" INSTANCE="{PS}" IPTYPE="PERIPHERAL" IS_ENABLE="1"
             IS_PL="FALSE" MODTYPE="zynq_ultra_ps_e" VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">
       <PARAMETERS>
-{_params(pl_clock_params(board.pl_clk_mhz))}
+{_params(pl_clock_params(cfg.clock_mhz))}
       </PARAMETERS>
       <PORTS>
         <PORT DIR="O" NAME="pl_clk0" SIGIS="clk" SIGNAME="{PS}_pl_clk0"/>

@@ -1,8 +1,9 @@
 """The PYNQ-board flow: a Vivado block design with the Zynq UltraScale+ PS and the flightc kernel.
 
 The kernel's registers sit on the PS's M_AXI_HPM0_FPD port at the board's ``ctrl_base``, its AXI master
-on S_AXI_HP0_FPD into DDR, its interrupt on pl_ps_irq0 and its clock on pl_clk0 — the names and
-addresses bitstreams/hwh.py writes for the virtual board, so one overlay manifest describes both.
+on S_AXI_HP0_FPD into DDR, its interrupt on pl_ps_irq0 and its clock on pl_clk0 at the config's clock_mhz:
+the names and addresses bitstreams/hwh.py writes for the virtual board, so one overlay manifest describes
+both.
 Vivado is not installed on flightc's CI machines: the script is generated and checked, not run there.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ set_property -dict [list \\
     CONFIG.PSU__MAXIGP0__DATA_WIDTH {{32}} \\
     CONFIG.PSU__USE__S_AXI_GP2 {{1}} CONFIG.PSU__SAXIGP2__DATA_WIDTH {{128}} \\
     CONFIG.PSU__USE__IRQ0 {{1}} \\
-    CONFIG.PSU__FPGA_PL0_ENABLE {{1}} CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{board.pl_clk_mhz}}} \\
+    CONFIG.PSU__FPGA_PL0_ENABLE {{1}} CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {{{cfg.clock_mhz:g}}} \\
 ] [get_bd_cells {PS}]
 
 # the kernel as a module reference: Vivado infers s_axi_control / m_axi_gmem from the AXI port names

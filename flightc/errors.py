@@ -23,3 +23,7 @@ class BundleError(FlightcError):
 
 class ProgramError(FlightcError):
     """A program violates the machine's rules: deadlock, unbalanced tokens, a read racing a write."""
+
+
+class MemoryRangeError(ProgramError):
+    """A program reaches past the memory a channel has (its used extent, or the buffer it points into)."""

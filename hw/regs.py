@@ -33,6 +33,11 @@ class Register:
     access: RegAccess
     doc: str
 
+    @property
+    def word_offsets(self) -> tuple[int, ...]:
+        """Offsets of its 32-bit words, low word first (what a 32-bit AXI4-Lite host reads or writes)."""
+        return tuple(self.offset + 4 * k for k in range(self.bits // 32))
+
 
 # cycles of the run, then per instruction class the cycles its unit spent executing instructions of that class
 COUNTERS = ("cycles",) + tuple(f"busy_{c.name.lower()}" for c in ISA.values())

@@ -18,7 +18,7 @@ from flightc import numerics as nm
 from flightc.bundle import Bundle
 from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.config import Buffer, HardwareConfig
-from flightc.errors import ProgramError
+from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, mpe_macs,
                                    mpe_shape, norm_param_bytes, weight_format)
@@ -140,7 +140,8 @@ class Machine:
         mem = self.hbm[ch]
         ix = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(width)[None, :]).ravel()
         if ix.size and ix.max() >= mem.size:
-            raise ProgramError(f"channel {ch} access [{addr}, {ix.max() + 1}) beyond the used extent ({mem.size})")
+            raise MemoryRangeError(f"channel {ch} access [{addr}, {ix.max() + 1}) beyond the used extent "
+                                   f"({mem.size})")
         return ix
 
     # ----- execution -----
@@ -209,8 +210,8 @@ class Machine:
                             hz.access(core * NUNITS + u, where, reads, writes)
                         try:
                             self._execute(core, ins, counters)
-                        except ProgramError as e:
-                            raise ProgramError(f"{where}: {e}") from None
+                        except ProgramError as e:  # the same kind of error, saying where
+                            raise type(e)(f"{where}: {e}") from None
                         finish(core, u, ins)
                         progressed = True
             if len(at_barrier) == P:

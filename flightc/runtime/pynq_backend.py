@@ -34,6 +34,20 @@ def _import_pynq():
     return pynq
 
 
+def board_call(where: str, what: str, fn, *args):
+    """``fn(*args)``, with what pynq raises when a board fails or vanishes turned into a BoardError naming both."""
+    import grpc
+
+    try:
+        return fn(*args)
+    except grpc.RpcError as e:
+        code = e.code().name if hasattr(e, "code") else "?"
+        detail = e.details() if hasattr(e, "details") else str(e)
+        raise BoardError(f"{where}: {what} failed ({code}: {detail})") from None
+    except (RuntimeError, MemoryError, ValueError) as e:
+        raise BoardError(f"{where}: {what} failed: {e}") from None
+
+
 class PynqPort:
     """A :class:`flightc.runtime.driver.KernelPort` over pynq: MMIO registers and allocated buffers."""
 
@@ -43,26 +57,15 @@ class PynqPort:
         self.buffers: list[tuple[int, np.ndarray]] = []  # (device address, pynq buffer)
 
     def _do(self, what: str, fn, *args):
-        import grpc
-
-        try:
-            return fn(*args)
-        except grpc.RpcError as e:
-            code = e.code().name if hasattr(e, "code") else "?"
-            detail = e.details() if hasattr(e, "details") else str(e)
-            raise BoardError(f"{self.where}: {what} failed ({code}: {detail})") from None
-        except (RuntimeError, MemoryError, ValueError) as e:
-            raise BoardError(f"{self.where}: {what} failed: {e}") from None
+        return board_call(self.where, what, fn, *args)
 
     def reg_read(self, name: str) -> int:
-        r = self.regs[name]
-        return sum(int(self._do(f"reading register {name}", self.mmio.read, r.offset + 4 * k, 4)) << (32 * k)
-                   for k in range(r.bits // 32))
+        return sum(int(self._do(f"reading register {name}", self.mmio.read, off, 4)) << (32 * k)
+                   for k, off in enumerate(self.regs[name].word_offsets))
 
     def reg_write(self, name: str, value: int) -> None:
-        r = self.regs[name]
-        for k in range(r.bits // 32):
-            self._do(f"writing register {name}", self.mmio.write, r.offset + 4 * k, (value >> (32 * k)) & 0xFFFFFFFF)
+        for k, off in enumerate(self.regs[name].word_offsets):
+            self._do(f"writing register {name}", self.mmio.write, off, (value >> (32 * k)) & 0xFFFFFFFF)
 
     def allocate(self, name: str, nbytes: int) -> int:
         pynq = _import_pynq()
@@ -153,16 +156,15 @@ class PynqBackend(DriverBackend):
         pynq = _import_pynq()
         self.device, where = open_device(board)
         self.where = where
-        port_of = PynqPort(self.device, None, bundle.config, where, timeout_s)  # error wrapping for the download
-        ov = port_of._do(f"downloading {overlay.name}",
-                         lambda: pynq.Overlay(str(overlay), download=True, device=self.device))
+        ov = board_call(where, f"downloading {overlay.name}",
+                        lambda: pynq.Overlay(str(overlay), download=True, device=self.device))
         if manifest.kernel not in ov.ip_dict:
             raise FlightcError(f"{overlay}: no kernel instance {manifest.kernel!r} in its .hwh "
                                f"(found {', '.join(ov.ip_dict) or 'none'})")
         desc = ov.ip_dict[manifest.kernel]
         mmio = pynq.MMIO(desc["phys_addr"], desc["addr_range"], device=self.device)
         self.port = PynqPort(self.device, mmio, bundle.config, where, timeout_s)
-        self.overlay, self.clock_mhz = ov, manifest.config.clock_mhz
+        self.overlay = ov
         self.cycles_source = f"counted by the kernel on {where}"
         if manifest.virtual and self.device.has_capability("REMOTE"):
             from flightc.sim.board.board import IDENTITY
@@ -170,7 +172,6 @@ class PynqBackend(DriverBackend):
             if self.device.exists_file(IDENTITY).exists:
                 self.cycles_source = self.device.read_file(IDENTITY).decode().strip()
         self.driver = KernelDriver(bundle, self.port, where)
-
 
     def close(self) -> None:
         self.port.close()

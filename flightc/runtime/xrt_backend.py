@@ -46,13 +46,12 @@ class XrtPort:
         self.buffers: list[tuple[int, object, int]] = []  # (device address, bo, size)
 
     def reg_read(self, name: str) -> int:
-        r = self.regs[name]
-        return sum((self.kernel.read_register(r.offset + 4 * k) & 0xFFFFFFFF) << (32 * k) for k in range(r.bits // 32))
+        return sum((self.kernel.read_register(off) & 0xFFFFFFFF) << (32 * k)
+                   for k, off in enumerate(self.regs[name].word_offsets))
 
     def reg_write(self, name: str, value: int) -> None:
-        r = self.regs[name]
-        for k in range(r.bits // 32):
-            self.kernel.write_register(r.offset + 4 * k, (value >> (32 * k)) & 0xFFFFFFFF)
+        for k, off in enumerate(self.regs[name].word_offsets):
+            self.kernel.write_register(off, (value >> (32 * k)) & 0xFFFFFFFF)
 
     def allocate(self, name: str, nbytes: int) -> int:
         m = re.fullmatch(r"channel(\d+)", name)

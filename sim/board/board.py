@@ -6,6 +6,7 @@ import logging
 import threading
 
 from flightc.bitstreams.boards import Board
+from flightc.bitstreams.hwh import IOPLL_CTRL
 from flightc.bitstreams.virtual import read_payload
 from flightc.errors import FlightcError
 
@@ -16,12 +17,13 @@ log = logging.getLogger(__name__)
 
 FPGA_MANAGER = "/sys/class/fpga_manager/fpga0/"
 FIRMWARE = "/lib/firmware/"
-# PS registers pynq reads when it sets the PL clocks: IOPLL/RPLL/DPLL at 33.333 MHz x 60 / 2 = 1000 MHz (ZU+ CRL/CRF)
-PS_RESET = {0xFF5E0020: 60 << 8 | 1 << 16, 0xFF5E0030: 60 << 8 | 1 << 16, 0xFD1A002C: 60 << 8 | 1 << 16}
+# PS registers pynq reads when it sets the PL clocks (ZU+ CRL_APB IOPLL/RPLL, CRF_APB DPLL): all at the IOPLL
+# rate the .hwh's clock divisors assume
+PS_RESET = {0xFF5E0020: IOPLL_CTRL, 0xFF5E0030: IOPLL_CTRL, 0xFD1A002C: IOPLL_CTRL}
 DEFAULT_MEMORY_MIB = {"fsim": 512, "rtl": 1}
 IDENTITY = "/etc/flightc/virtual-board"  # hosts read here what kind of board this is, and what its cycles mean
 CYCLES_SOURCE = {"fsim": "virtual board (functional simulator): cycle counters modeled by the performance model",
-                 "rtl": "virtual board (RTL under Verilator): cycle counters measured on the generated RTL"}  # buffers are allocated from here up (the low MiB stands for the kernel's own memory)
+                 "rtl": "virtual board (RTL under Verilator): cycle counters measured on the generated RTL"}
 
 
 class VirtualBoard:

@@ -14,41 +14,34 @@ import threading
 import numpy as np
 
 from flightc.config import HardwareConfig
-from flightc.errors import FlightcError, ProgramError
+from flightc.errors import FlightcError, MemoryRangeError, ProgramError
 from flightc.hw import regs as R
 
 from .memory import BoardMemory, DmaFault
 
 log = logging.getLogger(__name__)
 
-WORD = 4
-
 
 class FabricKernel:
     """Register words by offset, ap_ctrl_hs, the address checks and the run thread; subclasses execute."""
 
-    backend = ""
-
     def __init__(self, cfg: HardwareConfig, memory: BoardMemory):
         self.cfg, self.memory = cfg, memory
-        self.regs = R.register_map(cfg)
-        self.words = {r.offset + WORD * k: 0 for r in self.regs for k in range(r.bits // 32)}
-        self.rw = {r.offset + WORD * k for r in self.regs if r.access is R.RegAccess.RW for k in range(r.bits // 32)}
+        self.regs = R.by_name(cfg)
+        self.words = {off: 0 for r in self.regs.values() for off in r.word_offsets}
+        self.rw = {off for r in self.regs.values() if r.access is R.RegAccess.RW for off in r.word_offsets}
         self.ctrl = {"start": 0, "done": 0, "idle": 1, "ready": 0, "gie": 0, "ier": 0, "isr": 0}
         self.fault: str | None = None
-        self.runs = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # ----- registers (32-bit words)
     def value(self, name: str) -> int:
-        r = next(x for x in self.regs if x.name == name)
-        return sum(self.words[r.offset + WORD * k] << (32 * k) for k in range(r.bits // 32))
+        return sum(self.words[off] << (32 * k) for k, off in enumerate(self.regs[name].word_offsets))
 
     def set_value(self, name: str, value: int) -> None:
-        r = next(x for x in self.regs if x.name == name)
-        for k in range(r.bits // 32):
-            self.words[r.offset + WORD * k] = (value >> (32 * k)) & 0xFFFFFFFF
+        for k, off in enumerate(self.regs[name].word_offsets):
+            self.words[off] = (value >> (32 * k)) & 0xFFFFFFFF
 
     def read(self, offset: int) -> int:
         self._raise_fault()
@@ -97,7 +90,7 @@ class FabricKernel:
             with self._lock:
                 for name, v in counters.items():
                     self.set_value(name, v)
-        except (DmaFault, ProgramError, FlightcError) as e:
+        except FlightcError as e:  # DmaFault, ProgramError: the kernel's fault, reported on the next access
             self.fault = str(e)
             log.error("kernel fault: %s", e)
         except Exception as e:  # a bug in the board itself: still reported to the client rather than a hang
@@ -105,7 +98,6 @@ class FabricKernel:
             log.exception("virtual board")
         for buf in self.memory.buffers.values():
             buf.stale = True
-        self.runs += 1
         c = self.ctrl
         c.update(idle=1, done=1, ready=0)
         c["isr"] |= c["ier"]
@@ -115,10 +107,7 @@ class FabricKernel:
         if n == 0:
             raise DmaFault("program_bytes is 0: no instruction stream to run")
         buf, off = self.memory.holding(addr, n, "the instruction stream (program_addr, program_bytes)")
-        return self.fetch(buf, off, n)
-
-    def fetch(self, buf, off: int, n: int) -> bytes:
-        return buf.data[off:off + n].tobytes()
+        return buf.data[off:off + n].tobytes()  # the RTL fetches its own copy from memory; the check is the same
 
     def execute(self, program: bytes, bases: dict[int, int]) -> dict[str, int]:
         """Run one instruction stream with the memory channels at ``bases``; the counters (hw/regs.py COUNTERS)."""
@@ -143,8 +132,6 @@ class FabricKernel:
 class FsimKernel(FabricKernel):
     """The functional simulator on the buffers themselves; counters from the performance model."""
 
-    backend = "fsim"
-
     def __init__(self, cfg: HardwareConfig, memory: BoardMemory, check_hazards: bool = True):
         super().__init__(cfg, memory)
         from flightc.sim.functional import Machine
@@ -158,17 +145,13 @@ class FsimKernel(FabricKernel):
         from flightc.sim.perf.report import busy_counters
         from flightc.sim.perf.schedule import schedule
 
-        views = {}
         for ch, base in bases.items():
             buf, off = self.memory.holding(base, 1, f"memory channel {ch} (channel_base{ch})")
-            views[ch] = buf
             self.machine.hbm[ch] = buf.data[off:]  # the channel reaches to the end of its buffer, no further
         try:
             self.machine.run(program)
-        except ProgramError as e:
-            if "beyond the used extent" in str(e):
-                raise DmaFault(f"{e}: the access runs past the end of the buffer channel_base points into") from None
-            raise
+        except MemoryRangeError as e:
+            raise DmaFault(f"{e}: the access runs past the end of the buffer channel_base points into") from None
         finally:
             for ch in bases:
                 self.machine.hbm[ch] = self.machine.hbm[ch][:0]
@@ -177,8 +160,6 @@ class FsimKernel(FabricKernel):
 
 class RtlKernel(FabricKernel):
     """The generated Verilog under Verilator; the board's buffers live in the testbench's memory."""
-
-    backend = "rtl"
 
     def __init__(self, cfg: HardwareConfig, memory: BoardMemory, max_cycles: int):
         super().__init__(cfg, memory)
@@ -211,9 +192,6 @@ class RtlKernel(FabricKernel):
     def value(self, name: str) -> int:
         with self._sim_lock:
             return self.sim.reg_read(name)
-
-    def fetch(self, buf, off: int, n: int) -> bytes:
-        return buf.data[off:off + n].tobytes()  # the host's copy; the RTL fetches its own from memory
 
     def execute(self, program: bytes, bases: dict[int, int]) -> dict[str, int]:
         for ch, base in bases.items():
