@@ -52,6 +52,28 @@ def sat_i32(x: np.ndarray) -> np.ndarray:
     return clamp(x, I32_MIN, I32_MAX).astype(np.int32)
 
 
+# ----- INT4 KV cache ------------------------------------------------------------------------
+I4_MIN, I4_MAX = -8, 7
+
+
+def sat_i4(x: np.ndarray) -> np.ndarray:
+    """What an INT4 KV cache holds for an INT8 value: saturated to [-8, 7] (ST.pack4)."""
+    return clamp(x, I4_MIN, I4_MAX).astype(np.int8)
+
+
+def pack_int4(x: np.ndarray) -> np.ndarray:
+    """Rows of an even number of INT8 values -> saturated INT4 pairs, low nibble first (uint8 [rows, cols/2])."""
+    u = sat_i4(x).view(np.uint8) & 0xF
+    return u[:, 0::2] | (u[:, 1::2] << 4)
+
+
+def unpack_int4(b: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of pack_int4: uint8 [rows, >= count/2] -> sign-extended INT8 [rows, count]."""
+    lo, hi = (b & 0xF).astype(np.int8), (b >> 4).astype(np.int8)
+    v = np.stack([lo, hi], axis=-1).reshape(b.shape[0], -1)[:, :count]
+    return np.where(v >= 8, v - 16, v).astype(np.int8)
+
+
 # ----- requantization -----------------------------------------------------------------------
 
 def quantize_multiplier(real: float) -> tuple[int, int]:

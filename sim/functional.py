@@ -20,8 +20,8 @@ from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, mpe_macs,
-                                   mpe_shape, norm_param_bytes, weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, kmajor_row_bytes,
+                                   mpe_macs, mpe_shape, norm_param_bytes, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.sim.hazards import HazardChecker
 
@@ -246,8 +246,11 @@ class Machine:
             self._load(ins, c)
         elif op is Opcode.ST:
             ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
-            data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes,
+            width = ins.row_bytes * (2 if ins.pack4 else 1)
+            data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, width,
                                                      ins.buf_stride), np.uint8)
+            if ins.pack4:
+                data = nm.pack_int4(data.view(np.int8))
             self.hbm[ins.channel][ix] = data.ravel()
             c.hbm_written[ins.channel] = c.hbm_written.get(ins.channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
@@ -282,9 +285,10 @@ class Machine:
         wb = Buffer(ins.w_buf)
         fmt = weight_format(ins)
         if ins.w_kmajor:
-            if fmt.bits != 8 or fmt.sparse or fmt.group:
-                raise ProgramError("K-major weight operands must be dense 8-bit")
-            w = self._get(wb, Access(("buf", wb), ins.w_addr, k, n, ins.w_stride), np.int8).T
+            if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
+                raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")
+            rows = self._get(wb, Access(("buf", wb), ins.w_addr, k, kmajor_row_bytes(ins), ins.w_stride), np.uint8)
+            w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, n)).T
         else:
             packed = self._get(wb, Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride), np.uint8)
             if fmt.sparse:

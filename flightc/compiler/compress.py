@@ -1,11 +1,22 @@
-"""Pass ``compress``: attach a quantized, pruned weight to every linear layer and to the embedding."""
+"""Pass ``compress``: attach a quantized, pruned weight to every linear layer and to the embedding.
+
+Round-to-nearest needs nothing but the weights. The second-order solvers (GPTQ, SparseGPT) need the
+inputs each linear sees: transformer layers are compressed in order, each from the activations of
+the model whose earlier layers are already compressed (as GPTQ does), one layer's inputs at a time.
+"""
 from __future__ import annotations
+
+import logging
+from typing import Callable
 
 import numpy as np
 
 from flightc.compress.formats import WeightFormat
+from flightc.compress.method import Method, Solver
+from flightc.compress.obs import MaskSelect, hessian, obs_quantize
 from flightc.compress.plan import CompressionPlan
 from flightc.compress.quantize import QuantWeight, quantize_rtn
+from flightc.errors import UnsupportedError
 from flightc.config import HardwareConfig
 from flightc.ir.graph import GraphIR, OpKind
 
@@ -31,17 +42,65 @@ def shape_only(fmt: WeightFormat, shape: tuple[int, int]) -> QuantWeight:
                        np.ones(rows), None)
 
 
-def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values: bool = True) -> GraphIR:
+log = logging.getLogger(__name__)
+
+
+def solve(w: np.ndarray, fmt: WeightFormat, solver: Solver, h: np.ndarray | None = None,
+          act_order: bool = False) -> QuantWeight:
+    """One linear weight compressed to ``fmt`` by ``solver`` (``h``: its inputs' Hessian, for GPTQ/SparseGPT)."""
+    if solver is Solver.RTN:
+        return quantize_rtn(w, fmt)
+    assert h is not None
+    select = MaskSelect.OBS if solver is Solver.SPARSEGPT else MaskSelect.MAGNITUDE
+    return obs_quantize(w, h, fmt, select, act_order=act_order and not fmt.sparse)
+
+
+def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values: bool = True,
+             method: Method = Method(), calibration: np.ndarray | None = None,
+             progress: Callable[[int, int], None] | None = None) -> GraphIR:
     """``values=False`` checks every format against the hardware but quantizes nothing (see shape_only)."""
     out = graph.copy(stage="compressed")
-    for name in out.linears():
-        node = out.node(name)
-        fmt = plan.format_for(name)
-        fmt.check(cfg, name, node["weight"].shape[1])
-        node["qweight"] = quantize_rtn(node["weight"], fmt) if values else shape_only(fmt, node["weight"].shape)
+    linears = out.linears()
+    for name in linears:
+        plan.format_for(name).check(cfg, name, out.node(name)["weight"].shape[1])
+    _compress_embeddings(out, values)
+    for name in out.nodes_of(OpKind.ATTENTION):
+        out.node(name)["kv_bits"] = plan.kv_bits
+    if not values:
+        for name in linears:
+            out.node(name)["qweight"] = shape_only(plan.format_for(name), out.node(name)["weight"].shape)
+        return out
+    if not method.solver.calibrated:
+        for i, name in enumerate(linears):
+            out.node(name)["qweight"] = quantize_rtn(out.node(name)["weight"], plan.format_for(name))
+            if progress:
+                progress(i + 1, len(linears))
+        return out
+    if calibration is None:
+        raise UnsupportedError(f"method {method.label()} needs calibration sequences")
+    from flightc.reference.float_graph import run_float
+
+    stages: dict[object, list[str]] = {}
+    for name in linears:
+        stages.setdefault(out.node(name).get("layer"), []).append(name)
+    done = 0
+    for layer, names in stages.items():  # in graph order; the LM head (layer None) comes last
+        acts = run_float(out, np.atleast_2d(calibration), compressed=True)
+        for name in names:
+            node = out.node(name)
+            x = acts[node["inputs"][0]]
+            node["qweight"] = solve(np.asarray(node["weight"], np.float64), plan.format_for(name), method.solver,
+                                    hessian(x.reshape(-1, x.shape[-1])), method.act_order)
+            done += 1
+            if progress:
+                progress(done, len(linears))
+        log.debug("compressed layer %s with %s", layer, method.label())
+    return out
+
+
+def _compress_embeddings(out: GraphIR, values: bool) -> None:
     for name in out.nodes_of(OpKind.EMBED):
         node = out.node(name)
         for src, dst in (("weight", "qembed"), ("positions", "qpositions")):
             if src in node:
                 node[dst] = quantize_embedding(node[src]) if values else shape_only(WeightFormat(), node[src].shape)
-    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flightc import numerics as nm
-from flightc.compiler.memory import MemoryMap
+from flightc.compiler.memory import MemoryMap, kv_row_bytes
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
@@ -305,11 +305,15 @@ class StepLowering:
         if self.P > 1:
             out_shares = [((hs[0] * d, (hs[-1] + 1) * d) if hs else (0, 0)) for hs in self.heads_of_core]
         out = self.new_tensor(name, Buffer.ACT, L, s.num_heads * d, 1, out_shares)
+        kvb = kv_row_bytes(node, d)
+        pack4 = int(kvb < d)
+        kv_bits = WeightBits.B4 if pack4 else WeightBits.B8
         for t, kind in ((k, "k"), (v, "v")):
             for j in kv_heads:
                 r = self.mem[f"{name}.{kind}{j}"]
                 self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=t.addr + j * d, channel=r.channel,
-                          hbm_addr=r.addr + self.p0 * d, rows=L, row_bytes=d, hbm_stride=d, buf_stride=t.row_bytes)
+                          hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
+                          buf_stride=t.row_bytes, pack4=pack4)
         if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
         sm_mult, sm_shift = node["softmax"]
@@ -317,16 +321,16 @@ class StepLowering:
             j = h // s.kv_group
             slot = self.head_counter % len(self.kslot)
             self.head_counter += 1
-            self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * d, nbytes=window * d)
-            self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * d, nbytes=window * d)
+            self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
+            self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
             self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
-                     w_addr=self.kslot[slot], w_stride=d, w_bits=WeightBits.B8, out_mode=OutMode.ACC32,
+                     w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
                      out_addr=self.scores, out_stride=4 * window)
             self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
                       src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
                       shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
             self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
-                     w_addr=self.vslot[slot], w_kmajor=1, w_stride=d, w_bits=WeightBits.B8, out_mode=OutMode.REQ_I8,
+                     w_addr=self.vslot[slot], w_kmajor=1, w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.REQ_I8,
                      out_addr=out.addr + h * d, out_stride=out.row_bytes, scale_addr=self.pv)
         return out
 

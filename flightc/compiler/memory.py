@@ -147,6 +147,11 @@ def norm_params(node: dict) -> bytes:
     return data
 
 
+def kv_row_bytes(attention: dict, head_dim: int) -> int:
+    """Bytes of one position of one KV head in memory (INT8, or INT4 packed two per byte)."""
+    return head_dim * attention.get("kv_bits", 8) // 8
+
+
 def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
     cos, sin = nm.rope_table(np.arange(max_len), head_dim, theta)
     return np.concatenate([cos, sin], axis=1).astype("<i2").tobytes()
@@ -224,7 +229,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                      nm.pack_requant(np.full(s.head_dim, mult), np.full(s.head_dim, shift)))
             for j in range(s.num_kv_heads):
                 for kv in ("k", "v"):
-                    a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * s.head_dim,
+                    a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
                               channel=a.channel_of(a.map.kv_owner[j]))
         elif op is OpKind.LINEAR:
             if "lut" in node:

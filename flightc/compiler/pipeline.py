@@ -14,9 +14,11 @@ from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle
 from flightc.compiler.adaptive import build_templates, per_length_bytes, template_specs
 from flightc.compiler.calibrate import calibrate, default_calibration, nominal_calibration
 from flightc.compiler.compress import compress
+from flightc.compiler.equalize import equalize
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
 from flightc.compiler.memory import MemoryMap, place
+from flightc.compress.method import Equalizer, Method
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
@@ -47,7 +49,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
-                  weights: bool = True, source: str | None = None) -> Compiled:
+                  weights: bool = True, source: str | None = None, method: Method = Method()) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
@@ -60,7 +62,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     bundle feeds the performance model and refuses every backend that computes values.
     ``random_weights=SEED`` compiles a config folder with seeded random weights produced on demand
     (see flightc.frontend.lazy). ``source`` names the model in the manifest (the float reference of
-    ``flightc run --compare reference`` loads it from there).
+    ``flightc run --compare reference`` loads it from there). ``method`` chooses how weights are
+    compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``).
     """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
@@ -92,9 +95,14 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
         log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
                  f"{len(calibration)} random token sequences")
+    if weights and (method.equalizer is not Equalizer.NONE or plan.kv_bits < 8):
+        if progress:
+            progress("equalize", 0, 1)
+        g = timed("equalize", equalize, g, plan, method, calibration)
     if progress:
         progress("compress", 0, 1)
-    gc = timed("compress", compress, g, plan, cfg, weights)
+    gc = timed("compress", compress, g, plan, cfg, weights, method, calibration,
+               (lambda done, total: progress("compress", done, total)) if progress else None)
     if progress:
         progress("calibrate", 0, 1)
     gk = timed("calibrate", calibrate, gc, calibration) if weights else nominal_calibration(gc)
@@ -124,7 +132,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     manifest = {
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
         "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
-        "model": g.spec.to_dict(), "plan": plan.describe(),
+        "model": g.spec.to_dict(), "plan": plan.describe(), "method": method.label(),
         "source": source or (str(model) if isinstance(model, (str, Path)) else None),
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
         "max_len": max_len, "max_prefill": max_prefill, "programs_only": not weights,

@@ -5,6 +5,8 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from flightc.compress.formats import WeightFormat
+from flightc.errors import UnsupportedError
+from flightc.isa.table import KV_BITS
 
 
 @dataclass(frozen=True)
@@ -12,11 +14,13 @@ class CompressionPlan:
     """A default format, overridden per layer by glob patterns over IR node names (``L0.q_proj``, ``*.down_proj``).
 
     The LM head keeps 8-bit dense weights unless a pattern names it: its outputs are the logits.
+    ``kv_bits`` is the width of the KV cache in memory (8, or 4: two values per byte).
     """
 
     default: WeightFormat = WeightFormat()
     overrides: tuple[tuple[str, WeightFormat], ...] = field(default_factory=tuple)
     head: WeightFormat = WeightFormat()
+    kv_bits: int = 8
 
     def format_for(self, layer: str) -> WeightFormat:
         for pattern, fmt in reversed(self.overrides):
@@ -25,14 +29,19 @@ class CompressionPlan:
         return self.head if layer == "lm_head" else self.default
 
     @classmethod
-    def parse(cls, default: str = "w8", overrides: list[str] | tuple[str, ...] = ()) -> "CompressionPlan":
+    def parse(cls, default: str = "w8", overrides: list[str] | tuple[str, ...] = (), kv_bits: int = 8
+              ) -> "CompressionPlan":
         """``default`` like 'w4g128s8:16'; each override 'PATTERN=FORMAT', e.g. '*.down_proj=w8'."""
         pairs = []
         for item in overrides:
             pattern, _, fmt = item.partition("=")
             pairs.append((pattern.strip(), WeightFormat.parse(fmt)))
-        return cls(WeightFormat.parse(default), tuple(pairs))
+        return cls(WeightFormat.parse(default), tuple(pairs), kv_bits=kv_bits)
+
+    def __post_init__(self) -> None:
+        if self.kv_bits not in KV_BITS:
+            raise UnsupportedError(f"KV cache of {self.kv_bits} bits: supported widths are {list(KV_BITS)}")
 
     def describe(self) -> dict:
         return {"default": self.default.label(), "head": self.head.label(),
-                "overrides": {p: f.label() for p, f in self.overrides}}
+                "overrides": {p: f.label() for p, f in self.overrides}, "kv_bits": self.kv_bits}

@@ -86,6 +86,11 @@ def mpe_macs(ins: Instruction) -> int:
     return m * ins.n * (ins.k if ins.w_kmajor else weight_format(ins).nnz(ins.k))
 
 
+def kmajor_row_bytes(ins: Instruction) -> int:
+    """Bytes of one K step of a K-major operand: n values of w_bits each."""
+    return (ins.n * WEIGHT_BITS[WeightBits(ins.w_bits)] + 7) // 8
+
+
 def out_elem_bytes(mode: OutMode) -> int:
     return 1 if mode is OutMode.REQ_I8 else 4
 
@@ -97,6 +102,8 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
         mem = Access(hbm(ins.channel), ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
         onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
         if op is Opcode.ST:
+            if ins.pack4:
+                onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, 2 * ins.row_bytes, ins.buf_stride)
             return [onchip], [mem]
         if ins.gather:  # the rows read depend on the ids: see gather_rows
             return [Access(hbm(0), ins.ids_addr, 1, 4 * ins.rows, 0)], [onchip]
@@ -105,7 +112,7 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
         m, a_stride, out_stride = mpe_shape(ins)
         reads = [Access(buf(Buffer.ACT), ins.a_addr, m, ins.k, a_stride)]
         if ins.w_kmajor:
-            reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.k, ins.n, ins.w_stride))
+            reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.k, kmajor_row_bytes(ins), ins.w_stride))
         else:
             reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.n, weight_format(ins).row_bytes(ins.k), ins.w_stride))
         mode = OutMode(ins.out_mode)

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.1"
+ISA_VERSION = "1.2"
 WORD_BITS = 32
 
 
@@ -168,6 +168,8 @@ def _e(name: str, bits: int, enum: Type[IntEnum], doc: str) -> Field:
     return Field(name, bits, FieldKind.ENUM, doc, enum)
 
 
+KV_BITS = (8, 4)  # KV cache widths in memory: INT8, or INT4 packed by ST.pack4 (read back by the MPE's 4-bit path)
+
 OPCODE_BITS = 3
 UNIT_MASK_BITS = len(Unit)
 BUF_ADDR_BITS = 24  # on-chip byte address: 16 MiB per buffer
@@ -197,7 +199,7 @@ _MPE_COMMON = (
     _b("a_unsigned", "activations are UINT8 (attention probabilities)"),
     _e("w_buf", 3, Buffer, "buffer holding the weight operand (WGT, or KV for attention)"),
     _u("w_addr", BUF_ADDR_BITS, "byte address of the weight tile"),
-    _b("w_kmajor", "weight operand stored K-major (V cache rows); dense 8-bit only"),
+    _b("w_kmajor", "weight operand stored K-major (V cache rows); dense 8-bit, or dense 4-bit (INT4 KV cache)"),
     _u("w_stride", BUF_ADDR_BITS, "bytes between weight rows (K-major: between K steps)"),
     _e("w_bits", 2, WeightBits, "packed weight width"),
     _e("sparsity", 3, Sparsity, "N:M pattern of the weights"),
@@ -216,7 +218,10 @@ _CLASSES = (
                    _u("ids_addr", HBM_ADDR_BITS, "channel-0 address of the INT32 ids used by gather"),
                )),
     InstrClass("ST", Opcode.ST, Unit.ST, 192, "Copy rows from an on-chip buffer to a memory channel.",
-               HEADER + _TRANSFER),
+               HEADER + _TRANSFER + (
+                   _b("pack4", "saturate each INT8 to INT4 and pack two per byte, low nibble first (KV cache "
+                               "rows): a row reads 2 x row_bytes buffer bytes"),
+               )),
     InstrClass("MM", Opcode.MM, Unit.MPE, 320,
                "Matrix-matrix product on the MPE: out[m, n] = sum_k a[m, k] * w[n, k] for m activation rows.",
                HEADER + _MPE_COMMON + (

@@ -30,6 +30,10 @@ class IntegerModel:
 
     def forward(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """Feed tokens at the next positions; returns the INT32 logits of the last one."""
+        return self.forward_all(ids)[-1]
+
+    def forward_all(self, ids: list[int] | np.ndarray) -> np.ndarray:
+        """Feed tokens at the next positions; returns the INT32 logits of every one of them [L, vocab]."""
         ids = np.asarray(ids, np.int64)
         L, p0 = len(ids), self.pos
         if p0 + L > self.max_len:
@@ -57,7 +61,7 @@ class IntegerModel:
             OpKind.ADD: lambda _, n, res, delta: nm.sat_i32(res.astype(np.int64) + delta),
         })
         self.pos += L
-        return val[g.output][-1].astype(np.int32)
+        return val[g.output].astype(np.int32)
 
     def _linear(self, name: str, n: dict, x: np.ndarray) -> np.ndarray:
         """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual."""
@@ -73,6 +77,8 @@ class IntegerModel:
         s = self.graph.spec
         L, d = q.shape[0], s.head_dim
         C = p0 + L
+        if n.get("kv_bits", 8) == 4:  # what ST.pack4 keeps
+            k, v = nm.sat_i4(k), nm.sat_i4(v)
         self.k_cache[name][p0:C] = k
         self.v_cache[name][p0:C] = v
         out = np.zeros((L, s.num_heads * d), np.int8)

@@ -128,12 +128,14 @@ def load_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
 
 
 def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """ST: per beat a byte-engine read, then one single-beat write burst (AW/W, then B)."""
+    """ST: per beat a byte-engine read, then one single-beat write burst (AW/W, then B). With pack4 the
+    engine reads two buffer bytes per memory byte (modeled: the RTL has no INT4 KV cache to measure)."""
     w = cfg.buffer_port_bytes
     total = 1
+    reads = ins.row_bytes * (2 if ins.pack4 else 1)
     for r in range(ins.rows):
         beats, _ = _beats_and_bursts(ins.hbm_addr + r * ins.hbm_stride, ins.row_bytes, w)
-        total += 2 + ins.row_bytes + 6 * beats
+        total += 2 + reads + 6 * beats
     return total
 
 
