@@ -44,7 +44,31 @@ def _plan(args):
         fmt = f"w{args.bits}" + (f"g{args.group}" if args.group else "")
         if args.sparsity and args.sparsity not in ("dense", "16:16"):
             fmt += f"s{args.sparsity}"
-    return CompressionPlan.parse(fmt, args.layer or [])
+    return CompressionPlan.parse(fmt, args.layer or [], kv_bits=args.kv_bits)
+
+
+def _budget(args):
+    """--bits-budget B [--sparsity dense|N:M|auto --density D --group G] -> BitBudget, or None."""
+    from flightc.compress.allocate import BitBudget
+
+    if args.bits_budget is None:
+        if args.density is not None or args.sparsity == "auto":
+            raise FlightcError("--density and --sparsity auto choose formats per layer: they need --bits-budget")
+        return None
+    if args.format:
+        raise FlightcError("--bits-budget chooses each layer's format: drop --format (--layer overrides still apply)")
+    sparsity = "dense" if args.sparsity in ("dense", "16:16") else args.sparsity
+    return BitBudget(args.bits_budget, sparsity, 1.0 if args.density is None else args.density, args.group or 128)
+
+
+def _calibration(args):
+    """--calib FILE: token sequences for calibration (None: the model's task, or random tokens)."""
+    if not args.calib:
+        return None
+    from flightc.compress.calibration_data import calibration_from_file
+    from flightc.models.builtin import model_input
+
+    return calibration_from_file(args.calib, model_input(args.model), args.calib_count, args.calib_len)
 
 
 def _ids(text: str) -> list[int]:
@@ -56,6 +80,7 @@ def _ids(text: str) -> list[int]:
 
 def cmd_compile(args) -> int:
     from flightc.compiler.pipeline import compile_model
+    from flightc.compress.method import Method
     from flightc.models.builtin import model_input
 
     plan = _plan(args)
@@ -64,14 +89,17 @@ def cmd_compile(args) -> int:
         task = bar.add_task("compiling", total=None)
 
         def progress(stage, done, total):
-            label = {"lower": "lowering programs"}.get(stage, stage)
-            bar.update(task, description=label, completed=done, total=total if stage == "lower" else None)
+            label = {"lower": "lowering programs", "allocate": "measuring sensitivities",
+                     "compress": f"compressing ({args.method})"}.get(stage, stage)
+            bar.update(task, description=label, completed=done, total=total if total > 1 else None)
 
         lengths = [int(x) for x in args.prefill_lens.split(",")] if args.prefill_lens else None
         compiled = compile_model(model_input(args.model), args.hw, plan, max_len=args.max_len,
                                  max_prefill=args.max_prefill, progress=progress, prefill_lengths=lengths,
                                  random_weights=args.random_weights, bucket=args.bucket,
-                                 jobs=args.jobs, weights=not args.programs_only, source=str(args.model))
+                                 jobs=args.jobs, weights=not args.programs_only, source=str(args.model),
+                                 method=Method.parse(args.method), budget=_budget(args),
+                                 calibration=_calibration(args))
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -80,8 +108,24 @@ def cmd_compile(args) -> int:
     console.print(f"instructions: {len(m['programs'])} templates, {st['template_bytes'] / 1e3:,.1f} kB + "
                   f"{st['patch_bytes'] / 1e3:,.1f} kB of patch tables serve every length up to {m['max_len']} "
                   f"(one program per length would take {st['per_length_bytes'] / 1e6:,.1f} MB)")
+    if compiled.allocation:
+        _print_allocation(compiled.allocation)
     _print_layers(m)
     return 0
+
+
+def _print_allocation(a) -> None:
+    t = Table(title=f"bit allocation: budget {a.budget.bits:g} bits/weight, sparsity {a.budget.sparsity}"
+                    + (f", density <= {a.budget.density:g}" if a.budget.sparsity == "auto" else ""))
+    for col in ("layer", "weights", "format", "output error", "W8, same pattern"):
+        t.add_column(col, justify="left" if col in ("layer", "format") else "right")
+    for c in a.layers:
+        w8 = min((e for f, e in c.options.items() if f.bits == 8), default=float("nan"))
+        t.add_row(c.layer, f"{c.params:,}", c.fmt.label(), f"{c.error:.2e}", f"{w8:.2e}")
+    console.print(t)
+    console.print(f"average {a.avg_bits:.3f} value bits/weight, density {a.avg_density:.3f}, "
+                  f"{a.stored_bits_per_weight:.3f} stored bits/weight (indices and group multipliers included); "
+                  f"the LM head keeps its own format")
 
 
 def _print_layers(m: dict) -> None:
@@ -336,18 +380,36 @@ def cmd_perf(args) -> int:
 
 def cmd_eval(args) -> int:
     from flightc.bundle import load_bundle
-    from flightc.evaluate import evaluate
+    from flightc.evaluate import evaluate, evaluate_text
     from flightc.models.builtin import load_torch_model, model_task
     from flightc.reference.float_ref import FloatReference
+    from flightc.tasks.text import TextTask
 
     task = model_task(args.reference)
     if task is None:
-        raise FlightcError(f"{args.reference} declares no checkable task (flightc_task.json); eval needs one")
+        raise FlightcError(f"{args.reference} declares no task (flightc_task.json): eval needs a checkable task "
+                           f"(addition) or held-out text (builtin:pylm)")
     bundle = load_bundle(args.bundle)
     ref = FloatReference(load_torch_model(args.reference))
+    if isinstance(task, TextTask):
+        n = args.n if args.n is not None else 4
+        with _progress() as bar:
+            job = bar.add_task(f"held-out windows on {args.backend}", total=n)
+            r = evaluate_text(bundle, ref, task, n, args.backend, lambda d, n: bar.update(job, completed=d),
+                              check_hazards=args.hazard_check)
+        console.print(_table(f"{args.bundle}: {r.windows} held-out windows, {r.predicted_tokens} predicted bytes",
+                             ("metric", "value"), [
+            (f"perplexity, float model ({r.float_device})", f"{r.float_perplexity:.3f}"),
+            (f"perplexity, compiled model ({r.backend})", f"{r.compiled_perplexity:.3f}"),
+            ("same top-1 token (teacher-forced)", f"{r.top1_agreement:.1%}"),
+            ("logit relative error", f"{r.logit_rel_error:.4f}"), ("wall time", f"{r.wall_s:.1f} s")]))
+        if args.json:
+            Path(args.json).write_text(r.to_json())
+        return 0
+    n = args.n if args.n is not None else 100
     with _progress() as bar:
-        job = bar.add_task(f"evaluating on {args.backend}", total=args.n)
-        result = evaluate(bundle, ref, task, args.n, args.backend, lambda d, n: bar.update(job, completed=d),
+        job = bar.add_task(f"evaluating on {args.backend}", total=n)
+        result = evaluate(bundle, ref, task, n, args.backend, lambda d, n: bar.update(job, completed=d),
                           check_hazards=args.hazard_check)
     console.print(_table(f"{args.bundle}: {result.problems} held-out addition problems", ("metric", "value"), [
         (f"exact match, float model ({result.float_device})", f"{result.float_exact_match:.1%}"),
@@ -426,8 +488,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hw", default="tiny", help="hardware preset (tiny, kv260, u280, vhk158) or config JSON")
     c.add_argument("--format", help="default weight format, e.g. w8, w4g128, w4g128s8:16, w2g64s2:4")
     c.add_argument("--bits", type=int, default=8, help="weight bits (2, 3, 4, 8) when --format is not given")
-    c.add_argument("--group", type=int, default=0, help="group size along K for sub-8-bit weights")
-    c.add_argument("--sparsity", default="dense", help="N:M pattern: 2:16, 4:16, 8:16, 2:4 or dense")
+    c.add_argument("--group", type=int, default=0, help="group size along K for sub-8-bit weights (with "
+                                                        "--bits-budget: default 128)")
+    c.add_argument("--sparsity", default="dense", help="N:M pattern: 2:16, 4:16, 8:16, 2:4 or dense; with "
+                                                         "--bits-budget also auto (chosen per layer)")
+    c.add_argument("--method", default="rtn",
+                   help="how weights are compressed: rtn, gptq, gptq-act, sparsegpt, awq, smoothquant, or "
+                        "EQUALIZER+SOLVER such as awq+gptq, smoothquant+sparsegpt (calibrated methods use --calib)")
+    c.add_argument("--calib", help="calibration data: a text file (tokenized by the model's tokenizer, or as bytes "
+                                   "for byte-level models) or a .npy of token ids [sequences, length]; default: the "
+                                   "model's task, else random tokens")
+    c.add_argument("--calib-count", type=int, default=8, help="calibration sequences taken from --calib")
+    c.add_argument("--calib-len", type=int, default=64, help="tokens per calibration sequence from --calib")
+    c.add_argument("--bits-budget", type=float, metavar="BITS",
+                   help="choose each linear layer's bits (and with --sparsity auto its N:16) from measured "
+                        "sensitivity so the average value bits per weight is at most BITS, e.g. 3.5")
+    c.add_argument("--density", type=float, help="with --sparsity auto: the average kept fraction, e.g. 0.5")
+    c.add_argument("--kv-bits", type=int, default=8, choices=(8, 4), help="KV cache width in memory (4: INT4, "
+                   "fsim/perf only; the generated kernel implements 8)")
     c.add_argument("--layer", action="append", metavar="PATTERN=FORMAT",
                    help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
     c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
@@ -501,10 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the manifest (without the program index)")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("eval", help="task accuracy of the float model vs the compiled model on a backend")
+    e = sub.add_parser("eval", help="task accuracy (addition) or held-out perplexity (pylm) of the float model vs "
+                                    "the compiled model on a backend")
     e.add_argument("bundle")
     e.add_argument("--reference", default=DEFAULT_MODEL, help="the float model the bundle was compiled from")
-    e.add_argument("-n", type=int, default=100, help="held-out problems")
+    e.add_argument("-n", type=int, help="held-out problems (default 100) or text windows (default 4)")
     e.add_argument("--backend", default="fsim")
     e.add_argument("--hazard-check", action="store_true", help="also check token ordering on every run (slower)")
     e.add_argument("--json", help="write the results here")

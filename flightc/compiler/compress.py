@@ -18,7 +18,7 @@ from flightc.compress.plan import CompressionPlan
 from flightc.compress.quantize import QuantWeight, quantize_rtn
 from flightc.errors import UnsupportedError
 from flightc.config import HardwareConfig
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import GraphIR, OpKind, evaluate, layer_runs
 
 
 def quantize_embedding(table: np.ndarray) -> QuantWeight:
@@ -78,24 +78,40 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
         return out
     if calibration is None:
         raise UnsupportedError(f"method {method.label()} needs calibration sequences")
-    from flightc.reference.float_graph import run_float
-
-    stages: dict[object, list[str]] = {}
-    for name in linears:
-        stages.setdefault(out.node(name).get("layer"), []).append(name)
-    done = 0
-    for layer, names in stages.items():  # in graph order; the LM head (layer None) comes last
-        acts = run_float(out, np.atleast_2d(calibration), compressed=True)
-        for name in names:
-            node = out.node(name)
-            x = acts[node["inputs"][0]]
-            node["qweight"] = solve(np.asarray(node["weight"], np.float64), plan.format_for(name), method.solver,
-                                    hessian(x.reshape(-1, x.shape[-1])), method.act_order)
-            done += 1
-            if progress:
-                progress(done, len(linears))
-        log.debug("compressed layer %s with %s", layer, method.label())
+    _compress_sequentially(out, plan, method, np.atleast_2d(calibration), progress)
     return out
+
+
+def _compress_sequentially(out: GraphIR, plan: CompressionPlan, method: Method, calibration: np.ndarray,
+                           progress: Callable[[int, int], None] | None) -> None:
+    """Layer by layer, holding one layer's activations at a time: run the layer (its linears still float) on
+    the compressed model's inputs to it, compress its linears from their Hessians, run it again compressed,
+    and keep only the values later layers read."""
+    from flightc.reference.float_graph import float_handlers
+
+    handlers = float_handlers(out, calibration, compressed=True)
+    total, done = len(out.linears()), 0
+    values: dict[str, np.ndarray] = {}
+    runs = layer_runs(out)
+    for i, run in enumerate(runs):
+        linears = [n for n in run if out.node(n)["op"] is OpKind.LINEAR]
+        if linears:
+            evaluate(out, handlers, run, values)
+            inputs = {n: values[out.node(n)["inputs"][0]] for n in linears}
+            hessians = {n: hessian(x.reshape(-1, x.shape[-1])) for n, x in inputs.items()}
+            del inputs
+            for n in linears:
+                node = out.node(n)
+                node["qweight"] = solve(np.asarray(node["weight"], np.float64), plan.format_for(n), method.solver,
+                                        hessians.pop(n), method.act_order)
+                done += 1
+                if progress:
+                    progress(done, total)
+        evaluate(out, handlers, run, values)
+        later = {src for r in runs[i + 1:] for n in r for src in out.node(n)["inputs"]}
+        for name in [v for v in values if v not in later]:
+            del values[name]
+        log.debug("compressed layer run %d of %d with %s", i + 1, len(runs), method.label())
 
 
 def _compress_embeddings(out: GraphIR, values: bool) -> None:

@@ -18,13 +18,14 @@ from flightc.compiler.equalize import equalize
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
 from flightc.compiler.memory import MemoryMap, place
+from flightc.compress.allocate import Allocation, BitBudget, allocate_plan
 from flightc.compress.method import Equalizer, Method
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
-from flightc.tasks.addition import task_of
+from flightc.tasks import task_of
 from flightc.isa.table import ISA_VERSION
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Compiled:
     memory: MemoryMap
     bundle: Bundle
     timings: dict[str, float] = field(default_factory=dict)
+    allocation: Allocation | None = None
 
 
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
@@ -49,7 +51,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
-                  weights: bool = True, source: str | None = None, method: Method = Method()) -> Compiled:
+                  weights: bool = True, source: str | None = None, method: Method = Method(),
+                  budget: BitBudget | None = None) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
@@ -63,7 +66,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     ``random_weights=SEED`` compiles a config folder with seeded random weights produced on demand
     (see flightc.frontend.lazy). ``source`` names the model in the manifest (the float reference of
     ``flightc run --compare reference`` loads it from there). ``method`` chooses how weights are
-    compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``).
+    compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``);
+    ``budget`` lets flightc.compress.allocate choose each linear layer's format from measured sensitivity.
     """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
@@ -95,6 +99,19 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
         log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
                  f"{len(calibration)} random token sequences")
+    if calibration is not None:
+        calibration = np.atleast_2d(np.asarray(calibration))
+        if calibration.size and (calibration.min() < 0 or calibration.max() >= g.spec.vocab_size):
+            raise UnsupportedError(f"calibration token ids span {calibration.min()}..{calibration.max()}, outside "
+                                   f"the model's vocabulary 0..{g.spec.vocab_size - 1}")
+    allocation = None
+    if budget is not None:
+        if not weights:
+            raise UnsupportedError("a bit budget is allocated from the weights: it needs a compile with weights")
+        if progress:
+            progress("allocate", 0, 1)
+        plan, allocation = timed("allocate", allocate_plan, g, calibration, cfg, budget, method.solver, plan,
+                                 (lambda done, total: progress("allocate", done, total)) if progress else None)
     if weights and (method.equalizer is not Equalizer.NONE or plan.kv_bits < 8):
         if progress:
             progress("equalize", 0, 1)
@@ -133,6 +150,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
         "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
         "model": g.spec.to_dict(), "plan": plan.describe(), "method": method.label(),
+        "allocation": allocation.describe() if allocation else None,
         "source": source or (str(model) if isinstance(model, (str, Path)) else None),
         "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
         "max_len": max_len, "max_prefill": max_prefill, "programs_only": not weights,
@@ -144,4 +162,4 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     }
     images = dict(mem.images)  # bytearrays: a 7B model's weights are not copied again
     bundle = Bundle(manifest, images, programs, patches)
-    return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings)
+    return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings, allocation)

@@ -47,7 +47,6 @@ def input_groups(graph: GraphIR) -> list[InputGroup]:
     """Every tensor read by linears whose producer can absorb a per-channel division."""
     groups = []
     for name in graph.order():
-        node = graph.node(name)
         linears = tuple(c for c in graph.consumers(name) if graph.node(c)["op"] is OpKind.LINEAR)
         if linears and _absorber(graph, name) is not None:
             groups.append(InputGroup(name, linears))

@@ -42,20 +42,21 @@ def _device():
 
 
 def obs_quantize(w: np.ndarray, h: np.ndarray, fmt: WeightFormat, select: MaskSelect = MaskSelect.OBS,
-                 act_order: bool = False, damp: float = 0.01, dtype: str = "float64") -> QuantWeight:
+                 act_order: bool = False, damp: float = 0.01, dtype: str | None = None) -> QuantWeight:
     """Compress ``w`` [N, K] to ``fmt`` minimizing ||X w^T - X q^T|| for the inputs whose Hessian is ``h``.
 
     ``act_order`` visits columns by decreasing Hessian diagonal (dense formats only: an N:M block
     must be visited together); group multipliers are then fixed from the original weights up front.
-    ``dtype="float32"`` halves the memory for LLaMA2-7B-sized layers.
+    ``dtype`` defaults to float64 for small layers and float32 (as the published implementations use) from
+    a million weights up, which halves the memory of LLaMA2-7B-sized layers.
     """
     import torch
 
     if act_order and fmt.sparse:
         raise UnsupportedError(f"act-order is for dense formats: {fmt.label()} needs each block of {fmt.m} "
                                f"columns visited together")
-    dev, tdt = _device(), getattr(torch, dtype)
     rows, k = w.shape
+    dev, tdt = _device(), getattr(torch, dtype or ("float64" if rows * k < 1 << 20 else "float32"))
     W = torch.tensor(np.asarray(w, np.float64), dtype=tdt, device=dev)
     H = torch.tensor(np.asarray(h, np.float64), dtype=tdt, device=dev)
     dead = torch.diag(H) == 0
@@ -129,8 +130,8 @@ def obs_quantize(w: np.ndarray, h: np.ndarray, fmt: WeightFormat, select: MaskSe
 
 def output_error(w: np.ndarray, qw: QuantWeight, h: np.ndarray) -> float:
     """Relative output error ||X (w - w_q)^T||^2 / ||X w^T||^2 through the Hessian (no activations kept)."""
-    d = np.asarray(w, np.float64) - qw.dequantized()
     w = np.asarray(w, np.float64)
-    num = float(np.einsum("ij,jk,ik->", d, h, d))
-    den = float(np.einsum("ij,jk,ik->", w, h, w))
+    d = w - qw.dequantized()
+    num = float(np.sum((d @ h) * d))
+    den = float(np.sum((w @ h) * w))
     return num / max(den, np.finfo(np.float64).tiny)

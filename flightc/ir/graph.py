@@ -124,11 +124,29 @@ def interpret(graph: GraphIR, handlers: dict[OpKind, Handler]) -> dict[str, Any]
 
     An op without a handler raises (so a new op kind cannot be skipped silently).
     """
-    values: dict[str, Any] = {}
-    for name in graph.order():
+    return evaluate(graph, handlers, graph.order(), {})
+
+
+def evaluate(graph: GraphIR, handlers: dict[OpKind, Handler], names: list[str], values: dict[str, Any]
+             ) -> dict[str, Any]:
+    """Evaluate ``names`` (in topological order) into ``values``, which holds their inputs from outside them."""
+    for name in names:
         node = graph.node(name)
         handler = handlers.get(node["op"])
         if handler is None:
             raise NotImplementedError(f"no handler for op {node['op'].value} (node {name})")
         values[name] = handler(name, node, *(values[i] for i in node["inputs"]))
     return values
+
+
+def layer_runs(graph: GraphIR) -> list[list[str]]:
+    """The topological order cut where the ``layer`` attribute changes: embedding, each decoder layer, head."""
+    runs: list[list[str]] = []
+    last = object()
+    for name in graph.order():
+        layer = graph.node(name).get("layer")
+        if not runs or layer != last:
+            runs.append([])
+            last = layer
+        runs[-1].append(name)
+    return runs

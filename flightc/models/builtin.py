@@ -24,7 +24,9 @@ BUILTIN: dict[str, RandomBuiltin] = {
     "tiny-mistral": RandomBuiltin("2-layer Mistral: 2 KV heads, sliding window of 8 tokens", "mistral", 3),
     "tiny-opt": RandomBuiltin("2-layer OPT: LayerNorm, ReLU, learned positions, biases", "opt", 5, 0.15),
 }
-TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights"}
+TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights",
+           "pylm": "4-layer byte-level LLaMA (0.8 M parameters, GQA) trained on the Python standard library's source; "
+                   "held-out perplexity; committed weights"}
 DEFAULT_MODEL = "builtin:addition"
 
 
@@ -36,12 +38,13 @@ def _name(spec: str) -> str:
 
 
 def trained_folder(name: str) -> Path:
-    from flightc.models.addition import WEIGHTS
+    import importlib
 
-    if not (WEIGHTS / "config.json").exists():
-        raise FlightcError(f"the weights of builtin:{name} are missing from {WEIGHTS}; "
-                           f"run `python -m flightc.models.addition.train`")
-    return WEIGHTS
+    weights = importlib.import_module(f"flightc.models.{name}").WEIGHTS
+    if not (weights / "config.json").exists():
+        raise FlightcError(f"the weights of builtin:{name} are missing from {weights}; "
+                           f"run `python -m flightc.models.{name}.train`")
+    return weights
 
 
 def is_builtin(spec: Any) -> bool:
@@ -80,7 +83,7 @@ def model_input(spec: str | Path):
 
 def model_task(spec: str | Path):
     """The checkable task a model declares (its folder's flightc_task.json), if any."""
-    from flightc.tasks.addition import task_of
+    from flightc.tasks import task_of
 
     folder = model_input(spec) if is_builtin(spec) else Path(spec)
     return task_of(folder) if isinstance(folder, Path) else None

@@ -46,6 +46,11 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
     ids = np.asarray(ids)
     if ids.ndim == 1:
         return {k: v[0] for k, v in run_float(graph, ids[None, :], compressed).items()}
+    return interpret(graph, float_handlers(graph, ids, compressed))
+
+
+def float_handlers(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict:
+    """The float64 op handlers for a batch of sequences ``ids`` [B, T] (see run_float)."""
     s = graph.spec
     pos = np.arange(ids.shape[1])
 
@@ -71,7 +76,7 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
         y = x @ weight(n, "qweight").T
         return y + np.asarray(n["bias"]) if "bias" in n else y
 
-    return interpret(graph, {
+    return {
         OpKind.EMBED: embed,
         OpKind.RMSNORM: rmsnorm,
         OpKind.LAYERNORM: layernorm,
@@ -84,4 +89,4 @@ def run_float(graph: GraphIR, ids: np.ndarray, compressed: bool = False) -> dict
         OpKind.RELU: lambda _, n, x: np.maximum(x, 0.0),
         OpKind.MUL: lambda _, n, a, b: a * b,
         OpKind.ADD: lambda _, n, a, b: a + b,
-    })
+    }

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from flightc.tasks import TASK_FILE
+
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 SYMBOLS = tuple("0123456789") + ("+", "=")
 VOCAB = {tok: i for i, tok in enumerate(SPECIALS + SYMBOLS)}
-TASK_FILE = "flightc_task.json"
 
 
 @dataclass(frozen=True)

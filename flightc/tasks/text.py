@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-TASK_FILE = "flightc_task.json"
+from flightc.tasks import TASK_FILE  # noqa: F401  (the training script writes it with the samples)
+
 HELDOUT_FILE = "heldout.txt"
 CALIB_FILE = "calib.txt"
 SKIP_DIRS = ("test", "tests", "idlelib", "site-packages", "lib2to3", "turtledemo", "__pycache__")
@@ -66,14 +67,9 @@ class TextTask:
                            "heldout": HELDOUT_FILE, "calib": CALIB_FILE})
 
 
-def perplexity(logits: np.ndarray, ids: np.ndarray) -> tuple[float, float]:
-    """(mean negative log-likelihood in nats, perplexity) of ids[1:] under logits[:-1] (float, [T, V])."""
-    z = np.asarray(logits, np.float64)[:-1]
+def mean_nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean negative log-likelihood (nats) of ``targets`` [T] under the rows of ``logits`` [T, V]."""
+    z = np.asarray(logits, np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    nll = -float(np.mean(logp[np.arange(len(ids) - 1), np.asarray(ids)[1:]]))
-    return nll, float(np.exp(nll))
-
-
-def read_bytes_text(text: str) -> np.ndarray:
-    return np.frombuffer(ascii_bytes(text), np.uint8).astype(np.int64)
+    return -float(np.mean(logp[np.arange(len(targets)), np.asarray(targets)]))
