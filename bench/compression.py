@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--models", default="addition,pylm")
     ap.add_argument("--out", type=Path, default=Path("bench/results/compression.json"))
     ap.add_argument("--markdown", type=Path, help="also write the table here")
-    ap.add_argument("-n", type=int, default=0, help="held-out problems / windows (default 100 / 32)")
+    ap.add_argument("-n", type=int, default=0, help="held-out problems / windows (default 100 / 128)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table-only", action="store_true", help="only print the table of what --out holds")
     args = ap.parse_args()
@@ -169,7 +169,7 @@ def main() -> None:
         results = json.loads(args.out.read_text())
         args.models = ""
     for name in filter(None, args.models.split(",")):
-        results.update(run([name], args.out, args.n or (32 if name == "pylm" else 100)))
+        results.update(run([name], args.out, args.n or (128 if name == "pylm" else 100)))
     text = markdown(results)
     print(text)
     if args.markdown:

@@ -179,3 +179,20 @@ def test_calibration_files(tmp_path):
         calibration_from_file(text, tmp_path)
     with pytest.raises(UnsupportedError, match="fewer than one window"):
         calibration_from_file(text, model_input("builtin:pylm"), length=10_000)
+
+
+def test_int4_kv_scale_clips_outliers_for_a_smaller_error():
+    from flightc.compiler.calibrate import mse_clip
+
+    x = np.random.default_rng(0).normal(size=4096)
+    x[7] = 12.0  # one outlier sets amax
+    c = mse_clip(x)
+    assert c < 0.6 * 12.0
+
+    def mse(clip):
+        step = clip / nm.I4_MAX
+        return np.mean((np.clip(np.round(x / step), nm.I4_MIN, nm.I4_MAX) * step - x) ** 2)
+
+    assert mse(c) < 0.5 * mse(12.0)
+    flat = np.linspace(-1, 1, 1001)
+    assert mse_clip(flat) > 0.9  # nothing to clip in a uniform range

@@ -111,6 +111,8 @@ def test_cli_compiles_with_a_method_a_budget_calibration_text_and_int4_kv(tmp_pa
                  "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "bit allocation: budget 3.5" in text and "L2.down_proj" in text
+    assert main(["info", str(out)]) == 0
+    assert "compression: awq+sparsegpt, KV cache INT4; bit budget 3.5" in " ".join(capsys.readouterr().out.split())
     assert main(["info", str(out), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["method"] == "awq+sparsegpt" and m["plan"]["kv_bits"] == 4

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from flightc import numerics as nm
+from flightc.compiler.calibrate import int4_kv_tensors
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.table import OutMode
@@ -38,19 +39,20 @@ def integerize(graph: GraphIR) -> GraphIR:
     s_res = max(g.node(n)["amax"] for n in res_nodes) / (1 << RESIDUAL_BITS)
     scale: dict[str, float] = {}
 
-    kv4 = {src for att in g.nodes_of(OpKind.ATTENTION) if g.node(att).get("kv_bits", 8) == 4
-           for src in g.node(att)["inputs"][1:]}
-    kv4 |= {g.node(r)["inputs"][0] for r in kv4 if g.node(r)["op"] is OpKind.ROPE}
+    kv4 = int4_kv_tensors(g)
 
     def int8_scale(name: str) -> float:
-        """amax / 127, or amax / 7 for a tensor that goes to an INT4 KV cache (ST.pack4 saturates the rest)."""
+        """amax / 127, or the calibrated clip / 7 for a tensor that goes to an INT4 KV cache (ST.pack4
+        saturates what lies beyond)."""
         node = g.node(name)
         amax = node["amax"]
+        ropes = [c for c in g.consumers(name) if g.node(c)["op"] is OpKind.ROPE]
+        if name in kv4:
+            return (g.node(ropes[0]) if ropes else node)["kv_clip"] / nm.I4_MAX
         if node["op"] is OpKind.LINEAR:  # a projection feeding RoPE shares its scale with the rotated output
-            for c in g.consumers(name):
-                if g.node(c)["op"] is OpKind.ROPE:
-                    amax = max(amax, g.node(c)["amax"])
-        return amax / (nm.I4_MAX if name in kv4 else 127.0)
+            for c in ropes:
+                amax = max(amax, g.node(c)["amax"])
+        return amax / 127.0
 
     for name in g.order():
         node = g.node(name)
