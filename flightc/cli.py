@@ -401,7 +401,8 @@ def cmd_eval(args) -> int:
             job = bar.add_task(f"held-out windows on {args.backend}", total=n)
             r = evaluate_text(bundle, ref, task, n, args.backend, lambda d, n: bar.update(job, completed=d),
                               check_hazards=args.hazard_check)
-        console.print(_table(f"{args.bundle}: {r.windows} held-out windows, {r.predicted_tokens} predicted bytes",
+        console.print(_table(f"{args.bundle}: {r.windows} held-out window{'s' if r.windows != 1 else ''}, "
+                             f"{r.predicted_tokens} predicted bytes",
                              ("metric", "value"), [
             (f"perplexity, float model ({r.float_device})", f"{r.float_perplexity:.3f}"),
             (f"perplexity, compiled model ({r.backend})", f"{r.compiled_perplexity:.3f}"),
