@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from flightc.tasks import TASK_FILE  # noqa: F401  (the training script writes it with the samples)
 
 HELDOUT_FILE = "heldout.txt"
 CALIB_FILE = "calib.txt"

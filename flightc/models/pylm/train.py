@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from flightc.models.pylm import WEIGHTS
-from flightc.tasks.text import (CALIB_FILE, HELDOUT_FILE, TASK_FILE, TextTask, ascii_bytes, is_held_out,
-                                stdlib_files)
+from flightc.tasks import TASK_FILE
+from flightc.tasks.text import CALIB_FILE, HELDOUT_FILE, TextTask, ascii_bytes, is_held_out, stdlib_files
 
 CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
