@@ -79,13 +79,15 @@ def main() -> None:
     x *= np.exp(np.random.default_rng(args.seed + 2).normal(size=hidden)).astype(np.float32)  # outlier channels
     inputs = layer_inputs(w, x, heads)
     print(f"LLaMA2-7B layer: hidden {hidden}, intermediate {inter}; {args.tokens} calibration tokens; format "
-          f"{fmt.label()}; layer run in {time.perf_counter() - t0:.1f} s; peak RSS {peak_rss_gib():.2f} GiB", flush=True)
-    print(f"{'linear':10s} {'shape':>12s} " + " ".join(f"{m + ' err':>14s} {m + ' s':>8s}" for m in args.methods.split(",")))
-    total = {m: 0.0 for m in args.methods.split(",")}
+          f"{fmt.label()}; layer run in {time.perf_counter() - t0:.1f} s; peak RSS {peak_rss_gib():.2f} GiB",
+          flush=True)
+    methods = args.methods.split(",")
+    print(f"{'linear':10s} {'shape':>12s} " + " ".join(f"{m + ' err':>14s} {m + ' s':>8s}" for m in methods))
+    total = {m: 0.0 for m in methods}
     for name, weight in w.items():
         h = hessian(inputs.pop(name))  # each layer's inputs are dropped once its Hessian is formed
         cells = []
-        for m in args.methods.split(","):
+        for m in methods:
             t = time.perf_counter()
             qw = solve(weight, fmt, Solver(m), h)
             dt = time.perf_counter() - t

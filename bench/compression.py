@@ -96,8 +96,8 @@ def run(models: list[str], out: Path, n_eval: int) -> dict:
                         continue
                     t0 = time.perf_counter()
                     plan = CompressionPlan.parse(row.fmt or "w8", kv_bits=kv)
-                    compiled = compile_model(model_input(model.spec), "tiny", plan, max_len=model.max_len, max_prefill=16,
-                                             method=Method.parse(method), budget=row.budget, jobs=1)
+                    compiled = compile_model(model_input(model.spec), "tiny", plan, max_len=model.max_len,
+                                             max_prefill=16, method=Method.parse(method), budget=row.budget, jobs=1)
                     compile_s = time.perf_counter() - t0
                     score, nll = model.score(compiled)
                     exact = sim_matches_reference(compiled, model.prompt, check_hazards=False)

@@ -157,10 +157,10 @@ def cmd_info(args) -> int:
     s = m["model"]
     console.print(f"model: {s['family']}, {s['num_layers']} layers, hidden {s['hidden_size']}, "
                   f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m['max_len']}")
-    plan = m["plan"]
-    console.print(f"compression: {m.get('method', 'rtn')}, KV cache INT{plan.get('kv_bits', 8)}"
-                  + (f"; bit budget {m['allocation']['budget_bits']:g} → {m['allocation']['avg_bits']:.3f} value bits/weight, "
-                     f"density {m['allocation']['avg_density']:.3f}" if m.get("allocation") else ""))
+    alloc = m.get("allocation")
+    console.print(f"compression: {m.get('method', 'rtn')}, KV cache INT{m['plan'].get('kv_bits', 8)}"
+                  + (f"; bit budget {alloc['budget_bits']:g} → {alloc['avg_bits']:.3f} value bits/weight, "
+                     f"density {alloc['avg_density']:.3f}" if alloc else ""))
     if m.get("programs_only"):
         console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "
                       "(`flightc perf`), not the backends that compute values")

@@ -20,6 +20,8 @@ from flightc.errors import UnsupportedError
 from flightc.config import HardwareConfig
 from flightc.ir.graph import GraphIR, OpKind, evaluate, layer_runs
 
+log = logging.getLogger(__name__)
+
 
 def quantize_embedding(table: np.ndarray) -> QuantWeight:
     """Per-tensor symmetric INT8: the DEQ instruction applies one multiplier to every row."""
@@ -40,9 +42,6 @@ def shape_only(fmt: WeightFormat, shape: tuple[int, int]) -> QuantWeight:
 
     return QuantWeight(fmt, zeros(np.int8, k), zeros(np.uint8, k // fmt.group if fmt.group else 0),
                        np.ones(rows), None)
-
-
-log = logging.getLogger(__name__)
 
 
 def solve(w: np.ndarray, fmt: WeightFormat, solver: Solver, h: np.ndarray | None = None,
@@ -78,6 +77,10 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
         return out
     if calibration is None:
         raise UnsupportedError(f"method {method.label()} needs calibration sequences")
+    unordered = [n for n in linears if method.act_order and plan.format_for(n).sparse]
+    if unordered:
+        log.warning("%s: act-order applies to dense formats; %d sparse layers (%s, ...) are visited in column order",
+                    method.label(), len(unordered), unordered[0])
     _compress_sequentially(out, plan, method, np.atleast_2d(calibration), progress)
     return out
 
@@ -97,9 +100,7 @@ def _compress_sequentially(out: GraphIR, plan: CompressionPlan, method: Method, 
         linears = [n for n in run if out.node(n)["op"] is OpKind.LINEAR]
         if linears:
             evaluate(out, handlers, run, values)
-            inputs = {n: values[out.node(n)["inputs"][0]] for n in linears}
-            hessians = {n: hessian(x.reshape(-1, x.shape[-1])) for n, x in inputs.items()}
-            del inputs
+            hessians = {n: hessian(values[out.node(n)["inputs"][0]]) for n in linears}
             for n in linears:
                 node = out.node(n)
                 node["qweight"] = solve(np.asarray(node["weight"], np.float64), plan.format_for(n), method.solver,

@@ -15,6 +15,7 @@ from flightc.ir.graph import GraphIR
 
 
 def equalize(graph: GraphIR, plan: CompressionPlan, method: Method, calibration: np.ndarray) -> GraphIR:
+    """``graph`` itself when there is nothing to rescale."""
     out = graph
     if plan.kv_bits < 8:
         out = balance_kv(out, calibration)

@@ -19,7 +19,7 @@ from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
 from flightc.compiler.memory import MemoryMap, place
 from flightc.compress.allocate import Allocation, BitBudget, allocate_plan
-from flightc.compress.method import Equalizer, Method
+from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
 from flightc.errors import UnsupportedError
@@ -112,7 +112,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
             progress("allocate", 0, 1)
         plan, allocation = timed("allocate", allocate_plan, g, calibration, cfg, budget, method.solver, plan,
                                  (lambda done, total: progress("allocate", done, total)) if progress else None)
-    if weights and (method.equalizer is not Equalizer.NONE or plan.kv_bits < 8):
+    if weights:
         if progress:
             progress("equalize", 0, 1)
         g = timed("equalize", equalize, g, plan, method, calibration)

@@ -124,8 +124,7 @@ def sensitivities(graph: GraphIR, calibration: np.ndarray, cfg: HardwareConfig, 
     for i, name in enumerate(layers):
         node = graph.node(name)
         w = np.asarray(node["weight"], np.float64)
-        x = acts[node["inputs"][0]]
-        h = hessian(x.reshape(-1, x.shape[-1]))
+        h = hessian(acts[node["inputs"][0]])
         out[name] = {f: output_error(w, solve(w, f, solver, h), h) for f in candidates(cfg, budget, w.shape[1])}
         if not out[name]:
             raise UnsupportedError(f"layer {name}: no format of the hardware fits K = {w.shape[1]} "

@@ -69,16 +69,15 @@ def _absorber(graph: GraphIR, producer: str) -> str | None:
     return None
 
 
-def _kv_tie(graph: GraphIR, producer: str) -> Callable[[np.ndarray, Callable], np.ndarray] | None:
-    """For an attention output: reduce per-channel statistics [H*d] to one per KV channel [KV*d]."""
-    if graph.node(producer)["op"] is not OpKind.ATTENTION:
-        return None
+def _ties_kv(graph: GraphIR, producer: str) -> bool:
+    """An attention output: its channels' scales must be one per KV channel, shared by the heads reading it."""
+    return graph.node(producer)["op"] is OpKind.ATTENTION
+
+
+def _tie_kv(graph: GraphIR, stat: np.ndarray, reduce) -> np.ndarray:
+    """Per-channel statistics of the attention output [H*d] -> one per KV channel [KV*d]."""
     s = graph.spec
-
-    def tie(stat: np.ndarray, reduce) -> np.ndarray:
-        return reduce(stat.reshape(s.num_kv_heads, s.kv_group, s.head_dim), axis=1).reshape(-1)
-
-    return tie
+    return reduce(stat.reshape(s.num_kv_heads, s.kv_group, s.head_dim), axis=1).reshape(-1)
 
 
 def _expand_kv(graph: GraphIR, t: np.ndarray) -> np.ndarray:
@@ -87,23 +86,25 @@ def _expand_kv(graph: GraphIR, t: np.ndarray) -> np.ndarray:
     return np.repeat(t.reshape(s.num_kv_heads, 1, s.head_dim), s.kv_group, axis=1).reshape(-1)
 
 
+def _divide_rows(node: dict, rows: np.ndarray) -> None:
+    """Divide a node's output channels by ``rows``: a linear's weight rows (and bias), or a norm's gain (and bias)."""
+    w = np.asarray(node["weight"], np.float64)
+    node["weight"] = w / (rows[:, None] if node["op"] is OpKind.LINEAR else rows)
+    if "bias" in node:
+        node["bias"] = np.asarray(node["bias"], np.float64) / rows
+
+
 def fold(graph: GraphIR, group: InputGroup, s: np.ndarray) -> None:
     """Divide the group's input channels by ``s`` at the absorber and multiply the linears' columns by it
     (in place on ``graph``, whose arrays are replaced, never written)."""
     s = np.asarray(s, np.float64)
     target = _absorber(graph, group.producer)
     assert target is not None
-    node = graph.node(target)
     rows = s
-    if graph.node(group.producer)["op"] is OpKind.ATTENTION:
+    if _ties_kv(graph, group.producer):  # the V projection's rows: one per KV channel
         spec = graph.spec
         rows = s.reshape(spec.num_kv_heads, spec.kv_group, spec.head_dim)[:, 0, :].reshape(-1)
-    if node["op"] is OpKind.LINEAR:
-        node["weight"] = np.asarray(node["weight"], np.float64) / rows[:, None]
-    else:
-        node["weight"] = np.asarray(node["weight"], np.float64) / rows
-    if "bias" in node:
-        node["bias"] = np.asarray(node["bias"], np.float64) / rows
+    _divide_rows(graph.node(target), rows)
     for name in group.linears:
         lin = graph.node(name)
         lin["weight"] = np.asarray(lin["weight"], np.float64) * s[None, :]
@@ -118,18 +119,27 @@ def _normalize(s: np.ndarray) -> np.ndarray:
     return s / np.sqrt(s.max() * s.min())
 
 
+def _migration(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """SmoothQuant's balance ``a^alpha / b^(1 - alpha)``: the share of a's range moved onto b's side."""
+    return _normalize(np.maximum(a, MIN_SCALE) ** alpha / np.maximum(b, MIN_SCALE) ** (1 - alpha))
+
+
+def _column_amax(graph: GraphIR, linears) -> np.ndarray:
+    """Largest |weight| of each input column over the linears that read one tensor."""
+    return np.max([np.abs(np.asarray(graph.node(n)["weight"])).max(axis=0) for n in linears], axis=0)
+
+
 def smoothquant(graph: GraphIR, calibration: np.ndarray, alpha: float = SMOOTH_ALPHA) -> GraphIR:
     """SmoothQuant: s = max|x|^alpha / max|w|^(1 - alpha) for every input group."""
     out = graph.copy()
     acts = _inputs(out, calibration)
     for group in input_groups(out):
-        xmax = np.abs(acts[group.producer]).max(axis=0)
-        wmax = np.max([np.abs(np.asarray(out.node(n)["weight"])).max(axis=0) for n in group.linears], axis=0)
-        tie = _kv_tie(out, group.producer)
-        if tie:
-            xmax, wmax = tie(xmax, np.max), tie(wmax, np.max)
-        s = _normalize(np.maximum(xmax, MIN_SCALE) ** alpha / np.maximum(wmax, MIN_SCALE) ** (1 - alpha))
-        fold(out, group, _expand_kv(out, s) if tie else s)
+        xmax, wmax = np.abs(acts[group.producer]).max(axis=0), _column_amax(out, group.linears)
+        if _ties_kv(out, group.producer):
+            s = _expand_kv(out, _migration(_tie_kv(out, xmax, np.max), _tie_kv(out, wmax, np.max), alpha))
+        else:
+            s = _migration(xmax, wmax, alpha)
+        fold(out, group, s)
     return out
 
 
@@ -142,9 +152,9 @@ def awq(graph: GraphIR, calibration: np.ndarray, format_for: Callable[[str], Wei
     for group in input_groups(graph):
         x = _inputs(out, calibration)[group.producer]
         xmean = np.abs(x).mean(axis=0)
-        tie = _kv_tie(out, group.producer)
+        tie = _ties_kv(out, group.producer)
         if tie:
-            xmean = tie(xmean, np.mean)
+            xmean = _tie_kv(out, xmean, np.mean)
         ws = [np.asarray(out.node(n)["weight"], np.float64) for n in group.linears]
         fmts = [format_for(n) for n in group.linears]
         if all(f == WeightFormat() for f in fmts):
@@ -175,22 +185,16 @@ def balance_kv(graph: GraphIR, calibration: np.ndarray, alpha: float = KV_ALPHA)
         k_lin = out.node(k_in)["inputs"][0] if roped else k_in
         if out.node(q_lin)["op"] is not OpKind.LINEAR or out.node(k_lin)["op"] is not OpKind.LINEAR:
             continue
-        qa = np.abs(acts[q_in]).max(axis=0).reshape(spec.num_kv_heads, spec.kv_group, d).max(axis=1)
+        qa = _tie_kv(out, np.abs(acts[q_in]).max(axis=0), np.max).reshape(spec.num_kv_heads, d)
         ka = np.abs(acts[k_in]).max(axis=0).reshape(spec.num_kv_heads, d)
         if roped:  # a rotation mixes channel i with i + d/2: one scale per pair
             qa, ka = (np.concatenate([np.maximum(a[:, :half], a[:, half:])] * 2, axis=1) for a in (qa, ka))
-        t = _normalize((np.maximum(ka, MIN_SCALE) ** alpha / np.maximum(qa, MIN_SCALE) ** (1 - alpha)).reshape(-1))
-        for name, scale in ((q_lin, 1.0 / _expand_kv(out, t)), (k_lin, t)):
-            node = out.node(name)
-            node["weight"] = np.asarray(node["weight"], np.float64) / scale[:, None]
-            if "bias" in node:
-                node["bias"] = np.asarray(node["bias"], np.float64) / scale
+        t = _migration(ka.reshape(-1), qa.reshape(-1), alpha)
+        _divide_rows(out.node(q_lin), 1.0 / _expand_kv(out, t))
+        _divide_rows(out.node(k_lin), t)
         if out.node(v_in)["op"] is OpKind.LINEAR:
             linears = tuple(c for c in out.consumers(attn) if out.node(c)["op"] is OpKind.LINEAR)
-            group = InputGroup(attn, linears)
-            va = np.abs(acts[v_in]).max(axis=0)
-            wmax = np.max([np.abs(np.asarray(out.node(n)["weight"])).max(axis=0) for n in linears], axis=0)
-            wmax = wmax.reshape(spec.num_kv_heads, spec.kv_group, d).max(axis=1).reshape(-1)
-            s = _normalize(np.maximum(va, MIN_SCALE) ** alpha / np.maximum(wmax, MIN_SCALE) ** (1 - alpha))
-            fold(out, group, _expand_kv(out, s))
+            wmax = _tie_kv(out, _column_amax(out, linears), np.max)
+            s = _migration(np.abs(acts[v_in]).max(axis=0), wmax, alpha)
+            fold(out, InputGroup(attn, linears), _expand_kv(out, s))
     return out

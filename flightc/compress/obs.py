@@ -17,8 +17,8 @@ from enum import Enum
 
 import numpy as np
 
-from flightc.compress.formats import WeightFormat, group_scale_max, q_range
-from flightc.compress.quantize import QuantWeight, nm_mask
+from flightc.compress.formats import WeightFormat, q_range
+from flightc.compress.quantize import QuantWeight, group_multipliers, nm_mask, row_scales
 from flightc.errors import UnsupportedError
 
 BLOCK = 128  # columns per lazy batch update: a multiple of every N:M block size
@@ -30,7 +30,7 @@ class MaskSelect(str, Enum):
 
 
 def hessian(x: np.ndarray) -> np.ndarray:
-    """``2 X^T X / n`` of a layer's inputs [n, K] (float64)."""
+    """``2 X^T X / n`` of a layer's inputs [..., K] (float64)."""
     x = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
     return 2.0 * (x.T @ x) / max(len(x), 1)
 
@@ -71,19 +71,12 @@ def obs_quantize(w: np.ndarray, h: np.ndarray, fmt: WeightFormat, select: MaskSe
     del H, L
 
     lo, hi = q_range(fmt.bits)
-    qmax = float(max(hi, 1))
-    gmax = group_scale_max(fmt.bits)
-    tiny = float(np.finfo(np.float32).tiny)
-    # the row scale covers the largest group step the multipliers can express
-    row_amax = torch.abs(W).amax(dim=1)
     G = fmt.group
-    row_scale = torch.clamp(row_amax / (qmax * (gmax if G else 1)), min=tiny)
+    row_scale = row_scales(torch.abs(W).amax(dim=1), fmt, float(np.finfo(np.float32).tiny))
     n_groups = k // G if G else 0
     gs = torch.ones((rows, n_groups), dtype=tdt, device=dev)
     if G and act_order:  # static groups, in original column order
-        orig = W[:, inv_perm]
-        step = orig.abs().reshape(rows, n_groups, G).amax(-1) / qmax
-        gs = torch.clamp(torch.round(step / row_scale[:, None]), 1, gmax)
+        gs = group_multipliers(W[:, inv_perm].abs().reshape(rows, n_groups, G).amax(-1), row_scale[:, None], fmt.bits)
     Q = torch.zeros_like(W)
     keep = torch.ones((rows, k), dtype=torch.bool, device=dev)
     if fmt.sparse and select is MaskSelect.MAGNITUDE:
@@ -108,7 +101,7 @@ def obs_quantize(w: np.ndarray, h: np.ndarray, fmt: WeightFormat, select: MaskSe
                     cur = W1[:, i:i + G]
                     kept = keep[:, col:col + G] if fmt.sparse else torch.ones_like(cur, dtype=torch.bool)
                     amax = torch.where(kept, cur.abs(), torch.zeros_like(cur)).amax(dim=1)
-                    gs[:, g] = torch.clamp(torch.round(amax / qmax / row_scale), 1, gmax)
+                    gs[:, g] = group_multipliers(amax, row_scale, fmt.bits)
                 step_cols = row_scale * gs[:, g]
             else:
                 step_cols = row_scale

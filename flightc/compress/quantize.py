@@ -50,6 +50,23 @@ def nm_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
     return keep.reshape(rows, k)
 
 
+def q_max(bits: int) -> float:
+    """The largest stored value of a b-bit weight (the step is amax / q_max)."""
+    return float(max(q_range(bits)[1], 1))
+
+
+def row_scales(row_amax, fmt: WeightFormat, tiny: float):
+    """The float scale of each row: its largest step (amax / q_max) over the largest group multiplier, so
+    every group's multiplier fits; the step itself without groups. numpy arrays or torch tensors."""
+    step = row_amax / q_max(fmt.bits)
+    return (step / group_scale_max(fmt.bits) if fmt.group else step).clip(tiny, None)
+
+
+def group_multipliers(group_amax, row_scale, bits: int):
+    """Each group's step (amax / q_max) in units of its row scale, rounded into 1 .. group_scale_max."""
+    return (group_amax / q_max(bits) / row_scale).round().clip(1, group_scale_max(bits))
+
+
 def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     """Prune by magnitude to fmt's N:M pattern, then round to nearest with two-level scales."""
     w = np.asarray(w, np.float64)
@@ -58,17 +75,13 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     if mask is not None:
         w = np.where(mask, w, 0.0)
     lo, hi = q_range(fmt.bits)
-    qmax = max(hi, 1)
     tiny = np.finfo(np.float64).tiny
+    row_scale = row_scales(np.abs(w).max(axis=1), fmt, tiny)
     if fmt.group:
         amax = np.abs(w).reshape(rows, k // fmt.group, fmt.group).max(axis=-1)  # [N, G]
-        step = amax / qmax
-        gmax = group_scale_max(fmt.bits)
-        row_scale = np.maximum(step.max(axis=1) / gmax, tiny)
-        gs = np.clip(np.round(step / row_scale[:, None]), 1, gmax).astype(np.uint8)
+        gs = group_multipliers(amax, row_scale[:, None], fmt.bits).astype(np.uint8)
         eff = row_scale[:, None] * np.repeat(gs.astype(np.float64), fmt.group, axis=1)
     else:
-        row_scale = np.maximum(np.abs(w).max(axis=1) / qmax, tiny)
         gs = np.zeros((rows, 0), np.uint8)
         eff = np.repeat(row_scale[:, None], k, axis=1)
     q = np.clip(np.round(w / eff), lo, hi).astype(np.int8)

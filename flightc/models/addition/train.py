@@ -7,8 +7,6 @@ and prints exact-match accuracy on the held-out problems as it goes.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 import torch
 
 from flightc.models.addition import WEIGHTS
+from flightc.models.training import adamw_warmup_cosine, training_args
 from flightc.tasks.addition import TASK_FILE, VOCAB, AdditionTask, save_tokenizer
 
 CONFIG = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
@@ -43,17 +42,14 @@ def exact_match(model, task: AdditionTask, problems) -> float:
     return float(np.mean([task.is_correct(p, a) for p, a in zip(problems, answers)]))
 
 
-def train(out: Path, steps: int, batch: int, seed: int, threads: int) -> float:
+def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float = 3e-3) -> float:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     task = AdditionTask()
     model = make_model(task)
     held = task.held_out()
     excluded = {(p.a, p.b) for p in held}
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    opt, sched = adamw_warmup_cosine(model, lr, steps)
     P = task.prompt_len
     t0 = time.time()
     model.train()
@@ -82,14 +78,8 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    train(args.out, args.steps, args.batch, args.seed, args.threads)
+    args = training_args(__doc__, WEIGHTS, steps=2000, batch=128)
+    train(args.out, args.steps, args.batch, args.seed, args.threads, args.lr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train builtin:pylm, a byte-level LLaMA on the Python standard library's source (seeded).
 
-    python -m flightc.models.pylm.train [--out flightc/models/pylm/weights] [--steps 3000]
+    python -m flightc.models.pylm.train [--out flightc/models/pylm/weights] [--steps 2500]
 
 Files are split into training and held-out sets by a hash of their path (flightc.tasks.text).
 Writes a Hugging Face folder (config.json, model.safetensors, flightc_task.json) plus the
@@ -8,7 +8,6 @@ held-out and calibration samples, and prints held-out perplexity as it goes.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from flightc.models.pylm import WEIGHTS
+from flightc.models.training import adamw_warmup_cosine, training_args
 from flightc.tasks import TASK_FILE
 from flightc.tasks.text import CALIB_FILE, HELDOUT_FILE, TextTask, ascii_bytes, is_held_out, stdlib_files
 
@@ -62,10 +62,7 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float)
     task = TextTask(out)
     model = make_model(task.vocab_size)
     probe = held_bytes[: (HELDOUT_BYTES // CONTEXT) * CONTEXT].reshape(-1, CONTEXT)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    opt, sched = adamw_warmup_cosine(model, lr, steps)
     t0 = time.time()
     model.train()
     for step in range(steps):
@@ -94,14 +91,7 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=WEIGHTS)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = training_args(__doc__, WEIGHTS, steps=2500, batch=32)
     train(args.out, args.steps, args.batch, args.seed, args.threads, args.lr)
 
 
