@@ -620,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--json", help="also write the report to this file")
     hs.set_defaults(func=cmd_hw_synth)
 
+    hr = hsub.add_parser("resources", help="the resource model's estimate (instant; calibrated against yosys "
+                                           "synthesis) per module group, against an FPGA part")
+    hr.add_argument("--hw", default="tiny", help="preset or config JSON")
+    hr.add_argument("--part", help="FPGA part to check against: u280, u55c, vhk158, kv260, zcu104")
+    hr.set_defaults(func=cmd_hw_resources)
+
     hb = hsub.add_parser("bitstream", help="the build flow of a board (Vivado for PYNQ boards, Vitis for Alveo) "
                                            "with its overlay manifest; --virtual: the virtual board's overlay")
     hb.add_argument("--board", required=True, help="kv260, zcu104 (PYNQ) or u280, vhk158 (Alveo / XRT)")
@@ -643,6 +649,35 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "testbench memory, a power of two)")
     bs.add_argument("--no-hazard-check", action="store_true", help="fsim: skip the token-ordering checks")
     bs.set_defaults(func=cmd_board_serve)
+
+    x = sub.add_parser("dse", help="design-space exploration: Pareto front of modeled speed against FPGA "
+                                   "resources for a model on a part; writes tables, plots and config files")
+    x.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model: a name in flightc/models/configs (llama2-7b, opt-6.7b), a Hugging Face folder or "
+                        f"builtin:NAME (default {DEFAULT_MODEL})")
+    x.add_argument("--part", default="u280", help="FPGA part: u280, u55c, vhk158, kv260, zcu104")
+    x.add_argument("--format", default="w4g128s8:16", help="weight format of the model's linear layers (the LM "
+                                                           "head keeps W8)")
+    x.add_argument("--objectives", default="tokens_per_s,dsp",
+                   help="comma-separated: tokens_per_s, prefill_ms, dsp, lut, ff, bram, uram")
+    x.add_argument("--trials", type=int, default=50, help="points to evaluate (a resumed study counts its own)")
+    x.add_argument("--prompt", type=int, help="prompt tokens of the workload (default 128, less for short models)")
+    x.add_argument("--decode", type=int, help="generated tokens of the workload (default 512, less for short models)")
+    x.add_argument("--max-prefill", type=int, default=4, help="prompt tokens per prefill step")
+    x.add_argument("--max-cores", type=int, help="at most this many cores (default: one per SLR of the part; 1 "
+                                                 "for configs the RTL generator builds today)")
+    x.add_argument("--space", help="JSON of dimension -> allowed values, narrowing the default space")
+    x.add_argument("--sampler", default="nsga2", choices=("nsga2", "tpe"), help="optuna sampler")
+    x.add_argument("--population", type=int, default=10, help="points per generation (and per parallel batch)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel evaluations (local processes or "
+                                                                        "Ray CPUs)")
+    x.add_argument("--executor", default="local", choices=("local", "ray"))
+    x.add_argument("--address", help="Ray cluster address (with --executor ray; default: a local Ray instance)")
+    x.add_argument("--storage", help="optuna storage URL (default: sqlite in the output folder); a shared RDB lets "
+                                     "several drivers work on one study")
+    x.add_argument("-o", "--out", help="output folder (default out/dse-MODEL-PART)")
+    x.set_defaults(func=cmd_dse)
 
     a = sub.add_parser("isa-doc", help="write the ISA reference generated from the table")
     a.add_argument("-o", "--output", help="e.g. docs/isa.md")
@@ -730,6 +765,71 @@ def cmd_hw_synth(args) -> int:
                           for k, v in kinds[:16]]))
     if args.json:
         Path(args.json).write_text(r.to_json())
+    return 0
+
+
+def cmd_dse(args) -> int:
+    from flightc.dse import default_workload, run_dse
+    from flightc.dse.space import SearchSpace
+
+    name = Path(str(args.model).replace("builtin:", "")).name
+    out = Path(args.out or f"out/dse-{name}-{args.part}")
+    workload = default_workload(args.model, args.prompt, args.decode, args.max_prefill)
+    overrides = SearchSpace.load_overrides(args.space) if args.space else None
+    best: dict = {}
+    with _progress() as bar:
+        task = bar.add_task("exploring", total=args.trials)
+
+        def progress(done, total, trial):
+            r = trial.result if trial else None
+            if r is not None and r.feasible and r.decode_tokens_per_s > best.get("tps", 0.0):
+                best.update(tps=r.decode_tokens_per_s, dsp=r.resources["DSP"], n=trial.number)
+            label = (f"exploring; best {best['tps']:.4g} tok/s at {best['dsp']:,} DSP (trial {best['n']})"
+                     if best else "exploring")
+            bar.update(task, completed=done, total=total, description=label)
+
+        result = run_dse(args.model, args.part, args.format, args.objectives, args.trials, out, args.seed, args.jobs,
+                         args.executor, args.address, args.storage, workload, args.max_cores, overrides,
+                         args.sampler, args.population, progress)
+    from flightc.dse.report import COLUMNS, row
+
+    failed = [t for t in result.trials if t.result.error]
+    over = [t for t in result.trials if not t.result.error and t.result.violations]
+    t = Table(title=f"Pareto set: {len(result.front)} of {len(result.trials)} points ({len(over)} over the part, "
+                    f"{len(failed)} not compilable) in {result.seconds:.0f} s")
+    for c in COLUMNS:
+        t.add_column(c, justify="left" if c == "buffers KiB act/wgt/acc/prm/kv" else "right")
+    for tr in result.front:
+        t.add_row(*row(tr))
+    console.print(t)
+    if failed:
+        console.print(f"first compile refusal: trial {failed[0].number}: {escape(failed[0].result.error)}")
+    for p in result.files:
+        console.print(f"wrote {p}")
+    console.print(f"wrote {len(result.configs)} configs to {out / 'configs'} (use with flightc compile --hw FILE)")
+    return 0
+
+
+def cmd_hw_resources(args) -> int:
+    from flightc.config import load_config
+    from flightc.dse.resources import FITTED, GROUPS, buffer_bram36, estimate_resources, group_estimate
+    from flightc.parts import part
+
+    cfg = load_config(args.hw)
+    rows = []
+    for g, (_, _, instances) in GROUPS.items():
+        n = instances(cfg)
+        est = group_estimate(cfg, g)
+        rows.append((f"{g} x {n}" if n > 1 else g, *(f"{est[k] * n:,.0f}" for k in FITTED)))
+    console.print(_table(f"{cfg.name}: one core, modeled (yosys-calibrated)", ("module group", *FITTED), rows))
+    total = estimate_resources(cfg).as_dict()
+    p = part(args.part) if args.part else None
+    cap = p.capacity() if p else {}
+    t = _table(f"{cfg.name}: whole kernel ({cfg.num_cores} core{'s' if cfg.num_cores > 1 else ''}; one core's "
+               f"buffers: {buffer_bram36(cfg)} BRAM36)", ("resource", "modeled", *((f"{p.name}", "used") if p else ())),
+               [(k, f"{v:,}", *((f"{cap[k]:,}" if cap[k] else "unknown",
+                                 f"{v / cap[k]:.0%}" if cap[k] else "unchecked") if p else ())) for k, v in total.items()])
+    console.print(t)
     return 0
 
 

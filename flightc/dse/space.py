@@ -1,0 +1,95 @@
+"""The hardware-configuration space a search explores, for one part and one compression plan.
+
+Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per core, chain length,
+the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
+depths, buffer port width, the number of memory channels the cores stream from, and the clock.
+Fields that change neither the generated RTL nor the modeled timing (``sfu_lanes``; the dequantizer
+builds every width of the ISA, so ``weight_bits`` costs nothing to keep) are not searched.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flightc.config import PRESETS, HardwareConfig
+from flightc.parts import Part
+from flightc.errors import ConfigError
+
+DEFAULT_CHOICES: dict[str, tuple] = {
+    "mpe_chains": (4, 8, 16, 32, 64),
+    "chain_length": (8, 16, 32, 64),
+    "sparsest_n": (2, 4, 8, 16),
+    "buffer_port_bytes": (8, 16, 32, 64),
+    "act_buffer_kib": (32, 64, 128, 256, 512),
+    "wgt_buffer_kib": (64, 128, 256, 512, 1024, 2048),
+    "acc_buffer_kib": (64, 128, 256, 512, 1024),
+    "prm_buffer_kib": (32, 64, 128, 256, 512),
+    "kv_buffer_kib": (64, 128, 256, 512, 1024, 2048),
+}
+
+
+def required_sparsity(plan) -> int:
+    """The sparsest N:16 the plan's layers use (2 for 2:4, which the hardware serves with 2:16's window)."""
+    ns = [16]
+    for f in (plan.default, plan.head, *(fmt for _, fmt in plan.overrides)):
+        if f.sparse:
+            ns.append(2 if f.m == 4 else f.n * 16 // f.m)
+    return min(ns)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Choices per dimension; ``config(params)`` turns one choice of each into a HardwareConfig."""
+
+    part: Part
+    choices: dict[str, tuple] = field(default_factory=dict)
+    base: HardwareConfig = PRESETS["u280"]
+
+    @classmethod
+    def for_part(cls, part: Part, plan, max_cores: int | None = None, overrides: dict | None = None) -> "SearchSpace":
+        need_n = required_sparsity(plan)
+        choices = dict(DEFAULT_CHOICES)
+        choices["sparsest_n"] = tuple(n for n in DEFAULT_CHOICES["sparsest_n"] if n <= need_n)
+        cores = min(part.max_cores, max_cores or part.max_cores)
+        choices["num_cores"] = tuple(range(1, cores + 1))
+        choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
+                                        and part.mem_channels % c == 0)
+        choices["clock_mhz"] = part.clock_mhz
+        for name, values in (overrides or {}).items():
+            if name not in choices:
+                raise ConfigError(f"search space: unknown dimension {name!r}; dimensions: {', '.join(choices)}")
+            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            bad = [v for v in values if v not in choices[name]] if name in ("sparsest_n", "num_cores",
+                                                                             "mem_channels", "clock_mhz") else []
+            if bad or not values:
+                raise ConfigError(f"search space: {name} = {list(values)}: allowed on {part.name} for this plan: "
+                                  f"{list(choices[name])}")
+            choices[name] = values
+        return cls(part, choices)
+
+    @classmethod
+    def load_overrides(cls, path: str | Path) -> dict:
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"--space {path}: {e}") from None
+
+    def config(self, params: dict, name: str = "dse") -> HardwareConfig:
+        p = self.part
+        sparsest = int(params["sparsest_n"])
+        return self.base.replace(
+            name=name, clock_mhz=float(params["clock_mhz"]), num_cores=int(params["num_cores"]),
+            mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
+            sparse_n=tuple(n for n in (2, 4, 8, 16) if n >= sparsest),
+            supports_2_4=sparsest == 2, mem_kind=p.mem_kind, mem_channels=int(params["mem_channels"]),
+            mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,
+            act_buffer_kib=int(params["act_buffer_kib"]), wgt_buffer_kib=int(params["wgt_buffer_kib"]),
+            acc_buffer_kib=int(params["acc_buffer_kib"]), prm_buffer_kib=int(params["prm_buffer_kib"]),
+            kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]))
+
+    def size(self) -> int:
+        n = 1
+        for v in self.choices.values():
+            n *= len(v)
+        return n
