@@ -790,17 +790,25 @@ def cmd_dse(args) -> int:
 
         result = run_dse(args.model, args.part, args.format, args.objectives, args.trials, out, args.seed, args.jobs,
                          args.executor, args.address, args.storage, workload, args.max_cores, overrides,
-                         args.sampler, args.population, progress)
+                         args.sampler, args.population, progress,
+                         status=lambda text: bar.update(task, description=text))
     from flightc.dse.report import COLUMNS, row
 
+    m = result.minimums
+    console.print(f"{args.model}, prompt {workload.prompt} + decode {workload.decode}: needs at least "
+                  + ", ".join(f"{k.split('_')[0].upper()} {v} KiB" for k, v in m.items() if k.endswith("_kib"))
+                  + f" of buffers and {m['memory_bytes'] / 2**30:.2f} GiB off chip; {result.space.size():,} "
+                    f"configurations in the space", highlight=False)
     failed = [t for t in result.trials if t.result.error]
     over = [t for t in result.trials if not t.result.error and t.result.violations]
+    shown = [i for i, c in enumerate(COLUMNS) if c not in ("FF", "URAM", "buffers KiB act/wgt/acc/prm/kv")]
     t = Table(title=f"Pareto set: {len(result.front)} of {len(result.trials)} points ({len(over)} over the part, "
-                    f"{len(failed)} not compilable) in {result.seconds:.0f} s")
-    for c in COLUMNS:
-        t.add_column(c, justify="left" if c == "buffers KiB act/wgt/acc/prm/kv" else "right")
+                    f"{len(failed)} not compilable) in {result.seconds:.0f} s; all columns in pareto.md")
+    for i in shown:
+        t.add_column(COLUMNS[i], justify="right")
     for tr in result.front:
-        t.add_row(*row(tr))
+        cells = row(tr)
+        t.add_row(*(cells[i] for i in shown))
     console.print(t)
     if failed:
         console.print(f"first compile refusal: trial {failed[0].number}: {escape(failed[0].result.error)}")

@@ -132,8 +132,18 @@ def test_dse_writes_front_plots_and_configs_that_compile_simulate_and_generate(t
     assert main(["dse", "--model", "builtin:addition", "--part", "u280", "--max-cores", "1", "--format",
                  "w4g32s8:16", "--objectives", "tokens_per_s,dsp,lut", "--trials", "8", "--population", "4",
                  "--space", str(space), "--jobs", "2", "-o", str(out)]) == 0
-    for name in ("pareto.md", "pareto.csv", "trials.csv", "pareto.png", "pareto.html", "study.db"):
+    for name in ("pareto.md", "pareto.csv", "trials.csv", "pareto.png", "pareto.html", "study.db", "space.json"):
         assert (out / name).stat().st_size > 0, name
+    # the space was narrowed to buffers the model compiles with, and a smaller choice indeed does not compile
+    found = json.loads((out / "space.json").read_text())["found"]
+    smallest = min(SMALL["act_buffer_kib"])
+    if found["act_buffer_kib"] > smallest:
+        from flightc.dse.evaluate import compile_error
+
+        cfg = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g32s8:16"), 1, SMALL)
+        params = {k: max(v) for k, v in cfg.choices.items()} | {"act_buffer_kib": smallest}
+        assert compile_error("builtin:addition", cfg.config(params), CompressionPlan.parse("w4g32s8:16"),
+                             Workload(8, 24, 4))
     rows = _front(out)
     trials = list(csv.DictReader((out / "trials.csv").open()))
     assert len(trials) == 8 and 1 <= len(rows) <= 8

@@ -29,6 +29,8 @@ class DseResult:
     files: list[Path] = field(default_factory=list)
     configs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    space: SearchSpace | None = None  # the space searched, narrowed to what the model compiles for
+    minimums: dict = field(default_factory=dict)  # smallest buffers (KiB) and the off-chip bytes the model needs
 
 
 def default_workload(model, prompt: int | None = None, decode: int | None = None, max_prefill: int = 4) -> Workload:
@@ -51,8 +53,11 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
             trials: int = 50, out: str | Path = "out/dse", seed: int = 0, jobs: int = 2, executor: str = "local",
             address: str | None = None, storage: str | None = None, workload: Workload | None = None,
             max_cores: int | None = None, space_overrides: dict | None = None, sampler: str = "nsga2",
-            population: int = 10, progress: Callable[[int, int, Trial | None], None] | None = None) -> DseResult:
-    """Search, then write the Pareto table (CSV, markdown), plots (PNG, HTML) and one config JSON per Pareto point."""
+            population: int = 10, progress: Callable[[int, int, Trial | None], None] | None = None,
+            status: Callable[[str], None] | None = None) -> DseResult:
+    """Narrow the space to what the model compiles for, search it, then write the Pareto table (CSV, markdown),
+    plots (PNG, HTML) and one config JSON per Pareto point."""
+    from flightc.dse.feasible import narrowed
     from flightc.compress.plan import CompressionPlan
     from flightc.dse import report
 
@@ -64,6 +69,7 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
     space = SearchSpace.for_part(p, plan, max_cores, space_overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    space, minimums = narrowed(space, model, plan, workload, out, status)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     ex = make_executor(executor, jobs, address)
     try:
@@ -84,4 +90,4 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
         files.append(report.plot(trials, front, p, title, out / "pareto", flightllm=flightllm))
         files.append(report.write_html(front, trials, p, title, out / "pareto.html", flightllm))
     configs = report.write_configs(front, out / "configs", p)
-    return DseResult(trials, front, files, configs, time.perf_counter() - t0)
+    return DseResult(trials, front, files, configs, time.perf_counter() - t0, space, minimums)

@@ -127,6 +127,26 @@ def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_
     return _Measure(pre.seconds, dec.seconds / workload.decode, mem)
 
 
+def compile_error(model: str | Path, cfg: HardwareConfig, plan, workload: Workload) -> str | None:
+    """The compiler's refusal of ``cfg`` for one decoder layer of the model (None: it compiles)."""
+    from flightc.compiler.pipeline import compile_model
+
+    source, layers, no_weights = resolve_model(model)
+    tmp = None
+    try:
+        if layers > FULL_COMPILE_LAYERS and isinstance(source, Path):
+            tmp = Path(tempfile.mkdtemp(prefix="flightc-dse-"))
+            source, no_weights = _with_layers(source, 1, tmp), True
+        compile_model(source, cfg, plan, max_len=workload.max_len, max_prefill=workload.max_prefill,
+                      random_weights=0 if no_weights else None, weights=False)
+        return None
+    except FlightcError as e:
+        return str(e)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workload, part: Part) -> PointResult:
     """Compile (programs only), model the request, estimate resources and check them against ``part``."""
     t0 = time.perf_counter()

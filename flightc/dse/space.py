@@ -16,16 +16,17 @@ from flightc.config import PRESETS, HardwareConfig
 from flightc.parts import Part
 from flightc.errors import ConfigError
 
+# Buffers stop at 1 MiB: a larger one lets the compiler plan a single load row past the ISA's 20-bit row_bytes.
 DEFAULT_CHOICES: dict[str, tuple] = {
     "mpe_chains": (4, 8, 16, 32, 64),
     "chain_length": (8, 16, 32, 64),
     "sparsest_n": (2, 4, 8, 16),
     "buffer_port_bytes": (8, 16, 32, 64),
     "act_buffer_kib": (32, 64, 128, 256, 512),
-    "wgt_buffer_kib": (64, 128, 256, 512, 1024, 2048),
+    "wgt_buffer_kib": (64, 128, 256, 512, 1024),
     "acc_buffer_kib": (64, 128, 256, 512, 1024),
     "prm_buffer_kib": (32, 64, 128, 256, 512),
-    "kv_buffer_kib": (64, 128, 256, 512, 1024, 2048),
+    "kv_buffer_kib": (64, 128, 256, 512, 1024),
 }
 
 
