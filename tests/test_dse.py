@@ -88,8 +88,9 @@ def test_layer_extrapolation_equals_a_full_compile(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     plan, wl = CompressionPlan.parse("w4g32s8:16"), Workload(16, 48, 4)
     for hw in (PRESETS["tiny"], PRESETS["u280"]):
-        full = _measure(tmp_path, hw, plan, wl, 0)
-        m1, m2 = (_measure(_with_layers(tmp_path, n, tmp_path), hw, plan, wl, 0) for n in (1, 2))
+        full = _measure(tmp_path, hw, plan, wl, 0, unbounded_tokens=True)
+        m1, m2 = (_measure(_with_layers(tmp_path, n, tmp_path), hw, plan, wl, 0, True) for n in (1, 2))
+        assert m1.tokens + 5 * (m2.tokens - m1.tokens) == full.tokens > m2.tokens  # the token-counter check
         for attr in ("prefill_s", "decode_s", "memory_bytes"):
             a, b, f = getattr(m1, attr), getattr(m2, attr), getattr(full, attr)
             assert abs(a + 5 * (b - a) - f) <= 1e-4 * f, (hw.name, attr, a + 5 * (b - a), f)

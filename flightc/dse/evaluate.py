@@ -19,7 +19,7 @@ from typing import Any
 from flightc.config import HardwareConfig
 from flightc.parts import Part
 from flightc.dse.resources import Resources, estimate_resources
-from flightc.errors import FlightcError
+from flightc.errors import FlightcError, UnsupportedError
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,36 @@ class _Measure:
     prefill_s: float
     decode_s: float  # mean seconds per decode step
     memory_bytes: int
+    tokens: int  # most wait/release tokens one step passes from one unit to another (any core, any template)
 
 
-def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_weights: int | None) -> _Measure:
+def step_tokens(bundle) -> int:
+    """The largest count of tokens one unit releases to another in one step of any of the bundle's templates."""
+    from flightc.isa.codec import decode_program
+    from flightc.isa.table import Unit
+
+    most = 0
+    for entry in bundle.manifest["programs"]:
+        for stream in bundle.step(entry["length"], entry["p_lo"]):
+            counts: dict[tuple[int, int], int] = {}
+            for ins in decode_program(stream):
+                for u in Unit:
+                    if ins.release >> int(u) & 1:
+                        key = (int(ins.unit), int(u))
+                        counts[key] = counts.get(key, 0) + 1
+            most = max(most, *counts.values(), 0)
+    return most
+
+
+def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_weights: int | None,
+             unbounded_tokens: bool = False) -> _Measure:
+    """``unbounded_tokens``: compile a layer-reduced model without the token-counter check; the caller checks
+    the count extrapolated to the full model (a full step passes about layers x one layer's tokens)."""
     from flightc.compiler.pipeline import compile_model
     from flightc.sim.perf.workload import WorkloadModel
 
-    c = compile_model(source, cfg, plan, max_len=workload.max_len, max_prefill=workload.max_prefill,
+    target = cfg.replace(token_fifo_depth=1 << 40) if unbounded_tokens else cfg
+    c = compile_model(source, target, plan, max_len=workload.max_len, max_prefill=workload.max_prefill,
                       random_weights=random_weights, weights=False)
     wm = WorkloadModel(c.bundle, sample_every=max(workload.prompt, workload.decode))
     pre = wm.prefill(workload.prompt)
@@ -124,7 +147,7 @@ def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_
     extent = c.bundle.manifest["memory_map"].get("extent", {})
     mem = sum(int(v) for v in extent.values()) if extent else sum(
         r["nbytes"] for r in c.bundle.manifest["memory_map"]["regions"])
-    return _Measure(pre.seconds, dec.seconds / workload.decode, mem)
+    return _Measure(pre.seconds, dec.seconds / workload.decode, mem, step_tokens(c.bundle) if unbounded_tokens else 0)
 
 
 def compile_error(model: str | Path, cfg: HardwareConfig, plan, workload: Workload) -> str | None:
@@ -166,11 +189,17 @@ def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workl
         else:
             tmp = Path(tempfile.mkdtemp(prefix="flightc-dse-"))
             try:
-                m1 = _measure(_with_layers(source, 1, tmp), cfg, plan, workload, 0)
-                m2 = _measure(_with_layers(source, 2, tmp), cfg, plan, workload, 0)
+                m1 = _measure(_with_layers(source, 1, tmp), cfg, plan, workload, 0, unbounded_tokens=True)
+                m2 = _measure(_with_layers(source, 2, tmp), cfg, plan, workload, 0, unbounded_tokens=True)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             k = layers - 1
+            tokens = m1.tokens + k * (m2.tokens - m1.tokens)
+            if tokens > cfg.token_fifo_depth:
+                raise UnsupportedError(f"tokens: a step of the full {layers}-layer model passes about {tokens:,} "
+                                       f"tokens from one unit to another (one layer: {m2.tokens - m1.tokens:,}), "
+                                       f"more than the token counters hold (token_fifo_depth "
+                                       f"{cfg.token_fifo_depth}); larger buffers mean fewer tiles and tokens")
             prefill_s = m1.prefill_s + k * (m2.prefill_s - m1.prefill_s)
             decode_s = m1.decode_s + k * (m2.decode_s - m1.decode_s)
             mem = m1.memory_bytes + k * (m2.memory_bytes - m1.memory_bytes)
