@@ -26,7 +26,7 @@ from flightc.parts import PARTS
 # a narrow space of small configs: every point compiles the built-in model in about a second
 SMALL = {"mpe_chains": [4, 8], "chain_length": [8, 16], "sparsest_n": [4, 8], "buffer_port_bytes": [8, 16],
          "act_buffer_kib": [32, 64], "wgt_buffer_kib": [64], "acc_buffer_kib": [64], "prm_buffer_kib": [32],
-         "kv_buffer_kib": [64], "mem_channels": [4, 8], "clock_mhz": [200.0, 250.0]}
+         "kv_buffer_kib": [64], "mem_channels": [4, 8], "clock_mhz": [200.0, 250.0], "token_fifo_depth": [4095]}
 
 # bounds the resource model meets on held-out synthesized configurations (docs/dse.md states them)
 BOUNDS = {"DSP48E2": 0.01, "BRAM36": 0.01, "LUT": 0.15, "FF": 0.10}

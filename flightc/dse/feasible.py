@@ -24,7 +24,7 @@ BUFFERS = ("act_buffer_kib", "wgt_buffer_kib", "acc_buffer_kib", "prm_buffer_kib
 
 def roomy_params(space: SearchSpace) -> dict:
     """The largest buffers, ports and channels, the smallest compute (the cheapest config most likely to compile)."""
-    big = ("buffer_port_bytes", "mem_channels", *BUFFERS)
+    big = ("buffer_port_bytes", "mem_channels", "token_fifo_depth", *BUFFERS)
     return {k: (max(v) if k in big else v[0]) for k, v in space.choices.items()}
 
 

@@ -2,7 +2,8 @@
 
 Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per core, chain length,
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
-depths, buffer port width, the number of memory channels the cores stream from, and the clock.
+depths, buffer port width, the depth of the wait/release token counters, the number of memory channels
+the cores stream from, and the clock.
 Fields that change neither the generated RTL nor the modeled timing (``sfu_lanes``; the dequantizer
 builds every width of the ISA, so ``weight_bits`` costs nothing to keep) are not searched.
 """
@@ -27,6 +28,8 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "acc_buffer_kib": (64, 128, 256, 512, 1024),
     "prm_buffer_kib": (32, 64, 128, 256, 512),
     "kv_buffer_kib": (64, 128, 256, 512, 1024),
+    # a step's wait/release tokens between two units: a 7B step of small tiles passes more than 4,095
+    "token_fifo_depth": (4095, 65535, 1048575),
 }
 
 
@@ -87,7 +90,8 @@ class SearchSpace:
             mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,
             act_buffer_kib=int(params["act_buffer_kib"]), wgt_buffer_kib=int(params["wgt_buffer_kib"]),
             acc_buffer_kib=int(params["acc_buffer_kib"]), prm_buffer_kib=int(params["prm_buffer_kib"]),
-            kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]))
+            kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]),
+            token_fifo_depth=int(params["token_fifo_depth"]))
 
     def size(self) -> int:
         n = 1
