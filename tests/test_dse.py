@@ -19,7 +19,7 @@ from flightc.config import PRESETS, HardwareConfig
 from flightc.dse import SearchSpace, Workload, part, run_dse
 from flightc.dse.evaluate import _measure, _with_layers, evaluate_point
 from flightc.dse.resources import estimate_resources, group_estimate, held_out_errors
-from flightc.dse.space import required_sparsity
+from flightc.dse.space import patterns, required_sparsity
 from flightc.errors import ConfigError
 from flightc.parts import PARTS
 
@@ -63,7 +63,7 @@ def test_resource_model_matches_a_fresh_synthesis_of_an_unseen_chain(tmp_path):
     from flightc.hw.synth import cell_counts, run_yosys
     from flightc.sim.rtl.benches.tops import ChainProbe
 
-    cfg = PRESETS["tiny"].replace(chain_length=8, sparse_n=(4, 8, 16), supports_2_4=False)
+    cfg = PRESETS["tiny"].replace(chain_length=8, **patterns(4))
     stat = run_yosys(tmp_path, "chain_probe", verilog.convert(ChainProbe(cfg, span_max(cfg)), name="chain_probe"))
     measured = cell_counts(stat)
     model = group_estimate(cfg, "chain")

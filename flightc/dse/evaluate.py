@@ -7,6 +7,7 @@ against a full compile). A 7B point thus costs seconds, not minutes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -14,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from flightc.config import HardwareConfig
 from flightc.parts import Part
@@ -150,24 +151,35 @@ def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_
     return _Measure(pre.seconds, dec.seconds / workload.decode, mem, step_tokens(c.bundle) if unbounded_tokens else 0)
 
 
+def _extrapolated(source: Any, layers: int) -> bool:
+    """Whether the model is measured on 1- and 2-layer copies of its config rather than compiled whole."""
+    return layers > FULL_COMPILE_LAYERS and isinstance(source, Path)
+
+
+@contextlib.contextmanager
+def _layer_copies(folder: Path, counts: tuple[int, ...]) -> Iterator[list[Path]]:
+    tmp = Path(tempfile.mkdtemp(prefix="flightc-dse-"))
+    try:
+        yield [_with_layers(folder, n, tmp) for n in counts]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def compile_error(model: str | Path, cfg: HardwareConfig, plan, workload: Workload) -> str | None:
-    """The compiler's refusal of ``cfg`` for one decoder layer of the model (None: it compiles)."""
+    """The compiler's refusal of ``cfg`` for the model, one decoder layer of it if it is extrapolated (None:
+    it compiles)."""
     from flightc.compiler.pipeline import compile_model
 
     source, layers, no_weights = resolve_model(model)
-    tmp = None
-    try:
-        if layers > FULL_COMPILE_LAYERS and isinstance(source, Path):
-            tmp = Path(tempfile.mkdtemp(prefix="flightc-dse-"))
-            source, no_weights = _with_layers(source, 1, tmp), True
-        compile_model(source, cfg, plan, max_len=workload.max_len, max_prefill=workload.max_prefill,
-                      random_weights=0 if no_weights else None, weights=False)
-        return None
-    except FlightcError as e:
-        return str(e)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        if _extrapolated(source, layers):
+            (source,), no_weights = stack.enter_context(_layer_copies(source, (1,))), True
+        try:
+            compile_model(source, cfg, plan, max_len=workload.max_len, max_prefill=workload.max_prefill,
+                          random_weights=0 if no_weights else None, weights=False)
+        except FlightcError as e:
+            return str(e)
+    return None
 
 
 def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workload, part: Part) -> PointResult:
@@ -182,17 +194,13 @@ def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workl
                          if cap[k] is not None and v > cap[k]]
     try:
         source, layers, no_weights = resolve_model(model)
-        seed = 0 if no_weights else None
-        if layers <= FULL_COMPILE_LAYERS or not isinstance(source, Path):
-            m = _measure(source, cfg, plan, workload, seed)
+        if not _extrapolated(source, layers):
+            m = _measure(source, cfg, plan, workload, 0 if no_weights else None)
             prefill_s, decode_s, mem = m.prefill_s, m.decode_s, m.memory_bytes
         else:
-            tmp = Path(tempfile.mkdtemp(prefix="flightc-dse-"))
-            try:
-                m1 = _measure(_with_layers(source, 1, tmp), cfg, plan, workload, 0, unbounded_tokens=True)
-                m2 = _measure(_with_layers(source, 2, tmp), cfg, plan, workload, 0, unbounded_tokens=True)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            with _layer_copies(source, (1, 2)) as (one, two):
+                m1 = _measure(one, cfg, plan, workload, 0, unbounded_tokens=True)
+                m2 = _measure(two, cfg, plan, workload, 0, unbounded_tokens=True)
             k = layers - 1
             tokens = m1.tokens + k * (m2.tokens - m1.tokens)
             if tokens > cfg.token_fifo_depth:

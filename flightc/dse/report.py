@@ -77,7 +77,7 @@ def write_csv(trials: list[Trial], path: Path) -> None:
 def write_configs(front: list[Trial], folder: Path, part: Part) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for i, t in enumerate(front):
+    for t in front:
         cfg = HardwareConfig.from_dict({**t.result.config, "name": f"{part.name}-dse-{t.number}"})
         p = folder / f"{cfg.name}.json"
         p.write_text(cfg.to_json() + "\n")

@@ -16,12 +16,23 @@ from pathlib import Path
 from flightc.config import PRESETS, HardwareConfig
 from flightc.parts import Part
 from flightc.errors import ConfigError
+from flightc.isa.table import SPARSITY_NM
 
 # Buffers stop at 1 MiB: a larger one lets the compiler plan a single load row past the ISA's 20-bit row_bytes.
+# N of the N:16 patterns the ISA encodes (16: dense)
+N_OF_16 = tuple(sorted(n for n, m in SPARSITY_NM.values() if m == 16))
+
+
+def patterns(sparsest: int) -> dict:
+    """The ``sparse_n`` / ``supports_2_4`` fields of a chain serving every N:16 from ``sparsest`` up (2:4
+    comes with 2:16, whose window it shares)."""
+    return {"sparse_n": tuple(n for n in N_OF_16 if n >= sparsest), "supports_2_4": sparsest == 2}
+
+
 DEFAULT_CHOICES: dict[str, tuple] = {
     "mpe_chains": (4, 8, 16, 32, 64),
     "chain_length": (8, 16, 32, 64),
-    "sparsest_n": (2, 4, 8, 16),
+    "sparsest_n": N_OF_16,
     "buffer_port_bytes": (8, 16, 32, 64),
     "act_buffer_kib": (32, 64, 128, 256, 512),
     "wgt_buffer_kib": (64, 128, 256, 512, 1024),
@@ -54,7 +65,7 @@ class SearchSpace:
     def for_part(cls, part: Part, plan, max_cores: int | None = None, overrides: dict | None = None) -> "SearchSpace":
         need_n = required_sparsity(plan)
         choices = dict(DEFAULT_CHOICES)
-        choices["sparsest_n"] = tuple(n for n in DEFAULT_CHOICES["sparsest_n"] if n <= need_n)
+        choices["sparsest_n"] = tuple(n for n in N_OF_16 if n <= need_n)
         cores = min(part.max_cores, max_cores or part.max_cores)
         choices["num_cores"] = tuple(range(1, cores + 1))
         choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
@@ -81,12 +92,10 @@ class SearchSpace:
 
     def config(self, params: dict, name: str = "dse") -> HardwareConfig:
         p = self.part
-        sparsest = int(params["sparsest_n"])
         return self.base.replace(
             name=name, clock_mhz=float(params["clock_mhz"]), num_cores=int(params["num_cores"]),
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
-            sparse_n=tuple(n for n in (2, 4, 8, 16) if n >= sparsest),
-            supports_2_4=sparsest == 2, mem_kind=p.mem_kind, mem_channels=int(params["mem_channels"]),
+            **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=int(params["mem_channels"]),
             mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,
             act_buffer_kib=int(params["act_buffer_kib"]), wgt_buffer_kib=int(params["wgt_buffer_kib"]),
             acc_buffer_kib=int(params["acc_buffer_kib"]), prm_buffer_kib=int(params["prm_buffer_kib"]),
