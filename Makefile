@@ -19,11 +19,17 @@ env: $(STAMP)
 demo: env
 	$(BIN)/flightc demo
 
+# everything: what .ci/run calls
 test: env
 	$(BIN)/python -m pytest -q
 
+# everything but the RTL (Verilator), synthesis (yosys) and slow tiers: a few minutes on two cores
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not rtl and not synth and not slow"
+
 docs: env
 	$(BIN)/flightc isa-doc -o docs/isa.md
+	$(BIN)/python -m flightc.schema -o docs/json.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -44,7 +44,7 @@ def run(n: int) -> None:
         with virtual_board("127.0.0.31"):
             board = Session(bundle, backend="pynq", overlay=overlay, board="127.0.0.31")
             got, t_board = timed(board, n)
-            board.device.close()
+            board.close()
         assert got == want, (got, want)
         sizes = buffer_sizes(fsim.bundle)
     moved = 2 * sizes["channel0"] + sizes["program"]  # flush + invalidate of the channel, the program's flush

@@ -36,22 +36,17 @@ def main() -> None:
         cfg = b.config
         model = Path(path).name.split("-w")[0]
         w = WorkloadModel(b, args.sample)
-        bw = cfg.mem_bandwidth_gbps * 1e9
         for prompt, new in WORKLOADS:
-            pre = w.prefill(prompt)
-            dec = w.decode(prompt, new)
-            mid = prompt + new // 2
-            tb = w.token_bytes(mid)
-            roof = bw / tb.total
-            busiest = max(dec.unit_busy, key=dec.unit_busy.get)
-            peak_macs = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
+            r = w.request(prompt, new)
+            pre, dec, tb, roof = r.prefill, r.decode, r.token_bytes, r.roofline_tokens_per_s
+            busiest = dec.busiest_unit
             flight = FLIGHTLLM.get((model, cfg.name), lambda ctx: "-")(prompt + new)
             rows.append(
                 f"| {model} | {cfg.name} | [{prompt}, {new}] | {pre.seconds * 1e3:,.0f} | {dec.tokens_per_s:.3f} | "
-                f"{pre.seconds + dec.seconds:,.1f} | {dec.hbm_bytes / dec.seconds / bw:.2%} | "
-                f"{pre.macs / pre.seconds / peak_macs:.3%} | {tb.total / 1e6:,.0f} ({tb.weight_values / 1e6:,.0f} + "
+                f"{pre.seconds + dec.seconds:,.1f} | {dec.bandwidth_used(cfg):.2%} | "
+                f"{pre.macs_used(cfg):.3%} | {tb.total / 1e6:,.0f} ({tb.weight_values / 1e6:,.0f} + "
                 f"{tb.sparse_indices / 1e6:,.0f} + {tb.group_scales / 1e6:,.0f} + {tb.requant_records / 1e6:,.1f} + "
-                f"{tb.kv_cache / 1e6:,.0f} + {tb.other / 1e6:,.1f}) | {roof:,.1f} | {dec.tokens_per_s / roof:.2%} | "
+                f"{tb.kv_cache / 1e6:,.0f} + {tb.other / 1e6:,.1f}) | {roof:,.1f} | {r.of_roofline:.2%} | "
                 f"{flight} | {busiest} busy {dec.unit_busy[busiest]:.0%} |")
             points.append((model, cfg, pre, dec, tb))
         err = w.interpolation_error(128, 512 + args.sample)
@@ -81,8 +76,7 @@ def plot_roofline(points, path: str) -> None:
     seen = {}
     for model, cfg, pre, dec, tb in points:
         if cfg.name not in seen:
-            peak = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
-            bw = cfg.mem_bandwidth_gbps * 1e9
+            peak, bw = cfg.peak_macs_per_s, cfg.mem_bytes_per_s
             x = np.logspace(-1, 4, 200)
             line, = ax.loglog(x, np.minimum(peak, bw * x), label=f"{cfg.name} roof ({bw / 1e9:.0f} GB/s, "
                                                                     f"{peak / 1e12:.1f} TMAC/s)")

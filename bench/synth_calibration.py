@@ -62,17 +62,11 @@ RUNS = [
 
 def synthesize_run(kind: str, cfg) -> dict:
     """Per-module-kind resource counts of one run."""
-    from amaranth.back import verilog
-
-    from flightc.hw.mpe import span_max
-    from flightc.hw.synth import TOP, _categorize, kernel_verilog, report_from_stat, run_yosys
-    from flightc.sim.rtl.benches.tops import ChainProbe
+    from flightc.hw.synth import TOP, cell_counts, chain_stat, kernel_verilog, report_from_stat, run_yosys
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "chain":
-            stat = run_yosys(Path(tmp), "chain_probe", verilog.convert(ChainProbe(cfg, span_max(cfg)),
-                                                                      name="chain_probe"))
-            return {"chain": _categorize(stat["design"]["num_cells_by_type"])}
+            return {"chain": cell_counts(chain_stat(cfg, Path(tmp)))}
         stat = run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=f"{TOP}.core.mpe.chain*")
         return report_from_stat(cfg, stat).per_module
 

@@ -97,6 +97,15 @@ class HardwareConfig:
         return self.mem_channels * self.mem_channel_gbps
 
     @property
+    def mem_bytes_per_s(self) -> float:
+        """Nominal off-chip bandwidth: mem_channels x mem_channel_gbps, in bytes per second (the roofline's roof)."""
+        return self.mem_bandwidth_gbps * 1e9
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        return self.peak_macs_per_cycle * self.clock_mhz * 1e6
+
+    @property
     def mem_channel_bytes(self) -> int:
         return self.mem_channel_mib << 20
 

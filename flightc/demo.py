@@ -72,7 +72,7 @@ def _task_demo(model: str, hw: str, formats: list[str], n: int, out: Path, conso
     acc.add_column("same answer as float", justify="right")
     acc.add_column("logit rel. error", justify="right")
     for i, fmt in enumerate(formats):
-        r = evaluate(bundles[fmt], ref, task, n)
+        r = evaluate(bundles[fmt], ref, task, n, check_hazards=False)
         if i == 0:
             acc.add_row(f"float model ({r.float_device})", f"{r.float_exact_match:.1%}", "", "")
         acc.add_row(f"{fmt} on the simulator", f"{r.compiled_exact_match:.1%}", f"{r.answer_agreement:.1%}",

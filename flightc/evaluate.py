@@ -46,7 +46,8 @@ def float_answers(ref, task: AdditionTask, problems: list[Problem]) -> list[list
 
 
 def evaluate(bundle: Bundle, ref, task: AdditionTask, n: int, backend: str = "fsim",
-             progress: Callable[[int, int], None] | None = None, check_hazards: bool = False) -> EvalResult:
+             progress: Callable[[int, int], None] | None = None, **options) -> EvalResult:
+    """Held-out problems on the float model and on the compiled model (``options``: the backend's)."""
     from flightc.runtime.session import Session
 
     if bundle.manifest["model"]["vocab_size"] != task.vocab_size:
@@ -58,8 +59,8 @@ def evaluate(bundle: Bundle, ref, task: AdditionTask, n: int, backend: str = "fs
     scale = bundle.manifest["io"]["logit_scale"]
     compiled, zq_all, zf_all, tf = [], [], [], []
     for i, p in enumerate(problems):
-        s = Session(bundle, backend=backend, check_hazards=check_hazards)
-        out = list(s.generate(task.prompt_ids(p), task.answer_len))
+        with Session(bundle, backend=backend, **options) as s:
+            out = list(s.generate(task.prompt_ids(p), task.answer_len))
         toks = [t for t, _ in out]
         compiled.append(toks)
         zq = np.stack([z for _, z in out]).astype(np.float64) * scale
@@ -99,20 +100,17 @@ class PerplexityResult:
         return json.dumps(asdict(self), indent=1)
 
 
-def compiled_logits(bundle: Bundle, ids: list[int], backend: str = "fsim", check_hazards: bool = False) -> np.ndarray:
+def compiled_logits(bundle: Bundle, ids: list[int], backend: str = "fsim", **options) -> np.ndarray:
     """Teacher-forced logits of a compiled model at positions 0 .. len(ids) - 2 (one decode step each), dequantized."""
     from flightc.runtime.session import Session
 
-    s = Session(bundle, backend=backend, check_hazards=check_hazards)
-    z = [s.prefill(ids[:1])] + [s.decode(t) for t in ids[1:-1]]
-    if hasattr(s.device, "close"):
-        s.device.close()
+    with Session(bundle, backend=backend, **options) as s:
+        z = [s.prefill(ids[:1])] + [s.decode(t) for t in ids[1:-1]]
     return np.stack(z).astype(np.float64) * bundle.manifest["io"]["logit_scale"]
 
 
 def evaluate_text(bundle: Bundle, ref, task: TextTask, n: int, backend: str = "fsim",
-                  progress: Callable[[int, int], None] | None = None, check_hazards: bool = False
-                  ) -> PerplexityResult:
+                  progress: Callable[[int, int], None] | None = None, **options) -> PerplexityResult:
     """Held-out perplexity of the float model and of the compiled model on a backend, over ``n`` windows."""
     if bundle.manifest["model"]["vocab_size"] != task.vocab_size:
         raise UnsupportedError(f"bundle vocabulary {bundle.manifest['model']['vocab_size']} does not match the "
@@ -125,7 +123,7 @@ def evaluate_text(bundle: Bundle, ref, task: TextTask, n: int, backend: str = "f
     nll_f, nll_q, agree, zq_all, zf_all = [], [], [], [], []
     for i, ids in enumerate(windows):
         ids = ids.tolist()
-        zq = compiled_logits(bundle, ids, backend, check_hazards)
+        zq = compiled_logits(bundle, ids, backend, **options)
         zf = ref.logits(ids[:-1])
         nll_q.append(mean_nll(zq, np.asarray(ids[1:])))
         nll_f.append(mean_nll(zf, np.asarray(ids[1:])))

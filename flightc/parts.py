@@ -48,6 +48,11 @@ class Part:
     def capacity(self) -> dict[str, int | None]:
         return {"DSP": self.dsp, "LUT": self.lut, "FF": self.ff, "BRAM36": self.bram36, "URAM": self.uram}
 
+    def usage(self, resources: dict[str, int]) -> dict[str, float | None]:
+        """The share of the part each resource takes (None where the part's count is unknown)."""
+        cap = self.capacity()
+        return {k: v / cap[k] if cap[k] else None for k, v in resources.items()}
+
     @property
     def mem_bandwidth_gbps(self) -> float:
         return self.mem_channels * self.mem_channel_gbps

@@ -114,18 +114,38 @@ def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0) -> S
                        cfg.mpe_chains * cfg.chain_length * cfg.num_cores, seconds)
 
 
-def synthesize(cfg: HardwareConfig, cache: Path | None = None) -> SynthReport:
-    """Synthesize ``cfg``'s kernel (or reuse the cached report)."""
+CHAIN_TOP = "chain_probe"
+
+
+def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
+    """yosys' ``stat -json`` of one sparse DSP chain of ``cfg`` (the ChainProbe top: the chain, its operands as
+    ports), synthesized in ``folder``: seconds where the whole kernel takes minutes."""
+    from amaranth.back import verilog
+
+    from flightc.hw.mpe import span_max
+    from flightc.sim.rtl.benches.tops import ChainProbe
+
+    return run_yosys(folder, CHAIN_TOP, verilog.convert(ChainProbe(cfg, span_max(cfg)), name=CHAIN_TOP))
+
+
+def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool = False) -> SynthReport:
+    """Synthesize ``cfg``'s kernel, or with ``chain_only`` one of its sparse DSP chains (or reuse the cached
+    report)."""
     import time
 
     from flightc.sim.rtl.build import _generator_digest, cache_root
 
-    key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}".encode()).hexdigest()[:16]
-    folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{key}"
+    key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}\n{chain_only}".encode()).hexdigest()[:16]
+    folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{'chain-' if chain_only else ''}{key}"
     report_path = folder / "report.json"
     if report_path.exists():
         return SynthReport(**json.loads(report_path.read_text()))
     t0 = time.perf_counter()
-    report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg)), time.perf_counter() - t0)
+    if chain_only:
+        totals = cell_counts(chain_stat(cfg, folder))
+        report = SynthReport(cfg.name, cfg.hash, totals, {"chain": totals}, totals["DSP48E2"], cfg.chain_length,
+                             time.perf_counter() - t0)
+    else:
+        report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg)), time.perf_counter() - t0)
     report_path.write_text(report.to_json())
     return report

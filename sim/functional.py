@@ -9,7 +9,6 @@ or touches a byte before a token chain orders it after the conflicting access (s
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -23,39 +22,8 @@ from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, kmajor_row_bytes,
                                    mpe_macs, mpe_shape, norm_param_bytes, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
+from flightc.runtime.counters import Counters
 from flightc.sim.hazards import HazardChecker
-
-
-@dataclass
-class Counters:
-    """What one program run did: instructions per class, MACs, bytes per memory channel."""
-
-    instructions: dict[str, int] = field(default_factory=dict)
-    macs: int = 0
-    sfu_elements: int = 0
-    hbm_read: dict[int, int] = field(default_factory=dict)
-    hbm_written: dict[int, int] = field(default_factory=dict)
-    cycles: dict[str, int] = field(default_factory=dict)  # measured by cycle-level backends: "cycles", "busy_ld", ...
-
-    def add(self, other: "Counters") -> None:
-        for k, v in other.instructions.items():
-            self.instructions[k] = self.instructions.get(k, 0) + v
-        self.macs += other.macs
-        self.sfu_elements += other.sfu_elements
-        for mine, theirs in ((self.hbm_read, other.hbm_read), (self.hbm_written, other.hbm_written),
-                             (self.cycles, other.cycles)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
-
-    @property
-    def total_instructions(self) -> int:
-        return sum(self.instructions.values())
-
-    def to_dict(self) -> dict:
-        return {"instructions": dict(self.instructions), "macs": self.macs, "sfu_elements": self.sfu_elements,
-                "hbm_read_bytes": sum(self.hbm_read.values()), "hbm_written_bytes": sum(self.hbm_written.values()),
-                "hbm_read_per_channel": {str(k): v for k, v in sorted(self.hbm_read.items())},
-                **({"cycles": dict(self.cycles)} if self.cycles else {})}
 
 
 NUNITS = len(Unit)

@@ -1,11 +1,23 @@
-"""Shared fixtures: compiled built-in models are cached per test session (compiling takes seconds)."""
+"""Shared fixtures: compiled built-in models are cached per test session (compiling takes seconds); the test
+tiers: every test under tests/rtl runs the generated Verilog and carries the ``rtl`` marker."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 
 from flightc.compress.plan import CompressionPlan
+
+RTL_TESTS = Path(__file__).resolve().parent / "rtl"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test-fast` (-m "not rtl and not synth and not slow") leaves these out; `make test` runs them."""
+    for item in items:
+        if RTL_TESTS in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.rtl)
+
 
 PROMPT = [17, 42, 99, 3, 250, 7, 128, 64]
 NEW_TOKENS = 32

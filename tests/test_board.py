@@ -50,11 +50,13 @@ def test_builtin_model_on_the_virtual_board_matches_fsim(addition, tmp_path, cap
         assert main(["run", *common, "--backend", "pynq", "--overlay", str(overlay), "--board", "127.0.0.11",
                      "--compare", "reference", "--json", str(on_board)]) == 0
     out = capsys.readouterr().out
-    assert "modeled by the performance model" in out and "pynq vs the float reference" in out
+    assert "cycles (modeled" in out and "pynq vs the float reference" in out
     assert main(["run", *common, "--backend", "fsim", "--json", str(on_fsim)]) == 0
     board, fsim = json.loads(on_board.read_text()), json.loads(on_fsim.read_text())
     assert board["tokens"] == fsim["tokens"] and len(board["tokens"]) == 6
     assert board["counters"]["macs"] == fsim["counters"]["macs"]
+    assert (board["counters"]["cycle_source"], fsim["counters"]["cycle_source"]) == ("modeled", "none")
+    assert board["counters"]["cycles_where"] == "virtual board, functional simulator"
     assert board["counters"]["cycles"]["cycles"] > board["counters"]["cycles"]["busy_mv"] > 0
     assert board["reference"]["tokens"] and 0 <= board["reference"]["greedy_match"] <= 1
 
@@ -74,11 +76,9 @@ def test_killing_the_board_mid_run_is_a_clear_error(addition):
         assert client.poll() is None, "the run ended before the board could be killed"
         board.send_signal(signal.SIGKILL)
         board.wait()
-        t0 = time.monotonic()
-        out, err = client.communicate(timeout=60)  # no hang
+        out, err = client.communicate(timeout=60)  # no hang: a hung client times out here
     assert client.returncode == 2, (out, err)
     assert "the board at 127.0.0.12:7967" in err and "UNAVAILABLE" in err, err
-    assert time.monotonic() - t0 < 30
 
 
 def test_a_bundle_for_other_hardware_is_refused_by_manifest_and_by_id_registers(addition, tmp_path):

@@ -97,7 +97,7 @@ def test_text_eval_on_the_simulator_equals_the_integer_reference():
     c = compiled("pylm", "w4g128s8:16", "sparsegpt", 4)
     task = TextTask(model_input("builtin:pylm"), seq_len=12)
     ref = FloatReference(load_torch_model("builtin:pylm"), device="cpu")
-    r = evaluate_text(c.bundle, ref, task, 1, backend="fsim")
+    r = evaluate_text(c.bundle, ref, task, 1, backend="fsim", check_hazards=False)
     expected = reference_perplexity(c.integer, task.held_out(1), c.bundle.manifest["io"]["logit_scale"])
     assert r.compiled_perplexity == pytest.approx(expected, rel=1e-12)
     # the float side against PyTorch's own cross-entropy on the same window

@@ -1,9 +1,15 @@
-"""The command line, run as users run it."""
+"""The command line, run as users run it; its JSON outputs against their declared schemas."""
+import argparse
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from flightc.cli import main
+from flightc.cli import build_parser, main
+from flightc.schema import PERF_SCHEMA, RUN_SCHEMA, SchemaError, render
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,9 @@ def test_sim_streams_tokens_and_counters(bundle, capsys, tmp_path):
     text = capsys.readouterr().out
     assert "MV instructions" in text and "MACs" in text
     run = json.loads(out.read_text())
+    RUN_SCHEMA.validate(run)
     assert len(run["tokens"]) == 5 and run["counters"]["macs"] > 0
+    assert run["counters"]["cycles"] is None and run["counters"]["cycle_source"] == "none"
 
 
 def test_errors_are_reported_not_raised(bundle, capsys):
@@ -62,6 +70,8 @@ def test_sim_on_the_performance_model_writes_a_timeline(bundle, capsys, tmp_path
                  "--trace", str(trace), "--json", str(out)]) == 0
     assert "performance model" in capsys.readouterr().out
     run = json.loads(out.read_text())
+    RUN_SCHEMA.validate(run)
+    assert run["counters"]["cycle_source"] == "modeled"
     assert [s["name"] for s in run["modeled_steps"]] == ["prefill 4 at 0", "prefill 1 at 4", "decode at 5"]
     assert run["counters"]["cycles"]["cycles"] == sum(s["cycles"] for s in run["modeled_steps"])
     assert json.loads(trace.read_text())["traceEvents"]
@@ -73,7 +83,10 @@ def test_run_compares_with_the_float_reference(bundle, tmp_path, capsys):
     assert main(["run", str(bundle), "--prompt-ids", "1,2,3,4", "--max-new-tokens", "4", "--backend", "perf",
                  "--compare", "reference", "--json", str(out)]) == 0
     assert "float reference" in capsys.readouterr().out
-    ref = json.loads(out.read_text())["reference"]
+    run = json.loads(out.read_text())
+    RUN_SCHEMA.validate(run)
+    ref = run["reference"]
+    assert ref["device_tokens_per_s"] == pytest.approx(4 / (run["counters"]["cycles"]["cycles"] / 100e6))  # tiny
     assert ref["source"] == "builtin:tiny-llama-gqa" and len(ref["tokens"]) == 4
     assert 0 <= ref["greedy_match"] <= 1 and ref["logit_cosine"] > 0.5
 
@@ -87,3 +100,88 @@ def test_run_compare_needs_to_know_the_float_model(tmp_path, capsys):
     assert "pass --reference MODEL" in capsys.readouterr().err
     assert main(["run", str(path), "--prompt-ids", "1,2", "--max-new-tokens", "2", "--compare", "reference",
                  "--reference", "builtin:tiny-llama"]) == 0
+
+
+def test_perf_json_follows_its_schema_with_and_without_decode(bundle, tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    assert main(["perf", str(bundle), "--prompt", "4", "--decode", "4", "--sample", "2", "--json", str(out)]) == 0
+    assert "HBM roofline for those bytes" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    PERF_SCHEMA.validate(doc)
+    tb = doc["token_bytes"]
+    assert tb["total"] == sum(v for k, v in tb.items() if k not in ("total", "position")) and tb["position"] == 6
+    # the roofline: nominal bandwidth (mem_channels x mem_channel_gbps: 4 x 1.6 GB/s on tiny) over those bytes
+    assert doc["roofline_tokens_per_s"] == pytest.approx(6.4e9 / tb["total"])
+    assert doc["of_roofline"] == pytest.approx(doc["decode"]["tokens_per_s"] / doc["roofline_tokens_per_s"])
+    assert main(["perf", str(bundle), "--prompt", "4", "--decode", "0", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    PERF_SCHEMA.validate(doc)
+    assert doc["decode"] is doc["token_bytes"] is doc["roofline_tokens_per_s"] is None
+
+
+def test_schema_validation_catches_missing_extra_and_mistyped_keys(bundle, tmp_path):
+    out = tmp_path / "perf.json"
+    assert main(["perf", str(bundle), "--prompt", "2", "--decode", "2", "--json", str(out)]) == 0
+    good = json.loads(out.read_text())
+    missing = {k: v for k, v in good.items() if k != "of_roofline"}
+    with pytest.raises(SchemaError, match=r"missing keys \['of_roofline'\]"):
+        PERF_SCHEMA.validate(missing)
+    with pytest.raises(SchemaError, match=r"prefill: keys the schema does not declare \['speed'\]"):
+        PERF_SCHEMA.validate({**good, "prefill": {**good["prefill"], "speed": 1}})
+    with pytest.raises(SchemaError, match=r"request.prompt: expected integer, got str"):
+        PERF_SCHEMA.validate({**good, "request": {**good["request"], "prompt": "2"}})
+    with pytest.raises(SchemaError, match=r"prefill: null"):
+        PERF_SCHEMA.validate({**good, "prefill": None})
+    with pytest.raises(SchemaError, match="expected 'flightc.perf/1'"):
+        PERF_SCHEMA.validate({**good, "schema": "flightc.perf/0"})
+
+
+def test_json_reference_is_current():
+    assert (ROOT / "docs" / "json.md").read_text() == render(), "run `make docs`"
+
+
+def _leaf_commands(parser, prefix=()):
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None:
+        yield " ".join(prefix)
+        return
+    for name, p in sub.choices.items():
+        if p.prog.split()[-1] == name:  # an alias (sim) shares its parser with run
+            yield from _leaf_commands(p, prefix + (name,))
+
+
+# subcommands whose test lives beside what they drive (slow, or needing a server or a tier of their own)
+DRIVEN_ELSEWHERE = {
+    "eval": "tests/test_eval.py::test_eval_cli_reports_accuracy",
+    "dse": "tests/test_dse.py::test_dse_writes_front_plots_and_configs_that_compile_simulate_and_generate",
+    "hw verilog": "tests/rtl/test_rtl_hw_cli.py::test_hw_verilog_writes_a_vitis_kernel",
+    "hw synth": "tests/rtl/test_rtl_hw_cli.py::test_hw_synth_maps_each_chain_lane_to_one_dsp48e2",
+    "hw resources": "tests/test_dse.py::test_cli_names_what_it_refuses",
+    "hw bitstream": "tests/test_bitstreams.py::test_cli_writes_flows_and_refuses_a_virtual_alveo",
+    "board serve": "tests/boards.py::virtual_board",  # the helper test_board.py serves its boards with
+}
+
+
+def test_every_subcommand_is_driven_by_a_test():
+    """Each subcommand runs once in this file or in the test named here (which calls it through main or as a
+    process), so a new subcommand without a test fails here."""
+    here = set(re.findall(r'main\(\["([a-z-]+)"', Path(__file__).read_text()))
+    for command in _leaf_commands(build_parser()):
+        if command in DRIVEN_ELSEWHERE:
+            path, _, name = DRIVEN_ELSEWHERE[command].partition("::")
+            text = (ROOT / path).read_text()
+            assert f"def {name}(" in text, f"{command}: {DRIVEN_ELSEWHERE[command]} is gone"
+            assert ('"' + '", "'.join(command.split()) + '"') in text, f"{path} does not run `flightc {command}`"
+        else:
+            assert command in here, f"no test drives `flightc {command}`"
+
+
+def test_inspect_config_demo_and_isa_doc(bundle, tmp_path, capsys):
+    assert main(["isa-doc", "-o", str(tmp_path / "isa.md")]) == 0
+    assert (tmp_path / "isa.md").read_text() == (ROOT / "docs" / "isa.md").read_text()
+    assert main(["disasm", str(bundle), "--program", "decode"]) == 2
+    assert "expected KIND/N such as decode/1" in capsys.readouterr().err
+    assert main(["config", "tiny", "--set", "num_cores"]) == 2
+    assert "expected FIELD=JSON" in capsys.readouterr().err
+    assert main(["demo", "--formats", "w8", "-n", "2", "--out", str(tmp_path / "demo")]) == 0
+    assert "exact match on 2 held-out problems" in capsys.readouterr().out

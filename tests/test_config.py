@@ -28,12 +28,15 @@ def test_u280_matches_the_published_build():
     assert PRESETS["kv260"].mem_kind is MemoryKind.DDR4 and PRESETS["kv260"].mem_bandwidth_gbps == 19.2
 
 
-def test_derived_values_follow_fields():
-    cfg = PRESETS["tiny"]
-    assert cfg.dsp_count == cfg.num_cores * cfg.mpe_chains * cfg.chain_length
-    assert cfg.buffer_bytes(Buffer.ACT) == cfg.act_buffer_kib * 1024
-    # the accumulator bound is exact: K * 128 * 128 must stay below 2^(acc_bits-1)
-    assert (cfg.max_reduction_length + 1) * 128 * 128 <= 1 << (cfg.acc_bits - 1)
+def test_derived_values_of_the_presets_by_hand():
+    """Worked out on paper from the presets' fields (config.py), not from the properties' formulas."""
+    tiny, u280 = PRESETS["tiny"], PRESETS["u280"]
+    assert (tiny.dsp_count, tiny.peak_macs_per_cycle) == (32, 64)  # 1 core x 4 chains x 8 DSPs, 2 MACs each
+    assert tiny.mem_bytes_per_s == pytest.approx(6.4e9)  # 4 channels x 1.6 GB/s
+    assert tiny.buffer_bytes(Buffer.ACT) == 32768 and tiny.on_chip_bytes == 131072  # 32+32+32+16+16 KiB
+    assert tiny.max_reduction_length == 131071  # 2^31 / (128 x 128) - 1: the longest INT8 dot product in 32 bits
+    assert u280.dsp_count == 6144 and u280.peak_macs_per_s == pytest.approx(2.7648e12)  # 6,144 x 2 x 225 MHz
+    assert u280.on_chip_bytes == 3 * 3072 * 1024 and u280.mem_channel_bytes == 256 << 20  # 8 GiB over 32 channels
 
 
 @pytest.mark.parametrize("change, words", [

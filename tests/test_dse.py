@@ -55,17 +55,13 @@ def test_resource_model_held_out_error_within_bounds():
         assert worst[resource] <= bound, (resource, worst[resource], [e for e in errors if e.resource == resource])
 
 
+@pytest.mark.synth
 def test_resource_model_matches_a_fresh_synthesis_of_an_unseen_chain(tmp_path):
     """The committed calibration still describes the generator: synthesize a chain geometry the fit never saw."""
-    from amaranth.back import verilog
-
-    from flightc.hw.mpe import span_max
-    from flightc.hw.synth import cell_counts, run_yosys
-    from flightc.sim.rtl.benches.tops import ChainProbe
+    from flightc.hw.synth import cell_counts, chain_stat
 
     cfg = PRESETS["tiny"].replace(chain_length=8, **patterns(4))
-    stat = run_yosys(tmp_path, "chain_probe", verilog.convert(ChainProbe(cfg, span_max(cfg)), name="chain_probe"))
-    measured = cell_counts(stat)
+    measured = cell_counts(chain_stat(cfg, tmp_path))
     model = group_estimate(cfg, "chain")
     assert measured["DSP48E2"] == round(model["DSP48E2"]) == cfg.chain_length
     assert abs(model["LUT"] - measured["LUT"]) <= BOUNDS["LUT"] * measured["LUT"], (model, measured)

@@ -1,14 +1,18 @@
 """The float reference (PyTorch) and the compressed model's distance from it."""
 import numpy as np
-import torch
 
 from conftest import MAX_LEN, PROMPT, compiled, torch_model
-from flightc.reference.float_ref import FloatReference, agreement, reference_device
+from flightc.reference.float_ref import FloatReference, agreement
 from flightc.reference.integer import IntegerModel, greedy
 
 
-def test_device_is_cuda_when_present():
-    assert reference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_reference_runs_on_its_device_and_is_causal():
+    """The model sits where the reference says it runs, and a position's logits ignore later tokens."""
+    ref = FloatReference(torch_model("tiny-llama"))
+    assert {p.device.type for p in ref.model.parameters()} == {ref.device}
+    full, prefix = ref.logits(PROMPT), ref.logits(PROMPT[:3])
+    assert full.dtype == np.float64 and full.shape == (len(PROMPT), ref.model.config.vocab_size)
+    assert np.allclose(prefix, full[:3], atol=1e-4) and not np.allclose(full[3], full[2], atol=1e-2)
 
 
 def test_reference_generate_matches_its_own_logits():

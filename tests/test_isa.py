@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,20 +9,35 @@ from flightc.errors import EncodingError
 from flightc.isa import ISA, decode, encode, make
 from flightc.isa.codec import decode_program, encode_program
 from flightc.isa.docgen import render
-from flightc.isa.table import FieldKind, check_coverage
+from flightc.isa.table import Field, FieldKind, InstrClass, Opcode, PlacedField, _lay_out, check_coverage
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_bit_is_covered_exactly_once():
-    check_coverage()
-    for cls in ISA.values():
-        seen = [0] * cls.width
-        for p in cls.layout:
-            for b in range(p.lo, p.hi + 1):
-                seen[b] += 1
-        assert seen == [1] * cls.width, cls.name
-        assert cls.width % 32 == 0
+def _relaid(cls, layout):
+    return dataclasses.replace(cls, layout=tuple(layout))
+
+
+def test_a_broken_isa_table_is_refused():
+    """The checks that run when the table is imported catch overlaps, gaps, a misplaced opcode, narrow enums."""
+    sys_cls = ISA[Opcode.SYS]
+    op = sys_cls.index["op"]
+    check_coverage([sys_cls])  # the real one passes
+    overlap = [p if p is not op else PlacedField(p.field, p.lo - 1) for p in sys_cls.layout]
+    with pytest.raises(AssertionError, match="SYS bits covered other than once"):
+        check_coverage([_relaid(sys_cls, overlap)])
+    with pytest.raises(AssertionError, match="SYS bits covered other than once"):
+        check_coverage([_relaid(sys_cls, [p for p in sys_cls.layout if p is not op])])  # a gap
+    with pytest.raises(AssertionError, match="must start with the opcode"):
+        check_coverage([_relaid(sys_cls, sys_cls.layout[1:] + sys_cls.layout[:1])])
+    narrow = [p if p is not op else PlacedField(dataclasses.replace(p.field, bits=1), p.lo) for p in sys_cls.layout]
+    narrow.append(PlacedField(Field("reserved", 2, FieldKind.RESERVED, ""), op.lo + 1))
+    with pytest.raises(AssertionError, match="SYS.op too narrow for its enum"):
+        check_coverage([_relaid(sys_cls, sorted(narrow, key=lambda p: p.lo))])
+    too_wide = InstrClass("SYS", Opcode.SYS, sys_cls.unit, 32, "", sys_cls.fields + (Field("x", 8, FieldKind.UINT,
+                                                                                             ""),) * 2)
+    with pytest.raises(AssertionError, match="needs 48 bits but is 32 wide"):
+        _lay_out(too_wide)
 
 
 @st.composite

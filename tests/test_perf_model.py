@@ -76,7 +76,7 @@ def test_perf_backend_runs_a_session_and_writes_a_timeline(tmp_path):
     fsim = list(Session(c.bundle).generate(PROMPT, 3))
     s = Session(c.bundle, backend="perf", trace=str(trace))
     got = list(s.generate(PROMPT, 3))
-    s.device.close()
+    s.close()
     assert [t for t, _ in got] == [t for t, _ in fsim]  # values come from the functional simulator
     assert s.counters.cycles["cycles"] > 0 and s.counters.cycles["busy_mv"] > 0
     events = json.loads(trace.read_text())["traceEvents"]

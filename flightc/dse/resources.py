@@ -166,13 +166,21 @@ def group_estimate(cfg: HardwareConfig, group: str) -> dict[str, float]:
     return {k: float(f @ c) for k, c in coefficients(group).items()}
 
 
+def group_resources(cfg: HardwareConfig) -> dict[str, tuple[int, dict[str, float]]]:
+    """One core by module group: (instances per core, the resources of all of them together)."""
+    out = {}
+    for group, (_, _, instances) in GROUPS.items():
+        n, est = instances(cfg), group_estimate(cfg, group)
+        out[group] = (n, {k: est[k] * n for k in FITTED})
+    return out
+
+
 def estimate_resources(cfg: HardwareConfig) -> Resources:
     """The whole kernel: one core's groups times their instances, times the cores."""
     per_core = {k: 0.0 for k in FITTED}
-    for group, (_, _, instances) in GROUPS.items():
-        est = group_estimate(cfg, group)
+    for _, est in group_resources(cfg).values():
         for k in FITTED:
-            per_core[k] += est[k] * instances(cfg)
+            per_core[k] += est[k]
     n = cfg.num_cores
     return Resources(DSP=round(per_core["DSP48E2"] * n), LUT=round(per_core["LUT"] * n), FF=round(per_core["FF"] * n),
                      BRAM36=kernel_bram36(cfg) * n, URAM=0)

@@ -71,3 +71,37 @@ def agreement(ref: FloatReference, prompt: list[int], tokens: list[int], int_log
     rel = float(np.linalg.norm(zq - zf) / np.linalg.norm(zf))
     cos = float(np.mean(np.sum(zq * zf, axis=1) / (np.linalg.norm(zq, axis=1) * np.linalg.norm(zf, axis=1))))
     return Agreement(float(np.mean(same)), first, tf, rel, cos)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A backend's generation next to the float model's on the same prompt (``flightc run --compare reference``)."""
+
+    source: str
+    device: str  # where PyTorch ran
+    tokens: list[int]  # the float model's greedy tokens
+    wall_s: float
+    device_tokens_per_s: float | None  # the backend's tokens over its cycles at the clock; None without cycles
+    agreement: Agreement
+
+    def to_dict(self) -> dict:
+        """The ``reference`` object of ``flightc run --json`` (flightc/schema.py)."""
+        return {"source": self.source, "device": self.device, "tokens": self.tokens, "wall_s": self.wall_s,
+                "device_tokens_per_s": self.device_tokens_per_s, **self.agreement.to_dict()}
+
+
+def compare_with_reference(source: str, bundle, prompt: list[int], tokens: list[int], int_logits: list[np.ndarray],
+                           cycles: int | None) -> Comparison:
+    """Run the float model ``source`` (a Hugging Face folder or builtin:NAME) on ``prompt`` for as many tokens as
+    the backend generated; its tokens and speed, and how far the backend's logits are from it."""
+    import time
+
+    from flightc.models.builtin import load_torch_model
+
+    ref = FloatReference(load_torch_model(source))
+    t0 = time.perf_counter()
+    ref_tokens = ref.generate(prompt, len(tokens))
+    wall = time.perf_counter() - t0
+    agree = agreement(ref, prompt, tokens, int_logits, bundle.manifest["io"]["logit_scale"])
+    device_tps = len(tokens) / (cycles / (bundle.config.clock_mhz * 1e6)) if cycles else None
+    return Comparison(str(source), ref.device, ref_tokens, wall, device_tps, agree)

@@ -1,10 +1,19 @@
-"""One backend interface for every executor of a bundle: functional simulator, performance model, RTL, boards."""
+"""One backend interface for every executor of a bundle: functional simulator, performance model, RTL, boards.
+
+:class:`Backend` is the contract; :data:`BACKENDS` is the registry: each backend's name, what it is, the
+options it takes, what it needs and where its cycles come from. The CLI's ``--backend`` choices, its
+per-backend flags and their checks derive from it, and :func:`open_backend` refuses an option a backend does
+not take instead of ignoring it.
+"""
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Protocol
 
 from flightc.bundle import Bundle
 from flightc.errors import BundleError, FlightcError
+from flightc.runtime.counters import Counters, CycleSource
 
 
 class Backend(Protocol):
@@ -16,7 +25,125 @@ class Backend(Protocol):
 
     def read(self, channel: int, addr: int, nbytes: int) -> bytes: ...
 
-    def run(self, program: bytes) -> dict: ...
+    def run(self, program: bytes | list[bytes]) -> Counters:
+        """Run one step's instruction streams (one per core); what it did, cycles with their provenance."""
+        ...
+
+    def close(self) -> None:
+        """Release the device (processes, sockets, boards) and write any trace asked for."""
+        ...
+
+
+class BackendOptionError(FlightcError):
+    """An option the chosen backend does not take."""
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """A keyword a backend constructor takes, and the ``flightc run`` flag that sets it (None: API only)."""
+
+    name: str
+    flag: str | None
+    help: str
+    type: type = str
+    default: object = None
+    store_false: bool = False  # a --no-X flag: giving it sets the option False
+
+
+OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
+    BackendOption("overlay", "--overlay", "pynq: the overlay's .bit (with its .hwh and .flightc.json); xrt: the "
+                  ".xclbin (with its .flightc.json) -- as `flightc hw bitstream` writes them"),
+    BackendOption("board", "--board", "pynq: the board's address, ADDRESS[:PORT] (default: pynq's choice, e.g. "
+                  "PYNQ_REMOTE_DEVICES or the board this runs on)"),
+    BackendOption("device_index", "--device-index", "xrt: which card (default 0)", int, 0),
+    BackendOption("timeout_s", "--board-timeout", "pynq/xrt: seconds one step may take before the run is abandoned",
+                  float, 600.0),
+    BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool, True,
+                  store_false=True),
+    BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
+                  "channel; rtl: write a VCD waveform of the whole session (a separate, slower build; large for long "
+                  "runs)"),
+    BackendOption("stall_rate", "--stall-rate", "rtl: the simulated memory withholds ready/valid with probability "
+                  "N/256 per cycle", int, 0),
+    BackendOption("max_cycles", None, "rtl: cycles one step may take before it counts as a deadlock", int),
+)}
+
+
+def _said(name: str) -> str:
+    """An option as both the API and the CLI spell it."""
+    flag = OPTIONS[name].flag if name in OPTIONS else None
+    return f"{name} ({flag})" if flag else name
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One registered backend."""
+
+    name: str
+    summary: str  # what it is, in a few words (the CLI's help)
+    factory: str  # "module:attribute", imported on first use
+    options: tuple[str, ...]  # keys of OPTIONS it takes
+    needs: str  # what must be present for it to run
+    cycles: CycleSource  # where its cycle counts come from
+    simulator: bool  # runs on this machine (its tokens/s is simulation speed, not the device's)
+
+    def check_options(self, options: dict) -> None:
+        """Refuse, by name, every option this backend does not take, saying which backends take it."""
+        unknown = [k for k in options if k not in self.options]
+        if not unknown:
+            return
+        parts = []
+        for k in unknown:
+            takers = [b.name for b in BACKENDS.values() if k in b.options]
+            parts.append(f"{_said(k)}, an option of {', '.join(takers)}" if takers else f"{k}, which no backend takes")
+        takes = ", ".join(_said(k) for k in self.options) or "no options"
+        raise BackendOptionError(f"backend {self.name!r} does not take {'; '.join(parts)}; it takes {takes}")
+
+    def open(self, bundle: Bundle, **options) -> Backend:
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)(bundle, **options)
+
+
+BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
+    BackendSpec("fsim", "functional simulator", "flightc.runtime.backends:FunctionalBackend", ("check_hazards",),
+                "nothing", CycleSource.NONE, True),
+    BackendSpec("perf", "fsim values with cycles from the performance model",
+                "flightc.runtime.backends:PerfBackend", ("check_hazards", "trace"), "nothing", CycleSource.MODELED,
+                True),
+    BackendSpec("rtl", "the generated Verilog under Verilator, cycle by cycle", "flightc.sim.rtl.backend:RtlBackend",
+                ("stall_rate", "trace", "max_cycles"), "Verilator and cocotb (installed with flightc); a one-core "
+                "config", CycleSource.RTL, True),
+    BackendSpec("pynq", "a PYNQ board, or the virtual board of `flightc board serve`",
+                "flightc.runtime.pynq_backend:PynqBackend", ("overlay", "board", "timeout_s"),
+                "an overlay from `flightc hw bitstream` and a PYNQ board (or `flightc board serve`)",
+                CycleSource.BOARD, False),
+    BackendSpec("xrt", "an Alveo card through XRT", "flightc.runtime.xrt_backend:XrtBackend",
+                ("overlay", "device_index", "timeout_s"), "XRT's pyxrt, an Alveo card and its .xclbin",
+                CycleSource.BOARD, False),
+)}
+
+
+def backend_spec(name: str) -> BackendSpec:
+    if name not in BACKENDS:
+        raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def backends_help() -> str:
+    """The registry as one sentence: 'fsim (functional simulator), perf (…) or xrt (…)'."""
+    items = [f"{b.name} ({b.summary})" for b in BACKENDS.values()]
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def open_backend(name: str, bundle: Bundle, **options) -> Backend:
+    """The backend ``name`` with ``bundle`` loaded; ``options`` must be ones the backend takes (BACKENDS)."""
+    spec = backend_spec(name)
+    spec.check_options(options)
+    if bundle.manifest.get("programs_only"):
+        raise BundleError("this bundle was compiled with --programs-only: it has programs but no weights, so "
+                          f"backend {name!r} cannot compute with it; model its speed with `flightc perf`, or "
+                          "compile with weights")
+    return spec.open(bundle, **options)
 
 
 class FunctionalBackend:
@@ -35,8 +162,11 @@ class FunctionalBackend:
     def read(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.machine.read_hbm(channel, addr, nbytes)
 
-    def run(self, program: bytes):
+    def run(self, program: bytes | list[bytes]) -> Counters:
         return self.machine.run(program)
+
+    def close(self) -> None:
+        pass
 
 
 class PerfBackend:
@@ -57,7 +187,7 @@ class PerfBackend:
     def read(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.data.read(channel, addr, nbytes)
 
-    def run(self, program: bytes | list[bytes]):
+    def run(self, program: bytes | list[bytes]) -> Counters:
         from flightc.isa.codec import decode_program
         from flightc.sim.perf.report import busy_counters
         from flightc.sim.perf.schedule import schedule
@@ -66,6 +196,7 @@ class PerfBackend:
         counters = self.data.run(streams)
         sched = schedule(self.cfg, [list(decode_program(p)) for p in streams])
         counters.cycles = busy_counters(sched)
+        counters.cycle_source = CycleSource.MODELED
         self.steps.append((f"step {len(self.steps)}", sched))
         return counters
 
@@ -74,39 +205,3 @@ class PerfBackend:
             from flightc.sim.perf.trace import write_trace
 
             write_trace(self.steps, self.trace)
-
-
-def _rtl(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
-    """The generated RTL under Verilator (flightc.sim.rtl); imported on demand."""
-    from flightc.sim.rtl.backend import RtlBackend
-
-    return RtlBackend(bundle, **options)
-
-
-def _pynq(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
-    """A PYNQ board (or the virtual board) through pynq (flightc.runtime.pynq_backend)."""
-    from flightc.runtime.pynq_backend import PynqBackend
-
-    return PynqBackend(bundle, **options)
-
-
-def _xrt(bundle: Bundle, check_hazards: bool = True, **options) -> Backend:
-    """An Alveo card through XRT's pyxrt (flightc.runtime.xrt_backend)."""
-    from flightc.runtime.xrt_backend import XrtBackend
-
-    return XrtBackend(bundle, **options)
-
-
-BACKENDS = {"fsim": FunctionalBackend, "perf": PerfBackend, "rtl": _rtl, "pynq": _pynq, "xrt": _xrt}
-
-
-def open_backend(name: str, bundle: Bundle, **options) -> Backend:
-    """The backend ``name`` with ``bundle`` loaded: fsim (functional simulator), perf (performance model), rtl
-    (cycle-accurate RTL), pynq (a PYNQ board or the virtual board) or xrt (an Alveo card)."""
-    if name not in BACKENDS:
-        raise FlightcError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
-    if bundle.manifest.get("programs_only"):
-        raise BundleError("this bundle was compiled with --programs-only: it has programs but no weights, so "
-                          f"backend {name!r} cannot compute with it; model its speed with `flightc perf`, or "
-                          "compile with weights")
-    return BACKENDS[name](bundle, **options)

@@ -14,6 +14,7 @@ from typing import Protocol
 from flightc.bundle import Bundle
 from flightc.errors import BundleError, FlightcError, UnsupportedError
 from flightc.hw import regs as R
+from flightc.runtime.counters import CycleSource
 
 PAGE = 4096  # buffers start on 4 KiB boundaries (AXI bursts never cross one)
 
@@ -115,6 +116,8 @@ class DriverBackend:
 
     name = ""
     driver: KernelDriver
+    cycle_source = CycleSource.BOARD  # the RTL backend's are measured on the RTL; a virtual board says its own
+    cycles_where = ""
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
         self.driver.write(channel, addr, data)
@@ -133,4 +136,8 @@ class DriverBackend:
             program = program[0]
         counters = static_counters(bytes(program))
         counters.cycles = self.driver.run(bytes(program))
+        counters.cycle_source, counters.cycles_where = self.cycle_source, self.cycles_where
         return counters
+
+    def close(self) -> None:
+        pass

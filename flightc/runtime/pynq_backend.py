@@ -8,6 +8,7 @@ device protocol, as ``PYNQ_REMOTE_DEVICES`` does), for instance the virtual boar
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from flightc.bundle import Bundle
 from flightc.errors import FlightcError
 from flightc.hw import regs as R
+from flightc.runtime.counters import CycleSource
 from flightc.runtime.driver import DriverBackend, KernelDriver
 
 POLL_S = (0.0005, 0.05)  # done-polling interval: first and longest
@@ -142,7 +144,7 @@ class PynqBackend(DriverBackend):
     name = "pynq"
 
     def __init__(self, bundle: Bundle, overlay: str | Path | None = None, board: str | None = None,
-                 timeout_s: float = 600.0, **_ignored):
+                 timeout_s: float = 600.0):
         from flightc.bitstreams.manifest import read_manifest
 
         if overlay is None:
@@ -165,12 +167,13 @@ class PynqBackend(DriverBackend):
         mmio = pynq.MMIO(desc["phys_addr"], desc["addr_range"], device=self.device)
         self.port = PynqPort(self.device, mmio, bundle.config, where, timeout_s)
         self.overlay = ov
-        self.cycles_source = f"counted by the kernel on {where}"
+        self.cycles_where = where
         if manifest.virtual and self.device.has_capability("REMOTE"):
             from flightc.sim.board.board import IDENTITY
 
-            if self.device.exists_file(IDENTITY).exists:
-                self.cycles_source = self.device.read_file(IDENTITY).decode().strip()
+            if self.device.exists_file(IDENTITY).exists:  # the virtual board says what its counters are
+                identity = json.loads(self.device.read_file(IDENTITY))
+                self.cycle_source, self.cycles_where = CycleSource(identity["cycle_source"]), identity["where"]
         self.driver = KernelDriver(bundle, self.port, where)
 
     def close(self) -> None:

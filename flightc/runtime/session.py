@@ -10,9 +10,13 @@ from flightc.bundle import Bundle, load_bundle
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.runtime.backends import open_backend
+from flightc.runtime.counters import Counters
 
 
 class Session:
+    """Generation on one backend; ``options`` are the backend's (flightc.runtime.backends.BACKENDS). Close it, or
+    use it as a context manager, to release the device."""
+
     def __init__(self, bundle: Bundle | str | Path, backend: str = "fsim", hw: HardwareConfig | None = None,
                  **options):
         if not isinstance(bundle, Bundle):
@@ -27,8 +31,17 @@ class Session:
         self.logits_region = bundle.region("io.logits")
         self.vocab = bundle.manifest["model"]["vocab_size"]
         self.pos = 0
-        self.counters = None
+        self.counters: Counters | None = None
         self.steps: list[tuple[int, int]] = []  # (tokens, first position) of every step run
+
+    def close(self) -> None:
+        self.device.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _step(self, ids: list[int]) -> np.ndarray:
         if self.pos + len(ids) > self.bundle.max_len:

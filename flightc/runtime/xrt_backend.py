@@ -94,7 +94,7 @@ class XrtBackend(DriverBackend):
     name = "xrt"
 
     def __init__(self, bundle: Bundle, overlay: str | Path | None = None, device_index: int = 0,
-                 timeout_s: float = 600.0, **_ignored):
+                 timeout_s: float = 600.0):
         from flightc.bitstreams.manifest import read_manifest
 
         if overlay is None:

@@ -2,6 +2,7 @@
 registers and the kernel the last bitstream put in the fabric."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -10,6 +11,7 @@ from flightc.bitstreams.hwh import IOPLL_CTRL
 from flightc.bitstreams.virtual import read_payload
 from flightc.errors import FlightcError
 
+from .backends import BOARD_BACKENDS
 from .kernel import FabricKernel, FsimKernel, RtlKernel
 from .memory import BoardMemory
 
@@ -20,10 +22,7 @@ FIRMWARE = "/lib/firmware/"
 # PS registers pynq reads when it sets the PL clocks (ZU+ CRL_APB IOPLL/RPLL, CRF_APB DPLL): all at the IOPLL
 # rate the .hwh's clock divisors assume
 PS_RESET = {0xFF5E0020: IOPLL_CTRL, 0xFF5E0030: IOPLL_CTRL, 0xFD1A002C: IOPLL_CTRL}
-DEFAULT_MEMORY_MIB = {"fsim": 512, "rtl": 1}
 IDENTITY = "/etc/flightc/virtual-board"  # hosts read here what kind of board this is, and what its cycles mean
-CYCLES_SOURCE = {"fsim": "virtual board (functional simulator): cycle counters modeled by the performance model",
-                 "rtl": "virtual board (RTL under Verilator): cycle counters measured on the generated RTL"}
 
 
 class VirtualBoard:
@@ -31,13 +30,13 @@ class VirtualBoard:
 
     def __init__(self, board: Board, backend: str = "fsim", memory_mib: int | None = None, check_hazards: bool = True,
                  max_cycles: int = 200_000_000):
-        if backend not in ("fsim", "rtl"):
-            raise FlightcError(f"unknown virtual board backend {backend!r}: fsim or rtl")
+        if backend not in BOARD_BACKENDS:
+            raise FlightcError(f"unknown virtual board backend {backend!r}: {' or '.join(BOARD_BACKENDS)}")
         self.board, self.backend = board, backend
         self.check_hazards, self.max_cycles = check_hazards, max_cycles
         # DDR [ddr_base, ddr_base + total): buffers above the first 1/16. The RTL's testbench memory is this DDR,
         # and a small one keeps its Verilog quick to generate (1 MiB is also what the rtl backend builds).
-        total = (memory_mib or DEFAULT_MEMORY_MIB[backend]) << 20
+        total = (memory_mib or BOARD_BACKENDS[backend].memory_mib) << 20
         self.memory = BoardMemory(board.ddr_base + total // 16, total - total // 16)
         self.kernel: FabricKernel | None = None
         self.ps_regs: dict[int, int] = dict(PS_RESET)
@@ -47,7 +46,8 @@ class VirtualBoard:
             "/proc/device-tree/chosen/pynq_board": board.name.encode() + b"\x00",
             FPGA_MANAGER + "state": b"operating\n",
             FPGA_MANAGER + "flags": b"0\n",
-            IDENTITY: CYCLES_SOURCE[backend].encode() + b"\n",
+            IDENTITY: json.dumps({"cycle_source": BOARD_BACKENDS[backend].cycle_source,
+                                  "where": BOARD_BACKENDS[backend].cycles_where}).encode() + b"\n",
         }
 
     # ----- files

@@ -43,8 +43,7 @@ def step_report(name: str, s: Schedule) -> StepReport:
         written += int(core.hbm_bytes[core.opcodes == int(Opcode.ST)].sum())
         macs += sum(mpe_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))
     span = max(1, s.cycles) * cfg.num_cores
-    bandwidth = cfg.mem_bandwidth_gbps * 1e9
-    peak = cfg.peak_macs_per_cycle * cfg.clock_mhz * 1e6
+    bandwidth, peak = cfg.mem_bytes_per_s, cfg.peak_macs_per_s
     t_mem, t_mac = (read + written) / bandwidth, macs / peak
     return StepReport(name, s.cycles, seconds, {u: b / span for u, b in busy.items()}, read, written,
                       (read + written) / (seconds * bandwidth) if seconds else 0.0, macs,

@@ -9,13 +9,15 @@ that is off at the midpoints.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from flightc.bundle import Bundle
 from flightc.compiler.memory import RegionKind
-from flightc.config import Buffer
+from flightc.config import Buffer, HardwareConfig
+from flightc.errors import UnsupportedError
 from flightc.isa.codec import decode_program
 from flightc.isa.footprint import weight_format
 from flightc.isa.table import Opcode
@@ -39,6 +41,24 @@ class Phase:
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
+    def bandwidth_used(self, cfg: HardwareConfig) -> float:
+        """Bytes moved over the phase's time, as a fraction of the nominal bandwidth of all channels."""
+        return self.hbm_bytes / self.seconds / cfg.mem_bytes_per_s if self.seconds else 0.0
+
+    def macs_used(self, cfg: HardwareConfig) -> float:
+        """MACs over the phase's time, as a fraction of every core's peak MACs."""
+        return self.macs / self.seconds / cfg.peak_macs_per_s if self.seconds else 0.0
+
+    @property
+    def busiest_unit(self) -> str:
+        return max(self.unit_busy, key=self.unit_busy.get) if self.unit_busy else "-"
+
+    def to_dict(self, cfg: HardwareConfig) -> dict:
+        """One phase of ``flightc perf --json`` (flightc/schema.py)."""
+        return {"steps": self.steps, "tokens": self.tokens, "seconds": self.seconds, "tokens_per_s": self.tokens_per_s,
+                "hbm_bytes": self.hbm_bytes, "macs": self.macs, "bandwidth_used": self.bandwidth_used(cfg),
+                "macs_used": self.macs_used(cfg), "unit_busy": dict(self.unit_busy), "exact_steps": self.exact_steps}
+
 
 @dataclass
 class TokenBytes:
@@ -55,6 +75,48 @@ class TokenBytes:
     def total(self) -> int:
         return (self.weight_values + self.sparse_indices + self.group_scales + self.requant_records + self.kv_cache
                 + self.other)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+@dataclass
+class RequestReport:
+    """A request (prompt, then generated tokens) on the modeled hardware, with the HBM roofline it is held to:
+    the nominal bandwidth (mem_channels x mem_channel_gbps) over the bytes one decode step streams, taken at the
+    middle of the generated tokens."""
+
+    cfg: HardwareConfig
+    prompt: int
+    decode_tokens: int
+    sample_every: int
+    prefill: Phase
+    decode: Phase | None
+    token_bytes: TokenBytes | None  # of the decode step at roofline_position
+    roofline_position: int | None
+
+    @property
+    def roofline_tokens_per_s(self) -> float | None:
+        return self.cfg.mem_bytes_per_s / self.token_bytes.total if self.token_bytes else None
+
+    @property
+    def of_roofline(self) -> float | None:
+        roof = self.roofline_tokens_per_s
+        return self.decode.tokens_per_s / roof if roof else None
+
+    def to_dict(self) -> dict:
+        """``flightc perf --json``: keys, units and meanings are declared in flightc/schema.py (PERF_SCHEMA)."""
+        from flightc.schema import PERF_SCHEMA
+
+        return {"schema": PERF_SCHEMA.version, "modeled": True,
+                "config": {"name": self.cfg.name, "hash": self.cfg.hash, "clock_mhz": self.cfg.clock_mhz,
+                           "mem_bytes_per_s": self.cfg.mem_bytes_per_s, "peak_macs_per_s": self.cfg.peak_macs_per_s},
+                "request": {"prompt": self.prompt, "decode": self.decode_tokens, "sample_every": self.sample_every},
+                "prefill": self.prefill.to_dict(self.cfg),
+                "decode": self.decode.to_dict(self.cfg) if self.decode else None,
+                "token_bytes": {"position": self.roofline_position, **self.token_bytes.to_dict()}
+                if self.token_bytes else None,
+                "roofline_tokens_per_s": self.roofline_tokens_per_s, "of_roofline": self.of_roofline}
 
 
 class WorkloadModel:
@@ -116,6 +178,24 @@ class WorkloadModel:
 
     def decode(self, start: int, count: int) -> Phase:
         return self._phase([(1, p) for p in range(start, start + count)], count)
+
+    def check_request(self, prompt: int, decode: int) -> None:
+        if prompt < 1 or decode < 0 or prompt + decode > self.bundle.max_len:
+            raise UnsupportedError(f"a request of {prompt} + {decode} tokens does not fit the bundle's max_len "
+                                   f"{self.bundle.max_len}")
+
+    def request(self, prompt: int, decode: int, progress: Callable[[str], None] | None = None) -> RequestReport:
+        """Prefill of ``prompt`` tokens, ``decode`` generated tokens, and the roofline of the middle decode step."""
+        self.check_request(prompt, decode)
+        if progress:
+            progress("modeling prefill")
+        pre = self.prefill(prompt)
+        if progress and decode:
+            progress("modeling decode")
+        dec = self.decode(prompt, decode) if decode else None
+        mid = prompt + decode // 2 if decode else None
+        return RequestReport(self.cfg, prompt, decode, self.sample_every, pre, dec,
+                             self.token_bytes(mid) if decode else None, mid)
 
     def interpolation_error(self, start: int, count: int) -> float:
         """Largest relative error of the linear interpolation at the midpoints between decode samples."""

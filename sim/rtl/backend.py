@@ -19,7 +19,7 @@ from flightc.config import HardwareConfig
 from flightc.errors import FlightcError, ProgramError
 from flightc.hw import regs as R
 from flightc.runtime.driver import DriverBackend, KernelDriver, align, buffer_sizes
-from flightc.sim.functional import Counters
+from flightc.runtime.counters import Counters, CycleSource
 from flightc.sim.rtl import wire
 from flightc.sim.rtl.build import RtlBuild, build, launch
 
@@ -179,15 +179,16 @@ class RtlBackend(DriverBackend):
     side is flightc.runtime.driver, as for a board."""
 
     name = "rtl"
+    cycle_source = CycleSource.RTL
 
     def __init__(self, bundle: Bundle, stall_rate: int = 0, trace: str | Path | None = None,
-                 max_cycles: int = DEFAULT_MAX_CYCLES, **_ignored):
+                 max_cycles: int | None = None):
         total = sum(align(n) for n in buffer_sizes(bundle).values())
         memory = 1 << 20
         while memory < total:
             memory <<= 1
         self.sim = RtlSimulator(bundle.config, memory, trace)
-        self.port = RtlPort(self.sim, stall_rate, max_cycles)
+        self.port = RtlPort(self.sim, stall_rate, max_cycles or DEFAULT_MAX_CYCLES)
         self.driver = KernelDriver(bundle, self.port, "the RTL")
 
     def run(self, program: bytes | list[bytes]) -> Counters:

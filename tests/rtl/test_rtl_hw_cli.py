@@ -1,16 +1,14 @@
-"""`flightc hw verilog` and the synthesis claim that each chain lane is one DSP48E2."""
+"""`flightc hw verilog`, and `flightc hw synth` on the claim that each chain lane is one DSP48E2."""
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
-from amaranth.back import verilog
+import pytest
 
 from flightc.cli import main
 from flightc.config import PRESETS
 from flightc.hw import regs as R
-from flightc.hw.mpe import span_max
-from flightc.hw.synth import cell_counts, run_yosys
-from flightc.sim.rtl.benches.tops import ChainProbe
 
 CFG = PRESETS["tiny"]
 
@@ -28,17 +26,20 @@ def test_hw_verilog_writes_a_vitis_kernel(tmp_path):
     assert len([n for n in offsets if n.startswith("channel_base")]) == CFG.mem_channels
 
 
-def test_each_chain_lane_maps_to_one_dsp48e2(tmp_path):
-    span = span_max(CFG)
-    stat = run_yosys(tmp_path, "chain_probe", verilog.convert(ChainProbe(CFG, span), name="chain_probe"))
-    counts = cell_counts(stat)
+@pytest.mark.synth
+def test_hw_synth_maps_each_chain_lane_to_one_dsp48e2(tmp_path, monkeypatch, capsys):
+    """`flightc hw synth --chain`, synthesized afresh in every run (the cache in a temporary folder)."""
+    monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path / "cache" / "rtl"))
+    out = tmp_path / "chain.json"
+    assert main(["hw", "synth", "--hw", "tiny", "--chain", "--json", str(out)]) == 0
+    assert "one sparse DSP chain of tiny" in capsys.readouterr().out
+    report = json.loads(out.read_text())
     # two tokens share a DSP48E2 through the packed A port: one DSP per lane, not two
-    assert counts["DSP48E2"] == CFG.chain_length
+    assert report["totals"]["DSP48E2"] == report["chain_dsp"] == CFG.chain_length
+    assert report["totals"]["LUT"] > 0 and report["config_hash"] == CFG.hash
 
 
 def test_generator_refuses_what_it_cannot_build_and_names_the_limit():
-    import pytest
-
     from flightc.errors import ConfigError
     from flightc.hw.core import check_rtl_config
 

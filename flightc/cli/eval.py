@@ -1,0 +1,73 @@
+"""flightc eval: task accuracy or held-out perplexity, float model vs compiled model on a backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flightc.cli.backend_options import add_backend_choice
+from flightc.cli.render import console, progress, table
+from flightc.errors import FlightcError
+
+
+def register(sub) -> None:
+    from flightc.models.builtin import DEFAULT_MODEL
+
+    e = sub.add_parser("eval", help="task accuracy (addition) or held-out perplexity (pylm) of the float model vs "
+                                    "the compiled model on a backend")
+    e.add_argument("bundle")
+    e.add_argument("--reference", default=DEFAULT_MODEL, help="the float model the bundle was compiled from")
+    e.add_argument("-n", type=int, help="held-out problems (default 100) or text windows (default 4)")
+    add_backend_choice(e, help="where the compiled model runs (as for `flightc run`)")
+    e.add_argument("--hazard-check", action="store_true", help="also check token ordering on every run (slower)")
+    e.add_argument("--json", help="write the results here")
+    e.set_defaults(func=cmd_eval)
+
+
+def _options(args) -> dict:
+    """eval skips the token-ordering checks unless --hazard-check asks for them (on a backend that has them)."""
+    from flightc.runtime.backends import backend_spec
+
+    spec = backend_spec(args.backend)
+    if args.hazard_check:
+        spec.check_options({"check_hazards": True})
+    return {"check_hazards": args.hazard_check} if "check_hazards" in spec.options else {}
+
+
+def cmd_eval(args) -> int:
+    from flightc.bundle import load_bundle
+    from flightc.evaluate import evaluate, evaluate_text
+    from flightc.models.builtin import load_torch_model, model_task
+    from flightc.reference.float_ref import FloatReference
+    from flightc.tasks.text import TextTask
+
+    task = model_task(args.reference)
+    if task is None:
+        raise FlightcError(f"{args.reference} declares no task (flightc_task.json): eval needs a checkable task "
+                           f"(addition) or held-out text (builtin:pylm)")
+    options = _options(args)
+    bundle = load_bundle(args.bundle)
+    ref = FloatReference(load_torch_model(args.reference))
+    if isinstance(task, TextTask):
+        n = args.n if args.n is not None else 4
+        with progress() as bar:
+            job = bar.add_task(f"held-out windows on {args.backend}", total=n)
+            r = evaluate_text(bundle, ref, task, n, args.backend, lambda d, n: bar.update(job, completed=d), **options)
+        console.print(table(f"{args.bundle}: {r.windows} held-out window{'s' if r.windows != 1 else ''}, "
+                            f"{r.predicted_tokens} predicted bytes", ("metric", "value"), [
+            (f"perplexity, float model ({r.float_device})", f"{r.float_perplexity:.3f}"),
+            (f"perplexity, compiled model ({r.backend})", f"{r.compiled_perplexity:.3f}"),
+            ("same top-1 token (teacher-forced)", f"{r.top1_agreement:.1%}"),
+            ("logit relative error", f"{r.logit_rel_error:.4f}"), ("wall time", f"{r.wall_s:.1f} s")]))
+    else:
+        n = args.n if args.n is not None else 100
+        with progress() as bar:
+            job = bar.add_task(f"evaluating on {args.backend}", total=n)
+            r = evaluate(bundle, ref, task, n, args.backend, lambda d, n: bar.update(job, completed=d), **options)
+        console.print(table(f"{args.bundle}: {r.problems} held-out addition problems", ("metric", "value"), [
+            (f"exact match, float model ({r.float_device})", f"{r.float_exact_match:.1%}"),
+            (f"exact match, compiled model ({r.backend})", f"{r.compiled_exact_match:.1%}"),
+            ("same answer", f"{r.answer_agreement:.1%}"), ("same digit (greedy)", f"{r.digit_agreement:.1%}"),
+            ("teacher-forced token agreement", f"{r.teacher_forced_agreement:.1%}"),
+            ("logit relative error", f"{r.logit_rel_error:.4f}"), ("wall time", f"{r.wall_s:.1f} s")]))
+    if args.json:
+        Path(args.json).write_text(r.to_json())
+    return 0

@@ -1,0 +1,57 @@
+"""What every command prints with: the rich consoles, progress bars, tables, and help lists from their tables."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def progress() -> Progress:
+    """A transient progress bar on stderr."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    """A name/value table: the first column left-aligned, the others right-aligned."""
+    t = Table(title=title)
+    t.add_column(columns[0])
+    for col in columns[1:]:
+        t.add_column(col, justify="right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def print_layers(manifest: dict) -> None:
+    """The weight formats of a bundle, layers grouped by format."""
+    fmts: dict[str, list[str]] = {}
+    for layer, label in manifest["layers"].items():
+        fmts.setdefault(label, []).append(layer)
+    t = Table(title="weight formats")
+    t.add_column("format")
+    t.add_column("layers", overflow="fold")
+    for label, layers in fmts.items():
+        t.add_row(label, ", ".join(layers) if len(layers) <= 6 else f"{len(layers)} layers")
+    console.print(t)
+
+
+def one_of(names) -> str:
+    """'a, b or c'."""
+    names = [str(n) for n in names]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def presets_help(what: str = "hardware preset") -> str:
+    from flightc.config import PRESETS
+
+    return f"{what} ({', '.join(PRESETS)}) or config JSON"
+
+
+def parts_help() -> str:
+    from flightc.parts import PARTS
+
+    return ", ".join(PARTS)

@@ -1,0 +1,115 @@
+"""flightc run (alias sim): generate tokens from a bundle on a backend, optionally beside the float model."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from flightc.cli.backend_options import add_backend_choice, add_backend_flags, given_options
+from flightc.cli.render import console, table
+from flightc.errors import FlightcError
+
+
+def register(sub) -> None:
+    s = sub.add_parser("run", aliases=["sim"], help="generate tokens from a bundle on a backend")
+    s.add_argument("bundle")
+    s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
+    s.add_argument("--max-new-tokens", type=int, default=16)
+    add_backend_choice(s)
+    add_backend_flags(s)
+    s.add_argument("--compare", choices=("reference",),
+                   help="reference: also run the float model on the prompt (CUDA when present) and print agreement "
+                        "and both speeds")
+    s.add_argument("--reference", help="the float model for --compare (default: the model the bundle was compiled "
+                                       "from, as its manifest names it)")
+    s.add_argument("--json", help="also write tokens and counters to this file (schema flightc.run/1, docs/json.md)")
+    s.set_defaults(func=cmd_run)
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise FlightcError(f"--prompt-ids {text!r}: expected integers separated by commas") from None
+
+
+def cmd_run(args) -> int:
+    from flightc.runtime.backends import backend_spec
+    from flightc.runtime.session import Session
+    from flightc.schema import RUN_SCHEMA
+
+    spec = backend_spec(args.backend)
+    options = given_options(args)
+    prompt = _ids(args.prompt_ids)
+    with Session(args.bundle, backend=args.backend, **options) as session:
+        console.print(f"prompt: {prompt}")
+        t0 = time.perf_counter()
+        tokens, logits = [], []
+        console.print("tokens: ", end="")
+        for token, z in session.generate(prompt, args.max_new_tokens):
+            tokens.append(token)
+            logits.append(z)
+            console.print(str(token), end=" ")
+        console.print()
+        wall = time.perf_counter() - t0
+    if options.get("trace"):
+        what = "timeline (open in ui.perfetto.dev)" if args.backend == "perf" else "waveform"
+        console.print(f"{what} written to {options['trace']}")
+    c = session.counters
+    rows = [(f"{name} instructions", f"{count:,}") for name, count in sorted(c.instructions.items())]
+    rows += [("MACs", f"{c.macs:,}"), ("SFU elements", f"{c.sfu_elements:,}"),
+             ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
+             ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
+    if c.cycles:
+        rows += [(f"cycles ({c.cycles_label})", f"{c.cycles['cycles']:,}")]
+        rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]
+    speed = "of simulation speed" if spec.simulator else "end to end, host included"
+    console.print(table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
+                        f"{speed})", ("counter", "value"), rows))
+    reports = _print_perf_steps(session.device.steps, session.steps, len(prompt)) if args.backend == "perf" else []
+    compared = _compare_reference(args, session, prompt, tokens, logits, wall) if args.compare else None
+    if args.json:
+        doc = {"schema": RUN_SCHEMA.version, "backend": args.backend, "prompt": prompt, "tokens": tokens,
+               "wall_s": wall, "modeled_steps": [r.to_dict() for r in reports],
+               "reference": compared.to_dict() if compared else None, "counters": c.to_dict()}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+def _compare_reference(args, session, prompt: list[int], tokens: list[int], logits: list, wall: float):
+    """The float model on the same prompt: its tokens and speed next to the backend's, and how far apart."""
+    from flightc.reference.float_ref import compare_with_reference
+
+    source = args.reference or session.bundle.manifest.get("source")
+    if not source:
+        raise FlightcError("--compare reference: the bundle does not name its model (it was compiled from an object "
+                           "in memory); pass --reference MODEL (a Hugging Face folder or builtin:NAME)")
+    c = session.counters
+    cmp = compare_with_reference(source, session.bundle, prompt, tokens, logits, (c.cycles or {}).get("cycles"))
+    a = cmp.agreement
+    rows = [("tokens", " ".join(map(str, tokens)), " ".join(map(str, cmp.tokens))),
+            ("tokens/s (wall clock here)", f"{len(tokens) / wall:,.1f}", f"{len(tokens) / cmp.wall_s:,.1f}")]
+    if cmp.device_tokens_per_s is not None:
+        rows.append((f"tokens/s on the device (cycles {c.cycles_label} at {session.bundle.config.clock_mhz:g} MHz)",
+                     f"{cmp.device_tokens_per_s:,.2f}", ""))
+    rows += [("greedy tokens that match", f"{a.greedy_match:.1%}", ""),
+             ("first divergence", "-" if a.first_divergence is None else str(a.first_divergence), ""),
+             ("teacher-forced match", f"{a.teacher_forced_match:.1%}", ""),
+             ("logit rel. error / cosine", f"{a.logit_rel_error:.3f} / {a.logit_cosine:.4f}", "")]
+    console.print(table(f"{args.backend} vs the float reference ({source}, {cmp.device})",
+                        ("", args.backend, f"float ({cmp.device})"), rows))
+    return cmp
+
+
+def _print_perf_steps(schedules, steps: list[tuple[int, int]], prompt_len: int) -> list:
+    from flightc.sim.perf.report import step_report
+
+    names = [f"prefill {n} at {p}" if p < prompt_len else f"decode at {p}" for n, p in steps]
+    reps = [step_report(name, s) for name, (_, s) in zip(names, schedules)]
+    rows = [(r.name, f"{r.cycles:,}", f"{r.seconds * 1e3:.3f}", f"{r.hbm_utilization:.1%}", f"{r.mpe_utilization:.2%}",
+             f"{r.roofline_seconds / r.seconds:.1%}" if r.seconds else "-",
+             max(r.unit_busy, key=r.unit_busy.get)) for r in reps]
+    console.print(table("performance model (modeled, not measured)",
+                        ("step", "cycles", "ms", "memory bandwidth used", "MPE MACs used", "of roofline",
+                         "busiest unit"), rows))
+    return reps
