@@ -32,7 +32,6 @@ def cmd_perf(args) -> int:
     b = load_bundle(args.bundle)
     cfg = b.config
     w = WorkloadModel(b, args.sample)
-    w.check_request(args.prompt, args.decode)
     with progress() as bar:
         task = bar.add_task("modeling", total=None)
         r = w.request(args.prompt, args.decode, lambda what: bar.update(task, description=what))

@@ -1,6 +1,7 @@
 """flightc run (alias sim): generate tokens from a bundle on a backend, optionally beside the float model."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ from flightc.errors import FlightcError
 
 
 def register(sub) -> None:
-    s = sub.add_parser("run", aliases=["sim"], help="generate tokens from a bundle on a backend")
+    from flightc.runtime.backends import backends_epilog
+
+    s = sub.add_parser("run", aliases=["sim"], help="generate tokens from a bundle on a backend",
+                       epilog=backends_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("bundle")
     s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
     s.add_argument("--max-new-tokens", type=int, default=16)

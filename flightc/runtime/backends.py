@@ -46,8 +46,7 @@ class BackendOption:
     flag: str | None
     help: str
     type: type = str
-    default: object = None
-    store_false: bool = False  # a --no-X flag: giving it sets the option False
+    store_false: bool = False  # a --no-X flag: giving it sets the option False (the constructors hold defaults)
 
 
 OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
@@ -55,16 +54,16 @@ OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
                   ".xclbin (with its .flightc.json) -- as `flightc hw bitstream` writes them"),
     BackendOption("board", "--board", "pynq: the board's address, ADDRESS[:PORT] (default: pynq's choice, e.g. "
                   "PYNQ_REMOTE_DEVICES or the board this runs on)"),
-    BackendOption("device_index", "--device-index", "xrt: which card (default 0)", int, 0),
+    BackendOption("device_index", "--device-index", "xrt: which card (default 0)", int),
     BackendOption("timeout_s", "--board-timeout", "pynq/xrt: seconds one step may take before the run is abandoned",
-                  float, 600.0),
-    BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool, True,
+                  float),
+    BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool,
                   store_false=True),
     BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
                   "channel; rtl: write a VCD waveform of the whole session (a separate, slower build; large for long "
                   "runs)"),
     BackendOption("stall_rate", "--stall-rate", "rtl: the simulated memory withholds ready/valid with probability "
-                  "N/256 per cycle", int, 0),
+                  "N/256 per cycle", int),
     BackendOption("max_cycles", None, "rtl: cycles one step may take before it counts as a deadlock", int),
 )}
 
@@ -84,7 +83,7 @@ class BackendSpec:
     factory: str  # "module:attribute", imported on first use
     options: tuple[str, ...]  # keys of OPTIONS it takes
     needs: str  # what must be present for it to run
-    cycles: CycleSource  # where its cycle counts come from
+    cycles: CycleSource  # where its cycle counts come from (a virtual board says its own)
     simulator: bool  # runs on this machine (its tokens/s is simulation speed, not the device's)
 
     def check_options(self, options: dict) -> None:
@@ -133,6 +132,15 @@ def backends_help() -> str:
     """The registry as one sentence: 'fsim (functional simulator), perf (…) or xrt (…)'."""
     items = [f"{b.name} ({b.summary})" for b in BACKENDS.values()]
     return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def backends_epilog() -> str:
+    """Each backend, what it needs and where its cycles come from: the epilog of `flightc run --help`."""
+    lines = ["backends:"]
+    for b in BACKENDS.values():
+        flags = ", ".join(OPTIONS[k].flag for k in b.options if OPTIONS[k].flag) or "no flags"
+        lines.append(f"  {b.name:5} needs {b.needs}; cycles: {b.cycles.describe()}; takes {flags}")
+    return "\n".join(lines)
 
 
 def open_backend(name: str, bundle: Bundle, **options) -> Backend:
