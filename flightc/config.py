@@ -13,7 +13,12 @@ from enum import Enum
 from pathlib import Path
 
 from flightc.errors import ConfigError
+from flightc.hw.axi_rules import AXI_MAX_BEATS as AXI_MAX_BURST_BEATS
+from flightc.numerics import REQUANT_RECORD_BYTES
 from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part of this module's API)
+
+SFU_STAT_BITS = 72  # the SFU's row statistics and divider as built and checked bit-exact against flightc.numerics
+SFU_SQRT_BITS = 64  # its square root's input (an int64 mean square shifted by the norm's fraction bits)
 
 
 class Buffer(int, Enum):
@@ -58,6 +63,15 @@ class HardwareConfig:
     kv_buffer_kib: int
     buffer_port_bytes: int  # width of one buffer port (bytes per cycle)
     token_fifo_depth: int  # capacity of each wait/release token counter between two units (tokens of a step)
+    # --- microarchitecture: what the generated RTL is built with and the performance model times
+    unit_queue_depth: int  # instructions each unit's queue holds; a full queue stalls the fetcher
+    axi_data_bytes: int  # data width of a memory master (bytes per AXI beat)
+    axi_masters: int  # AXI memory masters; the memory channels are split among them in equal groups
+    axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
+    axi_outstanding: int  # bursts a master keeps in flight per direction
+    mpe_fill_bytes: int  # bytes one MPE operand-fill command moves (also the widest output-stage read)
+    sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics (one quotient bit a cycle)
+    sfu_sqrt_bits: int  # width of the SFU's bit-serial square root (two input bits a cycle)
 
     def __post_init__(self) -> None:
         positive = [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), (int, float))
@@ -77,6 +91,26 @@ class HardwareConfig:
                               f"(2, 3, 4, 8) and include 8")
         if self.acc_bits < 24 or self.acc_bits > 48:
             raise ConfigError(f"config {self.name!r}: acc_bits {self.acc_bits} outside 24..48 (DSP48E2)")
+        self._check_microarchitecture()
+
+    def _check_microarchitecture(self) -> None:
+        w = self.axi_data_bytes
+        problems = []
+        if w & (w - 1) or not 4 <= w <= 128:
+            problems.append(f"axi_data_bytes {w} must be a power of two from 4 to 128 (AXI4: 32 to 1024 bits)")
+        if self.axi_burst_beats > AXI_MAX_BURST_BEATS:
+            problems.append(f"axi_burst_beats {self.axi_burst_beats} exceeds AXI4's {AXI_MAX_BURST_BEATS}")
+        if self.mem_channels % self.axi_masters:
+            problems.append(f"axi_masters {self.axi_masters} does not divide mem_channels {self.mem_channels} into "
+                            f"equal groups")
+        if self.mpe_fill_bytes < REQUANT_RECORD_BYTES:
+            problems.append(f"mpe_fill_bytes {self.mpe_fill_bytes} is under a requantization record "
+                            f"({REQUANT_RECORD_BYTES} bytes), which the MPE's output stage reads in one command")
+        if self.sfu_div_bits < SFU_STAT_BITS or self.sfu_sqrt_bits < SFU_SQRT_BITS or self.sfu_sqrt_bits % 2:
+            problems.append(f"sfu_div_bits {self.sfu_div_bits} / sfu_sqrt_bits {self.sfu_sqrt_bits}: the SFU's "
+                            f"exact statistics need at least {SFU_STAT_BITS} / {SFU_SQRT_BITS} (an even width)")
+        if problems:
+            raise ConfigError(f"config {self.name!r}: " + "; ".join(problems))
 
     # --- derived quantities ---
     @property
@@ -119,6 +153,18 @@ class HardwareConfig:
         return self.num_cores * sum(self.buffer_bytes(b) for b in Buffer)
 
     @property
+    def channels_per_master(self) -> int:
+        """Memory channels each AXI master serves (master g: channels g x this .. (g + 1) x this - 1)."""
+        return self.mem_channels // self.axi_masters
+
+    @property
+    def chain_span_max(self) -> int:
+        """Widest activation window one chain step can reach: chain_length stored weights of the sparsest
+        pattern (at least two per weight, the RTL's window register)."""
+        sparsest = min(self.sparse_n + ((2,) if self.supports_2_4 else ()))
+        return max(self.chain_length * self.sparse_m // sparsest, self.chain_length * 2)
+
+    @property
     def max_reduction_length(self) -> int:
         """Longest dot product of INT8 x INT8 terms that cannot overflow the accumulator."""
         return (1 << (self.acc_bits - 1)) // (128 * 128) - 1
@@ -159,7 +205,9 @@ class HardwareConfig:
 
 
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
-               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095)
+               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
+               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=1, mpe_fill_bytes=16,
+               sfu_div_bits=72, sfu_sqrt_bits=64)
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
@@ -167,22 +215,22 @@ PRESETS: dict[str, HardwareConfig] = {
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           **_COMMON),
+                           axi_data_bytes=64, **_COMMON),
     # Versal VHK158: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB.
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024,
-                             buffer_port_bytes=64, **_COMMON),
+                             buffer_port_bytes=64, axi_data_bytes=64, **_COMMON),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
                             **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
                             acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
-                            **_COMMON),
+                            axi_data_bytes=32, **_COMMON),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=32, acc_buffer_kib=32, prm_buffer_kib=16,
-                           kv_buffer_kib=16, buffer_port_bytes=8, **_COMMON),
+                           kv_buffer_kib=16, buffer_port_bytes=8, axi_data_bytes=8, **_COMMON),
 }
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Signal
 
-AXI_LEN_BITS = 8
-AXI_MAX_BEATS = 1 << AXI_LEN_BITS  # INCR bursts of up to 256 beats
-AXI_BOUNDARY = 4096  # a burst must not cross a 4 KiB boundary
+from flightc.hw.axi_rules import AXI_BOUNDARY, AXI_LEN_BITS, AXI_MAX_BEATS  # noqa: F401  (re-exported)
+
 AXI_ADDR_BITS = 64
 AXI_ID_BITS = 1  # one ID: the kernel keeps one burst per direction in flight
 LITE_ADDR_BITS = 12

@@ -15,10 +15,9 @@ from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, unit_width
-from flightc.hw.dma import MAX_BURST_BEATS, ReadClient
+from flightc.hw.dma import ReadClient
 from flightc.isa.table import ISA, WORD_BITS, Opcode, SysOp, Unit
 
-QUEUE_DEPTH = 4
 NUNITS = len(Unit)
 
 
@@ -50,12 +49,12 @@ class Fetcher(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         rd = self.rd
-        w = self.cfg.buffer_port_bytes
+        w = self.cfg.axi_data_bytes
         lb = w.bit_length() - 1
         words_per_beat = max(1, w * 8 // WORD_BITS)
         addr = Signal(AXI_ADDR_BITS)
         left = Signal(32)  # bytes not yet consumed
-        beats = Signal(range(MAX_BURST_BEATS + 1))
+        beats = Signal(range(self.cfg.axi_burst_beats + 1))
         beat = Signal(8 * w)
         widx = Signal(range(words_per_beat + 1))
         have_beat = Signal()
@@ -73,12 +72,12 @@ class Fetcher(Elaboratable):
             m.d.sync += [full.eq(0), got.eq(0)]
         # Bursts land in a FIFO that always has room for them, so the shared read channel never waits
         # on dispatch (which may wait on a unit that waits on an LD that needs the channel).
-        m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=MAX_BURST_BEATS)
+        m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=self.cfg.axi_burst_beats)
         unrequested = Signal(32)
         m.d.comb += unrequested.eq(self.program_bytes - requested)
         to_boundary = (Const(AXI_BOUNDARY, 13) - addr[:12]) >> lb
         want = (unrequested + (w - 1)) >> lb
-        room = MAX_BURST_BEATS - fifo.level
+        room = self.cfg.axi_burst_beats - fifo.level
         n = Mux(want < to_boundary, want, to_boundary)
         n = Mux(n < room, n, room)
         with m.If(~self.begin & (beats == 0) & (unrequested != 0) & (room != 0) & (left != 0)):
@@ -226,7 +225,7 @@ class Control(Elaboratable):
         ports[Unit.SYS] = sys_port
         queues = {}
         for u in Unit:
-            q = SyncFIFOBuffered(width=unit_width(u), depth=QUEUE_DEPTH)
+            q = SyncFIFOBuffered(width=unit_width(u), depth=cfg.unit_queue_depth)
             m.submodules[f"q_{u.name.lower()}"] = q
             queues[u] = q
         # dispatch

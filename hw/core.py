@@ -37,6 +37,12 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         problems.append(f"buffer_port_bytes = {w}: must be a power of two >= 4")
     if cfg.sparse_m != 16:
         problems.append(f"sparse_m = {cfg.sparse_m}: the sparse MUX is built for blocks of 16")
+    if cfg.axi_data_bytes != w:
+        problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
+                        f"equal buffer_port_bytes ({w}) so far")
+    if cfg.axi_masters != 1 or cfg.axi_outstanding != 1:
+        problems.append(f"axi_masters = {cfg.axi_masters}, axi_outstanding = {cfg.axi_outstanding}: the generator "
+                        "builds one memory master with one burst in flight per direction so far")
     if problems:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
@@ -45,7 +51,7 @@ class Core(Elaboratable):
     def __init__(self, cfg: HardwareConfig, core_id: int = 0):
         check_rtl_config(cfg)
         self.cfg = cfg
-        self.axi = AxiSignals(M_AXI, axi4_table(8 * cfg.buffer_port_bytes))
+        self.axi = AxiSignals(M_AXI, axi4_table(8 * cfg.axi_data_bytes))
         self.lite = AxiSignals(S_AXI, axi4_lite_table())
         self.interrupt = Signal()
         self.core_id = core_id

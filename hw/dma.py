@@ -14,7 +14,6 @@ from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 
-MAX_BURST_BEATS = 16
 
 
 class ReadClient:
@@ -88,7 +87,7 @@ class LoadUnit(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         cfg, rd = self.cfg, self.rd
-        w = cfg.buffer_port_bytes
+        w = cfg.axi_data_bytes  # a beat: the generator builds buffer words as wide (check_rtl_config)
         lb = w.bit_length() - 1
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
         ins = Signal.like(self.instr)
@@ -98,7 +97,7 @@ class LoadUnit(Elaboratable):
         dst = Signal(BUF_ADDR_BITS)
         src = Signal(AXI_ADDR_BITS)
         left = Signal.like(f.row_bytes)
-        beats_left = Signal(range(MAX_BURST_BEATS + 1))
+        beats_left = Signal(range(cfg.axi_burst_beats + 1))
         beat = Signal(8 * w)
         lane = Signal(lb)
         ident = Signal(32)
@@ -109,7 +108,7 @@ class LoadUnit(Elaboratable):
         def issue(m, addr, nbytes):
             want, to_b = burst_beats(addr, nbytes, lb)
             n = Mux(want < to_b, want, to_b)
-            n = Mux(n < MAX_BURST_BEATS, n, MAX_BURST_BEATS)
+            n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
             m.d.comb += [rd.arvalid.eq(1), rd.araddr.eq(addr & ~Const(w - 1, AXI_ADDR_BITS)), rd.arlen.eq(n - 1)]
             return n
 
@@ -186,7 +185,7 @@ class StoreUnit(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         cfg, a = self.cfg, self.axi
-        w = cfg.buffer_port_bytes
+        w = cfg.axi_data_bytes  # a beat: the generator builds buffer words as wide (check_rtl_config)
         lb = w.bit_length() - 1
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
         ins = Signal.like(self.instr)

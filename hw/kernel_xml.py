@@ -12,7 +12,7 @@ from flightc.hw.synth import TOP, kernel_verilog
 
 def kernel_xml(cfg: HardwareConfig) -> str:
     """kernel.xml with ap_ctrl_hs, the AXI4-Lite port and one argument per register of the map."""
-    data_bits = 8 * cfg.buffer_port_bytes
+    data_bits = 8 * cfg.axi_data_bytes
     args = []
     for i, r in enumerate(x for x in R.register_map(cfg) if x.access is R.RegAccess.RW):
         pointer = r.name == "program_addr" or r.name.startswith("channel_base")

@@ -19,9 +19,6 @@ from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.dsp_chain import SparseDspChain
 
-CHUNK = 16  # bytes per byte-engine command
-
-
 def round_shift(x, shift, width: int):
     """x / 2^shift rounded half up (flightc.numerics.round_shift), in ``width`` bits."""
     half = (Const(1, width + 1) << shift) >> 1
@@ -33,25 +30,20 @@ def saturate(x, bits: int):
     return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
-def span_max(cfg: HardwareConfig) -> int:
-    """Widest activation window one chain step can reach: chain_length stored weights of the sparsest pattern."""
-    sparsest = min(cfg.sparse_n + ((2,) if cfg.supports_2_4 else ()))
-    return max(cfg.chain_length * cfg.sparse_m // sparsest, cfg.chain_length * 2)
-
-
 class Mpe(Elaboratable):
     def __init__(self, cfg: HardwareConfig, port: BytePort):
         self.cfg, self.port = cfg, port
         self.start = Signal()
         self.instr = Signal(unit_width(Unit.MPE))
         self.done = Signal()
-        self.span_max = span_max(cfg)
+        self.span_max = cfg.chain_span_max
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         C, L, T, SPAN = cfg.mpe_chains, cfg.chain_length, cfg.macs_per_dsp, self.span_max
         GSB = max(1, SPAN // 16)
+        CHUNK = cfg.mpe_fill_bytes  # bytes per operand-fill command
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=CHUNK)
         ins = Signal(unit_width(Unit.MPE))
         f = fields(ins, Opcode.MM)  # MV's fields are MM's first fields, at the same bits

@@ -16,8 +16,6 @@ from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.mpe import round_shift, saturate
 
-DIV_BITS = 72  # restoring divider width: one quotient bit per cycle
-SQRT_BITS = 64  # bit-serial integer square root width: one result bit per two input bits per cycle
 READ_MAX_BYTES = 8  # widest operand the SFU reads at once (a norm's INT64 epsilon)
 
 
@@ -30,6 +28,7 @@ class Sfu(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=READ_MAX_BYTES)
         m.submodules.div = div = Divider(DIV_BITS)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)

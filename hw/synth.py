@@ -122,10 +122,9 @@ def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
     ports), synthesized in ``folder``: seconds where the whole kernel takes minutes."""
     from amaranth.back import verilog
 
-    from flightc.hw.mpe import span_max
     from flightc.sim.rtl.benches.tops import ChainProbe
 
-    return run_yosys(folder, CHAIN_TOP, verilog.convert(ChainProbe(cfg, span_max(cfg)), name=CHAIN_TOP))
+    return run_yosys(folder, CHAIN_TOP, verilog.convert(ChainProbe(cfg, cfg.chain_span_max), name=CHAIN_TOP))
 
 
 def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool = False) -> SynthReport:

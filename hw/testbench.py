@@ -20,7 +20,7 @@ MEMORY_NAME = "memory"  # the submodule holding the storage array (the harness's
 class KernelTestbench(wiring.Component):
     def __init__(self, cfg: HardwareConfig, memory_bytes: int):
         self.cfg = cfg
-        self.memory_words = memory_bytes // cfg.buffer_port_bytes
+        self.memory_words = memory_bytes // cfg.axi_data_bytes
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(8)}
         for name, width, by_master in axi4_lite_table():
             members[f"{S_AXI}_{name}"] = In(width) if by_master else Out(width)
@@ -31,9 +31,9 @@ class KernelTestbench(wiring.Component):
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
         m.submodules.core = core = Core(self.cfg)
-        bus = AxiSignals("mem", axi4_table(8 * self.cfg.buffer_port_bytes))
+        bus = AxiSignals("mem", axi4_table(8 * self.cfg.axi_data_bytes))
         m.d.comb += core.axi.connect(bus)
-        m.submodules[MEMORY_NAME] = mem = AxiMemory(bus, self.cfg.buffer_port_bytes, self.memory_words)
+        m.submodules[MEMORY_NAME] = mem = AxiMemory(bus, self.cfg.axi_data_bytes, self.memory_words)
         m.d.comb += mem.stall_rate.eq(self.stall_rate)
         for name, sig, by_master in core.lite.signals():
             port = getattr(self, f"{S_AXI}_{name}")

@@ -44,6 +44,11 @@ def test_derived_values_of_the_presets_by_hand():
     (dict(weight_bits=(4, 5, 8)), "weight_bits"),
     (dict(sparse_n=(3, 16)), "sparse_n"),
     (dict(num_cores=0), "positive"),
+    (dict(axi_data_bytes=12), "axi_data_bytes 12 must be a power of two"),
+    (dict(axi_burst_beats=300), "exceeds AXI4's 256"),
+    (dict(axi_masters=3), "does not divide mem_channels 4"),
+    (dict(mpe_fill_bytes=8), "under a requantization record"),
+    (dict(sfu_div_bits=64), "exact statistics need at least 72"),
 ])
 def test_inconsistent_configs_are_refused(change, words):
     with pytest.raises(ConfigError, match=words):
@@ -60,3 +65,22 @@ def test_load_config_from_file_and_unknown_name(tmp_path):
     bad["extra"] = 1
     with pytest.raises(ConfigError, match="unknown fields"):
         HardwareConfig.from_dict(bad)
+
+
+def test_the_performance_and_resource_models_import_no_amaranth():
+    """They read the microarchitecture from the config, not from the RTL generator's modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flightc.sim.perf.workload, flightc.sim.perf.timing, flightc.dse.resources, flightc.dse.search; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_microarchitecture_is_covered_by_the_hash():
+    tiny = PRESETS["tiny"]
+    for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32), dict(mpe_fill_bytes=32),
+                   dict(sfu_div_bits=80), dict(axi_outstanding=2), dict(axi_masters=2)):
+        assert tiny.replace(**change).hash != tiny.hash, change
+    assert PRESETS["u280"].channels_per_master == 32 and tiny.replace(axi_masters=2).channels_per_master == 2

@@ -41,23 +41,17 @@ class Resources:
         return asdict(self)
 
 
-def _span(cfg: HardwareConfig) -> int:
-    from flightc.hw.mpe import span_max
-
-    return span_max(cfg)
-
-
 def _chain_features(cfg: HardwareConfig) -> list[float]:
     # per lane: a MUX over the window, deeper with log2(span) (measured: 253 LUT per lane at span 16, 696 at
     # 128), and lane-index logic that widens with log2(chain_length)
     L = cfg.chain_length
-    return [1.0, L, L * math.log2(_span(cfg)), L * math.log2(L)]
+    return [1.0, L, L * math.log2(cfg.chain_span_max), L * math.log2(L)]
 
 
 def _mpe_features(cfg: HardwareConfig) -> list[float]:
     # per chain: operand registers (8-bit values, 4-bit positions, the window's group multipliers) and
     # accumulators, each filled byte by byte; one activation window shared by the chains
-    span, T = _span(cfg), cfg.macs_per_dsp
+    span, T = cfg.chain_span_max, cfg.macs_per_dsp
     per_chain_bits = 12 * cfg.chain_length + 8 * max(1, span // 16) + T * cfg.acc_bits
     return [1.0, cfg.mpe_chains * per_chain_bits, 8 * span * T]
 

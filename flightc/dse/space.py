@@ -2,8 +2,9 @@
 
 Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per core, chain length,
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
-depths, buffer port width, the depth of the wait/release token counters, the number of memory channels
-the cores stream from, and the clock.
+depths, buffer port width (and with it the AXI data width), the depth of the wait/release token
+counters, the number of memory channels the cores stream from, the clock, and microarchitecture
+parameters (unit queue depth, burst length, MPE fill size; one value each unless --space widens them).
 Fields that change neither the generated RTL nor the modeled timing (``sfu_lanes``; the dequantizer
 builds every width of the ISA, so ``weight_bits`` costs nothing to keep) are not searched.
 """
@@ -41,6 +42,11 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "kv_buffer_kib": (64, 128, 256, 512, 1024),
     # a step's wait/release tokens between two units: a 7B step of small tiles passes more than 4,095
     "token_fifo_depth": (4095, 65535, 1048575),
+    # microarchitecture: one value each by default (the resource model is not calibrated on them yet); widen
+    # them with --space, e.g. {"axi_burst_beats": [16, 64]}
+    "unit_queue_depth": (4,),
+    "axi_burst_beats": (16,),
+    "mpe_fill_bytes": (16,),
 }
 
 
@@ -100,7 +106,9 @@ class SearchSpace:
             act_buffer_kib=int(params["act_buffer_kib"]), wgt_buffer_kib=int(params["wgt_buffer_kib"]),
             acc_buffer_kib=int(params["acc_buffer_kib"]), prm_buffer_kib=int(params["prm_buffer_kib"]),
             kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]),
-            token_fifo_depth=int(params["token_fifo_depth"]))
+            axi_data_bytes=int(params["buffer_port_bytes"]),  # the generator moves an AXI beat as one buffer word
+            token_fifo_depth=int(params["token_fifo_depth"]), unit_queue_depth=int(params["unit_queue_depth"]),
+            axi_burst_beats=int(params["axi_burst_beats"]), mpe_fill_bytes=int(params["mpe_fill_bytes"]))
 
     def size(self) -> int:
         n = 1

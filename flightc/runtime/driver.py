@@ -103,7 +103,7 @@ class KernelDriver:
         if len(program) > self.program_capacity:
             raise FlightcError(f"a {len(program)}-byte program does not fit the {self.program_capacity} bytes "
                                f"reserved for it")
-        word = self.bundle.config.buffer_port_bytes
+        word = self.bundle.config.axi_data_bytes
         self.port.write_mem(self.program_addr, bytes(program) + bytes(-len(program) % word))
         self.port.reg_write("program_bytes", len(program))
         self.port.start_and_wait()

@@ -204,7 +204,7 @@ class RtlKernel(FabricKernel):
 
     def host_wrote(self, buf, old: bytes) -> None:
         new = buf.data.tobytes()
-        w = self.cfg.buffer_port_bytes
+        w = self.cfg.axi_data_bytes
         with self._sim_lock:
             for lo, hi in _changed(old, new, w, 1 << 16):
                 self.sim.write_mem(buf.addr + lo, new[lo:hi])

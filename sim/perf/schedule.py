@@ -1,7 +1,7 @@
 """Event-driven schedule of one step's programs (one per core) on the generated cores.
 
 Each core fetches its instruction stream in order, dispatches every instruction into its unit's
-queue (``QUEUE_DEPTH`` deep: a full queue stalls the fetcher, as in ``hw/control.py``), and a unit
+queue (``unit_queue_depth`` deep: a full queue stalls the fetcher, as in ``hw/control.py``), and a unit
 starts its head instruction once it is idle, every token it waits for has been released, and every
 token FIFO it releases into has room (``token_fifo_depth``). A barrier ends when every core's SYS
 unit has reached it. Unit busy times come from :mod:`.timing`; a load or store also lasts at least
@@ -18,7 +18,6 @@ import numpy as np
 
 from flightc.config import HardwareConfig
 from flightc.errors import ProgramError
-from flightc.hw.control import QUEUE_DEPTH
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.sim.perf.memory import channel_bytes_per_cycle
@@ -62,7 +61,7 @@ class Schedule:
 
 def _fetch_cycles(cfg: HardwareConfig, words: int) -> int:
     """Cycles the fetcher spends assembling one instruction: a word per cycle, a beat load per beat."""
-    per_beat = max(1, cfg.buffer_port_bytes * 8 // WORD_BITS)
+    per_beat = max(1, cfg.axi_data_bytes * 8 // WORD_BITS)
     return words + -(-words // per_beat)
 
 
@@ -86,7 +85,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     # token bookkeeping: the producer each wait pops, and the wait whose pop makes room for each release
     waits_on: list[list[list[int]]] = []  # [core][i] -> producer indices
     room_after: list[list[list[int]]] = []  # [core][i] -> consumer indices that must have started
-    queue_prev: list[np.ndarray] = []  # [core][i] -> the same unit's instruction QUEUE_DEPTH earlier, or -1
+    queue_prev: list[np.ndarray] = []  # [core][i] -> the same unit's instruction a queue's depth earlier, or -1
+    qdepth = cfg.unit_queue_depth
     barrier_no: list[dict[int, int]] = []
     for c, prog in enumerate(programs):
         releases: dict[tuple[int, int], list[int]] = {}
@@ -121,8 +121,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         bars: dict[int, int] = {}
         for i, ins in enumerate(prog):
             lst = per_unit.setdefault(int(ins.unit), [])
-            if len(lst) >= QUEUE_DEPTH:
-                qp[i] = lst[-QUEUE_DEPTH]
+            if len(lst) >= qdepth:
+                qp[i] = lst[-qdepth]
             lst.append(i)
             if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
                 bars[i] = len(bars)

@@ -2,7 +2,8 @@
 
 Every formula here counts the states of a unit's state machine in ``flightc.hw`` (the MPE in
 ``hw/mpe.py``, LD/ST in ``hw/dma.py``, the SFU in ``hw/sfu.py``) for an uncontended run; the
-constants are imported from those modules, not restated. The calibration tests run the same
+microarchitecture parameters (fill size, burst length, AXI width, divider and square-root widths)
+come from the config, which the generator builds from too, and nothing here imports Amaranth. The calibration tests run the same
 instructions on the RTL and compare, so a change to a state machine that is not mirrored here
 fails the build.
 
@@ -20,16 +21,19 @@ from functools import lru_cache
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
-from flightc.hw.axi import AXI_BOUNDARY
-from flightc.hw.dma import MAX_BURST_BEATS
-from flightc.hw.mpe import CHUNK
-from flightc.hw.sfu import DIV_BITS, SQRT_BITS
+from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, weight_format
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 
-DIV_CYCLES = DIV_BITS + 1  # from the cycle that starts the divider to the cycle that sees it done
-SQRT_CYCLES = SQRT_BITS // 2 + 2  # the same for the square root, plus the state that leaves it
+def div_cycles(cfg: HardwareConfig) -> int:
+    """From the cycle that starts the SFU's divider to the cycle that sees it done: a quotient bit a cycle."""
+    return cfg.sfu_div_bits + 1
+
+
+def sqrt_cycles(cfg: HardwareConfig) -> int:
+    """The same for the square root (two input bits a cycle), plus the state that leaves it."""
+    return cfg.sfu_sqrt_bits // 2 + 2
 
 
 def read_cycles(n: int) -> int:
@@ -40,11 +44,11 @@ def write_cycles(n: int) -> int:
     return n + 2
 
 
-def fill_cycles(nbytes: int) -> int:
-    """The MPE's FILL/FILL_WAIT loop: CHUNK-byte reads, then one state to return."""
+def fill_cycles(nbytes: int, chunk: int) -> int:
+    """The MPE's FILL/FILL_WAIT loop: reads of ``chunk`` bytes (config.mpe_fill_bytes), then one state to return."""
     if nbytes <= 0:
         return 1
-    return nbytes + 3 * (-(-nbytes // CHUNK)) + 1
+    return nbytes + 3 * (-(-nbytes // chunk)) + 1
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -55,7 +59,7 @@ def _cdiv(a: int, b: int) -> int:
 @lru_cache(maxsize=4096)
 def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits: int, sparsity: Sparsity,
                 group_log2: int, mode: OutMode, lut: bool) -> int:
-    T, C, L = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length
+    T, C, L, chunk = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length, cfg.mpe_fill_bytes
     n_keep, block = SPARSITY_NM[sparsity]
     ib = WeightFormat(8, n_keep, block).index_bits
     sparse = ib != 0 and not kmajor
@@ -63,10 +67,10 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
     span = L * block // n_keep
     steps = _cdiv(nnz, L)
     if kmajor:
-        chain = 1 + fill_cycles(L) + 1
+        chain = 1 + fill_cycles(L, chunk) + 1
     else:
-        chain = (1 + fill_cycles(L * bits // 8) + 1 + (fill_cycles(L * ib // 8) if sparse else 0) + 1
-                 + (fill_cycles(max(1, span >> group_log2)) if group_log2 else 0) + 1)
+        chain = (1 + fill_cycles(L * bits // 8, chunk) + 1 + (fill_cycles(L * ib // 8, chunk) if sparse else 0) + 1
+                 + (fill_cycles(max(1, span >> group_log2), chunk) if group_log2 else 0) + 1)
     if mode is OutMode.ACC32:
         out_valid = 1 + write_cycles(4) + 1
     else:
@@ -75,7 +79,7 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
         out_valid = read_cycles(nm.REQUANT_RECORD_BYTES) + extra + write_cycles(elem) + 1
 
     def group(cv: int, tt: int) -> int:
-        step = tt * (1 + fill_cycles(span)) + 1 + cv * chain + (1 if cv < C else 0) + 2
+        step = tt * (1 + fill_cycles(span, chunk)) + 1 + cv * chain + (1 if cv < C else 0) + 2
         out = tt * cv * out_valid + (T * C - tt * cv) * 2 + 1
         return 1 + steps * step + 1 + out
 
@@ -98,29 +102,29 @@ def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
 
 
 # ----------------------------------------------------------------------------------- DMA
-def _beats_and_bursts(addr: int, nbytes: int, w: int) -> tuple[int, int]:
-    """AXI beats of ``w`` bytes and bursts (at most MAX_BURST_BEATS, never across 4 KiB) for a span."""
+def _beats_and_bursts(addr: int, nbytes: int, w: int, max_beats: int) -> tuple[int, int]:
+    """AXI beats of ``w`` bytes and bursts (at most ``max_beats``, never across 4 KiB) for a span."""
     if nbytes <= 0:
         return 0, 0
     b0, b1 = addr // w, _cdiv(addr + nbytes, w)
     page = AXI_BOUNDARY // w
     p0, p1 = b0 // page, (b1 - 1) // page
     if p0 == p1:
-        return b1 - b0, _cdiv(b1 - b0, MAX_BURST_BEATS)
+        return b1 - b0, _cdiv(b1 - b0, max_beats)
     first = (p0 + 1) * page - b0
     last = b1 - p1 * page
-    bursts = _cdiv(first, MAX_BURST_BEATS) + _cdiv(last, MAX_BURST_BEATS)
-    bursts += (p1 - p0 - 1) * _cdiv(page, MAX_BURST_BEATS)
+    bursts = _cdiv(first, max_beats) + _cdiv(last, max_beats)
+    bursts += (p1 - p0 - 1) * _cdiv(page, max_beats)
     return b1 - b0, bursts
 
 
 def load_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     """LD: per row ROW, per burst AR, per beat R + PUT + the byte-engine write + NEXT, one AR to end the row."""
-    w = cfg.buffer_port_bytes
+    w = cfg.axi_data_bytes
     total = 1
     for r in range(ins.rows):
         addr = ins.hbm_addr if ins.gather else ins.hbm_addr + r * ins.hbm_stride
-        beats, bursts = _beats_and_bursts(addr, ins.row_bytes, w)
+        beats, bursts = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
         total += 2 + bursts + ins.row_bytes + 4 * beats
         if ins.gather:  # the row's INT32 id: AR, R, PUT, NEXT, and the AR that turns to the row
             total += 5
@@ -130,30 +134,30 @@ def load_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
 def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     """ST: per beat a byte-engine read, then one single-beat write burst (AW/W, then B). With pack4 the
     engine reads two buffer bytes per memory byte (modeled: the RTL has no INT4 KV cache to measure)."""
-    w = cfg.buffer_port_bytes
+    w = cfg.axi_data_bytes
     total = 1
     reads = ins.row_bytes * (2 if ins.pack4 else 1)
     for r in range(ins.rows):
-        beats, _ = _beats_and_bursts(ins.hbm_addr + r * ins.hbm_stride, ins.row_bytes, w)
+        beats, _ = _beats_and_bursts(ins.hbm_addr + r * ins.hbm_stride, ins.row_bytes, w, cfg.axi_burst_beats)
         total += 2 + reads + 6 * beats
     return total
 
 
 # ----------------------------------------------------------------------------------- SFU
-def _sfu_row(op: MiscOp, cols: int, head: int) -> int:
+def _sfu_row(cfg: HardwareConfig, op: MiscOp, cols: int, head: int) -> int:
     """One row of a MISC operation: its passes over the elements and the statistics between them."""
     a = read_cycles(MISC_SRC_BYTES.get(op, 1))
     w = write_cycles(MISC_DST_BYTES.get(op, 1))
     end = 2  # the A state that finds the pass over, and PASS_END
-    div = DIV_CYCLES
+    div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     if op is MiscOp.RMSNORM:
         stat = a + 3
         out = a + read_cycles(4) + 1 + 1 + div + w + 1
-        return cols * stat + end + div + SQRT_CYCLES + cols * out + end
+        return cols * stat + end + div + sqrt + cols * out + end
     if op is MiscOp.LAYERNORM:
         stat = a + 3
         out = a + read_cycles(4) + read_cycles(4) + 1 + div + w + 1
-        return cols * stat + end + div + cols * stat + end + div + SQRT_CYCLES + cols * out + end
+        return cols * stat + end + div + cols * stat + end + div + sqrt + cols * out + end
     if op is MiscOp.SOFTMAX:
         stat = a + 3
         return cols * stat + end + cols * stat + end + div + cols * (a + 2 + w + 1) + end
@@ -172,7 +176,7 @@ def _sfu_row(op: MiscOp, cols: int, head: int) -> int:
 def misc_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     op = MiscOp(ins.op)
     head = read_cycles(8) if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1  # EPS: the norms' INT64 epsilon
-    return head + ins.rows * (1 + _sfu_row(op, ins.cols, ins.imm) + 1) + 1
+    return head + ins.rows * (1 + _sfu_row(cfg, op, ins.cols, ins.imm) + 1) + 1
 
 
 # ----------------------------------------------------------------------------------- all units

@@ -47,7 +47,7 @@ class RtlSimulator:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(path)
         server.listen(1)
-        env = {"FLIGHTC_RTL_SOCKET": path, "FLIGHTC_RTL_WORD_BYTES": str(cfg.buffer_port_bytes)}
+        env = {"FLIGHTC_RTL_SOCKET": path, "FLIGHTC_RTL_WORD_BYTES": str(cfg.axi_data_bytes)}
         self._log = open(os.path.join(self._tmp.name, "sim.log"), "w+")
         self._proc = launch(self.build, "flightc.sim.rtl.cocotb_kernel", self._tmp.name, env, bool(trace), self._log)
         self._trace_target = Path(trace) if trace else None
@@ -89,7 +89,7 @@ class RtlSimulator:
 
     # ----- memory and registers
     def write_mem(self, addr: int, data: bytes) -> None:
-        w = self.cfg.buffer_port_bytes
+        w = self.cfg.axi_data_bytes
         lo, hi = addr - addr % w, _align(addr + len(data), w)
         if (lo, hi) != (addr, addr + len(data)):
             old = bytearray(self.read_mem(lo, hi - lo))

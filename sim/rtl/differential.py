@@ -45,10 +45,10 @@ def run_rtl(sim: RtlSimulator, case: RandomCase, stall_rate: int = 0) -> tuple[d
     for ch, img in case.images.items():
         if len(img) > CHANNEL_SPAN:
             raise ProgramError(f"seed {case.seed}: channel {ch} image of {len(img)} bytes exceeds {CHANNEL_SPAN}")
-        sim.write_mem(ch * CHANNEL_SPAN, bytes(img) + bytes(-len(img) % cfg.buffer_port_bytes))
+        sim.write_mem(ch * CHANNEL_SPAN, bytes(img) + bytes(-len(img) % cfg.axi_data_bytes))
     program = case.program
     base = program_base(cfg)
-    sim.write_mem(base, program + bytes(-len(program) % cfg.buffer_port_bytes))
+    sim.write_mem(base, program + bytes(-len(program) % cfg.axi_data_bytes))
     sim.reg_write("program_addr", base)
     sim.reg_write("program_bytes", len(program))
     counters = sim.run(stall_rate, max_cycles=MAX_CYCLES)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from amaranth.back import verilog
 
 from flightc.config import PRESETS
-from flightc.hw.mpe import span_max
 from flightc.sim.rtl.benches.tops import ChainProbe, DecoderProbe
 from flightc.sim.rtl.build import build_top, run_cocotb
 
@@ -18,7 +17,7 @@ def test_decoder_matches_codec_on_random_encodings():
 
 
 def test_dsp_chain_matches_dequantizer_for_every_pattern():
-    span = span_max(CFG)
+    span = CFG.chain_span_max
     rtl = build_top("chain", "chain_probe", lambda: verilog.convert(ChainProbe(CFG, span), name="chain_probe"),
                     f"{CFG.to_json()}{span}")
     log = run_cocotb(rtl, "flightc.sim.rtl.benches.cocotb_chain",

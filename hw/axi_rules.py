@@ -1,0 +1,5 @@
+"""The AXI4 rules the kernel's masters follow (pure Python: the config and the performance model read them too)."""
+
+AXI_LEN_BITS = 8
+AXI_MAX_BEATS = 1 << AXI_LEN_BITS  # INCR bursts of up to 256 beats
+AXI_BOUNDARY = 4096  # a burst must not cross a 4 KiB boundary
