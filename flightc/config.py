@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flightc.errors import ConfigError
 from flightc.hw.axi_rules import AXI_MAX_BEATS as AXI_MAX_BURST_BEATS
-from flightc.numerics import REQUANT_RECORD_BYTES
+from flightc.records import REQUANT
 from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part of this module's API)
 
 SFU_STAT_BITS = 72  # the SFU's row statistics and divider as built and checked bit-exact against flightc.numerics
@@ -103,9 +103,9 @@ class HardwareConfig:
         if self.mem_channels % self.axi_masters:
             problems.append(f"axi_masters {self.axi_masters} does not divide mem_channels {self.mem_channels} into "
                             f"equal groups")
-        if self.mpe_fill_bytes < REQUANT_RECORD_BYTES:
+        if self.mpe_fill_bytes < REQUANT.size:
             problems.append(f"mpe_fill_bytes {self.mpe_fill_bytes} is under a requantization record "
-                            f"({REQUANT_RECORD_BYTES} bytes), which the MPE's output stage reads in one command")
+                            f"({REQUANT.size} bytes), which the MPE's output stage reads in one command")
         if self.sfu_div_bits < SFU_STAT_BITS or self.sfu_sqrt_bits < SFU_SQRT_BITS or self.sfu_sqrt_bits % 2:
             problems.append(f"sfu_div_bits {self.sfu_div_bits} / sfu_sqrt_bits {self.sfu_sqrt_bits}: the SFU's "
                             f"exact statistics need at least {SFU_STAT_BITS} / {SFU_SQRT_BITS} (an even width)")

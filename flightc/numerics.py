@@ -11,10 +11,12 @@ import math
 
 import numpy as np
 
+from flightc.records import REQUANT
+
 I8_MIN, I8_MAX = -128, 127
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
-REQUANT_RECORD_BYTES = 12  # per output row in PRM: int32 multiplier, uint8 shift, 3 bytes zero, int32 bias
+REQUANT_RECORD_BYTES = REQUANT.size  # per output row in PRM (flightc.records.REQUANT)
 MULT_BITS = 31  # requantization multipliers are normalized to [2^30, 2^31)
 RMS_FRAC_BITS = 8  # the integer RMS carries this many fractional bits
 ROPE_FRAC_BITS = 14  # cos / sin are INT16 in Q1.14
@@ -100,20 +102,15 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarr
 
 
 def pack_requant(mult: np.ndarray, shift: np.ndarray, bias: np.ndarray | None = None) -> bytes:
-    rec = np.zeros((len(mult), REQUANT_RECORD_BYTES), np.uint8)
-    rec[:, 0:4] = np.asarray(mult, "<i4").view(np.uint8).reshape(-1, 4)
-    rec[:, 4] = np.asarray(shift, np.uint8)
-    if bias is not None:
-        rec[:, 8:12] = np.asarray(bias, "<i4").view(np.uint8).reshape(-1, 4)
-    return rec.tobytes()
+    """One requantization record (flightc.records.REQUANT) per row."""
+    values = {"mult": mult, "shift": shift} | ({"bias": bias} if bias is not None else {})
+    return REQUANT.pack(len(mult), **values)
 
 
 def unpack_requant(data: bytes | np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(multiplier, shift, bias) per row."""
-    rec = np.frombuffer(bytes(data), np.uint8)[: rows * REQUANT_RECORD_BYTES].reshape(rows, REQUANT_RECORD_BYTES)
-    mult = rec[:, 0:4].copy().view("<i4").reshape(rows).astype(np.int64)
-    bias = rec[:, 8:12].copy().view("<i4").reshape(rows).astype(np.int64)
-    return mult, rec[:, 4].astype(np.int64), bias
+    r = REQUANT.unpack(data, rows)
+    return r["mult"], r["shift"], r["bias"]
 
 
 def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:

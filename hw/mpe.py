@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
 
-from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.dsp_chain import SparseDspChain
+from flightc.hw.records import REQUANT_LAYOUT
+from flightc.records import REQUANT
 
 def round_shift(x, shift, width: int):
     """x / 2^shift rounded half up (flightc.numerics.round_shift), in ``width`` bits."""
@@ -132,10 +133,8 @@ class Mpe(Elaboratable):
         out_elem = Mux(mode == int(OutMode.REQ_I8), 1, 4)
         out_addr = Signal(BUF_ADDR_BITS)
         m.d.comb += out_addr.eq(f.out_addr + tok * out_stride + row_n * out_elem)
-        rec = Signal(8 * nm.REQUANT_RECORD_BYTES)
-        mult = rec[:32].as_signed()
-        shift = rec[32:40]
-        bias = rec[64:96].as_signed()
+        rec = Signal(REQUANT_LAYOUT)
+        mult, shift, bias = rec.mult, rec.shift, rec.bias
         biased = Signal(signed(cfg.acc_bits + 2))
         m.d.comb += biased.eq(res + bias)
         req = Signal(signed(72))
@@ -264,11 +263,11 @@ class Mpe(Elaboratable):
                 with m.Elif(mode == int(OutMode.ACC32)):
                     m.next = "OUT_WRITE"
                 with m.Else():
-                    read(m, int(Buffer.PRM), f.scale_addr + row_n * nm.REQUANT_RECORD_BYTES, nm.REQUANT_RECORD_BYTES)
+                    read(m, int(Buffer.PRM), f.scale_addr + row_n * REQUANT.size, REQUANT.size)
                     m.next = "OUT_REC"
             with m.State("OUT_REC"):
                 with m.If(eng.done):
-                    m.d.sync += rec.eq(eng.rdata[:len(rec)])
+                    m.d.sync += rec.eq(eng.rdata[:REQUANT_LAYOUT.size])
                     m.next = "OUT_EXTRA"
             with m.State("OUT_EXTRA"):
                 with m.If((mode == int(OutMode.REQ_I8)) & f.lut):

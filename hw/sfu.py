@@ -15,8 +15,9 @@ from flightc.hw.arith import Divider, Isqrt
 from flightc.hw.bytebus import BytePort, ByteEngine
 from flightc.hw.decode import fields, unit_width
 from flightc.hw.mpe import round_shift, saturate
+from flightc.records import NORM, ROPE
 
-READ_MAX_BYTES = 8  # widest operand the SFU reads at once (a norm's INT64 epsilon)
+READ_MAX_BYTES = NORM.eps.nbytes  # widest operand the SFU reads at once (a norm's epsilon)
 
 
 class Sfu(Elaboratable):
@@ -49,7 +50,7 @@ class Sfu(Elaboratable):
         b = Signal(signed(33))  # operand B: partner / second factor / gain / residual
         cc = Signal(signed(33))  # operand C: cos / LayerNorm bias
         s = Signal(signed(17))  # operand D: sin
-        eps = Signal(signed(64))
+        eps = Signal(signed(8 * NORM.eps.nbytes))
         acc = Signal(signed(DIV_BITS))  # per-row statistic
         mean = Signal(signed(40))
         den = Signal(DIV_BITS)  # rms << shift
@@ -101,9 +102,9 @@ class Sfu(Elaboratable):
 
         a_bytes = Mux(wide_src, 4, 1)
         out_bytes = Mux((op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD)), 4, 1)
-        gain_addr = f.prm_addr + 8 + (c << 2)
-        beta_addr = f.prm_addr + 8 + (f.cols << 2) + (c << 2)
-        tab_row = f.prm_addr + r * (head << 1)
+        gain_addr = f.prm_addr + NORM.gain_offset(c)
+        beta_addr = f.prm_addr + NORM.bias_offset(f.cols, c)
+        tab_row = f.prm_addr + r * ROPE.row_bytes(head)
         j = i_head
         partner = c + half
         with m.FSM():
@@ -113,13 +114,13 @@ class Sfu(Elaboratable):
                     m.next = "EPS"
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
                 with m.If(is_norm):
-                    rd(m, int(Buffer.PRM), f.prm_addr, 8)
+                    rd(m, int(Buffer.PRM), f.prm_addr + NORM.eps.offset, NORM.eps.nbytes)
                     m.next = "EPS_WAIT"
                 with m.Else():
                     m.next = "ROW"
             with m.State("EPS_WAIT"):
                 with m.If(eng.done):
-                    m.d.sync += eps.eq(eng.rdata[:64])
+                    m.d.sync += eps.eq(eng.rdata[:8 * NORM.eps.nbytes])
                     m.next = "ROW"
             with m.State("ROW"):
                 with m.If(r == f.rows):
@@ -152,13 +153,13 @@ class Sfu(Elaboratable):
                         m.next = "B_WAIT"
                     with m.Case(int(MiscOp.RMSNORM)):
                         with m.If(pass_ == 1):
-                            rd(m, int(Buffer.PRM), gain_addr, 4)
+                            rd(m, int(Buffer.PRM), gain_addr, NORM.element_bytes)
                             m.next = "B_WAIT"
                         with m.Else():
                             m.next = "OP"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 2):
-                            rd(m, int(Buffer.PRM), gain_addr, 4)
+                            rd(m, int(Buffer.PRM), gain_addr, NORM.element_bytes)
                             m.next = "B_WAIT"
                         with m.Else():
                             m.next = "OP"
@@ -171,26 +172,27 @@ class Sfu(Elaboratable):
                     m.next = "C"
             with m.State("C"):
                 with m.If(op == int(MiscOp.ROPE)):
-                    rd(m, int(Buffer.PRM), tab_row + (j << 1), 2)
+                    rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), ROPE.entry_bytes)
                     m.next = "C_WAIT"
                 with m.Elif(op == int(MiscOp.LAYERNORM)):
-                    rd(m, int(Buffer.PRM), beta_addr, 4)
+                    rd(m, int(Buffer.PRM), beta_addr, NORM.element_bytes)
                     m.next = "C_WAIT"
                 with m.Else():
                     m.next = "OP"
             with m.State("C_WAIT"):
                 with m.If(eng.done):
-                    m.d.sync += cc.eq(Mux(op == int(MiscOp.ROPE), sext(eng.rdata, 16), sext(eng.rdata, 32)))
+                    m.d.sync += cc.eq(Mux(op == int(MiscOp.ROPE), sext(eng.rdata, 8 * ROPE.entry_bytes),
+                                          sext(eng.rdata, 8 * NORM.element_bytes)))
                     with m.If(op == int(MiscOp.ROPE)):
                         m.next = "D"
                     with m.Else():
                         m.next = "OP"
             with m.State("D"):
-                rd(m, int(Buffer.PRM), tab_row + (half << 1) + (j << 1), 2)
+                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), ROPE.entry_bytes)
                 m.next = "D_WAIT"
             with m.State("D_WAIT"):
                 with m.If(eng.done):
-                    m.d.sync += s.eq(sext(eng.rdata, 16))
+                    m.d.sync += s.eq(sext(eng.rdata, 8 * ROPE.entry_bytes))
                     m.next = "OP"
             with m.State("OP"):
                 m.next = "W"

@@ -22,6 +22,7 @@ from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, kmajor_row_bytes,
                                    mpe_macs, mpe_shape, norm_param_bytes, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
+from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
 from flightc.sim.hazards import HazardChecker
 
@@ -306,18 +307,18 @@ class Machine:
         if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
             prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0),
                             np.uint8)[0]
-            eps_q = int(prm[:8].view("<i8")[0])
-            gain = prm[8:8 + 4 * cols].view("<i4").astype(np.int64)
+            eps_q, gain, bias = NORM.unpack(prm, cols, mop is MiscOp.LAYERNORM)
             if mop is MiscOp.RMSNORM:
                 y = nm.rmsnorm(x, gain, eps_q, ins.shift)
             else:
-                y = nm.layernorm(x, gain, prm[8 + 4 * cols:].view("<i4").astype(np.int64), eps_q, ins.shift)
+                y = nm.layernorm(x, gain, bias, eps_q, ins.shift)
         elif mop is MiscOp.ROPE:
             d = ins.imm
             if d <= 0 or d % 2 or cols % d:
                 raise ProgramError(f"ROPE head size {d} must be even and divide cols {cols}")
-            tab = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, rows, 2 * d, 2 * d), "<i2")
-            y = nm.rope(x, tab[:, : d // 2], tab[:, d // 2:], d)
+            row = ROPE.row_bytes(d)
+            tab = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, rows, row, row), np.uint8)
+            y = nm.rope(x, *ROPE.unpack(tab, rows, d), d)
         elif mop is MiscOp.SOFTMAX:
             try:
                 y = nm.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)

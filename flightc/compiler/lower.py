@@ -23,6 +23,7 @@ from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
+from flightc.records import ROPE
 
 ALIGN = 16
 
@@ -126,7 +127,7 @@ class StepLowering:
         self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))
         self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
         self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
-        self.rope = fixed("RoPE rows", Buffer.PRM, length * 2 * d) if "rope" in mem.regions else None
+        self.rope = fixed("RoPE rows", Buffer.PRM, length * ROPE.row_bytes(d)) if "rope" in mem.regions else None
         # on-chip room for attention is sized for the longest window the program may be patched to
         # (length-adaptive templates), so addresses do not depend on the position
         window = max(self.window_len(), window_cap or 0)
@@ -233,7 +234,8 @@ class StepLowering:
                       shift=node["pos_deq"][1])
         self.scratch[Buffer.ACT].free(rows8)
         if self.rope is not None:
-            self.load("rope", Buffer.PRM, self.rope, offset=self.p0 * 2 * s.head_dim, nbytes=L * 2 * s.head_dim)
+            row = ROPE.row_bytes(s.head_dim)
+            self.load("rope", Buffer.PRM, self.rope, offset=self.p0 * row, nbytes=L * row)
         return res
 
     def norm(self, name: str, node: dict, x: Tensor) -> Tensor:

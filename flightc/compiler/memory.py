@@ -16,6 +16,7 @@ from flightc.compress.packing import pack_weight
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
+from flightc.records import NORM, ROPE
 
 ALIGN = 64
 
@@ -140,11 +141,8 @@ def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int
 
 
 def norm_params(node: dict) -> bytes:
-    """INT64 epsilon, INT32 gains and (LayerNorm) INT32 biases: the PRM image of one norm."""
-    data = np.int64(node["eps_q"]).tobytes() + node["gain"].astype("<i4").tobytes()
-    if node["op"] is OpKind.LAYERNORM:
-        data += node["beta_q"].astype("<i4").tobytes()
-    return data
+    """The PRM image of one norm (flightc.records.NORM)."""
+    return NORM.pack(node["eps_q"], node["gain"], node["beta_q"] if node["op"] is OpKind.LAYERNORM else None)
 
 
 def kv_row_bytes(attention: dict, head_dim: int) -> int:
@@ -154,7 +152,7 @@ def kv_row_bytes(attention: dict, head_dim: int) -> int:
 
 def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
     cos, sin = nm.rope_table(np.arange(max_len), head_dim, theta)
-    return np.concatenate([cos, sin], axis=1).astype("<i2").tobytes()
+    return ROPE.pack(cos, sin)
 
 
 def attention_projections(graph: GraphIR) -> dict[str, str]:

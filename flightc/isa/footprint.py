@@ -11,6 +11,7 @@ import numpy as np
 
 from flightc.compress.formats import WeightFormat
 from flightc.numerics import LUT_ENTRIES, REQUANT_RECORD_BYTES
+from flightc.records import NORM, ROPE
 from flightc.config import Buffer
 from flightc.isa.codec import Instruction
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, Sparsity, WeightBits
@@ -140,8 +141,8 @@ MISC_DST_BYTES = {MiscOp.DEQ: 4, MiscOp.DEQ_ADD: 4}  # others write INT8
 
 
 def norm_param_bytes(op: MiscOp, cols: int) -> int:
-    """PRM bytes of a norm's parameters: INT64 epsilon, INT32 gains, and (LayerNorm) INT32 biases."""
-    return 8 + (8 if op is MiscOp.LAYERNORM else 4) * cols
+    """PRM bytes of a norm's parameters (flightc.records.NORM)."""
+    return NORM.nbytes(op is MiscOp.LAYERNORM, cols)
 
 
 def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
@@ -155,7 +156,7 @@ def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
         reads.append(Access(buf(Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0))
     if mop is MiscOp.ROPE:
-        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, rows, 2 * ins.imm, 2 * ins.imm))
+        reads.append(Access(buf(Buffer.PRM), ins.prm_addr, rows, ROPE.row_bytes(ins.imm), ROPE.row_bytes(ins.imm)))
     writes = [Access(buf(ins.dst_buf), ins.dst_addr, rows, cols * dst_elem, ins.dst_stride)]
     if mop is MiscOp.DEQ_ADD:
         reads.append(writes[0])

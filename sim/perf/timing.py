@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, weight_format
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
+from flightc.records import NORM, REQUANT, ROPE
 
 def div_cycles(cfg: HardwareConfig) -> int:
     """From the cycle that starts the SFU's divider to the cycle that sees it done: a quotient bit a cycle."""
@@ -76,7 +76,7 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
     else:
         extra = read_cycles(1) if (mode is OutMode.REQ_I8 and lut) else read_cycles(4) if mode is OutMode.REQ_ADD else 1
         elem = 1 if mode is OutMode.REQ_I8 else 4
-        out_valid = read_cycles(nm.REQUANT_RECORD_BYTES) + extra + write_cycles(elem) + 1
+        out_valid = read_cycles(REQUANT.size) + extra + write_cycles(elem) + 1
 
     def group(cv: int, tt: int) -> int:
         step = tt * (1 + fill_cycles(span, chunk)) + 1 + cv * chain + (1 if cv < C else 0) + 2
@@ -150,20 +150,21 @@ def _sfu_row(cfg: HardwareConfig, op: MiscOp, cols: int, head: int) -> int:
     w = write_cycles(MISC_DST_BYTES.get(op, 1))
     end = 2  # the A state that finds the pass over, and PASS_END
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
+    gain = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
     if op is MiscOp.RMSNORM:
         stat = a + 3
-        out = a + read_cycles(4) + 1 + 1 + div + w + 1
+        out = a + read_cycles(gain) + 1 + 1 + div + w + 1
         return cols * stat + end + div + sqrt + cols * out + end
     if op is MiscOp.LAYERNORM:
         stat = a + 3
-        out = a + read_cycles(4) + read_cycles(4) + 1 + div + w + 1
+        out = a + read_cycles(gain) + read_cycles(gain) + 1 + div + w + 1
         return cols * stat + end + div + cols * stat + end + div + sqrt + cols * out + end
     if op is MiscOp.SOFTMAX:
         stat = a + 3
         return cols * stat + end + cols * stat + end + div + cols * (a + 2 + w + 1) + end
     if op is MiscOp.ROPE:
         pairs = (cols // head) * (head // 2) if head >= 2 else 0
-        return pairs * (a + read_cycles(1) + 2 * read_cycles(2) + 1 + 2 * w + 1) + end
+        return pairs * (a + read_cycles(1) + 2 * read_cycles(ROPE.entry_bytes) + 1 + 2 * w + 1) + end
     if op is MiscOp.EMUL:
         return cols * (a + read_cycles(1) + 1 + 1 + w + 1) + end
     if op is MiscOp.DEQ:
@@ -175,7 +176,7 @@ def _sfu_row(cfg: HardwareConfig, op: MiscOp, cols: int, head: int) -> int:
 
 def misc_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     op = MiscOp(ins.op)
-    head = read_cycles(8) if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1  # EPS: the norms' INT64 epsilon
+    head = read_cycles(NORM.eps.nbytes) if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1  # EPS: the norms' epsilon
     return head + ins.rows * (1 + _sfu_row(cfg, op, ins.cols, ins.imm) + 1) + 1
 
 

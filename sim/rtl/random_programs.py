@@ -22,6 +22,7 @@ from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes
 from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
+from flightc.records import NORM, ROPE
 
 SRC_CHANNEL = 0
 OUT_BYTES = 1 << 14  # per output channel
@@ -202,9 +203,9 @@ class _Builder:
             src_buf, esize, dst_buf, dsize = Buffer.ACC, 4, Buffer.ACT, 1
             data = self.ints(rows * cols, -(1 << 20), 1 << 20, "<i4")
             shift = rand(0, 12)
-            params = self.ints(1, 0, 1 << 20, "<i8") + self.ints(cols, -(1 << 16), 1 << 16, "<i4")
-            if op is MiscOp.LAYERNORM:
-                params += self.ints(cols, -300, 300, "<i4")
+            eps, gain = self.rng.integers(0, (1 << 20) + 1, 1)[0], self.rng.integers(-(1 << 16), (1 << 16) + 1, cols)
+            bias = self.rng.integers(-300, 301, cols) if op is MiscOp.LAYERNORM else None
+            params = NORM.pack(eps, gain, bias)
             assert len(params) == norm_param_bytes(op, cols)
         elif op is MiscOp.SOFTMAX:
             cols = rand(max(1, rows), 40)
@@ -219,7 +220,8 @@ class _Builder:
             imm = d
             src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACT, 1
             data = self.bytes_(rows * cols)
-            params = self.ints(rows * d, -(1 << 15), (1 << 15) - 1, "<i2")
+            entry = np.iinfo(ROPE.entry)
+            params = self.ints(rows * d, entry.min, entry.max, ROPE.entry)
             in_place = rng.random() < 0.5
         elif op is MiscOp.EMUL:
             cols = rand(1, 48)
@@ -242,8 +244,9 @@ class _Builder:
             prm_addr = self.buffer(Buffer.PRM, len(params))
             self.load(Buffer.PRM, prm_addr, 1, len(params), 0, params)
         if op is MiscOp.ROPE:
-            prm_addr = self.buffer(Buffer.PRM, rows * 2 * imm)
-            self.load(Buffer.PRM, prm_addr, rows, 2 * imm, 2 * imm, params)
+            row = ROPE.row_bytes(imm)
+            prm_addr = self.buffer(Buffer.PRM, rows * row)
+            self.load(Buffer.PRM, prm_addr, rows, row, row, params)
         if in_place:
             dst_addr, dst_stride = src_addr, src_stride
         else:
