@@ -12,9 +12,9 @@ from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from flightc.config import Buffer, HardwareConfig
+from flightc.hw.decode import BUF_SEL_BITS
 from flightc.isa.table import BUF_ADDR_BITS
 
-BUF_SEL_BITS = 3
 
 
 class BytePort:

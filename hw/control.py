@@ -14,21 +14,17 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS
-from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, unit_width
+from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
 from flightc.hw.dma import ReadClient
-from flightc.isa.table import ISA, WORD_BITS, Opcode, SysOp, Unit
+from flightc.hw.unit import unit_signature
+from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
 
 NUNITS = len(Unit)
 
 
-class UnitPort:
-    """What the control hands a unit: its instruction and a start pulse; the unit answers done."""
-
-    def __init__(self, unit: Unit):
-        self.unit = unit
-        self.start = Signal(name=f"{unit.name.lower()}_start")
-        self.instr = Signal(unit_width(unit), name=f"{unit.name.lower()}_instr")
-        self.done = Signal(name=f"{unit.name.lower()}_done")
+def unit_port(unit: Unit):
+    """The control's end of a unit's handshake (hw/unit.py's signature, flipped)."""
+    return unit_signature(unit).flip().create(path=(f"{unit.name.lower()}_port",))
 
 
 class Fetcher(Elaboratable):
@@ -42,7 +38,7 @@ class Fetcher(Elaboratable):
         self.out_valid = Signal()
         self.out_ready = Signal()
         self.out_bits = Signal(MAX_WIDTH)
-        self.out_opcode = Signal(3)
+        self.out_opcode = Signal(OPCODE_BITS)
         self.finished = Signal()
         self.bad_opcode = Signal()
 
@@ -63,7 +59,7 @@ class Fetcher(Elaboratable):
         need = Signal(range(MAX_WIDTH // WORD_BITS + 1))
         full = Signal()
         requested = Signal(32)  # bytes asked for
-        m.d.comb += [self.out_valid.eq(full), self.out_bits.eq(ir), self.out_opcode.eq(ir[:3]),
+        m.d.comb += [self.out_valid.eq(full), self.out_bits.eq(ir), self.out_opcode.eq(opcode_of(ir)),
                      self.finished.eq((left == 0) & ~full)]
         with m.If(self.begin):
             m.d.sync += [addr.eq(self.program_addr), left.eq(self.program_bytes), requested.eq(0),
@@ -103,10 +99,10 @@ class Fetcher(Elaboratable):
                 m.d.sync += [ir.word_select(got, WORD_BITS).eq(word), left.eq(left - 4), widx.eq(widx + 1)]
                 with m.If(widx + 1 == words_per_beat):
                     m.d.sync += have_beat.eq(0)
-                this_need = Mux(got == 0, class_words(word[:3]), need)
+                this_need = Mux(got == 0, class_words(opcode_of(word)), need)
                 with m.If(got == 0):
                     m.d.sync += [need.eq(this_need), ir.eq(word)]
-                    with m.If(word[:3] >= len(Opcode)):
+                    with m.If(opcode_of(word) >= len(Opcode)):
                         m.d.sync += self.bad_opcode.eq(1)
                 with m.If(got + 1 == this_need):
                     m.d.sync += [full.eq(1), got.eq(got + 1)]
@@ -206,7 +202,7 @@ class AxiLiteRegs(Elaboratable):
 class Control(Elaboratable):
     """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters."""
 
-    def __init__(self, cfg: HardwareConfig, rd: ReadClient, units: dict[Unit, UnitPort], lite_regs: AxiLiteRegs):
+    def __init__(self, cfg: HardwareConfig, rd: ReadClient, units: dict[Unit, object], lite_regs: AxiLiteRegs):
         self.cfg, self.rd, self.units, self.regs = cfg, rd, units, lite_regs
         self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
         self.barrier_go = Signal()  # every core is at the barrier
@@ -220,7 +216,7 @@ class Control(Elaboratable):
         v = regs.values
         m.d.comb += [fetch.program_addr.eq(v["program_addr"]), fetch.program_bytes.eq(v["program_bytes"]),
                      fetch.begin.eq(regs.started)]
-        sys_port = UnitPort(Unit.SYS)
+        sys_port = unit_port(Unit.SYS)
         ports = dict(self.units)
         ports[Unit.SYS] = sys_port
         queues = {}
@@ -302,7 +298,7 @@ class Control(Elaboratable):
         with m.If(self.running):
             m.d.sync += regs.counters["cycles"].eq(regs.counters["cycles"] + 1)
             for opcode, cls in ISA.items():
-                with m.If(busy[cls.unit] & (held[cls.unit][:3] == int(opcode))):
+                with m.If(busy[cls.unit] & (opcode_of(held[cls.unit]) == int(opcode))):
                     c = regs.counters[f"busy_{cls.name.lower()}"]
                     m.d.sync += c.eq(c + 1)
         return m

@@ -13,7 +13,7 @@ from flightc.config import HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
 from flightc.hw.bytebus import BufferBank, BytePort
-from flightc.hw.control import AxiLiteRegs, Control, UnitPort
+from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import LoadUnit, ReadClient, ReadMux, StoreUnit
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
@@ -73,9 +73,8 @@ class Core(Elaboratable):
         m.submodules.sfu = sfu = Sfu(cfg, ports[Unit.SFU])
         unit_ports = {}
         for u, blk in ((Unit.LD, ld), (Unit.ST, st), (Unit.MPE, mpe), (Unit.SFU, sfu)):
-            up = UnitPort(u)
-            m.d.comb += [blk.start.eq(up.start), blk.instr.eq(up.instr), up.done.eq(blk.done)]
-            unit_ports[u] = up
+            unit_ports[u] = up = unit_port(u)
+            wiring.connect(m, up, blk)
         m.submodules.control = ctl = Control(cfg, fetch_rd, unit_ports, regs)
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
         return m

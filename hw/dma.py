@@ -12,7 +12,7 @@ from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
 from flightc.hw.bytebus import BytePort, ByteEngine
-from flightc.hw.decode import fields, unit_width
+from flightc.hw.unit import ExecutionUnit
 
 
 
@@ -75,35 +75,48 @@ def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
     return ch
 
 
-class LoadUnit(Elaboratable):
-    """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids)."""
+class DmaUnit(ExecutionUnit):
+    """LD and ST: a beat of ``axi_data_bytes`` at a time between a memory channel and a buffer."""
 
-    def __init__(self, cfg: HardwareConfig, rd: ReadClient, port: BytePort, channel_base: list[Signal]):
-        self.cfg, self.rd, self.port, self.channel_base = cfg, rd, port, channel_base
-        self.start = Signal()
-        self.instr = Signal(unit_width(Unit.LD))
-        self.done = Signal()
+    def __init__(self, cfg: HardwareConfig, bus, port: BytePort, channel_base: list[Signal]):
+        super().__init__(cfg)
+        self.bus, self.port, self.channel_base = bus, port, channel_base  # bus: LD's read client, ST's AXI
+        self.beat_bytes = cfg.axi_data_bytes  # the generator builds buffer words as wide (check_rtl_config)
+        self.lane_bits = self.beat_bytes.bit_length() - 1
+
+    OPCODE: Opcode
 
     def elaborate(self, platform):
+        """What LD and ST both walk — the byte engine, the instruction's fields, the row counter, the bytes left
+        of the row, the channel bases and the channel, the buffer address and the memory address — then the
+        unit's own state machine (:meth:`walk`)."""
         m = Module()
-        cfg, rd = self.cfg, self.rd
-        w = cfg.axi_data_bytes  # a beat: the generator builds buffer words as wide (check_rtl_config)
-        lb = w.bit_length() - 1
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
-        ins = Signal.like(self.instr)
-        f = fields(ins, Opcode.LD)
-        bases = Array(self.channel_base)
-        row = Signal.like(f.rows)
-        dst = Signal(BUF_ADDR_BITS)
-        src = Signal(AXI_ADDR_BITS)
-        left = Signal.like(f.row_bytes)
+        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=self.beat_bytes)
+        f = self.fields(self.OPCODE)
+        self.walk(m, eng, f, Signal.like(f.rows), Signal.like(f.row_bytes), Array(self.channel_base),
+                  existing_channel(m, f, self.cfg), Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
+        return m
+
+    def end_after_rows(self, m: Module, row, f) -> None:
+        """In the ROW state: past the last row, report done and go idle (the caller continues with Elif/Else)."""
+        with m.If(row == f.rows):
+            m.d.comb += self.done.eq(1)
+            m.next = "IDLE"
+
+
+class LoadUnit(DmaUnit):
+    """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids)."""
+
+    UNIT, OPCODE = Unit.LD, Opcode.LD
+
+    def walk(self, m, eng, f, row, left, bases, ch, dst, src) -> None:
+        cfg, rd, w, lb = self.cfg, self.bus, self.beat_bytes, self.lane_bits
         beats_left = Signal(range(cfg.axi_burst_beats + 1))
         beat = Signal(8 * w)
         lane = Signal(lb)
         ident = Signal(32)
         id_got = Signal(3)
         gather_phase = Signal()  # reading the id of the current row
-        ch = existing_channel(m, f, cfg)
 
         def issue(m, addr, nbytes):
             want, to_b = burst_beats(addr, nbytes, lb)
@@ -113,14 +126,9 @@ class LoadUnit(Elaboratable):
             return n
 
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [ins.eq(self.instr), row.eq(0)]
-                    m.next = "ROW"
+            self.idle(m, "ROW", row.eq(0))
             with m.State("ROW"):
-                with m.If(row == f.rows):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+                self.end_after_rows(m, row, f)
                 with m.Elif(f.gather):
                     m.d.sync += [src.eq(bases[0] + f.ids_addr + (row << 2)), left.eq(4), gather_phase.eq(1),
                                  id_got.eq(0), dst.eq(f.buf_addr + row * f.buf_stride)]
@@ -170,46 +178,24 @@ class LoadUnit(Elaboratable):
                     m.next = "AR"
                 with m.Else():
                     m.next = "R"
-        return m
 
 
-class StoreUnit(Elaboratable):
+class StoreUnit(DmaUnit):
     """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst."""
 
-    def __init__(self, cfg: HardwareConfig, axi, port: BytePort, channel_base: list[Signal]):
-        self.cfg, self.axi, self.port, self.channel_base = cfg, axi, port, channel_base
-        self.start = Signal()
-        self.instr = Signal(unit_width(Unit.ST))
-        self.done = Signal()
+    UNIT, OPCODE = Unit.ST, Opcode.ST
 
-    def elaborate(self, platform):
-        m = Module()
-        cfg, a = self.cfg, self.axi
-        w = cfg.axi_data_bytes  # a beat: the generator builds buffer words as wide (check_rtl_config)
-        lb = w.bit_length() - 1
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=w)
-        ins = Signal.like(self.instr)
-        f = fields(ins, Opcode.ST)
-        bases = Array(self.channel_base)
-        ch = existing_channel(m, f, cfg)
-        row = Signal.like(f.rows)
-        src = Signal(BUF_ADDR_BITS)
-        dst = Signal(AXI_ADDR_BITS)
-        left = Signal.like(f.row_bytes)
+    def walk(self, m, eng, f, row, left, bases, ch, src, dst) -> None:
+        cfg, a, w, lb = self.cfg, self.bus, self.beat_bytes, self.lane_bits
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
         aw_done = Signal()
         w_done = Signal()
         m.d.comb += [a.awsize.eq(lb), a.awburst.eq(1), a.awlen.eq(0), a.wlast.eq(1)]
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [ins.eq(self.instr), row.eq(0)]
-                    m.next = "ROW"
+            self.idle(m, "ROW", row.eq(0))
             with m.State("ROW"):
-                with m.If(row == f.rows):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
+                self.end_after_rows(m, row, f)
                 with m.Else():
                     m.d.sync += [src.eq(f.buf_addr + row * f.buf_stride),
                                  dst.eq(bases[ch] + f.hbm_addr + row * f.hbm_stride), left.eq(f.row_bytes)]
@@ -243,4 +229,3 @@ class StoreUnit(Elaboratable):
                 with m.If(a.bvalid):
                     m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb)]
                     m.next = "BEAT"
-        return m

@@ -9,15 +9,16 @@ adds into the residual, and writes each result.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
 from flightc.hw.bytebus import BytePort, ByteEngine
-from flightc.hw.decode import fields, unit_width
+from flightc.hw.decode import opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.records import REQUANT_LAYOUT
+from flightc.hw.unit import ExecutionUnit
 from flightc.records import REQUANT
 
 def round_shift(x, shift, width: int):
@@ -31,12 +32,12 @@ def saturate(x, bits: int):
     return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
-class Mpe(Elaboratable):
+class Mpe(ExecutionUnit):
+    UNIT = Unit.MPE
+
     def __init__(self, cfg: HardwareConfig, port: BytePort):
-        self.cfg, self.port = cfg, port
-        self.start = Signal()
-        self.instr = Signal(unit_width(Unit.MPE))
-        self.done = Signal()
+        super().__init__(cfg)
+        self.port = port
         self.span_max = cfg.chain_span_max
 
     def elaborate(self, platform):
@@ -46,10 +47,9 @@ class Mpe(Elaboratable):
         GSB = max(1, SPAN // 16)
         CHUNK = cfg.mpe_fill_bytes  # bytes per operand-fill command
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=CHUNK)
-        ins = Signal(unit_width(Unit.MPE))
-        f = fields(ins, Opcode.MM)  # MV's fields are MM's first fields, at the same bits
+        f = self.fields(Opcode.MM)  # MV's fields are MM's first fields, at the same bits
         is_mm = Signal()
-        m.d.comb += is_mm.eq(ins[:3] == int(Opcode.MM))
+        m.d.comb += is_mm.eq(opcode_of(self.ins) == int(Opcode.MM))
         rows_m = Mux(is_mm, f.m, 1)
         a_stride = Mux(is_mm, f.a_stride, 0)
         out_stride = Mux(is_mm, f.out_stride, 0)
@@ -167,10 +167,7 @@ class Mpe(Elaboratable):
         RET_WIN, RET_VAL, RET_IDX, RET_GS = range(4)
         row_base = f.w_addr + row_n * f.w_stride
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [ins.eq(self.instr), t0.eq(0)]
-                    m.next = "T"
+            self.idle(m, "T", t0.eq(0))
             with m.State("T"):
                 with m.If(t0 >= rows_m):
                     m.d.comb += self.done.eq(1)

@@ -6,26 +6,26 @@ two, takes one reciprocal per row and scales; RoPE, EMUL, DEQ and DEQ_ADD are si
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.arith import Divider, Isqrt
 from flightc.hw.bytebus import BytePort, ByteEngine
-from flightc.hw.decode import fields, unit_width
+from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
 
 READ_MAX_BYTES = NORM.eps.nbytes  # widest operand the SFU reads at once (a norm's epsilon)
 
 
-class Sfu(Elaboratable):
+class Sfu(ExecutionUnit):
+    UNIT = Unit.SFU
+
     def __init__(self, cfg: HardwareConfig, port: BytePort):
-        self.cfg, self.port = cfg, port
-        self.start = Signal()
-        self.instr = Signal(unit_width(Unit.SFU))
-        self.done = Signal()
+        super().__init__(cfg)
+        self.port = port
 
     def elaborate(self, platform):
         m = Module()
@@ -33,8 +33,7 @@ class Sfu(Elaboratable):
         m.submodules.eng = eng = ByteEngine(self.port, max_bytes=READ_MAX_BYTES)
         m.submodules.div = div = Divider(DIV_BITS)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
-        ins = Signal(unit_width(Unit.SFU))
-        f = fields(ins, Opcode.MISC)
+        f = self.fields(Opcode.MISC)
         op = f.op
         r = Signal(len(f.rows) + 1)
         c = Signal(len(f.cols) + 1)
@@ -108,10 +107,7 @@ class Sfu(Elaboratable):
         j = i_head
         partner = c + half
         with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [ins.eq(self.instr), r.eq(0)]
-                    m.next = "EPS"
+            self.idle(m, "EPS", r.eq(0))
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
                 with m.If(is_norm):
                     rd(m, int(Buffer.PRM), f.prm_addr + NORM.eps.offset, NORM.eps.nbytes)
@@ -151,14 +147,8 @@ class Sfu(Elaboratable):
                     with m.Case(int(MiscOp.DEQ_ADD)):
                         rd(m, f.dst_buf, dst_row + (c << 2), 4)
                         m.next = "B_WAIT"
-                    with m.Case(int(MiscOp.RMSNORM)):
-                        with m.If(pass_ == 1):
-                            rd(m, int(Buffer.PRM), gain_addr, NORM.element_bytes)
-                            m.next = "B_WAIT"
-                        with m.Else():
-                            m.next = "OP"
-                    with m.Case(int(MiscOp.LAYERNORM)):
-                        with m.If(pass_ == 2):
+                    with m.Case(int(MiscOp.RMSNORM), int(MiscOp.LAYERNORM)):  # the gain, in the output pass
+                        with m.If(pass_ == Mux(op == int(MiscOp.LAYERNORM), 2, 1)):
                             rd(m, int(Buffer.PRM), gain_addr, NORM.element_bytes)
                             m.next = "B_WAIT"
                         with m.Else():

@@ -1,0 +1,38 @@
+"""What every execution unit of a core shares: the instruction handshake with the control, the latched
+instruction and the idle state; LD, ST, the MPE and the SFU are :class:`ExecutionUnit` components."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from flightc.config import HardwareConfig
+from flightc.hw.decode import fields, unit_width
+from flightc.isa.table import Opcode, Unit
+
+
+def unit_signature(unit: Unit) -> wiring.Signature:
+    """From the unit's side: the control pulses ``start`` with ``instr``; the unit pulses ``done``."""
+    return wiring.Signature({"start": In(1), "instr": In(unit_width(unit)), "done": Out(1)})
+
+
+class ExecutionUnit(wiring.Component):
+    """A unit with its handshake; a subclass opens its FSM with :meth:`idle`, which latches the instruction
+    into :attr:`ins` on ``start`` (its fields are :meth:`fields`) and moves on."""
+
+    UNIT: Unit
+
+    def __init__(self, cfg: HardwareConfig, **members):
+        self.cfg = cfg
+        super().__init__({**unit_signature(self.UNIT).members, **members})
+        self.ins = Signal(unit_width(self.UNIT), name=f"{self.UNIT.name.lower()}_ins")
+
+    def fields(self, opcode: Opcode):
+        return fields(self.ins, opcode)
+
+    def idle(self, m: Module, then: str, *init) -> None:
+        """The IDLE state (call it first inside the unit's ``with m.FSM()``)."""
+        with m.State("IDLE"):
+            with m.If(self.start):
+                m.d.sync += [self.ins.eq(self.instr), *init]
+                m.next = then
