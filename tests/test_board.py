@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from boards import virtual_board, virtual_overlay
+from boards import virtual_board, virtual_overlay, wait_listening
 from flightc.bitstreams.manifest import OverlayManifest, manifest_path, read_manifest, write_manifest
 from flightc.cli import main
 from flightc.config import PRESETS
@@ -176,3 +176,17 @@ def test_xrt_backend_says_clearly_that_pyxrt_is_missing(addition, tmp_path):
         open_backend("xrt", b, overlay=xclbin)
     with pytest.raises(FlightcError, match="needs the card's .xclbin"):
         open_backend("xrt", b)
+
+
+def test_the_board_stops_on_sigint_even_when_started_with_it_ignored():
+    """A background job of a script starts with SIGINT ignored; `flightc board serve` still stops on it."""
+    proc = subprocess.Popen([sys.executable, "-m", "flightc.cli", "board", "serve", "--address", "127.0.0.15"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_listening("127.0.0.15", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0  # a board that ignored it would still be serving: the wait times out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

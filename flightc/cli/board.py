@@ -1,6 +1,9 @@
 """flightc board serve: the virtual PYNQ board on a local address."""
 from __future__ import annotations
 
+import signal
+import threading
+
 from flightc.cli.render import console, one_of
 from flightc.errors import FlightcError
 
@@ -45,10 +48,13 @@ def cmd_serve(args) -> int:
                   f"{args.address}:{args.port}\n  clients: flightc run BUNDLE --backend pynq --overlay OVERLAY.bit "
                   f"--board {target}\n           or pynq itself with PYNQ_REMOTE_DEVICES={args.address}\n"
                   "  Ctrl-C stops it", highlight=False)
+    # Ctrl-C or a TERM stops it, also where SIGINT was ignored when it started (a background job of a script)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        server.wait_for_termination()
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
     finally:
         server.stop(0)
         vb.close()

@@ -2,10 +2,10 @@
 
 Every formula here counts the states of a unit's state machine in ``flightc.hw`` (the MPE in
 ``hw/mpe.py``, LD/ST in ``hw/dma.py``, the SFU in ``hw/sfu.py``) for an uncontended run; the
-microarchitecture parameters (fill size, burst length, AXI width, divider and square-root widths)
-come from the config, which the generator builds from too, and nothing here imports Amaranth. The calibration tests run the same
-instructions on the RTL and compare, so a change to a state machine that is not mirrored here
-fails the build.
+microarchitecture parameters (fill size, burst length, AXI width, divider and square-root
+widths) come from the config, which the generator builds from too; nothing here imports Amaranth.
+The calibration tests run the same instructions on the RTL and compare, so a change to a state
+machine that is not mirrored here fails the build.
 
 Conventions: a unit's *busy* time runs from the cycle after it accepts an instruction to the cycle
 it reports done, inclusive (the ``busy_<class>`` counters of ``hw/regs.py`` count exactly that).
