@@ -8,13 +8,19 @@
   patches/step/LLLL/PPPPP.cC.bin   its patch table (flightc.isa.patch): the fields that move with
                          the position
 
-Every backend opens bundles through :func:`load_bundle`, which refuses one built for another ISA
-version or hardware configuration with a message that says what to do.
+The manifest lists a SHA-256 of every other member (``members``); the manifest's own SHA-256 is the
+zip comment. Every backend opens bundles through :func:`load_bundle`, which checks the manifest's hash
+first, then each member's before using a byte of it, and refuses one built for another ISA version or
+hardware configuration, each with a message that names what is wrong and says what to do.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +32,16 @@ from flightc.isa.patch import PATCH_DTYPE, apply_patches
 from flightc.isa.table import ISA_VERSION
 
 BUNDLE_FORMAT = "flightc-bundle"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3  # 3: member hashes and the manifest's hash in the zip comment; configs with microarchitecture
+MANIFEST = "manifest.json"
+COMMENT_PREFIX = b"flightc manifest sha256 "
+# what zipfile raises on a damaged archive, besides BadZipFile
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, struct.error, EOFError, OSError,
+               NotImplementedError, zlib.error, UnicodeDecodeError, OverflowError)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -104,24 +119,66 @@ class Bundle:
         return {"template_bytes": sum(len(b) for s in self.programs.values() for b in s),
                 "patch_bytes": sum(len(b) for s in self.patches.values() for b in s)}
 
+    def members(self) -> dict[str, bytes]:
+        """Every member but the manifest, by its name in the zip."""
+        out = {f"hbm/ch{ch:02d}.bin": bytes(data) for ch, data in sorted(self.images.items())}
+        for folder, table in (("programs", self.programs), ("patches", self.patches)):
+            for key, streams in sorted(table.items()):
+                for core, data in enumerate(streams):
+                    out[f"{folder}/{key}.c{core}.bin"] = bytes(data)
+        return out
+
     def save(self, path: str | Path) -> Path:
-        """Write the bundle; the same content always gives the same bytes (no timestamps)."""
+        """Write the bundle (atomically: a temporary file renamed into place); the same content always gives the
+        same bytes (no timestamps). The manifest records each member's SHA-256 (also in this object's manifest)."""
         path = Path(path)
+        members = self.members()
+        self.manifest["members"] = {name: _sha256(data) for name, data in members.items()}
+        manifest = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
 
         def put(z: zipfile.ZipFile, name: str, data) -> None:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             z.writestr(info, data)
 
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
-            put(z, "manifest.json", json.dumps(self.manifest, indent=1, sort_keys=True))
-            for ch, data in sorted(self.images.items()):
-                put(z, f"hbm/ch{ch:02d}.bin", data)
-            for folder, table in (("programs", self.programs), ("patches", self.patches)):
-                for key, streams in sorted(table.items()):
-                    for core, data in enumerate(streams):
-                        put(z, f"{folder}/{key}.c{core}.bin", data)
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+                z.comment = COMMENT_PREFIX + _sha256(manifest).encode()
+                put(z, MANIFEST, manifest)
+                for name, data in members.items():
+                    put(z, name, data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
+
+
+def _read_member(z: zipfile.ZipFile, path: Path, name: str) -> bytes:
+    try:
+        return z.read(name)
+    except _ZIP_ERRORS as e:
+        raise BundleError(f"{path}: member {name} cannot be read ({e}); the bundle is corrupted: recompile or "
+                          f"copy it again") from None
+
+
+def _read_manifest(z: zipfile.ZipFile, path: Path) -> dict:
+    """The manifest, checked against the hash in the zip comment (an older bundle is named by its version)."""
+    data = _read_member(z, path, MANIFEST)
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    comment = z.comment
+    if not comment.startswith(COMMENT_PREFIX):
+        if isinstance(manifest, dict) and manifest.get("bundle_version") != BUNDLE_VERSION:
+            check_manifest(manifest, path)  # says which version it is and what to do
+        raise BundleError(f"{path}: the zip comment holds no manifest hash: the bundle was not written by flightc "
+                          f"or was re-zipped; recompile it (`flightc compile`)")
+    if comment[len(COMMENT_PREFIX):].decode("ascii", "replace") != _sha256(data) or not isinstance(manifest, dict):
+        raise BundleError(f"{path}: {MANIFEST} does not match the hash in the zip comment: the bundle was edited or "
+                          f"corrupted; recompile it or copy it again")
+    return manifest
 
 
 def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundle:
@@ -129,24 +186,36 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
     path = Path(path)
     try:
         z = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise BundleError(f"{path}: not a flightc bundle ({e})") from None
+    except _ZIP_ERRORS as e:
+        raise BundleError(f"{path}: not a flightc bundle, or its zip directory is damaged ({e})") from None
     with z:
-        try:
-            manifest = json.loads(z.read("manifest.json"))
-        except KeyError:
-            raise BundleError(f"{path}: no manifest.json; not a flightc bundle") from None
+        names = set(z.namelist())
+        if MANIFEST not in names:
+            raise BundleError(f"{path}: no {MANIFEST}; not a flightc bundle")
+        manifest = _read_manifest(z, path)
         check_manifest(manifest, path, expect)
-        images = {int(n[len("hbm/ch"):-4]): z.read(n) for n in z.namelist() if n.startswith("hbm/")}
-        tables: dict[str, dict[str, list[bytes]]] = {"programs": {}, "patches": {}}
-        for n in sorted(z.namelist()):
-            folder = n.split("/", 1)[0]
-            if folder in tables:
-                key, core = n[len(folder) + 1:-len(".bin")].rsplit(".c", 1)
-                streams = tables[folder].setdefault(key, [])
-                if int(core) != len(streams):
-                    raise BundleError(f"{path}: {folder} {key} is missing the stream of core {len(streams)}")
-                streams.append(z.read(n))
+        want = manifest.get("members")
+        if not isinstance(want, dict) or set(want) != names - {MANIFEST}:
+            extra = sorted(names - {MANIFEST} - set(want or ()))
+            missing = sorted(set(want or ()) - names)
+            raise BundleError(f"{path}: its members do not match the manifest (not listed: {extra[:3]}, missing: "
+                              f"{missing[:3]}); the bundle was edited or corrupted")
+        data = {}
+        for n in sorted(want):
+            data[n] = _read_member(z, path, n)
+            if _sha256(data[n]) != want[n]:
+                raise BundleError(f"{path}: member {n} does not match its SHA-256 in the manifest: the bundle was "
+                                  f"edited or corrupted; recompile it or copy it again")
+    images = {int(n[len("hbm/ch"):-4]): d for n, d in data.items() if n.startswith("hbm/")}
+    tables: dict[str, dict[str, list[bytes]]] = {"programs": {}, "patches": {}}
+    for n, d in data.items():
+        folder = n.split("/", 1)[0]
+        if folder in tables:
+            key, core = n[len(folder) + 1:-len(".bin")].rsplit(".c", 1)
+            streams = tables[folder].setdefault(key, [])
+            if int(core) != len(streams):
+                raise BundleError(f"{path}: {folder} {key} is missing the stream of core {len(streams)}")
+            streams.append(d)
     return Bundle(manifest, images, tables["programs"], tables["patches"])
 
 

@@ -1,15 +1,18 @@
+import hashlib
 import json
 import zipfile
 
 import pytest
 
-from flightc.bundle import load_bundle
+from flightc.bundle import BUNDLE_VERSION, COMMENT_PREFIX, load_bundle
 from flightc.config import PRESETS
 from flightc.errors import BundleError
 from flightc.runtime.session import Session
 
 
-def _rewrite_manifest(src, dst, change):
+def _rewrite_manifest(src, dst, change, sign=True):
+    """A copy with the manifest changed; ``sign``: with its new hash in the zip comment, as a deliberate edit
+    would be (so the checks behind the integrity check are reached)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for item in zin.namelist():
             data = zin.read(item)
@@ -17,6 +20,8 @@ def _rewrite_manifest(src, dst, change):
                 m = json.loads(data)
                 change(m)
                 data = json.dumps(m).encode()
+                if sign:
+                    zout.comment = COMMENT_PREFIX + hashlib.sha256(data).hexdigest().encode()
             zout.writestr(item, data)
 
 
@@ -62,3 +67,56 @@ def test_not_a_bundle(tmp_path):
 def test_missing_program_names_what_exists(tiny_w8):
     with pytest.raises(BundleError, match=r"no program for steps of 3 tokens \(it has \[1, 8\]\)"):
         tiny_w8.bundle.program("prefill", 3)
+
+
+def test_an_unsigned_edit_or_a_changed_member_is_refused_by_name(tiny_w8, tmp_path):
+    path = tiny_w8.bundle.save(tmp_path / "m.flb")
+    _rewrite_manifest(path, tmp_path / "unsigned.flb", lambda m: m.update(max_len=999), sign=False)
+    with pytest.raises(BundleError, match="zip comment holds no manifest hash"):
+        load_bundle(tmp_path / "unsigned.flb")
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp_path / "image.flb", "w") as zout:
+        zout.comment = zin.comment
+        for item in zin.namelist():
+            data = zin.read(item)
+            zout.writestr(item, data if item != "hbm/ch01.bin" else data[: len(data) // 2])
+    with pytest.raises(BundleError, match="member hbm/ch01.bin does not match its SHA-256"):
+        load_bundle(tmp_path / "image.flb")
+
+
+def test_an_older_bundle_version_is_named(tiny_w8, tmp_path):
+    path = tiny_w8.bundle.save(tmp_path / "m.flb")
+    _rewrite_manifest(path, tmp_path / "v2.flb", lambda m: m.update(bundle_version=2), sign=False)
+    with pytest.raises(BundleError, match=f"v2; this flightc reads flightc-bundle v{BUNDLE_VERSION}"):
+        load_bundle(tmp_path / "v2.flb")
+
+
+def test_damaged_bundles_are_refused_by_member_or_load_unchanged(tiny_w8, tmp_path):
+    """Seeded byte flips and truncations anywhere in a real bundle: each is refused, naming the member, the
+    manifest or the zip directory, or loads to exactly the original (a flip in bytes no reader uses)."""
+    import numpy as np
+
+    path = tiny_w8.bundle.save(tmp_path / "m.flb")
+    good = path.read_bytes()
+    want = load_bundle(path)
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad.flb"
+    refused = unchanged = 0
+    for case in range(300):
+        data = bytearray(good)
+        if case % 5 == 4:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:  # near the end (the zip directory) a third of the time
+            at = int(rng.integers(max(0, len(data) - 2048), len(data))) if case % 3 == 0 else int(
+                rng.integers(0, len(data)))
+            data[at] ^= int(rng.integers(1, 256))
+        bad.write_bytes(bytes(data))
+        try:
+            b = load_bundle(bad)
+        except BundleError as e:
+            assert any(w in str(e) for w in ("member", "manifest", "zip", "not a flightc bundle")), str(e)
+            refused += 1
+            continue
+        assert (b.manifest, b.images, b.programs, b.patches) == (want.manifest, want.images, want.programs,
+                                                                 want.patches), f"case {case}"
+        unchanged += 1
+    assert refused > 250 and refused + unchanged == 300
