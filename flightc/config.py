@@ -188,9 +188,23 @@ class HardwareConfig:
         if unknown or missing:
             raise ConfigError(f"hardware config: unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
         d = dict(d)
-        d["mem_kind"] = MemoryKind(d["mem_kind"])
-        d["sparse_n"] = tuple(d["sparse_n"])
-        d["weight_bits"] = tuple(d["weight_bits"])
+        try:
+            d["mem_kind"] = MemoryKind(d["mem_kind"])
+        except ValueError:
+            raise ConfigError(f"hardware config: mem_kind {d['mem_kind']!r} is none of "
+                              f"{[k.value for k in MemoryKind]}") from None
+        for f in dataclasses.fields(cls):
+            want = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(f.type))
+            v = d[f.name]
+            if f.name in ("sparse_n", "weight_bits"):
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                               for x in v):
+                    raise ConfigError(f"hardware config: {f.name} = {v!r} must be a list of integers")
+                d[f.name] = tuple(v)
+            elif want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
+                raise ConfigError(f"hardware config: {f.name} = {v!r} must be {str(f.type)}")
+            elif str(f.type) == "float":
+                d[f.name] = float(v)  # 200 and 200.0 are one config (and one hash)
         return cls(**d)
 
     @property
@@ -242,6 +256,15 @@ def load_config(spec: str | Path | HardwareConfig) -> HardwareConfig:
         return PRESETS[str(spec)]
     path = Path(spec)
     if path.suffix == ".json" and path.exists():
-        return HardwareConfig.from_dict(json.loads(path.read_text()))
+        try:
+            d = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e}); write it with `flightc config NAME -o FILE`") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: a hardware config is a JSON object of fields, not a {type(d).__name__}")
+        try:
+            return HardwareConfig.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     raise ConfigError(f"unknown hardware config {str(spec)!r}: use a preset ({', '.join(PRESETS)}) "
                       f"or a JSON file")

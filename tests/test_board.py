@@ -66,13 +66,13 @@ def test_killing_the_board_mid_run_is_a_clear_error(addition):
     with virtual_board("127.0.0.12") as board:
         client = subprocess.Popen([sys.executable, "-m", "flightc.cli", "run", bundle, "--backend", "pynq",
                                    "--overlay", str(overlay), "--board", "127.0.0.12", "--prompt-ids", "5,6,7,8",
-                                   "--max-new-tokens", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   "--max-new-tokens", "29"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         seen = ""
         while "programming" not in seen:  # the board logs when the client downloads the overlay
             seen += board.stdout.readline()
             assert client.poll() is None, client.communicate()
-        time.sleep(2.0)  # the client is generating now (30 tokens take longer than this)
+        time.sleep(2.0)  # the client is generating now (29 tokens take longer than this)
         assert client.poll() is None, "the run ended before the board could be killed"
         board.send_signal(signal.SIGKILL)
         board.wait()

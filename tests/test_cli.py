@@ -51,7 +51,9 @@ def test_sim_streams_tokens_and_counters(bundle, capsys, tmp_path):
 
 def test_errors_are_reported_not_raised(bundle, capsys):
     assert main(["sim", str(bundle), "--prompt-ids", ",".join(["1"] * 15), "--max-new-tokens", "3"]) == 2
-    assert "exceeds the bundle's max_len 16" in capsys.readouterr().err
+    err = capsys.readouterr()
+    assert "needs 17 positions; the bundle's max_len is 16: ask for at most 2 new tokens" in " ".join(err.err.split())
+    assert "tokens:" not in err.out  # refused before the first step
     assert main(["compile", "builtin:tiny-llama", "--bits", "5", "-o", "x.flb"]) == 2
     assert main(["sim", str(bundle), "--prompt-ids", "1,999", "--max-new-tokens", "2"]) == 2
 
@@ -185,3 +187,49 @@ def test_inspect_config_demo_and_isa_doc(bundle, tmp_path, capsys):
     assert "expected FIELD=JSON" in capsys.readouterr().err
     assert main(["demo", "--formats", "w8", "-n", "2", "--out", str(tmp_path / "demo")]) == 0
     assert "exact match on 2 held-out problems" in capsys.readouterr().out
+
+
+def _nan_model_folder(folder: Path) -> Path:
+    import copy
+
+    import torch
+
+    from conftest import torch_model
+
+    model = copy.deepcopy(torch_model("tiny-llama"))
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[3, 5] = float("nan")
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["malformed config", "config field type", "NaN weight", "remote board address"])
+def test_bad_input_gets_a_one_line_error_naming_what_is_wrong(case, tmp_path, capsys):
+    out = tmp_path / "m.flb"
+    if case == "malformed config":
+        (tmp_path / "hw.json").write_text('{"name": "x", ')
+        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(tmp_path / "hw.json"), "-o", str(out)], \
+            ["hw.json: not valid JSON"]
+    elif case == "config field type":
+        d = json.loads((ROOT / "flightc" / "dse" / "data" / "synth_calibration.json").read_text())["runs"][0]["config"]
+        (tmp_path / "hw.json").write_text(json.dumps({**d, "mpe_chains": "4"}))
+        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(tmp_path / "hw.json"), "-o", str(out)], \
+            ["hw.json: hardware config: mpe_chains = '4' must be int"]
+    elif case == "NaN weight":
+        argv, words = ["compile", str(_nan_model_folder(tmp_path / "model")), "-o", str(out)], \
+            ["layer L1.up_proj: tensor 'weight' has 1 NaN or Inf value(s)"]
+    else:
+        argv, words = ["board", "serve", "--address", "10.1.2.3"], ["not a loopback address", "--allow-remote"]
+    capsys.readouterr()  # what making the inputs printed
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())  # (rich wraps at the captured console's width)
+    assert err.startswith("error:") and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_a_config_clock_given_as_an_integer_is_the_same_config(tmp_path):
+    path = tmp_path / "c.json"
+    assert main(["config", "tiny", "--set", "clock_mhz=100", "-o", str(path)]) == 0
+    from flightc.config import PRESETS, load_config
+
+    assert load_config(path).hash == PRESETS["tiny"].hash

@@ -4,7 +4,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from flightc.cli.render import console, one_of
+from flightc.cli.render import console, err, one_of
 from flightc.errors import FlightcError
 
 
@@ -19,7 +19,10 @@ def register(sub) -> None:
                                        "client (PYNQ_REMOTE_DEVICES=ADDRESS) or `flightc run --backend pynq`")
     bs.add_argument("--backend", default=next(iter(BOARD_BACKENDS)), choices=tuple(BOARD_BACKENDS),
                     help="; ".join(f"{b.name}: {b.summary}" for b in BOARD_BACKENDS.values()))
-    bs.add_argument("--address", default="127.0.0.2", help="address to listen on (a loopback one by default)")
+    bs.add_argument("--address", default="127.0.0.2", help="address to listen on (a loopback one by default; "
+                                                           "another needs --allow-remote)")
+    bs.add_argument("--allow-remote", action="store_true", help="listen on a non-loopback address: pynq's "
+                    "remote-device protocol has no authentication, so anyone who reaches it drives the board")
     bs.add_argument("--port", type=int, default=7967, help="pynq's remote-device port (its client uses 7967)")
     bs.add_argument("--board", default=pynq_boards[0], help=f"which PYNQ board it is ({', '.join(pynq_boards)})")
     bs.add_argument("--memory-mib", type=int, help="the board's DDR (default "
@@ -27,6 +30,15 @@ def register(sub) -> None:
                     + ": the RTL's testbench memory, a power of two)")
     bs.add_argument("--no-hazard-check", action="store_true", help="fsim: skip the token-ordering checks")
     bs.set_defaults(func=cmd_serve)
+
+
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def cmd_serve(args) -> int:
@@ -37,6 +49,12 @@ def cmd_serve(args) -> int:
     b = board(args.board)
     if b.flow is not Flow.PYNQ:
         raise FlightcError(f"the virtual board is a PYNQ board; {b.name} is an Alveo card (XRT)")
+    if not _loopback(args.address):
+        if not args.allow_remote:
+            raise FlightcError(f"--address {args.address} is not a loopback address; pynq's remote-device protocol "
+                               "has no authentication: pass --allow-remote to serve it anyway")
+        err.print(f"[yellow]warning:[/] serving on {args.address} without authentication: anyone who reaches "
+                  "this address drives the board")
     vb = VirtualBoard(b, args.backend, args.memory_mib, check_hazards=not args.no_hazard_check)
     memory = (vb.memory.base + vb.memory.size - b.ddr_base) >> 20
     try:

@@ -46,6 +46,7 @@ def cmd_run(args) -> int:
     options = given_options(args)
     prompt = _ids(args.prompt_ids)
     with Session(args.bundle, backend=args.backend, **options) as session:
+        session.check_request(prompt, args.max_new_tokens)
         console.print(f"prompt: {prompt}")
         t0 = time.perf_counter()
         tokens, logits = [], []

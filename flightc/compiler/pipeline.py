@@ -46,6 +46,16 @@ class Compiled:
     allocation: Allocation | None = None
 
 
+def check_finite(g: GraphIR) -> None:
+    """Refuse NaN or Inf in any loaded tensor, naming the layer and the tensor (checked before any work)."""
+    for name in g.order():
+        for key, value in g.node(name).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int((~np.isfinite(value)).sum())
+                raise UnsupportedError(f"layer {name}: tensor {key!r} has {bad} NaN or Inf value(s) of {value.size}; "
+                                       f"the checkpoint is damaged or was saved after a diverged run")
+
+
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
                   plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
@@ -94,6 +104,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         g = timed("frontend", load_exported, model)
     else:
         g = timed("frontend", load_hf, model, random_weights)
+    if weights:
+        check_finite(g)
     if calibration is None and weights:
         task = task_of(model) if isinstance(model, (str, Path)) else None
         calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)

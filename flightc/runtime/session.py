@@ -80,8 +80,22 @@ class Session:
     def decode(self, token: int) -> np.ndarray:
         return self._step([int(token)])
 
+    def check_request(self, prompt: list[int], max_new_tokens: int) -> None:
+        """Refuse, before any step, a request that cannot fit the bundle's max_len."""
+        need = len(prompt) + max(max_new_tokens, 1) - 1  # the last token is generated, never fed back
+        if max_new_tokens < 0 or need > self.bundle.max_len:
+            raise UnsupportedError(f"a prompt of {len(prompt)} tokens and {max_new_tokens} new tokens needs "
+                                   f"{need} positions; the bundle's max_len is {self.bundle.max_len}: ask for at most "
+                                   f"{max(0, self.bundle.max_len - len(prompt) + 1)} new tokens, or recompile with a "
+                                   f"larger --max-len")
+
     def generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Greedy decoding; yields (token, the INT32 logits it was chosen from)."""
+        """Greedy decoding; yields (token, the INT32 logits it was chosen from). A request that cannot fit the
+        bundle's max_len is refused when this is called, before the first step."""
+        self.check_request(prompt, max_new_tokens)
+        return self._generate(prompt, max_new_tokens)
+
+    def _generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
         logits = self.prefill(prompt)
         for i in range(max_new_tokens):
             token = int(np.argmax(logits))
