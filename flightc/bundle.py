@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ import numpy as np
 
 from flightc.config import HardwareConfig
 from flightc.errors import BundleError
+from flightc.files import atomic_path
 from flightc.isa.patch import PATCH_DTYPE, apply_patches
 from flightc.isa.table import ISA_VERSION
 
@@ -141,16 +141,11 @@ class Bundle:
             info.external_attr = 0o644 << 16
             z.writestr(info, data)
 
-        tmp = path.with_name(f".{path.name}.partial")
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-                z.comment = COMMENT_PREFIX + _sha256(manifest).encode()
-                put(z, MANIFEST, manifest)
-                for name, data in members.items():
-                    put(z, name, data)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            z.comment = COMMENT_PREFIX + _sha256(manifest).encode()
+            put(z, MANIFEST, manifest)
+            for name, data in members.items():
+                put(z, name, data)
         return path
 
 

@@ -233,3 +233,29 @@ def test_a_config_clock_given_as_an_integer_is_the_same_config(tmp_path):
     from flightc.config import PRESETS, load_config
 
     assert load_config(path).hash == PRESETS["tiny"].hash
+
+
+def test_a_bug_is_an_internal_error_with_exit_1_not_a_traceback(monkeypatch, capsys):
+    import flightc.cli.config as config_cmd
+
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(config_cmd, "cmd_config", broken)
+    assert main(["config"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: internal error: RuntimeError: boom") and "issue tracker" in err
+
+
+def test_json_outputs_are_written_atomically(bundle, tmp_path, monkeypatch):
+    """A command interrupted while writing leaves no file that looks complete."""
+    import flightc.files as files
+
+    out = tmp_path / "perf.json"
+
+    def interrupted(path, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.Path, "write_bytes", interrupted)
+    assert main(["perf", str(bundle), "--prompt", "2", "--decode", "1", "--json", str(out)]) == 130
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))

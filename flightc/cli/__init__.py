@@ -15,6 +15,7 @@ from flightc.cli import board, config, demo, dse, hw, inspect, perf, run
 from flightc.cli import compile as compile_cmd
 from flightc.cli import eval as eval_cmd
 from flightc.cli.render import err
+from flightc import __version__
 from flightc.errors import FlightcError
 
 # the order `flightc --help` lists the subcommands in
@@ -23,8 +24,6 @@ REGISTER = (compile_cmd.register, perf.register, run.register, inspect.register,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flightc import __version__
-
     p = argparse.ArgumentParser(prog="flightc", description="Compile compressed LLMs for FlightLLM-style FPGA "
                                 "accelerators and run them bit-exactly on simulators and boards.")
     p.add_argument("--version", action="version", version=f"flightc {__version__}")
@@ -36,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: 0 on success, 2 (one line naming what is wrong) for bad input, 1 for a flightc bug."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
@@ -43,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     except FlightcError as e:
         err.print(f"[red]error:[/] {escape(str(e))}")
         return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as e:  # a bug, not bad input: say so, and how to report it
+        if args.verbose:
+            err.print_exception()
+        err.print(f"[red]error:[/] internal error: {escape(type(e).__name__)}: {escape(str(e))}\n  this is a bug in "
+                  f"flightc {__version__}, not in your input; please report it on flightc's issue tracker with the "
+                  f"command line and its output with -v (which adds the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

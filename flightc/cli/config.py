@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rich.table import Table
 
 from flightc.cli.render import console
 from flightc.errors import ConfigError
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -49,7 +49,7 @@ def cmd_config(args) -> int:
         cfg = HardwareConfig.from_dict({**cfg.to_dict(), **_changes(args.set)})
     text = cfg.to_json()
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        write_atomic(args.output, text + "\n")
         console.print(f"wrote {args.output} (hash {cfg.hash})")
     else:
         print(text)

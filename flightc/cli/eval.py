@@ -1,11 +1,11 @@
 """flightc eval: task accuracy or held-out perplexity, float model vs compiled model on a backend."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from flightc.cli.backend_options import add_backend_choice
 from flightc.cli.render import console, progress, table
 from flightc.errors import FlightcError
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -69,5 +69,5 @@ def cmd_eval(args) -> int:
             ("teacher-forced token agreement", f"{r.teacher_forced_agreement:.1%}"),
             ("logit relative error", f"{r.logit_rel_error:.4f}"), ("wall time", f"{r.wall_s:.1f} s")]))
     if args.json:
-        Path(args.json).write_text(r.to_json())
+        write_atomic(args.json, r.to_json())
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flightc.cli.render import console, parts_help, presets_help, table
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -68,14 +69,14 @@ def cmd_synth(args) -> int:
     console.print(table(f"{what}{cfg.name} ({cfg.hash}): resources mapped by yosys", ("resource", "count"), rows))
     if args.chain:
         if args.json:
-            Path(args.json).write_text(r.to_json())
+            write_atomic(args.json, r.to_json())
         return 0
     kinds = sorted(r.per_module.items(), key=lambda kv: -kv[1]["LUT"])
     console.print(table("per module kind", ("module", "DSP48E2 / LUT / FF / BRAM36 / BRAM18"),
                         [(k, f"{v['DSP48E2']} / {v['LUT']:,} / {v['FF']:,} / {v['BRAM36']} / {v['BRAM18']}")
                          for k, v in kinds[:16]]))
     if args.json:
-        Path(args.json).write_text(r.to_json())
+        write_atomic(args.json, r.to_json())
     return 0
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rich.table import Table
 
 from flightc.cli.render import console, print_layers
 from flightc.errors import FlightcError
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -105,7 +105,7 @@ def cmd_isa_doc(args) -> int:
 
     text = render()
     if args.output:
-        Path(args.output).write_text(text)
+        write_atomic(args.output, text)
         console.print(f"wrote {args.output}")
     else:
         print(text)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from flightc.cli.render import console, progress, table
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -58,5 +58,5 @@ def cmd_perf(args) -> int:
         write_trace(steps, args.trace)
         console.print(f"timeline (open in ui.perfetto.dev) written to {args.trace}")
     if args.json:
-        Path(args.json).write_text(json.dumps(r.to_dict(), indent=1))
+        write_atomic(args.json, json.dumps(r.to_dict(), indent=1))
     return 0

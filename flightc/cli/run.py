@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from flightc.cli.backend_options import add_backend_choice, add_backend_flags, given_options
 from flightc.cli.render import console, table
 from flightc.errors import FlightcError
+from flightc.files import write_atomic
 
 
 def register(sub) -> None:
@@ -77,7 +77,7 @@ def cmd_run(args) -> int:
         doc = {"schema": RUN_SCHEMA.version, "backend": args.backend, "prompt": prompt, "tokens": tokens,
                "wall_s": wall, "modeled_steps": [r.to_dict() for r in reports],
                "reference": compared.to_dict() if compared else None, "counters": c.to_dict()}
-        Path(args.json).write_text(json.dumps(doc, indent=1))
+        write_atomic(args.json, json.dumps(doc, indent=1))
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flightc.files import write_atomic
 from flightc.isa.disasm import format_instruction
 from flightc.isa.table import MiscOp, Opcode, Unit
 from flightc.sim.perf.schedule import Schedule
@@ -50,5 +51,5 @@ def trace_events(steps: list[tuple[str, Schedule]], detail: bool = True) -> list
 
 def write_trace(steps: list[tuple[str, Schedule]], path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps({"traceEvents": trace_events(steps), "displayTimeUnit": "ns"}))
+    write_atomic(path, json.dumps({"traceEvents": trace_events(steps), "displayTimeUnit": "ns"}))
     return path
