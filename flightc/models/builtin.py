@@ -70,7 +70,9 @@ def load_torch_model(spec: str | Path):
         return load_builtin(str(spec))
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(spec), dtype="float32").eval()
+    # safetensors only, and no code from the folder: nothing in a model folder runs (as for `flightc compile`)
+    return AutoModelForCausalLM.from_pretrained(str(spec), dtype="float32", use_safetensors=True,
+                                                trust_remote_code=False).eval()
 
 
 def model_input(spec: str | Path):
