@@ -57,9 +57,6 @@ class Record:
         if max(used) > 1:
             raise AssertionError(f"record {self.name}: fields overlap")
 
-    def field(self, name: str) -> Field:
-        return next(f for f in self.fields if f.name == name)
-
     def pack(self, rows: int, **values) -> bytes:
         """``rows`` records, each field from an array (or scalar) of values; fields not given are zero."""
         unknown = set(values) - {f.name for f in self.fields}

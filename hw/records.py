@@ -10,8 +10,11 @@ from flightc.records import REQUANT, Record
 
 def record_layout(record: Record) -> data.FlexibleLayout:
     """A layout of the record's size with each field at its byte offset, signed where the field is."""
-    return data.FlexibleLayout(8 * record.size, {
-        f.name: data.Field((signed if f.signed else unsigned)(8 * f.nbytes), 8 * f.offset) for f in record.fields})
+    fields = {}
+    for f in record.fields:
+        lo, hi = f.bits
+        fields[f.name] = data.Field((signed if f.signed else unsigned)(hi - lo), lo)
+    return data.FlexibleLayout(8 * record.size, fields)
 
 
 REQUANT_LAYOUT = record_layout(REQUANT)

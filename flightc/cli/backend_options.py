@@ -6,8 +6,8 @@ import argparse
 from flightc.runtime.backends import BACKENDS, OPTIONS, backend_spec, backends_help
 
 
-def add_backend_choice(parser: argparse.ArgumentParser, names=None, help: str | None = None) -> None:
-    names = tuple(names or BACKENDS)
+def add_backend_choice(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    names = tuple(BACKENDS)
     parser.add_argument("--backend", default=names[0], choices=names, help=help or backends_help())
 
 

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flightc.runtime.counters import CycleSource
+
 
 @dataclass(frozen=True)
 class BoardBackend:
     name: str
     summary: str  # the CLI's help
-    cycle_source: str  # what its cycle counters are: a flightc.runtime.counters.CycleSource value
+    cycle_source: CycleSource  # what its cycle counters are
     cycles_where: str  # what the board says it is, beside that
     memory_mib: int  # the board's DDR by default
 
 
 BOARD_BACKENDS: dict[str, BoardBackend] = {b.name: b for b in (
     BoardBackend("fsim", "the functional simulator computes, the performance model counts cycles (fast)",
-                 "modeled", "virtual board, functional simulator",
+                 CycleSource.MODELED, "virtual board, functional simulator",
                  512),
     # the RTL's testbench memory is the board's DDR; a small one keeps its Verilog quick to generate
     BoardBackend("rtl", "the generated Verilog under Verilator computes and counts (exact, slow)",
-                 "rtl", "virtual board under Verilator", 1),
+                 CycleSource.RTL, "virtual board under Verilator", 1),
 )}

@@ -46,7 +46,7 @@ class VirtualBoard:
             "/proc/device-tree/chosen/pynq_board": board.name.encode() + b"\x00",
             FPGA_MANAGER + "state": b"operating\n",
             FPGA_MANAGER + "flags": b"0\n",
-            IDENTITY: json.dumps({"cycle_source": BOARD_BACKENDS[backend].cycle_source,
+            IDENTITY: json.dumps({"cycle_source": BOARD_BACKENDS[backend].cycle_source.value,
                                   "where": BOARD_BACKENDS[backend].cycles_where}).encode() + b"\n",
         }
 
