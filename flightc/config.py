@@ -14,7 +14,6 @@ from pathlib import Path
 
 from flightc.errors import ConfigError
 from flightc.hw.axi_rules import AXI_MAX_BEATS as AXI_MAX_BURST_BEATS
-from flightc.records import REQUANT
 from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part of this module's API)
 
 SFU_STAT_BITS = 72  # the SFU's row statistics and divider as built and checked bit-exact against flightc.numerics
@@ -69,8 +68,8 @@ class HardwareConfig:
     axi_masters: int  # AXI memory masters; the memory channels are split among them in equal groups
     axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
     axi_outstanding: int  # bursts a master keeps in flight per direction
-    mpe_fill_bytes: int  # bytes one MPE operand-fill command moves (also the widest output-stage read)
-    sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics (one quotient bit a cycle)
+    sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics
+    sfu_div_step_bits: int  # quotient bits the divider settles per cycle (restoring steps chained in one cycle)
     sfu_sqrt_bits: int  # width of the SFU's bit-serial square root (two input bits a cycle)
 
     def __post_init__(self) -> None:
@@ -103,9 +102,9 @@ class HardwareConfig:
         if self.mem_channels % self.axi_masters:
             problems.append(f"axi_masters {self.axi_masters} does not divide mem_channels {self.mem_channels} into "
                             f"equal groups")
-        if self.mpe_fill_bytes < REQUANT.size:
-            problems.append(f"mpe_fill_bytes {self.mpe_fill_bytes} is under a requantization record "
-                            f"({REQUANT.size} bytes), which the MPE's output stage reads in one command")
+        if self.sfu_div_bits % self.sfu_div_step_bits or self.sfu_div_step_bits > 8:
+            problems.append(f"sfu_div_step_bits {self.sfu_div_step_bits} must divide sfu_div_bits "
+                            f"{self.sfu_div_bits} and be at most 8")
         if self.sfu_div_bits < SFU_STAT_BITS or self.sfu_sqrt_bits < SFU_SQRT_BITS or self.sfu_sqrt_bits % 2:
             problems.append(f"sfu_div_bits {self.sfu_div_bits} / sfu_sqrt_bits {self.sfu_sqrt_bits}: the SFU's "
                             f"exact statistics need at least {SFU_STAT_BITS} / {SFU_SQRT_BITS} (an even width)")
@@ -218,10 +217,11 @@ class HardwareConfig:
         return dataclasses.replace(self, **changes)
 
 
+# the divider's chained steps: two a cycle at 200-225 MHz; the 100 MHz tiny preset settles four
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=1, mpe_fill_bytes=16,
-               sfu_div_bits=72, sfu_sqrt_bits=64)
+               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=1, sfu_div_bits=72,
+               sfu_sqrt_bits=64)
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
@@ -229,22 +229,23 @@ PRESETS: dict[str, HardwareConfig] = {
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, **_COMMON),
+                           axi_data_bytes=64, sfu_div_step_bits=2, **_COMMON),
     # Versal VHK158: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB.
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024,
-                             buffer_port_bytes=64, axi_data_bytes=64, **_COMMON),
+                             buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2, **_COMMON),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
                             **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
                             acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
-                            axi_data_bytes=32, **_COMMON),
+                            axi_data_bytes=32, sfu_div_step_bits=2, **_COMMON),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=32, acc_buffer_kib=32, prm_buffer_kib=16,
-                           kv_buffer_kib=16, buffer_port_bytes=8, axi_data_bytes=8, **_COMMON),
+                           kv_buffer_kib=16, buffer_port_bytes=8, axi_data_bytes=8, sfu_div_step_bits=4,
+                           **_COMMON),
 }
 
 

@@ -1,18 +1,21 @@
 """Sequential integer units of the SFU: a restoring divider and a bit-by-bit integer square root.
 
-Both are exact (floor), one result bit per cycle, so the SFU's norms and softmax match
-flightc.numerics bit for bit.
+Both are exact (floor), so the SFU's norms and softmax match flightc.numerics bit for bit; the
+divider settles ``step_bits`` quotient bits per cycle (config.sfu_div_step_bits), the square root
+one result bit per cycle.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Elaboratable, Module, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
 
 
 class Divider(Elaboratable):
-    """quotient = floor(numerator / denominator) for unsigned operands of ``width`` bits."""
+    """quotient = floor(numerator / denominator) for unsigned operands of ``width`` bits, ``step_bits`` a cycle."""
 
-    def __init__(self, width: int = 72):
-        self.width = width
+    def __init__(self, width: int = 72, step_bits: int = 1):
+        if width % step_bits:
+            raise ValueError(f"divider width {width} is not a multiple of {step_bits} bits per cycle")
+        self.width, self.step_bits = width, step_bits
         self.start = Signal()
         self.numerator = Signal(width)
         self.denominator = Signal(width)
@@ -32,14 +35,15 @@ class Divider(Elaboratable):
             m.d.sync += [num.eq(self.numerator), den.eq(self.denominator), rem.eq(0), count.eq(W), busy.eq(1),
                          self.quotient.eq(0)]
         with m.Elif(busy):
-            trial = Signal(W + 1)
-            m.d.comb += trial.eq((rem << 1) | num[W - 1])
-            with m.If(trial >= den):
-                m.d.sync += [rem.eq(trial - den), self.quotient.eq((self.quotient << 1) | 1)]
-            with m.Else():
-                m.d.sync += [rem.eq(trial), self.quotient.eq(self.quotient << 1)]
-            m.d.sync += [num.eq(num << 1), count.eq(count - 1)]
-            with m.If(count == 1):
+            r, q = rem, self.quotient
+            for i in range(self.step_bits):  # restoring steps, chained within the cycle
+                trial = Signal(W + 1, name=f"trial{i}")
+                m.d.comb += trial.eq((r << 1) | num[W - 1 - i])
+                fits = trial >= den
+                r, q = Mux(fits, trial - den, trial)[:W + 1], Cat(fits, q)[:W]
+            m.d.sync += [rem.eq(r), self.quotient.eq(q), num.eq(num << self.step_bits),
+                         count.eq(count - self.step_bits)]
+            with m.If(count == self.step_bits):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
         return m
 

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
-from flightc.hw.bytebus import BufferBank, BytePort
+from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import LoadUnit, ReadClient, ReadMux, StoreUnit
 from flightc.hw.mpe import Mpe
@@ -65,16 +65,17 @@ class Core(Elaboratable):
         fetch_rd = ReadClient("fetch", 8 * w)
         ld_rd = ReadClient("ld", 8 * w)
         m.submodules.readmux = ReadMux(self.axi, [ld_rd, fetch_rd], w.bit_length() - 1)
-        ports = {u: BytePort(f"bp_{u.name.lower()}") for u in (Unit.LD, Unit.ST, Unit.MPE, Unit.SFU)}
-        m.submodules.buffers = BufferBank(cfg, list(ports.values()))
-        m.submodules.ld = ld = LoadUnit(cfg, ld_rd, ports[Unit.LD], bases)
-        m.submodules.st = st = StoreUnit(cfg, self.axi, ports[Unit.ST], bases)
-        m.submodules.mpe = mpe = Mpe(cfg, ports[Unit.MPE])
-        m.submodules.sfu = sfu = Sfu(cfg, ports[Unit.SFU])
+        m.submodules.ld = ld = LoadUnit(cfg, ld_rd, bases)
+        m.submodules.st = st = StoreUnit(cfg, self.axi, bases)
+        m.submodules.mpe = mpe = Mpe(cfg)
+        m.submodules.sfu = sfu = Sfu(cfg)
+        units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
+        m.submodules.buffers = bank = BufferBank(cfg, [u.name.lower() for u in units])
         unit_ports = {}
-        for u, blk in ((Unit.LD, ld), (Unit.ST, st), (Unit.MPE, mpe), (Unit.SFU, sfu)):
+        for u, blk in units.items():
+            wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
-            wiring.connect(m, up, blk)
+            wiring.connect(m, up, blk.ctl)
         m.submodules.control = ctl = Control(cfg, fetch_rd, unit_ports, regs)
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
         return m

@@ -2,16 +2,21 @@
 
 Both speak AXI4 to the memory channels. A channel's byte address is ``channel_base[ch] + hbm_addr``
 (the bases are kernel arguments, as Vitis passes one buffer per HBM channel). Bursts never cross
-4 KiB; bytes move between a beat and the buffer through the unit's byte port.
+4 KiB. LD streams: it takes a beat a cycle and writes it, rotated onto the buffer's lanes, as one
+buffer word (two when the beat's bytes straddle a word boundary of the buffer). ST reads a beat's
+bytes with the word engine and writes them as one strobed beat.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
+from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
-from flightc.hw.bytebus import BytePort, ByteEngine
+from flightc.hw.buffers import WordEngine, first_lanes, word_port_signature
 from flightc.hw.unit import ExecutionUnit
 
 
@@ -78,22 +83,21 @@ def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
 class DmaUnit(ExecutionUnit):
     """LD and ST: a beat of ``axi_data_bytes`` at a time between a memory channel and a buffer."""
 
-    def __init__(self, cfg: HardwareConfig, bus, port: BytePort, channel_base: list[Signal]):
+    def __init__(self, cfg: HardwareConfig, bus, channel_base: list[Signal]):
         super().__init__(cfg)
-        self.bus, self.port, self.channel_base = bus, port, channel_base  # bus: LD's read client, ST's AXI
+        self.bus, self.channel_base = bus, channel_base  # bus: LD's read client, ST's AXI
         self.beat_bytes = cfg.axi_data_bytes  # the generator builds buffer words as wide (check_rtl_config)
         self.lane_bits = self.beat_bytes.bit_length() - 1
 
     OPCODE: Opcode
 
     def elaborate(self, platform):
-        """What LD and ST both walk — the byte engine, the instruction's fields, the row counter, the bytes left
-        of the row, the channel bases and the channel, the buffer address and the memory address — then the
-        unit's own state machine (:meth:`walk`)."""
+        """What LD and ST both walk — the instruction's fields, the row counter, the bytes left of the row, the
+        channel bases and the channel, the buffer address and the memory address — then the unit's own state
+        machine (:meth:`walk`)."""
         m = Module()
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=self.beat_bytes)
         f = self.fields(self.OPCODE)
-        self.walk(m, eng, f, Signal.like(f.rows), Signal.like(f.row_bytes), Array(self.channel_base),
+        self.walk(m, f, Signal.like(f.rows), Signal.like(f.row_bytes), Array(self.channel_base),
                   existing_channel(m, f, self.cfg), Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
         return m
 
@@ -109,14 +113,30 @@ class LoadUnit(DmaUnit):
 
     UNIT, OPCODE = Unit.LD, Opcode.LD
 
-    def walk(self, m, eng, f, row, left, bases, ch, dst, src) -> None:
-        cfg, rd, w, lb = self.cfg, self.bus, self.beat_bytes, self.lane_bits
+    def walk(self, m, f, row, left, bases, ch, dst, src) -> None:
+        cfg, rd, w, lb, port = self.cfg, self.bus, self.beat_bytes, self.lane_bits, self.port
         beats_left = Signal(range(cfg.axi_burst_beats + 1))
-        beat = Signal(8 * w)
-        lane = Signal(lb)
         ident = Signal(32)
         id_got = Signal(3)
         gather_phase = Signal()  # reading the id of the current row
+        # the beat being written: rotated onto the buffer's lanes, its first byte's buffer address, its bytes
+        pend = Signal()
+        pend_second = Signal()  # its first word is written; the rest goes to the next word
+        pend_data = Signal(8 * w)
+        pend_addr = Signal(BUF_ADDR_BITS)
+        pend_n = Signal(range(w + 1))
+        head = pend_addr[:lb]
+        straddles = head + pend_n > w
+        m.d.comb += [port.buf.eq(f.buf), port.we.eq(1), port.req.eq(pend), port.wdata.eq(pend_data),
+                     port.addr.eq(Mux(pend_second, pend_addr + w, pend_addr)),
+                     port.wmask.eq(Mux(pend_second, first_lanes((head + pend_n - w)[:lb + 1], w),
+                                       first_lanes(Mux(straddles, w - head, pend_n), w) << head))]
+        finishing = port.gnt & (pend_second | ~straddles)
+        free = ~pend | finishing
+        with m.If(port.gnt):
+            m.d.sync += pend_second.eq(~pend_second & straddles)
+            with m.If(finishing):
+                m.d.sync += pend.eq(0)
 
         def issue(m, addr, nbytes):
             want, to_b = burst_beats(addr, nbytes, lb)
@@ -151,42 +171,43 @@ class LoadUnit(DmaUnit):
                     with m.If(rd.arready):
                         m.d.sync += beats_left.eq(n)
                         m.next = "R"
-            with m.State("R"):
-                m.d.comb += rd.rready.eq(1)
-                with m.If(rd.rvalid):
-                    m.d.sync += [beat.eq(rd.rdata >> (src[:lb] * 8)), lane.eq(src[:lb])]
-                    m.next = "PUT"
-            with m.State("PUT"):
+            with m.State("R"):  # a beat a cycle while the previous one's write goes out
+                lane = src[:lb]
                 nb = Signal(range(w + 1))
                 m.d.comb += nb.eq(Mux(left < (w - lane), left, w - lane))
-                with m.If(gather_phase):
-                    m.d.sync += [ident.eq(ident | (beat << (id_got * 8))[:32]), id_got.eq(id_got + nb),
-                                 src.eq(src + nb), left.eq(left - nb), beats_left.eq(beats_left - 1)]
-                    with m.If(id_got == 0):
-                        m.d.sync += ident.eq(beat[:32])
-                    m.next = "NEXT"
-                with m.Else():
-                    eng.write_bytes(m, f.buf, dst, nb, beat)
-                    m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb),
-                                 beats_left.eq(beats_left - 1)]
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                with m.If(eng.done):
-                    m.next = "NEXT"
-            with m.State("NEXT"):
-                with m.If(beats_left == 0):
+                beat = rd.rdata >> (lane * 8)  # the wanted bytes from byte 0
+                m.d.comb += rd.rready.eq((beats_left != 0) & free)
+                with m.If(rd.rvalid & rd.rready):
+                    m.d.sync += [src.eq(src + nb), left.eq(left - nb), beats_left.eq(beats_left - 1)]
+                    with m.If(gather_phase):
+                        m.d.sync += [ident.eq(ident | (beat << (id_got * 8))[:32]), id_got.eq(id_got + nb)]
+                        with m.If(id_got == 0):
+                            m.d.sync += ident.eq(beat[:32])
+                    with m.Else():
+                        rot = dst[:lb]
+                        m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(dst), pend_n.eq(nb),
+                                     pend_data.eq((Cat(beat, beat) << (rot * 8))[8 * w:16 * w]),  # rotated
+                                     dst.eq(dst + nb)]
+                with m.If((beats_left == 0) & free):
                     m.next = "AR"
-                with m.Else():
-                    m.next = "R"
+
+
+def int4(byte):
+    """An INT8 saturated to [-8, 7], as the low nibble ST.pack4 keeps (flightc.numerics.sat_i4)."""
+    v = byte.as_signed()
+    return Mux(v > nm.I4_MAX, nm.I4_MAX, Mux(v < nm.I4_MIN, nm.I4_MIN, v))[:4]
 
 
 class StoreUnit(DmaUnit):
-    """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst."""
+    """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst; with
+    ``pack4`` each memory byte packs two buffer bytes saturated to INT4, low nibble first (the INT4 KV cache)."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
-    def walk(self, m, eng, f, row, left, bases, ch, src, dst) -> None:
+    def walk(self, m, f, row, left, bases, ch, src, dst) -> None:
         cfg, a, w, lb = self.cfg, self.bus, self.beat_bytes, self.lane_bits
+        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
+        wiring.connect(m, wiring.flipped(self.port), eng.port)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
         aw_done = Signal()
@@ -208,14 +229,18 @@ class StoreUnit(DmaUnit):
                     room = w - dst[:lb]
                     n = Mux(left < room, left, room)
                     m.d.sync += nb.eq(n)
-                    eng.read(m, f.buf, src, n)
+                    eng.read(m, f.buf, src, Mux(f.pack4, n << 1, n))
                     m.next = "GET"
             with m.State("GET"):
                 with m.If(eng.done):
-                    m.d.sync += [data.eq(eng.rdata << (dst[:lb] * 8)), aw_done.eq(0), w_done.eq(0)]
+                    raw = eng.rdata
+                    packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8)))
+                                   for i in range(w)])
+                    m.d.sync += [data.eq(Mux(f.pack4, packed, raw[:8 * w]) << (dst[:lb] * 8)), aw_done.eq(0),
+                                 w_done.eq(0)]
                     m.next = "WRITE"
             with m.State("WRITE"):
-                strb = (((Const(1, w + 1) << nb) - 1)[:w]) << dst[:lb]
+                strb = first_lanes(nb, w) << dst[:lb]
                 m.d.comb += [a.awvalid.eq(~aw_done), a.awaddr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
                              a.wvalid.eq(~w_done), a.wdata.eq(data), a.wstrb.eq(strb)]
                 with m.If(a.awvalid & a.awready):
@@ -227,5 +252,5 @@ class StoreUnit(DmaUnit):
             with m.State("RESP"):
                 m.d.comb += a.bready.eq(1)
                 with m.If(a.bvalid):
-                    m.d.sync += [src.eq(src + nb), dst.eq(dst + nb), left.eq(left - nb)]
+                    m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
                     m.next = "BEAT"

@@ -1,20 +1,24 @@
 """The matrix processing engine: ``mpe_chains`` sparse DSP chains, their operand registers and the output stage.
 
 MM and MV share it. For each pair of tokens (``macs_per_dsp``) and each group of ``mpe_chains``
-weight rows, the engine walks the stored weights ``chain_length`` at a time: it loads the
-activation window those weights can reach, fetches every chain's packed values, positions and
-group multipliers, and lets all chains multiply-accumulate in one cycle. The output stage then
-adds the row bias, requantizes (flightc.numerics), optionally maps through the activation LUT or
-adds into the residual, and writes each result.
+weight rows, the engine walks the stored weights ``chain_length`` at a time (a chain step). Its
+operand fetch streams, one buffer word per cycle and with no gap between operands or steps, the
+activation window of each token and every chain's packed values, positions and group
+multipliers into operand registers (:class:`flightc.hw.buffers.OperandRegister`); the cycle
+after a step's last word arrives all chains multiply, the cycle after that they accumulate,
+while the fetch is already a step ahead. The output stage then adds the row bias, requantizes
+(flightc.numerics), optionally maps through the activation LUT or adds into the residual, and
+writes each result.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib.wiring import Out
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
-from flightc.hw.bytebus import BytePort, ByteEngine
+from flightc.hw.buffers import OperandRegister, WordEngine, lane_bits
 from flightc.hw.decode import opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.records import REQUANT_LAYOUT
@@ -35,9 +39,8 @@ def saturate(x, bits: int):
 class Mpe(ExecutionUnit):
     UNIT = Unit.MPE
 
-    def __init__(self, cfg: HardwareConfig, port: BytePort):
+    def __init__(self, cfg: HardwareConfig):
         super().__init__(cfg)
-        self.port = port
         self.span_max = cfg.chain_span_max
 
     def elaborate(self, platform):
@@ -45,8 +48,7 @@ class Mpe(ExecutionUnit):
         cfg = self.cfg
         C, L, T, SPAN = cfg.mpe_chains, cfg.chain_length, cfg.macs_per_dsp, self.span_max
         GSB = max(1, SPAN // 16)
-        CHUNK = cfg.mpe_fill_bytes  # bytes per operand-fill command
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=CHUNK)
+        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size)
         f = self.fields(Opcode.MM)  # MV's fields are MM's first fields, at the same bits
         is_mm = Signal()
         m.d.comb += is_mm.eq(opcode_of(self.ins) == int(Opcode.MM))
@@ -69,6 +71,8 @@ class Mpe(ExecutionUnit):
                                  ib.eq(WeightFormat(8, n_keep, block).index_bits)]
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
+        kmajor4 = Signal()
+        m.d.comb += kmajor4.eq(f.w_kmajor & (f.w_bits == int(WeightBits.B4)))
         nnz = Signal(len(f.k))  # stored weights per row: at most k
         m.d.comb += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
         vbytes = Signal(BUF_ADDR_BITS)
@@ -79,51 +83,160 @@ class Mpe(ExecutionUnit):
         # ---- loop state
         t0 = Signal(len(f.m) + 1)  # steps past m by macs_per_dsp
         n0 = Signal(len(f.n) + 1)  # steps past n by mpe_chains
-        j0 = Signal(len(f.k) + 1)
-        k0 = Signal(len(f.k) + 1)
-        m.d.comb += k0.eq((j0 << log2m) >> log2n)
+        j0 = Signal(len(f.k) + 1)  # the step being fetched
+        j_mac = Signal(len(f.k) + 1)  # the step the chains multiply (the fetch runs a step ahead)
         c_i = Signal(range(max(2, C)))
         t_i = Signal(range(T + 1))
-        window = Signal(8 * SPAN * T)
-        vals = [Signal(8 * L, name=f"vals{c}") for c in range(C)]
-        idx = [Signal(4 * L, name=f"idx{c}") for c in range(C)]
-        gsb = [Signal(8 * GSB, name=f"gsb{c}") for c in range(C)]
+        w, lb = cfg.buffer_port_bytes, lane_bits(cfg.buffer_port_bytes)
+        # operand registers: whole buffer words as they arrive, and the lane the operand starts at
+        win_raw = [OperandRegister(f"win{t}", SPAN, w) for t in range(T)]
+        val_raw = [OperandRegister(f"vals{c}", L, w) for c in range(C)]
+        idx_raw = [OperandRegister(f"idx{c}", L // 2, w) for c in range(C)]
+        gs_raw = [OperandRegister(f"gsb{c}", GSB, w) for c in range(C)]
+        window = Cat(*[r.view() for r in win_raw])
+        idx = [r.view() for r in idx_raw]
+        gsb = [r.view() for r in gs_raw]
+        vals = []
+        for c, r in enumerate(val_raw):  # a K-major INT4 byte holds two rows: each takes its row's nibble
+            odd = (n0 + c)[0]
+            raw = r.view()
+            as_int4 = Cat(*[Cat(Mux(odd, b_[4:], b_[:4]), Mux(odd, b_[7], b_[3]).replicate(4))
+                            for b_ in (raw.word_select(i, 8) for i in range(L))])
+            vals.append(Mux(kmajor4, as_int4, raw))
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc{c}_{t}") for t in range(T)] for c in range(C)]
         chains = []
         for c in range(C):
             ch = SparseDspChain(cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
-            lanes_left = nnz - j0
+            lanes_left = nnz - j_mac
             m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
                          ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
                          ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)),
                          ch.valid_lanes.eq(Mux(lanes_left > L, L, lanes_left))]
             chains.append(ch)
-        # ---- chunked fills of operand registers
-        fill_off = Signal(BUF_ADDR_BITS)
-        fill_total = Signal(BUF_ADDR_BITS)
-        fill_base = Signal(BUF_ADDR_BITS)
-        fill_stride = Signal(BUF_ADDR_BITS)
-        fill_kind = Signal(2)  # 0 window, 1 values, 2 positions, 3 group multipliers
-        KIND_WIN, KIND_VAL, KIND_IDX, KIND_GS = range(4)
-        with m.If(eng.byte_valid):
-            at = fill_off + eng.byte_index
-            with m.Switch(fill_kind):
-                with m.Case(KIND_WIN):
-                    m.d.sync += window.word_select((t_i * SPAN + at)[:max(1, (SPAN * T - 1).bit_length())], 8).eq(eng.byte)
-                with m.Case(KIND_VAL):
-                    for c in range(C):
-                        with m.If(c_i == c):
-                            m.d.sync += vals[c].word_select(at[:max(1, (L - 1).bit_length())], 8).eq(eng.byte)
-                with m.Case(KIND_IDX):
-                    for c in range(C):
-                        with m.If(c_i == c):
-                            m.d.sync += idx[c].word_select(at[:max(1, (L // 2 - 1).bit_length())], 8).eq(eng.byte)
-                with m.Case(KIND_GS):
-                    for c in range(C):
-                        with m.If(c_i == c):
-                            m.d.sync += gsb[c].word_select(at[:max(1, (GSB - 1).bit_length())], 8).eq(eng.byte)
+        # ---- operand fetch: every operand of a step, a buffer word per cycle, one fill after another
+        # slots: the window of each token, then per chain its values, positions and group multipliers
+        S = T + 3 * C
+        WIN, VAL, IDX, GS = 0, T, T + C, T + 2 * C
+        enabled = Signal(S)
+        for t in range(T):
+            m.d.comb += enabled[WIN + t].eq(t0 + t < rows_m)
+        for c in range(C):
+            on = n0 + c < f.n
+            m.d.comb += [enabled[VAL + c].eq(on), enabled[IDX + c].eq(on & sparse & ~f.w_kmajor),
+                         enabled[GS + c].eq(on & ~f.w_kmajor & (f.group_log2 != 0))]
+
+        def first_slot(after):
+            """(any, index) of the first enabled slot past ``after`` (None: from the start)."""
+            found, idx = Const(0, 1), Const(0, range(S))
+            for s_ in reversed(range(S)):
+                hit = enabled[s_] if after is None else enabled[s_] & (after < s_)
+                idx, found = Mux(hit, s_, idx), found | hit
+            return found, idx
+
+        def slot_source(slot, j_cur):
+            """(buffer address, bytes, stride) of a slot's operand for the step at ``j_cur``."""
+            k_cur = (j_cur << log2m) >> log2n
+            base, nbytes, stride = Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS)
+            chain = Signal(range(max(2, C)))
+            row_base = Signal(BUF_ADDR_BITS)
+            m.d.comb += row_base.eq(f.w_addr + (n0 + chain) * f.w_stride)
+            m.d.comb += [stride.eq(1), chain.eq(0)]
+            with m.Switch(slot):
+                for t in range(T):
+                    with m.Case(WIN + t):
+                        m.d.comb += [base.eq(f.a_addr + (t0 + t) * a_stride + k_cur), nbytes.eq(span)]
+                for c in range(C):
+                    with m.Case(VAL + c):
+                        m.d.comb += chain.eq(c)
+                        with m.If(f.w_kmajor):  # K-major INT4 holds two rows' values a byte
+                            row = n0 + c
+                            m.d.comb += [base.eq(f.w_addr + j_cur * f.w_stride + Mux(kmajor4, row >> 1, row)),
+                                         nbytes.eq(L), stride.eq(f.w_stride)]
+                        with m.Else():
+                            m.d.comb += [base.eq(row_base + ((j_cur * bits) >> 3)), nbytes.eq((L * bits) >> 3)]
+                    with m.Case(IDX + c):
+                        m.d.comb += [chain.eq(c), base.eq(row_base + vbytes + ((j_cur * ib) >> 3)),
+                                     nbytes.eq((L * ib) >> 3)]
+                    with m.Case(GS + c):
+                        gcount = span >> f.group_log2
+                        m.d.comb += [chain.eq(c), base.eq(row_base + vbytes + ibytes + (k_cur >> f.group_log2)),
+                                     nbytes.eq(Mux(gcount == 0, 1, gcount))]
+            return base, nbytes, stride
+
+        slot = Signal(range(S))
+        off = Signal(BUF_ADDR_BITS)  # bytes of the slot requested
+        ptr = Signal(BUF_ADDR_BITS)
+        _, nbytes, stride = slot_source(slot, j0)
+        _, first = first_slot(None)
+        more, next_slot = first_slot(slot)
+        first_base, _, _ = slot_source(first, j0)
+        step_base, _, _ = slot_source(first, j0 + L)  # the next step's first operand
+        next_base, _, _ = slot_source(next_slot, j0)
+        contiguous = stride == 1
+        left_bytes = nbytes - off
+        n_req = Signal(range(w + 1))
+        m.d.comb += n_req.eq(Mux(contiguous, Mux(left_bytes < (w - ptr[:lb]), left_bytes, w - ptr[:lb]), 1))
+        fetching = Signal()
+        slot_done = Signal()
+        m.d.comb += slot_done.eq(off + n_req == nbytes)
+        port, eport = self.port, eng.port
+        # the request in flight: its slot, where its bytes go, how many, the lane they start at
+        tag_on = Signal()
+        tag_slot = Signal(range(S))
+        tag_at = Signal(BUF_ADDR_BITS)
+        tag_lane = Signal(lb)
+        tag_contig = Signal()
+        tag_first = Signal()  # the operand's first word, whose lane is where it starts
+        tag_word = Signal(range(max(2, OperandRegister.most_words(SPAN, w))))  # its word in the operand register
+        word_no = Signal.like(tag_word)
+        tag_last = Signal()  # the step's last word: the chains multiply the cycle after it arrives
+        mac_go, acc_go = Signal(), Signal()
+        step_done = Signal()
+        m.d.comb += step_done.eq(fetching & port.gnt & slot_done & ~more)
+        with m.If(fetching):
+            m.d.comb += [port.req.eq(1), port.we.eq(0), port.addr.eq(ptr),
+                         port.buf.eq(Mux(slot < VAL, int(Buffer.ACT), f.w_buf))]
+        with m.Else():
+            m.d.comb += [port.req.eq(eport.req), port.we.eq(eport.we), port.addr.eq(eport.addr),
+                         port.buf.eq(eport.buf), port.wdata.eq(eport.wdata), port.wmask.eq(eport.wmask),
+                         eport.gnt.eq(port.gnt)]
+        m.d.comb += [eport.rvalid.eq(port.rvalid & ~tag_on), eport.rdata.eq(port.rdata)]
+        m.d.sync += tag_on.eq(0)
+        with m.If(fetching & port.gnt):
+            m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),
+                         tag_contig.eq(contiguous), tag_word.eq(word_no), word_no.eq(word_no + 1), tag_first.eq(off == 0),
+                         tag_last.eq(step_done), off.eq(off + n_req),
+                         ptr.eq(Mux(contiguous, ptr + n_req, ptr + stride))]
+            with m.If(slot_done):
+                m.d.sync += [slot.eq(next_slot), off.eq(0), ptr.eq(next_base), word_no.eq(0)]
+            with m.If(step_done & (j0 + L < nnz)):  # straight on with the next step's operands
+                m.d.sync += [j0.eq(j0 + L), slot.eq(first), ptr.eq(step_base), word_no.eq(0)]
+        # the pipeline behind the fetch: a step's last word arrives, the chains multiply, the sums accumulate
+        m.d.sync += [mac_go.eq(tag_on & tag_last), acc_go.eq(mac_go)]
+        for c in range(C):
+            m.d.comb += chains[c].enable.eq(mac_go)
+        with m.If(acc_go):
+            for c in range(C):
+                for t in range(T):
+                    m.d.sync += acc[c][t].eq(acc[c][t] + chains[c].sums[t])
+            m.d.sync += j_mac.eq(j_mac + L)
+        with m.If(tag_on):  # a contiguous operand's words go in whole; a strided one's bytes one by one
+            with m.Switch(tag_slot):
+                for s_, reg in enumerate(win_raw + val_raw + idx_raw + gs_raw):
+                    with m.Case(s_):
+                        with m.If(tag_first):  # on arrival, not on request: the chains may still read the last step
+                            m.d.sync += reg.lane.eq(Mux(tag_contig, tag_lane, 0))
+                        with m.If(tag_contig):
+                            m.d.sync += reg.word(tag_word).eq(port.rdata)
+                        with m.Else():
+                            m.d.sync += reg.byte(tag_at).eq(port.rdata.word_select(tag_lane, 8))
+
+        def start_fetch(m):
+            m.d.sync += [slot.eq(first), off.eq(0), ptr.eq(first_base), word_no.eq(0)]
+            m.next = "FETCH"
+
         # ---- output stage operands
         res = Signal(signed(cfg.acc_bits))
         m.d.comb += res.eq(Array([Array(a) for a in acc])[c_i][t_i])
@@ -156,16 +269,6 @@ class Mpe(ExecutionUnit):
         in_range = (tok < rows_m) & (row_n < f.n)
 
         read = eng.read
-        ret = Signal(3)
-
-        def fill(m, kind, base, total, stride, then):
-            m.d.sync += [fill_kind.eq(kind), fill_base.eq(base), fill_total.eq(total), fill_stride.eq(stride),
-                         fill_off.eq(0)]
-            m.next = "FILL"
-            m.d.sync += ret.eq(then)
-
-        RET_WIN, RET_VAL, RET_IDX, RET_GS = range(4)
-        row_base = f.w_addr + row_n * f.w_stride
         with m.FSM():
             self.idle(m, "T", t0.eq(0))
             with m.State("T"):
@@ -180,76 +283,23 @@ class Mpe(ExecutionUnit):
                     m.d.sync += t0.eq(t0 + T)
                     m.next = "T"
                 with m.Else():
-                    m.d.sync += [j0.eq(0), t_i.eq(0)]
+                    m.d.sync += [j0.eq(0), j_mac.eq(0)]
                     m.d.sync += [a.eq(0) for row in acc for a in row]
                     m.next = "J"
             with m.State("J"):
                 with m.If(j0 >= nnz):
                     m.d.sync += [c_i.eq(0), t_i.eq(0)]
                     m.next = "OUT"
-                with m.Elif((t_i < T) & (t0 + t_i < rows_m)):
-                    fill(m, KIND_WIN, f.a_addr + (t0 + t_i) * a_stride + k0, span, 1, RET_WIN)
                 with m.Else():
-                    m.d.sync += c_i.eq(0)
-                    m.next = "W"
-            with m.State("W"):  # fetch the weights of chain c_i
-                with m.If(row_n >= f.n):
-                    m.next = "MAC"
-                with m.Elif(f.w_kmajor):
-                    fill(m, KIND_VAL, f.w_addr + j0 * f.w_stride + row_n, L, f.w_stride, RET_GS)
-                with m.Else():
-                    fill(m, KIND_VAL, row_base + ((j0 * bits) >> 3), (L * bits) >> 3, 1, RET_VAL)
-            with m.State("W_IDX"):
-                with m.If(sparse):
-                    fill(m, KIND_IDX, row_base + vbytes + ((j0 * ib) >> 3), (L * ib) >> 3, 1, RET_IDX)
-                with m.Else():
-                    m.next = "W_GS"
-            with m.State("W_GS"):
-                with m.If(f.group_log2 != 0):
-                    gcount = span >> f.group_log2
-                    fill(m, KIND_GS, row_base + vbytes + ibytes + (k0 >> f.group_log2),
-                         Mux(gcount == 0, 1, gcount), 1, RET_GS)
-                with m.Else():
-                    m.next = "W_NEXT"
-            with m.State("W_NEXT"):
-                with m.If(c_i == C - 1):
-                    m.next = "MAC"
-                with m.Else():
-                    m.d.sync += c_i.eq(c_i + 1)
-                    m.next = "W"
-            with m.State("MAC"):  # every chain multiplies and reduces its step (registered)
-                for c in range(C):
-                    m.d.comb += chains[c].enable.eq(1)
-                m.next = "ACC"
-            with m.State("ACC"):
-                for c in range(C):
-                    for t in range(T):
-                        m.d.sync += acc[c][t].eq(acc[c][t] + chains[c].sums[t])
-                m.d.sync += [j0.eq(j0 + L), t_i.eq(0)]
-                m.next = "J"
-            with m.State("FILL"):
-                left = fill_total - fill_off
-                n = Mux(left > CHUNK, CHUNK, left)
-                with m.If(left == 0):
-                    with m.Switch(ret):
-                        with m.Case(RET_WIN):
-                            m.d.sync += t_i.eq(t_i + 1)
-                            m.next = "J"
-                        with m.Case(RET_VAL):
-                            m.next = "W_IDX"
-                        with m.Case(RET_IDX):
-                            m.next = "W_GS"
-                        with m.Case(RET_GS):
-                            m.next = "W_NEXT"
-                with m.Else():
-                    read(m, Mux(fill_kind == KIND_WIN, int(Buffer.ACT), f.w_buf), fill_base + fill_off * fill_stride,
-                         n, fill_stride)
-                    m.next = "FILL_WAIT"
-            with m.State("FILL_WAIT"):
-                left = fill_total - fill_off
-                with m.If(eng.done):
-                    m.d.sync += fill_off.eq(fill_off + Mux(left > CHUNK, CHUNK, left))
-                    m.next = "FILL"
+                    start_fetch(m)
+            with m.State("FETCH"):  # a word per cycle, step after step, while the chains work behind
+                m.d.comb += fetching.eq(1)
+                with m.If(step_done & (j0 + L >= nnz)):
+                    m.next = "FLUSH"
+            with m.State("FLUSH"):  # the last step arrives, multiplies and accumulates
+                with m.If(acc_go & (j_mac + L >= nnz)):
+                    m.d.sync += [c_i.eq(0), t_i.eq(0)]
+                    m.next = "OUT"
             # ---- output stage, one result at a time
             with m.State("OUT"):
                 with m.If(t_i == T):

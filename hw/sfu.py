@@ -12,7 +12,10 @@ from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.arith import Divider, Isqrt
-from flightc.hw.bytebus import BytePort, ByteEngine
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
@@ -23,15 +26,15 @@ READ_MAX_BYTES = NORM.eps.nbytes  # widest operand the SFU reads at once (a norm
 class Sfu(ExecutionUnit):
     UNIT = Unit.SFU
 
-    def __init__(self, cfg: HardwareConfig, port: BytePort):
+    def __init__(self, cfg: HardwareConfig):
         super().__init__(cfg)
-        self.port = port
 
     def elaborate(self, platform):
         m = Module()
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
-        m.submodules.eng = eng = ByteEngine(self.port, max_bytes=READ_MAX_BYTES)
-        m.submodules.div = div = Divider(DIV_BITS)
+        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=READ_MAX_BYTES)
+        wiring.connect(m, wiring.flipped(self.port), eng.port)
+        m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         f = self.fields(Opcode.MISC)
         op = f.op

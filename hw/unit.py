@@ -7,6 +7,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
+from flightc.hw.buffers import word_port_signature
 from flightc.hw.decode import fields, unit_width
 from flightc.isa.table import Opcode, Unit
 
@@ -17,15 +18,29 @@ def unit_signature(unit: Unit) -> wiring.Signature:
 
 
 class ExecutionUnit(wiring.Component):
-    """A unit with its handshake; a subclass opens its FSM with :meth:`idle`, which latches the instruction
+    """A unit with its handshake (``ctl``, joined to the control with ``wiring.connect``) and its word port
+    into the buffers (``port``); a subclass opens its FSM with :meth:`idle`, which latches the instruction
     into :attr:`ins` on ``start`` (its fields are :meth:`fields`) and moves on."""
 
     UNIT: Unit
 
-    def __init__(self, cfg: HardwareConfig, **members):
+    def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
-        super().__init__({**unit_signature(self.UNIT).members, **members})
+        super().__init__({"ctl": Out(unit_signature(self.UNIT)),
+                          "port": Out(word_port_signature(cfg.buffer_port_bytes))})
         self.ins = Signal(unit_width(self.UNIT), name=f"{self.UNIT.name.lower()}_ins")
+
+    @property
+    def start(self):
+        return self.ctl.start
+
+    @property
+    def instr(self):
+        return self.ctl.instr
+
+    @property
+    def done(self):
+        return self.ctl.done
 
     def fields(self, opcode: Opcode):
         return fields(self.ins, opcode)

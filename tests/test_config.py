@@ -47,7 +47,7 @@ def test_derived_values_of_the_presets_by_hand():
     (dict(axi_data_bytes=12), "axi_data_bytes 12 must be a power of two"),
     (dict(axi_burst_beats=300), "exceeds AXI4's 256"),
     (dict(axi_masters=3), "does not divide mem_channels 4"),
-    (dict(mpe_fill_bytes=8), "under a requantization record"),
+    (dict(sfu_div_step_bits=5), "must divide sfu_div_bits"),
     (dict(sfu_div_bits=64), "exact statistics need at least 72"),
 ])
 def test_inconsistent_configs_are_refused(change, words):
@@ -80,7 +80,7 @@ def test_the_performance_and_resource_models_import_no_amaranth():
 
 def test_microarchitecture_is_covered_by_the_hash():
     tiny = PRESETS["tiny"]
-    for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32), dict(mpe_fill_bytes=32),
+    for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32), dict(sfu_div_step_bits=8),
                    dict(sfu_div_bits=80), dict(axi_outstanding=2), dict(axi_masters=2)):
         assert tiny.replace(**change).hash != tiny.hash, change
     assert PRESETS["u280"].channels_per_master == 32 and tiny.replace(axi_masters=2).channels_per_master == 2

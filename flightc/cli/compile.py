@@ -14,7 +14,6 @@ def register(sub) -> None:
     from flightc.compress.method import Equalizer, Solver
     from flightc.isa.table import KV_BITS, SPARSITY_NM, WEIGHT_BITS, Sparsity
     from flightc.models.builtin import BUILTIN
-    from flightc.runtime.driver import KERNEL_KV_BITS
 
     models = ", ".join(f"builtin:{n}" for n in BUILTIN)
     patterns = [f"{n}:{m}" for s, (n, m) in SPARSITY_NM.items() if s is not Sparsity.DENSE]
@@ -44,8 +43,7 @@ def register(sub) -> None:
                         "sensitivity so the average value bits per weight is at most BITS, e.g. 3.5")
     c.add_argument("--density", type=float, help="with --sparsity auto: the average kept fraction, e.g. 0.5")
     c.add_argument("--kv-bits", type=int, default=8, choices=KV_BITS,
-                   help=f"KV cache width in memory (4: INT4, fsim/perf only; the generated kernel implements "
-                        f"{one_of(KERNEL_KV_BITS)})")
+                   help="KV cache width in memory (4: INT4, packed two per byte by ST.pack4)")
     c.add_argument("--layer", action="append", metavar="PATTERN=FORMAT",
                    help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
     c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")

@@ -46,7 +46,7 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     # them with --space, e.g. {"axi_burst_beats": [16, 64]}
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
-    "mpe_fill_bytes": (16,),
+    "sfu_div_step_bits": (2,),
 }
 
 
@@ -108,7 +108,7 @@ class SearchSpace:
             kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]),
             axi_data_bytes=int(params["buffer_port_bytes"]),  # the generator moves an AXI beat as one buffer word
             token_fifo_depth=int(params["token_fifo_depth"]), unit_queue_depth=int(params["unit_queue_depth"]),
-            axi_burst_beats=int(params["axi_burst_beats"]), mpe_fill_bytes=int(params["mpe_fill_bytes"]))
+            axi_burst_beats=int(params["axi_burst_beats"]), sfu_div_step_bits=int(params["sfu_div_step_bits"]))
 
     def size(self) -> int:
         n = 1

@@ -24,8 +24,8 @@ Refinements over FlightLLM's six classes, and why:
   INT32 bias (Qwen2's QKV biases, OPT's biases) added to the accumulator before requantization.
 - **An INT4 KV cache** (ISA 1.2): `ST.pack4` saturates INT8 keys and values to INT4 and packs
   two per byte; the MPE reads them back as dense 4-bit operands (K rows as weight rows, V rows
-  K-major), so the cache's memory traffic halves without an unpack step. The generated RTL
-  implements the INT8 cache only and the runtime refuses INT4-cache bundles on it.
+  K-major), so the cache's memory traffic halves without an unpack step; the generated RTL
+  implements both (ST.pack4 in the store unit, 4-bit K-major operands in the MPE).
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: LD 224, ST 192, MM 320, MV 256,
   MISC 320, SYS 32.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from flightc.bundle import Bundle
-from flightc.errors import BundleError, FlightcError, UnsupportedError
+from flightc.errors import BundleError, FlightcError
 from flightc.hw import regs as R
 from flightc.runtime.counters import CycleSource
 
@@ -63,21 +63,12 @@ def check_identity(bundle: Bundle, port: KernelPort, where: str) -> None:
                           f"{hw_hash}; recompile with --hw for this hardware")
 
 
-KERNEL_KV_BITS = (8,)  # what the RTL generator (hw/) implements of flightc.isa.table.KV_BITS
-
-
 class KernelDriver:
     """One bundle loaded on one kernel through a port; the step-by-step host side of every board-like backend."""
 
     def __init__(self, bundle: Bundle, port: KernelPort, where: str):
         if bundle.config.num_cores != 1:
             raise FlightcError(f"{where} has one core; the bundle was compiled for {bundle.config.num_cores}")
-        kv_bits = bundle.manifest["plan"].get("kv_bits", 8)
-        if kv_bits not in KERNEL_KV_BITS:
-            raise UnsupportedError(f"the bundle keeps a {kv_bits}-bit KV cache, but {where} runs the generated kernel, "
-                                   f"whose store and MPE units implement the INT8 KV cache only (no ST.pack4, no "
-                                   f"4-bit K-major operands); compile with --kv-bits 8, or run this bundle on fsim "
-                                   f"or perf")
         check_identity(bundle, port, where)
         self.bundle, self.port = bundle, port
         sizes = buffer_sizes(bundle)

@@ -2,33 +2,39 @@
 
 Every formula here counts the states of a unit's state machine in ``flightc.hw`` (the MPE in
 ``hw/mpe.py``, LD/ST in ``hw/dma.py``, the SFU in ``hw/sfu.py``) for an uncontended run; the
-microarchitecture parameters (fill size, burst length, AXI width, divider and square-root
+microarchitecture parameters (buffer word, burst length, AXI width, divider and square-root
 widths) come from the config, which the generator builds from too; nothing here imports Amaranth.
 The calibration tests run the same instructions on the RTL and compare, so a change to a state
 machine that is not mirrored here fails the build.
 
 Conventions: a unit's *busy* time runs from the cycle after it accepts an instruction to the cycle
 it reports done, inclusive (the ``busy_<class>`` counters of ``hw/regs.py`` count exactly that).
-A byte-engine read of ``n`` bytes, from the state that issues it to the state after the one that
-sees it done, takes ``n + 3`` cycles; a write takes ``n + 2`` (``hw/bytebus.py``: one grant per
-cycle, read data one cycle after its grant, ``done`` registered).
+Units move whole buffer words (``hw/buffers.py``): a contiguous access of ``n`` bytes at ``addr``
+costs one cycle per word it touches (:func:`span_words`), a strided one a cycle per byte. A
+word-engine read, from the state that issues it to the state after the one that sees it done,
+takes ``words + 3`` cycles; a write takes ``words + 2`` (one grant per cycle, read data one cycle
+after its grant, ``done`` registered). Addresses matter only through their lane in a word, so
+the sums below count lanes (:func:`lane_counts`) instead of walking every row.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, weight_format
+from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, weight_format
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
 
+
 def div_cycles(cfg: HardwareConfig) -> int:
-    """From the cycle that starts the SFU's divider to the cycle that sees it done: a quotient bit a cycle."""
-    return cfg.sfu_div_bits + 1
+    """From the cycle after the one that starts the SFU's divider to the cycle that sees it done."""
+    return cfg.sfu_div_bits // cfg.sfu_div_step_bits + 1
 
 
 def sqrt_cycles(cfg: HardwareConfig) -> int:
@@ -36,69 +42,95 @@ def sqrt_cycles(cfg: HardwareConfig) -> int:
     return cfg.sfu_sqrt_bits // 2 + 2
 
 
-def read_cycles(n: int) -> int:
-    return n + 3
-
-
-def write_cycles(n: int) -> int:
-    return n + 2
-
-
-def fill_cycles(nbytes: int, chunk: int) -> int:
-    """The MPE's FILL/FILL_WAIT loop: reads of ``chunk`` bytes (config.mpe_fill_bytes), then one state to return."""
+def span_words(addr, nbytes: int, w: int):
+    """Buffer words of ``w`` bytes that ``nbytes`` contiguous bytes from ``addr`` touch (``addr`` may be an array)."""
     if nbytes <= 0:
-        return 1
-    return nbytes + 3 * (-(-nbytes // chunk)) + 1
+        return 0 * addr
+    return (addr % w + nbytes - 1) // w + 1
+
+
+def read_cycles(addr, nbytes: int, w: int):
+    return span_words(addr, nbytes, w) + 3
+
+
+def write_cycles(addr, nbytes: int, w: int):
+    return span_words(addr, nbytes, w) + 2
 
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def lane_counts(base: int, stride: int, count: int, w: int) -> np.ndarray:
+    """How many of the addresses ``base + i * stride`` (i < count) fall in each lane of a ``w``-byte word."""
+    lanes = np.zeros(w, np.int64)
+    if count <= 0:
+        return lanes
+    period = w // np.gcd(stride % w, w) if stride % w else 1
+    one = (base + stride * np.arange(min(period, count))) % w
+    full, rest = divmod(count, period)
+    np.add.at(lanes, one, full)
+    np.add.at(lanes, one[:rest], 1)
+    return lanes
+
+
+def _grid_words(rows: np.ndarray, steps: np.ndarray, nbytes: int, w: int) -> int:
+    """Sum of span_words(a + b, nbytes) over every pair of a row's lane count and a step's lane count."""
+    words = span_words((np.arange(w)[:, None] + np.arange(w)[None, :]) % w, nbytes, w)
+    return int(rows @ words @ steps)
+
+
 # ----------------------------------------------------------------------------------- MPE
 @lru_cache(maxsize=4096)
 def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits: int, sparsity: Sparsity,
-                group_log2: int, mode: OutMode, lut: bool) -> int:
-    T, C, L, chunk = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length, cfg.mpe_fill_bytes
+                group_log2: int, mode: OutMode, lut: bool, a_addr: int, a_stride: int, w_addr: int, w_stride: int,
+                out_addr: int, out_stride: int, scale_addr: int) -> int:
+    T, C, L, w = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length, cfg.buffer_port_bytes
     n_keep, block = SPARSITY_NM[sparsity]
     ib = WeightFormat(8, n_keep, block).index_bits
     sparse = ib != 0 and not kmajor
     nnz = (k // block) * n_keep if sparse else k
     span = L * block // n_keep
     steps = _cdiv(nnz, L)
-    if kmajor:
-        chain = 1 + fill_cycles(L, chunk) + 1
+    pairs, groups = _cdiv(m, T), _cdiv(n, C)
+    # operand fetch: every step's window per token, and per row its values, positions and group multipliers
+    win = _grid_words(lane_counts(a_addr, a_stride, m, w), lane_counts(0, span, steps, w), span, w)
+    rows = lane_counts(w_addr, w_stride, n, w)
+    if kmajor:  # a byte a lane, strided; INT4 holds two rows a byte
+        rows_at = (w_addr + (np.arange(n) >> (1 if bits == 4 else 0))) % w
+        chain = (steps * n * L if w_stride != 1 else
+                 _grid_words(np.bincount(rows_at, minlength=w), lane_counts(0, L, steps, w), L, w))
     else:
-        chain = (1 + fill_cycles(L * bits // 8, chunk) + 1 + (fill_cycles(L * ib // 8, chunk) if sparse else 0) + 1
-                 + (fill_cycles(max(1, span >> group_log2), chunk) if group_log2 else 0) + 1)
+        vbytes = (nnz * bits + 7) // 8
+        ibytes = (nnz * ib + 7) // 8
+        chain = _grid_words(rows, lane_counts(0, L * bits // 8, steps, w), L * bits // 8, w)
+        if sparse:
+            chain += _grid_words(rows, lane_counts(vbytes, L * ib // 8, steps, w), L * ib // 8, w)
+        if group_log2:  # the multipliers from the window's first group on
+            at = (vbytes + ibytes + ((np.arange(steps) * span) >> group_log2)) % w
+            chain += _grid_words(rows, np.bincount(at, minlength=w), max(1, span >> group_log2), w)
+    fetch = groups * win + pairs * chain + (pairs * groups * 3 if steps else 0)  # + the last step's pipeline
+    # output stage: per result its record, LUT entry or residual, and its write
+    elem = out_elem_bytes(mode)
+    tok = np.arange(m)[:, None]
+    row = np.arange(n)[None, :]
+    dst = out_addr + tok * out_stride + row * elem
     if mode is OutMode.ACC32:
-        out_valid = 1 + write_cycles(4) + 1
+        valid = 1 + write_cycles(dst, 4, w) + 1
     else:
-        extra = read_cycles(1) if (mode is OutMode.REQ_I8 and lut) else read_cycles(4) if mode is OutMode.REQ_ADD else 1
-        elem = 1 if mode is OutMode.REQ_I8 else 4
-        out_valid = read_cycles(REQUANT.size) + extra + write_cycles(elem) + 1
-
-    def group(cv: int, tt: int) -> int:
-        step = tt * (1 + fill_cycles(span, chunk)) + 1 + cv * chain + (1 if cv < C else 0) + 2
-        out = tt * cv * out_valid + (T * C - tt * cv) * 2 + 1
-        return 1 + steps * step + 1 + out
-
-    def pair(tt: int) -> int:
-        groups = _cdiv(n, C)
-        last = n - C * (groups - 1)
-        return 1 + (groups - 1) * group(C, tt) + group(last, tt) + 1
-
-    pairs = _cdiv(m, T)
-    last_tt = m - T * (pairs - 1)
-    return (pairs - 1) * pair(T) + pair(last_tt) + 1
+        extra = 4 if (mode is OutMode.REQ_I8 and lut) else read_cycles(dst, 4, w) if mode is OutMode.REQ_ADD else 1
+        valid = read_cycles(scale_addr + row * REQUANT.size, REQUANT.size, w) + extra + write_cycles(dst, elem, w) + 1
+    out = int(np.broadcast_to(valid, (m, n)).sum()) + 2 * (pairs * groups * T * C - m * n) + pairs * groups
+    return fetch + pairs * groups * 2 + out + pairs * 2 + 1
 
 
 def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    m, _, _ = mpe_shape(ins)
+    m, a_stride, out_stride = mpe_shape(ins)
     kmajor = bool(ins.w_kmajor)
     fmt = weight_format(ins)
-    return _mpe_cycles(cfg, m, ins.n, ins.k, kmajor, 8 if kmajor else fmt.bits, Sparsity(ins.sparsity),
-                       0 if kmajor else ins.group_log2, OutMode(ins.out_mode), bool(ins.lut))
+    return _mpe_cycles(cfg, m, ins.n, ins.k, kmajor, fmt.bits, Sparsity(ins.sparsity),
+                       0 if kmajor else ins.group_log2, OutMode(ins.out_mode), bool(ins.lut), ins.a_addr, a_stride,
+                       ins.w_addr, ins.w_stride, ins.out_addr, out_stride, ins.scale_addr)
 
 
 # ----------------------------------------------------------------------------------- DMA
@@ -118,66 +150,110 @@ def _beats_and_bursts(addr: int, nbytes: int, w: int, max_beats: int) -> tuple[i
     return b1 - b0, bursts
 
 
+def _beat_words(src: int, dst: int, nbytes: int, beat: int, word: int) -> int:
+    """Buffer words touched, beat by beat, by ``nbytes`` moved between memory at ``src`` (beats of ``beat`` bytes)
+    and a buffer at ``dst`` (words of ``word`` bytes): a beat's bytes land in one word or straddle two."""
+    if nbytes <= 0:
+        return 0
+    first = min(nbytes, beat - src % beat)
+    total = span_words(dst, first, word)
+    rest = nbytes - first
+    if rest <= 0:
+        return total
+    full, last = divmod(rest, beat)
+    shift = (dst + first) % word
+    total += full * (1 if shift == 0 else 2)
+    if last:
+        total += span_words(dst + first + full * beat, last, word)
+    return total
+
+
 def load_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """LD: per row ROW, per burst AR, per beat R + PUT + the byte-engine write + NEXT, one AR to end the row."""
-    w = cfg.axi_data_bytes
+    """LD: per row ROW and the AR that ends it, per burst AR and the cycle its last write drains, and a cycle
+    per buffer word written (a beat a cycle when memory and buffer lanes agree); a gather reads the row's id first."""
+    w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
     total = 1
     for r in range(ins.rows):
         addr = ins.hbm_addr if ins.gather else ins.hbm_addr + r * ins.hbm_stride
-        beats, bursts = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
-        total += 2 + bursts + ins.row_bytes + 4 * beats
-        if ins.gather:  # the row's INT32 id: AR, R, PUT, NEXT, and the AR that turns to the row
-            total += 5
+        dst = ins.buf_addr + r * ins.buf_stride
+        _, bursts = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
+        total += 2 + 2 * bursts + _beat_words(addr, dst, ins.row_bytes, w, word)
+        if ins.gather:  # the row's INT32 id: per burst AR, its beats and the cycle after, then AR turns to the row
+            id_beats, id_bursts = _beats_and_bursts(ins.ids_addr + 4 * r, 4, w, cfg.axi_burst_beats)
+            total += 2 * id_bursts + id_beats + 1
+    return total
+
+
+def _packed_beat_words(src: int, dst: int, nbytes: int, beat: int, word: int) -> int:
+    """As _beat_words for ST.pack4, whose beats read two buffer bytes per memory byte."""
+    total, left = 0, nbytes
+    while left > 0:
+        nb = min(left, beat - src % beat)
+        total += span_words(dst, 2 * nb, word)
+        src, dst, left = src + nb, dst + 2 * nb, left - nb
     return total
 
 
 def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """ST: per beat a byte-engine read, then one single-beat write burst (AW/W, then B). With pack4 the
-    engine reads two buffer bytes per memory byte (modeled: the RTL has no INT4 KV cache to measure)."""
-    w = cfg.axi_data_bytes
+    """ST: per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes), then one single-beat
+    write burst (AW/W, then B)."""
+    w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
     total = 1
-    reads = ins.row_bytes * (2 if ins.pack4 else 1)
     for r in range(ins.rows):
-        beats, _ = _beats_and_bursts(ins.hbm_addr + r * ins.hbm_stride, ins.row_bytes, w, cfg.axi_burst_beats)
-        total += 2 + reads + 6 * beats
+        addr = ins.hbm_addr + r * ins.hbm_stride
+        beats, _ = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
+        words = _packed_beat_words if ins.pack4 else _beat_words
+        total += 2 + words(addr, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, w, word) + 6 * beats
     return total
 
 
 # ----------------------------------------------------------------------------------- SFU
-def _sfu_row(cfg: HardwareConfig, op: MiscOp, cols: int, head: int) -> int:
+def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     """One row of a MISC operation: its passes over the elements and the statistics between them."""
-    a = read_cycles(MISC_SRC_BYTES.get(op, 1))
-    w = write_cycles(MISC_DST_BYTES.get(op, 1))
+    op, cols, w = MiscOp(ins.op), ins.cols, cfg.buffer_port_bytes
+    c = np.arange(cols)
+    src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
+    src_row, dst_row = ins.src_addr + r * ins.src_stride, ins.dst_addr + r * ins.dst_stride
+    a = read_cycles(src_row + c * src_e, src_e, w)
+    wr = write_cycles(dst_row + c * dst_e, dst_e, w)
     end = 2  # the A state that finds the pass over, and PASS_END
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
-    gain = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
+    ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
+    gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), ge, w)
+    stat = int((a + 3).sum()) if cols else 0
     if op is MiscOp.RMSNORM:
-        stat = a + 3
-        out = a + read_cycles(gain) + 1 + 1 + div + w + 1
-        return cols * stat + end + div + sqrt + cols * out + end
+        return stat + end + div + sqrt + int((a + gain + 1 + 1 + div + wr + 1).sum()) + end
     if op is MiscOp.LAYERNORM:
-        stat = a + 3
-        out = a + read_cycles(gain) + read_cycles(gain) + 1 + div + w + 1
-        return cols * stat + end + div + cols * stat + end + div + sqrt + cols * out + end
+        beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), ge, w)
+        return 2 * stat + 2 * end + 2 * div + sqrt + int((a + gain + beta + 1 + div + wr + 1).sum()) + end
     if op is MiscOp.SOFTMAX:
-        stat = a + 3
-        return cols * stat + end + cols * stat + end + div + cols * (a + 2 + w + 1) + end
+        return 2 * stat + 2 * end + div + int((a + 2 + wr + 1).sum()) + end
     if op is MiscOp.ROPE:
-        pairs = (cols // head) * (head // 2) if head >= 2 else 0
-        return pairs * (a + read_cycles(1) + 2 * read_cycles(ROPE.entry_bytes) + 1 + 2 * w + 1) + end
+        head = ins.imm
+        if head < 2:
+            return end
+        half = head // 2
+        j = np.arange(half)
+        tab = ins.prm_addr + r * ROPE.row_bytes(head)
+        e = ROPE.entry_bytes
+        per_head = int((4 + 4 + read_cycles(tab + ROPE.cos_offset(j), e, w) + read_cycles(tab + ROPE.sin_offset(head, j), e, w)
+                        + 1 + 2 * 3 + 1).sum())
+        return (cols // head) * per_head + end
     if op is MiscOp.EMUL:
-        return cols * (a + read_cycles(1) + 1 + 1 + w + 1) + end
+        return int((a + 4 + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ:
-        return cols * (a + 1 + 1 + w + 1) + end
+        return int((a + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ_ADD:
-        return cols * (a + read_cycles(4) + 1 + 1 + w + 1) + end
+        return int((a + read_cycles(dst_row + 4 * c, 4, w) + 1 + 1 + wr + 1).sum()) + end
     raise ValueError(f"no timing for MISC op {op}")
 
 
 def misc_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     op = MiscOp(ins.op)
-    head = read_cycles(NORM.eps.nbytes) if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1  # EPS: the norms' epsilon
-    return head + ins.rows * (1 + _sfu_row(cfg, op, ins.cols, ins.imm) + 1) + 1
+    w = cfg.buffer_port_bytes
+    head = (read_cycles(ins.prm_addr + NORM.eps.offset, NORM.eps.nbytes, w)
+            if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1)  # EPS: the norms' epsilon
+    return head + sum(1 + _sfu_row(cfg, ins, r) + 1 for r in range(ins.rows)) + 1
 
 
 # ----------------------------------------------------------------------------------- all units

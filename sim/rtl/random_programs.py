@@ -68,6 +68,10 @@ class _Builder:
         return addr
 
     def buffer(self, b: Buffer, nbytes: int, align: int = 1) -> int:
+        """Room for ``nbytes`` in a buffer; half the time at a buffer word, as compiled programs mostly are (the
+        word-wide units' timing and their fetch pipeline depend on where operands start within a word)."""
+        if align == 1 and self.rng.random() < 0.5:
+            align = self.cfg.buffer_port_bytes
         addr = self.buf_used[b] + self.rand(0, 9)
         addr = -(-addr // align) * align
         if addr + nbytes > self.cfg.buffer_bytes(b):
@@ -97,11 +101,13 @@ class _Builder:
         self.emit("LD", buf=b, buf_addr=buf_addr, channel=SRC_CHANNEL, hbm_addr=addr, rows=rows, row_bytes=row_bytes,
                   hbm_stride=hbm_stride, buf_stride=buf_stride, release=release)
 
-    def store(self, b: Buffer, buf_addr: int, rows: int, row_bytes: int, buf_stride: int, wait: int) -> None:
+    def store(self, b: Buffer, buf_addr: int, rows: int, row_bytes: int, buf_stride: int, wait: int,
+              pack4: bool = False) -> None:
+        """ST of ``row_bytes`` memory bytes a row (with ``pack4``, from twice as many buffer bytes)."""
         gap = self.rand(0, 5)
         ch, addr = self.output(rows * (row_bytes + gap))
         self.emit("ST", buf=b, buf_addr=buf_addr, channel=ch, hbm_addr=addr, rows=rows, row_bytes=row_bytes,
-                  hbm_stride=row_bytes + gap, buf_stride=buf_stride, wait=wait)
+                  hbm_stride=row_bytes + gap, buf_stride=buf_stride, wait=wait, pack4=int(pack4))
 
     def bytes_(self, n: int) -> bytes:
         return self.rng.integers(0, 256, n, dtype=np.uint8).tobytes()
@@ -128,11 +134,16 @@ class _Builder:
     # ----- blocks
     def block_mpe(self) -> str:
         cfg, rand = self.cfg, self.rand
-        mm = self.rng.random() < 0.6
-        kmajor = self.rng.random() < 0.15
+        # a fifth are shaped like compiled decode: aligned dense rows, a last row group of one chain, several
+        # steps, so that a step's operands take as few words as they can (the MPE's fetch pipeline at its tightest)
+        tight = self.rng.random() < 0.2
+        mm = not tight and self.rng.random() < 0.6
+        kmajor = not tight and self.rng.random() < 0.15
         sparsities = [s for s in SPARSITY_NM if _supported(cfg, WeightFormat(8, *SPARSITY_NM[s]))]
-        if kmajor:
-            fmt = WeightFormat(8)
+        if kmajor:  # INT8 or INT4 (the INT4 KV cache's V operands)
+            fmt = WeightFormat(4 if self.rng.random() < 0.5 else 8)
+        elif tight:
+            fmt = WeightFormat(int(self.rng.choice(cfg.weight_bits)))
         else:
             bits = int(self.rng.choice(cfg.weight_bits))
             sp = sparsities[rand(0, len(sparsities) - 1)]
@@ -144,16 +155,20 @@ class _Builder:
             k = -(-k // fmt.group) * fmt.group
         n = rand(1, 3 * cfg.mpe_chains)
         m = rand(1, 5) if mm else 1
-        a_stride = k + rand(0, 6)
-        a_addr = self.buffer(Buffer.ACT, (m - 1) * a_stride + k)
+        word = cfg.buffer_port_bytes if tight or self.rng.random() < 0.5 else 1  # rows a whole number of words apart
+        if tight:
+            k, n = cfg.chain_length * rand(2, 6), cfg.mpe_chains * rand(0, 2) + 1
+        a_stride = -(-(k + rand(0, 6)) // word) * word
+        a_addr = self.buffer(Buffer.ACT, (m - 1) * a_stride + k, word)
         a_unsigned = int(self.rng.random() < 0.3)
         w_buf = Buffer.KV if self.rng.random() < 0.3 else Buffer.WGT
+        kmajor_bytes = (n * fmt.bits + 7) // 8  # one K step of a K-major operand
         if kmajor:
-            w_stride = n + rand(0, 6)
-            w_addr = self.buffer(w_buf, (k - 1) * w_stride + n)
+            w_stride = -(-(kmajor_bytes + rand(0, 6)) // word) * word
+            w_addr = self.buffer(w_buf, (k - 1) * w_stride + kmajor_bytes)
         else:
-            w_stride = fmt.row_bytes(k) + rand(0, 6)
-            w_addr = self.buffer(w_buf, (n - 1) * w_stride + fmt.row_bytes(k))
+            w_stride = -(-(fmt.row_bytes(k) + rand(0, 6)) // word) * word
+            w_addr = self.buffer(w_buf, (n - 1) * w_stride + fmt.row_bytes(k), word)
         mode = OutMode(rand(0, 3))
         elem = 1 if mode is OutMode.REQ_I8 else 4
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
@@ -164,7 +179,7 @@ class _Builder:
         unit = 1 << Unit.MPE
         self.load(Buffer.ACT, a_addr, m, k, a_stride, self.bytes_(m * k))
         if kmajor:
-            self.load(w_buf, w_addr, k, n, w_stride, self.bytes_(k * n))
+            self.load(w_buf, w_addr, k, kmajor_bytes, w_stride, self.bytes_(k * kmajor_bytes))
         else:
             self.load(w_buf, w_addr, n, fmt.row_bytes(k), w_stride, self.weights(fmt, n, k))
         if mode is not OutMode.ACC32:
@@ -190,7 +205,7 @@ class _Builder:
         else:
             self.emit("MV", **common)
         self.store(out_buf, out_addr, m, n * elem, out_stride, wait=unit)
-        return f"{'MM' if mm else 'MV'} {fmt.label()}{' K-major' if kmajor else ''} {mode.name}"
+        return f"{'MM' if mm else 'MV'} {fmt.label()}{f' K-major INT{fmt.bits}' if kmajor else ''} {mode.name}"
 
     def block_misc(self) -> str:
         rand, rng = self.rand, self.rng
@@ -293,8 +308,9 @@ class _Builder:
             self.load(b, addr, rows, row_bytes, buf_stride, self.bytes_(rows * row_bytes), release=1 << Unit.ST)
         if self.rng.random() < 0.3:
             self.emit("SYS", op=SysOp.NOP)
-        self.store(b, addr, rows, row_bytes, buf_stride, wait=1 << Unit.LD)
-        return f"{'gather ' if gather else ''}LD/ST {b.name}"
+        pack4 = row_bytes >= 2 and self.rng.random() < 0.3  # the INT4 KV cache: two INT8 per memory byte
+        self.store(b, addr, rows, row_bytes // 2 if pack4 else row_bytes, buf_stride, wait=1 << Unit.LD, pack4=pack4)
+        return f"{'gather ' if gather else ''}LD/ST{'.pack4' if pack4 else ''} {b.name}"
 
 
 def _supported(cfg: HardwareConfig, fmt: WeightFormat) -> bool:

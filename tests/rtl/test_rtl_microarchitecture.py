@@ -13,7 +13,7 @@ from flightc.sim.rtl.differential import compare, memory_bytes_for, run_rtl
 from flightc.sim.rtl.random_programs import random_case
 from flightc.sim.rtl.replay import isolated_cases
 
-CFG = PRESETS["tiny"].replace(name="tiny-microarch", unit_queue_depth=2, axi_burst_beats=4, mpe_fill_bytes=32,
+CFG = PRESETS["tiny"].replace(name="tiny-microarch", unit_queue_depth=2, axi_burst_beats=4, sfu_div_step_bits=2,
                               sfu_div_bits=76)
 
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from flightc.runtime.backends import open_backend
 from flightc.sim.perf.calibration import PROMPT, calibration_bundle
 
 
-def test_small_model_prefill_and_decode_are_byte_identical():
-    bundle = calibration_bundle()  # 1 layer, hidden 64: W4 g32 8:16, W8 down_proj, W2 g16 2:4 v_proj
+@pytest.mark.parametrize("kv_bits", [8, 4])
+def test_small_model_prefill_and_decode_are_byte_identical(kv_bits):
+    bundle = calibration_bundle(kv_bits=kv_bits)  # 1 layer, hidden 64: W4 g32 8:16, W8 down_proj, W2 g16 2:4 v_proj
+    assert bundle.manifest["plan"]["kv_bits"] == kv_bits
     fsim, rtl = open_backend("fsim", bundle), open_backend("rtl", bundle)
     try:
         extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}

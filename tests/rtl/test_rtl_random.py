@@ -28,12 +28,14 @@ def test_random_programs_match_functional_simulator(kernel_sim):
                 seen[MiscOp(ins.op)] += 1
             if ins.opcode is Opcode.LD and ins.gather:
                 seen["gather"] += 1
+            if ins.opcode is Opcode.ST and ins.pack4:
+                seen["pack4"] += 1
         outcome = compare(kernel_sim, case, STALL_RATES[seed % len(STALL_RATES)])
         if not outcome.equal:
             failing.append(f"seed {seed}: {outcome.detail}")
     assert not failing, "RTL differs from the functional simulator:\n" + "\n".join(failing)
     # the programs must have exercised every class, SFU op, output mode and sparsity pattern
-    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather"):
+    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather", "pack4"):
         assert seen[name] > 0, name
     for op in MiscOp:
         assert seen[op] > 0, op
@@ -42,3 +44,5 @@ def test_random_programs_match_functional_simulator(kernel_sim):
     patterns = {k[2] for k in seen if isinstance(k, tuple) and k[0] == "w"}
     widths = {k[1] for k in seen if isinstance(k, tuple) and k[0] == "w"}
     assert patterns == set(Sparsity) and widths == set(WeightBits)
+    kmajor = {k[1] for k in seen if isinstance(k, tuple) and k[0] == "w" and k[3]}
+    assert kmajor == {WeightBits.B8, WeightBits.B4}  # the INT8 and the INT4 KV cache's V operands

@@ -1,0 +1,228 @@
+"""On-chip buffers, the word ports that let every unit reach every buffer, and the word engine.
+
+Each buffer (flightc.config.Buffer) is one simple dual-port memory of ``buffer_port_bytes``-wide
+words with byte enables. Every unit owns one word port; per buffer, one round-robin arbiter grants
+one read and another one write per cycle, so a unit filling a buffer never slows one reading it.
+Read data (the whole word) returns one cycle after the grant. :class:`WordEngine` turns a port
+into a command ("read or write ``count`` bytes from ``addr`` with ``stride``") that moves every
+byte a buffer word holds in one cycle, so a contiguous transfer of ``n`` bytes at ``addr`` takes
+as many cycles as it touches words (:func:`flightc.sim.perf.timing.span_words`).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from flightc.config import Buffer, HardwareConfig
+from flightc.hw.decode import BUF_SEL_BITS
+from flightc.isa.table import BUF_ADDR_BITS
+
+
+def word_port_signature(word_bytes: int) -> wiring.Signature:
+    """A unit's port, from the unit's side: a request (read, or a masked write of whole-word data) granted
+    combinationally; a granted read's word arrives on ``rdata`` with ``rvalid`` the next cycle."""
+    return wiring.Signature({
+        "req": Out(1), "buf": Out(BUF_SEL_BITS), "addr": Out(BUF_ADDR_BITS), "we": Out(1),
+        "wdata": Out(8 * word_bytes), "wmask": Out(word_bytes),
+        "gnt": In(1), "rvalid": In(1), "rdata": In(8 * word_bytes),
+    })
+
+
+def lane_bits(word_bytes: int) -> int:
+    if word_bytes & (word_bytes - 1):
+        raise ValueError(f"buffer_port_bytes {word_bytes} must be a power of two")
+    return word_bytes.bit_length() - 1
+
+
+class BufferBank(wiring.Component):
+    """The five buffers of a core behind per-buffer round-robin arbiters; one word port per unit."""
+
+    def __init__(self, cfg: HardwareConfig, names: list[str]):
+        self.cfg, self.names = cfg, names
+        w = cfg.buffer_port_bytes
+        self.lane_bits = lane_bits(w)
+        super().__init__({f"port_{n}": In(word_port_signature(w)) for n in names})
+        self.mems = {b: Memory(shape=8 * w, depth=cfg.buffer_bytes(b) // w, init=[]) for b in Buffer}
+
+    def ports(self) -> list:
+        return [getattr(self, f"port_{n}") for n in self.names]
+
+    def elaborate(self, platform):
+        m = Module()
+        lb = self.lane_bits
+        ports = self.ports()
+        rvalid_next = [Signal(name=f"{n}_rv") for n in self.names]
+        buf_q = [Signal(BUF_SEL_BITS, name=f"{n}_bufq") for n in self.names]
+        read_data = {}
+        for b, mem in self.mems.items():
+            m.submodules[f"mem_{b.name.lower()}"] = mem
+            wp = mem.write_port(granularity=8)
+            rp = mem.read_port()
+            read_data[b] = rp.data
+            tag = b.name.lower()
+            # a simple dual-port memory: one read and one write per cycle, each with its own round robin
+            r_any, r_idx = _arbiter(m, f"rd_{tag}", [p.req & (p.buf == int(b)) & ~p.we for p in ports])
+            w_any, w_idx = _arbiter(m, f"wr_{tag}", [p.req & (p.buf == int(b)) & p.we for p in ports])
+            rport, wport = Array(ports)[r_idx], Array(ports)[w_idx]
+            m.d.comb += [rp.addr.eq(rport.addr >> lb), wp.addr.eq(wport.addr >> lb), wp.data.eq(wport.wdata),
+                         wp.en.eq(Mux(w_any, wport.wmask, 0))]
+            for i, p in enumerate(ports):
+                with m.If((r_any & (r_idx == i)) | (w_any & (w_idx == i))):
+                    m.d.comb += p.gnt.eq(1)
+        for i, p in enumerate(ports):
+            m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf)]
+            with m.Switch(buf_q[i]):
+                for b in Buffer:
+                    with m.Case(int(b)):
+                        m.d.comb += p.rdata.eq(read_data[b])
+            m.d.comb += p.rvalid.eq(rvalid_next[i])
+        return m
+
+
+def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
+    """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant."""
+    n = len(wants)
+    want = Cat(*wants)
+    last = Signal(range(n), name=f"rr_{name}")
+    grant = Signal(range(n), name=f"grant_{name}")
+    with m.Switch(last):
+        for lst in range(n):
+            with m.Case(lst):
+                for i in reversed([(lst + 1 + j) % n for j in range(n)]):
+                    with m.If(want[i]):
+                        m.d.comb += grant.eq(i)
+    with m.If(want.any()):
+        m.d.sync += last.eq(grant)
+    return want.any(), grant
+
+
+def first_lanes(count, word_bytes: int):
+    """A byte mask of the lowest ``count`` lanes of a word (``count`` up to ``word_bytes``)."""
+    return ((Const(1, word_bytes + 1) << Value.cast(count).as_unsigned()) - 1)[:word_bytes]
+
+
+def merge_bytes(dest: Signal, data, at, count, word_bytes: int):
+    """``dest`` with its bytes ``at`` .. ``at + count - 1`` replaced by the first ``count`` bytes of ``data``
+    (a word, byte i at bits 8i): how a word that arrived is placed in an operand register. Each byte of
+    ``dest`` picks its source byte with a ``word_bytes``-way multiplexer (no shifter as wide as ``dest``)."""
+    size = len(dest) // 8
+    at = Value.cast(at)[:max(1, (size - 1).bit_length())]  # a placement lies inside dest
+    lb = max(1, (word_bytes - 1).bit_length())
+    out = []
+    for i in range(size):
+        rel = Const(i, at.shape().width + 1) - at
+        take = (at <= i) & (rel < count)
+        out.append(Mux(take, data.word_select(rel[:lb], 8), dest.word_select(i, 8)))
+    return Cat(*out)
+
+
+class OperandRegister:
+    """An operand a unit fetches a buffer word per cycle: the words as they arrived (``raw``) and the lane of the
+    first one where the operand starts; :meth:`view` is the operand itself, ``nbytes`` from byte 0. Keeping whole
+    words and shifting once (log2 of the word's bytes in 2:1 stages) costs far less than placing each arriving
+    byte at a variable position."""
+
+    def __init__(self, name: str, nbytes: int, word_bytes: int):
+        self.nbytes, self.word_bytes = nbytes, word_bytes
+        self.words = self.most_words(nbytes, word_bytes)
+        self.raw = Signal(8 * word_bytes * self.words, name=f"{name}_raw")
+        self.lane = Signal(lane_bits(word_bytes), name=f"{name}_lane")
+
+    @staticmethod
+    def most_words(nbytes: int, word_bytes: int) -> int:
+        """Words ``nbytes`` contiguous bytes touch at the most (starting at the last lane of a word)."""
+        return -(-(nbytes + word_bytes - 1) // word_bytes)
+
+    def word(self, index):
+        return self.raw.word_select(Value.cast(index)[:max(1, (self.words - 1).bit_length())], 8 * self.word_bytes)
+
+    def byte(self, index):
+        n = self.words * self.word_bytes
+        return self.raw.word_select(Value.cast(index)[:max(1, (n - 1).bit_length())], 8)
+
+    def view(self) -> Value:
+        x = self.raw
+        for s in range(len(self.lane)):
+            x = Mux(self.lane[s], x[8 << s:], x)
+        return x[:8 * self.nbytes]
+
+
+class WordEngine(wiring.Component):
+    """Moves up to ``max_bytes`` bytes between a unit and one buffer per command, a buffer word per cycle.
+
+    Pulse ``start`` with ``write``, ``buf``, ``addr``, ``stride``, ``count`` (and ``wdata``, byte i
+    at bits 8i); ``done`` pulses the cycle after the last word is written or has arrived, and
+    ``rdata`` then holds what was read (byte i at bits 8i). With ``stride`` 1 a request covers the
+    rest of the word ``addr`` falls in; any other stride moves one byte per request.
+    """
+
+    def __init__(self, word_bytes: int, max_bytes: int):
+        self.word_bytes, self.max_bytes = word_bytes, max_bytes
+        super().__init__({"port": Out(word_port_signature(word_bytes))})
+        self.start = Signal()
+        self.write = Signal()
+        self.buf = Signal(BUF_SEL_BITS)
+        self.addr = Signal(BUF_ADDR_BITS)
+        self.stride = Signal(BUF_ADDR_BITS)
+        self.count = Signal(range(max_bytes + 1))
+        self.wdata = Signal(8 * max_bytes)
+        self.done = Signal()
+        self.busy = Signal()
+        self.rdata = Signal(8 * max_bytes)
+
+    def read(self, m: Module, buf, addr, count, stride=1) -> None:
+        """Issue a read command this cycle (a unit's FSM calls it in the state that starts the transfer)."""
+        m.d.comb += [self.start.eq(1), self.write.eq(0), self.buf.eq(buf), self.addr.eq(addr),
+                     self.stride.eq(stride), self.count.eq(count)]
+
+    def write_bytes(self, m: Module, buf, addr, count, data) -> None:
+        """Issue a write command of ``count`` bytes of ``data`` (byte i at bits 8i) to consecutive addresses."""
+        m.d.comb += [self.start.eq(1), self.write.eq(1), self.buf.eq(buf), self.addr.eq(addr), self.stride.eq(1),
+                     self.count.eq(count), self.wdata.eq(data)]
+
+    def elaborate(self, platform):
+        m = Module()
+        p, w = self.port, self.word_bytes
+        lb = lane_bits(w)
+        issued = Signal(range(self.max_bytes + 1))
+        count = Signal.like(self.count)
+        write = Signal()
+        stride = Signal.like(self.stride)
+        cur = Signal(BUF_ADDR_BITS)
+        wdata = Signal.like(self.wdata)
+        buf_q = Signal(BUF_SEL_BITS)
+        last_sent = Signal()
+        # what the request in flight covers: lane in the word, where its bytes go, how many
+        tag_lane = Signal(lb)
+        tag_at = Signal.like(issued)
+        tag_n = Signal(range(w + 1))
+        lane = cur[:lb]
+        left = count - issued
+        contiguous = stride == 1
+        n = Signal(range(w + 1))
+        m.d.comb += n.eq(Mux(contiguous, Mux(left < (w - lane), left, w - lane), 1))
+        m.d.comb += p.buf.eq(buf_q)
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(self.count != 0), issued.eq(0), count.eq(self.count), last_sent.eq(0),
+                         write.eq(self.write), stride.eq(self.stride), cur.eq(self.addr), wdata.eq(self.wdata),
+                         buf_q.eq(self.buf)]
+            with m.If(self.count == 0):
+                m.d.sync += self.done.eq(1)
+        with m.Else():
+            m.d.sync += self.done.eq(0)
+        m.d.comb += [p.req.eq(self.busy & ~last_sent), p.addr.eq(cur), p.we.eq(write),
+                     p.wdata.eq((wdata >> (issued * 8)) << (lane * 8)), p.wmask.eq(first_lanes(n, w) << lane)]
+        with m.If(p.req & p.gnt):
+            m.d.sync += [issued.eq(issued + n), cur.eq(Mux(contiguous, cur + n, cur + stride)),
+                         tag_lane.eq(lane), tag_at.eq(issued), tag_n.eq(n)]
+            with m.If(issued + n == count):
+                m.d.sync += last_sent.eq(1)
+                with m.If(write):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.If(p.rvalid & self.busy & ~write):
+            m.d.sync += self.rdata.eq(merge_bytes(self.rdata, p.rdata >> (tag_lane * 8), tag_at, tag_n, w))
+            with m.If(last_sent & (tag_at + tag_n == count)):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        return m
