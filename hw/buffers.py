@@ -105,8 +105,8 @@ def first_lanes(count, word_bytes: int):
 
 def merge_bytes(dest: Signal, data, at, count, word_bytes: int):
     """``dest`` with its bytes ``at`` .. ``at + count - 1`` replaced by the first ``count`` bytes of ``data``
-    (a word, byte i at bits 8i): how a word that arrived is placed in an operand register. Each byte of
-    ``dest`` picks its source byte with a ``word_bytes``-way multiplexer (no shifter as wide as ``dest``)."""
+    (a word, byte i at bits 8i): how the word engine gathers what it read. Each byte of ``dest`` picks its
+    source byte with a ``word_bytes``-way multiplexer (no shifter as wide as ``dest``)."""
     size = len(dest) // 8
     at = Value.cast(at)[:max(1, (size - 1).bit_length())]  # a placement lies inside dest
     lb = max(1, (word_bytes - 1).bit_length())

@@ -99,6 +99,19 @@ class Sfu(ExecutionUnit):
 
         rd = eng.read
 
+        def arrived(m, state: str, then, *capture) -> None:
+            """The state that waits for a read the state before issued: it latches the operand and moves on
+            (``then``: the next state, or {state: condition} tried in order, None for the rest)."""
+            with m.State(state):
+                with m.If(eng.done):
+                    m.d.sync += list(capture)
+                    if isinstance(then, str):
+                        m.next = then
+                    else:
+                        for i, (nxt, cond) in enumerate(then.items()):
+                            with (m.If(cond) if i == 0 else m.Elif(cond) if cond is not None else m.Else()):
+                                m.next = nxt
+
         def sext(v, bits):
             return v[:bits].as_signed()
 
@@ -117,10 +130,7 @@ class Sfu(ExecutionUnit):
                     m.next = "EPS_WAIT"
                 with m.Else():
                     m.next = "ROW"
-            with m.State("EPS_WAIT"):
-                with m.If(eng.done):
-                    m.d.sync += eps.eq(eng.rdata[:8 * NORM.eps.nbytes])
-                    m.next = "ROW"
+            arrived(m, "EPS_WAIT", "ROW", eps.eq(eng.rdata[:8 * NORM.eps.nbytes]))
             with m.State("ROW"):
                 with m.If(r == f.rows):
                     m.d.comb += self.done.eq(1)
@@ -135,10 +145,7 @@ class Sfu(ExecutionUnit):
                 with m.Else():
                     rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), a_bytes)
                     m.next = "A_WAIT"
-            with m.State("A_WAIT"):
-                with m.If(eng.done):
-                    m.d.sync += x.eq(Mux(wide_src, sext(eng.rdata, 32), sext(eng.rdata, 8)))
-                    m.next = "B"
+            arrived(m, "A_WAIT", "B", x.eq(Mux(wide_src, sext(eng.rdata, 32), sext(eng.rdata, 8))))
             with m.State("B"):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.ROPE)):
@@ -158,11 +165,8 @@ class Sfu(ExecutionUnit):
                             m.next = "OP"
                     with m.Default():
                         m.next = "OP"
-            with m.State("B_WAIT"):
-                with m.If(eng.done):
-                    m.d.sync += b.eq(Mux((op == int(MiscOp.ROPE)) | (op == int(MiscOp.EMUL)), sext(eng.rdata, 8),
-                                         sext(eng.rdata, 32)))
-                    m.next = "C"
+            arrived(m, "B_WAIT", "C", b.eq(Mux((op == int(MiscOp.ROPE)) | (op == int(MiscOp.EMUL)),
+                                                sext(eng.rdata, 8), sext(eng.rdata, 32))))
             with m.State("C"):
                 with m.If(op == int(MiscOp.ROPE)):
                     rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), ROPE.entry_bytes)
@@ -172,21 +176,13 @@ class Sfu(ExecutionUnit):
                     m.next = "C_WAIT"
                 with m.Else():
                     m.next = "OP"
-            with m.State("C_WAIT"):
-                with m.If(eng.done):
-                    m.d.sync += cc.eq(Mux(op == int(MiscOp.ROPE), sext(eng.rdata, 8 * ROPE.entry_bytes),
-                                          sext(eng.rdata, 8 * NORM.element_bytes)))
-                    with m.If(op == int(MiscOp.ROPE)):
-                        m.next = "D"
-                    with m.Else():
-                        m.next = "OP"
+            arrived(m, "C_WAIT", {"D": op == int(MiscOp.ROPE), "OP": None},
+                    cc.eq(Mux(op == int(MiscOp.ROPE), sext(eng.rdata, 8 * ROPE.entry_bytes),
+                              sext(eng.rdata, 8 * NORM.element_bytes))))
             with m.State("D"):
                 rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), ROPE.entry_bytes)
                 m.next = "D_WAIT"
-            with m.State("D_WAIT"):
-                with m.If(eng.done):
-                    m.d.sync += s.eq(sext(eng.rdata, 8 * ROPE.entry_bytes))
-                    m.next = "OP"
+            arrived(m, "D_WAIT", "OP", s.eq(sext(eng.rdata, 8 * ROPE.entry_bytes)))
             with m.State("OP"):
                 m.next = "W"
                 with m.Switch(op):

@@ -118,7 +118,7 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
     if mode is OutMode.ACC32:
         valid = 1 + write_cycles(dst, 4, w) + 1
     else:
-        extra = 4 if (mode is OutMode.REQ_I8 and lut) else read_cycles(dst, 4, w) if mode is OutMode.REQ_ADD else 1
+        extra = read_cycles(0, 1, w) if (mode is OutMode.REQ_I8 and lut) else read_cycles(dst, 4, w) if mode is OutMode.REQ_ADD else 1
         valid = read_cycles(scale_addr + row * REQUANT.size, REQUANT.size, w) + extra + write_cycles(dst, elem, w) + 1
     out = int(np.broadcast_to(valid, (m, n)).sum()) + 2 * (pairs * groups * T * C - m * n) + pairs * groups
     return fetch + pairs * groups * 2 + out + pairs * 2 + 1
@@ -217,6 +217,7 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     a = read_cycles(src_row + c * src_e, src_e, w)
     wr = write_cycles(dst_row + c * dst_e, dst_e, w)
     end = 2  # the A state that finds the pass over, and PASS_END
+    byte_rd, byte_wr = read_cycles(0, 1, w), write_cycles(0, 1, w)  # one byte: always one word
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
     gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), ge, w)
@@ -236,11 +237,11 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
         j = np.arange(half)
         tab = ins.prm_addr + r * ROPE.row_bytes(head)
         e = ROPE.entry_bytes
-        per_head = int((4 + 4 + read_cycles(tab + ROPE.cos_offset(j), e, w) + read_cycles(tab + ROPE.sin_offset(head, j), e, w)
-                        + 1 + 2 * 3 + 1).sum())
+        per_head = int((2 * byte_rd + read_cycles(tab + ROPE.cos_offset(j), e, w)
+                        + read_cycles(tab + ROPE.sin_offset(head, j), e, w) + 1 + 2 * byte_wr + 1).sum())
         return (cols // head) * per_head + end
     if op is MiscOp.EMUL:
-        return int((a + 4 + 1 + 1 + wr + 1).sum()) + end
+        return int((a + byte_rd + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ:
         return int((a + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ_ADD:
