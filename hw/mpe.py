@@ -228,10 +228,13 @@ class Mpe(ExecutionUnit):
                     with m.Case(s_):
                         with m.If(tag_first):  # on arrival, not on request: the chains may still read the last step
                             m.d.sync += reg.lane.eq(Mux(tag_contig, tag_lane, 0))
-                        with m.If(tag_contig):
+                        if VAL <= s_ < IDX:  # only K-major values are strided
+                            with m.If(tag_contig):
+                                m.d.sync += reg.word(tag_word).eq(port.rdata)
+                            with m.Else():
+                                m.d.sync += reg.byte(tag_at).eq(port.rdata.word_select(tag_lane, 8))
+                        else:
                             m.d.sync += reg.word(tag_word).eq(port.rdata)
-                        with m.Else():
-                            m.d.sync += reg.byte(tag_at).eq(port.rdata.word_select(tag_lane, 8))
 
         def start_fetch(m):
             m.d.sync += [slot.eq(first), off.eq(0), ptr.eq(first_base), word_no.eq(0)]
