@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
 
 from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
-from flightc.hw.buffers import WordEngine, first_lanes, word_port_signature
+from flightc.hw.buffers import WordEngine, first_lanes
 from flightc.hw.unit import ExecutionUnit
 
 

@@ -13,7 +13,6 @@ writes each result.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib.wiring import Out
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.compress.formats import WeightFormat

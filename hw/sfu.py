@@ -7,15 +7,13 @@ two, takes one reciprocal per row and scales; RoPE, EMUL, DEQ and DEQ_ADD are si
 from __future__ import annotations
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.arith import Divider, Isqrt
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
-
-from flightc.hw.buffers import WordEngine, word_port_signature
+from flightc.hw.buffers import WordEngine
 from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
