@@ -1,11 +1,16 @@
-"""AXI4 (memory master) and AXI4-Lite (control slave) signal tables, named as Vitis RTL kernels name them.
+"""AXI4 (memory master) and AXI4-Lite (control slave): signal tables named as Vitis RTL kernels name them, the
+wiring signatures built from them, and the streams the units speak to the memory master.
 
-Each table lists (signal, width, driven by the master); the top level, the DMA, the simulation
-memory model and the cocotb harness all build their signals from these tables.
+Each table lists (signal, width, driven by the master); the signatures, the top level's flat ports,
+the simulation memory model and the cocotb harness all come from these tables. Inside the core a
+unit does not see AXI: it sends read or write requests and data as ``amaranth.lib.stream``
+streams (:func:`read_client_signature`, :func:`write_client_signature`) and the memory master
+(:mod:`flightc.hw.axi_master`) puts them on the bus.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from flightc.hw.axi_rules import AXI_BOUNDARY, AXI_LEN_BITS, AXI_MAX_BEATS  # noqa: F401  (re-exported)
 
@@ -40,22 +45,38 @@ def axi4_lite_table() -> tuple[tuple[str, int, bool], ...]:
     )
 
 
-class AxiSignals:
-    """One interface's signals as attributes (``port.arvalid``), named ``{prefix}_{signal}``."""
+def axi4_signature(data_bits: int) -> wiring.Signature:
+    """An AXI4 memory interface from the master's side (the slave takes it flipped)."""
+    return _signature(axi4_table(data_bits))
 
-    def __init__(self, prefix: str, table: tuple[tuple[str, int, bool], ...]):
-        self.prefix, self.table = prefix, table
-        for name, width, _ in table:
-            setattr(self, name, Signal(width, name=f"{prefix}_{name}"))
 
-    def signals(self, master_side: bool | None = None) -> list[tuple[str, Signal, bool]]:
-        return [(n, getattr(self, n), by_master) for n, _, by_master in self.table
-                if master_side is None or by_master == master_side]
+def axi4_lite_signature() -> wiring.Signature:
+    """An AXI4-Lite interface from the master's side (the kernel's control slave takes it flipped)."""
+    return _signature(axi4_lite_table())
 
-    def connect(self, other: "AxiSignals") -> list:
-        """Assignments joining a master (self) to a slave (other) with the same table."""
-        out = []
-        for name, sig, by_master in self.signals():
-            theirs = getattr(other, name)
-            out.append(theirs.eq(sig) if by_master else sig.eq(theirs))
-        return out
+
+def _signature(table: tuple[tuple[str, int, bool], ...]) -> wiring.Signature:
+    return wiring.Signature({name: Out(width) if by_master else In(width) for name, width, by_master in table})
+
+
+BURST = data.StructLayout({"addr": AXI_ADDR_BITS, "len": AXI_LEN_BITS})  # an AR or AW request: address, beats - 1
+
+
+def read_client_signature(data_bits: int) -> wiring.Signature:
+    """A reader's side of the memory master: burst requests out, beats (data, last) back."""
+    beat = data.StructLayout({"data": data_bits, "last": 1})
+    return wiring.Signature({"ar": Out(stream.Signature(BURST)), "r": In(stream.Signature(beat))})
+
+
+def write_client_signature(data_bits: int) -> wiring.Signature:
+    """A writer's side of the memory master: burst requests and strobed beats out, responses back."""
+    beat = data.StructLayout({"data": data_bits, "strb": data_bits // 8, "last": 1})
+    return wiring.Signature({"aw": Out(stream.Signature(BURST)), "w": Out(stream.Signature(beat)),
+                             "b": In(stream.Signature(2))})
+
+
+def flat_ports(prefix: str, iface, table: tuple[tuple[str, int, bool], ...], outward_by_master: bool) -> list:
+    """(port name, signal, leaves the kernel) of an interface's signals, named ``{prefix}_{signal}`` as Vitis
+    wants them (wiring's own names join with a double underscore)."""
+    return [(f"{prefix}_{name}", getattr(iface, name), by_master == outward_by_master)
+            for name, _, by_master in table]

@@ -142,11 +142,15 @@ class OperandRegister:
         n = self.words * self.word_bytes
         return self.raw.word_select(Value.cast(index)[:max(1, (n - 1).bit_length())], 8)
 
-    def view(self) -> Value:
+    def view(self, m: Module) -> Signal:
+        """The operand as a signal of its own: every reader shares one shifter (an expression used twice is
+        built twice, which made the window's shifter dominate a wide core's netlist)."""
         x = self.raw
         for s in range(len(self.lane)):
             x = Mux(self.lane[s], x[8 << s:], x)
-        return x[:8 * self.nbytes]
+        out = Signal(8 * self.nbytes, name=f"{self.raw.name[:-4]}_view")
+        m.d.comb += out.eq(x[:8 * self.nbytes])
+        return out
 
 
 class WordEngine(wiring.Component):

@@ -9,13 +9,14 @@ execution of the functional simulator (flightc.sim.functional), in hardware.
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import Out
 
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
-from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS
+from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS, read_client_signature
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
-from flightc.hw.dma import ReadClient
 from flightc.hw.unit import unit_signature
 from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
 
@@ -27,11 +28,13 @@ def unit_port(unit: Unit):
     return unit_signature(unit).flip().create(path=(f"{unit.name.lower()}_port",))
 
 
-class Fetcher(Elaboratable):
-    """Streams ``program_bytes`` from ``program_addr`` and emits whole instructions."""
+class Fetcher(wiring.Component):
+    """Streams ``program_bytes`` from ``program_addr`` (a reader of the core's AXI master, ``rd``) and emits
+    whole instructions."""
 
-    def __init__(self, cfg: HardwareConfig, rd: ReadClient):
-        self.cfg, self.rd = cfg, rd
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
         self.begin = Signal()
         self.program_addr = Signal(AXI_ADDR_BITS)
         self.program_bytes = Signal(32)
@@ -77,14 +80,14 @@ class Fetcher(Elaboratable):
         n = Mux(want < to_boundary, want, to_boundary)
         n = Mux(n < room, n, room)
         with m.If(~self.begin & (beats == 0) & (unrequested != 0) & (room != 0) & (left != 0)):
-            m.d.comb += [rd.arvalid.eq(1), rd.araddr.eq(addr), rd.arlen.eq(n - 1)]
-            with m.If(rd.arready):
+            m.d.comb += [rd.ar.valid.eq(1), rd.ar.payload.addr.eq(addr), rd.ar.payload.len.eq(n - 1)]
+            with m.If(rd.ar.ready):
                 m.d.sync += [beats.eq(n), addr.eq(addr + (n << lb)),
                              requested.eq(Mux(requested + (n << lb) > self.program_bytes, self.program_bytes,
                                               requested + (n << lb)))]
         with m.If(beats != 0):
-            m.d.comb += [rd.rready.eq(1), fifo.w_en.eq(rd.rvalid), fifo.w_data.eq(rd.rdata)]
-            with m.If(rd.rvalid):
+            m.d.comb += [rd.r.ready.eq(1), fifo.w_en.eq(rd.r.valid), fifo.w_data.eq(rd.r.payload.data)]
+            with m.If(rd.r.valid):
                 m.d.sync += beats.eq(beats - 1)
         with m.If(~have_beat & fifo.r_rdy & ~self.begin):
             m.d.comb += fifo.r_en.eq(1)
@@ -199,11 +202,13 @@ class AxiLiteRegs(Elaboratable):
         return m
 
 
-class Control(Elaboratable):
-    """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters."""
+class Control(wiring.Component):
+    """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters; ``rd`` is the fetch's
+    reader of the AXI master."""
 
-    def __init__(self, cfg: HardwareConfig, rd: ReadClient, units: dict[Unit, object], lite_regs: AxiLiteRegs):
-        self.cfg, self.rd, self.units, self.regs = cfg, rd, units, lite_regs
+    def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], lite_regs: AxiLiteRegs):
+        self.cfg, self.units, self.regs = cfg, units, lite_regs
+        super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
         self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
         self.barrier_go = Signal()  # every core is at the barrier
         self.running = Signal()
@@ -212,7 +217,8 @@ class Control(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         cfg, regs = self.cfg, self.regs
-        m.submodules.fetch = fetch = Fetcher(cfg, self.rd)
+        m.submodules.fetch = fetch = Fetcher(cfg)
+        wiring.connect(m, wiring.flipped(self.rd), fetch.rd)
         v = regs.values
         m.d.comb += [fetch.program_addr.eq(v["program_addr"]), fetch.program_bytes.eq(v["program_bytes"]),
                      fetch.begin.eq(regs.started)]

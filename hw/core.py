@@ -5,16 +5,17 @@ Everything is sized from one HardwareConfig; fields come from the ISA table.
 """
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.errors import ConfigError
-from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
+from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
+from flightc.hw.axi_master import AxiMaster
 from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
-from flightc.hw.dma import LoadUnit, ReadClient, ReadMux, StoreUnit
+from flightc.hw.dma import LoadUnit, StoreUnit
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
 from flightc.isa.table import Unit
@@ -47,26 +48,23 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
 
-class Core(Elaboratable):
+class Core(wiring.Component):
+    """``axi``: the memory master's bus; ``lite``: the control slave; ``interrupt``: ap_done's interrupt."""
+
     def __init__(self, cfg: HardwareConfig, core_id: int = 0):
         check_rtl_config(cfg)
         self.cfg = cfg
-        self.axi = AxiSignals(M_AXI, axi4_table(8 * cfg.axi_data_bytes))
-        self.lite = AxiSignals(S_AXI, axi4_lite_table())
-        self.interrupt = Signal()
         self.core_id = core_id
+        super().__init__({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)), "lite": In(axi4_lite_signature()),
+                          "interrupt": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        w = cfg.buffer_port_bytes
         m.submodules.regs = regs = AxiLiteRegs(cfg, self.lite, self.core_id)
         bases = [regs.values[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
-        fetch_rd = ReadClient("fetch", 8 * w)
-        ld_rd = ReadClient("ld", 8 * w)
-        m.submodules.readmux = ReadMux(self.axi, [ld_rd, fetch_rd], w.bit_length() - 1)
-        m.submodules.ld = ld = LoadUnit(cfg, ld_rd, bases)
-        m.submodules.st = st = StoreUnit(cfg, self.axi, bases)
+        m.submodules.ld = ld = LoadUnit(cfg, bases)
+        m.submodules.st = st = StoreUnit(cfg, bases)
         m.submodules.mpe = mpe = Mpe(cfg)
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
@@ -76,7 +74,13 @@ class Core(Elaboratable):
             wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
-        m.submodules.control = ctl = Control(cfg, fetch_rd, unit_ports, regs)
+        m.submodules.control = ctl = Control(cfg, unit_ports, regs)
+        # memory: LD's reads before the fetch's (the fetch's FIFO always has room, LD may hold a unit up)
+        m.submodules.master = master = AxiMaster(cfg.axi_data_bytes, readers=2)
+        wiring.connect(m, ld.rd, master.read[0])
+        wiring.connect(m, ctl.rd, master.read[1])
+        wiring.connect(m, st.wr, master.write)
+        wiring.connect(m, wiring.flipped(self.axi), master.bus)
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
         return m
 
@@ -88,21 +92,22 @@ class VitisKernel(wiring.Component):
         self.cfg = cfg
         self.core = Core(cfg)
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
-        for iface in (self.core.axi, self.core.lite):
-            for name, sig, by_master in iface.signals():
-                outward = by_master if iface is self.core.axi else not by_master
-                members[f"{iface.prefix}_{name}"] = Out(len(sig)) if outward else In(len(sig))
+        for name, sig, outward in self.flat_ports():
+            members[name] = Out(len(sig)) if outward else In(len(sig))
         super().__init__(members)
+
+    def flat_ports(self) -> list:
+        """The core's AXI4 master and AXI4-Lite slave as the kernel's flat ports."""
+        return (flat_ports(M_AXI, self.core.axi, axi4_table(8 * self.cfg.axi_data_bytes), True)
+                + flat_ports(S_AXI, self.core.lite, axi4_lite_table(), False))
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
         m.submodules.core = core = self.core
-        for iface in (core.axi, core.lite):
-            for name, sig, by_master in iface.signals():
-                outward = by_master if iface is core.axi else not by_master
-                port = getattr(self, f"{iface.prefix}_{name}")
-                m.d.comb += port.eq(sig) if outward else sig.eq(port)
+        for name, sig, outward in self.flat_ports():
+            port = getattr(self, name)
+            m.d.comb += port.eq(sig) if outward else sig.eq(port)
         m.d.comb += self.interrupt.eq(core.interrupt)
         return m

@@ -1,6 +1,7 @@
 """The DMA units: LD (memory -> buffer, with the gather mode of embedding lookups) and ST (buffer -> memory).
 
-Both speak AXI4 to the memory channels. A channel's byte address is ``channel_base[ch] + hbm_addr``
+Both reach the memory channels through the core's AXI master (hw/axi_master.py): LD as a reader (``rd``:
+burst requests out, beats back), ST as the writer (``wr``). A channel's byte address is ``channel_base[ch] + hbm_addr``
 (the bases are kernel arguments, as Vitis passes one buffer per HBM channel). Bursts never cross
 4 KiB. LD streams: it takes a beat a cycle and writes it, rotated onto the buffer's lanes, as one
 buffer word (two when the beat's bytes straddle a word boundary of the buffer). ST reads a beat's
@@ -8,59 +9,17 @@ bytes with the word engine and writes them as one strobed beat.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
-from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, AXI_LEN_BITS
+from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, read_client_signature, write_client_signature
 from flightc.hw.buffers import WordEngine, first_lanes
 from flightc.hw.unit import ExecutionUnit
 
-
-
-class ReadClient:
-    """The AR and R channels of AXI4 as one client of :class:`ReadMux` sees them."""
-
-    def __init__(self, name: str, data_bits: int):
-        self.arvalid = Signal(name=f"{name}_arvalid")
-        self.arready = Signal(name=f"{name}_arready")
-        self.araddr = Signal(AXI_ADDR_BITS, name=f"{name}_araddr")
-        self.arlen = Signal(AXI_LEN_BITS, name=f"{name}_arlen")
-        self.rvalid = Signal(name=f"{name}_rvalid")
-        self.rready = Signal(name=f"{name}_rready")
-        self.rdata = Signal(data_bits, name=f"{name}_rdata")
-        self.rlast = Signal(name=f"{name}_rlast")
-
-
-class ReadMux(Elaboratable):
-    """Shares one AXI4 read channel between clients: one burst at a time, R beats go to its owner."""
-
-    def __init__(self, axi, clients: list[ReadClient], size_log2: int):
-        self.axi, self.clients, self.size_log2 = axi, clients, size_log2
-
-    def elaborate(self, platform):
-        m = Module()
-        a = self.axi
-        owner = Signal(range(len(self.clients)))
-        busy = Signal()
-        m.d.comb += [a.arsize.eq(self.size_log2), a.arburst.eq(1)]
-        with m.If(~busy):
-            for i, c in enumerate(self.clients):  # fixed priority: the first client wins
-                with (m.If if i == 0 else m.Elif)(c.arvalid):
-                    m.d.comb += [a.arvalid.eq(1), a.araddr.eq(c.araddr), a.arlen.eq(c.arlen), c.arready.eq(a.arready)]
-                    with m.If(a.arready):
-                        m.d.sync += [busy.eq(1), owner.eq(i)]
-        with m.Else():
-            for i, c in enumerate(self.clients):
-                with m.If(owner == i):
-                    m.d.comb += [c.rvalid.eq(a.rvalid), a.rready.eq(c.rready)]
-            with m.If(a.rvalid & a.rready & a.rlast):
-                m.d.sync += busy.eq(0)
-        for c in self.clients:
-            m.d.comb += [c.rdata.eq(a.rdata), c.rlast.eq(a.rlast)]
-        return m
 
 
 def burst_beats(addr: Signal, nbytes: Signal, lane_bits: int) -> tuple:
@@ -82,9 +41,9 @@ def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
 class DmaUnit(ExecutionUnit):
     """LD and ST: a beat of ``axi_data_bytes`` at a time between a memory channel and a buffer."""
 
-    def __init__(self, cfg: HardwareConfig, bus, channel_base: list[Signal]):
-        super().__init__(cfg)
-        self.bus, self.channel_base = bus, channel_base  # bus: LD's read client, ST's AXI
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], **members: wiring.Member):
+        super().__init__(cfg, **members)
+        self.channel_base = channel_base
         self.beat_bytes = cfg.axi_data_bytes  # the generator builds buffer words as wide (check_rtl_config)
         self.lane_bits = self.beat_bytes.bit_length() - 1
 
@@ -112,8 +71,11 @@ class LoadUnit(DmaUnit):
 
     UNIT, OPCODE = Unit.LD, Opcode.LD
 
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        super().__init__(cfg, channel_base, rd=Out(read_client_signature(8 * cfg.axi_data_bytes)))
+
     def walk(self, m, f, row, left, bases, ch, dst, src) -> None:
-        cfg, rd, w, lb, port = self.cfg, self.bus, self.beat_bytes, self.lane_bits, self.port
+        cfg, rd, w, lb, port = self.cfg, self.rd, self.beat_bytes, self.lane_bits, self.port
         beats_left = Signal(range(cfg.axi_burst_beats + 1))
         ident = Signal(32)
         id_got = Signal(3)
@@ -141,7 +103,8 @@ class LoadUnit(DmaUnit):
             want, to_b = burst_beats(addr, nbytes, lb)
             n = Mux(want < to_b, want, to_b)
             n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
-            m.d.comb += [rd.arvalid.eq(1), rd.araddr.eq(addr & ~Const(w - 1, AXI_ADDR_BITS)), rd.arlen.eq(n - 1)]
+            m.d.comb += [rd.ar.valid.eq(1), rd.ar.payload.addr.eq(addr & ~Const(w - 1, AXI_ADDR_BITS)),
+                         rd.ar.payload.len.eq(n - 1)]
             return n
 
         with m.FSM():
@@ -167,16 +130,16 @@ class LoadUnit(DmaUnit):
                         m.next = "ROW"
                 with m.Else():
                     n = issue(m, src, left)
-                    with m.If(rd.arready):
+                    with m.If(rd.ar.ready):
                         m.d.sync += beats_left.eq(n)
                         m.next = "R"
             with m.State("R"):  # a beat a cycle while the previous one's write goes out
                 lane = src[:lb]
                 nb = Signal(range(w + 1))
                 m.d.comb += nb.eq(Mux(left < (w - lane), left, w - lane))
-                beat = rd.rdata >> (lane * 8)  # the wanted bytes from byte 0
-                m.d.comb += rd.rready.eq((beats_left != 0) & free)
-                with m.If(rd.rvalid & rd.rready):
+                beat = rd.r.payload.data >> (lane * 8)  # the wanted bytes from byte 0
+                m.d.comb += rd.r.ready.eq((beats_left != 0) & free)
+                with m.If(rd.r.valid & rd.r.ready):
                     m.d.sync += [src.eq(src + nb), left.eq(left - nb), beats_left.eq(beats_left - 1)]
                     with m.If(gather_phase):
                         m.d.sync += [ident.eq(ident | (beat << (id_got * 8))[:32]), id_got.eq(id_got + nb)]
@@ -203,15 +166,17 @@ class StoreUnit(DmaUnit):
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)))
+
     def walk(self, m, f, row, left, bases, ch, src, dst) -> None:
-        cfg, a, w, lb = self.cfg, self.bus, self.beat_bytes, self.lane_bits
+        cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
         aw_done = Signal()
         w_done = Signal()
-        m.d.comb += [a.awsize.eq(lb), a.awburst.eq(1), a.awlen.eq(0), a.wlast.eq(1)]
         with m.FSM():
             self.idle(m, "ROW", row.eq(0))
             with m.State("ROW"):
@@ -240,16 +205,19 @@ class StoreUnit(DmaUnit):
                     m.next = "WRITE"
             with m.State("WRITE"):
                 strb = first_lanes(nb, w) << dst[:lb]
-                m.d.comb += [a.awvalid.eq(~aw_done), a.awaddr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
-                             a.wvalid.eq(~w_done), a.wdata.eq(data), a.wstrb.eq(strb)]
-                with m.If(a.awvalid & a.awready):
+                # one beat a burst; each field set here, with the others (a constant bit of a payload would
+                # become a sensitivity-less ``always @*`` that Verilator never evaluates)
+                m.d.comb += [wr.aw.valid.eq(~aw_done), wr.aw.payload.addr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
+                             wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done), wr.w.payload.data.eq(data),
+                             wr.w.payload.strb.eq(strb), wr.w.payload.last.eq(1)]
+                with m.If(wr.aw.valid & wr.aw.ready):
                     m.d.sync += aw_done.eq(1)
-                with m.If(a.wvalid & a.wready):
+                with m.If(wr.w.valid & wr.w.ready):
                     m.d.sync += w_done.eq(1)
-                with m.If((aw_done | a.awready) & (w_done | a.wready)):
+                with m.If((aw_done | wr.aw.ready) & (w_done | wr.w.ready)):
                     m.next = "RESP"
             with m.State("RESP"):
-                m.d.comb += a.bready.eq(1)
-                with m.If(a.bvalid):
+                m.d.comb += wr.b.ready.eq(1)
+                with m.If(wr.b.valid):
                     m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
                     m.next = "BEAT"

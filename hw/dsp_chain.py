@@ -16,7 +16,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc.config import HardwareConfig
-from flightc.isa.table import WEIGHT_BITS
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS
 
 PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
 
@@ -42,7 +42,7 @@ class SparseDspChain(Elaboratable):
         self.sums = [Signal(signed(cfg.acc_bits), name=f"sum{t}") for t in range(self.T)]
 
     def lane_operand(self, lane: int):
-        """(INT8 weight operand, column in the window) of one lane: the dequantizer's work for it."""
+        """(INT8 weight operand, in-block position, column in the window) of one lane: the dequantizer's work."""
         q = Const(0, signed(8))
         for code, b in WEIGHT_BITS.items():
             q = Mux(self.bits_code == int(code), self.vals[b * lane:b * (lane + 1)].as_signed(), q)
@@ -52,10 +52,27 @@ class SparseDspChain(Elaboratable):
         gsel = (col >> self.group_log2)[:max(1, (len(self.gsb) // 8 - 1).bit_length())]
         gs = Mux(self.group_log2 == 0, 1, self.gsb.word_select(gsel, 8))
         w = (q * gs)[:8].as_signed()  # kept to 8 bits, as unpack_rows keeps it
-        return w, col
+        return w, pos
 
-    def activation(self, t: int, col):
-        raw = self.window.word_select(t * self.span_max + col[:max(1, (self.span_max - 1).bit_length())], 8)
+    def activation(self, t: int, lane: int, pos):
+        """The lane's activation of token ``t``: the window byte at its column. A lane's stored weight lies in
+        block ``lane // n`` of each N:M pattern, so the sparse MUX chooses among those few blocks and then the
+        position inside one: a block-sized multiplexer per pattern, not one across the whole window."""
+        span = self.span_max
+        token = self.window[8 * span * t:8 * span * (t + 1)]
+
+        def block_byte(first: int, size: int, sel):
+            if first >= span:  # past the window: only lanes beyond the step's valid ones land here
+                return Const(0, 8)
+            return token[8 * first:8 * min(span, first + size)].word_select(sel[:(size - 1).bit_length()], 8)
+
+        raw = token[8 * lane:8 * lane + 8] if lane < span else Const(0, 8)  # dense: the lane's own column
+        for n_keep, size in sorted(set(SPARSITY_NM.values())):
+            if n_keep == size:
+                continue
+            log2n = n_keep.bit_length() - 1
+            chosen = self.sparse & (self.m4 == (size == 4)) & (self.log2n == log2n)
+            raw = Mux(chosen, block_byte((lane >> log2n) * size, size, pos), raw)
         return Mux(self.a_unsigned, Cat(raw, Const(0, 1)), Cat(raw, raw[7])).as_signed()
 
     def elaborate(self, platform):
@@ -63,8 +80,8 @@ class SparseDspChain(Elaboratable):
         L, T = self.L, self.T
         terms = [[] for _ in range(T)]
         for lane in range(L):
-            w, col = self.lane_operand(lane)
-            acts = [self.activation(t, col) for t in range(T)]
+            w, pos = self.lane_operand(lane)
+            acts = [self.activation(t, lane, pos) for t in range(T)]
             on = Const(lane, 8) < self.valid_lanes
             if T == 2:
                 packed = ((acts[1] << PACK_SHIFT) + acts[0])[:27].as_signed()

@@ -92,13 +92,14 @@ class Mpe(ExecutionUnit):
         val_raw = [OperandRegister(f"vals{c}", L, w) for c in range(C)]
         idx_raw = [OperandRegister(f"idx{c}", L // 2, w) for c in range(C)]
         gs_raw = [OperandRegister(f"gsb{c}", GSB, w) for c in range(C)]
-        window = Cat(*[r.view() for r in win_raw])
-        idx = [r.view() for r in idx_raw]
-        gsb = [r.view() for r in gs_raw]
+        window = Signal(8 * SPAN * T)
+        m.d.comb += window.eq(Cat(*[r.view(m) for r in win_raw]))
+        idx = [r.view(m) for r in idx_raw]
+        gsb = [r.view(m) for r in gs_raw]
         vals = []
         for c, r in enumerate(val_raw):  # a K-major INT4 byte holds two rows: each takes its row's nibble
             odd = (n0 + c)[0]
-            raw = r.view()
+            raw = r.view(m)
             as_int4 = Cat(*[Cat(Mux(odd, b_[4:], b_[:4]), Mux(odd, b_[7], b_[3]).replicate(4))
                             for b_ in (raw.word_select(i, 8) for i in range(L))])
             vals.append(Mux(kmajor4, as_int4, raw))

@@ -6,16 +6,20 @@ probability ``stall_rate / 256``.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
 
-from flightc.hw.axi import AXI_LEN_BITS
+from flightc.hw.axi import AXI_LEN_BITS, axi4_signature
 
 
-class AxiMemory(Elaboratable):
-    def __init__(self, axi, data_bytes: int, depth_words: int):
-        self.axi, self.data_bytes, self.depth = axi, data_bytes, depth_words
-        self.stall_rate = Signal(8)
+class AxiMemory(wiring.Component):
+    """The slave end of an AXI4 bus (``axi``), ``depth_words`` beats deep."""
+
+    def __init__(self, data_bytes: int, depth_words: int):
+        self.data_bytes, self.depth = data_bytes, depth_words
+        super().__init__({"axi": In(axi4_signature(8 * data_bytes)), "stall_rate": In(8)})
         self.storage = Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
     def elaborate(self, platform):

@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
-from flightc.hw.axi import AxiSignals, axi4_lite_table, axi4_table
+from flightc.hw.axi import axi4_lite_table, flat_ports
 from flightc.hw.core import S_AXI, Core
 from flightc.hw.sim_memory import AxiMemory
 
@@ -31,12 +31,11 @@ class KernelTestbench(wiring.Component):
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
         m.submodules.core = core = Core(self.cfg)
-        bus = AxiSignals("mem", axi4_table(8 * self.cfg.axi_data_bytes))
-        m.d.comb += core.axi.connect(bus)
-        m.submodules[MEMORY_NAME] = mem = AxiMemory(bus, self.cfg.axi_data_bytes, self.memory_words)
+        m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words)
+        wiring.connect(m, core.axi, mem.axi)
         m.d.comb += mem.stall_rate.eq(self.stall_rate)
-        for name, sig, by_master in core.lite.signals():
-            port = getattr(self, f"{S_AXI}_{name}")
-            m.d.comb += sig.eq(port) if by_master else port.eq(sig)
+        for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(), False):
+            port = getattr(self, name)
+            m.d.comb += port.eq(sig) if outward else sig.eq(port)
         m.d.comb += self.interrupt.eq(core.interrupt)
         return m

@@ -1,5 +1,6 @@
 """What every execution unit of a core shares: the instruction handshake with the control, the latched
-instruction and the idle state; LD, ST, the MPE and the SFU are :class:`ExecutionUnit` components."""
+instruction and the idle state; LD, ST, the MPE and the SFU are :class:`ExecutionUnit` components (the DMA units
+add their memory streams as members)."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
@@ -24,10 +25,10 @@ class ExecutionUnit(wiring.Component):
 
     UNIT: Unit
 
-    def __init__(self, cfg: HardwareConfig):
+    def __init__(self, cfg: HardwareConfig, **members: wiring.Member):
         self.cfg = cfg
         super().__init__({"ctl": Out(unit_signature(self.UNIT)),
-                          "port": Out(word_port_signature(cfg.buffer_port_bytes))})
+                          "port": Out(word_port_signature(cfg.buffer_port_bytes)), **members})
         self.ins = Signal(unit_width(self.UNIT), name=f"{self.UNIT.name.lower()}_ins")
 
     @property
