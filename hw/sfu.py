@@ -1,12 +1,16 @@
-"""The special-function unit: the exact fixed-point algorithms of flightc.numerics, one element at a time.
+"""The special-function unit: the exact fixed-point algorithms of flightc.numerics, ``sfu_lanes`` elements at a time.
 
-RMSNorm and LayerNorm make one or two statistics passes per row, take the integer square root
-and divide each element with rounding; softmax finds the row maximum, sums LUT-based powers of
-two, takes one reciprocal per row and scales; RoPE, EMUL, DEQ and DEQ_ADD are single-pass.
+A row is walked in chunks of up to ``sfu_lanes`` elements (RoPE: of a head's first half): each
+operand of a chunk is one word-engine read (whole buffer words), every lane computes its element
+in the same cycle, and the chunk's results go back as one write. RMSNorm and LayerNorm make one
+or two statistics passes per row (the lanes' terms summed by an adder tree), take the integer
+square root and divide each element with rounding (a divider per lane); softmax finds the row
+maximum, sums LUT-based powers of two, takes one reciprocal per row and scales; RoPE, EMUL, DEQ
+and DEQ_ADD are single-pass.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 
 from flightc import numerics as nm
@@ -18,7 +22,18 @@ from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
 
-READ_MAX_BYTES = NORM.eps.nbytes  # widest operand the SFU reads at once (a norm's epsilon)
+ELEMENT_MAX_BYTES = 4  # the widest element: INT32 sources, DEQ's outputs, norm gains and biases
+
+
+def read_max_bytes(lanes: int) -> int:
+    """The most bytes one SFU read moves: a chunk of the widest elements, or a norm's epsilon."""
+    return max(NORM.eps.nbytes, lanes * ELEMENT_MAX_BYTES)
+
+
+def _tree(terms: list, combine):
+    while len(terms) > 1:
+        terms = [combine(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 class Sfu(ExecutionUnit):
@@ -29,10 +44,14 @@ class Sfu(ExecutionUnit):
 
     def elaborate(self, platform):
         m = Module()
+        G = self.cfg.sfu_lanes
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
-        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=READ_MAX_BYTES)
+        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.port), eng.port)
-        m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
+        divs = [Divider(DIV_BITS, self.cfg.sfu_div_step_bits) for _ in range(G)]  # divs[0] also the row's
+        for k, d in enumerate(divs):
+            m.submodules[f"div{k}"] = d
+        div = divs[0]
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         f = self.fields(Opcode.MISC)
         op = f.op
@@ -41,15 +60,28 @@ class Sfu(ExecutionUnit):
         pass_ = Signal(2)
         i_head = Signal(len(f.cols))  # c modulo the head size (RoPE)
         head = f.imm[:len(f.cols)].as_unsigned()  # RoPE's head size (at most cols)
+        half = head >> 1
         src_row = Signal(BUF_ADDR_BITS)
         dst_row = Signal(BUF_ADDR_BITS)
         m.d.comb += [src_row.eq(f.src_addr + r * f.src_stride), dst_row.eq(f.dst_addr + r * f.dst_stride)]
         is_norm = (op == int(MiscOp.RMSNORM)) | (op == int(MiscOp.LAYERNORM))
+        is_rope = op == int(MiscOp.ROPE)
         wide_src = is_norm | (op == int(MiscOp.SOFTMAX))
-        x = Signal(signed(33))  # operand A: the element
-        b = Signal(signed(33))  # operand B: partner / second factor / gain / residual
-        cc = Signal(signed(33))  # operand C: cos / LayerNorm bias
-        s = Signal(signed(17))  # operand D: sin
+        # the chunk: g elements from column c (RoPE: from i_head of a head's first half)
+        g = Signal(range(G + 1))
+        left = Mux(is_rope, half - i_head, f.cols - c)
+        m.d.comb += g.eq(Mux(left < G, left, G))
+        lane_on = [Const(k, range(G + 1)) < g for k in range(G)]
+
+        def lanes(name: str, shape):
+            return [Signal(shape, name=f"{name}{k}") for k in range(G)]
+
+        x = lanes("x", signed(33))  # operand A: the elements
+        b = lanes("b", signed(33))  # operand B: partner / second factor / gain / residual
+        cc = lanes("cc", signed(33))  # operand C: cos / LayerNorm bias
+        s = lanes("s", signed(17))  # operand D: sin
+        y = lanes("y", 32)
+        y2 = lanes("y2", 8)
         eps = Signal(signed(8 * NORM.eps.nbytes))
         acc = Signal(signed(DIV_BITS))  # per-row statistic
         mean = Signal(signed(40))
@@ -57,43 +89,41 @@ class Sfu(ExecutionUnit):
         mx = Signal(signed(33))
         total = Signal(40)
         recip = Signal(41)
-        quot_neg = Signal()
-        y = Signal(32)
-        # ---- SOFTMAX visibility and exponent
+        quot_neg = lanes("quot_neg", 1)
+        # ---- SOFTMAX visibility and exponent, per lane
         last = Signal(signed(40))
         m.d.comb += last.eq(r + f.offset)
-        visible = Signal()
-        m.d.comb += visible.eq((c.as_signed() <= last) & ((f.window == 0) | (c.as_signed() > last - f.window)))
-        u = Signal(signed(72))
-        m.d.comb += u.eq(((x - mx) * f.imm) >> f.shift)
-        u_c = Signal(signed(72))
-        m.d.comb += u_c.eq(Mux(u < -(32 << nm.EXP_FRAC_BITS), -(32 << nm.EXP_FRAC_BITS), u))
-        ipart = Signal(signed(72 - nm.EXP_FRAC_BITS))
-        m.d.comb += ipart.eq(u_c >> nm.EXP_FRAC_BITS)
-        lut = Array([Const(int(v), 18) for v in nm.exp2_lut()])
-        lidx = u_c[nm.EXP_FRAC_BITS - nm.EXP_LUT_INDEX_BITS:nm.EXP_FRAC_BITS]
-        e = Signal(18)
-        m.d.comb += e.eq(lut[lidx] >> (-ipart)[:7])
-        # ---- ROPE works on pairs (x[i], x[i + d/2]) of each head, so it may run in place
-        half = head >> 1
-        y2 = Signal(8)
-        second = Signal()  # writing the pair's second result
-        # ---- divider front end: round_div(a, den) = floor((2a + den) / (2 den))
-        num_s = Signal(signed(DIV_BITS + 2))
+        lut = [Const(int(v), 18) for v in nm.exp2_lut()]
+        visible, e = [], []
+        for k in range(G):
+            col = (c + k).as_signed()
+            vis = Signal(name=f"visible{k}")
+            m.d.comb += vis.eq(lane_on[k] & (col <= last) & ((f.window == 0) | (col > last - f.window)))
+            u = Signal(signed(72), name=f"u{k}")
+            m.d.comb += u.eq(((x[k] - mx) * f.imm) >> f.shift)
+            u_c = Signal(signed(72), name=f"u_c{k}")
+            m.d.comb += u_c.eq(Mux(u < -(32 << nm.EXP_FRAC_BITS), -(32 << nm.EXP_FRAC_BITS), u))
+            ipart = u_c >> nm.EXP_FRAC_BITS
+            lidx = u_c[nm.EXP_FRAC_BITS - nm.EXP_LUT_INDEX_BITS:nm.EXP_FRAC_BITS]
+            e_k = Signal(18, name=f"e{k}")
+            m.d.comb += e_k.eq(Array(lut)[lidx] >> (-ipart)[:7])
+            visible.append(vis)
+            e.append(e_k)
+        second = Signal()  # writing RoPE's second results (the pairs' upper halves)
+        # ---- the lanes' dividers: round_div(a, den) = floor((2a + den) / (2 den))
+        num_s = lanes("num_s", signed(DIV_BITS + 2))
 
-        def start_round_div(m, a, d):
-            n2 = (a << 1) + d
-            m.d.comb += num_s.eq(n2)
-            m.d.comb += [div.start.eq(1), div.denominator.eq(d << 1),
-                         div.numerator.eq(Mux(num_s < 0, -num_s + (d << 1) - 1, num_s))]
-            m.d.sync += quot_neg.eq(num_s < 0)
+        def start_round_div(m, k, a, d):
+            m.d.comb += num_s[k].eq((a << 1) + d)
+            m.d.comb += [divs[k].start.eq(1), divs[k].denominator.eq(d << 1),
+                         divs[k].numerator.eq(Mux(num_s[k] < 0, -num_s[k] + (d << 1) - 1, num_s[k]))]
+            m.d.sync += quot_neg[k].eq(num_s[k] < 0)
 
         def start_floor_div(m, n, d):
             m.d.comb += [div.start.eq(1), div.numerator.eq(n), div.denominator.eq(d)]
-            m.d.sync += quot_neg.eq(0)
+            m.d.sync += quot_neg[0].eq(0)
 
-        quotient = Signal(signed(DIV_BITS + 1))
-        m.d.comb += quotient.eq(Mux(quot_neg, -div.quotient, div.quotient))
+        quotient = [Mux(quot_neg[k], -divs[k].quotient, divs[k].quotient).as_signed() for k in range(G)]
 
         rd = eng.read
 
@@ -110,16 +140,20 @@ class Sfu(ExecutionUnit):
                             with (m.If(cond) if i == 0 else m.Elif(cond) if cond is not None else m.Else()):
                                 m.next = nxt
 
-        def sext(v, bits):
-            return v[:bits].as_signed()
+        def element(k: int, nbytes: int):
+            """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
+            return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
-        a_bytes = Mux(wide_src, 4, 1)
-        out_bytes = Mux((op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD)), 4, 1)
+        def each(targets, nbytes):
+            return [t.eq(element(k, nbytes)) for k, t in enumerate(targets)]
+
+        out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
         gain_addr = f.prm_addr + NORM.gain_offset(c)
         beta_addr = f.prm_addr + NORM.bias_offset(f.cols, c)
         tab_row = f.prm_addr + r * ROPE.row_bytes(head)
         j = i_head
         partner = c + half
+        ge, te = NORM.element_bytes, ROPE.entry_bytes
         with m.FSM():
             self.idle(m, "EPS", r.eq(0))
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
@@ -138,119 +172,143 @@ class Sfu(ExecutionUnit):
                                  mx.eq(-(1 << 32))]
                     m.next = "A"
             with m.State("A"):
-                with m.If(c == f.cols):
+                with m.If((c == f.cols) | (g == 0)):  # g == 0: a RoPE head without pairs
                     m.next = "PASS_END"
                 with m.Else():
-                    rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), a_bytes)
+                    rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), Mux(wide_src, g << 2, g))
                     m.next = "A_WAIT"
-            arrived(m, "A_WAIT", "B", x.eq(Mux(wide_src, sext(eng.rdata, 32), sext(eng.rdata, 8))))
+            with m.State("A_WAIT"):
+                with m.If(eng.done):
+                    for k in range(G):
+                        m.d.sync += x[k].eq(Mux(wide_src, element(k, 4), element(k, 1)))
+                    m.next = "B"
             with m.State("B"):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.ROPE)):
-                        rd(m, f.src_buf, src_row + partner, 1)
+                        rd(m, f.src_buf, src_row + partner, g)
                         m.next = "B_WAIT"
                     with m.Case(int(MiscOp.EMUL)):
-                        rd(m, f.src_buf, f.src2_addr + r * f.src_stride + c, 1)
+                        rd(m, f.src_buf, f.src2_addr + r * f.src_stride + c, g)
                         m.next = "B_WAIT"
                     with m.Case(int(MiscOp.DEQ_ADD)):
-                        rd(m, f.dst_buf, dst_row + (c << 2), 4)
+                        rd(m, f.dst_buf, dst_row + (c << 2), g << 2)
                         m.next = "B_WAIT"
-                    with m.Case(int(MiscOp.RMSNORM), int(MiscOp.LAYERNORM)):  # the gain, in the output pass
+                    with m.Case(int(MiscOp.RMSNORM), int(MiscOp.LAYERNORM)):  # the gains, in the output pass
                         with m.If(pass_ == Mux(op == int(MiscOp.LAYERNORM), 2, 1)):
-                            rd(m, int(Buffer.PRM), gain_addr, NORM.element_bytes)
+                            rd(m, int(Buffer.PRM), gain_addr, g * ge)
                             m.next = "B_WAIT"
                         with m.Else():
                             m.next = "OP"
                     with m.Default():
                         m.next = "OP"
-            arrived(m, "B_WAIT", "C", b.eq(Mux((op == int(MiscOp.ROPE)) | (op == int(MiscOp.EMUL)),
-                                                sext(eng.rdata, 8), sext(eng.rdata, 32))))
+            with m.State("B_WAIT"):
+                with m.If(eng.done):
+                    for k in range(G):
+                        m.d.sync += b[k].eq(Mux(is_rope | (op == int(MiscOp.EMUL)), element(k, 1), element(k, 4)))
+                    m.next = "C"
             with m.State("C"):
-                with m.If(op == int(MiscOp.ROPE)):
-                    rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), ROPE.entry_bytes)
+                with m.If(is_rope):
+                    rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), g * te)
                     m.next = "C_WAIT"
                 with m.Elif(op == int(MiscOp.LAYERNORM)):
-                    rd(m, int(Buffer.PRM), beta_addr, NORM.element_bytes)
+                    rd(m, int(Buffer.PRM), beta_addr, g * ge)
                     m.next = "C_WAIT"
                 with m.Else():
                     m.next = "OP"
-            arrived(m, "C_WAIT", {"D": op == int(MiscOp.ROPE), "OP": None},
-                    cc.eq(Mux(op == int(MiscOp.ROPE), sext(eng.rdata, 8 * ROPE.entry_bytes),
-                              sext(eng.rdata, 8 * NORM.element_bytes))))
+            with m.State("C_WAIT"):
+                with m.If(eng.done):
+                    for k in range(G):
+                        m.d.sync += cc[k].eq(Mux(is_rope, element(k, te), element(k, ge)))
+                    with m.If(is_rope):
+                        m.next = "D"
+                    with m.Else():
+                        m.next = "OP"
             with m.State("D"):
-                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), ROPE.entry_bytes)
+                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), g * te)
                 m.next = "D_WAIT"
-            arrived(m, "D_WAIT", "OP", s.eq(sext(eng.rdata, 8 * ROPE.entry_bytes)))
+            arrived(m, "D_WAIT", "OP", *each(s, te))
             with m.State("OP"):
                 m.next = "W"
                 with m.Switch(op):
                     with m.Case(int(MiscOp.RMSNORM)):
                         with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + x * x)
+                            m.d.sync += acc.eq(acc + _tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)],
+                                                           lambda p, q: p + q))
                             m.next = "NEXT"
                         with m.Else():
-                            start_round_div(m, x * b, den)
+                            for k in range(G):
+                                start_round_div(m, k, x[k] * b[k], den)
                             m.next = "DIV_WAIT"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + x)
+                            m.d.sync += acc.eq(acc + _tree([Mux(lane_on[k], x[k], 0) for k in range(G)],
+                                                           lambda p, q: p + q))
                             m.next = "NEXT"
                         with m.Elif(pass_ == 1):
-                            m.d.sync += acc.eq(acc + (x - mean) * (x - mean))
+                            sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
+                            m.d.sync += acc.eq(acc + _tree(sq, lambda p, q: p + q))
                             m.next = "NEXT"
                         with m.Else():
-                            start_round_div(m, (x - mean) * b, den)
+                            for k in range(G):
+                                start_round_div(m, k, (x[k] - mean) * b[k], den)
                             m.next = "DIV_WAIT"
                     with m.Case(int(MiscOp.SOFTMAX)):
                         with m.If(pass_ == 0):
-                            with m.If(visible & (x > mx)):
-                                m.d.sync += mx.eq(x)
+                            cands = [Mux(visible[k], x[k], mx) for k in range(G)]
+                            m.d.sync += mx.eq(_tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
                             m.next = "NEXT"
                         with m.Elif(pass_ == 1):
-                            with m.If(visible):
-                                m.d.sync += total.eq(total + e)
+                            m.d.sync += total.eq(total + _tree([Mux(visible[k], e[k], 0) for k in range(G)],
+                                                               lambda p, q: p + q))
                             m.next = "NEXT"
                         with m.Else():
-                            p = ((e * recip + (1 << 31)) >> 32)
-                            m.d.sync += y.eq(Mux(visible, Mux(p > 255, 255, p), 0))
+                            for k in range(G):
+                                p = ((e[k] * recip + (1 << 31)) >> 32)
+                                m.d.sync += y[k].eq(Mux(visible[k], Mux(p > 255, 255, p), 0))
                     with m.Case(int(MiscOp.ROPE)):
-                        m.d.sync += [y.eq(saturate(round_shift(x * cc - b * s, nm.ROPE_FRAC_BITS, 40), 8)),
-                                     y2.eq(saturate(round_shift(b * cc + x * s, nm.ROPE_FRAC_BITS, 40), 8)),
-                                     second.eq(0)]
+                        for k in range(G):
+                            m.d.sync += [y[k].eq(saturate(round_shift(x[k] * cc[k] - b[k] * s[k], nm.ROPE_FRAC_BITS,
+                                                                      40), 8)),
+                                         y2[k].eq(saturate(round_shift(b[k] * cc[k] + x[k] * s[k], nm.ROPE_FRAC_BITS,
+                                                                       40), 8))]
+                        m.d.sync += second.eq(0)
                     with m.Case(int(MiscOp.EMUL)):
-                        m.d.sync += y.eq(saturate(round_shift(x * b * f.imm, f.shift, 72), 8))
+                        for k in range(G):
+                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * b[k] * f.imm, f.shift, 72), 8))
                     with m.Case(int(MiscOp.DEQ)):
-                        m.d.sync += y.eq(saturate(round_shift(x * f.imm, f.shift, 72), 32))
+                        for k in range(G):
+                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 32))
                     with m.Case(int(MiscOp.DEQ_ADD)):
-                        deq = saturate(round_shift(x * f.imm, f.shift, 72), 32)
-                        m.d.sync += y.eq(saturate(b + deq, 32))
+                        for k in range(G):
+                            deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)
+                            m.d.sync += y[k].eq(saturate(b[k] + deq, 32))
             with m.State("DIV_WAIT"):
-                with m.If(div.done):
-                    with m.If(op == int(MiscOp.LAYERNORM)):
-                        m.d.sync += y.eq(saturate(quotient + cc, 8))
-                    with m.Else():
-                        m.d.sync += y.eq(saturate(quotient, 8))
+                with m.If(div.done):  # the lanes' dividers start together and take as long
+                    for k in range(G):
+                        m.d.sync += y[k].eq(saturate(quotient[k] + Mux(op == int(MiscOp.LAYERNORM), cc[k], 0), 8))
                     m.next = "W"
             with m.State("W"):
-                eng.write_bytes(m, f.dst_buf, dst_row + Mux(out_bytes == 4, c << 2, Mux(second, c + half, c)),
-                                out_bytes, Mux(second, y2, y))
+                wide = Cat(*[v[:32] for v in y])
+                narrow = Cat(*[v[:8] for v in y])
+                eng.write_bytes(m, f.dst_buf, dst_row + Mux(out4, c << 2, Mux(second, c + half, c)),
+                                Mux(out4, g << 2, g), Mux(out4, wide, Mux(second, Cat(*y2), narrow)))
                 m.next = "W_WAIT"
             with m.State("W_WAIT"):
                 with m.If(eng.done):
-                    with m.If((op == int(MiscOp.ROPE)) & ~second):
+                    with m.If(is_rope & ~second):
                         m.d.sync += second.eq(1)
                         m.next = "W"
                     with m.Else():
                         m.d.sync += second.eq(0)
                         m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(op == int(MiscOp.ROPE)):
-                    with m.If(i_head + 1 == half):
-                        m.d.sync += [c.eq(c + half + 1), i_head.eq(0)]
+                with m.If(is_rope):
+                    with m.If(i_head + g == half):
+                        m.d.sync += [c.eq(c + g + half), i_head.eq(0)]
                     with m.Else():
-                        m.d.sync += [c.eq(c + 1), i_head.eq(i_head + 1)]
+                        m.d.sync += [c.eq(c + g), i_head.eq(i_head + g)]
                 with m.Else():
-                    m.d.sync += c.eq(c + 1)
+                    m.d.sync += c.eq(c + g)
                 m.next = "A"
             # ---- between passes: the row's statistics
             with m.State("PASS_END"):
@@ -264,7 +322,7 @@ class Sfu(ExecutionUnit):
                             m.next = "ROW_END"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
-                            start_round_div(m, acc, f.cols)
+                            start_round_div(m, 0, acc, f.cols)
                             m.next = "MEAN_DIV"
                         with m.Elif(pass_ == 1):
                             start_floor_div(m, acc, f.cols)
@@ -284,7 +342,7 @@ class Sfu(ExecutionUnit):
                         m.next = "ROW_END"
             with m.State("MEAN_DIV"):
                 with m.If(div.done):
-                    m.d.sync += [mean.eq(quotient), acc.eq(0), pass_.eq(1)]
+                    m.d.sync += [mean.eq(quotient[0]), acc.eq(0), pass_.eq(1)]
                     m.next = "A"
             with m.State("STAT_DIV"):  # mean square (or variance) -> isqrt
                 with m.If(div.done):

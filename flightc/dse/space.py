@@ -4,9 +4,10 @@ Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
 depths, buffer port width (and with it the AXI data width), the depth of the wait/release token
 counters, the number of memory channels the cores stream from, the clock, and microarchitecture
-parameters (unit queue depth, burst length, MPE fill size; one value each unless --space widens them).
-Fields that change neither the generated RTL nor the modeled timing (``sfu_lanes``; the dequantizer
-builds every width of the ISA, so ``weight_bits`` costs nothing to keep) are not searched.
+parameters (unit queue depth, burst length, the divider's bits per cycle, SFU lanes; one value each
+unless --space widens them: the resource model is not calibrated on them). ``weight_bits`` changes
+neither the generated RTL nor the modeled timing (the dequantizer builds every width of the ISA) and is
+not searched.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
     "sfu_div_step_bits": (2,),
+    "sfu_lanes": (PRESETS["u280"].sfu_lanes,),  # the SFU's timing follows them; its resources do not yet
 }
 
 
@@ -108,7 +110,8 @@ class SearchSpace:
             kv_buffer_kib=int(params["kv_buffer_kib"]), buffer_port_bytes=int(params["buffer_port_bytes"]),
             axi_data_bytes=int(params["buffer_port_bytes"]),  # the generator moves an AXI beat as one buffer word
             token_fifo_depth=int(params["token_fifo_depth"]), unit_queue_depth=int(params["unit_queue_depth"]),
-            axi_burst_beats=int(params["axi_burst_beats"]), sfu_div_step_bits=int(params["sfu_div_step_bits"]))
+            axi_burst_beats=int(params["axi_burst_beats"]), sfu_div_step_bits=int(params["sfu_div_step_bits"]),
+            sfu_lanes=int(params["sfu_lanes"]))
 
     def size(self) -> int:
         n = 1

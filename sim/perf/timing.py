@@ -42,11 +42,12 @@ def sqrt_cycles(cfg: HardwareConfig) -> int:
     return cfg.sfu_sqrt_bits // 2 + 2
 
 
-def span_words(addr, nbytes: int, w: int):
-    """Buffer words of ``w`` bytes that ``nbytes`` contiguous bytes from ``addr`` touch (``addr`` may be an array)."""
-    if nbytes <= 0:
-        return 0 * addr
-    return (addr % w + nbytes - 1) // w + 1
+def span_words(addr, nbytes, w: int):
+    """Buffer words of ``w`` bytes that ``nbytes`` contiguous bytes from ``addr`` touch (either may be an array)."""
+    words = (addr % w + nbytes - 1) // w + 1
+    if np.ndim(addr) or np.ndim(nbytes):
+        return np.where(np.asarray(nbytes) > 0, words, 0)
+    return words if nbytes > 0 else 0
 
 
 def read_cycles(addr, nbytes: int, w: int):
@@ -208,24 +209,30 @@ def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
 
 
 # ----------------------------------------------------------------------------------- SFU
+def _chunks(count: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first element, elements) of each chunk the SFU's lanes take of ``count`` elements."""
+    starts = np.arange(0, max(count, 0), lanes)
+    return starts, np.minimum(lanes, count - starts)
+
+
 def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
-    """One row of a MISC operation: its passes over the elements and the statistics between them."""
-    op, cols, w = MiscOp(ins.op), ins.cols, cfg.buffer_port_bytes
-    c = np.arange(cols)
+    """One row of a MISC operation: its passes over the row's chunks of ``sfu_lanes`` elements and the statistics
+    between them. Each operand of a chunk is one read of its bytes, its results one write."""
+    op, cols, w, G = MiscOp(ins.op), ins.cols, cfg.buffer_port_bytes, cfg.sfu_lanes
+    c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
     src_row, dst_row = ins.src_addr + r * ins.src_stride, ins.dst_addr + r * ins.dst_stride
-    a = read_cycles(src_row + c * src_e, src_e, w)
-    wr = write_cycles(dst_row + c * dst_e, dst_e, w)
+    a = read_cycles(src_row + c * src_e, g * src_e, w)
+    wr = write_cycles(dst_row + c * dst_e, g * dst_e, w)
     end = 2  # the A state that finds the pass over, and PASS_END
-    byte_rd, byte_wr = read_cycles(0, 1, w), write_cycles(0, 1, w)  # one byte: always one word
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
-    gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), ge, w)
-    stat = int((a + 3).sum()) if cols else 0
+    gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), g * ge, w)
+    stat = int((a + 3).sum())
     if op is MiscOp.RMSNORM:
         return stat + end + div + sqrt + int((a + gain + 1 + 1 + div + wr + 1).sum()) + end
     if op is MiscOp.LAYERNORM:
-        beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), ge, w)
+        beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), g * ge, w)
         return 2 * stat + 2 * end + 2 * div + sqrt + int((a + gain + beta + 1 + div + wr + 1).sum()) + end
     if op is MiscOp.SOFTMAX:
         return 2 * stat + 2 * end + div + int((a + 2 + wr + 1).sum()) + end
@@ -234,18 +241,24 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
         if head < 2:
             return end
         half = head // 2
-        j = np.arange(half)
+        j, gj = _chunks(half, G)
         tab = ins.prm_addr + r * ROPE.row_bytes(head)
         e = ROPE.entry_bytes
-        per_head = int((2 * byte_rd + read_cycles(tab + ROPE.cos_offset(j), e, w)
-                        + read_cycles(tab + ROPE.sin_offset(head, j), e, w) + 1 + 2 * byte_wr + 1).sum())
-        return (cols // head) * per_head + end
+        table = int((read_cycles(tab + ROPE.cos_offset(j), gj * e, w) + read_cycles(tab + ROPE.sin_offset(head, j),
+                                                                                    gj * e, w)).sum())
+        total = end
+        for h in range(0, cols - cols % head, head):  # a head's pairs: x[h + j] with x[h + j + half]
+            lo, hi = h + j, h + j + half
+            total += table + int((read_cycles(src_row + lo, gj, w) + read_cycles(src_row + hi, gj, w) + 1
+                                  + write_cycles(dst_row + lo, gj, w) + write_cycles(dst_row + hi, gj, w) + 1).sum())
+        return total
     if op is MiscOp.EMUL:
-        return int((a + byte_rd + 1 + 1 + wr + 1).sum()) + end
+        b = read_cycles(ins.src2_addr + r * ins.src_stride + c, g, w)
+        return int((a + b + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ:
         return int((a + 1 + 1 + wr + 1).sum()) + end
     if op is MiscOp.DEQ_ADD:
-        return int((a + read_cycles(dst_row + 4 * c, 4, w) + 1 + 1 + wr + 1).sum()) + end
+        return int((a + read_cycles(dst_row + 4 * c, 4 * g, w) + 1 + 1 + wr + 1).sum()) + end
     raise ValueError(f"no timing for MISC op {op}")
 
 

@@ -1,6 +1,7 @@
 """The microarchitecture fields of the config reach the generated RTL and the performance model alike: a
-kernel built with other queue depths, bursts, fill sizes and divider width stays byte-identical with the
-functional simulator, and the timing contract stays exact per instruction."""
+kernel built with other queue depths, bursts, SFU lanes (three: chunks that are not a power of two) and
+divider width stays byte-identical with the functional simulator, and the timing contract stays exact per
+instruction."""
 from __future__ import annotations
 
 import pytest
@@ -14,7 +15,7 @@ from flightc.sim.rtl.random_programs import random_case
 from flightc.sim.rtl.replay import isolated_cases
 
 CFG = PRESETS["tiny"].replace(name="tiny-microarch", unit_queue_depth=2, axi_burst_beats=4, sfu_div_step_bits=2,
-                              sfu_div_bits=76)
+                              sfu_div_bits=76, sfu_lanes=3)
 
 
 @pytest.fixture(scope="module")
