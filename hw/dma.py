@@ -9,13 +9,16 @@ bytes with the word engine and writes them as one strobed beat.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
+from flightc.hw.address import RowAddress
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, read_client_signature, write_client_signature
 from flightc.hw.buffers import WordEngine, first_lanes
 from flightc.hw.unit import ExecutionUnit
@@ -38,6 +41,21 @@ def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
     return ch
 
 
+@dataclass(frozen=True)
+class RowWalk:
+    """The rows a DMA instruction walks: their count, the current row's first buffer and memory address (running
+    sums, :class:`flightc.hw.address.RowAddress`) and the pulse that moves to the next row."""
+
+    count: Signal
+    buf: Value
+    mem: Value
+    step: Signal
+
+    def next(self, m: Module) -> None:
+        m.d.sync += self.count.eq(self.count + 1)
+        m.d.comb += self.step.eq(1)
+
+
 class DmaUnit(ExecutionUnit):
     """LD and ST: a beat of ``axi_data_bytes`` at a time between a memory channel and a buffer."""
 
@@ -50,18 +68,25 @@ class DmaUnit(ExecutionUnit):
     OPCODE: Opcode
 
     def elaborate(self, platform):
-        """What LD and ST both walk — the instruction's fields, the row counter, the bytes left of the row, the
-        channel bases and the channel, the buffer address and the memory address — then the unit's own state
-        machine (:meth:`walk`)."""
+        """What LD and ST both walk — the instruction's fields, the rows (their count and each row's first buffer
+        and memory address), the bytes left of the row, the channel bases and the channel, the buffer address
+        and the memory address — then the unit's own state machine (:meth:`walk`)."""
         m = Module()
         f = self.fields(self.OPCODE)
-        self.walk(m, f, Signal.like(f.rows), Signal.like(f.row_bytes), Array(self.channel_base),
-                  existing_channel(m, f, self.cfg), Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
+        bases, ch = Array(self.channel_base), existing_channel(m, f, self.cfg)
+        m.submodules.buf_rows = buf_rows = RowAddress(BUF_ADDR_BITS)
+        m.submodules.mem_rows = mem_rows = RowAddress(AXI_ADDR_BITS)
+        rows = RowWalk(Signal.like(f.rows), buf_rows.addr, mem_rows.addr, Signal())
+        m.d.comb += [buf_rows.base.eq(f.buf_addr), buf_rows.stride.eq(f.buf_stride),
+                     mem_rows.base.eq(bases[ch] + f.hbm_addr), mem_rows.stride.eq(f.hbm_stride)]
+        for g in (buf_rows, mem_rows):
+            m.d.comb += [g.restart.eq(self.start), g.step.eq(rows.step)]
+        self.walk(m, f, rows, Signal.like(f.row_bytes), bases, ch, Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
         return m
 
-    def end_after_rows(self, m: Module, row, f) -> None:
+    def end_after_rows(self, m: Module, rows: "RowWalk", f) -> None:
         """In the ROW state: past the last row, report done and go idle (the caller continues with Elif/Else)."""
-        with m.If(row == f.rows):
+        with m.If(rows.count == f.rows):
             m.d.comb += self.done.eq(1)
             m.next = "IDLE"
 
@@ -74,8 +99,9 @@ class LoadUnit(DmaUnit):
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         super().__init__(cfg, channel_base, rd=Out(read_client_signature(8 * cfg.axi_data_bytes)))
 
-    def walk(self, m, f, row, left, bases, ch, dst, src) -> None:
+    def walk(self, m, f, rows, left, bases, ch, dst, src) -> None:
         cfg, rd, w, lb, port = self.cfg, self.rd, self.beat_bytes, self.lane_bits, self.port
+        row = rows.count
         beats_left = Signal(range(cfg.axi_burst_beats + 1))
         ident = Signal(32)
         id_got = Signal(3)
@@ -110,15 +136,13 @@ class LoadUnit(DmaUnit):
         with m.FSM():
             self.idle(m, "ROW", row.eq(0))
             with m.State("ROW"):
-                self.end_after_rows(m, row, f)
+                self.end_after_rows(m, rows, f)
                 with m.Elif(f.gather):
                     m.d.sync += [src.eq(bases[0] + f.ids_addr + (row << 2)), left.eq(4), gather_phase.eq(1),
-                                 id_got.eq(0), dst.eq(f.buf_addr + row * f.buf_stride)]
+                                 id_got.eq(0), dst.eq(rows.buf)]
                     m.next = "AR"
                 with m.Else():
-                    strided = bases[ch] + f.hbm_addr + row * f.hbm_stride
-                    m.d.sync += [src.eq(strided), left.eq(f.row_bytes), gather_phase.eq(0),
-                                 dst.eq(f.buf_addr + row * f.buf_stride)]
+                    m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf)]
                     m.next = "AR"
             with m.State("AR"):
                 with m.If(left == 0):
@@ -126,7 +150,7 @@ class LoadUnit(DmaUnit):
                         m.d.sync += [src.eq(bases[ch] + f.hbm_addr + (ident.as_signed() * f.hbm_stride)),
                                      left.eq(f.row_bytes), gather_phase.eq(0)]
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        rows.next(m)
                         m.next = "ROW"
                 with m.Else():
                     n = issue(m, src, left)
@@ -169,7 +193,7 @@ class StoreUnit(DmaUnit):
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)))
 
-    def walk(self, m, f, row, left, bases, ch, src, dst) -> None:
+    def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
         cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
         wiring.connect(m, wiring.flipped(self.port), eng.port)
@@ -178,16 +202,15 @@ class StoreUnit(DmaUnit):
         aw_done = Signal()
         w_done = Signal()
         with m.FSM():
-            self.idle(m, "ROW", row.eq(0))
+            self.idle(m, "ROW", rows.count.eq(0))
             with m.State("ROW"):
-                self.end_after_rows(m, row, f)
+                self.end_after_rows(m, rows, f)
                 with m.Else():
-                    m.d.sync += [src.eq(f.buf_addr + row * f.buf_stride),
-                                 dst.eq(bases[ch] + f.hbm_addr + row * f.hbm_stride), left.eq(f.row_bytes)]
+                    m.d.sync += [src.eq(rows.buf), dst.eq(rows.mem), left.eq(f.row_bytes)]
                     m.next = "BEAT"
             with m.State("BEAT"):
                 with m.If(left == 0):
-                    m.d.sync += row.eq(row + 1)
+                    rows.next(m)
                     m.next = "ROW"
                 with m.Else():
                     room = w - dst[:lb]

@@ -16,6 +16,7 @@ from amaranth.lib import wiring
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
+from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt
 from flightc.hw.buffers import WordEngine
 from flightc.hw.unit import ExecutionUnit
@@ -61,9 +62,14 @@ class Sfu(ExecutionUnit):
         i_head = Signal(len(f.cols))  # c modulo the head size (RoPE)
         head = f.imm[:len(f.cols)].as_unsigned()  # RoPE's head size (at most cols)
         half = head >> 1
-        src_row = Signal(BUF_ADDR_BITS)
-        dst_row = Signal(BUF_ADDR_BITS)
-        m.d.comb += [src_row.eq(f.src_addr + r * f.src_stride), dst_row.eq(f.dst_addr + r * f.dst_stride)]
+        # each row's first address of the operands, the results and the RoPE table: running sums
+        rows = {}
+        for name, base, stride in (("src", f.src_addr, f.src_stride), ("dst", f.dst_addr, f.dst_stride),
+                                   ("tab", f.prm_addr, ROPE.row_bytes(head))):
+            m.submodules[f"{name}_rows"] = rows[name] = g_ = RowAddress(BUF_ADDR_BITS)
+            m.d.comb += [g_.restart.eq(self.start), g_.base.eq(base), g_.stride.eq(stride)]
+        src_row, dst_row, tab_row = rows["src"].addr, rows["dst"].addr, rows["tab"].addr
+        src2_row = f.src2_addr + rows["src"].offset  # EMUL's second operand: rows as far apart as the first's
         is_norm = (op == int(MiscOp.RMSNORM)) | (op == int(MiscOp.LAYERNORM))
         is_rope = op == int(MiscOp.ROPE)
         wide_src = is_norm | (op == int(MiscOp.SOFTMAX))
@@ -144,13 +150,9 @@ class Sfu(ExecutionUnit):
             """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
             return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
-        def each(targets, nbytes):
-            return [t.eq(element(k, nbytes)) for k, t in enumerate(targets)]
-
         out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
         gain_addr = f.prm_addr + NORM.gain_offset(c)
         beta_addr = f.prm_addr + NORM.bias_offset(f.cols, c)
-        tab_row = f.prm_addr + r * ROPE.row_bytes(head)
         j = i_head
         partner = c + half
         ge, te = NORM.element_bytes, ROPE.entry_bytes
@@ -177,18 +179,14 @@ class Sfu(ExecutionUnit):
                 with m.Else():
                     rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), Mux(wide_src, g << 2, g))
                     m.next = "A_WAIT"
-            with m.State("A_WAIT"):
-                with m.If(eng.done):
-                    for k in range(G):
-                        m.d.sync += x[k].eq(Mux(wide_src, element(k, 4), element(k, 1)))
-                    m.next = "B"
+            arrived(m, "A_WAIT", "B", *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)])
             with m.State("B"):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.ROPE)):
                         rd(m, f.src_buf, src_row + partner, g)
                         m.next = "B_WAIT"
                     with m.Case(int(MiscOp.EMUL)):
-                        rd(m, f.src_buf, f.src2_addr + r * f.src_stride + c, g)
+                        rd(m, f.src_buf, src2_row + c, g)
                         m.next = "B_WAIT"
                     with m.Case(int(MiscOp.DEQ_ADD)):
                         rd(m, f.dst_buf, dst_row + (c << 2), g << 2)
@@ -201,11 +199,8 @@ class Sfu(ExecutionUnit):
                             m.next = "OP"
                     with m.Default():
                         m.next = "OP"
-            with m.State("B_WAIT"):
-                with m.If(eng.done):
-                    for k in range(G):
-                        m.d.sync += b[k].eq(Mux(is_rope | (op == int(MiscOp.EMUL)), element(k, 1), element(k, 4)))
-                    m.next = "C"
+            byte_b = is_rope | (op == int(MiscOp.EMUL))
+            arrived(m, "B_WAIT", "C", *[b[k].eq(Mux(byte_b, element(k, 1), element(k, 4))) for k in range(G)])
             with m.State("C"):
                 with m.If(is_rope):
                     rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), g * te)
@@ -215,18 +210,12 @@ class Sfu(ExecutionUnit):
                     m.next = "C_WAIT"
                 with m.Else():
                     m.next = "OP"
-            with m.State("C_WAIT"):
-                with m.If(eng.done):
-                    for k in range(G):
-                        m.d.sync += cc[k].eq(Mux(is_rope, element(k, te), element(k, ge)))
-                    with m.If(is_rope):
-                        m.next = "D"
-                    with m.Else():
-                        m.next = "OP"
+            arrived(m, "C_WAIT", {"D": is_rope, "OP": None},
+                    *[cc[k].eq(Mux(is_rope, element(k, te), element(k, ge))) for k in range(G)])
             with m.State("D"):
                 rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), g * te)
                 m.next = "D_WAIT"
-            arrived(m, "D_WAIT", "OP", *each(s, te))
+            arrived(m, "D_WAIT", "OP", *[s[k].eq(element(k, te)) for k in range(G)])
             with m.State("OP"):
                 m.next = "W"
                 with m.Switch(op):
@@ -360,5 +349,6 @@ class Sfu(ExecutionUnit):
                     m.next = "A"
             with m.State("ROW_END"):
                 m.d.sync += r.eq(r + 1)
+                m.d.comb += [g_.step.eq(1) for g_ in rows.values()]
                 m.next = "ROW"
         return m

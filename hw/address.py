@@ -1,0 +1,29 @@
+"""Address generators: the row addresses a unit walks, as running sums instead of multipliers.
+
+A unit that walks the rows of a strided operand needs ``base + row * stride`` each row; a
+:class:`RowAddress` keeps ``row * stride`` as a running sum (``offset``), so the unit holds adders
+and no multiplier. ``restart`` (with the unit's ``start``) goes back to row 0, ``step`` moves to
+the next row; ``addr`` follows ``base`` combinationally, so ``base`` and ``stride`` may come from
+the instruction the unit latches in the same cycle as ``restart``.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+
+class RowAddress(wiring.Component):
+    def __init__(self, width: int):
+        self.width = width
+        super().__init__({"restart": In(1), "step": In(1), "base": In(width), "stride": In(width),
+                          "offset": Out(width), "addr": Out(width)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.restart):
+            m.d.sync += self.offset.eq(0)
+        with m.Elif(self.step):
+            m.d.sync += self.offset.eq(self.offset + self.stride)
+        m.d.comb += self.addr.eq(self.base + self.offset)
+        return m
