@@ -230,13 +230,14 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m flightc.schema [-o docs/json.md]``"""
     import argparse
-    from pathlib import Path
+
+    from flightc.files import write_atomic
 
     ap = argparse.ArgumentParser(prog="python -m flightc.schema", description="write the JSON output reference")
     ap.add_argument("-o", "--output", help="e.g. docs/json.md (default: print it)")
     args = ap.parse_args(argv)
     if args.output:
-        Path(args.output).write_text(render())
+        write_atomic(args.output, render())
     else:
         print(render())
     return 0

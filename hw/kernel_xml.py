@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from flightc.files import write_atomic
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.core import M_AXI, S_AXI
@@ -37,9 +38,8 @@ def kernel_xml(cfg: HardwareConfig) -> str:
 
 
 def write_kernel(cfg: HardwareConfig, folder: Path) -> list[Path]:
+    """Both files, generated before anything is written (a config the generator refuses leaves no folder) and
+    each written atomically."""
+    texts = {f"{TOP}.v": kernel_verilog(cfg), "kernel.xml": kernel_xml(cfg)}
     folder.mkdir(parents=True, exist_ok=True)
-    v = folder / f"{TOP}.v"
-    v.write_text(kernel_verilog(cfg))
-    x = folder / "kernel.xml"
-    x.write_text(kernel_xml(cfg))
-    return [v, x]
+    return [write_atomic(folder / name, text) for name, text in texts.items()]

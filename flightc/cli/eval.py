@@ -39,6 +39,8 @@ def cmd_eval(args) -> int:
     from flightc.reference.float_ref import FloatReference
     from flightc.tasks.text import TextTask
 
+    if args.n is not None and args.n < 1:
+        raise FlightcError(f"-n {args.n}: evaluate at least 1 problem or window")
     task = model_task(args.reference)
     if task is None:
         raise FlightcError(f"{args.reference} declares no task (flightc_task.json): eval needs a checkable task "

@@ -88,7 +88,10 @@ def cmd_disasm(args) -> int:
     kind, _, n = args.program.partition("/")
     if not n.isdigit():
         raise FlightcError(f"--program {args.program!r}: expected KIND/N such as decode/1 or prefill/8")
-    streams = b.program(kind, int(n))
+    try:
+        streams = b.program(kind, int(n))
+    except FlightcError as e:
+        raise type(e)(f"--program {args.program}: {e}") from None
     if args.core is not None and not 0 <= args.core < len(streams):
         raise FlightcError(f"--core {args.core}: the bundle's programs have {len(streams)} core stream(s)")
     cores = range(len(streams)) if args.core is None else [args.core]

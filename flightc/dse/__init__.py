@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from flightc.errors import ConfigError
+from flightc.files import write_atomic
 from flightc.dse.evaluate import PointResult, Workload, evaluate_point
 from flightc.parts import PARTS, Part, part
 from flightc.dse.resources import Resources, estimate_resources
@@ -62,6 +64,9 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
     from flightc.dse import report
 
     t0 = time.perf_counter()
+    for name, value in (("trials", trials), ("jobs", jobs), ("population", population)):
+        if value < 1:
+            raise ConfigError(f"--{name} {value}: a search needs at least 1")
     p = part(part_name)
     plan = CompressionPlan.parse(plan_text)
     objs = parse_objectives(objectives)
@@ -81,7 +86,7 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
     title = (f"{Path(str(model)).name} on {p.name}, {plan_text}, prompt {workload.prompt} + decode {workload.decode}: "
              f"{len(trials)} points, {len(front)} on the Pareto front ({', '.join(o.name for o in objs)})")
     files = [out / "pareto.md", out / "pareto.csv", out / "trials.csv"]
-    files[0].write_text(f"{title}\n\n" + report.markdown(front))
+    write_atomic(files[0], f"{title}\n\n" + report.markdown(front))
     report.write_csv(front, files[1])
     report.write_csv(trials, files[2])
     if trials:

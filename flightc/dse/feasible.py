@@ -16,6 +16,7 @@ from typing import Callable
 from flightc.dse.evaluate import Workload, compile_error, evaluate_point
 from flightc.dse.space import SearchSpace
 from flightc.errors import UnsupportedError
+from flightc.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,6 @@ def narrowed(space: SearchSpace, model: str, plan, workload: Workload, folder: P
         if saved.get("key") == key:
             return replace(space, choices={k: tuple(v) for k, v in saved["choices"].items()}), saved["found"]
     new, found = narrow_to_model(space, model, plan, workload, progress)
-    path.write_text(json.dumps({"key": key, "choices": {k: list(v) for k, v in new.choices.items()},
-                                "found": found}, indent=1) + "\n")
+    write_atomic(path, json.dumps({"key": key, "choices": {k: list(v) for k, v in new.choices.items()},
+                                   "found": found}, indent=1) + "\n")
     return new, found

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from flightc.config import HardwareConfig
+from flightc.files import atomic_path, write_atomic
 from flightc.parts import FLIGHTLLM_U280, Part
 from flightc.dse.search import Direction, Objective, Trial
 
@@ -61,7 +62,7 @@ def markdown(trials: list[Trial]) -> str:
 
 def write_csv(trials: list[Trial], path: Path) -> None:
     keys = ("decode_tokens_per_s", "prefill_ms", "memory_bytes", "memory_capacity", "seconds")
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         cfg_keys = sorted(trials[0].result.config) if trials else []
         res_keys = ("DSP", "LUT", "FF", "BRAM36", "URAM")
@@ -80,8 +81,7 @@ def write_configs(front: list[Trial], folder: Path, part: Part) -> list[Path]:
     for t in front:
         cfg = HardwareConfig.from_dict({**t.result.config, "name": f"{part.name}-dse-{t.number}"})
         p = folder / f"{cfg.name}.json"
-        p.write_text(cfg.to_json() + "\n")
-        out.append(p)
+        out.append(write_atomic(p, cfg.to_json() + "\n"))
     return out
 
 
@@ -133,7 +133,8 @@ def plot(trials: list[Trial], front: list[Trial], part: Part, title: str, path: 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = path.with_suffix(f".{fmt}")
-    fig.savefig(path, dpi=120 if fmt == "png" else None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=120 if fmt == "png" else None)
     plt.close(fig)
     return path
 
@@ -156,5 +157,5 @@ def write_html(front: list[Trial], trials: list[Trial], part: Part, title: str, 
             f"<h2>{html.escape(title)}</h2>{svg}<h3>Pareto set ({len(front)} of {len(trials)} points)</h3>"
             f"{table.getvalue()}<p>Speeds from the performance model (the RTL's timing contract); resources from "
             "the yosys-calibrated resource model. Configs: configs/*.json.</p></body></html>")
-    path.write_text(page)
+    write_atomic(path, page)
     return path

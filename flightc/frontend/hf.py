@@ -213,7 +213,10 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         cfg_path = folder / "config.json"
         if not cfg_path.exists():
             raise UnsupportedError(f"{folder}: no config.json (expected a Hugging Face model folder)")
-        cfg = json.loads(cfg_path.read_text())
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UnsupportedError(f"{cfg_path}: not valid JSON ({e})") from None
         if random_weights is not None:
             spec = spec_from_config(cfg)
             weights = RandomWeights(cfg, random_weights)
@@ -222,11 +225,17 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         if not files:
             raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
                                    f"--random-weights SEED to compile the config with seeded random weights)")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file  # the torch reader also takes bf16 checkpoints
 
         weights: dict[str, np.ndarray] = {}
         for f in files:
-            weights.update({k: v.float().numpy() for k, v in load_file(str(f)).items()})
+            try:
+                tensors = load_file(str(f))
+            except (SafetensorError, OSError) as e:
+                raise UnsupportedError(f"{f}: not a readable safetensors file ({e}); is it truncated or damaged?") \
+                    from None
+            weights.update({k: v.float().numpy() for k, v in tensors.items()})
     else:
         cfg = model.config.to_dict()
         weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}

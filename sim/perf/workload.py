@@ -180,9 +180,13 @@ class WorkloadModel:
         return self._phase([(1, p) for p in range(start, start + count)], count)
 
     def check_request(self, prompt: int, decode: int) -> None:
-        if prompt < 1 or decode < 0 or prompt + decode > self.bundle.max_len:
+        if prompt < 1 or decode < 0:
+            raise UnsupportedError(f"a request of {prompt} prompt and {decode} generated tokens: the prompt "
+                                   f"(--prompt) needs at least 1 token and the generated tokens (--decode) at least 0")
+        if prompt + decode > self.bundle.max_len:
             raise UnsupportedError(f"a request of {prompt} + {decode} tokens does not fit the bundle's max_len "
-                                   f"{self.bundle.max_len}")
+                                   f"{self.bundle.max_len}: shorten --prompt or --decode, or recompile with a larger "
+                                   f"--max-len")
 
     def request(self, prompt: int, decode: int, progress: Callable[[str], None] | None = None) -> RequestReport:
         """Prefill of ``prompt`` tokens, ``decode`` generated tokens, and the roofline of the middle decode step."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from flightc.bundle import Bundle
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError, ProgramError
+from flightc.files import atomic_path
 from flightc.hw import regs as R
 from flightc.runtime.driver import DriverBackend, KernelDriver, align, buffer_sizes
 from flightc.runtime.counters import Counters, CycleSource
@@ -130,7 +131,8 @@ class RtlSimulator:
                 if self._trace_target is not None:
                     dumps = sorted(Path(self._tmp.name).glob("*.fst")) + sorted(Path(self._tmp.name).glob("*.vcd"))
                     if dumps:
-                        shutil.copyfile(dumps[0], self._trace_target)
+                        with atomic_path(self._trace_target) as tmp:
+                            shutil.copyfile(dumps[0], tmp)
                 self._tmp.cleanup()
 
     def __del__(self):  # pragma: no cover - best effort
