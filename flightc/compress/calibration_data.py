@@ -14,7 +14,8 @@ def _tokenize(text: str, model: Any) -> list[int]:
     if folder is not None and any((folder / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(folder))(text, add_special_tokens=False)["input_ids"]
+        tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)  # no code from the folder runs
+        return tok(text, add_special_tokens=False)["input_ids"]
     from flightc.tasks import task_of
     from flightc.tasks.text import TextTask, ascii_bytes
 
