@@ -157,13 +157,22 @@ _STEP = (
     Key("bound", Kind.STR, '"memory" or "compute": which roof bounds the step'),
 )
 
-RUN_SCHEMA = Schema("flightc run --json", "flightc.run/1",
+RUN_SCHEMA = Schema("flightc run --json", "flightc.run/2",
                     "Tokens generated from a bundle on a backend, what the backend counted, and (with --compare "
                     "reference) the float model beside it.", (
-    Key("schema", Kind.STR, 'the version of this schema: "flightc.run/1"'),
+    Key("schema", Kind.STR, 'the version of this schema: "flightc.run/2"'),
     Key("backend", Kind.STR, "fsim, perf, rtl, pynq or xrt"),
     Key("prompt", Kind.LIST, "prompt token ids", item=Kind.INT),
-    Key("tokens", Kind.LIST, "greedy tokens generated", item=Kind.INT),
+    Key("prompt_text", Kind.STR, "--prompt: the prompt as given (null with --prompt-ids)", nullable=True),
+    Key("tokens", Kind.LIST, "tokens generated (ending at an EOS id when the tokenizer has one)", item=Kind.INT),
+    Key("text", Kind.STR, "--prompt: the generated tokens decoded by the model's tokenizer (null with "
+        "--prompt-ids)", nullable=True),
+    Key("sampler", Kind.OBJECT, "how tokens were chosen (host-side, the same for every backend)", keys=(
+        Key("temperature", Kind.NUMBER, "0: greedy"),
+        Key("top_k", Kind.INT, "0: every token"),
+        Key("top_p", Kind.NUMBER, "nucleus mass kept"),
+        Key("repetition_penalty", Kind.NUMBER, "1: none"),
+        Key("seed", Kind.INT, "seed of the numpy generator"))),
     Key("wall_s", Kind.NUMBER, "wall-clock time of the generation on this machine (simulation speed for fsim, perf "
         "and rtl; end to end, host included, for boards)", "s"),
     Key("modeled_steps", Kind.LIST, "perf backend: each step as the performance model sees it (empty otherwise)",

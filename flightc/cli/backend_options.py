@@ -29,3 +29,20 @@ def given_options(args: argparse.Namespace) -> dict:
              if o.flag is not None and getattr(args, o.name, None) is not None}
     backend_spec(args.backend).check_options(given)
     return given
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    """The host-side sampler's flags (flightc.runtime.sampling): the same tokens on every backend for one seed."""
+    g = parser.add_argument_group("sampling (default: greedy)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy; > 0 samples from the softened logits")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="sample among the most likely tokens whose probability "
+                                                            "reaches p")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages tokens already present")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+
+
+def sampler_of(args: argparse.Namespace):
+    from flightc.runtime.sampling import Sampler
+
+    return Sampler(args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.seed)

@@ -5,7 +5,8 @@ import argparse
 import json
 import time
 
-from flightc.cli.backend_options import add_backend_choice, add_backend_flags, given_options
+from flightc.cli.backend_options import add_backend_choice, add_backend_flags, add_sampling_flags, given_options, \
+    sampler_of
 from flightc.cli.render import console, table
 from flightc.errors import FlightcError
 from flightc.files import write_atomic
@@ -17,8 +18,13 @@ def register(sub) -> None:
     s = sub.add_parser("run", aliases=["sim"], help="generate tokens from a bundle on a backend",
                        epilog=backends_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("bundle")
-    s.add_argument("--prompt-ids", required=True, help="token ids, e.g. 1,2,3")
-    s.add_argument("--max-new-tokens", type=int, default=16)
+    given = s.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", help="prompt text, through the model's tokenizer; the answer is printed as text")
+    given.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
+    s.add_argument("--tokenizer", help="a folder of Hugging Face tokenizer files (default: the model the bundle was "
+                                       "compiled from)")
+    s.add_argument("--max-new-tokens", type=int, default=16, help="most tokens to generate (fewer at an EOS token)")
+    add_sampling_flags(s)
     add_backend_choice(s)
     add_backend_flags(s)
     s.add_argument("--compare", choices=("reference",),
@@ -26,7 +32,7 @@ def register(sub) -> None:
                         "and both speeds")
     s.add_argument("--reference", help="the float model for --compare (default: the model the bundle was compiled "
                                        "from, as its manifest names it)")
-    s.add_argument("--json", help="also write tokens and counters to this file (schema flightc.run/1, docs/json.md)")
+    s.add_argument("--json", help="also write tokens and counters to this file (schema flightc.run/2, docs/json.md)")
     s.set_defaults(func=cmd_run)
 
 
@@ -40,21 +46,34 @@ def _ids(text: str) -> list[int]:
 def cmd_run(args) -> int:
     from flightc.runtime.backends import backend_spec
     from flightc.runtime.session import Session
+    from flightc.runtime.text import bundle_codec
     from flightc.schema import RUN_SCHEMA
 
     spec = backend_spec(args.backend)
     options = given_options(args)
-    prompt = _ids(args.prompt_ids)
+    sampler = sampler_of(args)
     with Session(args.bundle, backend=args.backend, **options) as session:
+        codec = bundle_codec(session.bundle, args.tokenizer) if args.prompt is not None else None
+        prompt = codec.encode(args.prompt) if codec else _ids(args.prompt_ids)
         session.check_request(prompt, args.max_new_tokens)
-        console.print(f"prompt: {prompt}")
+        console.print(f"prompt: {args.prompt!r} ({len(prompt)} tokens)" if codec else f"prompt: {prompt}")
         t0 = time.perf_counter()
         tokens, logits = [], []
-        console.print("tokens: ", end="")
-        for token, z in session.generate(prompt, args.max_new_tokens):
-            tokens.append(token)
-            logits.append(z)
-            console.print(str(token), end=" ")
+        console.print("text: " if codec else "tokens: ", end="")
+        stop = codec.eos if codec else frozenset()
+        generated = ((t, z) for t, z in session.generate(prompt, args.max_new_tokens, sampler, stop))
+
+        def ids():
+            for token, z in generated:
+                tokens.append(token)
+                logits.append(z)
+                yield token
+        if codec:
+            for piece in codec.stream(ids()):
+                console.print(piece, end="", markup=False, highlight=False)
+        else:
+            for token in ids():
+                console.print(str(token), end=" ")
         console.print()
         wall = time.perf_counter() - t0
     if options.get("trace"):
@@ -74,7 +93,9 @@ def cmd_run(args) -> int:
     reports = _print_perf_steps(session.device.steps, session.steps, len(prompt)) if args.backend == "perf" else []
     compared = _compare_reference(args, session, prompt, tokens, logits, wall) if args.compare else None
     if args.json:
-        doc = {"schema": RUN_SCHEMA.version, "backend": args.backend, "prompt": prompt, "tokens": tokens,
+        doc = {"schema": RUN_SCHEMA.version, "backend": args.backend, "prompt": prompt,
+               "prompt_text": args.prompt, "tokens": tokens, "text": codec.decode(tokens) if codec else None,
+               "sampler": sampler.to_dict(),
                "wall_s": wall, "modeled_steps": [r.to_dict() for r in reports],
                "reference": compared.to_dict() if compared else None, "counters": c.to_dict()}
         write_atomic(args.json, json.dumps(doc, indent=1))

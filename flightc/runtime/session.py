@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -11,6 +11,9 @@ from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.runtime.backends import open_backend
 from flightc.runtime.counters import Counters
+
+if TYPE_CHECKING:
+    from flightc.runtime.sampling import Sampler
 
 
 class Session:
@@ -89,16 +92,35 @@ class Session:
                                    f"{max(0, self.bundle.max_len - len(prompt) + 1)} new tokens, or recompile with a "
                                    f"larger --max-len")
 
-    def generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Greedy decoding; yields (token, the INT32 logits it was chosen from). A request that cannot fit the
-        bundle's max_len is refused when this is called, before the first step."""
+    def generate(self, prompt: list[int], max_new_tokens: int, sampler: "Sampler | None" = None,
+                 stop: frozenset[int] = frozenset()) -> Iterator[tuple[int, np.ndarray]]:
+        """Yields (token, the INT32 logits it was chosen from): greedy, or drawn by ``sampler``
+        (flightc.runtime.sampling, host-side and seeded, so every backend gives the same tokens); ends after a
+        token of ``stop`` (the tokenizer's EOS ids). A request that cannot fit the bundle's max_len is refused
+        when this is called, before the first step."""
         self.check_request(prompt, max_new_tokens)
-        return self._generate(prompt, max_new_tokens)
+        return self._generate(list(prompt), max_new_tokens, sampler, stop)
 
-    def _generate(self, prompt: list[int], max_new_tokens: int) -> Iterator[tuple[int, np.ndarray]]:
+    def generate_text(self, prompt: str, max_new_tokens: int, sampler: "Sampler | None" = None,
+                      tokenizer: str | Path | None = None) -> Iterator[str]:
+        """Text in, text out: ``prompt`` through the tokenizer of the bundle's model (or the folder ``tokenizer``),
+        the answer as pieces of text as they are generated, ending at the tokenizer's EOS."""
+        from flightc.runtime.text import bundle_codec
+
+        codec = bundle_codec(self.bundle, tokenizer)
+        ids = codec.encode(prompt)
+        tokens = self.generate(ids, max_new_tokens, sampler, codec.eos)
+        return codec.stream(t for t, _ in tokens)
+
+    def _generate(self, prompt: list[int], max_new_tokens: int, sampler, stop) -> Iterator[tuple[int, np.ndarray]]:
+        scale = self.bundle.manifest["io"]["logit_scale"]
+        history = list(prompt)
         logits = self.prefill(prompt)
         for i in range(max_new_tokens):
-            token = int(np.argmax(logits))
+            token = sampler.choose(logits, scale, history) if sampler else int(np.argmax(logits))
+            history.append(token)
             yield token, logits
+            if token in stop:
+                return
             if i + 1 < max_new_tokens:
                 logits = self.decode(token)

@@ -1,0 +1,109 @@
+"""Text in, text out, and the host-side sampler: prompts through the model's tokenizer, answers decoded as they
+stream, and seeded sampling that gives every backend the same tokens."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flightc.cli import main
+from flightc.errors import UnsupportedError
+from flightc.models.builtin import trained_folder
+from flightc.runtime.sampling import Sampler
+from flightc.runtime.text import TextCodec, load_codec
+from flightc.tasks.addition import AdditionTask, Problem
+
+
+@pytest.fixture(scope="module")
+def addition(tmp_path_factory):
+    """builtin:addition compiled from its Hugging Face folder (config, safetensors and tokenizer files)."""
+    out = tmp_path_factory.mktemp("text") / "add.flb"
+    assert main(["compile", str(trained_folder("addition")), "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
+    return out
+
+
+def _run(argv, capsys) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    return json.loads(open(argv[argv.index("--json") + 1]).read()) | {"printed": out}
+
+
+def test_a_text_prompt_is_answered_in_text_through_the_folders_tokenizer(addition, tmp_path, capsys):
+    task, p = AdditionTask(), Problem(1234, 5678)
+    doc = _run(["run", str(addition), "--prompt", task.prompt_text(p), "--max-new-tokens", str(task.answer_len),
+                "--json", str(tmp_path / "r.json")], capsys)
+    assert doc["prompt"] == task.prompt_ids(p)  # the model's BOS first, as it was trained
+    assert doc["text"] == task.answer_text(p) == "21960"  # 6912, least significant digit first
+    assert "text: 21960" in doc["printed"]
+    ids = _run(["run", str(addition), "--prompt-ids", ",".join(map(str, doc["prompt"])), "--max-new-tokens", "5",
+                "--json", str(tmp_path / "i.json")], capsys)
+    assert ids["tokens"] == doc["tokens"] and ids["text"] is None
+
+
+def test_the_python_api_takes_text_the_same_way(addition):
+    from flightc.runtime.session import Session
+
+    with Session(addition) as s:
+        assert "".join(s.generate_text("1234+5678=", 5)) == "21960"
+
+
+def test_the_same_seed_gives_the_same_text_and_another_seed_may_not(addition, tmp_path, capsys):
+    runs = {}
+    for seed in (1, 1, 2, 3, 4):
+        doc = _run(["run", str(addition), "--prompt", "0009+0001=", "--max-new-tokens", "8", "--temperature", "3",
+                    "--seed", str(seed), "--json", str(tmp_path / f"s{seed}.json")], capsys)
+        runs.setdefault(seed, []).append(doc["tokens"])
+        assert doc["sampler"]["temperature"] == 3 and doc["sampler"]["seed"] == seed
+    assert runs[1][0] == runs[1][1]
+    assert len({tuple(r[0]) for r in runs.values()}) > 1  # at temperature 3 the seeds disagree somewhere
+
+
+def test_a_model_without_a_tokenizer_asks_for_token_ids(tmp_path, capsys):
+    out = tmp_path / "m.flb"
+    assert main(["compile", "builtin:tiny-llama", "--hw", "tiny", "--max-len", "16", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out), "--prompt", "hello"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no tokenizer" in err and "--prompt-ids" in err
+
+
+def test_byte_level_builtin_round_trips_text():
+    codec = load_codec("builtin:pylm")
+    ids = codec.encode("def f(x):\n    return x")
+    assert ids == list(b"def f(x):\n    return x") and codec.decode(ids) == "def f(x):\n    return x"
+
+
+def test_streaming_holds_back_a_character_until_its_last_byte():
+    codec = TextCodec("utf-8 bytes", lambda s: list(s.encode()), lambda ids: bytes(ids).decode("utf-8", "replace"))
+    pieces = list(codec.stream(list("aé€b".encode())))  # é is 2 bytes, € is 3
+    assert "".join(pieces) == "aé€b"
+    assert "\ufffd" not in "".join(pieces) and pieces.count("") == 0
+    assert pieces == ["a", "é", "€", "b"]
+
+
+def test_sampler_rules():
+    z = np.array([5, 9, 9, 1, -4], np.int32)
+    assert Sampler().choose(z, 0.5, []) == 1  # greedy: the first of the largest
+    assert all(Sampler(temperature=1.0, top_k=1, seed=s).choose(z, 0.5, []) == 1 for s in range(20))
+    assert all(Sampler(temperature=1.0, top_p=1e-6, seed=s).choose(z, 0.5, []) == 1 for s in range(20))
+    drawn = {Sampler(temperature=1.0, top_k=3, seed=s).choose(z, 0.5, []) for s in range(200)}
+    assert drawn == {0, 1, 2}  # exactly the three most likely tokens
+    # a repetition penalty turns greedy away from a token already in the sequence
+    assert Sampler(repetition_penalty=4.0).choose(z, 0.5, [1, 2]) == 0
+    with pytest.raises(UnsupportedError, match="--top-p 0"):
+        Sampler(top_p=0)
+    with pytest.raises(UnsupportedError, match="--temperature -1"):
+        Sampler(temperature=-1)
+
+
+def test_generation_ends_at_an_eos_token(addition):
+    from flightc.runtime.session import Session
+
+    task, p = AdditionTask(), Problem(1, 2)
+    with Session(addition) as s:
+        full = [t for t, _ in s.generate(task.prompt_ids(p), 5)]
+    with Session(addition) as s:
+        cut = [t for t, _ in s.generate(task.prompt_ids(p), 5, stop=frozenset({full[1]}))]
+    assert cut == full[:2 if full[0] != full[1] else 1]
