@@ -2,8 +2,11 @@
 
 With the trained addition model: compile it in each weight format, answer a few held-out
 problems on the functional simulator, and print exact-match accuracy of the float model and of
-each compiled model. With a model without a task (a random built-in): greedy tokens from the
-simulator next to the integer reference's and the float model's.
+each compiled model; then answer one problem on the generated RTL under Verilator (cycles
+measured), and model the decode speed of the built-in model and of LLaMA2-7B (programs only, no
+weights) on the U280 against the HBM roofline and FlightLLM's measured 55 tokens/s, with the
+resources the kernels need. With a model without a task (a random built-in): greedy tokens from
+the simulator next to the integer reference's and the float model's.
 """
 from __future__ import annotations
 
@@ -17,24 +20,41 @@ from rich.table import Table
 RANDOM_PROMPT = [17, 42, 99, 3, 250, 7, 128, 64]
 
 
-def run_demo(model: str, hw: str, formats: list[str], n: int, out: Path, console: Console) -> int:
+PARTS_SHOWN = ("fsim", "rtl", "speed")  # what the demo shows, in order
+LLAMA_7B = Path(__file__).resolve().parent / "models" / "configs" / "llama2-7b"
+
+
+def run_demo(model: str, hw: str, formats: list[str], n: int, out: Path, console: Console,
+             parts: tuple[str, ...] = PARTS_SHOWN) -> int:
+    from flightc.errors import FlightcError
     from flightc.models.builtin import model_task
 
+    unknown = sorted(set(parts) - set(PARTS_SHOWN))
+    if unknown:
+        raise FlightcError(f"--parts {','.join(unknown)}: choose among {','.join(PARTS_SHOWN)}")
     out.mkdir(parents=True, exist_ok=True)
     task = model_task(model)
     if task is None:
         return _tokens_demo(model, hw, formats[0], out, console)
-    return _task_demo(model, hw, formats, n, out, console, task)
+    bundles = _task_demo(model, hw, formats, n, out, console, task)
+    bundle = bundles[formats[0]]
+    if "rtl" in parts:
+        _rtl_answer(bundle, task, console)
+    if "speed" in parts:
+        _speed_and_resources(model, bundle, task, out, console)
+    console.print("more: `flightc eval out/demo/model-w8.flb -n 500`, `flightc run out/demo/model-w8.flb --prompt "
+                  "1234+5678= --max-new-tokens 5`, `flightc info …`, `flightc disasm …`")
+    return 0
 
 
-def _compile(model: str, hw: str, fmt: str, out: Path, console: Console, **kw):
+def _compile(model: str, hw: str, fmt: str, out: Path, console: Console, stem: str = "model", **kw):
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
     from flightc.models.builtin import model_input
 
     t0 = time.perf_counter()
     compiled = compile_model(model_input(model), hw, CompressionPlan.parse(fmt), **kw)
-    path = compiled.bundle.save(out / f"model-{fmt.replace(':', '_')}.flb")
+    path = compiled.bundle.save(out / f"{stem}-{fmt.replace(':', '_')}.flb")
     console.print(f"[bold]compiled[/] {model} for {hw} with weights {fmt} in {time.perf_counter() - t0:.1f} s -> "
                   f"{path} ({path.stat().st_size / 1e3:.0f} kB)")
     return compiled
@@ -78,8 +98,75 @@ def _task_demo(model: str, hw: str, formats: list[str], n: int, out: Path, conso
         acc.add_row(f"{fmt} on the simulator", f"{r.compiled_exact_match:.1%}", f"{r.answer_agreement:.1%}",
                     f"{r.logit_rel_error:.3f}")
     console.print(acc)
-    console.print("more: `flightc eval out/demo/model-w8.flb -n 500`, `flightc info …`, `flightc disasm …`")
-    return 0
+    return bundles
+
+
+def _rtl_answer(bundle, task, console: Console) -> None:
+    """One held-out problem on the generated Verilog under Verilator: the answer and the cycles it took."""
+    from flightc.runtime.session import Session
+
+    p = task.held_out(1)[0]
+    cfg = bundle.config
+    with console.status("building the kernel's Verilog with Verilator (the first time takes a few minutes; "
+                        "cached in ~/.cache/flightc/rtl) and answering on it"):
+        with Session(bundle, backend="rtl") as s:
+            logits = s.prefill(task.prompt_ids(p))
+            prompt_cycles = s.counters.cycles["cycles"]
+            tokens = [int(np.argmax(logits))]
+            for _ in range(task.answer_len - 1):
+                tokens.append(int(np.argmax(s.decode(tokens[-1]))))
+            decode_cycles = (s.counters.cycles["cycles"] - prompt_cycles) / max(1, task.answer_len - 1)
+    t = Table(title=f"{task.prompt_text(p)} on the generated RTL ({cfg.name} preset, Verilator; cycles measured "
+                    f"by the kernel's counters)")
+    for col in ("expected", "RTL answer", "prompt cycles", "cycles per decode token",
+                f"decode tokens/s at {cfg.clock_mhz:g} MHz"):
+        t.add_column(col, justify="right")
+    t.add_row(str(p.answer), _mark(task.read_answer(tokens), p.answer), f"{prompt_cycles:,}", f"{decode_cycles:,.0f}",
+              f"{cfg.clock_mhz * 1e6 / decode_cycles:,.1f}")
+    console.print(t)
+
+
+def _speed_and_resources(model: str, bundle, task, out: Path, console: Console) -> None:
+    """Decode speed modeled by the performance model (the RTL's timing contract) for the built-in model on its
+    preset and for LLaMA2-7B on the U280, against the HBM roofline and FlightLLM; then the
+    modeled resources of those kernels against the U280."""
+    from flightc.config import PRESETS
+    from flightc.dse.resources import estimate_resources
+    from flightc.parts import FLIGHTLLM_U280, part
+    from flightc.sim.perf.workload import WorkloadModel
+
+    u280 = PRESETS["u280"]
+    with console.status("compiling LLaMA2-7B for the U280 (programs only: no weights)"):
+        llama = _compile(str(LLAMA_7B), "u280", "w4g128s8:16", out, console, stem="llama2-7b-u280-programs",
+                         max_len=64, max_prefill=4, weights=False, random_weights=0).bundle
+    rows = []
+    with console.status("modeling decode"):
+        for name, b, prompt, new in ((model, bundle, task.prompt_len, task.answer_len),
+                                     ("LLaMA2-7B (W4 g128 8:16)", llama, 16, 32)):
+            r = WorkloadModel(b).request(prompt, new)
+            flight = (f"{FLIGHTLLM_U280['decode_tokens_per_s']:g} (measured)" if b is llama else "-")
+            rows.append((name, b.config.name, f"{prompt} + {new}", f"{r.decode.tokens_per_s:,.1f}",
+                         f"{r.roofline_tokens_per_s:,.1f}", f"{r.of_roofline:.1%}", flight))
+    t = Table(title="decode speed, modeled by the performance model (checked against the RTL in `make test`), not "
+                    "measured on a board")
+    for col in ("model", "hw", "prompt + generated", "tokens/s", "HBM roofline tokens/s", "of roofline",
+                "FlightLLM on U280 tokens/s"):
+        t.add_column(col, justify="right" if col != "model" else "left")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    p = part("u280")
+    res = Table(title="FPGA resources, modeled (yosys-calibrated resource model); the U280 kernel does not fit the "
+                      "card yet (issue 20)")
+    for col in ("kernel", "DSP48E2", "LUT", "BRAM36", "URAM"):
+        res.add_column(col, justify="right" if col != "kernel" else "left")
+    for name, cfg in ((bundle.config.name, bundle.config), ("u280 (3 cores)", u280)):
+        est = estimate_resources(cfg).as_dict()
+        res.add_row(name, *(f"{est[k]:,}" for k in ("DSP", "LUT", "BRAM36", "URAM")))
+    cap = p.capacity()
+    res.add_row("U280 part", *(f"{cap[k]:,}" if cap.get(k) else "-" for k in ("DSP", "LUT", "BRAM36", "URAM")))
+    res.add_row("FlightLLM on U280 (measured)", *(f"{FLIGHTLLM_U280[k]:,}" for k in ("DSP", "LUT", "BRAM36", "URAM")))
+    console.print(res)
 
 
 def _mark(got, expected) -> str:

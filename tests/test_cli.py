@@ -185,7 +185,7 @@ def test_inspect_config_demo_and_isa_doc(bundle, tmp_path, capsys):
     assert "expected KIND/N such as decode/1" in capsys.readouterr().err
     assert main(["config", "tiny", "--set", "num_cores"]) == 2
     assert "expected FIELD=JSON" in capsys.readouterr().err
-    assert main(["demo", "--formats", "w8", "-n", "2", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--formats", "w8", "-n", "2", "--parts", "fsim", "--out", str(tmp_path / "demo")]) == 0
     assert "exact match on 2 held-out problems" in capsys.readouterr().out
 
 

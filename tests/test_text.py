@@ -60,6 +60,19 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_may_not(addition, tm
     assert len({tuple(r[0]) for r in runs.values()}) > 1  # at temperature 3 the seeds disagree somewhere
 
 
+@pytest.mark.parametrize("model, prompt", [("builtin:addition", "0001+0002="), ("builtin:pylm", "import os\ndef ")])
+def test_the_built_in_models_take_text(model, prompt, tmp_path, capsys):
+    out = tmp_path / "m.flb"
+    assert main(["compile", model, "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
+    doc = _run(["run", str(out), "--prompt", prompt, "--max-new-tokens", "5", "--json", str(tmp_path / "r.json")],
+               capsys)
+    codec = load_codec(model)
+    assert doc["prompt"] == codec.encode(prompt) and doc["text"] == codec.decode(doc["tokens"])
+    assert len(doc["tokens"]) == 5 and f"text: {doc['text']}" in doc["printed"]
+    if model == "builtin:addition":
+        assert doc["text"] == "30000"  # 0003, least significant digit first
+
+
 def test_a_model_without_a_tokenizer_asks_for_token_ids(tmp_path, capsys):
     out = tmp_path / "m.flb"
     assert main(["compile", "builtin:tiny-llama", "--hw", "tiny", "--max-len", "16", "-o", str(out)]) == 0
