@@ -15,6 +15,7 @@ from amaranth.lib import wiring
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
+from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt
@@ -23,7 +24,8 @@ from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
 
-ELEMENT_MAX_BYTES = 4  # the widest element: INT32 sources, DEQ's outputs, norm gains and biases
+# the widest element a lane reads or writes: INT32 sources, DEQ's outputs, norm gains and biases
+ELEMENT_MAX_BYTES = max(*MISC_SRC_BYTES.values(), *MISC_DST_BYTES.values(), NORM.element_bytes, ROPE.entry_bytes)
 
 
 def read_max_bytes(lanes: int) -> int:

@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
         tokens, logits = [], []
         console.print("text: " if codec else "tokens: ", end="")
         stop = codec.eos if codec else frozenset()
-        generated = ((t, z) for t, z in session.generate(prompt, args.max_new_tokens, sampler, stop))
+        generated = session.generate(prompt, args.max_new_tokens, sampler, stop)
 
         def ids():
             for token, z in generated:

@@ -46,8 +46,9 @@ class TextCodec:
                 continue
             if text.startswith(shown):
                 yield text[len(shown):]
-            else:  # a decoder that rewrites earlier text (rare): show the rewrite from the first difference
-                yield text
+            else:  # a decoder that rewrites earlier text (rare): what was printed stays; go on from the common part
+                common = next((i for i, (a, b) in enumerate(zip(text, shown)) if a != b), min(len(text), len(shown)))
+                yield text[max(common, len(shown)):] if len(text) > len(shown) else ""
             shown = text
 
 

@@ -95,8 +95,8 @@ endmodule
 
 
 def _generator_digest() -> str:
-    """Hash of every source the RTL is generated from (the hw package, the ISA table, the numerics, the record
-    layouts, the config)."""
+    """Hash of every source the RTL is generated from (the hw package, the ISA table and the operand sizes of
+    its footprints, the weight formats, the numerics, the record layouts, the config)."""
     import amaranth
 
     import flightc
@@ -105,8 +105,8 @@ def _generator_digest() -> str:
     not_rtl = {"synth.py", "kernel_xml.py"}  # they read the RTL, they do not shape it
     files = sorted(f for f in Path(flightc.hw.__file__).parent.glob("*.py") if f.name not in not_rtl)
     root = Path(flightc.__file__).parent
-    files += [root / "isa" / "table.py", root / "numerics.py", root / "records.py", root / "config.py",
-              Path(__file__)]
+    files += [root / "isa" / "table.py", root / "isa" / "footprint.py", root / "compress" / "formats.py",
+              root / "numerics.py", root / "records.py", root / "config.py", Path(__file__)]
     h = hashlib.sha256(amaranth.__version__.encode())
     for f in files:
         h.update(f.read_bytes())
