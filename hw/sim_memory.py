@@ -14,12 +14,15 @@ from amaranth.lib.wiring import In
 from flightc.hw.axi import AXI_LEN_BITS, axi4_signature
 
 
+STALL_RATE_BITS = 8  # stall_rate / 2^8 is the probability a channel withholds ready/valid in a cycle
+
+
 class AxiMemory(wiring.Component):
     """The slave end of an AXI4 bus (``axi``), ``depth_words`` beats deep."""
 
     def __init__(self, data_bytes: int, depth_words: int):
         self.data_bytes, self.depth = data_bytes, depth_words
-        super().__init__({"axi": In(axi4_signature(8 * data_bytes)), "stall_rate": In(8)})
+        super().__init__({"axi": In(axi4_signature(8 * data_bytes)), "stall_rate": In(STALL_RATE_BITS)})
         self.storage = Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
     def elaborate(self, platform):
@@ -33,7 +36,8 @@ class AxiMemory(wiring.Component):
         m.d.sync += lfsr.eq((lfsr << 1) | (lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]))
         go_r = Signal()
         go_w = Signal()
-        m.d.comb += [go_r.eq(lfsr[:8] >= self.stall_rate), go_w.eq(lfsr[8:] >= self.stall_rate)]
+        m.d.comb += [go_r.eq(lfsr[:STALL_RATE_BITS] >= self.stall_rate),
+                     go_w.eq(lfsr[STALL_RATE_BITS:2 * STALL_RATE_BITS] >= self.stall_rate)]
         # ---- reads: one burst at a time
         raddr = Signal(64)
         rleft = Signal(AXI_LEN_BITS + 1)

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import HardwareConfig
 from flightc.hw.axi import axi4_lite_table, flat_ports
 from flightc.hw.core import S_AXI, Core
-from flightc.hw.sim_memory import AxiMemory
+from flightc.hw.sim_memory import STALL_RATE_BITS, AxiMemory
 
 MEMORY_NAME = "memory"  # the submodule holding the storage array (the harness's VPI path)
 
@@ -21,7 +21,7 @@ class KernelTestbench(wiring.Component):
     def __init__(self, cfg: HardwareConfig, memory_bytes: int):
         self.cfg = cfg
         self.memory_words = memory_bytes // cfg.axi_data_bytes
-        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(8)}
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(STALL_RATE_BITS)}
         for name, width, by_master in axi4_lite_table():
             members[f"{S_AXI}_{name}"] = In(width) if by_master else Out(width)
         super().__init__(members)

@@ -107,6 +107,10 @@ CASES = [
                                                           str(i.folder / "no-model"), "--json", _o(i)],
          ("no-model",)),
     Case("eval", "zero problems", lambda i: ["eval", str(i.bundle), "-n", "0", "--json", _o(i)], ("-n",)),
+    Case("eval", "a missing text file", lambda i: ["eval", str(i.bundle), "--text", str(i.folder / "no.txt"),
+                                                   "--json", _o(i)], ("no.txt",)),
+    Case("eval", "a window past max_len", lambda i: ["eval", str(i.bundle), "--text", str(i.text), "--window", "999",
+                                                      "--json", _o(i)], ("--window 999", "max_len 16")),
     # ---- hw
     Case("hw", "verilog from malformed config JSON", lambda i: ["hw", "verilog", "--hw", str(i.malformed),
                                                                  "-o", _o(i)], ("bad.json",)),

@@ -60,10 +60,18 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_may_not(addition, tm
     assert len({tuple(r[0]) for r in runs.values()}) > 1  # at temperature 3 the seeds disagree somewhere
 
 
+@pytest.fixture(scope="module")
+def pylm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pylm") / "pylm.flb"
+    assert main(["compile", "builtin:pylm", "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
+    return out
+
+
 @pytest.mark.parametrize("model, prompt", [("builtin:addition", "0001+0002="), ("builtin:pylm", "import os\ndef ")])
-def test_the_built_in_models_take_text(model, prompt, tmp_path, capsys):
-    out = tmp_path / "m.flb"
-    assert main(["compile", model, "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
+def test_the_built_in_models_take_text(model, prompt, tmp_path, capsys, addition, pylm):
+    out = pylm if model == "builtin:pylm" else tmp_path / "m.flb"
+    if model == "builtin:addition":
+        assert main(["compile", model, "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
     doc = _run(["run", str(out), "--prompt", prompt, "--max-new-tokens", "5", "--json", str(tmp_path / "r.json")],
                capsys)
     codec = load_codec(model)
@@ -71,6 +79,17 @@ def test_the_built_in_models_take_text(model, prompt, tmp_path, capsys):
     assert len(doc["tokens"]) == 5 and f"text: {doc['text']}" in doc["printed"]
     if model == "builtin:addition":
         assert doc["text"] == "30000"  # 0003, least significant digit first
+
+
+def test_eval_measures_perplexity_on_a_text_file_of_the_users(pylm, tmp_path, capsys):
+    text = tmp_path / "mine.py"
+    text.write_text("def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n" * 3)
+    capsys.readouterr()
+    assert main(["eval", str(pylm), "--text", str(text), "-n", "2", "--json", str(tmp_path / "e.json")]) == 0
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["windows"] == 2 and r["predicted_tokens"] == 2 * 23  # windows of max_len 24 tokens
+    assert 1 < r["float_perplexity"] < 20 and abs(r["compiled_perplexity"] / r["float_perplexity"] - 1) < 0.2
+    assert "mine.py" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_model_without_a_tokenizer_asks_for_token_ids(tmp_path, capsys):

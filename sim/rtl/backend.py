@@ -185,6 +185,13 @@ class RtlBackend(DriverBackend):
 
     def __init__(self, bundle: Bundle, stall_rate: int = 0, trace: str | Path | None = None,
                  max_cycles: int | None = None):
+        from flightc.hw.sim_memory import STALL_RATE_BITS
+
+        if not 0 <= stall_rate < 1 << STALL_RATE_BITS:  # before the (slow, first-time) Verilator build
+            raise FlightcError(f"stall_rate (--stall-rate) {stall_rate}: must be 0 to {(1 << STALL_RATE_BITS) - 1} "
+                               f"(the memory stalls with probability N/{1 << STALL_RATE_BITS} per cycle)")
+        if max_cycles is not None and max_cycles < 1:
+            raise FlightcError(f"max_cycles {max_cycles}: must be positive")
         total = sum(align(n) for n in buffer_sizes(bundle).values())
         memory = 1 << 20
         while memory < total:

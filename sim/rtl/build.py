@@ -76,8 +76,9 @@ def _clocked_wrapper() -> str:
     """A top level that makes ap_clk itself (Verilator --timing), so no Python or VPI runs per cycle."""
     from flightc.hw.axi import axi4_lite_table
     from flightc.hw.core import S_AXI
+    from flightc.hw.sim_memory import STALL_RATE_BITS
 
-    ports = [("ap_rst_n", 1, True), ("stall_rate", 8, True), ("interrupt", 1, False)]
+    ports = [("ap_rst_n", 1, True), ("stall_rate", STALL_RATE_BITS, True), ("interrupt", 1, False)]
     ports += [(f"{S_AXI}_{n}", w, by_master) for n, w, by_master in axi4_lite_table()]
     decl = "\n".join(f"  {'input' if inp else 'output'} wire [{w - 1}:0] {n};" for n, w, inp in ports)
     conn = ",\n".join(f"    .{n}({n})" for n, _, _ in ports)
