@@ -51,8 +51,8 @@ def test_the_python_api_takes_text_the_same_way(addition):
 
 def test_the_same_seed_gives_the_same_text_and_another_seed_may_not(addition, tmp_path, capsys):
     runs = {}
-    for seed in (1, 1, 2, 3, 4):
-        doc = _run(["run", str(addition), "--prompt", "0009+0001=", "--max-new-tokens", "8", "--temperature", "3",
+    for seed in (1, 1, 2):
+        doc = _run(["run", str(addition), "--prompt", "0009+0001=", "--max-new-tokens", "5", "--temperature", "3",
                     "--seed", str(seed), "--json", str(tmp_path / f"s{seed}.json")], capsys)
         runs.setdefault(seed, []).append(doc["tokens"])
         assert doc["sampler"]["temperature"] == 3 and doc["sampler"]["seed"] == seed
