@@ -61,10 +61,20 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_may_not(addition, tm
 
 
 @pytest.fixture(scope="module")
-def pylm(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pylm") / "pylm.flb"
-    assert main(["compile", "builtin:pylm", "--hw", "tiny", "--max-len", "24", "-o", str(out)]) == 0
-    return out
+def pylm_compiled(tmp_path_factory):
+    """builtin:pylm for tiny (W8, max_len 24): the bundle on disk and what the integer reference runs."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.models.builtin import model_input
+
+    c = compile_model(model_input("builtin:pylm"), "tiny", CompressionPlan.parse("w8"), max_len=24,
+                      source="builtin:pylm")
+    return c.bundle.save(tmp_path_factory.mktemp("pylm") / "pylm.flb"), c
+
+
+@pytest.fixture(scope="module")
+def pylm(pylm_compiled):
+    return pylm_compiled[0]
 
 
 @pytest.mark.parametrize("model, prompt", [("builtin:addition", "0001+0002="), ("builtin:pylm", "import os\ndef ")])
@@ -81,14 +91,22 @@ def test_the_built_in_models_take_text(model, prompt, tmp_path, capsys, addition
         assert doc["text"] == "30000"  # 0003, least significant digit first
 
 
-def test_eval_measures_perplexity_on_a_text_file_of_the_users(pylm, tmp_path, capsys):
+def test_eval_measures_perplexity_on_a_text_file_of_the_users(pylm_compiled, tmp_path, capsys):
+    from flightc.evaluate import reference_perplexity
+
+    bundle, compiled = pylm_compiled
+    source = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n" * 3
     text = tmp_path / "mine.py"
-    text.write_text("def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n" * 3)
+    text.write_text(source)
     capsys.readouterr()
-    assert main(["eval", str(pylm), "--text", str(text), "-n", "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["eval", str(bundle), "--text", str(text), "-n", "2", "--json", str(tmp_path / "e.json")]) == 0
     r = json.loads((tmp_path / "e.json").read_text())
     assert r["windows"] == 2 and r["predicted_tokens"] == 2 * 23  # windows of max_len 24 tokens
-    assert 1 < r["float_perplexity"] < 20 and abs(r["compiled_perplexity"] / r["float_perplexity"] - 1) < 0.2
+    # the compiled model's perplexity is the integer reference's on the same bytes of the file, exactly
+    windows = np.frombuffer(source.encode(), np.uint8).astype(np.int64)[:48].reshape(2, 24)
+    want = reference_perplexity(compiled.integer, windows, compiled.bundle.manifest["io"]["logit_scale"])
+    assert r["compiled_perplexity"] == pytest.approx(want, rel=1e-9)
+    assert abs(r["compiled_perplexity"] / r["float_perplexity"] - 1) < 0.2  # W8 stays close to the float model
     assert "mine.py" in " ".join(capsys.readouterr().out.split())
 
 
