@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from flightc.errors import UnsupportedError
 
@@ -21,8 +21,8 @@ class TextCodec:
     """Encodes prompts and decodes generated ids; ``eos`` are the ids that end a generation."""
 
     name: str
-    encode_fn: Any
-    decode_fn: Any
+    encode_fn: Callable[[str], list[int]]
+    decode_fn: Callable[[list[int]], str]
     eos: frozenset[int] = field(default_factory=frozenset)
 
     def encode(self, text: str) -> list[int]:
@@ -44,11 +44,8 @@ class TextCodec:
             text = self.decode(seen)
             if text.endswith("\ufffd"):
                 continue
-            if text.startswith(shown):
+            if len(text) > len(shown):  # (a decoder that rewrites earlier text, rarely, cannot unprint it)
                 yield text[len(shown):]
-            else:  # a decoder that rewrites earlier text (rare): what was printed stays; go on from the common part
-                common = next((i for i, (a, b) in enumerate(zip(text, shown)) if a != b), min(len(text), len(shown)))
-                yield text[max(common, len(shown)):] if len(text) > len(shown) else ""
             shown = text
 
 
