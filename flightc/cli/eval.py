@@ -21,7 +21,8 @@ def register(sub) -> None:
                                   "one), float vs compiled")
     e.add_argument("--window", type=int, help="--text: tokens per window (default: the bundle's max_len, at most "
                                               "64)")
-    e.add_argument("--tokenizer", help="--text: a folder of tokenizer files (default: the model's)")
+    e.add_argument("--tokenizer", help="--text: whose tokenizer to use, a folder of tokenizer files or a model "
+                                       "(builtin:NAME); default: the model's")
     add_backend_choice(e, help="where the compiled model runs (as for `flightc run`)")
     e.add_argument("--hazard-check", action="store_true", help="also check token ordering on every run (slower)")
     e.add_argument("--json", help="write the results here")

@@ -21,8 +21,8 @@ def register(sub) -> None:
     given = s.add_mutually_exclusive_group(required=True)
     given.add_argument("--prompt", help="prompt text, through the model's tokenizer; the answer is printed as text")
     given.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
-    s.add_argument("--tokenizer", help="a folder of Hugging Face tokenizer files (default: the model the bundle was "
-                                       "compiled from)")
+    s.add_argument("--tokenizer", help="whose tokenizer to use: a folder of Hugging Face tokenizer files or a model "
+                                       "(builtin:NAME); default: the model the bundle was compiled from")
     s.add_argument("--max-new-tokens", type=int, default=16, help="most tokens to generate (fewer at an EOS token)")
     add_sampling_flags(s)
     add_backend_choice(s)
