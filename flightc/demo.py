@@ -110,11 +110,11 @@ def _rtl_answer(bundle, task, console: Console) -> None:
     with console.status("building the kernel's Verilog with Verilator (the first time takes a few minutes; "
                         "cached in ~/.cache/flightc/rtl) and answering on it"):
         with Session(bundle, backend="rtl") as s:
-            logits = s.prefill(task.prompt_ids(p))
-            prompt_cycles = s.counters.cycles["cycles"]
-            tokens = [int(np.argmax(logits))]
-            for _ in range(task.answer_len - 1):
-                tokens.append(int(np.argmax(s.decode(tokens[-1]))))
+            tokens = []
+            for token, _ in s.generate(task.prompt_ids(p), task.answer_len):
+                if not tokens:  # the first token comes from the prompt step alone
+                    prompt_cycles = s.counters.cycles["cycles"]
+                tokens.append(token)
             decode_cycles = (s.counters.cycles["cycles"] - prompt_cycles) / max(1, task.answer_len - 1)
     t = Table(title=f"{task.prompt_text(p)} on the generated RTL ({cfg.name} preset, Verilator; cycles measured "
                     f"by the kernel's counters)")
@@ -158,14 +158,15 @@ def _speed_and_resources(model: str, bundle, task, out: Path, console: Console) 
     p = part("u280")
     res = Table(title="FPGA resources, modeled (yosys-calibrated resource model); the U280 kernel does not fit the "
                       "card yet (issue 20)")
-    for col in ("kernel", "DSP48E2", "LUT", "BRAM36", "URAM"):
+    kinds = ("DSP", "LUT", "BRAM36", "URAM")
+    for col in ("kernel", "DSP48E2", *kinds[1:]):
         res.add_column(col, justify="right" if col != "kernel" else "left")
-    for name, cfg in ((bundle.config.name, bundle.config), ("u280 (3 cores)", u280)):
+    for name, cfg in ((bundle.config.name, bundle.config), (f"u280 ({u280.num_cores} cores)", u280)):
         est = estimate_resources(cfg).as_dict()
-        res.add_row(name, *(f"{est[k]:,}" for k in ("DSP", "LUT", "BRAM36", "URAM")))
+        res.add_row(name, *(f"{est[k]:,}" for k in kinds))
     cap = p.capacity()
-    res.add_row("U280 part", *(f"{cap[k]:,}" if cap.get(k) else "-" for k in ("DSP", "LUT", "BRAM36", "URAM")))
-    res.add_row("FlightLLM on U280 (measured)", *(f"{FLIGHTLLM_U280[k]:,}" for k in ("DSP", "LUT", "BRAM36", "URAM")))
+    res.add_row("U280 part", *(f"{cap[k]:,}" if cap.get(k) else "-" for k in kinds))
+    res.add_row("FlightLLM on U280 (measured)", *(f"{FLIGHTLLM_U280[k]:,}" for k in kinds))
     console.print(res)
 
 

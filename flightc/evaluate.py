@@ -121,16 +121,6 @@ def evaluate_text(bundle: Bundle, ref, task: TextTask, n: int, backend: str = "f
     return perplexity(bundle, ref, task.held_out(n), backend, progress, **options)
 
 
-def text_windows(ids: list[int], window: int, count: int | None = None) -> np.ndarray:
-    """Non-overlapping windows of ``window`` tokens of a tokenized text (at most ``count``)."""
-    n = len(ids) // window
-    if n == 0:
-        raise UnsupportedError(f"the text is {len(ids)} tokens, shorter than one window of {window}: give more "
-                               f"text or a smaller --window")
-    rows = np.asarray(ids[: n * window], np.int64).reshape(n, window)
-    return rows if count is None else rows[:count]
-
-
 def perplexity(bundle: Bundle, ref, windows: np.ndarray, backend: str = "fsim",
                progress: Callable[[int, int], None] | None = None, **options) -> PerplexityResult:
     """Perplexity of the float model and of the compiled model on a backend over token windows (each predicts

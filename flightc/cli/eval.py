@@ -52,10 +52,11 @@ def _eval_text(args) -> int:
     from pathlib import Path
 
     from flightc.bundle import load_bundle
-    from flightc.evaluate import perplexity, text_windows
+    from flightc.evaluate import perplexity
     from flightc.models.builtin import load_torch_model
     from flightc.reference.float_ref import FloatReference
     from flightc.runtime.text import bundle_codec
+    from flightc.tasks.text import text_windows
 
     path = Path(args.text)
     try:

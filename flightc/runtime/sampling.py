@@ -40,15 +40,9 @@ class Sampler:
         return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
                 "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0 and self.repetition_penalty == 1.0
-
     def choose(self, logits: np.ndarray, logit_scale: float, history: list[int]) -> int:
         """The next token from INT32 ``logits`` (``logit_scale`` turns them into the float model's units) after
         the ids of ``history`` (prompt and generated so far)."""
-        if self.greedy:
-            return int(np.argmax(logits))
         z = np.asarray(logits, np.float64) * logit_scale
         if self.repetition_penalty != 1.0 and history:
             seen = np.unique(np.asarray(history, np.int64))

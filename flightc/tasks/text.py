@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flightc.errors import UnsupportedError
+
 
 HELDOUT_FILE = "heldout.txt"
 CALIB_FILE = "calib.txt"
@@ -39,6 +41,17 @@ def ascii_bytes(text: str) -> bytes:
     return text.encode("ascii", "ignore")
 
 
+def text_windows(ids, window: int, count: int | None = None) -> np.ndarray:
+    """Non-overlapping windows [count, window] of a token sequence (at most ``count``, None: all)."""
+    ids = np.asarray(ids, np.int64)
+    n = len(ids) // window
+    if n == 0:
+        raise UnsupportedError(f"the text is {len(ids)} tokens, shorter than one window of {window}: give more "
+                               f"text or a smaller --window")
+    rows = ids[: n * window].reshape(n, window)
+    return rows if count is None else rows[:count]
+
+
 @dataclass(frozen=True)
 class TextTask:
     """Next-byte prediction over windows of ``seq_len`` bytes of ``folder``'s held-out text."""
@@ -48,10 +61,7 @@ class TextTask:
     vocab_size: int = 128
 
     def _windows(self, name: str, count: int | None) -> np.ndarray:
-        data = np.frombuffer((self.folder / name).read_bytes(), np.uint8).astype(np.int64)
-        n = len(data) // self.seq_len
-        rows = data[: n * self.seq_len].reshape(n, self.seq_len)
-        return rows if count is None else rows[:count]
+        return text_windows(np.frombuffer((self.folder / name).read_bytes(), np.uint8), self.seq_len, count)
 
     def held_out(self, count: int | None = None) -> np.ndarray:
         """Non-overlapping windows [count, seq_len] of the held-out text."""
