@@ -6,7 +6,18 @@ one result bit per cycle.
 """
 from __future__ import annotations
 
+import operator
+from typing import Callable
+
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
+
+
+def tree(terms: list, combine: Callable = operator.add):
+    """``terms`` combined pairwise in a balanced tree (log2 levels): the chains' adder trees, the SFU's sums and
+    maxima across its lanes."""
+    while len(terms) > 1:
+        terms = [combine(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
 
 
 class Divider(Elaboratable):

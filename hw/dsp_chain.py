@@ -16,6 +16,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed
 
 from flightc.config import HardwareConfig
+from flightc.hw.arith import tree
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS
 
 PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
@@ -95,12 +96,6 @@ class SparseDspChain(Elaboratable):
                 terms[t].append(Mux(on, parts[t], 0))
         with m.If(self.enable):
             for t in range(T):
-                m.d.sync += self.sums[t].eq(_tree(terms[t]))
+                m.d.sync += self.sums[t].eq(tree(terms[t]))
         return m
 
-
-def _tree(terms: list):
-    """Balanced adder tree (the chain's reduction nodes)."""
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]

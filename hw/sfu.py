@@ -18,7 +18,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.address import RowAddress
-from flightc.hw.arith import Divider, Isqrt
+from flightc.hw.arith import Divider, Isqrt, tree
 from flightc.hw.buffers import WordEngine
 from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
@@ -31,12 +31,6 @@ ELEMENT_MAX_BYTES = max(*MISC_SRC_BYTES.values(), *MISC_DST_BYTES.values(), NORM
 def read_max_bytes(lanes: int) -> int:
     """The most bytes one SFU read moves: a chunk of the widest elements, or a norm's epsilon."""
     return max(NORM.eps.nbytes, lanes * ELEMENT_MAX_BYTES)
-
-
-def _tree(terms: list, combine):
-    while len(terms) > 1:
-        terms = [combine(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 class Sfu(ExecutionUnit):
@@ -223,8 +217,7 @@ class Sfu(ExecutionUnit):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.RMSNORM)):
                         with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + _tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)],
-                                                           lambda p, q: p + q))
+                            m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
                             m.next = "NEXT"
                         with m.Else():
                             for k in range(G):
@@ -232,12 +225,11 @@ class Sfu(ExecutionUnit):
                             m.next = "DIV_WAIT"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + _tree([Mux(lane_on[k], x[k], 0) for k in range(G)],
-                                                           lambda p, q: p + q))
+                            m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
                             m.next = "NEXT"
                         with m.Elif(pass_ == 1):
                             sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
-                            m.d.sync += acc.eq(acc + _tree(sq, lambda p, q: p + q))
+                            m.d.sync += acc.eq(acc + tree(sq))
                             m.next = "NEXT"
                         with m.Else():
                             for k in range(G):
@@ -246,11 +238,10 @@ class Sfu(ExecutionUnit):
                     with m.Case(int(MiscOp.SOFTMAX)):
                         with m.If(pass_ == 0):
                             cands = [Mux(visible[k], x[k], mx) for k in range(G)]
-                            m.d.sync += mx.eq(_tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
+                            m.d.sync += mx.eq(tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
                             m.next = "NEXT"
                         with m.Elif(pass_ == 1):
-                            m.d.sync += total.eq(total + _tree([Mux(visible[k], e[k], 0) for k in range(G)],
-                                                               lambda p, q: p + q))
+                            m.d.sync += total.eq(total + tree([Mux(visible[k], e[k], 0) for k in range(G)]))
                             m.next = "NEXT"
                         with m.Else():
                             for k in range(G):
