@@ -18,6 +18,9 @@ from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part o
 
 SFU_STAT_BITS = 72  # the SFU's row statistics and divider as built and checked bit-exact against flightc.numerics
 SFU_SQRT_BITS = 64  # its square root's input (an int64 mean square shifted by the norm's fraction bits)
+MEM_LATENCY_MIN = 2  # a read burst is queued for a cycle before its first beat
+MEM_LATENCY_MAX = 4095  # longest read latency the performance model and the bench memory are checked at
+AXI_OUTSTANDING_MAX = 64  # deepest queue of read bursts in flight a master keeps
 
 
 class Buffer(int, Enum):
@@ -67,7 +70,8 @@ class HardwareConfig:
     axi_data_bytes: int  # data width of a memory master (bytes per AXI beat)
     axi_masters: int  # AXI memory masters; the memory channels are split among them in equal groups
     axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
-    axi_outstanding: int  # bursts a master keeps in flight per direction
+    axi_outstanding: int  # read bursts a master keeps in flight (its readers share them; writes: one)
+    mem_latency_cycles: int  # cycles from a read burst's acceptance to its first beat (bench memory, perf model)
     sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics
     sfu_div_step_bits: int  # quotient bits the divider settles per cycle (restoring steps chained in one cycle)
     sfu_sqrt_bits: int  # width of the SFU's bit-serial square root (two input bits a cycle)
@@ -102,6 +106,11 @@ class HardwareConfig:
         if self.mem_channels % self.axi_masters:
             problems.append(f"axi_masters {self.axi_masters} does not divide mem_channels {self.mem_channels} into "
                             f"equal groups")
+        if not MEM_LATENCY_MIN <= self.mem_latency_cycles <= MEM_LATENCY_MAX:
+            problems.append(f"mem_latency_cycles {self.mem_latency_cycles} outside {MEM_LATENCY_MIN}..{MEM_LATENCY_MAX}"
+                            f" (a burst is queued a cycle, then answered)")
+        if self.axi_outstanding > AXI_OUTSTANDING_MAX:
+            problems.append(f"axi_outstanding {self.axi_outstanding} exceeds {AXI_OUTSTANDING_MAX}")
         if self.sfu_div_bits % self.sfu_div_step_bits or self.sfu_div_step_bits > 8:
             problems.append(f"sfu_div_step_bits {self.sfu_div_step_bits} must divide sfu_div_bits "
                             f"{self.sfu_div_bits} and be at most 8")
@@ -217,11 +226,17 @@ class HardwareConfig:
         return dataclasses.replace(self, **changes)
 
 
-# the divider's chained steps: two a cycle at 200-225 MHz; the 100 MHz tiny preset settles four
+# the divider's chained steps: two a cycle at 200-225 MHz; the 100 MHz tiny preset settles four.
+# Memory: bursts of 16 beats (1 KiB at 64 bytes: the 64 B - 1 KiB transactions a 512-bit master reads a U280
+# pseudo-channel at 91% with), 8 in flight, so 8 x 16 beats cover the 64-cycle read latency plus a burst
+# (an assumed latency: Shuhai measured about 107 ns, 24 cycles at 225 MHz, at the HBM controller's own
+# port; the AXI switch network and the width and clock converters in front of it are charged the rest).
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=1, sfu_div_bits=72,
-               sfu_sqrt_bits=64)
+               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
+               sfu_div_bits=72, sfu_sqrt_bits=64)
+# tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
+_TINY = {**_COMMON, "axi_outstanding": 4, "mem_latency_cycles": 16}
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
@@ -245,7 +260,7 @@ PRESETS: dict[str, HardwareConfig] = {
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=32, acc_buffer_kib=32, prm_buffer_kib=16,
                            kv_buffer_kib=16, buffer_port_bytes=8, axi_data_bytes=8, sfu_div_step_bits=4,
-                           **_COMMON),
+                           **_TINY),
 }
 
 

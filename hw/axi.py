@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from flightc.hw.axi_rules import AXI_BOUNDARY, AXI_LEN_BITS, AXI_MAX_BEATS  # noqa: F401  (re-exported)
 
 AXI_ADDR_BITS = 64
-AXI_ID_BITS = 1  # one ID: the kernel keeps one burst per direction in flight
+AXI_ID_BITS = 1  # one ID: a master's read bursts are answered in order
 LITE_ADDR_BITS = 12
 LITE_DATA_BITS = 32
 

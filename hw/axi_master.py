@@ -1,14 +1,15 @@
 """The core's AXI4 memory master: it shares the read channels among the core's readers (instruction fetch, LD)
 and puts the writer's (ST's) bursts on the write channels.
 
-A reader owns the read channels from its accepted burst request to that burst's last beat; when two
-ask in one cycle the first wins. The bus-level constants (beat size, INCR bursts, one ID) are set
+Up to ``axi_outstanding`` read bursts are in flight at once, in order; when two readers ask in one
+cycle the first wins. The bus-level constants (beat size, INCR bursts, one ID) are set
 here, so the units only speak :func:`flightc.hw.axi.read_client_signature` and
 :func:`flightc.hw.axi.write_client_signature` streams.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,8 +19,11 @@ INCR = 1  # AXI4 burst type
 
 
 class AxiMaster(wiring.Component):
-    def __init__(self, data_bytes: int, readers: int):
-        self.data_bytes, self.readers = data_bytes, readers
+    """``outstanding``: read bursts in flight at once, whichever readers asked for them (an AXI4 ID's bursts are
+    answered in order, so one queue of their owners routes every beat)."""
+
+    def __init__(self, data_bytes: int, readers: int, outstanding: int = 1):
+        self.data_bytes, self.readers, self.outstanding = data_bytes, readers, outstanding
         bits = 8 * data_bytes
         super().__init__({"bus": Out(axi4_signature(bits)),
                           "read": In(read_client_signature(bits)).array(readers),
@@ -29,22 +33,20 @@ class AxiMaster(wiring.Component):
         m = Module()
         a, size_log2 = self.bus, self.data_bytes.bit_length() - 1
         m.d.comb += [a.arsize.eq(size_log2), a.arburst.eq(INCR), a.awsize.eq(size_log2), a.awburst.eq(INCR)]
-        # ---- reads: one burst at a time, its beats to the reader that asked for it
-        owner = Signal(range(max(2, self.readers)))
-        busy = Signal()
-        with m.If(~busy):
+        # ---- reads: a request while fewer than ``outstanding`` bursts are in flight (the first reader asking
+        # wins), each beat to the reader at the head of the owners' queue, popped with the burst's last beat
+        m.submodules.owners = owners = SyncFIFO(width=max(1, (self.readers - 1).bit_length()),
+                                                depth=self.outstanding)
+        with m.If(owners.w_rdy):
             for i, c in enumerate(self.read):
                 with (m.If if i == 0 else m.Elif)(c.ar.valid):
                     m.d.comb += [a.arvalid.eq(1), a.araddr.eq(c.ar.payload.addr), a.arlen.eq(c.ar.payload.len),
-                                 c.ar.ready.eq(a.arready)]
-                    with m.If(a.arready):
-                        m.d.sync += [busy.eq(1), owner.eq(i)]
-        with m.Else():
+                                 c.ar.ready.eq(a.arready), owners.w_data.eq(i), owners.w_en.eq(a.arready)]
+        with m.If(owners.r_rdy):
             for i, c in enumerate(self.read):
-                with m.If(owner == i):
+                with m.If(owners.r_data == i):
                     m.d.comb += [c.r.valid.eq(a.rvalid), a.rready.eq(c.r.ready)]
-            with m.If(a.rvalid & a.rready & a.rlast):
-                m.d.sync += busy.eq(0)
+            m.d.comb += owners.r_en.eq(a.rvalid & a.rready & a.rlast)
         for c in self.read:
             m.d.comb += [c.r.payload.data.eq(a.rdata), c.r.payload.last.eq(a.rlast)]
         # ---- writes: the writer's streams are the write channels

@@ -21,6 +21,7 @@ from flightc.hw.unit import unit_signature
 from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
 
 NUNITS = len(Unit)
+FETCH_BURSTS = 2  # instruction bursts the fetcher's beat FIFO holds (and has in flight)
 
 
 def unit_port(unit: Unit):
@@ -53,7 +54,8 @@ class Fetcher(wiring.Component):
         words_per_beat = max(1, w * 8 // WORD_BITS)
         addr = Signal(AXI_ADDR_BITS)
         left = Signal(32)  # bytes not yet consumed
-        beats = Signal(range(self.cfg.axi_burst_beats + 1))
+        depth = FETCH_BURSTS * self.cfg.axi_burst_beats
+        inflight = Signal(range(depth + 1))  # beats asked for and not yet here
         beat = Signal(8 * w)
         widx = Signal(range(words_per_beat + 1))
         have_beat = Signal()
@@ -66,29 +68,32 @@ class Fetcher(wiring.Component):
                      self.finished.eq((left == 0) & ~full)]
         with m.If(self.begin):
             m.d.sync += [addr.eq(self.program_addr), left.eq(self.program_bytes), requested.eq(0),
-                         have_beat.eq(0), full.eq(0), got.eq(0), beats.eq(0), self.bad_opcode.eq(0)]
+                         have_beat.eq(0), full.eq(0), got.eq(0), self.bad_opcode.eq(0)]
         with m.If(self.out_valid & self.out_ready):
             m.d.sync += [full.eq(0), got.eq(0)]
-        # Bursts land in a FIFO that always has room for them, so the shared read channel never waits
-        # on dispatch (which may wait on a unit that waits on an LD that needs the channel).
-        m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=self.cfg.axi_burst_beats)
+        # Bursts land in a FIFO with room reserved for every beat asked for, so the shared read channel never
+        # waits on dispatch (which may wait on a unit that waits on an LD that needs the channel); it holds
+        # FETCH_BURSTS bursts, so the next burst is asked for while the last one is being taken apart.
+        m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=depth)
         unrequested = Signal(32)
         m.d.comb += unrequested.eq(self.program_bytes - requested)
         to_boundary = (Const(AXI_BOUNDARY, 13) - addr[:12]) >> lb
         want = (unrequested + (w - 1)) >> lb
-        room = self.cfg.axi_burst_beats - fifo.level
+        room = depth - fifo.level - inflight
         n = Mux(want < to_boundary, want, to_boundary)
-        n = Mux(n < room, n, room)
-        with m.If(~self.begin & (beats == 0) & (unrequested != 0) & (room != 0) & (left != 0)):
+        n = Mux(n < self.cfg.axi_burst_beats, n, self.cfg.axi_burst_beats)
+        asked = Signal()
+        received = Signal()
+        with m.If(~self.begin & (unrequested != 0) & (room >= n) & (left != 0)):
             m.d.comb += [rd.ar.valid.eq(1), rd.ar.payload.addr.eq(addr), rd.ar.payload.len.eq(n - 1)]
             with m.If(rd.ar.ready):
-                m.d.sync += [beats.eq(n), addr.eq(addr + (n << lb)),
+                m.d.comb += asked.eq(1)
+                m.d.sync += [addr.eq(addr + (n << lb)),
                              requested.eq(Mux(requested + (n << lb) > self.program_bytes, self.program_bytes,
                                               requested + (n << lb)))]
-        with m.If(beats != 0):
-            m.d.comb += [rd.r.ready.eq(1), fifo.w_en.eq(rd.r.valid), fifo.w_data.eq(rd.r.payload.data)]
-            with m.If(rd.r.valid):
-                m.d.sync += beats.eq(beats - 1)
+        m.d.comb += [rd.r.ready.eq(inflight != 0), fifo.w_en.eq(rd.r.valid & rd.r.ready),
+                     fifo.w_data.eq(rd.r.payload.data), received.eq(rd.r.valid & rd.r.ready)]
+        m.d.sync += inflight.eq(inflight + Mux(asked, n, 0) - received)
         with m.If(~have_beat & fifo.r_rdy & ~self.begin):
             m.d.comb += fifo.r_en.eq(1)
             m.d.sync += [beat.eq(fifo.r_data), widx.eq(0), have_beat.eq(1)]

@@ -41,9 +41,8 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
     if cfg.axi_data_bytes != w:
         problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
                         f"equal buffer_port_bytes ({w}) so far")
-    if cfg.axi_masters != 1 or cfg.axi_outstanding != 1:
-        problems.append(f"axi_masters = {cfg.axi_masters}, axi_outstanding = {cfg.axi_outstanding}: the generator "
-                        "builds one memory master with one burst in flight per direction so far")
+    if cfg.axi_masters != 1:
+        problems.append(f"axi_masters = {cfg.axi_masters}: the generator builds one memory master per core so far")
     if problems:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
@@ -75,10 +74,11 @@ class Core(wiring.Component):
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs)
-        # memory: LD's reads before the fetch's (the fetch's FIFO always has room, LD may hold a unit up)
-        m.submodules.master = master = AxiMaster(cfg.axi_data_bytes, readers=2)
-        wiring.connect(m, ld.rd, master.read[0])
-        wiring.connect(m, ctl.rd, master.read[1])
+        # memory: the fetch's requests before LD's (LD asks for a burst whenever a slot frees; the fetch asks only
+        # while its FIFO has room for a whole burst, so it never holds more than two slots)
+        m.submodules.master = master = AxiMaster(cfg.axi_data_bytes, readers=2, outstanding=cfg.axi_outstanding)
+        wiring.connect(m, ctl.rd, master.read[0])
+        wiring.connect(m, ld.rd, master.read[1])
         wiring.connect(m, st.wr, master.write)
         wiring.connect(m, wiring.flipped(self.axi), master.bus)
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]

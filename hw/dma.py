@@ -1,7 +1,7 @@
 """The DMA units: LD (memory -> buffer, with the gather mode of embedding lookups) and ST (buffer -> memory).
 
 Both reach the memory channels through the core's AXI master (hw/axi_master.py): LD as a reader (``rd``:
-burst requests out, beats back), ST as the writer (``wr``). A channel's byte address is ``channel_base[ch] + hbm_addr``
+burst requests out, up to ``axi_outstanding`` ahead, beats back), ST as the writer (``wr``). A channel's byte address is ``channel_base[ch] + hbm_addr``
 (the bases are kernel arguments, as Vitis passes one buffer per HBM channel). Bursts never cross
 4 KiB. LD streams: it takes a beat a cycle and writes it, rotated onto the buffer's lanes, as one
 buffer word (two when the beat's bytes straddle a word boundary of the buffer). ST reads a beat's
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
 
 from flightc import numerics as nm
@@ -92,7 +93,14 @@ class DmaUnit(ExecutionUnit):
 
 
 class LoadUnit(DmaUnit):
-    """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids)."""
+    """LD: ``rows`` rows of ``row_bytes`` from a channel into a buffer (or gathered by INT32 ids).
+
+    Two halves share the walk: the *issuer* asks for the bursts of each row, up to ``axi_outstanding``
+    ahead, and queues a descriptor for each (where its bytes go, its first lane, its byte count); the
+    *receiver* takes the beats as they come, a beat a cycle, and writes each rotated onto the buffer's
+    lanes (a second cycle when its bytes straddle two buffer words). A gathered row first reads its id
+    and waits for it before asking for the row.
+    """
 
     UNIT, OPCODE = Unit.LD, Opcode.LD
 
@@ -101,45 +109,63 @@ class LoadUnit(DmaUnit):
 
     def walk(self, m, f, rows, left, bases, ch, dst, src) -> None:
         cfg, rd, w, lb, port = self.cfg, self.rd, self.beat_bytes, self.lane_bits, self.port
-        row = rows.count
-        beats_left = Signal(range(cfg.axi_burst_beats + 1))
+        burst_bytes = cfg.axi_burst_beats * w
+        desc = data.StructLayout({"dst": BUF_ADDR_BITS, "lane": max(1, lb), "nbytes": range(burst_bytes + 1),
+                                  "ident": 1})
+        m.submodules.bursts = queue = SyncFIFO(width=desc.size, depth=cfg.axi_outstanding)
+        head = desc(queue.r_data)
+        entry = Signal(desc)
+        m.d.comb += queue.w_data.eq(entry.as_value())
         ident = Signal(32)
-        id_got = Signal(3)
-        gather_phase = Signal()  # reading the id of the current row
-        # the beat being written: rotated onto the buffer's lanes, its first byte's buffer address, its bytes
+        id_ready = Signal()  # the receiver has the gathered row's id
+        gather_phase = Signal()  # the issuer is reading the id of the current row
+        # ---- receiver: the head descriptor's beats, ``taken`` bytes of it so far
         pend = Signal()
         pend_second = Signal()  # its first word is written; the rest goes to the next word
         pend_data = Signal(8 * w)
         pend_addr = Signal(BUF_ADDR_BITS)
         pend_n = Signal(range(w + 1))
-        head = pend_addr[:lb]
-        straddles = head + pend_n > w
+        pend_head = pend_addr[:lb]
+        straddles = pend_head + pend_n > w
         m.d.comb += [port.buf.eq(f.buf), port.we.eq(1), port.req.eq(pend), port.wdata.eq(pend_data),
                      port.addr.eq(Mux(pend_second, pend_addr + w, pend_addr)),
-                     port.wmask.eq(Mux(pend_second, first_lanes((head + pend_n - w)[:lb + 1], w),
-                                       first_lanes(Mux(straddles, w - head, pend_n), w) << head))]
+                     port.wmask.eq(Mux(pend_second, first_lanes((pend_head + pend_n - w)[:lb + 1], w),
+                                       first_lanes(Mux(straddles, w - pend_head, pend_n), w) << pend_head))]
         finishing = port.gnt & (pend_second | ~straddles)
         free = ~pend | finishing
         with m.If(port.gnt):
             m.d.sync += pend_second.eq(~pend_second & straddles)
             with m.If(finishing):
                 m.d.sync += pend.eq(0)
-
-        def issue(m, addr, nbytes):
-            want, to_b = burst_beats(addr, nbytes, lb)
-            n = Mux(want < to_b, want, to_b)
-            n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
-            m.d.comb += [rd.ar.valid.eq(1), rd.ar.payload.addr.eq(addr & ~Const(w - 1, AXI_ADDR_BITS)),
-                         rd.ar.payload.len.eq(n - 1)]
-            return n
-
+        taken = Signal(range(burst_bytes + 1))
+        lane = Mux(taken == 0, head.lane, 0)
+        rest = head.nbytes - taken
+        nb = Signal(range(w + 1))
+        m.d.comb += [nb.eq(Mux(rest < (w - lane), rest, w - lane)), rd.r.ready.eq(queue.r_rdy & free)]
+        beat = rd.r.payload.data >> (lane * 8)  # the wanted bytes from byte 0
+        with m.If(rd.r.valid & rd.r.ready):
+            with m.If(nb == rest):
+                m.d.comb += queue.r_en.eq(1)
+                m.d.sync += taken.eq(0)
+            with m.Else():
+                m.d.sync += taken.eq(taken + nb)
+            with m.If(head.ident):
+                m.d.sync += ident.eq(Mux(taken == 0, beat[:32], ident | (beat << (taken * 8))[:32]))
+                with m.If(nb == rest):
+                    m.d.sync += id_ready.eq(1)
+            with m.Else():
+                addr = head.dst + taken
+                m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(addr), pend_n.eq(nb),
+                             pend_data.eq((Cat(beat, beat) << (addr[:lb] * 8))[8 * w:16 * w])]  # rotated
+        # ---- issuer: a row's bursts, each queued with its descriptor while fewer than axi_outstanding are
         with m.FSM():
-            self.idle(m, "ROW", row.eq(0))
+            self.idle(m, "ROW", rows.count.eq(0))
             with m.State("ROW"):
-                self.end_after_rows(m, rows, f)
+                with m.If(rows.count == f.rows):
+                    m.next = "DRAIN"
                 with m.Elif(f.gather):
-                    m.d.sync += [src.eq(bases[0] + f.ids_addr + (row << 2)), left.eq(4), gather_phase.eq(1),
-                                 id_got.eq(0), dst.eq(rows.buf)]
+                    m.d.sync += [src.eq(bases[0] + f.ids_addr + (rows.count << 2)), left.eq(4),
+                                 gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf)]
                     m.next = "AR"
                 with m.Else():
                     m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf)]
@@ -147,35 +173,30 @@ class LoadUnit(DmaUnit):
             with m.State("AR"):
                 with m.If(left == 0):
                     with m.If(gather_phase):
-                        m.d.sync += [src.eq(bases[ch] + f.hbm_addr + (ident.as_signed() * f.hbm_stride)),
-                                     left.eq(f.row_bytes), gather_phase.eq(0)]
+                        with m.If(id_ready):
+                            m.d.sync += [src.eq(bases[ch] + f.hbm_addr + (ident.as_signed() * f.hbm_stride)),
+                                         left.eq(f.row_bytes), gather_phase.eq(0)]
                     with m.Else():
                         rows.next(m)
                         m.next = "ROW"
                 with m.Else():
-                    n = issue(m, src, left)
-                    with m.If(rd.ar.ready):
-                        m.d.sync += beats_left.eq(n)
-                        m.next = "R"
-            with m.State("R"):  # a beat a cycle while the previous one's write goes out
-                lane = src[:lb]
-                nb = Signal(range(w + 1))
-                m.d.comb += nb.eq(Mux(left < (w - lane), left, w - lane))
-                beat = rd.r.payload.data >> (lane * 8)  # the wanted bytes from byte 0
-                m.d.comb += rd.r.ready.eq((beats_left != 0) & free)
-                with m.If(rd.r.valid & rd.r.ready):
-                    m.d.sync += [src.eq(src + nb), left.eq(left - nb), beats_left.eq(beats_left - 1)]
-                    with m.If(gather_phase):
-                        m.d.sync += [ident.eq(ident | (beat << (id_got * 8))[:32]), id_got.eq(id_got + nb)]
-                        with m.If(id_got == 0):
-                            m.d.sync += ident.eq(beat[:32])
-                    with m.Else():
-                        rot = dst[:lb]
-                        m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(dst), pend_n.eq(nb),
-                                     pend_data.eq((Cat(beat, beat) << (rot * 8))[8 * w:16 * w]),  # rotated
-                                     dst.eq(dst + nb)]
-                with m.If((beats_left == 0) & free):
-                    m.next = "AR"
+                    want, to_b = burst_beats(src, left, lb)
+                    n = Mux(want < to_b, want, to_b)
+                    n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
+                    room = (n << lb) - src[:lb]
+                    nbytes = Mux(left < room, left, room)
+                    m.d.comb += [rd.ar.valid.eq(queue.w_rdy), rd.ar.payload.addr.eq(src & ~Const(w - 1, AXI_ADDR_BITS)),
+                                 rd.ar.payload.len.eq(n - 1),
+                                 entry.dst.eq(dst), entry.lane.eq(src[:max(1, lb)]), entry.nbytes.eq(nbytes),
+                                 entry.ident.eq(gather_phase), queue.w_en.eq(rd.ar.valid & rd.ar.ready)]
+                    with m.If(queue.w_en):
+                        m.d.sync += [src.eq(src + nbytes), left.eq(left - nbytes)]
+                        with m.If(~gather_phase):
+                            m.d.sync += dst.eq(dst + nbytes)
+            with m.State("DRAIN"):  # every burst's beats taken and written
+                with m.If(~queue.r_rdy & ~pend):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
 
 
 def int4(byte):

@@ -1,27 +1,46 @@
-"""A simulation-only AXI4 memory for the RTL testbench, with pseudo-random backpressure.
+"""A simulation-only AXI4 memory for the RTL testbench: read latency, bursts in flight, a throttled channel and
+pseudo-random backpressure.
 
 It keeps Python out of the per-cycle path: the harness loads and reads ``storage`` through the
-simulator's VPI between runs, and a 16-bit LFSR withholds ready/valid on every channel with
-probability ``stall_rate / 256``.
+simulator's VPI between runs. What it models, each from the config the kernel is built with:
+
+- *latency*: a read burst accepted in cycle t presents its first beat in cycle t + ``latency``;
+  up to ``outstanding`` accepted bursts wait in a queue, each answered in order, and the next one
+  starts in the cycle after the previous one's last beat (back to back);
+- *throttle*: reads and writes share one credit counter that grows by the channel's sustained
+  bytes per cycle (:func:`flightc.sim.perf.memory.channel_rate_q`) and pays a beat's bytes per
+  beat, banking less than two beats' worth; a channel as fast as the port has none;
+- *backpressure*: a 16-bit LFSR withholds ready/valid with probability ``stall_rate / 256``.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
 from flightc.hw.axi import AXI_LEN_BITS, axi4_signature
-
+from flightc.sim.perf.memory import RATE_FRAC_BITS
 
 STALL_RATE_BITS = 8  # stall_rate / 2^8 is the probability a channel withholds ready/valid in a cycle
+STAMP_BITS = 32  # the cycle counter read bursts are stamped with
 
 
 class AxiMemory(wiring.Component):
-    """The slave end of an AXI4 bus (``axi``), ``depth_words`` beats deep."""
+    """The slave end of an AXI4 bus (``axi``), ``depth_words`` beats deep.
 
-    def __init__(self, data_bytes: int, depth_words: int):
+    ``rate_q``: sustained bytes per cycle times 2^RATE_FRAC_BITS (None or at least a beat: no throttle).
+    """
+
+    def __init__(self, data_bytes: int, depth_words: int, latency: int = 2, outstanding: int = 1,
+                 rate_q: int | None = None):
+        if latency < 2:
+            raise ValueError(f"read latency {latency}: a burst is queued a cycle before its first beat (>= 2)")
         self.data_bytes, self.depth = data_bytes, depth_words
+        self.latency, self.outstanding = latency, outstanding
+        beat_q = data_bytes << RATE_FRAC_BITS
+        self.rate_q = rate_q if rate_q is not None and rate_q < beat_q else None
         super().__init__({"axi": In(axi4_signature(8 * data_bytes)), "stall_rate": In(STALL_RATE_BITS)})
         self.storage = Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
@@ -38,18 +57,38 @@ class AxiMemory(wiring.Component):
         go_w = Signal()
         m.d.comb += [go_r.eq(lfsr[:STALL_RATE_BITS] >= self.stall_rate),
                      go_w.eq(lfsr[STALL_RATE_BITS:2 * STALL_RATE_BITS] >= self.stall_rate)]
-        # ---- reads: one burst at a time
-        raddr = Signal(64)
+        # ---- the throttle: a beat needs a beat's credit; a write beat goes first (ST moves a beat at a time)
+        r_credit, w_credit = Const(1), Const(1)
+        r_beat = Signal()
+        w_beat = Signal()
+        if self.rate_q is not None:
+            r_credit, w_credit = Signal(), Signal()
+            beat_q = self.data_bytes << RATE_FRAC_BITS
+            cap = beat_q + self.rate_q - 1  # a beat's credit and what one cycle adds: no credit is lost while
+            credit = Signal(range(cap + 1), init=beat_q)  # short of a beat, and no more than a beat is banked
+            grown = credit + self.rate_q - Mux(r_beat | w_beat, beat_q, 0)
+            m.d.sync += credit.eq(Mux(grown > cap, cap, grown))
+            m.d.comb += [w_credit.eq(credit >= beat_q), r_credit.eq((credit >= beat_q) & ~w_beat)]
+        # ---- reads: accepted bursts wait in a queue, stamped, and are answered in order after the latency
+        now = Signal(STAMP_BITS)
+        m.d.sync += now.eq(now + 1)
+        burst = data.StructLayout({"addr": 64 - lb, "len": AXI_LEN_BITS, "stamp": STAMP_BITS})
+        m.submodules.bursts = queue = SyncFIFO(width=burst.size, depth=self.outstanding)
+        head = burst(queue.r_data)
+        entry = Signal(burst)
+        m.d.comb += [a.arready.eq(queue.w_rdy & go_r), entry.addr.eq(a.araddr >> lb), entry.len.eq(a.arlen),
+                     entry.stamp.eq(now), queue.w_data.eq(entry.as_value()), queue.w_en.eq(a.arvalid & a.arready)]
+        raddr = Signal(64 - lb)
         rleft = Signal(AXI_LEN_BITS + 1)
-        m.d.comb += a.rresp.eq(0)
-        with m.If(rleft == 0):
-            m.d.comb += a.arready.eq(go_r)
-            with m.If(a.arvalid & go_r):
-                m.d.sync += [raddr.eq(a.araddr >> lb), rleft.eq(a.arlen + 1)]
-        with m.Else():
-            m.d.comb += [rp.addr.eq(raddr), a.rdata.eq(rp.data), a.rvalid.eq(go_r), a.rlast.eq(rleft == 1)]
-            with m.If(a.rvalid & a.rready):
-                m.d.sync += [raddr.eq(raddr + 1), rleft.eq(rleft - 1)]
+        m.d.comb += [rp.addr.eq(raddr), a.rdata.eq(rp.data), a.rvalid.eq((rleft != 0) & go_r & r_credit),
+                     a.rlast.eq(rleft == 1), a.rresp.eq(0), r_beat.eq(a.rvalid & a.rready)]
+        with m.If(r_beat):
+            m.d.sync += [raddr.eq(raddr + 1), rleft.eq(rleft - 1)]
+        # the next burst starts in the cycle its predecessor's last beat goes, once its latency has passed
+        due = (now - head.stamp)[:STAMP_BITS] >= self.latency - 1
+        with m.If(queue.r_rdy & due & ((rleft == 0) | ((rleft == 1) & r_beat))):
+            m.d.comb += queue.r_en.eq(1)
+            m.d.sync += [raddr.eq(head.addr), rleft.eq(head.len + 1)]
         # ---- writes
         waddr = Signal(64)
         wleft = Signal(AXI_LEN_BITS + 1)
@@ -60,9 +99,9 @@ class AxiMemory(wiring.Component):
             with m.If(a.awvalid & go_w):
                 m.d.sync += [waddr.eq(a.awaddr >> lb), wleft.eq(a.awlen + 1)]
         with m.Elif(wleft != 0):
-            m.d.comb += a.wready.eq(go_w)
-            with m.If(a.wvalid & go_w):
-                m.d.comb += [wp.addr.eq(waddr), wp.data.eq(a.wdata), wp.en.eq(a.wstrb)]
+            m.d.comb += a.wready.eq(go_w & w_credit)
+            with m.If(a.wvalid & a.wready):
+                m.d.comb += [wp.addr.eq(waddr), wp.data.eq(a.wdata), wp.en.eq(a.wstrb), w_beat.eq(1)]
                 m.d.sync += [waddr.eq(waddr + 1), wleft.eq(wleft - 1)]
                 with m.If(wleft == 1):
                     m.d.sync += bpend.eq(1)

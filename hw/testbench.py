@@ -1,4 +1,5 @@
-"""Simulation top: the Vitis kernel with its memory port on :class:`AxiMemory`.
+"""Simulation top: the Vitis kernel with its memory port on :class:`AxiMemory` (the config's latency, bursts in
+flight and channel rate).
 
 Only ``ap_clk``, ``ap_rst_n``, the AXI4-Lite control port, ``stall_rate`` and ``interrupt`` leave
 it; the harness reaches the memory's ``storage`` array directly between runs.
@@ -13,6 +14,7 @@ from flightc.config import HardwareConfig
 from flightc.hw.axi import axi4_lite_table, flat_ports
 from flightc.hw.core import S_AXI, Core
 from flightc.hw.sim_memory import STALL_RATE_BITS, AxiMemory
+from flightc.sim.perf.memory import channel_rate_q
 
 MEMORY_NAME = "memory"  # the submodule holding the storage array (the harness's VPI path)
 
@@ -31,7 +33,10 @@ class KernelTestbench(wiring.Component):
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
         m.submodules.core = core = Core(self.cfg)
-        m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words)
+        m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words,
+                                                    latency=self.cfg.mem_latency_cycles,
+                                                    outstanding=self.cfg.axi_outstanding,
+                                                    rate_q=channel_rate_q(self.cfg))
         wiring.connect(m, core.axi, mem.axi)
         m.d.comb += mem.stall_rate.eq(self.stall_rate)
         for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(), False):

@@ -12,6 +12,7 @@ timeline trace need.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,12 +21,18 @@ from flightc.config import HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
-from flightc.sim.perf.memory import channel_bytes_per_cycle
+from flightc.sim.perf.memory import ChannelCalendar
 from flightc.sim.perf.timing import instruction_work
 
 # Control-path latencies of hw/control.py, in cycles, counted from its registers (the calibration tests
 # check them with the rest: programs of a few instructions are exact or within a few cycles).
-RUN_START = 4  # ap_start to the first instruction word: AR, first beat, beat FIFO, beat register
+
+
+def run_start(cfg: HardwareConfig) -> int:
+    """ap_start to the first instruction word: AR, the memory's latency to the first beat, beat FIFO, beat register."""
+    return 3 + cfg.mem_latency_cycles
+
+
 QUEUE_LATENCY = 2  # a dispatched instruction reaches the head of SyncFIFOBuffered two cycles later
 RUN_END = 2  # the last unit's done to the end of the run (idle and empty seen, then done)
 
@@ -40,6 +47,8 @@ class CoreTimeline:
     end: np.ndarray
     hbm_bytes: np.ndarray
     channels: np.ndarray
+    mem_start: np.ndarray  # the stretch of its channel's calendar a load or store's bytes are charged to (-1: none)
+    mem_end: np.ndarray
 
 
 @dataclass
@@ -70,17 +79,18 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     if len(programs) != cfg.num_cores:
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
-    bytes_per_cycle = channel_bytes_per_cycle(cfg)
+    calendar = ChannelCalendar(cfg)
     P = len(programs)
     N = [len(p) for p in programs]
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
     work = [[instruction_work(cfg, i) for i in p] for p in programs]
-    busy = [np.array([max(w.cycles, int(-(-w.hbm_bytes // bytes_per_cycle)) if w.hbm_bytes else 0) for w in ws],
-                     np.int64) for ws in work]
+    busy = [np.array([w.cycles for w in ws], np.int64) for ws in work]
     fetch = [np.array([_fetch_cycles(cfg, i.cls.words) for i in p], np.int64) for p in programs]
     start = [np.full(n, -1, np.int64) for n in N]
     end = [np.full(n, -1, np.int64) for n in N]
     dispatch = [np.full(n, -1, np.int64) for n in N]
+    mem_start = [np.full(n, -1, np.int64) for n in N]
+    mem_end = [np.full(n, -1, np.int64) for n in N]
 
     # token bookkeeping: the producer each wait pops, and the wait whose pop makes room for each release
     waits_on: list[list[list[int]]] = []  # [core][i] -> producer indices
@@ -134,14 +144,17 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     ptr = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
     free_at = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
     next_dispatch = [0] * P
-    last_dispatch = [RUN_START - 1] * P
+    last_dispatch = [run_start(cfg) - 1] * P
     arrivals: dict[int, dict[int, int]] = {}  # barrier ordinal -> core -> arrival cycle
 
     remaining = sum(N)
-    while remaining:
-        progress = False
-        for c in range(P):
-            # dispatch in program order while the target queue has room
+    # Units start in time order (a heap of the heads whose start is known), so the channel calendar is asked in
+    # the order the transfers begin: first come, first served, whatever order the cores are visited in.
+    heads: list[tuple[int, int, int, int]] = []  # (start, core, unit, instruction)
+    queued = [[False] * len(Unit) for _ in range(P)]
+
+    def dispatch_all() -> None:
+        for c in range(P):  # in program order while the target queue has room
             while next_dispatch[c] < N[c]:
                 i = next_dispatch[c]
                 qp = queue_prev[c][i]
@@ -153,42 +166,53 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 dispatch[c][i] = t
                 last_dispatch[c] = t + 1
                 next_dispatch[c] += 1
-                progress = True
-            for u in range(len(Unit)):
-                lst = order[c][u]
-                while ptr[c][u] < len(lst):
-                    i = lst[ptr[c][u]]
-                    if dispatch[c][i] < 0:
-                        break
-                    deps = waits_on[c][i]
-                    if any(end[c][j] < 0 for j in deps) or any(start[c][j] < 0 for j in room_after[c][i]):
-                        break
-                    s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
-                    for j in deps:
-                        s = max(s, end[c][j] + 1)
-                    for j in room_after[c][i]:
-                        s = max(s, start[c][j] + 1)
-                    if i in barrier_no[c]:
-                        k = barrier_no[c][i]
-                        arrivals.setdefault(k, {})[c] = s
-                        if len(arrivals[k]) < P:
-                            break
-                        go = max(arrivals[k].values())
-                        for cc, ii in ((cc, next(x for x, kk in barrier_no[cc].items() if kk == k)) for cc in range(P)):
-                            start[cc][ii] = arrivals[k][cc]
-                            end[cc][ii] = go + busy[cc][ii]
-                            free_at[cc][u] = end[cc][ii] + 1
-                            ptr[cc][u] += 1
-                            remaining -= 1
-                        progress = True
-                        continue
-                    start[c][i] = s
-                    end[c][i] = s + busy[c][i]
-                    free_at[c][u] = end[c][i] + 1
-                    ptr[c][u] += 1
-                    remaining -= 1
-                    progress = True
-        if not progress:
+
+    def offer(c: int, u: int) -> None:
+        """Queue the unit's head once its start is known; a barrier commits once every core has reached it (its
+        start and end are then known, and nothing before it in time is still to come)."""
+        nonlocal remaining
+        lst = order[c][u]
+        if queued[c][u] or ptr[c][u] >= len(lst):
+            return
+        i = lst[ptr[c][u]]
+        deps = waits_on[c][i]
+        if dispatch[c][i] < 0 or any(end[c][j] < 0 for j in deps) or any(start[c][j] < 0 for j in room_after[c][i]):
+            return
+        s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
+        for j in deps:
+            s = max(s, end[c][j] + 1)
+        for j in room_after[c][i]:
+            s = max(s, start[c][j] + 1)
+        queued[c][u] = True
+        if i not in barrier_no[c]:
+            heapq.heappush(heads, (s, c, u, i))
+            return
+        k = barrier_no[c][i]
+        arrivals.setdefault(k, {})[c] = s
+        if len(arrivals[k]) < P:
+            return
+        go = max(arrivals[k].values())
+        for cc in range(P):
+            ii = next(x for x, kk in barrier_no[cc].items() if kk == k)
+            start[cc][ii] = arrivals[k][cc]
+            end[cc][ii] = go + busy[cc][ii]
+            free_at[cc][u] = end[cc][ii] + 1
+            ptr[cc][u] += 1
+            queued[cc][u] = False
+            remaining -= 1
+
+    while remaining:
+        while True:  # offer every head; a barrier that completes may free more
+            dispatch_all()
+            before = remaining
+            for c in range(P):
+                for u in range(len(Unit)):
+                    offer(c, u)
+            if heads or remaining in (0, before):
+                break
+        if not remaining:
+            break
+        if not heads:
             def why(c: int, i: int) -> str:
                 if dispatch[c][i] < 0:
                     return "not dispatched"
@@ -200,10 +224,22 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                      f"{why(c, order[c][u][ptr[c][u]])}" for c in range(P) for u in range(len(Unit))
                      if ptr[c][u] < len(order[c][u])]
             raise ProgramError(f"the program deadlocks: nothing can start ({', '.join(stuck)})")
+        s, c, u, i = heapq.heappop(heads)
+        start[c][i] = s
+        end[c][i] = s + busy[c][i]
+        wk = work[c][i]
+        if wk.hbm_bytes:  # its bytes through its channel at the sustained rate, shared with every user
+            ms, me = calendar.reserve(wk.channel, s, wk.hbm_bytes)
+            mem_start[c][i], mem_end[c][i] = ms, me
+            end[c][i] = max(end[c][i], me)
+        free_at[c][u] = end[c][i] + 1
+        ptr[c][u] += 1
+        queued[c][u] = False
+        remaining -= 1
     cores = []
     for c, prog in enumerate(programs):
         cores.append(CoreTimeline(unit[c], np.array([int(i.opcode) for i in prog], np.int64), start[c], end[c],
                                   np.array([w.hbm_bytes for w in work[c]], np.int64),
-                                  np.array([w.channel for w in work[c]], np.int64)))
+                                  np.array([w.channel for w in work[c]], np.int64), mem_start[c], mem_end[c]))
     cycles = max(int(e.max()) for e in end) + RUN_END if remaining == 0 and any(N) else 0
     return Schedule(cfg, cores, cycles, programs)

@@ -30,6 +30,8 @@ from flightc.isa.codec import Instruction
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, weight_format
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
+from flightc.sim.perf.load import load_cycles
+from flightc.sim.perf.words import read_cycles, span_words, write_cycles
 
 
 def div_cycles(cfg: HardwareConfig) -> int:
@@ -40,22 +42,6 @@ def div_cycles(cfg: HardwareConfig) -> int:
 def sqrt_cycles(cfg: HardwareConfig) -> int:
     """The same for the square root (two input bits a cycle), plus the state that leaves it."""
     return cfg.sfu_sqrt_bits // 2 + 2
-
-
-def span_words(addr, nbytes, w: int):
-    """Buffer words of ``w`` bytes that ``nbytes`` contiguous bytes from ``addr`` touch (either may be an array)."""
-    words = (addr % w + nbytes - 1) // w + 1
-    if np.ndim(addr) or np.ndim(nbytes):
-        return np.where(np.asarray(nbytes) > 0, words, 0)
-    return words if nbytes > 0 else 0
-
-
-def read_cycles(addr, nbytes: int, w: int):
-    return span_words(addr, nbytes, w) + 3
-
-
-def write_cycles(addr, nbytes: int, w: int):
-    return span_words(addr, nbytes, w) + 2
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -166,22 +152,6 @@ def _beat_words(src: int, dst: int, nbytes: int, beat: int, word: int) -> int:
     total += full * (1 if shift == 0 else 2)
     if last:
         total += span_words(dst + first + full * beat, last, word)
-    return total
-
-
-def load_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """LD: per row ROW and the AR that ends it, per burst AR and the cycle its last write drains, and a cycle
-    per buffer word written (a beat a cycle when memory and buffer lanes agree); a gather reads the row's id first."""
-    w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
-    total = 1
-    for r in range(ins.rows):
-        addr = ins.hbm_addr if ins.gather else ins.hbm_addr + r * ins.hbm_stride
-        dst = ins.buf_addr + r * ins.buf_stride
-        _, bursts = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
-        total += 2 + 2 * bursts + _beat_words(addr, dst, ins.row_bytes, w, word)
-        if ins.gather:  # the row's INT32 id: per burst AR, its beats and the cycle after, then AR turns to the row
-            id_beats, id_bursts = _beats_and_bursts(ins.ids_addr + 4 * r, 4, w, cfg.axi_burst_beats)
-            total += 2 * id_bursts + id_beats + 1
     return total
 
 

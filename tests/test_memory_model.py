@@ -1,0 +1,139 @@
+"""The performance model's memory: LD's latency and bursts in flight, the channel's sustained rate, and channels
+shared by every unit and core (its agreement with the RTL is in tests/rtl/test_perf_calibration.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import compiled
+from flightc.config import PRESETS, Buffer
+from flightc.isa.codec import decode_program, make
+from flightc.isa.table import Opcode, SysOp
+from flightc.sim.perf.load import load_cycles, row_bursts
+from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
+from flightc.sim.perf.schedule import schedule
+
+TINY = PRESETS["tiny"]
+WINDOW = 1000
+
+
+def load(nbytes: int, channel: int = 0, addr: int = 0, buf_addr: int = 0, rows: int = 1):
+    return make("LD", buf=Buffer.WGT, buf_addr=buf_addr, channel=channel, hbm_addr=addr, rows=rows,
+                row_bytes=nbytes, hbm_stride=nbytes, buf_stride=nbytes)
+
+
+def busiest_window(s, cfg) -> dict[int, float]:
+    """Per channel, the most bytes any WINDOW consecutive cycles carry, each transfer's bytes spread evenly over
+    the stretch of its channel the schedule charged them to."""
+    per: dict[int, list[tuple[int, int, int]]] = {}
+    for core in s.cores:
+        for ch, n, a, b in zip(core.channels, core.hbm_bytes, core.mem_start, core.mem_end):
+            if n:
+                assert b > a >= 0
+                per.setdefault(int(ch), []).append((int(a), int(b), int(n)))
+    out = {}
+    for ch, spans in per.items():
+        end = max(b for _, b, _ in spans) + WINDOW
+        density = np.zeros(end + 1)
+        for a, b, n in spans:
+            density[a] += n / (b - a)
+            density[b] -= n / (b - a)
+        per_cycle = np.cumsum(density)[:end]
+        carried = np.concatenate([[0.0], np.cumsum(per_cycle)])
+        out[ch] = float((carried[WINDOW:] - carried[:-WINDOW]).max())
+    return out
+
+
+def test_latency_is_paid_once_per_instruction_when_enough_bursts_are_in_flight():
+    deep = TINY.replace(axi_outstanding=8)  # 8 x 16 beats in flight cover the latency of either
+    slow = deep.replace(mem_latency_cycles=TINY.mem_latency_cycles + 40)
+    small, big = load(64), load(64 << 10)
+    assert load_cycles(slow, small) - load_cycles(deep, small) == 40
+    assert load_cycles(slow, big) - load_cycles(deep, big) == 40
+    beats = (64 << 10) // TINY.axi_data_bytes
+    assert beats < load_cycles(TINY, big) < beats + TINY.mem_latency_cycles + 8  # a beat a cycle
+    # too few in flight for the latency: each group of bursts waits for it
+    assert load_cycles(slow.replace(axi_outstanding=4), big) > 1.1 * load_cycles(slow, big)
+
+
+def test_one_burst_in_flight_pays_the_latency_per_burst():
+    one = TINY.replace(axi_outstanding=1)
+    ins = load(64 << 10)
+    bursts = sum(n for _, n in row_bursts(0, 0, 64 << 10, TINY.axi_data_bytes, TINY.axi_burst_beats))
+    assert load_cycles(one, ins) >= bursts * (TINY.mem_latency_cycles + TINY.axi_burst_beats - 1)
+    assert load_cycles(one, ins) > 1.8 * load_cycles(TINY, ins)
+
+
+def test_a_throttled_channel_streams_at_its_sustained_rate():
+    u280 = PRESETS["u280"]
+    assert throttled(u280)  # 14.375 GB/s x 425/460 at 225 MHz: 59 of a 64-byte beat a cycle
+    nbytes = 512 << 10
+    cycles = load_cycles(u280, load(nbytes))
+    assert cycles == pytest.approx(nbytes / channel_bytes_per_cycle(u280) + u280.mem_latency_cycles, abs=8)
+
+
+def test_row_bursts_split_at_4k_and_at_the_burst_length():
+    w, beats = 8, 16
+    runs = row_bursts(100, 3, 10_000, w, beats)
+    total = sum(s.beats * n for s, n in runs)
+    assert total == -(-(100 + 10_000) // w) - 100 // w
+    # a straddling shift costs every middle beat a second write
+    assert any(s.inner == 2 * (s.beats - 1) for s, _ in runs)
+    aligned = row_bursts(0, 0, 1 << 20, 64, 16)
+    assert aligned == [(aligned[0][0], (1 << 20) // 1024)] and aligned[0][0].inner == 15
+
+
+@st.composite
+def transfers(draw):
+    """Loads and stores of random sizes over two channels, on one to three cores."""
+    cores = draw(st.integers(1, 3))
+    programs = []
+    for _ in range(cores):
+        prog = []
+        for _ in range(draw(st.integers(1, 12))):
+            n = draw(st.integers(1, 6000))
+            ch = draw(st.integers(0, 1))
+            if draw(st.booleans()):
+                prog.append(load(n, ch, addr=draw(st.integers(0, 64))))
+            else:
+                prog.append(make("ST", buf=Buffer.ACC, buf_addr=0, channel=ch, hbm_addr=0, rows=1, row_bytes=min(n, 2048),
+                                 hbm_stride=n, buf_stride=n))
+        prog.append(make("SYS", op=SysOp.END))
+        programs.append(prog)
+    return programs
+
+
+@settings(max_examples=60, deadline=None)
+@given(transfers())
+def test_no_schedule_carries_more_than_a_channel_sustains(programs):
+    cfg = TINY.replace(num_cores=len(programs))
+    s = schedule(cfg, programs)
+    rate = channel_bytes_per_cycle(cfg)
+    for ch, most in busiest_window(s, cfg).items():
+        assert most <= rate * WINDOW * (1 + 1e-9), f"channel {ch}: {most:.0f} bytes in {WINDOW} cycles"
+    for core in s.cores:  # and no transfer ends before its bytes are through
+        sel = core.hbm_bytes > 0
+        assert (core.end[sel] >= core.mem_end[sel]).all()
+
+
+def test_compiled_steps_stay_within_every_channel():
+    c = compiled("tiny-llama", "w4g32")
+    for kind, n in (("prefill", 8), ("decode", 9)):
+        s = schedule(c.config, [decode_program(p) for p in c.bundle.program(kind, n)])
+        rate = channel_bytes_per_cycle(c.config)
+        assert s.cycles and all(most <= rate * WINDOW * (1 + 1e-9) for most in busiest_window(s, c.config).values())
+
+
+def test_two_streams_on_one_channel_share_it():
+    """Two cores streaming from one throttled channel take about twice as long as one."""
+    cfg = PRESETS["u280"].replace(num_cores=2, mem_channels=2, axi_masters=1)
+    one = [load(256 << 10, 0), make("SYS", op=SysOp.END)]
+    idle = [make("SYS", op=SysOp.END)]
+    alone = schedule(cfg, [one, idle]).cycles
+    both = schedule(cfg, [one, one]).cycles
+    apart = schedule(cfg, [one, [load(256 << 10, 1), make("SYS", op=SysOp.END)]]).cycles
+    assert both == pytest.approx(2 * alone, rel=0.03)
+    assert apart == pytest.approx(alone, rel=0.01)
+    assert {i.opcode for i in one} == {Opcode.LD, Opcode.SYS}
