@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from flightc.errors import ConfigError
+from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.hw.axi_rules import AXI_MAX_BEATS as AXI_MAX_BURST_BEATS
 from flightc.parts import PARTS, MemoryKind  # noqa: F401  (MemoryKind is part of this module's API)
 
@@ -166,6 +167,13 @@ class HardwareConfig:
         return self.mem_channels // self.axi_masters
 
     @property
+    def stripe_bytes(self) -> int:
+        """Bytes a striped matrix puts on one channel before the next: the longest power-of-two burst, within
+        AXI's 4 KiB boundary (so each is one burst of its channel's master)."""
+        burst = min(self.axi_burst_beats * self.axi_data_bytes, AXI_BOUNDARY)
+        return 1 << (burst.bit_length() - 1)
+
+    @property
     def chain_span_max(self) -> int:
         """Widest activation window one chain step can reach: chain_length stored weights of the sparsest
         pattern (at least two per weight, the RTL's window register)."""
@@ -233,10 +241,14 @@ class HardwareConfig:
 # port; the AXI switch network and the width and clock converters in front of it are charged the rest).
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_masters=1, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
+               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
                sfu_div_bits=72, sfu_sqrt_bits=64)
+# one 512-bit master per HBM pseudo-channel (Vitis link: master c on HBM[c]), each reading its share of every
+# striped matrix linearly; one master on the single-channel and simulation presets
+_HBM = {**_COMMON, "axi_masters": 32}
+_ONE = {**_COMMON, "axi_masters": 1}
 # tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
-_TINY = {**_COMMON, "axi_outstanding": 4, "mem_latency_cycles": 16}
+_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16}
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
@@ -244,17 +256,17 @@ PRESETS: dict[str, HardwareConfig] = {
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, sfu_div_step_bits=2, **_COMMON),
+                           axi_data_bytes=64, sfu_div_step_bits=2, **_HBM),
     # Versal VHK158: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB.
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024,
-                             buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2, **_COMMON),
+                             buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2, **_HBM),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
                             **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
                             acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
-                            axi_data_bytes=32, sfu_div_step_bits=2, **_COMMON),
+                            axi_data_bytes=32, sfu_div_step_bits=2, **_ONE),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,

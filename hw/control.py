@@ -16,6 +16,7 @@ from amaranth.lib.wiring import Out
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS, read_client_signature
+from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
 from flightc.hw.unit import unit_signature
 from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
@@ -211,8 +212,12 @@ class Control(wiring.Component):
     """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters; ``rd`` is the fetch's
     reader of the AXI master."""
 
-    def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], lite_regs: AxiLiteRegs):
+    def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], lite_regs: AxiLiteRegs,
+                 ready: dict[Unit, Signal] | None = None):
+        """``ready``: units that take their next instruction before the last one is done (LD: once it has asked
+        for all of its bursts), each with the signal that says it can; up to ``LD_IN_FLIGHT`` are in flight."""
         self.cfg, self.units, self.regs = cfg, units, lite_regs
+        self.ready = ready or {}
         super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
         self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
         self.barrier_go = Signal()  # every core is at the barrier
@@ -248,12 +253,16 @@ class Control(wiring.Component):
         depth = cfg.token_fifo_depth
         tok = [[Signal(range(depth + 1), name=f"tok_{a.name}_{b.name}") for b in Unit] for a in Unit]
         busy = {u: Signal(name=f"busy_{u.name.lower()}") for u in Unit}
-        held = {u: Signal(unit_width(u), name=f"held_{u.name.lower()}") for u in Unit}
+        held = {u: Signal(unit_width(u), name=f"held_{u.name.lower()}") for u in Unit}  # the oldest in flight
         starting = {u: Signal(name=f"starting_{u.name.lower()}") for u in Unit}
         finishing = {u: Signal(name=f"finishing_{u.name.lower()}") for u in Unit}
         for u, q in queues.items():
             h = header(q.r_data)
-            ok = q.r_rdy & ~busy[u] & self.running
+            if u in self.ready:
+                inflight = Signal(range(LD_IN_FLIGHT + 1), name=f"inflight_{u.name.lower()}")
+                ok = q.r_rdy & (inflight < LD_IN_FLIGHT) & self.ready[u] & self.running
+            else:
+                ok = q.r_rdy & ~busy[u] & self.running
             for o in Unit:
                 if o is u:
                     continue
@@ -261,11 +270,26 @@ class Control(wiring.Component):
             m.d.comb += starting[u].eq(ok)
             with m.If(ok):
                 m.d.comb += [q.r_en.eq(1), ports[u].start.eq(1)]
-                m.d.sync += [busy[u].eq(1), held[u].eq(q.r_data)]
             m.d.comb += ports[u].instr.eq(q.r_data)
             m.d.comb += finishing[u].eq(ports[u].done & busy[u])
-            with m.If(finishing[u]):
-                m.d.sync += busy[u].eq(0)
+            if u in self.ready:  # done in the order started: the oldest's header releases its tokens
+                newer = Signal(unit_width(u), name=f"held2_{u.name.lower()}")
+                m.d.comb += busy[u].eq(inflight != 0)
+                with m.If(ok & ~finishing[u]):
+                    m.d.sync += inflight.eq(inflight + 1)
+                    with m.If(inflight == 0):
+                        m.d.sync += held[u].eq(q.r_data)
+                    with m.Else():
+                        m.d.sync += newer.eq(q.r_data)
+                with m.Elif(finishing[u] & ~ok):
+                    m.d.sync += [inflight.eq(inflight - 1), held[u].eq(newer)]
+                with m.Elif(finishing[u] & ok):  # one in flight finishes as the next starts
+                    m.d.sync += held[u].eq(q.r_data)
+            else:
+                with m.If(ok):
+                    m.d.sync += [busy[u].eq(1), held[u].eq(q.r_data)]
+                with m.If(finishing[u]):
+                    m.d.sync += busy[u].eq(0)
         for a in Unit:
             for b in Unit:
                 if a is b:

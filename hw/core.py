@@ -73,7 +73,7 @@ class Core(wiring.Component):
             wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
-        m.submodules.control = ctl = Control(cfg, unit_ports, regs)
+        m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready})
         # memory: the fetch's requests before LD's (LD asks for a burst whenever a slot frees; the fetch asks only
         # while its FIFO has room for a whole burst, so it never holds more than two slots)
         m.submodules.master = master = AxiMaster(cfg.axi_data_bytes, readers=2, outstanding=cfg.axi_outstanding)

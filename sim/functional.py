@@ -19,8 +19,9 @@ from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_rows, kmajor_row_bytes,
-                                   mpe_macs, mpe_shape, norm_param_bytes, weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
+                                   kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stripe_spans, striped,
+                                   weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
@@ -49,6 +50,9 @@ def static_counters(program: bytes) -> Counters:
             c.macs += mpe_macs(ins)
         elif ins.opcode is Opcode.MISC:
             c.sfu_elements += ins.rows * ins.cols
+        elif striped(ins):
+            for ch, _, n in stripe_spans(ins):
+                c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
         elif ins.opcode in (Opcode.LD, Opcode.ST):
             side = c.hbm_read if ins.opcode is Opcode.LD else c.hbm_written
             side[ins.channel] = side.get(ins.channel, 0) + ins.rows * ins.row_bytes
@@ -234,17 +238,42 @@ class Machine:
         return self.hbm[0][ids_ix].view("<i4").astype(np.int64).tolist()
 
     def _load(self, ins: Instruction, c: Counters) -> None:
+        if striped(ins):
+            self._load_striped(ins, c)
+            return
         if ins.gather:
             ids = self._ids(ins)
-            ix = np.concatenate([self._hbm_rows(ins.channel, ins.hbm_addr + int(t) * ins.hbm_stride, 1,
-                                                ins.row_bytes, 0) for t in ids])
             c.hbm_read[0] = c.hbm_read.get(0, 0) + 4 * ins.rows
-        else:
-            ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+            rows = []
+            for t in ids:
+                ch, addr = gather_channel(ins, int(t))
+                rows.append(self.hbm[ch][self._hbm_rows(ch, addr, 1, ins.row_bytes, 0)])
+                c.hbm_read[ch] = c.hbm_read.get(ch, 0) + ins.row_bytes
+            self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes,
+                                              ins.buf_stride), np.concatenate(rows) if rows else np.zeros(0, np.uint8))
+            return
+        ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
         data = self.hbm[ins.channel][ix]
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride),
                   data)
         c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ix.size
+
+    def _load_striped(self, ins: Instruction, c: Counters) -> None:
+        if ins.rows != 1:
+            raise ProgramError(f"a striped LD (stripe {ins.stripe}) moves one row, not {ins.rows}")
+        if ins.channel + ins.stripe > self.cfg.mem_channels:
+            raise ProgramError(f"LD striped over channels {ins.channel}..{ins.channel + ins.stripe - 1}: the config "
+                               f"has {self.cfg.mem_channels}")
+        o = np.arange(ins.row_bytes)
+        unit = o >> ins.stripe_log2
+        addr = ins.hbm_addr + ((unit // ins.stripe) << ins.stripe_log2) + (o & ((1 << ins.stripe_log2) - 1))
+        data = np.empty(ins.row_bytes, np.uint8)
+        for ch, base, n in stripe_spans(ins):
+            mine = (unit % ins.stripe) == ch - ins.channel
+            self._hbm_rows(ch, base, 1, n, 0)  # within the channel's extent
+            data[mine] = self.hbm[ch][addr[mine]]
+            c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
+        self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride), data)
 
     def _mpe(self, ins: Instruction, c: Counters) -> None:
         m, a_stride, out_stride = mpe_shape(ins)

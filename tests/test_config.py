@@ -83,4 +83,6 @@ def test_microarchitecture_is_covered_by_the_hash():
     for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32), dict(sfu_div_step_bits=8),
                    dict(sfu_div_bits=80), dict(axi_outstanding=2), dict(axi_masters=2)):
         assert tiny.replace(**change).hash != tiny.hash, change
-    assert PRESETS["u280"].channels_per_master == 32 and tiny.replace(axi_masters=2).channels_per_master == 2
+    # a master per HBM pseudo-channel; the RTL's presets one master for every channel
+    assert PRESETS["u280"].channels_per_master == 1 and tiny.channels_per_master == 4
+    assert tiny.replace(axi_masters=2).channels_per_master == 2

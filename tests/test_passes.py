@@ -91,13 +91,19 @@ def test_place_keeps_regions_apart_and_within_channels(stages):
     mem = place(gf, cfg, 40, 8)
     by_channel = {}
     for r in mem.regions.values():
-        by_channel.setdefault(r.channel, []).append((r.addr, r.addr + r.nbytes, r.name))
+        for ch, addr, n in r.spans():
+            by_channel.setdefault(ch, []).append((addr, addr + n, r.name))
     for ch, spans in by_channel.items():
         spans.sort()
         for (a0, a1, n0), (b0, b1, n1) in zip(spans, spans[1:]):
             assert a1 <= b0, f"{n0} overlaps {n1} on channel {ch}"
         assert spans[-1][1] <= cfg.mem_channel_bytes
-    assert len({r.channel for r in mem.regions.values() if r.kind.value == "weight"}) == cfg.mem_channels
+    # every weight tile is striped over every channel, equal shares to a stripe unit
+    weights = [r for r in mem.regions.values() if r.kind.value == "weight"]
+    assert weights and all(r.stripe == cfg.mem_channels for r in weights)
+    for r in weights:
+        shares = [n for _, _, n in r.spans()]
+        assert max(shares) - min(shares) <= cfg.stripe_bytes and sum(shares) == r.nbytes
     for tiles in mem.linears.values():
         (t,) = tiles
         assert t.tile_rows * t.row_bytes <= cfg.buffer_bytes(Buffer.WGT) // 2

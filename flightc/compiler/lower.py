@@ -158,6 +158,12 @@ class StepLowering:
     def load(self, region_name: str, b: Buffer, addr: int, offset: int = 0, nbytes: int | None = None) -> None:
         r = self.mem[region_name]
         n = r.nbytes if nbytes is None else nbytes
+        if r.stripe > 1:  # a whole striped region, every channel of it at once
+            if offset or n != r.nbytes:
+                raise ValueError(f"{region_name}: a striped region is loaded whole")
+            self.emit(Opcode.LD, buf=b, buf_addr=addr, channel=r.channel, hbm_addr=r.addr, rows=1, row_bytes=n,
+                      hbm_stride=n, buf_stride=n, stripe=r.stripe, stripe_log2=r.unit.bit_length() - 1)
+            return
         self.emit(Opcode.LD, buf=b, buf_addr=addr, channel=r.channel, hbm_addr=r.addr + offset, rows=1,
                   row_bytes=n, hbm_stride=n, buf_stride=n)
 
@@ -222,9 +228,10 @@ class StepLowering:
         s, L, H = self.s, self.L, self.s.hidden_size
         res = self.new_tensor(name, Buffer.ACC, L, H, 4)
         rows8 = self.scratch[Buffer.ACT].alloc("embedding rows", L * H)
-        emb = self.mem["embed"]
+        emb = self.mem["embed"]  # blocks of 2^k rows, one a channel
+        blocks = dict(stripe=emb.stripe, stripe_log2=(emb.unit // H).bit_length() - 1) if emb.stripe > 1 else {}
         self.emit(Opcode.LD, buf=Buffer.ACT, buf_addr=rows8.addr, channel=emb.channel, hbm_addr=emb.addr, rows=L,
-                  row_bytes=H, hbm_stride=H, buf_stride=H, gather=1, ids_addr=self.mem["io.ids"].addr)
+                  row_bytes=H, hbm_stride=H, buf_stride=H, gather=1, ids_addr=self.mem["io.ids"].addr, **blocks)
         self.misc(MiscOp.DEQ, rows=L, cols=H, src_buf=Buffer.ACT, src_addr=rows8.addr, src_stride=H,
                   dst_buf=Buffer.ACC, dst_addr=res.addr, dst_stride=4 * H, imm=node["deq"][0], shift=node["deq"][1])
         if "qpositions" in node:

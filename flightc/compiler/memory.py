@@ -1,8 +1,10 @@
 """Pass ``place``: lay out weights, parameters, KV cache and I/O across memory channels.
 
-Weight tiles go round-robin over the channels so that consecutive loads hit different channels;
-every static byte (weights, records, tables) goes into per-channel images, dynamic regions
-(KV cache, token ids, logits) are reserved after them.
+Every weight tile is striped over all of its core's channels, a stripe unit (``stripe_bytes``) at a
+time in the order the MPE consumes it, so one LD reads it with every channel streaming an equal,
+linear share; the other regions go to the least-filled of the core's channels. Every static byte
+(weights, records, tables) goes into per-channel images, dynamic regions (KV cache, token ids,
+logits) are reserved after them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from flightc.compress.packing import pack_weight
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
+from flightc.isa.footprint import stripe_layout
 from flightc.records import NORM, ROPE
 
 ALIGN = 64
@@ -31,11 +34,22 @@ class RegionKind(str, Enum):
 
 @dataclass(frozen=True)
 class Region:
+    """Bytes in memory: on one channel, or striped over ``stripe`` channels from ``channel``, ``unit`` bytes at a
+    time, at the same address on each (:func:`flightc.isa.footprint.stripe_layout`)."""
+
     name: str
     kind: RegionKind
     channel: int
     addr: int
     nbytes: int
+    stripe: int = 1
+    unit: int = 0
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(channel, address, bytes) of each channel's share."""
+        if self.stripe > 1:
+            return stripe_layout(self.channel, self.addr, self.nbytes, self.stripe, self.unit)
+        return [(self.channel, self.addr, self.nbytes)]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,11 +88,11 @@ class MemoryMap:
 
 
 def core_channels(cfg: HardwareConfig, core: int) -> list[int]:
-    """Channels whose data a core owns: an even share of them (all of them when there are fewer than cores)."""
+    """Channels whose data a core owns: a contiguous, near-even share of every channel (all of them when there are
+    fewer channels than cores)."""
     if cfg.mem_channels < cfg.num_cores:
         return list(range(cfg.mem_channels))
-    per = cfg.mem_channels // cfg.num_cores
-    return list(range(core * per, (core + 1) * per))
+    return list(range(*split(cfg.mem_channels, cfg.num_cores)[core]))
 
 
 def split(count: int, parts: int) -> list[tuple[int, int]]:
@@ -124,6 +138,38 @@ class _Allocator:
     def dynamic(self, name: str, kind: RegionKind, nbytes: int, channel: int | None = None) -> Region:
         return self._place(name, kind, nbytes, channel)
 
+    def striped(self, name: str, kind: RegionKind, data: bytes | int, channels: list[int], unit: int | None = None,
+                align: int | None = None) -> Region:
+        """A static region striped over ``channels`` (contiguous), ``unit`` bytes at a time (a stripe unit, so that
+        one LD reads it with every channel's master streaming its share linearly), at one address on all of them."""
+        unit = unit or self.cfg.stripe_bytes
+        align = align or unit
+        nbytes = data if isinstance(data, int) else len(data)
+        channels = channels[:max(1, -(-nbytes // unit))]
+        if len(channels) < 2:
+            return self.static(name, kind, data, channels[0] if channels else None)
+        addr = max(-(-self.map.extent[ch] // align) * align for ch in channels)
+        region = Region(name, kind, channels[0], addr, nbytes, len(channels), unit)
+        spans = stripe_layout(region.channel, addr, nbytes, region.stripe, unit)
+        for ch, _, n in spans:
+            if addr + n > self.cfg.mem_channel_bytes:
+                raise UnsupportedError(f"memory: {name} ({nbytes} bytes striped over channels {channels[0]}.."
+                                       f"{channels[-1]}) does not fit channel {ch} ({self.cfg.mem_channel_mib} MiB) of "
+                                       f"preset {self.cfg.name!r}")
+        self.map.regions[name] = region
+        units = None
+        if self.images:
+            if isinstance(data, int):
+                raise ValueError(f"{name}: the image needs its bytes, not just a size")
+            units = np.frombuffer(bytes(data) + bytes(-nbytes % unit), np.uint8).reshape(-1, unit)
+        for k, (ch, _, n) in enumerate(spans):
+            self.map.extent[ch] = addr + n
+            if units is not None:
+                image = self.map.images[ch]
+                image.extend(b"\0" * (addr - len(image)))
+                image.extend(units[k::len(channels)].tobytes()[:n])
+        return region
+
 
 def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int:
     """Rows per weight tile: as many as half the WGT buffer holds (double buffering), in whole chains."""
@@ -166,14 +212,18 @@ def attention_projections(graph: GraphIR) -> dict[str, str]:
     return roles
 
 
-def row_shares(graph: GraphIR, name: str, rows: int, parts: int) -> list[tuple[int, int]]:
-    """Output rows of a linear layer per core: Q/K/V follow the KV-head split (attention stays local)."""
+def row_shares(graph: GraphIR, cfg: HardwareConfig, name: str, rows: int) -> list[tuple[int, int]]:
+    """Output rows of a linear layer per core: Q/K/V follow the KV-head split (attention stays local), the others
+    each core's share of the channels (each core streams its rows from its own channels)."""
     s = graph.spec
+    parts = cfg.num_cores
     role = attention_projections(graph).get(name)
     if role is not None:
         per_head = s.head_dim * (s.kv_group if role == "q" else 1)
         return [(j0 * per_head, j1 * per_head) for j0, j1 in split(s.num_kv_heads, parts)]
-    return split(rows, parts)
+    if cfg.mem_channels < parts:
+        return split(rows, parts)
+    return [(rows * c0 // cfg.mem_channels, rows * c1 // cfg.mem_channels) for c0, c1 in split(cfg.mem_channels, parts)]
 
 
 def exchange_row_bytes(graph: GraphIR) -> int:
@@ -197,6 +247,29 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         raise UnsupportedError(f"max_len {max_len} exceeds the model's max_position_embeddings {s.max_positions}")
     P = cfg.num_cores
     a = _Allocator(cfg, images)
+    # the weight tiles first, so each core's channels hold them at the same addresses with no gaps between
+    tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]]] | None]] = {}
+    for name in graph.linears():
+        node = graph.node(name)
+        rows, k = node["qweight"].shape
+        packed = pack_weight(node["qweight"]) if images else None
+        row_bytes = packed.shape[1] if packed is not None else node["qweight"].fmt.row_bytes(k)
+        shares = row_shares(graph, cfg, name, rows)
+        a.map.row_split[name] = shares
+        tiles[name] = []
+        for core, (c0, c1) in enumerate(shares):
+            if c1 == c0:
+                tiles[name].append(None)
+                continue
+            tn = tile_rows(cfg, name, c1 - c0, row_bytes)
+            placed = []
+            for r0 in range(c0, c1, tn):
+                r1 = min(c1, r0 + tn)
+                tag = f"{name}.c{core}.t{len(placed)}" if P > 1 else f"{name}.t{len(placed)}"
+                placed.append((r0, r1, tag, a.striped(
+                    f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes() if packed is not None else (r1 - r0) * row_bytes,
+                    core_channels(cfg, core))))
+            tiles[name].append((row_bytes, k, tn, placed))
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
     if P > 1:  # two alternating slots for the tensors cores exchange
@@ -206,8 +279,10 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         for j in range(j0, j1):
             a.map.kv_owner[j] = core
     emb = graph.node("embed")
-    a.static("embed", RegionKind.TABLE,
-             emb["qembed"].q.astype(np.int8).tobytes() if images else emb["qembed"].q.size)
+    vocab, row = emb["qembed"].q.shape
+    block = 1 << max(0, (-(-vocab // cfg.mem_channels) - 1).bit_length())  # rows a channel holds: a power of two
+    a.striped("embed", RegionKind.TABLE, emb["qembed"].q.astype(np.int8).tobytes() if images else vocab * row,
+              list(range(cfg.mem_channels)), unit=block * row, align=ALIGN)
     if "qpositions" in emb:
         if max_len + s.position_offset > len(emb["qpositions"].q):
             raise UnsupportedError(f"max_len {max_len} exceeds the learned positional table "
@@ -232,30 +307,18 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())
-            rows, k = node["qweight"].shape
-            packed = pack_weight(node["qweight"]) if images else None
-            row_bytes = packed.shape[1] if packed is not None else node["qweight"].fmt.row_bytes(k)
             records = nm.pack_requant(node["mult"], node["shift"], node["bias_q"])
-            shares = row_shares(graph, name, rows, P)
-            a.map.row_split[name] = shares
             per_core: list[LinearTiles | None] = []
-            for core, (c0, c1) in enumerate(shares):
-                if c1 == c0:
+            for core, share in enumerate(tiles[name]):
+                if share is None:
                     per_core.append(None)
                     continue
-                tn = tile_rows(cfg, name, c1 - c0, row_bytes)
-                wts, recs = [], []
-                for r0 in range(c0, c1, tn):
-                    r1 = min(c1, r0 + tn)
-                    tag = f"{name}.c{core}.t{len(wts)}" if P > 1 else f"{name}.t{len(wts)}"
-                    w = a.static(f"{tag}.w", RegionKind.WEIGHT,
-                                 packed[r0:r1].tobytes() if packed is not None else (r1 - r0) * row_bytes,
-                                 a.channel_of(core))
-                    wts.append(w)
-                    recs.append(a.static(f"{tag}.r", RegionKind.PARAM,
-                                         records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
-                                         channel=w.channel))
-                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(wts), tuple(recs)))
+                row_bytes, k, tn, placed = share
+                recs = [a.static(f"{tag}.r", RegionKind.PARAM,
+                                 records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
+                                 channel=a.channel_of(core)) for r0, r1, tag, _ in placed]
+                c0, c1 = a.map.row_split[name][core]
+                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(w for *_, w in placed), tuple(recs)))
             a.map.linears[name] = per_core
     # dynamic regions were reserved among static ones; images stop at the last static byte
     return a.map

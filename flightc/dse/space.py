@@ -100,10 +100,12 @@ class SearchSpace:
 
     def config(self, params: dict, name: str = "dse") -> HardwareConfig:
         p = self.part
+        channels = int(params["mem_channels"])
         return self.base.replace(
+            axi_masters=1,  # one master for all channels: what the RTL generator builds so far
             name=name, clock_mhz=float(params["clock_mhz"]), num_cores=int(params["num_cores"]),
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
-            **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=int(params["mem_channels"]),
+            **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=channels,
             mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,
             act_buffer_kib=int(params["act_buffer_kib"]), wgt_buffer_kib=int(params["wgt_buffer_kib"]),
             acc_buffer_kib=int(params["acc_buffer_kib"]), prm_buffer_kib=int(params["prm_buffer_kib"]),

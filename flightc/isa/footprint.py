@@ -96,9 +96,42 @@ def out_elem_bytes(mode: OutMode) -> int:
     return 1 if mode is OutMode.REQ_I8 else 4
 
 
+def striped(ins: Instruction) -> bool:
+    """Whether an LD's row is striped over several channels (a gather's table is cut in blocks instead)."""
+    return ins.opcode is Opcode.LD and ins.stripe > 1 and not ins.gather
+
+
+def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) -> list[tuple[int, int, int]]:
+    """(channel, address, bytes) of each channel's share of ``nbytes`` striped over ``stripe`` channels from
+    ``channel``, ``unit`` bytes at a time: on channel ``channel + k`` units k, k + stripe, k + 2 stripe, ... lie one
+    after another from ``addr``."""
+    units = -(-nbytes // unit)
+    spans = []
+    for k in range(min(stripe, units)):
+        mine = len(range(k, units, stripe))
+        spans.append((channel + k, addr, mine * unit - (unit * units - nbytes if (units - 1) % stripe == k else 0)))
+    return spans
+
+
+def stripe_spans(ins: Instruction) -> list[tuple[int, int, int]]:
+    """Each channel's share of a striped LD's row (:func:`stripe_layout`)."""
+    return stripe_layout(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2)
+
+
+def gather_channel(ins: Instruction, ident: int) -> tuple[int, int]:
+    """(channel, address) of table row ``ident`` of a gather LD: with ``stripe``, the table is cut in blocks of
+    ``2^stripe_log2`` rows, block b on channel ``channel + b`` at ``hbm_addr``."""
+    if ins.stripe > 1:
+        return ins.channel + (ident >> ins.stripe_log2), ins.hbm_addr + (ident & ((1 << ins.stripe_log2) - 1)) * ins.hbm_stride
+    return ins.channel, ins.hbm_addr + ident * ins.hbm_stride
+
+
 def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     """(reads, writes) of one instruction."""
     op = ins.opcode
+    if striped(ins):
+        return ([Access(hbm(ch), addr, 1, n, 0) for ch, addr, n in stripe_spans(ins)],
+                [Access(buf(ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride)])
     if op in (Opcode.LD, Opcode.ST):
         mem = Access(hbm(ins.channel), ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
         onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
@@ -133,7 +166,7 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
 
 def gather_rows(ins: Instruction, ids: list[int]) -> list[Access]:
     """The table rows a gather LD reads, once its ids are known."""
-    return [Access(hbm(ins.channel), ins.hbm_addr + int(t) * ins.hbm_stride, 1, ins.row_bytes, 0) for t in ids]
+    return [Access(hbm(ch), addr, 1, ins.row_bytes, 0) for ch, addr in (gather_channel(ins, int(t)) for t in ids)]
 
 
 MISC_SRC_BYTES = {MiscOp.RMSNORM: 4, MiscOp.LAYERNORM: 4, MiscOp.SOFTMAX: 4}  # others read INT8

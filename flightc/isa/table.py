@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.2"
+ISA_VERSION = "1.3"
 WORD_BITS = 32
 
 
@@ -216,6 +216,13 @@ _CLASSES = (
                HEADER + _TRANSFER + (
                    _b("gather", "row r comes from hbm_addr + ids[r] * hbm_stride (token embedding lookup)"),
                    _u("ids_addr", HBM_ADDR_BITS, "channel-0 address of the INT32 ids used by gather"),
+                   _u("stripe", 6, "channels the data is spread over from `channel` (0 or 1: one channel). A striped "
+                                   "LD moves one row: its byte o is on channel channel + (o >> stripe_log2) % stripe "
+                                   "at hbm_addr + ((o >> stripe_log2) / stripe << stripe_log2) + o % 2^stripe_log2. "
+                                   "A gather's table is cut in blocks of 2^stripe_log2 rows: row id on channel "
+                                   "channel + (id >> stripe_log2) at hbm_addr + (id % 2^stripe_log2) x hbm_stride"),
+                   _u("stripe_log2", 4, "log2 of the bytes a stripe puts on one channel before the next (a "
+                                        "gather: of the table rows a block puts on one channel)"),
                )),
     InstrClass("ST", Opcode.ST, Unit.ST, 192, "Copy rows from an on-chip buffer to a memory channel.",
                HEADER + _TRANSFER + (

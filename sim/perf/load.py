@@ -132,21 +132,100 @@ class LoadPipeline:
             prev = state
 
 
+    def end(self) -> tuple[float, float]:
+        """The instruction's end marker (it waits for a slot of the descriptor queue): the cycle the issuer is
+        ready for the next instruction, and the cycle the receiver reaches the marker with every byte written."""
+        mark = self.t if len(self.slots) < self.depth else max(self.t, self.slots[-self.depth] + 1)
+        done = max(mark + 1, self.x_free + 1)
+        self.slots = (self.slots + [done])[-self.depth:]
+        self.x_free = max(self.x_free, done + 1)
+        self.t = mark + 1
+        return mark + 1, done
+
+
+ID_BURST = Burst(1, 0, 1)  # a gathered row's INT32 id: one beat, nothing written
+
+
+class LoadModel:
+    """LD across instructions: a pipeline per memory master (its issuer, its receiver, its bursts in flight), kept
+    from one instruction to the next, since the next one's bursts follow the last one's without waiting for them."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        self.pipes: dict[int, LoadPipeline] = {}
+
+    def _pipe(self, master: int, accept: float) -> LoadPipeline:
+        p = self.pipes.setdefault(master, LoadPipeline(self.cfg, t=accept + 1))
+        p.t = max(p.t, accept + 1)  # ROW of the first row
+        return p
+
+    def instruction(self, ins, accept: float) -> tuple[int, int]:
+        """LD ``ins`` accepted in cycle ``accept``: (the cycle LD can take the next instruction, the cycle it is done)."""
+        cfg = self.cfg
+        pipes = self._striped(ins, accept) if ins.stripe > 1 else [self._rows(ins, accept)]
+        ends = [p.end() for p in pipes]
+        return int(-(-max(r for r, _ in ends) // 1)), int(-(-max(d for _, d in ends) // 1))
+
+    def _rows(self, ins, accept: float) -> LoadPipeline:
+        """Per row: its ROW state, its bursts (a gathered row first asks for its id and waits for it) and the AR
+        state that finds the row done."""
+        cfg = self.cfg
+        p = self._pipe(ins.channel // cfg.channels_per_master, accept)
+        for r in range(ins.rows):
+            p.t += 1  # ROW
+            src = ins.hbm_addr + r * ins.hbm_stride
+            if ins.gather:
+                x_id = p.burst(ID_BURST)
+                p.t = max(p.t, x_id + 2)  # the id is seen the cycle after its beat, the row asked for the next
+                src = ins.hbm_addr
+            for s, count in row_bursts(src, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, cfg.axi_data_bytes,
+                                       cfg.axi_burst_beats):
+                p.run(s, count)
+            p.t += 1  # AR finds the row done
+        return p
+
+    def _striped(self, ins, accept: float) -> list[LoadPipeline]:
+        """One row over ``stripe`` channels: each master asks for the units on its channels, in the row's order, a
+        unit at a time (aligned units are one burst each); the masters run side by side."""
+        cfg = self.cfg
+        w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
+        units = -(-ins.row_bytes // unit)
+        master_of = [(ins.channel + k) // cfg.channels_per_master for k in range(S)]
+        pipes: dict[int, LoadPipeline] = {}
+
+        def pipe(g: int) -> LoadPipeline:
+            if g not in pipes:
+                pipes[g] = self._pipe(g, accept)
+                pipes[g].t += 1  # ROW
+            return pipes[g]
+
+        if ins.hbm_addr % unit == 0:  # every unit but the last alike (same lanes, no 4 KiB boundary inside)
+            full = row_bursts(ins.hbm_addr, ins.buf_addr, unit, w, cfg.axi_burst_beats)
+            count: dict[int, int] = {}
+            for k in range(min(S, units)):
+                count[master_of[k]] = count.get(master_of[k], 0) + len(range(k, units - 1, S))
+            for g, n in count.items():
+                if len(full) == 1:
+                    pipe(g).run(full[0][0], full[0][1] * n)
+                else:
+                    for _ in range(n):
+                        for s, c in full:
+                            pipe(g).run(s, c)
+            last = units - 1
+            for s, c in row_bursts(ins.hbm_addr, ins.buf_addr + last * unit, ins.row_bytes - last * unit, w,
+                                   cfg.axi_burst_beats):
+                pipe(master_of[last % S]).run(s, c)
+        else:
+            for j in range(units):
+                for s, c in row_bursts(ins.hbm_addr + (j // S) * unit, ins.buf_addr + j * unit,
+                                       min(unit, ins.row_bytes - j * unit), w, cfg.axi_burst_beats):
+                    pipe(master_of[j % S]).run(s, c)
+        for p in pipes.values():
+            p.t += 1  # AR finds the row done, then ROW finds the rows done
+        return list(pipes.values())
+
+
 def load_cycles(cfg: HardwareConfig, ins) -> int:
-    """LD's busy cycles: per row its ROW state, its bursts (a gathered row first asks for its id and waits for it)
-    and the AR state that finds the row done; then DRAIN until the last beat is written."""
-    w = cfg.axi_data_bytes
-    p = LoadPipeline(cfg, t=1.0)  # the instruction is accepted in cycle 0; ROW of row 0 is cycle 1
-    id_burst = Burst(1, 0, 1)
-    for r in range(ins.rows):
-        p.t += 1  # ROW
-        src = ins.hbm_addr + r * ins.hbm_stride
-        if ins.gather:
-            x_id = p.burst(id_burst)
-            p.t = max(p.t, x_id + 2)  # the id is seen the cycle after its beat, the row asked for the next
-            src = ins.hbm_addr
-        for s, count in row_bursts(src, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, w, cfg.axi_burst_beats):
-            p.run(s, count)
-        p.t += 1  # AR finds the row done
-    done = max(p.t + 1, p.x_free + 1)  # DRAIN, from the cycle after ROW finds the rows done
-    return int(-(-done // 1))
+    """LD's busy cycles for one instruction on its own: accepted in cycle 0, done when the receiver reaches its end
+    marker with every byte written."""
+    return LoadModel(cfg).instruction(ins, 0)[1]

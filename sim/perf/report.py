@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from flightc.config import HardwareConfig
 from flightc.isa.footprint import mpe_macs
 from flightc.isa.table import Opcode, Unit
-from flightc.sim.perf.schedule import Schedule
+from flightc.sim.perf.schedule import Schedule, covered
 
 
 @dataclass
@@ -38,7 +38,7 @@ def step_report(name: str, s: Schedule) -> StepReport:
         for u in Unit:
             sel = core.units == int(u)
             if sel.any():
-                busy[u.name] = busy.get(u.name, 0.0) + float((core.end[sel] - core.start[sel] + 1).sum())
+                busy[u.name] = busy.get(u.name, 0.0) + float(covered(core.start[sel] - 1, core.end[sel]))
         read += int(core.hbm_bytes[core.opcodes == int(Opcode.LD)].sum())
         written += int(core.hbm_bytes[core.opcodes == int(Opcode.ST)].sum())
         macs += sum(mpe_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))

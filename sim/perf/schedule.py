@@ -21,6 +21,8 @@ from flightc.config import HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
+from flightc.hw.axi_rules import LD_IN_FLIGHT
+from flightc.sim.perf.load import LoadModel
 from flightc.sim.perf.memory import ChannelCalendar
 from flightc.sim.perf.timing import instruction_work
 
@@ -47,8 +49,8 @@ class CoreTimeline:
     end: np.ndarray
     hbm_bytes: np.ndarray
     channels: np.ndarray
-    mem_start: np.ndarray  # the stretch of its channel's calendar a load or store's bytes are charged to (-1: none)
-    mem_end: np.ndarray
+    mem_start: np.ndarray  # from the first to the last cycle its channels' calendars charge a load or store's bytes
+    mem_end: np.ndarray  # (-1: none)
 
 
 @dataclass
@@ -57,15 +59,27 @@ class Schedule:
     cores: list[CoreTimeline]
     cycles: int
     instructions: list[list[Instruction]] = field(repr=False, default_factory=list)
+    transfers: list[tuple[int, int, int, int]] = field(repr=False, default_factory=list)  # (channel, bytes, start, end)
 
     def busy_per_class(self) -> dict[str, int]:
-        """Busy cycles per instruction class, summed over cores (what the RTL's busy_<class> counters count)."""
+        """Busy cycles per instruction class, summed over cores (what the RTL's busy_<class> counters count: the
+        cycles with one in flight, so two LDs in flight at once count once)."""
         out: dict[str, int] = {}
         for c in self.cores:
             for op in np.unique(c.opcodes):
                 sel = c.opcodes == op
-                out[Opcode(int(op)).name] = out.get(Opcode(int(op)).name, 0) + int((c.end[sel] - c.start[sel]).sum())
+                out[Opcode(int(op)).name] = out.get(Opcode(int(op)).name, 0) + covered(c.start[sel], c.end[sel])
         return out
+
+
+def covered(start: np.ndarray, end: np.ndarray) -> int:
+    """Cycles in the union of the spans (start, end] (one unit's instructions, in the order they started)."""
+    total, reach = 0, None
+    for a, b in zip(start.tolist(), end.tolist()):
+        lo = a if reach is None else max(a, reach)
+        total += max(0, b - lo)
+        reach = b if reach is None else max(reach, b)
+    return total
 
 
 def _fetch_cycles(cfg: HardwareConfig, words: int) -> int:
@@ -80,6 +94,9 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
     calendar = ChannelCalendar(cfg)
+    loads = [LoadModel(cfg) for _ in programs]  # LD keeps its bursts in flight from one instruction to the next
+    ld_ends: list[list[int]] = [[] for _ in programs]
+    transfers: list[tuple[int, int, int, int]] = []  # (channel, bytes, start, end) of every charge to a channel
     P = len(programs)
     N = [len(p) for p in programs]
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
@@ -179,6 +196,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         if dispatch[c][i] < 0 or any(end[c][j] < 0 for j in deps) or any(start[c][j] < 0 for j in room_after[c][i]):
             return
         s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
+        if u == Unit.LD and len(ld_ends[c]) >= LD_IN_FLIGHT:  # at most LD_IN_FLIGHT LDs in flight
+            s = max(s, ld_ends[c][-LD_IN_FLIGHT] + 1)
         for j in deps:
             s = max(s, end[c][j] + 1)
         for j in room_after[c][i]:
@@ -227,12 +246,18 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         s, c, u, i = heapq.heappop(heads)
         start[c][i] = s
         end[c][i] = s + busy[c][i]
-        wk = work[c][i]
-        if wk.hbm_bytes:  # its bytes through its channel at the sustained rate, shared with every user
-            ms, me = calendar.reserve(wk.channel, s, wk.hbm_bytes)
-            mem_start[c][i], mem_end[c][i] = ms, me
+        ready = end[c][i] + 1
+        if u == Unit.LD:
+            ready, end[c][i] = loads[c].instruction(programs[c][i], s)
+        for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
+            ms, me = calendar.reserve(ch, s, nbytes)
+            transfers.append((ch, nbytes, ms, me))
+            mem_start[c][i] = ms if mem_start[c][i] < 0 else min(mem_start[c][i], ms)
+            mem_end[c][i] = max(mem_end[c][i], me)
             end[c][i] = max(end[c][i], me)
-        free_at[c][u] = end[c][i] + 1
+        free_at[c][u] = ready if u == Unit.LD else end[c][i] + 1
+        if u == Unit.LD:
+            ld_ends[c].append(int(end[c][i]))
         ptr[c][u] += 1
         queued[c][u] = False
         remaining -= 1
@@ -242,4 +267,4 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                                   np.array([w.hbm_bytes for w in work[c]], np.int64),
                                   np.array([w.channel for w in work[c]], np.int64), mem_start[c], mem_end[c]))
     cycles = max(int(e.max()) for e in end) + RUN_END if remaining == 0 and any(N) else 0
-    return Schedule(cfg, cores, cycles, programs)
+    return Schedule(cfg, cores, cycles, programs, transfers)

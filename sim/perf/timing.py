@@ -27,7 +27,8 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, weight_format
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, stripe_spans, striped,
+                                   weight_format)
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
 from flightc.sim.perf.load import load_cycles
@@ -246,8 +247,13 @@ class Work:
     """What one instruction asks of its unit and of memory."""
 
     cycles: int  # busy cycles of its unit, uncontended
-    hbm_bytes: int = 0  # bytes moved over the memory channel
-    channel: int = -1
+    hbm_bytes: int = 0  # bytes moved over the memory channels
+    channel: int = -1  # the (first) channel
+    shares: tuple[tuple[int, int], ...] = ()  # (channel, bytes) of each channel it moves bytes on
+
+    def __post_init__(self) -> None:
+        if self.hbm_bytes and not self.shares:
+            object.__setattr__(self, "shares", ((self.channel, self.hbm_bytes),))
 
 
 def instruction_work(cfg: HardwareConfig, ins: Instruction) -> Work:
@@ -255,6 +261,13 @@ def instruction_work(cfg: HardwareConfig, ins: Instruction) -> Work:
     if op in (Opcode.MM, Opcode.MV):
         return Work(mpe_cycles(cfg, ins))
     if op is Opcode.LD:
+        if striped(ins):
+            return Work(load_cycles(cfg, ins), ins.row_bytes, ins.channel,
+                        tuple((ch, n) for ch, _, n in stripe_spans(ins)))
+        if ins.gather and ins.stripe > 1:  # rows from the table's blocks: spread evenly, the ids unknown here
+            n = ins.rows * ins.row_bytes
+            return Work(load_cycles(cfg, ins), n, ins.channel,
+                        tuple((ins.channel + k, n // ins.stripe + (k < n % ins.stripe)) for k in range(ins.stripe)))
         return Work(load_cycles(cfg, ins), ins.rows * ins.row_bytes, ins.channel)
     if op is Opcode.ST:
         return Work(store_cycles(cfg, ins), ins.rows * ins.row_bytes, ins.channel)

@@ -20,7 +20,7 @@ from flightc.compress.quantize import QuantWeight
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
-from flightc.isa.footprint import norm_param_bytes
+from flightc.isa.footprint import norm_param_bytes, stripe_layout
 from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 
@@ -297,13 +297,23 @@ class _Builder:
                     raise _Full()
                 img[t_addr:t_addr + len(table)] = table
                 self.out_used[table_ch] += len(table)
+            blocks = {}
+            block_log2 = rand(0, 2)
+            if self.cfg.mem_channels > 1 and -(-table_rows >> block_log2) <= self.cfg.mem_channels \
+                    and self.rng.random() < 0.4:  # the table cut in blocks of 2^block_log2 rows, a block a channel
+                t_addr = self.blocked_table(table, table_rows, stride, block_log2)
+                table_ch = SRC_CHANNEL
+                blocks = dict(stripe=-(-table_rows >> block_log2), stripe_log2=block_log2)
             ids = self.rng.integers(0, table_rows, rows).astype("<i4").tobytes()
             src = self.case.images[SRC_CHANNEL]
             src += bytes(-len(src) % 4)  # INT32 ids, naturally aligned
             ids_addr = len(src)
             src += ids
             self.emit("LD", buf=b, buf_addr=addr, channel=table_ch, hbm_addr=t_addr, rows=rows, row_bytes=row_bytes,
-                      hbm_stride=stride, buf_stride=buf_stride, gather=1, ids_addr=ids_addr, release=1 << Unit.ST)
+                      hbm_stride=stride, buf_stride=buf_stride, gather=1, ids_addr=ids_addr, release=1 << Unit.ST,
+                      **blocks)
+        elif self.cfg.mem_channels > 1 and self.rng.random() < 0.3:
+            return self.block_striped(b)
         else:
             self.load(b, addr, rows, row_bytes, buf_stride, self.bytes_(rows * row_bytes), release=1 << Unit.ST)
         if self.rng.random() < 0.3:
@@ -311,6 +321,54 @@ class _Builder:
         pack4 = row_bytes >= 2 and self.rng.random() < 0.3  # the INT4 KV cache: two INT8 per memory byte
         self.store(b, addr, rows, row_bytes // 2 if pack4 else row_bytes, buf_stride, wait=1 << Unit.LD, pack4=pack4)
         return f"{'gather ' if gather else ''}LD/ST{'.pack4' if pack4 else ''} {b.name}"
+
+
+    def blocked_table(self, table: bytes, table_rows: int, stride: int, block_log2: int) -> int:
+        """A gather table's rows in blocks of 2^block_log2, block k on channel k, at one address on all of them."""
+        per = (1 << block_log2) * stride
+        used = -(-table_rows >> block_log2)
+        src = self.case.images[SRC_CHANNEL]
+        at = -(-max([len(src)] + [self.out_used[ch] for ch in range(1, used)]) // 8) * 8
+        for k in range(used):
+            piece = table[k * per:(k + 1) * per]
+            if k == SRC_CHANNEL:
+                src += bytes(at - len(src)) + piece
+            else:
+                if at + len(piece) > OUT_BYTES:
+                    raise _Full()
+                self.case.images[k][at:at + len(piece)] = piece
+                self.out_used[k] = at + len(piece)
+        return at
+
+    def block_striped(self, b: Buffer) -> str:
+        """One row striped over channels 0.. (a weight tile's layout: flightc.isa.footprint.stripe_layout), loaded
+        by one LD and stored back to one channel."""
+        rand = self.rand
+        stripe = rand(2, self.cfg.mem_channels)
+        unit_log2 = rand(3, 7)
+        row_bytes = rand(1, 700)
+        data = self.bytes_(row_bytes)
+        src = self.case.images[SRC_CHANNEL]
+        unit = 1 << unit_log2
+        at = max([len(src)] + [self.out_used[ch] for ch in range(1, stripe)])
+        at = -(-at // unit) * unit + (rand(0, 7) if self.rng.random() < 0.3 else 0)
+        spans = stripe_layout(SRC_CHANNEL, at, row_bytes, stripe, unit)
+        if any(ch != SRC_CHANNEL and at + n > OUT_BYTES for ch, _, n in spans):
+            raise _Full()
+        units = np.frombuffer(data + bytes(-row_bytes % unit), np.uint8).reshape(-1, unit)
+        for k, (ch, _, n) in enumerate(spans):
+            share = units[k::stripe].tobytes()[:n]
+            if ch == SRC_CHANNEL:
+                src += bytes(at - len(src)) + share
+            else:
+                self.case.images[ch][at:at + n] = share
+                self.out_used[ch] = at + n
+        addr = self.buffer(b, row_bytes)
+        self.emit("LD", buf=b, buf_addr=addr, channel=SRC_CHANNEL, hbm_addr=at, rows=1, row_bytes=row_bytes,
+                  hbm_stride=row_bytes, buf_stride=row_bytes, stripe=stripe, stripe_log2=unit_log2,
+                  release=1 << Unit.ST)
+        self.store(b, addr, 1, row_bytes, row_bytes, wait=1 << Unit.LD)
+        return f"striped LD/ST {b.name} over {stripe}"
 
 
 def _supported(cfg: HardwareConfig, fmt: WeightFormat) -> bool:
