@@ -1,11 +1,12 @@
 """The DMA units: LD (memory -> buffer, with the gather mode of embedding lookups) and ST (buffer -> memory).
 
-Both reach the memory channels through the core's AXI master (hw/axi_master.py): LD as a reader (``rd``:
-burst requests out, up to ``axi_outstanding`` ahead, beats back), ST as the writer (``wr``). A channel's byte address is ``channel_base[ch] + hbm_addr``
-(the bases are kernel arguments, as Vitis passes one buffer per HBM channel). Bursts never cross
-4 KiB. LD streams: it takes a beat a cycle and writes it, rotated onto the buffer's lanes, as one
-buffer word (two when the beat's bytes straddle a word boundary of the buffer). ST reads a beat's
-bytes with the word engine and writes them as one strobed beat.
+Both reach the memory channels through the core's AXI master (hw/axi_master.py): LD as a reader
+(``rd``: burst requests out, up to ``axi_outstanding`` ahead, beats back), ST as the writer (``wr``).
+A channel's byte address is ``channel_base[ch] + hbm_addr`` (the bases are kernel arguments, as
+Vitis passes one buffer per HBM channel). Bursts never cross 4 KiB. LD streams: it takes a beat a
+cycle and writes it, rotated onto the buffer's lanes, as one buffer word (two when the beat's bytes
+straddle a word boundary of the buffer). ST reads a beat's bytes with the word engine and writes
+them as one strobed beat.
 """
 from __future__ import annotations
 
@@ -98,9 +99,9 @@ class LoadUnit(DmaUnit):
 
     Two halves share the walk: the *issuer* asks for the bursts of each row, up to ``axi_outstanding``
     ahead (a striped row a unit at a time, round its channels), and queues a descriptor for each (where
-    its bytes go, its first lane, its byte count); the
-    *receiver* takes the beats as they come, a beat a cycle, and writes each rotated onto the buffer's
-    lanes (a second cycle when its bytes straddle two buffer words). A gathered row first reads its id
+    its bytes go, its first lane, its byte count); the *receiver* takes the beats as they come, a beat a
+    cycle, and writes each rotated onto the buffer's lanes (a second cycle when its bytes straddle two
+    buffer words). A gathered row first reads its id
     and waits for it before asking for the row. Once the issuer has asked for every burst it queues an
     end marker and is ``ready`` for the next instruction, whose bursts follow the last ones without a
     gap; the receiver reports ``done`` when it reaches the marker with every byte before it written.
@@ -165,7 +166,7 @@ class LoadUnit(DmaUnit):
                 m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(addr), pend_n.eq(nb), pend_buf.eq(head.buf),
                              pend_data.eq((Cat(beat, beat) << (addr[:lb] * 8))[8 * w:16 * w])]  # rotated
         # ---- issuer: a row's bursts, each queued with its descriptor while fewer than axi_outstanding are
-        striping = f.stripe > 1
+        striping = (f.stripe > 1) & ~f.gather  # a gather's stripe cuts its table in blocks instead
         stripe_k = Signal.like(f.stripe)  # the unit's channel within the stripe
         unit_row = Signal.like(f.row_bytes)  # the unit's index / stripe: units before it on its channel
         unit_off = Signal(range(1 << 16))  # bytes of the unit asked for

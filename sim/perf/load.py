@@ -7,7 +7,9 @@ two buffer words). ``hw/sim_memory.py`` answers a burst accepted in cycle t from
 t + ``mem_latency_cycles`` on, back to back with the one before, and, where the channel sustains
 less than a beat a cycle, no faster than its sustained rate. That is a max-plus recurrence over
 bursts, computed here burst by burst; a run of identical bursts that has settled into a period is
-jumped over, so a megabyte row costs a few dozen steps.
+jumped over, so a megabyte row costs a few dozen steps. The state carries over from one LD to the
+next (:class:`LoadModel`): the next one's bursts follow the last one's, and with several memory
+masters each has its own pipeline.
 
 Conventions as in :mod:`.timing`: busy runs from the cycle after the instruction is accepted to the
 cycle LD reports done.
@@ -131,7 +133,6 @@ class LoadPipeline:
                     return
             prev = state
 
-
     def end(self) -> tuple[float, float]:
         """The instruction's end marker (it waits for a slot of the descriptor queue): the cycle the issuer is
         ready for the next instruction, and the cycle the receiver reaches the marker with every byte written."""
@@ -161,7 +162,6 @@ class LoadModel:
 
     def instruction(self, ins, accept: float) -> tuple[int, int]:
         """LD ``ins`` accepted in cycle ``accept``: (the cycle LD can take the next instruction, the cycle it is done)."""
-        cfg = self.cfg
         pipes = self._striped(ins, accept) if ins.stripe > 1 else [self._rows(ins, accept)]
         ends = [p.end() for p in pipes]
         return int(-(-max(r for r, _ in ends) // 1)), int(-(-max(d for _, d in ends) // 1))
