@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
+from flightc.isa.footprint import striped
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.words import span_words
 
@@ -162,7 +163,7 @@ class LoadModel:
 
     def instruction(self, ins, accept: float) -> tuple[int, int]:
         """LD ``ins`` accepted in cycle ``accept``: (the cycle LD can take the next instruction, the cycle it is done)."""
-        pipes = self._striped(ins, accept) if ins.stripe > 1 else [self._rows(ins, accept)]
+        pipes = self._striped(ins, accept) if striped(ins) else [self._rows(ins, accept)]
         ends = [p.end() for p in pipes]
         return int(-(-max(r for r, _ in ends) // 1)), int(-(-max(d for _, d in ends) // 1))
 
