@@ -87,9 +87,12 @@ def test_layer_extrapolation_equals_a_full_compile(tmp_path):
         full = _measure(tmp_path, hw, plan, wl, 0, unbounded_tokens=True)
         m1, m2 = (_measure(_with_layers(tmp_path, n, tmp_path), hw, plan, wl, 0, True) for n in (1, 2))
         assert m1.tokens + 5 * (m2.tokens - m1.tokens) == full.tokens > m2.tokens  # the token-counter check
-        for attr in ("prefill_s", "decode_s", "memory_bytes"):
+        # times within 0.1%: the channels a layer's records and K/V rows land on vary from layer to layer, so
+        # they contend a little differently with the striped weight tiles; bytes exactly
+        for attr, within in (("prefill_s", 1e-3), ("decode_s", 1e-3), ("memory_bytes", 0)):
             a, b, f = getattr(m1, attr), getattr(m2, attr), getattr(full, attr)
-            assert abs(a + 5 * (b - a) - f) <= 1e-4 * f, (hw.name, attr, a + 5 * (b - a), f)
+            print(hw.name, attr, f"{(a + 5 * (b - a) - f) / f:+.2e}")
+            assert abs(a + 5 * (b - a) - f) <= within * f, (hw.name, attr, a + 5 * (b - a), f)
 
 
 def test_space_follows_the_plan_and_the_part():
