@@ -16,6 +16,7 @@ cycle LD reports done.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
@@ -196,7 +197,7 @@ class LoadModel:
         ends = [p.end() for p in pipes]
         for p in pipes:
             self._settles(p)
-        return int(-(-max(r for r, _ in ends) // 1)), int(-(-max(d for _, d in ends) // 1))
+        return math.ceil(max(r for r, _ in ends)), math.ceil(max(d for _, d in ends))
 
     def _rows(self, ins, accept: float) -> LoadPipeline:
         """Per row: its ROW state, its bursts (a gathered row first asks for its id and waits for it) and the AR
