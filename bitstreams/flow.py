@@ -28,6 +28,9 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
     from flightc.hw.core import check_rtl_config
 
     check_rtl_config(cfg)
+    if board.flow is Flow.PYNQ and cfg.axi_masters != 1:
+        raise ConfigError(f"config {cfg.name!r} has {cfg.axi_masters} memory masters; the {board.name} block "
+                          f"design connects one (to the PS's S_AXI_HP0_FPD): use axi_masters = 1")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     design = design_name(board, cfg)
@@ -41,12 +44,10 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
         written = [folder / f"{TOP}.v", folder / "build.tcl"]
         manifest = OverlayManifest(board, cfg, KERNEL)
     else:
-        if cfg.mem_channels > board.hbm_banks:
-            raise ConfigError(f"config {cfg.name!r} has {cfg.mem_channels} memory channels; {board.name} has "
-                              f"{board.hbm_banks} HBM banks")
+        texts = (("package_xo.tcl", package_xo_tcl(board, cfg)), ("link.cfg", link_cfg(board, cfg)),
+                 ("Makefile", makefile(board, design)))  # before anything is written: link_cfg checks the banks
         written = write_kernel(cfg, folder)
-        for name, text in (("package_xo.tcl", package_xo_tcl(board, cfg)), ("link.cfg", link_cfg(board, cfg)),
-                           ("Makefile", makefile(board, design))):
+        for name, text in texts:
             (folder / name).write_text(text)
             written.append(folder / name)
         artifact = folder / f"{design}.xclbin"

@@ -267,6 +267,15 @@ PRESETS: dict[str, HardwareConfig] = {
                             **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
                             acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
                             axi_data_bytes=32, sfu_div_step_bits=2, **_ONE),
+    # The memory calibration preset: the u280's memory system scaled down to four HBM2 pseudo-channels, a 512-bit
+    # master each, at its clock, burst length, bursts in flight and latency; tiny's compute, with three SFU lanes
+    # (chunks that are not a power of two) and a divider wider than the statistics, so the RTL tests cover them
+    # too (docs/rtl.md lists each field that differs from u280).
+    "hbm4": HardwareConfig(name="hbm4", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=3,
+                           mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=14.375, mem_channel_mib=16,
+                           act_buffer_kib=32, wgt_buffer_kib=64, acc_buffer_kib=32, prm_buffer_kib=16,
+                           kv_buffer_kib=16, buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2,
+                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76}),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,

@@ -37,46 +37,64 @@ def lane_bits(word_bytes: int) -> int:
 
 
 class BufferBank(wiring.Component):
-    """The five buffers of a core behind per-buffer round-robin arbiters; one word port per unit."""
+    """The five buffers of a core behind per-buffer round-robin arbiters; one word port per unit (one per LD lane).
+
+    With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every
+    ``stripe_bytes``: the LD lanes of a striped row write one unit each into different banks in
+    the same cycle. Each bank is a simple dual-port memory with its own two arbiters.
+    """
 
     def __init__(self, cfg: HardwareConfig, names: list[str]):
         self.cfg, self.names = cfg, names
         w = cfg.buffer_port_bytes
         self.lane_bits = lane_bits(w)
+        self.banks = cfg.axi_masters
+        self.granule_bits = lane_bits(cfg.stripe_bytes // w) if self.banks > 1 else 0
         super().__init__({f"port_{n}": In(word_port_signature(w)) for n in names})
-        self.mems = {b: Memory(shape=8 * w, depth=cfg.buffer_bytes(b) // w, init=[]) for b in Buffer}
+        self.mems = {b: [Memory(shape=8 * w, depth=cfg.buffer_bytes(b) // w // self.banks, init=[])
+                         for _ in range(self.banks)] for b in Buffer}
 
     def ports(self) -> list:
         return [getattr(self, f"port_{n}") for n in self.names]
 
     def elaborate(self, platform):
         m = Module()
-        lb = self.lane_bits
+        lb, gb, nb = self.lane_bits, self.granule_bits, self.banks
+        bb = (nb - 1).bit_length()
         ports = self.ports()
+        bank_of = [Signal(max(1, bb), name=f"{n}_bank") for n in self.names]
+        row_of = [Signal(BUF_ADDR_BITS - lb, name=f"{n}_row") for n in self.names]
+        for p, bank, row in zip(ports, bank_of, row_of):
+            word = p.addr[lb:]
+            m.d.comb += [bank.eq(word[gb:gb + bb] if nb > 1 else 0),
+                         row.eq(Cat(word[:gb], word[gb + bb:]) if nb > 1 else word)]
         rvalid_next = [Signal(name=f"{n}_rv") for n in self.names]
         buf_q = [Signal(BUF_SEL_BITS, name=f"{n}_bufq") for n in self.names]
+        bank_q = [Signal(max(1, bb), name=f"{n}_bankq") for n in self.names]
         read_data = {}
-        for b, mem in self.mems.items():
-            m.submodules[f"mem_{b.name.lower()}"] = mem
-            wp = mem.write_port(granularity=8)
-            rp = mem.read_port()
-            read_data[b] = rp.data
-            tag = b.name.lower()
-            # a simple dual-port memory: one read and one write per cycle, each with its own round robin
-            r_any, r_idx = _arbiter(m, f"rd_{tag}", [p.req & (p.buf == int(b)) & ~p.we for p in ports])
-            w_any, w_idx = _arbiter(m, f"wr_{tag}", [p.req & (p.buf == int(b)) & p.we for p in ports])
-            rport, wport = Array(ports)[r_idx], Array(ports)[w_idx]
-            m.d.comb += [rp.addr.eq(rport.addr >> lb), wp.addr.eq(wport.addr >> lb), wp.data.eq(wport.wdata),
-                         wp.en.eq(Mux(w_any, wport.wmask, 0))]
-            for i, p in enumerate(ports):
-                with m.If((r_any & (r_idx == i)) | (w_any & (w_idx == i))):
-                    m.d.comb += p.gnt.eq(1)
+        for b, mems in self.mems.items():
+            for k, mem in enumerate(mems):
+                tag = b.name.lower() + (str(k) if nb > 1 else "")
+                m.submodules[f"mem_{tag}"] = mem
+                wp = mem.write_port(granularity=8)
+                rp = mem.read_port()
+                read_data[b, k] = rp.data
+                here = [(p.buf == int(b)) & (bank_of[i] == k) for i, p in enumerate(ports)]
+                # a simple dual-port memory: one read and one write per cycle, each with its own round robin
+                r_any, r_idx = _arbiter(m, f"rd_{tag}", [p.req & here[i] & ~p.we for i, p in enumerate(ports)])
+                w_any, w_idx = _arbiter(m, f"wr_{tag}", [p.req & here[i] & p.we for i, p in enumerate(ports)])
+                wport = Array(ports)[w_idx]
+                m.d.comb += [rp.addr.eq(Array(row_of)[r_idx]), wp.addr.eq(Array(row_of)[w_idx]),
+                             wp.data.eq(wport.wdata), wp.en.eq(Mux(w_any, wport.wmask, 0))]
+                for i, p in enumerate(ports):
+                    with m.If((r_any & (r_idx == i)) | (w_any & (w_idx == i))):
+                        m.d.comb += p.gnt.eq(1)
         for i, p in enumerate(ports):
-            m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf)]
-            with m.Switch(buf_q[i]):
-                for b in Buffer:
-                    with m.Case(int(b)):
-                        m.d.comb += p.rdata.eq(read_data[b])
+            m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf), bank_q[i].eq(bank_of[i])]
+            with m.Switch(Cat(bank_q[i], buf_q[i])):
+                for (b, k), rd in read_data.items():
+                    with m.Case(k | (int(b) << max(1, bb))):
+                        m.d.comb += p.rdata.eq(rd)
             m.d.comb += p.rvalid.eq(rvalid_next[i])
         return m
 
@@ -101,6 +119,44 @@ def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
 def first_lanes(count, word_bytes: int):
     """A byte mask of the lowest ``count`` lanes of a word (``count`` up to ``word_bytes``)."""
     return ((Const(1, word_bytes + 1) << Value.cast(count).as_unsigned()) - 1)[:word_bytes]
+
+
+def shift_bytes(m: Module, value, amount, out_bytes: int, left: bool = False) -> Signal:
+    """``value`` shifted right (or left) by ``amount`` bytes, its lowest ``out_bytes`` bytes: a 2:1 multiplexer
+    stage per bit of ``amount``, each stage a signal of its own. A shift by a signal as one operator makes every
+    output bit depend on every input bit, which Amaranth's combinational-cycle check walks bit by bit (minutes
+    for a 64-byte word), and an expression used twice is built twice, so unnamed stages would double per bit."""
+    x = Value.cast(value)
+    amount = Value.cast(amount)
+    width = 8 * out_bytes
+    for s in reversed(range(len(amount))):  # the largest step first: what later steps need shrinks with them
+        step = 8 << s
+        if left:
+            moved = Cat(Const(0, step), x)[:width] if step < width else Const(0, width)
+            stage, keep = Signal(width), x[:width]
+        else:
+            keep_bits = width + step - 8  # bits the smaller steps still need
+            moved = x[step:step + keep_bits] if step < len(x) else Const(0, 1)
+            keep = x[:keep_bits]
+            stage = Signal(len(keep))
+        m.d.comb += stage.eq(Mux(amount[s], moved, keep))
+        x = stage
+    out = Signal(width)
+    m.d.comb += out.eq(x)
+    return out
+
+
+def rotate_bytes(m: Module, value, amount, word_bytes: int) -> Signal:
+    """A word rotated left by ``amount`` bytes (byte i moves to lane i + amount, mod the word), a signal per
+    stage as in :func:`shift_bytes`."""
+    x = Value.cast(value)[:8 * word_bytes]
+    amount = Value.cast(amount)
+    for s in range(min(len(amount), lane_bits(word_bytes))):
+        step = 8 << s
+        stage = Signal(8 * word_bytes)
+        m.d.comb += stage.eq(Mux(amount[s], Cat(x[-step:], x[:-step]), x))
+        x = stage
+    return x
 
 
 def merge_bytes(dest: Signal, data, at, count, word_bytes: int):
@@ -145,11 +201,8 @@ class OperandRegister:
     def view(self, m: Module) -> Signal:
         """The operand as a signal of its own: every reader shares one shifter (an expression used twice is
         built twice, which made the window's shifter dominate a wide core's netlist)."""
-        x = self.raw
-        for s in range(len(self.lane)):
-            x = Mux(self.lane[s], x[8 << s:], x)
         out = Signal(8 * self.nbytes, name=f"{self.raw.name[:-4]}_view")
-        m.d.comb += out.eq(x[:8 * self.nbytes])
+        m.d.comb += out.eq(shift_bytes(m, self.raw, self.lane, self.nbytes))
         return out
 
 
@@ -217,7 +270,7 @@ class WordEngine(wiring.Component):
         with m.Else():
             m.d.sync += self.done.eq(0)
         m.d.comb += [p.req.eq(self.busy & ~last_sent), p.addr.eq(cur), p.we.eq(write),
-                     p.wdata.eq((wdata >> (issued * 8)) << (lane * 8)), p.wmask.eq(first_lanes(n, w) << lane)]
+                     p.wdata.eq(shift_bytes(m, shift_bytes(m, wdata, issued, w), lane, w, left=True)), p.wmask.eq(first_lanes(n, w) << lane)]
         with m.If(p.req & p.gnt):
             m.d.sync += [issued.eq(issued + n), cur.eq(Mux(contiguous, cur + n, cur + stride)),
                          tag_lane.eq(lane), tag_at.eq(issued), tag_n.eq(n)]
@@ -226,7 +279,7 @@ class WordEngine(wiring.Component):
                 with m.If(write):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         with m.If(p.rvalid & self.busy & ~write):
-            m.d.sync += self.rdata.eq(merge_bytes(self.rdata, p.rdata >> (tag_lane * 8), tag_at, tag_n, w))
+            m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at, tag_n, w))
             with m.If(last_sent & (tag_at + tag_n == count)):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m

@@ -9,19 +9,30 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flightc.config import HardwareConfig
+from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.axi_master import AxiMaster
 from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
-from flightc.hw.dma import LoadUnit, StoreUnit
+from flightc.hw.dma import StoreUnit
+from flightc.hw.load import LoadUnit, lane_port_name
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
 from flightc.isa.table import Unit
 
 M_AXI = "m_axi_gmem"
 S_AXI = "s_axi_control"
+
+
+def master_port(cfg: HardwareConfig, master: int) -> str:
+    """The kernel port of memory master ``master``: m_axi_gmem with one, m_axi_gmem0, m_axi_gmem1, ... with more."""
+    return M_AXI if cfg.axi_masters == 1 else f"{M_AXI}{master}"
+
+
+def master_channels(cfg: HardwareConfig, master: int) -> range:
+    """The memory channels master ``master`` reads and writes (hw/load.py, the Vitis link map)."""
+    return range(master * cfg.channels_per_master, (master + 1) * cfg.channels_per_master)
 
 
 def check_rtl_config(cfg: HardwareConfig) -> None:
@@ -41,25 +52,34 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
     if cfg.axi_data_bytes != w:
         problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
                         f"equal buffer_port_bytes ({w}) so far")
-    if cfg.axi_masters != 1:
-        problems.append(f"axi_masters = {cfg.axi_masters}: the generator builds one memory master per core so far")
+    masters = cfg.axi_masters
+    if masters & (masters - 1):
+        problems.append(f"axi_masters = {masters}: must be a power of two (the buffers are banked per master)")
+    elif masters > 1:
+        span = masters * cfg.stripe_bytes
+        small = [b.name for b in Buffer if cfg.buffer_bytes(b) % span]
+        if small:
+            problems.append(f"buffers {', '.join(small)}: with {masters} masters each buffer is {masters} banks "
+                            f"interleaved every {cfg.stripe_bytes} bytes, so its size must be a multiple of {span} "
+                            f"bytes")
     if problems:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
 
 class Core(wiring.Component):
-    """``axi``: the memory master's bus; ``lite``: the control slave; ``interrupt``: ap_done's interrupt."""
+    """``axi[g]``: memory master g's bus; ``lite``: the control slave; ``interrupt``: ap_done's interrupt."""
 
     def __init__(self, cfg: HardwareConfig, core_id: int = 0):
         check_rtl_config(cfg)
         self.cfg = cfg
         self.core_id = core_id
-        super().__init__({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)), "lite": In(axi4_lite_signature()),
-                          "interrupt": Out(1)})
+        super().__init__({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters),
+                          "lite": In(axi4_lite_signature()), "interrupt": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
+        n = cfg.axi_masters
         m.submodules.regs = regs = AxiLiteRegs(cfg, self.lite, self.core_id)
         bases = [regs.values[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
         m.submodules.ld = ld = LoadUnit(cfg, bases)
@@ -67,26 +87,51 @@ class Core(wiring.Component):
         m.submodules.mpe = mpe = Mpe(cfg)
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
-        m.submodules.buffers = bank = BufferBank(cfg, [u.name.lower() for u in units])
+        lanes = [lane_port_name(cfg, k) for k in range(n)]
+        m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD])
+        for k, name in enumerate(lanes):
+            wiring.connect(m, ld.port[k], getattr(bank, f"port_{name}"))
         unit_ports = {}
         for u, blk in units.items():
-            wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
+            if u is not Unit.LD:
+                wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready})
-        # memory: the fetch's requests before LD's (LD asks for a burst whenever a slot frees; the fetch asks only
-        # while its FIFO has room for a whole burst, so it never holds more than two slots)
-        m.submodules.master = master = AxiMaster(cfg.axi_data_bytes, readers=2, outstanding=cfg.axi_outstanding)
-        wiring.connect(m, ctl.rd, master.read[0])
-        wiring.connect(m, ld.rd, master.read[1])
-        wiring.connect(m, st.wr, master.write)
-        wiring.connect(m, wiring.flipped(self.axi), master.bus)
+        # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
+        # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
+        # its FIFO has room for a whole burst, so it never holds more than two slots)
+        masters = []
+        for g in range(n):
+            m.submodules[f"master{g}" if n > 1 else "master"] = master = AxiMaster(
+                cfg.axi_data_bytes, readers=2, outstanding=cfg.axi_outstanding)
+            wiring.connect(m, ctl.rd if g == 0 else ld.rd[g], master.read[0])
+            wiring.connect(m, ld.rd[0] if g == 0 else ld.far[g - 1], master.read[1])
+            wiring.connect(m, wiring.flipped(self.axi[g]), master.bus)
+            masters.append(master)
+        _route_writes(m, st, [x.write for x in masters])
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
         return m
 
 
+def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
+    """ST's bursts to the master of its instruction's channel (one master: straight through)."""
+    if len(writes) == 1:
+        wiring.connect(m, st.wr, writes[0])
+        return
+    wr = st.wr
+    for g, x in enumerate(writes):
+        mine = st.master == g
+        m.d.comb += [x.aw.valid.eq(wr.aw.valid & mine), x.aw.payload.eq(wr.aw.payload),
+                     x.w.valid.eq(wr.w.valid & mine), x.w.payload.eq(wr.w.payload), x.b.ready.eq(wr.b.ready & mine)]
+        with m.If(mine):
+            m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready), wr.b.valid.eq(x.b.valid),
+                         wr.b.payload.eq(x.b.payload)]
+
+
 class VitisKernel(wiring.Component):
-    """Top level with the port names of a Vitis RTL kernel: ap_clk, ap_rst_n, s_axi_control, m_axi_gmem."""
+    """Top level with the port names of a Vitis RTL kernel: ap_clk, ap_rst_n, s_axi_control and a memory master
+    port per master (:func:`master_port`)."""
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
@@ -97,8 +142,10 @@ class VitisKernel(wiring.Component):
         super().__init__(members)
 
     def flat_ports(self) -> list:
-        """The core's AXI4 master and AXI4-Lite slave as the kernel's flat ports."""
-        return (flat_ports(M_AXI, self.core.axi, axi4_table(8 * self.cfg.axi_data_bytes), True)
+        """The core's AXI4 masters and AXI4-Lite slave as the kernel's flat ports."""
+        table = axi4_table(8 * self.cfg.axi_data_bytes)
+        return ([p for g in range(self.cfg.axi_masters)
+                 for p in flat_ports(master_port(self.cfg, g), self.core.axi[g], table, True)]
                 + flat_ports(S_AXI, self.core.lite, axi4_lite_table(), False))
 
     def elaborate(self, platform):

@@ -7,27 +7,40 @@ from xml.sax.saxutils import quoteattr
 from flightc.files import write_atomic
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
-from flightc.hw.core import M_AXI, S_AXI
+from flightc.hw.core import S_AXI, master_port
 from flightc.hw.synth import TOP, kernel_verilog
 
 
+def argument_port(cfg: HardwareConfig, register: str) -> str:
+    """The kernel port a register's argument belongs to: a channel's base to its master's port, the instruction
+    stream to master 0's (the fetch reads through it), every scalar to the control port."""
+    if register == "program_addr":
+        return master_port(cfg, 0)
+    if register.startswith("channel_base"):
+        return master_port(cfg, int(register.removeprefix("channel_base")) // cfg.channels_per_master)
+    return S_AXI
+
+
 def kernel_xml(cfg: HardwareConfig) -> str:
-    """kernel.xml with ap_ctrl_hs, the AXI4-Lite port and one argument per register of the map."""
+    """kernel.xml with ap_ctrl_hs, the AXI4-Lite port, a port per memory master and one argument per register of
+    the map."""
     data_bits = 8 * cfg.axi_data_bytes
     args = []
     for i, r in enumerate(x for x in R.register_map(cfg) if x.access is R.RegAccess.RW):
-        pointer = r.name == "program_addr" or r.name.startswith("channel_base")
+        port = argument_port(cfg, r.name)
+        pointer = port != S_AXI
         args.append(f'      <arg name={quoteattr(r.name)} addressQualifier="{1 if pointer else 0}" id="{i}" '
-                    f'port="{M_AXI if pointer else S_AXI}" size="{r.bits // 8:#x}" offset="{r.offset:#x}" '
+                    f'port="{port}" size="{r.bits // 8:#x}" offset="{r.offset:#x}" '
                     f'type="{"void*" if pointer else "uint"}" hostOffset="0x0" hostSize="{r.bits // 8:#x}"/>')
+    masters = "\n".join(f'      <port name="{master_port(cfg, g)}" mode="master" range="0xFFFFFFFFFFFFFFFF" '
+                         f'dataWidth="{data_bits}" portType="addressable" base="0x0"/>' for g in range(cfg.axi_masters))
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <root versionMajor="1" versionMinor="6">
   <kernel name="{TOP}" language="ip_c" vlnv="flightc:kernel:{TOP}:1.0" attributes="" preferredWorkGroupSizeMultiple="0"
           workGroupSize="1" interrupt="true" hwControlProtocol="ap_ctrl_hs">
     <ports>
       <port name="{S_AXI}" mode="slave" range="0x1000" dataWidth="32" portType="addressable" base="0x0"/>
-      <port name="{M_AXI}" mode="master" range="0xFFFFFFFFFFFFFFFF" dataWidth="{data_bits}" portType="addressable"
-            base="0x0"/>
+{masters}
     </ports>
     <args>
 {chr(10).join(args)}

@@ -11,6 +11,10 @@ simulator's VPI between runs. What it models, each from the config the kernel is
   bytes per cycle (:func:`flightc.sim.perf.memory.channel_rate_q`) and pays a beat's bytes per
   beat, banking less than two beats' worth; a channel as fast as the port has none;
 - *backpressure*: a 16-bit LFSR withholds ready/valid with probability ``stall_rate / 256``.
+
+With ``ports`` > 1 it has one slave port per memory master, each with its own queue, latency,
+throttle and LFSR, over one storage array (a master reaches only its channels' buffers, which the
+host places there, so the ports never share an address).
 """
 from __future__ import annotations
 
@@ -27,31 +31,42 @@ STALL_RATE_BITS = 8  # stall_rate / 2^8 is the probability a channel withholds r
 STAMP_BITS = 32  # the cycle counter read bursts are stamped with
 
 
-class AxiMemory(wiring.Component):
-    """The slave end of an AXI4 bus (``axi``), ``depth_words`` beats deep.
 
-    ``rate_q``: sustained bytes per cycle times 2^RATE_FRAC_BITS (None or at least a beat: no throttle).
+
+def lfsr_seed(port: int) -> int:
+    """Port g's LFSR seed: a different stall pattern per port, never the all-zero state."""
+    return (0xACE1 + 0x2F1B * port) & 0xFFFF or 1
+
+
+class AxiMemory(wiring.Component):
+    """The slave end of ``ports`` AXI4 buses (``axi[g]``) over one array ``depth_words`` beats deep.
+
+    ``rate_q``: sustained bytes per cycle of a port times 2^RATE_FRAC_BITS (None or at least a beat: no throttle).
     """
 
     def __init__(self, data_bytes: int, depth_words: int, latency: int = 2, outstanding: int = 1,
-                 rate_q: int | None = None):
+                 rate_q: int | None = None, ports: int = 1):
         if latency < 2:
             raise ValueError(f"read latency {latency}: a burst is queued a cycle before its first beat (>= 2)")
-        self.data_bytes, self.depth = data_bytes, depth_words
+        self.data_bytes, self.depth, self.nports = data_bytes, depth_words, ports
         self.latency, self.outstanding = latency, outstanding
         beat_q = data_bytes << RATE_FRAC_BITS
         self.rate_q = rate_q if rate_q is not None and rate_q < beat_q else None
-        super().__init__({"axi": In(axi4_signature(8 * data_bytes)), "stall_rate": In(STALL_RATE_BITS)})
+        super().__init__({"axi": In(axi4_signature(8 * data_bytes)).array(ports), "stall_rate": In(STALL_RATE_BITS)})
         self.storage = Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
     def elaborate(self, platform):
         m = Module()
-        a = self.axi
-        lb = self.data_bytes.bit_length() - 1
         m.submodules.storage = mem = self.storage
+        for g in range(self.nports):
+            self._port(m, mem, self.axi[g], g)
+        return m
+
+    def _port(self, m: Module, mem: Memory, a, g: int) -> None:
+        lb = self.data_bytes.bit_length() - 1
         rp = mem.read_port(domain="comb")
         wp = mem.write_port(granularity=8)
-        lfsr = Signal(16, init=0xACE1)
+        lfsr = Signal(16, init=lfsr_seed(g), name=f"lfsr{g}")
         m.d.sync += lfsr.eq((lfsr << 1) | (lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]))
         go_r = Signal()
         go_w = Signal()
@@ -73,7 +88,7 @@ class AxiMemory(wiring.Component):
         now = Signal(STAMP_BITS)
         m.d.sync += now.eq(now + 1)
         burst = data.StructLayout({"addr": 64 - lb, "len": AXI_LEN_BITS, "stamp": STAMP_BITS})
-        m.submodules.bursts = queue = SyncFIFO(width=burst.size, depth=self.outstanding)
+        m.submodules[f"bursts{g}"] = queue = SyncFIFO(width=burst.size, depth=self.outstanding)
         head = burst(queue.r_data)
         entry = Signal(burst)
         m.d.comb += [a.arready.eq(queue.w_rdy & go_r), entry.addr.eq(a.araddr >> lb), entry.len.eq(a.arlen),
@@ -109,4 +124,3 @@ class AxiMemory(wiring.Component):
             m.d.comb += a.bvalid.eq(go_w)
             with m.If(a.bready & go_w):
                 m.d.sync += bpend.eq(0)
-        return m

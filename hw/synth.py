@@ -63,9 +63,10 @@ def _categorize(cells: dict[str, int]) -> dict[str, int]:
 
 
 def _kind(module: str) -> str:
-    """'flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain' (instances of one generator share a kind)."""
+    """'flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain', 'core.ld.lane2.bursts' -> 'core.ld.lane.bursts'
+    (instances of one generator share a kind)."""
     name = module.lstrip("\\").split(".", 1)[-1] if "." in module else "top"
-    return re.sub(r"\d+$", "", name)
+    return re.sub(r"\d+(?=\.|$)", "", name)
 
 
 def yosys_binary() -> str:

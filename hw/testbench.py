@@ -1,5 +1,6 @@
-"""Simulation top: the Vitis kernel with its memory port on :class:`AxiMemory` (the config's latency, bursts in
-flight and channel rate).
+"""Simulation top: the Vitis kernel with its memory masters on :class:`AxiMemory`, a port each (the config's
+latency, bursts in flight and one channel's sustained rate: a master over several channels is throttled as if
+it read one at a time, as the performance model charges it).
 
 Only ``ap_clk``, ``ap_rst_n``, the AXI4-Lite control port, ``stall_rate`` and ``interrupt`` leave
 it; the harness reaches the memory's ``storage`` array directly between runs.
@@ -36,8 +37,10 @@ class KernelTestbench(wiring.Component):
         m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words,
                                                     latency=self.cfg.mem_latency_cycles,
                                                     outstanding=self.cfg.axi_outstanding,
-                                                    rate_q=channel_rate_q(self.cfg))
-        wiring.connect(m, core.axi, mem.axi)
+                                                    rate_q=channel_rate_q(self.cfg),
+                                                    ports=self.cfg.axi_masters)
+        for g in range(self.cfg.axi_masters):
+            wiring.connect(m, core.axi[g], mem.axi[g])
         m.d.comb += mem.stall_rate.eq(self.stall_rate)
         for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(), False):
             port = getattr(self, name)

@@ -22,7 +22,7 @@ def stream(latency: int, outstanding: int, bursts: int, beats: int, rate: float 
     m.submodules.mem = mem = AxiMemory(BEAT, 256, latency=latency, outstanding=outstanding, rate_q=rate_q)
     mem.storage.init = [1000 + i for i in range(256)]
     m.submodules.master = master = AxiMaster(BEAT, readers=1, outstanding=outstanding)
-    wiring.connect(m, master.bus, mem.axi)
+    wiring.connect(m, master.bus, mem.axi[0])
     rd = master.read[0]
     asked, got = [], []
 

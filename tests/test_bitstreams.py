@@ -108,3 +108,36 @@ def test_cli_writes_flows_and_refuses_a_virtual_alveo(tmp_path, capsys):
     assert "the virtual board is a PYNQ board" in capsys.readouterr().err
     assert main(["hw", "bitstream", "--board", "vc707", "-o", str(tmp_path)]) == 2
     assert "unknown board 'vc707'" in capsys.readouterr().err
+
+
+def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
+    """A master per channel (the hbm4 preset): kernel.xml declares each m_axi port once, link.cfg links each once, to
+    the HBM bank of its channel, and every buffer argument and every region the compiler placed lies on the port
+    linked to that region's channel."""
+    import xml.etree.ElementTree as ET
+
+    from flightc.bitstreams.vitis import link_cfg
+    from flightc.hw.kernel_xml import kernel_xml
+    from flightc.sim.perf.calibration import calibration_bundle
+
+    cfg = PRESETS["hbm4"]
+    kernel = ET.fromstring(kernel_xml(cfg))
+    ports = [p.get("name") for p in kernel.iter("port") if p.get("mode") == "master"]
+    assert ports == [f"m_axi_gmem{g}" for g in range(cfg.axi_masters)]
+    sp = re.findall(r"^sp=flightc_1\.(\S+):HBM\[(\d+)(?::(\d+))?\]$", link_cfg(BOARDS["u280"], cfg), re.M)
+    assert sorted(port for port, _, _ in sp) == sorted(ports)  # each port linked, once
+    bank_port = {bank: port for port, a, b in sp for bank in range(int(a), int(b or a) + 1)}
+    assert bank_port == {c: f"m_axi_gmem{c}" for c in range(cfg.mem_channels)}  # master c on HBM[c]
+    args = {a.get("name"): a.get("port") for a in kernel.iter("arg")}
+    assert {args[f"channel_base{c}"] for c in range(cfg.mem_channels)} == set(ports)
+    assert args["program_addr"] == bank_port[0]  # the fetch reads through master 0
+    placed = calibration_bundle(cfg).manifest["memory_map"]["regions"]
+    assert {r.get("stripe", 1) for r in placed} > {1}  # some regions striped over several channels
+    for r in placed:
+        for c in range(r["channel"], r["channel"] + r.get("stripe", 1)):
+            assert args[f"channel_base{c}"] == bank_port[c], r["name"]
+
+
+def test_a_pynq_flow_refuses_several_masters(tmp_path):
+    with pytest.raises(FlightcError, match="4 memory masters; the kv260 block design connects one"):
+        write_flow(BOARDS["kv260"], PRESETS["hbm4"], tmp_path)

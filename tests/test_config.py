@@ -19,6 +19,25 @@ def test_hash_ignores_the_name_but_not_parameters():
     assert cfg.replace(clock_mhz=101.0).hash != cfg.hash
 
 
+def test_the_memory_calibration_preset_differs_from_u280_only_where_the_docs_say():
+    """hbm4 keeps the u280's memory system per channel (clock, port width, bursts, bursts in flight, latency) with
+    a master per channel; docs/rtl.md's table lists exactly the fields that differ, with both values."""
+    import re
+    from pathlib import Path
+
+    u, h = PRESETS["u280"].to_dict(), PRESETS["hbm4"].to_dict()
+    differ = {k: (str(u[k]), str(h[k])) for k in u if k != "name" and u[k] != h[k]}
+    text = (Path(__file__).resolve().parents[1] / "docs" / "rtl.md").read_text()
+    table = text[text.index("| field | u280 | hbm4 |"):]
+    listed = {k: (a, b) for k, a, b in re.findall(r"^\| `(\w+)` \| ([^|]+?) \| ([^|]+?) \|$", table.split("\n\n")[0],
+                                                  re.M)}
+    assert listed == differ
+    assert PRESETS["hbm4"].axi_masters == PRESETS["hbm4"].mem_channels >= 4 and h["axi_data_bytes"] == 64
+    for same in ("clock_mhz", "mem_channel_gbps", "axi_data_bytes", "axi_burst_beats", "axi_outstanding",
+                 "mem_latency_cycles", "unit_queue_depth"):
+        assert same not in differ
+
+
 def test_u280_matches_the_published_build():
     cfg = PRESETS["u280"]
     assert cfg.clock_mhz == 225 and cfg.num_cores == 3

@@ -102,7 +102,7 @@ class SearchSpace:
         p = self.part
         channels = int(params["mem_channels"])
         return self.base.replace(
-            axi_masters=1,  # one master for all channels: what the RTL generator builds so far
+            axi_masters=1,  # one master for all channels: the resource model is fitted on one-master kernels so far
             name=name, clock_mhz=float(params["clock_mhz"]), num_cores=int(params["num_cores"]),
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
             **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=channels,

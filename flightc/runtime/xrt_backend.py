@@ -55,7 +55,8 @@ class XrtPort:
 
     def allocate(self, name: str, nbytes: int) -> int:
         m = re.fullmatch(r"channel(\d+)", name)
-        bank = self.banks.get(int(m.group(1))) if m else None
+        # a channel in its HBM bank; the instruction stream in channel 0's, which master 0 (the fetch's) reaches
+        bank = self.banks.get(int(m.group(1)) if m else 0)
         group = bank if bank is not None else self.kernel.group_id(0)
         bo = self.x.bo(self.device, nbytes, self.x.bo.normal, group)
         addr = bo.address()

@@ -1,6 +1,6 @@
 """LD's timing contract: bursts asked for ahead of their data, answered after the memory's latency.
 
-``hw/dma.py``'s LD has an *issuer* that asks for each row's bursts (a cycle each, at most
+``hw/load.py``'s LD lane has an *issuer* that asks for each row's bursts (a cycle each, at most
 ``axi_outstanding`` in flight: a burst's slot frees the cycle after its last beat) and a *receiver*
 that takes the beats in order and writes each to the buffer (a cycle, two when its bytes straddle
 two buffer words). ``hw/sim_memory.py`` answers a burst accepted in cycle t from cycle
@@ -9,7 +9,8 @@ less than a beat a cycle, no faster than its sustained rate. That is a max-plus 
 bursts, computed here burst by burst; a run of identical bursts that has settled into a period is
 jumped over, so a megabyte row costs a few dozen steps. The state carries over from one LD to the
 next (:class:`LoadModel`): the next one's bursts follow the last one's, and with several memory
-masters each has its own pipeline.
+masters each LD lane (``hw/load.py``) has its own pipeline: lane g takes a striped row's units on
+master g's channels, lane 0 every plain and gathered row.
 
 Conventions as in :mod:`.timing`: busy runs from the cycle after the instruction is accepted to the
 cycle LD reports done.
@@ -194,6 +195,12 @@ class LoadModel:
 
     def _compute(self, ins, accept: float) -> tuple[int, int]:
         pipes = self._striped(ins, accept) if striped(ins) else [self._rows(ins, accept)]
+        # the lanes past the first without a share: a striped row's ROW and AR states, a plain one's end marker
+        for g in range(1, self.cfg.axi_masters):
+            if not any(p is self.pipes.get(g) for p in pipes):
+                p = self._pipe(g, accept)
+                p.t += 2 if striped(ins) else 0
+                pipes.append(p)
         ends = [p.end() for p in pipes]
         for p in pipes:
             self._settles(p)
@@ -203,7 +210,7 @@ class LoadModel:
         """Per row: its ROW state, its bursts (a gathered row first asks for its id and waits for it) and the AR
         state that finds the row done."""
         cfg = self.cfg
-        p = self._pipe(ins.channel // cfg.channels_per_master, accept)
+        p = self._pipe(0, accept)  # lane 0, through whichever master holds the row
         for r in range(ins.rows):
             p.t += 1  # ROW
             src = ins.hbm_addr + r * ins.hbm_stride
@@ -218,8 +225,9 @@ class LoadModel:
         return p
 
     def _striped(self, ins, accept: float) -> list[LoadPipeline]:
-        """One row over ``stripe`` channels: each master asks for the units on its channels, in the row's order, a
-        unit at a time (aligned units are one burst each); the masters run side by side."""
+        """One row over ``stripe`` channels: each master's lane asks for the units on its channels, in the row's
+        order, a unit at a time (aligned units are one burst each); the lanes run side by side, and lane 0 goes
+        through the ROW and AR states even when none of the row is on its master."""
         cfg = self.cfg
         w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
         units = -(-ins.row_bytes // unit)
@@ -232,6 +240,7 @@ class LoadModel:
                 pipes[g].t += 1  # ROW
             return pipes[g]
 
+        pipe(0)
         if ins.hbm_addr % unit == 0:  # every unit but the last alike (same lanes, no 4 KiB boundary inside)
             full = row_bursts(ins.hbm_addr, ins.buf_addr, unit, w, cfg.axi_burst_beats)
             count: dict[int, int] = {}

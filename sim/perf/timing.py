@@ -1,7 +1,7 @@
 """How many cycles each unit of the generated core spends on one instruction: its timing contract.
 
 Every formula here counts the states of a unit's state machine in ``flightc.hw`` (the MPE in
-``hw/mpe.py``, LD/ST in ``hw/dma.py``, the SFU in ``hw/sfu.py``) for an uncontended run; the
+``hw/mpe.py``, LD in ``hw/load.py``, ST in ``hw/dma.py``, the SFU in ``hw/sfu.py``) for an uncontended run; the
 microarchitecture parameters (buffer word, burst length, AXI width, divider and square-root
 widths) come from the config, which the generator builds from too; nothing here imports Amaranth.
 The calibration tests run the same instructions on the RTL and compare, so a change to a state

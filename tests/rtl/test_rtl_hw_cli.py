@@ -49,6 +49,9 @@ def test_generator_refuses_what_it_cannot_build_and_names_the_limit():
         check_rtl_config(CFG.replace(chain_length=12, dsp_group=2))
     with pytest.raises(ConfigError, match="axi_data_bytes = 16: the DMA moves a beat as one buffer word"):
         check_rtl_config(CFG.replace(axi_data_bytes=16))
-    with pytest.raises(ConfigError, match="axi_masters = 2: the generator builds one memory master per core"):
-        check_rtl_config(CFG.replace(axi_masters=2))
+    with pytest.raises(ConfigError, match="axi_masters = 3: must be a power of two"):
+        check_rtl_config(CFG.replace(mem_channels=6, axi_masters=3))
+    with pytest.raises(ConfigError, match="buffers PRM: with 4 masters each buffer is 4 banks interleaved every "
+                                          "1024 bytes, so its size must be a multiple of 4096 bytes"):
+        check_rtl_config(PRESETS["hbm4"].replace(prm_buffer_kib=2))
     check_rtl_config(CFG)  # the preset the tests build

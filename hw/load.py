@@ -1,0 +1,258 @@
+"""LD, memory -> buffer, as one lane per memory master: each lane reads its share of a striped row through its
+own master, so every channel of a striped matrix streams at once.
+
+A lane is the LD of one master: an *issuer* asks for bursts, up to ``axi_outstanding`` ahead, and
+queues a descriptor for each (where its bytes go, its first lane, its byte count); a *receiver*
+takes the beats as they come, a beat a cycle, and writes each rotated onto the buffer's lanes (a
+second cycle when its bytes straddle two buffer words). Every lane sees every LD: of a striped row
+(:func:`flightc.isa.footprint.stripe_layout`) lane k takes the units on master k's channels, in
+the row's order; lane 0 also takes plain and gathered rows, through whichever master holds them (a
+gathered row first reads its id on channel 0 and waits for it). Once a lane's issuer has asked for
+every burst it queues an end marker; LD is ``ready`` for the next instruction when every issuer
+is, and ``done`` when every lane's receiver has reached the instruction's marker.
+"""
+from __future__ import annotations
+
+from functools import reduce
+from operator import and_
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import Out
+
+from flightc.config import HardwareConfig
+from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
+from flightc.hw.axi_rules import LD_IN_FLIGHT
+from flightc.hw.buffers import first_lanes, rotate_bytes, shift_bytes, word_port_signature
+from flightc.hw.decode import BUF_SEL_BITS
+from flightc.hw.dma import DmaUnit, burst_beats
+from flightc.hw.unit import unit_signature
+from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
+
+
+def pick(values: list, index):
+    """``values[index]`` for a signal ``index`` (the only one when there is one)."""
+    return values[0] if len(values) == 1 else Array(values)[index]
+
+
+def lane_port_name(cfg: HardwareConfig, lane: int) -> str:
+    """The buffer-bank port of an LD lane ("ld" when there is one)."""
+    return "ld" if cfg.axi_masters == 1 else f"ld{lane}"
+
+
+class LoadLane(DmaUnit):
+    """The LD of one memory master (``lane``); lane 0 reads through every master (``rd[g]``: master g), the
+    others through their own (``rd[0]``)."""
+
+    UNIT, OPCODE = Unit.LD, Opcode.LD
+
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], lane: int = 0):
+        self.lane = lane
+        self.reach = cfg.axi_masters if lane == 0 else 1
+        bits = 8 * cfg.axi_data_bytes
+        super().__init__(cfg, channel_base, rd=Out(read_client_signature(bits)).array(self.reach), ready=Out(1))
+
+    def walk(self, m, f, rows, left, bases, ch, dst, src) -> None:
+        cfg, w, lb, port = self.cfg, self.beat_bytes, self.lane_bits, self.port
+        rds = [self.rd[g] for g in range(self.reach)]
+        cpm = cfg.channels_per_master
+        burst_bytes = cfg.axi_burst_beats * w
+        desc = data.StructLayout({"dst": BUF_ADDR_BITS, "buf": BUF_SEL_BITS, "lane": max(1, lb),
+                                  "nbytes": range(burst_bytes + 1), "ident": 1, "end": 1,
+                                  "master": max(1, (self.reach - 1).bit_length())})
+        m.submodules.bursts = queue = SyncFIFO(width=desc.size, depth=cfg.axi_outstanding)
+        head = desc(queue.r_data)
+        entry = Signal(desc)
+        m.d.comb += queue.w_data.eq(entry.as_value())
+        ident = Signal(32)
+        id_ready = Signal()  # the receiver has the gathered row's id
+        gather_phase = Signal()  # the issuer is reading the id of the current row
+        # ---- receiver: the head descriptor's beats (from its master), ``taken`` bytes of it so far
+        r_valid = Signal()
+        r_ready = Signal()
+        r_data = Signal(8 * w)
+        m.d.comb += [r_valid.eq(pick([r.r.valid for r in rds], head.master)),
+                     r_data.eq(pick([r.r.payload.data for r in rds], head.master))]
+        for g, r in enumerate(rds):
+            m.d.comb += r.r.ready.eq(r_ready & (head.master == g))
+        pend = Signal()
+        pend_second = Signal()  # its first word is written; the rest goes to the next word
+        pend_data = Signal(8 * w)
+        pend_addr = Signal(BUF_ADDR_BITS)
+        pend_n = Signal(range(w + 1))
+        pend_buf = Signal(BUF_SEL_BITS)
+        pend_head = pend_addr[:lb]
+        straddles = pend_head + pend_n > w
+        m.d.comb += [port.buf.eq(pend_buf), port.we.eq(1), port.req.eq(pend), port.wdata.eq(pend_data),
+                     port.addr.eq(Mux(pend_second, pend_addr + w, pend_addr)),
+                     port.wmask.eq(Mux(pend_second, first_lanes((pend_head + pend_n - w)[:lb + 1], w),
+                                       first_lanes(Mux(straddles, w - pend_head, pend_n), w) << pend_head))]
+        finishing = port.gnt & (pend_second | ~straddles)
+        free = ~pend | finishing
+        with m.If(port.gnt):
+            m.d.sync += pend_second.eq(~pend_second & straddles)
+            with m.If(finishing):
+                m.d.sync += pend.eq(0)
+        taken = Signal(range(burst_bytes + 1))
+        lane = Mux(taken == 0, head.lane, 0)
+        rest = head.nbytes - taken
+        nb = Signal(range(w + 1))
+        m.d.comb += [nb.eq(Mux(rest < (w - lane), rest, w - lane)), r_ready.eq(queue.r_rdy & ~head.end & free)]
+        with m.If(queue.r_rdy & head.end & ~pend):  # every byte of the instruction written
+            m.d.comb += [queue.r_en.eq(1), self.done.eq(1)]
+        beat = shift_bytes(m, r_data, lane, w)  # the wanted bytes from byte 0
+        with m.If(r_valid & r_ready):
+            with m.If(nb == rest):
+                m.d.comb += queue.r_en.eq(1)
+                m.d.sync += taken.eq(0)
+            with m.Else():
+                m.d.sync += taken.eq(taken + nb)
+            with m.If(head.ident):
+                m.d.sync += ident.eq(Mux(taken == 0, beat[:32],
+                                         ident | shift_bytes(m, beat[:32], taken[:2], 4, left=True)))
+                with m.If(nb == rest):
+                    m.d.sync += id_ready.eq(1)
+            with m.Else():
+                addr = head.dst + taken
+                m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(addr), pend_n.eq(nb), pend_buf.eq(head.buf),
+                             pend_data.eq(rotate_bytes(m, beat, addr[:lb], w))]
+        # ---- issuer
+        striping = (f.stripe > 1) & ~f.gather  # a gather's stripe cuts its table in blocks instead
+        works = Const(1) if self.lane == 0 else striping  # lanes past the first take only striped rows
+        target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of a plain or gathered row's next burst (lane 0)
+        # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first
+        first, past = self.lane * cpm, (self.lane + 1) * cpm
+        lo, hi = Signal.like(f.stripe), Signal.like(f.stripe)
+        lo_ch = Mux(f.channel < first, first - f.channel, 0)
+        hi_ch = Mux(f.channel < past, past - f.channel, 0)
+        m.d.comb += [lo.eq(Mux(lo_ch < f.stripe, lo_ch, f.stripe)), hi.eq(Mux(hi_ch < f.stripe, hi_ch, f.stripe))]
+        unit = Const(1, 17) << f.stripe_log2
+        stripe_k = Signal.like(f.stripe)  # the unit's channel within the stripe
+        unit_off = Signal(17)  # bytes of the unit asked for
+        row_base = Signal.like(f.row_bytes)  # where the lane's first unit of this round starts in the row
+        rel = Signal.like(f.row_bytes)  # the unit's offset from it
+        chan_off = Signal(AXI_ADDR_BITS)  # units before it on its channel, in bytes
+        u0 = Signal(len(f.row_bytes) + 1)
+        m.d.comb += u0.eq(row_base + rel)
+        rest_row = f.row_bytes - u0
+        unit_bytes = Mux(rest_row < unit, rest_row, unit)
+        unit_left = Signal(17)
+        m.d.comb += unit_left.eq(unit_bytes - unit_off)
+        have_unit = (stripe_k < hi) & (u0 < f.row_bytes)
+        stripe_ch = Signal.like(f.channel)
+        m.d.comb += stripe_ch.eq(Mux(f.channel + stripe_k < cfg.mem_channels, f.channel + stripe_k, 0))
+        with m.FSM() as fsm:
+            self.idle(m, "ROW", rows.count.eq(0))
+            with m.State("ROW"):
+                with m.If((rows.count == f.rows) | ~works):
+                    m.d.comb += [entry.end.eq(1), queue.w_en.eq(queue.w_rdy)]
+                    with m.If(queue.w_rdy):
+                        m.next = "IDLE"
+                with m.Elif(striping):
+                    m.d.sync += [dst.eq(rows.buf), stripe_k.eq(lo), unit_off.eq(0), row_base.eq(lo << f.stripe_log2),
+                                 rel.eq(0), chan_off.eq(0), gather_phase.eq(0)]
+                    m.next = "AR"
+                with m.Elif(f.gather):
+                    m.d.sync += [src.eq(bases[0] + f.ids_addr + (rows.count << 2)), left.eq(4), target.eq(0),
+                                 gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf)]
+                    m.next = "AR"
+                with m.Else():
+                    m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf),
+                                 target.eq(ch // cpm)]
+                    m.next = "AR"
+            with m.State("AR"):
+                at = Signal(AXI_ADDR_BITS)
+                limit = Signal.like(f.row_bytes)  # bytes this burst may take
+                to = Signal(BUF_ADDR_BITS)
+                master = Signal.like(target)
+                m.d.comb += [at.eq(Mux(striping, bases[stripe_ch] + f.hbm_addr + chan_off + unit_off, src)),
+                             limit.eq(Mux(striping, unit_left, left)),
+                             to.eq(Mux(striping, dst + u0 + unit_off, dst)),
+                             master.eq(Mux(striping, 0, target))]
+                with m.If(Mux(striping, ~have_unit, left == 0)):
+                    with m.If(gather_phase):
+                        with m.If(id_ready):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel
+                            block_ch = Signal.like(f.channel)
+                            within = (ident & ((Const(1, 33) << f.stripe_log2) - 1)) * f.hbm_stride
+                            offset = Mux(f.stripe > 1, within, ident.as_signed() * f.hbm_stride)
+                            row_ch = Signal.like(f.channel)
+                            m.d.comb += [block_ch.eq(Mux(f.stripe > 1, f.channel + (ident >> f.stripe_log2), ch)),
+                                         row_ch.eq(Mux(block_ch < cfg.mem_channels, block_ch, 0))]
+                            m.d.sync += [src.eq(bases[row_ch] + f.hbm_addr + offset), target.eq(row_ch // cpm),
+                                         left.eq(f.row_bytes), gather_phase.eq(0)]
+                    with m.Else():
+                        rows.next(m)
+                        m.next = "ROW"
+                with m.Else():
+                    want, to_b = burst_beats(at, limit, lb)
+                    n = Mux(want < to_b, want, to_b)
+                    n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
+                    room = (n << lb) - at[:lb]
+                    nbytes = Signal(range(burst_bytes + 1))
+                    m.d.comb += nbytes.eq(Mux(limit < room, limit, room))
+                    ar_ready = pick([r.ar.ready for r in rds], master)
+                    for g, r in enumerate(rds):
+                        m.d.comb += [r.ar.valid.eq(queue.w_rdy & (master == g)),
+                                     r.ar.payload.addr.eq(at & ~Const(w - 1, AXI_ADDR_BITS)),
+                                     r.ar.payload.len.eq(((at[:lb] + nbytes + (w - 1)) >> lb) - 1)]
+                    m.d.comb += [entry.dst.eq(to), entry.buf.eq(f.buf), entry.lane.eq(at[:max(1, lb)]),
+                                 entry.nbytes.eq(nbytes), entry.ident.eq(gather_phase), entry.master.eq(master),
+                                 queue.w_en.eq(queue.w_rdy & ar_ready)]
+                    with m.If(queue.w_en):
+                        with m.If(~striping):
+                            m.d.sync += [src.eq(src + nbytes), left.eq(left - nbytes)]
+                            with m.If(~gather_phase):
+                                m.d.sync += dst.eq(dst + nbytes)
+                        with m.Elif(unit_left == nbytes):  # on to the lane's next unit, on its next channel
+                            m.d.sync += [unit_off.eq(0), stripe_k.eq(stripe_k + 1), rel.eq(rel + unit)]
+                            with m.If(stripe_k + 1 == hi):  # the next round of the stripe
+                                m.d.sync += [stripe_k.eq(lo), rel.eq(0), chan_off.eq(chan_off + unit),
+                                             row_base.eq(row_base + (f.stripe << f.stripe_log2))]
+                        with m.Else():
+                            m.d.sync += unit_off.eq(unit_off + nbytes)
+        m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
+
+
+class LoadUnit(wiring.Component):
+    """LD as ``axi_masters`` lanes (:class:`LoadLane`) behind one instruction handshake: ``port[k]`` is lane k's
+    buffer port, ``rd[k]`` its own master's reader, ``far[g - 1]`` lane 0's reader on master g."""
+
+    UNIT = Unit.LD
+
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        self.cfg = cfg
+        n = cfg.axi_masters
+        bits = 8 * cfg.axi_data_bytes
+        self.lanes = [LoadLane(cfg, channel_base, k) for k in range(n)]
+        members = {"ctl": Out(unit_signature(Unit.LD)), "ready": Out(1),
+                   "port": Out(word_port_signature(cfg.buffer_port_bytes)).array(n),
+                   "rd": Out(read_client_signature(bits)).array(n)}
+        if n > 1:
+            members["far"] = Out(read_client_signature(bits)).array(n - 1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        for k, lane in enumerate(lanes):
+            m.submodules[f"lane{k}"] = lane
+            wiring.connect(m, wiring.flipped(self.port[k]), lane.port)
+            wiring.connect(m, wiring.flipped(self.rd[k]), lane.rd[0])
+            m.d.comb += [lane.ctl.start.eq(self.ctl.start), lane.ctl.instr.eq(self.ctl.instr)]
+            if k:
+                wiring.connect(m, wiring.flipped(self.far[k - 1]), lanes[0].rd[k])
+        m.d.comb += self.ready.eq(reduce(and_, [lane.ready for lane in lanes]))
+        if len(lanes) == 1:
+            m.d.comb += self.ctl.done.eq(lanes[0].done)
+            return m
+        # done in order once every lane is: each counts the instructions it has finished and LD has not
+        have = []
+        for k, lane in enumerate(lanes):
+            ahead = Signal(range(LD_IN_FLIGHT + 1), name=f"ahead{k}")
+            have.append((ahead, lane.done, (ahead != 0) | lane.done))
+        every = reduce(and_, [h for _, _, h in have])
+        m.d.comb += self.ctl.done.eq(every)
+        for ahead, done, _ in have:
+            m.d.sync += ahead.eq(ahead + done - every)
+        return m
