@@ -3,7 +3,7 @@
 Compiles each real-size config programs-only for a preset, keeps only the LDs that bring weight
 tiles (flightc.sim.perf.stream) and times them with the performance model: masters, bursts in
 flight, the memory's latency, channels shared by cores. The second row of each model is the same
-step through one master per core (what the RTL generator builds today), for contrast.
+step through one master per core (a config with `axi_masters` = 1), for contrast.
 
     python bench/weight_stream.py [--hw u280] [--format w4g128s8:16] [--models llama2-7b,opt-6.7b]
 """
