@@ -10,7 +10,7 @@ import pytest
 from flightc.config import PRESETS, Buffer
 from flightc.isa.codec import make
 from flightc.isa.table import Opcode, SysOp
-from flightc.sim.perf.calibration import TOLERANCE, calibration_bundle, model_cycles
+from flightc.sim.perf.calibration import TOLERANCE, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.timing import instruction_work
 from flightc.sim.rtl.differential import CHANNEL_SPAN, compare, memory_bytes_for, run_rtl
@@ -66,6 +66,18 @@ def test_timing_contract_is_exact_per_instruction(sim):
     tiny = PRESETS["tiny"]
     assert any(instruction_work(tiny, ins).cycles != instruction_work(CFG, ins).cycles
                for _, ins, _ in isolated_cases(CFG, extent, bundle.images, bundle.program("decode", 4)[0]))
+
+
+def test_model_within_tolerance_on_compiled_programs(sim):
+    """Every prefill and decode step of the calibration model compiled for hbm4 (weights striped over the four
+    channels), on the RTL and on the performance model."""
+    bad = []
+    results = compiled_agreement(calibration_bundle(CFG))
+    for a, _, _ in results:
+        print(f"{a.name}: rtl {a.rtl_cycles:,} model {a.model_cycles:,} ({a.error:+.2%})")
+        if abs(a.error) > TOLERANCE:
+            bad.append(f"{a.name}: {a.error:+.2%}")
+    assert len(results) == 7 and not bad, "\n".join(bad)
 
 
 def test_a_striped_matrix_streams_at_the_sustained_rate_of_every_channel(sim):
