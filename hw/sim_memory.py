@@ -18,7 +18,7 @@ host places there, so the ports never share an address).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -33,6 +33,34 @@ STAMP_BITS = 32  # the cycle counter read bursts are stamped with
 
 
 
+STORAGE_MODULE = "flightc_storage"
+STORAGE_VERILOG = f"""
+module {STORAGE_MODULE} #(parameter WORDS = 1, BYTES = 8, PORTS = 1, ABITS = 1) (
+  input clk,
+  input [PORTS*ABITS-1:0] raddr, output [PORTS*BYTES*8-1:0] rdata,
+  input [PORTS*ABITS-1:0] waddr, input [PORTS*BYTES*8-1:0] wdata, input [PORTS*BYTES-1:0] wen);
+  reg [BYTES*8-1:0] storage [0:WORDS-1];
+  genvar p, b;
+  generate for (p = 0; p < PORTS; p = p + 1) begin : port
+    assign rdata[p*BYTES*8 +: BYTES*8] = storage[raddr[p*ABITS +: ABITS]];
+    for (b = 0; b < BYTES; b = b + 1) begin : lane
+      always @(posedge clk) if (wen[p*BYTES + b])
+        storage[waddr[p*ABITS +: ABITS]][b*8 +: 8] <= wdata[p*BYTES*8 + b*8 +: 8];
+    end
+  end endgenerate
+endmodule
+"""  # the bench memory's array: a combinational read and a byte-masked write per port
+
+
+class _StoragePort:
+    """One port's wires to the array: read address and data, write address, data and byte enables."""
+
+    def __init__(self, abits: int, bits: int, nbytes: int, g: int):
+        self.raddr, self.rdata = Signal(abits, name=f"raddr{g}"), Signal(bits, name=f"rdata{g}")
+        self.waddr, self.wdata = Signal(abits, name=f"waddr{g}"), Signal(bits, name=f"wdata{g}")
+        self.wen = Signal(nbytes, name=f"wen{g}")
+
+
 def lfsr_seed(port: int) -> int:
     """Port g's LFSR seed: a different stall pattern per port, never the all-zero state."""
     return (0xACE1 + 0x2F1B * port) & 0xFFFF or 1
@@ -45,7 +73,10 @@ class AxiMemory(wiring.Component):
     """
 
     def __init__(self, data_bytes: int, depth_words: int, latency: int = 2, outstanding: int = 1,
-                 rate_q: int | None = None, ports: int = 1):
+                 rate_q: int | None = None, ports: int = 1, verilog_storage: bool = False):
+        """``verilog_storage``: the array as an instance of :data:`STORAGE_VERILOG` (the Verilator testbench:
+        Amaranth would write, and yosys and Verilator read, an initializer per word of a megabyte array);
+        otherwise an Amaranth memory (Amaranth's own simulator)."""
         if latency < 2:
             raise ValueError(f"read latency {latency}: a burst is queued a cycle before its first beat (>= 2)")
         self.data_bytes, self.depth, self.nports = data_bytes, depth_words, ports
@@ -53,19 +84,31 @@ class AxiMemory(wiring.Component):
         beat_q = data_bytes << RATE_FRAC_BITS
         self.rate_q = rate_q if rate_q is not None and rate_q < beat_q else None
         super().__init__({"axi": In(axi4_signature(8 * data_bytes)).array(ports), "stall_rate": In(STALL_RATE_BITS)})
-        self.storage = Memory(shape=8 * data_bytes, depth=depth_words, init=[])
+        self.verilog_storage = verilog_storage
+        self.storage = None if verilog_storage else Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.storage = mem = self.storage
-        for g in range(self.nports):
-            self._port(m, mem, self.axi[g], g)
+        bits, abits = 8 * self.data_bytes, max(1, (self.depth - 1).bit_length())
+        ports = [_StoragePort(abits, bits, self.data_bytes, g) for g in range(self.nports)]
+        if self.verilog_storage:
+            m.submodules.storage = Instance(
+                STORAGE_MODULE, p_WORDS=self.depth, p_BYTES=self.data_bytes, p_PORTS=self.nports, p_ABITS=abits,
+                i_clk=ClockSignal(), i_raddr=Cat(p.raddr for p in ports), o_rdata=Cat(p.rdata for p in ports),
+                i_waddr=Cat(p.waddr for p in ports), i_wdata=Cat(p.wdata for p in ports),
+                i_wen=Cat(p.wen for p in ports))
+        else:
+            m.submodules.storage = mem = self.storage
+            for p in ports:
+                rp, wp = mem.read_port(domain="comb"), mem.write_port(granularity=8)
+                m.d.comb += [rp.addr.eq(p.raddr), p.rdata.eq(rp.data), wp.addr.eq(p.waddr), wp.data.eq(p.wdata),
+                             wp.en.eq(p.wen)]
+        for g, p in enumerate(ports):
+            self._port(m, p, self.axi[g], g)
         return m
 
-    def _port(self, m: Module, mem: Memory, a, g: int) -> None:
+    def _port(self, m: Module, store: "_StoragePort", a, g: int) -> None:
         lb = self.data_bytes.bit_length() - 1
-        rp = mem.read_port(domain="comb")
-        wp = mem.write_port(granularity=8)
         lfsr = Signal(16, init=lfsr_seed(g), name=f"lfsr{g}")
         m.d.sync += lfsr.eq((lfsr << 1) | (lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]))
         go_r = Signal()
@@ -95,7 +138,7 @@ class AxiMemory(wiring.Component):
                      entry.stamp.eq(now), queue.w_data.eq(entry.as_value()), queue.w_en.eq(a.arvalid & a.arready)]
         raddr = Signal(64 - lb)
         rleft = Signal(AXI_LEN_BITS + 1)
-        m.d.comb += [rp.addr.eq(raddr), a.rdata.eq(rp.data), a.rvalid.eq((rleft != 0) & go_r & r_credit),
+        m.d.comb += [store.raddr.eq(raddr), a.rdata.eq(store.rdata), a.rvalid.eq((rleft != 0) & go_r & r_credit),
                      a.rlast.eq(rleft == 1), a.rresp.eq(0), r_beat.eq(a.rvalid & a.rready)]
         with m.If(r_beat):
             m.d.sync += [raddr.eq(raddr + 1), rleft.eq(rleft - 1)]
@@ -116,7 +159,7 @@ class AxiMemory(wiring.Component):
         with m.Elif(wleft != 0):
             m.d.comb += a.wready.eq(go_w & w_credit)
             with m.If(a.wvalid & a.wready):
-                m.d.comb += [wp.addr.eq(waddr), wp.data.eq(a.wdata), wp.en.eq(a.wstrb), w_beat.eq(1)]
+                m.d.comb += [store.waddr.eq(waddr), store.wdata.eq(a.wdata), store.wen.eq(a.wstrb), w_beat.eq(1)]
                 m.d.sync += [waddr.eq(waddr + 1), wleft.eq(wleft - 1)]
                 with m.If(wleft == 1):
                     m.d.sync += bpend.eq(1)

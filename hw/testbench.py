@@ -38,7 +38,7 @@ class KernelTestbench(wiring.Component):
                                                     latency=self.cfg.mem_latency_cycles,
                                                     outstanding=self.cfg.axi_outstanding,
                                                     rate_q=channel_rate_q(self.cfg),
-                                                    ports=self.cfg.axi_masters)
+                                                    ports=self.cfg.axi_masters, verilog_storage=True)
         for g in range(self.cfg.axi_masters):
             wiring.connect(m, core.axi[g], mem.axi[g])
         m.d.comb += mem.stall_rate.eq(self.stall_rate)

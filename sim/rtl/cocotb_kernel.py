@@ -23,7 +23,7 @@ class Kernel:
     def __init__(self, dut, word_bytes: int):
         self.dut = dut
         self.word_bytes = word_bytes
-        self.storage = dut.kernel.memory.storage
+        self.storage = dut.kernel.memory.storage.storage  # hw/sim_memory.py STORAGE_VERILOG's array
         self.lite = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axi_control"), dut.ap_clk, dut.ap_rst_n,
                                   reset_active_level=False)
 
