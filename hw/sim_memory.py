@@ -42,11 +42,14 @@ module {STORAGE_MODULE} #(parameter WORDS = 1, BYTES = 8, PORTS = 1, ABITS = 1) 
   reg [BYTES*8-1:0] storage [0:WORDS-1];
   genvar p, b;
   generate for (p = 0; p < PORTS; p = p + 1) begin : port
-    assign rdata[p*BYTES*8 +: BYTES*8] = storage[raddr[p*ABITS +: ABITS]];
+    wire [BYTES*8-1:0] mask;
+    wire [ABITS-1:0] wa = waddr[p*ABITS +: ABITS];
     for (b = 0; b < BYTES; b = b + 1) begin : lane
-      always @(posedge clk) if (wen[p*BYTES + b])
-        storage[waddr[p*ABITS +: ABITS]][b*8 +: 8] <= wdata[p*BYTES*8 + b*8 +: 8];
+      assign mask[b*8 +: 8] = {{8{{wen[p*BYTES + b]}}}};
     end
+    assign rdata[p*BYTES*8 +: BYTES*8] = storage[raddr[p*ABITS +: ABITS]];
+    always @(posedge clk) if (|wen[p*BYTES +: BYTES])
+      storage[wa] <= (storage[wa] & ~mask) | (wdata[p*BYTES*8 +: BYTES*8] & mask);
   end endgenerate
 endmodule
 """  # the bench memory's array: a combinational read and a byte-masked write per port
