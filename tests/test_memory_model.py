@@ -149,20 +149,27 @@ def test_the_next_load_asks_for_its_bursts_while_the_last_one_drains():
     assert both.busy_per_class()["LD"] == both.cores[0].end.max() - both.cores[0].start.min()  # counted once
 
 
-def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel():
-    """Modeled on u280 (a master per pseudo-channel, every tile striped over its core's channels): the weight LDs
-    of one LLaMA2-7B decode step reach at least 92% of the sustained 425 GB/s, every channel carrying an equal
-    share."""
+@pytest.fixture(scope="module")
+def llama2_7b_u280():
+    """LLaMA2-7B's programs for u280 (W4 g128 8:16, LM head W8 by the plan's default), without packing weights."""
     from pathlib import Path
 
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
+
+    configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
+    return compile_model(configs / "llama2-7b", "u280", CompressionPlan.parse("w4g128s8:16"), max_len=16,
+                         max_prefill=1, prefill_lengths=[1], random_weights=0, weights=False)
+
+
+def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel(llama2_7b_u280):
+    """Modeled on u280 (a master per pseudo-channel, every tile striped over its core's channels): the weight LDs
+    of one LLaMA2-7B decode step reach at least 92% of the sustained 425 GB/s, every channel carrying an equal
+    share."""
     from flightc.isa.footprint import stripe_layout
     from flightc.sim.perf.stream import weight_stream
 
-    configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
-    c = compile_model(configs / "llama2-7b", "u280", CompressionPlan.parse("w4g128s8:16"), max_len=16,
-                      max_prefill=1, prefill_lengths=[1], random_weights=0, weights=False)
+    c = llama2_7b_u280
     w = weight_stream(c.bundle, "decode", 8)
     print(w)
     assert w.sustained_gbps == pytest.approx(425)
@@ -173,3 +180,28 @@ def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel():
             for ch, _, n in stripe_layout(r["channel"], r["addr"], r["nbytes"], r["stripe"], r["unit"]):
                 per_channel[ch] += n
     assert per_channel.min() > 0.97 * per_channel.max()
+
+
+def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_rows(llama2_7b_u280):
+    """The roofline's bytes cannot drift from what the programs move: the bytes the model's schedule of a 7B decode
+    step reads equal, within 1%, the bundle's weight regions (values, positions, multipliers) and record regions
+    plus the K/V rows the step reads; the rest (embedding row, norm gains, RoPE rows) is under 1%."""
+    from flightc.sim.perf.workload import WorkloadModel
+
+    c = llama2_7b_u280
+    wm = WorkloadModel(c.bundle)
+    pos = 12
+    report = wm.step(1, pos)
+    tb = wm.token_bytes(pos)
+    regions = c.bundle.manifest["memory_map"]["regions"]
+    weights = sum(r["nbytes"] for r in regions if r["kind"] == "weight")
+    records = sum(r["nbytes"] for r in regions if r["kind"] == "param" and r["name"].endswith(".r"))
+    spec = c.bundle.manifest["model"]
+    kv_rows = 2 * spec["num_layers"] * spec["num_kv_heads"] * (pos + 1) * spec["head_dim"]  # INT8 K and V rows
+    assert tb.weight_values + tb.sparse_indices + tb.group_scales == weights
+    assert tb.requant_records == records and tb.kv_cache == kv_rows
+    core = weights + records + kv_rows
+    print(f"model {report.hbm_read_bytes:,} B, regions + K/V rows {core:,} B, other {tb.other:,} B")
+    assert report.hbm_read_bytes == pytest.approx(core, rel=0.01)
+    assert tb.other < 0.01 * core
+    assert report.hbm_read_bytes == pytest.approx(tb.total, rel=1e-3)

@@ -5,12 +5,9 @@ from dataclasses import dataclass
 
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
-from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits, group_scale_max
 
-
-def group_scale_max(bits: int) -> int:
-    """Largest group multiplier such that q * gs stays in INT8 for every b-bit q (1 for 8-bit)."""
-    return 1 if bits == 8 else 127 // (1 << (bits - 1))
+__all__ = ["WeightFormat", "group_scale_max", "q_range"]
 
 
 def q_range(bits: int) -> tuple[int, int]:
@@ -90,6 +87,21 @@ class WeightFormat:
         if k > cfg.max_reduction_length:
             raise UnsupportedError(f"layer {layer}: K = {k} exceeds {cfg.max_reduction_length}, the longest "
                                    f"dot product the {cfg.acc_bits}-bit accumulators hold exactly")
+
+    def byte_shares(self) -> tuple[float, float, float]:
+        """Fractions of a packed row's bytes that are values, sparse positions and group multipliers (for a K that
+        is a whole number of blocks and groups, as every compiled layer's is)."""
+        k = 1 << 16  # a multiple of every block and group size
+        parts = self.row_parts(k)
+        return tuple(p / sum(parts) for p in parts)
+
+    @classmethod
+    def from_label(cls, label: str) -> "WeightFormat":
+        """The inverse of :meth:`label` ('W4 g128 8:16' -> WeightFormat(4, 8, 16, 128)), as bundle manifests
+        record formats."""
+        words = label.lower().split()
+        text = words[0] + "".join(w if w.startswith("g") else "s" + w for w in words[1:])
+        return cls.parse(text)
 
     @classmethod
     def parse(cls, text: str) -> "WeightFormat":

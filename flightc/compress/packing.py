@@ -3,7 +3,8 @@
 One packed row of length K (``WeightFormat.row_bytes``):
   values   nnz b-bit two's-complement values, LSB first
   indices  nnz log2(M)-bit positions within their block of M (sparse formats only), LSB first
-  groups   K / group unsigned 8-bit multipliers (grouped formats only)
+  groups   K / group unsigned 8-bit multipliers (grouped formats only), each at most
+           ``group_scale_max(bits)`` (an ISA rule: q x multiplier is an INT8 operand)
 The dequantizer (:func:`unpack_rows`) is what the hardware's MMU does; the integer reference
 never calls it, so a packing bug shows up as a simulator/reference mismatch.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.quantize import QuantWeight
+from flightc.errors import ProgramError, UnsupportedError
 
 
 def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
@@ -50,6 +52,12 @@ def pack_weight(qw: QuantWeight) -> np.ndarray:
     else:
         parts = [_pack_bits(qw.q, fmt.bits)]
     if fmt.group:
+        big = np.argwhere(np.asarray(qw.gs) > group_scale_max(fmt.bits))
+        if big.size:
+            r, g = big[0]
+            raise UnsupportedError(f"{fmt.label()}: group multiplier {int(qw.gs[r, g])} of row {r}, group {g} exceeds "
+                                   f"{group_scale_max(fmt.bits)}, the largest the ISA allows for {fmt.bits}-bit "
+                                   f"weights (q x multiplier must stay INT8); quantize with flightc.compress.quantize")
         parts.append(qw.gs.astype(np.uint8))
     out = np.concatenate(parts, axis=1)
     assert out.shape[1] == fmt.row_bytes(k)
@@ -65,7 +73,10 @@ def sparse_positions(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.nd
 
 
 def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
-    """Dequantizer: packed rows -> INT8 operand rows [n, k] (q * group multiplier at each kept position)."""
+    """Dequantizer: packed rows -> INT8 operand rows [n, k] (q * group multiplier at each kept position).
+
+    A multiplier above ``group_scale_max(bits)`` breaks an ISA rule and is refused (ProgramError), so the product is
+    always an INT8 value: the hardware may apply multipliers to group partial sums instead, with the same result."""
     n = rows_bytes.shape[0]
     nnz = fmt.nnz(k)
     vbytes = (nnz * fmt.bits + 7) // 8
@@ -81,5 +92,11 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
         dense = vals
     if fmt.group:
         gs = rows_bytes[:, vbytes + ibytes: vbytes + ibytes + k // fmt.group].astype(np.int64)
+        big = np.argwhere(gs > group_scale_max(fmt.bits))
+        if big.size:
+            r, g = big[0]
+            raise ProgramError(f"weight row {r}, group {g}: multiplier {int(gs[r, g])} exceeds "
+                               f"{group_scale_max(fmt.bits)}, the largest the ISA allows for {fmt.bits}-bit weights "
+                               f"(q x multiplier must stay INT8)")
         dense = dense * np.repeat(gs, fmt.group, axis=1)
     return dense.astype(np.int8)

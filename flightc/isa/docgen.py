@@ -1,7 +1,7 @@
 """Generate docs/isa.md from the ISA table (``flightc isa-doc`` / ``make docs``)."""
 from __future__ import annotations
 
-from flightc.isa.table import ISA, ISA_VERSION, FieldKind, Unit
+from flightc.isa.table import ISA, ISA_VERSION, WEIGHT_BITS, FieldKind, Unit, group_scale_max
 
 INTRO = """# Instruction set (ISA {version})
 
@@ -34,6 +34,8 @@ the RTL streams its operands and relies on them):
 - A result may coincide exactly with an operand (same buffer, address, rows, width and stride: RoPE
   or EMUL in place, the residual of REQ_ADD and DEQ_ADD) but must not overlap one partly.
 - The positions of a sparse weight row are distinct and ascending within each block.
+- A group multiplier of b-bit weights is at most {gs_max} (ISA 1.4: `127 // 2^(b-1)`), so q x multiplier
+  is an INT8 operand and the MACs may apply it to a group's partial sum exactly.
 """
 
 
@@ -47,7 +49,8 @@ def field_type(f) -> str:
 
 
 def render() -> str:
-    lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit))]
+    gs_max = ", ".join(f"{group_scale_max(b)} for W{b}" for b in sorted(WEIGHT_BITS.values()) if b != 8)
+    lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit), gs_max=gs_max)]
     lines.append("| class | opcode | unit | bits | meaning |\n|---|---|---|---|---|")
     for cls in ISA.values():
         lines.append(f"| {cls.name} | {int(cls.opcode)} | {cls.unit.name} | {cls.width} | {cls.doc} |")

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.3"
+ISA_VERSION = "1.4"
 WORD_BITS = 32
 
 
@@ -46,6 +46,13 @@ class WeightBits(IntEnum):
 
 
 WEIGHT_BITS = {WeightBits.B2: 2, WeightBits.B3: 3, WeightBits.B4: 4, WeightBits.B8: 8}
+
+
+def group_scale_max(bits: int) -> int:
+    """Largest group multiplier of a ``bits``-wide weight (an ISA rule since 1.4): q x multiplier stays an INT8
+    operand for every stored q, so the MACs may multiply q by the activation and apply the multiplier to the
+    group's partial sum, exactly (1 for 8-bit weights, which take no multipliers)."""
+    return 1 if bits == 8 else 127 // (1 << (bits - 1))
 
 
 class Sparsity(IntEnum):

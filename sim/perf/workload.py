@@ -9,6 +9,7 @@ that is off at the midpoints.
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -16,10 +17,10 @@ import numpy as np
 
 from flightc.bundle import Bundle
 from flightc.compiler.memory import RegionKind
-from flightc.config import Buffer, HardwareConfig
+from flightc.compress.formats import WeightFormat
+from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import decode_program
-from flightc.isa.footprint import weight_format
 from flightc.isa.table import Opcode
 from flightc.sim.perf.report import StepReport, step_report
 from flightc.sim.perf.schedule import Schedule, schedule
@@ -219,26 +220,44 @@ class WorkloadModel:
             raise ValueError(f"channel {channel} address {addr} is in no region of the memory map")
         return regions[i]
 
+    @staticmethod
+    def _layer_of(region: str) -> str:
+        """The linear layer a weight tile's region belongs to ('l0.q.c1.t2.w' -> 'l0.q'; flightc.compiler.memory
+        names them)."""
+        return re.fullmatch(r"(.*?)(?:\.c\d+)?\.t\d+\.w", region).group(1)
+
+    @staticmethod
+    def _per_step(region: dict) -> bool:
+        """A weight or requantization-record region: every decode step reads it whole."""
+        return region["kind"] == RegionKind.WEIGHT.value or (region["kind"] == RegionKind.PARAM.value
+                                                             and region["name"].endswith(".r"))
+
     def token_bytes(self, pos0: int) -> TokenBytes:
-        """What the decode step at ``pos0`` streams from memory, split by kind: weights from the MPE
-        instructions that read them (their format splits values, indices and group scales), every other
-        load by the memory-map region it reads."""
+        """What the decode step at ``pos0`` must stream from memory, split by kind, whichever instructions move
+        it: every weight region of the bundle (each layer's format splits it into values, positions and group
+        multipliers) and every requantization record region, once per step; the K/V rows, embedding row and
+        other parameters the step's loads read."""
         tb = TokenBytes()
+        layers = self.bundle.manifest["layers"]
+        for r in self.bundle.manifest["memory_map"]["regions"]:
+            if not self._per_step(r):
+                continue
+            if r["kind"] == RegionKind.WEIGHT.value:
+                shares = WeightFormat.from_label(layers[self._layer_of(r["name"])]).byte_shares()
+                index, scales = round(r["nbytes"] * shares[1]), round(r["nbytes"] * shares[2])
+                tb.weight_values += r["nbytes"] - index - scales
+                tb.sparse_indices += index
+                tb.group_scales += scales
+            else:
+                tb.requant_records += r["nbytes"]
         for prog in self.programs(1, pos0):
             for ins in prog:
-                if ins.opcode in (Opcode.MM, Opcode.MV) and ins.w_buf == Buffer.WGT:
-                    values, index, scales = weight_format(ins).row_parts(ins.k)
-                    tb.weight_values += ins.n * values
-                    tb.sparse_indices += ins.n * index
-                    tb.group_scales += ins.n * scales
-                elif ins.opcode is Opcode.LD and not ins.gather:
+                if ins.opcode is Opcode.LD and not ins.gather:
                     region = self._region(ins.channel, ins.hbm_addr)
                     nbytes = ins.rows * ins.row_bytes
                     if region["kind"] == RegionKind.KV.value:
                         tb.kv_cache += nbytes
-                    elif region["kind"] == RegionKind.PARAM.value and region["name"].endswith(".r"):
-                        tb.requant_records += nbytes
-                    elif region["kind"] != RegionKind.WEIGHT.value:  # weights: counted at the MPE above
+                    elif not self._per_step(region):  # weights and records: counted above
                         tb.other += nbytes
                 elif ins.opcode is Opcode.LD:
                     tb.other += ins.rows * ins.row_bytes + 4 * ins.rows  # gathered rows and their ids

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flightc import numerics as nm
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight
 from flightc.compress.quantize import QuantWeight
 from flightc.config import Buffer, HardwareConfig
@@ -124,7 +124,9 @@ class _Builder:
             np.put_along_axis(keep, order, True, axis=-1)
             keep = keep.reshape(n, k)
             q = np.where(keep, q, 0)
-        gs = self.rng.integers(0, 256, (n, k // fmt.group if fmt.group else 0))
+        # multipliers within the ISA's rule, the largest often (the operand's extreme)
+        gs = self.rng.integers(0, group_scale_max(fmt.bits) + 1, (n, k // fmt.group if fmt.group else 0))
+        gs[self.rng.random(gs.shape) < 0.2] = group_scale_max(fmt.bits)
         qw = QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep)
         return pack_weight(qw).tobytes()
 

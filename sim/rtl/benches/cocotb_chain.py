@@ -13,7 +13,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge
 
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.config import load_config
@@ -56,7 +56,9 @@ async def chain_matches_dequantizer(dut):
                         q = np.where(keep, q, 0)
                     valid = L if rep % 4 else int(rng.integers(0, L + 1))
                     nnz = fmt.nnz(span)
-                    gs = rng.integers(0, 256, (1, span // group if group else 0)).astype(np.uint8)
+                    gmax = group_scale_max(bits)  # the ISA's largest multiplier, always on the extreme draws
+                    gs = (np.full if extreme else lambda shape, v: rng.integers(0, v + 1, shape))(
+                        (1, span // group if group else 0), gmax).astype(np.uint8)
                     packed = pack_weight(QuantWeight(fmt, q.astype(np.int8), gs, np.ones(1), keep))
                     # lanes past the row's end (valid < L): the DUT sees their values but must ignore them
                     q_ref = q.copy()

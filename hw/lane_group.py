@@ -1,0 +1,168 @@
+"""A lane group: the MACs of one weight stream, two output rows per DSP48E2 against one shared activation.
+
+Batch-1 decode is a matrix-vector product, so FlightLLM's packing (one weight, two tokens) does nothing for it;
+here each of the ``slots`` DSP48E2 slots multiplies one activation ``a[c]`` by two weights of one column, one per
+row of a *row pair*, packed into its 27-bit A operand: ``(q1 << PACK_SHIFT) + q0`` times ``a`` gives
+``q1*a << PACK_SHIFT`` plus ``q0*a``. ``CASCADE`` slots add their products inside the DSPs (the PCIN cascade);
+then the two fields are split, the lower one sign-corrected (``lo`` = the low ``PACK_SHIFT`` bits as a signed
+number, ``hi = (sum - lo) >> PACK_SHIFT``), which is exact while the lower field's sum stays inside its
+``PACK_SHIFT`` bits: the cascade is as long as 8-bit weights against unsigned activations allow.
+
+Group multipliers (at most ``group_scale_max(bits)``, an ISA rule) multiply the partial sum of each
+``SEGMENT``-column segment, so the DSPs see the stored q, not q x multiplier: the sum is the same integer
+``flightc.compress.packing.unpack_rows`` defines. Sparse N:M weights are expanded back to dense columns in the
+stream (zero insertion): every slot multiplies its own column's activation, with no activation multiplexer.
+
+The group takes a chunk a cycle (``flightc.compress.stream``: ``slots`` columns of a row pair) and never stalls;
+the activation vector lives in the group's own copy (written once per vector, read a word per chunk), so no net
+fans one activation out to thousands of slots. A row pair's two dot products come out four cycles after its
+last chunk.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from flightc.compress.formats import WeightFormat
+from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
+from flightc.errors import UnsupportedError
+from flightc.hw.arith import tree
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
+
+PACK_SHIFT = 18  # the second row's field in the DSP48E2's 27-bit A operand (8-bit q1 << 18 fits in 27 bits)
+CASCADE = 4  # slots whose packed products add up in the DSPs before the fields are split
+PRODUCT_MAX = 128 * 255  # largest |q x a|: an 8-bit q (down to -128) times an unsigned 8-bit activation
+if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):
+    raise AssertionError("the lower field of a packed cascade would overflow")  # a constant changed: redo the sums
+DSP_P_BITS = 48  # the DSP48E2 accumulator
+
+
+def formats(slots: int) -> list[tuple[WeightBits, Sparsity, WeightFormat]]:
+    """Every weight format the ISA names that cuts into chunks of ``slots`` columns."""
+    out = []
+    for code, bits in WEIGHT_BITS.items():
+        for sp, (n, m) in SPARSITY_NM.items():
+            fmt = WeightFormat(bits, n, m)
+            try:
+                check_stream(fmt, slots, slots)
+            except UnsupportedError:
+                continue
+            out.append((code, sp, fmt))
+    return out
+
+
+def chunk_layout(slots: int) -> data.StructLayout:
+    """One chunk on the group's input: its bytes (the widest format's), each row's segment multipliers, and
+    whether it opens or closes its row pair."""
+    widest = max(chunk_bytes(fmt, slots) for _, _, fmt in formats(slots))
+    return data.StructLayout({"bytes": 8 * widest, "gs": 8 * 2 * (slots // SEGMENT), "first": 1, "last": 1})
+
+
+class LaneGroup(wiring.Component):
+    """``slots`` DSP48E2 slots, a row pair at a time; ``act_words`` words of ``slots`` activations in its copy."""
+
+    def __init__(self, slots: int, act_words: int, acc_bits: int = 32):
+        if slots % SEGMENT or len(formats(slots)) < len(WEIGHT_BITS) * len(SPARSITY_NM):
+            raise UnsupportedError(f"lane group of {slots} slots: use a multiple of 64 (whole bytes of every "
+                                   f"format's chunk, whole {SEGMENT}-column segments)")
+        self.slots, self.act_words, self.acc_bits = slots, act_words, acc_bits
+        result = data.StructLayout({"row0": signed(acc_bits), "row1": signed(acc_bits)})
+        super().__init__({
+            "chunk": In(stream.Signature(chunk_layout(slots), always_ready=True)),
+            "act_we": In(1), "act_addr": In(range(act_words)), "act_data": In(8 * slots),
+            "bits_code": In(WeightBits), "sparsity": In(Sparsity), "a_unsigned": In(1), "grouped": In(1),
+            "result": Out(stream.Signature(result, always_ready=True)),
+        })
+
+    def _dequantize(self, m: Module, raw, q0: list, q1: list) -> None:
+        """The chunk's stored values and positions -> each column's signed q for both rows (zeros where a sparse
+        row stores nothing), one case per format so only the chunk's own format is evaluated."""
+        S = self.slots
+        sp_bits = len(self.sparsity)
+        with m.Switch(Cat(self.sparsity, self.bits_code)):
+            for code, sp, fmt in formats(S):
+                with m.Case(int(sp) | int(code) << sp_bits):
+                    vb, ib = row_part_bytes(fmt, S)
+                    for r, q in enumerate((q0, q1)):
+                        part = raw[8 * r * (vb + ib):8 * (r + 1) * (vb + ib)]
+                        vals, idx = part[:8 * vb], part[8 * vb:]
+                        b = fmt.bits
+                        value = [vals[b * j:b * (j + 1)].as_signed() for j in range(stored_per_chunk(fmt, S))]
+                        if not fmt.sparse:
+                            m.d.comb += [q[c].eq(value[c]) for c in range(S)]
+                            continue
+                        w = fmt.index_bits
+                        m.d.comb += [q[c].eq(0) for c in range(S)]
+                        for j, v in enumerate(value):  # zero insertion: each stored value lands on its column
+                            block = j // fmt.n
+                            with m.Switch(idx[w * j:w * (j + 1)]):
+                                for p in range(fmt.m):
+                                    with m.Case(p):
+                                        m.d.comb += q[block * fmt.m + p].eq(v)
+
+    def elaborate(self, platform):
+        m = Module()
+        S, N_SEG, N_CAS = self.slots, self.slots // SEGMENT, self.slots // CASCADE
+        m.submodules.acts = acts = Memory(shape=8 * S, depth=self.act_words, init=[])
+        wr = acts.write_port()
+        rd = acts.read_port()
+        m.d.comb += [wr.en.eq(self.act_we), wr.addr.eq(self.act_addr), wr.data.eq(self.act_data)]
+        # ---- stage 0: the chunk arrives; its activations are read from the copy (the column counter is its address)
+        col = Signal(range(self.act_words + 1))
+        here = Mux(self.chunk.payload.first, 0, col)
+        m.d.comb += [rd.en.eq(self.chunk.valid), rd.addr.eq(here)]
+        v1 = Signal()
+        c1 = Signal.like(self.chunk.payload)
+        m.d.sync += v1.eq(self.chunk.valid)
+        with m.If(self.chunk.valid):
+            m.d.sync += [c1.eq(self.chunk.payload), col.eq(here + 1)]
+        # ---- stage 1: dequantize, zero-insert, multiply two rows per slot; each cascade's packed sum
+        q0 = [Signal(signed(8), name=f"q0_{c}") for c in range(S)]
+        q1 = [Signal(signed(8), name=f"q1_{c}") for c in range(S)]
+        self._dequantize(m, c1.bytes, q0, q1)
+        byte = [rd.data[8 * c:8 * c + 8] for c in range(S)]
+        act = [Mux(self.a_unsigned, Cat(a, Const(0, 1)), Cat(a, a[7])).as_signed() for a in byte]
+        cas = [Signal(signed(DSP_P_BITS), name=f"cascade{i}") for i in range(N_CAS)]
+        v2 = Signal()
+        c2 = Signal.like(c1)
+        m.d.sync += v2.eq(v1)
+        with m.If(v1):
+            m.d.sync += c2.eq(c1)
+            for i in range(N_CAS):
+                products = []
+                for c in range(CASCADE * i, CASCADE * (i + 1)):
+                    packed = Signal(signed(27), name=f"a_port{c}")  # the DSP's A operand: two rows' weights
+                    m.d.comb += packed.eq((q1[c] << PACK_SHIFT) + q0[c])
+                    products.append(packed * act[c])
+                m.d.sync += cas[i].eq(tree(products))
+        # ---- stage 2: split each cascade's fields; segment sums times their multipliers; the chunk's partial sums
+        lo = [Signal(signed(PACK_SHIFT), name=f"lo{i}") for i in range(N_CAS)]
+        hi = [Signal(signed(DSP_P_BITS - PACK_SHIFT), name=f"hi{i}") for i in range(N_CAS)]
+        for i in range(N_CAS):
+            m.d.comb += [lo[i].eq(cas[i][:PACK_SHIFT].as_signed()), hi[i].eq((cas[i] - lo[i]) >> PACK_SHIFT)]
+        per_seg = SEGMENT // CASCADE
+        partial = [Signal(signed(self.acc_bits), name=f"partial{r}") for r in range(2)]
+        v3 = Signal()
+        c3 = Signal.like(c1)
+        m.d.sync += v3.eq(v2)
+        with m.If(v2):
+            m.d.sync += c3.eq(c2)
+            for r, field in enumerate((lo, hi)):
+                terms = []
+                for s in range(N_SEG):
+                    seg = tree(field[per_seg * s:per_seg * (s + 1)])
+                    gs = c2.gs[8 * (r * N_SEG + s):8 * (r * N_SEG + s + 1)]
+                    terms.append(Mux(self.grouped, seg * Cat(gs, Const(0, 1)).as_signed(), seg))
+                m.d.sync += partial[r].eq(tree(terms))
+        # ---- stage 3: accumulate the row pair; its sums leave the cycle after its last chunk's
+        acc = [Signal(signed(self.acc_bits), name=f"acc{r}") for r in range(2)]
+        done = Signal()
+        m.d.sync += done.eq(v3 & c3.last)
+        with m.If(v3):
+            for r in range(2):
+                m.d.sync += acc[r].eq(Mux(c3.first, 0, acc[r]) + partial[r])
+        m.d.comb += [self.result.valid.eq(done), self.result.payload.row0.eq(acc[0]),
+                     self.result.payload.row1.eq(acc[1])]
+        return m

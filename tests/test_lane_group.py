@@ -1,0 +1,157 @@
+"""One lane group (hw/lane_group.py) in Amaranth's simulator at real reduction lengths: two rows per DSP48E2
+against one shared activation, group multipliers on segment partial sums, sparse rows expanded in the stream; every
+row pair's sums equal the dequantizer's (flightc.compress.packing.unpack_rows) bit for bit, for extreme operands
+(q at its minimum, a = -128 or 255, the largest multiplier) and random ones."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from flightc.compress.formats import WeightFormat, group_scale_max
+from flightc.compress.packing import pack_weight, unpack_rows
+from flightc.compress.quantize import QuantWeight
+from flightc.compress.stream import SEGMENT, chunk_bytes, pair_chunks
+from flightc.errors import ProgramError, UnsupportedError
+from flightc.hw.lane_group import LaneGroup, formats
+
+SLOTS = 64  # the lane group a 64-byte weight stream fills with dense W4 (two rows x 64 columns x 4 bits a cycle)
+K_REAL = (11_008, 14_336)  # LLaMA2-7B's and LLaMA3-8B's MLP widths: the longest reductions of 7B-class models
+
+
+def _le(b) -> int:
+    return int.from_bytes(np.asarray(b, np.uint8).tobytes(), "little")
+
+
+def _pair(rng, fmt: WeightFormat, k: int, extreme: bool):
+    """A packed row pair: random values and multipliers, or every stored q at its minimum and the largest
+    multiplier."""
+    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
+    q = np.full((2, k), lo) if extreme else rng.integers(lo, hi + 1, (2, k))
+    keep = None
+    if fmt.sparse:
+        order = np.argsort(rng.random((2, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
+        keep = np.zeros((2, k // fmt.m, fmt.m), bool)
+        np.put_along_axis(keep, order, True, axis=-1)
+        keep = keep.reshape(2, k)
+        q = np.where(keep, q, 0)
+    groups = (2, k // fmt.group if fmt.group else 0)
+    gmax = group_scale_max(fmt.bits)
+    gs = np.full(groups, gmax) if extreme else rng.integers(0, gmax + 1, groups)
+    return pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(2), keep))
+
+
+def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, bool]]) -> list:
+    """Stream each job (format, K, packed row pair, activations as bytes, unsigned) through one lane group, a
+    chunk a cycle: its two sums, or None when none came out."""
+    dut = LaneGroup(SLOTS, max(k for _, k, *_ in jobs) // SLOTS)
+    out = []
+
+    async def bench(ctx):
+        for fmt, k, packed, acts, unsigned in jobs:
+            ctx.set(dut.chunk.valid, 0)
+            ctx.set(dut.act_we, 1)
+            for w in range(k // SLOTS):
+                ctx.set(dut.act_addr, w)
+                ctx.set(dut.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
+                await ctx.tick()
+            ctx.set(dut.act_we, 0)
+            ctx.set(dut.bits_code, fmt.bits_code)
+            ctx.set(dut.sparsity, fmt.sparsity)
+            ctx.set(dut.a_unsigned, unsigned)
+            ctx.set(dut.grouped, bool(fmt.group))
+            chunks, gs = pair_chunks(packed, fmt, k, SLOTS)
+            ctx.set(dut.chunk.valid, 1)
+            for j, chunk in enumerate(chunks):
+                ctx.set(dut.chunk.payload, {"bytes": _le(chunk), "gs": _le(gs[j].reshape(-1)), "first": j == 0,
+                                            "last": j == len(chunks) - 1})
+                await ctx.tick()
+            ctx.set(dut.chunk.valid, 0)
+            got = None
+            for _ in range(5):
+                if ctx.get(dut.result.valid):
+                    p = ctx.get(dut.result.payload)
+                    got = (int(p["row0"]), int(p["row1"]))
+                    break
+                await ctx.tick()
+            out.append(got)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def _check(jobs) -> None:
+    got = run_lane_group(jobs)
+    for (fmt, k, packed, acts, unsigned), sums in zip(jobs, got):
+        a = acts.astype(np.int64) if unsigned else acts.view(np.int8).astype(np.int64)
+        want = tuple(int(x) for x in unpack_rows(packed, fmt, k).astype(np.int64) @ a)
+        assert sums == want, f"{fmt.label()} K={k} {'unsigned' if unsigned else 'signed'}: {sums} != {want}"
+
+
+def _acts(rng, k: int, extreme: bool, unsigned: bool) -> np.ndarray:
+    if extreme:
+        return np.full(k, 255 if unsigned else 0x80, np.uint8)  # 255, or -128 as a signed byte
+    return rng.integers(0, 256, k).astype(np.uint8)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_dense_rows_at_real_reduction_lengths_match_the_dequantizer(bits):
+    """Every group size from 32 to 4,096 that divides K, and per-channel scales, at K = 11,008 and 14,336 (4,096
+    divides neither: it runs at 12,288), extreme operands signed and unsigned, and random ones."""
+    rng = np.random.default_rng(bits)
+    jobs = []
+    for k in K_REAL + ((12_288,) if bits != 8 else ()):
+        groups = [0] if bits == 8 else [0] + [g for g in (32, 64, 128, 256, 512, 1024, 2048, 4096)
+                                              if k % g == 0 and (k != 12_288 or g == 4096)]
+        for group in groups:
+            fmt = WeightFormat(bits, group=group)
+            for extreme, unsigned in ((True, False), (True, True), (False, bool(rng.integers(2)))):
+                jobs.append((fmt, k, _pair(rng, fmt, k, extreme), _acts(rng, k, extreme, unsigned), unsigned))
+    _check(jobs)
+
+
+def test_sparse_rows_are_expanded_in_the_stream_exactly():
+    """Every N:M pattern and width, zero-inserted before the packed MACs, at K = 11,008."""
+    rng = np.random.default_rng(7)
+    jobs = []
+    for _, _, base in formats(SLOTS):
+        if not base.sparse:
+            continue
+        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 128)
+        for extreme, unsigned in ((True, False), (False, True)):
+            jobs.append((fmt, K_REAL[0], _pair(rng, fmt, K_REAL[0], extreme), _acts(rng, K_REAL[0], extreme, unsigned),
+                         unsigned))
+    _check(jobs)
+
+
+def test_a_chunk_stream_carries_exactly_the_packed_rows_bytes():
+    """Chunks re-order the packed rows' values and positions (no byte added or dropped); multipliers travel per
+    segment of SEGMENT columns."""
+    rng = np.random.default_rng(3)
+    for _, _, base in formats(SLOTS):
+        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 64)
+        k = 1024
+        packed = _pair(rng, fmt, k, extreme=False)
+        chunks, gs = pair_chunks(packed, fmt, k, SLOTS)
+        values, positions, scales = fmt.row_parts(k)
+        assert chunks.shape == (k // SLOTS, chunk_bytes(fmt, SLOTS))
+        assert chunks.size == 2 * (values + positions)
+        assert sorted(chunks.reshape(-1).tolist()) == sorted(packed[:, :values + positions].reshape(-1).tolist())
+        assert gs.shape == (k // SLOTS, 2, SLOTS // SEGMENT)
+        if fmt.group:
+            assert np.array_equal(gs[:, :, 0].T.reshape(2, -1)[:, ::fmt.group // SLOTS], packed[:, -scales:])
+
+
+def test_multipliers_past_the_isa_rule_are_refused():
+    fmt = WeightFormat(4, group=32)
+    q = np.zeros((1, 64), np.int8)
+    too_big = np.array([[15, 16]], np.uint8)
+    with pytest.raises(UnsupportedError, match="group multiplier 16 of row 0, group 1 exceeds 15"):
+        pack_weight(QuantWeight(fmt, q, too_big, np.ones(1), None))
+    packed = pack_weight(QuantWeight(fmt, q, np.array([[15, 15]], np.uint8), np.ones(1), None))
+    packed[0, -1] = 200
+    with pytest.raises(ProgramError, match="weight row 0, group 1: multiplier 200 exceeds 15"):
+        unpack_rows(packed, fmt, 64)
