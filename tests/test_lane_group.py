@@ -48,14 +48,17 @@ def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, b
     out = []
 
     async def bench(ctx):
+        written = None
         for fmt, k, packed, acts, unsigned in jobs:
             ctx.set(dut.chunk.valid, 0)
-            ctx.set(dut.act_we, 1)
-            for w in range(k // SLOTS):
-                ctx.set(dut.act_addr, w)
-                ctx.set(dut.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
-                await ctx.tick()
-            ctx.set(dut.act_we, 0)
+            if acts is not written:  # a vector is written into the group's copy once for the jobs that share it
+                ctx.set(dut.act_we, 1)
+                for w in range(k // SLOTS):
+                    ctx.set(dut.act_addr, w)
+                    ctx.set(dut.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
+                    await ctx.tick()
+                ctx.set(dut.act_we, 0)
+                written = acts
             ctx.set(dut.bits_code, fmt.bits_code)
             ctx.set(dut.sparsity, fmt.sparsity)
             ctx.set(dut.a_unsigned, unsigned)
@@ -97,6 +100,15 @@ def _acts(rng, k: int, extreme: bool, unsigned: bool) -> np.ndarray:
     return rng.integers(0, 256, k).astype(np.uint8)
 
 
+def _jobs(rng, k: int, fmts: list[WeightFormat]) -> list:
+    """Per K, each format with the extreme operands signed and unsigned and random ones; jobs that share an
+    activation vector run one after another (the group's copy is written once for them)."""
+    kinds = [(True, False), (True, True), (False, bool(rng.integers(2)))]
+    acts = [_acts(rng, k, extreme, unsigned) for extreme, unsigned in kinds]
+    return [(fmt, k, _pair(rng, fmt, k, extreme), a, unsigned)
+            for (extreme, unsigned), a in zip(kinds, acts) for fmt in fmts]
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_dense_rows_at_real_reduction_lengths_match_the_dequantizer(bits):
     """Every group size from 32 to 4,096 that divides K, and per-channel scales, at K = 11,008 and 14,336 (4,096
@@ -106,10 +118,7 @@ def test_dense_rows_at_real_reduction_lengths_match_the_dequantizer(bits):
     for k in K_REAL + ((12_288,) if bits != 8 else ()):
         groups = [0] if bits == 8 else [0] + [g for g in (32, 64, 128, 256, 512, 1024, 2048, 4096)
                                               if k % g == 0 and (k != 12_288 or g == 4096)]
-        for group in groups:
-            fmt = WeightFormat(bits, group=group)
-            for extreme, unsigned in ((True, False), (True, True), (False, bool(rng.integers(2)))):
-                jobs.append((fmt, k, _pair(rng, fmt, k, extreme), _acts(rng, k, extreme, unsigned), unsigned))
+        jobs += _jobs(rng, k, [WeightFormat(bits, group=group) for group in groups])
     _check(jobs)
 
 
@@ -145,6 +154,27 @@ def test_a_chunk_stream_carries_exactly_the_packed_rows_bytes():
             assert np.array_equal(gs[:, :, 0].T.reshape(2, -1)[:, ::fmt.group // SLOTS], packed[:, -scales:])
 
 
+def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
+    """stream_image and its inverse for every width, pattern and group size, several groups and beat widths, a row
+    count that leaves a group short (zero rows pad it); W4 and W8 dense and 8:16 streams are exactly as long as
+    their packed rows (no padding) when the multipliers fill their beats."""
+    from flightc.compress.stream import StreamShape, rows_of_image, stream_image
+
+    rng = np.random.default_rng(5)
+    for _, _, base in formats(SLOTS):
+        for group in ([0] if base.bits == 8 else [0, 16, 128, 1024]):
+            fmt = WeightFormat(base.bits, base.n, base.m, group)
+            for rows, k, groups, beat, unit in ((70, 2048, 4, 64, 1024), (9, 1024, 1, 8, 128), (128, 4096, 32, 64, 1024)):
+                packed = rng.integers(0, 256, (rows, fmt.row_bytes(k))).astype(np.uint8)
+                shape = StreamShape(fmt, rows, k, groups, SLOTS, beat)
+                unit = unit if shape.group_bytes % unit == 0 else beat
+                image = stream_image(packed, shape, unit)
+                assert len(image) == shape.nbytes
+                assert np.array_equal(rows_of_image(image, shape, unit), packed), (fmt.label(), rows, k)
+                if (fmt.bits, fmt.n) in ((4, 16), (4, 8), (8, 16)) and group in (0, 16, 128) and rows == 128:
+                    assert shape.nbytes == rows * fmt.row_bytes(k)
+
+
 def test_multipliers_past_the_isa_rule_are_refused():
     fmt = WeightFormat(4, group=32)
     q = np.zeros((1, 64), np.int8)
@@ -155,3 +185,92 @@ def test_multipliers_past_the_isa_rule_are_refused():
     packed[0, -1] = 200
     with pytest.raises(ProgramError, match="weight row 0, group 1: multiplier 200 exceeds 15"):
         unpack_rows(packed, fmt, 64)
+
+
+def _feed_and_group(fmt: WeightFormat, rows: int, k: int, beat: int, seed: int, stall: float):
+    """A tile's stream image (one lane group) through a LaneFeed into a LaneGroup, beats offered at random when
+    ``stall`` > 0: (the rows' sums, the sums the dequantizer gives, beats of the stream, cycles to the feed's done)."""
+    from amaranth.hdl import Module
+
+    from flightc.compress.stream import StreamShape, stream_image
+    from flightc.hw.lane_feed import LaneFeed
+
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
+    q = rng.integers(lo, hi + 1, (rows, k))
+    keep = None
+    if fmt.sparse:
+        order = np.argsort(rng.random((rows, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
+        keep = np.zeros((rows, k // fmt.m, fmt.m), bool)
+        np.put_along_axis(keep, order, True, axis=-1)
+        keep = keep.reshape(rows, k)
+        q = np.where(keep, q, 0)
+    gs = rng.integers(0, group_scale_max(fmt.bits) + 1, (rows, k // fmt.group if fmt.group else 0))
+    packed = pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(rows), keep))
+    acts = rng.integers(0, 256, k).astype(np.uint8)
+    want = [int(x) for x in unpack_rows(packed, fmt, k).astype(np.int64) @ acts.view(np.int8).astype(np.int64)]
+    shape = StreamShape(fmt, rows, k, 1, SLOTS, beat)
+    beats = np.frombuffer(stream_image(packed, shape, beat), np.uint8).reshape(-1, beat)
+    m = Module()
+    m.submodules.feed = feed = LaneFeed(SLOTS, beat, k // SLOTS, shape.pairs)
+    m.submodules.group = group = LaneGroup(SLOTS, k // SLOTS)
+    m.d.comb += [group.chunk.valid.eq(feed.chunk.valid), group.chunk.payload.eq(feed.chunk.payload)]
+    got, done = [], []
+
+    async def bench(ctx):
+        ctx.set(group.act_we, 1)
+        for w in range(k // SLOTS):
+            ctx.set(group.act_addr, w)
+            ctx.set(group.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
+            await ctx.tick()
+        ctx.set(group.act_we, 0)
+        for unit in (group, feed):
+            ctx.set(unit.bits_code, fmt.bits_code)
+            ctx.set(unit.sparsity, fmt.sparsity)
+        ctx.set(group.grouped, bool(fmt.group))
+        ctx.set(feed.group_log2, fmt.group_log2)
+        ctx.set(feed.chunks, k // SLOTS)
+        ctx.set(feed.pairs, shape.pairs)
+        ctx.set(feed.start, 1)
+        await ctx.tick()
+        ctx.set(feed.start, 0)
+        i = cycle = 0
+        while len(got) < 2 * shape.pairs and cycle < 20 * len(beats) + 100:
+            ctx.set(feed.beats.valid, i < len(beats) and rng.random() >= stall)
+            if i < len(beats):
+                ctx.set(feed.beats.payload, _le(beats[i]))
+            took = ctx.get(feed.beats.valid) and ctx.get(feed.beats.ready)
+            if ctx.get(group.result.valid):
+                p = ctx.get(group.result.payload)
+                got.extend([int(p["row0"]), int(p["row1"])])
+            if ctx.get(feed.done):
+                done.append(cycle)
+            await ctx.tick()
+            cycle += 1
+            i += bool(took)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got[:rows], want, len(beats), done
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat(4, group=128), WeightFormat(4, 8, 16, 16), WeightFormat(8),
+                                 WeightFormat(2, 2, 16, 32)], ids=lambda f: f.label())
+def test_a_fed_lane_group_takes_a_beat_a_cycle_and_matches_the_dequantizer(fmt):
+    """The feed unpacks a stream image (multiplier beats, chunks, padding) into chunks: W4 and W8, dense and
+    8:16, at a beat a cycle (done the cycle after the last beat); W2 2:16, whose chunk is a quarter beat, at a
+    chunk a cycle; the sums exact, also with beats arriving at random."""
+    got, want, beats, done = _feed_and_group(fmt, 6, 2048, 64, seed=1, stall=0.0)
+    assert got == want
+    if chunk_bytes(fmt, SLOTS) in (64, 128):
+        assert done == [beats]
+    got, want, _, _ = _feed_and_group(fmt, 5, 1024, 64, seed=2, stall=0.3)
+    assert got == want
+
+
+def test_a_narrow_beat_feeds_a_lane_group_too():
+    """8-byte beats (the tiny preset's port): a chunk gathered from eight beats, multipliers a beat a block."""
+    got, want, beats, done = _feed_and_group(WeightFormat(4, 8, 16, 16), 3, 256, 8, seed=3, stall=0.2)
+    assert got == want

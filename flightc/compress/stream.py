@@ -10,6 +10,8 @@ the smallest group), each segment's own multiplier.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from flightc.compress.formats import WeightFormat
@@ -69,3 +71,129 @@ def pair_chunks(rows_bytes: np.ndarray, fmt: WeightFormat, k: int, slots: int) -
         parts.append(row[values:values + steps * ib].reshape(steps, ib))
     gs = segment_multipliers(rows_bytes, fmt, k).reshape(2, steps, slots // SEGMENT).transpose(1, 0, 2)
     return np.concatenate(parts, axis=1), gs
+
+
+# ----------------------------------------------------------------------------------- a tile's stream image
+def chunk_stride(fmt: WeightFormat, slots: int) -> int:
+    """Bytes a chunk takes in the stream: its bytes rounded up to a power of two (at least SEGMENT), so a beat
+    holds whole chunks or a chunk whole beats (W3 and some sparse widths carry padding)."""
+    return 1 << max(SEGMENT.bit_length() - 1, (chunk_bytes(fmt, slots) - 1).bit_length())
+
+
+def block_columns(fmt: WeightFormat, beat: int) -> int:
+    """Columns of a *block*: those whose multipliers one beat holds (two rows, a byte each per group); without
+    groups a pair is one block."""
+    return (beat // 2) * fmt.group if fmt.group else 0
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """How a tile of ``rows`` x ``k`` weights streams into ``groups`` lane groups of ``slots`` slots through
+    ``beat``-byte beats: every group takes ``pairs`` row pairs (rows past the tile's are zero), each a record of
+    ``pair_beats`` beats."""
+
+    fmt: WeightFormat
+    rows: int
+    k: int
+    groups: int
+    slots: int
+    beat: int
+
+    @property
+    def pairs(self) -> int:
+        return -(-self.rows // (2 * self.groups))
+
+    def blocks(self) -> list[int]:
+        """Columns of each block of a pair."""
+        per = block_columns(self.fmt, self.beat) or self.k
+        return [min(per, self.k - c) for c in range(0, self.k, per)]
+
+    def block_beats(self, cols: int) -> int:
+        """Beats of one block: its multipliers (grouped formats), then its chunks, padded to whole beats."""
+        chunks = -(-cols // self.slots) * chunk_stride(self.fmt, self.slots)
+        return (1 if self.fmt.group else 0) + -(-chunks // self.beat)
+
+    @property
+    def pair_beats(self) -> int:
+        return sum(self.block_beats(c) for c in self.blocks())
+
+    @property
+    def group_bytes(self) -> int:
+        """Bytes of one group's stream (every group's is as long)."""
+        return self.pairs * self.pair_beats * self.beat
+
+    @property
+    def nbytes(self) -> int:
+        return self.groups * self.group_bytes
+
+
+def _pair_record(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
+    fmt, S, B = shape.fmt, shape.slots, shape.beat
+    chunks, _ = pair_chunks(rows_bytes, fmt, shape.k, S)
+    stride = chunk_stride(fmt, S)
+    padded = np.zeros((len(chunks), stride), np.uint8)
+    padded[:, :chunks.shape[1]] = chunks
+    gs = rows_bytes[:, sum(fmt.row_parts(shape.k)[:2]):] if fmt.group else None
+    out, c0 = bytearray(), 0
+    for cols in shape.blocks():
+        if fmt.group:
+            g0, g1 = c0 // fmt.group, (c0 + cols) // fmt.group
+            mult = np.zeros(B, np.uint8)
+            mult[:2 * (g1 - g0)] = gs[:, g0:g1].T.reshape(-1)  # row 0's and row 1's multiplier of each group
+            out += mult.tobytes()
+        body = padded[c0 // S:(c0 + cols) // S].tobytes()
+        out += body + bytes(-len(body) % B)
+        c0 += cols
+    return bytes(out)
+
+
+def stream_image(rows_bytes: np.ndarray, shape: StreamShape, unit: int) -> bytes:
+    """A tile's packed rows [rows, row_bytes] as the bytes its striped region holds: row pair p streams into group
+    p mod groups; each group's stream is cut into ``unit``-byte units dealt round the groups (unit u on the
+    channel of group u mod groups, as a striped LD reads them)."""
+    rows = rows_bytes.shape[0]
+    if rows != shape.rows:
+        raise ValueError(f"{rows} rows, the shape says {shape.rows}")
+    if unit % shape.beat or shape.group_bytes % unit:
+        raise UnsupportedError(f"a {unit}-byte stripe unit does not cut {shape.group_bytes}-byte group streams into "
+                               f"whole beats")
+    full = np.zeros((2 * shape.pairs * shape.groups, rows_bytes.shape[1]), np.uint8)
+    full[:rows] = rows_bytes
+    streams = [b"".join(_pair_record(full[2 * p:2 * p + 2], shape)
+                        for p in range(g, shape.pairs * shape.groups, shape.groups)) for g in range(shape.groups)]
+    units = shape.group_bytes // unit
+    return b"".join(streams[g][u * unit:(u + 1) * unit] for u in range(units) for g in range(shape.groups))
+
+
+def rows_of_image(image: bytes, shape: StreamShape, unit: int) -> np.ndarray:
+    """The inverse of :func:`stream_image`: the tile's packed rows [rows, row_bytes] (what the functional simulator
+    multiplies by)."""
+    fmt, S, B, k = shape.fmt, shape.slots, shape.beat, shape.k
+    data = np.frombuffer(image, np.uint8)
+    if data.size != shape.nbytes:
+        raise ValueError(f"a stream image of {data.size} bytes; the shape takes {shape.nbytes}")
+    streams = data.reshape(-1, shape.groups, unit).transpose(1, 0, 2).reshape(shape.groups, -1)
+    vb, ib = row_part_bytes(fmt, S)
+    stride = chunk_stride(fmt, S)
+    values, positions, scales = fmt.row_parts(k)
+    out = np.zeros((2 * shape.pairs * shape.groups, values + positions + scales), np.uint8)
+    for g in range(shape.groups):
+        for q in range(shape.pairs):
+            rec = streams[g][q * shape.pair_beats * B:(q + 1) * shape.pair_beats * B]
+            pair = out[2 * (q * shape.groups + g):2 * (q * shape.groups + g) + 2]
+            at, c0 = 0, 0
+            for cols in shape.blocks():
+                if fmt.group:
+                    g0, n = c0 // fmt.group, cols // fmt.group
+                    pair[:, values + positions + g0:values + positions + g0 + n] = rec[at:at + 2 * n].reshape(n, 2).T
+                    at += B
+                nch = cols // S
+                body = rec[at:at + nch * stride].reshape(nch, stride)
+                j0 = c0 // S
+                for r in range(2):
+                    base = r * (vb + ib)
+                    pair[r, j0 * vb:(j0 + nch) * vb] = body[:, base:base + vb].reshape(-1)
+                    pair[r, values + j0 * ib:values + (j0 + nch) * ib] = body[:, base + vb:base + vb + ib].reshape(-1)
+                at += -(-nch * stride // B) * B
+                c0 += cols
+    return out[:shape.rows]

@@ -1,0 +1,161 @@
+"""A lane group's feed: the beats of one weight stream in, a chunk and its segment multipliers a cycle out.
+
+The stream is laid out by ``flightc.compress.stream`` (``StreamShape``): the group's row pairs one after another,
+each a run of *blocks*; a block of a grouped format opens with a beat of multipliers (a byte per row per group,
+for ``beat / 2`` groups), then its chunks, each ``chunk_stride`` bytes (a power of two), padded to whole beats. A
+chunk smaller than a beat comes out of the beat it lies in, one per cycle; a larger one is assembled from its
+beats. The multipliers shift along as the chunks use them, so each segment's is picked from the register's
+first bytes. A beat is taken only when the feed can use it, and every beat is used the cycle it is taken, so the
+feed keeps up with a beat a cycle whatever the format, and a chunk a cycle where a chunk is at most a beat.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from flightc.compress.stream import SEGMENT, chunk_stride
+from flightc.hw.lane_group import chunk_layout, formats
+from flightc.isa.table import Sparsity, WeightBits
+
+GROUP_LOG2_MIN, GROUP_LOG2_MAX = 4, 12  # groups of 16 .. 4,096 columns (WeightFormat.check)
+
+
+class LaneFeed(wiring.Component):
+    """Feeds one :class:`flightc.hw.lane_group.LaneGroup` of ``slots`` slots from ``beat``-byte beats; ``start``
+    with the format, chunks per pair and pairs held until ``done``."""
+
+    def __init__(self, slots: int, beat: int, max_chunks: int, max_pairs: int):
+        if beat & (beat - 1) or beat < 8:
+            raise ValueError(f"a {beat}-byte beat: the weight stream needs a power of two of at least 8 bytes")
+        self.slots, self.beat, self.max_chunks = slots, beat, max_chunks
+        super().__init__({
+            "beats": In(stream.Signature(8 * beat)),
+            "chunk": Out(stream.Signature(chunk_layout(slots), always_ready=True)),
+            "start": In(1), "bits_code": In(WeightBits), "sparsity": In(Sparsity), "group_log2": In(4),
+            "chunks": In(range(max_chunks + 1)), "pairs": In(range(max_pairs + 1)), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S, B = self.slots, self.beat
+        N_SEG = S // SEGMENT
+        widest = len(self.chunk.payload.bytes) // 8
+        strides = sorted({chunk_stride(fmt, S) for _, _, fmt in formats(S)})
+        stride = Signal(range(widest + 1))
+        with m.Switch(Cat(self.sparsity, self.bits_code)):
+            for code, sp, fmt in formats(S):
+                with m.Case(int(sp) | int(code) << len(self.sparsity)):
+                    m.d.comb += stride.eq(chunk_stride(fmt, S))
+        grouped = self.group_log2 != 0
+        # chunks of a block: those whose multipliers one beat holds (beat / 2 groups), or the whole pair
+        blk_chunks = Signal(range(max(self.max_chunks, (B // 2 << GROUP_LOG2_MAX) // S) + 1))
+        with m.Switch(self.group_log2):
+            for g in range(GROUP_LOG2_MIN, GROUP_LOG2_MAX + 1):
+                with m.Case(g):
+                    m.d.comb += blk_chunks.eq(max(1, (B // 2 << g) // S))
+            with m.Default():
+                m.d.comb += blk_chunks.eq(self.chunks)
+        pairs_left = Signal.like(self.pairs)
+        chunks_left = Signal.like(self.chunks)  # of the pair, this chunk included
+        blk_left = Signal.like(blk_chunks)
+        j_blk = Signal.like(blk_chunks)  # the chunk's index in its block
+        held = Signal(8 * B)
+        have = Signal()
+        sub = Signal(range(max(2, B // strides[0])))  # the chunk's place in its beat
+        fill = Signal(range(max(2, widest // B)))  # beats of a wide chunk gathered so far
+        gather = Signal(max(8, 8 * (widest - B)))
+        mult = Signal(8 * B)
+        out = self.chunk
+        m.d.sync += [out.valid.eq(0), self.done.eq(0)]
+
+        def emit(m, data):
+            """The chunk goes out next cycle with its segments' multipliers; the counters move on."""
+            p = out.payload
+            m.d.sync += [out.valid.eq(1), p.bytes.eq(data), p.first.eq(chunks_left == self.chunks),
+                         p.last.eq(chunks_left == 1)]
+            for r in range(2):
+                for s in range(N_SEG):
+                    gs = p.gs.word_select(r * N_SEG + s, 8)
+                    with m.Switch(self.group_log2):
+                        for g in range(GROUP_LOG2_MIN, GROUP_LOG2_MAX + 1):
+                            with m.Case(g):
+                                m.d.sync += gs.eq(mult.word_select(2 * ((SEGMENT * s) >> g) + r, 8))
+                        with m.Default():
+                            m.d.sync += gs.eq(1)
+            # the multipliers this chunk used leave the register: 2 x slots / group bytes, or 2 at a group's end
+            with m.Switch(self.group_log2):
+                for g in range(GROUP_LOG2_MIN, GROUP_LOG2_MAX + 1):
+                    with m.Case(g):
+                        if (1 << g) <= S:
+                            m.d.sync += mult.eq(mult >> (16 * (S >> g)))
+                        else:
+                            per = (1 << g) // S
+                            with m.If(j_blk % per == per - 1):
+                                m.d.sync += mult.eq(mult >> 16)
+            m.d.sync += [chunks_left.eq(chunks_left - 1), blk_left.eq(blk_left - 1), j_blk.eq(j_blk + 1)]
+            with m.If(chunks_left == 1):  # the pair's last chunk
+                m.d.sync += [pairs_left.eq(pairs_left - 1), chunks_left.eq(self.chunks), j_blk.eq(0)]
+                with m.If(pairs_left == 1):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(grouped):
+                    m.next = "MULT"
+                with m.Else():
+                    m.d.sync += blk_left.eq(blk_chunks)
+            with m.Elif(blk_left == 1):  # the block's last chunk: the next block's multipliers
+                m.d.sync += j_blk.eq(0)
+                m.next = "MULT"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [pairs_left.eq(self.pairs), chunks_left.eq(self.chunks), j_blk.eq(0), have.eq(0),
+                                 sub.eq(0), fill.eq(0), blk_left.eq(blk_chunks)]
+                    with m.If(self.pairs == 0):
+                        m.d.sync += self.done.eq(1)
+                    with m.Elif(grouped):
+                        m.next = "MULT"
+                    with m.Else():
+                        m.next = "CHUNKS"
+            with m.State("MULT"):
+                m.d.comb += self.beats.ready.eq(1)
+                with m.If(self.beats.valid):
+                    m.d.sync += [mult.eq(self.beats.payload),
+                                 blk_left.eq(Mux(chunks_left < blk_chunks, chunks_left, blk_chunks))]
+                    m.next = "CHUNKS"
+            with m.State("CHUNKS"):
+                small = Signal()
+                m.d.comb += small.eq(stride <= B)
+                with m.If(small):  # chunks of a beat, one a cycle
+                    src = Mux(have, held, self.beats.payload)
+                    m.d.comb += self.beats.ready.eq(~have)
+                    with m.If(have | self.beats.valid):
+                        piece = Signal(8 * B)
+                        with m.Switch(stride):
+                            for st in strides:
+                                if st <= B:
+                                    with m.Case(st):
+                                        m.d.comb += piece.eq(src.word_select(sub, 8 * st))
+                        # the beat's last chunk, or the block's (the rest of the beat is padding)
+                        spent = ((sub + 1) * stride == B) | (blk_left == 1)
+                        m.d.sync += [held.eq(src), have.eq(~spent), sub.eq(Mux(spent, 0, sub + 1))]
+                        emit(m, piece)
+                with m.Else():  # a chunk of several beats
+                    m.d.comb += self.beats.ready.eq(1)
+                    with m.If(self.beats.valid):
+                        whole = Signal(8 * widest)
+                        m.d.comb += whole.eq(Cat(gather, self.beats.payload))
+                        with m.Switch(stride):
+                            for st in strides:
+                                if st > B:
+                                    with m.Case(st):
+                                        last = st // B - 1
+                                        with m.If(fill == last):
+                                            m.d.sync += fill.eq(0)
+                                            emit(m, whole.bit_select(8 * B * (widest // B - 1 - last),
+                                                                     8 * st))
+                                        with m.Else():
+                                            m.d.sync += fill.eq(fill + 1)
+                        m.d.sync += gather.eq(Cat(gather[8 * B:], self.beats.payload))
+        return m
