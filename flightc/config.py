@@ -22,6 +22,7 @@ SFU_SQRT_BITS = 64  # its square root's input (an int64 mean square shifted by t
 MEM_LATENCY_MIN = 2  # a read burst is queued for a cycle before its first beat
 MEM_LATENCY_MAX = 4095  # longest read latency the performance model and the bench memory are checked at
 AXI_OUTSTANDING_MAX = 64  # deepest queue of read bursts in flight a master keeps
+LANE_SLOTS_STEP = 64  # a chunk of 64 columns is whole bytes in every format the ISA names (2:16 W3: 3 bytes a row)
 
 
 class Buffer(int, Enum):
@@ -47,6 +48,8 @@ class HardwareConfig:
     dsp_group: int  # DSP48 slices per group: the cascade is fixed inside a group
     macs_per_dsp: int  # INT8 MACs packed into one DSP48 (two activations share a weight)
     sfu_lanes: int  # elements per cycle of the special-function unit
+    lane_slots: int  # DSP48E2 slots of a lane group (one per memory master): a streamed MV's columns per cycle
+    lane_act_kib: int  # each lane group's copy of the activation vector: a streamed MV's longest K, in KiB
     # --- numerics the datapath supports ---
     sparse_m: int  # N:M block size along K
     sparse_n: tuple[int, ...]  # supported N for blocks of sparse_m (N == sparse_m is dense)
@@ -93,6 +96,9 @@ class HardwareConfig:
         if bad_bits or 8 not in self.weight_bits:
             raise ConfigError(f"config {self.name!r}: weight_bits {self.weight_bits} must be drawn from "
                               f"(2, 3, 4, 8) and include 8")
+        if self.lane_slots % LANE_SLOTS_STEP:
+            raise ConfigError(f"config {self.name!r}: lane_slots {self.lane_slots} must be a multiple of "
+                              f"{LANE_SLOTS_STEP} (whole bytes of every weight format's chunk)")
         if self.acc_bits < 24 or self.acc_bits > 48:
             raise ConfigError(f"config {self.name!r}: acc_bits {self.acc_bits} outside 24..48 (DSP48E2)")
         self._check_microarchitecture()
@@ -174,6 +180,11 @@ class HardwareConfig:
         return 1 << (burst.bit_length() - 1)
 
     @property
+    def lane_k_max(self) -> int:
+        """Longest reduction a streamed MV takes: the activations a lane group's copy holds."""
+        return self.lane_act_kib << 10
+
+    @property
     def chain_span_max(self) -> int:
         """Widest activation window one chain step can reach: chain_length stored weights of the sparsest
         pattern (at least two per weight, the RTL's window register)."""
@@ -239,7 +250,7 @@ class HardwareConfig:
 # pseudo-channel at 91% with), 8 in flight, so 8 x 16 beats cover the 64-cycle read latency plus a burst
 # (an assumed latency: Shuhai measured about 107 ns, 24 cycles at 225 MHz, at the HBM controller's own
 # port; the AXI switch network and the width and clock converters in front of it are charged the rest).
-_COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
+_COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
                unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
                sfu_div_bits=72, sfu_sqrt_bits=64)
@@ -248,7 +259,7 @@ _COMMON = dict(macs_per_dsp=2, dsp_group=2, sparse_m=16, sparse_n=(2, 4, 8, 16),
 _HBM = {**_COMMON, "axi_masters": 32}
 _ONE = {**_COMMON, "axi_masters": 1}
 # tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
-_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16}
+_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4}
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
@@ -275,7 +286,7 @@ PRESETS: dict[str, HardwareConfig] = {
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=14.375, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=64, acc_buffer_kib=32, prm_buffer_kib=16,
                            kv_buffer_kib=16, buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2,
-                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76}),
+                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76, "lane_act_kib": 4}),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,

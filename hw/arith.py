@@ -12,6 +12,18 @@ from typing import Callable
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
 
 
+def round_shift(x, shift, width: int):
+    """x / 2^shift rounded half up (flightc.numerics.round_shift), in ``width`` bits."""
+    half = (Const(1, width + 1) << shift) >> 1
+    return (x + half) >> shift
+
+
+def saturate(x, bits: int):
+    """x clamped to a signed ``bits``-bit range."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(x > hi, hi, Mux(x < lo, lo, x))
+
+
 def tree(terms: list, combine: Callable = operator.add):
     """``terms`` combined pairwise in a balanced tree (log2 levels): the chains' adder trees, the SFU's sums and
     maxima across its lanes."""

@@ -53,6 +53,9 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
                         f"equal buffer_port_bytes ({w}) so far")
     masters = cfg.axi_masters
+    if cfg.lane_slots % w:
+        problems.append(f"lane_slots = {cfg.lane_slots}: a lane group's activation word must be whole buffer words "
+                        f"({w} bytes)")
     if masters & (masters - 1):
         problems.append(f"axi_masters = {masters}: must be a power of two (the buffers are banked per master)")
     elif masters > 1:
@@ -84,7 +87,7 @@ class Core(wiring.Component):
         bases = [regs.values[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
         m.submodules.ld = ld = LoadUnit(cfg, bases)
         m.submodules.st = st = StoreUnit(cfg, bases)
-        m.submodules.mpe = mpe = Mpe(cfg)
+        m.submodules.mpe = mpe = Mpe(cfg, bases)
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]
@@ -100,13 +103,15 @@ class Core(wiring.Component):
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready})
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
-        # its FIFO has room for a whole burst, so it never holds more than two slots)
+        # its FIFO has room for a whole burst, so it never holds more than two slots); last, the MPE's stream
+        # reader of master g (a streamed MV's tile)
         masters = []
         for g in range(n):
             m.submodules[f"master{g}" if n > 1 else "master"] = master = AxiMaster(
-                cfg.axi_data_bytes, readers=2, outstanding=cfg.axi_outstanding)
+                cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding)
             wiring.connect(m, ctl.rd if g == 0 else ld.rd[g], master.read[0])
             wiring.connect(m, ld.rd[0] if g == 0 else ld.far[g - 1], master.read[1])
+            wiring.connect(m, mpe.rd[g], master.read[2])
             wiring.connect(m, wiring.flipped(self.axi[g]), master.bus)
             masters.append(master)
         _route_writes(m, st, [x.write for x in masters])

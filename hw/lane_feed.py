@@ -23,7 +23,8 @@ GROUP_LOG2_MIN, GROUP_LOG2_MAX = 4, 12  # groups of 16 .. 4,096 columns (WeightF
 
 class LaneFeed(wiring.Component):
     """Feeds one :class:`flightc.hw.lane_group.LaneGroup` of ``slots`` slots from ``beat``-byte beats; ``start``
-    with the format, chunks per pair and pairs held until ``done``."""
+    with the format, chunks per pair and pairs held until ``done``; ``hold`` pauses it (its group's results have
+    nowhere to go)."""
 
     def __init__(self, slots: int, beat: int, max_chunks: int, max_pairs: int):
         if beat & (beat - 1) or beat < 8:
@@ -34,6 +35,7 @@ class LaneFeed(wiring.Component):
             "chunk": Out(stream.Signature(chunk_layout(slots), always_ready=True)),
             "start": In(1), "bits_code": In(WeightBits), "sparsity": In(Sparsity), "group_log2": In(4),
             "chunks": In(range(max_chunks + 1)), "pairs": In(range(max_pairs + 1)), "done": Out(1),
+            "hold": In(1), "busy": Out(1), "pair_beats": Out(32),
         })
 
     def elaborate(self, platform):
@@ -56,6 +58,19 @@ class LaneFeed(wiring.Component):
                     m.d.comb += blk_chunks.eq(max(1, (B // 2 << g) // S))
             with m.Default():
                 m.d.comb += blk_chunks.eq(self.chunks)
+        # a pair's beats (StreamShape.pair_beats): per block its multiplier beat and its chunks, padded to beats
+        lb = B.bit_length() - 1
+        with m.Switch(self.group_log2):
+            for g in range(GROUP_LOG2_MIN, GROUP_LOG2_MAX + 1):
+                with m.Case(g):
+                    bc = max(1, (B // 2 << g) // S)
+                    full = self.chunks >> (bc.bit_length() - 1)
+                    part = self.chunks & (bc - 1)
+                    per_block = 1 + ((stride * bc + B - 1) >> lb)
+                    m.d.comb += self.pair_beats.eq(full * per_block + Mux(part != 0, 1 + ((part * stride + B - 1) >> lb),
+                                                                            0))
+            with m.Default():
+                m.d.comb += self.pair_beats.eq((self.chunks * stride + B - 1) >> lb)
         pairs_left = Signal.like(self.pairs)
         chunks_left = Signal.like(self.chunks)  # of the pair, this chunk included
         blk_left = Signal.like(blk_chunks)
@@ -107,7 +122,7 @@ class LaneFeed(wiring.Component):
                 m.d.sync += j_blk.eq(0)
                 m.next = "MULT"
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [pairs_left.eq(self.pairs), chunks_left.eq(self.chunks), j_blk.eq(0), have.eq(0),
@@ -119,8 +134,8 @@ class LaneFeed(wiring.Component):
                     with m.Else():
                         m.next = "CHUNKS"
             with m.State("MULT"):
-                m.d.comb += self.beats.ready.eq(1)
-                with m.If(self.beats.valid):
+                m.d.comb += self.beats.ready.eq(~self.hold)
+                with m.If(self.beats.valid & ~self.hold):
                     m.d.sync += [mult.eq(self.beats.payload),
                                  blk_left.eq(Mux(chunks_left < blk_chunks, chunks_left, blk_chunks))]
                     m.next = "CHUNKS"
@@ -129,8 +144,8 @@ class LaneFeed(wiring.Component):
                 m.d.comb += small.eq(stride <= B)
                 with m.If(small):  # chunks of a beat, one a cycle
                     src = Mux(have, held, self.beats.payload)
-                    m.d.comb += self.beats.ready.eq(~have)
-                    with m.If(have | self.beats.valid):
+                    m.d.comb += self.beats.ready.eq(~have & ~self.hold)
+                    with m.If((have | self.beats.valid) & ~self.hold):
                         piece = Signal(8 * B)
                         with m.Switch(stride):
                             for st in strides:
@@ -142,8 +157,8 @@ class LaneFeed(wiring.Component):
                         m.d.sync += [held.eq(src), have.eq(~spent), sub.eq(Mux(spent, 0, sub + 1))]
                         emit(m, piece)
                 with m.Else():  # a chunk of several beats
-                    m.d.comb += self.beats.ready.eq(1)
-                    with m.If(self.beats.valid):
+                    m.d.comb += self.beats.ready.eq(~self.hold)
+                    with m.If(self.beats.valid & ~self.hold):
                         whole = Signal(8 * widest)
                         m.d.comb += whole.eq(Cat(gather, self.beats.payload))
                         with m.Switch(stride):
@@ -158,4 +173,5 @@ class LaneFeed(wiring.Component):
                                         with m.Else():
                                             m.d.sync += fill.eq(fill + 1)
                         m.d.sync += gather.eq(Cat(gather[8 * B:], self.beats.payload))
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

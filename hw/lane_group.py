@@ -78,29 +78,34 @@ class LaneGroup(wiring.Component):
 
     def _dequantize(self, m: Module, raw, q0: list, q1: list) -> None:
         """The chunk's stored values and positions -> each column's signed q for both rows (zeros where a sparse
-        row stores nothing), one case per format so only the chunk's own format is evaluated."""
+        row stores nothing): first each stored value and position out of its format's bit fields, then, by the
+        N:M pattern alone, each column picks the stored value whose position is its own (zero insertion)."""
         S = self.slots
+        vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
+        pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
         sp_bits = len(self.sparsity)
         with m.Switch(Cat(self.sparsity, self.bits_code)):
             for code, sp, fmt in formats(S):
                 with m.Case(int(sp) | int(code) << sp_bits):
                     vb, ib = row_part_bytes(fmt, S)
-                    for r, q in enumerate((q0, q1)):
+                    b, w = fmt.bits, fmt.index_bits
+                    for r in range(2):
                         part = raw[8 * r * (vb + ib):8 * (r + 1) * (vb + ib)]
-                        vals, idx = part[:8 * vb], part[8 * vb:]
-                        b = fmt.bits
-                        value = [vals[b * j:b * (j + 1)].as_signed() for j in range(stored_per_chunk(fmt, S))]
-                        if not fmt.sparse:
-                            m.d.comb += [q[c].eq(value[c]) for c in range(S)]
-                            continue
-                        w = fmt.index_bits
-                        m.d.comb += [q[c].eq(0) for c in range(S)]
-                        for j, v in enumerate(value):  # zero insertion: each stored value lands on its column
-                            block = j // fmt.n
-                            with m.Switch(idx[w * j:w * (j + 1)]):
-                                for p in range(fmt.m):
-                                    with m.Case(p):
-                                        m.d.comb += q[block * fmt.m + p].eq(v)
+                        for j in range(stored_per_chunk(fmt, S)):
+                            m.d.comb += vals[r][j].eq(part[b * j:b * (j + 1)].as_signed())
+                            if fmt.sparse:
+                                m.d.comb += pos[r][j].eq(part[8 * vb + w * j:8 * vb + w * (j + 1)])
+        with m.Switch(self.sparsity):
+            for sp, (n, block) in SPARSITY_NM.items():
+                with m.Case(int(sp)):
+                    for r, q in enumerate((q0, q1)):
+                        for c in range(S):
+                            if n == block:
+                                m.d.comb += q[c].eq(vals[r][c])
+                                continue
+                            first = (c // block) * n  # the block's stored values
+                            picks = [Mux(pos[r][j] == c % block, vals[r][j], 0) for j in range(first, first + n)]
+                            m.d.comb += q[c].eq(tree(picks, lambda x, y: x | y))
 
     def elaborate(self, platform):
         m = Module()

@@ -17,30 +17,30 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from flightc.config import Buffer, HardwareConfig
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
+
+from flightc.hw.arith import round_shift, saturate
+from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, lane_bits
 from flightc.hw.decode import opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.records import REQUANT_LAYOUT
+from flightc.hw.stream import StreamMv
+from flightc.hw.stream_out import StreamOut
 from flightc.hw.unit import ExecutionUnit
 from flightc.records import REQUANT
 
-def round_shift(x, shift, width: int):
-    """x / 2^shift rounded half up (flightc.numerics.round_shift), in ``width`` bits."""
-    half = (Const(1, width + 1) << shift) >> 1
-    return (x + half) >> shift
-
-
-def saturate(x, bits: int):
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(x > hi, hi, Mux(x < lo, lo, x))
 
 
 class Mpe(ExecutionUnit):
     UNIT = Unit.MPE
 
-    def __init__(self, cfg: HardwareConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        """``channel_base``: each memory channel's base address (a streamed MV's readers address its tile)."""
+        super().__init__(cfg, rd=Out(read_client_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters))
         self.span_max = cfg.chain_span_max
+        self.bases = channel_base
 
     def elaborate(self, platform):
         m = Module()
@@ -49,8 +49,24 @@ class Mpe(ExecutionUnit):
         GSB = max(1, SPAN // 16)
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size)
         f = self.fields(Opcode.MM)  # MV's fields are MM's first fields, at the same bits
+        fv = self.fields(Opcode.MV)  # and its stream fields past them
         is_mm = Signal()
         m.d.comb += is_mm.eq(opcode_of(self.ins) == int(Opcode.MM))
+        is_stream = Signal()
+        m.d.comb += is_stream.eq(~is_mm & fv.w_stream)
+        # ---- the streamed MV's datapath: a reader, a feed and a lane group per master
+        m.submodules.stream = sm = StreamMv(cfg, self.bases)
+        for g in range(cfg.axi_masters):
+            wiring.connect(m, wiring.flipped(self.rd[g]), sm.rd[g])
+        m.d.comb += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.group_log2.eq(f.group_log2),
+                     sm.k.eq(f.k), sm.n.eq(f.n), sm.a_unsigned.eq(f.a_unsigned), sm.w_channel.eq(fv.w_channel),
+                     sm.w_hbm_addr.eq(fv.w_hbm_addr), sm.w_stripe.eq(fv.w_stripe)]
+        m.submodules.stream_out = so = StreamOut(cfg)
+        m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.n.eq(f.n), so.out_addr.eq(f.out_addr),
+                     so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr), so.res_valid.eq(sm.res_valid),
+                     so.res_data.eq(sm.res_data), so.res_row.eq(sm.res_row), so.res_end.eq(sm.res_end),
+                     sm.res_pop.eq(so.res_pop)]
+        streaming = Signal()  # a streamed MV has the port: its activation copy, then its output stage
         rows_m = Mux(is_mm, f.m, 1)
         a_stride = Mux(is_mm, f.a_stride, 0)
         out_stride = Mux(is_mm, f.out_stride, 0)
@@ -195,14 +211,43 @@ class Mpe(ExecutionUnit):
         mac_go, acc_go = Signal(), Signal()
         step_done = Signal()
         m.d.comb += step_done.eq(fetching & port.gnt & slot_done & ~more)
+        # a streamed MV first copies its activations into every lane group, a buffer word a cycle
+        act_copy = Signal()
+        act_words = Signal(len(f.k))
+        m.d.comb += act_words.eq(f.k >> lb)
+        act_asked = Signal(len(f.k) + 1)
+        act_got = Signal(len(f.k) + 1)
+        act_tag = Signal()  # a word asked for last cycle arrives
+        per_act = cfg.lane_slots // w  # buffer words in a lane group's activation word
         with m.If(fetching):
             m.d.comb += [port.req.eq(1), port.we.eq(0), port.addr.eq(ptr),
                          port.buf.eq(Mux(slot < VAL, int(Buffer.ACT), f.w_buf))]
+        with m.Elif(act_copy):
+            m.d.comb += [port.req.eq(act_asked < act_words), port.we.eq(0), port.addr.eq(f.a_addr + (act_asked << lb)),
+                         port.buf.eq(int(Buffer.ACT))]
+        with m.Elif(streaming):
+            sp_ = so.port
+            m.d.comb += [port.req.eq(sp_.req), port.we.eq(sp_.we), port.addr.eq(sp_.addr), port.buf.eq(sp_.buf),
+                         port.wdata.eq(sp_.wdata), port.wmask.eq(sp_.wmask), sp_.gnt.eq(port.gnt)]
         with m.Else():
             m.d.comb += [port.req.eq(eport.req), port.we.eq(eport.we), port.addr.eq(eport.addr),
                          port.buf.eq(eport.buf), port.wdata.eq(eport.wdata), port.wmask.eq(eport.wmask),
                          eport.gnt.eq(port.gnt)]
-        m.d.comb += [eport.rvalid.eq(port.rvalid & ~tag_on), eport.rdata.eq(port.rdata)]
+        m.d.comb += [eport.rvalid.eq(port.rvalid & ~tag_on & ~act_tag & ~streaming), eport.rdata.eq(port.rdata),
+                     so.port.rvalid.eq(port.rvalid), so.port.rdata.eq(port.rdata)]
+        asked_now = act_copy & port.gnt & (act_asked < act_words)
+        m.d.sync += act_tag.eq(asked_now)
+        with m.If(asked_now):
+            m.d.sync += act_asked.eq(act_asked + 1)
+        with m.If(act_tag):
+            m.d.sync += act_got.eq(act_got + 1)
+            if per_act == 1:
+                m.d.comb += [sm.act_we.eq(1), sm.act_addr.eq(act_got), sm.act_data.eq(port.rdata)]
+            else:
+                gathered = Signal(8 * w * (per_act - 1))
+                m.d.sync += gathered.eq(Cat(gathered[8 * w:], port.rdata))
+                m.d.comb += [sm.act_we.eq(act_got % per_act == per_act - 1), sm.act_addr.eq(act_got // per_act),
+                             sm.act_data.eq(Cat(gathered, port.rdata))]
         m.d.sync += tag_on.eq(0)
         with m.If(fetching & port.gnt):
             m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),
@@ -275,7 +320,11 @@ class Mpe(ExecutionUnit):
         with m.FSM():
             self.idle(m, "T", t0.eq(0))
             with m.State("T"):
-                with m.If(t0 >= rows_m):
+                with m.If(is_stream):
+                    m.d.comb += sm.start.eq(1)
+                    m.d.sync += [act_asked.eq(0), act_got.eq(0)]
+                    m.next = "S_ACT"
+                with m.Elif(t0 >= rows_m):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -295,6 +344,21 @@ class Mpe(ExecutionUnit):
                     m.next = "OUT"
                 with m.Else():
                     start_fetch(m)
+            # ---- a streamed MV: activations into the lane groups, then the feeds; results through the output stage
+            with m.State("S_ACT"):
+                m.d.comb += act_copy.eq(1)
+                with m.If(act_got == act_words):
+                    m.d.comb += [sm.go.eq(1), so.start.eq(1)]
+                    m.d.sync += streaming.eq(1)
+                    m.next = "S_RUN"
+            with m.State("S_RUN"):  # the output stage takes the results as the lane groups make them
+                with m.If(so.done):
+                    m.next = "S_DRAIN"
+            with m.State("S_DRAIN"):  # the readers' last beats (padding) drop
+                with m.If(sm.done):
+                    m.d.comb += self.done.eq(1)
+                    m.d.sync += streaming.eq(0)
+                    m.next = "IDLE"
             with m.State("FETCH"):  # a word per cycle, step after step, while the chains work behind
                 m.d.comb += fetching.eq(1)
                 with m.If(step_done & (j0 + L >= nnz)):

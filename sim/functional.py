@@ -16,12 +16,13 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.bundle import Bundle
 from flightc.compress.packing import sparse_positions, unpack_rows
+from flightc.compress.stream import rows_of_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
-                                   kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stripe_spans, striped,
-                                   weight_format)
+                                   kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stream_shape,
+                                   streamed, stripe_layout, striped, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
@@ -31,9 +32,9 @@ from flightc.sim.hazards import HazardChecker
 NUNITS = len(Unit)
 
 
-def _check_operands(ins: Instruction) -> None:
+def _check_operands(ins: Instruction, cfg: HardwareConfig) -> None:
     """A result may coincide exactly with an operand (in place, or the residual it adds into), never partly."""
-    reads, writes = footprint(ins)
+    reads, writes = footprint(ins, cfg)
     for w in writes:
         for r in reads:
             if r != w and r.intersects(w):
@@ -177,7 +178,7 @@ class Machine:
                         start(core, u, ins)
                         where = f"core {core} instruction {i} ({ins.cls.name})"
                         if hz:
-                            reads, writes = footprint(ins)
+                            reads, writes = footprint(ins, self.cfg)
                             if ins.opcode is Opcode.LD and ins.gather:
                                 reads = reads + gather_rows(ins, self._ids(ins))
                             hz.access(core * NUNITS + u, where, reads, writes)
@@ -227,10 +228,10 @@ class Machine:
             self.hbm[ins.channel][ix] = data.ravel()
             c.hbm_written[ins.channel] = c.hbm_written.get(ins.channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
-            _check_operands(ins)
+            _check_operands(ins, self.cfg)
             self._mpe(ins, c)
         elif op is Opcode.MISC:
-            _check_operands(ins)
+            _check_operands(ins, self.cfg)
             self._misc(ins, c)
 
     def _ids(self, ins: Instruction) -> list[int]:
@@ -258,22 +259,45 @@ class Machine:
                   data)
         c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ix.size
 
+    def _read_striped(self, channel: int, hbm_addr: int, nbytes: int, stripe: int, unit: int,
+                      c: Counters) -> np.ndarray:
+        """``nbytes`` striped over ``stripe`` channels from ``channel``, ``unit`` bytes at a time
+        (flightc.isa.footprint.stripe_layout), in order."""
+        o = np.arange(nbytes)
+        u = o // unit
+        addr = hbm_addr + (u // stripe) * unit + o % unit
+        data = np.empty(nbytes, np.uint8)
+        for ch, base, n in stripe_layout(channel, hbm_addr, nbytes, stripe, unit):
+            mine = (u % stripe) == ch - channel
+            self._hbm_rows(ch, base, 1, n, 0)  # within the channel's extent
+            data[mine] = self.hbm[ch][addr[mine]]
+            c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
+        return data
+
     def _load_striped(self, ins: Instruction, c: Counters) -> None:
         if ins.rows != 1:
             raise ProgramError(f"a striped LD (stripe {ins.stripe}) moves one row, not {ins.rows}")
         if ins.channel + ins.stripe > self.cfg.mem_channels:
             raise ProgramError(f"LD striped over channels {ins.channel}..{ins.channel + ins.stripe - 1}: the config "
                                f"has {self.cfg.mem_channels}")
-        o = np.arange(ins.row_bytes)
-        unit = o >> ins.stripe_log2
-        addr = ins.hbm_addr + ((unit // ins.stripe) << ins.stripe_log2) + (o & ((1 << ins.stripe_log2) - 1))
-        data = np.empty(ins.row_bytes, np.uint8)
-        for ch, base, n in stripe_spans(ins):
-            mine = (unit % ins.stripe) == ch - ins.channel
-            self._hbm_rows(ch, base, 1, n, 0)  # within the channel's extent
-            data[mine] = self.hbm[ch][addr[mine]]
-            c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
+        data = self._read_striped(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2, c)
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride), data)
+
+    def _stream_rows(self, ins: Instruction, c: Counters) -> np.ndarray:
+        """A streamed MV's packed rows, read from its tile's stream image (flightc.compress.stream)."""
+        shape = stream_shape(self.cfg, ins)
+        image = self._read_striped(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit, c)
+        packed = rows_of_image(image.tobytes(), shape)
+        if weight_format(ins).sparse:
+            self._check_positions(packed, weight_format(ins), ins.k)
+        return packed
+
+    def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:
+        n = packed.shape[0]
+        bad = np.argwhere(np.diff(sparse_positions(packed, fmt, k).reshape(n, k // fmt.m, fmt.n), axis=-1) <= 0)
+        if bad.size:
+            raise ProgramError(f"weight row {bad[0][0]}, block {bad[0][1]}: sparse positions must be "
+                               f"distinct and ascending within a block of {fmt.m}")
 
     def _mpe(self, ins: Instruction, c: Counters) -> None:
         m, a_stride, out_stride = mpe_shape(ins)
@@ -282,7 +306,9 @@ class Machine:
                       np.uint8 if ins.a_unsigned else np.int8).astype(np.int64)
         wb = Buffer(ins.w_buf)
         fmt = weight_format(ins)
-        if ins.w_kmajor:
+        if streamed(ins):
+            w = unpack_rows(self._stream_rows(ins, c), fmt, k)
+        elif ins.w_kmajor:
             if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
                 raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")
             rows = self._get(wb, Access(("buf", wb), ins.w_addr, k, kmajor_row_bytes(ins), ins.w_stride), np.uint8)
@@ -290,10 +316,7 @@ class Machine:
         else:
             packed = self._get(wb, Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride), np.uint8)
             if fmt.sparse:
-                bad = np.argwhere(np.diff(sparse_positions(packed, fmt, k).reshape(n, k // fmt.m, fmt.n), axis=-1) <= 0)
-                if bad.size:
-                    raise ProgramError(f"weight row {bad[0][0]}, block {bad[0][1]}: sparse positions must be "
-                                       f"distinct and ascending within a block of {fmt.m}")
+                self._check_positions(packed, fmt, k)
             w = unpack_rows(packed, fmt, k)
         acc = a @ w.astype(np.int64).T  # [m, n]
         limit = 1 << (self.cfg.acc_bits - 1)

@@ -155,24 +155,24 @@ def test_a_chunk_stream_carries_exactly_the_packed_rows_bytes():
 
 
 def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
-    """stream_image and its inverse for every width, pattern and group size, several groups and beat widths, a row
-    count that leaves a group short (zero rows pad it); W4 and W8 dense and 8:16 streams are exactly as long as
-    their packed rows (no padding) when the multipliers fill their beats."""
+    """stream_image and its inverse for every width, pattern and group size, several groups, channels per group and
+    beat widths, a row count that leaves a group short (zero rows pad it); W4 and W8 dense and 8:16 streams are
+    exactly as long as their packed rows (no padding) when the multipliers fill their beats."""
     from flightc.compress.stream import StreamShape, rows_of_image, stream_image
 
     rng = np.random.default_rng(5)
     for _, _, base in formats(SLOTS):
         for group in ([0] if base.bits == 8 else [0, 16, 128, 1024]):
             fmt = WeightFormat(base.bits, base.n, base.m, group)
-            for rows, k, groups, beat, unit in ((70, 2048, 4, 64, 1024), (9, 1024, 1, 8, 128), (128, 4096, 32, 64, 1024)):
+            for rows, k, groups, beat, unit, channels in ((70, 2048, 4, 64, 1024, 8), (9, 1024, 1, 8, 128, 4),
+                                                          (128, 4096, 32, 64, 1024, 32)):
                 packed = rng.integers(0, 256, (rows, fmt.row_bytes(k))).astype(np.uint8)
-                shape = StreamShape(fmt, rows, k, groups, SLOTS, beat)
-                unit = unit if shape.group_bytes % unit == 0 else beat
-                image = stream_image(packed, shape, unit)
+                shape = StreamShape(fmt, rows, k, groups, SLOTS, beat, unit, channels)
+                image = stream_image(packed, shape)
                 assert len(image) == shape.nbytes
-                assert np.array_equal(rows_of_image(image, shape, unit), packed), (fmt.label(), rows, k)
-                if (fmt.bits, fmt.n) in ((4, 16), (4, 8), (8, 16)) and group in (0, 16, 128) and rows == 128:
-                    assert shape.nbytes == rows * fmt.row_bytes(k)
+                assert np.array_equal(rows_of_image(image, shape), packed), (fmt.label(), rows, k)
+            if (fmt.bits, fmt.n) in ((4, 16), (4, 8), (8, 16)) and group in (0, 16, 128):  # a 7B projection on u280
+                assert StreamShape(fmt, 4096, 4096, 32, SLOTS, 64, 1024, 32).nbytes == 4096 * fmt.row_bytes(4096)
 
 
 def test_multipliers_past_the_isa_rule_are_refused():
@@ -209,8 +209,8 @@ def _feed_and_group(fmt: WeightFormat, rows: int, k: int, beat: int, seed: int, 
     packed = pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(rows), keep))
     acts = rng.integers(0, 256, k).astype(np.uint8)
     want = [int(x) for x in unpack_rows(packed, fmt, k).astype(np.int64) @ acts.view(np.int8).astype(np.int64)]
-    shape = StreamShape(fmt, rows, k, 1, SLOTS, beat)
-    beats = np.frombuffer(stream_image(packed, shape, beat), np.uint8).reshape(-1, beat)
+    shape = StreamShape(fmt, rows, k, 1, SLOTS, beat, unit=beat, channels=1)
+    beats = np.frombuffer(stream_image(packed, shape), np.uint8).reshape(-1, beat)
     m = Module()
     m.submodules.feed = feed = LaneFeed(SLOTS, beat, k // SLOTS, shape.pairs)
     m.submodules.group = group = LaneGroup(SLOTS, k // SLOTS)

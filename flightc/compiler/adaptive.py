@@ -90,7 +90,7 @@ def _lowered(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: Template
     step = lower_step(graph, cfg, mem, spec.length, p0, window_cap)
     if not tokens:
         return step.cores
-    return [insert_tokens(prog, extra, cfg.token_fifo_depth) for prog, extra in zip(step.cores, step.extras)]
+    return [insert_tokens(prog, extra, cfg.token_fifo_depth, cfg) for prog, extra in zip(step.cores, step.extras)]
 
 
 def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: TemplateSpec) -> StepTemplate:

@@ -8,6 +8,7 @@ both sequences are increasing in program order, so each wait pops exactly the to
 """
 from __future__ import annotations
 
+from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import Access, footprint
@@ -31,7 +32,7 @@ def _hit(xs: list[Span], ys: list[Span]) -> bool:
 
 def insert_tokens(program: list[Instruction],
                   extras: dict[int, tuple[list[Access], list[Access]]] | None = None,
-                  capacity: int | None = None) -> list[Instruction]:
+                  capacity: int | None = None, cfg: HardwareConfig | None = None) -> list[Instruction]:
     """``extras[i]`` adds accesses to instruction i that its fields do not show (a barrier's exchanges).
 
     ``capacity`` is the config's ``token_fifo_depth``: the pass refuses a step that releases more tokens
@@ -39,10 +40,11 @@ def insert_tokens(program: list[Instruction],
     then in-order dispatch cannot deadlock: every instruction depends only on earlier ones, which by
     induction all dispatch and finish. (With 8-deep FIFOs, a run of K/V stores on a 3-core 7B program
     released more tokens than the FIFO held before their consumers were dispatched: the performance
-    model found the deadlock; the functional simulator, with unbounded queues, cannot.)
+    model found the deadlock; the functional simulator, with unbounded queues, cannot.) ``cfg`` locates
+    streamed MVs' tiles.
     """
     units = [ins.unit for ins in program]
-    access = [footprint(ins) for ins in program]
+    access = [footprint(ins, cfg) for ins in program]
     for i, (r, w) in (extras or {}).items():
         access[i] = (access[i][0] + r, access[i][1] + w)
     # per instruction and space: (read spans, write spans); conflicts only happen within a space

@@ -90,7 +90,8 @@ def block_columns(fmt: WeightFormat, beat: int) -> int:
 class StreamShape:
     """How a tile of ``rows`` x ``k`` weights streams into ``groups`` lane groups of ``slots`` slots through
     ``beat``-byte beats: every group takes ``pairs`` row pairs (rows past the tile's are zero), each a record of
-    ``pair_beats`` beats."""
+    ``pair_beats`` beats. In memory the tile is striped over ``channels`` channels, ``unit`` bytes at a time; a
+    group's stream lies on its master's ``channels // groups`` channels, a unit on each in turn."""
 
     fmt: WeightFormat
     rows: int
@@ -98,6 +99,20 @@ class StreamShape:
     groups: int
     slots: int
     beat: int
+    unit: int
+    channels: int
+
+    def __post_init__(self) -> None:
+        check_stream(self.fmt, self.slots, self.k)
+        if self.channels % self.groups or self.unit % self.beat:
+            raise UnsupportedError(f"a stream over {self.channels} channels in {self.groups} groups, {self.unit}-byte "
+                                   f"units of {self.beat}-byte beats: the channels must split evenly among the "
+                                   f"groups and a unit must be whole beats")
+
+    @property
+    def per_group(self) -> int:
+        """Channels of one group's master."""
+        return self.channels // self.groups
 
     @property
     def pairs(self) -> int:
@@ -118,9 +133,15 @@ class StreamShape:
         return sum(self.block_beats(c) for c in self.blocks())
 
     @property
-    def group_bytes(self) -> int:
-        """Bytes of one group's stream (every group's is as long)."""
+    def used_bytes(self) -> int:
+        """Bytes of one group's row pairs."""
         return self.pairs * self.pair_beats * self.beat
+
+    @property
+    def group_bytes(self) -> int:
+        """Bytes of one group's stream, padded to whole units on each of its channels (every group's is as long)."""
+        step = self.unit * self.per_group
+        return -(-self.used_bytes // step) * step
 
     @property
     def nbytes(self) -> int:
@@ -147,32 +168,46 @@ def _pair_record(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
     return bytes(out)
 
 
-def stream_image(rows_bytes: np.ndarray, shape: StreamShape, unit: int) -> bytes:
+def _unit_order(shape: StreamShape) -> np.ndarray:
+    """For each unit of the image in memory order, (group, its unit in the group's stream): unit u lies on channel
+    u mod channels, whose master feeds group (u mod channels) // per_group, which reads its channels' units in
+    memory order."""
+    units = shape.nbytes // shape.unit
+    u = np.arange(units)
+    channel = u % shape.channels
+    group = channel // shape.per_group
+    nth = (u // shape.channels) * shape.per_group + channel % shape.per_group
+    return np.stack([group, nth], axis=1)
+
+
+def stream_image(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
     """A tile's packed rows [rows, row_bytes] as the bytes its striped region holds: row pair p streams into group
-    p mod groups; each group's stream is cut into ``unit``-byte units dealt round the groups (unit u on the
-    channel of group u mod groups, as a striped LD reads them)."""
+    p mod groups; each group's stream is cut into units dealt round its master's channels."""
     rows = rows_bytes.shape[0]
     if rows != shape.rows:
         raise ValueError(f"{rows} rows, the shape says {shape.rows}")
-    if unit % shape.beat or shape.group_bytes % unit:
-        raise UnsupportedError(f"a {unit}-byte stripe unit does not cut {shape.group_bytes}-byte group streams into "
-                               f"whole beats")
     full = np.zeros((2 * shape.pairs * shape.groups, rows_bytes.shape[1]), np.uint8)
     full[:rows] = rows_bytes
-    streams = [b"".join(_pair_record(full[2 * p:2 * p + 2], shape)
-                        for p in range(g, shape.pairs * shape.groups, shape.groups)) for g in range(shape.groups)]
-    units = shape.group_bytes // unit
-    return b"".join(streams[g][u * unit:(u + 1) * unit] for u in range(units) for g in range(shape.groups))
+    streams = []
+    for g in range(shape.groups):
+        data = b"".join(_pair_record(full[2 * p:2 * p + 2], shape)
+                        for p in range(g, shape.pairs * shape.groups, shape.groups))
+        streams.append(data + bytes(shape.group_bytes - len(data)))
+    U = shape.unit
+    return b"".join(streams[g][n * U:(n + 1) * U] for g, n in _unit_order(shape))
 
 
-def rows_of_image(image: bytes, shape: StreamShape, unit: int) -> np.ndarray:
+def rows_of_image(image: bytes, shape: StreamShape) -> np.ndarray:
     """The inverse of :func:`stream_image`: the tile's packed rows [rows, row_bytes] (what the functional simulator
     multiplies by)."""
     fmt, S, B, k = shape.fmt, shape.slots, shape.beat, shape.k
     data = np.frombuffer(image, np.uint8)
     if data.size != shape.nbytes:
         raise ValueError(f"a stream image of {data.size} bytes; the shape takes {shape.nbytes}")
-    streams = data.reshape(-1, shape.groups, unit).transpose(1, 0, 2).reshape(shape.groups, -1)
+    streams = np.zeros((shape.groups, shape.group_bytes), np.uint8)
+    U = shape.unit
+    for u, (g, n) in enumerate(_unit_order(shape)):
+        streams[g, n * U:(n + 1) * U] = data[u * U:(u + 1) * U]
     vb, ib = row_part_bytes(fmt, S)
     stride = chunk_stride(fmt, S)
     values, positions, scales = fmt.row_parts(k)

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from flightc.compress.formats import WeightFormat
+from flightc.compress.stream import StreamShape
+from flightc.config import Buffer, HardwareConfig
+from flightc.errors import ProgramError, UnsupportedError
 from flightc.numerics import LUT_ENTRIES, REQUANT_RECORD_BYTES
 from flightc.records import NORM, ROPE
-from flightc.config import Buffer
 from flightc.isa.codec import Instruction
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, Sparsity, WeightBits
 
 Space = tuple[str, int]  # ("buf", Buffer) or ("hbm", channel)
-
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,47 @@ def weight_format(ins: Instruction) -> WeightFormat:
                         group=(1 << ins.group_log2) if ins.group_log2 else 0)
 
 
+def streamed(ins: Instruction) -> bool:
+    """Whether an MV's weights stream from memory into the lane groups (MV.w_stream)."""
+    return ins.opcode is Opcode.MV and bool(ins.w_stream)
+
+
+def stream_shape(cfg: HardwareConfig, ins: Instruction) -> StreamShape:
+    """How a streamed MV's tile lies in memory and feeds the lane groups: a group per master of its channels."""
+    per = cfg.channels_per_master
+    if ins.w_buf or ins.w_addr or ins.w_stride or ins.w_kmajor:
+        raise ProgramError("a streamed MV (w_stream) takes no buffer operand: w_buf, w_addr, w_stride and w_kmajor "
+                           "must be zero")
+    groups = ins.w_stripe // per
+    if ins.w_stripe < 1 or ins.w_stripe % per or ins.w_channel % per or ins.w_channel + ins.w_stripe > cfg.mem_channels \
+            or groups & (groups - 1):
+        raise ProgramError(f"a streamed MV over channels {ins.w_channel}..{ins.w_channel + ins.w_stripe - 1}: it must "
+                           f"cover a power of two of whole masters ({per} channel(s) each) of the {cfg.mem_channels}")
+    if ins.w_hbm_addr % cfg.stripe_bytes or ins.a_addr % cfg.buffer_port_bytes:
+        raise ProgramError(f"a streamed MV's tile starts at a multiple of stripe_bytes ({cfg.stripe_bytes}) on each "
+                           f"channel and its activations at a buffer word ({cfg.buffer_port_bytes} bytes): "
+                           f"w_hbm_addr {ins.w_hbm_addr}, a_addr {ins.a_addr}")
+    elem = out_elem_bytes(OutMode(ins.out_mode))
+    if ins.out_addr % elem or (ins.lut and ins.lut_addr % cfg.buffer_port_bytes):
+        raise ProgramError(f"a streamed MV's results start at a multiple of their size ({elem} bytes) and its LUT at "
+                           f"a buffer word ({cfg.buffer_port_bytes} bytes): out_addr {ins.out_addr}, lut_addr "
+                           f"{ins.lut_addr}")
+    if ins.k > cfg.lane_k_max:
+        raise ProgramError(f"a streamed MV's K = {ins.k} exceeds the {cfg.lane_k_max} activations a lane group's copy "
+                           f"holds (lane_act_kib {cfg.lane_act_kib})")
+    try:
+        return StreamShape(weight_format(ins), ins.n, ins.k, ins.w_stripe // per, cfg.lane_slots, cfg.axi_data_bytes,
+                           cfg.stripe_bytes, ins.w_stripe)
+    except UnsupportedError as e:
+        raise ProgramError(f"a streamed MV: {e}") from None
+
+
+def stream_spans(cfg: HardwareConfig, ins: Instruction) -> list[tuple[int, int, int]]:
+    """(channel, address, bytes) of each channel's share of a streamed MV's tile."""
+    shape = stream_shape(cfg, ins)
+    return stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
+
+
 def mpe_shape(ins: Instruction) -> tuple[int, int, int]:
     """(m, a_stride, out_stride), with MV's implicit single row."""
     if ins.opcode is Opcode.MM:
@@ -126,8 +168,8 @@ def gather_channel(ins: Instruction, ident: int) -> tuple[int, int]:
     return ins.channel, ins.hbm_addr + ident * ins.hbm_stride
 
 
-def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
-    """(reads, writes) of one instruction."""
+def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list[Access], list[Access]]:
+    """(reads, writes) of one instruction (a streamed MV's tile depends on the config's masters and lanes)."""
     op = ins.opcode
     if striped(ins):
         return ([Access(hbm(ch), addr, 1, n, 0) for ch, addr, n in stripe_spans(ins)],
@@ -145,7 +187,11 @@ def footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     if op in (Opcode.MM, Opcode.MV):
         m, a_stride, out_stride = mpe_shape(ins)
         reads = [Access(buf(Buffer.ACT), ins.a_addr, m, ins.k, a_stride)]
-        if ins.w_kmajor:
+        if streamed(ins):
+            if cfg is None:
+                raise ValueError("a streamed MV's footprint needs the hardware config")
+            reads += [Access(hbm(ch), addr, 1, n, 0) for ch, addr, n in stream_spans(cfg, ins)]
+        elif ins.w_kmajor:
             reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.k, kmajor_row_bytes(ins), ins.w_stride))
         else:
             reads.append(Access(buf(ins.w_buf), ins.w_addr, ins.n, weight_format(ins).row_bytes(ins.k), ins.w_stride))

@@ -245,7 +245,18 @@ _CLASSES = (
                )),
     InstrClass("MV", Opcode.MV, Unit.MPE, 256,
                "Matrix-vector product on the MPE (one activation row): out[n] = sum_k a[k] * w[n, k].",
-               HEADER + _MPE_COMMON),
+               HEADER + _MPE_COMMON + (
+                   _b("w_stream", "the weights stream from memory straight into the lane groups (ISA 1.4): a tile "
+                                  "laid out by flightc.compress.stream (row pairs of lane groups, one group per "
+                                  "master), striped over `w_stripe` channels from `w_channel` at `w_hbm_addr`, "
+                                  "stripe_bytes at a time; w_buf, w_addr, w_stride and w_kmajor are zero, a_addr is "
+                                  "a buffer word's, K at most the config's lane_k_max. The tile must not change "
+                                  "while the program runs (it may be read ahead)"),
+                   _u("w_channel", 6, "first memory channel of a streamed tile (a master's first)"),
+                   _u("w_hbm_addr", HBM_ADDR_BITS, "byte address of a streamed tile on each of its channels (a "
+                                                   "multiple of stripe_bytes)"),
+                   _u("w_stripe", 6, "channels a streamed tile is striped over: a power of two of whole masters"),
+               )),
     InstrClass("MISC", Opcode.MISC, Unit.SFU, 320, "Special-function operation over rows x cols elements.",
                HEADER + (
                    _e("op", 4, MiscOp, "operation"),

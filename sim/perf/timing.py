@@ -25,10 +25,11 @@ import numpy as np
 
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
+from flightc.errors import UnsupportedError
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, stripe_spans, striped,
-                                   weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, streamed, stripe_spans,
+                                   striped, weight_format)
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
 from flightc.sim.perf.load import load_cycles
@@ -113,6 +114,9 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
 
 
 def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
+    if streamed(ins):
+        raise UnsupportedError("a streamed MV (MV.w_stream, ISA 1.4) has no timing contract yet: the RTL that runs it "
+                               "comes first, then its model, checked against it")
     m, a_stride, out_stride = mpe_shape(ins)
     kmajor = bool(ins.w_kmajor)
     fmt = weight_format(ins)

@@ -17,10 +17,11 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight
 from flightc.compress.quantize import QuantWeight
+from flightc.compress.stream import stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
-from flightc.isa.footprint import norm_param_bytes, stripe_layout
+from flightc.isa.footprint import norm_param_bytes, stream_shape, stripe_layout
 from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 
@@ -373,6 +374,74 @@ class _Builder:
         return f"striped LD/ST {b.name} over {stripe}"
 
 
+    def block_stream(self) -> str:
+        """A streamed MV (MV.w_stream): a tile's stream image striped over a power of two of masters' channels,
+        any format, any output mode."""
+        cfg, rand = self.cfg, self.rand
+        cpm, G = cfg.channels_per_master, cfg.axi_masters
+        span = 1 << rand(0, G.bit_length() - 1)
+        channel, stripe = cpm * rand(0, G - span), span * cpm
+        bits = int(self.rng.choice(cfg.weight_bits))
+        sparsities = [sp for sp in SPARSITY_NM if _supported(cfg, WeightFormat(8, *SPARSITY_NM[sp]))]
+        n_, m_ = SPARSITY_NM[sparsities[rand(0, len(sparsities) - 1)]]
+        group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
+        fmt = WeightFormat(bits, n_, m_, group)
+        k = cfg.lane_slots * rand(1, 3)
+        n = rand(1, 6 * span)
+        word = cfg.buffer_port_bytes
+        a_addr = self.buffer(Buffer.ACT, k, word)
+        mode = OutMode(rand(0, 3))
+        elem = 1 if mode is OutMode.REQ_I8 else 4
+        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_addr = self.buffer(out_buf, n * elem, elem)
+        unit = 1 << Unit.MPE
+        self.load(Buffer.ACT, a_addr, 1, k, k, self.bytes_(k))
+        scale_addr = lut_addr = lut = 0
+        if mode is not OutMode.ACC32:
+            scale_addr, lut, lut_addr = self.records(n, mode, lut_align=word)
+        if mode is OutMode.REQ_ADD:
+            self.load(Buffer.ACC, out_addr, 1, 4 * n, 0, self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4"))
+        self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
+        mv = make("MV", n=n, k=k, a_addr=a_addr, a_unsigned=int(self.rng.random() < 0.3), w_bits=fmt.bits_code,
+                  sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode, out_addr=out_addr,
+                  scale_addr=scale_addr, lut=lut, lut_addr=lut_addr, wait=1 << Unit.LD, release=1 << Unit.ST,
+                  w_stream=1, w_channel=channel, w_stripe=stripe)
+        shape = stream_shape(cfg, mv)
+        packed = np.frombuffer(self.weights(fmt, n, k), np.uint8).reshape(n, -1)
+        image = np.frombuffer(stream_image(packed, shape), np.uint8)
+        src = self.case.images[SRC_CHANNEL]
+        used = [len(src) if ch == SRC_CHANNEL else self.out_used[ch] for ch in range(channel, channel + stripe)]
+        at = -(-max(used) // shape.unit) * shape.unit
+        units = image.reshape(-1, shape.unit)
+        for j, (ch, _, nb) in enumerate(stripe_layout(channel, at, image.size, stripe, shape.unit)):
+            share = units[j::stripe].tobytes()[:nb]
+            if ch == SRC_CHANNEL:
+                src += bytes(at - len(src)) + share
+            else:
+                if at + nb > OUT_BYTES:
+                    raise _Full()
+                self.case.images[ch][at:at + nb] = share
+                self.out_used[ch] = at + nb
+        self.case.instructions.append(mv.replace(w_hbm_addr=at))
+        self.store(out_buf, out_addr, 1, n * elem, n * elem, wait=unit)
+        return f"streamed MV {fmt.label()} over {span} master(s) {mode.name}"
+
+    def records(self, n: int, mode: OutMode, lut_align: int = 1) -> tuple[int, int, int]:
+        """Requantization records for ``n`` rows in PRM (and, for INT8 results half the time, a LUT):
+        (scale_addr, lut, lut_addr)."""
+        mult = self.rng.integers(1 << 30, 1 << 31, n)
+        shift = self.rng.integers(14, 40, n)
+        bias = self.rng.integers(-(1 << 20), 1 << 20, n)
+        scale_addr = self.buffer(Buffer.PRM, nm.REQUANT_RECORD_BYTES * n)
+        self.load(Buffer.PRM, scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0, nm.pack_requant(mult, shift, bias))
+        lut = lut_addr = 0
+        if mode is OutMode.REQ_I8 and self.rng.random() < 0.5:
+            lut = 1
+            lut_addr = self.buffer(Buffer.PRM, nm.LUT_ENTRIES, lut_align)
+            self.load(Buffer.PRM, lut_addr, 1, nm.LUT_ENTRIES, 0, self.bytes_(nm.LUT_ENTRIES))
+        return scale_addr, lut, lut_addr
+
+
 def _supported(cfg: HardwareConfig, fmt: WeightFormat) -> bool:
     try:
         fmt.check(cfg, "random", 16)
@@ -388,12 +457,14 @@ class _Full(Exception):
 BLOCKS = ("mpe", "misc", "dma")
 
 
-def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None) -> RandomCase:
-    """The program and memory images of one seed (deterministic)."""
+def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None, streams: bool = False) -> RandomCase:
+    """The program and memory images of one seed (deterministic); ``streams`` adds streamed MVs to the blocks
+    drawn (the performance model does not time them yet)."""
     b = _Builder(cfg, seed)
+    kinds = BLOCKS + (("stream",) if streams else ())
     count = blocks if blocks is not None else b.rand(1, 4)
     for _ in range(count):
-        kind = BLOCKS[b.rand(0, len(BLOCKS) - 1)]
+        kind = kinds[b.rand(0, len(kinds) - 1)]
         mark = (len(b.case.instructions), len(b.case.images[SRC_CHANNEL]), dict(b.buf_used), dict(b.out_used))
         try:
             b.case.kinds.append(getattr(b, f"block_{kind}")())
@@ -406,6 +477,18 @@ def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None) -> Ra
     b.emit("SYS", op=SysOp.END)
     img = b.case.images[SRC_CHANNEL]
     img += bytes(-len(img) % 8 or 0)
+    if not img:
+        img += bytes(8)
+    return b.case
+
+
+def block_case(cfg: HardwareConfig, seed: int, kind: str) -> RandomCase:
+    """A program of one block of ``kind`` (one of BLOCKS, or "stream"): an instruction's timing on its own."""
+    b = _Builder(cfg, seed)
+    b.case.kinds.append(getattr(b, f"block_{kind}")())
+    b.emit("SYS", op=SysOp.END)
+    img = b.case.images[SRC_CHANNEL]
+    img += bytes(-len(img) % 8)
     if not img:
         img += bytes(8)
     return b.case

@@ -1,4 +1,4 @@
-"""Seeded random programs: the RTL leaves memory exactly as the functional simulator does."""
+"""Seeded random programs (streamed MVs among them): the RTL leaves memory exactly as the functional simulator does."""
 from __future__ import annotations
 
 import collections
@@ -18,9 +18,12 @@ def test_random_programs_match_functional_simulator(kernel_sim):
     failing = []
     seen = collections.Counter()
     for seed in SEEDS:
-        case = random_case(CFG, seed)
+        case = random_case(CFG, seed, streams=True)
         for ins in decode_program(case.program):
             seen[ins.cls.name] += 1
+            if ins.opcode is Opcode.MV and ins.w_stream:
+                seen["stream"] += 1
+                seen[("stream", WeightBits(ins.w_bits), Sparsity(ins.sparsity))] += 1
             if ins.opcode in (Opcode.MM, Opcode.MV):
                 seen[("w", WeightBits(ins.w_bits), Sparsity(ins.sparsity), bool(ins.w_kmajor))] += 1
                 seen[("out", OutMode(ins.out_mode))] += 1
@@ -35,7 +38,7 @@ def test_random_programs_match_functional_simulator(kernel_sim):
             failing.append(f"seed {seed}: {outcome.detail}")
     assert not failing, "RTL differs from the functional simulator:\n" + "\n".join(failing)
     # the programs must have exercised every class, SFU op, output mode and sparsity pattern
-    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather", "pack4"):
+    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather", "pack4", "stream"):
         assert seen[name] > 0, name
     for op in MiscOp:
         assert seen[op] > 0, op
@@ -46,3 +49,5 @@ def test_random_programs_match_functional_simulator(kernel_sim):
     assert patterns == set(Sparsity) and widths == set(WeightBits)
     kmajor = {k[1] for k in seen if isinstance(k, tuple) and k[0] == "w" and k[3]}
     assert kmajor == {WeightBits.B8, WeightBits.B4}  # the INT8 and the INT4 KV cache's V operands
+    streamed = {k[1:] for k in seen if isinstance(k, tuple) and k[0] == "stream"}  # streamed MVs: every width, pattern
+    assert {w for w, _ in streamed} == set(WeightBits) and {p for _, p in streamed} == set(Sparsity)

@@ -1,0 +1,196 @@
+"""A streamed MV's weight reader for one memory master: its channels' units of the tile, in order, into a FIFO.
+
+A streamed tile (MV.w_stream; ``flightc.compress.stream``) is striped over ``w_stripe`` channels a unit
+(``stripe_bytes``, one burst) at a time, in whole rounds; master g's group reads the units on its own channels,
+round by round, each as one burst. Bursts are asked for only while the FIFO has room for every beat already asked
+for, so the reader always takes the beats the master hands it (it never holds up the read channel the other
+readers share) and its lane group's feed pops them a beat a cycle.
+"""
+from __future__ import annotations
+
+from functools import reduce
+from operator import or_
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from flightc.config import HardwareConfig
+from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
+from flightc.hw.lane_feed import LaneFeed
+from flightc.hw.lane_group import LaneGroup
+from flightc.isa.table import HBM_ADDR_BITS
+
+
+def fifo_beats(cfg: HardwareConfig) -> int:
+    """Beats a reader's FIFO holds: every burst it may have in flight, twice over (so a burst is asked for while
+    the previous ones drain)."""
+    return 2 * cfg.axi_outstanding * (cfg.stripe_bytes // cfg.axi_data_bytes)
+
+
+class StreamReader(wiring.Component):
+    """Master ``master``'s share of a streamed tile: ``start`` with the tile's first channel, address, channels and
+    rounds (units per channel); ``beats`` out; ``mine`` while the tile covers its channels; ``left``: beats of the
+    share not yet popped."""
+
+    def __init__(self, cfg: HardwareConfig, master: int, channel_base: list[Signal]):
+        self.cfg, self.master, self.bases = cfg, master, channel_base
+        bits = 8 * cfg.axi_data_bytes
+        super().__init__({
+            "rd": Out(read_client_signature(bits)), "beats": Out(stream.Signature(bits)),
+            "start": In(1), "channel": In(6), "hbm_addr": In(HBM_ADDR_BITS), "stripe": In(6), "rounds": In(24),
+            "mine": Out(1), "left": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        cpm = cfg.channels_per_master
+        unit_beats = cfg.stripe_bytes // cfg.axi_data_bytes
+        depth = fifo_beats(cfg)
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
+        first = self.master * cpm
+        m.d.comb += self.mine.eq((self.channel <= first) & (first < self.channel + self.stripe))
+        round_ = Signal.like(self.rounds)
+        k = Signal(range(max(2, cpm)))  # the channel of the master's the next unit is on
+        asking = Signal()
+        asked = Signal(range(depth + 1))  # beats asked for and not yet popped
+        left = self.left
+        popped = self.beats.valid & self.beats.ready
+        ar = self.rd.ar
+        at = Signal(AXI_ADDR_BITS)
+        ch = Signal(range(max(2, cfg.mem_channels)))
+        m.d.comb += ch.eq(first + k)
+        base = self.bases[first] if cpm == 1 else Mux(k == 0, self.bases[first], 0)
+        if cpm > 1:
+            for j in range(1, cpm):
+                base = Mux(k == j, self.bases[first + j], base)
+        m.d.comb += [at.eq(base + self.hbm_addr + round_ * cfg.stripe_bytes),
+                     ar.payload.addr.eq(at), ar.payload.len.eq(unit_beats - 1),
+                     ar.valid.eq(asking & (asked + unit_beats <= depth))]
+        took = ar.valid & ar.ready
+        m.d.sync += asked.eq(asked + Mux(took, unit_beats, 0) - popped)
+        with m.If(self.start):
+            m.d.sync += [round_.eq(0), k.eq(0), asking.eq(self.mine & (self.rounds != 0)),
+                         left.eq(Mux(self.mine, self.rounds * (cpm * unit_beats), 0))]
+        with m.Else():
+            m.d.sync += left.eq(left - popped)
+            with m.If(took):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == cpm - 1):
+                    m.d.sync += [k.eq(0), round_.eq(round_ + 1)]
+                    with m.If(round_ + 1 == self.rounds):
+                        m.d.sync += asking.eq(0)
+        # beats in: always taken (the FIFO has room for every beat asked for); out to the feed
+        m.d.comb += [fifo.w_en.eq(self.rd.r.valid), fifo.w_data.eq(self.rd.r.payload.data), self.rd.r.ready.eq(1),
+                     self.beats.valid.eq(fifo.r_rdy), self.beats.payload.eq(fifo.r_data), fifo.r_en.eq(self.beats.ready)]
+        return m
+
+
+class StreamMv(wiring.Component):
+    """The streamed-MV datapath of a core: a reader, a feed and a lane group per memory master, and the groups'
+    results in row order. The MPE ``start``s it with the instruction's fields (the readers begin at once), writes
+    the activation vector into every group's copy (``act_*``), says ``go`` (the feeds begin), takes each result
+    (``res_*``, popped with ``res_pop``) and waits for ``done`` (every result taken, every reader drained)."""
+
+    RESULTS = 4  # results a group's queue holds; a group is held while two are queued or on their way
+
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        self.cfg, self.bases = cfg, channel_base
+        bits = 8 * cfg.axi_data_bytes
+        S = cfg.lane_slots
+        self.act_words = cfg.lane_k_max // S
+        super().__init__({
+            "rd": Out(read_client_signature(bits)).array(cfg.axi_masters),
+            "start": In(1), "go": In(1),
+            "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "k": In(20), "n": In(16), "a_unsigned": In(1),
+            "w_channel": In(6), "w_hbm_addr": In(HBM_ADDR_BITS), "w_stripe": In(6),
+            "act_we": In(1), "act_addr": In(range(self.act_words)), "act_data": In(8 * S),
+            "res_valid": Out(1), "res_data": Out(signed(cfg.acc_bits)), "res_row": Out(17), "res_pop": In(1),
+            "res_end": Out(1), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        G, S, B, cpm = cfg.axi_masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.channels_per_master
+        acc = cfg.acc_bits
+        chunks = self.k >> (S.bit_length() - 1)
+        # the stream's groups: a power of two of masters from the first channel's
+        g0 = Signal(range(max(2, G)))
+        m.d.comb += g0.eq(self.w_channel // cpm)
+        span = Signal(range(G + 1))
+        m.d.comb += span.eq(self.w_stripe // cpm)
+        span_log2 = Signal(range(max(2, G.bit_length())))
+        for b in range(G.bit_length()):
+            with m.If(span == (1 << b)):
+                m.d.comb += span_log2.eq(b)
+        pairs = Signal(16)
+        m.d.comb += pairs.eq((self.n + (span << 1) - 1) >> (span_log2 + 1))
+        readers, feeds, groups, queues = [], [], [], []
+        for g in range(G):
+            rdr = StreamReader(cfg, g, self.bases)
+            feed = LaneFeed(S, B, self.act_words, 1 << 15)
+            grp = LaneGroup(S, self.act_words, acc)
+            q = SyncFIFO(width=2 * acc, depth=self.RESULTS)
+            m.submodules[f"reader{g}"], m.submodules[f"feed{g}"] = rdr, feed
+            m.submodules[f"group{g}"], m.submodules[f"results{g}"] = grp, q
+            readers.append(rdr), feeds.append(feed), groups.append(grp), queues.append(q)
+            wiring.connect(m, wiring.flipped(self.rd[g]), rdr.rd)
+            m.d.comb += [rdr.start.eq(self.start), rdr.channel.eq(self.w_channel), rdr.hbm_addr.eq(self.w_hbm_addr),
+                         rdr.stripe.eq(self.w_stripe),
+                         feed.bits_code.eq(self.bits_code), feed.sparsity.eq(self.sparsity),
+                         feed.group_log2.eq(self.group_log2), feed.chunks.eq(chunks), feed.pairs.eq(pairs),
+                         feed.start.eq(self.go & rdr.mine),
+                         grp.bits_code.eq(self.bits_code), grp.sparsity.eq(self.sparsity),
+                         grp.a_unsigned.eq(self.a_unsigned), grp.grouped.eq(self.group_log2 != 0),
+                         grp.act_we.eq(self.act_we), grp.act_addr.eq(self.act_addr), grp.act_data.eq(self.act_data),
+                         grp.chunk.valid.eq(feed.chunk.valid), grp.chunk.payload.eq(feed.chunk.payload),
+                         q.w_en.eq(grp.result.valid),
+                         q.w_data.eq(Cat(grp.result.payload.row0, grp.result.payload.row1))]
+            # hold the feed while two results are queued or on their way (a pair's last chunk emitted, its sums not
+            # yet out of the group's pipeline)
+            coming = Signal(range(self.RESULTS + 1), name=f"coming{g}")
+            m.d.sync += coming.eq(coming + (feed.chunk.valid & feed.chunk.payload.last) - grp.result.valid)
+            m.d.comb += feed.hold.eq(q.r_level + coming >= 2)
+            # the feed takes the reader's beats; once it is done, the stream's padding is dropped
+            fed = Signal(name=f"fed{g}")
+            with m.If(self.start):
+                m.d.sync += fed.eq(0)
+            with m.Elif(self.go):
+                m.d.sync += fed.eq(rdr.mine)
+            draining = fed & ~feed.busy
+            m.d.comb += [feed.beats.valid.eq(rdr.beats.valid & ~draining), feed.beats.payload.eq(rdr.beats.payload),
+                         rdr.beats.ready.eq(Mux(draining, 1, feed.beats.ready))]
+        # rounds of units on each channel: the pair records of a group, padded to whole units on each channel
+        rounds = Signal(24)
+        step = cfg.stripe_bytes // B * cpm
+        m.d.comb += rounds.eq((pairs * feeds[0].pair_beats + step - 1) // step)
+        for rdr in readers:
+            m.d.comb += rdr.rounds.eq(rounds)
+        # results in row order: pair q of stream group j (master g0 + j) holds rows 2 (q x span + j) and the next
+        q_i = Signal(16)
+        j_i = Signal(range(max(2, G)))
+        r_i = Signal()
+        g_i = Signal(range(max(2, G)))
+        m.d.comb += g_i.eq(g0 + j_i)
+        head = Signal(2 * acc)
+        ready = Signal()
+        with m.Switch(g_i):
+            for g, q in enumerate(queues):
+                with m.Case(g):
+                    m.d.comb += [head.eq(q.r_data), ready.eq(q.r_rdy), q.r_en.eq(self.res_pop & r_i)]
+        m.d.comb += [self.res_end.eq(q_i == pairs), self.res_valid.eq(ready & (q_i != pairs)),
+                     self.res_data.eq(Mux(r_i, head[acc:], head[:acc])),
+                     self.res_row.eq(Cat(r_i, (q_i << span_log2) + j_i))]
+        with m.If(self.start):
+            m.d.sync += [q_i.eq(0), j_i.eq(0), r_i.eq(0)]
+        with m.Elif(self.res_pop):
+            m.d.sync += r_i.eq(~r_i)
+            with m.If(r_i):
+                m.d.sync += j_i.eq(j_i + 1)
+                with m.If(j_i + 1 == span):
+                    m.d.sync += [j_i.eq(0), q_i.eq(q_i + 1)]
+        m.d.comb += self.done.eq(self.res_end & ~reduce(or_, [r.left != 0 for r in readers]))
+        return m

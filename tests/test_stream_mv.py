@@ -1,0 +1,113 @@
+"""MV.w_stream (ISA 1.4) in the functional simulator: a tile streamed from its stream image in memory gives the same
+results as the same rows loaded into the WGT buffer, on one master (tiny) and on a master per channel (hbm4); bad
+streamed MVs are refused by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flightc.compress.formats import WeightFormat, group_scale_max
+from flightc.compress.packing import pack_weight
+from flightc.compress.quantize import QuantWeight
+from flightc.compress.stream import stream_image
+from flightc.config import PRESETS, Buffer
+from flightc.errors import ProgramError, UnsupportedError
+from flightc.isa.codec import encode_program, make
+from flightc.isa.footprint import footprint, stream_shape, stripe_layout
+from flightc.isa.table import OutMode, SysOp, Unit
+from flightc.sim.functional import Machine
+from flightc.sim.perf.timing import instruction_work
+
+OUT = 1 << 16  # channel 0: activations from 0, results from here
+
+
+def _tile(rng, fmt: WeightFormat, n: int, k: int) -> np.ndarray:
+    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
+    q = rng.integers(lo, hi + 1, (n, k))
+    keep = None
+    if fmt.sparse:
+        order = np.argsort(rng.random((n, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
+        keep = np.zeros((n, k // fmt.m, fmt.m), bool)
+        np.put_along_axis(keep, order, True, axis=-1)
+        keep = keep.reshape(n, k)
+        q = np.where(keep, q, 0)
+    gs = rng.integers(0, group_scale_max(fmt.bits) + 1, (n, k // fmt.group if fmt.group else 0))
+    return pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep))
+
+
+def _mv(fmt: WeightFormat, n: int, k: int, **weights):
+    return make("MV", n=n, k=k, a_addr=0, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
+                out_mode=OutMode.ACC32, out_addr=0, wait=1 << Unit.LD, release=1 << Unit.ST, **weights)
+
+
+def _run(cfg, program, images: dict[int, bytes]) -> Machine:
+    m = Machine(cfg, {ch: 1 << 20 for ch in range(cfg.mem_channels)})
+    for ch, data in images.items():
+        m.write_hbm(ch, 0, data)
+    m.run(encode_program(program))
+    return m
+
+
+def _both(cfg_name: str, fmt: WeightFormat, n: int, k: int, seed: int = 0):
+    """(results of the buffered MV, results of the streamed MV, the streamed MV)."""
+    cfg = PRESETS[cfg_name]
+    rng = np.random.default_rng(seed)
+    packed = _tile(rng, fmt, n, k)
+    acts = rng.integers(0, 256, k).astype(np.uint8).tobytes()
+    end = make("SYS", op=SysOp.END)
+    store = make("ST", buf=Buffer.ACC, buf_addr=0, channel=0, hbm_addr=OUT, rows=1, row_bytes=4 * n, wait=1 << Unit.MPE)
+    load_a = make("LD", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=0, rows=1, row_bytes=k, release=1 << Unit.MPE)
+    # buffered: the packed rows from channel 1 into WGT
+    rb = fmt.row_bytes(k)
+    buffered = [make("LD", buf=Buffer.WGT, buf_addr=0, channel=1, hbm_addr=0, rows=n, row_bytes=rb, hbm_stride=rb,
+                     buf_stride=rb), load_a, _mv(fmt, n, k, w_buf=Buffer.WGT, w_addr=0, w_stride=rb), store, end]
+    m = _run(cfg, buffered, {0: acts, 1: packed.tobytes()})
+    want = m.read_hbm(0, OUT, 4 * n)
+    # streamed: the tile's stream image striped over every channel at 4 KiB
+    mv = _mv(fmt, n, k, w_stream=1, w_channel=0, w_hbm_addr=4096, w_stripe=cfg.mem_channels)
+    shape = stream_shape(cfg, mv)
+    image = np.frombuffer(stream_image(packed, shape), np.uint8)
+    images = {ch: bytearray(1 << 20) for ch in range(cfg.mem_channels)}
+    images[0][:k] = acts
+    u = np.arange(image.size) // shape.unit
+    for ch, base, nb in stripe_layout(0, 4096, image.size, cfg.mem_channels, shape.unit):
+        mine = image[(u % cfg.mem_channels) == ch]
+        images[ch][base:base + nb] = mine.tobytes()
+    m = _run(cfg, [load_a, mv, store, end], {ch: bytes(v) for ch, v in images.items()})
+    return want, m.read_hbm(0, OUT, 4 * n), mv
+
+
+@pytest.mark.parametrize("cfg_name", ["tiny", "hbm4"])
+@pytest.mark.parametrize("fmt", [WeightFormat(4, group=32), WeightFormat(4, 8, 16, 16), WeightFormat(8),
+                                 WeightFormat(3, 2, 4, 64)], ids=lambda f: f.label())
+def test_a_streamed_mv_equals_the_buffered_one(cfg_name, fmt):
+    want, got, _ = _both(cfg_name, fmt, n=37, k=256)
+    assert got == want
+
+
+def test_a_streamed_mv_reads_its_stream_image_from_every_channel():
+    cfg = PRESETS["hbm4"]
+    _, _, mv = _both("hbm4", WeightFormat(4, group=32), n=64, k=512)
+    reads, _ = footprint(mv, cfg)
+    channels = sorted({a.space[1] for a in reads if a.space[0] == "hbm"})
+    assert channels == [0, 1, 2, 3]
+    assert sum(a.width for a in reads if a.space[0] == "hbm") == stream_shape(cfg, mv).nbytes
+    with pytest.raises(ValueError, match="needs the hardware config"):
+        footprint(mv)
+
+
+def test_bad_streamed_mvs_are_refused_by_name():
+    cfg = PRESETS["hbm4"]
+    fmt = WeightFormat(4, group=32)
+    with pytest.raises(ProgramError, match="cover a power of two of whole masters"):
+        stream_shape(cfg, _mv(fmt, 8, 256, w_stream=1, w_channel=1, w_stripe=3))
+    with pytest.raises(ProgramError, match="multiple of stripe_bytes"):
+        stream_shape(cfg, _mv(fmt, 8, 256, w_stream=1, w_stripe=4, w_hbm_addr=64))
+    with pytest.raises(ProgramError, match="exceeds the 4096 activations"):
+        stream_shape(cfg, _mv(fmt, 8, 8192, w_stream=1, w_stripe=4))
+    with pytest.raises(ProgramError, match="takes no buffer operand"):
+        stream_shape(cfg, _mv(fmt, 8, 256, w_stream=1, w_stripe=4, w_buf=Buffer.WGT))
+    with pytest.raises(ProgramError, match="not a multiple of the lane group's 64 columns"):
+        stream_shape(cfg, _mv(fmt, 8, 96, w_stream=1, w_stripe=4))
+    with pytest.raises(UnsupportedError, match="no timing contract yet"):
+        instruction_work(cfg, _mv(fmt, 8, 256, w_stream=1, w_stripe=4))
