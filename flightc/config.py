@@ -180,6 +180,12 @@ class HardwareConfig:
         return 1 << (burst.bit_length() - 1)
 
     @property
+    def lane_fifo_beats(self) -> int:
+        """Beats a streamed MV's reader FIFO holds (hw/stream.py): every burst its master may have in flight, twice
+        over, so a burst is asked for while the previous ones drain."""
+        return 2 * self.axi_outstanding * (self.stripe_bytes // self.axi_data_bytes)
+
+    @property
     def lane_k_max(self) -> int:
         """Longest reduction a streamed MV takes: the activations a lane group's copy holds."""
         return self.lane_act_kib << 10

@@ -23,12 +23,6 @@ from flightc.hw.lane_group import LaneGroup
 from flightc.isa.table import HBM_ADDR_BITS
 
 
-def fifo_beats(cfg: HardwareConfig) -> int:
-    """Beats a reader's FIFO holds: every burst it may have in flight, twice over (so a burst is asked for while
-    the previous ones drain)."""
-    return 2 * cfg.axi_outstanding * (cfg.stripe_bytes // cfg.axi_data_bytes)
-
-
 class StreamReader(wiring.Component):
     """Master ``master``'s share of a streamed tile: ``start`` with the tile's first channel, address, channels and
     rounds (units per channel); ``beats`` out; ``mine`` while the tile covers its channels; ``left``: beats of the
@@ -48,7 +42,7 @@ class StreamReader(wiring.Component):
         cfg = self.cfg
         cpm = cfg.channels_per_master
         unit_beats = cfg.stripe_bytes // cfg.axi_data_bytes
-        depth = fifo_beats(cfg)
+        depth = cfg.lane_fifo_beats
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
         first = self.master * cpm
         m.d.comb += self.mine.eq((self.channel <= first) & (first < self.channel + self.stripe))

@@ -22,7 +22,8 @@ from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
                                    kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stream_shape,
-                                   streamed, stripe_layout, striped, weight_format)
+                                   stream_spans, streamed, stripe_layout, stripe_spans, striped,
+                                   weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
@@ -42,13 +43,19 @@ def _check_operands(ins: Instruction, cfg: HardwareConfig) -> None:
                                    f"{Buffer(w.space[1]).name} without coinciding with it")
 
 
-def static_counters(program: bytes) -> Counters:
-    """What running ``program`` does, counted from its instructions alone (as :class:`Machine` counts it)."""
+def static_counters(program: bytes, cfg: HardwareConfig | None = None) -> Counters:
+    """What running ``program`` does, counted from its instructions alone (as :class:`Machine` counts it; a
+    streamed MV's bytes depend on the config)."""
     c = Counters()
     for ins in _decoded(bytes(program)):
         c.instructions[ins.cls.name] = c.instructions.get(ins.cls.name, 0) + 1
         if ins.opcode in (Opcode.MM, Opcode.MV):
             c.macs += mpe_macs(ins)
+            if streamed(ins):
+                if cfg is None:
+                    raise ValueError("counting a streamed MV's bytes needs the hardware config")
+                for ch, _, n in stream_spans(cfg, ins):
+                    c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
         elif ins.opcode is Opcode.MISC:
             c.sfu_elements += ins.rows * ins.cols
         elif striped(ins):

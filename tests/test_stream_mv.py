@@ -11,7 +11,7 @@ from flightc.compress.packing import pack_weight
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import stream_image
 from flightc.config import PRESETS, Buffer
-from flightc.errors import ProgramError, UnsupportedError
+from flightc.errors import ProgramError
 from flightc.isa.codec import encode_program, make
 from flightc.isa.footprint import footprint, stream_shape, stripe_layout
 from flightc.isa.table import OutMode, SysOp, Unit
@@ -109,5 +109,13 @@ def test_bad_streamed_mvs_are_refused_by_name():
         stream_shape(cfg, _mv(fmt, 8, 256, w_stream=1, w_stripe=4, w_buf=Buffer.WGT))
     with pytest.raises(ProgramError, match="not a multiple of the lane group's 64 columns"):
         stream_shape(cfg, _mv(fmt, 8, 96, w_stream=1, w_stripe=4))
-    with pytest.raises(UnsupportedError, match="no timing contract yet"):
-        instruction_work(cfg, _mv(fmt, 8, 256, w_stream=1, w_stripe=4))
+
+
+
+def test_the_model_charges_a_streamed_mv_its_tile_on_every_channel():
+    cfg = PRESETS["hbm4"]
+    mv = _mv(WeightFormat(4, group=32), 64, 512, w_stream=1, w_stripe=4)
+    work = instruction_work(cfg, mv)
+    assert work.hbm_bytes == stream_shape(cfg, mv).nbytes
+    assert sorted(ch for ch, _ in work.shares) == [0, 1, 2, 3]
+    assert work.cycles > work.hbm_bytes / (4 * cfg.axi_data_bytes)  # no faster than four masters' beats

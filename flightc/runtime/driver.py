@@ -125,7 +125,7 @@ class DriverBackend:
                 raise FlightcError(f"the {self.name} backend drives one core; this program has {len(program)} "
                                    "streams (compile with a one-core config)")
             program = program[0]
-        counters = static_counters(bytes(program))
+        counters = static_counters(bytes(program), self.driver.bundle.config)
         counters.cycles = self.driver.run(bytes(program))
         counters.cycle_source, counters.cycles_where = self.cycle_source, self.cycles_where
         return counters

@@ -166,6 +166,15 @@ class LoadModel:
         p.t = max(p.t, accept + 1)  # ROW of the first row
         return p
 
+    def pipe(self, master: int, accept: float) -> LoadPipeline:
+        """Master ``master``'s pipeline as of an instruction accepted in cycle ``accept`` (a streamed MV's readers
+        use it too: hw/stream.py)."""
+        return self._pipe(master, accept)
+
+    def settle(self, p: LoadPipeline) -> None:
+        """Note that ``p`` has bursts in flight until its state's last cycle."""
+        self._settles(p)
+
     def instruction(self, ins, accept: float) -> tuple[int, int]:
         """LD ``ins`` accepted in cycle ``accept``: (the cycle LD can take the next instruction, the cycle it is done)."""
         if not self._idle(accept):

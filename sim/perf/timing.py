@@ -25,14 +25,14 @@ import numpy as np
 
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
-from flightc.errors import UnsupportedError
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, streamed, stripe_spans,
-                                   striped, weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, stream_spans, streamed,
+                                   stripe_spans, striped, weight_format)
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
 from flightc.sim.perf.load import load_cycles
+from flightc.sim.perf.streamed import streamed_mv_cycles
 from flightc.sim.perf.words import read_cycles, span_words, write_cycles
 
 
@@ -115,8 +115,7 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
 
 def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     if streamed(ins):
-        raise UnsupportedError("a streamed MV (MV.w_stream, ISA 1.4) has no timing contract yet: the RTL that runs it "
-                               "comes first, then its model, checked against it")
+        return streamed_mv_cycles(cfg, ins)
     m, a_stride, out_stride = mpe_shape(ins)
     kmajor = bool(ins.w_kmajor)
     fmt = weight_format(ins)
@@ -262,6 +261,10 @@ class Work:
 
 def instruction_work(cfg: HardwareConfig, ins: Instruction) -> Work:
     op = ins.opcode
+    if streamed(ins):
+        spans = stream_spans(cfg, ins)
+        return Work(mpe_cycles(cfg, ins), sum(n for _, _, n in spans), ins.w_channel,
+                    tuple((ch, n) for ch, _, n in spans))
     if op in (Opcode.MM, Opcode.MV):
         return Work(mpe_cycles(cfg, ins))
     if op is Opcode.LD:

@@ -1,0 +1,237 @@
+"""The timing contract of a streamed MV (MV.w_stream): its datapath stepped a cycle at a time.
+
+``hw/stream.py``, ``hw/lane_feed.py``, ``hw/lane_group.py`` and ``hw/stream_out.py`` are small state machines
+that hand data to each other through queues with holds; their interplay (a feed held while two results wait, the
+output stage sharing one buffer port among record reads, residual reads and result writes) is what decides the
+cycles, so this model steps the same machines a cycle at a time instead of adding rates: the activation copy,
+each group's reader (a burst asked for while its FIFO has room and a slot is free, answered after the memory's
+latency), feed (a beat, or a chunk, a cycle), lane-group pipeline and result queue, and the output stage. It
+costs microseconds a cycle: right for the calibration programs; a 7B step needs a closed form checked against
+this one.
+
+Conventions as in :mod:`.timing`: busy runs from the cycle after the MPE accepts the instruction (state T, cycle 0
+here) to the cycle it reports done. An uncontended run: the MPE's buffer port is granted every cycle it asks, and
+no other reader shares the masters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from flightc.compress.stream import chunk_stride
+from flightc.config import HardwareConfig
+from flightc.isa.codec import Instruction
+from flightc.isa.footprint import out_elem_bytes, stream_shape
+from flightc.isa.table import OutMode
+from flightc.numerics import LUT_ENTRIES
+from flightc.records import REQUANT
+from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
+
+RESULT_AT = 6  # a pair's last chunk decided in cycle e: its sums are in the group's result queue from e + 6
+FIFO_LATENCY = 2  # a beat arriving in cycle a can be popped from the reader's FIFO (SyncFIFOBuffered) in a + 2
+
+
+@dataclass
+class _Group:
+    """One lane group: its reader's bursts and beats, its feed's state, its results."""
+
+    bursts: int  # left to ask for
+    pairs_left: int
+    chunks_left: int
+    blk_left: int
+    arrivals: list = field(default_factory=list)  # the cycle each beat asked for arrives
+    popped: int = 0
+    credit: int = 0  # beats asked for and not popped (the reader's `asked`)
+    slots: list = field(default_factory=list)  # last beat of each burst in flight
+    x_free: float = -math.inf  # the memory's next free beat
+    state: str = "IDLE"
+    have: bool = False
+    sub: int = 0
+    fill: int = 0
+    emitted: list = field(default_factory=list)  # cycles a pair's last chunk was decided
+    pops: list = field(default_factory=list)  # cycles a pair's results left the queue
+
+    def beat_ready(self, t: int) -> bool:
+        return self.popped < len(self.arrivals) and self.arrivals[self.popped] + FIFO_LATENCY <= t
+
+    def queued(self, t: int) -> int:
+        return sum(e + RESULT_AT <= t for e in self.emitted) - sum(p < t for p in self.pops)
+
+    def coming(self, t: int) -> int:
+        return sum(e + 2 <= t < e + RESULT_AT for e in self.emitted)
+
+
+class _Queue:
+    """One of the output stage's byte queues (records, residuals): fill and bytes asked for, as registers."""
+
+    def __init__(self, base: int, nbytes: int, w: int, take: int):
+        self.w, self.take, self.cap = w, take, take + 2 * w
+        self.next, self.end, self.skip = base // w * w, base + nbytes, base % w
+        self.first = True
+        self.fill = self.asked = 0
+        self.changes: list[tuple[int, int, int]] = []  # (cycle it shows, fill delta, asked delta)
+
+    def wants(self) -> bool:
+        return self.fill + self.asked + self.w <= self.cap and self.next < self.end
+
+    def ask(self, t: int) -> None:
+        got = self.w - self.skip if self.first else self.w
+        self.first = False
+        self.next += self.w
+        self.changes += [(t + 1, 0, self.w), (t + 2, got, -self.w)]
+
+    def tick(self, t: int) -> None:
+        for c in [c for c in self.changes if c[0] == t]:
+            self.fill += c[1]
+            self.asked += c[2]
+            self.changes.remove(c)
+
+
+def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0) -> int:
+    """The MPE's busy cycles for one streamed MV started in cycle ``start``. ``masters`` (the performance model's
+    LD pipelines, :class:`flightc.sim.perf.load.LoadPipeline` by master) holds what each master still has in flight
+    when it starts: the readers' bursts queue behind it, and it is left holding the readers' bursts."""
+    shape = stream_shape(cfg, ins)
+    fmt, S, B, G = shape.fmt, shape.slots, shape.beat, shape.groups
+    w = cfg.buffer_port_bytes
+    ub = shape.unit // B
+    depth = cfg.lane_fifo_beats
+    pairs, chunks = shape.pairs, ins.k // S
+    stride = chunk_stride(fmt, S)
+    blk_chunks = max(1, (B // 2 * fmt.group) // S) if fmt.group else chunks
+    beats_total = shape.group_bytes // B
+    latency, outstanding = cfg.mem_latency_cycles, cfg.axi_outstanding
+    gap = max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / shape.per_group) if throttled(cfg) else 1.0
+    mode = OutMode(ins.out_mode)
+    requant, adds = mode is not OutMode.ACC32, mode is OutMode.REQ_ADD
+    elem = out_elem_bytes(mode)
+    go = ins.k // w + 2  # the activation copy: a word asked for a cycle from cycle 1, the last seen two cycles on
+    lut_words = LUT_ENTRIES // w if (ins.lut and mode is OutMode.REQ_I8) else 0
+    run_from = go + 2 + (lut_words + 1 if lut_words else 0)  # the output stage's RUN state
+    groups = [_Group(beats_total // ub, pairs, chunks, blk_chunks) for _ in range(G)]
+    first_master = ins.w_channel // cfg.channels_per_master
+    asks = [1] * G  # the first cycle each reader may ask (behind what its master's LD asked before)
+    for j, gr in enumerate(groups):
+        p = (masters or {}).get(first_master + j)
+        if p is not None:
+            gr.x_free, gr.slots = p.x_free - start, [x - start for x in p.slots]
+            asks[j] = 1  # (its issuer interleaves with LD's: only the slots and the read channel are shared)
+    rec = _Queue(ins.scale_addr, ins.n * REQUANT.size, w, REQUANT.size)
+    res = _Queue(ins.out_addr, 4 * ins.n, w, 4)
+    pend = mask = False
+    q_i = j_i = r_i = 0
+    out_done = None
+    limit = 8 * (beats_total + 2 * pairs * G * (REQUANT.size + 8) + go + lut_words + latency) * max(1, math.ceil(gap)) \
+        + 10_000
+    for t in range(limit):
+        drained = all(g.bursts == 0 and g.popped == len(g.arrivals) for g in groups)  # the readers' `left`, as of t
+        # ---- readers: a burst asked for in a cycle with a free slot and room in the FIFO
+        for j, gr in enumerate(groups):
+            gr.slots = [s for s in gr.slots if s >= t]
+            if t >= asks[j] and gr.bursts and len(gr.slots) < outstanding and gr.credit + ub <= depth:
+                first = max(t + latency, gr.x_free)
+                beats = [first + math.floor(i * gap) for i in range(ub)]  # a beat once the throttle's credit has it
+                gr.x_free = first + ub * gap
+                gr.arrivals += beats
+                gr.slots.append(beats[-1])
+                gr.bursts -= 1
+                gr.credit += ub
+                asks[j] = t + 1
+        # ---- feeds, from the cycle after go; once done they drop what is left of the stream (padding)
+        for gr in groups:
+            if t == go + 1 and pairs:
+                gr.state = "MULT" if fmt.group else "CHUNKS"
+            avail = gr.beat_ready(t)
+            if t > go and gr.state == "IDLE":
+                if avail:
+                    gr.popped += 1
+                    gr.credit -= 1
+                continue
+            hold = gr.queued(t) + gr.coming(t) >= 2
+            if gr.state == "MULT":
+                if avail and not hold:
+                    gr.popped += 1
+                    gr.credit -= 1
+                    gr.blk_left = min(gr.chunks_left, blk_chunks)
+                    gr.state = "CHUNKS+"
+                continue
+            if gr.state != "CHUNKS":
+                continue
+            emit = False
+            if stride <= B:
+                if (gr.have or avail) and not hold:
+                    if not gr.have:
+                        gr.popped += 1
+                        gr.credit -= 1
+                    spent = (gr.sub + 1) * stride == B or gr.blk_left == 1
+                    gr.have, gr.sub = not spent, 0 if spent else gr.sub + 1
+                    emit = True
+            elif avail and not hold:
+                gr.popped += 1
+                gr.credit -= 1
+                gr.fill = 0 if gr.fill == stride // B - 1 else gr.fill + 1
+                emit = gr.fill == 0
+            if emit:
+                pair_end, block_end = gr.chunks_left == 1, gr.blk_left == 1
+                gr.chunks_left -= 1
+                gr.blk_left -= 1
+                if pair_end:
+                    gr.emitted.append(t)
+                    gr.pairs_left -= 1
+                    gr.chunks_left = chunks
+                    if gr.pairs_left == 0:
+                        gr.state = "IDLE+"
+                    elif fmt.group:
+                        gr.state = "MULT+"
+                    else:
+                        gr.blk_left = blk_chunks
+                elif block_end:
+                    gr.state = "MULT+"
+        for gr in groups:
+            gr.state = gr.state.rstrip("+")
+        # ---- the output stage
+        rec.tick(t)
+        res.tick(t)
+        if t >= run_from and out_done is None:
+            write_now = pend
+            if not pend:
+                if requant and rec.wants():
+                    rec.ask(t)
+                elif adds and res.wants():
+                    res.ask(t)
+            res_end = q_i == pairs
+            set_pend = False
+            gr = groups[j_i]
+            if not res_end and gr.queued(t) > 0:
+                row = 2 * (q_i * G + j_i) + r_i
+                kept = row < ins.n
+                completes = (ins.out_addr + elem * row) % w + elem == w
+                operands = (not requant or rec.fill >= REQUANT.size) and (not adds or res.fill >= 4)
+                if not kept or (operands and (not pend or write_now or not completes)):
+                    if kept:
+                        if requant:
+                            rec.changes.append((t + 1, -REQUANT.size, 0))
+                        if adds:
+                            res.changes.append((t + 1, -4, 0))
+                        set_pend, mask = completes, not completes
+                    if r_i:
+                        gr.pops.append(t)
+                        j_i += 1
+                        if j_i == G:
+                            j_i, q_i = 0, q_i + 1
+                    r_i ^= 1
+            if res_end and not pend:
+                if mask:
+                    set_pend, mask = True, False
+                else:
+                    out_done = t
+            pend = set_pend or (pend and not write_now)
+        # ---- S_DRAIN from the cycle after the output stage is done, until every reader's beats are popped
+        if out_done is not None and t > out_done and drained:
+            for j, gr in enumerate(groups):  # the masters are left with the readers' bursts
+                p = (masters or {}).get(first_master + j)
+                if p is not None:
+                    p.t, p.x_free = max(p.t, start + asks[j]), start + gr.x_free
+                    p.slots = [start + x for x in gr.slots][-outstanding:]
+            return t + 1
+    raise RuntimeError(f"the streamed-MV model did not finish in {limit} cycles")
