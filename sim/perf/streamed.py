@@ -48,17 +48,32 @@ class _Group:
     have: bool = False
     sub: int = 0
     fill: int = 0
-    emitted: list = field(default_factory=list)  # cycles a pair's last chunk was decided
-    pops: list = field(default_factory=list)  # cycles a pair's results left the queue
+    emitted: list = field(default_factory=list)  # cycles a pair's last chunk was decided (in order)
+    pops: list = field(default_factory=list)  # cycles a pair's results left the queue (in order)
+    seen: list = field(default_factory=lambda: [0, 0, 0])  # emitted with e + 2 <= t, with e + RESULT_AT <= t; pops < t
 
     def beat_ready(self, t: int) -> bool:
         return self.popped < len(self.arrivals) and self.arrivals[self.popped] + FIFO_LATENCY <= t
 
+    def advance(self, t: int) -> None:
+        """Move the counts on to cycle ``t`` (cycles only increase)."""
+        k = self.seen
+        while k[0] < len(self.emitted) and self.emitted[k[0]] + 2 <= t:
+            k[0] += 1
+        while k[1] < len(self.emitted) and self.emitted[k[1]] + RESULT_AT <= t:
+            k[1] += 1
+        while k[2] < len(self.pops) and self.pops[k[2]] < t:
+            k[2] += 1
+
     def queued(self, t: int) -> int:
-        return sum(e + RESULT_AT <= t for e in self.emitted) - sum(p < t for p in self.pops)
+        """Results in the group's queue (the FIFO's level) in cycle ``t``."""
+        self.advance(t)
+        return self.seen[1] - self.seen[2]
 
     def coming(self, t: int) -> int:
-        return sum(e + 2 <= t < e + RESULT_AT for e in self.emitted)
+        """Pairs past their last chunk whose sums are not yet in the queue (the RTL's `coming` register)."""
+        self.advance(t)
+        return self.seen[0] - self.seen[1]
 
 
 class _Queue:
