@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from flightc.compress.formats import WeightFormat, group_scale_max
+from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import SEGMENT, chunk_bytes, pair_chunks
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.hw.lane_group import LaneGroup, formats
+from flightc.sim.rtl.random_programs import random_weights
 
 SLOTS = 64  # the lane group a 64-byte weight stream fills with dense W4 (two rows x 64 columns x 4 bits a cycle)
 K_REAL = (11_008, 14_336)  # LLaMA2-7B's and LLaMA3-8B's MLP widths: the longest reductions of 7B-class models
@@ -26,19 +27,7 @@ def _le(b) -> int:
 def _pair(rng, fmt: WeightFormat, k: int, extreme: bool):
     """A packed row pair: random values and multipliers, or every stored q at its minimum and the largest
     multiplier."""
-    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
-    q = np.full((2, k), lo) if extreme else rng.integers(lo, hi + 1, (2, k))
-    keep = None
-    if fmt.sparse:
-        order = np.argsort(rng.random((2, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
-        keep = np.zeros((2, k // fmt.m, fmt.m), bool)
-        np.put_along_axis(keep, order, True, axis=-1)
-        keep = keep.reshape(2, k)
-        q = np.where(keep, q, 0)
-    groups = (2, k // fmt.group if fmt.group else 0)
-    gmax = group_scale_max(fmt.bits)
-    gs = np.full(groups, gmax) if extreme else rng.integers(0, gmax + 1, groups)
-    return pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(2), keep))
+    return random_weights(rng, fmt, 2, k, extreme)
 
 
 def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, bool]]) -> list:
@@ -196,17 +185,7 @@ def _feed_and_group(fmt: WeightFormat, rows: int, k: int, beat: int, seed: int, 
     from flightc.hw.lane_feed import LaneFeed
 
     rng = np.random.default_rng(seed)
-    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
-    q = rng.integers(lo, hi + 1, (rows, k))
-    keep = None
-    if fmt.sparse:
-        order = np.argsort(rng.random((rows, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
-        keep = np.zeros((rows, k // fmt.m, fmt.m), bool)
-        np.put_along_axis(keep, order, True, axis=-1)
-        keep = keep.reshape(rows, k)
-        q = np.where(keep, q, 0)
-    gs = rng.integers(0, group_scale_max(fmt.bits) + 1, (rows, k // fmt.group if fmt.group else 0))
-    packed = pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(rows), keep))
+    packed = random_weights(rng, fmt, rows, k)
     acts = rng.integers(0, 256, k).astype(np.uint8)
     want = [int(x) for x in unpack_rows(packed, fmt, k).astype(np.int64) @ acts.view(np.int8).astype(np.int64)]
     shape = StreamShape(fmt, rows, k, 1, SLOTS, beat, unit=beat, channels=1)

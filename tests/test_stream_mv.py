@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flightc.compress.formats import WeightFormat, group_scale_max
-from flightc.compress.packing import pack_weight
-from flightc.compress.quantize import QuantWeight
+from flightc.compress.formats import WeightFormat
 from flightc.compress.stream import stream_image
 from flightc.config import PRESETS, Buffer
 from flightc.errors import ProgramError
@@ -17,22 +15,9 @@ from flightc.isa.footprint import footprint, stream_shape, stripe_layout
 from flightc.isa.table import OutMode, SysOp, Unit
 from flightc.sim.functional import Machine
 from flightc.sim.perf.timing import instruction_work
+from flightc.sim.rtl.random_programs import random_weights
 
 OUT = 1 << 16  # channel 0: activations from 0, results from here
-
-
-def _tile(rng, fmt: WeightFormat, n: int, k: int) -> np.ndarray:
-    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
-    q = rng.integers(lo, hi + 1, (n, k))
-    keep = None
-    if fmt.sparse:
-        order = np.argsort(rng.random((n, k // fmt.m, fmt.m)), axis=-1)[..., :fmt.n]
-        keep = np.zeros((n, k // fmt.m, fmt.m), bool)
-        np.put_along_axis(keep, order, True, axis=-1)
-        keep = keep.reshape(n, k)
-        q = np.where(keep, q, 0)
-    gs = rng.integers(0, group_scale_max(fmt.bits) + 1, (n, k // fmt.group if fmt.group else 0))
-    return pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep))
 
 
 def _mv(fmt: WeightFormat, n: int, k: int, **weights):
@@ -52,7 +37,7 @@ def _both(cfg_name: str, fmt: WeightFormat, n: int, k: int, seed: int = 0):
     """(results of the buffered MV, results of the streamed MV, the streamed MV)."""
     cfg = PRESETS[cfg_name]
     rng = np.random.default_rng(seed)
-    packed = _tile(rng, fmt, n, k)
+    packed = random_weights(rng, fmt, n, k)
     acts = rng.integers(0, 256, k).astype(np.uint8).tobytes()
     end = make("SYS", op=SysOp.END)
     store = make("ST", buf=Buffer.ACC, buf_addr=0, channel=0, hbm_addr=OUT, rows=1, row_bytes=4 * n, wait=1 << Unit.MPE)

@@ -45,6 +45,28 @@ class RandomCase:
         return {ch: len(img) for ch, img in self.images.items()}
 
 
+def random_weights(rng: np.random.Generator, fmt: WeightFormat, n: int, k: int, extreme: bool = False) -> np.ndarray:
+    """Packed rows [n, row_bytes]: random values and multipliers within the ISA's rule (the largest often), valid
+    sparse positions (distinct, ascending); ``extreme``: every stored value at its minimum, every multiplier the
+    largest (the operands that stress the MACs' guard bits)."""
+    lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
+    q = np.full((n, k), lo) if extreme else rng.integers(lo, hi + 1, (n, k))
+    keep = None
+    if fmt.sparse:
+        scores = rng.random((n, k // fmt.m, fmt.m))
+        order = np.argsort(scores, axis=-1)[..., :fmt.n]
+        keep = np.zeros((n, k // fmt.m, fmt.m), bool)
+        np.put_along_axis(keep, order, True, axis=-1)
+        keep = keep.reshape(n, k)
+        q = np.where(keep, q, 0)
+    gmax = group_scale_max(fmt.bits)
+    shape = (n, k // fmt.group if fmt.group else 0)
+    gs = np.full(shape, gmax) if extreme else rng.integers(0, gmax + 1, shape)
+    if not extreme:
+        gs[rng.random(gs.shape) < 0.2] = gmax
+    return pack_weight(QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep))
+
+
 class _Builder:
     def __init__(self, cfg: HardwareConfig, seed: int):
         self.cfg = cfg
@@ -115,21 +137,7 @@ class _Builder:
 
     def weights(self, fmt: WeightFormat, n: int, k: int) -> bytes:
         """Packed rows with random values and multipliers; sparse positions valid (distinct, ascending)."""
-        lo, hi = -(1 << (fmt.bits - 1)), (1 << (fmt.bits - 1)) - 1
-        q = self.rng.integers(lo, hi + 1, (n, k))
-        keep = None
-        if fmt.sparse:
-            scores = self.rng.random((n, k // fmt.m, fmt.m))
-            order = np.argsort(scores, axis=-1)[..., :fmt.n]
-            keep = np.zeros((n, k // fmt.m, fmt.m), bool)
-            np.put_along_axis(keep, order, True, axis=-1)
-            keep = keep.reshape(n, k)
-            q = np.where(keep, q, 0)
-        # multipliers within the ISA's rule, the largest often (the operand's extreme)
-        gs = self.rng.integers(0, group_scale_max(fmt.bits) + 1, (n, k // fmt.group if fmt.group else 0))
-        gs[self.rng.random(gs.shape) < 0.2] = group_scale_max(fmt.bits)
-        qw = QuantWeight(fmt, q.astype(np.int8), gs.astype(np.uint8), np.ones(n), keep)
-        return pack_weight(qw).tobytes()
+        return random_weights(self.rng, fmt, n, k).tobytes()
 
     def ints(self, n: int, lo: int, hi: int, dtype: str) -> bytes:
         return self.rng.integers(lo, hi + 1, n).astype(dtype).tobytes()
