@@ -30,6 +30,16 @@ def _pair(rng, fmt: WeightFormat, k: int, extreme: bool):
     return random_weights(rng, fmt, 2, k, extreme)
 
 
+async def _write_acts(ctx, group: LaneGroup, acts: np.ndarray, k: int) -> None:
+    """The activation vector into a lane group's copy, a word of SLOTS bytes a cycle."""
+    ctx.set(group.act_we, 1)
+    for w in range(k // SLOTS):
+        ctx.set(group.act_addr, w)
+        ctx.set(group.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
+        await ctx.tick()
+    ctx.set(group.act_we, 0)
+
+
 def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, bool]]) -> list:
     """Stream each job (format, K, packed row pair, activations as bytes, unsigned) through one lane group, a
     chunk a cycle: its two sums, or None when none came out."""
@@ -41,12 +51,7 @@ def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, b
         for fmt, k, packed, acts, unsigned in jobs:
             ctx.set(dut.chunk.valid, 0)
             if acts is not written:  # a vector is written into the group's copy once for the jobs that share it
-                ctx.set(dut.act_we, 1)
-                for w in range(k // SLOTS):
-                    ctx.set(dut.act_addr, w)
-                    ctx.set(dut.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
-                    await ctx.tick()
-                ctx.set(dut.act_we, 0)
+                await _write_acts(ctx, dut, acts, k)
                 written = acts
             ctx.set(dut.bits_code, fmt.bits_code)
             ctx.set(dut.sparsity, fmt.sparsity)
@@ -197,12 +202,7 @@ def _feed_and_group(fmt: WeightFormat, rows: int, k: int, beat: int, seed: int, 
     got, done = [], []
 
     async def bench(ctx):
-        ctx.set(group.act_we, 1)
-        for w in range(k // SLOTS):
-            ctx.set(group.act_addr, w)
-            ctx.set(group.act_data, _le(acts[w * SLOTS:(w + 1) * SLOTS]))
-            await ctx.tick()
-        ctx.set(group.act_we, 0)
+        await _write_acts(ctx, group, acts, k)
         for unit in (group, feed):
             ctx.set(unit.bits_code, fmt.bits_code)
             ctx.set(unit.sparsity, fmt.sparsity)
