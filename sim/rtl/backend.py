@@ -16,11 +16,9 @@ from pathlib import Path
 
 from flightc.bundle import Bundle
 from flightc.config import HardwareConfig
-from flightc.errors import FlightcError, ProgramError, UnsupportedError
+from flightc.errors import FlightcError, ProgramError
 from flightc.files import atomic_path
 from flightc.hw import regs as R
-from flightc.isa.codec import iter_program
-from flightc.isa.footprint import streamed
 from flightc.runtime.driver import DriverBackend, KernelDriver, align, buffer_sizes
 from flightc.runtime.counters import Counters, CycleSource
 from flightc.sim.rtl import wire
@@ -203,10 +201,6 @@ class RtlBackend(DriverBackend):
         self.driver = KernelDriver(bundle, self.port, "the RTL")
 
     def run(self, program: bytes | list[bytes]) -> Counters:
-        for prog in [program] if isinstance(program, (bytes, bytearray)) else program:
-            if any(streamed(ins) for ins in iter_program(bytes(prog))):
-                raise UnsupportedError("the program streams an MV's weights (MV.w_stream, ISA 1.4): the generated RTL "
-                                       "does not run streamed MVs yet; run it on fsim (--backend fsim)")
         counters = super().run(program)
         self.last_wall_s = self.port.last_wall_s
         return counters
