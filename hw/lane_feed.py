@@ -14,11 +14,12 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from flightc.compress.formats import GROUP_MAX, GROUP_MIN
 from flightc.compress.stream import SEGMENT, chunk_stride
 from flightc.hw.lane_group import chunk_layout, formats
 from flightc.isa.table import Sparsity, WeightBits
 
-GROUP_LOG2_MIN, GROUP_LOG2_MAX = 4, 12  # groups of 16 .. 4,096 columns (WeightFormat.check)
+GROUP_LOG2_MIN, GROUP_LOG2_MAX = GROUP_MIN.bit_length() - 1, GROUP_MAX.bit_length() - 1
 
 
 class LaneFeed(wiring.Component):

@@ -7,7 +7,9 @@ from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits, group_scale_max
 
-__all__ = ["WeightFormat", "group_scale_max", "q_range"]
+__all__ = ["GROUP_MAX", "GROUP_MIN", "WeightFormat", "group_scale_max", "q_range"]
+
+GROUP_MIN, GROUP_MAX = 16, 4096  # quantization groups along K: powers of two in this range
 
 
 def q_range(bits: int) -> tuple[int, int]:
@@ -77,8 +79,9 @@ class WeightFormat:
         elif self.m != cfg.sparse_m or self.n not in cfg.sparse_n:
             raise UnsupportedError(f"layer {layer}: {self.n}:{self.m} sparsity; preset {cfg.name!r} supports "
                                    f"N:{cfg.sparse_m} with N in {list(cfg.sparse_n)} and 2:4")
-        if self.group and (self.group & (self.group - 1) or self.group < 16 or self.group > 4096):
-            raise UnsupportedError(f"layer {layer}: group size {self.group} must be a power of two in 16..4096")
+        if self.group and (self.group & (self.group - 1) or self.group < GROUP_MIN or self.group > GROUP_MAX):
+            raise UnsupportedError(f"layer {layer}: group size {self.group} must be a power of two in "
+                                   f"{GROUP_MIN}..{GROUP_MAX}")
         if self.group and self.bits == 8:
             raise UnsupportedError(f"layer {layer}: 8-bit weights take no group scales (use group 0)")
         if k % self.m or (self.group and k % self.group):

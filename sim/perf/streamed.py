@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flightc.compress.stream import chunk_stride
+from flightc.compress.stream import block_columns, chunk_stride
 from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
@@ -113,7 +113,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     depth = cfg.lane_fifo_beats
     pairs, chunks = shape.pairs, ins.k // S
     stride = chunk_stride(fmt, S)
-    blk_chunks = max(1, (B // 2 * fmt.group) // S) if fmt.group else chunks
+    blk_chunks = max(1, block_columns(fmt, B) // S) if fmt.group else chunks
     beats_total = shape.group_bytes // B
     latency, outstanding = cfg.mem_latency_cycles, cfg.axi_outstanding
     gap = max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / shape.per_group) if throttled(cfg) else 1.0
