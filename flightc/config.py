@@ -268,9 +268,11 @@ _ONE = {**_COMMON, "axi_masters": 1}
 _TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4}
 
 PRESETS: dict[str, HardwareConfig] = {
-    # Alveo U280: 3 SLRs -> 3 cores; 3 x 32 x 64 = 6,144 MPE DSP48E2 (FlightLLM used 6,345 in all);
-    # memory from the parts table (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s.
-    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=32, chain_length=64, sfu_lanes=64,
+    # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): 32 x 64 MPE DSP48E2 for
+    # prompts and attention, and a lane group of 64 DSP48E2 on each of the 32 masters for streamed MVs
+    # (FlightLLM used 6,345 DSPs in all); memory from the parts table (flightc/parts.py): 32 HBM2
+    # pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per pseudo-channel.
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=32, chain_length=64, sfu_lanes=64,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=256, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=2, **_HBM),

@@ -32,7 +32,7 @@ def adaptive(request):
 def exact_program(c, length: int, pos0: int) -> list[bytes]:
     """The program of one step compiled for exactly this length and position (no template, no patch)."""
     step = lower_step(c.fused, c.config, c.memory, length, pos0)
-    return [encode_program(insert_tokens(p, e, c.config.token_fifo_depth)) for p, e in zip(step.cores, step.extras)]
+    return [encode_program(insert_tokens(p, e, c.config.token_fifo_depth, c.config)) for p, e in zip(step.cores, step.extras)]
 
 
 def _positions(length: int) -> list[int]:

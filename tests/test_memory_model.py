@@ -163,9 +163,9 @@ def llama2_7b_u280():
 
 
 def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel(llama2_7b_u280):
-    """Modeled on u280 (a master per pseudo-channel, every tile striped over its core's channels): the weight LDs
-    of one LLaMA2-7B decode step reach at least 92% of the sustained 425 GB/s, every channel carrying an equal
-    share."""
+    """Modeled on u280 (a master per pseudo-channel, every tile's stream image striped over all of them): the
+    streamed MVs of one LLaMA2-7B decode step reach at least 92% of the sustained 425 GB/s, every channel carrying
+    an equal share."""
     from flightc.isa.footprint import stripe_layout
     from flightc.sim.perf.stream import weight_stream
 

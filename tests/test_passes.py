@@ -11,6 +11,7 @@ from flightc.compiler.lower import lower_step
 from flightc.compiler.memory import place
 from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
+from flightc import numerics as nm
 from flightc.config import PRESETS, Buffer
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf
@@ -104,9 +105,17 @@ def test_place_keeps_regions_apart_and_within_channels(stages):
     for r in weights:
         shares = [n for _, _, n in r.spans()]
         assert max(shares) - min(shares) <= cfg.stripe_bytes and sum(shares) == r.nbytes
+    # on one core every layer streams (its rows as a stream image); records fit a quarter of PRM per tile
+    assert not mem.buffered
     for tiles in mem.linears.values():
         (t,) = tiles
-        assert t.tile_rows * t.row_bytes <= cfg.buffer_bytes(Buffer.WGT) // 2
+        assert t.stream is not None and t.tile_rows * nm.REQUANT_RECORD_BYTES <= cfg.buffer_bytes(Buffer.PRM) // 4
+    # two cores share tiny's one master: their tiles go through the WGT buffer, and the map says why
+    two = place(gf, cfg.replace(num_cores=2), 40, 8)
+    assert set(two.buffered) == set(gf.linears()) and "whole masters" in two.buffered["L0.q_proj"]
+    for tiles in two.linears.values():
+        for t in tiles:
+            assert t.stream is None and t.tile_rows * t.row_bytes <= cfg.buffer_bytes(Buffer.WGT) // 2
 
 
 def test_lower_keeps_decode_on_chip(stages):
@@ -137,7 +146,7 @@ def test_tokens_order_every_conflict(stages):
     cfg = PRESETS["tiny"]
     mem = place(gf, cfg, 40, 8)
     step = lower_step(gf, cfg, mem, 8, 0)
-    prog = insert_tokens(step.cores[0], step.extras[0])
+    prog = insert_tokens(step.cores[0], step.extras[0], cfg=cfg)
     # every MPE instruction waits for the LD that brought its weights
     for i, ins in enumerate(prog):
         if ins.opcode is Opcode.MM and ins.w_buf == Buffer.WGT:

@@ -132,7 +132,7 @@ def test_bytes_per_token_by_kind_add_up_to_what_the_step_loads():
     c = compiled("tiny-llama", "w4g32s8:16")
     w = WorkloadModel(c.bundle)
     tb = w.token_bytes(9)
-    loaded = w.step(1, 9).hbm_read_bytes  # every LD's rows x row_bytes, as the schedule counts them
+    loaded = w.step(1, 9).hbm_read_bytes  # every LD and streamed MV, as the schedule counts them
     gather_ids = sum(4 * i.rows for prog in w.programs(1, 9) for i in prog if i.opcode is Opcode.LD and i.gather)
     assert tb.total == loaded + gather_ids
     assert min(tb.weight_values, tb.sparse_indices, tb.group_scales, tb.requant_records, tb.kv_cache, tb.other) > 0

@@ -27,8 +27,8 @@ def test_the_compiled_program_passes(tiny_w8):
 
 def test_a_missing_token_is_caught_as_a_race(tiny_w8):
     prog = _prefill(tiny_w8)
-    # the first MM waits for the LD of its weights; drop that wait and the matching release
-    i = next(k for k, ins in enumerate(prog) if ins.opcode is Opcode.MM and ins.wait >> Unit.LD & 1)
+    # the first streamed MV waits for the LD of its requantization records; drop that wait and the matching release
+    i = next(k for k, ins in enumerate(prog) if ins.opcode is Opcode.MV and ins.w_stream and ins.wait >> Unit.LD & 1)
     j = max(k for k in range(i) if prog[k].opcode is Opcode.LD and prog[k].release >> Unit.MPE & 1)
     prog[i] = prog[i].replace(wait=prog[i].wait & ~(1 << Unit.LD))
     prog[j] = prog[j].replace(release=prog[j].release & ~(1 << Unit.MPE))

@@ -46,11 +46,12 @@ class Scratch:
 
     def __init__(self, cfg: HardwareConfig, buf: Buffer):
         self.cfg, self.buf = cfg, buf
+        self.align = max(ALIGN, cfg.buffer_port_bytes)  # a word: where a streamed MV's activations and LUT start
         self.cap = cfg.buffer_bytes(buf)
         self.free_list: list[tuple[int, int]] = [(0, self.cap)]  # (addr, size), sorted
 
     def alloc(self, what: str, nbytes: int) -> Block:
-        nbytes = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        nbytes = max(self.align, -(-nbytes // self.align) * self.align)
         for i, (addr, size) in enumerate(self.free_list):
             if size >= nbytes:
                 rest = (addr + nbytes, size - nbytes)
@@ -282,16 +283,23 @@ class StepLowering:
             if lut:
                 self.load(f"{name}.lut", Buffer.PRM, self.lut)
             for t, (wr, rr) in enumerate(zip(tiles.weights, tiles.records)):
-                rows = wr.nbytes // tiles.row_bytes
+                rows = (rr.nbytes // nm.REQUANT_RECORD_BYTES) if tiles.stream else wr.nbytes // tiles.row_bytes
                 slot = self.tile_counter % 2
                 self.tile_counter += 1
-                self.load(wr.name, Buffer.WGT, self.wslot[slot])
                 self.load(rr.name, Buffer.PRM, self.rec[slot])
-                self.mpe(x.rows, n=rows, k=tiles.k, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT,
-                         w_addr=self.wslot[slot], w_stride=tiles.row_bytes, w_bits=fmt.bits_code,
-                         sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode,
-                         out_addr=out.addr + (tiles.row0 + t * tiles.tile_rows) * out.elem, out_stride=out.row_bytes,
-                         scale_addr=self.rec[slot], lut=int(lut), lut_addr=self.lut if lut else 0)
+                out_addr = out.addr + (tiles.row0 + t * tiles.tile_rows) * out.elem
+                common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity,
+                              group_log2=fmt.group_log2, out_mode=mode, scale_addr=self.rec[slot], lut=int(lut),
+                              lut_addr=self.lut if lut else 0)
+                if tiles.stream is None:
+                    self.load(wr.name, Buffer.WGT, self.wslot[slot])
+                    self.mpe(x.rows, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT, w_addr=self.wslot[slot],
+                             w_stride=tiles.row_bytes, out_addr=out_addr, out_stride=out.row_bytes, **common)
+                    continue
+                for r in range(x.rows):  # the weights stream once per token: a streamed MV has one activation row
+                    self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1, w_channel=tiles.stream.channel,
+                              w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr, out_addr=out_addr + r * out.row_bytes,
+                              **common)
         if node.get("rope"):
             self.rope_in_place(out)
         return out

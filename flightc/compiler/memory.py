@@ -1,8 +1,10 @@
 """Pass ``place``: lay out weights, parameters, KV cache and I/O across memory channels.
 
-Every weight tile is striped over all of its core's channels, a stripe unit (``stripe_bytes``) at a
-time in the order the MPE consumes it, so one LD reads it with every channel streaming an equal,
-linear share; the other regions go to the least-filled of the core's channels. Every static byte
+A linear layer's weights stream into the lane groups (MV.w_stream) where its core's channels are a power of two
+of whole masters: each row tile is held as its *stream image* (``flightc.compress.stream``) striped over those
+channels. Otherwise (a core sharing a master with another) a tile's packed rows are striped over all of its
+core's channels, a stripe unit (``stripe_bytes``) at a time, so one LD brings it into the WGT buffer with every
+channel streaming an equal, linear share. The other regions go to the least-filled of the core's channels. Every static byte
 (weights, records, tables) goes into per-channel images, dynamic regions (KV cache, token ids,
 logits) are reserved after them.
 """
@@ -14,7 +16,9 @@ from enum import Enum
 import numpy as np
 
 from flightc import numerics as nm
+from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight
+from flightc.compress.stream import StreamShape, stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
@@ -66,8 +70,23 @@ class LinearTiles:
     k: int
     row_bytes: int
     tile_rows: int
-    weights: tuple[Region, ...]
+    weights: tuple[Region, ...]  # packed rows (buffered), or stream images (streamed)
     records: tuple[Region, ...]
+    stream: "StreamPlan | None" = None  # None: the tiles go through the WGT buffer
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """The masters a core's streamed MVs read: channels ``channel .. channel + stripe - 1`` (MV.w_channel,
+    MV.w_stripe), a lane group per master."""
+
+    channel: int
+    stripe: int
+    groups: int
+
+    def shape(self, cfg: HardwareConfig, fmt: WeightFormat, rows: int, k: int) -> StreamShape:
+        return StreamShape(fmt, rows, k, self.groups, cfg.lane_slots, cfg.axi_data_bytes, cfg.stripe_bytes,
+                           self.stripe)
 
 
 @dataclass
@@ -78,9 +97,10 @@ class MemoryMap:
     linears: dict[str, list[LinearTiles | None]] = field(default_factory=dict)  # per core; None: no rows
     kv_owner: dict[int, int] = field(default_factory=dict)  # kv head -> core
     row_split: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # per linear: rows of each core
+    buffered: dict[str, str] = field(default_factory=dict)  # linear -> why its weights go through the WGT buffer
 
     def to_dict(self) -> dict:
-        return {"regions": [r.to_dict() for r in self.regions.values()],
+        return {"regions": [r.to_dict() for r in self.regions.values()], "buffered": dict(self.buffered),
                 "extent": {str(c): n for c, n in sorted(self.extent.items())}}
 
     def __getitem__(self, name: str) -> Region:
@@ -186,6 +206,40 @@ def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int
     return fit
 
 
+def stream_plan(cfg: HardwareConfig, core: int, fmt: WeightFormat, k: int) -> tuple[StreamPlan | None, str]:
+    """How a core streams a layer's weights into its lane groups, or (None, why not): the core's channels must be a
+    power of two of whole masters, its rows cut into whole chunks, and K within a lane group's activation copy."""
+    chans = core_channels(cfg, core)
+    per = cfg.channels_per_master
+    masters = len(chans) // per
+    if chans[0] % per or len(chans) % per or masters & (masters - 1):
+        return None, (f"core {core}'s channels {chans[0]}..{chans[-1]} are not a power of two of whole masters "
+                      f"({per} channels each)")
+    if k > cfg.lane_k_max:
+        return None, f"K = {k} exceeds the {cfg.lane_k_max} activations a lane group holds (lane_act_kib)"
+    try:
+        StreamShape(fmt, 1, k, masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.stripe_bytes, len(chans))
+    except UnsupportedError as e:
+        return None, str(e)
+    return StreamPlan(chans[0], len(chans), masters), ""
+
+
+def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:
+    """Rows per streamed tile: as many as a quarter of the PRM buffer has records for (two slots, double
+    buffered), in whole row pairs of every lane group; a tile is one MV per token."""
+    fit = min(rows, cfg.buffer_bytes(Buffer.PRM) // 4 // nm.REQUANT_RECORD_BYTES, 65535)
+    if fit < 1:
+        raise UnsupportedError(f"the PRM buffer of preset {cfg.name!r} cannot hold one tile's requantization "
+                               f"records")
+    if fit == rows:
+        return rows
+    step = 2 * groups  # tiles of equal size, each a whole round of row pairs where that fits
+    tiles = -(-rows // fit)
+    even = -(-rows // tiles)
+    rounded = -(-even // step) * step
+    return rounded if rounded <= fit else even
+
+
 def norm_params(node: dict) -> bytes:
     """The PRM image of one norm (flightc.records.NORM)."""
     return NORM.pack(node["eps_q"], node["gain"], node["beta_q"] if node["op"] is OpKind.LAYERNORM else None)
@@ -248,12 +302,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     P = cfg.num_cores
     a = _Allocator(cfg, images)
     # the weight tiles first, so each core's channels hold them at the same addresses with no gaps between
-    tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]]] | None]] = {}
+    tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]], StreamPlan | None] | None]] = {}
     for name in graph.linears():
         node = graph.node(name)
         rows, k = node["qweight"].shape
+        fmt = node["qweight"].fmt
         packed = pack_weight(node["qweight"]) if images else None
-        row_bytes = packed.shape[1] if packed is not None else node["qweight"].fmt.row_bytes(k)
+        row_bytes = packed.shape[1] if packed is not None else fmt.row_bytes(k)
         shares = row_shares(graph, cfg, name, rows)
         a.map.row_split[name] = shares
         tiles[name] = []
@@ -261,15 +316,26 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
             if c1 == c0:
                 tiles[name].append(None)
                 continue
-            tn = tile_rows(cfg, name, c1 - c0, row_bytes)
+            plan, why = stream_plan(cfg, core, fmt, k)
+            if plan is None:
+                a.map.buffered[name] = why
+                tn = tile_rows(cfg, name, c1 - c0, row_bytes)
+            else:
+                tn = stream_tile_rows(cfg, c1 - c0, plan.groups)
             placed = []
             for r0 in range(c0, c1, tn):
                 r1 = min(c1, r0 + tn)
                 tag = f"{name}.c{core}.t{len(placed)}" if P > 1 else f"{name}.t{len(placed)}"
-                placed.append((r0, r1, tag, a.striped(
-                    f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes() if packed is not None else (r1 - r0) * row_bytes,
-                    core_channels(cfg, core))))
-            tiles[name].append((row_bytes, k, tn, placed))
+                if plan is None:
+                    region = a.striped(f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes() if packed is not None
+                                       else (r1 - r0) * row_bytes, core_channels(cfg, core))
+                else:
+                    shape = plan.shape(cfg, fmt, r1 - r0, k)
+                    data = stream_image(packed[r0:r1], shape) if packed is not None else shape.nbytes
+                    chans = list(range(plan.channel, plan.channel + plan.stripe))
+                    region = a.striped(f"{tag}.w", RegionKind.WEIGHT, data, chans, unit=shape.unit)
+                placed.append((r0, r1, tag, region))
+            tiles[name].append((row_bytes, k, tn, placed, plan))
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
     if P > 1:  # two alternating slots for the tensors cores exchange
@@ -313,12 +379,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 if share is None:
                     per_core.append(None)
                     continue
-                row_bytes, k, tn, placed = share
+                row_bytes, k, tn, placed, plan = share
                 recs = [a.static(f"{tag}.r", RegionKind.PARAM,
                                  records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
                                  channel=a.channel_of(core)) for r0, r1, tag, _ in placed]
                 c0, c1 = a.map.row_split[name][core]
-                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(w for *_, w in placed), tuple(recs)))
+                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(w for *_, w in placed), tuple(recs),
+                                             plan))
             a.map.linears[name] = per_core
     # dynamic regions were reserved among static ones; images stop at the last static byte
     return a.map

@@ -99,12 +99,14 @@ class LoadPipeline:
     t: float
     x_free: float = float("-inf")
     slots: list[float] = field(default_factory=list)
+    shared_until: float = float("-inf")  # a streamed MV's reader asks for bursts on this master until then
 
     def __post_init__(self) -> None:
         cfg = self.cfg
         self.latency, self.depth = cfg.mem_latency_cycles, cfg.axi_outstanding
         # cycles per beat the channel allows (a beat a cycle at most)
         self.gap = cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) if throttled(cfg) else 1.0
+        self.backlog = (self.depth - 1) * (cfg.stripe_bytes // cfg.axi_data_bytes) * self.gap  # a reader's bursts ahead
 
     def _state(self) -> tuple[float, ...]:
         return (self.t, self.x_free, *self.slots)
@@ -114,6 +116,10 @@ class LoadPipeline:
         issue = self.t if len(self.slots) < self.depth else max(self.t, self.slots[-self.depth] + 1)
         self.t = issue + 1
         first = max(issue + self.latency, self.x_free)
+        if issue < self.shared_until:  # a streamed MV's reader keeps every slot busy, asking again in the cycle one
+            # frees: each LD burst waits for the reader's bursts in the other slots, then takes its turn with the
+            # reader's next one (modeled, not exact: tests/rtl/test_perf_calibration.py bounds it per unit)
+            first = max(first, min(self.shared_until, issue + self.backlog)) + s.beats * self.gap
         last = first + max(s.inner, (s.beats - 1) * self.gap)
         self.x_free = last + max(s.last, self.gap)
         self.slots = (self.slots + [last])[-self.depth:]

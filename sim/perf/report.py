@@ -39,7 +39,7 @@ def step_report(name: str, s: Schedule) -> StepReport:
             sel = core.units == int(u)
             if sel.any():
                 busy[u.name] = busy.get(u.name, 0.0) + float(covered(core.start[sel] - 1, core.end[sel]))
-        read += int(core.hbm_bytes[core.opcodes == int(Opcode.LD)].sum())
+        read += int(core.hbm_bytes[core.opcodes != int(Opcode.ST)].sum())  # LD, and the streamed MVs' weights
         written += int(core.hbm_bytes[core.opcodes == int(Opcode.ST)].sum())
         macs += sum(mpe_macs(i) for i in prog if i.opcode in (Opcode.MM, Opcode.MV))
     span = max(1, s.cycles) * cfg.num_cores

@@ -24,7 +24,7 @@ from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel
-from flightc.sim.perf.streamed import streamed_mv_cycles
+from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.memory import ChannelCalendar
 from flightc.sim.perf.timing import instruction_work
 
@@ -254,7 +254,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         elif streamed(programs[c][i]):  # its readers share the masters with LD: behind LD's bursts in flight
             for g in range(cfg.axi_masters):
                 loads[c].pipe(g, s - 1)
-            end[c][i] = s + streamed_mv_cycles(cfg, programs[c][i], loads[c].pipes, s)
+            end[c][i] = s + streamed_mv_time(cfg, programs[c][i], loads[c].pipes, s)
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared

@@ -1,7 +1,7 @@
 """How close a step's weight traffic alone comes to the memory's sustained bandwidth.
 
-The *weight stream* of a step keeps only the LDs that bring weight tiles (striped over every channel
-of their core) and drops everything else: no MPE, SFU, attention or stores wait in between. Modeled
+The *weight stream* of a step keeps only what brings weights (the streamed MVs, and the LDs of weight tiles
+into the WGT buffer) and drops everything else: no MPE, SFU, attention or stores wait in between. Modeled
 by the same schedule as any program, it says what the memory path (masters, bursts in flight,
 latency, channel sharing) delivers when nothing else holds it up: the ceiling a decode step's
 bandwidth can reach.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flightc.bundle import Bundle
 from flightc.config import Buffer
 from flightc.isa.codec import decode_program, make
+from flightc.isa.footprint import stream_spans, streamed
 from flightc.isa.table import Opcode, SysOp
 from flightc.sim.perf.memory import channel_bytes_per_cycle
 from flightc.sim.perf.schedule import schedule
@@ -29,15 +30,17 @@ class WeightStream:
 
 
 def weight_stream(bundle: Bundle, kind: str = "decode", n: int = 1) -> WeightStream:
-    """The weight LDs of one step (``kind`` and ``n`` as :meth:`Bundle.program` takes them) on their own."""
+    """The streamed MVs and weight LDs of one step (``kind`` and ``n`` as :meth:`Bundle.program` takes them) on their
+    own."""
     cfg = bundle.config
     programs = []
     for prog in bundle.program(kind, n):
-        lds = [ins.replace(wait=0, release=0) for ins in decode_program(prog)
-               if ins.opcode is Opcode.LD and ins.buf == Buffer.WGT]
-        programs.append(lds + [make("SYS", op=SysOp.END)])
+        kept = [ins.replace(wait=0, release=0) for ins in decode_program(prog)
+                if (ins.opcode is Opcode.LD and ins.buf == Buffer.WGT) or streamed(ins)]
+        programs.append(kept + [make("SYS", op=SysOp.END)])
     s = schedule(cfg, programs)
-    moved = sum(i.row_bytes * i.rows for p in programs for i in p if i.opcode is Opcode.LD)
+    moved = sum(i.row_bytes * i.rows if i.opcode is Opcode.LD else sum(n for *_, n in stream_spans(cfg, i))
+                for p in programs for i in p if i.opcode is not Opcode.SYS)
     seconds = s.cycles / (cfg.clock_mhz * 1e6)
     sustained = cfg.mem_channels * channel_bytes_per_cycle(cfg) * cfg.clock_mhz * 1e6 / 1e9
     gbps = moved / seconds / 1e9 if seconds else 0.0

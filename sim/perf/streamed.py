@@ -245,8 +245,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
         if out_done is not None and t > out_done and drained:
             for j, gr in enumerate(groups):  # the masters are left with the readers' bursts
                 p = (masters or {}).get(first_master + j)
-                if p is not None:
-                    p.t, p.x_free = max(p.t, start + asks[j]), start + gr.x_free
-                    p.slots = [start + x for x in gr.slots][-outstanding:]
+                if p is not None:  # LD's bursts take turns with the reader's until its last one
+                    p.shared_until = max(p.shared_until, start + gr.x_free)
             return t + 1
     raise RuntimeError(f"the streamed-MV model did not finish in {limit} cycles")

@@ -32,7 +32,7 @@ from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, ou
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
 from flightc.sim.perf.load import load_cycles
-from flightc.sim.perf.streamed import streamed_mv_cycles
+from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.words import read_cycles, span_words, write_cycles
 
 
@@ -115,7 +115,7 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
 
 def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     if streamed(ins):
-        return streamed_mv_cycles(cfg, ins)
+        return streamed_mv_time(cfg, ins)
     m, a_stride, out_stride = mpe_shape(ins)
     kmajor = bool(ins.w_kmajor)
     fmt = weight_format(ins)

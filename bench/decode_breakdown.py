@@ -1,0 +1,72 @@
+"""Where a decode step's cycles go: busy cycles by kind of instruction, modeled for a config-folder model.
+
+Usage: python bench/decode_breakdown.py [--model flightc/models/configs/llama2-7b] [--hw u280] [--plan w4g128s8:16]
+                                        [--context 512]
+
+Compiles the programs only (no weights), schedules the decode step at ``--context`` with the performance model and
+prints, per kind of instruction (streamed MVs, MVs and MMs through a buffer, each SFU operation, loads, stores),
+how many there are and the cycles their unit is busy with them, against the step's cycles and the HBM roofline
+(nominal bandwidth over the bytes the step streams). Units overlap, so the busy cycles add up to more than the step.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from flightc.compiler.pipeline import compile_model
+from flightc.compress.plan import CompressionPlan
+from flightc.isa.codec import decode_program
+from flightc.isa.footprint import streamed
+from flightc.isa.table import MiscOp, Opcode
+from flightc.sim.perf.schedule import schedule
+from flightc.sim.perf.workload import WorkloadModel
+
+
+def kind_of(ins) -> str:
+    if streamed(ins):
+        return "MV, weights streamed (linear layers)"
+    if ins.opcode is Opcode.MV:
+        return f"MV through the {'KV' if ins.w_buf == 4 else 'WGT'} buffer" + (" (P·V, k-major)" if ins.w_kmajor else
+                                                                              " (Q·Kᵀ)" if ins.w_buf == 4 else "")
+    if ins.opcode is Opcode.MISC:
+        return f"SFU {MiscOp(ins.op).name}"
+    return ins.opcode.name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "flightc/models/configs/llama2-7b"))
+    ap.add_argument("--hw", default="u280")
+    ap.add_argument("--plan", default="w4g128s8:16")
+    ap.add_argument("--context", type=int, default=512)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    c = compile_model(Path(args.model), args.hw, CompressionPlan.parse(args.plan), max_len=args.context + 1,
+                      max_prefill=1, prefill_lengths=[1], random_weights=0, weights=False)
+    wm = WorkloadModel(c.bundle)
+    progs = wm.programs(1, args.context)
+    s = schedule(c.config, progs)
+    busy: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for core, prog in zip(s.cores, progs):
+        for i, ins in enumerate(prog):
+            b = busy[kind_of(ins)]
+            b[0] += 1
+            b[1] += int(core.end[i] - core.start[i])
+    cfg = c.config
+    tb = wm.token_bytes(args.context)
+    step_s = s.cycles / (cfg.clock_mhz * 1e6)
+    roof_s = tb.total / cfg.mem_bytes_per_s
+    print(f"{Path(args.model).name} on {cfg.name}, {args.plan}, decode at context {args.context} (modeled in "
+          f"{time.perf_counter() - t0:.0f} s): {s.cycles:,} cycles, {1 / step_s:.2f} tokens/s, "
+          f"{roof_s / step_s:.1%} of the HBM roofline ({1 / roof_s:.1f} tokens/s for {tb.total / 1e6:,.0f} MB)\n")
+    print("| instructions | count | busy cycles | of the step |")
+    print("|---|---:|---:|---:|")
+    for kind, (n, cycles) in sorted(busy.items(), key=lambda kv: -kv[1][1]):
+        if kind != "SYS":
+            print(f"| {kind} | {n:,} | {cycles:,} | {cycles / s.cycles:.1%} |")
+
+
+if __name__ == "__main__":
+    main()

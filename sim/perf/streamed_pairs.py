@@ -1,0 +1,174 @@
+"""A streamed MV's timing a row pair at a time: the machines of :mod:`.streamed`, advanced by blocks instead of cycles.
+
+The cycle-stepped model costs microseconds a cycle and a group; a 7B decode step is 1.7 M cycles on 32 groups. This
+one takes the same machines at a coarser grain, exact where they run at their rates and close where they
+interact:
+
+- a reader's beats arrive at its master's sustained rate after the memory's latency (a closed form, valid while its
+  bursts in flight cover the latency and its FIFO the bursts it asks ahead; :func:`pair_model_applies`);
+- a feed's block (a multiplier beat and its chunks) finishes at the earliest cycle at which every beat was in the FIFO
+  when the feed wanted it, after the previous block, and after the output stage has taken the results of the pair two
+  before it (the hold);
+- the output stage takes a result a cycle, in row order round the groups, each from the cycle its pair's sums are in
+  the group's queue (records and residuals arrive faster than that on a port of at least 32 bytes).
+
+tests/test_streamed_pairs.py holds it to the cycle-stepped model; that one is exact against the RTL
+(tests/rtl/test_perf_calibration.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from flightc.compress.stream import block_columns, chunk_stride
+from flightc.config import HardwareConfig
+from flightc.isa.codec import Instruction
+from flightc.isa.footprint import out_elem_bytes, stream_shape
+from flightc.isa.table import OutMode
+from flightc.numerics import LUT_ENTRIES
+from flightc.records import REQUANT
+from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
+from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, streamed_mv_cycles
+
+PORT_MIN = 32  # a buffer port at least this wide feeds the output stage a record and a residual every cycle
+
+
+def _gap(cfg: HardwareConfig, per_group: int) -> float:
+    """Cycles per beat of a group's master at its channels' sustained rate (at least one)."""
+    return max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / per_group) if throttled(cfg) else 1.0
+
+
+def pair_model_applies(cfg: HardwareConfig, ins: Instruction) -> bool:
+    """Whether the pair-level model's assumptions hold for this MV: a port wide enough for the output stage's
+    operands, bursts in flight that cover the memory's latency, and a FIFO deep enough that asking ahead never
+    waits for the feed."""
+    shape = stream_shape(cfg, ins)
+    ub = shape.unit // shape.beat
+    gap = _gap(cfg, shape.per_group)
+    L = cfg.mem_latency_cycles
+    return (cfg.buffer_port_bytes >= PORT_MIN and math.floor((ub - 1) * gap) + 1 + L <= cfg.axi_outstanding * ub * gap
+            and cfg.lane_fifo_beats >= ub + L + 4)
+
+
+def _block_layout(cfg: HardwareConfig, ins: Instruction):
+    """Per block of a pair: (beats, consumption offset of each beat from the block's first cycle, cycles)."""
+    shape = stream_shape(cfg, ins)
+    fmt, S, B = shape.fmt, shape.slots, shape.beat
+    stride = chunk_stride(fmt, S)
+    out = []
+    for cols in shape.blocks():
+        nch = cols // S
+        offs = [0] if fmt.group else []
+        lead = 1 if fmt.group else 0
+        if stride <= B:
+            cpb = B // stride
+            beats = -(-nch // cpb)
+            offs += [lead + m * cpb for m in range(beats)]
+            cycles = lead + nch
+        else:
+            per = stride // B
+            offs += [lead + m for m in range(nch * per)]
+            cycles = lead + nch * per
+        out.append((np.array(offs, np.int64), cycles))
+    return out
+
+
+def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None,
+                                start: int = 0) -> int:
+    """The MPE's busy cycles for one streamed MV started in cycle ``start`` (as :func:`.streamed.streamed_mv_cycles`,
+    whose ``masters`` argument this shares)."""
+    shape = stream_shape(cfg, ins)
+    G, B = shape.groups, shape.beat
+    w = cfg.buffer_port_bytes
+    ub = shape.unit // B
+    pairs = shape.pairs
+    gap = _gap(cfg, shape.per_group)
+    L = cfg.mem_latency_cycles
+    mode = OutMode(ins.out_mode)
+    elem = out_elem_bytes(mode)
+    go = ins.k // w + 2
+    lut_words = LUT_ENTRIES // w if (ins.lut and mode is OutMode.REQ_I8) else 0
+    run_from = go + 2 + (lut_words + 1 if lut_words else 0)
+    first_result = run_from + {OutMode.ACC32: 0, OutMode.REQ_I8: 2, OutMode.REQ_I32: 2, OutMode.REQ_ADD: 4}[mode]
+    beats_total = shape.group_bytes // B
+    first_master = ins.w_channel // cfg.channels_per_master
+
+    # arrivals: beat i of a group is poppable from r[i] (the same for every group, shifted by its master's backlog)
+    first0 = np.full(G, float(1 + L))
+    for j in range(G):
+        p = (masters or {}).get(first_master + j)
+        if p is not None:
+            first0[j] = max(first0[j], p.x_free - start)
+    i = np.arange(beats_total)
+    a = (i // ub) * (ub * gap) + np.floor((i % ub) * gap)
+    ready = np.ceil(a + first0.min()).astype(np.int64) + FIFO_LATENCY
+    shift = np.ceil(first0 - first0.min()).astype(np.int64)
+
+    layout = _block_layout(cfg, ins)
+    # per block of every pair in stream order: the earliest first cycle its first beat allows, and the earliest
+    # second cycle the rest of its beats allow (beat i is taken in cycle first + offset_i)
+    need0, needr, at = [], [], 0
+    for p in range(pairs):
+        for offs, _ in layout:
+            beats = ready[at:at + len(offs)] - offs
+            need0.append(int(beats[0]))
+            needr.append(int(beats[1:].max()) + 1 if len(offs) > 1 else -(1 << 60))
+            at += len(offs)
+    need0_arr = np.array(need0, np.int64).reshape(pairs, len(layout))
+    needr_arr = np.array(needr, np.int64).reshape(pairs, len(layout))
+    cycles = [c for _, c in layout]
+    last_pop = np.full(G, go, np.int64)  # the feed's last cycle so far: it starts in the cycle after go
+    e = np.zeros((pairs, G), np.int64)  # cycle each pair's last chunk is decided
+    pops = np.zeros((pairs, G), np.int64)  # cycle the output stage takes each pair's second result
+    prev = first_result - 1  # the output stage's last cycle
+    jj = np.arange(G)
+    for q in range(pairs):
+        t = last_pop.copy()
+        for b in range(len(layout)):
+            first = np.maximum(t + 1, need0_arr[q, b] + shift)
+            second = np.maximum(first + 1, needr_arr[q, b] + shift)
+            if b == 0 and q >= 2:
+                # the hold: two pairs' results waiting stop the feed, but the cycle right after the last pair's
+                # end does not count that pair yet; every later cycle waits for the pair two before to leave
+                held = pops[q - 2] + 1
+                first = np.where(first == t + 1, first, np.maximum(first, held))
+                second = np.maximum(second, np.maximum(first + 1, held))
+            t = first if cycles[b] == 1 else second + cycles[b] - 2
+        e[q] = t
+        last_pop = t
+        # the output stage, a result a cycle in row order: s_j = max(s_{j-1} + 2, e_j + RESULT_AT)
+        ready_out = e[q] + RESULT_AT
+        s0 = 2 * jj + np.maximum.accumulate(np.maximum(ready_out - 2 * jj, prev + 1))
+        pops[q] = s0 + 1
+        prev = int(pops[q, -1])
+
+    # the end: the last result's write (and a masked word), then every reader's beats (padding included) popped
+    last_kept = ins.n - 1
+    completes = (ins.out_addr + elem * last_kept) % w + elem == w
+    last_kept_at = int(pops[(last_kept // 2) // G, (last_kept // 2) % G]) - (1 - last_kept % 2)
+    res_end = prev + 1
+    if completes:
+        out_done = res_end + 1 if last_kept_at == prev else res_end
+    else:
+        out_done = res_end + 2
+    tail = np.arange(pairs * shape.pair_beats, beats_total)
+    drain = int(last_pop.max())
+    if tail.size:
+        t_end = last_pop.copy()
+        for k in tail:  # padding beats, a cycle each once there
+            t_end = np.maximum(t_end + 1, ready[k] + shift)
+        drain = int(t_end.max())
+    end = max(out_done + 2, drain + 2)
+    for j in range(G):  # LD's bursts take turns with the readers' on their masters until the last one
+        p = (masters or {}).get(first_master + j)
+        if p is not None:
+            p.shared_until = max(p.shared_until, start + first0[j] + beats_total * gap)
+    return end
+
+
+def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0) -> int:
+    """A streamed MV's busy cycles: by row pairs where that model applies, else a cycle at a time."""
+    if pair_model_applies(cfg, ins):
+        return streamed_mv_cycles_by_pairs(cfg, ins, masters, start)
+    return streamed_mv_cycles(cfg, ins, masters, start)
