@@ -17,7 +17,6 @@ from pathlib import Path
 
 from flightc.compiler.pipeline import compile_model
 from flightc.compress.plan import CompressionPlan
-from flightc.isa.codec import decode_program
 from flightc.isa.footprint import streamed
 from flightc.isa.table import MiscOp, Opcode
 from flightc.sim.perf.schedule import schedule

@@ -21,13 +21,12 @@ import math
 
 import numpy as np
 
-from flightc.compress.stream import block_columns, chunk_stride
+from flightc.compress.stream import chunk_stride
 from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
 from flightc.numerics import LUT_ENTRIES
-from flightc.records import REQUANT
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, streamed_mv_cycles
 
