@@ -18,7 +18,8 @@ from pathlib import Path
 from flightc.compiler.pipeline import compile_model
 from flightc.compress.plan import CompressionPlan
 from flightc.isa.footprint import streamed
-from flightc.isa.table import MiscOp, Opcode
+from flightc.config import Buffer
+from flightc.isa.table import MiscOp, Opcode, OutMode
 from flightc.sim.perf.schedule import schedule
 from flightc.sim.perf.workload import WorkloadModel
 
@@ -27,8 +28,9 @@ def kind_of(ins) -> str:
     if streamed(ins):
         return "MV, weights streamed (linear layers)"
     if ins.opcode is Opcode.MV:
-        return f"MV through the {'KV' if ins.w_buf == 4 else 'WGT'} buffer" + (" (P·V, k-major)" if ins.w_kmajor else
-                                                                              " (Q·Kᵀ)" if ins.w_buf == 4 else "")
+        what = ("" if ins.w_buf != Buffer.KV else " (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else
+                " (P·V, k-major)" if ins.w_kmajor else " (P·V)")
+        return f"MV through the {Buffer(ins.w_buf).name} buffer{what}"
     if ins.opcode is Opcode.MISC:
         return f"SFU {MiscOp(ins.op).name}"
     return ins.opcode.name

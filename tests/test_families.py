@@ -50,7 +50,12 @@ def test_families_use_their_features():
 
     prog = decode_program(mistral.bundle.program("decode", 20)[0])
     kv_loads = [i for i in prog if i.opcode is Opcode.LD and i.buf == Buffer.KV]
-    assert kv_loads and all(i.row_bytes == 8 * mistral.integer.spec.head_dim for i in kv_loads)
+    d = mistral.integer.spec.head_dim
+    # K: the window's 8 rows in one piece; V (kept transposed): a row of the window's 8 positions per dimension
+    k_loads = [i for i in kv_loads if i.rows == 1]
+    v_loads = [i for i in kv_loads if i.rows == d]
+    assert k_loads and len(k_loads) == len(v_loads) == len(kv_loads) // 2
+    assert all(i.row_bytes == 8 * d for i in k_loads) and all(i.row_bytes == 8 for i in v_loads)
 
 
 def test_three_core_opt_is_bit_exact():

@@ -124,10 +124,17 @@ def test_lower_keeps_decode_on_chip(stages):
     mem = place(gf, cfg, 40, 8)
     (prog,) = lower_step(gf, cfg, mem, 1, 9).cores
     stores = [i for i in prog if i.opcode is Opcode.ST]
-    kv = {r.addr for r in mem.regions.values() if r.kind.value == "kv"}
-    # one K and one V row per KV head per layer, then the logits: nothing else leaves the chip
+    kv = {r.name: r.addr for r in mem.regions.values() if r.kind.value == "kv"}
+    d = gf.spec.head_dim
+    # one K row and one V column (V is kept transposed) per KV head per layer, then the logits: nothing else
+    # leaves the chip
     assert len(stores) == 2 * gf.spec.num_kv_heads * gf.spec.num_layers + 1
-    assert all(s.hbm_addr - 9 * gf.spec.head_dim in kv for s in stores[:-1])
+    k_rows = [s for s in stores[:-1] if s.rows == 1]
+    v_cols = [s for s in stores[:-1] if s.rows == d]
+    assert len(k_rows) == len(v_cols) == gf.spec.num_kv_heads * gf.spec.num_layers
+    assert {s.hbm_addr - 9 * d for s in k_rows} == {a for n, a in kv.items() if ".k" in n}
+    assert {s.hbm_addr - 9 for s in v_cols} == {a for n, a in kv.items() if ".v" in n}
+    assert all(s.row_bytes == 1 and s.hbm_stride == 40 for s in v_cols)  # a byte per dimension, max_len apart
     assert stores[-1].hbm_addr == mem["io.logits"].addr
     assert {i.opcode for i in prog} >= {Opcode.LD, Opcode.MV, Opcode.MISC, Opcode.SYS}
     assert Opcode.MM not in {i.opcode for i in prog}

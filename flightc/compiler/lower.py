@@ -1,7 +1,9 @@
 """Pass ``lower``: one forward step (L new tokens at positions p0..p0+L-1) -> one instruction list per core.
 
-Prefill is L = prompt length at p0 = 0 (MM instructions); decode is L = 1 at the token's position
-(MV instructions). The lowering walks the fused IR in topological order and gives every tensor an
+Prefill is L = prompt length at p0 = 0; decode is L = 1 at the token's position. A linear layer whose
+weights stream (``flightc.compiler.memory.stream_plan``) is one streamed MV per token and row tile; one
+through the WGT buffer is an MM (or an MV for one token) per tile. INT8 V is kept transposed in the cache
+(a row per head dimension), so P.V is a row-major MV. The lowering walks the fused IR in topological order and gives every tensor an
 on-chip home (INT8 in ACT, INT32 in ACC), freed after its last use. Always on chip: within a step,
 activations and the residual stream never leave the buffers; only new K/V rows of the cache, the
 final logits and (with several cores) the slices exchanged between cores are stored. Wait/release
@@ -325,12 +327,26 @@ class StepLowering:
         kvb = kv_row_bytes(node, d)
         pack4 = int(kvb < d)
         kv_bits = WeightBits.B4 if pack4 else WeightBits.B8
-        for t, kind in ((k, "k"), (v, "v")):
-            for j in kv_heads:
-                r = self.mem[f"{name}.{kind}{j}"]
-                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=t.addr + j * d, channel=r.channel,
+        # INT8 V is kept transposed (a row per head dimension, a byte per position): P.V is then a row-major MV,
+        # not a k-major one, which reads V a byte a cycle; INT4 V (two positions a byte) stays a row per position
+        v_rows = not pack4
+        for j in kv_heads:
+            r = self.mem[f"{name}.k{j}"]
+            self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + j * d, channel=r.channel,
+                      hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
+                      buf_stride=k.row_bytes, pack4=pack4)
+        for j in kv_heads:
+            r = self.mem[f"{name}.v{j}"]
+            if v_rows:
+                span = r.nbytes // d  # positions a dimension's row holds (max_len)
+                for t in range(L):  # this token's V column: a byte per dimension
+                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d,
+                              channel=r.channel, hbm_addr=r.addr + self.p0 + t, rows=d, row_bytes=1,
+                              hbm_stride=span, buf_stride=1)
+            else:
+                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + j * d, channel=r.channel,
                           hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
-                          buf_stride=t.row_bytes, pack4=pack4)
+                          buf_stride=v.row_bytes, pack4=pack4)
         if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
         sm_mult, sm_shift = node["softmax"]
@@ -339,16 +355,28 @@ class StepLowering:
             slot = self.head_counter % len(self.kslot)
             self.head_counter += 1
             self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
-            self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
+            if v_rows:
+                r = self.mem[f"{name}.v{j}"]
+                span = r.nbytes // d
+                self.emit(Opcode.LD, buf=Buffer.KV, buf_addr=self.vslot[slot], channel=r.channel,
+                          hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=span, buf_stride=window)
+            else:
+                self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
             self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
                      w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
                      out_addr=self.scores, out_stride=4 * window)
             self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
                       src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
                       shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
-            self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
-                     w_addr=self.vslot[slot], w_kmajor=1, w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.REQ_I8,
-                     out_addr=out.addr + h * d, out_stride=out.row_bytes, scale_addr=self.pv)
+            if v_rows:
+                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
+                         w_addr=self.vslot[slot], w_stride=window, w_bits=kv_bits, out_mode=OutMode.REQ_I8,
+                         out_addr=out.addr + h * d, out_stride=out.row_bytes, scale_addr=self.pv)
+            else:
+                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
+                         w_addr=self.vslot[slot], w_kmajor=1, w_stride=kvb, w_bits=kv_bits,
+                         out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d, out_stride=out.row_bytes,
+                         scale_addr=self.pv)
         return out
 
     def mul(self, name: str, node: dict, a: Tensor, b: Tensor) -> Tensor:

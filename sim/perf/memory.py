@@ -5,8 +5,8 @@ The performance model charges every load and store its bytes at the channel's su
 ``channel peak x sustained fraction``, in the first stretch of that channel's calendar free at or
 after the instruction starts (:class:`ChannelCalendar`), so LD, ST and every core share a channel's
 bandwidth, and the instruction ends no earlier than its bytes are through (besides the DMA unit's
-own timing, :mod:`.load`). A technology without a published measurement here is taken at its
-nominal peak, and the docs say so.
+own timing, :mod:`.load`). HBM2e takes the U280's HBM2 fraction (applied, not measured); a technology
+without either is taken at its nominal peak, and the docs say so.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ RATE_FRAC_BITS = 16  # fraction bits of the bytes per cycle the RTL's bench memo
 
 # Shuhai (Wang, Huang, Zhang, Alonso, FCCM 2020, doi:10.1109/FCCM48280.2020.00024) measured 425 GB/s of the
 # Alveo U280's nominal 460 GB/s HBM2 with long sequential bursts on every pseudo-channel.
-SUSTAINED_FRACTION: dict[MemoryKind, float] = {MemoryKind.HBM2: 425 / 460}
+# HBM2e (VHK158) has no published sustained figure here: the U280's fraction is applied to it, and the docs say so.
+SUSTAINED_FRACTION: dict[MemoryKind, float] = {MemoryKind.HBM2: 425 / 460, MemoryKind.HBM2E: 425 / 460}
 
 
 def channel_bytes_per_cycle(cfg: HardwareConfig) -> float:
