@@ -25,9 +25,23 @@ def test_info_and_json(bundle, capsys):
     assert main(["info", str(bundle)]) == 0
     text = capsys.readouterr().out
     assert "tiny" in text and "W4 g32 8:16" in text and "W8" in text
+    assert "every linear layer streams its weights" in text
     assert main(["info", str(bundle), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["isa_version"] and m["model"]["num_kv_heads"] == 2
+
+
+def test_info_names_the_layers_that_do_not_stream_and_why(tmp_path, capsys):
+    """Two cores on tiny's one master cannot stream: compile says so in its log, info in its summary."""
+    hw = tmp_path / "two.json"
+    assert main(["config", "tiny", "--set", "num_cores=2", "-o", str(hw)]) == 0
+    out = tmp_path / "two.flb"
+    assert main(["compile", "builtin:tiny-llama", "--hw", str(hw), "--bits", "8", "--max-len", "16",
+                 "--max-prefill", "4", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal
+    assert "weights through the WGT buffer" in text and "not a power of two of whole masters" in text
 
 
 def test_disasm_lists_every_instruction(bundle, capsys):

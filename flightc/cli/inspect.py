@@ -55,6 +55,17 @@ def cmd_info(args) -> int:
         console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "
                       "(`flightc perf`), not the backends that compute values")
     print_layers(m)
+    buffered = m["memory_map"].get("buffered", {})
+    if buffered:  # the others stream their weights straight into the lane groups
+        reasons: dict[str, list[str]] = {}
+        for layer, why in buffered.items():
+            reasons.setdefault(why, []).append(layer)
+        for why, layers in reasons.items():
+            console.print(f"[yellow]weights through the WGT buffer[/] ({len(layers)} layer"
+                          f"{'s' if len(layers) > 1 else ''}: {', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''}):"
+                          f" {why}")
+    else:
+        console.print("every linear layer streams its weights into the lane groups")
     regions = Table(title="memory map")
     for col in ("region kind", "regions", "bytes", "channels"):
         regions.add_column(col)

@@ -3,8 +3,8 @@
 Prefill is L = prompt length at p0 = 0; decode is L = 1 at the token's position. A linear layer whose
 weights stream (``flightc.compiler.memory.stream_plan``) is one streamed MV per token and row tile; one
 through the WGT buffer is an MM (or an MV for one token) per tile. INT8 V is kept transposed in the cache
-(a row per head dimension), so P.V is a row-major MV. The lowering walks the fused IR in topological order and gives every tensor an
-on-chip home (INT8 in ACT, INT32 in ACC), freed after its last use. Always on chip: within a step,
+(a row per head dimension), so P.V is a row-major MV. The lowering walks the fused IR in topological
+order and gives every tensor an on-chip home (INT8 in ACT, INT32 in ACC), freed after its last use. Always on chip: within a step,
 activations and the residual stream never leave the buffers; only new K/V rows of the cache, the
 final logits and (with several cores) the slices exchanged between cores are stored. Wait/release
 tokens are added afterwards by the ``tokens`` pass.
@@ -337,8 +337,8 @@ class StepLowering:
                       buf_stride=k.row_bytes, pack4=pack4)
         for j in kv_heads:
             r = self.mem[f"{name}.v{j}"]
+            span = r.nbytes // d  # transposed: the positions a dimension's row holds (max_len)
             if v_rows:
-                span = r.nbytes // d  # positions a dimension's row holds (max_len)
                 for t in range(L):  # this token's V column: a byte per dimension
                     self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d,
                               channel=r.channel, hbm_addr=r.addr + self.p0 + t, rows=d, row_bytes=1,
@@ -357,9 +357,9 @@ class StepLowering:
             self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
             if v_rows:
                 r = self.mem[f"{name}.v{j}"]
-                span = r.nbytes // d
                 self.emit(Opcode.LD, buf=Buffer.KV, buf_addr=self.vslot[slot], channel=r.channel,
-                          hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=span, buf_stride=window)
+                          hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=r.nbytes // d,
+                          buf_stride=window)
             else:
                 self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
             self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
@@ -368,15 +368,10 @@ class StepLowering:
             self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
                       src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
                       shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
-            if v_rows:
-                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
-                         w_addr=self.vslot[slot], w_stride=window, w_bits=kv_bits, out_mode=OutMode.REQ_I8,
-                         out_addr=out.addr + h * d, out_stride=out.row_bytes, scale_addr=self.pv)
-            else:
-                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
-                         w_addr=self.vslot[slot], w_kmajor=1, w_stride=kvb, w_bits=kv_bits,
-                         out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d, out_stride=out.row_bytes,
-                         scale_addr=self.pv)
+            v_layout = dict(w_stride=window) if v_rows else dict(w_kmajor=1, w_stride=kvb)
+            self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
+                     w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
+                     out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
         return out
 
     def mul(self, name: str, node: dict, a: Tensor, b: Tensor) -> Tensor:

@@ -217,11 +217,12 @@ def stream_plan(cfg: HardwareConfig, core: int, fmt: WeightFormat, k: int) -> tu
                       f"({per} channels each)")
     if k > cfg.lane_k_max:
         return None, f"K = {k} exceeds the {cfg.lane_k_max} activations a lane group holds (lane_act_kib)"
+    plan = StreamPlan(chans[0], len(chans), masters)
     try:
-        StreamShape(fmt, 1, k, masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.stripe_bytes, len(chans))
+        plan.shape(cfg, fmt, 1, k)
     except UnsupportedError as e:
         return None, str(e)
-    return StreamPlan(chans[0], len(chans), masters), ""
+    return plan, ""
 
 
 def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:

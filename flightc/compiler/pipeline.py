@@ -138,6 +138,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
     mem = timed("place", place, gf, cfg, max_len, max_prefill, weights)
+    for why in sorted(set(mem.buffered.values())):
+        layers = [n for n, w in mem.buffered.items() if w == why]
+        log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),
+                    ", ".join(layers[:4]) + (", ..." if len(layers) > 4 else ""), why)
 
     lengths = sorted(set(prefill_lengths or [max_prefill]) | {1})
     if lengths[0] < 1 or lengths[-1] > max_prefill:

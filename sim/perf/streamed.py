@@ -102,6 +102,16 @@ class _Queue:
             self.changes.remove(c)
 
 
+def phases(cfg: HardwareConfig, ins: Instruction) -> tuple[int, int, int]:
+    """(go, run_from, lut_words): the cycle the activation copy is done (a word asked for a cycle from cycle 1, the
+    last seen two cycles on; the feeds start the cycle after), the output stage's first RUN cycle (after its copy
+    of the LUT), and the LUT's words."""
+    w = cfg.buffer_port_bytes
+    go = ins.k // w + 2
+    lut_words = LUT_ENTRIES // w if (ins.lut and OutMode(ins.out_mode) is OutMode.REQ_I8) else 0
+    return go, go + 2 + (lut_words + 1 if lut_words else 0), lut_words
+
+
 def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0) -> int:
     """The MPE's busy cycles for one streamed MV started in cycle ``start``. ``masters`` (the performance model's
     LD pipelines, :class:`flightc.sim.perf.load.LoadPipeline` by master) holds what each master still has in flight
@@ -120,9 +130,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     mode = OutMode(ins.out_mode)
     requant, adds = mode is not OutMode.ACC32, mode is OutMode.REQ_ADD
     elem = out_elem_bytes(mode)
-    go = ins.k // w + 2  # the activation copy: a word asked for a cycle from cycle 1, the last seen two cycles on
-    lut_words = LUT_ENTRIES // w if (ins.lut and mode is OutMode.REQ_I8) else 0
-    run_from = go + 2 + (lut_words + 1 if lut_words else 0)  # the output stage's RUN state
+    go, run_from, lut_words = phases(cfg, ins)
     groups = [_Group(beats_total // ub, pairs, chunks, blk_chunks) for _ in range(G)]
     first_master = ins.w_channel // cfg.channels_per_master
     asks = [1] * G  # the first cycle each reader may ask (behind what its master's LD asked before)

@@ -26,9 +26,8 @@ from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
-from flightc.numerics import LUT_ENTRIES
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
-from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, streamed_mv_cycles
+from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, phases, streamed_mv_cycles
 
 PORT_MIN = 32  # a buffer port at least this wide feeds the output stage a record and a residual every cycle
 
@@ -86,9 +85,9 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     L = cfg.mem_latency_cycles
     mode = OutMode(ins.out_mode)
     elem = out_elem_bytes(mode)
-    go = ins.k // w + 2
-    lut_words = LUT_ENTRIES // w if (ins.lut and mode is OutMode.REQ_I8) else 0
-    run_from = go + 2 + (lut_words + 1 if lut_words else 0)
+    go, run_from, _ = phases(cfg, ins)
+    # its first operands: a record word asked in the RUN state's first cycle is there two cycles on; with residuals
+    # too, those are asked once the records' queue is full, two cycles later
     first_result = run_from + {OutMode.ACC32: 0, OutMode.REQ_I8: 2, OutMode.REQ_I32: 2, OutMode.REQ_ADD: 4}[mode]
     beats_total = shape.group_bytes // B
     first_master = ins.w_channel // cfg.channels_per_master

@@ -24,7 +24,7 @@ def isolate(cfg: HardwareConfig, machine: Machine, ins: Instruction, index: int)
     base = 0  # where the loads' sources and the stores' results start: past a streamed MV's tile
     if streamed(ins):  # its tile stays where it is, on the channels it streams from
         spans = stream_spans(cfg, ins)
-        base = -(-max(addr + n for _, addr, n in spans) // 64) * 64
+        base = -(-max(addr + n for _, addr, n in spans) // cfg.stripe_bytes) * cfg.stripe_bytes
         for ch, addr, n in spans:
             image = case.images.setdefault(ch, bytearray())
             image.extend(bytes(max(0, addr + n - len(image))))
