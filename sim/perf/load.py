@@ -206,7 +206,7 @@ class LoadModel:
         return accept >= self.settled
 
     def _settles(self, p: LoadPipeline) -> None:
-        self.settled = max(self.settled, p.t - 1, p.x_free, max(p.slots, default=float("-inf")) + 1)
+        self.settled = max(self.settled, p.t - 1, p.x_free, max(p.slots, default=float("-inf")) + 1, p.shared_until)
 
     def _compute(self, ins, accept: float) -> tuple[int, int]:
         pipes = self._striped(ins, accept) if striped(ins) else [self._rows(ins, accept)]
