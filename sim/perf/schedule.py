@@ -252,7 +252,9 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         if u == Unit.LD:
             ready, end[c][i] = loads[c].instruction(programs[c][i], s)
         elif streamed(programs[c][i]):  # its readers share the masters with LD: behind LD's bursts in flight
-            for g in range(cfg.axi_masters):
+            ins = programs[c][i]
+            first = ins.w_channel // cfg.channels_per_master
+            for g in range(first, first + ins.w_stripe // cfg.channels_per_master):  # the masters it reads
                 loads[c].pipe(g, s - 1)
             end[c][i] = s + streamed_mv_time(cfg, programs[c][i], loads[c].pipes, s)
             for p in loads[c].pipes.values():

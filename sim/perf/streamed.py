@@ -102,6 +102,11 @@ class _Queue:
             self.changes.remove(c)
 
 
+def group_gap(cfg: HardwareConfig, per_group: int) -> float:
+    """Cycles per beat of a lane group's master at its ``per_group`` channels' sustained rate (at least one)."""
+    return max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / per_group) if throttled(cfg) else 1.0
+
+
 def phases(cfg: HardwareConfig, ins: Instruction) -> tuple[int, int, int]:
     """(go, run_from, lut_words): the cycle the activation copy is done (a word asked for a cycle from cycle 1, the
     last seen two cycles on; the feeds start the cycle after), the output stage's first RUN cycle (after its copy
@@ -126,7 +131,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     blk_chunks = max(1, block_columns(fmt, B) // S) if fmt.group else chunks
     beats_total = shape.group_bytes // B
     latency, outstanding = cfg.mem_latency_cycles, cfg.axi_outstanding
-    gap = max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / shape.per_group) if throttled(cfg) else 1.0
+    gap = group_gap(cfg, shape.per_group)
     mode = OutMode(ins.out_mode)
     requant, adds = mode is not OutMode.ACC32, mode is OutMode.REQ_ADD
     elem = out_elem_bytes(mode)

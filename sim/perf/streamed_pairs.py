@@ -26,15 +26,9 @@ from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
-from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
-from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, phases, streamed_mv_cycles
+from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, group_gap, phases, streamed_mv_cycles
 
 PORT_MIN = 32  # a buffer port at least this wide feeds the output stage a record and a residual every cycle
-
-
-def _gap(cfg: HardwareConfig, per_group: int) -> float:
-    """Cycles per beat of a group's master at its channels' sustained rate (at least one)."""
-    return max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / per_group) if throttled(cfg) else 1.0
 
 
 def pair_model_applies(cfg: HardwareConfig, ins: Instruction) -> bool:
@@ -43,7 +37,7 @@ def pair_model_applies(cfg: HardwareConfig, ins: Instruction) -> bool:
     waits for the feed."""
     shape = stream_shape(cfg, ins)
     ub = shape.unit // shape.beat
-    gap = _gap(cfg, shape.per_group)
+    gap = group_gap(cfg, shape.per_group)
     L = cfg.mem_latency_cycles
     return (cfg.buffer_port_bytes >= PORT_MIN and math.floor((ub - 1) * gap) + 1 + L <= cfg.axi_outstanding * ub * gap
             and cfg.lane_fifo_beats >= ub + L + 4)
@@ -81,7 +75,7 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     w = cfg.buffer_port_bytes
     ub = shape.unit // B
     pairs = shape.pairs
-    gap = _gap(cfg, shape.per_group)
+    gap = group_gap(cfg, shape.per_group)
     L = cfg.mem_latency_cycles
     mode = OutMode(ins.out_mode)
     elem = out_elem_bytes(mode)
