@@ -33,10 +33,10 @@ def burst_beats(addr: Signal, nbytes: Signal, lane_bits: int) -> tuple:
     return want, to_boundary
 
 
-def existing_channel(m: Module, f, cfg: HardwareConfig) -> Signal:
+def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:
     """The instruction's channel, or 0 for one the config lacks (the functional simulator refuses those)."""
-    ch = Signal.like(f.channel)
-    m.d.comb += ch.eq(Mux(f.channel < cfg.mem_channels, f.channel, 0))
+    ch = Signal(range(max(2, cfg.mem_channels)))
+    m.d.comb += ch.eq(Mux(channel < cfg.mem_channels, channel, 0))
     return ch
 
 
@@ -72,16 +72,21 @@ class DmaUnit(ExecutionUnit):
         and the memory address — then the unit's own state machine (:meth:`walk`)."""
         m = Module()
         f = self.fields(self.OPCODE)
-        bases, ch = Array(self.channel_base), existing_channel(m, f, self.cfg)
+        channel, hbm_addr = self.target(m, f)
+        bases, ch = Array(self.channel_base), existing_channel(m, channel, self.cfg)
         m.submodules.buf_rows = buf_rows = RowAddress(BUF_ADDR_BITS)
         m.submodules.mem_rows = mem_rows = RowAddress(AXI_ADDR_BITS)
         rows = RowWalk(Signal.like(f.rows), buf_rows.addr, mem_rows.addr, Signal())
         m.d.comb += [buf_rows.base.eq(f.buf_addr), buf_rows.stride.eq(f.buf_stride),
-                     mem_rows.base.eq(bases[ch] + f.hbm_addr), mem_rows.stride.eq(f.hbm_stride)]
+                     mem_rows.base.eq(bases[ch] + hbm_addr), mem_rows.stride.eq(f.hbm_stride)]
         for g in (buf_rows, mem_rows):
             m.d.comb += [g.restart.eq(self.start), g.step.eq(rows.step)]
         self.walk(m, f, rows, Signal.like(f.row_bytes), bases, ch, Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
         return m
+
+    def target(self, m: Module, f) -> tuple[Value, Value]:
+        """The channel and address of the instruction's first row."""
+        return f.channel, f.hbm_addr
 
     def end_after_rows(self, m: Module, rows: "RowWalk", f) -> None:
         """In the ROW state: past the last row, report done and go idle (the caller continues with Elif/Else)."""
@@ -106,6 +111,23 @@ class StoreUnit(DmaUnit):
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
                          master=Out(max(1, (cfg.axi_masters - 1).bit_length())))
+
+    def target(self, m: Module, f) -> tuple[Value, Value]:
+        """With ``img``, where image row ``img_row`` lies (flightc.isa.footprint.store_target): shifts and masks of
+        the row index, the masters' channels and stripe_bytes being powers of two."""
+        cfg = self.cfg
+        per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
+        pair = f.img_row >> 1
+        group = Signal(8)
+        o = Signal(AXI_ADDR_BITS)
+        m.d.comb += [group.eq(pair & ((Const(1, 9) << f.img_groups_log2) - 1)),
+                     o.eq(((pair >> f.img_groups_log2) << f.img_pair_log2) + (f.img_row[0] << f.img_half_log2))]
+        n = o >> unit_log2
+        channel = Signal(8)
+        addr = Signal(AXI_ADDR_BITS)
+        m.d.comb += [channel.eq(Mux(f.img, f.channel + (group << per_log2) + (n & ((1 << per_log2) - 1)), f.channel)),
+                     addr.eq(Mux(f.img, f.hbm_addr + ((n >> per_log2) << unit_log2) + o[:unit_log2], f.hbm_addr))]
+        return channel, addr
 
     def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
         cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits

@@ -22,7 +22,7 @@ from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
                                    kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stream_shape,
-                                   stream_spans, streamed, stripe_layout, stripe_spans, striped,
+                                   store_target, stream_spans, streamed, stripe_layout, stripe_spans, striped,
                                    weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
@@ -63,7 +63,8 @@ def static_counters(program: bytes, cfg: HardwareConfig | None = None) -> Counte
                 c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
         elif ins.opcode in (Opcode.LD, Opcode.ST):
             side = c.hbm_read if ins.opcode is Opcode.LD else c.hbm_written
-            side[ins.channel] = side.get(ins.channel, 0) + ins.rows * ins.row_bytes
+            ch = store_target(cfg, ins)[0] if ins.opcode is Opcode.ST else ins.channel
+            side[ch] = side.get(ch, 0) + ins.rows * ins.row_bytes
             if ins.opcode is Opcode.LD and ins.gather:
                 c.hbm_read[0] = c.hbm_read.get(0, 0) + 4 * ins.rows
     return c
@@ -226,14 +227,15 @@ class Machine:
         if op is Opcode.LD:
             self._load(ins, c)
         elif op is Opcode.ST:
-            ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+            channel, addr = store_target(self.cfg, ins)
+            ix = self._hbm_rows(channel, addr, ins.rows, ins.row_bytes, ins.hbm_stride)
             width = ins.row_bytes * (2 if ins.pack4 else 1)
             data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, width,
                                                      ins.buf_stride), np.uint8)
             if ins.pack4:
                 data = nm.pack_int4(data.view(np.int8))
-            self.hbm[ins.channel][ix] = data.ravel()
-            c.hbm_written[ins.channel] = c.hbm_written.get(ins.channel, 0) + ix.size
+            self.hbm[channel][ix] = data.ravel()
+            c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
             _check_operands(ins, self.cfg)
             self._mpe(ins, c)

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import MAX_LEN, NEW_TOKENS, PROMPT, compiled
+from flightc.isa.codec import iter_program
+from flightc.isa.table import Opcode, OutMode
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
 
@@ -12,6 +14,7 @@ CASES = {
     "c-mixed-2-3-4-8": ("tiny-llama", "w4g32", ("*.q_proj=w2g32s2:4", "*.k_proj=w3g64", "*.up_proj=w3g32s4:16",
                                                 "*.down_proj=w8", "L1.v_proj=w2g16s2:16")),
     "d-gqa": ("tiny-llama-gqa", "w8", ()),
+    "e-keys-streamed": ("tiny-llama-hd64", "w4g32", ()),  # 64-wide heads: decode streams the keys from their image
 }
 
 
@@ -32,6 +35,13 @@ def test_simulator_equals_integer_reference(case):
     c_ = session.counters
     assert c_.instructions["MV"] > 0 and c_.instructions["MM"] > 0 and c_.macs > 0
     assert sum(c_.hbm_read.values()) > 0
+    if case.startswith("e"):  # Q.K^T streamed in decode (one per query head and layer), each key stored twice
+        decode = [i for core in c.bundle.program("decode", len(PROMPT) + 3) for i in iter_program(core)]
+        keys = [i for i in decode if i.opcode is Opcode.MV and i.w_stream and i.out_mode == OutMode.ACC32]
+        layers, heads = c.integer.spec.num_layers, c.integer.spec.num_heads
+        assert len(keys) == layers * heads and all(i.n == len(PROMPT) + 4 for i in keys)
+        assert sum(1 for i in decode if i.opcode is Opcode.ST and i.img) == layers * c.integer.spec.num_kv_heads
+        assert not c.bundle.manifest["memory_map"]["keys_loaded"]
 
 
 def test_three_cores_are_bit_exact_too():

@@ -185,7 +185,8 @@ def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel(ll
 def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_rows(llama2_7b_u280):
     """The roofline's bytes cannot drift from what the programs move: the bytes the model's schedule of a 7B decode
     step reads equal, within 1%, the bundle's weight regions (values, positions, multipliers) and record regions
-    plus the K/V rows the step reads; the rest (embedding row, norm gains, RoPE rows) is under 1%."""
+    plus the K/V rows the step reads (the keys as their stream reads them); the rest (embedding row, norm gains,
+    RoPE rows) is under 1%."""
     from flightc.sim.perf.workload import WorkloadModel
 
     c = llama2_7b_u280
@@ -197,7 +198,13 @@ def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_ro
     weights = sum(r["nbytes"] for r in regions if r["kind"] == "weight")
     records = sum(r["nbytes"] for r in regions if r["kind"] == "param" and r["name"].endswith(".r"))
     spec = c.bundle.manifest["model"]
-    kv_rows = 2 * spec["num_layers"] * spec["num_kv_heads"] * (pos + 1) * spec["head_dim"]  # INT8 K and V rows
+    cfg = c.config
+    # INT8 V rows; the keys streamed from their image: whole row pairs (2 x head_dim bytes) of each of the 32 lane
+    # groups, a group's share read in whole stripe units (flightc.compress.stream)
+    groups, d = cfg.axi_masters, spec["head_dim"]
+    per_group = -(-(-(-(pos + 1) // (2 * groups)) * 2 * d) // cfg.stripe_bytes) * cfg.stripe_bytes
+    k_bytes = groups * per_group
+    kv_rows = spec["num_layers"] * spec["num_kv_heads"] * ((pos + 1) * d + k_bytes)
     assert tb.weight_values + tb.sparse_indices + tb.group_scales == weights
     assert tb.requant_records == records and tb.kv_cache == kv_rows
     core = weights + records + kv_rows

@@ -126,10 +126,11 @@ def test_programs_only_compile_has_the_same_programs_and_refuses_to_compute(tmp_
     assert figures["token_bytes"]["weight_values"] > 0 and figures["roofline_tokens_per_s"] > 0
 
 
-def test_bytes_per_token_by_kind_add_up_to_what_the_step_loads():
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-llama-hd64"])  # keys loaded; keys streamed from their image
+def test_bytes_per_token_by_kind_add_up_to_what_the_step_loads(model):
     from flightc.sim.perf.workload import WorkloadModel
 
-    c = compiled("tiny-llama", "w4g32s8:16")
+    c = compiled(model, "w4g32s8:16")
     w = WorkloadModel(c.bundle)
     tb = w.token_bytes(9)
     loaded = w.step(1, 9).hbm_read_bytes  # every LD and streamed MV, as the schedule counts them

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from flightc.compress.formats import WeightFormat
-from flightc.compress.stream import stream_image
+from flightc import numerics as nm
+from flightc.compress.stream import image_rows, stream_image
 from flightc.config import PRESETS, Buffer
-from flightc.errors import ProgramError
+from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.codec import encode_program, make
-from flightc.isa.footprint import footprint, stream_shape, stripe_layout
+from flightc.isa.footprint import footprint, store_target, stream_shape, stripe_layout
 from flightc.isa.table import OutMode, SysOp, Unit
 from flightc.sim.functional import Machine
 from flightc.sim.perf.timing import instruction_work
@@ -104,3 +105,48 @@ def test_the_model_charges_a_streamed_mv_its_tile_on_every_channel():
     assert work.hbm_bytes == stream_shape(cfg, mv).nbytes
     assert sorted(ch for ch, _ in work.shares) == [0, 1, 2, 3]
     assert work.cycles > work.hbm_bytes / (4 * cfg.axi_data_bytes)  # no faster than four masters' beats
+
+
+@pytest.mark.parametrize("cfg_name,bits,k,stripe", [("tiny", 8, 64, 4), ("tiny", 4, 128, 4), ("hbm4", 8, 128, 4),
+                                                    ("hbm4", 4, 64, 2), ("u280", 8, 128, 32), ("hbm4", 8, 128, 1)])
+def test_image_rows_written_one_at_a_time_lay_out_the_stream_image(cfg_name, bits, k, stripe):
+    """ST.img writes a K cache's stream image a position at a time: row by row, every byte lands where
+    stream_image puts it, on one master of four channels (tiny) and on a master per channel (hbm4, u280)."""
+    cfg = PRESETS[cfg_name]
+    fmt = WeightFormat(bits, 16, 16)
+    rows = 2 * 2 * stripe * 3 + 1  # three rounds of row pairs over every group, then one row more
+    rng = np.random.default_rng(bits + k)
+    q = rng.integers(-8 if bits == 4 else -128, 8 if bits == 4 else 128, (rows, k)).astype(np.int8)
+    packed = np.frombuffer(nm.pack_int4(q) if bits == 4 else q.tobytes(), np.uint8).reshape(rows, -1)
+    mv = _mv(fmt, rows, k, w_stream=1, w_channel=0, w_hbm_addr=0, w_stripe=stripe)
+    shape = stream_shape(cfg, mv)
+    image = np.frombuffer(stream_image(packed, shape), np.uint8)
+    want = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
+    u = np.arange(image.size) // shape.unit
+    for ch, base, nb in stripe_layout(0, 0, image.size, stripe, shape.unit):
+        want[ch][base:base + nb] = image[(u % stripe) == ch].tobytes()
+    fields = image_rows(shape)
+    got = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
+    for t in range(rows):
+        st = make("ST", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=0, rows=fields.pieces,
+                  row_bytes=fields.piece_bytes, hbm_stride=fields.piece_stride, buf_stride=fields.piece_columns,
+                  pack4=int(bits == 4), img=1, img_row=t, img_groups_log2=fields.groups_log2,
+                  img_pair_log2=fields.pair_log2, img_half_log2=fields.half_log2)
+        ch, addr = store_target(cfg, st)
+        row = packed[t]
+        for p in range(fields.pieces):
+            got[ch][addr + p * fields.piece_stride:addr + p * fields.piece_stride + fields.piece_bytes] = \
+                row[p * fields.piece_bytes:(p + 1) * fields.piece_bytes].tobytes()
+    assert got == want
+
+
+def test_image_rows_refuse_what_a_row_cannot_be_written_alone():
+    cfg = PRESETS["hbm4"]
+    grouped = _mv(WeightFormat(4, 16, 16, 32), 8, 128, w_stream=1, w_channel=0, w_hbm_addr=0, w_stripe=4)
+    with pytest.raises(UnsupportedError, match="dense, ungrouped INT8 or INT4"):
+        image_rows(stream_shape(cfg, grouped))
+    st = make("ST", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=0, rows=3, row_bytes=64, hbm_stride=128, img=1,
+              img_row=0, img_groups_log2=2, img_pair_log2=8, img_half_log2=6)
+    assert store_target(cfg, st.replace(img_row=7)) == (3, 64)  # pair 3: group 3's first record, second row
+    with pytest.raises(ProgramError, match="run past the 1024-byte unit"):
+        store_target(cfg, st.replace(rows=9))

@@ -66,6 +66,17 @@ def cmd_info(args) -> int:
                           f" {why}")
     else:
         console.print("every linear layer streams its weights into the lane groups")
+    keys = m["memory_map"].get("keys_loaded", {})
+    if keys:
+        reasons = {}
+        for att, why in keys.items():
+            reasons.setdefault(why, []).append(att)
+        for why, names in reasons.items():
+            console.print(f"[yellow]decode loads the keys into the KV buffer[/] ({len(names)} attention"
+                          f"{'s' if len(names) > 1 else ''}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}):"
+                          f" {why}")
+    else:
+        console.print("decode streams every attention's keys from their stream image into the lane groups")
     regions = Table(title="memory map")
     for col in ("region kind", "regions", "bytes", "channels"):
         regions.add_column(col)

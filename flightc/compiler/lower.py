@@ -135,8 +135,12 @@ class StepLowering:
         # (length-adaptive templates), so addresses do not depend on the position
         window = max(self.window_len(), window_cap or 0)
         slots = 2 if 4 * window * d <= cfg.buffer_bytes(Buffer.KV) else 1  # double-buffer K/V while they fit
+        # transposed V rows start at buffer words (a row straddling words costs P.V a second fetch per step)
+        self.v_stride = min(-(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes,
+                            cfg.buffer_bytes(Buffer.KV) // (2 * slots * d))
+        self.v_stride = max(self.v_stride, window)
         self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(slots)]
-        self.vslot = [fixed(f"V rows {i}", Buffer.KV, window * d) for i in range(slots)]
+        self.vslot = [fixed(f"V rows {i}", Buffer.KV, self.v_stride * d) for i in range(slots)]
         self.scores = fixed("attention scores", Buffer.ACC, 4 * length * window)
         self.probs = fixed("attention probabilities", Buffer.ACT, length * window)
         self.tensors: dict[str, Tensor] = {}
@@ -335,6 +339,15 @@ class StepLowering:
             self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + j * d, channel=r.channel,
                       hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
                       buf_stride=k.row_bytes, pack4=pack4)
+            image = self.mem.key_images.get(f"{name}.k{j}")
+            if image is not None:  # the same rows into the keys' stream image, a position at a time
+                ri, at = image.rows, self.mem[image.region]
+                for t in range(L):
+                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + t * k.row_bytes + j * d,
+                              channel=at.channel, hbm_addr=at.addr, rows=ri.pieces, row_bytes=ri.piece_bytes,
+                              hbm_stride=ri.piece_stride, buf_stride=ri.piece_columns, pack4=pack4, img=1,
+                              img_row=self.p0 + t, img_groups_log2=ri.groups_log2, img_pair_log2=ri.pair_log2,
+                              img_half_log2=ri.half_log2)
         for j in kv_heads:
             r = self.mem[f"{name}.v{j}"]
             span = r.nbytes // d  # transposed: the positions a dimension's row holds (max_len)
@@ -350,25 +363,40 @@ class StepLowering:
         if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
         sm_mult, sm_shift = node["softmax"]
+        # with the keys streamed over every master, a head's V rows (one channel's long load) are loaded once the
+        # previous head's keys have streamed, under its softmax and P.V, not while the keys' stream needs that
+        # master: an ordering the data does not imply, so an extra access in a space of its own
+        order = [Access(("order", 0), 0, 1, 1, 0)]
         for h in heads:
             j = h // s.kv_group
             slot = self.head_counter % len(self.kslot)
             self.head_counter += 1
-            self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
+            image = self.mem.key_images.get(f"{name}.k{j}") if L == 1 else None
+            if image is None:
+                self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
+            if image is not None:
+                self.extras[len(self.out)] = (order, [])
             if v_rows:
                 r = self.mem[f"{name}.v{j}"]
                 self.emit(Opcode.LD, buf=Buffer.KV, buf_addr=self.vslot[slot], channel=r.channel,
                           hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=r.nbytes // d,
-                          buf_stride=window)
+                          buf_stride=self.v_stride)
             else:
                 self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
-            self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
-                     w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
-                     out_addr=self.scores, out_stride=4 * window)
+            if image is None:
+                self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
+                         w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
+                         out_addr=self.scores, out_stride=4 * window)
+            else:  # decode: the keys stream from their image straight into the lane groups
+                at = self.mem[image.region]
+                self.extras[len(self.out)] = ([], order)
+                self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + h * d, w_bits=kv_bits,
+                          sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=self.scores, w_stream=1,
+                          w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
             self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
                       src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
                       shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
-            v_layout = dict(w_stride=window) if v_rows else dict(w_kmajor=1, w_stride=kvb)
+            v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
             self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
                      w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
                      out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)

@@ -18,7 +18,7 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight
-from flightc.compress.stream import StreamShape, stream_image
+from flightc.compress.stream import ImageRows, StreamShape, image_rows, stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
@@ -89,6 +89,17 @@ class StreamPlan:
                            self.stripe)
 
 
+@dataclass(frozen=True)
+class KeyImage:
+    """A KV head's keys kept a second time as a stream image (region ``region``): decode's Q.K^T streams them into
+    the lane groups (MV.w_stream) and every step writes its positions into it a row at a time (ST.img)."""
+
+    region: str
+    plan: StreamPlan
+    fmt: WeightFormat
+    rows: ImageRows
+
+
 @dataclass
 class MemoryMap:
     regions: dict[str, Region] = field(default_factory=dict)
@@ -98,9 +109,12 @@ class MemoryMap:
     kv_owner: dict[int, int] = field(default_factory=dict)  # kv head -> core
     row_split: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # per linear: rows of each core
     buffered: dict[str, str] = field(default_factory=dict)  # linear -> why its weights go through the WGT buffer
+    key_images: dict[str, KeyImage] = field(default_factory=dict)  # "<attention>.k<head>" -> its stream image
+    keys_loaded: dict[str, str] = field(default_factory=dict)  # attention -> why decode loads its keys instead
 
     def to_dict(self) -> dict:
         return {"regions": [r.to_dict() for r in self.regions.values()], "buffered": dict(self.buffered),
+                "keys_loaded": dict(self.keys_loaded),
                 "extent": {str(c): n for c, n in sorted(self.extent.items())}}
 
     def __getitem__(self, name: str) -> Region:
@@ -189,6 +203,36 @@ class _Allocator:
                 image.extend(b"\0" * (addr - len(image)))
                 image.extend(units[k::len(channels)].tobytes()[:n])
         return region
+
+
+    def striped_dynamic(self, name: str, kind: RegionKind, nbytes: int, channels: list[int], unit: int) -> Region:
+        """A region striped like :meth:`striped` whose bytes the programs write (no image)."""
+        addr = max(-(-self.map.extent[ch] // unit) * unit for ch in channels)
+        region = Region(name, kind, channels[0], addr, nbytes, len(channels), unit)
+        for ch, _, n in stripe_layout(region.channel, addr, nbytes, region.stripe, unit):
+            if addr + n > self.cfg.mem_channel_bytes:
+                raise UnsupportedError(f"memory: {name} ({nbytes} bytes striped over channels {channels[0]}.."
+                                       f"{channels[-1]}) does not fit channel {ch} ({self.cfg.mem_channel_mib} MiB) "
+                                       f"of preset {self.cfg.name!r}")
+            self.map.extent[ch] = addr + n
+        self.map.regions[name] = region
+        return region
+
+
+def key_image(cfg: HardwareConfig, core: int, fmt: WeightFormat, head_dim: int, max_len: int,
+              sliding_window: int) -> tuple[tuple[StreamPlan, ImageRows, StreamShape] | None, str]:
+    """How a core keeps a KV head's keys as a stream image for decode, or (None, why not)."""
+    if sliding_window and sliding_window < max_len:
+        return None, (f"a sliding window ({sliding_window} positions) starts Q.K^T past row 0 of the image, which a "
+                      f"streamed MV cannot")
+    plan, why = stream_plan(cfg, core, fmt, head_dim)
+    if plan is None:
+        return None, why
+    shape = plan.shape(cfg, fmt, max_len, head_dim)
+    try:
+        return (plan, image_rows(shape), shape), ""
+    except UnsupportedError as e:
+        return None, str(e)
 
 
 def tile_rows(cfg: HardwareConfig, layer: str, rows: int, row_bytes: int) -> int:
@@ -371,6 +415,17 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 for kv in ("k", "v"):
                     a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
                               channel=a.channel_of(a.map.kv_owner[j]))
+            kfmt = WeightFormat(node.get("kv_bits", 8), 16, 16)
+            for j in range(s.num_kv_heads):
+                core = a.map.kv_owner[j]
+                found, why = key_image(cfg, core, kfmt, s.head_dim, max_len, s.sliding_window)
+                if found is None:
+                    a.map.keys_loaded[name] = why
+                    continue
+                plan, rows, shape = found
+                region = a.striped_dynamic(f"{name}.ks{j}", RegionKind.KV, shape.nbytes,
+                                           list(range(plan.channel, plan.channel + plan.stripe)), shape.unit)
+                a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, plan, kfmt, rows)
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())

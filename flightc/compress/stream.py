@@ -232,3 +232,35 @@ def rows_of_image(image: bytes, shape: StreamShape) -> np.ndarray:
                 at += -(-nch * stride // B) * B
                 c0 += cols
     return out[:shape.rows]
+
+
+# ----------------------------------------------------------------------------------- an image written row by row
+@dataclass(frozen=True)
+class ImageRows:
+    """How one row of a stream image of dense, ungrouped rows (a K cache, written a position at a time) is stored
+    with ST.img: its ``pieces`` chunks of ``piece_bytes`` each, ``piece_stride`` apart in the pair's record, from
+    ``piece_columns`` values apart in the buffer; the record and row offsets as the ST's log2 fields."""
+
+    groups_log2: int
+    pair_log2: int
+    half_log2: int
+    pieces: int
+    piece_bytes: int
+    piece_stride: int
+    piece_columns: int
+
+
+def image_rows(shape: StreamShape) -> ImageRows:
+    """The ST.img fields of ``shape``'s rows, or UnsupportedError where a row cannot be written on its own."""
+    fmt, S = shape.fmt, shape.slots
+    vb, ib = row_part_bytes(fmt, S)
+    pair = shape.pair_beats * shape.beat
+    if ib or fmt.group or fmt.bits not in (4, 8):
+        raise UnsupportedError(f"{fmt.label()}: only dense, ungrouped INT8 or INT4 rows are written a row at a time "
+                               f"(ST moves INT8 bytes or packs them to INT4)")
+    if pair & (pair - 1) or vb & (vb - 1) or shape.unit % pair:
+        raise UnsupportedError(f"{fmt.label()} rows of {shape.k}: a row pair's record ({pair} bytes) and a row's "
+                               f"part of a chunk ({vb} bytes) must be powers of two, the record within a "
+                               f"{shape.unit}-byte stripe unit")
+    return ImageRows(shape.groups.bit_length() - 1, pair.bit_length() - 1, vb.bit_length() - 1, shape.k // S, vb,
+                     chunk_stride(fmt, S), S)

@@ -26,8 +26,14 @@ Refinements over FlightLLM's six classes, and why:
   two per byte; the MPE reads them back as dense 4-bit operands (K rows as weight rows, V rows
   K-major), so the cache's memory traffic halves without an unpack step; the generated RTL
   implements both (ST.pack4 in the store unit, 4-bit K-major operands in the MPE).
-- **Widths are per class** (multiples of 32 bits), as in FlightLLM: LD 224, ST 192, MM 320, MV 256,
-  MISC 320, SYS 32.
+- **MV can stream its weights** (ISA 1.4, `w_stream`): a tile laid out as a stream image
+  (flightc.compress.stream) flows from every master's channels straight into the lane groups,
+  two output rows a DSP48E2 against one shared activation, without a WGT buffer round trip.
+- **ST can write one row of a stream image** (ISA 1.5, `img`): decode streams a KV head's keys from
+  their image like a weight tile, and each step's new key goes into it a row at a time; the store
+  unit works out the row's channel and address from `img_row` with shifts and masks, so the field
+  is affine in the position and a length-adaptive template patches it like any other.
+- **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;
 the RTL streams its operands and relies on them):
@@ -50,7 +56,9 @@ def field_type(f) -> str:
 
 def render() -> str:
     gs_max = ", ".join(f"{group_scale_max(b)} for W{b}" for b in sorted(WEIGHT_BITS.values()) if b != 8)
-    lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit), gs_max=gs_max)]
+    widths = ", ".join(f"{c.name} {c.width}" for c in ISA.values())
+    lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit), gs_max=gs_max,
+                          widths=widths)]
     lines.append("| class | opcode | unit | bits | meaning |\n|---|---|---|---|---|")
     for cls in ISA.values():
         lines.append(f"| {cls.name} | {int(cls.opcode)} | {cls.unit.name} | {cls.width} | {cls.doc} |")

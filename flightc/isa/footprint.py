@@ -155,6 +155,24 @@ def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) 
     return spans
 
 
+def store_target(cfg: HardwareConfig | None, ins: Instruction) -> tuple[int, int]:
+    """(channel, address) of an ST's first row: its own, or with ``img`` where its image row lies (ST.img)."""
+    if not ins.img:
+        return ins.channel, ins.hbm_addr
+    if cfg is None:
+        raise ValueError("where an ST.img row lies depends on the hardware config's masters and stripe_bytes")
+    pair = ins.img_row >> 1
+    group = pair & ((1 << ins.img_groups_log2) - 1)
+    o = ((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((ins.img_row & 1) << ins.img_half_log2)
+    per, unit = cfg.channels_per_master, cfg.stripe_bytes
+    n = o // unit
+    last = o % unit + (ins.rows - 1) * ins.hbm_stride + ins.row_bytes if ins.rows else 0
+    if last > unit:
+        raise ProgramError(f"ST.img: image row {ins.img_row}'s {ins.rows} piece(s) of {ins.row_bytes} bytes, "
+                           f"{ins.hbm_stride} apart, run past the {unit}-byte unit they start in")
+    return ins.channel + group * per + n % per, ins.hbm_addr + (n // per) * unit + o % unit
+
+
 def stripe_spans(ins: Instruction) -> list[tuple[int, int, int]]:
     """Each channel's share of a striped LD's row (:func:`stripe_layout`)."""
     return stripe_layout(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2)
@@ -169,13 +187,15 @@ def gather_channel(ins: Instruction, ident: int) -> tuple[int, int]:
 
 
 def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list[Access], list[Access]]:
-    """(reads, writes) of one instruction (a streamed MV's tile depends on the config's masters and lanes)."""
+    """(reads, writes) of one instruction (a streamed MV's tile and an ST.img row depend on the config's masters,
+    lanes and stripe_bytes)."""
     op = ins.opcode
     if striped(ins):
         return ([Access(hbm(ch), addr, 1, n, 0) for ch, addr, n in stripe_spans(ins)],
                 [Access(buf(ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride)])
     if op in (Opcode.LD, Opcode.ST):
-        mem = Access(hbm(ins.channel), ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+        channel, addr = store_target(cfg, ins) if op is Opcode.ST else (ins.channel, ins.hbm_addr)
+        mem = Access(hbm(channel), addr, ins.rows, ins.row_bytes, ins.hbm_stride)
         onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
         if op is Opcode.ST:
             if ins.pack4:

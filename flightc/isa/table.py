@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.4"
+ISA_VERSION = "1.5"
 WORD_BITS = 32
 
 
@@ -231,10 +231,21 @@ _CLASSES = (
                    _u("stripe_log2", 4, "log2 of the bytes a stripe puts on one channel before the next (a "
                                         "gather: of the table rows a block puts on one channel)"),
                )),
-    InstrClass("ST", Opcode.ST, Unit.ST, 192, "Copy rows from an on-chip buffer to a memory channel.",
+    InstrClass("ST", Opcode.ST, Unit.ST, 224, "Copy rows from an on-chip buffer to a memory channel.",
                HEADER + _TRANSFER + (
                    _b("pack4", "saturate each INT8 to INT4 and pack two per byte, low nibble first (KV cache "
                                "rows): a row reads 2 x row_bytes buffer bytes"),
+                   _b("img", "the rows are the pieces of row `img_row` of a stream image (a K cache that MV.w_stream "
+                             "reads, ISA 1.5), which start in one stripe_bytes unit: row pair p = img_row >> 1 is in "
+                             "group g = p mod 2^img_groups_log2 at offset o = (p >> img_groups_log2) << img_pair_log2, "
+                             "plus 2^img_half_log2 for the pair's second row; a group's stream is dealt a stripe_bytes "
+                             "unit at a time round its master's channels, so the first row goes to channel channel + "
+                             "g x channels_per_master + (o / stripe_bytes) mod channels_per_master at hbm_addr + "
+                             "(o / stripe_bytes / channels_per_master) x stripe_bytes + o mod stripe_bytes"),
+                   _u("img_row", 16, "the image row the pieces belong to (with img)"),
+                   _u("img_groups_log2", 3, "log2 of the lane groups (masters) the image is dealt to (with img)"),
+                   _u("img_pair_log2", 5, "log2 of the bytes of one row pair's record (with img)"),
+                   _u("img_half_log2", 5, "log2 of the offset of a pair's second row in its record (with img)"),
                )),
     InstrClass("MM", Opcode.MM, Unit.MPE, 320,
                "Matrix-matrix product on the MPE: out[m, n] = sum_k a[m, k] * w[n, k] for m activation rows.",
@@ -250,8 +261,9 @@ _CLASSES = (
                                   "laid out by flightc.compress.stream (row pairs of lane groups, one group per "
                                   "master), striped over `w_stripe` channels from `w_channel` at `w_hbm_addr`, "
                                   "stripe_bytes at a time; w_buf, w_addr, w_stride and w_kmajor are zero, a_addr is "
-                                  "a buffer word's, K at most the config's lane_k_max. The tile must not change "
-                                  "while the program runs (it may be read ahead)"),
+                                  "a buffer word's, K at most the config's lane_k_max. The tile is read after the "
+                                  "MV's waits (never ahead of them): a tile the program writes, a K cache's image "
+                                  "(ST.img), is ordered after its writes by them"),
                    _u("w_channel", 6, "first memory channel of a streamed tile (a master's first)"),
                    _u("w_hbm_addr", HBM_ADDR_BITS, "byte address of a streamed tile on each of its channels (a "
                                                    "multiple of stripe_bytes)"),

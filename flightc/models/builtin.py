@@ -20,6 +20,9 @@ BUILTIN: dict[str, RandomBuiltin] = {
     "tiny-llama": RandomBuiltin("2-layer LLaMA, hidden 128, 4 heads, vocab 256", "llama", 0),
     "tiny-llama-gqa": RandomBuiltin("tiny-llama with grouped-query attention (4 query heads, 2 KV heads)", "llama",
                                     1, overrides=(("num_key_value_heads", 2),)),
+    "tiny-llama-hd64": RandomBuiltin("tiny-llama with two 64-wide query heads sharing one KV head (a head a lane "
+                                     "group's 64 slots wide: decode streams the keys)", "llama", 6,
+                                     overrides=(("num_attention_heads", 2), ("num_key_value_heads", 1))),
     "tiny-qwen2": RandomBuiltin("2-layer Qwen2: QKV biases, 2 KV heads", "qwen2", 2),
     "tiny-mistral": RandomBuiltin("2-layer Mistral: 2 KV heads, sliding window of 8 tokens", "mistral", 3),
     "tiny-opt": RandomBuiltin("2-layer OPT: LayerNorm, ReLU, learned positions, biases", "opt", 5, 0.15),

@@ -42,7 +42,9 @@ def calibration_bundle(cfg: HardwareConfig = CFG, kv_bits: int = 8) -> Bundle:
     from flightc.compress.plan import CompressionPlan
     from flightc.models.seeded import random_model
 
-    model = random_model("llama", 0, num_hidden_layers=1, hidden_size=64, intermediate_size=128)
+    # one 64-wide head: a lane group's 64 slots, so decode streams the keys from their image (ST.img, MV.w_stream)
+    model = random_model("llama", 0, num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=1,
+                         num_key_value_heads=1)
     plan = CompressionPlan.parse("w4g32s8:16", ["*.down_proj=w8", "*.v_proj=w2g16s2:4"], kv_bits=kv_bits)
     return compile_model(model, cfg, plan, max_len=len(PROMPT) + len(DECODE) + 1, max_prefill=len(PROMPT),
                          prefill_lengths=list(range(1, len(PROMPT) + 1))).bundle

@@ -25,7 +25,7 @@ from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel
 from flightc.sim.perf.streamed_pairs import streamed_mv_time
-from flightc.sim.perf.memory import ChannelCalendar
+from flightc.sim.perf.memory import ChannelCalendar, channel_bytes_per_cycle, throttled
 from flightc.sim.perf.timing import instruction_work
 
 # Control-path latencies of hw/control.py, in cycles, counted from its registers (the calibration tests
@@ -172,6 +172,27 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     heads: list[tuple[int, int, int, int]] = []  # (start, core, unit, instruction)
     queued = [[False] * len(Unit) for _ in range(P)]
 
+    streaming: list[tuple[int, set[int]] | None] = [None] * P  # per core: the streamed MV last started, its masters
+    beat_gap = cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) if throttled(cfg) else 1.0
+
+    def held_up(c: int, i: int, s: int) -> None:
+        """An LD that starts while a streamed MV reads its masters: the master's bus carries the LD's beats between
+        the reader's, so the stream ends that much later (the group on the busiest master finishes last)."""
+        if streaming[c] is None:
+            return
+        mv, masters = streaming[c]
+        if end[c][mv] <= s:
+            return
+        per_master: dict[int, int] = {}
+        for ch, nbytes in work[c][i].shares:
+            g = ch // cfg.channels_per_master
+            if g in masters:
+                per_master[g] = per_master.get(g, 0) + -(-nbytes // cfg.axi_data_bytes)
+        if per_master:
+            delay = min(int(max(per_master.values()) * beat_gap), int(end[c][mv]) - s)
+            end[c][mv] += delay
+            free_at[c][Unit.MPE] = max(free_at[c][Unit.MPE], end[c][mv] + 1)
+
     def dispatch_all() -> None:
         for c in range(P):  # in program order while the target queue has room
             while next_dispatch[c] < N[c]:
@@ -186,6 +207,17 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 last_dispatch[c] = t + 1
                 next_dispatch[c] += 1
 
+    def earliest(c: int, u: int, i: int) -> int:
+        """The cycle the unit's head may start, from what is known now."""
+        s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
+        if u == Unit.LD and len(ld_ends[c]) >= LD_IN_FLIGHT:  # at most LD_IN_FLIGHT LDs in flight
+            s = max(s, ld_ends[c][-LD_IN_FLIGHT] + 1)
+        for j in waits_on[c][i]:
+            s = max(s, end[c][j] + 1)
+        for j in room_after[c][i]:
+            s = max(s, start[c][j] + 1)
+        return int(s)
+
     def offer(c: int, u: int) -> None:
         """Queue the unit's head once its start is known; a barrier commits once every core has reached it (its
         start and end are then known, and nothing before it in time is still to come)."""
@@ -197,13 +229,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         deps = waits_on[c][i]
         if dispatch[c][i] < 0 or any(end[c][j] < 0 for j in deps) or any(start[c][j] < 0 for j in room_after[c][i]):
             return
-        s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
-        if u == Unit.LD and len(ld_ends[c]) >= LD_IN_FLIGHT:  # at most LD_IN_FLIGHT LDs in flight
-            s = max(s, ld_ends[c][-LD_IN_FLIGHT] + 1)
-        for j in deps:
-            s = max(s, end[c][j] + 1)
-        for j in room_after[c][i]:
-            s = max(s, start[c][j] + 1)
+        s = earliest(c, u, i)
         queued[c][u] = True
         if i not in barrier_no[c]:
             heapq.heappush(heads, (s, c, u, i))
@@ -246,19 +272,25 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                      if ptr[c][u] < len(order[c][u])]
             raise ProgramError(f"the program deadlocks: nothing can start ({', '.join(stuck)})")
         s, c, u, i = heapq.heappop(heads)
+        if i not in barrier_no[c] and earliest(c, u, i) > s:  # a stream it follows was held up since it was queued
+            heapq.heappush(heads, (earliest(c, u, i), c, u, i))
+            continue
         start[c][i] = s
         end[c][i] = s + busy[c][i]
         ready = end[c][i] + 1
         if u == Unit.LD:
             ready, end[c][i] = loads[c].instruction(programs[c][i], s)
+            held_up(c, i, s)
         elif streamed(programs[c][i]):  # its readers share the masters with LD: behind LD's bursts in flight
             ins = programs[c][i]
             first = ins.w_channel // cfg.channels_per_master
-            for g in range(first, first + ins.w_stripe // cfg.channels_per_master):  # the masters it reads
+            masters = range(first, first + ins.w_stripe // cfg.channels_per_master)  # the masters it reads
+            for g in masters:
                 loads[c].pipe(g, s - 1)
             end[c][i] = s + streamed_mv_time(cfg, programs[c][i], loads[c].pipes, s)
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
+            streaming[c] = (i, set(masters))
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
             ms, me = calendar.reserve(ch, s, nbytes)
             transfers.append((ch, nbytes, ms, me))

@@ -30,13 +30,15 @@ class WeightStream:
 
 
 def weight_stream(bundle: Bundle, kind: str = "decode", n: int = 1) -> WeightStream:
-    """The streamed MVs and weight LDs of one step (``kind`` and ``n`` as :meth:`Bundle.program` takes them) on their
-    own."""
+    """The streamed MVs of weights (not of keys) and weight LDs of one step (``kind`` and ``n`` as
+    :meth:`Bundle.program` takes them) on their own."""
     cfg = bundle.config
+    keys = {(r["channel"], r["addr"]) for r in bundle.manifest["memory_map"]["regions"] if r["kind"] == "kv"}
     programs = []
     for prog in bundle.program(kind, n):
         kept = [ins.replace(wait=0, release=0) for ins in decode_program(prog)
-                if (ins.opcode is Opcode.LD and ins.buf == Buffer.WGT) or streamed(ins)]
+                if (ins.opcode is Opcode.LD and ins.buf == Buffer.WGT)
+                or (streamed(ins) and (ins.w_channel, ins.w_hbm_addr) not in keys)]  # weights, not keys
         programs.append(kept + [make("SYS", op=SysOp.END)])
     s = schedule(cfg, programs)
     moved = sum(i.row_bytes * i.rows if i.opcode is Opcode.LD else sum(n for *_, n in stream_spans(cfg, i))

@@ -43,7 +43,7 @@ def trace_events(steps: list[tuple[str, Schedule]], detail: bool = True) -> list
                 events.append(ev)
                 if ins.opcode in (Opcode.LD, Opcode.ST):
                     events.append({"ph": "X", "name": f"{ins.cls.name} core {c}", "pid": MEMORY_PID,
-                                   "tid": int(ins.channel), "ts": start, "dur": dur,
+                                   "tid": int(core.channels[i]), "ts": start, "dur": dur,
                                    "args": {"bytes": int(core.hbm_bytes[i])}})
         t0 += s.cycles
     return events

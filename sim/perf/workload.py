@@ -21,6 +21,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import decode_program
+from flightc.isa.footprint import stream_spans, streamed
 from flightc.isa.table import Opcode
 from flightc.sim.perf.report import StepReport, step_report
 from flightc.sim.perf.schedule import Schedule, schedule
@@ -235,8 +236,8 @@ class WorkloadModel:
     def token_bytes(self, pos0: int) -> TokenBytes:
         """What the decode step at ``pos0`` must stream from memory, split by kind, whichever instructions move
         it: every weight region of the bundle (each layer's format splits it into values, positions and group
-        multipliers) and every requantization record region, once per step; the K/V rows, embedding row and
-        other parameters the step's loads read."""
+        multipliers) and every requantization record region, once per step; the K/V rows (loaded, or keys streamed
+        from their image), embedding row and other parameters the step's loads read."""
         tb = TokenBytes()
         layers = self.bundle.manifest["layers"]
         for r in self.bundle.manifest["memory_map"]["regions"]:
@@ -261,4 +262,8 @@ class WorkloadModel:
                         tb.other += nbytes
                 elif ins.opcode is Opcode.LD:
                     tb.other += ins.rows * ins.row_bytes + 4 * ins.rows  # gathered rows and their ids
+                elif streamed(ins) and self._region(ins.w_channel, ins.w_hbm_addr)["kind"] == RegionKind.KV.value:
+                    # keys streamed from their image: the rows the step sees, rounded up to whole row pairs of
+                    # every lane group (the rows past the window are read too; their results are dropped)
+                    tb.kv_cache += sum(n for _, _, n in stream_spans(self.cfg, ins))
         return tb

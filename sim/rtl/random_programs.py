@@ -15,9 +15,9 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat, group_scale_max
-from flightc.compress.packing import pack_weight
+from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
-from flightc.compress.stream import stream_image
+from flightc.compress.stream import ImageRows, image_rows, stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
@@ -394,6 +394,8 @@ class _Builder:
         n_, m_ = SPARSITY_NM[sparsities[rand(0, len(sparsities) - 1)]]
         group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
         fmt = WeightFormat(bits, n_, m_, group)
+        if self.rng.random() < 0.3 and set(cfg.weight_bits) >= {4, 8}:  # a K cache: dense INT8 or INT4 rows
+            fmt = WeightFormat(int(self.rng.choice([4, 8])), 16, 16)
         k = cfg.lane_slots * rand(1, 3)
         n = rand(1, 6 * span)
         word = cfg.buffer_port_bytes
@@ -417,9 +419,19 @@ class _Builder:
         shape = stream_shape(cfg, mv)
         packed = np.frombuffer(self.weights(fmt, n, k), np.uint8).reshape(n, -1)
         image = np.frombuffer(stream_image(packed, shape), np.uint8)
+        try:
+            rows_alone = image_rows(shape) if self.rng.random() < 0.5 else None
+        except UnsupportedError:
+            rows_alone = None
+        if rows_alone is not None:  # a K cache: the image written a row at a time (ST.img) from rows in a buffer
+            rows_at = self.rows_loaded(fmt, packed, rows_alone)
         src = self.case.images[SRC_CHANNEL]
         used = [len(src) if ch == SRC_CHANNEL else self.out_used[ch] for ch in range(channel, channel + stripe)]
         at = -(-max(used) // shape.unit) * shape.unit
+        if rows_alone is not None:
+            image = np.zeros_like(image)
+            self.image_rows_stored(n, rows_alone, rows_at, channel, at)
+            mv = mv.replace(wait=(1 << Unit.LD) | (1 << Unit.ST))
         units = image.reshape(-1, shape.unit)
         for j, (ch, _, nb) in enumerate(stripe_layout(channel, at, image.size, stripe, shape.unit)):
             share = units[j::stripe].tobytes()[:nb]
@@ -432,7 +444,27 @@ class _Builder:
                 self.out_used[ch] = at + nb
         self.case.instructions.append(mv.replace(w_hbm_addr=at))
         self.store(out_buf, out_addr, 1, n * elem, n * elem, wait=unit)
-        return f"streamed MV {fmt.label()} over {span} master(s) {mode.name}"
+        how = " written by ST.img" if rows_alone is not None else ""
+        return f"streamed MV {fmt.label()} over {span} master(s) {mode.name}{how}"
+
+    def rows_loaded(self, fmt: WeightFormat, packed: np.ndarray, rows: ImageRows) -> int:
+        """LD dense rows (INT4 ones unpacked to INT8, as ST.pack4 takes them) into WGT: their address."""
+        n, k = packed.shape[0], rows.pieces * rows.piece_columns
+        values = unpack_rows(packed, fmt, k).astype(np.int8) if fmt.bits == 4 else packed.view(np.int8)
+        addr = self.buffer(Buffer.WGT, n * k)
+        self.load(Buffer.WGT, addr, n, k, k, values.tobytes(), release=1 << Unit.ST)
+        return addr
+
+    def image_rows_stored(self, n: int, rows: ImageRows, addr: int, channel: int, at: int) -> None:
+        """ST.img each of the ``n`` rows at ``addr`` into the stream image at ``at``; the last releases the MPE."""
+        fmt_bits4 = rows.piece_bytes < rows.piece_columns
+        k = rows.pieces * rows.piece_columns
+        for t in range(n):
+            self.emit("ST", buf=Buffer.WGT, buf_addr=addr + t * k, channel=channel, hbm_addr=at, rows=rows.pieces,
+                      row_bytes=rows.piece_bytes, hbm_stride=rows.piece_stride, buf_stride=rows.piece_columns,
+                      pack4=int(fmt_bits4), img=1, img_row=t, img_groups_log2=rows.groups_log2,
+                      img_pair_log2=rows.pair_log2, img_half_log2=rows.half_log2, wait=(1 << Unit.LD) if t == 0 else 0,
+                      release=(1 << Unit.MPE) if t == n - 1 else 0)
 
     def records(self, n: int, mode: OutMode, lut_align: int = 1) -> tuple[int, int, int]:
         """Requantization records for ``n`` rows in PRM (and, for INT8 results half the time, a LUT):
