@@ -26,10 +26,12 @@ from flightc.sim.perf.workload import WorkloadModel
 
 def kind_of(ins) -> str:
     if streamed(ins):
-        return "MV, keys streamed from their image (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else \
-            "MV, weights streamed (linear layers)"
+        return ("MV, keys streamed from their image (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else
+                "MV, values streamed from their images (P·V)" if ins.a_unsigned else
+                "MV, weights streamed (linear layers)")
     if ins.opcode is Opcode.ST and ins.img:
-        return "ST.img (a key into its stream image)"
+        return "ST.img_col (a value column into its stream images)" if ins.img_col else \
+            "ST.img (a key into its stream image)"
     if ins.opcode is Opcode.MV:
         what = ("" if ins.w_buf != Buffer.KV else " (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else
                 " (P·V, k-major)" if ins.w_kmajor else " (P·V)")

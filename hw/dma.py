@@ -72,21 +72,22 @@ class DmaUnit(ExecutionUnit):
         and the memory address — then the unit's own state machine (:meth:`walk`)."""
         m = Module()
         f = self.fields(self.OPCODE)
-        channel, hbm_addr = self.target(m, f)
+        count = Signal.like(f.rows)
+        channel, hbm_addr, stride = self.target(m, f, count)
         bases, ch = Array(self.channel_base), existing_channel(m, channel, self.cfg)
         m.submodules.buf_rows = buf_rows = RowAddress(BUF_ADDR_BITS)
         m.submodules.mem_rows = mem_rows = RowAddress(AXI_ADDR_BITS)
-        rows = RowWalk(Signal.like(f.rows), buf_rows.addr, mem_rows.addr, Signal())
+        rows = RowWalk(count, buf_rows.addr, mem_rows.addr, Signal())
         m.d.comb += [buf_rows.base.eq(f.buf_addr), buf_rows.stride.eq(f.buf_stride),
-                     mem_rows.base.eq(bases[ch] + hbm_addr), mem_rows.stride.eq(f.hbm_stride)]
+                     mem_rows.base.eq(bases[ch] + hbm_addr), mem_rows.stride.eq(stride)]
         for g in (buf_rows, mem_rows):
             m.d.comb += [g.restart.eq(self.start), g.step.eq(rows.step)]
         self.walk(m, f, rows, Signal.like(f.row_bytes), bases, ch, Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS))
         return m
 
-    def target(self, m: Module, f) -> tuple[Value, Value]:
-        """The channel and address of the instruction's first row."""
-        return f.channel, f.hbm_addr
+    def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
+        """The channel and address of the instruction's first row (or of row ``row``), and the memory stride."""
+        return f.channel, f.hbm_addr, f.hbm_stride
 
     def end_after_rows(self, m: Module, rows: "RowWalk", f) -> None:
         """In the ROW state: past the last row, report done and go idle (the caller continues with Elif/Else)."""
@@ -112,22 +113,28 @@ class StoreUnit(DmaUnit):
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
                          master=Out(max(1, (cfg.axi_masters - 1).bit_length())))
 
-    def target(self, m: Module, f) -> tuple[Value, Value]:
-        """With ``img``, where image row ``img_row`` lies (flightc.isa.footprint.store_target): shifts and masks of
-        the row index, the masters' channels and stripe_bytes being powers of two."""
+    def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
+        """With ``img``, where the image's row lies (flightc.isa.footprint.store_rows): shifts and masks of the row
+        and column index, the masters' channels, stripe_bytes and lane_slots being powers of two. With ``img_col``
+        every row is an image row of its own (channel and address follow the row count; no stride)."""
         cfg = self.cfg
         per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
-        pair = f.img_row >> 1
+        s_log2 = cfg.lane_slots.bit_length() - 1
+        img_row = Signal.like(f.img_row)
+        m.d.comb += img_row.eq(Mux(f.img_col, row, f.img_row))
+        pair = img_row >> 1
         group = Signal(8)
         o = Signal(AXI_ADDR_BITS)
+        col = Signal(AXI_ADDR_BITS)
         m.d.comb += [group.eq(pair & ((Const(1, 9) << f.img_groups_log2) - 1)),
-                     o.eq(((pair >> f.img_groups_log2) << f.img_pair_log2) + (f.img_row[0] << f.img_half_log2))]
+                     col.eq(Mux(f.img_col, ((f.img_row >> s_log2) << f.img_stride_log2) + f.img_row[:s_log2], 0)),
+                     o.eq(((pair >> f.img_groups_log2) << f.img_pair_log2) + (img_row[0] << f.img_half_log2) + col)]
         n = o >> unit_log2
         channel = Signal(8)
         addr = Signal(AXI_ADDR_BITS)
         m.d.comb += [channel.eq(Mux(f.img, f.channel + (group << per_log2) + (n & ((1 << per_log2) - 1)), f.channel)),
                      addr.eq(Mux(f.img, f.hbm_addr + ((n >> per_log2) << unit_log2) + o[:unit_log2], f.hbm_addr))]
-        return channel, addr
+        return channel, addr, Mux(f.img & f.img_col, 0, f.hbm_stride)
 
     def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
         cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import Out
 
 from flightc.hw.arith import round_shift, saturate
 from flightc.hw.axi import read_client_signature
-from flightc.hw.buffers import OperandRegister, WordEngine, lane_bits
+from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
 from flightc.hw.decode import opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.records import REQUANT_LAYOUT
@@ -214,7 +214,8 @@ class Mpe(ExecutionUnit):
         # a streamed MV first copies its activations into every lane group, a buffer word a cycle
         act_copy = Signal()
         act_words = Signal(len(f.k))
-        m.d.comb += act_words.eq(f.k >> lb)
+        s_log2 = cfg.lane_slots.bit_length() - 1  # whole chunks: dense rows may end mid-chunk (zeros past K)
+        m.d.comb += act_words.eq(((f.k + cfg.lane_slots - 1) >> s_log2) << (s_log2 - lb))
         act_asked = Signal(len(f.k) + 1)
         act_got = Signal(len(f.k) + 1)
         act_tag = Signal()  # a word asked for last cycle arrives
@@ -239,15 +240,23 @@ class Mpe(ExecutionUnit):
         m.d.sync += act_tag.eq(asked_now)
         with m.If(asked_now):
             m.d.sync += act_asked.eq(act_asked + 1)
+        # the bytes of the word past K are zero
+        act_valid = Signal(range(w + 1))
+        past = Signal(len(f.k) + 2)
+        m.d.comb += [past.eq((act_got << lb) + w),
+                     act_valid.eq(Mux(past <= f.k, w, Mux((act_got << lb) >= f.k, 0, f.k - (act_got << lb))))]
+        keep = first_lanes(act_valid, w)
+        act_word = Signal(8 * w)
+        m.d.comb += act_word.eq(port.rdata & Cat(*[keep[i].replicate(8) for i in range(w)]))
         with m.If(act_tag):
             m.d.sync += act_got.eq(act_got + 1)
             if per_act == 1:
-                m.d.comb += [sm.act_we.eq(1), sm.act_addr.eq(act_got), sm.act_data.eq(port.rdata)]
+                m.d.comb += [sm.act_we.eq(1), sm.act_addr.eq(act_got), sm.act_data.eq(act_word)]
             else:
                 gathered = Signal(8 * w * (per_act - 1))
-                m.d.sync += gathered.eq(Cat(gathered[8 * w:], port.rdata))
+                m.d.sync += gathered.eq(Cat(gathered[8 * w:], act_word))
                 m.d.comb += [sm.act_we.eq(act_got % per_act == per_act - 1), sm.act_addr.eq(act_got // per_act),
-                             sm.act_data.eq(Cat(gathered, port.rdata))]
+                             sm.act_data.eq(Cat(gathered, act_word))]
         m.d.sync += tag_on.eq(0)
         with m.If(fetching & port.gnt):
             m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),

@@ -110,7 +110,7 @@ class StreamMv(wiring.Component):
         cfg = self.cfg
         G, S, B, cpm = cfg.axi_masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.channels_per_master
         acc = cfg.acc_bits
-        chunks = self.k >> (S.bit_length() - 1)
+        chunks = (self.k + S - 1) >> (S.bit_length() - 1)  # dense rows may end mid-chunk: zero activations past K
         # the stream's groups: a power of two of masters from the first channel's
         g0 = Signal(range(max(2, G)))
         m.d.comb += g0.eq(self.w_channel // cpm)

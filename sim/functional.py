@@ -22,7 +22,8 @@ from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
                                    kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stream_shape,
-                                   store_target, stream_spans, streamed, stripe_layout, stripe_spans, striped,
+                                   store_rows, store_target, stream_k, stream_spans, streamed, stripe_layout,
+                                   stripe_spans, striped,
                                    weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
@@ -63,8 +64,9 @@ def static_counters(program: bytes, cfg: HardwareConfig | None = None) -> Counte
                 c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
         elif ins.opcode in (Opcode.LD, Opcode.ST):
             side = c.hbm_read if ins.opcode is Opcode.LD else c.hbm_written
-            ch = store_target(cfg, ins)[0] if ins.opcode is Opcode.ST else ins.channel
-            side[ch] = side.get(ch, 0) + ins.rows * ins.row_bytes
+            targets = store_rows(cfg, ins) if ins.opcode is Opcode.ST else [(ins.channel, 0)] * ins.rows
+            for ch, _ in targets:
+                side[ch] = side.get(ch, 0) + ins.row_bytes
             if ins.opcode is Opcode.LD and ins.gather:
                 c.hbm_read[0] = c.hbm_read.get(0, 0) + 4 * ins.rows
     return c
@@ -227,15 +229,21 @@ class Machine:
         if op is Opcode.LD:
             self._load(ins, c)
         elif op is Opcode.ST:
-            channel, addr = store_target(self.cfg, ins)
-            ix = self._hbm_rows(channel, addr, ins.rows, ins.row_bytes, ins.hbm_stride)
             width = ins.row_bytes * (2 if ins.pack4 else 1)
             data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, width,
                                                      ins.buf_stride), np.uint8)
             if ins.pack4:
                 data = nm.pack_int4(data.view(np.int8))
-            self.hbm[channel][ix] = data.ravel()
-            c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
+            data = data.reshape(ins.rows, ins.row_bytes)
+            if ins.img and ins.img_col:  # each row where its image row lies
+                runs = [(ch, a, 1, 0, data[r:r + 1]) for r, (ch, a) in enumerate(store_rows(self.cfg, ins))]
+            else:
+                channel, addr = store_target(self.cfg, ins)
+                runs = [(channel, addr, ins.rows, ins.hbm_stride, data)]
+            for channel, addr, rows, stride, part in runs:
+                ix = self._hbm_rows(channel, addr, rows, ins.row_bytes, stride)
+                self.hbm[channel][ix] = part.ravel()
+                c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
             _check_operands(ins, self.cfg)
             self._mpe(ins, c)
@@ -316,7 +324,7 @@ class Machine:
         wb = Buffer(ins.w_buf)
         fmt = weight_format(ins)
         if streamed(ins):
-            w = unpack_rows(self._stream_rows(ins, c), fmt, k)
+            w = unpack_rows(self._stream_rows(ins, c), fmt, stream_k(self.cfg, ins))[:, :k]  # past K: zero acts
         elif ins.w_kmajor:
             if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
                 raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")

@@ -26,8 +26,9 @@ def test_info_and_json(bundle, capsys):
     text = capsys.readouterr().out
     assert "tiny" in text and "W4 g32 8:16" in text and "W8" in text
     assert "every linear layer streams its weights" in text
-    # 32-wide heads do not fill a 64-slot lane group: the keys go through the KV buffer, and info says why
-    assert "decode loads the keys into the KV buffer" in text and "lane group's 64 columns" in text
+    # 32-wide heads do not fill a 64-slot lane group: the keys and values go through the KV buffer; info says why
+    assert "keys through the KV buffer" in text and "lane group's 64 columns" in text
+    assert "values through the KV buffer" in text and "(a row pair per lane group)" in text
     assert main(["info", str(bundle), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["isa_version"] and m["model"]["num_kv_heads"] == 2

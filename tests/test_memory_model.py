@@ -199,12 +199,17 @@ def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_ro
     records = sum(r["nbytes"] for r in regions if r["kind"] == "param" and r["name"].endswith(".r"))
     spec = c.bundle.manifest["model"]
     cfg = c.config
-    # INT8 V rows; the keys streamed from their image: whole row pairs (2 x head_dim bytes) of each of the 32 lane
-    # groups, a group's share read in whole stripe units (flightc.compress.stream)
-    groups, d = cfg.axi_masters, spec["head_dim"]
-    per_group = -(-(-(-(pos + 1) // (2 * groups)) * 2 * d) // cfg.stripe_bytes) * cfg.stripe_bytes
-    k_bytes = groups * per_group
-    kv_rows = spec["num_layers"] * spec["num_kv_heads"] * ((pos + 1) * d + k_bytes)
+    # INT8 K and V streamed from their images (flightc.compress.stream), a lane group's share read in whole stripe
+    # units: the keys in whole row pairs (2 x head_dim bytes) of each of the 32 groups; the values in rounds of 64
+    # dimensions, a row pair a group, each pair's record read for whole chunks of 64 positions (2 x 64 bytes each)
+    groups, d, window, unit = cfg.axi_masters, spec["head_dim"], pos + 1, cfg.stripe_bytes
+
+    def units(nbytes: int) -> int:
+        return -(-nbytes // unit) * unit
+
+    k_bytes = groups * units(-(-window // (2 * groups)) * 2 * d)
+    v_bytes = d // (2 * groups) * groups * units(-(-window // cfg.lane_slots) * 2 * cfg.lane_slots)
+    kv_rows = spec["num_layers"] * spec["num_kv_heads"] * (k_bytes + v_bytes)
     assert tb.weight_values + tb.sparse_indices + tb.group_scales == weights
     assert tb.requant_records == records and tb.kv_cache == kv_rows
     core = weights + records + kv_rows

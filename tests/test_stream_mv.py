@@ -8,11 +8,11 @@ import pytest
 
 from flightc.compress.formats import WeightFormat
 from flightc import numerics as nm
-from flightc.compress.stream import image_rows, stream_image
+from flightc.compress.stream import image_cols, image_rows, record_columns, stream_image
 from flightc.config import PRESETS, Buffer
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.codec import encode_program, make
-from flightc.isa.footprint import footprint, store_target, stream_shape, stripe_layout
+from flightc.isa.footprint import footprint, store_rows, store_target, stream_shape, stripe_layout
 from flightc.isa.table import OutMode, SysOp, Unit
 from flightc.sim.functional import Machine
 from flightc.sim.perf.timing import instruction_work
@@ -120,11 +120,7 @@ def test_image_rows_written_one_at_a_time_lay_out_the_stream_image(cfg_name, bit
     packed = np.frombuffer(nm.pack_int4(q) if bits == 4 else q.tobytes(), np.uint8).reshape(rows, -1)
     mv = _mv(fmt, rows, k, w_stream=1, w_channel=0, w_hbm_addr=0, w_stripe=stripe)
     shape = stream_shape(cfg, mv)
-    image = np.frombuffer(stream_image(packed, shape), np.uint8)
-    want = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
-    u = np.arange(image.size) // shape.unit
-    for ch, base, nb in stripe_layout(0, 0, image.size, stripe, shape.unit):
-        want[ch][base:base + nb] = image[(u % stripe) == ch].tobytes()
+    want = _image_by_channel(packed, shape, stripe)
     fields = image_rows(shape)
     got = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
     for t in range(rows):
@@ -150,3 +146,72 @@ def test_image_rows_refuse_what_a_row_cannot_be_written_alone():
     assert store_target(cfg, st.replace(img_row=7)) == (3, 64)  # pair 3: group 3's first record, second row
     with pytest.raises(ProgramError, match="run past the 1024-byte unit"):
         store_target(cfg, st.replace(rows=9))
+
+
+@pytest.mark.parametrize("cfg_name,rows,stripe", [("tiny", 8, 4), ("hbm4", 16, 4), ("u280", 64, 32), ("hbm4", 6, 2)])
+def test_image_columns_written_one_at_a_time_lay_out_the_stream_image(cfg_name, rows, stripe):
+    """ST.img_col writes a transposed V cache's stream image a position (a column, a byte a row) at a time: column
+    by column, every byte lands where stream_image puts it."""
+    cfg = PRESETS[cfg_name]
+    fmt = WeightFormat(8, 16, 16)
+    k = record_columns(3 * cfg.lane_slots, cfg.lane_slots)  # records a power of two of chunks: 4 chunks
+    assert k == 4 * cfg.lane_slots
+    rng = np.random.default_rng(rows)
+    q = rng.integers(-128, 128, (rows, k)).astype(np.int8)
+    packed = np.frombuffer(q.tobytes(), np.uint8).reshape(rows, -1)
+    mv = _mv(fmt, rows, k, w_stream=1, w_channel=0, w_hbm_addr=0, w_stripe=stripe)
+    shape = stream_shape(cfg, mv)
+    want = _image_by_channel(packed, shape, stripe)
+    f = image_cols(shape)
+    got = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
+    for t in range(k):
+        st = make("ST", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=0, rows=rows, row_bytes=1, buf_stride=1,
+                  img=1, img_col=1, img_row=t, img_groups_log2=f.groups_log2, img_pair_log2=f.pair_log2,
+                  img_half_log2=f.half_log2, img_stride_log2=f.piece_stride.bit_length() - 1)
+        for r, (ch, addr) in enumerate(store_rows(cfg, st)):
+            got[ch][addr] = int(packed[r, t])
+    assert got == want
+    with pytest.raises(UnsupportedError, match="INT8 rows are written a column"):
+        image_cols(stream_shape(cfg, _mv(WeightFormat(4, 16, 16), rows, k, w_stream=1, w_channel=0, w_hbm_addr=0,
+                                         w_stripe=stripe)))
+
+
+def test_a_streamed_mv_of_dense_rows_takes_any_k():
+    """K past the last whole chunk: the tile holds whole chunks, the columns past K multiply zero activations (the
+    functional simulator's results equal the same rows' buffered MV over K columns)."""
+    for k in (1, 5, 64 + 7):
+        for cfg_name in ("tiny", "hbm4"):
+            cfg = PRESETS[cfg_name]
+            fmt = WeightFormat(8, 16, 16)
+            rng = np.random.default_rng(k)
+            n = 6
+            kk = -(-k // cfg.lane_slots) * cfg.lane_slots
+            w = rng.integers(-128, 128, (n, kk)).astype(np.int8)  # the columns past K are not zero in the image
+            acts = rng.integers(-128, 128, kk).astype(np.int8)
+            mv = _mv(fmt, n, k, w_stream=1, w_channel=0, w_hbm_addr=4096, w_stripe=cfg.mem_channels)
+            shape = stream_shape(cfg, mv)
+            assert shape.k == kk
+            image = np.frombuffer(stream_image(np.frombuffer(w.tobytes(), np.uint8).reshape(n, -1), shape), np.uint8)
+            images = {ch: bytearray(1 << 20) for ch in range(cfg.mem_channels)}
+            images[0][:kk] = acts.tobytes()
+            u = np.arange(image.size) // shape.unit
+            for ch, base, nb in stripe_layout(0, 4096, image.size, cfg.mem_channels, shape.unit):
+                images[ch][base:base + nb] = image[(u % cfg.mem_channels) == ch].tobytes()
+            load_a = make("LD", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=0, rows=1, row_bytes=kk,
+                          release=1 << Unit.MPE)
+            store = make("ST", buf=Buffer.ACC, buf_addr=0, channel=0, hbm_addr=OUT, rows=1, row_bytes=4 * n,
+                         wait=1 << Unit.MPE)
+            m = _run(cfg, [load_a, mv, store, make("SYS", op=SysOp.END)], images)
+            got = np.frombuffer(m.read_hbm(0, OUT, 4 * n), "<i4")
+            want = w[:, :k].astype(np.int64) @ acts[:k].astype(np.int64)
+            assert got.tolist() == want.tolist(), (cfg_name, k)
+
+
+def _image_by_channel(packed: np.ndarray, shape, stripe: int) -> dict[int, bytearray]:
+    """The bytes each channel holds of the stream image of ``packed`` striped from channel 0, address 0."""
+    image = np.frombuffer(stream_image(packed, shape), np.uint8)
+    out = {ch: bytearray(shape.nbytes) for ch in range(stripe)}
+    u = np.arange(image.size) // shape.unit
+    for ch, base, nb in stripe_layout(0, 0, image.size, stripe, shape.unit):
+        out[ch][base:base + nb] = image[(u % stripe) == ch].tobytes()
+    return out

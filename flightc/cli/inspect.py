@@ -30,6 +30,16 @@ def register_isa_doc(sub) -> None:
     a.set_defaults(func=cmd_isa_doc)
 
 
+
+def _print_fallbacks(what: str, noun: str, why_by_name: dict[str, str]) -> None:
+    """One line per reason: what does not stream, the names it applies to (the first four), and why."""
+    reasons: dict[str, list[str]] = {}
+    for name, why in why_by_name.items():
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        console.print(f"[yellow]{what}[/] ({len(names)} {noun}{'s' if len(names) > 1 else ''}: "
+                      f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): {why}")
+
 def cmd_info(args) -> int:
     from flightc.bundle import load_bundle
 
@@ -57,26 +67,15 @@ def cmd_info(args) -> int:
     print_layers(m)
     buffered = m["memory_map"].get("buffered", {})
     if buffered:  # the others stream their weights straight into the lane groups
-        reasons: dict[str, list[str]] = {}
-        for layer, why in buffered.items():
-            reasons.setdefault(why, []).append(layer)
-        for why, layers in reasons.items():
-            console.print(f"[yellow]weights through the WGT buffer[/] ({len(layers)} layer"
-                          f"{'s' if len(layers) > 1 else ''}: {', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''}):"
-                          f" {why}")
+        _print_fallbacks("weights through the WGT buffer", "layer", buffered)
     else:
         console.print("every linear layer streams its weights into the lane groups")
-    keys = m["memory_map"].get("keys_loaded", {})
-    if keys:
-        reasons = {}
-        for att, why in keys.items():
-            reasons.setdefault(why, []).append(att)
-        for why, names in reasons.items():
-            console.print(f"[yellow]decode loads the keys into the KV buffer[/] ({len(names)} attention"
-                          f"{'s' if len(names) > 1 else ''}: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}):"
-                          f" {why}")
-    else:
-        console.print("decode streams every attention's keys from their stream image into the lane groups")
+    for what in ("keys", "values"):  # attention's K and V: stream images, or rows through the KV buffer
+        loaded = m["memory_map"].get(f"{what}_loaded", {})
+        if loaded:
+            _print_fallbacks(f"{what} through the KV buffer", "attention", loaded)
+        else:
+            console.print(f"attention streams its {what} from their stream images into the lane groups")
     regions = Table(title="memory map")
     for col in ("region kind", "regions", "bytes", "channels"):
         regions.add_column(col)

@@ -142,7 +142,10 @@ class StepLowering:
         self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(slots)]
         self.vslot = [fixed(f"V rows {i}", Buffer.KV, self.v_stride * d) for i in range(slots)]
         self.scores = fixed("attention scores", Buffer.ACC, 4 * length * window)
-        self.probs = fixed("attention probabilities", Buffer.ACT, length * window)
+        # rows of probabilities at buffer words (a streamed P.V's activations), and room past the last for the
+        # whole chunks a streamed P.V copies (zeros past the window)
+        self.p_stride = -(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else window
+        self.probs = fixed("attention probabilities", Buffer.ACT, length * self.p_stride + cfg.lane_slots)
         self.tensors: dict[str, Tensor] = {}
         self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
@@ -319,6 +322,10 @@ class StepLowering:
                       prm_addr=self.rope, imm=self.s.head_dim)
 
     def attention(self, name: str, node: dict, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store this step's K/V, then per query head Q.K^T, softmax and P.V. A KV head whose keys (values) are
+        kept as a stream image (``MemoryMap.key_images``, ``value_images``) has them written a position at a time
+        (ST.img, ST.img_col) and streamed into the lane groups a token at a time (MV.w_stream); otherwise they are
+        kept as rows, loaded into the KV buffer and multiplied there (MM, MV)."""
         s, L, C, d = self.s, self.L, self.C, self.s.head_dim
         first = self.first_visible()
         window = C - first
@@ -334,32 +341,12 @@ class StepLowering:
         # INT8 V is kept transposed (a row per head dimension, a byte per position): P.V is then a row-major MV,
         # not a k-major one, which reads V a byte a cycle; INT4 V (two positions a byte) stays a row per position
         v_rows = not pack4
+        keys = {j: self.mem.key_images.get(f"{name}.k{j}") for j in kv_heads}
+        values = {j: self.mem.value_images.get(f"{name}.v{j}") for j in kv_heads}
         for j in kv_heads:
-            r = self.mem[f"{name}.k{j}"]
-            self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + j * d, channel=r.channel,
-                      hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
-                      buf_stride=k.row_bytes, pack4=pack4)
-            image = self.mem.key_images.get(f"{name}.k{j}")
-            if image is not None:  # the same rows into the keys' stream image, a position at a time
-                ri, at = image.rows, self.mem[image.region]
-                for t in range(L):
-                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + t * k.row_bytes + j * d,
-                              channel=at.channel, hbm_addr=at.addr, rows=ri.pieces, row_bytes=ri.piece_bytes,
-                              hbm_stride=ri.piece_stride, buf_stride=ri.piece_columns, pack4=pack4, img=1,
-                              img_row=self.p0 + t, img_groups_log2=ri.groups_log2, img_pair_log2=ri.pair_log2,
-                              img_half_log2=ri.half_log2)
+            self.store_keys(name, j, keys[j], k, kvb, pack4)
         for j in kv_heads:
-            r = self.mem[f"{name}.v{j}"]
-            span = r.nbytes // d  # transposed: the positions a dimension's row holds (max_len)
-            if v_rows:
-                for t in range(L):  # this token's V column: a byte per dimension
-                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d,
-                              channel=r.channel, hbm_addr=r.addr + self.p0 + t, rows=d, row_bytes=1,
-                              hbm_stride=span, buf_stride=1)
-            else:
-                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + j * d, channel=r.channel,
-                          hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
-                          buf_stride=v.row_bytes, pack4=pack4)
+            self.store_values(name, j, values[j], v, kvb, pack4, v_rows)
         if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
         sm_mult, sm_shift = node["softmax"]
@@ -369,38 +356,96 @@ class StepLowering:
         order = [Access(("order", 0), 0, 1, 1, 0)]
         for h in heads:
             j = h // s.kv_group
+            image, images = keys[j], values[j]
             slot = self.head_counter % len(self.kslot)
             self.head_counter += 1
-            image = self.mem.key_images.get(f"{name}.k{j}") if L == 1 else None
             if image is None:
                 self.load(f"{name}.k{j}", Buffer.KV, self.kslot[slot], offset=first * kvb, nbytes=window * kvb)
-            if image is not None:
-                self.extras[len(self.out)] = (order, [])
-            if v_rows:
-                r = self.mem[f"{name}.v{j}"]
-                self.emit(Opcode.LD, buf=Buffer.KV, buf_addr=self.vslot[slot], channel=r.channel,
-                          hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=r.nbytes // d,
-                          buf_stride=self.v_stride)
-            else:
-                self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
+            if images is None:
+                if image is not None:
+                    self.extras[len(self.out)] = (order, [])
+                if v_rows:
+                    r = self.mem[f"{name}.v{j}"]
+                    self.emit(Opcode.LD, buf=Buffer.KV, buf_addr=self.vslot[slot], channel=r.channel,
+                              hbm_addr=r.addr + first, rows=d, row_bytes=window, hbm_stride=r.nbytes // d,
+                              buf_stride=self.v_stride)
+                else:
+                    self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
             if image is None:
                 self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
                          w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
                          out_addr=self.scores, out_stride=4 * window)
-            else:  # decode: the keys stream from their image straight into the lane groups
+            else:  # the keys stream from their image straight into the lane groups, a token at a time
                 at = self.mem[image.region]
-                self.extras[len(self.out)] = ([], order)
-                self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + h * d, w_bits=kv_bits,
-                          sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=self.scores, w_stream=1,
-                          w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+                for t in range(L):
+                    if images is None:
+                        self.extras[len(self.out)] = ([], order)
+                    self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + t * q.row_bytes + h * d, w_bits=kv_bits,
+                              sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32,
+                              out_addr=self.scores + t * 4 * window, w_stream=1, w_channel=at.channel,
+                              w_stripe=at.stripe, w_hbm_addr=at.addr)
             self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
-                      src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=window, imm=sm_mult,
-                      shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
-            v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
-            self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=window, a_unsigned=1, w_buf=Buffer.KV,
-                     w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
-                     out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
+                      src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=self.p_stride,
+                      imm=sm_mult, shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
+            if images is None:
+                v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
+                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
+                         w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
+                         out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
+                continue
+            n = images.round_rows  # each round of dimensions streams from its image, a token at a time
+            for t in range(L):
+                for rnd, region in enumerate(images.regions):
+                    at = self.mem[region]
+                    self.emit(Opcode.MV, n=n, k=window, a_addr=self.probs + t * self.p_stride, a_unsigned=1,
+                              w_bits=kv_bits, sparsity=images.fmt.sparsity, out_mode=OutMode.REQ_I8,
+                              out_addr=out.addr + t * out.row_bytes + h * d + rnd * n,
+                              scale_addr=self.pv + rnd * n * nm.REQUANT_RECORD_BYTES, w_stream=1,
+                              w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
         return out
+
+    def store_keys(self, name: str, j: int, image, k: Tensor, kvb: int, pack4: int) -> None:
+        """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""
+        L = self.L
+        if image is None:
+            r = self.mem[f"{name}.k{j}"]
+            self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + j * self.s.head_dim, channel=r.channel,
+                      hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
+                      buf_stride=k.row_bytes, pack4=pack4)
+            return
+        ri, at = image.rows, self.mem[image.region]
+        for t in range(L):
+            self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=k.addr + t * k.row_bytes + j * self.s.head_dim,
+                      channel=at.channel, hbm_addr=at.addr, rows=ri.pieces, row_bytes=ri.piece_bytes,
+                      hbm_stride=ri.piece_stride, buf_stride=ri.piece_columns, pack4=pack4, img=1,
+                      img_row=self.p0 + t, img_groups_log2=ri.groups_log2, img_pair_log2=ri.pair_log2,
+                      img_half_log2=ri.half_log2)
+
+    def store_values(self, name: str, j: int, images, v: Tensor, kvb: int, pack4: int, v_rows: bool) -> None:
+        """This step's values of KV head j: the cache's rows (INT8: a column of the transposed rows per token), or
+        a column of each of its stream images per token."""
+        L, d = self.L, self.s.head_dim
+        if images is not None:
+            ci, n = images.cols, images.round_rows
+            for t in range(L):
+                for rnd, region in enumerate(images.regions):
+                    at = self.mem[region]
+                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d + rnd * n,
+                              channel=at.channel, hbm_addr=at.addr, rows=n, row_bytes=1, buf_stride=1, img=1,
+                              img_col=1, img_row=self.p0 + t, img_groups_log2=ci.groups_log2,
+                              img_pair_log2=ci.pair_log2, img_half_log2=ci.half_log2,
+                              img_stride_log2=ci.piece_stride.bit_length() - 1)
+            return
+        r = self.mem[f"{name}.v{j}"]
+        if v_rows:
+            span = r.nbytes // d  # transposed: the positions a dimension's row holds (max_len)
+            for t in range(L):  # this token's V column: a byte per dimension
+                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d, channel=r.channel,
+                          hbm_addr=r.addr + self.p0 + t, rows=d, row_bytes=1, hbm_stride=span, buf_stride=1)
+        else:
+            self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + j * d, channel=r.channel,
+                      hbm_addr=r.addr + self.p0 * kvb, rows=L, row_bytes=kvb, hbm_stride=kvb,
+                      buf_stride=v.row_bytes, pack4=pack4)
 
     def mul(self, name: str, node: dict, a: Tensor, b: Tensor) -> Tensor:
         if a.shares != b.shares:

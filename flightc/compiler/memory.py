@@ -18,7 +18,7 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight
-from flightc.compress.stream import ImageRows, StreamShape, image_rows, stream_image
+from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
@@ -100,6 +100,23 @@ class KeyImage:
     rows: ImageRows
 
 
+@dataclass(frozen=True)
+class ValueImages:
+    """A KV head's values (INT8, kept transposed: a row per head dimension) kept a second time as stream images, one
+    per round of ``2 x groups`` dimensions (a row pair for each lane group): decode's P.V streams each into the lane
+    groups over the first ``window`` columns (MV.w_stream), and every step writes its positions into them a column
+    at a time (ST.img_col)."""
+
+    regions: tuple[str, ...]
+    plan: StreamPlan
+    fmt: WeightFormat
+    cols: ImageRows
+    round_rows: int
+
+
+MAX_VALUE_ROUNDS = 8  # more rounds of a head's dimensions than this: P.V in as many short MVs costs more than it saves
+
+
 @dataclass
 class MemoryMap:
     regions: dict[str, Region] = field(default_factory=dict)
@@ -111,10 +128,12 @@ class MemoryMap:
     buffered: dict[str, str] = field(default_factory=dict)  # linear -> why its weights go through the WGT buffer
     key_images: dict[str, KeyImage] = field(default_factory=dict)  # "<attention>.k<head>" -> its stream image
     keys_loaded: dict[str, str] = field(default_factory=dict)  # attention -> why decode loads its keys instead
+    value_images: dict[str, ValueImages] = field(default_factory=dict)  # "<attention>.v<head>" -> its images
+    values_loaded: dict[str, str] = field(default_factory=dict)  # attention -> why decode loads its values instead
 
     def to_dict(self) -> dict:
         return {"regions": [r.to_dict() for r in self.regions.values()], "buffered": dict(self.buffered),
-                "keys_loaded": dict(self.keys_loaded),
+                "keys_loaded": dict(self.keys_loaded), "values_loaded": dict(self.values_loaded),
                 "extent": {str(c): n for c, n in sorted(self.extent.items())}}
 
     def __getitem__(self, name: str) -> Region:
@@ -231,6 +250,33 @@ def key_image(cfg: HardwareConfig, core: int, fmt: WeightFormat, head_dim: int, 
     shape = plan.shape(cfg, fmt, max_len, head_dim)
     try:
         return (plan, image_rows(shape), shape), ""
+    except UnsupportedError as e:
+        return None, str(e)
+
+
+def value_images(cfg: HardwareConfig, core: int, kv_bits: int, head_dim: int, max_len: int,
+                 sliding_window: int) -> tuple[tuple[StreamPlan, ImageRows, StreamShape, int] | None, str]:
+    """How a core keeps a KV head's transposed values as stream images for decode (plan, column fields, one image's
+    shape, rounds), or (None, why not)."""
+    fmt = WeightFormat(8, 16, 16)
+    if kv_bits != 8:
+        return None, "INT4 values are kept a position a row (k-major), not transposed"
+    if sliding_window and sliding_window < max_len:
+        return None, f"a sliding window ({sliding_window} positions) starts P.V past column 0 of the image"
+    plan, why = stream_plan(cfg, core, fmt, cfg.lane_slots)
+    if plan is None:
+        return None, why
+    per_round = 2 * plan.groups
+    rounds = -(-head_dim // per_round)
+    if head_dim % per_round or rounds > MAX_VALUE_ROUNDS:
+        return None, (f"a head's {head_dim} dimensions in rounds of {per_round} (a row pair per lane group) take "
+                      f"{rounds} streamed MVs (at most {MAX_VALUE_ROUNDS}, in whole rounds)")
+    cols = record_columns(max_len, cfg.lane_slots)
+    if cols > cfg.lane_k_max:
+        return None, f"{max_len} positions exceed the {cfg.lane_k_max} activations a lane group holds"
+    shape = plan.shape(cfg, fmt, per_round, cols)
+    try:
+        return (plan, image_cols(shape), shape, rounds), ""
     except UnsupportedError as e:
         return None, str(e)
 
@@ -411,21 +457,30 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
             mult, shift = node["pv"]
             a.static(f"{name}.pv", RegionKind.PARAM,
                      nm.pack_requant(np.full(s.head_dim, mult), np.full(s.head_dim, shift)))
-            for j in range(s.num_kv_heads):
-                for kv in ("k", "v"):
-                    a.dynamic(f"{name}.{kv}{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
-                              channel=a.channel_of(a.map.kv_owner[j]))
             kfmt = WeightFormat(node.get("kv_bits", 8), 16, 16)
-            for j in range(s.num_kv_heads):
+            for j in range(s.num_kv_heads):  # each KV head's keys and values: stream images, or rows
                 core = a.map.kv_owner[j]
                 found, why = key_image(cfg, core, kfmt, s.head_dim, max_len, s.sliding_window)
                 if found is None:
                     a.map.keys_loaded[name] = why
-                    continue
-                plan, rows, shape = found
-                region = a.striped_dynamic(f"{name}.ks{j}", RegionKind.KV, shape.nbytes,
-                                           list(range(plan.channel, plan.channel + plan.stripe)), shape.unit)
-                a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, plan, kfmt, rows)
+                    a.dynamic(f"{name}.k{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
+                              channel=a.channel_of(core))
+                else:
+                    plan, rows, shape = found
+                    region = a.striped_dynamic(f"{name}.ks{j}", RegionKind.KV, shape.nbytes,
+                                               list(range(plan.channel, plan.channel + plan.stripe)), shape.unit)
+                    a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, plan, kfmt, rows)
+                found, why = value_images(cfg, core, node.get("kv_bits", 8), s.head_dim, max_len, s.sliding_window)
+                if found is None:
+                    a.map.values_loaded[name] = why
+                    a.dynamic(f"{name}.v{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
+                              channel=a.channel_of(core))
+                else:
+                    plan, cols, shape, rounds = found
+                    chans = list(range(plan.channel, plan.channel + plan.stripe))
+                    names = tuple(a.striped_dynamic(f"{name}.vs{j}.{r}", RegionKind.KV, shape.nbytes, chans,
+                                                    shape.unit).name for r in range(rounds))
+                    a.map.value_images[f"{name}.v{j}"] = ValueImages(names, plan, shape.fmt, cols, shape.rows)
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())

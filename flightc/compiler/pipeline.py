@@ -142,10 +142,11 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         layers = [n for n, w in mem.buffered.items() if w == why]
         log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),
                     ", ".join(layers[:4]) + (", ..." if len(layers) > 4 else ""), why)
-    for why in sorted(set(mem.keys_loaded.values())):
-        names = [n for n, w in mem.keys_loaded.items() if w == why]
-        log.warning("decode loads the keys of %d attention(s) into the KV buffer instead of streaming them (%s): %s",
-                    len(names), ", ".join(names[:4]) + (", ..." if len(names) > 4 else ""), why)
+    for what, loaded in (("keys", mem.keys_loaded), ("values", mem.values_loaded)):
+        for why in sorted(set(loaded.values())):
+            names = [n for n, w in loaded.items() if w == why]
+            log.warning("the %s of %d attention(s) go through the KV buffer instead of streaming (%s): %s", what,
+                        len(names), ", ".join(names[:4]) + (", ..." if len(names) > 4 else ""), why)
 
     lengths = sorted(set(prefill_lengths or [max_prefill]) | {1})
     if lengths[0] < 1 or lengths[-1] > max_prefill:

@@ -264,3 +264,24 @@ def image_rows(shape: StreamShape) -> ImageRows:
                                f"{shape.unit}-byte stripe unit")
     return ImageRows(shape.groups.bit_length() - 1, pair.bit_length() - 1, vb.bit_length() - 1, shape.k // S, vb,
                      chunk_stride(fmt, S), S)
+
+
+def image_cols(shape: StreamShape) -> ImageRows:
+    """The ST.img fields of ``shape``'s columns (ST.img_col writes a column, a byte a row: a V cache kept transposed),
+    or UnsupportedError where a column cannot be written on its own."""
+    fmt, S = shape.fmt, shape.slots
+    vb, ib = row_part_bytes(fmt, S)
+    pair = shape.pair_beats * shape.beat
+    if ib or fmt.group or fmt.bits != 8:
+        raise UnsupportedError(f"{fmt.label()}: only dense, ungrouped INT8 rows are written a column at a time")
+    if pair & (pair - 1) or vb & (vb - 1):
+        raise UnsupportedError(f"{fmt.label()} rows of {shape.k}: a row pair's record ({pair} bytes) and a row's "
+                               f"part of a chunk ({vb} bytes) must be powers of two")
+    return ImageRows(shape.groups.bit_length() - 1, pair.bit_length() - 1, vb.bit_length() - 1, 1, 1,
+                     chunk_stride(fmt, S), 1)
+
+
+def record_columns(columns: int, slots: int) -> int:
+    """Columns of an image whose rows' records are a power of two of chunks: at least ``columns``."""
+    chunks = -(-columns // slots)
+    return slots << max(0, (chunks - 1).bit_length())

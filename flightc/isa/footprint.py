@@ -80,6 +80,15 @@ def streamed(ins: Instruction) -> bool:
     return ins.opcode is Opcode.MV and bool(ins.w_stream)
 
 
+def stream_k(cfg: HardwareConfig, ins: Instruction) -> int:
+    """The columns a streamed MV's tile holds: K, or for dense, ungrouped rows K rounded up to whole chunks (the
+    lane groups multiply the columns past K by zero activations)."""
+    fmt, S = weight_format(ins), cfg.lane_slots
+    if fmt.n == fmt.m and not fmt.group:
+        return -(-ins.k // S) * S
+    return ins.k
+
+
 def stream_shape(cfg: HardwareConfig, ins: Instruction) -> StreamShape:
     """How a streamed MV's tile lies in memory and feeds the lane groups: a group per master of its channels."""
     per = cfg.channels_per_master
@@ -100,11 +109,12 @@ def stream_shape(cfg: HardwareConfig, ins: Instruction) -> StreamShape:
         raise ProgramError(f"a streamed MV's results start at a multiple of their size ({elem} bytes) and its LUT at "
                            f"a buffer word ({cfg.buffer_port_bytes} bytes): out_addr {ins.out_addr}, lut_addr "
                            f"{ins.lut_addr}")
-    if ins.k > cfg.lane_k_max:
+    k = stream_k(cfg, ins)
+    if k > cfg.lane_k_max:
         raise ProgramError(f"a streamed MV's K = {ins.k} exceeds the {cfg.lane_k_max} activations a lane group's copy "
                            f"holds (lane_act_kib {cfg.lane_act_kib})")
     try:
-        return StreamShape(weight_format(ins), ins.n, ins.k, ins.w_stripe // per, cfg.lane_slots, cfg.axi_data_bytes,
+        return StreamShape(weight_format(ins), ins.n, k, ins.w_stripe // per, cfg.lane_slots, cfg.axi_data_bytes,
                            cfg.stripe_bytes, ins.w_stripe)
     except UnsupportedError as e:
         raise ProgramError(f"a streamed MV: {e}") from None
@@ -155,22 +165,42 @@ def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) 
     return spans
 
 
-def store_target(cfg: HardwareConfig | None, ins: Instruction) -> tuple[int, int]:
-    """(channel, address) of an ST's first row: its own, or with ``img`` where its image row lies (ST.img)."""
-    if not ins.img:
-        return ins.channel, ins.hbm_addr
-    if cfg is None:
-        raise ValueError("where an ST.img row lies depends on the hardware config's masters and stripe_bytes")
-    pair = ins.img_row >> 1
+def _image_place(cfg: HardwareConfig, ins: Instruction, row: int, col: int) -> tuple[int, int]:
+    """(channel, address) of byte ``col`` of image row ``row`` of an ST.img's stream image."""
+    pair = row >> 1
     group = pair & ((1 << ins.img_groups_log2) - 1)
-    o = ((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((ins.img_row & 1) << ins.img_half_log2)
+    o = ((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((row & 1) << ins.img_half_log2)
+    if col:
+        S = cfg.lane_slots
+        o += ((col // S) << ins.img_stride_log2) + col % S
     per, unit = cfg.channels_per_master, cfg.stripe_bytes
     n = o // unit
-    last = o % unit + (ins.rows - 1) * ins.hbm_stride + ins.row_bytes if ins.rows else 0
-    if last > unit:
+    return ins.channel + group * per + n % per, ins.hbm_addr + (n // per) * unit + o % unit
+
+
+def store_rows(cfg: HardwareConfig | None, ins: Instruction) -> list[tuple[int, int]]:
+    """(channel, address) of each row an ST writes: its own rows, or with ``img`` where they lie in the image."""
+    if not ins.img:
+        return [(ins.channel, ins.hbm_addr + r * ins.hbm_stride) for r in range(ins.rows)]
+    if cfg is None:
+        raise ValueError("where an ST.img row lies depends on the hardware config's masters and stripe_bytes")
+    if ins.img_col:
+        if ins.row_bytes != 1 or ins.pack4:
+            raise ProgramError(f"ST.img_col writes one INT8 byte a row, not {ins.row_bytes} byte(s)"
+                               f"{' packed to INT4' if ins.pack4 else ''}")
+        return [_image_place(cfg, ins, r, ins.img_row) for r in range(ins.rows)]
+    channel, addr = _image_place(cfg, ins, ins.img_row, 0)
+    unit = cfg.stripe_bytes
+    if ins.rows and addr % unit + (ins.rows - 1) * ins.hbm_stride + ins.row_bytes > unit:
         raise ProgramError(f"ST.img: image row {ins.img_row}'s {ins.rows} piece(s) of {ins.row_bytes} bytes, "
                            f"{ins.hbm_stride} apart, run past the {unit}-byte unit they start in")
-    return ins.channel + group * per + n % per, ins.hbm_addr + (n // per) * unit + o % unit
+    return [(channel, addr + r * ins.hbm_stride) for r in range(ins.rows)]
+
+
+def store_target(cfg: HardwareConfig | None, ins: Instruction) -> tuple[int, int]:
+    """(channel, address) of an ST's first row."""
+    rows = store_rows(cfg, ins)
+    return rows[0] if rows else (ins.channel, ins.hbm_addr)
 
 
 def stripe_spans(ins: Instruction) -> list[tuple[int, int, int]]:
@@ -200,6 +230,8 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
         if op is Opcode.ST:
             if ins.pack4:
                 onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, 2 * ins.row_bytes, ins.buf_stride)
+            if ins.img and ins.img_col:  # a byte a row, each where its image row lies
+                return [onchip], [Access(hbm(ch), a, 1, 1, 0) for ch, a in store_rows(cfg, ins)]
             return [onchip], [mem]
         if ins.gather:  # the rows read depend on the ids: see gather_rows
             return [Access(hbm(0), ins.ids_addr, 1, 4 * ins.rows, 0)], [onchip]

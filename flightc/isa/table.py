@@ -246,6 +246,11 @@ _CLASSES = (
                    _u("img_groups_log2", 3, "log2 of the lane groups (masters) the image is dealt to (with img)"),
                    _u("img_pair_log2", 5, "log2 of the bytes of one row pair's record (with img)"),
                    _u("img_half_log2", 5, "log2 of the offset of a pair's second row in its record (with img)"),
+                   _b("img_col", "with img, the rows are one byte each of image column `img_row` (INT8, a V cache "
+                                 "kept transposed, ISA 1.5): row i is image row i, in the pair record of row pair "
+                                 "i >> 1 (placed as above), at ((img_row / lane_slots) << img_stride_log2) + "
+                                 "img_row mod lane_slots past its row's start; each row goes to its own channel"),
+                   _u("img_stride_log2", 4, "log2 of the bytes between a record's chunks (with img_col)"),
                )),
     InstrClass("MM", Opcode.MM, Unit.MPE, 320,
                "Matrix-matrix product on the MPE: out[m, n] = sum_k a[m, k] * w[n, k] for m activation rows.",
@@ -263,7 +268,8 @@ _CLASSES = (
                                   "stripe_bytes at a time; w_buf, w_addr, w_stride and w_kmajor are zero, a_addr is "
                                   "a buffer word's, K at most the config's lane_k_max. The tile is read after the "
                                   "MV's waits (never ahead of them): a tile the program writes, a K cache's image "
-                                  "(ST.img), is ordered after its writes by them"),
+                                  "(ST.img), is ordered after its writes by them. Dense, ungrouped rows may have any "
+                                  "K: the tile holds whole chunks and the columns past K multiply zero activations"),
                    _u("w_channel", 6, "first memory channel of a streamed tile (a master's first)"),
                    _u("w_hbm_addr", HBM_ADDR_BITS, "byte address of a streamed tile on each of its channels (a "
                                                    "multiple of stripe_bytes)"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from flightc.compress.stream import block_columns, chunk_stride
 from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import out_elem_bytes, stream_shape
+from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
 from flightc.numerics import LUT_ENTRIES
 from flightc.records import REQUANT
@@ -112,7 +112,7 @@ def phases(cfg: HardwareConfig, ins: Instruction) -> tuple[int, int, int]:
     last seen two cycles on; the feeds start the cycle after), the output stage's first RUN cycle (after its copy
     of the LUT), and the LUT's words."""
     w = cfg.buffer_port_bytes
-    go = ins.k // w + 2
+    go = stream_k(cfg, ins) // w + 2  # the copy takes whole chunks (dense rows: zeros past K)
     lut_words = LUT_ENTRIES // w if (ins.lut and OutMode(ins.out_mode) is OutMode.REQ_I8) else 0
     return go, go + 2 + (lut_words + 1 if lut_words else 0), lut_words
 
@@ -126,7 +126,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     w = cfg.buffer_port_bytes
     ub = shape.unit // B
     depth = cfg.lane_fifo_beats
-    pairs, chunks = shape.pairs, ins.k // S
+    pairs, chunks = shape.pairs, shape.k // S
     stride = chunk_stride(fmt, S)
     blk_chunks = max(1, block_columns(fmt, B) // S) if fmt.group else chunks
     beats_total = shape.group_bytes // B

@@ -27,7 +27,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_target, stream_spans, streamed,
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
 from flightc.records import NORM, REQUANT, ROPE
@@ -174,9 +174,7 @@ def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     write burst (AW/W, then B)."""
     w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
     total = 1
-    _, start = store_target(cfg, ins)
-    for r in range(ins.rows):
-        addr = start + r * ins.hbm_stride
+    for r, (_, addr) in enumerate(store_rows(cfg, ins)):
         beats, _ = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
         words = _packed_beat_words if ins.pack4 else _beat_words
         total += 2 + words(addr, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, w, word) + 6 * beats
@@ -278,6 +276,12 @@ def instruction_work(cfg: HardwareConfig, ins: Instruction) -> Work:
                         tuple((ins.channel + k, n // ins.stripe + (k < n % ins.stripe)) for k in range(ins.stripe)))
         return Work(load_cycles(cfg, ins), ins.rows * ins.row_bytes, ins.channel)
     if op is Opcode.ST:
+        if ins.img and ins.img_col:  # a byte a row, each on its image row's channel
+            per: dict[int, int] = {}
+            for ch, _ in store_rows(cfg, ins):
+                per[ch] = per.get(ch, 0) + 1
+            first = next(iter(per), ins.channel)
+            return Work(store_cycles(cfg, ins), ins.rows, first, tuple(per.items()))
         return Work(store_cycles(cfg, ins), ins.rows * ins.row_bytes, store_target(cfg, ins)[0])
     if op is Opcode.MISC:
         return Work(misc_cycles(cfg, ins))

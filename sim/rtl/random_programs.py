@@ -17,7 +17,7 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
-from flightc.compress.stream import ImageRows, image_rows, stream_image
+from flightc.compress.stream import ImageRows, image_cols, image_rows, stream_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
@@ -398,39 +398,45 @@ class _Builder:
             fmt = WeightFormat(int(self.rng.choice([4, 8])), 16, 16)
         k = cfg.lane_slots * rand(1, 3)
         n = rand(1, 6 * span)
+        dense = fmt.n == fmt.m and not fmt.group
+        k_mv = rand(max(1, k - cfg.lane_slots + 1), k) if dense and self.rng.random() < 0.4 else k  # past K: zeros
         word = cfg.buffer_port_bytes
-        a_addr = self.buffer(Buffer.ACT, k, word)
+        a_addr = self.buffer(Buffer.ACT, k, word)  # the copy reads whole chunks
         mode = OutMode(rand(0, 3))
         elem = 1 if mode is OutMode.REQ_I8 else 4
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
         out_addr = self.buffer(out_buf, n * elem, elem)
         unit = 1 << Unit.MPE
-        self.load(Buffer.ACT, a_addr, 1, k, k, self.bytes_(k))
+        self.load(Buffer.ACT, a_addr, 1, k_mv, k_mv, self.bytes_(k_mv))
         scale_addr = lut_addr = lut = 0
         if mode is not OutMode.ACC32:
             scale_addr, lut, lut_addr = self.records(n, mode, lut_align=word)
         if mode is OutMode.REQ_ADD:
             self.load(Buffer.ACC, out_addr, 1, 4 * n, 0, self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4"))
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
-        mv = make("MV", n=n, k=k, a_addr=a_addr, a_unsigned=int(self.rng.random() < 0.3), w_bits=fmt.bits_code,
+        mv = make("MV", n=n, k=k_mv, a_addr=a_addr, a_unsigned=int(self.rng.random() < 0.3), w_bits=fmt.bits_code,
                   sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode, out_addr=out_addr,
                   scale_addr=scale_addr, lut=lut, lut_addr=lut_addr, wait=1 << Unit.LD, release=1 << Unit.ST,
                   w_stream=1, w_channel=channel, w_stripe=stripe)
         shape = stream_shape(cfg, mv)
         packed = np.frombuffer(self.weights(fmt, n, k), np.uint8).reshape(n, -1)
         image = np.frombuffer(stream_image(packed, shape), np.uint8)
+        by_column = self.rng.random() < 0.5  # a V cache kept transposed: the image written a column at a time
         try:
-            rows_alone = image_rows(shape) if self.rng.random() < 0.5 else None
+            rows_alone = (image_cols if by_column else image_rows)(shape) if self.rng.random() < 0.5 else None
         except UnsupportedError:
             rows_alone = None
         if rows_alone is not None:  # a K cache: the image written a row at a time (ST.img) from rows in a buffer
-            rows_at = self.rows_loaded(fmt, packed, rows_alone)
+            rows_at = self.rows_loaded(fmt, packed.T.copy() if by_column else packed, rows_alone)
         src = self.case.images[SRC_CHANNEL]
         used = [len(src) if ch == SRC_CHANNEL else self.out_used[ch] for ch in range(channel, channel + stripe)]
         at = -(-max(used) // shape.unit) * shape.unit
         if rows_alone is not None:
             image = np.zeros_like(image)
-            self.image_rows_stored(n, rows_alone, rows_at, channel, at)
+            if by_column:
+                self.image_cols_stored(n, k, rows_alone, rows_at, channel, at)
+            else:
+                self.image_rows_stored(n, rows_alone, rows_at, channel, at)
             mv = mv.replace(wait=(1 << Unit.LD) | (1 << Unit.ST))
         units = image.reshape(-1, shape.unit)
         for j, (ch, _, nb) in enumerate(stripe_layout(channel, at, image.size, stripe, shape.unit)):
@@ -444,16 +450,28 @@ class _Builder:
                 self.out_used[ch] = at + nb
         self.case.instructions.append(mv.replace(w_hbm_addr=at))
         self.store(out_buf, out_addr, 1, n * elem, n * elem, wait=unit)
-        how = " written by ST.img" if rows_alone is not None else ""
+        how = "" if rows_alone is None else " written by ST.img_col" if by_column else " written by ST.img"
+        how += f" K {k_mv} of {k}" if k_mv != k else ""
         return f"streamed MV {fmt.label()} over {span} master(s) {mode.name}{how}"
 
     def rows_loaded(self, fmt: WeightFormat, packed: np.ndarray, rows: ImageRows) -> int:
-        """LD dense rows (INT4 ones unpacked to INT8, as ST.pack4 takes them) into WGT: their address."""
-        n, k = packed.shape[0], rows.pieces * rows.piece_columns
+        """LD dense rows (INT4 ones unpacked to INT8, as ST.pack4 takes them; INT8 ones transposed for columns) into
+        WGT: their address."""
+        n, k = packed.shape[0], packed.shape[1] if fmt.bits == 8 else rows.pieces * rows.piece_columns
         values = unpack_rows(packed, fmt, k).astype(np.int8) if fmt.bits == 4 else packed.view(np.int8)
         addr = self.buffer(Buffer.WGT, n * k)
         self.load(Buffer.WGT, addr, n, k, k, values.tobytes(), release=1 << Unit.ST)
         return addr
+
+    def image_cols_stored(self, n: int, k: int, cols: ImageRows, addr: int, channel: int, at: int) -> None:
+        """ST.img_col each of the ``k`` columns (rows of the transposed tile at ``addr``, ``n`` bytes each) into the
+        stream image at ``at``; the last releases the MPE."""
+        for t in range(k):
+            self.emit("ST", buf=Buffer.WGT, buf_addr=addr + t * n, channel=channel, hbm_addr=at, rows=n, row_bytes=1,
+                      hbm_stride=0, buf_stride=1, img=1, img_col=1, img_row=t, img_groups_log2=cols.groups_log2,
+                      img_pair_log2=cols.pair_log2, img_half_log2=cols.half_log2,
+                      img_stride_log2=cols.piece_stride.bit_length() - 1, wait=(1 << Unit.LD) if t == 0 else 0,
+                      release=(1 << Unit.MPE) if t == k - 1 else 0)
 
     def image_rows_stored(self, n: int, rows: ImageRows, addr: int, channel: int, at: int) -> None:
         """ST.img each of the ``n`` rows at ``addr`` into the stream image at ``at``; the last releases the MPE."""

@@ -34,8 +34,10 @@ def test_random_programs_match_functional_simulator(kernel_sim):
                 seen["gather"] += 1
             if ins.opcode is Opcode.ST and ins.pack4:
                 seen["pack4"] += 1
-            if ins.opcode is Opcode.ST and ins.img:  # a K cache's stream image, a row at a time
-                seen[("img", bool(ins.pack4))] += 1
+            if ins.opcode is Opcode.ST and ins.img:  # a K cache's stream image a row at a time, a V cache's a column
+                seen[("img", bool(ins.pack4), bool(ins.img_col))] += 1
+            if ins.opcode is Opcode.MV and ins.w_stream and ins.k % CFG.lane_slots:
+                seen["k past whole chunks"] += 1
         outcome = compare(kernel_sim, case, STALL_RATES[seed % len(STALL_RATES)])
         if not outcome.equal:
             failing.append(f"seed {seed}: {outcome.detail}")
@@ -54,4 +56,5 @@ def test_random_programs_match_functional_simulator(kernel_sim):
     assert kmajor == {WeightBits.B8, WeightBits.B4}  # the INT8 and the INT4 KV cache's V operands
     streamed = {k[1:] for k in seen if isinstance(k, tuple) and k[0] == "stream"}  # streamed MVs: every width, pattern
     assert {w for w, _ in streamed} == set(WeightBits) and {p for _, p in streamed} == set(Sparsity)
-    assert seen[("img", False)] > 0 and seen[("img", True)] > 0  # ST.img rows of INT8 and of INT4
+    assert seen[("img", False, False)] and seen[("img", True, False)]  # ST.img rows of INT8 and of INT4
+    assert seen[("img", False, True)] and seen["k past whole chunks"]  # ST.img_col columns; K mid-chunk
