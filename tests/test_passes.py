@@ -168,3 +168,20 @@ def test_tokens_order_every_conflict(stages):
     # no token on independent work: the first LD waits for nothing
     assert prog[0].wait == 0
     assert footprint(prog[0])[1][0].space == ("buf", int(Buffer.ACT))
+
+
+def test_last_touch_knows_the_latest_instruction_on_every_byte():
+    """The token pass's record of who last touched each byte, against a byte array painted by brute force."""
+    from flightc.compiler.tokens import LastTouch
+
+    rng = np.random.default_rng(0)
+    last, brute = LastTouch(), np.full(300, -1)
+    for i in range(400):
+        lo = int(rng.integers(0, 290))
+        hi = lo + int(rng.integers(1, 40))
+        q_lo = int(rng.integers(0, 299))
+        q_hi = q_lo + int(rng.integers(1, 30))
+        assert last.latest(q_lo, q_hi) == int(brute[q_lo:q_hi].max())
+        last.touch(lo, hi, i)
+        brute[lo:hi] = i
+        assert all(a <= b for a, b in zip(last.hi, last.lo[1:]))  # disjoint, in order

@@ -8,6 +8,8 @@ both sequences are increasing in program order, so each wait pops exactly the to
 """
 from __future__ import annotations
 
+import bisect
+
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction
@@ -22,12 +24,41 @@ def _spans(accesses: list[Access]) -> list[Span]:
     return [(a.space, a.lo, a.hi) for a in accesses if a.hi > a.lo]
 
 
-def _hit(xs: list[Span], ys: list[Span]) -> bool:
-    for s1, lo1, hi1 in xs:
-        for s2, lo2, hi2 in ys:
-            if lo1 < hi2 and lo2 < hi1 and s1 == s2:
-                return True
-    return False
+class LastTouch:
+    """Which instruction last touched each byte of a space: disjoint ranges ``[lo, hi)`` sorted by ``lo``, each
+    with the index of the latest instruction that touched it. Finding an instruction's producer is then a look at
+    the ranges it overlaps, not a walk back through every earlier instruction of the unit (a 7B step's thousands of
+    K/V-image stores and streamed MVs made that walk quadratic)."""
+
+    def __init__(self) -> None:
+        self.lo: list[int] = []
+        self.hi: list[int] = []
+        self.idx: list[int] = []
+
+    def latest(self, lo: int, hi: int) -> int:
+        """The latest index that touched a byte of ``[lo, hi)``, or -1."""
+        k = bisect.bisect_right(self.hi, lo)  # the first range ending past lo
+        best = -1
+        while k < len(self.lo) and self.lo[k] < hi:
+            best = max(best, self.idx[k])
+            k += 1
+        return best
+
+    def touch(self, lo: int, hi: int, index: int) -> None:
+        """Record that instruction ``index`` (later than every one recorded) touched ``[lo, hi)``."""
+        k = bisect.bisect_right(self.hi, lo)
+        end = k
+        while end < len(self.lo) and self.lo[end] < hi:
+            end += 1
+        pieces = []
+        if k < end and self.lo[k] < lo:  # the first overlapped range's part before, the last's part after
+            pieces.append((self.lo[k], lo, self.idx[k]))
+        pieces.append((lo, hi, index))
+        if k < end and self.hi[end - 1] > hi:
+            pieces.append((hi, self.hi[end - 1], self.idx[end - 1]))
+        self.lo[k:end] = [p[0] for p in pieces]
+        self.hi[k:end] = [p[1] for p in pieces]
+        self.idx[k:end] = [p[2] for p in pieces]
 
 
 def insert_tokens(program: list[Instruction],
@@ -58,33 +89,34 @@ def insert_tokens(program: list[Instruction],
         spaces.append(by_space)
     wait = [0] * len(program)
     release = [0] * len(program)
-    # per unit and space, the indices of that unit's instructions touching the space, in order
-    history: dict[Unit, dict[tuple[str, int], list[int]]] = {u: {} for u in Unit}
+    # per unit and space, the last instruction of that unit to write, and to read, each byte
+    writes: dict[Unit, dict[tuple[str, int], LastTouch]] = {u: {} for u in Unit}
+    reads: dict[Unit, dict[tuple[str, int], LastTouch]] = {u: {} for u in Unit}
     synced: dict[tuple[Unit, Unit], int] = {}  # (producer, consumer) -> producer index of the last token
     tokens: dict[tuple[Unit, Unit], int] = {}
     for i, ins in enumerate(program):
         u = units[i]
         mine = spaces[i]
-        for v, per_space in history.items():
+        for v in Unit:
             if v is u:
                 continue
-            floor = synced.get((v, u), -1)
             found = -1
             for space, (r_i, w_i) in mine.items():
-                for j in reversed(per_space.get(space, ())):
-                    if j <= max(floor, found):
-                        break
-                    r_j, w_j = spaces[j][space]
-                    if _hit(w_j, r_i) or _hit(w_j, w_i) or _hit(r_j, w_i):
-                        found = j
-                        break
-            if found >= 0:
+                last_w, last_r = writes[v].get(space), reads[v].get(space)
+                for _, lo, hi in (r_i + w_i) if last_w else ():  # read or write after its write
+                    found = max(found, last_w.latest(lo, hi))
+                for _, lo, hi in w_i if last_r else ():  # write after its read
+                    found = max(found, last_r.latest(lo, hi))
+            if found > synced.get((v, u), -1):
                 release[found] |= 1 << int(u)
                 wait[i] |= 1 << int(v)
                 synced[(v, u)] = found
                 tokens[(v, u)] = tokens.get((v, u), 0) + 1
-        for space in mine:
-            history[u].setdefault(space, []).append(i)
+        for space, (r_i, w_i) in mine.items():
+            for _, lo, hi in r_i:
+                reads[u].setdefault(space, LastTouch()).touch(lo, hi, i)
+            for _, lo, hi in w_i:
+                writes[u].setdefault(space, LastTouch()).touch(lo, hi, i)
     over = {f"{v.name}->{u.name}": n for (v, u), n in tokens.items() if capacity is not None and n > capacity}
     if over:
         raise UnsupportedError(f"tokens: one step passes {over} tokens between units, more than the token counters "

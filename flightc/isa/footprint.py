@@ -178,6 +178,21 @@ def _image_place(cfg: HardwareConfig, ins: Instruction, row: int, col: int) -> t
     return ins.channel + group * per + n % per, ins.hbm_addr + (n // per) * unit + o % unit
 
 
+def _column_places(cfg: HardwareConfig, ins: Instruction) -> list[tuple[int, int]]:
+    """:func:`_image_place` of image rows 0 .. rows-1 at column ``img_row`` (ST.img_col), for all rows at once."""
+    row = np.arange(ins.rows, dtype=np.int64)
+    pair = row >> 1
+    group = pair & ((1 << ins.img_groups_log2) - 1)
+    S = cfg.lane_slots
+    o = (((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((row & 1) << ins.img_half_log2)
+         + ((ins.img_row // S) << ins.img_stride_log2) + ins.img_row % S)
+    per, unit = cfg.channels_per_master, cfg.stripe_bytes
+    n = o // unit
+    channel = ins.channel + group * per + n % per
+    addr = ins.hbm_addr + (n // per) * unit + o % unit
+    return list(zip(channel.tolist(), addr.tolist()))
+
+
 def store_rows(cfg: HardwareConfig | None, ins: Instruction) -> list[tuple[int, int]]:
     """(channel, address) of each row an ST writes: its own rows, or with ``img`` where they lie in the image."""
     if not ins.img:
@@ -188,7 +203,7 @@ def store_rows(cfg: HardwareConfig | None, ins: Instruction) -> list[tuple[int, 
         if ins.row_bytes != 1 or ins.pack4:
             raise ProgramError(f"ST.img_col writes one INT8 byte a row, not {ins.row_bytes} byte(s)"
                                f"{' packed to INT4' if ins.pack4 else ''}")
-        return [_image_place(cfg, ins, r, ins.img_row) for r in range(ins.rows)]
+        return _column_places(cfg, ins)
     channel, addr = _image_place(cfg, ins, ins.img_row, 0)
     unit = cfg.stripe_bytes
     if ins.rows and addr % unit + (ins.rows - 1) * ins.hbm_stride + ins.row_bytes > unit:
