@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flightc import numerics as nm
-from flightc.compiler.memory import MemoryMap, kv_row_bytes
+from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, kv_row_bytes
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
@@ -404,7 +404,7 @@ class StepLowering:
                               w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
         return out
 
-    def store_keys(self, name: str, j: int, image, k: Tensor, kvb: int, pack4: int) -> None:
+    def store_keys(self, name: str, j: int, image: KeyImage | None, k: Tensor, kvb: int, pack4: int) -> None:
         """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""
         L = self.L
         if image is None:
@@ -421,7 +421,8 @@ class StepLowering:
                       img_row=self.p0 + t, img_groups_log2=ri.groups_log2, img_pair_log2=ri.pair_log2,
                       img_half_log2=ri.half_log2)
 
-    def store_values(self, name: str, j: int, images, v: Tensor, kvb: int, pack4: int, v_rows: bool) -> None:
+    def store_values(self, name: str, j: int, images: ValueImages | None, v: Tensor, kvb: int, pack4: int,
+                     v_rows: bool) -> None:
         """This step's values of KV head j: the cache's rows (INT8: a column of the transposed rows per token), or
         a column of each of its stream images per token."""
         L, d = self.L, self.s.head_dim
