@@ -95,7 +95,6 @@ class KeyImage:
     the lane groups (MV.w_stream) and every step writes its positions into it a row at a time (ST.img)."""
 
     region: str
-    plan: StreamPlan
     fmt: WeightFormat
     rows: ImageRows
 
@@ -108,7 +107,6 @@ class ValueImages:
     at a time (ST.img_col)."""
 
     regions: tuple[str, ...]
-    plan: StreamPlan
     fmt: WeightFormat
     cols: ImageRows
     round_rows: int
@@ -469,7 +467,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                     plan, rows, shape = found
                     region = a.striped_dynamic(f"{name}.ks{j}", RegionKind.KV, shape.nbytes,
                                                list(range(plan.channel, plan.channel + plan.stripe)), shape.unit)
-                    a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, plan, kfmt, rows)
+                    a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, kfmt, rows)
                 found, why = value_images(cfg, core, node.get("kv_bits", 8), s.head_dim, max_len, s.sliding_window)
                 if found is None:
                     a.map.values_loaded[name] = why
@@ -480,7 +478,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                     chans = list(range(plan.channel, plan.channel + plan.stripe))
                     names = tuple(a.striped_dynamic(f"{name}.vs{j}.{r}", RegionKind.KV, shape.nbytes, chans,
                                                     shape.unit).name for r in range(rounds))
-                    a.map.value_images[f"{name}.v{j}"] = ValueImages(names, plan, shape.fmt, cols, shape.rows)
+                    a.map.value_images[f"{name}.v{j}"] = ValueImages(names, shape.fmt, cols, shape.rows)
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())

@@ -165,27 +165,13 @@ def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) 
     return spans
 
 
-def _image_place(cfg: HardwareConfig, ins: Instruction, row: int, col: int) -> tuple[int, int]:
-    """(channel, address) of byte ``col`` of image row ``row`` of an ST.img's stream image."""
-    pair = row >> 1
-    group = pair & ((1 << ins.img_groups_log2) - 1)
-    o = ((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((row & 1) << ins.img_half_log2)
-    if col:
-        S = cfg.lane_slots
-        o += ((col // S) << ins.img_stride_log2) + col % S
-    per, unit = cfg.channels_per_master, cfg.stripe_bytes
-    n = o // unit
-    return ins.channel + group * per + n % per, ins.hbm_addr + (n // per) * unit + o % unit
-
-
-def _column_places(cfg: HardwareConfig, ins: Instruction) -> list[tuple[int, int]]:
-    """:func:`_image_place` of image rows 0 .. rows-1 at column ``img_row`` (ST.img_col), for all rows at once."""
-    row = np.arange(ins.rows, dtype=np.int64)
-    pair = row >> 1
+def _image_places(cfg: HardwareConfig, ins: Instruction, rows: np.ndarray, col: int) -> list[tuple[int, int]]:
+    """(channel, address) of byte ``col`` of each image row in ``rows`` of an ST.img's stream image."""
+    pair = rows >> 1
     group = pair & ((1 << ins.img_groups_log2) - 1)
     S = cfg.lane_slots
-    o = (((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((row & 1) << ins.img_half_log2)
-         + ((ins.img_row // S) << ins.img_stride_log2) + ins.img_row % S)
+    o = (((pair >> ins.img_groups_log2) << ins.img_pair_log2) + ((rows & 1) << ins.img_half_log2)
+         + ((col // S) << ins.img_stride_log2) + col % S)
     per, unit = cfg.channels_per_master, cfg.stripe_bytes
     n = o // unit
     channel = ins.channel + group * per + n % per
@@ -203,8 +189,8 @@ def store_rows(cfg: HardwareConfig | None, ins: Instruction) -> list[tuple[int, 
         if ins.row_bytes != 1 or ins.pack4:
             raise ProgramError(f"ST.img_col writes one INT8 byte a row, not {ins.row_bytes} byte(s)"
                                f"{' packed to INT4' if ins.pack4 else ''}")
-        return _column_places(cfg, ins)
-    channel, addr = _image_place(cfg, ins, ins.img_row, 0)
+        return _image_places(cfg, ins, np.arange(ins.rows, dtype=np.int64), ins.img_row)
+    [(channel, addr)] = _image_places(cfg, ins, np.array([ins.img_row], np.int64), 0)
     unit = cfg.stripe_bytes
     if ins.rows and addr % unit + (ins.rows - 1) * ins.hbm_stride + ins.row_bytes > unit:
         raise ProgramError(f"ST.img: image row {ins.img_row}'s {ins.rows} piece(s) of {ins.row_bytes} bytes, "
