@@ -231,8 +231,11 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
         if op is Opcode.ST:
             if ins.pack4:
                 onchip = Access(buf(ins.buf), ins.buf_addr, ins.rows, 2 * ins.row_bytes, ins.buf_stride)
-            if ins.img and ins.img_col:  # a byte a row, each where its image row lies
-                return [onchip], [Access(hbm(ch), a, 1, 1, 0) for ch, a in store_rows(cfg, ins)]
+            if ins.img and ins.img_col:  # a byte a row, each where its image row lies: a run per channel
+                by_channel: dict[int, list[int]] = {}
+                for ch, a in store_rows(cfg, ins):
+                    by_channel.setdefault(ch, []).append(a)
+                return [onchip], [acc for ch, addrs in by_channel.items() for acc in _byte_runs(hbm(ch), addrs)]
             return [onchip], [mem]
         if ins.gather:  # the rows read depend on the ids: see gather_rows
             return [Access(hbm(0), ins.ids_addr, 1, 4 * ins.rows, 0)], [onchip]
@@ -261,6 +264,14 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
     if op is Opcode.MISC:
         return misc_footprint(ins)
     return [], []
+
+
+def _byte_runs(space: Space, addrs: list[int]) -> list[Access]:
+    """Single bytes at ``addrs`` as one strided access where they are evenly spaced, else one access each."""
+    step = addrs[1] - addrs[0] if len(addrs) > 1 else 0
+    if step > 0 and all(b - a == step for a, b in zip(addrs, addrs[1:])):
+        return [Access(space, addrs[0], len(addrs), 1, step)]
+    return [Access(space, a, 1, 1, 0) for a in addrs]
 
 
 def gather_rows(ins: Instruction, ids: list[int]) -> list[Access]:
