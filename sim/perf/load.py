@@ -91,6 +91,11 @@ def row_bursts(src: int, dst: int, nbytes: int, w: int, max_beats: int) -> list[
     return out
 
 
+def beat_gap(cfg: HardwareConfig) -> float:
+    """Cycles per beat one channel allows a master (a beat a cycle at most)."""
+    return cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) if throttled(cfg) else 1.0
+
+
 @dataclass
 class LoadPipeline:
     """The issuer's next free cycle, the receiver's, and the last beat of each burst still holding a slot."""
@@ -105,7 +110,7 @@ class LoadPipeline:
         cfg = self.cfg
         self.latency, self.depth = cfg.mem_latency_cycles, cfg.axi_outstanding
         # cycles per beat the channel allows (a beat a cycle at most)
-        self.gap = cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) if throttled(cfg) else 1.0
+        self.gap = beat_gap(cfg)
         self.backlog = (self.depth - 1) * (cfg.stripe_bytes // cfg.axi_data_bytes) * self.gap  # a reader's bursts ahead
 
     def _state(self) -> tuple[float, ...]:

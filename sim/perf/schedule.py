@@ -23,9 +23,9 @@ from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.isa.footprint import streamed
-from flightc.sim.perf.load import LoadModel
+from flightc.sim.perf.load import LoadModel, beat_gap
 from flightc.sim.perf.streamed_pairs import streamed_mv_time
-from flightc.sim.perf.memory import ChannelCalendar, channel_bytes_per_cycle, throttled
+from flightc.sim.perf.memory import ChannelCalendar
 from flightc.sim.perf.timing import instruction_work
 
 # Control-path latencies of hw/control.py, in cycles, counted from its registers (the calibration tests
@@ -173,7 +173,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     queued = [[False] * len(Unit) for _ in range(P)]
 
     streaming: list[tuple[int, set[int]] | None] = [None] * P  # per core: the streamed MV last started, its masters
-    beat_gap = cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) if throttled(cfg) else 1.0
+    gap = beat_gap(cfg)
 
     def held_up(c: int, i: int, s: int) -> None:
         """An LD that starts while a streamed MV reads its masters: the master's bus carries the LD's beats between
@@ -189,7 +189,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             if g in masters:
                 per_master[g] = per_master.get(g, 0) + -(-nbytes // cfg.axi_data_bytes)
         if per_master:
-            delay = min(int(max(per_master.values()) * beat_gap), int(end[c][mv]) - s)
+            delay = min(int(max(per_master.values()) * gap), int(end[c][mv]) - s)
             end[c][mv] += delay
             free_at[c][Unit.MPE] = max(free_at[c][Unit.MPE], end[c][mv] + 1)
 

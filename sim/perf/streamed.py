@@ -25,7 +25,7 @@ from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
 from flightc.numerics import LUT_ENTRIES
 from flightc.records import REQUANT
-from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
+from flightc.sim.perf.load import beat_gap
 
 RESULT_AT = 6  # a pair's last chunk decided in cycle e: its sums are in the group's result queue from e + 6
 FIFO_LATENCY = 2  # a beat arriving in cycle a can be popped from the reader's FIFO (SyncFIFOBuffered) in a + 2
@@ -104,7 +104,7 @@ class _Queue:
 
 def group_gap(cfg: HardwareConfig, per_group: int) -> float:
     """Cycles per beat of a lane group's master at its ``per_group`` channels' sustained rate (at least one)."""
-    return max(1.0, cfg.axi_data_bytes / channel_bytes_per_cycle(cfg) / per_group) if throttled(cfg) else 1.0
+    return max(1.0, beat_gap(cfg) / per_group)
 
 
 def phases(cfg: HardwareConfig, ins: Instruction) -> tuple[int, int, int]:
