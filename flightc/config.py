@@ -22,6 +22,7 @@ SFU_SQRT_BITS = 64  # its square root's input (an int64 mean square shifted by t
 MEM_LATENCY_MIN = 2  # a read burst is queued for a cycle before its first beat
 MEM_LATENCY_MAX = 4095  # longest read latency the performance model and the bench memory are checked at
 AXI_OUTSTANDING_MAX = 64  # deepest queue of read bursts in flight a master keeps
+PAIR_BYTES = 8  # a lane group's result pair as raw sums: two INT32 (OutMode.ACC32)
 LANE_SLOTS_STEP = 64  # a chunk of 64 columns is whole bytes in every format the ISA names (2:16 W3: 3 bytes a row)
 
 
@@ -184,6 +185,12 @@ class HardwareConfig:
         """Beats a streamed MV's reader FIFO holds (hw/stream.py): every burst its master may have in flight, twice
         over, so a burst is asked for while the previous ones drain."""
         return 2 * self.axi_outstanding * (self.stripe_bytes // self.axi_data_bytes)
+
+    @property
+    def stream_out_pairs(self) -> int:
+        """Row pairs of raw INT32 sums a streamed MV's output stage takes in a cycle (hw/stream_out.py): a buffer
+        word's worth, one from each of that many lane groups' queues."""
+        return max(1, min(self.axi_masters, self.buffer_port_bytes // PAIR_BYTES))
 
     @property
     def lane_k_max(self) -> int:

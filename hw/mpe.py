@@ -65,7 +65,8 @@ class Mpe(ExecutionUnit):
         m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.n.eq(f.n), so.out_addr.eq(f.out_addr),
                      so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr), so.res_valid.eq(sm.res_valid),
                      so.res_data.eq(sm.res_data), so.res_row.eq(sm.res_row), so.res_end.eq(sm.res_end),
-                     sm.res_pop.eq(so.res_pop)]
+                     sm.res_pop.eq(so.res_pop), so.pair_valid.eq(sm.pair_valid), so.pair_data.eq(sm.pair_data),
+                     sm.pair_take.eq(so.pair_take)]
         streaming = Signal()  # a streamed MV has the port: its activation copy, then its output stage
         rows_m = Mux(is_mm, f.m, 1)
         a_stride = Mux(is_mm, f.a_stride, 0)

@@ -102,6 +102,8 @@ class StreamMv(wiring.Component):
             "w_channel": In(6), "w_hbm_addr": In(HBM_ADDR_BITS), "w_stripe": In(6),
             "act_we": In(1), "act_addr": In(range(self.act_words)), "act_data": In(8 * S),
             "res_valid": Out(1), "res_data": Out(signed(cfg.acc_bits)), "res_row": Out(17), "res_pop": In(1),
+            "pair_valid": Out(cfg.stream_out_pairs), "pair_data": Out(2 * cfg.acc_bits * cfg.stream_out_pairs),
+            "pair_take": In(range(cfg.stream_out_pairs + 1)),
             "res_end": Out(1), "done": Out(1),
         })
 
@@ -174,10 +176,30 @@ class StreamMv(wiring.Component):
         with m.Switch(g_i):
             for g, q in enumerate(queues):
                 with m.Case(g):
-                    m.d.comb += [head.eq(q.r_data), ready.eq(q.r_rdy), q.r_en.eq(self.res_pop & r_i)]
+                    m.d.comb += [head.eq(q.r_data), ready.eq(q.r_rdy)]
         m.d.comb += [self.res_end.eq(q_i == pairs), self.res_valid.eq(ready & (q_i != pairs)),
                      self.res_data.eq(Mux(r_i, head[acc:], head[:acc])),
                      self.res_row.eq(Cat(r_i, (q_i << span_log2) + j_i))]
+        # whole pairs (the output stage's raw-sum word): position t is the pair after t others in row order, the head
+        # of group j_i + t round the stream's groups (t < span: each group once), taken ``pair_take`` at a time
+        P = cfg.stream_out_pairs
+        for t in range(P):
+            at = Signal(range(2 * max(2, G)), name=f"pair_at{t}")
+            m.d.comb += at.eq(j_i + t)
+            wraps = Signal(name=f"pair_wraps{t}")
+            m.d.comb += wraps.eq(at >= span)
+            with m.Switch(g0 + Mux(wraps, at - span, at)):
+                for g, q in enumerate(queues):
+                    with m.Case(g):
+                        m.d.comb += [self.pair_valid[t].eq(q.r_rdy & (t < span) & (q_i + wraps < pairs)),
+                                     self.pair_data.word_select(t, 2 * acc).eq(q.r_data)]
+        for g, q in enumerate(queues):
+            rel = Signal(range(2 * max(2, G)), name=f"pair_rel{g}")  # g's position after j_i, if in the stream
+            m.d.comb += rel.eq(Mux(g - g0 >= j_i, g - g0 - j_i, g - g0 + span - j_i))
+            inside = (g >= g0) & (g - g0 < span)
+            m.d.comb += q.r_en.eq(Mux(g == g_i, self.res_pop & r_i, 0) | (inside & (rel < self.pair_take)))
+        moved = Signal(range(2 * max(2, G) + 1))
+        m.d.comb += moved.eq(j_i + self.pair_take)
         with m.If(self.start):
             m.d.sync += [q_i.eq(0), j_i.eq(0), r_i.eq(0)]
         with m.Elif(self.res_pop):
@@ -186,5 +208,10 @@ class StreamMv(wiring.Component):
                 m.d.sync += j_i.eq(j_i + 1)
                 with m.If(j_i + 1 == span):
                     m.d.sync += [j_i.eq(0), q_i.eq(q_i + 1)]
+        with m.Elif(self.pair_take != 0):
+            with m.If(moved >= span):
+                m.d.sync += [j_i.eq(moved - span), q_i.eq(q_i + 1)]
+            with m.Else():
+                m.d.sync += j_i.eq(moved)
         m.d.comb += self.done.eq(self.res_end & ~reduce(or_, [r.left != 0 for r in readers]))
         return m

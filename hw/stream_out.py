@@ -1,4 +1,4 @@
-"""A streamed MV's output stage: a result a cycle, its requantization record, residual and output streamed a word
+"""A streamed MV's output stage: a result a cycle (raw sums a word a cycle), its requantization record, residual and output streamed a word
 at a time.
 
 The results come in row order, so every operand is a stream: the rows' records lie one after another in PRM,
@@ -7,6 +7,10 @@ per request (records; residuals), a result takes its record (and residual) from 
 gather into a word that is written, masked, once full (or at the end). The port serves a waiting write first,
 then the record queue, then the residual queue. A LUT (the fused activation) is copied into the stage before the
 first result. Results past the tile's rows (the last lane groups' padding) are dropped.
+
+Raw sums (ACC32, Q·Kᵀ's scores) need no operands: written from a pair-aligned address, the stage takes whole row
+pairs, as many a cycle as are ready at the heads of consecutive groups' queues and fit the rest of the word
+(``HardwareConfig.stream_out_pairs`` at most), so a word of scores goes a cycle.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import round_shift, saturate
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.records import REQUANT_LAYOUT
@@ -83,6 +87,8 @@ class StreamOut(wiring.Component):
             "scale_addr": In(BUF_ADDR_BITS), "lut_addr": In(BUF_ADDR_BITS),
             "res_valid": In(1), "res_data": In(signed(cfg.acc_bits)), "res_row": In(17), "res_end": In(1),
             "res_pop": Out(1), "done": Out(1),
+            "pair_valid": In(cfg.stream_out_pairs), "pair_data": In(2 * cfg.acc_bits * cfg.stream_out_pairs),
+            "pair_take": Out(range(cfg.stream_out_pairs + 1)),
         })
 
     def elaborate(self, platform):
@@ -95,6 +101,8 @@ class StreamOut(wiring.Component):
         requant = mode != int(OutMode.ACC32)
         adds = mode == int(OutMode.REQ_ADD)
         elem = Mux(mode == int(OutMode.REQ_I8), 1, 4)
+        wide = Signal()
+        m.d.comb += wide.eq((mode == int(OutMode.ACC32)) & (self.out_addr[:PAIR_BYTES.bit_length() - 1] == 0))
         rec_q = ByteQueue(m, "rec", w, REQUANT.size)
         res_q = ByteQueue(m, "resid", w, 4)
         lut = Array(Signal(8, name=f"lut{i}") for i in range(LUT_ENTRIES))
@@ -167,7 +175,7 @@ class StreamOut(wiring.Component):
         operands = (~requant | rec_q.ready) & (~adds | res_q.ready)
         room = ~pend | write_now | ~completes
         take = Signal()
-        m.d.comb += take.eq(running & self.res_valid & (~kept | (operands & room)))
+        m.d.comb += take.eq(running & ~wide & self.res_valid & (~kept | (operands & room)))
         m.d.comb += self.res_pop.eq(take)
         rec_q.update(rec_now, tag_rec, port.rdata, tag_first, take & kept & requant)
         res_q.update(res_now, tag_res, port.rdata, tag_first, take & kept & adds)
@@ -177,6 +185,43 @@ class StreamOut(wiring.Component):
         m.d.comb += only.eq(Mux(elem == 1, result[:8], result))
         placed = rotate_bytes(m, Cat(only, Const(0, 8 * max(0, w - 4)))[:8 * w], lane, w)
         lanes = (first_lanes(elem, w) << lane)[:w]
+        # ---- raw sums (ACC32) from a pair-aligned address: as many whole pairs a cycle as are ready and fit the
+        # rest of the word (wide_*; the first at res_row, which is even here)
+        P, acc = cfg.stream_out_pairs, cfg.acc_bits
+        wide_lane = Signal(range(w))
+        m.d.comb += wide_lane.eq(dst[:max(1, lb)] if lb else 0)
+        fits = (w - wide_lane) >> (PAIR_BYTES.bit_length() - 1)  # whole pairs left in the word
+        wide_k = Signal(range(P + 1))
+        goes, run = [], Const(1)
+        for t in range(P):  # pair t goes if every one before it does, it is ready and it fits
+            go = Signal(name=f"wide_go{t}")
+            m.d.comb += go.eq(run & self.pair_valid[t] & (t < fits))
+            goes.append(go)
+            run = go
+        m.d.comb += wide_k.eq(sum(goes))
+        sums = Signal(8 * P * PAIR_BYTES)
+        lanes_w = Signal(P * PAIR_BYTES)
+        for t in range(P):
+            for r in range(2):  # a sum's bytes only where it goes (the word ORs later takes' in)
+                v = Signal(signed(32), name=f"wide_sum{t}_{r}")
+                goes = Signal(name=f"wide_goes{t}_{r}")
+                m.d.comb += [v.eq(self.pair_data.word_select(2 * t + r, acc).as_signed()),
+                             goes.eq((t < wide_k) & (self.res_row + 2 * t + r < self.n)),
+                             sums.word_select(2 * t + r, 32).eq(Mux(goes, v, 0)),
+                             lanes_w.word_select(2 * t + r, 4).eq(Mux(goes, 0xF, 0))]
+        wide_placed = shift_bytes(m, sums, wide_lane, w, left=True)
+        wide_mask = Signal(w)
+        m.d.comb += wide_mask.eq((lanes_w << wide_lane)[:w])
+        wide_ends = (wide_lane + (wide_k << (PAIR_BYTES.bit_length() - 1)) == w) & (wide_mask != 0)
+        wide_take = Signal()
+        m.d.comb += wide_take.eq(running & wide & ~self.res_end & (wide_k != 0) & (~pend | write_now | ~wide_ends))
+        m.d.comb += self.pair_take.eq(Mux(wide_take, wide_k, 0))
+        with m.If(wide_take & (wide_mask != 0)):
+            with m.If(wide_ends):
+                m.d.sync += [pend.eq(1), pend_word.eq(word | wide_placed), pend_mask.eq(mask | wide_mask),
+                             pend_addr.eq(dst >> lb << lb), word.eq(0), mask.eq(0)]
+            with m.Else():
+                m.d.sync += [word.eq(word | wide_placed), mask.eq(mask | wide_mask), waddr.eq(dst >> lb << lb)]
         with m.If(take & kept):
             with m.If(completes):
                 m.d.sync += [pend.eq(1), pend_word.eq(word | placed), pend_mask.eq(mask | lanes),

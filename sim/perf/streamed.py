@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from flightc.compress.stream import block_columns, chunk_stride
-from flightc.config import HardwareConfig
+from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
@@ -102,6 +102,12 @@ class _Queue:
             self.changes.remove(c)
 
 
+def takes_pairs(ins: Instruction) -> bool:
+    """Whether the output stage takes this MV's results a word of whole row pairs at a time (raw sums written from
+    a pair-aligned address) rather than a result a cycle."""
+    return OutMode(ins.out_mode) is OutMode.ACC32 and ins.out_addr % PAIR_BYTES == 0
+
+
 def group_gap(cfg: HardwareConfig, per_group: int) -> float:
     """Cycles per beat of a lane group's master at its ``per_group`` channels' sustained rate (at least one)."""
     return max(1.0, beat_gap(cfg) / per_group)
@@ -135,6 +141,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     mode = OutMode(ins.out_mode)
     requant, adds = mode is not OutMode.ACC32, mode is OutMode.REQ_ADD
     elem = out_elem_bytes(mode)
+    wide, lim = takes_pairs(ins), min(cfg.stream_out_pairs, G)
     go, run_from, lut_words = phases(cfg, ins)
     groups = [_Group(beats_total // ub, pairs, chunks, blk_chunks) for _ in range(G)]
     first_master = ins.w_channel // cfg.channels_per_master
@@ -158,7 +165,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
             gr.slots = [s for s in gr.slots if s >= t]
             if t >= asks[j] and gr.bursts and len(gr.slots) < outstanding and gr.credit + ub <= depth:
                 first = max(t + latency, gr.x_free)
-                beats = [first + math.floor(i * gap) for i in range(ub)]  # a beat once the throttle's credit has it
+                beats = [math.floor(first + i * gap) for i in range(ub)]  # a beat once the throttle's credit has it
                 gr.x_free = first + ub * gap
                 gr.arrivals += beats
                 gr.slots.append(beats[-1])
@@ -230,7 +237,23 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
             res_end = q_i == pairs
             set_pend = False
             gr = groups[j_i]
-            if not res_end and gr.queued(t) > 0:
+            if wide and not res_end:  # whole pairs: the ready ones at the heads of the next groups within the word
+                first_row = 2 * (q_i * G + j_i)
+                lane = (ins.out_addr + elem * first_row) % w
+                k = 0
+                while (k < lim and k < (w - lane) // PAIR_BYTES and q_i + (j_i + k >= G) < pairs
+                       and groups[(j_i + k) % G].queued(t) > 0):
+                    k += 1
+                if k:
+                    for u in range(k):
+                        groups[(j_i + u) % G].pops.append(t)
+                    j_i += k
+                    if j_i >= G:
+                        j_i, q_i = j_i - G, q_i + 1
+                    if first_row < ins.n:
+                        ends = lane + k * PAIR_BYTES == w
+                        set_pend, mask = ends, not ends
+            elif not res_end and gr.queued(t) > 0:
                 row = 2 * (q_i * G + j_i) + r_i
                 kept = row < ins.n
                 completes = (ins.out_addr + elem * row) % w + elem == w

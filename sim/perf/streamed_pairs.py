@@ -10,7 +10,8 @@ interact:
   when the feed wanted it, after the previous block, and after the output stage has taken the results of the pair two
   before it (the hold);
 - the output stage takes a result a cycle, in row order round the groups, each from the cycle its pair's sums are in
-  the group's queue (records and residuals arrive faster than that on a port of at least 32 bytes).
+  the group's queue (records and residuals arrive faster than that on a port of at least 32 bytes); raw sums from a
+  pair-aligned address go a word of whole pairs a cycle (:func:`.streamed.takes_pairs`).
 
 tests/test_streamed_pairs.py holds it to the cycle-stepped model; that one is exact against the RTL
 (tests/rtl/test_perf_calibration.py).
@@ -22,11 +23,11 @@ import math
 import numpy as np
 
 from flightc.compress.stream import chunk_stride
-from flightc.config import HardwareConfig
+from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
-from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, group_gap, phases, streamed_mv_cycles
+from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, group_gap, phases, streamed_mv_cycles, takes_pairs
 
 PORT_MIN = 32  # a buffer port at least this wide feeds the output stage a record and a residual every cycle
 
@@ -93,8 +94,7 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         if p is not None:
             first0[j] = max(first0[j], p.x_free - start)
     i = np.arange(beats_total)
-    a = (i // ub) * (ub * gap) + np.floor((i % ub) * gap)
-    ready = np.ceil(a + first0.min()).astype(np.int64) + FIFO_LATENCY
+    ready = np.floor(first0.min() + i * gap).astype(np.int64) + FIFO_LATENCY  # back to back: the credit's pace
     shift = np.ceil(first0 - first0.min()).astype(np.int64)
 
     layout = _block_layout(cfg, ins)
@@ -114,6 +114,8 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     e = np.zeros((pairs, G), np.int64)  # cycle each pair's last chunk is decided
     pops = np.zeros((pairs, G), np.int64)  # cycle the output stage takes each pair's second result
     prev = first_result - 1  # the output stage's last cycle
+    wide, lim = takes_pairs(ins), min(cfg.stream_out_pairs, G)
+    taken = lim  # pairs taken in cycle ``prev`` (whole-pair takes)
     jj = np.arange(G)
     for q in range(pairs):
         t = last_pop.copy()
@@ -129,8 +131,17 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
             t = first if cycles[b] == 1 else second + cycles[b] - 2
         e[q] = t
         last_pop = t
-        # the output stage, a result a cycle in row order: s_j = max(s_{j-1} + 2, e_j + RESULT_AT)
         ready_out = e[q] + RESULT_AT
+        if wide:  # a pair joins the cycle's take if it is ready, in the same word and within the positions
+            for j in range(G):
+                s = int(ready_out[j])
+                if s <= prev and (ins.out_addr + PAIR_BYTES * (q * G + j)) % w and taken < lim:
+                    taken += 1
+                else:
+                    prev, taken = max(s, prev + 1), 1
+                pops[q, j] = prev
+            continue
+        # the output stage, a result a cycle in row order: s_j = max(s_{j-1} + 2, e_j + RESULT_AT)
         s0 = 2 * jj + np.maximum.accumulate(np.maximum(ready_out - 2 * jj, prev + 1))
         pops[q] = s0 + 1
         prev = int(pops[q, -1])
@@ -139,6 +150,13 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     last_kept = ins.n - 1
     completes = (ins.out_addr + elem * last_kept) % w + elem == w
     last_kept_at = int(pops[(last_kept // 2) // G, (last_kept // 2) % G]) - (1 - last_kept % 2)
+    if wide:  # the last kept row's take: does its last pair end the word?
+        flat = pops.reshape(-1)
+        last_kept_at = int(flat[last_kept // 2])
+        end = last_kept // 2
+        while end + 1 < flat.size and flat[end + 1] == last_kept_at:
+            end += 1
+        completes = (ins.out_addr + PAIR_BYTES * (end + 1)) % w == 0
     res_end = prev + 1
     if completes:
         out_done = res_end + 1 if last_kept_at == prev else res_end

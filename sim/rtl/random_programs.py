@@ -18,7 +18,7 @@ from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import ImageRows, image_cols, image_rows, stream_image
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes, stream_shape, stripe_layout
@@ -405,7 +405,8 @@ class _Builder:
         mode = OutMode(rand(0, 3))
         elem = 1 if mode is OutMode.REQ_I8 else 4
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
-        out_addr = self.buffer(out_buf, n * elem, elem)
+        pairs = mode is OutMode.ACC32 and self.rng.random() < 0.75  # raw sums a word of pairs a cycle (stream_out)
+        out_addr = self.buffer(out_buf, n * elem, PAIR_BYTES if pairs else elem)
         unit = 1 << Unit.MPE
         self.load(Buffer.ACT, a_addr, 1, k_mv, k_mv, self.bytes_(k_mv))
         scale_addr = lut_addr = lut = 0

@@ -65,6 +65,33 @@ def test_streamed_mvs_over_four_masters_match_fsim_and_their_timing_contract(sim
     assert not wrong, "\n".join(wrong)
 
 
+def test_raw_sums_go_a_word_of_pairs_a_cycle(sim):
+    """Streamed MVs writing raw sums (ACC32) from pair-aligned addresses over two and four masters, where the output
+    stage takes several groups' pairs a cycle: byte-identical with fsim (half with a stalling memory) and the model's
+    cycles are the RTL's."""
+    from flightc.sim.perf.streamed import takes_pairs
+
+    cases = []
+    for seed in range(400):
+        case = block_case(CFG, seed, "stream")
+        mv = next(i for i in case.instructions if i.opcode is Opcode.MV)
+        if takes_pairs(mv) and mv.w_stripe > CFG.channels_per_master and mv.n > 2:
+            cases.append((seed, case, mv))
+        if len(cases) == 6:
+            break
+    assert len(cases) == 6
+    failing, wrong = [], []
+    for i, (seed, case, mv) in enumerate(cases):
+        outcome = compare(sim, case, 64 * (i % 2))
+        if not outcome.equal:
+            failing.append(f"seed {seed}: {outcome.detail}")
+        _, counters = run_rtl(sim, case)
+        if counters["busy_mv"] != instruction_work(CFG, mv).cycles:
+            wrong.append(f"seed {seed} n={mv.n}: rtl {counters['busy_mv']}, model {instruction_work(CFG, mv).cycles}")
+    assert not failing, "\n".join(failing)
+    assert not wrong, "\n".join(wrong)
+
+
 def test_timing_contract_is_exact_per_instruction(sim):
     bundle = calibration_bundle(CFG)
     extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
