@@ -75,7 +75,7 @@ class HardwareConfig:
     axi_data_bytes: int  # data width of a memory master (bytes per AXI beat)
     axi_masters: int  # AXI memory masters; the memory channels are split among them in equal groups
     axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
-    axi_outstanding: int  # read bursts a master keeps in flight (its readers share them; writes: one)
+    axi_outstanding: int  # read bursts a master keeps in flight (its readers share them), and write bursts awaiting their responses
     mem_latency_cycles: int  # cycles from a read burst's acceptance to its first beat (bench memory, perf model)
     sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics
     sfu_div_step_bits: int  # quotient bits the divider settles per cycle (restoring steps chained in one cycle)

@@ -120,18 +120,16 @@ class Core(wiring.Component):
 
 
 def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
-    """ST's bursts to the master of its instruction's channel (one master: straight through)."""
-    if len(writes) == 1:
-        wiring.connect(m, st.wr, writes[0])
-        return
+    """ST's bursts to the master of its instruction's channel; every master's write responses taken as they come
+    (ST counts them per master)."""
     wr = st.wr
     for g, x in enumerate(writes):
         mine = st.master == g
         m.d.comb += [x.aw.valid.eq(wr.aw.valid & mine), x.aw.payload.eq(wr.aw.payload),
-                     x.w.valid.eq(wr.w.valid & mine), x.w.payload.eq(wr.w.payload), x.b.ready.eq(wr.b.ready & mine)]
+                     x.w.valid.eq(wr.w.valid & mine), x.w.payload.eq(wr.w.payload), x.b.ready.eq(1),
+                     st.responses[g].eq(x.b.valid)]
         with m.If(mine):
-            m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready), wr.b.valid.eq(x.b.valid),
-                         wr.b.payload.eq(x.b.payload)]
+            m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready)]
 
 
 class VitisKernel(wiring.Component):

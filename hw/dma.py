@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from flightc import numerics as nm
 from flightc.config import HardwareConfig
@@ -105,13 +105,18 @@ def int4(byte):
 class StoreUnit(DmaUnit):
     """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst; with
     ``pack4`` each memory byte packs two buffer bytes saturated to INT4, low nibble first (the INT4 KV cache).
-    ``master``: the memory master of the instruction's channel, which takes its bursts."""
+    ``master``: the memory master of the instruction's channel, which takes its bursts; ``responses``: a write
+    response taken from master g this cycle (every master's are always taken).
+
+    Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
+    responses on each master, and the instruction is done once every response is back. An ST.img_col whose rows
+    are consecutive buffer bytes reads a word of them at once and forms a row's beat a cycle from it."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
-                         master=Out(max(1, (cfg.axi_masters - 1).bit_length())))
+                         master=Out(max(1, (cfg.axi_masters - 1).bit_length())), responses=In(cfg.axi_masters))
 
     def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
         """With ``img``, where the image's row lies (flightc.isa.footprint.store_rows): shifts and masks of the row
@@ -138,53 +143,87 @@ class StoreUnit(DmaUnit):
 
     def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
         cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits
+        G, limit = cfg.axi_masters, cfg.axi_outstanding
         m.d.comb += self.master.eq(ch // cfg.channels_per_master)
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
         wiring.connect(m, wiring.flipped(self.port), eng.port)
+        # ---- responses outstanding per master
+        pending = [Signal(range(limit + 1), name=f"pending{g}") for g in range(G)]
+        sent = Signal()  # a burst's address and beat both taken this cycle
+        for g, p in enumerate(pending):
+            m.d.sync += p.eq(p + (sent & (self.master == g)) - self.responses[g])
+        room = Array(p < limit for p in pending)[self.master]
+        quiet = ~Cat(*[p != 0 for p in pending]).any()
+        # ---- a row starts at the walk's addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
+        column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
+        fresh = Signal()
+        held = Signal(8 * w)  # the column's next buffer bytes, the next row's first
+        held_rows = Signal(range(w + 1))
+        read_rows = Signal(range(w + 1))  # rows the column's read in flight brings
+        cur_src, cur_dst = Mux(fresh, rows.buf, src), Mux(fresh, rows.mem, dst)
+        cur_left = Mux(fresh, f.row_bytes, left)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
         aw_done = Signal()
         w_done = Signal()
+        in_beat = Signal()
+        raw = Signal(16 * w)
+        m.d.comb += raw.eq(Mux(in_beat, held, eng.rdata))
+        packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8))) for i in range(w)])
+        formed = shift_bytes(m, Mux(f.pack4, packed, raw[:8 * w]), Mux(in_beat, cur_dst, dst)[:lb], w, left=True)
+        # a column's read: its rows to the end of the buffer word
+        rows_left = Signal(17)
+        m.d.comb += rows_left.eq(f.rows - rows.count)
+        to_end = Signal(range(w + 1))
+        m.d.comb += to_end.eq(w - cur_src[:lb])
+        column_rows = Signal(range(w + 1))
+        m.d.comb += column_rows.eq(Mux(rows_left < to_end, rows_left, to_end))
         with m.FSM():
-            self.idle(m, "ROW", rows.count.eq(0))
-            with m.State("ROW"):
-                self.end_after_rows(m, rows, f)
-                with m.Else():
-                    m.d.sync += [src.eq(rows.buf), dst.eq(rows.mem), left.eq(f.row_bytes)]
-                    m.next = "BEAT"
+            self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0))
             with m.State("BEAT"):
-                with m.If(left == 0):
+                m.d.comb += in_beat.eq(1)
+                with m.If(fresh & (rows.count == f.rows)):
+                    m.next = "DRAIN"
+                with m.Elif(cur_left == 0):
                     rows.next(m)
-                    m.next = "ROW"
+                    m.d.sync += fresh.eq(1)
                 with m.Else():
-                    room = w - dst[:lb]
-                    n = Mux(left < room, left, room)
-                    m.d.sync += nb.eq(n)
-                    eng.read(m, f.buf, src, Mux(f.pack4, n << 1, n))
-                    m.next = "GET"
+                    room_w = w - cur_dst[:lb]
+                    n = Mux(cur_left < room_w, cur_left, room_w)
+                    m.d.sync += [nb.eq(n), src.eq(cur_src), dst.eq(cur_dst), left.eq(cur_left), fresh.eq(0)]
+                    with m.If(column & (held_rows != 0)):
+                        m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0), held.eq(held >> 8),
+                                     held_rows.eq(held_rows - 1)]
+                        m.next = "WRITE"
+                    with m.Else():
+                        eng.read(m, f.buf, cur_src, Mux(column, column_rows, Mux(f.pack4, n << 1, n)))
+                        m.d.sync += read_rows.eq(column_rows)
+                        m.next = "GET"
             with m.State("GET"):
                 with m.If(eng.done):
-                    raw = eng.rdata
-                    packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8)))
-                                   for i in range(w)])
-                    m.d.sync += [data.eq(shift_bytes(m, Mux(f.pack4, packed, raw[:8 * w]), dst[:lb], w, left=True)), aw_done.eq(0),
-                                 w_done.eq(0)]
+                    m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0)]
+                    with m.If(column):
+                        m.d.sync += [held.eq(eng.rdata[:8 * w] >> 8), held_rows.eq(read_rows - 1)]
                     m.next = "WRITE"
             with m.State("WRITE"):
                 strb = first_lanes(nb, w) << dst[:lb]
                 # one beat a burst; each field set here, with the others (a constant bit of a payload would
                 # become a sensitivity-less ``always @*`` that Verilator never evaluates)
-                m.d.comb += [wr.aw.valid.eq(~aw_done), wr.aw.payload.addr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
-                             wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done), wr.w.payload.data.eq(data),
+                m.d.comb += [wr.aw.valid.eq(~aw_done & room), wr.aw.payload.addr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
+                             wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done & room), wr.w.payload.data.eq(data),
                              wr.w.payload.strb.eq(strb), wr.w.payload.last.eq(1)]
                 with m.If(wr.aw.valid & wr.aw.ready):
                     m.d.sync += aw_done.eq(1)
                 with m.If(wr.w.valid & wr.w.ready):
                     m.d.sync += w_done.eq(1)
-                with m.If((aw_done | wr.aw.ready) & (w_done | wr.w.ready)):
-                    m.next = "RESP"
-            with m.State("RESP"):
-                m.d.comb += wr.b.ready.eq(1)
-                with m.If(wr.b.valid):
+                with m.If((aw_done | (wr.aw.valid & wr.aw.ready)) & (w_done | (wr.w.valid & wr.w.ready))):
+                    m.d.comb += sent.eq(1)
                     m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
+                    with m.If(left == nb):  # the row's last beat
+                        rows.next(m)
+                        m.d.sync += fresh.eq(1)
                     m.next = "BEAT"
+            with m.State("DRAIN"):  # every response back
+                with m.If(quiet):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"

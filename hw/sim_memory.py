@@ -7,6 +7,8 @@ simulator's VPI between runs. What it models, each from the config the kernel is
 - *latency*: a read burst accepted in cycle t presents its first beat in cycle t + ``latency``;
   up to ``outstanding`` accepted bursts wait in a queue, each answered in order, and the next one
   starts in the cycle after the previous one's last beat (back to back);
+- *writes*: a burst's address is taken while fewer than ``outstanding`` bursts await their responses, its
+  beats from that cycle on, and its response comes ``latency`` cycles after its last beat, in order;
 - *throttle*: reads and writes share one credit counter that grows by the channel's sustained
   bytes per cycle (:func:`flightc.sim.perf.memory.channel_rate_q`) and pays a beat's bytes per
   beat, banking less than two beats' worth; a channel as fast as the port has none;
@@ -150,23 +152,25 @@ class AxiMemory(wiring.Component):
         with m.If(queue.r_rdy & due & ((rleft == 0) | ((rleft == 1) & r_beat))):
             m.d.comb += queue.r_en.eq(1)
             m.d.sync += [raddr.eq(head.addr), rleft.eq(head.len + 1)]
-        # ---- writes
-        waddr = Signal(64)
+        # ---- writes: a burst's address taken while fewer than ``outstanding`` await their responses, its beats from
+        # that cycle on (credit permitting), its response due ``latency`` cycles after its last beat, in order
+        inflight = Signal(range(self.outstanding + 1), name=f"w_inflight{g}")
+        m.submodules[f"responses{g}"] = resp = SyncFIFO(width=STAMP_BITS, depth=self.outstanding)
+        waddr = Signal(64 - lb)
         wleft = Signal(AXI_LEN_BITS + 1)
-        bpend = Signal()
-        m.d.comb += a.bresp.eq(0)
-        with m.If((wleft == 0) & ~bpend):
-            m.d.comb += a.awready.eq(go_w)
-            with m.If(a.awvalid & go_w):
-                m.d.sync += [waddr.eq(a.awaddr >> lb), wleft.eq(a.awlen + 1)]
-        with m.Elif(wleft != 0):
-            m.d.comb += a.wready.eq(go_w & w_credit)
-            with m.If(a.wvalid & a.wready):
-                m.d.comb += [store.waddr.eq(waddr), store.wdata.eq(a.wdata), store.wen.eq(a.wstrb), w_beat.eq(1)]
-                m.d.sync += [waddr.eq(waddr + 1), wleft.eq(wleft - 1)]
-                with m.If(wleft == 1):
-                    m.d.sync += bpend.eq(1)
-        with m.Else():
-            m.d.comb += a.bvalid.eq(go_w)
-            with m.If(a.bready & go_w):
-                m.d.sync += bpend.eq(0)
+        aw_take = Signal()
+        m.d.comb += [a.bresp.eq(0), a.awready.eq((wleft == 0) & (inflight < self.outstanding) & go_w),
+                     aw_take.eq(a.awvalid & a.awready)]
+        at = Mux(wleft == 0, a.awaddr >> lb, waddr)
+        beats = Mux(wleft == 0, a.awlen + 1, wleft)
+        m.d.comb += a.wready.eq(((wleft != 0) | aw_take) & go_w & w_credit)
+        with m.If(aw_take):
+            m.d.sync += [waddr.eq(a.awaddr >> lb), wleft.eq(a.awlen + 1)]
+        with m.If(a.wvalid & a.wready):
+            m.d.comb += [store.waddr.eq(at), store.wdata.eq(a.wdata), store.wen.eq(a.wstrb), w_beat.eq(1)]
+            m.d.sync += [waddr.eq(at + 1), wleft.eq(beats - 1)]
+            with m.If(beats == 1):
+                m.d.comb += [resp.w_en.eq(1), resp.w_data.eq(now)]
+        due = (now - resp.r_data)[:STAMP_BITS] >= self.latency
+        m.d.comb += [a.bvalid.eq(resp.r_rdy & due & go_w), resp.r_en.eq(a.bvalid & a.bready)]
+        m.d.sync += inflight.eq(inflight + aw_take - resp.r_en)

@@ -70,3 +70,50 @@ def test_a_throttled_channel_passes_its_sustained_rate(rate):
     span = got[-1][0] - got[0][0]
     assert [d for _, d, _ in got] == [1000 + i for i in range(64)]
     assert 63 / span == pytest.approx(rate, rel=0.03)
+
+
+def write_burst_stream(latency: int, outstanding: int, bursts: int):
+    """Offer ``bursts`` single-beat write bursts (address and beat together) a cycle at a time, taking every
+    response: the cycles each burst was taken and each response came, and the memory's words after."""
+    m = Module()
+    m.submodules.mem = mem = AxiMemory(BEAT, 256, latency=latency, outstanding=outstanding)
+    m.submodules.master = master = AxiMaster(BEAT, readers=1, outstanding=outstanding)
+    wiring.connect(m, master.bus, mem.axi[0])
+    wr = master.write
+    taken, responses, words = [], [], []
+
+    async def bench(ctx):
+        ctx.set(wr.b.ready, 1)
+        for cycle in range(200):
+            k = len(taken)
+            ctx.set(wr.aw.valid, k < bursts)
+            ctx.set(wr.w.valid, k < bursts)
+            ctx.set(wr.aw.payload.addr, BEAT * (k + 3))
+            ctx.set(wr.w.payload.data, 0x5000 + k)
+            ctx.set(wr.w.payload.strb, 0xFF)
+            ctx.set(wr.w.payload.last, 1)
+            went = k < bursts and ctx.get(wr.aw.ready) and ctx.get(wr.w.ready)
+            answered = ctx.get(wr.b.valid)
+            await ctx.tick()
+            if went:
+                taken.append(cycle)
+            if answered:
+                responses.append(cycle)
+        words.extend(ctx.get(mem.storage.data[3 + k]) for k in range(bursts))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return taken, responses, words
+
+
+def test_writes_stay_in_flight_and_answer_after_the_latency():
+    """Write bursts go a cycle each while fewer than ``outstanding`` await their responses; each response comes
+    ``latency`` cycles after its beat, and the next burst goes the cycle after a response frees a place."""
+    taken, responses, words = write_burst_stream(latency=16, outstanding=4, bursts=6)
+    assert words == [0x5000 + k for k in range(6)]
+    assert taken[:4] == [0, 1, 2, 3]
+    assert responses[:4] == [16, 17, 18, 19]
+    assert taken[4:] == [17, 18]  # a place frees the cycle after each response
+    assert responses[4:] == [33, 34]

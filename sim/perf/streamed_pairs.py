@@ -74,7 +74,6 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     shape = stream_shape(cfg, ins)
     G, B = shape.groups, shape.beat
     w = cfg.buffer_port_bytes
-    ub = shape.unit // B
     pairs = shape.pairs
     gap = group_gap(cfg, shape.per_group)
     L = cfg.mem_latency_cycles

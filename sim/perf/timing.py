@@ -170,15 +170,40 @@ def _packed_beat_words(src: int, dst: int, nbytes: int, beat: int, word: int) ->
 
 
 def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """ST: per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes), then one single-beat
-    write burst (AW/W, then B)."""
-    w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
-    total = 1
-    for r, (_, addr) in enumerate(store_rows(cfg, ins)):
-        beats, _ = _beats_and_bursts(addr, ins.row_bytes, w, cfg.axi_burst_beats)
-        words = _packed_beat_words if ins.pack4 else _beat_words
-        total += 2 + words(addr, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, w, word) + 6 * beats
-    return total
+    """ST (hw/dma.py): per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an
+    ST.img_col of consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its
+    single-beat write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
+    ``mem_latency_cycles`` after its beat, and the instruction ends once all are back. A master takes a beat at
+    most every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle)."""
+    w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
+    column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
+    per = 2 if ins.pack4 else 1
+    responses: dict[int, list[int]] = {}  # per master, the cycle each of its responses is taken (in order)
+    c = 1  # the BEAT state's cycle (busy counts from the cycle after ST takes the instruction)
+    held = 0
+    for r, (channel, addr) in enumerate(store_rows(cfg, ins)):
+        master = channel // cfg.channels_per_master
+        src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
+        if left == 0:
+            c += 1
+            continue
+        while left:
+            nb = min(left, w - dst % w)
+            if column and held:
+                held -= 1
+                c += 1  # BEAT, then WRITE
+            else:
+                nbytes = min(ins.rows - r, word - src % word) if column else per * nb
+                held = nbytes - 1 if column else 0
+                c += 3 + span_words(src, nbytes, word)  # BEAT, the read (a word a cycle, two more), then WRITE
+            taken = responses.setdefault(master, [])
+            if len(taken) >= limit:  # its oldest response back (counted the cycle after)
+                c = max(c, taken[-limit] + 1)
+            taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
+            c += 1  # the beat's WRITE cycle; BEAT again
+            src, dst, left = src + per * nb, dst + nb, left - nb
+    last = max((t[-1] for t in responses.values() if t), default=0)
+    return max(c + 1, last + 1)  # DRAIN from the cycle after the last BEAT until every response is counted
 
 
 # ----------------------------------------------------------------------------------- SFU

@@ -92,6 +92,34 @@ def test_raw_sums_go_a_word_of_pairs_a_cycle(sim):
     assert not wrong, "\n".join(wrong)
 
 
+def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
+    """Programs whose STs write stream images a row (ST.img) or a column (ST.img_col, a byte a row to a channel of
+    its own, formed a cycle apart from one buffer word) at a time, besides plain rows: the ST unit's busy cycles are
+    the model's, every write's response waited for at the 64-cycle latency."""
+    from flightc.isa.codec import Instruction
+
+    def stores(case) -> list[Instruction]:
+        return [i for i in case.instructions if i.opcode is Opcode.ST]
+
+    cases, kinds = [], set()
+    for seed in range(300):
+        case = block_case(CFG, seed, "stream")
+        found = {("col" if i.img_col else "row") if i.img else "plain" for i in stores(case)}
+        if found - kinds or ("col" in found and len(cases) < 6):
+            cases.append((seed, case))
+            kinds |= found
+        if len(cases) >= 8 and kinds >= {"col", "row", "plain"}:
+            break
+    assert kinds >= {"col", "row", "plain"}
+    wrong = []
+    for seed, case in cases:
+        _, counters = run_rtl(sim, case)
+        want = sum(instruction_work(CFG, x).cycles for x in stores(case))
+        if counters["busy_st"] != want:
+            wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_st']}, model {want}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_timing_contract_is_exact_per_instruction(sim):
     bundle = calibration_bundle(CFG)
     extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
