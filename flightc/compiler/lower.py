@@ -141,11 +141,16 @@ class StepLowering:
         self.v_stride = max(self.v_stride, window)
         self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(slots)]
         self.vslot = [fixed(f"V rows {i}", Buffer.KV, self.v_stride * d) for i in range(slots)]
-        self.scores = fixed("attention scores", Buffer.ACC, 4 * length * window)
         # rows of probabilities at buffer words (a streamed P.V's activations), and room past the last for the
         # whole chunks a streamed P.V copies (zeros past the window)
         self.p_stride = -(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else window
-        self.probs = fixed("attention probabilities", Buffer.ACT, length * self.p_stride + cfg.lane_slots)
+        score_bytes, prob_bytes = 4 * length * window, length * self.p_stride + cfg.lane_slots
+        # two of each while they take at most an eighth of their buffers: the next head's scores are made while
+        # this head's softmax and P.V run (:meth:`attention`)
+        pairs = 2 if (16 * score_bytes <= cfg.buffer_bytes(Buffer.ACC)
+                      and 16 * prob_bytes <= cfg.buffer_bytes(Buffer.ACT)) else 1
+        self.scores = [fixed(f"attention scores {i}", Buffer.ACC, score_bytes) for i in range(pairs)]
+        self.probs = [fixed(f"attention probabilities {i}", Buffer.ACT, prob_bytes) for i in range(pairs)]
         self.tensors: dict[str, Tensor] = {}
         self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
@@ -343,13 +348,17 @@ class StepLowering:
         v_rows = not pack4
         keys = {j: self.mem.key_images.get(f"{name}.k{j}") for j in kv_heads}
         values = {j: self.mem.value_images.get(f"{name}.v{j}") for j in kv_heads}
+        streamed = all(keys[j] is not None and values[j] is not None for j in kv_heads)
+        if streamed and len(self.scores) == 2 and heads:
+            self.load(f"{name}.pv", Buffer.PRM, self.pv)
+            self.pipelined_heads(name, node, heads, keys, values, q, k, v, out, kvb, pack4, kv_bits)
+            return out
         for j in kv_heads:
             self.store_keys(name, j, keys[j], k, kvb, pack4)
         for j in kv_heads:
             self.store_values(name, j, values[j], v, kvb, pack4, v_rows)
         if heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
-        sm_mult, sm_shift = node["softmax"]
         # with the keys streamed over every master, a head's V rows (one channel's long load) are loaded once the
         # previous head's keys have streamed, under its softmax and P.V, not while the keys' stream needs that
         # master: an ordering the data does not imply, so an extra access in a space of its own
@@ -371,38 +380,91 @@ class StepLowering:
                               buf_stride=self.v_stride)
                 else:
                     self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
-            if image is None:
-                self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
-                         w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
-                         out_addr=self.scores, out_stride=4 * window)
-            else:  # the keys stream from their image straight into the lane groups, a token at a time
-                at = self.mem[image.region]
-                for t in range(L):
-                    if images is None:
-                        self.extras[len(self.out)] = ([], order)
-                    self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + t * q.row_bytes + h * d, w_bits=kv_bits,
-                              sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32,
-                              out_addr=self.scores + t * 4 * window, w_stream=1, w_channel=at.channel,
-                              w_stripe=at.stripe, w_hbm_addr=at.addr)
-            self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores,
-                      src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=self.probs, dst_stride=self.p_stride,
-                      imm=sm_mult, shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
-            if images is None:
-                v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
-                self.mpe(L, n=d, k=window, a_addr=self.probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
-                         w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
-                         out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
-                continue
-            n = images.round_rows  # each round of dimensions streams from its image, a token at a time
-            for t in range(L):
-                for rnd, region in enumerate(images.regions):
-                    at = self.mem[region]
-                    self.emit(Opcode.MV, n=n, k=window, a_addr=self.probs + t * self.p_stride, a_unsigned=1,
-                              w_bits=kv_bits, sparsity=images.fmt.sparsity, out_mode=OutMode.REQ_I8,
-                              out_addr=out.addr + t * out.row_bytes + h * d + rnd * n,
-                              scale_addr=self.pv + rnd * n * nm.REQUANT_RECORD_BYTES, w_stream=1,
-                              w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+            self.head_scores(h, image, q, images, order, kvb, kv_bits, 0, slot)
+            self.head_output(h, node, images, out, v_rows, kvb, kv_bits, 0, slot)
         return out
+
+    def pipelined_heads(self, name: str, node: dict, heads: list[int], keys: dict, values: dict, q: Tensor,
+                        k: Tensor, v: Tensor, out: Tensor, kvb: int, pack4: int, kv_bits: WeightBits) -> None:
+        """Attention over streamed keys and values, software-pipelined: the next head's Q.K^T on the MPE while this
+        head's softmax runs on the SFU (two score and probability buffers), and each KV head's keys and values
+        stored (ST.img, ST.img_col) a head or two before they are needed, so the ST unit works under the MPE and
+        the SFU and the units' queues fill in the order the work is done."""
+        g = self.s.kv_group
+        stored: set[tuple[str, int]] = set()
+
+        def store(what: str, i: int) -> None:
+            if i >= len(heads) or (what, heads[i] // g) in stored:
+                return
+            j = heads[i] // g
+            stored.add((what, j))
+            if what == "k":
+                self.store_keys(name, j, keys[j], k, kvb, pack4)
+            else:
+                self.store_values(name, j, values[j], v, kvb, pack4, False)
+
+        def scores(i: int) -> None:
+            h = heads[i]
+            self.head_scores(h, keys[h // g], q, values[h // g], [], kvb, kv_bits, i % 2)
+
+        store("k", 0)
+        store("k", 1)
+        store("v", 0)
+        scores(0)
+        for i, h in enumerate(heads):
+            store("k", i + 2)
+            store("v", i + 1)
+            if i + 1 < len(heads):
+                scores(i + 1)
+            self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % 2, 0)
+
+    def head_scores(self, h: int, image: KeyImage | None, q: Tensor, images: ValueImages | None,
+                    order: list[Access], kvb: int, kv_bits: WeightBits, pair: int, slot: int = 0) -> None:
+        """Query head h's scores Q.K^T into score buffer ``pair``: from the K rows in KV slot ``slot``, or streamed
+        from the keys' image a token at a time."""
+        L, d = self.L, self.s.head_dim
+        window = self.C - self.first_visible()
+        scores = self.scores[pair]
+        if image is None:
+            self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
+                     w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
+                     out_addr=scores, out_stride=4 * window)
+            return
+        at = self.mem[image.region]  # the keys stream from their image straight into the lane groups
+        for t in range(L):
+            if images is None:
+                self.extras[len(self.out)] = ([], order)
+            self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + t * q.row_bytes + h * d, w_bits=kv_bits,
+                      sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=scores + t * 4 * window,
+                      w_stream=1, w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+
+    def head_output(self, h: int, node: dict, images: ValueImages | None, out: Tensor, v_rows: bool, kvb: int,
+                    kv_bits: WeightBits, pair: int, slot: int) -> None:
+        """Query head h's softmax of score buffer ``pair`` into its probabilities, then P.V into ``out``: from the
+        V rows in KV slot ``slot``, or streamed from the values' images a token at a time."""
+        s, L, d = self.s, self.L, self.s.head_dim
+        first = self.first_visible()
+        window = self.C - first
+        sm_mult, sm_shift = node["softmax"]
+        probs = self.probs[pair]
+        self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores[pair],
+                  src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=probs, dst_stride=self.p_stride,
+                  imm=sm_mult, shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
+        if images is None:
+            v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
+            self.mpe(L, n=d, k=window, a_addr=probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
+                     w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
+                     out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
+            return
+        n = images.round_rows  # each round of dimensions streams from its image, a token at a time
+        for t in range(L):
+            for rnd, region in enumerate(images.regions):
+                at = self.mem[region]
+                self.emit(Opcode.MV, n=n, k=window, a_addr=probs + t * self.p_stride, a_unsigned=1,
+                          w_bits=kv_bits, sparsity=images.fmt.sparsity, out_mode=OutMode.REQ_I8,
+                          out_addr=out.addr + t * out.row_bytes + h * d + rnd * n,
+                          scale_addr=self.pv + rnd * n * nm.REQUANT_RECORD_BYTES, w_stream=1,
+                          w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
 
     def store_keys(self, name: str, j: int, image: KeyImage | None, k: Tensor, kvb: int, pack4: int) -> None:
         """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""

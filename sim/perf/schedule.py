@@ -176,7 +176,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     gap = beat_gap(cfg)
 
     def held_up(c: int, i: int, s: int) -> None:
-        """An LD that starts while a streamed MV reads its masters: the master's bus carries the LD's beats between
+        """An LD or ST that starts while a streamed MV reads its masters: the master's bus carries its beats between
         the reader's, so the stream ends that much later (the group on the busiest master finishes last)."""
         if streaming[c] is None:
             return
@@ -291,7 +291,13 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
             streaming[c] = (i, set(masters))
+        beside = set()  # an ST's beats on masters a running stream reads go between the stream's (held_up)
+        if u == Unit.ST and streaming[c] is not None and end[c][streaming[c][0]] > s:
+            held_up(c, i, s)
+            beside = streaming[c][1]
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
+            if ch // cfg.channels_per_master in beside:
+                continue
             ms, me = calendar.reserve(ch, s, nbytes)
             transfers.append((ch, nbytes, ms, me))
             mem_start[c][i] = ms if mem_start[c][i] < 0 else min(mem_start[c][i], ms)
