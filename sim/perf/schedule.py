@@ -291,15 +291,17 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
             streaming[c] = (i, set(masters))
-        beside = set()  # an ST's beats on masters a running stream reads go between the stream's (held_up)
+        # an ST's beats on masters a running stream reads go between the stream's, which ends that much later
+        # (held_up): the calendar still charges them, after the stream's, but the ST does not wait for that
+        beside = set()
         if u == Unit.ST and streaming[c] is not None and end[c][streaming[c][0]] > s:
             held_up(c, i, s)
             beside = streaming[c][1]
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
-            if ch // cfg.channels_per_master in beside:
-                continue
             ms, me = calendar.reserve(ch, s, nbytes)
             transfers.append((ch, nbytes, ms, me))
+            if ch // cfg.channels_per_master in beside:
+                continue
             mem_start[c][i] = ms if mem_start[c][i] < 0 else min(mem_start[c][i], ms)
             mem_end[c][i] = max(mem_end[c][i], me)
             end[c][i] = max(end[c][i], me)
