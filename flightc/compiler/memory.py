@@ -489,9 +489,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                     per_core.append(None)
                     continue
                 row_bytes, k, tn, placed, plan = share
-                recs = [a.static(f"{tag}.r", RegionKind.PARAM,
-                                 records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES],
-                                 channel=a.channel_of(core)) for r0, r1, tag, _ in placed]
+                # a streamed tile's records striped like its weights: their LD takes a share of every master the
+                # stream reads rather than holding up one master's share of the stream (one channel otherwise)
+                recs = [a.striped(f"{tag}.r", RegionKind.PARAM, data, list(range(plan.channel,
+                                                                                 plan.channel + plan.stripe)))
+                        if plan is not None else a.static(f"{tag}.r", RegionKind.PARAM, data, channel=a.channel_of(core))
+                        for r0, r1, tag, _ in placed
+                        for data in [records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES]]]
                 c0, c1 = a.map.row_split[name][core]
                 per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(w for *_, w in placed), tuple(recs),
                                              plan))
