@@ -5,12 +5,15 @@ import pytest
 
 from conftest import compiled
 from flightc import numerics as nm
+from flightc.isa.footprint import striped_bytes
 from flightc.records import NORM, REQUANT, ROPE, Field, Record
 
 
 def _image(bundle, region: str) -> bytes:
+    """A region's bytes, on one channel or striped over several (a streamed tile's records)."""
     r = next(x for x in bundle.manifest["memory_map"]["regions"] if x["name"] == region)
-    return bytes(bundle.images[r["channel"]][r["addr"]:r["addr"] + r["nbytes"]])
+    return striped_bytes(bundle.images, r["channel"], r["addr"], r["nbytes"], r.get("stripe", 1),
+                         r.get("unit", r["nbytes"]) or 1)
 
 
 def test_the_rtl_view_of_a_record_is_the_codec_bit_for_bit():

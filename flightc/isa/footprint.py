@@ -165,6 +165,14 @@ def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) 
     return spans
 
 
+def striped_bytes(images: dict[int, bytes], channel: int, addr: int, nbytes: int, stripe: int, unit: int) -> bytes:
+    """The ``nbytes`` a region striped as :func:`stripe_layout` says holds, read back from per-channel images."""
+    shares = [bytes(images[ch][at:at + n]) for ch, at, n in stripe_layout(channel, addr, nbytes, max(1, stripe), unit)]
+    units = -(-nbytes // unit)
+    return b"".join(shares[i % len(shares)][(i // len(shares)) * unit:(i // len(shares) + 1) * unit]
+                    for i in range(units))[:nbytes]
+
+
 def _image_places(cfg: HardwareConfig, ins: Instruction, rows: np.ndarray, col: int) -> list[tuple[int, int]]:
     """(channel, address) of byte ``col`` of each image row in ``rows`` of an ST.img's stream image."""
     pair = rows >> 1
