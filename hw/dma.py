@@ -89,12 +89,6 @@ class DmaUnit(ExecutionUnit):
         """The channel and address of the instruction's first row (or of row ``row``), and the memory stride."""
         return f.channel, f.hbm_addr, f.hbm_stride
 
-    def end_after_rows(self, m: Module, rows: "RowWalk", f) -> None:
-        """In the ROW state: past the last row, report done and go idle (the caller continues with Elif/Else)."""
-        with m.If(rows.count == f.rows):
-            m.d.comb += self.done.eq(1)
-            m.next = "IDLE"
-
 
 def int4(byte):
     """An INT8 saturated to [-8, 7], as the low nibble ST.pack4 keeps (flightc.numerics.sat_i4)."""
@@ -110,7 +104,7 @@ class StoreUnit(DmaUnit):
 
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
     responses on each master, and the instruction is done once every response is back. An ST.img_col whose rows
-    are consecutive buffer bytes reads a word of them at once and forms a row's beat a cycle from it."""
+    are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 

@@ -1,5 +1,5 @@
-"""A streamed MV's output stage: a result a cycle (raw sums a word a cycle), its requantization record, residual and output streamed a word
-at a time.
+"""A streamed MV's output stage: a result a cycle (raw sums a word a cycle), its requantization record, residual
+and output streamed a word at a time.
 
 The results come in row order, so every operand is a stream: the rows' records lie one after another in PRM,
 REQ_ADD's residuals and every mode's results one after another in ACT or ACC. Reads fill two byte queues a word
@@ -204,11 +204,11 @@ class StreamOut(wiring.Component):
         for t in range(P):
             for r in range(2):  # a sum's bytes only where it goes (the word ORs later takes' in)
                 v = Signal(signed(32), name=f"wide_sum{t}_{r}")
-                goes = Signal(name=f"wide_goes{t}_{r}")
+                written = Signal(name=f"wide_goes{t}_{r}")
                 m.d.comb += [v.eq(self.pair_data.word_select(2 * t + r, acc).as_signed()),
-                             goes.eq((t < wide_k) & (self.res_row + 2 * t + r < self.n)),
-                             sums.word_select(2 * t + r, 32).eq(Mux(goes, v, 0)),
-                             lanes_w.word_select(2 * t + r, 4).eq(Mux(goes, 0xF, 0))]
+                             written.eq((t < wide_k) & (self.res_row + 2 * t + r < self.n)),
+                             sums.word_select(2 * t + r, 32).eq(Mux(written, v, 0)),
+                             lanes_w.word_select(2 * t + r, 4).eq(Mux(written, 0xF, 0))]
         wide_placed = shift_bytes(m, sums, wide_lane, w, left=True)
         wide_mask = Signal(w)
         m.d.comb += wide_mask.eq((lanes_w << wide_lane)[:w])
