@@ -146,6 +146,11 @@ class Sfu(ExecutionUnit):
             """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
             return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
+        def next_chunk(m) -> None:
+            """On to the next chunk's read (what NEXT does for all but RoPE), without passing through NEXT."""
+            m.d.sync += c.eq(c + g)
+            m.next = "A"
+
         out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
         gain_addr = f.prm_addr + NORM.gain_offset(c)
         beta_addr = f.prm_addr + NORM.bias_offset(f.cols, c)
@@ -175,7 +180,11 @@ class Sfu(ExecutionUnit):
                 with m.Else():
                     rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), Mux(wide_src, g << 2, g))
                     m.next = "A_WAIT"
-            arrived(m, "A_WAIT", "B", *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)])
+            # straight to OP where the pass reads no second operand: the statistics passes, softmax, DEQ
+            no_b = ((op == int(MiscOp.SOFTMAX)) | (op == int(MiscOp.DEQ)) | ((op == int(MiscOp.RMSNORM)) & (pass_ == 0))
+                    | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2)))
+            arrived(m, "A_WAIT", {"OP": no_b, "B": None},
+                    *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)])
             with m.State("B"):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.ROPE)):
@@ -218,7 +227,7 @@ class Sfu(ExecutionUnit):
                     with m.Case(int(MiscOp.RMSNORM)):
                         with m.If(pass_ == 0):
                             m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
-                            m.next = "NEXT"
+                            next_chunk(m)
                         with m.Else():
                             for k in range(G):
                                 start_round_div(m, k, x[k] * b[k], den)
@@ -226,11 +235,11 @@ class Sfu(ExecutionUnit):
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
                             m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
-                            m.next = "NEXT"
+                            next_chunk(m)
                         with m.Elif(pass_ == 1):
                             sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
                             m.d.sync += acc.eq(acc + tree(sq))
-                            m.next = "NEXT"
+                            next_chunk(m)
                         with m.Else():
                             for k in range(G):
                                 start_round_div(m, k, (x[k] - mean) * b[k], den)
@@ -239,10 +248,10 @@ class Sfu(ExecutionUnit):
                         with m.If(pass_ == 0):
                             cands = [Mux(visible[k], x[k], mx) for k in range(G)]
                             m.d.sync += mx.eq(tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
-                            m.next = "NEXT"
+                            next_chunk(m)
                         with m.Elif(pass_ == 1):
                             m.d.sync += total.eq(total + tree([Mux(visible[k], e[k], 0) for k in range(G)]))
-                            m.next = "NEXT"
+                            next_chunk(m)
                         with m.Else():
                             for k in range(G):
                                 p = ((e[k] * recip + (1 << 31)) >> 32)
@@ -280,9 +289,11 @@ class Sfu(ExecutionUnit):
                     with m.If(is_rope & ~second):
                         m.d.sync += second.eq(1)
                         m.next = "W"
-                    with m.Else():
+                    with m.Elif(is_rope):
                         m.d.sync += second.eq(0)
                         m.next = "NEXT"
+                    with m.Else():
+                        next_chunk(m)
             with m.State("NEXT"):
                 with m.If(is_rope):
                     with m.If(i_head + g == half):

@@ -226,14 +226,16 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
     gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), g * ge, w)
-    stat = int((a + 3).sum())
+    # a statistics pass: the chunk's read, then OP (which moves on to the next chunk's read); an output pass adds
+    # its other operands' reads (the state that issues one, then its wait), C and OP, the divider, then the write
+    stat = int((a + 1).sum())
     if op is MiscOp.RMSNORM:
-        return stat + end + div + sqrt + int((a + gain + 1 + 1 + div + wr + 1).sum()) + end
+        return stat + end + div + sqrt + int((a + gain + 1 + 1 + div + wr).sum()) + end
     if op is MiscOp.LAYERNORM:
         beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), g * ge, w)
-        return 2 * stat + 2 * end + 2 * div + sqrt + int((a + gain + beta + 1 + div + wr + 1).sum()) + end
+        return 2 * stat + 2 * end + 2 * div + sqrt + int((a + gain + beta + 1 + div + wr).sum()) + end
     if op is MiscOp.SOFTMAX:
-        return 2 * stat + 2 * end + div + int((a + 2 + wr + 1).sum()) + end
+        return 2 * stat + 2 * end + div + int((a + 1 + wr).sum()) + end
     if op is MiscOp.ROPE:
         head = ins.imm
         if head < 2:
@@ -252,11 +254,11 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
         return total
     if op is MiscOp.EMUL:
         b = read_cycles(ins.src2_addr + r * ins.src_stride + c, g, w)
-        return int((a + b + 1 + 1 + wr + 1).sum()) + end
+        return int((a + b + 1 + 1 + wr).sum()) + end
     if op is MiscOp.DEQ:
-        return int((a + 1 + 1 + wr + 1).sum()) + end
+        return int((a + 1 + wr).sum()) + end
     if op is MiscOp.DEQ_ADD:
-        return int((a + read_cycles(dst_row + 4 * c, 4 * g, w) + 1 + 1 + wr + 1).sum()) + end
+        return int((a + read_cycles(dst_row + 4 * c, 4 * g, w) + 1 + 1 + wr).sum()) + end
     raise ValueError(f"no timing for MISC op {op}")
 
 

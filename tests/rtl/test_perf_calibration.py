@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flightc.isa.table import Opcode
+from flightc.isa.table import MiscOp, Opcode
 from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.timing import instruction_work
 from flightc.sim.rtl.differential import run_rtl
@@ -64,6 +64,22 @@ def test_model_within_tolerance_on_random_programs(kernel_sim):
         if abs(a.error) > TOLERANCE:
             bad.append(f"{a.name}: rtl {a.rtl_cycles}, model {a.model_cycles} ({a.error:+.2%}); blocks {case.kinds}")
     assert not bad, "\n".join(bad)
+
+
+def test_timing_contract_is_exact_for_every_sfu_operation(kernel_sim):
+    """An SFU instruction on its own (every operation the random blocks draw: the norms, softmax with its window,
+    RoPE, EMUL, DEQ and DEQ_ADD at any alignment): the model's cycles are the RTL's busy_misc, cycle for cycle."""
+    wrong, ops = [], set()
+    for seed in range(40):
+        case = block_case(CFG, seed, "misc")
+        ins = next(i for i in case.instructions if i.opcode is Opcode.MISC)
+        ops.add(MiscOp(ins.op))
+        _, counters = run_rtl(kernel_sim, case)
+        if counters["busy_misc"] != instruction_work(CFG, ins).cycles:
+            wrong.append(f"seed {seed} {MiscOp(ins.op).name}: rtl {counters['busy_misc']}, "
+                         f"model {instruction_work(CFG, ins).cycles}")
+    assert not wrong, "\n".join(wrong)
+    assert ops >= {MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX, MiscOp.DEQ, MiscOp.DEQ_ADD}
 
 
 def test_timing_contract_is_exact_for_streamed_mvs(kernel_sim):
