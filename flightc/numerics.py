@@ -23,6 +23,10 @@ ROPE_FRAC_BITS = 14  # cos / sin are INT16 in Q1.14
 EXP_FRAC_BITS = 16  # softmax exponent argument in fixed point
 EXP_LUT_INDEX_BITS = 8  # 2^f for f in [0, 1) is looked up with this many bits of f
 SOFTMAX_RECIP_BITS = 40  # reciprocal of the row sum: floor(2^40 / sum)
+NORM_SHIFT_MAX = 8  # an ISA rule: a norm's shift is at most this, so that its divisor rms << shift < 2^NORM_DEN_BITS
+NORM_DEN_BITS = 40  # rms < 2^32 (the square root of an int64)
+NORM_RECIP_BITS = 32  # the divisor normalized to [2^32, 2^33); its reciprocal floor(2^64 / d) in (2^31, 2^32]
+NORM_GUARD_BITS = 16  # fraction bits of the scaled element x * gain / 2^e
 PROB_BITS = 8  # attention probabilities are UINT8: p * 256 saturated to 255
 LUT_ENTRIES = 256  # activation LUT indexed by an INT8 value
 
@@ -135,17 +139,42 @@ def isqrt(v: np.ndarray) -> np.ndarray:
     return r
 
 
+def norm_scale(den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A norm row's divisor ``den`` (rms << shift, 1 <= den < 2^NORM_DEN_BITS) as (e, m): e = bit length - 1, and
+    m = floor(2^64 / d) for d = den normalized to NORM_RECIP_BITS + 1 bits (truncated). One division per row."""
+    den = np.asarray(den, np.int64)
+    if (den < 1).any() or (den >= 1 << NORM_DEN_BITS).any():
+        raise ValueError(f"norm divisor outside [1, 2^{NORM_DEN_BITS})")
+    e = (np.frexp(den.astype(np.float64))[1] - 1).astype(np.int64)  # exact: den < 2^53
+    d = (den >> np.maximum(e - NORM_RECIP_BITS, 0)) << np.maximum(NORM_RECIP_BITS - e, 0)
+    m = np.array([(1 << (2 * NORM_RECIP_BITS)) // int(v) for v in d.ravel()], np.int64).reshape(d.shape)
+    return e, m
+
+
+def norm_apply(p: np.ndarray, e: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """p / den rounded half up, through the row's (e, m) of :func:`norm_scale`, before saturation: p is clamped to
+    +-2^(e+9) (beyond 256 den, where the result saturates anyway), scaled to q = floor(p 2^G / 2^e) with
+    G = NORM_GUARD_BITS (|q| <= 2^(G+9)), and q m (about p / den 2^(G + NORM_RECIP_BITS)) is shifted back."""
+    p = np.asarray(p, np.int64)
+    lim = np.left_shift(np.int64(1), e + 9)
+    p = np.clip(p, -lim, lim)
+    q = (p >> np.maximum(e - NORM_GUARD_BITS, 0)) << np.maximum(NORM_GUARD_BITS - e, 0)
+    return round_shift(q * m, NORM_GUARD_BITS + NORM_RECIP_BITS)
+
+
 def rmsnorm(x: np.ndarray, gain: np.ndarray, eps_q: int, shift: int) -> np.ndarray:
     """RMSNorm of INT32 rows to INT8: y = x * gain / (rms << shift), rms with RMS_FRAC_BITS fractional bits.
 
     rms = isqrt((sum(x^2) // cols) << 2*RMS_FRAC_BITS + eps_q); gain folds the norm weight and the output scale.
+    The division goes through one reciprocal per row (:func:`norm_scale`, :func:`norm_apply`).
     """
     x = np.asarray(x, np.int64)
     cols = x.shape[-1]
     mean_sq = np.sum(x * x, axis=-1, keepdims=True) // cols
     rms = isqrt((mean_sq << (2 * RMS_FRAC_BITS)) + eps_q)
     rms = np.maximum(rms, 1)
-    return sat_i8(round_div(x * np.asarray(gain, np.int64), rms << shift))
+    e, m = norm_scale(rms << shift)
+    return sat_i8(norm_apply(x * np.asarray(gain, np.int64), e, m))
 
 
 def layernorm(x: np.ndarray, gain: np.ndarray, beta: np.ndarray, eps_q: int, shift: int) -> np.ndarray:
@@ -155,7 +184,8 @@ def layernorm(x: np.ndarray, gain: np.ndarray, beta: np.ndarray, eps_q: int, shi
     xc = x - round_div(np.sum(x, axis=-1, keepdims=True), np.int64(cols))
     var = np.sum(xc * xc, axis=-1, keepdims=True) // cols
     rms = np.maximum(isqrt((var << (2 * RMS_FRAC_BITS)) + eps_q), 1)
-    return sat_i8(round_div(xc * np.asarray(gain, np.int64), rms << shift) + np.asarray(beta, np.int64))
+    e, m = norm_scale(rms << shift)
+    return sat_i8(norm_apply(xc * np.asarray(gain, np.int64), e, m) + np.asarray(beta, np.int64))
 
 
 def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int) -> np.ndarray:

@@ -4,9 +4,10 @@ A row is walked in chunks of up to ``sfu_lanes`` elements (RoPE: of a head's fir
 operand of a chunk is one word-engine read (whole buffer words), every lane computes its element
 in the same cycle, and the chunk's results go back as one write. RMSNorm and LayerNorm make one
 or two statistics passes per row (the lanes' terms summed by an adder tree), take the integer
-square root and divide each element with rounding (a divider per lane); softmax finds the row
-maximum, sums LUT-based powers of two, takes one reciprocal per row and scales; RoPE, EMUL, DEQ
-and DEQ_ADD are single-pass.
+square root and one reciprocal of the divisor per row, and scale each element by it
+(flightc.numerics.norm_apply: a multiply, a shift and a second multiply a lane); softmax finds the
+row maximum, sums LUT-based powers of two, takes one reciprocal per row and scales; RoPE, EMUL,
+DEQ and DEQ_ADD are single-pass. The unit's one divider serves the row statistics.
 """
 from __future__ import annotations
 
@@ -45,10 +46,7 @@ class Sfu(ExecutionUnit):
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
         m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.port), eng.port)
-        divs = [Divider(DIV_BITS, self.cfg.sfu_div_step_bits) for _ in range(G)]  # divs[0] also the row's
-        for k, d in enumerate(divs):
-            m.submodules[f"div{k}"] = d
-        div = divs[0]
+        m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         f = self.fields(Opcode.MISC)
         op = f.op
@@ -87,11 +85,15 @@ class Sfu(ExecutionUnit):
         eps = Signal(signed(8 * NORM.eps.nbytes))
         acc = Signal(signed(DIV_BITS))  # per-row statistic
         mean = Signal(signed(40))
-        den = Signal(DIV_BITS)  # rms << shift
+        den = Signal(nm.NORM_DEN_BITS)  # rms << shift
+        den_e = Signal(range(nm.NORM_DEN_BITS))  # its bit length - 1
+        den_m = Signal(nm.NORM_RECIP_BITS + 1)  # floor(2^64 / den normalized to [2^32, 2^33))
+        G_ = nm.NORM_GUARD_BITS
+        q = lanes("q", signed(G_ + 11))  # x * gain scaled to G_ fraction bits of den's leading one
         mx = Signal(signed(33))
         total = Signal(40)
         recip = Signal(41)
-        quot_neg = lanes("quot_neg", 1)
+        quot_neg = Signal()
         # ---- SOFTMAX visibility and exponent, per lane
         last = Signal(signed(40))
         m.d.comb += last.eq(r + f.offset)
@@ -112,20 +114,30 @@ class Sfu(ExecutionUnit):
             visible.append(vis)
             e.append(e_k)
         second = Signal()  # writing RoPE's second results (the pairs' upper halves)
-        # ---- the lanes' dividers: round_div(a, den) = floor((2a + den) / (2 den))
-        num_s = lanes("num_s", signed(DIV_BITS + 2))
+        # ---- the row's divider: round_div(a, d) = floor((2a + d) / (2 d))
+        num_s = Signal(signed(DIV_BITS + 2))
 
-        def start_round_div(m, k, a, d):
-            m.d.comb += num_s[k].eq((a << 1) + d)
-            m.d.comb += [divs[k].start.eq(1), divs[k].denominator.eq(d << 1),
-                         divs[k].numerator.eq(Mux(num_s[k] < 0, -num_s[k] + (d << 1) - 1, num_s[k]))]
-            m.d.sync += quot_neg[k].eq(num_s[k] < 0)
+        def start_round_div(m, a, d):
+            m.d.comb += num_s.eq((a << 1) + d)
+            m.d.comb += [div.start.eq(1), div.denominator.eq(d << 1),
+                         div.numerator.eq(Mux(num_s < 0, -num_s + (d << 1) - 1, num_s))]
+            m.d.sync += quot_neg.eq(num_s < 0)
 
         def start_floor_div(m, n, d):
             m.d.comb += [div.start.eq(1), div.numerator.eq(n), div.denominator.eq(d)]
-            m.d.sync += quot_neg[0].eq(0)
+            m.d.sync += quot_neg.eq(0)
 
-        quotient = [Mux(quot_neg[k], -divs[k].quotient, divs[k].quotient).as_signed() for k in range(G)]
+        quotient = Mux(quot_neg, -div.quotient, div.quotient).as_signed()
+
+        # ---- norms: an element's product with its gain, clamped and scaled by the row's (e, m) (numerics.norm_apply)
+        lim = Signal(nm.NORM_DEN_BITS + 10)
+        m.d.comb += lim.eq(Const(1, nm.NORM_DEN_BITS + 10) << (den_e + 9))
+        right, left = Signal.like(den_e), Signal.like(den_e)  # p's scaling to G_ fraction bits of den's leading one
+        m.d.comb += [right.eq(Mux(den_e > G_, den_e - G_, 0)), left.eq(Mux(den_e < G_, G_ - den_e, 0))]
+
+        def norm_scaled(p):
+            p_c = Mux(p > lim, lim, Mux(p < -lim, -lim, p))
+            return ((p_c >> right) << left)[:G_ + 11].as_signed()
 
         rd = eng.read
 
@@ -229,9 +241,8 @@ class Sfu(ExecutionUnit):
                             m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
                             next_chunk(m)
                         with m.Else():
-                            for k in range(G):
-                                start_round_div(m, k, x[k] * b[k], den)
-                            m.next = "DIV_WAIT"
+                            m.d.sync += [q[k].eq(norm_scaled(x[k] * b[k])) for k in range(G)]
+                            m.next = "SCALE"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
                             m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
@@ -241,9 +252,8 @@ class Sfu(ExecutionUnit):
                             m.d.sync += acc.eq(acc + tree(sq))
                             next_chunk(m)
                         with m.Else():
-                            for k in range(G):
-                                start_round_div(m, k, (x[k] - mean) * b[k], den)
-                            m.next = "DIV_WAIT"
+                            m.d.sync += [q[k].eq(norm_scaled((x[k] - mean) * b[k])) for k in range(G)]
+                            m.next = "SCALE"
                     with m.Case(int(MiscOp.SOFTMAX)):
                         with m.If(pass_ == 0):
                             cands = [Mux(visible[k], x[k], mx) for k in range(G)]
@@ -273,11 +283,12 @@ class Sfu(ExecutionUnit):
                         for k in range(G):
                             deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)
                             m.d.sync += y[k].eq(saturate(b[k] + deq, 32))
-            with m.State("DIV_WAIT"):
-                with m.If(div.done):  # the lanes' dividers start together and take as long
-                    for k in range(G):
-                        m.d.sync += y[k].eq(saturate(quotient[k] + Mux(op == int(MiscOp.LAYERNORM), cc[k], 0), 8))
-                    m.next = "W"
+            with m.State("SCALE"):  # the norms' output pass: the scaled products times the row's reciprocal
+                shift = G_ + nm.NORM_RECIP_BITS
+                for k in range(G):
+                    m.d.sync += y[k].eq(saturate(round_shift(q[k] * den_m, shift, G_ + 11 + nm.NORM_RECIP_BITS + 2)
+                                                 + Mux(op == int(MiscOp.LAYERNORM), cc[k], 0), 8))
+                m.next = "W"
             with m.State("W"):
                 wide = Cat(*[v[:32] for v in y])
                 narrow = Cat(*[v[:8] for v in y])
@@ -315,7 +326,7 @@ class Sfu(ExecutionUnit):
                             m.next = "ROW_END"
                     with m.Case(int(MiscOp.LAYERNORM)):
                         with m.If(pass_ == 0):
-                            start_round_div(m, 0, acc, f.cols)
+                            start_round_div(m, acc, f.cols)
                             m.next = "MEAN_DIV"
                         with m.Elif(pass_ == 1):
                             start_floor_div(m, acc, f.cols)
@@ -335,7 +346,7 @@ class Sfu(ExecutionUnit):
                         m.next = "ROW_END"
             with m.State("MEAN_DIV"):
                 with m.If(div.done):
-                    m.d.sync += [mean.eq(quotient[0]), acc.eq(0), pass_.eq(1)]
+                    m.d.sync += [mean.eq(quotient), acc.eq(0), pass_.eq(1)]
                     m.next = "A"
             with m.State("STAT_DIV"):  # mean square (or variance) -> isqrt
                 with m.If(div.done):
@@ -345,7 +356,21 @@ class Sfu(ExecutionUnit):
             with m.State("SQRT"):
                 with m.If(sqrt.done):
                     rms = Mux(sqrt.root == 0, 1, sqrt.root)
-                    m.d.sync += [den.eq(rms << f.shift), pass_.eq(pass_ + 1)]
+                    m.d.sync += den.eq(rms << f.shift)
+                    m.next = "NORM_RECIP"
+            with m.State("NORM_RECIP"):  # the divisor's leading one, and the reciprocal of its normalized form
+                e_now = Signal.like(den_e)
+                for i in range(nm.NORM_DEN_BITS):
+                    with m.If(den[i]):
+                        m.d.comb += e_now.eq(i)
+                R = nm.NORM_RECIP_BITS
+                d = Mux(e_now > R, den >> (e_now - R)[:len(e_now)], den << (R - e_now)[:len(e_now)])[:R + 1]
+                start_floor_div(m, Const(1 << (2 * R), 2 * R + 1), d)
+                m.d.sync += den_e.eq(e_now)
+                m.next = "NORM_RECIP_DIV"
+            with m.State("NORM_RECIP_DIV"):
+                with m.If(div.done):
+                    m.d.sync += [den_m.eq(div.quotient), pass_.eq(pass_ + 1)]
                     m.next = "A"
             with m.State("RECIP_DIV"):
                 with m.If(div.done):

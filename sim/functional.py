@@ -377,6 +377,10 @@ class Machine:
             prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0),
                             np.uint8)[0]
             eps_q, gain, bias = NORM.unpack(prm, cols, mop is MiscOp.LAYERNORM)
+            if ins.shift > nm.NORM_SHIFT_MAX:
+                raise ProgramError(f"{mop.name}'s shift {ins.shift} exceeds {nm.NORM_SHIFT_MAX}, the most the ISA allows "
+                                   f"(the divisor rms << shift must stay below 2^{nm.NORM_DEN_BITS}); fold the rest "
+                                   f"into the gains")
             if mop is MiscOp.RMSNORM:
                 y = nm.rmsnorm(x, gain, eps_q, ins.shift)
             else:

@@ -55,6 +55,29 @@ def test_rmsnorm_matches_float():
     assert np.abs(y - np.clip(np.round(ref), -128, 127)).max() <= 1
 
 
+def test_norm_reciprocal_rounds_like_an_exact_division_but_at_near_ties():
+    """norm_apply (one reciprocal per row, ISA 1.6) against round_div over the divisor's whole range, products up to
+    2^61 and at the saturation edge: never more than one unit apart, and apart only where p / den lies within a few
+    2^-16 of a rounding tie."""
+    rng = np.random.default_rng(3)
+    n = 50_000
+    den = np.concatenate([rng.integers(1, 1 << nm.NORM_DEN_BITS, n), 1 << rng.integers(0, nm.NORM_DEN_BITS, n),
+                          rng.integers(1, 300, n)])
+    p = np.concatenate([rng.integers(-(1 << 61), 1 << 61, n), rng.integers(-300, 300, n) * den[n:2 * n],
+                        rng.integers(-(1 << 16), 1 << 16, n)])
+    e, m = nm.norm_scale(den)
+    assert ((m > 1 << 31) & (m <= 1 << 32)).all()
+    y = nm.sat_i8(nm.norm_apply(p, e, m)).astype(np.int64)
+    exact = nm.sat_i8(nm.round_div(np.clip(p, -256 * den, 256 * den), den)).astype(np.int64)
+    apart = y != exact
+    assert np.abs(y - exact).max() <= 1 and apart.mean() < 1e-3
+    frac = (p[apart] % den[apart]) / den[apart]
+    assert (np.abs(frac - 0.5) < 2.0 ** -14).all()
+    assert (y[n:2 * n] == np.clip(p[n:2 * n] // den[n:2 * n], -128, 127)).all()  # exact multiples: exact
+    with pytest.raises(ValueError):
+        nm.norm_scale(np.array([1 << nm.NORM_DEN_BITS]))
+
+
 def test_rope_matches_float_rotation():
     x = np.random.default_rng(0).integers(-100, 100, size=(2, 32))
     cos, sin = nm.rope_table(np.array([3, 4]), 16, 10000.0)

@@ -17,7 +17,7 @@ from flightc.isa.table import OutMode
 
 RESIDUAL_BITS = 20
 LOGIT_BITS = 20
-RMS_SHIFT = 8  # default extra shift of the RMSNorm divisor (lowered when a gain would not fit INT32)
+RMS_SHIFT = nm.NORM_SHIFT_MAX  # default extra shift of the RMSNorm divisor (lowered when a gain would not fit INT32)
 
 
 def _mults(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flightc.isa.table import ISA, ISA_VERSION, WEIGHT_BITS, FieldKind, Unit, group_scale_max
+from flightc.numerics import NORM_DEN_BITS, NORM_RECIP_BITS, NORM_SHIFT_MAX
 
 INTRO = """# Instruction set (ISA {version})
 
@@ -33,6 +34,9 @@ Refinements over FlightLLM's six classes, and why:
   their image like a weight tile, and each step's new key goes into it a row at a time; the store
   unit works out the row's channel and address from `img_row` with shifts and masks, so the field
   is affine in the position and a length-adaptive template patches it like any other.
+- **Norms divide through one reciprocal per row** (ISA 1.6): RMSNorm and LayerNorm scale each element by
+  a {recip}-bit reciprocal of the row's normalized divisor (flightc.numerics.norm_scale) instead of
+  dividing it, so the SFU's lanes need no divider of their own and a row costs about its reads.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;
@@ -42,6 +46,7 @@ the RTL streams its operands and relies on them):
 - The positions of a sparse weight row are distinct and ascending within each block.
 - A group multiplier of b-bit weights is at most {gs_max} (ISA 1.4: `127 // 2^(b-1)`), so q x multiplier
   is an INT8 operand and the MACs may apply it to a group's partial sum exactly.
+- A norm's `shift` is at most {norm_shift} (ISA 1.6), so its divisor `rms << shift` stays below 2^{den_bits}.
 """
 
 
@@ -58,7 +63,7 @@ def render() -> str:
     gs_max = ", ".join(f"{group_scale_max(b)} for W{b}" for b in sorted(WEIGHT_BITS.values()) if b != 8)
     widths = ", ".join(f"{c.name} {c.width}" for c in ISA.values())
     lines = [INTRO.format(version=ISA_VERSION, units=", ".join(f"{u.name}={int(u)}" for u in Unit), gs_max=gs_max,
-                          widths=widths)]
+                          recip=NORM_RECIP_BITS, norm_shift=NORM_SHIFT_MAX, den_bits=NORM_DEN_BITS, widths=widths)]
     lines.append("| class | opcode | unit | bits | meaning |\n|---|---|---|---|---|")
     for cls in ISA.values():
         lines.append(f"| {cls.name} | {int(cls.opcode)} | {cls.unit.name} | {cls.width} | {cls.doc} |")

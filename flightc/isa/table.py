@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.5"
+ISA_VERSION = "1.6"
 WORD_BITS = 32
 
 

@@ -226,14 +226,16 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
     gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), g * ge, w)
-    # a statistics pass: the chunk's read, then OP (which moves on to the next chunk's read); an output pass adds
-    # its other operands' reads (the state that issues one, then its wait), C and OP, the divider, then the write
+    # a statistics pass: the chunk's read, then OP (which moves on to the next chunk's read); a norm's output pass
+    # adds its other operands' reads (the state that issues one, then its wait), C (RMSNorm: no read), OP, SCALE and
+    # the write. Between them the divider and square root, then NORM_RECIP starts the row's reciprocal.
     stat = int((a + 1).sum())
+    recip = 1 + div
     if op is MiscOp.RMSNORM:
-        return stat + end + div + sqrt + int((a + gain + 1 + 1 + div + wr).sum()) + end
+        return stat + end + div + sqrt + recip + int((a + gain + 1 + 1 + 1 + wr).sum()) + end
     if op is MiscOp.LAYERNORM:
         beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), g * ge, w)
-        return 2 * stat + 2 * end + 2 * div + sqrt + int((a + gain + beta + 1 + div + wr).sum()) + end
+        return 2 * stat + 2 * end + 2 * div + sqrt + recip + int((a + gain + beta + 1 + 1 + wr).sum()) + end
     if op is MiscOp.SOFTMAX:
         return 2 * stat + 2 * end + div + int((a + 1 + wr).sum()) + end
     if op is MiscOp.ROPE:

@@ -228,7 +228,7 @@ class _Builder:
             cols = rand(1, 48)
             src_buf, esize, dst_buf, dsize = Buffer.ACC, 4, Buffer.ACT, 1
             data = self.ints(rows * cols, -(1 << 20), 1 << 20, "<i4")
-            shift = rand(0, 12)
+            shift = rand(0, nm.NORM_SHIFT_MAX)
             eps, gain = self.rng.integers(0, (1 << 20) + 1, 1)[0], self.rng.integers(-(1 << 16), (1 << 16) + 1, cols)
             bias = self.rng.integers(-300, 301, cols) if op is MiscOp.LAYERNORM else None
             params = NORM.pack(eps, gain, bias)
