@@ -212,7 +212,9 @@ class WordEngine(wiring.Component):
     Pulse ``start`` with ``write``, ``buf``, ``addr``, ``stride``, ``count`` (and ``wdata``, byte i
     at bits 8i); ``done`` pulses the cycle after the last word is written or has arrived, and
     ``rdata`` then holds what was read (byte i at bits 8i). With ``stride`` 1 a request covers the
-    rest of the word ``addr`` falls in; any other stride moves one byte per request.
+    rest of the word ``addr`` falls in; any other stride moves one byte per request. ``ready`` says a
+    command may start this cycle: the engine is idle, or a read's last word arrives (its ``done``
+    still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked).
     """
 
     def __init__(self, word_bytes: int, max_bytes: int):
@@ -227,6 +229,7 @@ class WordEngine(wiring.Component):
         self.wdata = Signal(8 * max_bytes)
         self.done = Signal()
         self.busy = Signal()
+        self.ready = Signal()
         self.rdata = Signal(8 * max_bytes)
 
     def read(self, m: Module, buf, addr, count, stride=1) -> None:
@@ -265,10 +268,7 @@ class WordEngine(wiring.Component):
             m.d.sync += [self.busy.eq(self.count != 0), issued.eq(0), count.eq(self.count), last_sent.eq(0),
                          write.eq(self.write), stride.eq(self.stride), cur.eq(self.addr), wdata.eq(self.wdata),
                          buf_q.eq(self.buf)]
-            with m.If(self.count == 0):
-                m.d.sync += self.done.eq(1)
-        with m.Else():
-            m.d.sync += self.done.eq(0)
+        m.d.sync += self.done.eq(self.start & (self.count == 0))
         m.d.comb += [p.req.eq(self.busy & ~last_sent), p.addr.eq(cur), p.we.eq(write),
                      p.wdata.eq(shift_bytes(m, shift_bytes(m, wdata, issued, w), lane, w, left=True)), p.wmask.eq(first_lanes(n, w) << lane)]
         with m.If(p.req & p.gnt):
@@ -278,8 +278,13 @@ class WordEngine(wiring.Component):
                 m.d.sync += last_sent.eq(1)
                 with m.If(write):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        finishing = Signal()  # a read's last word arrives
+        m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent & (tag_at + tag_n == count)),
+                     self.ready.eq(~self.busy | finishing)]
         with m.If(p.rvalid & self.busy & ~write):
             m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at, tag_n, w))
-            with m.If(last_sent & (tag_at + tag_n == count)):
-                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+            with m.If(finishing):
+                m.d.sync += self.done.eq(1)
+                with m.If(~self.start):  # a command starting as this one finishes keeps the engine busy
+                    m.d.sync += self.busy.eq(0)
         return m

@@ -104,7 +104,10 @@ class StoreUnit(DmaUnit):
 
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
     responses on each master, and the instruction is done once every response is back. An ST.img_col whose rows
-    are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it."""
+    are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
+    the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
+    round several groups (that row's master is another, and so each master still takes a beat at most every other
+    cycle)."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
@@ -161,6 +164,7 @@ class StoreUnit(DmaUnit):
         aw_done = Signal()
         w_done = Signal()
         in_beat = Signal()
+        live = Signal()  # this WRITE's beat is the next column row's, formed from the held word this cycle
         raw = Signal(16 * w)
         m.d.comb += raw.eq(Mux(in_beat, held, eng.rdata))
         packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8))) for i in range(w)])
@@ -173,7 +177,7 @@ class StoreUnit(DmaUnit):
         column_rows = Signal(range(w + 1))
         m.d.comb += column_rows.eq(Mux(rows_left < to_end, rows_left, to_end))
         with m.FSM():
-            self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0))
+            self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
             with m.State("BEAT"):
                 m.d.comb += in_beat.eq(1)
                 with m.If(fresh & (rows.count == f.rows)):
@@ -200,23 +204,38 @@ class StoreUnit(DmaUnit):
                         m.d.sync += [held.eq(eng.rdata[:8 * w] >> 8), held_rows.eq(read_rows - 1)]
                     m.next = "WRITE"
             with m.State("WRITE"):
-                strb = first_lanes(nb, w) << dst[:lb]
+                w_dst = Mux(live, cur_dst, dst)
+                strb = first_lanes(Mux(live, 1, nb), w) << w_dst[:lb]
                 # one beat a burst; each field set here, with the others (a constant bit of a payload would
                 # become a sensitivity-less ``always @*`` that Verilator never evaluates)
-                m.d.comb += [wr.aw.valid.eq(~aw_done & room), wr.aw.payload.addr.eq(dst & ~Const(w - 1, AXI_ADDR_BITS)),
-                             wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done & room), wr.w.payload.data.eq(data),
-                             wr.w.payload.strb.eq(strb), wr.w.payload.last.eq(1)]
+                m.d.comb += [wr.aw.valid.eq(~aw_done & room), wr.aw.payload.addr.eq(w_dst & ~Const(w - 1, AXI_ADDR_BITS)),
+                             wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done & room),
+                             wr.w.payload.data.eq(Mux(live, formed, data)), wr.w.payload.strb.eq(strb),
+                             wr.w.payload.last.eq(1)]
+                with m.If(live):  # from the next cycle on, an ordinary WRITE of this row's beat
+                    m.d.comb += in_beat.eq(1)
+                    m.d.sync += [live.eq(0), data.eq(formed), src.eq(cur_src), dst.eq(cur_dst), left.eq(1), nb.eq(1),
+                                 fresh.eq(0), held.eq(held >> 8), held_rows.eq(held_rows - 1)]
                 with m.If(wr.aw.valid & wr.aw.ready):
                     m.d.sync += aw_done.eq(1)
                 with m.If(wr.w.valid & wr.w.ready):
                     m.d.sync += w_done.eq(1)
                 with m.If((aw_done | (wr.aw.valid & wr.aw.ready)) & (w_done | (wr.w.valid & wr.w.ready))):
                     m.d.comb += sent.eq(1)
-                    m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
-                    with m.If(left == nb):  # the row's last beat
+                    with m.If(live):
                         rows.next(m)
                         m.d.sync += fresh.eq(1)
-                    m.next = "BEAT"
+                    with m.Else():
+                        m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
+                        with m.If(left == nb):  # the row's last beat
+                            rows.next(m)
+                            m.d.sync += fresh.eq(1)
+                    # the next row starts a pair on another group's master: its beat goes in the next cycle
+                    more = Mux(live, held_rows > 1, held_rows != 0)
+                    with m.If(column & rows.count[0] & (f.img_groups_log2 != 0) & more & (rows.count + 1 < f.rows)):
+                        m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0)]
+                    with m.Else():
+                        m.next = "BEAT"
             with m.State("DRAIN"):  # every response back
                 with m.If(quiet):
                     m.d.comb += self.done.eq(1)

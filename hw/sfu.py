@@ -7,7 +7,7 @@ or two statistics passes per row (the lanes' terms summed by an adder tree), tak
 square root and one reciprocal of the divisor per row, and scale each element by it
 (flightc.numerics.norm_apply: a multiply, a shift and a second multiply a lane); softmax finds the
 row maximum, sums LUT-based powers of two, takes one reciprocal per row and scales; RoPE, EMUL,
-DEQ and DEQ_ADD are single-pass. The unit's one divider serves the row statistics.
+DEQ, DEQ_ADD and REQ are single-pass. The unit's one divider serves the row statistics.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class Sfu(ExecutionUnit):
         src2_row = f.src2_addr + rows["src"].offset  # EMUL's second operand: rows as far apart as the first's
         is_norm = (op == int(MiscOp.RMSNORM)) | (op == int(MiscOp.LAYERNORM))
         is_rope = op == int(MiscOp.ROPE)
-        wide_src = is_norm | (op == int(MiscOp.SOFTMAX))
+        wide_src = is_norm | (op == int(MiscOp.SOFTMAX)) | (op == int(MiscOp.REQ))
         # the chunk: g elements from column c (RoPE: from i_head of a head's first half)
         g = Signal(range(G + 1))
         left = Mux(is_rope, half - i_head, f.cols - c)
@@ -141,10 +141,13 @@ class Sfu(ExecutionUnit):
 
         rd = eng.read
 
-        def arrived(m, state: str, then, *capture) -> None:
+        def arrived(m, state: str, then, *capture, also=None) -> None:
             """The state that waits for a read the state before issued: it latches the operand and moves on
-            (``then``: the next state, or {state: condition} tried in order, None for the rest)."""
+            (``then``: the next state, or {state: condition} tried in order, None for the rest; ``also``: what else
+            the state does every cycle)."""
             with m.State(state):
+                if also is not None:
+                    also(m)
                 with m.If(eng.done):
                     m.d.sync += list(capture)
                     if isinstance(then, str):
@@ -158,10 +161,29 @@ class Sfu(ExecutionUnit):
             """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
             return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
+        # ---- a statistics pass reads ahead: the next chunk's read starts as the last word of the one before
+        # arrives (the engine's ``ready``), so its words come while that chunk is summed
+        stat_pass = (((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2))
+                     | ((op == int(MiscOp.SOFTMAX)) & (pass_ < 2)))
+        rc = Signal.like(c)  # the first column no read has asked for yet
+        rc_left = f.cols - rc
+        g_r = Mux(rc_left < G, rc_left, G)
+        ahead_now = Signal()
+
+        def read_ahead(m) -> None:
+            with m.If(stat_pass & eng.ready & (rc < f.cols)):
+                rd(m, f.src_buf, src_row + (rc << 2), g_r << 2)
+                m.d.comb += ahead_now.eq(1)
+                m.d.sync += rc.eq(rc + g_r)
+
         def next_chunk(m) -> None:
-            """On to the next chunk's read (what NEXT does for all but RoPE), without passing through NEXT."""
+            """On to the next chunk (what NEXT does for all but RoPE, without passing through NEXT): to its read, or,
+            where a statistics pass asked for it already, to its arrival."""
             m.d.sync += c.eq(c + g)
-            m.next = "A"
+            with m.If(stat_pass & ((rc > c + g) | ahead_now)):
+                m.next = "A_WAIT"
+            with m.Else():
+                m.next = "A"
 
         out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
         gain_addr = f.prm_addr + NORM.gain_offset(c)
@@ -191,12 +213,13 @@ class Sfu(ExecutionUnit):
                     m.next = "PASS_END"
                 with m.Else():
                     rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), Mux(wide_src, g << 2, g))
+                    m.d.sync += rc.eq(c + g)
                     m.next = "A_WAIT"
             # straight to OP where the pass reads no second operand: the statistics passes, softmax, DEQ
-            no_b = ((op == int(MiscOp.SOFTMAX)) | (op == int(MiscOp.DEQ)) | ((op == int(MiscOp.RMSNORM)) & (pass_ == 0))
-                    | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2)))
+            no_b = ((op == int(MiscOp.SOFTMAX)) | (op == int(MiscOp.DEQ)) | (op == int(MiscOp.REQ))
+                    | ((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2)))
             arrived(m, "A_WAIT", {"OP": no_b, "B": None},
-                    *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)])
+                    *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)], also=read_ahead)
             with m.State("B"):
                 with m.Switch(op):
                     with m.Case(int(MiscOp.ROPE)):
@@ -234,6 +257,7 @@ class Sfu(ExecutionUnit):
                 m.next = "D_WAIT"
             arrived(m, "D_WAIT", "OP", *[s[k].eq(element(k, te)) for k in range(G)])
             with m.State("OP"):
+                read_ahead(m)
                 m.next = "W"
                 with m.Switch(op):
                     with m.Case(int(MiscOp.RMSNORM)):
@@ -279,6 +303,9 @@ class Sfu(ExecutionUnit):
                     with m.Case(int(MiscOp.DEQ)):
                         for k in range(G):
                             m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 32))
+                    with m.Case(int(MiscOp.REQ)):
+                        for k in range(G):
+                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 8))
                     with m.Case(int(MiscOp.DEQ_ADD)):
                         for k in range(G):
                             deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)

@@ -402,6 +402,8 @@ class Machine:
             y = nm.emul(x, x2, ins.imm, ins.shift)
         elif mop is MiscOp.DEQ:
             y = nm.deq(x, ins.imm, ins.shift).astype("<i4")
+        elif mop is MiscOp.REQ:
+            y = nm.mpe_requant_i8(x, ins.imm, ins.shift, None)
         elif mop is MiscOp.DEQ_ADD:
             res = self._get(db, dst, "<i4")
             y = nm.deq_add(res, x, ins.imm, ins.shift).astype("<i4")

@@ -5,7 +5,7 @@ import pytest
 from conftest import MAX_LEN, NEW_TOKENS, PROMPT, compiled
 from flightc.config import Buffer
 from flightc.isa.codec import iter_program
-from flightc.isa.table import Opcode, OutMode
+from flightc.isa.table import MiscOp, Opcode, OutMode
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
 
@@ -41,19 +41,22 @@ def test_simulator_equals_integer_reference(case):
     if case[0] in "ef":  # Q.K^T (and P.V) streamed a token at a time, nothing through the KV buffer
         spec, mm = c.integer.spec, c.bundle.manifest["memory_map"]
         layers, heads, kv_heads = spec.num_layers, spec.num_heads, spec.num_kv_heads
-        rounds = spec.head_dim // (2 * c.config.axi_masters) if case[0] == "f" else 0
+        images = 1 if case[0] == "f" else 0  # a value image a KV head: one P.V and one ST.img_col a head and token
         assert not mm["keys_loaded"] and bool(mm["values_loaded"]) == (case[0] == "e")
         for kind, n, tokens, window in (("prefill", len(PROMPT), len(PROMPT), len(PROMPT)),
                                         ("decode", len(PROMPT) + 3, 1, len(PROMPT) + 4)):
             prog = [i for core in c.bundle.program(kind, n) for i in iter_program(core)]
             streamed = [i for i in prog if i.opcode is Opcode.MV and i.w_stream]
-            keys = [i for i in streamed if i.out_mode == OutMode.ACC32]
-            values = [i for i in streamed if i.a_unsigned]
+            keys = [i for i in streamed if i.out_mode == OutMode.ACC32 and not i.a_unsigned]
+            values = [i for i in streamed if i.a_unsigned]  # raw sums, each requantized by a MISC REQ
+            reqs = [i for i in prog if i.opcode is Opcode.MISC and i.op == MiscOp.REQ]
             assert len(keys) == tokens * layers * heads and {i.n for i in keys} == {window}
-            assert len(values) == tokens * layers * heads * rounds and {i.k for i in values} <= {window}
+            assert len(values) == tokens * layers * heads * images and {i.k for i in values} <= {window}
+            assert {i.n for i in values} <= {spec.head_dim} and all(i.out_mode == OutMode.ACC32 for i in values)
+            assert len(reqs) == len(values)
             stores = [i for i in prog if i.opcode is Opcode.ST and i.img]
-            assert len(stores) == tokens * layers * kv_heads * (1 + rounds)
-            assert not any(i.opcode is Opcode.LD and i.buf == Buffer.KV for i in prog) or not rounds
+            assert len(stores) == tokens * layers * kv_heads * (1 + images)
+            assert not any(i.opcode is Opcode.LD and i.buf == Buffer.KV for i in prog) or not images
 
 
 def test_three_cores_are_bit_exact_too():

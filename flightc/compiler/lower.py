@@ -15,6 +15,7 @@ meets the others at a SYS BARRIER and loads the whole tensor back.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from flightc import numerics as nm
@@ -151,6 +152,9 @@ class StepLowering:
                       and 16 * prob_bytes <= cfg.buffer_bytes(Buffer.ACT)) else 1
         self.scores = [fixed(f"attention scores {i}", Buffer.ACC, score_bytes) for i in range(pairs)]
         self.probs = [fixed(f"attention probabilities {i}", Buffer.ACT, prob_bytes) for i in range(pairs)]
+        # a streamed P.V's raw sums (whole row pairs a cycle out of the MPE), requantized by the SFU (MISC REQ)
+        self.pv_sums = ([fixed(f"P.V sums {i}", Buffer.ACC, 4 * d) for i in range(pairs)]
+                        if mem.value_images else [])
         self.tensors: dict[str, Tensor] = {}
         self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
@@ -411,12 +415,18 @@ class StepLowering:
         store("k", 1)
         store("v", 0)
         scores(0)
+        requantize: list = []
         for i, h in enumerate(heads):
             store("k", i + 2)
             store("v", i + 1)
             if i + 1 < len(heads):
                 scores(i + 1)
-            self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % 2, 0)
+            later = self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % 2, 0, defer=True)
+            for emit in requantize:  # the head before's REQ: after this head's softmax in the SFU's queue
+                emit()
+            requantize = later
+        for emit in requantize:
+            emit()
 
     def head_scores(self, h: int, image: KeyImage | None, q: Tensor, images: ValueImages | None,
                     order: list[Access], kvb: int, kv_bits: WeightBits, pair: int, slot: int = 0) -> None:
@@ -439,9 +449,11 @@ class StepLowering:
                       w_stream=1, w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
 
     def head_output(self, h: int, node: dict, images: ValueImages | None, out: Tensor, v_rows: bool, kvb: int,
-                    kv_bits: WeightBits, pair: int, slot: int) -> None:
+                    kv_bits: WeightBits, pair: int, slot: int, defer: bool = False) -> list:
         """Query head h's softmax of score buffer ``pair`` into its probabilities, then P.V into ``out``: from the
-        V rows in KV slot ``slot``, or streamed from the values' images a token at a time."""
+        V rows in KV slot ``slot``, or streamed from the values' images a token at a time, each token's raw sums
+        requantized by the SFU (MISC REQ). With ``defer`` those REQs are returned (to emit) rather than emitted,
+        so that the caller can queue the next head's softmax before them."""
         s, L, d = self.s, self.L, self.s.head_dim
         first = self.first_visible()
         window = self.C - first
@@ -455,16 +467,23 @@ class StepLowering:
             self.mpe(L, n=d, k=window, a_addr=probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
                      w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
                      out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
-            return
-        n = images.round_rows  # each round of dimensions streams from its image, a token at a time
+            return []
+        at = self.mem[images.region]  # all the head's dimensions stream from its image, a token at a time
+        sums = self.pv_sums[pair]
+        pv_mult, pv_shift = node["pv"]
+        later = []
         for t in range(L):
-            for rnd, region in enumerate(images.regions):
-                at = self.mem[region]
-                self.emit(Opcode.MV, n=n, k=window, a_addr=probs + t * self.p_stride, a_unsigned=1,
-                          w_bits=kv_bits, sparsity=images.fmt.sparsity, out_mode=OutMode.REQ_I8,
-                          out_addr=out.addr + t * out.row_bytes + h * d + rnd * n,
-                          scale_addr=self.pv + rnd * n * nm.REQUANT_RECORD_BYTES, w_stream=1,
-                          w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+            self.emit(Opcode.MV, n=d, k=window, a_addr=probs + t * self.p_stride, a_unsigned=1, w_bits=kv_bits,
+                      sparsity=images.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=sums, w_stream=1,
+                      w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+            req = functools.partial(self.misc, MiscOp.REQ, rows=1, cols=d, src_buf=Buffer.ACC, src_addr=sums,
+                                    src_stride=4 * d, dst_buf=Buffer.ACT, dst_addr=out.addr + t * out.row_bytes + h * d,
+                                    dst_stride=out.row_bytes, imm=pv_mult, shift=pv_shift)
+            if defer and t == L - 1:
+                later.append(req)
+            else:
+                req()
+        return later
 
     def store_keys(self, name: str, j: int, image: KeyImage | None, k: Tensor, kvb: int, pack4: int) -> None:
         """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""
@@ -489,15 +508,12 @@ class StepLowering:
         a column of each of its stream images per token."""
         L, d = self.L, self.s.head_dim
         if images is not None:
-            ci, n = images.cols, images.round_rows
+            ci, at = images.cols, self.mem[images.region]
             for t in range(L):
-                for rnd, region in enumerate(images.regions):
-                    at = self.mem[region]
-                    self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d + rnd * n,
-                              channel=at.channel, hbm_addr=at.addr, rows=n, row_bytes=1, buf_stride=1, img=1,
-                              img_col=1, img_row=self.p0 + t, img_groups_log2=ci.groups_log2,
-                              img_pair_log2=ci.pair_log2, img_half_log2=ci.half_log2,
-                              img_stride_log2=ci.piece_stride.bit_length() - 1)
+                self.emit(Opcode.ST, buf=Buffer.ACT, buf_addr=v.addr + t * v.row_bytes + j * d, channel=at.channel,
+                          hbm_addr=at.addr, rows=d, row_bytes=1, buf_stride=1, img=1, img_col=1, img_row=self.p0 + t,
+                          img_groups_log2=ci.groups_log2, img_pair_log2=ci.pair_log2, img_half_log2=ci.half_log2,
+                          img_stride_log2=ci.piece_stride.bit_length() - 1)
             return
         r = self.mem[f"{name}.v{j}"]
         if v_rows:

@@ -101,19 +101,19 @@ class KeyImage:
 
 @dataclass(frozen=True)
 class ValueImages:
-    """A KV head's values (INT8, kept transposed: a row per head dimension) kept a second time as stream images, one
-    per round of ``2 x groups`` dimensions (a row pair for each lane group): decode's P.V streams each into the lane
-    groups over the first ``window`` columns (MV.w_stream), and every step writes its positions into them a column
-    at a time (ST.img_col)."""
+    """A KV head's values (INT8, kept transposed: a row per head dimension) kept a second time as a stream image,
+    whole row pairs for every lane group: decode's P.V streams it into the lane groups over the first ``window``
+    columns (one MV.w_stream for all the head's dimensions), and every step writes its position into it a column at
+    a time (one ST.img_col)."""
 
-    regions: tuple[str, ...]
+    region: str
     fmt: WeightFormat
     cols: ImageRows
-    round_rows: int
 
 
-MAX_VALUE_ROUNDS = 8  # more rounds of a head's dimensions than this: P.V in as many short MVs costs more than it saves
-
+# a lane group takes its row pairs one after another over the window: with more than this, P.V streamed takes longer
+# than through the KV buffer
+MAX_VALUE_PAIRS = 8
 
 @dataclass
 class MemoryMap:
@@ -252,10 +252,10 @@ def key_image(cfg: HardwareConfig, core: int, fmt: WeightFormat, head_dim: int, 
         return None, str(e)
 
 
-def value_images(cfg: HardwareConfig, core: int, kv_bits: int, head_dim: int, max_len: int,
-                 sliding_window: int) -> tuple[tuple[StreamPlan, ImageRows, StreamShape, int] | None, str]:
-    """How a core keeps a KV head's transposed values as stream images for decode (plan, column fields, one image's
-    shape, rounds), or (None, why not)."""
+def value_image(cfg: HardwareConfig, core: int, kv_bits: int, head_dim: int, max_len: int,
+                sliding_window: int) -> tuple[tuple[StreamPlan, ImageRows, StreamShape] | None, str]:
+    """How a core keeps a KV head's transposed values as a stream image for decode (plan, column fields, the image's
+    shape), or (None, why not)."""
     fmt = WeightFormat(8, 16, 16)
     if kv_bits != 8:
         return None, "INT4 values are kept a position a row (k-major), not transposed"
@@ -264,17 +264,16 @@ def value_images(cfg: HardwareConfig, core: int, kv_bits: int, head_dim: int, ma
     plan, why = stream_plan(cfg, core, fmt, cfg.lane_slots)
     if plan is None:
         return None, why
-    per_round = 2 * plan.groups
-    rounds = -(-head_dim // per_round)
-    if head_dim % per_round or rounds > MAX_VALUE_ROUNDS:
-        return None, (f"a head's {head_dim} dimensions in rounds of {per_round} (a row pair per lane group) take "
-                      f"{rounds} streamed MVs (at most {MAX_VALUE_ROUNDS}, in whole rounds)")
+    pairs = head_dim // (2 * plan.groups)
+    if head_dim % (2 * plan.groups) or pairs > MAX_VALUE_PAIRS:
+        return None, (f"a head's {head_dim} dimensions in {plan.groups} lane groups: {head_dim / (2 * plan.groups):g} "
+                      f"row pairs a group (whole pairs, at most {MAX_VALUE_PAIRS})")
     cols = record_columns(max_len, cfg.lane_slots)
     if cols > cfg.lane_k_max:
         return None, f"{max_len} positions exceed the {cfg.lane_k_max} activations a lane group holds"
-    shape = plan.shape(cfg, fmt, per_round, cols)
+    shape = plan.shape(cfg, fmt, head_dim, cols)
     try:
-        return (plan, image_cols(shape), shape, rounds), ""
+        return (plan, image_cols(shape), shape), ""
     except UnsupportedError as e:
         return None, str(e)
 
@@ -468,17 +467,16 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                     region = a.striped_dynamic(f"{name}.ks{j}", RegionKind.KV, shape.nbytes,
                                                list(range(plan.channel, plan.channel + plan.stripe)), shape.unit)
                     a.map.key_images[f"{name}.k{j}"] = KeyImage(region.name, kfmt, rows)
-                found, why = value_images(cfg, core, node.get("kv_bits", 8), s.head_dim, max_len, s.sliding_window)
+                found, why = value_image(cfg, core, node.get("kv_bits", 8), s.head_dim, max_len, s.sliding_window)
                 if found is None:
                     a.map.values_loaded[name] = why
                     a.dynamic(f"{name}.v{j}", RegionKind.KV, max_len * kv_row_bytes(node, s.head_dim),
                               channel=a.channel_of(core))
                 else:
-                    plan, cols, shape, rounds = found
+                    plan, cols, shape = found
                     chans = list(range(plan.channel, plan.channel + plan.stripe))
-                    names = tuple(a.striped_dynamic(f"{name}.vs{j}.{r}", RegionKind.KV, shape.nbytes, chans,
-                                                    shape.unit).name for r in range(rounds))
-                    a.map.value_images[f"{name}.v{j}"] = ValueImages(names, shape.fmt, cols, shape.rows)
+                    region = a.striped_dynamic(f"{name}.vs{j}", RegionKind.KV, shape.nbytes, chans, shape.unit)
+                    a.map.value_images[f"{name}.v{j}"] = ValueImages(region.name, shape.fmt, cols)
         elif op is OpKind.LINEAR:
             if "lut" in node:
                 a.static(f"{name}.lut", RegionKind.PARAM, node["lut"].astype(np.int8).tobytes())

@@ -37,6 +37,9 @@ Refinements over FlightLLM's six classes, and why:
 - **Norms divide through one reciprocal per row** (ISA 1.6): RMSNorm and LayerNorm scale each element by
   a {recip}-bit reciprocal of the row's normalized divisor (flightc.numerics.norm_scale) instead of
   dividing it, so the SFU's lanes need no divider of their own and a row costs about its reads.
+- **MISC REQ requantizes INT32 rows to INT8** (ISA 1.6) with one multiplier and shift (`imm`, `shift`),
+  as the MPE's REQ_I8 does with a record per row: a streamed P.V leaves its raw sums a word of row pairs
+  a cycle (ACC32) instead of one requantized result a cycle, and the SFU requantizes them.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;

@@ -287,7 +287,7 @@ def gather_rows(ins: Instruction, ids: list[int]) -> list[Access]:
     return [Access(hbm(ch), addr, 1, ins.row_bytes, 0) for ch, addr in (gather_channel(ins, int(t)) for t in ids)]
 
 
-MISC_SRC_BYTES = {MiscOp.RMSNORM: 4, MiscOp.LAYERNORM: 4, MiscOp.SOFTMAX: 4}  # others read INT8
+MISC_SRC_BYTES = {MiscOp.RMSNORM: 4, MiscOp.LAYERNORM: 4, MiscOp.SOFTMAX: 4, MiscOp.REQ: 4}  # others read INT8
 MISC_DST_BYTES = {MiscOp.DEQ: 4, MiscOp.DEQ_ADD: 4}  # others write INT8
 
 

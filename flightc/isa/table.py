@@ -88,6 +88,7 @@ class MiscOp(IntEnum):
     DEQ = 4
     DEQ_ADD = 5  # INT8 -> residual scale, added into INT32 (learned positional embeddings)
     LAYERNORM = 6
+    REQ = 7  # INT32 -> INT8: x * imm >> shift rounded and saturated (the MPE's REQ_I8 without a record: raw P.V sums)
 
 
 class SysOp(IntEnum):

@@ -173,8 +173,10 @@ def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     """ST (hw/dma.py): per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an
     ST.img_col of consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its
     single-beat write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
-    ``mem_latency_cycles`` after its beat, and the instruction ends once all are back. A master takes a beat at
-    most every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle)."""
+    ``mem_latency_cycles`` after its beat, and the instruction ends once all are back. Such an ST.img_col writes the
+    first row of a pair in the cycle after the row before where the image deals its pairs round several groups
+    (another master's). A master takes a beat at most every other cycle, which no channel's throttle holds up (each
+    carries at least half a beat a cycle)."""
     w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
     column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
     per = 2 if ins.pack4 else 1
@@ -191,7 +193,8 @@ def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
             nb = min(left, w - dst % w)
             if column and held:
                 held -= 1
-                c += 1  # BEAT, then WRITE
+                if not (r % 2 == 0 and ins.img_groups_log2):
+                    c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
             else:
                 nbytes = min(ins.rows - r, word - src % word) if column else per * nb
                 held = nbytes - 1 if column else 0
@@ -226,10 +229,11 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
     gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), g * ge, w)
-    # a statistics pass: the chunk's read, then OP (which moves on to the next chunk's read); a norm's output pass
+    # a statistics pass: the first chunk's read, then OP; each later chunk's read starts as the last word of the one
+    # before arrives (the word engine's ``ready``), so it costs its words and one cycle more; a norm's output pass
     # adds its other operands' reads (the state that issues one, then its wait), C (RMSNorm: no read), OP, SCALE and
     # the write. Between them the divider and square root, then NORM_RECIP starts the row's reciprocal.
-    stat = int((a + 1).sum())
+    stat = int((a - 2).sum()) + 3 if len(a) else 0
     recip = 1 + div
     if op is MiscOp.RMSNORM:
         return stat + end + div + sqrt + recip + int((a + gain + 1 + 1 + 1 + wr).sum()) + end
@@ -257,7 +261,7 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     if op is MiscOp.EMUL:
         b = read_cycles(ins.src2_addr + r * ins.src_stride + c, g, w)
         return int((a + b + 1 + 1 + wr).sum()) + end
-    if op is MiscOp.DEQ:
+    if op in (MiscOp.DEQ, MiscOp.REQ):
         return int((a + 1 + wr).sum()) + end
     if op is MiscOp.DEQ_ADD:
         return int((a + read_cycles(dst_row + 4 * c, 4 * g, w) + 1 + 1 + wr).sum()) + end

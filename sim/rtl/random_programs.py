@@ -255,6 +255,11 @@ class _Builder:
             data = self.bytes_(rows * cols)
             imm, shift = rand(1, 1 << 20), rand(0, 30)
             in_place = rng.random() < 0.3
+        elif op is MiscOp.REQ:
+            cols = rand(1, 48)
+            src_buf, esize, dst_buf, dsize = Buffer.ACC, 4, Buffer.ACT, 1
+            data = self.ints(rows * cols, -(1 << 31), (1 << 31) - 1, "<i4")
+            imm, shift = rand(-(1 << 31) + 1, (1 << 31) - 1), rand(0, 40)
         else:  # DEQ, DEQ_ADD
             cols = rand(1, 48)
             src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACC, 4
