@@ -26,8 +26,8 @@ from flightc.sim.perf.workload import WorkloadModel
 
 def kind_of(ins) -> str:
     if streamed(ins):
-        return ("MV, keys streamed from their image (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else
-                "MV, values streamed from their images (P·V)" if ins.a_unsigned else
+        return ("MV, values streamed from their images (P·V)" if ins.a_unsigned else
+                "MV, keys streamed from their image (Q·Kᵀ)" if ins.out_mode == OutMode.ACC32 else
                 "MV, weights streamed (linear layers)")
     if ins.opcode is Opcode.ST and ins.img:
         return "ST.img_col (a value column into its stream images)" if ins.img_col else \

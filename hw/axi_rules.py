@@ -3,4 +3,4 @@
 AXI_LEN_BITS = 8
 AXI_MAX_BEATS = 1 << AXI_LEN_BITS  # INCR bursts of up to 256 beats
 AXI_BOUNDARY = 4096  # a burst must not cross a 4 KiB boundary
-LD_IN_FLIGHT = 2  # LD instructions in flight at once: the next one's bursts follow the last one's (hw/control.py)
+LD_IN_FLIGHT = 2  # LD (and ST) instructions in flight at once: the next one's bursts follow the last one's (hw/control.py)

@@ -215,7 +215,8 @@ class Control(wiring.Component):
     def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], lite_regs: AxiLiteRegs,
                  ready: dict[Unit, Signal] | None = None):
         """``ready``: units that take their next instruction before the last one is done (LD: once it has asked
-        for all of its bursts), each with the signal that says it can; up to ``LD_IN_FLIGHT`` are in flight."""
+        for all of its bursts; ST: once it has sent all of its writes), each with the signal that says it can; up
+        to ``LD_IN_FLIGHT`` are in flight."""
         self.cfg, self.units, self.regs = cfg, units, lite_regs
         self.ready = ready or {}
         super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})

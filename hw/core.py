@@ -100,7 +100,7 @@ class Core(wiring.Component):
                 wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
-        m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready})
+        m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready, Unit.ST: st.ready})
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
         # its FIFO has room for a whole burst, so it never holds more than two slots); last, the MPE's stream

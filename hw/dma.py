@@ -103,7 +103,10 @@ class StoreUnit(DmaUnit):
     response taken from master g this cycle (every master's are always taken).
 
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
-    responses on each master, and the instruction is done once every response is back. An ST.img_col whose rows
+    responses on each master. Once an instruction has sent its last write it becomes the *older* one (HANDOFF, when
+    the older one before it is done) and ST is ``ready`` for the next, whose writes go while the older one's
+    responses come back; the older one is done (its tokens released) once its last response is back. So up to
+    ``LD_IN_FLIGHT`` STs are in flight, done in the order they started, as LD's are. An ST.img_col whose rows
     are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
     the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
     round several groups (that row's master is another, and so each master still takes a beat at most every other
@@ -113,7 +116,8 @@ class StoreUnit(DmaUnit):
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
-                         master=Out(max(1, (cfg.axi_masters - 1).bit_length())), responses=In(cfg.axi_masters))
+                         master=Out(max(1, (cfg.axi_masters - 1).bit_length())), responses=In(cfg.axi_masters),
+                         ready=Out(1))
 
     def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
         """With ``img``, where the image's row lies (flightc.isa.footprint.store_rows): shifts and masks of the row
@@ -150,7 +154,20 @@ class StoreUnit(DmaUnit):
         for g, p in enumerate(pending):
             m.d.sync += p.eq(p + (sent & (self.master == g)) - self.responses[g])
         room = Array(p < limit for p in pending)[self.master]
-        quiet = ~Cat(*[p != 0 for p in pending]).any()
+        # ---- the older instruction: its writes still awaiting responses, per master (a master answers in order, so
+        # its first responses are the older one's)
+        older = [Signal(range(limit + 1), name=f"older{g}") for g in range(G)]
+        has_older = Signal()
+        handoff = Signal()
+        older_zero = ~Cat(*[o != 0 for o in older]).any()
+        m.d.comb += self.done.eq(has_older & older_zero)
+        with m.If(has_older & older_zero):
+            m.d.sync += has_older.eq(0)
+        for g, (o, p) in enumerate(zip(older, pending)):
+            with m.If(handoff):
+                m.d.sync += o.eq(p - self.responses[g])
+            with m.Elif(self.responses[g] & (o != 0)):
+                m.d.sync += o.eq(o - 1)
         # ---- a row starts at the walk's addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
         column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
         fresh = Signal()
@@ -176,12 +193,12 @@ class StoreUnit(DmaUnit):
         m.d.comb += to_end.eq(w - cur_src[:lb])
         column_rows = Signal(range(w + 1))
         m.d.comb += column_rows.eq(Mux(rows_left < to_end, rows_left, to_end))
-        with m.FSM():
+        with m.FSM() as fsm:
             self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
             with m.State("BEAT"):
                 m.d.comb += in_beat.eq(1)
                 with m.If(fresh & (rows.count == f.rows)):
-                    m.next = "DRAIN"
+                    m.next = "HANDOFF"
                 with m.Elif(cur_left == 0):
                     rows.next(m)
                     m.d.sync += fresh.eq(1)
@@ -236,7 +253,9 @@ class StoreUnit(DmaUnit):
                         m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0)]
                     with m.Else():
                         m.next = "BEAT"
-            with m.State("DRAIN"):  # every response back
-                with m.If(quiet):
-                    m.d.comb += self.done.eq(1)
+            with m.State("HANDOFF"):  # every write sent: the older one once the one before is done, then the next
+                with m.If(~has_older | older_zero):
+                    m.d.comb += handoff.eq(1)
+                    m.d.sync += has_older.eq(1)
                     m.next = "IDLE"
+        m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))

@@ -28,7 +28,7 @@ def test_info_and_json(bundle, capsys):
     assert "every linear layer streams its weights" in text
     # 32-wide heads do not fill a 64-slot lane group: the keys and values go through the KV buffer; info says why
     assert "keys through the KV buffer" in text and "lane group's 64 columns" in text
-    assert "values through the KV buffer" in text and "(a row pair per lane group)" in text
+    assert "values through the KV buffer" in text and "row pairs for each of" in text
     assert main(["info", str(bundle), "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["isa_version"] and m["model"]["num_kv_heads"] == 2

@@ -266,8 +266,8 @@ def value_image(cfg: HardwareConfig, core: int, kv_bits: int, head_dim: int, max
         return None, why
     pairs = head_dim // (2 * plan.groups)
     if head_dim % (2 * plan.groups) or pairs > MAX_VALUE_PAIRS:
-        return None, (f"a head's {head_dim} dimensions in {plan.groups} lane groups: {head_dim / (2 * plan.groups):g} "
-                      f"row pairs a group (whole pairs, at most {MAX_VALUE_PAIRS})")
+        return None, (f"a head's {head_dim} dimensions are {head_dim / (2 * plan.groups):g} row pairs for each of "
+                      f"{plan.groups} lane group(s); P.V streams whole pairs, at most {MAX_VALUE_PAIRS} a group")
     cols = record_columns(max_len, cfg.lane_slots)
     if cols > cfg.lane_k_max:
         return None, f"{max_len} positions exceed the {cfg.lane_k_max} activations a lane group holds"

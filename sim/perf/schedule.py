@@ -26,7 +26,7 @@ from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel, beat_gap
 from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.memory import ChannelCalendar
-from flightc.sim.perf.timing import instruction_work
+from flightc.sim.perf.timing import StoreModel, instruction_work
 
 # Control-path latencies of hw/control.py, in cycles, counted from its registers (the calibration tests
 # check them with the rest: programs of a few instructions are exact or within a few cycles).
@@ -97,6 +97,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     depth = cfg.token_fifo_depth
     calendar = ChannelCalendar(cfg)
     loads = [LoadModel(cfg) for _ in programs]  # LD keeps its bursts in flight from one instruction to the next
+    stores = [StoreModel(cfg) for _ in programs]  # and ST its writes
     ld_ends: list[list[int]] = [[] for _ in programs]
     transfers: list[tuple[int, int, int, int]] = []  # (channel, bytes, start, end) of every charge to a channel
     P = len(programs)
@@ -281,6 +282,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         if u == Unit.LD:
             ready, end[c][i] = loads[c].instruction(programs[c][i], s)
             held_up(c, i, s)
+        elif u == Unit.ST:
+            ready, end[c][i] = stores[c].instruction(programs[c][i], s)
         elif streamed(programs[c][i]):  # its readers share the masters with LD: behind LD's bursts in flight
             ins = programs[c][i]
             first = ins.w_channel // cfg.channels_per_master
@@ -305,7 +308,9 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             mem_start[c][i] = ms if mem_start[c][i] < 0 else min(mem_start[c][i], ms)
             mem_end[c][i] = max(mem_end[c][i], me)
             end[c][i] = max(end[c][i], me)
-        free_at[c][u] = ready if u == Unit.LD else end[c][i] + 1
+        free_at[c][u] = ready if u in (Unit.LD, Unit.ST) else end[c][i] + 1
+        if u == Unit.ST:
+            stores[c].older_end = int(end[c][i])  # the memory's calendar may have held it up
         if u == Unit.LD:
             ld_ends[c].append(int(end[c][i]))
         ptr[c][u] += 1

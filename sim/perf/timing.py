@@ -169,44 +169,66 @@ def _packed_beat_words(src: int, dst: int, nbytes: int, beat: int, word: int) ->
     return total
 
 
+class StoreModel:
+    """ST's writes in flight across instructions (hw/dma.py): per master the cycles its responses are taken, and the
+    done cycle of the older instruction still awaiting responses. :meth:`instruction` times one ST from its start."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        self.responses: dict[int, list[int]] = {}  # per master, the cycle each response is taken (in order)
+        self.older_end = -1  # the older ST's done cycle
+
+    def instruction(self, ins: Instruction, s: int) -> tuple[int, int]:
+        """(the cycle ST may take its next instruction, the cycle this one is done) for an ST started in cycle s.
+
+        Per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an ST.img_col of
+        consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its single-beat
+        write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
+        ``mem_latency_cycles`` after its beat. Such an ST.img_col writes the first row of a pair in the cycle after
+        the row before where the image deals its pairs round several groups (another master's). A master takes a
+        beat at most every other cycle, which no channel's throttle holds up (each carries at least half a beat a
+        cycle). Once every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next
+        instruction, and this one is done once its last response is back."""
+        cfg = self.cfg
+        w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
+        column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
+        per = 2 if ins.pack4 else 1
+        c = s + 1  # the BEAT state's cycle
+        held = 0
+        last = -1  # this instruction's last response
+        for r, (channel, addr) in enumerate(store_rows(cfg, ins)):
+            master = channel // cfg.channels_per_master
+            src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
+            if left == 0:
+                c += 1
+                continue
+            while left:
+                nb = min(left, w - dst % w)
+                if column and held:
+                    held -= 1
+                    if not (r % 2 == 0 and ins.img_groups_log2):
+                        c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
+                else:
+                    nbytes = min(ins.rows - r, word - src % word) if column else per * nb
+                    held = nbytes - 1 if column else 0
+                    c += 3 + span_words(src, nbytes, word)  # BEAT, the read (a word a cycle, two more), then WRITE
+                taken = self.responses.setdefault(master, [])
+                if len(taken) >= limit:  # its oldest response back (counted the cycle after)
+                    c = max(c, taken[-limit] + 1)
+                taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
+                del taken[:-limit]
+                last = max(last, taken[-1])
+                c += 1  # the beat's WRITE cycle; BEAT again
+                src, dst, left = src + per * nb, dst + nb, left - nb
+        handoff = max(c + 1, self.older_end)  # HANDOFF from the cycle after the BEAT that finds every row sent
+        done = max(handoff + 1, last + 1)
+        self.older_end = done
+        return handoff + 1, done
+
+
 def store_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
-    """ST (hw/dma.py): per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an
-    ST.img_col of consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its
-    single-beat write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
-    ``mem_latency_cycles`` after its beat, and the instruction ends once all are back. Such an ST.img_col writes the
-    first row of a pair in the cycle after the row before where the image deals its pairs round several groups
-    (another master's). A master takes a beat at most every other cycle, which no channel's throttle holds up (each
-    carries at least half a beat a cycle)."""
-    w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
-    column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
-    per = 2 if ins.pack4 else 1
-    responses: dict[int, list[int]] = {}  # per master, the cycle each of its responses is taken (in order)
-    c = 1  # the BEAT state's cycle (busy counts from the cycle after ST takes the instruction)
-    held = 0
-    for r, (channel, addr) in enumerate(store_rows(cfg, ins)):
-        master = channel // cfg.channels_per_master
-        src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
-        if left == 0:
-            c += 1
-            continue
-        while left:
-            nb = min(left, w - dst % w)
-            if column and held:
-                held -= 1
-                if not (r % 2 == 0 and ins.img_groups_log2):
-                    c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
-            else:
-                nbytes = min(ins.rows - r, word - src % word) if column else per * nb
-                held = nbytes - 1 if column else 0
-                c += 3 + span_words(src, nbytes, word)  # BEAT, the read (a word a cycle, two more), then WRITE
-            taken = responses.setdefault(master, [])
-            if len(taken) >= limit:  # its oldest response back (counted the cycle after)
-                c = max(c, taken[-limit] + 1)
-            taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
-            c += 1  # the beat's WRITE cycle; BEAT again
-            src, dst, left = src + per * nb, dst + nb, left - nb
-    last = max((t[-1] for t in responses.values() if t), default=0)
-    return max(c + 1, last + 1)  # DRAIN from the cycle after the last BEAT until every response is counted
+    """An ST's cycles from its start to done, alone (:class:`StoreModel`)."""
+    return StoreModel(cfg).instruction(ins, 0)[1]
 
 
 # ----------------------------------------------------------------------------------- SFU
