@@ -451,9 +451,9 @@ class StepLowering:
     def head_output(self, h: int, node: dict, images: ValueImages | None, out: Tensor, v_rows: bool, kvb: int,
                     kv_bits: WeightBits, pair: int, slot: int, defer: bool = False) -> list:
         """Query head h's softmax of score buffer ``pair`` into its probabilities, then P.V into ``out``: from the
-        V rows in KV slot ``slot``, or streamed from the values' images a token at a time, each token's raw sums
-        requantized by the SFU (MISC REQ). With ``defer`` those REQs are returned (to emit) rather than emitted,
-        so that the caller can queue the next head's softmax before them."""
+        V rows in KV slot ``slot``, or streamed from the values' images a token at a time (decode's one token: its
+        raw sums requantized by the SFU, MISC REQ). With ``defer`` that REQ is returned (to emit) rather than
+        emitted, so that the caller can queue the next head's softmax before it."""
         s, L, d = self.s, self.L, self.s.head_dim
         first = self.first_visible()
         window = self.C - first
@@ -469,21 +469,23 @@ class StepLowering:
                      out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
             return []
         at = self.mem[images.region]  # all the head's dimensions stream from its image, a token at a time
-        sums = self.pv_sums[pair]
-        pv_mult, pv_shift = node["pv"]
-        later = []
-        for t in range(L):
-            self.emit(Opcode.MV, n=d, k=window, a_addr=probs + t * self.p_stride, a_unsigned=1, w_bits=kv_bits,
-                      sparsity=images.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=sums, w_stream=1,
+        stream = dict(n=d, k=window, a_unsigned=1, w_bits=kv_bits, sparsity=images.fmt.sparsity, w_stream=1,
                       w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
-            req = functools.partial(self.misc, MiscOp.REQ, rows=1, cols=d, src_buf=Buffer.ACC, src_addr=sums,
-                                    src_stride=4 * d, dst_buf=Buffer.ACT, dst_addr=out.addr + t * out.row_bytes + h * d,
-                                    dst_stride=out.row_bytes, imm=pv_mult, shift=pv_shift)
-            if defer and t == L - 1:
-                later.append(req)
-            else:
-                req()
-        return later
+        if L > 1:  # a prompt's tokens: requantized in the output stage (a REQ a token would take a token a token)
+            for t in range(L):
+                self.emit(Opcode.MV, a_addr=probs + t * self.p_stride, out_mode=OutMode.REQ_I8,
+                          out_addr=out.addr + t * out.row_bytes + h * d, scale_addr=self.pv, **stream)
+            return []
+        sums = self.pv_sums[pair]  # decode: raw sums out a word of row pairs a cycle, requantized by the SFU
+        self.emit(Opcode.MV, a_addr=probs, out_mode=OutMode.ACC32, out_addr=sums, **stream)
+        pv_mult, pv_shift = node["pv"]
+        req = functools.partial(self.misc, MiscOp.REQ, rows=1, cols=d, src_buf=Buffer.ACC, src_addr=sums,
+                                src_stride=4 * d, dst_buf=Buffer.ACT, dst_addr=out.addr + h * d,
+                                dst_stride=out.row_bytes, imm=pv_mult, shift=pv_shift)
+        if defer:
+            return [req]
+        req()
+        return []
 
     def store_keys(self, name: str, j: int, image: KeyImage | None, k: Tensor, kvb: int, pack4: int) -> None:
         """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""
