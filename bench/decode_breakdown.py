@@ -20,7 +20,7 @@ from flightc.compress.plan import CompressionPlan
 from flightc.isa.footprint import streamed
 from flightc.config import Buffer
 from flightc.isa.table import MiscOp, Opcode, OutMode
-from flightc.sim.perf.schedule import schedule
+from flightc.sim.perf.schedule import fetch_cycles, schedule
 from flightc.sim.perf.workload import WorkloadModel
 
 
@@ -72,6 +72,11 @@ def main() -> None:
     for kind, (n, cycles) in sorted(busy.items(), key=lambda kv: -kv[1][1]):
         if kind != "SYS":
             print(f"| {kind} | {n:,} | {cycles:,} | {cycles / s.cycles:.1%} |")
+    n = sum(len(p) for p in progs)
+    words = sum(ins.cls.words for p in progs for ins in p)
+    fetch = sum(fetch_cycles(cfg, ins.cls.words) for p in progs for ins in p)
+    print(f"\ninstruction fetch: {n:,} instructions, {words:,} words, the fetcher busy {fetch:,} cycles "
+          f"({fetch / s.cycles:.1%} of the step, ahead of the units)")
 
 
 if __name__ == "__main__":

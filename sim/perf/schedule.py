@@ -84,7 +84,7 @@ def covered(start: np.ndarray, end: np.ndarray) -> int:
     return total
 
 
-def _fetch_cycles(cfg: HardwareConfig, words: int) -> int:
+def fetch_cycles(cfg: HardwareConfig, words: int) -> int:
     """Cycles the fetcher spends assembling one instruction: a word per cycle, a beat load per beat."""
     per_beat = max(1, cfg.axi_data_bytes * 8 // WORD_BITS)
     return words + -(-words // per_beat)
@@ -105,7 +105,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
     work = [[instruction_work(cfg, i) for i in p] for p in programs]
     busy = [np.array([w.cycles for w in ws], np.int64) for ws in work]
-    fetch = [np.array([_fetch_cycles(cfg, i.cls.words) for i in p], np.int64) for p in programs]
+    fetch = [np.array([fetch_cycles(cfg, i.cls.words) for i in p], np.int64) for p in programs]
     start = [np.full(n, -1, np.int64) for n in N]
     end = [np.full(n, -1, np.int64) for n in N]
     dispatch = [np.full(n, -1, np.int64) for n in N]
