@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 from flightc import numerics as nm
 from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, kv_row_bytes
@@ -415,18 +416,18 @@ class StepLowering:
         store("k", 1)
         store("v", 0)
         scores(0)
-        requantize: list = []
+        requantize = None
         for i, h in enumerate(heads):
             store("k", i + 2)
             store("v", i + 1)
             if i + 1 < len(heads):
                 scores(i + 1)
             later = self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % 2, 0, defer=True)
-            for emit in requantize:  # the head before's REQ: after this head's softmax in the SFU's queue
-                emit()
+            if requantize is not None:  # the head before's REQ: after this head's softmax in the SFU's queue
+                requantize()
             requantize = later
-        for emit in requantize:
-            emit()
+        if requantize is not None:
+            requantize()
 
     def head_scores(self, h: int, image: KeyImage | None, q: Tensor, images: ValueImages | None,
                     order: list[Access], kvb: int, kv_bits: WeightBits, pair: int, slot: int = 0) -> None:
@@ -449,7 +450,7 @@ class StepLowering:
                       w_stream=1, w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
 
     def head_output(self, h: int, node: dict, images: ValueImages | None, out: Tensor, v_rows: bool, kvb: int,
-                    kv_bits: WeightBits, pair: int, slot: int, defer: bool = False) -> list:
+                    kv_bits: WeightBits, pair: int, slot: int, defer: bool = False) -> Callable[[], None] | None:
         """Query head h's softmax of score buffer ``pair`` into its probabilities, then P.V into ``out``: from the
         V rows in KV slot ``slot``, or streamed from the values' images a token at a time (decode's one token: its
         raw sums requantized by the SFU, MISC REQ). With ``defer`` that REQ is returned (to emit) rather than
@@ -467,15 +468,16 @@ class StepLowering:
             self.mpe(L, n=d, k=window, a_addr=probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
                      w_addr=self.vslot[slot], w_bits=kv_bits, out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d,
                      out_stride=out.row_bytes, scale_addr=self.pv, **v_layout)
-            return []
+            return None
         at = self.mem[images.region]  # all the head's dimensions stream from its image, a token at a time
         stream = dict(n=d, k=window, a_unsigned=1, w_bits=kv_bits, sparsity=images.fmt.sparsity, w_stream=1,
                       w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
-        if L > 1:  # a prompt's tokens: requantized in the output stage (a REQ a token would take a token a token)
+        if L > 1:  # a prompt's tokens: requantized in the output stage (a REQ a token and head would pass a token
+            # from the SFU to the MPE each, more than the counters hold for a long prompt)
             for t in range(L):
                 self.emit(Opcode.MV, a_addr=probs + t * self.p_stride, out_mode=OutMode.REQ_I8,
                           out_addr=out.addr + t * out.row_bytes + h * d, scale_addr=self.pv, **stream)
-            return []
+            return None
         sums = self.pv_sums[pair]  # decode: raw sums out a word of row pairs a cycle, requantized by the SFU
         self.emit(Opcode.MV, a_addr=probs, out_mode=OutMode.ACC32, out_addr=sums, **stream)
         pv_mult, pv_shift = node["pv"]
@@ -483,9 +485,9 @@ class StepLowering:
                                 src_stride=4 * d, dst_buf=Buffer.ACT, dst_addr=out.addr + h * d,
                                 dst_stride=out.row_bytes, imm=pv_mult, shift=pv_shift)
         if defer:
-            return [req]
+            return req
         req()
-        return []
+        return None
 
     def store_keys(self, name: str, j: int, image: KeyImage | None, k: Tensor, kvb: int, pack4: int) -> None:
         """This step's keys of KV head j: rows of the cache, or rows of its stream image a position at a time."""
