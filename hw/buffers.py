@@ -214,7 +214,8 @@ class WordEngine(wiring.Component):
     ``rdata`` then holds what was read (byte i at bits 8i). With ``stride`` 1 a request covers the
     rest of the word ``addr`` falls in; any other stride moves one byte per request. ``ready`` says a
     command may start this cycle: the engine is idle, or a read's last word arrives (its ``done``
-    still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked).
+    still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked);
+    ``last`` marks that cycle.
     """
 
     def __init__(self, word_bytes: int, max_bytes: int):
@@ -230,6 +231,7 @@ class WordEngine(wiring.Component):
         self.done = Signal()
         self.busy = Signal()
         self.ready = Signal()
+        self.last = Signal()
         self.rdata = Signal(8 * max_bytes)
 
     def read(self, m: Module, buf, addr, count, stride=1) -> None:
@@ -280,7 +282,7 @@ class WordEngine(wiring.Component):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         finishing = Signal()  # a read's last word arrives
         m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent & (tag_at + tag_n == count)),
-                     self.ready.eq(~self.busy | finishing)]
+                     self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
         with m.If(p.rvalid & self.busy & ~write):
             m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at, tag_n, w))
             with m.If(finishing):

@@ -91,7 +91,8 @@ class Core(wiring.Component):
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]
-        m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD])
+        m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD]
+                                                 + ["sfu_results"])
         for k, name in enumerate(lanes):
             wiring.connect(m, ld.port[k], getattr(bank, f"port_{name}"))
         unit_ports = {}
@@ -100,6 +101,7 @@ class Core(wiring.Component):
                 wiring.connect(m, blk.port, getattr(bank, f"port_{u.name.lower()}"))
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
+        wiring.connect(m, sfu.wport, bank.port_sfu_results)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready, Unit.ST: st.ready})
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while

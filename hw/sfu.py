@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
@@ -20,7 +21,7 @@ from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt, tree
-from flightc.hw.buffers import WordEngine
+from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.unit import ExecutionUnit
 from flightc.hw.mpe import round_shift, saturate
 from flightc.records import NORM, ROPE
@@ -38,7 +39,9 @@ class Sfu(ExecutionUnit):
     UNIT = Unit.SFU
 
     def __init__(self, cfg: HardwareConfig):
-        super().__init__(cfg)
+        # ``port`` reads the operands; ``wport`` writes the results, so a chunk's results go out as the next one's
+        # operands come in
+        super().__init__(cfg, wport=Out(word_port_signature(cfg.buffer_port_bytes)))
 
     def elaborate(self, platform):
         m = Module()
@@ -46,6 +49,8 @@ class Sfu(ExecutionUnit):
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
         m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.port), eng.port)
+        m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
+        wiring.connect(m, wiring.flipped(self.wport), wr.port)
         m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         f = self.fields(Opcode.MISC)
@@ -141,13 +146,11 @@ class Sfu(ExecutionUnit):
 
         rd = eng.read
 
-        def arrived(m, state: str, then, *capture, also=None) -> None:
-            """The state that waits for a read the state before issued: it latches the operand and moves on
-            (``then``: the next state, or {state: condition} tried in order, None for the rest; ``also``: what else
-            the state does every cycle)."""
+        def arrived(m, state: str, then, *capture) -> None:
+            """The state that waits for a read the state before issued (RoPE, the norms' epsilon): it latches the
+            operand and moves on (``then``: the next state, or {state: condition} tried in order, None for the
+            rest)."""
             with m.State(state):
-                if also is not None:
-                    also(m)
                 with m.If(eng.done):
                     m.d.sync += list(capture)
                     if isinstance(then, str):
@@ -161,37 +164,66 @@ class Sfu(ExecutionUnit):
             """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
             return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
-        # ---- a statistics pass reads ahead: the next chunk's read starts as the last word of the one before
-        # arrives (the engine's ``ready``), so its words come while that chunk is summed
-        stat_pass = (((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2))
-                     | ((op == int(MiscOp.SOFTMAX)) & (pass_ < 2)))
-        rc = Signal.like(c)  # the first column no read has asked for yet
-        rc_left = f.cols - rc
-        g_r = Mux(rc_left < G, rc_left, G)
-        ahead_now = Signal()
-
-        def read_ahead(m) -> None:
-            with m.If(stat_pass & eng.ready & (rc < f.cols)):
-                rd(m, f.src_buf, src_row + (rc << 2), g_r << 2)
-                m.d.comb += ahead_now.eq(1)
-                m.d.sync += rc.eq(rc + g_r)
-
-        def next_chunk(m) -> None:
-            """On to the next chunk (what NEXT does for all but RoPE, without passing through NEXT): to its read, or,
-            where a statistics pass asked for it already, to its arrival."""
-            m.d.sync += c.eq(c + g)
-            with m.If(stat_pass & ((rc > c + g) | ahead_now)):
-                m.next = "A_WAIT"
-            with m.Else():
-                m.next = "A"
-
         out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
-        gain_addr = f.prm_addr + NORM.gain_offset(c)
-        beta_addr = f.prm_addr + NORM.bias_offset(f.cols, c)
         j = i_head
         partner = c + half
         ge, te = NORM.element_bytes, ROPE.entry_bytes
-        with m.FSM():
+        out_pass = ((op == int(MiscOp.RMSNORM)) & (pass_ == 1)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ == 2))
+        stat_pass = (((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2))
+                     | ((op == int(MiscOp.SOFTMAX)) & (pass_ < 2)))
+        # ---- the operand reader (every op but RoPE): a chunk's operands (A, then B: EMUL's second factor, DEQ_ADD's
+        # residual or a norm's gains, then C: LayerNorm's biases) read back to back, each starting as the last word
+        # of the one before arrives; it runs one chunk ahead of the lanes, starting the next chunk's reads only
+        # while the lanes wait for this chunk's, so an operand arrives after the lanes took the one it replaces
+        n_ops = Mux((op == int(MiscOp.LAYERNORM)) & out_pass, 3,
+                    Mux((op == int(MiscOp.EMUL)) | (op == int(MiscOp.DEQ_ADD)) | out_pass, 2, 1))
+        rc = Signal.like(c)  # the column of the chunk whose operands the reader asks for
+        rj = Signal(2)  # and which operand
+        rc_left = f.cols - rc
+        g_r = Mux(rc_left < G, rc_left, G)
+        tag = Signal(2)  # the operand of the read in flight, and of the one whose done pulses
+        tag_done = Signal(2)
+        have = Signal(3)  # operands of the lanes' chunk that arrived
+        in_pass = Signal()
+        waiting = Signal()  # in OP: the lanes wait for the chunk at c
+        with m.If(in_pass & (rc < f.cols) & eng.ready
+                  & ((rj != 0) | (rc == c) | (waiting & (rc == c + g)))):
+            with m.Switch(rj):
+                with m.Case(0):
+                    rd(m, f.src_buf, src_row + Mux(wide_src, rc << 2, rc), Mux(wide_src, g_r << 2, g_r))
+                with m.Case(1):
+                    with m.Switch(op):
+                        with m.Case(int(MiscOp.EMUL)):
+                            rd(m, f.src_buf, src2_row + rc, g_r)
+                        with m.Case(int(MiscOp.DEQ_ADD)):
+                            rd(m, f.dst_buf, dst_row + (rc << 2), g_r << 2)
+                        with m.Default():
+                            rd(m, int(Buffer.PRM), f.prm_addr + NORM.gain_offset(rc), g_r * ge)
+                with m.Default():
+                    rd(m, int(Buffer.PRM), f.prm_addr + NORM.bias_offset(f.cols, rc), g_r * ge)
+            m.d.sync += tag.eq(rj)
+            with m.If(rj + 1 == n_ops):
+                m.d.sync += [rj.eq(0), rc.eq(rc + g_r)]
+            with m.Else():
+                m.d.sync += rj.eq(rj + 1)
+        with m.If(eng.last):
+            m.d.sync += tag_done.eq(tag)
+        byte_b = is_rope | (op == int(MiscOp.EMUL))
+        capture_a = [x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)]
+        capture_b = [b[k].eq(Mux(byte_b, element(k, 1), element(k, 4))) for k in range(G)]
+        capture_c = [cc[k].eq(Mux(is_rope, element(k, te), element(k, ge))) for k in range(G)]
+        with m.If(in_pass & eng.done):
+            m.d.sync += have.eq(have | (1 << tag_done))
+            with m.Switch(tag_done):
+                with m.Case(0):
+                    m.d.sync += capture_a
+                with m.Case(1):
+                    m.d.sync += capture_b
+                with m.Default():
+                    m.d.sync += capture_c
+        all_in = have == Mux(n_ops == 3, 0b111, Mux(n_ops == 2, 0b011, 0b001))
+        last_chunk = c + g == f.cols
+        with m.FSM() as fsm:
             self.idle(m, "EPS", r.eq(0))
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
                 with m.If(is_norm):
@@ -206,110 +238,61 @@ class Sfu(ExecutionUnit):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [c.eq(0), i_head.eq(0), pass_.eq(0), acc.eq(0), total.eq(0),
-                                 mx.eq(-(1 << 32))]
-                    m.next = "A"
-            with m.State("A"):
-                with m.If((c == f.cols) | (g == 0)):  # g == 0: a RoPE head without pairs
-                    m.next = "PASS_END"
-                with m.Else():
-                    rd(m, f.src_buf, src_row + Mux(wide_src, c << 2, c), Mux(wide_src, g << 2, g))
-                    m.d.sync += rc.eq(c + g)
-                    m.next = "A_WAIT"
-            # straight to OP where the pass reads no second operand: the statistics passes, softmax, DEQ
-            no_b = ((op == int(MiscOp.SOFTMAX)) | (op == int(MiscOp.DEQ)) | (op == int(MiscOp.REQ))
-                    | ((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2)))
-            arrived(m, "A_WAIT", {"OP": no_b, "B": None},
-                    *[x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)], also=read_ahead)
-            with m.State("B"):
-                with m.Switch(op):
-                    with m.Case(int(MiscOp.ROPE)):
-                        rd(m, f.src_buf, src_row + partner, g)
-                        m.next = "B_WAIT"
-                    with m.Case(int(MiscOp.EMUL)):
-                        rd(m, f.src_buf, src2_row + c, g)
-                        m.next = "B_WAIT"
-                    with m.Case(int(MiscOp.DEQ_ADD)):
-                        rd(m, f.dst_buf, dst_row + (c << 2), g << 2)
-                        m.next = "B_WAIT"
-                    with m.Case(int(MiscOp.RMSNORM), int(MiscOp.LAYERNORM)):  # the gains, in the output pass
-                        with m.If(pass_ == Mux(op == int(MiscOp.LAYERNORM), 2, 1)):
-                            rd(m, int(Buffer.PRM), gain_addr, g * ge)
-                            m.next = "B_WAIT"
-                        with m.Else():
-                            m.next = "OP"
-                    with m.Default():
+                                 mx.eq(-(1 << 32)), rc.eq(0), rj.eq(0), have.eq(0)]
+                    with m.If(is_rope):
+                        m.next = "A"
+                    with m.Else():
                         m.next = "OP"
-            byte_b = is_rope | (op == int(MiscOp.EMUL))
-            arrived(m, "B_WAIT", "C", *[b[k].eq(Mux(byte_b, element(k, 1), element(k, 4))) for k in range(G)])
-            with m.State("C"):
-                with m.If(is_rope):
-                    rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), g * te)
-                    m.next = "C_WAIT"
-                with m.Elif(op == int(MiscOp.LAYERNORM)):
-                    rd(m, int(Buffer.PRM), beta_addr, g * ge)
-                    m.next = "C_WAIT"
-                with m.Else():
-                    m.next = "OP"
-            arrived(m, "C_WAIT", {"D": is_rope, "OP": None},
-                    *[cc[k].eq(Mux(is_rope, element(k, te), element(k, ge))) for k in range(G)])
-            with m.State("D"):
-                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), g * te)
-                m.next = "D_WAIT"
-            arrived(m, "D_WAIT", "OP", *[s[k].eq(element(k, te)) for k in range(G)])
+            # ---- every op but RoPE: the lanes take a chunk as its operands are in (OP), the norms' output pass
+            # scales it (SCALE), and the results go out on the write engine (W), which the next chunk's reads overlap
             with m.State("OP"):
-                read_ahead(m)
-                m.next = "W"
-                with m.Switch(op):
-                    with m.Case(int(MiscOp.RMSNORM)):
-                        with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
-                            next_chunk(m)
-                        with m.Else():
-                            m.d.sync += [q[k].eq(norm_scaled(x[k] * b[k])) for k in range(G)]
-                            m.next = "SCALE"
-                    with m.Case(int(MiscOp.LAYERNORM)):
-                        with m.If(pass_ == 0):
-                            m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
-                            next_chunk(m)
-                        with m.Elif(pass_ == 1):
-                            sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
-                            m.d.sync += acc.eq(acc + tree(sq))
-                            next_chunk(m)
-                        with m.Else():
-                            m.d.sync += [q[k].eq(norm_scaled((x[k] - mean) * b[k])) for k in range(G)]
-                            m.next = "SCALE"
-                    with m.Case(int(MiscOp.SOFTMAX)):
-                        with m.If(pass_ == 0):
-                            cands = [Mux(visible[k], x[k], mx) for k in range(G)]
-                            m.d.sync += mx.eq(tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
-                            next_chunk(m)
-                        with m.Elif(pass_ == 1):
-                            m.d.sync += total.eq(total + tree([Mux(visible[k], e[k], 0) for k in range(G)]))
-                            next_chunk(m)
-                        with m.Else():
+                with m.If(all_in):
+                    m.d.sync += have.eq(0)
+                    with m.If(stat_pass):
+                        m.d.sync += c.eq(c + g)
+                        with m.If(last_chunk):
+                            m.next = "PASS_END"
+                    with m.Elif(is_norm):
+                        m.next = "SCALE"
+                    with m.Else():
+                        m.next = "W"
+                    with m.Switch(op):
+                        with m.Case(int(MiscOp.RMSNORM)):
+                            with m.If(pass_ == 0):
+                                m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
+                            with m.Else():
+                                m.d.sync += [q[k].eq(norm_scaled(x[k] * b[k])) for k in range(G)]
+                        with m.Case(int(MiscOp.LAYERNORM)):
+                            with m.If(pass_ == 0):
+                                m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
+                            with m.Elif(pass_ == 1):
+                                sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
+                                m.d.sync += acc.eq(acc + tree(sq))
+                            with m.Else():
+                                m.d.sync += [q[k].eq(norm_scaled((x[k] - mean) * b[k])) for k in range(G)]
+                        with m.Case(int(MiscOp.SOFTMAX)):
+                            with m.If(pass_ == 0):
+                                cands = [Mux(visible[k], x[k], mx) for k in range(G)]
+                                m.d.sync += mx.eq(tree([mx] + cands, lambda p, q: Mux(q > p, q, p)))
+                            with m.Elif(pass_ == 1):
+                                m.d.sync += total.eq(total + tree([Mux(visible[k], e[k], 0) for k in range(G)]))
+                            with m.Else():
+                                for k in range(G):
+                                    p = ((e[k] * recip + (1 << 31)) >> 32)
+                                    m.d.sync += y[k].eq(Mux(visible[k], Mux(p > 255, 255, p), 0))
+                        with m.Case(int(MiscOp.EMUL)):
                             for k in range(G):
-                                p = ((e[k] * recip + (1 << 31)) >> 32)
-                                m.d.sync += y[k].eq(Mux(visible[k], Mux(p > 255, 255, p), 0))
-                    with m.Case(int(MiscOp.ROPE)):
-                        for k in range(G):
-                            m.d.sync += [y[k].eq(saturate(round_shift(x[k] * cc[k] - b[k] * s[k], nm.ROPE_FRAC_BITS,
-                                                                      40), 8)),
-                                         y2[k].eq(saturate(round_shift(b[k] * cc[k] + x[k] * s[k], nm.ROPE_FRAC_BITS,
-                                                                       40), 8))]
-                        m.d.sync += second.eq(0)
-                    with m.Case(int(MiscOp.EMUL)):
-                        for k in range(G):
-                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * b[k] * f.imm, f.shift, 72), 8))
-                    with m.Case(int(MiscOp.DEQ)):
-                        for k in range(G):
-                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 32))
-                    with m.Case(int(MiscOp.REQ)):
-                        for k in range(G):
-                            m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 8))
-                    with m.Case(int(MiscOp.DEQ_ADD)):
-                        for k in range(G):
-                            deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)
-                            m.d.sync += y[k].eq(saturate(b[k] + deq, 32))
+                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * b[k] * f.imm, f.shift, 72), 8))
+                        with m.Case(int(MiscOp.DEQ)):
+                            for k in range(G):
+                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 32))
+                        with m.Case(int(MiscOp.REQ)):
+                            for k in range(G):
+                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 8))
+                        with m.Case(int(MiscOp.DEQ_ADD)):
+                            for k in range(G):
+                                deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)
+                                m.d.sync += y[k].eq(saturate(b[k] + deq, 32))
             with m.State("SCALE"):  # the norms' output pass: the scaled products times the row's reciprocal
                 shift = G_ + nm.NORM_RECIP_BITS
                 for k in range(G):
@@ -317,64 +300,90 @@ class Sfu(ExecutionUnit):
                                                  + Mux(op == int(MiscOp.LAYERNORM), cc[k], 0), 8))
                 m.next = "W"
             with m.State("W"):
-                wide = Cat(*[v[:32] for v in y])
-                narrow = Cat(*[v[:8] for v in y])
-                eng.write_bytes(m, f.dst_buf, dst_row + Mux(out4, c << 2, Mux(second, c + half, c)),
-                                Mux(out4, g << 2, g), Mux(out4, wide, Mux(second, Cat(*y2), narrow)))
-                m.next = "W_WAIT"
-            with m.State("W_WAIT"):
-                with m.If(eng.done):
-                    with m.If(is_rope & ~second):
-                        m.d.sync += second.eq(1)
-                        m.next = "W"
-                    with m.Elif(is_rope):
-                        m.d.sync += second.eq(0)
-                        m.next = "NEXT"
-                    with m.Else():
-                        next_chunk(m)
-            with m.State("NEXT"):
-                with m.If(is_rope):
-                    with m.If(i_head + g == half):
-                        m.d.sync += [c.eq(c + g + half), i_head.eq(0)]
-                    with m.Else():
-                        m.d.sync += [c.eq(c + g), i_head.eq(i_head + g)]
-                with m.Else():
+                with m.If(~wr.busy):
+                    wr.write_bytes(m, f.dst_buf, dst_row + Mux(out4, c << 2, c), Mux(out4, g << 2, g),
+                                   Mux(out4, Cat(*[v[:32] for v in y]), Cat(*[v[:8] for v in y])))
                     m.d.sync += c.eq(c + g)
-                m.next = "A"
+                    with m.If(last_chunk):
+                        m.next = "PASS_END"
+                    with m.Else():
+                        m.next = "OP"
+            # ---- RoPE: per chunk of a head's first half, the elements, their partners, cos and sin, then two writes
+            with m.State("A"):
+                with m.If((c == f.cols) | (g == 0)):  # g == 0: a head without pairs
+                    m.next = "PASS_END"
+                with m.Else():
+                    rd(m, f.src_buf, src_row + c, g)
+                    m.next = "A_WAIT"
+            arrived(m, "A_WAIT", "B", *capture_a)
+            with m.State("B"):
+                rd(m, f.src_buf, src_row + partner, g)
+                m.next = "B_WAIT"
+            arrived(m, "B_WAIT", "C", *capture_b)
+            with m.State("C"):
+                rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), g * te)
+                m.next = "C_WAIT"
+            arrived(m, "C_WAIT", "D", *capture_c)
+            with m.State("D"):
+                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), g * te)
+                m.next = "D_WAIT"
+            arrived(m, "D_WAIT", "ROPE_OP", *[s[k].eq(element(k, te)) for k in range(G)])
+            with m.State("ROPE_OP"):
+                for k in range(G):
+                    m.d.sync += [y[k].eq(saturate(round_shift(x[k] * cc[k] - b[k] * s[k], nm.ROPE_FRAC_BITS, 40), 8)),
+                                 y2[k].eq(saturate(round_shift(b[k] * cc[k] + x[k] * s[k], nm.ROPE_FRAC_BITS, 40), 8))]
+                m.d.sync += second.eq(0)
+                m.next = "ROPE_W"
+            with m.State("ROPE_W"):
+                wr.write_bytes(m, f.dst_buf, dst_row + Mux(second, partner, c), g,
+                               Mux(second, Cat(*[v[:8] for v in y2]), Cat(*[v[:8] for v in y])))
+                m.next = "ROPE_W_WAIT"
+            with m.State("ROPE_W_WAIT"):
+                with m.If(wr.done):
+                    with m.If(~second):
+                        m.d.sync += second.eq(1)
+                        m.next = "ROPE_W"
+                    with m.Else():
+                        with m.If(i_head + g == half):
+                            m.d.sync += [c.eq(c + g + half), i_head.eq(0)]
+                        with m.Else():
+                            m.d.sync += [c.eq(c + g), i_head.eq(i_head + g)]
+                        m.next = "A"
             # ---- between passes: the row's statistics
-            with m.State("PASS_END"):
-                m.d.sync += [c.eq(0), i_head.eq(0)]
-                with m.Switch(op):
-                    with m.Case(int(MiscOp.RMSNORM)):
-                        with m.If(pass_ == 0):
-                            start_floor_div(m, acc, f.cols)
-                            m.next = "STAT_DIV"
-                        with m.Else():
+            with m.State("PASS_END"):  # once the pass's last results are written
+                with m.If(~wr.busy):
+                    m.d.sync += [c.eq(0), i_head.eq(0), rc.eq(0), rj.eq(0)]
+                    with m.Switch(op):
+                        with m.Case(int(MiscOp.RMSNORM)):
+                            with m.If(pass_ == 0):
+                                start_floor_div(m, acc, f.cols)
+                                m.next = "STAT_DIV"
+                            with m.Else():
+                                m.next = "ROW_END"
+                        with m.Case(int(MiscOp.LAYERNORM)):
+                            with m.If(pass_ == 0):
+                                start_round_div(m, acc, f.cols)
+                                m.next = "MEAN_DIV"
+                            with m.Elif(pass_ == 1):
+                                start_floor_div(m, acc, f.cols)
+                                m.next = "STAT_DIV"
+                            with m.Else():
+                                m.next = "ROW_END"
+                        with m.Case(int(MiscOp.SOFTMAX)):
+                            with m.If(pass_ == 0):
+                                m.d.sync += pass_.eq(1)
+                                m.next = "OP"
+                            with m.Elif(pass_ == 1):
+                                start_floor_div(m, Const(1 << nm.SOFTMAX_RECIP_BITS, 41), total)
+                                m.next = "RECIP_DIV"
+                            with m.Else():
+                                m.next = "ROW_END"
+                        with m.Default():
                             m.next = "ROW_END"
-                    with m.Case(int(MiscOp.LAYERNORM)):
-                        with m.If(pass_ == 0):
-                            start_round_div(m, acc, f.cols)
-                            m.next = "MEAN_DIV"
-                        with m.Elif(pass_ == 1):
-                            start_floor_div(m, acc, f.cols)
-                            m.next = "STAT_DIV"
-                        with m.Else():
-                            m.next = "ROW_END"
-                    with m.Case(int(MiscOp.SOFTMAX)):
-                        with m.If(pass_ == 0):
-                            m.d.sync += pass_.eq(1)
-                            m.next = "A"
-                        with m.Elif(pass_ == 1):
-                            start_floor_div(m, Const(1 << nm.SOFTMAX_RECIP_BITS, 41), total)
-                            m.next = "RECIP_DIV"
-                        with m.Else():
-                            m.next = "ROW_END"
-                    with m.Default():
-                        m.next = "ROW_END"
             with m.State("MEAN_DIV"):
                 with m.If(div.done):
                     m.d.sync += [mean.eq(quotient), acc.eq(0), pass_.eq(1)]
-                    m.next = "A"
+                    m.next = "OP"
             with m.State("STAT_DIV"):  # mean square (or variance) -> isqrt
                 with m.If(div.done):
                     m.d.comb += [sqrt.start.eq(1),
@@ -398,13 +407,15 @@ class Sfu(ExecutionUnit):
             with m.State("NORM_RECIP_DIV"):
                 with m.If(div.done):
                     m.d.sync += [den_m.eq(div.quotient), pass_.eq(pass_ + 1)]
-                    m.next = "A"
+                    m.next = "OP"
             with m.State("RECIP_DIV"):
                 with m.If(div.done):
                     m.d.sync += [recip.eq(div.quotient), pass_.eq(2)]
-                    m.next = "A"
+                    m.next = "OP"
             with m.State("ROW_END"):
                 m.d.sync += r.eq(r + 1)
                 m.d.comb += [g_.step.eq(1) for g_ in rows.values()]
                 m.next = "ROW"
+        m.d.comb += [in_pass.eq(fsm.ongoing("OP") | fsm.ongoing("SCALE") | fsm.ongoing("W")),
+                     waiting.eq(fsm.ongoing("OP"))]
         return m

@@ -238,56 +238,95 @@ def _chunks(count: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.minimum(lanes, count - starts)
 
 
+def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool) -> int:
+    """Cycles of one SFU pass over a row other than RoPE's, from its first cycle in OP through PASS_END.
+
+    ``reads``: per chunk, the words of each operand the reader asks for in turn; ``writes``: per chunk, the words of
+    its results (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t has its
+    last word at t + w + 1 (when the next read may start) and its done at t + w + 2; the reader starts a chunk's
+    first read once the one before is in and the lanes wait for the chunk before it (OP). The lanes take a chunk the
+    cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
+    write engine is free (a write of v words frees it v + 1 cycles after its start) and the lanes wait for the next
+    chunk. PASS_END waits for the last write."""
+    last_in = 0  # the cycle the last operand asked for has its last word
+    wait_prev, wait_now = 0, 0  # the cycles the lanes began to wait for the chunk before and for this one
+    write_free, took, wrote = 0, 0, 0
+    for k, words in enumerate(reads):
+        for j, w in enumerate(words):
+            t = 0 if k == 0 and j == 0 else max(last_in, wait_prev) if j == 0 else last_in
+            last_in = t + w + 1
+        took = max(last_in + 2, wait_now)
+        if writes is None:
+            nxt = took + 1
+        else:
+            wrote = max(took + (2 if scale else 1), write_free)
+            write_free = wrote + writes[k] + 1
+            nxt = wrote + 1
+        wait_prev, wait_now = wait_now, nxt
+    if writes is None:
+        return took + 2
+    return write_free + 1
+
+
 def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     """One row of a MISC operation: its passes over the row's chunks of ``sfu_lanes`` elements and the statistics
     between them. Each operand of a chunk is one read of its bytes, its results one write."""
     op, cols, w, G = MiscOp(ins.op), ins.cols, cfg.buffer_port_bytes, cfg.sfu_lanes
+    src_row, dst_row = ins.src_addr + r * ins.src_stride, ins.dst_addr + r * ins.dst_stride
+    if op is MiscOp.ROPE:
+        return _rope_row(w, G, ins.imm, cols, src_row, dst_row, ins.prm_addr + r * ROPE.row_bytes(ins.imm))
+    src2_row = ins.src2_addr + r * ins.src_stride
+    return _row_cycles(cfg, op, cols, src_row % w, dst_row % w, src2_row % w, ins.prm_addr % w)
+
+
+@lru_cache(maxsize=4096)
+def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, src2: int, prm: int) -> int:
+    """A row of any op but RoPE, its operands' addresses given within their buffer words (all that counts)."""
+    w, G = cfg.buffer_port_bytes, cfg.sfu_lanes
     c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
-    src_row, dst_row = ins.src_addr + r * ins.src_stride, ins.dst_addr + r * ins.dst_stride
-    a = read_cycles(src_row + c * src_e, g * src_e, w)
-    wr = write_cycles(dst_row + c * dst_e, g * dst_e, w)
-    end = 2  # the A state that finds the pass over, and PASS_END
+    a = span_words(src + c * src_e, g * src_e, w)
+    out = span_words(dst + c * dst_e, g * dst_e, w).tolist()
+    ge = NORM.element_bytes
+    gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
-    ge = NORM.element_bytes  # a gain (and LayerNorm's bias) per element
-    gain = read_cycles(ins.prm_addr + NORM.gain_offset(c), g * ge, w)
-    # a statistics pass: the first chunk's read, then OP; each later chunk's read starts as the last word of the one
-    # before arrives (the word engine's ``ready``), so it costs its words and one cycle more; a norm's output pass
-    # adds its other operands' reads (the state that issues one, then its wait), C (RMSNorm: no read), OP, SCALE and
-    # the write. Between them the divider and square root, then NORM_RECIP starts the row's reciprocal.
-    stat = int((a - 2).sum()) + 3 if len(a) else 0
     recip = 1 + div
+    stat = _element_pass([[n] for n in a.tolist()], None, False)
     if op is MiscOp.RMSNORM:
-        return stat + end + div + sqrt + recip + int((a + gain + 1 + 1 + 1 + wr).sum()) + end
+        return stat + div + sqrt + recip + _element_pass(np.stack([a, gain], 1).tolist(), out, True)
     if op is MiscOp.LAYERNORM:
-        beta = read_cycles(ins.prm_addr + NORM.bias_offset(cols, c), g * ge, w)
-        return 2 * stat + 2 * end + 2 * div + sqrt + recip + int((a + gain + beta + 1 + 1 + wr).sum()) + end
+        beta = span_words(prm + NORM.bias_offset(cols, c), g * ge, w)
+        return 2 * stat + 2 * div + sqrt + recip + _element_pass(np.stack([a, gain, beta], 1).tolist(), out, True)
     if op is MiscOp.SOFTMAX:
-        return 2 * stat + 2 * end + div + int((a + 1 + wr).sum()) + end
-    if op is MiscOp.ROPE:
-        head = ins.imm
-        if head < 2:
-            return end
-        half = head // 2
-        j, gj = _chunks(half, G)
-        tab = ins.prm_addr + r * ROPE.row_bytes(head)
-        e = ROPE.entry_bytes
-        table = int((read_cycles(tab + ROPE.cos_offset(j), gj * e, w) + read_cycles(tab + ROPE.sin_offset(head, j),
-                                                                                    gj * e, w)).sum())
-        total = end
-        for h in range(0, cols - cols % head, head):  # a head's pairs: x[h + j] with x[h + j + half]
-            lo, hi = h + j, h + j + half
-            total += table + int((read_cycles(src_row + lo, gj, w) + read_cycles(src_row + hi, gj, w) + 1
-                                  + write_cycles(dst_row + lo, gj, w) + write_cycles(dst_row + hi, gj, w) + 1).sum())
-        return total
+        return 2 * stat + div + _element_pass([[n] for n in a.tolist()], out, False)
     if op is MiscOp.EMUL:
-        b = read_cycles(ins.src2_addr + r * ins.src_stride + c, g, w)
-        return int((a + b + 1 + 1 + wr).sum()) + end
+        b = span_words(src2 + c, g, w)
+        return _element_pass(np.stack([a, b], 1).tolist(), out, False)
     if op in (MiscOp.DEQ, MiscOp.REQ):
-        return int((a + 1 + wr).sum()) + end
+        return _element_pass([[n] for n in a.tolist()], out, False)
     if op is MiscOp.DEQ_ADD:
-        return int((a + read_cycles(dst_row + 4 * c, 4 * g, w) + 1 + 1 + wr).sum()) + end
+        b = span_words(dst + 4 * c, 4 * g, w)
+        return _element_pass(np.stack([a, b], 1).tolist(), out, False)
     raise ValueError(f"no timing for MISC op {op}")
+
+
+def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, tab: int) -> int:
+    """A RoPE row: per chunk of a head's first half, four reads (the elements, their partners, cos, sin), OP and
+    two writes, one after another."""
+    end = 2  # the A state that finds the row over, and PASS_END
+    if head < 2:
+        return end
+    half = head // 2
+    j, gj = _chunks(half, G)
+    e = ROPE.entry_bytes
+    table = int((read_cycles(tab + ROPE.cos_offset(j), gj * e, w) + read_cycles(tab + ROPE.sin_offset(head, j),
+                                                                                gj * e, w)).sum())
+    total = end
+    for h in range(0, cols - cols % head, head):  # a head's pairs: x[h + j] with x[h + j + half]
+        lo, hi = h + j, h + j + half
+        total += table + int((read_cycles(src_row + lo, gj, w) + read_cycles(src_row + hi, gj, w) + 1
+                              + write_cycles(dst_row + lo, gj, w) + write_cycles(dst_row + hi, gj, w)).sum())
+    return total
 
 
 def misc_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
