@@ -215,11 +215,13 @@ class WordEngine(wiring.Component):
     rest of the word ``addr`` falls in; any other stride moves one byte per request. ``ready`` says a
     command may start this cycle: the engine is idle, or a read's last word arrives (its ``done``
     still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked);
-    ``last`` marks that cycle.
+    ``last`` marks that cycle. An ``eager`` engine asks for a read's first word in the cycle that starts it
+    (the unit's address then reaches the buffer's arbiter combinationally), so reads started back to back on
+    ``ready`` move a word every cycle; its writes start as usual.
     """
 
-    def __init__(self, word_bytes: int, max_bytes: int):
-        self.word_bytes, self.max_bytes = word_bytes, max_bytes
+    def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False):
+        self.word_bytes, self.max_bytes, self.eager = word_bytes, max_bytes, eager
         super().__init__({"port": Out(word_port_signature(word_bytes))})
         self.start = Signal()
         self.write = Signal()
@@ -260,23 +262,26 @@ class WordEngine(wiring.Component):
         tag_lane = Signal(lb)
         tag_at = Signal.like(issued)
         tag_n = Signal(range(w + 1))
-        lane = cur[:lb]
-        left = count - issued
-        contiguous = stride == 1
+        # an eager read's first request comes straight from the command; later ones from the registers
+        now = (self.start & ~self.write & (self.count != 0)) if self.eager else Const(0)
+        cur_e, issued_e, count_e = Mux(now, self.addr, cur), Mux(now, 0, issued), Mux(now, self.count, count)
+        lane = cur_e[:lb]
+        left = count_e - issued_e
+        contiguous = Mux(now, self.stride, stride) == 1
         n = Signal(range(w + 1))
         m.d.comb += n.eq(Mux(contiguous, Mux(left < (w - lane), left, w - lane), 1))
-        m.d.comb += p.buf.eq(buf_q)
+        m.d.comb += p.buf.eq(Mux(now, self.buf, buf_q))
         with m.If(self.start):
             m.d.sync += [self.busy.eq(self.count != 0), issued.eq(0), count.eq(self.count), last_sent.eq(0),
                          write.eq(self.write), stride.eq(self.stride), cur.eq(self.addr), wdata.eq(self.wdata),
                          buf_q.eq(self.buf)]
         m.d.sync += self.done.eq(self.start & (self.count == 0))
-        m.d.comb += [p.req.eq(self.busy & ~last_sent), p.addr.eq(cur), p.we.eq(write),
+        m.d.comb += [p.req.eq(now | (self.busy & ~last_sent)), p.addr.eq(cur_e), p.we.eq(write & ~now),
                      p.wdata.eq(shift_bytes(m, shift_bytes(m, wdata, issued, w), lane, w, left=True)), p.wmask.eq(first_lanes(n, w) << lane)]
         with m.If(p.req & p.gnt):
-            m.d.sync += [issued.eq(issued + n), cur.eq(Mux(contiguous, cur + n, cur + stride)),
-                         tag_lane.eq(lane), tag_at.eq(issued), tag_n.eq(n)]
-            with m.If(issued + n == count):
+            m.d.sync += [issued.eq(issued_e + n), cur.eq(Mux(contiguous, cur_e + n, cur_e + Mux(now, self.stride, stride))),
+                         tag_lane.eq(lane), tag_at.eq(issued_e), tag_n.eq(n)]
+            with m.If(issued_e + n == count_e):
                 m.d.sync += last_sent.eq(1)
                 with m.If(write):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]

@@ -47,7 +47,7 @@ class Sfu(ExecutionUnit):
         m = Module()
         G = self.cfg.sfu_lanes
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
-        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
+        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.wport), wr.port)
@@ -246,8 +246,8 @@ class Sfu(ExecutionUnit):
             # ---- every op but RoPE: the lanes take a chunk as its operands are in (OP), the norms' output pass
             # scales it (SCALE), and the results go out on the write engine (W), which the next chunk's reads overlap
             with m.State("OP"):
-                with m.If(all_in):
-                    m.d.sync += have.eq(0)
+                with m.If(all_in):  # (an eager read of the next chunk may arrive in this very cycle)
+                    m.d.sync += have.eq(Mux(in_pass & eng.done, 1 << tag_done, 0))
                     with m.If(stat_pass):
                         m.d.sync += c.eq(c + g)
                         with m.If(last_chunk):

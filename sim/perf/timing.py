@@ -242,8 +242,9 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool)
     """Cycles of one SFU pass over a row other than RoPE's, from its first cycle in OP through PASS_END.
 
     ``reads``: per chunk, the words of each operand the reader asks for in turn; ``writes``: per chunk, the words of
-    its results (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t has its
-    last word at t + w + 1 (when the next read may start) and its done at t + w + 2; the reader starts a chunk's
+    its results (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's
+    read engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1; the
+    reader starts a chunk's
     first read once the one before is in and the lanes wait for the chunk before it (OP). The lanes take a chunk the
     cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
     write engine is free (a write of v words frees it v + 1 cycles after its start) and the lanes wait for the next
@@ -254,7 +255,7 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool)
     for k, words in enumerate(reads):
         for j, w in enumerate(words):
             t = 0 if k == 0 and j == 0 else max(last_in, wait_prev) if j == 0 else last_in
-            last_in = t + w + 1
+            last_in = t + w
         took = max(last_in + 2, wait_now)
         if writes is None:
             nxt = took + 1
@@ -310,6 +311,11 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     raise ValueError(f"no timing for MISC op {op}")
 
 
+def _sfu_read(addr, nbytes: int, w: int):
+    """A read of the SFU's eager engine from the state that starts it to the one that sees it done."""
+    return read_cycles(addr, nbytes, w) - 1
+
+
 def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, tab: int) -> int:
     """A RoPE row: per chunk of a head's first half, four reads (the elements, their partners, cos, sin), OP and
     two writes, one after another."""
@@ -319,12 +325,12 @@ def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, 
     half = head // 2
     j, gj = _chunks(half, G)
     e = ROPE.entry_bytes
-    table = int((read_cycles(tab + ROPE.cos_offset(j), gj * e, w) + read_cycles(tab + ROPE.sin_offset(head, j),
-                                                                                gj * e, w)).sum())
+    table = int((_sfu_read(tab + ROPE.cos_offset(j), gj * e, w) + _sfu_read(tab + ROPE.sin_offset(head, j),
+                                                                            gj * e, w)).sum())
     total = end
     for h in range(0, cols - cols % head, head):  # a head's pairs: x[h + j] with x[h + j + half]
         lo, hi = h + j, h + j + half
-        total += table + int((read_cycles(src_row + lo, gj, w) + read_cycles(src_row + hi, gj, w) + 1
+        total += table + int((_sfu_read(src_row + lo, gj, w) + _sfu_read(src_row + hi, gj, w) + 1
                               + write_cycles(dst_row + lo, gj, w) + write_cycles(dst_row + hi, gj, w)).sum())
     return total
 
@@ -332,7 +338,7 @@ def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, 
 def misc_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     op = MiscOp(ins.op)
     w = cfg.buffer_port_bytes
-    head = (read_cycles(ins.prm_addr + NORM.eps.offset, NORM.eps.nbytes, w)
+    head = (_sfu_read(ins.prm_addr + NORM.eps.offset, NORM.eps.nbytes, w)
             if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else 1)  # EPS: the norms' epsilon
     return head + sum(1 + _sfu_row(cfg, ins, r) + 1 for r in range(ins.rows)) + 1
 
