@@ -74,7 +74,7 @@ def main() -> None:
             print(f"| {kind} | {n:,} | {cycles:,} | {cycles / s.cycles:.1%} |")
     n = sum(len(p) for p in progs)
     words = sum(ins.cls.words for p in progs for ins in p)
-    fetch = sum(fetch_cycles(cfg, ins.cls.words) for p in progs for ins in p)
+    fetch = sum(int(fetch_cycles(cfg, p).sum()) for p in progs)
     print(f"\ninstruction fetch: {n:,} instructions, {words:,} words, the fetcher busy {fetch:,} cycles "
           f"({fetch / s.cycles:.1%} of the step, ahead of the units)")
 

@@ -95,28 +95,45 @@ class Fetcher(wiring.Component):
         m.d.comb += [rd.r.ready.eq(inflight != 0), fifo.w_en.eq(rd.r.valid & rd.r.ready),
                      fifo.w_data.eq(rd.r.payload.data), received.eq(rd.r.valid & rd.r.ready)]
         m.d.sync += inflight.eq(inflight + Mux(asked, n, 0) - received)
-        with m.If(~have_beat & fifo.r_rdy & ~self.begin):
+        # the rest of the beat in hand goes into the instruction register in one cycle, up to the instruction's last
+        # word; a beat used up is replaced from the FIFO in the same cycle, and an instruction dispatched this cycle
+        # makes room for the next one's words at once
+        wsel = max(1, (words_per_beat - 1).bit_length())
+        taking = have_beat & (~full | self.out_ready) & ~self.begin & (left != 0)
+        at = Mux(full, 0, got)  # where this cycle's words go in the instruction register
+        first = beat.word_select(widx[:wsel], WORD_BITS) if words_per_beat > 1 else beat[:WORD_BITS]
+        this_need = Mux(at == 0, class_words(opcode_of(first)), need)
+        in_beat = words_per_beat - widx
+        want_words = this_need - at
+        left_words = left >> 2
+        take = Signal(range(words_per_beat + 1))
+        m.d.comb += take.eq(Mux(want_words < in_beat, Mux(want_words < left_words, want_words, left_words),
+                                Mux(in_beat < left_words, in_beat, left_words)))
+        used_up = Signal()
+        m.d.comb += used_up.eq(taking & (widx + take == words_per_beat))
+        with m.If(((~have_beat & ~self.begin) | used_up) & fifo.r_rdy):
             m.d.comb += fifo.r_en.eq(1)
             m.d.sync += [beat.eq(fifo.r_data), widx.eq(0), have_beat.eq(1)]
-        # one 32-bit word per cycle into the instruction register
-        word = beat.word_select(widx[:max(1, (words_per_beat - 1).bit_length())], WORD_BITS) \
-            if words_per_beat > 1 else beat[:WORD_BITS]
-        with m.If(have_beat & ~full & ~self.begin):
-            with m.If(left == 0):
-                m.d.sync += have_beat.eq(0)
-            with m.Else():
-                m.d.sync += [ir.word_select(got, WORD_BITS).eq(word), left.eq(left - 4), widx.eq(widx + 1)]
-                with m.If(widx + 1 == words_per_beat):
-                    m.d.sync += have_beat.eq(0)
-                this_need = Mux(got == 0, class_words(opcode_of(word)), need)
-                with m.If(got == 0):
-                    m.d.sync += [need.eq(this_need), ir.eq(word)]
-                    with m.If(opcode_of(word) >= len(Opcode)):
-                        m.d.sync += self.bad_opcode.eq(1)
-                with m.If(got + 1 == this_need):
-                    m.d.sync += [full.eq(1), got.eq(got + 1)]
-                with m.Else():
-                    m.d.sync += got.eq(got + 1)
+        with m.Elif(used_up):
+            m.d.sync += have_beat.eq(0)
+        with m.If(have_beat & ~self.begin & (left == 0)):
+            m.d.sync += have_beat.eq(0)
+        with m.If(taking):
+            m.d.sync += left.eq(left - (take << 2))
+            with m.If(~used_up):
+                m.d.sync += widx.eq(widx + take)
+            with m.If(at == 0):  # the words a shorter class leaves unused read as zero
+                m.d.sync += ir.eq(0)
+            for i in range(min(words_per_beat, MAX_WIDTH // WORD_BITS)):
+                src = (widx + i)[:wsel] if words_per_beat > 1 else 0
+                with m.If(i < take):
+                    word_i = beat.word_select(src, WORD_BITS) if words_per_beat > 1 else beat[:WORD_BITS]
+                    m.d.sync += ir.word_select((at + i)[:len(got)], WORD_BITS).eq(word_i)
+            with m.If(at == 0):
+                m.d.sync += need.eq(this_need)
+                with m.If(opcode_of(first) >= len(Opcode)):
+                    m.d.sync += self.bad_opcode.eq(1)
+            m.d.sync += [got.eq(at + take), full.eq(at + take == this_need)]
         return m
 
 

@@ -18,6 +18,7 @@ cycle LD reports done.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
@@ -105,6 +106,7 @@ class LoadPipeline:
     x_free: float = float("-inf")
     slots: list[float] = field(default_factory=list)
     shared_until: float = float("-inf")  # a streamed MV's reader asks for bursts on this master until then
+    fetch: list = field(default_factory=list)  # master 0: the instruction fetch's bursts (schedule.FetchModel)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -121,6 +123,9 @@ class LoadPipeline:
         issue = self.t if len(self.slots) < self.depth else max(self.t, self.slots[-self.depth] + 1)
         self.t = issue + 1
         first = max(issue + self.latency, self.x_free)
+        k = bisect_left(self.fetch, (issue,))  # the fetch's bursts asked for before this one are answered first
+        if k and self.fetch[k - 1][2] >= first:
+            first = self.fetch[k - 1][2] + 1
         if issue < self.shared_until:  # a streamed MV's reader keeps every slot busy, asking again in the cycle one
             # frees: each LD burst waits for the reader's bursts in the other slots, then takes its turn with the
             # reader's next one (modeled, not exact: tests/rtl/test_perf_calibration.py bounds it per unit)
@@ -167,13 +172,14 @@ class LoadModel:
     """LD across instructions: a pipeline per memory master (its issuer, its receiver, its bursts in flight), kept
     from one instruction to the next, since the next one's bursts follow the last one's without waiting for them."""
 
-    def __init__(self, cfg: HardwareConfig):
+    def __init__(self, cfg: HardwareConfig, fetch: list | None = None):
         self.cfg = cfg
+        self.fetch = fetch if fetch is not None else []  # the instruction fetch's bursts on master 0
         self.pipes: dict[int, LoadPipeline] = {}
         self.settled = float("-inf")  # from this cycle on, no pipeline has anything left in flight
 
     def _pipe(self, master: int, accept: float) -> LoadPipeline:
-        p = self.pipes.setdefault(master, LoadPipeline(self.cfg, t=accept + 1))
+        p = self.pipes.setdefault(master, LoadPipeline(self.cfg, t=accept + 1, fetch=self.fetch if master == 0 else []))
         p.t = max(p.t, accept + 1)  # ROW of the first row
         return p
 
@@ -188,7 +194,7 @@ class LoadModel:
 
     def instruction(self, ins, accept: float) -> tuple[int, int]:
         """LD ``ins`` accepted in cycle ``accept``: (the cycle LD can take the next instruction, the cycle it is done)."""
-        if not self._idle(accept):
+        if not self._idle(accept) or (self.fetch and self.fetch[-1][2] >= accept):
             return self._compute(ins, accept)
         # nothing of the last LD is left in flight: the same as from a fresh start, which is worked out once per shape
         key = (self.cfg, tuple((k, v) for k, v in ins.fields.items() if k not in ("wait", "release")))
@@ -202,7 +208,7 @@ class LoadModel:
             _FROM_IDLE[key] = hit
         ready, done, after = hit
         for g, (t, x_free, slots) in after.items():
-            p = self.pipes.setdefault(g, LoadPipeline(self.cfg, t=0.0))
+            p = self.pipes.setdefault(g, LoadPipeline(self.cfg, t=0.0, fetch=self.fetch if g == 0 else []))
             p.t, p.x_free, p.slots = t + accept, x_free + accept, [x + accept for x in slots]
             self._settles(p)
         return int(ready + accept), int(done + accept)

@@ -84,10 +84,65 @@ def covered(start: np.ndarray, end: np.ndarray) -> int:
     return total
 
 
-def fetch_cycles(cfg: HardwareConfig, words: int) -> int:
-    """Cycles the fetcher spends assembling one instruction: a word per cycle, a beat load per beat."""
+class FetchModel:
+    """When each instruction of a core's program is whole in the fetcher (hw/control.py's Fetcher).
+
+    The program's beats come in bursts of ``axi_burst_beats`` (the program starts on a burst boundary) on master
+    0's read channel, two bursts asked for at once and the next once a burst's worth has left the beat FIFO; the
+    memory answers them in order, a beat a cycle, the first ``mem_latency_cycles`` after the request. The beat
+    register takes the next beat as the one in it is used up (or as it arrives); the fetcher takes an instruction's
+    words one cycle per beat they lie in, from the cycle the instruction before leaves for its unit's queue.
+    ``bursts`` lists (request, first beat, last beat) of every burst asked for so far: LD's bursts on master 0
+    answered after them wait for them (:class:`~flightc.sim.perf.load.LoadPipeline`)."""
+
+    def __init__(self, cfg: HardwareConfig, program: list[Instruction]):
+        self.per_beat = max(1, cfg.axi_data_bytes * 8 // WORD_BITS)
+        self.burst = cfg.axi_burst_beats
+        self.latency = cfg.mem_latency_cycles
+        self.to_register = run_start(cfg) - 2 - cfg.mem_latency_cycles  # a beat's answer to the beat register
+        words = np.array([i.cls.words for i in program], np.int64)
+        self.last_word = np.cumsum(words) - 1
+        self.first_word = self.last_word - words + 1
+        self.beats = int(self.last_word[-1]) // self.per_beat + 1 if len(program) else 0
+        self.loaded = np.full(self.beats, -1, np.int64)  # the cycle each beat went into the beat register
+        self.bursts: list[tuple[int, int, int]] = []
+        self.used_up = -1  # the cycle the beat in the register was used up (its last word taken)
+        self.taken = -1  # the last cycle words were taken
+        for _ in range(min(2, -(-self.beats // self.burst))):
+            self._ask(1 + len(self.bursts))
+
+    def _ask(self, t: int) -> None:
+        k = len(self.bursts)
+        t = max(t, self.bursts[-1][0] + 1) if self.bursts else t
+        n = min(self.burst, self.beats - k * self.burst)
+        first = max(t + self.latency, self.bursts[-1][2] + 1 if self.bursts else 0)
+        self.bursts.append((t, first, first + n - 1))
+
+    def whole(self, i: int, allowed: int) -> int:
+        """The cycle instruction ``i`` has its last word taken, its words taken from cycle ``allowed`` on."""
+        t = allowed - 1
+        first, last = int(self.first_word[i]) // self.per_beat, int(self.last_word[i]) // self.per_beat
+        for b in range(first, last + 1):
+            if self.loaded[b] < 0:
+                k, j = divmod(b, self.burst)
+                self.loaded[b] = max(self.bursts[k][1] + j + self.to_register, self.used_up)
+                if j == self.burst - 1 and len(self.bursts) * self.burst < self.beats:
+                    self._ask(int(self.loaded[b]) + 1)  # a burst's worth has left the FIFO
+            t = max(t + 1, int(self.loaded[b]) + 1, self.taken + 1)
+            self.taken = t
+            if b < last or (int(self.last_word[i]) + 1) % self.per_beat == 0:
+                self.used_up = t
+        return t
+
+
+def fetch_cycles(cfg: HardwareConfig, program: list[Instruction]) -> np.ndarray:
+    """Cycles the fetcher spends assembling each instruction of a program: one per memory beat its words lie in
+    (what is left of a beat goes into the instruction register in one cycle, and the next beat replaces a used-up
+    one in the same cycle)."""
     per_beat = max(1, cfg.axi_data_bytes * 8 // WORD_BITS)
-    return words + -(-words // per_beat)
+    words = np.array([i.cls.words for i in program], np.int64)
+    first = np.cumsum(words) - words  # each instruction's first word in the program
+    return (first % per_beat + words - 1) // per_beat + 1
 
 
 def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule:
@@ -96,7 +151,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
     calendar = ChannelCalendar(cfg)
-    loads = [LoadModel(cfg) for _ in programs]  # LD keeps its bursts in flight from one instruction to the next
+    fetchers = [FetchModel(cfg, p) for p in programs]
+    loads = [LoadModel(cfg, f.bursts) for f in fetchers]  # LD keeps its bursts in flight from one instruction to the next
     stores = [StoreModel(cfg) for _ in programs]  # and ST its writes
     ld_ends: list[list[int]] = [[] for _ in programs]
     transfers: list[tuple[int, int, int, int]] = []  # (channel, bytes, start, end) of every charge to a channel
@@ -105,7 +161,6 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
     work = [[instruction_work(cfg, i) for i in p] for p in programs]
     busy = [np.array([w.cycles for w in ws], np.int64) for ws in work]
-    fetch = [np.array([fetch_cycles(cfg, i.cls.words) for i in p], np.int64) for p in programs]
     start = [np.full(n, -1, np.int64) for n in N]
     end = [np.full(n, -1, np.int64) for n in N]
     dispatch = [np.full(n, -1, np.int64) for n in N]
@@ -164,7 +219,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     ptr = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
     free_at = [{u: 0 for u in range(len(Unit))} for _ in range(P)]
     next_dispatch = [0] * P
-    last_dispatch = [run_start(cfg) - 1] * P
+    last_dispatch = [0] * P  # an instruction's words are taken from the cycle the one before leaves
     arrivals: dict[int, dict[int, int]] = {}  # barrier ordinal -> core -> arrival cycle
 
     remaining = sum(N)
@@ -201,11 +256,11 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 qp = queue_prev[c][i]
                 if qp >= 0 and start[c][qp] < 0:
                     break
-                t = last_dispatch[c] + fetch[c][i]
+                t = fetchers[c].whole(i, last_dispatch[c]) + 1
                 if qp >= 0:
                     t = max(t, start[c][qp] + 1)
                 dispatch[c][i] = t
-                last_dispatch[c] = t + 1
+                last_dispatch[c] = t
                 next_dispatch[c] += 1
 
     def earliest(c: int, u: int, i: int) -> int:
