@@ -126,8 +126,17 @@ class StoreUnit(DmaUnit):
         cfg = self.cfg
         per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
         s_log2 = cfg.lane_slots.bit_length() - 1
+        # an img_col of consecutive bytes over pairs dealt round several masters walks the pairs' first rows, then
+        # their second rows, so every row's master is another than the row before's (``dealt``)
+        self.column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
+        self.dealt = self.column & (f.img_groups_log2 != 0) & ~f.rows[0]
+        half = f.rows >> 1
+        self.walk_row = Signal.like(row)  # the row the walk's count stands for
+        m.d.comb += self.walk_row.eq(Mux(self.dealt, Mux(row < half, row << 1, ((row - half) << 1) | 1), row))
+        self.half_left = Signal.like(row)  # dealt: rows left before the walk turns to the second rows
+        m.d.comb += self.half_left.eq(Mux(row < half, half - row, f.rows - row))
         img_row = Signal.like(f.img_row)
-        m.d.comb += img_row.eq(Mux(f.img_col, row, f.img_row))
+        m.d.comb += img_row.eq(Mux(f.img_col, self.walk_row, f.img_row))
         pair = img_row >> 1
         group = Signal(8)
         o = Signal(AXI_ADDR_BITS)
@@ -169,12 +178,13 @@ class StoreUnit(DmaUnit):
             with m.Elif(self.responses[g] & (o != 0)):
                 m.d.sync += o.eq(o - 1)
         # ---- a row starts at the walk's addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
-        column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
+        column, dealt = self.column, self.dealt
         fresh = Signal()
         held = Signal(8 * w)  # the column's next buffer bytes, the next row's first
         held_rows = Signal(range(w + 1))
         read_rows = Signal(range(w + 1))  # rows the column's read in flight brings
-        cur_src, cur_dst = Mux(fresh, rows.buf, src), Mux(fresh, rows.mem, dst)
+        row_buf = Mux(dealt, f.buf_addr + self.walk_row, rows.buf)
+        cur_src, cur_dst = Mux(fresh, row_buf, src), Mux(fresh, rows.mem, dst)
         cur_left = Mux(fresh, f.row_bytes, left)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
@@ -191,8 +201,13 @@ class StoreUnit(DmaUnit):
         m.d.comb += rows_left.eq(f.rows - rows.count)
         to_end = Signal(range(w + 1))
         m.d.comb += to_end.eq(w - cur_src[:lb])
-        column_rows = Signal(range(w + 1))
-        m.d.comb += column_rows.eq(Mux(rows_left < to_end, rows_left, to_end))
+        column_rows = Signal(range(w + 1))  # rows the read brings (dealt: every other byte of it)
+        read_bytes = Signal(range(w + 1))
+        every_other = (to_end + 1) >> 1
+        m.d.comb += [column_rows.eq(Mux(dealt, Mux(self.half_left < every_other, self.half_left, every_other),
+                                        Mux(rows_left < to_end, rows_left, to_end))),
+                     read_bytes.eq(Mux(dealt, (column_rows << 1) - 1, column_rows))]
+        step = Mux(dealt, 16, 8)  # held bytes a row takes
         with m.FSM() as fsm:
             self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
             with m.State("BEAT"):
@@ -207,18 +222,18 @@ class StoreUnit(DmaUnit):
                     n = Mux(cur_left < room_w, cur_left, room_w)
                     m.d.sync += [nb.eq(n), src.eq(cur_src), dst.eq(cur_dst), left.eq(cur_left), fresh.eq(0)]
                     with m.If(column & (held_rows != 0)):
-                        m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0), held.eq(held >> 8),
+                        m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0), held.eq(held >> step),
                                      held_rows.eq(held_rows - 1)]
                         m.next = "WRITE"
                     with m.Else():
-                        eng.read(m, f.buf, cur_src, Mux(column, column_rows, Mux(f.pack4, n << 1, n)))
+                        eng.read(m, f.buf, cur_src, Mux(column, read_bytes, Mux(f.pack4, n << 1, n)))
                         m.d.sync += read_rows.eq(column_rows)
                         m.next = "GET"
             with m.State("GET"):
                 with m.If(eng.done):
                     m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0)]
                     with m.If(column):
-                        m.d.sync += [held.eq(eng.rdata[:8 * w] >> 8), held_rows.eq(read_rows - 1)]
+                        m.d.sync += [held.eq(eng.rdata[:8 * w] >> step), held_rows.eq(read_rows - 1)]
                     m.next = "WRITE"
             with m.State("WRITE"):
                 w_dst = Mux(live, cur_dst, dst)
@@ -232,7 +247,7 @@ class StoreUnit(DmaUnit):
                 with m.If(live):  # from the next cycle on, an ordinary WRITE of this row's beat
                     m.d.comb += in_beat.eq(1)
                     m.d.sync += [live.eq(0), data.eq(formed), src.eq(cur_src), dst.eq(cur_dst), left.eq(1), nb.eq(1),
-                                 fresh.eq(0), held.eq(held >> 8), held_rows.eq(held_rows - 1)]
+                                 fresh.eq(0), held.eq(held >> step), held_rows.eq(held_rows - 1)]
                 with m.If(wr.aw.valid & wr.aw.ready):
                     m.d.sync += aw_done.eq(1)
                 with m.If(wr.w.valid & wr.w.ready):
@@ -249,7 +264,8 @@ class StoreUnit(DmaUnit):
                             m.d.sync += fresh.eq(1)
                     # the next row starts a pair on another group's master: its beat goes in the next cycle
                     more = Mux(live, held_rows > 1, held_rows != 0)
-                    with m.If(column & rows.count[0] & (f.img_groups_log2 != 0) & more & (rows.count + 1 < f.rows)):
+                    with m.If(column & (rows.count[0] | dealt) & (f.img_groups_log2 != 0) & more
+                              & (rows.count + 1 < f.rows)):
                         m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0)]
                     with m.Else():
                         m.next = "BEAT"

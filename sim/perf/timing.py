@@ -184,19 +184,25 @@ class StoreModel:
         Per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an ST.img_col of
         consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its single-beat
         write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
-        ``mem_latency_cycles`` after its beat. Such an ST.img_col writes the first row of a pair in the cycle after
-        the row before where the image deals its pairs round several groups (another master's). A master takes a
-        beat at most every other cycle, which no channel's throttle holds up (each carries at least half a beat a
-        cycle). Once every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next
+        ``mem_latency_cycles`` after its beat. Where the image deals its pairs round several groups (masters), such
+        an ST.img_col writes the first row of a pair in the cycle after the row before's; with an even number of
+        rows it walks the pairs' first rows, then their second rows (every row's master another than the one before,
+        every other byte of a word read), each in the cycle after the one before. A master takes a beat at most
+        every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next
         instruction, and this one is done once its last response is back."""
         cfg = self.cfg
         w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
         column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
         per = 2 if ins.pack4 else 1
+        dealt = column and bool(ins.img_groups_log2) and ins.rows % 2 == 0
+        half = ins.rows // 2
+        order = [*range(0, ins.rows, 2), *range(1, ins.rows, 2)] if dealt else range(ins.rows)
+        places = store_rows(cfg, ins)
         c = s + 1  # the BEAT state's cycle
         held = 0
         last = -1  # this instruction's last response
-        for r, (channel, addr) in enumerate(store_rows(cfg, ins)):
+        for k, r in enumerate(order):
+            channel, addr = places[r]
             master = channel // cfg.channels_per_master
             src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
             if left == 0:
@@ -206,8 +212,13 @@ class StoreModel:
                 nb = min(left, w - dst % w)
                 if column and held:
                     held -= 1
-                    if not (r % 2 == 0 and ins.img_groups_log2):
+                    if not (dealt or r % 2 == 0 and ins.img_groups_log2):
                         c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
+                elif dealt:
+                    half_left = half - k if k < half else ins.rows - k
+                    got = min(half_left, (word - src % word + 1) // 2)
+                    held = got - 1
+                    c += 3 + span_words(src, 2 * got - 1, word)
                 else:
                     nbytes = min(ins.rows - r, word - src % word) if column else per * nb
                     held = nbytes - 1 if column else 0
