@@ -2,7 +2,10 @@
 
 A row is walked in chunks of up to ``sfu_lanes`` elements (RoPE: of a head's first half): each
 operand of a chunk is one word-engine read (whole buffer words), every lane computes its element
-in the same cycle, and the chunk's results go back as one write. RMSNorm and LayerNorm make one
+in the same cycle, and the chunk's results go back as one write, through a word port of their own.
+Every pass but RoPE's is a pipeline: an operand reader asks for a chunk's operands back to back on
+an eager read engine, one chunk ahead of the lanes, while the chunk before is written, so a pass
+costs about the words it reads (flightc.sim.perf.timing._element_pass). RMSNorm and LayerNorm make one
 or two statistics passes per row (the lanes' terms summed by an adder tree), take the integer
 square root and one reciprocal of the divisor per row, and scale each element by it
 (flightc.numerics.norm_apply: a multiply, a shift and a second multiply a lane); softmax finds the
@@ -246,7 +249,9 @@ class Sfu(ExecutionUnit):
             # ---- every op but RoPE: the lanes take a chunk as its operands are in (OP), the norms' output pass
             # scales it (SCALE), and the results go out on the write engine (W), which the next chunk's reads overlap
             with m.State("OP"):
-                with m.If(all_in):  # (an eager read of the next chunk may arrive in this very cycle)
+                with m.If(f.cols == 0):  # a row of nothing: no chunk to wait for
+                    m.next = "PASS_END"
+                with m.Elif(all_in):  # (an eager read of the next chunk may arrive in this very cycle)
                     m.d.sync += have.eq(Mux(in_pass & eng.done, 1 << tag_done, 0))
                     with m.If(stat_pass):
                         m.d.sync += c.eq(c + g)

@@ -260,6 +260,8 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool)
     cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
     write engine is free (a write of v words frees it v + 1 cycles after its start) and the lanes wait for the next
     chunk. PASS_END waits for the last write."""
+    if not reads:
+        return 2  # OP finds the row empty, then PASS_END
     last_in = 0  # the cycle the last operand asked for has its last word
     wait_prev, wait_now = 0, 0  # the cycles the lanes began to wait for the chunk before and for this one
     write_free, took, wrote = 0, 0, 0

@@ -82,6 +82,22 @@ def test_timing_contract_is_exact_for_every_sfu_operation(kernel_sim):
     assert ops >= {MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX, MiscOp.DEQ, MiscOp.DEQ_ADD}
 
 
+def test_an_empty_row_ends_on_time(kernel_sim):
+    """MISC with cols 0 (every op but RoPE, whose head size must divide cols): the SFU's pipelined passes find no
+    chunk to wait for and end in the model's cycles instead of hanging."""
+    case = block_case(CFG, 0, "misc")
+    misc = next(i for i in case.instructions if i.opcode is Opcode.MISC)
+    end = case.instructions[-1]
+    wrong = []
+    for op in (MiscOp.DEQ, MiscOp.REQ, MiscOp.EMUL, MiscOp.DEQ_ADD, MiscOp.SOFTMAX):
+        empty = misc.replace(wait=0, release=0, cols=0, op=int(op))
+        case.instructions = [empty, end]
+        _, counters = run_rtl(kernel_sim, case)
+        if counters["busy_misc"] != instruction_work(CFG, empty).cycles:
+            wrong.append(f"{op.name}: rtl {counters['busy_misc']}, model {instruction_work(CFG, empty).cycles}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_timing_contract_is_exact_for_streamed_mvs(kernel_sim):
     """A streamed MV on its own (every width, pattern, group size and output mode the random blocks draw): the
     model's cycles are the RTL's busy_mv, cycle for cycle."""
