@@ -6,12 +6,16 @@ Usage: python bench/decode_breakdown.py [--model flightc/models/configs/llama2-7
 Compiles the programs only (no weights), schedules the decode step at ``--context`` with the performance model and
 prints, per kind of instruction (streamed MVs, MVs and MMs through a buffer, each SFU operation, loads, stores),
 how many there are and the cycles their unit is busy with them, against the step's cycles and the HBM roofline
-(nominal bandwidth over the bytes the step streams). Units overlap, so the busy cycles add up to more than the step.
+(nominal bandwidth over the bytes the step streams). Units overlap, so the busy cycles add up to more than the step;
+a second table counts each cycle of the step once, for the first of a list of activities busy in it (the linear
+layers' weights streaming first), which says where the cycles beyond the weights' go.
 """
 from __future__ import annotations
 
 import argparse
 import time
+
+import numpy as np
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,6 +43,38 @@ def kind_of(ins) -> str:
     if ins.opcode is Opcode.MISC:
         return f"SFU {MiscOp(ins.op).name}"
     return ins.opcode.name
+
+
+# what a cycle of the step is spent on: the first of these with an instruction running in it
+ACTIVITIES = (
+    ("the linear layers' weights streaming", lambda k: k == "MV, weights streamed (linear layers)"),
+    ("attention: Q·Kᵀ and P·V", lambda k: k.startswith("MV, keys") or k.startswith("MV, values") or "KV buffer" in k),
+    ("attention: softmax and REQ", lambda k: k in ("SFU SOFTMAX", "SFU REQ")),
+    ("attention: key and value stores", lambda k: k.startswith("ST.img")),
+    ("norms", lambda k: k in ("SFU RMSNORM", "SFU LAYERNORM")),
+    ("other SFU (RoPE, the gated product, DEQ)", lambda k: k.startswith("SFU")),
+    ("loads and stores", lambda k: k in ("LD", "ST")),
+    ("other MVs and MMs", lambda k: k in ("MV", "MM") or k.startswith("MV") or k.startswith("MM")),
+)
+
+
+def activities(s, progs) -> list[tuple[str, int]]:
+    """(activity, cycles) of the step, each cycle counted once for the first activity busy in it; the cycles no
+    unit is busy in (fetch, dispatch, tokens and barriers) last."""
+    claimed = np.zeros(s.cycles + 1, bool)
+    out = []
+    for name, match in ACTIVITIES:
+        mark = np.zeros(s.cycles + 2, np.int64)
+        for core, prog in zip(s.cores, progs):
+            for i, ins in enumerate(prog):
+                if match(kind_of(ins)):
+                    mark[core.start[i]] += 1
+                    mark[core.end[i] + 1] -= 1
+        busy = np.cumsum(mark)[:s.cycles + 1] > 0
+        out.append((name, int((busy & ~claimed).sum())))
+        claimed |= busy
+    out.append(("no unit busy (fetch, dispatch, tokens, barriers)", int((~claimed).sum())))
+    return out
 
 
 def main() -> None:
@@ -76,7 +112,11 @@ def main() -> None:
     words = sum(ins.cls.words for p in progs for ins in p)
     fetch = sum(int(fetch_cycles(cfg, p).sum()) for p in progs)
     print(f"\ninstruction fetch: {n:,} instructions, {words:,} words, the fetcher busy {fetch:,} cycles "
-          f"({fetch / s.cycles:.1%} of the step, ahead of the units)")
+          f"({fetch / s.cycles:.1%} of the step, ahead of the units)\n")
+    print("| the step's cycles, each counted once for the first of these busy in it | cycles | of the step |")
+    print("|---|---:|---:|")
+    for name, cycles in activities(s, progs):
+        print(f"| {name} | {cycles:,} | {cycles / s.cycles:.1%} |")
 
 
 if __name__ == "__main__":
