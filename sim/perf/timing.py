@@ -305,7 +305,8 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     recip = 1 + div
-    stat = _element_pass([[n] for n in a.tolist()], None, False)
+    if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX):
+        stat = _element_pass([[n] for n in a.tolist()], None, False)  # a statistics pass: the elements, no writes
     if op is MiscOp.RMSNORM:
         return stat + div + sqrt + recip + _element_pass(np.stack([a, gain], 1).tolist(), out, True)
     if op is MiscOp.LAYERNORM:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flightc.isa.table import MiscOp, Opcode
+from flightc.isa.table import MiscOp, Opcode, SysOp
 from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.timing import instruction_work
 from flightc.sim.rtl.differential import run_rtl
@@ -88,6 +88,7 @@ def test_an_empty_row_ends_on_time(kernel_sim):
     case = block_case(CFG, 0, "misc")
     misc = next(i for i in case.instructions if i.opcode is Opcode.MISC)
     end = case.instructions[-1]
+    assert end.opcode is Opcode.SYS and end.op == SysOp.END
     wrong = []
     for op in (MiscOp.DEQ, MiscOp.REQ, MiscOp.EMUL, MiscOp.DEQ_ADD, MiscOp.SOFTMAX):
         empty = misc.replace(wait=0, release=0, cols=0, op=int(op))
