@@ -267,7 +267,8 @@ class WordEngine(wiring.Component):
         cur_e, issued_e, count_e = Mux(now, self.addr, cur), Mux(now, 0, issued), Mux(now, self.count, count)
         lane = cur_e[:lb]
         left = count_e - issued_e
-        contiguous = Mux(now, self.stride, stride) == 1
+        stride_e = Mux(now, self.stride, stride)
+        contiguous = stride_e == 1
         n = Signal(range(w + 1))
         m.d.comb += n.eq(Mux(contiguous, Mux(left < (w - lane), left, w - lane), 1))
         m.d.comb += p.buf.eq(Mux(now, self.buf, buf_q))
@@ -279,7 +280,7 @@ class WordEngine(wiring.Component):
         m.d.comb += [p.req.eq(now | (self.busy & ~last_sent)), p.addr.eq(cur_e), p.we.eq(write & ~now),
                      p.wdata.eq(shift_bytes(m, shift_bytes(m, wdata, issued, w), lane, w, left=True)), p.wmask.eq(first_lanes(n, w) << lane)]
         with m.If(p.req & p.gnt):
-            m.d.sync += [issued.eq(issued_e + n), cur.eq(Mux(contiguous, cur_e + n, cur_e + Mux(now, self.stride, stride))),
+            m.d.sync += [issued.eq(issued_e + n), cur.eq(Mux(contiguous, cur_e + n, cur_e + stride_e)),
                          tag_lane.eq(lane), tag_at.eq(issued_e), tag_n.eq(n)]
             with m.If(issued_e + n == count_e):
                 m.d.sync += last_sent.eq(1)

@@ -110,7 +110,8 @@ class StoreUnit(DmaUnit):
     are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
     the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
     round several groups (that row's master is another, and so each master still takes a beat at most every other
-    cycle)."""
+    cycle); with an even number of rows over such groups it walks the pairs' first rows, then their second rows
+    (``dealt``: every other byte of the word), each row's beat in the cycle after the one before's."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 

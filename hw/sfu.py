@@ -224,7 +224,7 @@ class Sfu(ExecutionUnit):
                     m.d.sync += capture_b
                 with m.Default():
                     m.d.sync += capture_c
-        all_in = have == Mux(n_ops == 3, 0b111, Mux(n_ops == 2, 0b011, 0b001))
+        all_in = have == (Const(1, 4) << n_ops) - 1
         last_chunk = c + g == f.cols
         with m.FSM() as fsm:
             self.idle(m, "EPS", r.eq(0))

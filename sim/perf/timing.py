@@ -188,8 +188,9 @@ class StoreModel:
         an ST.img_col writes the first row of a pair in the cycle after the row before's; with an even number of
         rows it walks the pairs' first rows, then their second rows (every row's master another than the one before,
         every other byte of a word read), each in the cycle after the one before. A master takes a beat at most
-        every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next
-        instruction, and this one is done once its last response is back."""
+        every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once
+        every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next instruction, and this
+        one is done once its last response is back."""
         cfg = self.cfg
         w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
         column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
@@ -255,9 +256,8 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool)
     ``reads``: per chunk, the words of each operand the reader asks for in turn; ``writes``: per chunk, the words of
     its results (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's
     read engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1; the
-    reader starts a chunk's
-    first read once the one before is in and the lanes wait for the chunk before it (OP). The lanes take a chunk the
-    cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
+    reader starts a chunk's first read once the one before is in and the lanes wait for the chunk before it (OP).
+    The lanes take a chunk the cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
     write engine is free (a write of v words frees it v + 1 cycles after its start) and the lanes wait for the next
     chunk. PASS_END waits for the last write."""
     if not reads:
@@ -301,12 +301,13 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
     a = span_words(src + c * src_e, g * src_e, w)
     out = span_words(dst + c * dst_e, g * dst_e, w).tolist()
-    ge = NORM.element_bytes
-    gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
     div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
     recip = 1 + div
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX):
         stat = _element_pass([[n] for n in a.tolist()], None, False)  # a statistics pass: the elements, no writes
+    if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+        ge = NORM.element_bytes
+        gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
     if op is MiscOp.RMSNORM:
         return stat + div + sqrt + recip + _element_pass(np.stack([a, gain], 1).tolist(), out, True)
     if op is MiscOp.LAYERNORM:
