@@ -67,7 +67,7 @@ def synthesize_run(kind: str, cfg) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "chain":
             return {"chain": cell_counts(chain_stat(cfg, Path(tmp)))}
-        stat = run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=f"{TOP}.core.mpe.chain*")
+        stat = run_yosys(Path(tmp), TOP, kernel_verilog(cfg, flat=True), blackbox=f"{TOP}.core.mpe.chain*")
         return report_from_stat(cfg, stat).per_module
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.hw.decode import BUF_SEL_BITS
+from flightc.hw.hierarchy import ram
 from flightc.isa.table import BUF_ADDR_BITS
 
 
@@ -41,18 +41,19 @@ class BufferBank(wiring.Component):
 
     With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every
     ``stripe_bytes``: the LD lanes of a striped row write one unit each into different banks in
-    the same cycle. Each bank is a simple dual-port memory with its own two arbiters.
+    the same cycle. Each bank is a simple dual-port memory with its own two arbiters. The ports named in
+    ``write_only`` (the LD lanes, the SFU's result port) never read: they take no part in the read arbiters and
+    get no read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers).
     """
 
-    def __init__(self, cfg: HardwareConfig, names: list[str]):
-        self.cfg, self.names = cfg, names
+    def __init__(self, cfg: HardwareConfig, names: list[str], write_only: frozenset[str] = frozenset()):
+        self.cfg, self.names, self.write_only = cfg, names, write_only
         w = cfg.buffer_port_bytes
         self.lane_bits = lane_bits(w)
         self.banks = cfg.axi_masters
         self.granule_bits = lane_bits(cfg.stripe_bytes // w) if self.banks > 1 else 0
         super().__init__({f"port_{n}": In(word_port_signature(w)) for n in names})
-        self.mems = {b: [Memory(shape=8 * w, depth=cfg.buffer_bytes(b) // w // self.banks, init=[])
-                         for _ in range(self.banks)] for b in Buffer}
+        self.depth = {b: cfg.buffer_bytes(b) // w // self.banks for b in Buffer}
 
     def ports(self) -> list:
         return [getattr(self, f"port_{n}") for n in self.names]
@@ -72,24 +73,29 @@ class BufferBank(wiring.Component):
         buf_q = [Signal(BUF_SEL_BITS, name=f"{n}_bufq") for n in self.names]
         bank_q = [Signal(max(1, bb), name=f"{n}_bankq") for n in self.names]
         read_data = {}
-        for b, mems in self.mems.items():
-            for k, mem in enumerate(mems):
+        readers = [i for i, n in enumerate(self.names) if n not in self.write_only]
+        for b in Buffer:
+            for k in range(nb):
                 tag = b.name.lower() + (str(k) if nb > 1 else "")
-                m.submodules[f"mem_{tag}"] = mem
-                wp = mem.write_port(granularity=8)
-                rp = mem.read_port()
-                read_data[b, k] = rp.data
+                mem = ram(m, f"mem_{tag}", 8 * self.cfg.buffer_port_bytes, self.depth[b])
+                read_data[b, k] = mem.rdata
                 here = [(p.buf == int(b)) & (bank_of[i] == k) for i, p in enumerate(ports)]
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin
-                r_any, r_idx = _arbiter(m, f"rd_{tag}", [p.req & here[i] & ~p.we for i, p in enumerate(ports)])
+                r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in readers])
                 w_any, w_idx = _arbiter(m, f"wr_{tag}", [p.req & here[i] & p.we for i, p in enumerate(ports)])
                 wport = Array(ports)[w_idx]
-                m.d.comb += [rp.addr.eq(Array(row_of)[r_idx]), wp.addr.eq(Array(row_of)[w_idx]),
-                             wp.data.eq(wport.wdata), wp.en.eq(Mux(w_any, wport.wmask, 0))]
+                m.d.comb += [mem.raddr.eq(Array(row_of[i] for i in readers)[r_pick]),
+                             mem.waddr.eq(Array(row_of)[w_idx]), mem.wdata.eq(wport.wdata),
+                             mem.wen.eq(Mux(w_any, wport.wmask, 0))]
+                for j, i in enumerate(readers):
+                    with m.If(r_any & (r_pick == j)):
+                        m.d.comb += ports[i].gnt.eq(1)
                 for i, p in enumerate(ports):
-                    with m.If((r_any & (r_idx == i)) | (w_any & (w_idx == i))):
+                    with m.If(w_any & (w_idx == i)):
                         m.d.comb += p.gnt.eq(1)
         for i, p in enumerate(ports):
+            if self.names[i] in self.write_only:
+                continue
             m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf), bank_q[i].eq(bank_of[i])]
             with m.Switch(Cat(bank_q[i], buf_q[i])):
                 for (b, k), rd in read_data.items():
@@ -102,7 +108,8 @@ class BufferBank(wiring.Component):
 def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
     """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant."""
     n = len(wants)
-    want = Cat(*wants)
+    want = Signal(n, name=f"want_{name}")  # a signal: each request is tested n times below
+    m.d.comb += want.eq(Cat(*wants))
     last = Signal(range(n), name=f"rr_{name}")
     grant = Signal(range(n), name=f"grant_{name}")
     with m.Switch(last):

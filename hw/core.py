@@ -16,6 +16,7 @@ from flightc.hw.axi_master import AxiMaster
 from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import StoreUnit
+from flightc.hw.hierarchy import separate
 from flightc.hw.load import LoadUnit, lane_port_name
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
@@ -92,7 +93,7 @@ class Core(wiring.Component):
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]
         m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD]
-                                                 + ["sfu_results"])
+                                                 + ["sfu_results"], write_only=frozenset(lanes + ["sfu_results"]))
         for k, name in enumerate(lanes):
             wiring.connect(m, ld.port[k], getattr(bank, f"port_{name}"))
         unit_ports = {}
@@ -109,8 +110,9 @@ class Core(wiring.Component):
         # reader of master g (a streamed MV's tile)
         masters = []
         for g in range(n):
-            m.submodules[f"master{g}" if n > 1 else "master"] = master = AxiMaster(
-                cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding)
+            m.submodules[f"master{g}" if n > 1 else "master"] = master = separate(
+                AxiMaster(cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding),
+                ("axi_master", cfg.axi_data_bytes, 3, cfg.axi_outstanding))
             wiring.connect(m, ctl.rd if g == 0 else ld.rd[g], master.read[0])
             wiring.connect(m, ld.rd[0] if g == 0 else ld.far[g - 1], master.read[1])
             wiring.connect(m, mpe.rd[g], master.read[2])

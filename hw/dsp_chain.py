@@ -13,7 +13,9 @@ register into the DSP48E2.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.hw.arith import tree
@@ -22,25 +24,32 @@ from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS
 PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
 
 
-class SparseDspChain(Elaboratable):
+class SparseDspChain(wiring.Component):
     """One chain: operands in; per token, the sum over valid lanes of activation x dequantized weight."""
 
     def __init__(self, cfg: HardwareConfig, span_max: int):
         L = cfg.chain_length
         self.cfg, self.span_max, self.L, self.T = cfg, span_max, L, cfg.macs_per_dsp
-        self.enable = Signal()  # compute this cycle; sums hold the result from the next cycle on
-        self.vals = Signal(8 * L)  # packed values of this step's L stored weights
-        self.idx = Signal(4 * L)  # their in-block positions (sparse formats)
-        self.gsb = Signal(8 * max(1, span_max // 16))  # group multipliers covering the window
-        self.window = Signal(8 * span_max * self.T)  # activations, token-major
-        self.a_unsigned = Signal()
-        self.bits_code = Signal(2)  # WeightBits
-        self.sparse = Signal()
-        self.m4 = Signal()  # the 2:4 pattern (2-bit positions, blocks of 4)
-        self.log2n = Signal(3)  # log2 of the stored weights per block
-        self.group_log2 = Signal(4)
-        self.valid_lanes = Signal(range(L + 1))
-        self.sums = [Signal(signed(cfg.acc_bits), name=f"sum{t}") for t in range(self.T)]
+        super().__init__({
+            "enable": In(1),  # compute this cycle; sums hold the result from the next cycle on
+            "vals": In(8 * L),  # packed values of this step's L stored weights
+            "idx": In(4 * L),  # their in-block positions (sparse formats)
+            "gsb": In(8 * max(1, span_max // 16)),  # group multipliers covering the window
+            "window": In(8 * span_max * self.T),  # activations, token-major
+            "a_unsigned": In(1),
+            "bits_code": In(2),  # WeightBits
+            "sparse": In(1),
+            "m4": In(1),  # the 2:4 pattern (2-bit positions, blocks of 4)
+            "log2n": In(3),  # log2 of the stored weights per block
+            "group_log2": In(4),
+            "valid_lanes": In(range(L + 1)),
+            **{f"sum{t}": Out(signed(cfg.acc_bits)) for t in range(self.T)},
+        })
+
+    @staticmethod
+    def key(cfg: HardwareConfig, span_max: int) -> tuple:
+        """What the chain's netlist depends on (:func:`flightc.hw.hierarchy.separate` generates it once per key)."""
+        return ("chain", cfg.chain_length, span_max, cfg.macs_per_dsp, cfg.acc_bits)
 
     def lane_operand(self, lane: int):
         """(INT8 weight operand, in-block position, column in the window) of one lane: the dequantizer's work."""
@@ -96,6 +105,6 @@ class SparseDspChain(Elaboratable):
                 terms[t].append(Mux(on, parts[t], 0))
         with m.If(self.enable):
             for t in range(T):
-                m.d.sync += self.sums[t].eq(tree(terms[t]))
+                m.d.sync += getattr(self, f"sum{t}").eq(tree(terms[t]))
         return m
 

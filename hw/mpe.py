@@ -25,6 +25,7 @@ from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
 from flightc.hw.decode import opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
+from flightc.hw.hierarchy import separate
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.stream import StreamMv
 from flightc.hw.stream_out import StreamOut
@@ -123,7 +124,7 @@ class Mpe(ExecutionUnit):
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc{c}_{t}") for t in range(T)] for c in range(C)]
         chains = []
         for c in range(C):
-            ch = SparseDspChain(cfg, SPAN)
+            ch = separate(SparseDspChain(cfg, SPAN), SparseDspChain.key(cfg, SPAN))
             m.submodules[f"chain{c}"] = ch
             lanes_left = nnz - j_mac
             m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
@@ -275,7 +276,7 @@ class Mpe(ExecutionUnit):
         with m.If(acc_go):
             for c in range(C):
                 for t in range(T):
-                    m.d.sync += acc[c][t].eq(acc[c][t] + chains[c].sums[t])
+                    m.d.sync += acc[c][t].eq(acc[c][t] + getattr(chains[c], f"sum{t}"))
             m.d.sync += j_mac.eq(j_mac + L)
         with m.If(tag_on):  # a contiguous operand's words go in whole; a strided one's bytes one by one
             with m.Switch(tag_slot):

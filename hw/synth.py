@@ -49,13 +49,18 @@ class SynthReport:
 
 
 @functools.lru_cache(maxsize=4)
-def kernel_verilog(cfg: HardwareConfig) -> str:
-    """The kernel's Verilog (seconds for the tiny preset, minutes for a board's; kept for the process)."""
+def kernel_verilog(cfg: HardwareConfig, flat: bool = False) -> str:
+    """The kernel's Verilog (seconds for the tiny preset, minutes for a board's): the lane groups, DSP chains and
+    memory masters each one module instantiated per copy (:mod:`flightc.hw.hierarchy`), or with ``flat`` each
+    copy a module of its own (what the synthesis reports count module by module)."""
     from amaranth.back import verilog
 
     from flightc.hw.core import VitisKernel
+    from flightc.hw.hierarchy import to_verilog
 
-    return verilog.convert(VitisKernel(cfg), name=TOP, emit_src=False)
+    if flat:
+        return verilog.convert(VitisKernel(cfg), name=TOP, emit_src=False)
+    return to_verilog(VitisKernel(cfg), TOP)
 
 
 def _categorize(cells: dict[str, int]) -> dict[str, int]:
@@ -146,6 +151,6 @@ def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool 
         report = SynthReport(cfg.name, cfg.hash, totals, {"chain": totals}, totals["DSP48E2"], cfg.chain_length,
                              time.perf_counter() - t0)
     else:
-        report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg)), time.perf_counter() - t0)
+        report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg, flat=True)), time.perf_counter() - t0)
     report_path.write_text(report.to_json())
     return report

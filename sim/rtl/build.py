@@ -65,12 +65,11 @@ def verilator_env() -> dict[str, str]:
 
 
 def testbench_verilog(cfg: HardwareConfig, memory_bytes: int) -> str:
-    from amaranth.back import verilog
-
+    from flightc.hw.hierarchy import to_verilog
     from flightc.hw.sim_memory import STORAGE_VERILOG
     from flightc.hw.testbench import KernelTestbench
 
-    text = verilog.convert(KernelTestbench(cfg, memory_bytes), name=INNER, emit_src=False)
+    text = to_verilog(KernelTestbench(cfg, memory_bytes), INNER)
     # Amaranth writes a zero initializer per memory word; Verilator zero-fills (--x-initial 0) anyway,
     # and megabytes of initializers only slow its build down.
     return _ZERO_INIT.sub("", text) + STORAGE_VERILOG + _clocked_wrapper()

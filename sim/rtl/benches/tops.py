@@ -59,5 +59,5 @@ class ChainProbe(wiring.Component):
         for name in CHAIN_INPUTS:
             m.d.comb += getattr(c, name).eq(getattr(self, name))
         for t in range(self.cfg.macs_per_dsp):
-            m.d.comb += getattr(self, f"sum{t}").eq(c.sums[t])
+            m.d.comb += getattr(self, f"sum{t}").eq(getattr(c, f"sum{t}"))
         return m

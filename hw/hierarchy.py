@@ -1,0 +1,146 @@
+"""Repeated components generated once: a design converted with :func:`to_verilog` instantiates every copy of a
+:func:`separate` component (a lane group per memory master, a DSP chain per MPE chain) as one Verilog module.
+
+Amaranth elaborates each instance of a component on its own, so a core with 32 lane groups and 32 chains
+spends most of its generation time and memory building the same netlist 32 times over. Inside
+:func:`to_verilog`, ``separate(component, key)`` converts the component the first time its ``key`` (the
+parameters its netlist depends on) is seen and hands back a stand-in with the same signature that instantiates
+that module by name; outside it (Amaranth's simulator, a flat conversion) it hands back the component itself.
+"""
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from amaranth.back import verilog
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Flow
+
+
+@dataclass
+class _Generated:
+    name: str
+    text: str
+    clocked: bool  # the module has the sync domain's clk and rst ports
+
+
+_LIBRARY: ContextVar[dict[tuple, _Generated] | None] = ContextVar("flightc_hw_library", default=None)
+
+
+def _ports(component: wiring.Component) -> list[tuple[Signal, bool]]:
+    """(signal, is an output) of every member that is a signal (a member a signature fixes to a constant, such as
+    an always-ready stream's ``ready``, is no port)."""
+    out = []
+    for _, member, value in component.signature.flatten(component):
+        value = Value.cast(value)  # a member with a layout is a view of its signal
+        if isinstance(value, Signal):
+            out.append((value, member.flow is Flow.Out))
+    return out
+
+
+class _Instantiation(wiring.Component):
+    """Stands in for a separated component: its signature's members wired to an instance of ``module``."""
+
+    def __init__(self, signature: wiring.Signature, module: _Generated):
+        self._module = module
+        super().__init__(signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        ports = {}
+        if self._module.clocked:
+            ports.update(i_clk=ClockSignal("sync"), i_rst=ResetSignal("sync"))
+        for sig, out in _ports(self):
+            ports[("o_" if out else "i_") + sig.name] = sig
+        m.submodules.inst = Instance(self._module.name, **ports)
+        return m
+
+
+def separate(component: wiring.Component, key: tuple) -> wiring.Component:
+    """``component``, or inside :func:`to_verilog` a stand-in instantiating the module generated for ``key``."""
+    library = _LIBRARY.get()
+    if library is None:
+        return component
+    generated = library.get(key)
+    if generated is not None:
+        component._MustUse__silence = True  # one like it is already generated: this one is never elaborated
+    else:
+        name = "flightc_" + re.sub(r"[^0-9A-Za-z_]+", "_", "_".join(str(k) for k in key)).strip("_")
+        ports = [sig for sig, _ in _ports(component)]
+        names = [sig.name for sig in ports]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name}: two ports share a name, so the module cannot be instantiated by port name")
+        text = verilog.convert(component, name=name, ports=ports, emit_src=False)
+        header = text[text.index(f"module {name}("):]
+        header = header[:header.index(";")]
+        generated = library[key] = _Generated(name, text, re.search(r"\bclk\b", header) is not None)
+    return _Instantiation(component.signature, generated)
+
+
+def to_verilog(top, name: str, ports: list | None = None) -> str:
+    """``top`` as Verilog: its own modules, then each separated component's module once."""
+    if _LIBRARY.get() is not None:
+        raise RuntimeError("to_verilog is not re-entrant")
+    library: dict[tuple, _Generated] = {}
+    token = _LIBRARY.set(library)
+    try:
+        text = verilog.convert(top, name=name, ports=ports, emit_src=False)
+    finally:
+        _LIBRARY.reset(token)
+    return text + "".join(g.text for g in library.values())
+
+
+RAM_MODULE = "flightc_ram"
+RAM_VERILOG = f"""
+// A simple dual-port RAM with byte write enables and a registered read that returns the word before a write in
+// the same cycle: the template Vivado maps to block RAM or UltraRAM, and what Amaranth's Memory would build,
+// without one initializer net per bit (minutes and gigabytes for a board's buffers).
+module {RAM_MODULE} #(parameter WIDTH = 64, parameter DEPTH = 2, parameter ABITS = 1) (
+  input clk, input [ABITS-1:0] raddr, output reg [WIDTH-1:0] rdata,
+  input [ABITS-1:0] waddr, input [WIDTH-1:0] wdata, input [WIDTH/8-1:0] wen);
+  reg [WIDTH-1:0] mem [0:DEPTH-1];
+  integer i;
+  always @(posedge clk) begin
+    rdata <= mem[raddr];
+    for (i = 0; i < WIDTH / 8; i = i + 1)
+      if (wen[i]) mem[waddr][8 * i +: 8] <= wdata[8 * i +: 8];
+  end
+endmodule
+"""
+
+
+@dataclass
+class Ram:
+    """A byte-writable simple dual-port RAM's ports: read ``raddr`` in one cycle, ``rdata`` the next; write the
+    bytes of ``wdata`` that ``wen`` selects at ``waddr``."""
+
+    raddr: Signal
+    rdata: Signal
+    waddr: Signal
+    wdata: Signal
+    wen: Signal
+
+
+def ram(m: Module, name: str, width: int, depth: int) -> Ram:
+    """A RAM of ``depth`` words of ``width`` bits (a multiple of 8) in ``m``: Amaranth's Memory, or inside
+    :func:`to_verilog` an instance of :data:`RAM_VERILOG` (appended to the design once)."""
+    from amaranth.lib.memory import Memory
+
+    abits = max(1, (depth - 1).bit_length())
+    ports = Ram(Signal(abits, name=f"{name}_raddr"), Signal(width, name=f"{name}_rdata"),
+                Signal(abits, name=f"{name}_waddr"), Signal(width, name=f"{name}_wdata"),
+                Signal(width // 8, name=f"{name}_wen"))
+    library = _LIBRARY.get()
+    if library is None:
+        m.submodules[name] = mem = Memory(shape=width, depth=depth, init=[])
+        wp, rp = mem.write_port(granularity=8), mem.read_port()
+        m.d.comb += [rp.addr.eq(ports.raddr), ports.rdata.eq(rp.data), wp.addr.eq(ports.waddr),
+                     wp.data.eq(ports.wdata), wp.en.eq(ports.wen)]
+        return ports
+    library.setdefault(("ram",), _Generated(RAM_MODULE, RAM_VERILOG, True))
+    m.submodules[name] = Instance(RAM_MODULE, p_WIDTH=width, p_DEPTH=depth, p_ABITS=abits,
+                                  i_clk=ClockSignal("sync"), i_raddr=ports.raddr, o_rdata=ports.rdata,
+                                  i_waddr=ports.waddr, i_wdata=ports.wdata, i_wen=ports.wen)
+    return ports
