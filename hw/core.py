@@ -111,8 +111,7 @@ class Core(wiring.Component):
         masters = []
         for g in range(n):
             m.submodules[f"master{g}" if n > 1 else "master"] = master = separate(
-                AxiMaster(cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding),
-                ("axi_master", cfg.axi_data_bytes, 3, cfg.axi_outstanding))
+                AxiMaster, cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding)
             wiring.connect(m, ctl.rd if g == 0 else ld.rd[g], master.read[0])
             wiring.connect(m, ld.rd[0] if g == 0 else ld.far[g - 1], master.read[1])
             wiring.connect(m, mpe.rd[g], master.read[2])

@@ -46,11 +46,6 @@ class SparseDspChain(wiring.Component):
             **{f"sum{t}": Out(signed(cfg.acc_bits)) for t in range(self.T)},
         })
 
-    @staticmethod
-    def key(cfg: HardwareConfig, span_max: int) -> tuple:
-        """What the chain's netlist depends on (:func:`flightc.hw.hierarchy.separate` generates it once per key)."""
-        return ("chain", cfg.chain_length, span_max, cfg.macs_per_dsp, cfg.acc_bits)
-
     def lane_operand(self, lane: int):
         """(INT8 weight operand, in-block position, column in the window) of one lane: the dequantizer's work."""
         q = Const(0, signed(8))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from amaranth.back import verilog
 from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, Value
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Flow
 
 
@@ -58,16 +59,21 @@ class _Instantiation(wiring.Component):
         return m
 
 
-def separate(component: wiring.Component, key: tuple) -> wiring.Component:
-    """``component``, or inside :func:`to_verilog` a stand-in instantiating the module generated for ``key``."""
+def separate(cls: type[wiring.Component], *args, **kwargs) -> wiring.Component:
+    """``cls(*args, **kwargs)``, or inside :func:`to_verilog` a stand-in instantiating the module generated once
+    for every equal class and arguments (they decide the netlist; a config is a frozen, hashable dataclass)."""
+    component = cls(*args, **kwargs)
     library = _LIBRARY.get()
     if library is None:
         return component
+    key = (cls, args, tuple(sorted(kwargs.items())))
     generated = library.get(key)
     if generated is not None:
         component._MustUse__silence = True  # one like it is already generated: this one is never elaborated
     else:
-        name = "flightc_" + re.sub(r"[^0-9A-Za-z_]+", "_", "_".join(str(k) for k in key)).strip("_")
+        base = "flightc_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        same = sum(1 for k in library if k[0] is cls)
+        name = base if not same else f"{base}_{same}"
         ports = [sig for sig, _ in _ports(component)]
         names = [sig.name for sig in ports]
         if len(set(names)) != len(names):
@@ -126,8 +132,6 @@ class Ram:
 def ram(m: Module, name: str, width: int, depth: int) -> Ram:
     """A RAM of ``depth`` words of ``width`` bits (a multiple of 8) in ``m``: Amaranth's Memory, or inside
     :func:`to_verilog` an instance of :data:`RAM_VERILOG` (appended to the design once)."""
-    from amaranth.lib.memory import Memory
-
     abits = max(1, (depth - 1).bit_length())
     ports = Ram(Signal(abits, name=f"{name}_raddr"), Signal(width, name=f"{name}_rdata"),
                 Signal(abits, name=f"{name}_waddr"), Signal(width, name=f"{name}_wdata"),
@@ -139,7 +143,7 @@ def ram(m: Module, name: str, width: int, depth: int) -> Ram:
         m.d.comb += [rp.addr.eq(ports.raddr), ports.rdata.eq(rp.data), wp.addr.eq(ports.waddr),
                      wp.data.eq(ports.wdata), wp.en.eq(ports.wen)]
         return ports
-    library.setdefault(("ram",), _Generated(RAM_MODULE, RAM_VERILOG, True))
+    library.setdefault((Ram,), _Generated(RAM_MODULE, RAM_VERILOG, True))
     m.submodules[name] = Instance(RAM_MODULE, p_WIDTH=width, p_DEPTH=depth, p_ABITS=abits,
                                   i_clk=ClockSignal("sync"), i_raddr=ports.raddr, o_rdata=ports.rdata,
                                   i_waddr=ports.waddr, i_wdata=ports.wdata, i_wen=ports.wen)

@@ -124,7 +124,7 @@ class Mpe(ExecutionUnit):
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc{c}_{t}") for t in range(T)] for c in range(C)]
         chains = []
         for c in range(C):
-            ch = separate(SparseDspChain(cfg, SPAN), SparseDspChain.key(cfg, SPAN))
+            ch = separate(SparseDspChain, cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
             lanes_left = nnz - j_mac
             m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),

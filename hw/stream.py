@@ -128,8 +128,8 @@ class StreamMv(wiring.Component):
         readers, feeds, groups, queues = [], [], [], []
         for g in range(G):
             rdr = StreamReader(cfg, g, self.bases)
-            feed = separate(LaneFeed(S, B, self.act_words, 1 << 15), ("lane_feed", S, B, self.act_words, 1 << 15))
-            grp = separate(LaneGroup(S, self.act_words, acc), ("lane_group", S, self.act_words, acc))
+            feed = separate(LaneFeed, S, B, self.act_words, 1 << 15)
+            grp = separate(LaneGroup, S, self.act_words, acc)
             q = SyncFIFO(width=2 * acc, depth=self.RESULTS)
             m.submodules[f"reader{g}"], m.submodules[f"feed{g}"] = rdr, feed
             m.submodules[f"group{g}"], m.submodules[f"results{g}"] = grp, q
