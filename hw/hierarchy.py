@@ -3,9 +3,10 @@
 
 Amaranth elaborates each instance of a component on its own, so a core with 32 lane groups and 32 chains
 spends most of its generation time and memory building the same netlist 32 times over. Inside
-:func:`to_verilog`, ``separate(component, key)`` converts the component the first time its ``key`` (the
-parameters its netlist depends on) is seen and hands back a stand-in with the same signature that instantiates
-that module by name; outside it (Amaranth's simulator, a flat conversion) it hands back the component itself.
+:func:`to_verilog`, ``separate(cls, *args)`` converts ``cls(*args)`` the first time that class and those
+arguments (all its netlist depends on) are seen and hands back a stand-in with the same signature that
+instantiates that module by name; outside it (Amaranth's simulator, a flat conversion) it hands back the
+component itself.
 """
 from __future__ import annotations
 
