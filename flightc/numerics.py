@@ -219,6 +219,24 @@ def exp2_lut() -> np.ndarray:
 _EXP2 = exp2_lut()
 
 
+def softmax_visible(shape: tuple[int, int], offset: int, window: int = 0) -> np.ndarray:
+    """The columns each row of a causal softmax sees: c <= r + offset (and, with a window w > 0, c > r + offset - w)."""
+    rows, cols = shape
+    last = np.arange(rows)[:, None] + offset
+    visible = np.arange(cols)[None, :] <= last
+    if window:
+        visible &= np.arange(cols)[None, :] > last - window
+    if not visible.any(axis=1).all():
+        raise ValueError("softmax: a row sees no column (offset too small)")
+    return visible
+
+
+def softmax_row_max(scores: np.ndarray, offset: int, window: int = 0) -> np.ndarray:
+    """Each row's maximum over the columns it sees (what MV.out_max hands a SOFTMAX with max_given)."""
+    s = np.asarray(scores, np.int64)
+    return np.where(softmax_visible(s.shape, offset, window), s, np.int64(-(1 << 40))).max(axis=1)
+
+
 def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int = 0) -> np.ndarray:
     """Causal softmax of INT32 score rows to UINT8 probabilities (p * 256, saturated at 255).
 
@@ -226,13 +244,7 @@ def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int 
     EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e * floor(2^40 / sum) >> 32.
     """
     s = np.asarray(scores, np.int64)
-    rows, cols = s.shape
-    last = np.arange(rows)[:, None] + offset
-    visible = np.arange(cols)[None, :] <= last
-    if window:
-        visible &= np.arange(cols)[None, :] > last - window
-    if not visible.any(axis=1).all():
-        raise ValueError("softmax: a row sees no column (offset too small)")
+    visible = softmax_visible(s.shape, offset, window)
     big_neg = np.int64(-(1 << 40))
     s = np.where(visible, s, big_neg)
     m = s.max(axis=1, keepdims=True)

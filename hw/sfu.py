@@ -9,7 +9,8 @@ costs about the words it reads (flightc.sim.perf.timing._element_pass). RMSNorm 
 or two statistics passes per row (the lanes' terms summed by an adder tree), take the integer
 square root and one reciprocal of the divisor per row, and scale each element by it
 (flightc.numerics.norm_apply: a multiply, a shift and a second multiply a lane); softmax finds the
-row maximum, sums LUT-based powers of two, takes one reciprocal per row and scales; RoPE, EMUL,
+row maximum (or, with max_given, reads it past the row: MV.out_max leaves it there), sums LUT-based powers of
+two, takes one reciprocal per row and scales; RoPE, EMUL,
 DEQ, DEQ_ADD and REQ are single-pass. The unit's one divider serves the row statistics.
 """
 from __future__ import annotations
@@ -244,8 +245,15 @@ class Sfu(ExecutionUnit):
                                  mx.eq(-(1 << 32)), rc.eq(0), rj.eq(0), have.eq(0)]
                     with m.If(is_rope):
                         m.next = "A"
+                    with m.Elif((op == int(MiscOp.SOFTMAX)) & f.max_given):
+                        m.next = "MAX"
                     with m.Else():
                         m.next = "OP"
+            # ---- SOFTMAX.max_given: the row's maximum is the INT32 past it; the sums' pass comes first
+            with m.State("MAX"):
+                rd(m, f.src_buf, src_row + (f.cols << 2), 4)
+                m.next = "MAX_WAIT"
+            arrived(m, "MAX_WAIT", "OP", mx.eq(element(0, 4)), pass_.eq(1))
             # ---- every op but RoPE: the lanes take a chunk as its operands are in (OP), the norms' output pass
             # scales it (SCALE), and the results go out on the write engine (W), which the next chunk's reads overlap
             with m.State("OP"):

@@ -19,7 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
-from flightc.hw.arith import round_shift, saturate
+from flightc.hw.arith import round_shift, saturate, tree
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.isa.table import BUF_ADDR_BITS, OutMode
@@ -83,7 +83,7 @@ class StreamOut(wiring.Component):
         w = cfg.buffer_port_bytes
         super().__init__({
             "port": Out(word_port_signature(w)),
-            "start": In(1), "mode": In(2), "lut": In(1), "n": In(16), "out_addr": In(BUF_ADDR_BITS),
+            "start": In(1), "mode": In(2), "lut": In(1), "out_max": In(1), "n": In(16), "out_addr": In(BUF_ADDR_BITS),
             "scale_addr": In(BUF_ADDR_BITS), "lut_addr": In(BUF_ADDR_BITS),
             "res_valid": In(1), "res_data": In(signed(cfg.acc_bits)), "res_row": In(17), "res_end": In(1),
             "res_pop": Out(1), "done": Out(1),
@@ -209,6 +209,11 @@ class StreamOut(wiring.Component):
                              written.eq((t < wide_k) & (self.res_row + 2 * t + r < self.n)),
                              sums.word_select(2 * t + r, 32).eq(Mux(written, v, 0)),
                              lanes_w.word_select(2 * t + r, 4).eq(Mux(written, 0xF, 0))]
+        # MV.out_max: the largest raw sum taken so far, written past the results at the end
+        best = Signal(signed(32))
+        best_written = Signal()
+        wide_best = tree([best] + [Mux(lanes_w[4 * i], sums.word_select(i, 32).as_signed(), best)
+                                   for i in range(2 * P)], lambda p, q: Mux(q > p, q, p))
         wide_placed = shift_bytes(m, sums, wide_lane, w, left=True)
         wide_mask = Signal(w)
         m.d.comb += wide_mask.eq((lanes_w << wide_lane)[:w])
@@ -217,24 +222,32 @@ class StreamOut(wiring.Component):
         m.d.comb += wide_take.eq(running & wide & ~self.res_end & (wide_k != 0) & (~pend | write_now | ~wide_ends))
         m.d.comb += self.pair_take.eq(Mux(wide_take, wide_k, 0))
         with m.If(wide_take & (wide_mask != 0)):
+            m.d.sync += best.eq(wide_best)
             with m.If(wide_ends):
                 m.d.sync += [pend.eq(1), pend_word.eq(word | wide_placed), pend_mask.eq(mask | wide_mask),
                              pend_addr.eq(dst >> lb << lb), word.eq(0), mask.eq(0)]
             with m.Else():
                 m.d.sync += [word.eq(word | wide_placed), mask.eq(mask | wide_mask), waddr.eq(dst >> lb << lb)]
         with m.If(take & kept):
+            with m.If(self.res_data > best):
+                m.d.sync += best.eq(self.res_data)
             with m.If(completes):
                 m.d.sync += [pend.eq(1), pend_word.eq(word | placed), pend_mask.eq(mask | lanes),
                              pend_addr.eq(dst >> lb << lb), word.eq(0), mask.eq(0)]
             with m.Else():
                 m.d.sync += [word.eq(word | placed), mask.eq(mask | lanes), waddr.eq(dst >> lb << lb)]
+        max_at = Signal(BUF_ADDR_BITS)
+        m.d.comb += max_at.eq(self.out_addr + (self.n << 2))
+        max_lane = max_at[:max(1, lb)] if lb else Const(0, 1)
+        max_word = rotate_bytes(m, Cat(best, Const(0, 8 * max(0, w - 4)))[:8 * w], max_lane, w)
+        max_mask = (Const(0xF, w) << max_lane)[:w]
         # ---- start, the LUT, the results, the last partial word
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [*rec_q.start(self.scale_addr, self.n * REQUANT.size),
                                  *res_q.start(self.out_addr, self.n << 2), lut_asked.eq(0), lut_got.eq(0),
-                                 word.eq(0), mask.eq(0)]
+                                 word.eq(0), mask.eq(0), best.eq(-(1 << 31)), best_written.eq(0)]
                     m.next = "LUT"
             with m.State("LUT"):
                 m.d.comb += loading.eq(self.lut & (mode == int(OutMode.REQ_I8)))
@@ -246,6 +259,9 @@ class StreamOut(wiring.Component):
                     with m.If(mask != 0):
                         m.d.sync += [pend.eq(1), pend_word.eq(word), pend_mask.eq(mask), pend_addr.eq(waddr),
                                      mask.eq(0)]
+                    with m.Elif(self.out_max & ~best_written):
+                        m.d.sync += [pend.eq(1), pend_word.eq(max_word), pend_mask.eq(max_mask),
+                                     pend_addr.eq(max_at >> lb << lb), best_written.eq(1)]
                     with m.Else():
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"

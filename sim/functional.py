@@ -20,11 +20,10 @@ from flightc.compress.stream import rows_of_image
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, footprint, gather_channel, gather_rows,
-                                   kmajor_row_bytes, mpe_macs, mpe_shape, norm_param_bytes, stream_shape,
-                                   store_rows, store_target, stream_k, stream_spans, streamed, stripe_layout,
-                                   stripe_spans, striped,
-                                   weight_format)
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, check_max_fields, footprint,
+                                   gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
+                                   norm_param_bytes, store_rows, store_target, stream_k, stream_shape, stream_spans,
+                                   streamed, stripe_layout, stripe_spans, striped, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
@@ -317,6 +316,7 @@ class Machine:
                                f"distinct and ascending within a block of {fmt.m}")
 
     def _mpe(self, ins: Instruction, c: Counters) -> None:
+        check_max_fields(ins)
         m, a_stride, out_stride = mpe_shape(ins)
         n, k = ins.n, ins.k
         a = self._get(Buffer.ACT, Access(("buf", Buffer.ACT), ins.a_addr, m, k, a_stride),
@@ -346,6 +346,9 @@ class Machine:
         out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)
         if mode is OutMode.ACC32:
             self._put(out_buf, out, acc.astype("<i4"))
+            if ins.opcode is Opcode.MV and ins.out_max:
+                self._put(out_buf, Access(("buf", out_buf), ins.out_addr + 4 * n, 1, 4, 0),
+                          acc.max(axis=1, keepdims=True).astype("<i4"))
             return
         rec = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0),
                         np.uint8)
@@ -363,7 +366,21 @@ class Machine:
             res = self._get(out_buf, out, "<i4")
             self._put(out_buf, out, nm.residual_add(res, acc, mult, shift).astype("<i4"))
 
+    def _check_given_max(self, ins: Instruction, x: np.ndarray) -> None:
+        """SOFTMAX.max_given: the INT32 past each row is the row's visible maximum (the hardware uses it as is)."""
+        sb = Buffer(ins.src_buf)
+        given = self._get(sb, Access(("buf", sb), ins.src_addr + 4 * ins.cols, ins.rows, 4, ins.src_stride),
+                          "<i4")[:, 0].astype(np.int64)
+        want = nm.softmax_row_max(x, ins.offset, ins.window)
+        bad = np.flatnonzero(given != want)
+        if bad.size:
+            r = int(bad[0])
+            raise ProgramError(f"SOFTMAX.max_given: row {r}'s given maximum {int(given[r])} (at src + 4 cols) is not "
+                               f"the maximum {int(want[r])} of its visible scores; write it with the scores' MV.out_max "
+                               f"over the same columns, or drop max_given")
+
     def _misc(self, ins: Instruction, c: Counters) -> None:
+        check_max_fields(ins)
         mop = MiscOp(ins.op)
         rows, cols = ins.rows, ins.cols
         sb, db = Buffer(ins.src_buf), Buffer(ins.dst_buf)
@@ -397,6 +414,8 @@ class Machine:
                 y = nm.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)
             except ValueError as e:
                 raise ProgramError(str(e)) from None
+            if ins.max_given:
+                self._check_given_max(ins, x)
         elif mop is MiscOp.EMUL:
             x2 = self._get(sb, Access(("buf", sb), ins.src2_addr, rows, cols, ins.src_stride), np.int8)
             y = nm.emul(x, x2, ins.imm, ins.shift)

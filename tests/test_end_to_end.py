@@ -56,6 +56,9 @@ def test_simulator_equals_integer_reference(case):
             assert {i.n for i in values} <= {spec.head_dim}
             assert all(i.out_mode == (OutMode.ACC32 if raw else OutMode.REQ_I8) for i in values)
             assert len(reqs) == (len(values) if raw else 0)
+            softmaxes = [i for i in prog if i.opcode is Opcode.MISC and i.op == MiscOp.SOFTMAX]
+            # decode's scores carry their maximum to the softmax (out_max, max_given); a prompt's rows see less
+            assert {i.out_max for i in keys} == {int(raw)} and {i.max_given for i in softmaxes} == {int(raw)}
             stores = [i for i in prog if i.opcode is Opcode.ST and i.img]
             assert len(stores) == tokens * layers * kv_heads * (1 + images)
             assert not any(i.opcode is Opcode.LD and i.buf == Buffer.KV for i in prog) or not images

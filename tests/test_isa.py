@@ -93,8 +93,8 @@ def test_own_unit_tokens_are_refused():
 
 
 def test_reserved_bits_and_truncation_are_refused():
-    data = bytearray(encode(make("MV", n=3)))
-    data[-1] |= 0x80  # MV's top bits are reserved
+    data = bytearray(encode(make("MISC", rows=3)))
+    data[-1] |= 0x80  # MISC's top bits are reserved
     with pytest.raises(EncodingError, match="reserved"):
         decode(bytes(data))
     with pytest.raises(EncodingError, match="truncated"):

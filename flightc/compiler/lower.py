@@ -146,12 +146,14 @@ class StepLowering:
         # rows of probabilities at buffer words (a streamed P.V's activations), and room past the last for the
         # whole chunks a streamed P.V copies (zeros past the window)
         self.p_stride = -(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else window
-        score_bytes, prob_bytes = 4 * length * window, length * self.p_stride + cfg.lane_slots
+        # (decode's scores are followed by their maximum, MV.out_max)
+        score_bytes, prob_bytes = 4 * length * window + 4, length * self.p_stride + cfg.lane_slots
         # two of each while they take at most an eighth of their buffers: the next head's scores are made while
         # this head's softmax and P.V run (:meth:`attention`)
         pairs = 2 if (16 * score_bytes <= cfg.buffer_bytes(Buffer.ACC)
                       and 16 * prob_bytes <= cfg.buffer_bytes(Buffer.ACT)) else 1
         self.scores = [fixed(f"attention scores {i}", Buffer.ACC, score_bytes) for i in range(pairs)]
+        self.score_max = [False] * pairs  # whether score buffer i's scores were followed by their maximum
         self.probs = [fixed(f"attention probabilities {i}", Buffer.ACT, prob_bytes) for i in range(pairs)]
         # a streamed P.V's raw sums (whole row pairs a cycle out of the MPE), requantized by the SFU (MISC REQ)
         self.pv_sums = ([fixed(f"P.V sums {i}", Buffer.ACC, 4 * d) for i in range(pairs)]
@@ -436,6 +438,8 @@ class StepLowering:
         L, d = self.L, self.s.head_dim
         window = self.C - self.first_visible()
         scores = self.scores[pair]
+        # decode's one row sees every column of the window: the stream's output stage hands softmax its maximum
+        self.score_max[pair] = image is not None and L == 1
         if image is None:
             self.mpe(L, n=window, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
                      w_addr=self.kslot[slot], w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
@@ -447,7 +451,8 @@ class StepLowering:
                 self.extras[len(self.out)] = ([], order)
             self.emit(Opcode.MV, n=window, k=d, a_addr=q.addr + t * q.row_bytes + h * d, w_bits=kv_bits,
                       sparsity=image.fmt.sparsity, out_mode=OutMode.ACC32, out_addr=scores + t * 4 * window,
-                      w_stream=1, w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr)
+                      w_stream=1, w_channel=at.channel, w_stripe=at.stripe, w_hbm_addr=at.addr,
+                      out_max=int(self.score_max[pair]))
 
     def head_output(self, h: int, node: dict, images: ValueImages | None, out: Tensor, v_rows: bool, kvb: int,
                     kv_bits: WeightBits, pair: int, slot: int, defer: bool = False) -> Callable[[], None] | None:
@@ -462,7 +467,8 @@ class StepLowering:
         probs = self.probs[pair]
         self.misc(MiscOp.SOFTMAX, rows=L, cols=window, src_buf=Buffer.ACC, src_addr=self.scores[pair],
                   src_stride=4 * window, dst_buf=Buffer.ACT, dst_addr=probs, dst_stride=self.p_stride,
-                  imm=sm_mult, shift=sm_shift, offset=self.p0 - first, window=s.sliding_window)
+                  imm=sm_mult, shift=sm_shift, offset=self.p0 - first, window=s.sliding_window,
+                  max_given=int(self.score_max[pair]))
         if images is None:
             v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
             self.mpe(L, n=d, k=window, a_addr=probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,

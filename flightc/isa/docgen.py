@@ -40,6 +40,10 @@ Refinements over FlightLLM's six classes, and why:
 - **MISC REQ requantizes INT32 rows to INT8** (ISA 1.6) with one multiplier and shift (`imm`, `shift`),
   as the MPE's REQ_I8 does with a record per row: a streamed P.V leaves its raw sums a word of row pairs
   a cycle (ACC32) instead of one requantized result a cycle, and the SFU requantizes them.
+- **A streamed MV can hand softmax its row maximum** (ISA 1.7): with `MV.out_max` the output stage
+  keeps the largest raw sum as it writes the scores and writes it just past them, and a SOFTMAX with
+  `max_given` reads it there instead of making a pass over the row for it: decode's attention scores
+  are read twice by the SFU, not three times.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;
@@ -50,6 +54,8 @@ the RTL streams its operands and relies on them):
 - A group multiplier of b-bit weights is at most {gs_max} (ISA 1.4: `127 // 2^(b-1)`), so q x multiplier
   is an INT8 operand and the MACs may apply it to a group's partial sum exactly.
 - A norm's `shift` is at most {norm_shift} (ISA 1.6), so its divisor `rms << shift` stays below 2^{den_bits}.
+- `MV.out_max` only with `w_stream` and ACC32; `MISC.max_given` only with SOFTMAX, and the value past
+  each row equals the maximum of the row's visible scores (ISA 1.7).
 """
 
 

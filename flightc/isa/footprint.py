@@ -120,6 +120,14 @@ def stream_shape(cfg: HardwareConfig, ins: Instruction) -> StreamShape:
         raise ProgramError(f"a streamed MV: {e}") from None
 
 
+def check_max_fields(ins: Instruction) -> None:
+    """MV.out_max only on a streamed MV's raw sums, MISC.max_given only on SOFTMAX (ISA 1.7)."""
+    if ins.opcode is Opcode.MV and ins.out_max and (not ins.w_stream or OutMode(ins.out_mode) is not OutMode.ACC32):
+        raise ProgramError("MV.out_max writes the largest raw sum of a streamed MV: it needs w_stream and ACC32")
+    if ins.opcode is Opcode.MISC and ins.max_given and MiscOp(ins.op) is not MiscOp.SOFTMAX:
+        raise ProgramError(f"MISC.max_given is SOFTMAX's row maximum: {MiscOp(ins.op).name} takes none")
+
+
 def stream_spans(cfg: HardwareConfig, ins: Instruction) -> list[tuple[int, int, int]]:
     """(channel, address, bytes) of each channel's share of a streamed MV's tile."""
     shape = stream_shape(cfg, ins)
@@ -268,6 +276,8 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
         out = Access(buf(out_buf), ins.out_addr, m, out_elem_bytes(mode) * ins.n, out_stride)
         if mode is OutMode.REQ_ADD:
             reads.append(out)
+        if op is Opcode.MV and ins.out_max:  # the largest sum, just past them
+            return reads, [out, Access(buf(out_buf), ins.out_addr + 4 * ins.n, 1, 4, 0)]
         return reads, [out]
     if op is Opcode.MISC:
         return misc_footprint(ins)
@@ -301,7 +311,8 @@ def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     mop = MiscOp(ins.op)
     src_elem = MISC_SRC_BYTES.get(mop, 1)
     dst_elem = MISC_DST_BYTES.get(mop, 1)
-    reads = [Access(buf(ins.src_buf), ins.src_addr, rows, cols * src_elem, ins.src_stride)]
+    given = 4 if mop is MiscOp.SOFTMAX and ins.max_given else 0  # each row's maximum, just past it
+    reads = [Access(buf(ins.src_buf), ins.src_addr, rows, cols * src_elem + given, ins.src_stride)]
     if mop is MiscOp.EMUL:
         reads.append(Access(buf(ins.src_buf), ins.src2_addr, rows, cols, ins.src_stride))
     if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.6"
+ISA_VERSION = "1.7"
 WORD_BITS = 32
 
 
@@ -275,6 +275,8 @@ _CLASSES = (
                    _u("w_hbm_addr", HBM_ADDR_BITS, "byte address of a streamed tile on each of its channels (a "
                                                    "multiple of stripe_bytes)"),
                    _u("w_stripe", 6, "channels a streamed tile is striped over: a power of two of whole masters"),
+                   _b("out_max", "with w_stream and ACC32 (ISA 1.7): also write the largest of the n sums, INT32, at "
+                                 "out_addr + 4 n, where a SOFTMAX with max_given takes its row maximum"),
                )),
     InstrClass("MISC", Opcode.MISC, Unit.SFU, 320, "Special-function operation over rows x cols elements.",
                HEADER + (
@@ -293,6 +295,9 @@ _CLASSES = (
                    _u("shift", 6, "right shift applied after imm"),
                    _i("offset", 20, "causal offset: row r sees columns <= r + offset (SOFTMAX)"),
                    _u("window", 20, "sliding window: row r sees only the last `window` of those columns; 0: all"),
+                   _b("max_given", "SOFTMAX (ISA 1.7): each row's maximum over its visible columns is the INT32 just "
+                                   "past the row (src + 4 cols, as MV.out_max writes it), so no pass looks for it; a "
+                                   "program whose given maximum differs from the visible columns' is in error"),
                )),
     InstrClass("SYS", Opcode.SYS, Unit.SYS, 32, "Synchronization and program control.",
                HEADER + (

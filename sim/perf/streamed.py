@@ -153,7 +153,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
             asks[j] = 1  # (its issuer interleaves with LD's: only the slots and the read channel are shared)
     rec = _Queue(ins.scale_addr, ins.n * REQUANT.size, w, REQUANT.size)
     res = _Queue(ins.out_addr, 4 * ins.n, w, 4)
-    pend = mask = False
+    pend = mask = max_written = False
     q_i = j_i = r_i = 0
     out_done = None
     limit = 8 * (beats_total + 2 * pairs * G * (REQUANT.size + 8) + go + lut_words + latency) * max(1, math.ceil(gap)) \
@@ -274,6 +274,8 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
             if res_end and not pend:
                 if mask:
                     set_pend, mask = True, False
+                elif ins.out_max and not max_written:  # the largest sum, past the results
+                    set_pend = max_written = True
                 else:
                     out_done = t
             pend = set_pend or (pend and not write_now)

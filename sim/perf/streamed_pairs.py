@@ -161,6 +161,8 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         out_done = res_end + 1 if last_kept_at == prev else res_end
     else:
         out_done = res_end + 2
+    if ins.out_max:  # then the largest sum's write, past the results
+        out_done += 2
     tail = np.arange(pairs * shape.pair_beats, beats_total)
     drain = int(last_pop.max())
     if tail.size:

@@ -290,12 +290,15 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
     if op is MiscOp.ROPE:
         return _rope_row(w, G, ins.imm, cols, src_row, dst_row, ins.prm_addr + r * ROPE.row_bytes(ins.imm))
     src2_row = ins.src2_addr + r * ins.src_stride
-    return _row_cycles(cfg, op, cols, src_row % w, dst_row % w, src2_row % w, ins.prm_addr % w)
+    given = op is MiscOp.SOFTMAX and bool(ins.max_given)
+    return _row_cycles(cfg, op, cols, src_row % w, dst_row % w, src2_row % w, ins.prm_addr % w, given)
 
 
 @lru_cache(maxsize=4096)
-def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, src2: int, prm: int) -> int:
-    """A row of any op but RoPE, its operands' addresses given within their buffer words (all that counts)."""
+def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, src2: int, prm: int,
+                given: bool = False) -> int:
+    """A row of any op but RoPE, its operands' addresses given within their buffer words (all that counts);
+    ``given``: a SOFTMAX whose row maximum is read past the row (max_given), in place of its first pass."""
     w, G = cfg.buffer_port_bytes, cfg.sfu_lanes
     c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
@@ -314,7 +317,8 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
         beta = span_words(prm + NORM.bias_offset(cols, c), g * ge, w)
         return 2 * stat + 2 * div + sqrt + recip + _element_pass(np.stack([a, gain, beta], 1).tolist(), out, True)
     if op is MiscOp.SOFTMAX:
-        return 2 * stat + div + _element_pass([[n] for n in a.tolist()], out, False)
+        first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
+        return first + stat + div + _element_pass([[n] for n in a.tolist()], out, False)
     if op is MiscOp.EMUL:
         b = span_words(src2 + c, g, w)
         return _element_pass(np.stack([a, b], 1).tolist(), out, False)

@@ -222,7 +222,7 @@ class _Builder:
         rand, rng = self.rand, self.rng
         op = MiscOp(rand(0, len(MiscOp) - 1))
         rows = rand(1, 4)
-        imm = shift = offset = window = prm_addr = src2_addr = 0
+        imm = shift = offset = window = prm_addr = src2_addr = given = 0
         in_place = False
         if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
             cols = rand(1, 48)
@@ -240,6 +240,11 @@ class _Builder:
             imm, shift = rand(1, 1 << 16), rand(0, 16)
             offset = rand(0, cols - rows)
             window = 0 if rng.random() < 0.5 else rand(1, cols)
+            if rng.random() < 0.4:  # each row's maximum past it (as MV.out_max leaves it): SOFTMAX.max_given
+                x = np.frombuffer(data, "<i4").reshape(rows, cols)
+                best = nm.softmax_row_max(x, offset, window).astype("<i4")
+                data = np.concatenate([x, best[:, None]], 1).tobytes()
+                given = 1
         elif op is MiscOp.ROPE:
             d = int(rng.choice([2, 4, 8, 16]))
             cols = d * rand(1, 3)
@@ -265,9 +270,10 @@ class _Builder:
             src_buf, esize, dst_buf, dsize = Buffer.ACT, 1, Buffer.ACC, 4
             data = self.bytes_(rows * cols)
             imm, shift = rand(-(1 << 20), 1 << 20), rand(0, 20)
-        src_stride = cols * esize + rand(0, 6)
-        src_addr = self.buffer(src_buf, (rows - 1) * src_stride + cols * esize)
-        self.load(src_buf, src_addr, rows, cols * esize, src_stride, data)
+        row_bytes = cols * esize + 4 * given
+        src_stride = row_bytes + rand(0, 6)
+        src_addr = self.buffer(src_buf, (rows - 1) * src_stride + row_bytes)
+        self.load(src_buf, src_addr, rows, row_bytes, src_stride, data)
         if op is MiscOp.EMUL:
             src2_addr = self.buffer(src_buf, (rows - 1) * src_stride + cols)
             self.load(src_buf, src2_addr, rows, cols, src_stride, self.bytes_(rows * cols))
@@ -289,9 +295,10 @@ class _Builder:
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=1 << Unit.SFU)
         self.emit("MISC", op=op, rows=rows, cols=cols, src_buf=src_buf, src_addr=src_addr, src_stride=src_stride,
                   src2_addr=src2_addr, dst_buf=dst_buf, dst_addr=dst_addr, dst_stride=dst_stride, prm_addr=prm_addr,
-                  imm=imm, shift=shift, offset=offset, window=window, wait=1 << Unit.LD, release=1 << Unit.ST)
+                  imm=imm, shift=shift, offset=offset, window=window, max_given=given, wait=1 << Unit.LD,
+                  release=1 << Unit.ST)
         self.store(dst_buf, dst_addr, rows, cols * dsize, dst_stride, wait=1 << Unit.SFU)
-        return f"MISC {op.name}{' in place' if in_place else ''}"
+        return f"MISC {op.name}{' in place' if in_place else ''}{' max_given' if given else ''}"
 
     def block_dma(self) -> str:
         rand = self.rand
@@ -411,7 +418,9 @@ class _Builder:
         elem = 1 if mode is OutMode.REQ_I8 else 4
         out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
         pairs = mode is OutMode.ACC32 and self.rng.random() < 0.75  # raw sums a word of pairs a cycle (stream_out)
-        out_addr = self.buffer(out_buf, n * elem, PAIR_BYTES if pairs else elem)
+        out_max = int(mode is OutMode.ACC32 and self.rng.random() < 0.5)  # and their maximum past them
+        out_bytes = n * elem + 4 * out_max
+        out_addr = self.buffer(out_buf, out_bytes, PAIR_BYTES if pairs else elem)
         unit = 1 << Unit.MPE
         self.load(Buffer.ACT, a_addr, 1, k_mv, k_mv, self.bytes_(k_mv))
         scale_addr = lut_addr = lut = 0
@@ -423,7 +432,7 @@ class _Builder:
         mv = make("MV", n=n, k=k_mv, a_addr=a_addr, a_unsigned=int(self.rng.random() < 0.3), w_bits=fmt.bits_code,
                   sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode, out_addr=out_addr,
                   scale_addr=scale_addr, lut=lut, lut_addr=lut_addr, wait=1 << Unit.LD, release=1 << Unit.ST,
-                  w_stream=1, w_channel=channel, w_stripe=stripe)
+                  w_stream=1, w_channel=channel, w_stripe=stripe, out_max=out_max)
         shape = stream_shape(cfg, mv)
         packed = np.frombuffer(self.weights(fmt, n, k), np.uint8).reshape(n, -1)
         image = np.frombuffer(stream_image(packed, shape), np.uint8)
@@ -455,9 +464,10 @@ class _Builder:
                 self.case.images[ch][at:at + nb] = share
                 self.out_used[ch] = at + nb
         self.case.instructions.append(mv.replace(w_hbm_addr=at))
-        self.store(out_buf, out_addr, 1, n * elem, n * elem, wait=unit)
+        self.store(out_buf, out_addr, 1, out_bytes, out_bytes, wait=unit)
         how = "" if rows_alone is None else " written by ST.img_col" if by_column else " written by ST.img"
         how += f" K {k_mv} of {k}" if k_mv != k else ""
+        how += " with its maximum" if out_max else ""
         return f"streamed MV {fmt.label()} over {span} master(s) {mode.name}{how}"
 
     def rows_loaded(self, fmt: WeightFormat, packed: np.ndarray, rows: ImageRows) -> int:

@@ -69,17 +69,19 @@ def test_model_within_tolerance_on_random_programs(kernel_sim):
 def test_timing_contract_is_exact_for_every_sfu_operation(kernel_sim):
     """An SFU instruction on its own (every operation the random blocks draw: the norms, softmax with its window,
     RoPE, EMUL, DEQ and DEQ_ADD at any alignment): the model's cycles are the RTL's busy_misc, cycle for cycle."""
-    wrong, ops = [], set()
+    wrong, ops, given = [], set(), 0
     for seed in range(40):
         case = block_case(CFG, seed, "misc")
         ins = next(i for i in case.instructions if i.opcode is Opcode.MISC)
         ops.add(MiscOp(ins.op))
+        given += ins.max_given
         _, counters = run_rtl(kernel_sim, case)
         if counters["busy_misc"] != instruction_work(CFG, ins).cycles:
             wrong.append(f"seed {seed} {MiscOp(ins.op).name}: rtl {counters['busy_misc']}, "
                          f"model {instruction_work(CFG, ins).cycles}")
     assert not wrong, "\n".join(wrong)
     assert ops >= {MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX, MiscOp.DEQ, MiscOp.DEQ_ADD}
+    assert given >= 1  # a softmax that reads its row maximum (max_given) rather than finding it
 
 
 def test_an_empty_row_ends_on_time(kernel_sim):
@@ -101,16 +103,18 @@ def test_an_empty_row_ends_on_time(kernel_sim):
 
 def test_timing_contract_is_exact_for_streamed_mvs(kernel_sim):
     """A streamed MV on its own (every width, pattern, group size and output mode the random blocks draw): the
-    model's cycles are the RTL's busy_mv, cycle for cycle."""
-    wrong = []
+    model's cycles are the RTL's busy_mv, cycle for cycle (raw sums with their maximum, out_max, too)."""
+    wrong, maxima = [], 0
     for seed in range(40):
         case = block_case(CFG, seed, "stream")
         mv = next(i for i in case.instructions if i.opcode is Opcode.MV)
+        maxima += mv.out_max
         _, counters = run_rtl(kernel_sim, case)
         want = instruction_work(CFG, mv).cycles
         if counters["busy_mv"] != want:
             wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_mv']}, model {want}")
     assert not wrong, "\n".join(wrong)
+    assert maxima >= 1
 
 
 def test_model_on_random_programs_with_streamed_mvs(kernel_sim):
