@@ -237,6 +237,9 @@ class Control(wiring.Component):
         self.cfg, self.units, self.regs = cfg, units, lite_regs
         self.ready = ready or {}
         super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
+        # per unit: its queue's head is there and every token it waits for (and room for those it releases) is, so it
+        # would start if the unit were free (the MPE reads the next streamed MV's tile ahead on it)
+        self.head_ok = {u: Signal(name=f"head_ok_{u.name.lower()}") for u in Unit}
         self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
         self.barrier_go = Signal()  # every core is at the barrier
         self.running = Signal()
@@ -281,11 +284,13 @@ class Control(wiring.Component):
                 ok = q.r_rdy & (inflight < LD_IN_FLIGHT) & self.ready[u] & self.running
             else:
                 ok = q.r_rdy & ~busy[u] & self.running
+            tokens = q.r_rdy & self.running
             for o in Unit:
                 if o is u:
                     continue
-                ok = ok & (~h.wait[int(o)] | (tok[o][u] != 0)) & (~h.release[int(o)] | (tok[u][o] != depth))
-            m.d.comb += starting[u].eq(ok)
+                tokens = tokens & (~h.wait[int(o)] | (tok[o][u] != 0)) & (~h.release[int(o)] | (tok[u][o] != depth))
+            ok = ok & tokens
+            m.d.comb += [starting[u].eq(ok), self.head_ok[u].eq(tokens)]
             with m.If(ok):
                 m.d.comb += [q.r_en.eq(1), ports[u].start.eq(1)]
             m.d.comb += ports[u].instr.eq(q.r_data)

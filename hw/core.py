@@ -104,6 +104,7 @@ class Core(wiring.Component):
             wiring.connect(m, up, blk.ctl)
         wiring.connect(m, sfu.wport, bank.port_sfu_results)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready, Unit.ST: st.ready})
+        m.d.comb += mpe.head_ok.eq(ctl.head_ok[Unit.MPE])
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
         # its FIFO has room for a whole burst, so it never holds more than two slots); last, the MPE's stream

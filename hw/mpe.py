@@ -23,7 +23,7 @@ from amaranth.lib.wiring import Out
 from flightc.hw.arith import round_shift, saturate
 from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
-from flightc.hw.decode import opcode_of
+from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
 from flightc.hw.records import REQUANT_LAYOUT
@@ -42,6 +42,7 @@ class Mpe(ExecutionUnit):
         super().__init__(cfg, rd=Out(read_client_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters))
         self.span_max = cfg.chain_span_max
         self.bases = channel_base
+        self.head_ok = Signal()  # from the control: the queue's head would start if the MPE were free
 
     def elaborate(self, platform):
         m = Module()
@@ -62,6 +63,25 @@ class Mpe(ExecutionUnit):
         m.d.comb += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.group_log2.eq(f.group_log2),
                      sm.k.eq(f.k), sm.n.eq(f.n), sm.a_unsigned.eq(f.a_unsigned), sm.w_channel.eq(fv.w_channel),
                      sm.w_hbm_addr.eq(fv.w_hbm_addr), sm.w_stripe.eq(fv.w_stripe)]
+        # the readers' tile: this MV's as it starts (state T), else the queue head's, read ahead while this streamed
+        # MV drains if both tiles fit the readers' FIFOs and the head's tokens are in (its waits met: the tile is
+        # never read ahead of them)
+        in_t, in_stream = Signal(), Signal()
+        hm, hv = fields(self.instr, Opcode.MM), fields(self.instr, Opcode.MV)
+        for dst, mine, head in ((sm.r_bits_code, f.w_bits, hm.w_bits), (sm.r_sparsity, f.sparsity, hm.sparsity),
+                                (sm.r_group_log2, f.group_log2, hm.group_log2), (sm.r_k, f.k, hm.k),
+                                (sm.r_n, f.n, hm.n), (sm.r_w_channel, fv.w_channel, hv.w_channel),
+                                (sm.r_w_hbm_addr, fv.w_hbm_addr, hv.w_hbm_addr),
+                                (sm.r_w_stripe, fv.w_stripe, hv.w_stripe)):
+            m.d.comb += dst.eq(Mux(in_t, mine, head))
+        pre = Signal()  # the head's tile is being read ahead: it resumes instead of starting
+        cur_fits = Signal()
+        ahead = Signal()
+        m.d.comb += [ahead.eq(in_stream & cur_fits & ~pre & sm.asked & self.head_ok & sm.fits
+                              & (opcode_of(self.instr) == int(Opcode.MV)) & hv.w_stream),
+                     sm.prefetch.eq(ahead)]
+        with m.If(ahead):
+            m.d.sync += pre.eq(1)
         m.submodules.stream_out = so = StreamOut(cfg)
         m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.out_max.eq(~is_mm & fv.out_max), so.n.eq(f.n), so.out_addr.eq(f.out_addr),
                      so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr), so.res_valid.eq(sm.res_valid),
@@ -331,9 +351,10 @@ class Mpe(ExecutionUnit):
         with m.FSM():
             self.idle(m, "T", t0.eq(0))
             with m.State("T"):
+                m.d.comb += in_t.eq(1)
                 with m.If(is_stream):
-                    m.d.comb += sm.start.eq(1)
-                    m.d.sync += [act_asked.eq(0), act_got.eq(0)]
+                    m.d.comb += [sm.start.eq(~pre), sm.resume.eq(pre)]
+                    m.d.sync += [act_asked.eq(0), act_got.eq(0), pre.eq(0), cur_fits.eq(sm.fits)]
                     m.next = "S_ACT"
                 with m.Elif(t0 >= rows_m):
                     m.d.comb += self.done.eq(1)
@@ -357,15 +378,17 @@ class Mpe(ExecutionUnit):
                     start_fetch(m)
             # ---- a streamed MV: activations into the lane groups, then the feeds; results through the output stage
             with m.State("S_ACT"):
-                m.d.comb += act_copy.eq(1)
+                m.d.comb += [act_copy.eq(1), in_stream.eq(1)]
                 with m.If(act_got == act_words):
                     m.d.comb += [sm.go.eq(1), so.start.eq(1)]
                     m.d.sync += streaming.eq(1)
                     m.next = "S_RUN"
             with m.State("S_RUN"):  # the output stage takes the results as the lane groups make them
+                m.d.comb += in_stream.eq(1)
                 with m.If(so.done):
                     m.next = "S_DRAIN"
             with m.State("S_DRAIN"):  # the readers' last beats (padding) drop
+                m.d.comb += in_stream.eq(1)
                 with m.If(sm.done):
                     m.d.comb += self.done.eq(1)
                     m.d.sync += streaming.eq(0)

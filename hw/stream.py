@@ -19,23 +19,27 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import HardwareConfig
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.hierarchy import separate
-from flightc.hw.lane_feed import LaneFeed
+from flightc.hw.lane_feed import LaneFeed, pair_beats
 from flightc.hw.lane_group import LaneGroup
 from flightc.isa.table import HBM_ADDR_BITS
 
 
 class StreamReader(wiring.Component):
     """Master ``master``'s share of a streamed tile: ``start`` with the tile's first channel, address, channels and
-    rounds (units per channel); ``beats`` out; ``mine`` while the tile covers its channels; ``left``: beats of the
-    share not yet popped."""
+    rounds (units per channel), held from then on; ``beats`` out; ``mine`` while the MV's tile covers its channels;
+    ``left``: beats of the MV's share not yet popped; ``asking`` while bursts of the tile are left to ask for.
+
+    ``ahead`` with ``start``: the tile is the next MV's, read while this one's last beats drain (they come first in
+    the FIFO); its beats are counted apart and become the MV's with ``resume``."""
 
     def __init__(self, cfg: HardwareConfig, master: int, channel_base: list[Signal]):
         self.cfg, self.master, self.bases = cfg, master, channel_base
         bits = 8 * cfg.axi_data_bytes
         super().__init__({
             "rd": Out(read_client_signature(bits)), "beats": Out(stream.Signature(bits)),
-            "start": In(1), "channel": In(6), "hbm_addr": In(HBM_ADDR_BITS), "stripe": In(6), "rounds": In(24),
-            "mine": Out(1), "left": Out(32),
+            "start": In(1), "ahead": In(1), "resume": In(1),
+            "channel": In(6), "hbm_addr": In(HBM_ADDR_BITS), "stripe": In(6), "rounds": In(24),
+            "mine": Out(1), "left": Out(32), "asking": Out(1),
         })
 
     def elaborate(self, platform):
@@ -46,11 +50,16 @@ class StreamReader(wiring.Component):
         depth = cfg.lane_fifo_beats
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
         first = self.master * cpm
-        m.d.comb += self.mine.eq((self.channel <= first) & (first < self.channel + self.stripe))
+        covers = Signal()  # the tile being started covers the master's channels
+        m.d.comb += covers.eq((self.channel <= first) & (first < self.channel + self.stripe))
         round_ = Signal.like(self.rounds)
+        rounds = Signal.like(self.rounds)
+        hbm_addr = Signal.like(self.hbm_addr)
         k = Signal(range(max(2, cpm)))  # the channel of the master's the next unit is on
-        asking = Signal()
+        asking = self.asking
         asked = Signal(range(depth + 1))  # beats asked for and not yet popped
+        mine_next = Signal()
+        left_next = Signal(32)
         left = self.left
         popped = self.beats.valid & self.beats.ready
         ar = self.rd.ar
@@ -61,22 +70,31 @@ class StreamReader(wiring.Component):
         if cpm > 1:
             for j in range(1, cpm):
                 base = Mux(k == j, self.bases[first + j], base)
-        m.d.comb += [at.eq(base + self.hbm_addr + round_ * cfg.stripe_bytes),
+        m.d.comb += [at.eq(base + hbm_addr + round_ * cfg.stripe_bytes),
                      ar.payload.addr.eq(at), ar.payload.len.eq(unit_beats - 1),
                      ar.valid.eq(asking & (asked + unit_beats <= depth))]
         took = ar.valid & ar.ready
         m.d.sync += asked.eq(asked + Mux(took, unit_beats, 0) - popped)
-        with m.If(self.start):
-            m.d.sync += [round_.eq(0), k.eq(0), asking.eq(self.mine & (self.rounds != 0)),
-                         left.eq(Mux(self.mine, self.rounds * (cpm * unit_beats), 0))]
+        share = Mux(covers, self.rounds * (cpm * unit_beats), 0)
+        with m.If(self.start):  # (the tile before has asked for all of its bursts)
+            m.d.sync += [round_.eq(0), k.eq(0), asking.eq(covers & (self.rounds != 0)), rounds.eq(self.rounds),
+                         hbm_addr.eq(self.hbm_addr)]
+            with m.If(self.ahead):
+                m.d.sync += [left_next.eq(share), mine_next.eq(covers)]
+            with m.Else():
+                m.d.sync += self.mine.eq(covers)
+        with m.Elif(took):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == cpm - 1):
+                m.d.sync += [k.eq(0), round_.eq(round_ + 1)]
+                with m.If(round_ + 1 == rounds):
+                    m.d.sync += asking.eq(0)
+        with m.If(self.start & ~self.ahead):
+            m.d.sync += left.eq(share)
+        with m.Elif(self.resume):  # the MV before is done: every beat of its share was popped
+            m.d.sync += [left.eq(left_next), self.mine.eq(mine_next)]
         with m.Else():
             m.d.sync += left.eq(left - popped)
-            with m.If(took):
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == cpm - 1):
-                    m.d.sync += [k.eq(0), round_.eq(round_ + 1)]
-                    with m.If(round_ + 1 == self.rounds):
-                        m.d.sync += asking.eq(0)
         # beats in: always taken (the FIFO has room for every beat asked for); out to the feed
         m.d.comb += [fifo.w_en.eq(self.rd.r.valid), fifo.w_data.eq(self.rd.r.payload.data), self.rd.r.ready.eq(1),
                      self.beats.valid.eq(fifo.r_rdy), self.beats.payload.eq(fifo.r_data), fifo.r_en.eq(self.beats.ready)]
@@ -87,7 +105,12 @@ class StreamMv(wiring.Component):
     """The streamed-MV datapath of a core: a reader, a feed and a lane group per memory master, and the groups'
     results in row order. The MPE ``start``s it with the instruction's fields (the readers begin at once), writes
     the activation vector into every group's copy (``act_*``), says ``go`` (the feeds begin), takes each result
-    (``res_*``, popped with ``res_pop``) and waits for ``done`` (every result taken, every reader drained)."""
+    (``res_*``, popped with ``res_pop``) and waits for ``done`` (every result taken, every reader drained).
+
+    The readers take their tile from the ``r_*`` fields: the MV's own at ``start``; with ``prefetch``, the next
+    MV's, once every reader has asked for all of this MV's bursts (``asked``) — the next MV then ``resume``s
+    instead of starting, its beats already in the FIFOs. ``fits``: the ``r_*`` tile's share of a master fits its
+    FIFO (the only tiles read ahead: their readers never wait for room)."""
 
     RESULTS = 4  # results a group's queue holds; a group is held while two are queued or on their way
 
@@ -101,6 +124,9 @@ class StreamMv(wiring.Component):
             "start": In(1), "go": In(1),
             "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "k": In(20), "n": In(16), "a_unsigned": In(1),
             "w_channel": In(6), "w_hbm_addr": In(HBM_ADDR_BITS), "w_stripe": In(6),
+            "prefetch": In(1), "resume": In(1), "asked": Out(1), "fits": Out(1),
+            "r_bits_code": In(2), "r_sparsity": In(3), "r_group_log2": In(4), "r_k": In(20), "r_n": In(16),
+            "r_w_channel": In(6), "r_w_hbm_addr": In(HBM_ADDR_BITS), "r_w_stripe": In(6),
             "act_we": In(1), "act_addr": In(range(self.act_words)), "act_data": In(8 * S),
             "res_valid": Out(1), "res_data": Out(signed(cfg.acc_bits)), "res_row": Out(17), "res_pop": In(1),
             "pair_valid": Out(cfg.stream_out_pairs), "pair_data": Out(2 * cfg.acc_bits * cfg.stream_out_pairs),
@@ -125,6 +151,8 @@ class StreamMv(wiring.Component):
                 m.d.comb += span_log2.eq(b)
         pairs = Signal(16)
         m.d.comb += pairs.eq((self.n + (span << 1) - 1) >> (span_log2 + 1))
+        begin = Signal()  # the MV begins: started, or resumed with its tile read ahead
+        m.d.comb += begin.eq(self.start | self.resume)
         readers, feeds, groups, queues = [], [], [], []
         for g in range(G):
             rdr = StreamReader(cfg, g, self.bases)
@@ -135,8 +163,9 @@ class StreamMv(wiring.Component):
             m.submodules[f"group{g}"], m.submodules[f"results{g}"] = grp, q
             readers.append(rdr), feeds.append(feed), groups.append(grp), queues.append(q)
             wiring.connect(m, wiring.flipped(self.rd[g]), rdr.rd)
-            m.d.comb += [rdr.start.eq(self.start), rdr.channel.eq(self.w_channel), rdr.hbm_addr.eq(self.w_hbm_addr),
-                         rdr.stripe.eq(self.w_stripe),
+            m.d.comb += [rdr.start.eq(self.start | self.prefetch), rdr.ahead.eq(self.prefetch),
+                         rdr.resume.eq(self.resume), rdr.channel.eq(self.r_w_channel),
+                         rdr.hbm_addr.eq(self.r_w_hbm_addr), rdr.stripe.eq(self.r_w_stripe),
                          feed.bits_code.eq(self.bits_code), feed.sparsity.eq(self.sparsity),
                          feed.group_log2.eq(self.group_log2), feed.chunks.eq(chunks), feed.pairs.eq(pairs),
                          feed.start.eq(self.go & rdr.mine),
@@ -153,19 +182,31 @@ class StreamMv(wiring.Component):
             m.d.comb += feed.hold.eq(q.r_level + coming >= 2)
             # the feed takes the reader's beats; once it is done, the stream's padding is dropped
             fed = Signal(name=f"fed{g}")
-            with m.If(self.start):
+            with m.If(begin):
                 m.d.sync += fed.eq(0)
             with m.Elif(self.go):
                 m.d.sync += fed.eq(rdr.mine)
-            draining = fed & ~feed.busy
+            draining = fed & ~feed.busy & (rdr.left != 0)  # (past the MV's share: the next MV's tile)
             m.d.comb += [feed.beats.valid.eq(rdr.beats.valid & ~draining), feed.beats.payload.eq(rdr.beats.payload),
                          rdr.beats.ready.eq(Mux(draining, 1, feed.beats.ready))]
-        # rounds of units on each channel: the pair records of a group, padded to whole units on each channel
+        # the readers' tile: rounds of units on each channel, the pair records of a group padded to whole units
+        r_span = Signal(range(G + 1))
+        m.d.comb += r_span.eq(self.r_w_stripe // cpm)
+        r_span_log2 = Signal(range(max(2, G.bit_length())))
+        for b in range(G.bit_length()):
+            with m.If(r_span == (1 << b)):
+                m.d.comb += r_span_log2.eq(b)
+        r_pairs = Signal(16)
+        m.d.comb += r_pairs.eq((self.r_n + (r_span << 1) - 1) >> (r_span_log2 + 1))
+        r_chunks = (self.r_k + S - 1) >> (S.bit_length() - 1)
+        r_pair_beats = pair_beats(m, S, B, self.r_bits_code, self.r_sparsity, self.r_group_log2, r_chunks)
         rounds = Signal(24)
         step = cfg.stripe_bytes // B * cpm
-        m.d.comb += rounds.eq((pairs * feeds[0].pair_beats + step - 1) // step)
+        m.d.comb += rounds.eq((r_pairs * r_pair_beats + step - 1) // step)
         for rdr in readers:
             m.d.comb += rdr.rounds.eq(rounds)
+        m.d.comb += [self.fits.eq(rounds * step <= cfg.lane_fifo_beats),
+                     self.asked.eq(~reduce(or_, [r.asking for r in readers]))]
         # results in row order: pair q of stream group j (master g0 + j) holds rows 2 (q x span + j) and the next
         q_i = Signal(16)
         j_i = Signal(range(max(2, G)))
@@ -201,7 +242,7 @@ class StreamMv(wiring.Component):
             m.d.comb += q.r_en.eq(Mux(g == g_i, self.res_pop & r_i, 0) | (inside & (rel < self.pair_take)))
         moved = Signal(range(2 * max(2, G) + 1))
         m.d.comb += moved.eq(j_i + self.pair_take)
-        with m.If(self.start):
+        with m.If(begin):
             m.d.sync += [q_i.eq(0), j_i.eq(0), r_i.eq(0)]
         with m.Elif(self.res_pop):
             m.d.sync += r_i.eq(~r_i)

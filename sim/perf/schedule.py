@@ -24,6 +24,7 @@ from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel, beat_gap
+from flightc.sim.perf.streamed import Ahead, fits
 from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.memory import ChannelCalendar
 from flightc.sim.perf.timing import StoreModel, instruction_work
@@ -231,6 +232,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
     queued = [[False] * len(Unit) for _ in range(P)]
 
     streaming: list[tuple[int, set[int]] | None] = [None] * P  # per core: the streamed MV last started, its masters
+    reports: list[tuple[int, Ahead] | None] = [None] * P  # per core: that MV and what its readers did (Ahead)
     gap = beat_gap(cfg)
 
     def held_up(c: int, i: int, s: int) -> None:
@@ -264,6 +266,15 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 dispatch[c][i] = t
                 last_dispatch[c] = t
                 next_dispatch[c] += 1
+
+    def tokens_in(c: int, i: int) -> int:
+        """The cycle the unit's head has its tokens (and room for those it releases): the control's head_ok."""
+        s = dispatch[c][i] + QUEUE_LATENCY
+        for j in waits_on[c][i]:
+            s = max(s, end[c][j] + 1)
+        for j in room_after[c][i]:
+            s = max(s, start[c][j] + 1)
+        return int(s)
 
     def earliest(c: int, u: int, i: int) -> int:
         """The cycle the unit's head may start, from what is known now."""
@@ -347,7 +358,17 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             masters = range(first, first + ins.w_stripe // cfg.channels_per_master)  # the masters it reads
             for g in masters:
                 loads[c].pipe(g, s - 1)
-            end[c][i] = s + streamed_mv_time(cfg, programs[c][i], loads[c].pipes, s)
+            ahead = Ahead()
+            prev = order[c][u][ptr[c][u] - 1] if ptr[c][u] else -1
+            if reports[c] is not None:
+                j, before = reports[c]
+                ahead.tail = before.beats_end  # its beats come after the MV before's
+                if j == prev and before.fits and fits(cfg, ins):  # read ahead while that one drains (hw/mpe.py)
+                    pf = max(before.asked, tokens_in(c, i), int(start[c][j]) + 2)
+                    if pf <= end[c][j]:
+                        ahead.ask_from = pf - s
+            end[c][i] = s + streamed_mv_time(cfg, ins, loads[c].pipes, s, ahead)
+            reports[c] = (i, ahead)
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
             streaming[c] = (i, set(masters))

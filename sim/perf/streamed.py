@@ -102,6 +102,34 @@ class _Queue:
             self.changes.remove(c)
 
 
+@dataclass
+class Ahead:
+    """A streamed MV's readers may start ahead of it (hw/mpe.py): once every reader of the streamed MV before has
+    asked for all of its bursts and its own tokens are in, if both tiles fit the readers' FIFOs. In: ``ask_from``,
+    the readers' first cycle (1 when they start with the MV; less when started ahead), and ``tail``, each master's
+    next free beat after the MV before (absolute). Out (for the next MV): ``asked``, the first cycle every reader
+    has asked for all of its bursts, ``beats_end`` by master, and ``fits``."""
+
+    ask_from: int = 1
+    tail: dict = field(default_factory=dict)
+    asked: int = 0
+    beats_end: dict = field(default_factory=dict)
+    fits: bool = False
+
+    def report(self, start: int, last_ask: int, x_free: dict, fit: bool) -> None:
+        # cycle t of the MV is start + 1 + t; a reader's `asking` drops the cycle after its last burst
+        self.asked = start + 1 + last_ask + 1
+        self.beats_end = {g: start + x for g, x in x_free.items()}
+        self.fits = fit
+
+
+def fits(cfg: HardwareConfig, ins: Instruction) -> bool:
+    """Whether a streamed MV's share of each master (padding included) fits its reader's FIFO: the tiles read
+    ahead, whose readers never wait for room."""
+    shape = stream_shape(cfg, ins)
+    return shape.group_bytes // shape.beat <= cfg.lane_fifo_beats
+
+
 def takes_pairs(ins: Instruction) -> bool:
     """Whether the output stage takes this MV's results a word of whole row pairs at a time (raw sums written from
     a pair-aligned address) rather than a result a cycle."""
@@ -123,10 +151,12 @@ def phases(cfg: HardwareConfig, ins: Instruction) -> tuple[int, int, int]:
     return go, go + 2 + (lut_words + 1 if lut_words else 0), lut_words
 
 
-def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0) -> int:
+def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0,
+                       ahead: Ahead | None = None) -> int:
     """The MPE's busy cycles for one streamed MV started in cycle ``start``. ``masters`` (the performance model's
     LD pipelines, :class:`flightc.sim.perf.load.LoadPipeline` by master) holds what each master still has in flight
-    when it starts: the readers' bursts queue behind it, and it is left holding the readers' bursts."""
+    when it starts: the readers' bursts queue behind it, and it is left holding the readers' bursts. ``ahead``:
+    its readers' first cycle and its masters' last beats before it (:class:`Ahead`), filled in for the next MV."""
     shape = stream_shape(cfg, ins)
     fmt, S, B, G = shape.fmt, shape.slots, shape.beat, shape.groups
     w = cfg.buffer_port_bytes
@@ -145,12 +175,15 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     go, run_from, lut_words = phases(cfg, ins)
     groups = [_Group(beats_total // ub, pairs, chunks, blk_chunks) for _ in range(G)]
     first_master = ins.w_channel // cfg.channels_per_master
-    asks = [1] * G  # the first cycle each reader may ask (behind what its master's LD asked before)
+    ahead = ahead or Ahead()
+    asks = [ahead.ask_from] * G  # the first cycle each reader may ask (behind what its master's LD asked before)
     for j, gr in enumerate(groups):
         p = (masters or {}).get(first_master + j)
         if p is not None:
             gr.x_free, gr.slots = p.x_free - start, [x - start for x in p.slots]
-            asks[j] = 1  # (its issuer interleaves with LD's: only the slots and the read channel are shared)
+        if first_master + j in ahead.tail:  # the MV before's beats come first
+            gr.x_free = max(gr.x_free, ahead.tail[first_master + j] - start)
+    last_ask = ahead.ask_from - 1
     rec = _Queue(ins.scale_addr, ins.n * REQUANT.size, w, REQUANT.size)
     res = _Queue(ins.out_addr, 4 * ins.n, w, 4)
     pend = mask = max_written = False
@@ -158,7 +191,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     out_done = None
     limit = 8 * (beats_total + 2 * pairs * G * (REQUANT.size + 8) + go + lut_words + latency) * max(1, math.ceil(gap)) \
         + 10_000
-    for t in range(limit):
+    for t in range(min(0, ahead.ask_from), limit):
         drained = all(g.bursts == 0 and g.popped == len(g.arrivals) for g in groups)  # the readers' `left`, as of t
         # ---- readers: a burst asked for in a cycle with a free slot and room in the FIFO
         for j, gr in enumerate(groups):
@@ -172,6 +205,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
                 gr.bursts -= 1
                 gr.credit += ub
                 asks[j] = t + 1
+                last_ask = max(last_ask, t)
         # ---- feeds, from the cycle after go; once done they drop what is left of the stream (padding)
         for gr in groups:
             if t == go + 1 and pairs:
@@ -285,5 +319,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
                 p = (masters or {}).get(first_master + j)
                 if p is not None:  # LD's bursts take turns with the reader's until its last one
                     p.shared_until = max(p.shared_until, start + gr.x_free)
+            ahead.report(start, last_ask, {first_master + j: gr.x_free for j, gr in enumerate(groups)},
+                         fits(cfg, ins))
             return t + 1
     raise RuntimeError(f"the streamed-MV model did not finish in {limit} cycles")

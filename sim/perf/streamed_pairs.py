@@ -27,7 +27,8 @@ from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
-from flightc.sim.perf.streamed import FIFO_LATENCY, RESULT_AT, group_gap, phases, streamed_mv_cycles, takes_pairs
+from flightc.sim.perf.streamed import (FIFO_LATENCY, RESULT_AT, Ahead, fits, group_gap, phases, streamed_mv_cycles,
+                                      takes_pairs)
 
 PORT_MIN = 32  # a buffer port at least this wide feeds the output stage a record and a residual every cycle
 
@@ -68,9 +69,10 @@ def _block_layout(cfg: HardwareConfig, ins: Instruction):
 
 
 def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None,
-                                start: int = 0) -> int:
+                                start: int = 0, ahead: Ahead | None = None) -> int:
     """The MPE's busy cycles for one streamed MV started in cycle ``start`` (as :func:`.streamed.streamed_mv_cycles`,
-    whose ``masters`` argument this shares)."""
+    whose ``masters`` and ``ahead`` arguments this shares)."""
+    ahead = ahead or Ahead()
     shape = stream_shape(cfg, ins)
     G, B = shape.groups, shape.beat
     w = cfg.buffer_port_bytes
@@ -87,11 +89,13 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     first_master = ins.w_channel // cfg.channels_per_master
 
     # arrivals: beat i of a group is poppable from r[i] (the same for every group, shifted by its master's backlog)
-    first0 = np.full(G, float(1 + L))
+    first0 = np.full(G, float(ahead.ask_from + L))
     for j in range(G):
         p = (masters or {}).get(first_master + j)
         if p is not None:
             first0[j] = max(first0[j], p.x_free - start)
+        if first_master + j in ahead.tail:  # the MV before's beats come first
+            first0[j] = max(first0[j], ahead.tail[first_master + j] - start)
     i = np.arange(beats_total)
     ready = np.floor(first0.min() + i * gap).astype(np.int64) + FIFO_LATENCY  # back to back: the credit's pace
     shift = np.ceil(first0 - first0.min()).astype(np.int64)
@@ -175,11 +179,31 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         p = (masters or {}).get(first_master + j)
         if p is not None:
             p.shared_until = max(p.shared_until, start + first0[j] + beats_total * gap)
+    # the readers' asks (for the next MV's): a burst a cycle while a slot is free, a slot freed the cycle after its
+    # burst's last beat (bursts back to back from first0, as the beats above)
+    ub_ = shape.unit // B
+    bursts = beats_total // ub_
+    last_ask = ahead.ask_from - 1
+    for j in range(G):
+        asks: list[int] = []
+        for b in range(bursts):
+            t = ahead.ask_from if b == 0 else asks[-1] + 1
+            if b >= cfg.axi_outstanding:
+                t = max(t, math.floor(first0[j] + ((b - cfg.axi_outstanding + 1) * ub_ - 1) * gap) + 1)
+            asks.append(t)
+        if asks:
+            last_ask = max(last_ask, asks[-1])
+    ahead.report(start, last_ask, {first_master + j: first0[j] + beats_total * gap for j in range(G)},
+                 fits(cfg, ins))
     return end
 
 
-def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0) -> int:
-    """A streamed MV's busy cycles: by row pairs where that model applies, else a cycle at a time."""
-    if pair_model_applies(cfg, ins):
-        return streamed_mv_cycles_by_pairs(cfg, ins, masters, start)
-    return streamed_mv_cycles(cfg, ins, masters, start)
+def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None = None, start: int = 0,
+                     ahead: Ahead | None = None) -> int:
+    """A streamed MV's busy cycles: by row pairs where that model applies, else a cycle at a time. A tile read
+    ahead whose pairs are a beat each goes a cycle at a time too: with its beats all in, its feed would take a pair
+    a cycle, where the pair model's hold (two results waiting) is not exact."""
+    fast = ahead is not None and ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2
+    if pair_model_applies(cfg, ins) and not fast:
+        return streamed_mv_cycles_by_pairs(cfg, ins, masters, start, ahead)
+    return streamed_mv_cycles(cfg, ins, masters, start, ahead)

@@ -22,7 +22,7 @@ from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes, stream_shape, stripe_layout
-from flightc.isa.table import SPARSITY_NM, MiscOp, OutMode, SysOp, Unit
+from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 
 SRC_CHANNEL = 0
@@ -565,6 +565,30 @@ def block_case(cfg: HardwareConfig, seed: int, kind: str) -> RandomCase:
     img += bytes(-len(img) % 8)
     if not img:
         img += bytes(8)
+    return b.case
+
+
+def stream_pair_case(cfg: HardwareConfig, seed: int) -> RandomCase | None:
+    """Two streamed MVs back to back, every load before them and every store after both (no other unit shares a
+    buffer port with them): the second one's tokens are in before the first one starts, so its readers start
+    ahead of it where both tiles fit the readers' FIFOs (hw/mpe.py). None where a block writes its tile with ST.img
+    (a store between the loads and the MVs)."""
+    b = _Builder(cfg, seed)
+    for _ in range(2):
+        b.case.kinds.append(b.block_stream())
+    body = b.case.instructions
+    if any(i.opcode is Opcode.ST and i.img for i in body):
+        return None
+    loads = [i.replace(release=0) for i in body if i.opcode is Opcode.LD]
+    loads[-1] = loads[-1].replace(release=1 << Unit.MPE)  # LD finishes in order: every load is in by then
+    mvs = [i for i in body if i.opcode is Opcode.MV]
+    mvs = [mvs[0].replace(wait=1 << Unit.LD, release=0), mvs[1].replace(wait=0, release=1 << Unit.ST)]
+    stores = [i.replace(wait=0) for i in body if i.opcode is Opcode.ST]
+    stores[0] = stores[0].replace(wait=1 << Unit.MPE)  # ST is in order: both wait for the second MV
+    b.case.instructions = loads + mvs + stores
+    b.emit("SYS", op=SysOp.END)
+    img = b.case.images[SRC_CHANNEL]
+    img += bytes(-len(img) % 8)
     return b.case
 
 
