@@ -3,4 +3,7 @@
 AXI_LEN_BITS = 8
 AXI_MAX_BEATS = 1 << AXI_LEN_BITS  # INCR bursts of up to 256 beats
 AXI_BOUNDARY = 4096  # a burst must not cross a 4 KiB boundary
-LD_IN_FLIGHT = 2  # LD (and ST) instructions in flight at once: the next one's bursts follow the last one's (hw/control.py)
+LD_IN_FLIGHT = 2  # LD instructions in flight at once: the next one's bursts follow the last one's (hw/control.py)
+# ST instructions in flight at once: one sending and two awaiting their write responses, so a short ST (a key's two
+# pieces) hands off at once while a long one's responses come back and the next long one starts sending
+ST_IN_FLIGHT = 3

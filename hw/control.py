@@ -16,7 +16,7 @@ from amaranth.lib.wiring import Out
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS, read_client_signature
-from flightc.hw.axi_rules import LD_IN_FLIGHT
+from flightc.hw.axi_rules import LD_IN_FLIGHT, ST_IN_FLIGHT
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
 from flightc.hw.unit import unit_signature
 from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
@@ -233,7 +233,7 @@ class Control(wiring.Component):
                  ready: dict[Unit, Signal] | None = None):
         """``ready``: units that take their next instruction before the last one is done (LD: once it has asked
         for all of its bursts; ST: once it has sent all of its writes), each with the signal that says it can; up
-        to ``LD_IN_FLIGHT`` are in flight."""
+        to ``LD_IN_FLIGHT`` LDs and ``ST_IN_FLIGHT`` STs are in flight, done in the order they started."""
         self.cfg, self.units, self.regs = cfg, units, lite_regs
         self.ready = ready or {}
         super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
@@ -280,8 +280,9 @@ class Control(wiring.Component):
         for u, q in queues.items():
             h = header(q.r_data)
             if u in self.ready:
-                inflight = Signal(range(LD_IN_FLIGHT + 1), name=f"inflight_{u.name.lower()}")
-                ok = q.r_rdy & (inflight < LD_IN_FLIGHT) & self.ready[u] & self.running
+                most = ST_IN_FLIGHT if u is Unit.ST else LD_IN_FLIGHT
+                inflight = Signal(range(most + 1), name=f"inflight_{u.name.lower()}")
+                ok = q.r_rdy & (inflight < most) & self.ready[u] & self.running
             else:
                 ok = q.r_rdy & ~busy[u] & self.running
             tokens = q.r_rdy & self.running
@@ -296,18 +297,25 @@ class Control(wiring.Component):
             m.d.comb += ports[u].instr.eq(q.r_data)
             m.d.comb += finishing[u].eq(ports[u].done & busy[u])
             if u in self.ready:  # done in the order started: the oldest's header releases its tokens
-                newer = Signal(unit_width(u), name=f"held2_{u.name.lower()}")
+                # the headers in flight, oldest first (held[u] is the oldest)
+                line = [held[u]] + [Signal(unit_width(u), name=f"held{k + 2}_{u.name.lower()}")
+                                    for k in range(most - 1)]
                 m.d.comb += busy[u].eq(inflight != 0)
                 with m.If(ok & ~finishing[u]):
                     m.d.sync += inflight.eq(inflight + 1)
-                    with m.If(inflight == 0):
-                        m.d.sync += held[u].eq(q.r_data)
+                    with m.Switch(inflight):
+                        for k in range(most):
+                            with m.Case(k):
+                                m.d.sync += line[k].eq(q.r_data)
+                with m.Elif(finishing[u]):  # the oldest leaves; one starting as it does joins the line's end
+                    m.d.sync += [line[k].eq(line[k + 1]) for k in range(most - 1)]
+                    with m.If(~ok):
+                        m.d.sync += inflight.eq(inflight - 1)
                     with m.Else():
-                        m.d.sync += newer.eq(q.r_data)
-                with m.Elif(finishing[u] & ~ok):
-                    m.d.sync += [inflight.eq(inflight - 1), held[u].eq(newer)]
-                with m.Elif(finishing[u] & ok):  # one in flight finishes as the next starts
-                    m.d.sync += held[u].eq(q.r_data)
+                        with m.Switch(inflight):
+                            for k in range(1, most + 1):
+                                with m.Case(k):
+                                    m.d.sync += line[k - 1].eq(q.r_data)
             else:
                 with m.If(ok):
                     m.d.sync += [busy[u].eq(1), held[u].eq(q.r_data)]

@@ -105,8 +105,9 @@ class StoreUnit(DmaUnit):
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
     responses on each master. Once an instruction has sent its last write it becomes the *older* one (HANDOFF, when
     the older one before it is done) and ST is ``ready`` for the next, whose writes go while the older one's
-    responses come back; the older one is done (its tokens released) once its last response is back. So two STs
-    (one older, one sending) are in flight, done in the order they started, as LD's are. An ST.img_col whose rows
+    responses come back; the older one is done (its tokens released) once its last response is back. Up to
+    ``ST_IN_FLIGHT`` STs (two older, one sending) are in flight, done in the order they started, as LD's are: a
+    short ST (a key's two pieces) hands off at once behind a long one still awaiting its responses. An ST.img_col whose rows
     are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
     the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
     round several groups (that row's master is another, and so each master still takes a beat at most every other
@@ -164,20 +165,38 @@ class StoreUnit(DmaUnit):
         for g, p in enumerate(pending):
             m.d.sync += p.eq(p + (sent & (self.master == g)) - self.responses[g])
         room = Array(p < limit for p in pending)[self.master]
-        # ---- the older instruction: its writes still awaiting responses, per master (a master answers in order, so
-        # its first responses are the older one's)
-        older = [Signal(range(limit + 1), name=f"older{g}") for g in range(G)]
-        has_older = Signal()
+        # ---- the older instructions (up to two, the oldest first): their writes still awaiting responses, per master
+        # (a master answers in order, so its first responses are the oldest's)
+        oldest = [Signal(range(limit + 1), name=f"older{g}") for g in range(G)]
+        second = [Signal(range(limit + 1), name=f"second{g}") for g in range(G)]
+        has_oldest, has_second = Signal(), Signal()
         handoff = Signal()
-        older_zero = ~Cat(*[o != 0 for o in older]).any()
-        m.d.comb += self.done.eq(has_older & older_zero)
-        with m.If(has_older & older_zero):
-            m.d.sync += has_older.eq(0)
-        for g, (o, p) in enumerate(zip(older, pending)):
-            with m.If(handoff):
-                m.d.sync += o.eq(p - self.responses[g])
-            with m.Elif(self.responses[g] & (o != 0)):
-                m.d.sync += o.eq(o - 1)
+        oldest_done = Signal()
+        m.d.comb += oldest_done.eq(has_oldest & ~Cat(*[o != 0 for o in oldest]).any())
+        m.d.comb += self.done.eq(oldest_done)
+        room_older = ~has_second | oldest_done  # HANDOFF: a place among the older ones (one may leave this cycle)
+        for g, (a, b, p) in enumerate(zip(oldest, second, pending)):
+            to_a = self.responses[g] & (a != 0)
+            a_next = a - to_a
+            b_next = b - (self.responses[g] & (a == 0) & (b != 0))
+            cur = p - self.responses[g] - a_next - b_next  # this instruction's writes awaiting responses
+            with m.If(oldest_done & handoff):
+                m.d.sync += [a.eq(Mux(has_second, b_next, cur)), b.eq(Mux(has_second, cur, 0))]
+            with m.Elif(oldest_done):
+                m.d.sync += [a.eq(b_next), b.eq(0)]
+            with m.Elif(handoff):
+                m.d.sync += [a.eq(Mux(has_oldest, a_next, cur)), b.eq(Mux(has_oldest, cur, 0))]
+            with m.Else():
+                m.d.sync += [a.eq(a_next), b.eq(b_next)]
+        with m.If(oldest_done & handoff):
+            m.d.sync += [has_oldest.eq(1), has_second.eq(has_second)]
+        with m.Elif(oldest_done):
+            m.d.sync += [has_oldest.eq(has_second), has_second.eq(0)]
+        with m.Elif(handoff):
+            with m.If(has_oldest):
+                m.d.sync += has_second.eq(1)
+            with m.Else():
+                m.d.sync += has_oldest.eq(1)
         # ---- a row starts at the walk's addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
         column, dealt = self.column, self.dealt
         fresh = Signal()
@@ -270,9 +289,8 @@ class StoreUnit(DmaUnit):
                         m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0)]
                     with m.Else():
                         m.next = "BEAT"
-            with m.State("HANDOFF"):  # every write sent: the older one once the one before is done, then the next
-                with m.If(~has_older | older_zero):
+            with m.State("HANDOFF"):  # every write sent: an older one once there is room among them, then the next
+                with m.If(room_older):
                     m.d.comb += handoff.eq(1)
-                    m.d.sync += has_older.eq(1)
                     m.next = "IDLE"
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))

@@ -388,7 +388,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             end[c][i] = max(end[c][i], me)
         free_at[c][u] = ready if u in (Unit.LD, Unit.ST) else end[c][i] + 1
         if u == Unit.ST:
-            stores[c].older_end = int(end[c][i])  # the memory's calendar may have held it up
+            stores[c].ends[-1] = int(end[c][i])  # the memory's calendar may have held it up
         if u == Unit.LD:
             ld_ends[c].append(int(end[c][i]))
         ptr[c][u] += 1

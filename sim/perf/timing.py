@@ -25,7 +25,7 @@ import numpy as np
 
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
-from flightc.hw.axi_rules import AXI_BOUNDARY
+from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -176,7 +176,7 @@ class StoreModel:
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
         self.responses: dict[int, list[int]] = {}  # per master, the cycle each response is taken (in order)
-        self.older_end = -1  # the older ST's done cycle
+        self.ends: list[int] = []  # the done cycles of the STs before (the last ST_IN_FLIGHT - 1)
 
     def instruction(self, ins: Instruction, s: int) -> tuple[int, int]:
         """(the cycle ST may take its next instruction, the cycle this one is done) for an ST started in cycle s.
@@ -189,8 +189,9 @@ class StoreModel:
         rows it walks the pairs' first rows, then their second rows (every row's master another than the one before,
         every other byte of a word read), each in the cycle after the one before. A master takes a beat at most
         every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once
-        every write is sent, HANDOFF waits for the older ST to be done; ST then takes its next instruction, and this
-        one is done once its last response is back."""
+        every write is sent, HANDOFF waits for a place among the older STs (at most ``ST_IN_FLIGHT - 1``: the one
+        that many before this one done); ST then takes its next instruction, and this one is done once its last
+        response is back."""
         cfg = self.cfg
         w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
         column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
@@ -232,9 +233,10 @@ class StoreModel:
                 last = max(last, taken[-1])
                 c += 1  # the beat's WRITE cycle; BEAT again
                 src, dst, left = src + per * nb, dst + nb, left - nb
-        handoff = max(c + 1, self.older_end)  # HANDOFF from the cycle after the BEAT that finds every row sent
+        older = self.ends[-(ST_IN_FLIGHT - 1)] if len(self.ends) >= ST_IN_FLIGHT - 1 else -1
+        handoff = max(c + 1, older)  # HANDOFF from the cycle after the BEAT that finds every row sent
         done = max(handoff + 1, last + 1)
-        self.older_end = done
+        self.ends = [*self.ends, done][-(ST_IN_FLIGHT - 1):]
         return handoff + 1, done
 
 

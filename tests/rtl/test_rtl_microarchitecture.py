@@ -9,7 +9,7 @@ import pytest
 
 from flightc.config import PRESETS, Buffer
 from flightc.isa.codec import make
-from flightc.isa.table import Opcode, SysOp
+from flightc.isa.table import Opcode, SysOp, Unit
 from flightc.sim.perf.calibration import TOLERANCE, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.timing import instruction_work
@@ -276,3 +276,32 @@ def test_the_next_streamed_mv_hides_the_memory_latency(sim):
         saved.append(alone - counters["busy_mv"])
     assert not wrong, "\n".join(wrong)
     assert len(saved) >= 6 and min(saved) >= CFG.mem_latency_cycles * 3 // 4, saved
+
+
+def test_three_stores_are_in_flight_as_attention_issues_them(sim):
+    """A value column (one-byte rows, each awaiting its response 64 cycles), a short store, another column, another short
+    one — decode's per-head order: with three STs in flight the short one hands off at once behind the column
+    still awaiting its responses, and the next column starts sending (the model's busy cycles are the RTL's, and
+    in the model three STs overlap)."""
+    from flightc.sim.perf.schedule import schedule
+    from flightc.isa.codec import decode_program, encode_program
+
+    for seed in range(300):
+        case = block_case(CFG, seed, "stream")
+        cols = [i for i in case.instructions if i.opcode is Opcode.ST and i.img and i.img_col and i.rows >= 16]
+        if cols:
+            break
+    column = cols[0].replace(wait=0, release=0)
+    short = next(i for i in case.instructions if i.opcode is Opcode.ST and not i.img).replace(wait=0, release=0)
+    loads = [i for i in case.instructions if i.opcode is Opcode.LD]
+    loads[-1] = loads[-1].replace(release=1 << int(Unit.ST))
+    body = [column.replace(wait=1 << int(Unit.LD)), short, column, short, column, short]
+    case.instructions = [*[i.replace(release=0) for i in loads[:-1]], loads[-1], *body,
+                         make("SYS", op=SysOp.END)]
+    _, counters = run_rtl(sim, case)
+    s = schedule(CFG, [decode_program(encode_program(case.instructions))])
+    core = s.cores[0]
+    sts = [k for k, i in enumerate(case.instructions) if i.opcode is Opcode.ST]
+    most = max(sum(core.start[j] <= core.start[k] < core.end[j] for j in sts) for k in sts)
+    assert counters["busy_st"] == model_cycles([case.program], CFG).get("busy_st", 0)
+    assert most == 3
