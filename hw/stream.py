@@ -101,6 +101,21 @@ class StreamReader(wiring.Component):
         return m
 
 
+def _row_pairs(m: Module, cfg: HardwareConfig, n, stripe, prefix: str) -> tuple[Signal, Signal, Signal]:
+    """(span, log2 span, row pairs a group): a tile of ``n`` rows over ``stripe`` channels, a power of two of
+    masters, deals its row pairs round that many lane groups."""
+    G = cfg.axi_masters
+    span = Signal(range(G + 1), name=f"{prefix}span")
+    m.d.comb += span.eq(stripe // cfg.channels_per_master)
+    span_log2 = Signal(range(max(2, G.bit_length())), name=f"{prefix}span_log2")
+    for b in range(G.bit_length()):
+        with m.If(span == (1 << b)):
+            m.d.comb += span_log2.eq(b)
+    pairs = Signal(16, name=f"{prefix}pairs")
+    m.d.comb += pairs.eq((n + (span << 1) - 1) >> (span_log2 + 1))
+    return span, span_log2, pairs
+
+
 class StreamMv(wiring.Component):
     """The streamed-MV datapath of a core: a reader, a feed and a lane group per memory master, and the groups'
     results in row order. The MPE ``start``s it with the instruction's fields (the readers begin at once), writes
@@ -143,14 +158,7 @@ class StreamMv(wiring.Component):
         # the stream's groups: a power of two of masters from the first channel's
         g0 = Signal(range(max(2, G)))
         m.d.comb += g0.eq(self.w_channel // cpm)
-        span = Signal(range(G + 1))
-        m.d.comb += span.eq(self.w_stripe // cpm)
-        span_log2 = Signal(range(max(2, G.bit_length())))
-        for b in range(G.bit_length()):
-            with m.If(span == (1 << b)):
-                m.d.comb += span_log2.eq(b)
-        pairs = Signal(16)
-        m.d.comb += pairs.eq((self.n + (span << 1) - 1) >> (span_log2 + 1))
+        span, span_log2, pairs = _row_pairs(m, cfg, self.n, self.w_stripe, "")
         begin = Signal()  # the MV begins: started, or resumed with its tile read ahead
         m.d.comb += begin.eq(self.start | self.resume)
         readers, feeds, groups, queues = [], [], [], []
@@ -190,14 +198,7 @@ class StreamMv(wiring.Component):
             m.d.comb += [feed.beats.valid.eq(rdr.beats.valid & ~draining), feed.beats.payload.eq(rdr.beats.payload),
                          rdr.beats.ready.eq(Mux(draining, 1, feed.beats.ready))]
         # the readers' tile: rounds of units on each channel, the pair records of a group padded to whole units
-        r_span = Signal(range(G + 1))
-        m.d.comb += r_span.eq(self.r_w_stripe // cpm)
-        r_span_log2 = Signal(range(max(2, G.bit_length())))
-        for b in range(G.bit_length()):
-            with m.If(r_span == (1 << b)):
-                m.d.comb += r_span_log2.eq(b)
-        r_pairs = Signal(16)
-        m.d.comb += r_pairs.eq((self.r_n + (r_span << 1) - 1) >> (r_span_log2 + 1))
+        _, _, r_pairs = _row_pairs(m, cfg, self.r_n, self.r_w_stripe, "r_")
         r_chunks = (self.r_k + S - 1) >> (S.bit_length() - 1)
         r_pair_beats = pair_beats(m, S, B, self.r_bits_code, self.r_sparsity, self.r_group_log2, r_chunks)
         rounds = Signal(24)
