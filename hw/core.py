@@ -93,7 +93,8 @@ class Core(wiring.Component):
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]
         m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD]
-                                                 + ["sfu_results"], write_only=frozenset(lanes + ["sfu_results"]))
+                                                 + ["sfu_results", "sfu_params"],
+                                                 write_only=frozenset(lanes + ["sfu_results"]))
         for k, name in enumerate(lanes):
             wiring.connect(m, ld.port[k], getattr(bank, f"port_{name}"))
         unit_ports = {}
@@ -103,6 +104,7 @@ class Core(wiring.Component):
             unit_ports[u] = up = unit_port(u)
             wiring.connect(m, up, blk.ctl)
         wiring.connect(m, sfu.wport, bank.port_sfu_results)
+        wiring.connect(m, sfu.pport, bank.port_sfu_params)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready, Unit.ST: st.ready})
         m.d.comb += mpe.head_ok.eq(ctl.head_ok[Unit.MPE])
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also

@@ -103,12 +103,12 @@ class StoreUnit(DmaUnit):
     response taken from master g this cycle (every master's are always taken).
 
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
-    responses on each master. Once an instruction has sent its last write it becomes the *older* one (HANDOFF, when
-    the older one before it is done) and ST is ``ready`` for the next, whose writes go while the older one's
-    responses come back; the older one is done (its tokens released) once its last response is back. Up to
-    ``ST_IN_FLIGHT`` STs (two older, one sending) are in flight, done in the order they started, as LD's are: a
-    short ST (a key's two pieces) hands off at once behind a long one still awaiting its responses. An ST.img_col whose rows
-    are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
+    responses on each master. Once an instruction has sent its last write it becomes an *older* one (HANDOFF, once
+    fewer than two older ones await their responses) and ST is ``ready`` for the next, whose writes go while the
+    older ones' responses come back; an older one is done (its tokens released) once its last response is back.
+    Up to ``ST_IN_FLIGHT`` STs (two older, one sending) are in flight, done in the order they started, as LD's
+    are: a short ST (a key's two pieces) hands off at once behind a long one still awaiting its responses. An
+    ST.img_col whose rows are consecutive buffer bytes reads a word of them at once and forms a row's beat every other cycle from it, but
     the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
     round several groups (that row's master is another, and so each master still takes a beat at most every other
     cycle); with an even number of rows over such groups it walks the pairs' first rows, then their second rows

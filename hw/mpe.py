@@ -83,8 +83,9 @@ class Mpe(ExecutionUnit):
         with m.If(ahead):
             m.d.sync += pre.eq(1)
         m.submodules.stream_out = so = StreamOut(cfg)
-        m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.out_max.eq(~is_mm & fv.out_max), so.n.eq(f.n), so.out_addr.eq(f.out_addr),
-                     so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr), so.res_valid.eq(sm.res_valid),
+        m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.out_max.eq(~is_mm & fv.out_max), so.n.eq(f.n),
+                     so.out_addr.eq(f.out_addr), so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr),
+                     so.res_valid.eq(sm.res_valid),
                      so.res_data.eq(sm.res_data), so.res_row.eq(sm.res_row), so.res_end.eq(sm.res_end),
                      sm.res_pop.eq(so.res_pop), so.pair_valid.eq(sm.pair_valid), so.pair_data.eq(sm.pair_data),
                      sm.pair_take.eq(so.pair_take)]

@@ -43,9 +43,10 @@ class Sfu(ExecutionUnit):
     UNIT = Unit.SFU
 
     def __init__(self, cfg: HardwareConfig):
-        # ``port`` reads the operands; ``wport`` writes the results, so a chunk's results go out as the next one's
-        # operands come in
-        super().__init__(cfg, wport=Out(word_port_signature(cfg.buffer_port_bytes)))
+        # ``port`` reads the operands; ``pport`` a norm's gains and biases (PRM) beside them; ``wport`` writes the
+        # results, so a chunk's results go out as the next one's operands come in
+        super().__init__(cfg, wport=Out(word_port_signature(cfg.buffer_port_bytes)),
+                         pport=Out(word_port_signature(cfg.buffer_port_bytes)))
 
     def elaborate(self, platform):
         m = Module()
@@ -55,6 +56,8 @@ class Sfu(ExecutionUnit):
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.wport), wr.port)
+        m.submodules.prm = eng2 = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True)
+        wiring.connect(m, wiring.flipped(self.pport), eng2.port)
         m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
         f = self.fields(Opcode.MISC)
@@ -164,9 +167,9 @@ class Sfu(ExecutionUnit):
                             with (m.If(cond) if i == 0 else m.Elif(cond) if cond is not None else m.Else()):
                                 m.next = nxt
 
-        def element(k: int, nbytes: int):
+        def element(k: int, nbytes: int, engine=eng):
             """Lane k's element of ``nbytes`` bytes in what the engine read, sign-extended."""
-            return eng.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
+            return engine.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
         out4 = (op == int(MiscOp.DEQ)) | (op == int(MiscOp.DEQ_ADD))
         j = i_head
@@ -175,56 +178,77 @@ class Sfu(ExecutionUnit):
         out_pass = ((op == int(MiscOp.RMSNORM)) & (pass_ == 1)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ == 2))
         stat_pass = (((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2))
                      | ((op == int(MiscOp.SOFTMAX)) & (pass_ < 2)))
-        # ---- the operand reader (every op but RoPE): a chunk's operands (A, then B: EMUL's second factor, DEQ_ADD's
-        # residual or a norm's gains, then C: LayerNorm's biases) read back to back, each starting as the last word
-        # of the one before arrives; it runs one chunk ahead of the lanes, starting the next chunk's reads only
-        # while the lanes wait for this chunk's, so an operand arrives after the lanes took the one it replaces
-        n_ops = Mux((op == int(MiscOp.LAYERNORM)) & out_pass, 3,
-                    Mux((op == int(MiscOp.EMUL)) | (op == int(MiscOp.DEQ_ADD)) | out_pass, 2, 1))
+        # ---- the operand reader (every op but RoPE): a chunk's operands read back to back on an eager read engine
+        # each (A, then EMUL's second factor or DEQ_ADD's residual, on ``port``; a norm's gains, then LayerNorm's
+        # biases, on ``pport`` from PRM), each read starting as the last word of the one before on its engine
+        # arrives; a chunk's first reads start together on both engines once both are free. It runs one chunk ahead
+        # of the lanes, starting the next chunk's reads only while the lanes wait for this chunk's, so an operand
+        # arrives after the lanes took the one it replaces
+        n1 = Mux((op == int(MiscOp.EMUL)) | (op == int(MiscOp.DEQ_ADD)), 2, 1)  # operands on port
+        n2 = Mux(out_pass, Mux(op == int(MiscOp.LAYERNORM), 2, 1), 0)  # operands on pport
+        n_ops = n1 + n2
         rc = Signal.like(c)  # the column of the chunk whose operands the reader asks for
-        rj = Signal(2)  # and which operand
+        sent1, sent2 = Signal(2), Signal(2)  # the chunk's reads asked for on each engine
         rc_left = f.cols - rc
         g_r = Mux(rc_left < G, rc_left, G)
-        tag = Signal(2)  # the operand of the read in flight, and of the one whose done pulses
-        tag_done = Signal(2)
+        tag, tag_done = Signal(2), Signal(2)  # the operand of each engine's read in flight, and of its done
+        tag2, tag2_done = Signal(2), Signal(2)
         have = Signal(3)  # operands of the lanes' chunk that arrived
         in_pass = Signal()
         waiting = Signal()  # in OP: the lanes wait for the chunk at c
-        with m.If(in_pass & (rc < f.cols) & eng.ready
-                  & ((rj != 0) | (rc == c) | (waiting & (rc == c + g)))):
-            with m.Switch(rj):
+        opened = (sent1 != 0) | (sent2 != 0)
+        first = Signal()
+        go1, go2 = Signal(), Signal()
+        m.d.comb += [first.eq(in_pass & ~opened & (rc < f.cols) & eng.ready & eng2.ready
+                              & ((rc == c) | (waiting & (rc == c + g)))),
+                     go1.eq(first | (in_pass & opened & (sent1 < n1) & eng.ready)),
+                     go2.eq((first & (n2 != 0)) | (in_pass & opened & (sent2 < n2) & eng2.ready))]
+        with m.If(go1):
+            with m.Switch(sent1):
                 with m.Case(0):
                     rd(m, f.src_buf, src_row + Mux(wide_src, rc << 2, rc), Mux(wide_src, g_r << 2, g_r))
-                with m.Case(1):
-                    with m.Switch(op):
-                        with m.Case(int(MiscOp.EMUL)):
-                            rd(m, f.src_buf, src2_row + rc, g_r)
-                        with m.Case(int(MiscOp.DEQ_ADD)):
-                            rd(m, f.dst_buf, dst_row + (rc << 2), g_r << 2)
-                        with m.Default():
-                            rd(m, int(Buffer.PRM), f.prm_addr + NORM.gain_offset(rc), g_r * ge)
                 with m.Default():
-                    rd(m, int(Buffer.PRM), f.prm_addr + NORM.bias_offset(f.cols, rc), g_r * ge)
-            m.d.sync += tag.eq(rj)
-            with m.If(rj + 1 == n_ops):
-                m.d.sync += [rj.eq(0), rc.eq(rc + g_r)]
+                    with m.If(op == int(MiscOp.EMUL)):
+                        rd(m, f.src_buf, src2_row + rc, g_r)
+                    with m.Else():  # DEQ_ADD's residual
+                        rd(m, f.dst_buf, dst_row + (rc << 2), g_r << 2)
+            m.d.sync += tag.eq(sent1)
+        with m.If(go2):
+            with m.If(sent2 == 0):
+                eng2.read(m, int(Buffer.PRM), f.prm_addr + NORM.gain_offset(rc), g_r * ge)
             with m.Else():
-                m.d.sync += rj.eq(rj + 1)
+                eng2.read(m, int(Buffer.PRM), f.prm_addr + NORM.bias_offset(f.cols, rc), g_r * ge)
+            m.d.sync += tag2.eq(sent2 + 1)
+        next1, next2 = sent1 + go1, sent2 + go2
+        with m.If(go1 | go2):
+            with m.If((next1 == n1) & (next2 == n2)):
+                m.d.sync += [sent1.eq(0), sent2.eq(0), rc.eq(rc + g_r)]
+            with m.Else():
+                m.d.sync += [sent1.eq(next1), sent2.eq(next2)]
         with m.If(eng.last):
             m.d.sync += tag_done.eq(tag)
+        with m.If(eng2.last):
+            m.d.sync += tag2_done.eq(tag2)
         byte_b = is_rope | (op == int(MiscOp.EMUL))
         capture_a = [x[k].eq(Mux(wide_src, element(k, 4), element(k, 1))) for k in range(G)]
         capture_b = [b[k].eq(Mux(byte_b, element(k, 1), element(k, 4))) for k in range(G)]
         capture_c = [cc[k].eq(Mux(is_rope, element(k, te), element(k, ge))) for k in range(G)]
         with m.If(in_pass & eng.done):
-            m.d.sync += have.eq(have | (1 << tag_done))
             with m.Switch(tag_done):
                 with m.Case(0):
                     m.d.sync += capture_a
-                with m.Case(1):
-                    m.d.sync += capture_b
                 with m.Default():
-                    m.d.sync += capture_c
+                    m.d.sync += capture_b
+        with m.If(in_pass & eng2.done):
+            with m.Switch(tag2_done):
+                with m.Case(1):
+                    m.d.sync += [b[k].eq(element(k, ge, eng2)) for k in range(G)]
+                with m.Default():
+                    m.d.sync += [cc[k].eq(element(k, ge, eng2)) for k in range(G)]
+        arrived_now = Signal(3)  # the operands whose reads are done this cycle
+        m.d.comb += arrived_now.eq(Mux(in_pass & eng.done, Const(1, 3) << tag_done, 0)
+                                   | Mux(in_pass & eng2.done, Const(1, 3) << tag2_done, 0))
+        m.d.sync += have.eq(have | arrived_now)
         all_in = have == (Const(1, 4) << n_ops) - 1
         last_chunk = c + g == f.cols
         with m.FSM() as fsm:
@@ -242,7 +266,7 @@ class Sfu(ExecutionUnit):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [c.eq(0), i_head.eq(0), pass_.eq(0), acc.eq(0), total.eq(0),
-                                 mx.eq(-(1 << 32)), rc.eq(0), rj.eq(0), have.eq(0)]
+                                 mx.eq(-(1 << 32)), rc.eq(0), sent1.eq(0), sent2.eq(0), have.eq(0)]
                     with m.If(is_rope):
                         m.next = "A"
                     with m.Elif((op == int(MiscOp.SOFTMAX)) & f.max_given):
@@ -260,7 +284,7 @@ class Sfu(ExecutionUnit):
                 with m.If(f.cols == 0):  # a row of nothing: no chunk to wait for
                     m.next = "PASS_END"
                 with m.Elif(all_in):  # (an eager read of the next chunk may arrive in this very cycle)
-                    m.d.sync += have.eq(Mux(in_pass & eng.done, 1 << tag_done, 0))
+                    m.d.sync += have.eq(arrived_now)
                     with m.If(stat_pass):
                         m.d.sync += c.eq(c + g)
                         with m.If(last_chunk):
@@ -365,7 +389,7 @@ class Sfu(ExecutionUnit):
             # ---- between passes: the row's statistics
             with m.State("PASS_END"):  # once the pass's last results are written
                 with m.If(~wr.busy):
-                    m.d.sync += [c.eq(0), i_head.eq(0), rc.eq(0), rj.eq(0)]
+                    m.d.sync += [c.eq(0), i_head.eq(0), rc.eq(0), sent1.eq(0), sent2.eq(0)]
                     with m.Switch(op):
                         with m.Case(int(MiscOp.RMSNORM)):
                             with m.If(pass_ == 0):

@@ -252,11 +252,14 @@ def _chunks(count: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.minimum(lanes, count - starts)
 
 
-def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool) -> int:
+def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool,
+                  params: list[list[int]] | None = None) -> int:
     """Cycles of one SFU pass over a row other than RoPE's, from its first cycle in OP through PASS_END.
 
-    ``reads``: per chunk, the words of each operand the reader asks for in turn; ``writes``: per chunk, the words of
-    its results (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's
+    ``reads``: per chunk, the words of each operand the reader asks for in turn; ``params``: per chunk, those of
+    the operands it asks for beside them on the parameter port (a norm's gains and biases), the chunk's first
+    reads on both engines starting together once both are free; ``writes``: per chunk, the words of its results
+    (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's
     read engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1; the
     reader starts a chunk's first read once the one before is in and the lanes wait for the chunk before it (OP).
     The lanes take a chunk the cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
@@ -264,13 +267,17 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool)
     chunk. PASS_END waits for the last write."""
     if not reads:
         return 2  # OP finds the row empty, then PASS_END
-    last_in = 0  # the cycle the last operand asked for has its last word
+    free1 = free2 = 0  # the cycle each engine's last read has its last word (it may start the next)
     wait_prev, wait_now = 0, 0  # the cycles the lanes began to wait for the chunk before and for this one
     write_free, took, wrote = 0, 0, 0
     for k, words in enumerate(reads):
-        for j, w in enumerate(words):
-            t = 0 if k == 0 and j == 0 else max(last_in, wait_prev) if j == 0 else last_in
-            last_in = t + w
+        t = 0 if k == 0 else max(free1, free2, wait_prev)
+        free1 = free2 = t
+        for w in words:
+            free1 += w
+        for w in (params[k] if params else []):
+            free2 += w
+        last_in = max(free1, free2)
         took = max(last_in + 2, wait_now)
         if writes is None:
             nxt = took + 1
@@ -313,11 +320,13 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
         ge = NORM.element_bytes
         gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
-    if op is MiscOp.RMSNORM:
-        return stat + div + sqrt + recip + _element_pass(np.stack([a, gain], 1).tolist(), out, True)
+    if op is MiscOp.RMSNORM:  # the gains beside the elements, on the parameter port
+        return stat + div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, True,
+                                                         [[n] for n in gain.tolist()])
     if op is MiscOp.LAYERNORM:
         beta = span_words(prm + NORM.bias_offset(cols, c), g * ge, w)
-        return 2 * stat + 2 * div + sqrt + recip + _element_pass(np.stack([a, gain, beta], 1).tolist(), out, True)
+        return 2 * stat + 2 * div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, True,
+                                                                 np.stack([gain, beta], 1).tolist())
     if op is MiscOp.SOFTMAX:
         first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
         return first + stat + div + _element_pass([[n] for n in a.tolist()], out, False)
