@@ -146,8 +146,9 @@ class StepLowering:
         # rows of probabilities at buffer words (a streamed P.V's activations), and room past the last for the
         # whole chunks a streamed P.V copies (zeros past the window)
         self.p_stride = -(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else window
-        # (decode's scores are followed by their maximum, MV.out_max)
-        score_bytes, prob_bytes = 4 * length * window + 4, length * self.p_stride + cfg.lane_slots
+        # (decode's one row of scores is followed by its maximum, MV.out_max)
+        score_bytes = 4 * length * window + (4 if length == 1 else 0)
+        prob_bytes = length * self.p_stride + cfg.lane_slots
         # two of each while they take at most an eighth of their buffers: the next head's scores are made while
         # this head's softmax and P.V run (:meth:`attention`)
         pairs = 2 if (16 * score_bytes <= cfg.buffer_bytes(Buffer.ACC)
