@@ -278,13 +278,9 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
 
     def earliest(c: int, u: int, i: int) -> int:
         """The cycle the unit's head may start, from what is known now."""
-        s = max(dispatch[c][i] + QUEUE_LATENCY, free_at[c][u])
+        s = max(tokens_in(c, i), free_at[c][u])
         if u == Unit.LD and len(ld_ends[c]) >= LD_IN_FLIGHT:  # at most LD_IN_FLIGHT LDs in flight
             s = max(s, ld_ends[c][-LD_IN_FLIGHT] + 1)
-        for j in waits_on[c][i]:
-            s = max(s, end[c][j] + 1)
-        for j in room_after[c][i]:
-            s = max(s, start[c][j] + 1)
         return int(s)
 
     def offer(c: int, u: int) -> None:
