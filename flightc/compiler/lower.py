@@ -30,6 +30,9 @@ from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
 from flightc.records import ROPE
 
 ALIGN = 16
+# attention score and probability buffers per head in flight: the heads whose Q.K^T the MPE makes ahead of a
+# head's softmax and P.V are one fewer (decode's streamed attention, :meth:`Lowering.pipelined_heads`)
+PIPELINE_DEPTH = 3
 
 
 def first_visible(sliding_window: int, pos0: int) -> int:
@@ -149,10 +152,10 @@ class StepLowering:
         # (decode's one row of scores is followed by its maximum, MV.out_max)
         score_bytes = 4 * length * window + (4 if length == 1 else 0)
         prob_bytes = length * self.p_stride + cfg.lane_slots
-        # two of each while they take at most an eighth of their buffers: the next head's scores are made while
-        # this head's softmax and P.V run (:meth:`attention`)
-        pairs = 2 if (16 * score_bytes <= cfg.buffer_bytes(Buffer.ACC)
-                      and 16 * prob_bytes <= cfg.buffer_bytes(Buffer.ACT)) else 1
+        # PIPELINE_DEPTH of each (else two) while each takes at most an eighth of its buffer over their number:
+        # the next heads' scores are made while this head's softmax and P.V run (:meth:`pipelined_heads`)
+        pairs = next((n for n in (PIPELINE_DEPTH, 2) if 8 * n * score_bytes <= cfg.buffer_bytes(Buffer.ACC)
+                      and 8 * n * prob_bytes <= cfg.buffer_bytes(Buffer.ACT)), 1)
         self.scores = [fixed(f"attention scores {i}", Buffer.ACC, score_bytes) for i in range(pairs)]
         self.score_max = [False] * pairs  # whether score buffer i's scores were followed by their maximum
         self.probs = [fixed(f"attention probabilities {i}", Buffer.ACT, prob_bytes) for i in range(pairs)]
@@ -357,7 +360,7 @@ class StepLowering:
         keys = {j: self.mem.key_images.get(f"{name}.k{j}") for j in kv_heads}
         values = {j: self.mem.value_images.get(f"{name}.v{j}") for j in kv_heads}
         streamed = all(keys[j] is not None and values[j] is not None for j in kv_heads)
-        if streamed and len(self.scores) == 2 and heads:
+        if streamed and len(self.scores) >= 2 and heads:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
             self.pipelined_heads(name, node, heads, keys, values, q, k, v, out, kvb, pack4, kv_bits)
             return out
@@ -394,10 +397,11 @@ class StepLowering:
 
     def pipelined_heads(self, name: str, node: dict, heads: list[int], keys: dict, values: dict, q: Tensor,
                         k: Tensor, v: Tensor, out: Tensor, kvb: int, pack4: int, kv_bits: WeightBits) -> None:
-        """Attention over streamed keys and values, software-pipelined: the next head's Q.K^T on the MPE while this
-        head's softmax runs on the SFU (two score and probability buffers), and each KV head's keys and values
-        stored (ST.img, ST.img_col) a head or two before they are needed, so the ST unit works under the MPE and
-        the SFU and the units' queues fill in the order the work is done."""
+        """Attention over streamed keys and values, software-pipelined: the next heads' Q.K^T on the MPE while this
+        head's softmax runs on the SFU (a score and probability buffer for each head in flight, so that a head's
+        P.V never waits for the softmax of the head whose scores came just before), and each KV head's keys and
+        values stored (ST.img, ST.img_col) a head or more before they are needed, so the ST unit works under the MPE
+        and the SFU and the units' queues fill in the order the work is done."""
         g = self.s.kv_group
         stored: set[tuple[str, int]] = set()
 
@@ -413,19 +417,23 @@ class StepLowering:
 
         def scores(i: int) -> None:
             h = heads[i]
-            self.head_scores(h, keys[h // g], q, values[h // g], [], kvb, kv_bits, i % 2)
+            self.head_scores(h, keys[h // g], q, values[h // g], [], kvb, kv_bits, i % len(self.scores))
 
-        store("k", 0)
-        store("k", 1)
-        store("v", 0)
-        scores(0)
+        ahead = len(self.scores) - 1  # heads whose scores are made before a head's softmax and P.V
+        for i in range(ahead + 1):
+            store("k", i)
+        for i in range(ahead):
+            store("v", i)
+            if i < len(heads):
+                scores(i)
         requantize = None
         for i, h in enumerate(heads):
-            store("k", i + 2)
-            store("v", i + 1)
-            if i + 1 < len(heads):
-                scores(i + 1)
-            later = self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % 2, 0, defer=True)
+            store("k", i + ahead + 1)
+            store("v", i + ahead)
+            if i + ahead < len(heads):
+                scores(i + ahead)
+            later = self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % len(self.scores), 0,
+                                     defer=True)
             if requantize is not None:  # the head before's REQ: after this head's softmax in the SFU's queue
                 requantize()
             requantize = later
