@@ -5,7 +5,7 @@ Everything is sized from one HardwareConfig; fields come from the ISA table.
 """
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Module
+from amaranth.hdl import ClockDomain, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -126,16 +126,21 @@ class Core(wiring.Component):
 
 
 def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
-    """ST's bursts to the master of its instruction's channel; every master's write responses taken as they come
-    (ST counts them per master)."""
-    wr = st.wr
+    """ST's bursts to the master of its instruction's channel, its second writer's (a dealt column's next row) to
+    that row's master, another; every master's write responses taken as they come (ST counts them per master)."""
+    wr, wr2 = st.wr, st.wr2
     for g, x in enumerate(writes):
         mine = st.master == g
-        m.d.comb += [x.aw.valid.eq(wr.aw.valid & mine), x.aw.payload.eq(wr.aw.payload),
-                     x.w.valid.eq(wr.w.valid & mine), x.w.payload.eq(wr.w.payload), x.b.ready.eq(1),
+        mine2 = (st.master2 == g) & ~mine
+        m.d.comb += [x.aw.valid.eq((wr.aw.valid & mine) | (wr2.aw.valid & mine2)),
+                     x.aw.payload.eq(Mux(mine, wr.aw.payload, wr2.aw.payload)),
+                     x.w.valid.eq((wr.w.valid & mine) | (wr2.w.valid & mine2)),
+                     x.w.payload.eq(Mux(mine, wr.w.payload, wr2.w.payload)), x.b.ready.eq(1),
                      st.responses[g].eq(x.b.valid)]
         with m.If(mine):
             m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready)]
+        with m.If(mine2):
+            m.d.comb += [wr2.aw.ready.eq(x.aw.ready), wr2.w.ready.eq(x.w.ready)]
 
 
 class VitisKernel(wiring.Component):

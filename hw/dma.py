@@ -19,6 +19,7 @@ from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, write_client_signature
+from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw.buffers import WordEngine, first_lanes, shift_bytes
 from flightc.hw.unit import ExecutionUnit
 
@@ -112,33 +113,45 @@ class StoreUnit(DmaUnit):
     the first row of a pair in the cycle after the row before's write (``live``) where the image deals its pairs
     round several groups (that row's master is another, and so each master still takes a beat at most every other
     cycle); with an even number of rows over such groups it walks the pairs' first rows, then their second rows
-    (``dealt``: every other byte of the word), each row's beat in the cycle after the one before's."""
+    (``dealt``: every other byte of the word), each row's beat in the cycle after the one before's. Over
+    ``2^ST_PAIRED_GROUPS_LOG2`` groups or more, a dealt column's rows after a word's first go two a cycle: the
+    walk's next row on the second writer (``wr2``, to ``master2``), so that a value column of a 128-wide head takes
+    about 64 cycles."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+        master_bits = max(1, (cfg.axi_masters - 1).bit_length())
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
-                         master=Out(max(1, (cfg.axi_masters - 1).bit_length())), responses=In(cfg.axi_masters),
-                         ready=Out(1))
+                         wr2=Out(write_client_signature(8 * cfg.axi_data_bytes)), master=Out(master_bits),
+                         master2=Out(master_bits), responses=In(cfg.axi_masters), ready=Out(1))
 
     def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
         """With ``img``, where the image's row lies (flightc.isa.footprint.store_rows): shifts and masks of the row
         and column index, the masters' channels, stripe_bytes and lane_slots being powers of two. With ``img_col``
         every row is an image row of its own (channel and address follow the row count; no stride)."""
-        cfg = self.cfg
-        per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
-        s_log2 = cfg.lane_slots.bit_length() - 1
         # an img_col of consecutive bytes over pairs dealt round several masters walks the pairs' first rows, then
         # their second rows, so every row's master is another than the row before's (``dealt``)
         self.column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
         self.dealt = self.column & (f.img_groups_log2 != 0) & ~f.rows[0]
         half = f.rows >> 1
-        self.walk_row = Signal.like(row)  # the row the walk's count stands for
-        m.d.comb += self.walk_row.eq(Mux(self.dealt, Mux(row < half, row << 1, ((row - half) << 1) | 1), row))
         self.half_left = Signal.like(row)  # dealt: rows left before the walk turns to the second rows
         m.d.comb += self.half_left.eq(Mux(row < half, half - row, f.rows - row))
+        self.walk_row, channel, addr = self.place(m, f, row)
+        # the walk's next row, which a dealt column's second writer sends beside this one (:meth:`walk`)
+        _, self.next_channel, self.next_addr = self.place(m, f, row + 1)
+        return channel, addr, Mux(f.img & f.img_col, 0, f.hbm_stride)
+
+    def place(self, m: Module, f, row: Value) -> tuple[Signal, Signal, Signal]:
+        """(the image row the walk's count ``row`` stands for, its channel, its address)."""
+        cfg = self.cfg
+        per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
+        s_log2 = cfg.lane_slots.bit_length() - 1
+        half = f.rows >> 1
+        walk_row = Signal.like(f.rows)
+        m.d.comb += walk_row.eq(Mux(self.dealt, Mux(row < half, row << 1, ((row - half) << 1) | 1), row))
         img_row = Signal.like(f.img_row)
-        m.d.comb += img_row.eq(Mux(f.img_col, self.walk_row, f.img_row))
+        m.d.comb += img_row.eq(Mux(f.img_col, walk_row, f.img_row))
         pair = img_row >> 1
         group = Signal(8)
         o = Signal(AXI_ADDR_BITS)
@@ -151,20 +164,24 @@ class StoreUnit(DmaUnit):
         addr = Signal(AXI_ADDR_BITS)
         m.d.comb += [channel.eq(Mux(f.img, f.channel + (group << per_log2) + (n & ((1 << per_log2) - 1)), f.channel)),
                      addr.eq(Mux(f.img, f.hbm_addr + ((n >> per_log2) << unit_log2) + o[:unit_log2], f.hbm_addr))]
-        return channel, addr, Mux(f.img & f.img_col, 0, f.hbm_stride)
+        return walk_row, channel, addr
 
     def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
-        cfg, wr, w, lb = self.cfg, self.wr, self.beat_bytes, self.lane_bits
+        cfg, wr, wr2, w, lb = self.cfg, self.wr, self.wr2, self.beat_bytes, self.lane_bits
         G, limit = cfg.axi_masters, cfg.axi_outstanding
-        m.d.comb += self.master.eq(ch // cfg.channels_per_master)
+        ch2 = existing_channel(m, self.next_channel, cfg)
+        dst2 = Signal(AXI_ADDR_BITS)  # the second writer's row: the walk's next
+        m.d.comb += [self.master.eq(ch // cfg.channels_per_master), self.master2.eq(ch2 // cfg.channels_per_master),
+                     dst2.eq(bases[ch2] + self.next_addr)]
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         # ---- responses outstanding per master
         pending = [Signal(range(limit + 1), name=f"pending{g}") for g in range(G)]
-        sent = Signal()  # a burst's address and beat both taken this cycle
+        sent, sent2 = Signal(), Signal()  # a burst's address and beat both taken this cycle (on each writer)
         for g, p in enumerate(pending):
-            m.d.sync += p.eq(p + (sent & (self.master == g)) - self.responses[g])
+            m.d.sync += p.eq(p + (sent & (self.master == g)) + (sent2 & (self.master2 == g)) - self.responses[g])
         room = Array(p < limit for p in pending)[self.master]
+        room2 = Array(p < limit for p in pending)[self.master2]
         # ---- the older instructions (up to two, the oldest first): their writes still awaiting responses, per master
         # (a master answers in order, so its first responses are the oldest's)
         oldest = [Signal(range(limit + 1), name=f"older{g}") for g in range(G)]
@@ -210,8 +227,16 @@ class StoreUnit(DmaUnit):
         data = Signal(8 * w)
         aw_done = Signal()
         w_done = Signal()
+        aw2_done, w2_done = Signal(), Signal()
         in_beat = Signal()
         live = Signal()  # this WRITE's beat is the next column row's, formed from the held word this cycle
+        # a dealt column's live WRITE sends the walk's next row from the held word too, on the second writer (its
+        # master another, the pairs dealt round 2^ST_PAIRED_GROUPS_LOG2 or more); ``pair``: the ordinary WRITE
+        # that follows a live one not yet done still has it
+        pair_now, pair, two = Signal(), Signal(), Signal()
+        m.d.comb += [pair_now.eq(live & dealt & (f.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2) & (held_rows > 1)
+                                 & (rows.count + 1 < f.rows) & (self.master2 != self.master)),
+                     two.eq(Mux(live, pair_now, pair))]
         raw = Signal(16 * w)
         m.d.comb += raw.eq(Mux(in_beat, held, eng.rdata))
         packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8))) for i in range(w)])
@@ -241,6 +266,7 @@ class StoreUnit(DmaUnit):
                     room_w = w - cur_dst[:lb]
                     n = Mux(cur_left < room_w, cur_left, room_w)
                     m.d.sync += [nb.eq(n), src.eq(cur_src), dst.eq(cur_dst), left.eq(cur_left), fresh.eq(0)]
+                    m.d.sync += [pair.eq(0), aw2_done.eq(0), w2_done.eq(0)]
                     with m.If(column & (held_rows != 0)):
                         m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0), held.eq(held >> step),
                                      held_rows.eq(held_rows - 1)]
@@ -264,16 +290,28 @@ class StoreUnit(DmaUnit):
                              wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done & room),
                              wr.w.payload.data.eq(Mux(live, formed, data)), wr.w.payload.strb.eq(strb),
                              wr.w.payload.last.eq(1)]
+                # the second writer's beat: the next row's byte in every lane (its strobe picks the one)
+                byte2 = Mux(live, held[16:24], held[:8])
+                m.d.comb += [wr2.aw.valid.eq(two & ~aw2_done & room2),
+                             wr2.aw.payload.addr.eq(dst2 & ~Const(w - 1, AXI_ADDR_BITS)), wr2.aw.payload.len.eq(0),
+                             wr2.w.valid.eq(two & ~w2_done & room2), wr2.w.payload.data.eq(Cat(*[byte2] * w)),
+                             wr2.w.payload.strb.eq(Const(1, w) << dst2[:lb]), wr2.w.payload.last.eq(1)]
                 with m.If(live):  # from the next cycle on, an ordinary WRITE of this row's beat
                     m.d.comb += in_beat.eq(1)
                     m.d.sync += [live.eq(0), data.eq(formed), src.eq(cur_src), dst.eq(cur_dst), left.eq(1), nb.eq(1),
-                                 fresh.eq(0), held.eq(held >> step), held_rows.eq(held_rows - 1)]
+                                 fresh.eq(0), held.eq(held >> step), held_rows.eq(held_rows - 1), pair.eq(pair_now)]
                 with m.If(wr.aw.valid & wr.aw.ready):
                     m.d.sync += aw_done.eq(1)
                 with m.If(wr.w.valid & wr.w.ready):
                     m.d.sync += w_done.eq(1)
-                with m.If((aw_done | (wr.aw.valid & wr.aw.ready)) & (w_done | (wr.w.valid & wr.w.ready))):
-                    m.d.comb += sent.eq(1)
+                with m.If(wr2.aw.valid & wr2.aw.ready):
+                    m.d.sync += aw2_done.eq(1)
+                with m.If(wr2.w.valid & wr2.w.ready):
+                    m.d.sync += w2_done.eq(1)
+                first_in = (aw_done | (wr.aw.valid & wr.aw.ready)) & (w_done | (wr.w.valid & wr.w.ready))
+                second_in = (aw2_done | (wr2.aw.valid & wr2.aw.ready)) & (w2_done | (wr2.w.valid & wr2.w.ready))
+                m.d.comb += [sent.eq(first_in & ~(aw_done & w_done)), sent2.eq(two & second_in & ~(aw2_done & w2_done))]
+                with m.If(first_in & (~two | second_in)):
                     with m.If(live):
                         rows.next(m)
                         m.d.sync += fresh.eq(1)
@@ -282,11 +320,14 @@ class StoreUnit(DmaUnit):
                         with m.If(left == nb):  # the row's last beat
                             rows.next(m)
                             m.d.sync += fresh.eq(1)
+                    with m.If(two):  # the second writer's row too
+                        m.d.sync += [rows.count.eq(rows.count + 2), held.eq(Mux(live, held >> 32, held >> 16)),
+                                     held_rows.eq(held_rows - Mux(live, 2, 1))]
                     # the next row starts a pair on another group's master: its beat goes in the next cycle
-                    more = Mux(live, held_rows > 1, held_rows != 0)
+                    more = Mux(live, held_rows - 1, held_rows) > two
                     with m.If(column & (rows.count[0] | dealt) & (f.img_groups_log2 != 0) & more
-                              & (rows.count + 1 < f.rows)):
-                        m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0)]
+                              & (rows.count + 1 + two < f.rows)):
+                        m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0), aw2_done.eq(0), w2_done.eq(0)]
                     with m.Else():
                         m.next = "BEAT"
             with m.State("HANDOFF"):  # every write sent: an older one once there is room among them, then the next

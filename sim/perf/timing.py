@@ -25,7 +25,7 @@ import numpy as np
 
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
-from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT
+from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -178,6 +178,20 @@ class StoreModel:
         self.responses: dict[int, list[int]] = {}  # per master, the cycle each response is taken (in order)
         self.ends: list[int] = []  # the done cycles of the STs before (the last ST_IN_FLIGHT - 1)
 
+    def _room(self, master: int, c: int) -> int:
+        """The first cycle from c in which ``master`` has room for a write: fewer than ``axi_outstanding`` await their
+        responses (the oldest's counted the cycle after it is taken)."""
+        taken = self.responses.get(master, [])
+        return max(c, taken[-self.cfg.axi_outstanding] + 1) if len(taken) >= self.cfg.axi_outstanding else c
+
+    def _respond(self, master: int, c: int) -> int:
+        """The cycle the response to a write ``master`` takes in cycle c is taken (a cycle after the one before)."""
+        taken = self.responses.setdefault(master, [])
+        L = self.cfg.mem_latency_cycles
+        taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
+        del taken[:-self.cfg.axi_outstanding]
+        return taken[-1]
+
     def instruction(self, ins: Instruction, s: int) -> tuple[int, int]:
         """(the cycle ST may take its next instruction, the cycle this one is done) for an ST started in cycle s.
 
@@ -187,13 +201,15 @@ class StoreModel:
         ``mem_latency_cycles`` after its beat. Where the image deals its pairs round several groups (masters), such
         an ST.img_col writes the first row of a pair in the cycle after the row before's; with an even number of
         rows it walks the pairs' first rows, then their second rows (every row's master another than the one before,
-        every other byte of a word read), each in the cycle after the one before. A master takes a beat at most
+        every other byte of a word read), each in the cycle after the one before; over 2^ST_PAIRED_GROUPS_LOG2 groups
+        or more the rows after a word's first go two a cycle (the second on ST's second writer, each once its master
+        has room). A master takes a beat at most
         every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once
         every write is sent, HANDOFF waits for a place among the older STs (at most ``ST_IN_FLIGHT - 1``: the one
         that many before this one done); ST then takes its next instruction, and this one is done once its last
         response is back."""
         cfg = self.cfg
-        w, word, L, limit = cfg.axi_data_bytes, cfg.buffer_port_bytes, cfg.mem_latency_cycles, cfg.axi_outstanding
+        w, word = cfg.axi_data_bytes, cfg.buffer_port_bytes
         column = bool(ins.img and ins.img_col and not ins.pack4 and ins.buf_stride == 1 and ins.row_bytes == 1)
         per = 2 if ins.pack4 else 1
         dealt = column and bool(ins.img_groups_log2) and ins.rows % 2 == 0
@@ -203,7 +219,12 @@ class StoreModel:
         c = s + 1  # the BEAT state's cycle
         held = 0
         last = -1  # this instruction's last response
+        paired = dealt and ins.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2
+        skip = False  # this row went beside the one before, on the second writer
         for k, r in enumerate(order):
+            if skip:
+                skip = False
+                continue
             channel, addr = places[r]
             master = channel // cfg.channels_per_master
             src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
@@ -216,6 +237,14 @@ class StoreModel:
                     held -= 1
                     if not (dealt or r % 2 == 0 and ins.img_groups_log2):
                         c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
+                    nxt = places[order[k + 1]][0] // cfg.channels_per_master if k + 1 < len(order) else master
+                    if paired and held and nxt != master:  # the next row's beat on the second writer, beside
+                        held -= 1
+                        skip = True
+                        t1, t2 = self._room(master, c), self._room(nxt, c)
+                        last = max(last, self._respond(master, t1), self._respond(nxt, t2))
+                        c = max(t1, t2) + 1
+                        break
                 elif dealt:
                     half_left = half - k if k < half else ins.rows - k
                     got = min(half_left, (word - src % word + 1) // 2)
@@ -225,12 +254,8 @@ class StoreModel:
                     nbytes = min(ins.rows - r, word - src % word) if column else per * nb
                     held = nbytes - 1 if column else 0
                     c += 3 + span_words(src, nbytes, word)  # BEAT, the read (a word a cycle, two more), then WRITE
-                taken = self.responses.setdefault(master, [])
-                if len(taken) >= limit:  # its oldest response back (counted the cycle after)
-                    c = max(c, taken[-limit] + 1)
-                taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
-                del taken[:-limit]
-                last = max(last, taken[-1])
+                c = self._room(master, c)
+                last = max(last, self._respond(master, c))
                 c += 1  # the beat's WRITE cycle; BEAT again
                 src, dst, left = src + per * nb, dst + nb, left - nb
         older = self.ends[-(ST_IN_FLIGHT - 1)] if len(self.ends) >= ST_IN_FLIGHT - 1 else -1

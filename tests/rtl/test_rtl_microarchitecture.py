@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from flightc.config import PRESETS, Buffer
+from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.isa.codec import make
 from flightc.isa.table import Opcode, SysOp, Unit
 from flightc.sim.perf.calibration import TOLERANCE, calibration_bundle, compiled_agreement, model_cycles
@@ -98,7 +99,8 @@ def test_raw_sums_go_a_word_of_pairs_a_cycle(sim):
 def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
     """Programs whose STs write stream images a row (ST.img) or a column (ST.img_col, a byte a row to a channel of
     its own, formed a cycle apart from one buffer word; with pairs dealt round the masters and an even number of
-    rows, the pairs' first rows, then their second rows: "dealt") at a time, besides plain rows: the ST unit's busy cycles are
+    rows, the pairs' first rows, then their second rows: "dealt"; over four masters or more two rows a cycle on
+    two writers: "paired") at a time, besides plain rows: the ST unit's busy cycles are
     the model's, every write's response waited for at the 64-cycle latency, and the next ST's writes going while
     the one before awaits its responses (in some cases the unit is busy for fewer cycles than its STs alone take)."""
     from flightc.isa.codec import Instruction
@@ -111,8 +113,11 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
             return "plain"
         if not i.img_col:
             return "row"
-        return "dealt" if i.img_groups_log2 and i.rows % 2 == 0 else "col"
+        if i.img_groups_log2 and i.rows % 2 == 0:  # two rows a cycle on two writers over four groups or more
+            return "paired" if i.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2 else "dealt"
+        return "col"
 
+    every = {"col", "dealt", "paired", "row", "plain"}
     cases, kinds = [], set()
     for seed in range(300):
         case = block_case(CFG, seed, "stream")
@@ -120,9 +125,9 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
         if found - kinds or ({"col", "dealt"} & found and len(cases) < 6):
             cases.append((seed, case))
             kinds |= found
-        if len(cases) >= 8 and kinds >= {"col", "dealt", "row", "plain"}:
+        if len(cases) >= 8 and kinds >= every:
             break
-    assert kinds >= {"col", "dealt", "row", "plain"}
+    assert kinds >= every
     wrong, overlapped = [], 0
     for seed, case in cases:
         _, counters = run_rtl(sim, case)
@@ -130,7 +135,7 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
         if counters["busy_st"] != want:
             wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_st']}, model {want}")
         overlapped += counters["busy_st"] < sum(instruction_work(CFG, x).cycles for x in stores(case))
-        if any(kind(i) == "dealt" for i in stores(case)):  # a column walked out of order lands where fsim says
+        if {"dealt", "paired"} & {kind(i) for i in stores(case)}:  # a column walked out of order lands where fsim says
             outcome = compare(sim, case)
             if not outcome.equal:
                 wrong.append(f"seed {seed}: {outcome.detail}")
