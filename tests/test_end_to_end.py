@@ -78,3 +78,26 @@ def _three_core_tiny():
     from flightc.config import PRESETS
 
     return PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+
+
+def test_the_lm_heads_tiles_store_their_logits_as_they_are_made():
+    """With the LM head streamed in several tiles (a PRM buffer with room for half its records), decode stores each
+    tile's logits right after its MV, so the stores go under the next tile's stream; the logits stay exact."""
+    from flightc.config import PRESETS
+
+    hw = PRESETS["hbm4"].replace(name="hbm4-small-prm", prm_buffer_kib=8)
+    c = compiled("tiny-llama-hd64", "w4g32", (), hw=hw)
+    (region,) = [r for r in c.bundle.manifest["memory_map"]["regions"] if r["name"] == "io.logits"]
+    prog = [i for core in c.bundle.program("decode", len(PROMPT) + 1) for i in iter_program(core)]
+    head = [k for k, i in enumerate(prog) if i.opcode is Opcode.MV and i.out_mode == OutMode.REQ_I32]
+    outs = [k for k, i in enumerate(prog) if i.opcode is Opcode.ST and i.channel == region["channel"]
+            and region["addr"] <= i.hbm_addr < region["addr"] + region["nbytes"]]
+    assert len(head) == len(outs) >= 2  # a store per tile, each before the next tile's MV
+    assert all(a < s < b for a, s, b in zip(head, outs, head[1:] + [len(prog)]))
+    spans = sorted((prog[k].hbm_addr - region["addr"], prog[k].row_bytes) for k in outs)
+    assert spans[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))
+    assert spans[-1][0] + spans[-1][1] == region["nbytes"] == 4 * c.integer.spec.vocab_size
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, MAX_LEN), PROMPT, 4)
+    got = list(Session(c.bundle).generate(PROMPT, 4))
+    assert [t for t, _ in got] == ref_tokens
+    assert all(a.tobytes() == b.tobytes() for (_, a), b in zip(got, ref_logits))

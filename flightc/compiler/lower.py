@@ -164,6 +164,7 @@ class StepLowering:
                         if mem.value_images else [])
         self.tensors: dict[str, Tensor] = {}
         self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
+        self.logits_stored = False  # each streamed tile of the LM head stored its logits (:meth:`linear`)
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
                               for c in range(self.P)]
 
@@ -325,6 +326,10 @@ class StepLowering:
                     self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1, w_channel=tiles.stream.channel,
                               w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr, out_addr=out_addr + r * out.row_bytes,
                               **common)
+                if name == self.g.output and x.rows == 1:  # the tile's logits go out under the next tile's stream
+                    first = (tiles.row0 + t * tiles.tile_rows) * out.elem
+                    self.logits_out(out, first, first + rows * out.elem)
+                    self.logits_stored = True
         if node.get("rope"):
             self.rope_in_place(out)
         return out
@@ -556,8 +561,10 @@ class StepLowering:
                       dst_stride=out.row_bytes, imm=node["emul"][0], shift=node["emul"][1])
         return out
 
-    def logits_out(self, t: Tensor) -> None:
-        lo, hi = (c * t.elem for c in self.own(t))
+    def logits_out(self, t: Tensor, lo: int | None = None, hi: int | None = None) -> None:
+        """Store this core's logits (bytes ``lo`` to ``hi`` of the row: a streamed tile's, as soon as it is made)."""
+        if lo is None or hi is None:
+            lo, hi = (c * t.elem for c in self.own(t))
         if hi > lo:
             out = self.mem["io.logits"]
             self.emit(Opcode.ST, buf=Buffer.ACC, buf_addr=t.addr + lo, channel=out.channel, hbm_addr=out.addr + lo,
@@ -592,7 +599,8 @@ class StepLowering:
                 raise UnsupportedError(f"layer {name}: op {op.value} has no lowering")
             self.publish(name, t)
             self.consumed(name)
-        self.logits_out(self.tensors[g.output])
+        if not self.logits_stored:
+            self.logits_out(self.tensors[g.output])
         self.emit(Opcode.SYS, op=SysOp.END)
         return self.out, self.extras
 
