@@ -60,7 +60,8 @@ def test_derived_values_of_the_presets_by_hand():
     assert tiny.buffer_bytes(Buffer.ACT) == 32768 and tiny.on_chip_bytes == 131072  # 32+32+32+16+16 KiB
     assert tiny.max_reduction_length == 131071  # 2^31 / (128 x 128) - 1: the longest INT8 dot product in 32 bits
     assert u280.dsp_count == 2048 and u280.peak_macs_per_s == pytest.approx(9.216e11)  # 2,048 x 2 x 225 MHz
-    assert u280.on_chip_bytes == 3072 * 1024 and u280.mem_channel_bytes == 256 << 20  # 8 GiB over 32 channels
+    # 256 + 1,024 + 512 + 768 + 1,024 KiB; 8 GiB over 32 channels
+    assert u280.on_chip_bytes == 3584 * 1024 and u280.mem_channel_bytes == 256 << 20
 
 
 @pytest.mark.parametrize("change, words", [
