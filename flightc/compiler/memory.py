@@ -69,10 +69,15 @@ class LinearTiles:
     rows: int
     k: int
     row_bytes: int
-    tile_rows: int
+    tile_rows: int  # the most rows a tile has
     weights: tuple[Region, ...]  # packed rows (buffered), or stream images (streamed)
     records: tuple[Region, ...]
     stream: "StreamPlan | None" = None  # None: the tiles go through the WGT buffer
+    firsts: tuple[int, ...] = ()  # each tile's first row, from row0 (tiles of tile_rows where empty)
+
+    def first(self, t: int) -> int:
+        """Tile t's first row, from row0."""
+        return self.firsts[t] if self.firsts else t * self.tile_rows
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,26 @@ def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:
     return rounded if rounded <= fit else even
 
 
+def output_tile_rows(cfg: HardwareConfig, rows: int, fit: int, groups: int, row_bytes: int) -> list[int]:
+    """Rows of each streamed tile of the layer that makes the logits, which decode stores a tile at a time as soon
+    as it is made (flightc.compiler.lower): tiles of up to ``fit`` rows, shrinking toward the end so that each
+    tile's store (single-beat writes, ``axi_outstanding`` of them over the memory's latency) goes under the next
+    tile's stream and the last, left at the end of the step, costs about a burst's latency."""
+    step = 2 * groups  # whole rounds of row pairs
+    store_per_row = 4 * (cfg.mem_latency_cycles + 2) / (cfg.axi_outstanding * cfg.axi_data_bytes)
+    stream_per_row = row_bytes * cfg.clock_mhz * 1e6 / cfg.mem_bytes_per_s
+    ratio = int(stream_per_row / store_per_row)
+    size = -(-int(2 * cfg.mem_latency_cycles / store_per_row) // step) * step
+    if ratio < 2 or size >= fit:
+        return [min(fit, rows - r0) for r0 in range(0, rows, fit)]
+    tail: list[int] = []
+    while size < fit and sum(tail) + 2 * size <= rows:  # what is left before it stores longer than it
+        tail.insert(0, size)
+        size *= ratio
+    head = rows - sum(tail)
+    return [min(fit, head - r0) for r0 in range(0, head, fit)][::-1] + tail
+
+
 def norm_params(node: dict) -> bytes:
     """The PRM image of one norm (flightc.records.NORM)."""
     return NORM.pack(node["eps_q"], node["gain"], node["beta_q"] if node["op"] is OpKind.LAYERNORM else None)
@@ -410,9 +435,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 tn = tile_rows(cfg, name, c1 - c0, row_bytes)
             else:
                 tn = stream_tile_rows(cfg, c1 - c0, plan.groups)
+            sizes = [min(tn, c1 - r0) for r0 in range(c0, c1, tn)]
+            if plan is not None and name == graph.output:
+                sizes = output_tile_rows(cfg, c1 - c0, tn, plan.groups, row_bytes)
             placed = []
-            for r0 in range(c0, c1, tn):
-                r1 = min(c1, r0 + tn)
+            for j in range(len(sizes)):
+                r0 = c0 + sum(sizes[:j])
+                r1 = r0 + sizes[j]
                 tag = f"{name}.c{core}.t{len(placed)}" if P > 1 else f"{name}.t{len(placed)}"
                 if plan is None:
                     region = a.striped(f"{tag}.w", RegionKind.WEIGHT, packed[r0:r1].tobytes() if packed is not None
@@ -495,8 +524,9 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                         for r0, r1, tag, _ in placed
                         for data in [records[r0 * nm.REQUANT_RECORD_BYTES: r1 * nm.REQUANT_RECORD_BYTES]]]
                 c0, c1 = a.map.row_split[name][core]
-                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, tn, tuple(w for *_, w in placed), tuple(recs),
-                                             plan))
+                per_core.append(LinearTiles(c0, c1 - c0, k, row_bytes, max(r1 - r0 for r0, r1, *_ in placed),
+                                            tuple(w for *_, w in placed), tuple(recs), plan,
+                                            tuple(r0 - c0 for r0, *_ in placed)))
             a.map.linears[name] = per_core
     # dynamic regions were reserved among static ones; images stop at the last static byte
     return a.map
