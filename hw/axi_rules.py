@@ -7,8 +7,7 @@ LD_IN_FLIGHT = 2  # LD instructions in flight at once: the next one's bursts fol
 # ST instructions in flight at once: one sending and two awaiting their write responses, so a short ST (a key's two
 # pieces) hands off at once while a long one's responses come back and the next long one starts sending
 ST_IN_FLIGHT = 3
-# ST's write clients: a dealt ST.img_col (a byte of each of many image rows, each row on another master than the one
+# ST's second writer: a dealt ST.img_col (a byte of each of many image rows, each row on another master than the one
 # before) sends two rows' beats a cycle on two masters where its pairs are dealt round at least 2^ST_PAIRED_GROUPS_LOG2
 # of them, so that each master still takes a beat at most every other cycle
-ST_WRITERS = 2
 ST_PAIRED_GROUPS_LOG2 = 2
