@@ -8,7 +8,7 @@ from flightc.compiler.compress import compress
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
 from flightc.compiler.lower import lower_step
-from flightc.compiler.memory import output_tile_rows, place
+from flightc.compiler.memory import StreamPlan, output_tile_rows, place
 from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
 from flightc import numerics as nm
@@ -192,8 +192,10 @@ def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
     rows' records, 32 lane groups): a row's logit store costs 4 bytes at 8 single-beat writes of 64 bytes per 66
     cycles (0.52 cycles), its stream 4,096 bytes at 2,044 bytes a cycle (2.0 cycles), so each tile may be 3x the
     next; the last is 128 cycles of stores rounded up to whole rounds of 64 row pairs (256 rows)."""
-    u280 = PRESETS["u280"]
-    assert output_tile_rows(u280, 32000, 16000, 32, 4096) == [5760, 16000, 6912, 2304, 768, 256]
-    # a stream no faster than the stores (a narrow row): equal tiles, as every other layer has
-    assert output_tile_rows(u280, 32000, 16000, 32, 128) == [16000, 16000]
-    assert output_tile_rows(u280, 300, 16000, 32, 4096) == [300]  # one tile's worth: nothing to hide under
+    u280, every = PRESETS["u280"], StreamPlan(0, 32, 32)
+    assert output_tile_rows(u280, 32000, 16000, every, 4096) == [5760, 16000, 6912, 2304, 768, 256]
+    # a core streaming from 8 channels takes 8.0 cycles a row: each tile may be 15x the next (256, 3,840)
+    assert output_tile_rows(u280, 32000, 16000, StreamPlan(0, 8, 8), 4096) == [11904, 16000, 3840, 256]
+    # a stream no slower than twice the stores (a narrow row): equal tiles, as every other layer has
+    assert output_tile_rows(u280, 32000, 16000, every, 128) == [16000, 16000]
+    assert output_tile_rows(u280, 300, 16000, every, 4096) == [300]  # one tile's worth: nothing to hide under

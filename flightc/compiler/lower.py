@@ -31,7 +31,7 @@ from flightc.records import ROPE
 
 ALIGN = 16
 # attention score and probability buffers per head in flight: the heads whose Q.K^T the MPE makes ahead of a
-# head's softmax and P.V are one fewer (decode's streamed attention, :meth:`Lowering.pipelined_heads`)
+# head's softmax and P.V are one fewer (decode's streamed attention, :meth:`StepLowering.pipelined_heads`)
 PIPELINE_DEPTH = 3
 
 

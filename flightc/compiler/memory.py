@@ -333,14 +333,15 @@ def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:
     return rounded if rounded <= fit else even
 
 
-def output_tile_rows(cfg: HardwareConfig, rows: int, fit: int, groups: int, row_bytes: int) -> list[int]:
+def output_tile_rows(cfg: HardwareConfig, rows: int, fit: int, plan: StreamPlan, row_bytes: int) -> list[int]:
     """Rows of each streamed tile of the layer that makes the logits, which decode stores a tile at a time as soon
     as it is made (flightc.compiler.lower): tiles of up to ``fit`` rows, shrinking toward the end so that each
     tile's store (single-beat writes, ``axi_outstanding`` of them over the memory's latency) goes under the next
-    tile's stream and the last, left at the end of the step, costs about a burst's latency."""
-    step = 2 * groups  # whole rounds of row pairs
+    tile's stream (``row_bytes`` a row over the plan's channels) and the last, left at the end of the step,
+    costs about a burst's latency."""
+    step = 2 * plan.groups  # whole rounds of row pairs
     store_per_row = 4 * (cfg.mem_latency_cycles + 2) / (cfg.axi_outstanding * cfg.axi_data_bytes)
-    stream_per_row = row_bytes * cfg.clock_mhz * 1e6 / cfg.mem_bytes_per_s
+    stream_per_row = row_bytes * cfg.clock_mhz * 1e6 / (plan.stripe * cfg.mem_channel_gbps * 1e9)
     ratio = int(stream_per_row / store_per_row)
     size = -(-int(2 * cfg.mem_latency_cycles / store_per_row) // step) * step
     if ratio < 2 or size >= fit:
@@ -437,7 +438,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 tn = stream_tile_rows(cfg, c1 - c0, plan.groups)
             sizes = [min(tn, c1 - r0) for r0 in range(c0, c1, tn)]
             if plan is not None and name == graph.output:
-                sizes = output_tile_rows(cfg, c1 - c0, tn, plan.groups, row_bytes)
+                sizes = output_tile_rows(cfg, c1 - c0, tn, plan, row_bytes)
             placed = []
             for j in range(len(sizes)):
                 r0 = c0 + sum(sizes[:j])
