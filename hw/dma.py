@@ -115,8 +115,8 @@ class StoreUnit(DmaUnit):
     cycle); with an even number of rows over such groups it walks the pairs' first rows, then their second rows
     (``dealt``: every other byte of the word), each row's beat in the cycle after the one before's. Over
     ``2^ST_PAIRED_GROUPS_LOG2`` groups or more, a dealt column's rows after a word's first go two a cycle: the
-    walk's next row on the second writer (``wr2``, to ``master2``), so that a value column of a 128-wide head takes
-    about 64 cycles."""
+    walk's next row on the second writer (``wr2``, to ``master2``), so that a value column of a 128-wide head is
+    sent in about half the cycles."""
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
