@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from flightc.records import REQUANT
+from flightc.rope import RopeScaling
 
 I8_MIN, I8_MAX = -128, 127
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -202,11 +203,12 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int) -> np.n
     return sat_i8(np.concatenate([y1, y2], axis=-1).reshape(rows, cols))
 
 
-def rope_table(positions: np.ndarray, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """INT16 Q1.14 cos and sin of LLaMA's rotary angles, positions x head_dim/2 (a compile-time constant)."""
-    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-    ang = np.asarray(positions, np.float64)[:, None] * inv[None, :]
-    one = 1 << ROPE_FRAC_BITS
+def rope_table(positions: np.ndarray, head_dim: int, theta: float,
+               scaling: RopeScaling = RopeScaling()) -> tuple[np.ndarray, np.ndarray]:
+    """INT16 Q1.14 cos and sin of LLaMA's rotary angles, positions x head_dim/2 (a compile-time constant), with
+    the model's RoPE scaling (its frequencies, and YaRN's factor on cos and sin)."""
+    ang = np.asarray(positions, np.float64)[:, None] * scaling.inv_freq(head_dim, theta)[None, :]
+    one = (1 << ROPE_FRAC_BITS) * scaling.attention_factor
     return (np.round(np.cos(ang) * one).astype(np.int16), np.round(np.sin(ang) * one).astype(np.int16))
 
 

@@ -40,7 +40,7 @@ def test_float_interpreter_matches_transformers(name):
     assert np.abs(ours - theirs).max() < 1e-4
 
 
-@pytest.mark.parametrize("field, value", [("hidden_act", "gelu"), ("rope_scaling", {"type": "linear", "factor": 2}),
+@pytest.mark.parametrize("field, value", [("hidden_act", "gelu"), ("rope_scaling", {"type": "longrope", "factor": 2}),
                                           ("pretraining_tp", 2)])
 def test_unsupported_config_fields_are_named(field, value):
     cfg = torch_model("tiny-llama").config.to_dict()

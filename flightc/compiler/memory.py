@@ -24,6 +24,7 @@ from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
 from flightc.records import NORM, ROPE
+from flightc.rope import RopeScaling
 
 ALIGN = 64
 
@@ -364,8 +365,8 @@ def kv_row_bytes(attention: dict, head_dim: int) -> int:
     return head_dim * attention.get("kv_bits", 8) // 8
 
 
-def rope_rows(max_len: int, head_dim: int, theta: float) -> bytes:
-    cos, sin = nm.rope_table(np.arange(max_len), head_dim, theta)
+def rope_rows(max_len: int, head_dim: int, theta: float, scaling: RopeScaling = RopeScaling()) -> bytes:
+    cos, sin = nm.rope_table(np.arange(max_len), head_dim, theta, scaling)
     return ROPE.pack(cos, sin)
 
 
@@ -474,7 +475,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         a.static("positions", RegionKind.TABLE,
                  emb["qpositions"].q.astype(np.int8).tobytes() if images else emb["qpositions"].q.size)
     if any(graph.node(n)["op"] is OpKind.ROPE or graph.node(n).get("rope") for n in graph.order()):
-        a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta))
+        a.static("rope", RegionKind.TABLE, rope_rows(max_len, s.head_dim, s.rope_theta, s.rope_scaling))
     for name in graph.order():
         node = graph.node(name)
         op = node["op"]

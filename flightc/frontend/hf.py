@@ -16,6 +16,7 @@ import numpy as np
 from flightc.errors import UnsupportedError
 from flightc.frontend.lazy import LazyArray, RandomWeights
 from flightc.ir.graph import GraphIR, ModelSpec, OpKind
+from flightc.rope import RopeScaling
 
 Weights = Mapping[str, np.ndarray]
 
@@ -28,9 +29,6 @@ def _require(cfg: Mapping[str, Any], rules: Mapping[str, tuple]) -> None:
 
 def _rope_theta(cfg: Mapping[str, Any]) -> float:
     rope = cfg.get("rope_parameters") or {}
-    if rope and rope.get("rope_type", "default") != "default":
-        raise UnsupportedError(f"config field rope_parameters.rope_type = {rope.get('rope_type')!r} is not "
-                               f"supported (only 'default' RoPE)")
     return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
 
 
@@ -40,7 +38,7 @@ def _f32(x: float) -> float:
 
 
 def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> ModelSpec:
-    _require(cfg, {"hidden_act": ("silu",), "rope_scaling": (None,), "pretraining_tp": (1, None)})
+    _require(cfg, {"hidden_act": ("silu",), "pretraining_tp": (1, None)})
     heads = cfg["num_attention_heads"]
     kv_heads = cfg.get("num_key_value_heads") or heads
     hidden = cfg["hidden_size"]
@@ -52,6 +50,7 @@ def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> Mo
     return ModelSpec(family=family, vocab_size=cfg["vocab_size"], hidden_size=hidden,
                      intermediate_size=cfg["intermediate_size"], num_layers=cfg["num_hidden_layers"],
                      num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, rope_theta=_rope_theta(cfg),
+                     rope_scaling=RopeScaling.from_config(cfg),
                      rms_eps=_f32(cfg.get("rms_norm_eps", 1e-6)),
                      max_positions=int(cfg.get("max_position_embeddings", 2048)), sliding_window=window)
 

@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 
 import networkx as nx
 
+from flightc.rope import RopeScaling
+
 
 class OpKind(str, Enum):
     EMBED = "embed"  # token ids (plus learned positions, OPT) -> residual stream
@@ -48,6 +50,7 @@ class ModelSpec:
     sliding_window: int = 0  # 0: full causal attention
     learned_positions: int = 0  # rows of a learned positional table (OPT); 0: RoPE
     position_offset: int = 0  # index of position 0 in that table (OPT: 2)
+    rope_scaling: RopeScaling = RopeScaling()  # the rotary frequencies' scaling (flightc.rope)
 
     @property
     def kv_group(self) -> int:
@@ -57,6 +60,7 @@ class ModelSpec:
         """What a bundle records: the shape, not where it came from (so every frontend agrees)."""
         d = asdict(self)
         d.pop("max_positions")
+        d["rope_scaling"] = self.rope_scaling.to_dict()
         return d
 
 

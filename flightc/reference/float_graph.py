@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from flightc.ir.graph import GraphIR, OpKind, interpret
+from flightc.rope import RopeScaling
 
 
-def rope_float(x: np.ndarray, positions: np.ndarray, head_dim: int, theta: float) -> np.ndarray:
-    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
-    ang = positions[:, None].astype(np.float64) * inv[None, :]
-    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+def rope_float(x: np.ndarray, positions: np.ndarray, head_dim: int, theta: float,
+               scaling: RopeScaling = RopeScaling()) -> np.ndarray:
+    ang = positions[:, None].astype(np.float64) * scaling.inv_freq(head_dim, theta)[None, :]
+    f = scaling.attention_factor
+    c, s = f * np.cos(ang)[:, None, :], f * np.sin(ang)[:, None, :]
     t = x.reshape(x.shape[0], -1, head_dim)
     half = head_dim // 2
     x1, x2 = t[..., :half], t[..., half:]
@@ -81,7 +83,7 @@ def float_handlers(graph: GraphIR, ids: np.ndarray, compressed: bool = False) ->
         OpKind.RMSNORM: rmsnorm,
         OpKind.LAYERNORM: layernorm,
         OpKind.LINEAR: linear,
-        OpKind.ROPE: lambda _, n, x: np.stack([rope_float(r, pos, s.head_dim, s.rope_theta) for r in x]),
+        OpKind.ROPE: lambda _, n, x: np.stack([rope_float(r, pos, s.head_dim, s.rope_theta, s.rope_scaling) for r in x]),
         OpKind.ATTENTION: lambda _, n, q, k, v: np.stack([
             attention_float(*qkv, s.num_heads, s.num_kv_heads, s.head_dim, window=s.sliding_window)
             for qkv in zip(q, k, v)]),

@@ -40,7 +40,7 @@ class IntegerModel:
             raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
         g, s = self.graph, self.graph.spec
         if s.rope_theta:
-            cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta)
+            cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta, s.rope_scaling)
         def embed(_, n):
             res = nm.deq(n["qembed"].q[ids], *n["deq"])
             if "qpositions" in n:
