@@ -17,6 +17,10 @@ class UnsupportedError(FlightcError):
     """The model uses an op, shape, bit width or length that the target cannot run."""
 
 
+class OnChipError(UnsupportedError):
+    """A step's tensors do not fit an on-chip buffer of the preset (a shorter step or a larger preset would)."""
+
+
 class BundleError(FlightcError):
     """A program bundle is malformed or was built for another ISA version or hardware configuration."""
 

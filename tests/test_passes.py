@@ -199,3 +199,19 @@ def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
     # a stream no slower than twice the stores (a narrow row): equal tiles, as every other layer has
     assert output_tile_rows(u280, 32000, 16000, every, 128) == [16000, 16000]
     assert output_tile_rows(u280, 300, 16000, every, 4096) == [300]  # one tile's worth: nothing to hide under
+
+
+def test_compile_defaults_fit_the_model_and_the_preset(capsys, tmp_path):
+    """No --max-len or --max-prefill: max_len stays within the model's positions (builtin:addition has 32) and the
+    prefill step is the longest of 16, 8, 4, 2, 1 whose program fits the preset's buffers, and the CLI says so."""
+    from flightc.cli import main
+    from flightc.compiler.pipeline import compile_model
+
+    out = tmp_path / "addition.flb"
+    assert main(["compile", "builtin:addition", "--hw", "u280", "--programs-only", "-o", str(out)]) == 0
+    assert "chose max_len 32 and max_prefill 16" in " ".join(capsys.readouterr().out.split())
+    small = PRESETS["tiny"].replace(name="tiny-act4", act_buffer_kib=4)  # room for steps of 4 tokens, not 8
+    m = compile_model(torch_model("tiny-llama"), small, weights=False).bundle.manifest
+    assert (m["max_len"], m["max_prefill"]) == (64, 4)
+    with pytest.raises(UnsupportedError, match="on-chip: .* ACT buffer"):  # an explicit step is not shrunk
+        compile_model(torch_model("tiny-llama"), small, max_prefill=8, weights=False)

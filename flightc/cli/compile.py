@@ -46,9 +46,11 @@ def register(sub) -> None:
                    help="KV cache width in memory (4: INT4, packed two per byte by ST.pack4)")
     c.add_argument("--layer", action="append", metavar="PATTERN=FORMAT",
                    help="per-layer override, e.g. '*.down_proj=w8' (repeatable; later wins)")
-    c.add_argument("--max-len", type=int, default=64, help="longest sequence (prompt + generated)")
-    c.add_argument("--max-prefill", type=int, default=16,
-                   help="most prompt tokens one step processes; longer prompts run as several steps")
+    c.add_argument("--max-len", type=int, help="longest sequence (prompt + generated; default: 64, or the model's "
+                                                "max_position_embeddings if fewer)")
+    c.add_argument("--max-prefill", type=int,
+                   help="most prompt tokens one step processes; longer prompts run as several steps (default: the "
+                        "longest --prefill-lens, else the longest of 16, 8, 4, 2, 1 that fits the preset's buffers)")
     c.add_argument("--prefill-lens", help="program templates for these step lengths, e.g. 4,8 (default: "
                                           "max-prefill; decode's 1 is always built); prompts run as steps of "
                                           "the longest that fit")
@@ -133,6 +135,10 @@ def cmd_compile(args) -> int:
     console.print(f"instructions: {len(m['programs'])} templates, {st['template_bytes'] / 1e3:,.1f} kB + "
                   f"{st['patch_bytes'] / 1e3:,.1f} kB of patch tables serve every length up to {m['max_len']} "
                   f"(one program per length would take {st['per_length_bytes'] / 1e6:,.1f} MB)")
+    chosen = [f"max_len {m['max_len']}" for _ in [0] if args.max_len is None]
+    chosen += [f"max_prefill {m['max_prefill']}" for _ in [0] if args.max_prefill is None]
+    if chosen:
+        console.print(f"chose {' and '.join(chosen)} (--max-len and --max-prefill override)")
     if compiled.allocation:
         _print_allocation(compiled.allocation)
     print_layers(m)

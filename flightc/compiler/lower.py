@@ -22,7 +22,7 @@ from typing import Callable
 from flightc import numerics as nm
 from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, kv_row_bytes
 from flightc.config import Buffer, HardwareConfig
-from flightc.errors import UnsupportedError
+from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes
@@ -65,7 +65,7 @@ class Scratch:
                 self.free_list[i:i + 1] = [rest] if rest[1] else []
                 return Block(self.buf, addr, nbytes)
         used = self.cap - sum(s for _, s in self.free_list)
-        raise UnsupportedError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "
+        raise OnChipError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "
                                f"{self.cap - used} of preset {self.cfg.name!r}'s {self.cap} are free (largest "
                                f"piece {max((s for _, s in self.free_list), default=0)}); use a shorter length "
                                f"or a larger preset")

@@ -17,18 +17,42 @@ from flightc.compiler.compress import compress
 from flightc.compiler.equalize import equalize
 from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
+from flightc.compiler.lower import lower_step
 from flightc.compiler.memory import MemoryMap, place
 from flightc.compress.allocate import Allocation, BitBudget, allocate_plan
 from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
-from flightc.errors import UnsupportedError
+from flightc.errors import OnChipError, UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
 from flightc.tasks import task_of
 from flightc.isa.table import ISA_VERSION
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LEN = 64  # within the model's positions
+PREFILL_STEPS = (16, 8, 4, 2, 1)  # the longest of these that fits the preset's buffers is the default step
+
+
+def default_max_len(g: GraphIR) -> int:
+    """``DEFAULT_MAX_LEN``, or the model's trained context where that is shorter."""
+    return min(DEFAULT_MAX_LEN, g.spec.max_positions) if g.spec.max_positions else DEFAULT_MAX_LEN
+
+
+def fitting_prefill(g: GraphIR, cfg: HardwareConfig, max_len: int) -> int:
+    """The longest step of ``PREFILL_STEPS`` (up to max_len) whose program fits the preset's on-chip buffers at the
+    last positions, where attention's window is longest (a placement without weights and one step lowered)."""
+    steps = [p for p in PREFILL_STEPS if p <= max_len]
+    for p in steps:
+        try:
+            lower_step(g, cfg, place(g, cfg, max_len, p, False), p, max_len - p)
+            return p
+        except OnChipError as e:
+            if p == steps[-1]:
+                raise
+            log.info("a prefill step of %d tokens does not fit: %s", p, e)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -57,7 +81,7 @@ def check_finite(g: GraphIR) -> None:
 
 
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
-                  plan: CompressionPlan | None = None, max_len: int = 64, max_prefill: int = 16,
+                  plan: CompressionPlan | None = None, max_len: int | None = None, max_prefill: int | None = None,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
@@ -78,10 +102,13 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     ``flightc run --compare reference`` loads it from there). ``method`` chooses how weights are
     compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``);
     ``budget`` lets flightc.compress.allocate choose each linear layer's format from measured sensitivity.
+    Without ``max_len``, 64 positions or the model's trained context if shorter (:func:`default_max_len`);
+    without ``max_prefill``, the longest of ``prefill_lengths``, else the longest step that fits the preset's
+    buffers (:func:`fitting_prefill`); the manifest records both.
     """
     cfg = load_config(hw)
     plan = plan or CompressionPlan()
-    if max_prefill > max_len:
+    if max_len is not None and max_prefill is not None and max_prefill > max_len:
         raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
     timings: dict[str, float] = {}
 
@@ -137,6 +164,14 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     gk = timed("calibrate", calibrate, gc, calibration) if weights else nominal_calibration(gc)
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
+    if max_len is None:
+        max_len = default_max_len(gf)
+        log.info("max_len %d (chosen: at most %d, within the model's positions)", max_len, DEFAULT_MAX_LEN)
+    if max_prefill is None:
+        max_prefill = max(prefill_lengths) if prefill_lengths else timed("fit", fitting_prefill, gf, cfg, max_len)
+        log.info("max_prefill %d (chosen: the longest step that fits %s)", max_prefill, cfg.name)
+    if max_prefill > max_len:
+        raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
     mem = timed("place", place, gf, cfg, max_len, max_prefill, weights)
     for why in sorted(set(mem.buffered.values())):
         layers = [n for n, w in mem.buffered.items() if w == why]
