@@ -215,3 +215,14 @@ def test_compile_defaults_fit_the_model_and_the_preset(capsys, tmp_path):
     assert (m["max_len"], m["max_prefill"]) == (64, 4)
     with pytest.raises(UnsupportedError, match="on-chip: .* ACT buffer"):  # an explicit step is not shrunk
         compile_model(torch_model("tiny-llama"), small, max_prefill=8, weights=False)
+
+
+def test_every_builtin_model_compiles_for_every_preset_with_no_flags():
+    """Programs only (placement and lowering, which the lengths decide): the defaults fit everywhere."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.models.builtin import BUILTIN, TRAINED, model_input
+
+    for name in [*BUILTIN, *TRAINED]:
+        for hw in PRESETS:
+            m = compile_model(model_input(f"builtin:{name}"), hw, weights=False).bundle.manifest
+            assert 1 <= m["max_prefill"] <= m["max_len"] <= 64, (name, hw)
