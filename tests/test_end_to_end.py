@@ -101,3 +101,25 @@ def test_the_lm_heads_tiles_store_their_logits_as_they_are_made():
     got = list(Session(c.bundle).generate(PROMPT, 4))
     assert [t for t, _ in got] == ref_tokens
     assert all(a.tobytes() == b.tobytes() for (_, a), b in zip(got, ref_logits))
+
+
+def test_logits_larger_than_the_acc_buffer_go_out_a_tile_at_a_time():
+    """A vocabulary of 8,192 on hbm4: its 32 KiB of INT32 logits are all of the ACC buffer, so they are made and
+    stored a streamed tile at a time, two tiles' room on chip in turn; the logits stay exact."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.config import PRESETS
+    from flightc.models.seeded import random_model
+
+    hw = PRESETS["hbm4"]
+    model = random_model("llama", 5, vocab_size=8192)
+    assert 4 * 8192 >= hw.buffer_bytes(Buffer.ACC)
+    c = compile_model(model, hw, CompressionPlan.parse("w4g32"), max_len=32, max_prefill=len(PROMPT),
+                      prefill_lengths=[len(PROMPT)])
+    prog = [i for core in c.bundle.program("decode", len(PROMPT) + 1) for i in iter_program(core)]
+    head = [i for i in prog if i.opcode is Opcode.MV and i.out_mode == OutMode.REQ_I32]
+    assert len(head) >= 3 and len({i.out_addr for i in head}) == 2  # tiles in turn in two places
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, 32), PROMPT, 4)
+    got = list(Session(c.bundle).generate(PROMPT, 4))
+    assert [t for t, _ in got] == ref_tokens
+    assert all(a.tobytes() == b.tobytes() for (_, a), b in zip(got, ref_logits))

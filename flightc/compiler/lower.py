@@ -290,6 +290,11 @@ class StepLowering:
         mode: OutMode = node["out_mode"]
         n_rows = node["qweight"].shape[0]
         shares = self.mem.row_split[name] if self.P > 1 else None
+        tiles = self.mem.linears[name][self.core]
+        # the logits go out a streamed tile at a time (below), so two tiles' room on chip serve them in turn, not the
+        # whole vocabulary
+        by_tile = (name == self.g.output and x.rows == 1 and mode is OutMode.REQ_I32 and tiles is not None
+                   and tiles.stream is not None)
         if mode is OutMode.REQ_ADD:
             (add,) = self.g.consumers(name)
             res_name = next(i for i in self.g.node(add)["inputs"] if i != name)
@@ -298,11 +303,12 @@ class StepLowering:
                 raise UnsupportedError(f"layer {name}: adds into the residual {res_name} while {late} still read it")
             out = self.full(self.tensors[res_name])
             out.shares = shares
+        elif by_tile:
+            out = self.new_tensor(name, Buffer.ACC, 1, min(2, len(tiles.weights)) * tiles.tile_rows, 4)
         elif mode is OutMode.REQ_I32:
             out = self.new_tensor(name, Buffer.ACC, x.rows, n_rows, 4, shares)
         else:
             out = self.new_tensor(name, Buffer.ACT, x.rows, n_rows, 1, shares)
-        tiles = self.mem.linears[name][self.core]
         if tiles is not None:
             fmt = node["qweight"].fmt
             lut = "lut" in node
@@ -313,7 +319,8 @@ class StepLowering:
                 slot = self.tile_counter % 2
                 self.tile_counter += 1
                 self.load(rr.name, Buffer.PRM, self.rec[slot])
-                out_addr = out.addr + (tiles.row0 + tiles.first(t)) * out.elem
+                out_addr = out.addr + ((t % 2) * tiles.tile_rows if by_tile
+                                       else tiles.row0 + tiles.first(t)) * out.elem
                 common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity,
                               group_log2=fmt.group_log2, out_mode=mode, scale_addr=self.rec[slot], lut=int(lut),
                               lut_addr=self.lut if lut else 0)
@@ -326,9 +333,9 @@ class StepLowering:
                     self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1, w_channel=tiles.stream.channel,
                               w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr, out_addr=out_addr + r * out.row_bytes,
                               **common)
-                if name == self.g.output and x.rows == 1:  # the tile's logits go out under the next tile's stream
+                if by_tile:  # the tile's logits go out under the next tile's stream
                     first = (tiles.row0 + tiles.first(t)) * out.elem
-                    self.logits_out(out, first, first + rows * out.elem)
+                    self.logits_out(out, first, first + rows * out.elem, out_addr)
                     self.logits_stored = True
         if node.get("rope"):
             self.rope_in_place(out)
@@ -561,13 +568,15 @@ class StepLowering:
                       dst_stride=out.row_bytes, imm=node["emul"][0], shift=node["emul"][1])
         return out
 
-    def logits_out(self, t: Tensor, lo: int | None = None, hi: int | None = None) -> None:
-        """Store this core's logits (bytes ``lo`` to ``hi`` of the row: a streamed tile's, as soon as it is made)."""
+    def logits_out(self, t: Tensor, lo: int | None = None, hi: int | None = None, at: int | None = None) -> None:
+        """Store this core's logits: bytes ``lo`` to ``hi`` of the row (a streamed tile's, as soon as it is made, from
+        ``at`` in ACC), or all of them."""
         if lo is None or hi is None:
             lo, hi = (c * t.elem for c in self.own(t))
         if hi > lo:
             out = self.mem["io.logits"]
-            self.emit(Opcode.ST, buf=Buffer.ACC, buf_addr=t.addr + lo, channel=out.channel, hbm_addr=out.addr + lo,
+            self.emit(Opcode.ST, buf=Buffer.ACC, buf_addr=t.addr + lo if at is None else at, channel=out.channel,
+                      hbm_addr=out.addr + lo,
                       rows=1, row_bytes=hi - lo, hbm_stride=hi - lo, buf_stride=hi - lo)
 
     # ----- the step -----
