@@ -43,16 +43,15 @@ def default_max_len(g: GraphIR) -> int:
 def fitting_prefill(g: GraphIR, cfg: HardwareConfig, max_len: int) -> int:
     """The longest step of ``PREFILL_STEPS`` (up to max_len) whose program fits the preset's on-chip buffers at the
     last positions, where attention's window is longest (a placement without weights and one step lowered)."""
-    steps = [p for p in PREFILL_STEPS if p <= max_len]
-    for p in steps:
+    *longer, last = [p for p in PREFILL_STEPS if p <= max_len]
+    for p in longer:
         try:
             lower_step(g, cfg, place(g, cfg, max_len, p, False), p, max_len - p)
             return p
         except OnChipError as e:
-            if p == steps[-1]:
-                raise
             log.info("a prefill step of %d tokens does not fit: %s", p, e)
-    raise AssertionError("unreachable")
+    lower_step(g, cfg, place(g, cfg, max_len, last, False), last, max_len - last)  # or say what does not fit
+    return last
 
 
 @dataclass
