@@ -320,7 +320,7 @@ class StepLowering:
                 self.tile_counter += 1
                 self.load(rr.name, Buffer.PRM, self.rec[slot])
                 out_addr = out.addr + ((t % 2) * tiles.tile_rows if by_tile
-                                       else tiles.row0 + tiles.first(t)) * out.elem
+                                       else tiles.row0 + tiles.firsts[t]) * out.elem
                 common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity,
                               group_log2=fmt.group_log2, out_mode=mode, scale_addr=self.rec[slot], lut=int(lut),
                               lut_addr=self.lut if lut else 0)
@@ -334,7 +334,7 @@ class StepLowering:
                               w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr, out_addr=out_addr + r * out.row_bytes,
                               **common)
                 if by_tile:  # the tile's logits go out under the next tile's stream
-                    first = (tiles.row0 + tiles.first(t)) * out.elem
+                    first = (tiles.row0 + tiles.firsts[t]) * out.elem
                     self.logits_out(out, first, first + rows * out.elem, out_addr)
                     self.logits_stored = True
         if node.get("rope"):

@@ -74,11 +74,7 @@ class LinearTiles:
     weights: tuple[Region, ...]  # packed rows (buffered), or stream images (streamed)
     records: tuple[Region, ...]
     stream: "StreamPlan | None" = None  # None: the tiles go through the WGT buffer
-    firsts: tuple[int, ...] = ()  # each tile's first row, from row0 (tiles of tile_rows where empty)
-
-    def first(self, t: int) -> int:
-        """Tile t's first row, from row0."""
-        return self.firsts[t] if self.firsts else t * self.tile_rows
+    firsts: tuple[int, ...] = ()  # each tile's first row, from row0
 
 
 @dataclass(frozen=True)
@@ -346,13 +342,18 @@ def output_tile_rows(cfg: HardwareConfig, rows: int, fit: int, plan: StreamPlan,
     ratio = int(stream_per_row / store_per_row)
     size = -(-int(2 * cfg.mem_latency_cycles / store_per_row) // step) * step
     if ratio < 2 or size >= fit:
-        return [min(fit, rows - r0) for r0 in range(0, rows, fit)]
+        return equal_tiles(rows, fit)
     tail: list[int] = []
     while size < fit and sum(tail) + 2 * size <= rows:  # what is left before it stores longer than it
         tail.insert(0, size)
         size *= ratio
     head = rows - sum(tail)
-    return [min(fit, head - r0) for r0 in range(0, head, fit)][::-1] + tail
+    return equal_tiles(head, fit)[::-1] + tail
+
+
+def equal_tiles(rows: int, fit: int) -> list[int]:
+    """Rows of each tile of ``fit`` rows (the last what is left)."""
+    return [min(fit, rows - r0) for r0 in range(0, rows, fit)]
 
 
 def norm_params(node: dict) -> bytes:
@@ -437,7 +438,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 tn = tile_rows(cfg, name, c1 - c0, row_bytes)
             else:
                 tn = stream_tile_rows(cfg, c1 - c0, plan.groups)
-            sizes = [min(tn, c1 - r0) for r0 in range(c0, c1, tn)]
+            sizes = equal_tiles(c1 - c0, tn)
             if plan is not None and name == graph.output:
                 sizes = output_tile_rows(cfg, c1 - c0, tn, plan, row_bytes)
             placed = []
