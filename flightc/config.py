@@ -131,11 +131,12 @@ class HardwareConfig:
     # --- derived quantities ---
     @property
     def dsp_per_core(self) -> int:
-        return self.mpe_chains * self.chain_length
+        """The MACs' DSP48 slices of one core: its MPE's chains and a lane group on every memory master."""
+        return self.mpe_chains * self.chain_length + self.axi_masters * self.lane_slots
 
     @property
     def dsp_count(self) -> int:
-        """DSP48 slices in all MPEs (the SFU and control add a few more)."""
+        """The MACs' DSP48 slices in all cores (the SFU and control add more: flightc.dse.resources)."""
         return self.num_cores * self.dsp_per_core
 
     @property
@@ -275,14 +276,18 @@ _ONE = {**_COMMON, "axi_masters": 1}
 _TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4}
 
 PRESETS: dict[str, HardwareConfig] = {
-    # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): 32 x 64 MPE DSP48E2 for
-    # prompts and attention, and a lane group of 64 DSP48E2 on each of the 32 masters for streamed MVs
-    # (FlightLLM used 6,345 DSPs in all); memory from the parts table (flightc/parts.py): 32 HBM2
-    # pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per pseudo-channel.
-    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=32, chain_length=64, sfu_lanes=64,
+    # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): a lane group of 64 DSP48E2 on
+    # each of the 32 masters for the streamed MVs that carry decode and prompts (linear layers and attention), and
+    # a small MPE of 4 x 16 DSP48E2 for the MVs and MMs through a buffer (the 7B models' programs use none: a
+    # bigger one is 2.4 M LUT of sparse multiplexers doing nothing); dense and 8:16 weights, the formats that pay
+    # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer. Memory from
+    # the parts table (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per
+    # pseudo-channel.
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=64,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, sfu_div_step_bits=2, **_HBM),
+                           axi_data_bytes=64, sfu_div_step_bits=2, **{**_HBM, "sparse_n": (8, 16),
+                                                                      "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).

@@ -16,20 +16,21 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.compress.formats import GROUP_MAX, GROUP_MIN
 from flightc.compress.stream import SEGMENT, chunk_stride
-from flightc.hw.lane_group import chunk_layout, formats
+from flightc.hw.lane_group import Kinds, chunk_layout, formats
 from flightc.isa.table import Sparsity, WeightBits
 
 GROUP_LOG2_MIN, GROUP_LOG2_MAX = GROUP_MIN.bit_length() - 1, GROUP_MAX.bit_length() - 1
 
 
-def pair_beats(m: Module, slots: int, beat: int, bits_code, sparsity, group_log2, chunks) -> Signal:
+def pair_beats(m: Module, slots: int, beat: int, bits_code, sparsity, group_log2, chunks,
+               kinds: Kinds | None = None) -> Signal:
     """A pair's beats of a stream of this format and ``chunks`` chunks a pair (StreamShape.pair_beats): per block
     its multiplier beat and its chunks, padded to beats."""
     S, B = slots, beat
-    widest = max(chunk_stride(fmt, S) for _, _, fmt in formats(S))
+    widest = max(chunk_stride(fmt, S) for _, _, fmt in formats(S, kinds))
     stride = Signal(range(widest + 1))
     with m.Switch(Cat(sparsity, bits_code)):
-        for code, sp, fmt in formats(S):
+        for code, sp, fmt in formats(S, kinds):
             with m.Case(int(sp) | int(code) << len(sparsity)):
                 m.d.comb += stride.eq(chunk_stride(fmt, S))
     out = Signal(32)
@@ -50,18 +51,18 @@ def pair_beats(m: Module, slots: int, beat: int, bits_code, sparsity, group_log2
 class LaneFeed(wiring.Component):
     """Feeds one :class:`flightc.hw.lane_group.LaneGroup` of ``slots`` slots from ``beat``-byte beats; ``start``
     with the format, chunks per pair and pairs held until ``done``; ``hold`` pauses it (its group's results have
-    nowhere to go)."""
+    nowhere to go); ``kinds``: the weight formats it cuts (as its group's)."""
 
-    def __init__(self, slots: int, beat: int, max_chunks: int, max_pairs: int):
+    def __init__(self, slots: int, beat: int, max_chunks: int, max_pairs: int, kinds: Kinds | None = None):
         if beat & (beat - 1) or beat < 8:
             raise ValueError(f"a {beat}-byte beat: the weight stream needs a power of two of at least 8 bytes")
-        self.slots, self.beat, self.max_chunks = slots, beat, max_chunks
+        self.slots, self.beat, self.max_chunks, self.kinds = slots, beat, max_chunks, kinds
         super().__init__({
             "beats": In(stream.Signature(8 * beat)),
-            "chunk": Out(stream.Signature(chunk_layout(slots), always_ready=True)),
+            "chunk": Out(stream.Signature(chunk_layout(slots, kinds), always_ready=True)),
             "start": In(1), "bits_code": In(WeightBits), "sparsity": In(Sparsity), "group_log2": In(4),
             "chunks": In(range(max_chunks + 1)), "pairs": In(range(max_pairs + 1)), "done": Out(1),
-            "hold": In(1), "busy": Out(1), "pair_beats": Out(32),
+            "hold": In(1), "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -69,10 +70,10 @@ class LaneFeed(wiring.Component):
         S, B = self.slots, self.beat
         N_SEG = S // SEGMENT
         widest = len(self.chunk.payload.bytes) // 8
-        strides = sorted({chunk_stride(fmt, S) for _, _, fmt in formats(S)})
+        strides = sorted({chunk_stride(fmt, S) for _, _, fmt in formats(S, self.kinds)})
         stride = Signal(range(widest + 1))
         with m.Switch(Cat(self.sparsity, self.bits_code)):
-            for code, sp, fmt in formats(S):
+            for code, sp, fmt in formats(S, self.kinds):
                 with m.Case(int(sp) | int(code) << len(self.sparsity)):
                     m.d.comb += stride.eq(chunk_stride(fmt, S))
         grouped = self.group_log2 != 0
@@ -84,8 +85,6 @@ class LaneFeed(wiring.Component):
                     m.d.comb += blk_chunks.eq(max(1, (B // 2 << g) // S))
             with m.Default():
                 m.d.comb += blk_chunks.eq(self.chunks)
-        m.d.comb += self.pair_beats.eq(pair_beats(m, S, B, self.bits_code, self.sparsity, self.group_log2,
-                                                  self.chunks))
         pairs_left = Signal.like(self.pairs)
         chunks_left = Signal.like(self.chunks)  # of the pair, this chunk included
         blk_left = Signal.like(blk_chunks)

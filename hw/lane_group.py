@@ -25,7 +25,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import WeightFormat, pattern_supported
+from flightc.config import HardwareConfig
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
 from flightc.hw.arith import tree
@@ -39,11 +40,23 @@ if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):
 DSP_P_BITS = 48  # the DSP48E2 accumulator
 
 
-def formats(slots: int) -> list[tuple[WeightBits, Sparsity, WeightFormat]]:
-    """Every weight format the ISA names that cuts into chunks of ``slots`` columns."""
+Kinds = tuple[tuple[int, int, int], ...]  # (bits, n, m) of the weight formats a lane group builds
+
+
+def config_kinds(cfg: HardwareConfig) -> Kinds:
+    """The formats ``cfg``'s compiler accepts, so the only ones its lane groups need to dequantize: every sparsity
+    pattern costs each slot a zero-insertion mux."""
+    return tuple((bits, n, m) for bits in WEIGHT_BITS.values() if bits in cfg.weight_bits
+                 for n, m in SPARSITY_NM.values() if pattern_supported(cfg, n, m))
+
+
+def formats(slots: int, kinds: Kinds | None = None) -> list[tuple[WeightBits, Sparsity, WeightFormat]]:
+    """Every weight format the ISA names that cuts into chunks of ``slots`` columns (of ``kinds``, if given)."""
     out = []
     for code, bits in WEIGHT_BITS.items():
         for sp, (n, m) in SPARSITY_NM.items():
+            if kinds is not None and (bits, n, m) not in kinds:
+                continue
             fmt = WeightFormat(bits, n, m)
             try:
                 check_stream(fmt, slots, slots)
@@ -53,24 +66,27 @@ def formats(slots: int) -> list[tuple[WeightBits, Sparsity, WeightFormat]]:
     return out
 
 
-def chunk_layout(slots: int) -> data.StructLayout:
+def chunk_layout(slots: int, kinds: Kinds | None = None) -> data.StructLayout:
     """One chunk on the group's input: its bytes (the widest format's), each row's segment multipliers, and
     whether it opens or closes its row pair."""
-    widest = max(chunk_bytes(fmt, slots) for _, _, fmt in formats(slots))
+    widest = max(chunk_bytes(fmt, slots) for _, _, fmt in formats(slots, kinds))
     return data.StructLayout({"bytes": 8 * widest, "gs": 8 * 2 * (slots // SEGMENT), "first": 1, "last": 1})
 
 
 class LaneGroup(wiring.Component):
-    """``slots`` DSP48E2 slots, a row pair at a time; ``act_words`` words of ``slots`` activations in its copy."""
+    """``slots`` DSP48E2 slots, a row pair at a time; ``act_words`` words of ``slots`` activations in its copy;
+    ``kinds``: the weight formats it dequantizes (every one the ISA names by default)."""
 
-    def __init__(self, slots: int, act_words: int, acc_bits: int = 32):
+    def __init__(self, slots: int, act_words: int, acc_bits: int = 32, kinds: Kinds | None = None):
         if slots % SEGMENT or len(formats(slots)) < len(WEIGHT_BITS) * len(SPARSITY_NM):
             raise UnsupportedError(f"lane group of {slots} slots: use a multiple of 64 (whole bytes of every "
                                    f"format's chunk, whole {SEGMENT}-column segments)")
-        self.slots, self.act_words, self.acc_bits = slots, act_words, acc_bits
+        if not formats(slots, kinds):
+            raise UnsupportedError(f"lane group: no weight format among {kinds}")
+        self.slots, self.act_words, self.acc_bits, self.kinds = slots, act_words, acc_bits, kinds
         result = data.StructLayout({"row0": signed(acc_bits), "row1": signed(acc_bits)})
         super().__init__({
-            "chunk": In(stream.Signature(chunk_layout(slots), always_ready=True)),
+            "chunk": In(stream.Signature(chunk_layout(slots, kinds), always_ready=True)),
             "act_we": In(1), "act_addr": In(range(act_words)), "act_data": In(8 * slots),
             "bits_code": In(WeightBits), "sparsity": In(Sparsity), "a_unsigned": In(1), "grouped": In(1),
             "result": Out(stream.Signature(result, always_ready=True)),
@@ -85,7 +101,7 @@ class LaneGroup(wiring.Component):
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
         sp_bits = len(self.sparsity)
         with m.Switch(Cat(self.sparsity, self.bits_code)):
-            for code, sp, fmt in formats(S):
+            for code, sp, fmt in formats(S, self.kinds):
                 with m.Case(int(sp) | int(code) << sp_bits):
                     vb, ib = row_part_bytes(fmt, S)
                     b, w = fmt.bits, fmt.index_bits
@@ -96,15 +112,19 @@ class LaneGroup(wiring.Component):
                             if fmt.sparse:
                                 m.d.comb += pos[r][j].eq(part[8 * vb + w * j:8 * vb + w * (j + 1)])
         with m.Switch(self.sparsity):
-            for sp, (n, block) in SPARSITY_NM.items():
+            for sp in sorted({sp for _, sp, _ in formats(S, self.kinds)}):
+                n, block = SPARSITY_NM[sp]
                 with m.Case(int(sp)):
                     for r, q in enumerate((q0, q1)):
                         for c in range(S):
                             if n == block:
                                 m.d.comb += q[c].eq(vals[r][c])
                                 continue
-                            first = (c // block) * n  # the block's stored values
-                            picks = [Mux(pos[r][j] == c % block, vals[r][j], 0) for j in range(first, first + n)]
+                            # the block's stored values, ascending by position (an ISA rule), so the j-th lies in
+                            # columns j .. block - n + j of its block: only those can land in column c
+                            first, local = (c // block) * n, c % block
+                            picks = [Mux(pos[r][first + j] == local, vals[r][first + j], 0)
+                                     for j in range(max(0, local - (block - n)), min(local, n - 1) + 1)]
                             m.d.comb += q[c].eq(tree(picks, lambda x, y: x | y))
 
     def elaborate(self, platform):

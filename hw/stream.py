@@ -20,7 +20,7 @@ from flightc.config import HardwareConfig
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.hierarchy import separate
 from flightc.hw.lane_feed import LaneFeed, pair_beats
-from flightc.hw.lane_group import LaneGroup
+from flightc.hw.lane_group import LaneGroup, config_kinds
 from flightc.isa.table import HBM_ADDR_BITS
 
 
@@ -154,6 +154,7 @@ class StreamMv(wiring.Component):
         cfg = self.cfg
         G, S, B, cpm = cfg.axi_masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.channels_per_master
         acc = cfg.acc_bits
+        kinds = config_kinds(cfg)
         chunks = (self.k + S - 1) >> (S.bit_length() - 1)  # dense rows may end mid-chunk: zero activations past K
         # the stream's groups: a power of two of masters from the first channel's
         g0 = Signal(range(max(2, G)))
@@ -164,8 +165,8 @@ class StreamMv(wiring.Component):
         readers, feeds, groups, queues = [], [], [], []
         for g in range(G):
             rdr = StreamReader(cfg, g, self.bases)
-            feed = separate(LaneFeed, S, B, self.act_words, 1 << 15)
-            grp = separate(LaneGroup, S, self.act_words, acc)
+            feed = separate(LaneFeed, S, B, self.act_words, 1 << 15, kinds)
+            grp = separate(LaneGroup, S, self.act_words, acc, kinds)
             q = SyncFIFO(width=2 * acc, depth=self.RESULTS)
             m.submodules[f"reader{g}"], m.submodules[f"feed{g}"] = rdr, feed
             m.submodules[f"group{g}"], m.submodules[f"results{g}"] = grp, q
@@ -200,7 +201,7 @@ class StreamMv(wiring.Component):
         # the readers' tile: rounds of units on each channel, the pair records of a group padded to whole units
         _, _, r_pairs = _row_pairs(m, cfg, self.r_n, self.r_w_stripe, "r_")
         r_chunks = (self.r_k + S - 1) >> (S.bit_length() - 1)
-        r_pair_beats = pair_beats(m, S, B, self.r_bits_code, self.r_sparsity, self.r_group_log2, r_chunks)
+        r_pair_beats = pair_beats(m, S, B, self.r_bits_code, self.r_sparsity, self.r_group_log2, r_chunks, kinds)
         rounds = Signal(24)
         step = cfg.stripe_bytes // B * cpm
         m.d.comb += rounds.eq((r_pairs * r_pair_beats + step - 1) // step)

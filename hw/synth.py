@@ -67,11 +67,43 @@ def _categorize(cells: dict[str, int]) -> dict[str, int]:
     return {cat: sum(cells.get(t, 0) for t in types) for cat, types in CATEGORIES.items()}
 
 
+# the module :func:`flightc.hw.hierarchy.separate` generates once for every copy -> the kind of its instances
+SEPARATED = {"flightc_lane_group": "core.mpe.stream.group", "flightc_lane_feed": "core.mpe.stream.feed",
+             "flightc_sparse_dsp_chain": "core.mpe.chain", "flightc_axi_master": "core.master"}
+
+
 def _kind(module: str) -> str:
     """'flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain', 'core.ld.lane2.bursts' -> 'core.ld.lane.bursts'
-    (instances of one generator share a kind)."""
-    name = module.lstrip("\\").split(".", 1)[-1] if "." in module else "top"
-    return re.sub(r"\d+(?=\.|$)", "", name)
+    (instances of one generator share a kind); a separated module's name -> its instances' kind."""
+    name = module.lstrip("\\")
+    base = re.sub(r"_\d+$", "", name)
+    if base in SEPARATED:
+        return SEPARATED[base]
+    name = name.split(".", 1)[-1] if "." in name else "top"
+    return re.sub(r"\$\d*", "", re.sub(r"\d+(?=\.|\$|$)", "", name))
+
+
+def per_kind(stat: dict, top: str = TOP) -> dict[str, dict[str, int]]:
+    """Category counts per module kind from ``stat -json``, each module's own cells times its instances in the
+    design (a separated module is synthesized once for all its copies); a RAM template's cells count for the
+    module that instantiates it."""
+    mods = {name.lstrip("\\"): mod for name, mod in stat["modules"].items()}
+    out: dict[str, dict[str, int]] = {}
+
+    def visit(name: str, times: int, kind: str | None) -> None:
+        cells = mods[name].get("num_cells_by_type", {})
+        inline = kind is not None and (name.startswith("$paramod") or name == "flightc_ram")
+        kind = kind if inline else _kind(name)
+        agg = out.setdefault(kind, {c: 0 for c in CATEGORIES})
+        for c, v in _categorize(cells).items():
+            agg[c] += v * times
+        for child, n in cells.items():
+            child = child.lstrip("\\")
+            if child in mods:
+                visit(child, times * n, kind)
+
+    visit(top, 1, None)
+    return out
 
 
 def yosys_binary() -> str:
@@ -106,16 +138,8 @@ def cell_counts(stat: dict) -> dict[str, int]:
 
 def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0) -> SynthReport:
     """Totals, per-module-kind counts and the DSP48E2 inside the chains, from yosys' ``stat -json``."""
-    per: dict[str, dict[str, int]] = {}
-    chain_dsp = 0
-    for name, mod in stat["modules"].items():
-        counts = _categorize(mod.get("num_cells_by_type", {}))
-        kind = _kind(name)
-        agg = per.setdefault(kind, {c: 0 for c in CATEGORIES})
-        for c, v in counts.items():
-            agg[c] += v
-        if kind.endswith("mpe.chain"):
-            chain_dsp += counts["DSP48E2"]
+    per = per_kind(stat)
+    chain_dsp = per.get("core.mpe.chain", {}).get("DSP48E2", 0)
     return SynthReport(cfg.name, cfg.hash, cell_counts(stat), per, chain_dsp * cfg.num_cores,
                        cfg.mpe_chains * cfg.chain_length * cfg.num_cores, seconds)
 

@@ -43,8 +43,8 @@ def test_u280_matches_the_published_build():
     assert cfg.clock_mhz == 225 and cfg.num_cores == 1  # one core until the whole-card issue adds the others
     assert cfg.mem_channels == 32 and cfg.mem_bandwidth_gbps == pytest.approx(460.0)
     assert cfg.axi_masters == 32 and cfg.axi_data_bytes == 64  # a 64-byte master per pseudo-channel
-    # chains for prompts and attention, and a lane group on every master: FlightLLM used 6,345 DSP48E2 in all
-    assert cfg.dsp_count + cfg.axi_masters * cfg.lane_slots == 4096
+    # a lane group on every master for the streamed MVs and a small MPE: FlightLLM used 6,345 DSP48E2 in all
+    assert cfg.dsp_count == 32 * 64 + 4 * 16
     vhk = PRESETS["vhk158"]
     assert vhk.mem_bandwidth_gbps == pytest.approx(819.2)
     # its masters carry what each HBM2e channel delivers: 128 bytes x 225 MHz = 28.8 GB/s per 25.6 GB/s channel
@@ -55,11 +55,12 @@ def test_u280_matches_the_published_build():
 def test_derived_values_of_the_presets_by_hand():
     """Worked out on paper from the presets' fields (config.py), not from the properties' formulas."""
     tiny, u280 = PRESETS["tiny"], PRESETS["u280"]
-    assert (tiny.dsp_count, tiny.peak_macs_per_cycle) == (32, 64)  # 1 core x 4 chains x 8 DSPs, 2 MACs each
+    # 1 core x (4 chains x 8 DSPs + 1 lane group of 64), 2 MACs each
+    assert (tiny.dsp_count, tiny.peak_macs_per_cycle) == (96, 192)
     assert tiny.mem_bytes_per_s == pytest.approx(6.4e9)  # 4 channels x 1.6 GB/s
     assert tiny.buffer_bytes(Buffer.ACT) == 32768 and tiny.on_chip_bytes == 131072  # 32+32+32+16+16 KiB
     assert tiny.max_reduction_length == 131071  # 2^31 / (128 x 128) - 1: the longest INT8 dot product in 32 bits
-    assert u280.dsp_count == 2048 and u280.peak_macs_per_s == pytest.approx(9.216e11)  # 2,048 x 2 x 225 MHz
+    assert u280.dsp_count == 2112 and u280.peak_macs_per_s == pytest.approx(9.504e11)  # 2,112 x 2 x 225 MHz
     # 256 + 1,024 + 512 + 768 + 1,024 KiB; 8 GiB over 32 channels
     assert u280.on_chip_bytes == 3584 * 1024 and u280.mem_channel_bytes == 256 << 20
 

@@ -253,3 +253,16 @@ def test_a_narrow_beat_feeds_a_lane_group_too():
     """8-byte beats (the tiny preset's port): a chunk gathered from eight beats, multipliers a beat a block."""
     got, want, beats, done = _feed_and_group(WeightFormat(4, 8, 16, 16), 3, 256, 8, seed=3, stall=0.2)
     assert got == want
+
+
+def test_sparse_positions_out_of_order_are_refused():
+    """The zero insertion looks for a column's value only among the stored values an ascending block can put
+    there, so the dequantizer refuses positions that are not distinct and ascending instead of reading them."""
+    fmt = WeightFormat(4, 8, 16)
+    packed = random_weights(np.random.default_rng(0), fmt, 1, 32)
+    assert unpack_rows(packed, fmt, 32).shape == (1, 32)
+    vbytes = fmt.row_parts(32)[0]
+    swapped = packed.copy()
+    swapped[0, vbytes + 4] = (packed[0, vbytes + 4] >> 4) | ((packed[0, vbytes + 4] & 15) << 4)  # 2nd block's first two
+    with pytest.raises(ProgramError, match="weight row 0, block 1: sparse positions .* not distinct and ascending"):
+        unpack_rows(swapped, fmt, 32)

@@ -17,6 +17,12 @@ def q_range(bits: int) -> tuple[int, int]:
     return (-127, 127) if bits == 8 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
+def pattern_supported(cfg: HardwareConfig, n: int, m: int) -> bool:
+    """Whether ``cfg`` runs N:M sparse (or, with n == m, dense) weights: what its compiler accepts and its lane
+    groups build."""
+    return cfg.supports_2_4 if (n, m) == (2, 4) else m == cfg.sparse_m and n in cfg.sparse_n
+
+
 @dataclass(frozen=True)
 class WeightFormat:
     """How one linear layer's weights are stored: ``bits`` wide, ``n`` of every ``m`` kept, groups of ``group``."""
@@ -76,7 +82,7 @@ class WeightFormat:
         if (self.n, self.m) == (2, 4):
             if not cfg.supports_2_4:
                 raise UnsupportedError(f"layer {layer}: 2:4 sparsity is not supported by preset {cfg.name!r}")
-        elif self.m != cfg.sparse_m or self.n not in cfg.sparse_n:
+        elif not pattern_supported(cfg, self.n, self.m):
             raise UnsupportedError(f"layer {layer}: {self.n}:{self.m} sparsity; preset {cfg.name!r} supports "
                                    f"N:{cfg.sparse_m} with N in {list(cfg.sparse_n)} and 2:4")
         if self.group and (self.group & (self.group - 1) or self.group < GROUP_MIN or self.group > GROUP_MAX):

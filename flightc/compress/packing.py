@@ -84,6 +84,12 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
     vals = _unpack_bits(rows_bytes[:, :vbytes], nnz, fmt.bits, signed=True)
     if fmt.sparse:
         pos = _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False)
+        rising = np.diff(pos.reshape(n, nnz // fmt.n, fmt.n), axis=2) > 0
+        if not rising.all():  # the lane groups' zero insertion relies on it (hw/lane_group.py)
+            r, b, _ = np.argwhere(~rising)[0]
+            raise ProgramError(f"weight row {r}, block {b}: sparse positions "
+                               f"{pos[r, b * fmt.n:(b + 1) * fmt.n].tolist()} are not distinct and ascending, as the "
+                               f"ISA requires; pack with flightc.compress.packing.pack_weight")
         block = np.arange(nnz) // fmt.n
         cols = block[None, :] * fmt.m + pos
         dense = np.zeros((n, k), np.int64)
