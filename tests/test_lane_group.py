@@ -40,10 +40,10 @@ async def _write_acts(ctx, group: LaneGroup, acts: np.ndarray, k: int) -> None:
     ctx.set(group.act_we, 0)
 
 
-def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, bool]]) -> list:
-    """Stream each job (format, K, packed row pair, activations as bytes, unsigned) through one lane group, a
-    chunk a cycle: its two sums, or None when none came out."""
-    dut = LaneGroup(SLOTS, max(k for _, k, *_ in jobs) // SLOTS)
+def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, bool]], kinds=None) -> list:
+    """Stream each job (format, K, packed row pair, activations as bytes, unsigned) through one lane group (built
+    for ``kinds`` of format, default all), a chunk a cycle: its two sums, or None when none came out."""
+    dut = LaneGroup(SLOTS, max(k for _, k, *_ in jobs) // SLOTS, kinds=kinds)
     out = []
 
     async def bench(ctx):
@@ -80,8 +80,8 @@ def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, b
     return out
 
 
-def _check(jobs) -> None:
-    got = run_lane_group(jobs)
+def _check(jobs, kinds=None) -> None:
+    got = run_lane_group(jobs, kinds)
     for (fmt, k, packed, acts, unsigned), sums in zip(jobs, got):
         a = acts.astype(np.int64) if unsigned else acts.view(np.int8).astype(np.int64)
         want = tuple(int(x) for x in unpack_rows(packed, fmt, k).astype(np.int64) @ a)
@@ -266,3 +266,16 @@ def test_sparse_positions_out_of_order_are_refused():
     swapped[0, vbytes + 4] = (packed[0, vbytes + 4] >> 4) | ((packed[0, vbytes + 4] & 15) << 4)  # 2nd block's first two
     with pytest.raises(ProgramError, match="weight row 0, block 1: sparse positions .* not distinct and ascending"):
         unpack_rows(swapped, fmt, 32)
+
+
+def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
+    """u280 runs dense and 8:16 weights only: its lane group, built for those, dequantizes them exactly (here W4
+    g128 8:16 and W8, the LM head's; W8's dense chunk is the widest, so the chunk is as wide as with every format)."""
+    from flightc.config import PRESETS
+    from flightc.hw.lane_group import chunk_layout, config_kinds
+
+    kinds = config_kinds(PRESETS["u280"])
+    assert {(n, m) for _, n, m in kinds} == {(16, 16), (8, 16)}
+    assert chunk_layout(SLOTS, kinds).size == chunk_layout(SLOTS).size
+    rng = np.random.default_rng(11)
+    _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), kinds)
