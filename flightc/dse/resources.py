@@ -186,7 +186,7 @@ def _runs(held_out: bool | None = None) -> list[tuple[dict, HardwareConfig]]:
 def _groups_of(run: dict) -> list[str]:
     """The groups a run measured: a probe's one, or a kernel's all but those it left out (blackboxed)."""
     if run["kind"] != "kernel":
-        return [g for g, grp in GROUPS.items() if run["kind"] in grp.fitted_to and grp.fitted_to[0] != "kernel"]
+        return [g for g, grp in GROUPS.items() if run["kind"] in grp.fitted_to]
     return [g for g in GROUPS if g not in run.get("blackboxed", ())]
 
 
