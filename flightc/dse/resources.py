@@ -31,6 +31,7 @@ from flightc.isa.table import SPARSITY_NM
 DATA = Path(__file__).resolve().parent / "data" / "synth_calibration.json"
 FITTED = ("DSP48E2", "LUT", "FF")
 BRAM36_ROWS, BRAM36_BITS = 512, 64  # one BRAM36 as yosys tiles a byte-writable simple dual-port memory
+BRAM18_BITS = 36  # one BRAM18's 512-row port, as yosys tiles a memory written whole
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def lane_bram36(cfg: HardwareConfig) -> float:
     """Block RAM of one master's streamed-MV path: its lane group's activation copy (``act_words`` words of a byte
     per slot, written whole, so yosys tiles it in BRAM18s of 512 x 36 bits) and its reader's beat FIFO (one bus
     word wide)."""
-    copy = math.ceil(cfg.lane_k_max // cfg.lane_slots / BRAM36_ROWS) * math.ceil(8 * cfg.lane_slots / 36) / 2
+    copy = math.ceil(cfg.lane_k_max // cfg.lane_slots / BRAM36_ROWS) * math.ceil(8 * cfg.lane_slots / BRAM18_BITS) / 2
     fifo = math.ceil(cfg.lane_fifo_beats / BRAM36_ROWS) * math.ceil(8 * cfg.axi_data_bytes / BRAM36_BITS)
     return copy + fifo
 
