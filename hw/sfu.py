@@ -106,25 +106,6 @@ class Sfu(ExecutionUnit):
         total = Signal(40)
         recip = Signal(41)
         quot_neg = Signal()
-        # ---- SOFTMAX visibility and exponent, per lane
-        last = Signal(signed(40))
-        m.d.comb += last.eq(r + f.offset)
-        lut = [Const(int(v), 18) for v in nm.exp2_lut()]
-        visible, e = [], []
-        for k in range(G):
-            col = (c + k).as_signed()
-            vis = Signal(name=f"visible{k}")
-            m.d.comb += vis.eq(lane_on[k] & (col <= last) & ((f.window == 0) | (col > last - f.window)))
-            u = Signal(signed(72), name=f"u{k}")
-            m.d.comb += u.eq(((x[k] - mx) * f.imm) >> f.shift)
-            u_c = Signal(signed(72), name=f"u_c{k}")
-            m.d.comb += u_c.eq(Mux(u < -(32 << nm.EXP_FRAC_BITS), -(32 << nm.EXP_FRAC_BITS), u))
-            ipart = u_c >> nm.EXP_FRAC_BITS
-            lidx = u_c[nm.EXP_FRAC_BITS - nm.EXP_LUT_INDEX_BITS:nm.EXP_FRAC_BITS]
-            e_k = Signal(18, name=f"e{k}")
-            m.d.comb += e_k.eq(Array(lut)[lidx] >> (-ipart)[:7])
-            visible.append(vis)
-            e.append(e_k)
         second = Signal()  # writing RoPE's second results (the pairs' upper halves)
         # ---- the row's divider: round_div(a, d) = floor((2a + d) / (2 d))
         num_s = Signal(signed(DIV_BITS + 2))
@@ -178,6 +159,38 @@ class Sfu(ExecutionUnit):
         out_pass = ((op == int(MiscOp.RMSNORM)) & (pass_ == 1)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ == 2))
         stat_pass = (((op == int(MiscOp.RMSNORM)) & (pass_ == 0)) | ((op == int(MiscOp.LAYERNORM)) & (pass_ < 2))
                      | ((op == int(MiscOp.SOFTMAX)) & (pass_ < 2)))
+        # ---- each lane's datapath, shared by the ops (each op had its own multipliers and shifters: 5K LUT a
+        # lane). d is the element a norm centres (x - mean for LayerNorm: |mean| < 2^31, the rounded mean of INT32
+        # elements); p = d * d in the statistics passes, d * gain in the output pass. a * imm, rounded and shifted
+        # right by the one shifter (floored for softmax), is every requantization: EMUL's INT8 product, softmax's
+        # x - max, DEQ's, REQ's and DEQ_ADD's element. Operands narrower than their registers are taken at the width
+        # the op reads them (INT8 elements, INT16 RoPE entries), exactly.
+        is_ln, is_sm, is_emul = op == int(MiscOp.LAYERNORM), op == int(MiscOp.SOFTMAX), op == int(MiscOp.EMUL)
+        mean33 = mean[:33].as_signed()
+        last = Signal(signed(40))
+        m.d.comb += last.eq(r + f.offset)
+        lut = [Const(int(v), 18) for v in nm.exp2_lut()]
+        rounding = (Const(1, 73) << f.shift) >> 1  # round_shift's half
+        p, t, visible, e = lanes("p", signed(68)), lanes("t", signed(72)), [], []
+        for k in range(G):
+            d = Signal(signed(34), name=f"d{k}")
+            a = Signal(signed(34), name=f"a{k}")
+            m.d.comb += [d.eq(Mux(is_ln, x[k] - mean33, x[k])), p[k].eq(d * Mux(out_pass, b[k], d)),
+                         a.eq(Mux(is_emul, x[k][:8].as_signed() * b[k][:8].as_signed(), Mux(is_sm, x[k] - mx, x[k]))),
+                         t[k].eq((a * f.imm + Mux(is_sm, 0, rounding)) >> f.shift)]
+            col = (c + k).as_signed()
+            vis = Signal(name=f"visible{k}")
+            m.d.comb += vis.eq(lane_on[k] & (col <= last) & ((f.window == 0) | (col > last - f.window)))
+            u_c = Signal(signed(72), name=f"u_c{k}")  # softmax's exponent: (x - max) * imm >> shift, clamped
+            m.d.comb += u_c.eq(Mux(t[k] < -(32 << nm.EXP_FRAC_BITS), -(32 << nm.EXP_FRAC_BITS), t[k]))
+            ipart = u_c >> nm.EXP_FRAC_BITS
+            lidx = u_c[nm.EXP_FRAC_BITS - nm.EXP_LUT_INDEX_BITS:nm.EXP_FRAC_BITS]
+            e_k = Signal(18, name=f"e{k}")
+            m.d.comb += e_k.eq(Array(lut)[lidx] >> (-ipart)[:7])
+            visible.append(vis)
+            e.append(e_k)
+        # the statistics passes' terms: LayerNorm's elements, then the squares (RMSNorm's at once)
+        stat_terms = [Mux(lane_on[k], Mux(is_ln & (pass_ == 0), x[k], p[k]), 0) for k in range(G)]
         # ---- the operand reader (every op but RoPE): a chunk's operands read back to back on an eager read engine
         # each (A, then EMUL's second factor or DEQ_ADD's residual, on ``port``; a norm's gains, then LayerNorm's
         # biases, on ``pport`` from PRM), each read starting as the last word of the one before on its engine
@@ -293,20 +306,11 @@ class Sfu(ExecutionUnit):
                         m.next = "SCALE"
                     with m.Else():
                         m.next = "W"
+                    with m.If(stat_pass & ~is_sm):
+                        m.d.sync += acc.eq(acc + tree(stat_terms))
+                    with m.If(out_pass):
+                        m.d.sync += [q[k].eq(norm_scaled(p[k])) for k in range(G)]
                     with m.Switch(op):
-                        with m.Case(int(MiscOp.RMSNORM)):
-                            with m.If(pass_ == 0):
-                                m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k] * x[k], 0) for k in range(G)]))
-                            with m.Else():
-                                m.d.sync += [q[k].eq(norm_scaled(x[k] * b[k])) for k in range(G)]
-                        with m.Case(int(MiscOp.LAYERNORM)):
-                            with m.If(pass_ == 0):
-                                m.d.sync += acc.eq(acc + tree([Mux(lane_on[k], x[k], 0) for k in range(G)]))
-                            with m.Elif(pass_ == 1):
-                                sq = [Mux(lane_on[k], (x[k] - mean) * (x[k] - mean), 0) for k in range(G)]
-                                m.d.sync += acc.eq(acc + tree(sq))
-                            with m.Else():
-                                m.d.sync += [q[k].eq(norm_scaled((x[k] - mean) * b[k])) for k in range(G)]
                         with m.Case(int(MiscOp.SOFTMAX)):
                             with m.If(pass_ == 0):
                                 cands = [Mux(visible[k], x[k], mx) for k in range(G)]
@@ -315,21 +319,14 @@ class Sfu(ExecutionUnit):
                                 m.d.sync += total.eq(total + tree([Mux(visible[k], e[k], 0) for k in range(G)]))
                             with m.Else():
                                 for k in range(G):
-                                    p = ((e[k] * recip + (1 << 31)) >> 32)
-                                    m.d.sync += y[k].eq(Mux(visible[k], Mux(p > 255, 255, p), 0))
-                        with m.Case(int(MiscOp.EMUL)):
-                            for k in range(G):
-                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * b[k] * f.imm, f.shift, 72), 8))
+                                    prob = ((e[k] * recip + (1 << 31)) >> 32)
+                                    m.d.sync += y[k].eq(Mux(visible[k], Mux(prob > 255, 255, prob), 0))
+                        with m.Case(int(MiscOp.EMUL), int(MiscOp.REQ)):
+                            m.d.sync += [y[k].eq(saturate(t[k], 8)) for k in range(G)]
                         with m.Case(int(MiscOp.DEQ)):
-                            for k in range(G):
-                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 32))
-                        with m.Case(int(MiscOp.REQ)):
-                            for k in range(G):
-                                m.d.sync += y[k].eq(saturate(round_shift(x[k] * f.imm, f.shift, 72), 8))
+                            m.d.sync += [y[k].eq(saturate(t[k], 32)) for k in range(G)]
                         with m.Case(int(MiscOp.DEQ_ADD)):
-                            for k in range(G):
-                                deq = saturate(round_shift(x[k] * f.imm, f.shift, 72), 32)
-                                m.d.sync += y[k].eq(saturate(b[k] + deq, 32))
+                            m.d.sync += [y[k].eq(saturate(b[k] + saturate(t[k], 32), 32)) for k in range(G)]
             with m.State("SCALE"):  # the norms' output pass: the scaled products times the row's reciprocal
                 shift = G_ + nm.NORM_RECIP_BITS
                 for k in range(G):
@@ -366,9 +363,11 @@ class Sfu(ExecutionUnit):
                 m.next = "D_WAIT"
             arrived(m, "D_WAIT", "ROPE_OP", *[s[k].eq(element(k, te)) for k in range(G)])
             with m.State("ROPE_OP"):
-                for k in range(G):
-                    m.d.sync += [y[k].eq(saturate(round_shift(x[k] * cc[k] - b[k] * s[k], nm.ROPE_FRAC_BITS, 40), 8)),
-                                 y2[k].eq(saturate(round_shift(b[k] * cc[k] + x[k] * s[k], nm.ROPE_FRAC_BITS, 40), 8))]
+                for k in range(G):  # INT8 elements, INT16 cos and sin
+                    x8, b8 = x[k][:8].as_signed(), b[k][:8].as_signed()
+                    c16, s16 = cc[k][:16].as_signed(), s[k][:16].as_signed()
+                    m.d.sync += [y[k].eq(saturate(round_shift(x8 * c16 - b8 * s16, nm.ROPE_FRAC_BITS, 40), 8)),
+                                 y2[k].eq(saturate(round_shift(b8 * c16 + x8 * s16, nm.ROPE_FRAC_BITS, 40), 8))]
                 m.d.sync += second.eq(0)
                 m.next = "ROPE_W"
             with m.State("ROPE_W"):
