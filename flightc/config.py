@@ -182,6 +182,13 @@ class HardwareConfig:
         return 1 << (burst.bit_length() - 1)
 
     @property
+    def bank_bytes(self) -> int:
+        """Bytes a buffer bank holds before the next bank's (a bank per master): a stripe unit on each of a master's
+        channels, so a striped row laid from the right address writes each master's units into its own bank
+        (:func:`flightc.isa.footprint.own_banks`)."""
+        return self.stripe_bytes * self.channels_per_master
+
+    @property
     def lane_fifo_beats(self) -> int:
         """Beats a streamed MV's reader FIFO holds (hw/stream.py): every burst its master may have in flight, twice
         over, so a burst is asked for while the previous ones drain."""

@@ -11,6 +11,8 @@ as many cycles as it touches words (:func:`flightc.sim.perf.timing.span_words`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -37,37 +39,50 @@ def lane_bits(word_bytes: int) -> int:
     return word_bytes.bit_length() - 1
 
 
+ALL_BUFFERS = frozenset(Buffer)
+
+
+@dataclass(frozen=True)
+class PortRole:
+    """What one word port of a :class:`BufferBank` does: the buffers it reads (a word-wide read multiplexer over every
+    bank of each) and writes (a candidate of each bank's write arbiter of each), whether it is an LD lane
+    (``shared``: the lanes write a bank through one path between them) and whether it writes one bank only."""
+
+    reads: frozenset[Buffer] = ALL_BUFFERS
+    writes: frozenset[Buffer] = ALL_BUFFERS
+    shared: bool = False
+    bank: int | None = None  # the one bank it writes (an LD lane past the first: its master's); None: every bank
+
+
 class BufferBank(wiring.Component):
     """The five buffers of a core behind per-buffer round-robin arbiters; one word port per unit (one per LD lane).
 
-    With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every
-    ``stripe_bytes``: the LD lanes of a striped row write one unit each into different banks in
-    the same cycle. Each memory is simple dual-port with its own read and write arbiters. The ports named in
-    ``write_only`` (the LD lanes, the SFU's result port) never read: they take no part in the read arbiters and
-    get no read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers); those in
-    ``read_only`` never write; a port named in ``reads`` reads only those buffers. The ports named in ``shared``
-    (the LD lanes) write a bank through one path, one of them a cycle whichever buffer it writes, which each
-    memory's write arbiter weighs as one more writer: a multiplexer a word wide over 32 LD lanes per bank instead of
-    per memory (five times fewer), while an LD lane and another unit still write one bank's buffers in one cycle.
+    With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every ``bank_bytes``: the
+    LD lanes of a striped row write one unit each into different banks in the same cycle, each into its own master's
+    bank (:func:`flightc.isa.footprint.own_banks`; every other row is lane 0's). Each memory is simple
+    dual-port with its own read and write arbiters. Each port's :class:`PortRole` (all buffers both ways by
+    default) says which memories it reaches: a port that never reads takes no part in the read arbiters and gets no
+    read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers), and a memory only
+    LD writes has no write multiplexer. The LD lanes (``shared``) write a bank through one path, one of them a cycle
+    whichever buffer it writes, which each memory's write arbiter weighs as one more writer: a multiplexer a word
+    wide over 32 LD lanes per bank instead of per memory (five times fewer), while an LD lane and another unit
+    still write one bank's buffers in one cycle.
     """
 
-    def __init__(self, cfg: HardwareConfig, names: list[str], write_only: frozenset[str] = frozenset(),
-                 reads: dict[str, frozenset[Buffer]] | None = None, read_only: frozenset[str] = frozenset(),
-                 shared: frozenset[str] = frozenset()):
-        self.cfg, self.names, self.write_only, self.reads = cfg, names, write_only, reads or {}
-        self.read_only, self.shared = read_only, shared
+    def __init__(self, cfg: HardwareConfig, roles: dict[str, PortRole] | list[str]):
+        self.cfg = cfg
+        self.roles = roles if isinstance(roles, dict) else {n: PortRole() for n in roles}
+        self.names = list(self.roles)
         w = cfg.buffer_port_bytes
         self.lane_bits = lane_bits(w)
         self.banks = cfg.axi_masters
-        self.granule_bits = lane_bits(cfg.stripe_bytes // w) if self.banks > 1 else 0
-        super().__init__({f"port_{n}": In(word_port_signature(w)) for n in names})
+        self.granule_bits = lane_bits(cfg.bank_bytes // w) if self.banks > 1 else 0
+        super().__init__({f"port_{n}": In(word_port_signature(w)) for n in self.names})
         self.depth = {b: cfg.buffer_bytes(b) // w // self.banks for b in Buffer}
 
     def reaches(self, i: int, b: Buffer) -> bool:
-        """Port ``i`` reads buffer ``b``: only the ports named in ``reads`` are limited (a read multiplexer a word
-        wide over every bank of every buffer it reads)."""
-        name = self.names[i]
-        return name not in self.write_only and b in self.reads.get(name, frozenset(Buffer))
+        """Port ``i`` reads buffer ``b``."""
+        return b in self.roles[self.names[i]].reads
 
     def ports(self) -> list:
         return [getattr(self, f"port_{n}") for n in self.names]
@@ -77,74 +92,85 @@ class BufferBank(wiring.Component):
         lb, gb, nb = self.lane_bits, self.granule_bits, self.banks
         bb = (nb - 1).bit_length()
         ports = self.ports()
+        roles = [self.roles[n] for n in self.names]
         bank_of = [Signal(max(1, bb), name=f"{n}_bank") for n in self.names]
         row_of = [Signal(BUF_ADDR_BITS - lb, name=f"{n}_row") for n in self.names]
         for p, bank, row in zip(ports, bank_of, row_of):
             word = p.addr[lb:]
             m.d.comb += [bank.eq(word[gb:gb + bb] if nb > 1 else 0),
                          row.eq(Cat(word[:gb], word[gb + bb:]) if nb > 1 else word)]
-        rvalid_next = [Signal(name=f"{n}_rv") for n in self.names]
-        buf_q = [Signal(BUF_SEL_BITS, name=f"{n}_bufq") for n in self.names]
-        bank_q = [Signal(max(1, bb), name=f"{n}_bankq") for n in self.names]
         read_data = {}
-        readers = [i for i, n in enumerate(self.names) if n not in self.write_only]
-        shared = [i for i, n in enumerate(self.names) if n in self.shared]
-        own = [i for i, n in enumerate(self.names) if n not in self.shared and n not in self.read_only]
+        shared = [i for i, r in enumerate(roles) if r.shared]
         w = self.cfg.buffer_port_bytes
         for k in range(nb):
             # the shared writers (the LD lanes) take one path a bank, whichever buffer they write: one of them a
             # cycle, multiplexed once for the bank's five memories rather than once for each
+            here_k = [i for i in shared if roles[i].bank in (None, k)]
             s_any, s_pick = _arbiter(m, f"sh{k}" if nb > 1 else "sh",
-                                     [ports[i].req & ports[i].we & (bank_of[i] == k) for i in shared])
-            s_port = Array(ports[i] for i in shared)[s_pick] if shared else None
-            s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
-            s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
-            s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
+                                     [ports[i].req & ports[i].we & (bank_of[i] == k) for i in here_k])
+            s_port = Array(ports[i] for i in here_k)[s_pick] if here_k else None
             s_won = Signal(name=f"sh_won{k}")  # the shared path's write went in
-            if shared:
-                m.d.comb += [s_row.eq(Array(row_of[i] for i in shared)[s_pick]), s_data.eq(s_port.wdata),
+            # each memory's writers: (request, row, data, mask, port indices granted when it wins)
+            s_writer = None
+            if here_k:
+                s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
+                s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
+                s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
+                m.d.comb += [s_row.eq(Array(row_of[i] for i in here_k)[s_pick]), s_data.eq(s_port.wdata),
                              s_mask.eq(s_port.wmask), s_buf.eq(s_port.buf)]
-                for j, i in enumerate(shared):
+                for j, i in enumerate(here_k):
                     with m.If(s_won & (s_pick == j)):
                         m.d.comb += ports[i].gnt.eq(1)
+                s_writer = (s_any, s_buf, s_row, s_data, s_mask, s_won)
             for b in Buffer:
                 tag = b.name.lower() + (str(k) if nb > 1 else "")
                 mem = ram(m, f"mem_{tag}", 8 * w, self.depth[b])
                 read_data[b, k] = mem.rdata
                 here = [(p.buf == int(b)) & (bank_of[i] == k) for i, p in enumerate(ports)]
-                mine = [i for i in readers if self.reaches(i, b)]
+                mine = [i for i in range(len(ports)) if self.reaches(i, b)]
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
                 # shared path first among the writers)
                 r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in mine])
-                cands = ([s_any & (s_buf == int(b))] if shared else []) + [ports[i].req & here[i] & ports[i].we
-                                                                          for i in own]
-                w_any, w_idx = _arbiter(m, f"wr_{tag}", cands)
-                rows = ([s_row] if shared else []) + [row_of[i] for i in own]
-                data = ([s_data] if shared else []) + [ports[i].wdata for i in own]
-                masks = ([s_mask] if shared else []) + [ports[i].wmask for i in own]
-                m.d.comb += [mem.raddr.eq(Array(row_of[i] for i in mine)[r_pick]), mem.waddr.eq(Array(rows)[w_idx]),
-                             mem.wdata.eq(Array(data)[w_idx]), mem.wen.eq(Mux(w_any, Array(masks)[w_idx], 0))]
+                writers = ([(s_writer[0] & (s_writer[1] == int(b)),) + s_writer[2:]]
+                           if s_writer is not None and any(b in roles[i].writes for i in here_k) else [])
+                for i, r in enumerate(roles):
+                    if not r.shared and b in r.writes:
+                        writers.append((ports[i].req & here[i] & ports[i].we, row_of[i], ports[i].wdata,
+                                        ports[i].wmask, ports[i].gnt))
+                if mine:
+                    m.d.comb += mem.raddr.eq(Array(row_of[i] for i in mine)[r_pick])
                 for j, i in enumerate(mine):
                     with m.If(r_any & (r_pick == j)):
                         m.d.comb += ports[i].gnt.eq(1)
-                first = 1 if shared else 0
-                if shared:
-                    with m.If(w_any & (w_idx == 0)):
-                        m.d.comb += s_won.eq(1)
-                for j, i in enumerate(own):
-                    with m.If(w_any & (w_idx == first + j)):
-                        m.d.comb += ports[i].gnt.eq(1)
+                if not writers:
+                    continue
+                if len(writers) == 1:  # LD alone: straight in
+                    want, row, wdata, wmask, gnt = writers[0]
+                    m.d.comb += [mem.waddr.eq(row), mem.wdata.eq(wdata), mem.wen.eq(Mux(want, wmask, 0))]
+                    with m.If(want):
+                        m.d.comb += gnt.eq(1)
+                    continue
+                w_any, w_idx = _arbiter(m, f"wr_{tag}", [x[0] for x in writers])
+                m.d.comb += [mem.waddr.eq(Array(x[1] for x in writers)[w_idx]),
+                             mem.wdata.eq(Array(x[2] for x in writers)[w_idx]),
+                             mem.wen.eq(Mux(w_any, Array(x[3] for x in writers)[w_idx], 0))]
+                for j, x in enumerate(writers):
+                    with m.If(w_any & (w_idx == j)):
+                        m.d.comb += x[4].eq(1)
         for i, p in enumerate(ports):
-            if self.names[i] in self.write_only:
+            if not roles[i].reads:
                 continue
-            m.d.sync += [rvalid_next[i].eq(p.gnt & ~p.we), buf_q[i].eq(p.buf), bank_q[i].eq(bank_of[i])]
-            with m.Switch(Cat(bank_q[i], buf_q[i])):
+            rvalid_next = Signal(name=f"{self.names[i]}_rv")
+            buf_q = Signal(BUF_SEL_BITS, name=f"{self.names[i]}_bufq")
+            bank_q = Signal(max(1, bb), name=f"{self.names[i]}_bankq")
+            m.d.sync += [rvalid_next.eq(p.gnt & ~p.we), buf_q.eq(p.buf), bank_q.eq(bank_of[i])]
+            with m.Switch(Cat(bank_q, buf_q)):
                 for (b, k), rd in read_data.items():
                     if not self.reaches(i, b):
                         continue
                     with m.Case(k | (int(b) << max(1, bb))):
                         m.d.comb += p.rdata.eq(rd)
-            m.d.comb += p.rvalid.eq(rvalid_next[i])
+            m.d.comb += p.rvalid.eq(rvalid_next)
         return m
 
 

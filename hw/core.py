@@ -13,14 +13,15 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.axi_master import AxiMaster
-from flightc.hw.buffers import BufferBank
+from flightc.hw.buffers import BufferBank, PortRole
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import StoreUnit
 from flightc.hw.hierarchy import separate
 from flightc.hw.load import LoadUnit, lane_port_name
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
-from flightc.isa.table import Unit
+from flightc.isa.footprint import MPE_OUT_BUFFERS
+from flightc.isa.table import ISA, Opcode, Unit
 
 M_AXI = "m_axi_gmem"
 S_AXI = "s_axi_control"
@@ -60,11 +61,15 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
     if masters & (masters - 1):
         problems.append(f"axi_masters = {masters}: must be a power of two (the buffers are banked per master)")
     elif masters > 1:
-        span = masters * cfg.stripe_bytes
+        per = cfg.channels_per_master
+        if per & (per - 1):
+            problems.append(f"{per} memory channels a master: must be a power of two (a master's LD lane writes the "
+                            f"bank its channels' stripe units land in)")
+        span = masters * cfg.bank_bytes
         small = [b.name for b in Buffer if cfg.buffer_bytes(b) % span]
         if small:
             problems.append(f"buffers {', '.join(small)}: with {masters} masters each buffer is {masters} banks "
-                            f"interleaved every {cfg.stripe_bytes} bytes, so its size must be a multiple of {span} "
+                            f"interleaved every {cfg.bank_bytes} bytes, so its size must be a multiple of {span} "
                             f"bytes")
     if problems:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
@@ -124,14 +129,20 @@ class Core(wiring.Component):
 
 
 def buffer_bank(cfg: HardwareConfig) -> BufferBank:
-    """The core's buffers and their ports: an LD lane's per master (writes only, one a cycle per bank), ST's (reads
-    only), the MPE's, the SFU's operands' (reads only), its results' (writes only) and its parameters' (reads from
-    PRM only)."""
-    lanes = [lane_port_name(cfg, k) for k in range(cfg.axi_masters)]
-    units = [u.name.lower() for u in (Unit.ST, Unit.MPE, Unit.SFU)]
-    return BufferBank(cfg, lanes + units + ["sfu_results", "sfu_params"],
-                      write_only=frozenset(lanes + ["sfu_results"]), reads={"sfu_params": frozenset({Buffer.PRM})},
-                      read_only=frozenset({"st", "sfu", "sfu_params"}), shared=frozenset(lanes))
+    """The core's buffers and their ports: an LD lane's per master (writes only, one a cycle per bank; past the first
+    lane, to its master's bank only), ST's (reads
+    only), the MPE's (writes only where its output stage may: ACT and ACC), the SFU's operands' (reads only, its
+    operand buffers and PRM's RoPE rows and epsilon), its results' (writes only, to its result buffers) and its
+    parameters' (reads from PRM only)."""
+    sfu_bufs = frozenset(ISA[Opcode.MISC].placed("dst_buf").field.allowed)
+    none = frozenset()
+    roles = {lane_port_name(cfg, k): PortRole(reads=none, shared=True, bank=k or None) for k in range(cfg.axi_masters)}
+    roles.update({"st": PortRole(writes=none), "mpe": PortRole(writes=MPE_OUT_BUFFERS),
+                  "sfu": PortRole(reads=frozenset(ISA[Opcode.MISC].placed("src_buf").field.allowed) | {Buffer.PRM},
+                                  writes=none),
+                  "sfu_results": PortRole(reads=none, writes=sfu_bufs),
+                  "sfu_params": PortRole(reads=frozenset({Buffer.PRM}), writes=none)})
+    return BufferBank(cfg, roles)
 
 
 def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:

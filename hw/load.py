@@ -36,6 +36,19 @@ def pick(values: list, index):
     return values[0] if len(values) == 1 else Array(values)[index]
 
 
+def own_banks_signal(cfg: HardwareConfig, f):
+    """:func:`flightc.isa.footprint.own_banks` of the LD in ``f`` (its decoded fields), as logic."""
+    chans = cfg.mem_channels
+    if chans & (chans - 1) or cfg.axi_masters == 1:
+        return Const(0)
+    sbl = cfg.stripe_bytes.bit_length() - 1
+    cbits = chans.bit_length() - 1
+    row_in = f.buf_addr[sbl:sbl + cbits] == f.channel[:cbits] if cbits else Const(1)
+    one_round = f.row_bytes <= (f.stripe << sbl)
+    return ((f.stripe > 1) & ~f.gather & (f.stripe_log2 == sbl) & (f.hbm_addr[:sbl] == 0) & (f.buf_addr[:sbl] == 0)
+            & row_in & (one_round | (f.stripe == chans)))
+
+
 def lane_port_name(cfg: HardwareConfig, lane: int) -> str:
     """The buffer-bank port of an LD lane ("ld" when there is one)."""
     return "ld" if cfg.axi_masters == 1 else f"ld{lane}"
@@ -82,8 +95,11 @@ class LoadLane(DmaUnit):
         pend_addr = Signal(BUF_ADDR_BITS)
         pend_n = Signal(range(w + 1))
         pend_buf = Signal(BUF_SEL_BITS)
-        pend_head = pend_addr[:lb]
-        straddles = pend_head + pend_n > w
+        full = self.lane == 0  # lanes past the first take only striped rows: no plain or gathered rows to build
+        # and those rows' units start at stripe units in memory and in the buffer (footprint.own_banks): every beat
+        # is one whole buffer word (its last one's first bytes), so it goes in as it came, in one cycle
+        pend_head = pend_addr[:lb] if full else Const(0, lb)
+        straddles = pend_head + pend_n > w if full else Const(0)
         m.d.comb += [port.buf.eq(pend_buf), port.we.eq(1), port.req.eq(pend), port.wdata.eq(pend_data),
                      port.addr.eq(Mux(pend_second, pend_addr + w, pend_addr)),
                      port.wmask.eq(Mux(pend_second, first_lanes((pend_head + pend_n - w)[:lb + 1], w),
@@ -95,42 +111,49 @@ class LoadLane(DmaUnit):
             with m.If(finishing):
                 m.d.sync += pend.eq(0)
         taken = Signal(range(burst_bytes + 1))
-        lane = Mux(taken == 0, head.lane, 0)
+        lane = Mux(taken == 0, head.lane, 0) if full else Const(0, lb)
         rest = head.nbytes - taken
         nb = Signal(range(w + 1))
         m.d.comb += [nb.eq(Mux(rest < (w - lane), rest, w - lane)), r_ready.eq(queue.r_rdy & ~head.end & free)]
         with m.If(queue.r_rdy & head.end & ~pend):  # every byte of the instruction written
             m.d.comb += [queue.r_en.eq(1), self.done.eq(1)]
-        full = self.lane == 0  # lanes past the first take only striped rows: no plain or gathered rows to build
         with m.If(r_valid & r_ready):
             with m.If(nb == rest):
                 m.d.comb += queue.r_en.eq(1)
                 m.d.sync += taken.eq(0)
             with m.Else():
                 m.d.sync += taken.eq(taken + nb)
+            is_id = Const(0)  # a gathered row's id, not bytes for the buffer (lane 0 alone takes gathers)
             if full:
-                id_bytes = shift_bytes(m, r_data, lane, 4)  # a gathered row's id from byte 0
-                with m.If(head.ident):
+                is_id = head.ident
+                id_bytes = shift_bytes(m, r_data, lane, 4)  # the id from byte 0
+                with m.If(is_id):
                     m.d.sync += ident.eq(Mux(taken == 0, id_bytes,
                                              ident | shift_bytes(m, id_bytes, taken[:2], 4, left=True)))
                     with m.If(nb == rest):
                         m.d.sync += id_ready.eq(1)
-            with (m.Else() if full else m.If(1)):
+            with m.If(~is_id):
                 addr = head.dst + taken
                 m.d.sync += [pend.eq(1), pend_second.eq(0), pend_addr.eq(addr), pend_n.eq(nb), pend_buf.eq(head.buf),
                              # the beat's bytes from `lane` on, rotated straight to the buffer word's lanes from
                              # addr (one rotation: the bytes it wraps around fall outside the write's mask)
-                             pend_data.eq(rotate_bytes(m, r_data, (addr[:lb] - lane)[:max(1, lb)], w))]
+                             pend_data.eq(rotate_bytes(m, r_data, (addr[:lb] - lane)[:max(1, lb)], w) if full
+                                          else r_data)]
         # ---- issuer
         striping = (f.stripe > 1) & ~f.gather  # a gather's stripe cuts its table in blocks instead
-        works = Const(1) if full else striping
+        own = Signal()  # each unit lands in its master's bank, so each lane writes its own (footprint.own_banks)
+        m.d.comb += own.eq(own_banks_signal(cfg, f))
+        works = Const(1) if full else striping & own
         target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of a plain or gathered row's next burst (lane 0)
-        # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first
+        # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first; lane 0
+        # takes every channel of a row that does not land in the masters' own banks
         first, past = self.lane * cpm, (self.lane + 1) * cpm
         lo, hi = Signal.like(f.stripe), Signal.like(f.stripe)
         lo_ch = Mux(f.channel < first, first - f.channel, 0)
         hi_ch = Mux(f.channel < past, past - f.channel, 0)
-        m.d.comb += [lo.eq(Mux(lo_ch < f.stripe, lo_ch, f.stripe)), hi.eq(Mux(hi_ch < f.stripe, hi_ch, f.stripe))]
+        whole = striping & ~own if full else Const(0)
+        m.d.comb += [lo.eq(Mux(whole | (lo_ch >= f.stripe), Mux(whole, 0, f.stripe), lo_ch)),
+                     hi.eq(Mux(whole | (hi_ch >= f.stripe), f.stripe, hi_ch))]
         unit = Const(1, 17) << f.stripe_log2
         stripe_k = Signal.like(f.stripe)  # the unit's channel within the stripe
         unit_off = Signal(17)  # bytes of the unit asked for
@@ -146,6 +169,14 @@ class LoadLane(DmaUnit):
         have_unit = (stripe_k < hi) & (u0 < f.row_bytes)
         stripe_ch = Signal.like(f.channel)
         m.d.comb += stripe_ch.eq(Mux(f.channel + stripe_k < cfg.mem_channels, f.channel + stripe_k, 0))
+
+        def base_of(channel):
+            """Where a channel starts: any for lane 0, one of the lane's own for the others (no multiplexer over
+            every channel's 64-bit base)."""
+            if full:
+                return bases[channel]
+            own_bases = self.channel_base[first:past]
+            return own_bases[0] if cpm == 1 else Array(own_bases)[channel[:(cpm - 1).bit_length()]]
         with m.FSM() as fsm:
             self.idle(m, "ROW", rows.count.eq(0))
             with m.State("ROW"):
@@ -173,10 +204,10 @@ class LoadLane(DmaUnit):
                 master = Signal.like(target)
                 # (past the first lane, a row in AR is striped)
                 on_stripe = striping if full else Const(1)
-                m.d.comb += [at.eq(Mux(on_stripe, bases[stripe_ch] + f.hbm_addr + chan_off + unit_off, src)),
+                m.d.comb += [at.eq(Mux(on_stripe, base_of(stripe_ch) + f.hbm_addr + chan_off + unit_off, src)),
                              limit.eq(Mux(on_stripe, unit_left, left)),
                              to.eq(Mux(on_stripe, dst + u0 + unit_off, dst)),
-                             master.eq(Mux(on_stripe, 0, target))]
+                             master.eq(Mux(on_stripe, Mux(whole, stripe_ch // cpm, 0), target))]
                 with m.If(Mux(on_stripe, ~have_unit, left == 0)):
                     with m.If(gather_phase if full else Const(0)):
                         with m.If(id_ready):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel

@@ -22,8 +22,8 @@ from flightc.errors import MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, check_max_fields, footprint,
                                    gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
-                                   norm_param_bytes, store_rows, store_target, stream_k, stream_shape, stream_spans,
-                                   streamed, stripe_layout, stripe_spans, striped, weight_format)
+                                   norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
+                                   stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
@@ -342,7 +342,7 @@ class Machine:
                                f"{self.cfg.acc_bits}-bit accumulators")
         c.macs += mpe_macs(ins)
         mode = OutMode(ins.out_mode)
-        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_buf = out_buffer(mode)
         out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)
         if mode is OutMode.ACC32:
             self._put(out_buf, out, acc.astype("<i4"))

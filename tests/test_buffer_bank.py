@@ -1,8 +1,9 @@
 """The buffer bank's arbitration (hw/buffers.py) in Amaranth's simulator: its round robin grants the first requester
-after the last grant, as a plain Python round robin does, and the LD lanes share one write path a bank."""
+after the last grant, as a plain Python round robin does, and the LD lanes share one write path a bank, each lane past the first writing only its own bank."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from amaranth.hdl import Module, Signal
@@ -51,14 +52,15 @@ def test_arbiter_is_a_round_robin(n):
 
 
 def test_ld_lanes_share_a_write_a_bank_and_other_writers_go_beside_them():
-    """LD lanes 0 and 1 write bank 0 (ACT, WGT), lane 2 bank 1, the MPE bank 0's KV: the LD lanes' writes to one bank
-    go one a cycle (their shared path), everything else in the same cycle, and every byte lands where it was sent."""
+    """LD lanes 0 and 1 write bank 1 (ACT, WGT: lane 1 writes only its own bank, lane 0 any), lane 2 bank 2, the MPE
+    bank 0's ACC: the LD lanes' writes to one bank go one a cycle (their shared path), everything else in the same
+    cycle, and every byte lands where it was sent."""
     cfg = PRESETS["hbm4"]
     bank = buffer_bank(cfg)
-    w, stripe = cfg.buffer_port_bytes, cfg.stripe_bytes
+    w, span = cfg.buffer_port_bytes, cfg.bank_bytes
     writers = [getattr(bank, f"port_ld{k}") for k in range(3)] + [bank.port_mpe]
     st = bank.port_st
-    writes = [(Buffer.ACT, 0), (Buffer.WGT, 2 * w), (Buffer.ACT, stripe), (Buffer.KV, 3 * w)]
+    writes = [(Buffer.ACT, span), (Buffer.WGT, span + 2 * w), (Buffer.ACT, 2 * span), (Buffer.ACC, 3 * w)]
 
     def word(k: int) -> int:
         return int.from_bytes(bytes([0x10 * (k + 1) + i for i in range(w)]), "little")
@@ -159,3 +161,28 @@ def test_a_contiguous_engine_reads_what_the_general_one_does_in_the_same_cycles(
     fast, general = _engine_reads(True, image, reads), _engine_reads(False, image, reads)
     assert [data for _, data in general] == [image[a:a + n] for a, n in reads]
     assert fast == general
+
+
+def test_only_ld_writes_the_weight_parameter_and_kv_banks():
+    """The MPE writes only ACT and ACC (its output stage) and the SFU only its result buffers (ISA 1.8): the WGT, PRM
+    and KV banks have no write arbiter, the ACT and ACC banks one over the LD lanes' path, the MPE and the SFU."""
+    from flightc.hw.hierarchy import to_verilog
+
+    cfg = PRESETS["hbm4"]
+    text = to_verilog(buffer_bank(cfg), "bank")
+    for k in range(cfg.axi_masters):
+        for b in Buffer:
+            arbiter = re.search(rf"\bwant_wr_{b.name.lower()}{k}\b", text)
+            assert bool(arbiter) == (b in (Buffer.ACT, Buffer.ACC)), (b, k)
+
+
+def test_an_ld_lane_past_the_first_writes_only_its_own_bank():
+    """In the generated Verilog, bank k's shared LD path chooses between lane 0 and lane k alone (no multiplexer over
+    every lane), so a 32-master core spends a 2-way multiplexer a bank instead of a 32-way one."""
+    from flightc.hw.hierarchy import to_verilog
+
+    cfg = PRESETS["hbm4"]
+    text = to_verilog(buffer_bank(cfg), "bank")
+    for k in range(cfg.axi_masters):
+        width = re.search(rf"wire (?:\[(\d+):0\] )?want_sh{k};", text)
+        assert width and int(width.group(1) or 0) + 1 == (1 if k == 0 else 2), (k, width)

@@ -7,7 +7,7 @@ import re
 from amaranth.hdl import Elaboratable, Module
 
 from flightc.config import PRESETS
-from flightc.hw.buffers import BufferBank
+from flightc.hw.buffers import BufferBank, PortRole
 from flightc.hw.hierarchy import RAM_MODULE, separate, to_verilog
 from flightc.hw.lane_group import LaneGroup
 
@@ -47,8 +47,8 @@ def test_outside_to_verilog_a_component_stays_itself():
 
 def test_buffer_banks_are_ram_instances_without_initializers():
     cfg = PRESETS["hbm4"]
-    names = ["ld0", "ld1", "ld2", "ld3", "mpe", "sfu"]
-    text = to_verilog(BufferBank(cfg, names, write_only=frozenset(names[:4])), "bank")
+    roles = {**{f"ld{k}": PortRole(reads=frozenset()) for k in range(4)}, "mpe": PortRole(), "sfu": PortRole()}
+    text = to_verilog(BufferBank(cfg, roles), "bank")
     banks = len(re.findall(rf"^\s*{RAM_MODULE} #\(", text, re.M))
     assert banks == 5 * cfg.axi_masters  # five buffers, a bank per master
     assert _modules(text).count(RAM_MODULE) == 1

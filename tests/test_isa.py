@@ -9,7 +9,8 @@ from flightc.errors import EncodingError
 from flightc.isa import ISA, decode, encode, make
 from flightc.isa.codec import decode_program, encode_program
 from flightc.isa.docgen import render
-from flightc.isa.table import Field, FieldKind, InstrClass, Opcode, PlacedField, _lay_out, check_coverage
+from flightc.config import Buffer
+from flightc.isa.table import Field, FieldKind, InstrClass, MiscOp, Opcode, PlacedField, _lay_out, check_coverage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def instructions(draw):
         if f.kind is FieldKind.RESERVED or f.name == "opcode":
             continue
         if f.kind is FieldKind.ENUM:
-            values[f.name] = int(draw(st.sampled_from(list(f.enum))))
+            values[f.name] = int(draw(st.sampled_from(list(f.allowed))))
         elif f.kind is FieldKind.MASK:
             values[f.name] = draw(st.integers(0, f.hi_value)) & ~(1 << int(cls.unit))
         else:
@@ -103,3 +104,18 @@ def test_reserved_bits_and_truncation_are_refused():
 
 def test_generated_isa_doc_is_current():
     assert (ROOT / "docs" / "isa.md").read_text() == render(), "run `flightc isa-doc -o docs/isa.md`"
+
+
+@pytest.mark.parametrize("field", ["src_buf", "dst_buf"])
+def test_the_sfu_names_only_act_and_acc(field):
+    """ISA 1.8: an SFU operation reads and writes ACT and ACC only; the encoder and decoder refuse another buffer by
+    name, and the ISA document lists only those two."""
+    ok = make("MISC", op=MiscOp.REQ, rows=1, cols=4, **{field: Buffer.ACC})
+    with pytest.raises(EncodingError, match=rf"MISC.{field} = WGT: MISC takes only ACT, ACC"):
+        make("MISC", op=MiscOp.REQ, rows=1, cols=4, **{field: Buffer.WGT})
+    lo = ISA[Opcode.MISC].placed(field).lo
+    word = bytearray(encode(ok))
+    value = int.from_bytes(word, "little") & ~(0b111 << lo) | (int(Buffer.KV) << lo)
+    with pytest.raises(EncodingError, match=rf"MISC.{field} = KV"):
+        decode(value.to_bytes(len(word), "little"))
+    assert f"| `{field}` | enum Buffer: ACT=0, ACC=2 |" in render()

@@ -218,3 +218,37 @@ def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_ro
     assert report.hbm_read_bytes == pytest.approx(core, rel=0.01)
     assert tb.other < 0.01 * core
     assert report.hbm_read_bytes == pytest.approx(tb.total, rel=1e-3)
+
+
+def striped_load(cfg, nbytes: int, buf_addr: int, channel: int = 0, stripe: int | None = None, hbm_addr: int = 0,
+                 unit: int | None = None):
+    unit = unit or cfg.stripe_bytes
+    return make("LD", buf=Buffer.WGT, buf_addr=buf_addr, channel=channel, hbm_addr=hbm_addr, rows=1, row_bytes=nbytes,
+                hbm_stride=nbytes, buf_stride=nbytes, stripe=stripe or cfg.mem_channels - channel,
+                stripe_log2=unit.bit_length() - 1)
+
+
+def test_a_striped_row_lands_in_its_masters_own_banks_only_where_laid_out_for_it():
+    """footprint.own_banks: stripe units of stripe_bytes, at multiples of it in memory and in the buffer, the
+    buffer address `channel` units past a multiple of mem_channels units, one round unless every channel."""
+    from flightc.isa.footprint import own_banks
+
+    cfg = PRESETS["hbm4"]
+    sb, period = cfg.stripe_bytes, cfg.mem_channels * cfg.stripe_bytes
+    assert own_banks(cfg, striped_load(cfg, 3 * period, 0))  # several rounds over every channel
+    assert own_banks(cfg, striped_load(cfg, 2 * sb, period + sb, channel=1, stripe=2))  # one round from channel 1
+    for ins in (striped_load(cfg, 3 * period, sb),  # a unit off
+                striped_load(cfg, 3 * period, 0, hbm_addr=64),  # units straddling memory's stripe units
+                striped_load(cfg, 3 * period, 0, unit=sb // 2),  # half units
+                striped_load(cfg, 4 * sb, period + sb, channel=1, stripe=2),  # two rounds over two channels
+                load(3 * period)):  # not striped
+        assert not own_banks(cfg, ins), ins
+
+
+def test_a_striped_row_out_of_its_masters_banks_is_lane_0s_alone():
+    """The same row from a buffer address a stripe unit off: LD lane 0 moves every unit in turn instead of each
+    master's lane its share side by side, so it takes about as many times longer as there are masters."""
+    cfg = PRESETS["hbm4"]
+    nbytes = 16 * cfg.mem_channels * cfg.stripe_bytes
+    own, off = (load_cycles(cfg, striped_load(cfg, nbytes, a)) for a in (0, cfg.stripe_bytes))
+    assert 0.8 * cfg.axi_masters < off / own <= cfg.axi_masters

@@ -16,11 +16,12 @@ meets the others at a SYS BARRIER and loads the whole tensor back.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from flightc import numerics as nm
-from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, kv_row_bytes
+from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, core_channels, kv_row_bytes
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
@@ -28,6 +29,8 @@ from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
 from flightc.records import ROPE
+
+log = logging.getLogger(__name__)
 
 ALIGN = 16
 # attention score and probability buffers per head in flight: the heads whose Q.K^T the MPE makes ahead of a
@@ -57,13 +60,16 @@ class Scratch:
         self.cap = cfg.buffer_bytes(buf)
         self.free_list: list[tuple[int, int]] = [(0, self.cap)]  # (addr, size), sorted
 
-    def alloc(self, what: str, nbytes: int) -> Block:
+    def alloc(self, what: str, nbytes: int, at: tuple[int, int] | None = None) -> Block:
+        """``nbytes`` from the first piece that holds them; with ``at`` = (period, offset), from an address that is
+        ``offset`` past a multiple of ``period`` (what is skipped before it stays free)."""
         nbytes = max(self.align, -(-nbytes // self.align) * self.align)
         for i, (addr, size) in enumerate(self.free_list):
-            if size >= nbytes:
-                rest = (addr + nbytes, size - nbytes)
-                self.free_list[i:i + 1] = [rest] if rest[1] else []
-                return Block(self.buf, addr, nbytes)
+            start = addr if at is None else addr + (at[1] - addr) % at[0]
+            if start + nbytes <= addr + size:
+                pieces = [(addr, start - addr), (start + nbytes, addr + size - start - nbytes)]
+                self.free_list[i:i + 1] = [p for p in pieces if p[1]]
+                return Block(self.buf, start, nbytes)
         used = self.cap - sum(s for _, s in self.free_list)
         raise OnChipError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "
                                f"{self.cap - used} of preset {self.cfg.name!r}'s {self.cap} are free (largest "
@@ -130,8 +136,11 @@ class StepLowering:
         tiles = [t for per_core in mem.linears.values() for t in per_core if t is not None]
         rec_bytes = max(t.tile_rows for t in tiles) * nm.REQUANT_RECORD_BYTES
         fixed = self._fixed
-        self.wslot = [fixed(f"weight tile {i}", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2) for i in range(2)]
-        self.rec = [fixed(f"requantization records {i}", Buffer.PRM, rec_bytes) for i in range(2)]
+        # the striped rows LD brings in (weight tiles, records) start where each master's LD lane writes its own
+        # units (footprint.own_banks): on this core's first channel's bank
+        banked = (cfg.mem_channels * cfg.stripe_bytes, core_channels(cfg, core)[0] * cfg.stripe_bytes)
+        self.wslot = self._striped_slots("weight tile", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2, banked)
+        self.rec = self._striped_slots("requantization records", Buffer.PRM, rec_bytes, banked)
         self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))
         self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
         self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
@@ -170,6 +179,20 @@ class StepLowering:
 
     def _fixed(self, what: str, b: Buffer, nbytes: int) -> int:
         return self.scratch[b].alloc(what, nbytes).addr
+
+    def _striped_slots(self, what: str, b: Buffer, nbytes: int, banked: tuple[int, int]) -> list[int]:
+        """Two fixed regions that striped LDs fill (double buffering), where each master's LD lane writes its own
+        units; where the buffer has no room for both so, anywhere (LD lane 0 then moves each row alone, said in the
+        log)."""
+        scratch = self.scratch[b]
+        free = list(scratch.free_list)
+        try:
+            return [scratch.alloc(f"{what} {i}", nbytes, at=banked).addr for i in range(2)]
+        except OnChipError:
+            scratch.free_list = free
+            log.info("%s of core %d: no room for two at %d bytes past a multiple of %d in the %s buffer, so LD lane 0 "
+                     "brings each of their rows alone", what, self.core, banked[1], banked[0], b.name)
+            return [self._fixed(f"{what} {i}", b, nbytes) for i in range(2)]
 
     def window_len(self) -> int:
         """K/V rows attention reads: the whole context, or the first row any query of the step can see on."""

@@ -110,8 +110,10 @@ GROUPS: dict[str, Group] = {
     # per master: its AXI master and its streamed MVs' reader and result queue; its LD lane
     "master": Group(("core.master", "core.master.owners", "core.mpe.stream.reader", "core.mpe.stream.reader.fifo",
                      "core.mpe.stream.results"), _beat_features, lambda c: c.axi_masters, ("kernel",)),
+    # the LD lanes past the first (their masters' striped rows alone), and the first (every kind of row)
     "ld lane": Group(("core.ld.lane", "core.ld.lane.mem_rows", "core.ld.lane.bursts", "core.ld.lane.buf_rows",
-                      "ld_lane"), _beat_features, lambda c: c.axi_masters, ("ld_lane",)),
+                      "ld_lane"), _beat_features, lambda c: c.axi_masters - 1, ("ld_lane",)),
+    "ld lane 0": Group(("ld_lane0",), _beat_features, lambda c: 1, ("ld_lane0",)),
     "mpe": Group(("core.mpe", "core.mpe.eng", "core.mpe.stream", "core.mpe.stream_out"), _beat_features,
                  lambda c: 1, ("kernel",)),
     "sfu": Group(("core.sfu", "core.sfu.div", "core.sfu.eng", "core.sfu.prm", "core.sfu.wr", "core.sfu.sqrt",

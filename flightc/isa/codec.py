@@ -46,7 +46,7 @@ def _rules(cls: InstrClass) -> dict[str, tuple[int, int, frozenset | None, int]]
         f = p.field
         if f.kind is FieldKind.RESERVED:
             continue
-        values = frozenset(int(e) for e in f.enum) if f.kind is FieldKind.ENUM and f.enum is not None else None
+        values = frozenset(int(e) for e in f.allowed) if f.kind is FieldKind.ENUM and f.enum is not None else None
         out[f.name] = (f.lo_value, f.hi_value, values, (1 << int(cls.unit)) if f.kind is FieldKind.MASK else 0)
     return out
 
@@ -73,7 +73,11 @@ def _check(cls: InstrClass, name: str, value: int) -> None:
     if not lo <= value <= hi:
         raise EncodingError(f"{cls.name}.{name} = {value} is out of range [{lo}, {hi}]")
     if enum_values is not None and value not in enum_values:
-        raise EncodingError(f"{cls.name}.{name} = {value} is not a {cls.placed(name).field.enum.__name__}")
+        f = cls.placed(name).field
+        if f.only is None or value not in {int(e) for e in f.enum}:
+            raise EncodingError(f"{cls.name}.{name} = {value} is not a {f.enum.__name__}")
+        raise EncodingError(f"{cls.name}.{name} = {f.enum(value).name}: {cls.name} takes only "
+                            f"{', '.join(e.name for e in f.allowed)} here")
     if own and value & own:
         raise EncodingError(f"{cls.name}.{name} marks its own unit {cls.unit.name}; tokens go between units")
 

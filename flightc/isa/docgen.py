@@ -44,6 +44,14 @@ Refinements over FlightLLM's six classes, and why:
   keeps the largest raw sum as it writes the scores and writes it just past them, and a SOFTMAX with
   `max_given` reads it there instead of making a pass over the row for it: decode's attention scores
   are read twice by the SFU, not three times.
+- **The SFU works in ACT and ACC** (ISA 1.8): `MISC.src_buf` and `dst_buf` name only those (the
+  encoder refuses the others), as the MPE writes only ACT and ACC; so the WGT, PRM and KV buffers are
+  written by LD alone and the hardware spends no write multiplexer on their banks.
+- **A striped LD row can land in each master's own buffer bank** (ISA 1.8, a matter of speed, never refused):
+  with stripe units of `stripe_bytes` at multiples of it in memory, a buffer address `channel` units past a
+  multiple of `mem_channels` units, and one round of the stripe unless it spans every channel
+  (`flightc.isa.footprint.own_banks`), every master's LD lane writes its share into its own bank; LD lane 0
+  moves any other striped row alone, unit by unit. The compiler lays its striped rows out so.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;
@@ -61,7 +69,7 @@ the RTL streams its operands and relies on them):
 
 def field_type(f) -> str:
     if f.kind is FieldKind.ENUM:
-        return "enum " + f.enum.__name__ + ": " + ", ".join(f"{e.name}={int(e)}" for e in f.enum)
+        return "enum " + f.enum.__name__ + ": " + ", ".join(f"{e.name}={int(e)}" for e in f.allowed)
     if f.kind is FieldKind.MASK:
         return "unit mask"
     return {FieldKind.UINT: "unsigned", FieldKind.INT: "signed", FieldKind.BOOL: "flag",

@@ -152,6 +152,14 @@ def kmajor_row_bytes(ins: Instruction) -> int:
     return (ins.n * WEIGHT_BITS[WeightBits(ins.w_bits)] + 7) // 8
 
 
+def out_buffer(mode: OutMode) -> Buffer:
+    """Where an MV or MM's output stage writes: ACT for INT8 results, ACC for INT32 ones."""
+    return Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+
+
+MPE_OUT_BUFFERS = frozenset(out_buffer(mode) for mode in OutMode)
+
+
 def out_elem_bytes(mode: OutMode) -> int:
     return 1 if mode is OutMode.REQ_I8 else 4
 
@@ -159,6 +167,20 @@ def out_elem_bytes(mode: OutMode) -> int:
 def striped(ins: Instruction) -> bool:
     """Whether an LD's row is striped over several channels (a gather's table is cut in blocks instead)."""
     return ins.opcode is Opcode.LD and ins.stripe > 1 and not ins.gather
+
+
+def own_banks(cfg: HardwareConfig, ins: Instruction) -> bool:
+    """Whether a striped LD's row lands each stripe unit in the buffer bank of its channel's master, so that every
+    master's LD lane writes its own share (hw/load.py; otherwise LD lane 0 moves the whole row, through each unit's
+    master in turn): units of ``stripe_bytes`` starting at a multiple of it in memory, the row's buffer address
+    ``channel`` stripe units past a multiple of ``mem_channels`` of them, and the row within one round of the
+    stripe unless the stripe spans every channel. The buffer bank of byte a is ``(a // bank_bytes) % axi_masters``
+    (:attr:`HardwareConfig.bank_bytes`); each beat is then one whole buffer word."""
+    sb, chans = cfg.stripe_bytes, cfg.mem_channels
+    if not striped(ins) or chans & (chans - 1):
+        return False
+    return (1 << ins.stripe_log2 == sb and ins.hbm_addr % sb == 0 and ins.buf_addr % sb == 0
+            and (ins.buf_addr // sb) % chans == ins.channel and (ins.row_bytes <= ins.stripe * sb or ins.stripe == chans))
 
 
 def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) -> list[tuple[int, int, int]]:
@@ -272,7 +294,7 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
             reads.append(Access(buf(Buffer.PRM), ins.scale_addr, 1, REQUANT_RECORD_BYTES * ins.n, 0))
         if ins.lut:
             reads.append(Access(buf(Buffer.PRM), ins.lut_addr, 1, LUT_ENTRIES, 0))
-        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_buf = out_buffer(mode)
         out = Access(buf(out_buf), ins.out_addr, m, out_elem_bytes(mode) * ins.n, out_stride)
         if mode is OutMode.REQ_ADD:
             reads.append(out)

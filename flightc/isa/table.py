@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.7"
+ISA_VERSION = "1.8"
 WORD_BITS = 32
 
 
@@ -113,6 +113,13 @@ class Field:
     kind: FieldKind
     doc: str
     enum: Type[IntEnum] | None = None
+    only: tuple[IntEnum, ...] | None = None  # the enum's values the field may take (None: all of them)
+
+    @property
+    def allowed(self) -> tuple[IntEnum, ...]:
+        """The enum values an ENUM field may name."""
+        assert self.enum is not None
+        return self.only if self.only is not None else tuple(self.enum)
 
     @property
     def lo_value(self) -> int:
@@ -172,8 +179,13 @@ def _b(name: str, doc: str) -> Field:
     return Field(name, 1, FieldKind.BOOL, doc)
 
 
-def _e(name: str, bits: int, enum: Type[IntEnum], doc: str) -> Field:
-    return Field(name, bits, FieldKind.ENUM, doc, enum)
+def _e(name: str, bits: int, enum: Type[IntEnum], doc: str, only: tuple[IntEnum, ...] | None = None) -> Field:
+    return Field(name, bits, FieldKind.ENUM, doc, enum, only)
+
+
+# The buffers an SFU operation reads its operands from and writes its results to (ISA 1.8): only those, so the
+# weight, parameter and KV buffers take writes from LD alone and need no write multiplexer (hw/buffers.py)
+SFU_BUFFERS = (Buffer.ACT, Buffer.ACC)
 
 
 KV_BITS = (8, 4)  # KV cache widths in memory: INT8, or INT4 packed by ST.pack4 (read back by the MPE's 4-bit path)
@@ -283,11 +295,11 @@ _CLASSES = (
                    _e("op", 4, MiscOp, "operation"),
                    _u("rows", 16, "rows (tokens)"),
                    _u("cols", 20, "elements per row"),
-                   _e("src_buf", 3, Buffer, "buffer of the first operand"),
+                   _e("src_buf", 3, Buffer, "buffer of the operands", SFU_BUFFERS),
                    _u("src_addr", BUF_ADDR_BITS, "first operand"),
                    _u("src_stride", BUF_ADDR_BITS, "bytes between rows of the operands"),
                    _u("src2_addr", BUF_ADDR_BITS, "second operand (EMUL), same buffer"),
-                   _e("dst_buf", 3, Buffer, "buffer of the result"),
+                   _e("dst_buf", 3, Buffer, "buffer of the result", SFU_BUFFERS),
                    _u("dst_addr", BUF_ADDR_BITS, "result"),
                    _u("dst_stride", BUF_ADDR_BITS, "bytes between result rows"),
                    _u("prm_addr", BUF_ADDR_BITS, "PRM address of parameters (gains, RoPE rows)"),

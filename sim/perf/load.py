@@ -10,7 +10,8 @@ bursts, computed here burst by burst; a run of identical bursts that has settled
 jumped over, so a megabyte row costs a few dozen steps. The state carries over from one LD to the
 next (:class:`LoadModel`): the next one's bursts follow the last one's, and with several memory
 masters each LD lane (``hw/load.py``) has its own pipeline: lane g takes a striped row's units on
-master g's channels, lane 0 every plain and gathered row.
+master g's channels when they land in its buffer bank, lane 0 every plain and gathered row and every striped row
+that does not.
 
 Conventions as in :mod:`.timing`: busy runs from the cycle after the instruction is accepted to the
 cycle LD reports done.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
-from flightc.isa.footprint import striped
+from flightc.isa.footprint import own_banks, striped
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.words import span_words
 
@@ -225,7 +226,7 @@ class LoadModel:
         for g in range(1, self.cfg.axi_masters):
             if not any(p is self.pipes.get(g) for p in pipes):
                 p = self._pipe(g, accept)
-                p.t += 2 if striped(ins) else 0
+                p.t += 2 if own_banks(self.cfg, ins) else 0
                 pipes.append(p)
         ends = [p.end() for p in pipes]
         for p in pipes:
@@ -253,11 +254,13 @@ class LoadModel:
     def _striped(self, ins, accept: float) -> list[LoadPipeline]:
         """One row over ``stripe`` channels: each master's lane asks for the units on its channels, in the row's
         order, a unit at a time (aligned units are one burst each); the lanes run side by side, and lane 0 goes
-        through the ROW and AR states even when none of the row is on its master."""
+        through the ROW and AR states even when none of the row is on its master. A row that does not land each unit
+        in its master's buffer bank (:func:`own_banks`) is lane 0's alone, every unit in turn."""
         cfg = self.cfg
         w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
         units = -(-ins.row_bytes // unit)
-        master_of = [(ins.channel + k) // cfg.channels_per_master for k in range(S)]
+        own = own_banks(cfg, ins)
+        master_of = [(ins.channel + k) // cfg.channels_per_master if own else 0 for k in range(S)]
         pipes: dict[int, LoadPipeline] = {}
 
         def pipe(g: int) -> LoadPipeline:

@@ -21,7 +21,7 @@ from flightc.compress.stream import ImageRows, image_cols, image_rows, stream_im
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
-from flightc.isa.footprint import norm_param_bytes, stream_shape, stripe_layout
+from flightc.isa.footprint import norm_param_bytes, out_buffer, own_banks, stream_shape, stripe_layout
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 
@@ -182,7 +182,7 @@ class _Builder:
             w_addr = self.buffer(w_buf, (n - 1) * w_stride + fmt.row_bytes(k), word)
         mode = OutMode(rand(0, 3))
         elem = 1 if mode is OutMode.REQ_I8 else 4
-        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_buf = out_buffer(mode)
         out_stride = n * elem + rand(0, 6) if mm else 0
         out_addr = self.buffer(out_buf, (m - 1) * out_stride + n * elem)
         scale_addr = lut_addr = 0
@@ -365,16 +365,24 @@ class _Builder:
 
     def block_striped(self, b: Buffer) -> str:
         """One row striped over channels 0.. (a weight tile's layout: flightc.isa.footprint.stripe_layout), loaded
-        by one LD and stored back to one channel."""
-        rand = self.rand
-        stripe = rand(2, self.cfg.mem_channels)
-        unit_log2 = rand(3, 7)
-        row_bytes = rand(1, 700)
+        by one LD and stored back to one channel; half the time laid as compiled rows are, each stripe unit into its
+        master's buffer bank (footprint.own_banks: every LD lane writes its share), else anywhere (LD lane 0's)."""
+        rand, cfg = self.rand, self.cfg
+        stripe = rand(2, cfg.mem_channels)
+        chans = cfg.mem_channels
+        own = not chans & (chans - 1) and self.rng.random() < 0.5
+        if own:
+            unit_log2 = cfg.stripe_bytes.bit_length() - 1
+            rounds = 1 if stripe < cfg.mem_channels else rand(1, 2)
+            row_bytes = rand(1, rounds * stripe * cfg.stripe_bytes)
+        else:
+            unit_log2 = rand(3, 7)
+            row_bytes = rand(1, 700)
         data = self.bytes_(row_bytes)
         src = self.case.images[SRC_CHANNEL]
         unit = 1 << unit_log2
         at = max([len(src)] + [self.out_used[ch] for ch in range(1, stripe)])
-        at = -(-at // unit) * unit + (rand(0, 7) if self.rng.random() < 0.3 else 0)
+        at = -(-at // unit) * unit + (rand(0, 7) if not own and self.rng.random() < 0.3 else 0)
         spans = stripe_layout(SRC_CHANNEL, at, row_bytes, stripe, unit)
         if any(ch != SRC_CHANNEL and at + n > OUT_BYTES for ch, _, n in spans):
             raise _Full()
@@ -386,12 +394,14 @@ class _Builder:
             else:
                 self.case.images[ch][at:at + n] = share
                 self.out_used[ch] = at + n
-        addr = self.buffer(b, row_bytes)
-        self.emit("LD", buf=b, buf_addr=addr, channel=SRC_CHANNEL, hbm_addr=at, rows=1, row_bytes=row_bytes,
+        addr = self.buffer(b, row_bytes, align=cfg.mem_channels * cfg.stripe_bytes if own else 1)
+        ld = make("LD", buf=b, buf_addr=addr, channel=SRC_CHANNEL, hbm_addr=at, rows=1, row_bytes=row_bytes,
                   hbm_stride=row_bytes, buf_stride=row_bytes, stripe=stripe, stripe_log2=unit_log2,
                   release=1 << Unit.ST)
+        assert own_banks(cfg, ld) == own
+        self.case.instructions.append(ld)
         self.store(b, addr, 1, row_bytes, row_bytes, wait=1 << Unit.LD)
-        return f"striped LD/ST {b.name} over {stripe}"
+        return f"striped LD/ST {b.name} over {stripe}{' in own banks' if own else ''}"
 
 
     def block_stream(self) -> str:
@@ -416,7 +426,7 @@ class _Builder:
         a_addr = self.buffer(Buffer.ACT, k, word)  # the copy reads whole chunks
         mode = OutMode(rand(0, 3))
         elem = 1 if mode is OutMode.REQ_I8 else 4
-        out_buf = Buffer.ACT if mode is OutMode.REQ_I8 else Buffer.ACC
+        out_buf = out_buffer(mode)
         pairs = mode is OutMode.ACC32 and self.rng.random() < 0.75  # raw sums a word of pairs a cycle (stream_out)
         out_max = int(mode is OutMode.ACC32 and self.rng.random() < 0.5)  # and their maximum past them
         out_bytes = n * elem + 4 * out_max

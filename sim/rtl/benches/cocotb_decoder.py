@@ -21,7 +21,7 @@ def random_instruction(rng: random.Random, cls):
         if f.kind is FieldKind.MASK:
             values[f.name] = rng.randrange(1 << f.bits) & ~(1 << int(cls.unit))
         elif f.kind is FieldKind.ENUM:
-            values[f.name] = int(rng.choice(list(f.enum)))
+            values[f.name] = int(rng.choice(list(f.allowed)))
         else:
             # extremes as often as random values: they find truncated or mis-signed fields
             values[f.name] = rng.choice([f.lo_value, f.hi_value, rng.randint(f.lo_value, f.hi_value)])
