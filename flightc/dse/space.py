@@ -48,7 +48,7 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
     "sfu_div_step_bits": (2,),
-    "sfu_lanes": (PRESETS["u280"].sfu_lanes,),  # the SFU's timing follows them; its resources do not yet
+    "sfu_lanes": (PRESETS["u280"].sfu_lanes,),  # its timing and resources (fitted to SFU probes) follow them
 }
 
 
