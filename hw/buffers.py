@@ -12,6 +12,7 @@ as many cycles as it touches words (:func:`flightc.sim.perf.timing.span_words`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -52,6 +53,16 @@ class PortRole:
     writes: frozenset[Buffer] = ALL_BUFFERS
     shared: bool = False
     bank: int | None = None  # the one bank it writes (an LD lane past the first: its master's); None: every bank
+
+
+class _Writer(NamedTuple):
+    """One candidate of a memory's write arbiter: its request, row, data and byte mask, and the grant it drives."""
+
+    want: Value
+    row: Value
+    data: Value
+    mask: Value
+    gnt: Value
 
 
 class BufferBank(wiring.Component):
@@ -110,8 +121,7 @@ class BufferBank(wiring.Component):
                                      [ports[i].req & ports[i].we & (bank_of[i] == k) for i in here_k])
             s_port = Array(ports[i] for i in here_k)[s_pick] if here_k else None
             s_won = Signal(name=f"sh_won{k}")  # the shared path's write went in
-            # each memory's writers: (request, row, data, mask, port indices granted when it wins)
-            s_writer = None
+            s_writer, s_buf = None, None
             if here_k:
                 s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
                 s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
@@ -121,7 +131,7 @@ class BufferBank(wiring.Component):
                 for j, i in enumerate(here_k):
                     with m.If(s_won & (s_pick == j)):
                         m.d.comb += ports[i].gnt.eq(1)
-                s_writer = (s_any, s_buf, s_row, s_data, s_mask, s_won)
+                s_writer = _Writer(s_any, s_row, s_data, s_mask, s_won)
             for b in Buffer:
                 tag = b.name.lower() + (str(k) if nb > 1 else "")
                 mem = ram(m, f"mem_{tag}", 8 * w, self.depth[b])
@@ -131,12 +141,10 @@ class BufferBank(wiring.Component):
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
                 # shared path first among the writers)
                 r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in mine])
-                writers = ([(s_writer[0] & (s_writer[1] == int(b)),) + s_writer[2:]]
+                writers = ([s_writer._replace(want=s_writer.want & (s_buf == int(b)))]
                            if s_writer is not None and any(b in roles[i].writes for i in here_k) else [])
-                for i, r in enumerate(roles):
-                    if not r.shared and b in r.writes:
-                        writers.append((ports[i].req & here[i] & ports[i].we, row_of[i], ports[i].wdata,
-                                        ports[i].wmask, ports[i].gnt))
+                writers += [_Writer(ports[i].req & here[i] & ports[i].we, row_of[i], ports[i].wdata, ports[i].wmask,
+                                    ports[i].gnt) for i, r in enumerate(roles) if not r.shared and b in r.writes]
                 if mine:
                     m.d.comb += mem.raddr.eq(Array(row_of[i] for i in mine)[r_pick])
                 for j, i in enumerate(mine):
@@ -145,18 +153,18 @@ class BufferBank(wiring.Component):
                 if not writers:
                     continue
                 if len(writers) == 1:  # LD alone: straight in
-                    want, row, wdata, wmask, gnt = writers[0]
-                    m.d.comb += [mem.waddr.eq(row), mem.wdata.eq(wdata), mem.wen.eq(Mux(want, wmask, 0))]
-                    with m.If(want):
-                        m.d.comb += gnt.eq(1)
+                    x = writers[0]
+                    m.d.comb += [mem.waddr.eq(x.row), mem.wdata.eq(x.data), mem.wen.eq(Mux(x.want, x.mask, 0))]
+                    with m.If(x.want):
+                        m.d.comb += x.gnt.eq(1)
                     continue
-                w_any, w_idx = _arbiter(m, f"wr_{tag}", [x[0] for x in writers])
-                m.d.comb += [mem.waddr.eq(Array(x[1] for x in writers)[w_idx]),
-                             mem.wdata.eq(Array(x[2] for x in writers)[w_idx]),
-                             mem.wen.eq(Mux(w_any, Array(x[3] for x in writers)[w_idx], 0))]
+                w_any, w_idx = _arbiter(m, f"wr_{tag}", [x.want for x in writers])
+                m.d.comb += [mem.waddr.eq(Array(x.row for x in writers)[w_idx]),
+                             mem.wdata.eq(Array(x.data for x in writers)[w_idx]),
+                             mem.wen.eq(Mux(w_any, Array(x.mask for x in writers)[w_idx], 0))]
                 for j, x in enumerate(writers):
                     with m.If(w_any & (w_idx == j)):
-                        m.d.comb += x[4].eq(1)
+                        m.d.comb += x.gnt.eq(1)
         for i, p in enumerate(ports):
             if not roles[i].reads:
                 continue

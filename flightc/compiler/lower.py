@@ -26,7 +26,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.codec import Instruction, make
-from flightc.isa.footprint import Access, hbm, norm_param_bytes
+from flightc.isa.footprint import Access, hbm, norm_param_bytes, own_bank_place
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
 from flightc.records import ROPE
 
@@ -138,7 +138,7 @@ class StepLowering:
         fixed = self._fixed
         # the striped rows LD brings in (weight tiles, records) start where each master's LD lane writes its own
         # units (footprint.own_banks): on this core's first channel's bank
-        banked = (cfg.mem_channels * cfg.stripe_bytes, core_channels(cfg, core)[0] * cfg.stripe_bytes)
+        banked = own_bank_place(cfg, core_channels(cfg, core)[0])
         self.wslot = self._striped_slots("weight tile", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2, banked)
         self.rec = self._striped_slots("requantization records", Buffer.PRM, rec_bytes, banked)
         self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))

@@ -179,8 +179,15 @@ def own_banks(cfg: HardwareConfig, ins: Instruction) -> bool:
     sb, chans = cfg.stripe_bytes, cfg.mem_channels
     if not striped(ins) or chans & (chans - 1):
         return False
-    return (1 << ins.stripe_log2 == sb and ins.hbm_addr % sb == 0 and ins.buf_addr % sb == 0
-            and (ins.buf_addr // sb) % chans == ins.channel and (ins.row_bytes <= ins.stripe * sb or ins.stripe == chans))
+    period, offset = own_bank_place(cfg, ins.channel)
+    return (1 << ins.stripe_log2 == sb and ins.hbm_addr % sb == 0 and ins.buf_addr % period == offset
+            and (ins.row_bytes <= ins.stripe * sb or ins.stripe == chans))
+
+
+def own_bank_place(cfg: HardwareConfig, channel: int) -> tuple[int, int]:
+    """(period, offset): where in a buffer a striped row from ``channel`` starts for :func:`own_banks` — ``offset``
+    bytes past a multiple of ``period``."""
+    return cfg.mem_channels * cfg.stripe_bytes, channel * cfg.stripe_bytes
 
 
 def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) -> list[tuple[int, int, int]]:

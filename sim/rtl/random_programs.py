@@ -21,7 +21,7 @@ from flightc.compress.stream import ImageRows, image_cols, image_rows, stream_im
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
-from flightc.isa.footprint import norm_param_bytes, out_buffer, own_banks, stream_shape, stripe_layout
+from flightc.isa.footprint import norm_param_bytes, out_buffer, own_bank_place, own_banks, stream_shape, stripe_layout
 from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 
@@ -394,7 +394,7 @@ class _Builder:
             else:
                 self.case.images[ch][at:at + n] = share
                 self.out_used[ch] = at + n
-        addr = self.buffer(b, row_bytes, align=cfg.mem_channels * cfg.stripe_bytes if own else 1)
+        addr = self.buffer(b, row_bytes, align=own_bank_place(cfg, SRC_CHANNEL)[0] if own else 1)
         ld = make("LD", buf=b, buf_addr=addr, channel=SRC_CHANNEL, hbm_addr=at, rows=1, row_bytes=row_bytes,
                   hbm_stride=row_bytes, buf_stride=row_bytes, stripe=stripe, stripe_log2=unit_log2,
                   release=1 << Unit.ST)
