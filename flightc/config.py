@@ -69,6 +69,8 @@ class HardwareConfig:
     prm_buffer_kib: int
     kv_buffer_kib: int
     buffer_port_bytes: int  # width of one buffer port (bytes per cycle)
+    banked_buffers: tuple[Buffer, ...]  # cut in a bank per memory master, so every master's LD lane writes its share
+    # of a striped row at once (footprint.own_banks); the others are one memory each, which LD lane 0 fills alone
     token_fifo_depth: int  # capacity of each wait/release token counter between two units (tokens of a step)
     # --- microarchitecture: what the generated RTL is built with and the performance model times
     unit_queue_depth: int  # instructions each unit's queue holds; a full queue stalls the fetcher
@@ -100,6 +102,11 @@ class HardwareConfig:
         if self.lane_slots % LANE_SLOTS_STEP:
             raise ConfigError(f"config {self.name!r}: lane_slots {self.lane_slots} must be a multiple of "
                               f"{LANE_SLOTS_STEP} (whole bytes of every weight format's chunk)")
+        if len(set(self.banked_buffers)) != len(self.banked_buffers) or not all(isinstance(b, Buffer)
+                                                                                for b in self.banked_buffers):
+            named = [getattr(b, "name", b) for b in self.banked_buffers]
+            raise ConfigError(f"config {self.name!r}: banked_buffers {named} must name distinct buffers of "
+                              f"{[b.name for b in Buffer]}")
         if self.acc_bits < 24 or self.acc_bits > 48:
             raise ConfigError(f"config {self.name!r}: acc_bits {self.acc_bits} outside 24..48 (DSP48E2)")
         self._check_microarchitecture()
@@ -165,6 +172,10 @@ class HardwareConfig:
                Buffer.PRM: self.prm_buffer_kib, Buffer.KV: self.kv_buffer_kib}[buf]
         return kib << 10
 
+    def banks(self, buf: Buffer) -> int:
+        """Memories ``buf`` is cut in: a bank per master where it is banked, else one."""
+        return self.axi_masters if buf in self.banked_buffers else 1
+
     @property
     def on_chip_bytes(self) -> int:
         return self.num_cores * sum(self.buffer_bytes(b) for b in Buffer)
@@ -223,6 +234,7 @@ class HardwareConfig:
         d["mem_kind"] = self.mem_kind.value
         d["sparse_n"] = list(self.sparse_n)
         d["weight_bits"] = list(self.weight_bits)
+        d["banked_buffers"] = [b.name for b in self.banked_buffers]
         return d
 
     def to_json(self) -> str:
@@ -249,6 +261,12 @@ class HardwareConfig:
                                                                for x in v):
                     raise ConfigError(f"hardware config: {f.name} = {v!r} must be a list of integers")
                 d[f.name] = tuple(v)
+            elif f.name == "banked_buffers":
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x in Buffer.__members__
+                                                               for x in v):
+                    raise ConfigError(f"hardware config: banked_buffers = {v!r} must be a list of buffer names from "
+                                      f"{list(Buffer.__members__)}")
+                d[f.name] = tuple(Buffer[x] for x in v)
             elif want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
                 raise ConfigError(f"hardware config: {f.name} = {v!r} must be {str(f.type)}")
             elif str(f.type) == "float":
@@ -274,10 +292,13 @@ class HardwareConfig:
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
                unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
-               sfu_div_bits=72, sfu_sqrt_bits=64)
+               sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))
 # one 512-bit master per HBM pseudo-channel (Vitis link: master c on HBM[c]), each reading its share of every
 # striped matrix linearly; one master on the single-channel and simulation presets
-_HBM = {**_COMMON, "axi_masters": 32}
+# The 7B models' steps fill only PRM (each streamed MV's records) with striped rows at line rate: their weights, keys
+# and values stream to the lane groups, their activations are one embedding row a token. So the cards bank PRM
+# alone, and every other buffer is one memory, read without a multiplexer over 32 banks.
+_HBM = {**_COMMON, "axi_masters": 32, "banked_buffers": (Buffer.PRM,)}
 _ONE = {**_COMMON, "axi_masters": 1}
 # tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
 _TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4}

@@ -11,7 +11,6 @@ as many cycles as it touches words (:func:`flightc.sim.perf.timing.span_words`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
@@ -19,6 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import Buffer, HardwareConfig
+from flightc.hw.buffer_map import PortRole, direct_writer, multiplexer_inputs
 from flightc.hw.decode import BUF_SEL_BITS
 from flightc.hw.hierarchy import ram
 from flightc.isa.table import BUF_ADDR_BITS
@@ -40,21 +40,6 @@ def lane_bits(word_bytes: int) -> int:
     return word_bytes.bit_length() - 1
 
 
-ALL_BUFFERS = frozenset(Buffer)
-
-
-@dataclass(frozen=True)
-class PortRole:
-    """What one word port of a :class:`BufferBank` does: the buffers it reads (a word-wide read multiplexer over every
-    bank of each) and writes (a candidate of each bank's write arbiter of each), whether it is an LD lane
-    (``shared``: the lanes write a bank through one path between them) and whether it writes one bank only."""
-
-    reads: frozenset[Buffer] = ALL_BUFFERS
-    writes: frozenset[Buffer] = ALL_BUFFERS
-    shared: bool = False
-    bank: int | None = None  # the one bank it writes (an LD lane past the first: its master's); None: every bank
-
-
 class _Writer(NamedTuple):
     """One candidate of a memory's write arbiter: its request, row, data and byte mask, and the grant it drives."""
 
@@ -68,9 +53,11 @@ class _Writer(NamedTuple):
 class BufferBank(wiring.Component):
     """The five buffers of a core behind per-buffer round-robin arbiters; one word port per unit (one per LD lane).
 
-    With several memory masters each buffer is cut in ``axi_masters`` banks, interleaved every ``bank_bytes``: the
-    LD lanes of a striped row write one unit each into different banks in the same cycle, each into its own master's
-    bank (:func:`flightc.isa.footprint.own_banks`; every other row is lane 0's). Each memory is simple
+    With several memory masters each buffer of the config's ``banked_buffers`` is cut in ``axi_masters`` banks,
+    interleaved every ``bank_bytes``: the LD lanes of a striped row write one unit each into different banks in the
+    same cycle, each into its own master's bank (:func:`flightc.isa.footprint.own_banks`; every other row is lane
+    0's). Every other buffer is one memory, which LD lane 0 alone writes of the LD lanes: its readers pick their word
+    from it without a multiplexer over the banks. Each memory is simple
     dual-port with its own read and write arbiters. Each port's :class:`PortRole` (all buffers both ways by
     default) says which memories it reaches: a port that never reads takes no part in the read arbiters and gets no
     read data (on a wide core the read multiplexers of 32 LD lanes would outweigh the buffers), and a memory only
@@ -89,7 +76,11 @@ class BufferBank(wiring.Component):
         self.banks = cfg.axi_masters
         self.granule_bits = lane_bits(cfg.bank_bytes // w) if self.banks > 1 else 0
         super().__init__({f"port_{n}": In(word_port_signature(w)) for n in self.names})
-        self.depth = {b: cfg.buffer_bytes(b) // w // self.banks for b in Buffer}
+        self.depth = {b: cfg.buffer_bytes(b) // w // cfg.banks(b) for b in Buffer}
+
+    def multiplexer_inputs(self) -> tuple[int, int]:
+        """(read, write) words its multiplexers choose among (:func:`flightc.hw.buffer_map.multiplexer_inputs`)."""
+        return multiplexer_inputs(self.cfg, self.roles)
 
     def reaches(self, i: int, b: Buffer) -> bool:
         """Port ``i`` reads buffer ``b``."""
@@ -104,49 +95,59 @@ class BufferBank(wiring.Component):
         bb = (nb - 1).bit_length()
         ports = self.ports()
         roles = [self.roles[n] for n in self.names]
+        banked = [b for b in Buffer if self.cfg.banks(b) > 1]
         bank_of = [Signal(max(1, bb), name=f"{n}_bank") for n in self.names]
-        row_of = [Signal(BUF_ADDR_BITS - lb, name=f"{n}_row") for n in self.names]
-        for p, bank, row in zip(ports, bank_of, row_of):
-            word = p.addr[lb:]
+        row_of = [Signal(BUF_ADDR_BITS - lb, name=f"{n}_row") for n in self.names]  # in a bank of a banked buffer
+        word_of = [p.addr[lb:] for p in ports]  # in a buffer of one memory
+        to_banked = [Cat(*[p.buf == int(b) for b in banked]).any() if banked else Const(0) for p in ports]
+        for p, bank, row, word in zip(ports, bank_of, row_of, word_of):
             m.d.comb += [bank.eq(word[gb:gb + bb] if nb > 1 else 0),
                          row.eq(Cat(word[:gb], word[gb + bb:]) if nb > 1 else word)]
         read_data = {}
         shared = [i for i, r in enumerate(roles) if r.shared]
         w = self.cfg.buffer_port_bytes
-        for k in range(nb):
-            # the shared writers (the LD lanes) take one path a bank, whichever buffer they write: one of them a
-            # cycle, multiplexed once for the bank's five memories rather than once for each
+        shared_paths = {}
+        for k in range(nb if banked else 0):
+            # the shared writers (the LD lanes) take one path a bank of the banked buffers, whichever of them they
+            # write: one of them a cycle, multiplexed once for the bank's memories rather than once for each
             here_k = [i for i in shared if roles[i].bank in (None, k)]
-            s_any, s_pick = _arbiter(m, f"sh{k}" if nb > 1 else "sh",
-                                     [ports[i].req & ports[i].we & (bank_of[i] == k) for i in here_k])
-            s_port = Array(ports[i] for i in here_k)[s_pick] if here_k else None
+            if not here_k or not any(b in roles[i].writes for i in here_k for b in banked):
+                continue
+            s_any, s_pick = _arbiter(m, f"sh{k}",
+                                     [ports[i].req & ports[i].we & to_banked[i] & (bank_of[i] == k) for i in here_k])
+            s_port = Array(ports[i] for i in here_k)[s_pick]
             s_won = Signal(name=f"sh_won{k}")  # the shared path's write went in
-            s_writer, s_buf = None, None
-            if here_k:
-                s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
-                s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
-                s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
-                m.d.comb += [s_row.eq(Array(row_of[i] for i in here_k)[s_pick]), s_data.eq(s_port.wdata),
-                             s_mask.eq(s_port.wmask), s_buf.eq(s_port.buf)]
-                for j, i in enumerate(here_k):
-                    with m.If(s_won & (s_pick == j)):
-                        m.d.comb += ports[i].gnt.eq(1)
-                s_writer = _Writer(s_any, s_row, s_data, s_mask, s_won)
-            for b in Buffer:
-                tag = b.name.lower() + (str(k) if nb > 1 else "")
+            s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
+            s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
+            s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
+            m.d.comb += [s_row.eq(Array(row_of[i] for i in here_k)[s_pick]), s_data.eq(s_port.wdata),
+                         s_mask.eq(s_port.wmask), s_buf.eq(s_port.buf)]
+            for j, i in enumerate(here_k):
+                with m.If(s_won & (s_pick == j)):
+                    m.d.comb += ports[i].gnt.eq(1)
+            shared_paths[k] = (_Writer(s_any, s_row, s_data, s_mask, s_won), s_buf, here_k)
+        for b in Buffer:
+            cut = b in banked
+            for k in range(nb if cut else 1):
+                tag = b.name.lower() + (str(k) if cut else "")
                 mem = ram(m, f"mem_{tag}", 8 * w, self.depth[b])
                 read_data[b, k] = mem.rdata
-                here = [(p.buf == int(b)) & (bank_of[i] == k) for i, p in enumerate(ports)]
+                here = [(p.buf == int(b)) & ((bank_of[i] == k) if cut else 1) for i, p in enumerate(ports)]
+                rows = row_of if cut else word_of
                 mine = [i for i in range(len(ports)) if self.reaches(i, b)]
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
                 # shared path first among the writers)
                 r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in mine])
-                writers = ([s_writer._replace(want=s_writer.want & (s_buf == int(b)))]
-                           if s_writer is not None and any(b in roles[i].writes for i in here_k) else [])
-                writers += [_Writer(ports[i].req & here[i] & ports[i].we, row_of[i], ports[i].wdata, ports[i].wmask,
-                                    ports[i].gnt) for i, r in enumerate(roles) if not r.shared and b in r.writes]
+                writers = []
+                if cut and k in shared_paths:
+                    s_writer, s_buf, here_k = shared_paths[k]
+                    if any(b in roles[i].writes for i in here_k):
+                        writers.append(s_writer._replace(want=s_writer.want & (s_buf == int(b))))
+                # a buffer of one memory: the LD lane that writes every bank (lane 0) writes it straight
+                writers += [_Writer(ports[i].req & here[i] & ports[i].we, rows[i], ports[i].wdata, ports[i].wmask,
+                                    ports[i].gnt) for i, r in enumerate(roles) if direct_writer(r, b, cut)]
                 if mine:
-                    m.d.comb += mem.raddr.eq(Array(row_of[i] for i in mine)[r_pick])
+                    m.d.comb += mem.raddr.eq(Array(rows[i] for i in mine)[r_pick])
                 for j, i in enumerate(mine):
                     with m.If(r_any & (r_pick == j)):
                         m.d.comb += ports[i].gnt.eq(1)
@@ -172,12 +173,18 @@ class BufferBank(wiring.Component):
             buf_q = Signal(BUF_SEL_BITS, name=f"{self.names[i]}_bufq")
             bank_q = Signal(max(1, bb), name=f"{self.names[i]}_bankq")
             m.d.sync += [rvalid_next.eq(p.gnt & ~p.we), buf_q.eq(p.buf), bank_q.eq(bank_of[i])]
-            with m.Switch(Cat(bank_q, buf_q)):
-                for (b, k), rd in read_data.items():
+            with m.Switch(buf_q):
+                for b in Buffer:
                     if not self.reaches(i, b):
                         continue
-                    with m.Case(k | (int(b) << max(1, bb))):
-                        m.d.comb += p.rdata.eq(rd)
+                    with m.Case(int(b)):
+                        if b not in banked:
+                            m.d.comb += p.rdata.eq(read_data[b, 0])
+                            continue
+                        with m.Switch(bank_q):
+                            for k in range(nb):
+                                with m.Case(k):
+                                    m.d.comb += p.rdata.eq(read_data[b, k])
             m.d.comb += p.rvalid.eq(rvalid_next)
         return m
 

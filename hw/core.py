@@ -13,15 +13,15 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.axi_master import AxiMaster
-from flightc.hw.buffers import BufferBank, PortRole
+from flightc.hw.buffer_map import core_roles, lane_port_name
+from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import StoreUnit
 from flightc.hw.hierarchy import separate
-from flightc.hw.load import LoadUnit, lane_port_name
+from flightc.hw.load import LoadUnit
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
-from flightc.isa.footprint import MPE_OUT_BUFFERS
-from flightc.isa.table import ISA, Opcode, Unit
+from flightc.isa.table import Unit
 
 M_AXI = "m_axi_gmem"
 S_AXI = "s_axi_control"
@@ -129,20 +129,8 @@ class Core(wiring.Component):
 
 
 def buffer_bank(cfg: HardwareConfig) -> BufferBank:
-    """The core's buffers and their ports: an LD lane's per master (writes only, one a cycle per bank; past the first
-    lane, to its master's bank only), ST's (reads
-    only), the MPE's (writes only where its output stage may: ACT and ACC), the SFU's operands' (reads only, its
-    operand buffers and PRM's RoPE rows and epsilon), its results' (writes only, to its result buffers) and its
-    parameters' (reads from PRM only)."""
-    sfu_bufs = frozenset(ISA[Opcode.MISC].placed("dst_buf").field.allowed)
-    none = frozenset()
-    roles = {lane_port_name(cfg, k): PortRole(reads=none, shared=True, bank=k or None) for k in range(cfg.axi_masters)}
-    roles.update({"st": PortRole(writes=none), "mpe": PortRole(writes=MPE_OUT_BUFFERS),
-                  "sfu": PortRole(reads=frozenset(ISA[Opcode.MISC].placed("src_buf").field.allowed) | {Buffer.PRM},
-                                  writes=none),
-                  "sfu_results": PortRole(reads=none, writes=sfu_bufs),
-                  "sfu_params": PortRole(reads=frozenset({Buffer.PRM}), writes=none)})
-    return BufferBank(cfg, roles)
+    """The core's buffers and their ports (:func:`flightc.hw.buffer_map.core_roles`)."""
+    return BufferBank(cfg, core_roles(cfg))
 
 
 def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:

@@ -20,6 +20,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Flow
 
+from flightc.hw.buffer_map import ultra
+
 
 @dataclass
 class _Generated:
@@ -58,6 +60,12 @@ class _Instantiation(wiring.Component):
             ports[("o_" if out else "i_") + sig.name] = sig
         m.submodules.inst = Instance(self._module.name, **ports)
         return m
+
+
+def generating_verilog() -> bool:
+    """Whether the design is being elaborated inside :func:`to_verilog` (vendor primitives may be instantiated)
+    rather than for Amaranth's simulator."""
+    return _LIBRARY.get() is not None
 
 
 def separate(cls: type[wiring.Component], *args, **kwargs) -> wiring.Component:
@@ -100,14 +108,16 @@ def to_verilog(top, name: str, ports: list | None = None) -> str:
 
 
 RAM_MODULE = "flightc_ram"
-RAM_VERILOG = f"""
+
+def _ram_verilog(module: str, style: str) -> str:
+    return f"""
 // A simple dual-port RAM with byte write enables and a registered read that returns the word before a write in
-// the same cycle: the template Vivado maps to block RAM or UltraRAM, and what Amaranth's Memory would build,
-// without one initializer net per bit (minutes and gigabytes for a board's buffers).
-module {RAM_MODULE} #(parameter WIDTH = 64, parameter DEPTH = 2, parameter ABITS = 1) (
+// the same cycle: the template Vivado maps to {'UltraRAM' if style == 'ultra' else 'block RAM'} (ram_style), and what
+// Amaranth's Memory would build, without one initializer net per bit (minutes and gigabytes for a board's buffers).
+module {module} #(parameter WIDTH = 64, parameter DEPTH = 2, parameter ABITS = 1) (
   input clk, input [ABITS-1:0] raddr, output reg [WIDTH-1:0] rdata,
   input [ABITS-1:0] waddr, input [WIDTH-1:0] wdata, input [WIDTH/8-1:0] wen);
-  reg [WIDTH-1:0] mem [0:DEPTH-1];
+  (* ram_style = "{style}" *) reg [WIDTH-1:0] mem [0:DEPTH-1];
   integer i;
   always @(posedge clk) begin
     rdata <= mem[raddr];
@@ -116,6 +126,11 @@ module {RAM_MODULE} #(parameter WIDTH = 64, parameter DEPTH = 2, parameter ABITS
   end
 endmodule
 """
+
+
+RAM_VERILOG = _ram_verilog(RAM_MODULE, "block")
+URAM_MODULE = "flightc_uram"
+URAM_VERILOG = _ram_verilog(URAM_MODULE, "ultra")
 
 
 @dataclass
@@ -132,7 +147,8 @@ class Ram:
 
 def ram(m: Module, name: str, width: int, depth: int) -> Ram:
     """A RAM of ``depth`` words of ``width`` bits (a multiple of 8) in ``m``: Amaranth's Memory, or inside
-    :func:`to_verilog` an instance of :data:`RAM_VERILOG` (appended to the design once)."""
+    :func:`to_verilog` an instance of :data:`RAM_VERILOG` or, where :func:`ultra`, :data:`URAM_VERILOG` (each
+    appended to the design once)."""
     abits = max(1, (depth - 1).bit_length())
     ports = Ram(Signal(abits, name=f"{name}_raddr"), Signal(width, name=f"{name}_rdata"),
                 Signal(abits, name=f"{name}_waddr"), Signal(width, name=f"{name}_wdata"),
@@ -144,8 +160,9 @@ def ram(m: Module, name: str, width: int, depth: int) -> Ram:
         m.d.comb += [rp.addr.eq(ports.raddr), ports.rdata.eq(rp.data), wp.addr.eq(ports.waddr),
                      wp.data.eq(ports.wdata), wp.en.eq(ports.wen)]
         return ports
-    library.setdefault((Ram,), _Generated(RAM_MODULE, RAM_VERILOG, True))
-    m.submodules[name] = Instance(RAM_MODULE, p_WIDTH=width, p_DEPTH=depth, p_ABITS=abits,
+    module, text = (URAM_MODULE, URAM_VERILOG) if ultra(width, depth) else (RAM_MODULE, RAM_VERILOG)
+    library.setdefault((Ram, module), _Generated(module, text, True))
+    m.submodules[name] = Instance(module, p_WIDTH=width, p_DEPTH=depth, p_ABITS=abits,
                                   i_clk=ClockSignal("sync"), i_raddr=ports.raddr, o_rdata=ports.rdata,
                                   i_waddr=ports.waddr, i_wdata=ports.wdata, i_wen=ports.wen)
     return ports

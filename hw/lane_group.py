@@ -30,6 +30,7 @@ from flightc.config import HardwareConfig
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
 from flightc.hw.arith import tree
+from flightc.hw.dsp48e2 import P_BITS as DSP_P_BITS, cascade_sum
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
 
 PACK_SHIFT = 18  # the second row's field in the DSP48E2's 27-bit A operand (8-bit q1 << 18 fits in 27 bits)
@@ -37,7 +38,6 @@ CASCADE = 4  # slots whose packed products add up in the DSPs before the fields 
 PRODUCT_MAX = 128 * 255  # largest |q x a|: an 8-bit q (down to -128) times an unsigned 8-bit activation
 if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):
     raise AssertionError("the lower field of a packed cascade would overflow")  # a constant changed: redo the sums
-DSP_P_BITS = 48  # the DSP48E2 accumulator
 
 
 Kinds = tuple[tuple[int, int, int], ...]  # (bits, n, m) of the weight formats a lane group builds
@@ -149,19 +149,15 @@ class LaneGroup(wiring.Component):
         self._dequantize(m, c1.bytes, q0, q1)
         byte = [rd.data[8 * c:8 * c + 8] for c in range(S)]
         act = [Mux(self.a_unsigned, Cat(a, Const(0, 1)), Cat(a, a[7])).as_signed() for a in byte]
-        cas = [Signal(signed(DSP_P_BITS), name=f"cascade{i}") for i in range(N_CAS)]
+        # each cascade's DSP48E2s: the pre-adder packs a slot's two rows' weights, (q1 << PACK_SHIFT) + q0, into the
+        # multiplier's operand, and PCIN adds the products up (hw/dsp48e2.py)
+        cas = [cascade_sum(m, f"cascade{i}", [(q0[c], q1[c], act[c]) for c in range(CASCADE * i, CASCADE * (i + 1))],
+                           PACK_SHIFT, v1) for i in range(N_CAS)]
         v2 = Signal()
         c2 = Signal.like(c1)
         m.d.sync += v2.eq(v1)
         with m.If(v1):
             m.d.sync += c2.eq(c1)
-            for i in range(N_CAS):
-                products = []
-                for c in range(CASCADE * i, CASCADE * (i + 1)):
-                    packed = Signal(signed(27), name=f"a_port{c}")  # the DSP's A operand: two rows' weights
-                    m.d.comb += packed.eq((q1[c] << PACK_SHIFT) + q0[c])
-                    products.append(packed * act[c])
-                m.d.sync += cas[i].eq(tree(products))
         # ---- stage 2: split each cascade's fields; segment sums times their multipliers; the chunk's partial sums
         lo = [Signal(signed(PACK_SHIFT), name=f"lo{i}") for i in range(N_CAS)]
         hi = [Signal(signed(DSP_P_BITS - PACK_SHIFT), name=f"hi{i}") for i in range(N_CAS)]

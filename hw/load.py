@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import reduce
 from operator import and_
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
@@ -39,19 +39,15 @@ def pick(values: list, index):
 def own_banks_signal(cfg: HardwareConfig, f):
     """:func:`flightc.isa.footprint.own_banks` of the LD in ``f`` (its decoded fields), as logic."""
     chans = cfg.mem_channels
-    if chans & (chans - 1) or cfg.axi_masters == 1:
+    if chans & (chans - 1) or cfg.axi_masters == 1 or not cfg.banked_buffers:
         return Const(0)
+    banked = Cat(*[f.buf == int(b) for b in cfg.banked_buffers]).any()
     sbl = cfg.stripe_bytes.bit_length() - 1
     cbits = chans.bit_length() - 1
     row_in = f.buf_addr[sbl:sbl + cbits] == f.channel[:cbits] if cbits else Const(1)
     one_round = f.row_bytes <= (f.stripe << sbl)
-    return ((f.stripe > 1) & ~f.gather & (f.stripe_log2 == sbl) & (f.hbm_addr[:sbl] == 0) & (f.buf_addr[:sbl] == 0)
+    return (banked & (f.stripe > 1) & ~f.gather & (f.stripe_log2 == sbl) & (f.hbm_addr[:sbl] == 0) & (f.buf_addr[:sbl] == 0)
             & row_in & (one_round | (f.stripe == chans)))
-
-
-def lane_port_name(cfg: HardwareConfig, lane: int) -> str:
-    """The buffer-bank port of an LD lane ("ld" when there is one)."""
-    return "ld" if cfg.axi_masters == 1 else f"ld{lane}"
 
 
 class LoadLane(DmaUnit):

@@ -2,9 +2,10 @@
 
 Reports DSP48E2, LUT, FF, BRAM and URAM counts, in all and per module kind, cached by the config
 hash and a digest of the generator sources. yosys maps each chain lane's packed 27 x 8 multiply to
-one DSP48E2; it does not pack the cascade or the accumulators into DSP48E2s for xcup (they stay in
-fabric adders), so the report is what yosys maps, not what Vivado would. LUTRAM inference is off
-(``-nolutram``): yosys 0.70's xcup LUTRAM mapper rejects the wide, shallow instruction queues.
+one DSP48E2; it does not pack the chains' cascades or the accumulators into DSP48E2s for xcup (they stay in
+fabric adders; the lane groups' cascades are instantiated DSP48E2s), so the report is what yosys maps, not what
+Vivado would. LUTRAM inference is off (``-nolutram``): yosys 0.70's xcup LUTRAM mapper rejects the wide, shallow
+instruction queues; URAM inference is on (``-uram``) for the memories generated with ``ram_style = "ultra"``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError
+from flightc.hw.hierarchy import RAM_MODULE, URAM_MODULE
 
 TOP = "flightc_kernel"
 CATEGORIES = {
@@ -94,7 +96,7 @@ def per_kind(stat: dict, top: str = TOP) -> dict[str, dict[str, int]]:
 
     def visit(name: str, times: int, kind: str | None) -> None:
         cells = mods[name].get("num_cells_by_type", {})
-        inline = kind is not None and (name.startswith("$paramod") or name == "flightc_ram")
+        inline = kind is not None and (name.startswith("$paramod") or name in (RAM_MODULE, URAM_MODULE))
         kind = kind if inline else _kind(name)
         agg = out.setdefault(kind, {c: 0 for c in CATEGORIES})
         for c, v in _categorize(cells).items():
@@ -124,7 +126,7 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
     (folder / "synth.ys").write_text(
         f"read_verilog -sv {top}.v\n"
         + (f"blackbox {blackbox}\n" if blackbox else "")
-        + f"synth_xilinx -family xcup -top {top} -nolutram\n"
+        + f"synth_xilinx -family xcup -top {top} -nolutram -uram\n"
         f"tee -q -o stat.json stat -json -top {top}\n")
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)

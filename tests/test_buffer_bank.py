@@ -51,16 +51,21 @@ def test_arbiter_is_a_round_robin(n):
     assert seen == set(range(n))  # every requester was granted at some point
 
 
-def test_ld_lanes_share_a_write_a_bank_and_other_writers_go_beside_them():
-    """LD lanes 0 and 1 write bank 1 (ACT, WGT: lane 1 writes only its own bank, lane 0 any), lane 2 bank 2, the MPE
-    bank 0's ACC: the LD lanes' writes to one bank go one a cycle (their shared path), everything else in the same
-    cycle, and every byte lands where it was sent."""
+@pytest.mark.parametrize("case", ["banks", "one memory"])
+def test_ld_lanes_share_a_write_a_bank_and_other_writers_go_beside_them(case):
+    """hbm4 banks WGT, PRM and KV. "banks": LD lanes 0 and 1 write bank 1 (KV, WGT: lane 1 writes only its own bank,
+    lane 0 any), lane 2 bank 2's PRM, the MPE bank 0's ACC: the LD lanes' writes to one bank go one a cycle (their
+    shared path), everything else in the same cycle. "one memory": lane 0 writes ACT, a buffer of one memory, past
+    the first bank's span, beside lane 1's write to its bank. Every byte lands where it was sent."""
     cfg = PRESETS["hbm4"]
+    assert Buffer.ACT not in cfg.banked_buffers and {Buffer.WGT, Buffer.PRM, Buffer.KV} <= set(cfg.banked_buffers)
     bank = buffer_bank(cfg)
     w, span = cfg.buffer_port_bytes, cfg.bank_bytes
     writers = [getattr(bank, f"port_ld{k}") for k in range(3)] + [bank.port_mpe]
     st = bank.port_st
-    writes = [(Buffer.ACT, span), (Buffer.WGT, span + 2 * w), (Buffer.ACT, 2 * span), (Buffer.ACC, 3 * w)]
+    first = Buffer.KV if case == "banks" else Buffer.ACT
+    writes = [(first, 5 * span if first is Buffer.ACT else span), (Buffer.WGT, span + 2 * w),
+              (Buffer.PRM, 2 * span), (Buffer.ACC, 3 * w)]
 
     def word(k: int) -> int:
         return int.from_bytes(bytes([0x10 * (k + 1) + i for i in range(w)]), "little")
@@ -86,7 +91,10 @@ def test_ld_lanes_share_a_write_a_bank_and_other_writers_go_beside_them():
             await ctx.tick()
         for port in writers:
             ctx.set(port.req, 0)
-        assert len(grants) == 2 and {2, 3} <= grants[0] and len(grants[0] & {0, 1}) == 1, grants
+        if case == "banks":
+            assert len(grants) == 2 and {2, 3} <= grants[0] and len(grants[0] & {0, 1}) == 1, grants
+        else:
+            assert grants == [{0, 1, 2, 3}], grants
         for k, (buf, addr) in enumerate(writes):  # read each back through ST's port
             ctx.set(st.req, 1)
             ctx.set(st.we, 0)
@@ -165,15 +173,18 @@ def test_a_contiguous_engine_reads_what_the_general_one_does_in_the_same_cycles(
 
 def test_only_ld_writes_the_weight_parameter_and_kv_banks():
     """The MPE writes only ACT and ACC (its output stage) and the SFU only its result buffers (ISA 1.8): the WGT, PRM
-    and KV banks have no write arbiter, the ACT and ACC banks one over the LD lanes' path, the MPE and the SFU."""
+    and KV banks (hbm4 banks them) have no write arbiter; ACT and ACC, one memory each on hbm4, have one arbiter
+    over LD lane 0, the MPE and the SFU, and their readers no multiplexer over banks."""
     from flightc.hw.hierarchy import to_verilog
 
     cfg = PRESETS["hbm4"]
     text = to_verilog(buffer_bank(cfg), "bank")
-    for k in range(cfg.axi_masters):
-        for b in Buffer:
-            arbiter = re.search(rf"\bwant_wr_{b.name.lower()}{k}\b", text)
-            assert bool(arbiter) == (b in (Buffer.ACT, Buffer.ACC)), (b, k)
+    for b in Buffer:
+        for k in range(cfg.axi_masters):
+            assert bool(re.search(rf"\bwant_wr_{b.name.lower()}{k}\b", text)) is False, (b, k)
+            assert bool(re.search(rf"\bmem_{b.name.lower()}{k}\b", text)) == (b in cfg.banked_buffers), (b, k)
+        assert bool(re.search(rf"\bwant_wr_{b.name.lower()}\b", text)) == (b in (Buffer.ACT, Buffer.ACC)), b
+        assert bool(re.search(rf"\bmem_{b.name.lower()}\b", text)) == (b not in cfg.banked_buffers), b
 
 
 def test_an_ld_lane_past_the_first_writes_only_its_own_bank():

@@ -75,6 +75,8 @@ def test_derived_values_of_the_presets_by_hand():
     (dict(axi_masters=3), "does not divide mem_channels 4"),
     (dict(sfu_div_step_bits=5), "must divide sfu_div_bits"),
     (dict(sfu_div_bits=64), "exact statistics need at least 72"),
+    (dict(banked_buffers=(Buffer.PRM, Buffer.PRM)), r"banked_buffers \['PRM', 'PRM'\] must name distinct buffers"),
+    (dict(banked_buffers=("PRM",)), "banked_buffers"),
 ])
 def test_inconsistent_configs_are_refused(change, words):
     with pytest.raises(ConfigError, match=words):

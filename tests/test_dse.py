@@ -26,10 +26,11 @@ from flightc.parts import PARTS
 # a narrow space of small configs: every point compiles the built-in model in about a second
 SMALL = {"mpe_chains": [4, 8], "chain_length": [8, 16], "sparsest_n": [4, 8], "buffer_port_bytes": [8, 16],
          "act_buffer_kib": [32, 64], "wgt_buffer_kib": [64], "acc_buffer_kib": [64], "prm_buffer_kib": [32],
-         "kv_buffer_kib": [64], "mem_channels": [4, 8], "clock_mhz": [200.0, 250.0], "token_fifo_depth": [4095]}
+         "kv_buffer_kib": [64], "mem_channels": [4, 8], "clock_mhz": [200.0, 250.0], "token_fifo_depth": [4095],
+         "axi_masters": [1, 2], "sfu_lanes": [4, 8], "lane_slots": [64]}
 
 # bounds the resource model meets on held-out synthesized configurations (docs/dse.md states them)
-BOUNDS = {"DSP48E2": 0.01, "BRAM36": 0.01, "LUT": 0.15, "FF": 0.10}
+BOUNDS = {"DSP48E2": 0.01, "BRAM36": 0.01, "URAM": 0.01, "LUT": 0.15, "FF": 0.10}
 
 
 def test_parts_table_feeds_the_presets_and_names_its_sources():
@@ -47,8 +48,9 @@ def test_parts_table_feeds_the_presets_and_names_its_sources():
 
 def test_resource_model_held_out_error_within_bounds():
     errors = held_out_errors()
-    # block RAM is counted from the geometry, not fitted: checked on every kernel synthesized whole
-    errors += [e for e in held_out_errors(False) if e.resource == "BRAM36"]
+    # block RAM and UltraRAM are counted from the geometry, not fitted: checked on every kernel and every buffer
+    # bank synthesized whole
+    errors += [e for e in held_out_errors(False) if e.resource in ("BRAM36", "URAM")]
     assert {e.resource for e in errors} >= set(BOUNDS) and len({e.run for e in errors}) >= 3
     worst = {}
     for e in errors:
@@ -243,3 +245,26 @@ def test_cli_names_what_it_refuses(capsys):
     assert main(["hw", "resources", "--hw", "u280", "--part", "u280"]) == 0
     out = capsys.readouterr().out
     assert "lane group x 32" in out and "HBM converters (platform) x 32" in out and "1,303,680" in out
+
+
+def test_values_that_alone_put_the_kernel_over_the_part_leave_the_search():
+    """kv260: a value of a sized dimension that is over the part by itself (everything else at its cheapest) is left
+    out, so the first search on a small part spends its points on kernels that can fit; every value kept fits with
+    the rest at their cheapest, and the u280 keeps its masters and its 64 SFU lanes."""
+    from flightc.dse.feasible import within_part
+
+    plan = CompressionPlan.parse("w4g128s8:16")
+    space = SearchSpace.for_part(PARTS["kv260"], plan)
+    choices, dropped = within_part(space)
+    assert dropped["mpe_chains"][-1] == 64 and dropped["chain_length"][-1] == 64 and 64 in dropped["sfu_lanes"]
+    cheap = {k: min(v) for k, v in choices.items()}
+    cap = PARTS["kv260"].capacity()
+    for name, values in choices.items():
+        for v in values:
+            res = estimate_resources(space.config({**cheap, name: v})).as_dict()
+            assert all(cap[k] is None or res[k] <= cap[k] for k in res), (name, v, res)
+    for name, values in dropped.items():
+        assert values and not set(values) & set(choices[name])
+    u280 = SearchSpace.for_part(PARTS["u280"], plan, max_cores=1)
+    kept, _ = within_part(u280)
+    assert 32 in kept["axi_masters"] and 64 in kept["sfu_lanes"]

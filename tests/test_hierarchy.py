@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Signal
 
-from flightc.config import PRESETS
-from flightc.hw.buffers import BufferBank, PortRole
+from flightc.config import PRESETS, Buffer
+from flightc.hw.buffer_map import PortRole
+from flightc.hw.buffers import BufferBank
 from flightc.hw.hierarchy import RAM_MODULE, separate, to_verilog
 from flightc.hw.lane_group import LaneGroup
 
@@ -50,9 +51,42 @@ def test_buffer_banks_are_ram_instances_without_initializers():
     roles = {**{f"ld{k}": PortRole(reads=frozenset()) for k in range(4)}, "mpe": PortRole(), "sfu": PortRole()}
     text = to_verilog(BufferBank(cfg, roles), "bank")
     banks = len(re.findall(rf"^\s*{RAM_MODULE} #\(", text, re.M))
-    assert banks == 5 * cfg.axi_masters  # five buffers, a bank per master
+    assert banks == sum(cfg.banks(b) for b in Buffer) == 3 * cfg.axi_masters + 2  # WGT, PRM, KV banked
     assert _modules(text).count(RAM_MODULE) == 1
     assert "initial begin" not in text.split(f"module {RAM_MODULE}(")[0]
     # the LD lanes only write: no read data comes back to them
     assert not re.search(r"port_ld0__rdata = mem_", text)
-    assert re.search(r"port_mpe__rdata = mem_acc0_rdata", text)
+    assert re.search(r"port_mpe__rdata = mem_acc_rdata", text) and re.search(r"port_mpe__rdata = mem_kv3_rdata", text)
+
+
+def test_large_memories_are_asked_for_ultraram_and_the_resource_model_counts_them():
+    """A memory that fills eight URAM288s or more (4,096 rows deep: the u280's one-memory ACT, ACC, WGT and KV) is an
+    instance of the UltraRAM template, a smaller one of the block-RAM one; the resource model counts the same
+    memories (u280: ACT 8, ACC 15, WGT 29, KV 29 URAM288 as yosys maps them, 81 in the buffer-bank-M32 run; PRM's 32
+    banks of 384 rows in BRAM36)."""
+    from flightc.dse.resources import buffer_bram36, buffer_uram
+    from flightc.hw.buffer_map import uram288
+    from flightc.hw.hierarchy import URAM_MODULE, ram
+
+    class Two(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            both = 0
+            for name, depth in (("deep", 4096), ("shallow", 2048)):
+                p = ram(m, name, 512, depth)
+                m.d.comb += [s.eq(0) for s in (p.raddr, p.waddr, p.wdata, p.wen)]
+                both = both ^ p.rdata
+            m.d.sync += self.out.eq(both)
+            return m
+
+    two = Two()
+    two.out = Signal(512)
+    text = to_verilog(two, "two", ports=[two.out])
+    assert re.search(rf"^\s*{URAM_MODULE} #\([^;]*\) deep\b", text, re.M | re.S)
+    assert re.search(rf"^\s*{RAM_MODULE} #\([^;]*\) shallow\b", text, re.M | re.S)
+    assert '(* ram_style = "ultra" *)' in text.split(f"module {URAM_MODULE} #(")[1].split("endmodule")[0]
+    assert '(* ram_style = "block" *)' in text.split(f"module {RAM_MODULE} #(")[1].split("endmodule")[0]
+    assert [uram288(512, d) for d in (4096, 8192, 16384, 2048, 384)] == [8, 15, 29, 0, 0]  # as yosys maps them
+    u = PRESETS["u280"]
+    assert u.banked_buffers == (Buffer.PRM,)
+    assert buffer_uram(u) == 8 + 15 + 29 + 29 and buffer_bram36(u) == 32 * 8  # PRM: 32 banks of 384 x 512 bits

@@ -182,9 +182,11 @@ class StepLowering:
 
     def _striped_slots(self, what: str, b: Buffer, nbytes: int, banked: tuple[int, int]) -> list[int]:
         """Two fixed regions that striped LDs fill (double buffering), where each master's LD lane writes its own
-        units; where the buffer has no room for both so, anywhere (LD lane 0 then moves each row alone, said in the
-        log)."""
+        units; where the buffer has no room for both so, or is not banked, anywhere (LD lane 0 then moves each row
+        alone, said in the log where room was short)."""
         scratch = self.scratch[b]
+        if b not in self.cfg.banked_buffers:  # one memory: LD lane 0 fills it, wherever the rows lie
+            return [self._fixed(f"{what} {i}", b, nbytes) for i in range(2)]
         free = list(scratch.free_list)
         try:
             return [scratch.alloc(f"{what} {i}", nbytes, at=banked).addr for i in range(2)]

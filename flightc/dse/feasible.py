@@ -4,6 +4,8 @@ Buffers: for each one, the smallest choice with which one decoder layer still co
 other buffer is at its largest (a binary search: a few compiles each). Memory channels: the fewest
 whose capacity holds the model's regions (measured on a roomy config and extrapolated over layers).
 A model that no choice can hold is refused here, naming the buffer or the memory and the limit.
+Then the sizes the part cannot hold: a value of a sized dimension (chains, lanes, masters, SFU lanes,
+ports, buffers) that puts the kernel over the part by itself, everything else at its cheapest.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from flightc.dse.evaluate import Workload, compile_error, evaluate_point
+from flightc.dse.resources import estimate_resources
 from flightc.dse.space import SearchSpace
 from flightc.errors import UnsupportedError
 from flightc.files import write_atomic
@@ -65,7 +68,42 @@ def narrow_to_model(space: SearchSpace, model: str, plan, workload: Workload,
                                f"holds {max(choices['mem_channels']) * per_channel / 2**30:.2f} GiB")
     choices["mem_channels"] = channels
     found["memory_bytes"] = r.memory_bytes
+    choices, dropped = within_part(replace(space, choices=choices))
+    if dropped:
+        found["over_the_part"] = dropped
+        log.info("left out of the search, each over %s by itself: %s", space.part.name,
+                 "; ".join(f"{k} {v}" for k, v in dropped.items()))
     return replace(space, choices=choices), found
+
+
+# dimensions whose every step up costs more of the part (resources grow with each, the others held)
+SIZED = ("num_cores", "mpe_chains", "chain_length", "buffer_port_bytes", "axi_masters", "lane_slots", "sfu_lanes",
+         *BUFFERS)
+
+
+def within_part(space: SearchSpace) -> tuple[dict[str, tuple], dict[str, list]]:
+    """The choices without the values that alone, every other dimension at its cheapest, put the kernel over the
+    part (by the resource model): a point with one of them cannot fit, so the search spends nothing on it. Returns
+    the choices and, per dimension, the values dropped. A space whose cheapest point is already over is left whole
+    (the search then reports by how much each point is over)."""
+    cap = space.part.capacity()
+    cheap = {k: min(v) for k, v in space.choices.items()}
+
+    def over(params: dict) -> bool:
+        res = estimate_resources(space.config(params)).as_dict()
+        return any(cap[k] is not None and v > cap[k] for k, v in res.items())
+
+    if over(cheap):
+        return dict(space.choices), {}
+    choices, dropped = dict(space.choices), {}
+    for name in SIZED:
+        if name not in choices:
+            continue
+        keep = tuple(v for v in choices[name] if not over({**cheap, name: v}))
+        if len(keep) < len(choices[name]):
+            dropped[name] = [v for v in choices[name] if v not in keep]
+            choices[name] = keep
+    return choices, dropped
 
 
 def narrowed(space: SearchSpace, model: str, plan, workload: Workload, folder: Path,

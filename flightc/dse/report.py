@@ -39,7 +39,8 @@ def pareto_front(trials: list[Trial], objectives: list[Objective]) -> list[Trial
 
 
 COLUMNS = ("trial", "cores", "chains x length", "sparsest N:16", "buffers KiB act/wgt/acc/prm/kv", "port B",
-           "channels", "MHz", "decode tok/s", "prefill ms", "DSP", "LUT", "FF", "BRAM36", "URAM", "fullest")
+           "channels", "masters x slots", "SFU lanes", "MHz", "decode tok/s", "prefill ms", "DSP", "LUT", "FF",
+           "BRAM36", "URAM", "fullest")
 
 
 def row(t: Trial) -> list[str]:
@@ -48,7 +49,8 @@ def row(t: Trial) -> list[str]:
     fullest = max(util, key=lambda kv: kv[1]) if util else None
     return [str(t.number), str(c["num_cores"]), f"{c['mpe_chains']} x {c['chain_length']}", str(min(c["sparse_n"])),
             "/".join(str(c[f"{b}_buffer_kib"]) for b in ("act", "wgt", "acc", "prm", "kv")),
-            str(c["buffer_port_bytes"]), str(c["mem_channels"]), f"{c['clock_mhz']:g}",
+            str(c["buffer_port_bytes"]), str(c["mem_channels"]), f"{c['axi_masters']} x {c['lane_slots']}",
+            str(c["sfu_lanes"]), f"{c['clock_mhz']:g}",
             f"{r.decode_tokens_per_s:.4g}", f"{r.prefill_ms:,.4g}", f"{r.resources['DSP']:,}",
             f"{r.resources['LUT']:,}", f"{r.resources['FF']:,}", f"{r.resources['BRAM36']:,}",
             f"{r.resources['URAM']:,}", f"{fullest[0]} {fullest[1]:.0%}" if fullest else "unchecked"]

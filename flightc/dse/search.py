@@ -190,12 +190,14 @@ def explore(model: str, space: SearchSpace, plan, plan_text: str, workload: Work
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {k: CategoricalDistribution(list(v)) for k, v in space.choices.items()}
 
-    if sampler == "nsga2":
-        s = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    elif sampler == "tpe":
-        s = optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    else:
+    def make_sampler(batch_seed: int):
+        if sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=population, seed=batch_seed)
+        if sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=batch_seed, multivariate=True)
         raise FlightcError(f"--sampler {sampler!r}: choose nsga2 or tpe")
+
+    s = make_sampler(seed)
     name = study_name(model, space, plan_text, objectives, workload, seed)
     study = optuna.create_study(storage=storage, study_name=name, sampler=s, load_if_exists=True,
                                 directions=[o.direction.value for o in objectives])
@@ -218,6 +220,9 @@ def explore(model: str, space: SearchSpace, plan, plan_text: str, workload: Work
     executor = executor or LocalExecutor(os.cpu_count() or 1)
     while len(finished) < trials:
         batch = min(population, trials - len(finished))
+        # a sampler seeded afresh for each batch from the points before it (its state lives in the study): a resumed
+        # search draws what an uninterrupted one would, whatever the random draws before the interruption were
+        study.sampler = make_sampler(seed * 1_000_003 + len(finished))
         asked = [study.ask(dists) for _ in range(batch)]
         for t in asked:
             t.set_user_attr("driver", DRIVER)

@@ -3,9 +3,10 @@
 Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per core, chain length,
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
 depths, buffer port width (and with it the AXI data width), the depth of the wait/release token
-counters, the number of memory channels the cores stream from, the clock, and microarchitecture
-parameters (unit queue depth, burst length, the divider's bits per cycle, SFU lanes; one value each
-unless --space widens them: the resource model is not calibrated on them). ``weight_bits`` changes
+counters, the number of memory channels the cores stream from and the memory masters they stream through (a
+lane group and an LD lane each), each lane group's slots, the SFU's lanes, the clock, and microarchitecture
+parameters (unit queue depth, burst length, the divider's bits per cycle; one value each unless --space widens
+them: the resource model is not calibrated on them). ``weight_bits`` changes
 neither the generated RTL nor the modeled timing (the dequantizer builds every width of the ISA) and is
 not searched.
 """
@@ -48,8 +49,14 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
     "sfu_div_step_bits": (2,),
-    "sfu_lanes": (PRESETS["u280"].sfu_lanes,),  # its timing and resources (fitted to SFU probes) follow them
+    # the SFU's elements a cycle (its timing and resources, fitted to SFU probes, follow them) and each lane group's
+    # DSP48E2 slots (a streamed MV's columns a cycle per master)
+    "sfu_lanes": (4, 8, 16, 32, 64),
+    "lane_slots": (64, 128),
 }
+# memory masters, a power of two up to the channels a point streams from (its lane groups, LD lanes and the buffers'
+# banks follow them); the part's channels bound them (SearchSpace.for_part)
+MASTERS = (1, 2, 4, 8, 16, 32, 64)
 
 
 def required_sparsity(plan) -> int:
@@ -78,13 +85,15 @@ class SearchSpace:
         choices["num_cores"] = tuple(range(1, cores + 1))
         choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
                                         and part.mem_channels % c == 0)
+        choices["axi_masters"] = tuple(g for g in MASTERS if g <= max(choices["mem_channels"]))
         choices["clock_mhz"] = part.clock_mhz
         for name, values in (overrides or {}).items():
             if name not in choices:
                 raise ConfigError(f"search space: unknown dimension {name!r}; dimensions: {', '.join(choices)}")
             values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
             bad = [v for v in values if v not in choices[name]] if name in ("sparsest_n", "num_cores",
-                                                                             "mem_channels", "clock_mhz") else []
+                                                                             "mem_channels", "axi_masters",
+                                                                             "clock_mhz") else []
             if bad or not values:
                 raise ConfigError(f"search space: {name} = {list(values)}: allowed on {part.name} for this plan: "
                                   f"{list(choices[name])}")
@@ -102,8 +111,9 @@ class SearchSpace:
         p = self.part
         channels = int(params["mem_channels"])
         return self.base.replace(
-            axi_masters=1,  # one master for all channels: the resource model is fitted on one-master kernels so far
-            name=name, clock_mhz=float(params["clock_mhz"]), num_cores=int(params["num_cores"]),
+            axi_masters=min(int(params["axi_masters"]), channels),  # a power of two no more than the channels
+            lane_slots=int(params["lane_slots"]), name=name, clock_mhz=float(params["clock_mhz"]),
+            num_cores=int(params["num_cores"]),
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
             **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=channels,
             mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,

@@ -49,8 +49,8 @@ Refinements over FlightLLM's six classes, and why:
   written by LD alone and the hardware spends no write multiplexer on their banks.
 - **A striped LD row can land in each master's own buffer bank** (ISA 1.8, a matter of speed, never refused):
   with stripe units of `stripe_bytes` at multiples of it in memory, a buffer address `channel` units past a
-  multiple of `mem_channels` units, and one round of the stripe unless it spans every channel
-  (`flightc.isa.footprint.own_banks`), every master's LD lane writes its share into its own bank; LD lane 0
+  multiple of `mem_channels` units, and one round of the stripe unless it spans every channel, into a buffer
+  the config cuts in banks (`banked_buffers`; `flightc.isa.footprint.own_banks`), every master's LD lane writes its share into its own bank; LD lane 0
   moves any other striped row alone, unit by unit. The compiler lays its striped rows out so.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 

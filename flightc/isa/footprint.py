@@ -174,10 +174,10 @@ def own_banks(cfg: HardwareConfig, ins: Instruction) -> bool:
     master's LD lane writes its own share (hw/load.py; otherwise LD lane 0 moves the whole row, through each unit's
     master in turn): units of ``stripe_bytes`` starting at a multiple of it in memory, the row's buffer address
     ``channel`` stripe units past a multiple of ``mem_channels`` of them, and the row within one round of the
-    stripe unless the stripe spans every channel. The buffer bank of byte a is ``(a // bank_bytes) % axi_masters``
+    stripe unless the stripe spans every channel, into a buffer cut in banks (``banked_buffers``). The buffer bank of byte a is ``(a // bank_bytes) % axi_masters``
     (:attr:`HardwareConfig.bank_bytes`); each beat is then one whole buffer word."""
     sb, chans = cfg.stripe_bytes, cfg.mem_channels
-    if not striped(ins) or chans & (chans - 1):
+    if not striped(ins) or chans & (chans - 1) or Buffer(ins.buf) not in cfg.banked_buffers:
         return False
     period, offset = own_bank_place(cfg, ins.channel)
     return (1 << ins.stripe_log2 == sb and ins.hbm_addr % sb == 0 and ins.buf_addr % period == offset

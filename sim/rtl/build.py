@@ -107,7 +107,8 @@ def _generator_digest() -> str:
     import flightc.hw
 
     not_rtl = {"synth.py", "kernel_xml.py"}  # they read the RTL, they do not shape it
-    files = sorted(f for f in Path(flightc.hw.__file__).parent.glob("*.py") if f.name not in not_rtl)
+    hw = Path(flightc.hw.__file__).parent
+    files = sorted(f for f in [*hw.glob("*.py"), *hw.glob("*.v")] if f.name not in not_rtl)
     root = Path(flightc.__file__).parent
     files += [root / "isa" / "table.py", root / "isa" / "footprint.py", root / "compress" / "formats.py",
               root / "numerics.py", root / "records.py", root / "config.py", Path(__file__)]
@@ -167,12 +168,14 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
                                     'public_flat_rw -module "*" -var "storage"\n'
                                     'public_flat_rw -module "*" -var "interrupt"\n')
     env = verilator_env()
+    from flightc.hw.dsp48e2 import MODEL as DSP48E2_MODEL  # the vendor primitive the lane groups instantiate
+
     verilator_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
     cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", toplevel, "--vpi", "--prefix", "Vtop",
            "-o", toplevel, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
            "-LDFLAGS", f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
            *(["--trace", "--trace-structs"] if trace else []), *(["--timing"] if timing else []),
-           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v")]
+           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v"), str(DSP48E2_MODEL)]
     log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
                        f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",

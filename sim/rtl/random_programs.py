@@ -366,11 +366,12 @@ class _Builder:
     def block_striped(self, b: Buffer) -> str:
         """One row striped over channels 0.. (a weight tile's layout: flightc.isa.footprint.stripe_layout), loaded
         by one LD and stored back to one channel; half the time laid as compiled rows are, each stripe unit into its
-        master's buffer bank (footprint.own_banks: every LD lane writes its share), else anywhere (LD lane 0's)."""
+        master's buffer bank (footprint.own_banks: every LD lane writes its share; in a banked buffer), else anywhere
+        (LD lane 0's)."""
         rand, cfg = self.rand, self.cfg
         stripe = rand(2, cfg.mem_channels)
         chans = cfg.mem_channels
-        own = not chans & (chans - 1) and self.rng.random() < 0.5
+        own = not chans & (chans - 1) and self.rng.random() < 0.5  # laid out so (in a one-memory buffer: lane 0's)
         if own:
             unit_log2 = cfg.stripe_bytes.bit_length() - 1
             rounds = 1 if stripe < cfg.mem_channels else rand(1, 2)
@@ -398,6 +399,7 @@ class _Builder:
         ld = make("LD", buf=b, buf_addr=addr, channel=SRC_CHANNEL, hbm_addr=at, rows=1, row_bytes=row_bytes,
                   hbm_stride=row_bytes, buf_stride=row_bytes, stripe=stripe, stripe_log2=unit_log2,
                   release=1 << Unit.ST)
+        own = own and b in cfg.banked_buffers
         assert own_banks(cfg, ld) == own
         self.case.instructions.append(ld)
         self.store(b, addr, 1, row_bytes, row_bytes, wait=1 << Unit.LD)
