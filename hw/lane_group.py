@@ -159,10 +159,13 @@ class LaneGroup(wiring.Component):
         with m.If(v1):
             m.d.sync += c2.eq(c1)
         # ---- stage 2: split each cascade's fields; segment sums times their multipliers; the chunk's partial sums
+        # lo = the low PACK_SHIFT bits as a signed number; the upper field is (sum - lo) >> PACK_SHIFT, that is the
+        # bits above plus one where lo is negative: the ones are added once per segment (a count of the cascades'
+        # sign bits) instead of an incrementer per cascade
         lo = [Signal(signed(PACK_SHIFT), name=f"lo{i}") for i in range(N_CAS)]
         hi = [Signal(signed(DSP_P_BITS - PACK_SHIFT), name=f"hi{i}") for i in range(N_CAS)]
         for i in range(N_CAS):
-            m.d.comb += [lo[i].eq(cas[i][:PACK_SHIFT].as_signed()), hi[i].eq((cas[i] - lo[i]) >> PACK_SHIFT)]
+            m.d.comb += [lo[i].eq(cas[i][:PACK_SHIFT].as_signed()), hi[i].eq(cas[i][PACK_SHIFT:].as_signed())]
         per_seg = SEGMENT // CASCADE
         partial = [Signal(signed(self.acc_bits), name=f"partial{r}") for r in range(2)]
         v3 = Signal()
@@ -174,6 +177,8 @@ class LaneGroup(wiring.Component):
                 terms = []
                 for s in range(N_SEG):
                     seg = tree(field[per_seg * s:per_seg * (s + 1)])
+                    if r == 1:
+                        seg = seg + tree([lo[i][-1] for i in range(per_seg * s, per_seg * (s + 1))])
                     gs = c2.gs[8 * (r * N_SEG + s):8 * (r * N_SEG + s + 1)]
                     terms.append(Mux(self.grouped, seg * Cat(gs, Const(0, 1)).as_signed(), seg))
                 m.d.sync += partial[r].eq(tree(terms))
