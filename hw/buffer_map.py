@@ -31,6 +31,16 @@ def uram288(width: int, depth: int) -> int:
     return -(-(width * depth) // (URAM_ROWS * URAM_WORD)) if ultra(width, depth) else 0
 
 
+def buffer_rows(cfg: HardwareConfig, buf: Buffer) -> int:
+    """Words of ``buffer_port_bytes`` in each memory of ``buf`` (a bank of a banked buffer, or the whole buffer)."""
+    return cfg.buffer_bytes(buf) // cfg.buffer_port_bytes // cfg.banks(buf)
+
+
+def buffer_memories(cfg: HardwareConfig) -> list[tuple[int, int, int]]:
+    """(memories, width in bits, rows) of each of one core's five buffers."""
+    return [(cfg.banks(b), 8 * cfg.buffer_port_bytes, buffer_rows(cfg, b)) for b in Buffer]
+
+
 ALL_BUFFERS = frozenset(Buffer)
 
 

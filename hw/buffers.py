@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import Buffer, HardwareConfig
-from flightc.hw.buffer_map import PortRole, direct_writer, multiplexer_inputs
+from flightc.hw.buffer_map import PortRole, buffer_rows, direct_writer
 from flightc.hw.decode import BUF_SEL_BITS
 from flightc.hw.hierarchy import ram
 from flightc.isa.table import BUF_ADDR_BITS
@@ -76,11 +76,7 @@ class BufferBank(wiring.Component):
         self.banks = cfg.axi_masters
         self.granule_bits = lane_bits(cfg.bank_bytes // w) if self.banks > 1 else 0
         super().__init__({f"port_{n}": In(word_port_signature(w)) for n in self.names})
-        self.depth = {b: cfg.buffer_bytes(b) // w // cfg.banks(b) for b in Buffer}
-
-    def multiplexer_inputs(self) -> tuple[int, int]:
-        """(read, write) words its multiplexers choose among (:func:`flightc.hw.buffer_map.multiplexer_inputs`)."""
-        return multiplexer_inputs(self.cfg, self.roles)
+        self.depth = {b: buffer_rows(cfg, b) for b in Buffer}
 
     def reaches(self, i: int, b: Buffer) -> bool:
         """Port ``i`` reads buffer ``b``."""

@@ -28,8 +28,8 @@ from typing import Callable
 import numpy as np
 
 from flightc.compress.formats import pattern_supported
-from flightc.config import Buffer, HardwareConfig
-from flightc.hw.buffer_map import core_roles, multiplexer_inputs, uram288, ultra
+from flightc.config import HardwareConfig
+from flightc.hw.buffer_map import buffer_memories, core_roles, multiplexer_inputs, uram288, ultra
 from flightc.parts import MemoryKind
 from flightc.isa.table import SPARSITY_NM
 
@@ -144,22 +144,16 @@ def converters(cfg: HardwareConfig) -> dict[str, float]:
     return {k: HBM_CONVERTER[k] * share for k in FITTED}
 
 
-def _buffer_memories(cfg: HardwareConfig) -> list[tuple[int, int, int]]:
-    """(memories, width in bits, rows) of each of one core's five buffers: a bank per master of a banked buffer."""
-    w = cfg.buffer_port_bytes
-    return [(cfg.banks(b), 8 * w, cfg.buffer_bytes(b) // w // cfg.banks(b)) for b in Buffer]
-
-
 def buffer_bram36(cfg: HardwareConfig) -> int:
     """BRAM36 of one core's five buffers (each ``8 x buffer_port_bytes`` bits wide, byte-writable) but those in
     UltraRAM (hw/hierarchy.py's ``ultra``): a bank shallower than a BRAM36 still takes whole ones."""
     return sum(n * math.ceil(rows / BRAM36_ROWS) * math.ceil(bits / BRAM36_BITS)
-               for n, bits, rows in _buffer_memories(cfg) if not ultra(bits, rows))
+               for n, bits, rows in buffer_memories(cfg) if not ultra(bits, rows))
 
 
 def buffer_uram(cfg: HardwareConfig) -> int:
     """URAM288 of one core's buffers: those large enough to fill eight or more whole (hw/hierarchy.py)."""
-    return sum(n * uram288(bits, rows) for n, bits, rows in _buffer_memories(cfg))
+    return sum(n * uram288(bits, rows) for n, bits, rows in buffer_memories(cfg))
 
 
 def lane_bram36(cfg: HardwareConfig) -> float:
