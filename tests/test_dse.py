@@ -247,6 +247,23 @@ def test_cli_names_what_it_refuses(capsys):
     assert "lane group x 32" in out and "HBM converters (platform) x 32" in out and "1,303,680" in out
 
 
+def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
+    """u280: the preset (the configuration the performance and resource tables describe) is a point of the space
+    and a new study's first; a config the space cannot make is none."""
+    plan_text = "w4g32s8:16"
+    space = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse(plan_text), max_cores=1)
+    start = space.params_of(PRESETS["u280"])
+    assert start is not None and space.config(start, name="u280") == PRESETS["u280"]
+    assert space.params_of(PRESETS["u280"].replace(sfu_lanes=12)) is None
+    assert space.params_of(PRESETS["u280"].replace(mem_latency_cycles=99)) is None  # a field the space does not set
+    overrides = {k: [v] for k, v in start.items() if k not in ("num_cores",)}
+    overrides["sfu_lanes"] = [32, 48]
+    res = run_dse(model="builtin:addition", part_name="u280", plan_text=plan_text, trials=2, population=2, jobs=1,
+                  workload=Workload(8, 8, 4), max_cores=1, space_overrides=overrides, out=tmp_path)
+    first = min(res.trials, key=lambda t: t.number)
+    assert first.params == start and first.result.resources == estimate_resources(PRESETS["u280"]).as_dict()
+
+
 def test_values_that_alone_put_the_kernel_over_the_part_leave_the_search():
     """kv260: a value of a sized dimension that is over the part by itself (everything else at its cheapest) is left
     out, so the first search on a small part spends its points on kernels that can fit; every value kept fits with

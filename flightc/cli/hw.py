@@ -67,6 +67,7 @@ def cmd_synth(args) -> int:
                 f"geometry: {cfg.num_cores} x {cfg.mpe_chains} chains x {cfg.chain_length} = {r.expected_chain_dsp:,}")
     rows.append(("DSP48E2 in the sparse DSP chains", f"{r.chain_dsp:,} ({geometry})"))
     console.print(table(f"{what}{cfg.name} ({cfg.hash}): resources mapped by yosys", ("resource", "count"), rows))
+    _print_timing(cfg, r)
     if args.chain:
         if args.json:
             write_atomic(args.json, r.to_json())
@@ -78,6 +79,16 @@ def cmd_synth(args) -> int:
     if args.json:
         write_atomic(args.json, r.to_json())
     return 0
+
+
+def _print_timing(cfg, r) -> None:
+    """The timing estimate: each module kind's deepest path against the budget at the config's clock."""
+    rows = [(kind, f"{p['levels']:.1f}", str(p["luts"]), "within" if p["levels"] <= r.max_levels else "OVER")
+            for kind, p in list(r.timing.items())[:16]]
+    over = sum(1 for p in r.timing.values() if p["levels"] > r.max_levels)
+    console.print(table(f"timing estimate at {cfg.clock_mhz:g} MHz: at most {r.max_levels} logic levels a path "
+                        f"(hw/timing.py; yosys' mapping, not a placed design); {over} module kind(s) over",
+                        ("module (path's end)", "levels", "LUTs on it", "budget"), rows))
 
 
 def cmd_resources(args) -> int:

@@ -6,11 +6,13 @@ yosys-calibrated resource model and checked against the part. See docs/dse.md.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from flightc.config import PRESETS
 from flightc.errors import ConfigError
 from flightc.files import write_atomic
 from flightc.dse.evaluate import PointResult, Workload, evaluate_point
@@ -18,6 +20,8 @@ from flightc.parts import PARTS, Part, part
 from flightc.dse.resources import Resources, estimate_resources
 from flightc.dse.search import OBJECTIVES, Objective, Trial, explore, make_executor, parse_objectives
 from flightc.dse.space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PARTS", "OBJECTIVES", "DseResult", "Objective", "Part", "PointResult", "Resources", "SearchSpace", "Trial",
            "Workload", "default_workload", "estimate_resources", "evaluate_point", "explore", "make_executor",
@@ -76,10 +80,13 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
     out.mkdir(parents=True, exist_ok=True)
     space, minimums = narrowed(space, model, plan, workload, out, status)
     storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    start = space.params_of(PRESETS[p.name]) if p.name in PRESETS else None
+    if start is not None:
+        log.info("the search starts from the %s preset (a point of the space)", p.name)
     ex = make_executor(executor, jobs, address)
     try:
         trials = explore(str(model), space, plan, plan_text, workload, objs, trials, storage, seed, ex, sampler,
-                         population, progress)
+                         population, progress, start)
     finally:
         ex.close()
     front = report.pareto_front(trials, objs)

@@ -181,8 +181,10 @@ def study_name(model: str, space: SearchSpace, plan_text: str, objectives: list[
 
 def explore(model: str, space: SearchSpace, plan, plan_text: str, workload: Workload, objectives: list[Objective],
             trials: int, storage: str, seed: int = 0, executor=None, sampler: str = "nsga2",
-            population: int = 10, progress: Callable[[int, int, Trial | None], None] | None = None) -> list[Trial]:
-    """Run (or continue) the study until it holds ``trials`` finished points; returns every finished point."""
+            population: int = 10, progress: Callable[[int, int, Trial | None], None] | None = None,
+            start: dict | None = None) -> list[Trial]:
+    """Run (or continue) the study until it holds ``trials`` finished points; returns every finished point. A new
+    study asks ``start`` (a point of the space: the part's preset) first."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
@@ -210,6 +212,8 @@ def explore(model: str, space: SearchSpace, plan, plan_text: str, workload: Work
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         study.enqueue_trial(t.params, skip_if_exists=False)
+    if start is not None and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(start)
     finished: list[Trial] = []
     seen: dict[tuple, PointResult] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):

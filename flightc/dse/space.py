@@ -40,7 +40,7 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "act_buffer_kib": (32, 64, 128, 256, 512),
     "wgt_buffer_kib": (64, 128, 256, 512, 1024),
     "acc_buffer_kib": (64, 128, 256, 512, 1024),
-    "prm_buffer_kib": (32, 64, 128, 256, 512),
+    "prm_buffer_kib": (32, 64, 128, 256, 512, 768),  # 768: u280's, where a 7B MLP's records stream as one tile
     "kv_buffer_kib": (64, 128, 256, 512, 1024),
     # a step's wait/release tokens between two units: a 7B step of small tiles passes more than 4,095
     "token_fifo_depth": (4095, 65535, 1048575),
@@ -48,10 +48,10 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     # them with --space, e.g. {"axi_burst_beats": [16, 64]}
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
-    "sfu_div_step_bits": (2,),
+    "sfu_div_step_bits": (4,),
     # the SFU's elements a cycle (its timing and resources, fitted to SFU probes, follow them) and each lane group's
     # DSP48E2 slots (a streamed MV's columns a cycle per master)
-    "sfu_lanes": (4, 8, 16, 32, 64),
+    "sfu_lanes": (4, 8, 16, 32, 48, 64),
     "lane_slots": (64, 128),
 }
 # memory masters, a power of two up to the channels a point streams from (its lane groups, LD lanes and the buffers'
@@ -124,6 +124,16 @@ class SearchSpace:
             token_fifo_depth=int(params["token_fifo_depth"]), unit_queue_depth=int(params["unit_queue_depth"]),
             axi_burst_beats=int(params["axi_burst_beats"]), sfu_div_step_bits=int(params["sfu_div_step_bits"]),
             sfu_lanes=int(params["sfu_lanes"]))
+
+    def params_of(self, cfg: HardwareConfig) -> dict | None:
+        """The choice of each dimension that makes ``cfg`` (its name aside), or None where the space cannot: a
+        value outside its choices, or a field the space does not set that differs from its base."""
+        sparsest = min(cfg.sparse_n, default=16) if not cfg.supports_2_4 else 2
+        params = {name: getattr(cfg, name) for name in self.choices if hasattr(cfg, name)}
+        params["sparsest_n"] = sparsest
+        if set(params) != set(self.choices) or any(params[k] not in v for k, v in self.choices.items()):
+            return None
+        return params if self.config(params, name=cfg.name) == cfg else None
 
     def size(self) -> int:
         n = 1

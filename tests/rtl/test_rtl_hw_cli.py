@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from flightc.cli import main
 from flightc.config import PRESETS
 from flightc.hw import regs as R
+from flightc.hw.timing import max_levels
 
 CFG = PRESETS["tiny"]
 
@@ -32,8 +34,12 @@ def test_hw_synth_maps_each_chain_lane_to_one_dsp48e2(tmp_path, monkeypatch, cap
     monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path / "cache" / "rtl"))
     out = tmp_path / "chain.json"
     assert main(["hw", "synth", "--hw", "tiny", "--chain", "--json", str(out)]) == 0
-    assert "one sparse DSP chain of tiny" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "one sparse DSP chain of tiny" in printed and "timing estimate at 100 MHz" in printed
     report = json.loads(out.read_text())
+    # the timing estimate: the chain's deepest path, against the budget at tiny's clock
+    assert report["max_levels"] == max_levels(CFG.clock_mhz) and report["timing"]
+    assert all(p["levels"] > 0 and p["luts"] >= 0 for p in report["timing"].values())
     # two tokens share a DSP48E2 through the packed A port: one DSP per lane, not two
     assert report["totals"]["DSP48E2"] == report["chain_dsp"] == CFG.chain_length
     assert report["totals"]["LUT"] > 0 and report["config_hash"] == CFG.hash
@@ -55,3 +61,51 @@ def test_generator_refuses_what_it_cannot_build_and_names_the_limit():
                                           "1024 bytes, so its size must be a multiple of 4096 bytes"):
         check_rtl_config(PRESETS["hbm4"].replace(prm_buffer_kib=2))
     check_rtl_config(CFG)  # the preset the tests build
+
+
+def _modules(text: str) -> dict[str, str]:
+    """Each module of generated Verilog by name (escaped names without their backslash)."""
+    parts = re.split(r"^module ", text, flags=re.M)[1:]
+    return {re.match(r"\\?(\S+?)\s*[#(]", p).group(1): p for p in parts}
+
+
+def _fifo_depths(modules: dict[str, str], suffix: str) -> list[int]:
+    """The entries of the memory named ``storage`` in every module whose name ends with ``suffix``."""
+    return [int(d) + 1 for name, body in modules.items() if name.endswith(suffix)
+            for d in re.findall(r"^\s*reg \[\d+:0\] storage \[(\d+):0\];", body, re.M)]
+
+
+def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
+    """`flightc hw verilog` of hbm4 — the u280's generator at four masters, eight chains of 8 and three SFU lanes,
+    its memory system and microarchitecture fields the u280's — has an m_axi port, lane group, lane feed, stream
+    reader and LD lane per master, and FIFOs as deep as the fields the performance model reads: the unit queues
+    (``unit_queue_depth``), the LD lanes' and masters' bursts in flight (``axi_outstanding``), the stream readers'
+    beats (``lane_fifo_beats``); and as many chains, lane group slots and SFU lanes as the model counts."""
+    cfg, u280 = PRESETS["hbm4"], PRESETS["u280"]
+    for field in ("clock_mhz", "axi_data_bytes", "buffer_port_bytes", "axi_burst_beats", "axi_outstanding",
+                  "mem_latency_cycles", "unit_queue_depth", "lane_fifo_beats", "lane_slots", "token_fifo_depth"):
+        assert getattr(cfg, field) == getattr(u280, field), field
+    assert main(["hw", "verilog", "--hw", "hbm4", "-o", str(tmp_path)]) == 0
+    text = (tmp_path / "flightc_kernel.v").read_text()
+    mods = _modules(text)
+    top = mods["flightc_kernel"]
+    ports = sorted(set(re.findall(r"output \[\d+:0\] m_axi_gmem(\d+)_araddr;", top)), key=int)
+    assert ports == [str(g) for g in range(cfg.axi_masters)]
+    assert re.search(rf"input \[{8 * cfg.axi_data_bytes - 1}:0\] m_axi_gmem0_rdata;", top)
+
+    def instances(module: str) -> int:
+        return len(re.findall(rf"^\s*{module} \S+ \(", text, re.M))
+
+    assert instances("flightc_lane_group") == instances("flightc_lane_feed") == cfg.axi_masters
+    assert instances("flightc_axi_master") == cfg.axi_masters
+    assert instances("flightc_sparse_dsp_chain") == cfg.mpe_chains
+    assert len(re.findall(r"^\s*DSP48E2 #\(", mods["flightc_lane_group"], re.M)) == cfg.lane_slots
+    assert len([n for n in mods if re.fullmatch(r"flightc_kernel\.core\.ld\.lane\d+", n)]) == cfg.axi_masters
+    assert len(re.findall(r"^\s*wire \[17:0\] e\d+;", mods["flightc_kernel.core.sfu"], re.M)) == cfg.sfu_lanes
+    # SyncFIFOBuffered keeps one entry in its output register: its memory holds depth - 1
+    for unit in ("ld", "mpe", "sfu", "st", "sys"):
+        assert _fifo_depths(mods, f".control.q_{unit}") == [cfg.unit_queue_depth - 1], unit
+    assert set(_fifo_depths(mods, ".bursts")) == {cfg.axi_outstanding}
+    assert len(_fifo_depths(mods, ".bursts")) == cfg.axi_masters
+    assert _fifo_depths(mods, "flightc_axi_master.owners") == [cfg.axi_outstanding]
+    assert _fifo_depths(mods, ".fifo") == [cfg.lane_fifo_beats - 1] * cfg.axi_masters

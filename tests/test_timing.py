@@ -1,0 +1,102 @@
+"""The timing estimate (hw/timing.py): logic levels on a mapped netlist, counted by hand on small netlists (LUT
+chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider."""
+from __future__ import annotations
+
+import pytest
+
+from flightc.hw.timing import cell_kind, deepest_path, deepest_paths, max_levels
+
+
+class Netlist:
+    """A flattened ``write_json`` module built cell by cell; nets are integers."""
+
+    def __init__(self):
+        self.cells, self.next = {}, 10
+
+    def net(self) -> int:
+        self.next += 1
+        return self.next
+
+    def cell(self, name: str, kind: str, ins: dict, outs: dict, **params) -> None:
+        conns = {p: ([b] if isinstance(b, int) else b) for p, b in {**ins, **outs}.items()}
+        self.cells[name] = {"type": kind, "parameters": {k: format(v, "032b") if isinstance(v, int) else v
+                                                          for k, v in params.items()},
+                            "port_directions": {**{p: "input" for p in ins}, **{p: "output" for p in outs}},
+                            "connections": conns}
+
+    def ff(self, name: str, d: int | None = None) -> int:
+        q = self.net()
+        self.cell(name, "FDRE", {"D": d if d is not None else self.net()}, {"Q": q})
+        return q
+
+    def lut(self, name: str, *ins: int) -> int:
+        o = self.net()
+        self.cell(name, f"LUT{len(ins)}", {f"I{i}": b for i, b in enumerate(ins)}, {"O": o})
+        return o
+
+    def module(self) -> dict:
+        return {"cells": self.cells, "ports": {}}
+
+
+def test_levels_count_luts_carries_and_multiplexers():
+    n = Netlist()
+    a, b = n.ff("core.sfu.a"), n.ff("core.sfu.b")
+    x = n.lut("core.sfu.l0", a, b)
+    y = n.lut("core.sfu.l1", x)
+    ci = y
+    for k in range(4):  # a 16-bit carry chain: entered from a LUT, then carry to carry
+        co = n.net()
+        n.cell(f"core.sfu.c{k}", "CARRY4", {"CI": ci, "S": [n.lut(f"core.sfu.s{k}", a)]}, {"CO": co})
+        ci = co
+    m = n.net()
+    n.cell("core.sfu.mux", "MUXF7", {"I0": ci, "I1": a, "S": b}, {"O": m})
+    n.ff("core.sfu.out", n.lut("core.sfu.l2", m))
+    n.ff("core.st.out", n.lut("core.st.l", a))
+    p = deepest_path(n.module())
+    # LUT, LUT, the first CARRY4 from CI, three more, the MUXF7, a LUT
+    assert p.levels == pytest.approx(1 + 1 + 4 * 0.05 + 0.25 + 1) and p.luts == 3
+    assert p.cells[0] in ("core.sfu.a", "core.sfu.b") and p.cells[-1] == "core.sfu.out"
+    kinds = deepest_paths(n.module())
+    assert kinds["core.sfu"].levels == pytest.approx(p.levels) and kinds["core.st"].levels == 1
+
+
+def test_a_dsp48e2_adds_the_stages_its_registers_leave_open():
+    def through(**regs) -> float:
+        n = Netlist()
+        a, pcin = n.ff("a"), n.ff("pcin")
+        p = n.net()
+        n.cell("dsp", "DSP48E2", {"A": [a], "PCIN": [pcin]}, {"P": [p]}, **regs)
+        n.ff("out", n.lut("l", p))
+        return deepest_path(n.module()).levels
+
+    open_all = dict(AREG=0, BREG=0, DREG=0, ADREG=0, MREG=0, PREG=0)
+    assert through(**open_all) == pytest.approx(1.5 + 4 + 2 + 1)  # pre-adder, multiplier, ALU, then the LUT
+    assert through(**{**open_all, "MREG": 1}) == pytest.approx(1.5 + 4)  # A ends at the M register
+    assert through(**{**open_all, "PREG": 1}) == pytest.approx(1.5 + 4 + 2)  # A to the P register
+    assert through(**{**open_all, "AREG": 1, "PREG": 1}) == pytest.approx(2)  # PCIN through the ALU
+    assert through() == pytest.approx(2)  # the defaults, every register on: PCIN through the ALU to P
+
+
+def test_budget_and_kinds():
+    assert (max_levels(225), max_levels(300), max_levels(200)) == (7, 5, 8)
+    assert cell_kind("core.mpe.stream.group12.cas0_dsp3") == "core.mpe.stream.group"
+    assert cell_kind("core.sfu.div.$abc$1$lut$aiger.o1") == "core.sfu.div" and cell_kind("$auto$ff.cc:1") == "top"
+
+
+@pytest.mark.synth
+def test_each_restoring_step_a_cycle_deepens_the_divider(tmp_path):
+    """yosys' mapping of the SFU's divider: a restoring step a cycle fits 225 MHz's budget, and every step chained in
+    a cycle adds about one step's levels."""
+    from amaranth.back import verilog
+
+    from flightc.hw.arith import Divider
+    from flightc.hw.synth import path_depths, run_yosys
+
+    levels = {}
+    for step in (1, 2, 4):
+        d = Divider(24, step)
+        text = verilog.convert(d, name="div", ports=[d.start, d.numerator, d.denominator, d.quotient, d.done])
+        run_yosys(tmp_path / str(step), "div", text, netlist=True)
+        levels[step] = max(p["levels"] for p in path_depths(tmp_path / str(step), "div").values())
+    assert levels[1] <= max_levels(225) < levels[2] < levels[4]
+    assert levels[4] - levels[2] >= levels[2] - levels[1] >= 1.5, levels
