@@ -106,9 +106,10 @@ def _dsp_arcs(cell: dict) -> tuple[list[tuple[str, str, float]], dict[str, float
 
 
 def cell_kind(name: str) -> str:
-    """The module kind a flattened cell's name places it in: 'core.sfu.div.$abc$12$lut' -> 'core.sfu.div',
+    """The module kind a flattened cell's name places it in (yosys' ``$flatten\\`` prefix aside):
+    'core.sfu.div.$abc$12$lut' -> 'core.sfu.div',
     'core.mpe.stream.group3.cas0_dsp1' -> 'core.mpe.stream.group' (instances of one generator share a kind)."""
-    parts = name.lstrip("\\").split(".")
+    parts = re.sub(r"\$flatten\\?", "", name).replace("\\", "").split(".")
     path = []
     for part in parts[:-1]:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):

@@ -81,6 +81,7 @@ def test_budget_and_kinds():
     assert (max_levels(225), max_levels(300), max_levels(200)) == (7, 5, 8)
     assert cell_kind("core.mpe.stream.group12.cas0_dsp3") == "core.mpe.stream.group"
     assert cell_kind("core.sfu.div.$abc$1$lut$aiger.o1") == "core.sfu.div" and cell_kind("$auto$ff.cc:1") == "top"
+    assert cell_kind("$flatten\\core.sfu.div.$abc$1") == "core.sfu.div"  # yosys' name for a flattened cell
 
 
 @pytest.mark.synth
