@@ -23,6 +23,7 @@ from pathlib import Path
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError
 from flightc.hw.hierarchy import RAM_MODULE, URAM_MODULE
+from flightc.hw.timing import deepest_paths, max_levels
 
 TOP = "flightc_kernel"
 CATEGORIES = {
@@ -151,8 +152,6 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
 def path_depths(folder: Path, top: str) -> dict[str, dict]:
     """The timing estimate of a design :func:`run_yosys` wrote with ``netlist``: the deepest path ending in each
     module kind (:mod:`flightc.hw.timing`), deepest first."""
-    from flightc.hw.timing import deepest_paths
-
     module = json.loads((folder / "netlist.json").read_text())["modules"][top]
     paths = sorted(deepest_paths(module).items(), key=lambda kv: -kv[1].levels)
     return {kind: p.to_dict() for kind, p in paths}
@@ -166,8 +165,6 @@ def cell_counts(stat: dict) -> dict[str, int]:
 def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0,
                      timing: dict[str, dict] | None = None) -> SynthReport:
     """Totals, per-module-kind counts and the DSP48E2 inside the chains, from yosys' ``stat -json``."""
-    from flightc.hw.timing import max_levels
-
     per = per_kind(stat)
     chain_dsp = per.get("core.mpe.chain", {}).get("DSP48E2", 0)
     return SynthReport(cfg.name, cfg.hash, cell_counts(stat), per, chain_dsp * cfg.num_cores,
@@ -202,8 +199,6 @@ def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool 
     if report_path.exists():
         return SynthReport(**json.loads(report_path.read_text()))
     t0 = time.perf_counter()
-    from flightc.hw.timing import max_levels
-
     if chain_only:
         totals = cell_counts(chain_stat(cfg, folder))
         report = SynthReport(cfg.name, cfg.hash, totals, {"chain": totals}, totals["DSP48E2"], cfg.chain_length,
