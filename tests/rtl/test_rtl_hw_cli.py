@@ -39,7 +39,9 @@ def test_hw_synth_maps_each_chain_lane_to_one_dsp48e2(tmp_path, monkeypatch, cap
     report = json.loads(out.read_text())
     # the timing estimate: the chain's deepest path, against the budget at tiny's clock
     assert report["max_levels"] == max_levels(CFG.clock_mhz) and report["timing"]
-    assert all(p["levels"] > 0 and p["luts"] >= 0 for p in report["timing"].values())
+    levels = [p["levels"] for p in report["timing"].values()]
+    assert max(levels) > 0 and min(levels) >= 0  # (a register straight to an output port is 0 levels)
+    assert report["timing"]["chain"]["luts"] > 0  # the chain's own deepest path runs through its LUTs
     # two tokens share a DSP48E2 through the packed A port: one DSP per lane, not two
     assert report["totals"]["DSP48E2"] == report["chain_dsp"] == CFG.chain_length
     assert report["totals"]["LUT"] > 0 and report["config_hash"] == CFG.hash
