@@ -3,8 +3,9 @@
 yosys maps the generated Verilog onto UltraScale+ primitives but neither places nor times it, so the estimate
 counts levels on the mapped netlist (``write_json`` after ``synth_xilinx``): a LUT is one level (its delay and
 the route into it), a carry chain a twentieth of one per CARRY4 (a tenth per CARRY8) from carry in to carry out
-and half of one from its LUT-side inputs, an F7/F8/F9 multiplexer a quarter, and a DSP48E2 the levels of the stages its configuration
-leaves combinational (pre-adder, multiplier, ALU), each cut where the primitive's register for it is on.
+and half of one from its LUT-side inputs, an F7/F8/F9 multiplexer a quarter, and a DSP48E2 the levels of the
+stages its configuration leaves combinational (pre-adder, multiplier, ALU), each cut where the primitive's
+register for it is on.
 Registers, block RAMs and UltraRAMs start and end paths (as do cells of no known kind: modules left out of
 synthesis); a block RAM's read adds the clock-to-out of an unregistered output. The budget per clock
 (:func:`max_levels`) assumes half a nanosecond a level and 0.6 ns a path for clock-to-out, setup and clock
@@ -94,8 +95,11 @@ def _dsp_arcs(cell: dict) -> tuple[list[tuple[str, str, float]], dict[str, float
             ends[port] = total
         else:
             arcs += [(port, o, total) for o in outs]
-    # paths that start inside: from an input register (stage 0 or the ALU's C) or a stage's closing register
-    begins = [0] if any(_param(cell, DSP_INPUTS[p][1], 1) for p in ("A", "B", "D")) else []
+    # paths that start inside: from an input register (A, B or D's before the pre-adder, C's before the ALU) or a
+    # stage's closing register
+    ports = cell.get("port_directions", {})
+    begins = [stage for p, (stage, reg) in DSP_INPUTS.items()
+              if p in ports and reg is not None and _param(cell, reg, 1)]
     begins += [i + 1 for i, c in enumerate(closed) if c]
     for first in begins:
         total, registered = run(first) if first < len(DSP_STAGES) else (0.0, False)
@@ -163,7 +167,7 @@ def _deepest(module: dict, by_kind: bool) -> dict[str, DeepestPath]:
             for p, lv in starts.items():
                 for b in bits(p):
                     sources[b] = (lv, name)
-            pairs = [(p, o, lv) for p, o, lv in cell_arcs]
+            pairs = cell_arcs
         elif kind in CARRY_CHAIN_LEVELS:
             pairs = [(p, o, CARRY_CHAIN_LEVELS[kind] if p in ("CI", "CI_TOP", "CYINIT") else CARRY_ENTRY_LEVELS)
                      for p in ins for o in outs]

@@ -84,7 +84,7 @@ def cmd_synth(args) -> int:
 def _print_timing(cfg, r) -> None:
     """The timing estimate: each module kind's deepest path against the budget at the config's clock."""
     rows = [(kind, f"{p['levels']:.1f}", str(p["luts"]), "within" if p["levels"] <= r.max_levels else "OVER")
-            for kind, p in list(r.timing.items())[:16]]
+            for kind, p in sorted(r.timing.items(), key=lambda kv: -kv[1]["levels"])[:16]]
     over = sum(1 for p in r.timing.values() if p["levels"] > r.max_levels)
     console.print(table(f"timing estimate at {cfg.clock_mhz:g} MHz: at most {r.max_levels} logic levels a path "
                         f"(hw/timing.py; yosys' mapping, not a placed design); {over} module kind(s) over",
