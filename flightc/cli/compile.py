@@ -55,7 +55,8 @@ def register(sub) -> None:
                                           "max-prefill; decode's 1 is always built); prompts run as steps of "
                                           "the longest that fit")
     c.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                   help="processes that lower program templates (default: up to 2)")
+                   help="processes that lower program templates, and threads that quantize layers with round to "
+                        "nearest (default: up to 2)")
     c.add_argument("--bucket", type=int, help="also cut each template's position range every N positions "
                                               "(FlightLLM-style buckets; default: one range wherever it fits)")
     c.add_argument("--random-weights", type=int, metavar="SEED",

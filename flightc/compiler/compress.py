@@ -7,6 +7,7 @@ the model whose earlier layers are already compressed (as GPTQ does), one layer'
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -56,8 +57,10 @@ def solve(w: np.ndarray, fmt: WeightFormat, solver: Solver, h: np.ndarray | None
 
 def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values: bool = True,
              method: Method = Method(), calibration: np.ndarray | None = None,
-             progress: Callable[[int, int], None] | None = None) -> GraphIR:
-    """``values=False`` checks every format against the hardware but quantizes nothing (see shape_only)."""
+             progress: Callable[[int, int], None] | None = None, jobs: int = 1) -> GraphIR:
+    """``values=False`` checks every format against the hardware but quantizes nothing (see shape_only).
+    ``jobs`` quantizes that many layers at a time with round to nearest (threads: numpy's array operations
+    release the GIL, and each layer's result depends on its own weight alone)."""
     out = graph.copy(stage="compressed")
     linears = out.linears()
     for name in linears:
@@ -70,10 +73,14 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
             out.node(name)["qweight"] = shape_only(plan.format_for(name), out.node(name)["weight"].shape)
         return out
     if not method.solver.calibrated:
-        for i, name in enumerate(linears):
-            out.node(name)["qweight"] = quantize_rtn(out.node(name)["weight"], plan.format_for(name))
-            if progress:
-                progress(i + 1, len(linears))
+        def one(name: str) -> QuantWeight:
+            return quantize_rtn(out.node(name)["weight"], plan.format_for(name))
+
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for i, (name, qw) in enumerate(zip(linears, pool.map(one, linears))):
+                out.node(name)["qweight"] = qw
+                if progress:
+                    progress(i + 1, len(linears))
         return out
     if calibration is None:
         raise UnsupportedError(f"method {method.label()} needs calibration sequences")

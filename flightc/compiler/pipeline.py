@@ -93,7 +93,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     1 is always there for decode) and position range, with patch tables that move it to any position
     below ``max_len`` (flightc.compiler.adaptive); a prompt runs as steps of the longest lengths that fit
     it. ``bucket`` also cuts every position range into pieces of that many positions; ``jobs`` lowers
-    templates in that many processes. ``weights=False`` compiles the programs only: formats are checked
+    templates in that many processes and quantizes that many layers at a time (round to nearest). ``weights=False`` compiles the programs only: formats are checked
     and every region laid out, but no weight is quantized or packed and no calibration runs; such a
     bundle feeds the performance model and refuses every backend that computes values.
     ``random_weights=SEED`` compiles a config folder with seeded random weights produced on demand
@@ -157,7 +157,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     if progress:
         progress("compress", 0, 1)
     gc = timed("compress", compress, g, plan, cfg, weights, method, calibration,
-               (lambda done, total: progress("compress", done, total)) if progress else None)
+               (lambda done, total: progress("compress", done, total)) if progress else None, jobs)
     if progress:
         progress("calibrate", 0, 1)
     gk = timed("calibrate", calibrate, gc, calibration) if weights else nominal_calibration(gc)

@@ -57,3 +57,23 @@ class RandomWeights(Mapping[str, LazyArray]):
 
     def __len__(self) -> int:
         return len(self._arrays)
+
+
+def random_model(config: dict, seed: int, device: str = "cpu", jobs: int = 1):
+    """The transformers model of ``config`` (float32, on ``device``) holding the seeded random weights that
+    ``load_hf(folder, random_weights=seed)`` compiles: the float reference of a random-weight compile.
+    ``jobs`` threads draw the values (numpy's generators release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+    import transformers
+
+    cfg = transformers.AutoConfig.for_model(**config)
+    weights = RandomWeights(config, seed)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(cfg).to(torch.float32)
+    state = model.state_dict()
+    with torch.no_grad(), ThreadPoolExecutor(max(1, jobs)) as pool:
+        for name, values in zip(state, pool.map(lambda n: np.asarray(weights[n]), state)):
+            state[name].copy_(torch.from_numpy(values))
+    return model.eval()

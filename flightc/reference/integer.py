@@ -2,8 +2,13 @@
 
 It walks the integer graph IR op by op (no tiling, no instructions, no packed bytes), so it is the
 independent answer the functional simulator, the RTL and the board must reproduce byte for byte.
+With ``device`` set, the linear layers' products run in PyTorch on that device (CUDA for a 7B model)
+in float64, which is exact here (see :class:`TorchProducts`); everything else stays in numpy.
 """
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -13,10 +18,52 @@ from flightc.ir.graph import GraphIR, OpKind, interpret
 from flightc.isa.table import OutMode
 
 
-class IntegerModel:
-    """Greedy-decoding state of one sequence: KV caches and the next position."""
+class NumpyProducts:
+    """``x @ W.T`` in int64 numpy: the weights as int64, the exact definition (8 bytes per weight)."""
 
-    def __init__(self, graph: GraphIR, max_len: int):
+    def __init__(self, graph: GraphIR):
+        self.w = {n: graph.node(n)["qweight"].int8_operand().astype(np.int64) for n in graph.linears()}
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.int64) @ self.w[name].T
+
+
+class TorchProducts:
+    """``x @ W.T`` in PyTorch on ``device``: the INT8 operands kept as int8 (1 byte per weight) and widened to
+    float64 per product. Exact: every product of two INT8 values is an integer of magnitude at most 2^14 and
+    every partial sum at most K * 2^14, far below 2^53 for any K a model has, so float64 holds each partial
+    sum exactly whatever order the library adds them in (checked at construction)."""
+
+    def __init__(self, graph: GraphIR, device: str):
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+        self.w = {}
+        names = graph.linears()
+        for n in names:
+            k = graph.node(n)["qweight"].shape[1]
+            if k * 2**14 >= 2**53:
+                raise UnsupportedError(f"{n}: K = {k} is too long for exact float64 products; use the numpy "
+                                       f"integer reference (device=None)")
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # widening a 7B model's weights takes a while
+            for n, w8 in zip(names, pool.map(lambda n: graph.node(n)["qweight"].int8_operand(), names)):
+                self.w[n] = torch.from_numpy(np.ascontiguousarray(w8)).to(self.device)
+
+    def __call__(self, name: str, x: np.ndarray) -> np.ndarray:
+        t = self.torch
+        xs = t.from_numpy(np.ascontiguousarray(x, np.float64)).to(self.device)
+        acc = xs @ self.w[name].to(t.float64).T
+        return acc.cpu().numpy().astype(np.int64)
+
+
+class IntegerModel:
+    """Greedy-decoding state of one sequence: KV caches and the next position.
+
+    ``device=None`` computes everything in numpy (int64 products); ``device="cuda"`` (or ``"cpu"``) runs
+    the linear layers' products in PyTorch there (:class:`TorchProducts`), with the same results bit for bit.
+    """
+
+    def __init__(self, graph: GraphIR, max_len: int, device: str | None = None):
         if graph.stage not in ("integer", "fused"):
             raise ValueError(f"integer reference needs an integerized graph, got stage {graph.stage!r}")
         self.graph = graph
@@ -25,7 +72,7 @@ class IntegerModel:
         width = s.num_kv_heads * s.head_dim
         self.k_cache = {n: np.zeros((max_len, width), np.int8) for n in graph.nodes_of(OpKind.ATTENTION)}
         self.v_cache = {n: np.zeros((max_len, width), np.int8) for n in graph.nodes_of(OpKind.ATTENTION)}
-        self.w8 = {n: graph.node(n)["qweight"].int8_operand().astype(np.int64) for n in graph.linears()}
+        self.products = NumpyProducts(graph) if device is None else TorchProducts(graph, device)
         self.pos = 0
 
     def forward(self, ids: list[int] | np.ndarray) -> np.ndarray:
@@ -65,7 +112,7 @@ class IntegerModel:
 
     def _linear(self, name: str, n: dict, x: np.ndarray) -> np.ndarray:
         """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual."""
-        acc = x.astype(np.int64) @ self.w8[name].T + n["bias_q"]
+        acc = self.products(name, x) + n["bias_q"]
         mode = n["out_mode"]
         if mode is OutMode.REQ_I8:
             return nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
