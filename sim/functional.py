@@ -118,14 +118,16 @@ class Machine:
         mem[ix] = np.ascontiguousarray(values).view(np.uint8).ravel()
 
     def _hbm_rows(self, ch: int, addr: int, rows: int, width: int, stride: int) -> np.ndarray:
+        ix = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(width)[None, :]).ravel()
+        self._check_range(ch, addr, int(ix.max()) + 1 - addr if ix.size else 0)
+        return ix
+
+    def _check_range(self, ch: int, addr: int, nbytes: int) -> None:
         if ch not in self.hbm:
             raise ProgramError(f"memory channel {ch} does not exist (the config has {len(self.hbm)})")
-        mem = self.hbm[ch]
-        ix = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(width)[None, :]).ravel()
-        if ix.size and ix.max() >= mem.size:
-            raise MemoryRangeError(f"channel {ch} access [{addr}, {ix.max() + 1}) beyond the used extent "
-                                   f"({mem.size})")
-        return ix
+        if nbytes and addr + nbytes > self.hbm[ch].size:
+            raise MemoryRangeError(f"channel {ch} access [{addr}, {addr + nbytes}) beyond the used extent "
+                                   f"({self.hbm[ch].size})")
 
     # ----- execution -----
     def run(self, programs: bytes | list[bytes]) -> Counters:
@@ -278,17 +280,18 @@ class Machine:
     def _read_striped(self, channel: int, hbm_addr: int, nbytes: int, stripe: int, unit: int,
                       c: Counters) -> np.ndarray:
         """``nbytes`` striped over ``stripe`` channels from ``channel``, ``unit`` bytes at a time
-        (flightc.isa.footprint.stripe_layout), in order."""
-        o = np.arange(nbytes)
-        u = o // unit
-        addr = hbm_addr + (u // stripe) * unit + o % unit
-        data = np.empty(nbytes, np.uint8)
+        (flightc.isa.footprint.stripe_layout), in order: each channel's share is one run of its memory, and the
+        shares interleave a unit at a time."""
+        units = -(-nbytes // unit)
+        rounds = -(-units // stripe)
+        tiles = np.zeros((rounds, stripe, unit), np.uint8)
         for ch, base, n in stripe_layout(channel, hbm_addr, nbytes, stripe, unit):
-            mine = (u % stripe) == ch - channel
-            self._hbm_rows(ch, base, 1, n, 0)  # within the channel's extent
-            data[mine] = self.hbm[ch][addr[mine]]
+            self._check_range(ch, base, n)
+            share = np.zeros(rounds * unit, np.uint8)
+            share[:n] = self.hbm[ch][base:base + n]
+            tiles[:, ch - channel] = share.reshape(rounds, unit)
             c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
-        return data
+        return tiles.reshape(-1)[:nbytes]
 
     def _load_striped(self, ins: Instruction, c: Counters) -> None:
         if ins.rows != 1:

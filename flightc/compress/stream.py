@@ -199,39 +199,38 @@ def stream_image(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
 
 def rows_of_image(image: bytes, shape: StreamShape) -> np.ndarray:
     """The inverse of :func:`stream_image`: the tile's packed rows [rows, row_bytes] (what the functional simulator
-    multiplies by)."""
+    multiplies by). Every pair of every group is cut the same way, so each block is cut for all of them at once."""
     fmt, S, B, k = shape.fmt, shape.slots, shape.beat, shape.k
     data = np.frombuffer(image, np.uint8)
     if data.size != shape.nbytes:
         raise ValueError(f"a stream image of {data.size} bytes; the shape takes {shape.nbytes}")
-    streams = np.zeros((shape.groups, shape.group_bytes), np.uint8)
-    U = shape.unit
-    for u, (g, n) in enumerate(_unit_order(shape)):
-        streams[g, n * U:(n + 1) * U] = data[u * U:(u + 1) * U]
+    G, P, U, PB = shape.groups, shape.pairs, shape.unit, shape.pair_beats * B
+    order = _unit_order(shape)
+    streams = np.zeros((G, shape.group_bytes // U, U), np.uint8)
+    streams[order[:, 0], order[:, 1]] = data.reshape(-1, U)
+    recs = streams.reshape(G, -1)[:, :P * PB].reshape(G, P, PB)
     vb, ib = row_part_bytes(fmt, S)
     stride = chunk_stride(fmt, S)
     values, positions, scales = fmt.row_parts(k)
-    out = np.zeros((2 * shape.pairs * shape.groups, values + positions + scales), np.uint8)
-    for g in range(shape.groups):
-        for q in range(shape.pairs):
-            rec = streams[g][q * shape.pair_beats * B:(q + 1) * shape.pair_beats * B]
-            pair = out[2 * (q * shape.groups + g):2 * (q * shape.groups + g) + 2]
-            at, c0 = 0, 0
-            for cols in shape.blocks():
-                if fmt.group:
-                    g0, n = c0 // fmt.group, cols // fmt.group
-                    pair[:, values + positions + g0:values + positions + g0 + n] = rec[at:at + 2 * n].reshape(n, 2).T
-                    at += B
-                nch = cols // S
-                body = rec[at:at + nch * stride].reshape(nch, stride)
-                j0 = c0 // S
-                for r in range(2):
-                    base = r * (vb + ib)
-                    pair[r, j0 * vb:(j0 + nch) * vb] = body[:, base:base + vb].reshape(-1)
-                    pair[r, values + j0 * ib:values + (j0 + nch) * ib] = body[:, base + vb:base + vb + ib].reshape(-1)
-                at += -(-nch * stride // B) * B
-                c0 += cols
-    return out[:shape.rows]
+    out = np.zeros((P, G, 2, values + positions + scales), np.uint8)  # row 2 (q x groups + g) + r
+    at, c0 = 0, 0
+    for cols in shape.blocks():
+        if fmt.group:
+            g0, n = c0 // fmt.group, cols // fmt.group
+            mult = recs[:, :, at:at + 2 * n].reshape(G, P, n, 2)  # each group's multiplier for row 0, then row 1
+            out[:, :, :, values + positions + g0:values + positions + g0 + n] = mult.transpose(1, 0, 3, 2)
+            at += B
+        nch = cols // S
+        body = recs[:, :, at:at + nch * stride].reshape(G, P, nch, stride)
+        j0 = c0 // S
+        for r in range(2):
+            base = r * (vb + ib)
+            out[:, :, r, j0 * vb:(j0 + nch) * vb] = body[..., base:base + vb].reshape(G, P, -1).transpose(1, 0, 2)
+            out[:, :, r, values + j0 * ib:values + (j0 + nch) * ib] = \
+                body[..., base + vb:base + vb + ib].reshape(G, P, -1).transpose(1, 0, 2)
+        at += -(-nch * stride // B) * B
+        c0 += cols
+    return out.reshape(2 * P * G, -1)[:shape.rows]
 
 
 # ----------------------------------------------------------------------------------- an image written row by row
