@@ -77,6 +77,48 @@ def _decoded(program: bytes) -> tuple[Instruction, ...]:
     return tuple(iter_program(program))
 
 
+class DecodedTiles:
+    """Streamed weight tiles as INT8 operand rows, by where they lie in memory, so that a weight read and
+    dequantized once is not again on every token; a write to memory drops every tile whose bytes it touches.
+    At most ``limit`` bytes are kept (the least recently used go first)."""
+
+    def __init__(self, limit: int = 1 << 30):
+        self.limit, self.size = limit, 0
+        self.hits = self.dropped = 0  # reads served, tiles dropped by writes
+        self.entries: dict = {}  # key -> (spans, rows), in use order
+        self.on_channel: dict[int, set] = {}
+
+    def get(self, key) -> tuple[list, np.ndarray | None]:
+        hit = self.entries.pop(key, None)
+        if hit is None:
+            return [], None
+        self.entries[key] = hit
+        self.hits += 1
+        return hit
+
+    def put(self, key, spans: list[tuple[int, int, int]], rows: np.ndarray) -> None:
+        if rows.nbytes > self.limit:
+            return
+        while self.entries and self.size + rows.nbytes > self.limit:
+            self._drop(next(iter(self.entries)))
+        self.entries[key] = (spans, rows)
+        self.size += rows.nbytes
+        for ch, _, _ in spans:
+            self.on_channel.setdefault(ch, set()).add(key)
+
+    def written(self, channel: int, lo: int, hi: int) -> None:
+        for key in [k for k in self.on_channel.get(channel, ()) if any(
+                ch == channel and a < hi and lo < a + n for ch, a, n in self.entries[k][0])]:
+            self._drop(key)
+            self.dropped += 1
+
+    def _drop(self, key) -> None:
+        spans, rows = self.entries.pop(key)
+        self.size -= rows.nbytes
+        for ch, _, _ in spans:
+            self.on_channel[ch].discard(key)
+
+
 class Machine:
     """The cores with their on-chip buffers and the shared memory channels, loaded from a bundle."""
 
@@ -86,6 +128,7 @@ class Machine:
         self.cores = [{b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer} for _ in range(cfg.num_cores)]
         self.buf = self.cores[0]
         self.check_hazards = check_hazards
+        self.tiles = DecodedTiles()
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, check_hazards: bool = True) -> "Machine":
@@ -98,6 +141,7 @@ class Machine:
     # ----- host access -----
     def write_hbm(self, channel: int, addr: int, data: bytes) -> None:
         self.hbm[channel][addr:addr + len(data)] = np.frombuffer(data, np.uint8)
+        self.tiles.written(channel, addr, addr + len(data))
 
     def read_hbm(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.hbm[channel][addr:addr + nbytes].tobytes()
@@ -244,6 +288,8 @@ class Machine:
             for channel, addr, rows, stride, part in runs:
                 ix = self._hbm_rows(channel, addr, rows, ins.row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
+                if ix.size:
+                    self.tiles.written(channel, int(ix.min()), int(ix.max()) + 1)
                 c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
             _check_operands(ins, self.cfg)
@@ -311,6 +357,21 @@ class Machine:
             self._check_positions(packed, weight_format(ins), ins.k)
         return packed
 
+    def _streamed_operand(self, ins: Instruction, c: Counters) -> np.ndarray:
+        """A streamed MV's INT8 operand rows [n, stream K]: read and dequantized once, then taken from
+        :class:`DecodedTiles` until a store or the host writes over the tile's bytes."""
+        shape = stream_shape(self.cfg, ins)
+        key = (ins.w_channel, ins.w_hbm_addr, ins.w_stripe, shape)
+        spans, w = self.tiles.get(key)
+        if w is None:
+            w = unpack_rows(self._stream_rows(ins, Counters()), weight_format(ins), stream_k(self.cfg, ins))
+            w = w.astype(np.int8)
+            spans = stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
+            self.tiles.put(key, spans, w)
+        for ch, _, n in spans:
+            c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
+        return w
+
     def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:
         n = packed.shape[0]
         bad = np.argwhere(np.diff(sparse_positions(packed, fmt, k).reshape(n, k // fmt.m, fmt.n), axis=-1) <= 0)
@@ -327,7 +388,7 @@ class Machine:
         wb = Buffer(ins.w_buf)
         fmt = weight_format(ins)
         if streamed(ins):
-            w = unpack_rows(self._stream_rows(ins, c), fmt, stream_k(self.cfg, ins))[:, :k]  # past K: zero acts
+            w = self._streamed_operand(ins, c)[:, :k]  # past K: zero acts
         elif ins.w_kmajor:
             if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
                 raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")
