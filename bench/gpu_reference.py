@@ -251,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"device": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
                     "model": args.model.name, "layers": cfg["num_hidden_layers"], "seed": args.seed}
 
-    from flightc.frontend.lazy import random_model
+    from flightc.frontend.lazy import lazy_weights_model
     from flightc.reference.float_ref import FloatReference, agreement
 
-    model32, load_s = clock(random_model, cfg, args.seed, args.device, args.jobs)
+    model32, load_s = clock(lazy_weights_model, cfg, args.seed, args.device, args.jobs)
     print(f"float32 model with the seeded weights: {load_s:.1f} s", flush=True)
     result["float32_load_s"] = load_s
     rows, float_tokens = float_runs(model32, args.device, args.dtypes.split(","), workloads, prompts, clock)

@@ -18,13 +18,13 @@ from flightc.bundle import Bundle
 from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.compress.stream import rows_of_image
 from flightc.config import Buffer, HardwareConfig
-from flightc.errors import MemoryRangeError, ProgramError
-from flightc.isa.codec import Instruction, iter_program
+from flightc.errors import EncodingError, MemoryRangeError, ProgramError
+from flightc.isa.codec import Instruction, decode, instruction_bytes, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, check_max_fields, footprint,
                                    gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
                                    norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
                                    stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
-from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
+from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
 from flightc.sim.hazards import HazardChecker
@@ -71,10 +71,56 @@ def static_counters(program: bytes, cfg: HardwareConfig | None = None) -> Counte
     return c
 
 
+@lru_cache(maxsize=1 << 16)
+def _decode_one(raw: bytes) -> Instruction:
+    return decode(raw)[0]
+
+
+def _words(program: bytes) -> list[bytes]:
+    """The program cut into its instructions' bytes (the opcode in each one's low bits gives its length)."""
+    out, at = [], 0
+    mask = (1 << OPCODE_BITS) - 1
+    while at < len(program):
+        n = instruction_bytes(program[at] & mask)
+        out.append(program[at:at + n])
+        at += n
+    return out
+
+
 @lru_cache(maxsize=512)
+def _decoded_words(program: bytes) -> tuple[tuple[Instruction, bytes], ...]:
+    """Each instruction of ``program`` with its bytes. Decoding is pure: a session runs the same few templates
+    over and over, and a template patched to a position differs from the last one in a few instructions, so each
+    distinct instruction is decoded once."""
+    try:
+        words = _words(program)
+        return tuple((_decode_one(w), w) for w in words)
+    except EncodingError:
+        tuple(iter_program(program))  # the same error, saying at which byte
+        raise
+
+
 def _decoded(program: bytes) -> tuple[Instruction, ...]:
-    """Decoding is pure, and a session runs the same few programs over and over."""
-    return tuple(iter_program(program))
+    return tuple(ins for ins, _ in _decoded_words(program))
+
+
+@lru_cache(maxsize=1 << 12)
+def _token_units(wait: int, release: int) -> tuple[tuple[Unit, ...], tuple[Unit, ...]]:
+    """The units an instruction waits for tokens from and releases tokens to."""
+    return tuple(v for v in Unit if wait >> int(v) & 1), tuple(v for v in Unit if release >> int(v) & 1)
+
+
+@lru_cache(maxsize=1 << 16)
+def _footprint(raw: bytes, cfg: HardwareConfig) -> tuple[tuple[Access, ...], tuple[Access, ...]]:
+    """:func:`flightc.isa.footprint.footprint` once per distinct instruction."""
+    reads, writes = footprint(_decode_one(raw), cfg)
+    return tuple(reads), tuple(writes)
+
+
+@lru_cache(maxsize=1 << 16)
+def _operands_checked(raw: bytes, cfg: HardwareConfig) -> None:
+    """:func:`_check_operands` once per distinct instruction (it depends on the fields alone)."""
+    _check_operands(_decode_one(raw), cfg)
 
 
 class DecodedTiles:
@@ -181,15 +227,15 @@ class Machine:
         P = self.cfg.num_cores
         if len(programs) != P:
             raise ProgramError(f"{len(programs)} instruction streams for a {P}-core machine")
-        queues: dict[tuple[int, Unit], deque[tuple[int, Instruction]]] = {}
+        queues: dict[tuple[int, Unit], deque[tuple[int, Instruction, bytes]]] = {}
         for core, program in enumerate(programs):
-            instrs = _decoded(bytes(program))
-            if not instrs or instrs[-1].opcode is not Opcode.SYS or instrs[-1].op != SysOp.END:
+            instrs = _decoded_words(bytes(program))
+            if not instrs or instrs[-1][0].opcode is not Opcode.SYS or instrs[-1][0].op != SysOp.END:
                 raise ProgramError(f"core {core}: program does not end with SYS END")
             for u in Unit:
                 queues[(core, u)] = deque()
-            for i, ins in enumerate(instrs):
-                queues[(core, ins.unit)].append((i, ins))
+            for i, (ins, raw) in enumerate(instrs):
+                queues[(core, ins.unit)].append((i, ins, raw))
         fifo = {(c, a, b): deque() for c in range(P) for a in Unit for b in Unit if a != b}
         hz = HazardChecker(self.cfg) if self.check_hazards else None
         counters = Counters()
@@ -197,21 +243,18 @@ class Machine:
         at_barrier: dict[int, int] = {}  # core -> barrier id its SYS unit is waiting at
 
         def ready(core: int, u: Unit, ins: Instruction) -> bool:
-            waits = [v for v in Unit if ins.wait >> int(v) & 1]
-            rels = [v for v in Unit if ins.release >> int(v) & 1]
+            waits, rels = _token_units(ins.wait, ins.release)
             return all(fifo[(core, v, u)] for v in waits) and all(len(fifo[(core, u, v)]) < depth for v in rels)
 
         def start(core: int, u: Unit, ins: Instruction) -> None:
-            for v in Unit:
-                if ins.wait >> int(v) & 1:
-                    token = fifo[(core, v, u)].popleft()
-                    if hz:
-                        hz.merge(core * NUNITS + u, token)
+            for v in _token_units(ins.wait, ins.release)[0]:
+                token = fifo[(core, v, u)].popleft()
+                if hz:
+                    hz.merge(core * NUNITS + u, token)
 
         def finish(core: int, u: Unit, ins: Instruction) -> None:
-            for v in Unit:
-                if ins.release >> int(v) & 1:
-                    fifo[(core, u, v)].append(hz.snapshot(core * NUNITS + u) if hz else None)
+            for v in _token_units(ins.wait, ins.release)[1]:
+                fifo[(core, u, v)].append(hz.snapshot(core * NUNITS + u) if hz else None)
             queues[(core, u)].popleft()
             counters.instructions[ins.cls.name] = counters.instructions.get(ins.cls.name, 0) + 1
 
@@ -221,7 +264,7 @@ class Machine:
                 for u in Unit:
                     q = queues[(core, u)]
                     while q:
-                        i, ins = q[0]
+                        i, ins, raw = q[0]
                         if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
                             if core not in at_barrier and ready(core, u, ins):
                                 start(core, u, ins)
@@ -233,12 +276,12 @@ class Machine:
                         start(core, u, ins)
                         where = f"core {core} instruction {i} ({ins.cls.name})"
                         if hz:
-                            reads, writes = footprint(ins, self.cfg)
+                            reads, writes = _footprint(raw, self.cfg)
                             if ins.opcode is Opcode.LD and ins.gather:
-                                reads = reads + gather_rows(ins, self._ids(ins))
+                                reads = reads + tuple(gather_rows(ins, self._ids(ins)))
                             hz.access(core * NUNITS + u, where, reads, writes)
                         try:
-                            self._execute(core, ins, counters)
+                            self._execute(core, ins, counters, raw)
                         except ProgramError as e:  # the same kind of error, saying where
                             raise type(e)(f"{where}: {e}") from None
                         finish(core, u, ins)
@@ -256,7 +299,7 @@ class Machine:
                 stuck = []
                 for (core, u), q in queues.items():
                     if q:
-                        i, ins = q[0]
+                        i, ins, _ = q[0]
                         need = [v.name for v in Unit if ins.wait >> int(v) & 1 and not fifo[(core, v, u)]]
                         full = [v.name for v in Unit if ins.release >> int(v) & 1 and len(fifo[(core, u, v)]) >= depth]
                         what = "is at a barrier" if core in at_barrier and u is Unit.SYS else (
@@ -268,9 +311,15 @@ class Machine:
             raise ProgramError(f"unbalanced tokens: released but never waited for: {left}")
         return counters
 
-    def _execute(self, core: int, ins: Instruction, c: Counters) -> None:
+    def _execute(self, core: int, ins: Instruction, c: Counters, raw: bytes | None = None) -> None:
+        """Run one instruction; ``raw``, its bytes, lets the checks that depend on its fields alone be cached."""
         self.buf = self.cores[core]
         op = ins.opcode
+        if op in (Opcode.MM, Opcode.MV, Opcode.MISC):
+            if raw is None:
+                _check_operands(ins, self.cfg)
+            else:
+                _operands_checked(raw, self.cfg)
         if op is Opcode.LD:
             self._load(ins, c)
         elif op is Opcode.ST:
@@ -292,10 +341,8 @@ class Machine:
                     self.tiles.written(channel, int(ix.min()), int(ix.max()) + 1)
                 c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
         elif op in (Opcode.MM, Opcode.MV):
-            _check_operands(ins, self.cfg)
             self._mpe(ins, c)
         elif op is Opcode.MISC:
-            _check_operands(ins, self.cfg)
             self._misc(ins, c)
 
     def _ids(self, ins: Instruction) -> list[int]:

@@ -15,7 +15,7 @@ from flightc.compiler.compress import compress
 from flightc.compress.plan import CompressionPlan
 from flightc.config import load_config
 from flightc.frontend.hf import load_hf
-from flightc.frontend.lazy import random_model
+from flightc.frontend.lazy import lazy_weights_model
 from flightc.reference.float_graph import run_float
 from flightc.reference.integer import IntegerModel, greedy
 
@@ -50,15 +50,15 @@ def test_threaded_compression_equals_serial():
             assert np.array_equal(getattr(a, field), getattr(b, field)), (name, field)
 
 
-def test_random_model_is_the_float_model_the_compiler_reads(tmp_path):
+def test_lazy_weights_model_is_the_float_model_the_compiler_reads(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_LLAMA))
     ids = np.array([3, 141, 59, 265, 35, 89, 79, 323])
     graph = load_hf(tmp_path, random_weights=7)
     expected = run_float(graph, ids)[graph.output]
     with torch.no_grad():
-        got = random_model(TINY_LLAMA, 7, jobs=2)(torch.from_numpy(ids[None])).logits[0].double().numpy()
+        got = lazy_weights_model(TINY_LLAMA, 7, jobs=2)(torch.from_numpy(ids[None])).logits[0].double().numpy()
     assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
-    other = random_model(TINY_LLAMA, 8)(torch.from_numpy(ids[None])).logits[0].double().detach().numpy()
+    other = lazy_weights_model(TINY_LLAMA, 8)(torch.from_numpy(ids[None])).logits[0].double().detach().numpy()
     assert np.abs(other - expected).max() > 0.1 * np.abs(expected).max()  # the seed chooses the weights
 
 

@@ -59,7 +59,7 @@ class RandomWeights(Mapping[str, LazyArray]):
         return len(self._arrays)
 
 
-def random_model(config: dict, seed: int, device: str = "cpu", jobs: int = 1):
+def lazy_weights_model(config: dict, seed: int, device: str = "cpu", jobs: int = 1):
     """The transformers model of ``config`` (float32, on ``device``) holding the seeded random weights that
     ``load_hf(folder, random_weights=seed)`` compiles: the float reference of a random-weight compile.
     ``jobs`` threads draw the values (numpy's generators release the GIL)."""

@@ -6,6 +6,7 @@ simulator uses it to check that every read is ordered after the write it depends
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,8 +58,16 @@ class Access:
         return bool(np.intersect1d(self.indices(), other.indices(), assume_unique=False).size)
 
     def indices(self) -> np.ndarray:
-        r = np.arange(self.rows, dtype=np.int64)[:, None] * self.stride
-        return (self.addr + r + np.arange(self.width, dtype=np.int64)[None, :]).ravel()
+        """Every byte's address, in row order (read-only: shared between equal accesses)."""
+        return _indices(self.addr, self.rows, self.width, self.stride)
+
+
+@lru_cache(maxsize=1 << 14)
+def _indices(addr: int, rows: int, width: int, stride: int) -> np.ndarray:
+    r = np.arange(rows, dtype=np.int64)[:, None] * stride
+    out = (addr + r + np.arange(width, dtype=np.int64)[None, :]).ravel()
+    out.setflags(write=False)
+    return out
 
 
 def buf(b: Buffer | int) -> Space:

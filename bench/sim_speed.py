@@ -1,0 +1,72 @@
+"""The functional simulator's speed against the float model's, measured in one run on this machine.
+
+    python bench/sim_speed.py [--models builtin:pylm,builtin:addition] [--hw u280] [--format w4g128s8:16]
+                              [--new 32] [--repeats 3]
+
+For each model: fsim tokens/s with its default settings (the hazard check on) and with ``check_hazards=False``,
+and the float model's tokens/s (flightc.reference.float_ref.FloatReference.generate: transformers' generate with
+its KV cache, float32, on the CPU here, after one warm-up), each the best of ``--repeats`` runs of ``--new``
+greedy tokens after the same 8-token prompt; the ratio fsim / float is issue 27's measure (1.0: as fast as the
+float model). Prints a markdown table (recorded in docs/scale.md).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+PROMPT = [17, 42, 99, 3, 50, 7, 28, 64]
+
+
+def best_rate(fn, new: int, repeats: int) -> float:
+    """Tokens/s of the fastest of ``repeats`` calls of ``fn`` (each generating ``new`` tokens)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return new / min(times)
+
+
+def measure(spec: str, hw: str, fmt: str, new: int, repeats: int) -> dict:
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.models.builtin import load_builtin
+    from flightc.reference.float_ref import FloatReference
+    from flightc.runtime.session import Session
+
+    model = load_builtin(spec)
+    prompt = [t % model.config.vocab_size for t in PROMPT]
+    c = compile_model(model, hw, CompressionPlan.parse(fmt), max_len=len(prompt) + new)
+
+    def fsim(**options):
+        with Session(c.bundle, "fsim", **options) as s:
+            list(s.generate(prompt, new))
+
+    ref = FloatReference(model, "cpu")
+    ref.generate(prompt, new)  # warm-up
+    row = {"model": spec, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+           "float": best_rate(lambda: ref.generate(prompt, new), new, repeats),
+           "fsim": best_rate(fsim, new, repeats),
+           "fsim_unchecked": best_rate(lambda: fsim(check_hazards=False), new, repeats)}
+    row["ratio"] = row["fsim"] / row["float"]
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="builtin:pylm,builtin:addition")
+    ap.add_argument("--hw", default="u280")
+    ap.add_argument("--format", default="w4g128s8:16")
+    ap.add_argument("--new", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = [measure(spec, args.hw, args.format, args.new, args.repeats) for spec in args.models.split(",")]
+    print(f"| model | parameters (M) | float tokens/s | fsim tokens/s | fsim / float | fsim tokens/s, hazard check "
+          f"off |\n|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} ({args.format}, {args.hw}) | {r['params_m']:.2f} | {r['float']:.1f} | {r['fsim']:.2f} | "
+              f"{r['ratio']:.3f} | {r['fsim_unchecked']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
