@@ -132,7 +132,7 @@ class DecodedTiles:
         self.limit, self.size = limit, 0
         self.hits = self.dropped = 0  # reads served, tiles dropped by writes
         self.entries: dict = {}  # key -> (spans, rows), in use order
-        self.on_channel: dict[int, set] = {}
+        self.on_channel: dict[int, dict] = {}  # channel -> {key: (lo, hi) of the tile's bytes there}
 
     def get(self, key) -> tuple[list, np.ndarray | None]:
         hit = self.entries.pop(key, None)
@@ -149,12 +149,11 @@ class DecodedTiles:
             self._drop(next(iter(self.entries)))
         self.entries[key] = (spans, rows)
         self.size += rows.nbytes
-        for ch, _, _ in spans:
-            self.on_channel.setdefault(ch, set()).add(key)
+        for ch, a, n in spans:
+            self.on_channel.setdefault(ch, {})[key] = (a, a + n)
 
     def written(self, channel: int, lo: int, hi: int) -> None:
-        for key in [k for k in self.on_channel.get(channel, ()) if any(
-                ch == channel and a < hi and lo < a + n for ch, a, n in self.entries[k][0])]:
+        for key in [k for k, (a, b) in self.on_channel.get(channel, {}).items() if a < hi and lo < b]:
             self._drop(key)
             self.dropped += 1
 
@@ -162,7 +161,7 @@ class DecodedTiles:
         spans, rows = self.entries.pop(key)
         self.size -= rows.nbytes
         for ch, _, _ in spans:
-            self.on_channel[ch].discard(key)
+            self.on_channel[ch].pop(key, None)
 
 
 class Machine:
@@ -198,6 +197,8 @@ class Machine:
         mem = self.buf[b]
         if ix.size and ix.max() >= mem.size:
             raise ProgramError(f"{b.name} read [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
+        if not a.rows:  # nothing to read (reshape cannot infer a row length from no bytes)
+            return np.zeros((0, a.width // np.dtype(dtype).itemsize), dtype)
         return mem[ix].view(dtype).reshape(a.rows, -1)
 
     def _put(self, b: Buffer, a: Access, values: np.ndarray) -> None:

@@ -23,6 +23,11 @@ def agent_name(agent: int) -> str:
     return f"core{core}.{Unit(unit).name}"
 
 
+def _selector(a: Access) -> slice | np.ndarray:
+    """The bytes of ``a``: a slice where they are one run (no index array to build or gather through)."""
+    return slice(a.lo, a.hi) if a.contiguous else a.indices()
+
+
 class HazardChecker:
     def __init__(self, cfg: HardwareConfig):
         self.agents = cfg.num_cores * NUNITS
@@ -36,8 +41,8 @@ class HazardChecker:
                 self.writer[(core, b)] = np.full(size, -1, np.int16)
                 self.write_seq[(core, b)] = np.zeros(size, np.int64)
                 self.read_seq[(core, b)] = np.zeros((NUNITS, size), np.int64)
-        self.hbm_writes: list[tuple[Access, int, int]] = []  # (access, agent, seq)
-        self.hbm_reads: list[tuple[Access, int, int]] = []
+        self.hbm_writes: dict[int, list[tuple[Access, int, int]]] = {}  # channel -> [(access, agent, seq)]
+        self.hbm_reads: dict[int, list[tuple[Access, int, int]]] = {}
 
     def snapshot(self, agent: int) -> np.ndarray:
         return self.clock[agent].copy()
@@ -70,24 +75,25 @@ class HazardChecker:
     def _check(self, u: int, a: Access, where: str, write: bool) -> None:
         kind, idx = a.space
         if kind == "hbm":
-            others = self.hbm_writes + (self.hbm_reads if write else [])
+            others = self.hbm_writes.get(idx, []) + (self.hbm_reads.get(idx, []) if write else [])
+            seen = self.clock[u]
             for b, v, s in others:
-                if v != u and self.clock[u, v] < s and b.intersects(a):
+                if v != u and seen[v] < s and b.intersects(a):
                     raise ProgramError(f"{where}: {'writes' if write else 'reads'} channel {idx} bytes "
                                        f"[{a.lo}, {a.hi}) racing an unordered access by {agent_name(v)} "
                                        f"(no token chain orders them)")
             return
         core = u // NUNITS
         key = (core, Buffer(idx))
-        ix = a.indices()
-        if ix.size == 0:
+        if not a.rows or not a.width:
             return
-        if ix.max() >= len(self.writer[key]):
+        if a.hi > len(self.writer[key]):
             raise ProgramError(f"{where}: {key[1].name} access [{a.lo}, {a.hi}) beyond the buffer "
                                f"({len(self.writer[key])} bytes)")
+        ix = _selector(a)
         ok = self._seen(u, self.writer[key][ix].astype(np.int64), self.write_seq[key][ix])
         if not ok.all():
-            first = int(ix[np.argmin(ok)])
+            first = a.lo + int(np.argmin(ok)) if isinstance(ix, slice) else int(ix[np.argmin(ok)])
             raise ProgramError(f"{where}: {'writes' if write else 'reads'} {key[1].name}[{first}] before the write "
                                f"by {agent_name(int(self.writer[key][first]))} has been released to "
                                f"{agent_name(u)} (missing wait/release token)")
@@ -101,11 +107,15 @@ class HazardChecker:
     def _record(self, u: int, seq: int, a: Access, write: bool) -> None:
         kind, idx = a.space
         if kind == "hbm":
-            (self.hbm_writes if write else self.hbm_reads).append((a, u, seq))
+            log = (self.hbm_writes if write else self.hbm_reads).setdefault(idx, [])
+            log.append((a, u, seq))
+            if len(log) >= 64 and len(log).bit_count() == 1:  # now and then: forget what every agent has seen
+                everyone = self.clock.min(axis=0)
+                log[:] = [(b, v, s) for b, v, s in log if everyone[v] < s]
             return
         core, unit = divmod(u, NUNITS)
         key = (core, Buffer(idx))
-        ix = a.indices()
+        ix = _selector(a)
         if write:
             self.writer[key][ix] = u
             self.write_seq[key][ix] = seq

@@ -95,3 +95,90 @@ def test_sparse_positions_must_ascend_within_a_block():
               out_addr=0)
     with pytest.raises(ProgramError, match="distinct and ascending"):
         m.run(encode_program([mv, make("SYS", op=SysOp.END)]))
+
+
+
+def _tiny_machine():
+    from flightc.config import PRESETS
+
+    return Machine(PRESETS["tiny"], {0: 1 << 16, 1: 1 << 16})
+
+
+def _ld(addr: int, wait: int = 0, release: int = 0, channel: int = 0, buf_addr: int = 0):
+    from flightc.config import Buffer
+
+    return make(Opcode.LD, buf=Buffer.ACT, buf_addr=buf_addr, channel=channel, hbm_addr=addr, rows=1, row_bytes=64,
+                hbm_stride=64, buf_stride=64, wait=wait, release=release)
+
+
+def _st(addr: int, wait: int = 0, release: int = 0, channel: int = 0):
+    from flightc.config import Buffer
+
+    return make(Opcode.ST, buf=Buffer.ACT, buf_addr=0, channel=channel, hbm_addr=addr, rows=1, row_bytes=64,
+                hbm_stride=64, buf_stride=64, wait=wait, release=release)
+
+
+# a SYS instruction that does nothing but hand the LD unit a token: the LD after it runs once the ST has, in the
+# simulator's order, without any token chain from the ST
+NUDGE = make(Opcode.SYS, op=SysOp.NOP, release=1 << Unit.LD)
+END = make(Opcode.SYS, op=SysOp.END)
+
+
+def test_memory_accesses_racing_without_a_token_are_refused():
+    # LD fills ACT; ST stores it (ordered by a token); a second LD reads the stored bytes back
+    ordered = [_ld(0, release=1 << Unit.ST), _st(4096, wait=1 << Unit.LD, release=1 << Unit.LD),
+               _ld(4096, wait=1 << Unit.ST, buf_addr=64), END]
+    _tiny_machine().run(encode_program(ordered))
+    racing = [_ld(0, release=1 << Unit.ST), _st(4096, wait=1 << Unit.LD), NUDGE,
+              _ld(4096, wait=1 << Unit.SYS, buf_addr=64), END]
+    with pytest.raises(ProgramError, match="reads channel 0 bytes \\[4096, 4160\\) racing an unordered access by "
+                                           "core0.ST"):
+        _tiny_machine().run(encode_program(racing))
+    elsewhere = [_ld(0, release=1 << Unit.ST), _st(4096, wait=1 << Unit.LD), NUDGE,
+                 _ld(4096, wait=1 << Unit.SYS, buf_addr=64, channel=1), END]
+    _tiny_machine().run(encode_program(elsewhere))  # the same addresses on another channel: no conflict
+
+
+def test_overwriting_bytes_another_unit_may_still_read_is_refused():
+    # ST reads ACT[0:64] after the LD that wrote it; a second LD overwrites ACT[0:64] with no token from the ST
+    prog = [_ld(0, release=1 << Unit.ST), _st(4096, wait=1 << Unit.LD), NUDGE, _ld(128, wait=1 << Unit.SYS), END]
+    with pytest.raises(ProgramError, match="overwrites ACT \\[0, 64\\) while core0.ST may still read it"):
+        _tiny_machine().run(encode_program(prog))
+
+
+def test_many_ordered_accesses_pass_and_a_race_after_them_is_found():
+    prog = []
+    for i in range(100):  # LD and ST take turns, each ordered after the other
+        prog += [_ld(64 * i, wait=(1 << Unit.ST) if i else 0, release=1 << Unit.ST),
+                 _st(8192 + 64 * i, wait=1 << Unit.LD, release=(1 << Unit.LD) if i < 99 else 0)]
+    _tiny_machine().run(encode_program(prog + [END]))
+    racing = prog + [NUDGE, _ld(8192 + 64 * 99, wait=1 << Unit.SYS, buf_addr=64), END]
+    with pytest.raises(ProgramError, match="racing an unordered access"):
+        _tiny_machine().run(encode_program(racing))
+
+
+def test_the_checker_forgets_only_what_every_unit_has_seen():
+    """Memory accesses are forgotten now and then, once every agent's clock has passed them; one that some agent
+    has not seen is still there to catch that agent's conflicting access, however many came after it."""
+    from flightc.config import PRESETS
+    from flightc.isa.footprint import Access
+    from flightc.sim.hazards import HazardChecker
+
+    def at(addr):
+        return Access(("hbm", 0), addr, 1, 64, 64)
+
+    for seen in (False, True):
+        hz = HazardChecker(PRESETS["tiny"])
+        hz.access(Unit.MPE, "stream", [at(0)], [])  # a streamed read the ST unit never hears of
+        for i in range(1, 300):  # loads every unit is told of at once
+            hz.access(Unit.LD, f"load {i}", [at(4096 + 64 * i)], [])
+            for u in Unit:
+                hz.merge(u, hz.snapshot(Unit.LD))
+        assert len(hz.hbm_reads[0]) < 100  # most loads forgotten
+        if seen:
+            hz.merge(Unit.ST, hz.snapshot(Unit.MPE))
+            hz.access(Unit.ST, "last", [], [at(0)])
+        else:
+            with pytest.raises(ProgramError, match="last: writes channel 0 bytes \\[0, 64\\) racing an unordered "
+                                                   "access by core0.MPE"):
+                hz.access(Unit.ST, "last", [], [at(0)])
