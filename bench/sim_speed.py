@@ -61,8 +61,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     rows = [measure(spec, args.hw, args.format, args.new, args.repeats) for spec in args.models.split(",")]
-    print(f"| model | parameters (M) | float tokens/s | fsim tokens/s | fsim / float | fsim tokens/s, hazard check "
-          f"off |\n|---|---:|---:|---:|---:|---:|")
+    print("| model | parameters (M) | float tokens/s | fsim tokens/s | fsim / float | fsim tokens/s, hazard check "
+          "off |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} ({args.format}, {args.hw}) | {r['params_m']:.2f} | {r['float']:.1f} | {r['fsim']:.2f} | "
               f"{r['ratio']:.3f} | {r['fsim_unchecked']:.2f} |")
