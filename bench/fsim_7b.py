@@ -68,7 +68,7 @@ def run_fsim(args) -> dict:
     ref = np.load(Path(args.out) / "reference.npz")
     prompt = ref["prompt"].tolist()
     t0 = time.perf_counter()
-    with Session(Path(args.out) / "llama2-7b.flb", "fsim") as s:
+    with Session(Path(args.out) / "llama2-7b.flb", "fsim", tile_cache_mb=args.tile_cache_gb << 10) as s:
         load_s = time.perf_counter() - t0
         steps, t = [], time.perf_counter()
         out = []
@@ -92,6 +92,8 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--max-prefill", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2, help="threads quantizing layers, processes lowering templates")
+    ap.add_argument("--tile-cache-gb", type=int, default=8, help="fsim: dequantized weights kept between steps")
+    ap.add_argument("--reuse", action="store_true", help="take the bundle and reference of an earlier run in --out")
     ap.add_argument("--out", default="out/fsim-7b")
     ap.add_argument("--step", choices=("compile", "fsim"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -100,14 +102,16 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    result = {}
-    for step in ("compile", "fsim"):
+    result = json.loads((Path(args.out) / "compile.json").read_text()) if args.reuse else {}
+    for step in ("fsim",) if args.reuse else ("compile", "fsim"):
         cmd = [sys.executable, __file__, "--step", step] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                                                             if k != "step"]
+                                                             if k not in ("step", "reuse")]
         res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if res.returncode:
             sys.exit(f"{step} failed (exit {res.returncode})")
         result.update(json.loads(res.stdout.strip().splitlines()[-1]))
+        if step == "compile":
+            (Path(args.out) / "compile.json").write_text(json.dumps(result))
         print(json.dumps(result), flush=True)
     r = result
     print("| step | seconds | tokens/s | peak RSS GB |\n|---|---:|---:|---:|")

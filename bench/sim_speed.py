@@ -36,6 +36,7 @@ def measure(spec: str, hw: str, fmt: str, new: int, repeats: int) -> dict:
 
     model = load_builtin(spec)
     prompt = [t % model.config.vocab_size for t in PROMPT]
+    new = min(new, model.config.max_position_embeddings - len(prompt))  # builtin:addition knows 32 positions
     c = compile_model(model, hw, CompressionPlan.parse(fmt), max_len=len(prompt) + new)
 
     def fsim(**options):
@@ -44,7 +45,7 @@ def measure(spec: str, hw: str, fmt: str, new: int, repeats: int) -> dict:
 
     ref = FloatReference(model, "cpu")
     ref.generate(prompt, new)  # warm-up
-    row = {"model": spec, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    row = {"model": spec, "new": new, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
            "float": best_rate(lambda: ref.generate(prompt, new), new, repeats),
            "fsim": best_rate(fsim, new, repeats),
            "fsim_unchecked": best_rate(lambda: fsim(check_hazards=False), new, repeats)}
@@ -64,7 +65,7 @@ def main() -> None:
     print("| model | parameters (M) | float tokens/s | fsim tokens/s | fsim / float | fsim tokens/s, hazard check "
           "off |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} ({args.format}, {args.hw}) | {r['params_m']:.2f} | {r['float']:.1f} | {r['fsim']:.2f} | "
+        print(f"| {r['model']} ({args.format}, {args.hw}; 8 + {r['new']} tokens) | {r['params_m']:.2f} | {r['float']:.1f} | {r['fsim']:.2f} | "
               f"{r['ratio']:.3f} | {r['fsim_unchecked']:.2f} |")
 
 

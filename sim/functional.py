@@ -123,6 +123,23 @@ def _operands_checked(raw: bytes, cfg: HardwareConfig) -> None:
     _check_operands(_decode_one(raw), cfg)
 
 
+CHUNK = 512  # K a float32 product of INT8 operands sums exactly: 512 x 255 x 128 < 2^24
+
+
+def int8_products(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a @ w.T`` exactly, as int64, for 8-bit activations ``a`` [m, k] (signed or unsigned) and weights ``w``
+    [n, k]: float32 products over K in chunks of :data:`CHUNK`, so that BLAS does the work and every partial sum,
+    an integer below 2^24 in magnitude whatever order BLAS adds in, is exact; the chunks' sums are added in int64.
+    Other operands take the int64 product."""
+    if a.dtype not in (np.int8, np.uint8) or w.dtype != np.int8:
+        return a.astype(np.int64) @ w.astype(np.int64).T
+    k = a.shape[1]
+    acc = np.zeros((a.shape[0], w.shape[0]), np.int64)
+    for c in range(0, k, CHUNK):
+        acc += (a[:, c:c + CHUNK].astype(np.float32) @ w[:, c:c + CHUNK].astype(np.float32).T).astype(np.int64)
+    return acc
+
+
 class DecodedTiles:
     """Streamed weight tiles as INT8 operand rows, by where they lie in memory, so that a weight read and
     dequantized once is not again on every token; a write to memory drops every tile whose bytes it touches.
@@ -167,18 +184,19 @@ class DecodedTiles:
 class Machine:
     """The cores with their on-chip buffers and the shared memory channels, loaded from a bundle."""
 
-    def __init__(self, cfg: HardwareConfig, extent: dict[int, int], check_hazards: bool = True):
+    def __init__(self, cfg: HardwareConfig, extent: dict[int, int], check_hazards: bool = True,
+                 tile_cache_bytes: int = 1 << 30):
         self.cfg = cfg
         self.hbm = {ch: np.zeros(max(n, 1), np.uint8) for ch, n in extent.items()}
         self.cores = [{b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer} for _ in range(cfg.num_cores)]
         self.buf = self.cores[0]
         self.check_hazards = check_hazards
-        self.tiles = DecodedTiles()
+        self.tiles = DecodedTiles(tile_cache_bytes)
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, check_hazards: bool = True) -> "Machine":
+    def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30) -> "Machine":
         extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
-        m = cls(bundle.config, extent, check_hazards)
+        m = cls(bundle.config, extent, check_hazards, tile_cache_bytes)
         for ch, image in bundle.images.items():
             m.write_hbm(ch, 0, image)
         return m
@@ -432,7 +450,7 @@ class Machine:
         m, a_stride, out_stride = mpe_shape(ins)
         n, k = ins.n, ins.k
         a = self._get(Buffer.ACT, Access(("buf", Buffer.ACT), ins.a_addr, m, k, a_stride),
-                      np.uint8 if ins.a_unsigned else np.int8).astype(np.int64)
+                      np.uint8 if ins.a_unsigned else np.int8)
         wb = Buffer(ins.w_buf)
         fmt = weight_format(ins)
         if streamed(ins):
@@ -447,7 +465,7 @@ class Machine:
             if fmt.sparse:
                 self._check_positions(packed, fmt, k)
             w = unpack_rows(packed, fmt, k)
-        acc = a @ w.astype(np.int64).T  # [m, n]
+        acc = int8_products(a, w)  # [m, n]
         limit = 1 << (self.cfg.acc_bits - 1)
         if acc.size and (acc.max() >= limit or acc.min() < -limit):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "

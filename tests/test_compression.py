@@ -75,3 +75,25 @@ def test_plan_patterns_later_wins():
     assert plan.format_for("L0.down_proj").label() == "W8"
     assert plan.format_for("L1.down_proj").label() == "W2 g32"
     assert plan.format_for("lm_head").label() == "W8"
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("signed", [False, True])
+def test_bit_fields_unpack_as_the_bit_order_defines(bits, signed):
+    """Every field width, against the definition: field j of a row is bits [j*bits, (j+1)*bits) of the row's bytes
+    read as one little-endian integer (two's complement when signed)."""
+    from flightc.compress.packing import _unpack_bits
+
+    rng = np.random.default_rng(bits)
+    data = rng.integers(0, 256, size=(3, 7), dtype=np.uint8)
+    count = (7 * 8) // bits - 1  # a partial last byte too
+    for dtype in (np.int64, np.int16):
+        got = _unpack_bits(data, count, bits, signed, dtype)
+        assert got.dtype == dtype
+        for r in range(3):
+            word = int.from_bytes(data[r].tobytes(), "little")
+            for j in range(count):
+                v = (word >> (j * bits)) & ((1 << bits) - 1)
+                if signed and v >= 1 << (bits - 1):
+                    v -= 1 << bits
+                assert got[r, j] == v, (r, j)

@@ -43,3 +43,21 @@ def test_streamed_keys_rewritten_every_step_still_match_the_reference():
     for (_, z), r in zip(out, ref_logits):
         assert np.array_equal(z, r)
     assert tiles.hits > 0 and tiles.dropped > 0  # weights reused, key tiles dropped as the stores extended them
+
+
+def test_int8_products_are_exact_where_one_float32_sum_would_not_be():
+    from flightc.sim.functional import CHUNK, int8_products
+
+    k = 11008  # LLaMA2-7B's down projection: 11008 x 255 x 128 is far past float32's 2^24
+    a = np.full((2, k), 255, np.uint8)
+    a[1, ::3] = 7
+    w = np.full((3, k), -128, np.int8)
+    w[1] = 127
+    w[2, ::2] = 1
+    expect = a.astype(np.int64) @ w.astype(np.int64).T
+    assert np.array_equal(int8_products(a, w), expect)
+    s = np.random.default_rng(0).integers(-128, 128, size=(4, k)).astype(np.int8)
+    assert np.array_equal(int8_products(s, w), s.astype(np.int64) @ w.astype(np.int64).T)
+    one_sum = (a.astype(np.float32) @ w.astype(np.float32).T).astype(np.int64)
+    assert not np.array_equal(one_sum, expect)  # what the chunks are for
+    assert CHUNK * 255 * 128 < 1 << 24

@@ -30,12 +30,18 @@ def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     return np.packbits(bit_planes, axis=1, bitorder="little")
 
 
-def _unpack_bits(data: np.ndarray, count: int, bits: int, signed: bool) -> np.ndarray:
+def _unpack_bits(data: np.ndarray, count: int, bits: int, signed: bool, dtype=np.int64) -> np.ndarray:
+    """``count`` ``bits``-bit fields of each row, little-endian, as ``dtype`` (two's complement if ``signed``)."""
     rows = data.shape[0]
-    plane = np.unpackbits(data, axis=1, bitorder="little")[:, : count * bits].reshape(rows, count, bits)
-    u = (plane.astype(np.int64) << np.arange(bits)).sum(axis=-1)
+    if 8 % bits == 0:  # whole fields in every byte: shifted out of the bytes, no bit planes
+        shifts = np.arange(0, 8, bits, dtype=np.uint8)
+        u = ((data[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(rows, -1)[:, :count].astype(dtype)
+    else:
+        plane = np.unpackbits(data, axis=1, bitorder="little")[:, : count * bits].reshape(rows, count, bits)
+        u = (plane.astype(dtype) << np.arange(bits, dtype=dtype)).sum(axis=-1, dtype=dtype)
     if signed:
-        u = np.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+        half = dtype(1 << (bits - 1))
+        u = (u ^ half) - half  # sign extension
     return u
 
 
@@ -81,9 +87,9 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
     nnz = fmt.nnz(k)
     vbytes = (nnz * fmt.bits + 7) // 8
     ibytes = (nnz * fmt.index_bits + 7) // 8
-    vals = _unpack_bits(rows_bytes[:, :vbytes], nnz, fmt.bits, signed=True)
+    vals = _unpack_bits(rows_bytes[:, :vbytes], nnz, fmt.bits, signed=True, dtype=np.int16)
     if fmt.sparse:
-        pos = _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False)
+        pos = _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False, dtype=np.int16)
         rising = np.diff(pos.reshape(n, nnz // fmt.n, fmt.n), axis=2) > 0
         if not rising.all():  # the lane groups' zero insertion relies on it (hw/lane_group.py)
             r, b, _ = np.argwhere(~rising)[0]
@@ -92,12 +98,12 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
                                f"ISA requires; pack with flightc.compress.packing.pack_weight")
         block = np.arange(nnz) // fmt.n
         cols = block[None, :] * fmt.m + pos
-        dense = np.zeros((n, k), np.int64)
+        dense = np.zeros((n, k), np.int16)  # q x multiplier: at most 255 x 255 in magnitude, well inside int16
         np.put_along_axis(dense, cols, vals, axis=1)
     else:
         dense = vals
     if fmt.group:
-        gs = rows_bytes[:, vbytes + ibytes: vbytes + ibytes + k // fmt.group].astype(np.int64)
+        gs = rows_bytes[:, vbytes + ibytes: vbytes + ibytes + k // fmt.group].astype(np.int16)
         big = np.argwhere(gs > group_scale_max(fmt.bits))
         if big.size:
             r, g = big[0]

@@ -59,6 +59,8 @@ OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
                   float),
     BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool,
                   store_false=True),
+    BackendOption("tile_cache_mb", "--tile-cache-mb", "fsim: MiB of dequantized streamed weights kept between "
+                  "steps (default 1024; a 7B model's take about 6,300)", int),
     BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
                   "channel; rtl: write a VCD waveform of the whole session (a separate, slower build; large for long "
                   "runs)"),
@@ -104,7 +106,8 @@ class BackendSpec:
 
 
 BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
-    BackendSpec("fsim", "functional simulator", "flightc.runtime.backends:FunctionalBackend", ("check_hazards",),
+    BackendSpec("fsim", "functional simulator", "flightc.runtime.backends:FunctionalBackend",
+                ("check_hazards", "tile_cache_mb"),
                 "nothing", CycleSource.NONE, True),
     BackendSpec("perf", "fsim values with cycles from the performance model",
                 "flightc.runtime.backends:PerfBackend", ("check_hazards", "trace"), "nothing", CycleSource.MODELED,
@@ -159,10 +162,11 @@ class FunctionalBackend:
 
     name = "fsim"
 
-    def __init__(self, bundle: Bundle, check_hazards: bool = True):
+    def __init__(self, bundle: Bundle, check_hazards: bool = True, tile_cache_mb: int = 1024):
+        """``tile_cache_mb``: MiB of dequantized streamed weights kept between steps (a 7B model's take 6,300)."""
         from flightc.sim.functional import Machine
 
-        self.machine = Machine.from_bundle(bundle, check_hazards=check_hazards)
+        self.machine = Machine.from_bundle(bundle, check_hazards=check_hazards, tile_cache_bytes=tile_cache_mb << 20)
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
         self.machine.write_hbm(channel, addr, data)
