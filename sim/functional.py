@@ -8,6 +8,7 @@ or touches a byte before a token chain orders it after the conflicting access (s
 """
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 from functools import lru_cache
 
@@ -149,7 +150,8 @@ class DecodedTiles:
         self.limit, self.size = limit, 0
         self.hits = self.dropped = 0  # reads served, tiles dropped by writes
         self.entries: dict = {}  # key -> (spans, rows), in use order
-        self.on_channel: dict[int, dict] = {}  # channel -> {key: (lo, hi) of the tile's bytes there}
+        self.on_channel: dict[int, list] = {}  # channel -> [(lo, hi, key)] of the tiles' bytes there, sorted
+        self.longest: dict[int, int] = {}  # channel -> the longest span ever put there (how far back to look)
 
     def get(self, key) -> tuple[list, np.ndarray | None]:
         hit = self.entries.pop(key, None)
@@ -167,18 +169,28 @@ class DecodedTiles:
         self.entries[key] = (spans, rows)
         self.size += rows.nbytes
         for ch, a, n in spans:
-            self.on_channel.setdefault(ch, {})[key] = (a, a + n)
+            insort(self.on_channel.setdefault(ch, []), (a, a + n, key), key=lambda e: (e[0], e[1]))
+            self.longest[ch] = max(self.longest.get(ch, 0), n)
 
     def written(self, channel: int, lo: int, hi: int) -> None:
-        for key in [k for k, (a, b) in self.on_channel.get(channel, {}).items() if a < hi and lo < b]:
+        spans = self.on_channel.get(channel)
+        if not spans:
+            return
+        first = bisect_left(spans, lo - self.longest[channel], key=lambda e: e[0])
+        last = bisect_left(spans, hi, key=lambda e: e[0])
+        for key in [k for a, b, k in spans[first:last] if b > lo]:
             self._drop(key)
             self.dropped += 1
 
     def _drop(self, key) -> None:
         spans, rows = self.entries.pop(key)
         self.size -= rows.nbytes
-        for ch, _, _ in spans:
-            self.on_channel[ch].pop(key, None)
+        for ch, a, n in spans:
+            on = self.on_channel[ch]
+            at = bisect_left(on, (a, a + n), key=lambda e: (e[0], e[1]))
+            while on[at][2] != key:
+                at += 1
+            del on[at]
 
 
 class Machine:

@@ -16,6 +16,7 @@ from flightc.isa.footprint import Access
 from flightc.isa.table import Unit
 
 NUNITS = len(Unit)
+HBM_UNITS = (Unit.LD, Unit.ST, Unit.MPE)  # the units whose instructions touch memory channels (LD, ST, streamed MVs)
 
 
 def agent_name(agent: int) -> str:
@@ -41,6 +42,7 @@ class HazardChecker:
                 self.writer[(core, b)] = np.full(size, -1, np.int16)
                 self.write_seq[(core, b)] = np.zeros(size, np.int64)
                 self.read_seq[(core, b)] = np.zeros((NUNITS, size), np.int64)
+        self.hbm_agents = [core * NUNITS + u for core in range(cfg.num_cores) for u in HBM_UNITS]
         self.hbm_writes: dict[int, list[tuple[Access, int, int]]] = {}  # channel -> [(access, agent, seq)]
         self.hbm_reads: dict[int, list[tuple[Access, int, int]]] = {}
 
@@ -75,6 +77,9 @@ class HazardChecker:
     def _check(self, u: int, a: Access, where: str, write: bool) -> None:
         kind, idx = a.space
         if kind == "hbm":
+            if u not in self.hbm_agents:
+                raise ProgramError(f"{where}: {agent_name(u)} touches memory channel {idx}; only "
+                                   f"{', '.join(x.name for x in HBM_UNITS)} instructions do")
             others = self.hbm_writes.get(idx, []) + (self.hbm_reads.get(idx, []) if write else [])
             seen = self.clock[u]
             for b, v, s in others:
@@ -109,8 +114,8 @@ class HazardChecker:
         if kind == "hbm":
             log = (self.hbm_writes if write else self.hbm_reads).setdefault(idx, [])
             log.append((a, u, seq))
-            if len(log) >= 64 and len(log).bit_count() == 1:  # now and then: forget what every agent has seen
-                everyone = self.clock.min(axis=0)
+            if len(log) >= 64 and len(log).bit_count() == 1:  # now and then: forget what every agent that
+                everyone = self.clock[self.hbm_agents].min(axis=0)  # touches memory has seen
                 log[:] = [(b, v, s) for b, v, s in log if everyone[v] < s]
             return
         core, unit = divmod(u, NUNITS)
