@@ -9,7 +9,8 @@ or touches a byte before a token chain orders it after the conflicting access (s
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections import deque
+from dataclasses import dataclass
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -18,17 +19,21 @@ from flightc import numerics as nm
 from flightc.bundle import Bundle
 from flightc.compress.packing import sparse_positions, unpack_rows
 from flightc.compress.stream import rows_of_image
+from flightc.compress.formats import WeightFormat
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import EncodingError, MemoryRangeError, ProgramError
-from flightc.isa.codec import Instruction, decode, instruction_bytes, iter_program
+from flightc.isa.codec import Instruction, decode, encode, instruction_bytes, iter_program
+from flightc.isa.footprint import _indices  # noqa: F401  (shared, read-only index arrays)
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, check_max_fields, footprint,
                                    gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
                                    norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
                                    stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
-from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, SysOp, Unit
+from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
 from flightc.sim.hazards import HazardChecker
+from flightc.sim.static_check import TokenPlan, build_plan, check_against_plan
+from flightc.sim.tokens import run_in_token_order, token_skeleton
 
 
 NUNITS = len(Unit)
@@ -105,10 +110,16 @@ def _decoded(program: bytes) -> tuple[Instruction, ...]:
     return tuple(ins for ins, _ in _decoded_words(program))
 
 
-@lru_cache(maxsize=1 << 12)
-def _token_units(wait: int, release: int) -> tuple[tuple[Unit, ...], tuple[Unit, ...]]:
-    """The units an instruction waits for tokens from and releases tokens to."""
-    return tuple(v for v in Unit if wait >> int(v) & 1), tuple(v for v in Unit if release >> int(v) & 1)
+@lru_cache(maxsize=1 << 16)
+def _selector(addr: int, rows: int, width: int, stride: int) -> tuple[slice | np.ndarray, int]:
+    """How to index ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr`` (a slice where they are one
+    run, else every byte's address), and one past the last byte (``addr`` when there are none)."""
+    if not rows or not width:
+        return slice(addr, addr), addr
+    end = addr + (rows - 1) * stride + width
+    if rows == 1 or stride == width:
+        return slice(addr, end), end
+    return _indices(addr, rows, width, stride), end
 
 
 @lru_cache(maxsize=1 << 16)
@@ -125,6 +136,64 @@ def _operands_checked(raw: bytes, cfg: HardwareConfig) -> None:
 
 
 CHUNK = 512  # K a float32 product of INT8 operands sums exactly: 512 x 255 x 128 < 2^24
+
+
+@dataclass(frozen=True)
+class _MpeForm:
+    """What an MM/MV reads and writes, as its fields alone decide: worked out once per distinct instruction."""
+
+    m: int
+    n: int
+    k: int
+    a: Access
+    a_dtype: type
+    fmt: WeightFormat
+    streamed: bool
+    kmajor: bool
+    w_buf: Buffer
+    w: Access | None  # buffered weights (None when streamed)
+    mode: OutMode
+    out_buf: Buffer
+    out: Access
+    out_max: Access | None  # MV.out_max: the largest raw sum, just past the row
+    rec: Access | None  # requantization records
+    lut: Access | None
+    macs: int
+
+
+@lru_cache(maxsize=1 << 16)
+def _mpe_form(raw: bytes) -> _MpeForm:
+    ins = _decode_one(raw)
+    check_max_fields(ins)
+    m, a_stride, out_stride = mpe_shape(ins)
+    n, k = ins.n, ins.k
+    fmt = weight_format(ins)
+    wb = Buffer(ins.w_buf)
+    is_streamed = streamed(ins)
+    w = None
+    if not is_streamed and ins.w_kmajor:
+        if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
+            raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")
+        w = Access(("buf", wb), ins.w_addr, k, kmajor_row_bytes(ins), ins.w_stride)
+    elif not is_streamed:
+        for size, what in ((fmt.m if fmt.sparse else 1, "sparsity block"), (fmt.group or 1, "quantization group")):
+            if k % size:
+                raise ProgramError(f"K = {k} is not a multiple of the {size}-column {what} of its weights "
+                                   f"({fmt.label()}): the packed rows cannot be read")
+        w = Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride)
+    mode = OutMode(ins.out_mode)
+    out_buf = out_buffer(mode)
+    out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)
+    acc_only = mode is OutMode.ACC32
+    return _MpeForm(
+        m, n, k, Access(("buf", Buffer.ACT), ins.a_addr, m, k, a_stride), np.uint8 if ins.a_unsigned else np.int8,
+        fmt, is_streamed, bool(not is_streamed and ins.w_kmajor), wb, w, mode, out_buf, out,
+        Access(("buf", out_buf), ins.out_addr + 4 * n, 1, 4, 0) if acc_only and ins.opcode is Opcode.MV and ins.out_max
+        else None,
+        None if acc_only else Access(("buf", Buffer.PRM), ins.scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0),
+        Access(("buf", Buffer.PRM), ins.lut_addr, 1, nm.LUT_ENTRIES, 0) if mode is OutMode.REQ_I8 and ins.lut
+        else None,
+        mpe_macs(ins))
 
 
 def int8_products(a: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -197,18 +266,22 @@ class Machine:
     """The cores with their on-chip buffers and the shared memory channels, loaded from a bundle."""
 
     def __init__(self, cfg: HardwareConfig, extent: dict[int, int], check_hazards: bool = True,
-                 tile_cache_bytes: int = 1 << 30):
+                 tile_cache_bytes: int = 1 << 30, slow_path: bool = False):
         self.cfg = cfg
         self.hbm = {ch: np.zeros(max(n, 1), np.uint8) for ch, n in extent.items()}
         self.cores = [{b: np.zeros(cfg.buffer_bytes(b), np.uint8) for b in Buffer} for _ in range(cfg.num_cores)]
         self.buf = self.cores[0]
         self.check_hazards = check_hazards
         self.tiles = DecodedTiles(tile_cache_bytes)
+        self.slow_path = slow_path
+        self.plans: dict[tuple, TokenPlan] = {}  # token structure -> its checked order (sim.static_check)
+        self.check_s = 0.0  # seconds spent on hazard checks by the fast path
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30) -> "Machine":
+    def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30,
+                    slow_path: bool = False) -> "Machine":
         extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
-        m = cls(bundle.config, extent, check_hazards, tile_cache_bytes)
+        m = cls(bundle.config, extent, check_hazards, tile_cache_bytes, slow_path)
         for ch, image in bundle.images.items():
             m.write_hbm(ch, 0, image)
         return m
@@ -223,134 +296,110 @@ class Machine:
 
     # ----- typed views -----
     def _get(self, b: Buffer, a: Access, dtype) -> np.ndarray:
-        ix = a.indices()
+        """The bytes of ``a`` as rows of ``dtype`` (a copy: later writes to the buffer do not show in it)."""
         mem = self.buf[b]
-        if ix.size and ix.max() >= mem.size:
+        sel, end = _selector(a.addr, a.rows, a.width, a.stride)
+        if end > mem.size:
             raise ProgramError(f"{b.name} read [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
         if not a.rows:  # nothing to read (reshape cannot infer a row length from no bytes)
             return np.zeros((0, a.width // np.dtype(dtype).itemsize), dtype)
-        return mem[ix].view(dtype).reshape(a.rows, -1)
+        return mem[sel].copy().view(dtype).reshape(a.rows, -1) if type(sel) is slice else \
+            mem[sel].view(dtype).reshape(a.rows, -1)
 
     def _put(self, b: Buffer, a: Access, values: np.ndarray) -> None:
-        ix = a.indices()
         mem = self.buf[b]
-        if ix.size and ix.max() >= mem.size:
+        sel, end = _selector(a.addr, a.rows, a.width, a.stride)
+        if end > mem.size:
             raise ProgramError(f"{b.name} write [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
-        mem[ix] = np.ascontiguousarray(values).view(np.uint8).ravel()
+        mem[sel] = np.ascontiguousarray(values).view(np.uint8).ravel()
 
-    def _hbm_rows(self, ch: int, addr: int, rows: int, width: int, stride: int) -> np.ndarray:
-        ix = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(width)[None, :]).ravel()
-        self._check_range(ch, addr, int(ix.max()) + 1 - addr if ix.size else 0)
-        return ix
+    def _hbm_rows(self, ch: int, addr: int, rows: int, width: int, stride: int) -> slice | np.ndarray:
+        """The bytes of ``rows`` runs of memory channel ``ch`` (a slice where they are one run), range-checked."""
+        sel, end = _selector(addr, rows, width, stride)
+        self._check_range(ch, addr, end - addr if end > addr else 0)
+        return sel
 
     def _check_range(self, ch: int, addr: int, nbytes: int) -> None:
         if ch not in self.hbm:
             raise ProgramError(f"memory channel {ch} does not exist (the config has {len(self.hbm)})")
+        if nbytes and addr < 0:
+            raise MemoryRangeError(f"channel {ch} access at {addr}, before the channel's first byte")
         if nbytes and addr + nbytes > self.hbm[ch].size:
             raise MemoryRangeError(f"channel {ch} access [{addr}, {addr + nbytes}) beyond the used extent "
                                    f"({self.hbm[ch].size})")
 
     # ----- execution -----
     def run(self, programs: bytes | list[bytes]) -> Counters:
-        """Run one instruction stream per core (a single stream for a one-core machine)."""
+        """Run one instruction stream per core (a single stream for a one-core machine).
+
+        The fast path (the default) runs each token structure's order, found and hazard-checked once
+        (sim.static_check), with no per-instruction bookkeeping; the slow path schedules and checks every
+        instruction as it runs. Both execute the same instructions in the same order."""
         if isinstance(programs, (bytes, bytearray)):
             programs = [programs]
-        P = self.cfg.num_cores
-        if len(programs) != P:
-            raise ProgramError(f"{len(programs)} instruction streams for a {P}-core machine")
-        queues: dict[tuple[int, Unit], deque[tuple[int, Instruction, bytes]]] = {}
-        for core, program in enumerate(programs):
-            instrs = _decoded_words(bytes(program))
-            if not instrs or instrs[-1][0].opcode is not Opcode.SYS or instrs[-1][0].op != SysOp.END:
-                raise ProgramError(f"core {core}: program does not end with SYS END")
-            for u in Unit:
-                queues[(core, u)] = deque()
-            for i, (ins, raw) in enumerate(instrs):
-                queues[(core, ins.unit)].append((i, ins, raw))
-        fifo = {(c, a, b): deque() for c in range(P) for a in Unit for b in Unit if a != b}
+        streams = [_decoded_words(bytes(p)) for p in programs]
+        if self.slow_path:
+            return self._run_slow(streams)
+        if len(streams) != self.cfg.num_cores:  # the token order refuses it, saying so
+            return self._run_slow(streams)
+        skeleton = token_skeleton(streams)
+        plan = self.plans.get(skeleton)
+        if plan is None:
+            plan = build_plan(streams, self.cfg, self.check_hazards, self._footprint_of, self._ids)
+            if len(self.plans) >= 64:
+                self.plans.pop(next(iter(self.plans)))
+            self.plans[skeleton] = plan
+            self.check_s += plan.check_s
+        elif plan.checked:
+            if plan.ids_written:
+                return self._run_slow(streams)
+            t = time.perf_counter()
+            check_against_plan(plan, streams, self.cfg, self._footprint_of, self._ids)
+            self.check_s += time.perf_counter() - t
+        if plan.ids_written:
+            return self._run_slow(streams)
+        counters = Counters(instructions=dict(plan.counts))
+        for core, i in plan.order:
+            ins, raw = streams[core][i]
+            if ins.opcode is Opcode.SYS:
+                continue
+            try:
+                self._execute(core, ins, counters, raw)
+            except ProgramError as e:  # the same kind of error, saying where
+                raise type(e)(f"core {core} instruction {i} ({ins.cls.name}): {e}") from None
+        return counters
+
+    def _footprint_of(self, raw: bytes) -> tuple[tuple[Access, ...], tuple[Access, ...]]:
+        return _footprint(raw, self.cfg)
+
+    def _run_slow(self, streams: list) -> Counters:
+        """Schedule by tokens as the program runs, checking every instruction's accesses as it starts."""
         hz = HazardChecker(self.cfg) if self.check_hazards else None
         counters = Counters()
-        depth = self.cfg.token_fifo_depth
-        at_barrier: dict[int, int] = {}  # core -> barrier id its SYS unit is waiting at
 
-        def ready(core: int, u: Unit, ins: Instruction) -> bool:
-            waits, rels = _token_units(ins.wait, ins.release)
-            return all(fifo[(core, v, u)] for v in waits) and all(len(fifo[(core, u, v)]) < depth for v in rels)
+        def visit(core: int, i: int, ins: Instruction, raw: bytes) -> None:
+            where = f"core {core} instruction {i} ({ins.cls.name})"
+            if hz:
+                reads, writes = _footprint(raw, self.cfg)
+                if ins.opcode is Opcode.LD and ins.gather:
+                    reads = reads + tuple(gather_rows(ins, self._ids(ins)))
+                hz.access(core * NUNITS + ins.unit, where, reads, writes)
+            try:
+                self._execute(core, ins, counters, raw)
+            except ProgramError as e:  # the same kind of error, saying where
+                raise type(e)(f"{where}: {e}") from None
 
-        def start(core: int, u: Unit, ins: Instruction) -> None:
-            for v in _token_units(ins.wait, ins.release)[0]:
-                token = fifo[(core, v, u)].popleft()
-                if hz:
-                    hz.merge(core * NUNITS + u, token)
-
-        def finish(core: int, u: Unit, ins: Instruction) -> None:
-            for v in _token_units(ins.wait, ins.release)[1]:
-                fifo[(core, u, v)].append(hz.snapshot(core * NUNITS + u) if hz else None)
-            queues[(core, u)].popleft()
-            counters.instructions[ins.cls.name] = counters.instructions.get(ins.cls.name, 0) + 1
-
-        while any(queues.values()):
-            progressed = False
-            for core in range(P):
-                for u in Unit:
-                    q = queues[(core, u)]
-                    while q:
-                        i, ins, raw = q[0]
-                        if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
-                            if core not in at_barrier and ready(core, u, ins):
-                                start(core, u, ins)
-                                at_barrier[core] = ins.arg
-                                progressed = True
-                            break
-                        if not ready(core, u, ins):
-                            break
-                        start(core, u, ins)
-                        where = f"core {core} instruction {i} ({ins.cls.name})"
-                        if hz:
-                            reads, writes = _footprint(raw, self.cfg)
-                            if ins.opcode is Opcode.LD and ins.gather:
-                                reads = reads + tuple(gather_rows(ins, self._ids(ins)))
-                            hz.access(core * NUNITS + u, where, reads, writes)
-                        try:
-                            self._execute(core, ins, counters, raw)
-                        except ProgramError as e:  # the same kind of error, saying where
-                            raise type(e)(f"{where}: {e}") from None
-                        finish(core, u, ins)
-                        progressed = True
-            if len(at_barrier) == P:
-                if len(set(at_barrier.values())) != 1:
-                    raise ProgramError(f"cores meet at different barriers: {at_barrier}")
-                if hz:
-                    hz.barrier([c * NUNITS + Unit.SYS for c in range(P)])
-                for c in range(P):
-                    finish(c, Unit.SYS, queues[(c, Unit.SYS)][0][1])
-                at_barrier.clear()
-                progressed = True
-            if not progressed:
-                stuck = []
-                for (core, u), q in queues.items():
-                    if q:
-                        i, ins, _ = q[0]
-                        need = [v.name for v in Unit if ins.wait >> int(v) & 1 and not fifo[(core, v, u)]]
-                        full = [v.name for v in Unit if ins.release >> int(v) & 1 and len(fifo[(core, u, v)]) >= depth]
-                        what = "is at a barrier" if core in at_barrier and u is Unit.SYS else (
-                            f"waits for tokens from {need or '-'}, release FIFOs full to {full or '-'}")
-                        stuck.append(f"core {core} {u.name} at instruction {i} ({ins.cls.name}) {what}")
-                raise ProgramError("deadlock: " + "; ".join(stuck))
-        left = {f"core{c}.{a.name}->{b.name}": len(q) for (c, a, b), q in fifo.items() if q}
-        if left:
-            raise ProgramError(f"unbalanced tokens: released but never waited for: {left}")
+        counters.instructions = run_in_token_order(streams, self.cfg, visit, hz)
         return counters
 
     def _execute(self, core: int, ins: Instruction, c: Counters, raw: bytes | None = None) -> None:
         """Run one instruction; ``raw``, its bytes, lets the checks that depend on its fields alone be cached."""
         self.buf = self.cores[core]
         op = ins.opcode
+        if raw is None:
+            raw = encode(ins)
         if op in (Opcode.MM, Opcode.MV, Opcode.MISC):
-            if raw is None:
-                _check_operands(ins, self.cfg)
-            else:
-                _operands_checked(raw, self.cfg)
+            _operands_checked(raw, self.cfg)
         if op is Opcode.LD:
             self._load(ins, c)
         elif op is Opcode.ST:
@@ -368,11 +417,11 @@ class Machine:
             for channel, addr, rows, stride, part in runs:
                 ix = self._hbm_rows(channel, addr, rows, ins.row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
-                if ix.size:
-                    self.tiles.written(channel, int(ix.min()), int(ix.max()) + 1)
-                c.hbm_written[channel] = c.hbm_written.get(channel, 0) + ix.size
+                if rows and ins.row_bytes:
+                    self.tiles.written(channel, addr, _selector(addr, rows, ins.row_bytes, stride)[1])
+                c.hbm_written[channel] = c.hbm_written.get(channel, 0) + rows * ins.row_bytes
         elif op in (Opcode.MM, Opcode.MV):
-            self._mpe(ins, c)
+            self._mpe(ins, c, raw)
         elif op is Opcode.MISC:
             self._misc(ins, c)
 
@@ -399,7 +448,7 @@ class Machine:
         data = self.hbm[ins.channel][ix]
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride),
                   data)
-        c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ix.size
+        c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ins.rows * ins.row_bytes
 
     def _read_striped(self, channel: int, hbm_addr: int, nbytes: int, stripe: int, unit: int,
                       c: Counters) -> np.ndarray:
@@ -457,50 +506,36 @@ class Machine:
             raise ProgramError(f"weight row {bad[0][0]}, block {bad[0][1]}: sparse positions must be "
                                f"distinct and ascending within a block of {fmt.m}")
 
-    def _mpe(self, ins: Instruction, c: Counters) -> None:
-        check_max_fields(ins)
-        m, a_stride, out_stride = mpe_shape(ins)
-        n, k = ins.n, ins.k
-        a = self._get(Buffer.ACT, Access(("buf", Buffer.ACT), ins.a_addr, m, k, a_stride),
-                      np.uint8 if ins.a_unsigned else np.int8)
-        wb = Buffer(ins.w_buf)
-        fmt = weight_format(ins)
-        if streamed(ins):
-            w = self._streamed_operand(ins, c)[:, :k]  # past K: zero acts
-        elif ins.w_kmajor:
-            if fmt.bits not in (8, 4) or fmt.sparse or fmt.group:
-                raise ProgramError("K-major weight operands must be dense 8-bit or dense 4-bit")
-            rows = self._get(wb, Access(("buf", wb), ins.w_addr, k, kmajor_row_bytes(ins), ins.w_stride), np.uint8)
-            w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, n)).T
+    def _mpe(self, ins: Instruction, c: Counters, raw: bytes) -> None:
+        f = _mpe_form(raw)
+        a = self._get(Buffer.ACT, f.a, f.a_dtype)
+        fmt = f.fmt
+        if f.streamed:
+            w = self._streamed_operand(ins, c)[:, :f.k]  # past K: zero acts
+        elif f.kmajor:
+            rows = self._get(f.w_buf, f.w, np.uint8)
+            w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, f.n)).T
         else:
-            packed = self._get(wb, Access(("buf", wb), ins.w_addr, n, fmt.row_bytes(k), ins.w_stride), np.uint8)
+            packed = self._get(f.w_buf, f.w, np.uint8)
             if fmt.sparse:
-                self._check_positions(packed, fmt, k)
-            w = unpack_rows(packed, fmt, k)
+                self._check_positions(packed, fmt, f.k)
+            w = unpack_rows(packed, fmt, f.k)
         acc = int8_products(a, w)  # [m, n]
         limit = 1 << (self.cfg.acc_bits - 1)
         if acc.size and (acc.max() >= limit or acc.min() < -limit):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
                                f"{self.cfg.acc_bits}-bit accumulators")
-        c.macs += mpe_macs(ins)
-        mode = OutMode(ins.out_mode)
-        out_buf = out_buffer(mode)
-        out = Access(("buf", out_buf), ins.out_addr, m, n * (1 if mode is OutMode.REQ_I8 else 4), out_stride)
+        c.macs += f.macs
+        mode, out_buf, out = f.mode, f.out_buf, f.out
         if mode is OutMode.ACC32:
             self._put(out_buf, out, acc.astype("<i4"))
-            if ins.opcode is Opcode.MV and ins.out_max:
-                self._put(out_buf, Access(("buf", out_buf), ins.out_addr + 4 * n, 1, 4, 0),
-                          acc.max(axis=1, keepdims=True).astype("<i4"))
+            if f.out_max is not None:
+                self._put(out_buf, f.out_max, acc.max(axis=1, keepdims=True).astype("<i4"))
             return
-        rec = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0),
-                        np.uint8)
-        mult, shift, bias = nm.unpack_requant(rec, n)
+        mult, shift, bias = nm.unpack_requant(self._get(Buffer.PRM, f.rec, np.uint8), f.n)
         acc = acc + bias
         if mode is OutMode.REQ_I8:
-            lut = None
-            if ins.lut:
-                lut = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.lut_addr, 1, nm.LUT_ENTRIES, 0),
-                                np.int8)[0]
+            lut = self._get(Buffer.PRM, f.lut, np.int8)[0] if f.lut is not None else None
             self._put(out_buf, out, nm.mpe_requant_i8(acc, mult, shift, lut))
         elif mode is OutMode.REQ_I32:
             self._put(out_buf, out, nm.sat_i32(nm.requantize(acc, mult, shift)).astype("<i4"))
@@ -540,10 +575,14 @@ class Machine:
                 raise ProgramError(f"{mop.name}'s shift {ins.shift} exceeds {nm.NORM_SHIFT_MAX}, the most the ISA allows "
                                    f"(the divisor rms << shift must stay below 2^{nm.NORM_DEN_BITS}); fold the rest "
                                    f"into the gains")
-            if mop is MiscOp.RMSNORM:
-                y = nm.rmsnorm(x, gain, eps_q, ins.shift)
-            else:
-                y = nm.layernorm(x, gain, bias, eps_q, ins.shift)
+            try:
+                if mop is MiscOp.RMSNORM:
+                    y = nm.rmsnorm(x, gain, eps_q, ins.shift)
+                else:
+                    y = nm.layernorm(x, gain, bias, eps_q, ins.shift)
+            except ValueError as e:
+                raise ProgramError(f"{mop.name} over {rows} rows of {cols}: {e} (the divisor is the rows' rms << "
+                                   f"shift {ins.shift}): scale the input down or lower the shift") from None
         elif mop is MiscOp.ROPE:
             d = ins.imm
             if d <= 0 or d % 2 or cols % d:

@@ -18,6 +18,8 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if o.store_false:
             parser.add_argument(o.flag, dest=o.name, action="store_const", const=False, default=None, help=o.help)
+        elif o.store_true:
+            parser.add_argument(o.flag, dest=o.name, action="store_const", const=True, default=None, help=o.help)
         else:
             parser.add_argument(o.flag, dest=o.name, type=o.type, default=None, help=o.help,
                                 metavar=o.flag.lstrip("-").replace("-", "_").upper())

@@ -47,6 +47,7 @@ class BackendOption:
     help: str
     type: type = str
     store_false: bool = False  # a --no-X flag: giving it sets the option False (the constructors hold defaults)
+    store_true: bool = False  # a switch: giving it sets the option True
 
 
 OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
@@ -59,6 +60,9 @@ OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
                   float),
     BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool,
                   store_false=True),
+    BackendOption("slow_path", "--slow-path", "fsim/perf: schedule and hazard-check every instruction as it runs "
+                  "(the reference the fast path is tested against; slower) instead of running each template's "
+                  "order, checked once", bool, store_true=True),
     BackendOption("tile_cache_mb", "--tile-cache-mb", "fsim: MiB of dequantized streamed weights kept between "
                   "steps (default 1024; a 7B model's take about 6,300)", int),
     BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
@@ -107,10 +111,10 @@ class BackendSpec:
 
 BACKENDS: dict[str, BackendSpec] = {b.name: b for b in (
     BackendSpec("fsim", "functional simulator", "flightc.runtime.backends:FunctionalBackend",
-                ("check_hazards", "tile_cache_mb"),
+                ("check_hazards", "tile_cache_mb", "slow_path"),
                 "nothing", CycleSource.NONE, True),
     BackendSpec("perf", "fsim values with cycles from the performance model",
-                "flightc.runtime.backends:PerfBackend", ("check_hazards", "trace"), "nothing", CycleSource.MODELED,
+                "flightc.runtime.backends:PerfBackend", ("check_hazards", "trace", "slow_path"), "nothing", CycleSource.MODELED,
                 True),
     BackendSpec("rtl", "the generated Verilog under Verilator, cycle by cycle", "flightc.sim.rtl.backend:RtlBackend",
                 ("stall_rate", "trace", "max_cycles"), "Verilator and cocotb (installed with flightc); a one-core "
@@ -162,11 +166,13 @@ class FunctionalBackend:
 
     name = "fsim"
 
-    def __init__(self, bundle: Bundle, check_hazards: bool = True, tile_cache_mb: int = 1024):
-        """``tile_cache_mb``: MiB of dequantized streamed weights kept between steps (a 7B model's take 6,300)."""
+    def __init__(self, bundle: Bundle, check_hazards: bool = True, tile_cache_mb: int = 1024, slow_path: bool = False):
+        """``tile_cache_mb``: MiB of dequantized streamed weights kept between steps (a 7B model's take 6,300);
+        ``slow_path``: schedule and check every instruction as it runs (sim.functional.Machine.run)."""
         from flightc.sim.functional import Machine
 
-        self.machine = Machine.from_bundle(bundle, check_hazards=check_hazards, tile_cache_bytes=tile_cache_mb << 20)
+        self.machine = Machine.from_bundle(bundle, check_hazards=check_hazards, tile_cache_bytes=tile_cache_mb << 20,
+                                           slow_path=slow_path)
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
         self.machine.write_hbm(channel, addr, data)
@@ -187,8 +193,8 @@ class PerfBackend:
 
     name = "perf"
 
-    def __init__(self, bundle: Bundle, check_hazards: bool = True, trace: str | None = None):
-        self.data = FunctionalBackend(bundle, check_hazards)
+    def __init__(self, bundle: Bundle, check_hazards: bool = True, trace: str | None = None, slow_path: bool = False):
+        self.data = FunctionalBackend(bundle, check_hazards, slow_path=slow_path)
         self.cfg = bundle.config
         self.trace = trace
         self.steps: list = []  # (program name, Schedule) of every run, for reports and the timeline trace

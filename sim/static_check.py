@@ -1,0 +1,218 @@
+"""The hazard check done once per token structure instead of once per instruction run.
+
+Which instruction happens before which depends on the wait/release fields alone, and a bundle's steps
+share them: every step of a template has the same tokens, only the patched fields (positions, lengths)
+move. A :class:`TokenPlan` runs the hazard checker (sim.hazards) over one program's footprints without
+executing anything and keeps the order the units ran in, each instruction's vector clock and its accesses.
+Another program with the same tokens is then checked by re-examining only the instructions whose bytes
+differ (and the gathers, whose rows depend on the ids in memory): each of their accesses against every
+access of an instruction no token chain orders it with, as the dynamic check would find them. The
+functional simulator's fast path runs the plan's order with no per-instruction checking.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flightc.config import Buffer, HardwareConfig
+from flightc.errors import ProgramError
+from flightc.isa.codec import Instruction
+from flightc.isa.footprint import Access, gather_rows
+from flightc.isa.table import Opcode
+from flightc.sim.hazards import HBM_UNITS, NUNITS, HazardChecker, agent_name
+from flightc.sim.tokens import Decoded, run_in_token_order
+
+_HBM_SPACE = 1 << 20  # space codes: core * len(Buffer) + buffer for on-chip buffers, _HBM_SPACE + channel
+
+
+def _space_code(a: Access, core: int) -> int:
+    kind, idx = a.space
+    return _HBM_SPACE + idx if kind == "hbm" else core * len(Buffer) + idx
+
+
+def _is_gather(ins: Instruction) -> bool:
+    return ins.opcode is Opcode.LD and bool(ins.gather)
+
+
+@dataclass
+class TokenPlan:
+    """One token structure, checked: the order to run its instructions in and what re-checking a program
+    with the same tokens needs."""
+
+    order: list[tuple[int, int]]  # (core, index) in the order the units start them
+    counts: dict[str, int]  # instructions per class
+    check_s: float  # seconds the check of the reference program took
+    checked: bool  # built with the hazard check (else: order only)
+    ref_raw: list[list[bytes]] = field(default_factory=list)  # per core, per index: the reference's bytes
+    pos: dict[tuple[int, int], int] = field(default_factory=dict)  # (core, index) -> position in order
+    agent: np.ndarray | None = None  # per position
+    seq: np.ndarray | None = None
+    clock: np.ndarray | None = None  # [position, agent]: what the instruction had seen when it started
+    accesses: list[list[tuple[Access, bool]]] = field(default_factory=list)  # per position: (access, write)
+    gathers: list[int] = field(default_factory=list)  # positions of gather LDs
+    ids_written: bool = False  # some instruction writes bytes a gather reads its ids from: only the slow path
+    flat: tuple | None = None  # the reference's accesses as arrays (sim.static_check._flat), made on first use
+    arrays: dict = field(default_factory=dict)  # (bytes, core) -> an instruction's accesses as arrays
+
+
+def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footprint_of, ids_of) -> TokenPlan:
+    """Run the token order over ``streams`` without executing; with ``check``, the hazard checker over every
+    instruction's footprint (``footprint_of(raw)`` -> (reads, writes); ``ids_of(ins)`` the gather's ids now in
+    memory), refusing a racing program with the dynamic check's message."""
+    t0 = time.perf_counter()
+    order: list[tuple[int, int]] = []
+    hz = HazardChecker(cfg) if check else None
+    agents, seqs, clocks, accesses = [], [], [], []
+
+    def visit(core: int, i: int, ins: Instruction, raw: bytes) -> None:
+        order.append((core, i))
+        if not hz:
+            return
+        u = core * NUNITS + ins.unit
+        reads, writes = footprint_of(raw)
+        if _is_gather(ins):
+            reads = tuple(reads) + tuple(gather_rows(ins, ids_of(ins)))
+        hz.access(u, f"core {core} instruction {i} ({ins.cls.name})", reads, writes)
+        agents.append(u)
+        seqs.append(int(hz.clock[u, u]))
+        clocks.append(hz.clock[u].copy())
+        accesses.append([(a, False) for a in reads] + [(a, True) for a in writes])
+
+    counts = run_in_token_order(streams, cfg, visit, hz)
+    plan = TokenPlan(order, counts, time.perf_counter() - t0, check)
+    if not check:
+        return plan
+    plan.ref_raw = [[raw for _, raw in s] for s in streams]
+    plan.pos = {ci: p for p, ci in enumerate(order)}
+    plan.agent = np.asarray(agents, np.int64)
+    plan.seq = np.asarray(seqs, np.int64)
+    plan.clock = np.asarray(clocks, np.int64).reshape(len(order), -1)
+    plan.accesses = accesses
+    plan.gathers = [p for p, (c, i) in enumerate(order) if _is_gather(streams[c][i][0])]
+    writes = [a for acc in accesses for a, w in acc if w and a.space[0] == "hbm"]
+    for p in plan.gathers:
+        c, i = order[p]
+        ids_read = footprint_of(streams[c][i][1])[0]
+        plan.ids_written = plan.ids_written or any(w.intersects(r) for r in ids_read for w in writes)
+    plan.check_s = time.perf_counter() - t0
+    return plan
+
+
+def _flat(plan: TokenPlan, positions, accesses) -> tuple:
+    """Per access of the instructions at ``positions``: owner position, space code, lo, hi, write; and the
+    accesses in that order."""
+    owner, space, lo, hi, write, objs = [], [], [], [], [], []
+    for p, acc in zip(positions, accesses):
+        core = int(plan.agent[p]) // NUNITS
+        for a, w in acc:
+            owner.append(p)
+            space.append(_space_code(a, core))
+            lo.append(a.lo)
+            hi.append(a.hi)
+            write.append(w)
+            objs.append(a)
+    return (np.asarray(owner, np.int64), np.asarray(space, np.int64), np.asarray(lo, np.int64),
+            np.asarray(hi, np.int64), np.asarray(write, bool), objs)
+
+
+def _instruction_arrays(plan: TokenPlan, ins: Instruction, raw: bytes, c: int, i: int, cfg: HardwareConfig,
+                        footprint_of, ids_of) -> tuple:
+    """One instruction's accesses as arrays (space code, lo, hi, write) and objects, each checked against the
+    limits the dynamic check enforces: only LD, ST and MPE instructions touch memory, buffers end where they end."""
+    reads, writes = footprint_of(raw)
+    if _is_gather(ins):
+        reads = tuple(reads) + tuple(gather_rows(ins, ids_of(ins)))
+    acc = [(a, False) for a in reads] + [(a, True) for a in writes]
+    where = f"core {c} instruction {i} ({ins.cls.name})"
+    for a, _ in acc:
+        kind, idx = a.space
+        if a.hi <= a.lo:
+            continue
+        if kind == "hbm" and ins.unit not in HBM_UNITS:
+            raise ProgramError(f"{where}: {agent_name(c * NUNITS + ins.unit)} touches memory channel {idx}; only "
+                               f"{', '.join(x.name for x in HBM_UNITS)} instructions do")
+        if kind == "buf" and a.hi > cfg.buffer_bytes(Buffer(idx)):
+            raise ProgramError(f"{where}: {Buffer(idx).name} access [{a.lo}, {a.hi}) beyond the buffer "
+                               f"({cfg.buffer_bytes(Buffer(idx))} bytes)")
+    return (np.asarray([_space_code(a, c) for a, _ in acc], np.int64), np.asarray([a.lo for a, _ in acc], np.int64),
+            np.asarray([a.hi for a, _ in acc], np.int64), np.asarray([w for _, w in acc], bool),
+            tuple(a for a, _ in acc))
+
+
+def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareConfig, footprint_of, ids_of) -> int:
+    """Refuse ``streams`` (the same tokens as the plan's reference) if an instruction whose accesses differ from
+    the reference's, or a gather, races an access no token chain orders it with; returns how many
+    instructions were re-examined."""
+    changed = [plan.pos[(c, i)] for c, s in enumerate(streams) for i, (_, raw) in enumerate(s)
+               if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
+               and footprint_of(raw) != footprint_of(plan.ref_raw[c][i])]  # same bytes touched: nothing new
+    changed = sorted(set(changed) | set(plan.gathers))
+    if not changed:
+        return 0
+    parts, n_objs = [], []
+    for p in changed:
+        c, i = plan.order[p]
+        ins, raw = streams[c][i]
+        if _is_gather(ins):  # its rows depend on the ids now in memory
+            part = _instruction_arrays(plan, ins, raw, c, i, cfg, footprint_of, ids_of)
+        else:
+            part = plan.arrays.get((raw, c))
+            if part is None:
+                if len(plan.arrays) >= 1 << 16:  # a long run's positions: start over rather than grow
+                    plan.arrays.clear()
+                part = plan.arrays[(raw, c)] = _instruction_arrays(plan, ins, raw, c, i, cfg, footprint_of, ids_of)
+        parts.append(part[:4])
+        n_objs.extend(part[4])
+    counts = [len(x[0]) for x in parts]
+    n_owner = np.repeat(np.asarray(changed, np.int64), counts)
+    n_space, n_lo, n_hi, n_write = (np.concatenate([x[j] for x in parts]) for j in range(4))
+    if plan.flat is None:
+        plan.flat = _flat(plan, range(len(plan.order)), plan.accesses)
+    r_owner, r_space, r_lo, r_hi, r_write, r_objs = plan.flat
+    keep = ~np.isin(r_owner, changed)
+    kept = np.flatnonzero(keep)
+    owner = np.concatenate([r_owner[kept], n_owner])
+    space = np.concatenate([r_space[kept], n_space])
+    lo = np.concatenate([r_lo[kept], n_lo])
+    hi = np.concatenate([r_hi[kept], n_hi])
+    write = np.concatenate([r_write[kept], n_write])
+
+    def access_at(k: int) -> Access:
+        return r_objs[kept[k]] if k < len(kept) else n_objs[k - len(kept)]
+
+    agent_of, seq_of = plan.agent[owner], plan.seq[owner]
+    by_space = np.argsort(space, kind="stable")
+    bounds = np.searchsorted(space[by_space], n_space, side="left"), np.searchsorted(space[by_space], n_space,
+                                                                                     side="right")
+    # a read can race only a write: skip the reads outside every write's span of their buffer or channel
+    spaces, sp = np.unique(space, return_inverse=True)
+    w_lo = np.full(len(spaces), np.iinfo(np.int64).max)
+    w_hi = np.full(len(spaces), np.iinfo(np.int64).min)
+    np.minimum.at(w_lo, sp[write], lo[write])
+    np.maximum.at(w_hi, sp[write], hi[write])
+    n_sp = np.searchsorted(spaces, n_space)
+    suspect = (n_hi > n_lo) & (n_write | ((n_lo < w_hi[n_sp]) & (w_lo[n_sp] < n_hi)))
+    qs = np.flatnonzero(suspect)
+    counts = bounds[1][qs] - bounds[0][qs]
+    q = np.repeat(qs, counts)  # every (changed access, access to the same buffer or channel) pair
+    ks = by_space[np.repeat(bounds[0][qs], counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                                          counts)]
+    p = n_owner[q]
+    u, sq = plan.agent[p], plan.seq[p]
+    racing = ((lo[ks] < n_hi[q]) & (n_lo[q] < hi[ks]) & (write[ks] | n_write[q]) & (agent_of[ks] != u)
+              # no token chain orders the two: neither instruction had seen the other when it started
+              & (plan.clock[owner[ks], u] < sq) & (plan.clock[p, agent_of[ks]] < seq_of[ks]))
+    for j in np.flatnonzero(racing):
+        a, k = n_objs[q[j]], ks[j]
+        if not access_at(int(k)).intersects(a):
+            continue
+        c, i = plan.order[int(p[j])]
+        ins = streams[c][i][0]
+        kind, idx = a.space
+        what = f"channel {idx} bytes" if kind == "hbm" else Buffer(idx).name
+        raise ProgramError(f"core {c} instruction {i} ({ins.cls.name}): {'writes' if n_write[q[j]] else 'reads'} "
+                           f"{what} [{a.lo}, {a.hi}) racing an unordered access by "
+                           f"{agent_name(int(agent_of[k]))} (no token chain orders them)")
+    return len(changed)

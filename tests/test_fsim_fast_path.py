@@ -1,0 +1,172 @@
+"""The functional simulator's fast path (each token structure's order, hazard-checked once: sim.static_check)
+against its slow path (scheduled and checked instruction by instruction): the same bytes, the same refusals."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from flightc.config import PRESETS, Buffer
+from flightc.errors import FlightcError, ProgramError
+from flightc.isa.codec import decode_program, encode_program
+from flightc.isa.table import FieldKind, Opcode, SysOp
+from flightc.sim.functional import Machine
+from flightc.sim.rtl.random_programs import random_case
+
+CFG = PRESETS["tiny"]
+SEEDS = range(40)
+RACE = re.compile("racing|before the write|overwrites")  # the hazard checks' refusals
+NOT_MUTATED = {"opcode", "wait", "release"}  # mutations keep the tokens: the fast path re-checks, not re-plans
+
+
+def machine(case, slow: bool) -> Machine:
+    m = Machine(CFG, {**case.extent, **{ch: 1 << 15 for ch in range(1, CFG.mem_channels)}}, slow_path=slow)
+    for ch, img in case.images.items():
+        m.write_hbm(ch, 0, bytes(img))
+    return m
+
+
+def state(m: Machine) -> list[bytes]:
+    return [m.hbm[ch].tobytes() for ch in sorted(m.hbm)] + [core[b].tobytes() for core in m.cores for b in Buffer]
+
+
+def outcome(m: Machine, program: bytes):
+    """What running ``program`` on ``m`` does: the counters and every byte after it, or the error's kind."""
+    try:
+        c = m.run(program)
+    except FlightcError as e:
+        return ("refused", type(e).__name__)
+    return ("ran", c.instructions, c.macs, c.sfu_elements, c.hbm_read, c.hbm_written, state(m))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_fast_path_equals_the_slow_path_on_random_programs(seed):
+    case = random_case(CFG, seed)
+    fast, slow = outcome(machine(case, False), case.program), outcome(machine(case, True), case.program)
+    assert fast[0] == "ran"
+    assert fast == slow
+
+
+def mutated(program: bytes, rng: np.random.Generator) -> bytes:
+    """``program`` with one field of one instruction moved a little (or redrawn, for small fields)."""
+    instrs = list(decode_program(program))
+    while True:
+        i = int(rng.integers(len(instrs)))
+        ins = instrs[i]
+        names = [p.field.name for p in ins.cls.layout
+                 if p.field.kind is not FieldKind.RESERVED and p.field.name not in NOT_MUTATED]
+        if not names or ins.opcode is Opcode.SYS:
+            continue
+        name = names[int(rng.integers(len(names)))]
+        f = ins.cls.placed(name).field
+        old = ins.fields[name]
+        new = int(rng.integers(f.lo_value, f.hi_value + 1)) if f.bits <= 4 else \
+            int(np.clip(old + rng.integers(-64, 65), f.lo_value, f.hi_value))
+        if new == old:
+            continue
+        try:
+            instrs[i] = ins.replace(**{name: new})
+        except FlightcError:
+            continue
+        return encode_program(instrs)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_mutated_program_runs_or_is_refused_alike_on_both_paths(seed):
+    """Run after the original on the same machines, so the fast path checks the mutant against the original's
+    plan (the same tokens) instead of planning it afresh."""
+    case = random_case(CFG, seed)
+    rng = np.random.default_rng(1000 + seed)
+    for _ in range(4):
+        program = mutated(case.program, rng)
+        fast, slow = machine(case, False), machine(case, True)  # fresh: a refusal may leave the slow path's
+        assert outcome(fast, case.program) == outcome(slow, case.program)  # memory half-written
+        a, b = outcome(fast, program), outcome(slow, program)
+        assert a[0] == b[0], (a[:2], b[:2])
+        if a[0] == "ran":
+            assert a == b
+
+
+def token_pairs(instrs) -> list[tuple[int, int]]:
+    """(releasing, waiting) instruction indices of every token: the k-th release from unit A to unit B meets
+    B's k-th wait on A."""
+    sent: dict[tuple, list[int]] = {}
+    pairs = []
+    for i, ins in enumerate(instrs):
+        u = ins.unit
+        for v in range(8):
+            if ins.wait >> v & 1:
+                pairs.append((sent[(v, int(u))].pop(0), i))
+        for v in range(8):
+            if ins.release >> v & 1:
+                sent.setdefault((int(u), v), []).append(i)
+    return pairs
+
+
+def without_token(program: bytes, pair: tuple[int, int]) -> bytes:
+    instrs = list(decode_program(program))
+    r, w = pair
+    instrs[r] = instrs[r].replace(release=instrs[r].release & ~(1 << int(instrs[w].unit)))
+    instrs[w] = instrs[w].replace(wait=instrs[w].wait & ~(1 << int(instrs[r].unit)))
+    return encode_program(instrs)
+
+
+def hazard_set() -> list[tuple[int, bytes]]:
+    """Seeded programs each missing one wait/release pair: some race, some do not (the token was not needed)."""
+    out = []
+    for seed in range(60):
+        case = random_case(CFG, seed)
+        pairs = [p for p in token_pairs(list(decode_program(case.program)))
+                 if not any(decode_program(case.program)[i].opcode is Opcode.SYS
+                            and decode_program(case.program)[i].op == SysOp.BARRIER for i in p)]
+        for k in np.random.default_rng(seed).permutation(len(pairs))[:3]:
+            out.append((seed, without_token(case.program, pairs[int(k)])))
+    return out
+
+
+def test_the_static_check_refuses_every_program_the_dynamic_check_refuses():
+    refused = both = 0
+    for seed, program in hazard_set():
+        case = random_case(CFG, seed)
+        fast, slow = outcome(machine(case, False), program), outcome(machine(case, True), program)
+        assert fast[0] == slow[0], seed
+        refused += slow[0] == "refused"
+        both += fast == slow
+    assert refused >= 20  # the set does exercise the checks
+    assert both == len(hazard_set())
+
+
+def test_a_step_that_races_only_at_its_new_position_is_refused():
+    """Two programs with the same tokens: the first is race-free and plans the order; the second moves one
+    load onto a buffer region another unit reads unordered, which only the re-check of changed instructions
+    can see."""
+    raced = None
+    for seed in range(20):
+        case = random_case(CFG, seed, blocks=3)
+        instrs = list(decode_program(case.program))
+        lds = [i for i, ins in enumerate(instrs) if ins.opcode is Opcode.LD and not ins.gather and not ins.stripe]
+        mpes = [ins for ins in instrs if ins.opcode in (Opcode.MM, Opcode.MV)]
+        for i in lds:
+            for target in mpes:
+                trial = list(instrs)
+                trial[i] = instrs[i].replace(buf=int(Buffer.ACT), buf_addr=target.a_addr)
+                program = encode_program(trial)
+                slow = machine(case, True)
+                slow.run(case.program)
+                try:
+                    slow.run(program)
+                except ProgramError as e:
+                    if RACE.search(str(e)):
+                        raced = program
+                        break
+            if raced:
+                break
+        if raced:
+            break
+    assert raced is not None
+    fast = machine(case, False)
+    assert outcome(fast, case.program)[0] == "ran"
+    with pytest.raises(ProgramError, match=RACE.pattern):
+        fast.run(raced)
+    assert fast.plans and len(fast.plans) == 1  # checked against the first program's plan, not planned anew
