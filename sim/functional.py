@@ -196,6 +196,19 @@ def _mpe_form(raw: bytes) -> _MpeForm:
         mpe_macs(ins))
 
 
+_BLAS: list = []  # threadpoolctl's controller of the BLAS numpy loaded, made on first use
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread: the simulator's products are many and small, and BLAS's
+    threads, which gain little on them, stall them several-fold whenever another process wants the cores."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def int8_products(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``a @ w.T`` exactly, as int64, for 8-bit activations ``a`` [m, k] (signed or unsigned) and weights ``w``
     [n, k]: float32 products over K in chunks of :data:`CHUNK`, so that BLAS does the work and every partial sum,
@@ -337,6 +350,10 @@ class Machine:
         instruction as it runs. Both execute the same instructions in the same order."""
         if isinstance(programs, (bytes, bytearray)):
             programs = [programs]
+        with _one_blas_thread():
+            return self._run(programs)
+
+    def _run(self, programs: list[bytes]) -> Counters:
         streams = [_decoded_words(bytes(p)) for p in programs]
         if self.slow_path:
             return self._run_slow(streams)

@@ -170,3 +170,26 @@ def test_a_step_that_races_only_at_its_new_position_is_refused():
     with pytest.raises(ProgramError, match=RACE.pattern):
         fast.run(raced)
     assert fast.plans and len(fast.plans) == 1  # checked against the first program's plan, not planned anew
+
+
+def test_a_compiled_model_gives_the_same_logits_on_both_paths_and_the_cli_says_what_checking_took(tiny_w8, tmp_path,
+                                                                                                   capsys):
+    from flightc.cli import main
+    from flightc.runtime.session import Session
+
+    prompt = [3, 1, 4, 1, 5]
+    runs = []
+    for slow in (False, True):
+        with Session(tiny_w8.bundle, "fsim", slow_path=slow) as s:
+            runs.append([(t, z.tobytes()) for t, z in s.generate(prompt, 6)])
+            if not slow:
+                # one plan per template run (each step length's), however many positions it ran at
+                assert len(s.device.machine.plans) == len({n for n, _ in s.steps}) < len(s.steps)
+                assert s.device.hazard_check_s > 0
+    assert runs[0] == runs[1]
+    path = tmp_path / "m.flb"
+    tiny_w8.bundle.save(path)
+    assert main(["run", str(path), "--prompt-ids", "3,1,4"]) == 0
+    assert "hazard checks (of the wall time)" in capsys.readouterr().out
+    assert main(["run", str(path), "--prompt-ids", "3,1,4", "--slow-path"]) == 0
+    assert "hazard checks" not in capsys.readouterr().out

@@ -84,6 +84,9 @@ def cmd_run(args) -> int:
     rows += [("MACs", f"{c.macs:,}"), ("SFU elements", f"{c.sfu_elements:,}"),
              ("memory bytes read", f"{sum(c.hbm_read.values()):,}"),
              ("memory bytes written", f"{sum(c.hbm_written.values()):,}"), ("channels read", f"{len(c.hbm_read)}")]
+    check_s = getattr(session.device, "hazard_check_s", 0.0)
+    if check_s:
+        rows.append(("hazard checks (of the wall time)", f"{check_s:.2f} s"))
     if c.cycles:
         rows += [(f"cycles ({c.cycles_label})", f"{c.cycles['cycles']:,}")]
         rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]

@@ -183,6 +183,11 @@ class FunctionalBackend:
     def run(self, program: bytes | list[bytes]) -> Counters:
         return self.machine.run(program)
 
+    @property
+    def hazard_check_s(self) -> float:
+        """Seconds the fast path spent on hazard checks (each token structure once, then what moved)."""
+        return self.machine.check_s
+
     def close(self) -> None:
         pass
 
@@ -204,6 +209,10 @@ class PerfBackend:
 
     def read(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.data.read(channel, addr, nbytes)
+
+    @property
+    def hazard_check_s(self) -> float:
+        return self.data.hazard_check_s
 
     def run(self, program: bytes | list[bytes]) -> Counters:
         from flightc.isa.codec import decode_program
