@@ -13,6 +13,7 @@ these declarations) and the performance model times their reads. Pure numpy: not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -69,11 +70,20 @@ class Record:
                 out[:, f.offset:f.offset + f.nbytes] = v.view(np.uint8).reshape(rows, f.nbytes)
         return out.tobytes()
 
+    @cached_property
+    def dtype(self) -> np.dtype:
+        """The record as a numpy structured type (its gaps unnamed)."""
+        return np.dtype({"names": [f.name for f in self.fields], "formats": [f.dtype for f in self.fields],
+                         "offsets": [f.offset for f in self.fields], "itemsize": self.size})
+
     def unpack(self, data: bytes | np.ndarray, rows: int) -> dict[str, np.ndarray]:
         """Each field of ``rows`` records, as int64 arrays."""
-        rec = np.frombuffer(bytes(data), np.uint8)[: rows * self.size].reshape(rows, self.size)
-        return {f.name: rec[:, f.offset:f.offset + f.nbytes].copy().view(f.dtype).reshape(rows).astype(np.int64)
-                for f in self.fields}
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        if len(data) < rows * self.size:
+            raise ValueError(f"record {self.name}: {rows} records need {rows * self.size} bytes, not {len(data)}")
+        rec = np.frombuffer(data, self.dtype, rows)
+        return {f.name: rec[f.name].astype(np.int64) for f in self.fields}
 
 
 REQUANT = Record("requantization record", 12, (Field("mult", 0, "<i4"), Field("shift", 4, "u1"),

@@ -196,6 +196,39 @@ def _mpe_form(raw: bytes) -> _MpeForm:
         mpe_macs(ins))
 
 
+@lru_cache(maxsize=1 << 16)
+def _stream_key(raw: bytes, cfg: HardwareConfig):
+    """A streamed MV's tile: where it lies and its shape (the key of :class:`DecodedTiles`), and the shape."""
+    ins = _decode_one(raw)
+    shape = stream_shape(cfg, ins)
+    return (ins.w_channel, ins.w_hbm_addr, ins.w_stripe, shape), shape
+
+
+@lru_cache(maxsize=1 << 16)
+def _ld_form(raw: bytes) -> tuple[int, int, int, int, int, Access]:
+    """A plain LD's memory rows (channel, address, rows, width, stride) and the buffer rows it fills."""
+    ins = _decode_one(raw)
+    return (ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride,
+            Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride))
+
+
+@lru_cache(maxsize=1 << 16)
+def _st_form(raw: bytes, cfg: HardwareConfig) -> tuple[Access, bool, int, int, tuple]:
+    """An ST's buffer rows, whether it packs INT4, its rows and row bytes, and where they go: one
+    (channel, address, rows, stride) run, or an ST.img column's one a row."""
+    ins = _decode_one(raw)
+    width = ins.row_bytes * (2 if ins.pack4 else 1)
+    onchip = Access(("buf", ins.buf), ins.buf_addr, ins.rows, width, ins.buf_stride)
+    if ins.img and ins.img_col:
+        targets = tuple((ch, a, 1, 0) for ch, a in store_rows(cfg, ins))
+    else:
+        channel, addr = store_target(cfg, ins)
+        targets = ((channel, addr, ins.rows, ins.hbm_stride),)
+    return onchip, bool(ins.pack4), ins.rows, ins.row_bytes, targets
+
+
+_PLANS: dict[tuple, TokenPlan] = {}  # (config, checked, token structure) -> its plan, shared by machines
+
 _BLAS: list = []  # threadpoolctl's controller of the BLAS numpy loaded, made on first use
 
 
@@ -361,15 +394,19 @@ class Machine:
             return self._run_slow(streams)
         skeleton = token_skeleton(streams)
         plan = self.plans.get(skeleton)
+        fresh = False
         if plan is None:
-            plan = build_plan(streams, self.cfg, self.check_hazards, self._footprint_of, self._ids)
-            if len(self.plans) >= 64:
-                self.plans.pop(next(iter(self.plans)))
+            key = (self.cfg, self.check_hazards, skeleton)
+            plan = _PLANS.get(key)  # another machine's, for the same tokens
+            if plan is None:
+                plan = build_plan(streams, self.cfg, self.check_hazards, self._footprint_of, self._ids)
+                if len(_PLANS) >= 64:
+                    _PLANS.pop(next(iter(_PLANS)))
+                _PLANS[key] = plan
+                self.check_s += plan.check_s
+                fresh = True  # checked as it was planned
             self.plans[skeleton] = plan
-            self.check_s += plan.check_s
-        elif plan.checked:
-            if plan.ids_written:
-                return self._run_slow(streams)
+        if plan.checked and not fresh and not plan.ids_written:
             t = time.perf_counter()
             check_against_plan(plan, streams, self.cfg, self._footprint_of, self._ids)
             self.check_s += time.perf_counter() - t
@@ -418,25 +455,20 @@ class Machine:
         if op in (Opcode.MM, Opcode.MV, Opcode.MISC):
             _operands_checked(raw, self.cfg)
         if op is Opcode.LD:
-            self._load(ins, c)
+            self._load(ins, c, raw)
         elif op is Opcode.ST:
-            width = ins.row_bytes * (2 if ins.pack4 else 1)
-            data = self._get(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, width,
-                                                     ins.buf_stride), np.uint8)
-            if ins.pack4:
+            onchip, pack4, rows, row_bytes, targets = _st_form(raw, self.cfg)
+            data = self._get(Buffer(ins.buf), onchip, np.uint8)
+            if pack4:
                 data = nm.pack_int4(data.view(np.int8))
-            data = data.reshape(ins.rows, ins.row_bytes)
-            if ins.img and ins.img_col:  # each row where its image row lies
-                runs = [(ch, a, 1, 0, data[r:r + 1]) for r, (ch, a) in enumerate(store_rows(self.cfg, ins))]
-            else:
-                channel, addr = store_target(self.cfg, ins)
-                runs = [(channel, addr, ins.rows, ins.hbm_stride, data)]
-            for channel, addr, rows, stride, part in runs:
-                ix = self._hbm_rows(channel, addr, rows, ins.row_bytes, stride)
+            data = data.reshape(rows, row_bytes)
+            for r, (channel, addr, n, stride) in zip(range(0, rows, 1) if len(targets) > 1 else (None,), targets):
+                part = data if r is None else data[r:r + 1]  # an ST.img column: each row where its image row lies
+                ix = self._hbm_rows(channel, addr, n, row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
-                if rows and ins.row_bytes:
-                    self.tiles.written(channel, addr, _selector(addr, rows, ins.row_bytes, stride)[1])
-                c.hbm_written[channel] = c.hbm_written.get(channel, 0) + rows * ins.row_bytes
+                if n and row_bytes:
+                    self.tiles.written(channel, addr, _selector(addr, n, row_bytes, stride)[1])
+                c.hbm_written[channel] = c.hbm_written.get(channel, 0) + n * row_bytes
         elif op in (Opcode.MM, Opcode.MV):
             self._mpe(ins, c, raw)
         elif op is Opcode.MISC:
@@ -446,7 +478,7 @@ class Machine:
         ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
         return self.hbm[0][ids_ix].view("<i4").astype(np.int64).tolist()
 
-    def _load(self, ins: Instruction, c: Counters) -> None:
+    def _load(self, ins: Instruction, c: Counters, raw: bytes) -> None:
         if striped(ins):
             self._load_striped(ins, c)
             return
@@ -461,11 +493,10 @@ class Machine:
             self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes,
                                               ins.buf_stride), np.concatenate(rows) if rows else np.zeros(0, np.uint8))
             return
-        ix = self._hbm_rows(ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
-        data = self.hbm[ins.channel][ix]
-        self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride),
-                  data)
-        c.hbm_read[ins.channel] = c.hbm_read.get(ins.channel, 0) + ins.rows * ins.row_bytes
+        channel, addr, rows, width, stride, onchip = _ld_form(raw)
+        ix = self._hbm_rows(channel, addr, rows, width, stride)  # (refuses a channel the config lacks)
+        self._put(Buffer(onchip.space[1]), onchip, self.hbm[channel][ix])
+        c.hbm_read[channel] = c.hbm_read.get(channel, 0) + rows * width
 
     def _read_striped(self, channel: int, hbm_addr: int, nbytes: int, stripe: int, unit: int,
                       c: Counters) -> np.ndarray:
@@ -501,19 +532,19 @@ class Machine:
             self._check_positions(packed, weight_format(ins), ins.k)
         return packed
 
-    def _streamed_operand(self, ins: Instruction, c: Counters) -> np.ndarray:
+    def _streamed_operand(self, ins: Instruction, c: Counters, raw: bytes) -> np.ndarray:
         """A streamed MV's INT8 operand rows [n, stream K]: read and dequantized once, then taken from
         :class:`DecodedTiles` until a store or the host writes over the tile's bytes."""
-        shape = stream_shape(self.cfg, ins)
-        key = (ins.w_channel, ins.w_hbm_addr, ins.w_stripe, shape)
+        key, shape = _stream_key(raw, self.cfg)
         spans, w = self.tiles.get(key)
         if w is None:
             w = unpack_rows(self._stream_rows(ins, Counters()), weight_format(ins), stream_k(self.cfg, ins))
             w = w.astype(np.int8)
             spans = stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
             self.tiles.put(key, spans, w)
+        read = c.hbm_read
         for ch, _, n in spans:
-            c.hbm_read[ch] = c.hbm_read.get(ch, 0) + n
+            read[ch] = read.get(ch, 0) + n
         return w
 
     def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:
@@ -528,7 +559,7 @@ class Machine:
         a = self._get(Buffer.ACT, f.a, f.a_dtype)
         fmt = f.fmt
         if f.streamed:
-            w = self._streamed_operand(ins, c)[:, :f.k]  # past K: zero acts
+            w = self._streamed_operand(ins, c, raw)[:, :f.k]  # past K: zero acts
         elif f.kmajor:
             rows = self._get(f.w_buf, f.w, np.uint8)
             w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, f.n)).T

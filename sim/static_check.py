@@ -205,14 +205,30 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
               # no token chain orders the two: neither instruction had seen the other when it started
               & (plan.clock[owner[ks], u] < sq) & (plan.clock[p, agent_of[ks]] < seq_of[ks]))
     for j in np.flatnonzero(racing):
-        a, k = n_objs[q[j]], ks[j]
-        if not access_at(int(k)).intersects(a):
+        a, k = n_objs[q[j]], int(ks[j])
+        b = access_at(k)
+        if not b.intersects(a):
             continue
-        c, i = plan.order[int(p[j])]
-        ins = streams[c][i][0]
-        kind, idx = a.space
-        what = f"channel {idx} bytes" if kind == "hbm" else Buffer(idx).name
-        raise ProgramError(f"core {c} instruction {i} ({ins.cls.name}): {'writes' if n_write[q[j]] else 'reads'} "
-                           f"{what} [{a.lo}, {a.hi}) racing an unordered access by "
-                           f"{agent_name(int(agent_of[k]))} (no token chain orders them)")
+        mine = (int(p[j]), a, bool(n_write[q[j]]))
+        theirs = (int(owner[k]), b, bool(write[k]))
+        later, earlier = (mine, theirs) if mine[0] > theirs[0] else (theirs, mine)  # as the slow path meets them
+        raise ProgramError(_race(plan, streams, later, earlier))
     return len(changed)
+
+
+def _race(plan: TokenPlan, streams: list[Decoded], later: tuple, earlier: tuple) -> str:
+    """The dynamic check's message for two unordered accesses (position, access, write), at the later one."""
+    (p, a, w), (q, b, bw) = later, earlier
+    c, i = plan.order[p]
+    where = f"core {c} instruction {i} ({streams[c][i][0].cls.name})"
+    me, them = agent_name(int(plan.agent[p])), agent_name(int(plan.agent[q]))
+    kind, idx = a.space
+    if kind == "hbm":
+        return (f"{where}: {'writes' if w else 'reads'} channel {idx} bytes [{a.lo}, {a.hi}) racing an unordered "
+                f"access by {them} (no token chain orders them)")
+    name = Buffer(idx).name
+    if w and not bw:
+        return f"{where}: overwrites {name} [{a.lo}, {a.hi}) while {them} may still read it (missing wait/release token)"
+    first = int(np.intersect1d(a.indices(), b.indices()).min())
+    return (f"{where}: {'writes' if w else 'reads'} {name}[{first}] before the write by {them} has been released "
+            f"to {me} (missing wait/release token)")
