@@ -5,11 +5,11 @@
 
 For each model: fsim tokens/s with its default settings (the fast path, hazard-checked once per token structure),
 with ``check_hazards=False`` and on the slow path (``slow_path=True``: scheduled and checked instruction by
-instruction),
-and the float model's tokens/s (flightc.reference.float_ref.FloatReference.generate: transformers' generate with
-its KV cache, float32, on the CPU here, after one warm-up), each the best of ``--repeats`` runs of ``--new``
-greedy tokens after the same 8-token prompt; the ratio fsim / float is issue 27's measure (1.0: as fast as the
-float model). Prints a markdown table (recorded in docs/scale.md).
+instruction), and the float model's tokens/s (flightc.reference.float_ref.FloatReference.generate: transformers'
+generate with its KV cache, float32, on the CPU here); each after one warm-up run (the float model's first call,
+fsim's plans), the best of ``--repeats`` runs of ``--new`` greedy tokens after the same 8-token prompt, taken in
+turns so that a noisy moment slows every contender alike. The ratio fsim / float is issue 27's measure (1.0: as
+fast as the float model). Prints a markdown table (recorded in docs/scale.md).
 """
 from __future__ import annotations
 
@@ -19,14 +19,10 @@ import time
 PROMPT = [17, 42, 99, 3, 50, 7, 28, 64]
 
 
-def best_rate(fn, new: int, repeats: int) -> float:
-    """Tokens/s of the fastest of ``repeats`` calls of ``fn`` (each generating ``new`` tokens)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return new / min(times)
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def measure(spec: str, hw: str, fmt: str, new: int, repeats: int) -> dict:
@@ -46,12 +42,16 @@ def measure(spec: str, hw: str, fmt: str, new: int, repeats: int) -> dict:
             list(s.generate(prompt, new))
 
     ref = FloatReference(model, "cpu")
-    ref.generate(prompt, new)  # warm-up
+    runs = {"float": lambda: ref.generate(prompt, new), "fsim": fsim,
+            "fsim_unchecked": lambda: fsim(check_hazards=False), "fsim_slow": lambda: fsim(slow_path=True)}
+    for fn in runs.values():  # warm-up: the float model's first call, fsim's plans and caches
+        fn()
+    best = {k: timed(fn) for k, fn in runs.items()}
+    for _ in range(repeats - 1):  # in turns, so that a noisy moment slows every contender alike
+        for k, fn in runs.items():
+            best[k] = min(best[k], timed(fn))
     row = {"model": spec, "new": new, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-           "float": best_rate(lambda: ref.generate(prompt, new), new, repeats),
-           "fsim": best_rate(fsim, new, repeats),
-           "fsim_unchecked": best_rate(lambda: fsim(check_hazards=False), new, repeats),
-           "fsim_slow": best_rate(lambda: fsim(slow_path=True), new, repeats)}
+           **{k: new / t for k, t in best.items()}}
     row["ratio"] = row["fsim"] / row["float"]
     return row
 
