@@ -36,6 +36,7 @@ BUNDLE_VERSION = 4  # 3: member hashes and the manifest's hash in the zip commen
 # 4: configs name their banked buffers
 MANIFEST = "manifest.json"
 COMMENT_PREFIX = b"flightc manifest sha256 "
+STEPPED_BYTES = 64 << 20  # patched step programs kept for the positions a session runs again (evaluation windows)
 # what zipfile raises on a damaged archive, besides BadZipFile
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, struct.error, EOFError, OSError,
                NotImplementedError, zlib.error, UnicodeDecodeError, OverflowError)
@@ -56,6 +57,8 @@ class Bundle:
     def __post_init__(self) -> None:
         self.config = HardwareConfig.from_dict(self.manifest["config"])
         self._templates: dict[int, list[tuple[int, int, str]]] = {}
+        self._stepped: dict[tuple[str, int], tuple] = {}  # (template, position) -> its patched programs, recent last
+        self._stepped_bytes = 0
         for t in self.manifest["programs"]:
             self._templates.setdefault(t["length"], []).append((t["p_lo"], t["p_hi"], t["key"]))
 
@@ -95,9 +98,20 @@ class Bundle:
                               f"the bundle's max_len {self.max_len}; recompile with a larger --max-len")
         for p_lo, p_hi, key in self._templates.get(length, ()):
             if p_lo <= pos0 <= p_hi:
-                tables = self.patches.get(key, [b""] * len(self.programs[key]))
-                return [apply_patches(stream, np.frombuffer(table, PATCH_DTYPE), pos0 - p_lo)
-                        for stream, table in zip(self.programs[key], tables)]
+                streams = self.programs[key]
+                tables = self.patches.get(key, [b""] * len(streams))
+                made = self._stepped.pop((key, pos0), None)  # (streams, tables, programs, bytes), made before
+                if made is not None:
+                    self._stepped_bytes -= made[3]
+                if made is None or any(a is not b for a, b in zip(made[0] + made[1], list(streams) + list(tables))):
+                    programs = [apply_patches(stream, np.frombuffer(table, PATCH_DTYPE), pos0 - p_lo)
+                                for stream, table in zip(streams, tables)]
+                    made = (list(streams), list(tables), programs, sum(len(p) for p in programs))
+                self._stepped[(key, pos0)] = made
+                self._stepped_bytes += made[3]
+                while self._stepped_bytes > STEPPED_BYTES:
+                    self._stepped_bytes -= self._stepped.pop(next(iter(self._stepped)))[3]
+                return list(made[2])
         have = sorted(self._templates)
         raise BundleError(f"bundle has no program for steps of {length} tokens (it has {have}); recompile with "
                           f"{length} in --prefill-lens (or without that option)")

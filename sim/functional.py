@@ -8,9 +8,10 @@ or touches a byte before a token chain orders it after the conflicting access (s
 """
 from __future__ import annotations
 
+import logging
+import time
 from bisect import bisect_left, insort
 from dataclasses import dataclass
-import time
 from functools import lru_cache
 
 import numpy as np
@@ -23,8 +24,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import EncodingError, MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, decode, encode, instruction_bytes, iter_program
-from flightc.isa.footprint import _indices  # noqa: F401  (shared, read-only index arrays)
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, check_max_fields, footprint,
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_indices, check_max_fields, footprint,
                                    gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
                                    norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
                                    stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
@@ -37,6 +37,7 @@ from flightc.sim.tokens import run_in_token_order, token_skeleton
 
 
 NUNITS = len(Unit)
+log = logging.getLogger(__name__)
 
 
 def _check_operands(ins: Instruction, cfg: HardwareConfig) -> None:
@@ -119,7 +120,7 @@ def _selector(addr: int, rows: int, width: int, stride: int) -> tuple[slice | np
     end = addr + (rows - 1) * stride + width
     if rows == 1 or stride == width:
         return slice(addr, end), end
-    return _indices(addr, rows, width, stride), end
+    return byte_indices(addr, rows, width, stride), end
 
 
 @lru_cache(maxsize=1 << 16)
@@ -214,16 +215,17 @@ def _ld_form(raw: bytes) -> tuple[int, int, int, int, int, Access]:
 
 @lru_cache(maxsize=1 << 16)
 def _st_form(raw: bytes, cfg: HardwareConfig) -> tuple[Access, bool, int, int, tuple]:
-    """An ST's buffer rows, whether it packs INT4, its rows and row bytes, and where they go: one
-    (channel, address, rows, stride) run, or an ST.img column's one a row."""
+    """An ST's buffer rows, whether it packs INT4, its rows and row bytes, and where they go: (row, channel,
+    address, rows, stride) runs, one of all the rows (row None), or an ST.img column's one a row, each where its
+    image row lies."""
     ins = _decode_one(raw)
     width = ins.row_bytes * (2 if ins.pack4 else 1)
     onchip = Access(("buf", ins.buf), ins.buf_addr, ins.rows, width, ins.buf_stride)
     if ins.img and ins.img_col:
-        targets = tuple((ch, a, 1, 0) for ch, a in store_rows(cfg, ins))
+        targets = tuple((r, ch, a, 1, 0) for r, (ch, a) in enumerate(store_rows(cfg, ins)))
     else:
         channel, addr = store_target(cfg, ins)
-        targets = ((channel, addr, ins.rows, ins.hbm_stride),)
+        targets = ((None, channel, addr, ins.rows, ins.hbm_stride),)
     return onchip, bool(ins.pack4), ins.rows, ins.row_bytes, targets
 
 
@@ -349,8 +351,10 @@ class Machine:
             raise ProgramError(f"{b.name} read [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
         if not a.rows:  # nothing to read (reshape cannot infer a row length from no bytes)
             return np.zeros((0, a.width // np.dtype(dtype).itemsize), dtype)
-        return mem[sel].copy().view(dtype).reshape(a.rows, -1) if type(sel) is slice else \
-            mem[sel].view(dtype).reshape(a.rows, -1)
+        data = mem[sel]
+        if type(sel) is slice:  # a view: copied, as an index array's gather is
+            data = data.copy()
+        return data.view(dtype).reshape(a.rows, -1)
 
     def _put(self, b: Buffer, a: Access, values: np.ndarray) -> None:
         mem = self.buf[b]
@@ -405,6 +409,9 @@ class Machine:
                 _PLANS[key] = plan
                 self.check_s += plan.check_s
                 fresh = True  # checked as it was planned
+                if plan.ids_written:
+                    log.info("a gather's token ids are written by the program itself: it runs on the slow path, "
+                             "checked as it goes")
             self.plans[skeleton] = plan
         if plan.checked and not fresh and not plan.ids_written:
             t = time.perf_counter()
@@ -462,8 +469,8 @@ class Machine:
             if pack4:
                 data = nm.pack_int4(data.view(np.int8))
             data = data.reshape(rows, row_bytes)
-            for r, (channel, addr, n, stride) in zip(range(0, rows, 1) if len(targets) > 1 else (None,), targets):
-                part = data if r is None else data[r:r + 1]  # an ST.img column: each row where its image row lies
+            for r, channel, addr, n, stride in targets:
+                part = data if r is None else data[r:r + 1]
                 ix = self._hbm_rows(channel, addr, n, row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
                 if n and row_bytes:

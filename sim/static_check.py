@@ -4,7 +4,7 @@ Which instruction happens before which depends on the wait/release fields alone,
 share them: every step of a template has the same tokens, only the patched fields (positions, lengths)
 move. A :class:`TokenPlan` runs the hazard checker (sim.hazards) over one program's footprints without
 executing anything and keeps the order the units ran in, each instruction's vector clock and its accesses.
-Another program with the same tokens is then checked by re-examining only the instructions whose bytes
+Another program with the same tokens is then checked by re-examining only the instructions whose accesses
 differ (and the gathers, whose rows depend on the ids in memory): each of their accesses against every
 access of an instruction no token chain orders it with, as the dynamic check would find them. The
 functional simulator's fast path runs the plan's order with no per-instruction checking.
@@ -100,27 +100,25 @@ def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footpri
     return plan
 
 
-def _flat(plan: TokenPlan, positions, accesses) -> tuple:
-    """Per access of the instructions at ``positions``: owner position, space code, lo, hi, write; and the
-    accesses in that order."""
-    owner, space, lo, hi, write, objs = [], [], [], [], [], []
-    for p, acc in zip(positions, accesses):
-        core = int(plan.agent[p]) // NUNITS
-        for a, w in acc:
-            owner.append(p)
-            space.append(_space_code(a, core))
-            lo.append(a.lo)
-            hi.append(a.hi)
-            write.append(w)
-            objs.append(a)
-    return (np.asarray(owner, np.int64), np.asarray(space, np.int64), np.asarray(lo, np.int64),
-            np.asarray(hi, np.int64), np.asarray(write, bool), objs)
+def _arrays_of(acc: list[tuple[Access, bool]], core: int) -> tuple:
+    """Accesses as arrays (space code, lo, hi, write) and the accesses themselves, in that order."""
+    return (np.asarray([_space_code(a, core) for a, _ in acc], np.int64), np.asarray([a.lo for a, _ in acc], np.int64),
+            np.asarray([a.hi for a, _ in acc], np.int64), np.asarray([w for _, w in acc], bool),
+            tuple(a for a, _ in acc))
 
 
-def _instruction_arrays(plan: TokenPlan, ins: Instruction, raw: bytes, c: int, i: int, cfg: HardwareConfig,
-                        footprint_of, ids_of) -> tuple:
-    """One instruction's accesses as arrays (space code, lo, hi, write) and objects, each checked against the
-    limits the dynamic check enforces: only LD, ST and MPE instructions touch memory, buffers end where they end."""
+def _flat(plan: TokenPlan) -> tuple:
+    """Every access of the reference: owner position, space code, lo, hi, write, and the accesses."""
+    parts = [_arrays_of(acc, int(plan.agent[p]) // NUNITS) for p, acc in enumerate(plan.accesses)]
+    owner = np.repeat(np.arange(len(parts), dtype=np.int64), [len(x[0]) for x in parts])
+    return (owner, *(np.concatenate([x[j] for x in parts]) for j in range(4)),
+            [a for x in parts for a in x[4]])
+
+
+def _instruction_arrays(ins: Instruction, raw: bytes, c: int, i: int, cfg: HardwareConfig, footprint_of,
+                        ids_of) -> tuple:
+    """One instruction's accesses as arrays (:func:`_arrays_of`), each checked against the limits the dynamic
+    check enforces: only LD, ST and MPE instructions touch memory, buffers end where they end."""
     reads, writes = footprint_of(raw)
     if _is_gather(ins):
         reads = tuple(reads) + tuple(gather_rows(ins, ids_of(ins)))
@@ -136,9 +134,7 @@ def _instruction_arrays(plan: TokenPlan, ins: Instruction, raw: bytes, c: int, i
         if kind == "buf" and a.hi > cfg.buffer_bytes(Buffer(idx)):
             raise ProgramError(f"{where}: {Buffer(idx).name} access [{a.lo}, {a.hi}) beyond the buffer "
                                f"({cfg.buffer_bytes(Buffer(idx))} bytes)")
-    return (np.asarray([_space_code(a, c) for a, _ in acc], np.int64), np.asarray([a.lo for a, _ in acc], np.int64),
-            np.asarray([a.hi for a, _ in acc], np.int64), np.asarray([w for _, w in acc], bool),
-            tuple(a for a, _ in acc))
+    return _arrays_of(acc, c)
 
 
 def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareConfig, footprint_of, ids_of) -> int:
@@ -156,20 +152,20 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
         c, i = plan.order[p]
         ins, raw = streams[c][i]
         if _is_gather(ins):  # its rows depend on the ids now in memory
-            part = _instruction_arrays(plan, ins, raw, c, i, cfg, footprint_of, ids_of)
+            part = _instruction_arrays(ins, raw, c, i, cfg, footprint_of, ids_of)
         else:
             part = plan.arrays.get((raw, c))
             if part is None:
                 if len(plan.arrays) >= 1 << 16:  # a long run's positions: start over rather than grow
                     plan.arrays.clear()
-                part = plan.arrays[(raw, c)] = _instruction_arrays(plan, ins, raw, c, i, cfg, footprint_of, ids_of)
+                part = plan.arrays[(raw, c)] = _instruction_arrays(ins, raw, c, i, cfg, footprint_of, ids_of)
         parts.append(part[:4])
         n_objs.extend(part[4])
     counts = [len(x[0]) for x in parts]
     n_owner = np.repeat(np.asarray(changed, np.int64), counts)
     n_space, n_lo, n_hi, n_write = (np.concatenate([x[j] for x in parts]) for j in range(4))
     if plan.flat is None:
-        plan.flat = _flat(plan, range(len(plan.order)), plan.accesses)
+        plan.flat = _flat(plan)
     r_owner, r_space, r_lo, r_hi, r_write, r_objs = plan.flat
     keep = ~np.isin(r_owner, changed)
     kept = np.flatnonzero(keep)

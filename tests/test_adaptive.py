@@ -143,3 +143,18 @@ def test_per_length_storage_is_what_materializing_every_program_would_take(adapt
             pos += length
         total += sum(map(len, b.step(1, n)))  # and the decode step at position n
     assert b.manifest["storage"]["per_length_bytes"] == total
+
+
+def test_a_position_run_again_takes_its_patched_programs_as_made_until_the_template_changes(adaptive):
+    """Bundle.step keeps the programs it patched (evaluation windows revisit every position): the same bytes
+    again, and new ones once a template is replaced."""
+    b = copy.copy(adaptive.bundle)
+    b.programs = dict(b.programs)
+    b._stepped, b._stepped_bytes = {}, 0
+    first = b.step(1, 9)
+    again = b.step(1, 9)
+    assert again == first and all(x is y for x, y in zip(again, first))  # kept, not patched again
+    key = next(k for lo, hi, k in b._templates[1] if lo <= 9 <= hi)
+    b.programs[key] = [bytes(bytearray(p)) for p in b.programs[key]]  # equal bytes, new objects: patched afresh
+    fresh = b.step(1, 9)
+    assert fresh == first and not any(x is y for x, y in zip(fresh, first))

@@ -59,11 +59,13 @@ class Access:
 
     def indices(self) -> np.ndarray:
         """Every byte's address, in row order (read-only: shared between equal accesses)."""
-        return _indices(self.addr, self.rows, self.width, self.stride)
+        return byte_indices(self.addr, self.rows, self.width, self.stride)
 
 
 @lru_cache(maxsize=1 << 14)
-def _indices(addr: int, rows: int, width: int, stride: int) -> np.ndarray:
+def byte_indices(addr: int, rows: int, width: int, stride: int) -> np.ndarray:
+    """The address of every byte of ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr``, in row order
+    (read-only: shared between equal accesses)."""
     r = np.arange(rows, dtype=np.int64)[:, None] * stride
     out = (addr + r + np.arange(width, dtype=np.int64)[None, :]).ravel()
     out.setflags(write=False)
