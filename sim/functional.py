@@ -24,7 +24,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import EncodingError, MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, decode, encode, instruction_bytes, iter_program
-from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_indices, check_max_fields, footprint,
+from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_selector, check_max_fields, footprint,
                                    gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
                                    norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
                                    stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
@@ -109,18 +109,6 @@ def _decoded_words(program: bytes) -> tuple[tuple[Instruction, bytes], ...]:
 
 def _decoded(program: bytes) -> tuple[Instruction, ...]:
     return tuple(ins for ins, _ in _decoded_words(program))
-
-
-@lru_cache(maxsize=1 << 16)
-def _selector(addr: int, rows: int, width: int, stride: int) -> tuple[slice | np.ndarray, int]:
-    """How to index ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr`` (a slice where they are one
-    run, else every byte's address), and one past the last byte (``addr`` when there are none)."""
-    if not rows or not width:
-        return slice(addr, addr), addr
-    end = addr + (rows - 1) * stride + width
-    if rows == 1 or stride == width:
-        return slice(addr, end), end
-    return byte_indices(addr, rows, width, stride), end
 
 
 @lru_cache(maxsize=1 << 16)
@@ -346,7 +334,7 @@ class Machine:
     def _get(self, b: Buffer, a: Access, dtype) -> np.ndarray:
         """The bytes of ``a`` as rows of ``dtype`` (a copy: later writes to the buffer do not show in it)."""
         mem = self.buf[b]
-        sel, end = _selector(a.addr, a.rows, a.width, a.stride)
+        sel, end = byte_selector(a.addr, a.rows, a.width, a.stride)
         if end > mem.size:
             raise ProgramError(f"{b.name} read [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
         if not a.rows:  # nothing to read (reshape cannot infer a row length from no bytes)
@@ -358,14 +346,14 @@ class Machine:
 
     def _put(self, b: Buffer, a: Access, values: np.ndarray) -> None:
         mem = self.buf[b]
-        sel, end = _selector(a.addr, a.rows, a.width, a.stride)
+        sel, end = byte_selector(a.addr, a.rows, a.width, a.stride)
         if end > mem.size:
             raise ProgramError(f"{b.name} write [{a.lo}, {a.hi}) beyond the buffer ({mem.size} bytes)")
         mem[sel] = np.ascontiguousarray(values).view(np.uint8).ravel()
 
     def _hbm_rows(self, ch: int, addr: int, rows: int, width: int, stride: int) -> slice | np.ndarray:
         """The bytes of ``rows`` runs of memory channel ``ch`` (a slice where they are one run), range-checked."""
-        sel, end = _selector(addr, rows, width, stride)
+        sel, end = byte_selector(addr, rows, width, stride)
         self._check_range(ch, addr, end - addr if end > addr else 0)
         return sel
 
@@ -474,7 +462,7 @@ class Machine:
                 ix = self._hbm_rows(channel, addr, n, row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
                 if n and row_bytes:
-                    self.tiles.written(channel, addr, _selector(addr, n, row_bytes, stride)[1])
+                    self.tiles.written(channel, addr, byte_selector(addr, n, row_bytes, stride)[1])
                 c.hbm_written[channel] = c.hbm_written.get(channel, 0) + n * row_bytes
         elif op in (Opcode.MM, Opcode.MV):
             self._mpe(ins, c, raw)

@@ -12,7 +12,7 @@ import numpy as np
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
-from flightc.isa.footprint import Access
+from flightc.isa.footprint import Access, byte_selector
 from flightc.isa.table import Unit
 
 NUNITS = len(Unit)
@@ -26,11 +26,43 @@ def agent_name(agent: int) -> str:
 
 def _selector(a: Access) -> slice | np.ndarray:
     """The bytes of ``a``: a slice where they are one run (no index array to build or gather through)."""
-    return slice(a.lo, a.hi) if a.contiguous else a.indices()
+    return byte_selector(a.addr, a.rows, a.width, a.stride)[0]
+
+
+def check_reach(cfg: HardwareConfig, agent: int, where: str, a: Access) -> None:
+    """The limits of every access: only LD, ST and MPE instructions touch memory channels, and a buffer access
+    ends inside its buffer."""
+    kind, idx = a.space
+    if kind == "hbm":
+        if Unit(agent % NUNITS) not in HBM_UNITS:
+            raise ProgramError(f"{where}: {agent_name(agent)} touches memory channel {idx}; only "
+                               f"{', '.join(x.name for x in HBM_UNITS)} instructions do")
+    elif a.rows and a.width and a.hi > cfg.buffer_bytes(Buffer(idx)):
+        raise ProgramError(f"{where}: {Buffer(idx).name} access [{a.lo}, {a.hi}) beyond the buffer "
+                           f"({cfg.buffer_bytes(Buffer(idx))} bytes)")
+
+
+def memory_race(where: str, write: bool, a: Access, other: int) -> str:
+    """Two unordered accesses to a memory channel, one of them a write."""
+    return (f"{where}: {'writes' if write else 'reads'} channel {a.space[1]} bytes [{a.lo}, {a.hi}) racing an "
+            f"unordered access by {agent_name(other)} (no token chain orders them)")
+
+
+def unreleased_write(where: str, write: bool, b: Buffer, first: int, writer: int, agent: int) -> str:
+    """A buffer byte touched before its last write was released to the agent touching it."""
+    return (f"{where}: {'writes' if write else 'reads'} {b.name}[{first}] before the write by {agent_name(writer)} "
+            f"has been released to {agent_name(agent)} (missing wait/release token)")
+
+
+def overwritten_read(where: str, b: Buffer, a: Access, reader: int) -> str:
+    """A buffer write over bytes another agent may still be reading."""
+    return (f"{where}: overwrites {b.name} [{a.lo}, {a.hi}) while {agent_name(reader)} may still read it "
+            f"(missing wait/release token)")
 
 
 class HazardChecker:
     def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
         self.agents = cfg.num_cores * NUNITS
         self.clock = np.zeros((self.agents, self.agents), np.int64)  # clock[a] = what agent a has seen of each
         self.writer: dict[tuple[int, Buffer], np.ndarray] = {}
@@ -75,39 +107,29 @@ class HazardChecker:
         self.clock[u, u] = seq
 
     def _check(self, u: int, a: Access, where: str, write: bool) -> None:
+        check_reach(self.cfg, u, where, a)
         kind, idx = a.space
         if kind == "hbm":
-            if u not in self.hbm_agents:
-                raise ProgramError(f"{where}: {agent_name(u)} touches memory channel {idx}; only "
-                                   f"{', '.join(x.name for x in HBM_UNITS)} instructions do")
             others = self.hbm_writes.get(idx, []) + (self.hbm_reads.get(idx, []) if write else [])
             seen = self.clock[u]
             for b, v, s in others:
                 if v != u and seen[v] < s and b.intersects(a):
-                    raise ProgramError(f"{where}: {'writes' if write else 'reads'} channel {idx} bytes "
-                                       f"[{a.lo}, {a.hi}) racing an unordered access by {agent_name(v)} "
-                                       f"(no token chain orders them)")
+                    raise ProgramError(memory_race(where, write, a, v))
+            return
+        if not a.rows or not a.width:
             return
         core = u // NUNITS
         key = (core, Buffer(idx))
-        if not a.rows or not a.width:
-            return
-        if a.hi > len(self.writer[key]):
-            raise ProgramError(f"{where}: {key[1].name} access [{a.lo}, {a.hi}) beyond the buffer "
-                               f"({len(self.writer[key])} bytes)")
         ix = _selector(a)
         ok = self._seen(u, self.writer[key][ix].astype(np.int64), self.write_seq[key][ix])
         if not ok.all():
             first = a.lo + int(np.argmin(ok)) if isinstance(ix, slice) else int(ix[np.argmin(ok)])
-            raise ProgramError(f"{where}: {'writes' if write else 'reads'} {key[1].name}[{first}] before the write "
-                               f"by {agent_name(int(self.writer[key][first]))} has been released to "
-                               f"{agent_name(u)} (missing wait/release token)")
+            raise ProgramError(unreleased_write(where, write, key[1], first, int(self.writer[key][first]), u))
         if write:
             for unit in range(NUNITS):
                 v = core * NUNITS + unit
                 if v != u and (self.read_seq[key][unit][ix] > self.clock[u, v]).any():
-                    raise ProgramError(f"{where}: overwrites {key[1].name} [{a.lo}, {a.hi}) while {agent_name(v)} "
-                                       f"may still read it (missing wait/release token)")
+                    raise ProgramError(overwritten_read(where, key[1], a, v))
 
     def _record(self, u: int, seq: int, a: Access, write: bool) -> None:
         kind, idx = a.space

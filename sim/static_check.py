@@ -21,7 +21,8 @@ from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import Access, gather_rows
 from flightc.isa.table import Opcode
-from flightc.sim.hazards import HBM_UNITS, NUNITS, HazardChecker, agent_name
+from flightc.sim.hazards import (NUNITS, HazardChecker, check_reach, memory_race, overwritten_read,
+                                 unreleased_write)
 from flightc.sim.tokens import Decoded, run_in_token_order
 
 _HBM_SPACE = 1 << 20  # space codes: core * len(Buffer) + buffer for on-chip buffers, _HBM_SPACE + channel
@@ -125,15 +126,7 @@ def _instruction_arrays(ins: Instruction, raw: bytes, c: int, i: int, cfg: Hardw
     acc = [(a, False) for a in reads] + [(a, True) for a in writes]
     where = f"core {c} instruction {i} ({ins.cls.name})"
     for a, _ in acc:
-        kind, idx = a.space
-        if a.hi <= a.lo:
-            continue
-        if kind == "hbm" and ins.unit not in HBM_UNITS:
-            raise ProgramError(f"{where}: {agent_name(c * NUNITS + ins.unit)} touches memory channel {idx}; only "
-                               f"{', '.join(x.name for x in HBM_UNITS)} instructions do")
-        if kind == "buf" and a.hi > cfg.buffer_bytes(Buffer(idx)):
-            raise ProgramError(f"{where}: {Buffer(idx).name} access [{a.lo}, {a.hi}) beyond the buffer "
-                               f"({cfg.buffer_bytes(Buffer(idx))} bytes)")
+        check_reach(cfg, c * NUNITS + ins.unit, where, a)
     return _arrays_of(acc, c)
 
 
@@ -217,14 +210,11 @@ def _race(plan: TokenPlan, streams: list[Decoded], later: tuple, earlier: tuple)
     (p, a, w), (q, b, bw) = later, earlier
     c, i = plan.order[p]
     where = f"core {c} instruction {i} ({streams[c][i][0].cls.name})"
-    me, them = agent_name(int(plan.agent[p])), agent_name(int(plan.agent[q]))
+    me, them = int(plan.agent[p]), int(plan.agent[q])
     kind, idx = a.space
     if kind == "hbm":
-        return (f"{where}: {'writes' if w else 'reads'} channel {idx} bytes [{a.lo}, {a.hi}) racing an unordered "
-                f"access by {them} (no token chain orders them)")
-    name = Buffer(idx).name
+        return memory_race(where, w, a, them)
     if w and not bw:
-        return f"{where}: overwrites {name} [{a.lo}, {a.hi}) while {them} may still read it (missing wait/release token)"
+        return overwritten_read(where, Buffer(idx), a, them)
     first = int(np.intersect1d(a.indices(), b.indices()).min())
-    return (f"{where}: {'writes' if w else 'reads'} {name}[{first}] before the write by {them} has been released "
-            f"to {me} (missing wait/release token)")
+    return unreleased_write(where, w, Buffer(idx), first, them, me)

@@ -62,6 +62,18 @@ class Access:
         return byte_indices(self.addr, self.rows, self.width, self.stride)
 
 
+@lru_cache(maxsize=1 << 16)
+def byte_selector(addr: int, rows: int, width: int, stride: int) -> tuple[slice | np.ndarray, int]:
+    """How to index ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr`` (a slice where they are one
+    run, else :func:`byte_indices`), and one past the last byte (``addr`` when there are none)."""
+    if not rows or not width:
+        return slice(addr, addr), addr
+    end = addr + (rows - 1) * stride + width
+    if rows == 1 or stride == width:
+        return slice(addr, end), end
+    return byte_indices(addr, rows, width, stride), end
+
+
 @lru_cache(maxsize=1 << 14)
 def byte_indices(addr: int, rows: int, width: int, stride: int) -> np.ndarray:
     """The address of every byte of ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr``, in row order
