@@ -79,6 +79,9 @@ def float_runs(model32, device: str, dtypes: list[str], workloads: list[tuple[in
     import torch
 
     rows, tokens = [], {}
+    p0 = workloads[0][0]
+    with torch.no_grad():
+        z32 = model32(torch.tensor([prompts[p0]], device=device)).logits[0].double()
     for name in dtypes:
         free(device)
         model, load_s = clock(lambda: copy.deepcopy(model32).to(getattr(torch, name)))
@@ -104,7 +107,10 @@ def float_runs(model32, device: str, dtypes: list[str], workloads: list[tuple[in
                     out = model(tok, past_key_values=cache, use_cache=True)
                     cache, tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
 
-        generate(prompts[workloads[0][0]][:16], 8)  # warm-up: kernels chosen, caches allocated
+        generate(prompts[p0][:16], 8)  # warm-up: kernels chosen, caches allocated
+        z = prefill(prompts[p0])[0].double()
+        cosine = float(torch.nn.functional.cosine_similarity(z, z32, dim=1).mean())
+        argmax = float((z.argmax(1) == z32.argmax(1)).double().mean())
         for p, d in workloads:
             prefill(prompts[p])
             _, prefill_s = clock(prefill, prompts[p])
@@ -115,21 +121,23 @@ def float_runs(model32, device: str, dtypes: list[str], workloads: list[tuple[in
             rows.append({"path": f"float {name}", "workload": [p, d], "prefill_ms": prefill_s * 1e3,
                          "decode_tokens_s": (d - 1) / max(total_s - prefill_s, 1e-9), "end_to_end_s": total_s,
                          "load_s": load_s, "peak_gb": peak_gb(device),
-                         "step_ms": (steps_s - prefill_s) / STEPS * 1e3})
+                         "step_ms": (steps_s - prefill_s) / STEPS * 1e3, "logit_cosine": cosine,
+                         "argmax_match": argmax})
             print(f"float {name} [{p}, {d}]: prefill {prefill_s * 1e3:.1f} ms, {rows[-1]['decode_tokens_s']:.2f} "
                   f"tokens/s, end to end {total_s:.2f} s, one decode forward {rows[-1]['step_ms']:.1f} ms, peak "
-                  f"{rows[-1]['peak_gb']:.1f} GB", flush=True)
+                  f"{rows[-1]['peak_gb']:.1f} GB; on the prompt against float32: logit cosine {cosine:.4f}, "
+                  f"argmax {argmax:.1%}", flush=True)
         model = None
         free(device)
     return rows, tokens
 
 
 def integer_graph(cfg: dict, seed: int, fmt: str, hw: str, jobs: int) -> tuple[object, dict[str, float]]:
-    """The passes of flightc.compiler.pipeline up to the integer graph the integer reference runs."""
+    """The passes of flightc.compiler.pipeline up to the integer graph the integer reference runs (the pipeline's
+    ``integer``; pass ``fuse`` only prepares lowering)."""
     from flightc.compiler.calibrate import calibrate, default_calibration
     from flightc.compiler.compress import compress
     from flightc.compiler.equalize import equalize
-    from flightc.compiler.fuse import fuse
     from flightc.compiler.integerize import integerize
     from flightc.compress.method import Method
     from flightc.compress.plan import CompressionPlan
@@ -153,8 +161,7 @@ def integer_graph(cfg: dict, seed: int, fmt: str, hw: str, jobs: int) -> tuple[o
     g = timed("equalize", equalize, g, plan, method, calibration)
     g = timed("compress", compress, g, plan, load_config(hw), True, method, calibration, None, jobs)
     g = timed("calibrate", calibrate, g, calibration)
-    g = timed("integerize", integerize, g)
-    return timed("fuse", fuse, g), timings
+    return timed("integerize", integerize, g), timings
 
 
 def integer_run(graph, device: str, prompt: list[int], n: int, clock: Clock) -> tuple[dict, list[int], list]:
@@ -217,6 +224,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def print_float_agreement(rows: list[dict], versus: dict[str, float], n_agree: int) -> None:
+    """The agreement table's float rows (the integer reference's follow it)."""
+    print()
+    print("| agreement | value |\n|---|---:|")
+    for name, v in versus.items():
+        print(f"| {name} greedy tokens = float32's (first {n_agree}) | {v:.1%} |")
+    for row in (r for r in rows if "logit_cosine" in r):
+        print(f"| {row['path']} on the prompt: logit cosine with float32's / argmax = float32's | "
+              f"{row['logit_cosine']:.4f} / {row['argmax_match']:.1%} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a config folder (default: LLaMA2-7B)")
@@ -226,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", default="bfloat16,float16")
     ap.add_argument("--format", default="w4g128s8:16", help="the integer reference's compression plan")
     ap.add_argument("--hw", default="u280", help="the preset the formats are checked against")
-    ap.add_argument("--int-decode", type=int, default=32, help="tokens the integer reference generates")
+    ap.add_argument("--int-decode", type=int, default=32,
+                    help="tokens the integer reference generates (0: the float models alone)")
     ap.add_argument("--agree-tokens", type=int, default=64, help="greedy tokens compared with float32's")
     ap.add_argument("--check-layers", type=int, default=2, help="layers of the byte-for-byte check (0: none)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads that quantize layers")
@@ -260,6 +279,20 @@ def main(argv: list[str] | None = None) -> int:
     rows, float_tokens = float_runs(model32, args.device, args.dtypes.split(","), workloads, prompts, clock)
 
     p0, d0 = workloads[0]
+    ref = FloatReference(model32, args.device)
+    n_agree = min(d0, args.agree_tokens)
+    f32 = ref.generate(prompts[p0], n_agree)
+    versus = {name: float(np.mean([a == b for a, b in zip(toks, f32)])) for name, toks in float_tokens.items()}
+    print(f"agreement with float32: {', '.join(f'{k} {v:.1%}' for k, v in versus.items())} of {n_agree} greedy "
+          "tokens", flush=True)
+    result.update({"rows": rows, "float_vs_float32": versus})
+    if not args.int_decode:
+        print()
+        print(table(rows))
+        print_float_agreement(rows, versus, n_agree)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     print(f"integer graph ({args.format}, {args.jobs} threads):", flush=True)
     graph, passes = integer_graph(cfg, args.seed, args.format, args.hw, args.jobs)
     int_row, int_tokens, int_logits = integer_run(graph, args.device, prompts[p0], args.int_decode, clock)
@@ -271,13 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     del graph
     free(args.device)
 
-    ref = FloatReference(model32, args.device)
-    n_agree = min(d0, args.agree_tokens)
-    f32 = ref.generate(prompts[p0], n_agree)
-    versus = {name: float(np.mean([a == b for a, b in zip(toks, f32)])) for name, toks in float_tokens.items()}
     agree = agreement(ref, prompts[p0], int_tokens, int_logits, logit_scale).to_dict()
-    print(f"agreement with float32: {', '.join(f'{k} {v:.1%}' for k, v in versus.items())} of {n_agree} greedy "
-          f"tokens; integer reference {agree}", flush=True)
+    print(f"integer reference against float32: {agree}", flush=True)
     del ref, model32
     free(args.device)
     check = exact_check(cfg, args.check_layers, args.seed, args.format, args.hw, args.jobs, args.device) \
@@ -289,10 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                    "exact_check": check})
     print()
     print(table(rows))
-    print()
-    print("| agreement | value |\n|---|---:|")
-    for name, v in versus.items():
-        print(f"| {name} greedy tokens = float32's (first {n_agree}) | {v:.1%} |")
+    print_float_agreement(rows, versus, n_agree)
     print(f"| integer reference greedy tokens = float32's ({args.int_decode}) | {agree['greedy_match']:.1%} |")
     print(f"| float32 argmax = integer reference's token (teacher-forced) | {agree['teacher_forced_match']:.1%} |")
     print(f"| integer reference logits: cosine with float32's | {agree['logit_cosine']:.4f} |")

@@ -86,8 +86,11 @@ class IntegerModel:
         if p0 + L > self.max_len:
             raise UnsupportedError(f"sequence length {p0 + L} exceeds max_len {self.max_len}")
         g, s = self.graph, self.graph.spec
-        if s.rope_theta:
-            cos, sin = nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta, s.rope_scaling)
+        if L and (ids.min() < 0 or ids.max() >= s.vocab_size):
+            raise UnsupportedError(f"token id {int(ids.max() if ids.max() >= s.vocab_size else ids.min())} is "
+                                   f"outside the model's vocabulary (0 to {s.vocab_size - 1})")
+        self._rope = (nm.rope_table(np.arange(p0, p0 + L), s.head_dim, s.rope_theta, s.rope_scaling)
+                      if s.rope_theta else None)
         def embed(_, n):
             res = nm.deq(n["qembed"].q[ids], *n["deq"])
             if "qpositions" in n:
@@ -100,7 +103,7 @@ class IntegerModel:
             OpKind.RMSNORM: lambda _, n, x: nm.rmsnorm(x, n["gain"], n["eps_q"], n["norm_shift"]),
             OpKind.LAYERNORM: lambda _, n, x: nm.layernorm(x, n["gain"], n["beta_q"], n["eps_q"], n["norm_shift"]),
             OpKind.LINEAR: self._linear,
-            OpKind.ROPE: lambda _, n, x: nm.rope(x, cos, sin, s.head_dim),
+            OpKind.ROPE: lambda _, n, x: nm.rope(x, *self._rope, s.head_dim),
             OpKind.ATTENTION: lambda name, n, q, k, v: self._attention(name, n, q, k, v, p0),
             OpKind.SILU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
             OpKind.RELU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
@@ -111,11 +114,13 @@ class IntegerModel:
         return val[g.output].astype(np.int32)
 
     def _linear(self, name: str, n: dict, x: np.ndarray) -> np.ndarray:
-        """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual."""
+        """REQ_ADD yields the requantized (unsaturated) delta that the ADD node adds to the residual. A fused
+        graph's linear applies its fused activation LUT and RoPE (pass ``fuse``) as the unfused nodes would."""
         acc = self.products(name, x) + n["bias_q"]
         mode = n["out_mode"]
         if mode is OutMode.REQ_I8:
-            return nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
+            y = nm.mpe_requant_i8(acc, n["mult"], n["shift"], n.get("lut"))
+            return nm.rope(y, *self._rope, self.graph.spec.head_dim) if n.get("rope") else y
         if mode is OutMode.REQ_ADD:
             return nm.requantize(acc, n["mult"], n["shift"])
         return nm.sat_i32(nm.requantize(acc, n["mult"], n["shift"]))
