@@ -13,6 +13,8 @@ from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import SEGMENT, chunk_bytes, pair_chunks
 from flightc.errors import ProgramError, UnsupportedError
+from flightc.isa.table import SPARSITY_NM
+from test_compile_speed import stream_image_by_records
 from flightc.hw.lane_group import LaneGroup, formats
 from flightc.sim.rtl.random_programs import random_weights
 
@@ -151,7 +153,8 @@ def test_a_chunk_stream_carries_exactly_the_packed_rows_bytes():
 def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
     """stream_image and its inverse for every width, pattern and group size, several groups, channels per group and
     beat widths, a row count that leaves a group short (zero rows pad it); W4 and W8 dense and 8:16 streams are
-    exactly as long as their packed rows (no padding) when the multipliers fill their beats."""
+    exactly as long as their packed rows (no padding) when the multipliers fill their beats. The image equals the
+    one built a pair's record at a time, byte for byte."""
     from flightc.compress.stream import StreamShape, rows_of_image, stream_image
 
     rng = np.random.default_rng(5)
@@ -164,9 +167,33 @@ def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
                 shape = StreamShape(fmt, rows, k, groups, SLOTS, beat, unit, channels)
                 image = stream_image(packed, shape)
                 assert len(image) == shape.nbytes
+                assert image == stream_image_by_records(packed, shape), (fmt.label(), rows, k)
                 assert np.array_equal(rows_of_image(image, shape), packed), (fmt.label(), rows, k)
             if (fmt.bits, fmt.n) in ((4, 16), (4, 8), (8, 16)) and group in (0, 16, 128):  # a 7B projection on u280
                 assert StreamShape(fmt, 4096, 4096, 32, SLOTS, 64, 1024, 32).nbytes == 4096 * fmt.row_bytes(4096)
+
+
+def test_packed_positions_equal_the_kept_weights_index_arrays():
+    """pack_weight looks each block's positions up by its keep mask; they equal np.nonzero's (how it found them
+    before), values and positions, for every N:M pattern; a block keeping the wrong count is refused by name."""
+    from flightc.compress.packing import _block_positions
+
+    rng = np.random.default_rng(11)
+    for n, m in sorted(set(SPARSITY_NM.values())):
+        if n == m:
+            continue
+        rows, k = 37, 512
+        keep = np.zeros((rows, k // m, m), bool)
+        np.put_along_axis(keep, np.argsort(rng.random(keep.shape), axis=2)[..., :n], True, axis=2)
+        pos = _block_positions(keep, n)
+        assert np.array_equal(pos.reshape(rows, -1), np.nonzero(keep)[2].reshape(rows, -1)), (n, m)
+        q = rng.integers(-8, 8, (rows, k)).astype(np.int8)
+        packed = pack_weight(QuantWeight(WeightFormat(4, n, m), q * keep.reshape(rows, k), np.zeros((rows, 0)), np.ones(rows),
+                                         keep.reshape(rows, k)))
+        assert np.array_equal(unpack_rows(packed, WeightFormat(4, n, m), k), q * keep.reshape(rows, k))
+    keep[5, 3, :] = True  # the last pattern's (8:16)
+    with pytest.raises(UnsupportedError, match=r"weight row 5, block 3 keeps 16 of 16 weights where its 8:16"):
+        _block_positions(keep, 8)
 
 
 def test_multipliers_past_the_isa_rule_are_refused():

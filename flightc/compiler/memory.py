@@ -10,8 +10,11 @@ logits) are reserved after them.
 """
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -405,12 +408,30 @@ def exchange_row_bytes(graph: GraphIR) -> int:
     return max(widths)
 
 
-def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, images: bool = True) -> MemoryMap:
+def _ahead(fn: Callable, items: Iterable, jobs: int) -> Iterator:
+    """``fn`` of each item, in order, computed up to ``jobs`` items ahead in threads (numpy's array operations
+    release the GIL), so no more than that many results are held at once."""
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(jobs) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, images: bool = True,
+          jobs: int = 1) -> MemoryMap:
     """Memory map and static images for an integerized, fused graph.
 
     With several cores, every linear layer is split by output rows and attention by KV heads; a core's
     share lives on its own channels, and exchange regions carry activations between cores.
-    ``images=False`` lays out the same regions without packing any bytes (programs-only compiles).
+    ``images=False`` lays out the same regions without packing any bytes (programs-only compiles); ``jobs``
+    packs that many layers' weights ahead in threads.
     """
     s = graph.spec
     if s.max_positions and max_len > s.max_positions:
@@ -419,11 +440,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     a = _Allocator(cfg, images)
     # the weight tiles first, so each core's channels hold them at the same addresses with no gaps between
     tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]], StreamPlan | None] | None]] = {}
-    for name in graph.linears():
+    linears = graph.linears()
+    packs = _ahead(lambda n: pack_weight(graph.node(n)["qweight"]), linears, jobs) if images else None
+    for name in linears:
         node = graph.node(name)
         rows, k = node["qweight"].shape
         fmt = node["qweight"].fmt
-        packed = pack_weight(node["qweight"]) if images else None
+        packed = next(packs) if packs is not None else None
         row_bytes = packed.shape[1] if packed is not None else fmt.row_bytes(k)
         shares = row_shares(graph, cfg, name, rows)
         a.map.row_split[name] = shares

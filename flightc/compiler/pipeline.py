@@ -171,7 +171,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         log.info("max_prefill %d (chosen: the longest step that fits %s)", max_prefill, cfg.name)
     if max_prefill > max_len:
         raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
-    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights)
+    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs)
     for why in sorted(set(mem.buffered.values())):
         layers = [n for n, w in mem.buffered.items() if w == why]
         log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),

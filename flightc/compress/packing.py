@@ -10,6 +10,8 @@ never calls it, so a packing bug shows up as a simulator/reference mismatch.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from flightc.compress.formats import WeightFormat, group_scale_max
@@ -45,15 +47,47 @@ def _unpack_bits(data: np.ndarray, count: int, bits: int, signed: bool, dtype=np
     return u
 
 
+@lru_cache(maxsize=None)
+def _positions_of_masks(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every ``m``-bit keep mask: how many bits it sets, and (for those setting ``n``) the ascending positions
+    of its set bits, [2^m, n] (zeros for the others)."""
+    bits = (np.arange(1 << m)[:, None] >> np.arange(m)) & 1
+    count = bits.sum(axis=1)
+    pos = np.zeros((1 << m, n), np.uint8)
+    sel = count == n
+    pos[sel] = np.nonzero(bits[sel])[1].reshape(-1, n)
+    return count, pos
+
+
+def _block_positions(keep: np.ndarray, n: int) -> np.ndarray:
+    """In-block positions of the kept weights, ascending per block, [rows, blocks, n], from the keep mask
+    [rows, blocks, m]: each block's mask read as an integer looks its positions up (no index arrays of every kept
+    weight, which made a 1B model's packing slow)."""
+    rows, blocks, m = keep.shape
+    if m > 16:
+        return np.nonzero(keep)[2].reshape(rows, blocks, n)
+    packed = np.packbits(keep, axis=2, bitorder="little")
+    mask = packed[..., 0].astype(np.int32)
+    if packed.shape[2] > 1:
+        mask |= packed[..., 1].astype(np.int32) << 8
+    count, pos = _positions_of_masks(n, m)
+    wrong = count[mask] != n
+    if wrong.any():
+        r, b = np.argwhere(wrong)[0]
+        raise UnsupportedError(f"weight row {r}, block {b} keeps {int(count[mask[r, b]])} of {m} weights where its "
+                               f"{n}:{m} format keeps {n}; prune with flightc.compress.quantize")
+    return pos[mask]
+
+
 def pack_weight(qw: QuantWeight) -> np.ndarray:
     """Packed rows, uint8 [N, row_bytes]."""
     fmt = qw.fmt
     rows, k = qw.q.shape
     nnz = fmt.nnz(k)
     if fmt.sparse:
-        keep = qw.keep.reshape(rows, k // fmt.m, fmt.m)
-        pos = np.nonzero(keep)[2].reshape(rows, nnz)  # in-block positions, ascending per block
-        vals = qw.q.reshape(rows, k // fmt.m, fmt.m)[keep].reshape(rows, nnz)
+        pos = _block_positions(np.asarray(qw.keep, bool).reshape(rows, k // fmt.m, fmt.m), fmt.n)
+        vals = np.take_along_axis(qw.q.reshape(rows, k // fmt.m, fmt.m), pos, axis=2).reshape(rows, nnz)
+        pos = pos.reshape(rows, nnz)
         parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]
     else:
         parts = [_pack_bits(qw.q, fmt.bits)]

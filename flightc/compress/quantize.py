@@ -26,28 +26,36 @@ class QuantWeight:
     def shape(self) -> tuple[int, int]:
         return self.q.shape
 
-    def int8_operand(self) -> np.ndarray:
-        """What the dequantizer feeds the DSPs: q * gs, INT8."""
+    def int8_operand(self, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """What the dequantizer feeds the DSPs: q * gs, INT8 (of rows ``r0`` to ``r1``)."""
+        q = self.q[r0:r1]
         if not self.fmt.group:
-            return self.q.astype(np.int8)
-        g = np.repeat(self.gs.astype(np.int16), self.fmt.group, axis=1)
-        return (self.q.astype(np.int16) * g).astype(np.int8)
+            return q.astype(np.int8)
+        rows, k = q.shape
+        g = self.gs[r0:r1].astype(np.int16)[:, :, None]
+        return (q.reshape(rows, -1, self.fmt.group).astype(np.int16) * g).astype(np.int8).reshape(rows, k)
 
     def kept(self) -> np.ndarray:
         return np.ones(self.q.shape, dtype=bool) if self.keep is None else self.keep
 
     def dequantized(self) -> np.ndarray:
-        return self.int8_operand().astype(np.float64) * self.row_scale[:, None]
+        """The float weight the compressed model computes with (a block of rows at a time, in cache)."""
+        out = np.empty(self.q.shape, np.float64)
+        for r in range(0, len(out), RTN_ROWS):
+            np.multiply(self.int8_operand(r, r + RTN_ROWS), self.row_scale[r:r + RTN_ROWS, None], out=out[r:r + RTN_ROWS])
+        return out
 
 
 def nm_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Keep the n largest-magnitude weights of every block of m along K (ties: lower index)."""
+    """Keep the n largest-magnitude weights of every block of m along K (ties: lower index). Each block's n-th
+    largest magnitude by partition, then everything above it and the first of those equal to it up to n: the
+    first n of a stable sort by descending magnitude, without sorting."""
     rows, k = w.shape
     blocks = np.abs(w).reshape(rows, k // m, m)
-    order = np.argsort(-blocks, axis=-1, kind="stable")
-    keep = np.zeros_like(blocks, dtype=bool)
-    np.put_along_axis(keep, order[..., :n], True, axis=-1)
-    return keep.reshape(rows, k)
+    nth = np.partition(blocks, m - n, axis=-1)[..., m - n:m - n + 1]
+    above, equal = blocks > nth, blocks == nth
+    room = n - above.sum(axis=-1, keepdims=True)
+    return (above | (equal & (np.cumsum(equal, axis=-1) <= room))).reshape(rows, k)
 
 
 def q_max(bits: int) -> float:
@@ -67,8 +75,21 @@ def group_multipliers(group_amax, row_scale, bits: int):
     return (group_amax / q_max(bits) / row_scale).round().clip(1, group_scale_max(bits))
 
 
+RTN_ROWS = 256  # rows rounded at a time, so the temporaries stay in cache (each row's result is its own)
+
+
 def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     """Prune by magnitude to fmt's N:M pattern, then round to nearest with two-level scales."""
+    w = np.asarray(w)
+    if w.shape[0] <= RTN_ROWS:
+        return _quantize_rows(w, fmt)
+    parts = [_quantize_rows(w[r:r + RTN_ROWS], fmt) for r in range(0, w.shape[0], RTN_ROWS)]
+    return QuantWeight(fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.gs for p in parts]),
+                       np.concatenate([p.row_scale for p in parts]),
+                       None if parts[0].keep is None else np.concatenate([p.keep for p in parts]))
+
+
+def _quantize_rows(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     w = np.asarray(w, np.float64)
     rows, k = w.shape
     mask = nm_mask(w, fmt.n, fmt.m) if fmt.sparse else None

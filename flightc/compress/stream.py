@@ -148,26 +148,6 @@ class StreamShape:
         return self.groups * self.group_bytes
 
 
-def _pair_record(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
-    fmt, S, B = shape.fmt, shape.slots, shape.beat
-    chunks, _ = pair_chunks(rows_bytes, fmt, shape.k, S)
-    stride = chunk_stride(fmt, S)
-    padded = np.zeros((len(chunks), stride), np.uint8)
-    padded[:, :chunks.shape[1]] = chunks
-    gs = rows_bytes[:, sum(fmt.row_parts(shape.k)[:2]):] if fmt.group else None
-    out, c0 = bytearray(), 0
-    for cols in shape.blocks():
-        if fmt.group:
-            g0, g1 = c0 // fmt.group, (c0 + cols) // fmt.group
-            mult = np.zeros(B, np.uint8)
-            mult[:2 * (g1 - g0)] = gs[:, g0:g1].T.reshape(-1)  # row 0's and row 1's multiplier of each group
-            out += mult.tobytes()
-        body = padded[c0 // S:(c0 + cols) // S].tobytes()
-        out += body + bytes(-len(body) % B)
-        c0 += cols
-    return bytes(out)
-
-
 def _unit_order(shape: StreamShape) -> np.ndarray:
     """For each unit of the image in memory order, (group, its unit in the group's stream): unit u lies on channel
     u mod channels, whose master feeds group (u mod channels) // per_group, which reads its channels' units in
@@ -182,19 +162,41 @@ def _unit_order(shape: StreamShape) -> np.ndarray:
 
 def stream_image(rows_bytes: np.ndarray, shape: StreamShape) -> bytes:
     """A tile's packed rows [rows, row_bytes] as the bytes its striped region holds: row pair p streams into group
-    p mod groups; each group's stream is cut into units dealt round its master's channels."""
+    p mod groups as a record of blocks (a beat of the block's group multipliers, row 0's then row 1's of each
+    group; then its chunks, each row's values then positions, padded to the chunk stride, the block padded to whole
+    beats); each group's stream is cut into units dealt round its master's channels. Every pair is cut the same
+    way, so each block is laid out for all of them at once (:func:`rows_of_image` is the inverse)."""
+    fmt, S, B, k = shape.fmt, shape.slots, shape.beat, shape.k
     rows = rows_bytes.shape[0]
     if rows != shape.rows:
         raise ValueError(f"{rows} rows, the shape says {shape.rows}")
-    full = np.zeros((2 * shape.pairs * shape.groups, rows_bytes.shape[1]), np.uint8)
+    G, P, U, PB = shape.groups, shape.pairs, shape.unit, shape.pair_beats * B
+    full = np.zeros((2 * P * G, rows_bytes.shape[1]), np.uint8)
     full[:rows] = rows_bytes
-    streams = []
-    for g in range(shape.groups):
-        data = b"".join(_pair_record(full[2 * p:2 * p + 2], shape)
-                        for p in range(g, shape.pairs * shape.groups, shape.groups))
-        streams.append(data + bytes(shape.group_bytes - len(data)))
-    U = shape.unit
-    return b"".join(streams[g][n * U:(n + 1) * U] for g, n in _unit_order(shape))
+    pairs = full.reshape(P, G, 2, -1)  # row 2 (p x groups + g) + r: pair p of group g
+    vb, ib = row_part_bytes(fmt, S)
+    stride = chunk_stride(fmt, S)
+    values, positions, _ = fmt.row_parts(k)
+    streams = np.zeros((G, shape.group_bytes), np.uint8)
+    recs = streams[:, :P * PB].reshape(G, P, PB)
+    at, c0 = 0, 0
+    for cols in shape.blocks():
+        if fmt.group:
+            g0, n = c0 // fmt.group, cols // fmt.group
+            mult = pairs[:, :, :, values + positions + g0:values + positions + g0 + n]  # [P, G, row, group]
+            recs[:, :, at:at + 2 * n] = mult.transpose(1, 0, 3, 2).reshape(G, P, 2 * n)
+            at += B
+        nch, j0 = cols // S, c0 // S
+        body = recs[:, :, at:at + nch * stride].reshape(G, P, nch, stride)
+        for r in range(2):
+            base = r * (vb + ib)
+            body[..., base:base + vb] = pairs[:, :, r, j0 * vb:(j0 + nch) * vb].reshape(P, G, nch, vb).transpose(1, 0, 2, 3)
+            body[..., base + vb:base + vb + ib] = pairs[:, :, r, values + j0 * ib:values + (j0 + nch) * ib].reshape(
+                P, G, nch, ib).transpose(1, 0, 2, 3)
+        at += -(-nch * stride // B) * B
+        c0 += cols
+    order = _unit_order(shape)
+    return streams.reshape(G, -1, U)[order[:, 0], order[:, 1]].tobytes()
 
 
 def rows_of_image(image: bytes, shape: StreamShape) -> np.ndarray:

@@ -1,0 +1,135 @@
+"""The compile's faster paths change no byte of the bundle: the previous code paths live here as references (round
+to nearest on the whole weight with a sorted N:M mask, sparse positions from index arrays, stream images a row
+pair's record at a time), and a model compiled through them equals one compiled through the current ones."""
+import numpy as np
+import pytest
+
+from conftest import torch_model
+from flightc.compress.formats import WeightFormat
+from flightc.compress.packing import _pack_bits, pack_weight
+from flightc.compress.quantize import QuantWeight, group_multipliers, q_range, quantize_rtn, row_scales
+
+
+def nm_mask_by_sorting(w: np.ndarray, n: int, m: int) -> np.ndarray:
+    rows, k = w.shape
+    blocks = np.abs(w).reshape(rows, k // m, m)
+    order = np.argsort(-blocks, axis=-1, kind="stable")
+    keep = np.zeros_like(blocks, dtype=bool)
+    np.put_along_axis(keep, order[..., :n], True, axis=-1)
+    return keep.reshape(rows, k)
+
+
+def quantize_rtn_whole(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
+    w = np.asarray(w, np.float64)
+    rows, k = w.shape
+    mask = nm_mask_by_sorting(w, fmt.n, fmt.m) if fmt.sparse else None
+    if mask is not None:
+        w = np.where(mask, w, 0.0)
+    lo, hi = q_range(fmt.bits)
+    row_scale = row_scales(np.abs(w).max(axis=1), fmt, np.finfo(np.float64).tiny)
+    if fmt.group:
+        amax = np.abs(w).reshape(rows, k // fmt.group, fmt.group).max(axis=-1)
+        gs = group_multipliers(amax, row_scale[:, None], fmt.bits).astype(np.uint8)
+        eff = row_scale[:, None] * np.repeat(gs.astype(np.float64), fmt.group, axis=1)
+    else:
+        gs = np.zeros((rows, 0), np.uint8)
+        eff = np.repeat(row_scale[:, None], k, axis=1)
+    q = np.clip(np.round(w / eff), lo, hi).astype(np.int8)
+    if mask is not None:
+        q = np.where(mask, q, 0).astype(np.int8)
+    return QuantWeight(fmt, q, gs, row_scale, mask)
+
+
+def pack_weight_by_index_arrays(qw: QuantWeight) -> np.ndarray:
+    fmt = qw.fmt
+    rows, k = qw.q.shape
+    nnz = fmt.nnz(k)
+    if not fmt.sparse:
+        return pack_weight(qw)
+    keep = qw.keep.reshape(rows, k // fmt.m, fmt.m)
+    pos = np.nonzero(keep)[2].reshape(rows, nnz)
+    vals = qw.q.reshape(rows, k // fmt.m, fmt.m)[keep].reshape(rows, nnz)
+    parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]
+    if fmt.group:
+        parts.append(qw.gs.astype(np.uint8))
+    return np.concatenate(parts, axis=1)
+
+
+def stream_image_by_records(rows_bytes: np.ndarray, shape) -> bytes:
+    """The stream image built a row pair's record at a time from pair_chunks (how stream_image built it before it
+    laid out every pair's blocks at once): the reference the vectorized one must equal byte for byte."""
+    from flightc.compress.stream import _unit_order, chunk_stride, pair_chunks
+
+    fmt, S, B = shape.fmt, shape.slots, shape.beat
+
+    def record(pair: np.ndarray) -> bytes:
+        chunks, _ = pair_chunks(pair, fmt, shape.k, S)
+        stride = chunk_stride(fmt, S)
+        padded = np.zeros((len(chunks), stride), np.uint8)
+        padded[:, :chunks.shape[1]] = chunks
+        gs = pair[:, sum(fmt.row_parts(shape.k)[:2]):] if fmt.group else None
+        out, c0 = bytearray(), 0
+        for cols in shape.blocks():
+            if fmt.group:
+                g0, g1 = c0 // fmt.group, (c0 + cols) // fmt.group
+                mult = np.zeros(B, np.uint8)
+                mult[:2 * (g1 - g0)] = gs[:, g0:g1].T.reshape(-1)
+                out += mult.tobytes()
+            body = padded[c0 // S:(c0 + cols) // S].tobytes()
+            out += body + bytes(-len(body) % B)
+            c0 += cols
+        return bytes(out)
+
+    full = np.zeros((2 * shape.pairs * shape.groups, rows_bytes.shape[1]), np.uint8)
+    full[:rows_bytes.shape[0]] = rows_bytes
+    streams = []
+    for g in range(shape.groups):
+        data = b"".join(record(full[2 * p:2 * p + 2]) for p in range(g, shape.pairs * shape.groups, shape.groups))
+        streams.append(data + bytes(shape.group_bytes - len(data)))
+    U = shape.unit
+    return b"".join(streams[g][n * U:(n + 1) * U] for g, n in _unit_order(shape))
+
+
+
+FORMATS = ["w4g128s8:16", "w8", "w3g32s2:4", "w2g16s2:16", "w4g64", "w4s4:16"]
+
+
+@pytest.mark.parametrize("label", FORMATS)
+def test_round_to_nearest_equals_the_whole_weight_sorted_mask(label):
+    """Rows rounded in blocks, the N:M mask by partition: the same values, multipliers, scales and mask as the
+    whole weight with a stable sort, ties (equal magnitudes, a zero row) included, across several row blocks."""
+    from flightc.compress.plan import CompressionPlan
+
+    fmt = CompressionPlan.parse(label).default
+    rng = np.random.default_rng(3)
+    w = np.round(rng.standard_normal((700, 512)) * 300) / 300 * 0.02  # many equal magnitudes
+    w[5] = 0
+    w[9, :32] = 0.01
+    a, b = quantize_rtn_whole(w, fmt), quantize_rtn(w, fmt)
+    for field in ("q", "gs", "row_scale"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert (a.keep is None and b.keep is None) or np.array_equal(a.keep, b.keep)
+    assert np.array_equal(pack_weight_by_index_arrays(a), pack_weight(b))
+
+
+def test_a_model_compiles_to_the_same_bundle_through_the_previous_paths(monkeypatch):
+    """tiny-llama (W4 g32 8:16, the down projections W3 g64 2:4) on hbm4, whose streamed tiles go through
+    stream_image: the bundle's every member and its manifest digests are equal either way."""
+    from flightc.compiler import compress as compress_pass, memory
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+
+    def build():
+        c = compile_model(torch_model("tiny-llama"), "hbm4", CompressionPlan.parse("w4g32s8:16",
+                          ["*.down_proj=w3g64s2:4"]), max_len=24, max_prefill=8)
+        return c.bundle.members(), c.bundle.manifest
+
+    now, now_manifest = build()
+    monkeypatch.setattr(compress_pass, "quantize_rtn", quantize_rtn_whole)
+    monkeypatch.setattr(memory, "pack_weight", pack_weight_by_index_arrays)
+    monkeypatch.setattr(memory, "stream_image", stream_image_by_records)
+    before, before_manifest = build()
+    assert sorted(now) == sorted(before)
+    for name in now:
+        assert now[name] == before[name], name
+    assert now_manifest == before_manifest
