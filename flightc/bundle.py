@@ -136,18 +136,22 @@ class Bundle:
 
     def members(self) -> dict[str, bytes]:
         """Every member but the manifest, by its name in the zip."""
-        out = {f"hbm/ch{ch:02d}.bin": bytes(data) for ch, data in sorted(self.images.items())}
+        return {name: bytes(data) for name, data in self._member_views().items()}
+
+    def _member_views(self) -> dict[str, memoryview]:
+        """The members' bytes without copying them (a 7B model's channel images are gigabytes)."""
+        out = {f"hbm/ch{ch:02d}.bin": memoryview(data) for ch, data in sorted(self.images.items())}
         for folder, table in (("programs", self.programs), ("patches", self.patches)):
             for key, streams in sorted(table.items()):
                 for core, data in enumerate(streams):
-                    out[f"{folder}/{key}.c{core}.bin"] = bytes(data)
+                    out[f"{folder}/{key}.c{core}.bin"] = memoryview(data)
         return out
 
     def save(self, path: str | Path) -> Path:
         """Write the bundle (atomically: a temporary file renamed into place); the same content always gives the
         same bytes (no timestamps). The manifest records each member's SHA-256 (also in this object's manifest)."""
         path = Path(path)
-        members = self.members()
+        members = self._member_views()
         self.manifest["members"] = {name: _sha256(data) for name, data in members.items()}
         manifest = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
 

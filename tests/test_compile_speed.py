@@ -94,6 +94,17 @@ def stream_image_by_records(rows_bytes: np.ndarray, shape) -> bytes:
 FORMATS = ["w4g128s8:16", "w8", "w3g32s2:4", "w2g16s2:16", "w4g64", "w4s4:16"]
 
 
+def test_the_sorting_network_selects_as_partition_does():
+    """kth_smallest's network gives np.partition's value at every rank, for blocks of 2, 4, 8 and 16 with ties."""
+    from flightc.compress.quantize import kth_smallest
+
+    rng = np.random.default_rng(4)
+    for m in (2, 4, 8, 16):
+        blocks = rng.integers(0, 6, (50, 33, m)).astype(np.float64)  # small integers: many ties
+        for k in range(m):
+            assert np.array_equal(kth_smallest(blocks, k), np.partition(blocks, k, axis=-1)[..., k:k + 1]), (m, k)
+
+
 @pytest.mark.parametrize("label", FORMATS)
 def test_round_to_nearest_equals_the_whole_weight_sorted_mask(label):
     """Rows rounded in blocks, the N:M mask by partition: the same values, multipliers, scales and mask as the

@@ -185,7 +185,8 @@ def test_packed_positions_equal_the_kept_weights_index_arrays():
         rows, k = 37, 512
         keep = np.zeros((rows, k // m, m), bool)
         np.put_along_axis(keep, np.argsort(rng.random(keep.shape), axis=2)[..., :n], True, axis=2)
-        pos = _block_positions(keep, n)
+        bits = np.packbits(keep.reshape(rows, k), axis=1, bitorder="little")
+        pos = _block_positions(bits, k, n, m)
         assert np.array_equal(pos.reshape(rows, -1), np.nonzero(keep)[2].reshape(rows, -1)), (n, m)
         q = rng.integers(-8, 8, (rows, k)).astype(np.int8)
         packed = pack_weight(QuantWeight(WeightFormat(4, n, m), q * keep.reshape(rows, k), np.zeros((rows, 0)), np.ones(rows),
@@ -193,7 +194,10 @@ def test_packed_positions_equal_the_kept_weights_index_arrays():
         assert np.array_equal(unpack_rows(packed, WeightFormat(4, n, m), k), q * keep.reshape(rows, k))
     keep[5, 3, :] = True  # the last pattern's (8:16)
     with pytest.raises(UnsupportedError, match=r"weight row 5, block 3 keeps 16 of 16 weights where its 8:16"):
-        _block_positions(keep, 8)
+        _block_positions(np.packbits(keep.reshape(rows, k), axis=1, bitorder="little"), k, 8, 16)
+    odd = np.zeros((2, 12), bool)  # K not whole bytes: the mask is unpacked
+    odd[:, [1, 2, 4, 7, 9, 11]] = True
+    assert _block_positions(np.packbits(odd, axis=1, bitorder="little"), 12, 2, 4).tolist() == [[[1, 2], [0, 3], [1, 3]]] * 2
 
 
 def test_multipliers_past_the_isa_rule_are_refused():

@@ -59,24 +59,43 @@ def _positions_of_masks(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     return count, pos
 
 
-def _block_positions(keep: np.ndarray, n: int) -> np.ndarray:
-    """In-block positions of the kept weights, ascending per block, [rows, blocks, n], from the keep mask
-    [rows, blocks, m]: each block's mask read as an integer looks its positions up (no index arrays of every kept
-    weight, which made a 1B model's packing slow)."""
-    rows, blocks, m = keep.shape
-    if m > 16:
-        return np.nonzero(keep)[2].reshape(rows, blocks, n)
-    packed = np.packbits(keep, axis=2, bitorder="little")
-    mask = packed[..., 0].astype(np.int32)
-    if packed.shape[2] > 1:
-        mask |= packed[..., 1].astype(np.int32) << 8
+def _block_masks(keep_bits: np.ndarray, k: int, m: int) -> np.ndarray | None:
+    """Each block's keep mask as an integer, [rows, k // m], from a row's mask bits (LSB first); None where
+    blocks do not sit whole in bytes or in a 16-bit integer."""
+    rows = keep_bits.shape[0]
+    if k % 8 or m > 16:
+        return None
+    b = keep_bits[:, :k // 8].astype(np.int32)
+    if m % 8 == 0:
+        b = b.reshape(rows, k // m, m // 8)
+        return b[..., 0] if m == 8 else b[..., 0] | (b[..., 1] << 8)
+    if 8 % m == 0:
+        return ((b[:, :, None] >> (m * np.arange(8 // m))) & ((1 << m) - 1)).reshape(rows, k // m)
+    return None
+
+
+def _block_positions(keep_bits: np.ndarray, k: int, n: int, m: int) -> np.ndarray:
+    """In-block positions of the kept weights, ascending per block, [rows, k // m, n], from the keep mask's bits
+    [rows, ceil(k / 8)]: each block's mask read as an integer looks its positions up (no index arrays of every
+    kept weight, which made a 1B model's packing slow)."""
+    rows = keep_bits.shape[0]
+    mask = _block_masks(keep_bits, k, m)
+    if mask is None:
+        keep = np.unpackbits(keep_bits, axis=1, count=k, bitorder="little").reshape(rows, k // m, m)
+        _refuse_other_counts(keep.sum(axis=2), n, m)
+        return np.nonzero(keep)[2].reshape(rows, k // m, n)
     count, pos = _positions_of_masks(n, m)
-    wrong = count[mask] != n
+    _refuse_other_counts(count[mask], n, m)
+    return pos[mask]
+
+
+def _refuse_other_counts(counts: np.ndarray, n: int, m: int) -> None:
+    """Raise, naming the first, if a block [rows, blocks] keeps other than ``n`` weights."""
+    wrong = counts != n
     if wrong.any():
         r, b = np.argwhere(wrong)[0]
-        raise UnsupportedError(f"weight row {r}, block {b} keeps {int(count[mask[r, b]])} of {m} weights where its "
+        raise UnsupportedError(f"weight row {r}, block {b} keeps {int(counts[r, b])} of {m} weights where its "
                                f"{n}:{m} format keeps {n}; prune with flightc.compress.quantize")
-    return pos[mask]
 
 
 def pack_weight(qw: QuantWeight) -> np.ndarray:
@@ -85,7 +104,7 @@ def pack_weight(qw: QuantWeight) -> np.ndarray:
     rows, k = qw.q.shape
     nnz = fmt.nnz(k)
     if fmt.sparse:
-        pos = _block_positions(np.asarray(qw.keep, bool).reshape(rows, k // fmt.m, fmt.m), fmt.n)
+        pos = _block_positions(qw.keep_bits, k, fmt.n, fmt.m)
         vals = np.take_along_axis(qw.q.reshape(rows, k // fmt.m, fmt.m), pos, axis=2).reshape(rows, nnz)
         pos = pos.reshape(rows, nnz)
         parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]

@@ -6,21 +6,38 @@ group multiplier chosen so that ``q * gs`` is always an INT8 operand for the DSP
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from flightc.compress.formats import WeightFormat, group_scale_max, q_range
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, eq=False)
 class QuantWeight:
-    """A compressed linear weight [N, K]: stored values, group multipliers and per-row float scales."""
+    """A compressed linear weight [N, K]: stored values, group multipliers and per-row float scales.
+
+    ``keep`` (bool [N, K], the positions stored, n of every m; None when dense) is held as bits, an eighth of a
+    byte per weight (a 7B model's masks would take 6.5 GB as bools); ``keep_bits`` passes them already packed."""
 
     fmt: WeightFormat
     q: np.ndarray  # int8 [N, K], zero where pruned
     gs: np.ndarray  # uint8 [N, K // group] (empty when group == 0)
     row_scale: np.ndarray  # float64 [N]
-    keep: np.ndarray | None  # bool [N, K]: the positions stored (n of every m); None when dense
+    keep_bits: np.ndarray | None  # uint8 [N, ceil(K / 8)]: the keep mask's bits, LSB first (np.packbits, little)
+
+    def __init__(self, fmt: WeightFormat, q: np.ndarray, gs: np.ndarray, row_scale: np.ndarray,
+                 keep: np.ndarray | None, keep_bits: np.ndarray | None = None):
+        if keep is not None:
+            keep_bits = np.packbits(np.asarray(keep, bool), axis=1, bitorder="little")
+        for name, value in (("fmt", fmt), ("q", q), ("gs", gs), ("row_scale", row_scale), ("keep_bits", keep_bits)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def keep(self) -> np.ndarray | None:
+        if self.keep_bits is None:
+            return None
+        return np.unpackbits(self.keep_bits, axis=1, count=self.q.shape[1], bitorder="little").view(bool)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -46,13 +63,53 @@ class QuantWeight:
         return out
 
 
+@lru_cache(maxsize=None)
+def _sorting_network(m: int) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sort of ``m`` (a power of two) values: compare-exchange pairs (63 for 16)."""
+    pairs: list[tuple[int, int]] = []
+
+    def merge(lo: int, hi: int, r: int) -> None:
+        step = 2 * r
+        if step < hi - lo:
+            merge(lo, hi, step)
+            merge(lo + r, hi, step)
+            pairs.extend((i, i + r) for i in range(lo + r, hi - r, step))
+        else:
+            pairs.append((lo, lo + r))
+
+    def sort(lo: int, hi: int) -> None:
+        if hi > lo:
+            mid = (lo + hi) // 2
+            sort(lo, mid)
+            sort(mid + 1, hi)
+            merge(lo, hi, 1)
+
+    sort(0, m - 1)
+    return tuple(pairs)
+
+
+def kth_smallest(blocks: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th smallest (from 0) of each block along the last axis, [..., 1]. For blocks of a power of two
+    up to 16, a sorting network run on all blocks at once: one array operation per comparator, where
+    np.partition visits the blocks one by one (the same values either way)."""
+    m = blocks.shape[-1]
+    if m & (m - 1) or m > 16:
+        return np.partition(blocks, k, axis=-1)[..., k:k + 1]
+    lanes = [np.ascontiguousarray(blocks[..., i]) for i in range(m)]
+    for i, j in _sorting_network(m):
+        low = np.minimum(lanes[i], lanes[j])
+        np.maximum(lanes[i], lanes[j], out=lanes[j])
+        lanes[i] = low
+    return lanes[k][..., None]
+
+
 def nm_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
     """Keep the n largest-magnitude weights of every block of m along K (ties: lower index). Each block's n-th
-    largest magnitude by partition, then everything above it and the first of those equal to it up to n: the
-    first n of a stable sort by descending magnitude, without sorting."""
+    largest magnitude, then everything above it and the first of those equal to it up to n: the first n of a
+    stable sort by descending magnitude, without sorting the weights."""
     rows, k = w.shape
     blocks = np.abs(w).reshape(rows, k // m, m)
-    nth = np.partition(blocks, m - n, axis=-1)[..., m - n:m - n + 1]
+    nth = kth_smallest(blocks, m - n)
     above, equal = blocks > nth, blocks == nth
     room = n - above.sum(axis=-1, keepdims=True)
     return (above | (equal & (np.cumsum(equal, axis=-1) <= room))).reshape(rows, k)
@@ -85,8 +142,8 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
         return _quantize_rows(w, fmt)
     parts = [_quantize_rows(w[r:r + RTN_ROWS], fmt) for r in range(0, w.shape[0], RTN_ROWS)]
     return QuantWeight(fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.gs for p in parts]),
-                       np.concatenate([p.row_scale for p in parts]),
-                       None if parts[0].keep is None else np.concatenate([p.keep for p in parts]))
+                       np.concatenate([p.row_scale for p in parts]), None,
+                       None if parts[0].keep_bits is None else np.concatenate([p.keep_bits for p in parts]))
 
 
 def _quantize_rows(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
