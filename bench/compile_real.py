@@ -29,7 +29,8 @@ def child(args) -> None:
 
     t0 = time.perf_counter()
     c = compile_model(CONFIGS / args.model, args.hw, CompressionPlan.parse(args.format), max_len=args.max_len,
-                      max_prefill=args.max_prefill, random_weights=0, jobs=args.jobs, weights=not args.programs_only)
+                      max_prefill=args.max_prefill, random_weights=0, jobs=args.jobs, weights=not args.programs_only,
+                      keep_integer=False)
     compile_s = time.perf_counter() - t0
     tag = "-programs" if args.programs_only else ""
     out = Path(args.keep or args.out) / f"{args.model}-{args.format.replace(':', '_')}-{args.hw}-{args.max_len}{tag}.flb"

@@ -144,3 +144,38 @@ def test_a_model_compiles_to_the_same_bundle_through_the_previous_paths(monkeypa
     for name in now:
         assert now[name] == before[name], name
     assert now_manifest == before_manifest
+
+
+def test_a_compile_that_releases_its_values_writes_the_same_bundle_and_refuses_the_reference():
+    """keep_integer=False (what `flightc compile` does) drops each layer's values once packed: the same bundle,
+    while the integer reference on that compile's graph is refused by name rather than run on missing values."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.compress.quantize import ReleasedWeightError
+    from flightc.reference.integer import IntegerModel
+
+    def build(keep: bool):
+        return compile_model(torch_model("tiny-llama"), "hbm4", CompressionPlan.parse("w4g32s8:16"), max_len=24,
+                             max_prefill=8, keep_integer=keep)
+
+    kept, released = build(True), build(False)
+    assert kept.bundle.members() == released.bundle.members()
+    qw = released.integer.node("L0.q_proj")["qweight"]
+    assert qw.shape == kept.integer.node("L0.q_proj")["qweight"].shape
+    with pytest.raises(ReleasedWeightError, match=r"W4 g32 8:16 weight's values were released after packing"):
+        IntegerModel(released.integer, 16)
+    IntegerModel(kept.integer, 16).forward([1, 2, 3])
+
+
+def test_values_of_four_bits_or_fewer_are_held_two_a_byte():
+    """A W4/W3/W2 weight keeps its values as nibbles and gives back the same int8 values, any row range."""
+    rng = np.random.default_rng(8)
+    for label in ("w4g128s8:16", "w3g32s2:4", "w2g16s2:16", "w4g64"):
+        from flightc.compress.plan import CompressionPlan
+
+        fmt = CompressionPlan.parse(label).default
+        w = rng.standard_normal((300, 256))
+        qw, whole = quantize_rtn(w, fmt), quantize_rtn_whole(w, fmt)
+        assert qw._q is None and qw._nib.nbytes == whole.q.nbytes // 2
+        assert np.array_equal(qw.q, whole.q) and np.array_equal(qw.q_rows(17, 260), whole.q[17:260])
+        assert np.array_equal(qw.int8_operand(5, 9), whole.int8_operand(5, 9))

@@ -127,7 +127,7 @@ def cmd_compile(args) -> int:
                                  random_weights=args.random_weights, bucket=args.bucket,
                                  jobs=args.jobs, weights=not args.programs_only, source=str(args.model),
                                  method=Method.parse(args.method), budget=_budget(args),
-                                 calibration=_calibration(args))
+                                 calibration=_calibration(args), keep_integer=False)
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "

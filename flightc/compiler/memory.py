@@ -425,13 +425,14 @@ def _ahead(fn: Callable, items: Iterable, jobs: int) -> Iterator:
 
 
 def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, images: bool = True,
-          jobs: int = 1) -> MemoryMap:
+          jobs: int = 1, release: bool = False) -> MemoryMap:
     """Memory map and static images for an integerized, fused graph.
 
     With several cores, every linear layer is split by output rows and attention by KV heads; a core's
     share lives on its own channels, and exchange regions carry activations between cores.
     ``images=False`` lays out the same regions without packing any bytes (programs-only compiles); ``jobs``
-    packs that many layers' weights ahead in threads.
+    packs that many layers' weights ahead in threads; ``release`` drops each layer's values once they are packed
+    (:meth:`flightc.compress.quantize.QuantWeight.release`), so a 7B model's never sit beside all of its images.
     """
     s = graph.spec
     if s.max_positions and max_len > s.max_positions:
@@ -447,6 +448,8 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         rows, k = node["qweight"].shape
         fmt = node["qweight"].fmt
         packed = next(packs) if packs is not None else None
+        if release and packed is not None:
+            node["qweight"].release()
         row_bytes = packed.shape[1] if packed is not None else fmt.row_bytes(k)
         shares = row_shares(graph, cfg, name, rows)
         a.map.row_split[name] = shares

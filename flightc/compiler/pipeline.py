@@ -85,7 +85,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
                   weights: bool = True, source: str | None = None, method: Method = Method(),
-                  budget: BitBudget | None = None) -> Compiled:
+                  budget: BitBudget | None = None, keep_integer: bool = True) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram, or a float graph IR.
 
@@ -101,6 +101,9 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     ``flightc run --compare reference`` loads it from there). ``method`` chooses how weights are
     compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``);
     ``budget`` lets flightc.compress.allocate choose each linear layer's format from measured sensitivity.
+    ``keep_integer=False`` releases each layer's quantized values once they are packed into the bundle (the
+    integer graph then keeps formats and scales only, and the integer reference refuses it): what a compile
+    that only writes a bundle needs, in a fraction of the memory.
     Without ``max_len``, 64 positions or the model's trained context if shorter (:func:`default_max_len`);
     without ``max_prefill``, the longest of ``prefill_lengths``, else the longest step that fits the preset's
     buffers (:func:`fitting_prefill`); the manifest records both.
@@ -171,7 +174,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         log.info("max_prefill %d (chosen: the longest step that fits %s)", max_prefill, cfg.name)
     if max_prefill > max_len:
         raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
-    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs)
+    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs, not keep_integer)
     for why in sorted(set(mem.buffered.values())):
         layers = [n for n, w in mem.buffered.items() if w == why]
         log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),

@@ -11,41 +11,97 @@ from functools import lru_cache
 import numpy as np
 
 from flightc.compress.formats import WeightFormat, group_scale_max, q_range
+from flightc.errors import UnsupportedError
+
+
+def _nibbles(q: np.ndarray) -> np.ndarray:
+    """Values in -8..7, two a byte (even columns in the low nibble)."""
+    u = q.view(np.uint8) & np.uint8(0xF)
+    return u[:, 0::2] | (u[:, 1::2] << np.uint8(4))
+
+
+def _from_nibbles(b: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_nibbles`: int8 values, sign-extended."""
+    out = np.empty((b.shape[0], 2 * b.shape[1]), np.int8)
+    out[:, 0::2] = ((b & np.uint8(0xF)) ^ np.uint8(8)).view(np.int8) - np.int8(8)
+    out[:, 1::2] = ((b >> np.uint8(4)) ^ np.uint8(8)).view(np.int8) - np.int8(8)
+    return out
+
+
+class ReleasedWeightError(UnsupportedError):
+    """A compressed weight's values were dropped once packed into the bundle (``compile_model(keep_integer=False)``)."""
 
 
 @dataclass(frozen=True, init=False, eq=False)
 class QuantWeight:
     """A compressed linear weight [N, K]: stored values, group multipliers and per-row float scales.
 
-    ``keep`` (bool [N, K], the positions stored, n of every m; None when dense) is held as bits, an eighth of a
-    byte per weight (a 7B model's masks would take 6.5 GB as bools); ``keep_bits`` passes them already packed."""
+    ``q`` (int8 [N, K], zero where pruned) is held two values a byte for formats of 4 bits or fewer, and ``keep``
+    (bool [N, K], the positions stored, n of every m; None when dense) as bits: a 7B model's values would take 6.5
+    GB as int8 and its masks as much again as bools. ``keep_bits`` passes the mask already packed. A compile that
+    does not keep its integer graph releases the values once they are packed (:meth:`release`)."""
 
     fmt: WeightFormat
-    q: np.ndarray  # int8 [N, K], zero where pruned
     gs: np.ndarray  # uint8 [N, K // group] (empty when group == 0)
     row_scale: np.ndarray  # float64 [N]
     keep_bits: np.ndarray | None  # uint8 [N, ceil(K / 8)]: the keep mask's bits, LSB first (np.packbits, little)
 
     def __init__(self, fmt: WeightFormat, q: np.ndarray, gs: np.ndarray, row_scale: np.ndarray,
-                 keep: np.ndarray | None, keep_bits: np.ndarray | None = None):
+                 keep: np.ndarray | None, keep_bits: np.ndarray | None = None, nibbles: np.ndarray | None = None):
         if keep is not None:
             keep_bits = np.packbits(np.asarray(keep, bool), axis=1, bitorder="little")
-        for name, value in (("fmt", fmt), ("q", q), ("gs", gs), ("row_scale", row_scale), ("keep_bits", keep_bits)):
+        shape = (nibbles.shape[0], 2 * nibbles.shape[1]) if q is None else tuple(q.shape)
+        if nibbles is None and fmt.bits <= 4 and shape[1] % 2 == 0 and 0 not in q.strides:  # not a shape-only view
+            nibbles, q = _nibbles(np.ascontiguousarray(q, np.int8)), None
+        for name, value in (("fmt", fmt), ("_q", q), ("_nib", nibbles), ("_shape", shape), ("gs", gs),
+                            ("row_scale", row_scale), ("keep_bits", keep_bits), ("_released", False)):
             object.__setattr__(self, name, value)
+
+    @classmethod
+    def stacked(cls, parts: list["QuantWeight"]) -> "QuantWeight":
+        """The rows of ``parts`` (one format and column count) as one weight, without unpacking their values."""
+        first = parts[0]
+        cat = (lambda name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in parts]))
+        return cls(first.fmt, cat("_q"), cat("gs"), cat("row_scale"), None, cat("keep_bits"), cat("_nib"))
+
+    def _check(self) -> None:
+        if self._released:
+            raise ReleasedWeightError(
+                f"this {self.fmt.label()} weight's values were released after packing (a compile that does not keep "
+                f"its integer graph, as `flightc compile` does); compile with compile_model(..., keep_integer=True) "
+                f"to run the integer reference or repack it")
+
+    def q_rows(self, r0: int = 0, r1: int | None = None) -> np.ndarray:
+        """The stored values of rows ``r0`` to ``r1`` as int8."""
+        self._check()
+        return self._q[r0:r1] if self._nib is None else _from_nibbles(self._nib[r0:r1])
+
+    @property
+    def q(self) -> np.ndarray:
+        """The stored values, int8 [N, K], zero where pruned."""
+        return self.q_rows()
+
+    def release(self) -> None:
+        """Drop the values and the mask (they live on packed in the bundle); the format, shape, multipliers and
+        scales stay. Anything that needs the values afterwards is refused (:class:`ReleasedWeightError`)."""
+        for name in ("_q", "_nib", "keep_bits"):
+            object.__setattr__(self, name, None)
+        object.__setattr__(self, "_released", True)
 
     @property
     def keep(self) -> np.ndarray | None:
+        self._check()
         if self.keep_bits is None:
             return None
-        return np.unpackbits(self.keep_bits, axis=1, count=self.q.shape[1], bitorder="little").view(bool)
+        return np.unpackbits(self.keep_bits, axis=1, count=self._shape[1], bitorder="little").view(bool)
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.q.shape
+        return self._shape
 
     def int8_operand(self, r0: int = 0, r1: int | None = None) -> np.ndarray:
         """What the dequantizer feeds the DSPs: q * gs, INT8 (of rows ``r0`` to ``r1``)."""
-        q = self.q[r0:r1]
+        q = self.q_rows(r0, r1)
         if not self.fmt.group:
             return q.astype(np.int8)
         rows, k = q.shape
@@ -53,11 +109,11 @@ class QuantWeight:
         return (q.reshape(rows, -1, self.fmt.group).astype(np.int16) * g).astype(np.int8).reshape(rows, k)
 
     def kept(self) -> np.ndarray:
-        return np.ones(self.q.shape, dtype=bool) if self.keep is None else self.keep
+        return np.ones(self.shape, dtype=bool) if self.keep is None else self.keep
 
     def dequantized(self) -> np.ndarray:
         """The float weight the compressed model computes with (a block of rows at a time, in cache)."""
-        out = np.empty(self.q.shape, np.float64)
+        out = np.empty(self.shape, np.float64)
         for r in range(0, len(out), RTN_ROWS):
             np.multiply(self.int8_operand(r, r + RTN_ROWS), self.row_scale[r:r + RTN_ROWS, None], out=out[r:r + RTN_ROWS])
         return out
@@ -141,9 +197,7 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     if w.shape[0] <= RTN_ROWS:
         return _quantize_rows(w, fmt)
     parts = [_quantize_rows(w[r:r + RTN_ROWS], fmt) for r in range(0, w.shape[0], RTN_ROWS)]
-    return QuantWeight(fmt, np.concatenate([p.q for p in parts]), np.concatenate([p.gs for p in parts]),
-                       np.concatenate([p.row_scale for p in parts]), None,
-                       None if parts[0].keep_bits is None else np.concatenate([p.keep_bits for p in parts]))
+    return QuantWeight.stacked(parts)
 
 
 def _quantize_rows(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
