@@ -51,7 +51,8 @@ class QuantWeight:
         if keep is not None:
             keep_bits = np.packbits(np.asarray(keep, bool), axis=1, bitorder="little")
         shape = (nibbles.shape[0], 2 * nibbles.shape[1]) if q is None else tuple(q.shape)
-        if nibbles is None and fmt.bits <= 4 and shape[1] % 2 == 0 and 0 not in q.strides:  # not a shape-only view
+        if nibbles is None and fmt.bits <= 4 and shape[1] % 2 == 0 and q.size and 0 not in q.strides \
+                and -8 <= q.min() and q.max() <= 7:  # not a shape-only view, nor values a nibble would not hold
             nibbles, q = _nibbles(np.ascontiguousarray(q, np.int8)), None
         for name, value in (("fmt", fmt), ("_q", q), ("_nib", nibbles), ("_shape", shape), ("gs", gs),
                             ("row_scale", row_scale), ("keep_bits", keep_bits), ("_released", False)):
