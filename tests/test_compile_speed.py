@@ -180,4 +180,7 @@ def test_values_of_four_bits_or_fewer_are_held_two_a_byte():
         assert np.array_equal(qw.q, whole.q) and np.array_equal(qw.q_rows(17, 260), whole.q[17:260])
         assert np.array_equal(qw.int8_operand(5, 9), whole.int8_operand(5, 9))
     wide = np.array([[9, -9], [1, 2]], np.int8)  # out of a nibble's range (an illegal W4 weight): kept as int8
-    assert np.array_equal(QuantWeight(WeightFormat(4), wide, np.zeros((2, 0), np.uint8), np.ones(2), None).q, wide)
+    odd = QuantWeight(WeightFormat(4), wide, np.zeros((2, 0), np.uint8), np.ones(2), None)
+    assert np.array_equal(odd.q, wide)
+    fine = QuantWeight(WeightFormat(4), wide // 2, np.zeros((2, 0), np.uint8), np.ones(2), None)
+    assert np.array_equal(QuantWeight.stacked([fine, odd, fine]).q, np.concatenate([wide // 2, wide, wide // 2]))

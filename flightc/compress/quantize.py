@@ -63,7 +63,10 @@ class QuantWeight:
         """The rows of ``parts`` (one format and column count) as one weight, without unpacking their values."""
         first = parts[0]
         cat = (lambda name: None if getattr(first, name) is None else np.concatenate([getattr(p, name) for p in parts]))
-        return cls(first.fmt, cat("_q"), cat("gs"), cat("row_scale"), None, cat("keep_bits"), cat("_nib"))
+        if any(p._nib is None for p in parts):  # some rows held as int8: all of them as int8
+            return cls(first.fmt, np.concatenate([p.q for p in parts]), cat("gs"), cat("row_scale"), None,
+                       cat("keep_bits"))
+        return cls(first.fmt, None, cat("gs"), cat("row_scale"), None, cat("keep_bits"), cat("_nib"))
 
     def _check(self) -> None:
         if self._released:
