@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from flightc.compress.formats import WeightFormat, group_scale_max
-from flightc.compress.quantize import QuantWeight
+from flightc.compress.quantize import QuantWeight, pack_nibbles
 from flightc.errors import ProgramError, UnsupportedError
 
 
@@ -25,8 +25,7 @@ def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     if bits == 8:
         return np.asarray(values).astype(np.int8).view(np.uint8).reshape(rows, count)
     if bits == 4 and count % 2 == 0:  # the common case, without the bit-plane detour
-        u = np.asarray(values).astype(np.uint8) & 0xF
-        return u[:, 0::2] | (u[:, 1::2] << 4)
+        return pack_nibbles(values)
     u = np.asarray(values, np.int64) & ((1 << bits) - 1)
     bit_planes = ((u[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(rows, count * bits)
     return np.packbits(bit_planes, axis=1, bitorder="little")

@@ -14,14 +14,15 @@ from flightc.compress.formats import WeightFormat, group_scale_max, q_range
 from flightc.errors import UnsupportedError
 
 
-def _nibbles(q: np.ndarray) -> np.ndarray:
-    """Values in -8..7, two a byte (even columns in the low nibble)."""
-    u = q.view(np.uint8) & np.uint8(0xF)
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """Rows of values in -8..7 (any integer type), two a byte, even columns in the low nibble: the layout of a
+    packed 4-bit row (flightc.compress.packing) and of the values a QuantWeight holds."""
+    u = np.asarray(q).astype(np.uint8) & np.uint8(0xF)
     return u[:, 0::2] | (u[:, 1::2] << np.uint8(4))
 
 
 def _from_nibbles(b: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`_nibbles`: int8 values, sign-extended."""
+    """The inverse of :func:`pack_nibbles`: int8 values, sign-extended."""
     out = np.empty((b.shape[0], 2 * b.shape[1]), np.int8)
     out[:, 0::2] = ((b & np.uint8(0xF)) ^ np.uint8(8)).view(np.int8) - np.int8(8)
     out[:, 1::2] = ((b >> np.uint8(4)) ^ np.uint8(8)).view(np.int8) - np.int8(8)
@@ -53,7 +54,7 @@ class QuantWeight:
         shape = (nibbles.shape[0], 2 * nibbles.shape[1]) if q is None else tuple(q.shape)
         if nibbles is None and fmt.bits <= 4 and shape[1] % 2 == 0 and q.size and 0 not in q.strides \
                 and -8 <= q.min() and q.max() <= 7:  # not a shape-only view, nor values a nibble would not hold
-            nibbles, q = _nibbles(np.ascontiguousarray(q, np.int8)), None
+            nibbles, q = pack_nibbles(q), None
         for name, value in (("fmt", fmt), ("_q", q), ("_nib", nibbles), ("_shape", shape), ("gs", gs),
                             ("row_scale", row_scale), ("keep_bits", keep_bits), ("_released", False)):
             object.__setattr__(self, name, value)
