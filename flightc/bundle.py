@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import struct
 import zipfile
 import zlib
@@ -42,8 +43,28 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, s
                NotImplementedError, zlib.error, UnicodeDecodeError, OverflowError)
 
 
+SAVE_CHUNK = 64 << 20  # a member is hashed and written this many bytes at a time
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _chunks(data: memoryview):
+    """A member's bytes in SAVE_CHUNK pieces; a mapped image's pages are dropped from this process behind each
+    piece (the page cache keeps them), so saving a 7B model's images does not make them resident."""
+    base = data.obj if isinstance(data.obj, mmap.mmap) else None
+    for at in range(0, len(data), SAVE_CHUNK):
+        yield data[at:at + SAVE_CHUNK]
+        if base is not None:
+            base.madvise(mmap.MADV_DONTNEED, at, min(SAVE_CHUNK, len(data) - at))
+
+
+def _member_sha256(data: memoryview) -> str:
+    h = hashlib.sha256()
+    for piece in _chunks(data):
+        h.update(piece)
+    return h.hexdigest()
 
 
 @dataclass
@@ -152,13 +173,18 @@ class Bundle:
         same bytes (no timestamps). The manifest records each member's SHA-256 (also in this object's manifest)."""
         path = Path(path)
         members = self._member_views()
-        self.manifest["members"] = {name: _sha256(data) for name, data in members.items()}
+        self.manifest["members"] = {name: _member_sha256(data) for name, data in members.items()}
         manifest = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
 
         def put(z: zipfile.ZipFile, name: str, data) -> None:
+            # what ZipFile.writestr writes, a piece at a time
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            z.writestr(info, data)
+            view = memoryview(data)
+            info.file_size = len(view)
+            with z.open(info, "w") as dest:
+                for piece in _chunks(view):
+                    dest.write(piece)
 
         with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
             z.comment = COMMENT_PREFIX + _sha256(manifest).encode()

@@ -1,10 +1,13 @@
 """The compile's faster paths change no byte of the bundle: the previous code paths live here as references (round
 to nearest on the whole weight with a sorted N:M mask, sparse positions from index arrays, stream images a row
 pair's record at a time), and a model compiled through them equals one compiled through the current ones."""
+import mmap
+
 import numpy as np
 import pytest
 
 from conftest import torch_model
+from flightc import bundle as bundle_module
 from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import _pack_bits, pack_weight
 from flightc.compress.quantize import QuantWeight, group_multipliers, q_range, quantize_rtn, row_scales
@@ -116,11 +119,12 @@ def test_round_to_nearest_equals_the_whole_weight_sorted_mask(label):
     w = np.round(rng.standard_normal((700, 512)) * 300) / 300 * 0.02  # many equal magnitudes
     w[5] = 0
     w[9, :32] = 0.01
-    a, b = quantize_rtn_whole(w, fmt), quantize_rtn(w, fmt)
-    for field in ("q", "gs", "row_scale"):
-        assert np.array_equal(getattr(a, field), getattr(b, field)), field
-    assert (a.keep is None and b.keep is None) or np.array_equal(a.keep, b.keep)
-    assert np.array_equal(pack_weight_by_index_arrays(a), pack_weight(b))
+    for given in (w, w.astype(np.float32)):  # float32 (what the frontends give) is compared in its own dtype
+        a, b = quantize_rtn_whole(given, fmt), quantize_rtn(given, fmt)
+        for field in ("q", "gs", "row_scale"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (given.dtype, field)
+        assert (a.keep is None and b.keep is None) or np.array_equal(a.keep, b.keep)
+        assert np.array_equal(pack_weight_by_index_arrays(a), pack_weight(b))
 
 
 def test_a_model_compiles_to_the_same_bundle_through_the_previous_paths(monkeypatch):
@@ -146,7 +150,7 @@ def test_a_model_compiles_to_the_same_bundle_through_the_previous_paths(monkeypa
     assert now_manifest == before_manifest
 
 
-def test_a_compile_that_releases_its_values_writes_the_same_bundle_and_refuses_the_reference():
+def test_a_compile_that_releases_its_values_writes_the_same_bundle_and_refuses_the_reference(tmp_path, monkeypatch):
     """keep_integer=False (what `flightc compile` does) drops each layer's values once packed: the same bundle,
     while the integer reference on that compile's graph is refused by name rather than run on missing values."""
     from flightc.compiler.pipeline import compile_model
@@ -160,6 +164,11 @@ def test_a_compile_that_releases_its_values_writes_the_same_bundle_and_refuses_t
 
     kept, released = build(True), build(False)
     assert kept.bundle.members() == released.bundle.members()
+    # the released compile's images grew in temporary files and are saved from their maps, a piece at a time
+    assert all(isinstance(im, mmap.mmap) for im in released.bundle.images.values() if len(im))
+    monkeypatch.setattr(bundle_module, "SAVE_CHUNK", mmap.PAGESIZE)  # many pieces, each image's pages dropped behind
+    a, b = kept.bundle.save(tmp_path / "kept.flb"), released.bundle.save(tmp_path / "released.flb")
+    assert a.read_bytes() == b.read_bytes()
     qw = released.integer.node("L0.q_proj")["qweight"]
     assert qw.shape == kept.integer.node("L0.q_proj")["qweight"].shape
     with pytest.raises(ReleasedWeightError, match=r"W4 g32 8:16 weight's values were released after packing"):

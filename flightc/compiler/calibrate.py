@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from flightc import numerics as nm
-from flightc.ir.graph import GraphIR, OpKind
-from flightc.reference.float_graph import run_float
+from flightc.ir.graph import GraphIR, OpKind, stream_values
+from flightc.reference.float_graph import float_handlers
 
 CLIP_GRID = np.linspace(0.3, 1.0, 36)
 
@@ -45,10 +45,11 @@ def default_calibration(vocab_size: int, seed: int = 0, sequences: int = 4, leng
 
 
 def calibrate(graph: GraphIR, sequences: np.ndarray) -> GraphIR:
-    """Runs the compressed model in float64 (dequantized weights) and stores ``amax`` on each node."""
+    """Runs the compressed model in float64 (dequantized weights) and stores ``amax`` on each node (each node's
+    activations dropped once read: a 7B model's would be gigabytes)."""
     out = graph.copy(stage="calibrated")
     cached = int4_kv_cached(out)
-    for name, y in run_float(out, np.atleast_2d(sequences), compressed=True).items():
+    for name, y in stream_values(out, float_handlers(out, np.atleast_2d(sequences), compressed=True)):
         out.node(name)["amax"] = max(float(np.abs(y).max()), 1e-6)
         if name in cached:  # what the cache holds: K after RoPE, V
             out.node(name)["kv_clip"] = mse_clip(y)

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from flightc import numerics as nm
+from flightc.compiler.spool import ImageSpool, append_at
 from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight
 from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
@@ -123,7 +124,7 @@ MAX_VALUE_PAIRS = 8
 @dataclass
 class MemoryMap:
     regions: dict[str, Region] = field(default_factory=dict)
-    images: dict[int, bytearray] = field(default_factory=dict)  # static bytes per channel
+    images: dict[int, bytearray | ImageSpool] = field(default_factory=dict)  # static bytes per channel
     extent: dict[int, int] = field(default_factory=dict)  # bytes used per channel, dynamic regions included
     linears: dict[str, list[LinearTiles | None]] = field(default_factory=dict)  # per core; None: no rows
     kv_owner: dict[int, int] = field(default_factory=dict)  # kv head -> core
@@ -158,9 +159,10 @@ def split(count: int, parts: int) -> list[tuple[int, int]]:
 
 
 class _Allocator:
-    def __init__(self, cfg: HardwareConfig, images: bool = True):
+    def __init__(self, cfg: HardwareConfig, images: bool = True, spool: bool = False):
         self.cfg, self.images = cfg, images
-        self.map = MemoryMap(images={c: bytearray() for c in range(cfg.mem_channels)},
+        self.map = MemoryMap(images={c: ImageSpool() if spool and images else bytearray()
+                                     for c in range(cfg.mem_channels)},
                              extent={c: 0 for c in range(cfg.mem_channels)})
 
     def channel_of(self, core: int) -> int:
@@ -186,9 +188,7 @@ class _Allocator:
             return region
         if isinstance(data, int):
             raise ValueError(f"{name}: the image needs its bytes, not just a size")
-        image = self.map.images[region.channel]
-        image.extend(b"\0" * (region.addr - len(image)))
-        image.extend(data)
+        append_at(self.map.images[region.channel], region.addr, data)
         return region
 
     def dynamic(self, name: str, kind: RegionKind, nbytes: int, channel: int | None = None) -> Region:
@@ -221,9 +221,7 @@ class _Allocator:
         for k, (ch, _, n) in enumerate(spans):
             self.map.extent[ch] = addr + n
             if units is not None:
-                image = self.map.images[ch]
-                image.extend(b"\0" * (addr - len(image)))
-                image.extend(units[k::len(channels)].tobytes()[:n])
+                append_at(self.map.images[ch], addr, units[k::len(channels)].tobytes()[:n])
         return region
 
 
@@ -425,20 +423,21 @@ def _ahead(fn: Callable, items: Iterable, jobs: int) -> Iterator:
 
 
 def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, images: bool = True,
-          jobs: int = 1, release: bool = False) -> MemoryMap:
+          jobs: int = 1, release: bool = False, spool: bool = False) -> MemoryMap:
     """Memory map and static images for an integerized, fused graph.
 
     With several cores, every linear layer is split by output rows and attention by KV heads; a core's
     share lives on its own channels, and exchange regions carry activations between cores.
     ``images=False`` lays out the same regions without packing any bytes (programs-only compiles); ``jobs``
     packs that many layers' weights ahead in threads; ``release`` drops each layer's values once they are packed
-    (:meth:`flightc.compress.quantize.QuantWeight.release`), so a 7B model's never sit beside all of its images.
+    (:meth:`flightc.compress.quantize.QuantWeight.release`), so a 7B model's never sit beside all of its images;
+    ``spool`` grows the images in temporary files (:mod:`.spool`), not in memory.
     """
     s = graph.spec
     if s.max_positions and max_len > s.max_positions:
         raise UnsupportedError(f"max_len {max_len} exceeds the model's max_position_embeddings {s.max_positions}")
     P = cfg.num_cores
-    a = _Allocator(cfg, images)
+    a = _Allocator(cfg, images, spool)
     # the weight tiles first, so each core's channels hold them at the same addresses with no gaps between
     tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]], StreamPlan | None] | None]] = {}
     linears = graph.linears()

@@ -19,6 +19,7 @@ from flightc.compiler.fuse import fuse
 from flightc.compiler.integerize import integerize
 from flightc.compiler.lower import lower_step
 from flightc.compiler.memory import MemoryMap, place
+from flightc.compiler.spool import ImageSpool
 from flightc.compress.allocate import Allocation, BitBudget, allocate_plan
 from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
@@ -102,8 +103,9 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     compressed (round to nearest by default; GPTQ, SparseGPT, AWQ, SmoothQuant use ``calibration``);
     ``budget`` lets flightc.compress.allocate choose each linear layer's format from measured sensitivity.
     ``keep_integer=False`` releases each layer's quantized values once they are packed into the bundle (the
-    integer graph then keeps formats and scales only, and the integer reference refuses it): what a compile
-    that only writes a bundle needs, in a fraction of the memory.
+    integer graph then keeps formats and scales only, and the integer reference refuses it) and grows the channel
+    images in temporary files (:mod:`flightc.compiler.spool`): what a compile that only writes a bundle needs, in a
+    fraction of the memory.
     Without ``max_len``, 64 positions or the model's trained context if shorter (:func:`default_max_len`);
     without ``max_prefill``, the longest of ``prefill_lengths``, else the longest step that fits the preset's
     buffers (:func:`fitting_prefill`); the manifest records both.
@@ -174,7 +176,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         log.info("max_prefill %d (chosen: the longest step that fits %s)", max_prefill, cfg.name)
     if max_prefill > max_len:
         raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
-    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs, not keep_integer)
+    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs, not keep_integer, not keep_integer)
     for why in sorted(set(mem.buffered.values())):
         layers = [n for n, w in mem.buffered.items() if w == why]
         log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),
@@ -218,6 +220,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                     "per_length_bytes": per_length_bytes(index, max_len)},
         "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
     }
-    images = dict(mem.images)  # bytearrays: a 7B model's weights are not copied again
+    # bytearrays, or maps of the temporary files a write-only compile grew them in: never copied again
+    images = {c: im.view() if isinstance(im, ImageSpool) else im for c, im in mem.images.items()}
     bundle = Bundle(manifest, images, programs, patches)
     return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings, allocation)

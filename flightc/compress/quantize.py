@@ -172,8 +172,8 @@ def nm_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
     blocks = np.abs(w).reshape(rows, k // m, m)
     nth = kth_smallest(blocks, m - n)
     above, equal = blocks > nth, blocks == nth
-    room = n - above.sum(axis=-1, keepdims=True)
-    return (above | (equal & (np.cumsum(equal, axis=-1) <= room))).reshape(rows, k)
+    room = n - above.sum(axis=-1, keepdims=True, dtype=np.int16)
+    return (above | (equal & (np.cumsum(equal, axis=-1, dtype=np.int16) <= room))).reshape(rows, k)
 
 
 def q_max(bits: int) -> float:
@@ -206,22 +206,30 @@ def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
 
 
 def _quantize_rows(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
-    w = np.asarray(w, np.float64)
+    """Round to nearest in float64, as the float reference dequantizes. Magnitudes are compared and their maxima
+    taken in the weight's own dtype (exact: widening to float64 keeps every value and their order), so only the
+    division meets float64 operands, and no mask is applied twice (a pruned weight is 0 and rounds to 0)."""
+    w = np.asarray(w)
+    if not np.issubdtype(w.dtype, np.floating):
+        w = w.astype(np.float64)
     rows, k = w.shape
     mask = nm_mask(w, fmt.n, fmt.m) if fmt.sparse else None
     if mask is not None:
-        w = np.where(mask, w, 0.0)
+        w = np.where(mask, w, w.dtype.type(0))
     lo, hi = q_range(fmt.bits)
     tiny = np.finfo(np.float64).tiny
-    row_scale = row_scales(np.abs(w).max(axis=1), fmt, tiny)
+    mag = np.abs(w)
+    group = fmt.group or k
+    amax = mag.reshape(rows, k // group, group).max(axis=-1).astype(np.float64)  # [N, G]
+    row_scale = row_scales(amax.max(axis=1), fmt, tiny)
     if fmt.group:
-        amax = np.abs(w).reshape(rows, k // fmt.group, fmt.group).max(axis=-1)  # [N, G]
         gs = group_multipliers(amax, row_scale[:, None], fmt.bits).astype(np.uint8)
-        eff = row_scale[:, None] * np.repeat(gs.astype(np.float64), fmt.group, axis=1)
+        eff = row_scale[:, None] * gs.astype(np.float64)
     else:
         gs = np.zeros((rows, 0), np.uint8)
-        eff = np.repeat(row_scale[:, None], k, axis=1)
-    q = np.clip(np.round(w / eff), lo, hi).astype(np.int8)
-    if mask is not None:
-        q = np.where(mask, q, 0).astype(np.int8)
+        eff = row_scale[:, None]
+    x = np.divide(w.reshape(rows, -1, group), eff[:, :, None], dtype=np.float64)
+    np.round(x, out=x)
+    np.clip(x, lo, hi, out=x)
+    q = x.astype(np.int8).reshape(rows, k)
     return QuantWeight(fmt, q, gs, row_scale, mask)

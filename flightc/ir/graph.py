@@ -143,6 +143,23 @@ def evaluate(graph: GraphIR, handlers: dict[OpKind, Handler], names: list[str], 
     return values
 
 
+def stream_values(graph: GraphIR, handlers: dict[OpKind, Handler]) -> Iterator[tuple[str, Any]]:
+    """Every node's value in topological order, as :func:`interpret` computes them, each dropped once the last
+    node that reads it has run: a whole model's activations are never held at once."""
+    order = graph.order()
+    last = {}
+    for i, name in enumerate(order):
+        for src in graph.node(name)["inputs"]:
+            last[src] = i
+    values: dict[str, Any] = {}
+    for i, name in enumerate(order):
+        evaluate(graph, handlers, [name], values)
+        yield name, values[name]
+        for src in set(graph.node(name)["inputs"]) | {name}:
+            if last.get(src, -1) <= i:
+                values.pop(src, None)
+
+
 def layer_runs(graph: GraphIR) -> list[list[str]]:
     """The topological order cut where the ``layer`` attribute changes: embedding, each decoder layer, head."""
     runs: list[list[str]] = []
