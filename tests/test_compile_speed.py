@@ -193,3 +193,29 @@ def test_values_of_four_bits_or_fewer_are_held_two_a_byte():
     assert np.array_equal(odd.q, wide)
     fine = QuantWeight(WeightFormat(4), wide // 2, np.zeros((2, 0), np.uint8), np.ones(2), None)
     assert np.array_equal(QuantWeight.stacked([fine, odd, fine]).q, np.concatenate([wide // 2, wide, wide // 2]))
+
+
+def test_a_spooled_image_reads_back_with_zeros_between_and_names_a_full_disk(monkeypatch):
+    """An image grown in a temporary file: the gap before a region reads as zeros, it grows only at its end, and a
+    write the disk refuses names the folder and what to do."""
+    from flightc.compiler.spool import ImageSpool, append_at
+    from flightc.errors import UnsupportedError
+
+    spool, ref = ImageSpool(), bytearray()
+    for image in (spool, ref):
+        append_at(image, 0, b"ab")
+        append_at(image, 4096 + 3, np.arange(5, dtype=np.uint8).tobytes())
+    assert len(spool) == len(ref) == 4096 + 8 and spool.view()[:] == bytes(ref)
+    with pytest.raises(ValueError, match="grows at its end"):
+        spool.append_at(10, b"x")
+
+    class FullDisk:
+        def seek(self, at):
+            pass
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool, "_file", FullDisk())
+    with pytest.raises(UnsupportedError, match="TMPDIR"):
+        spool.append_at(len(spool), b"more")

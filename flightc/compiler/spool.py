@@ -9,6 +9,8 @@ from __future__ import annotations
 import mmap
 import tempfile
 
+from flightc.errors import UnsupportedError
+
 
 class ImageSpool:
     """An append-only channel image in an unlinked temporary file (in ``$TMPDIR``)."""
@@ -24,8 +26,13 @@ class ImageSpool:
         """Write ``data`` at ``addr``, at or past the image's end; the gap reads as zeros (a hole in the file)."""
         if addr < self._size:
             raise ValueError(f"an image grows at its end ({self._size} bytes), not at {addr}")
-        self._file.seek(addr)
-        self._file.write(data)
+        try:
+            self._file.seek(addr)
+            self._file.write(data)
+        except OSError as e:
+            raise UnsupportedError(f"a channel image could not grow past {self._size:,} bytes in "
+                                   f"{tempfile.gettempdir()} ({e.strerror}): point TMPDIR at a folder with room for "
+                                   f"the bundle's size") from None
         self._size = addr + memoryview(data).nbytes
 
     def view(self) -> mmap.mmap | bytes:
