@@ -15,8 +15,10 @@ stream (zero insertion): every slot multiplies its own column's activation, with
 
 The group takes a chunk a cycle (``flightc.compress.stream``: ``slots`` columns of a row pair) and never stalls;
 the activation vector lives in the group's own copy (written once per vector, read a word per chunk), so no net
-fans one activation out to thousands of slots. A row pair's two dot products come out four cycles after its
-last chunk.
+fans one activation out to thousands of slots. A row pair's two dot products come out ``LANE_GROUP_LATENCY``
+cycles after its last chunk came in (hw/latency_rules.py): each stage registered so that no path between registers
+is deeper than 225 MHz allows (the cascades in two steps of DSP48E2s, each segment's sum, its multiplier in a
+DSP48E2 of its own, the partial sums, the accumulator).
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from flightc.config import HardwareConfig
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
 from flightc.hw.arith import tree
-from flightc.hw.dsp48e2 import P_BITS as DSP_P_BITS, cascade_sum
+from flightc.hw.dsp48e2 import cascade_sum, registered_product
+from flightc.hw.latency_rules import CASCADE_LATENCY, LANE_GROUP_LATENCY, PRODUCT_LATENCY
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
 
 PACK_SHIFT = 18  # the second row's field in the DSP48E2's 27-bit A operand (8-bit q1 << 18 fits in 27 bits)
@@ -38,6 +41,7 @@ CASCADE = 4  # slots whose packed products add up in the DSPs before the fields 
 PRODUCT_MAX = 128 * 255  # largest |q x a|: an 8-bit q (down to -128) times an unsigned 8-bit activation
 if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):
     raise AssertionError("the lower field of a packed cascade would overflow")  # a constant changed: redo the sums
+SEGMENT_BITS = PACK_SHIFT + (SEGMENT // CASCADE).bit_length()  # a segment's sum of cascade fields, with its carries
 
 
 Kinds = tuple[tuple[int, int, int], ...]  # (bits, n, m) of the weight formats a lane group builds
@@ -150,45 +154,62 @@ class LaneGroup(wiring.Component):
         byte = [rd.data[8 * c:8 * c + 8] for c in range(S)]
         act = [Mux(self.a_unsigned, Cat(a, Const(0, 1)), Cat(a, a[7])).as_signed() for a in byte]
         # each cascade's DSP48E2s: the pre-adder packs a slot's two rows' weights, (q1 << PACK_SHIFT) + q0, into the
-        # multiplier's operand, and PCIN adds the products up (hw/dsp48e2.py)
+        # multiplier's operand, and PCIN adds the products up (hw/dsp48e2.py); the sums come CASCADE_LATENCY cycles on
         cas = [cascade_sum(m, f"cascade{i}", [(q0[c], q1[c], act[c]) for c in range(CASCADE * i, CASCADE * (i + 1))],
-                           PACK_SHIFT, v1) for i in range(N_CAS)]
-        v2 = Signal()
-        c2 = Signal.like(c1)
-        m.d.sync += v2.eq(v1)
-        with m.If(v1):
-            m.d.sync += c2.eq(c1)
-        # ---- stage 2: split each cascade's fields; segment sums times their multipliers; the chunk's partial sums
+                           PACK_SHIFT) for i in range(N_CAS)]
+        # the chunk's multipliers and row-pair marks travel beside the products
+        tag = data.StructLayout({"gs": len(c1.gs), "first": 1, "last": 1})
+        stage = [Signal(tag, name="tag1")]
+        valid = [v1]
+        m.d.comb += stage[0].eq(Cat(c1.gs, c1.first, c1.last))
+        for k in range(CASCADE_LATENCY + 1 + PRODUCT_LATENCY + 1):
+            nxt, nv = Signal(tag, name=f"tag{k + 2}"), Signal(name=f"v{k + 2}")
+            m.d.sync += [nxt.eq(stage[-1]), nv.eq(valid[-1])]
+            stage.append(nxt)
+            valid.append(nv)
+        at_sums = CASCADE_LATENCY  # index in stage/valid of the cycle the cascades' sums are there
+        # ---- the sums: split each cascade's fields; each segment's sum, registered
         # lo = the low PACK_SHIFT bits as a signed number; the upper field is (sum - lo) >> PACK_SHIFT, that is the
         # bits above plus one where lo is negative: the ones are added once per segment (a count of the cascades'
-        # sign bits) instead of an incrementer per cascade
+        # sign bits) instead of an incrementer per cascade. Both fields stay within PACK_SHIFT bits (the cascade's
+        # bound above), so the upper one is read from the next PACK_SHIFT bits alone.
         lo = [Signal(signed(PACK_SHIFT), name=f"lo{i}") for i in range(N_CAS)]
-        hi = [Signal(signed(DSP_P_BITS - PACK_SHIFT), name=f"hi{i}") for i in range(N_CAS)]
+        hi = [Signal(signed(PACK_SHIFT), name=f"hi{i}") for i in range(N_CAS)]
         for i in range(N_CAS):
-            m.d.comb += [lo[i].eq(cas[i][:PACK_SHIFT].as_signed()), hi[i].eq(cas[i][PACK_SHIFT:].as_signed())]
+            m.d.comb += [lo[i].eq(cas[i][:PACK_SHIFT].as_signed()),
+                         hi[i].eq(cas[i][PACK_SHIFT:2 * PACK_SHIFT].as_signed())]
         per_seg = SEGMENT // CASCADE
+        seg = [[Signal(signed(SEGMENT_BITS), name=f"seg{r}_{s}") for s in range(N_SEG)] for r in range(2)]
+        for r, field in enumerate((lo, hi)):
+            for s in range(N_SEG):
+                total = tree(field[per_seg * s:per_seg * (s + 1)])
+                if r == 1:
+                    total = total + tree([lo[i][-1] for i in range(per_seg * s, per_seg * (s + 1))])
+                m.d.sync += seg[r][s].eq(total)
+        # ---- each segment's sum times its multiplier (1 where the format has none), in a DSP48E2
+        at_seg = at_sums + 1
+        products = []
+        for r in range(2):
+            for s in range(N_SEG):
+                gs = stage[at_seg].gs[8 * (r * N_SEG + s):8 * (r * N_SEG + s + 1)]
+                mult = Mux(self.grouped, Cat(gs, Const(0, 1)), 1).as_signed()
+                products.append(registered_product(m, f"scaled{r}_{s}", seg[r][s], mult))
+        # ---- the chunk's partial sums
+        at_products = at_seg + PRODUCT_LATENCY
         partial = [Signal(signed(self.acc_bits), name=f"partial{r}") for r in range(2)]
-        v3 = Signal()
-        c3 = Signal.like(c1)
-        m.d.sync += v3.eq(v2)
-        with m.If(v2):
-            m.d.sync += c3.eq(c2)
-            for r, field in enumerate((lo, hi)):
-                terms = []
-                for s in range(N_SEG):
-                    seg = tree(field[per_seg * s:per_seg * (s + 1)])
-                    if r == 1:
-                        seg = seg + tree([lo[i][-1] for i in range(per_seg * s, per_seg * (s + 1))])
-                    gs = c2.gs[8 * (r * N_SEG + s):8 * (r * N_SEG + s + 1)]
-                    terms.append(Mux(self.grouped, seg * Cat(gs, Const(0, 1)).as_signed(), seg))
-                m.d.sync += partial[r].eq(tree(terms))
-        # ---- stage 3: accumulate the row pair; its sums leave the cycle after its last chunk's
+        for r in range(2):
+            m.d.sync += partial[r].eq(tree([p[:self.acc_bits].as_signed() for p in products[r * N_SEG:(r + 1) * N_SEG]]))
+        # ---- accumulate the row pair; its sums leave the cycle after its last chunk's
+        at_partial = at_products + 1
         acc = [Signal(signed(self.acc_bits), name=f"acc{r}") for r in range(2)]
         done = Signal()
-        m.d.sync += done.eq(v3 & c3.last)
-        with m.If(v3):
+        last = stage[at_partial]
+        m.d.sync += done.eq(valid[at_partial] & last.last)
+        with m.If(valid[at_partial]):
             for r in range(2):
-                m.d.sync += acc[r].eq(Mux(c3.first, 0, acc[r]) + partial[r])
+                m.d.sync += acc[r].eq(Mux(last.first, 0, acc[r]) + partial[r])
         m.d.comb += [self.result.valid.eq(done), self.result.payload.row0.eq(acc[0]),
                      self.result.payload.row1.eq(acc[1])]
+        if 1 + at_partial + 1 != LANE_GROUP_LATENCY:  # c1, the stages after it, then `done`
+            raise AssertionError("the lane group's stages and hw/latency_rules.py disagree")
         return m

@@ -21,6 +21,7 @@ from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.hierarchy import separate
 from flightc.hw.lane_feed import LaneFeed, pair_beats
 from flightc.hw.lane_group import LaneGroup, config_kinds
+from flightc.hw.latency_rules import RESULT_QUEUE, RESULTS_AHEAD
 from flightc.isa.table import HBM_ADDR_BITS
 
 
@@ -127,7 +128,7 @@ class StreamMv(wiring.Component):
     instead of starting, its beats already in the FIFOs. ``fits``: the ``r_*`` tile's share of a master fits its
     FIFO (the only tiles read ahead: their readers never wait for room)."""
 
-    RESULTS = 4  # results a group's queue holds; a group is held while two are queued or on their way
+    RESULTS = RESULT_QUEUE  # results a group's queue holds (hw/latency_rules.py)
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         self.cfg, self.bases = cfg, channel_base
@@ -184,11 +185,11 @@ class StreamMv(wiring.Component):
                          grp.chunk.valid.eq(feed.chunk.valid), grp.chunk.payload.eq(feed.chunk.payload),
                          q.w_en.eq(grp.result.valid),
                          q.w_data.eq(Cat(grp.result.payload.row0, grp.result.payload.row1))]
-            # hold the feed while two results are queued or on their way (a pair's last chunk emitted, its sums not
-            # yet out of the group's pipeline)
+            # hold the feed while RESULTS_AHEAD results are queued or on their way (a pair's last chunk emitted, its
+            # sums not yet out of the group's pipeline)
             coming = Signal(range(self.RESULTS + 1), name=f"coming{g}")
             m.d.sync += coming.eq(coming + (feed.chunk.valid & feed.chunk.payload.last) - grp.result.valid)
-            m.d.comb += feed.hold.eq(q.r_level + coming >= 2)
+            m.d.comb += feed.hold.eq(q.r_level + coming >= RESULTS_AHEAD)
             # the feed takes the reader's beats; once it is done, the stream's padding is dropped
             fed = Signal(name=f"fed{g}")
             with m.If(begin):

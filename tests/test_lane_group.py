@@ -16,6 +16,7 @@ from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.table import SPARSITY_NM
 from test_compile_speed import stream_image_by_records
 from flightc.hw.lane_group import LaneGroup, formats
+from flightc.hw.latency_rules import LANE_GROUP_LATENCY
 from flightc.sim.rtl.random_programs import random_weights
 
 SLOTS = 64  # the lane group a 64-byte weight stream fills with dense W4 (two rows x 64 columns x 4 bits a cycle)
@@ -67,7 +68,7 @@ def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, b
                 await ctx.tick()
             ctx.set(dut.chunk.valid, 0)
             got = None
-            for _ in range(5):
+            for _ in range(LANE_GROUP_LATENCY + 1):
                 if ctx.get(dut.result.valid):
                     p = ctx.get(dut.result.payload)
                     got = (int(p["row0"]), int(p["row1"]))

@@ -100,3 +100,24 @@ def test_each_restoring_step_a_cycle_deepens_the_divider(tmp_path):
         run_yosys(tmp_path / str(step), "div", text, netlist=True)
         levels[step] = max(p["levels"] for p in path_depths(tmp_path / str(step), "div").values())
     assert levels[1] <= max_levels(225) and levels[4] >= levels[1] + 3 * 1.5, levels
+
+
+@pytest.mark.synth
+def test_the_u280s_lane_group_is_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's lane group (its slots, activation copy and weight formats): every path
+    between registers within the levels 225 MHz allows (hw/latency_rules.py places its pipeline's registers)."""
+    from flightc.compress.stream import SEGMENT
+    from flightc.config import PRESETS
+    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.lane_group import LaneGroup, config_kinds
+    from flightc.hw.synth import cell_counts, path_depths, run_yosys
+
+    cfg = PRESETS["u280"]
+    assert cfg.clock_mhz == 225
+    group = LaneGroup(cfg.lane_slots, cfg.lane_k_max // cfg.lane_slots, cfg.acc_bits, config_kinds(cfg))
+    text = to_verilog(group, "lane_group", ports=[s for s, _ in _ports(group)])
+    stat = run_yosys(tmp_path, "lane_group", text, netlist=True)
+    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "lane_group").items()}
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
+    # the cascades and the segment multipliers are DSP48E2s: a slot each, two multipliers per segment
+    assert cell_counts(stat)["DSP48E2"] == cfg.lane_slots + 2 * cfg.lane_slots // SEGMENT

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from flightc.compress.stream import block_columns, chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
+from flightc.hw.latency_rules import LANE_GROUP_LATENCY, RESULTS_AHEAD
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
@@ -27,7 +28,9 @@ from flightc.numerics import LUT_ENTRIES
 from flightc.records import REQUANT
 from flightc.sim.perf.load import beat_gap
 
-RESULT_AT = 6  # a pair's last chunk decided in cycle e: its sums are in the group's result queue from e + 6
+# a pair's last chunk decided in cycle e reaches its lane group in e + 1, whose sums are in the group's result queue
+# the cycle after they leave it
+RESULT_AT = 1 + LANE_GROUP_LATENCY + 1
 FIFO_LATENCY = 2  # a beat arriving in cycle a can be popped from the reader's FIFO (SyncFIFOBuffered) in a + 2
 
 
@@ -216,7 +219,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
                     gr.popped += 1
                     gr.credit -= 1
                 continue
-            hold = gr.queued(t) + gr.coming(t) >= 2
+            hold = gr.queued(t) + gr.coming(t) >= RESULTS_AHEAD
             if gr.state == "MULT":
                 if avail and not hold:
                     gr.popped += 1

@@ -24,6 +24,7 @@ import numpy as np
 
 from flightc.compress.stream import chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
+from flightc.hw.latency_rules import RESULTS_AHEAD
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
@@ -125,10 +126,11 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         for b in range(len(layout)):
             first = np.maximum(t + 1, need0_arr[q, b] + shift)
             second = np.maximum(first + 1, needr_arr[q, b] + shift)
-            if b == 0 and q >= 2:
-                # the hold: two pairs' results waiting stop the feed, but the cycle right after the last pair's
-                # end does not count that pair yet; every later cycle waits for the pair two before to leave
-                held = pops[q - 2] + 1
+            if b == 0 and q >= RESULTS_AHEAD:
+                # the hold: RESULTS_AHEAD pairs' results waiting stop the feed, but the cycle right after the last
+                # pair's end does not count that pair yet; every later cycle waits for the pair that many before
+                # to leave
+                held = pops[q - RESULTS_AHEAD] + 1
                 first = np.where(first == t + 1, first, np.maximum(first, held))
                 second = np.maximum(second, np.maximum(first + 1, held))
             t = first if cycles[b] == 1 else second + cycles[b] - 2
@@ -202,7 +204,7 @@ def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None
                      ahead: Ahead | None = None) -> int:
     """A streamed MV's busy cycles: by row pairs where that model applies, else a cycle at a time. A tile read
     ahead whose pairs are a beat each goes a cycle at a time too: with its beats all in, its feed would take a pair
-    a cycle, where the pair model's hold (two results waiting) is not exact."""
+    a cycle, where the pair model's hold (RESULTS_AHEAD results waiting) is not exact."""
     fast = ahead is not None and ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2
     if pair_model_applies(cfg, ins) and not fast:
         return streamed_mv_cycles_by_pairs(cfg, ins, masters, start, ahead)
