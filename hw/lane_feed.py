@@ -72,10 +72,14 @@ class LaneFeed(wiring.Component):
         widest = len(self.chunk.payload.bytes) // 8
         strides = sorted({chunk_stride(fmt, S) for _, _, fmt in formats(S, self.kinds)})
         stride = Signal(range(widest + 1))
+        # the place in a beat of its last chunk (sub counts them), decoded with the stride rather than multiplied out
+        # of it each cycle; none where the stride leaves the beat part-filled
+        last_sub = Signal(range(B + 1))
         with m.Switch(Cat(self.sparsity, self.bits_code)):
             for code, sp, fmt in formats(S, self.kinds):
                 with m.Case(int(sp) | int(code) << len(self.sparsity)):
-                    m.d.comb += stride.eq(chunk_stride(fmt, S))
+                    st = chunk_stride(fmt, S)
+                    m.d.comb += [stride.eq(st), last_sub.eq(B // st - 1 if st <= B and B % st == 0 else B)]
         grouped = self.group_log2 != 0
         # chunks of a block: those whose multipliers one beat holds (beat / 2 groups), or the whole pair
         blk_chunks = Signal(range(max(self.max_chunks, (B // 2 << GROUP_LOG2_MAX) // S) + 1))
@@ -167,7 +171,7 @@ class LaneFeed(wiring.Component):
                                     with m.Case(st):
                                         m.d.comb += piece.eq(src.word_select(sub, 8 * st))
                         # the beat's last chunk, or the block's (the rest of the beat is padding)
-                        spent = ((sub + 1) * stride == B) | (blk_left == 1)
+                        spent = (sub == last_sub) | (blk_left == 1)
                         m.d.sync += [held.eq(src), have.eq(~spent), sub.eq(Mux(spent, 0, sub + 1))]
                         emit(m, piece)
                 with m.Else():  # a chunk of several beats

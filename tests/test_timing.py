@@ -1,5 +1,6 @@
 """The timing estimate (hw/timing.py): logic levels on a mapped netlist, counted by hand on small netlists (LUT
-chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider."""
+chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider and of
+the u280's lane group and feed."""
 from __future__ import annotations
 
 import pytest
@@ -103,21 +104,26 @@ def test_each_restoring_step_a_cycle_deepens_the_divider(tmp_path):
 
 
 @pytest.mark.synth
-def test_the_u280s_lane_group_is_within_225_mhzs_depth(tmp_path):
-    """yosys' mapping of the u280 preset's lane group (its slots, activation copy and weight formats): every path
-    between registers within the levels 225 MHz allows (hw/latency_rules.py places its pipeline's registers)."""
+def test_the_u280s_lane_group_and_feed_are_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's lane group and lane feed (its slots, beat, activation copy and weight
+    formats): every path between registers within the levels 225 MHz allows (hw/latency_rules.py places the
+    group's pipeline registers; the feed decodes its beat's last chunk from the format instead of multiplying)."""
     from flightc.compress.stream import SEGMENT
     from flightc.config import PRESETS
     from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.lane_feed import LaneFeed
     from flightc.hw.lane_group import LaneGroup, config_kinds
     from flightc.hw.synth import cell_counts, path_depths, run_yosys
 
     cfg = PRESETS["u280"]
     assert cfg.clock_mhz == 225
-    group = LaneGroup(cfg.lane_slots, cfg.lane_k_max // cfg.lane_slots, cfg.acc_bits, config_kinds(cfg))
-    text = to_verilog(group, "lane_group", ports=[s for s, _ in _ports(group)])
-    stat = run_yosys(tmp_path, "lane_group", text, netlist=True)
-    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "lane_group").items()}
-    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
-    # the cascades and the segment multipliers are DSP48E2s: a slot each, two multipliers per segment
-    assert cell_counts(stat)["DSP48E2"] == cfg.lane_slots + 2 * cfg.lane_slots // SEGMENT
+    words = cfg.lane_k_max // cfg.lane_slots
+    units = {"lane_group": LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
+             "lane_feed": LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg))}
+    for name, unit in units.items():
+        text = to_verilog(unit, name, ports=[s for s, _ in _ports(unit)])
+        stat = run_yosys(tmp_path / name, name, text, netlist=True)
+        levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
+        assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
+        if name == "lane_group":  # the cascades and the segment multipliers: a DSP48E2 a slot, two a segment
+            assert cell_counts(stat)["DSP48E2"] == cfg.lane_slots + 2 * cfg.lane_slots // SEGMENT

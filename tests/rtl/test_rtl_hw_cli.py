@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from flightc.cli import main
+from flightc.compress.stream import SEGMENT
 from flightc.config import PRESETS
 from flightc.hw import regs as R
 from flightc.hw.timing import max_levels
@@ -101,7 +102,9 @@ def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
     assert instances("flightc_lane_group") == instances("flightc_lane_feed") == cfg.axi_masters
     assert instances("flightc_axi_master") == cfg.axi_masters
     assert instances("flightc_sparse_dsp_chain") == cfg.mpe_chains
-    assert len(re.findall(r"^\s*DSP48E2 #\(", mods["flightc_lane_group"], re.M)) == cfg.lane_slots
+    # a DSP48E2 a slot (the cascades) and one per row of each 16-column segment (its multiplier)
+    assert len(re.findall(r"^\s*DSP48E2 #\(", mods["flightc_lane_group"], re.M)) == \
+        cfg.lane_slots + 2 * (cfg.lane_slots // SEGMENT)
     assert len([n for n in mods if re.fullmatch(r"flightc_kernel\.core\.ld\.lane\d+", n)]) == cfg.axi_masters
     assert len(re.findall(r"^\s*wire \[17:0\] e\d+;", mods["flightc_kernel.core.sfu"], re.M)) == cfg.sfu_lanes
     # SyncFIFOBuffered keeps one entry in its output register: its memory holds depth - 1
