@@ -58,6 +58,8 @@ def cascade_sum(m: Module, name: str, slots: list[tuple[Value, Value, Value]], s
     signal, :data:`CASCADE_LATENCY` cycles after its operands (every register runs every cycle)."""
     if len(slots) != 2 * CASCADE_STEP:
         raise ValueError(f"a cascade of {len(slots)} slots: two steps of {CASCADE_STEP} are built")
+    if CASCADE_LATENCY != 1 + 1 + len(slots) // CASCADE_STEP:  # the input registers, M, a P register a step
+        raise AssertionError("the cascade's registers and hw/latency_rules.py disagree")
     out = Signal(signed(P_BITS), name=name)
     if not generating_verilog():
         products = [((Value.cast(hi).as_signed() << shift) + lo) * act for lo, hi, act in slots]
@@ -89,6 +91,8 @@ def registered_product(m: Module, name: str, a: Value, b: Value) -> Signal:
     """``a * b`` of signed operands (``a`` within 27 bits, ``b`` within 18) in a DSP48E2, its M and P registers
     closed: a signed :data:`P_BITS`-bit signal :data:`PRODUCT_LATENCY` cycles after the operands."""
     out = Signal(signed(P_BITS), name=name)
+    if PRODUCT_LATENCY != 2:  # M, then P
+        raise AssertionError("the product's registers and hw/latency_rules.py disagree")
     if not generating_verilog():
         m.d.comb += out.eq(_delayed(m, Value.cast(a).as_signed() * Value.cast(b).as_signed(), PRODUCT_LATENCY, name))
         return out
