@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from typing import Callable
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 
 
 def round_shift(x, shift, width: int):
@@ -30,6 +30,16 @@ def tree(terms: list, combine: Callable = operator.add):
     while len(terms) > 1:
         terms = [combine(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
     return terms[0]
+
+
+def delayed(m: Module, value: Value, cycles: int, name: str) -> Value:
+    """``value`` through ``cycles`` registers that take it every cycle (a pipeline's side band, or what a DSP48E2's
+    registers do in Amaranth's simulator)."""
+    for k in range(cycles):
+        reg = Signal.like(value, name=f"{name}_r{k}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 class Divider(Elaboratable):

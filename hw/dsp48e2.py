@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value, signed
 
-from flightc.hw.arith import tree
+from flightc.hw.arith import delayed, tree
 from flightc.hw.hierarchy import generating_verilog
 from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATENCY
 
@@ -44,15 +44,6 @@ def _dsp(m: Module, name: str, ports: dict, regs: dict) -> None:
                                   i_CARRYINSEL=Const(0, 3), i_CARRYIN=Const(0, 1), **ports)
 
 
-def _delayed(m: Module, value: Value, cycles: int, name: str) -> Value:
-    """``value`` through ``cycles`` registers (Amaranth's simulator: what the DSPs' registers do)."""
-    for k in range(cycles):
-        reg = Signal.like(value, name=f"{name}_r{k}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
-
-
 def cascade_sum(m: Module, name: str, slots: list[tuple[Value, Value, Value]], shift: int) -> Signal:
     """``sum((hi << shift) + lo) * act`` over ``slots`` of (lo, hi, act) signed operands: a signed :data:`P_BITS`-bit
     signal, :data:`CASCADE_LATENCY` cycles after its operands (every register runs every cycle)."""
@@ -63,7 +54,7 @@ def cascade_sum(m: Module, name: str, slots: list[tuple[Value, Value, Value]], s
     out = Signal(signed(P_BITS), name=name)
     if not generating_verilog():
         products = [((Value.cast(hi).as_signed() << shift) + lo) * act for lo, hi, act in slots]
-        m.d.comb += out.eq(_delayed(m, tree(products), CASCADE_LATENCY, name))
+        m.d.comb += out.eq(delayed(m, tree(products), CASCADE_LATENCY, name))
         return out
     pcout = None
     for k, (lo, hi, act) in enumerate(slots):
@@ -94,7 +85,7 @@ def registered_product(m: Module, name: str, a: Value, b: Value) -> Signal:
     if PRODUCT_LATENCY != 2:  # M, then P
         raise AssertionError("the product's registers and hw/latency_rules.py disagree")
     if not generating_verilog():
-        m.d.comb += out.eq(_delayed(m, Value.cast(a).as_signed() * Value.cast(b).as_signed(), PRODUCT_LATENCY, name))
+        m.d.comb += out.eq(delayed(m, Value.cast(a).as_signed() * Value.cast(b).as_signed(), PRODUCT_LATENCY, name))
         return out
     pa, pb = Signal(A_BITS, name=f"{name}_a"), Signal(B_BITS, name=f"{name}_b")
     p = Signal(P_BITS, name=f"{name}_p")

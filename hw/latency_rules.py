@@ -4,6 +4,10 @@ Each stage's registers are placed so that no path between them is deeper than th
 on UltraScale+ (hw/timing.py); the cycles they cost follow from where they are.
 """
 
+# a DSP chain's operands taken to its sums (hw/dsp_chain.py): the operands, the dequantized weight (two steps) and
+# packed tokens, the product (M, P), a quarter's sums, the chain's; the MPE accumulates them then, and its last
+# step's pipeline (the word's arrival, the chains' go, their sums, the accumulate) follows
+CHAIN_LATENCY = 1 + 2 + 2 + 1 + 1
 # A cascade adds CASCADE_STEP slots' products per register: one after the multiplier's M register closes a step at
 # 4 levels (hw/timing.py), two would be 6 and three 8; the slots of the second step wait for the first's sum in their
 # own pre-adder (ADREG) and second B register, so a cascade is two steps

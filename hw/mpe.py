@@ -5,7 +5,7 @@ weight rows, the engine walks the stored weights ``chain_length`` at a time (a c
 operand fetch streams, one buffer word per cycle and with no gap between operands or steps, the
 activation window of each token and every chain's packed values, positions and group
 multipliers into operand registers (:class:`flightc.hw.buffers.OperandRegister`); the cycle
-after a step's last word arrives all chains multiply, the cycle after that they accumulate,
+after a step's last word arrives all chains multiply, ``CHAIN_LATENCY`` cycles later they accumulate,
 while the fetch is already a step ahead. The output stage then adds the row bias, requantizes
 (flightc.numerics), optionally maps through the activation LUT or adds into the residual, and
 writes each result.
@@ -26,6 +26,7 @@ from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bi
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
+from flightc.hw.latency_rules import CHAIN_LATENCY
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.stream import StreamMv
 from flightc.hw.stream_out import StreamOut
@@ -122,7 +123,8 @@ class Mpe(ExecutionUnit):
         t0 = Signal(len(f.m) + 1)  # steps past m by macs_per_dsp
         n0 = Signal(len(f.n) + 1)  # steps past n by mpe_chains
         j0 = Signal(len(f.k) + 1)  # the step being fetched
-        j_mac = Signal(len(f.k) + 1)  # the step the chains multiply (the fetch runs a step ahead)
+        j_mac = Signal(len(f.k) + 1)  # the step the chains' sums are accumulated from (the fetch runs ahead)
+        j_take = Signal.like(j_mac)  # the step the chains take their operands of (CHAIN_LATENCY before its sums)
         c_i = Signal(range(max(2, C)))
         t_i = Signal(range(T + 1))
         w, lb = cfg.buffer_port_bytes, lane_bits(cfg.buffer_port_bytes)
@@ -147,7 +149,7 @@ class Mpe(ExecutionUnit):
         for c in range(C):
             ch = separate(SparseDspChain, cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
-            lanes_left = nnz - j_mac
+            lanes_left = nnz - j_take
             m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
                          ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
@@ -291,7 +293,14 @@ class Mpe(ExecutionUnit):
             with m.If(step_done & (j0 + L < nnz)):  # straight on with the next step's operands
                 m.d.sync += [j0.eq(j0 + L), slot.eq(first), ptr.eq(step_base), word_no.eq(0)]
         # the pipeline behind the fetch: a step's last word arrives, the chains multiply, the sums accumulate
-        m.d.sync += [mac_go.eq(tag_on & tag_last), acc_go.eq(mac_go)]
+        m.d.sync += mac_go.eq(tag_on & tag_last)
+        with m.If(mac_go):
+            m.d.sync += j_take.eq(j_take + L)
+        go = mac_go
+        for k in range(CHAIN_LATENCY):  # the chains' sums come CHAIN_LATENCY cycles after their go
+            nxt = acc_go if k == CHAIN_LATENCY - 1 else Signal(name=f"acc_go{k}")
+            m.d.sync += nxt.eq(go)
+            go = nxt
         for c in range(C):
             m.d.comb += chains[c].enable.eq(mac_go)
         with m.If(acc_go):
@@ -368,7 +377,7 @@ class Mpe(ExecutionUnit):
                     m.d.sync += t0.eq(t0 + T)
                     m.next = "T"
                 with m.Else():
-                    m.d.sync += [j0.eq(0), j_mac.eq(0)]
+                    m.d.sync += [j0.eq(0), j_mac.eq(0), j_take.eq(0)]
                     m.d.sync += [a.eq(0) for row in acc for a in row]
                     m.next = "J"
             with m.State("J"):

@@ -128,3 +128,13 @@ def test_a_given_maximum_saves_the_softmax_a_pass():
     full, given = (instruction_work(u280, sm.replace(max_given=g)).cycles for g in (0, 1))
     words = 4 * 4096 // u280.buffer_port_bytes  # the pass reads every score once, a buffer word a cycle
     assert words <= full - given <= words + 8
+
+
+def test_a_group_size_outside_the_isas_is_refused_by_name():
+    """group_log2 1 to 3 (groups of 2 to 8 columns) is no group the compiler makes or the hardware builds (the lane
+    feed and the chains take groups of GROUP_MIN columns or more): fsim refuses it rather than compute one."""
+    _, _, mv = _streamed_scores(out_max=0)
+    m = _machine({})
+    with pytest.raises(ProgramError, match="group_log2 = 2: groups of 4 columns"):
+        m.run(encode_program([mv.replace(w_stream=0, w_channel=0, w_hbm_addr=0, w_stripe=0, wait=0, release=0,
+                                         group_log2=2), END]))

@@ -104,16 +104,17 @@ def test_each_restoring_step_a_cycle_deepens_the_divider(tmp_path):
 
 
 @pytest.mark.synth
-def test_the_u280s_lane_group_and_feed_are_within_225_mhzs_depth(tmp_path):
-    """yosys' mapping of the u280 preset's lane group and lane feed (its slots, beat, activation copy and weight
-    formats): every path between registers within the levels 225 MHz allows (hw/latency_rules.py places the
-    group's pipeline registers; the feed decodes its beat's last chunk from the format instead of multiplying)."""
+def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's lane group, lane feed (its slots, beat, activation copy and weight
+    formats) and sparse DSP chain: every path between registers within the levels 225 MHz allows
+    (hw/latency_rules.py places the group's and the chain's pipeline registers; the feed decodes its beat's last
+    chunk from the format instead of multiplying)."""
     from flightc.compress.stream import SEGMENT
     from flightc.config import PRESETS
     from flightc.hw.hierarchy import _ports, to_verilog
     from flightc.hw.lane_feed import LaneFeed
     from flightc.hw.lane_group import LaneGroup, config_kinds
-    from flightc.hw.synth import cell_counts, path_depths, run_yosys
+    from flightc.hw.synth import CHAIN_TOP, cell_counts, chain_stat, path_depths, run_yosys
 
     cfg = PRESETS["u280"]
     assert cfg.clock_mhz == 225
@@ -127,3 +128,7 @@ def test_the_u280s_lane_group_and_feed_are_within_225_mhzs_depth(tmp_path):
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
         if name == "lane_group":  # the cascades and the segment multipliers: a DSP48E2 a slot, two a segment
             assert cell_counts(stat)["DSP48E2"] == cfg.lane_slots + 2 * cfg.lane_slots // SEGMENT
+    stat = chain_stat(cfg, tmp_path / "chain")
+    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / "chain", CHAIN_TOP).items()}
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), ("chain", levels)
+    assert cell_counts(stat)["DSP48E2"] == cfg.chain_length  # a lane's product, two tokens packed

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import GROUP_MAX, GROUP_MIN, WeightFormat
 from flightc.compress.stream import StreamShape
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError, UnsupportedError
@@ -144,7 +144,11 @@ def stream_shape(cfg: HardwareConfig, ins: Instruction) -> StreamShape:
 
 
 def check_max_fields(ins: Instruction) -> None:
-    """MV.out_max only on a streamed MV's raw sums, MISC.max_given only on SOFTMAX (ISA 1.7)."""
+    """MV.out_max only on a streamed MV's raw sums, MISC.max_given only on SOFTMAX (ISA 1.7); an MM's or MV's group
+    size within the ISA's (none, or GROUP_MIN to GROUP_MAX columns: the hardware builds those alone)."""
+    if ins.opcode in (Opcode.MM, Opcode.MV) and ins.group_log2 and not GROUP_MIN <= 1 << ins.group_log2 <= GROUP_MAX:
+        raise ProgramError(f"{ins.opcode.name}.group_log2 = {ins.group_log2}: groups of {1 << ins.group_log2} columns; "
+                           f"the ISA's are {GROUP_MIN} to {GROUP_MAX} (group_log2 0 for none)")
     if ins.opcode is Opcode.MV and ins.out_max and (not ins.w_stream or OutMode(ins.out_mode) is not OutMode.ACC32):
         raise ProgramError("MV.out_max writes the largest raw sum of a streamed MV: it needs w_stream and ACC32")
     if ins.opcode is Opcode.MISC and ins.max_given and MiscOp(ins.op) is not MiscOp.SOFTMAX:

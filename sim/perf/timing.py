@@ -26,6 +26,7 @@ import numpy as np
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
+from flightc.hw.latency_rules import CHAIN_LATENCY
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -98,7 +99,8 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
         if group_log2:  # the multipliers from the window's first group on
             at = (vbytes + ibytes + ((np.arange(steps) * span) >> group_log2)) % w
             chain += _grid_words(rows, np.bincount(at, minlength=w), max(1, span >> group_log2), w)
-    fetch = groups * win + pairs * chain + (pairs * groups * 3 if steps else 0)  # + the last step's pipeline
+    # + the last step's pipeline: its last word's arrival to the chains' go, their sums, the accumulate to the output
+    fetch = groups * win + pairs * chain + (pairs * groups * (2 + CHAIN_LATENCY) if steps else 0)
     # output stage: per result its record, LUT entry or residual, and its write
     elem = out_elem_bytes(mode)
     tok = np.arange(m)[:, None]

@@ -17,6 +17,7 @@ from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.config import load_config
+from flightc.hw.latency_rules import CHAIN_LATENCY
 from flightc.isa.table import SPARSITY_NM, Sparsity
 
 def le_int(data: bytes) -> int:
@@ -89,6 +90,8 @@ async def chain_matches_dequantizer(dut):
                     dut.group_log2.value = fmt.group_log2
                     dut.valid_lanes.value = valid
                     await RisingEdge(dut.clk)  # operands sampled here
+                    for _ in range(CHAIN_LATENCY - 1):
+                        await RisingEdge(dut.clk)
                     await FallingEdge(dut.clk)  # sums registered
                     for t in range(T):
                         want = int(acts[t] @ w)
