@@ -128,8 +128,6 @@ class StreamMv(wiring.Component):
     instead of starting, its beats already in the FIFOs. ``fits``: the ``r_*`` tile's share of a master fits its
     FIFO (the only tiles read ahead: their readers never wait for room)."""
 
-    RESULTS = RESULT_QUEUE  # results a group's queue holds (hw/latency_rules.py)
-
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         self.cfg, self.bases = cfg, channel_base
         bits = 8 * cfg.axi_data_bytes
@@ -168,7 +166,7 @@ class StreamMv(wiring.Component):
             rdr = StreamReader(cfg, g, self.bases)
             feed = separate(LaneFeed, S, B, self.act_words, 1 << 15, kinds)
             grp = separate(LaneGroup, S, self.act_words, acc, kinds)
-            q = SyncFIFO(width=2 * acc, depth=self.RESULTS)
+            q = SyncFIFO(width=2 * acc, depth=RESULT_QUEUE)
             m.submodules[f"reader{g}"], m.submodules[f"feed{g}"] = rdr, feed
             m.submodules[f"group{g}"], m.submodules[f"results{g}"] = grp, q
             readers.append(rdr), feeds.append(feed), groups.append(grp), queues.append(q)
@@ -187,7 +185,7 @@ class StreamMv(wiring.Component):
                          q.w_data.eq(Cat(grp.result.payload.row0, grp.result.payload.row1))]
             # hold the feed while RESULTS_AHEAD results are queued or on their way (a pair's last chunk emitted, its
             # sums not yet out of the group's pipeline)
-            coming = Signal(range(self.RESULTS + 1), name=f"coming{g}")
+            coming = Signal(range(RESULT_QUEUE + 1), name=f"coming{g}")
             m.d.sync += coming.eq(coming + (feed.chunk.valid & feed.chunk.payload.last) - grp.result.valid)
             m.d.comb += feed.hold.eq(q.r_level + coming >= RESULTS_AHEAD)
             # the feed takes the reader's beats; once it is done, the stream's padding is dropped
