@@ -32,6 +32,13 @@ def tree(terms: list, combine: Callable = operator.add):
     return terms[0]
 
 
+def times_constant(value, k: int):
+    """``value * k`` as the sum of its shifts by ``k``'s set bits: adders, where a multiplier yosys would map to an
+    unregistered DSP48E2 (7.5 levels, hw/timing.py)."""
+    terms = [Value.cast(value) << b for b in range(k.bit_length()) if k >> b & 1]
+    return tree(terms) if terms else Const(0)
+
+
 def delayed(m: Module, value: Value, cycles: int, name: str) -> Value:
     """``value`` through ``cycles`` registers that take it every cycle (a pipeline's side band, or what a DSP48E2's
     registers do in Amaranth's simulator)."""

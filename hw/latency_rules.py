@@ -22,3 +22,28 @@ LANE_GROUP_LATENCY = 1 + CASCADE_LATENCY + 1 + PRODUCT_LATENCY + 1 + 1
 # way to cover the group's latency when every pair is a single chunk
 RESULT_QUEUE = 16
 RESULTS_AHEAD = RESULT_QUEUE - 2
+# a streamed MV's output stage (hw/stream_out.py): a result taken to the cycle it joins its word (the gather): its
+# operands' registers, the requantization product (two DSP48E2 registers), the partial products' sum with the
+# rounding half, the rounding shift, the residual's sum and the saturation, the activation LUT (two steps of sixteen
+# entries), the result's rotation onto its lanes
+REQUANT_LATENCY = 1 + PRODUCT_LATENCY + 1 + 1 + 1 + 2 + 1
+# raw sums taken a word of row pairs at a time: their registers, then their shift onto the word's lanes
+PAIRS_OUT_LATENCY = 2
+# a completed word waits in a queue for the buffer port (SyncFIFO: written in cycle g, read from g + 1); the queue
+# holds every word a result in flight may complete, so taking a result never waits for the port's grant
+WORD_QUEUE_LATENCY = 1
+WORD_QUEUE = REQUANT_LATENCY + WORD_QUEUE_LATENCY + 2
+# a word of the output stage's records or residuals: asked for in cycle a, read by the port in a + 1, registered
+# (its stream's first bytes dropped), then in its queue's count from a + 3
+OPERAND_ARRIVAL = 3
+
+
+def max_depth(values: int) -> int:
+    """Levels of a pairwise tree over ``values`` (a compare and a multiplexer each, registered)."""
+    return max(0, (values - 1).bit_length())
+
+
+def pairs_max_settle(pairs: int) -> int:
+    """Cycles from a take of raw sums (``pairs`` row pairs a word, hw/stream_out.py) until the largest of them is in
+    the word MV.out_max writes past the results: their registers, a level of the tree a cycle, ``best``, the word."""
+    return 1 + max_depth(2 * pairs) + 1 + 1

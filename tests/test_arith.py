@@ -46,3 +46,34 @@ def test_divider_floor_quotient(width, step_bits):
     for (n, d), (q, cycles) in zip(pairs, run_divider(width, step_bits, pairs)):
         assert q == n // d, (n, d)
         assert cycles == width // step_bits + 1  # the timing flightc.sim.perf.timing charges a division
+
+
+def test_times_constant_and_place_bytes_match_their_arithmetic():
+    """The output stage's adders for n * 12 (hw/arith.times_constant) and its operand queues' byte placement two
+    shift bits a stage (hw/stream_out.place_bytes) against Python's * and << for random operands and every shift."""
+    from amaranth.hdl import Module, Signal
+
+    from flightc.hw.arith import times_constant
+    from flightc.hw.stream_out import place_bytes
+
+    m = Module()
+    n, amount, value = Signal(16), Signal(8), Signal(8 * 5)
+    product, placed = Signal(20), Signal(8 * 140)
+    m.d.comb += [product.eq(times_constant(n, 12)), placed.eq(place_bytes(m, value, amount, 140, "p"))]
+    rng = random.Random(3)
+    cases = [(rng.randrange(1 << 16), a, rng.randrange(1 << 40)) for a in range(141)]
+    got = []
+
+    async def bench(ctx):
+        for x, a, v in cases:
+            ctx.set(n, x)
+            ctx.set(amount, a)
+            ctx.set(value, v)
+            got.append((ctx.get(product), ctx.get(placed)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    want = [((x * 12) % (1 << 20), (v << (8 * a)) % (1 << (8 * 140))) for x, a, v in cases]
+    assert got == want
+    assert times_constant(Signal(4), 0).value == 0

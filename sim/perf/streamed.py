@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from flightc.compress.stream import block_columns, chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
-from flightc.hw.latency_rules import LANE_GROUP_LATENCY, RESULTS_AHEAD
+from flightc.hw.latency_rules import (LANE_GROUP_LATENCY, OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY,
+                                     RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
@@ -96,7 +97,7 @@ class _Queue:
         got = self.w - self.skip if self.first else self.w
         self.first = False
         self.next += self.w
-        self.changes += [(t + 1, 0, self.w), (t + 2, got, -self.w)]
+        self.changes += [(t + 1, 0, self.w), (t + OPERAND_ARRIVAL, got, -self.w)]
 
     def tick(self, t: int) -> None:
         for c in [c for c in self.changes if c[0] == t]:
@@ -189,7 +190,16 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     last_ask = ahead.ask_from - 1
     rec = _Queue(ins.scale_addr, ins.n * REQUANT.size, w, REQUANT.size)
     res = _Queue(ins.out_addr, 4 * ins.n, w, 4)
-    pend = mask = max_written = False
+    # the output stage: the cycles its queued words are written (a word a cycle, each WORD_QUEUE_LATENCY cycles after
+    # the gather that completes it), the last cycle a result in flight or a word owed keeps it busy, and whether the
+    # word being gathered is partial
+    writes: set[int] = set()
+    busy_until = -1
+    partial = max_written = False
+    out_k = PAIRS_OUT_LATENCY if wide else REQUANT_LATENCY
+    # the first cycle MV.out_max's word holds the largest sum taken so far (a result's: 3 cycles on)
+    settle = pairs_max_settle(cfg.stream_out_pairs) if wide else 3
+    max_ready = -1
     q_i = j_i = r_i = 0
     out_done = None
     limit = 8 * (beats_total + 2 * pairs * G * (REQUANT.size + 8) + go + lut_words + latency) * max(1, math.ceil(gap)) \
@@ -265,15 +275,23 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
         rec.tick(t)
         res.tick(t)
         if t >= run_from and out_done is None:
-            write_now = pend
-            if not pend:
+            if t not in writes:  # a queued word has the port first
                 if requant and rec.wants():
                     rec.ask(t)
                 elif adds and res.wants():
                     res.ask(t)
             res_end = q_i == pairs
-            set_pend = False
             gr = groups[j_i]
+
+            def joins(completes: bool) -> None:
+                """A result (or a word of pairs) taken in cycle t joins its word ``out_k`` cycles on."""
+                nonlocal busy_until, partial, max_ready
+                if completes:
+                    writes.add(t + out_k + WORD_QUEUE_LATENCY)
+                busy_until = max(busy_until, t + out_k + (WORD_QUEUE_LATENCY if completes else 0))
+                partial = not completes
+                max_ready = t + settle
+
             if wide and not res_end:  # whole pairs: the ready ones at the heads of the next groups within the word
                 first_row = 2 * (q_i * G + j_i)
                 lane = (ins.out_addr + elem * first_row) % w
@@ -288,34 +306,33 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
                     if j_i >= G:
                         j_i, q_i = j_i - G, q_i + 1
                     if first_row < ins.n:
-                        ends = lane + k * PAIR_BYTES == w
-                        set_pend, mask = ends, not ends
+                        joins(lane + k * PAIR_BYTES == w)
             elif not res_end and gr.queued(t) > 0:
                 row = 2 * (q_i * G + j_i) + r_i
                 kept = row < ins.n
-                completes = (ins.out_addr + elem * row) % w + elem == w
                 operands = (not requant or rec.fill >= REQUANT.size) and (not adds or res.fill >= 4)
-                if not kept or (operands and (not pend or write_now or not completes)):
+                if not kept or operands:  # (the word queue owes at most out_k + 2 words: never full)
                     if kept:
                         if requant:
                             rec.changes.append((t + 1, -REQUANT.size, 0))
                         if adds:
                             res.changes.append((t + 1, -4, 0))
-                        set_pend, mask = completes, not completes
+                        joins((ins.out_addr + elem * row) % w + elem == w)
                     if r_i:
                         gr.pops.append(t)
                         j_i += 1
                         if j_i == G:
                             j_i, q_i = 0, q_i + 1
                     r_i ^= 1
-            if res_end and not pend:
-                if mask:
-                    set_pend, mask = True, False
-                elif ins.out_max and not max_written:  # the largest sum, past the results
-                    set_pend = max_written = True
+            if res_end and t > busy_until:  # every result gathered and every word written
+                if partial or (ins.out_max and not max_written):  # the last partial word, then the largest sum
+                    if partial or t >= max_ready:
+                        max_written = max_written or not partial
+                        partial = False
+                        writes.add(t + WORD_QUEUE_LATENCY)
+                        busy_until = t + WORD_QUEUE_LATENCY
                 else:
                     out_done = t
-            pend = set_pend or (pend and not write_now)
         # ---- S_DRAIN from the cycle after the output stage is done, until every reader's beats are popped
         if out_done is not None and t > out_done and drained:
             for j, gr in enumerate(groups):  # the masters are left with the readers' bursts

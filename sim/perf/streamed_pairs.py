@@ -24,7 +24,8 @@ import numpy as np
 
 from flightc.compress.stream import chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
-from flightc.hw.latency_rules import RESULTS_AHEAD
+from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY, RESULTS_AHEAD,
+                                     WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
@@ -83,9 +84,10 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     mode = OutMode(ins.out_mode)
     elem = out_elem_bytes(mode)
     go, run_from, _ = phases(cfg, ins)
-    # its first operands: a record word asked in the RUN state's first cycle is there two cycles on; with residuals
-    # too, those are asked once the records' queue is full, two cycles later
-    first_result = run_from + {OutMode.ACC32: 0, OutMode.REQ_I8: 2, OutMode.REQ_I32: 2, OutMode.REQ_ADD: 4}[mode]
+    # its first operands: a record word asked in the RUN state's first cycle is there OPERAND_ARRIVAL cycles on; with
+    # residuals too, those are asked once the records' queue is full, two cycles later
+    first_result = run_from + {OutMode.ACC32: 0, OutMode.REQ_I8: OPERAND_ARRIVAL, OutMode.REQ_I32: OPERAND_ARRIVAL,
+                               OutMode.REQ_ADD: OPERAND_ARRIVAL + 2}[mode]
     beats_total = shape.group_bytes // B
     first_master = ins.w_channel // cfg.channels_per_master
 
@@ -151,24 +153,43 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         pops[q] = s0 + 1
         prev = int(pops[q, -1])
 
-    # the end: the last result's write (and a masked word), then every reader's beats (padding included) popped
+    # the end: every result gathered and every word written (a word WORD_QUEUE_LATENCY cycles after the gather that
+    # completes it), then the last partial word and the largest sum, each written before the next goes
+    out_k = PAIRS_OUT_LATENCY if wide else REQUANT_LATENCY
     last_kept = ins.n - 1
-    completes = (ins.out_addr + elem * last_kept) % w + elem == w
-    last_kept_at = int(pops[(last_kept // 2) // G, (last_kept // 2) % G]) - (1 - last_kept % 2)
-    if wide:  # the last kept row's take: does its last pair end the word?
+    if wide:  # takes of whole pairs: a take's first pair is kept, its last one ends it; does it end the word?
         flat = pops.reshape(-1)
-        last_kept_at = int(flat[last_kept // 2])
         end = last_kept // 2
-        while end + 1 < flat.size and flat[end + 1] == last_kept_at:
+        while end + 1 < flat.size and flat[end + 1] == flat[last_kept // 2]:
             end += 1
-        completes = (ins.out_addr + PAIR_BYTES * (end + 1)) % w == 0
-    res_end = prev + 1
-    if completes:
-        out_done = res_end + 1 if last_kept_at == prev else res_end
-    else:
-        out_done = res_end + 2
-    if ins.out_max:  # then the largest sum's write, past the results
-        out_done += 2
+        takes = [(int(flat[end]), (ins.out_addr + PAIR_BYTES * (end + 1)) % w == 0)]
+        first = end
+        while first > 0 and flat[first - 1] == flat[end]:
+            first -= 1
+        while not takes[-1][1] and first > 0:  # the takes before it, back to the last that completed a word
+            end = first = first - 1
+            while first > 0 and flat[first - 1] == flat[end]:
+                first -= 1
+            if (ins.out_addr + PAIR_BYTES * (end + 1)) % w == 0:
+                takes.append((int(flat[end]), True))
+    else:  # a result a cycle: the last kept row, and the last row that completed a word
+        def taken(row: int) -> int:
+            return int(pops[(row // 2) // G, (row // 2) % G]) - (1 - row % 2)
+
+        def completes(row: int) -> bool:
+            return (ins.out_addr + elem * row) % w + elem == w
+
+        takes = [(taken(last_kept), completes(last_kept))]
+        last_full = last_kept - ((ins.out_addr + elem * last_kept) % w + elem) // elem
+        if not takes[0][1] and last_full >= 0:
+            takes.append((taken(last_full), True))
+    busy_until = max(t + out_k + (WORD_QUEUE_LATENCY if full else 0) for t, full in takes)
+    out_done = max(prev + 1, busy_until + 1)
+    if not takes[0][1]:  # the last partial word
+        out_done += WORD_QUEUE_LATENCY + 1
+    if ins.out_max:  # then the largest sum's write, past the results, once it is in its word
+        settle = pairs_max_settle(cfg.stream_out_pairs) if wide else 3
+        out_done = max(out_done, takes[0][0] + settle) + WORD_QUEUE_LATENCY + 1
     tail = np.arange(pairs * shape.pair_beats, beats_total)
     drain = int(last_pop.max())
     if tail.size:
