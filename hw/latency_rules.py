@@ -47,3 +47,8 @@ def pairs_max_settle(pairs: int) -> int:
     """Cycles from a take of raw sums (``pairs`` row pairs a word, hw/stream_out.py) until the largest of them is in
     the word MV.out_max writes past the results: their registers, a level of the tree a cycle, ``best``, the word."""
     return 1 + max_depth(2 * pairs) + 1 + 1
+
+
+# a requantized MV's largest raw sum (MV.out_max) is in the word written past the results 3 cycles after the take of
+# its result: the result's register, ``best``, the word
+RESULT_MAX_SETTLE = 1 + 1 + 1

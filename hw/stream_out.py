@@ -28,8 +28,8 @@ from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import delayed, saturate, times_constant
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.dsp48e2 import registered_product
-from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, PRODUCT_LATENCY, REQUANT_LATENCY, WORD_QUEUE,
-                                     WORD_QUEUE_LATENCY, pairs_max_settle)
+from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, PRODUCT_LATENCY, REQUANT_LATENCY,
+                                     RESULT_MAX_SETTLE, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.isa.table import BUF_ADDR_BITS, OutMode
 from flightc.numerics import LUT_ENTRIES
@@ -318,7 +318,8 @@ class StreamOut(wiring.Component):
                     m.d.sync += [*rec_q.start(self.scale_addr, times_constant(self.n, REQUANT.size), self.n != 0),
                                  *res_q.start(self.out_addr, self.n << 2, self.n != 0), lut_asked.eq(0), lut_got.eq(0),
                                  word.eq(0), mask.eq(0), partial.eq(0), best.eq(-(1 << 31)), best_written.eq(0),
-                                 left.eq(self.n), kept.eq(self.n != 0), *[x.eq(self.n - c) for c, x in enumerate(n_less)]]
+                                 left.eq(self.n), kept.eq(self.n != 0),
+                                 *[x.eq(self.n - c) for c, x in enumerate(n_less)]]
                     m.d.sync += [*mode_flags, credit.eq(1), loading.eq(self.lut & (mode == int(OutMode.REQ_I8)))]
                     m.next = "LUT"
             with m.State("LUT"):
@@ -356,6 +357,8 @@ class StreamOut(wiring.Component):
         raw = reg(self.res_data, "raw")
         bias, mult, shift = reg(rec.bias, "bias"), reg(rec.mult, "mult"), reg(rec.shift, "shift")
         resid = reg(residual.as_signed(), "resid")
+        if RESULT_MAX_SETTLE != 1 + 1 + 1:  # ``raw``'s register, ``best``'s, the max word's
+            raise AssertionError("the output stage's largest sum and hw/latency_rules.py disagree")
         with m.If(delayed(m, valid, 1, "rq_best") & (raw > best)):
             m.d.sync += best.eq(raw)
         # (raw + bias) * mult in four DSP48E2 products: the sum's low 26 bits (unsigned) and the rest, by the

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from flightc.compress.stream import block_columns, chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.hw.latency_rules import (LANE_GROUP_LATENCY, OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY,
-                                     RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
+                                     RESULT_MAX_SETTLE, RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_k, stream_shape
 from flightc.isa.table import OutMode
@@ -197,8 +197,8 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     busy_until = -1
     partial = max_written = False
     out_k = PAIRS_OUT_LATENCY if wide else REQUANT_LATENCY
-    # the first cycle MV.out_max's word holds the largest sum taken so far (a result's: 3 cycles on)
-    settle = pairs_max_settle(cfg.stream_out_pairs) if wide else 3
+    # the first cycle MV.out_max's word holds the largest sum taken so far
+    settle = pairs_max_settle(cfg.stream_out_pairs) if wide else RESULT_MAX_SETTLE
     max_ready = -1
     q_i = j_i = r_i = 0
     out_done = None

@@ -24,8 +24,8 @@ import numpy as np
 
 from flightc.compress.stream import chunk_stride
 from flightc.config import PAIR_BYTES, HardwareConfig
-from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY, RESULTS_AHEAD,
-                                     WORD_QUEUE_LATENCY, pairs_max_settle)
+from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY, RESULT_MAX_SETTLE,
+                                     RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import out_elem_bytes, stream_shape
 from flightc.isa.table import OutMode
@@ -188,7 +188,7 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     if not takes[0][1]:  # the last partial word
         out_done += WORD_QUEUE_LATENCY + 1
     if ins.out_max:  # then the largest sum's write, past the results, once it is in its word
-        settle = pairs_max_settle(cfg.stream_out_pairs) if wide else 3
+        settle = pairs_max_settle(cfg.stream_out_pairs) if wide else RESULT_MAX_SETTLE
         out_done = max(out_done, takes[0][0] + settle) + WORD_QUEUE_LATENCY + 1
     tail = np.arange(pairs * shape.pair_beats, beats_total)
     drain = int(last_pop.max())
