@@ -161,7 +161,7 @@ def MpeProbe(cfg):
     (blackboxed: probes of their own measure them)."""
     from flightc.hw.mpe import Mpe
 
-    return _probe(cfg, lambda bases: Mpe(cfg, bases), "mpe", extra=("head_ok",))
+    return _probe(cfg, lambda bases: Mpe(cfg, bases), "mpe", extra=("head_ok", "head_in"))
 
 
 def _as_core_kinds(per: dict) -> dict:

@@ -22,6 +22,7 @@ SFU_SQRT_BITS = 64  # its square root's input (an int64 mean square shifted by t
 MEM_LATENCY_MIN = 2  # a read burst is queued for a cycle before its first beat
 MEM_LATENCY_MAX = 4095  # longest read latency the performance model and the bench memory are checked at
 AXI_OUTSTANDING_MAX = 64  # deepest queue of read bursts in flight a master keeps
+LANE_FIFO_MAX = 1 << 16  # deepest streamed-MV reader FIFO (beats) the generator builds
 PAIR_BYTES = 8  # a lane group's result pair as raw sums: two INT32 (OutMode.ACC32)
 LANE_SLOTS_STEP = 64  # a chunk of 64 columns is whole bytes in every format the ISA names (2:16 W3: 3 bytes a row)
 
@@ -79,6 +80,10 @@ class HardwareConfig:
     axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
     axi_outstanding: int  # read bursts a master keeps in flight (its readers share them), and write bursts awaiting their responses
     mem_latency_cycles: int  # cycles from a read burst's acceptance to its first beat (bench memory, perf model)
+    # beats each streamed-MV reader's FIFO holds (hw/stream.py): at least every burst its master may have in flight,
+    # twice over, so a burst is asked for while the ones before drain; more lets a weight tile be read further ahead
+    # while the MPE waits for its activation (MV.w_early)
+    lane_fifo_beats: int
     sfu_div_bits: int  # width of the SFU's restoring divider and of its row statistics
     sfu_div_step_bits: int  # quotient bits the divider settles per cycle (restoring steps chained in one cycle)
     sfu_sqrt_bits: int  # width of the SFU's bit-serial square root (two input bits a cycle)
@@ -126,6 +131,11 @@ class HardwareConfig:
                             f" (a burst is queued a cycle, then answered)")
         if self.axi_outstanding > AXI_OUTSTANDING_MAX:
             problems.append(f"axi_outstanding {self.axi_outstanding} exceeds {AXI_OUTSTANDING_MAX}")
+        least = 2 * self.axi_outstanding * (self.stripe_bytes // w)
+        if not least <= self.lane_fifo_beats <= LANE_FIFO_MAX:
+            problems.append(f"lane_fifo_beats {self.lane_fifo_beats} must hold every burst a master keeps in flight "
+                            f"twice over ({least} beats: axi_outstanding {self.axi_outstanding} x "
+                            f"{self.stripe_bytes // w}-beat bursts x 2) and at most {LANE_FIFO_MAX}")
         if self.sfu_div_bits % self.sfu_div_step_bits or self.sfu_div_step_bits > 8:
             problems.append(f"sfu_div_step_bits {self.sfu_div_step_bits} must divide sfu_div_bits "
                             f"{self.sfu_div_bits} and be at most 8")
@@ -198,12 +208,6 @@ class HardwareConfig:
         channels, so a striped row laid from the right address writes each master's units into its own bank
         (:func:`flightc.isa.footprint.own_banks`)."""
         return self.stripe_bytes * self.channels_per_master
-
-    @property
-    def lane_fifo_beats(self) -> int:
-        """Beats a streamed MV's reader FIFO holds (hw/stream.py): every burst its master may have in flight, twice
-        over, so a burst is asked for while the previous ones drain."""
-        return 2 * self.axi_outstanding * (self.stripe_bytes // self.axi_data_bytes)
 
     @property
     def stream_out_pairs(self) -> int:
@@ -291,7 +295,7 @@ class HardwareConfig:
 # port; the AXI switch network and the width and clock converters in front of it are charged the rest).
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64,
+               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64, lane_fifo_beats=256,
                sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))
 # one 512-bit master per HBM pseudo-channel (Vitis link: master c on HBM[c]), each reading its share of every
 # striped matrix linearly; one master on the single-channel and simulation presets
@@ -301,7 +305,7 @@ _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, spar
 _HBM = {**_COMMON, "axi_masters": 32, "banked_buffers": (Buffer.PRM,)}
 _ONE = {**_COMMON, "axi_masters": 1}
 # tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
-_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4}
+_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4, "lane_fifo_beats": 128}
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): a lane group of 64 DSP48E2 on
@@ -317,14 +321,15 @@ PRESETS: dict[str, HardwareConfig] = {
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=4, **{**_HBM, "sparse_n": (8, 16),
-                                                                      "supports_2_4": False}),
+                                                                      "supports_2_4": False, "lane_fifo_beats": 512}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=1, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,
-                             buffer_port_bytes=64, sfu_div_step_bits=2, **{**_HBM, "lane_slots": 128},
+                             buffer_port_bytes=64, sfu_div_step_bits=2, **{**_HBM, "lane_slots": 128,
+                                                                            "lane_fifo_beats": 512},
                              axi_data_bytes=128),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,

@@ -240,6 +240,8 @@ class Control(wiring.Component):
         # per unit: its queue's head is there and every token it waits for (and room for those it releases) is, so it
         # would start if the unit were free (the MPE reads the next streamed MV's tile ahead on it)
         self.head_ok = {u: Signal(name=f"head_ok_{u.name.lower()}") for u in Unit}
+        # per unit: its queue's head is there, whatever its tokens (the MPE reads a w_early tile ahead on it)
+        self.head_in = {u: Signal(name=f"head_in_{u.name.lower()}") for u in Unit}
         self.barrier_req = Signal()  # the SYS unit waits at a barrier (multi-core)
         self.barrier_go = Signal()  # every core is at the barrier
         self.running = Signal()
@@ -291,7 +293,7 @@ class Control(wiring.Component):
                     continue
                 tokens = tokens & (~h.wait[int(o)] | (tok[o][u] != 0)) & (~h.release[int(o)] | (tok[u][o] != depth))
             ok = ok & tokens
-            m.d.comb += [starting[u].eq(ok), self.head_ok[u].eq(tokens)]
+            m.d.comb += [starting[u].eq(ok), self.head_ok[u].eq(tokens), self.head_in[u].eq(q.r_rdy & self.running)]
             with m.If(ok):
                 m.d.comb += [q.r_en.eq(1), ports[u].start.eq(1)]
             m.d.comb += ports[u].instr.eq(q.r_data)

@@ -109,7 +109,7 @@ class Core(wiring.Component):
         wiring.connect(m, sfu.wport, bank.port_sfu_results)
         wiring.connect(m, sfu.pport, bank.port_sfu_params)
         m.submodules.control = ctl = Control(cfg, unit_ports, regs, ready={Unit.LD: ld.ready, Unit.ST: st.ready})
-        m.d.comb += mpe.head_ok.eq(ctl.head_ok[Unit.MPE])
+        m.d.comb += [mpe.head_ok.eq(ctl.head_ok[Unit.MPE]), mpe.head_in.eq(ctl.head_in[Unit.MPE])]
         # memory: master g serves LD lane g and, past the first, lane 0's plain and gathered rows; master 0 also
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
         # its FIFO has room for a whole burst, so it never holds more than two slots); last, the MPE's stream

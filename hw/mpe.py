@@ -44,6 +44,7 @@ class Mpe(ExecutionUnit):
         self.span_max = cfg.chain_span_max
         self.bases = channel_base
         self.head_ok = Signal()  # from the control: the queue's head would start if the MPE were free
+        self.head_in = Signal()  # from the control: the queue has a head, whatever its tokens
 
     def elaborate(self, platform):
         m = Module()
@@ -66,7 +67,8 @@ class Mpe(ExecutionUnit):
                      sm.w_hbm_addr.eq(fv.w_hbm_addr), sm.w_stripe.eq(fv.w_stripe)]
         # the readers' tile: this MV's as it starts (state T), else the queue head's, read ahead while this streamed
         # MV drains if both tiles fit the readers' FIFOs and the head's tokens are in (its waits met: the tile is
-        # never read ahead of them)
+        # never read ahead of them), or while the MPE is idle, if no instruction writes the head's tile (w_early: its
+        # waits order its activation, not its tile), as far as the FIFOs hold it
         in_t, in_stream = Signal(), Signal()
         hm, hv = fields(self.instr, Opcode.MM), fields(self.instr, Opcode.MV)
         for dst, mine, head in ((sm.r_bits_code, f.w_bits, hm.w_bits), (sm.r_sparsity, f.sparsity, hm.sparsity),
@@ -78,8 +80,11 @@ class Mpe(ExecutionUnit):
         pre = Signal()  # the head's tile is being read ahead: it resumes instead of starting
         cur_fits = Signal()
         ahead = Signal()
-        m.d.comb += [ahead.eq(in_stream & cur_fits & ~pre & sm.asked & self.head_ok & sm.fits
-                              & (opcode_of(self.instr) == int(Opcode.MV)) & hv.w_stream),
+        idle = Signal()  # the MPE's IDLE state
+        head_stream = self.head_in & (opcode_of(self.instr) == int(Opcode.MV)) & hv.w_stream
+        head_early = head_stream & hv.w_early
+        m.d.comb += [ahead.eq(~pre & ((in_stream & cur_fits & sm.asked & (self.head_ok | head_early) & sm.fits
+                                       & head_stream) | (idle & ~self.start & head_early))),
                      sm.prefetch.eq(ahead)]
         with m.If(ahead):
             m.d.sync += pre.eq(1)
@@ -358,7 +363,7 @@ class Mpe(ExecutionUnit):
         in_range = (tok < rows_m) & (row_n < f.n)
 
         read = eng.read
-        with m.FSM():
+        with m.FSM() as fsm:
             self.idle(m, "T", t0.eq(0))
             with m.State("T"):
                 m.d.comb += in_t.eq(1)
@@ -457,4 +462,5 @@ class Mpe(ExecutionUnit):
                 with m.Else():
                     m.d.sync += c_i.eq(c_i + 1)
                 m.next = "OUT"
+        m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         return m

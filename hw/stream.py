@@ -31,7 +31,8 @@ class StreamReader(wiring.Component):
     ``left``: beats of the MV's share not yet popped; ``asking`` while bursts of the tile are left to ask for.
 
     ``ahead`` with ``start``: the tile is the next MV's, read while this one's last beats drain (they come first in
-    the FIFO); its beats are counted apart and become the MV's with ``resume``."""
+    the FIFO) or while the MPE is idle (MV.w_early), a burst whenever the FIFO has room for it; its beats are
+    counted apart and become the MV's with ``resume``."""
 
     def __init__(self, cfg: HardwareConfig, master: int, channel_base: list[Signal]):
         self.cfg, self.master, self.bases = cfg, master, channel_base
@@ -125,8 +126,9 @@ class StreamMv(wiring.Component):
 
     The readers take their tile from the ``r_*`` fields: the MV's own at ``start``; with ``prefetch``, the next
     MV's, once every reader has asked for all of this MV's bursts (``asked``) — the next MV then ``resume``s
-    instead of starting, its beats already in the FIFOs. ``fits``: the ``r_*`` tile's share of a master fits its
-    FIFO (the only tiles read ahead: their readers never wait for room)."""
+    instead of starting, its beats already in the FIFOs; or, with ``prefetch`` while the MPE is idle, a tile no
+    instruction writes (MV.w_early), as much of it as the FIFOs hold. ``fits``: the ``r_*`` tile's share of a master
+    fits its FIFO (the only tiles read ahead while an MV drains)."""
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         self.cfg, self.bases = cfg, channel_base

@@ -221,12 +221,12 @@ class StreamOut(wiring.Component):
         left, kept = Signal.like(self.n), Signal()
         n_less = [Signal(signed(len(self.n) + 1), name=f"n_less{c}") for c in range(2 * P)]
         row = Cat(self.res_row, Const(0, 1)).as_signed()
-        dst = Signal(BUF_ADDR_BITS)
-        m.d.comb += dst.eq(self.out_addr + Mux(elem == 1, self.res_row, self.res_row << 2))
+        offset, dst = Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS)  # the result's place past out_addr, its address
+        m.d.comb += [offset.eq(Mux(elem == 1, self.res_row, self.res_row << 2)), dst.eq(self.out_addr + offset)]
         # the result's first lane, from the addresses' low bits alone (the full sum is the word's address)
         lane = Signal(max(1, lb))
         if lb:
-            m.d.comb += lane.eq(self.out_addr[:lb] + Mux(elem == 1, self.res_row, self.res_row << 2)[:lb])
+            m.d.comb += lane.eq(self.out_addr[:lb] + offset[:lb])
         completes = Mux(elem == 1, lane == w - 1, lane == w - 4)  # the result fills its word's last lane
         operands = (~requant | rec_q.ready) & (~adds | res_q.ready)
         take = Signal()

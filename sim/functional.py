@@ -31,7 +31,7 @@ from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_
 from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
-from flightc.sim.hazards import HazardChecker
+from flightc.sim.hazards import HazardChecker, check_early_tiles
 from flightc.sim.static_check import TokenPlan, build_plan, check_against_plan
 from flightc.sim.tokens import run_in_token_order, token_skeleton
 
@@ -424,6 +424,8 @@ class Machine:
     def _run_slow(self, streams: list) -> Counters:
         """Schedule by tokens as the program runs, checking every instruction's accesses as it starts."""
         hz = HazardChecker(self.cfg) if self.check_hazards else None
+        if hz:
+            check_early_tiles(streams, self._footprint_of)
         counters = Counters()
 
         def visit(core: int, i: int, ins: Instruction, raw: bytes) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
 from flightc.isa.footprint import Access, byte_selector
-from flightc.isa.table import Unit
+from flightc.isa.table import Opcode, Unit
 
 NUNITS = len(Unit)
 HBM_UNITS = (Unit.LD, Unit.ST, Unit.MPE)  # the units whose instructions touch memory channels (LD, ST, streamed MVs)
@@ -148,3 +148,46 @@ class HazardChecker:
             self.write_seq[key][ix] = seq
         else:
             self.read_seq[key][unit][ix] = seq
+
+
+
+def early_tile_reads(streams, footprint_of) -> list[tuple[Access, str]]:
+    """The memory an MV may read before its waits (MV.w_early, ISA 1.9), with where each read is."""
+    out = []
+    for core, stream in enumerate(streams):
+        for i, (ins, raw) in enumerate(stream):
+            if ins.opcode is Opcode.MV and ins.w_early:
+                out += [(a, f"core {core} instruction {i} (MV)") for a in footprint_of(raw)[0] if a.space[0] == "hbm"]
+    return out
+
+
+def check_early_writes(early: list[tuple[Access, str]], writes: list[tuple[Access, str]]) -> None:
+    """Refuse a write into a tile read ahead of its waits (MV.w_early): the hardware's readers may fetch such a
+    tile while the writes it would wait for are still to come."""
+    if not early or not writes:
+        return
+    by_channel: dict = {}
+    for w, writer in writes:
+        by_channel.setdefault(w.space, []).append((w, writer))
+    spans = {sp: (np.array([w.lo for w, _ in ws]), np.array([w.hi for w, _ in ws])) for sp, ws in by_channel.items()}
+    for a, where in early:
+        if a.space not in spans:
+            continue
+        lo, hi = spans[a.space]
+        for k in np.flatnonzero((lo < a.hi) & (a.lo < hi)):
+            w, writer = by_channel[a.space][k]
+            if w.intersects(a):
+                raise ProgramError(f"{where}: MV.w_early says nothing writes its tile, but {writer} writes memory "
+                                   f"channel {a.space[1]} bytes {max(a.lo, w.lo)}..{min(a.hi, w.hi) - 1} of it; "
+                                   f"clear w_early (the compiler sets it only on tiles no instruction writes)")
+
+
+def memory_writes(streams, footprint_of) -> list[tuple[Access, str]]:
+    """Every memory-channel write of the streams, with where it is."""
+    return [(a, f"core {core} instruction {i} ({ins.cls.name})") for core, stream in enumerate(streams)
+            for i, (ins, raw) in enumerate(stream) for a in footprint_of(raw)[1] if a.space[0] == "hbm"]
+
+
+def check_early_tiles(streams, footprint_of) -> None:
+    """:func:`check_early_writes` over a whole program."""
+    check_early_writes(early_tile_reads(streams, footprint_of), memory_writes(streams, footprint_of))

@@ -21,8 +21,8 @@ from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import Access, gather_rows
 from flightc.isa.table import Opcode
-from flightc.sim.hazards import (NUNITS, HazardChecker, check_reach, memory_race, overwritten_read,
-                                 unreleased_write)
+from flightc.sim.hazards import (NUNITS, HazardChecker, check_early_tiles, check_early_writes, check_reach,
+                                 early_tile_reads, memory_race, memory_writes, overwritten_read, unreleased_write)
 from flightc.sim.tokens import Decoded, run_in_token_order
 
 _HBM_SPACE = 1 << 20  # space codes: core * len(Buffer) + buffer for on-chip buffers, _HBM_SPACE + channel
@@ -56,6 +56,7 @@ class TokenPlan:
     ids_written: bool = False  # some instruction writes bytes a gather reads its ids from: only the slow path
     flat: tuple | None = None  # the reference's accesses as arrays (sim.static_check._flat), made on first use
     arrays: dict = field(default_factory=dict)  # (bytes, core) -> an instruction's accesses as arrays
+    early: list = field(default_factory=list)  # the reference's tiles read ahead of their waits (MV.w_early)
 
 
 def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footprint_of, ids_of) -> TokenPlan:
@@ -65,6 +66,9 @@ def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footpri
     t0 = time.perf_counter()
     order: list[tuple[int, int]] = []
     hz = HazardChecker(cfg) if check else None
+    early = early_tile_reads(streams, footprint_of) if check else []
+    if check:
+        check_early_writes(early, memory_writes(streams, footprint_of))
     agents, seqs, clocks, accesses = [], [], [], []
 
     def visit(core: int, i: int, ins: Instruction, raw: bytes) -> None:
@@ -82,7 +86,7 @@ def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footpri
         accesses.append([(a, False) for a in reads] + [(a, True) for a in writes])
 
     counts = run_in_token_order(streams, cfg, visit, hz)
-    plan = TokenPlan(order, counts, time.perf_counter() - t0, check)
+    plan = TokenPlan(order, counts, time.perf_counter() - t0, check, early=early)
     if not check:
         return plan
     plan.ref_raw = [[raw for _, raw in s] for s in streams]
@@ -137,6 +141,13 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
     changed = [plan.pos[(c, i)] for c, s in enumerate(streams) for i, (_, raw) in enumerate(s)
                if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
                and footprint_of(raw) != footprint_of(plan.ref_raw[c][i])]  # same bytes touched: nothing new
+    if changed:  # a tile read ahead of its waits (MV.w_early) that a changed instruction writes, or a changed one
+        moved = [(c, i, *streams[c][i]) for c, i in (plan.order[p] for p in changed)]
+        if any(ins.opcode is Opcode.MV and ins.w_early for _, _, ins, _ in moved):
+            check_early_tiles(streams, footprint_of)
+        else:
+            check_early_writes(plan.early, [(a, f"core {c} instruction {i} ({ins.cls.name})") for c, i, ins, raw in moved
+                                            for a in footprint_of(raw)[1] if a.space[0] == "hbm"])
     changed = sorted(set(changed) | set(plan.gathers))
     if not changed:
         return 0

@@ -108,9 +108,13 @@ def test_the_performance_and_resource_models_import_no_amaranth():
 
 def test_microarchitecture_is_covered_by_the_hash():
     tiny = PRESETS["tiny"]
-    for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32), dict(sfu_div_step_bits=8),
-                   dict(sfu_div_bits=80), dict(axi_outstanding=2), dict(axi_masters=2)):
+    for change in (dict(unit_queue_depth=8), dict(axi_burst_beats=32, lane_fifo_beats=256), dict(sfu_div_step_bits=8),
+                   dict(sfu_div_bits=80), dict(axi_outstanding=2), dict(axi_masters=2), dict(lane_fifo_beats=512)):
         assert tiny.replace(**change).hash != tiny.hash, change
+    # a reader's FIFO holds every burst its master keeps in flight twice over, or the config says what it needs
+    with pytest.raises(ConfigError, match=r"lane_fifo_beats 128 must hold every burst a master keeps in flight "
+                                          r"twice over \(256 beats: axi_outstanding 4 x 32-beat bursts x 2\)"):
+        tiny.replace(axi_burst_beats=32)
     # a master per HBM pseudo-channel; the RTL's presets one master for every channel
     assert PRESETS["u280"].channels_per_master == 1 and tiny.channels_per_master == 4
     assert tiny.replace(axi_masters=2).channels_per_master == 2

@@ -47,7 +47,7 @@ def busiest_window(s, cfg) -> dict[int, float]:
 
 
 def test_latency_is_paid_once_per_instruction_when_enough_bursts_are_in_flight():
-    deep = TINY.replace(axi_outstanding=8)  # 8 x 16 beats in flight cover the latency of either
+    deep = TINY.replace(axi_outstanding=8, lane_fifo_beats=256)  # 8 x 16 beats in flight cover either latency
     slow = deep.replace(mem_latency_cycles=TINY.mem_latency_cycles + 40)
     small, big = load(64), load(64 << 10)
     assert load_cycles(slow, small) - load_cycles(deep, small) == 40

@@ -244,3 +244,40 @@ def test_every_builtin_model_compiles_for_every_preset_with_no_flags():
         for hw in PRESETS:
             m = compile_model(model_input(f"builtin:{name}"), hw, weights=False).bundle.manifest
             assert (m["max_len"], m["max_prefill"]) == (32 if name == "addition" else 64, 16), (name, hw)
+
+
+def test_early_tiles_marks_exactly_the_tiles_no_instruction_writes(stages):
+    """Pass early_tiles: a streamed MV may read its tile ahead of its waits (MV.w_early) exactly when no instruction
+    of the step writes one of its bytes — checked byte by byte here — so a step's weight tiles are marked (not its
+    K and V caches' images), and an ST into one tile unmarks the MVs that read it and no other."""
+    from flightc.compiler.early_tiles import mark_early_tiles
+    from flightc.isa.codec import make
+    from flightc.isa.footprint import byte_indices, stream_spans, streamed
+
+    gf = stages[4]
+    cfg = PRESETS["hbm4"]
+    mem = place(gf, cfg, 40, 8)
+    (prog,) = lower_step(gf, cfg, mem, 1, 9).cores
+    mvs = [i for i, ins in enumerate(prog) if streamed(ins)]
+    assert len(mvs) >= 8
+    first = prog[mvs[0]]
+    ch, addr, _ = stream_spans(cfg, first)[0]
+    patched = [make(Opcode.ST, buf=Buffer.ACT, buf_addr=0, channel=ch, hbm_addr=addr + 8, rows=1, row_bytes=4,
+                    hbm_stride=4, buf_stride=4)] + [ins.replace(w_early=1) if streamed(ins) else ins for ins in prog]
+
+    def brute(program):
+        painted = {(a.space, int(b)) for ins in program for a in footprint(ins, cfg)[1] if a.space[0] == "hbm"
+                   for b in byte_indices(a.addr, a.rows, a.width, a.stride)}
+        return [int(not any((a.space, int(b)) in painted for a in footprint(ins, cfg)[0] if a.space[0] == "hbm"
+                            for b in byte_indices(a.addr, a.rows, a.width, a.stride)))
+                for ins in program if streamed(ins)]
+
+    for program in (prog, patched):
+        (marked,) = mark_early_tiles([program], cfg)
+        assert [ins.w_early for ins in marked if streamed(ins)] == brute(program)
+        unmark = [ins.replace(w_early=0) if streamed(ins) else ins for ins in marked]
+        assert unmark == [ins.replace(w_early=0) if streamed(ins) else ins for ins in program]  # nothing else moves
+    before = [ins.w_early for ins in mark_early_tiles([prog], cfg)[0] if streamed(ins)]
+    after = [ins.w_early for ins in mark_early_tiles([patched], cfg)[0] if streamed(ins)]
+    moved = [b != a for b, a in zip(before, after)]
+    assert before[0] == 1 and after[0] == 0 and sum(moved) < sum(before)  # that tile's readers alone

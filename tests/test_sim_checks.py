@@ -182,3 +182,31 @@ def test_the_checker_forgets_only_what_every_unit_has_seen():
             with pytest.raises(ProgramError, match="last: writes channel 0 bytes \\[0, 64\\) racing an unordered "
                                                    "access by core0.MPE"):
                 hz.access(Unit.ST, "last", [], [at(0)])
+
+
+def test_a_tile_read_ahead_of_its_waits_must_not_be_written(tiny_w8):
+    """MV.w_early (ISA 1.9) lets a streamed tile's readers start before the MV's waits: the compiler sets it on every
+    weight tile, and fsim refuses a program that writes a byte of such a tile (here an ST ordered before the MV by a
+    token, which would be enough without w_early), and one that sets it on an MV that streams nothing."""
+    from flightc.config import Buffer
+    from flightc.isa.footprint import stream_spans
+
+    prog = _prefill(tiny_w8)
+    streamed = [ins for ins in prog if ins.opcode is Opcode.MV and ins.w_stream]
+    assert streamed and all(ins.w_early for ins in streamed)  # a layer's weights: nothing writes them
+    i = next(k for k, ins in enumerate(prog) if ins.opcode is Opcode.MV and ins.w_early)
+    ch, addr, _ = stream_spans(tiny_w8.config, prog[i])[0]
+    store = make(Opcode.ST, buf=Buffer.ACT, buf_addr=0, channel=ch, hbm_addr=addr + 4, rows=1, row_bytes=4,
+                 hbm_stride=4, buf_stride=4, release=1 << Unit.MPE)
+    prog[i] = prog[i].replace(wait=prog[i].wait | (1 << Unit.ST))
+    written = [store] + prog
+    with pytest.raises(ProgramError, match=f"MV.w_early says nothing writes its tile, but .*ST.* writes memory channel "
+                                           f"{ch} bytes {addr + 4}..{addr + 7}"):
+        _machine(tiny_w8).run(encode_program(written))
+    written = [ins.replace(w_early=0) if ins.opcode is Opcode.MV else ins for ins in written]  # waits alone: legal
+    assert _machine(tiny_w8).run(encode_program(written)).instructions["MV"] == len(streamed)
+    decode = decode_program(tiny_w8.bundle.program("decode", len(PROMPT) + 1)[0])
+    j = next(k for k, ins in enumerate(decode) if ins.opcode is Opcode.MV and not ins.w_stream)
+    decode[j] = decode[j].replace(w_early=1)
+    with pytest.raises(ProgramError, match="MV.w_early .* needs w_stream"):
+        _machine(tiny_w8).run(encode_program(decode))

@@ -24,6 +24,7 @@ import numpy as np
 
 from flightc.compiler.lower import first_visible, lower_step
 from flightc.compiler.memory import MemoryMap
+from flightc.compiler.early_tiles import mark_early_tiles
 from flightc.compiler.tokens import insert_tokens
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
@@ -88,9 +89,10 @@ def template_specs(graph: GraphIR, cfg: HardwareConfig, length: int, max_len: in
 def _lowered(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: TemplateSpec, p0: int,
              window_cap: int, tokens: bool) -> list[list[Instruction]]:
     step = lower_step(graph, cfg, mem, spec.length, p0, window_cap)
+    cores = mark_early_tiles(step.cores, cfg)
     if not tokens:
-        return step.cores
-    return [insert_tokens(prog, extra, cfg.token_fifo_depth, cfg) for prog, extra in zip(step.cores, step.extras)]
+        return cores
+    return [insert_tokens(prog, extra, cfg.token_fifo_depth, cfg) for prog, extra in zip(cores, step.extras)]
 
 
 def build_template(graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, spec: TemplateSpec) -> StepTemplate:

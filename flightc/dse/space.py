@@ -49,6 +49,9 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
     "sfu_div_step_bits": (4,),
+    # beats of each streamed-MV reader's FIFO: 512 fill the block RAMs a 256-beat FIFO of a 64-byte beat takes anyway
+    # (512 x 72 bits each), and let a weight tile be read that much further ahead of its MV (MV.w_early)
+    "lane_fifo_beats": (512,),
     # the SFU's elements a cycle (its timing and resources, fitted to SFU probes, follow them) and each lane group's
     # DSP48E2 slots (a streamed MV's columns a cycle per master)
     "sfu_lanes": (4, 8, 16, 32, 48, 64),
@@ -123,7 +126,7 @@ class SearchSpace:
             axi_data_bytes=int(params["buffer_port_bytes"]),  # the generator moves an AXI beat as one buffer word
             token_fifo_depth=int(params["token_fifo_depth"]), unit_queue_depth=int(params["unit_queue_depth"]),
             axi_burst_beats=int(params["axi_burst_beats"]), sfu_div_step_bits=int(params["sfu_div_step_bits"]),
-            sfu_lanes=int(params["sfu_lanes"]))
+            sfu_lanes=int(params["sfu_lanes"]), lane_fifo_beats=int(params["lane_fifo_beats"]))
 
     def params_of(self, cfg: HardwareConfig) -> dict | None:
         """The choice of each dimension that makes ``cfg`` (its name aside), or None where the space cannot: a

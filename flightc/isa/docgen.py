@@ -52,6 +52,11 @@ Refinements over FlightLLM's six classes, and why:
   multiple of `mem_channels` units, and one round of the stripe unless it spans every channel, into a buffer
   the config cuts in banks (`banked_buffers`; `flightc.isa.footprint.own_banks`), every master's LD lane writes its share into its own bank; LD lane 0
   moves any other striped row alone, unit by unit. The compiler lays its striped rows out so.
+- **A streamed MV may read its tile before its waits** (ISA 1.9, `MV.w_early`, a matter of speed): a tile no
+  instruction of the program writes (a layer's weights: the compiler marks each one so, `flightc.compiler.early_tiles`)
+  is read while the MPE idles before the MV, as far as the readers' FIFOs hold it, since its waits order its
+  activation (a norm, the gated product), not its tile; the functional simulator refuses a program that writes a
+  byte of such a tile. MV grows to 288 bits for the flag.
 - **Widths are per class** (multiples of 32 bits), as in FlightLLM: {widths}.
 
 Operand rules every backend enforces (the functional simulator refuses a program that breaks them;

@@ -151,6 +151,8 @@ def check_max_fields(ins: Instruction) -> None:
                            f"the ISA's are {GROUP_MIN} to {GROUP_MAX} (group_log2 0 for none)")
     if ins.opcode is Opcode.MV and ins.out_max and (not ins.w_stream or OutMode(ins.out_mode) is not OutMode.ACC32):
         raise ProgramError("MV.out_max writes the largest raw sum of a streamed MV: it needs w_stream and ACC32")
+    if ins.opcode is Opcode.MV and ins.w_early and not ins.w_stream:
+        raise ProgramError("MV.w_early lets a streamed tile's readers start before the MV's waits: it needs w_stream")
     if ins.opcode is Opcode.MISC and ins.max_given and MiscOp(ins.op) is not MiscOp.SOFTMAX:
         raise ProgramError(f"MISC.max_given is SOFTMAX's row maximum: {MiscOp(ins.op).name} takes none")
 

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer
 
-ISA_VERSION = "1.8"
+ISA_VERSION = "1.9"
 WORD_BITS = 32
 
 
@@ -272,7 +272,7 @@ _CLASSES = (
                    _u("a_stride", BUF_ADDR_BITS, "bytes between activation rows"),
                    _u("out_stride", BUF_ADDR_BITS, "bytes between output rows"),
                )),
-    InstrClass("MV", Opcode.MV, Unit.MPE, 256,
+    InstrClass("MV", Opcode.MV, Unit.MPE, 288,
                "Matrix-vector product on the MPE (one activation row): out[n] = sum_k a[k] * w[n, k].",
                HEADER + _MPE_COMMON + (
                    _b("w_stream", "the weights stream from memory straight into the lane groups (ISA 1.4): a tile "
@@ -280,7 +280,7 @@ _CLASSES = (
                                   "master), striped over `w_stripe` channels from `w_channel` at `w_hbm_addr`, "
                                   "stripe_bytes at a time; w_buf, w_addr, w_stride and w_kmajor are zero, a_addr is "
                                   "a buffer word's, K at most the config's lane_k_max. The tile is read after the "
-                                  "MV's waits (never ahead of them): a tile the program writes, a K cache's image "
+                                  "MV's waits (never ahead of them, unless w_early): a tile the program writes, a K cache's image "
                                   "(ST.img), is ordered after its writes by them. Dense, ungrouped rows may have any "
                                   "K: the tile holds whole chunks and the columns past K multiply zero activations"),
                    _u("w_channel", 6, "first memory channel of a streamed tile (a master's first)"),
@@ -289,6 +289,10 @@ _CLASSES = (
                    _u("w_stripe", 6, "channels a streamed tile is striped over: a power of two of whole masters"),
                    _b("out_max", "with w_stream and ACC32 (ISA 1.7): also write the largest of the n sums, INT32, at "
                                  "out_addr + 4 n, where a SOFTMAX with max_given takes its row maximum"),
+                   _b("w_early", "with w_stream (ISA 1.9): no instruction of the program writes a byte of the tile "
+                                 "(a layer's weights), so its readers may read it before the MV's waits are met, "
+                                 "while the MPE is idle or drains the MV before (the compiler sets it; a program "
+                                 "that writes such a tile is refused)"),
                )),
     InstrClass("MISC", Opcode.MISC, Unit.SFU, 320, "Special-function operation over rows x cols elements.",
                HEADER + (

@@ -343,6 +343,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         start[c][i] = s
         end[c][i] = s + busy[c][i]
         ready = end[c][i] + 1
+        reserve_from = s  # the first cycle its memory traffic may take (a tile read ahead: before its start)
         if u == Unit.LD:
             ready, end[c][i] = loads[c].instruction(programs[c][i], s)
             held_up(c, i, s)
@@ -356,14 +357,23 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
                 loads[c].pipe(g, s - 1)
             ahead = Ahead()
             prev = order[c][u][ptr[c][u] - 1] if ptr[c][u] else -1
+            # the cycle the MPE's queue head is this MV (hw/control.py: head_in), and with its tokens (head_ok); a
+            # tile no instruction writes (w_early) is read ahead on the first
+            head_in = max(dispatch[c][i] + QUEUE_LATENCY, int(start[c][prev]) + 2 if prev >= 0 else 0)
+            head = head_in if ins.w_early else tokens_in(c, i)
             if reports[c] is not None:
                 j, before = reports[c]
                 ahead.tail = before.beats_end  # its beats come after the MV before's
                 if j == prev and before.fits and fits(cfg, ins):  # read ahead while that one drains (hw/mpe.py)
-                    pf = max(before.asked, tokens_in(c, i), int(start[c][j]) + 2)
+                    pf = max(before.asked, head, int(start[c][j]) + 2)
                     if pf <= end[c][j]:
                         ahead.ask_from = pf - s
+            if ins.w_early and ahead.ask_from == 1:  # read ahead while the MPE is idle before it (hw/mpe.py)
+                pf = max(head_in, int(end[c][prev]) + 1 if prev >= 0 else 0)
+                if pf < s:
+                    ahead.ask_from = pf - s
             end[c][i] = s + streamed_mv_time(cfg, ins, loads[c].pipes, s, ahead)
+            reserve_from = s + min(0, ahead.ask_from)
             reports[c] = (i, ahead)
             for p in loads[c].pipes.values():
                 loads[c].settle(p)
@@ -375,7 +385,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             held_up(c, i, s)
             beside = streaming[c][1]
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
-            ms, me = calendar.reserve(ch, s, nbytes)
+            ms, me = calendar.reserve(ch, reserve_from, nbytes)
             transfers.append((ch, nbytes, ms, me))
             if ch // cfg.channels_per_master in beside:
                 continue

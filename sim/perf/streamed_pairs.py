@@ -93,65 +93,124 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
 
     # arrivals: beat i of a group is poppable from r[i] (the same for every group, shifted by its master's backlog)
     first0 = np.full(G, float(ahead.ask_from + L))
+    x_init = np.full(G, -math.inf)
     for j in range(G):
         p = (masters or {}).get(first_master + j)
         if p is not None:
-            first0[j] = max(first0[j], p.x_free - start)
+            x_init[j] = max(x_init[j], p.x_free - start)
         if first_master + j in ahead.tail:  # the MV before's beats come first
-            first0[j] = max(first0[j], ahead.tail[first_master + j] - start)
+            x_init[j] = max(x_init[j], ahead.tail[first_master + j] - start)
+    first0 = np.maximum(first0, x_init)
     i = np.arange(beats_total)
     ready = np.floor(first0.min() + i * gap).astype(np.int64) + FIFO_LATENCY  # back to back: the credit's pace
     shift = np.ceil(first0 - first0.min()).astype(np.int64)
+    ub_ = shape.unit // B
+    bursts = beats_total // ub_
+    # a tile read ahead that its FIFO does not hold (MV.w_early while the MPE idles): a reader asks for a burst only
+    # once the feed has popped enough beats to leave room for it, so the arrivals past the FIFO's worth follow the
+    # pops, which follow the arrivals: worked out again until they agree
+    room_bound = ahead.ask_from < 1 and not fits(cfg, ins)
+
+    def arrivals(pops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each group's beats' first poppable cycles, its last burst's ask and its master's next free beat, given
+        the cycles its beats are popped (as hw/stream.py's reader asks: a slot free, room in the FIFO)."""
+        out = np.zeros((G, beats_total), np.int64)
+        depth, outstanding = cfg.lane_fifo_beats, cfg.axi_outstanding
+        x_free, a = x_init.copy(), np.full(G, ahead.ask_from - 1, np.int64)
+        lasts = np.zeros((bursts, G), np.int64)
+        spread = np.arange(ub_) * gap
+        for b in range(bursts):
+            a = np.maximum(a + 1, ahead.ask_from)
+            if b >= outstanding:
+                a = np.maximum(a, lasts[b - outstanding] + 1)
+            need = (b + 1) * ub_ - depth
+            if need > 0:
+                a = np.maximum(a, pops[:, need - 1] + 1)
+            first = np.maximum(a + L, x_free)
+            beats = np.floor(first[:, None] + spread[None, :]).astype(np.int64)
+            out[:, b * ub_:(b + 1) * ub_] = beats + FIFO_LATENCY
+            lasts[b] = beats[:, -1]
+            x_free = first + ub_ * gap
+        return out, a, x_free
+
+    if room_bound:
+        ready2d, room_asks, room_x = arrivals(np.full((G, beats_total), -(1 << 60), np.int64))
+    else:
+        ready2d = ready[None, :] + shift[:, None]
 
     layout = _block_layout(cfg, ins)
-    # per block of every pair in stream order: the earliest first cycle its first beat allows, and the earliest
-    # second cycle the rest of its beats allow (beat i is taken in cycle first + offset_i)
-    need0, needr, at = [], [], 0
-    for p in range(pairs):
-        for offs, _ in layout:
-            beats = ready[at:at + len(offs)] - offs
-            need0.append(int(beats[0]))
-            needr.append(int(beats[1:].max()) + 1 if len(offs) > 1 else -(1 << 60))
-            at += len(offs)
-    need0_arr = np.array(need0, np.int64).reshape(pairs, len(layout))
-    needr_arr = np.array(needr, np.int64).reshape(pairs, len(layout))
     cycles = [c for _, c in layout]
-    last_pop = np.full(G, go, np.int64)  # the feed's last cycle so far: it starts in the cycle after go
-    e = np.zeros((pairs, G), np.int64)  # cycle each pair's last chunk is decided
-    pops = np.zeros((pairs, G), np.int64)  # cycle the output stage takes each pair's second result
-    prev = first_result - 1  # the output stage's last cycle
     wide, lim = takes_pairs(ins), min(cfg.stream_out_pairs, G)
-    taken = lim  # pairs taken in cycle ``prev`` (whole-pair takes)
     jj = np.arange(G)
-    for q in range(pairs):
-        t = last_pop.copy()
-        for b in range(len(layout)):
-            first = np.maximum(t + 1, need0_arr[q, b] + shift)
-            second = np.maximum(first + 1, needr_arr[q, b] + shift)
-            if b == 0 and q >= RESULTS_AHEAD:
-                # the hold: RESULTS_AHEAD pairs' results waiting stop the feed, but the cycle right after the last
-                # pair's end does not count that pair yet; every later cycle waits for the pair that many before
-                # to leave
-                held = pops[q - RESULTS_AHEAD] + 1
-                first = np.where(first == t + 1, first, np.maximum(first, held))
-                second = np.maximum(second, np.maximum(first + 1, held))
-            t = first if cycles[b] == 1 else second + cycles[b] - 2
-        e[q] = t
-        last_pop = t
-        ready_out = e[q] + RESULT_AT
-        if wide:  # a pair joins the cycle's take if it is ready, in the same word and within the positions
-            for j in range(G):
-                s = int(ready_out[j])
-                if s <= prev and (ins.out_addr + PAIR_BYTES * (q * G + j)) % w and taken < lim:
-                    taken += 1
-                else:
-                    prev, taken = max(s, prev + 1), 1
-                pops[q, j] = prev
-            continue
-        # the output stage, a result a cycle in row order: s_j = max(s_{j-1} + 2, e_j + RESULT_AT)
-        s0 = 2 * jj + np.maximum.accumulate(np.maximum(ready_out - 2 * jj, prev + 1))
-        pops[q] = s0 + 1
-        prev = int(pops[q, -1])
+
+    def feed(ready2d: np.ndarray):
+        """The feeds and the output stage over the pairs, given each group's arrivals."""
+        # per block of every pair in stream order: the earliest first cycle its first beat allows, and the earliest
+        # second cycle the rest of its beats allow (beat i is taken in cycle first + offset_i)
+        need0, needr, at = [], [], 0
+        for p in range(pairs):
+            for offs, _ in layout:
+                beats = ready2d[:, at:at + len(offs)] - offs
+                need0.append(beats[:, 0])
+                needr.append(beats[:, 1:].max(1) + 1 if len(offs) > 1 else np.full(G, -(1 << 60)))
+                at += len(offs)
+        need0_arr = np.array(need0, np.int64).reshape(pairs, len(layout), G)
+        needr_arr = np.array(needr, np.int64).reshape(pairs, len(layout), G)
+        pops2d = np.full((G, beats_total), 1 << 60, np.int64)  # the cycle each beat leaves the FIFO
+        last_pop = np.full(G, go, np.int64)  # the feed's last cycle so far: it starts in the cycle after go
+        e = np.zeros((pairs, G), np.int64)  # cycle each pair's last chunk is decided
+        pops = np.zeros((pairs, G), np.int64)  # cycle the output stage takes each pair's second result
+        prev = first_result - 1  # the output stage's last cycle
+        taken = lim  # pairs taken in cycle ``prev`` (whole-pair takes)
+        at = 0
+        for q in range(pairs):
+            t = last_pop.copy()
+            for b, (offs, _) in enumerate(layout):
+                first = np.maximum(t + 1, need0_arr[q, b])
+                second = np.maximum(first + 1, needr_arr[q, b])
+                if b == 0 and q >= RESULTS_AHEAD:
+                    # the hold: RESULTS_AHEAD pairs' results waiting stop the feed, but the cycle right after the
+                    # last pair's end does not count that pair yet; every later cycle waits for the pair that many
+                    # before to leave
+                    held = pops[q - RESULTS_AHEAD] + 1
+                    first = np.where(first == t + 1, first, np.maximum(first, held))
+                    second = np.maximum(second, np.maximum(first + 1, held))
+                if room_bound and len(offs):
+                    pops2d[:, at] = first
+                    if len(offs) > 1:
+                        pops2d[:, at + 1:at + len(offs)] = (second - 1)[:, None] + offs[1:][None, :]
+                at += len(offs)
+                t = first if cycles[b] == 1 else second + cycles[b] - 2
+            e[q] = t
+            last_pop = t
+            ready_out = e[q] + RESULT_AT
+            if wide:  # a pair joins the cycle's take if it is ready, in the same word and within the positions
+                for j in range(G):
+                    s_ = int(ready_out[j])
+                    if s_ <= prev and (ins.out_addr + PAIR_BYTES * (q * G + j)) % w and taken < lim:
+                        taken += 1
+                    else:
+                        prev, taken = max(s_, prev + 1), 1
+                    pops[q, j] = prev
+                continue
+            # the output stage, a result a cycle in row order: s_j = max(s_{j-1} + 2, e_j + RESULT_AT)
+            s0 = 2 * jj + np.maximum.accumulate(np.maximum(ready_out - 2 * jj, prev + 1))
+            pops[q] = s0 + 1
+            prev = int(pops[q, -1])
+        # padding beats, a cycle each once there
+        t_end = last_pop.copy()
+        for k in range(pairs * shape.pair_beats, beats_total):
+            t_end = np.maximum(t_end + 1, ready2d[:, k])
+            pops2d[:, k] = t_end
+        return pops, prev, last_pop, t_end, pops2d
+
+    pops, prev, last_pop, t_end, pops2d = feed(ready2d)
+    while room_bound:
+        again, room_asks, room_x = arrivals(pops2d)
+        if np.array_equal(again, ready2d):
+            break
+        ready2d = again
+        pops, prev, last_pop, t_end, pops2d = feed(ready2d)
 
     # the end: every result gathered and every word written (a word WORD_QUEUE_LATENCY cycles after the gather that
     # completes it), then the last partial word and the largest sum, each written before the next goes
@@ -190,34 +249,29 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     if ins.out_max:  # then the largest sum's write, past the results, once it is in its word
         settle = pairs_max_settle(cfg.stream_out_pairs) if wide else RESULT_MAX_SETTLE
         out_done = max(out_done, takes[0][0] + settle) + WORD_QUEUE_LATENCY + 1
-    tail = np.arange(pairs * shape.pair_beats, beats_total)
-    drain = int(last_pop.max())
-    if tail.size:
-        t_end = last_pop.copy()
-        for k in tail:  # padding beats, a cycle each once there
-            t_end = np.maximum(t_end + 1, ready[k] + shift)
-        drain = int(t_end.max())
+    drain = int(t_end.max())
     end = max(out_done + 2, drain + 2)
+    beats_end = room_x if room_bound else first0 + beats_total * gap  # each master's next free beat, from start
     for j in range(G):  # LD's bursts take turns with the readers' on their masters until the last one
         p = (masters or {}).get(first_master + j)
         if p is not None:
-            p.shared_until = max(p.shared_until, start + first0[j] + beats_total * gap)
+            p.shared_until = max(p.shared_until, start + beats_end[j])
     # the readers' asks (for the next MV's): a burst a cycle while a slot is free, a slot freed the cycle after its
     # burst's last beat (bursts back to back from first0, as the beats above)
-    ub_ = shape.unit // B
-    bursts = beats_total // ub_
     last_ask = ahead.ask_from - 1
-    for j in range(G):
-        asks: list[int] = []
-        for b in range(bursts):
-            t = ahead.ask_from if b == 0 else asks[-1] + 1
-            if b >= cfg.axi_outstanding:
-                t = max(t, math.floor(first0[j] + ((b - cfg.axi_outstanding + 1) * ub_ - 1) * gap) + 1)
-            asks.append(t)
-        if asks:
-            last_ask = max(last_ask, asks[-1])
-    ahead.report(start, last_ask, {first_master + j: first0[j] + beats_total * gap for j in range(G)},
-                 fits(cfg, ins))
+    if room_bound:
+        last_ask = max(last_ask, int(room_asks.max()))
+    else:
+        for j in range(G):
+            asks: list[int] = []
+            for b in range(bursts):
+                t = ahead.ask_from if b == 0 else asks[-1] + 1
+                if b >= cfg.axi_outstanding:
+                    t = max(t, math.floor(first0[j] + ((b - cfg.axi_outstanding + 1) * ub_ - 1) * gap) + 1)
+                asks.append(t)
+            if asks:
+                last_ask = max(last_ask, asks[-1])
+    ahead.report(start, last_ask, {first_master + j: beats_end[j] for j in range(G)}, fits(cfg, ins))
     return end
 
 

@@ -27,6 +27,7 @@ from flightc.records import NORM, ROPE
 
 SRC_CHANNEL = 0
 OUT_BYTES = 1 << 14  # per output channel
+LARGE_OUT_BYTES = 3 << 14  # per output channel with a tile of several readers' FIFOs (block_stream's large)
 
 
 @dataclass
@@ -406,9 +407,9 @@ class _Builder:
         return f"striped LD/ST {b.name} over {stripe}{' in own banks' if own else ''}"
 
 
-    def block_stream(self) -> str:
+    def block_stream(self, large: bool = False, rows: int | None = None, mode: OutMode | None = None) -> str:
         """A streamed MV (MV.w_stream): a tile's stream image striped over a power of two of masters' channels,
-        any format, any output mode."""
+        any format, any output mode; ``large``: a weight tile (no K cache's) past what the readers' FIFOs hold."""
         cfg, rand = self.cfg, self.rand
         cpm, G = cfg.channels_per_master, cfg.axi_masters
         span = 1 << rand(0, G.bit_length() - 1)
@@ -418,15 +419,21 @@ class _Builder:
         n_, m_ = SPARSITY_NM[sparsities[rand(0, len(sparsities) - 1)]]
         group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
         fmt = WeightFormat(bits, n_, m_, group)
-        if self.rng.random() < 0.3 and set(cfg.weight_bits) >= {4, 8}:  # a K cache: dense INT8 or INT4 rows
+        if self.rng.random() < 0.3 and set(cfg.weight_bits) >= {4, 8} and not large:  # a K cache: dense INT8/INT4
             fmt = WeightFormat(int(self.rng.choice([4, 8])), 16, 16)
-        k = cfg.lane_slots * rand(1, 3)
-        n = rand(1, 6 * span)
+        k = cfg.lane_slots * (rand(4, 8) if large else rand(1, 3))
+        n = rows or (rand(24 * span, 48 * span) if large else rand(1, 6 * span))
+        while large and not rows:  # a share of each master past its reader's FIFO (by a quarter at least)
+            probe = make("MV", n=n, k=k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
+                         w_stream=1, w_channel=channel, w_stripe=stripe)
+            if 4 * stream_shape(cfg, probe).group_bytes >= 5 * cfg.lane_fifo_beats * cfg.axi_data_bytes:
+                break
+            n *= 2
         dense = fmt.n == fmt.m and not fmt.group
         k_mv = rand(max(1, k - cfg.lane_slots + 1), k) if dense and self.rng.random() < 0.4 else k  # past K: zeros
         word = cfg.buffer_port_bytes
         a_addr = self.buffer(Buffer.ACT, k, word)  # the copy reads whole chunks
-        mode = OutMode(rand(0, 3))
+        mode = OutMode(rand(0, 3)) if mode is None else mode
         elem = 1 if mode is OutMode.REQ_I8 else 4
         out_buf = out_buffer(mode)
         pairs = mode is OutMode.ACC32 and self.rng.random() < 0.75  # raw sums a word of pairs a cycle (stream_out)
@@ -450,7 +457,8 @@ class _Builder:
         image = np.frombuffer(stream_image(packed, shape), np.uint8)
         by_column = self.rng.random() < 0.5  # a V cache kept transposed: the image written a column at a time
         try:
-            rows_alone = (image_cols if by_column else image_rows)(shape) if self.rng.random() < 0.5 else None
+            rows_alone = (image_cols if by_column else image_rows)(shape) if self.rng.random() < 0.5 and not large \
+                else None
         except UnsupportedError:
             rows_alone = None
         if rows_alone is not None:  # a K cache: the image written a row at a time (ST.img) from rows in a buffer
@@ -471,9 +479,11 @@ class _Builder:
             if ch == SRC_CHANNEL:
                 src += bytes(at - len(src)) + share
             else:
-                if at + nb > OUT_BYTES:
+                if at + nb > (LARGE_OUT_BYTES if large else OUT_BYTES):
                     raise _Full()
-                self.case.images[ch][at:at + nb] = share
+                img = self.case.images[ch]
+                img += bytes(max(0, at + nb - len(img)))
+                img[at:at + nb] = share
                 self.out_used[ch] = at + nb
         self.case.instructions.append(mv.replace(w_hbm_addr=at))
         self.store(out_buf, out_addr, 1, out_bytes, out_bytes, wait=unit)
@@ -598,6 +608,34 @@ def stream_pair_case(cfg: HardwareConfig, seed: int) -> RandomCase | None:
     stores = [i.replace(wait=0) for i in body if i.opcode is Opcode.ST]
     stores[0] = stores[0].replace(wait=1 << Unit.MPE)  # ST is in order: both wait for the second MV
     b.case.instructions = loads + mvs + stores
+    b.emit("SYS", op=SysOp.END)
+    img = b.case.images[SRC_CHANNEL]
+    img += bytes(-len(img) % 8)
+    return b.case
+
+
+def stream_early_case(cfg: HardwareConfig, seed: int) -> RandomCase:
+    """An SFU operation, then a streamed MV that waits for it and whose tile no instruction writes (MV.w_early): the
+    MPE is idle while the SFU works, so the MV's readers read its tile ahead, as far as their FIFOs hold it (the
+    tile is more than that). Every load comes first, every store after the MV."""
+    for attempt in range(64):  # a draw whose buffers and channels hold it
+        b = _Builder(cfg, seed + 1000 * attempt)
+        try:
+            b.case.kinds.append(b.block_misc())
+            b.case.kinds.append(b.block_stream(large=True))
+            break
+        except _Full:
+            continue
+    body = b.case.instructions
+    loads = [i.replace(release=0) for i in body if i.opcode is Opcode.LD]
+    loads[-1] = loads[-1].replace(release=(1 << Unit.MPE) | (1 << Unit.SFU))  # LD finishes in order
+    misc = next(i for i in body if i.opcode is Opcode.MISC).replace(wait=1 << Unit.LD,
+                                                                      release=(1 << Unit.MPE) | (1 << Unit.ST))
+    mv = next(i for i in body if i.opcode is Opcode.MV).replace(wait=(1 << Unit.LD) | (1 << Unit.SFU),
+                                                                 release=1 << Unit.ST, w_early=1)
+    stores = [i for i in body if i.opcode is Opcode.ST]  # ST is in order: both after the MV (no port shared with it)
+    stores = [stores[0].replace(wait=(1 << Unit.SFU) | (1 << Unit.MPE)), stores[1].replace(wait=0)]
+    b.case.instructions = loads + [misc, mv] + stores
     b.emit("SYS", op=SysOp.END)
     img = b.case.images[SRC_CHANNEL]
     img += bytes(-len(img) % 8)
