@@ -179,7 +179,7 @@ def _as_core_kinds(per: dict) -> dict:
 def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dict | None = None) -> dict:
     """Per-module-kind resource counts of one run; with ``timing`` (a dict), also the timing estimate of the run's
     netlist into it (module kind -> deepest path)."""
-    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import CHAIN_TOP, TOP, cell_counts, chain_stat, kernel_verilog, path_depths, per_kind, \
         run_yosys
 
@@ -203,7 +203,7 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dic
         if kind == "mpe":
             box = " ".join(BLACKBOX[g] for g in ("chain", "lane group", "lane feed"))
             top = MpeProbe(cfg)
-            text = to_verilog(top, "probe", ports=[s for s, _ in _ports(top)])
+            text = to_verilog(top, "probe", ports=[s for s, _ in component_ports(top)])
             out = _as_core_kinds(per_kind(run_yosys(folder, "probe", text, blackbox=box, netlist=net), top="probe"))
             depths("probe")
             return out
@@ -217,7 +217,7 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dic
                "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
                "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
                "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLaneProbe(cfg, 0)}[kind]()
-        text = to_verilog(top, kind, ports=[s for s, _ in _ports(top)])
+        text = to_verilog(top, kind, ports=[s for s, _ in component_ports(top)])
         out = {kind: cell_counts(run_yosys(folder, kind, text, netlist=net))}
         depths(kind)
         return out

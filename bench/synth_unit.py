@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from flightc.config import PRESETS
-    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import run_yosys
     from flightc.hw.timing import deepest_path, max_levels
 
@@ -35,7 +35,8 @@ def main() -> None:
     top = getattr(importlib.import_module(module), name)(PRESETS[args.hw])
     folder = args.keep or Path(tempfile.mkdtemp(prefix="flightc-synth-unit-"))
     start = time.perf_counter()
-    stat = run_yosys(folder, "probe", to_verilog(top, "probe", ports=[s for s, _ in _ports(top)]), netlist=True)
+    verilog = to_verilog(top, "probe", ports=[s for s, _ in component_ports(top)])
+    stat = run_yosys(folder, "probe", verilog, netlist=True)
     net = json.loads((folder / "netlist.json").read_text())["modules"]["probe"]
     names: dict = {}
     for signal, info in net["netnames"].items():

@@ -292,10 +292,12 @@ class HardwareConfig:
 # Memory: bursts of 16 beats (1 KiB at 64 bytes: the 64 B - 1 KiB transactions a 512-bit master reads a U280
 # pseudo-channel at 91% with), 8 in flight, so 8 x 16 beats cover the 64-cycle read latency plus a burst
 # (an assumed latency: Shuhai measured about 107 ns, 24 cycles at 225 MHz, at the HBM controller's own
-# port; the AXI switch network and the width and clock converters in front of it are charged the rest).
+# port; the AXI switch network and the width and clock converters in front of it are charged the rest). A
+# streamed MV's reader FIFO of 512 beats fills the block RAMs (512 x 72 bits each) that the 256 beats of every
+# burst in flight twice over take anyway, and lets a weight tile be read that much further ahead (MV.w_early).
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64, lane_fifo_beats=256,
+               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64, lane_fifo_beats=512,
                sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))
 # one 512-bit master per HBM pseudo-channel (Vitis link: master c on HBM[c]), each reading its share of every
 # striped matrix linearly; one master on the single-channel and simulation presets
@@ -321,15 +323,14 @@ PRESETS: dict[str, HardwareConfig] = {
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=4, **{**_HBM, "sparse_n": (8, 16),
-                                                                      "supports_2_4": False, "lane_fifo_beats": 512}),
+                                                                      "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=1, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,
-                             buffer_port_bytes=64, sfu_div_step_bits=2, **{**_HBM, "lane_slots": 128,
-                                                                            "lane_fifo_beats": 512},
+                             buffer_port_bytes=64, sfu_div_step_bits=2, **{**_HBM, "lane_slots": 128},
                              axi_data_bytes=128),
     # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from flightc.hw.axi_rules import AXI_BOUNDARY, AXI_LEN_BITS, AXI_MAX_BEATS  # noqa: F401  (re-exported)
+from flightc.hw.axi_rules import AXI_LEN_BITS
 
 AXI_ADDR_BITS = 64
 AXI_ID_BITS = 1  # one ID: a master's read bursts are answered in order

@@ -15,7 +15,8 @@ from amaranth.lib.wiring import Out
 
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
-from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, LITE_DATA_BITS, read_client_signature
+from flightc.hw.axi import AXI_ADDR_BITS, LITE_DATA_BITS, read_client_signature
+from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.hw.axi_rules import LD_IN_FLIGHT, ST_IN_FLIGHT
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
 from flightc.hw.unit import unit_signature

@@ -18,7 +18,8 @@ from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.address import RowAddress
-from flightc.hw.axi import AXI_ADDR_BITS, AXI_BOUNDARY, write_client_signature
+from flightc.hw.axi import AXI_ADDR_BITS, write_client_signature
+from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw.buffers import WordEngine, first_lanes, shift_bytes
 from flightc.hw.unit import ExecutionUnit

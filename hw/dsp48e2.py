@@ -20,6 +20,9 @@ from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATE
 MODEL = Path(__file__).with_name("dsp48e2_model.v")
 P_BITS = 48  # the DSP48E2's accumulator
 A_BITS, B_BITS, D_BITS = 30, 18, 27  # its A, B and D ports (the pre-adder and the multiplier's A side: 27 bits)
+# two INT8 operands packed into the multiplier's 27-bit A side share a B operand: the second one's field starts
+# at bit 18 (8-bit q1 << 18 fits in 27 bits), so each product keeps 18 bits of its own
+PACK_SHIFT = 18
 OPMODE_M = 0b00_000_01_01  # W = 0, Z = 0, Y:X = the multiplier's product
 OPMODE_M_PCIN = 0b00_001_01_01  # the same plus PCIN (Z = 001)
 INMODE_D_PLUS_A = 0b00100  # the pre-adder: D + A

@@ -22,11 +22,10 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.hw.arith import delayed, tree
-from flightc.hw.dsp48e2 import registered_product
+from flightc.hw.dsp48e2 import PACK_SHIFT, registered_product
 from flightc.hw.latency_rules import CHAIN_LATENCY, PRODUCT_LATENCY
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS
 
-PACK_SHIFT = 18  # lane of the second activation in the DSP48E2 A port
 QUARTER = 4  # lanes whose fields one register sums before the chain's sum (two adder levels)
 
 

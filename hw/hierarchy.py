@@ -33,7 +33,7 @@ class _Generated:
 _LIBRARY: ContextVar[dict[tuple, _Generated] | None] = ContextVar("flightc_hw_library", default=None)
 
 
-def _ports(component: wiring.Component) -> list[tuple[Signal, bool]]:
+def component_ports(component: wiring.Component) -> list[tuple[Signal, bool]]:
     """(signal, is an output) of every member that is a signal (a member a signature fixes to a constant, such as
     an always-ready stream's ``ready``, is no port)."""
     out = []
@@ -56,7 +56,7 @@ class _Instantiation(wiring.Component):
         ports = {}
         if self._module.clocked:
             ports.update(i_clk=ClockSignal("sync"), i_rst=ResetSignal("sync"))
-        for sig, out in _ports(self):
+        for sig, out in component_ports(self):
             ports[("o_" if out else "i_") + sig.name] = sig
         m.submodules.inst = Instance(self._module.name, **ports)
         return m
@@ -83,7 +83,7 @@ def separate(cls: type[wiring.Component], *args, **kwargs) -> wiring.Component:
         base = "flightc_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
         same = sum(1 for k in library if k[0] is cls)
         name = base if not same else f"{base}_{same}"
-        ports = [sig for sig, _ in _ports(component)]
+        ports = [sig for sig, _ in component_ports(component)]
         names = [sig.name for sig in ports]
         if len(set(names)) != len(names):
             raise ValueError(f"{name}: two ports share a name, so the module cannot be instantiated by port name")

@@ -32,11 +32,10 @@ from flightc.config import HardwareConfig
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
 from flightc.hw.arith import tree
-from flightc.hw.dsp48e2 import cascade_sum, registered_product
+from flightc.hw.dsp48e2 import PACK_SHIFT, cascade_sum, registered_product
 from flightc.hw.latency_rules import CASCADE_LATENCY, LANE_GROUP_LATENCY, PRODUCT_LATENCY
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits
 
-PACK_SHIFT = 18  # the second row's field in the DSP48E2's 27-bit A operand (8-bit q1 << 18 fits in 27 bits)
 CASCADE = 4  # slots whose packed products add up in the DSPs before the fields are split
 PRODUCT_MAX = 128 * 255  # largest |q x a|: an 8-bit q (down to -128) times an unsigned 8-bit activation
 if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):

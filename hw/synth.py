@@ -178,11 +178,11 @@ CHAIN_TOP = "chain_probe"
 def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
     """yosys' ``stat -json`` of one sparse DSP chain of ``cfg`` (the ChainProbe top: the chain, its operands as
     ports), synthesized in ``folder``: seconds where the whole kernel takes minutes."""
-    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.sim.rtl.benches.tops import ChainProbe
 
     probe = ChainProbe(cfg, cfg.chain_span_max)  # converted as the kernel is: its DSP48E2s instantiated
-    return run_yosys(folder, CHAIN_TOP, to_verilog(probe, CHAIN_TOP, ports=[s for s, _ in _ports(probe)]),
+    return run_yosys(folder, CHAIN_TOP, to_verilog(probe, CHAIN_TOP, ports=[s for s, _ in component_ports(probe)]),
                      netlist=True)
 
 

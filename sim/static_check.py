@@ -146,8 +146,9 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
         if any(ins.opcode is Opcode.MV and ins.w_early for _, _, ins, _ in moved):
             check_early_tiles(streams, footprint_of)
         else:
-            check_early_writes(plan.early, [(a, f"core {c} instruction {i} ({ins.cls.name})") for c, i, ins, raw in moved
-                                            for a in footprint_of(raw)[1] if a.space[0] == "hbm"])
+            writes = [(a, f"core {c} instruction {i} ({ins.cls.name})") for c, i, ins, raw in moved
+                      for a in footprint_of(raw)[1] if a.space[0] == "hbm"]
+            check_early_writes(plan.early, writes)
     changed = sorted(set(changed) | set(plan.gathers))
     if not changed:
         return 0

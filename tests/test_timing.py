@@ -111,7 +111,7 @@ def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path)
     chunk from the format instead of multiplying)."""
     from flightc.compress.stream import SEGMENT
     from flightc.config import PRESETS
-    from flightc.hw.hierarchy import _ports, to_verilog
+    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.lane_feed import LaneFeed
     from flightc.hw.lane_group import LaneGroup, config_kinds
     from flightc.hw.synth import CHAIN_TOP, cell_counts, chain_stat, path_depths, run_yosys
@@ -122,7 +122,7 @@ def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path)
     units = {"lane_group": LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
              "lane_feed": LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg))}
     for name, unit in units.items():
-        text = to_verilog(unit, name, ports=[s for s, _ in _ports(unit)])
+        text = to_verilog(unit, name, ports=[s for s, _ in component_ports(unit)])
         stat = run_yosys(tmp_path / name, name, text, netlist=True)
         levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)

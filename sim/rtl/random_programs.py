@@ -423,12 +423,14 @@ class _Builder:
             fmt = WeightFormat(int(self.rng.choice([4, 8])), 16, 16)
         k = cfg.lane_slots * (rand(4, 8) if large else rand(1, 3))
         n = rows or (rand(24 * span, 48 * span) if large else rand(1, 6 * span))
-        while large and not rows:  # a share of each master past its reader's FIFO (by a quarter at least)
+        if large and not rows:  # each master's share past its reader's FIFO, by a quarter to a half
             probe = make("MV", n=n, k=k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
                          w_stream=1, w_channel=channel, w_stripe=stripe)
-            if 4 * stream_shape(cfg, probe).group_bytes >= 5 * cfg.lane_fifo_beats * cfg.axi_data_bytes:
-                break
-            n *= 2
+            fifo = cfg.lane_fifo_beats * cfg.axi_data_bytes
+            pair_rows = 2 * span
+            n = max(n, -(-n * fifo * rand(5, 6) // (4 * stream_shape(cfg, probe).group_bytes)) // pair_rows * pair_rows)
+            while stream_shape(cfg, probe.replace(n=n)).group_bytes <= fifo:
+                n += 4 * pair_rows
         dense = fmt.n == fmt.m and not fmt.group
         k_mv = rand(max(1, k - cfg.lane_slots + 1), k) if dense and self.rng.random() < 0.4 else k  # past K: zeros
         word = cfg.buffer_port_bytes
