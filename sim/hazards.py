@@ -12,7 +12,7 @@ import numpy as np
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
-from flightc.isa.footprint import Access, byte_selector
+from flightc.isa.footprint import Access, AccessIndex, byte_selector
 from flightc.isa.table import Opcode, Unit
 
 NUNITS = len(Unit)
@@ -150,7 +150,6 @@ class HazardChecker:
             self.read_seq[key][unit][ix] = seq
 
 
-
 def early_tile_reads(streams, footprint_of) -> list[tuple[Access, str]]:
     """The memory an MV may read before its waits (MV.w_early, ISA 1.9), with where each read is."""
     out = []
@@ -166,20 +165,14 @@ def check_early_writes(early: list[tuple[Access, str]], writes: list[tuple[Acces
     tile while the writes it would wait for are still to come."""
     if not early or not writes:
         return
-    by_channel: dict = {}
-    for w, writer in writes:
-        by_channel.setdefault(w.space, []).append((w, writer))
-    spans = {sp: (np.array([w.lo for w, _ in ws]), np.array([w.hi for w, _ in ws])) for sp, ws in by_channel.items()}
+    index = AccessIndex(writes)
     for a, where in early:
-        if a.space not in spans:
-            continue
-        lo, hi = spans[a.space]
-        for k in np.flatnonzero((lo < a.hi) & (a.lo < hi)):
-            w, writer = by_channel[a.space][k]
-            if w.intersects(a):
-                raise ProgramError(f"{where}: MV.w_early says nothing writes its tile, but {writer} writes memory "
-                                   f"channel {a.space[1]} bytes {max(a.lo, w.lo)}..{min(a.hi, w.hi) - 1} of it; "
-                                   f"clear w_early (the compiler sets it only on tiles no instruction writes)")
+        hit = index.first(a)
+        if hit is not None:
+            w, writer = hit
+            raise ProgramError(f"{where}: MV.w_early says nothing writes its tile, but {writer} writes memory "
+                               f"channel {a.space[1]} bytes {max(a.lo, w.lo)}..{min(a.hi, w.hi) - 1} of it; "
+                               f"clear w_early (the compiler sets it only on tiles no instruction writes)")
 
 
 def memory_writes(streams, footprint_of) -> list[tuple[Access, str]]:

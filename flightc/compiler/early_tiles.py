@@ -7,37 +7,23 @@ its waits. The functional simulator refuses a program that writes a tile marked 
 """
 from __future__ import annotations
 
-import numpy as np
-
 from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import footprint, streamed
+from flightc.isa.footprint import AccessIndex, footprint, streamed
 
 
 def mark_early_tiles(cores: list[list[Instruction]], cfg: HardwareConfig) -> list[list[Instruction]]:
     """Each core's program with ``w_early`` set on every streamed MV none of whose tile bytes any core's
     instruction writes (and cleared on the others)."""
-    writes: dict = {}  # memory space -> accesses written
-    for prog in cores:
-        for ins in prog:
-            for a in footprint(ins, cfg)[1]:
-                if a.space[0] == "hbm":
-                    writes.setdefault(a.space, []).append(a)
-    spans = {sp: (np.array([a.lo for a in ws]), np.array([a.hi for a in ws])) for sp, ws in writes.items()}
-
-    def written(a) -> bool:
-        if a.space not in spans:
-            return False
-        lo, hi = spans[a.space]
-        return any(writes[a.space][k].intersects(a) for k in np.flatnonzero((lo < a.hi) & (a.lo < hi)))
-
+    written = AccessIndex((a, ins) for prog in cores for ins in prog for a in footprint(ins, cfg)[1]
+                          if a.space[0] == "hbm")
     out = []
     for prog in cores:
         marked = []
         for ins in prog:
             if streamed(ins):
                 tile = [a for a in footprint(ins, cfg)[0] if a.space[0] == "hbm"]
-                ins = ins.replace(w_early=int(not any(written(a) for a in tile)))
+                ins = ins.replace(w_early=int(all(written.first(a) is None for a in tile)))
             marked.append(ins)
         out.append(marked)
     return out

@@ -62,6 +62,28 @@ class Access:
         return byte_indices(self.addr, self.rows, self.width, self.stride)
 
 
+class AccessIndex:
+    """Accesses by space, each with what it belongs to, for finding one that shares a byte with another access
+    (spans compared at once, strided gaps respected for those that overlap)."""
+
+    def __init__(self, items) -> None:
+        self.items: dict[Space, list] = {}
+        for a, owner in items:
+            self.items.setdefault(a.space, []).append((a, owner))
+        self.spans = {sp: (np.array([a.lo for a, _ in v]), np.array([a.hi for a, _ in v]))
+                      for sp, v in self.items.items()}
+
+    def first(self, a: Access):
+        """(access, owner) of the first indexed access sharing a byte with ``a``, or None."""
+        if a.space not in self.spans:
+            return None
+        lo, hi = self.spans[a.space]
+        for k in np.flatnonzero((lo < a.hi) & (a.lo < hi)):
+            if self.items[a.space][k][0].intersects(a):
+                return self.items[a.space][k]
+        return None
+
+
 @lru_cache(maxsize=1 << 16)
 def byte_selector(addr: int, rows: int, width: int, stride: int) -> tuple[slice | np.ndarray, int]:
     """How to index ``rows`` runs of ``width`` bytes ``stride`` apart from ``addr`` (a slice where they are one
