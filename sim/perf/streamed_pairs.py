@@ -133,10 +133,9 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
             x_free = first + ub_ * gap
         return out, a, x_free
 
-    if room_bound:
-        ready2d, room_asks, room_x = arrivals(np.full((G, beats_total), -(1 << 60), np.int64))
-    else:
-        ready2d = ready[None, :] + shift[:, None]
+    # with nothing popped yet: the arrivals as far as the slots and a FIFO never full allow, and the asks
+    first_ready, asks, x_end = arrivals(np.full((G, beats_total), -(1 << 60), np.int64))
+    ready2d = first_ready if room_bound else ready[None, :] + shift[:, None]
 
     layout = _block_layout(cfg, ins)
     cycles = [c for _, c in layout]
@@ -206,7 +205,7 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
 
     pops, prev, last_pop, t_end, pops2d = feed(ready2d)
     while room_bound:
-        again, room_asks, room_x = arrivals(pops2d)
+        again, asks, x_end = arrivals(pops2d)
         if np.array_equal(again, ready2d):
             break
         ready2d = again
@@ -251,27 +250,12 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
         out_done = max(out_done, takes[0][0] + settle) + WORD_QUEUE_LATENCY + 1
     drain = int(t_end.max())
     end = max(out_done + 2, drain + 2)
-    beats_end = room_x if room_bound else first0 + beats_total * gap  # each master's next free beat, from start
     for j in range(G):  # LD's bursts take turns with the readers' on their masters until the last one
         p = (masters or {}).get(first_master + j)
         if p is not None:
-            p.shared_until = max(p.shared_until, start + beats_end[j])
-    # the readers' asks (for the next MV's): a burst a cycle while a slot is free, a slot freed the cycle after its
-    # burst's last beat (bursts back to back from first0, as the beats above)
-    last_ask = ahead.ask_from - 1
-    if room_bound:
-        last_ask = max(last_ask, int(room_asks.max()))
-    else:
-        for j in range(G):
-            asks: list[int] = []
-            for b in range(bursts):
-                t = ahead.ask_from if b == 0 else asks[-1] + 1
-                if b >= cfg.axi_outstanding:
-                    t = max(t, math.floor(first0[j] + ((b - cfg.axi_outstanding + 1) * ub_ - 1) * gap) + 1)
-                asks.append(t)
-            if asks:
-                last_ask = max(last_ask, asks[-1])
-    ahead.report(start, last_ask, {first_master + j: beats_end[j] for j in range(G)}, fits(cfg, ins))
+            p.shared_until = max(p.shared_until, start + x_end[j])
+    # the readers' last asks (the next MV's readers may start after them) and each master's next free beat
+    ahead.report(start, int(asks.max()), {first_master + j: x_end[j] for j in range(G)}, fits(cfg, ins))
     return end
 
 
