@@ -155,6 +155,11 @@ def LdLaneProbe(cfg, lane: int | None = None):
                   "lane")
 
 
+def LdLane0Probe(cfg):
+    """LD lane 0 (:func:`LdLaneProbe`)."""
+    return LdLaneProbe(cfg, 0)
+
+
 def MpeProbe(cfg):
     """The MPE (its sequencer, operand engine, streamed-MV control and output stage, and each master's stream
     reader and result queue) with its channel bases as inputs; its chains, lane groups and feeds are left out
@@ -216,7 +221,7 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dic
         top = {"lane_group": lambda: LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
                "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
                "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
-               "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLaneProbe(cfg, 0)}[kind]()
+               "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLane0Probe(cfg)}[kind]()
         text = to_verilog(top, kind, ports=[s for s, _ in component_ports(top)])
         out = {kind: cell_counts(run_yosys(folder, kind, text, netlist=net))}
         depths(kind)

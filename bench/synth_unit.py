@@ -2,6 +2,7 @@
 and print its deepest register-to-register path (hw/timing.py) with the signals along it, where yosys kept names.
 
     python bench/synth_unit.py flightc.hw.stream_out:StreamOut --hw u280
+    python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2
 
 The unit's constructor takes the HardwareConfig; its ports are the probe's (inputs count as registered). Use it
 while pipelining a unit; bench/synth_calibration.py --timing records the calibration probes' estimates.
@@ -24,6 +25,8 @@ def main() -> None:
     parser.add_argument("unit", help="module:Class of an Amaranth component taking the HardwareConfig")
     parser.add_argument("--hw", default="u280", help="the preset (default u280)")
     parser.add_argument("--keep", type=Path, help="a folder to keep yosys' files in")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config field changed from the preset's (an integer), e.g. --set sfu_lanes=2")
     args = parser.parse_args()
 
     from flightc.config import PRESETS
@@ -32,7 +35,8 @@ def main() -> None:
     from flightc.hw.timing import deepest_path, max_levels
 
     module, _, name = args.unit.partition(":")
-    top = getattr(importlib.import_module(module), name)(PRESETS[args.hw])
+    fields = {k: int(v) for k, _, v in (s.partition("=") for s in args.set)}
+    top = getattr(importlib.import_module(module), name)(PRESETS[args.hw].replace(**fields))
     folder = args.keep or Path(tempfile.mkdtemp(prefix="flightc-synth-unit-"))
     start = time.perf_counter()
     verilog = to_verilog(top, "probe", ports=[s for s, _ in component_ports(top)])

@@ -63,9 +63,11 @@ BURST = data.StructLayout({"addr": AXI_ADDR_BITS, "len": AXI_LEN_BITS})  # an AR
 
 
 def read_client_signature(data_bits: int) -> wiring.Signature:
-    """A reader's side of the memory master: burst requests out, beats (data, last) back."""
+    """A reader's side of the memory master: burst requests out, beats (data, last) back; ``hold``: the reader
+    works out a burst it will ask for next cycle, and no reader after it in the master's order may take the master
+    now (LD's lanes: hw/load.py)."""
     beat = data.StructLayout({"data": data_bits, "last": 1})
-    return wiring.Signature({"ar": Out(stream.Signature(BURST)), "r": In(stream.Signature(beat))})
+    return wiring.Signature({"ar": Out(stream.Signature(BURST)), "r": In(stream.Signature(beat)), "hold": Out(1)})
 
 
 def write_client_signature(data_bits: int) -> wiring.Signature:

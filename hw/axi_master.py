@@ -33,15 +33,18 @@ class AxiMaster(wiring.Component):
         m = Module()
         a, size_log2 = self.bus, self.data_bytes.bit_length() - 1
         m.d.comb += [a.arsize.eq(size_log2), a.arburst.eq(INCR), a.awsize.eq(size_log2), a.awburst.eq(INCR)]
-        # ---- reads: a request while fewer than ``outstanding`` bursts are in flight (the first reader asking
-        # wins), each beat to the reader at the head of the owners' queue, popped with the burst's last beat
+        # ---- reads: a request while fewer than ``outstanding`` bursts are in flight (the first reader asking or
+        # holding wins: a holding reader leaves the cycle to no one after it), each beat to the reader at the head
+        # of the owners' queue, popped with the burst's last beat
         m.submodules.owners = owners = SyncFIFO(width=max(1, (self.readers - 1).bit_length()),
                                                 depth=self.outstanding)
         with m.If(owners.w_rdy):
             for i, c in enumerate(self.read):
-                with (m.If if i == 0 else m.Elif)(c.ar.valid):
-                    m.d.comb += [a.arvalid.eq(1), a.araddr.eq(c.ar.payload.addr), a.arlen.eq(c.ar.payload.len),
-                                 c.ar.ready.eq(a.arready), owners.w_data.eq(i), owners.w_en.eq(a.arready)]
+                with (m.If if i == 0 else m.Elif)(c.ar.valid | c.hold):
+                    with m.If(c.ar.valid):
+                        m.d.comb += [a.arvalid.eq(1), a.araddr.eq(c.ar.payload.addr),
+                                     a.arlen.eq(c.ar.payload.len), c.ar.ready.eq(a.arready), owners.w_data.eq(i),
+                                     owners.w_en.eq(a.arready)]
         with m.If(owners.r_rdy):
             for i, c in enumerate(self.read):
                 with m.If(owners.r_data == i):

@@ -19,20 +19,9 @@ from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.axi import AXI_ADDR_BITS, write_client_signature
-from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw.buffers import WordEngine, first_lanes, shift_bytes
 from flightc.hw.unit import ExecutionUnit
-
-
-
-def burst_beats(addr: Signal, nbytes: Signal, lane_bits: int) -> tuple:
-    """Beats needed for ``nbytes`` from ``addr``, capped by the burst limit and the 4 KiB boundary."""
-    w = 1 << lane_bits
-    lane = addr[:lane_bits]
-    want = (lane + nbytes + (w - 1)) >> lane_bits
-    to_boundary = (Const(AXI_BOUNDARY, 13) - (addr[:12] & ~Const(w - 1, 12))) >> lane_bits
-    return want, to_boundary
 
 
 def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:

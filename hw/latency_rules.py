@@ -52,3 +52,15 @@ def pairs_max_settle(pairs: int) -> int:
 # a requantized MV's largest raw sum (MV.out_max) is in the word written past the results 3 cycles after the take of
 # its result: the result's register, ``best``, the word
 RESULT_MAX_SETTLE = 1 + 1 + 1
+
+# LD's issuer (hw/load.py), a register between its steps: the instruction's stripe decided in two cycles before its
+# first row (PREP: shifts and the lane's channels; PREP2: the lane's part of it), a striped row's unit placed in a
+# cycle of its own (UNIT), and a burst's bytes worked out in the cycle before it is asked for (SIZE)
+LD_PREP = 2
+LD_UNIT = 1
+LD_BURST_SETUP = 1
+# a gathered row's id is multiplied by the stride in 17-bit halves (two DSP48E2s' worth of bits a side; the high
+# halves' product is past the 32-bit address), and its address follows a register a step: the id's part, the
+# products, their sum with hbm_addr, the channel's base; then the row's first burst is sized
+GATHER_HALF_BITS = 17
+LD_GATHER_ADDRESS = 1 + PRODUCT_LATENCY + 1 + 1

@@ -23,12 +23,14 @@ from amaranth.lib.wiring import Out
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
-from flightc.hw.axi_rules import LD_IN_FLIGHT
+from flightc.hw.axi_rules import AXI_BOUNDARY, LD_IN_FLIGHT
+from flightc.hw.dsp48e2 import registered_product
+from flightc.hw.latency_rules import GATHER_HALF_BITS, PRODUCT_LATENCY
 from flightc.hw.buffers import first_lanes, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.decode import BUF_SEL_BITS
-from flightc.hw.dma import DmaUnit, burst_beats
+from flightc.hw.dma import DmaUnit
 from flightc.hw.unit import unit_signature
-from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
+from flightc.isa.table import BUF_ADDR_BITS, HBM_ADDR_BITS, Opcode, Unit
 
 
 def pick(values: list, index):
@@ -135,36 +137,39 @@ class LoadLane(DmaUnit):
                              # addr (one rotation: the bytes it wraps around fall outside the write's mask)
                              pend_data.eq(rotate_bytes(m, r_data, (addr[:lb] - lane)[:max(1, lb)], w) if full
                                           else r_data)]
-        # ---- issuer
-        striping = (f.stripe > 1) & ~f.gather  # a gather's stripe cuts its table in blocks instead
+        # ---- issuer: a pipeline of registers (hw/latency_rules.py: LD_*), so that no path between them is deeper
+        # than 225 MHz allows. PREP registers what the instruction's fields decide once (its stripe's shifts, the
+        # lane's channels of it); UNIT places a striped row's next unit (its address, bytes and buffer place); SIZE
+        # works out the next burst's bytes from the piece's address and what is left of it; ISSUE asks for it.
+        # A piece — a plain row, a striped unit, a gathered row or its id — is walked as ``at`` (its next byte in
+        # memory), ``limit`` (its bytes left) and ``to`` (where they go in the buffer), running sums.
+        striping = Signal()  # a gather's stripe cuts its table in blocks instead
         own = Signal()  # each unit lands in its master's bank, so each lane writes its own (footprint.own_banks)
-        m.d.comb += own.eq(own_banks_signal(cfg, f))
-        works = Const(1) if full else striping & own
-        target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of a plain or gathered row's next burst (lane 0)
+        whole = Signal()  # lane 0 takes every unit of a striped row that does not
+        works = Signal()  # the lane has a part in the instruction (past the first lane: striped rows in own banks)
+        target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of the piece's bursts (lane 0)
         # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first; lane 0
         # takes every channel of a row that does not land in the masters' own banks
         first, past = self.lane * cpm, (self.lane + 1) * cpm
         lo, hi = Signal.like(f.stripe), Signal.like(f.stripe)
+        unit = Signal(17)  # a stripe unit's bytes
+        round_bytes = Signal.like(f.row_bytes)  # a round of the stripe: a unit on each channel
+        lo_base = Signal.like(f.row_bytes)  # where the lane's first unit of a round starts, from the round's
         lo_ch = Mux(f.channel < first, first - f.channel, 0)
         hi_ch = Mux(f.channel < past, past - f.channel, 0)
-        whole = striping & ~own if full else Const(0)
-        m.d.comb += [lo.eq(Mux(whole | (lo_ch >= f.stripe), Mux(whole, 0, f.stripe), lo_ch)),
-                     hi.eq(Mux(whole | (hi_ch >= f.stripe), f.stripe, hi_ch))]
-        unit = Const(1, 17) << f.stripe_log2
         stripe_k = Signal.like(f.stripe)  # the unit's channel within the stripe
-        unit_off = Signal(17)  # bytes of the unit asked for
+        k_ch = Signal(len(f.channel) + 1)  # its channel: f.channel + stripe_k
+        k_last = Signal()  # stripe_k + 1 == hi: the unit is the lane's last of its round
         row_base = Signal.like(f.row_bytes)  # where the lane's first unit of this round starts in the row
-        rel = Signal.like(f.row_bytes)  # the unit's offset from it
-        chan_off = Signal(AXI_ADDR_BITS)  # units before it on its channel, in bytes
-        u0 = Signal(len(f.row_bytes) + 1)
-        m.d.comb += u0.eq(row_base + rel)
-        rest_row = f.row_bytes - u0
-        unit_bytes = Mux(rest_row < unit, rest_row, unit)
-        unit_left = Signal(17)
-        m.d.comb += unit_left.eq(unit_bytes - unit_off)
-        have_unit = (stripe_k < hi) & (u0 < f.row_bytes)
+        u0 = Signal(len(f.row_bytes) + 1)  # where the unit starts in the row
+        chan_addr = Signal(AXI_ADDR_BITS)  # the row's address on each channel this round: hbm_addr, a unit a round
+        at = Signal(AXI_ADDR_BITS)
+        limit = Signal.like(f.row_bytes)
+        to = Signal(BUF_ADDR_BITS)
+        nbytes = Signal(range(burst_bytes + 1))  # the next burst's (SIZE)
+        piece_ends = Signal()  # ... and it ends the piece
         stripe_ch = Signal.like(f.channel)
-        m.d.comb += stripe_ch.eq(Mux(f.channel + stripe_k < cfg.mem_channels, f.channel + stripe_k, 0))
+        m.d.comb += stripe_ch.eq(Mux(k_ch < cfg.mem_channels, k_ch, 0))
 
         def base_of(channel):
             """Where a channel starts: any for lane 0, one of the lane's own for the others (no multiplexer over
@@ -173,78 +178,121 @@ class LoadLane(DmaUnit):
                 return bases[channel]
             own_bases = self.channel_base[first:past]
             return own_bases[0] if cpm == 1 else Array(own_bases)[channel[:(cpm - 1).bit_length()]]
+
+        def next_row(m):
+            rows.next(m)
+            m.next = "ROW"
+        # a gathered row's address, a register a cycle: its id's part (masked to a block of the table), the id's
+        # partial products with the stride (a DSP48E2 each, PRODUCT_LATENCY), their sum with hbm_addr, the base
+        block_ch, row_ch = Signal.like(f.channel), Signal.like(f.channel)
+        part = Signal(32)  # the id, or its row within its block
+        g_addr = Signal(HBM_ADDR_BITS)
+        if full:
+            half = GATHER_HALF_BITS
+            pieces = ((part[:half], f.hbm_stride[:half]), (part[:half], f.hbm_stride[half:HBM_ADDR_BITS]),
+                      (part[half:32], f.hbm_stride[:half]))  # (the high halves' product is past 32 bits)
+            products = [registered_product(m, f"gather_p{k}", Cat(a, Const(0, 1)), Cat(b, Const(0, 1)))
+                        for k, (a, b) in enumerate(pieces)]  # (unsigned: a zero above each)
         with m.FSM() as fsm:
-            self.idle(m, "ROW", rows.count.eq(0))
+            self.idle(m, "PREP", rows.count.eq(0))
+            with m.State("PREP"):
+                m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather), own.eq(own_banks_signal(cfg, f)),
+                             unit.eq(Const(1, 17) << f.stripe_log2), round_bytes.eq(f.stripe << f.stripe_log2),
+                             lo.eq(Mux(lo_ch >= f.stripe, f.stripe, lo_ch)),
+                             hi.eq(Mux(hi_ch >= f.stripe, f.stripe, hi_ch))]
+                m.next = "PREP2"
+            with m.State("PREP2"):
+                m.d.sync += [whole.eq(striping & ~own if full else 0), works.eq(1 if full else striping & own)]
+                with m.If(striping & ~own if full else Const(0)):
+                    m.d.sync += [lo.eq(0), hi.eq(f.stripe), lo_base.eq(0)]
+                with m.Else():
+                    m.d.sync += lo_base.eq(lo << f.stripe_log2)
+                m.next = "ROW"
             with m.State("ROW"):
                 with m.If((rows.count == f.rows) | ~works):
                     m.d.comb += [entry.end.eq(1), queue.w_en.eq(queue.w_rdy)]
                     with m.If(queue.w_rdy):
                         m.next = "IDLE"
                 with m.Elif(striping):
-                    m.d.sync += [dst.eq(rows.buf), stripe_k.eq(lo), unit_off.eq(0), row_base.eq(lo << f.stripe_log2),
-                                 rel.eq(0), chan_off.eq(0), gather_phase.eq(0)]
-                    m.next = "AR"
+                    m.d.sync += [dst.eq(rows.buf), stripe_k.eq(lo), k_ch.eq(f.channel + lo), u0.eq(lo_base),
+                                 row_base.eq(lo_base), chan_addr.eq(f.hbm_addr), gather_phase.eq(0)]
+                    m.next = "UNIT"
                 if full:
                     with m.Elif(f.gather):
-                        m.d.sync += [src.eq(bases[0] + f.ids_addr + (rows.count << 2)), left.eq(4), target.eq(0),
-                                     gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf)]
-                        m.next = "AR"
+                        m.d.sync += [at.eq(bases[0] + f.ids_addr + (rows.count << 2)), limit.eq(4), target.eq(0),
+                                     gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf), to.eq(rows.buf)]
+                        m.next = "SIZE"
                     with m.Else():
-                        m.d.sync += [src.eq(rows.mem), left.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf),
-                                     target.eq(ch // cpm)]
-                        m.next = "AR"
-            with m.State("AR"):
-                at = Signal(AXI_ADDR_BITS)
-                limit = Signal.like(f.row_bytes)  # bytes this burst may take
-                to = Signal(BUF_ADDR_BITS)
-                master = Signal.like(target)
-                # (past the first lane, a row in AR is striped)
-                on_stripe = striping if full else Const(1)
-                m.d.comb += [at.eq(Mux(on_stripe, base_of(stripe_ch) + f.hbm_addr + chan_off + unit_off, src)),
-                             limit.eq(Mux(on_stripe, unit_left, left)),
-                             to.eq(Mux(on_stripe, dst + u0 + unit_off, dst)),
-                             master.eq(Mux(on_stripe, Mux(whole, stripe_ch // cpm, 0), target))]
-                with m.If(Mux(on_stripe, ~have_unit, left == 0)):
-                    with m.If(gather_phase if full else Const(0)):
-                        with m.If(id_ready):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel
-                            block_ch = Signal.like(f.channel)
-                            within = (ident & ((Const(1, 33) << f.stripe_log2) - 1)) * f.hbm_stride
-                            offset = Mux(f.stripe > 1, within, ident.as_signed() * f.hbm_stride)
-                            row_ch = Signal.like(f.channel)
-                            m.d.comb += [block_ch.eq(Mux(f.stripe > 1, f.channel + (ident >> f.stripe_log2), ch)),
-                                         row_ch.eq(Mux(block_ch < cfg.mem_channels, block_ch, 0))]
-                            m.d.sync += [src.eq(bases[row_ch] + f.hbm_addr + offset), target.eq(row_ch // cpm),
-                                         left.eq(f.row_bytes), gather_phase.eq(0)]
-                    with m.Else():
-                        rows.next(m)
-                        m.next = "ROW"
+                        m.d.sync += [at.eq(rows.mem), limit.eq(f.row_bytes), gather_phase.eq(0), dst.eq(rows.buf),
+                                     to.eq(rows.buf), target.eq(ch // cpm)]
+                        m.next = "SIZE"
+            with m.State("UNIT"):  # (past the first lane, every row is striped)
+                rest_row = f.row_bytes - u0
+                unit_master = Mux(whole, stripe_ch // cpm, 0)
+                with m.If((stripe_k < hi) & (u0 < f.row_bytes)):
+                    m.d.sync += [at.eq(base_of(stripe_ch) + chan_addr), to.eq(dst + u0),
+                                 limit.eq(Mux(rest_row < unit, rest_row, unit)), k_last.eq(stripe_k + 1 == hi),
+                                 target.eq(unit_master)]
+                    m.d.comb += [r.hold.eq(unit_master == g) for g, r in enumerate(rds)]
+                    m.next = "SIZE"
                 with m.Else():
-                    want, to_b = burst_beats(at, limit, lb)
-                    n = Mux(want < to_b, want, to_b)
-                    n = Mux(n < cfg.axi_burst_beats, n, cfg.axi_burst_beats)
-                    room = (n << lb) - at[:lb]
-                    nbytes = Signal(range(burst_bytes + 1))
-                    m.d.comb += nbytes.eq(Mux(limit < room, limit, room))
-                    ar_ready = pick([r.ar.ready for r in rds], master)
-                    for g, r in enumerate(rds):
-                        m.d.comb += [r.ar.valid.eq(queue.w_rdy & (master == g)),
-                                     r.ar.payload.addr.eq(at & ~Const(w - 1, AXI_ADDR_BITS)),
-                                     r.ar.payload.len.eq(((at[:lb] + nbytes + (w - 1)) >> lb) - 1)]
-                    m.d.comb += [entry.dst.eq(to), entry.buf.eq(f.buf), entry.lane.eq(at[:max(1, lb)]),
-                                 entry.nbytes.eq(nbytes), entry.ident.eq(gather_phase), entry.master.eq(master),
-                                 queue.w_en.eq(queue.w_rdy & ar_ready)]
-                    with m.If(queue.w_en):
-                        with m.If(~on_stripe):
-                            m.d.sync += [src.eq(src + nbytes), left.eq(left - nbytes)]
-                            with m.If(~gather_phase):
-                                m.d.sync += dst.eq(dst + nbytes)
-                        with m.Elif(unit_left == nbytes):  # on to the lane's next unit, on its next channel
-                            m.d.sync += [unit_off.eq(0), stripe_k.eq(stripe_k + 1), rel.eq(rel + unit)]
-                            with m.If(stripe_k + 1 == hi):  # the next round of the stripe
-                                m.d.sync += [stripe_k.eq(lo), rel.eq(0), chan_off.eq(chan_off + unit),
-                                             row_base.eq(row_base + (f.stripe << f.stripe_log2))]
-                        with m.Else():
-                            m.d.sync += unit_off.eq(unit_off + nbytes)
+                    next_row(m)
+            with m.State("SIZE"):
+                # a burst takes the piece's bytes up to the burst's beats and the 4 KiB boundary
+                cap = Signal(13)
+                by_page = Const(AXI_BOUNDARY, 13) - at[:12]
+                # (a burst past 4 KiB from its first lane also passes the boundary: the page decides)
+                by_beats = Const(min(burst_bytes, AXI_BOUNDARY), 13) - (at[:lb] if lb else 0)
+                m.d.comb += cap.eq(Mux(by_page < by_beats, by_page, by_beats))
+                m.d.sync += [nbytes.eq(Mux(limit < cap, limit, cap)), piece_ends.eq(limit <= cap)]
+                with m.If(limit == 0):  # an empty row
+                    next_row(m)
+                with m.Else():  # the master is held for the burst, as if it were asked for already
+                    m.d.comb += [r.hold.eq(target == g) for g, r in enumerate(rds)]
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                ar_ready = pick([r.ar.ready for r in rds], target)
+                for g, r in enumerate(rds):
+                    m.d.comb += [r.ar.valid.eq(queue.w_rdy & (target == g)),
+                                 r.ar.payload.addr.eq(at & ~Const(w - 1, AXI_ADDR_BITS)),
+                                 r.ar.payload.len.eq((at[:lb] + nbytes - 1) >> lb if lb else nbytes - 1)]
+                m.d.comb += [entry.dst.eq(to), entry.buf.eq(f.buf), entry.lane.eq(at[:max(1, lb)]),
+                             entry.nbytes.eq(nbytes), entry.ident.eq(gather_phase), entry.master.eq(target),
+                             queue.w_en.eq(queue.w_rdy & ar_ready)]
+                with m.If(queue.w_en):
+                    m.d.sync += [at.eq(at + nbytes), limit.eq(limit - nbytes), to.eq(to + nbytes)]
+                    with m.If(~piece_ends):
+                        m.next = "SIZE"
+                    with m.Elif(striping):  # on to the lane's next unit, on its next channel
+                        m.d.sync += [stripe_k.eq(stripe_k + 1), k_ch.eq(k_ch + 1), u0.eq(u0 + unit)]
+                        with m.If(k_last):  # the next round of the stripe
+                            m.d.sync += [stripe_k.eq(lo), k_ch.eq(f.channel + lo), u0.eq(row_base + round_bytes),
+                                         row_base.eq(row_base + round_bytes), chan_addr.eq(chan_addr + unit)]
+                        m.next = "UNIT"
+                    if full:
+                        with m.Elif(gather_phase):
+                            m.next = "ID"
+                    with m.Else():
+                        next_row(m)
+            if full:
+                with m.State("ID"):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel
+                    with m.If(id_ready):
+                        blocked = f.stripe > 1
+                        m.d.sync += [part.eq(Mux(blocked, ident & ((Const(1, 33) << f.stripe_log2) - 1), ident)),
+                                     block_ch.eq(Mux(blocked, f.channel + (ident >> f.stripe_log2), ch))]
+                        m.next = "PRODUCT0"
+                for k in range(PRODUCT_LATENCY):
+                    with m.State(f"PRODUCT{k}"):
+                        m.next = f"PRODUCT{k + 1}" if k + 1 < PRODUCT_LATENCY else "OFFSET"
+                with m.State("OFFSET"):  # the row's address in its channel (the product's low 32 bits: fsim
+                    # refuses a gathered row outside the channel's 4 GiB at most)
+                    m.d.sync += [g_addr.eq(f.hbm_addr + products[0] + ((products[1] + products[2]) << half)),
+                                 row_ch.eq(Mux(block_ch < cfg.mem_channels, block_ch, 0))]
+                    m.next = "GATHERED"
+                with m.State("GATHERED"):
+                    m.d.sync += [at.eq(bases[row_ch] + g_addr), limit.eq(f.row_bytes), to.eq(dst),
+                                 target.eq(row_ch // cpm), gather_phase.eq(0)]
+                    m.next = "SIZE"
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
 
 

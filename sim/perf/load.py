@@ -1,7 +1,7 @@
 """LD's timing contract: bursts asked for ahead of their data, answered after the memory's latency.
 
-``hw/load.py``'s LD lane has an *issuer* that asks for each row's bursts (a cycle each, at most
-``axi_outstanding`` in flight: a burst's slot frees the cycle after its last beat) and a *receiver*
+``hw/load.py``'s LD lane has an *issuer* that asks for each row's bursts (each sized in the cycle before it is asked
+for, at most ``axi_outstanding`` in flight: a burst's slot frees the cycle after its last beat) and a *receiver*
 that takes the beats in order and writes each to the buffer (a cycle, two when its bytes straddle
 two buffer words). ``hw/sim_memory.py`` answers a burst accepted in cycle t from cycle
 t + ``mem_latency_cycles`` on, back to back with the one before, and, where the channel sustains
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
+from flightc.hw.latency_rules import LD_BURST_SETUP, LD_GATHER_ADDRESS, LD_PREP, LD_UNIT
 from flightc.isa.footprint import own_banks, striped
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.words import span_words
@@ -119,9 +120,11 @@ class LoadPipeline:
     def _state(self) -> tuple[float, ...]:
         return (self.t, self.x_free, *self.slots)
 
-    def burst(self, s: Burst) -> float:
-        """Ask for one burst and take its beats; the cycle its last beat goes."""
-        issue = self.t if len(self.slots) < self.depth else max(self.t, self.slots[-self.depth] + 1)
+    def burst(self, s: Burst, setup: int = LD_BURST_SETUP) -> float:
+        """Ask for one burst ``setup`` cycles on (its size worked out first) and take its beats; the cycle its last
+        beat goes."""
+        asked = self.t + setup
+        issue = asked if len(self.slots) < self.depth else max(asked, self.slots[-self.depth] + 1)
         self.t = issue + 1
         first = max(issue + self.latency, self.x_free)
         k = bisect_left(self.fetch, (issue,))  # the fetch's bursts asked for before this one are answered first
@@ -136,12 +139,12 @@ class LoadPipeline:
         self.slots = (self.slots + [last])[-self.depth:]
         return last
 
-    def run(self, s: Burst, count: int) -> None:
+    def run(self, s: Burst, count: int, setup: int = LD_BURST_SETUP) -> None:
         """``count`` identical bursts; once two in a row moved every part of the state by one period, the rest
         are jumped over."""
         prev = None
         for k in range(count):
-            self.burst(s)
+            self.burst(s, setup)
             state = self._state()
             if prev is not None and len(self.slots) == self.depth and len(state) == len(prev):
                 shifts = [a - b for a, b in zip(state, prev)]
@@ -180,14 +183,17 @@ class LoadModel:
         self.settled = float("-inf")  # from this cycle on, no pipeline has anything left in flight
 
     def _pipe(self, master: int, accept: float) -> LoadPipeline:
-        p = self.pipes.setdefault(master, LoadPipeline(self.cfg, t=accept + 1, fetch=self.fetch if master == 0 else []))
-        p.t = max(p.t, accept + 1)  # ROW of the first row
+        """Master ``master``'s LD lane as of an LD accepted in cycle ``accept``: at its first row's ROW."""
+        p = self.pipe(master, accept)
+        p.t = max(p.t, accept + 1 + LD_PREP)
         return p
 
     def pipe(self, master: int, accept: float) -> LoadPipeline:
         """Master ``master``'s pipeline as of an instruction accepted in cycle ``accept`` (a streamed MV's readers
         use it too: hw/stream.py)."""
-        return self._pipe(master, accept)
+        p = self.pipes.setdefault(master, LoadPipeline(self.cfg, t=accept + 1, fetch=self.fetch if master == 0 else []))
+        p.t = max(p.t, accept + 1)
+        return p
 
     def settle(self, p: LoadPipeline) -> None:
         """Note that ``p`` has bursts in flight until its state's last cycle."""
@@ -222,11 +228,11 @@ class LoadModel:
 
     def _compute(self, ins, accept: float) -> tuple[int, int]:
         pipes = self._striped(ins, accept) if striped(ins) else [self._rows(ins, accept)]
-        # the lanes past the first without a share: a striped row's ROW and AR states, a plain one's end marker
+        # the lanes past the first without a share: a striped row's ROW and UNIT states, a plain one's end marker
         for g in range(1, self.cfg.axi_masters):
             if not any(p is self.pipes.get(g) for p in pipes):
                 p = self._pipe(g, accept)
-                p.t += 2 if own_banks(self.cfg, ins) else 0
+                p.t += 1 + LD_UNIT if own_banks(self.cfg, ins) else 0
                 pipes.append(p)
         ends = [p.end() for p in pipes]
         for p in pipes:
@@ -234,8 +240,8 @@ class LoadModel:
         return math.ceil(max(r for r, _ in ends)), math.ceil(max(d for _, d in ends))
 
     def _rows(self, ins, accept: float) -> LoadPipeline:
-        """Per row: its ROW state, its bursts (a gathered row first asks for its id and waits for it) and the AR
-        state that finds the row done."""
+        """Per row: its ROW state and its bursts (a gathered row first asks for its id, waits for it and works out
+        the row's address; an empty row's SIZE state finds nothing to ask for)."""
         cfg = self.cfg
         p = self._pipe(0, accept)  # lane 0, through whichever master holds the row
         for r in range(ins.rows):
@@ -243,18 +249,20 @@ class LoadModel:
             src = ins.hbm_addr + r * ins.hbm_stride
             if ins.gather:
                 x_id = p.burst(ID_BURST)
-                p.t = max(p.t, x_id + 2)  # the id is seen the cycle after its beat, the row asked for the next
+                p.t = max(p.t, x_id + 1) + LD_GATHER_ADDRESS  # the id is seen the cycle after its beat
                 src = ins.hbm_addr
-            for s, count in row_bursts(src, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, cfg.axi_data_bytes,
-                                       cfg.axi_burst_beats):
+            bursts = row_bursts(src, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, cfg.axi_data_bytes,
+                                cfg.axi_burst_beats)
+            for s, count in bursts:
                 p.run(s, count)
-            p.t += 1  # AR finds the row done
+            if not bursts:
+                p.t += 1  # SIZE finds the row empty
         return p
 
     def _striped(self, ins, accept: float) -> list[LoadPipeline]:
         """One row over ``stripe`` channels: each master's lane asks for the units on its channels, in the row's
-        order, a unit at a time (aligned units are one burst each); the lanes run side by side, and lane 0 goes
-        through the ROW and AR states even when none of the row is on its master. A row that does not land each unit
+        order, a unit at a time (its UNIT state, then its bursts: aligned units are one burst each); the lanes run
+        side by side, and lane 0 goes through the ROW and UNIT states even when none of the row is on its master. A row that does not land each unit
         in its master's buffer bank (:func:`own_banks`) is lane 0's alone, every unit in turn."""
         cfg = self.cfg
         w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
@@ -283,24 +291,27 @@ class LoadModel:
                     done = alike[key]
                     p.t, p.x_free, p.slots = done.t, done.x_free, list(done.slots)
                     continue
-                if len(full) == 1:
-                    p.run(full[0][0], full[0][1] * n)
+                if full == [(full[0][0], 1)]:  # a burst a unit
+                    p.run(full[0][0], n, LD_UNIT + LD_BURST_SETUP)
                 else:
                     for _ in range(n):
+                        p.t += LD_UNIT
                         for s, c in full:
                             p.run(s, c)
                 alike[key] = p
             last = units - 1
+            pipe(master_of[last % S]).t += LD_UNIT
             for s, c in row_bursts(ins.hbm_addr, ins.buf_addr + last * unit, ins.row_bytes - last * unit, w,
                                    cfg.axi_burst_beats):
                 pipe(master_of[last % S]).run(s, c)
         else:
             for j in range(units):
+                pipe(master_of[j % S]).t += LD_UNIT
                 for s, c in row_bursts(ins.hbm_addr + (j // S) * unit, ins.buf_addr + j * unit,
                                        min(unit, ins.row_bytes - j * unit), w, cfg.axi_burst_beats):
                     pipe(master_of[j % S]).run(s, c)
         for p in pipes.values():
-            p.t += 1  # AR finds the row done, then ROW finds the rows done
+            p.t += LD_UNIT  # UNIT finds the row done, then ROW finds the rows done
         return list(pipes.values())
 
 
