@@ -21,6 +21,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.hw.buffer_map import PortRole, buffer_rows, direct_writer
 from flightc.hw.decode import BUF_SEL_BITS
 from flightc.hw.hierarchy import ram
+from flightc.hw.lut6 import mux4
 from flightc.isa.table import BUF_ADDR_BITS
 
 
@@ -240,15 +241,25 @@ def shift_bytes(m: Module, value, amount, out_bytes: int, left: bool = False) ->
     return out
 
 
-def rotate_bytes(m: Module, value, amount, word_bytes: int) -> Signal:
+def rotate_bytes(m: Module, value, amount, word_bytes: int, name: str = "rotation") -> Signal:
     """A word rotated left by ``amount`` bytes (byte i moves to lane i + amount, mod the word), a signal per
-    stage as in :func:`shift_bytes`."""
+    stage as in :func:`shift_bytes`; each stage takes two bits of ``amount``, a 4:1 multiplexer a bit (a LUT6:
+    hw/lut6.py; ``name`` names them, one per rotation in a module)."""
     x = Value.cast(value)[:8 * word_bytes]
     amount = Value.cast(amount)
-    for s in range(min(len(amount), lane_bits(word_bytes))):
+    bits = min(len(amount), lane_bits(word_bytes))
+
+    def rotated(v, step: int):
+        step %= 8 * word_bytes
+        return Cat(v[-step:], v[:-step]) if step else v
+
+    for s in range(0, bits, 2):
         step = 8 << s
-        stage = Signal(8 * word_bytes)
-        m.d.comb += stage.eq(Mux(amount[s], Cat(x[-step:], x[:-step]), x))
+        if s + 1 < bits:
+            stage = mux4(m, f"{name}{s // 2}", amount[s:s + 2], tuple(rotated(x, k * step) for k in range(4)))
+        else:
+            stage = Signal(8 * word_bytes)
+            m.d.comb += stage.eq(Mux(amount[s], rotated(x, step), x))
         x = stage
     return x
 

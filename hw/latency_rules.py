@@ -54,13 +54,20 @@ def pairs_max_settle(pairs: int) -> int:
 RESULT_MAX_SETTLE = 1 + 1 + 1
 
 # LD's issuer (hw/load.py), a register between its steps: the instruction's stripe decided in two cycles before its
-# first row (PREP: shifts and the lane's channels; PREP2: the lane's part of it), a striped row's unit placed in a
-# cycle of its own (UNIT), and a burst's bytes worked out in the cycle before it is asked for (SIZE)
+# first row (PREP: shifts, the lane's channels, a plain row's channel; PREP2: the lane's part of it, that channel's
+# base), a striped row's unit placed in two (UNIT: its channel's base, its bytes and buffer place, or the row's end
+# found; UNIT2: its address), and a burst's bytes worked out in the cycle before it is asked for (SIZE)
 LD_PREP = 2
-LD_UNIT = 1
+LD_UNIT = 2
+LD_ROW_END = 1
 LD_BURST_SETUP = 1
 # a gathered row's id is multiplied by the stride in 17-bit halves (two DSP48E2s' worth of bits a side; the high
 # halves' product is past the 32-bit address), and its address follows a register a step: the id's part, the
 # products, their sum with hbm_addr, the channel's base; then the row's first burst is sized
 GATHER_HALF_BITS = 17
 LD_GATHER_ADDRESS = 1 + PRODUCT_LATENCY + 1 + 1
+# LD's receivers (hw/load.py): a burst's descriptor is at the head of its queue (SyncFIFOBuffered: a register) two
+# cycles after it is written, where it waits for nothing else; a gathered row's id is merged from its beat's
+# register the cycle after the beat, so the issuer sees it two cycles after the beat
+LD_HEAD_LATENCY = 2
+LD_ID_SEEN = 2

@@ -28,6 +28,7 @@ from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import delayed, saturate, times_constant
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.dsp48e2 import registered_product
+from flightc.hw.lut6 import mux4
 from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, PRODUCT_LATENCY, REQUANT_LATENCY,
                                      RESULT_MAX_SETTLE, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.hw.records import REQUANT_LAYOUT
@@ -38,19 +39,22 @@ from flightc.records import REQUANT
 
 def place_bytes(m: Module, value, amount, out_bytes: int, name: str) -> Signal:
     """``value`` shifted left by ``amount`` bytes, its lowest ``out_bytes`` bytes: two bits of ``amount`` a stage, a
-    4:1 multiplexer (one LUT6) a bit, where a stage a bit (:func:`shift_bytes`) maps to a LUT a bit each."""
+    4:1 multiplexer a bit (a LUT6, hw/lut6.py), where a stage a bit (:func:`shift_bytes`) maps to a LUT a bit each."""
     width = 8 * out_bytes
     x = Cat(Value.cast(value), Const(0, width))[:width]
     amount = Value.cast(amount)
+
+    def moved(v, step: int):
+        return Cat(Const(0, step), v)[:width] if step < width else Const(0, width)
+
     for s in reversed(range(0, len(amount), 2)):
         sel = amount[s:s + 2]
-        stage = Signal(width, name=f"{name}_by{s}")
-        with m.Switch(sel):
-            for k in range(1 << len(sel)):
-                step = (8 << s) * k
-                with m.Case(k):
-                    m.d.comb += stage.eq(Cat(Const(0, step), x)[:width] if step < width else 0)
-        x = stage
+        if len(sel) == 2:
+            x = mux4(m, f"{name}_by{s}", sel, tuple(moved(x, (8 << s) * k) for k in range(4)))
+        else:
+            stage = Signal(width, name=f"{name}_by{s}")
+            m.d.comb += stage.eq(Mux(sel[0], moved(x, 8 << s), x))
+            x = stage
     return x
 
 
@@ -293,7 +297,8 @@ class StreamOut(wiring.Component):
         m.d.comb += max_at.eq(self.out_addr + (self.n << 2))
         max_lane = max_at[:max(1, lb)] if lb else Const(0, 1)
         max_word, max_mask = Signal(8 * w), Signal(w)
-        m.d.sync += [max_word.eq(rotate_bytes(m, Cat(best, Const(0, 8 * max(0, w - 4)))[:8 * w], max_lane, w)),
+        best_word = Cat(best, Const(0, 8 * max(0, w - 4)))[:8 * w]
+        m.d.sync += [max_word.eq(rotate_bytes(m, best_word, max_lane, w, "max_rotation")),
                      max_mask.eq((Const(0xF, w) << max_lane)[:w])]
         drained = (inflight == 0) & (owed == 0)
         # the largest sum settles in its word pairs_max_settle cycles after the last take of pairs that writes
@@ -404,7 +409,8 @@ class StreamOut(wiring.Component):
         s_valid, s_lane = side[0], side[1:1 + len(lane)]
         s_addr, s_completes = side[1 + len(lane):1 + len(lane) + BUF_ADDR_BITS], side[-1]
         only = Mux(elem == 1, result[:8], result)  # an INT8 result's sign must not spill into the next lanes
-        placed = reg(rotate_bytes(m, Cat(only, Const(0, 8 * max(0, w - 4)))[:8 * w], s_lane, w), "placed", 8 * w)
+        only_word = Cat(only, Const(0, 8 * max(0, w - 4)))[:8 * w]
+        placed = reg(rotate_bytes(m, only_word, s_lane, w, "result_rotation"), "placed", 8 * w)
         lanes = reg((first_lanes(elem, w) << s_lane)[:w], "lanes", w)
         return (delayed(m, s_valid, 1, "rq_valid"), placed, lanes, delayed(m, s_addr, 1, "rq_addr"),
                 delayed(m, s_completes, 1, "rq_completes"))

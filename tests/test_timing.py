@@ -132,3 +132,28 @@ def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path)
     levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / "chain", CHAIN_TOP).items()}
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), ("chain", levels)
     assert cell_counts(stat)["DSP48E2"] == cfg.chain_length  # a lane's product, two tokens packed
+
+
+@pytest.mark.synth
+def test_the_u280s_ld_lanes_are_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's LD lanes, the first (every kind of row, through every master: the beat's
+    master selected and rotated onto the buffer's lanes) and one past it: every path between registers within 7
+    levels (hw/latency_rules.py LD_*: the issuer's steps, each burst sized the cycle before it is asked for; the
+    receiver's descriptor at a register)."""
+    from amaranth.hdl import Signal
+
+    from flightc.config import PRESETS
+    from flightc.hw.axi import AXI_ADDR_BITS
+    from flightc.hw.hierarchy import component_ports, to_verilog
+    from flightc.hw.load import LoadLane
+    from flightc.hw.synth import path_depths, run_yosys
+
+    cfg = PRESETS["u280"]
+    for lane in (0, 1):
+        bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
+        unit = LoadLane(cfg, bases, lane)
+        name = f"ld_lane{lane}"
+        run_yosys(tmp_path / name, name, to_verilog(unit, name, ports=[*(s for s, _ in component_ports(unit)), *bases]),
+                  netlist=True)
+        levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
+        assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)

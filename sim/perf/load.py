@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY
-from flightc.hw.latency_rules import LD_BURST_SETUP, LD_GATHER_ADDRESS, LD_PREP, LD_UNIT
+from flightc.hw.latency_rules import (LD_BURST_SETUP, LD_GATHER_ADDRESS, LD_HEAD_LATENCY, LD_ID_SEEN, LD_PREP,
+                                      LD_ROW_END, LD_UNIT)
 from flightc.isa.footprint import own_banks, striped
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.words import span_words
@@ -160,7 +161,7 @@ class LoadPipeline:
         """The instruction's end marker (it waits for a slot of the descriptor queue): the cycle the issuer is
         ready for the next instruction, and the cycle the receiver reaches the marker with every byte written."""
         mark = self.t if len(self.slots) < self.depth else max(self.t, self.slots[-self.depth] + 1)
-        done = max(mark + 1, self.x_free + 1)
+        done = max(mark + LD_HEAD_LATENCY, self.x_free + 1)
         self.slots = (self.slots + [done])[-self.depth:]
         self.x_free = max(self.x_free, done + 1)
         self.t = mark + 1
@@ -232,7 +233,7 @@ class LoadModel:
         for g in range(1, self.cfg.axi_masters):
             if not any(p is self.pipes.get(g) for p in pipes):
                 p = self._pipe(g, accept)
-                p.t += 1 + LD_UNIT if own_banks(self.cfg, ins) else 0
+                p.t += 1 + LD_ROW_END if own_banks(self.cfg, ins) else 0
                 pipes.append(p)
         ends = [p.end() for p in pipes]
         for p in pipes:
@@ -249,7 +250,7 @@ class LoadModel:
             src = ins.hbm_addr + r * ins.hbm_stride
             if ins.gather:
                 x_id = p.burst(ID_BURST)
-                p.t = max(p.t, x_id + 1) + LD_GATHER_ADDRESS  # the id is seen the cycle after its beat
+                p.t = max(p.t, x_id + LD_ID_SEEN) + LD_GATHER_ADDRESS
                 src = ins.hbm_addr
             bursts = row_bursts(src, ins.buf_addr + r * ins.buf_stride, ins.row_bytes, cfg.axi_data_bytes,
                                 cfg.axi_burst_beats)
@@ -311,7 +312,7 @@ class LoadModel:
                                        min(unit, ins.row_bytes - j * unit), w, cfg.axi_burst_beats):
                     pipe(master_of[j % S]).run(s, c)
         for p in pipes.values():
-            p.t += LD_UNIT  # UNIT finds the row done, then ROW finds the rows done
+            p.t += LD_ROW_END  # UNIT finds the row done, then ROW finds the rows done
         return list(pipes.values())
 
 

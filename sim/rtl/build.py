@@ -168,14 +168,15 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
                                     'public_flat_rw -module "*" -var "storage"\n'
                                     'public_flat_rw -module "*" -var "interrupt"\n')
     env = verilator_env()
-    from flightc.hw.dsp48e2 import MODEL as DSP48E2_MODEL  # the vendor primitive the lane groups instantiate
+    from flightc.hw.dsp48e2 import MODEL as DSP48E2_MODEL  # the vendor primitives the generator instantiates
+    from flightc.hw.lut6 import MODEL as LUT6_MODEL
 
     verilator_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
     cmd = ["verilator", "-cc", "--exe", "-Mdir", str(out), "--top-module", toplevel, "--vpi", "--prefix", "Vtop",
            "-o", toplevel, "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "0",
            "-LDFLAGS", f"-Wl,-rpath,{cc.libs_dir} -L{cc.libs_dir} -lcocotbvpi_verilator",
            *(["--trace", "--trace-structs"] if trace else []), *(["--timing"] if timing else []),
-           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v"), str(DSP48E2_MODEL)]
+           str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v"), str(DSP48E2_MODEL), str(LUT6_MODEL)]
     log.info("verilating %s into %s", label, out)
     for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
                        f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",

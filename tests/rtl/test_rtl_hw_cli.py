@@ -110,7 +110,9 @@ def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
     # SyncFIFOBuffered keeps one entry in its output register: its memory holds depth - 1
     for unit in ("ld", "mpe", "sfu", "st", "sys"):
         assert _fifo_depths(mods, f".control.q_{unit}") == [cfg.unit_queue_depth - 1], unit
-    assert set(_fifo_depths(mods, ".bursts")) == {cfg.axi_outstanding}
-    assert len(_fifo_depths(mods, ".bursts")) == cfg.axi_masters
+    # an LD lane's descriptor queue keeps its head in a register (hw/load.py DescriptorQueue): its memory holds
+    # depth - 1
+    assert set(_fifo_depths(mods, ".bursts.behind")) == {cfg.axi_outstanding - 1}
+    assert len(_fifo_depths(mods, ".bursts.behind")) == cfg.axi_masters
     assert _fifo_depths(mods, "flightc_axi_master.owners") == [cfg.axi_outstanding]
     assert _fifo_depths(mods, ".fifo") == [cfg.lane_fifo_beats - 1] * cfg.axi_masters

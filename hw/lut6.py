@@ -1,0 +1,59 @@
+"""The LUT6 primitive as a 4:1 multiplexer: a byte rotation's stage selects one of four rotations of its word a bit,
+which a LUT6 does in one level (two select bits, four data bits), as Vivado maps it; yosys' abc maps the same
+multiplexer written behaviourally as two LUT3 levels, so a 64-byte rotation measured six levels instead of three
+(hw/timing.py).
+
+Outside :func:`flightc.hw.hierarchy.to_verilog` (Amaranth's simulator) it is a plain multiplexer; inside it, a LUT6
+instance a bit. Verilator runs the instances on :data:`MODEL`; the board flows and ``flightc hw synth`` take the
+vendor's primitive.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from amaranth.hdl import Instance, Module, Mux, Signal, Value
+
+from flightc.hw.hierarchy import generating_verilog
+
+MODEL = Path(__file__).with_name("lut6_model.v")
+
+
+def mux4_init() -> int:
+    """The LUT6's truth table: O = I[I4 + 2 I5] of its data inputs I0..I3."""
+    return sum(1 << a for a in range(64) if a >> ((a >> 4) & 3) & 1)
+
+
+def mux4(m: Module, name: str, select: Value, inputs: tuple[Value, Value, Value, Value]) -> Signal:
+    """``inputs[select]`` bit by bit (``select`` two bits, the inputs of one width)."""
+    select = Value.cast(select)
+    width = len(Value.cast(inputs[0]))
+    out = Signal(width, name=name)
+    if not generating_verilog():
+        a, b, c, d = inputs
+        m.d.comb += out.eq(Mux(select[1], Mux(select[0], d, c), Mux(select[0], b, a)))
+        return out
+    init = mux4_init()
+    for j in range(width):
+        m.submodules[f"{name}_{j}"] = Instance("LUT6", p_INIT=init, o_O=out[j],
+                                               **{f"i_I{k}": Value.cast(v)[j] for k, v in enumerate(inputs)},
+                                               i_I4=select[0], i_I5=select[1])
+    return out
+
+
+def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:
+    """``words[index]`` as a tree of 4:1 multiplexers (a LUT6 level per two bits of ``index``; a 2:1 multiplexer
+    for an odd bit at the last): 32 words in three levels, where yosys maps a behavioural 32:1 multiplexer in four
+    or five."""
+    index = Value.cast(index)
+    level, bit = list(words), 0
+    while len(level) > 1:
+        if len(level) > 2 and bit + 1 < len(index):
+            level += [level[-1]] * (-len(level) % 4)  # (past the last word: never selected)
+            level = [mux4(m, f"{name}_l{bit}_{k}", index[bit:bit + 2], tuple(level[4 * k:4 * k + 4]))
+                     for k in range(len(level) // 4)]
+            bit += 2
+        else:
+            level += [level[-1]] * (len(level) % 2)
+            level = [Mux(index[bit], level[2 * k + 1], level[2 * k]) for k in range(len(level) // 2)]
+            bit += 1
+    return level[0]

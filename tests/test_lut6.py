@@ -1,0 +1,89 @@
+"""The LD lanes' building blocks for 225 MHz: the descriptor queue whose head is a register (hw/load.py) and the
+4:1 multiplexers instantiated as LUT6s (hw/lut6.py), in Amaranth's simulator and, for the LUT6's truth table, against
+its Verilator model's addressing."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.sim import Simulator
+
+from flightc.hw.buffers import rotate_bytes
+from flightc.hw.load import DescriptorQueue
+from flightc.hw.lut6 import mux4_init, select
+
+
+def test_the_lut6_truth_table_selects_its_data_input_by_i4_i5():
+    init = mux4_init()
+    for address in range(64):
+        data, sel = address & 0xF, address >> 4
+        assert init >> address & 1 == data >> sel & 1
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 8])
+def test_a_descriptor_is_at_the_head_two_cycles_after_it_is_written_and_the_queue_holds_depth(depth):
+    q = DescriptorQueue(8, depth)
+    sim = Simulator(q)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        ctx.set(q.w_data, 7)
+        ctx.set(q.w_en, 1)
+        await ctx.tick()
+        ctx.set(q.w_en, 0)
+        assert not ctx.get(q.r_rdy)
+        await ctx.tick()
+        assert ctx.get(q.r_rdy) and ctx.get(q.r_data) == 7
+        held = 1
+        while ctx.get(q.w_rdy):
+            ctx.set(q.w_data, 7 + held)
+            ctx.set(q.w_en, 1)
+            await ctx.tick()
+            held += 1
+        ctx.set(q.w_en, 0)
+        await ctx.tick()
+        await ctx.tick()
+        assert held == depth and not ctx.get(q.w_rdy)
+        ctx.set(q.r_en, 1)  # the head taken: room the next cycle
+        await ctx.tick()
+        ctx.set(q.r_en, 0)
+        assert ctx.get(q.w_rdy)
+        out = []
+        for _ in range(depth + 3):
+            ctx.set(q.r_en, ctx.get(q.r_rdy))
+            if ctx.get(q.r_rdy):
+                out.append(ctx.get(q.r_data))
+            await ctx.tick()
+        assert out == list(range(8, 7 + depth))
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("word", [8, 16, 64])
+def test_rotations_and_selections_through_4_to_1_stages(word):
+    rng = random.Random(word)
+    m = Module()
+    value, amount = Signal(8 * word), Signal(range(word))
+    rotated = rotate_bytes(m, value, amount, word)
+    words = [Signal(8, name=f"w{k}") for k in range(5)]
+    index = Signal(3)
+    chosen = select(m, "pick", index, words)
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for _ in range(40):
+            v, a = rng.getrandbits(8 * word), rng.randrange(word)
+            ctx.set(value, v)
+            ctx.set(amount, a)
+            b = v.to_bytes(word, "little")
+            assert ctx.get(rotated) == int.from_bytes(bytes(b[(i - a) % word] for i in range(word)), "little")
+            vals, k = [rng.randrange(256) for _ in words], rng.randrange(len(words))
+            for w, x in zip(words, vals):
+                ctx.set(w, x)
+            ctx.set(index, k)
+            assert ctx.get(chosen) == vals[k]
+
+    sim.add_testbench(bench)
+    sim.run()
