@@ -2,14 +2,17 @@
 own master, so every channel of a striped matrix streams at once.
 
 A lane is the LD of one master: an *issuer* asks for bursts, up to ``axi_outstanding`` ahead, and
-queues a descriptor for each (where its bytes go, its first lane, its byte count); a *receiver*
-takes the beats as they come, a beat a cycle, and writes each rotated onto the buffer's lanes (a
-second cycle when its bytes straddle two buffer words). Every lane sees every LD: of a striped row
-(:func:`flightc.isa.footprint.stripe_layout`) lane k takes the units on master k's channels, in
-the row's order; lane 0 also takes plain and gathered rows, through whichever master holds them (a
-gathered row first reads its id on channel 0 and waits for it). Once a lane's issuer has asked for
-every burst it queues an end marker; LD is ``ready`` for the next instruction when every issuer
-is, and ``done`` when every lane's receiver has reached the instruction's marker.
+queues a descriptor for each (where its bytes go, how far its beats rotate onto the buffer's lanes, its
+bytes and its first beat's); a *receiver* takes the beats as they come, a beat a cycle, the descriptor
+from a register at the head of its queue, and writes each rotated onto the buffer's lanes (a second
+cycle when its bytes straddle two buffer words). Both are pipelined so that no path between registers
+is deeper than 225 MHz allows (hw/latency_rules.py ``LD_*``; the performance model follows them).
+Every lane sees every LD: of a striped row (:func:`flightc.isa.footprint.stripe_layout`) lane k
+takes the units on master k's channels, in the row's order; lane 0 also takes plain and gathered
+rows, through whichever master holds them (a gathered row first reads its id on channel 0 and waits
+for it). Once a lane's issuer has asked for every burst it queues an end marker; LD is ``ready``
+for the next instruction when every issuer is, and ``done`` when every lane's receiver has reached
+the instruction's marker.
 """
 from __future__ import annotations
 
@@ -184,15 +187,16 @@ class LoadLane(DmaUnit):
                 if full:
                     m.d.sync += straddles.eq(addr[:lb] + nb > w)
         # ---- issuer: a pipeline of registers (hw/latency_rules.py: LD_*), so that no path between them is deeper
-        # than 225 MHz allows. PREP registers what the instruction's fields decide once (its stripe's shifts, the
-        # lane's channels of it); UNIT places a striped row's next unit (its address, bytes and buffer place); SIZE
-        # works out the next burst's bytes from the piece's address and what is left of it; ISSUE asks for it.
+        # than 225 MHz allows. PREP and PREP2 register what the instruction's fields decide once (its stripe's
+        # shifts, the lane's channels of it, a plain row's channel base); UNIT and UNIT2 place a striped row's next
+        # unit (its bytes and buffer place, its channel's base, its address); SIZE works out the next burst's bytes
+        # from the piece's address and what is left of it; ISSUE asks for it (``issuing``). Decisions that would
+        # compare counters are registers kept as the counters move (``ending``, ``k_more``, ``u0_in``).
         # A piece — a plain row, a striped unit, a gathered row or its id — is walked as ``at`` (its next byte in
         # memory), ``limit`` (its bytes left) and ``to`` (where they go in the buffer), running sums.
         striping = Signal()  # a gather's stripe cuts its table in blocks instead
         own = Signal()  # each unit lands in its master's bank, so each lane writes its own (footprint.own_banks)
         whole = Signal()  # lane 0 takes every unit of a striped row that does not
-        works = Signal()  # the lane has a part in the instruction (past the first lane: striped rows in own banks)
         target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of the piece's bursts (lane 0)
         # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first; lane 0
         # takes every channel of a row that does not land in the masters' own banks
@@ -217,6 +221,8 @@ class LoadLane(DmaUnit):
         to = Signal(BUF_ADDR_BITS)
         nbytes = Signal(range(burst_bytes + 1))  # the next burst's (SIZE)
         piece_ends = Signal()  # ... and it ends the piece
+        row_empty = Signal()  # f.row_bytes == 0
+        piece_empty = Signal()  # the piece has no bytes (an empty plain or gathered row)
         stripe_ch = Signal.like(f.channel)  # k_ch, or 0 for a channel the config lacks (fsim refuses those)
         unit_base = Signal(AXI_ADDR_BITS)  # stripe_ch's base (UNIT), added to the round's address in UNIT2
         ch_r = Signal.like(ch)  # a plain row's channel ...
@@ -236,20 +242,21 @@ class LoadLane(DmaUnit):
             return own_bases[0] if cpm == 1 else Array(own_bases)[channel[:(cpm - 1).bit_length()]]
 
         end_mark = Signal()  # ROW queues the instruction's end marker
-        ending = Signal()  # the issuer is in ROW with every row asked for (a register: no decoding of the state)
+        # every row asked for (or none of the instruction the lane's: past the first lane, striped rows into own
+        # banks alone): in ROW, the end marker is queued
+        ending = Signal()
         rows_left = Signal.like(f.rows)  # f.rows - rows.count, counted down (no compare of the two)
-        rows_done = Signal()  # ... is 0
 
         def next_row(m):
             rows.next(m)
-            m.d.sync += [rows_left.eq(rows_left - 1), rows_done.eq(rows_left == 1), row_off.eq(row_off + f.hbm_stride),
-                         ending.eq(rows_left == 1)]
+            m.d.sync += [rows_left.eq(rows_left - 1), row_off.eq(row_off + f.hbm_stride), ending.eq(rows_left == 1)]
             m.next = "ROW"
         # a gathered row's address, a register a cycle: its id's part (masked to a block of the table), the id's
         # partial products with the stride (a DSP48E2 each, PRODUCT_LATENCY), their sum with hbm_addr, the base
         block_ch, row_ch = Signal.like(f.channel), Signal.like(f.channel)
         g_base = Signal(AXI_ADDR_BITS)
         part = Signal(32)  # the id, or its row within its block
+        block = Signal.like(f.channel)  # the id's block (a table cut in blocks, a block a channel)
         g_addr = Signal(HBM_ADDR_BITS)
         if full:
             half = GATHER_HALF_BITS
@@ -289,19 +296,20 @@ class LoadLane(DmaUnit):
                 m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather), own.eq(own_banks_signal(cfg, f)),
                              unit.eq(Const(1, 17) << f.stripe_log2), round_bytes.eq(f.stripe << f.stripe_log2),
                              lo.eq(Mux(lo_ch >= f.stripe, f.stripe, lo_ch)),
-                             hi.eq(Mux(hi_ch >= f.stripe, f.stripe, hi_ch)), ch_r.eq(ch), row_off.eq(f.hbm_addr)]
+                             hi.eq(Mux(hi_ch >= f.stripe, f.stripe, hi_ch)), ch_r.eq(ch), row_off.eq(f.hbm_addr),
+                             row_empty.eq(f.row_bytes == 0)]
                 m.next = "PREP2"
             with m.State("PREP2"):
-                m.d.sync += [whole.eq(striping & ~own if full else 0), works.eq(1 if full else striping & own),
-                             rows_left.eq(f.rows), rows_done.eq(f.rows == 0), ch_base.eq(bases[ch_r]),
-                             ending.eq((f.rows == 0) | ~(1 if full else striping & own))]
+                works = Const(1) if full else striping & own  # the lane has a part in the instruction
+                m.d.sync += [whole.eq(striping & ~own if full else 0), rows_left.eq(f.rows), ch_base.eq(bases[ch_r]),
+                             ending.eq((f.rows == 0) | ~works)]
                 with m.If(striping & ~own if full else Const(0)):
                     m.d.sync += [lo.eq(0), hi.eq(f.stripe), lo_base.eq(0)]
                 with m.Else():
                     m.d.sync += lo_base.eq(lo << f.stripe_log2)
                 m.next = "ROW"
             with m.State("ROW"):
-                with m.If(rows_done | ~works):  # (`ending`: the end marker is queued)
+                with m.If(ending):  # (the end marker is queued)
                     with m.If(queue.w_rdy):
                         m.next = "IDLE"
                 with m.Elif(striping):
@@ -313,10 +321,12 @@ class LoadLane(DmaUnit):
                 if full:
                     with m.Elif(f.gather):
                         m.d.sync += [at.eq(bases[0] + f.ids_addr + (rows.count << 2)), limit.eq(4), target.eq(0),
+                                     piece_empty.eq(0),
                                      gather_phase.eq(1), id_ready.eq(0), dst.eq(rows.buf), to.eq(rows.buf)]
                         m.next = "SIZE"
                     with m.Else():
-                        m.d.sync += [at.eq(ch_base + row_off), limit.eq(f.row_bytes), gather_phase.eq(0),
+                        m.d.sync += [at.eq(ch_base + row_off), limit.eq(f.row_bytes), piece_empty.eq(row_empty),
+                                     gather_phase.eq(0),
                                      dst.eq(rows.buf), to.eq(rows.buf), target.eq(ch_r // cpm)]
                         m.next = "SIZE"
             with m.State("UNIT"):  # (past the first lane, every row is striped)
@@ -326,7 +336,8 @@ class LoadLane(DmaUnit):
                 m.d.comb += [r.hold.eq(unit_master == g) for g, r in enumerate(rds)]
                 with m.If(k_more & u0_in):
                     m.d.sync += [unit_base.eq(base_of(stripe_ch)), to.eq(dst + u0),
-                                 limit.eq(Mux(rest_row < unit, rest_row, unit)), k_last.eq(stripe_k + 1 == hi),
+                                 limit.eq(Mux(rest_row < unit, rest_row, unit)), piece_empty.eq(0),
+                                 k_last.eq(stripe_k + 1 == hi),
                                  target.eq(unit_master)]
                     m.next = "UNIT2"
                 with m.Else():
@@ -344,7 +355,7 @@ class LoadLane(DmaUnit):
                 m.d.comb += cap.eq(Mux(by_page < by_beats, by_page, by_beats))
                 m.d.sync += [nbytes.eq(Mux(limit < cap, limit, cap)), piece_ends.eq(limit <= cap)]
                 m.d.comb += [r.hold.eq(target == g) for g, r in enumerate(rds)]
-                with m.If(limit == 0):  # an empty row
+                with m.If(piece_empty):  # an empty row
                     next_row(m)
                 with m.Else():
                     m.d.sync += issuing.eq(1)
@@ -370,24 +381,24 @@ class LoadLane(DmaUnit):
             if full:
                 with m.State("ID"):  # a table cut in blocks of 2^stripe_log2 rows, a block a channel
                     with m.If(id_ready):
-                        blocked = f.stripe > 1
-                        m.d.sync += [part.eq(Mux(blocked, ident & ((Const(1, 33) << f.stripe_log2) - 1), ident)),
-                                     block_ch.eq(Mux(blocked, f.channel + (ident >> f.stripe_log2), ch))]
+                        m.d.sync += [part.eq(Mux(f.stripe > 1, ident & ((Const(1, 33) << f.stripe_log2) - 1), ident)),
+                                     block.eq(ident >> f.stripe_log2)]
                         m.next = "PRODUCT0"
-                assert PRODUCT_LATENCY >= 2, "the gathered row's channel and base are found while its products settle"
-                for k in range(PRODUCT_LATENCY):  # (the row's channel, then its base, meanwhile)
+                assert PRODUCT_LATENCY >= 2, "the gathered row's channel is found while its products settle"
+                for k in range(PRODUCT_LATENCY):  # (the row's channel meanwhile)
                     with m.State(f"PRODUCT{k}"):
                         if k == 0:
-                            m.d.sync += row_ch.eq(Mux(block_ch < cfg.mem_channels, block_ch, 0))
+                            m.d.sync += block_ch.eq(Mux(f.stripe > 1, f.channel + block, ch))
                         if k == 1:
-                            m.d.sync += g_base.eq(bases[row_ch])
+                            m.d.sync += row_ch.eq(Mux(block_ch < cfg.mem_channels, block_ch, 0))
                         m.next = f"PRODUCT{k + 1}" if k + 1 < PRODUCT_LATENCY else "OFFSET"
                 with m.State("OFFSET"):  # the row's address in its channel (the product's low 32 bits: fsim
-                    # refuses a gathered row outside the channel's 4 GiB at most)
-                    m.d.sync += g_addr.eq(f.hbm_addr + products[0] + ((products[1] + products[2]) << half))
+                    # refuses a gathered row outside the channel's 4 GiB at most), and the channel's base
+                    m.d.sync += [g_addr.eq(f.hbm_addr + products[0] + ((products[1] + products[2]) << half)),
+                                 g_base.eq(bases[row_ch])]
                     m.next = "GATHERED"
                 with m.State("GATHERED"):
-                    m.d.sync += [at.eq(g_base + g_addr), limit.eq(f.row_bytes), to.eq(dst),
+                    m.d.sync += [at.eq(g_base + g_addr), limit.eq(f.row_bytes), piece_empty.eq(row_empty), to.eq(dst),
                                  target.eq(row_ch // cpm), gather_phase.eq(0)]
                     m.next = "SIZE"
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
