@@ -37,11 +37,6 @@ from flightc.hw.unit import unit_signature
 from flightc.isa.table import BUF_ADDR_BITS, HBM_ADDR_BITS, Opcode, Unit
 
 
-def pick(values: list, index):
-    """``values[index]`` for a signal ``index`` (the only one when there is one)."""
-    return values[0] if len(values) == 1 else Array(values)[index]
-
-
 class DescriptorQueue(Elaboratable):
     """A queue whose head is a register (SyncFIFOBuffered's ports and timing: an entry at the head two cycles after
     it is written, ``depth`` entries in all, room again the cycle after the head is taken), its other entries in a

@@ -262,9 +262,10 @@ class LoadModel:
 
     def _striped(self, ins, accept: float) -> list[LoadPipeline]:
         """One row over ``stripe`` channels: each master's lane asks for the units on its channels, in the row's
-        order, a unit at a time (its UNIT state, then its bursts: aligned units are one burst each); the lanes run
-        side by side, and lane 0 goes through the ROW and UNIT states even when none of the row is on its master. A row that does not land each unit
-        in its master's buffer bank (:func:`own_banks`) is lane 0's alone, every unit in turn."""
+        order, a unit at a time (its UNIT and UNIT2 states, then its bursts: aligned units are one burst each); the
+        lanes run side by side, and lane 0 goes through the ROW and UNIT states even when none of the row is on its
+        master. A row that does not land each unit in its master's buffer bank (:func:`own_banks`) is lane 0's
+        alone, every unit in turn."""
         cfg = self.cfg
         w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
         units = -(-ins.row_bytes // unit)
