@@ -66,7 +66,7 @@ LD_BURST_SETUP = 1
 # products, their sum with hbm_addr, the channel's base; then the row's first burst is sized
 GATHER_HALF_BITS = 17
 LD_GATHER_ADDRESS = 1 + PRODUCT_LATENCY + 1 + 1
-# LD's receivers (hw/load.py): a burst's descriptor is at the head of its queue (SyncFIFOBuffered: a register) two
+# LD's receivers (hw/load.py): a burst's descriptor is at the head of its queue (DescriptorQueue: a register) two
 # cycles after it is written, where it waits for nothing else; a gathered row's id is merged from its beat's
 # register the cycle after the beat, so the issuer sees it two cycles after the beat
 LD_HEAD_LATENCY = 2
