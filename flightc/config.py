@@ -322,7 +322,7 @@ PRESETS: dict[str, HardwareConfig] = {
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=48,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, sfu_div_step_bits=4, **{**_HBM, "sparse_n": (8, 16),
+                           axi_data_bytes=64, sfu_div_step_bits=2, **{**_HBM, "sparse_n": (8, 16),
                                                                       "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128

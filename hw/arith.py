@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from typing import Callable
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed
 
 
 def round_shift(x, shift, width: int):
@@ -50,7 +50,13 @@ def delayed(m: Module, value: Value, cycles: int, name: str) -> Value:
 
 
 class Divider(Elaboratable):
-    """quotient = floor(numerator / denominator) for unsigned operands of ``width`` bits, ``step_bits`` a cycle."""
+    """quotient = floor(numerator / denominator) for unsigned operands of ``width`` bits, ``step_bits`` a cycle.
+
+    A cycle's quotient bits come two at a time from radix-4 steps (the remainder's next two bits compared with d,
+    2d and 3d at once: about one subtraction and a 4:1 multiplexer deep, where two chained restoring steps are
+    two subtractions and two multiplexers), and one from a restoring step for an odd ``step_bits``. A division of a
+    numerator below 2^b (``bits`` = b, a multiple of ``step_bits``; ``numerator`` holds it shifted to its top
+    ``bits`` bits) takes b / step_bits cycles: the leading zero bits are not walked."""
 
     def __init__(self, width: int = 72, step_bits: int = 1):
         if width % step_bits:
@@ -59,28 +65,39 @@ class Divider(Elaboratable):
         self.start = Signal()
         self.numerator = Signal(width)
         self.denominator = Signal(width)
+        self.bits = Signal(range(width + 1), init=width)
         self.quotient = Signal(width)
         self.done = Signal()
 
     def elaborate(self, platform):
         m = Module()
         W = self.width
-        rem = Signal(W + 1)
+        rem = Signal(W)  # below the denominator
         num = Signal(W)
-        den = Signal(W)
+        den, den2, den3 = Signal(W), Signal(W + 1), Signal(W + 2)
         count = Signal(range(W + 1))
         busy = Signal()
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
-            m.d.sync += [num.eq(self.numerator), den.eq(self.denominator), rem.eq(0), count.eq(W), busy.eq(1),
-                         self.quotient.eq(0)]
+            m.d.sync += [num.eq(self.numerator), den.eq(self.denominator), den2.eq(self.denominator << 1),
+                         den3.eq(self.denominator + (self.denominator << 1)), rem.eq(0), count.eq(self.bits),
+                         busy.eq(1), self.quotient.eq(0)]
         with m.Elif(busy):
-            r, q = rem, self.quotient
-            for i in range(self.step_bits):  # restoring steps, chained within the cycle
-                trial = Signal(W + 1, name=f"trial{i}")
-                m.d.comb += trial.eq((r << 1) | num[W - 1 - i])
+            r, q, at = rem, self.quotient, W
+            if self.step_bits % 2:  # a restoring step
+                trial = Signal(W + 1, name="trial")
+                m.d.comb += trial.eq(Cat(num[at - 1], r))
                 fits = trial >= den
-                r, q = Mux(fits, trial - den, trial)[:W + 1], Cat(fits, q)[:W]
+                r, q, at = Mux(fits, trial - den, trial)[:W], Cat(fits, q)[:W], at - 1
+            for i in range(self.step_bits // 2):  # radix-4 steps, chained within the cycle
+                trial = Signal(W + 2, name=f"trial4_{i}")
+                m.d.comb += trial.eq(Cat(num[at - 2:at], r))
+                less = [Signal(signed(W + 4), name=f"less{i}_{k}") for k in (1, 2, 3)]  # trial - k d
+                m.d.comb += [less[0].eq(trial - den), less[1].eq(trial - den2), less[2].eq(trial - den3)]
+                ge1, ge2, ge3 = ~less[0][-1], ~less[1][-1], ~less[2][-1]
+                digit = Mux(ge3, 3, Mux(ge2, 2, Mux(ge1, 1, 0)))
+                r = Mux(ge3, less[2], Mux(ge2, less[1], Mux(ge1, less[0], trial)))[:W]
+                q, at = Cat(digit[:2], q)[:W], at - 2
             m.d.sync += [rem.eq(r), self.quotient.eq(q), num.eq(num << self.step_bits),
                          count.eq(count - self.step_bits)]
             with m.If(count == self.step_bits):
@@ -118,3 +135,22 @@ class Isqrt(Elaboratable):
                     m.d.sync += res.eq(res >> 1)
                 m.d.sync += bit.eq(bit >> 2)
         return m
+
+
+def pipelined_tree(m: Module, name: str, terms: list, combine: Callable = operator.add,
+                   levels_per_stage: int = 2) -> Value:
+    """``terms`` combined in a balanced tree as :func:`tree` does, a register after every ``levels_per_stage``
+    levels and after the last: the result ``latency_rules.tree_stages(len(terms))`` cycles after the terms (a
+    lone term: at once)."""
+    level = 0
+    while len(terms) > 1:
+        terms = [combine(terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        level += 1
+        if level % levels_per_stage == 0 or len(terms) == 1:
+            regs = []
+            for j, t in enumerate(terms):
+                reg = Signal(Value.cast(t).shape(), name=f"{name}_l{level}_{j}")
+                m.d.sync += reg.eq(t)
+                regs.append(reg)
+            terms = regs
+    return terms[0]

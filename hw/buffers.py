@@ -355,6 +355,8 @@ class WordEngine(wiring.Component):
                      self.count.eq(count), self.wdata.eq(data)]
 
     def elaborate(self, platform):
+        if self.contiguous:
+            return self._contiguous()
         m = Module()
         p, w = self.port, self.word_bytes
         lb = lane_bits(w)
@@ -397,27 +399,72 @@ class WordEngine(wiring.Component):
         finishing = Signal()  # a read's last word arrives
         m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent & (tag_at + tag_n == count)),
                      self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
-        if self.contiguous:
-            words = OperandRegister.most_words(self.max_bytes, w)
-            raw = Signal(8 * w * words)
-            got = Signal(range(words + 1))  # words of the read arrived
-            first_lane = Signal(lb)  # the lane of the read's first byte in its first word
-            out_lane = Signal(lb)  # that of the read done
-            m.d.comb += self.rdata.eq(shift_bytes(m, raw, out_lane, self.max_bytes))
         with m.If(p.rvalid & self.busy & ~write):
-            if self.contiguous:
-                m.d.sync += [raw.word_select(got[:max(1, (words - 1).bit_length())], 8 * w).eq(p.rdata),
-                             got.eq(got + 1)]
-            else:
-                m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at,
-                                                      tag_n, w))
+            m.d.sync += self.rdata.eq(merge_bytes(self.rdata, shift_bytes(m, p.rdata, tag_lane, w), tag_at,
+                                                  tag_n, w))
             with m.If(finishing):
                 m.d.sync += self.done.eq(1)
-                if self.contiguous:
-                    m.d.sync += [out_lane.eq(first_lane), got.eq(0)]
                 with m.If(~self.start):  # a command starting as this one finishes keeps the engine busy
                     m.d.sync += self.busy.eq(0)
-        if self.contiguous:
-            with m.If(self.start):
-                m.d.sync += [got.eq(0), first_lane.eq(self.addr[:lb])]
+        return m
+
+    def _contiguous(self) -> Module:
+        """A stride-1 engine that counts words rather than bytes, so that no request waits on a byte count's
+        arithmetic: a command's words are worked out as it starts, a read keeps its words as they arrive and
+        shifts them once, and a write places its bytes at the first word's lane once (each request takes its
+        word of them). Its cycles are the general engine's."""
+        m = Module()
+        p, w = self.port, self.word_bytes
+        lb = lane_bits(w)
+        most = OperandRegister.most_words(self.max_bytes, w)
+        left = Signal(range(most + 1))  # words not yet asked for
+        sent = Signal(range(most + 1))  # words asked for
+        write, last_sent = Signal(), Signal()
+        cur = Signal(BUF_ADDR_BITS)  # the next word's address (its lane 0, past the first)
+        buf_q = Signal(BUF_SEL_BITS)
+        lane0, end_lane = Signal(lb), Signal(lb)  # the command's first byte's lane, and its last byte's + 1
+        wdata = Signal.like(self.wdata)
+        words = Signal(range(most + 1))
+        m.d.comb += words.eq((self.addr[:lb] + self.count + (w - 1)) >> lb)
+        now = (self.start & ~self.write) if self.eager else Const(0)  # (an eager read is never empty)
+        m.d.comb += [p.buf.eq(Mux(now, self.buf, buf_q)), p.addr.eq(Mux(now, self.addr, cur)),
+                     p.req.eq(now | (self.busy & ~last_sent)), p.we.eq(write & ~now)]
+        m.d.sync += self.done.eq(self.start & (self.count == 0))
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(self.count != 0), left.eq(words), sent.eq(0), last_sent.eq(0),
+                         write.eq(self.write), cur.eq(self.addr), buf_q.eq(self.buf), lane0.eq(self.addr[:lb]),
+                         end_lane.eq(self.addr[:lb] + self.count), wdata.eq(self.wdata)]
+            with m.If(now & p.gnt):  # an eager read's first word asked for as it starts
+                m.d.sync += [left.eq(words - 1), sent.eq(1), last_sent.eq(words == 1),
+                             cur.eq(Cat(Const(0, lb), self.addr[lb:] + 1))]
+        with m.Elif(p.req & p.gnt):
+            m.d.sync += [left.eq(left - 1), sent.eq(sent + 1), cur.eq(Cat(Const(0, lb), cur[lb:] + 1))]
+            with m.If(left == 1):
+                m.d.sync += last_sent.eq(1)
+                with m.If(write):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        # a write's word: its bytes placed at the first word's lane, the request's word of them, its lanes
+        placed = Signal(8 * w * most)
+        m.d.comb += placed.eq(shift_bytes(m, wdata, lane0, w * most, left=True))
+        index = sent[:max(1, (most - 1).bit_length())]
+        first_mask = ~first_lanes(lane0, w)[:w]
+        last_mask = Mux(end_lane == 0, (1 << w) - 1, first_lanes(end_lane, w))
+        m.d.comb += [p.wdata.eq(placed.word_select(index, 8 * w)),
+                     p.wmask.eq(Mux(sent == 0, first_mask, (1 << w) - 1) & Mux(left == 1, last_mask, (1 << w) - 1))]
+        # a read: the words as they arrive, shifted once when the last is in
+        finishing = Signal()
+        m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent),
+                     self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
+        raw = Signal(8 * w * most)
+        got = Signal(range(most + 1))  # words of the read arrived
+        first_lane, out_lane = Signal(lb), Signal(lb)  # the lane of the read's first byte; that of the read done
+        m.d.comb += self.rdata.eq(shift_bytes(m, raw, out_lane, self.max_bytes))
+        with m.If(p.rvalid & self.busy & ~write):
+            m.d.sync += [raw.word_select(got[:max(1, (most - 1).bit_length())], 8 * w).eq(p.rdata), got.eq(got + 1)]
+            with m.If(finishing):
+                m.d.sync += [self.done.eq(1), out_lane.eq(first_lane), got.eq(0)]
+                with m.If(~self.start):  # a command starting as this one finishes keeps the engine busy
+                    m.d.sync += self.busy.eq(0)
+        with m.If(self.start):
+            m.d.sync += [got.eq(0), first_lane.eq(self.addr[:lb])]
         return m

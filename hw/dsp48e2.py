@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value, signed
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, Value, signed
 
 from flightc.hw.arith import delayed, tree
 from flightc.hw.hierarchy import generating_verilog
-from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATENCY
+from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATENCY, WIDE_PRODUCT_LATENCY
 
 MODEL = Path(__file__).with_name("dsp48e2_model.v")
 P_BITS = 48  # the DSP48E2's accumulator
 A_BITS, B_BITS, D_BITS = 30, 18, 27  # its A, B and D ports (the pre-adder and the multiplier's A side: 27 bits)
+# a wide product's limbs: unsigned, each zero-extended within the multiplier's signed 27-bit and 18-bit sides
+A_LIMB_BITS, B_LIMB_BITS = 26, 17
 # two INT8 operands packed into the multiplier's 27-bit A side share a B operand: the second one's field starts
 # at bit 18 (8-bit q1 << 18 fits in 27 bits), so each product keeps 18 bits of its own
 PACK_SHIFT = 18
@@ -96,4 +98,33 @@ def registered_product(m: Module, name: str, a: Value, b: Value) -> Signal:
     _dsp(m, f"{name}_dsp", dict(i_A=pa, i_B=pb, i_D=Const(0, D_BITS), i_OPMODE=Const(OPMODE_M, 9),
                                 i_INMODE=Const(INMODE_D_PLUS_A, 5), o_P=p), dict(MREG=1, PREG=1))
     m.d.comb += out.eq(p.as_signed())
+    return out
+
+
+def _limbs(value: Value, bits: int) -> list[tuple[Value, int]]:
+    """A signed ``value`` as limbs of ``bits`` unsigned bits (each zero-extended to a signed operand) under a signed
+    top limb of at most ``bits + 1`` bits: (limb, its shift)."""
+    value = Value.cast(value).as_signed()
+    limbs, at = [], 0
+    while len(value) - at > bits + 1:
+        limbs.append((Cat(value[at:at + bits], Const(0, 1)).as_signed(), at))
+        at += bits
+    limbs.append((value[at:].as_signed(), at))
+    return limbs
+
+
+def wide_product(m: Module, name: str, a: Value, b: Value) -> Signal:
+    """``a * b`` of signed operands wider than one DSP48E2's multiplier: the products of ``a``'s 26-bit limbs and
+    ``b``'s 17-bit ones, each in its own DSP48E2 (:func:`registered_product`), summed in the register after them:
+    :data:`WIDE_PRODUCT_LATENCY` cycles after the operands. At most four partial products (two adder levels)."""
+    a, b = Value.cast(a).as_signed(), Value.cast(b).as_signed()
+    parts = [registered_product(m, f"{name}_{i}{j}", la, lb) << (sa + sb)
+             for i, (la, sa) in enumerate(_limbs(a, A_LIMB_BITS)) for j, (lb, sb) in enumerate(_limbs(b, B_LIMB_BITS))]
+    if len(parts) > 4:
+        raise ValueError(f"{name}: a {len(a)}-bit by {len(b)}-bit product needs {len(parts)} partial products; "
+                         "at most four are summed in one cycle")
+    if WIDE_PRODUCT_LATENCY != PRODUCT_LATENCY + 1:
+        raise AssertionError("the wide product's registers and hw/latency_rules.py disagree")
+    out = Signal(signed(len(a) + len(b)), name=name)
+    m.d.sync += out.eq(tree(parts))
     return out

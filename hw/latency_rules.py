@@ -71,3 +71,63 @@ LD_GATHER_ADDRESS = 1 + PRODUCT_LATENCY + 1 + 1
 # register the cycle after the beat, so the issuer sees it two cycles after the beat
 LD_HEAD_LATENCY = 2
 LD_ID_SEEN = 2
+
+# a product wider than one DSP48E2 (hw/dsp48e2.py wide_product): its limbs' products (M, P), then their sum
+WIDE_PRODUCT_LATENCY = PRODUCT_LATENCY + 1
+# The SFU's lanes (hw/sfu_lanes.py), a register a step from the cycle they take a chunk's operands: the centred
+# element, the products' second operands and the difference from the row's maximum (1); EMUL's INT8 product meets
+# them (2); the wide products (3 each) and the steps after them: a norm's clamp, its two shifts and its scaled
+# product times the row's reciprocal, its rounding with the LayerNorm bias, the saturation (12); the requantization's
+# rounding half and its shift in two steps (8), the saturations (9), DEQ_ADD's residual and its saturation (11);
+# softmax's clamped exponent, its LUT entry and shift (11), the probability's product and rounding (15). A chunk's
+# results go into the queue for the write engine from their op's stage.
+SFU_NORM_PRODUCT = 1 + WIDE_PRODUCT_LATENCY  # d * d (statistics) or d * gain: a norm's products
+SFU_REQUANT_LATENCY = 2 + WIDE_PRODUCT_LATENCY + 3 + 1  # EMUL's, REQ's and DEQ's results
+SFU_DEQ_ADD_LATENCY = SFU_REQUANT_LATENCY + 2
+SFU_NORM_LATENCY = SFU_NORM_PRODUCT + 3 + WIDE_PRODUCT_LATENCY + 2
+SFU_EXP = 2 + WIDE_PRODUCT_LATENCY + 3 + 3  # softmax's 2^u of each element
+SFU_SOFTMAX_LATENCY = SFU_EXP + WIDE_PRODUCT_LATENCY + 1
+SFU_OUT_LATENCY = max(SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY)
+# results taken for the write engine that may be in flight or queued: the lanes take a chunk only while fewer are
+# (its results then always find room), enough that a chunk every two cycles (one word read, one word written) is
+# never held
+SFU_RESULT_QUEUE = (SFU_OUT_LATENCY + 1) // 2 + 2
+# RoPE's chunk: the four INT8-by-INT16 products (M, P), the pairs' sums with the rounding half, the shift and
+# saturation
+SFU_ROPE_LATENCY = PRODUCT_LATENCY + 1 + 1
+
+
+def tree_stages(values: int, levels_per_stage: int = 2) -> int:
+    """Registers a pipelined tree over ``values`` terms holds (hw/arith.py pipelined_tree): one after every
+    ``levels_per_stage`` levels and after the last."""
+    depth = max(0, (values - 1).bit_length())
+    return -(-depth // levels_per_stage)
+
+
+def sfu_result_latency(op: str) -> int:
+    """Cycles from a chunk's take until its results enter the SFU's result queue, by op (MiscOp's name)."""
+    return {"RMSNORM": SFU_NORM_LATENCY, "LAYERNORM": SFU_NORM_LATENCY, "SOFTMAX": SFU_SOFTMAX_LATENCY,
+            "DEQ_ADD": SFU_DEQ_ADD_LATENCY}.get(op, SFU_REQUANT_LATENCY)
+
+
+def sfu_stat_drain(op: str, pass_: int, lanes: int) -> int:
+    """Cycles from a statistics pass's take until what it adds is in the row's statistics (the sums' trees over
+    ``lanes`` terms, two levels a register, then the accumulator): a norm's sum, softmax's maximum (pass 0) or its
+    sum of powers (pass 1)."""
+    tree = tree_stages(lanes)
+    if op == "SOFTMAX":
+        return (1 if pass_ == 0 else SFU_EXP) + tree + 1
+    return SFU_NORM_PRODUCT + tree + 1
+
+
+# the SFU's divisions (hw/sfu.py): the operands registered, then round_div's numerator made positive as the divider
+# starts; a norm's divisor shifted by its bit length after the square root (DEN), then normalized (NORM_SHIFT)
+SFU_DIV_SETUP = 2
+SFU_NORM_DEN = 1
+SFU_NORM_SHIFT = 1
+
+
+def division_bits(value_bits: int, step_bits: int, width: int) -> int:
+    """Quotient bits the SFU's divider walks for a numerator below 2^value_bits: a multiple of ``step_bits``, at most
+    the divider's ``width`` (hw/arith.py Divider.bits)."""
+    return min(width, -(-value_bits // step_bits) * step_bits)

@@ -1,7 +1,7 @@
 """The SFU's divider (hw/arith.py) in Amaranth's simulator: floor division of unsigned operands, bit for bit, in
-width / step_bits + 1 cycles (what flightc.sim.perf.timing.div_cycles charges), one to four restoring steps a cycle,
-for the extremes (a zero numerator, a denominator of one, the largest operands, a denominator above the numerator)
-and random operands."""
+bits / step_bits + 1 cycles (what flightc.sim.perf.timing.div_cycles charges), one to four quotient bits a cycle
+(radix-4 steps and a restoring one), for the extremes (a zero numerator, a denominator of one, the largest operands,
+a denominator above the numerator) and random operands, over the whole width or a numerator's top bits alone."""
 from __future__ import annotations
 
 import random
@@ -12,14 +12,18 @@ from amaranth.sim import Simulator
 from flightc.hw.arith import Divider
 
 
-def run_divider(width: int, step_bits: int, pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Each (numerator, denominator) through one divider: its quotient and the cycles from start to done."""
+def run_divider(width: int, step_bits: int, pairs: list[tuple[int, int]], bits: int | None = None
+                ) -> list[tuple[int, int]]:
+    """Each (numerator, denominator) through one divider (numerators below 2^bits, given shifted to its top bits):
+    its quotient and the cycles from start to done."""
     dut = Divider(width, step_bits)
     out = []
+    bits = width if bits is None else bits
 
     async def bench(ctx):
         for n, d in pairs:
-            ctx.set(dut.numerator, n)
+            ctx.set(dut.numerator, n << (width - bits))
+            ctx.set(dut.bits, bits)
             ctx.set(dut.denominator, d)
             ctx.set(dut.start, 1)
             await ctx.tick()
@@ -37,15 +41,17 @@ def run_divider(width: int, step_bits: int, pairs: list[tuple[int, int]]) -> lis
     return out
 
 
-@pytest.mark.parametrize("width,step_bits", [(12, 1), (12, 2), (12, 3), (12, 4), (72, 4)])
-def test_divider_floor_quotient(width, step_bits):
-    rng = random.Random(width * 10 + step_bits)
-    top = (1 << width) - 1
-    pairs = [(0, 1), (top, 1), (top, top), (top, 3), (5, 7), (1 << (width - 1), top), (top, 1 << (width - 1))]
-    pairs += [(rng.getrandbits(width), max(1, rng.getrandbits(rng.randint(1, width)))) for _ in range(40)]
-    for (n, d), (q, cycles) in zip(pairs, run_divider(width, step_bits, pairs)):
+@pytest.mark.parametrize("width,step_bits,bits", [(12, 1, 12), (12, 2, 12), (12, 3, 12), (12, 4, 12), (72, 2, 72),
+                                                  (72, 4, 72), (72, 2, 42), (72, 3, 66), (72, 1, 41)])
+def test_divider_floor_quotient(width, step_bits, bits):
+    rng = random.Random(width * 10 + step_bits + bits)
+    top, full = (1 << bits) - 1, (1 << width) - 1
+    pairs = [(0, 1), (top, 1), (top, top), (top, 3), (5, 7), (1 << (bits - 1), full), (top, 1 << (bits - 1)),
+             (top, full)]
+    pairs += [(rng.getrandbits(bits), max(1, rng.getrandbits(rng.randint(1, width)))) for _ in range(40)]
+    for (n, d), (q, cycles) in zip(pairs, run_divider(width, step_bits, pairs, bits)):
         assert q == n // d, (n, d)
-        assert cycles == width // step_bits + 1  # the timing flightc.sim.perf.timing charges a division
+        assert cycles == bits // step_bits + 1  # the timing flightc.sim.perf.timing charges a division
 
 
 def test_times_constant_and_place_bytes_match_their_arithmetic():
@@ -77,3 +83,53 @@ def test_times_constant_and_place_bytes_match_their_arithmetic():
     want = [((x * 12) % (1 << 20), (v << (8 * a)) % (1 << (8 * 140))) for x, a, v in cases]
     assert got == want
     assert times_constant(Signal(4), 0).value == 0
+
+
+def test_wide_products_and_pipelined_trees_are_exact_at_their_latency():
+    """The SFU lanes' wide products (hw/dsp48e2.wide_product: DSP48E2-sized limbs summed) at the operand widths the
+    lanes use, and a pipelined sum and maximum over 48 terms (hw/arith.pipelined_tree), against Python's arithmetic
+    for the extremes and random operands, each exactly its latency_rules latency after its operands."""
+    from amaranth.hdl import Module, Mux, Signal, signed
+
+    from flightc.hw.arith import pipelined_tree
+    from flightc.hw.dsp48e2 import wide_product
+    from flightc.hw.latency_rules import WIDE_PRODUCT_LATENCY, tree_stages
+
+    widths = [(34, 34), (48, 32), (27, 34), (19, 42), (8, 8)]
+    m = Module()
+    ops = [(Signal(signed(wa), name=f"a{i}"), Signal(signed(wb), name=f"b{i}")) for i, (wa, wb) in enumerate(widths)]
+    products = [wide_product(m, f"p{i}", a, b) for i, (a, b) in enumerate(ops)]
+    terms = [Signal(signed(34), name=f"t{k}") for k in range(48)]
+    total = pipelined_tree(m, "sum", list(terms))
+    biggest = pipelined_tree(m, "max", list(terms), lambda p, q: Mux(q > p, q, p))
+    rng = random.Random(7)
+
+    def draw(bits):
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return rng.choice([lo, hi, 0, -1, 1, rng.randint(lo, hi), rng.randint(lo, hi)])
+
+    cases = [([draw(wa) for wa, _ in widths], [draw(wb) for _, wb in widths], [draw(34) for _ in terms])
+             for _ in range(60)]
+    latency = max(WIDE_PRODUCT_LATENCY, tree_stages(len(terms)))
+    assert tree_stages(len(terms)) == 3
+    seen = []
+
+    async def bench(ctx):
+        for step in range(len(cases) + latency):
+            if step < len(cases):
+                a_s, b_s, t_s = cases[step]
+                for (a, b), va, vb in zip(ops, a_s, b_s):
+                    ctx.set(a, va)
+                    ctx.set(b, vb)
+                for t, v in zip(terms, t_s):
+                    ctx.set(t, v)
+            await ctx.tick()
+            seen.append(([ctx.get(p) for p in products], ctx.get(total), ctx.get(biggest)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for step, (a_s, b_s, t_s) in enumerate(cases):
+        assert seen[step + WIDE_PRODUCT_LATENCY - 1][0] == [va * vb for va, vb in zip(a_s, b_s)], step
+        assert seen[step + tree_stages(len(terms)) - 1][1:] == (sum(t_s), max(t_s)), step

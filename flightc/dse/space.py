@@ -48,7 +48,7 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     # them with --space, e.g. {"axi_burst_beats": [16, 64]}
     "unit_queue_depth": (4,),
     "axi_burst_beats": (16,),
-    "sfu_div_step_bits": (4,),
+    "sfu_div_step_bits": (2,),
     # beats of each streamed-MV reader's FIFO: 512 fill the block RAMs a 256-beat FIFO of a 64-byte beat takes anyway
     # (512 x 72 bits each), and let a weight tile be read that much further ahead of its MV (MV.w_early)
     "lane_fifo_beats": (512,),

@@ -23,10 +23,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
-from flightc.hw.latency_rules import CHAIN_LATENCY
+from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_NORM_DEN, SFU_NORM_SHIFT,
+                                      SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, sfu_result_latency,
+                                      sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -37,9 +40,11 @@ from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.words import read_cycles, span_words, write_cycles
 
 
-def div_cycles(cfg: HardwareConfig) -> int:
-    """From the cycle after the one that starts the SFU's divider to the cycle that sees it done."""
-    return cfg.sfu_div_bits // cfg.sfu_div_step_bits + 1
+def div_cycles(cfg: HardwareConfig, value_bits: int | None = None) -> int:
+    """From the cycle after the one that starts the SFU's divider to the cycle that sees it done, for a numerator
+    below 2^value_bits (the divider's width by default)."""
+    bits = division_bits(value_bits or cfg.sfu_div_bits, cfg.sfu_div_step_bits, cfg.sfu_div_bits)
+    return bits // cfg.sfu_div_step_bits + 1
 
 
 def sqrt_cycles(cfg: HardwareConfig) -> int:
@@ -279,43 +284,44 @@ def _chunks(count: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.minimum(lanes, count - starts)
 
 
-def _element_pass(reads: list[list[int]], writes: list[int] | None, scale: bool,
+def _element_pass(reads: list[list[int]], writes: list[int] | None, drain: int,
                   params: list[list[int]] | None = None) -> int:
     """Cycles of one SFU pass over a row other than RoPE's, from its first cycle in OP through PASS_END.
 
     ``reads``: per chunk, the words of each operand the reader asks for in turn; ``params``: per chunk, those of
     the operands it asks for beside them on the parameter port (a norm's gains and biases), the chunk's first
     reads on both engines starting together once both are free; ``writes``: per chunk, the words of its results
-    (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's
-    read engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1; the
-    reader starts a chunk's first read once the one before is in and the lanes wait for the chunk before it (OP).
-    The lanes take a chunk the cycle after its last operand's done; the norms' output pass scales it (SCALE), then W starts its write once the
-    write engine is free (a write of v words frees it v + 1 cycles after its start) and the lanes wait for the next
-    chunk. PASS_END waits for the last write."""
+    (None: a statistics pass, which writes nothing). A read of w words that starts at cycle t (the SFU's read
+    engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1. The lanes
+    (hw/sfu_lanes.py) take a chunk the cycle after its last operand's done once the result queue has room for it
+    (SFU_RESULT_QUEUE chunks taken and not yet written; a place frees the cycle after its write starts); the reader
+    starts a chunk's first read once the one before is in and the lanes wait, with room, for the chunk before it.
+    A chunk's results enter the queue ``drain`` cycles after its take (sfu_result_latency) and leave it the cycle
+    after, or once the write engine is free (a write of v words frees it v + 1 cycles after its start). PASS_END
+    waits ``drain`` cycles after the last take (a statistics pass: sfu_stat_drain) and for the last write."""
     if not reads:
         return 2  # OP finds the row empty, then PASS_END
     free1 = free2 = 0  # the cycle each engine's last read has its last word (it may start the next)
-    wait_prev, wait_now = 0, 0  # the cycles the lanes began to wait for the chunk before and for this one
-    write_free, took, wrote = 0, 0, 0
+    allowed_prev, allowed = 0, 0  # the first cycles the lanes wait, with room, for the chunk before and this one
+    starts: list[int] = []  # each chunk's write
+    write_free, take = 0, 0
     for k, words in enumerate(reads):
-        t = 0 if k == 0 else max(free1, free2, wait_prev)
+        t = 0 if k == 0 else max(free1, free2, allowed_prev)
         free1 = free2 = t
         for w in words:
             free1 += w
         for w in (params[k] if params else []):
             free2 += w
-        last_in = max(free1, free2)
-        took = max(last_in + 2, wait_now)
-        if writes is None:
-            nxt = took + 1
-        else:
-            wrote = max(took + (2 if scale else 1), write_free)
-            write_free = wrote + writes[k] + 1
-            nxt = wrote + 1
-        wait_prev, wait_now = wait_now, nxt
-    if writes is None:
-        return took + 2
-    return write_free + 1
+        take = max(max(free1, free2) + 2, allowed)
+        if writes is not None:
+            start = max(take + drain + 1, write_free)
+            write_free = start + writes[k] + 1
+            starts.append(start)
+        nxt = take + 1
+        if writes is not None and k + 1 >= SFU_RESULT_QUEUE:
+            nxt = max(nxt, starts[k + 1 - SFU_RESULT_QUEUE] + 1)
+        allowed_prev, allowed = allowed, nxt
+    return max(take + drain + 1, write_free) + 1
 
 
 def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
@@ -338,33 +344,38 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     w, G = cfg.buffer_port_bytes, cfg.sfu_lanes
     c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
+    latency = sfu_result_latency(op.name)  # a write pass: its results enter the queue this late
     a = span_words(src + c * src_e, g * src_e, w)
     out = span_words(dst + c * dst_e, g * dst_e, w).tolist()
-    div, sqrt = div_cycles(cfg), sqrt_cycles(cfg)
-    recip = 1 + div
+    div = SFU_DIV_SETUP + div_cycles(cfg)  # a division from the state that asks for it
+    sqrt = sqrt_cycles(cfg) + SFU_NORM_DEN
+    # NORM_RECIP, then the reciprocal of the normalized divisor, floor(2^64 / d)
+    recip = 1 + SFU_NORM_SHIFT + SFU_DIV_SETUP + div_cycles(cfg, 2 * nm.NORM_RECIP_BITS + 1)
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX):
-        stat = _element_pass([[n] for n in a.tolist()], None, False)  # a statistics pass: the elements, no writes
+        stat = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op.name, 0, G))  # no writes
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
         ge = NORM.element_bytes
         gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
     if op is MiscOp.RMSNORM:  # the gains beside the elements, on the parameter port
-        return stat + div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, True,
+        return stat + div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, latency,
                                                          [[n] for n in gain.tolist()])
     if op is MiscOp.LAYERNORM:
         beta = span_words(prm + NORM.bias_offset(cols, c), g * ge, w)
-        return 2 * stat + 2 * div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, True,
+        return 2 * stat + 2 * div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, latency,
                                                                  np.stack([gain, beta], 1).tolist())
     if op is MiscOp.SOFTMAX:
         first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
-        return first + stat + div + _element_pass([[n] for n in a.tolist()], out, False)
+        recip = SFU_DIV_SETUP + div_cycles(cfg, nm.SOFTMAX_RECIP_BITS + 1)  # floor(2^40 / sum)
+        sums = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op.name, 1, G))
+        return first + sums + recip + _element_pass([[n] for n in a.tolist()], out, latency)
     if op is MiscOp.EMUL:
         b = span_words(src2 + c, g, w)
-        return _element_pass(np.stack([a, b], 1).tolist(), out, False)
+        return _element_pass(np.stack([a, b], 1).tolist(), out, latency)
     if op in (MiscOp.DEQ, MiscOp.REQ):
-        return _element_pass([[n] for n in a.tolist()], out, False)
+        return _element_pass([[n] for n in a.tolist()], out, latency)
     if op is MiscOp.DEQ_ADD:
         b = span_words(dst + 4 * c, 4 * g, w)
-        return _element_pass(np.stack([a, b], 1).tolist(), out, False)
+        return _element_pass(np.stack([a, b], 1).tolist(), out, latency)
     raise ValueError(f"no timing for MISC op {op}")
 
 
@@ -374,8 +385,8 @@ def _sfu_read(addr, nbytes: int, w: int):
 
 
 def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, tab: int) -> int:
-    """A RoPE row: per chunk of a head's first half, four reads (the elements, their partners, cos, sin), OP and
-    two writes, one after another."""
+    """A RoPE row: per chunk of a head's first half, four reads (the elements, their partners, cos, sin), the
+    products' pipeline (ROPE_OP) and two writes, one after another."""
     end = 2  # the A state that finds the row over, and PASS_END
     if head < 2:
         return end
@@ -387,7 +398,7 @@ def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, 
     total = end
     for h in range(0, cols - cols % head, head):  # a head's pairs: x[h + j] with x[h + j + half]
         lo, hi = h + j, h + j + half
-        total += table + int((_sfu_read(src_row + lo, gj, w) + _sfu_read(src_row + hi, gj, w) + 1
+        total += table + int((_sfu_read(src_row + lo, gj, w) + _sfu_read(src_row + hi, gj, w) + SFU_ROPE_LATENCY
                               + write_cycles(dst_row + lo, gj, w) + write_cycles(dst_row + hi, gj, w)).sum())
     return total
 

@@ -11,6 +11,7 @@ from flightc.cli import main
 from flightc.compress.stream import SEGMENT
 from flightc.config import PRESETS
 from flightc.hw import regs as R
+from flightc.hw.latency_rules import SFU_RESULT_QUEUE
 from flightc.hw.timing import max_levels
 
 CFG = PRESETS["tiny"]
@@ -83,7 +84,8 @@ def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
     its memory system and microarchitecture fields the u280's — has an m_axi port, lane group, lane feed, stream
     reader and LD lane per master, and FIFOs as deep as the fields the performance model reads: the unit queues
     (``unit_queue_depth``), the LD lanes' and masters' bursts in flight (``axi_outstanding``), the stream readers'
-    beats (``lane_fifo_beats``); and as many chains, lane group slots and SFU lanes as the model counts."""
+    beats (``lane_fifo_beats``), the SFU's result queue (``SFU_RESULT_QUEUE``); and as many chains, lane group
+    slots and SFU lanes as the model counts."""
     cfg, u280 = PRESETS["hbm4"], PRESETS["u280"]
     for field in ("clock_mhz", "axi_data_bytes", "buffer_port_bytes", "axi_burst_beats", "axi_outstanding",
                   "mem_latency_cycles", "unit_queue_depth", "lane_fifo_beats", "lane_slots", "token_fifo_depth"):
@@ -106,7 +108,9 @@ def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
     assert len(re.findall(r"^\s*DSP48E2 #\(", mods["flightc_lane_group"], re.M)) == \
         cfg.lane_slots + 2 * (cfg.lane_slots // SEGMENT)
     assert len([n for n in mods if re.fullmatch(r"flightc_kernel\.core\.ld\.lane\d+", n)]) == cfg.axi_masters
-    assert len(re.findall(r"^\s*wire \[17:0\] e\d+;", mods["flightc_kernel.core.sfu"], re.M)) == cfg.sfu_lanes
+    # each SFU lane's power of two (softmax) has a register of its own (hw/sfu_lanes.py)
+    assert len(re.findall(r"^\s*reg \[17:0\] e\d+ =", mods["flightc_kernel.core.sfu"], re.M)) == cfg.sfu_lanes
+    assert _fifo_depths(mods, ".sfu.results") == [SFU_RESULT_QUEUE]  # the SFU's result queue, as the model reads it
     # SyncFIFOBuffered keeps one entry in its output register: its memory holds depth - 1
     for unit in ("ld", "mpe", "sfu", "st", "sys"):
         assert _fifo_depths(mods, f".control.q_{unit}") == [cfg.unit_queue_depth - 1], unit
