@@ -3,6 +3,7 @@ and print its deepest register-to-register path (hw/timing.py) with the signals 
 
     python bench/synth_unit.py flightc.hw.stream_out:StreamOut --hw u280
     python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2
+    python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2 --over 7   # every register past 7
 
 The unit's constructor takes the HardwareConfig; its ports are the probe's (inputs count as registered). Use it
 while pipelining a unit; bench/synth_calibration.py --timing records the calibration probes' estimates.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +30,14 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="a folder to keep yosys' files in")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field changed from the preset's (an integer), e.g. --set sfu_lanes=2")
+    parser.add_argument("--over", type=float, metavar="LEVELS",
+                        help="also list every register (a bus once) whose deepest path has more levels than this")
     args = parser.parse_args()
 
     from flightc.config import PRESETS
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import run_yosys
-    from flightc.hw.timing import deepest_path, max_levels
+    from flightc.hw.timing import deepest_path, max_levels, paths_over
 
     module, _, name = args.unit.partition(":")
     fields = {k: int(v) for k, _, v in (s.partition("=") for s in args.set)}
@@ -48,7 +53,7 @@ def main() -> None:
             for i, bit in enumerate(info["bits"]):
                 names.setdefault(bit, f"{signal}[{i}]")
     path = deepest_path(net)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"{args.unit} at {args.hw}: deepest path {path.levels:.2f} levels ({path.luts} LUTs); budget "
                   f"{max_levels(225.0)} at 225 MHz, {max_levels(300.0)} at 300 MHz; "
                   f"synthesized in {time.perf_counter() - start:.0f} s")
@@ -64,8 +69,34 @@ def main() -> None:
         table.add_row(cell["type"], ", ".join(str(names.get(b, b)) for b in outs[:2]),
                       ", ".join(str(names[b]) for b in ins if b in names)[:80])
     console.print(table)
+    if args.over is not None:
+        over = Table(f"registers past {args.over:g} levels", "levels", "LUTs", "from", "through (named nets)")
+        seen = set()
+        for p in paths_over(net, args.over):
+            bus = _bus(_net_of(net, names, p.cells[-1]))
+            if bus in seen:
+                continue
+            seen.add(bus)
+            named = [n for n in (_net_of(net, names, c) for c in p.cells[1:-1]) if n and not n.startswith("$")]
+            over.add_row(bus, f"{p.levels:.2f}", str(p.luts), _net_of(net, names, p.cells[0]),
+                         " > ".join(dict.fromkeys(_bus(n) for n in named))[:90])
+        console.print(over)
     cells = stat["design"]["num_cells_by_type"]
     console.print({k: v for k, v in cells.items() if k.startswith(("LUT", "FD", "DSP", "CARRY", "RAMB", "URAM"))})
+
+
+def _bus(name: str) -> str:
+    """A net's name without its bit (and memory row) indices."""
+    return re.sub(r"(\[\d+\])+$", "", name)
+
+
+def _net_of(net: dict, names: dict, cell_name: str) -> str:
+    """A cell's first named output net (a register's Q), or the cell's name."""
+    cell = net["cells"].get(cell_name)
+    if cell is None:
+        return cell_name
+    outs = [b for p, d in cell["port_directions"].items() if d == "output" for b in cell["connections"][p]]
+    return next((str(names[b]) for b in outs if b in names), cell_name)
 
 
 if __name__ == "__main__":

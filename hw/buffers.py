@@ -322,10 +322,11 @@ class WordEngine(wiring.Component):
     still pulses in the next cycle, with ``rdata`` whole, while the next command's words are asked);
     ``last`` marks that cycle. An ``eager`` engine asks for a read's first word in the cycle that starts it
     (the unit's address then reaches the buffer's arbiter combinationally), so reads started back to back on
-    ``ready`` move a word every cycle; its writes start as usual. A ``contiguous`` engine reads with stride 1 only:
-    it keeps the words as they arrive and shifts them once (``rdata`` holds the read's bytes from byte 0 while
-    ``done`` pulses, what lies past ``count`` undefined), where placing every word's bytes at a variable offset
-    costs a ``word_bytes``-way multiplexer per byte of ``rdata`` (most of a 64-lane SFU's operand engines).
+    ``ready`` move a word every cycle; its writes start as usual. A ``contiguous`` engine moves stride 1 only and
+    counts words, not bytes (an eager one's reads are never empty): it keeps a read's words as they arrive and
+    shifts them once (``rdata`` holds the read's bytes from byte 0 while ``done`` pulses, what lies past ``count``
+    undefined), where placing every word's bytes at a variable offset costs a ``word_bytes``-way multiplexer per
+    byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once.
     """
 
     def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False, contiguous: bool = False):

@@ -3,6 +3,9 @@
 Each stage's registers are placed so that no path between them is deeper than the logic levels 225 MHz allows
 on UltraScale+ (hw/timing.py); the cycles they cost follow from where they are.
 """
+from __future__ import annotations
+
+from flightc.isa.table import MiscOp
 
 # a DSP chain's operands taken to its sums (hw/dsp_chain.py): the operands, the dequantized weight (two steps) and
 # packed tokens, the product (M, P), a quarter's sums, the chain's; the MPE accumulates them then, and its last
@@ -104,18 +107,18 @@ def tree_stages(values: int, levels_per_stage: int = 2) -> int:
     return -(-depth // levels_per_stage)
 
 
-def sfu_result_latency(op: str) -> int:
-    """Cycles from a chunk's take until its results enter the SFU's result queue, by op (MiscOp's name)."""
-    return {"RMSNORM": SFU_NORM_LATENCY, "LAYERNORM": SFU_NORM_LATENCY, "SOFTMAX": SFU_SOFTMAX_LATENCY,
-            "DEQ_ADD": SFU_DEQ_ADD_LATENCY}.get(op, SFU_REQUANT_LATENCY)
+def sfu_result_latency(op: MiscOp) -> int:
+    """Cycles from a chunk's take until its results enter the SFU's result queue, by op."""
+    return {MiscOp.RMSNORM: SFU_NORM_LATENCY, MiscOp.LAYERNORM: SFU_NORM_LATENCY, MiscOp.SOFTMAX: SFU_SOFTMAX_LATENCY,
+            MiscOp.DEQ_ADD: SFU_DEQ_ADD_LATENCY}.get(op, SFU_REQUANT_LATENCY)
 
 
-def sfu_stat_drain(op: str, pass_: int, lanes: int) -> int:
+def sfu_stat_drain(op: MiscOp, pass_: int, lanes: int) -> int:
     """Cycles from a statistics pass's take until what it adds is in the row's statistics (the sums' trees over
     ``lanes`` terms, two levels a register, then the accumulator): a norm's sum, softmax's maximum (pass 0) or its
     sum of powers (pass 1)."""
     tree = tree_stages(lanes)
-    if op == "SOFTMAX":
+    if op is MiscOp.SOFTMAX:
         return (1 if pass_ == 0 else SFU_EXP) + tree + 1
     return SFU_NORM_PRODUCT + tree + 1
 

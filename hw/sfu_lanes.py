@@ -17,6 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from flightc import numerics as nm
 from flightc.hw.arith import delayed, pipelined_tree, round_shift, saturate
 from flightc.hw.dsp48e2 import registered_product, wide_product
+from flightc.isa.table import MiscOp
 from flightc.hw.latency_rules import (SFU_DEQ_ADD_LATENCY, SFU_EXP, SFU_NORM_LATENCY, SFU_NORM_PRODUCT,
                                       SFU_OUT_LATENCY, SFU_REQUANT_LATENCY, SFU_ROPE_LATENCY, SFU_SOFTMAX_LATENCY,
                                       WIDE_PRODUCT_LATENCY, sfu_stat_drain, tree_stages)
@@ -26,8 +27,9 @@ MAX_NONE = -(1 << 32)  # softmax's running maximum before any element (below eve
 
 @dataclass
 class LaneControl:
-    """What the lanes read besides their operands: the op and the pass (each constant while a pass is in the
-    pipeline), the instruction's multiplier and shift, and the row's statistics from the passes before."""
+    """What the lanes read besides their operands: the op (constant through an instruction), the pass (read as a
+    chunk is taken, and by a statistics pass's sums, which end before the next pass begins), the instruction's
+    multiplier and shift, and the row's statistics from the passes before."""
 
     is_ln: Value  # LayerNorm
     is_norm: Value
@@ -74,9 +76,9 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
 
     tree = tree_stages(G)
     valid = flags("valid", take & ~ctl.stat_pass, SFU_OUT_LATENCY)  # a chunk whose results are written
-    summed = flags("summed", take & ctl.stat_pass & ~ctl.is_sm, sfu_stat_drain("RMSNORM", 0, G))  # a norm's
-    maxed = flags("maxed", take & ctl.is_sm & (ctl.sm_pass == 0), sfu_stat_drain("SOFTMAX", 0, G))
-    powered = flags("powered", take & ctl.is_sm & (ctl.sm_pass == 1), sfu_stat_drain("SOFTMAX", 1, G))
+    summed = flags("summed", take & ctl.stat_pass & ~ctl.is_sm, sfu_stat_drain(MiscOp.RMSNORM, 0, G))  # a norm's
+    maxed = flags("maxed", take & ctl.is_sm & (ctl.sm_pass == 0), sfu_stat_drain(MiscOp.SOFTMAX, 0, G))
+    powered = flags("powered", take & ctl.is_sm & (ctl.sm_pass == 1), sfu_stat_drain(MiscOp.SOFTMAX, 1, G))
     G_ = nm.NORM_GUARD_BITS
     lim = Signal(nm.NORM_DEN_BITS + 10)  # |x * gain| is clamped to 2^(e + 9) (numerics.norm_apply)
     right, left = Signal.like(ctl.den_e), Signal.like(ctl.den_e)  # the product's scaling to G_ fraction bits

@@ -132,7 +132,44 @@ def deepest_path(module: dict) -> DeepestPath:
     return _deepest(module, by_kind=False)["all"]
 
 
+def paths_over(module: dict, levels: float) -> list[DeepestPath]:
+    """The deepest path into each register (or output port) whose deepest path has more than ``levels``, deepest
+    first: what must be cut for a clock, not only the worst of it."""
+    arrival, back, sinks = _arrivals(module)
+    worst: dict[str, tuple[float, int]] = {}
+    for b, after, who in sinks:
+        if b in arrival and arrival[b] + after > levels and arrival[b] + after > worst.get(who, (-1.0,))[0]:
+            worst[who] = (arrival[b] + after, b)
+    paths = [_path(module, back, who, total, b) for who, (total, b) in worst.items()]
+    return sorted(paths, key=lambda p: -p.levels)
+
+
+def _path(module: dict, back: dict, who: str, total: float, b: int) -> DeepestPath:
+    cells, at = [who], b
+    while at is not None:
+        prev, through = back[at]
+        cells.append(through)
+        at = prev
+    cells.reverse()
+    luts = sum(1 for c in cells if c in module["cells"] and module["cells"][c]["type"].lstrip("\\") in LUTS)
+    return DeepestPath(total, cells, luts)
+
+
 def _deepest(module: dict, by_kind: bool) -> dict[str, DeepestPath]:
+    arrival, back, sinks = _arrivals(module)
+    deepest: dict[str, tuple[float, int, str]] = {}
+    for b, after, who in sinks:
+        if b in arrival:
+            key = cell_kind(who) if by_kind else "all"
+            total = arrival[b] + after
+            if total > deepest.get(key, (-1.0,))[0]:
+                deepest[key] = (total, b, who)
+    out = {key: _path(module, back, who, total, b) for key, (total, b, who) in deepest.items()}
+    return out or {"all": DeepestPath(0.0)}
+
+
+def _arrivals(module: dict) -> tuple[dict, dict, list]:
+    """Each bit's latest arrival in levels and the arc it came through, and the bits that end paths."""
     # arcs: input bit -> [(output bit, levels, cell)]
     arcs: dict[int, list[tuple[int, float, str]]] = defaultdict(list)
     indegree: dict[int, int] = defaultdict(int)
@@ -214,21 +251,4 @@ def _deepest(module: dict, by_kind: bool) -> dict[str, DeepestPath]:
             remaining[bo] -= 1
             if remaining[bo] == 0:
                 ready.append(bo)
-    deepest: dict[str, tuple[float, int, str]] = {}
-    for b, after, who in sinks:
-        if b in arrival:
-            key = cell_kind(who) if by_kind else "all"
-            total = arrival[b] + after
-            if total > deepest.get(key, (-1.0,))[0]:
-                deepest[key] = (total, b, who)
-    out = {}
-    for key, (total, b, who) in deepest.items():
-        cells, at = [who], b
-        while at is not None:
-            prev, through = back[at]
-            cells.append(through)
-            at = prev
-        cells.reverse()
-        luts = sum(1 for c in cells if c in module["cells"] and module["cells"][c]["type"].lstrip("\\") in LUTS)
-        out[key] = DeepestPath(total, cells, luts)
-    return out or {"all": DeepestPath(0.0)}
+    return arrival, back, sinks

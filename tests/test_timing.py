@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flightc.hw.timing import cell_kind, deepest_path, deepest_paths, max_levels
+from flightc.hw.timing import cell_kind, deepest_path, deepest_paths, max_levels, paths_over
 
 
 class Netlist:
@@ -59,6 +59,23 @@ def test_levels_count_luts_carries_and_multiplexers():
     assert p.cells[0] in ("core.sfu.a", "core.sfu.b") and p.cells[-1] == "core.sfu.out"
     kinds = deepest_paths(n.module())
     assert kinds["core.sfu"].levels == pytest.approx(p.levels) and kinds["core.st"].levels == 1
+
+
+def test_paths_over_a_budget_name_each_register_too_deep_deepest_first():
+    """Every register whose deepest path is over the budget, each with that path, not only the worst one."""
+    n = Netlist()
+    a = n.ff("a")
+    x = a
+    for k in range(9):  # nine LUTs into "deep", three into "mid", one into "shallow"
+        x = n.lut(f"d{k}", x)
+        if k == 2:
+            n.ff("mid", x)
+    n.ff("deep", x)
+    n.ff("shallow", n.lut("s", a))
+    over = paths_over(n.module(), 2)
+    assert [(p.cells[-1], p.levels, p.luts) for p in over] == [("deep", 9, 9), ("mid", 3, 3)]
+    assert over[0].cells[0] == "a" and paths_over(n.module(), 9) == []
+    assert deepest_path(n.module()).levels == 9
 
 
 def test_a_dsp48e2_adds_the_stages_its_registers_leave_open():

@@ -344,7 +344,7 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     w, G = cfg.buffer_port_bytes, cfg.sfu_lanes
     c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
-    latency = sfu_result_latency(op.name)  # a write pass: its results enter the queue this late
+    latency = sfu_result_latency(op)  # a write pass: its results enter the queue this late
     a = span_words(src + c * src_e, g * src_e, w)
     out = span_words(dst + c * dst_e, g * dst_e, w).tolist()
     div = SFU_DIV_SETUP + div_cycles(cfg)  # a division from the state that asks for it
@@ -352,7 +352,7 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     # NORM_RECIP, then the reciprocal of the normalized divisor, floor(2^64 / d)
     recip = 1 + SFU_NORM_SHIFT + SFU_DIV_SETUP + div_cycles(cfg, 2 * nm.NORM_RECIP_BITS + 1)
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX):
-        stat = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op.name, 0, G))  # no writes
+        stat = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op, 0, G))  # no writes
     if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
         ge = NORM.element_bytes
         gain = span_words(prm + NORM.gain_offset(c), g * ge, w)
@@ -366,7 +366,7 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
     if op is MiscOp.SOFTMAX:
         first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
         recip = SFU_DIV_SETUP + div_cycles(cfg, nm.SOFTMAX_RECIP_BITS + 1)  # floor(2^40 / sum)
-        sums = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op.name, 1, G))
+        sums = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op, 1, G))
         return first + sums + recip + _element_pass([[n] for n in a.tolist()], out, latency)
     if op is MiscOp.EMUL:
         b = span_words(src2 + c, g, w)
