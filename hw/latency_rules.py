@@ -103,8 +103,7 @@ SFU_ROPE_LATENCY = PRODUCT_LATENCY + 1 + 1
 def tree_stages(values: int, levels_per_stage: int = 2) -> int:
     """Registers a pipelined tree over ``values`` terms holds (hw/arith.py pipelined_tree): one after every
     ``levels_per_stage`` levels and after the last."""
-    depth = max(0, (values - 1).bit_length())
-    return -(-depth // levels_per_stage)
+    return -(-max_depth(values) // levels_per_stage)
 
 
 def sfu_result_latency(op: MiscOp) -> int:

@@ -32,7 +32,7 @@ from flightc.hw.arith import Divider, Isqrt
 from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.decode import fields
 from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits
-from flightc.hw.sfu_lanes import LaneControl, lane_pipeline, rope_pipeline
+from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, rope_pipeline
 from flightc.hw.unit import ExecutionUnit
 from flightc.records import NORM, ROPE
 
@@ -311,7 +311,7 @@ class Sfu(ExecutionUnit):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [c.eq(0), i_head.eq(0), *chunk_from(Mux(is_rope, half, f.cols)), pass_.eq(0),
-                                 acc.eq(0), total.eq(0), mx.eq(-(1 << 32)), have.eq(0), *restart_reader()]
+                                 acc.eq(0), total.eq(0), mx.eq(MAX_NONE), have.eq(0), *restart_reader()]
                     with m.If(is_rope):
                         m.next = "A"
                     with m.Elif(is_op[MiscOp.SOFTMAX] & f.max_given):

@@ -140,10 +140,11 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
         y.append(out)
         # the statistics' terms: LayerNorm's elements, then the squares (stage 4), softmax's candidates for the
         # maximum (1) and its powers (11)
-        x4 = delayed(m, x[k], SFU_NORM_PRODUCT, f"x{k}_")
+        x1 = delayed(m, x[k], 1, f"x{k}_")
+        x4 = delayed(m, x1, SFU_NORM_PRODUCT - 1, f"x{k}_4")
         on4 = delayed(m, on1, SFU_NORM_PRODUCT - 1, f"on{k}_")
         sums.append(Mux(on4, Mux(ctl.ln_first, x4, p), 0))
-        maxima.append(Mux(vis1, delayed(m, x[k], 1, f"x{k}_m"), MAX_NONE))
+        maxima.append(Mux(vis1, x1, MAX_NONE))
         powers.append(Mux(vis11, e, 0))
     if (SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY, SFU_ROPE_LATENCY) != \
             (9, 11, 12, 15, 4):
