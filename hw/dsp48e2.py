@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Signal, Valu
 
 from flightc.hw.arith import delayed, tree
 from flightc.hw.hierarchy import generating_verilog
-from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATENCY, WIDE_PRODUCT_LATENCY
+from flightc.hw.latency_rules import CASCADE_LATENCY, CASCADE_STEP, PRODUCT_LATENCY
 
 MODEL = Path(__file__).with_name("dsp48e2_model.v")
 P_BITS = 48  # the DSP48E2's accumulator
@@ -116,15 +116,14 @@ def _limbs(value: Value, bits: int) -> list[tuple[Value, int]]:
 def wide_product(m: Module, name: str, a: Value, b: Value) -> Signal:
     """``a * b`` of signed operands wider than one DSP48E2's multiplier: the products of ``a``'s 26-bit limbs and
     ``b``'s 17-bit ones, each in its own DSP48E2 (:func:`registered_product`), summed in the register after them:
-    :data:`WIDE_PRODUCT_LATENCY` cycles after the operands. At most four partial products (two adder levels)."""
+    ``latency_rules.WIDE_PRODUCT_LATENCY`` cycles after the operands (tests/test_arith.py checks it). At most four
+    partial products (two adder levels)."""
     a, b = Value.cast(a).as_signed(), Value.cast(b).as_signed()
     parts = [registered_product(m, f"{name}_{i}{j}", la, lb) << (sa + sb)
              for i, (la, sa) in enumerate(_limbs(a, A_LIMB_BITS)) for j, (lb, sb) in enumerate(_limbs(b, B_LIMB_BITS))]
     if len(parts) > 4:
         raise ValueError(f"{name}: a {len(a)}-bit by {len(b)}-bit product needs {len(parts)} partial products; "
                          "at most four are summed in one cycle")
-    if WIDE_PRODUCT_LATENCY != PRODUCT_LATENCY + 1:
-        raise AssertionError("the wide product's registers and hw/latency_rules.py disagree")
     out = Signal(signed(len(a) + len(b)), name=name)
     m.d.sync += out.eq(tree(parts))
     return out
