@@ -154,3 +154,34 @@ def pipelined_tree(m: Module, name: str, terms: list, combine: Callable = operat
                 regs.append(reg)
             terms = regs
     return terms[0]
+
+
+def leading_zeros(m: Module, name: str, value: Value) -> Signal:
+    """The zeros above ``value``'s highest one (its width when it is 0), in a tree of four-way groups: a group's
+    "any" and its highest one's place, then the highest group with any and its place (two LUT levels a tree level:
+    40 bits in five, where a priority chain takes a level every few bits)."""
+    value = Value.cast(value)
+    n = len(value)
+    # each node: (any one in it, the place of its highest one within it, its width)
+    nodes = [(value[i], Const(0, 1), 1) for i in range(n)]
+    while len(nodes) > 1:
+        grouped = []
+        for i in range(0, len(nodes), 4):
+            group = nodes[i:i + 4]
+            width = sum(g[2] for g in group)
+            bits = max(1, (width - 1).bit_length())
+            place = Const(0, bits)
+            any_ = Const(0, 1)
+            base = 0
+            for g_any, g_place, g_width in group:  # a later (higher) group with a one wins
+                place = Mux(g_any, base + g_place, place)
+                any_ = any_ | g_any
+                base += g_width
+            p = Signal(bits, name=f"{name}_p{len(nodes)}_{i // 4}")
+            a = Signal(name=f"{name}_a{len(nodes)}_{i // 4}")
+            m.d.comb += [p.eq(place), a.eq(any_)]
+            grouped.append((a, p, width))
+        nodes = grouped
+    zeros = Signal(range(n + 1), name=name)
+    m.d.comb += zeros.eq(Mux(nodes[0][0], n - 1 - nodes[0][1], n))
+    return zeros

@@ -241,6 +241,35 @@ def shift_bytes(m: Module, value, amount, out_bytes: int, left: bool = False) ->
     return out
 
 
+def shift_bytes_lut6(m: Module, name: str, value, amount, out_bytes: int) -> Signal:
+    """``value`` shifted right by ``amount`` bytes, its lowest ``out_bytes`` bytes, as :func:`shift_bytes` but two
+    bits of ``amount`` a stage, a 4:1 multiplexer a bit (a LUT6: hw/lut6.py; half the levels of yosys' mapping of
+    the 2:1 stages). ``name`` names the stages, one shift per name in a module."""
+    x = Value.cast(value)
+    amount = Value.cast(amount)
+    width = 8 * out_bytes
+    s = len(amount)
+    while s > 0:  # the largest steps first: what later steps need shrinks with them
+        pair = 2 if s >= 2 else 1
+        s -= pair
+        step = 8 << s
+        keep_bits = width + step - 8  # bits the smaller steps still need
+
+        def moved(k: int):
+            part = x[k * step:k * step + keep_bits] if k * step < len(x) else Const(0, 1)
+            return Cat(part, Const(0, keep_bits - len(part))) if len(part) < keep_bits else part
+
+        if pair == 2:
+            stage = mux4(m, f"{name}{s}", amount[s:s + 2], tuple(moved(k) for k in range(4)))
+        else:
+            stage = Signal(keep_bits, name=f"{name}{s}")
+            m.d.comb += stage.eq(Mux(amount[s], moved(1), moved(0)))
+        x = stage
+    out = Signal(width, name=name)
+    m.d.comb += out.eq(x[:width])
+    return out
+
+
 def rotate_bytes(m: Module, value, amount, word_bytes: int, name: str = "rotation") -> Signal:
     """A word rotated left by ``amount`` bytes (byte i moves to lane i + amount, mod the word), a signal per
     stage as in :func:`shift_bytes`; each stage takes two bits of ``amount``, a 4:1 multiplexer a bit (a LUT6:
@@ -326,11 +355,17 @@ class WordEngine(wiring.Component):
     counts words, not bytes (an eager one's reads are never empty): it keeps a read's words as they arrive and
     shifts them once (``rdata`` holds the read's bytes from byte 0 while ``done`` pulses, what lies past ``count``
     undefined), where placing every word's bytes at a variable offset costs a ``word_bytes``-way multiplexer per
-    byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once.
+    byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once;
+    a ``counted`` one takes the words a command touches from its unit (``words``) instead of adding them up as the
+    command starts.
     """
 
-    def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False, contiguous: bool = False):
+    def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False, contiguous: bool = False,
+                 counted: bool = False):
         self.word_bytes, self.max_bytes, self.eager, self.contiguous = word_bytes, max_bytes, eager, contiguous
+        self.counted = counted
+        if counted and not contiguous:
+            raise ValueError("only a contiguous word engine takes a command's words from its unit")
         super().__init__({"port": Out(word_port_signature(word_bytes))})
         self.start = Signal()
         self.write = Signal()
@@ -344,6 +379,9 @@ class WordEngine(wiring.Component):
         self.ready = Signal()
         self.last = Signal()
         self.rdata = Signal(8 * max_bytes)
+        # a ``counted`` engine's command also gives the buffer words it touches (worked out by the unit ahead of
+        # the command, so that no request waits on that sum)
+        self.words = Signal(range(OperandRegister.most_words(max_bytes, word_bytes) + 1))
 
     def read(self, m: Module, buf, addr, count, stride=1) -> None:
         """Issue a read command this cycle (a unit's FSM calls it in the state that starts the transfer)."""
@@ -425,8 +463,11 @@ class WordEngine(wiring.Component):
         buf_q = Signal(BUF_SEL_BITS)
         lane0, end_lane = Signal(lb), Signal(lb)  # the command's first byte's lane, and its last byte's + 1
         wdata = Signal.like(self.wdata)
-        words = Signal(range(most + 1))
-        m.d.comb += words.eq((self.addr[:lb] + self.count + (w - 1)) >> lb)
+        if self.counted:
+            words = self.words
+        else:
+            words = Signal(range(most + 1))
+            m.d.comb += words.eq((self.addr[:lb] + self.count + (w - 1)) >> lb)
         now = (self.start & ~self.write) if self.eager else Const(0)  # (an eager read is never empty)
         m.d.comb += [p.buf.eq(Mux(now, self.buf, buf_q)), p.addr.eq(Mux(now, self.addr, cur)),
                      p.req.eq(now | (self.busy & ~last_sent)), p.we.eq(write & ~now)]
@@ -452,14 +493,15 @@ class WordEngine(wiring.Component):
         last_mask = Mux(end_lane == 0, (1 << w) - 1, first_lanes(end_lane, w))
         m.d.comb += [p.wdata.eq(placed.word_select(index, 8 * w)),
                      p.wmask.eq(Mux(sent == 0, first_mask, (1 << w) - 1) & Mux(left == 1, last_mask, (1 << w) - 1))]
-        # a read: the words as they arrive, shifted once when the last is in
+        # a read: the words as they arrive, shifted once when the last is in (a granted read's word arrives the
+        # next cycle, so a read whose last word was asked for has it arriving: ``ready`` from registers alone)
         finishing = Signal()
-        m.d.comb += [finishing.eq(p.rvalid & self.busy & ~write & last_sent),
+        m.d.comb += [finishing.eq(self.busy & ~write & last_sent),
                      self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
         raw = Signal(8 * w * most)
         got = Signal(range(most + 1))  # words of the read arrived
         first_lane, out_lane = Signal(lb), Signal(lb)  # the lane of the read's first byte; that of the read done
-        m.d.comb += self.rdata.eq(shift_bytes(m, raw, out_lane, self.max_bytes))
+        m.d.comb += self.rdata.eq(shift_bytes_lut6(m, "read_shift", raw, out_lane, self.max_bytes))
         with m.If(p.rvalid & self.busy & ~write):
             m.d.sync += [raw.word_select(got[:max(1, (most - 1).bit_length())], 8 * w).eq(p.rdata), got.eq(got + 1)]
             with m.If(finishing):

@@ -112,21 +112,33 @@ def sfu_result_latency(op: MiscOp) -> int:
             MiscOp.DEQ_ADD: SFU_DEQ_ADD_LATENCY}.get(op, SFU_REQUANT_LATENCY)
 
 
+# the SFU's trees across its lanes (hw/sfu_lanes.py), a register after every tree level: an adder's (two adders
+# chained, yosys maps the three terms' sum with LUT compressors ahead of one carry chain, 7.1 levels with a lane's
+# term selected before it) and a maximum's (a comparison, then a multiplexer)
+SFU_SUM_LEVELS = 1
+SFU_MAX_LEVELS = 1
+
+
 def sfu_stat_drain(op: MiscOp, pass_: int, lanes: int) -> int:
-    """Cycles from a statistics pass's take until what it adds is in the row's statistics (the sums' trees over
-    ``lanes`` terms, two levels a register, then the accumulator): a norm's sum, softmax's maximum (pass 0) or its
-    sum of powers (pass 1)."""
-    tree = tree_stages(lanes)
+    """Cycles from a statistics pass's take until what it adds is in the row's statistics (a tree over ``lanes``
+    terms, then the accumulator): a norm's sum, softmax's maximum (pass 0) or its sum of powers (pass 1)."""
+    if op is MiscOp.SOFTMAX and pass_ == 0:
+        return 1 + tree_stages(lanes, SFU_MAX_LEVELS) + 1
+    tree = tree_stages(lanes, SFU_SUM_LEVELS)
     if op is MiscOp.SOFTMAX:
-        return (1 if pass_ == 0 else SFU_EXP) + tree + 1
+        return SFU_EXP + tree + 1
     return SFU_NORM_PRODUCT + tree + 1
 
 
-# the SFU's divisions (hw/sfu.py): the operands registered, then round_div's numerator made positive as the divider
-# starts; a norm's divisor shifted by its bit length after the square root (DEN), then normalized (NORM_SHIFT)
-SFU_DIV_SETUP = 2
+# the SFU's divisions (hw/sfu.py): the operands registered, round_div's numerator made positive, then the divider
+# started from registers; a norm's divisor shifted by its bit length after the square root (DEN), then normalized
+# (NORM_SHIFT)
+SFU_DIV_SETUP = 3
 SFU_NORM_DEN = 1
 SFU_NORM_SHIFT = 1
+# a read the SFU's FSM asks for itself (a norm's epsilon, a given maximum, RoPE's operands) starts on the eager
+# engine from a registered command, the cycle after the state that asks for it
+SFU_FSM_READ = 1
 
 
 def division_bits(value_bits: int, step_bits: int, width: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth.hdl import Instance, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, Value
 
 from flightc.hw.hierarchy import generating_verilog
 
@@ -24,10 +24,18 @@ def mux4_init() -> int:
 
 
 def mux4(m: Module, name: str, select: Value, inputs: tuple[Value, Value, Value, Value]) -> Signal:
-    """``inputs[select]`` bit by bit (``select`` two bits, the inputs of one width)."""
+    """``inputs[select]`` bit by bit (``select`` two bits; a narrower input extended as its shape says, to the
+    widest one's width)."""
     select = Value.cast(select)
-    width = len(Value.cast(inputs[0]))
+    width = max(len(Value.cast(v)) for v in inputs)
     out = Signal(width, name=name)
+    if any(len(Value.cast(v)) != width for v in inputs):
+        extended = []
+        for k, v in enumerate(inputs):
+            wide = Signal(width, name=f"{name}_in{k}")
+            m.d.comb += wide.eq(v)
+            extended.append(wide)
+        inputs = tuple(extended)
     if not generating_verilog():
         a, b, c, d = inputs
         m.d.comb += out.eq(Mux(select[1], Mux(select[0], d, c), Mux(select[0], b, a)))
@@ -57,3 +65,25 @@ def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:
             level = [Mux(index[bit], level[2 * k + 1], level[2 * k]) for k in range(len(level) // 2)]
             bit += 1
     return level[0]
+
+
+def shift_left(m: Module, name: str, value: Value, amount: Value) -> Signal:
+    """``value`` shifted left by ``amount`` bits within its width, two bits of ``amount`` a stage of 4:1
+    multiplexers (a LUT6 level each; a 2:1 stage for an odd top bit)."""
+    x = Value.cast(value)
+    amount = Value.cast(amount)
+    width = len(x)
+    for s in range(0, len(amount), 2):
+        step = 1 << s
+
+        def moved(k: int) -> Value:
+            by = k * step
+            return Cat(Const(0, by), x)[:width] if by < width else Const(0, width)
+
+        if s + 1 < len(amount):
+            x = mux4(m, f"{name}{s}", amount[s:s + 2], tuple(moved(k) for k in range(4)))
+        else:
+            stage = Signal(width, name=f"{name}{s}")
+            m.d.comb += stage.eq(Mux(amount[s], moved(1), moved(0)))
+            x = stage
+    return x

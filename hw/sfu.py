@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
@@ -28,12 +28,13 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.address import RowAddress
-from flightc.hw.arith import Divider, Isqrt
+from flightc.hw.arith import Divider, Isqrt, leading_zeros
 from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.decode import fields
 from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits
-from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, rope_pipeline
-from flightc.hw.unit import ExecutionUnit
+from flightc.hw.lut6 import shift_left
+from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, result_stage, rope_pipeline
+from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import NORM, ROPE
 
 # the widest element a lane reads or writes: INT32 sources, DEQ's outputs, norm gains and biases
@@ -70,7 +71,8 @@ class Sfu(ExecutionUnit):
         m.submodules.eng = eng = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True,
                                             contiguous=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
-        m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), contiguous=True)
+        m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), contiguous=True,
+                                          counted=True)
         wiring.connect(m, wiring.flipped(self.wport), wr.port)
         m.submodules.prm = eng2 = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True,
                                              contiguous=True)
@@ -81,10 +83,22 @@ class Sfu(ExecutionUnit):
         # the op, one flag each, taken with the instruction (the decoded op reaches every lane's multiplexers)
         is_op = {o: Signal(name=f"is_{o.name.lower()}") for o in MiscOp}
         incoming_op = fields(self.instr, Opcode.MISC).op
+        stage_sel = Signal(2)  # the op's result stage (sfu_lanes.RESULT_STAGES), taken with the instruction
+        incoming_stage = Const(0, 2)
+        for o in MiscOp:
+            incoming_stage = Mux(incoming_op == int(o), result_stage(o), incoming_stage)
         r = Signal(len(f.rows) + 1)
+        no_cols = Signal()  # the instruction's rows are empty
+        rows_done = Signal()  # r == rows, worked out as r moves (a comparison of the instruction's rows takes levels)
+        rows_less = Signal.like(r)  # rows - 1
+        opens_op = Signal()  # a row starts in OP (not RoPE's, nor a softmax reading its given maximum first)
         c = Signal(len(f.cols) + 1)
         pass_ = Signal(2)
-        i_head = Signal(len(f.cols))  # c modulo the head size (RoPE)
+        # RoPE's chunk's elements and its angles' cosines (from the head's angle 0), addresses kept beside c (so that no adder
+        # waits on the FSM's state: yosys shares the adders of exclusive states, a multiplexer ahead of one adder)
+        x_at, t_at = Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS)
+        head_next = Signal.like(c)  # the next head's first column, worked out in ROPE_OP
+        at_end = Signal()  # c == cols (RoPE), worked out as c moves
         head = f.imm[:len(f.cols)].as_unsigned()  # RoPE's head size (at most cols)
         half = head >> 1
         # each row's first address of the operands, the results and the RoPE table: running sums
@@ -98,7 +112,7 @@ class Sfu(ExecutionUnit):
         is_norm = is_op[MiscOp.RMSNORM] | is_op[MiscOp.LAYERNORM]
         is_rope = is_op[MiscOp.ROPE]
         wide_src = is_norm | is_op[MiscOp.SOFTMAX] | is_op[MiscOp.REQ]
-        # the chunk: g elements from column c (RoPE: from i_head of a head's first half), kept in registers as c
+        # the chunk: g elements from column c (RoPE: of a head's first half), kept in registers as c
         # moves, with the elements left from c to the pass's end (RoPE: to the half's)
         g = Signal(range(G + 1))
         g_left = Signal(len(f.cols) + 1)
@@ -132,8 +146,14 @@ class Sfu(ExecutionUnit):
         div_num, div_den = Signal(DIV_BITS + 2), Signal(DIV_BITS + 1)
         div_round, div_kind = Signal(), Signal(Division)
         rms = Signal(nm.NORM_DEN_BITS)
+        den_lz = Signal(range(nm.NORM_DEN_BITS + 1))  # the zeros above den's leading one
+        den_zeros = leading_zeros(m, "den_zeros", den)
+        den_aligned = shift_left(m, "den_aligned", den, den_lz[:len(den_e)])
 
         div_bits = Signal.like(div.bits)
+        div_go, div_n = Signal(), Signal(DIV_BITS + 2)  # the divider starts from registers (DIV_GO sets them)
+        m.d.sync += div_go.eq(0)
+        m.d.comb += [div.start.eq(div_go), div.numerator.eq(div_n), div.denominator.eq(div_den), div.bits.eq(div_bits)]
 
         def division(m, kind: Division, a, d, value_bits: int = DIV_BITS):
             """Divide ``a`` (below 2^value_bits: a constant, walked from its top bit) by ``d`` (rounded for the
@@ -149,7 +169,14 @@ class Sfu(ExecutionUnit):
 
         quotient = Mux(quot_neg, -div.quotient, div.quotient).as_signed()
 
-        rd = eng.read
+        # the FSM's own reads (the norms' epsilon, a given maximum, RoPE's operands) start on the read engine from a
+        # registered command, the cycle after the state that asks (SFU_FSM_READ)
+        fsm_go = Signal()
+        fsm_buf, fsm_addr, fsm_count = Signal.like(eng.buf), Signal.like(eng.addr), Signal.like(eng.count)
+        m.d.sync += fsm_go.eq(0)
+
+        def rd(m, buf, addr, count) -> None:
+            m.d.sync += [fsm_go.eq(1), fsm_buf.eq(buf), fsm_addr.eq(addr), fsm_count.eq(count)]
 
         def arrived(m, state: str, then, *capture) -> None:
             """The state that waits for a read the state before issued (RoPE, the norms' epsilon): it latches the
@@ -170,13 +197,23 @@ class Sfu(ExecutionUnit):
             return engine.rdata[8 * nbytes * k:8 * nbytes * (k + 1)].as_signed()
 
         out4 = is_op[MiscOp.DEQ] | is_op[MiscOp.DEQ_ADD]
-        j = i_head
         partner = c + half
         ge, te = NORM.element_bytes, ROPE.entry_bytes
-        out_pass = (is_op[MiscOp.RMSNORM] & (pass_ == 1)) | (is_op[MiscOp.LAYERNORM] & (pass_ == 2))
-        stat_pass = ((is_op[MiscOp.RMSNORM] & (pass_ == 0)) | (is_op[MiscOp.LAYERNORM] & (pass_ < 2))
-                     | (is_op[MiscOp.SOFTMAX] & (pass_ < 2)))
         is_ln, is_sm, is_emul = is_op[MiscOp.LAYERNORM], is_op[MiscOp.SOFTMAX], is_op[MiscOp.EMUL]
+        # what the pass is for, registered with it (set_pass), so that no decision decodes the pass first: a norm's
+        # output pass, a statistics pass, LayerNorm's first, the operands on pport (n2) and those a chunk needs
+        out_pass, stat_pass, ln_first = Signal(), Signal(), Signal()
+        n1 = Mux(is_op[MiscOp.EMUL] | is_op[MiscOp.DEQ_ADD], 2, 1)  # operands on port
+        n2, need = Signal(2), Signal(4)
+
+        def set_pass(value) -> list:
+            value = Value.cast(value)
+            out = (is_op[MiscOp.RMSNORM] & (value == 1)) | (is_ln & (value == 2))
+            stat = ((is_op[MiscOp.RMSNORM] & (value == 0)) | (is_ln & (value < 2)) | (is_sm & (value < 2)))
+            on_pport = Mux(out, Mux(is_ln, 2, 1), 0)
+            return [pass_.eq(value), out_pass.eq(out), stat_pass.eq(stat), ln_first.eq(is_ln & (value == 0)),
+                    n2.eq(on_pport),
+                    need.eq((Const(1, 4) << (n1 + on_pport)) - 1)]
         last = Signal(signed(40))
         m.d.comb += last.eq(r + f.offset)
         visible = []
@@ -191,15 +228,12 @@ class Sfu(ExecutionUnit):
         # arrives; a chunk's first reads start together on both engines once both are free. It runs one chunk ahead
         # of the lanes, starting the next chunk's reads only while the lanes wait for this chunk's with room for
         # its results (so they take it as it is in), so an operand arrives after the lanes took the one it replaces
-        n1 = Mux(is_op[MiscOp.EMUL] | is_op[MiscOp.DEQ_ADD], 2, 1)  # operands on port
-        n2 = Mux(out_pass, Mux(is_op[MiscOp.LAYERNORM], 2, 1), 0)  # operands on pport
-        n_ops = n1 + n2
         take = Signal()  # the lanes take the chunk at c
         sent1, sent2 = Signal(2), Signal(2)  # the chunk's reads asked for on each engine
         tag, tag_done = Signal(2), Signal(2)  # the operand of each engine's read in flight, and of its done
         tag2, tag2_done = Signal(2), Signal(2)
         have = Signal(3)  # operands of the lanes' chunk that arrived
-        in_pass = Signal()
+        in_pass = Signal()  # in OP (a register of its own: the FSM's state takes levels to decode)
         waiting = Signal()  # in OP: the lanes wait for the chunk at c
         opened = (sent1 != 0) | (sent2 != 0)
         # the reader's chunk (the one whose operands it asks for) kept in registers as it moves, so that a read
@@ -207,13 +241,19 @@ class Sfu(ExecutionUnit):
         # operand's address, and how many chunks the reader is ahead of the lanes (0: at theirs, 1: at the next,
         # 2: the next asked for)
         rd_left, g_r = Signal(len(f.cols) + 1), Signal(range(G + 1))
+        count_a, count_b = Signal.like(eng.count), Signal.like(eng.count)  # the bytes of each operand on ``port``
+
+        def counts(g_new) -> list:
+            """The reader's chunk of ``g_new`` elements: its operands' bytes (EMUL's factor, DEQ_ADD's residual)."""
+            return [g_r.eq(g_new), count_a.eq(Mux(wide_src, g_new << 2, g_new)),
+                    count_b.eq(Mux(is_op[MiscOp.EMUL], g_new, g_new << 2))]
         more = Signal()
         a_at, b_at, gain_at, bias_at = (Signal(BUF_ADDR_BITS, name=n) for n in ("a_at", "b_at", "gain_at", "bias_at"))
         ahead = Signal(range(3))
 
         def restart_reader():
             """The reader at a pass's first chunk (once the lanes' pipeline has drained)."""
-            return [sent1.eq(0), sent2.eq(0), rd_left.eq(f.cols), g_r.eq(Mux(f.cols < G, f.cols, G)),
+            return [sent1.eq(0), sent2.eq(0), rd_left.eq(f.cols), *counts(Mux(f.cols < G, f.cols, G)),
                     more.eq(f.cols != 0), a_at.eq(src_row), b_at.eq(Mux(is_op[MiscOp.EMUL], src2_row, dst_row)),
                     gain_at.eq(f.prm_addr + NORM.gain_offset(0)), bias_at.eq(f.prm_addr + NORM.bias_offset(f.cols, 0)),
                     ahead.eq(0)]
@@ -226,11 +266,11 @@ class Sfu(ExecutionUnit):
                      go2.eq((first & (n2 != 0)) | (in_pass & opened & (sent2 < n2) & eng2.ready))]
         # each engine's next read is set up whether or not it starts (so that its words are worked out beside the
         # decision, not after it); the FSM's own reads (the norms' epsilon, a given maximum, RoPE) override it
-        m.d.comb += [eng.start.eq(go1), eng.write.eq(0), eng.stride.eq(1),
-                     eng.buf.eq(Mux((sent1 == 0) | is_op[MiscOp.EMUL], f.src_buf, f.dst_buf)),
-                     eng.addr.eq(Mux(sent1 == 0, a_at, b_at)),
-                     eng.count.eq(Mux(sent1 == 0, Mux(wide_src, g_r << 2, g_r),
-                                      Mux(is_op[MiscOp.EMUL], g_r, g_r << 2))),  # EMUL's factor, DEQ_ADD's residual
+        m.d.comb += [eng.start.eq(go1 | fsm_go), eng.write.eq(0), eng.stride.eq(1),
+                     eng.buf.eq(Mux(fsm_go, fsm_buf, Mux((sent1 == 0) | is_op[MiscOp.EMUL], f.src_buf, f.dst_buf))),
+                     eng.addr.eq(Mux(fsm_go, fsm_addr, Mux(sent1 == 0, a_at, b_at))),
+                     eng.count.eq(Mux(fsm_go, fsm_count,
+                                      Mux(sent1 == 0, count_a, count_b))),
                      eng2.start.eq(go2), eng2.write.eq(0), eng2.stride.eq(1), eng2.buf.eq(int(Buffer.PRM)),
                      eng2.addr.eq(Mux(sent2 == 0, gain_at, bias_at)), eng2.count.eq(g_r * ge)]
         with m.If(go1):
@@ -238,12 +278,16 @@ class Sfu(ExecutionUnit):
         with m.If(go2):
             m.d.sync += tag2.eq(sent2 + 1)
         next1, next2 = sent1 + go1, sent2 + go2
-        advance = (go1 | go2) & (next1 == n1) & (next2 == n2)  # the chunk's last reads asked for
+        # the chunk's last reads asked for: each engine's done with the chunk (or done with it by this read), so that
+        # the decision is a LUT past the reads' (the counts compared beside them)
+        done1 = (sent1 == n1) | (go1 & (sent1 + 1 == n1))
+        done2 = (sent2 == n2) | (go2 & (sent2 + 1 == n2))
+        advance = (go1 | go2) & done1 & done2
         with m.If(go1 | go2):
             with m.If(advance):
                 beyond = rd_left - G
                 m.d.sync += [sent1.eq(0), sent2.eq(0), rd_left.eq(rd_left - g_r),
-                             g_r.eq(Mux(beyond < G, beyond, G)), more.eq(rd_left > G),
+                             *counts(Mux(beyond < G, beyond, G)), more.eq(rd_left > G),
                              a_at.eq(a_at + Mux(wide_src, 4 * G, G)), b_at.eq(b_at + Mux(is_op[MiscOp.EMUL], G, 4 * G)),
                              gain_at.eq(gain_at + G * ge), bias_at.eq(bias_at + G * ge)]
             with m.Else():
@@ -273,31 +317,49 @@ class Sfu(ExecutionUnit):
         m.d.comb += arrived_now.eq(Mux(in_pass & eng.done, Const(1, 3) << tag_done, 0)
                                    | Mux(in_pass & eng2.done, Const(1, 3) << tag2_done, 0))
         m.d.sync += have.eq(have | arrived_now)
-        all_in = have == (Const(1, 4) << n_ops) - 1
+        all_in = have == need
         last_chunk = g_left == g
         # ---- the lanes' pipeline; its results queued for the write engine, a place held for each chunk taken
         ctl = LaneControl(is_ln=is_ln, is_norm=is_norm, is_sm=is_sm, is_emul=is_emul, deq=is_op[MiscOp.DEQ],
-                          deq_add=is_op[MiscOp.DEQ_ADD], ln_first=is_ln & (pass_ == 0), stat_pass=stat_pass,
+                          deq_add=is_op[MiscOp.DEQ_ADD], ln_first=ln_first, stat_pass=stat_pass,
                           out_pass=out_pass, sm_pass=pass_, imm=f.imm, shift=f.shift, mean=mean[:33].as_signed(),
-                          recip=recip, den_e=den_e, den_m=den_m)
+                          recip=recip, den_e=den_e, den_m=den_m, result_stage=stage_sel)
         lanes = lane_pipeline(m, x, b, cc, visible, lane_on, take, c, g, ctl, acc, total, mx)
-        m.submodules.results = results = SyncFIFO(width=32 * G + len(c) + len(g), depth=SFU_RESULT_QUEUE)
+        # each chunk's write queued whole: its results, address, bytes and the words they touch, worked out as they
+        # enter the queue so that the write engine starts from the queue's head alone
+        lb = (self.cfg.buffer_port_bytes - 1).bit_length()
+        w_addr, w_count, w_words = Signal.like(wr.addr), Signal.like(wr.count), Signal.like(wr.words)
+        m.d.comb += [w_addr.eq(dst_row + Mux(out4, lanes.col << 2, lanes.col)),
+                     w_count.eq(Mux(out4, lanes.count << 2, lanes.count)),
+                     w_words.eq((w_addr[:lb] + w_count + (self.cfg.buffer_port_bytes - 1)) >> lb)]
+        m.submodules.results = results = SyncFIFO(width=32 * G + len(w_addr) + len(w_count) + len(w_words),
+                                                  depth=SFU_RESULT_QUEUE)
         packed = Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y]))
-        m.d.comb += [results.w_en.eq(lanes.valid), results.w_data.eq(Cat(packed, lanes.col, lanes.count))]
+        m.d.comb += [results.w_en.eq(lanes.valid), results.w_data.eq(Cat(packed, w_addr, w_count, w_words))]
         queued = Signal(range(SFU_RESULT_QUEUE + 1))  # chunks taken whose results are not yet written
         room = Signal()  # (a statistics pass writes nothing)
         m.d.comb += room.eq(stat_pass | (queued != SFU_RESULT_QUEUE))
-        q_data, q_col = results.r_data[:32 * G], results.r_data[32 * G:32 * G + len(c)]
-        q_count = results.r_data[32 * G + len(c):]
+        q_data, at = results.r_data[:32 * G], 32 * G
+        q_addr, q_count = results.r_data[at:at + len(w_addr)], results.r_data[at + len(w_addr):at + len(w_addr) + len(w_count)]
+        q_words = results.r_data[at + len(w_addr) + len(w_count):]
         with m.If(results.r_rdy & ~wr.busy):
-            wr.write_bytes(m, f.dst_buf, dst_row + Mux(out4, q_col << 2, q_col), Mux(out4, q_count << 2, q_count),
-                           q_data)
-            m.d.comb += results.r_en.eq(1)
+            wr.write_bytes(m, f.dst_buf, q_addr, q_count, q_data)
+            m.d.comb += [results.r_en.eq(1), wr.words.eq(q_words)]
         m.d.sync += queued.eq(queued + (take & ~stat_pass) - (results.r_en & results.r_rdy))
         rope_first, rope_second = rope_pipeline(m, x, b, cc, s)
         rope_wait = Signal(range(SFU_ROPE_LATENCY))
+        # the two writes' addresses (the pairs' lower and upper halves) and their words, worked out in ROPE_OP: the
+        # words from the address a cycle after it
+        assert SFU_ROPE_LATENCY >= 2, "RoPE's writes are worked out over two cycles of ROPE_OP"
+        rope_at = [Signal.like(wr.addr, name=f"rope_at{k}") for k in range(2)]
+        rope_words = [Signal.like(wr.words, name=f"rope_words{k}") for k in range(2)]
         with m.FSM() as fsm:
-            self.idle(m, "EPS", r.eq(0), *[flag.eq(incoming_op == int(o)) for o, flag in is_op.items()])
+            incoming = fields(self.instr, Opcode.MISC)
+            self.idle(m, "EPS", r.eq(0), stage_sel.eq(incoming_stage), no_cols.eq(incoming.cols == 0),
+                      opens_op.eq((incoming_op != int(MiscOp.ROPE))
+                                  & ~((incoming_op == int(MiscOp.SOFTMAX)) & incoming.max_given)),
+                      rows_done.eq(incoming.rows == 0), rows_less.eq(incoming.rows - 1),
+                      *[flag.eq(incoming_op == int(o)) for o, flag in is_op.items()])
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
                 with m.If(is_norm):
                     rd(m, int(Buffer.PRM), f.prm_addr + NORM.eps.offset, NORM.eps.nbytes)
@@ -305,61 +367,67 @@ class Sfu(ExecutionUnit):
                 with m.Else():
                     m.next = "ROW"
             arrived(m, "EPS_WAIT", "ROW", eps.eq(eng.rdata[:8 * NORM.eps.nbytes]))
-            with m.State("ROW"):
-                with m.If(r == f.rows):
+            with m.State("ROW"):  # (the row's registers set whether or not there is one: fewer levels to decide)
+                m.d.sync += [c.eq(0), at_end.eq(no_cols), x_at.eq(src_row), t_at.eq(tab_row),
+                             *chunk_from(Mux(is_rope, half, f.cols)), *set_pass(0),
+                             acc.eq(0), total.eq(0), mx.eq(MAX_NONE), have.eq(0), *restart_reader(),
+                             in_pass.eq(~rows_done & opens_op)]
+                with m.If(rows_done):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
+                with m.Elif(is_rope):
+                    m.next = "A"
+                with m.Elif(is_op[MiscOp.SOFTMAX] & f.max_given):
+                    m.next = "MAX"
                 with m.Else():
-                    m.d.sync += [c.eq(0), i_head.eq(0), *chunk_from(Mux(is_rope, half, f.cols)), pass_.eq(0),
-                                 acc.eq(0), total.eq(0), mx.eq(MAX_NONE), have.eq(0), *restart_reader()]
-                    with m.If(is_rope):
-                        m.next = "A"
-                    with m.Elif(is_op[MiscOp.SOFTMAX] & f.max_given):
-                        m.next = "MAX"
-                    with m.Else():
-                        m.next = "OP"
+                    m.next = "OP"
             # ---- SOFTMAX.max_given: the row's maximum is the INT32 past it; the sums' pass comes first
             with m.State("MAX"):
                 rd(m, f.src_buf, src_row + (f.cols << 2), 4)
                 m.next = "MAX_WAIT"
-            arrived(m, "MAX_WAIT", "OP", mx.eq(element(0, 4)), pass_.eq(1))
+            arrived(m, "MAX_WAIT", "OP", mx.eq(element(0, 4)), *set_pass(1), in_pass.eq(1))
             # ---- every op but RoPE: the lanes take a chunk as its operands are in and the result queue will have
             # room for it (OP); its results reach the write engine sfu_result_latency cycles later, through the queue
             with m.State("OP"):
-                with m.If(f.cols == 0):  # a row of nothing: no chunk to wait for
+                with m.If(no_cols):  # a row of nothing: no chunk to wait for
+                    m.d.sync += in_pass.eq(0)
                     m.next = "PASS_END"
                 with m.Elif(take):  # (an eager read of the next chunk may arrive in this very cycle)
                     m.d.sync += [have.eq(arrived_now), c.eq(c + g), *chunk_from(g_left - g)]
                     with m.If(last_chunk):
+                        m.d.sync += in_pass.eq(0)
                         m.next = "PASS_END"
             # ---- RoPE: per chunk of a head's first half, the elements, their partners, cos and sin, then two writes
             with m.State("A"):
-                with m.If((c == f.cols) | (g == 0)):  # g == 0: a head without pairs
+                with m.If(at_end | (g == 0)):  # g == 0: a head without pairs
                     m.next = "PASS_END"
                 with m.Else():
-                    rd(m, f.src_buf, src_row + c, g)
+                    rd(m, f.src_buf, x_at, g)
                     m.next = "A_WAIT"
             arrived(m, "A_WAIT", "B", *capture_a)
             with m.State("B"):
-                rd(m, f.src_buf, src_row + partner, g)
+                rd(m, f.src_buf, x_at + half, g)
                 m.next = "B_WAIT"
             arrived(m, "B_WAIT", "C", *capture_b)
             with m.State("C"):
-                rd(m, int(Buffer.PRM), tab_row + ROPE.cos_offset(j), g * te)
+                rd(m, int(Buffer.PRM), t_at, g * te)
                 m.next = "C_WAIT"
             arrived(m, "C_WAIT", "D", *capture_c)
             with m.State("D"):
-                rd(m, int(Buffer.PRM), tab_row + ROPE.sin_offset(head, j), g * te)
+                rd(m, int(Buffer.PRM), t_at + ROPE.sin_offset(head, 0), g * te)
                 m.next = "D_WAIT"
             arrived(m, "D_WAIT", "ROPE_OP", *[s[k].eq(element(k, te)) for k in range(G)])
             with m.State("ROPE_OP"):  # the pairs' products and sums: SFU_ROPE_LATENCY cycles
-                m.d.sync += rope_wait.eq(rope_wait + 1)
+                m.d.sync += [rope_wait.eq(rope_wait + 1), head_next.eq(c + g + half), rope_at[0].eq(dst_row + c), rope_at[1].eq(dst_row + partner),
+                             *[rope_words[k].eq((rope_at[k][:lb] + g + (self.cfg.buffer_port_bytes - 1)) >> lb)
+                               for k in range(2)]]
                 with m.If(rope_wait == SFU_ROPE_LATENCY - 1):
                     m.d.sync += [second.eq(0), rope_wait.eq(0)]
                     m.next = "ROPE_W"
             with m.State("ROPE_W"):
-                wr.write_bytes(m, f.dst_buf, dst_row + Mux(second, partner, c), g,
+                wr.write_bytes(m, f.dst_buf, Mux(second, rope_at[1], rope_at[0]), g,
                                Mux(second, Cat(*rope_second), Cat(*rope_first)))
+                m.d.comb += wr.words.eq(Mux(second, rope_words[1], rope_words[0]))
                 m.next = "ROPE_W_WAIT"
             with m.State("ROPE_W_WAIT"):
                 with m.If(wr.done):
@@ -368,14 +436,16 @@ class Sfu(ExecutionUnit):
                         m.next = "ROPE_W"
                     with m.Else():
                         with m.If(g_left == g):  # the head's half done: the next head's
-                            m.d.sync += [c.eq(c + g + half), i_head.eq(0), *chunk_from(half)]
+                            m.d.sync += [c.eq(head_next), at_end.eq(head_next == f.cols), x_at.eq(x_at + g + half),
+                                         t_at.eq(tab_row), *chunk_from(half)]
                         with m.Else():
-                            m.d.sync += [c.eq(c + g), i_head.eq(i_head + g), *chunk_from(g_left - g)]
+                            m.d.sync += [c.eq(c + g), x_at.eq(x_at + g),
+                                         t_at.eq(t_at + g * te), *chunk_from(g_left - g)]
                         m.next = "A"
             # ---- between passes: the row's statistics
             with m.State("PASS_END"):  # once the pass's last results are written and its statistics summed
+                m.d.sync += [c.eq(0), *chunk_from(f.cols), *restart_reader()]  # (nothing reads them here)
                 with m.If(~wr.busy & ~lanes.busy & ~results.r_rdy):
-                    m.d.sync += [c.eq(0), i_head.eq(0), *chunk_from(f.cols), *restart_reader()]
                     with m.If(is_op[MiscOp.RMSNORM] & (pass_ == 0)):
                         division(m, Division.STAT, acc, f.cols)
                     with m.Elif(is_op[MiscOp.LAYERNORM] & (pass_ == 0)):
@@ -383,30 +453,28 @@ class Sfu(ExecutionUnit):
                     with m.Elif(is_op[MiscOp.LAYERNORM] & (pass_ == 1)):
                         division(m, Division.STAT, acc, f.cols)
                     with m.Elif(is_op[MiscOp.SOFTMAX] & (pass_ == 0)):
-                        m.d.sync += pass_.eq(1)
+                        m.d.sync += [*set_pass(1), in_pass.eq(1)]
                         m.next = "OP"
                     with m.Elif(is_op[MiscOp.SOFTMAX] & (pass_ == 1)):
                         division(m, Division.RECIP, 1 << nm.SOFTMAX_RECIP_BITS, total, nm.SOFTMAX_RECIP_BITS + 1)
                     with m.Else():
                         m.next = "ROW_END"
-            # ---- a division: its operands registered (DIV_SETUP: round_div's 2a + d and 2d), then the divider
-            # started (DIV_GO: round_div's numerator made positive), then the state that waits for it
+            # ---- a division: its operands registered (DIV_SETUP: round_div's 2a + d and 2d), round_div's numerator
+            # made positive (DIV_GO), then the state that waits for it, whose first cycle starts the divider
             with m.State("DIV_SETUP"):
                 m.d.sync += [div_num.eq(Mux(div_round, (div_a << 1) + div_d, div_a)),
                              div_den.eq(Mux(div_round, div_d << 1, div_d))]
                 m.next = "DIV_GO"
             with m.State("DIV_GO"):
                 negative = div_round & div_num[-1]
-                m.d.comb += [div.start.eq(1), div.denominator.eq(div_den), div.bits.eq(div_bits),
-                             div.numerator.eq(Mux(negative, ~div_num + div_den, div_num))]
-                m.d.sync += quot_neg.eq(negative)
+                m.d.sync += [div_go.eq(1), div_n.eq(Mux(negative, ~div_num + div_den, div_num)), quot_neg.eq(negative)]
                 with m.Switch(div_kind):
                     for kind in Division:
                         with m.Case(int(kind)):
                             m.next = f"{kind.name}_DIV"
             with m.State("MEAN_DIV"):
                 with m.If(div.done):
-                    m.d.sync += [mean.eq(quotient), acc.eq(0), pass_.eq(1)]
+                    m.d.sync += [mean.eq(quotient), acc.eq(0), *set_pass(1), in_pass.eq(1)]
                     m.next = "OP"
             with m.State("STAT_DIV"):  # mean square (or variance) -> isqrt
                 with m.If(div.done):
@@ -420,29 +488,26 @@ class Sfu(ExecutionUnit):
             with m.State("DEN"):
                 m.d.sync += den.eq(rms << f.shift)
                 m.next = "NORM_RECIP"
-            with m.State("NORM_RECIP"):  # the divisor's leading one (then its normalized form's reciprocal)
-                e_now = Signal.like(den_e)
-                for i in range(nm.NORM_DEN_BITS):
-                    with m.If(den[i]):
-                        m.d.comb += e_now.eq(i)
-                m.d.sync += den_e.eq(e_now)
+            with m.State("NORM_RECIP"):  # the zeros above the divisor's leading one (then its normalized reciprocal)
+                m.d.sync += den_lz.eq(den_zeros)
                 m.next = "NORM_SHIFT"
-            with m.State("NORM_SHIFT"):
+            with m.State("NORM_SHIFT"):  # the divisor's top NORM_RECIP_BITS + 1 bits from its leading one
                 R = nm.NORM_RECIP_BITS
-                d = Mux(den_e > R, den >> (den_e - R)[:len(den_e)], den << (R - den_e)[:len(den_e)])[:R + 1]
-                division(m, Division.NORM_RECIP, 1 << (2 * R), d, 2 * R + 1)
+                m.d.sync += den_e.eq(nm.NORM_DEN_BITS - 1 - den_lz)
+                division(m, Division.NORM_RECIP, 1 << (2 * R), den_aligned[nm.NORM_DEN_BITS - 1 - R:], 2 * R + 1)
             with m.State("NORM_RECIP_DIV"):
                 with m.If(div.done):
-                    m.d.sync += [den_m.eq(div.quotient), pass_.eq(pass_ + 1)]
+                    m.d.sync += [den_m.eq(div.quotient), *set_pass(Mux(is_ln, 2, 1)), in_pass.eq(1)]
                     m.next = "OP"
             with m.State("RECIP_DIV"):
                 with m.If(div.done):
-                    m.d.sync += [recip.eq(div.quotient), pass_.eq(2)]
+                    m.d.sync += [recip.eq(div.quotient), *set_pass(2), in_pass.eq(1)]
                     m.next = "OP"
             with m.State("ROW_END"):
-                m.d.sync += r.eq(r + 1)
+                m.d.sync += [r.eq(r + 1), rows_done.eq(r == rows_less)]
                 m.d.comb += [g_.step.eq(1) for g_ in rows.values()]
                 m.next = "ROW"
-        m.d.comb += [in_pass.eq(fsm.ongoing("OP")), waiting.eq(fsm.ongoing("OP") & room),
-                     take.eq(fsm.ongoing("OP") & (f.cols != 0) & all_in & room)]
+        one_hot(fsm)
+        # (no chunk's operands are ever all in for an empty row: it has no reads)
+        m.d.comb += [waiting.eq(in_pass & room), take.eq(in_pass & all_in & room)]
         return m

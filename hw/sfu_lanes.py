@@ -17,12 +17,21 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from flightc import numerics as nm
 from flightc.hw.arith import delayed, pipelined_tree, round_shift, saturate
 from flightc.hw.dsp48e2 import registered_product, wide_product
+from flightc.hw.lut6 import mux4
 from flightc.isa.table import MiscOp
 from flightc.hw.latency_rules import (SFU_DEQ_ADD_LATENCY, SFU_EXP, SFU_NORM_LATENCY, SFU_NORM_PRODUCT,
-                                      SFU_OUT_LATENCY, SFU_REQUANT_LATENCY, SFU_ROPE_LATENCY, SFU_SOFTMAX_LATENCY,
-                                      WIDE_PRODUCT_LATENCY, sfu_stat_drain, tree_stages)
+                                      SFU_MAX_LEVELS, SFU_OUT_LATENCY, SFU_REQUANT_LATENCY, SFU_ROPE_LATENCY,
+                                      SFU_SOFTMAX_LATENCY, SFU_SUM_LEVELS,
+                                      WIDE_PRODUCT_LATENCY, sfu_result_latency, sfu_stat_drain, tree_stages)
 
 MAX_NONE = -(1 << 32)  # softmax's running maximum before any element (below every INT32)
+# the stages an op's results may leave the lanes at, in the order LaneControl.result_stage indexes them
+RESULT_STAGES = (SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY)
+
+
+def result_stage(op: MiscOp) -> int:
+    """``op``'s index into RESULT_STAGES (the lanes' multiplexers select a tap with it)."""
+    return RESULT_STAGES.index(sfu_result_latency(op))
 
 
 @dataclass
@@ -47,6 +56,7 @@ class LaneControl:
     recip: Value  # softmax's floor(2^40 / sum)
     den_e: Value  # a norm's divisor: its bit length - 1
     den_m: Value  # and the reciprocal of its normalized form
+    result_stage: Value  # the op's result stage, an index into RESULT_STAGES (registered with the op)
 
 
 @dataclass
@@ -74,7 +84,7 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
             m.d.sync += chain[s].eq(chain[s - 1])
         return chain
 
-    tree = tree_stages(G)
+    tree, max_tree = tree_stages(G, SFU_SUM_LEVELS), tree_stages(G, SFU_MAX_LEVELS)
     valid = flags("valid", take & ~ctl.stat_pass, SFU_OUT_LATENCY)  # a chunk whose results are written
     summed = flags("summed", take & ctl.stat_pass & ~ctl.is_sm, sfu_stat_drain(MiscOp.RMSNORM, 0, G))  # a norm's
     maxed = flags("maxed", take & ctl.is_sm & (ctl.sm_pass == 0), sfu_stat_drain(MiscOp.SOFTMAX, 0, G))
@@ -135,8 +145,7 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
         soft = reg(Mux(vis14, Mux(rounded > 255, 255, rounded), 0), "soft")  # stage 15
         # the op's results, each at its own stage
         out = Signal(32, name=f"y{k}")
-        m.d.comb += out.eq(Mux(ctl.is_sm, soft, Mux(ctl.is_norm, norm8, Mux(ctl.deq_add, deq_add,
-                                                                             Mux(ctl.deq, sat32, sat8)))))
+        m.d.comb += out.eq(mux4(m, f"y_at{k}", ctl.result_stage, (Mux(ctl.deq, sat32, sat8), deq_add, norm8, soft)))
         y.append(out)
         # the statistics' terms: LayerNorm's elements, then the squares (stage 4), softmax's candidates for the
         # maximum (1) and its powers (11)
@@ -149,12 +158,12 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
     if (SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY, SFU_ROPE_LATENCY) != \
             (9, 11, 12, 15, 4):
         raise AssertionError("the SFU lanes' stages and hw/latency_rules.py disagree")
-    chunk_sum = pipelined_tree(m, "sum", sums)
-    chunk_max = pipelined_tree(m, "max", maxima, lambda p, q: Mux(q > p, q, p))
-    chunk_total = pipelined_tree(m, "total", powers)
+    chunk_sum = pipelined_tree(m, "sum", sums, levels_per_stage=SFU_SUM_LEVELS)
+    chunk_max = pipelined_tree(m, "max", maxima, lambda p, q: Mux(q > p, q, p), levels_per_stage=SFU_MAX_LEVELS)
+    chunk_total = pipelined_tree(m, "total", powers, levels_per_stage=SFU_SUM_LEVELS)
     with m.If(summed[SFU_NORM_PRODUCT + tree]):
         m.d.sync += acc.eq(acc + chunk_sum)
-    with m.If(maxed[1 + tree]):
+    with m.If(maxed[1 + max_tree]):
         m.d.sync += mx.eq(Mux(chunk_max > mx, chunk_max, mx))
     with m.If(powered[SFU_EXP + tree]):
         m.d.sync += total.eq(total + chunk_total)
@@ -165,17 +174,22 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
         c_at, n_at = delayed(m, c_at, stage - at, f"col{stage}_"), delayed(m, n_at, stage - at, f"count{stage}_")
         cols[stage], counts[stage], at = c_at, n_at, stage
 
-    def at_stage(taps):
-        return Mux(ctl.is_sm, taps[SFU_SOFTMAX_LATENCY], Mux(ctl.is_norm, taps[SFU_NORM_LATENCY],
-                                                            Mux(ctl.deq_add, taps[SFU_DEQ_ADD_LATENCY],
-                                                                taps[SFU_REQUANT_LATENCY])))
+    def at_stage(name: str, taps):
+        """The op's tap of ``taps`` (by stage): a 4:1 multiplexer on a registered selector."""
+        return mux4(m, name, ctl.result_stage, tuple(Value.cast(taps[stage]) for stage in RESULT_STAGES))
+
     # busy until the results are queued, or the statistics summed (their flags run a stage past the sums: the
-    # accumulator's register)
-    writing = {stage: Cat(*valid[1:stage + 1]).any() for stage in
-               (SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY)}
+    # accumulator's register): a countdown from each take, as long as its kind's flags (a pass's chunks are of one
+    # kind, and the next pass starts once the lanes are idle), where an OR of the flags takes a LUT chain
+    written = Array(Const(n, range(SFU_OUT_LATENCY + 1)) for n in RESULT_STAGES)[ctl.result_stage]
+    for_kind = Mux(~ctl.stat_pass, written, Mux(~ctl.is_sm, len(summed) - 1,
+                                                 Mux(ctl.sm_pass == 0, len(maxed) - 1, len(powered) - 1)))
+    draining = Signal(range(max(SFU_OUT_LATENCY, len(summed), len(maxed), len(powered)) + 1), name="draining")
+    m.d.sync += draining.eq(Mux(take, for_kind, Mux(draining != 0, draining - 1, 0)))
     busy = Signal()
-    m.d.comb += busy.eq(Cat(*summed[1:], *maxed[1:], *powered[1:]).any() | at_stage(writing))
-    return LaneResults(y=y, valid=at_stage(valid), col=at_stage(cols), count=at_stage(counts), busy=busy)
+    m.d.comb += busy.eq(draining != 0)
+    return LaneResults(y=y, valid=at_stage("valid_at", valid), col=at_stage("col_at", cols),
+                       count=at_stage("count_at", counts), busy=busy)
 
 
 def rope_pipeline(m: Module, x: list, b: list, c: list, s: list) -> tuple[list, list]:

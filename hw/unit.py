@@ -18,6 +18,12 @@ def unit_signature(unit: Unit) -> wiring.Signature:
     return wiring.Signature({"start": In(1), "instr": In(unit_width(unit)), "done": Out(1)})
 
 
+def one_hot(fsm) -> None:
+    """Ask synthesis to encode ``fsm``'s state one-hot (Vivado re-encodes a state machine so by default; yosys
+    keeps Amaranth's binary code, whose decoding it maps several LUT levels deep on a unit's wide FSM)."""
+    fsm.state.attrs["fsm_encoding"] = "one-hot"
+
+
 class ExecutionUnit(wiring.Component):
     """A unit with its handshake (``ctl``, joined to the control with ``wiring.connect``) and its word port
     into the buffers (``port``); a subclass opens its FSM with :meth:`idle`, which latches the instruction

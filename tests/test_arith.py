@@ -88,20 +88,22 @@ def test_times_constant_and_place_bytes_match_their_arithmetic():
 def test_wide_products_and_pipelined_trees_are_exact_at_their_latency():
     """The SFU lanes' wide products (hw/dsp48e2.wide_product: DSP48E2-sized limbs summed) at the operand widths the
     lanes use, and a pipelined sum and maximum over 48 terms (hw/arith.pipelined_tree), against Python's arithmetic
-    for the extremes and random operands, each exactly its latency_rules latency after its operands."""
+    for the extremes and random operands, each exactly its latency_rules latency after its operands (the SFU's
+    trees, a register a level, and a tree of two levels a register)."""
     from amaranth.hdl import Module, Mux, Signal, signed
 
     from flightc.hw.arith import pipelined_tree
     from flightc.hw.dsp48e2 import wide_product
-    from flightc.hw.latency_rules import WIDE_PRODUCT_LATENCY, tree_stages
+    from flightc.hw.latency_rules import SFU_MAX_LEVELS, SFU_SUM_LEVELS, WIDE_PRODUCT_LATENCY, tree_stages
 
     widths = [(34, 34), (48, 32), (27, 34), (19, 42), (8, 8)]
     m = Module()
     ops = [(Signal(signed(wa), name=f"a{i}"), Signal(signed(wb), name=f"b{i}")) for i, (wa, wb) in enumerate(widths)]
     products = [wide_product(m, f"p{i}", a, b) for i, (a, b) in enumerate(ops)]
     terms = [Signal(signed(34), name=f"t{k}") for k in range(48)]
-    total = pipelined_tree(m, "sum", list(terms))
-    biggest = pipelined_tree(m, "max", list(terms), lambda p, q: Mux(q > p, q, p))
+    total = pipelined_tree(m, "sum", list(terms), levels_per_stage=SFU_SUM_LEVELS)
+    biggest = pipelined_tree(m, "max", list(terms), lambda p, q: Mux(q > p, q, p), levels_per_stage=SFU_MAX_LEVELS)
+    pair_sum = pipelined_tree(m, "pairs", list(terms), levels_per_stage=2)
     rng = random.Random(7)
 
     def draw(bits):
@@ -110,8 +112,10 @@ def test_wide_products_and_pipelined_trees_are_exact_at_their_latency():
 
     cases = [([draw(wa) for wa, _ in widths], [draw(wb) for _, wb in widths], [draw(34) for _ in terms])
              for _ in range(60)]
-    latency = max(WIDE_PRODUCT_LATENCY, tree_stages(len(terms)))
-    assert tree_stages(len(terms)) == 3
+    sum_stages, max_stages = tree_stages(len(terms), SFU_SUM_LEVELS), tree_stages(len(terms), SFU_MAX_LEVELS)
+    pair_stages = tree_stages(len(terms), 2)
+    latency = max(WIDE_PRODUCT_LATENCY, sum_stages, max_stages, pair_stages)
+    assert (sum_stages, max_stages, pair_stages) == (6, 6, 3)
     seen = []
 
     async def bench(ctx):
@@ -124,7 +128,7 @@ def test_wide_products_and_pipelined_trees_are_exact_at_their_latency():
                 for t, v in zip(terms, t_s):
                     ctx.set(t, v)
             await ctx.tick()
-            seen.append(([ctx.get(p) for p in products], ctx.get(total), ctx.get(biggest)))
+            seen.append(([ctx.get(p) for p in products], ctx.get(total), ctx.get(biggest), ctx.get(pair_sum)))
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
@@ -132,4 +136,30 @@ def test_wide_products_and_pipelined_trees_are_exact_at_their_latency():
     sim.run()
     for step, (a_s, b_s, t_s) in enumerate(cases):
         assert seen[step + WIDE_PRODUCT_LATENCY - 1][0] == [va * vb for va, vb in zip(a_s, b_s)], step
-        assert seen[step + tree_stages(len(terms)) - 1][1:] == (sum(t_s), max(t_s)), step
+        assert seen[step + sum_stages - 1][1] == sum(t_s), step
+        assert seen[step + max_stages - 1][2] == max(t_s), step
+        assert seen[step + pair_stages - 1][3] == sum(t_s), step
+
+
+def test_leading_zeros_by_four_way_groups():
+    """The SFU's norm divisor's leading zeros (hw/arith.leading_zeros) at its 40 bits and at widths that leave a
+    group short: every single bit, zero, all ones and random values."""
+    from amaranth.hdl import Module, Signal
+
+    from flightc.hw.arith import leading_zeros
+
+    rng = random.Random(3)
+    for width in (40, 7, 1):
+        m = Module()
+        value = Signal(width)
+        zeros = leading_zeros(m, "lz", value)
+        cases = [0, (1 << width) - 1, *(1 << i for i in range(width)), *(rng.getrandbits(width) for _ in range(30))]
+
+        async def bench(ctx, value=value, zeros=zeros, width=width, cases=cases):
+            for v in cases:
+                ctx.set(value, v)
+                assert ctx.get(zeros) == width - v.bit_length(), (width, v)
+
+        sim = Simulator(m)
+        sim.add_testbench(bench)
+        sim.run()

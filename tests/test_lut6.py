@@ -87,3 +87,41 @@ def test_rotations_and_selections_through_4_to_1_stages(word):
 
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_shifts_and_mixed_widths_through_4_to_1_stages():
+    """The SFU's 4:1 stages: a bit shift left (its norm divisor normalized), a byte shift right (its read engines'
+    operands from their words) and a multiplexer whose narrower inputs extend as their shapes say."""
+    from amaranth.hdl import signed
+
+    from flightc.hw.buffers import shift_bytes_lut6
+    from flightc.hw.lut6 import mux4, shift_left
+
+    rng = random.Random(7)
+    m = Module()
+    value, bits = Signal(40), Signal(6)
+    shifted = shift_left(m, "left", value, bits)
+    raw, lane = Signal(8 * 72), Signal(6)
+    out = shift_bytes_lut6(m, "right", raw, lane, 20)
+    sel, narrow, wide = Signal(2), Signal(signed(8)), Signal(32)
+    picked = mux4(m, "mixed", sel, (narrow, wide, narrow, wide))
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for _ in range(60):
+            v, a = rng.getrandbits(40), rng.randrange(40)
+            ctx.set(value, v)
+            ctx.set(bits, a)
+            assert ctx.get(shifted) == (v << a) % (1 << 40)
+            r, n = rng.getrandbits(8 * 72), rng.randrange(64)
+            ctx.set(raw, r)
+            ctx.set(lane, n)
+            assert ctx.get(out) == (r >> (8 * n)) % (1 << 160)
+            x, y, s = rng.randrange(-128, 128), rng.getrandbits(32), rng.randrange(4)
+            ctx.set(narrow, x)
+            ctx.set(wide, y)
+            ctx.set(sel, s)
+            assert ctx.get(picked) == (y if s & 1 else x % (1 << 32))
+
+    sim.add_testbench(bench)
+    sim.run()

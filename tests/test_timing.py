@@ -176,3 +176,21 @@ def test_the_u280s_ld_lanes_are_within_225_mhzs_depth(tmp_path):
                   netlist=True)
         levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
+
+
+@pytest.mark.synth
+def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's SFU at 4 lanes (its other fields the preset's; a lane's pipeline, the
+    trees' stages, the readers and the FSM are the same at 48): every path between registers within 7 levels
+    (hw/sfu.py: the reader's decisions and the FSM's reads from registers, the divider started from registers, the
+    FSM one-hot; hw/sfu_lanes.py: a register a tree level; measured 2026-12-05: 7.0 levels, 52.5 before)."""
+    from flightc.config import PRESETS
+    from flightc.hw.hierarchy import component_ports, to_verilog
+    from flightc.hw.sfu import Sfu
+    from flightc.hw.synth import path_depths, run_yosys
+
+    cfg = PRESETS["u280"].replace(sfu_lanes=4)
+    unit = Sfu(cfg)
+    run_yosys(tmp_path, "sfu", to_verilog(unit, "sfu", ports=[s for s, _ in component_ports(unit)]), netlist=True)
+    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "sfu").items()}
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels

@@ -27,7 +27,7 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
-from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_NORM_DEN, SFU_NORM_SHIFT,
+from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT,
                                       SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, sfu_result_latency,
                                       sfu_stat_drain)
 from flightc.isa.codec import Instruction
@@ -380,8 +380,9 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
 
 
 def _sfu_read(addr, nbytes: int, w: int):
-    """A read of the SFU's eager engine from the state that starts it to the one that sees it done."""
-    return read_cycles(addr, nbytes, w) - 1
+    """A read the SFU's FSM asks for (on its eager engine, from a registered command: SFU_FSM_READ) from the state
+    that asks for it to the one that sees it done."""
+    return read_cycles(addr, nbytes, w) - 1 + SFU_FSM_READ
 
 
 def _rope_row(w: int, G: int, head: int, cols: int, src_row: int, dst_row: int, tab: int) -> int:
