@@ -26,10 +26,10 @@ LANE_GROUP_LATENCY = 1 + CASCADE_LATENCY + 1 + PRODUCT_LATENCY + 1 + 1
 RESULT_QUEUE = 16
 RESULTS_AHEAD = RESULT_QUEUE - 2
 # a streamed MV's output stage (hw/stream_out.py): a result taken to the cycle it joins its word (the gather): its
-# operands' registers, the requantization product (two DSP48E2 registers), the partial products' sum with the
-# rounding half, the rounding shift, the residual's sum and the saturation, the activation LUT (two steps of sixteen
-# entries), the result's rotation onto its lanes
-REQUANT_LATENCY = 1 + PRODUCT_LATENCY + 1 + 1 + 1 + 2 + 1
+# operands' registers, the biased sum, the requantization product (two DSP48E2 registers), the partial products' sum
+# with the rounding half, the rounding shift, the residual's sum, the saturation, the activation LUT (two steps of
+# sixteen entries), the result's rotation onto its lanes
+REQUANT_LATENCY = 1 + 1 + PRODUCT_LATENCY + 1 + 1 + 1 + 1 + 2 + 1
 # raw sums taken a word of row pairs at a time: their registers, then their shift onto the word's lanes
 PAIRS_OUT_LATENCY = 2
 # a completed word waits in a queue for the buffer port (SyncFIFO: written in cycle g, read from g + 1); the queue

@@ -118,12 +118,17 @@ class ByteQueue:
         # ``held`` (fill + asked: the bytes queued or on their way) as it stands once the landing word's skipped
         # bytes are dropped, then moved by the cycle's late decisions (a word asked for, a pop), each way at once;
         # whether there is room for a word more next cycle, likewise
+        # (each of the four outcomes worked out beside the decisions, which select one in a LUT6)
         held = Signal(range(self.cap + 1), name=f"{name}_held_now")
         m.d.comb += held.eq(self.held - Mux(landed, short, 0))
         t = self.take
-        m.d.sync += [self.held.eq(Mux(asked_now, Mux(pop, held + w - t, held + w), Mux(pop, held - t, held))),
-                     self.want.eq(Mux(asked_now, Mux(pop, held <= 2 * t, held <= t) & (self.next + w < self.end),
-                                      Mux(pop, held <= w + 2 * t, held <= w + t) & (self.next < self.end)))]
+        late = Cat(pop, asked_now)
+        more, later = self.next < self.end, self.next + w < self.end
+        m.d.sync += [self.held.eq(mux4(m, f"{name}_held_sel", late,
+                                       (held, held - t, held + w, held + w - t))),
+                     self.want.eq(mux4(m, f"{name}_want_sel", late,
+                                       ((held <= w + t) & more, (held <= w + 2 * t) & more, (held <= t) & later,
+                                        (held <= 2 * t) & later)))]
         with m.If(asked_now):
             m.d.sync += [self.next.eq(self.next + w), self.first.eq(0)]
 
@@ -300,7 +305,7 @@ class StreamOut(wiring.Component):
         best_word = Cat(best, Const(0, 8 * max(0, w - 4)))[:8 * w]
         m.d.sync += [max_word.eq(rotate_bytes(m, best_word, max_lane, w, "max_rotation")),
                      max_mask.eq((Const(0xF, w) << max_lane)[:w])]
-        drained = (inflight == 0) & (owed == 0)
+        drained = Signal(init=1)  # inflight == 0 and owed == 0, a register: worked out from their next values below
         # the largest sum settles in its word pairs_max_settle cycles after the last take of pairs that writes
         settle = Signal(range(pairs_max_settle(P) + 1))
         with m.If(wide_take & wide_kept):
@@ -310,12 +315,15 @@ class StreamOut(wiring.Component):
         ends = Signal()  # a word pushed at the end (the last partial one, or the largest sum's)
         # a take's word is owed from the cycle after next (its place in the word is known late in the cycle); the
         # credit leaves room for it, and the take is in flight meanwhile
+        # (each outcome worked out beside the cycle's late decisions, which select one in a LUT6)
         owes_r = delayed(m, owes, 1, "owes")
-        owed_next = Signal.like(owed)
-        m.d.comb += owed_next.eq(owed + (owes_r | ends))
+        moved = Cat(write_now, owes_r | ends)
         m.d.sync += [inflight.eq(Mux(enters, inflight + 1 - gathers, inflight - gathers)),
-                     owed.eq(owed_next - write_now),
-                     credit.eq(Mux(write_now, owed_next < WORD_QUEUE, owed_next < WORD_QUEUE - 1))]
+                     owed.eq(mux4(m, "owed_sel", moved, (owed, owed - 1, owed + 1, owed))),
+                     credit.eq(mux4(m, "credit_sel", moved, (owed < WORD_QUEUE - 1, owed < WORD_QUEUE,
+                                                               owed < WORD_QUEUE - 2, owed < WORD_QUEUE - 1))),
+                     drained.eq(mux4(m, "owed_none", moved, (owed == 0, owed == 1, Const(0, 1), owed == 0))
+                                & Mux(enters, gathers & (inflight == 0), Mux(gathers, inflight == 1, inflight == 0)))]
         # ---- start, the LUT, the results, the last partial word
         with m.FSM():
             with m.State("IDLE"):
@@ -366,10 +374,10 @@ class StreamOut(wiring.Component):
             raise AssertionError("the output stage's largest sum and hw/latency_rules.py disagree")
         with m.If(delayed(m, valid, 1, "rq_best") & (raw > best)):
             m.d.sync += best.eq(raw)
-        # (raw + bias) * mult in four DSP48E2 products: the sum's low 26 bits (unsigned) and the rest, by the
-        # multiplier's low 17 bits (unsigned) and the rest; the rounding half beside them
-        biased = Signal(signed(cfg.acc_bits + 2), name="rq_biased")
-        m.d.comb += biased.eq(raw + bias)
+        # (raw + bias) * mult in four DSP48E2 products: the sum (registered) its low 26 bits (unsigned) and the rest,
+        # by the multiplier's low 17 bits (unsigned) and the rest; the rounding half beside them
+        biased = reg(raw + bias, "biased", signed(cfg.acc_bits + 2))
+        mult = delayed(m, mult, 1, "rq_mult")
         x_lo, x_hi = Cat(biased[:26], Const(0, 1)).as_signed(), biased[26:].as_signed()
         y_lo, y_hi = Cat(mult[:17], Const(0, 1)).as_signed(), mult[17:].as_signed()
         ll = registered_product(m, "rq_ll", x_lo, y_lo)
@@ -381,16 +389,15 @@ class StreamOut(wiring.Component):
         tw = max(cfg.acc_bits + 2 + 32, 72) + 1
         big = shift >= tw - 1
         half = reg(((Const(1, tw) << shift[:7]) >> 1)[:tw - 1], "half", tw - 1)
-        half = delayed(m, half, PRODUCT_LATENCY - 1, "rq_half")
-        shift_p = delayed(m, Cat(shift[:7], big), PRODUCT_LATENCY, "rq_shift")
+        half = delayed(m, half, PRODUCT_LATENCY, "rq_half")
+        shift_p = delayed(m, Cat(shift[:7], big), PRODUCT_LATENCY + 1, "rq_shift")
         total = reg(ll[:44].as_unsigned() + (lh[:42].as_signed() << 17) + (hl[:42].as_signed() << 26)
                     + (hh[:40].as_signed() << 43) + half, "total", signed(tw))
         shift_t = reg(shift_p, "shift_t")
         rounded = reg(Mux(shift_t[7], 0, total >> shift_t[:7]), "rounded", signed(72))
-        resid_r = delayed(m, resid, PRODUCT_LATENCY + 2, "rq_resid")
-        summed = Signal(signed(73), name="rq_summed")
-        m.d.comb += summed.eq(Mux(mode == int(OutMode.REQ_ADD), resid_r + rounded, rounded))
-        raw_r = delayed(m, raw, PRODUCT_LATENCY + 2, "rq_raw")
+        resid_r = delayed(m, resid, PRODUCT_LATENCY + 3, "rq_resid")
+        summed = reg(Mux(mode == int(OutMode.REQ_ADD), resid_r + rounded, rounded), "summed", signed(73))
+        raw_r = delayed(m, raw, PRODUCT_LATENCY + 4, "rq_raw")
         pre = Signal(32, name="rq_pre")
         with m.Switch(mode):
             with m.Case(int(OutMode.ACC32)):

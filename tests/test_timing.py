@@ -1,6 +1,6 @@
 """The timing estimate (hw/timing.py): logic levels on a mapped netlist, counted by hand on small netlists (LUT
 chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider and of
-the u280's lane group and feed."""
+the u280's lane group and feed, sparse DSP chain, LD lanes, MPE output stage and SFU."""
 from __future__ import annotations
 
 import pytest
@@ -176,6 +176,24 @@ def test_the_u280s_ld_lanes_are_within_225_mhzs_depth(tmp_path):
                   netlist=True)
         levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
+
+
+@pytest.mark.synth
+def test_the_u280s_mpe_output_stage_is_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's MPE output stage (hw/stream_out.py: the requantization's biased sum and
+    residual sum registered, its queues' counts selected by LUT6s from outcomes worked out beside the cycle's
+    decisions): every path between registers within 7 levels (measured 2026-12-05: 7.0, 36.9 before its pipeline)."""
+    from flightc.config import PRESETS
+    from flightc.hw.hierarchy import component_ports, to_verilog
+    from flightc.hw.stream_out import StreamOut
+    from flightc.hw.synth import path_depths, run_yosys
+
+    cfg = PRESETS["u280"]
+    unit = StreamOut(cfg)
+    run_yosys(tmp_path, "stream_out", to_verilog(unit, "stream_out", ports=[s for s, _ in component_ports(unit)]),
+              netlist=True)
+    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "stream_out").items()}
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
 @pytest.mark.synth
