@@ -156,10 +156,11 @@ def pipelined_tree(m: Module, name: str, terms: list, combine: Callable = operat
     return terms[0]
 
 
-def leading_zeros(m: Module, name: str, value: Value) -> Signal:
+def leading_zeros(m: Module, name: str, value: Value, registered_groups: bool = False) -> Signal:
     """The zeros above ``value``'s highest one (its width when it is 0), in a tree of four-way groups: a group's
     "any" and its highest one's place, then the highest group with any and its place (two LUT levels a tree level:
-    40 bits in five, where a priority chain takes a level every few bits)."""
+    40 bits in five, where a priority chain takes a level every few bits). With ``registered_groups`` the first
+    groups are registers: the count a cycle after ``value``."""
     value = Value.cast(value)
     n = len(value)
     # each node: (any one in it, the place of its highest one within it, its width)
@@ -179,7 +180,8 @@ def leading_zeros(m: Module, name: str, value: Value) -> Signal:
                 base += g_width
             p = Signal(bits, name=f"{name}_p{len(nodes)}_{i // 4}")
             a = Signal(name=f"{name}_a{len(nodes)}_{i // 4}")
-            m.d.comb += [p.eq(place), a.eq(any_)]
+            domain = m.d.sync if registered_groups and len(nodes) == n else m.d.comb
+            domain += [p.eq(place), a.eq(any_)]
             grouped.append((a, p, width))
         nodes = grouped
     zeros = Signal(range(n + 1), name=name)

@@ -131,14 +131,21 @@ def sfu_stat_drain(op: MiscOp, pass_: int, lanes: int) -> int:
 
 
 # the SFU's divisions (hw/sfu.py): the operands registered, round_div's numerator made positive, then the divider
-# started from registers; a norm's divisor shifted by its bit length after the square root (DEN), then normalized
-# (NORM_SHIFT)
+# started from registers; a norm's divisor shifted by its bit length after the square root (DEN), its leading
+# zeros counted (NORM_RECIP, NORM_LZ), then normalized (NORM_SHIFT)
 SFU_DIV_SETUP = 3
 SFU_NORM_DEN = 1
-SFU_NORM_SHIFT = 1
+SFU_NORM_SHIFT = 2  # its leading zeros' groups, then their count
 # a read the SFU's FSM asks for itself (a norm's epsilon, a given maximum, RoPE's operands) starts on the eager
 # engine from a registered command, the cycle after the state that asks for it
 SFU_FSM_READ = 1
+
+
+def recip_wait_cycles(steps: int) -> int:
+    """Cycles from the first of softmax's last pass (the divider starting beside it) until the lanes may take a
+    chunk: the quotient is in ``steps + 1`` cycles after the divider starts, and the lanes read it SFU_EXP cycles
+    after a take."""
+    return max(0, steps + 1 - SFU_EXP)
 
 
 def division_bits(value_bits: int, step_bits: int, width: int) -> int:

@@ -31,8 +31,8 @@ from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt, leading_zeros
 from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.decode import fields
-from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits
-from flightc.hw.lut6 import shift_left
+from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles
+from flightc.hw.lut6 import mux4, shift_left
 from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, result_stage, rope_pipeline
 from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import NORM, ROPE
@@ -116,10 +116,11 @@ class Sfu(ExecutionUnit):
         # moves, with the elements left from c to the pass's end (RoPE: to the half's)
         g = Signal(range(G + 1))
         g_left = Signal(len(f.cols) + 1)
+        last_chunk = Signal()  # g_left == g: the pass's (or RoPE's half's) last chunk
 
         def chunk_from(left) -> list:
             """The chunk at the column ``left`` elements before the end."""
-            return [g_left.eq(left), g.eq(Mux(left < G, left, G))]
+            return [g_left.eq(left), g.eq(Mux(left < G, left, G)), last_chunk.eq(left <= G)]
 
         lane_on = [Const(k, range(G + 1)) < g for k in range(G)]
 
@@ -138,7 +139,19 @@ class Sfu(ExecutionUnit):
         den_m = Signal(nm.NORM_RECIP_BITS + 1)  # floor(2^64 / den normalized to [2^32, 2^33))
         mx = Signal(signed(33))
         total = Signal(40)
+        # softmax's reciprocal of the row sum: the divider's quotient, which stays until the next row's division;
+        # the last pass starts as the division does, its first chunk taken once the quotient will be in when the
+        # lanes' probabilities read it (SFU_EXP stages after the take): RECIP_WAIT cycles on
         recip = Signal(41)
+        recip_steps = division_bits(nm.SOFTMAX_RECIP_BITS + 1, self.cfg.sfu_div_step_bits, DIV_BITS) // \
+            self.cfg.sfu_div_step_bits
+        RECIP_WAIT = recip_wait_cycles(recip_steps)
+        recip_wait = Signal(range(RECIP_WAIT + 1))
+        recip_ok = Signal(init=1)  # recip_wait == 0, a register
+        m.d.comb += recip.eq(div.quotient)
+        m.d.sync += recip_ok.eq(recip_wait <= 1)
+        with m.If(recip_wait != 0):
+            m.d.sync += recip_wait.eq(recip_wait - 1)
         quot_neg = Signal()
         second = Signal()  # writing RoPE's second results (the pairs' upper halves)
         # ---- the row's divider: floor(a / d), or round_div(a, d) = floor((2a + d) / (2 d)) for LayerNorm's mean
@@ -147,13 +160,16 @@ class Sfu(ExecutionUnit):
         div_round, div_kind = Signal(), Signal(Division)
         rms = Signal(nm.NORM_DEN_BITS)
         den_lz = Signal(range(nm.NORM_DEN_BITS + 1))  # the zeros above den's leading one
-        den_zeros = leading_zeros(m, "den_zeros", den)
+        den_zeros = leading_zeros(m, "den_zeros", den, registered_groups=True)  # a cycle after den
         den_aligned = shift_left(m, "den_aligned", den, den_lz[:len(den_e)])
 
         div_bits = Signal.like(div.bits)
         div_go, div_n = Signal(), Signal(DIV_BITS + 2)  # the divider starts from registers (DIV_GO sets them)
         m.d.sync += div_go.eq(0)
         m.d.comb += [div.start.eq(div_go), div.numerator.eq(div_n), div.denominator.eq(div_den), div.bits.eq(div_bits)]
+        # a division's end as the state that waits for it sees it: never in the cycle it starts (an empty softmax
+        # row's division runs on without a state waiting for it, and may end as the next division starts)
+        div_finished = div.done & ~div_go
 
         def division(m, kind: Division, a, d, value_bits: int = DIV_BITS):
             """Divide ``a`` (below 2^value_bits: a constant, walked from its top bit) by ``d`` (rounded for the
@@ -318,7 +334,6 @@ class Sfu(ExecutionUnit):
                                    | Mux(in_pass & eng2.done, Const(1, 3) << tag2_done, 0))
         m.d.sync += have.eq(have | arrived_now)
         all_in = have == need
-        last_chunk = g_left == g
         # ---- the lanes' pipeline; its results queued for the write engine, a place held for each chunk taken
         ctl = LaneControl(is_ln=is_ln, is_norm=is_norm, is_sm=is_sm, is_emul=is_emul, deq=is_op[MiscOp.DEQ],
                           deq_add=is_op[MiscOp.DEQ_ADD], ln_first=ln_first, stat_pass=stat_pass,
@@ -337,15 +352,20 @@ class Sfu(ExecutionUnit):
         packed = Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y]))
         m.d.comb += [results.w_en.eq(lanes.valid), results.w_data.eq(Cat(packed, w_addr, w_count, w_words))]
         queued = Signal(range(SFU_RESULT_QUEUE + 1))  # chunks taken whose results are not yet written
-        room = Signal()  # (a statistics pass writes nothing)
-        m.d.comb += room.eq(stat_pass | (queued != SFU_RESULT_QUEUE))
+        # room for a chunk's results (queued != SFU_RESULT_QUEUE), a register: each of the count's outcomes worked
+        # out beside the cycle's take and write, which select one (a statistics pass queues nothing: queued stays 0)
+        room = Signal(init=1)
         q_data, at = results.r_data[:32 * G], 32 * G
         q_addr, q_count = results.r_data[at:at + len(w_addr)], results.r_data[at + len(w_addr):at + len(w_addr) + len(w_count)]
         q_words = results.r_data[at + len(w_addr) + len(w_count):]
         with m.If(results.r_rdy & ~wr.busy):
             wr.write_bytes(m, f.dst_buf, q_addr, q_count, q_data)
             m.d.comb += [results.r_en.eq(1), wr.words.eq(q_words)]
-        m.d.sync += queued.eq(queued + (take & ~stat_pass) - (results.r_en & results.r_rdy))
+        enqueued, dequeued = take & ~stat_pass, results.r_en & results.r_rdy
+        m.d.sync += [queued.eq(queued + enqueued - dequeued),
+                     room.eq(mux4(m, "room_sel", Cat(dequeued, enqueued),
+                                  (queued != SFU_RESULT_QUEUE, Const(1, 1), queued != SFU_RESULT_QUEUE - 1,
+                                   queued != SFU_RESULT_QUEUE)))]
         rope_first, rope_second = rope_pipeline(m, x, b, cc, s)
         rope_wait = Signal(range(SFU_ROPE_LATENCY))
         # the two writes' addresses (the pairs' lower and upper halves) and their words, worked out in ROPE_OP: the
@@ -435,7 +455,7 @@ class Sfu(ExecutionUnit):
                         m.d.sync += second.eq(1)
                         m.next = "ROPE_W"
                     with m.Else():
-                        with m.If(g_left == g):  # the head's half done: the next head's
+                        with m.If(last_chunk):  # the head's half done: the next head's
                             m.d.sync += [c.eq(head_next), at_end.eq(head_next == f.cols), x_at.eq(x_at + g + half),
                                          t_at.eq(tab_row), *chunk_from(half)]
                         with m.Else():
@@ -471,13 +491,18 @@ class Sfu(ExecutionUnit):
                 with m.Switch(div_kind):
                     for kind in Division:
                         with m.Case(int(kind)):
-                            m.next = f"{kind.name}_DIV"
+                            if kind is Division.RECIP:  # softmax's last pass starts beside the division
+                                m.d.sync += [*set_pass(2), in_pass.eq(1), recip_wait.eq(RECIP_WAIT),
+                                             recip_ok.eq(RECIP_WAIT == 0)]
+                                m.next = "OP"
+                            else:
+                                m.next = f"{kind.name}_DIV"
             with m.State("MEAN_DIV"):
-                with m.If(div.done):
+                with m.If(div_finished):
                     m.d.sync += [mean.eq(quotient), acc.eq(0), *set_pass(1), in_pass.eq(1)]
                     m.next = "OP"
             with m.State("STAT_DIV"):  # mean square (or variance) -> isqrt
-                with m.If(div.done):
+                with m.If(div_finished):
                     m.d.comb += [sqrt.start.eq(1),
                                  sqrt.value.eq((div.quotient << (2 * nm.RMS_FRAC_BITS)) + eps)]
                     m.next = "SQRT"
@@ -489,6 +514,8 @@ class Sfu(ExecutionUnit):
                 m.d.sync += den.eq(rms << f.shift)
                 m.next = "NORM_RECIP"
             with m.State("NORM_RECIP"):  # the zeros above the divisor's leading one (then its normalized reciprocal)
+                m.next = "NORM_LZ"
+            with m.State("NORM_LZ"):
                 m.d.sync += den_lz.eq(den_zeros)
                 m.next = "NORM_SHIFT"
             with m.State("NORM_SHIFT"):  # the divisor's top NORM_RECIP_BITS + 1 bits from its leading one
@@ -496,12 +523,8 @@ class Sfu(ExecutionUnit):
                 m.d.sync += den_e.eq(nm.NORM_DEN_BITS - 1 - den_lz)
                 division(m, Division.NORM_RECIP, 1 << (2 * R), den_aligned[nm.NORM_DEN_BITS - 1 - R:], 2 * R + 1)
             with m.State("NORM_RECIP_DIV"):
-                with m.If(div.done):
+                with m.If(div_finished):
                     m.d.sync += [den_m.eq(div.quotient), *set_pass(Mux(is_ln, 2, 1)), in_pass.eq(1)]
-                    m.next = "OP"
-            with m.State("RECIP_DIV"):
-                with m.If(div.done):
-                    m.d.sync += [recip.eq(div.quotient), *set_pass(2), in_pass.eq(1)]
                     m.next = "OP"
             with m.State("ROW_END"):
                 m.d.sync += [r.eq(r + 1), rows_done.eq(r == rows_less)]
@@ -509,5 +532,5 @@ class Sfu(ExecutionUnit):
                 m.next = "ROW"
         one_hot(fsm)
         # (no chunk's operands are ever all in for an empty row: it has no reads)
-        m.d.comb += [waiting.eq(in_pass & room), take.eq(in_pass & all_in & room)]
+        m.d.comb += [waiting.eq(in_pass & room & recip_ok), take.eq(in_pass & all_in & waiting)]
         return m

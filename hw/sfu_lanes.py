@@ -186,8 +186,8 @@ def lane_pipeline(m: Module, x: list, b: list, cc: list, visible: list, lane_on:
                                                  Mux(ctl.sm_pass == 0, len(maxed) - 1, len(powered) - 1)))
     draining = Signal(range(max(SFU_OUT_LATENCY, len(summed), len(maxed), len(powered)) + 1), name="draining")
     m.d.sync += draining.eq(Mux(take, for_kind, Mux(draining != 0, draining - 1, 0)))
-    busy = Signal()
-    m.d.comb += busy.eq(draining != 0)
+    busy = Signal()  # draining != 0, a register (a take always starts a nonzero count)
+    m.d.sync += busy.eq(take | (draining > 1))
     return LaneResults(y=y, valid=at_stage("valid_at", valid), col=at_stage("col_at", cols),
                        count=at_stage("count_at", counts), busy=busy)
 

@@ -28,8 +28,8 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
 from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT,
-                                      SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, sfu_result_latency,
-                                      sfu_stat_drain)
+                                      SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles,
+                                      sfu_result_latency, sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -285,7 +285,7 @@ def _chunks(count: int, lanes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _element_pass(reads: list[list[int]], writes: list[int] | None, drain: int,
-                  params: list[list[int]] | None = None) -> int:
+                  params: list[list[int]] | None = None, earliest: int = 0) -> int:
     """Cycles of one SFU pass over a row other than RoPE's, from its first cycle in OP through PASS_END.
 
     ``reads``: per chunk, the words of each operand the reader asks for in turn; ``params``: per chunk, those of
@@ -298,11 +298,13 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, drain: int,
     starts a chunk's first read once the one before is in and the lanes wait, with room, for the chunk before it.
     A chunk's results enter the queue ``drain`` cycles after its take (sfu_result_latency) and leave it the cycle
     after, or once the write engine is free (a write of v words frees it v + 1 cycles after its start). PASS_END
-    waits ``drain`` cycles after the last take (a statistics pass: sfu_stat_drain) and for the last write."""
+    waits ``drain`` cycles after the last take (a statistics pass: sfu_stat_drain) and for the last write. The lanes
+    take nothing before the pass's cycle ``earliest`` (softmax's last pass, beside its division: recip_wait_cycles).
+    """
     if not reads:
         return 2  # OP finds the row empty, then PASS_END
     free1 = free2 = 0  # the cycle each engine's last read has its last word (it may start the next)
-    allowed_prev, allowed = 0, 0  # the first cycles the lanes wait, with room, for the chunk before and this one
+    allowed_prev, allowed = 0, earliest  # the first cycles the lanes wait, with room, for the chunk before and this one
     starts: list[int] = []  # each chunk's write
     write_free, take = 0, 0
     for k, words in enumerate(reads):
@@ -365,9 +367,10 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
                                                                  np.stack([gain, beta], 1).tolist())
     if op is MiscOp.SOFTMAX:
         first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
-        recip = SFU_DIV_SETUP + div_cycles(cfg, nm.SOFTMAX_RECIP_BITS + 1)  # floor(2^40 / sum)
+        # floor(2^40 / sum): its operands set up (DIV_SETUP, DIV_GO), then the last pass as the divider starts
+        wait = recip_wait_cycles(div_cycles(cfg, nm.SOFTMAX_RECIP_BITS + 1) - 1)
         sums = _element_pass([[n] for n in a.tolist()], None, sfu_stat_drain(op, 1, G))
-        return first + sums + recip + _element_pass([[n] for n in a.tolist()], out, latency)
+        return first + sums + SFU_DIV_SETUP - 1 + _element_pass([[n] for n in a.tolist()], out, latency, earliest=wait)
     if op is MiscOp.EMUL:
         b = span_words(src2 + c, g, w)
         return _element_pass(np.stack([a, b], 1).tolist(), out, latency)
