@@ -94,8 +94,8 @@ class Sfu(ExecutionUnit):
         opens_op = Signal()  # a row starts in OP (not RoPE's, nor a softmax reading its given maximum first)
         c = Signal(len(f.cols) + 1)
         pass_ = Signal(2)
-        # RoPE's chunk's elements and its angles' cosines (from the head's angle 0), addresses kept beside c (so that no adder
-        # waits on the FSM's state: yosys shares the adders of exclusive states, a multiplexer ahead of one adder)
+        # RoPE's chunk's elements and its angles' cosines (from the head's angle 0), addresses kept beside c (so that
+        # no adder waits on the FSM's state: yosys shares the adders of exclusive states, a multiplexer ahead of one)
         x_at, t_at = Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS)
         head_next = Signal.like(c)  # the next head's first column, worked out in ROPE_OP
         at_end = Signal()  # c == cols (RoPE), worked out as c moves
@@ -356,7 +356,8 @@ class Sfu(ExecutionUnit):
         # out beside the cycle's take and write, which select one (a statistics pass queues nothing: queued stays 0)
         room = Signal(init=1)
         q_data, at = results.r_data[:32 * G], 32 * G
-        q_addr, q_count = results.r_data[at:at + len(w_addr)], results.r_data[at + len(w_addr):at + len(w_addr) + len(w_count)]
+        q_addr = results.r_data[at:at + len(w_addr)]
+        q_count = results.r_data[at + len(w_addr):at + len(w_addr) + len(w_count)]
         q_words = results.r_data[at + len(w_addr) + len(w_count):]
         with m.If(results.r_rdy & ~wr.busy):
             wr.write_bytes(m, f.dst_buf, q_addr, q_count, q_data)
@@ -438,7 +439,8 @@ class Sfu(ExecutionUnit):
                 m.next = "D_WAIT"
             arrived(m, "D_WAIT", "ROPE_OP", *[s[k].eq(element(k, te)) for k in range(G)])
             with m.State("ROPE_OP"):  # the pairs' products and sums: SFU_ROPE_LATENCY cycles
-                m.d.sync += [rope_wait.eq(rope_wait + 1), head_next.eq(c + g + half), rope_at[0].eq(dst_row + c), rope_at[1].eq(dst_row + partner),
+                m.d.sync += [rope_wait.eq(rope_wait + 1), head_next.eq(c + g + half), rope_at[0].eq(dst_row + c),
+                             rope_at[1].eq(dst_row + partner),
                              *[rope_words[k].eq((rope_at[k][:lb] + g + (self.cfg.buffer_port_bytes - 1)) >> lb)
                                for k in range(2)]]
                 with m.If(rope_wait == SFU_ROPE_LATENCY - 1):
