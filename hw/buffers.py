@@ -21,7 +21,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.hw.buffer_map import PortRole, buffer_rows, direct_writer
 from flightc.hw.decode import BUF_SEL_BITS
 from flightc.hw.hierarchy import ram
-from flightc.hw.lut6 import mux4
+from flightc.hw.lut6 import mux4, shift
 from flightc.isa.table import BUF_ADDR_BITS
 
 
@@ -238,35 +238,6 @@ def shift_bytes(m: Module, value, amount, out_bytes: int, left: bool = False) ->
         x = stage
     out = Signal(width)
     m.d.comb += out.eq(x)
-    return out
-
-
-def shift_bytes_lut6(m: Module, name: str, value, amount, out_bytes: int) -> Signal:
-    """``value`` shifted right by ``amount`` bytes, its lowest ``out_bytes`` bytes, as :func:`shift_bytes` but two
-    bits of ``amount`` a stage, a 4:1 multiplexer a bit (a LUT6: hw/lut6.py; half the levels of yosys' mapping of
-    the 2:1 stages). ``name`` names the stages, one shift per name in a module."""
-    x = Value.cast(value)
-    amount = Value.cast(amount)
-    width = 8 * out_bytes
-    s = len(amount)
-    while s > 0:  # the largest steps first: what later steps need shrinks with them
-        pair = 2 if s >= 2 else 1
-        s -= pair
-        step = 8 << s
-        keep_bits = width + step - 8  # bits the smaller steps still need
-
-        def moved(k: int):
-            part = x[k * step:k * step + keep_bits] if k * step < len(x) else Const(0, 1)
-            return Cat(part, Const(0, keep_bits - len(part))) if len(part) < keep_bits else part
-
-        if pair == 2:
-            stage = mux4(m, f"{name}{s}", amount[s:s + 2], tuple(moved(k) for k in range(4)))
-        else:
-            stage = Signal(keep_bits, name=f"{name}{s}")
-            m.d.comb += stage.eq(Mux(amount[s], moved(1), moved(0)))
-        x = stage
-    out = Signal(width, name=name)
-    m.d.comb += out.eq(x[:width])
     return out
 
 
@@ -501,7 +472,7 @@ class WordEngine(wiring.Component):
         raw = Signal(8 * w * most)
         got = Signal(range(most + 1))  # words of the read arrived
         first_lane, out_lane = Signal(lb), Signal(lb)  # the lane of the read's first byte; that of the read done
-        m.d.comb += self.rdata.eq(shift_bytes_lut6(m, "read_shift", raw, out_lane, self.max_bytes))
+        m.d.comb += self.rdata.eq(shift(m, "read_shift", raw, out_lane, 8 * self.max_bytes, step=8, left=False))
         with m.If(p.rvalid & self.busy & ~write):
             m.d.sync += [raw.word_select(got[:max(1, (most - 1).bit_length())], 8 * w).eq(p.rdata), got.eq(got + 1)]
             with m.If(finishing):

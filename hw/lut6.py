@@ -67,23 +67,37 @@ def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:
     return level[0]
 
 
-def shift_left(m: Module, name: str, value: Value, amount: Value) -> Signal:
-    """``value`` shifted left by ``amount`` bits within its width, two bits of ``amount`` a stage of 4:1
-    multiplexers (a LUT6 level each; a 2:1 stage for an odd top bit)."""
+def shift(m: Module, name: str, value: Value, amount: Value, width: int, step: int = 1, left: bool = True) -> Signal:
+    """``value`` shifted left (or right) by ``amount`` steps of ``step`` bits, its lowest ``width`` bits: two bits of
+    ``amount`` a stage of 4:1 multiplexers (a LUT6 level each, where yosys maps a 2:1 stage a bit to a LUT each),
+    a 2:1 stage for an odd top bit, the largest steps first (what a right shift's later stages need shrinks with
+    them). ``name`` names the stages and the result, one shift per name in a module."""
     x = Value.cast(value)
     amount = Value.cast(amount)
-    width = len(x)
-    for s in range(0, len(amount), 2):
-        step = 1 << s
+    if left:
+        x = Cat(x, Const(0, width))[:width]
+    s = len(amount)
+    while s > 0:
+        pair = 2 if s >= 2 else 1
+        s -= pair
+        by = step << s
+        keep = width if left else width + by - step  # a right shift keeps the bits its smaller steps still need
 
         def moved(k: int) -> Value:
-            by = k * step
-            return Cat(Const(0, by), x)[:width] if by < width else Const(0, width)
+            if k == 0:
+                part = x[:keep]
+            elif left:
+                part = Cat(Const(0, k * by), x)[:width] if k * by < width else Const(0, 1)
+            else:
+                part = x[k * by:k * by + keep] if k * by < len(x) else Const(0, 1)
+            return Cat(part, Const(0, keep - len(part))) if len(part) < keep else part
 
-        if s + 1 < len(amount):
+        if pair == 2:
             x = mux4(m, f"{name}{s}", amount[s:s + 2], tuple(moved(k) for k in range(4)))
         else:
-            stage = Signal(width, name=f"{name}{s}")
+            stage = Signal(keep, name=f"{name}{s}")
             m.d.comb += stage.eq(Mux(amount[s], moved(1), moved(0)))
             x = stage
-    return x
+    out = Signal(width, name=name)
+    m.d.comb += out.eq(x[:width])
+    return out

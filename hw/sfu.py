@@ -32,7 +32,7 @@ from flightc.hw.arith import Divider, Isqrt, leading_zeros
 from flightc.hw.buffers import WordEngine, word_port_signature
 from flightc.hw.decode import fields
 from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles
-from flightc.hw.lut6 import mux4, shift_left
+from flightc.hw.lut6 import mux4, shift
 from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, result_stage, rope_pipeline
 from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import NORM, ROPE
@@ -161,7 +161,7 @@ class Sfu(ExecutionUnit):
         rms = Signal(nm.NORM_DEN_BITS)
         den_lz = Signal(range(nm.NORM_DEN_BITS + 1))  # the zeros above den's leading one
         den_zeros = leading_zeros(m, "den_zeros", den, registered_groups=True)  # a cycle after den
-        den_aligned = shift_left(m, "den_aligned", den, den_lz[:len(den_e)])
+        den_aligned = shift(m, "den_aligned", den, den_lz[:len(den_e)], len(den))
 
         div_bits = Signal.like(div.bits)
         div_go, div_n = Signal(), Signal(DIV_BITS + 2)  # the divider starts from registers (DIV_GO sets them)

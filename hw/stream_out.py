@@ -28,34 +28,13 @@ from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import delayed, saturate, times_constant
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
 from flightc.hw.dsp48e2 import registered_product
-from flightc.hw.lut6 import mux4
+from flightc.hw.lut6 import mux4, shift
 from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, PRODUCT_LATENCY, REQUANT_LATENCY,
                                      RESULT_MAX_SETTLE, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.isa.table import BUF_ADDR_BITS, OutMode
 from flightc.numerics import LUT_ENTRIES
 from flightc.records import REQUANT
-
-
-def place_bytes(m: Module, value, amount, out_bytes: int, name: str) -> Signal:
-    """``value`` shifted left by ``amount`` bytes, its lowest ``out_bytes`` bytes: two bits of ``amount`` a stage, a
-    4:1 multiplexer a bit (a LUT6, hw/lut6.py), where a stage a bit (:func:`shift_bytes`) maps to a LUT a bit each."""
-    width = 8 * out_bytes
-    x = Cat(Value.cast(value), Const(0, width))[:width]
-    amount = Value.cast(amount)
-
-    def moved(v, step: int):
-        return Cat(Const(0, step), v)[:width] if step < width else Const(0, width)
-
-    for s in reversed(range(0, len(amount), 2)):
-        sel = amount[s:s + 2]
-        if len(sel) == 2:
-            x = mux4(m, f"{name}_by{s}", sel, tuple(moved(x, (8 << s) * k) for k in range(4)))
-        else:
-            stage = Signal(width, name=f"{name}_by{s}")
-            m.d.comb += stage.eq(Mux(sel[0], moved(x, 8 << s), x))
-            x = stage
-    return x
 
 
 class ByteQueue:
@@ -111,7 +90,7 @@ class ByteQueue:
         grown = Signal(range(self.cap + 1), name=f"{name}_grown")  # the fill with the word landed, before a pop
         m.d.comb += grown.eq(self.fill + Mux(landed, got, 0))
         merged = Signal(8 * self.cap, name=f"{name}_merged")
-        m.d.comb += merged.eq(self.data | place_bytes(m, body, self.fill, self.cap, f"{name}_place"))
+        m.d.comb += merged.eq(self.data | shift(m, f"{name}_place", body, self.fill, 8 * self.cap, step=8))
         m.d.sync += [self.data.eq(Mux(pop, merged >> (8 * self.take), merged)),
                      self.fill.eq(Mux(pop, grown - self.take, grown)),
                      self.has_take.eq(Mux(pop, grown >= 2 * self.take, grown >= self.take))]

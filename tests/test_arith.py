@@ -54,18 +54,18 @@ def test_divider_floor_quotient(width, step_bits, bits):
         assert cycles == bits // step_bits + 1  # the timing flightc.sim.perf.timing charges a division
 
 
-def test_times_constant_and_place_bytes_match_their_arithmetic():
+def test_times_constant_and_byte_placement_match_their_arithmetic():
     """The output stage's adders for n * 12 (hw/arith.times_constant) and its operand queues' byte placement two
-    shift bits a stage (hw/stream_out.place_bytes) against Python's * and << for random operands and every shift."""
+    shift bits a stage (hw/lut6.shift by bytes) against Python's * and << for random operands and every shift."""
     from amaranth.hdl import Module, Signal
 
     from flightc.hw.arith import times_constant
-    from flightc.hw.stream_out import place_bytes
+    from flightc.hw.lut6 import shift
 
     m = Module()
     n, amount, value = Signal(16), Signal(8), Signal(8 * 5)
     product, placed = Signal(20), Signal(8 * 140)
-    m.d.comb += [product.eq(times_constant(n, 12)), placed.eq(place_bytes(m, value, amount, 140, "p"))]
+    m.d.comb += [product.eq(times_constant(n, 12)), placed.eq(shift(m, "p", value, amount, 8 * 140, step=8))]
     rng = random.Random(3)
     cases = [(rng.randrange(1 << 16), a, rng.randrange(1 << 40)) for a in range(141)]
     got = []

@@ -94,15 +94,14 @@ def test_shifts_and_mixed_widths_through_4_to_1_stages():
     operands from their words) and a multiplexer whose narrower inputs extend as their shapes say."""
     from amaranth.hdl import signed
 
-    from flightc.hw.buffers import shift_bytes_lut6
-    from flightc.hw.lut6 import mux4, shift_left
+    from flightc.hw.lut6 import mux4, shift
 
     rng = random.Random(7)
     m = Module()
     value, bits = Signal(40), Signal(6)
-    shifted = shift_left(m, "left", value, bits)
+    shifted = shift(m, "left", value, bits, 40)
     raw, lane = Signal(8 * 72), Signal(6)
-    out = shift_bytes_lut6(m, "right", raw, lane, 20)
+    out = shift(m, "right", raw, lane, 8 * 20, step=8, left=False)
     sel, narrow, wide = Signal(2), Signal(signed(8)), Signal(32)
     picked = mux4(m, "mixed", sel, (narrow, wide, narrow, wide))
     sim = Simulator(m)
