@@ -82,7 +82,8 @@ class Sfu(ExecutionUnit):
         f = self.fields(Opcode.MISC)
         # the op, one flag each, taken with the instruction (the decoded op reaches every lane's multiplexers)
         is_op = {o: Signal(name=f"is_{o.name.lower()}") for o in MiscOp}
-        incoming_op = fields(self.instr, Opcode.MISC).op
+        incoming = fields(self.instr, Opcode.MISC)  # the instruction as it arrives (IDLE)
+        incoming_op = incoming.op
         stage_sel = Signal(2)  # the op's result stage (sfu_lanes.RESULT_STAGES), taken with the instruction
         incoming_stage = Const(0, 2)
         for o in MiscOp:
@@ -375,7 +376,6 @@ class Sfu(ExecutionUnit):
         rope_at = [Signal.like(wr.addr, name=f"rope_at{k}") for k in range(2)]
         rope_words = [Signal.like(wr.words, name=f"rope_words{k}") for k in range(2)]
         with m.FSM() as fsm:
-            incoming = fields(self.instr, Opcode.MISC)
             self.idle(m, "EPS", r.eq(0), stage_sel.eq(incoming_stage), no_cols.eq(incoming.cols == 0),
                       opens_op.eq((incoming_op != int(MiscOp.ROPE))
                                   & ~((incoming_op == int(MiscOp.SOFTMAX)) & incoming.max_given)),

@@ -8,6 +8,16 @@ import pytest
 from flightc.hw.timing import cell_kind, deepest_path, deepest_paths, max_levels, paths_over
 
 
+def unit_levels(folder, unit, name: str, extra_ports=()) -> dict:
+    """yosys' mapping of one generated unit alone: each module kind's deepest path in levels."""
+    from flightc.hw.hierarchy import component_ports, to_verilog
+    from flightc.hw.synth import path_depths, run_yosys
+
+    ports = [*(s for s, _ in component_ports(unit)), *extra_ports]
+    run_yosys(folder, name, to_verilog(unit, name, ports=ports), netlist=True)
+    return {kind: p["levels"] for kind, p in path_depths(folder, name).items()}
+
+
 class Netlist:
     """A flattened ``write_json`` module built cell by cell; nets are integers."""
 
@@ -163,18 +173,14 @@ def test_the_u280s_ld_lanes_are_within_225_mhzs_depth(tmp_path):
 
     from flightc.config import PRESETS
     from flightc.hw.axi import AXI_ADDR_BITS
-    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.load import LoadLane
-    from flightc.hw.synth import path_depths, run_yosys
 
     cfg = PRESETS["u280"]
     for lane in (0, 1):
         bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
         unit = LoadLane(cfg, bases, lane)
         name = f"ld_lane{lane}"
-        run_yosys(tmp_path / name, name, to_verilog(unit, name, ports=[*(s for s, _ in component_ports(unit)), *bases]),
-                  netlist=True)
-        levels = {kind: p["levels"] for kind, p in path_depths(tmp_path / name, name).items()}
+        levels = unit_levels(tmp_path / name, unit, name, bases)
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
 
 
@@ -184,15 +190,10 @@ def test_the_u280s_mpe_output_stage_is_within_225_mhzs_depth(tmp_path):
     residual sum registered, its queues' counts selected by LUT6s from outcomes worked out beside the cycle's
     decisions): every path between registers within 7 levels (measured 2026-12-05: 7.0, 36.9 before its pipeline)."""
     from flightc.config import PRESETS
-    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.stream_out import StreamOut
-    from flightc.hw.synth import path_depths, run_yosys
 
     cfg = PRESETS["u280"]
-    unit = StreamOut(cfg)
-    run_yosys(tmp_path, "stream_out", to_verilog(unit, "stream_out", ports=[s for s, _ in component_ports(unit)]),
-              netlist=True)
-    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "stream_out").items()}
+    levels = unit_levels(tmp_path, StreamOut(cfg), "stream_out")
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -203,12 +204,8 @@ def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
     (hw/sfu.py: the reader's decisions and the FSM's reads from registers, the divider started from registers, the
     FSM one-hot; hw/sfu_lanes.py: a register a tree level; measured 2026-12-05: 7.0 levels, 52.5 before)."""
     from flightc.config import PRESETS
-    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.sfu import Sfu
-    from flightc.hw.synth import path_depths, run_yosys
 
     cfg = PRESETS["u280"].replace(sfu_lanes=4)
-    unit = Sfu(cfg)
-    run_yosys(tmp_path, "sfu", to_verilog(unit, "sfu", ports=[s for s, _ in component_ports(unit)]), netlist=True)
-    levels = {kind: p["levels"] for kind, p in path_depths(tmp_path, "sfu").items()}
+    levels = unit_levels(tmp_path, Sfu(cfg), "sfu")
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
