@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +21,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.hw.buffer_map import PortRole, buffer_rows, direct_writer
 from flightc.hw.decode import BUF_SEL_BITS
 from flightc.hw.hierarchy import ram
-from flightc.hw.lut6 import mux4, shift
+from flightc.hw.lut6 import any_of, lut, mux4, shift
 from flightc.isa.table import BUF_ADDR_BITS
 
 
@@ -42,13 +42,13 @@ def lane_bits(word_bytes: int) -> int:
 
 
 class _Writer(NamedTuple):
-    """One candidate of a memory's write arbiter: its request, row, data and byte mask, and the grant it drives."""
+    """One candidate of a memory's write arbiter: its request, row, data and byte mask, and whose grant it is."""
 
     want: Value
     row: Value
     data: Value
     mask: Value
-    gnt: Value
+    key: int | str  # what its grant goes to: a port's index, or the name of a bank's shared path
 
 
 class BufferBank(wiring.Component):
@@ -100,29 +100,50 @@ class BufferBank(wiring.Component):
         for p, bank, row, word in zip(ports, bank_of, row_of, word_of):
             m.d.comb += [bank.eq(word[gb:gb + bb] if nb > 1 else 0),
                          row.eq(Cat(word[:gb], word[gb + bb:]) if nb > 1 else word)]
+        reading: dict[tuple[int, Buffer], Signal] = {}
+
+        def read_want(i: int, b: Buffer, k: int | None) -> Value:
+            """Port ``i`` asks for a read of buffer ``b`` (of its bank ``k``) this cycle: a LUT6 decodes the
+            request's buffer, another its bank (two levels, where abc mapped the same compare three deep)."""
+            p = ports[i]
+            if (i, b) not in reading:
+                reading[i, b] = lut(m, f"{self.names[i]}_reads_{b.name.lower()}", [p.req, p.we, *p.buf],
+                                    lambda req, we, *sel: req and not we and _number(sel) == int(b))
+            if k is None:
+                return reading[i, b]
+            if bb > 5:
+                return reading[i, b] & (bank_of[i] == k)
+            return lut(m, f"{self.names[i]}_reads_{b.name.lower()}{k}", [reading[i, b], *bank_of[i]],
+                       lambda wants, *bank: wants and _number(bank) == k)
+
         read_data = {}
+        grants: dict[int | str, list[Value]] = {i: [] for i in range(len(ports))}  # one of them a cycle at most
+        read_grants: list[list[Value]] = [[] for _ in ports]
         shared = [i for i, r in enumerate(roles) if r.shared]
         w = self.cfg.buffer_port_bytes
         shared_paths = {}
+        won: dict[str, Signal] = {}  # each bank's shared path: its write went in
         for k in range(nb if banked else 0):
             # the shared writers (the LD lanes) take one path a bank of the banked buffers, whichever of them they
             # write: one of them a cycle, multiplexed once for the bank's memories rather than once for each
             here_k = [i for i in shared if roles[i].bank in (None, k)]
             if not here_k or not any(b in roles[i].writes for i in here_k for b in banked):
                 continue
-            s_any, s_pick = _arbiter(m, f"sh{k}",
-                                     [ports[i].req & ports[i].we & to_banked[i] & (bank_of[i] == k) for i in here_k])
-            s_port = Array(ports[i] for i in here_k)[s_pick]
+            s_any, s_grant = _arbiter(m, f"sh{k}",
+                                      [ports[i].req & ports[i].we & to_banked[i] & (bank_of[i] == k) for i in here_k])
             s_won = Signal(name=f"sh_won{k}")  # the shared path's write went in
             s_row = Signal(BUF_ADDR_BITS - lb, name=f"sh_row{k}")
             s_data, s_mask = Signal(8 * w, name=f"sh_data{k}"), Signal(w, name=f"sh_mask{k}")
             s_buf = Signal(BUF_SEL_BITS, name=f"sh_buf{k}")
-            m.d.comb += [s_row.eq(Array(row_of[i] for i in here_k)[s_pick]), s_data.eq(s_port.wdata),
-                         s_mask.eq(s_port.wmask), s_buf.eq(s_port.buf)]
+            m.d.comb += [s_row.eq(one_hot_select(s_grant, [row_of[i] for i in here_k])),
+                         s_data.eq(one_hot_select(s_grant, [ports[i].wdata for i in here_k])),
+                         s_mask.eq(one_hot_select(s_grant, [ports[i].wmask for i in here_k])),
+                         s_buf.eq(one_hot_select(s_grant, [ports[i].buf for i in here_k]))]
             for j, i in enumerate(here_k):
-                with m.If(s_won & (s_pick == j)):
-                    m.d.comb += ports[i].gnt.eq(1)
-            shared_paths[k] = (_Writer(s_any, s_row, s_data, s_mask, s_won), s_buf, here_k)
+                grants[i].append(s_won & s_grant[j])
+            grants[f"sh{k}"] = []
+            won[f"sh{k}"] = s_won
+            shared_paths[k] = (_Writer(s_any, s_row, s_data, s_mask, f"sh{k}"), s_buf, here_k)
         for b in Buffer:
             cut = b in banked
             for k in range(nb if cut else 1):
@@ -134,42 +155,46 @@ class BufferBank(wiring.Component):
                 mine = [i for i in range(len(ports)) if self.reaches(i, b)]
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
                 # shared path first among the writers)
-                r_any, r_pick = _arbiter(m, f"rd_{tag}", [ports[i].req & here[i] & ~ports[i].we for i in mine])
+                r_any, r_grant = _arbiter(m, f"rd_{tag}", [read_want(i, b, k if cut else None) for i in mine])
                 writers = []
                 if cut and k in shared_paths:
                     s_writer, s_buf, here_k = shared_paths[k]
                     if any(b in roles[i].writes for i in here_k):
-                        writers.append(s_writer._replace(want=s_writer.want & (s_buf == int(b))))
+                        # the shared path writes a banked buffer: with one, this one (no compare after its arbiter)
+                        mine_too = s_writer.want if len(banked) == 1 else s_writer.want & (s_buf == int(b))
+                        writers.append(s_writer._replace(want=mine_too))
                 # a buffer of one memory: the LD lane that writes every bank (lane 0) writes it straight
                 writers += [_Writer(ports[i].req & here[i] & ports[i].we, rows[i], ports[i].wdata, ports[i].wmask,
-                                    ports[i].gnt) for i, r in enumerate(roles) if direct_writer(r, b, cut)]
+                                    i) for i, r in enumerate(roles) if direct_writer(r, b, cut)]
                 if mine:
-                    m.d.comb += mem.raddr.eq(Array(rows[i] for i in mine)[r_pick])
+                    m.d.comb += mem.raddr.eq(one_hot_select(r_grant, [rows[i] for i in mine]))
                 for j, i in enumerate(mine):
-                    with m.If(r_any & (r_pick == j)):
-                        m.d.comb += ports[i].gnt.eq(1)
+                    grants[i].append(r_grant[j])
+                    read_grants[i].append(r_grant[j])
                 if not writers:
                     continue
                 if len(writers) == 1:  # LD alone: straight in
                     x = writers[0]
                     m.d.comb += [mem.waddr.eq(x.row), mem.wdata.eq(x.data), mem.wen.eq(Mux(x.want, x.mask, 0))]
-                    with m.If(x.want):
-                        m.d.comb += x.gnt.eq(1)
+                    grants[x.key].append(x.want)
                     continue
-                w_any, w_idx = _arbiter(m, f"wr_{tag}", [x.want for x in writers])
-                m.d.comb += [mem.waddr.eq(Array(x.row for x in writers)[w_idx]),
-                             mem.wdata.eq(Array(x.data for x in writers)[w_idx]),
-                             mem.wen.eq(Mux(w_any, Array(x.mask for x in writers)[w_idx], 0))]
+                _, w_grant = _arbiter(m, f"wr_{tag}", [x.want for x in writers])
+                m.d.comb += [mem.waddr.eq(one_hot_select(w_grant, [x.row for x in writers])),
+                             mem.wdata.eq(one_hot_select(w_grant, [x.data for x in writers])),
+                             mem.wen.eq(one_hot_select(w_grant, [x.mask for x in writers]))]
                 for j, x in enumerate(writers):
-                    with m.If(w_any & (w_idx == j)):
-                        m.d.comb += x.gnt.eq(1)
+                    grants[x.key].append(w_grant[j])
+        for key, granted in grants.items():
+            name = self.names[key] if isinstance(key, int) else key
+            m.d.comb += (ports[key].gnt if isinstance(key, int) else won[key]).eq(any_of(m, f"{name}_gnt", granted))
         for i, p in enumerate(ports):
             if not roles[i].reads:
                 continue
             rvalid_next = Signal(name=f"{self.names[i]}_rv")
             buf_q = Signal(BUF_SEL_BITS, name=f"{self.names[i]}_bufq")
             bank_q = Signal(max(1, bb), name=f"{self.names[i]}_bankq")
-            m.d.sync += [rvalid_next.eq(p.gnt & ~p.we), buf_q.eq(p.buf), bank_q.eq(bank_of[i])]
+            m.d.sync += [rvalid_next.eq(any_of(m, f"{self.names[i]}_read", read_grants[i])), buf_q.eq(p.buf),
+                         bank_q.eq(bank_of[i])]
             with m.Switch(buf_q):
                 for b in Buffer:
                     if not self.reaches(i, b):
@@ -186,29 +211,71 @@ class BufferBank(wiring.Component):
         return m
 
 
-def _arbiter(m: Module, name: str, wants: list) -> tuple[Signal, Signal]:
-    """Round robin among ``wants``: (any request, the index granted), the first requester after the last grant.
+PAIRWISE_MOST = 4  # an arbiter of this many requesters or fewer decides its grants pairwise
 
-    The lowest request past the last grant, or else the lowest of all, isolated as ``x & -x`` (a carry chain) and
-    encoded by OR trees: about 3 LUT a requester, where a case per last grant with a priority chain in each grows
-    with their square (37 ports at a bank of a 32-master core).
-    """
+
+def _arbiter(m: Module, name: str, wants: list) -> tuple[Value, Signal]:
+    """Round robin among ``wants``: (any request, the grant one-hot), the first requester after the last grant.
+
+    Up to :data:`PAIRWISE_MOST` requesters (every memory's arbiters on the u280), which of each two goes first in the
+    order after the last grant is a register, so a requester's grant is its request and no earlier one's: a LUT6 up
+    to three requesters, two at four (:func:`flightc.hw.lut6.lut`).
+    More: the requests past the last grant (a register of their positions) ahead of all of them, the lowest of the
+    two isolated as ``x & -x`` on one carry chain and folded. Either way no index is encoded and compared: the
+    grant selects its requester's row and data by an AND-OR (:func:`one_hot_select`)."""
     n = len(wants)
     want = Signal(n, name=f"want_{name}")
     m.d.comb += want.eq(Cat(*wants))
-    last = Signal(range(n), name=f"rr_{name}")
-    after = Signal(n, name=f"after_{name}")  # requests past the last grant
-    m.d.comb += after.eq(Cat(*[want[i] & (last < i) for i in range(n)]))
-    pick = Signal(n, name=f"pick_{name}")
-    m.d.comb += pick.eq(Mux(after.any(), after, want))
-    lowest = Signal(n, name=f"lowest_{name}")
-    m.d.comb += lowest.eq(pick & (~pick + 1)[:n])
-    grant = Signal(range(n), name=f"grant_{name}")
-    m.d.comb += grant.eq(Cat(*[Cat(*[lowest[i] for i in range(n) if i >> b & 1]).any()
-                               for b in range(len(grant))]))
+    grant = Signal(n, name=f"grant_{name}")
+    if n <= PAIRWISE_MOST:
+        def ahead(j: int, i: int, last: int) -> bool:  # j before i in the order after a grant to ``last``
+            return (j - last - 1) % n < (i - last - 1) % n
+
+        pairs = [(j, i) for i in range(n) for j in range(n) if j != i]
+        first = {(j, i): Signal(name=f"first_{name}_{j}_{i}", init=ahead(j, i, 0)) for j, i in pairs}
+
+        def nobody_first(*bits: bool) -> bool:  # of (request, goes first) pairs: none requests ahead
+            return not any(bits[k] and bits[k + 1] for k in range(0, len(bits), 2))
+
+        grants = []
+        for i in range(n):
+            others = [x for j in range(n) if j != i for x in (want[j], first[j, i])]
+            if len(others) < 6:
+                grants.append(lut(m, f"grant_{name}_{i}", [want[i], *others],
+                                  lambda mine, *bits: mine and nobody_first(*bits)))
+            else:
+                free = lut(m, f"free_{name}_{i}", others, nobody_first)
+                grants.append(lut(m, f"grant_{name}_{i}", [want[i], free], lambda mine, free: mine and free))
+        m.d.comb += grant.eq(Cat(*grants))
+        for (j, i), bit in first.items():
+            with m.If(want.any()):
+                m.d.sync += bit.eq(Cat(*[grant[g] for g in range(n) if ahead(j, i, g)]).any())
+        return want.any(), grant
+    above = Signal(n, name=f"above_{name}", init=(1 << n) - 2)  # the last grant 0 at reset
+    both = Signal(2 * n, name=f"both_{name}")
+    m.d.comb += both.eq(Cat(want & above, want))
+    lowest = Signal(2 * n, name=f"lowest_{name}")
+    m.d.comb += lowest.eq(both & (~both + 1)[:2 * n])
+    m.d.comb += grant.eq(lowest[:n] | lowest[n:])
+    upto = Signal(n + 1, name=f"upto_{name}")  # the grant and every requester before it
+    m.d.comb += upto.eq((Cat(Const(0, 1), grant) - 1)[:n + 1])
     with m.If(want.any()):
-        m.d.sync += last.eq(grant)
+        m.d.sync += above.eq(~upto[:n])
     return want.any(), grant
+
+
+def one_hot_select(grant: Value, values: list) -> Value:
+    """The value of ``values`` whose bit of ``grant`` is set (none set: 0), as an AND-OR of their bits."""
+    width = max(len(Value.cast(v)) for v in values)
+    out = Const(0, width)
+    for i, v in enumerate(values):
+        out = out | Mux(grant[i], v, 0)
+    return out
+
+
+def _number(bits: tuple[bool, ...]) -> int:
+    """The unsigned number of ``bits``, the lowest first."""
+    return sum(int(bit) << j for j, bit in enumerate(bits))
 
 
 def first_lanes(count, word_bytes: int):

@@ -8,19 +8,20 @@ execution of the functional simulator (flightc.sim.functional), in hardware.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
-from flightc.hw.axi import AXI_ADDR_BITS, LITE_DATA_BITS, read_client_signature
+from flightc.hw.axi import AXI_ADDR_BITS, LITE_DATA_BITS, axi4_lite_signature, read_client_signature
 from flightc.hw.axi_rules import AXI_BOUNDARY
 from flightc.hw.axi_rules import LD_IN_FLIGHT, ST_IN_FLIGHT
 from flightc.hw.decode import MAX_WIDTH, class_unit, class_words, fields, header, opcode_of, unit_width
+from flightc.hw.lut6 import select
 from flightc.hw.unit import unit_signature
-from flightc.isa.table import ISA, OPCODE_BITS, WORD_BITS, Opcode, SysOp, Unit
+from flightc.isa.table import ISA, WORD_BITS, Opcode, SysOp, Unit
 
 NUNITS = len(Unit)
 FETCH_BURSTS = 2  # instruction bursts the fetcher's beat FIFO holds (and has in flight)
@@ -33,7 +34,19 @@ def unit_port(unit: Unit):
 
 class Fetcher(wiring.Component):
     """Streams ``program_bytes`` from ``program_addr`` (a reader of the core's AXI master, ``rd``) and emits
-    whole instructions."""
+    whole instructions.
+
+    Bursts land in a FIFO of beats with room reserved for every beat asked for, so the shared read channel never
+    waits on dispatch (which may wait on a unit that waits on an LD that needs the channel); it holds
+    ``FETCH_BURSTS`` bursts, so the next burst is asked for while the last one is being taken apart. Two beats
+    leave it for a ring (:data:`RING`) as the ring has room, each with its words' class widths and its words of the
+    program worked out as it goes in; the instruction register takes the rest of the ring's head beat in one cycle,
+    up to the instruction's last word, and the head moves to the next beat in the cycle its last word is taken. So
+    no cycle's decision reaches into the FIFO or decodes an opcode: the head's instruction's width and unit, and
+    whether it ends inside the beat or at its end, are registers read through a multiplexer (hw/timing.py's budget);
+    ``out_unit``, the queue an instruction goes to, is a register too."""
+
+    RING = 2  # beats out of the FIFO, the head beat and the next
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg
@@ -44,7 +57,7 @@ class Fetcher(wiring.Component):
         self.out_valid = Signal()
         self.out_ready = Signal()
         self.out_bits = Signal(MAX_WIDTH)
-        self.out_opcode = Signal(OPCODE_BITS)
+        self.out_unit = Signal(len(Unit).bit_length())  # the unit whose queue the instruction goes to (a register)
         self.finished = Signal()
         self.bad_opcode = Signal()
 
@@ -53,88 +66,160 @@ class Fetcher(wiring.Component):
         rd = self.rd
         w = self.cfg.axi_data_bytes
         lb = w.bit_length() - 1
-        words_per_beat = max(1, w * 8 // WORD_BITS)
-        addr = Signal(AXI_ADDR_BITS)
-        left = Signal(32)  # bytes not yet consumed
+        per_beat = max(1, w * 8 // WORD_BITS)  # words a beat
+        most = MAX_WIDTH // WORD_BITS  # words of the widest class
+        wsel = max(1, (per_beat - 1).bit_length())
         depth = FETCH_BURSTS * self.cfg.axi_burst_beats
-        inflight = Signal(range(depth + 1))  # beats asked for and not yet here
-        beat = Signal(8 * w)
-        widx = Signal(range(words_per_beat + 1))
-        have_beat = Signal()
-        ir = Signal(MAX_WIDTH)
-        got = Signal(range(MAX_WIDTH // WORD_BITS + 1))
-        need = Signal(range(MAX_WIDTH // WORD_BITS + 1))
-        full = Signal()
-        requested = Signal(32)  # bytes asked for
-        m.d.comb += [self.out_valid.eq(full), self.out_bits.eq(ir), self.out_opcode.eq(opcode_of(ir)),
-                     self.finished.eq((left == 0) & ~full)]
-        with m.If(self.begin):
-            m.d.sync += [addr.eq(self.program_addr), left.eq(self.program_bytes), requested.eq(0),
-                         have_beat.eq(0), full.eq(0), got.eq(0), self.bad_opcode.eq(0)]
-        with m.If(self.out_valid & self.out_ready):
-            m.d.sync += [full.eq(0), got.eq(0)]
-        # Bursts land in a FIFO with room reserved for every beat asked for, so the shared read channel never
-        # waits on dispatch (which may wait on a unit that waits on an LD that needs the channel); it holds
-        # FETCH_BURSTS bursts, so the next burst is asked for while the last one is being taken apart.
+        # ---- bursts into the FIFO, as many as it has room for: ``free`` a register, and what left the FIFO's count
+        # last cycle (a beat that became the ring's head, or was dropped), ``freed``, a register too
         m.submodules.beats = fifo = SyncFIFOBuffered(width=8 * w, depth=depth)
-        unrequested = Signal(32)
-        m.d.comb += unrequested.eq(self.program_bytes - requested)
-        to_boundary = (Const(AXI_BOUNDARY, 13) - addr[:12]) >> lb
-        want = (unrequested + (w - 1)) >> lb
-        room = depth - fifo.level - inflight
-        n = Mux(want < to_boundary, want, to_boundary)
-        n = Mux(n < self.cfg.axi_burst_beats, n, self.cfg.axi_burst_beats)
-        asked = Signal()
-        received = Signal()
-        with m.If(~self.begin & (unrequested != 0) & (room >= n) & (left != 0)):
+        addr = Signal(AXI_ADDR_BITS)
+        unasked = Signal(32 - lb + 1)  # beats of the program not yet asked for
+        page = AXI_BOUNDARY >> lb
+        to_boundary = Signal(range(page + 1))  # beats before the next 4 KiB boundary
+        inflight = Signal(range(depth + 1))  # beats asked for and not yet here
+        free = Signal(range(depth + 1), init=depth)  # room not promised (the ring's second beat is the FIFO's)
+        freed = Signal()  # a beat left the FIFO's count last cycle
+        count = Signal(range(self.RING + 1))  # beats in the ring
+        burst = self.cfg.axi_burst_beats
+
+        def beats_of(unasked_beats: Value, to_boundary_beats: Value) -> Value:  # the next burst's
+            n = Mux(unasked_beats < to_boundary_beats, unasked_beats, to_boundary_beats)
+            return Mux(n < burst, n, burst)
+
+        # the next burst's beats, a register worked out from the cycle's state (so no burst is asked for in the
+        # cycle after one: the register follows then)
+        n = Signal(range(burst + 1))
+        asked_last = Signal()
+        first_unasked = (self.program_bytes + (w - 1)) >> lb
+        first_to_boundary = page - (self.program_addr[:12] >> lb)
+        with m.If(self.begin):
+            m.d.sync += [addr.eq(self.program_addr), unasked.eq(first_unasked), to_boundary.eq(first_to_boundary),
+                         n.eq(beats_of(first_unasked, first_to_boundary))]
+        with m.Else():
+            m.d.sync += n.eq(beats_of(unasked, to_boundary))
+        asked, received = Signal(), Signal()
+        room, room_after = Signal(range(depth + 1)), Signal(range(depth + 1))  # now, and after an ask (if any)
+        m.d.comb += [room.eq(free + freed), room_after.eq(room - n)]
+        enough = Mux(freed, free + 1 >= n, free >= n)  # room >= n, compared beside the sum
+        with m.If(~self.begin & ~asked_last & (n != 0) & enough):
             m.d.comb += [rd.ar.valid.eq(1), rd.ar.payload.addr.eq(addr), rd.ar.payload.len.eq(n - 1)]
             with m.If(rd.ar.ready):
                 m.d.comb += asked.eq(1)
-                m.d.sync += [addr.eq(addr + (n << lb)),
-                             requested.eq(Mux(requested + (n << lb) > self.program_bytes, self.program_bytes,
-                                              requested + (n << lb)))]
-        m.d.comb += [rd.r.ready.eq(inflight != 0), fifo.w_en.eq(rd.r.valid & rd.r.ready),
+                m.d.sync += [addr.eq(addr + (n << lb)), unasked.eq(unasked - n),
+                             to_boundary.eq(Mux(to_boundary == n, page, to_boundary - n))]
+        m.d.sync += asked_last.eq(asked)
+        # a burst's beats are counted in flight the cycle after it is asked for (none arrives sooner)
+        n_last = Signal.like(n)
+        m.d.sync += n_last.eq(n)
+        m.d.comb += [rd.r.ready.eq((inflight != 0) | asked_last), fifo.w_en.eq(rd.r.valid & rd.r.ready),
                      fifo.w_data.eq(rd.r.payload.data), received.eq(rd.r.valid & rd.r.ready)]
-        m.d.sync += inflight.eq(inflight + Mux(asked, n, 0) - received)
-        # the rest of the beat in hand goes into the instruction register in one cycle, up to the instruction's last
-        # word; a beat used up is replaced from the FIFO in the same cycle, and an instruction dispatched this cycle
-        # makes room for the next one's words at once
-        wsel = max(1, (words_per_beat - 1).bit_length())
-        taking = have_beat & (~full | self.out_ready) & ~self.begin & (left != 0)
+        m.d.sync += [inflight.eq(inflight + Mux(asked_last, n_last, 0) - received), free.eq(Mux(asked, room_after, room))]
+        # ---- the ring: each beat with its words' class widths, bad opcodes and its words of the program
+        width_bits = most.bit_length()
+        beat = [Signal(8 * w, name=f"beat{k}") for k in range(self.RING)]
+        widths = [Signal(per_beat * width_bits, name=f"widths{k}") for k in range(self.RING)]
+        bad = [Signal(per_beat, name=f"bad{k}") for k in range(self.RING)]
+        unit_bits = len(self.out_unit)
+        units = [Signal(per_beat * unit_bits, name=f"units{k}") for k in range(self.RING)]
+        # per word: an instruction starting there ends before the beat's last word of the program, or at it
+        inside = [Signal(per_beat, name=f"inside{k}") for k in range(self.RING)]
+        at_end = [Signal(per_beat, name=f"at_end{k}") for k in range(self.RING)]
+        # and, ending inside, the beat's words it leaves and where the next instruction starts
+        left_bits, idx_bits = (per_beat + 1).bit_length(), max(1, (per_beat - 1).bit_length())
+        leaves = [Signal(per_beat * left_bits, name=f"leaves{k}") for k in range(self.RING)]
+        next_at = [Signal(per_beat * idx_bits, name=f"next_at{k}") for k in range(self.RING)]
+        valid = [Signal(range(per_beat + 1), name=f"valid{k}") for k in range(self.RING)]
+        head, tail = Signal(), Signal()  # the ring's head beat, where the next goes
+        unloaded = Signal(31)  # words of the program not yet in the ring
+        more = Signal()  # unloaded != 0
+        with m.If(self.begin):
+            m.d.sync += [unloaded.eq(self.program_bytes >> 2), more.eq((self.program_bytes >> 2) != 0), count.eq(0),
+                         head.eq(0), tail.eq(0)]
+        fill = Signal()
+        m.d.comb += [fill.eq(fifo.r_rdy & (count < self.RING) & ~self.begin), fifo.r_en.eq(fill)]
+        words_in = Mux(unloaded < per_beat, unloaded, per_beat)
+        with m.If(fill & more):  # (a beat past the program's words is dropped)
+            for k in range(self.RING):
+                with m.If(tail == k):
+                    m.d.sync += [beat[k].eq(fifo.r_data), valid[k].eq(words_in)]
+                    for j in range(per_beat):
+                        op = opcode_of(fifo.r_data.word_select(j, WORD_BITS))
+                        ends = j + class_words(op)
+                        m.d.sync += [widths[k].word_select(j, width_bits).eq(class_words(op)),
+                                     inside[k][j].eq(ends < words_in), at_end[k][j].eq(ends == words_in),
+                                     leaves[k].word_select(j, left_bits).eq(words_in - ends),
+                                     next_at[k].word_select(j, idx_bits).eq(ends),
+                                     units[k].word_select(j, unit_bits).eq(class_unit(op)),
+                                     bad[k][j].eq(op >= len(Opcode))]
+            m.d.sync += [tail.eq(~tail), unloaded.eq(unloaded - words_in), more.eq(unloaded != words_in)]
+        # ---- the head beat's words into the instruction register
+        widx = Signal(range(per_beat))  # the head's next word
+        avail = Signal(range(per_beat + 1))  # the head's words of the program from widx on (0: an empty ring)
+        ir = Signal(MAX_WIDTH)
+        got = Signal(range(most + 1))
+        need = Signal(range(most + 1))  # the instruction's words
+        missing = Signal(range(most + 1))  # those not yet taken (while the instruction is not whole)
+        full = Signal()
+        m.d.comb += [self.out_valid.eq(full),
+                     self.out_bits.eq(Cat(*[Mux(j < need, ir.word_select(j, WORD_BITS), 0) for j in range(most)])),
+                     self.finished.eq(~more & (count == 0) & ~full)]
+        with m.If(self.begin):
+            m.d.sync += [full.eq(0), got.eq(0), widx.eq(0), avail.eq(0), self.bad_opcode.eq(0)]
+        with m.If(self.out_valid & self.out_ready):
+            m.d.sync += [full.eq(0), got.eq(0)]
         at = Mux(full, 0, got)  # where this cycle's words go in the instruction register
-        first = beat.word_select(widx[:wsel], WORD_BITS) if words_per_beat > 1 else beat[:WORD_BITS]
-        this_need = Mux(at == 0, class_words(opcode_of(first)), need)
-        in_beat = words_per_beat - widx
-        want_words = this_need - at
-        left_words = left >> 2
-        take = Signal(range(words_per_beat + 1))
-        m.d.comb += take.eq(Mux(want_words < in_beat, Mux(want_words < left_words, want_words, left_words),
-                                Mux(in_beat < left_words, in_beat, left_words)))
-        used_up = Signal()
-        m.d.comb += used_up.eq(taking & (widx + take == words_per_beat))
-        with m.If(((~have_beat & ~self.begin) | used_up) & fifo.r_rdy):
-            m.d.comb += fifo.r_en.eq(1)
-            m.d.sync += [beat.eq(fifo.r_data), widx.eq(0), have_beat.eq(1)]
-        with m.Elif(used_up):
-            m.d.sync += have_beat.eq(0)
-        with m.If(have_beat & ~self.begin & (left == 0)):
-            m.d.sync += have_beat.eq(0)
+        at_zero = Signal()  # the cycle's words start an instruction
+        m.d.comb += at_zero.eq(full | (got == 0))
+        here = Cat(widx, head) if per_beat > 1 else head
+        first_width = select(m, "first_width", here, [x.word_select(j, width_bits) for x in widths
+                                                        for j in range(per_beat)])
+        wanted = Signal(range(most + 1))  # the instruction's words still to take
+        m.d.comb += wanted.eq(Mux(at_zero, first_width, missing))
+        taking = Signal()
+        m.d.comb += taking.eq((count != 0) & (~full | self.out_ready) & ~self.begin)
+        # the instruction whole this cycle, the head beat used up: for an instruction's first words, worked out as
+        # its beat entered the ring; for the rest, compared
+        first_inside = select(m, "first_inside", here, [x[j] for x in inside for j in range(per_beat)])
+        first_at_end = select(m, "first_at_end", here, [x[j] for x in at_end for j in range(per_beat)])
+        fits, used_up = Signal(), Signal()
+        m.d.comb += [fits.eq(Mux(at_zero, first_inside | first_at_end, missing <= avail)),
+                     used_up.eq(taking & Mux(at_zero, ~first_inside, missing >= avail))]
+        filled = fill & more
         with m.If(taking):
-            m.d.sync += left.eq(left - (take << 2))
-            with m.If(~used_up):
-                m.d.sync += widx.eq(widx + take)
-            with m.If(at == 0):  # the words a shorter class leaves unused read as zero
-                m.d.sync += ir.eq(0)
-            for i in range(min(words_per_beat, MAX_WIDTH // WORD_BITS)):
-                src = (widx + i)[:wsel] if words_per_beat > 1 else 0
-                with m.If(i < take):
-                    word_i = beat.word_select(src, WORD_BITS) if words_per_beat > 1 else beat[:WORD_BITS]
-                    m.d.sync += ir.word_select((at + i)[:len(got)], WORD_BITS).eq(word_i)
-            with m.If(at == 0):
-                m.d.sync += need.eq(this_need)
-                with m.If(opcode_of(first) >= len(Opcode)):
+            with m.If(used_up):  # the next beat is the head from the next cycle
+                m.d.sync += [head.eq(~head), widx.eq(0),
+                             avail.eq(Mux(count == self.RING, Mux(head, valid[0], valid[1]), Mux(filled, words_in, 0)))]
+            with m.Else():
+                with m.If(at_zero):  # (the instruction ends inside the beat)
+                    m.d.sync += [widx.eq(select(m, "first_next_at", here, [x.word_select(j, idx_bits) for x in next_at
+                                                                            for j in range(per_beat)])),
+                                 avail.eq(select(m, "first_leaves", here, [x.word_select(j, left_bits) for x in leaves
+                                                                           for j in range(per_beat)]))]
+                with m.Else():
+                    m.d.sync += [widx.eq(widx + missing), avail.eq(avail - missing)]
+            for j in range(most):  # every word the head has for the register from ``at`` on (past ``need``: masked)
+                src = Cat((widx + j - at)[:wsel], head) if per_beat > 1 else head
+                word = select(m, f"ir_word{j}", src,
+                              [x.word_select(i, WORD_BITS) for x in beat for i in range(per_beat)])
+                with m.If((j >= at) & (j - at < avail)):
+                    m.d.sync += ir.word_select(j, WORD_BITS).eq(word)
+            with m.If(at_zero):
+                m.d.sync += [need.eq(first_width),
+                             self.out_unit.eq(select(m, "first_unit", here, [x.word_select(j, unit_bits) for x in units
+                                                                             for j in range(per_beat)]))]
+                with m.If(select(m, "first_bad", here, [x[j] for x in bad for j in range(per_beat)])):
                     m.d.sync += self.bad_opcode.eq(1)
-            m.d.sync += [got.eq(at + take), full.eq(at + take == this_need)]
+            m.d.sync += [got.eq(at + avail), missing.eq(wanted - avail), full.eq(fits)]
+        with m.Elif((count == 0) & filled):
+            m.d.sync += avail.eq(words_in)
+        # the ring's count and what left the FIFO's (each worked out for a used-up head and not, then picked)
+        kept, moved = Signal.like(count), Signal.like(count)
+        m.d.comb += [kept.eq(count + filled), moved.eq(count + filled - 1)]
+        with m.If(~self.begin):
+            m.d.sync += [count.eq(Mux(used_up, moved, kept)),
+                         freed.eq((fill & ~more) | Mux(used_up, (count == self.RING) | (filled & (count == 1)),
+                                                       filled & (count == 0)))]
         return m
 
 
@@ -265,13 +350,16 @@ class Control(wiring.Component):
             m.submodules[f"q_{u.name.lower()}"] = q
             queues[u] = q
         # dispatch
-        target = class_unit(fetch.out_opcode)
+        target = fetch.out_unit  # (a register: no opcode decoded between the fetcher and the queues)
         for u, q in queues.items():
-            m.d.comb += q.w_data.eq(fetch.out_bits[:unit_width(u)])
-            with m.If(fetch.out_valid & (target == int(u)) & ~fetch.bad_opcode):
-                m.d.comb += [q.w_en.eq(1), fetch.out_ready.eq(q.w_rdy)]
+            m.d.comb += [q.w_data.eq(fetch.out_bits[:unit_width(u)]),
+                         q.w_en.eq(fetch.out_valid & (target == int(u)) & ~fetch.bad_opcode)]
+        # the instruction leaves as its queue has room (a LUT6 tree over the queues' rooms, the fetcher's next
+        # cycle hanging on it), or at once with a bad opcode
+        room = select(m, "dispatch_room", target, [queues[Unit(k)].w_rdy if k in set(Unit) else 0
+                                                   for k in range(1 << len(target))])
+        m.d.comb += fetch.out_ready.eq(room | fetch.bad_opcode)
         with m.If(fetch.out_valid & fetch.bad_opcode):
-            m.d.comb += fetch.out_ready.eq(1)
             m.d.sync += self.error.eq(1)
         # tokens: tok[a][b] counts releases from a not yet waited for by b
         depth = cfg.token_fifo_depth
@@ -370,4 +458,32 @@ class Control(wiring.Component):
                 with m.If(busy[cls.unit] & (opcode_of(held[cls.unit]) == int(opcode))):
                     c = regs.counters[f"busy_{cls.name.lower()}"]
                     m.d.sync += c.eq(c + 1)
+        return m
+
+
+class ControlAlone(wiring.Component):
+    """A core's control on its own (its AXI4-Lite registers, fetch, dispatch, tokens), each unit's handshake and the
+    fetch's reader as ports: what the timing estimate synthesizes of it (``python bench/synth_unit.py
+    flightc.hw.control:ControlAlone``; LD and ST take their next instruction on ``ld_ready`` and ``st_ready``)."""
+
+    def __init__(self, cfg: HardwareConfig):
+        self.cfg = cfg
+        members = {"lite": In(axi4_lite_signature()), "rd": Out(read_client_signature(8 * cfg.axi_data_bytes)),
+                   "ld_ready": In(1), "st_ready": In(1)}
+        members.update({f"unit_{u.name.lower()}": Out(unit_signature(u).flip()) for u in Unit if u is not Unit.SYS})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.regs = regs = AxiLiteRegs(self.cfg, self.lite)
+        ports = {}
+        for u in Unit:
+            if u is not Unit.SYS:
+                ports[u] = p = unit_port(u)
+                pins = getattr(self, f"unit_{u.name.lower()}")
+                m.d.comb += [pins.start.eq(p.start), pins.instr.eq(p.instr), p.done.eq(pins.done)]
+        m.submodules.control = ctl = Control(self.cfg, ports, regs, ready={Unit.LD: self.ld_ready,
+                                                                           Unit.ST: self.st_ready})
+        wiring.connect(m, wiring.flipped(self.rd), ctl.rd)
+        m.d.comb += ctl.barrier_go.eq(ctl.barrier_req)
         return m

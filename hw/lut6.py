@@ -1,15 +1,18 @@
-"""The LUT6 primitive as a 4:1 multiplexer: a byte rotation's stage selects one of four rotations of its word a bit,
-which a LUT6 does in one level (two select bits, four data bits), as Vivado maps it; yosys' abc maps the same
-multiplexer written behaviourally as two LUT3 levels, so a 64-byte rotation measured six levels instead of three
-(hw/timing.py).
+"""The LUT6 primitive, as a 4:1 multiplexer or as any function of up to six bits: a byte rotation's stage selects
+one of four rotations of its word a bit, which a LUT6 does in one level (two select bits, four data bits), as Vivado
+maps it; yosys' abc maps the same multiplexer written behaviourally as two LUT3 levels, so a 64-byte rotation
+measured six levels instead of three (hw/timing.py). The buffers' arbiters (hw/buffers.py) take their request
+decodes, grants and OR trees as LUT6s for the same reason: abc mapped them area first, three to five small LUTs deep
+where two LUT6s do (the buffers 9.5 -> 6.0 levels).
 
-Outside :func:`flightc.hw.hierarchy.to_verilog` (Amaranth's simulator) it is a plain multiplexer; inside it, a LUT6
-instance a bit. Verilator runs the instances on :data:`MODEL`; the board flows and ``flightc hw synth`` take the
+Outside :func:`flightc.hw.hierarchy.to_verilog` (Amaranth's simulator) it is a plain multiplexer (or its truth table);
+inside it, a LUT6 instance a bit. Verilator runs the instances on :data:`MODEL`; the board flows and ``flightc hw synth`` take the
 vendor's primitive.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, Value
 
@@ -46,6 +49,34 @@ def mux4(m: Module, name: str, select: Value, inputs: tuple[Value, Value, Value,
                                                **{f"i_I{k}": Value.cast(v)[j] for k, v in enumerate(inputs)},
                                                i_I4=select[0], i_I5=select[1])
     return out
+
+
+def lut(m: Module, name: str, inputs: list[Value], function: Callable[..., bool]) -> Signal:
+    """One LUT6 computing ``function`` (of Python bools, one per input) of up to six one-bit ``inputs``."""
+    if len(inputs) > 6:
+        raise ValueError(f"a LUT6 takes six inputs, not {len(inputs)} ({name})")
+    table = sum(1 << a for a in range(1 << len(inputs)) if function(*[bool(a >> k & 1) for k in range(len(inputs))]))
+    out = Signal(name=name)
+    index = Cat(*inputs)
+    if not generating_verilog():
+        m.d.comb += out.eq(Const(table, 1 << len(inputs)).bit_select(index, 1))
+        return out
+    init = sum(1 << a for a in range(64) if table >> (a % (1 << len(inputs))) & 1)  # the unused inputs tied low
+    m.submodules[name] = Instance("LUT6", p_INIT=init, o_O=out,
+                                  **{f"i_I{k}": (index[k] if k < len(inputs) else Const(0, 1)) for k in range(6)})
+    return out
+
+
+def any_of(m: Module, name: str, bits: list[Value]) -> Value:
+    """Whether any of ``bits`` is set, as a tree of LUT6 ORs (36 bits in two levels, where abc chained five)."""
+    level, depth = [Value.cast(b) for b in bits], 0
+    if not level:
+        return Const(0, 1)
+    while len(level) > 1:
+        level = [lut(m, f"{name}_or{depth}_{k}", level[6 * k:6 * k + 6], lambda *x: any(x))
+                 for k in range(-(-len(level) // 6))]
+        depth += 1
+    return level[0]
 
 
 def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:

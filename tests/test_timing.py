@@ -1,6 +1,6 @@
 """The timing estimate (hw/timing.py): logic levels on a mapped netlist, counted by hand on small netlists (LUT
 chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider and of
-the u280's lane group and feed, sparse DSP chain, LD lanes, MPE output stage and SFU."""
+the u280's lane group and feed, sparse DSP chain, LD lanes, MPE output stage, SFU, buffers and control."""
 from __future__ import annotations
 
 import pytest
@@ -208,4 +208,34 @@ def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
 
     cfg = PRESETS["u280"].replace(sfu_lanes=4)
     levels = unit_levels(tmp_path, Sfu(cfg), "sfu")
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
+
+
+@pytest.mark.synth
+def test_the_u280s_buffers_are_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's buffer bank (hw/buffers.py: each port's read decoded by LUT6s, buffer
+    then bank; the round robins decided pairwise from registers, a LUT6 a grant; the grants' ORs LUT6 trees), at four
+    masters instead of 32 and small buffers (the same arbiters, decodes and trees, a tenth of the synthesis: the
+    whole bank measured 6.0 levels, 9.5 before, with ``bench/synth_unit.py flightc.hw.core:buffer_bank``): every path
+    between registers within 7 levels."""
+    from flightc.config import PRESETS
+    from flightc.hw.core import buffer_bank
+
+    cfg = PRESETS["u280"].replace(axi_masters=4, act_buffer_kib=16, wgt_buffer_kib=16, acc_buffer_kib=16,
+                                  prm_buffer_kib=64, kv_buffer_kib=16)
+    levels = unit_levels(tmp_path, buffer_bank(cfg), "buffer_bank")
+    assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
+
+
+@pytest.mark.synth
+def test_the_u280s_control_is_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of the u280 preset's control with its instruction fetcher (hw/control.py: the beats' class
+    widths, units and ends worked out as they enter the fetcher's ring, the burst sized the cycle before it is asked
+    for, the FIFO's room and the head's words left as registers, the queue's room for the instruction a LUT6 tree):
+    every path between registers within 7 levels (measured 2026-12-05: 7.0; the fetcher alone 14.6 before)."""
+    from flightc.config import PRESETS
+    from flightc.hw.control import ControlAlone
+
+    cfg = PRESETS["u280"]
+    levels = unit_levels(tmp_path, ControlAlone(cfg), "control")
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels

@@ -89,9 +89,10 @@ class FetchModel:
     """When each instruction of a core's program is whole in the fetcher (hw/control.py's Fetcher).
 
     The program's beats come in bursts of ``axi_burst_beats`` (the program starts on a burst boundary) on master
-    0's read channel, two bursts asked for at once and the next once a burst's worth has left the beat FIFO; the
-    memory answers them in order, a beat a cycle, the first ``mem_latency_cycles`` after the request. The beat
-    register takes the next beat as the one in it is used up (or as it arrives); the fetcher takes an instruction's
+    0's read channel, two bursts asked for at once (two cycles apart: the fetcher sizes a burst the cycle before it
+    asks) and the next once a burst's worth has left the beat FIFO; the memory answers them in order, a beat a cycle,
+    the first ``mem_latency_cycles`` after the request. The head of the fetcher's beat ring takes the next beat as
+    the one in it is used up (or as it arrives); the fetcher takes an instruction's
     words one cycle per beat they lie in, from the cycle the instruction before leaves for its unit's queue.
     ``bursts`` lists (request, first beat, last beat) of every burst asked for so far: LD's bursts on master 0
     answered after them wait for them (:class:`~flightc.sim.perf.load.LoadPipeline`), but the fetch's own bursts
@@ -116,7 +117,7 @@ class FetchModel:
 
     def _ask(self, t: int) -> None:
         k = len(self.bursts)
-        t = max(t, self.bursts[-1][0] + 1) if self.bursts else t
+        t = max(t, self.bursts[-1][0] + 2) if self.bursts else t  # (never two in a row)
         n = min(self.burst, self.beats - k * self.burst)
         first = max(t + self.latency, self.bursts[-1][2] + 1 if self.bursts else 0)
         self.bursts.append((t, first, first + n - 1))
