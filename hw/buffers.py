@@ -155,7 +155,7 @@ class BufferBank(wiring.Component):
                 mine = [i for i in range(len(ports)) if self.reaches(i, b)]
                 # a simple dual-port memory: one read and one write per cycle, each with its own round robin (the
                 # shared path first among the writers)
-                r_any, r_grant = _arbiter(m, f"rd_{tag}", [read_want(i, b, k if cut else None) for i in mine])
+                _, r_grant = _arbiter(m, f"rd_{tag}", [read_want(i, b, k if cut else None) for i in mine])
                 writers = []
                 if cut and k in shared_paths:
                     s_writer, s_buf, here_k = shared_paths[k]

@@ -114,7 +114,8 @@ class Fetcher(wiring.Component):
         m.d.sync += n_last.eq(n)
         m.d.comb += [rd.r.ready.eq((inflight != 0) | asked_last), fifo.w_en.eq(rd.r.valid & rd.r.ready),
                      fifo.w_data.eq(rd.r.payload.data), received.eq(rd.r.valid & rd.r.ready)]
-        m.d.sync += [inflight.eq(inflight + Mux(asked_last, n_last, 0) - received), free.eq(Mux(asked, room_after, room))]
+        m.d.sync += [inflight.eq(inflight + Mux(asked_last, n_last, 0) - received),
+                     free.eq(Mux(asked, room_after, room))]
         # ---- the ring: each beat with its words' class widths, bad opcodes and its words of the program
         width_bits = most.bit_length()
         beat = [Signal(8 * w, name=f"beat{k}") for k in range(self.RING)]
@@ -188,14 +189,14 @@ class Fetcher(wiring.Component):
         filled = fill & more
         with m.If(taking):
             with m.If(used_up):  # the next beat is the head from the next cycle
-                m.d.sync += [head.eq(~head), widx.eq(0),
-                             avail.eq(Mux(count == self.RING, Mux(head, valid[0], valid[1]), Mux(filled, words_in, 0)))]
+                next_valid = Mux(count == self.RING, Mux(head, valid[0], valid[1]), Mux(filled, words_in, 0))
+                m.d.sync += [head.eq(~head), widx.eq(0), avail.eq(next_valid)]
             with m.Else():
                 with m.If(at_zero):  # (the instruction ends inside the beat)
-                    m.d.sync += [widx.eq(select(m, "first_next_at", here, [x.word_select(j, idx_bits) for x in next_at
-                                                                            for j in range(per_beat)])),
-                                 avail.eq(select(m, "first_leaves", here, [x.word_select(j, left_bits) for x in leaves
-                                                                           for j in range(per_beat)]))]
+                    starts = [x.word_select(j, idx_bits) for x in next_at for j in range(per_beat)]
+                    lefts = [x.word_select(j, left_bits) for x in leaves for j in range(per_beat)]
+                    m.d.sync += [widx.eq(select(m, "first_next_at", here, starts)),
+                                 avail.eq(select(m, "first_leaves", here, lefts))]
                 with m.Else():
                     m.d.sync += [widx.eq(widx + missing), avail.eq(avail - missing)]
             for j in range(most):  # every word the head has for the register from ``at`` on (past ``need``: masked)
