@@ -215,7 +215,7 @@ def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
 def test_the_u280s_buffers_are_within_225_mhzs_depth(tmp_path):
     """yosys' mapping of the u280 preset's buffer bank (hw/buffers.py: each port's read decoded by LUT6s, buffer
     then bank; the round robins decided pairwise from registers, a LUT6 a grant; the grants' ORs LUT6 trees), at four
-    masters instead of 32 and small buffers (the same arbiters, decodes and trees, a tenth of the synthesis: the
+    masters instead of 32 and small buffers (the same arbiters, decodes and trees, a fifth of the synthesis: the
     whole bank measured 6.0 levels, 9.5 before, with ``bench/synth_unit.py flightc.hw.core:buffer_bank``): every path
     between registers within 7 levels."""
     from flightc.config import PRESETS
