@@ -21,9 +21,14 @@ from flightc.hw.hierarchy import generating_verilog
 MODEL = Path(__file__).with_name("lut6_model.v")
 
 
+def truth_table(function: Callable[..., bool], inputs: int) -> int:
+    """The truth table of ``function`` of ``inputs`` bools (input k is bit k of the table's index)."""
+    return sum(1 << a for a in range(1 << inputs) if function(*[bool(a >> k & 1) for k in range(inputs)]))
+
+
 def mux4_init() -> int:
     """The LUT6's truth table: O = I[I4 + 2 I5] of its data inputs I0..I3."""
-    return sum(1 << a for a in range(64) if a >> ((a >> 4) & 3) & 1)
+    return truth_table(lambda *i: i[i[4] + 2 * i[5]], 6)
 
 
 def mux4(m: Module, name: str, select: Value, inputs: tuple[Value, Value, Value, Value]) -> Signal:
@@ -55,7 +60,7 @@ def lut(m: Module, name: str, inputs: list[Value], function: Callable[..., bool]
     """One LUT6 computing ``function`` (of Python bools, one per input) of up to six one-bit ``inputs``."""
     if len(inputs) > 6:
         raise ValueError(f"a LUT6 takes six inputs, not {len(inputs)} ({name})")
-    table = sum(1 << a for a in range(1 << len(inputs)) if function(*[bool(a >> k & 1) for k in range(len(inputs))]))
+    table = truth_table(function, len(inputs))
     out = Signal(name=name)
     index = Cat(*inputs)
     if not generating_verilog():
