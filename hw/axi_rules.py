@@ -11,3 +11,7 @@ ST_IN_FLIGHT = 3
 # before) sends two rows' beats a cycle on two masters where its pairs are dealt round at least 2^ST_PAIRED_GROUPS_LOG2
 # of them, so that each master still takes a beat at most every other cycle
 ST_PAIRED_GROUPS_LOG2 = 2
+# ST's row placer (hw/store_rows.py): the registered steps that work out where a row lies, and the placed rows it
+# keeps ahead of the writer (two rows a cycle for every step in flight and the ring's own, with room to spare)
+ST_PLACE_STAGES = 7
+ST_PLACE_DEPTH = 32

@@ -21,6 +21,7 @@ from flightc.hw.address import RowAddress
 from flightc.hw.axi import AXI_ADDR_BITS, write_client_signature
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw.buffers import WordEngine, first_lanes, shift_bytes
+from flightc.hw.store_rows import RowPlacer
 from flightc.hw.unit import ExecutionUnit
 
 
@@ -116,53 +117,33 @@ class StoreUnit(DmaUnit):
                          wr2=Out(write_client_signature(8 * cfg.axi_data_bytes)), master=Out(master_bits),
                          master2=Out(master_bits), responses=In(cfg.axi_masters), ready=Out(1))
 
-    def target(self, m: Module, f, row: Signal) -> tuple[Value, Value, Value]:
-        """With ``img``, where the image's row lies (flightc.isa.footprint.store_rows): shifts and masks of the row
-        and column index, the masters' channels, stripe_bytes and lane_slots being powers of two. With ``img_col``
-        every row is an image row of its own (channel and address follow the row count; no stride)."""
+    def elaborate(self, platform):
+        """The rows' places worked out ahead (hw/store_rows.py), then the writer's state machine (:meth:`walk`)."""
+        m = Module()
+        f = self.fields(self.OPCODE)
         # an img_col of consecutive bytes over pairs dealt round several masters walks the pairs' first rows, then
         # their second rows, so every row's master is another than the row before's (``dealt``)
         self.column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
         self.dealt = self.column & (f.img_groups_log2 != 0) & ~f.rows[0]
-        half = f.rows >> 1
-        self.half_left = Signal.like(row)  # dealt: rows left before the walk turns to the second rows
-        m.d.comb += self.half_left.eq(Mux(row < half, half - row, f.rows - row))
-        self.walk_row, channel, addr = self.place(m, f, row)
-        # the walk's next row, which a dealt column's second writer sends beside this one (:meth:`walk`)
-        _, self.next_channel, self.next_addr = self.place(m, f, row + 1)
-        return channel, addr, Mux(f.img & f.img_col, 0, f.hbm_stride)
+        m.submodules.places = places = self.places = RowPlacer(self.cfg, f, self.channel_base, self.column, self.dealt)
+        m.d.comb += places.restart.eq(self.start)
+        self.walk(m, f, places)
+        return m
 
-    def place(self, m: Module, f, row: Value) -> tuple[Signal, Signal, Signal]:
-        """(the image row the walk's count ``row`` stands for, its channel, its address)."""
-        cfg = self.cfg
-        per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
-        s_log2 = cfg.lane_slots.bit_length() - 1
-        half = f.rows >> 1
-        walk_row = Signal.like(f.rows)
-        m.d.comb += walk_row.eq(Mux(self.dealt, Mux(row < half, row << 1, ((row - half) << 1) | 1), row))
-        img_row = Signal.like(f.img_row)
-        m.d.comb += img_row.eq(Mux(f.img_col, walk_row, f.img_row))
-        pair = img_row >> 1
-        group = Signal(8)
-        o = Signal(AXI_ADDR_BITS)
-        col = Signal(AXI_ADDR_BITS)
-        m.d.comb += [group.eq(pair & ((Const(1, 9) << f.img_groups_log2) - 1)),
-                     col.eq(Mux(f.img_col, ((f.img_row >> s_log2) << f.img_stride_log2) + f.img_row[:s_log2], 0)),
-                     o.eq(((pair >> f.img_groups_log2) << f.img_pair_log2) + (img_row[0] << f.img_half_log2) + col)]
-        n = o >> unit_log2
-        channel = Signal(8)
-        addr = Signal(AXI_ADDR_BITS)
-        m.d.comb += [channel.eq(Mux(f.img, f.channel + (group << per_log2) + (n & ((1 << per_log2) - 1)), f.channel)),
-                     addr.eq(Mux(f.img, f.hbm_addr + ((n >> per_log2) << unit_log2) + o[:unit_log2], f.hbm_addr))]
-        return walk_row, channel, addr
-
-    def walk(self, m, f, rows, left, bases, ch, src, dst) -> None:
+    def walk(self, m, f, places: RowPlacer) -> None:
         cfg, wr, wr2, w, lb = self.cfg, self.wr, self.wr2, self.beat_bytes, self.lane_bits
         G, limit = cfg.axi_masters, cfg.axi_outstanding
-        ch2 = existing_channel(m, self.next_channel, cfg)
-        dst2 = Signal(AXI_ADDR_BITS)  # the second writer's row: the walk's next
-        m.d.comb += [self.master.eq(ch // cfg.channels_per_master), self.master2.eq(ch2 // cfg.channels_per_master),
-                     dst2.eq(bases[ch2] + self.next_addr)]
+        count = Signal.like(f.rows)  # the walk's rows sent: places.head is row ``count``, places.second the next
+        src, dst, left = Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS), Signal.like(f.row_bytes)
+        dst2 = places.second.mem  # the second writer's row: the walk's next
+        m.d.comb += [self.master.eq(places.head.master), self.master2.eq(places.second.master)]
+        moved, moved2 = Signal(), Signal()  # the walk moves past a row (or two) this cycle
+
+        def next_row() -> None:
+            m.d.sync += count.eq(count + 1)
+            m.d.comb += moved.eq(1)
+
+        m.d.comb += places.take.eq(Mux(moved2, 2, moved))
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         # ---- responses outstanding per master
@@ -210,8 +191,7 @@ class StoreUnit(DmaUnit):
         held = Signal(8 * w)  # the column's next buffer bytes, the next row's first
         held_rows = Signal(range(w + 1))
         read_rows = Signal(range(w + 1))  # rows the column's read in flight brings
-        row_buf = Mux(dealt, f.buf_addr + self.walk_row, rows.buf)
-        cur_src, cur_dst = Mux(fresh, row_buf, src), Mux(fresh, rows.mem, dst)
+        cur_src, cur_dst = Mux(fresh, places.head.buf, src), Mux(fresh, places.head.mem, dst)
         cur_left = Mux(fresh, f.row_bytes, left)
         nb = Signal(range(w + 1))
         data = Signal(8 * w)
@@ -225,32 +205,27 @@ class StoreUnit(DmaUnit):
         # that follows a live one not yet done still has it
         pair_now, pair, two = Signal(), Signal(), Signal()
         m.d.comb += [pair_now.eq(live & dealt & (f.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2) & (held_rows > 1)
-                                 & (rows.count + 1 < f.rows) & (self.master2 != self.master)),
+                                 & (count + 1 < f.rows) & places.second_ready & (self.master2 != self.master)),
                      two.eq(Mux(live, pair_now, pair))]
         raw = Signal(16 * w)
         m.d.comb += raw.eq(Mux(in_beat, held, eng.rdata))
         packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8))) for i in range(w)])
         formed = shift_bytes(m, Mux(f.pack4, packed, raw[:8 * w]), Mux(in_beat, cur_dst, dst)[:lb], w, left=True)
-        # a column's read: its rows to the end of the buffer word
-        rows_left = Signal(17)
-        m.d.comb += rows_left.eq(f.rows - rows.count)
-        to_end = Signal(range(w + 1))
-        m.d.comb += to_end.eq(w - cur_src[:lb])
-        column_rows = Signal(range(w + 1))  # rows the read brings (dealt: every other byte of it)
+        # a column's read: its rows to the end of the buffer word (a column's row is always fresh when read)
+        column_rows = places.head.col_rows  # rows the read brings (dealt: every other byte of it)
         read_bytes = Signal(range(w + 1))
-        every_other = (to_end + 1) >> 1
-        m.d.comb += [column_rows.eq(Mux(dealt, Mux(self.half_left < every_other, self.half_left, every_other),
-                                        Mux(rows_left < to_end, rows_left, to_end))),
-                     read_bytes.eq(Mux(dealt, (column_rows << 1) - 1, column_rows))]
+        m.d.comb += read_bytes.eq(Mux(dealt, (column_rows << 1) - 1, column_rows))
         step = Mux(dealt, 16, 8)  # held bytes a row takes
         with m.FSM() as fsm:
-            self.idle(m, "BEAT", rows.count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
+            self.idle(m, "BEAT", count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
             with m.State("BEAT"):
                 m.d.comb += in_beat.eq(1)
-                with m.If(fresh & (rows.count == f.rows)):
+                with m.If(fresh & (count == f.rows)):
                     m.next = "HANDOFF"
+                with m.Elif(fresh & ~places.head_ready):
+                    pass  # the row's place is still being worked out (the instruction's first rows)
                 with m.Elif(cur_left == 0):
-                    rows.next(m)
+                    next_row()
                     m.d.sync += fresh.eq(1)
                 with m.Else():
                     room_w = w - cur_dst[:lb]
@@ -303,20 +278,23 @@ class StoreUnit(DmaUnit):
                 m.d.comb += [sent.eq(first_in & ~(aw_done & w_done)), sent2.eq(two & second_in & ~(aw2_done & w2_done))]
                 with m.If(first_in & (~two | second_in)):
                     with m.If(live):
-                        rows.next(m)
+                        next_row()
                         m.d.sync += fresh.eq(1)
                     with m.Else():
                         m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
                         with m.If(left == nb):  # the row's last beat
-                            rows.next(m)
+                            next_row()
                             m.d.sync += fresh.eq(1)
                     with m.If(two):  # the second writer's row too
-                        m.d.sync += [rows.count.eq(rows.count + 2), held.eq(Mux(live, held >> 32, held >> 16)),
+                        m.d.comb += moved2.eq(1)
+                        m.d.sync += [count.eq(count + 2), held.eq(Mux(live, held >> 32, held >> 16)),
                                      held_rows.eq(held_rows - Mux(live, 2, 1))]
-                    # the next row starts a pair on another group's master: its beat goes in the next cycle
+                    # the next row starts a pair on another group's master: its beat goes in the next cycle (once
+                    # placed: the placer keeps ahead of the walk, so it is)
                     more = Mux(live, held_rows - 1, held_rows) > two
-                    with m.If(column & (rows.count[0] | dealt) & (f.img_groups_log2 != 0) & more
-                              & (rows.count + 1 + two < f.rows)):
+                    placed = places.queued + places.arriving >= 2 + two
+                    with m.If(column & (count[0] | dealt) & (f.img_groups_log2 != 0) & more
+                              & (count + 1 + two < f.rows) & placed):
                         m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0), aw2_done.eq(0), w2_done.eq(0)]
                     with m.Else():
                         m.next = "BEAT"

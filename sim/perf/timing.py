@@ -26,7 +26,7 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
-from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2
+from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
 from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT,
                                       SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles,
                                       sfu_result_latency, sfu_stat_drain)
@@ -223,7 +223,9 @@ class StoreModel:
         half = ins.rows // 2
         order = [*range(0, ins.rows, 2), *range(1, ins.rows, 2)] if dealt else range(ins.rows)
         places = store_rows(cfg, ins)
-        c = s + 1  # the BEAT state's cycle
+        c = s + 1  # the BEAT state's cycle, once the first row is placed (hw/store_rows.py: its steps and the ring)
+        if ins.rows:
+            c += ST_PLACE_STAGES + 1
         held = 0
         last = -1  # this instruction's last response
         paired = dealt and ins.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2
