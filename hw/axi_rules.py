@@ -13,5 +13,5 @@ ST_IN_FLIGHT = 3
 ST_PAIRED_GROUPS_LOG2 = 2
 # ST's row placer (hw/store_rows.py): the registered steps that work out where a row lies, and the placed rows it
 # keeps ahead of the writer (two rows a cycle for every step in flight and the ring's own, with room to spare)
-ST_PLACE_STAGES = 7
+ST_PLACE_STAGES = 9
 ST_PLACE_DEPTH = 32

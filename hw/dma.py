@@ -20,9 +20,11 @@ from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.axi import AXI_ADDR_BITS, write_client_signature
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
-from flightc.hw.buffers import WordEngine, first_lanes, shift_bytes
+from flightc.hw import lut6
+from flightc.hw.buffers import WordEngine, first_lanes
+from flightc.hw.decode import fields
 from flightc.hw.store_rows import RowPlacer
-from flightc.hw.unit import ExecutionUnit
+from flightc.hw.unit import ExecutionUnit, one_hot
 
 
 def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:
@@ -88,6 +90,32 @@ def int4(byte):
     return Mux(v > nm.I4_MAX, nm.I4_MAX, Mux(v < nm.I4_MIN, nm.I4_MIN, v))[:4]
 
 
+
+@dataclass(frozen=True)
+class StoreKind:
+    """What kind of walk an ST is, as registers set the cycle after it starts (its first row is placed well after):
+    ``column``, an ST.img_col of consecutive bytes (a byte a row); ``dealt``, such a column over pairs dealt round
+    several masters with an even number of rows (the pairs' first rows, then their second rows, so that every row's
+    master is another than the row before's); ``spread``, a column over several masters; ``paired``, a dealt column
+    over ``2^ST_PAIRED_GROUPS_LOG2`` masters or more (two rows a cycle); ``empty``, rows of no bytes."""
+
+    column: Signal
+    dealt: Signal
+    spread: Signal
+    paired: Signal
+    empty: Signal
+
+    @classmethod
+    def registered(cls, m: Module, f) -> "StoreKind":
+        kind = cls(*(Signal(name=n) for n in ("column", "dealt", "spread", "paired", "empty")))
+        column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)
+        spread = column & (f.img_groups_log2 != 0)
+        m.d.sync += [kind.column.eq(column), kind.spread.eq(spread), kind.dealt.eq(spread & ~f.rows[0]),
+                     kind.paired.eq(spread & ~f.rows[0] & (f.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2)),
+                     kind.empty.eq(f.row_bytes == 0)]
+        return kind
+
+
 class StoreUnit(DmaUnit):
     """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst; with
     ``pack4`` each memory byte packs two buffer bytes saturated to INT4, low nibble first (the INT4 KV cache).
@@ -118,41 +146,65 @@ class StoreUnit(DmaUnit):
                          master2=Out(master_bits), responses=In(cfg.axi_masters), ready=Out(1))
 
     def elaborate(self, platform):
-        """The rows' places worked out ahead (hw/store_rows.py), then the writer's state machine (:meth:`walk`)."""
+        """The instruction's kind, the rows' places worked out ahead (hw/store_rows.py), then the writer's state
+        machine (:meth:`walk`)."""
         m = Module()
         f = self.fields(self.OPCODE)
-        # an img_col of consecutive bytes over pairs dealt round several masters walks the pairs' first rows, then
-        # their second rows, so every row's master is another than the row before's (``dealt``)
-        self.column = f.img & f.img_col & ~f.pack4 & (f.buf_stride == 1) & (f.row_bytes == 1)  # a byte a row
-        self.dealt = self.column & (f.img_groups_log2 != 0) & ~f.rows[0]
-        m.submodules.places = places = self.places = RowPlacer(self.cfg, f, self.channel_base, self.column, self.dealt)
+        kind = StoreKind.registered(m, f)
+        m.submodules.places = places = self.places = RowPlacer(self.cfg, f, self.channel_base, kind.column, kind.dealt)
         m.d.comb += places.restart.eq(self.start)
-        self.walk(m, f, places)
+        self.walk(m, f, places, kind)
         return m
 
-    def walk(self, m, f, places: RowPlacer) -> None:
+    def walk(self, m, f, places: RowPlacer, kind: "StoreKind") -> None:
         cfg, wr, wr2, w, lb = self.cfg, self.wr, self.wr2, self.beat_bytes, self.lane_bits
         G, limit = cfg.axi_masters, cfg.axi_outstanding
-        count = Signal.like(f.rows)  # the walk's rows sent: places.head is row ``count``, places.second the next
+        column, dealt = kind.column, kind.dealt
         src, dst, left = Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS), Signal.like(f.row_bytes)
         dst2 = places.second.mem  # the second writer's row: the walk's next
         m.d.comb += [self.master.eq(places.head.master), self.master2.eq(places.second.master)]
-        moved, moved2 = Signal(), Signal()  # the walk moves past a row (or two) this cycle
+        # ---- the rows left to walk, and what the walk asks of them, as registers kept with the rows taken
+        rows_left = Signal.like(f.rows)
+        none_left, two_left, three_left = Signal(), Signal(), Signal()  # rows_left == 0, >= 2, >= 3
+        odd = Signal()  # an odd number of rows walked
+        take = places.take
+        with m.If(self.start):
+            rows = fields(self.instr, self.OPCODE).rows
+            m.d.sync += [rows_left.eq(rows), none_left.eq(rows == 0), two_left.eq(rows >= 2), three_left.eq(rows >= 3),
+                         odd.eq(0)]
+        with m.Else():
+            def by_take(name: str, options: list[Value]) -> Signal:
+                return lut6.mux4(m, name, take, (*options, options[2]))
 
-        def next_row() -> None:
-            m.d.sync += count.eq(count + 1)
-            m.d.comb += moved.eq(1)
-
-        m.d.comb += places.take.eq(Mux(moved2, 2, moved))
-        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w)  # pack4: two bytes a byte
+            m.d.sync += [rows_left.eq(by_take("rows_left_next", [rows_left, rows_left - 1, rows_left - 2])),
+                         odd.eq(odd ^ take[0]),
+                         none_left.eq(by_take("none_left_next", [rows_left == k for k in range(3)])),
+                         two_left.eq(by_take("two_left_next", [rows_left >= k + 2 for k in range(3)])),
+                         three_left.eq(by_take("three_left_next", [rows_left >= k + 3 for k in range(3)]))]
+        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w, contiguous=True, counted=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
-        # ---- responses outstanding per master
+        # ---- responses outstanding per master, and whether each has room for a write, as registers
         pending = [Signal(range(limit + 1), name=f"pending{g}") for g in range(G)]
+        has_room = [Signal(name=f"room{g}", init=1) for g in range(G)]
         sent, sent2 = Signal(), Signal()  # a burst's address and beat both taken this cycle (on each writer)
+        # the WRITE state's handshakes: each writer's address and beat both in, the cycle's writes all in (LUT6s,
+        # so that the decisions hang on the masters' room a level each)
+        first_in, second_in, finish = Signal(), Signal(), Signal()
+        ups = []  # per master: a write taken this cycle
         for g, p in enumerate(pending):
-            m.d.sync += p.eq(p + (sent & (self.master == g)) + (sent2 & (self.master2 == g)) - self.responses[g])
-        room = Array(p < limit for p in pending)[self.master]
-        room2 = Array(p < limit for p in pending)[self.master2]
+            # a write to g taken this cycle on either writer (never both: a pair's two rows are on two masters)
+            mine, mine2 = Signal(name=f"mine{g}"), Signal(name=f"mine2_{g}")
+            m.d.comb += [mine.eq(self.master == g), mine2.eq(self.master2 == g)]
+            up = lut6.lut(m, f"up{g}", [sent, mine, sent2, mine2], lambda s, a, s2, b: (s and a) or (s2 and b))
+            ups.append(up)
+            base, base1 = Signal.like(p, name=f"base{g}"), Signal.like(p, name=f"base1_{g}")
+            m.d.comb += [base.eq(p - self.responses[g]), base1.eq(p + 1 - self.responses[g])]
+            m.d.sync += [p.eq(Mux(up, base1, base)), has_room[g].eq(Mux(up, base1 < limit, base < limit))]
+        if G > 1:
+            room = lut6.select(m, "room", self.master, has_room)
+            room2 = lut6.select(m, "room2", self.master2, has_room)
+        else:
+            room = room2 = has_room[0]
         # ---- the older instructions (up to two, the oldest first): their writes still awaiting responses, per master
         # (a master answers in order, so its first responses are the oldest's)
         oldest = [Signal(range(limit + 1), name=f"older{g}") for g in range(G)]
@@ -160,14 +212,17 @@ class StoreUnit(DmaUnit):
         has_oldest, has_second = Signal(), Signal()
         handoff = Signal()
         oldest_done = Signal()
-        m.d.comb += oldest_done.eq(has_oldest & ~Cat(*[o != 0 for o in oldest]).any())
+        m.d.comb += oldest_done.eq(has_oldest & ~lut6.any_of(m, "oldest_waits", [o != 0 for o in oldest]))
         m.d.comb += self.done.eq(oldest_done)
         room_older = ~has_second | oldest_done  # HANDOFF: a place among the older ones (one may leave this cycle)
-        for g, (a, b, p) in enumerate(zip(oldest, second, pending)):
-            to_a = self.responses[g] & (a != 0)
-            a_next = a - to_a
-            b_next = b - (self.responses[g] & (a == 0) & (b != 0))
-            cur = p - self.responses[g] - a_next - b_next  # this instruction's writes awaiting responses
+        current = [Signal(range(limit + 1), name=f"current{g}") for g in range(G)]  # this instruction's
+        for g, (a, b, c) in enumerate(zip(oldest, second, current)):
+            resp = self.responses[g]
+            a_next = a - (resp & (a != 0))
+            b_next = b - (resp & (a == 0) & (b != 0))
+            cur = Signal.like(c, name=f"cur{g}")  # this instruction's writes awaiting responses, this cycle's taken
+            m.d.comb += cur.eq(c - (resp & (a == 0) & (b == 0) & (c != 0)))
+            m.d.sync += c.eq(Mux(handoff, 0, Mux(ups[g], cur + 1, cur)))  # (no write goes in HANDOFF)
             with m.If(oldest_done & handoff):
                 m.d.sync += [a.eq(Mux(has_second, b_next, cur)), b.eq(Mux(has_second, cur, 0))]
             with m.Elif(oldest_done):
@@ -185,75 +240,90 @@ class StoreUnit(DmaUnit):
                 m.d.sync += has_second.eq(1)
             with m.Else():
                 m.d.sync += has_oldest.eq(1)
-        # ---- a row starts at the walk's addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
-        column, dealt = self.column, self.dealt
+        # ---- a row starts at its placed addresses (``fresh``); an ST.img_col of consecutive bytes keeps a word
         fresh = Signal()
         held = Signal(8 * w)  # the column's next buffer bytes, the next row's first
         held_rows = Signal(range(w + 1))
         read_rows = Signal(range(w + 1))  # rows the column's read in flight brings
         cur_src, cur_dst = Mux(fresh, places.head.buf, src), Mux(fresh, places.head.mem, dst)
-        cur_left = Mux(fresh, f.row_bytes, left)
         nb = Signal(range(w + 1))
-        data = Signal(8 * w)
+        last = Signal()  # the beat is its row's last
+        data = Signal(8 * w)  # the beat's bytes from byte 0 (shifted to their lanes as they go)
         aw_done = Signal()
         w_done = Signal()
         aw2_done, w2_done = Signal(), Signal()
-        in_beat = Signal()
-        live = Signal()  # this WRITE's beat is the next column row's, formed from the held word this cycle
+        live = Signal()  # this WRITE's beat is the next column row's, taken from the held word this cycle
         # a dealt column's live WRITE sends the walk's next row from the held word too, on the second writer (its
         # master another, the pairs dealt round 2^ST_PAIRED_GROUPS_LOG2 or more); ``pair``: the ordinary WRITE
         # that follows a live one not yet done still has it
         pair_now, pair, two = Signal(), Signal(), Signal()
-        m.d.comb += [pair_now.eq(live & dealt & (f.img_groups_log2 >= ST_PAIRED_GROUPS_LOG2) & (held_rows > 1)
-                                 & (count + 1 < f.rows) & places.second_ready & (self.master2 != self.master)),
+        m.d.comb += [pair_now.eq(live & kind.paired & (held_rows > 1) & two_left & places.second_ready
+                                 & places.differ),
                      two.eq(Mux(live, pair_now, pair))]
-        raw = Signal(16 * w)
-        m.d.comb += raw.eq(Mux(in_beat, held, eng.rdata))
-        packed = Cat(*[Cat(int4(raw.word_select(2 * i, 8)), int4(raw.word_select(2 * i + 1, 8))) for i in range(w)])
-        formed = shift_bytes(m, Mux(f.pack4, packed, raw[:8 * w]), Mux(in_beat, cur_dst, dst)[:lb], w, left=True)
-        # a column's read: its rows to the end of the buffer word (a column's row is always fresh when read)
-        column_rows = places.head.col_rows  # rows the read brings (dealt: every other byte of it)
-        read_bytes = Signal(range(w + 1))
-        m.d.comb += read_bytes.eq(Mux(dealt, (column_rows << 1) - 1, column_rows))
+        rdata = eng.rdata
+        packed = Cat(*[Cat(int4(rdata.word_select(2 * i, 8)), int4(rdata.word_select(2 * i + 1, 8)))
+                       for i in range(w)])
+        # a continued row's next beat (its memory lanes from 0 on): its bytes and where its buffer bytes start,
+        # worked out while this beat is written
+        cont_n = Signal(range(w + 1))
+        cont_lane = Signal(lb)
+        cont_last = Signal()
+        rest = Signal.like(left)
+        m.d.comb += rest.eq(left - nb)
+        m.d.sync += [cont_n.eq(Mux(rest < w, rest, w)), cont_last.eq(rest <= w),
+                     cont_lane.eq((src + Mux(f.pack4, nb << 1, nb))[:lb])]
+        # the beat's read: its bytes, and the buffer words they touch (fresh: worked out as the row was placed)
+        n = Mux(fresh, places.head.n, cont_n)
+        cont_bytes = Mux(f.pack4, cont_n << 1, cont_n)
+        cont_end = Signal(lb + 2)
+        m.d.comb += cont_end.eq(cont_lane + cont_bytes)
+        cont_words = 1 + (cont_end > w) + (cont_end > 2 * w)
+        column_rows = places.head.col_rows  # rows a column's read brings (dealt: every other byte of it)
+        read_bytes = Signal(range(2 * w + 1))
+        m.d.comb += read_bytes.eq(Mux(column, Mux(dealt, (column_rows << 1) - 1, column_rows),
+                                      Mux(fresh, places.head.read_bytes, cont_bytes)))
+        words = Mux(column, 1, Mux(fresh, places.head.words, cont_words))
         step = Mux(dealt, 16, 8)  # held bytes a row takes
+        # the next row starts a pair on another group's master: its beat goes in the next cycle (once placed: the
+        # placer keeps ahead of the walk, so it is)
+        go_live = Signal()
+        more = Mux(live, Mux(two, held_rows > 2, held_rows > 1), Mux(two, held_rows > 1, held_rows > 0))
+        placed = places.queued + places.arriving >= 2 + two
+        m.d.comb += go_live.eq(kind.spread & (odd | dealt) & more & Mux(two, three_left, two_left) & placed)
         with m.FSM() as fsm:
-            self.idle(m, "BEAT", count.eq(0), fresh.eq(1), held_rows.eq(0), live.eq(0))
+            self.idle(m, "BEAT", fresh.eq(1), live.eq(0))
             with m.State("BEAT"):
-                m.d.comb += in_beat.eq(1)
-                with m.If(fresh & (count == f.rows)):
+                with m.If(fresh & none_left):
                     m.next = "HANDOFF"
                 with m.Elif(fresh & ~places.head_ready):
                     pass  # the row's place is still being worked out (the instruction's first rows)
-                with m.Elif(cur_left == 0):
-                    next_row()
-                    m.d.sync += fresh.eq(1)
+                with m.Elif(fresh & kind.empty):
+                    pass  # a row of no bytes: the walk moves past it (``take``)
                 with m.Else():
-                    room_w = w - cur_dst[:lb]
-                    n = Mux(cur_left < room_w, cur_left, room_w)
-                    m.d.sync += [nb.eq(n), src.eq(cur_src), dst.eq(cur_dst), left.eq(cur_left), fresh.eq(0)]
-                    m.d.sync += [pair.eq(0), aw2_done.eq(0), w2_done.eq(0)]
+                    m.d.sync += [nb.eq(n), last.eq(Mux(fresh, places.head.last, cont_last)), src.eq(cur_src),
+                                 dst.eq(cur_dst), left.eq(Mux(fresh, f.row_bytes, left)), fresh.eq(0)]
+                    m.d.sync += pair.eq(0)
                     with m.If(column & (held_rows != 0)):
-                        m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0), held.eq(held >> step),
-                                     held_rows.eq(held_rows - 1)]
+                        m.d.sync += data.eq(held)
                         m.next = "WRITE"
                     with m.Else():
-                        eng.read(m, f.buf, cur_src, Mux(column, read_bytes, Mux(f.pack4, n << 1, n)))
+                        eng.read(m, f.buf, cur_src, read_bytes)
+                        m.d.comb += eng.words.eq(words)
                         m.d.sync += read_rows.eq(column_rows)
                         m.next = "GET"
             with m.State("GET"):
                 with m.If(eng.done):
-                    m.d.sync += [data.eq(formed), aw_done.eq(0), w_done.eq(0)]
-                    with m.If(column):
-                        m.d.sync += [held.eq(eng.rdata[:8 * w] >> step), held_rows.eq(read_rows - 1)]
+                    m.d.sync += data.eq(Mux(f.pack4, packed, rdata[:8 * w]))
                     m.next = "WRITE"
             with m.State("WRITE"):
                 w_dst = Mux(live, cur_dst, dst)
                 strb = first_lanes(Mux(live, 1, nb), w) << w_dst[:lb]
+                beat = lut6.shift(m, "beat", Mux(live, held, data), w_dst[:lb], 8 * w, step=8)
                 # one beat a burst; each field set here, with the others (a constant bit of a payload would
                 # become a sensitivity-less ``always @*`` that Verilator never evaluates)
                 m.d.comb += [wr.aw.valid.eq(~aw_done & room), wr.aw.payload.addr.eq(w_dst & ~Const(w - 1, AXI_ADDR_BITS)),
                              wr.aw.payload.len.eq(0), wr.w.valid.eq(~w_done & room),
-                             wr.w.payload.data.eq(Mux(live, formed, data)), wr.w.payload.strb.eq(strb),
+                             wr.w.payload.data.eq(beat), wr.w.payload.strb.eq(strb),
                              wr.w.payload.last.eq(1)]
                 # the second writer's beat: the next row's byte in every lane (its strobe picks the one)
                 byte2 = Mux(live, held[16:24], held[:8])
@@ -262,44 +332,69 @@ class StoreUnit(DmaUnit):
                              wr2.w.valid.eq(two & ~w2_done & room2), wr2.w.payload.data.eq(Cat(*[byte2] * w)),
                              wr2.w.payload.strb.eq(Const(1, w) << dst2[:lb]), wr2.w.payload.last.eq(1)]
                 with m.If(live):  # from the next cycle on, an ordinary WRITE of this row's beat
-                    m.d.comb += in_beat.eq(1)
-                    m.d.sync += [live.eq(0), data.eq(formed), src.eq(cur_src), dst.eq(cur_dst), left.eq(1), nb.eq(1),
-                                 fresh.eq(0), held.eq(held >> step), held_rows.eq(held_rows - 1), pair.eq(pair_now)]
-                with m.If(wr.aw.valid & wr.aw.ready):
-                    m.d.sync += aw_done.eq(1)
-                with m.If(wr.w.valid & wr.w.ready):
-                    m.d.sync += w_done.eq(1)
-                with m.If(wr2.aw.valid & wr2.aw.ready):
-                    m.d.sync += aw2_done.eq(1)
-                with m.If(wr2.w.valid & wr2.w.ready):
-                    m.d.sync += w2_done.eq(1)
-                first_in = (aw_done | (wr.aw.valid & wr.aw.ready)) & (w_done | (wr.w.valid & wr.w.ready))
-                second_in = (aw2_done | (wr2.aw.valid & wr2.aw.ready)) & (w2_done | (wr2.w.valid & wr2.w.ready))
-                m.d.comb += [sent.eq(first_in & ~(aw_done & w_done)), sent2.eq(two & second_in & ~(aw2_done & w2_done))]
-                with m.If(first_in & (~two | second_in)):
+                    m.d.sync += [live.eq(0), data.eq(held), src.eq(cur_src), dst.eq(cur_dst), left.eq(1), nb.eq(1),
+                                 last.eq(1), fresh.eq(0), pair.eq(pair_now)]
+                with m.If(finish):
                     with m.If(live):
-                        next_row()
                         m.d.sync += fresh.eq(1)
                     with m.Else():
-                        m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(left - nb)]
-                        with m.If(left == nb):  # the row's last beat
-                            next_row()
+                        m.d.sync += [src.eq(src + Mux(f.pack4, nb << 1, nb)), dst.eq(dst + nb), left.eq(rest)]
+                        with m.If(last):  # the row's last beat
                             m.d.sync += fresh.eq(1)
-                    with m.If(two):  # the second writer's row too
-                        m.d.comb += moved2.eq(1)
-                        m.d.sync += [count.eq(count + 2), held.eq(Mux(live, held >> 32, held >> 16)),
-                                     held_rows.eq(held_rows - Mux(live, 2, 1))]
-                    # the next row starts a pair on another group's master: its beat goes in the next cycle (once
-                    # placed: the placer keeps ahead of the walk, so it is)
-                    more = Mux(live, held_rows - 1, held_rows) > two
-                    placed = places.queued + places.arriving >= 2 + two
-                    with m.If(column & (count[0] | dealt) & (f.img_groups_log2 != 0) & more
-                              & (count + 1 + two < f.rows) & placed):
-                        m.d.sync += [live.eq(1), aw_done.eq(0), w_done.eq(0), aw2_done.eq(0), w2_done.eq(0)]
+                    with m.If(go_live):
+                        m.d.sync += live.eq(1)
                     with m.Else():
+                        m.d.sync += pair.eq(0)  # (``two`` is only ever set in WRITE)
                         m.next = "BEAT"
             with m.State("HANDOFF"):  # every write sent: an older one once there is room among them, then the next
                 with m.If(room_older):
                     m.d.comb += handoff.eq(1)
                     m.next = "IDLE"
+        one_hot(fsm)
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
+        writing = fsm.ongoing("WRITE")
+        # the rows the walk moves past this cycle: an empty one in BEAT, the WRITE's (and the second writer's)
+        skip = lut6.lut(m, "skip", [fsm.ongoing("BEAT"), fresh, none_left, places.head_ready, kind.empty],
+                        lambda beat, fr, none, ready, empty: beat and fr and not none and ready and empty)
+        # a BEAT that sends a beat (``beat_go``), from the held word (``beat_col``); a GET whose column word arrives
+        beat_go = Signal()
+        m.d.comb += beat_go.eq(fsm.ongoing("BEAT") & ~(fresh & (none_left | ~places.head_ready | kind.empty)))
+        beat_col = lut6.lut(m, "beat_col", [beat_go, column, held_rows != 0], lambda g, c, h: g and c and h)
+        got = lut6.lut(m, "got", [fsm.ongoing("GET"), eng.done], lambda g, d: g and d)
+        get_col = lut6.lut(m, "get_col", [got, column], lambda g, c: g and c)
+        # the held word and its rows: kept, less a row, less the second writer's too, or a new word's
+        sel = Cat(lut6.lut(m, "held_sel0", [beat_col, live, finish, two, get_col],
+                           lambda b, lv, fin, t, g: b or (lv and not (fin and t)) or g),
+                  lut6.lut(m, "held_sel1", [finish, two, get_col], lambda fin, t, g: (fin and t) or g))
+        m.d.sync += [held.eq(lut6.mux4(m, "held_next", sel, (held, held >> step, Mux(live, held >> 32, held >> 16),
+                                                            rdata[:8 * w] >> step))),
+                     held_rows.eq(lut6.mux4(m, "held_rows_next", sel,
+                                            (held_rows, held_rows - 1, held_rows - Mux(live, 2, 1), read_rows - 1)))]
+        with m.If(self.start):
+            m.d.sync += held_rows.eq(0)
+        # each writer's address and beat taken: set as they go, cleared as a beat is formed
+        clear = lut6.lut(m, "clear", [finish, go_live, beat_col, got], lambda fin, g, b, gt: (fin and g) or b or gt)
+        clear2 = lut6.lut(m, "clear2", [finish, go_live, beat_go], lambda fin, g, b: (fin and g) or b)
+        for flag, clr, room_, ready, valid_when in ((aw_done, clear, room, wr.aw.ready, writing),
+                                                    (w_done, clear, room, wr.w.ready, writing),
+                                                    (aw2_done, clear2, room2, wr2.aw.ready, two),
+                                                    (w2_done, clear2, room2, wr2.w.ready, two)):
+            m.d.sync += flag.eq(lut6.lut(m, f"{flag.name}_next", [clr, flag, valid_when, room_, ready],
+                                         lambda c, d, v, r, rd: not c and (d or (v and r and rd))))
+        m.d.comb += places.take.eq(Cat(lut6.lut(m, "take0", [skip, finish, two, live, last],
+                                                lambda sk, fin, t, lv, la: (sk or (fin and (lv or la))) and not (fin and t)),
+                                       lut6.lut(m, "take1", [finish, two], lambda fin, t: fin and t)))
+
+        def both_in(done_a, done_w, room_, ready_a, ready_w) -> bool:
+            return (done_a or (room_ and ready_a)) and (done_w or (room_ and ready_w))
+
+        ins = [aw_done, w_done, room, wr.aw.ready, wr.w.ready]
+        ins2 = [aw2_done, w2_done, room2, wr2.aw.ready, wr2.w.ready]
+        m.d.comb += [first_in.eq(lut6.lut(m, "first_in", ins, both_in)),
+                     second_in.eq(lut6.lut(m, "second_in", ins2, both_in)),
+                     sent.eq(lut6.lut(m, "sent", [writing, *ins],
+                                      lambda s, a, b, *rest: s and both_in(a, b, *rest) and not (a and b))),
+                     sent2.eq(lut6.lut(m, "sent2", [two, *ins2],
+                                       lambda t, a, b, *rest: t and both_in(a, b, *rest) and not (a and b))),
+                     finish.eq(lut6.lut(m, "finish", [writing, first_in, two, second_in],
+                                        lambda s, f1, t, f2: s and f1 and (not t or f2)))]

@@ -12,7 +12,9 @@ simulator's VPI between runs. What it models, each from the config the kernel is
 - *throttle*: reads and writes share one credit counter that grows by the channel's sustained
   bytes per cycle (:func:`flightc.sim.perf.memory.channel_rate_q`) and pays a beat's bytes per
   beat, banking less than two beats' worth; a channel as fast as the port has none;
-- *backpressure*: a 16-bit LFSR withholds ready/valid with probability ``stall_rate / 256``.
+- *backpressure*: a 16-bit LFSR withholds ready/valid with probability ``stall_rate / 256``;
+- ``unthrottled`` lifts the throttle for a run (a test of what the performance model times exactly, which does
+  not simulate the credit a master's reads and writes share).
 
 With ``ports`` > 1 it has one slave port per memory master, each with its own queue, latency,
 throttle and LFSR, over one storage array (a master reaches only its channels' buffers, which the
@@ -88,7 +90,8 @@ class AxiMemory(wiring.Component):
         self.latency, self.outstanding = latency, outstanding
         beat_q = data_bytes << RATE_FRAC_BITS
         self.rate_q = rate_q if rate_q is not None and rate_q < beat_q else None
-        super().__init__({"axi": In(axi4_signature(8 * data_bytes)).array(ports), "stall_rate": In(STALL_RATE_BITS)})
+        super().__init__({"axi": In(axi4_signature(8 * data_bytes)).array(ports), "stall_rate": In(STALL_RATE_BITS),
+                          "unthrottled": In(1)})
         self.verilog_storage = verilog_storage
         self.storage = None if verilog_storage else Memory(shape=8 * data_bytes, depth=depth_words, init=[])
 
@@ -131,7 +134,8 @@ class AxiMemory(wiring.Component):
             credit = Signal(range(cap + 1), init=beat_q)  # short of a beat, and no more than a beat is banked
             grown = credit + self.rate_q - Mux(r_beat | w_beat, beat_q, 0)
             m.d.sync += credit.eq(Mux(grown > cap, cap, grown))
-            m.d.comb += [w_credit.eq(credit >= beat_q), r_credit.eq((credit >= beat_q) & ~w_beat)]
+            m.d.comb += [w_credit.eq((credit >= beat_q) | self.unthrottled),
+                         r_credit.eq(((credit >= beat_q) & ~w_beat) | self.unthrottled)]
         # ---- reads: accepted bursts wait in a queue, stamped, and are answered in order after the latency
         now = Signal(STAMP_BITS)
         m.d.sync += now.eq(now + 1)

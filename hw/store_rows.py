@@ -9,7 +9,7 @@ placed. The writer sees the next two rows as registers (``head``, ``second``) an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 
@@ -25,32 +25,40 @@ PLACE_ADDR_BITS = HBM_ADDR_BITS + 1  # an image row's address in its channel bef
 @dataclass(frozen=True)
 class PlacedRow:
     """One row as the writer needs it: its first buffer byte, its memory byte address (the channel's base added),
-    its master, and for an ST.img_col the rows the word read that starts at it brings (dealt: every other byte)."""
+    its master; its first beat's bytes (``n``, to the row's end or the beat's), whether that beat is the row's last,
+    the buffer bytes that beat reads (twice ``n`` with pack4) and the buffer words they touch; and for an ST.img_col
+    the rows the word read that starts at it brings (dealt: every other byte)."""
 
     buf: Signal
     mem: Signal
     master: Signal
+    n: Signal
+    last: Signal
+    read_bytes: Signal
+    words: Signal
     col_rows: Signal
 
     @classmethod
     def like(cls, cfg: HardwareConfig, name: str) -> "PlacedRow":
+        w = cfg.axi_data_bytes
         return cls(Signal(BUF_ADDR_BITS, name=f"{name}_buf"), Signal(AXI_ADDR_BITS, name=f"{name}_mem"),
-                   Signal(range(max(2, cfg.axi_masters)), name=f"{name}_master"),
-                   Signal(range(cfg.axi_data_bytes + 1), name=f"{name}_col_rows"))
+                   Signal(range(max(2, cfg.axi_masters)), name=f"{name}_master"), Signal(range(w + 1), name=f"{name}_n"),
+                   Signal(name=f"{name}_last"), Signal(range(2 * w + 1), name=f"{name}_read_bytes"),
+                   Signal(range(4), name=f"{name}_words"), Signal(range(w + 1), name=f"{name}_col_rows"))
+
+    def signals(self) -> list[Signal]:
+        return [getattr(self, f.name) for f in fields(self)]
 
     def cat(self) -> Value:
-        return Cat(self.buf, self.mem, self.master, self.col_rows)
-
-    def parts(self, word: Value) -> list[Value]:
-        """``word`` (a :meth:`cat` of such a row) cut into this row's fields."""
-        out, at = [], 0
-        for s in (self.buf, self.mem, self.master, self.col_rows):
-            out.append(word[at:at + len(s)])
-            at += len(s)
-        return out
+        return Cat(*self.signals())
 
     def eq(self, word: Value) -> list:
-        return [s.eq(p) for s, p in zip((self.buf, self.mem, self.master, self.col_rows), self.parts(word))]
+        """Assignments of ``word`` (a :meth:`cat` of such a row) to this row's fields."""
+        out, at = [], 0
+        for s in self.signals():
+            out.append(s.eq(word[at:at + len(s)]))
+            at += len(s)
+        return out
 
 
 def saturated(value: Value, most: int) -> Value:
@@ -62,7 +70,8 @@ class RowPlacer(Elaboratable):
     """Places an ST's rows in walk order (``restart`` with the ST's start; the instruction's fields are read from
     the next cycle on). ``f``: the ST's fields; ``bases``: the channels' base addresses; ``column``/``dealt``: the
     walk's kind (hw/dma.py :class:`StoreUnit`). ``head``/``second`` are the walk's next rows, valid with
-    ``head_ready``/``second_ready``; ``take`` (0, 1 or 2) moves past that many of them this cycle. ``arriving``
+    ``head_ready``/``second_ready`` (``differ``: their masters are two); ``take`` (0, 1 or 2) moves past that many
+    of them this cycle. ``arriving``
     says how many rows join the ring this cycle (the writer's look ahead)."""
 
     def __init__(self, cfg: HardwareConfig, f, bases: list[Signal], column: Value, dealt: Value):
@@ -71,6 +80,7 @@ class RowPlacer(Elaboratable):
         self.take = Signal(2)
         self.head, self.second = PlacedRow.like(cfg, "head"), PlacedRow.like(cfg, "second")
         self.head_ready, self.second_ready = Signal(), Signal()
+        self.differ = Signal()  # head and second are on two masters
         self.queued = Signal(range(ST_PLACE_DEPTH + 1))  # placed rows not yet taken (head and second among them)
         self.arriving = Signal(2)
 
@@ -78,6 +88,7 @@ class RowPlacer(Elaboratable):
         m = Module()
         cfg, f = self.cfg, self.f
         w = cfg.axi_data_bytes
+        lb = w.bit_length() - 1
         per_log2, unit_log2 = cfg.channels_per_master.bit_length() - 1, cfg.stripe_bytes.bit_length() - 1
         s_log2 = cfg.lane_slots.bit_length() - 1
         D = ST_PLACE_DEPTH
@@ -95,7 +106,9 @@ class RowPlacer(Elaboratable):
         with m.If(self.restart):
             m.d.sync += [r.eq(0), credit.eq(D), off_buf.eq(0), off_mem.eq(0)]
         with m.Else():
-            m.d.sync += credit.eq(credit + self.take - Mux(issue, 2, 0))
+            spent = Signal.like(credit)
+            m.d.comb += spent.eq(credit - Mux(issue, 2, 0))
+            m.d.sync += credit.eq(lut6.mux4(m, "credit_next", self.take, (spent, spent + 1, spent + 2, spent + 2)))
             with m.If(issue):
                 m.d.sync += [r.eq(r + 2), off_buf.eq(off_buf + (f.buf_stride << 1)),
                              off_mem.eq(off_mem + (mem_stride << 1))]
@@ -137,7 +150,7 @@ class RowPlacer(Elaboratable):
             om3, rows_left3, half_left3 = stage(f"om3_{j}", om2), stage(f"rows_left3_{j}", rows_left), \
                 stage(f"half_left3_{j}", half_left)
             to_end = Signal(range(w + 1), name=f"to_end{j}")
-            m.d.comb += to_end.eq(w - buf[:(w.bit_length() - 1)])
+            m.d.comb += to_end.eq(w - buf[:lb])
             # stage 4: the pair's offset shifted into place; the word read's rows
             pair_off = stage(f"pair_off{j}", lut6.shift(m, f"pair_off_shift{j}", pair_at, f.img_pair_log2,
                                                           PLACE_ADDR_BITS))
@@ -161,44 +174,75 @@ class RowPlacer(Elaboratable):
                                                                                                   col_rows5)
             # stage 7: the channel's base added
             base = lut6.select(m, f"base{j}", ch, self.bases) if len(self.bases) > 1 else self.bases[0]
+            mem = stage(f"mem{j}", base + addr6, AXI_ADDR_BITS)
+            master = stage(f"master{j}", ch // cfg.channels_per_master, range(max(2, cfg.axi_masters)))
+            buf7, col_rows7 = stage(f"buf7_{j}", buf6), stage(f"col_rows7_{j}", col_rows6)
+            # stage 8: the first beat's bytes, to the row's end or the beat's
+            room = Signal(range(w + 1), name=f"room{j}")
+            m.d.comb += room.eq(w - mem[:lb])
+            n8 = stage(f"n{j}", Mux(f.row_bytes < room, f.row_bytes, room), range(w + 1))
+            last8 = stage(f"last{j}", f.row_bytes <= room)
+            mem8, master8, buf8, col_rows8 = (stage(f"mem8_{j}", mem), stage(f"master8_{j}", master),
+                                              stage(f"buf8_{j}", buf7), stage(f"col_rows8_{j}", col_rows7))
+            # stage 9: the buffer bytes the beat reads, and the buffer words they touch
             row = PlacedRow.like(cfg, f"placed{j}")
-            m.d.sync += [row.buf.eq(buf6), row.mem.eq(base + addr6), row.master.eq(ch // cfg.channels_per_master),
-                         row.col_rows.eq(col_rows6)]
+            read_bytes = Mux(f.pack4, n8 << 1, n8)
+            end = Signal(lb + 2, name=f"end{j}")
+            m.d.comb += end.eq(buf8[:lb] + read_bytes)
+            m.d.sync += [row.buf.eq(buf8), row.mem.eq(mem8), row.master.eq(master8), row.n.eq(n8), row.last.eq(last8),
+                         row.read_bytes.eq(read_bytes), row.words.eq(1 + (end > w) + (end > 2 * w)),
+                         row.col_rows.eq(col_rows8)]
             placed.append(row)
-        assert ST_PLACE_STAGES == 7  # the stages above
+        assert ST_PLACE_STAGES == 9  # the stages above
 
-        # ---- the ring: slot head_at + k holds the walk's row head + k; head and second mirror its first two slots
+        # ---- the ring: slot head_at + k holds the walk's row head + k; head and second mirror its first two slots.
+        # What changes by ``take`` is worked out for each of its values from registers, then chosen by a LUT6 a bit.
+        def by_take(name: str, options: tuple[Value, Value, Value]) -> Signal:
+            return lut6.mux4(m, name, self.take, (*options, options[2]))
+
         width = len(self.head.cat())
         ring = [Signal(width, name=f"ring{k}") for k in range(D)]
         at_bits = (D - 1).bit_length()
-        head_at, tail_at, tail_next = Signal(at_bits), Signal(at_bits), Signal(at_bits)
-        m.d.comb += tail_next.eq(tail_at + 1)
+        slot = [Signal(at_bits, name=f"slot{k}", init=k) for k in range(4)]  # head_at + k
+        tail_at, tail_next = Signal(at_bits), Signal(at_bits, init=1)
         push = valid[ST_PLACE_STAGES]
         m.d.comb += self.arriving.eq(Mux(push, 2, 0))
+        queued_in = Signal.like(self.queued)
+        m.d.comb += queued_in.eq(self.queued + self.arriving)
         with m.If(self.restart):
-            m.d.sync += [head_at.eq(0), tail_at.eq(0), self.queued.eq(0)]
+            m.d.sync += [*(a.eq(k) for k, a in enumerate(slot)), tail_at.eq(0), tail_next.eq(1), self.queued.eq(0)]
         with m.Else():
-            m.d.sync += [head_at.eq(head_at + self.take), self.queued.eq(self.queued + self.arriving - self.take)]
+            m.d.sync += [*(a.eq(by_take(f"slot{k}_next", (a, (a + 1)[:at_bits], (a + 2)[:at_bits])))
+                           for k, a in enumerate(slot)),
+                         self.queued.eq(by_take("queued_next", (queued_in, queued_in - 1, queued_in - 2)))]
             with m.If(push):
-                m.d.sync += tail_at.eq(tail_at + 2)
-        for k, slot in enumerate(ring):
+                m.d.sync += [tail_at.eq(tail_at + 2), tail_next.eq(tail_next + 2)]
+        for k, entry in enumerate(ring):
             with m.If(push & (tail_at == k)):
-                m.d.sync += slot.eq(placed[0].cat())
+                m.d.sync += entry.eq(placed[0].cat())
             with m.Elif(push & (tail_next == k)):
-                m.d.sync += slot.eq(placed[1].cat())
+                m.d.sync += entry.eq(placed[1].cat())
         # the slots head_at + k after this cycle's writes (k = 0..3), from registers only
         after = []
         for k in range(4):
-            at = Signal(at_bits, name=f"slot{k}")
-            m.d.comb += at.eq(head_at + k)
-            kept = self.head.cat() if k == 0 else self.second.cat() if k == 1 else lut6.select(m, f"ring_read{k}", at,
-                                                                                              ring)
+            kept = (self.head.cat(), self.second.cat())[k] if k < 2 else lut6.select(m, f"ring_read{k}", slot[k], ring)
             new = Signal(width, name=f"slot{k}_after")
-            m.d.comb += new.eq(Mux(push & (at == tail_at), placed[0].cat(),
-                                   Mux(push & (at == tail_next), placed[1].cat(), kept)))
+            m.d.comb += new.eq(Mux(push & (slot[k] == tail_at), placed[0].cat(),
+                                   Mux(push & (slot[k] == tail_next), placed[1].cat(), kept)))
             after.append(new)
+        master_at = [PlacedRow.like(self.cfg, f"after{k}") for k in range(4)]
+        for row, word in zip(master_at, after):
+            m.d.comb += row.eq(word)
         with m.If(~self.restart):
-            m.d.sync += [*self.head.eq(Mux(self.take[1], after[2], Mux(self.take[0], after[1], after[0]))),
-                         *self.second.eq(Mux(self.take[1], after[3], Mux(self.take[0], after[2], after[1])))]
-        m.d.comb += [self.head_ready.eq(self.queued >= 1), self.second_ready.eq(self.queued >= 2)]
+            m.d.sync += [*self.head.eq(by_take("head_next", tuple(after[:3]))),
+                         *self.second.eq(by_take("second_next", tuple(after[1:4]))),
+                         self.differ.eq(by_take("differ_next", tuple(master_at[k + 1].master != master_at[k].master
+                                                                     for k in range(3))))]
+        # whether the walk's next rows are placed, as registers: from the rows queued and arriving, by ``take``
+        with m.If(self.restart):
+            m.d.sync += [self.head_ready.eq(0), self.second_ready.eq(0)]
+        with m.Else():
+            m.d.sync += [self.head_ready.eq(by_take("head_ready_next", (queued_in >= 1, queued_in >= 2, queued_in >= 3))),
+                         self.second_ready.eq(by_take("second_ready_next",
+                                                      (queued_in >= 2, queued_in >= 3, queued_in >= 4)))]
         return m

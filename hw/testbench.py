@@ -2,7 +2,7 @@
 latency, bursts in flight and one channel's sustained rate: a master over several channels is throttled as if
 it read one at a time, as the performance model charges it).
 
-Only ``ap_clk``, ``ap_rst_n``, the AXI4-Lite control port, ``stall_rate`` and ``interrupt`` leave
+Only ``ap_clk``, ``ap_rst_n``, the AXI4-Lite control port, ``stall_rate``, ``unthrottled`` and ``interrupt`` leave
 it; the harness reaches the memory's ``storage`` array directly between runs.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ class KernelTestbench(wiring.Component):
     def __init__(self, cfg: HardwareConfig, memory_bytes: int):
         self.cfg = cfg
         self.memory_words = memory_bytes // cfg.axi_data_bytes
-        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(STALL_RATE_BITS)}
+        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(STALL_RATE_BITS),
+                   "unthrottled": In(1)}
         for name, width, by_master in axi4_lite_table():
             members[f"{S_AXI}_{name}"] = In(width) if by_master else Out(width)
         super().__init__(members)
@@ -41,7 +42,7 @@ class KernelTestbench(wiring.Component):
                                                     ports=self.cfg.axi_masters, verilog_storage=True)
         for g in range(self.cfg.axi_masters):
             wiring.connect(m, core.axi[g], mem.axi[g])
-        m.d.comb += mem.stall_rate.eq(self.stall_rate)
+        m.d.comb += [mem.stall_rate.eq(self.stall_rate), mem.unthrottled.eq(self.unthrottled)]
         for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(), False):
             port = getattr(self, name)
             m.d.comb += port.eq(sig) if outward else sig.eq(port)

@@ -197,7 +197,7 @@ class RtlKernel(FabricKernel):
         for ch, base in bases.items():
             self.memory.holding(base, 1, f"memory channel {ch} (channel_base{ch})")
         with self._sim_lock:
-            reply = self.sim._call("run", 0, self.max_cycles)
+            reply = self.sim._call("run", 0, self.max_cycles, True)
             if reply["timeout"]:
                 raise ProgramError(f"the kernel did not finish within {self.max_cycles:,} cycles (deadlock?)")
             return {name: self.sim.reg_read(name) for name in R.COUNTERS}

@@ -211,7 +211,9 @@ class StoreModel:
         every other byte of a word read), each in the cycle after the one before; over 2^ST_PAIRED_GROUPS_LOG2 groups
         or more the rows after a word's first go two a cycle (the second on ST's second writer, each once its master
         has room). A master takes a beat at most
-        every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle). Once
+        every other cycle, which no channel's throttle holds up (each carries at least half a beat a cycle; the
+        model leaves out the credit a master's reads, such as the program's fetch, share with its writes in the
+        bench memory, which may hold a write a cycle). Once
         every write is sent, HANDOFF waits for a place among the older STs (at most ``ST_IN_FLIGHT - 1``: the one
         that many before this one done); ST then takes its next instruction, and this one is done once its last
         response is back."""

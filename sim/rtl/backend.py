@@ -109,9 +109,10 @@ class RtlSimulator:
         r = self.regs[name]
         return self._call("reg_read", r.offset, r.bits)
 
-    def run(self, stall_rate: int = 0, max_cycles: int = DEFAULT_MAX_CYCLES) -> dict:
-        """Start the kernel, wait for its interrupt; the cycle counters and the wall time it took."""
-        reply = self._call("run", stall_rate, max_cycles)
+    def run(self, stall_rate: int = 0, max_cycles: int = DEFAULT_MAX_CYCLES, throttle: bool = True) -> dict:
+        """Start the kernel, wait for its interrupt; the cycle counters and the wall time it took. ``throttle``
+        False lifts the bench memory's channel throttle for this run (hw/sim_memory.py)."""
+        reply = self._call("run", stall_rate, max_cycles, throttle)
         if reply["timeout"]:
             raise ProgramError(f"the RTL kernel did not finish within {max_cycles:,} cycles (deadlock?)")
         out = {name: self.reg_read(name) for name in R.COUNTERS}
@@ -170,7 +171,7 @@ class RtlPort:
         return self.sim.read_mem(addr, nbytes)
 
     def start_and_wait(self) -> None:
-        reply = self.sim._call("run", self.stall_rate, self.max_cycles)
+        reply = self.sim._call("run", self.stall_rate, self.max_cycles, True)
         if reply["timeout"]:
             raise ProgramError(f"the RTL kernel did not finish within {self.max_cycles:,} cycles (deadlock?)")
         self.last_wall_s = reply["wall_s"]

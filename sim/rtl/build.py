@@ -81,7 +81,8 @@ def _clocked_wrapper() -> str:
     from flightc.hw.core import S_AXI
     from flightc.hw.sim_memory import STALL_RATE_BITS
 
-    ports = [("ap_rst_n", 1, True), ("stall_rate", STALL_RATE_BITS, True), ("interrupt", 1, False)]
+    ports = [("ap_rst_n", 1, True), ("stall_rate", STALL_RATE_BITS, True), ("unthrottled", 1, True),
+             ("interrupt", 1, False)]
     ports += [(f"{S_AXI}_{n}", w, by_master) for n, w, by_master in axi4_lite_table()]
     decl = "\n".join(f"  {'input' if inp else 'output'} wire [{w - 1}:0] {n};" for n, w, inp in ports)
     conn = ",\n".join(f"    .{n}({n})" for n, _, _ in ports)

@@ -63,6 +63,7 @@ async def serve(dut):
     # ap_clk is made inside the model (Verilator --timing): nothing runs in Python per cycle
     dut.ap_rst_n.value = 0
     dut.stall_rate.value = 0
+    dut.unthrottled.value = 0
     await ClockCycles(dut.ap_clk, 4)
     dut.ap_rst_n.value = 1
     await ClockCycles(dut.ap_clk, 2)
@@ -87,8 +88,9 @@ async def serve(dut):
             elif cmd == "reg_read":
                 reply = await k.reg_read(*args)
             elif cmd == "run":
-                stall_rate, max_cycles = args
+                stall_rate, max_cycles, throttle = args
                 dut.stall_rate.value = stall_rate
+                dut.unthrottled.value = int(not throttle)
                 t0 = time.perf_counter()
                 await k.reg_write(R.CTRL, R.AP_START)
                 done = RisingEdge(dut.interrupt)
@@ -101,6 +103,7 @@ async def serve(dut):
                     await k.reg_write(R.ISR, 1)  # toggle-on-write clears the done interrupt
                     reply = {"timeout": False, "wall_s": wall}
                 dut.stall_rate.value = 0
+                dut.unthrottled.value = 0
             else:
                 raise ValueError(f"unknown command {cmd!r}")
             wire.send(sock, ("ok", reply))

@@ -38,7 +38,8 @@ def run_fsim(cfg: HardwareConfig, case: RandomCase) -> dict[int, bytes]:
     return {ch: m.read_hbm(ch, 0, len(img)) for ch, img in case.images.items()}
 
 
-def run_rtl(sim: RtlSimulator, case: RandomCase, stall_rate: int = 0) -> tuple[dict[int, bytes], dict]:
+def run_rtl(sim: RtlSimulator, case: RandomCase, stall_rate: int = 0,
+            throttle: bool = True) -> tuple[dict[int, bytes], dict]:
     cfg = sim.cfg
     for ch in range(cfg.mem_channels):
         sim.reg_write(f"channel_base{ch}", ch * CHANNEL_SPAN)
@@ -51,7 +52,7 @@ def run_rtl(sim: RtlSimulator, case: RandomCase, stall_rate: int = 0) -> tuple[d
     sim.write_mem(base, program + bytes(-len(program) % cfg.axi_data_bytes))
     sim.reg_write("program_addr", base)
     sim.reg_write("program_bytes", len(program))
-    counters = sim.run(stall_rate, max_cycles=MAX_CYCLES)
+    counters = sim.run(stall_rate, max_cycles=MAX_CYCLES, throttle=throttle)
     return {ch: sim.read_mem(ch * CHANNEL_SPAN, len(img)) for ch, img in case.images.items()}, counters
 
 

@@ -101,7 +101,7 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
     its own, formed a cycle apart from one buffer word; with pairs dealt round the masters and an even number of
     rows, the pairs' first rows, then their second rows: "dealt"; over four masters or more two rows a cycle on
     two writers: "paired") at a time, besides plain rows: the ST unit's busy cycles are
-    the model's, every write's response waited for at the 64-cycle latency, and the next ST's writes going while
+    the model's (the bench memory's throttle lifted), every write's response waited for at the 64-cycle latency, and the next ST's writes going while
     the one before awaits its responses (in some cases the unit is busy for fewer cycles than its STs alone take)."""
     from flightc.isa.codec import Instruction
 
@@ -130,7 +130,9 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
     assert kinds >= every
     wrong, overlapped = [], 0
     for seed, case in cases:
-        _, counters = run_rtl(sim, case)
+        # the bench memory's throttle lifted: the model does not simulate the credit a master's reads (the program's
+        # fetch) and ST's writes share, and a write meeting the end of a fetch burst may wait a cycle for it
+        _, counters = run_rtl(sim, case, throttle=False)
         want = model_cycles([case.program], CFG).get("busy_st", 0)  # each one's cycles, overlapping in flight
         if counters["busy_st"] != want:
             wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_st']}, model {want}")
