@@ -395,13 +395,16 @@ class WordEngine(wiring.Component):
     undefined), where placing every word's bytes at a variable offset costs a ``word_bytes``-way multiplexer per
     byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once;
     a ``counted`` one takes the words a command touches from its unit (``words``) instead of adding them up as the
-    command starts.
+    command starts; a ``nonempty`` one's unit never gives it a command of no bytes (it is busy from every start,
+    with no test of ``count`` on the way).
     """
 
     def __init__(self, word_bytes: int, max_bytes: int, eager: bool = False, contiguous: bool = False,
-                 counted: bool = False):
+                 counted: bool = False, nonempty: bool = False):
         self.word_bytes, self.max_bytes, self.eager, self.contiguous = word_bytes, max_bytes, eager, contiguous
-        self.counted = counted
+        self.counted, self.nonempty = counted, nonempty
+        if nonempty and not contiguous:
+            raise ValueError("only a contiguous word engine is told its commands are never empty")
         if counted and not contiguous:
             raise ValueError("only a contiguous word engine takes a command's words from its unit")
         super().__init__({"port": Out(word_port_signature(word_bytes))})
@@ -509,9 +512,10 @@ class WordEngine(wiring.Component):
         now = (self.start & ~self.write) if self.eager else Const(0)  # (an eager read is never empty)
         m.d.comb += [p.buf.eq(Mux(now, self.buf, buf_q)), p.addr.eq(Mux(now, self.addr, cur)),
                      p.req.eq(now | (self.busy & ~last_sent)), p.we.eq(write & ~now)]
-        m.d.sync += self.done.eq(self.start & (self.count == 0))
+        empty = Const(0) if self.nonempty else self.count == 0
+        m.d.sync += self.done.eq(self.start & empty)
         with m.If(self.start):
-            m.d.sync += [self.busy.eq(self.count != 0), left.eq(words), sent.eq(0), last_sent.eq(0),
+            m.d.sync += [self.busy.eq(~empty), left.eq(words), sent.eq(0), last_sent.eq(0),
                          write.eq(self.write), cur.eq(self.addr), buf_q.eq(self.buf), lane0.eq(self.addr[:lb]),
                          end_lane.eq(self.addr[:lb] + self.count), wdata.eq(self.wdata)]
             with m.If(now & p.gnt):  # an eager read's first word asked for as it starts

@@ -168,20 +168,19 @@ class StoreUnit(DmaUnit):
         none_left, two_left, three_left = Signal(), Signal(), Signal()  # rows_left == 0, >= 2, >= 3
         odd = Signal()  # an odd number of rows walked
         take = places.take
-        with m.If(self.start):
-            rows = fields(self.instr, self.OPCODE).rows
-            m.d.sync += [rows_left.eq(rows), none_left.eq(rows == 0), two_left.eq(rows >= 2), three_left.eq(rows >= 3),
-                         odd.eq(0)]
-        with m.Else():
-            def by_take(name: str, options: list[Value]) -> Signal:
-                return lut6.mux4(m, name, take, (*options, options[2]))
+        take_or_start = Signal(2)  # ``take``, or 3 as an instruction starts: the new one's rows
+        rows = fields(self.instr, self.OPCODE).rows
 
-            m.d.sync += [rows_left.eq(by_take("rows_left_next", [rows_left, rows_left - 1, rows_left - 2])),
-                         odd.eq(odd ^ take[0]),
-                         none_left.eq(by_take("none_left_next", [rows_left == k for k in range(3)])),
-                         two_left.eq(by_take("two_left_next", [rows_left >= k + 2 for k in range(3)])),
-                         three_left.eq(by_take("three_left_next", [rows_left >= k + 3 for k in range(3)]))]
-        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w, contiguous=True, counted=True)
+        def by_take(name: str, options: list[Value]) -> Signal:
+            return lut6.mux4(m, name, take_or_start, tuple(options))
+
+        m.d.sync += [rows_left.eq(by_take("rows_left_next", [rows_left, rows_left - 1, rows_left - 2, rows])),
+                     odd.eq(Mux(self.start, 0, odd ^ take[0])),
+                     none_left.eq(by_take("none_left_next", [*(rows_left == k for k in range(3)), rows == 0])),
+                     two_left.eq(by_take("two_left_next", [*(rows_left >= k + 2 for k in range(3)), rows >= 2])),
+                     three_left.eq(by_take("three_left_next", [*(rows_left >= k + 3 for k in range(3)), rows >= 3]))]
+        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=2 * w, contiguous=True, counted=True,
+                                            nonempty=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         # ---- responses outstanding per master, and whether each has room for a write, as registers
         pending = [Signal(range(limit + 1), name=f"pending{g}") for g in range(G)]
@@ -223,14 +222,12 @@ class StoreUnit(DmaUnit):
             cur = Signal.like(c, name=f"cur{g}")  # this instruction's writes awaiting responses, this cycle's taken
             m.d.comb += cur.eq(c - (resp & (a == 0) & (b == 0) & (c != 0)))
             m.d.sync += c.eq(Mux(handoff, 0, Mux(ups[g], cur + 1, cur)))  # (no write goes in HANDOFF)
-            with m.If(oldest_done & handoff):
-                m.d.sync += [a.eq(Mux(has_second, b_next, cur)), b.eq(Mux(has_second, cur, 0))]
-            with m.Elif(oldest_done):
-                m.d.sync += [a.eq(b_next), b.eq(0)]
-            with m.Elif(handoff):
-                m.d.sync += [a.eq(Mux(has_oldest, a_next, cur)), b.eq(Mux(has_oldest, cur, 0))]
-            with m.Else():
-                m.d.sync += [a.eq(a_next), b.eq(b_next)]
+            # chosen by (the oldest done, a hand off): neither, the one, the other, both
+            older_sel = Cat(oldest_done, handoff)
+            m.d.sync += [a.eq(lut6.mux4(m, f"older{g}_next", older_sel,
+                                        (a_next, b_next, Mux(has_oldest, a_next, cur), Mux(has_second, b_next, cur)))),
+                         b.eq(lut6.mux4(m, f"second{g}_next", older_sel,
+                                        (b_next, 0, Mux(has_oldest, cur, 0), Mux(has_second, cur, 0))))]
         with m.If(oldest_done & handoff):
             m.d.sync += [has_oldest.eq(1), has_second.eq(has_second)]
         with m.Elif(oldest_done):
@@ -258,7 +255,7 @@ class StoreUnit(DmaUnit):
         # that follows a live one not yet done still has it
         pair_now, pair, two = Signal(), Signal(), Signal()
         m.d.comb += [pair_now.eq(live & kind.paired & (held_rows > 1) & two_left & places.second_ready
-                                 & places.differ),
+                                 & (self.master2 != self.master)),
                      two.eq(Mux(live, pair_now, pair))]
         rdata = eng.rdata
         packed = Cat(*[Cat(int4(rdata.word_select(2 * i, 8)), int4(rdata.word_select(2 * i + 1, 8)))
@@ -266,30 +263,32 @@ class StoreUnit(DmaUnit):
         # a continued row's next beat (its memory lanes from 0 on): its bytes and where its buffer bytes start,
         # worked out while this beat is written
         cont_n = Signal(range(w + 1))
+        cont_bytes = Signal(range(2 * w + 1))
         cont_lane = Signal(lb)
         cont_last = Signal()
         rest = Signal.like(left)
         m.d.comb += rest.eq(left - nb)
-        m.d.sync += [cont_n.eq(Mux(rest < w, rest, w)), cont_last.eq(rest <= w),
-                     cont_lane.eq((src + Mux(f.pack4, nb << 1, nb))[:lb])]
+        m.d.sync += [cont_n.eq(Mux(rest < w, rest, w)), cont_bytes.eq(Mux(rest < w, rest, w) << f.pack4),
+                     cont_last.eq(rest <= w), cont_lane.eq((src + Mux(f.pack4, nb << 1, nb))[:lb])]
         # the beat's read: its bytes, and the buffer words they touch (fresh: worked out as the row was placed)
         n = Mux(fresh, places.head.n, cont_n)
-        cont_bytes = Mux(f.pack4, cont_n << 1, cont_n)
         cont_end = Signal(lb + 2)
         m.d.comb += cont_end.eq(cont_lane + cont_bytes)
         cont_words = 1 + (cont_end > w) + (cont_end > 2 * w)
         column_rows = places.head.col_rows  # rows a column's read brings (dealt: every other byte of it)
         read_bytes = Signal(range(2 * w + 1))
-        m.d.comb += read_bytes.eq(Mux(column, Mux(dealt, (column_rows << 1) - 1, column_rows),
-                                      Mux(fresh, places.head.read_bytes, cont_bytes)))
-        words = Mux(column, 1, Mux(fresh, places.head.words, cont_words))
+        m.d.comb += read_bytes.eq(Mux(fresh, places.head.read_bytes, cont_bytes))  # (a column's row is fresh)
+        words = Mux(fresh, places.head.words, cont_words)
         step = Mux(dealt, 16, 8)  # held bytes a row takes
         # the next row starts a pair on another group's master: its beat goes in the next cycle (once placed: the
         # placer keeps ahead of the walk, so it is)
+        # (worked out for a WRITE of one row and of two from registers, then chosen by ``two``)
         go_live = Signal()
-        more = Mux(live, Mux(two, held_rows > 2, held_rows > 1), Mux(two, held_rows > 1, held_rows > 0))
-        placed = places.queued + places.arriving >= 2 + two
-        m.d.comb += go_live.eq(kind.spread & (odd | dealt) & more & Mux(two, three_left, two_left) & placed)
+        placed = [places.arriving[1] | places.second_ready,  # at least 2, 3 rows placed (2 arrive at once)
+                  (places.arriving[1] & places.head_ready) | places.third_ready]
+        go = [kind.spread & (odd | dealt) & Mux(live, held_rows > k + 1, held_rows > k) & (three_left if k else two_left)
+              & placed[k] for k in (0, 1)]
+        m.d.comb += go_live.eq(Mux(two, go[1], go[0]))
         with m.FSM() as fsm:
             self.idle(m, "BEAT", fresh.eq(1), live.eq(0))
             with m.State("BEAT"):
@@ -353,9 +352,21 @@ class StoreUnit(DmaUnit):
         one_hot(fsm)
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
         writing = fsm.ongoing("WRITE")
-        # the rows the walk moves past this cycle: an empty one in BEAT, the WRITE's (and the second writer's)
-        skip = lut6.lut(m, "skip", [fsm.ongoing("BEAT"), fresh, none_left, places.head_ready, kind.empty],
-                        lambda beat, fr, none, ready, empty: beat and fr and not none and ready and empty)
+        # the rows the walk moves past this cycle: an empty one in BEAT, the WRITE's (and the second writer's);
+        # from the handshakes rather than ``finish``, a level less (``finish`` with ``two`` moves past two rows,
+        # without it past the row whose last beat it is); with ``start`` too, what chooses the rows left
+        def skip(start: bool) -> Signal:
+            return lut6.lut(m, f"skip{int(start)}", [fsm.ongoing("BEAT"), fresh, none_left, places.head_ready,
+                                                     kind.empty, self.start if start else Const(0)],
+                            lambda beat, fr, none, ready, empty, st: (beat and fr and not none and ready and empty) or st)
+
+        def moves(start: bool) -> Value:
+            return Cat(lut6.lut(m, f"take0_{int(start)}", [skip(start), writing, first_in, two, live, last],
+                                lambda sk, wr_, f1, t, lv, la: sk or (wr_ and f1 and not t and (lv or la))),
+                       lut6.lut(m, f"take1_{int(start)}", [writing, first_in, two, second_in,
+                                                           self.start if start else Const(0)],
+                                lambda wr_, f1, t, f2, st: (wr_ and f1 and t and f2) or st))
+
         # a BEAT that sends a beat (``beat_go``), from the held word (``beat_col``); a GET whose column word arrives
         beat_go = Signal()
         m.d.comb += beat_go.eq(fsm.ongoing("BEAT") & ~(fresh & (none_left | ~places.head_ready | kind.empty)))
@@ -381,9 +392,7 @@ class StoreUnit(DmaUnit):
                                                     (w2_done, clear2, room2, wr2.w.ready, two)):
             m.d.sync += flag.eq(lut6.lut(m, f"{flag.name}_next", [clr, flag, valid_when, room_, ready],
                                          lambda c, d, v, r, rd: not c and (d or (v and r and rd))))
-        m.d.comb += places.take.eq(Cat(lut6.lut(m, "take0", [skip, finish, two, live, last],
-                                                lambda sk, fin, t, lv, la: (sk or (fin and (lv or la))) and not (fin and t)),
-                                       lut6.lut(m, "take1", [finish, two], lambda fin, t: fin and t)))
+        m.d.comb += [places.take.eq(moves(False)), take_or_start.eq(moves(True))]
 
         def both_in(done_a, done_w, room_, ready_a, ready_w) -> bool:
             return (done_a or (room_ and ready_a)) and (done_w or (room_ and ready_w))

@@ -27,7 +27,8 @@ class PlacedRow:
     """One row as the writer needs it: its first buffer byte, its memory byte address (the channel's base added),
     its master; its first beat's bytes (``n``, to the row's end or the beat's), whether that beat is the row's last,
     the buffer bytes that beat reads (twice ``n`` with pack4) and the buffer words they touch; and for an ST.img_col
-    the rows the word read that starts at it brings (dealt: every other byte)."""
+    the rows the word read that starts at it brings (dealt: every other byte; its read's bytes are then those rows'
+    and it touches one word)."""
 
     buf: Signal
     mem: Signal
@@ -70,8 +71,7 @@ class RowPlacer(Elaboratable):
     """Places an ST's rows in walk order (``restart`` with the ST's start; the instruction's fields are read from
     the next cycle on). ``f``: the ST's fields; ``bases``: the channels' base addresses; ``column``/``dealt``: the
     walk's kind (hw/dma.py :class:`StoreUnit`). ``head``/``second`` are the walk's next rows, valid with
-    ``head_ready``/``second_ready`` (``differ``: their masters are two); ``take`` (0, 1 or 2) moves past that many
-    of them this cycle. ``arriving``
+    ``head_ready``/``second_ready``; ``take`` (0, 1 or 2) moves past that many of them this cycle. ``arriving``
     says how many rows join the ring this cycle (the writer's look ahead)."""
 
     def __init__(self, cfg: HardwareConfig, f, bases: list[Signal], column: Value, dealt: Value):
@@ -79,8 +79,7 @@ class RowPlacer(Elaboratable):
         self.restart = Signal()
         self.take = Signal(2)
         self.head, self.second = PlacedRow.like(cfg, "head"), PlacedRow.like(cfg, "second")
-        self.head_ready, self.second_ready = Signal(), Signal()
-        self.differ = Signal()  # head and second are on two masters
+        self.head_ready, self.second_ready, self.third_ready = Signal(), Signal(), Signal()  # rows queued: 1, 2, 3
         self.queued = Signal(range(ST_PLACE_DEPTH + 1))  # placed rows not yet taken (head and second among them)
         self.arriving = Signal(2)
 
@@ -184,14 +183,16 @@ class RowPlacer(Elaboratable):
             last8 = stage(f"last{j}", f.row_bytes <= room)
             mem8, master8, buf8, col_rows8 = (stage(f"mem8_{j}", mem), stage(f"master8_{j}", master),
                                               stage(f"buf8_{j}", buf7), stage(f"col_rows8_{j}", col_rows7))
-            # stage 9: the buffer bytes the beat reads, and the buffer words they touch
+            # stage 9: the buffer bytes the beat reads, and the buffer words they touch (a column: its rows to the
+            # end of a word, dealt every other byte)
             row = PlacedRow.like(cfg, f"placed{j}")
             read_bytes = Mux(f.pack4, n8 << 1, n8)
             end = Signal(lb + 2, name=f"end{j}")
             m.d.comb += end.eq(buf8[:lb] + read_bytes)
             m.d.sync += [row.buf.eq(buf8), row.mem.eq(mem8), row.master.eq(master8), row.n.eq(n8), row.last.eq(last8),
-                         row.read_bytes.eq(read_bytes), row.words.eq(1 + (end > w) + (end > 2 * w)),
-                         row.col_rows.eq(col_rows8)]
+                         row.read_bytes.eq(Mux(self.column, Mux(self.dealt, (col_rows8 << 1) - 1, col_rows8),
+                                               read_bytes)),
+                         row.words.eq(Mux(self.column, 1, 1 + (end > w) + (end > 2 * w))), row.col_rows.eq(col_rows8)]
             placed.append(row)
         assert ST_PLACE_STAGES == 9  # the stages above
 
@@ -230,19 +231,15 @@ class RowPlacer(Elaboratable):
             m.d.comb += new.eq(Mux(push & (slot[k] == tail_at), placed[0].cat(),
                                    Mux(push & (slot[k] == tail_next), placed[1].cat(), kept)))
             after.append(new)
-        master_at = [PlacedRow.like(self.cfg, f"after{k}") for k in range(4)]
-        for row, word in zip(master_at, after):
-            m.d.comb += row.eq(word)
         with m.If(~self.restart):
             m.d.sync += [*self.head.eq(by_take("head_next", tuple(after[:3]))),
-                         *self.second.eq(by_take("second_next", tuple(after[1:4]))),
-                         self.differ.eq(by_take("differ_next", tuple(master_at[k + 1].master != master_at[k].master
-                                                                     for k in range(3))))]
+                         *self.second.eq(by_take("second_next", tuple(after[1:4])))]
         # whether the walk's next rows are placed, as registers: from the rows queued and arriving, by ``take``
         with m.If(self.restart):
-            m.d.sync += [self.head_ready.eq(0), self.second_ready.eq(0)]
+            m.d.sync += [self.head_ready.eq(0), self.second_ready.eq(0), self.third_ready.eq(0)]
         with m.Else():
             m.d.sync += [self.head_ready.eq(by_take("head_ready_next", (queued_in >= 1, queued_in >= 2, queued_in >= 3))),
                          self.second_ready.eq(by_take("second_ready_next",
-                                                      (queued_in >= 2, queued_in >= 3, queued_in >= 4)))]
+                                                      (queued_in >= 2, queued_in >= 3, queued_in >= 4))),
+                         self.third_ready.eq(by_take("third_ready_next", (queued_in >= 3, queued_in >= 4, queued_in >= 5)))]
         return m
