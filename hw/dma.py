@@ -139,11 +139,11 @@ class StoreUnit(DmaUnit):
 
     UNIT, OPCODE = Unit.ST, Opcode.ST
 
-    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], **members: wiring.Member):
         master_bits = max(1, (cfg.axi_masters - 1).bit_length())
         super().__init__(cfg, channel_base, wr=Out(write_client_signature(8 * cfg.axi_data_bytes)),
                          wr2=Out(write_client_signature(8 * cfg.axi_data_bytes)), master=Out(master_bits),
-                         master2=Out(master_bits), responses=In(cfg.axi_masters), ready=Out(1))
+                         master2=Out(master_bits), responses=In(cfg.axi_masters), ready=Out(1), **members)
 
     def elaborate(self, platform):
         """The instruction's kind, the rows' places worked out ahead (hw/store_rows.py), then the writer's state
@@ -407,3 +407,12 @@ class StoreUnit(DmaUnit):
                                        lambda t, a, b, *rest: t and both_in(a, b, *rest) and not (a and b))),
                      finish.eq(lut6.lut(m, "finish", [writing, first_in, two, second_in],
                                         lambda s, f1, t, f2: s and f1 and (not t or f2)))]
+
+
+class StoreAlone(StoreUnit):
+    """ST with its channels' base addresses as ports of its own: what the timing estimate synthesizes of it
+    (``python bench/synth_unit.py flightc.hw.dma:StoreAlone``)."""
+
+    def __init__(self, cfg: HardwareConfig):
+        super().__init__(cfg, [], channel_bases=In(AXI_ADDR_BITS).array(cfg.mem_channels))
+        self.channel_base = list(self.channel_bases)

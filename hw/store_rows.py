@@ -117,7 +117,7 @@ class RowPlacer(Elaboratable):
         for k in range(1, ST_PLACE_STAGES):
             m.d.sync += valid[k + 1].eq(valid[k] & ~self.restart)
 
-        def stage(name: str, value: Value, width: int | None = None) -> Signal:
+        def stage(name: str, value: Value, width: int | range | None = None) -> Signal:
             s = Signal(width or len(Value.cast(value)), name=name)
             m.d.sync += s.eq(value)
             return s

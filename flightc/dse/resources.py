@@ -122,8 +122,9 @@ GROUPS: dict[str, Group] = {
                   "core.sfu.src_rows", "core.sfu.dst_rows", "core.sfu.tab_rows", "core.sfu.results", "sfu"),
                  _sfu_features, lambda c: 1, ("sfu",)),
     "buffers": Group(("core.buffers", "buffer_bank"), _banked_features, lambda c: 1, ("buffer_bank",)),
-    "dma": Group(("core.ld", "core.st", "core.st.eng", "core.st.buf_rows", "core.st.mem_rows"), _beat_features,
-                 lambda c: 1, ("kernel",)),
+    # (ST's rows placed ahead since 2026-12-05: ``core.st.places``; its running sums before that)
+    "dma": Group(("core.ld", "core.st", "core.st.eng", "core.st.places", "core.st.buf_rows", "core.st.mem_rows"),
+                 _beat_features, lambda c: 1, ("kernel",)),
     "control": Group(("top", "core", "core.control", "core.control.fetch", "core.control.fetch.beats",
                       "core.control.q_ld", "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st",
                       "core.control.q_sys", "core.regs"), _beat_features, lambda c: 1, ("kernel",)),
