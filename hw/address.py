@@ -8,9 +8,18 @@ the instruction the unit latches in the same cycle as ``restart``.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from flightc.config import HardwareConfig
+
+
+def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:
+    """The instruction's channel, or 0 for one the config lacks (the functional simulator refuses those)."""
+    ch = Signal(range(max(2, cfg.mem_channels)))
+    m.d.comb += ch.eq(Mux(channel < cfg.mem_channels, channel, 0))
+    return ch
 
 
 class RowAddress(wiring.Component):

@@ -1,4 +1,5 @@
-"""What the DMA units share (the walk over an instruction's rows) and ST (buffer -> memory); LD is hw/load.py.
+"""What the DMA units share, LD's walk over an instruction's rows, and ST (buffer -> memory; its rows placed ahead
+by hw/store_rows.py); LD is hw/load.py.
 
 Both reach the memory channels through the core's AXI masters (hw/axi_master.py): LD's lanes as
 readers (burst requests out, up to ``axi_outstanding`` ahead, beats back), ST as the writer of the
@@ -17,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from flightc import numerics as nm
 from flightc.config import HardwareConfig
 from flightc.isa.table import BUF_ADDR_BITS, Opcode, Unit
-from flightc.hw.address import RowAddress
+from flightc.hw.address import RowAddress, existing_channel
 from flightc.hw.axi import AXI_ADDR_BITS, write_client_signature
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw import lut6
@@ -25,13 +26,6 @@ from flightc.hw.buffers import WordEngine, first_lanes
 from flightc.hw.decode import fields
 from flightc.hw.store_rows import RowPlacer
 from flightc.hw.unit import ExecutionUnit, one_hot
-
-
-def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:
-    """The instruction's channel, or 0 for one the config lacks (the functional simulator refuses those)."""
-    ch = Signal(range(max(2, cfg.mem_channels)))
-    m.d.comb += ch.eq(Mux(channel < cfg.mem_channels, channel, 0))
-    return ch
 
 
 @dataclass(frozen=True)
@@ -61,9 +55,9 @@ class DmaUnit(ExecutionUnit):
     OPCODE: Opcode
 
     def elaborate(self, platform):
-        """What LD and ST both walk — the instruction's fields, the rows (their count and each row's first buffer
-        and memory address), the bytes left of the row, the channel bases and the channel, the buffer address
-        and the memory address — then the unit's own state machine (:meth:`walk`)."""
+        """What LD walks — the instruction's fields, the rows (their count and each row's first buffer and memory
+        address), the bytes left of the row, the channel bases and the channel, the buffer address and the memory
+        address — then the unit's own state machine (:meth:`walk`). ST has its own (:class:`StoreUnit`)."""
         m = Module()
         f = self.fields(self.OPCODE)
         count = Signal.like(f.rows)
@@ -120,7 +114,8 @@ class StoreUnit(DmaUnit):
     """ST: ``rows`` rows of ``row_bytes`` from a buffer to a channel, one strobed beat per write burst; with
     ``pack4`` each memory byte packs two buffer bytes saturated to INT4, low nibble first (the INT4 KV cache).
     ``master``: the memory master of the instruction's channel, which takes its bursts; ``responses``: a write
-    response taken from master g this cycle (every master's are always taken).
+    response taken from master g this cycle (every master's are always taken). Its rows are placed ahead of its
+    writer (hw/store_rows.py), the first ``ST_PLACE_STAGES + 1`` cycles after the instruction starts.
 
     Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
     responses on each master. Once an instruction has sent its last write it becomes an *older* one (HANDOFF, once

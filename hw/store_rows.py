@@ -15,6 +15,7 @@ from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 
 from flightc.config import HardwareConfig
 from flightc.hw import lut6
+from flightc.hw.address import existing_channel
 from flightc.hw.axi import AXI_ADDR_BITS
 from flightc.hw.axi_rules import ST_PLACE_DEPTH, ST_PLACE_STAGES
 from flightc.isa.table import BUF_ADDR_BITS, HBM_ADDR_BITS
@@ -168,7 +169,7 @@ class RowPlacer(Elaboratable):
             addr = stage(f"addr{j}", f.hbm_addr + om4 + Mux(f.img, squeezed, 0), PLACE_ADDR_BITS)
             buf5, col_rows5 = stage(f"buf5_{j}", buf4), stage(f"col_rows5_{j}", col_rows)
             # stage 6: the channel checked (0 for one the config lacks: the functional simulator refuses those)
-            ch = stage(f"ch{j}", Mux(channel < cfg.mem_channels, channel, 0), range(max(2, cfg.mem_channels)))
+            ch = stage(f"ch{j}", existing_channel(m, channel, cfg))
             addr6, buf6, col_rows6 = stage(f"addr6_{j}", addr), stage(f"buf6_{j}", buf5), stage(f"col_rows6_{j}",
                                                                                                   col_rows5)
             # stage 7: the channel's base added
