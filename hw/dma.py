@@ -24,7 +24,7 @@ from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.hw import lut6
 from flightc.hw.buffers import WordEngine, first_lanes
 from flightc.hw.decode import fields
-from flightc.hw.store_rows import RowPlacer
+from flightc.hw.store_rows import RowPlacer, saturated
 from flightc.hw.unit import ExecutionUnit, one_hot
 
 
@@ -146,7 +146,7 @@ class StoreUnit(DmaUnit):
         m = Module()
         f = self.fields(self.OPCODE)
         kind = StoreKind.registered(m, f)
-        m.submodules.places = places = self.places = RowPlacer(self.cfg, f, self.channel_base, kind.column, kind.dealt)
+        m.submodules.places = places = RowPlacer(self.cfg, f, self.channel_base, kind.column, kind.dealt)
         m.d.comb += places.restart.eq(self.start)
         self.walk(m, f, places, kind)
         return m
@@ -263,7 +263,8 @@ class StoreUnit(DmaUnit):
         cont_last = Signal()
         rest = Signal.like(left)
         m.d.comb += rest.eq(left - nb)
-        m.d.sync += [cont_n.eq(Mux(rest < w, rest, w)), cont_bytes.eq(Mux(rest < w, rest, w) << f.pack4),
+        next_n = saturated(rest, w)
+        m.d.sync += [cont_n.eq(next_n), cont_bytes.eq(next_n << f.pack4),
                      cont_last.eq(rest <= w), cont_lane.eq((src + Mux(f.pack4, nb << 1, nb))[:lb])]
         # the beat's read: its bytes, and the buffer words they touch (fresh: worked out as the row was placed)
         n = Mux(fresh, places.head.n, cont_n)
