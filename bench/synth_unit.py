@@ -4,8 +4,11 @@ and print its deepest register-to-register path (hw/timing.py) with the signals 
     python bench/synth_unit.py flightc.hw.stream_out:StreamOut --hw u280
     python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2
     python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2 --over 7   # every register past 7
+    python bench/synth_unit.py synth_calibration:MpeProbe --hw u280 --set axi_masters=1 \
+        --blackbox "flightc_sparse_dsp_chain* flightc_lane_group* flightc_lane_feed*"     # the MPE without its lanes
 
-The unit's constructor takes the HardwareConfig; its ports are the probe's (inputs count as registered). Use it
+The unit's constructor (or a function making it) takes the HardwareConfig; its ports are the probe's (inputs count
+as registered). Use it
 while pipelining a unit; bench/synth_calibration.py --timing records the calibration probes' estimates.
 """
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="a folder to keep yosys' files in")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field changed from the preset's (an integer), e.g. --set sfu_lanes=2")
+    parser.add_argument("--blackbox", metavar="MODULES",
+                        help="modules left out of the synthesis (yosys selection, e.g. 'flightc_lane_group*')")
     parser.add_argument("--over", type=float, metavar="LEVELS",
                         help="also list every register (a bus once) whose deepest path has more levels than this")
     args = parser.parse_args()
@@ -45,7 +50,7 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="flightc-synth-unit-"))
     start = time.perf_counter()
     verilog = to_verilog(top, "probe", ports=[s for s, _ in component_ports(top)])
-    stat = run_yosys(folder, "probe", verilog, netlist=True)
+    stat = run_yosys(folder, "probe", verilog, blackbox=args.blackbox, netlist=True)
     net = json.loads((folder / "netlist.json").read_text())["modules"]["probe"]
     names: dict = {}
     for signal, info in net["netnames"].items():

@@ -250,7 +250,7 @@ class StoreUnit(DmaUnit):
         # that follows a live one not yet done still has it
         pair_now, pair, two = Signal(), Signal(), Signal()
         m.d.comb += [pair_now.eq(live & kind.paired & (held_rows > 1) & two_left & places.second_ready
-                                 & (self.master2 != self.master)),
+                                 & places.second.apart),
                      two.eq(Mux(live, pair_now, pair))]
         rdata = eng.rdata
         packed = Cat(*[Cat(int4(rdata.word_select(2 * i, 8)), int4(rdata.word_select(2 * i + 1, 8)))
@@ -395,14 +395,18 @@ class StoreUnit(DmaUnit):
 
         ins = [aw_done, w_done, room, wr.aw.ready, wr.w.ready]
         ins2 = [aw2_done, w2_done, room2, wr2.aw.ready, wr2.w.ready]
+        # ``finish`` for each of the two masters' room (chosen last: the room, 32 ways, is the deepest input)
+        in_if = [[lut6.lut(m, f"in{k}_if{r}", [a, b, Const(r), ra, rb], both_in) for r in (0, 1)]
+                 for k, (a, b, _, ra, rb) in enumerate((ins, ins2))]
+        finish_if = [lut6.lut(m, f"finish_if{r2}{r1}", [writing, in_if[0][r1], two, in_if[1][r2]],
+                              lambda s, f1, t, f2: s and f1 and (not t or f2)) for r2 in (0, 1) for r1 in (0, 1)]
         m.d.comb += [first_in.eq(lut6.lut(m, "first_in", ins, both_in)),
                      second_in.eq(lut6.lut(m, "second_in", ins2, both_in)),
                      sent.eq(lut6.lut(m, "sent", [writing, *ins],
                                       lambda s, a, b, *rest: s and both_in(a, b, *rest) and not (a and b))),
                      sent2.eq(lut6.lut(m, "sent2", [two, *ins2],
                                        lambda t, a, b, *rest: t and both_in(a, b, *rest) and not (a and b))),
-                     finish.eq(lut6.lut(m, "finish", [writing, first_in, two, second_in],
-                                        lambda s, f1, t, f2: s and f1 and (not t or f2)))]
+                     finish.eq(lut6.mux4(m, "finish", Cat(room, room2), tuple(finish_if)))]
 
 
 class StoreAlone(StoreUnit):

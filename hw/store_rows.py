@@ -39,6 +39,7 @@ class PlacedRow:
     read_bytes: Signal
     words: Signal
     col_rows: Signal
+    apart: Signal  # its master is not the walk's row before's (a pair's second row may go beside it)
 
     @classmethod
     def like(cls, cfg: HardwareConfig, name: str) -> "PlacedRow":
@@ -46,7 +47,8 @@ class PlacedRow:
         return cls(Signal(BUF_ADDR_BITS, name=f"{name}_buf"), Signal(AXI_ADDR_BITS, name=f"{name}_mem"),
                    Signal(range(max(2, cfg.axi_masters)), name=f"{name}_master"), Signal(range(w + 1), name=f"{name}_n"),
                    Signal(name=f"{name}_last"), Signal(range(2 * w + 1), name=f"{name}_read_bytes"),
-                   Signal(range(4), name=f"{name}_words"), Signal(range(w + 1), name=f"{name}_col_rows"))
+                   Signal(range(4), name=f"{name}_words"), Signal(range(w + 1), name=f"{name}_col_rows"),
+                   Signal(name=f"{name}_apart"))
 
     def signals(self) -> list[Signal]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -123,7 +125,7 @@ class RowPlacer(Elaboratable):
             m.d.sync += s.eq(value)
             return s
 
-        placed = []
+        placed, masters8 = [], []
         for j in (0, 1):
             # stage 1: the row's index and its running sums
             q = stage(f"q{j}", r + j, len(r) + 1)
@@ -195,6 +197,13 @@ class RowPlacer(Elaboratable):
                                                read_bytes)),
                          row.words.eq(Mux(self.column, 1, 1 + (end > w) + (end > 2 * w))), row.col_rows.eq(col_rows8)]
             placed.append(row)
+            masters8.append(master8)
+        # (stage 9) whether each row's master is the walk's row before's: the pair's first against the last row
+        # placed before it
+        before = Signal.like(masters8[1], name="master_before")
+        with m.If(valid[ST_PLACE_STAGES - 1]):
+            m.d.sync += before.eq(masters8[1])
+        m.d.sync += [placed[0].apart.eq(masters8[0] != before), placed[1].apart.eq(masters8[1] != masters8[0])]
         assert ST_PLACE_STAGES == 9  # the stages above
 
         # ---- the ring: slot head_at + k holds the walk's row head + k; head and second mirror its first two slots.

