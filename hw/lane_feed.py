@@ -22,32 +22,6 @@ from flightc.isa.table import Sparsity, WeightBits
 GROUP_LOG2_MIN, GROUP_LOG2_MAX = GROUP_MIN.bit_length() - 1, GROUP_MAX.bit_length() - 1
 
 
-def pair_beats(m: Module, slots: int, beat: int, bits_code, sparsity, group_log2, chunks,
-               kinds: Kinds | None = None) -> Signal:
-    """A pair's beats of a stream of this format and ``chunks`` chunks a pair (StreamShape.pair_beats): per block
-    its multiplier beat and its chunks, padded to beats."""
-    S, B = slots, beat
-    widest = max(chunk_stride(fmt, S) for _, _, fmt in formats(S, kinds))
-    stride = Signal(range(widest + 1))
-    with m.Switch(Cat(sparsity, bits_code)):
-        for code, sp, fmt in formats(S, kinds):
-            with m.Case(int(sp) | int(code) << len(sparsity)):
-                m.d.comb += stride.eq(chunk_stride(fmt, S))
-    out = Signal(32)
-    lb = B.bit_length() - 1
-    with m.Switch(group_log2):
-        for g in range(GROUP_LOG2_MIN, GROUP_LOG2_MAX + 1):
-            with m.Case(g):
-                bc = max(1, (B // 2 << g) // S)
-                full = chunks >> (bc.bit_length() - 1)
-                part = chunks & (bc - 1)
-                per_block = 1 + ((stride * bc + B - 1) >> lb)
-                m.d.comb += out.eq(full * per_block + Mux(part != 0, 1 + ((part * stride + B - 1) >> lb), 0))
-        with m.Default():
-            m.d.comb += out.eq((chunks * stride + B - 1) >> lb)
-    return out
-
-
 class LaneFeed(wiring.Component):
     """Feeds one :class:`flightc.hw.lane_group.LaneGroup` of ``slots`` slots from ``beat``-byte beats; ``start``
     with the format, chunks per pair and pairs held until ``done``; ``hold`` pauses it (its group's results have

@@ -32,6 +32,10 @@ RESULTS_AHEAD = RESULT_QUEUE - 2
 REQUANT_LATENCY = 1 + 1 + PRODUCT_LATENCY + 1 + 1 + 1 + 1 + 2 + 1
 # raw sums taken a word of row pairs at a time: their registers, then their shift onto the word's lanes
 PAIRS_OUT_LATENCY = 2
+# a streamed MV's tile plan (hw/tile_plan.py): its fields' consequences, a group's padded rows and a block's chunks,
+# a group's pairs and a block's beats, the products (the rest's bytes, a dense pair's, the whole blocks' beats), a
+# pair's beats (two steps), its group's beats (a product), the rounds, then the plan's outputs
+TILE_PLAN_STAGES = 3 + PRODUCT_LATENCY + 2 + PRODUCT_LATENCY + 1 + 1
 # a completed word waits in a queue for the buffer port (SyncFIFO: written in cycle g, read from g + 1); the queue
 # holds every word a result in flight may complete, so taking a result never waits for the port's grant
 WORD_QUEUE_LATENCY = 1

@@ -30,6 +30,7 @@ from flightc.hw.latency_rules import CHAIN_LATENCY
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.stream import StreamMv
 from flightc.hw.stream_out import StreamOut
+from flightc.hw.tile_plan import TilePlan
 from flightc.hw.unit import ExecutionUnit
 from flightc.records import REQUANT
 
@@ -62,36 +63,54 @@ class Mpe(ExecutionUnit):
         m.submodules.stream = sm = StreamMv(cfg, self.bases)
         for g in range(cfg.axi_masters):
             wiring.connect(m, wiring.flipped(self.rd[g]), sm.rd[g])
-        m.d.comb += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.group_log2.eq(f.group_log2),
-                     sm.k.eq(f.k), sm.n.eq(f.n), sm.a_unsigned.eq(f.a_unsigned), sm.w_channel.eq(fv.w_channel),
-                     sm.w_hbm_addr.eq(fv.w_hbm_addr), sm.w_stripe.eq(fv.w_stripe)]
+        # the format's fields a cycle after the instruction's (the feeds and lane groups start cycles later)
+        m.d.sync += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.group_log2.eq(f.group_log2),
+                     sm.a_unsigned.eq(f.a_unsigned)]
+        # ---- the tiles' plans (hw/tile_plan.py): the queue head's, worked out while it waits there, and this MV's,
+        # the head's as it starts if that was done, else worked out from its fields (the MV waits for it in T)
+        hm, hv = fields(self.instr, Opcode.MM), fields(self.instr, Opcode.MV)
+        m.submodules.head_plan = hp = TilePlan(cfg)
+        m.submodules.own_plan = op = TilePlan(cfg)
+        for plan, mm_, mv_, word in ((hp, hm, hv, self.instr), (op, f, fv, self.ins)):
+            m.d.comb += [plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
+                         plan.early.eq(mv_.w_early), plan.bits_code.eq(mm_.w_bits), plan.sparsity.eq(mm_.sparsity),
+                         plan.group_log2.eq(mm_.group_log2), plan.k.eq(mm_.k), plan.n.eq(mm_.n),
+                         plan.w_channel.eq(mv_.w_channel), plan.w_stripe.eq(mv_.w_stripe),
+                         plan.w_hbm_addr.eq(mv_.w_hbm_addr)]
+        m.d.comb += [hp.restart.eq(self.start | ~self.head_in), op.restart.eq(self.start)]
+        plan_out = ("chunks", "pairs", "span", "span_log2", "g0", "covers", "rounds", "any_rounds", "fits", "hbm_addr")
+        mine = {name: Signal.like(getattr(hp, name), name=f"mine_{name}") for name in plan_out}
+        mine_ok = Signal()
+        with m.If(self.start):
+            m.d.sync += [mine_ok.eq(hp.valid), *(mine[x].eq(getattr(hp, x)) for x in plan_out)]
+        with m.Elif(~mine_ok & op.valid):
+            m.d.sync += [mine_ok.eq(1), *(mine[x].eq(getattr(op, x)) for x in plan_out)]
+        m.d.comb += [sm.chunks.eq(mine["chunks"]), sm.pairs.eq(mine["pairs"]), sm.span.eq(mine["span"]),
+                     sm.span_log2.eq(mine["span_log2"]), sm.g0.eq(mine["g0"])]
         # the readers' tile: this MV's as it starts (state T), else the queue head's, read ahead while this streamed
         # MV drains if both tiles fit the readers' FIFOs and the head's tokens are in (its waits met: the tile is
         # never read ahead of them), or while the MPE is idle, if no instruction writes the head's tile (w_early: its
-        # waits order its activation, not its tile), as far as the FIFOs hold it
+        # waits order its activation, not its tile), as far as the FIFOs hold it; either once the head's plan is done
         in_t, in_stream = Signal(), Signal()
-        hm, hv = fields(self.instr, Opcode.MM), fields(self.instr, Opcode.MV)
-        for dst, mine, head in ((sm.r_bits_code, f.w_bits, hm.w_bits), (sm.r_sparsity, f.sparsity, hm.sparsity),
-                                (sm.r_group_log2, f.group_log2, hm.group_log2), (sm.r_k, f.k, hm.k),
-                                (sm.r_n, f.n, hm.n), (sm.r_w_channel, fv.w_channel, hv.w_channel),
-                                (sm.r_w_hbm_addr, fv.w_hbm_addr, hv.w_hbm_addr),
-                                (sm.r_w_stripe, fv.w_stripe, hv.w_stripe)):
-            m.d.comb += dst.eq(Mux(in_t, mine, head))
+        m.d.comb += [sm.r_covers.eq(Mux(in_t, mine["covers"], hp.covers)),
+                     sm.r_rounds.eq(Mux(in_t, mine["rounds"], hp.rounds)),
+                     sm.r_any_rounds.eq(Mux(in_t, mine["any_rounds"], hp.any_rounds)),
+                     sm.r_hbm_addr.eq(Mux(in_t, mine["hbm_addr"], hp.hbm_addr))]
         pre = Signal()  # the head's tile is being read ahead: it resumes instead of starting
         cur_fits = Signal()
         ahead = Signal()
         idle = Signal()  # the MPE's IDLE state
-        head_stream = self.head_in & (opcode_of(self.instr) == int(Opcode.MV)) & hv.w_stream
-        head_early = head_stream & hv.w_early
-        m.d.comb += [ahead.eq(~pre & ((in_stream & cur_fits & sm.asked & (self.head_ok | head_early) & sm.fits
-                                       & head_stream) | (idle & ~self.start & head_early))),
+        head_ready = self.head_in & hp.valid & hp.is_streamed  # (registers but head_in)
+        m.d.comb += [ahead.eq(~pre & head_ready & ((in_stream & cur_fits & sm.asked & (self.head_ok | hp.is_early)
+                                                    & hp.fits) | (idle & ~self.start & hp.is_early))),
                      sm.prefetch.eq(ahead)]
         with m.If(ahead):
             m.d.sync += pre.eq(1)
         m.submodules.stream_out = so = StreamOut(cfg)
-        m.d.comb += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.out_max.eq(~is_mm & fv.out_max), so.n.eq(f.n),
-                     so.out_addr.eq(f.out_addr), so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr),
-                     so.res_valid.eq(sm.res_valid),
+        # its fields a cycle after the instruction's (the output stage starts cycles later)
+        m.d.sync += [so.mode.eq(f.out_mode), so.lut.eq(f.lut), so.out_max.eq(~is_mm & fv.out_max), so.n.eq(f.n),
+                     so.out_addr.eq(f.out_addr), so.scale_addr.eq(f.scale_addr), so.lut_addr.eq(f.lut_addr)]
+        m.d.comb += [so.res_valid.eq(sm.res_valid),
                      so.res_data.eq(sm.res_data), so.res_row.eq(sm.res_row), so.res_end.eq(sm.res_end),
                      sm.res_pop.eq(so.res_pop), so.pair_valid.eq(sm.pair_valid), so.pair_data.eq(sm.pair_data),
                      sm.pair_take.eq(so.pair_take)]
@@ -249,6 +268,7 @@ class Mpe(ExecutionUnit):
         act_asked = Signal(len(f.k) + 1)
         act_got = Signal(len(f.k) + 1)
         act_tag = Signal()  # a word asked for last cycle arrives
+        all_in = Signal()
         per_act = cfg.lane_slots // w  # buffer words in a lane group's activation word
         with m.If(fetching):
             m.d.comb += [port.req.eq(1), port.we.eq(0), port.addr.eq(ptr),
@@ -278,14 +298,17 @@ class Mpe(ExecutionUnit):
         keep = first_lanes(act_valid, w)
         act_word = Signal(8 * w)
         m.d.comb += act_word.eq(port.rdata & Cat(*[keep[i].replicate(8) for i in range(w)]))
+        # each word into the lane groups' copies a cycle after it arrives (their feeds start on the last word's
+        # arrival, their first chunk two cycles on)
+        m.d.sync += sm.act_we.eq(0)
         with m.If(act_tag):
             m.d.sync += act_got.eq(act_got + 1)
             if per_act == 1:
-                m.d.comb += [sm.act_we.eq(1), sm.act_addr.eq(act_got), sm.act_data.eq(act_word)]
+                m.d.sync += [sm.act_we.eq(1), sm.act_addr.eq(act_got), sm.act_data.eq(act_word)]
             else:
                 gathered = Signal(8 * w * (per_act - 1))
                 m.d.sync += gathered.eq(Cat(gathered[8 * w:], act_word))
-                m.d.comb += [sm.act_we.eq(act_got % per_act == per_act - 1), sm.act_addr.eq(act_got // per_act),
+                m.d.sync += [sm.act_we.eq(act_got % per_act == per_act - 1), sm.act_addr.eq(act_got // per_act),
                              sm.act_data.eq(Cat(gathered, act_word))]
         m.d.sync += tag_on.eq(0)
         with m.If(fetching & port.gnt):
@@ -368,9 +391,10 @@ class Mpe(ExecutionUnit):
             with m.State("T"):
                 m.d.comb += in_t.eq(1)
                 with m.If(is_stream):
-                    m.d.comb += [sm.start.eq(~pre), sm.resume.eq(pre)]
-                    m.d.sync += [act_asked.eq(0), act_got.eq(0), pre.eq(0), cur_fits.eq(sm.fits)]
-                    m.next = "S_ACT"
+                    with m.If(mine_ok):  # (a tile read ahead had its plan done as it started)
+                        m.d.comb += [sm.start.eq(~pre), sm.resume.eq(pre)]
+                        m.d.sync += [act_asked.eq(0), act_got.eq(0), pre.eq(0), cur_fits.eq(mine["fits"])]
+                        m.next = "S_ACT"
                 with m.Elif(t0 >= rows_m):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
@@ -394,7 +418,7 @@ class Mpe(ExecutionUnit):
             # ---- a streamed MV: activations into the lane groups, then the feeds; results through the output stage
             with m.State("S_ACT"):
                 m.d.comb += [act_copy.eq(1), in_stream.eq(1)]
-                with m.If(act_got == act_words):
+                with m.If(all_in):
                     m.d.comb += [sm.go.eq(1), so.start.eq(1)]
                     m.d.sync += streaming.eq(1)
                     m.next = "S_RUN"
@@ -463,4 +487,7 @@ class Mpe(ExecutionUnit):
                     m.d.sync += c_i.eq(c_i + 1)
                 m.next = "OUT"
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
+        # the activation copy's last word in, as a register: S_ACT's cycle with every word got (its feeds and output
+        # stage start on it)
+        m.d.sync += all_in.eq(fsm.ongoing("S_ACT") & ~all_in & (Mux(act_tag, act_got + 1, act_got) == act_words))
         return m

@@ -19,15 +19,17 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import HardwareConfig
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.hierarchy import separate
-from flightc.hw.lane_feed import LaneFeed, pair_beats
+from flightc.hw.lane_feed import LaneFeed
 from flightc.hw.lane_group import LaneGroup, config_kinds
 from flightc.hw.latency_rules import RESULT_QUEUE, RESULTS_AHEAD
+from flightc.hw.tile_plan import ROUNDS_BITS
 from flightc.isa.table import HBM_ADDR_BITS
 
 
 class StreamReader(wiring.Component):
-    """Master ``master``'s share of a streamed tile: ``start`` with the tile's first channel, address, channels and
-    rounds (units per channel), held from then on; ``beats`` out; ``mine`` while the MV's tile covers its channels;
+    """Master ``master``'s share of a streamed tile: ``start`` with whether the tile ``covers`` the master's channels,
+    its address and its rounds (units per channel; ``any_rounds``: not none), from the tile's plan
+    (hw/tile_plan.py); ``beats`` out; ``mine`` while the MV's tile covers its channels;
     ``left``: beats of the MV's share not yet popped; ``asking`` while bursts of the tile are left to ask for.
 
     ``ahead`` with ``start``: the tile is the next MV's, read while this one's last beats drain (they come first in
@@ -40,7 +42,7 @@ class StreamReader(wiring.Component):
         super().__init__({
             "rd": Out(read_client_signature(bits)), "beats": Out(stream.Signature(bits)),
             "start": In(1), "ahead": In(1), "resume": In(1),
-            "channel": In(6), "hbm_addr": In(HBM_ADDR_BITS), "stripe": In(6), "rounds": In(24),
+            "covers": In(1), "hbm_addr": In(HBM_ADDR_BITS), "rounds": In(ROUNDS_BITS), "any_rounds": In(1),
             "mine": Out(1), "left": Out(32), "asking": Out(1),
         })
 
@@ -52,8 +54,7 @@ class StreamReader(wiring.Component):
         depth = cfg.lane_fifo_beats
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
         first = self.master * cpm
-        covers = Signal()  # the tile being started covers the master's channels
-        m.d.comb += covers.eq((self.channel <= first) & (first < self.channel + self.stripe))
+        covers = self.covers
         round_ = Signal.like(self.rounds)
         rounds = Signal.like(self.rounds)
         hbm_addr = Signal.like(self.hbm_addr)
@@ -79,7 +80,7 @@ class StreamReader(wiring.Component):
         m.d.sync += asked.eq(asked + Mux(took, unit_beats, 0) - popped)
         share = Mux(covers, self.rounds * (cpm * unit_beats), 0)
         with m.If(self.start):  # (the tile before has asked for all of its bursts)
-            m.d.sync += [round_.eq(0), k.eq(0), asking.eq(covers & (self.rounds != 0)), rounds.eq(self.rounds),
+            m.d.sync += [round_.eq(0), k.eq(0), asking.eq(covers & self.any_rounds), rounds.eq(self.rounds),
                          hbm_addr.eq(self.hbm_addr)]
             with m.If(self.ahead):
                 m.d.sync += [left_next.eq(share), mine_next.eq(covers)]
@@ -103,32 +104,18 @@ class StreamReader(wiring.Component):
         return m
 
 
-def _row_pairs(m: Module, cfg: HardwareConfig, n, stripe, prefix: str) -> tuple[Signal, Signal, Signal]:
-    """(span, log2 span, row pairs a group): a tile of ``n`` rows over ``stripe`` channels, a power of two of
-    masters, deals its row pairs round that many lane groups."""
-    G = cfg.axi_masters
-    span = Signal(range(G + 1), name=f"{prefix}span")
-    m.d.comb += span.eq(stripe // cfg.channels_per_master)
-    span_log2 = Signal(range(max(2, G.bit_length())), name=f"{prefix}span_log2")
-    for b in range(G.bit_length()):
-        with m.If(span == (1 << b)):
-            m.d.comb += span_log2.eq(b)
-    pairs = Signal(16, name=f"{prefix}pairs")
-    m.d.comb += pairs.eq((n + (span << 1) - 1) >> (span_log2 + 1))
-    return span, span_log2, pairs
-
-
 class StreamMv(wiring.Component):
     """The streamed-MV datapath of a core: a reader, a feed and a lane group per memory master, and the groups'
     results in row order. The MPE ``start``s it with the instruction's fields (the readers begin at once), writes
     the activation vector into every group's copy (``act_*``), says ``go`` (the feeds begin), takes each result
     (``res_*``, popped with ``res_pop``) and waits for ``done`` (every result taken, every reader drained).
 
-    The readers take their tile from the ``r_*`` fields: the MV's own at ``start``; with ``prefetch``, the next
-    MV's, once every reader has asked for all of this MV's bursts (``asked``) — the next MV then ``resume``s
-    instead of starting, its beats already in the FIFOs; or, with ``prefetch`` while the MPE is idle, a tile no
-    instruction writes (MV.w_early), as much of it as the FIFOs hold. ``fits``: the ``r_*`` tile's share of a master
-    fits its FIFO (the only tiles read ahead while an MV drains)."""
+    The MV's format fields and its tile's plan (``chunks``, ``pairs``, ``span``, ``span_log2``, ``g0``:
+    hw/tile_plan.py) are held from ``start`` (or ``resume``) on. The readers take their tile from the ``r_*``
+    plan: the MV's own at ``start``; with ``prefetch``, the next MV's, once every reader has asked for all of this
+    MV's bursts (``asked``) — the next MV then ``resume``s instead of starting, its beats already in the FIFOs; or,
+    with ``prefetch`` while the MPE is idle, a tile no instruction writes (MV.w_early), as much of it as the FIFOs
+    hold."""
 
     def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
         self.cfg, self.bases = cfg, channel_base
@@ -138,11 +125,12 @@ class StreamMv(wiring.Component):
         super().__init__({
             "rd": Out(read_client_signature(bits)).array(cfg.axi_masters),
             "start": In(1), "go": In(1),
-            "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "k": In(20), "n": In(16), "a_unsigned": In(1),
-            "w_channel": In(6), "w_hbm_addr": In(HBM_ADDR_BITS), "w_stripe": In(6),
-            "prefetch": In(1), "resume": In(1), "asked": Out(1), "fits": Out(1),
-            "r_bits_code": In(2), "r_sparsity": In(3), "r_group_log2": In(4), "r_k": In(20), "r_n": In(16),
-            "r_w_channel": In(6), "r_w_hbm_addr": In(HBM_ADDR_BITS), "r_w_stripe": In(6),
+            "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "a_unsigned": In(1),
+            "chunks": In(range(self.act_words + 1)), "pairs": In(16), "span": In(range(cfg.axi_masters + 1)),
+            "span_log2": In(range(max(2, cfg.axi_masters.bit_length()))), "g0": In(range(max(2, cfg.axi_masters))),
+            "prefetch": In(1), "resume": In(1), "asked": Out(1),
+            "r_covers": In(cfg.axi_masters), "r_hbm_addr": In(HBM_ADDR_BITS), "r_rounds": In(ROUNDS_BITS),
+            "r_any_rounds": In(1),
             "act_we": In(1), "act_addr": In(range(self.act_words)), "act_data": In(8 * S),
             "res_valid": Out(1), "res_data": Out(signed(cfg.acc_bits)), "res_row": Out(17), "res_pop": In(1),
             "pair_valid": Out(cfg.stream_out_pairs), "pair_data": Out(2 * cfg.acc_bits * cfg.stream_out_pairs),
@@ -153,14 +141,11 @@ class StreamMv(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        G, S, B, cpm = cfg.axi_masters, cfg.lane_slots, cfg.axi_data_bytes, cfg.channels_per_master
+        G, S, B = cfg.axi_masters, cfg.lane_slots, cfg.axi_data_bytes
         acc = cfg.acc_bits
         kinds = config_kinds(cfg)
-        chunks = (self.k + S - 1) >> (S.bit_length() - 1)  # dense rows may end mid-chunk: zero activations past K
         # the stream's groups: a power of two of masters from the first channel's
-        g0 = Signal(range(max(2, G)))
-        m.d.comb += g0.eq(self.w_channel // cpm)
-        span, span_log2, pairs = _row_pairs(m, cfg, self.n, self.w_stripe, "")
+        chunks, pairs, span, span_log2, g0 = self.chunks, self.pairs, self.span, self.span_log2, self.g0
         begin = Signal()  # the MV begins: started, or resumed with its tile read ahead
         m.d.comb += begin.eq(self.start | self.resume)
         readers, feeds, groups, queues = [], [], [], []
@@ -174,8 +159,9 @@ class StreamMv(wiring.Component):
             readers.append(rdr), feeds.append(feed), groups.append(grp), queues.append(q)
             wiring.connect(m, wiring.flipped(self.rd[g]), rdr.rd)
             m.d.comb += [rdr.start.eq(self.start | self.prefetch), rdr.ahead.eq(self.prefetch),
-                         rdr.resume.eq(self.resume), rdr.channel.eq(self.r_w_channel),
-                         rdr.hbm_addr.eq(self.r_w_hbm_addr), rdr.stripe.eq(self.r_w_stripe),
+                         rdr.resume.eq(self.resume), rdr.covers.eq(self.r_covers[g]),
+                         rdr.hbm_addr.eq(self.r_hbm_addr), rdr.rounds.eq(self.r_rounds),
+                         rdr.any_rounds.eq(self.r_any_rounds),
                          feed.bits_code.eq(self.bits_code), feed.sparsity.eq(self.sparsity),
                          feed.group_log2.eq(self.group_log2), feed.chunks.eq(chunks), feed.pairs.eq(pairs),
                          feed.start.eq(self.go & rdr.mine),
@@ -199,17 +185,7 @@ class StreamMv(wiring.Component):
             draining = fed & ~feed.busy & (rdr.left != 0)  # (past the MV's share: the next MV's tile)
             m.d.comb += [feed.beats.valid.eq(rdr.beats.valid & ~draining), feed.beats.payload.eq(rdr.beats.payload),
                          rdr.beats.ready.eq(Mux(draining, 1, feed.beats.ready))]
-        # the readers' tile: rounds of units on each channel, the pair records of a group padded to whole units
-        _, _, r_pairs = _row_pairs(m, cfg, self.r_n, self.r_w_stripe, "r_")
-        r_chunks = (self.r_k + S - 1) >> (S.bit_length() - 1)
-        r_pair_beats = pair_beats(m, S, B, self.r_bits_code, self.r_sparsity, self.r_group_log2, r_chunks, kinds)
-        rounds = Signal(24)
-        step = cfg.stripe_bytes // B * cpm
-        m.d.comb += rounds.eq((r_pairs * r_pair_beats + step - 1) // step)
-        for rdr in readers:
-            m.d.comb += rdr.rounds.eq(rounds)
-        m.d.comb += [self.fits.eq(rounds * step <= cfg.lane_fifo_beats),
-                     self.asked.eq(~reduce(or_, [r.asking for r in readers]))]
+        m.d.comb += self.asked.eq(~reduce(or_, [r.asking for r in readers]))
         # results in row order: pair q of stream group j (master g0 + j) holds rows 2 (q x span + j) and the next
         q_i = Signal(16)
         j_i = Signal(range(max(2, G)))
@@ -222,7 +198,9 @@ class StreamMv(wiring.Component):
             for g, q in enumerate(queues):
                 with m.Case(g):
                     m.d.comb += [head.eq(q.r_data), ready.eq(q.r_rdy)]
-        m.d.comb += [self.res_end.eq(q_i == pairs), self.res_valid.eq(ready & (q_i != pairs)),
+        # pairs left past q_i: any, and more than one (registers, kept with q_i)
+        left_any, left_more = Signal(), Signal()
+        m.d.comb += [self.res_end.eq(~left_any), self.res_valid.eq(ready & left_any),
                      self.res_data.eq(Mux(r_i, head[acc:], head[:acc])),
                      self.res_row.eq(Cat(r_i, (q_i << span_log2) + j_i))]
         # whole pairs (the output stage's raw-sum word): position t is the pair after t others in row order, the head
@@ -236,7 +214,7 @@ class StreamMv(wiring.Component):
             with m.Switch(g0 + Mux(wraps, at - span, at)):
                 for g, q in enumerate(queues):
                     with m.Case(g):
-                        m.d.comb += [self.pair_valid[t].eq(q.r_rdy & (t < span) & (q_i + wraps < pairs)),
+                        m.d.comb += [self.pair_valid[t].eq(q.r_rdy & (t < span) & Mux(wraps, left_more, left_any)),
                                      self.pair_data.word_select(t, 2 * acc).eq(q.r_data)]
         for g, q in enumerate(queues):
             rel = Signal(range(2 * max(2, G)), name=f"pair_rel{g}")  # g's position after j_i, if in the stream
@@ -245,17 +223,18 @@ class StreamMv(wiring.Component):
             m.d.comb += q.r_en.eq(Mux(g == g_i, self.res_pop & r_i, 0) | (inside & (rel < self.pair_take)))
         moved = Signal(range(2 * max(2, G) + 1))
         m.d.comb += moved.eq(j_i + self.pair_take)
+        next_pair = [q_i.eq(q_i + 1), left_any.eq(left_more), left_more.eq(q_i + 2 < pairs)]
         with m.If(begin):
-            m.d.sync += [q_i.eq(0), j_i.eq(0), r_i.eq(0)]
+            m.d.sync += [q_i.eq(0), j_i.eq(0), r_i.eq(0), left_any.eq(pairs != 0), left_more.eq(pairs > 1)]
         with m.Elif(self.res_pop):
             m.d.sync += r_i.eq(~r_i)
             with m.If(r_i):
                 m.d.sync += j_i.eq(j_i + 1)
                 with m.If(j_i + 1 == span):
-                    m.d.sync += [j_i.eq(0), q_i.eq(q_i + 1)]
+                    m.d.sync += [j_i.eq(0), *next_pair]
         with m.Elif(self.pair_take != 0):
             with m.If(moved >= span):
-                m.d.sync += [j_i.eq(moved - span), q_i.eq(q_i + 1)]
+                m.d.sync += [j_i.eq(moved - span), *next_pair]
             with m.Else():
                 m.d.sync += j_i.eq(moved)
         m.d.comb += self.done.eq(self.res_end & ~reduce(or_, [r.left != 0 for r in readers]))

@@ -22,6 +22,7 @@ from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
+from flightc.hw.latency_rules import TILE_PLAN_STAGES
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel, beat_gap
 from flightc.sim.perf.streamed import Ahead, fits
@@ -354,27 +355,32 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             ins = programs[c][i]
             first = ins.w_channel // cfg.channels_per_master
             masters = range(first, first + ins.w_stripe // cfg.channels_per_master)  # the masters it reads
-            for g in masters:
-                loads[c].pipe(g, s - 1)
             ahead = Ahead()
             prev = order[c][u][ptr[c][u] - 1] if ptr[c][u] else -1
             # the cycle the MPE's queue head is this MV (hw/control.py: head_in), and with its tokens (head_ok); a
-            # tile no instruction writes (w_early) is read ahead on the first
+            # tile no instruction writes (w_early) is read ahead on the first; its tile's plan is done
+            # TILE_PLAN_STAGES cycles after it is the head (hw/tile_plan.py), and nothing is read ahead before
             head_in = max(dispatch[c][i] + QUEUE_LATENCY, int(start[c][prev]) + 2 if prev >= 0 else 0)
+            planned = head_in + TILE_PLAN_STAGES
             head = head_in if ins.w_early else tokens_in(c, i)
             if reports[c] is not None:
                 j, before = reports[c]
                 ahead.tail = before.beats_end  # its beats come after the MV before's
                 if j == prev and before.fits and fits(cfg, ins):  # read ahead while that one drains (hw/mpe.py)
-                    pf = max(before.asked, head, int(start[c][j]) + 2)
+                    pf = max(before.asked, head, before.began + 2, planned)
                     if pf <= end[c][j]:
                         ahead.ask_from = pf - s
             if ins.w_early and ahead.ask_from == 1:  # read ahead while the MPE is idle before it (hw/mpe.py)
-                pf = max(head_in, int(end[c][prev]) + 1 if prev >= 0 else 0)
+                pf = max(head_in, int(end[c][prev]) + 1 if prev >= 0 else 0, planned)
                 if pf < s:
                     ahead.ask_from = pf - s
-            end[c][i] = s + streamed_mv_time(cfg, ins, loads[c].pipes, s, ahead)
-            reserve_from = s + min(0, ahead.ask_from)
+            # started before its plan was done, it waits in T for its own (from its fields, a cycle more to take it)
+            s_run = s if s >= planned else s + TILE_PLAN_STAGES + 1
+            ahead.began = s_run
+            for g in masters:
+                loads[c].pipe(g, s_run - 1)
+            end[c][i] = s_run + streamed_mv_time(cfg, ins, loads[c].pipes, s_run, ahead)
+            reserve_from = s_run + min(0, ahead.ask_from)
             reports[c] = (i, ahead)
             for p in loads[c].pipes.values():
                 loads[c].settle(p)

@@ -111,11 +111,13 @@ class Ahead:
     """A streamed MV's readers may start ahead of it (hw/mpe.py): once every reader of the streamed MV before has
     asked for all of its bursts and its own tokens are in, if both tiles fit the readers' FIFOs. In: ``ask_from``,
     the readers' first cycle (1 when they start with the MV; less when started ahead), and ``tail``, each master's
-    next free beat after the MV before (absolute). Out (for the next MV): ``asked``, the first cycle every reader
+    next free beat after the MV before (absolute); ``began``, its cycle in state T once its tile's plan is done
+    (hw/tile_plan.py: the cycle it starts, or later). Out (for the next MV): ``asked``, the first cycle every reader
     has asked for all of its bursts, ``beats_end`` by master, and ``fits``."""
 
     ask_from: int = 1
     tail: dict = field(default_factory=dict)
+    began: int = 0
     asked: int = 0
     beats_end: dict = field(default_factory=dict)
     fits: bool = False

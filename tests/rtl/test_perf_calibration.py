@@ -145,6 +145,30 @@ def test_timing_contract_is_exact_for_streamed_mvs(kernel_sim):
     assert maxima >= 1
 
 
+def test_a_streamed_mv_that_starts_as_it_reaches_its_queues_head_waits_for_its_tile_plan(kernel_sim):
+    """A streamed MV dispatched after its loads are done (NOPs between them) starts as it reaches the MPE queue's
+    head, before the head's tile plan is done (hw/tile_plan.py): it waits in T for its own, TILE_PLAN_STAGES + 1
+    cycles, and the model's MV cycles are the RTL's, cycle for cycle, its results byte-identical with fsim."""
+    from flightc.hw.latency_rules import TILE_PLAN_STAGES
+
+    wrong, failing = [], []
+    for seed in range(6):
+        case = block_case(CFG, seed, "stream")
+        at = next(k for k, i in enumerate(case.instructions) if i.opcode is Opcode.MV)
+        case.instructions[at:at] = [make("SYS", op=SysOp.NOP) for _ in range(64)]
+        outcome = compare(kernel_sim, case, 0)
+        if not outcome.equal:
+            failing.append(f"seed {seed}: {outcome.detail}")
+        _, counters = run_rtl(kernel_sim, case)
+        mv = case.instructions[at + 64]
+        want = model_cycles([case.program])["busy_mv"]
+        if counters["busy_mv"] != want or want != instruction_work(CFG, mv).cycles + TILE_PLAN_STAGES + 1:
+            wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_mv']}, model {want}, alone "
+                         f"{instruction_work(CFG, mv).cycles}")
+    assert not failing, "\n".join(failing)
+    assert not wrong, "\n".join(wrong)
+
+
 def test_model_on_random_programs_with_streamed_mvs(kernel_sim):
     """Streamed MVs among the other blocks: their readers share master 0 with LD (which the read channel serves
     first) and the model queues them behind LD's bursts in flight rather than interleaving the two, so single
