@@ -29,7 +29,10 @@ RESULTS_AHEAD = RESULT_QUEUE - 2
 # operands' registers, the biased sum, the requantization product (two DSP48E2 registers), the partial products' sum
 # with the rounding half, the rounding shift, the residual's sum, the saturation, the activation LUT (two steps of
 # sixteen entries), the result's rotation onto its lanes
-REQUANT_LATENCY = 1 + 1 + PRODUCT_LATENCY + 1 + 1 + 1 + 1 + 2 + 1
+# the rounding of a requantization (hw/requant.py): the biased sum, the product (M, P), their sum with the rounding
+# half, the shift
+ROUNDING_LATENCY = 1 + PRODUCT_LATENCY + 1 + 1
+REQUANT_LATENCY = 1 + ROUNDING_LATENCY + 1 + 1 + 2 + 1
 # raw sums taken a word of row pairs at a time: their registers, then their shift onto the word's lanes
 PAIRS_OUT_LATENCY = 2
 # a streamed MV's tile plan (hw/tile_plan.py): its fields' consequences, a group's padded rows and a block's chunks,

@@ -20,14 +20,15 @@ from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, O
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-from flightc.hw.arith import round_shift, saturate
+from flightc.hw.arith import saturate
 from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
-from flightc.hw.latency_rules import CHAIN_LATENCY
+from flightc.hw.latency_rules import CHAIN_LATENCY, ROUNDING_LATENCY
 from flightc.hw.records import REQUANT_LAYOUT
+from flightc.hw.requant import rounded_product
 from flightc.hw.stream import StreamMv
 from flightc.hw.stream_out import StreamOut
 from flightc.hw.tile_plan import TilePlan
@@ -55,10 +56,10 @@ class Mpe(ExecutionUnit):
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size)
         f = self.fields(Opcode.MM)  # MV's fields are MM's first fields, at the same bits
         fv = self.fields(Opcode.MV)  # and its stream fields past them
-        is_mm = Signal()
-        m.d.comb += is_mm.eq(opcode_of(self.ins) == int(Opcode.MM))
-        is_stream = Signal()
-        m.d.comb += is_stream.eq(~is_mm & fv.w_stream)
+        # the instruction's kind, decoded from the queue's head as it is taken (registers from state T on)
+        is_mm, is_stream = Signal(), Signal()
+        head_mm = opcode_of(self.instr) == int(Opcode.MM)
+        taken = [is_mm.eq(head_mm), is_stream.eq(~head_mm & fields(self.instr, Opcode.MV).w_stream)]
         # ---- the streamed MV's datapath: a reader, a feed and a lane group per master
         m.submodules.stream = sm = StreamMv(cfg, self.bases)
         for g in range(cfg.axi_masters):
@@ -118,31 +119,33 @@ class Mpe(ExecutionUnit):
         rows_m = Mux(is_mm, f.m, 1)
         a_stride = Mux(is_mm, f.a_stride, 0)
         out_stride = Mux(is_mm, f.out_stride, 0)
-        # ---- format
+        # ---- format, as registers worked out from the instruction's fields in the cycles before its first fetch
+        # (T, N, J: the format's decode, then the weights a row stores, then their bytes)
         bits = Signal(4)
         log2n = Signal(3)
         log2m = Signal(3)
         ib = Signal(3)
+        m.d.sync += [bits.eq(0), log2n.eq(0), log2m.eq(0), ib.eq(0)]
         with m.Switch(f.w_bits):
             for code, b in WEIGHT_BITS.items():
                 with m.Case(int(code)):
-                    m.d.comb += bits.eq(b)
+                    m.d.sync += bits.eq(b)
         with m.Switch(f.sparsity):
             for sp, (n_keep, block) in SPARSITY_NM.items():
                 with m.Case(int(sp)):
-                    m.d.comb += [log2n.eq(n_keep.bit_length() - 1), log2m.eq(block.bit_length() - 1),
+                    m.d.sync += [log2n.eq(n_keep.bit_length() - 1), log2m.eq(block.bit_length() - 1),
                                  ib.eq(WeightFormat(8, n_keep, block).index_bits)]
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
         kmajor4 = Signal()
-        m.d.comb += kmajor4.eq(f.w_kmajor & (f.w_bits == int(WeightBits.B4)))
+        m.d.sync += kmajor4.eq(f.w_kmajor & (f.w_bits == int(WeightBits.B4)))
         nnz = Signal(len(f.k))  # stored weights per row: at most k
-        m.d.comb += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
+        m.d.sync += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
         vbytes = Signal(BUF_ADDR_BITS)
         ibytes = Signal(BUF_ADDR_BITS)
-        m.d.comb += [vbytes.eq((nnz * bits + 7) >> 3), ibytes.eq((nnz * ib + 7) >> 3)]
+        m.d.sync += [vbytes.eq((nnz * bits + 7) >> 3), ibytes.eq((nnz * ib + 7) >> 3)]
         span = Signal(range(SPAN + 1))
-        m.d.comb += span.eq(Const(L, 16) << (log2m - log2n)[:3])
+        m.d.sync += span.eq(Const(L, 16) << (log2m - log2n)[:3])
         # ---- loop state
         t0 = Signal(len(f.m) + 1)  # steps past m by macs_per_dsp
         n0 = Signal(len(f.n) + 1)  # steps past n by mpe_chains
@@ -290,11 +293,12 @@ class Mpe(ExecutionUnit):
         m.d.sync += act_tag.eq(asked_now)
         with m.If(asked_now):
             m.d.sync += act_asked.eq(act_asked + 1)
-        # the bytes of the word past K are zero
+        # the bytes of the word past K are zero: K less the words got before, as a register
+        act_rem = Signal(len(f.k))
+        with m.If(act_tag):
+            m.d.sync += act_rem.eq(Mux(act_rem > w, act_rem - w, 0))
         act_valid = Signal(range(w + 1))
-        past = Signal(len(f.k) + 2)
-        m.d.comb += [past.eq((act_got << lb) + w),
-                     act_valid.eq(Mux(past <= f.k, w, Mux((act_got << lb) >= f.k, 0, f.k - (act_got << lb))))]
+        m.d.comb += act_valid.eq(Mux(act_rem >= w, w, act_rem))
         keep = first_lanes(act_valid, w)
         act_word = Signal(8 * w)
         m.d.comb += act_word.eq(port.rdata & Cat(*[keep[i].replicate(8) for i in range(w)]))
@@ -354,56 +358,61 @@ class Mpe(ExecutionUnit):
             m.d.sync += [slot.eq(first), off.eq(0), ptr.eq(first_base), word_no.eq(0)]
             m.next = "FETCH"
 
-        # ---- output stage operands
+        # ---- output stage operands: the result, its address and its record's, as registers (the addresses moved on
+        # by additions as the results go, the tokens and the rows)
         res = Signal(signed(cfg.acc_bits))
         m.d.comb += res.eq(Array([Array(a) for a in acc])[c_i][t_i])
+        res_r = Signal.like(res)
         row_n = n0 + c_i
         tok = t0 + t_i
         mode = f.out_mode
         out_elem = Mux(mode == int(OutMode.REQ_I8), 1, 4)
-        out_addr = Signal(BUF_ADDR_BITS)
-        m.d.comb += out_addr.eq(f.out_addr + tok * out_stride + row_n * out_elem)
+        out_t = Signal(BUF_ADDR_BITS)  # out_addr + t0 x out_stride
+        out_n = Signal(BUF_ADDR_BITS)  # n0 x the result's bytes
+        out_row = Signal(BUF_ADDR_BITS)  # token t_i's first result (c_i = 0)
+        out_addr = Signal(BUF_ADDR_BITS)  # this result's
+        scale_n = Signal(BUF_ADDR_BITS)  # scale_addr + n0 x the record's bytes
+        scale_at = Signal(BUF_ADDR_BITS)  # this result's record
+        first_result = [out_row.eq(out_t + out_n), out_addr.eq(out_t + out_n), scale_at.eq(scale_n)]
         rec = Signal(REQUANT_LAYOUT)
-        mult, shift, bias = rec.mult, rec.shift, rec.bias
-        biased = Signal(signed(cfg.acc_bits + 2))
-        m.d.comb += biased.eq(res + bias)
-        req = Signal(signed(72))
-        m.d.comb += req.eq(round_shift((biased * mult).as_signed(), shift, 72))
-        y8 = Signal(signed(8))
-        m.d.comb += y8.eq(saturate(req, 8))
+        rounded = rounded_product(m, "mm_rq", res_r, rec.bias, rec.mult, rec.shift, cfg.acc_bits)
+        rounding = Signal(range(ROUNDING_LATENCY + 1))
+        y8, y32, req = Signal(signed(8)), Signal(signed(32)), Signal(signed(72))
         lut_y = Signal(8)
         residual = Signal(signed(32))
+        added = Signal(signed(32))
         result = Signal(32)
         with m.Switch(mode):
             with m.Case(int(OutMode.ACC32)):
-                m.d.comb += result.eq(res)
+                m.d.comb += result.eq(res_r)
             with m.Case(int(OutMode.REQ_I8)):
                 m.d.comb += result.eq(Mux(f.lut, lut_y, y8))
             with m.Case(int(OutMode.REQ_I32)):
-                m.d.comb += result.eq(saturate(req, 32))
+                m.d.comb += result.eq(y32)
             with m.Case(int(OutMode.REQ_ADD)):
-                m.d.comb += result.eq(saturate(residual + req, 32))
+                m.d.comb += result.eq(added)
         in_range = (tok < rows_m) & (row_n < f.n)
 
         read = eng.read
         with m.FSM() as fsm:
-            self.idle(m, "T", t0.eq(0))
+            self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken)
             with m.State("T"):
                 m.d.comb += in_t.eq(1)
                 with m.If(is_stream):
                     with m.If(mine_ok):  # (a tile read ahead had its plan done as it started)
                         m.d.comb += [sm.start.eq(~pre), sm.resume.eq(pre)]
-                        m.d.sync += [act_asked.eq(0), act_got.eq(0), pre.eq(0), cur_fits.eq(mine["fits"])]
+                        m.d.sync += [act_asked.eq(0), act_got.eq(0), act_rem.eq(f.k), pre.eq(0),
+                                     cur_fits.eq(mine["fits"])]
                         m.next = "S_ACT"
                 with m.Elif(t0 >= rows_m):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += n0.eq(0)
+                    m.d.sync += [n0.eq(0), out_n.eq(0), scale_n.eq(f.scale_addr)]
                     m.next = "N"
             with m.State("N"):
                 with m.If(n0 >= f.n):
-                    m.d.sync += t0.eq(t0 + T)
+                    m.d.sync += [t0.eq(t0 + T), out_t.eq(out_t + out_stride * T)]
                     m.next = "T"
                 with m.Else():
                     m.d.sync += [j0.eq(0), j_mac.eq(0), j_take.eq(0)]
@@ -411,7 +420,7 @@ class Mpe(ExecutionUnit):
                     m.next = "J"
             with m.State("J"):
                 with m.If(j0 >= nnz):
-                    m.d.sync += [c_i.eq(0), t_i.eq(0)]
+                    m.d.sync += [c_i.eq(0), t_i.eq(0), *first_result]
                     m.next = "OUT"
                 with m.Else():
                     start_fetch(m)
@@ -438,23 +447,29 @@ class Mpe(ExecutionUnit):
                     m.next = "FLUSH"
             with m.State("FLUSH"):  # the last step arrives, multiplies and accumulates
                 with m.If(acc_go & (j_mac + L >= nnz)):
-                    m.d.sync += [c_i.eq(0), t_i.eq(0)]
+                    m.d.sync += [c_i.eq(0), t_i.eq(0), *first_result]
                     m.next = "OUT"
             # ---- output stage, one result at a time
             with m.State("OUT"):
+                m.d.sync += res_r.eq(res)
                 with m.If(t_i == T):
-                    m.d.sync += n0.eq(n0 + C)
+                    m.d.sync += [n0.eq(n0 + C), out_n.eq(out_n + C * out_elem), scale_n.eq(scale_n + C * REQUANT.size)]
                     m.next = "N"
                 with m.Elif(~in_range):
                     m.next = "OUT_NEXT"
                 with m.Elif(mode == int(OutMode.ACC32)):
                     m.next = "OUT_WRITE"
                 with m.Else():
-                    read(m, int(Buffer.PRM), f.scale_addr + row_n * REQUANT.size, REQUANT.size)
+                    read(m, int(Buffer.PRM), scale_at, REQUANT.size)
                     m.next = "OUT_REC"
             with m.State("OUT_REC"):
                 with m.If(eng.done):
-                    m.d.sync += rec.eq(eng.rdata[:REQUANT_LAYOUT.size])
+                    m.d.sync += [rec.eq(eng.rdata[:REQUANT_LAYOUT.size]), rounding.eq(0)]
+                    m.next = "OUT_ROUND"
+            with m.State("OUT_ROUND"):  # (hw/requant.py) the result and its record held; then saturated
+                m.d.sync += rounding.eq(rounding + 1)
+                with m.If(rounding == ROUNDING_LATENCY):
+                    m.d.sync += [y8.eq(saturate(rounded, 8)), y32.eq(saturate(rounded, 32)), req.eq(rounded)]
                     m.next = "OUT_EXTRA"
             with m.State("OUT_EXTRA"):
                 with m.If((mode == int(OutMode.REQ_I8)) & f.lut):
@@ -472,7 +487,10 @@ class Mpe(ExecutionUnit):
             with m.State("OUT_RES"):
                 with m.If(eng.done):
                     m.d.sync += residual.eq(eng.rdata[:32])
-                    m.next = "OUT_WRITE"
+                    m.next = "OUT_ADD"
+            with m.State("OUT_ADD"):
+                m.d.sync += added.eq(saturate(residual + req, 32))
+                m.next = "OUT_WRITE"
             with m.State("OUT_WRITE"):
                 eng.write_bytes(m, Mux(mode == int(OutMode.REQ_I8), int(Buffer.ACT), int(Buffer.ACC)), out_addr,
                                 out_elem, result)
@@ -482,9 +500,10 @@ class Mpe(ExecutionUnit):
                     m.next = "OUT_NEXT"
             with m.State("OUT_NEXT"):
                 with m.If(c_i == C - 1):
-                    m.d.sync += [c_i.eq(0), t_i.eq(t_i + 1)]
+                    m.d.sync += [c_i.eq(0), t_i.eq(t_i + 1), out_row.eq(out_row + out_stride),
+                                 out_addr.eq(out_row + out_stride), scale_at.eq(scale_n)]
                 with m.Else():
-                    m.d.sync += c_i.eq(c_i + 1)
+                    m.d.sync += [c_i.eq(c_i + 1), out_addr.eq(out_addr + out_elem), scale_at.eq(scale_at + REQUANT.size)]
                 m.next = "OUT"
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         # the activation copy's last word in, as a register: S_ACT's cycle with every word got (its feeds and output

@@ -27,11 +27,11 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import delayed, saturate, times_constant
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
-from flightc.hw.dsp48e2 import registered_product
 from flightc.hw.lut6 import mux4, shift
-from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, PRODUCT_LATENCY, REQUANT_LATENCY,
-                                     RESULT_MAX_SETTLE, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
+from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY,
+                                     RESULT_MAX_SETTLE, ROUNDING_LATENCY, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.hw.records import REQUANT_LAYOUT
+from flightc.hw.requant import rounded_product
 from flightc.isa.table import BUF_ADDR_BITS, OutMode
 from flightc.numerics import LUT_ENTRIES
 from flightc.records import REQUANT
@@ -353,30 +353,10 @@ class StreamOut(wiring.Component):
             raise AssertionError("the output stage's largest sum and hw/latency_rules.py disagree")
         with m.If(delayed(m, valid, 1, "rq_best") & (raw > best)):
             m.d.sync += best.eq(raw)
-        # (raw + bias) * mult in four DSP48E2 products: the sum (registered) its low 26 bits (unsigned) and the rest,
-        # by the multiplier's low 17 bits (unsigned) and the rest; the rounding half beside them
-        biased = reg(raw + bias, "biased", signed(cfg.acc_bits + 2))
-        mult = delayed(m, mult, 1, "rq_mult")
-        x_lo, x_hi = Cat(biased[:26], Const(0, 1)).as_signed(), biased[26:].as_signed()
-        y_lo, y_hi = Cat(mult[:17], Const(0, 1)).as_signed(), mult[17:].as_signed()
-        ll = registered_product(m, "rq_ll", x_lo, y_lo)
-        lh = registered_product(m, "rq_lh", x_lo, y_hi)
-        hl = registered_product(m, "rq_hl", x_hi, y_lo)
-        hh = registered_product(m, "rq_hh", x_hi, y_hi)
-        # the sum's width: the product's, or enough for the rounding half of a shift up to 71 (of 72-bit results,
-        # as the shift before the pipeline had), and a sign; from a shift of tw - 1 on the rounded value is 0
-        tw = max(cfg.acc_bits + 2 + 32, 72) + 1
-        big = shift >= tw - 1
-        half = reg(((Const(1, tw) << shift[:7]) >> 1)[:tw - 1], "half", tw - 1)
-        half = delayed(m, half, PRODUCT_LATENCY, "rq_half")
-        shift_p = delayed(m, Cat(shift[:7], big), PRODUCT_LATENCY + 1, "rq_shift")
-        total = reg(ll[:44].as_unsigned() + (lh[:42].as_signed() << 17) + (hl[:42].as_signed() << 26)
-                    + (hh[:40].as_signed() << 43) + half, "total", signed(tw))
-        shift_t = reg(shift_p, "shift_t")
-        rounded = reg(Mux(shift_t[7], 0, total >> shift_t[:7]), "rounded", signed(72))
-        resid_r = delayed(m, resid, PRODUCT_LATENCY + 3, "rq_resid")
+        rounded = rounded_product(m, "rq", raw, bias, mult, shift, cfg.acc_bits)
+        resid_r = delayed(m, resid, ROUNDING_LATENCY, "rq_resid")
         summed = reg(Mux(mode == int(OutMode.REQ_ADD), resid_r + rounded, rounded), "summed", signed(73))
-        raw_r = delayed(m, raw, PRODUCT_LATENCY + 4, "rq_raw")
+        raw_r = delayed(m, raw, ROUNDING_LATENCY + 1, "rq_raw")
         pre = Signal(32, name="rq_pre")
         with m.Switch(mode):
             with m.Case(int(OutMode.ACC32)):

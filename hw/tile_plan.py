@@ -64,7 +64,9 @@ class TilePlan(wiring.Component):
     :data:`TILE_PLAN_STAGES` cycles after ``restart``'s last cycle, with ``chunks`` a pair, ``pairs`` a lane group,
     the masters it ``span``s (and their log2) from ``g0``, the masters it ``covers`` (a bit each), the ``rounds`` of
     units on each of their channels (``any_rounds``: not none), whether a master's share ``fits`` its reader's FIFO,
-    and the tile's ``hbm_addr``."""
+    and the tile's ``hbm_addr``; ``is_streamed`` and ``is_early`` carry the ``streamed`` (the instruction is a
+    streamed MV) and ``early`` (MV.w_early) inputs along, so that what reads the head's tile ahead decides from
+    registers."""
 
     def __init__(self, cfg: HardwareConfig):
         self.cfg = cfg

@@ -27,8 +27,8 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
-from flightc.hw.latency_rules import (CHAIN_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT,
-                                      SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles,
+from flightc.hw.latency_rules import (CHAIN_LATENCY, ROUNDING_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN,
+                                      SFU_NORM_SHIFT, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles,
                                       sfu_result_latency, sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
@@ -113,9 +113,11 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
     dst = out_addr + tok * out_stride + row * elem
     if mode is OutMode.ACC32:
         valid = 1 + write_cycles(dst, 4, w) + 1
-    else:
-        extra = read_cycles(0, 1, w) if (mode is OutMode.REQ_I8 and lut) else read_cycles(dst, 4, w) if mode is OutMode.REQ_ADD else 1
-        valid = read_cycles(scale_addr + row * REQUANT.size, REQUANT.size, w) + extra + write_cycles(dst, elem, w) + 1
+    else:  # its record, its rounding (hw/requant.py) and saturation, the LUT entry or the residual (and its sum)
+        extra = (read_cycles(0, 1, w) if (mode is OutMode.REQ_I8 and lut) else
+                 read_cycles(dst, 4, w) + 1 if mode is OutMode.REQ_ADD else 1)
+        valid = (read_cycles(scale_addr + row * REQUANT.size, REQUANT.size, w) + ROUNDING_LATENCY + 1 + extra
+                 + write_cycles(dst, elem, w) + 1)
     out = int(np.broadcast_to(valid, (m, n)).sum()) + 2 * (pairs * groups * T * C - m * n) + pairs * groups
     return fetch + pairs * groups * 2 + out + pairs * 2 + 1
 
