@@ -11,6 +11,8 @@ from flightc.isa.table import MiscOp
 # packed tokens, the product (M, P), a quarter's sums, the chain's; the MPE accumulates them then, and its last
 # step's pipeline (the word's arrival, the chains' go, their sums, the accumulate) follows
 CHAIN_LATENCY = 1 + 2 + 2 + 1 + 1
+# the MPE's operands and format registered on their way into its chains (hw/mpe.py)
+CHAIN_OPERAND_STAGE = 1
 # A cascade adds CASCADE_STEP slots' products per register: one after the multiplier's M register closes a step at
 # 4 levels (hw/timing.py), two would be 6 and three 8; the slots of the second step wait for the first's sum in their
 # own pre-adder (ADREG) and second B register, so a cascade is two steps

@@ -12,21 +12,22 @@ writes each result.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 
 from flightc.config import Buffer, HardwareConfig
+from flightc.errors import ConfigError
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
-from flightc.hw.arith import saturate
+from flightc.hw.arith import saturate, times_constant
 from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
-from flightc.hw.latency_rules import CHAIN_LATENCY, ROUNDING_LATENCY
+from flightc.hw.latency_rules import CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.requant import rounded_product
 from flightc.hw.stream import StreamMv
@@ -120,30 +121,35 @@ class Mpe(ExecutionUnit):
         a_stride = Mux(is_mm, f.a_stride, 0)
         out_stride = Mux(is_mm, f.out_stride, 0)
         # ---- format, as registers worked out from the instruction's fields in the cycles before its first fetch
-        # (T, N, J: the format's decode, then the weights a row stores, then their bytes)
-        bits = Signal(4)
-        log2n = Signal(3)
-        log2m = Signal(3)
-        ib = Signal(3)
-        m.d.sync += [bits.eq(0), log2n.eq(0), log2m.eq(0), ib.eq(0)]
+        # (T, N, J: the format's decode and the weights a row stores, then their bytes)
+        decoded = {x: Signal(3 if x != "bits" else 4, name=f"{x}_of") for x in ("bits", "log2n", "log2m", "ib")}
         with m.Switch(f.w_bits):
             for code, b in WEIGHT_BITS.items():
                 with m.Case(int(code)):
-                    m.d.sync += bits.eq(b)
+                    m.d.comb += decoded["bits"].eq(b)
         with m.Switch(f.sparsity):
             for sp, (n_keep, block) in SPARSITY_NM.items():
                 with m.Case(int(sp)):
-                    m.d.sync += [log2n.eq(n_keep.bit_length() - 1), log2m.eq(block.bit_length() - 1),
-                                 ib.eq(WeightFormat(8, n_keep, block).index_bits)]
+                    m.d.comb += [decoded["log2n"].eq(n_keep.bit_length() - 1),
+                                 decoded["log2m"].eq(block.bit_length() - 1),
+                                 decoded["ib"].eq(WeightFormat(8, n_keep, block).index_bits)]
+        bits, log2n, log2m, ib = (Signal.like(decoded[x], name=x) for x in ("bits", "log2n", "log2m", "ib"))
+        m.d.sync += [bits.eq(decoded["bits"]), log2n.eq(decoded["log2n"]), log2m.eq(decoded["log2m"]),
+                     ib.eq(decoded["ib"])]
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
         kmajor4 = Signal()
         m.d.sync += kmajor4.eq(f.w_kmajor & (f.w_bits == int(WeightBits.B4)))
         nnz = Signal(len(f.k))  # stored weights per row: at most k
-        m.d.sync += nnz.eq(Mux(sparse & ~f.w_kmajor, (f.k >> log2m) << log2n, f.k))
+        m.d.sync += nnz.eq(Mux((decoded["ib"] != 0) & ~f.w_kmajor, (f.k >> decoded["log2m"]) << decoded["log2n"], f.k))
         vbytes = Signal(BUF_ADDR_BITS)
         ibytes = Signal(BUF_ADDR_BITS)
-        m.d.sync += [vbytes.eq((nnz * bits + 7) >> 3), ibytes.eq((nnz * ib + 7) >> 3)]
+        index_widths = {WeightFormat(8, n_, m_).index_bits for n_, m_ in SPARSITY_NM.values()}
+        for width, out, widths in ((bits, vbytes, set(WEIGHT_BITS.values())), (ib, ibytes, index_widths)):
+            with m.Switch(width):  # (nnz x width + 7) / 8 for each width the ISA has
+                for b in sorted(widths):
+                    with m.Case(b):
+                        m.d.sync += out.eq((times_constant(nnz, b) + 7) >> 3)
         span = Signal(range(SPAN + 1))
         m.d.sync += span.eq(Const(L, 16) << (log2m - log2n)[:3])
         # ---- loop state
@@ -177,7 +183,8 @@ class Mpe(ExecutionUnit):
             ch = separate(SparseDspChain, cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
             lanes_left = nnz - j_take
-            m.d.comb += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
+            # the operands and the format through a register on their way in (CHAIN_OPERAND_STAGE)
+            m.d.sync += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
                          ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
                          ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)),
@@ -187,68 +194,85 @@ class Mpe(ExecutionUnit):
         # slots: the window of each token, then per chain its values, positions and group multipliers
         S = T + 3 * C
         WIN, VAL, IDX, GS = 0, T, T + C, T + 2 * C
-        enabled = Signal(S)
+        if L % 8:
+            raise ConfigError(f"config {cfg.name!r}: chain_length {L} is not a multiple of 8 (a step's packed values "
+                              f"and positions are whole bytes for every weight width)")
+        # ---- the fetch's plan, as registers: which slots a (t0, n0) group fetches and each one's next (worked out
+        # in N; slot 0, the first token's window, is always one), every slot's base address at the step being
+        # fetched and at the next (the bases of a group's tokens and rows moved on by additions as t0 and n0 do,
+        # each step's offsets by the format's constant steps), and each kind of slot's bytes
+        en = Signal(S)
         for t in range(T):
-            m.d.comb += enabled[WIN + t].eq(t0 + t < rows_m)
+            m.d.comb += en[WIN + t].eq(t0 + t < rows_m)
         for c in range(C):
             on = n0 + c < f.n
-            m.d.comb += [enabled[VAL + c].eq(on), enabled[IDX + c].eq(on & sparse & ~f.w_kmajor),
-                         enabled[GS + c].eq(on & ~f.w_kmajor & (f.group_log2 != 0))]
+            m.d.comb += [en[VAL + c].eq(on), en[IDX + c].eq(on & sparse & ~f.w_kmajor),
+                         en[GS + c].eq(on & ~f.w_kmajor & (f.group_log2 != 0))]
+        enabled = Signal(S)
+        m.d.sync += enabled.eq(en)
 
-        def first_slot(after):
-            """(any, index) of the first enabled slot past ``after`` (None: from the start)."""
-            found, idx = Const(0, 1), Const(0, range(S))
-            for s_ in reversed(range(S)):
-                hit = enabled[s_] if after is None else enabled[s_] & (after < s_)
-                idx, found = Mux(hit, s_, idx), found | hit
-            return found, idx
+        def after(s_: int) -> tuple[Value, Value]:
+            """(any, the first) enabled slot past ``s_``."""
+            found, at = Const(0, 1), Const(0, range(S))
+            for k in reversed(range(s_ + 1, S)):
+                at, found = Mux(enabled[k], k, at), found | enabled[k]
+            return found, at
 
-        def slot_source(slot, j_cur):
-            """(buffer address, bytes, stride) of a slot's operand for the step at ``j_cur``."""
-            k_cur = (j_cur << log2m) >> log2n
-            base, nbytes, stride = Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS), Signal(BUF_ADDR_BITS)
-            chain = Signal(range(max(2, C)))
-            row_base = Signal(BUF_ADDR_BITS)
-            m.d.comb += row_base.eq(f.w_addr + (n0 + chain) * f.w_stride)
-            m.d.comb += [stride.eq(1), chain.eq(0)]
-            with m.Switch(slot):
-                for t in range(T):
-                    with m.Case(WIN + t):
-                        m.d.comb += [base.eq(f.a_addr + (t0 + t) * a_stride + k_cur), nbytes.eq(span)]
-                for c in range(C):
-                    with m.Case(VAL + c):
-                        m.d.comb += chain.eq(c)
-                        with m.If(f.w_kmajor):  # K-major INT4 holds two rows' values a byte
-                            row = n0 + c
-                            m.d.comb += [base.eq(f.w_addr + j_cur * f.w_stride + Mux(kmajor4, row >> 1, row)),
-                                         nbytes.eq(L), stride.eq(f.w_stride)]
-                        with m.Else():
-                            m.d.comb += [base.eq(row_base + ((j_cur * bits) >> 3)), nbytes.eq((L * bits) >> 3)]
-                    with m.Case(IDX + c):
-                        m.d.comb += [chain.eq(c), base.eq(row_base + vbytes + ((j_cur * ib) >> 3)),
-                                     nbytes.eq((L * ib) >> 3)]
-                    with m.Case(GS + c):
-                        gcount = span >> f.group_log2
-                        m.d.comb += [chain.eq(c), base.eq(row_base + vbytes + ibytes + (k_cur >> f.group_log2)),
-                                     nbytes.eq(Mux(gcount == 0, 1, gcount))]
-            return base, nbytes, stride
+        next_of = [Signal(range(S), name=f"next_of{s_}") for s_ in range(S)]
+        has_next = Signal(S)
+        for s_ in range(S):
+            found, at = after(s_)
+            m.d.sync += [next_of[s_].eq(at), has_next[s_].eq(found)]
+        a_stride_now = Mux(opcode_of(self.instr) == int(Opcode.MM), hm.a_stride, 0)  # (the head's, as it starts)
+        tok_base = [Signal(BUF_ADDR_BITS, name=f"tok_base{t}") for t in range(T)]  # a_addr + (t0 + t) a_stride
+        row_base = [Signal(BUF_ADDR_BITS, name=f"row_base{c}") for c in range(C)]  # w_addr + (n0 + c) w_stride
+        kmajor_row = [Signal(BUF_ADDR_BITS, name=f"kmajor_row{c}") for c in range(C)]  # K-major: the row's byte
+        for c in range(C):
+            m.d.sync += kmajor_row[c].eq(Mux(kmajor4, (n0 + c) >> 1, n0 + c))
+        v_step, i_step, k_step, g_bytes = (Signal(BUF_ADDR_BITS, name=x) for x in ("v_step", "i_step", "k_step",
+                                                                                 "g_bytes"))
+        gcount = Signal(BUF_ADDR_BITS)
+        m.d.sync += [v_step.eq(times_constant(bits, L) >> 3), i_step.eq(times_constant(ib, L) >> 3),
+                     k_step.eq(times_constant(f.w_stride, L)), gcount.eq(span >> f.group_log2),
+                     g_bytes.eq(Mux(gcount == 0, 1, gcount))]
+        val_bytes = Mux(f.w_kmajor, L, v_step)
+        # the offsets of the next step (j0 + L): its K, its values' and positions' bytes, its K-major rows
+        o_k, o_v, o_i, o_jw = (Signal(BUF_ADDR_BITS, name=x) for x in ("o_k", "o_v", "o_i", "o_jw"))
+        base_now = [Signal(BUF_ADDR_BITS, name=f"base_now{s_}") for s_ in range(S)]
+        base_next = [Signal(BUF_ADDR_BITS, name=f"base_next{s_}") for s_ in range(S)]
+
+        def bases(k_off, v_off, i_off, jw_off) -> list:
+            out = [tok_base[t] + k_off for t in range(T)]
+            out += [Mux(f.w_kmajor, f.w_addr + jw_off + kmajor_row[c], row_base[c] + v_off) for c in range(C)]
+            out += [row_base[c] + vbytes + i_off for c in range(C)]
+            out += [row_base[c] + vbytes + ibytes + (k_off >> f.group_log2) for c in range(C)]
+            return out
+
+        m.d.sync += [b_.eq(v) for b_, v in zip(base_next, bases(o_k, o_v, o_i, o_jw))]
+        first_bases = bases(0, 0, 0, 0)
+
+        def kind_bytes(at: Value) -> Value:
+            """The bytes of slot ``at``'s operand."""
+            return Mux(at < VAL, span, Mux(at < IDX, val_bytes, Mux(at < GS, i_step, g_bytes)))
 
         slot = Signal(range(S))
+        slot_next = Signal(range(S))  # the enabled slot after ``slot`` (if ``more``)
+        more = Signal()
+        more_steps = Signal()  # a step after j0's
         off = Signal(BUF_ADDR_BITS)  # bytes of the slot requested
+        left = Signal(BUF_ADDR_BITS)  # bytes of the slot not yet requested
         ptr = Signal(BUF_ADDR_BITS)
-        _, nbytes, stride = slot_source(slot, j0)
-        _, first = first_slot(None)
-        more, next_slot = first_slot(slot)
-        first_base, _, _ = slot_source(first, j0)
-        step_base, _, _ = slot_source(first, j0 + L)  # the next step's first operand
-        next_base, _, _ = slot_source(next_slot, j0)
-        contiguous = stride == 1
-        left_bytes = nbytes - off
+        unit_stride = Signal()
+        m.d.sync += unit_stride.eq(f.w_stride == 1)
+        strided = (slot >= VAL) & (slot < IDX) & f.w_kmajor & ~unit_stride  # K-major values: a byte a request
+        contiguous = ~strided
+        room = Signal(range(w + 1))
+        m.d.comb += room.eq(w - ptr[:lb])
         n_req = Signal(range(w + 1))
-        m.d.comb += n_req.eq(Mux(contiguous, Mux(left_bytes < (w - ptr[:lb]), left_bytes, w - ptr[:lb]), 1))
+        m.d.comb += n_req.eq(Mux(contiguous, Mux(left < room, left, room), 1))
         fetching = Signal()
         slot_done = Signal()
-        m.d.comb += slot_done.eq(off + n_req == nbytes)
+        m.d.comb += slot_done.eq(Mux(contiguous, left <= room, left == 1))
         port, eport = self.port, eng.port
         # the request in flight: its slot, where its bytes go, how many, the lane they start at
         tag_on = Signal()
@@ -282,11 +306,13 @@ class Mpe(ExecutionUnit):
         with m.Elif(streaming):
             sp_ = so.port
             m.d.comb += [port.req.eq(sp_.req), port.we.eq(sp_.we), port.addr.eq(sp_.addr), port.buf.eq(sp_.buf),
-                         port.wdata.eq(sp_.wdata), port.wmask.eq(sp_.wmask), sp_.gnt.eq(port.gnt)]
+                         port.wdata.eq(sp_.wdata), port.wmask.eq(sp_.wmask)]
         with m.Else():
             m.d.comb += [port.req.eq(eport.req), port.we.eq(eport.we), port.addr.eq(eport.addr),
                          port.buf.eq(eport.buf), port.wdata.eq(eport.wdata), port.wmask.eq(eport.wmask),
                          eport.gnt.eq(port.gnt)]
+        # (the output stage has the port only while streaming: never beside a fetch or the activation copy)
+        m.d.comb += so.port.gnt.eq(port.gnt & streaming)
         m.d.comb += [eport.rvalid.eq(port.rvalid & ~tag_on & ~act_tag & ~streaming), eport.rdata.eq(port.rdata),
                      so.port.rvalid.eq(port.rvalid), so.port.rdata.eq(port.rdata)]
         asked_now = act_copy & port.gnt & (act_asked < act_words)
@@ -318,23 +344,32 @@ class Mpe(ExecutionUnit):
         with m.If(fetching & port.gnt):
             m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),
                          tag_contig.eq(contiguous), tag_word.eq(word_no), word_no.eq(word_no + 1), tag_first.eq(off == 0),
-                         tag_last.eq(step_done), off.eq(off + n_req),
-                         ptr.eq(Mux(contiguous, ptr + n_req, ptr + stride))]
-            with m.If(slot_done):
-                m.d.sync += [slot.eq(next_slot), off.eq(0), ptr.eq(next_base), word_no.eq(0)]
-            with m.If(step_done & (j0 + L < nnz)):  # straight on with the next step's operands
-                m.d.sync += [j0.eq(j0 + L), slot.eq(first), ptr.eq(step_base), word_no.eq(0)]
+                         tag_last.eq(step_done), off.eq(off + n_req), left.eq(left - n_req),
+                         ptr.eq(Mux(contiguous, ptr + n_req, ptr + f.w_stride))]
+            with m.If(slot_done):  # on with the next slot
+                m.d.sync += [slot.eq(slot_next), slot_next.eq(Array(next_of)[slot_next]),
+                             more.eq(has_next.bit_select(slot_next, 1)), off.eq(0), left.eq(kind_bytes(slot_next)),
+                             ptr.eq(Array(base_now)[slot_next]), word_no.eq(0)]
+            with m.If(step_done & more_steps):  # straight on with the next step's operands
+                m.d.sync += [j0.eq(j0 + L), more_steps.eq(j0 + 2 * L < nnz), slot.eq(0), slot_next.eq(next_of[0]),
+                             more.eq(has_next[0]), left.eq(span), ptr.eq(base_next[0]), word_no.eq(0),
+                             *(b_.eq(v) for b_, v in zip(base_now, base_next)),
+                             o_k.eq(o_k + span), o_v.eq(o_v + v_step), o_i.eq(o_i + i_step), o_jw.eq(o_jw + k_step)]
         # the pipeline behind the fetch: a step's last word arrives, the chains multiply, the sums accumulate
         m.d.sync += mac_go.eq(tag_on & tag_last)
         with m.If(mac_go):
             m.d.sync += j_take.eq(j_take + L)
-        go = mac_go
-        for k in range(CHAIN_LATENCY):  # the chains' sums come CHAIN_LATENCY cycles after their go
+        if CHAIN_OPERAND_STAGE != 1:  # the chains' operands' register, above
+            raise AssertionError("the MPE's operand stage and hw/latency_rules.py disagree")
+        take = Signal()  # the chains take the staged operands
+        m.d.sync += take.eq(mac_go)
+        go = take
+        for k in range(CHAIN_LATENCY):  # the chains' sums come CHAIN_LATENCY cycles after they take the operands
             nxt = acc_go if k == CHAIN_LATENCY - 1 else Signal(name=f"acc_go{k}")
             m.d.sync += nxt.eq(go)
             go = nxt
         for c in range(C):
-            m.d.comb += chains[c].enable.eq(mac_go)
+            m.d.comb += chains[c].enable.eq(take)
         with m.If(acc_go):
             for c in range(C):
                 for t in range(T):
@@ -354,8 +389,12 @@ class Mpe(ExecutionUnit):
                         else:
                             m.d.sync += reg.word(tag_word).eq(port.rdata)
 
-        def start_fetch(m):
-            m.d.sync += [slot.eq(first), off.eq(0), ptr.eq(first_base), word_no.eq(0)]
+        def start_fetch(m):  # (J: the group's plan is in, its first step's bases worked out now)
+            first_more, first_next = after(0)
+            m.d.sync += [slot.eq(0), slot_next.eq(first_next), more.eq(first_more), off.eq(0), left.eq(span),
+                         ptr.eq(tok_base[0]), word_no.eq(0), more_steps.eq(L < nnz),
+                         *(b_.eq(v) for b_, v in zip(base_now, first_bases)),
+                         o_k.eq(span), o_v.eq(v_step), o_i.eq(i_step), o_jw.eq(k_step)]
             m.next = "FETCH"
 
         # ---- output stage operands: the result, its address and its record's, as registers (the addresses moved on
@@ -373,7 +412,9 @@ class Mpe(ExecutionUnit):
         out_addr = Signal(BUF_ADDR_BITS)  # this result's
         scale_n = Signal(BUF_ADDR_BITS)  # scale_addr + n0 x the record's bytes
         scale_at = Signal(BUF_ADDR_BITS)  # this result's record
-        first_result = [out_row.eq(out_t + out_n), out_addr.eq(out_t + out_n), scale_at.eq(scale_n)]
+        tok_in, row_in = Signal(), Signal()  # the result's token is one of the instruction's, and its row
+        first_result = [out_row.eq(out_t + out_n), out_addr.eq(out_t + out_n), scale_at.eq(scale_n),
+                        tok_in.eq(t0 < rows_m), row_in.eq(n0 < f.n)]
         rec = Signal(REQUANT_LAYOUT)
         rounded = rounded_product(m, "mm_rq", res_r, rec.bias, rec.mult, rec.shift, cfg.acc_bits)
         rounding = Signal(range(ROUNDING_LATENCY + 1))
@@ -391,11 +432,12 @@ class Mpe(ExecutionUnit):
                 m.d.comb += result.eq(y32)
             with m.Case(int(OutMode.REQ_ADD)):
                 m.d.comb += result.eq(added)
-        in_range = (tok < rows_m) & (row_n < f.n)
+        in_range = tok_in & row_in
 
         read = eng.read
         with m.FSM() as fsm:
-            self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken)
+            self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken,
+                      *(tb.eq(hm.a_addr + times_constant(a_stride_now, t)) for t, tb in enumerate(tok_base)))
             with m.State("T"):
                 m.d.comb += in_t.eq(1)
                 with m.If(is_stream):
@@ -408,11 +450,13 @@ class Mpe(ExecutionUnit):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [n0.eq(0), out_n.eq(0), scale_n.eq(f.scale_addr)]
+                    m.d.sync += [n0.eq(0), out_n.eq(0), scale_n.eq(f.scale_addr),
+                                 *(rb.eq(f.w_addr + times_constant(f.w_stride, c)) for c, rb in enumerate(row_base))]
                     m.next = "N"
             with m.State("N"):
                 with m.If(n0 >= f.n):
-                    m.d.sync += [t0.eq(t0 + T), out_t.eq(out_t + out_stride * T)]
+                    m.d.sync += [t0.eq(t0 + T), out_t.eq(out_t + out_stride * T),
+                                 *(tb.eq(tb + times_constant(a_stride, T)) for tb in tok_base)]
                     m.next = "T"
                 with m.Else():
                     m.d.sync += [j0.eq(0), j_mac.eq(0), j_take.eq(0)]
@@ -443,7 +487,7 @@ class Mpe(ExecutionUnit):
                     m.next = "IDLE"
             with m.State("FETCH"):  # a word per cycle, step after step, while the chains work behind
                 m.d.comb += fetching.eq(1)
-                with m.If(step_done & (j0 + L >= nnz)):
+                with m.If(step_done & ~more_steps):
                     m.next = "FLUSH"
             with m.State("FLUSH"):  # the last step arrives, multiplies and accumulates
                 with m.If(acc_go & (j_mac + L >= nnz)):
@@ -453,7 +497,8 @@ class Mpe(ExecutionUnit):
             with m.State("OUT"):
                 m.d.sync += res_r.eq(res)
                 with m.If(t_i == T):
-                    m.d.sync += [n0.eq(n0 + C), out_n.eq(out_n + C * out_elem), scale_n.eq(scale_n + C * REQUANT.size)]
+                    m.d.sync += [n0.eq(n0 + C), out_n.eq(out_n + C * out_elem), scale_n.eq(scale_n + C * REQUANT.size),
+                                 *(rb.eq(rb + times_constant(f.w_stride, C)) for rb in row_base)]
                     m.next = "N"
                 with m.Elif(~in_range):
                     m.next = "OUT_NEXT"
@@ -501,9 +546,11 @@ class Mpe(ExecutionUnit):
             with m.State("OUT_NEXT"):
                 with m.If(c_i == C - 1):
                     m.d.sync += [c_i.eq(0), t_i.eq(t_i + 1), out_row.eq(out_row + out_stride),
-                                 out_addr.eq(out_row + out_stride), scale_at.eq(scale_n)]
+                                 out_addr.eq(out_row + out_stride), scale_at.eq(scale_n), tok_in.eq(tok + 1 < rows_m),
+                                 row_in.eq(n0 < f.n)]
                 with m.Else():
-                    m.d.sync += [c_i.eq(c_i + 1), out_addr.eq(out_addr + out_elem), scale_at.eq(scale_at + REQUANT.size)]
+                    m.d.sync += [c_i.eq(c_i + 1), out_addr.eq(out_addr + out_elem), scale_at.eq(scale_at + REQUANT.size),
+                                 row_in.eq(row_n + 1 < f.n)]
                 m.next = "OUT"
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         # the activation copy's last word in, as a register: S_ACT's cycle with every word got (its feeds and output
