@@ -374,7 +374,8 @@ class OperandRegister:
         """The operand as a signal of its own: every reader shares one shifter (an expression used twice is
         built twice, which made the window's shifter dominate a wide core's netlist)."""
         out = Signal(8 * self.nbytes, name=f"{self.raw.name[:-4]}_view")
-        m.d.comb += out.eq(shift_bytes(m, self.raw, self.lane, self.nbytes))
+        m.d.comb += out.eq(shift(m, f"{self.raw.name[:-4]}_shift", self.raw, self.lane, 8 * self.nbytes, step=8,
+                                      left=False))
         return out
 
 

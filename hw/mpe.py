@@ -21,6 +21,7 @@ from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, O
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
+from flightc.hw import lut6
 from flightc.hw.arith import saturate, times_constant
 from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
@@ -54,7 +55,9 @@ class Mpe(ExecutionUnit):
         cfg = self.cfg
         C, L, T, SPAN = cfg.mpe_chains, cfg.chain_length, cfg.macs_per_dsp, self.span_max
         GSB = max(1, SPAN // 16)
-        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size)
+        # the output stage's reads and writes: whole words, each command's words worked out from its registers
+        m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size, contiguous=True,
+                                            counted=True, nonempty=True)
         f = self.fields(Opcode.MM)  # MV's fields are MM's first fields, at the same bits
         fv = self.fields(Opcode.MV)  # and its stream fields past them
         # the instruction's kind, decoded from the queue's head as it is taken (registers from state T on)
@@ -212,16 +215,20 @@ class Mpe(ExecutionUnit):
         m.d.sync += enabled.eq(en)
 
         def after(s_: int) -> tuple[Value, Value]:
-            """(any, the first) enabled slot past ``s_``."""
-            found, at = Const(0, 1), Const(0, range(S))
-            for k in reversed(range(s_ + 1, S)):
-                at, found = Mux(enabled[k], k, at), found | enabled[k]
-            return found, at
+            """(any, the first) enabled slot past ``s_``: the lowest of them isolated (x & -x, on a carry chain),
+            then its index (an OR of its bits a bit of the index)."""
+            above = Signal(S, name=f"above{s_}")
+            m.d.comb += above.eq(enabled & ~Const((1 << (s_ + 1)) - 1, S))
+            lowest = Signal(S, name=f"lowest{s_}")
+            m.d.comb += lowest.eq(above & (~above + 1))
+            at = Cat(*[lut6.any_of(m, f"after{s_}_bit{b}", [lowest[k] for k in range(S) if k >> b & 1])
+                       for b in range(max(1, (S - 1).bit_length()))])
+            return above != 0, at
 
         next_of = [Signal(range(S), name=f"next_of{s_}") for s_ in range(S)]
         has_next = Signal(S)
-        for s_ in range(S):
-            found, at = after(s_)
+        afters = [after(s_) for s_ in range(S)]
+        for s_, (found, at) in enumerate(afters):
             m.d.sync += [next_of[s_].eq(at), has_next[s_].eq(found)]
         a_stride_now = Mux(opcode_of(self.instr) == int(Opcode.MM), hm.a_stride, 0)  # (the head's, as it starts)
         tok_base = [Signal(BUF_ADDR_BITS, name=f"tok_base{t}") for t in range(T)]  # a_addr + (t0 + t) a_stride
@@ -271,6 +278,7 @@ class Mpe(ExecutionUnit):
         n_req = Signal(range(w + 1))
         m.d.comb += n_req.eq(Mux(contiguous, Mux(left < room, left, room), 1))
         fetching = Signal()
+        in_j, advance = Signal(), Signal()  # J starts the fetch; a step's last word asked for, another step after it
         slot_done = Signal()
         m.d.comb += slot_done.eq(Mux(contiguous, left <= room, left == 1))
         port, eport = self.port, eng.port
@@ -344,17 +352,26 @@ class Mpe(ExecutionUnit):
         with m.If(fetching & port.gnt):
             m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),
                          tag_contig.eq(contiguous), tag_word.eq(word_no), word_no.eq(word_no + 1), tag_first.eq(off == 0),
-                         tag_last.eq(step_done), off.eq(off + n_req), left.eq(left - n_req),
-                         ptr.eq(Mux(contiguous, ptr + n_req, ptr + f.w_stride))]
+                         tag_last.eq(step_done), off.eq(off + n_req)]
             with m.If(slot_done):  # on with the next slot
                 m.d.sync += [slot.eq(slot_next), slot_next.eq(Array(next_of)[slot_next]),
-                             more.eq(has_next.bit_select(slot_next, 1)), off.eq(0), left.eq(kind_bytes(slot_next)),
-                             ptr.eq(Array(base_now)[slot_next]), word_no.eq(0)]
-            with m.If(step_done & more_steps):  # straight on with the next step's operands
+                             more.eq(has_next.bit_select(slot_next, 1)), off.eq(0), word_no.eq(0)]
+            with m.If(advance):  # straight on with the next step's operands
                 m.d.sync += [j0.eq(j0 + L), more_steps.eq(j0 + 2 * L < nnz), slot.eq(0), slot_next.eq(next_of[0]),
-                             more.eq(has_next[0]), left.eq(span), ptr.eq(base_next[0]), word_no.eq(0),
-                             *(b_.eq(v) for b_, v in zip(base_now, base_next)),
+                             more.eq(has_next[0]), word_no.eq(0),
                              o_k.eq(o_k + span), o_v.eq(o_v + v_step), o_i.eq(o_i + i_step), o_jw.eq(o_jw + k_step)]
+        # the fetch's address, the slot's bytes left and the step's bases: chosen by LUT6s from what J starts with, a
+        # step's advance, a slot's end and a word's request (each worked out beside the others)
+        moving = Signal()
+        m.d.comb += [moving.eq(fetching & port.gnt), advance.eq(step_done & more_steps)]
+        choice = Cat(in_j | (moving & slot_done & ~advance), in_j | (moving & advance))
+        with m.If(in_j | moving):
+            m.d.sync += [ptr.eq(lut6.mux4(m, "ptr_next", choice, (Mux(contiguous, ptr + n_req, ptr + f.w_stride),
+                                                                  Array(base_now)[slot_next], base_next[0],
+                                                                  tok_base[0]))),
+                         left.eq(lut6.mux4(m, "left_next", choice, (left - n_req, kind_bytes(slot_next), span, span)))]
+        with m.If(in_j | (moving & advance)):
+            m.d.sync += [b_.eq(Mux(in_j, v0, v1)) for b_, v0, v1 in zip(base_now, first_bases, base_next)]
         # the pipeline behind the fetch: a step's last word arrives, the chains multiply, the sums accumulate
         m.d.sync += mac_go.eq(tag_on & tag_last)
         with m.If(mac_go):
@@ -390,11 +407,10 @@ class Mpe(ExecutionUnit):
                             m.d.sync += reg.word(tag_word).eq(port.rdata)
 
         def start_fetch(m):  # (J: the group's plan is in, its first step's bases worked out now)
-            first_more, first_next = after(0)
-            m.d.sync += [slot.eq(0), slot_next.eq(first_next), more.eq(first_more), off.eq(0), left.eq(span),
-                         ptr.eq(tok_base[0]), word_no.eq(0), more_steps.eq(L < nnz),
-                         *(b_.eq(v) for b_, v in zip(base_now, first_bases)),
-                         o_k.eq(span), o_v.eq(v_step), o_i.eq(i_step), o_jw.eq(k_step)]
+            first_more, first_next = afters[0]
+            m.d.comb += in_j.eq(1)  # (the first address, bytes and bases: above)
+            m.d.sync += [slot.eq(0), slot_next.eq(first_next), more.eq(first_more), off.eq(0), word_no.eq(0),
+                         more_steps.eq(L < nnz), o_k.eq(span), o_v.eq(v_step), o_i.eq(i_step), o_jw.eq(k_step)]
             m.next = "FETCH"
 
         # ---- output stage operands: the result, its address and its record's, as registers (the addresses moved on
@@ -435,6 +451,11 @@ class Mpe(ExecutionUnit):
         in_range = tok_in & row_in
 
         read = eng.read
+
+        def touched(addr: Value, count) -> Value:
+            """The buffer words ``count`` bytes from ``addr`` lie in."""
+            return (addr[:lb] + count + (w - 1)) >> lb
+
         with m.FSM() as fsm:
             self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken,
                       *(tb.eq(hm.a_addr + times_constant(a_stride_now, t)) for t, tb in enumerate(tok_base)))
@@ -506,6 +527,7 @@ class Mpe(ExecutionUnit):
                     m.next = "OUT_WRITE"
                 with m.Else():
                     read(m, int(Buffer.PRM), scale_at, REQUANT.size)
+                    m.d.comb += eng.words.eq(touched(scale_at, REQUANT.size))
                     m.next = "OUT_REC"
             with m.State("OUT_REC"):
                 with m.If(eng.done):
@@ -519,9 +541,11 @@ class Mpe(ExecutionUnit):
             with m.State("OUT_EXTRA"):
                 with m.If((mode == int(OutMode.REQ_I8)) & f.lut):
                     read(m, int(Buffer.PRM), f.lut_addr + (y8 + 128)[:8], 1)
+                    m.d.comb += eng.words.eq(1)
                     m.next = "OUT_LUT"
                 with m.Elif(mode == int(OutMode.REQ_ADD)):
                     read(m, int(Buffer.ACC), out_addr, 4)
+                    m.d.comb += eng.words.eq(touched(out_addr, 4))
                     m.next = "OUT_RES"
                 with m.Else():
                     m.next = "OUT_WRITE"
@@ -537,6 +561,7 @@ class Mpe(ExecutionUnit):
                 m.d.sync += added.eq(saturate(residual + req, 32))
                 m.next = "OUT_WRITE"
             with m.State("OUT_WRITE"):
+                m.d.comb += eng.words.eq(touched(out_addr, out_elem))
                 eng.write_bytes(m, Mux(mode == int(OutMode.REQ_I8), int(Buffer.ACT), int(Buffer.ACC)), out_addr,
                                 out_elem, result)
                 m.next = "OUT_WAIT"
