@@ -34,7 +34,7 @@ from flightc.hw.requant import rounded_product
 from flightc.hw.stream import StreamMv
 from flightc.hw.stream_out import StreamOut
 from flightc.hw.tile_plan import TilePlan
-from flightc.hw.unit import ExecutionUnit
+from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import REQUANT
 
 
@@ -161,6 +161,7 @@ class Mpe(ExecutionUnit):
         j0 = Signal(len(f.k) + 1)  # the step being fetched
         j_mac = Signal(len(f.k) + 1)  # the step the chains' sums are accumulated from (the fetch runs ahead)
         j_take = Signal.like(j_mac)  # the step the chains take their operands of (CHAIN_LATENCY before its sums)
+        mac_last = Signal()  # j_mac's step is the last
         c_i = Signal(range(max(2, C)))
         t_i = Signal(range(T + 1))
         w, lb = cfg.buffer_port_bytes, lane_bits(cfg.buffer_port_bytes)
@@ -391,7 +392,7 @@ class Mpe(ExecutionUnit):
             for c in range(C):
                 for t in range(T):
                     m.d.sync += acc[c][t].eq(acc[c][t] + getattr(chains[c], f"sum{t}"))
-            m.d.sync += j_mac.eq(j_mac + L)
+            m.d.sync += [j_mac.eq(j_mac + L), mac_last.eq(j_mac + 2 * L >= nnz)]
         with m.If(tag_on):  # a contiguous operand's words go in whole; a strided one's bytes one by one
             with m.Switch(tag_slot):
                 for s_, reg in enumerate(win_raw + val_raw + idx_raw + gs_raw):
@@ -480,7 +481,7 @@ class Mpe(ExecutionUnit):
                                  *(tb.eq(tb + times_constant(a_stride, T)) for tb in tok_base)]
                     m.next = "T"
                 with m.Else():
-                    m.d.sync += [j0.eq(0), j_mac.eq(0), j_take.eq(0)]
+                    m.d.sync += [j0.eq(0), j_mac.eq(0), j_take.eq(0), mac_last.eq(L >= nnz)]
                     m.d.sync += [a.eq(0) for row in acc for a in row]
                     m.next = "J"
             with m.State("J"):
@@ -511,7 +512,7 @@ class Mpe(ExecutionUnit):
                 with m.If(step_done & ~more_steps):
                     m.next = "FLUSH"
             with m.State("FLUSH"):  # the last step arrives, multiplies and accumulates
-                with m.If(acc_go & (j_mac + L >= nnz)):
+                with m.If(acc_go & mac_last):
                     m.d.sync += [c_i.eq(0), t_i.eq(0), *first_result]
                     m.next = "OUT"
             # ---- output stage, one result at a time
@@ -577,6 +578,7 @@ class Mpe(ExecutionUnit):
                     m.d.sync += [c_i.eq(c_i + 1), out_addr.eq(out_addr + out_elem), scale_at.eq(scale_at + REQUANT.size),
                                  row_in.eq(row_n + 1 < f.n)]
                 m.next = "OUT"
+        one_hot(fsm)
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))
         # the activation copy's last word in, as a register: S_ACT's cycle with every word got (its feeds and output
         # stage start on it)
