@@ -393,6 +393,7 @@ class Mpe(ExecutionUnit):
                 for t in range(T):
                     m.d.sync += acc[c][t].eq(acc[c][t] + getattr(chains[c], f"sum{t}"))
             m.d.sync += [j_mac.eq(j_mac + L), mac_last.eq(j_mac + 2 * L >= nnz)]
+        strided_byte = lut6.shift(m, "strided_byte", port.rdata, tag_lane, 8, step=8, left=False)
         with m.If(tag_on):  # a contiguous operand's words go in whole; a strided one's bytes one by one
             with m.Switch(tag_slot):
                 for s_, reg in enumerate(win_raw + val_raw + idx_raw + gs_raw):
@@ -402,8 +403,11 @@ class Mpe(ExecutionUnit):
                         if VAL <= s_ < IDX:  # only K-major values are strided
                             with m.If(tag_contig):
                                 m.d.sync += reg.word(tag_word).eq(port.rdata)
-                            with m.Else():
-                                m.d.sync += reg.byte(tag_at).eq(port.rdata.word_select(tag_lane, 8))
+                            with m.Else():  # (the byte's place decoded to a case a byte, its lane by LUT6s)
+                                with m.Switch(tag_at[:max(1, (L - 1).bit_length())]):
+                                    for i in range(L):
+                                        with m.Case(i):
+                                            m.d.sync += reg.raw.word_select(i, 8).eq(strided_byte)
                         else:
                             m.d.sync += reg.word(tag_word).eq(port.rdata)
 
