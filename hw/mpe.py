@@ -4,11 +4,13 @@ MM and MV share it. For each pair of tokens (``macs_per_dsp``) and each group of
 weight rows, the engine walks the stored weights ``chain_length`` at a time (a chain step). Its
 operand fetch streams, one buffer word per cycle and with no gap between operands or steps, the
 activation window of each token and every chain's packed values, positions and group
-multipliers into operand registers (:class:`flightc.hw.buffers.OperandRegister`); the cycle
-after a step's last word arrives all chains multiply, ``CHAIN_LATENCY`` cycles later they accumulate,
-while the fetch is already a step ahead. The output stage then adds the row bias, requantizes
-(flightc.numerics), optionally maps through the activation LUT or adds into the residual, and
-writes each result.
+multipliers into operand registers (:class:`flightc.hw.buffers.OperandRegister`), every address from registers
+worked out a slot and a step ahead; the cycle after a step's last word arrives its operands pass a register on
+their way into the chains (``CHAIN_OPERAND_STAGE``), which take them the next cycle and accumulate ``CHAIN_LATENCY``
+cycles later, while the fetch is already a step ahead. The output stage then adds the row bias, requantizes
+(flightc.numerics, through hw/requant.py's pipeline), optionally maps through the activation LUT or adds into the
+residual, and writes each result. A streamed MV (MV.w_stream) goes through :class:`flightc.hw.stream.StreamMv`
+instead, its tile's plan (hw/tile_plan.py) worked out while it waits at the queue's head.
 """
 from __future__ import annotations
 

@@ -90,6 +90,7 @@ class TilePlan(wiring.Component):
         kinds = config_kinds(cfg)
         st = _Steps(m)
         # ---- step 1: the fields' direct consequences
+        # (dense rows may end mid-chunk: zero activations past K)
         chunks = st.reg("chunks1", (self.k + S - 1) >> (S.bit_length() - 1), len(self.chunks), 1)
         widest = max(chunk_stride(fmt, S) for _, _, fmt in formats(S, kinds))
         stride_of = Signal(range(widest + 1))

@@ -28,8 +28,8 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
 from flightc.hw.latency_rules import (CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY, SFU_DIV_SETUP,
-                                      SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles,
-                                      sfu_result_latency, sfu_stat_drain)
+                                      SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY,
+                                      division_bits, recip_wait_cycles, sfu_result_latency, sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
