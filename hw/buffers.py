@@ -278,6 +278,12 @@ def _number(bits: tuple[bool, ...]) -> int:
     return sum(int(bit) << j for j, bit in enumerate(bits))
 
 
+def words_touched(addr, count, word_bytes: int) -> Value:
+    """The buffer words ``count`` bytes from ``addr`` lie in (what a ``counted`` :class:`WordEngine` is told)."""
+    lb = (word_bytes - 1).bit_length()
+    return (Value.cast(addr)[:lb] + count + (word_bytes - 1)) >> lb
+
+
 def first_lanes(count, word_bytes: int):
     """A byte mask of the lowest ``count`` lanes of a word (``count`` up to ``word_bytes``)."""
     return ((Const(1, word_bytes + 1) << Value.cast(count).as_unsigned()) - 1)[:word_bytes]

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import Out
 from flightc.hw import lut6
 from flightc.hw.arith import saturate, times_constant
 from flightc.hw.axi import read_client_signature
-from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits
+from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits, words_touched
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
@@ -459,10 +459,6 @@ class Mpe(ExecutionUnit):
 
         read = eng.read
 
-        def touched(addr: Value, count) -> Value:
-            """The buffer words ``count`` bytes from ``addr`` lie in."""
-            return (addr[:lb] + count + (w - 1)) >> lb
-
         with m.FSM() as fsm:
             self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken,
                       *(tb.eq(hm.a_addr + times_constant(a_stride_now, t)) for t, tb in enumerate(tok_base)))
@@ -534,7 +530,7 @@ class Mpe(ExecutionUnit):
                     m.next = "OUT_WRITE"
                 with m.Else():
                     read(m, int(Buffer.PRM), scale_at, REQUANT.size)
-                    m.d.comb += eng.words.eq(touched(scale_at, REQUANT.size))
+                    m.d.comb += eng.words.eq(words_touched(scale_at, REQUANT.size, w))
                     m.next = "OUT_REC"
             with m.State("OUT_REC"):
                 with m.If(eng.done):
@@ -552,7 +548,7 @@ class Mpe(ExecutionUnit):
                     m.next = "OUT_LUT"
                 with m.Elif(mode == int(OutMode.REQ_ADD)):
                     read(m, int(Buffer.ACC), out_addr, 4)
-                    m.d.comb += eng.words.eq(touched(out_addr, 4))
+                    m.d.comb += eng.words.eq(words_touched(out_addr, 4, w))
                     m.next = "OUT_RES"
                 with m.Else():
                     m.next = "OUT_WRITE"
@@ -568,7 +564,7 @@ class Mpe(ExecutionUnit):
                 m.d.sync += added.eq(saturate(residual + req, 32))
                 m.next = "OUT_WRITE"
             with m.State("OUT_WRITE"):
-                m.d.comb += eng.words.eq(touched(out_addr, out_elem))
+                m.d.comb += eng.words.eq(words_touched(out_addr, out_elem, w))
                 eng.write_bytes(m, Mux(mode == int(OutMode.REQ_I8), int(Buffer.ACT), int(Buffer.ACC)), out_addr,
                                 out_elem, result)
                 m.next = "OUT_WAIT"

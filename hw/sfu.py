@@ -29,7 +29,7 @@ from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
 from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt, leading_zeros
-from flightc.hw.buffers import WordEngine, word_port_signature
+from flightc.hw.buffers import WordEngine, word_port_signature, words_touched
 from flightc.hw.decode import fields
 from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles
 from flightc.hw.lut6 import mux4, shift
@@ -347,7 +347,7 @@ class Sfu(ExecutionUnit):
         w_addr, w_count, w_words = Signal.like(wr.addr), Signal.like(wr.count), Signal.like(wr.words)
         m.d.comb += [w_addr.eq(dst_row + Mux(out4, lanes.col << 2, lanes.col)),
                      w_count.eq(Mux(out4, lanes.count << 2, lanes.count)),
-                     w_words.eq((w_addr[:lb] + w_count + (self.cfg.buffer_port_bytes - 1)) >> lb)]
+                     w_words.eq(words_touched(w_addr, w_count, self.cfg.buffer_port_bytes))]
         m.submodules.results = results = SyncFIFO(width=32 * G + len(w_addr) + len(w_count) + len(w_words),
                                                   depth=SFU_RESULT_QUEUE)
         packed = Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y]))
