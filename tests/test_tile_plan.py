@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from flightc.compress.formats import WeightFormat
 from flightc.config import PRESETS
+from flightc.errors import ProgramError
 from flightc.hw.lane_group import config_kinds, formats
 from flightc.hw.latency_rules import TILE_PLAN_STAGES
 from flightc.hw.tile_plan import TilePlan
@@ -35,7 +36,7 @@ def _tiles(cfg, rng, count: int) -> list:
                   w_stripe=groups * per)
         try:
             out.append((mv, stream_shape(cfg, mv)))
-        except Exception:  # a K the format does not cut: another
+        except ProgramError:  # a K the format does not cut: another
             continue
     return out
 
