@@ -26,7 +26,7 @@ from amaranth.lib.wiring import Out
 from flightc.hw import lut6
 from flightc.hw.arith import saturate, times_constant
 from flightc.hw.axi import read_client_signature
-from flightc.hw.buffers import OperandRegister, WordEngine, first_lanes, lane_bits, words_touched
+from flightc.hw.buffers import OperandRegister, WordEngine, lane_bits, words_touched
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
@@ -146,6 +146,8 @@ class Mpe(ExecutionUnit):
         kmajor4 = Signal()
         m.d.sync += kmajor4.eq(f.w_kmajor & (f.w_bits == int(WeightBits.B4)))
         nnz = Signal(len(f.k))  # stored weights per row: at most k
+        no_weights = Signal()
+        m.d.sync += no_weights.eq(nnz == 0)
         m.d.sync += nnz.eq(Mux((decoded["ib"] != 0) & ~f.w_kmajor, (f.k >> decoded["log2m"]) << decoded["log2n"], f.k))
         vbytes = Signal(BUF_ADDR_BITS)
         ibytes = Signal(BUF_ADDR_BITS)
@@ -156,7 +158,8 @@ class Mpe(ExecutionUnit):
                     with m.Case(b):
                         m.d.sync += out.eq((times_constant(nnz, b) + 7) >> 3)
         span = Signal(range(SPAN + 1))
-        m.d.sync += span.eq(Const(L, 16) << (log2m - log2n)[:3])
+        span_of = Const(L, 16) << (log2m - log2n)[:3]
+        m.d.sync += span.eq(span_of)
         # ---- loop state
         t0 = Signal(len(f.m) + 1)  # steps past m by macs_per_dsp
         n0 = Signal(len(f.n) + 1)  # steps past n by mpe_chains
@@ -239,13 +242,10 @@ class Mpe(ExecutionUnit):
         kmajor_row = [Signal(BUF_ADDR_BITS, name=f"kmajor_row{c}") for c in range(C)]  # K-major: the row's byte
         for c in range(C):
             m.d.sync += kmajor_row[c].eq(Mux(kmajor4, (n0 + c) >> 1, n0 + c))
-        v_step, i_step, k_step, g_bytes = (Signal(BUF_ADDR_BITS, name=x) for x in ("v_step", "i_step", "k_step",
-                                                                                 "g_bytes"))
+        v_step, i_step, k_step = (Signal(BUF_ADDR_BITS, name=x) for x in ("v_step", "i_step", "k_step"))
         gcount = Signal(BUF_ADDR_BITS)
         m.d.sync += [v_step.eq(times_constant(bits, L) >> 3), i_step.eq(times_constant(ib, L) >> 3),
-                     k_step.eq(times_constant(f.w_stride, L)), gcount.eq(span >> f.group_log2),
-                     g_bytes.eq(Mux(gcount == 0, 1, gcount))]
-        val_bytes = Mux(f.w_kmajor, L, v_step)
+                     k_step.eq(times_constant(f.w_stride, L)), gcount.eq(span >> f.group_log2)]
         # the offsets of the next step (j0 + L): its K, its values' and positions' bytes, its K-major rows
         o_k, o_v, o_i, o_jw = (Signal(BUF_ADDR_BITS, name=x) for x in ("o_k", "o_v", "o_i", "o_jw"))
         base_now = [Signal(BUF_ADDR_BITS, name=f"base_now{s_}") for s_ in range(S)]
@@ -261,38 +261,46 @@ class Mpe(ExecutionUnit):
         m.d.sync += [b_.eq(v) for b_, v in zip(base_next, bases(o_k, o_v, o_i, o_jw))]
         first_bases = bases(0, 0, 0, 0)
 
-        def kind_bytes(at: Value) -> Value:
-            """The bytes of slot ``at``'s operand."""
-            return Mux(at < VAL, span, Mux(at < IDX, val_bytes, Mux(at < GS, i_step, g_bytes)))
+        by_byte = Signal()  # K-major values not at unit stride: a byte a request
+        m.d.sync += by_byte.eq(f.w_kmajor & (f.w_stride != 1))
+        most = max(OperandRegister.most_words(SPAN, w), L)
+
+        # each kind of slot's bytes and a word's less one (the words from a base: its lane plus those, over a word),
+        # worked out beside the bytes, from the format's registers (in time for the first fetch, J)
+        bytes_up = [Signal(BUF_ADDR_BITS, name=f"{x}_up") for x in ("span", "val", "idx", "gs")]
+        m.d.sync += [bytes_up[0].eq(span_of + (w - 1)),
+                     bytes_up[1].eq(Mux(f.w_kmajor, L, times_constant(bits, L) >> 3) + (w - 1)),
+                     bytes_up[2].eq((times_constant(ib, L) >> 3) + (w - 1)),
+                     bytes_up[3].eq(Mux(gcount == 0, 1, gcount) + (w - 1))]
+
+        def requests(s_: int, base: Value) -> Value:
+            """The requests slot ``s_``'s operand takes from ``base``: the words its bytes touch, or a byte each."""
+            up = bytes_up[0 if s_ < VAL else 1 if s_ < IDX else 2 if s_ < GS else 3]
+            touched = ((Value.cast(base)[:lb] + up) >> lb)[:most.bit_length()]
+            return Mux(by_byte, L, touched) if VAL <= s_ < IDX else touched
 
         slot = Signal(range(S))
         slot_next = Signal(range(S))  # the enabled slot after ``slot`` (if ``more``)
         more = Signal()
         more_steps = Signal()  # a step after j0's
-        off = Signal(BUF_ADDR_BITS)  # bytes of the slot requested
-        left = Signal(BUF_ADDR_BITS)  # bytes of the slot not yet requested
         ptr = Signal(BUF_ADDR_BITS)
-        unit_stride = Signal()
-        m.d.sync += unit_stride.eq(f.w_stride == 1)
-        strided = (slot >= VAL) & (slot < IDX) & f.w_kmajor & ~unit_stride  # K-major values: a byte a request
+        strided = (slot >= VAL) & (slot < IDX) & by_byte
         contiguous = ~strided
-        room = Signal(range(w + 1))
-        m.d.comb += room.eq(w - ptr[:lb])
-        n_req = Signal(range(w + 1))
-        m.d.comb += n_req.eq(Mux(contiguous, Mux(left < room, left, room), 1))
+        # the slot's requests not yet made: its end is a LUT of this register, not the bytes left against the room
+        # in the word (a comparison of an address's width, on the path into the next address)
+        reqs_left = Signal(range(most + 1))
         fetching = Signal()
         in_j, advance = Signal(), Signal()  # J starts the fetch; a step's last word asked for, another step after it
         slot_done = Signal()
-        m.d.comb += slot_done.eq(Mux(contiguous, left <= room, left == 1))
+        m.d.comb += slot_done.eq(reqs_left == 1)
         port, eport = self.port, eng.port
         # the request in flight: its slot, where its bytes go, how many, the lane they start at
         tag_on = Signal()
         tag_slot = Signal(range(S))
-        tag_at = Signal(BUF_ADDR_BITS)
         tag_lane = Signal(lb)
         tag_contig = Signal()
         tag_first = Signal()  # the operand's first word, whose lane is where it starts
-        tag_word = Signal(range(max(2, OperandRegister.most_words(SPAN, w))))  # its word in the operand register
+        tag_word = Signal(range(max(2, most)))  # its word in the operand register (a strided one's byte)
         word_no = Signal.like(tag_word)
         tag_last = Signal()  # the step's last word: the chains multiply the cycle after it arrives
         mac_go, acc_go = Signal(), Signal()
@@ -332,13 +340,15 @@ class Mpe(ExecutionUnit):
             m.d.sync += act_asked.eq(act_asked + 1)
         # the bytes of the word past K are zero: K less the words got before, as a register
         act_rem = Signal(len(f.k))
+        # the next word's lanes within K: all of them, the last word's (K mod the word, a LUT6 a lane of K's low bits,
+        # worked out as the copy starts), or none: flags kept beside act_rem rather than a comparison a lane
+        full, partial = Signal(), Signal()
+        last_lanes = Signal(w)
         with m.If(act_tag):
-            m.d.sync += act_rem.eq(Mux(act_rem > w, act_rem - w, 0))
-        act_valid = Signal(range(w + 1))
-        m.d.comb += act_valid.eq(Mux(act_rem >= w, w, act_rem))
-        keep = first_lanes(act_valid, w)
+            m.d.sync += [act_rem.eq(Mux(act_rem > w, act_rem - w, 0)), full.eq(act_rem >= 2 * w),
+                         partial.eq((act_rem > w) & (act_rem < 2 * w))]
         act_word = Signal(8 * w)
-        m.d.comb += act_word.eq(port.rdata & Cat(*[keep[i].replicate(8) for i in range(w)]))
+        m.d.comb += act_word.eq(port.rdata & Cat(*[(full | (partial & last_lanes[i])).replicate(8) for i in range(w)]))
         # each word into the lane groups' copies a cycle after it arrives (their feeds start on the last word's
         # arrival, their first chunk two cycles on)
         m.d.sync += sm.act_we.eq(0)
@@ -353,26 +363,32 @@ class Mpe(ExecutionUnit):
                              sm.act_data.eq(Cat(gathered, act_word))]
         m.d.sync += tag_on.eq(0)
         with m.If(fetching & port.gnt):
-            m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_at.eq(off), tag_lane.eq(ptr[:lb]),
-                         tag_contig.eq(contiguous), tag_word.eq(word_no), word_no.eq(word_no + 1), tag_first.eq(off == 0),
-                         tag_last.eq(step_done), off.eq(off + n_req)]
+            m.d.sync += [tag_on.eq(1), tag_slot.eq(slot), tag_lane.eq(ptr[:lb]), tag_contig.eq(contiguous),
+                         tag_word.eq(word_no), word_no.eq(word_no + 1), tag_first.eq(word_no == 0),
+                         tag_last.eq(step_done)]
             with m.If(slot_done):  # on with the next slot
                 m.d.sync += [slot.eq(slot_next), slot_next.eq(Array(next_of)[slot_next]),
-                             more.eq(has_next.bit_select(slot_next, 1)), off.eq(0), word_no.eq(0)]
+                             more.eq(has_next.bit_select(slot_next, 1)), word_no.eq(0)]
             with m.If(advance):  # straight on with the next step's operands
                 m.d.sync += [j0.eq(j0 + L), more_steps.eq(j0 + 2 * L < nnz), slot.eq(0), slot_next.eq(next_of[0]),
                              more.eq(has_next[0]), word_no.eq(0),
                              o_k.eq(o_k + span), o_v.eq(o_v + v_step), o_i.eq(o_i + i_step), o_jw.eq(o_jw + k_step)]
-        # the fetch's address, the slot's bytes left and the step's bases: chosen by LUT6s from what J starts with, a
+        # the fetch's address, the slot's requests left and the step's bases: chosen by LUT6s from what J starts with, a
         # step's advance, a slot's end and a word's request (each worked out beside the others)
         moving = Signal()
         m.d.comb += [moving.eq(fetching & port.gnt), advance.eq(step_done & more_steps)]
         choice = Cat(in_j | (moving & slot_done & ~advance), in_j | (moving & advance))
+        # (a contiguous operand's next word is the one after ptr's; each slot's requests from its base now)
+        aligned_next = Cat(Const(0, lb), ptr[lb:] + 1)
+        reqs_now = [Signal(range(most + 1), name=f"reqs_now{s_}") for s_ in range(S)]
+        m.d.comb += [r_.eq(requests(s_, b_)) for s_, (r_, b_) in enumerate(zip(reqs_now, base_now))]
         with m.If(in_j | moving):
-            m.d.sync += [ptr.eq(lut6.mux4(m, "ptr_next", choice, (Mux(contiguous, ptr + n_req, ptr + f.w_stride),
+            m.d.sync += [ptr.eq(lut6.mux4(m, "ptr_next", choice, (Mux(contiguous, aligned_next, ptr + f.w_stride),
                                                                   Array(base_now)[slot_next], base_next[0],
                                                                   tok_base[0]))),
-                         left.eq(lut6.mux4(m, "left_next", choice, (left - n_req, kind_bytes(slot_next), span, span)))]
+                         reqs_left.eq(lut6.mux4(m, "reqs_next", choice,
+                                                (reqs_left - 1, lut6.select(m, "reqs_slot", slot_next, reqs_now),
+                                                 requests(0, base_next[0]), requests(0, tok_base[0]))))]
         with m.If(in_j | (moving & advance)):
             m.d.sync += [b_.eq(Mux(in_j, v0, v1)) for b_, v0, v1 in zip(base_now, first_bases, base_next)]
         # the pipeline behind the fetch: a step's last word arrives, the chains multiply, the sums accumulate
@@ -406,7 +422,7 @@ class Mpe(ExecutionUnit):
                             with m.If(tag_contig):
                                 m.d.sync += reg.word(tag_word).eq(port.rdata)
                             with m.Else():  # (the byte's place decoded to a case a byte, its lane by LUT6s)
-                                with m.Switch(tag_at[:max(1, (L - 1).bit_length())]):
+                                with m.Switch(tag_word[:max(1, (L - 1).bit_length())]):
                                     for i in range(L):
                                         with m.Case(i):
                                             m.d.sync += reg.raw.word_select(i, 8).eq(strided_byte)
@@ -416,7 +432,7 @@ class Mpe(ExecutionUnit):
         def start_fetch(m):  # (J: the group's plan is in, its first step's bases worked out now)
             first_more, first_next = afters[0]
             m.d.comb += in_j.eq(1)  # (the first address, bytes and bases: above)
-            m.d.sync += [slot.eq(0), slot_next.eq(first_next), more.eq(first_more), off.eq(0), word_no.eq(0),
+            m.d.sync += [slot.eq(0), slot_next.eq(first_next), more.eq(first_more), word_no.eq(0),
                          more_steps.eq(L < nnz), o_k.eq(span), o_v.eq(v_step), o_i.eq(i_step), o_jw.eq(k_step)]
             m.next = "FETCH"
 
@@ -468,6 +484,8 @@ class Mpe(ExecutionUnit):
                     with m.If(mine_ok):  # (a tile read ahead had its plan done as it started)
                         m.d.comb += [sm.start.eq(~pre), sm.resume.eq(pre)]
                         m.d.sync += [act_asked.eq(0), act_got.eq(0), act_rem.eq(f.k), pre.eq(0),
+                                     full.eq(f.k >= w), partial.eq((f.k != 0) & (f.k < w)),
+                                     last_lanes.eq(Cat(*[(f.k[:lb] > i) | (f.k[:lb] == 0) for i in range(w)])),
                                      cur_fits.eq(mine["fits"])]
                         m.next = "S_ACT"
                 with m.Elif(t0 >= rows_m):
@@ -487,7 +505,7 @@ class Mpe(ExecutionUnit):
                     m.d.sync += [a.eq(0) for row in acc for a in row]
                     m.next = "J"
             with m.State("J"):
-                with m.If(j0 >= nnz):
+                with m.If(no_weights):  # (j0 is 0 in J)
                     m.d.sync += [c_i.eq(0), t_i.eq(0), *first_result]
                     m.next = "OUT"
                 with m.Else():

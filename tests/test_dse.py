@@ -126,6 +126,38 @@ def test_space_follows_the_plan_and_the_part():
         SearchSpace.for_part(PARTS["u280"], plan, overrides={"sparsest_n": [16]})
 
 
+def test_the_search_picks_the_clocks_the_timing_estimate_supports(caplog, tmp_path):
+    """The part's clocks whose logic-level budget holds the kernel's deepest unit (flightc/dse/clock.py): from the
+    record of yosys' mappings, every unit of the kernel in it; a clock asked for past it is searched, with a
+    warning; none left is an error that says how to search one anyway."""
+    import json
+    import logging
+
+    from flightc.dse.clock import KERNEL_UNITS, RECORD, TimingEstimate, search_clocks, timing_estimate
+    from flightc.hw.timing import max_levels
+
+    est = timing_estimate()
+    assert est.units and set(est.units) <= set(KERNEL_UNITS) and est.depth <= max_levels(PRESETS["u280"].clock_mhz)
+    alveo = PARTS["u280"].clock_mhz
+    assert search_clocks(alveo, estimate=TimingEstimate(7.0, ("mpe",))) == tuple(c for c in alveo if c <= 225)
+    assert search_clocks(alveo, estimate=TimingEstimate(5.0, ("mpe",))) == alveo
+    with pytest.raises(ConfigError, match="9.50 logic levels in st"):
+        search_clocks(alveo, estimate=TimingEstimate(9.5, ("st",)))
+    with caplog.at_level(logging.WARNING, logger="flightc.dse.clock"):
+        assert search_clocks(alveo, (300.0,), TimingEstimate(7.0, ("mpe",))) == (300.0,)
+    assert "past the timing estimate" in caplog.text and "300 MHz allows 5" in caplog.text
+    plan = CompressionPlan.parse("w4g128s8:16")
+    assert SearchSpace.for_part(PARTS["u280"], plan).choices["clock_mhz"] == est.clocks(alveo)
+    assert 300.0 not in est.clocks(alveo)  # (the units' depth today: 7 levels, not 5)
+    entries = json.loads(RECORD.read_text())
+    deeper = {**entries, "st": {**entries["st"], "paths": {"x": {"levels": 8.5, "luts": 8}}}}
+    (tmp_path / "r.json").write_text(json.dumps(deeper))
+    assert timing_estimate(tmp_path / "r.json") == TimingEstimate(8.5, ("st",))
+    (tmp_path / "r.json").write_text(json.dumps({k: v for k, v in entries.items() if k != "mpe"}))
+    with pytest.raises(ConfigError, match="no mapping of mpe"):
+        timing_estimate(tmp_path / "r.json")
+
+
 def test_point_over_the_part_is_flagged_not_dropped():
     r = evaluate_point("builtin:addition", PRESETS["u280"].replace(num_cores=1), CompressionPlan.parse("w4g32s8:16"),
                        Workload(8, 8, 4), PARTS["kv260"])

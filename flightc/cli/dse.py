@@ -46,6 +46,7 @@ def register(sub) -> None:
 
 def cmd_dse(args) -> int:
     from flightc.dse import default_workload, run_dse
+    from flightc.dse.clock import timing_estimate
     from flightc.dse.report import COLUMNS, row
     from flightc.dse.space import SearchSpace
 
@@ -74,6 +75,11 @@ def cmd_dse(args) -> int:
                   + ", ".join(f"{k.split('_')[0].upper()} {v} KiB" for k, v in m.items() if k.endswith("_kib"))
                   + f" of buffers and {m['memory_bytes'] / 2**30:.2f} GiB off chip; {result.space.size():,} "
                     f"configurations in the space", highlight=False)
+    clocks = result.space.choices["clock_mhz"]
+    est = timing_estimate()
+    console.print(f"clocks searched: {', '.join(f'{c:g}' for c in clocks)} MHz (timing estimate: {est.depth:.2f} logic "
+                  f"levels in {est.where}; {', '.join(f'{c:g}' for c in clocks if not est.supports(c)) or 'none'}"
+                  f" past it)", highlight=False)
     failed = [t for t in result.trials if t.result.error]
     over = [t for t in result.trials if not t.result.error and t.result.violations]
     shown = [i for i, c in enumerate(COLUMNS) if c not in ("FF", "URAM", "buffers KiB act/wgt/acc/prm/kv")]

@@ -4,7 +4,8 @@ Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
 depths, buffer port width (and with it the AXI data width), the depth of the wait/release token
 counters, the number of memory channels the cores stream from and the memory masters they stream through (a
-lane group and an LD lane each), each lane group's slots, the SFU's lanes, the clock, and microarchitecture
+lane group and an LD lane each), each lane group's slots, the SFU's lanes, the clock (those of the part's the timing estimate supports:
+flightc/dse/clock.py), and microarchitecture
 parameters (unit queue depth, burst length, the divider's bits per cycle; one value each unless --space widens
 them: the resource model is not calibrated on them). ``weight_bits`` changes
 neither the generated RTL nor the modeled timing (the dequantizer builds every width of the ISA) and is
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flightc.config import PRESETS, HardwareConfig
+from flightc.dse.clock import search_clocks
 from flightc.parts import Part
 from flightc.errors import ConfigError
 from flightc.isa.table import SPARSITY_NM
@@ -89,7 +91,8 @@ class SearchSpace:
         choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
                                         and part.mem_channels % c == 0)
         choices["axi_masters"] = tuple(g for g in MASTERS if g <= max(choices["mem_channels"]))
-        choices["clock_mhz"] = part.clock_mhz
+        choices["clock_mhz"] = part.clock_mhz  # (narrowed below to what the timing estimate supports)
+        asked_clocks = None
         for name, values in (overrides or {}).items():
             if name not in choices:
                 raise ConfigError(f"search space: unknown dimension {name!r}; dimensions: {', '.join(choices)}")
@@ -101,6 +104,9 @@ class SearchSpace:
                 raise ConfigError(f"search space: {name} = {list(values)}: allowed on {part.name} for this plan: "
                                   f"{list(choices[name])}")
             choices[name] = values
+            if name == "clock_mhz":
+                asked_clocks = values
+        choices["clock_mhz"] = search_clocks(part.clock_mhz, asked_clocks)
         return cls(part, choices)
 
     @classmethod
