@@ -275,7 +275,12 @@ class StoreUnit(DmaUnit):
         read_bytes = Signal(range(2 * w + 1))
         m.d.comb += read_bytes.eq(Mux(fresh, places.head.read_bytes, cont_bytes))  # (a column's row is fresh)
         words = Mux(fresh, places.head.words, cont_words)
-        step = Mux(dealt, 16, 8)  # held bytes a row takes
+
+        def past_a_row(x: Value) -> Value:
+            """``x`` less the held bits a row takes (16 dealt, else 8): two slices chosen, not a shift by a signal
+            (Amaranth's combinational-cycle check walks a shift's every output bit to every input bit: minutes)."""
+            return Mux(dealt, x.shift_right(16), x.shift_right(8))
+
         # the next row starts a pair on another group's master: its beat goes in the next cycle (once placed: the
         # placer keeps ahead of the walk, so it is)
         # (worked out for a WRITE of one row and of two from registers, then chosen by ``two``)
@@ -373,8 +378,9 @@ class StoreUnit(DmaUnit):
         sel = Cat(lut6.lut(m, "held_sel0", [beat_col, live, finish, two, get_col],
                            lambda b, lv, fin, t, g: b or (lv and not (fin and t)) or g),
                   lut6.lut(m, "held_sel1", [finish, two, get_col], lambda fin, t, g: (fin and t) or g))
-        m.d.sync += [held.eq(lut6.mux4(m, "held_next", sel, (held, held >> step, Mux(live, held >> 32, held >> 16),
-                                                            rdata[:8 * w] >> step))),
+        m.d.sync += [held.eq(lut6.mux4(m, "held_next", sel, (held, past_a_row(held),
+                                                            Mux(live, held.shift_right(32), held.shift_right(16)),
+                                                            past_a_row(rdata[:8 * w])))),
                      held_rows.eq(lut6.mux4(m, "held_rows_next", sel,
                                             (held_rows, held_rows - 1, held_rows - Mux(live, 2, 1), read_rows - 1)))]
         with m.If(self.start):
