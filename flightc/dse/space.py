@@ -4,8 +4,8 @@ Each dimension is a field of HardwareConfig (or sets one): cores, DSP chains per
 the sparsest N:16 pattern the sparse MUX serves (it sets the chain's activation window), buffer
 depths, buffer port width (and with it the AXI data width), the depth of the wait/release token
 counters, the number of memory channels the cores stream from and the memory masters they stream through (a
-lane group and an LD lane each), each lane group's slots, the SFU's lanes, the clock (those of the part's the timing estimate supports:
-flightc/dse/clock.py), and microarchitecture
+lane group and an LD lane each), each lane group's slots, the SFU's lanes, the clock (the part's clocks that the
+timing estimate supports: flightc/dse/clock.py), and microarchitecture
 parameters (unit queue depth, burst length, the divider's bits per cycle; one value each unless --space widens
 them: the resource model is not calibrated on them). ``weight_bits`` changes
 neither the generated RTL nor the modeled timing (the dequantizer builds every width of the ISA) and is
