@@ -20,13 +20,14 @@ def levels_of(mapping: dict) -> dict[str, float]:
     return {kind: p["levels"] for kind, p in mapping["paths"].items()}
 
 
-def unit_levels(folder, unit, name: str, extra_ports=()) -> dict:
-    """yosys' mapping of one generated unit alone: each module kind's deepest path in levels."""
+def unit_levels(folder, unit, name: str, extra_ports=(), blackbox: str | None = None) -> dict:
+    """yosys' mapping of one generated unit alone (``blackbox``: modules left out): each module kind's deepest path
+    in levels."""
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import mapped
 
     ports = [*(s for s, _ in component_ports(unit)), *extra_ports]
-    return levels_of(mapped(folder, name, to_verilog(unit, name, ports=ports), RECORD))
+    return levels_of(mapped(folder, name, to_verilog(unit, name, ports=ports), RECORD, blackbox=blackbox))
 
 
 class Netlist:
@@ -280,15 +281,12 @@ def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
 
     from flightc.config import PRESETS
     from flightc.hw.axi import AXI_ADDR_BITS
-    from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.mpe import Mpe
-    from flightc.hw.synth import SEPARATED, mapped
+    from flightc.hw.synth import SEPARATED
 
     cfg = PRESETS["u280"].replace(axi_masters=1)
     bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
     unit = Mpe(cfg, bases)
-    ports = [*(s for s, _ in component_ports(unit)), *bases, unit.head_ok, unit.head_in]
     left_out = " ".join(f"{module}*" for module, kind in SEPARATED.items() if kind.startswith("core.mpe."))
-    m = mapped(tmp_path, "mpe", to_verilog(unit, "mpe", ports=ports), RECORD, blackbox=left_out)
-    levels = levels_of(m)
+    levels = unit_levels(tmp_path, unit, "mpe", [*bases, unit.head_ok, unit.head_in], left_out)
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
