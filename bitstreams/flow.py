@@ -2,6 +2,7 @@
 the overlay manifest the runtime checks; or, with ``virtual=True``, the overlay of the virtual board."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flightc.config import HardwareConfig
@@ -15,6 +16,8 @@ from .manifest import OverlayManifest, write_manifest
 from .virtual import write_virtual_overlay
 from .vitis import CU, link_cfg, makefile, package_xo_tcl
 from .vivado import block_design_tcl
+
+log = logging.getLogger(__name__)
 
 
 def design_name(board: Board, cfg: HardwareConfig) -> str:
@@ -31,6 +34,11 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
     if board.flow is Flow.PYNQ and cfg.axi_masters != 1:
         raise ConfigError(f"config {cfg.name!r} has {cfg.axi_masters} memory masters; the {board.name} block "
                           f"design connects one (to the PS's S_AXI_HP0_FPD): use axi_masters = 1")
+    from flightc.parts import PARTS
+
+    narrower = PARTS[board.name].port_violation(cfg.axi_data_bytes) if board.name in PARTS else None
+    if narrower:  # (the block design's automation inserts the width converter: it works, at the port's width)
+        log.warning("config %r on %s: %s", cfg.name, board.name, narrower)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     design = design_name(board, cfg)

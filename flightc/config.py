@@ -332,11 +332,13 @@ PRESETS: dict[str, HardwareConfig] = {
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,
                              buffer_port_bytes=64, sfu_div_step_bits=2, **{**_HBM, "lane_slots": 128},
                              axi_data_bytes=128),
-    # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB; 1,248 DSP48E2 on the part.
+    # Kria KV260 (PYNQ-class): one 64-bit DDR4-2400 interface, 19.2 GB/s, 4 GB, reached through the PS's 128-bit
+    # S_AXI_HP0 port (a 16-byte master); 1,248 DSP48E2 on the part.
     "kv260": HardwareConfig(name="kv260", clock_mhz=200.0, num_cores=1, mpe_chains=16, chain_length=64, sfu_lanes=16,
                             **PARTS["kv260"].memory_fields(), act_buffer_kib=64, wgt_buffer_kib=256,
-                            acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256, buffer_port_bytes=32,
-                            axi_data_bytes=32, sfu_div_step_bits=2, **_ONE),
+                            acc_buffer_kib=128, prm_buffer_kib=64, kv_buffer_kib=256,
+                            buffer_port_bytes=PARTS["kv260"].port_bytes, axi_data_bytes=PARTS["kv260"].port_bytes,
+                            sfu_div_step_bits=2, **_ONE),
     # The memory calibration preset: the u280's memory system scaled down to four HBM2 pseudo-channels, a 512-bit
     # master each, at its clock, burst length, bursts in flight and latency; tiny's compute, with three SFU lanes
     # (chunks that are not a power of two) and a divider wider than the statistics, so the RTL tests cover them

@@ -44,6 +44,12 @@ class Part:
     mem_gib: float  # off-chip memory the kernel can address
     clock_mhz: tuple[float, ...]  # kernel clocks the search may pick
     source: str
+    # the widest data bus of the port a memory master reaches the memory through, where it is narrower than any
+    # master the generator builds (the PS's S_AXI_HP ports of a Zynq UltraScale+ MPSoC: 128-bit, UG1085; a wider
+    # master is downsized to it, so a beat a cycle is this many bytes at most); None: the master's own width.
+    # (On an MPSoC each of the four HP ports is a memory channel: a master per port reaches the DDR's rate.)
+    port_bytes: int | None = None
+    port_name: str = ""
 
     def capacity(self) -> dict[str, int | None]:
         return {"DSP": self.dsp, "LUT": self.lut, "FF": self.ff, "BRAM36": self.bram36, "URAM": self.uram}
@@ -64,6 +70,14 @@ class Part:
     @property
     def max_cores(self) -> int:
         return self.slrs
+
+    def port_violation(self, axi_data_bytes: int) -> str | None:
+        """Why a master ``axi_data_bytes`` wide cannot stream at its width on this part (None: it can)."""
+        if self.port_bytes is None or axi_data_bytes <= self.port_bytes:
+            return None
+        return (f"axi_data_bytes {axi_data_bytes} > {self.port_bytes}: {self.name}'s memory port ({self.port_name}) "
+                f"is {8 * self.port_bytes}-bit, so a {8 * axi_data_bytes}-bit master moves {self.port_bytes} bytes a "
+                f"cycle, not {axi_data_bytes}; use a {self.port_bytes}-byte master")
 
     def memory_fields(self) -> dict:
         """The HardwareConfig fields of this part's off-chip memory (all its channels)."""
@@ -87,13 +101,17 @@ PARTS: dict[str, Part] = {p.name: p for p in (
          source="HBM2e 32 GB, 819 GB/s: shared/reference/device-facts.md; fabric counts not found in a source "
                 "available here (unchecked)"),
     Part("kv260", "XCK26", "UltraScale+", dsp=1_248, lut=117_120, ff=234_240, bram36=144, uram=64, slrs=1,
-         mem_kind=MemoryKind.DDR4, mem_channels=1, mem_channel_gbps=19.2, mem_gib=4, clock_mhz=_EDGE_CLOCKS,
+         mem_kind=MemoryKind.DDR4, mem_channels=4, mem_channel_gbps=19.2 / 4, mem_gib=4, clock_mhz=_EDGE_CLOCKS,
          source="Kria K26 SOM data sheet DS987: 4 GB 64-bit DDR4 at 2,400 Mb/s (19.2 GB/s); XCK26 fabric as in "
-                "DS987's resource table"),
+                "DS987's resource table; the PL reaches the PS's DDR through four 32/64/128-bit S_AXI_HP ports "
+                "(UG1085, PL-PS interfaces), each a channel of a quarter of the DDR's rate here",
+         port_bytes=16, port_name="S_AXI_HP0..3_FPD"),
     Part("zcu104", "XCZU7EV", "UltraScale+", dsp=1_728, lut=230_400, ff=460_800, bram36=312, uram=96, slrs=1,
-         mem_kind=MemoryKind.DDR4, mem_channels=1, mem_channel_gbps=21.3, mem_gib=2, clock_mhz=_EDGE_CLOCKS,
+         mem_kind=MemoryKind.DDR4, mem_channels=4, mem_channel_gbps=21.3 / 4, mem_gib=2, clock_mhz=_EDGE_CLOCKS,
          source="Zynq UltraScale+ MPSoC product table DS891 (ZU7EV); ZCU104 user guide UG1267: 2 GB 64-bit PS "
-                "DDR4 at 2,666 MT/s (21.3 GB/s)"),
+                "DDR4 at 2,666 MT/s (21.3 GB/s); the PL reaches the PS's DDR through four 32/64/128-bit S_AXI_HP "
+                "ports (UG1085, PL-PS interfaces), each a channel of a quarter of the DDR's rate here",
+         port_bytes=16, port_name="S_AXI_HP0..3_FPD"),
 )}
 
 # FlightLLM's published U280 build (shared/reference/flightllm-facts.md: secondary source) and its measured

@@ -136,6 +136,8 @@ CASES = [
     Case("dse", "an unknown model", lambda i: ["dse", "--model", "llama-99b", "--part", "kv260", "-o", _o(i)],
          ("llama-99b",)),
     Case("dse", "zero trials", lambda i: ["dse", "--part", "kv260", "--trials", "0", "-o", _o(i)], ("--trials",)),
+    Case("dse", "a generation of one point", lambda i: ["dse", "--part", "kv260", "--population", "1", "-o", _o(i)],
+         ("--population 1", "NSGA-II")),
     # ---- config
     Case("config", "an unknown field", lambda i: ["config", "tiny", "--set", "mpe_chainz=4"], ("mpe_chainz",),
          out=None),

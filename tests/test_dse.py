@@ -117,7 +117,8 @@ def test_space_follows_the_plan_and_the_part():
     plan = CompressionPlan.parse("w4g128s8:16")
     assert required_sparsity(plan) == 8 and required_sparsity(CompressionPlan.parse("w2g64s2:4")) == 2
     s = SearchSpace.for_part(PARTS["kv260"], plan)
-    assert s.choices["sparsest_n"] == (2, 4, 8) and s.choices["num_cores"] == (1,) and s.choices["mem_channels"] == (1,)
+    assert s.choices["sparsest_n"] == (2, 4, 8) and s.choices["num_cores"] == (1,)
+    assert s.choices["mem_channels"] == (1, 2, 4) and s.choices["axi_masters"] == (1, 2, 4)  # its four HP ports
     cfg = s.config({k: v[0] for k, v in s.choices.items()})
     assert cfg.mem_kind == PARTS["kv260"].mem_kind and cfg.supports_2_4 and min(cfg.sparse_n) == 2
     with pytest.raises(ConfigError, match="unknown dimension 'chains'"):
@@ -277,6 +278,10 @@ def test_cli_names_what_it_refuses(capsys):
     assert main(["hw", "resources", "--hw", "u280", "--part", "u280"]) == 0
     out = capsys.readouterr().out
     assert "lane group x 32" in out and "HBM converters (platform) x 32" in out and "1,303,680" in out
+    assert "memory port" not in out
+    assert main(["hw", "resources", "--hw", "u280", "--part", "kv260"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "does not fit kv260's memory port" in out and "use a 16-byte master" in out
 
 
 def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
@@ -316,4 +321,21 @@ def test_values_that_alone_put_the_kernel_over_the_part_leave_the_search():
         assert values and not set(values) & set(choices[name])
     u280 = SearchSpace.for_part(PARTS["u280"], plan, max_cores=1)
     kept, _ = within_part(u280)
-    assert 32 in kept["axi_masters"] and 64 in kept["sfu_lanes"]
+    assert 32 in kept["axi_masters"] and 64 in kept["sfu_lanes"] and 64 in kept["buffer_port_bytes"]
+
+
+def test_a_master_wider_than_the_parts_memory_port_does_not_fit():
+    """kv260's PL reaches its DDR through the PS's 128-bit S_AXI_HP ports (UG1085): the search leaves out beats
+    wider than 16 bytes (a master is as wide as a buffer word there), a point with one is reported as not fitting
+    by name, and the u280's HBM takes its 64-byte masters."""
+    from flightc.dse.feasible import within_part
+
+    plan = CompressionPlan.parse("w4g128s8:16")
+    kv260 = PARTS["kv260"]
+    choices, dropped = within_part(SearchSpace.for_part(kv260, plan))
+    assert max(choices["buffer_port_bytes"]) == 16 and {32, 64} <= set(dropped["buffer_port_bytes"])
+    wide = PRESETS["tiny"].replace(buffer_port_bytes=32, axi_data_bytes=32)
+    r = evaluate_point("builtin:addition", wide, plan, Workload(8, 8, 4), kv260)
+    assert not r.feasible and any("S_AXI_HP0..3_FPD" in v and "use a 16-byte master" in v for v in r.violations)
+    assert kv260.port_violation(16) is None and PARTS["u280"].port_violation(64) is None
+    assert PARTS["kv260"].port_violation(PRESETS["kv260"].axi_data_bytes) is None  # its preset fits its port

@@ -109,6 +109,9 @@ def cmd_resources(args) -> int:
     console.print(table(f"{cfg.name}: whole kernel ({cfg.num_cores} core{'s' if cfg.num_cores > 1 else ''}; one "
                         f"core's buffers: {buffer_bram36(cfg)} BRAM36)",
                         ("resource", "modeled", *((f"{p.name}", "used") if p else ())), rows))
+    port = p.port_violation(cfg.axi_data_bytes) if p else None
+    if port:
+        console.print(f"[yellow]does not fit {p.name}'s memory port:[/yellow] {port}")
     return 0
 
 

@@ -71,6 +71,9 @@ def run_dse(model: str, part_name: str, plan_text: str = "w4g128s8:16", objectiv
     for name, value in (("trials", trials), ("jobs", jobs), ("population", population)):
         if value < 1:
             raise ConfigError(f"--{name} {value}: a search needs at least 1")
+    if sampler == "nsga2" and population < 2:  # (before the minutes the model's narrowing takes)
+        raise ConfigError(f"--population {population}: NSGA-II breeds generations of at least 2 points; use "
+                          f"--population 2 or more (or --sampler tpe)")
     p = part(part_name)
     plan = CompressionPlan.parse(plan_text)
     objs = parse_objectives(objectives)

@@ -192,6 +192,9 @@ def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workl
     result.utilization = {k: (v / cap[k] if cap[k] else None) for k, v in result.resources.items()}
     result.violations = [f"{k} {v:,} > {cap[k]:,} on {part.name}" for k, v in result.resources.items()
                          if cap[k] is not None and v > cap[k]]
+    port = part.port_violation(cfg.axi_data_bytes)
+    if port:
+        result.violations.append(port)
     try:
         source, layers, no_weights = resolve_model(model)
         if not _extrapolated(source, layers):

@@ -83,15 +83,18 @@ SIZED = ("num_cores", "mpe_chains", "chain_length", "buffer_port_bytes", "axi_ma
 
 def within_part(space: SearchSpace) -> tuple[dict[str, tuple], dict[str, list]]:
     """The choices without the values that alone, every other dimension at its cheapest, put the kernel over the
-    part (by the resource model): a point with one of them cannot fit, so the search spends nothing on it. Returns
-    the choices and, per dimension, the values dropped. A space whose cheapest point is already over is left whole
-    (the search then reports by how much each point is over)."""
+    part (by the resource model) or make its masters wider than the part's memory port: a point with one of them
+    cannot fit, so the search spends nothing on it. Returns the choices and, per dimension, the values dropped. A
+    space whose cheapest point is already over is left whole (the search then reports by how much each point is
+    over)."""
     cap = space.part.capacity()
     cheap = {k: min(v) for k, v in space.choices.items()}
 
     def over(params: dict) -> bool:
-        res = estimate_resources(space.config(params)).as_dict()
-        return any(cap[k] is not None and v > cap[k] for k, v in res.items())
+        cfg = space.config(params)
+        res = estimate_resources(cfg).as_dict()
+        return any(cap[k] is not None and v > cap[k] for k, v in res.items()) or \
+            space.part.port_violation(cfg.axi_data_bytes) is not None
 
     if over(cheap):
         return dict(space.choices), {}
