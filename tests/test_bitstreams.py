@@ -141,3 +141,14 @@ def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
 def test_a_pynq_flow_refuses_several_masters(tmp_path):
     with pytest.raises(FlightcError, match="4 memory masters; the kv260 block design connects one"):
         write_flow(BOARDS["kv260"], PRESETS["hbm4"], tmp_path)
+
+
+def test_a_pynq_flow_warns_of_a_master_wider_than_the_hp_port(tmp_path, caplog):
+    """The PS's S_AXI_HP ports are 128-bit (UG1085): a 32-byte master is downsized by the block design, so the flow
+    says so; the kv260 preset's 16-byte master is not warned about."""
+    wide = PRESETS["tiny"].replace(name="tiny-wide", buffer_port_bytes=32, axi_data_bytes=32)
+    with caplog.at_level("WARNING", logger="flightc.bitstreams.flow"):
+        write_flow(BOARDS["kv260"], wide, tmp_path / "wide", virtual=True)
+        write_flow(BOARDS["kv260"], PRESETS["tiny"], tmp_path / "tiny", virtual=True)
+    warned = [r.getMessage() for r in caplog.records if r.name == "flightc.bitstreams.flow"]
+    assert len(warned) == 1 and "'tiny-wide' on kv260" in warned[0] and "use a 16-byte master" in warned[0], warned
