@@ -82,8 +82,12 @@ class Core(wiring.Component):
         check_rtl_config(cfg)
         self.cfg = cfg
         self.core_id = core_id
-        super().__init__({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters),
-                          "lite": In(axi4_lite_signature()), "interrupt": Out(1)})
+        super().__init__(self.ports(cfg))
+
+    @staticmethod
+    def ports(cfg: HardwareConfig) -> wiring.Signature:
+        return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters),
+                                 "lite": In(axi4_lite_signature()), "interrupt": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -153,29 +157,30 @@ def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
 
 class VitisKernel(wiring.Component):
     """Top level with the port names of a Vitis RTL kernel: ap_clk, ap_rst_n, s_axi_control and a memory master
-    port per master (:func:`master_port`)."""
+    port per master (:func:`master_port`). Its core is one separated module (:func:`separate`), so the kernel and
+    the simulation testbench share its generated Verilog."""
 
     def __init__(self, cfg: HardwareConfig):
+        check_rtl_config(cfg)
         self.cfg = cfg
-        self.core = Core(cfg)
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
-        for name, sig, outward in self.flat_ports():
+        for name, sig, outward in self.flat_ports(Core.ports(cfg).create()):
             members[name] = Out(len(sig)) if outward else In(len(sig))
         super().__init__(members)
 
-    def flat_ports(self) -> list:
+    def flat_ports(self, core) -> list:
         """The core's AXI4 masters and AXI4-Lite slave as the kernel's flat ports."""
         table = axi4_table(8 * self.cfg.axi_data_bytes)
         return ([p for g in range(self.cfg.axi_masters)
-                 for p in flat_ports(master_port(self.cfg, g), self.core.axi[g], table, True)]
-                + flat_ports(S_AXI, self.core.lite, axi4_lite_table(), False))
+                 for p in flat_ports(master_port(self.cfg, g), core.axi[g], table, True)]
+                + flat_ports(S_AXI, core.lite, axi4_lite_table(), False))
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.core = core = self.core
-        for name, sig, outward in self.flat_ports():
+        m.submodules.core = core = separate(Core, self.cfg)
+        for name, sig, outward in self.flat_ports(core):
             port = getattr(self, name)
             m.d.comb += port.eq(sig) if outward else sig.eq(port)
         m.d.comb += self.interrupt.eq(core.interrupt)

@@ -6,13 +6,20 @@ spends most of its generation time and memory building the same netlist 32 times
 :func:`to_verilog`, ``separate(cls, *args)`` converts ``cls(*args)`` the first time that class and those
 arguments (all its netlist depends on) are seen and hands back a stand-in with the same signature that
 instantiates that module by name; outside it (Amaranth's simulator, a flat conversion) it hands back the
-component itself.
+component itself. A module's Verilog is kept on disk under a hash of the generator's sources and the arguments,
+so the next process (the kernel after the testbench, a second `flightc hw verilog`) reads it back instead of
+generating it again: the core of a board's kernel takes over a minute.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import tempfile
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, Value
@@ -79,19 +86,60 @@ def separate(cls: type[wiring.Component], *args, **kwargs) -> wiring.Component:
     generated = library.get(key)
     if generated is not None:
         component._MustUse__silence = True  # one like it is already generated: this one is never elaborated
-    else:
-        base = "flightc_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-        same = sum(1 for k in library if k[0] is cls)
-        name = base if not same else f"{base}_{same}"
-        ports = [sig for sig, _ in component_ports(component)]
-        names = [sig.name for sig in ports]
-        if len(set(names)) != len(names):
-            raise ValueError(f"{name}: two ports share a name, so the module cannot be instantiated by port name")
-        text = verilog.convert(component, name=name, ports=ports, emit_src=False)
-        header = text[text.index(f"module {name}("):]
-        header = header[:header.index(";")]
-        generated = library[key] = _Generated(name, text, re.search(r"\bclk\b", header) is not None)
+        return _Instantiation(component.signature, generated)
+    base = "flightc_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    same = sum(1 for g in library.values() if re.fullmatch(rf"{base}(_\d+)?", g.name))
+    name = base if not same else f"{base}_{same}"
+    stored = _stored_path(name, cls, args, kwargs, library)
+    if stored is not None and stored.exists():
+        entry = json.loads(stored.read_text())
+        for inner in entry.pop("nested"):  # the modules it instantiates, generated with it
+            library[("stored", inner["name"])] = _Generated(**inner)
+        component._MustUse__silence = True
+        generated = library[key] = _Generated(**entry)
+        return _Instantiation(component.signature, generated)
+    ports = [sig for sig, _ in component_ports(component)]
+    names = [sig.name for sig in ports]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name}: two ports share a name, so the module cannot be instantiated by port name")
+    before = set(library)
+    text = verilog.convert(component, name=name, ports=ports, emit_src=False)
+    header = text[text.index(f"module {name}("):]
+    header = header[:header.index(";")]
+    generated = library[key] = _Generated(name, text, re.search(r"\bclk\b", header) is not None)
+    if stored is not None:
+        nested = [asdict(g) for k, g in library.items() if k not in before and k != key]
+        _store(stored, {**asdict(generated), "nested": nested})
     return _Instantiation(component.signature, generated)
+
+
+def _stored_path(name: str, cls: type, args: tuple, kwargs: dict, library: dict) -> Path | None:
+    """Where a separated module's Verilog is kept between processes (the Verilator builds' cache folder), under a
+    hash of the generator's sources, the class, its arguments, its name and the modules already generated (they
+    decide the names of those it instantiates); None where the arguments have no stable text (an object's default
+    repr) or the sources changed since this process loaded them (its Verilog would come from the code loaded
+    before the change)."""
+    from flightc.sim.rtl.build import _LOADED_DIGEST, _generator_digest, cache_root
+
+    what = (f"{cls.__module__}.{cls.__qualname__}\n{args!r}\n{sorted(kwargs.items())!r}\n{name}\n"
+            f"{sorted(g.name for g in library.values())}")
+    if " at 0x" in what:
+        return None
+    digest = _generator_digest()
+    if digest != _LOADED_DIGEST:
+        return None
+    h = hashlib.sha256(f"{digest}\n{what}".encode()).hexdigest()[:20]
+    return cache_root() / "modules" / f"{name}-{h}.json"
+
+
+def _store(path: Path, entry: dict) -> None:
+    """Write ``path`` whole or not at all (tests in parallel processes may generate the same module)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(entry, f)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def to_verilog(top, name: str, ports: list | None = None) -> str:

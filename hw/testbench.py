@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from flightc.config import HardwareConfig
 from flightc.hw.axi import axi4_lite_table, flat_ports
 from flightc.hw.core import S_AXI, Core
+from flightc.hw.hierarchy import separate
 from flightc.hw.sim_memory import STALL_RATE_BITS, AxiMemory
 from flightc.sim.perf.memory import channel_rate_q
 
@@ -34,7 +35,7 @@ class KernelTestbench(wiring.Component):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.core = core = Core(self.cfg)
+        m.submodules.core = core = separate(Core, self.cfg)  # the kernel's module (hw/core.py)
         m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words,
                                                     latency=self.cfg.mem_latency_cycles,
                                                     outstanding=self.cfg.axi_outstanding,

@@ -196,7 +196,7 @@ def test_dse_writes_front_plots_and_configs_that_compile_simulate_and_generate(t
         assert compile_error("builtin:addition", cfg.config(params), CompressionPlan.parse("w4g32s8:16"),
                              Workload(8, 24, 4))
     rows = _front(out)
-    trials = list(csv.DictReader((out / "trials.csv").open()))
+    trials = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert len(trials) == 8 and 1 <= len(rows) <= 8
     configs = sorted((out / "configs").glob("*.json"))
     assert len(configs) == len(rows)

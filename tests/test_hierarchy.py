@@ -2,9 +2,12 @@
 buffers' RAMs as one Verilog template instead of Amaranth memories with an initializer net per bit."""
 from __future__ import annotations
 
+import json
 import re
 
 from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from flightc.config import PRESETS, Buffer
 from flightc.hw.buffer_map import PortRole
@@ -90,3 +93,45 @@ def test_large_memories_are_asked_for_ultraram_and_the_resource_model_counts_the
     u = PRESETS["u280"]
     assert u.banked_buffers == (Buffer.PRM,)
     assert buffer_uram(u) == 8 + 15 + 29 + 29 and buffer_bram36(u) == 32 * 8  # PRM: 32 banks of 384 x 512 bits
+
+
+
+class OuterProbe(wiring.Component):
+    """A separated component that separates one of its own: a lane group of 64 slots."""
+
+    def __init__(self):
+        super().__init__({"out": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = separate(LaneGroup, 64, 2)
+        m.d.comb += self.out.eq(inner.result.valid)
+        return m
+
+
+class _OuterAndAGroup(Elaboratable):
+    """OuterProbe beside a lane group of another width, generated after it."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.outer = separate(OuterProbe)
+        m.submodules.group = separate(LaneGroup, 128, 2)
+        return m
+
+
+def test_a_separated_module_is_read_back_from_disk_with_the_modules_it_instantiates(tmp_path, monkeypatch):
+    """The second conversion in a fresh cache reads the outer module (and the lane group it instantiates) back
+    instead of generating them: the Verilog is the same, module names unique, and what it reads is the stored
+    text (a comment put into the stored file comes out)."""
+    monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path))
+    first = to_verilog(_OuterAndAGroup(), "top", ports=[])
+    assert sorted(_modules(first)) == ["flightc_lane_group", "flightc_lane_group_1", "flightc_outer_probe", "top"]
+    stored = list((tmp_path / "modules").glob("flightc_outer_probe-*.json"))
+    assert len(stored) == 1
+    assert to_verilog(_OuterAndAGroup(), "top", ports=[]) == first
+    entry = json.loads(stored[0].read_text())
+    assert [n["name"] for n in entry["nested"]] == ["flightc_lane_group"]
+    entry["text"] = "// read back\n" + entry["text"]
+    stored[0].write_text(json.dumps(entry))
+    again = to_verilog(_OuterAndAGroup(), "top", ports=[])
+    assert "// read back\n" in again and sorted(_modules(again)) == sorted(_modules(first))

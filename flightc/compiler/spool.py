@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+import weakref
 
 from flightc.errors import UnsupportedError
 
@@ -18,6 +19,8 @@ class ImageSpool:
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="flightc-image-")
         self._size = 0
+        # closed with the spool (a map of it keeps its own handle), not left to the collector's ResourceWarning
+        weakref.finalize(self, self._file.close)
 
     def __len__(self) -> int:
         return self._size

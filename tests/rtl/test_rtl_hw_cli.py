@@ -101,15 +101,16 @@ def test_hw_verilog_builds_what_the_performance_model_reads(tmp_path):
     def instances(module: str) -> int:
         return len(re.findall(rf"^\s*{module} \S+ \(", text, re.M))
 
+    assert instances("flightc_core") == 1  # the core, one module the simulation testbench instantiates too
     assert instances("flightc_lane_group") == instances("flightc_lane_feed") == cfg.axi_masters
     assert instances("flightc_axi_master") == cfg.axi_masters
     assert instances("flightc_sparse_dsp_chain") == cfg.mpe_chains
     # a DSP48E2 a slot (the cascades) and one per row of each 16-column segment (its multiplier)
     assert len(re.findall(r"^\s*DSP48E2 #\(", mods["flightc_lane_group"], re.M)) == \
         cfg.lane_slots + 2 * (cfg.lane_slots // SEGMENT)
-    assert len([n for n in mods if re.fullmatch(r"flightc_kernel\.core\.ld\.lane\d+", n)]) == cfg.axi_masters
+    assert len([n for n in mods if re.fullmatch(r"flightc_core\.ld\.lane\d+", n)]) == cfg.axi_masters
     # each SFU lane's power of two (softmax) has a register of its own (hw/sfu_lanes.py)
-    assert len(re.findall(r"^\s*reg \[17:0\] e\d+ =", mods["flightc_kernel.core.sfu"], re.M)) == cfg.sfu_lanes
+    assert len(re.findall(r"^\s*reg \[17:0\] e\d+ =", mods["flightc_core.sfu"], re.M)) == cfg.sfu_lanes
     assert _fifo_depths(mods, ".sfu.results") == [SFU_RESULT_QUEUE]  # the SFU's result queue, as the model reads it
     # SyncFIFOBuffered keeps one entry in its output register: its memory holds depth - 1
     for unit in ("ld", "mpe", "sfu", "st", "sys"):
