@@ -41,6 +41,11 @@ def _cfg(**changes) -> str:
     return json.dumps(d)
 
 
+def _zoo(name: str) -> dict:
+    """A published config of the model zoo (flightc/models/configs)."""
+    return json.loads((Path(__file__).resolve().parents[1] / "flightc/models/configs" / name / "config.json").read_text())
+
+
 def _o(i: Inputs, name: str = "out") -> str:
     return str(i.folder / name)
 
@@ -68,6 +73,16 @@ CASES = [
          ("max_len 4096", "max_position_embeddings")),
     Case("compile", "truncated weights", lambda i: ["compile", str(i.folder / "model"), "-o", _o(i)],
          ("model.safetensors",), files={"model/config.json": "MODEL_CONFIG", "model/model.safetensors": "TRUNCATED"}),
+    Case("compile", "a config field flightc does not know",
+         lambda i: ["compile", str(i.folder / "model"), "--random-weights", "0", "-o", _o(i)],
+         ("quantization_config", "remove it"),
+         files={"model/config.json": json.dumps({**_zoo("llama2-7b"), "quantization_config": {"bits": 4}})}),
+    Case("compile", "a vocabulary past the card's embedding gather",
+         lambda i: ["compile", str(i.folder / "model"), "--hw", "kv260", "--random-weights", "0", "--programs-only",
+                    "-o", _o(i)], ("embed", "151,936 rows", "LD.stripe_log2"),
+         files={"model/config.json": json.dumps({**_zoo("qwen2.5-0.5b"), "num_hidden_layers": 1,
+                                                 "hidden_size": 64, "intermediate_size": 128,
+                                                 "num_attention_heads": 2, "num_key_value_heads": 1})}),
     # ---- run
     Case("run", "missing bundle", lambda i: ["run", str(i.folder / "no.flb"), "--prompt-ids", "1"], ("no.flb",),
          out=None),

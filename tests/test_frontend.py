@@ -59,3 +59,24 @@ def test_other_architectures_and_missing_files_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(torch_model("tiny-llama").config.to_dict()))
     with pytest.raises(UnsupportedError, match="safetensors"):
         load_hf(tmp_path)
+
+
+def test_a_sharded_bf16_checkpoint_loads_as_its_model_does(tmp_path):
+    """A checkpoint in bfloat16 saved in shards (model.safetensors.index.json) gives the graph of the same model
+    rounded to bfloat16; a shard the index names but the folder lacks is named."""
+    model = torch_model("tiny-llama-gqa")
+    bf16 = type(model)(model.config).to(torch.bfloat16)
+    bf16.load_state_dict(model.state_dict())
+    bf16.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="100KB")
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").exists()
+    ours, theirs = load_hf(tmp_path), load_hf(bf16)
+    for n in theirs.linears():
+        assert np.array_equal(ours.node(n)["weight"], theirs.node(n)["weight"]), n
+    assert not np.array_equal(ours.node("L0.q_proj")["weight"],
+                              load_hf(model).node("L0.q_proj")["weight"])  # rounded: the bf16 values were read
+    (tmp_path / "stray.safetensors").write_bytes(b"not a checkpoint")  # outside the index: never read
+    load_hf(tmp_path)
+    shards[-1].unlink()
+    with pytest.raises(UnsupportedError, match=rf"names {len(shards)} shards; {shards[-1].name} is not in"):
+        load_hf(tmp_path)

@@ -27,6 +27,7 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
+from flightc.isa.table import BY_NAME
 from flightc.records import NORM, ROPE
 from flightc.rope import RopeScaling
 
@@ -492,6 +493,13 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     emb = graph.node("embed")
     vocab, row = emb["qembed"].q.shape
     block = 1 << max(0, (-(-vocab // cfg.mem_channels) - 1).bit_length())  # rows a channel holds: a power of two
+    most = 1 << BY_NAME["LD"].placed("stripe_log2").field.hi_value  # the largest block a gather's LD can name
+    if block > most:
+        raise UnsupportedError(
+            f"embed: {vocab:,} rows over {cfg.name}'s {cfg.mem_channels} memory channels need blocks of {block:,} "
+            f"rows a channel, but an embedding gather (LD.stripe_log2) reaches blocks of {most:,} rows: at most "
+            f"{most * cfg.mem_channels:,} rows on {cfg.mem_channels} channels. A vocabulary of at most that "
+            f"compiles for {cfg.name}; for this one, use a card with more memory channels")
     a.striped("embed", RegionKind.TABLE, emb["qembed"].q.astype(np.int8).tobytes() if images else vocab * row,
               list(range(cfg.mem_channels)), unit=block * row, align=ALIGN)
     if "qpositions" in emb:

@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 
 from flightc.errors import UnsupportedError
+from flightc.frontend.config_fields import ConfigFields, audit
 from flightc.frontend.lazy import LazyArray, RandomWeights
 from flightc.ir.graph import GraphIR, ModelSpec, OpKind
 from flightc.rope import RopeScaling
@@ -38,7 +39,9 @@ def _f32(x: float) -> float:
 
 
 def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> ModelSpec:
-    _require(cfg, {"hidden_act": ("silu",), "pretraining_tp": (1, None)})
+    _require(cfg, {"hidden_act": ("silu",), "pretraining_tp": (1, None),
+                   "rope_interleaved": (False, None),  # SmolLM2 states rotate-half RoPE; interleaved pairs differ
+                   "use_mrope": (False, None)})  # Qwen2-VL's multimodal RoPE
     heads = cfg["num_attention_heads"]
     kv_heads = cfg.get("num_key_value_heads") or heads
     hidden = cfg["hidden_size"]
@@ -63,6 +66,10 @@ def _qwen2_spec(cfg: Mapping[str, Any]) -> ModelSpec:
     if cfg.get("use_sliding_window"):
         raise UnsupportedError("config field use_sliding_window = True is not supported for qwen2 (its window "
                                "applies to some layers only)")
+    windowed = [i for i, t in enumerate(cfg.get("layer_types") or []) if t != "full_attention"]
+    if windowed:
+        raise UnsupportedError(f"config field layer_types: layers {windowed} are "
+                               f"{cfg['layer_types'][windowed[0]]!r}; flightc runs full attention in every layer")
     return _llama_like_spec(cfg, "qwen2")
 
 
@@ -87,11 +94,16 @@ SPECS: dict[str, Callable[[Mapping[str, Any]], ModelSpec]] = {
 
 
 def spec_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
-    model_type = cfg.get("model_type")
+    """The model's shape from its config; a field flightc neither reads nor knows to leave aside is refused by
+    name (:mod:`flightc.frontend.config_fields`)."""
+    fields = ConfigFields(cfg)
+    model_type = fields.get("model_type")
     if model_type not in SPECS:
-        raise UnsupportedError(f"model_type {model_type!r} (architectures {cfg.get('architectures')}) is not "
+        raise UnsupportedError(f"model_type {model_type!r} (architectures {fields.get('architectures')}) is not "
                                f"supported; flightc reads {', '.join(SPECS)}")
-    return SPECS[model_type](cfg)
+    spec = SPECS[model_type](fields)
+    audit(fields, model_type)
+    return spec
 
 
 class _Reader:
@@ -201,8 +213,30 @@ def _check_shapes(graph: GraphIR) -> None:
             raise UnsupportedError(f"layer {n}: bias shape {node['bias'].shape}, expected ({shape[0]},)")
 
 
+INDEX = "model.safetensors.index.json"
+
+
+def _checkpoint_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: the shards its index names (every one must be there), else every
+    ``*.safetensors`` in the folder."""
+    index = folder / INDEX
+    if not index.exists():
+        return sorted(folder.glob("*.safetensors"))
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise UnsupportedError(f"{index}: not a safetensors index with a weight_map ({e})") from None
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (folder / s).exists()]
+    if missing:
+        raise UnsupportedError(f"{index} names {len(shards)} shards; {', '.join(missing)} "
+                               f"{'is' if len(missing) == 1 else 'are'} not in {folder} (download every shard)")
+    return [folder / s for s in shards]
+
+
 def load_hf(model: str | Path | Any, random_weights: int | None = None) -> GraphIR:
-    """Load a supported causal LM from a local folder (config.json + *.safetensors) or a transformers model.
+    """Load a supported causal LM from a local folder (config.json and its safetensors: one file, or the shards
+    ``model.safetensors.index.json`` names; float32, float16 or bfloat16) or a transformers model.
 
     ``random_weights=SEED`` ignores any checkpoint and gives every parameter seeded random values produced
     on demand (a config alone is enough; a 7B model compiles in bounded memory).
@@ -220,7 +254,7 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
             spec = spec_from_config(cfg)
             weights = RandomWeights(cfg, random_weights)
             return build_graph(spec, weights, bool(cfg.get("tie_word_embeddings", False)))
-        files = sorted(folder.glob("*.safetensors"))
+        files = _checkpoint_files(folder)
         if not files:
             raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
                                    f"--random-weights SEED to compile the config with seeded random weights)")
