@@ -64,9 +64,10 @@ def kernel_verilog(cfg: HardwareConfig, flat: bool = False) -> str:
     copy a module of its own (what the synthesis reports count module by module)."""
     from amaranth.back import verilog
 
-    from flightc.hw.core import VitisKernel
+    from flightc.hw.core import VitisKernel, check_rtl_config
     from flightc.hw.hierarchy import to_verilog
 
+    check_rtl_config(cfg)  # before any component is made (one left unelaborated by the error would be warned about)
     if flat:
         return verilog.convert(VitisKernel(cfg), name=TOP, emit_src=False)
     return to_verilog(VitisKernel(cfg), TOP)

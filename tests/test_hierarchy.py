@@ -7,7 +7,7 @@ import re
 
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from flightc.config import PRESETS, Buffer
 from flightc.hw.buffer_map import PortRole
@@ -96,42 +96,55 @@ def test_large_memories_are_asked_for_ultraram_and_the_resource_model_counts_the
 
 
 
-class OuterProbe(wiring.Component):
-    """A separated component that separates one of its own: a lane group of 64 slots."""
+class InnerProbe(wiring.Component):
+    """A register: a separated component that takes no time to generate."""
 
-    def __init__(self):
-        super().__init__({"out": Out(1)})
+    def __init__(self, width: int):
+        super().__init__({"d": In(width), "q": Out(width)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.inner = inner = separate(LaneGroup, 64, 2)
-        m.d.comb += self.out.eq(inner.result.valid)
+        m.d.sync += self.q.eq(self.d)
         return m
 
 
-class _OuterAndAGroup(Elaboratable):
-    """OuterProbe beside a lane group of another width, generated after it."""
+class OuterProbe(wiring.Component):
+    """A separated component that separates one of its own: a register of 8 bits."""
+
+    def __init__(self):
+        super().__init__({"d": In(8), "q": Out(8)})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.outer = separate(OuterProbe)
-        m.submodules.group = separate(LaneGroup, 128, 2)
+        m.submodules.inner = inner = separate(InnerProbe, 8)
+        m.d.comb += [inner.d.eq(self.d), self.q.eq(inner.q)]
+        return m
+
+
+class _OuterAndAnInner(Elaboratable):
+    """OuterProbe beside a register of another width, generated after it."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.outer = outer = separate(OuterProbe)
+        m.submodules.inner = inner = separate(InnerProbe, 4)
+        m.d.comb += [inner.d.eq(outer.q)]
         return m
 
 
 def test_a_separated_module_is_read_back_from_disk_with_the_modules_it_instantiates(tmp_path, monkeypatch):
-    """The second conversion in a fresh cache reads the outer module (and the lane group it instantiates) back
+    """The second conversion in a fresh cache reads the outer module (and the register it instantiates) back
     instead of generating them: the Verilog is the same, module names unique, and what it reads is the stored
     text (a comment put into the stored file comes out)."""
     monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path))
-    first = to_verilog(_OuterAndAGroup(), "top", ports=[])
-    assert sorted(_modules(first)) == ["flightc_lane_group", "flightc_lane_group_1", "flightc_outer_probe", "top"]
+    first = to_verilog(_OuterAndAnInner(), "top", ports=[])
+    assert sorted(_modules(first)) == ["flightc_inner_probe", "flightc_inner_probe_1", "flightc_outer_probe", "top"]
     stored = list((tmp_path / "modules").glob("flightc_outer_probe-*.json"))
     assert len(stored) == 1
-    assert to_verilog(_OuterAndAGroup(), "top", ports=[]) == first
+    assert to_verilog(_OuterAndAnInner(), "top", ports=[]) == first
     entry = json.loads(stored[0].read_text())
-    assert [n["name"] for n in entry["nested"]] == ["flightc_lane_group"]
+    assert [n["name"] for n in entry["nested"]] == ["flightc_inner_probe"]
     entry["text"] = "// read back\n" + entry["text"]
     stored[0].write_text(json.dumps(entry))
-    again = to_verilog(_OuterAndAGroup(), "top", ports=[])
+    again = to_verilog(_OuterAndAnInner(), "top", ports=[])
     assert "// read back\n" in again and sorted(_modules(again)) == sorted(_modules(first))
