@@ -131,8 +131,11 @@ def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np
 # ----- special-function unit ----------------------------------------------------------------
 
 def isqrt(v: np.ndarray) -> np.ndarray:
-    """floor(sqrt(v)) for int64 v >= 0, exact."""
+    """floor(sqrt(v)) for int64 v >= 0, exact; a negative v is refused (ValueError)."""
     v = np.asarray(v, np.int64)
+    if (v < 0).any():
+        raise ValueError(f"the square root's radicand is negative ({int(v.min())}): a negative epsilon in the norm "
+                         f"record, or a sum of squares past int64")
     r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
     for _ in range(2):
         r = np.where(r * r > v, r - 1, r)
