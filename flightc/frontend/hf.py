@@ -253,7 +253,7 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         if random_weights is not None:
             spec = spec_from_config(cfg)
             weights = RandomWeights(cfg, random_weights)
-            return build_graph(spec, weights, bool(cfg.get("tie_word_embeddings", False)))
+            return build_graph(spec, weights, _tied(cfg, weights))
         files = _checkpoint_files(folder)
         if not files:
             raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
@@ -273,6 +273,10 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         cfg = model.config.to_dict()
         weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     spec = spec_from_config(cfg)
-    head = "lm_head.weight"
-    tied = bool(cfg.get("tie_word_embeddings", False)) or head not in weights
-    return build_graph(spec, weights, tied)
+    return build_graph(spec, weights, _tied(cfg, weights))
+
+
+def _tied(cfg: Mapping[str, Any], weights: Weights) -> bool:
+    """Whether the LM head is the embedding table: the config says so, or the checkpoint has no head of its own
+    (OPT's configs leave tie_word_embeddings to the family's default, true)."""
+    return bool(cfg.get("tie_word_embeddings", False)) or "lm_head.weight" not in weights

@@ -46,7 +46,9 @@ class RandomWeights(Mapping[str, LazyArray]):
             model = transformers.AutoModelForCausalLM.from_config(cfg)
         std = float(config.get("initializer_range", config.get("init_std", 0.02)))
         self._arrays = {}
-        for name, t in model.state_dict().items():
+        # one name a tensor: a tied LM head is the embedding's own parameter, absent from the checkpoint as
+        # transformers saves it (named_parameters drops the alias)
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
             kind = "matrix" if t.ndim > 1 else ("gain" if "norm" in name and name.endswith("weight") else "bias")
             self._arrays[name] = LazyArray(name, tuple(t.shape), seed, kind, std)
 
@@ -73,7 +75,7 @@ def lazy_weights_model(config: dict, seed: int, device: str = "cpu", jobs: int =
     weights = RandomWeights(config, seed)
     with torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(cfg).to(torch.float32)
-    state = model.state_dict()
+    state = {n: t for n, t in model.state_dict().items() if n in weights}  # (a tied head follows its embedding)
     with torch.no_grad(), ThreadPoolExecutor(max(1, jobs)) as pool:
         for name, values in zip(state, pool.map(lambda n: np.asarray(weights[n]), state)):
             state[name].copy_(torch.from_numpy(values))

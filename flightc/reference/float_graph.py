@@ -62,7 +62,7 @@ def float_handlers(graph: GraphIR, ids: np.ndarray, compressed: bool = False) ->
     def embed(_, n):
         y = weight(n, "qembed")[np.asarray(ids)]
         if "positions" in n:
-            table = n["qpositions"].dequantized() if compressed and "qpositions" in n else n["positions"]
+            table = n["qpositions"].dequantized() if compressed and "qpositions" in n else np.asarray(n["positions"])
             y = y + table[pos + s.position_offset]
         return y
 
