@@ -66,3 +66,23 @@ def test_a_twin_runs_bit_exactly_and_its_float_model_is_transformers(name, tmp_p
     with torch.no_grad():
         theirs = lazy_weights_model(cfg, 0)(torch.tensor([PROMPT])).logits[0].double().numpy()
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+def test_a_twin_whose_embedding_outgrows_a_channel_and_logits_the_acc_buffer_runs_bit_exactly(tmp_path):
+    """LLaMA-3-8B's twin with a vocabulary of 100,000 and a hidden size of 256, on tiny: its embedding (25.6 MB)
+    is larger than one of tiny's memory channels, its logits larger than its ACC buffer; it runs as exactly as the
+    others."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.config import PRESETS, Buffer
+
+    cfg = {**twin(published("llama3-8b"), GROUP), "vocab_size": 100_000, "hidden_size": 256}
+    tiny = PRESETS["tiny"]
+    assert cfg["vocab_size"] * cfg["hidden_size"] > tiny.mem_channel_mib << 20
+    assert 4 * cfg["vocab_size"] > tiny.buffer_bytes(Buffer.ACC)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    c = compile_model(tmp_path, "tiny", CompressionPlan.parse(PLAN, ["lm_head=w8"]), max_len=len(PROMPT) + NEW,
+                      max_prefill=len(PROMPT), random_weights=0, prefill_lengths=[len(PROMPT)])
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, len(PROMPT) + NEW), PROMPT, NEW)
+    got = list(Session(c.bundle).generate(PROMPT, NEW))
+    assert [t for t, _ in got] == ref_tokens and len(set(ref_tokens)) > 3
+    assert all(z.tobytes() == r.tobytes() for (_, z), r in zip(got, ref_logits))
