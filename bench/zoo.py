@@ -23,13 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
 FLAGS = ["--format", "w4g128s8:16", "--layer", "lm_head=w8", "--random-weights", "0", "--programs-only",
          "--max-len", "2048"]
 
 
 def compile_one(model: str, hw: str, out: Path) -> tuple[float, str | None]:
     """Seconds the compile took and, if it stopped, its error (the CLI's 'error:' line onward)."""
+    from flightc.models.zoo import CONFIGS
+
     cli = Path(sys.executable).with_name("flightc")
     env = {**os.environ, "COLUMNS": "400"}  # one line per message
     t0 = time.perf_counter()
@@ -50,7 +51,9 @@ def main() -> None:
     ap.add_argument("--workload", default="128:512", help="PROMPT:GENERATED tokens for the modeled decode speed")
     ap.add_argument("--no-speed", action="store_true", help="compile only (the decode model takes minutes a 7B)")
     args = ap.parse_args()
-    models = args.models.split(",") if args.models else sorted(p.parent.name for p in CONFIGS.glob("*/config.json"))
+    from flightc.models.zoo import zoo
+
+    models = args.models.split(",") if args.models else zoo()
     prompt, new = (int(x) for x in args.workload.split(":"))
 
     from rich.progress import Progress

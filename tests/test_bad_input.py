@@ -12,6 +12,7 @@ import pytest
 
 from flightc.cli import main
 from flightc.config import PRESETS
+from flightc.models.zoo import published as _zoo
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,6 @@ def _cfg(**changes) -> str:
     d = PRESETS["tiny"].to_dict()
     d.update(changes)
     return json.dumps(d)
-
-
-def _zoo(name: str) -> dict:
-    """A published config of the model zoo (flightc/models/configs)."""
-    return json.loads((Path(__file__).resolve().parents[1] / "flightc/models/configs" / name / "config.json").read_text())
 
 
 def _o(i: Inputs, name: str = "out") -> str:

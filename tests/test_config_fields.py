@@ -2,22 +2,16 @@
 (flightc/frontend/config_fields.py); the model zoo's configs (flightc/models/configs) read as transformers reads them."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import transformers
 
 from flightc.errors import UnsupportedError
 from flightc.frontend.config_fields import ELSEWHERE, IGNORED, IGNORED_BY_FAMILY
 from flightc.frontend.hf import SPECS, spec_from_config
+from flightc.models.zoo import published as _zoo
+from flightc.models.zoo import zoo
 
-CONFIGS = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
-ZOO = sorted(p.parent.name for p in CONFIGS.glob("*/config.json"))
-
-
-def _zoo(name: str) -> dict:
-    return json.loads((CONFIGS / name / "config.json").read_text())
+ZOO = zoo()
 
 
 @pytest.mark.parametrize("family", sorted(SPECS))
