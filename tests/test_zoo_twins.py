@@ -15,7 +15,8 @@ from flightc.compress.plan import CompressionPlan
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf, spec_from_config
 from flightc.frontend.lazy import lazy_weights_model
-from flightc.models.zoo import BLOCK, published, twin, zoo
+from flightc.config import PRESETS
+from flightc.models.zoo import published, twin, zoo
 from flightc.reference.float_graph import run_float
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
@@ -34,7 +35,7 @@ def test_a_twin_keeps_what_decides_the_layout(name):
     cfg, small = published(name), twin(published(name), GROUP)
     a, b = spec_from_config(cfg), spec_from_config(small)
     for dim in ("hidden_size", "intermediate_size", "vocab_size"):
-        for m in (BLOCK, GROUP):
+        for m in (PRESETS[HW].sparse_m, GROUP):  # the sparsity block along K, the group
             assert getattr(a, dim) % m == getattr(b, dim) % m, (dim, m)
     assert (a.num_heads // a.num_kv_heads, a.head_dim) == (b.num_heads // b.num_kv_heads, b.head_dim)
     assert (a.family, a.rope_theta, a.rope_scaling, a.sliding_window, a.rms_eps) == \

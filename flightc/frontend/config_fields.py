@@ -3,9 +3,9 @@
 A field flightc does not know may change the arithmetic (a pre-quantized checkpoint, interleaved RoPE, a new
 attention variant): compiling past it would give a wrong answer without a word. :func:`audit` refuses such a
 field and names it. The fields the frontend reads are recorded as it reads them (:class:`ConfigFields`), so the
-tables here hold only what it does not read: :data:`ELSEWHERE` (read by another part of flightc) and
-:data:`IGNORED` and :data:`IGNORED_BY_FAMILY` (no effect on what a decoder computes at inference). transformers' own generic fields (output
-options, label maps, its version) are ignored as well; they are taken from the installed transformers.
+tables here hold only what it does not read: :data:`ELSEWHERE` (read by another part of flightc), :data:`IGNORED`
+and :data:`IGNORED_BY_FAMILY` (no effect on what a decoder computes at inference). transformers' own generic
+fields (output options, label maps, its version) are ignored as well; they come from the installed transformers.
 """
 from __future__ import annotations
 

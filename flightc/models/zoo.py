@@ -8,7 +8,6 @@ from pathlib import Path
 CONFIGS = Path(__file__).resolve().parent / "configs"
 TWIN_LAYERS = 2
 TWIN_VOCAB = 256  # plus the published vocabulary's residue modulo the group size
-BLOCK = 16  # the hardware's block along K (compress.formats: N:16)
 
 
 def zoo() -> list[str]:
@@ -21,13 +20,6 @@ def published(name: str) -> dict:
     return json.loads((CONFIGS / name / "config.json").read_text())
 
 
-def _heads(cfg: dict) -> tuple[int, int, int]:
-    """(query heads, KV heads, head size) as the config states them."""
-    heads = cfg["num_attention_heads"]
-    kv = cfg.get("num_key_value_heads") or heads
-    return heads, kv, cfg.get("head_dim") or cfg["hidden_size"] // heads
-
-
 def twin(cfg: dict, group: int = 128) -> dict:
     """``cfg`` with two layers and a vocabulary of a few hundred, its hidden and MLP sizes cut to ``group`` plus their
     residues modulo ``group`` (a multiple of 16, so the residues modulo 16 stay too; the hidden size a multiple of the
@@ -37,9 +29,10 @@ def twin(cfg: dict, group: int = 128) -> dict:
     twin's hidden size is its heads times the head size, with the fewest KV heads that keep the residue."""
     import transformers
 
-    family = cfg["model_type"]
-    heads, kv, head_dim = _heads(cfg)
-    ratio = heads // kv
+    from flightc.frontend.hf import spec_from_config
+
+    spec = spec_from_config(cfg)
+    family, head_dim, ratio = spec.family, spec.head_dim, spec.num_heads // spec.num_kv_heads
     hidden = group + cfg["hidden_size"] % group
     has_head_dim = "head_dim" in transformers.AutoConfig.for_model(family).to_dict()
     if has_head_dim:
