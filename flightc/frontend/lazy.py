@@ -47,8 +47,12 @@ class RandomWeights(Mapping[str, LazyArray]):
         std = float(config.get("initializer_range", config.get("init_std", 0.02)))
         self._arrays = {}
         # one name a tensor: a tied LM head is the embedding's own parameter, absent from the checkpoint as
-        # transformers saves it (named_parameters drops the alias)
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        # transformers saves it
+        seen: set[int] = set()
+        for name, t in model.state_dict(keep_vars=True).items():
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
             kind = "matrix" if t.ndim > 1 else ("gain" if "norm" in name and name.endswith("weight") else "bias")
             self._arrays[name] = LazyArray(name, tuple(t.shape), seed, kind, std)
 
