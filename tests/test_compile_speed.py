@@ -43,9 +43,10 @@ def quantize_rtn_whole(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     return QuantWeight(fmt, q, gs, row_scale, mask)
 
 
-def pack_weight_by_index_arrays(qw: QuantWeight) -> np.ndarray:
+def pack_weight_by_index_arrays(qw: QuantWeight, columns: int | None = None) -> np.ndarray:
     fmt = qw.fmt
     rows, k = qw.q.shape
+    assert columns in (None, k)  # (this model's K are whole chunks: no padding)
     nnz = fmt.nnz(k)
     if not fmt.sparse:
         return pack_weight(qw)

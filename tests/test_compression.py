@@ -61,8 +61,8 @@ def test_format_checks_name_the_layer():
         WeightFormat(bits=2, group=32).check(cfg, "L3.up_proj", 128)
     with pytest.raises(UnsupportedError, match="L0.q_proj: 3:16"):
         WeightFormat(bits=8, n=3, m=16).check(PRESETS["tiny"], "L0.q_proj", 128)
-    with pytest.raises(UnsupportedError, match="not a multiple"):
-        WeightFormat(bits=4, group=128).check(PRESETS["tiny"], "L0.o_proj", 64)
+    with pytest.raises(UnsupportedError, match="L0.o_proj: K = 1000000 exceeds"):
+        WeightFormat(bits=4, group=128).check(PRESETS["tiny"], "L0.o_proj", 1_000_000)
     with pytest.raises(UnsupportedError, match="2:4 sparsity is not supported"):
         WeightFormat(bits=8, n=2, m=4).check(PRESETS["tiny"].replace(supports_2_4=False), "x", 128)
     with pytest.raises(UnsupportedError, match="expected e.g."):

@@ -41,7 +41,7 @@ def shape_only(fmt: WeightFormat, shape: tuple[int, int]) -> QuantWeight:
     def zeros(dtype, cols: int) -> np.ndarray:
         return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), (rows, cols), (0, 0), writeable=False)
 
-    return QuantWeight(fmt, zeros(np.int8, k), zeros(np.uint8, k // fmt.group if fmt.group else 0),
+    return QuantWeight(fmt, zeros(np.int8, k), zeros(np.uint8, -(-k // fmt.group) if fmt.group else 0),
                        np.ones(rows), None)
 
 

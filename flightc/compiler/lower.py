@@ -90,7 +90,8 @@ class Scratch:
 
 @dataclass
 class Tensor:
-    """An activation on chip: ``rows`` x ``width`` elements of ``elem`` bytes, rows contiguous."""
+    """An activation on chip: ``rows`` x ``width`` elements of ``elem`` bytes, a row every ``row_bytes`` (its
+    elements' bytes, or more where a linear layer reads it: see :meth:`StepLowering.new_tensor`)."""
 
     block: Block
     rows: int
@@ -98,6 +99,7 @@ class Tensor:
     elem: int
     shares: list[tuple[int, int]] | None = None  # per core: the columns it holds; None: all of them
     producer: str = ""
+    stride: int = 0  # bytes from a row to the next; 0: the row's elements' bytes
 
     @property
     def addr(self) -> int:
@@ -105,7 +107,7 @@ class Tensor:
 
     @property
     def row_bytes(self) -> int:
-        return self.width * self.elem
+        return self.stride or self.width * self.elem
 
 
 @dataclass
@@ -232,8 +234,15 @@ class StepLowering:
 
     def new_tensor(self, name: str, b: Buffer, rows: int, width: int, elem: int,
                    shares: list[tuple[int, int]] | None = None) -> Tensor:
-        block = self.scratch[b].alloc(f"tensor {name}", rows * width * elem)
-        return Tensor(block, rows, width, elem, shares, name)
+        """Room for tensor ``name``. One that linear layers read has its rows a buffer word apart (where a streamed
+        MV's activations start) and room past its last row for the columns their packed weights run to: whole
+        blocks, groups and lane-group chunks, whose zero weights meet whatever lies there."""
+        reads = [qw.fmt.packed_columns(self.cfg, qw.shape[1]) for qw in
+                 (self.g.node(c)["qweight"] for c in self.g.consumers(name) if self.g.node(c)["op"] is OpKind.LINEAR)]
+        word = self.cfg.buffer_port_bytes
+        stride = -(-width * elem // word) * word if reads and rows > 1 else width * elem
+        block = self.scratch[b].alloc(f"tensor {name}", (rows - 1) * stride + max([width * elem, *reads]))
+        return Tensor(block, rows, width, elem, shares, name, stride)
 
     def own(self, t: Tensor) -> tuple[int, int]:
         """This core's columns of a tensor (all of them when it is not split)."""

@@ -398,13 +398,14 @@ def row_shares(graph: GraphIR, cfg: HardwareConfig, name: str, rows: int) -> lis
     return [(rows * c0 // cfg.mem_channels, rows * c1 // cfg.mem_channels) for c0, c1 in split(cfg.mem_channels, parts)]
 
 
-def exchange_row_bytes(graph: GraphIR) -> int:
-    """The widest row any tensor crossing cores can have: a linear's output, attention's, or the residual."""
+def exchange_row_bytes(graph: GraphIR, cfg: HardwareConfig) -> int:
+    """The widest row any tensor crossing cores can have: a linear's output, attention's, or the residual (rounded up
+    to a buffer word, as a row a linear layer reads is laid out)."""
     s = graph.spec
     widths = [4 * s.hidden_size, s.num_heads * s.head_dim]
     for n in graph.linears():
         widths.append(graph.node(n)["qweight"].shape[0] * (1 if graph.node(n)["out_mode"].name == "REQ_I8" else 4))
-    return max(widths)
+    return -(-max(widths) // cfg.buffer_port_bytes) * cfg.buffer_port_bytes
 
 
 def _ahead(fn: Callable, items: Iterable, jobs: int) -> Iterator:
@@ -442,11 +443,16 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     # the weight tiles first, so each core's channels hold them at the same addresses with no gaps between
     tiles: dict[str, list[tuple[int, int, int, list[tuple[int, int, str, Region]], StreamPlan | None] | None]] = {}
     linears = graph.linears()
-    packs = _ahead(lambda n: pack_weight(graph.node(n)["qweight"]), linears, jobs) if images else None
+
+    def packed_rows(name: str) -> np.ndarray:
+        qw = graph.node(name)["qweight"]
+        return pack_weight(qw, qw.fmt.packed_columns(cfg, qw.shape[1]))
+
+    packs = _ahead(packed_rows, linears, jobs) if images else None
     for name in linears:
         node = graph.node(name)
-        rows, k = node["qweight"].shape
         fmt = node["qweight"].fmt
+        rows, k = node["qweight"].shape[0], fmt.packed_columns(cfg, node["qweight"].shape[1])  # (zero columns past K)
         packed = next(packs) if packs is not None else None
         if release and packed is not None:
             node["qweight"].release()
@@ -486,7 +492,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
     if P > 1:  # two alternating slots for the tensors cores exchange
         for slot in range(2):
-            a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph))
+            a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph, cfg))
     for core, (j0, j1) in enumerate(split(s.num_kv_heads, P)):
         for j in range(j0, j1):
             a.map.kv_owner[j] = core

@@ -84,7 +84,7 @@ class Allocation:
     @property
     def stored_bits_per_weight(self) -> float:
         """Everything the packed rows hold (values, sparse indices, group multipliers) per dense weight."""
-        return sum(8 * c.fmt.row_bytes(c.shape[1]) * c.shape[0] for c in self.layers) / self.params
+        return sum(8 * c.fmt.row_bytes(c.fmt.whole(c.shape[1])) * c.shape[0] for c in self.layers) / self.params
 
     def plan(self, base: CompressionPlan) -> CompressionPlan:
         """``base`` with one override per allocated layer (exact names)."""
@@ -103,7 +103,7 @@ def candidates(cfg: HardwareConfig, budget: BitBudget, k: int) -> list[WeightFor
     out = []
     for bits in sorted(cfg.weight_bits):
         for n, m in budget.patterns(cfg):
-            group = 0 if bits == 8 or not budget.group or k % budget.group else budget.group
+            group = 0 if bits == 8 or not budget.group else budget.group
             fmt = WeightFormat(bits=bits, n=n, m=m, group=group)
             try:
                 fmt.check(cfg, "?", k)

@@ -1,6 +1,7 @@
 """Weight formats the dequantizer accepts: bit width, N:M sparsity and group size along K."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from flightc.config import HardwareConfig
@@ -58,8 +59,26 @@ class WeightFormat:
     def nnz(self, k: int) -> int:
         return k * self.n // self.m
 
+    @property
+    def unit(self) -> int:
+        """Columns of the smallest whole piece of a row: an N:M block and a group (both powers of two)."""
+        return max(self.m, self.group)
+
+    def whole(self, k: int) -> int:
+        """``k`` rounded up to whole blocks and groups: the columns a row of length k is quantized over (the last
+        group partial, the columns past k zero)."""
+        return -(-k // self.unit) * self.unit
+
+    def packed_columns(self, cfg: HardwareConfig, k: int) -> int:
+        """Columns of a packed row of a K-long weight for ``cfg``: K rounded up to whole blocks, groups and lane-group
+        chunks (``lane_slots`` columns), so any K streams. The added columns hold zero weights (and zero
+        multipliers), so the padded product is the true one whatever activations the MACs meet there."""
+        step = math.lcm(self.unit, cfg.lane_slots)
+        return -(-k // step) * step
+
     def row_parts(self, k: int) -> tuple[int, int, int]:
-        """Packed bytes of one weight row of length k: (values, sparse indices, group multipliers), in that order."""
+        """Packed bytes of one weight row of length k (whole blocks and groups): (values, sparse indices, group
+        multipliers), in that order."""
         nnz = self.nnz(k)
         return (nnz * self.bits + 7) // 8, (nnz * self.index_bits + 7) // 8, k // self.group if self.group else 0
 
@@ -90,9 +109,6 @@ class WeightFormat:
                                    f"{GROUP_MIN}..{GROUP_MAX}")
         if self.group and self.bits == 8:
             raise UnsupportedError(f"layer {layer}: 8-bit weights take no group scales (use group 0)")
-        if k % self.m or (self.group and k % self.group):
-            raise UnsupportedError(f"layer {layer}: K = {k} is not a multiple of the block size {self.m}"
-                                   + (f" and group size {self.group}" if self.group else ""))
         if k > cfg.max_reduction_length:
             raise UnsupportedError(f"layer {layer}: K = {k} exceeds {cfg.max_reduction_length}, the longest "
                                    f"dot product the {cfg.acc_bits}-bit accumulators hold exactly")

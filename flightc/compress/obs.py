@@ -56,6 +56,10 @@ def obs_quantize(w: np.ndarray, h: np.ndarray, fmt: WeightFormat, select: MaskSe
         raise UnsupportedError(f"act-order is for dense formats: {fmt.label()} needs each block of {fmt.m} "
                                f"columns visited together")
     rows, k = w.shape
+    if fmt.whole(k) != k:  # the weight zero-padded to whole blocks and groups: dead inputs, cut back to k columns
+        pad = fmt.whole(k) - k
+        return obs_quantize(np.pad(np.asarray(w, np.float64), ((0, 0), (0, pad))), np.pad(h, ((0, pad), (0, pad))), fmt,
+                            select, act_order, damp, dtype).columns(k)
     dev, tdt = _device(), getattr(torch, dtype or ("float64" if rows * k < 1 << 20 else "float32"))
     W = torch.tensor(np.asarray(w, np.float64), dtype=tdt, device=dev)
     H = torch.tensor(np.asarray(h, np.float64), dtype=tdt, device=dev)

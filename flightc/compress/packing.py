@@ -97,18 +97,41 @@ def _refuse_other_counts(counts: np.ndarray, n: int, m: int) -> None:
                                f"{n}:{m} format keeps {n}; prune with flightc.compress.quantize")
 
 
-def pack_weight(qw: QuantWeight) -> np.ndarray:
-    """Packed rows, uint8 [N, row_bytes]."""
+def padded_keep(keep: np.ndarray, columns: int, n: int, m: int) -> np.ndarray:
+    """A keep mask [rows, K] widened to ``columns`` (whole blocks of ``m``): each block keeps ``n`` positions, its
+    real kept ones first and then its first padded columns, which hold zeros (so positions stay ascending)."""
+    rows, k = keep.shape
+    out = np.zeros((rows, columns), bool)
+    out[:, :k] = keep
+    short = -k % m  # padded columns of the partial block (none when k is whole blocks)
+    real = keep[:, k - k % m:].sum(axis=1, dtype=np.int64)  # the partial block's kept real columns
+    j = np.arange(columns - k)  # the padded columns, from k on
+    in_partial = j < short
+    at = np.where(in_partial, j, (j - short) % m)  # each one's rank among its block's padded columns
+    out[:, k:] = at[None, :] < np.where(in_partial, n - real[:, None], n)
+    return out
+
+
+def pack_weight(qw: QuantWeight, columns: int | None = None) -> np.ndarray:
+    """Packed rows, uint8 [N, row_bytes(columns)]: the weight zero-padded to ``columns`` (default: its own K
+    rounded up to whole blocks and groups), padded columns zero, padded groups' multipliers zero."""
     fmt = qw.fmt
-    rows, k = qw.q.shape
-    nnz = fmt.nnz(k)
+    rows, k = qw.shape
+    columns = fmt.whole(k) if columns is None else columns
+    if columns < k or columns % fmt.unit:
+        raise ValueError(f"{fmt.label()}: cannot pack K = {k} into {columns} columns (whole {fmt.unit}-column "
+                         f"blocks and groups, at least K)")
+    q = qw.q if columns == k else np.pad(qw.q, ((0, 0), (0, columns - k)))
+    nnz = fmt.nnz(columns)
     if fmt.sparse:
-        pos = _block_positions(qw.keep_bits, k, fmt.n, fmt.m)
-        vals = np.take_along_axis(qw.q.reshape(rows, k // fmt.m, fmt.m), pos, axis=2).reshape(rows, nnz)
+        bits = qw.keep_bits if columns == k else np.packbits(padded_keep(qw.keep, columns, fmt.n, fmt.m), axis=1,
+                                                             bitorder="little")
+        pos = _block_positions(bits, columns, fmt.n, fmt.m)
+        vals = np.take_along_axis(q.reshape(rows, columns // fmt.m, fmt.m), pos, axis=2).reshape(rows, nnz)
         pos = pos.reshape(rows, nnz)
         parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]
     else:
-        parts = [_pack_bits(qw.q, fmt.bits)]
+        parts = [_pack_bits(q, fmt.bits)]
     if fmt.group:
         big = np.argwhere(np.asarray(qw.gs) > group_scale_max(fmt.bits))
         if big.size:
@@ -116,9 +139,10 @@ def pack_weight(qw: QuantWeight) -> np.ndarray:
             raise UnsupportedError(f"{fmt.label()}: group multiplier {int(qw.gs[r, g])} of row {r}, group {g} exceeds "
                                    f"{group_scale_max(fmt.bits)}, the largest the ISA allows for {fmt.bits}-bit "
                                    f"weights (q x multiplier must stay INT8); quantize with flightc.compress.quantize")
-        parts.append(qw.gs.astype(np.uint8))
+        gs = np.asarray(qw.gs).astype(np.uint8)
+        parts.append(np.pad(gs, ((0, 0), (0, columns // fmt.group - gs.shape[1]))))
     out = np.concatenate(parts, axis=1)
-    assert out.shape[1] == fmt.row_bytes(k)
+    assert out.shape[1] == fmt.row_bytes(columns)
     return out
 
 

@@ -43,7 +43,7 @@ class QuantWeight:
     does not keep its integer graph releases the values once they are packed (:meth:`release`)."""
 
     fmt: WeightFormat
-    gs: np.ndarray  # uint8 [N, K // group] (empty when group == 0)
+    gs: np.ndarray  # uint8 [N, ceil(K / group)] (empty when group == 0): the last group may be partial
     row_scale: np.ndarray  # float64 [N]
     keep_bits: np.ndarray | None  # uint8 [N, ceil(K / 8)]: the keep mask's bits, LSB first (np.packbits, little)
 
@@ -110,8 +110,19 @@ class QuantWeight:
         if not self.fmt.group:
             return q.astype(np.int8)
         rows, k = q.shape
+        whole = self.fmt.whole(k)
+        if whole != k:  # a partial last group: zero columns to whole groups, and back
+            q = np.pad(q, ((0, 0), (0, whole - k)))
         g = self.gs[r0:r1].astype(np.int16)[:, :, None]
-        return (q.reshape(rows, -1, self.fmt.group).astype(np.int16) * g).astype(np.int8).reshape(rows, k)
+        return (q.reshape(rows, -1, self.fmt.group).astype(np.int16) * g).astype(np.int8).reshape(rows, whole)[:, :k]
+
+    def columns(self, k: int) -> "QuantWeight":
+        """The first ``k`` columns of a weight quantized zero-padded to whole blocks and groups: its last group
+        partial, and a partial last block keeping only its real columns (a padded zero ranks after every real weight in
+        N:M pruning, ties going to the lower column, so it is kept only where its block has fewer than N real ones)."""
+        keep = None if self.keep_bits is None else self.keep[:, :k]
+        groups = -(-k // self.fmt.group) if self.fmt.group else 0
+        return QuantWeight(self.fmt, self.q[:, :k], self.gs[:, :groups], self.row_scale, keep)
 
     def kept(self) -> np.ndarray:
         return np.ones(self.shape, dtype=bool) if self.keep is None else self.keep
@@ -213,6 +224,9 @@ def _quantize_rows(w: np.ndarray, fmt: WeightFormat) -> QuantWeight:
     if not np.issubdtype(w.dtype, np.floating):
         w = w.astype(np.float64)
     rows, k = w.shape
+    if fmt.whole(k) != k:  # quantized as the zero-padded weight of whole blocks and groups, cut back to k columns
+        qw = _quantize_rows(np.pad(w, ((0, 0), (0, fmt.whole(k) - k))), fmt)
+        return qw.columns(k)
     mask = nm_mask(w, fmt.n, fmt.m) if fmt.sparse else None
     if mask is not None:
         w = np.where(mask, w, w.dtype.type(0))

@@ -53,3 +53,21 @@ def test_heads_pipelined_over_streamed_keys_and_values_are_byte_identical():
     assert len({i.src_addr for i in decode if i.opcode is Opcode.MISC and i.op == MiscOp.SOFTMAX}) == 2
     assert any(i.opcode is Opcode.ST and i.img_col for i in decode)
     run_steps(bundle, [("prefill", 8, [1, 5, 9, 3, 7, 2, 8, 4]), ("decode", 8, [11]), ("decode", 9, [200])])
+
+
+def test_odd_shapes_padded_to_whole_chunks_are_byte_identical():
+    """Dimensions that are no multiple of 16: hidden 68 (W4 g32 8:16 rows end in a partial group and a partial block
+    of 4 real columns, so padded positions are kept), intermediate 40 (2:4 g16 down_proj, a partial group), a
+    vocabulary of 301. The packed rows run to whole lane-group chunks of zero weights, and the activations they meet
+    past the true columns change nothing."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.models.seeded import random_model
+
+    model = random_model("llama", 0, num_hidden_layers=1, hidden_size=68, intermediate_size=40, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=64, vocab_size=301)
+    plan = CompressionPlan.parse("w4g32s8:16", ["*.down_proj=w2g16s2:4", "lm_head=w8"])
+    bundle = compile_model(model, "tiny", plan, max_len=12, max_prefill=8, prefill_lengths=[8]).bundle
+    mv = next(i for i in decode_program(bundle.program("decode", 8)[0]) if i.opcode is Opcode.MV and i.w_stream)
+    assert mv.k == 128  # hidden 68 rounded up to the lane group's 64 columns
+    run_steps(bundle, [("prefill", 8, [1, 5, 9, 3, 7, 2, 8, 4]), ("decode", 8, [11]), ("decode", 9, [300])])
