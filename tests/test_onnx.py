@@ -57,3 +57,39 @@ def test_a_node_outside_every_pattern_is_named(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(UnsupportedError, match=r"no pattern covers node 'stray_abs' \(Abs\)"):
         load_onnx(path)
+
+
+def test_a_tied_lm_head_gives_the_hf_folders_bundle(tmp_path):
+    """The exporter reads a tied head as Transpose(embedding table): folded to the constant it is."""
+    from flightc.models.seeded import random_model
+
+    model = random_model("llama", 0, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                         num_key_value_heads=1, tie_word_embeddings=True)
+    model.config.use_cache = False
+    path = tmp_path / "tied.onnx"
+    path.write_bytes(torch.onnx.export(model, (torch.arange(1, 13)[None],), input_names=["input_ids"],
+                                       dynamo=True).model_proto.SerializeToString())
+    assert any(n.op_type == "Transpose" and n.input[0] in {i.name for i in onnx.load(str(path)).graph.initializer}
+               for n in onnx.load(str(path)).graph.node)
+    model.save_pretrained(tmp_path / "hf", safe_serialization=True)
+    kw = dict(max_len=20, max_prefill=11, prefill_lengths=[11], calibration=default_calibration(256), source="tied")
+    a = compile_model(path, "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "a.flb")
+    b = compile_model(tmp_path / "hf", "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "b.flb")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_the_torchscript_exporters_file_is_refused_naming_dynamo(tmp_path):
+    """torch.onnx.export(..., dynamo=False) stops inside torch on transformers' LLaMA (aten::diff); a model it does
+    export is refused by name, with the exporter to use instead."""
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16)
+
+        def forward(self, ids):
+            return self.head(self.embed(ids))
+
+    path = tmp_path / "ts.onnx"
+    torch.onnx.export(Tiny(), (torch.arange(1, 5)[None],), str(path), input_names=["input_ids"], dynamo=False)
+    with pytest.raises(UnsupportedError, match=r"TorchScript exporter.*'/embed/Gather'.*dynamo=True"):
+        load_onnx(path)

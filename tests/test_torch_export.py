@@ -37,3 +37,44 @@ def test_an_aten_op_without_a_pattern_is_named():
     model = random_model("llama", 0, hidden_act="gelu")
     with pytest.raises(UnsupportedError, match=r"no pattern covers node 'gelu.*' \(aten\.gelu"):
         load_exported(export(model))
+
+
+def test_a_pt2_file_gives_the_exported_programs_bundle(tmp_path):
+    """`flightc compile model.pt2` (torch.export.save's file) compiles as the ExportedProgram does; a tied head too."""
+    model = random_model("llama", 0, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                         num_key_value_heads=1, tie_word_embeddings=True)
+    ep = export(model)
+    torch.export.save(ep, tmp_path / "m.pt2")
+    kw = dict(max_len=20, max_prefill=11, prefill_lengths=[11], calibration=default_calibration(256), source="m")
+    a = compile_model(tmp_path / "m.pt2", "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "a.flb")
+    b = compile_model(load_exported(ep), "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "b.flb")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_pt2_file_holding_more_than_tensors_is_refused_unrun(tmp_path):
+    """A .pt2 whose example inputs unpickle to a call (torch.export.load falls back to full pickle for them) is refused
+    by name, and the call never runs."""
+    import io
+    import zipfile
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    model = random_model("llama", 0, num_hidden_layers=1, hidden_size=64, intermediate_size=128)
+    torch.export.save(export(model), tmp_path / "good.pt2")
+    evil = io.BytesIO()
+    torch.save(((Payload(),), {}), evil)
+    with zipfile.ZipFile(tmp_path / "good.pt2") as src, zipfile.ZipFile(tmp_path / "evil.pt2", "w") as dst:
+        names = [n for n in src.namelist() if n.endswith("sample_inputs/model.pt")]
+        assert names
+        for item in src.infolist():
+            dst.writestr(item, evil.getvalue() if item.filename in names else src.read(item.filename))
+    with pytest.raises(UnsupportedError, match=r"evil.pt2: holds pickled data beyond tensors.*weights-only"):
+        compile_model(tmp_path / "evil.pt2", "tiny", CompressionPlan.parse("w8"), max_len=8)
+    assert not marker.exists()
+    (tmp_path / "text.pt2").write_text("not a zip")
+    with pytest.raises(UnsupportedError, match="text.pt2: not a torch.export archive"):
+        compile_model(tmp_path / "text.pt2", "tiny", CompressionPlan.parse("w8"), max_len=8)

@@ -24,7 +24,8 @@ def register(sub) -> None:
                        epilog="The bundle's memory images grow in temporary files in $TMPDIR (about the bundle's size: "
                               "4.7 GB for LLaMA2-7B W4 g128 8:16 at max_len 4096); where /tmp is a tmpfs, point TMPDIR "
                               "at a disk.")
-    c.add_argument("model", help=f"Hugging Face model folder, or one of {models}")
+    c.add_argument("model", help=f"Hugging Face model folder, an .onnx file (torch.onnx.export with dynamo=True), a "
+                                   f".pt2 file (torch.export.save), or one of {models}")
     c.add_argument("--hw", default="tiny", help=presets_help())
     c.add_argument("--format", help="default weight format, e.g. w8, w4g128, w4g128s8:16, w2g64s2:4")
     c.add_argument("--bits", type=int, default=8, help=f"weight bits ({', '.join(map(str, WEIGHT_BITS.values()))}) "

@@ -88,7 +88,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   weights: bool = True, source: str | None = None, method: Method = Method(),
                   budget: BitBudget | None = None, keep_integer: bool = True) -> Compiled:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
-    file, a torch.export ExportedProgram, or a float graph IR.
+    file, a torch.export ExportedProgram or the ``.pt2`` file torch.export.save writes, or a float graph IR.
 
     The bundle holds one program template per step length in ``prefill_lengths`` (default: max_prefill;
     1 is always there for decode) and position range, with patch tables that move it to any position
@@ -129,6 +129,10 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         from flightc.frontend.onnx_import import load_onnx
 
         g = timed("frontend", load_onnx, model)
+    elif isinstance(model, (str, Path)) and Path(model).suffix == ".pt2":
+        from flightc.frontend.torch_export import load_exported, load_pt2
+
+        g = timed("frontend", lambda path: load_exported(load_pt2(path)), model)
     elif type(model).__name__ == "ExportedProgram":
         from flightc.frontend.torch_export import load_exported
 

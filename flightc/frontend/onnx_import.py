@@ -52,8 +52,12 @@ def from_onnx(model) -> OpGraph:
     const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     nodes = []
     for n in g.node:
+        perm = [list(onnx.helper.get_attribute_value(a)) for a in n.attribute if a.name == "perm"]
         if n.op_type == "Constant":
             const[n.output[0]] = numpy_helper.to_array(onnx.helper.get_attribute_value(n.attribute[0]))
+        elif n.op_type == "Transpose" and n.input[0] in const and perm in ([], [[1, 0]]) \
+                and const[n.input[0]].ndim == 2:  # a tied LM head: the embedding table, transposed
+            const[n.output[0]] = const[n.input[0]].T
         else:
             nodes.append(OpNode(n.op_type, n.name, list(n.input), list(n.output)))
     return OpGraph(nodes, const, g.input[0].name, {o.name for o in g.output})
@@ -369,7 +373,15 @@ def load_onnx(path: str | Path) -> GraphIR:
     """Import an ONNX export (as written by torch.onnx.export) of a LLaMA-family model."""
     import onnx
 
-    return match_llama(from_onnx(onnx.load(str(path))), Path(path).name)
+    model = onnx.load(str(path))
+    if model.graph.node and all(n.name.startswith("/") for n in model.graph.node):
+        raise UnsupportedError(f"{Path(path).name}: written by the TorchScript exporter (torch.onnx.export(..., "
+                               f"dynamo=False): its node names are module scopes such as "
+                               f"{model.graph.node[0].name!r}), whose decomposition flightc does not match; export "
+                               f"with torch.onnx.export(model, (ids,), dynamo=True) and model.config.use_cache = "
+                               f"False (for transformers' LLaMA models the TorchScript exporter stops at aten::diff "
+                               f"in torch 2.13 anyway)")
+    return match_llama(from_onnx(model), Path(path).name)
 
 
 def match_llama(graph: OpGraph, source: str) -> GraphIR:

@@ -10,6 +10,8 @@ Hugging Face path's IR. An aten op with no translation raises an error naming th
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,3 +194,62 @@ def _sdpa(n, values, ref, fresh, emit, const) -> None:
 def load_exported(ep) -> GraphIR:
     """Import a torch.export ExportedProgram of a LLaMA-family model (export it with use_cache=False)."""
     return match_llama(from_exported(ep), "torch.export")
+
+
+@contextmanager
+def _plain_tensors_only():
+    """While it holds, every unpickling ``torch.export.load`` may do is weights-only (tensors, containers, numbers:
+    nothing that runs code) and any other unpickling raises: torch falls back to full pickle for what a weights-only
+    load refuses (example inputs, pickled constants), which could run anything the file holds."""
+    import pickle
+
+    import torch
+
+    real_load = torch.load
+
+    def weights_only(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(f, *args, **kwargs)
+
+    def refuse(*_args, **_kwargs):
+        raise pickle.UnpicklingError("an object pickled outside torch's weights-only format")
+
+    saved = [(torch, "load", weights_only), (pickle, "loads", refuse), (torch._C, "_pickle_load_obj", refuse)]
+    before = [(owner, name, getattr(owner, name)) for owner, name, _ in saved]
+    try:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in before:
+            setattr(owner, name, value)
+
+
+def load_pt2(path: str | Path):
+    """The ExportedProgram of a ``.pt2`` file written by ``torch.export.save``, read with weights-only unpickling; a
+    file that holds anything else (custom objects, pickled constants) is refused by name rather than unpickled."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UnsupportedError(f"{path}: no such file (a .pt2 file is what torch.export.save writes)")
+    if not zipfile.is_zipfile(path):
+        raise UnsupportedError(f"{path}: not a torch.export archive (a .pt2 file is the zip torch.export.save "
+                               f"writes)")
+    try:
+        with _plain_tensors_only():
+            ep = torch.export.load(path)
+    except pickle.UnpicklingError as e:
+        raise UnsupportedError(f"{path}: holds pickled data beyond tensors ({str(e).splitlines()[0]}); flightc reads "
+                               f".pt2 files with weights-only unpickling and never runs a file's code. If you trust "
+                               f"the file, load it yourself (torch.export.load) and pass the ExportedProgram to "
+                               f"flightc.compiler.pipeline.compile_model") from e
+    except (RuntimeError, KeyError, AssertionError) as e:
+        raise UnsupportedError(f"{path}: torch.export.load could not read it ({e}); save it again with "
+                               f"torch.export.save from torch {torch.__version__.split('+')[0]}") from e
+    if type(ep).__name__ != "ExportedProgram":
+        raise UnsupportedError(f"{path}: holds a {type(ep).__name__}, not an ExportedProgram")
+    return ep
