@@ -1,7 +1,11 @@
 """torch.export frontend: ExportedPrograms matched back to the IR give the Hugging Face path's bundle byte for byte."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from flightc.bundle import load_bundle
 from flightc.compiler.calibrate import default_calibration
 from flightc.compiler.pipeline import compile_model
 from flightc.compress.plan import CompressionPlan
@@ -49,6 +53,11 @@ def test_a_pt2_file_gives_the_exported_programs_bundle(tmp_path):
     a = compile_model(tmp_path / "m.pt2", "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "a.flb")
     b = compile_model(load_exported(ep), "tiny", CompressionPlan.parse("w4g32"), **kw).bundle.save(tmp_path / "b.flb")
     assert a.read_bytes() == b.read_bytes()
+    # the command line, in a fresh process (where nothing has imported transformers' output classes yet)
+    cli = subprocess.run([sys.executable, "-m", "flightc.cli", "compile", str(tmp_path / "m.pt2"), "--format", "w4g32",
+                          "--max-len", "20", "-o", str(tmp_path / "cli.flb")], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert load_bundle(tmp_path / "cli.flb").program("decode", 8) == load_bundle(a).program("decode", 8)
 
 
 def test_a_pt2_file_holding_more_than_tensors_is_refused_unrun(tmp_path):

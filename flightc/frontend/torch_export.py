@@ -9,6 +9,7 @@ Hugging Face path's IR. An aten op with no translation raises an error naming th
 """
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,6 +240,14 @@ def load_pt2(path: str | Path):
     if not zipfile.is_zipfile(path):
         raise UnsupportedError(f"{path}: not a torch.export archive (a .pt2 file is the zip torch.export.save "
                                f"writes)")
+    import transformers.modeling_outputs  # noqa: F401  (registers transformers' output classes with torch's pytree)
+
+    causes: list[str] = []  # torch logs why the current format failed before it tries an older one
+    catch = logging.Handler()
+    catch.emit = lambda record: causes.append(str(record.exc_info[1]) if record.exc_info else record.getMessage())
+    logger = logging.getLogger("torch.export")
+    logger.addHandler(catch)
+    propagate, logger.propagate = logger.propagate, False
     try:
         with _plain_tensors_only():
             ep = torch.export.load(path)
@@ -248,8 +257,12 @@ def load_pt2(path: str | Path):
                                f"the file, load it yourself (torch.export.load) and pass the ExportedProgram to "
                                f"flightc.compiler.pipeline.compile_model") from e
     except (RuntimeError, KeyError, AssertionError) as e:
-        raise UnsupportedError(f"{path}: torch.export.load could not read it ({e}); save it again with "
+        why = "; ".join(dict.fromkeys(causes)) or str(e)
+        raise UnsupportedError(f"{path}: torch.export.load could not read it ({why}); save it again with "
                                f"torch.export.save from torch {torch.__version__.split('+')[0]}") from e
+    finally:
+        logger.removeHandler(catch)
+        logger.propagate = propagate
     if type(ep).__name__ != "ExportedProgram":
         raise UnsupportedError(f"{path}: holds a {type(ep).__name__}, not an ExportedProgram")
     return ep
