@@ -1,4 +1,4 @@
-"""OPT, Qwen2 and Mistral: the float interpreter matches transformers, the simulator matches the integer reference."""
+"""OPT, Qwen2, Mistral and Phi-3: the float interpreter matches transformers, the simulator matches the integer reference."""
 import numpy as np
 import pytest
 import torch
@@ -10,7 +10,7 @@ from flightc.reference.float_graph import run_float
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
 
-FAMILIES = ["tiny-opt", "tiny-qwen2", "tiny-mistral"]
+FAMILIES = ["tiny-opt", "tiny-qwen2", "tiny-mistral", "tiny-phi3"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -43,6 +43,13 @@ def test_families_use_their_features():
     assert "bias" in qwen.integer.node("L0.q_proj") and "bias" not in qwen.integer.node("L0.o_proj")
     mistral = compiled("tiny-mistral", "w4g32", ("*.o_proj=w8",))
     assert mistral.integer.spec.sliding_window == 8
+    phi3 = torch_model("tiny-phi3")  # fused projections, split by rows as transformers splits them
+    graph, layer = load_hf(phi3), phi3.model.layers[0]
+    qkv, gate_up = layer.self_attn.qkv_proj.weight.detach().numpy(), layer.mlp.gate_up_proj.weight.detach().numpy()
+    q, k = graph.node("L0.q_proj")["weight"], graph.node("L0.k_proj")["weight"]
+    v, gate, up = (graph.node(f"L0.{r}")["weight"] for r in ("v_proj", "gate_proj", "up_proj"))
+    assert np.array_equal(np.concatenate([q, k, v]), qkv) and np.array_equal(np.concatenate([gate, up]), gate_up)
+    assert (len(q), len(k)) == (128, 64) and graph.spec.sliding_window == 8
     # decode past the window loads only the window's K/V rows
     from flightc.isa.codec import decode_program
     from flightc.isa.table import Opcode

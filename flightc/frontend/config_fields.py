@@ -38,11 +38,15 @@ IGNORED: dict[str, str] = {
     "is_llama_config": "SmolLM2's marker that its config is a LLaMA one",
     "tokenizer_class": "the tokenizer's class, read by transformers' AutoTokenizer",
     "_name_or_path": "where transformers loaded the config from",
+    "auto_map": "the remote-code classes transformers could load instead of its own (flightc reads the config itself)",
     "transformers_version": "the transformers release that wrote the config",
 }
 
 # model_type -> field -> why that family's field changes nothing flightc computes
 IGNORED_BY_FAMILY: dict[str, dict[str, str]] = {
+    "phi3": {"embd_pdrop": _DROPOUT, "resid_pdrop": _DROPOUT,
+             "original_max_position_embeddings": "the trained context that longrope scaling (refused) extends; "
+                                                 "default RoPE does not read it"},
     "qwen2": {"sliding_window": "the window that use_sliding_window (refused) would apply",
               "max_window_layers": "the layers that use_sliding_window (refused) would window"},
 }

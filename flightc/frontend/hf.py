@@ -1,7 +1,8 @@
 """Hugging Face causal LMs (a local folder or an in-memory transformers model) -> graph IR.
 
 Families: LLaMA (with grouped-query attention and optional biases), Mistral (sliding-window
-attention), Qwen2 (QKV biases) and OPT (LayerNorm, ReLU, learned positions, biases). Any config
+attention), Qwen2 (QKV biases), Phi-3 (fused Q/K/V and gate/up projections, a sliding window) and OPT
+(LayerNorm, ReLU, learned positions, biases). Any config
 field that changes the math and is not supported raises an error naming it.
 """
 from __future__ import annotations
@@ -62,6 +63,12 @@ def _mistral_spec(cfg: Mapping[str, Any]) -> ModelSpec:
     return _llama_like_spec(cfg, "mistral", int(cfg.get("sliding_window") or 0))
 
 
+def _phi3_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    """Phi-3: LLaMA's layers with the Q/K/V and the gate/up projections each fused into one matrix (split on
+    loading), and Mistral's sliding window where the config sets one."""
+    return _llama_like_spec(cfg, "phi3", int(cfg.get("sliding_window") or 0))
+
+
 def _qwen2_spec(cfg: Mapping[str, Any]) -> ModelSpec:
     if cfg.get("use_sliding_window"):
         raise UnsupportedError("config field use_sliding_window = True is not supported for qwen2 (its window "
@@ -90,7 +97,7 @@ def _opt_spec(cfg: Mapping[str, Any]) -> ModelSpec:
 
 SPECS: dict[str, Callable[[Mapping[str, Any]], ModelSpec]] = {
     "llama": lambda cfg: _llama_like_spec(cfg, "llama"), "mistral": _mistral_spec, "qwen2": _qwen2_spec,
-    "opt": _opt_spec}
+    "phi3": _phi3_spec, "opt": _opt_spec}
 
 
 def spec_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
@@ -125,12 +132,28 @@ class _Reader:
         return w if isinstance(w, LazyArray) else np.asarray(w, dtype=np.float64)
 
 
-def _linear(graph: GraphIR, name: str, x: str, layer: int | None, w: _Reader, prefix: str) -> str:
+def _linear(graph: GraphIR, name: str, x: str, layer: int | None, w: _Reader, prefix: str,
+            rows: tuple[int, int] | None = None) -> str:
+    """A linear layer from ``prefix``'s weight (and bias, if any); ``rows`` takes those output rows of a fused one."""
     bias = w.optional(prefix + ".bias")
     attrs = {"weight": w(prefix + ".weight")}
     if bias is not None:
         attrs["bias"] = bias
+    if rows is not None:
+        attrs = {k: (v.rows(*rows) if isinstance(v, LazyArray) else v[rows[0]:rows[1]]) for k, v in attrs.items()}
     return graph.add(name, OpKind.LINEAR, [x], layer, **attrs)
+
+
+def _projections(spec: ModelSpec, w: _Reader, p: str) -> dict[str, tuple[str, tuple[int, int] | None]]:
+    """Where each of a layer's projections is: its own weight, or rows of Phi-3's fused ``qkv_proj`` (Q, K, V in
+    that order) and ``gate_up_proj`` (gate, then up)."""
+    if spec.family != "phi3":
+        return {r: (p + f"self_attn.{r}", None) for r in ("q_proj", "k_proj", "v_proj")} | \
+               {r: (p + f"mlp.{r}", None) for r in ("gate_proj", "up_proj")}
+    q, kv, inter = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.intermediate_size
+    qkv, gate_up = p + "self_attn.qkv_proj", p + "mlp.gate_up_proj"
+    return {"q_proj": (qkv, (0, q)), "k_proj": (qkv, (q, q + kv)), "v_proj": (qkv, (q + kv, q + 2 * kv)),
+            "gate_proj": (gate_up, (0, inter)), "up_proj": (gate_up, (inter, 2 * inter))}
 
 
 def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
@@ -139,18 +162,16 @@ def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
     x = graph.add("embed", OpKind.EMBED, [], weight=w("model.embed_tokens.weight"))
     for i in range(spec.num_layers):
         p, pre = f"model.layers.{i}.", f"L{i}."
+        at = _projections(spec, w, p)
         xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=w(p + "input_layernorm.weight"))
-        q = _linear(graph, pre + "q_proj", xn, i, w, p + "self_attn.q_proj")
-        k = _linear(graph, pre + "k_proj", xn, i, w, p + "self_attn.k_proj")
-        v = _linear(graph, pre + "v_proj", xn, i, w, p + "self_attn.v_proj")
+        q, k, v = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("q_proj", "k_proj", "v_proj"))
         qr = graph.add(pre + "q_rope", OpKind.ROPE, [q], i)
         kr = graph.add(pre + "k_rope", OpKind.ROPE, [k], i)
         a = graph.add(pre + "attn", OpKind.ATTENTION, [qr, kr, v], i)
         o = _linear(graph, pre + "o_proj", a, i, w, p + "self_attn.o_proj")
         x = graph.add(pre + "attn_res", OpKind.ADD, [x, o], i)
         xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=w(p + "post_attention_layernorm.weight"))
-        gate = _linear(graph, pre + "gate_proj", xn, i, w, p + "mlp.gate_proj")
-        up = _linear(graph, pre + "up_proj", xn, i, w, p + "mlp.up_proj")
+        gate, up = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("gate_proj", "up_proj"))
         act = graph.add(pre + "act", OpKind.SILU, [gate], i)
         mul = graph.add(pre + "mul", OpKind.MUL, [act, up], i)
         down = _linear(graph, pre + "down_proj", mul, i, w, p + "mlp.down_proj")
@@ -189,7 +210,7 @@ def _build_opt(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
 
 
 BUILDERS = {"llama": _build_llama_like, "mistral": _build_llama_like, "qwen2": _build_llama_like,
-            "opt": _build_opt}
+            "phi3": _build_llama_like, "opt": _build_opt}
 
 
 def build_graph(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:

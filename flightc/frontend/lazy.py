@@ -17,16 +17,26 @@ class LazyArray:
     seed: int
     kind: str  # "matrix", "gain" or "bias"
     std: float = 0.02
+    part: tuple[int, int] | None = None  # rows r0:r1 of the tensor named (a fused projection's share)
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
+    def rows(self, r0: int, r1: int) -> "LazyArray":
+        """Rows ``r0`` to ``r1`` of this tensor, still generated on demand."""
+        base = 0 if self.part is None else self.part[0]
+        return LazyArray(self.name, (r1 - r0, *self.shape[1:]), self.seed, self.kind, self.std, (base + r0, base + r1))
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         digest = hashlib.sha256(f"{self.seed}:{self.name}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         # uniform integers are ~20x faster to draw than normals; the scale matches std
-        raw = rng.integers(-127, 128, size=self.shape, dtype=np.int8).astype(np.float32)
+        if self.part is None:
+            raw = rng.integers(-127, 128, size=self.shape, dtype=np.int8).astype(np.float32)
+        else:  # the whole tensor's draw, so that a share holds the rows the whole one would
+            whole = rng.integers(-127, 128, size=(self.part[1], *self.shape[1:]), dtype=np.int8)
+            raw = whole[self.part[0]:].astype(np.float32)
         raw *= np.float32(self.std / 73.3)
         if self.kind == "gain":
             raw += np.float32(1.0)

@@ -25,6 +25,8 @@ BUILTIN: dict[str, RandomBuiltin] = {
                                      overrides=(("num_attention_heads", 2), ("num_key_value_heads", 1))),
     "tiny-qwen2": RandomBuiltin("2-layer Qwen2: QKV biases, 2 KV heads", "qwen2", 2),
     "tiny-mistral": RandomBuiltin("2-layer Mistral: 2 KV heads, sliding window of 8 tokens", "mistral", 3),
+    "tiny-phi3": RandomBuiltin("2-layer Phi-3: fused Q/K/V and gate/up projections, 2 KV heads, sliding window of 8 "
+                               "tokens", "phi3", 6),
     "tiny-opt": RandomBuiltin("2-layer OPT: LayerNorm, ReLU, learned positions, biases", "opt", 5, 0.15),
 }
 TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights",

@@ -15,6 +15,8 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {**TINY_LLAMA, "num_key_value_heads": 2}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {**TINY_LLAMA, "num_key_value_heads": 2, "head_dim": 32,
                                                         "sliding_window": 8}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {**TINY_LLAMA, "num_key_value_heads": 2, "sliding_window": 8,
+                                               "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
     "opt": ("OPTConfig", "OPTForCausalLM", dict(vocab_size=256, hidden_size=128, ffn_dim=256, num_hidden_layers=2,
                                                num_attention_heads=4, max_position_embeddings=128,
                                                word_embed_proj_dim=128, dropout=0.0)),
