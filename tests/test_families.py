@@ -1,4 +1,4 @@
-"""OPT, Qwen2, Mistral and Phi-3: the float interpreter matches transformers, the simulator matches the integer reference."""
+"""OPT, Qwen2, Mistral, Phi-3 and Gemma: the float interpreter matches transformers, the simulator matches the integer reference."""
 import numpy as np
 import pytest
 import torch
@@ -10,7 +10,7 @@ from flightc.reference.float_graph import run_float
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
 
-FAMILIES = ["tiny-opt", "tiny-qwen2", "tiny-mistral", "tiny-phi3"]
+FAMILIES = ["tiny-opt", "tiny-qwen2", "tiny-mistral", "tiny-phi3", "tiny-gemma"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -50,6 +50,18 @@ def test_families_use_their_features():
     v, gate, up = (graph.node(f"L0.{r}")["weight"] for r in ("v_proj", "gate_proj", "up_proj"))
     assert np.array_equal(np.concatenate([q, k, v]), qkv) and np.array_equal(np.concatenate([gate, up]), gate_up)
     assert (len(q), len(k)) == (128, 64) and graph.spec.sliding_window == 8
+    gemma = compiled("tiny-gemma", "w4g32", ("*.o_proj=w8",))
+    assert gemma.fused.node("L0.gate_proj")["fused"] == ["L0.act"]  # GELU (tanh) in the output stage
+    g = load_hf(torch_model("tiny-gemma"))
+    table = torch_model("tiny-gemma").model.embed_tokens.weight.detach().numpy()
+    assert np.allclose(g.node("embed")["weight"], table * np.float32(np.sqrt(128)), rtol=1e-7)  # (float32 model)
+    assert np.array_equal(g.node("lm_head")["weight"], table)  # the tied head reads the table unscaled
+    gain = torch_model("tiny-gemma").model.layers[0].input_layernorm.weight.detach().numpy()
+    assert np.allclose(g.node("L0.attn_norm")["weight"], 1.0 + gain)
+    from flightc.frontend.hf import embed_scale  # in the checkpoint's dtype, as transformers holds it
+
+    assert embed_scale({"hidden_size": 2048, "torch_dtype": "bfloat16"}) == 45.25
+    assert embed_scale({"hidden_size": 2048}) == float(np.float32(np.sqrt(2048)))
     # decode past the window loads only the window's K/V rows
     from flightc.isa.codec import decode_program
     from flightc.isa.table import Opcode

@@ -12,7 +12,7 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.compiler.calibrate import int4_kv_tensors
 from flightc.errors import UnsupportedError
-from flightc.ir.graph import GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
 from flightc.isa.table import OutMode
 
 RESIDUAL_BITS = 20
@@ -106,9 +106,9 @@ def integerize(graph: GraphIR) -> GraphIR:
                                                      * (1 << nm.EXP_FRAC_BITS))
             node["pv"] = nm.quantize_multiplier(s_v / (1 << nm.PROB_BITS) / s_out)
             scale[name] = s_out
-        elif op in (OpKind.SILU, OpKind.RELU):
+        elif op in LUT_ACTIVATIONS:
             s_out = int8_scale(name)
-            fn = nm.silu if op is OpKind.SILU else nm.relu
+            fn = {OpKind.SILU: nm.silu, OpKind.GELU_TANH: nm.gelu_tanh, OpKind.RELU: nm.relu}[op]
             node["lut"] = nm.activation_lut(fn, scale[ins[0]], s_out)
             scale[name] = s_out
         elif op is OpKind.MUL:

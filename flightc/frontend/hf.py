@@ -1,13 +1,14 @@
 """Hugging Face causal LMs (a local folder or an in-memory transformers model) -> graph IR.
 
 Families: LLaMA (with grouped-query attention and optional biases), Mistral (sliding-window
-attention), Qwen2 (QKV biases), Phi-3 (fused Q/K/V and gate/up projections, a sliding window) and OPT
-(LayerNorm, ReLU, learned positions, biases). Any config
+attention), Qwen2 (QKV biases), Phi-3 (fused Q/K/V and gate/up projections, a sliding window), Gemma (GELU,
+a scaled embedding, RMSNorm gains of 1 + w) and OPT (LayerNorm, ReLU, learned positions, biases). Any config
 field that changes the math and is not supported raises an error naming it.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -39,8 +40,8 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
-def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0) -> ModelSpec:
-    _require(cfg, {"hidden_act": ("silu",), "pretraining_tp": (1, None),
+def _llama_like_spec(cfg: Mapping[str, Any], family: str, window: int = 0, acts: tuple = ("silu",)) -> ModelSpec:
+    _require(cfg, {"hidden_act": acts, "pretraining_tp": (1, None),
                    "rope_interleaved": (False, None),  # SmolLM2 states rotate-half RoPE; interleaved pairs differ
                    "use_mrope": (False, None)})  # Qwen2-VL's multimodal RoPE
     heads = cfg["num_attention_heads"]
@@ -67,6 +68,21 @@ def _phi3_spec(cfg: Mapping[str, Any]) -> ModelSpec:
     """Phi-3: LLaMA's layers with the Q/K/V and the gate/up projections each fused into one matrix (split on
     loading), and Mistral's sliding window where the config sets one."""
     return _llama_like_spec(cfg, "phi3", int(cfg.get("sliding_window") or 0))
+
+
+GEMMA_ACTS = ("gelu_pytorch_tanh", "gelu")  # "gelu": the first releases' spelling, which transformers reads as tanh
+
+
+def _gemma_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    """Gemma (1): LLaMA's layers with a GELU (tanh) gated MLP, the embedding scaled by sqrt(hidden), RMSNorm gains
+    of 1 + w, and the head tied to the embedding table (unscaled)."""
+    if cfg.get("hidden_activation") not in (None, *GEMMA_ACTS):
+        raise UnsupportedError(f"config field hidden_activation = {cfg['hidden_activation']!r} is not supported "
+                               f"(allowed: {GEMMA_ACTS})")
+    if cfg.get("use_bidirectional_attention"):
+        raise UnsupportedError("config field use_bidirectional_attention = True is not supported (flightc runs "
+                               "causal attention)")
+    return _llama_like_spec(cfg, "gemma", acts=GEMMA_ACTS)
 
 
 def _qwen2_spec(cfg: Mapping[str, Any]) -> ModelSpec:
@@ -97,7 +113,7 @@ def _opt_spec(cfg: Mapping[str, Any]) -> ModelSpec:
 
 SPECS: dict[str, Callable[[Mapping[str, Any]], ModelSpec]] = {
     "llama": lambda cfg: _llama_like_spec(cfg, "llama"), "mistral": _mistral_spec, "qwen2": _qwen2_spec,
-    "phi3": _phi3_spec, "opt": _opt_spec}
+    "phi3": _phi3_spec, "gemma": _gemma_spec, "opt": _opt_spec}
 
 
 def spec_from_config(cfg: Mapping[str, Any]) -> ModelSpec:
@@ -156,32 +172,48 @@ def _projections(spec: ModelSpec, w: _Reader, p: str) -> dict[str, tuple[str, tu
             "gate_proj": (gate_up, (0, inter)), "up_proj": (gate_up, (inter, 2 * inter))}
 
 
-def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
+def embed_scale(cfg: Mapping[str, Any]) -> float:
+    """Gemma's embedding scale: sqrt(hidden) in the checkpoint's dtype, as transformers holds it for a model loaded
+    in that dtype (bfloat16 for the published checkpoints: sqrt(2048) = 45.25, not 45.2548)."""
+    import torch
+
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(cfg.get("torch_dtype") or cfg.get("dtype"),
+                                                                        torch.float32)
+    return float(torch.tensor(math.sqrt(cfg["hidden_size"]), dtype=dtype))
+
+
+def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool, scale: float = 1.0) -> GraphIR:
     w = _Reader(weights)
     graph = GraphIR(spec, nx.DiGraph())
-    x = graph.add("embed", OpKind.EMBED, [], weight=w("model.embed_tokens.weight"))
+    gemma = spec.family == "gemma"
+    table = w("model.embed_tokens.weight")
+    if scale != 1.0:  # Gemma: the embedding times its scale (in float32); the tied head reads the table as is
+        table = table.scaled(scale) if isinstance(table, LazyArray) else table * np.float32(scale)
+    gain = (lambda name: 1.0 + np.asarray(w(name), np.float64)) if gemma else w  # Gemma's RMSNorm: x * (1 + w)
+    activation = OpKind.GELU_TANH if gemma else OpKind.SILU
+    x = graph.add("embed", OpKind.EMBED, [], weight=table)
     for i in range(spec.num_layers):
         p, pre = f"model.layers.{i}.", f"L{i}."
         at = _projections(spec, w, p)
-        xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=w(p + "input_layernorm.weight"))
+        xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=gain(p + "input_layernorm.weight"))
         q, k, v = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("q_proj", "k_proj", "v_proj"))
         qr = graph.add(pre + "q_rope", OpKind.ROPE, [q], i)
         kr = graph.add(pre + "k_rope", OpKind.ROPE, [k], i)
         a = graph.add(pre + "attn", OpKind.ATTENTION, [qr, kr, v], i)
         o = _linear(graph, pre + "o_proj", a, i, w, p + "self_attn.o_proj")
         x = graph.add(pre + "attn_res", OpKind.ADD, [x, o], i)
-        xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=w(p + "post_attention_layernorm.weight"))
+        xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=gain(p + "post_attention_layernorm.weight"))
         gate, up = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("gate_proj", "up_proj"))
-        act = graph.add(pre + "act", OpKind.SILU, [gate], i)
+        act = graph.add(pre + "act", activation, [gate], i)
         mul = graph.add(pre + "mul", OpKind.MUL, [act, up], i)
         down = _linear(graph, pre + "down_proj", mul, i, w, p + "mlp.down_proj")
         x = graph.add(pre + "mlp_res", OpKind.ADD, [x, down], i)
-    xn = graph.add("final_norm", OpKind.RMSNORM, [x], weight=w("model.norm.weight"))
+    xn = graph.add("final_norm", OpKind.RMSNORM, [x], weight=gain("model.norm.weight"))
     graph.add("lm_head", OpKind.LINEAR, [xn], weight=w("model.embed_tokens.weight" if tied else "lm_head.weight"))
     return graph
 
 
-def _build_opt(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
+def _build_opt(spec: ModelSpec, weights: Weights, tied: bool, scale: float = 1.0) -> GraphIR:
     w = _Reader(weights)
     d = "model.decoder."
     graph = GraphIR(spec, nx.DiGraph())
@@ -210,11 +242,13 @@ def _build_opt(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
 
 
 BUILDERS = {"llama": _build_llama_like, "mistral": _build_llama_like, "qwen2": _build_llama_like,
-            "phi3": _build_llama_like, "opt": _build_opt}
+            "phi3": _build_llama_like, "gemma": _build_llama_like, "opt": _build_opt}
 
 
-def build_graph(spec: ModelSpec, weights: Weights, tied: bool) -> GraphIR:
-    graph = BUILDERS[spec.family](spec, weights, tied)
+def build_graph(spec: ModelSpec, weights: Weights, tied: bool, embed_scale: float = 1.0) -> GraphIR:
+    """The float graph of ``spec`` from its weights by Hugging Face name; ``embed_scale`` multiplies the embedding
+    (Gemma)."""
+    graph = BUILDERS[spec.family](spec, weights, tied, embed_scale)
     _check_shapes(graph)
     return graph
 
@@ -274,7 +308,7 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         if random_weights is not None:
             spec = spec_from_config(cfg)
             weights = RandomWeights(cfg, random_weights)
-            return build_graph(spec, weights, _tied(cfg, weights))
+            return build_graph(spec, weights, _tied(cfg, weights), _embed_scale_of(spec, cfg))
         files = _checkpoint_files(folder)
         if not files:
             raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
@@ -294,7 +328,11 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         cfg = model.config.to_dict()
         weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     spec = spec_from_config(cfg)
-    return build_graph(spec, weights, _tied(cfg, weights))
+    return build_graph(spec, weights, _tied(cfg, weights), _embed_scale_of(spec, cfg))
+
+
+def _embed_scale_of(spec: ModelSpec, cfg: Mapping[str, Any]) -> float:
+    return embed_scale(cfg) if spec.family == "gemma" else 1.0
 
 
 def _tied(cfg: Mapping[str, Any], weights: Weights) -> bool:

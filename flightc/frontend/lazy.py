@@ -1,6 +1,7 @@
 """Seeded random weights produced on demand, so that a 7B-parameter config compiles in bounded memory."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Mapping
@@ -18,6 +19,7 @@ class LazyArray:
     kind: str  # "matrix", "gain" or "bias"
     std: float = 0.02
     part: tuple[int, int] | None = None  # rows r0:r1 of the tensor named (a fused projection's share)
+    scale: float = 1.0  # a factor on every value (Gemma's embedding scale)
 
     @property
     def ndim(self) -> int:
@@ -26,7 +28,12 @@ class LazyArray:
     def rows(self, r0: int, r1: int) -> "LazyArray":
         """Rows ``r0`` to ``r1`` of this tensor, still generated on demand."""
         base = 0 if self.part is None else self.part[0]
-        return LazyArray(self.name, (r1 - r0, *self.shape[1:]), self.seed, self.kind, self.std, (base + r0, base + r1))
+        return LazyArray(self.name, (r1 - r0, *self.shape[1:]), self.seed, self.kind, self.std, (base + r0, base + r1),
+                         self.scale)
+
+    def scaled(self, factor: float) -> "LazyArray":
+        """This tensor times ``factor`` (in float32, as a float32 model multiplies), still generated on demand."""
+        return dataclasses.replace(self, scale=self.scale * factor)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         digest = hashlib.sha256(f"{self.seed}:{self.name}".encode()).digest()
@@ -40,6 +47,8 @@ class LazyArray:
         raw *= np.float32(self.std / 73.3)
         if self.kind == "gain":
             raw += np.float32(1.0)
+        if self.scale != 1.0:
+            raw *= np.float32(self.scale)
         out = raw if dtype is None else raw.astype(dtype)
         return out
 

@@ -24,12 +24,13 @@ class OpKind(str, Enum):
     ROPE = "rope"
     ATTENTION = "attention"  # causal multi-head / grouped-query attention with KV cache (QK^T, softmax, PV)
     SILU = "silu"
+    GELU_TANH = "gelu_tanh"  # GELU's tanh approximation (Gemma's gelu_pytorch_tanh)
     RELU = "relu"
     MUL = "mul"
     ADD = "add"  # residual add
 
 
-LUT_ACTIVATIONS = (OpKind.SILU, OpKind.RELU)  # element-wise ops the MPE output stage applies by table
+LUT_ACTIVATIONS = (OpKind.SILU, OpKind.GELU_TANH, OpKind.RELU)  # element-wise ops the MPE output stage applies by table
 
 
 @dataclass(frozen=True)

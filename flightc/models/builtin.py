@@ -27,6 +27,8 @@ BUILTIN: dict[str, RandomBuiltin] = {
     "tiny-mistral": RandomBuiltin("2-layer Mistral: 2 KV heads, sliding window of 8 tokens", "mistral", 3),
     "tiny-phi3": RandomBuiltin("2-layer Phi-3: fused Q/K/V and gate/up projections, 2 KV heads, sliding window of 8 "
                                "tokens", "phi3", 6),
+    "tiny-gemma": RandomBuiltin("2-layer Gemma: GELU (tanh), a scaled embedding, RMSNorm gains 1 + w, one KV head of "
+                                "64, tied head", "gemma", 7),
     "tiny-opt": RandomBuiltin("2-layer OPT: LayerNorm, ReLU, learned positions, biases", "opt", 5, 0.15),
 }
 TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights",

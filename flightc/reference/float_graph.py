@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flightc import numerics as nm
 from flightc.ir.graph import GraphIR, OpKind, interpret
 from flightc.rope import RopeScaling
 
@@ -88,6 +89,7 @@ def float_handlers(graph: GraphIR, ids: np.ndarray, compressed: bool = False) ->
             attention_float(*qkv, s.num_heads, s.num_kv_heads, s.head_dim, window=s.sliding_window)
             for qkv in zip(q, k, v)]),
         OpKind.SILU: lambda _, n, x: x / (1.0 + np.exp(-x)),
+        OpKind.GELU_TANH: lambda _, n, x: nm.gelu_tanh(x),
         OpKind.RELU: lambda _, n, x: np.maximum(x, 0.0),
         OpKind.MUL: lambda _, n, a, b: a * b,
         OpKind.ADD: lambda _, n, a, b: a + b,

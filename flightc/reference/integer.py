@@ -106,6 +106,7 @@ class IntegerModel:
             OpKind.ROPE: lambda _, n, x: nm.rope(x, *self._rope, s.head_dim),
             OpKind.ATTENTION: lambda name, n, q, k, v: self._attention(name, n, q, k, v, p0),
             OpKind.SILU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
+            OpKind.GELU_TANH: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
             OpKind.RELU: lambda _, n, x: n["lut"][x.astype(np.int64) + 128],
             OpKind.MUL: lambda _, n, a, b: nm.emul(a, b, *n["emul"]),
             OpKind.ADD: lambda _, n, res, delta: nm.sat_i32(res.astype(np.int64) + delta),
