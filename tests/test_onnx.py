@@ -22,7 +22,7 @@ def exported(name: str, tokens: int = 12) -> bytes:
     return program.model_proto.SerializeToString()
 
 
-@pytest.mark.parametrize("name", ["builtin:addition", "builtin:tiny-llama-gqa"])
+@pytest.mark.parametrize("name", ["builtin:addition", "builtin:tiny-llama-gqa", "builtin:tiny-phi3", "builtin:tiny-gemma"])
 def test_onnx_and_hf_folder_give_identical_bundles(name, tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(exported(name))
@@ -92,4 +92,16 @@ def test_the_torchscript_exporters_file_is_refused_naming_dynamo(tmp_path):
     path = tmp_path / "ts.onnx"
     torch.onnx.export(Tiny(), (torch.arange(1, 5)[None],), str(path), input_names=["input_ids"], dynamo=False)
     with pytest.raises(UnsupportedError, match=r"TorchScript exporter.*'/embed/Gather'.*dynamo=True"):
+        load_onnx(path)
+
+
+def test_exact_gelu_is_refused_by_name(tmp_path):
+    """ONNX's Gelu without approximate="tanh" is the exact GELU, which no LUT here computes: refused, not matched."""
+    model = onnx.load_from_string(exported("builtin:tiny-gemma"))
+    gelu = next(n for n in model.graph.node if n.op_type == "Gelu")
+    assert onnx.helper.get_attribute_value(next(a for a in gelu.attribute if a.name == "approximate")) == b"tanh"
+    del gelu.attribute[:]
+    path = tmp_path / "exact.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedError, match=rf"{gelu.name}.*\(Gelu\) is exact GELU"):
         load_onnx(path)

@@ -20,7 +20,8 @@ def export(model, tokens: int = 12):
     return torch.export.export(model, (torch.arange(1, tokens + 1)[None],))
 
 
-@pytest.mark.parametrize("name", ["builtin:addition", "builtin:tiny-llama-gqa", "builtin:tiny-mistral"])
+@pytest.mark.parametrize("name", ["builtin:addition", "builtin:tiny-llama-gqa", "builtin:tiny-mistral",
+                                  "builtin:tiny-phi3", "builtin:tiny-gemma"])
 def test_exported_program_and_hf_folder_give_identical_bundles(name, tmp_path):
     model = load_builtin(name)
     graph = load_exported(export(model))
@@ -38,9 +39,11 @@ def test_exported_program_and_hf_folder_give_identical_bundles(name, tmp_path):
 
 
 def test_an_aten_op_without_a_pattern_is_named():
-    model = random_model("llama", 0, hidden_act="gelu")
-    with pytest.raises(UnsupportedError, match=r"no pattern covers node 'gelu.*' \(aten\.gelu"):
+    model = random_model("llama", 0, hidden_act="relu")
+    with pytest.raises(UnsupportedError, match=r"no pattern covers node 'relu.*' \(aten\.relu"):
         load_exported(export(model))
+    with pytest.raises(UnsupportedError, match=r"node 'gelu' \(aten.gelu\) is exact GELU.*tanh approximation"):
+        load_exported(export(random_model("llama", 0, hidden_act="gelu")))
 
 
 def test_a_pt2_file_gives_the_exported_programs_bundle(tmp_path):

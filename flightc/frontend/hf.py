@@ -162,8 +162,8 @@ def _linear(graph: GraphIR, name: str, x: str, layer: int | None, w: _Reader, pr
 
 def _projections(spec: ModelSpec, w: _Reader, p: str) -> dict[str, tuple[str, tuple[int, int] | None]]:
     """Where each of a layer's projections is: its own weight, or rows of Phi-3's fused ``qkv_proj`` (Q, K, V in
-    that order) and ``gate_up_proj`` (gate, then up)."""
-    if spec.family != "phi3":
+    that order) and ``gate_up_proj`` (gate, then up) where the checkpoint has them (an exported graph's are split)."""
+    if p + "self_attn.qkv_proj.weight" not in w.weights:
         return {r: (p + f"self_attn.{r}", None) for r in ("q_proj", "k_proj", "v_proj")} | \
                {r: (p + f"mlp.{r}", None) for r in ("gate_proj", "up_proj")}
     q, kv, inter = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.intermediate_size
@@ -185,12 +185,12 @@ def embed_scale(cfg: Mapping[str, Any]) -> float:
 def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool, scale: float = 1.0) -> GraphIR:
     w = _Reader(weights)
     graph = GraphIR(spec, nx.DiGraph())
-    gemma = spec.family == "gemma"
     table = w("model.embed_tokens.weight")
     if scale != 1.0:  # Gemma: the embedding times its scale (in float32); the tied head reads the table as is
-        table = table.scaled(scale) if isinstance(table, LazyArray) else table * np.float32(scale)
-    gain = (lambda name: 1.0 + np.asarray(w(name), np.float64)) if gemma else w  # Gemma's RMSNorm: x * (1 + w)
-    activation = OpKind.GELU_TANH if gemma else OpKind.SILU
+        table = table.scaled(scale) if isinstance(table, LazyArray) else \
+            (np.asarray(table, np.float32) * np.float32(scale)).astype(np.float64)
+    gain = w  # (Gemma's 1 + w: see GemmaGains)
+    activation = OpKind.GELU_TANH if spec.family == "gemma" else OpKind.SILU
     x = graph.add("embed", OpKind.EMBED, [], weight=table)
     for i in range(spec.num_layers):
         p, pre = f"model.layers.{i}.", f"L{i}."
@@ -308,7 +308,7 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         if random_weights is not None:
             spec = spec_from_config(cfg)
             weights = RandomWeights(cfg, random_weights)
-            return build_graph(spec, weights, _tied(cfg, weights), _embed_scale_of(spec, cfg))
+            return build_graph(spec, _gains(spec, weights), _tied(cfg, weights), _embed_scale_of(spec, cfg))
         files = _checkpoint_files(folder)
         if not files:
             raise UnsupportedError(f"{folder}: no *.safetensors weights (use random_weights=SEED / "
@@ -328,11 +328,35 @@ def load_hf(model: str | Path | Any, random_weights: int | None = None) -> Graph
         cfg = model.config.to_dict()
         weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     spec = spec_from_config(cfg)
-    return build_graph(spec, weights, _tied(cfg, weights), _embed_scale_of(spec, cfg))
+    return build_graph(spec, _gains(spec, weights), _tied(cfg, weights), _embed_scale_of(spec, cfg))
+
+
+def _gains(spec: ModelSpec, weights: Weights) -> Weights:
+    return GemmaGains(weights) if spec.family == "gemma" else weights
 
 
 def _embed_scale_of(spec: ModelSpec, cfg: Mapping[str, Any]) -> float:
     return embed_scale(cfg) if spec.family == "gemma" else 1.0
+
+
+class GemmaGains(Mapping[str, Any]):
+    """A Gemma checkpoint's weights with each RMSNorm weight w read as the gain the model multiplies by, 1 + w in
+    float32 (as transformers computes it, so that the graph exported models give holds the same values)."""
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+
+    def __getitem__(self, name: str):
+        w = self.weights[name]
+        if name.endswith("norm.weight"):
+            return np.float32(1.0) + np.asarray(w, np.float32)
+        return w
+
+    def __iter__(self):
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
 
 
 def _tied(cfg: Mapping[str, Any], weights: Weights) -> bool:

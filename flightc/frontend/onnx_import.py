@@ -50,6 +50,8 @@ def from_onnx(model) -> OpGraph:
 
     g = model.graph
     const = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*g.value_info, *g.input, *g.output]}
     nodes = []
     for n in g.node:
         perm = [list(onnx.helper.get_attribute_value(a)) for a in n.attribute if a.name == "perm"]
@@ -58,9 +60,40 @@ def from_onnx(model) -> OpGraph:
         elif n.op_type == "Transpose" and n.input[0] in const and perm in ([], [[1, 0]]) \
                 and const[n.input[0]].ndim == 2:  # a tied LM head: the embedding table, transposed
             const[n.output[0]] = const[n.input[0]].T
+        elif n.op_type == "Gelu" and any(a.name == "approximate" and a.s != b"tanh" for a in n.attribute) \
+                or n.op_type == "Gelu" and not any(a.name == "approximate" for a in n.attribute):
+            raise UnsupportedError(f"ONNX: {n.name!r} (Gelu) is exact GELU; flightc runs the tanh approximation "
+                                   f"(Gemma's gelu_pytorch_tanh)")
+        elif n.op_type == "Split":  # as one Slice per piece (Phi-3's gate_up_proj.chunk(2))
+            nodes.extend(_split_as_slices(n, const, shapes))
         else:
             nodes.append(OpNode(n.op_type, n.name, list(n.input), list(n.output)))
     return OpGraph(nodes, const, g.input[0].name, {o.name for o in g.output})
+
+
+def _split_as_slices(n, const: dict[str, np.ndarray], shapes: dict[str, list[int]]) -> list[OpNode]:
+    """An ONNX Split as Slices of its input along its axis (sizes from its ``split`` input, else equal pieces of the
+    axis's length, which the export's shapes give)."""
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+    axis = int(attrs.get("axis", 0))
+    if len(n.input) > 1 and n.input[1]:
+        sizes = [int(x) for x in np.asarray(const[n.input[1]]).ravel()]
+    else:
+        length = (shapes.get(n.input[0]) or [0] * (axis + 1))[axis]
+        if not length or length % len(n.output):
+            raise UnsupportedError(f"ONNX: {n.name!r} (Split) of an input whose length along axis {axis} the export "
+                                   f"does not give, or that is not a multiple of its {len(n.output)} outputs")
+        sizes = [length // len(n.output)] * len(n.output)
+    bounds = np.cumsum([0, *sizes])
+    out = []
+    for i, name in enumerate(n.output):
+        args = [f"{name}.{what}" for what in ("starts", "ends", "axes")]
+        for arg, value in zip(args, (bounds[i], bounds[i + 1], axis)):
+            const[arg] = np.array([value], np.int64)
+        out.append(OpNode("Slice", f"{n.name}.{i}", [n.input[0], *args], [name]))
+    return out
 
 
 class _Onnx:
@@ -130,6 +163,8 @@ class _LlamaMatcher:
         self.eps: float | None = None
         self.rope_tables: tuple[np.ndarray, np.ndarray] | None = None
         self.mask: np.ndarray | None = None
+        self.embed_scale = 1.0
+        self.activation = "silu"
 
     # --- blocks ---
     def rmsnorm(self, x: str, weight_name: str, where: str) -> str:
@@ -280,6 +315,18 @@ class _LlamaMatcher:
         g = self.g
         p = f"model.layers.{layer}.mlp."
         a, b = self.linears(xn, 2, where)
+        with_gelu = [k for k in (a, b) if g.open_consumers(g.out(k), "Gelu")]
+        if len(with_gelu) == 1:  # Gemma: GELU (tanh) gates the up projection
+            self.activation = "gelu_tanh"
+            gate, up = with_gelu[0], b if with_gelu[0] == a else a
+            gate_out = self.linear(gate, p + "gate_proj", where)
+            up_out = self.linear(up, p + "up_proj", where)
+            act = g.one(gate_out, "Gelu", where)
+            mul = g.one(g.out(act), "Mul", where)
+            if g.other(mul, g.out(act)) != up_out:
+                raise UnsupportedError(f"ONNX {where}: {g.name(mul)} does not gate the up projection")
+            (down,) = self.linears(g.out(mul), 1, where)
+            return self.linear(down, p + "down_proj", where)
         with_sigmoid = [k for k in (a, b) if g.open_consumers(g.out(k), "Sigmoid")]
         if len(with_sigmoid) != 1:
             readers = [g.name(c) for k in (a, b) for c in g.open_consumers(g.out(k))]
@@ -313,6 +360,12 @@ class _LlamaMatcher:
         emb = g.one(ids, "Gather", "embedding")
         self.weights["model.embed_tokens.weight"] = g.constant(g.nodes[emb].input[0], "embedding")
         x = g.out(emb)
+        scaled = [k for k in g.open_consumers(x, "Mul") if np.asarray(g.const.get(g.other(k, x), [0, 0])).size == 1
+                  and g.other(k, x) in g.const]
+        if scaled:  # Gemma: the embedding times a constant (sqrt(hidden) in the model's dtype)
+            g.covered.add(scaled[0])
+            self.embed_scale = float(np.asarray(g.const[g.other(scaled[0], x)]).ravel()[0])
+            x = g.out(scaled[0])
         layer = 0
         outputs = g.output_names
         while True:
@@ -384,8 +437,50 @@ def load_onnx(path: str | Path) -> GraphIR:
     return match_llama(from_onnx(model), Path(path).name)
 
 
+def _slice_bounds(n: OpNode, const: dict[str, np.ndarray], width: int) -> tuple[int, int] | None:
+    """The columns [start, end) a Slice takes along the last axis of a [batch, tokens, width] tensor, else None."""
+    if n.op_type != "Slice" or any(i not in const for i in n.input[1:]):
+        return None
+    starts, ends, axes = (np.asarray(const[i]).ravel() for i in n.input[1:4]) if len(n.input) >= 4 else (None,) * 3
+    steps = np.asarray(const[n.input[4]]).ravel() if len(n.input) > 4 else np.ones(1)
+    if starts is None or len(axes) != 1 or int(axes[0]) not in (-1, 2) or int(steps[0]) != 1:
+        return None
+    start, end = int(starts[0]), min(int(ends[0]), width)
+    return (start, end) if 0 <= start < end else None
+
+
+def unfuse_linears(graph: OpGraph) -> tuple[OpGraph, bool]:
+    """A linear layer whose outputs' columns are sliced apart (Phi-3's qkv_proj, gate_up_proj) as one linear layer
+    per slice, its weight's columns; whether there was one."""
+    const = dict(graph.const)
+    readers: dict[str, list[OpNode]] = {}
+    for n in graph.nodes:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    split: dict[int, list[OpNode]] = {}  # id of a fused MatMul -> the MatMuls that replace it and its Slices
+    gone: set[int] = set()
+    for n in graph.nodes:
+        if n.op_type != "MatMul" or n.input[1] not in const or np.asarray(const[n.input[1]]).ndim != 2:
+            continue
+        w = np.asarray(const[n.input[1]])
+        cs = readers.get(n.output[0], [])
+        bounds = [_slice_bounds(c, const, w.shape[1]) for c in cs]
+        if len(cs) < 2 or None in bounds or sorted(bounds)[0][0] != 0 or sorted(bounds)[-1][1] != w.shape[1] \
+                or any(a[1] != b[0] for a, b in zip(sorted(bounds), sorted(bounds)[1:])):
+            continue
+        parts = []
+        for c, (start, end) in zip(cs, bounds):
+            const[c.name + ".w"] = w[:, start:end]
+            parts.append(OpNode("MatMul", c.name, [n.input[0], c.name + ".w"], list(c.output)))
+            gone.add(id(c))
+        split[id(n)] = parts
+    nodes = [m for n in graph.nodes if id(n) not in gone for m in split.get(id(n), [n])]
+    return OpGraph(nodes, const, graph.input_name, graph.output_names), bool(split)
+
+
 def match_llama(graph: OpGraph, source: str) -> GraphIR:
     """Recognize a LLaMA-family decoder in an op graph; every node must belong to a recognized block."""
+    graph, fused = unfuse_linears(graph)
     g = _Onnx(graph)
     m = _LlamaMatcher(g)
     m.run()
@@ -399,7 +494,8 @@ def match_llama(graph: OpGraph, source: str) -> GraphIR:
     q_bias = "model.layers.0.self_attn.q_proj.bias" in w
     o_bias = "model.layers.0.self_attn.o_proj.bias" in w
     window = _window(m.mask)
-    family = "mistral" if window else ("qwen2" if q_bias and not o_bias else "llama")
+    family = ("gemma" if m.activation == "gelu_tanh" else "phi3" if fused else "mistral" if window
+              else "qwen2" if q_bias and not o_bias else "llama")
     spec = ModelSpec(family=family, vocab_size=w["model.embed_tokens.weight"].shape[0],
                      hidden_size=w["model.embed_tokens.weight"].shape[1],
                      intermediate_size=w["model.layers.0.mlp.gate_proj.weight"].shape[0], num_layers=layers,
@@ -407,4 +503,4 @@ def match_llama(graph: OpGraph, source: str) -> GraphIR:
                      num_kv_heads=w["model.layers.0.self_attn.k_proj.weight"].shape[0] // d, head_dim=d,
                      rope_theta=_rope_theta(*m.rope_tables), rms_eps=float(np.float32(m.eps)), max_positions=0,
                      sliding_window=window)
-    return build_graph(spec, w, tied=False)
+    return build_graph(spec, w, tied=False, embed_scale=m.embed_scale)

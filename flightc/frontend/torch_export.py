@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from flightc.errors import UnsupportedError
 from flightc.frontend.onnx_import import OpGraph, OpNode, match_llama
 from flightc.ir.graph import GraphIR
 
-ALIASES = {"to.dtype", "to.dtype_layout", "to.device", "_to_copy.default", "contiguous.default", "clone.default",
+ALIASES = {"to.dtype", "to.dtype_layout", "to.device", "type_as.default", "_to_copy.default", "contiguous.default", "clone.default",
            "alias.default", "dropout.default"}
 LAYOUT = {"view.default", "reshape.default", "transpose.int", "unsqueeze.default", "expand.default",
           "permute.default", "squeeze.dim", "_unsafe_view.default"}
@@ -29,7 +30,7 @@ SKIP = {"_assert_tensor_metadata.default"}
 
 
 def _op(target: Any) -> str:
-    return str(target).removeprefix("aten.")
+    return "getitem" if target is operator.getitem else str(target).removeprefix("aten.")
 
 
 def _values(ep) -> tuple[dict[str, Any], str]:
@@ -103,6 +104,8 @@ def from_exported(ep) -> OpGraph:
         nodes.append(OpNode(op_type, name, inputs, [output]))
 
     outputs: set[str] = set()
+    pieces: dict[str, tuple[str, int, list[int]]] = {}  # a chunk/split: its input, dim and the pieces' bounds
+    empty: set[str] = set()  # slices of no elements
     for n in graph.nodes:
         if n.op == "output":
             first = n.args[0][0] if isinstance(n.args[0], (tuple, list)) else n.args[0]
@@ -115,6 +118,14 @@ def from_exported(ep) -> OpGraph:
             continue
         if op in ALIASES or (op == "slice.Tensor" and values[n.name].shape == values[a[0].name].shape):
             alias[n.name] = ref(a[0])
+        elif op == "slice.Tensor" and values[n.name].numel() == 0:  # (the pass-through part of a full rotation)
+            empty.add(n.name)
+        elif op == "cat.default" and any(x.name in empty for x in a[0]):
+            kept = [x for x in a[0] if x.name not in empty]
+            if len(kept) == 1:
+                alias[n.name] = ref(kept[0])
+            else:
+                emit("Concat", n.name, [ref(x) for x in kept], n.name)
         elif op == "embedding.default":
             emit("Gather", n.name, [ref(a[0]), ids_name], n.name)
         elif op == "pow.Tensor_Scalar":
@@ -151,6 +162,26 @@ def from_exported(ep) -> OpGraph:
             s = fresh(n.name)
             emit("Sigmoid", n.name + ".sigmoid", [ref(a[0])], s)
             emit("Mul", n.name, [ref(a[0]), s], n.name)
+        elif op == "gelu.default":
+            how = n.kwargs.get("approximate", a[1] if len(a) > 1 else "none")
+            if how != "tanh":
+                raise UnsupportedError(f"torch.export: node {n.name!r} (aten.gelu) is exact GELU; flightc runs the "
+                                       f"tanh approximation (Gemma's gelu_pytorch_tanh)")
+            emit("Gelu", n.name, [ref(a[0])], n.name)
+        elif op in ("chunk.default", "split.Tensor", "split_with_sizes.default"):
+            whole = values[a[0].name].shape
+            dim = (a[2] if len(a) > 2 else n.kwargs.get("dim", 0)) % len(whole)
+            if op == "chunk.default":
+                step = -(-whole[dim] // a[1])
+                sizes = [min(step, whole[dim] - i) for i in range(0, whole[dim], step)]
+            else:
+                sizes = list(a[1]) if isinstance(a[1], (list, tuple)) else \
+                    [min(a[1], whole[dim] - i) for i in range(0, whole[dim], a[1])]
+            pieces[n.name] = (ref(a[0]), dim, list(np.cumsum([0, *sizes])))
+        elif op == "getitem" and a[0].name in pieces:
+            src, dim, bounds = pieces[a[0].name]
+            emit("Slice", n.name, [src, ref(np.array([bounds[a[1]]])), ref(np.array([bounds[a[1] + 1]])),
+                                   ref(np.array([dim]))], n.name)
         elif op == "scaled_dot_product_attention.default":
             _sdpa(n, values, ref, fresh, emit, const)
         else:
