@@ -186,29 +186,29 @@ def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool, scale: floa
     w = _Reader(weights)
     graph = GraphIR(spec, nx.DiGraph())
     table = w("model.embed_tokens.weight")
-    if scale != 1.0:  # Gemma: the embedding times its scale (in float32); the tied head reads the table as is
+    if scale != 1.0:  # Gemma: the embedding times its scale (in float32); the tied head reads the table as is (its
+        # norms' gains of 1 + w come in with the weights: GemmaGains)
         table = table.scaled(scale) if isinstance(table, LazyArray) else \
             (np.asarray(table, np.float32) * np.float32(scale)).astype(np.float64)
-    gain = w  # (Gemma's 1 + w: see GemmaGains)
     activation = OpKind.GELU_TANH if spec.family == "gemma" else OpKind.SILU
     x = graph.add("embed", OpKind.EMBED, [], weight=table)
     for i in range(spec.num_layers):
         p, pre = f"model.layers.{i}.", f"L{i}."
         at = _projections(spec, w, p)
-        xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=gain(p + "input_layernorm.weight"))
+        xn = graph.add(pre + "attn_norm", OpKind.RMSNORM, [x], i, weight=w(p + "input_layernorm.weight"))
         q, k, v = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("q_proj", "k_proj", "v_proj"))
         qr = graph.add(pre + "q_rope", OpKind.ROPE, [q], i)
         kr = graph.add(pre + "k_rope", OpKind.ROPE, [k], i)
         a = graph.add(pre + "attn", OpKind.ATTENTION, [qr, kr, v], i)
         o = _linear(graph, pre + "o_proj", a, i, w, p + "self_attn.o_proj")
         x = graph.add(pre + "attn_res", OpKind.ADD, [x, o], i)
-        xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=gain(p + "post_attention_layernorm.weight"))
+        xn = graph.add(pre + "mlp_norm", OpKind.RMSNORM, [x], i, weight=w(p + "post_attention_layernorm.weight"))
         gate, up = (_linear(graph, pre + r, xn, i, w, *at[r]) for r in ("gate_proj", "up_proj"))
         act = graph.add(pre + "act", activation, [gate], i)
         mul = graph.add(pre + "mul", OpKind.MUL, [act, up], i)
         down = _linear(graph, pre + "down_proj", mul, i, w, p + "mlp.down_proj")
         x = graph.add(pre + "mlp_res", OpKind.ADD, [x, down], i)
-    xn = graph.add("final_norm", OpKind.RMSNORM, [x], weight=gain("model.norm.weight"))
+    xn = graph.add("final_norm", OpKind.RMSNORM, [x], weight=w("model.norm.weight"))
     graph.add("lm_head", OpKind.LINEAR, [xn], weight=w("model.embed_tokens.weight" if tied else "lm_head.weight"))
     return graph
 

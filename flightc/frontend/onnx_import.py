@@ -54,14 +54,13 @@ def from_onnx(model) -> OpGraph:
               for v in [*g.value_info, *g.input, *g.output]}
     nodes = []
     for n in g.node:
-        perm = [list(onnx.helper.get_attribute_value(a)) for a in n.attribute if a.name == "perm"]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         if n.op_type == "Constant":
             const[n.output[0]] = numpy_helper.to_array(onnx.helper.get_attribute_value(n.attribute[0]))
-        elif n.op_type == "Transpose" and n.input[0] in const and perm in ([], [[1, 0]]) \
-                and const[n.input[0]].ndim == 2:  # a tied LM head: the embedding table, transposed
+        elif n.op_type == "Transpose" and n.input[0] in const and const[n.input[0]].ndim == 2 \
+                and list(attrs.get("perm", [1, 0])) == [1, 0]:  # a tied LM head: the embedding table, transposed
             const[n.output[0]] = const[n.input[0]].T
-        elif n.op_type == "Gelu" and any(a.name == "approximate" and a.s != b"tanh" for a in n.attribute) \
-                or n.op_type == "Gelu" and not any(a.name == "approximate" for a in n.attribute):
+        elif n.op_type == "Gelu" and attrs.get("approximate", b"none") != b"tanh":
             raise UnsupportedError(f"ONNX: {n.name!r} (Gelu) is exact GELU; flightc runs the tanh approximation "
                                    f"(Gemma's gelu_pytorch_tanh)")
         elif n.op_type == "Split":  # as one Slice per piece (Phi-3's gate_up_proj.chunk(2))
@@ -76,8 +75,7 @@ def _split_as_slices(n, const: dict[str, np.ndarray], shapes: dict[str, list[int
     axis's length, which the export's shapes give)."""
     import onnx
 
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-    axis = int(attrs.get("axis", 0))
+    axis = int(next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), 0))
     if len(n.input) > 1 and n.input[1]:
         sizes = [int(x) for x in np.asarray(const[n.input[1]]).ravel()]
     else:

@@ -9,6 +9,7 @@ Hugging Face path's IR. An aten op with no translation raises an error naming th
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import operator
@@ -22,8 +23,8 @@ from flightc.errors import UnsupportedError
 from flightc.frontend.onnx_import import OpGraph, OpNode, match_llama
 from flightc.ir.graph import GraphIR
 
-ALIASES = {"to.dtype", "to.dtype_layout", "to.device", "type_as.default", "_to_copy.default", "contiguous.default", "clone.default",
-           "alias.default", "dropout.default"}
+ALIASES = {"to.dtype", "to.dtype_layout", "to.device", "type_as.default", "_to_copy.default", "contiguous.default",
+           "clone.default", "alias.default", "dropout.default"}
 LAYOUT = {"view.default", "reshape.default", "transpose.int", "unsqueeze.default", "expand.default",
           "permute.default", "squeeze.dim", "_unsafe_view.default"}
 SKIP = {"_assert_tensor_metadata.default"}
@@ -271,7 +272,7 @@ def load_pt2(path: str | Path):
     if not zipfile.is_zipfile(path):
         raise UnsupportedError(f"{path}: not a torch.export archive (a .pt2 file is the zip torch.export.save "
                                f"writes)")
-    import transformers.modeling_outputs  # noqa: F401  (registers transformers' output classes with torch's pytree)
+    importlib.import_module("transformers.modeling_outputs")  # registers its output classes with torch's pytree
 
     causes: list[str] = []  # torch logs why the current format failed before it tries an older one
     catch = logging.Handler()
