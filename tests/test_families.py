@@ -95,3 +95,15 @@ def test_unsupported_opt_variants_are_named(field, value):
     cfg[field] = value
     with pytest.raises(UnsupportedError, match=field):
         spec_from_config(cfg)
+
+
+def test_gemma2_and_long_context_phi3_are_refused_by_field():
+    import transformers
+
+    with pytest.raises(UnsupportedError, match="gemma2.*attn_logit_softcapping and final_logit_softcapping"):
+        spec_from_config(transformers.Gemma2Config().to_dict())
+    long_rope = {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [1.0] * 48}  # Phi-3-mini-128k's kind
+    cfg = {**transformers.Phi3Config().to_dict(), "rope_scaling": long_rope, "original_max_position_embeddings": 4096}
+    cfg.pop("rope_parameters")
+    with pytest.raises(UnsupportedError, match="longrope"):
+        spec_from_config(cfg)
