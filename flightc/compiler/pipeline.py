@@ -27,6 +27,7 @@ from flightc.config import HardwareConfig, load_config
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
+from flightc.ir.schema import verify
 from flightc.tasks import task_of
 from flightc.isa.table import ISA_VERSION
 
@@ -119,12 +120,15 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     def timed(name: str, fn, *args):
         t = time.perf_counter()
         result = fn(*args)
+        if isinstance(result, GraphIR):  # every pass's graph is held to the IR's schema
+            verify(result, name)
         timings[name] = time.perf_counter() - t
         log.info("pass %s: %.2f s", name, timings[name])
         return result
 
     if isinstance(model, GraphIR):
         g = model
+        verify(g, "frontend")
     elif isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
         from flightc.frontend.onnx_import import load_onnx
 

@@ -1,0 +1,75 @@
+"""The graph IR's schema (flightc/ir/schema.py): every op kind's node, at every stage the compile passes through,
+carries what the schema declares; a node with one attribute missing, mistyped or unknown is refused by name."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import compiled
+from flightc.errors import ProgramError
+from flightc.ir.graph import OpKind
+from flightc.ir.schema import Stage, allowed, verify
+
+MODELS = ("tiny-llama", "tiny-opt", "tiny-gemma")  # between them every op kind: LayerNorm and ReLU, GELU, SiLU
+
+
+def stages():
+    for name in MODELS:
+        c = compiled(name, "w4g32")
+        yield from ((name, c.float_graph), (name, c.integer), (name, c.fused))
+
+
+def test_every_compiled_stage_verifies_and_every_op_kind_is_seen():
+    seen = set()
+    for _, g in stages():
+        verify(g)
+        seen |= {g.node(n)["op"] for n in g.order()}
+    assert seen == set(OpKind)
+
+
+@pytest.mark.parametrize("op", list(OpKind), ids=lambda o: o.value)
+def test_a_missing_mistyped_or_unknown_attribute_is_named(op):
+    name, g = next((m, g) for m, g in stages() if g.stage == Stage.INTEGER.value and any(g.nodes_of(op)))
+    node = next(g.nodes_of(op))
+    required = [k for k, attrs in allowed(op, Stage.INTEGER).items() if not any(a.optional for a in attrs)]
+    assert {"op", "inputs", "layer", "scale"} <= set(required)
+    for key in required:
+        if key == "op":
+            continue
+        for broken, words in (("missing", f"lacks attribute {key!r}"), ("mistyped", f"attribute {key!r} is a")):
+            bad = g.copy()
+            if broken == "missing":
+                del bad.node(node)[key]
+            else:
+                bad.node(node)[key] = object()
+            with pytest.raises(ProgramError, match=rf"{op.value} node {node!r}.*{words}|{op.value} node "
+                                                   rf"{node!r}: {words}"):
+                verify(bad)
+    bad = g.copy()
+    bad.node(node)["stray"] = 1
+    with pytest.raises(ProgramError, match=rf"{op.value} node {node!r} carries attribute 'stray'"):
+        verify(bad)
+    bad = g.copy()
+    bad.node(node)["op"] = op.value  # a string, not the enum
+    with pytest.raises(ProgramError, match=rf"node {node!r} has op '{op.value}', not an OpKind"):
+        verify(bad)
+
+
+def test_a_stage_gates_what_a_node_may_carry():
+    g = compiled("tiny-llama", "w4g32").integer.copy(stage="float")  # integer attributes at the float stage
+    with pytest.raises(ProgramError, match=r"carries attribute '(amax|scale|qweight|qembed|kv_bits|.*)', which"):
+        verify(g, "frontend")
+    g = compiled("tiny-llama", "w4g32").float_graph.copy(stage="integer")
+    with pytest.raises(ProgramError, match=r"lacks attribute .* which a .* has from stage (compressed|calibrated|"
+                                           r"integer) on"):
+        verify(g)
+    with pytest.raises(ProgramError, match=r"stage 'cooked' is none of"):
+        verify(compiled("tiny-llama", "w4g32").float_graph.copy(stage="cooked"))
+
+
+def test_the_ir_docs_are_the_schemas():
+    from pathlib import Path
+
+    from flightc.ir.schema import markdown
+
+    assert (Path(__file__).resolve().parents[1] / "docs" / "ir.md").read_text() == markdown(), \
+        "docs/ir.md is stale: python -m flightc.ir.schema > docs/ir.md"
