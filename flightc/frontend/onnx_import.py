@@ -310,36 +310,30 @@ class _LlamaMatcher:
         return self.linear(o, p + "o_proj", where)
 
     def mlp(self, xn: str, layer: int, where: str) -> str:
+        """gate -> SiLU (Sigmoid, Mul) or GELU (tanh; Gemma) -> Mul by up -> down."""
         g = self.g
         p = f"model.layers.{layer}.mlp."
         a, b = self.linears(xn, 2, where)
-        with_gelu = [k for k in (a, b) if g.open_consumers(g.out(k), "Gelu")]
-        if len(with_gelu) == 1:  # Gemma: GELU (tanh) gates the up projection
-            self.activation = "gelu_tanh"
-            gate, up = with_gelu[0], b if with_gelu[0] == a else a
-            gate_out = self.linear(gate, p + "gate_proj", where)
-            up_out = self.linear(up, p + "up_proj", where)
-            act = g.one(gate_out, "Gelu", where)
-            mul = g.one(g.out(act), "Mul", where)
-            if g.other(mul, g.out(act)) != up_out:
-                raise UnsupportedError(f"ONNX {where}: {g.name(mul)} does not gate the up projection")
-            (down,) = self.linears(g.out(mul), 1, where)
-            return self.linear(down, p + "down_proj", where)
-        with_sigmoid = [k for k in (a, b) if g.open_consumers(g.out(k), "Sigmoid")]
-        if len(with_sigmoid) != 1:
+        gated = {op: [k for k in (a, b) if g.open_consumers(g.out(k), op)] for op in ("Gelu", "Sigmoid")}
+        op = next((op for op, ks in gated.items() if len(ks) == 1), None)
+        if op is None:
             readers = [g.name(c) for k in (a, b) for c in g.open_consumers(g.out(k))]
-            raise UnsupportedError(f"ONNX {where}: expected SiLU (Sigmoid, Mul) on one MLP projection; they are "
-                                   f"read by {readers}")
-        gate = with_sigmoid[0]
+            raise UnsupportedError(f"ONNX {where}: expected SiLU (Sigmoid, Mul) or GELU (Gelu) on one MLP "
+                                   f"projection; they are read by {readers}")
+        gate = gated[op][0]
         up = b if gate == a else a
         gate_out = self.linear(gate, p + "gate_proj", where)
         up_out = self.linear(up, p + "up_proj", where)
-        sig = g.one(gate_out, "Sigmoid", where)
-        silu = g.one(g.out(sig), "Mul", where)
-        if g.other(silu, g.out(sig)) != gate_out:
-            raise UnsupportedError(f"ONNX {where}: {g.name(silu)} is not SiLU")
-        mul = g.one(g.out(silu), "Mul", where)
-        if g.other(mul, g.out(silu)) != up_out:
+        act = g.out(g.one(gate_out, op, where))
+        if op == "Gelu":
+            self.activation = "gelu_tanh"
+        else:
+            silu = g.one(act, "Mul", where)
+            if g.other(silu, act) != gate_out:
+                raise UnsupportedError(f"ONNX {where}: {g.name(silu)} is not SiLU")
+            act = g.out(silu)
+        mul = g.one(act, "Mul", where)
+        if g.other(mul, act) != up_out:
             raise UnsupportedError(f"ONNX {where}: {g.name(mul)} does not gate the up projection")
         (down,) = self.linears(g.out(mul), 1, where)
         return self.linear(down, p + "down_proj", where)
