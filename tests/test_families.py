@@ -1,4 +1,5 @@
-"""OPT, Qwen2, Mistral, Phi-3 and Gemma: the float interpreter matches transformers, the simulator matches the integer reference."""
+"""OPT, Qwen2, Mistral, Phi-3 and Gemma: the float interpreter matches transformers, the simulator matches the
+integer reference."""
 import numpy as np
 import pytest
 import torch

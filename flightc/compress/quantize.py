@@ -118,8 +118,9 @@ class QuantWeight:
 
     def columns(self, k: int) -> "QuantWeight":
         """The first ``k`` columns of a weight quantized zero-padded to whole blocks and groups: its last group
-        partial, and a partial last block keeping only its real columns (a padded zero ranks after every real weight in
-        N:M pruning, ties going to the lower column, so it is kept only where its block has fewer than N real ones)."""
+        partial, a partial last block keeping its largest real weights (a padded zero ranks after every real one in
+        N:M pruning, ties going to the lower column), at most N of them; packing adds the padded positions a block
+        of fewer than N real columns still stores (:func:`flightc.compress.packing.padded_keep`)."""
         keep = None if self.keep_bits is None else self.keep[:, :k]
         groups = -(-k // self.fmt.group) if self.fmt.group else 0
         return QuantWeight(self.fmt, self.q[:, :k], self.gs[:, :groups], self.row_scale, keep)
