@@ -73,3 +73,28 @@ def test_the_ir_docs_are_the_schemas():
 
     assert (Path(__file__).resolve().parents[1] / "docs" / "ir.md").read_text() == markdown(), \
         "docs/ir.md is stale: python -m flightc.ir.schema > docs/ir.md"
+
+
+def test_a_compile_stops_after_a_named_pass_with_its_graph(capsys):
+    from conftest import torch_model
+    from flightc.cli import main
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.errors import UnsupportedError
+    from flightc.ir.graph import GraphIR
+
+    model, plan = torch_model("tiny-llama"), CompressionPlan.parse("w4g32")
+    for name, stage in (("frontend", "float"), ("equalize", "float"), ("compress", "compressed"),
+                        ("calibrate", "calibrated"), ("integerize", "integer"), ("fuse", "fused")):
+        g = compile_model(model, "tiny", plan, max_len=16, stop_after=name)
+        assert isinstance(g, GraphIR) and g.stage == stage, name
+    assert compile_model(model, "tiny", plan, max_len=16, weights=False, stop_after="calibrate").stage == "calibrated"
+    with pytest.raises(UnsupportedError, match="stop after 'place': the passes that give a graph are frontend"):
+        compile_model(model, "tiny", plan, stop_after="place")
+    with pytest.raises(UnsupportedError, match="programs-only compile does not equalize"):
+        compile_model(model, "tiny", plan, weights=False, stop_after="equalize")
+    assert main(["compile", "builtin:tiny-gemma", "--format", "w4g32", "--stop-after", "integerize"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "graph IR after pass integerize: stage integer" in out and "gelu_tanh │ 2 │ amax, lut, scale" in out
+    assert main(["compile", "builtin:tiny-gemma"]) == 2  # neither a bundle to write nor a pass to stop after
+    assert "needs -o BUNDLE.flb (or --stop-after PASS" in " ".join(capsys.readouterr().err.split())

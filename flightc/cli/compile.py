@@ -69,7 +69,10 @@ def register(sub) -> None:
     c.add_argument("--programs-only", action="store_true",
                    help="programs and memory layout without quantizing or packing any weight (fast at 7B scale); "
                         "for the performance model only (`flightc perf`)")
-    c.add_argument("-o", "--output", required=True, help="bundle file to write (.flb)")
+    c.add_argument("--stop-after", metavar="PASS", help="stop after this pass and show its graph IR (each op kind's "
+                                                         "nodes and attributes) instead of writing a bundle: one of "
+                                                         "frontend, equalize, compress, calibrate, integerize, fuse")
+    c.add_argument("-o", "--output", help="bundle file to write (.flb); required unless --stop-after")
     c.set_defaults(func=cmd_compile)
 
 
@@ -117,6 +120,8 @@ def cmd_compile(args) -> int:
     from flightc.models.builtin import model_input
 
     plan = _plan(args)
+    if not args.output and not args.stop_after:
+        raise FlightcError("flightc compile needs -o BUNDLE.flb (or --stop-after PASS to look at a pass's graph)")
     t0 = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("compiling", total=None)
@@ -131,7 +136,10 @@ def cmd_compile(args) -> int:
                                  random_weights=args.random_weights, bucket=args.bucket,
                                  jobs=args.jobs, weights=not args.programs_only, source=str(args.model),
                                  method=Method.parse(args.method), budget=_budget(args),
-                                 calibration=_calibration(args), keep_integer=False)
+                                 calibration=_calibration(args), keep_integer=False, stop_after=args.stop_after)
+    if args.stop_after:
+        _print_graph(compiled, args.stop_after)
+        return 0
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
     console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
@@ -162,3 +170,25 @@ def _print_allocation(a) -> None:
     console.print(f"average {a.avg_bits:.3f} value bits/weight, density {a.avg_density:.3f}, "
                   f"{a.stored_bits_per_weight:.3f} stored bits/weight (indices and group multipliers included); "
                   f"the LM head keeps its own format")
+
+
+def _print_graph(graph, after: str) -> None:
+    """A pass's graph IR: each op kind's node count and the attributes its nodes carry (docs/ir.md says what each
+    means)."""
+    from rich.table import Table
+
+    from flightc.ir.schema import verify
+
+    verify(graph, after)
+    table = Table(title=f"graph IR after pass {after}: stage {graph.stage}, {graph.g.number_of_nodes()} nodes "
+                        f"({graph.spec.family}, {graph.spec.num_layers} layers)")
+    for col in ("op", "nodes", "attributes (docs/ir.md)"):
+        table.add_column(col)
+    kinds: dict = {}
+    for name in graph.order():
+        node = graph.node(name)
+        count, keys = kinds.get(node["op"], (0, set()))
+        kinds[node["op"]] = (count + 1, keys | set(node) - {"op", "inputs", "layer"})
+    for op, (count, keys) in kinds.items():
+        table.add_row(op.value, str(count), ", ".join(sorted(keys)) or "-")
+    console.print(table)

@@ -1,6 +1,7 @@
 """The compile pipeline: named passes from a model to a program bundle."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -81,13 +82,41 @@ def check_finite(g: GraphIR) -> None:
                                        f"the checkpoint is damaged or was saved after a diverged run")
 
 
+GRAPH_PASSES = ("frontend", "equalize", "compress", "calibrate", "integerize", "fuse")  # each gives a graph IR
+
+
+class _Stopped(Exception):
+    """Raised by the pass ``compile_model(stop_after=...)`` names, carrying its graph."""
+
+    def __init__(self, graph: GraphIR):
+        self.graph = graph
+
+
+def _stoppable(compile_fn):
+    """``compile_fn`` returning the graph of the pass ``stop_after`` names instead of going on."""
+    @functools.wraps(compile_fn)
+    def run(*args, stop_after: str | None = None, **kwargs):
+        if stop_after is not None and stop_after not in GRAPH_PASSES:
+            raise UnsupportedError(f"stop after {stop_after!r}: the passes that give a graph are "
+                                   f"{', '.join(GRAPH_PASSES)}")
+        if stop_after == "equalize" and kwargs.get("weights") is False:
+            raise UnsupportedError("stop after 'equalize': a programs-only compile does not equalize")
+        try:
+            return compile_fn(*args, stop_after=stop_after, **kwargs)
+        except _Stopped as stop:
+            return stop.graph
+    return run
+
+
+@_stoppable
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
                   plan: CompressionPlan | None = None, max_len: int | None = None, max_prefill: int | None = None,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   random_weights: int | None = None, bucket: int | None = None, jobs: int = 1,
                   weights: bool = True, source: str | None = None, method: Method = Method(),
-                  budget: BitBudget | None = None, keep_integer: bool = True) -> Compiled:
+                  budget: BitBudget | None = None, keep_integer: bool = True,
+                  stop_after: str | None = None) -> Compiled | GraphIR:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram or the ``.pt2`` file torch.export.save writes, or a float graph IR.
 
@@ -106,7 +135,8 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     ``keep_integer=False`` releases each layer's quantized values once they are packed into the bundle (the
     integer graph then keeps formats and scales only, and the integer reference refuses it) and grows the channel
     images in temporary files (:mod:`flightc.compiler.spool`): what a compile that only writes a bundle needs, in a
-    fraction of the memory.
+    fraction of the memory. ``stop_after`` (one of :data:`GRAPH_PASSES`) returns that pass's graph IR instead of a
+    compile: for looking at what a pass made (``flightc compile --stop-after PASS``).
     Without ``max_len``, 64 positions or the model's trained context if shorter (:func:`default_max_len`);
     without ``max_prefill``, the longest of ``prefill_lengths``, else the longest step that fits the preset's
     buffers (:func:`fitting_prefill`); the manifest records both.
@@ -122,13 +152,14 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
         result = fn(*args)
         if isinstance(result, GraphIR):  # every pass's graph is held to the IR's schema
             verify(result, name)
+            if name == stop_after:
+                raise _Stopped(result)
         timings[name] = time.perf_counter() - t
         log.info("pass %s: %.2f s", name, timings[name])
         return result
 
     if isinstance(model, GraphIR):
-        g = model
-        verify(g, "frontend")
+        g = timed("frontend", lambda graph: graph, model)
     elif isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
         from flightc.frontend.onnx_import import load_onnx
 
@@ -173,7 +204,7 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                (lambda done, total: progress("compress", done, total)) if progress else None, jobs)
     if progress:
         progress("calibrate", 0, 1)
-    gk = timed("calibrate", calibrate, gc, calibration) if weights else nominal_calibration(gc)
+    gk = timed("calibrate", calibrate, gc, calibration) if weights else timed("calibrate", nominal_calibration, gc)
     gi = timed("integerize", integerize, gk)
     gf = timed("fuse", fuse, gi)
     if max_len is None:

@@ -169,7 +169,9 @@ def markdown() -> str:
     """docs/ir.md: the stages and every attribute, as declared here (``python -m flightc.ir.schema`` writes it)."""
     lines = ["# The graph IR: stages and node attributes", "",
              "Generated from `flightc/ir/schema.py` (`python -m flightc.ir.schema > docs/ir.md`); "
-             "`flightc.compiler.pipeline.compile_model` verifies the graph against it after every pass.", "",
+             "`flightc.compiler.pipeline.compile_model` verifies the graph against it after every pass. "
+             "`flightc compile MODEL --stop-after PASS` (or `compile_model(..., stop_after=PASS)`) stops after one of "
+             "the passes below and shows its graph: each op kind's nodes and the attributes they carry.", "",
              "| stage | added by |", "|---|---|"]
     lines += [f"| `{s.value}` | {_STAGE_DOCS[s]} |" for s in Stage]
     lines += ["", "| attribute | type | op kinds | from stage | required | meaning |", "|---|---|---|---|---|---|"]
