@@ -62,8 +62,12 @@ def test_a_stage_gates_what_a_node_may_carry():
     with pytest.raises(ProgramError, match=r"lacks attribute .* which a .* has from stage (compressed|calibrated|"
                                            r"integer) on"):
         verify(g)
-    with pytest.raises(ProgramError, match=r"stage 'cooked' is none of"):
-        verify(compiled("tiny-llama", "w4g32").float_graph.copy(stage="cooked"))
+    with pytest.raises(ProgramError, match=r"stage 'cooked' is none of \['float', 'compressed'"):
+        compiled("tiny-llama", "w4g32").float_graph.copy(stage="cooked")
+    g = compiled("tiny-llama", "w4g32").float_graph.copy()
+    g.stage = "float"  # a name set past the constructor, which takes names for members
+    with pytest.raises(ProgramError, match=r"stage 'float' is not a Stage"):
+        verify(g)
 
 
 def test_the_ir_docs_are_the_schemas():

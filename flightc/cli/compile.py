@@ -180,7 +180,7 @@ def _print_graph(graph, after: str) -> None:
     from flightc.ir.schema import verify
 
     verify(graph, after)
-    table = Table(title=f"graph IR after pass {after}: stage {graph.stage}, {graph.g.number_of_nodes()} nodes "
+    table = Table(title=f"graph IR after pass {after}: stage {graph.stage.value}, {graph.g.number_of_nodes()} nodes "
                         f"({graph.spec.family}, {graph.spec.num_layers} layers)")
     for col in ("op", "nodes", "attributes (docs/ir.md)"):
         table.add_column(col)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from flightc import numerics as nm
-from flightc.ir.graph import GraphIR, OpKind, stream_values
+from flightc.ir.graph import GraphIR, OpKind, Stage, stream_values
 from flightc.reference.float_graph import float_handlers
 
 CLIP_GRID = np.linspace(0.3, 1.0, 36)
@@ -47,7 +47,7 @@ def default_calibration(vocab_size: int, seed: int = 0, sequences: int = 4, leng
 def calibrate(graph: GraphIR, sequences: np.ndarray) -> GraphIR:
     """Runs the compressed model in float64 (dequantized weights) and stores ``amax`` on each node (each node's
     activations dropped once read: a 7B model's would be gigabytes)."""
-    out = graph.copy(stage="calibrated")
+    out = graph.copy(stage=Stage.CALIBRATED)
     cached = int4_kv_cached(out)
     for name, y in stream_values(out, float_handlers(out, np.atleast_2d(sequences), compressed=True)):
         out.node(name)["amax"] = max(float(np.abs(y).max()), 1e-6)
@@ -60,7 +60,7 @@ def nominal_calibration(graph: GraphIR) -> GraphIR:
     """Every node's ``amax`` set to 1 without running the model: for programs-only compiles, whose
     instruction streams and timing do not depend on the scales (only immediates do, and those are
     never run)."""
-    out = graph.copy(stage="calibrated")
+    out = graph.copy(stage=Stage.CALIBRATED)
     for name in out.order():
         out.node(name)["amax"] = 1.0
     for name in int4_kv_cached(out):

@@ -19,7 +19,7 @@ from flightc.compress.plan import CompressionPlan
 from flightc.compress.quantize import QuantWeight, quantize_rtn
 from flightc.errors import UnsupportedError
 from flightc.config import HardwareConfig
-from flightc.ir.graph import GraphIR, OpKind, evaluate, layer_runs
+from flightc.ir.graph import GraphIR, OpKind, Stage, evaluate, layer_runs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
     """``values=False`` checks every format against the hardware but quantizes nothing (see shape_only).
     ``jobs`` quantizes that many layers at a time with round to nearest (threads: numpy's array operations
     release the GIL, and each layer's result depends on its own weight alone)."""
-    out = graph.copy(stage="compressed")
+    out = graph.copy(stage=Stage.COMPRESSED)
     linears = out.linears()
     for name in linears:
         plan.format_for(name).check(cfg, name, out.node(name)["weight"].shape[1])

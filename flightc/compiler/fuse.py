@@ -8,12 +8,12 @@
 """
 from __future__ import annotations
 
-from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 from flightc.isa.table import OutMode
 
 
 def fuse(graph: GraphIR) -> GraphIR:
-    out = graph.copy(stage="fused")
+    out = graph.copy(stage=Stage.FUSED)
     for act in [n for n in out.order() if out.node(n)["op"] in LUT_ACTIVATIONS]:
         (src,) = out.node(act)["inputs"]
         prod = out.node(src)

@@ -12,7 +12,7 @@ import numpy as np
 from flightc import numerics as nm
 from flightc.compiler.calibrate import int4_kv_tensors
 from flightc.errors import UnsupportedError
-from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 from flightc.isa.table import OutMode
 
 RESIDUAL_BITS = 20
@@ -33,7 +33,7 @@ def _int32(layer: str, what: str, values: np.ndarray) -> np.ndarray:
 
 
 def integerize(graph: GraphIR) -> GraphIR:
-    out = graph.copy(stage="integer")
+    out = graph.copy(stage=Stage.INTEGER)
     g, s = out, out.spec
     res_nodes = [n for n in g.order() if g.node(n)["op"] in (OpKind.EMBED, OpKind.ADD)]
     s_res = max(g.node(n)["amax"] for n in res_nodes) / (1 << RESIDUAL_BITS)

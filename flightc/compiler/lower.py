@@ -24,7 +24,7 @@ from flightc import numerics as nm
 from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, core_channels, kv_row_bytes
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
-from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes, own_bank_place
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
@@ -123,8 +123,8 @@ class StepLowering:
 
     def __init__(self, graph: GraphIR, cfg: HardwareConfig, mem: MemoryMap, length: int, pos0: int, core: int,
                  window_cap: int | None = None):
-        if graph.stage != "fused":
-            raise ValueError(f"lower needs a fused graph, got stage {graph.stage!r}")
+        if graph.stage is not Stage.FUSED:
+            raise ValueError(f"lower needs a fused graph, got stage {graph.stage.value!r}")
         self.g, self.cfg, self.mem, self.core = graph, cfg, mem, core
         self.s = s = graph.spec
         self.P = cfg.num_cores

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import networkx as nx
 
+from flightc.errors import ProgramError
 from flightc.rope import RopeScaling
 
 
@@ -31,6 +32,20 @@ class OpKind(str, Enum):
 
 
 LUT_ACTIVATIONS = (OpKind.SILU, OpKind.GELU_TANH, OpKind.RELU)  # element-wise ops the MPE output stage applies by table
+
+
+class Stage(str, Enum):
+    """The passes' order: each stage holds everything the ones before it do."""
+
+    FLOAT = "float"  # the frontends' graph: float weights
+    COMPRESSED = "compressed"  # + quantized weights (pass compress)
+    CALIBRATED = "calibrated"  # + activation ranges (pass calibrate)
+    INTEGER = "integer"  # + the datapath's integer parameters (pass integerize)
+    FUSED = "fused"  # + activations and RoPE folded into the linear layers' output stage (pass fuse)
+
+    @property
+    def rank(self) -> int:
+        return list(Stage).index(self)
 
 
 @dataclass(frozen=True)
@@ -69,7 +84,12 @@ class ModelSpec:
 class GraphIR:
     spec: ModelSpec
     g: nx.DiGraph
-    stage: str = "float"  # float -> compressed -> calibrated -> integer -> fused
+    stage: Stage = Stage.FLOAT  # float -> compressed -> calibrated -> integer -> fused (a name is taken too)
+
+    def __post_init__(self) -> None:
+        if self.stage not in Stage._value2member_map_:
+            raise ProgramError(f"graph IR: stage {self.stage!r} is none of {[s.value for s in Stage]}")
+        self.stage = Stage(self.stage)
 
     def add(self, name: str, op: OpKind, inputs: list[str], layer: int | None = None, **attrs: Any) -> str:
         for i in inputs:
@@ -109,7 +129,7 @@ class GraphIR:
             raise ValueError(f"graph has {len(sinks)} outputs: {sinks}")
         return sinks[0]
 
-    def copy(self, stage: str | None = None) -> "GraphIR":
+    def copy(self, stage: Stage | str | None = None) -> "GraphIR":
         """A copy whose node attribute dicts may be changed freely (arrays are shared, never mutated)."""
         g = nx.DiGraph()
         for n, attrs in self.g.nodes(data=True):

@@ -9,26 +9,11 @@ refuses a graph with an attribute missing, mistyped or unknown for its op, namin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
 from flightc.errors import ProgramError
-from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind
-
-
-class Stage(str, Enum):
-    """The passes' order: each stage holds everything the ones before it do."""
-
-    FLOAT = "float"  # the frontends' graph: float weights
-    COMPRESSED = "compressed"  # + quantized weights (pass compress)
-    CALIBRATED = "calibrated"  # + activation ranges (pass calibrate)
-    INTEGER = "integer"  # + the datapath's integer parameters (pass integerize)
-    FUSED = "fused"  # + activations and RoPE folded into the linear layers' output stage (pass fuse)
-
-    @property
-    def rank(self) -> int:
-        return list(Stage).index(self)
+from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 
 
 def _array(v) -> bool:
@@ -138,10 +123,9 @@ def verify(graph: GraphIR, after: str = "") -> None:
     """Refuse a graph whose nodes do not carry what their op declares at the graph's stage (an attribute missing,
     of another type, or unknown), naming the node, the op and the attribute; ``after`` names the pass just run."""
     where = f" after pass {after}" if after else ""
-    try:
-        stage = Stage(graph.stage)
-    except ValueError:
-        raise ProgramError(f"graph IR{where}: stage {graph.stage!r} is none of {[s.value for s in Stage]}") from None
+    if not isinstance(graph.stage, Stage):
+        raise ProgramError(f"graph IR{where}: stage {graph.stage!r} is not a Stage (one of {[s.value for s in Stage]})")
+    stage = graph.stage
     for name, node in graph.g.nodes(data=True):
         op = node.get("op")
         if not isinstance(op, OpKind):

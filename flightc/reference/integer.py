@@ -14,7 +14,7 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.errors import UnsupportedError
-from flightc.ir.graph import GraphIR, OpKind, interpret
+from flightc.ir.graph import GraphIR, OpKind, Stage, interpret
 from flightc.isa.table import OutMode
 
 
@@ -64,8 +64,8 @@ class IntegerModel:
     """
 
     def __init__(self, graph: GraphIR, max_len: int, device: str | None = None):
-        if graph.stage not in ("integer", "fused"):
-            raise ValueError(f"integer reference needs an integerized graph, got stage {graph.stage!r}")
+        if graph.stage not in (Stage.INTEGER, Stage.FUSED):
+            raise ValueError(f"integer reference needs an integerized graph, got stage {graph.stage.value!r}")
         self.graph = graph
         self.max_len = max_len
         s = graph.spec
