@@ -168,7 +168,7 @@ def kth_smallest(blocks: np.ndarray, k: int) -> np.ndarray:
     m = blocks.shape[-1]
     if m & (m - 1) or m > 16:
         return np.partition(blocks, k, axis=-1)[..., k:k + 1]
-    lanes = [np.ascontiguousarray(blocks[..., i]) for i in range(m)]
+    lanes = [np.array(blocks[..., i]) for i in range(m)]  # copies (a single block's lane would be a view)
     for i, j in _sorting_network(m):
         low = np.minimum(lanes[i], lanes[j])
         np.maximum(lanes[i], lanes[j], out=lanes[j])
