@@ -37,15 +37,15 @@ def child(args) -> None:
     t1 = time.perf_counter()
     c.bundle.save(out)
     m = c.bundle.manifest
-    decode = [p for p in m["programs"] if p["length"] == 1]
-    st = m["storage"]
+    decode = [p for p in m.programs if p["length"] == 1]
+    st = m.storage
     print(json.dumps({
         "model": args.model, "format": args.format, "hw": args.hw, "compile_s": round(compile_s, 1),
         "save_s": round(time.perf_counter() - t1, 1), "passes": {k: round(v, 1) for k, v in c.timings.items()},
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "bundle_gb": round(out.stat().st_size / 1e9, 2),
-        "weight_bytes_gb": round(sum(r["nbytes"] for r in m["memory_map"]["regions"] if r["kind"] == "weight") / 1e9, 2),
-        "max_len": args.max_len, "templates": len(m["programs"]), "decode_instructions": decode[-1]["instructions"],
+        "weight_bytes_gb": round(sum(r["nbytes"] for r in m.memory_map["regions"] if r["kind"] == "weight") / 1e9, 2),
+        "max_len": args.max_len, "templates": len(m.programs), "decode_instructions": decode[-1]["instructions"],
         "decode_program_kb": round(decode[-1]["bytes"] / 1e3, 1),
         "instructions_mb": round((st["template_bytes"] + st["patch_bytes"]) / 1e6, 2),
         "patch_kb": round(st["patch_bytes"] / 1e3, 1), "per_length_gb": round(st["per_length_bytes"] / 1e9, 1)}))
@@ -92,7 +92,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['format']} | {r['hw']} | {r['max_len']} | {r['compile_s']} | "
-              f"{r['passes']['lower+tokens+encode']} | {r['peak_rss_gb']} | {r['weight_bytes_gb']} | {r['bundle_gb']} | "
+              f"{r['passes']['lower']} | {r['peak_rss_gb']} | {r['weight_bytes_gb']} | {r['bundle_gb']} | "
               f"{r['templates']} | {r['instructions_mb']} ({r['patch_kb']}) | {r['per_length_gb']:,} | "
               f"{r['decode_instructions']:,} |")
 

@@ -73,7 +73,7 @@ class Model:
 
     def score(self, compiled) -> tuple[float, float | None]:
         """(the metric, and for addition the answer digits' NLL in nats)."""
-        scale = compiled.bundle.manifest["io"]["logit_scale"]
+        scale = compiled.bundle.manifest.io["logit_scale"]
         if self.name == "pylm":
             return reference_perplexity(compiled.integer, self.windows, scale), None
         return (reference_exact_match(compiled.integer, self.task, self.problems),

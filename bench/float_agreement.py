@@ -47,7 +47,7 @@ def main() -> None:
         wall = time.perf_counter() - t0
         exact = [t for t, _ in sim] == ref_tokens and all(a.tobytes() == b.tobytes() for (_, a), b in zip(sim, ref_logits))
         ref = FloatReference(model)
-        a = agreement(ref, PROMPT, [t for t, _ in sim], [z for _, z in sim], c.bundle.manifest["io"]["logit_scale"])
+        a = agreement(ref, PROMPT, [t for t, _ in sim], [z for _, z in sim], c.bundle.manifest.io["logit_scale"])
         rows.append((label, "yes" if exact else "NO", f"{a.greedy_match:.0%}", str(a.first_divergence),
                      f"{a.teacher_forced_match:.0%}", f"{a.logit_rel_error:.3f}", f"{a.logit_cosine:.4f}",
                      f"{n / wall:.1f}", ref.device))

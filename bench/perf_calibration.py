@@ -41,7 +41,7 @@ def main() -> None:
 
     sim = RtlSimulator(CFG, memory_bytes_for(CFG))
     try:
-        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+        extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
         for kind, n in (("prefill", 4), ("decode", 4)):
             for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.program(kind, n)[0]):
                 _, c = run_rtl(sim, case)

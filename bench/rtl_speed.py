@@ -21,7 +21,7 @@ from rich.table import Table
 def _steps(rtl, bundle, prompt: list[int], decode: int) -> list[tuple[str, int, int, float]]:
     """(name, tokens, simulated cycles, wall s) of a prompt step and ``decode`` greedy decode steps."""
     ids, logits = bundle.region("io.ids"), bundle.region("io.logits")
-    vocab = bundle.manifest["model"]["vocab_size"]
+    vocab = bundle.manifest.model["vocab_size"]
     rows, tokens = [], list(prompt)
     for i in range(decode + 1):
         step = tokens if i == 0 else tokens[-1:]

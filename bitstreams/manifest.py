@@ -2,6 +2,8 @@
 which hardware config (and its hash), which ISA. Runtimes check it against a bundle before downloading."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,9 @@ from flightc.errors import BundleError, FlightcError
 from flightc.isa.table import ISA_VERSION
 
 from .boards import Board, Flow, board
+
+if TYPE_CHECKING:
+    from flightc.bundle import Manifest
 
 SUFFIX = ".flightc.json"
 FORMAT = 1
@@ -39,12 +44,12 @@ class OverlayManifest:
                                "the manifest was edited")
         return cls(board(d["board"]), cfg, d["kernel"], d["isa_version"], bool(d.get("virtual")))
 
-    def check(self, bundle_manifest: dict, overlay: str | Path) -> None:
+    def check(self, bundle_manifest: "Manifest", overlay: str | Path) -> None:
         """Refuse a bundle compiled for other hardware or another ISA, naming both sides."""
-        if bundle_manifest["isa_version"] != self.isa_version:
+        if bundle_manifest.isa_version != self.isa_version:
             raise BundleError(f"{overlay} implements ISA {self.isa_version}, but the bundle was compiled for ISA "
-                              f"{bundle_manifest['isa_version']}; rebuild the overlay or recompile")
-        want = bundle_manifest["config_hash"]
+                              f"{bundle_manifest.isa_version}; rebuild the overlay or recompile")
+        want = bundle_manifest.config_hash
         if want != self.config.hash:
             raise BundleError(f"{overlay} was built for config {self.config.name!r} (hash {self.config.hash}), but "
                               f"the bundle was compiled for hash {want}; recompile with --hw for this overlay's "

@@ -21,11 +21,13 @@ import mmap
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from flightc import __version__
 from flightc.config import HardwareConfig
 from flightc.errors import BundleError
 from flightc.files import atomic_path
@@ -68,24 +70,68 @@ def _member_sha256(data: memoryview) -> str:
 
 
 @dataclass
+class Manifest:
+    """What a bundle says about itself, written as ``manifest.json``: the versions it was built with, the hardware
+    config, the model's shape, how it was compressed, the memory map and the program index. Nested records are the
+    JSON of their owners (``HardwareConfig.to_dict``, ``ModelSpec.to_dict``, ``MemoryMap.to_dict``)."""
+
+    config: dict[str, Any]  # HardwareConfig.to_dict(): read back as Bundle.config
+    config_hash: str
+    model: dict[str, Any]  # ModelSpec.to_dict()
+    plan: dict[str, Any]  # CompressionPlan.describe()
+    method: str  # Method.label(): how the weights were compressed
+    allocation: dict[str, Any] | None  # Allocation.describe() where a bit budget chose the formats
+    source: str | None  # where the model came from (the float reference loads it from there)
+    layers: dict[str, str]  # linear layer -> its weight format's label
+    max_len: int
+    max_prefill: int
+    programs_only: bool  # compiled without weights: for the performance model only
+    memory_map: dict[str, Any]  # MemoryMap.to_dict()
+    programs: list[dict[str, Any]]  # one entry per program template: key, length, p_lo, p_hi, sizes, classes
+    storage: dict[str, Any]  # instruction bytes: templates, patches, per step length
+    io: dict[str, Any]  # the regions a host writes token ids to and reads logits from, and the logits' scale
+    format: str = BUNDLE_FORMAT
+    bundle_version: int = BUNDLE_VERSION
+    isa_version: str = ISA_VERSION
+    flightc_version: str = __version__
+    members: dict[str, str] = field(default_factory=dict)  # every other member's SHA-256, filled in by save
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], path: str | Path = "bundle",
+                  expect: HardwareConfig | None = None) -> "Manifest":
+        """The manifest of a bundle at ``path``, checked (:func:`check_manifest`) and with every field present."""
+        check_manifest(d, path, expect)
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(d) - {"members"})
+        unknown = sorted(set(d) - names)
+        if missing or unknown:
+            raise BundleError(f"{path}: its manifest lacks {missing} and has unknown fields {unknown}; the bundle was "
+                              f"edited or written by another flightc: recompile it (`flightc compile`)")
+        return cls(**d)
+
+
+@dataclass
 class Bundle:
-    manifest: dict
+    manifest: Manifest
     images: dict[int, bytes]
     programs: dict[str, list[bytes]]  # template key -> one instruction stream per core
     patches: dict[str, list[bytes]] = field(default_factory=dict)  # template key -> patch table per core
     config: HardwareConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        self.config = HardwareConfig.from_dict(self.manifest["config"])
+        self.config = HardwareConfig.from_dict(self.manifest.config)
         self._templates: dict[int, list[tuple[int, int, str]]] = {}
         self._stepped: dict[tuple[str, int], tuple] = {}  # (template, position) -> its patched programs, recent last
         self._stepped_bytes = 0
-        for t in self.manifest["programs"]:
+        for t in self.manifest.programs:
             self._templates.setdefault(t["length"], []).append((t["p_lo"], t["p_hi"], t["key"]))
 
     @property
     def max_len(self) -> int:
-        return self.manifest["max_len"]
+        return self.manifest.max_len
 
     @property
     def step_lengths(self) -> list[int]:
@@ -104,7 +150,7 @@ class Bundle:
         return steps
 
     def region(self, name: str) -> dict:
-        for r in self.manifest["memory_map"]["regions"]:
+        for r in self.manifest.memory_map["regions"]:
             if r["name"] == name:
                 return r
         raise BundleError(f"bundle has no memory region {name!r}")
@@ -173,8 +219,8 @@ class Bundle:
         same bytes (no timestamps). The manifest records each member's SHA-256 (also in this object's manifest)."""
         path = Path(path)
         members = self._member_views()
-        self.manifest["members"] = {name: _member_sha256(data) for name, data in members.items()}
-        manifest = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
+        self.manifest.members = {name: _member_sha256(data) for name, data in members.items()}
+        manifest = json.dumps(self.manifest.to_dict(), indent=1, sort_keys=True).encode()
 
         def put(z: zipfile.ZipFile, name: str, data) -> None:
             # what ZipFile.writestr writes, a piece at a time
@@ -232,9 +278,8 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
         names = set(z.namelist())
         if MANIFEST not in names:
             raise BundleError(f"{path}: no {MANIFEST}; not a flightc bundle")
-        manifest = _read_manifest(z, path)
-        check_manifest(manifest, path, expect)
-        want = manifest.get("members")
+        manifest = Manifest.from_dict(_read_manifest(z, path), path, expect)
+        want = manifest.members
         if not isinstance(want, dict) or set(want) != names - {MANIFEST}:
             extra = sorted(names - {MANIFEST} - set(want or ()))
             missing = sorted(set(want or ()) - names)
@@ -259,7 +304,11 @@ def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundl
     return Bundle(manifest, images, tables["programs"], tables["patches"])
 
 
-def check_manifest(manifest: dict, path: str | Path, expect: HardwareConfig | None = None) -> None:
+def check_manifest(manifest: dict | Manifest, path: str | Path, expect: HardwareConfig | None = None) -> None:
+    """Refuse a manifest of another bundle format or ISA version, or built for another hardware config than
+    ``expect``, saying what to do."""
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     if manifest.get("format") != BUNDLE_FORMAT or manifest.get("bundle_version") != BUNDLE_VERSION:
         raise BundleError(f"{path}: bundle format {manifest.get('format')!r} v{manifest.get('bundle_version')}; "
                           f"this flightc reads {BUNDLE_FORMAT} v{BUNDLE_VERSION}; recompile the model with this flightc "

@@ -195,7 +195,7 @@ def _tokens_demo(model: str, hw: str, fmt: str, out: Path, console: Console) -> 
         t.add_row(str(i), str(a), str(b), str(c) if a == c else f"[yellow]{c}[/]")
     console.print(t)
     exact = [a for a, _ in sim] == int_tokens and all(np.array_equal(z, r) for (_, z), r in zip(sim, int_logits))
-    agree = agreement(ref, prompt, [a for a, _ in sim], [z for _, z in sim], compiled.bundle.manifest["io"]["logit_scale"])
+    agree = agreement(ref, prompt, [a for a, _ in sim], [z for _, z in sim], compiled.bundle.manifest.io["logit_scale"])
     console.print("simulator vs integer reference: " + ("[green]bit-exact[/]" if exact else "[red]MISMATCH[/]"))
     console.print(f"compressed vs float: teacher-forced agreement {agree.teacher_forced_match:.0%}, "
                   f"logit relative error {agree.logit_rel_error:.3f}")

@@ -50,13 +50,13 @@ def evaluate(bundle: Bundle, ref, task: AdditionTask, n: int, backend: str = "fs
     """Held-out problems on the float model and on the compiled model (``options``: the backend's)."""
     from flightc.runtime.session import Session
 
-    if bundle.manifest["model"]["vocab_size"] != task.vocab_size:
-        raise UnsupportedError(f"bundle vocabulary {bundle.manifest['model']['vocab_size']} does not match the "
+    if bundle.manifest.model["vocab_size"] != task.vocab_size:
+        raise UnsupportedError(f"bundle vocabulary {bundle.manifest.model['vocab_size']} does not match the "
                                f"task's {task.vocab_size}: is this bundle compiled from the task's model?")
     problems = task.held_out(n)
     t0 = time.perf_counter()
     fl = float_answers(ref, task, problems)
-    scale = bundle.manifest["io"]["logit_scale"]
+    scale = bundle.manifest.io["logit_scale"]
     compiled, zq_all, zf_all, tf = [], [], [], []
     for i, p in enumerate(problems):
         with Session(bundle, backend=backend, **options) as s:
@@ -106,14 +106,14 @@ def compiled_logits(bundle: Bundle, ids: list[int], backend: str = "fsim", **opt
 
     with Session(bundle, backend=backend, **options) as s:
         z = [s.prefill(ids[:1])] + [s.decode(t) for t in ids[1:-1]]
-    return np.stack(z).astype(np.float64) * bundle.manifest["io"]["logit_scale"]
+    return np.stack(z).astype(np.float64) * bundle.manifest.io["logit_scale"]
 
 
 def evaluate_text(bundle: Bundle, ref, task: TextTask, n: int, backend: str = "fsim",
                   progress: Callable[[int, int], None] | None = None, **options) -> PerplexityResult:
     """Held-out perplexity of the float model and of the compiled model on a backend, over ``n`` windows."""
-    if bundle.manifest["model"]["vocab_size"] != task.vocab_size:
-        raise UnsupportedError(f"bundle vocabulary {bundle.manifest['model']['vocab_size']} does not match the "
+    if bundle.manifest.model["vocab_size"] != task.vocab_size:
+        raise UnsupportedError(f"bundle vocabulary {bundle.manifest.model['vocab_size']} does not match the "
                                f"task's {task.vocab_size}: is this bundle compiled from the task's model?")
     if task.seq_len > bundle.max_len:
         raise UnsupportedError(f"the task's windows of {task.seq_len} tokens exceed the bundle's max_len "

@@ -316,7 +316,7 @@ class Machine:
     @classmethod
     def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30,
                     slow_path: bool = False) -> "Machine":
-        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+        extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
         m = cls(bundle.config, extent, check_hazards, tile_cache_bytes, slow_path)
         for ch, image in bundle.images.items():
             m.write_hbm(ch, 0, image)

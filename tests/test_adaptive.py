@@ -98,8 +98,8 @@ def test_long_prompts_run_in_steps_like_the_integer_reference(adaptive):
 
 def test_templates_are_few_and_small(adaptive):
     m = adaptive.bundle.manifest
-    st = m["storage"]
-    decode = [t for t in m["programs"] if t["length"] == 1]
+    st = m.storage
+    decode = [t for t in m.programs if t["length"] == 1]
     assert len(decode) == -(-L_MAX // BUCKET)  # one template per bucket, not one program per position
     assert all(t["patches"] > 0 for t in decode if t["p_hi"] > t["p_lo"])
     assert st["template_bytes"] + st["patch_bytes"] < st["per_length_bytes"] / 5
@@ -142,7 +142,7 @@ def test_per_length_storage_is_what_materializing_every_program_would_take(adapt
             total += sum(map(len, b.step(length, pos)))
             pos += length
         total += sum(map(len, b.step(1, n)))  # and the decode step at position n
-    assert b.manifest["storage"]["per_length_bytes"] == total
+    assert b.manifest.storage["per_length_bytes"] == total
 
 
 def test_a_position_run_again_takes_its_patched_programs_as_made_until_the_template_changes(adaptive):

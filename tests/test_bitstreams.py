@@ -131,7 +131,7 @@ def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
     args = {a.get("name"): a.get("port") for a in kernel.iter("arg")}
     assert {args[f"channel_base{c}"] for c in range(cfg.mem_channels)} == set(ports)
     assert args["program_addr"] == bank_port[0]  # the fetch reads through master 0
-    placed = calibration_bundle(cfg).manifest["memory_map"]["regions"]
+    placed = calibration_bundle(cfg).manifest.memory_map["regions"]
     assert {r.get("stripe", 1) for r in placed} > {1}  # some regions striped over several channels
     for r in placed:
         for c in range(r["channel"], r["channel"] + r.get("stripe", 1)):

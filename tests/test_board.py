@@ -112,7 +112,7 @@ def test_dma_outside_the_allocated_buffers_is_a_clear_error(addition):
     with virtual_board("127.0.0.14"):
         s = Session(bundle, backend="pynq", overlay=overlay, board="127.0.0.14")
         port = s.device.port
-        extent = s.bundle.manifest["memory_map"]["extent"]["0"]
+        extent = s.bundle.manifest.memory_map["extent"]["0"]
         port.reg_write("channel_base0", s.device.driver.channel_base[0] + extent - 4096)  # inside, too near the end
         with pytest.raises(FlightcError, match="runs past the end of the buffer channel_base points into"):
             s.prefill(PROMPT)

@@ -28,7 +28,7 @@ def _rewrite_manifest(src, dst, change, sign=True):
 def test_round_trip(tiny_w8, tmp_path):
     path = tiny_w8.bundle.save(tmp_path / "m.flb")
     b = load_bundle(path)
-    assert b.manifest == json.loads(json.dumps(tiny_w8.bundle.manifest))
+    assert b.manifest.to_dict() == json.loads(json.dumps(tiny_w8.bundle.manifest.to_dict()))
     assert b.programs == tiny_w8.bundle.programs
     assert b.images == tiny_w8.bundle.images
     assert b.config == PRESETS["tiny"]
@@ -49,6 +49,18 @@ def test_bundle_for_another_config_is_refused(tiny_w8, tmp_path):
     with pytest.raises(BundleError, match="built for hardware config"):
         Session(tiny_w8.bundle, hw=other)
     Session(path, hw=PRESETS["tiny"].replace(name="renamed"))  # the name is only a label
+
+
+def test_a_manifest_lacking_a_field_or_with_an_unknown_one_is_refused_by_name(tiny_w8, tmp_path):
+    """The manifest is a dataclass (flightc.bundle.Manifest): a signed manifest that lacks one of its fields or
+    carries one it does not declare is refused, naming the field."""
+    path = tiny_w8.bundle.save(tmp_path / "m.flb")
+    _rewrite_manifest(path, tmp_path / "lacks.flb", lambda m: m.pop("io"))
+    with pytest.raises(BundleError, match=r"lacks \['io'\] and has unknown fields \[\]"):
+        load_bundle(tmp_path / "lacks.flb")
+    _rewrite_manifest(path, tmp_path / "extra.flb", lambda m: m.update(tuning={"x": 1}))
+    with pytest.raises(BundleError, match=r"unknown fields \['tuning'\].*recompile"):
+        load_bundle(tmp_path / "extra.flb")
 
 
 def test_edited_config_is_refused(tiny_w8, tmp_path):

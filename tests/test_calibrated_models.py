@@ -42,14 +42,14 @@ def test_compressed_configurations_are_bit_exact_on_the_simulator(model, fmt, me
     the integer reference's byte for byte over a prompt and greedy decode steps, INT4 KV cache included."""
     c = compiled(model, fmt, method, kv_bits, budget)
     m = c.bundle.manifest
-    assert m["plan"]["kv_bits"] == kv_bits and m["method"] == Method.parse(method).label()
+    assert m.plan["kv_bits"] == kv_bits and m.method == Method.parse(method).label()
     if budget:
-        assert c.allocation.avg_bits <= budget.bits and len({f for f in c.bundle.manifest["layers"].values()}) > 2
+        assert c.allocation.avg_bits <= budget.bits and len({f for f in c.bundle.manifest.layers.values()}) > 2
     assert sim_matches_reference(c, prompt(model), new_tokens=3)
 
 
 def teacher_forced_error(c, sequences: np.ndarray, float_logits: list[np.ndarray]) -> float:
-    scale = c.bundle.manifest["io"]["logit_scale"]
+    scale = c.bundle.manifest.io["logit_scale"]
     num = den = 0.0
     for ids, zf in zip(sequences, float_logits):
         zq = IntegerModel(c.integer, len(ids)).forward_all(ids).astype(np.float64) * scale
@@ -94,7 +94,7 @@ def test_text_eval_on_the_simulator_equals_the_integer_reference():
     task = TextTask(model_input("builtin:pylm"), seq_len=12)
     ref = FloatReference(load_torch_model("builtin:pylm"), device="cpu")
     r = evaluate_text(c.bundle, ref, task, 1, backend="fsim", check_hazards=False)
-    expected = reference_perplexity(c.integer, task.held_out(1), c.bundle.manifest["io"]["logit_scale"])
+    expected = reference_perplexity(c.integer, task.held_out(1), c.bundle.manifest.io["logit_scale"])
     assert r.compiled_perplexity == pytest.approx(expected, rel=1e-12)
     # the float side against PyTorch's own cross-entropy on the same window
     import torch

@@ -56,7 +56,7 @@ def test_buffers_are_allocated_loaded_and_passed_as_arguments():
     port = RegisterFile(b.config, _total(b))
     driver = KernelDriver(b, port, "the test port")
     assert list(port.allocated) == [f"channel{c}" for c in range(b.config.mem_channels)] + ["program"]
-    extent = b.manifest["memory_map"]["extent"]
+    extent = b.manifest.memory_map["extent"]
     for ch in range(b.config.mem_channels):
         assert port.allocated[f"channel{ch}"] == max(extent.get(str(ch), 0), 1)
     bases = [driver.channel_base[ch] for ch in range(b.config.mem_channels)]

@@ -39,7 +39,7 @@ def test_simulator_equals_integer_reference(case):
     assert c_.instructions.get("MM", 0) > 0 or case[0] == "f"  # on hbm4 every matrix streams, a token at a time
     assert sum(c_.hbm_read.values()) > 0
     if case[0] in "ef":  # Q.K^T (and P.V) streamed a token at a time, nothing through the KV buffer
-        spec, mm = c.integer.spec, c.bundle.manifest["memory_map"]
+        spec, mm = c.integer.spec, c.bundle.manifest.memory_map
         layers, heads, kv_heads = spec.num_layers, spec.num_heads, spec.num_kv_heads
         images = 1 if case[0] == "f" else 0  # a value image a KV head: one P.V and one ST.img_col a head and token
         assert not mm["keys_loaded"] and bool(mm["values_loaded"]) == (case[0] == "e")
@@ -87,7 +87,7 @@ def test_the_lm_heads_tiles_store_their_logits_as_they_are_made():
 
     hw = PRESETS["hbm4"].replace(name="hbm4-small-prm", prm_buffer_kib=8)
     c = compiled("tiny-llama-hd64", "w4g32", (), hw=hw)
-    (region,) = [r for r in c.bundle.manifest["memory_map"]["regions"] if r["name"] == "io.logits"]
+    (region,) = [r for r in c.bundle.manifest.memory_map["regions"] if r["name"] == "io.logits"]
     prog = [i for core in c.bundle.program("decode", len(PROMPT) + 1) for i in iter_program(core)]
     head = [k for k, i in enumerate(prog) if i.opcode is Opcode.MV and i.out_mode == OutMode.REQ_I32]
     outs = [k for k, i in enumerate(prog) if i.opcode is Opcode.ST and i.channel == region["channel"]

@@ -29,7 +29,7 @@ def test_w8_is_close_and_harder_formats_drift_further():
     for fmt in ("w8", "w4g128s8:16"):
         c = compiled("tiny-llama", fmt)
         tokens, logits = greedy(IntegerModel(c.integer, MAX_LEN), PROMPT, 16)
-        a = agreement(ref, PROMPT, tokens, logits, c.bundle.manifest["io"]["logit_scale"])
+        a = agreement(ref, PROMPT, tokens, logits, c.bundle.manifest.io["logit_scale"])
         errors[fmt] = a
     assert errors["w8"].logit_rel_error < 0.15 and errors["w8"].logit_cosine > 0.98
     assert errors["w8"].teacher_forced_match >= 0.6

@@ -35,6 +35,12 @@ def test_a_missing_mistyped_or_unknown_attribute_is_named(op):
     for key in required:
         if key == "op":
             continue
+        if key == "inputs":  # the graph's structure: a node's attributes cannot drop or retype it
+            for change in (lambda n: n.__delitem__(key), lambda n: n.__setitem__(key, object()),
+                           lambda n: n.pop(key), lambda n: n.update(inputs=())):
+                with pytest.raises(ProgramError, match="'inputs' are the graph's structure"):
+                    change(g.copy().node(node))
+            continue
         for broken, words in (("missing", f"lacks attribute {key!r}"), ("mistyped", f"attribute {key!r} is a")):
             bad = g.copy()
             if broken == "missing":
@@ -59,7 +65,7 @@ def test_a_stage_gates_what_a_node_may_carry():
     with pytest.raises(ProgramError, match=r"carries attribute '(amax|scale|qweight|qembed|kv_bits|.*)', which"):
         verify(g, "frontend")
     g = compiled("tiny-llama", "w4g32").float_graph.copy(stage="integer")
-    with pytest.raises(ProgramError, match=r"lacks attribute .* which a .* has from stage (compressed|calibrated|"
+    with pytest.raises(ProgramError, match=r"lacks attribute .* which an? .* has from stage (compressed|calibrated|"
                                            r"integer) on"):
         verify(g)
     with pytest.raises(ProgramError, match=r"stage 'cooked' is none of \['float', 'compressed'"):
@@ -102,3 +108,36 @@ def test_a_compile_stops_after_a_named_pass_with_its_graph(capsys):
     assert "graph IR after pass integerize: stage integer" in out and "gelu_tanh │ 2 │ amax, lut, scale" in out
     assert main(["compile", "builtin:tiny-gemma"]) == 2  # neither a bundle to write nor a pass to stop after
     assert "needs -o BUNDLE.flb (or --stop-after PASS" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_inputs_are_the_only_record_of_the_edges():
+    """Consumers, order and the output derive from the nodes' inputs and follow every structural change; a node
+    reading a missing node or a cycle is refused by name."""
+    import pickle
+
+    from flightc.ir.graph import GraphIR, ModelSpec
+
+    spec = ModelSpec("llama", 8, 4, 8, 1, 1, 1, 4, 1e4, 1e-6, 0)
+    g = GraphIR(spec)
+    g.add("x", OpKind.EMBED, [])
+    g.add("n", OpKind.RMSNORM, ["x"], 0)
+    g.add("sq", OpKind.MUL, ["n", "n"], 0)  # one node read twice: one consumer, not two
+    g.add("act", OpKind.SILU, ["sq"], 0)
+    g.add("out", OpKind.ADD, ["act", "x"], 0)
+    assert g.consumers("n") == ["sq"] and g.consumers("x") == ["n", "out"] and g.output == "out"
+    assert g.order() == ["x", "n", "sq", "act", "out"]
+    g.remove_and_bypass("act", "sq")
+    assert g.node("out")["inputs"] == ("sq", "x") and g.consumers("sq") == ["out"] and "act" not in g
+    assert pickle.loads(pickle.dumps(g)).order() == g.order()  # what the lowering's worker processes receive
+    with pytest.raises(KeyError, match="input 'nope' of 'y' does not exist"):
+        g.add("y", OpKind.ADD, ["x", "nope"], 0)
+    bad = compiled("tiny-llama", "w4g32").integer.copy()
+    dict.__setitem__(bad.node("L0.mul"), "inputs", ("L0.gate_proj", "gone"))  # forged past the guard
+    bad._derived = None
+    with pytest.raises(ProgramError, match=r"mul node 'L0.mul' reads \['gone'\], which the graph lacks"):
+        verify(bad, "fuse")
+    bad = g.copy()
+    dict.__setitem__(bad.node("n"), "inputs", ("out",))
+    bad._derived = None
+    with pytest.raises(ProgramError, match=r"nodes \['n', 'sq', 'out'\] read each other in a cycle"):
+        bad.order()

@@ -175,7 +175,7 @@ def test_llama2_7b_weights_stream_at_the_sustained_bandwidth_of_every_channel(ll
     assert w.sustained_gbps == pytest.approx(425)
     assert w.fraction >= 0.92
     per_channel = np.zeros(c.config.mem_channels)
-    for r in c.bundle.manifest["memory_map"]["regions"]:
+    for r in c.bundle.manifest.memory_map["regions"]:
         if r["kind"] == "weight":
             for ch, _, n in stripe_layout(r["channel"], r["addr"], r["nbytes"], r["stripe"], r["unit"]):
                 per_channel[ch] += n
@@ -194,10 +194,10 @@ def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_ro
     pos = 12
     report = wm.step(1, pos)
     tb = wm.token_bytes(pos)
-    regions = c.bundle.manifest["memory_map"]["regions"]
+    regions = c.bundle.manifest.memory_map["regions"]
     weights = sum(r["nbytes"] for r in regions if r["kind"] == "weight")
     records = sum(r["nbytes"] for r in regions if r["kind"] == "param" and r["name"].endswith(".r"))
-    spec = c.bundle.manifest["model"]
+    spec = c.bundle.manifest.model
     cfg = c.config
     # INT8 K and V streamed from their images (flightc.compress.stream), a lane group's share read in whole stripe
     # units: the keys in whole row pairs (2 x head_dim bytes) of each of the 32 groups; the values, one image a head,

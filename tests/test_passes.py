@@ -33,7 +33,7 @@ def stages():
 def test_passes_do_not_mutate_their_input(stages):
     g, gc, gk, gi, gf = stages
     assert "qweight" not in g.node("L0.q_proj") and "amax" not in gc.node("L0.q_proj")
-    assert "mult" not in gk.node("L0.q_proj") and "L0.act" in gi.g
+    assert "mult" not in gk.node("L0.q_proj") and "L0.act" in gi
     assert [x.stage for x in stages] == ["float", "compressed", "calibrated", "integer", "fused"]
 
 
@@ -82,9 +82,9 @@ def test_fuse_folds_silu_and_rope_into_projections(stages):
     gi, gf = stages[3], stages[4]
     assert not list(gf.nodes_of(OpKind.SILU)) and not list(gf.nodes_of(OpKind.ROPE))
     assert gf.node("L0.q_proj")["rope"] and gf.node("L1.k_proj")["fused"] == ["L1.k_rope"]
-    assert gf.node("L0.attn")["inputs"] == ["L0.q_proj", "L0.k_proj", "L0.v_proj"]
+    assert gf.node("L0.attn")["inputs"] == ("L0.q_proj", "L0.k_proj", "L0.v_proj")
     assert np.array_equal(gf.node("L0.gate_proj")["lut"], gi.node("L0.act")["lut"])
-    assert gf.node("L0.mul")["inputs"] == ["L0.gate_proj", "L0.up_proj"]
+    assert gf.node("L0.mul")["inputs"] == ("L0.gate_proj", "L0.up_proj")
 
 
 def test_fused_graph_runs_the_same_integers_as_the_unfused_one(stages):
@@ -228,7 +228,7 @@ def test_compile_defaults_fit_the_model_and_the_preset(capsys, tmp_path):
     assert "chose max_len 32 and max_prefill 16" in " ".join(capsys.readouterr().out.split())
     small = PRESETS["tiny"].replace(name="tiny-act4", act_buffer_kib=4)  # room for steps of 4 tokens, not 8
     m = compile_model(torch_model("tiny-llama"), small, weights=False).bundle.manifest
-    assert (m["max_len"], m["max_prefill"]) == (64, 4)
+    assert (m.max_len, m.max_prefill) == (64, 4)
     with pytest.raises(UnsupportedError, match="on-chip: .* ACT buffer"):  # an explicit step is not shrunk
         compile_model(torch_model("tiny-llama"), small, max_prefill=8, weights=False)
 
@@ -243,7 +243,7 @@ def test_every_builtin_model_compiles_for_every_preset_with_no_flags():
     for name in [*BUILTIN, *TRAINED]:
         for hw in PRESETS:
             m = compile_model(model_input(f"builtin:{name}"), hw, weights=False).bundle.manifest
-            assert (m["max_len"], m["max_prefill"]) == (32 if name == "addition" else 64, 16), (name, hw)
+            assert (m.max_len, m.max_prefill) == (32 if name == "addition" else 64, 16), (name, hw)
 
 
 def test_early_tiles_marks_exactly_the_tiles_no_instruction_writes(stages):
@@ -281,3 +281,28 @@ def test_early_tiles_marks_exactly_the_tiles_no_instruction_writes(stages):
     after = [ins.w_early for ins in mark_early_tiles([patched], cfg)[0] if streamed(ins)]
     moved = [b != a for b, a in zip(before, after)]
     assert before[0] == 1 and after[0] == 0 and sum(moved) < sum(before)  # that tile's readers alone
+
+
+def test_a_compile_is_its_named_steps_run_in_order():
+    """compile_model runs flightc.compiler.pipeline.STEPS through run_steps: each step that applies reports progress
+    and is timed under its name, in order; a step that breaks its declared contract is refused by name."""
+    from flightc.compiler.pipeline import GRAPH_PASSES, STEPS, Build, Step, compile_model, run_steps
+    from flightc.compress.method import Method
+    from flightc.compress.plan import CompressionPlan
+    from flightc.errors import ProgramError
+
+    heard: list[str] = []
+    c = compile_model(torch_model("tiny-llama"), "tiny", CompressionPlan.parse("w4g32"), max_len=16,
+                      progress=lambda step, done, total: heard.append(step) if step not in heard else None)
+    ran = [s.name for s in STEPS if s.name != "allocate"]  # no bit budget: allocate does not apply
+    assert list(c.timings) == ran and heard == ran
+    assert GRAPH_PASSES == ("frontend", "equalize", "compress", "calibrate", "integerize", "fuse")
+    bare = compile_model(torch_model("tiny-llama"), "tiny", CompressionPlan.parse("w4g32"), max_len=16,
+                         weights=False)
+    assert "equalize" not in bare.timings and "check_weights" not in bare.timings and "place" in bare.timings
+    broken = (Step("frontend", lambda b: None, "reading", graph=True),)
+    with pytest.raises(ProgramError, match="compile step frontend returned NoneType, but it is declared to give a "
+                                           "graph IR"):
+        run_steps(broken, Build(model=None, cfg=c.config, plan=c.plan, max_len=16, max_prefill=4, calibration=None,
+                                prefill_lengths=None, random_weights=None, bucket=None, jobs=1, weights=False,
+                                source=None, method=Method(), budget=None, keep_integer=True))

@@ -106,8 +106,8 @@ def test_programs_only_compile_has_the_same_programs_and_refuses_to_compute(tmp_
     full = compile_model(torch_model("tiny-llama"), "tiny", plan, max_len=MAX_LEN, max_prefill=4).bundle
     bare = compile_model(torch_model("tiny-llama"), "tiny", plan, max_len=MAX_LEN, max_prefill=4,
                          weights=False).bundle
-    assert bare.manifest["programs_only"] and not any(bare.images.values())
-    assert bare.manifest["memory_map"] == full.manifest["memory_map"]
+    assert bare.manifest.programs_only and not any(bare.images.values())
+    assert bare.manifest.memory_map == full.manifest.memory_map
     for length, pos in ((4, 0), (1, 9), (1, MAX_LEN - 1)):
         a = [decode_program(p) for p in full.step(length, pos)]
         b = [decode_program(p) for p in bare.step(length, pos)]

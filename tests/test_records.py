@@ -11,7 +11,7 @@ from flightc.records import NORM, REQUANT, ROPE, Field, Record
 
 def _image(bundle, region: str) -> bytes:
     """A region's bytes, on one channel or striped over several (a streamed tile's records)."""
-    r = next(x for x in bundle.manifest["memory_map"]["regions"] if x["name"] == region)
+    r = next(x for x in bundle.manifest.memory_map["regions"] if x["name"] == region)
     return striped_bytes(bundle.images, r["channel"], r["addr"], r["nbytes"], r.get("stripe", 1),
                          r.get("unit", r["nbytes"]) or 1)
 
@@ -40,9 +40,9 @@ def test_compiled_images_read_back_as_the_integer_graph_says():
     rows = len(q["mult"])
     mult, shift, _ = nm.unpack_requant(_image(b, "L0.q_proj.t0.r"), rows)
     assert np.array_equal(mult, q["mult"]) and np.array_equal(shift, q["shift"])
-    s = b.manifest["model"]
+    s = b.manifest.model
     head = s["hidden_size"] // s["num_heads"]
-    rope = next(r for r in b.manifest["memory_map"]["regions"] if r["name"] == "rope")
+    rope = next(r for r in b.manifest.memory_map["regions"] if r["name"] == "rope")
     cos, sin = ROPE.unpack(_image(b, "rope"), rope["nbytes"] // ROPE.row_bytes(head), head)
     want_cos, want_sin = nm.rope_table(np.arange(len(cos)), head, g.spec.rope_theta)
     assert np.array_equal(cos, want_cos) and np.array_equal(sin, want_sin)

@@ -101,6 +101,6 @@ def test_a_model_with_llama3_rope_runs_exactly_on_the_simulator():
         return c, ref_logits
 
     c, scaled = run(rope_scaling=dict(rope))
-    assert c.bundle.manifest["model"]["rope_scaling"]["type"] == "llama3"
+    assert c.bundle.manifest.model["rope_scaling"]["type"] == "llama3"
     _, plain = run()
     assert any(a.tobytes() != b.tobytes() for a, b in zip(scaled, plain))

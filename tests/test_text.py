@@ -104,7 +104,7 @@ def test_eval_measures_perplexity_on_a_text_file_of_the_users(pylm_compiled, tmp
     assert r["windows"] == 2 and r["predicted_tokens"] == 2 * 23  # windows of max_len 24 tokens
     # the compiled model's perplexity is the integer reference's on the same bytes of the file, exactly
     windows = np.frombuffer(source.encode(), np.uint8).astype(np.int64)[:48].reshape(2, 24)
-    want = reference_perplexity(compiled.integer, windows, compiled.bundle.manifest["io"]["logit_scale"])
+    want = reference_perplexity(compiled.integer, windows, compiled.bundle.manifest.io["logit_scale"])
     assert r["compiled_perplexity"] == pytest.approx(want, rel=1e-9)
     assert abs(r["compiled_perplexity"] / r["float_perplexity"] - 1) < 0.2  # W8 stays close to the float model
     assert "mine.py" in " ".join(capsys.readouterr().out.split())

@@ -111,14 +111,12 @@ def _calibration(args):
     return calibration_from_file(args.calib, model_input(args.model), args.calib_count, args.calib_len)
 
 
-STAGES = {"lower": "lowering programs", "allocate": "measuring sensitivities", "compress": "compressing ({method})"}
-
-
 def cmd_compile(args) -> int:
-    from flightc.compiler.pipeline import compile_model
+    from flightc.compiler.pipeline import STEPS, compile_model
     from flightc.compress.method import Method
     from flightc.models.builtin import model_input
 
+    labels = {step.name: step.label for step in STEPS}
     plan = _plan(args)
     if not args.output and not args.stop_after:
         raise FlightcError("flightc compile needs -o BUNDLE.flb (or --stop-after PASS to look at a pass's graph)")
@@ -127,7 +125,7 @@ def cmd_compile(args) -> int:
         task = bar.add_task("compiling", total=None)
 
         def report(stage, done, total):
-            label = STAGES.get(stage, stage).format(method=args.method)
+            label = labels[stage].format(method=args.method)
             bar.update(task, description=label, completed=done, total=total if total > 1 else None)
 
         lengths = [int(x) for x in args.prefill_lens.split(",")] if args.prefill_lens else None
@@ -142,14 +140,14 @@ def cmd_compile(args) -> int:
         return 0
     path = compiled.bundle.save(args.output)
     m = compiled.bundle.manifest
-    console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m['config']['name']}[/] "
-                  f"(config {m['config_hash']}, ISA {m['isa_version']}) in {time.perf_counter() - t0:.1f} s")
-    st = m["storage"]
-    console.print(f"instructions: {len(m['programs'])} templates, {st['template_bytes'] / 1e3:,.1f} kB + "
-                  f"{st['patch_bytes'] / 1e3:,.1f} kB of patch tables serve every length up to {m['max_len']} "
+    console.print(f"[green]wrote[/] {path} ({path.stat().st_size / 1e6:.2f} MB) for [bold]{m.config['name']}[/] "
+                  f"(config {m.config_hash}, ISA {m.isa_version}) in {time.perf_counter() - t0:.1f} s")
+    st = m.storage
+    console.print(f"instructions: {len(m.programs)} templates, {st['template_bytes'] / 1e3:,.1f} kB + "
+                  f"{st['patch_bytes'] / 1e3:,.1f} kB of patch tables serve every length up to {m.max_len} "
                   f"(one program per length would take {st['per_length_bytes'] / 1e6:,.1f} MB)")
-    chosen = [f"max_len {m['max_len']}" for _ in [0] if args.max_len is None]
-    chosen += [f"max_prefill {m['max_prefill']}" for _ in [0] if args.max_prefill is None]
+    chosen = [f"max_len {m.max_len}" for _ in [0] if args.max_len is None]
+    chosen += [f"max_prefill {m.max_prefill}" for _ in [0] if args.max_prefill is None]
     if chosen:
         console.print(f"chose {' and '.join(chosen)} (--max-len and --max-prefill override)")
     if compiled.allocation:
@@ -180,7 +178,7 @@ def _print_graph(graph, after: str) -> None:
     from flightc.ir.schema import verify
 
     verify(graph, after)
-    table = Table(title=f"graph IR after pass {after}: stage {graph.stage.value}, {graph.g.number_of_nodes()} nodes "
+    table = Table(title=f"graph IR after pass {after}: stage {graph.stage.value}, {len(graph)} nodes "
                         f"({graph.spec.family}, {graph.spec.num_layers} layers)")
     for col in ("op", "nodes", "attributes (docs/ir.md)"):
         table.add_column(col)

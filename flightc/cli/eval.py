@@ -69,7 +69,7 @@ def _eval_text(args) -> int:
         raise FlightcError(f"--window {window}: must be between 2 and the bundle's max_len {bundle.max_len}")
     codec = bundle_codec(bundle, args.tokenizer)
     windows = text_windows(codec.encode(text), window, args.n if args.n is not None else 4)
-    source = args.reference or bundle.manifest.get("source")
+    source = args.reference or bundle.manifest.source
     if not source:
         raise FlightcError("the bundle does not name the model it was compiled from; pass --reference MODEL")
     ref = FloatReference(load_torch_model(source))

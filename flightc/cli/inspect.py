@@ -46,32 +46,32 @@ def cmd_info(args) -> int:
     b = load_bundle(args.bundle)
     m = b.manifest
     if args.json:
-        print(json.dumps({k: v for k, v in m.items() if k != "programs"}, indent=1))
+        print(json.dumps({k: v for k, v in m.to_dict().items() if k != "programs"}, indent=1))
         return 0
     cfg = b.config
-    console.print(f"[bold]{args.bundle}[/]: {m['format']} v{m['bundle_version']}, ISA {m['isa_version']}, "
-                  f"flightc {m['flightc_version']}")
+    console.print(f"[bold]{args.bundle}[/]: {m.format} v{m.bundle_version}, ISA {m.isa_version}, "
+                  f"flightc {m.flightc_version}")
     console.print(f"hardware: {cfg.name} (hash {cfg.hash}): {cfg.num_cores} cores x {cfg.mpe_chains} chains x "
                   f"{cfg.chain_length} DSPs, {cfg.mem_channels} x {cfg.mem_channel_gbps} GB/s "
                   f"{cfg.mem_kind.value}, {cfg.clock_mhz:g} MHz")
-    s = m["model"]
+    s = m.model
     console.print(f"model: {s['family']}, {s['num_layers']} layers, hidden {s['hidden_size']}, "
-                  f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m['max_len']}")
-    alloc = m.get("allocation")
-    console.print(f"compression: {m.get('method', 'rtn')}, KV cache INT{m['plan'].get('kv_bits', 8)}"
+                  f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m.max_len}")
+    alloc = m.allocation
+    console.print(f"compression: {m.method}, KV cache INT{m.plan.get('kv_bits', 8)}"
                   + (f"; bit budget {alloc['budget_bits']:g} → {alloc['avg_bits']:.3f} value bits/weight, "
                      f"density {alloc['avg_density']:.3f}" if alloc else ""))
-    if m.get("programs_only"):
+    if m.programs_only:
         console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "
                       "(`flightc perf`), not the backends that compute values")
     print_layers(m)
-    buffered = m["memory_map"].get("buffered", {})
+    buffered = m.memory_map.get("buffered", {})
     if buffered:  # the others stream their weights straight into the lane groups
         _print_fallbacks("weights through the WGT buffer", "layer", buffered)
     else:
         console.print("every linear layer streams its weights into the lane groups")
     for what in ("keys", "values"):  # attention's K and V: stream images, or rows through the KV buffer
-        loaded = m["memory_map"].get(f"{what}_loaded", {})
+        loaded = m.memory_map.get(f"{what}_loaded", {})
         if loaded:
             _print_fallbacks(f"{what} through the KV buffer", "attention", loaded)
         else:
@@ -80,21 +80,21 @@ def cmd_info(args) -> int:
     for col in ("region kind", "regions", "bytes", "channels"):
         regions.add_column(col)
     by_kind: dict[str, list[dict]] = {}
-    for r in m["memory_map"]["regions"]:
+    for r in m.memory_map["regions"]:
         by_kind.setdefault(r["kind"], []).append(r)
     for kind, rs in by_kind.items():
         regions.add_row(kind, str(len(rs)), f"{sum(r['nbytes'] for r in rs):,}",
                         str(len({r['channel'] for r in rs})))
     console.print(regions)
     progs = Table(title=f"program templates (length-adaptive: one per step length and position range; prompts "
-                        f"over {m['max_prefill']} tokens run as several steps)")
+                        f"over {m.max_prefill} tokens run as several steps)")
     for col in ("tokens per step", "positions", "instructions", "bytes", "patched fields"):
         progs.add_column(col, justify="right")
-    for t in m["programs"]:
+    for t in m.programs:
         progs.add_row(str(t["length"]), f"{t['p_lo']}..{t['p_hi']}", f"{t['instructions']:,}", f"{t['bytes']:,}",
                       f"{t['patches']:,}")
     console.print(progs)
-    st = m["storage"]
+    st = m.storage
     console.print(f"instruction storage: {st['template_bytes'] + st['patch_bytes']:,} bytes (one program per length "
                   f"would take {st['per_length_bytes']:,})")
     return 0

@@ -1,9 +1,14 @@
 """What every command prints with: the rich consoles, progress bars, tables, and help lists from their tables."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from flightc.bundle import Manifest
 
 console = Console()
 err = Console(stderr=True)
@@ -26,10 +31,10 @@ def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> 
     return t
 
 
-def print_layers(manifest: dict) -> None:
+def print_layers(manifest: "Manifest") -> None:
     """The weight formats of a bundle, layers grouped by format."""
     fmts: dict[str, list[str]] = {}
-    for layer, label in manifest["layers"].items():
+    for layer, label in manifest.layers.items():
         fmts.setdefault(label, []).append(layer)
     t = Table(title="weight formats")
     t.add_column("format")

@@ -109,7 +109,7 @@ def _compare_reference(args, session, prompt: list[int], tokens: list[int], logi
     """The float model on the same prompt: its tokens and speed next to the backend's, and how far apart."""
     from flightc.reference.float_ref import compare_with_reference
 
-    source = args.reference or session.bundle.manifest.get("source")
+    source = args.reference or session.bundle.manifest.source
     if not source:
         raise FlightcError("--compare reference: the bundle does not name its model (it was compiled from an object "
                            "in memory); pass --reference MODEL (a Hugging Face folder or builtin:NAME)")

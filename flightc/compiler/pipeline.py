@@ -1,7 +1,6 @@
 """The compile pipeline: named passes from a model to a program bundle."""
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,8 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from flightc import __version__
-from flightc.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, Bundle
+from flightc.bundle import Bundle, Manifest
 from flightc.compiler.adaptive import build_templates, per_length_bytes, template_specs
 from flightc.compiler.calibrate import calibrate, default_calibration, nominal_calibration
 from flightc.compiler.compress import compress
@@ -25,12 +23,11 @@ from flightc.compress.allocate import Allocation, BitBudget, allocate_plan
 from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
 from flightc.config import HardwareConfig, load_config
-from flightc.errors import OnChipError, UnsupportedError
+from flightc.errors import OnChipError, ProgramError, UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import GraphIR
 from flightc.ir.schema import verify
 from flightc.tasks import task_of
-from flightc.isa.table import ISA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -82,33 +79,213 @@ def check_finite(g: GraphIR) -> None:
                                        f"the checkpoint is damaged or was saved after a diverged run")
 
 
-GRAPH_PASSES = ("frontend", "equalize", "compress", "calibrate", "integerize", "fuse")  # each gives a graph IR
+@dataclass
+class Build:
+    """What the steps of one compile share: the request, then what each step made (None until it has run)."""
+
+    model: Any
+    cfg: HardwareConfig
+    plan: CompressionPlan
+    max_len: int | None
+    max_prefill: int | None
+    calibration: np.ndarray | None
+    prefill_lengths: list[int] | None
+    random_weights: int | None
+    bucket: int | None
+    jobs: int
+    weights: bool
+    source: str | None
+    method: Method
+    budget: BitBudget | None
+    keep_integer: bool
+    report: Callable[[int, int], None] | None = None  # the running step's progress: (done, total)
+    graph: GraphIR | None = None  # the latest step's graph
+    float_graph: GraphIR | None = None
+    integer: GraphIR | None = None
+    allocation: Allocation | None = None
+    memory: MemoryMap | None = None
+    templates: list | None = None  # (TemplateSpec, Template) per program template
+    bundle: Bundle | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
-class _Stopped(Exception):
-    """Raised by the pass ``compile_model(stop_after=...)`` names, carrying its graph."""
-
-    def __init__(self, graph: GraphIR):
-        self.graph = graph
+def _frontend(b: Build) -> GraphIR:
+    b.float_graph = _read(b)
+    return b.float_graph
 
 
-def _stoppable(compile_fn):
-    """``compile_fn`` returning the graph of the pass ``stop_after`` names instead of going on."""
-    @functools.wraps(compile_fn)
-    def run(*args, stop_after: str | None = None, **kwargs):
-        if stop_after is not None and stop_after not in GRAPH_PASSES:
-            raise UnsupportedError(f"stop after {stop_after!r}: the passes that give a graph are "
-                                   f"{', '.join(GRAPH_PASSES)}")
-        if stop_after == "equalize" and kwargs.get("weights") is False:
-            raise UnsupportedError("stop after 'equalize': a programs-only compile does not equalize")
-        try:
-            return compile_fn(*args, stop_after=stop_after, **kwargs)
-        except _Stopped as stop:
-            return stop.graph
+def _read(b: Build) -> GraphIR:
+    """The model, whatever form it comes in, as a float graph IR."""
+    model = b.model
+    if isinstance(model, GraphIR):
+        return model
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        from flightc.frontend.onnx_import import load_onnx
+
+        return load_onnx(model)
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".pt2":
+        from flightc.frontend.torch_export import load_exported, load_pt2
+
+        return load_exported(load_pt2(model))
+    if type(model).__name__ == "ExportedProgram":
+        from flightc.frontend.torch_export import load_exported
+
+        return load_exported(model)
+    return load_hf(model, b.random_weights)
+
+
+def _calibration_data(b: Build) -> None:
+    if b.calibration is None and b.weights:
+        task = task_of(b.model) if isinstance(b.model, (str, Path)) else None
+        b.calibration = task.calibration() if task else default_calibration(b.graph.spec.vocab_size)
+        log.info("calibration: %s", f"{len(b.calibration)} {type(task).__name__} sequences" if task else
+                 f"{len(b.calibration)} random token sequences")
+    if b.calibration is not None:
+        b.calibration = np.atleast_2d(np.asarray(b.calibration))
+        vocab = b.graph.spec.vocab_size
+        if b.calibration.size and (b.calibration.min() < 0 or b.calibration.max() >= vocab):
+            raise UnsupportedError(f"calibration token ids span {b.calibration.min()}..{b.calibration.max()}, "
+                                   f"outside the model's vocabulary 0..{vocab - 1}")
+
+
+def _allocate(b: Build) -> None:
+    b.plan, b.allocation = allocate_plan(b.graph, b.calibration, b.cfg, b.budget, b.method.solver, b.plan, b.report)
+
+
+def _calibrate(b: Build) -> GraphIR:
+    return calibrate(b.graph, b.calibration) if b.weights else nominal_calibration(b.graph)
+
+
+def _fit(b: Build) -> None:
+    if b.max_len is None:
+        b.max_len = default_max_len(b.graph)
+        log.info("max_len %d (chosen: at most %d, within the model's positions)", b.max_len, DEFAULT_MAX_LEN)
+    if b.max_prefill is None:
+        b.max_prefill = max(b.prefill_lengths) if b.prefill_lengths else fitting_prefill(b.graph, b.cfg, b.max_len)
+        log.info("max_prefill %d (chosen: the longest step that fits %s)", b.max_prefill, b.cfg.name)
+    if b.max_prefill > b.max_len:
+        raise UnsupportedError(f"max_prefill {b.max_prefill} exceeds max_len {b.max_len}")
+
+
+def _place(b: Build) -> None:
+    mem = b.memory = place(b.graph, b.cfg, b.max_len, b.max_prefill, b.weights, b.jobs, not b.keep_integer,
+                           not b.keep_integer)
+    for why in sorted(set(mem.buffered.values())):
+        layers = [n for n, w in mem.buffered.items() if w == why]
+        log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),
+                    ", ".join(layers[:4]) + (", ..." if len(layers) > 4 else ""), why)
+    for what, loaded in (("keys", mem.keys_loaded), ("values", mem.values_loaded)):
+        for why in sorted(set(loaded.values())):
+            names = [n for n, w in loaded.items() if w == why]
+            log.warning("the %s of %d attention(s) go through the KV buffer instead of streaming (%s): %s", what,
+                        len(names), ", ".join(names[:4]) + (", ..." if len(names) > 4 else ""), why)
+
+
+def _lower(b: Build) -> None:
+    lengths = sorted(set(b.prefill_lengths or [b.max_prefill]) | {1})
+    if lengths[0] < 1 or lengths[-1] > b.max_prefill:
+        raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({b.max_prefill})")
+    specs = [spec for n in lengths for spec in template_specs(b.graph, b.cfg, n, b.max_len, b.bucket)]
+    b.templates = list(zip(specs, build_templates(b.graph, b.cfg, b.memory, specs, b.jobs, b.report)))
+    log.info("templates: %d lowered and patched", len(specs))
+
+
+def _bundle(b: Build) -> None:
+    gf, mem = b.graph, b.memory
+    programs = {spec.key: tpl.streams for spec, tpl in b.templates}
+    patches = {spec.key: [table.tobytes() for table in tpl.patches] for spec, tpl in b.templates}
+    index = [{"key": spec.key, "length": spec.length, "p_lo": spec.p_lo, "p_hi": spec.p_hi,
+              "instructions": sum(tpl.counts.values()), "bytes": sum(map(len, tpl.streams)),
+              "patches": sum(map(len, tpl.patches)), "classes": tpl.counts} for spec, tpl in b.templates]
+    manifest = Manifest(
+        config=b.cfg.to_dict(), config_hash=b.cfg.hash, model=gf.spec.to_dict(), plan=b.plan.describe(),
+        method=b.method.label(), allocation=b.allocation.describe() if b.allocation else None,
+        source=b.source or (str(b.model) if isinstance(b.model, (str, Path)) else None),
+        layers={n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
+        max_len=b.max_len, max_prefill=b.max_prefill, programs_only=not b.weights, memory_map=mem.to_dict(),
+        programs=index,
+        storage={"template_bytes": sum(t["bytes"] for t in index),
+                 "patch_bytes": sum(len(x) for tables in patches.values() for x in tables),
+                 "per_length_bytes": per_length_bytes(index, b.max_len)},
+        io={"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]})
+    # bytearrays, or maps of the temporary files a write-only compile grew them in: never copied again
+    images = {c: im.view() if isinstance(im, ImageSpool) else im for c, im in mem.images.items()}
+    b.bundle = Bundle(manifest, images, programs, patches)
+
+
+def _graph(fn: Callable[..., GraphIR], *fields: str, into: str | None = None) -> Callable[[Build], GraphIR]:
+    """A step running graph pass ``fn`` on the latest graph and the named fields of the build (and keeping its
+    graph as field ``into`` too)."""
+    def run(b: Build) -> GraphIR:
+        g = fn(b.graph, *(b.report if f == "report" else getattr(b, f) for f in fields))
+        if into:
+            setattr(b, into, g)
+        return g
+    run.__name__ = fn.__name__
     return run
 
 
-@_stoppable
+def _weights(b: Build) -> bool:
+    return b.weights
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step of a compile: ``run`` reads and fills the build and, where ``graph``, returns the graph IR it
+    made (else None); ``when`` says whether it runs for this build; ``label`` is what a progress bar shows."""
+
+    name: str
+    run: Callable[[Build], GraphIR | None]
+    label: str
+    when: Callable[[Build], bool] = lambda b: True
+    graph: bool = False
+
+
+STEPS: tuple[Step, ...] = (
+    Step("frontend", _frontend, "reading the model", graph=True),
+    Step("check_weights", lambda b: check_finite(b.graph), "checking the weights", _weights),
+    Step("calibration_data", _calibration_data, "choosing calibration tokens"),
+    Step("allocate", _allocate, "measuring sensitivities", lambda b: b.budget is not None),
+    Step("equalize", _graph(equalize, "plan", "method", "calibration", into="float_graph"), "equalizing", _weights, True),
+    Step("compress", _graph(compress, "plan", "cfg", "weights", "method", "calibration", "report", "jobs"),
+         "compressing ({method})", graph=True),
+    Step("calibrate", _calibrate, "calibrating", graph=True),
+    Step("integerize", _graph(integerize, into="integer"), "integerizing", graph=True),
+    Step("fuse", _graph(fuse), "fusing", graph=True),
+    Step("fit", _fit, "fitting the step lengths"),
+    Step("place", _place, "placing and packing"),
+    Step("lower", _lower, "lowering programs"),
+    Step("bundle", _bundle, "writing the manifest"),
+)
+GRAPH_PASSES = tuple(s.name for s in STEPS if s.graph)  # what compile_model(stop_after=...) may name
+
+
+def run_steps(steps: tuple[Step, ...], b: Build, progress: Callable[[str, int, int], None] | None = None,
+              stop_after: str | None = None) -> GraphIR | None:
+    """Run ``steps`` in order on ``b``, timing each (``b.timings``) and reporting its progress; every graph a step
+    gives is verified against the IR's schema and becomes ``b.graph``. Returns the graph of step ``stop_after``
+    there, or None once every step has run."""
+    for step in steps:
+        if not step.when(b):
+            continue
+        b.report = (lambda done, total, name=step.name: progress(name, done, total)) if progress else None
+        if progress:
+            progress(step.name, 0, 1)
+        t = time.perf_counter()
+        graph = step.run(b)
+        if step.graph != isinstance(graph, GraphIR):
+            raise ProgramError(f"compile step {step.name} returned {type(graph).__name__}, but it is declared to "
+                               f"{'give a graph IR' if step.graph else 'give none'}")
+        if graph is not None:
+            verify(graph, step.name)
+            b.graph = graph
+        b.timings[step.name] = time.perf_counter() - t
+        log.info("step %s: %.2f s", step.name, b.timings[step.name])
+        if step.name == stop_after:
+            return graph
+    return None
+
+
 def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = "tiny",
                   plan: CompressionPlan | None = None, max_len: int | None = None, max_prefill: int | None = None,
                   calibration: np.ndarray | None = None, prefill_lengths: list[int] | None = None,
@@ -119,12 +296,15 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
                   stop_after: str | None = None) -> Compiled | GraphIR:
     """Compile a model for a hardware config: a Hugging Face folder, a transformers model, an ``.onnx``
     file, a torch.export ExportedProgram or the ``.pt2`` file torch.export.save writes, or a float graph IR.
+    The compile is the named steps of :data:`STEPS`, run in order by :func:`run_steps`; ``progress(step, done,
+    total)`` hears of each, and ``Compiled.timings`` holds their seconds.
 
     The bundle holds one program template per step length in ``prefill_lengths`` (default: max_prefill;
     1 is always there for decode) and position range, with patch tables that move it to any position
     below ``max_len`` (flightc.compiler.adaptive); a prompt runs as steps of the longest lengths that fit
     it. ``bucket`` also cuts every position range into pieces of that many positions; ``jobs`` lowers
-    templates in that many processes and quantizes that many layers at a time (round to nearest). ``weights=False`` compiles the programs only: formats are checked
+    templates in that many processes and quantizes that many layers at a time (round to nearest). ``weights=False``
+    compiles the programs only: formats are checked
     and every region laid out, but no weight is quantized or packed and no calibration runs; such a
     bundle feeds the performance model and refuses every backend that computes values.
     ``random_weights=SEED`` compiles a config folder with seeded random weights produced on demand
@@ -141,125 +321,17 @@ def compile_model(model: str | Path | Any | GraphIR, hw: str | HardwareConfig = 
     without ``max_prefill``, the longest of ``prefill_lengths``, else the longest step that fits the preset's
     buffers (:func:`fitting_prefill`); the manifest records both.
     """
-    cfg = load_config(hw)
-    plan = plan or CompressionPlan()
+    if stop_after is not None and stop_after not in GRAPH_PASSES:
+        raise UnsupportedError(f"stop after {stop_after!r}: the passes that give a graph are {', '.join(GRAPH_PASSES)}")
+    if stop_after == "equalize" and not weights:
+        raise UnsupportedError("stop after 'equalize': a programs-only compile does not equalize")
     if max_len is not None and max_prefill is not None and max_prefill > max_len:
         raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn, *args):
-        t = time.perf_counter()
-        result = fn(*args)
-        if isinstance(result, GraphIR):  # every pass's graph is held to the IR's schema
-            verify(result, name)
-            if name == stop_after:
-                raise _Stopped(result)
-        timings[name] = time.perf_counter() - t
-        log.info("pass %s: %.2f s", name, timings[name])
-        return result
-
-    if isinstance(model, GraphIR):
-        g = timed("frontend", lambda graph: graph, model)
-    elif isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
-        from flightc.frontend.onnx_import import load_onnx
-
-        g = timed("frontend", load_onnx, model)
-    elif isinstance(model, (str, Path)) and Path(model).suffix == ".pt2":
-        from flightc.frontend.torch_export import load_exported, load_pt2
-
-        g = timed("frontend", lambda path: load_exported(load_pt2(path)), model)
-    elif type(model).__name__ == "ExportedProgram":
-        from flightc.frontend.torch_export import load_exported
-
-        g = timed("frontend", load_exported, model)
-    else:
-        g = timed("frontend", load_hf, model, random_weights)
-    if weights:
-        check_finite(g)
-    if calibration is None and weights:
-        task = task_of(model) if isinstance(model, (str, Path)) else None
-        calibration = task.calibration() if task else default_calibration(g.spec.vocab_size)
-        log.info("calibration: %s", f"{len(calibration)} {type(task).__name__} sequences" if task else
-                 f"{len(calibration)} random token sequences")
-    if calibration is not None:
-        calibration = np.atleast_2d(np.asarray(calibration))
-        if calibration.size and (calibration.min() < 0 or calibration.max() >= g.spec.vocab_size):
-            raise UnsupportedError(f"calibration token ids span {calibration.min()}..{calibration.max()}, outside "
-                                   f"the model's vocabulary 0..{g.spec.vocab_size - 1}")
-    allocation = None
-    if budget is not None:
-        if not weights:
-            raise UnsupportedError("a bit budget is allocated from the weights: it needs a compile with weights")
-        if progress:
-            progress("allocate", 0, 1)
-        plan, allocation = timed("allocate", allocate_plan, g, calibration, cfg, budget, method.solver, plan,
-                                 (lambda done, total: progress("allocate", done, total)) if progress else None)
-    if weights:
-        if progress:
-            progress("equalize", 0, 1)
-        g = timed("equalize", equalize, g, plan, method, calibration)
-    if progress:
-        progress("compress", 0, 1)
-    gc = timed("compress", compress, g, plan, cfg, weights, method, calibration,
-               (lambda done, total: progress("compress", done, total)) if progress else None, jobs)
-    if progress:
-        progress("calibrate", 0, 1)
-    gk = timed("calibrate", calibrate, gc, calibration) if weights else timed("calibrate", nominal_calibration, gc)
-    gi = timed("integerize", integerize, gk)
-    gf = timed("fuse", fuse, gi)
-    if max_len is None:
-        max_len = default_max_len(gf)
-        log.info("max_len %d (chosen: at most %d, within the model's positions)", max_len, DEFAULT_MAX_LEN)
-    if max_prefill is None:
-        max_prefill = max(prefill_lengths) if prefill_lengths else timed("fit", fitting_prefill, gf, cfg, max_len)
-        log.info("max_prefill %d (chosen: the longest step that fits %s)", max_prefill, cfg.name)
-    if max_prefill > max_len:
-        raise UnsupportedError(f"max_prefill {max_prefill} exceeds max_len {max_len}")
-    mem = timed("place", place, gf, cfg, max_len, max_prefill, weights, jobs, not keep_integer, not keep_integer)
-    for why in sorted(set(mem.buffered.values())):
-        layers = [n for n, w in mem.buffered.items() if w == why]
-        log.warning("%d linear layer(s) go through the WGT buffer instead of streaming (%s): %s", len(layers),
-                    ", ".join(layers[:4]) + (", ..." if len(layers) > 4 else ""), why)
-    for what, loaded in (("keys", mem.keys_loaded), ("values", mem.values_loaded)):
-        for why in sorted(set(loaded.values())):
-            names = [n for n, w in loaded.items() if w == why]
-            log.warning("the %s of %d attention(s) go through the KV buffer instead of streaming (%s): %s", what,
-                        len(names), ", ".join(names[:4]) + (", ..." if len(names) > 4 else ""), why)
-
-    lengths = sorted(set(prefill_lengths or [max_prefill]) | {1})
-    if lengths[0] < 1 or lengths[-1] > max_prefill:
-        raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({max_prefill})")
-    specs = [spec for n in lengths for spec in template_specs(gf, cfg, n, max_len, bucket)]
-    programs: dict[str, list[bytes]] = {}
-    patches: dict[str, list[bytes]] = {}
-    index = []
-    t = time.perf_counter()
-    templates = build_templates(gf, cfg, mem, specs, jobs,
-                                (lambda done, total: progress("lower", done, total)) if progress else None)
-    for spec, tpl in zip(specs, templates):
-        programs[spec.key] = tpl.streams
-        patches[spec.key] = [table.tobytes() for table in tpl.patches]
-        index.append({"key": spec.key, "length": spec.length, "p_lo": spec.p_lo, "p_hi": spec.p_hi,
-                      "instructions": sum(tpl.counts.values()), "bytes": sum(map(len, tpl.streams)),
-                      "patches": sum(map(len, tpl.patches)), "classes": tpl.counts})
-    timings["lower+tokens+encode"] = time.perf_counter() - t
-    log.info("templates: %d lowered and patched in %.2f s", len(specs), timings["lower+tokens+encode"])
-
-    manifest = {
-        "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "isa_version": ISA_VERSION,
-        "flightc_version": __version__, "config": cfg.to_dict(), "config_hash": cfg.hash,
-        "model": g.spec.to_dict(), "plan": plan.describe(), "method": method.label(),
-        "allocation": allocation.describe() if allocation else None,
-        "source": source or (str(model) if isinstance(model, (str, Path)) else None),
-        "layers": {n: gf.node(n)["qweight"].fmt.label() for n in gf.linears()},
-        "max_len": max_len, "max_prefill": max_prefill, "programs_only": not weights,
-        "memory_map": mem.to_dict(), "programs": index,
-        "storage": {"template_bytes": sum(t["bytes"] for t in index),
-                    "patch_bytes": sum(len(b) for tables in patches.values() for b in tables),
-                    "per_length_bytes": per_length_bytes(index, max_len)},
-        "io": {"ids": "io.ids", "logits": "io.logits", "logit_scale": gf.node(gf.output)["scale"]},
-    }
-    # bytearrays, or maps of the temporary files a write-only compile grew them in: never copied again
-    images = {c: im.view() if isinstance(im, ImageSpool) else im for c, im in mem.images.items()}
-    bundle = Bundle(manifest, images, programs, patches)
-    return Compiled(cfg, plan, g, gi, gf, mem, bundle, timings, allocation)
+    if budget is not None and not weights:
+        raise UnsupportedError("a bit budget is allocated from the weights: it needs a compile with weights")
+    b = Build(model, load_config(hw), plan or CompressionPlan(), max_len, max_prefill, calibration, prefill_lengths,
+              random_weights, bucket, jobs, weights, source, method, budget, keep_integer)
+    stopped = run_steps(STEPS, b, progress, stop_after)
+    if stop_after is not None:
+        return stopped
+    return Compiled(b.cfg, b.plan, b.float_graph, b.integer, b.graph, b.memory, b.bundle, b.timings, b.allocation)

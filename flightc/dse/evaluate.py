@@ -120,7 +120,7 @@ def step_tokens(bundle) -> int:
     from flightc.isa.table import Unit
 
     most = 0
-    for entry in bundle.manifest["programs"]:
+    for entry in bundle.manifest.programs:
         for stream in bundle.step(entry["length"], entry["p_lo"]):
             counts: dict[tuple[int, int], int] = {}
             for ins in decode_program(stream):
@@ -147,7 +147,7 @@ def _measure(source: Any, cfg: HardwareConfig, plan, workload: Workload, random_
     dec = wm.decode(workload.prompt, workload.decode)
     # the regions' own bytes: the alignment between them (a striped tile starts a stripe unit on) is not
     # linear in the layers, and is far below a channel's capacity
-    mem = sum(r["nbytes"] for r in c.bundle.manifest["memory_map"]["regions"])
+    mem = sum(r["nbytes"] for r in c.bundle.manifest.memory_map["regions"])
     return _Measure(pre.seconds, dec.seconds / workload.decode, mem, step_tokens(c.bundle) if unbounded_tokens else 0)
 
 

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import networkx as nx
 import numpy as np
 
 from flightc.errors import UnsupportedError
@@ -194,7 +193,7 @@ def embed_scale(cfg: Mapping[str, Any]) -> float:
 
 def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool, scale: float = 1.0) -> GraphIR:
     w = _Reader(weights)
-    graph = GraphIR(spec, nx.DiGraph())
+    graph = GraphIR(spec)
     table = w("model.embed_tokens.weight")
     if scale != 1.0:  # Gemma: the embedding times its scale (in float32); the tied head reads the table as is (its
         # norms' gains of 1 + w come in with the weights: GemmaGains)
@@ -226,7 +225,7 @@ def _build_llama_like(spec: ModelSpec, weights: Weights, tied: bool, scale: floa
 def _build_opt(spec: ModelSpec, weights: Weights, tied: bool, scale: float = 1.0) -> GraphIR:
     w = _Reader(weights)
     d = "model.decoder."
-    graph = GraphIR(spec, nx.DiGraph())
+    graph = GraphIR(spec)
     x = graph.add("embed", OpKind.EMBED, [], weight=w(d + "embed_tokens.weight"),
                   positions=w(d + "embed_positions.weight"))
     for i in range(spec.num_layers):

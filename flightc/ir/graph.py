@@ -1,17 +1,17 @@
-"""The graph IR: a networkx DiGraph of model ops, annotated by the compiler passes.
+"""The graph IR: model ops in a dict of nodes, annotated by the compiler passes.
 
-A node is one op producing one tensor; its ``inputs`` attribute lists the producing nodes in
-argument order (edges exist too, for traversal). Passes never mutate their input: each returns
-a new :class:`GraphIR` (``copy``) with nodes added, removed or annotated.
+A node is one op producing one tensor; its ``inputs`` attribute (a tuple) lists the producing nodes in argument
+order and is the only record of the graph's structure: the consumers and the topological order are derived from it.
+Passes never mutate their input: each returns a new :class:`GraphIR` (``copy``) with nodes added, removed or
+annotated; the structure changes only through :meth:`GraphIR.add` and :meth:`GraphIR.remove_and_bypass`.
 """
 from __future__ import annotations
 
 import copy as _copy
-from dataclasses import asdict, dataclass
+import heapq
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterator
-
-import networkx as nx
 
 from flightc.errors import ProgramError
 from flightc.rope import RopeScaling
@@ -80,62 +80,153 @@ class ModelSpec:
         return d
 
 
+class Node(dict):
+    """One node's attributes. ``inputs`` is the graph's structure: written once, by :meth:`GraphIR.add`, and changed
+    only by :meth:`GraphIR.remove_and_bypass`, so the consumers and order derived from it stay right."""
+
+    def _refuse(self, keys) -> None:
+        if "inputs" in keys:
+            raise ProgramError("a node's 'inputs' are the graph's structure: change them through GraphIR "
+                               "(add, remove_and_bypass), not the node's attributes")
+
+    def __setitem__(self, key, value) -> None:
+        self._refuse((key,))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self._refuse((key,))
+        super().__delitem__(key)
+
+    def update(self, *args, **kwargs) -> None:
+        more = dict(*args, **kwargs)
+        self._refuse(more)
+        super().update(more)
+
+    def pop(self, key, *default):
+        self._refuse((key,))
+        return super().pop(key, *default)
+
+    def setdefault(self, key, default=None):
+        self._refuse(() if key in self else (key,))
+        return super().setdefault(key, default)
+
+    def popitem(self):
+        raise ProgramError("a node's attributes are removed by name")
+
+    def clear(self) -> None:
+        self._refuse(self)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __reduce__(self):  # pickling refills a dict subclass item by item, which would be refused
+        return _node, (dict(self),)
+
+
+def _node(attrs: dict) -> Node:
+    node = Node()
+    dict.update(node, attrs)
+    return node
+
+
 @dataclass
 class GraphIR:
     spec: ModelSpec
-    g: nx.DiGraph
     stage: Stage = Stage.FLOAT  # float -> compressed -> calibrated -> integer -> fused (a name is taken too)
+    _nodes: dict[str, Node] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.stage not in Stage._value2member_map_:
             raise ProgramError(f"graph IR: stage {self.stage!r} is none of {[s.value for s in Stage]}")
         self.stage = Stage(self.stage)
+        self._derived: tuple[list[str], dict[str, list[str]]] | None = None  # (order, consumers), from the inputs
 
     def add(self, name: str, op: OpKind, inputs: list[str], layer: int | None = None, **attrs: Any) -> str:
+        if name in self._nodes:
+            raise KeyError(f"graph: node {name!r} exists already")
         for i in inputs:
-            if i not in self.g:
+            if i not in self._nodes:
                 raise KeyError(f"graph: input {i!r} of {name!r} does not exist")
-        self.g.add_node(name, op=op, inputs=list(inputs), layer=layer, **attrs)
-        for i in inputs:
-            self.g.add_edge(i, name)
+        node = Node(op=op, layer=layer, **attrs)
+        dict.__setitem__(node, "inputs", tuple(inputs))
+        self._nodes[name] = node
+        self._derived = None
         return name
 
-    def node(self, name: str) -> dict:
-        return self.g.nodes[name]
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def node(self, name: str) -> Node:
+        return self._nodes[name]
+
+    def items(self) -> Iterator[tuple[str, Node]]:
+        """Every node with its attributes, in insertion order."""
+        return iter(self._nodes.items())
+
+    def _structure(self) -> tuple[list[str], dict[str, list[str]]]:
+        """The topological order (ties broken by insertion order: deterministic) and each node's consumers (in
+        insertion order), derived from the nodes' inputs once per structural change."""
+        if self._derived is None:
+            index = {n: i for i, n in enumerate(self._nodes)}
+            consumers: dict[str, list[str]] = {n: [] for n in self._nodes}
+            waiting = {}
+            for n, node in self._nodes.items():
+                sources = dict.fromkeys(node["inputs"])
+                waiting[n] = len(sources)
+                for src in sources:
+                    consumers[src].append(n)
+            ready = [(index[n], n) for n, w in waiting.items() if w == 0]
+            heapq.heapify(ready)
+            order = []
+            while ready:
+                _, n = heapq.heappop(ready)
+                order.append(n)
+                for c in consumers[n]:
+                    waiting[c] -= 1
+                    if waiting[c] == 0:
+                        heapq.heappush(ready, (index[c], c))
+            if len(order) != len(self._nodes):
+                stuck = [n for n in self._nodes if waiting[n]]
+                raise ProgramError(f"graph IR: nodes {stuck[:4]} read each other in a cycle")
+            self._derived = (order, consumers)
+        return self._derived
 
     def order(self) -> list[str]:
         """Topological order, ties broken by insertion order (deterministic)."""
-        index = {n: i for i, n in enumerate(self.g.nodes)}
-        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: index[n]))
+        return list(self._structure()[0])
 
     def nodes_of(self, op: OpKind) -> Iterator[str]:
-        return (n for n in self.order() if self.g.nodes[n]["op"] is op)
+        return (n for n in self.order() if self._nodes[n]["op"] is op)
 
     def consumers(self, name: str) -> list[str]:
-        return list(self.g.successors(name))
+        return list(self._structure()[1][name])
 
     def remove_and_bypass(self, name: str, replacement: str) -> None:
         """Drop ``name``; its consumers read ``replacement`` instead."""
         for c in self.consumers(name):
-            ins = self.g.nodes[c]["inputs"]
-            self.g.nodes[c]["inputs"] = [replacement if i == name else i for i in ins]
-            self.g.add_edge(replacement, c)
-        self.g.remove_node(name)
+            node = self._nodes[c]
+            dict.__setitem__(node, "inputs", tuple(replacement if i == name else i for i in node["inputs"]))
+        del self._nodes[name]
+        self._derived = None
 
     @property
     def output(self) -> str:
-        sinks = [n for n in self.g.nodes if self.g.out_degree(n) == 0]
+        consumers = self._structure()[1]
+        sinks = [n for n in self._nodes if not consumers[n]]
         if len(sinks) != 1:
             raise ValueError(f"graph has {len(sinks)} outputs: {sinks}")
         return sinks[0]
 
     def copy(self, stage: Stage | str | None = None) -> "GraphIR":
         """A copy whose node attribute dicts may be changed freely (arrays are shared, never mutated)."""
-        g = nx.DiGraph()
-        for n, attrs in self.g.nodes(data=True):
-            g.add_node(n, **{k: (_copy.copy(v) if isinstance(v, (dict, list)) else v) for k, v in attrs.items()})
-        g.add_edges_from(self.g.edges)
-        return GraphIR(self.spec, g, stage or self.stage)
+        out = GraphIR(self.spec, stage or self.stage)
+        for n, attrs in self._nodes.items():
+            out._nodes[n] = _node({k: _copy.copy(v) if isinstance(v, (dict, list)) else v for k, v in attrs.items()})
+        return out
 
     def linears(self) -> list[str]:
         return list(self.nodes_of(OpKind.LINEAR))

@@ -54,6 +54,10 @@ def _names(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def _inputs(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, str) for x in v)
+
+
 @dataclass(frozen=True)
 class Attr:
     """One node attribute: ``check`` is its type, ``ops`` the op kinds that carry it (empty: every op), ``since``
@@ -73,7 +77,8 @@ F, C, K, I, U = Stage.FLOAT, Stage.COMPRESSED, Stage.CALIBRATED, Stage.INTEGER, 
 
 ATTRIBUTES: tuple[Attr, ...] = (
     Attr("op", lambda v: isinstance(v, OpKind), "an OpKind", F, doc="the op kind"),
-    Attr("inputs", _names, "a list of node names", F, doc="the input nodes, in the op's order"),
+    Attr("inputs", _inputs, "a tuple of node names", F,
+         doc="the input nodes, in the op's order: the graph's only record of its edges"),
     Attr("layer", _layer, "an int or None", F, doc="the transformer layer (None: embedding, final norm, head)"),
     Attr("weight", _array, "an array", F, (OpKind.EMBED, OpKind.LINEAR, *NORMS),
          doc="float weight: the embedding table, a linear's [N, K] matrix, a norm's gain"),
@@ -126,15 +131,15 @@ def verify(graph: GraphIR, after: str = "") -> None:
     if not isinstance(graph.stage, Stage):
         raise ProgramError(f"graph IR{where}: stage {graph.stage!r} is not a Stage (one of {[s.value for s in Stage]})")
     stage = graph.stage
-    for name, node in graph.g.nodes(data=True):
+    for name, node in graph.items():
         op = node.get("op")
         if not isinstance(op, OpKind):
             raise ProgramError(f"graph IR{where}: node {name!r} has op {op!r}, not an OpKind")
         rules = allowed(op, stage)
         for key, value in node.items():
             if key not in rules:
-                raise ProgramError(f"graph IR{where}: {op.value} node {name!r} carries attribute {key!r}, which a "
-                                   f"{op.value} does not have at stage {stage.value} (it has "
+                raise ProgramError(f"graph IR{where}: {op.value} node {name!r} carries attribute {key!r}, which "
+                                   f"{_a(op)} does not have at stage {stage.value} (it has "
                                    f"{', '.join(sorted(rules))})")
             if not any(a.check(value) for a in rules[key]):
                 raise ProgramError(f"graph IR{where}: {op.value} node {name!r}: attribute {key!r} is a "
@@ -142,11 +147,16 @@ def verify(graph: GraphIR, after: str = "") -> None:
         for key, attrs in rules.items():
             if key not in node and not any(a.optional for a in attrs):
                 raise ProgramError(f"graph IR{where}: {op.value} node {name!r} lacks attribute {key!r} "
-                                   f"({attrs[0].what}: {attrs[0].doc}), which a {op.value} has from stage "
+                                   f"({attrs[0].what}: {attrs[0].doc}), which {_a(op)} has from stage "
                                    f"{attrs[0].since.value} on")
-        if sorted(graph.g.predecessors(name)) != sorted(set(node["inputs"])):
-            raise ProgramError(f"graph IR{where}: {op.value} node {name!r}: its inputs {node['inputs']} are not the "
-                               f"graph's edges into it {sorted(graph.g.predecessors(name))}")
+        missing = [i for i in node["inputs"] if i not in graph]
+        if missing:
+            raise ProgramError(f"graph IR{where}: {op.value} node {name!r} reads {missing}, which the graph lacks")
+    graph.order()  # and no cycle
+
+
+def _a(op: OpKind) -> str:
+    return ("an " if op.value[0] in "aeiou" else "a ") + op.value
 
 
 def markdown() -> str:

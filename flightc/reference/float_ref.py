@@ -102,6 +102,6 @@ def compare_with_reference(source: str, bundle, prompt: list[int], tokens: list[
     t0 = time.perf_counter()
     ref_tokens = ref.generate(prompt, len(tokens))
     wall = time.perf_counter() - t0
-    agree = agreement(ref, prompt, tokens, int_logits, bundle.manifest["io"]["logit_scale"])
+    agree = agreement(ref, prompt, tokens, int_logits, bundle.manifest.io["logit_scale"])
     device_tps = len(tokens) / (cycles / (bundle.config.clock_mhz * 1e6)) if cycles else None
     return Comparison(str(source), ref.device, ref_tokens, wall, device_tps, agree)

@@ -154,7 +154,7 @@ def open_backend(name: str, bundle: Bundle, **options) -> Backend:
     """The backend ``name`` with ``bundle`` loaded; ``options`` must be ones the backend takes (BACKENDS)."""
     spec = backend_spec(name)
     spec.check_options(options)
-    if bundle.manifest.get("programs_only"):
+    if bundle.manifest.programs_only:
         raise BundleError("this bundle was compiled with --programs-only: it has programs but no weights, so "
                           f"backend {name!r} cannot compute with it; model its speed with `flightc perf`, or "
                           "compile with weights")

@@ -43,7 +43,7 @@ def align(n: int) -> int:
 
 def buffer_sizes(bundle: Bundle) -> dict[str, int]:
     """The buffers a host allocates for a bundle: each memory channel's extent, then the longest stream."""
-    extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+    extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
     sizes = {f"channel{ch}": max(extent.get(ch, 0), 1) for ch in range(bundle.config.mem_channels)}
     sizes["program"] = max((len(p) for streams in bundle.programs.values() for p in streams), default=PAGE)
     return sizes
@@ -55,7 +55,7 @@ def check_identity(bundle: Bundle, port: KernelPort, where: str) -> None:
     if isa != R.isa_version_word():
         have = f"{isa >> 16}.{isa & 0xFFFF}"
         raise BundleError(f"{where} implements ISA {have}, but the bundle was compiled for ISA "
-                          f"{bundle.manifest['isa_version']}; rebuild the hardware or recompile")
+                          f"{bundle.manifest.isa_version}; rebuild the hardware or recompile")
     cfg = bundle.config
     hw_hash = f"{port.reg_read('config_hash'):016x}"
     if hw_hash != cfg.hash:

@@ -32,7 +32,7 @@ class Session:
         self.device = open_backend(backend, bundle, **options)
         self.ids = bundle.region("io.ids")
         self.logits_region = bundle.region("io.logits")
-        self.vocab = bundle.manifest["model"]["vocab_size"]
+        self.vocab = bundle.manifest.model["vocab_size"]
         self.pos = 0
         self.counters: Counters | None = None
         self.steps: list[tuple[int, int]] = []  # (tokens, first position) of every step run
@@ -113,7 +113,7 @@ class Session:
         return codec.stream(t for t, _ in tokens)
 
     def _generate(self, prompt: list[int], max_new_tokens: int, sampler, stop) -> Iterator[tuple[int, np.ndarray]]:
-        scale = self.bundle.manifest["io"]["logit_scale"]
+        scale = self.bundle.manifest.io["logit_scale"]
         history = list(prompt)
         logits = self.prefill(prompt)
         for i in range(max_new_tokens):

@@ -99,7 +99,7 @@ def load_codec(source: str | Path) -> TextCodec:
 
 def bundle_codec(bundle, tokenizer: str | Path | None = None) -> TextCodec:
     """The tokenizer for a bundle: ``tokenizer`` if given, else that of the model the bundle was compiled from."""
-    source = tokenizer or bundle.manifest.get("source")
+    source = tokenizer or bundle.manifest.source
     if not source:
         raise UnsupportedError("the bundle does not name the model it was compiled from; pass --tokenizer FOLDER")
     return load_codec(source)

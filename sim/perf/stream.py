@@ -33,7 +33,7 @@ def weight_stream(bundle: Bundle, kind: str = "decode", n: int = 1) -> WeightStr
     """The streamed MVs of weights (not of keys) and weight LDs of one step (``kind`` and ``n`` as
     :meth:`Bundle.program` takes them) on their own."""
     cfg = bundle.config
-    keys = {(r["channel"], r["addr"]) for r in bundle.manifest["memory_map"]["regions"] if r["kind"] == "kv"}
+    keys = {(r["channel"], r["addr"]) for r in bundle.manifest.memory_map["regions"] if r["kind"] == "kv"}
     programs = []
     for prog in bundle.program(kind, n):
         kept = [ins.replace(wait=0, release=0) for ins in decode_program(prog)

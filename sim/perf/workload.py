@@ -126,7 +126,7 @@ class WorkloadModel:
         self.bundle, self.cfg, self.sample_every = bundle, bundle.config, sample_every
         self._steps: dict[tuple[int, int], StepReport] = {}  # reports only: a 7B step's schedule is large
         self._regions: dict[int, list[dict]] = {}
-        for r in sorted(bundle.manifest["memory_map"]["regions"], key=lambda r: (r["channel"], r["addr"])):
+        for r in sorted(bundle.manifest.memory_map["regions"], key=lambda r: (r["channel"], r["addr"])):
             self._regions.setdefault(r["channel"], []).append(r)
 
     def programs(self, length: int, pos0: int) -> list:
@@ -239,8 +239,8 @@ class WorkloadModel:
         multipliers) and every requantization record region, once per step; the K/V rows (loaded, or keys streamed
         from their image), embedding row and other parameters the step's loads read."""
         tb = TokenBytes()
-        layers = self.bundle.manifest["layers"]
-        for r in self.bundle.manifest["memory_map"]["regions"]:
+        layers = self.bundle.manifest.layers
+        for r in self.bundle.manifest.memory_map["regions"]:
             if not self._per_step(r):
                 continue
             if r["kind"] == RegionKind.WEIGHT.value:

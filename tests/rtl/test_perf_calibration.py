@@ -18,7 +18,7 @@ def bundle():
 
 
 def test_timing_contract_is_exact_for_every_mpe_and_sfu_instruction(kernel_sim, bundle):
-    extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+    extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
     checked, wrong = 0, []
     for kind, n in (("prefill", 4), ("decode", 4)):
         for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.program(kind, n)[0]):

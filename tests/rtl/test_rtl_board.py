@@ -40,7 +40,7 @@ def test_rtl_board_is_byte_identical_to_fsim_and_counts_the_rtl_cycles(tmp_path)
         board = Session(bundle, backend="pynq", overlay=overlay, board="127.0.0.21")
         tokens, logits, counters = _generate(board)
         assert counters.cycle_source is CycleSource.RTL and counters.cycles_where == "virtual board under Verilator"
-        extent = bundle.manifest["memory_map"]["extent"]
+        extent = bundle.manifest.memory_map["extent"]
         for ch, nbytes in extent.items():
             assert board.device.read(int(ch), 0, nbytes) == fsim.device.read(int(ch), 0, nbytes), f"channel {ch}"
         board.close()

@@ -147,7 +147,7 @@ def test_stores_keep_their_writes_in_flight_as_the_model_says(sim):
 
 def test_timing_contract_is_exact_per_instruction(sim):
     bundle = calibration_bundle(CFG)
-    extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+    extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
     wrong, checked = [], 0
     for kind, n in (("prefill", 2), ("decode", 4)):  # MMs too; decode's keys streamed from their image
         for i, ins, case in isolated_cases(CFG, extent, bundle.images, bundle.program(kind, n)[0]):

@@ -17,7 +17,7 @@ def run_steps(bundle, steps) -> list[dict]:
     fsim, rtl = open_backend("fsim", bundle), open_backend("rtl", bundle)
     out = []
     try:
-        extent = {int(k): v for k, v in bundle.manifest["memory_map"]["extent"].items()}
+        extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
         ids = bundle.region("io.ids")
         for kind, n, tokens in steps:
             for backend in (fsim, rtl):
@@ -39,7 +39,7 @@ def run_steps(bundle, steps) -> list[dict]:
 @pytest.mark.parametrize("kv_bits", [8, 4])
 def test_small_model_prefill_and_decode_are_byte_identical(kv_bits):
     bundle = calibration_bundle(kv_bits=kv_bits)  # 1 layer, hidden 64: W4 g32 8:16, W8 down_proj, W2 g16 2:4 v_proj
-    assert bundle.manifest["plan"]["kv_bits"] == kv_bits
+    assert bundle.manifest.plan["kv_bits"] == kv_bits
     for cyc in run_steps(bundle, [("prefill", len(PROMPT), PROMPT), ("decode", 4, [11]), ("decode", 5, [200])]):
         busy = [v for k, v in cyc.items() if k.startswith("busy_") and v]
         assert cyc["cycles"] >= max(busy) and cyc["busy_mv"] > 0
