@@ -150,29 +150,35 @@ class HazardChecker:
             self.read_seq[key][unit][ix] = seq
 
 
-def early_tile_reads(streams, footprint_of) -> list[tuple[Access, str]]:
-    """The memory an MV may read before its waits (MV.w_early, ISA 1.9), with where each read is."""
+def early_tile_reads(streams, footprint_of) -> list[tuple[Access, str, tuple[int, int]]]:
+    """The memory an MV may read before its waits (MV.w_early, ISA 1.9), with where each read is, in words and as
+    (core, index)."""
     out = []
     for core, stream in enumerate(streams):
         for i, (ins, raw) in enumerate(stream):
             if ins.opcode is Opcode.MV and ins.w_early:
-                out += [(a, f"core {core} instruction {i} (MV)") for a in footprint_of(raw)[0] if a.space[0] == "hbm"]
+                out += [(a, f"core {core} instruction {i} (MV)", (core, i)) for a in footprint_of(raw)[0]
+                        if a.space[0] == "hbm"]
     return out
 
 
-def check_early_writes(early: list[tuple[Access, str]], writes: list[tuple[Access, str]]) -> None:
+def early_index(early: list[tuple[Access, str, tuple[int, int]]]) -> AccessIndex:
+    """:func:`early_tile_reads` indexed by their bytes (a plan keeps it: programs checked against the plan write
+    in a few places, and each write is looked up)."""
+    return AccessIndex((a, (where, at)) for a, where, at in early)
+
+
+def check_early_writes(early: AccessIndex, writes: list[tuple[Access, str]],
+                       skip: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()) -> None:
     """Refuse a write into a tile read ahead of its waits (MV.w_early): the hardware's readers may fetch such a
-    tile while the writes it would wait for are still to come."""
-    if not early or not writes:
-        return
-    index = AccessIndex(writes)
-    for a, where in early:
-        hit = index.first(a)
-        if hit is not None:
-            w, writer = hit
-            raise ProgramError(f"{where}: MV.w_early says nothing writes its tile, but {writer} writes memory "
-                               f"channel {a.space[1]} bytes {max(a.lo, w.lo)}..{min(a.hi, w.hi) - 1} of it; "
-                               f"clear w_early (the compiler sets it only on tiles no instruction writes)")
+    tile while the writes it would wait for are still to come. ``early`` is :func:`early_index`'s; the MVs at
+    ``skip`` (core, index) are left out."""
+    for w, writer in writes:
+        for a, (where, at) in early.sharing(w):
+            if at not in skip:
+                raise ProgramError(f"{where}: MV.w_early says nothing writes its tile, but {writer} writes memory "
+                                   f"channel {a.space[1]} bytes {max(a.lo, w.lo)}..{min(a.hi, w.hi) - 1} of it; "
+                                   f"clear w_early (the compiler sets it only on tiles no instruction writes)")
 
 
 def memory_writes(streams, footprint_of) -> list[tuple[Access, str]]:
@@ -183,4 +189,4 @@ def memory_writes(streams, footprint_of) -> list[tuple[Access, str]]:
 
 def check_early_tiles(streams, footprint_of) -> None:
     """:func:`check_early_writes` over a whole program."""
-    check_early_writes(early_tile_reads(streams, footprint_of), memory_writes(streams, footprint_of))
+    check_early_writes(early_index(early_tile_reads(streams, footprint_of)), memory_writes(streams, footprint_of))

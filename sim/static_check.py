@@ -18,11 +18,12 @@ import numpy as np
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ProgramError
-from flightc.isa.codec import Instruction
-from flightc.isa.footprint import Access, gather_rows
+from flightc.isa.codec import Instruction, decode
+from flightc.isa.footprint import Access, AccessIndex, gather_rows
 from flightc.isa.table import Opcode
 from flightc.sim.hazards import (NUNITS, HazardChecker, check_early_tiles, check_early_writes, check_reach,
-                                 early_tile_reads, memory_race, memory_writes, overwritten_read, unreleased_write)
+                                 early_index, early_tile_reads, memory_race, memory_writes, overwritten_read,
+                                 unreleased_write)
 from flightc.sim.tokens import Decoded, run_in_token_order
 
 _HBM_SPACE = 1 << 20  # space codes: core * len(Buffer) + buffer for on-chip buffers, _HBM_SPACE + channel
@@ -56,7 +57,7 @@ class TokenPlan:
     ids_written: bool = False  # some instruction writes bytes a gather reads its ids from: only the slow path
     flat: tuple | None = None  # the reference's accesses as arrays (sim.static_check._flat), made on first use
     arrays: dict = field(default_factory=dict)  # (bytes, core) -> an instruction's accesses as arrays
-    early: list = field(default_factory=list)  # the reference's tiles read ahead of their waits (MV.w_early)
+    early: AccessIndex | None = None  # the reference's tiles read ahead of their waits (MV.w_early), by their bytes
 
 
 def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footprint_of, ids_of) -> TokenPlan:
@@ -66,7 +67,7 @@ def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footpri
     t0 = time.perf_counter()
     order: list[tuple[int, int]] = []
     hz = HazardChecker(cfg) if check else None
-    early = early_tile_reads(streams, footprint_of) if check else []
+    early = early_index(early_tile_reads(streams, footprint_of) if check else [])
     if check:
         check_early_writes(early, memory_writes(streams, footprint_of))
     agents, seqs, clocks, accesses = [], [], [], []
@@ -138,17 +139,19 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
     """Refuse ``streams`` (the same tokens as the plan's reference) if an instruction whose accesses differ from
     the reference's, or a gather, races an access no token chain orders it with; returns how many
     instructions were re-examined."""
-    changed = [plan.pos[(c, i)] for c, s in enumerate(streams) for i, (_, raw) in enumerate(s)
+    changed = [plan.pos[(c, i)] for c, s in enumerate(streams) for i, (ins, raw) in enumerate(s)
                if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
-               and footprint_of(raw) != footprint_of(plan.ref_raw[c][i])]  # same bytes touched: nothing new
+               and (footprint_of(raw) != footprint_of(plan.ref_raw[c][i])  # same bytes touched: nothing new
+                    or ins.opcode is Opcode.MV and ins.w_early != decode(plan.ref_raw[c][i])[0].w_early)]
     if changed:  # a tile read ahead of its waits (MV.w_early) that a changed instruction writes, or a changed one
         moved = [(c, i, *streams[c][i]) for c, i in (plan.order[p] for p in changed)]
         if any(ins.opcode is Opcode.MV and ins.w_early for _, _, ins, _ in moved):
             check_early_tiles(streams, footprint_of)
-        else:
+        else:  # the reference's early tiles, less those of the changed MVs (which read ahead no more)
+            at = {(c, i) for c, i, _, _ in moved}
             writes = [(a, f"core {c} instruction {i} ({ins.cls.name})") for c, i, ins, raw in moved
                       for a in footprint_of(raw)[1] if a.space[0] == "hbm"]
-            check_early_writes(plan.early, writes)
+            check_early_writes(plan.early, writes, at)
     changed = sorted(set(changed) | set(plan.gathers))
     if not changed:
         return 0

@@ -210,3 +210,39 @@ def test_a_tile_read_ahead_of_its_waits_must_not_be_written(tiny_w8):
     decode[j] = decode[j].replace(w_early=1)
     with pytest.raises(ProgramError, match="MV.w_early .* needs w_stream"):
         _machine(tiny_w8).run(encode_program(decode))
+
+
+def test_a_program_checked_against_another_ones_plan_keeps_its_own_early_tiles(tiny_w8):
+    """fsim checks a program whose tokens match one it planned before (any machine's) against that plan. An MV that
+    sets or clears MV.w_early is re-checked even where its footprint is the plan's: a store into the tile is legal
+    once the MV clears it and refused once it sets it, whichever ran first."""
+    from flightc.config import Buffer
+    from flightc.isa.footprint import footprint, stream_spans
+    from flightc.sim import functional
+
+    prog = _prefill(tiny_w8)
+    i = next(k for k, ins in enumerate(prog) if ins.opcode is Opcode.MV and ins.w_early)
+    ch, addr, _ = stream_spans(tiny_w8.config, prog[i])[0]
+    logits = tiny_w8.bundle.region("io.logits")
+
+    readers = {k for k, ins in enumerate(prog) if ins.opcode is Opcode.MV and ins.w_early
+               and any(a.space == ("hbm", ch) and a.lo <= addr < a.hi for a in footprint(ins, tiny_w8.config)[0])}
+
+    def program(store_at: tuple[int, int], early: int) -> bytes:
+        """A store first, then the prefill with the MVs reading the tile's first bytes (the first waits for the
+        store; the MPE runs them in order) reading ahead or not."""
+        store = make(Opcode.ST, buf=Buffer.ACT, buf_addr=0, channel=store_at[0], hbm_addr=store_at[1], rows=1,
+                     row_bytes=4, hbm_stride=4, buf_stride=4, release=1 << Unit.MPE)
+        body = [ins.replace(w_early=early) if k in readers else ins for k, ins in enumerate(prog)]
+        body[i] = body[i].replace(wait=body[i].wait | (1 << Unit.ST))
+        return encode_program([store] + body)
+
+    tile, elsewhere = (ch, addr), (logits["channel"], logits["addr"])
+    assert tile != elsewhere
+    functional._PLANS.clear()  # the plans every machine shares: this one's first program makes the plan
+    _machine(tiny_w8).run(program(elsewhere, 1))  # the plan: the tile's readers read ahead, nothing writes it
+    assert _machine(tiny_w8).run(program(tile, 0)).instructions["MV"]  # the tile written, its readers wait
+    functional._PLANS.clear()
+    _machine(tiny_w8).run(program(tile, 0))  # the plan: the tile written, its readers wait
+    with pytest.raises(ProgramError, match="MV.w_early says nothing writes its tile"):
+        _machine(tiny_w8).run(program(tile, 1))  # the same bytes touched, but read ahead of the store

@@ -75,13 +75,16 @@ class AccessIndex:
 
     def first(self, a: Access):
         """(access, owner) of the first indexed access sharing a byte with ``a``, or None."""
+        return next(self.sharing(a), None)
+
+    def sharing(self, a: Access):
+        """Every (access, owner) indexed that shares a byte with ``a``, in the order they were indexed."""
         if a.space not in self.spans:
-            return None
+            return
         lo, hi = self.spans[a.space]
         for k in np.flatnonzero((lo < a.hi) & (a.lo < hi)):
             if self.items[a.space][k][0].intersects(a):
-                return self.items[a.space][k]
-        return None
+                yield self.items[a.space][k]
 
 
 @lru_cache(maxsize=1 << 16)
