@@ -8,6 +8,7 @@ so that their outputs agree bit for bit. All math is numpy int64 with explicit r
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -35,6 +36,8 @@ LUT_ENTRIES = 256  # activation LUT indexed by an INT8 value
 def round_shift(x: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
     """x / 2^shift rounded half up, for int64 x and shift >= 0."""
     x = np.asarray(x, dtype=np.int64)
+    if isinstance(shift, (int, np.integer)):  # one shift for every element: its half as a scalar
+        return np.right_shift(x + ((1 << (int(shift) - 1)) if shift > 0 else 0), int(shift))
     shift = np.asarray(shift, dtype=np.int64)
     half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
     return np.right_shift(x + half, shift)
@@ -136,11 +139,7 @@ def isqrt(v: np.ndarray) -> np.ndarray:
     if (v < 0).any():
         raise ValueError(f"the square root's radicand is negative ({int(v.min())}): a negative epsilon in the norm "
                          f"record, or a sum of squares past int64")
-    r = np.floor(np.sqrt(v.astype(np.float64))).astype(np.int64)
-    for _ in range(2):
-        r = np.where(r * r > v, r - 1, r)
-        r = np.where((r + 1) * (r + 1) <= v, r + 1, r)
-    return r
+    return np.array([math.isqrt(x) for x in v.ravel().tolist()], np.int64).reshape(v.shape)
 
 
 def norm_scale(den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,10 +148,13 @@ def norm_scale(den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     den = np.asarray(den, np.int64)
     if (den < 1).any() or (den >= 1 << NORM_DEN_BITS).any():
         raise ValueError(f"norm divisor outside [1, 2^{NORM_DEN_BITS})")
-    e = (np.frexp(den.astype(np.float64))[1] - 1).astype(np.int64)  # exact: den < 2^53
-    d = (den >> np.maximum(e - NORM_RECIP_BITS, 0)) << np.maximum(NORM_RECIP_BITS - e, 0)
-    m = np.array([(1 << (2 * NORM_RECIP_BITS)) // int(v) for v in d.ravel()], np.int64).reshape(d.shape)
-    return e, m
+    es, ms = [], []
+    for v in den.ravel().tolist():
+        e = v.bit_length() - 1
+        d = (v >> max(e - NORM_RECIP_BITS, 0)) << max(NORM_RECIP_BITS - e, 0)
+        es.append(e)
+        ms.append((1 << (2 * NORM_RECIP_BITS)) // d)
+    return np.array(es, np.int64).reshape(den.shape), np.array(ms, np.int64).reshape(den.shape)
 
 
 def norm_apply(p: np.ndarray, e: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -225,7 +227,13 @@ _EXP2 = exp2_lut()
 
 
 def softmax_visible(shape: tuple[int, int], offset: int, window: int = 0) -> np.ndarray:
-    """The columns each row of a causal softmax sees: c <= r + offset (and, with a window w > 0, c > r + offset - w)."""
+    """The columns each row of a causal softmax sees: c <= r + offset (and, with a window w > 0, c > r + offset - w)
+    (read-only: shared by every softmax of that shape)."""
+    return _visible(tuple(shape), int(offset), int(window))
+
+
+@lru_cache(maxsize=4096)
+def _visible(shape: tuple[int, int], offset: int, window: int) -> np.ndarray:
     rows, cols = shape
     last = np.arange(rows)[:, None] + offset
     visible = np.arange(cols)[None, :] <= last
@@ -233,6 +241,7 @@ def softmax_visible(shape: tuple[int, int], offset: int, window: int = 0) -> np.
         visible &= np.arange(cols)[None, :] > last - window
     if not visible.any(axis=1).all():
         raise ValueError("softmax: a row sees no column (offset too small)")
+    visible.setflags(write=False)
     return visible
 
 

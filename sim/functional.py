@@ -124,6 +124,9 @@ def _operands_checked(raw: bytes, cfg: HardwareConfig) -> None:
     _check_operands(_decode_one(raw), cfg)
 
 
+_MISSING = object()
+FLOAT_TILE_BYTES = 256 << 20  # streamed tiles kept as float32 too (a small model's all; a 7B model's few)
+STRIPED_CACHE_BYTES = 64 << 20  # striped LDs' bytes kept until a write touches them (a layer's records every step)
 CHUNK = 512  # K a float32 product of INT8 operands sums exactly: 512 x 255 x 128 < 2^24
 
 
@@ -185,6 +188,16 @@ def _mpe_form(raw: bytes) -> _MpeForm:
         mpe_macs(ins))
 
 
+@lru_cache(maxsize=4096)
+def _requant_records(records: bytes, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`flightc.numerics.unpack_requant` once per distinct record bytes (read-only: a layer's records are
+    loaded again on every step)."""
+    out = nm.unpack_requant(np.frombuffer(records, np.uint8), n)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 @lru_cache(maxsize=1 << 16)
 def _stream_key(raw: bytes, cfg: HardwareConfig):
     """A streamed MV's tile: where it lies and its shape (the key of :class:`DecodedTiles`), and the shape."""
@@ -194,11 +207,31 @@ def _stream_key(raw: bytes, cfg: HardwareConfig):
 
 
 @lru_cache(maxsize=1 << 16)
-def _ld_form(raw: bytes) -> tuple[int, int, int, int, int, Access]:
-    """A plain LD's memory rows (channel, address, rows, width, stride) and the buffer rows it fills."""
+def _misc_form(raw: bytes) -> tuple:
+    """A MISC's op, rows and columns, source and destination buffers, the rows it reads (with their element type)
+    and writes, and a norm's parameter record (checked once per distinct instruction: its fields decide these)."""
     ins = _decode_one(raw)
-    return (ins.channel, ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride,
-            Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride))
+    check_max_fields(ins)
+    mop = MiscOp(ins.op)
+    rows, cols = ins.rows, ins.cols
+    sb, db = Buffer(ins.src_buf), Buffer(ins.dst_buf)
+    esize = MISC_SRC_BYTES.get(mop, 1)
+    src = Access(("buf", sb), ins.src_addr, rows, cols * esize, ins.src_stride)
+    dst = Access(("buf", db), ins.dst_addr, rows, cols * MISC_DST_BYTES.get(mop, 1), ins.dst_stride)
+    prm = (Access(("buf", Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0)
+           if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM) else None)
+    return mop, rows, cols, sb, db, src, "<i4" if esize == 4 else np.int8, dst, prm
+
+
+@lru_cache(maxsize=1 << 16)
+def _ld_form(raw: bytes) -> tuple:
+    """A plain LD's channel, first address, span and bytes moved, the selector of its memory rows, its buffer and
+    first address there, and the selector of the buffer rows it fills with the end of their span."""
+    ins = _decode_one(raw)
+    src, end = byte_selector(ins.hbm_addr, ins.rows, ins.row_bytes, ins.hbm_stride)
+    dst, dst_end = byte_selector(ins.buf_addr, ins.rows, ins.row_bytes, ins.buf_stride)
+    return (ins.channel, ins.hbm_addr, max(end - ins.hbm_addr, 0), ins.rows * ins.row_bytes, src, Buffer(ins.buf),
+            ins.buf_addr, dst, dst_end)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -218,6 +251,7 @@ def _st_form(raw: bytes, cfg: HardwareConfig) -> tuple[Access, bool, int, int, t
 
 
 _PLANS: dict[tuple, TokenPlan] = {}  # (config, checked, token structure) -> its plan, shared by machines
+_CHECKED: dict[tuple, None] = {}  # (config, programs) checked once (their gathers' rows are checked every run)
 
 _BLAS: list = []  # threadpoolctl's controller of the BLAS numpy loaded, made on first use
 
@@ -232,17 +266,22 @@ def _one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
-def int8_products(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+def int8_products(a: np.ndarray, w: np.ndarray, w32: np.ndarray | None = None) -> np.ndarray:
     """``a @ w.T`` exactly, as int64, for 8-bit activations ``a`` [m, k] (signed or unsigned) and weights ``w``
     [n, k]: float32 products over K in chunks of :data:`CHUNK`, so that BLAS does the work and every partial sum,
     an integer below 2^24 in magnitude whatever order BLAS adds in, is exact; the chunks' sums are added in int64.
-    Other operands take the int64 product."""
+    ``w32``, if given, is ``w`` as float32 already (a kept tile's). Other operands take the int64 product."""
     if a.dtype not in (np.int8, np.uint8) or w.dtype != np.int8:
         return a.astype(np.int64) @ w.astype(np.int64).T
     k = a.shape[1]
+    if w32 is None:
+        w32 = w.astype(np.float32)
+    a32 = a.astype(np.float32)
+    if k <= CHUNK:
+        return (a32 @ w32.T).astype(np.int64)
     acc = np.zeros((a.shape[0], w.shape[0]), np.int64)
     for c in range(0, k, CHUNK):
-        acc += (a[:, c:c + CHUNK].astype(np.float32) @ w[:, c:c + CHUNK].astype(np.float32).T).astype(np.int64)
+        acc += (a32[:, c:c + CHUNK] @ w32[:, c:c + CHUNK].T).astype(np.int64)
     return acc
 
 
@@ -309,9 +348,12 @@ class Machine:
         self.buf = self.cores[0]
         self.check_hazards = check_hazards
         self.tiles = DecodedTiles(tile_cache_bytes)
+        self.tiles32 = DecodedTiles(min(tile_cache_bytes, FLOAT_TILE_BYTES))  # the same tiles as float32
+        self.striped = DecodedTiles(STRIPED_CACHE_BYTES)  # striped LDs' bytes (records, tables), by where they lie
         self.slow_path = slow_path
         self.plans: dict[tuple, TokenPlan] = {}  # token structure -> its checked order (sim.static_check)
         self.check_s = 0.0  # seconds spent on hazard checks by the fast path
+        self._forms: dict = {}  # (form, instruction bytes) -> what the form says of them (Machine._form)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30,
@@ -325,7 +367,13 @@ class Machine:
     # ----- host access -----
     def write_hbm(self, channel: int, addr: int, data: bytes) -> None:
         self.hbm[channel][addr:addr + len(data)] = np.frombuffer(data, np.uint8)
-        self.tiles.written(channel, addr, addr + len(data))
+        self._written(channel, addr, addr + len(data))
+
+    def _written(self, channel: int, lo: int, hi: int) -> None:
+        """Bytes [lo, hi) of a channel were written: what was read from them and kept is dropped."""
+        self.tiles.written(channel, lo, hi)
+        self.tiles32.written(channel, lo, hi)
+        self.striped.written(channel, lo, hi)
 
     def read_hbm(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.hbm[channel][addr:addr + nbytes].tobytes()
@@ -379,7 +427,8 @@ class Machine:
             return self._run(programs)
 
     def _run(self, programs: list[bytes]) -> Counters:
-        streams = [_decoded_words(bytes(p)) for p in programs]
+        programs = [bytes(p) for p in programs]
+        streams = [_decoded_words(p) for p in programs]
         if self.slow_path:
             return self._run_slow(streams)
         if len(streams) != self.cfg.num_cores:  # the token order refuses it, saying so
@@ -401,10 +450,16 @@ class Machine:
                     log.info("a gather's token ids are written by the program itself: it runs on the slow path, "
                              "checked as it goes")
             self.plans[skeleton] = plan
+        checked = (self.cfg, tuple(programs))  # race freedom is the program's: what needs no second look
         if plan.checked and not fresh and not plan.ids_written:
             t = time.perf_counter()
-            check_against_plan(plan, streams, self.cfg, self._footprint_of, self._ids)
+            check_against_plan(plan, streams, self.cfg, self._footprint_of, self._ids,
+                               gathers_only=checked in _CHECKED)
             self.check_s += time.perf_counter() - t
+        if plan.checked:
+            if len(_CHECKED) >= 4096:
+                _CHECKED.pop(next(iter(_CHECKED)))
+            _CHECKED[checked] = None
         if plan.ids_written:
             return self._run_slow(streams)
         counters = Counters(instructions=dict(plan.counts))
@@ -419,7 +474,18 @@ class Machine:
         return counters
 
     def _footprint_of(self, raw: bytes) -> tuple[tuple[Access, ...], tuple[Access, ...]]:
-        return _footprint(raw, self.cfg)
+        return self._form(_footprint, raw)
+
+    def _form(self, form, raw: bytes):
+        """``form(raw, cfg)`` (one of the module's caches of what an instruction's bytes decide under a config),
+        kept by this machine under the bytes alone: the shared caches hash the config on every lookup."""
+        key = (form, raw)
+        out = self._forms.get(key, _MISSING)
+        if out is _MISSING:
+            if len(self._forms) >= 1 << 16:
+                self._forms.clear()
+            out = self._forms[key] = form(raw, self.cfg)
+        return out
 
     def _run_slow(self, streams: list) -> Counters:
         """Schedule by tokens as the program runs, checking every instruction's accesses as it starts."""
@@ -431,7 +497,7 @@ class Machine:
         def visit(core: int, i: int, ins: Instruction, raw: bytes) -> None:
             where = f"core {core} instruction {i} ({ins.cls.name})"
             if hz:
-                reads, writes = _footprint(raw, self.cfg)
+                reads, writes = self._footprint_of(raw)
                 if ins.opcode is Opcode.LD and ins.gather:
                     reads = reads + tuple(gather_rows(ins, self._ids(ins)))
                 hz.access(core * NUNITS + ins.unit, where, reads, writes)
@@ -450,11 +516,11 @@ class Machine:
         if raw is None:
             raw = encode(ins)
         if op in (Opcode.MM, Opcode.MV, Opcode.MISC):
-            _operands_checked(raw, self.cfg)
+            self._form(_operands_checked, raw)
         if op is Opcode.LD:
             self._load(ins, c, raw)
         elif op is Opcode.ST:
-            onchip, pack4, rows, row_bytes, targets = _st_form(raw, self.cfg)
+            onchip, pack4, rows, row_bytes, targets = self._form(_st_form, raw)
             data = self._get(Buffer(ins.buf), onchip, np.uint8)
             if pack4:
                 data = nm.pack_int4(data.view(np.int8))
@@ -464,12 +530,12 @@ class Machine:
                 ix = self._hbm_rows(channel, addr, n, row_bytes, stride)
                 self.hbm[channel][ix] = part.ravel()
                 if n and row_bytes:
-                    self.tiles.written(channel, addr, byte_selector(addr, n, row_bytes, stride)[1])
+                    self._written(channel, addr, byte_selector(addr, n, row_bytes, stride)[1])
                 c.hbm_written[channel] = c.hbm_written.get(channel, 0) + n * row_bytes
         elif op in (Opcode.MM, Opcode.MV):
             self._mpe(ins, c, raw)
         elif op is Opcode.MISC:
-            self._misc(ins, c)
+            self._misc(ins, c, raw)
 
     def _ids(self, ins: Instruction) -> list[int]:
         ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
@@ -490,10 +556,15 @@ class Machine:
             self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, ins.rows, ins.row_bytes,
                                               ins.buf_stride), np.concatenate(rows) if rows else np.zeros(0, np.uint8))
             return
-        channel, addr, rows, width, stride, onchip = _ld_form(raw)
-        ix = self._hbm_rows(channel, addr, rows, width, stride)  # (refuses a channel the config lacks)
-        self._put(Buffer(onchip.space[1]), onchip, self.hbm[channel][ix])
-        c.hbm_read[channel] = c.hbm_read.get(channel, 0) + rows * width
+        channel, addr, span, moved, src, buf, buf_addr, dst, dst_end = _ld_form(raw)
+        mem = self.hbm.get(channel)
+        if mem is None or span and (addr < 0 or addr + span > mem.size):
+            self._check_range(channel, addr, span)  # says what is wrong
+        onchip = self.buf[buf]
+        if dst_end > onchip.size:
+            raise ProgramError(f"{buf.name} write [{buf_addr}, {dst_end}) beyond the buffer ({onchip.size} bytes)")
+        onchip[dst] = mem[src]
+        c.hbm_read[channel] = c.hbm_read.get(channel, 0) + moved
 
     def _read_striped(self, channel: int, hbm_addr: int, nbytes: int, stripe: int, unit: int,
                       c: Counters) -> np.ndarray:
@@ -517,7 +588,17 @@ class Machine:
         if ins.channel + ins.stripe > self.cfg.mem_channels:
             raise ProgramError(f"LD striped over channels {ins.channel}..{ins.channel + ins.stripe - 1}: the config "
                                f"has {self.cfg.mem_channels}")
-        data = self._read_striped(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2, c)
+        key = (ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, ins.stripe_log2)
+        spans, data = self.striped.get(key)
+        if data is None:
+            data = self._read_striped(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2,
+                                      Counters())
+            spans = stripe_layout(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2)
+            data.setflags(write=False)
+            self.striped.put(key, spans, data)
+        read = c.hbm_read
+        for ch, _, n in spans:
+            read[ch] = read.get(ch, 0) + n
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride), data)
 
     def _stream_rows(self, ins: Instruction, c: Counters) -> np.ndarray:
@@ -529,20 +610,27 @@ class Machine:
             self._check_positions(packed, weight_format(ins), ins.k)
         return packed
 
-    def _streamed_operand(self, ins: Instruction, c: Counters, raw: bytes) -> np.ndarray:
-        """A streamed MV's INT8 operand rows [n, stream K]: read and dequantized once, then taken from
-        :class:`DecodedTiles` until a store or the host writes over the tile's bytes."""
-        key, shape = _stream_key(raw, self.cfg)
+    def _streamed_operand(self, ins: Instruction, c: Counters, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """A streamed MV's INT8 operand rows [n, stream K] and the same as float32 (what the products take): read
+        and dequantized once, then taken from :class:`DecodedTiles` until a store or the host writes over the
+        tile's bytes (the float32 rows from a smaller cache of their own: four times the bytes)."""
+        key, shape = self._form(_stream_key, raw)
         spans, w = self.tiles.get(key)
         if w is None:
             w = unpack_rows(self._stream_rows(ins, Counters()), weight_format(ins), stream_k(self.cfg, ins))
             w = w.astype(np.int8)
+            w.setflags(write=False)
             spans = stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
             self.tiles.put(key, spans, w)
+        _, w32 = self.tiles32.get(key)
+        if w32 is None:
+            w32 = w.astype(np.float32)
+            w32.setflags(write=False)
+            self.tiles32.put(key, spans, w32)
         read = c.hbm_read
         for ch, _, n in spans:
             read[ch] = read.get(ch, 0) + n
-        return w
+        return w, w32
 
     def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:
         n = packed.shape[0]
@@ -554,9 +642,10 @@ class Machine:
     def _mpe(self, ins: Instruction, c: Counters, raw: bytes) -> None:
         f = _mpe_form(raw)
         a = self._get(Buffer.ACT, f.a, f.a_dtype)
-        fmt = f.fmt
+        fmt, w32 = f.fmt, None
         if f.streamed:
-            w = self._streamed_operand(ins, c, raw)[:, :f.k]  # past K: zero acts
+            w, w32 = self._streamed_operand(ins, c, raw)
+            w, w32 = w[:, :f.k], w32[:, :f.k]  # past K: zero acts
         elif f.kmajor:
             rows = self._get(f.w_buf, f.w, np.uint8)
             w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, f.n)).T
@@ -565,7 +654,7 @@ class Machine:
             if fmt.sparse:
                 self._check_positions(packed, fmt, f.k)
             w = unpack_rows(packed, fmt, f.k)
-        acc = int8_products(a, w)  # [m, n]
+        acc = int8_products(a, w, w32)  # [m, n]
         limit = 1 << (self.cfg.acc_bits - 1)
         if acc.size and (acc.max() >= limit or acc.min() < -limit):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
@@ -577,7 +666,7 @@ class Machine:
             if f.out_max is not None:
                 self._put(out_buf, f.out_max, acc.max(axis=1, keepdims=True).astype("<i4"))
             return
-        mult, shift, bias = nm.unpack_requant(self._get(Buffer.PRM, f.rec, np.uint8), f.n)
+        mult, shift, bias = _requant_records(self._get(Buffer.PRM, f.rec, np.uint8).tobytes(), f.n)
         acc = acc + bias
         if mode is OutMode.REQ_I8:
             lut = self._get(Buffer.PRM, f.lut, np.int8)[0] if f.lut is not None else None
@@ -601,20 +690,12 @@ class Machine:
                                f"the maximum {int(want[r])} of its visible scores; write it with the scores' MV.out_max "
                                f"over the same columns, or drop max_given")
 
-    def _misc(self, ins: Instruction, c: Counters) -> None:
-        check_max_fields(ins)
-        mop = MiscOp(ins.op)
-        rows, cols = ins.rows, ins.cols
-        sb, db = Buffer(ins.src_buf), Buffer(ins.dst_buf)
-        esize = MISC_SRC_BYTES.get(mop, 1)
-        src_elem = "<i4" if esize == 4 else np.int8
-        x = self._get(sb, Access(("buf", sb), ins.src_addr, rows, cols * esize, ins.src_stride), src_elem)
-        x = x.astype(np.int64)
-        dst = Access(("buf", db), ins.dst_addr, rows, cols * MISC_DST_BYTES.get(mop, 1), ins.dst_stride)
+    def _misc(self, ins: Instruction, c: Counters, raw: bytes) -> None:
+        mop, rows, cols, sb, db, src, src_elem, dst, prm_at = _misc_form(raw)
+        x = self._get(sb, src, src_elem).astype(np.int64)
         c.sfu_elements += rows * cols
         if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
-            prm = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, 1, norm_param_bytes(mop, cols), 0),
-                            np.uint8)[0]
+            prm = self._get(Buffer.PRM, prm_at, np.uint8)[0]
             eps_q, gain, bias = NORM.unpack(prm, cols, mop is MiscOp.LAYERNORM)
             if ins.shift > nm.NORM_SHIFT_MAX:
                 raise ProgramError(f"{mop.name}'s shift {ins.shift} exceeds {nm.NORM_SHIFT_MAX}, the most the ISA allows "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -135,14 +136,23 @@ def _instruction_arrays(ins: Instruction, raw: bytes, c: int, i: int, cfg: Hardw
     return _arrays_of(acc, c)
 
 
-def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareConfig, footprint_of, ids_of) -> int:
+@lru_cache(maxsize=1 << 14)
+def _w_early(raw: bytes) -> int:
+    """An MV's MV.w_early, from its bytes."""
+    return decode(raw)[0].w_early
+
+
+def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareConfig, footprint_of, ids_of,
+                       gathers_only: bool = False) -> int:
     """Refuse ``streams`` (the same tokens as the plan's reference) if an instruction whose accesses differ from
     the reference's, or a gather, races an access no token chain orders it with; returns how many
-    instructions were re-examined."""
-    changed = [plan.pos[(c, i)] for c, s in enumerate(streams) for i, (ins, raw) in enumerate(s)
-               if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
-               and (footprint_of(raw) != footprint_of(plan.ref_raw[c][i])  # same bytes touched: nothing new
-                    or ins.opcode is Opcode.MV and ins.w_early != decode(plan.ref_raw[c][i])[0].w_early)]
+    instructions were re-examined. ``gathers_only``: these streams passed this check before, so only the gathers,
+    whose rows depend on the ids now in memory, are looked at again."""
+    changed = [] if gathers_only else [
+        plan.pos[(c, i)] for c, s in enumerate(streams) for i, (ins, raw) in enumerate(s)
+        if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
+        and (footprint_of(raw) != footprint_of(plan.ref_raw[c][i])  # same bytes touched: nothing new
+             or ins.opcode is Opcode.MV and ins.w_early != _w_early(plan.ref_raw[c][i]))]
     if changed:  # a tile read ahead of its waits (MV.w_early) that a changed instruction writes, or a changed one
         moved = [(c, i, *streams[c][i]) for c, i in (plan.order[p] for p in changed)]
         if any(ins.opcode is Opcode.MV and ins.w_early for _, _, ins, _ in moved):

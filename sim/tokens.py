@@ -33,8 +33,19 @@ def _is_barrier(ins: Instruction) -> bool:
 
 def token_skeleton(streams: list[Decoded]) -> tuple:
     """What the order depends on: per core, each instruction's unit, tokens and barrier id."""
-    return tuple(tuple((ins.unit, ins.wait, ins.release, ins.arg if _is_barrier(ins) else -1) for ins, _ in s)
-                 for s in streams)
+    return tuple(tuple(_token_entry(ins, raw) for ins, raw in s) for s in streams)
+
+
+_ENTRIES: dict[bytes, tuple[int, int, int, int]] = {}  # an instruction's bytes -> its entry (bytes decide it)
+
+
+def _token_entry(ins: Instruction, raw: bytes) -> tuple[int, int, int, int]:
+    entry = _ENTRIES.get(raw)
+    if entry is None:
+        if len(_ENTRIES) >= 1 << 16:
+            _ENTRIES.clear()
+        entry = _ENTRIES[raw] = (ins.unit, ins.wait, ins.release, ins.arg if _is_barrier(ins) else -1)
+    return entry
 
 
 def run_in_token_order(streams: list[Decoded], cfg: HardwareConfig, visit: Visit,

@@ -172,6 +172,33 @@ def test_a_step_that_races_only_at_its_new_position_is_refused():
         fast.run(raced)
     assert str(refused.value) == said  # the slow path's words, naming the same instruction, bytes and unit
     assert fast.plans and len(fast.plans) == 1  # checked against the first program's plan, not planned anew
+    with pytest.raises(ProgramError) as again:  # a refused program is not taken for a checked one
+        fast.run(raced)
+    assert str(again.value) == said
+
+
+def test_a_program_is_checked_once_and_its_gathers_every_run(tiny_w8, monkeypatch):
+    """Race freedom is a property of the program: a step checked against its plan once is not re-examined when it
+    runs again (another machine, the same bytes), except for its embedding gathers, whose rows depend on the ids
+    in memory."""
+    from conftest import PROMPT
+    from flightc.sim import functional
+
+    looked = []
+    check = functional.check_against_plan
+    monkeypatch.setattr(functional, "_PLANS", {})  # whatever ran before: this test makes the plan
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    monkeypatch.setattr(functional, "check_against_plan", lambda *a, **k: looked.append(check(*a, **k)))
+    b = tiny_w8.bundle
+    ids = b.region("io.ids")
+    first, later = b.step(1, len(PROMPT)), b.step(1, len(PROMPT) + 3)
+    for _ in range(2):
+        m = Machine.from_bundle(b)
+        m.write_hbm(ids["channel"], ids["addr"], np.asarray(PROMPT[:1], "<i4").tobytes())
+        m.run(first)  # the plan (or, on the second machine, a program checked already)
+        m.run(later)
+    gathers = sum(ins.opcode is Opcode.LD and ins.gather for ins in decode_program(later[0]))
+    assert gathers and looked[0] > gathers and looked[1:] == [gathers, gathers]
 
 
 def test_a_compiled_model_gives_the_same_logits_on_both_paths_and_the_cli_says_what_checking_took(tiny_w8, tmp_path,

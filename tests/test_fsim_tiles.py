@@ -61,3 +61,42 @@ def test_int8_products_are_exact_where_one_float32_sum_would_not_be():
     one_sum = (a.astype(np.float32) @ w.astype(np.float32).T).astype(np.int64)
     assert not np.array_equal(one_sum, expect)  # what the chunks are for
     assert CHUNK * 255 * 128 < 1 << 24
+
+
+def test_a_striped_load_is_read_again_once_its_bytes_are_written():
+    """Striped LDs (a layer's requantization records) are kept between steps like weight tiles: a machine that ran
+    the prompt before the host wrote another layer's records over the first one's computes what a fresh machine
+    given the same memory does, and not what it computed before."""
+    from flightc.isa.codec import decode_program
+    from flightc.isa.footprint import stripe_layout, striped
+    from flightc.isa.table import Opcode
+    from flightc.sim.functional import Machine
+
+    c = compiled("tiny-llama", "w8", hw="u280")
+    prog = c.bundle.program("prefill", len(PROMPT))
+    lds = [ins for ins in decode_program(prog[0]) if ins.opcode is Opcode.LD and striped(ins)]
+    first, other = next((a, b) for a in lds for b in lds if b.hbm_addr != a.hbm_addr
+                        and (a.row_bytes, a.stripe, a.stripe_log2) == (b.row_bytes, b.stripe, b.stripe_log2))
+    ids, logits = c.bundle.region("io.ids"), c.bundle.region("io.logits")
+
+    def run(machine: Machine) -> bytes:
+        machine.write_hbm(ids["channel"], ids["addr"], np.asarray(PROMPT, "<i4").tobytes())
+        machine.run(prog)
+        return machine.read_hbm(logits["channel"], logits["addr"], logits["nbytes"])
+
+    def overwrite(machine: Machine) -> None:
+        unit = 1 << first.stripe_log2
+        for (ch, at, n), (och, oat, _) in zip(stripe_layout(first.channel, first.hbm_addr, first.row_bytes,
+                                                            first.stripe, unit),
+                                              stripe_layout(other.channel, other.hbm_addr, other.row_bytes,
+                                                            other.stripe, unit)):
+            machine.write_hbm(ch, at, machine.read_hbm(och, oat, n))
+
+    warm = Machine.from_bundle(c.bundle)
+    before = run(warm)
+    assert run(warm) == before and warm.striped.hits
+    overwrite(warm)
+    fresh = Machine.from_bundle(c.bundle)
+    overwrite(fresh)
+    after = run(fresh)
+    assert after != before and run(warm) == after

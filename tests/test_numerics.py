@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from flightc import numerics as nm
 
 
-@given(st.integers(0, 2**60))
+@given(st.integers(0, 2**63 - 1))
 def test_isqrt_is_exact(v):
-    r = int(nm.isqrt(np.array([v]))[0])
-    assert r == math.isqrt(v)
+    """Exact up to int64's top (a float square root corrected by squaring overflowed there), rows kept."""
+    r = nm.isqrt(np.array([[v], [v // 3]]))
+    assert r.shape == (2, 1) and r.dtype == np.int64 and r[:, 0].tolist() == [math.isqrt(v), math.isqrt(v // 3)]
 
 
 @given(st.floats(1e-12, 1e6))
@@ -25,6 +26,9 @@ def test_quantize_multiplier_is_accurate(real):
 
 def test_round_shift_rounds_half_up():
     assert nm.round_shift(np.array([5, -5, 6, -6, 7]), 1).tolist() == [3, -2, 3, -3, 4]
+    x = np.random.default_rng(1).integers(-(1 << 61), 1 << 61, 4096)
+    for shift in range(64):  # one shift for all (a scalar half) rounds as a shift per element does
+        assert (nm.round_shift(x, shift) == nm.round_shift(x, np.full(x.shape, shift))).all(), shift
     assert nm.round_div(np.array([5, -5, 7]), np.array([2, 2, 7])).tolist() == [3, -2, 1]
 
 

@@ -34,6 +34,8 @@ def _pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
 def _unpack_bits(data: np.ndarray, count: int, bits: int, signed: bool, dtype=np.int64) -> np.ndarray:
     """``count`` ``bits``-bit fields of each row, little-endian, as ``dtype`` (two's complement if ``signed``)."""
     rows = data.shape[0]
+    if bits == 8:  # one field a byte: the bytes themselves
+        return (data[:, :count].view(np.int8) if signed else data[:, :count]).astype(dtype)
     if 8 % bits == 0:  # whole fields in every byte: shifted out of the bytes, no bit planes
         shifts = np.arange(0, 8, bits, dtype=np.uint8)
         u = ((data[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(rows, -1)[:, :count].astype(dtype)
