@@ -285,6 +285,13 @@ def int8_products(a: np.ndarray, w: np.ndarray, w32: np.ndarray | None = None) -
     return acc
 
 
+def _count_reads(c: Counters, spans: list[tuple[int, int, int]]) -> None:
+    """A kept read's bytes, counted per channel as reading them again would count them."""
+    read = c.hbm_read
+    for ch, _, n in spans:
+        read[ch] = read.get(ch, 0) + n
+
+
 class DecodedTiles:
     """Streamed weight tiles as INT8 operand rows, by where they lie in memory, so that a weight read and
     dequantized once is not again on every token; a write to memory drops every tile whose bytes it touches.
@@ -596,9 +603,7 @@ class Machine:
             spans = stripe_layout(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2)
             data.setflags(write=False)
             self.striped.put(key, spans, data)
-        read = c.hbm_read
-        for ch, _, n in spans:
-            read[ch] = read.get(ch, 0) + n
+        _count_reads(c, spans)
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride), data)
 
     def _stream_rows(self, ins: Instruction, c: Counters) -> np.ndarray:
@@ -627,9 +632,7 @@ class Machine:
             w32 = w.astype(np.float32)
             w32.setflags(write=False)
             self.tiles32.put(key, spans, w32)
-        read = c.hbm_read
-        for ch, _, n in spans:
-            read[ch] = read.get(ch, 0) + n
+        _count_reads(c, spans)
         return w, w32
 
     def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:

@@ -217,7 +217,7 @@ def _graph(fn: Callable[..., GraphIR], *fields: str, into: str | None = None) ->
     """A step running graph pass ``fn`` on the latest graph and the named fields of the build (and keeping its
     graph as field ``into`` too)."""
     def run(b: Build) -> GraphIR:
-        g = fn(b.graph, *(b.report if f == "report" else getattr(b, f) for f in fields))
+        g = fn(b.graph, *(getattr(b, f) for f in fields))
         if into:
             setattr(b, into, g)
         return g
