@@ -64,7 +64,7 @@ OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
                   "(the reference the fast path is tested against; slower) instead of running each template's "
                   "order, checked once", bool, store_true=True),
     BackendOption("tile_cache_mb", "--tile-cache-mb", "fsim: MiB of dequantized streamed weights kept between "
-                  "steps (default 1024; a 7B model's take about 6,300)", int),
+                  "steps (default 1024; a 7B model's take about 6,300), and up to 256 MiB more of them as float32", int),
     BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
                   "channel; rtl: write a VCD waveform of the whole session (a separate, slower build; large for long "
                   "runs)"),
