@@ -107,9 +107,10 @@ class Manifest:
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(d) - {"members"})
         unknown = sorted(set(d) - names)
-        if missing or unknown:
-            raise BundleError(f"{path}: its manifest lacks {missing} and has unknown fields {unknown}; the bundle was "
-                              f"edited or written by another flightc: recompile it (`flightc compile`)")
+        wrong = [w for w in (missing and f"lacks {missing}", unknown and f"has unknown fields {unknown}") if w]
+        if wrong:
+            raise BundleError(f"{path}: its manifest {' and '.join(wrong)}; the bundle was edited or written by "
+                              f"another flightc: recompile it (`flightc compile`)")
         return cls(**d)
 
 
