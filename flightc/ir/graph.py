@@ -148,9 +148,7 @@ class GraphIR:
         for i in inputs:
             if i not in self._nodes:
                 raise KeyError(f"graph: input {i!r} of {name!r} does not exist")
-        node = Node(op=op, layer=layer, **attrs)
-        dict.__setitem__(node, "inputs", tuple(inputs))
-        self._nodes[name] = node
+        self._nodes[name] = _node({"op": op, "inputs": tuple(inputs), "layer": layer, **attrs})
         self._derived = None
         return name
 
