@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,6 +32,7 @@ from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_
 from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, Unit
 from flightc.records import NORM, ROPE
 from flightc.runtime.counters import Counters
+from flightc.sim import kernels
 from flightc.sim.hazards import HazardChecker, check_early_tiles
 from flightc.sim.static_check import TokenPlan, build_plan, check_against_plan
 from flightc.sim.tokens import run_in_token_order, token_skeleton
@@ -266,12 +268,13 @@ def _one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
-def int8_products(a: np.ndarray, w: np.ndarray, w32: np.ndarray | None = None) -> np.ndarray:
+def int8_products(a: np.ndarray, w: np.ndarray | None, w32: np.ndarray | None = None) -> np.ndarray:
     """``a @ w.T`` exactly, as int64, for 8-bit activations ``a`` [m, k] (signed or unsigned) and weights ``w``
     [n, k]: float32 products over K in chunks of :data:`CHUNK`, so that BLAS does the work and every partial sum,
     an integer below 2^24 in magnitude whatever order BLAS adds in, is exact; the chunks' sums are added in int64.
-    ``w32``, if given, is ``w`` as float32 already (a kept tile's). Other operands take the int64 product."""
-    if a.dtype not in (np.int8, np.uint8) or w.dtype != np.int8:
+    ``w32``, if given, is INT8 weights as float32 already (a kept tile's; ``w`` may then be None). Other operands
+    take the int64 product."""
+    if a.dtype not in (np.int8, np.uint8) or (w32 is None and w.dtype != np.int8):
         return a.astype(np.int64) @ w.astype(np.int64).T
     k = a.shape[1]
     if w32 is None:
@@ -283,13 +286,6 @@ def int8_products(a: np.ndarray, w: np.ndarray, w32: np.ndarray | None = None) -
     for c in range(0, k, CHUNK):
         acc += (a32[:, c:c + CHUNK] @ w32[:, c:c + CHUNK].T).astype(np.int64)
     return acc
-
-
-def _count_reads(c: Counters, spans: list[tuple[int, int, int]]) -> None:
-    """A kept read's bytes, counted per channel as reading them again would count them."""
-    read = c.hbm_read
-    for ch, _, n in spans:
-        read[ch] = read.get(ch, 0) + n
 
 
 class DecodedTiles:
@@ -344,6 +340,11 @@ class DecodedTiles:
             del on[at]
 
 
+IDLE_BYTES = 1 << 30  # the largest machine kept idle for the next session on its bundle (Machine.release)
+RESTORE_GAP = 4096  # bytes between two runs a restore writes back as one (Machine._restore)
+_IDLE: dict[tuple, "Machine"] = {}  # (bundle id, options) -> the machine a closed session left
+
+
 class Machine:
     """The cores with their on-chip buffers and the shared memory channels, loaded from a bundle."""
 
@@ -361,15 +362,70 @@ class Machine:
         self.plans: dict[tuple, TokenPlan] = {}  # token structure -> its checked order (sim.static_check)
         self.check_s = 0.0  # seconds spent on hazard checks by the fast path
         self._forms: dict = {}  # (form, instruction bytes) -> what the form says of them (Machine._form)
+        self._kept_reads = np.zeros(cfg.mem_channels, np.int64)  # bytes per channel of kept reads, this run
+        self._kept_of: dict = {}  # (cache, key) -> a kept read's bytes per channel
+
+    @property
+    def math(self):
+        """The datapath's arithmetic: numerics on the slow path (the definition), its compiled form (sim.kernels)
+        on the fast one."""
+        return kernels.DEFINITION if self.slow_path else kernels
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, check_hazards: bool = True, tile_cache_bytes: int = 1 << 30,
                     slow_path: bool = False) -> "Machine":
+        """A machine holding ``bundle``'s images: the one a closed session on the same bundle left (see
+        :meth:`release`), with its memory put back as the images have it, or a new one."""
         extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
+        key = (id(bundle), check_hazards, tile_cache_bytes, slow_path)
+        m = _IDLE.pop(key, None)
+        if m is not None and m._bundle() is bundle and m.cfg == bundle.config and m._extent == extent:
+            m._restore(bundle)
+            return m
         m = cls(bundle.config, extent, check_hazards, tile_cache_bytes, slow_path)
         for ch, image in bundle.images.items():
             m.write_hbm(ch, 0, image)
+        m._bundle, m._extent, m._pool_key = weakref.ref(bundle), extent, key
         return m
+
+    def release(self) -> None:
+        """Done with: kept for the next :meth:`from_bundle` of the same bundle and options (the idle machines
+        hold at most :data:`IDLE_BYTES` in all; the longest idle goes first), which finds the weights it dequantized still decoded (an evaluation opens a session
+        for each problem)."""
+        key = getattr(self, "_pool_key", None)
+        if key is None or self.nbytes() > IDLE_BYTES:
+            return
+        _IDLE.pop(key, None)
+        _IDLE[key] = self
+        while sum(m.nbytes() for m in _IDLE.values()) > IDLE_BYTES:
+            _IDLE.pop(next(iter(_IDLE)))
+
+    def nbytes(self) -> int:
+        """Bytes of memory, buffers and kept tiles this machine holds."""
+        return (sum(m.size for m in self.hbm.values()) + sum(b.size for core in self.cores for b in core.values())
+                + self.tiles.size + self.tiles32.size + self.striped.size)
+
+    def _restore(self, bundle: Bundle) -> None:
+        """Memory as ``bundle`` loads it (only what differs is written back, so what was kept of the rest stays),
+        buffers zeroed, counts cleared."""
+        for ch, mem in self.hbm.items():
+            image = np.frombuffer(bundle.images.get(ch, b""), np.uint8)
+            want = np.zeros(mem.size, np.uint8)
+            want[:image.size] = image
+            differ = np.flatnonzero(mem != want)
+            if not differ.size:
+                continue
+            cuts = np.flatnonzero(np.diff(differ) > RESTORE_GAP) + 1  # runs of differing bytes, near ones joined
+            for run in np.split(differ, cuts):
+                lo, hi = int(run[0]), int(run[-1]) + 1
+                mem[lo:hi] = want[lo:hi]
+                self._written(ch, lo, hi)
+        for core in self.cores:
+            for b in core.values():
+                b.fill(0)
+        self.buf = self.cores[0]
+        self.check_s = 0.0
+        self._kept_reads[:] = 0
 
     # ----- host access -----
     def write_hbm(self, channel: int, addr: int, data: bytes) -> None:
@@ -430,6 +486,7 @@ class Machine:
         instruction as it runs. Both execute the same instructions in the same order."""
         if isinstance(programs, (bytes, bytearray)):
             programs = [programs]
+        self._kept_reads[:] = 0  # what a run that failed left
         with _one_blas_thread():
             return self._run(programs)
 
@@ -478,6 +535,7 @@ class Machine:
                 self._execute(core, ins, counters, raw)
             except ProgramError as e:  # the same kind of error, saying where
                 raise type(e)(f"core {core} instruction {i} ({ins.cls.name}): {e}") from None
+        self._fold_kept(counters)
         return counters
 
     def _footprint_of(self, raw: bytes) -> tuple[tuple[Access, ...], tuple[Access, ...]]:
@@ -514,6 +572,7 @@ class Machine:
                 raise type(e)(f"{where}: {e}") from None
 
         counters.instructions = run_in_token_order(streams, self.cfg, visit, hz)
+        self._fold_kept(counters)
         return counters
 
     def _execute(self, core: int, ins: Instruction, c: Counters, raw: bytes | None = None) -> None:
@@ -603,8 +662,27 @@ class Machine:
             spans = stripe_layout(ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, 1 << ins.stripe_log2)
             data.setflags(write=False)
             self.striped.put(key, spans, data)
-        _count_reads(c, spans)
+        self._count_kept(self.striped, key, spans)
         self._put(Buffer(ins.buf), Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride), data)
+
+    def _count_kept(self, cache: "DecodedTiles", key, spans: list[tuple[int, int, int]]) -> None:
+        """A kept read's bytes, counted per channel as reading them again would count them (folded into the run's
+        counters as it ends: one vector sum a read, not a dictionary entry a channel)."""
+        per_channel = self._kept_of.get((id(cache), key))
+        if per_channel is None:
+            if len(self._kept_of) >= 1 << 16:
+                self._kept_of.clear()
+            per_channel = np.zeros_like(self._kept_reads)
+            for ch, _, n in spans:
+                per_channel[ch] += n
+            self._kept_of[(id(cache), key)] = per_channel
+        self._kept_reads += per_channel
+
+    def _fold_kept(self, c: Counters) -> None:
+        read = c.hbm_read
+        for ch in np.flatnonzero(self._kept_reads).tolist():
+            read[ch] = read.get(ch, 0) + int(self._kept_reads[ch])
+        self._kept_reads[:] = 0
 
     def _stream_rows(self, ins: Instruction, c: Counters) -> np.ndarray:
         """A streamed MV's packed rows, read from its tile's stream image (flightc.compress.stream)."""
@@ -615,11 +693,16 @@ class Machine:
             self._check_positions(packed, weight_format(ins), ins.k)
         return packed
 
-    def _streamed_operand(self, ins: Instruction, c: Counters, raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _streamed_operand(self, ins: Instruction, c: Counters, raw: bytes) -> tuple[np.ndarray | None, np.ndarray]:
         """A streamed MV's INT8 operand rows [n, stream K] and the same as float32 (what the products take): read
         and dequantized once, then taken from :class:`DecodedTiles` until a store or the host writes over the
-        tile's bytes (the float32 rows from a smaller cache of their own: four times the bytes)."""
+        tile's bytes (the float32 rows from a smaller cache of their own: four times the bytes; where they are
+        kept, the INT8 rows are not looked up and come back None)."""
         key, shape = self._form(_stream_key, raw)
+        spans, w32 = self.tiles32.get(key)
+        if w32 is not None:
+            self._count_kept(self.tiles32, key, spans)
+            return None, w32
         spans, w = self.tiles.get(key)
         if w is None:
             w = unpack_rows(self._stream_rows(ins, Counters()), weight_format(ins), stream_k(self.cfg, ins))
@@ -627,12 +710,10 @@ class Machine:
             w.setflags(write=False)
             spans = stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
             self.tiles.put(key, spans, w)
-        _, w32 = self.tiles32.get(key)
-        if w32 is None:
-            w32 = w.astype(np.float32)
-            w32.setflags(write=False)
-            self.tiles32.put(key, spans, w32)
-        _count_reads(c, spans)
+        w32 = w.astype(np.float32)
+        w32.setflags(write=False)
+        self.tiles32.put(key, spans, w32)
+        self._count_kept(self.tiles, key, spans)
         return w, w32
 
     def _check_positions(self, packed: np.ndarray, fmt, k: int) -> None:
@@ -648,7 +729,8 @@ class Machine:
         fmt, w32 = f.fmt, None
         if f.streamed:
             w, w32 = self._streamed_operand(ins, c, raw)
-            w, w32 = w[:, :f.k], w32[:, :f.k]  # past K: zero acts
+            w32 = w32[:, :f.k]  # past K: zero acts
+            w = None if w is None else w[:, :f.k]
         elif f.kmajor:
             rows = self._get(f.w_buf, f.w, np.uint8)
             w = (rows.view(np.int8) if fmt.bits == 8 else nm.unpack_int4(rows, f.n)).T
@@ -658,8 +740,7 @@ class Machine:
                 self._check_positions(packed, fmt, f.k)
             w = unpack_rows(packed, fmt, f.k)
         acc = int8_products(a, w, w32)  # [m, n]
-        limit = 1 << (self.cfg.acc_bits - 1)
-        if acc.size and (acc.max() >= limit or acc.min() < -limit):
+        if not self.math.acc_within(acc, self.cfg.acc_bits):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
                                f"{self.cfg.acc_bits}-bit accumulators")
         c.macs += f.macs
@@ -671,14 +752,15 @@ class Machine:
             return
         mult, shift, bias = _requant_records(self._get(Buffer.PRM, f.rec, np.uint8).tobytes(), f.n)
         acc = acc + bias
+        math = self.math
         if mode is OutMode.REQ_I8:
             lut = self._get(Buffer.PRM, f.lut, np.int8)[0] if f.lut is not None else None
-            self._put(out_buf, out, nm.mpe_requant_i8(acc, mult, shift, lut))
+            self._put(out_buf, out, math.mpe_requant_i8(acc, mult, shift, lut))
         elif mode is OutMode.REQ_I32:
-            self._put(out_buf, out, nm.sat_i32(nm.requantize(acc, mult, shift)).astype("<i4"))
+            self._put(out_buf, out, math.requant_i32(acc, mult, shift).astype("<i4"))
         else:
             res = self._get(out_buf, out, "<i4")
-            self._put(out_buf, out, nm.residual_add(res, acc, mult, shift).astype("<i4"))
+            self._put(out_buf, out, math.residual_add(res, acc, mult, shift).astype("<i4"))
 
     def _check_given_max(self, ins: Instruction, x: np.ndarray) -> None:
         """SOFTMAX.max_given: the INT32 past each row is the row's visible maximum (the hardware uses it as is)."""
@@ -696,6 +778,7 @@ class Machine:
     def _misc(self, ins: Instruction, c: Counters, raw: bytes) -> None:
         mop, rows, cols, sb, db, src, src_elem, dst, prm_at = _misc_form(raw)
         x = self._get(sb, src, src_elem).astype(np.int64)
+        math = self.math
         c.sfu_elements += rows * cols
         if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
             prm = self._get(Buffer.PRM, prm_at, np.uint8)[0]
@@ -706,9 +789,9 @@ class Machine:
                                    f"into the gains")
             try:
                 if mop is MiscOp.RMSNORM:
-                    y = nm.rmsnorm(x, gain, eps_q, ins.shift)
+                    y = math.rmsnorm(x, gain, eps_q, ins.shift)
                 else:
-                    y = nm.layernorm(x, gain, bias, eps_q, ins.shift)
+                    y = math.layernorm(x, gain, bias, eps_q, ins.shift)
             except ValueError as e:
                 raise ProgramError(f"{mop.name} over {rows} rows of {cols}: {e} (the divisor is the rows' rms << "
                                    f"shift {ins.shift}): scale the input down or lower the shift") from None
@@ -718,24 +801,24 @@ class Machine:
                 raise ProgramError(f"ROPE head size {d} must be even and divide cols {cols}")
             row = ROPE.row_bytes(d)
             tab = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, rows, row, row), np.uint8)
-            y = nm.rope(x, *ROPE.unpack(tab, rows, d), d)
+            y = math.rope(x, *ROPE.unpack(tab, rows, d), d)
         elif mop is MiscOp.SOFTMAX:
             try:
-                y = nm.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)
+                y = math.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)
             except ValueError as e:
                 raise ProgramError(str(e)) from None
             if ins.max_given:
                 self._check_given_max(ins, x)
         elif mop is MiscOp.EMUL:
             x2 = self._get(sb, Access(("buf", sb), ins.src2_addr, rows, cols, ins.src_stride), np.int8)
-            y = nm.emul(x, x2, ins.imm, ins.shift)
+            y = math.emul(x, x2, ins.imm, ins.shift)
         elif mop is MiscOp.DEQ:
-            y = nm.deq(x, ins.imm, ins.shift).astype("<i4")
+            y = math.deq(x, ins.imm, ins.shift).astype("<i4")
         elif mop is MiscOp.REQ:
-            y = nm.mpe_requant_i8(x, ins.imm, ins.shift, None)
+            y = math.req(x, ins.imm, ins.shift)
         elif mop is MiscOp.DEQ_ADD:
             res = self._get(db, dst, "<i4")
-            y = nm.deq_add(res, x, ins.imm, ins.shift).astype("<i4")
+            y = math.deq_add(res, x, ins.imm, ins.shift).astype("<i4")
         else:  # pragma: no cover
             raise ProgramError(f"unknown MISC op {mop}")
         self._put(db, dst, y)

@@ -38,11 +38,12 @@ def test_streamed_keys_rewritten_every_step_still_match_the_reference():
     ref_tokens, ref_logits = greedy(IntegerModel(c.integer, MAX_LEN), PROMPT, 8)
     with Session(c.bundle, "fsim") as s:
         out = list(s.generate(PROMPT, 8))
-        tiles = s.device.machine.tiles
+        machine = s.device.machine
     assert [t for t, _ in out] == ref_tokens
     for (_, z), r in zip(out, ref_logits):
         assert np.array_equal(z, r)
-    assert tiles.hits > 0 and tiles.dropped > 0  # weights reused, key tiles dropped as the stores extended them
+    # weights reused (their float32 copies serve the products), key tiles dropped as the stores extended them
+    assert machine.tiles32.hits > 0 and machine.tiles.dropped > 0 and machine.tiles32.dropped > 0
 
 
 def test_int8_products_are_exact_where_one_float32_sum_would_not_be():
@@ -100,3 +101,52 @@ def test_a_striped_load_is_read_again_once_its_bytes_are_written():
     overwrite(fresh)
     after = run(fresh)
     assert after != before and run(warm) == after
+
+
+def test_a_closed_sessions_machine_serves_the_next_session_on_its_bundle_as_a_fresh_one_would():
+    """An evaluation opens a session per problem: the next one takes the machine the last one closed, with its
+    dequantized weights, and its memory put back as the bundle has it, so it answers as a new machine does; bytes
+    the host wrote over a weight in a session are put back for the next and that tile alone is decoded again."""
+    from flightc.sim.functional import Machine
+
+    c = compiled("tiny-llama", "w8", hw="u280")
+    decoded: list[list] = []
+
+    def generate(before=None, **options):
+        with Session(c.bundle, "fsim", **options) as s:
+            machine = s.device.machine
+            if before:
+                before(machine)
+            put, decoded_now = machine.tiles.put, []
+            machine.tiles.put = lambda key, *rest: (decoded_now.append(key), put(key, *rest))
+            out = list(s.generate(PROMPT, 6))
+            del machine.tiles.put
+        decoded.append(decoded_now)
+        return machine, out
+
+    machine, first = generate()
+    assert generate()[0] is machine
+    weights = set(decoded[0]) - set(decoded[1])  # not decoded again (keys the stores extend are, every step)
+    assert weights
+    weight = sorted(weights, key=str)[0]
+    ch, at, n = machine.tiles.entries[weight][0][0]
+
+    def zero_it(m: Machine) -> None:  # the host zeroes part of the weight before the session runs
+        m.write_hbm(ch, at, bytes(n))
+
+    assert generate(zero_it)[0] is machine and set(decoded[2]) - set(decoded[1]) == {weight}
+    again_machine, again = generate()  # the weight put back as the bundle has it, decoded again
+    assert again_machine is machine
+    assert [t for t, _ in again] == [t for t, _ in first]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again, first))
+    assert set(decoded[3]) - set(decoded[1]) == {weight}
+    other_machine, _ = generate(tile_cache_mb=32)  # other options: a machine of its own
+    assert other_machine is not machine
+
+    extent = {int(k): v for k, v in c.bundle.manifest.memory_map["extent"].items()}
+    fresh = Machine(c.bundle.config, extent)
+    for channel, image in c.bundle.images.items():
+        fresh.write_hbm(channel, 0, image)
+    taken = Machine.from_bundle(c.bundle)
+    assert taken is machine and all(np.array_equal(taken.hbm[k], fresh.hbm[k]) for k in fresh.hbm)
+    assert all(np.array_equal(b, fresh.cores[0][k]) for k, b in taken.cores[0].items())

@@ -161,6 +161,8 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
 
     A multiplier above ``group_scale_max(bits)`` breaks an ISA rule and is refused (ProgramError), so the product is
     always an INT8 value: the hardware may apply multipliers to group partial sums instead, with the same result."""
+    if fmt.bits == 8 and not fmt.sparse and not fmt.group:  # the bytes are the operands (an INT8 KV cache's keys)
+        return rows_bytes[:, :k].view(np.int8).copy()
     n = rows_bytes.shape[0]
     nnz = fmt.nnz(k)
     vbytes = (nnz * fmt.bits + 7) // 8

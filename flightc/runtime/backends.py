@@ -189,7 +189,7 @@ class FunctionalBackend:
         return self.machine.check_s
 
     def close(self) -> None:
-        pass
+        self.machine.release()  # for the next session on this bundle, its decoded weights in it
 
 
 class PerfBackend:
