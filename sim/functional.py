@@ -282,7 +282,7 @@ def int8_products(a: np.ndarray, w: np.ndarray | None, w32: np.ndarray | None = 
     a32 = a.astype(np.float32)
     if k <= CHUNK:
         return (a32 @ w32.T).astype(np.int64)
-    acc = np.zeros((a.shape[0], w.shape[0]), np.int64)
+    acc = np.zeros((a.shape[0], w32.shape[0]), np.int64)
     for c in range(0, k, CHUNK):
         acc += (a32[:, c:c + CHUNK] @ w32[:, c:c + CHUNK].T).astype(np.int64)
     return acc

@@ -59,6 +59,7 @@ class TokenPlan:
     flat: tuple | None = None  # the reference's accesses as arrays (sim.static_check._flat), made on first use
     arrays: dict = field(default_factory=dict)  # (bytes, core) -> an instruction's accesses as arrays
     early: AccessIndex | None = None  # the reference's tiles read ahead of their waits (MV.w_early), by their bytes
+    rivals: dict = field(default_factory=dict)  # gather position -> (space, lo, hi) of the writes it may race
 
 
 def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footprint_of, ids_of) -> TokenPlan:
@@ -148,6 +149,8 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
     the reference's, or a gather, races an access no token chain orders it with; returns how many
     instructions were re-examined. ``gathers_only``: these streams passed this check before, so only the gathers,
     whose rows depend on the ids now in memory, are looked at again."""
+    if gathers_only and _gathers_clear(plan, streams, cfg, footprint_of, ids_of):
+        return len(plan.gathers)
     changed = [] if gathers_only else [
         plan.pos[(c, i)] for c, s in enumerate(streams) for i, (ins, raw) in enumerate(s)
         if raw != plan.ref_raw[c][i] and (c, i) in plan.pos
@@ -228,6 +231,30 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
         later, earlier = (mine, theirs) if mine[0] > theirs[0] else (theirs, mine)  # as the slow path meets them
         raise ProgramError(_race(plan, streams, later, earlier))
     return len(changed)
+
+
+def _gathers_clear(plan: TokenPlan, streams: list[Decoded], cfg: HardwareConfig, footprint_of, ids_of) -> bool:
+    """Whether no row a gather reads now lies within the span of a write no token chain orders it with (the
+    writes found once a plan; only the rows move with the ids): then :func:`check_against_plan` would find
+    nothing, and where one does, it looks at them all and says what races."""
+    if plan.flat is None:
+        plan.flat = _flat(plan)
+    for p in plan.gathers:
+        c, i = plan.order[p]
+        ins, raw = streams[c][i]
+        space, lo, hi, write, _ = _instruction_arrays(ins, raw, c, i, cfg, footprint_of, ids_of)
+        rivals = plan.rivals.get(p)
+        if rivals is None:
+            r_owner, r_space, r_lo, r_hi, r_write, _ = plan.flat
+            u, sq, agent_of = plan.agent[p], plan.seq[p], plan.agent[r_owner]
+            unordered = (r_write & (agent_of != u) & ~np.isin(r_owner, plan.gathers)
+                         & (plan.clock[r_owner, u] < sq) & (plan.clock[p, agent_of] < plan.seq[r_owner]))
+            rivals = plan.rivals[p] = (r_space[unordered], r_lo[unordered], r_hi[unordered])
+        r_space, r_lo, r_hi = rivals
+        if r_space.size and ((space[:, None] == r_space) & (lo[:, None] < r_hi) & (r_lo < hi[:, None])
+                             & (lo < hi)[:, None]).any():
+            return False
+    return True
 
 
 def _race(plan: TokenPlan, streams: list[Decoded], later: tuple, earlier: tuple) -> str:

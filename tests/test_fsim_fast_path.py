@@ -242,3 +242,31 @@ def test_a_two_core_bundle_runs_exactly_on_the_fast_path():
         with Session(c.bundle, "fsim", slow_path=slow) as s:
             runs.append([z.tobytes() for _, z in s.generate([3, 1, 4, 1], 5)])
     assert runs[0] == runs[1]
+
+
+def test_a_gather_whose_rows_move_onto_an_unordered_store_is_refused_on_a_later_run():
+    """A program checked once is not re-examined, except its gathers: here a gather and a store no token orders
+    race only when an id in memory picks the row the store writes. Ids that miss it run; then the host writes one
+    that hits it and the same program is refused on the fast path as on the slow one, in the same words."""
+    from flightc.isa.codec import make
+
+    row, hit = 16, 2
+    program = encode_program([
+        make("LD", buf=int(Buffer.ACT), buf_addr=0, channel=1, hbm_addr=0, rows=1, row_bytes=row, hbm_stride=row,
+             buf_stride=row, gather=1, ids_addr=0),
+        make("ST", buf=int(Buffer.ACT), buf_addr=1024, channel=1, hbm_addr=hit * row, rows=1, row_bytes=row,
+             hbm_stride=row, buf_stride=row),
+        make("SYS", op=SysOp.END)])
+    fast, slow = (Machine(CFG, {0: 64, **{ch: 1 << 10 for ch in range(1, CFG.mem_channels)}}, slow_path=s)
+                  for s in (False, True))
+    said = []
+    for ids in ([0], [5], [hit]):
+        for m in (fast, slow):
+            m.write_hbm(0, 0, np.asarray(ids, "<i4").tobytes())
+            try:
+                m.run(program)
+                said.append(None)
+            except ProgramError as e:
+                said.append(str(e))
+    assert said[:4] == [None] * 4
+    assert said[4] and RACE.search(said[4]) and said[4] == said[5]

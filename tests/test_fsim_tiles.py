@@ -57,6 +57,7 @@ def test_int8_products_are_exact_where_one_float32_sum_would_not_be():
     w[2, ::2] = 1
     expect = a.astype(np.int64) @ w.astype(np.int64).T
     assert np.array_equal(int8_products(a, w), expect)
+    assert np.array_equal(int8_products(a, None, w.astype(np.float32)), expect)  # a kept tile's float32 rows alone
     s = np.random.default_rng(0).integers(-128, 128, size=(4, k)).astype(np.int8)
     assert np.array_equal(int8_products(s, w), s.astype(np.int64) @ w.astype(np.int64).T)
     one_sum = (a.astype(np.float32) @ w.astype(np.float32).T).astype(np.int64)
