@@ -200,6 +200,20 @@ def _requant_records(records: bytes, n: int) -> tuple[np.ndarray, np.ndarray, np
     return out
 
 
+@lru_cache(maxsize=4096)
+def _norm_params(record: bytes, cols: int, layernorm: bool) -> tuple:
+    """A norm's parameter record (flightc.records.NORM) once per distinct bytes (read-only arrays)."""
+    eps_q, gain, bias = NORM.unpack(record, cols, layernorm)
+    for a in (gain, bias):
+        if a is not None:
+            a.setflags(write=False)
+    return eps_q, gain, bias
+
+
+def _nothing(c: Counters) -> None:
+    """A SYS instruction on the fast path: the tokens it carries are the plan's."""
+
+
 @lru_cache(maxsize=1 << 16)
 def _stream_key(raw: bytes, cfg: HardwareConfig):
     """A streamed MV's tile: where it lies and its shape (the key of :class:`DecodedTiles`), and the shape."""
@@ -364,6 +378,15 @@ class Machine:
         self._forms: dict = {}  # (form, instruction bytes) -> what the form says of them (Machine._form)
         self._kept_reads = np.zeros(cfg.mem_channels, np.int64)  # bytes per channel of kept reads, this run
         self._kept_of: dict = {}  # (cache, key) -> a kept read's bytes per channel
+        self._ops: dict = {}  # (core, instruction bytes) -> the instruction bound to this machine (Machine._bound)
+
+    def __getstate__(self) -> dict:
+        """A copy (copy.deepcopy) binds its instructions to its own buffers, and is nobody's idle machine."""
+        state = dict(self.__dict__)
+        state["_ops"] = {}
+        for name in ("_bundle", "_pool_key"):
+            state.pop(name, None)
+        return state
 
     @property
     def math(self):
@@ -527,12 +550,12 @@ class Machine:
         if plan.ids_written:
             return self._run_slow(streams)
         counters = Counters(instructions=dict(plan.counts))
+        ops = self._ops
         for core, i in plan.order:
             ins, raw = streams[core][i]
-            if ins.opcode is Opcode.SYS:
-                continue
+            op = ops.get((core, raw)) or self._bound(core, ins, raw)
             try:
-                self._execute(core, ins, counters, raw)
+                op(counters)
             except ProgramError as e:  # the same kind of error, saying where
                 raise type(e)(f"core {core} instruction {i} ({ins.cls.name}): {e}") from None
         self._fold_kept(counters)
@@ -602,6 +625,214 @@ class Machine:
             self._mpe(ins, c, raw)
         elif op is Opcode.MISC:
             self._misc(ins, c, raw)
+
+    # ----- the fast path's instructions, bound once to this machine -----
+    def _bound(self, core: int, ins: Instruction, raw: bytes):
+        """``raw`` on ``core`` as a function of the run's counters, with what its fields decide worked out once
+        (buffers, selectors, forms, range checks): the same work as :meth:`_execute` with the compiled arithmetic
+        and none of its per-run lookups. Where a check of the fields fails, or for the rarer forms, it is
+        :meth:`_execute` itself, which says what is wrong as the slow path does; and a bound instruction whose
+        values are refused (an overflow, a norm out of range) hands over to it to say so."""
+        if len(self._ops) >= 1 << 16:
+            self._ops.clear()
+
+        def generic(c: Counters) -> None:
+            self._execute(core, ins, c, raw)
+        try:
+            op = self._bind(core, ins, raw, generic) or generic
+        except (ProgramError, ValueError):
+            op = generic
+        self._ops[(core, raw)] = op
+        return op
+
+    def _bind(self, core: int, ins: Instruction, raw: bytes, generic):
+        op, bufs = ins.opcode, self.cores[core]
+        if op is Opcode.SYS:
+            return _nothing
+        if op is Opcode.LD and not ins.gather:
+            return self._bind_striped(ins, bufs, generic) if striped(ins) else self._bind_load(raw, bufs)
+        if op is Opcode.ST:
+            return self._bind_store(raw, bufs)
+        if op in (Opcode.MM, Opcode.MV):
+            self._form(_operands_checked, raw)
+            return self._bind_mpe(ins, raw, bufs, generic)
+        if op is Opcode.MISC:
+            self._form(_operands_checked, raw)
+            return self._bind_misc(ins, raw, bufs, generic)
+        return None
+
+    @staticmethod
+    def _selector(mem: np.ndarray, a: Access):
+        """``a``'s bytes in ``mem`` (None where they run past it, or there are none)."""
+        sel, end = byte_selector(a.addr, a.rows, a.width, a.stride)
+        return sel if a.rows and a.width and end <= mem.size else None
+
+    def _bind_load(self, raw: bytes, bufs: dict):
+        channel, addr, span, moved, src, b, _, dst, dst_end = _ld_form(raw)
+        mem, onchip = self.hbm.get(channel), bufs[b]
+        if mem is None or span and (addr < 0 or addr + span > mem.size) or dst_end > onchip.size:
+            return None
+
+        def load(c: Counters) -> None:
+            onchip[dst] = mem[src]
+            read = c.hbm_read
+            read[channel] = read.get(channel, 0) + moved
+        return load
+
+    def _bind_store(self, raw: bytes, bufs: dict):
+        onchip, pack4, rows, row_bytes, targets = self._form(_st_form, raw)
+        src = bufs[Buffer(onchip.space[1])]
+        sel = self._selector(src, onchip)
+        if sel is None:
+            return None
+        buf_rows = onchip.rows
+        runs = []  # (row or None, memory, selector, channel, first byte, one past the last or None, bytes)
+        for r, channel, addr, n, stride in targets:
+            mem = self.hbm.get(channel)
+            ix, end = byte_selector(addr, n, row_bytes, stride)
+            if mem is None or n and row_bytes and (addr < 0 or end > mem.size):
+                return None
+            runs.append((r, mem, ix, channel, addr, end if n and row_bytes else None, n * row_bytes))
+
+        def store(c: Counters) -> None:
+            data = src[sel].reshape(buf_rows, -1)
+            if pack4:
+                data = nm.pack_int4(data.view(np.int8))
+            data = data.reshape(rows, row_bytes)
+            written = c.hbm_written
+            for r, mem, ix, channel, addr, end, nbytes in runs:
+                mem[ix] = (data if r is None else data[r:r + 1]).ravel()
+                if end is not None:
+                    self._written(channel, addr, end)
+                written[channel] = written.get(channel, 0) + nbytes
+        return store
+
+    def _bind_striped(self, ins: Instruction, bufs: dict, generic):
+        onchip = bufs[Buffer(ins.buf)]
+        dst = self._selector(onchip, Access(("buf", ins.buf), ins.buf_addr, 1, ins.row_bytes, ins.buf_stride))
+        if ins.rows != 1 or ins.channel + ins.stripe > self.cfg.mem_channels or dst is None:
+            return None
+        key, kept = (ins.channel, ins.hbm_addr, ins.row_bytes, ins.stripe, ins.stripe_log2), self.striped
+
+        def load(c: Counters) -> None:
+            spans, data = kept.get(key)
+            if data is None:  # read (and kept) as the generic path reads it
+                return generic(c)
+            self._count_kept(kept, key, spans)
+            onchip[dst] = data
+        return load
+
+    def _bind_mpe(self, ins: Instruction, raw: bytes, bufs: dict, generic):
+        f = _mpe_form(raw)
+        if f.kmajor or not f.streamed and f.fmt.sparse:
+            return None
+        act, out_mem, prm = bufs[Buffer.ACT], bufs[f.out_buf], bufs[Buffer.PRM]
+        a_sel, out_sel = self._selector(act, f.a), self._selector(out_mem, f.out)
+        if a_sel is None or out_sel is None:
+            return None
+        w_mem = w_sel = None
+        if not f.streamed:
+            w_mem = bufs[f.w_buf]
+            w_sel = self._selector(w_mem, f.w)
+            if w_sel is None:
+                return None
+        max_sel = rec_sel = lut_sel = None
+        if f.out_max is not None and (max_sel := self._selector(out_mem, f.out_max)) is None:
+            return None
+        if f.rec is not None and (rec_sel := self._selector(prm, f.rec)) is None:
+            return None
+        if f.lut is not None and (lut_sel := self._selector(prm, f.lut)) is None:
+            return None
+        m, n, k, fmt, a_dtype, mode, macs, bits = f.m, f.n, f.k, f.fmt, f.a_dtype, f.mode, f.macs, self.cfg.acc_bits
+        w_rows = f.w.rows if f.w is not None else 0
+
+        def mpe(c: Counters) -> None:
+            a = act[a_sel].view(a_dtype).reshape(m, -1)
+            if w_mem is None:
+                w, w32 = None, self._streamed_operand(ins, c, raw)[1][:, :k]
+            else:
+                w, w32 = unpack_rows(w_mem[w_sel].reshape(w_rows, -1), fmt, k), None
+            acc = int8_products(a, w, w32)
+            if not kernels.acc_within(acc, bits):
+                return generic(c)  # which says how far it overflows
+            c.macs += macs
+            if mode is OutMode.ACC32:
+                out_mem[out_sel] = acc.astype("<i4").view(np.uint8).ravel()
+                if max_sel is not None:
+                    out_mem[max_sel] = acc.max(axis=1).astype("<i4").view(np.uint8)
+                return
+            mult, shift, bias = _requant_records(prm[rec_sel].tobytes(), n)
+            acc += bias
+            if mode is OutMode.REQ_I8:
+                y = kernels.mpe_requant_i8(acc, mult, shift, None if lut_sel is None else prm[lut_sel].view(np.int8))
+            elif mode is OutMode.REQ_I32:
+                y = kernels.requant_i32(acc, mult, shift)
+            else:
+                y = kernels.residual_add(out_mem[out_sel].view("<i4").reshape(m, n), acc, mult, shift)
+            out_mem[out_sel] = y.view(np.uint8).ravel()
+        return mpe
+
+    def _bind_misc(self, ins: Instruction, raw: bytes, bufs: dict, generic):
+        mop, rows, cols, sb, db, src, src_elem, dst, prm_at = _misc_form(raw)
+        src_mem, dst_mem, prm = bufs[sb], bufs[db], bufs[Buffer.PRM]
+        s_sel, d_sel = self._selector(src_mem, src), self._selector(dst_mem, dst)
+        if s_sel is None or d_sel is None:
+            return None
+        imm, shift = ins.imm, ins.shift
+        if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
+            p_sel, layer = self._selector(prm, prm_at), mop is MiscOp.LAYERNORM
+            if p_sel is None or shift > nm.NORM_SHIFT_MAX:
+                return None
+
+            def compute(x):
+                eps_q, gain, bias = _norm_params(prm[p_sel].tobytes(), cols, layer)
+                return (kernels.layernorm(x, gain, bias, eps_q, shift) if layer
+                        else kernels.rmsnorm(x, gain, eps_q, shift))
+        elif mop is MiscOp.ROPE:
+            d = imm
+            if d <= 0 or d % 2 or cols % d:
+                return None
+            row = ROPE.row_bytes(d)
+            t_sel = self._selector(prm, Access(("buf", Buffer.PRM), ins.prm_addr, rows, row, row))
+            if t_sel is None:
+                return None
+
+            def compute(x):
+                return kernels.rope(x, *ROPE.unpack(prm[t_sel], rows, d), d)
+        elif mop is MiscOp.SOFTMAX and not ins.max_given:
+            offset, window = ins.offset, ins.window
+
+            def compute(x):
+                return kernels.softmax(x, imm, shift, offset, window)
+        elif mop is MiscOp.EMUL:
+            x2_sel = self._selector(src_mem, Access(("buf", sb), ins.src2_addr, rows, cols, ins.src_stride))
+            if x2_sel is None:
+                return None
+
+            def compute(x):
+                return kernels.emul(x, src_mem[x2_sel].view(np.int8).reshape(rows, -1), imm, shift)
+        elif mop is MiscOp.DEQ:
+            def compute(x):
+                return kernels.deq(x, imm, shift)
+        elif mop is MiscOp.REQ:
+            def compute(x):
+                return kernels.req(x, imm, shift)
+        elif mop is MiscOp.DEQ_ADD:
+            def compute(x):
+                return kernels.deq_add(dst_mem[d_sel].view("<i4").reshape(rows, -1), x, imm, shift)
+        else:
+            return None
+        elements = rows * cols
+
+        def misc(c: Counters) -> None:
+            x = src_mem[s_sel].view(src_elem).reshape(rows, -1).astype(np.int64)
+            try:
+                y = compute(x)
+            except ValueError:
+                return generic(c)  # which says what is refused, as the slow path does
+            c.sfu_elements += elements
+            dst_mem[d_sel] = y.view(np.uint8).ravel()
+        return misc
 
     def _ids(self, ins: Instruction) -> list[int]:
         ids_ix = self._hbm_rows(0, ins.ids_addr, 1, 4 * ins.rows, 0)
