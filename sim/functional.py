@@ -282,12 +282,14 @@ def _one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
-def int8_products(a: np.ndarray, w: np.ndarray | None, w32: np.ndarray | None = None) -> np.ndarray:
+def int8_products(a: np.ndarray, w: np.ndarray | None, w32: np.ndarray | None = None,
+                  float_sums: bool = False) -> np.ndarray:
     """``a @ w.T`` exactly, as int64, for 8-bit activations ``a`` [m, k] (signed or unsigned) and weights ``w``
     [n, k]: float32 products over K in chunks of :data:`CHUNK`, so that BLAS does the work and every partial sum,
     an integer below 2^24 in magnitude whatever order BLAS adds in, is exact; the chunks' sums are added in int64.
     ``w32``, if given, is INT8 weights as float32 already (a kept tile's; ``w`` may then be None). Other operands
-    take the int64 product."""
+    take the int64 product. ``float_sums``: where one float32 product covers K, its float32 result as it is (every
+    value an integer, exactly: what sim.kernels.mpe_output takes without a conversion pass)."""
     if a.dtype not in (np.int8, np.uint8) or (w32 is None and w.dtype != np.int8):
         return a.astype(np.int64) @ w.astype(np.int64).T
     k = a.shape[1]
@@ -295,7 +297,7 @@ def int8_products(a: np.ndarray, w: np.ndarray | None, w32: np.ndarray | None = 
         w32 = w.astype(np.float32)
     a32 = a.astype(np.float32)
     if k <= CHUNK:
-        return (a32 @ w32.T).astype(np.int64)
+        return a32 @ w32.T if float_sums else (a32 @ w32.T).astype(np.int64)
     acc = np.zeros((a.shape[0], w32.shape[0]), np.int64)
     for c in range(0, k, CHUNK):
         acc += (a32[:, c:c + CHUNK] @ w32[:, c:c + CHUNK].T).astype(np.int64)
@@ -743,7 +745,9 @@ class Machine:
             return None
         if f.lut is not None and (lut_sel := self._selector(prm, f.lut)) is None:
             return None
-        m, n, k, fmt, a_dtype, mode, macs, bits = f.m, f.n, f.k, f.fmt, f.a_dtype, f.mode, f.macs, self.cfg.acc_bits
+        m, n, k, fmt, a_dtype, macs, bits = f.m, f.n, f.k, f.fmt, f.a_dtype, f.macs, self.cfg.acc_bits
+        kind = {OutMode.ACC32: kernels.ACC32, OutMode.REQ_I8: kernels.REQ_I8, OutMode.REQ_I32: kernels.REQ_I32,
+                OutMode.REQ_ADD: kernels.REQ_ADD}[f.mode]
         w_rows = f.w.rows if f.w is not None else 0
 
         def mpe(c: Counters) -> None:
@@ -752,24 +756,20 @@ class Machine:
                 w, w32 = None, self._streamed_operand(ins, c, raw)[1][:, :k]
             else:
                 w, w32 = unpack_rows(w_mem[w_sel].reshape(w_rows, -1), fmt, k), None
-            acc = int8_products(a, w, w32)
-            if not kernels.acc_within(acc, bits):
-                return generic(c)  # which says how far it overflows
-            c.macs += macs
-            if mode is OutMode.ACC32:
-                out_mem[out_sel] = acc.astype("<i4").view(np.uint8).ravel()
-                if max_sel is not None:
-                    out_mem[max_sel] = acc.max(axis=1).astype("<i4").view(np.uint8)
-                return
-            mult, shift, bias = _requant_records(prm[rec_sel].tobytes(), n)
-            acc += bias
-            if mode is OutMode.REQ_I8:
-                y = kernels.mpe_requant_i8(acc, mult, shift, None if lut_sel is None else prm[lut_sel].view(np.int8))
-            elif mode is OutMode.REQ_I32:
-                y = kernels.requant_i32(acc, mult, shift)
+            acc = int8_products(a, w, w32, float_sums=True)
+            if kind == kernels.ACC32:
+                y = kernels.mpe_output(kind, acc, bits)
             else:
-                y = kernels.residual_add(out_mem[out_sel].view("<i4").reshape(m, n), acc, mult, shift)
+                mult, shift, bias = _requant_records(prm[rec_sel].tobytes(), n)
+                y = kernels.mpe_output(kind, acc, bits, bias, mult, shift,
+                                       None if lut_sel is None else prm[lut_sel].view(np.int8),
+                                       out_mem[out_sel].view("<i4").reshape(m, n) if kind == kernels.REQ_ADD else None)
+            if y is None:
+                return generic(c)  # which says how far a sum overflows
+            c.macs += macs
             out_mem[out_sel] = y.view(np.uint8).ravel()
+            if max_sel is not None:
+                out_mem[max_sel] = acc.max(axis=1).astype(np.int64).astype("<i4").view(np.uint8)
         return mpe
 
     def _bind_misc(self, ins: Instruction, raw: bytes, bufs: dict, generic):

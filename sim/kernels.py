@@ -128,6 +128,53 @@ def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.n
     return out
 
 
+# ----- the MPE's output stage fused with its accumulator check (the fast path's one call an MPE instruction) -----
+
+ACC32, REQ_I8, REQ_I32, REQ_ADD = range(4)  # what the output stage writes (flightc.isa.table.OutMode's kinds)
+
+
+@njit(**_JIT)
+def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
+    m, n = acc.shape
+    for i in range(m):
+        for j in range(n):
+            v = np.int64(acc[i, j])
+            if v >= limit or v < -limit:
+                return False
+            if kind == ACC32:
+                out[i, j] = v
+                continue
+            y = _round_shift((v + bias[j]) * mult[j], shift[j])
+            if kind == REQ_I8:
+                y = _clamp(y, _I8_MIN, _I8_MAX)
+                out[i, j] = lut[y + 128] if lut.size else y
+            elif kind == REQ_I32:
+                out[i, j] = _clamp(y, _I32_MIN, _I32_MAX)
+            else:
+                out[i, j] = _clamp(np.int64(res[i, j]) + y, _I32_MIN, _I32_MAX)
+    return True
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+_NO_RES = np.zeros((0, 0), np.int32)
+
+
+def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
+               shift: np.ndarray | None = None, lut: np.ndarray | None = None,
+               res: np.ndarray | None = None) -> np.ndarray | None:
+    """What the MPE's output stage writes for the raw sums ``acc`` [m, n] (int64, or float32 holding integers
+    exactly): ``kind`` ACC32 the sums as INT32, REQ_I8 :func:`mpe_requant_i8` of acc + bias (through ``lut`` if
+    given), REQ_I32 :func:`requant_i32`, REQ_ADD :func:`residual_add` into ``res``; None where a sum does not fit
+    ``bits`` signed bits (the MPE refuses the instruction). One pass over the sums."""
+    if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
+        raise ValueError(f"an activation LUT has {nm.LUT_ENTRIES} entries, not {np.size(lut)}")
+    out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
+    per_column = [_NO_ROWS if v is None else _rows(v) for v in (bias, mult, shift)]
+    ok = _mpe_output(kind, acc, np.int64(1) << (bits - 1), *per_column,
+                     _NO_LUT if lut is None else np.asarray(lut, np.int8), _NO_RES if res is None else res, out)
+    return out if ok else None
+
+
 # ----- special-function unit -----
 
 @njit(**_JIT)

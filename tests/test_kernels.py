@@ -27,12 +27,26 @@ def test_the_mpe_output_stages_equal_their_definitions(seed):
     shift[: n // 2] = rng.integers(25, 50, n // 2)  # the usual range, where results do not all saturate
     res = rng.integers(-(1 << 31), 1 << 31, (m, n)).astype(np.int32)
     lut = rng.integers(-128, 128, nm.LUT_ENTRIES).astype(np.int8)
+    bias = rng.integers(-(1 << 20), 1 << 20, n)
     for table in (None, lut):
         same(K.mpe_requant_i8(acc, mult, shift, table), D.mpe_requant_i8(acc, mult, shift, table))
     same(K.requant_i32(acc, mult, shift), D.requant_i32(acc, mult, shift))
     same(K.residual_add(res, acc, mult, shift), D.residual_add(res, acc, mult, shift))
     for bits in (20, 24, 32, 48):
         assert K.acc_within(acc, bits) == D.acc_within(acc, bits)
+        fits = D.acc_within(acc, bits)
+        for kind, want in ((K.ACC32, lambda: acc.astype("<i4")),
+                           (K.REQ_I8, lambda: D.mpe_requant_i8(acc + bias, mult, shift, lut)),
+                           (K.REQ_I32, lambda: D.requant_i32(acc + bias, mult, shift)),
+                           (K.REQ_ADD, lambda: D.residual_add(res, acc + bias, mult, shift))):
+            got = K.mpe_output(kind, acc, bits, bias, mult, shift, lut if kind == K.REQ_I8 else None,
+                               res if kind == K.REQ_ADD else None)
+            assert (got is None) == (not fits)
+            if fits:
+                same(got, want())
+    small = acc >> 12  # sums one float32 product holds exactly: taken as they come
+    same(K.mpe_output(K.REQ_I8, small.astype(np.float32), 32, bias, mult, shift),
+         D.mpe_requant_i8(small + bias, mult, shift, None))
     assert not K.acc_within(np.array([[1 << 23]]), 24) and K.acc_within(np.array([[-(1 << 23)]]), 24)
 
 
