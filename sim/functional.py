@@ -745,29 +745,37 @@ class Machine:
             return None
         if f.lut is not None and (lut_sel := self._selector(prm, f.lut)) is None:
             return None
-        m, n, k, fmt, a_dtype, macs, bits = f.m, f.n, f.k, f.fmt, f.a_dtype, f.macs, self.cfg.acc_bits
+        m, n, k, fmt, a_dtype, macs = f.m, f.n, f.k, f.fmt, f.a_dtype, f.macs
         kind = {OutMode.ACC32: kernels.ACC32, OutMode.REQ_I8: kernels.REQ_I8, OutMode.REQ_I32: kernels.REQ_I32,
                 OutMode.REQ_ADD: kernels.REQ_ADD}[f.mode]
+        out_dtype, limit = np.int8 if kind == kernels.REQ_I8 else np.int32, 1 << (self.cfg.acc_bits - 1)
         w_rows = f.w.rows if f.w is not None else 0
+        one_chunk = k <= CHUNK and np.dtype(a_dtype).itemsize == 1  # one float32 product sums exactly
+        whole_tile = f.streamed and stream_k(self.cfg, ins) == k
+        output_stage, no_rows, no_lut, no_res = kernels.output_stage, kernels.NO_ROWS, kernels.NO_LUT, kernels.NO_RES
 
         def mpe(c: Counters) -> None:
             a = act[a_sel].view(a_dtype).reshape(m, -1)
             if w_mem is None:
-                w, w32 = None, self._streamed_operand(ins, c, raw)[1][:, :k]
+                w32 = self._streamed_operand(ins, c, raw)[1]
+                if not whole_tile:
+                    w32 = w32[:, :k]  # past K: zero activations
+                acc = a.astype(np.float32) @ w32.T if one_chunk else int8_products(a, None, w32)
             else:
-                w, w32 = unpack_rows(w_mem[w_sel].reshape(w_rows, -1), fmt, k), None
-            acc = int8_products(a, w, w32, float_sums=True)
+                acc = int8_products(a, unpack_rows(w_mem[w_sel].reshape(w_rows, -1), fmt, k), float_sums=True)
+            out = np.empty((m, n), out_dtype)
             if kind == kernels.ACC32:
-                y = kernels.mpe_output(kind, acc, bits)
+                ok = output_stage(kind, acc, limit, no_rows, no_rows, no_rows, no_lut, no_res, out)
             else:
                 mult, shift, bias = _requant_records(prm[rec_sel].tobytes(), n)
-                y = kernels.mpe_output(kind, acc, bits, bias, mult, shift,
-                                       None if lut_sel is None else prm[lut_sel].view(np.int8),
-                                       out_mem[out_sel].view("<i4").reshape(m, n) if kind == kernels.REQ_ADD else None)
-            if y is None:
+                ok = output_stage(kind, acc, limit, bias, mult, shift,
+                                  no_lut if lut_sel is None else prm[lut_sel].view(np.int8),
+                                  out_mem[out_sel].view("<i4").reshape(m, n) if kind == kernels.REQ_ADD else no_res,
+                                  out)
+            if not ok:
                 return generic(c)  # which says how far a sum overflows
             c.macs += macs
-            out_mem[out_sel] = y.view(np.uint8).ravel()
+            out_mem[out_sel] = out.view(np.uint8).ravel()
             if max_sel is not None:
                 out_mem[max_sel] = acc.max(axis=1).astype(np.int64).astype("<i4").view(np.uint8)
         return mpe

@@ -95,9 +95,6 @@ def _residual_add(res, acc, mult, shift, out):
             out[i, j] = _clamp(np.int64(res[i, j]) + _round_shift(acc[i, j] * mult[j], shift[j]), _I32_MIN, _I32_MAX)
 
 
-_NO_LUT = np.zeros(0, np.int8)
-
-
 def _rows(a: np.ndarray) -> np.ndarray:
     """Per-column values as one int64 row (a record's are already)."""
     if type(a) is np.ndarray and a.dtype == np.int64 and a.ndim == 1:
@@ -110,7 +107,7 @@ def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np
     if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
         return nm.mpe_requant_i8(acc, mult, shift, lut)  # which says what is wrong with it
     out = np.empty(acc.shape, np.int8)
-    _requant_i8(acc, _rows(mult), _rows(shift), _NO_LUT if lut is None else np.asarray(lut, np.int8), out)
+    _requant_i8(acc, _rows(mult), _rows(shift), NO_LUT if lut is None else np.asarray(lut, np.int8), out)
     return out
 
 
@@ -155,8 +152,12 @@ def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
     return True
 
 
-_NO_ROWS = np.zeros(0, np.int64)
-_NO_RES = np.zeros((0, 0), np.int32)
+NO_ROWS = np.zeros(0, np.int64)
+NO_LUT = np.zeros(0, np.int8)
+NO_RES = np.zeros((0, 0), np.int32)
+output_stage = _mpe_output  # the compiled pass itself, for a caller holding its arguments ready (fsim's bound
+# MPE instructions): ``kind``, the sums, the limit 2^(bits - 1), per-column int64 bias, mult and shift (NO_ROWS for
+# ACC32), a LUT of LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill; False on overflow
 
 
 def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
@@ -169,9 +170,9 @@ def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = 
     if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
         raise ValueError(f"an activation LUT has {nm.LUT_ENTRIES} entries, not {np.size(lut)}")
     out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
-    per_column = [_NO_ROWS if v is None else _rows(v) for v in (bias, mult, shift)]
+    per_column = [NO_ROWS if v is None else _rows(v) for v in (bias, mult, shift)]
     ok = _mpe_output(kind, acc, np.int64(1) << (bits - 1), *per_column,
-                     _NO_LUT if lut is None else np.asarray(lut, np.int8), _NO_RES if res is None else res, out)
+                     NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
     return out if ok else None
 
 
