@@ -746,8 +746,7 @@ class Machine:
         if f.lut is not None and (lut_sel := self._selector(prm, f.lut)) is None:
             return None
         m, n, k, fmt, a_dtype, macs = f.m, f.n, f.k, f.fmt, f.a_dtype, f.macs
-        kind = {OutMode.ACC32: kernels.ACC32, OutMode.REQ_I8: kernels.REQ_I8, OutMode.REQ_I32: kernels.REQ_I32,
-                OutMode.REQ_ADD: kernels.REQ_ADD}[f.mode]
+        kind = int(f.mode)
         out_dtype, limit = np.int8 if kind == kernels.REQ_I8 else np.int32, 1 << (self.cfg.acc_bits - 1)
         w_rows = f.w.rows if f.w is not None else 0
         one_chunk = k <= CHUNK and np.dtype(a_dtype).itemsize == 1  # one float32 product sums exactly

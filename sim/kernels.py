@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from flightc import numerics as nm
+from flightc.isa.table import OutMode
 
 _EXP2 = nm.exp2_lut()
 _I8_MIN, _I8_MAX, _I32_MIN, _I32_MAX = nm.I8_MIN, nm.I8_MAX, nm.I32_MIN, nm.I32_MAX
@@ -70,64 +71,10 @@ def acc_within(acc: np.ndarray, bits: int) -> bool:
     return _within(acc, np.int64(1) << (bits - 1))
 
 
-@njit(**_JIT)
-def _requant_i8(acc, mult, shift, lut, out):
-    m, n = acc.shape
-    for i in range(m):
-        for j in range(n):
-            y = _clamp(_round_shift(acc[i, j] * mult[j], shift[j]), _I8_MIN, _I8_MAX)
-            out[i, j] = lut[y + 128] if lut.size else y
-
-
-@njit(**_JIT)
-def _requant_i32(acc, mult, shift, out):
-    m, n = acc.shape
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = _clamp(_round_shift(acc[i, j] * mult[j], shift[j]), _I32_MIN, _I32_MAX)
-
-
-@njit(**_JIT)
-def _residual_add(res, acc, mult, shift, out):
-    m, n = acc.shape
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = _clamp(np.int64(res[i, j]) + _round_shift(acc[i, j] * mult[j], shift[j]), _I32_MIN, _I32_MAX)
-
-
-def _rows(a: np.ndarray) -> np.ndarray:
-    """Per-column values as one int64 row (a record's are already)."""
-    if type(a) is np.ndarray and a.dtype == np.int64 and a.ndim == 1:
-        return a
-    return np.ascontiguousarray(a, np.int64).reshape(-1)
-
-
-def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
-    """:func:`flightc.numerics.mpe_requant_i8`; ``acc`` [m, n] int64 (the bias in), per-column ``mult``/``shift``."""
-    if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
-        return nm.mpe_requant_i8(acc, mult, shift, lut)  # which says what is wrong with it
-    out = np.empty(acc.shape, np.int8)
-    _requant_i8(acc, _rows(mult), _rows(shift), NO_LUT if lut is None else np.asarray(lut, np.int8), out)
-    return out
-
-
-def requant_i32(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``sat_i32(requantize(acc, mult, shift))`` of :mod:`flightc.numerics` (the MPE's REQ_I32)."""
-    out = np.empty(acc.shape, np.int32)
-    _requant_i32(acc, _rows(mult), _rows(shift), out)
-    return out
-
-
-def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """:func:`flightc.numerics.residual_add` (as int32)."""
-    out = np.empty(acc.shape, np.int32)
-    _residual_add(res, acc, _rows(mult), _rows(shift), out)
-    return out
-
-
 # ----- the MPE's output stage fused with its accumulator check (the fast path's one call an MPE instruction) -----
 
-ACC32, REQ_I8, REQ_I32, REQ_ADD = range(4)  # what the output stage writes (flightc.isa.table.OutMode's kinds)
+# what the output stage writes: flightc.isa.table.OutMode's values, as ints numba compiles in as constants
+ACC32, REQ_I8, REQ_I32, REQ_ADD = (int(m) for m in (OutMode.ACC32, OutMode.REQ_I8, OutMode.REQ_I32, OutMode.REQ_ADD))
 
 
 @njit(**_JIT)
@@ -136,7 +83,7 @@ def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
     for i in range(m):
         for j in range(n):
             v = np.int64(acc[i, j])
-            if v >= limit or v < -limit:
+            if limit and (v >= limit or v < -limit):
                 return False
             if kind == ACC32:
                 out[i, j] = v
@@ -152,11 +99,18 @@ def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
     return True
 
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    """Per-column values as one int64 row (a record's are already)."""
+    if type(a) is np.ndarray and a.dtype == np.int64 and a.ndim == 1:
+        return a
+    return np.ascontiguousarray(a, np.int64).reshape(-1)
+
+
 NO_ROWS = np.zeros(0, np.int64)
 NO_LUT = np.zeros(0, np.int8)
 NO_RES = np.zeros((0, 0), np.int32)
 output_stage = _mpe_output  # the compiled pass itself, for a caller holding its arguments ready (fsim's bound
-# MPE instructions): ``kind``, the sums, the limit 2^(bits - 1), per-column int64 bias, mult and shift (NO_ROWS for
+# MPE instructions): ``kind``, the sums, the limit 2^(bits - 1) (0: none), per-column int64 bias, mult and shift (NO_ROWS for
 # ACC32), a LUT of LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill; False on overflow
 
 
@@ -164,7 +118,7 @@ def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = 
                shift: np.ndarray | None = None, lut: np.ndarray | None = None,
                res: np.ndarray | None = None) -> np.ndarray | None:
     """What the MPE's output stage writes for the raw sums ``acc`` [m, n] (int64, or float32 holding integers
-    exactly): ``kind`` ACC32 the sums as INT32, REQ_I8 :func:`mpe_requant_i8` of acc + bias (through ``lut`` if
+    exactly): ``kind`` (an OutMode's value) ACC32 the sums as INT32, REQ_I8 :func:`mpe_requant_i8` of acc + bias (through ``lut`` if
     given), REQ_I32 :func:`requant_i32`, REQ_ADD :func:`residual_add` into ``res``; None where a sum does not fit
     ``bits`` signed bits (the MPE refuses the instruction). One pass over the sums."""
     if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
@@ -174,6 +128,31 @@ def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = 
     ok = _mpe_output(kind, acc, np.int64(1) << (bits - 1), *per_column,
                      NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
     return out if ok else None
+
+
+def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """:func:`flightc.numerics.mpe_requant_i8`; ``acc`` [m, n] int64 (the bias in), per-column ``mult``/``shift``."""
+    if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
+        return nm.mpe_requant_i8(acc, mult, shift, lut)  # which says what is wrong with it
+    return _unchecked(REQ_I8, acc, mult, shift, lut, None)
+
+
+def requant_i32(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``sat_i32(requantize(acc, mult, shift))`` of :mod:`flightc.numerics` (the MPE's REQ_I32)."""
+    return _unchecked(REQ_I32, acc, mult, shift, None, None)
+
+
+def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """:func:`flightc.numerics.residual_add` (as int32)."""
+    return _unchecked(REQ_ADD, acc, mult, shift, None, res)
+
+
+def _unchecked(kind: int, acc, mult, shift, lut, res) -> np.ndarray:
+    """The output stage of sums that already hold their bias, with no accumulator limit."""
+    out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
+    _mpe_output(kind, acc, 0, np.zeros(acc.shape[1], np.int64), _rows(mult), _rows(shift),
+                NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
+    return out
 
 
 # ----- special-function unit -----
