@@ -751,7 +751,8 @@ class Machine:
         w_rows = f.w.rows if f.w is not None else 0
         one_chunk = k <= CHUNK and np.dtype(a_dtype).itemsize == 1  # one float32 product sums exactly
         whole_tile = f.streamed and stream_k(self.cfg, ins) == k
-        output_stage, no_rows, no_lut, no_res = kernels.output_stage, kernels.NO_ROWS, kernels.NO_LUT, kernels.NO_RES
+        output_stage, fits = kernels.output_stage, kernels.FITS
+        no_rows, no_lut, no_res = kernels.NO_ROWS, kernels.NO_LUT, kernels.NO_RES
 
         def mpe(c: Counters) -> None:
             a = act[a_sel].view(a_dtype).reshape(m, -1)
@@ -764,15 +765,15 @@ class Machine:
                 acc = int8_products(a, unpack_rows(w_mem[w_sel].reshape(w_rows, -1), fmt, k), float_sums=True)
             out = np.empty((m, n), out_dtype)
             if kind == kernels.ACC32:
-                ok = output_stage(kind, acc, limit, no_rows, no_rows, no_rows, no_lut, no_res, out)
+                said = output_stage(kind, acc, limit, no_rows, no_rows, no_rows, no_lut, no_res, out)
             else:
                 mult, shift, bias = _requant_records(prm[rec_sel].tobytes(), n)
-                ok = output_stage(kind, acc, limit, bias, mult, shift,
-                                  no_lut if lut_sel is None else prm[lut_sel].view(np.int8),
-                                  out_mem[out_sel].view("<i4").reshape(m, n) if kind == kernels.REQ_ADD else no_res,
-                                  out)
-            if not ok:
-                return generic(c)  # which says how far a sum overflows
+                said = output_stage(kind, acc, limit, bias, mult, shift,
+                                    no_lut if lut_sel is None else prm[lut_sel].view(np.int8),
+                                    out_mem[out_sel].view("<i4").reshape(m, n) if kind == kernels.REQ_ADD else no_res,
+                                    out)
+            if said != fits:
+                return generic(c)  # which says how far a sum overflows (or what else is wrong)
             c.macs += macs
             out_mem[out_sel] = out.view(np.uint8).ravel()
             if max_sel is not None:

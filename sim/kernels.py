@@ -77,14 +77,21 @@ def acc_within(acc: np.ndarray, bits: int) -> bool:
 ACC32, REQ_I8, REQ_I32, REQ_ADD = (int(m) for m in (OutMode.ACC32, OutMode.REQ_I8, OutMode.REQ_I32, OutMode.REQ_ADD))
 
 
+FITS, OVERFLOW, MISSHAPEN = range(3)  # what the output stage's pass says
+
+
 @njit(**_JIT)
 def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
-    m, n = acc.shape
+    m, n = out.shape
+    if acc.shape[0] != m or acc.shape[1] != n or lut.size and lut.size < 256 or kind != ACC32 and (
+            bias.size < n or mult.size < n or shift.size < n) or kind == REQ_ADD and (
+            res.shape[0] < m or res.shape[1] < n):
+        return MISSHAPEN  # never a byte past an operand
     for i in range(m):
         for j in range(n):
             v = np.int64(acc[i, j])
             if limit and (v >= limit or v < -limit):
-                return False
+                return OVERFLOW
             if kind == ACC32:
                 out[i, j] = v
                 continue
@@ -96,7 +103,7 @@ def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
                 out[i, j] = _clamp(y, _I32_MIN, _I32_MAX)
             else:
                 out[i, j] = _clamp(np.int64(res[i, j]) + y, _I32_MIN, _I32_MAX)
-    return True
+    return FITS
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -111,7 +118,8 @@ NO_LUT = np.zeros(0, np.int8)
 NO_RES = np.zeros((0, 0), np.int32)
 output_stage = _mpe_output  # the compiled pass itself, for a caller holding its arguments ready (fsim's bound
 # MPE instructions): ``kind``, the sums, the limit 2^(bits - 1) (0: none), per-column int64 bias, mult and shift (NO_ROWS for
-# ACC32), a LUT of LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill; False on overflow
+# ACC32), a LUT of LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill; FITS, OVERFLOW, or
+# MISSHAPEN where an operand is not the size the output asks for (nothing is read or written then)
 
 
 def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
@@ -125,9 +133,12 @@ def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = 
         raise ValueError(f"an activation LUT has {nm.LUT_ENTRIES} entries, not {np.size(lut)}")
     out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
     per_column = [NO_ROWS if v is None else _rows(v) for v in (bias, mult, shift)]
-    ok = _mpe_output(kind, acc, np.int64(1) << (bits - 1), *per_column,
-                     NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
-    return out if ok else None
+    said = _mpe_output(kind, acc, np.int64(1) << (bits - 1), *per_column,
+                       NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
+    if said == MISSHAPEN:
+        raise ValueError(f"output stage: sums {acc.shape}, {len(per_column[0])} records, residual "
+                         f"{None if res is None else res.shape}: not the same rows and columns")
+    return out if said == FITS else None
 
 
 def mpe_requant_i8(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
@@ -150,8 +161,11 @@ def residual_add(res: np.ndarray, acc: np.ndarray, mult: np.ndarray, shift: np.n
 def _unchecked(kind: int, acc, mult, shift, lut, res) -> np.ndarray:
     """The output stage of sums that already hold their bias, with no accumulator limit."""
     out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
-    _mpe_output(kind, acc, 0, np.zeros(acc.shape[1], np.int64), _rows(mult), _rows(shift),
-                NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res, out)
+    if _mpe_output(kind, acc, 0, np.zeros(acc.shape[1], np.int64), _rows(mult), _rows(shift),
+                   NO_LUT if lut is None else np.asarray(lut, np.int8), NO_RES if res is None else res,
+                   out) == MISSHAPEN:
+        raise ValueError(f"output stage: sums {acc.shape} with {np.size(mult)} multipliers, {np.size(shift)} shifts, "
+                         f"residual {None if res is None else np.shape(res)}")
     return out
 
 
@@ -209,6 +223,8 @@ def _norm_row(x, gain, beta, centre, eps_q, shift, out, i):
 
 @njit(**_JIT)
 def _norm(x, gain, beta, centre, eps_q, shift, out):
+    if gain.size < x.shape[1] or beta.size < x.shape[1] or out.shape != x.shape:
+        return False
     for i in range(x.shape[0]):
         if not _norm_row(x, gain, beta, centre, eps_q, shift, out, i):
             return False
@@ -237,6 +253,9 @@ def layernorm(x: np.ndarray, gain: np.ndarray, beta: np.ndarray, eps_q: int, shi
 def _rope(x, cos, sin, d, out):
     rows, cols = x.shape
     half = d // 2
+    if d <= 0 or d % 2 or cols % d or out.shape != x.shape or cos.shape[0] < rows or sin.shape[0] < rows or (
+            cos.shape[1] < half or sin.shape[1] < half):
+        return False
     for i in range(rows):
         for h in range(0, cols, d):
             for j in range(half):
@@ -244,18 +263,22 @@ def _rope(x, cos, sin, d, out):
                 c, s = np.int64(cos[i, j]), np.int64(sin[i, j])
                 out[i, h + j] = _clamp(_round_shift(x1 * c - x2 * s, _ROPE_FRAC), _I8_MIN, _I8_MAX)
                 out[i, h + half + j] = _clamp(_round_shift(x2 * c + x1 * s, _ROPE_FRAC), _I8_MIN, _I8_MAX)
+    return True
 
 
 def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, head_dim: int) -> np.ndarray:
     """:func:`flightc.numerics.rope` (``x`` int64 rows, ``cos``/``sin`` int16 [rows, head_dim / 2])."""
     out = np.empty(x.shape, np.int8)
-    _rope(x, np.asarray(cos), np.asarray(sin), head_dim, out)
+    if not _rope(x, np.asarray(cos), np.asarray(sin), head_dim, out):
+        return nm.rope(x, cos, sin, head_dim)  # which says what does not fit
     return out
 
 
 @njit(**_JIT)
 def _softmax(s, mult, shift, offset, window, exp2, out):
     rows, cols = s.shape
+    if out.shape != s.shape:
+        return False
     e = np.empty(cols, np.int64)
     for i in range(rows):
         last = i + offset
@@ -292,27 +315,34 @@ def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int 
 
 @njit(**_JIT)
 def _scaled(a, b, mult, shift, lo, hi, out):
-    """out = clamp(round_shift(a * b * mult, shift)) (b None: a * mult)."""
+    """out = clamp(round_shift(a * b * mult, shift)) (b None: a * mult); False where the shapes differ."""
     rows, cols = a.shape
+    if out.shape != a.shape or b is not None and b.shape != a.shape:
+        return False
     for i in range(rows):
         for j in range(cols):
             v = a[i, j] if b is None else a[i, j] * np.int64(b[i, j])
             out[i, j] = _clamp(_round_shift(v * mult, shift), lo, hi)
+    return True
 
 
 @njit(**_JIT)
 def _deq_add(res, x, mult, shift, out):
     rows, cols = x.shape
+    if out.shape != x.shape or res.shape != x.shape:
+        return False
     for i in range(rows):
         for j in range(cols):
             d = _clamp(_round_shift(x[i, j] * mult, shift), _I32_MIN, _I32_MAX)
             out[i, j] = _clamp(np.int64(res[i, j]) + d, _I32_MIN, _I32_MAX)
+    return True
 
 
 def emul(a: np.ndarray, b: np.ndarray, mult: int, shift: int) -> np.ndarray:
     """:func:`flightc.numerics.emul` (``a`` int64 rows, ``b`` INT8 rows)."""
     out = np.empty(a.shape, np.int8)
-    _scaled(a, b, np.int64(mult), np.int64(shift), _I8_MIN, _I8_MAX, out)
+    if not _scaled(a, b, np.int64(mult), np.int64(shift), _I8_MIN, _I8_MAX, out):
+        return nm.emul(a, b, mult, shift)
     return out
 
 
@@ -333,7 +363,8 @@ def req(x: np.ndarray, mult: int, shift: int) -> np.ndarray:
 def deq_add(res: np.ndarray, x: np.ndarray, mult: int, shift: int) -> np.ndarray:
     """:func:`flightc.numerics.deq_add` (as int32)."""
     out = np.empty(x.shape, np.int32)
-    _deq_add(res, x, np.int64(mult), np.int64(shift), out)
+    if not _deq_add(res, x, np.int64(mult), np.int64(shift), out):
+        return nm.deq_add(res, x, mult, shift)
     return out
 
 

@@ -104,3 +104,26 @@ def test_a_softmax_row_that_sees_nothing_is_refused_alike():
     scores = np.zeros((2, 4), np.int64)
     with pytest.raises(ValueError, match="sees no column"):
         K.softmax(scores, 1, 0, -1)
+
+
+def test_operands_that_do_not_fit_each_other_are_refused_never_read_or_written_past():
+    """The compiled loops index without bounds checks: each kernel checks its operands' shapes first and leaves
+    a mismatch to numerics, which refuses it, instead of reading or writing past an array."""
+    acc = np.ones((2, 8), np.int64)
+    with pytest.raises(ValueError, match="not the same rows"):
+        K.mpe_output(K.REQ_I8, acc, 32, np.zeros(4), np.ones(8), np.ones(8))
+    with pytest.raises(ValueError, match="not the same rows"):
+        K.mpe_output(K.REQ_ADD, acc, 32, np.zeros(8), np.ones(8), np.ones(8), res=np.zeros((1, 8), np.int32))
+    with pytest.raises(ValueError):
+        K.requant_i32(acc, np.ones(3), np.ones(8))
+    x = np.ones((3, 8), np.int64)
+    short = np.ones((2, 2), np.int16)  # two rows of angles for three rows
+    for kernel, definition, args in ((K.rope, D.rope, (x, short, short, 4)),
+                                     (K.emul, D.emul, (x, np.ones((2, 8), np.int8), 1, 0)),
+                                     (K.deq_add, D.deq_add, (np.ones((3, 4), np.int32), x, 1, 0)),
+                                     (K.rmsnorm, D.rmsnorm, (x, np.ones(4), 0, 0))):
+        with pytest.raises(ValueError) as want:
+            definition(*args)
+        with pytest.raises(ValueError) as got:
+            kernel(*args)
+        assert str(got.value) == str(want.value)
