@@ -25,7 +25,7 @@ _I8_MIN, _I8_MAX, _I32_MIN, _I32_MAX = nm.I8_MIN, nm.I8_MAX, nm.I32_MIN, nm.I32_
 _RMS_FRAC, _ROPE_FRAC, _EXP_FRAC = nm.RMS_FRAC_BITS, nm.ROPE_FRAC_BITS, nm.EXP_FRAC_BITS
 _EXP_INDEX, _RECIP, _PROB = nm.EXP_LUT_INDEX_BITS, nm.SOFTMAX_RECIP_BITS, nm.PROB_BITS
 _DEN_BITS, _NORM_RECIP, _GUARD = nm.NORM_DEN_BITS, nm.NORM_RECIP_BITS, nm.NORM_GUARD_BITS
-_JIT = dict(cache=True, nogil=True)
+_JIT = dict(cache=True)
 
 
 # ----- shifts as numpy defines them for any count (LLVM leaves counts past 63 undefined) -----
