@@ -414,9 +414,9 @@ class Machine:
         return m
 
     def release(self) -> None:
-        """Done with: kept for the next :meth:`from_bundle` of the same bundle and options (the idle machines
-        hold at most :data:`IDLE_BYTES` in all; the longest idle goes first), which finds the weights it dequantized still decoded (an evaluation opens a session
-        for each problem)."""
+        """Done with: kept for the next :meth:`from_bundle` of the same bundle and options, which finds the
+        weights it dequantized still decoded (an evaluation opens a session for each problem). The idle machines
+        hold at most :data:`IDLE_BYTES` in all; the longest idle goes first."""
         key = getattr(self, "_pool_key", None)
         if key is None or self.nbytes() > IDLE_BYTES:
             return

@@ -116,19 +116,20 @@ def _rows(a: np.ndarray) -> np.ndarray:
 NO_ROWS = np.zeros(0, np.int64)
 NO_LUT = np.zeros(0, np.int8)
 NO_RES = np.zeros((0, 0), np.int32)
-output_stage = _mpe_output  # the compiled pass itself, for a caller holding its arguments ready (fsim's bound
-# MPE instructions): ``kind``, the sums, the limit 2^(bits - 1) (0: none), per-column int64 bias, mult and shift (NO_ROWS for
-# ACC32), a LUT of LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill; FITS, OVERFLOW, or
-# MISSHAPEN where an operand is not the size the output asks for (nothing is read or written then)
+# The compiled pass itself, for a caller holding its arguments ready (fsim's bound MPE instructions): ``kind``, the
+# sums, the limit 2^(bits - 1) (0: none), per-column int64 bias, mult and shift (NO_ROWS for ACC32), a LUT of
+# LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill. Says FITS, OVERFLOW, or MISSHAPEN
+# where an operand is not the size the output asks for (nothing is read or written then).
+output_stage = _mpe_output
 
 
 def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
                shift: np.ndarray | None = None, lut: np.ndarray | None = None,
                res: np.ndarray | None = None) -> np.ndarray | None:
     """What the MPE's output stage writes for the raw sums ``acc`` [m, n] (int64, or float32 holding integers
-    exactly): ``kind`` (an OutMode's value) ACC32 the sums as INT32, REQ_I8 :func:`mpe_requant_i8` of acc + bias (through ``lut`` if
-    given), REQ_I32 :func:`requant_i32`, REQ_ADD :func:`residual_add` into ``res``; None where a sum does not fit
-    ``bits`` signed bits (the MPE refuses the instruction). One pass over the sums."""
+    exactly), by ``kind`` (an OutMode's value): ACC32 the sums as INT32, REQ_I8 :func:`mpe_requant_i8` of acc + bias
+    (through ``lut`` if given), REQ_I32 :func:`requant_i32`, REQ_ADD :func:`residual_add` into ``res``; None where a
+    sum does not fit ``bits`` signed bits (the MPE refuses the instruction). One pass over the sums."""
     if lut is not None and np.size(lut) < nm.LUT_ENTRIES:
         raise ValueError(f"an activation LUT has {nm.LUT_ENTRIES} entries, not {np.size(lut)}")
     out = np.empty(acc.shape, np.int8 if kind == REQ_I8 else np.int32)
