@@ -27,6 +27,7 @@ from flightc.sim.hazards import (NUNITS, HazardChecker, check_early_tiles, check
                                  unreleased_write)
 from flightc.sim.tokens import Decoded, run_in_token_order
 
+PAIRS_AT_ONCE = 1 << 21  # access pairs a re-check compares at a time (about 100 MB of index arrays)
 _HBM_SPACE = 1 << 20  # space codes: core * len(Buffer) + buffer for on-chip buffers, _HBM_SPACE + channel
 
 
@@ -211,25 +212,31 @@ def check_against_plan(plan: TokenPlan, streams: list[Decoded], cfg: HardwareCon
     np.maximum.at(w_hi, sp[write], hi[write])
     n_sp = np.searchsorted(spaces, n_space)
     suspect = (n_hi > n_lo) & (n_write | ((n_lo < w_hi[n_sp]) & (w_lo[n_sp] < n_hi)))
-    qs = np.flatnonzero(suspect)
-    counts = bounds[1][qs] - bounds[0][qs]
-    q = np.repeat(qs, counts)  # every (changed access, access to the same buffer or channel) pair
-    ks = by_space[np.repeat(bounds[0][qs], counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
-                                                                                          counts)]
-    p = n_owner[q]
-    u, sq = plan.agent[p], plan.seq[p]
-    racing = ((lo[ks] < n_hi[q]) & (n_lo[q] < hi[ks]) & (write[ks] | n_write[q]) & (agent_of[ks] != u)
-              # no token chain orders the two: neither instruction had seen the other when it started
-              & (plan.clock[owner[ks], u] < sq) & (plan.clock[p, agent_of[ks]] < seq_of[ks]))
-    for j in np.flatnonzero(racing):
-        a, k = n_objs[q[j]], int(ks[j])
-        b = access_at(k)
-        if not b.intersects(a):
-            continue
-        mine = (int(p[j]), a, bool(n_write[q[j]]))
-        theirs = (int(owner[k]), b, bool(write[k]))
-        later, earlier = (mine, theirs) if mine[0] > theirs[0] else (theirs, mine)  # as the slow path meets them
-        raise ProgramError(_race(plan, streams, later, earlier))
+    suspects = np.flatnonzero(suspect)
+    pairs = bounds[1][suspects] - bounds[0][suspects]  # how many accesses to the same buffer or channel each meets
+    ends = np.cumsum(pairs)
+    start = 0
+    while start < len(suspects):  # a bounded number of pairs at a time (a 7B step's would take gigabytes at once)
+        stop = max(int(np.searchsorted(ends, ends[start] - pairs[start] + PAIRS_AT_ONCE, side="right")), start + 1)
+        qs, counts = suspects[start:stop], pairs[start:stop]
+        start = stop
+        q = np.repeat(qs, counts)  # every (changed access, access to the same buffer or channel) pair
+        ks = by_space[np.repeat(bounds[0][qs], counts) + np.arange(counts.sum())
+                      - np.repeat(np.cumsum(counts) - counts, counts)]
+        p = n_owner[q]
+        u, sq = plan.agent[p], plan.seq[p]
+        racing = ((lo[ks] < n_hi[q]) & (n_lo[q] < hi[ks]) & (write[ks] | n_write[q]) & (agent_of[ks] != u)
+                  # no token chain orders the two: neither instruction had seen the other when it started
+                  & (plan.clock[owner[ks], u] < sq) & (plan.clock[p, agent_of[ks]] < seq_of[ks]))
+        for j in np.flatnonzero(racing):
+            a, k = n_objs[q[j]], int(ks[j])
+            b = access_at(k)
+            if not b.intersects(a):
+                continue
+            mine = (int(p[j]), a, bool(n_write[q[j]]))
+            theirs = (int(owner[k]), b, bool(write[k]))
+            later, earlier = (mine, theirs) if mine[0] > theirs[0] else (theirs, mine)  # as the slow path meets them
+            raise ProgramError(_race(plan, streams, later, earlier))
     return len(changed)
 
 
