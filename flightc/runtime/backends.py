@@ -60,9 +60,10 @@ OPTIONS: dict[str, BackendOption] = {o.name: o for o in (
                   float),
     BackendOption("check_hazards", "--no-hazard-check", "skip the token-ordering checks (faster)", bool,
                   store_false=True),
-    BackendOption("slow_path", "--slow-path", "fsim/perf: schedule and hazard-check every instruction as it runs "
-                  "(the reference the fast path is tested against; slower) instead of running each template's "
-                  "order, checked once", bool, store_true=True),
+    BackendOption("slow_path", "--slow-path", "fsim/perf: schedule and hazard-check every instruction as it runs, "
+                  "computing with flightc.numerics itself (the reference the fast path is tested against; slower) "
+                  "instead of running each template's order, checked once, with the compiled arithmetic", bool,
+                  store_true=True),
     BackendOption("tile_cache_mb", "--tile-cache-mb", "fsim: MiB of dequantized streamed weights kept between "
                   "steps (default 1024; a 7B model's take about 6,300), and up to 256 MiB more of them as float32", int),
     BackendOption("trace", "--trace", "perf: write a Chrome/Perfetto timeline (JSON) of every unit and memory "
