@@ -24,6 +24,7 @@ _EXP2 = nm.exp2_lut()
 _I8_MIN, _I8_MAX, _I32_MIN, _I32_MAX = nm.I8_MIN, nm.I8_MAX, nm.I32_MIN, nm.I32_MAX
 _RMS_FRAC, _ROPE_FRAC, _EXP_FRAC = nm.RMS_FRAC_BITS, nm.ROPE_FRAC_BITS, nm.EXP_FRAC_BITS
 _EXP_INDEX, _RECIP, _PROB = nm.EXP_LUT_INDEX_BITS, nm.SOFTMAX_RECIP_BITS, nm.PROB_BITS
+_LUT_ENTRIES = nm.LUT_ENTRIES
 _DEN_BITS, _NORM_RECIP, _GUARD = nm.NORM_DEN_BITS, nm.NORM_RECIP_BITS, nm.NORM_GUARD_BITS
 _JIT = dict(cache=True)
 
@@ -54,23 +55,6 @@ def _clamp(x, lo, hi):
     return lo if x < lo else (hi if x > hi else x)
 
 
-# ----- MPE output stages -----
-
-@njit(**_JIT)
-def _within(acc, limit):
-    m, n = acc.shape
-    for i in range(m):
-        for j in range(n):
-            if acc[i, j] >= limit or acc[i, j] < -limit:
-                return False
-    return True
-
-
-def acc_within(acc: np.ndarray, bits: int) -> bool:
-    """Whether every accumulator of ``acc`` [m, n] fits ``bits`` signed bits (the MPE refuses an overflow)."""
-    return _within(acc, np.int64(1) << (bits - 1))
-
-
 # ----- the MPE's output stage fused with its accumulator check (the fast path's one call an MPE instruction) -----
 
 # what the output stage writes: flightc.isa.table.OutMode's values, as ints numba compiles in as constants
@@ -83,7 +67,7 @@ FITS, OVERFLOW, MISSHAPEN = range(3)  # what the output stage's pass says
 @njit(**_JIT)
 def _mpe_output(kind, acc, limit, bias, mult, shift, lut, res, out):
     m, n = out.shape
-    if acc.shape[0] != m or acc.shape[1] != n or lut.size and lut.size < 256 or kind != ACC32 and (
+    if acc.shape[0] != m or acc.shape[1] != n or lut.size and lut.size < _LUT_ENTRIES or kind != ACC32 and (
             bias.size < n or mult.size < n or shift.size < n) or kind == REQ_ADD and (
             res.shape[0] < m or res.shape[1] < n):
         return MISSHAPEN  # never a byte past an operand
@@ -121,6 +105,12 @@ NO_RES = np.zeros((0, 0), np.int32)
 # LUT_ENTRIES or NO_LUT, the residual rows or NO_RES, and ``out`` [m, n] to fill. Says FITS, OVERFLOW, or MISSHAPEN
 # where an operand is not the size the output asks for (nothing is read or written then).
 output_stage = _mpe_output
+
+
+def acc_within(acc: np.ndarray, bits: int) -> bool:
+    """Whether every accumulator of ``acc`` [m, n] fits ``bits`` signed bits (the MPE refuses an overflow)."""
+    return _mpe_output(ACC32, acc, np.int64(1) << (bits - 1), NO_ROWS, NO_ROWS, NO_ROWS, NO_LUT, NO_RES,
+                       np.empty(acc.shape, np.int32)) == FITS
 
 
 def mpe_output(kind: int, acc: np.ndarray, bits: int, bias: np.ndarray | None = None, mult: np.ndarray | None = None,
