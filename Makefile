@@ -19,13 +19,18 @@ env: $(STAMP)
 demo: env
 	$(BIN)/flightc demo
 
+# test workers (pytest-xdist): one per core, at most 4 (each holds compiled models and simulators in memory);
+# a test file runs on one worker, so its module fixtures (a Verilator model, a compiled bundle) are made once
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
+
 # everything: what .ci/run calls
 test: env
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # everything but the RTL (Verilator), synthesis (yosys) and slow tiers: a few minutes on two cores
 test-fast: env
-	$(BIN)/python -m pytest -q -m "not rtl and not synth and not slow"
+	$(PYTEST) -m "not rtl and not synth and not slow"
 
 docs: env
 	$(BIN)/flightc isa-doc -o docs/isa.md

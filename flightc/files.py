@@ -1,7 +1,9 @@
 """Outputs written atomically: a temporary file beside the target, renamed onto it only when complete, so an
-interrupted command never leaves a file that looks finished."""
+interrupted command never leaves a file that looks finished; and a lock for what several processes share (a
+cache of builds that parallel test workers fill)."""
 from __future__ import annotations
 
+import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,3 +27,14 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+@contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock named by ``path`` (a ``.lock`` file beside it) for the block: other processes that
+    ask for the same one wait, so what one of them builds the others reuse instead of building it over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -23,6 +23,7 @@ from typing import Callable
 
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError
+from flightc.files import exclusive, write_atomic
 from flightc.hw.hierarchy import RAM_MODULE, URAM_MODULE
 from flightc.hw.timing import deepest_paths, max_levels
 
@@ -216,12 +217,14 @@ def mapped(folder: Path, top: str, verilog_text: str | Callable[[], str], record
     if entry.get("key") == key:
         out = kept
     else:
-        stat = run_yosys(folder, top, text, blackbox, netlist=True)
-        out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
+        with exclusive(folder):
+            stat = run_yosys(folder, top, text, blackbox, netlist=True)
+            out = {"cells": cell_counts(stat), "paths": path_depths(folder, top)}
     if record is not None and (entry.get("key") != key or entry.get("source") != by_source):
-        entries[label] = {"key": key, **({"source": by_source} if by_source else {}), **out}
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        with exclusive(record):  # parallel workers each add their own label: read what the others wrote
+            entries = json.loads(record.read_text()) if record.exists() else {}
+            entries[label] = {"key": key, **({"source": by_source} if by_source else {}), **out}
+            write_atomic(record, json.dumps(entries, indent=1, sort_keys=True) + "\n")
     return out
 
 
@@ -257,15 +260,20 @@ def chain_stat(cfg: HardwareConfig, folder: Path) -> dict:
 def synthesize(cfg: HardwareConfig, cache: Path | None = None, chain_only: bool = False) -> SynthReport:
     """Synthesize ``cfg``'s kernel, or with ``chain_only`` one of its sparse DSP chains (or reuse the cached
     report)."""
-    import time
-
     from flightc.sim.rtl.build import _generator_digest, cache_root
 
     key = hashlib.sha256(f"{cfg.hash}\n{_generator_digest()}\n{chain_only}\ntiming".encode()).hexdigest()[:16]
     folder = (cache or cache_root().parent / "synth") / f"{cfg.name}-{'chain-' if chain_only else ''}{key}"
     report_path = folder / "report.json"
-    if report_path.exists():
-        return SynthReport(**json.loads(report_path.read_text()))
+    with exclusive(folder):
+        if report_path.exists():
+            return SynthReport(**json.loads(report_path.read_text()))
+        return _synthesize(cfg, folder, chain_only, report_path)
+
+
+def _synthesize(cfg: HardwareConfig, folder: Path, chain_only: bool, report_path: Path) -> SynthReport:
+    import time
+
     t0 = time.perf_counter()
     if chain_only:
         totals = cell_counts(chain_stat(cfg, folder))

@@ -32,3 +32,39 @@ def test_a_build_of_the_sources_as_loaded_goes_into_the_cache(tmp_path, monkeypa
     with caplog.at_level(logging.WARNING, logger=rtl_build.__name__), pytest.raises(Generated):
         rtl_build.build_top("probe", "probe_top", _stop)
     assert "outside the cache" not in caplog.text
+
+
+def _build_in_child(log: str) -> None:
+    def verilog() -> str:
+        with open(log, "a") as f:
+            f.write("generated\n")
+        return "module probe_top; endmodule"
+
+    rtl_build.build_top("probe", "probe_top", verilog)
+
+
+def test_parallel_builds_of_one_design_build_it_once(tmp_path, monkeypatch):
+    """Two processes (two test workers) asking for the same design: one generates and verilates it while the other
+    waits for it, then reuses it."""
+    import multiprocessing
+    import time
+
+    log = tmp_path / "log"
+
+    def verilate(out, label, toplevel, text, digest, opt, trace, timing):
+        time.sleep(1.0)  # long enough for the other process to ask for the same design meanwhile
+        out.mkdir(parents=True, exist_ok=True)
+        (out / toplevel).write_text("model")
+        (out / ".built").write_text(digest)
+
+    monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(rtl_build, "_verilate", verilate)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_build_in_child, args=(str(log),)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text() == "generated\n"
+    assert len(list((tmp_path / "cache").glob("probe-*"))) == 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flightc.config import HardwareConfig
 from flightc.errors import FlightcError
+from flightc.files import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,17 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
     result = RtlBuild(out, toplevel, 0, trace)
     if (out / ".built").exists() and result.binary.exists():
         return result
-    text = make_verilog()
+    # test workers (pytest -n) and parallel users share the cache: one builds, the others wait and reuse it
+    with exclusive(out):
+        if (out / ".built").exists() and result.binary.exists():
+            return result
+        _verilate(out, label, toplevel, make_verilog(), digest.hexdigest(), opt, trace, timing)
+    return result
+
+
+def _verilate(out: Path, label: str, toplevel: str, text: str, digest: str, opt: str, trace: bool,
+              timing: bool) -> None:
+    """Write ``text`` with its Verilator config into ``out`` and compile the model there."""
     import cocotb_tools.config as cc
 
     out.mkdir(parents=True, exist_ok=True)
@@ -189,8 +200,7 @@ def build_top(label: str, toplevel: str, make_verilog: Callable[[], str], key: s
         if proc.returncode:
             raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"
                                f"{proc.stderr[-3000:]}")
-    (out / ".built").write_text(digest.hexdigest())
-    return result
+    (out / ".built").write_text(digest)
 
 
 def launch(rtl: RtlBuild, test_module: str, workdir: str | Path, env: dict[str, str] | None = None,
