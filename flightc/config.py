@@ -37,6 +37,14 @@ class Buffer(int, Enum):
     KV = 4  # K and V rows of the cache streamed in for attention
 
 
+class SparseEncoding(int, Enum):
+    """How an N:M weight stores which positions of each block of M it keeps (ISA 1.10, the MPE's ``sparse_enc``)."""
+
+    POSITIONS = 0  # each kept weight's position in its block, log2(M) bits (FlightLLM's)
+    BITMASK = 1  # one bit per position of the block, the kept values in order
+    RANK = 2  # the kept set's rank among the C(M, N) sets of N positions, ceil(log2 C(M, N)) bits per block
+
+
 @dataclass(frozen=True)
 class HardwareConfig:
     """Independent parameters of one FlightLLM-style accelerator build."""
@@ -56,6 +64,8 @@ class HardwareConfig:
     sparse_m: int  # N:M block size along K
     sparse_n: tuple[int, ...]  # supported N for blocks of sparse_m (N == sparse_m is dense)
     supports_2_4: bool  # the 2:4 pattern with 2-bit indices
+    sparse_encodings: tuple[SparseEncoding, ...]  # how a sparse weight's kept positions may be stored: those the
+    # dequantizers decode (the compiler picks the fewest bytes among them per layer)
     weight_bits: tuple[int, ...]  # widths the dequantizer turns into INT8 operands
     acc_bits: int  # accumulator width of a DSP chain
     # --- off-chip memory ---
@@ -100,6 +110,11 @@ class HardwareConfig:
         if bad_n or self.sparse_m not in self.sparse_n:
             raise ConfigError(f"config {self.name!r}: sparse_n {self.sparse_n} must divide sparse_m "
                               f"{self.sparse_m} and include it (dense)")
+        if (not self.sparse_encodings or len(set(self.sparse_encodings)) != len(self.sparse_encodings)
+                or not all(isinstance(e, SparseEncoding) for e in self.sparse_encodings)):
+            named = [getattr(e, "name", e) for e in self.sparse_encodings]
+            raise ConfigError(f"config {self.name!r}: sparse_encodings {named} "
+                              f"must name one or more distinct encodings of {list(SparseEncoding.__members__)}")
         bad_bits = [b for b in self.weight_bits if b not in (2, 3, 4, 8)]
         if bad_bits or 8 not in self.weight_bits:
             raise ConfigError(f"config {self.name!r}: weight_bits {self.weight_bits} must be drawn from "
@@ -239,6 +254,7 @@ class HardwareConfig:
         d["sparse_n"] = list(self.sparse_n)
         d["weight_bits"] = list(self.weight_bits)
         d["banked_buffers"] = [b.name for b in self.banked_buffers]
+        d["sparse_encodings"] = [e.name for e in self.sparse_encodings]
         return d
 
     def to_json(self) -> str:
@@ -271,6 +287,12 @@ class HardwareConfig:
                     raise ConfigError(f"hardware config: banked_buffers = {v!r} must be a list of buffer names from "
                                       f"{list(Buffer.__members__)}")
                 d[f.name] = tuple(Buffer[x] for x in v)
+            elif f.name == "sparse_encodings":
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x in SparseEncoding.__members__
+                                                               for x in v):
+                    raise ConfigError(f"hardware config: sparse_encodings = {v!r} must be a list of encoding names "
+                                      f"from {list(SparseEncoding.__members__)}")
+                d[f.name] = tuple(SparseEncoding[x] for x in v)
             elif want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
                 raise ConfigError(f"hardware config: {f.name} = {v!r} must be {str(f.type)}")
             elif str(f.type) == "float":
@@ -296,6 +318,7 @@ class HardwareConfig:
 # streamed MV's reader FIFO of 512 beats fills the block RAMs (512 x 72 bits each) that the 256 beats of every
 # burst in flight twice over take anyway, and lets a weight tile be read that much further ahead (MV.w_early).
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
+               sparse_encodings=(SparseEncoding.POSITIONS,),
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
                unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64, lane_fifo_beats=512,
                sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))

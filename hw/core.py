@@ -9,7 +9,7 @@ from amaranth.hdl import ClockDomain, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.axi_master import AxiMaster
@@ -51,6 +51,10 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         problems.append(f"buffer_port_bytes = {w}: must be a power of two >= 4")
     if cfg.sparse_m != 16:
         problems.append(f"sparse_m = {cfg.sparse_m}: the sparse MUX is built for blocks of 16")
+    unbuilt = [e.name for e in cfg.sparse_encodings if e is not SparseEncoding.POSITIONS]
+    if unbuilt:
+        problems.append(f"sparse_encodings {unbuilt}: the lane groups and the DSP chains decode POSITIONS only so "
+                        f"far (the functional simulator and the performance model run the others)")
     if cfg.axi_data_bytes != w:
         problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
                         f"equal buffer_port_bytes ({w}) so far")

@@ -113,9 +113,7 @@ def test_the_sorting_network_selects_as_partition_does():
 def test_round_to_nearest_equals_the_whole_weight_sorted_mask(label):
     """Rows rounded in blocks, the N:M mask by partition: the same values, multipliers, scales and mask as the
     whole weight with a stable sort, ties (equal magnitudes, a zero row) included, across several row blocks."""
-    from flightc.compress.plan import CompressionPlan
-
-    fmt = CompressionPlan.parse(label).default
+    fmt = WeightFormat.parse(label)
     rng = np.random.default_rng(3)
     w = np.round(rng.standard_normal((700, 512)) * 300) / 300 * 0.02  # many equal magnitudes
     w[5] = 0
@@ -181,9 +179,7 @@ def test_values_of_four_bits_or_fewer_are_held_two_a_byte():
     """A W4/W3/W2 weight keeps its values as nibbles and gives back the same int8 values, any row range."""
     rng = np.random.default_rng(8)
     for label in ("w4g128s8:16", "w3g32s2:4", "w2g16s2:16", "w4g64"):
-        from flightc.compress.plan import CompressionPlan
-
-        fmt = CompressionPlan.parse(label).default
+        fmt = WeightFormat.parse(label)
         w = rng.standard_normal((300, 256))
         qw, whole = quantize_rtn(w, fmt), quantize_rtn_whole(w, fmt)
         assert qw._q is None and qw._nib.nbytes == whole.q.nbytes // 2

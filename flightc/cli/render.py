@@ -32,15 +32,24 @@ def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> 
 
 
 def print_layers(manifest: "Manifest") -> None:
-    """The weight formats of a bundle, layers grouped by format."""
+    """The weight formats of a bundle, layers grouped by format: how each stores its sparse positions and the bits
+    a weight takes in memory (values, positions and group multipliers)."""
+    from flightc.compress.formats import WeightFormat
+
     fmts: dict[str, list[str]] = {}
     for layer, label in manifest.layers.items():
         fmts.setdefault(label, []).append(layer)
-    t = Table(title="weight formats")
-    t.add_column("format")
-    t.add_column("layers", overflow="fold")
+    encodings = manifest.config.get("sparse_encodings", [])
+    t = Table(title="weight formats", caption=f"sparse positions: the compiler takes the encoding of the hardware's "
+                                              f"({', '.join(encodings)}) that stores a layer in the fewest bytes, "
+                                              f"unless the format names one (p, m or r after N:M)")
+    for col in ("format", "positions stored as", "bits a weight", "layers"):
+        t.add_column(col, justify="right" if col == "bits a weight" else "left", overflow="fold")
     for label, layers in fmts.items():
-        t.add_row(label, ", ".join(layers) if len(layers) <= 6 else f"{len(layers)} layers")
+        fmt = WeightFormat.from_label(label)
+        stored = f"{fmt.encoding.name} ({fmt.block_meta_bits} bits a block of {fmt.m})" if fmt.sparse else "-"
+        t.add_row(label, stored, f"{fmt.stored_bits:.3g}",
+                  ", ".join(layers) if len(layers) <= 6 else f"{len(layers)} layers")
     console.print(t)
 
 

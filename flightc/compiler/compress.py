@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from flightc.compiler.memory import chosen_format
 from flightc.compress.formats import WeightFormat
 from flightc.compress.method import Method, Solver
 from flightc.compress.obs import MaskSelect, hessian, obs_quantize
@@ -63,18 +64,20 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
     release the GIL, and each layer's result depends on its own weight alone)."""
     out = graph.copy(stage=Stage.COMPRESSED)
     linears = out.linears()
+    # a sparse format whose encoding the plan leaves open takes the one that stores the layer in the fewest bytes
+    chosen = {name: chosen_format(plan.format_for(name), cfg, out.node(name)["weight"].shape[1]) for name in linears}
     for name in linears:
-        plan.format_for(name).check(cfg, name, out.node(name)["weight"].shape[1])
+        chosen[name].check(cfg, name, out.node(name)["weight"].shape[1])
     _compress_embeddings(out, values)
     for name in out.nodes_of(OpKind.ATTENTION):
         out.node(name)["kv_bits"] = plan.kv_bits
     if not values:
         for name in linears:
-            out.node(name)["qweight"] = shape_only(plan.format_for(name), out.node(name)["weight"].shape)
+            out.node(name)["qweight"] = shape_only(chosen[name], out.node(name)["weight"].shape)
         return out
     if not method.solver.calibrated:
         def one(name: str) -> QuantWeight:
-            return quantize_rtn(out.node(name)["weight"], plan.format_for(name))
+            return quantize_rtn(out.node(name)["weight"], chosen[name])
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for i, (name, qw) in enumerate(zip(linears, pool.map(one, linears))):
@@ -84,15 +87,15 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
         return out
     if calibration is None:
         raise UnsupportedError(f"method {method.label()} needs calibration sequences")
-    unordered = [n for n in linears if method.act_order and plan.format_for(n).sparse]
+    unordered = [n for n in linears if method.act_order and chosen[n].sparse]
     if unordered:
         log.warning("%s: act-order applies to dense formats; %d sparse layers (%s, ...) are visited in column order",
                     method.label(), len(unordered), unordered[0])
-    _compress_sequentially(out, plan, method, np.atleast_2d(calibration), progress)
+    _compress_sequentially(out, chosen, method, np.atleast_2d(calibration), progress)
     return out
 
 
-def _compress_sequentially(out: GraphIR, plan: CompressionPlan, method: Method, calibration: np.ndarray,
+def _compress_sequentially(out: GraphIR, chosen: dict[str, WeightFormat], method: Method, calibration: np.ndarray,
                            progress: Callable[[int, int], None] | None) -> None:
     """Layer by layer, holding one layer's activations at a time: run the layer (its linears still float) on
     the compressed model's inputs to it, compress its linears from their Hessians, run it again compressed,
@@ -110,7 +113,7 @@ def _compress_sequentially(out: GraphIR, plan: CompressionPlan, method: Method, 
             hessians = {n: hessian(values[out.node(n)["inputs"][0]]) for n in linears}
             for n in linears:
                 node = out.node(n)
-                node["qweight"] = solve(np.asarray(node["weight"], np.float64), plan.format_for(n), method.solver,
+                node["qweight"] = solve(np.asarray(node["weight"], np.float64), chosen[n], method.solver,
                                         hessians.pop(n), method.act_order)
                 done += 1
                 if progress:

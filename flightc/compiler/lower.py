@@ -355,7 +355,7 @@ class StepLowering:
                 self.load(rr.name, Buffer.PRM, self.rec[slot])
                 out_addr = out.addr + ((t % 2) * tiles.tile_rows if by_tile
                                        else tiles.row0 + tiles.firsts[t]) * out.elem
-                common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity,
+                common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
                               group_log2=fmt.group_log2, out_mode=mode, scale_addr=self.rec[slot], lut=int(lut),
                               lut_addr=self.lut if lut else 0)
                 if tiles.stream is None:

@@ -20,10 +20,10 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.compiler.spool import ImageSpool, append_at
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import WeightFormat, cheapest_encoding
 from flightc.compress.packing import pack_weight
 from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
@@ -314,6 +314,36 @@ def stream_plan(cfg: HardwareConfig, core: int, fmt: WeightFormat, k: int) -> tu
     except UnsupportedError as e:
         return None, str(e)
     return plan, ""
+
+
+def row_cost(cfg: HardwareConfig, fmt: WeightFormat, k: int) -> float:
+    """Bytes a row of a K-long weight in ``fmt`` takes in memory as the compiler lays it out: its share of a stream
+    image where the layer streams (chunks padded to their stride, multipliers per block), its packed row where it
+    goes through the WGT buffer."""
+    columns = fmt.packed_columns(cfg, k)
+    plan, _ = stream_plan(cfg, 0, fmt, columns)
+    if plan is None:
+        return fmt.row_bytes(columns)
+    shape = plan.shape(cfg, fmt, 2 * plan.groups, columns)
+    return shape.pair_beats * shape.beat / 2
+
+
+def chosen_format(fmt: WeightFormat, cfg: HardwareConfig, k: int) -> WeightFormat:
+    """A layer's format as compiled for ``cfg``: where the plan leaves the encoding of its sparse positions open,
+    the encoding of ``cfg``'s that takes the fewest bytes as the layer is laid out (:func:`row_cost`), among those
+    that stream where positions would (an encoding whose chunk is not whole bytes would send the layer through the
+    WGT buffer)."""
+    if not fmt.sparse or fmt.encoding is not None:
+        return fmt
+    columns = fmt.with_encoding(SparseEncoding.POSITIONS).packed_columns(cfg, k)
+
+    def streams(f: WeightFormat) -> bool:
+        return stream_plan(cfg, 0, f, columns)[0] is not None
+
+    can = {e for e in cfg.sparse_encodings if streams(fmt.with_encoding(e))}
+    keep = can if can else set(cfg.sparse_encodings)
+    narrowed = cfg.replace(sparse_encodings=tuple(e for e in cfg.sparse_encodings if e in keep))
+    return cheapest_encoding(fmt, narrowed, k, cost=lambda f: row_cost(cfg, f, k))
 
 
 def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:

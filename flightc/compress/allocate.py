@@ -99,12 +99,15 @@ class Allocation:
 
 
 def candidates(cfg: HardwareConfig, budget: BitBudget, k: int) -> list[WeightFormat]:
-    """Formats the hardware runs for reduction length k: every supported width x allowed pattern."""
+    """Formats the hardware runs for reduction length k: every supported width x allowed pattern (its positions in
+    the encoding the compiler would choose)."""
+    from flightc.compiler.memory import chosen_format
+
     out = []
     for bits in sorted(cfg.weight_bits):
         for n, m in budget.patterns(cfg):
             group = 0 if bits == 8 or not budget.group else budget.group
-            fmt = WeightFormat(bits=bits, n=n, m=m, group=group)
+            fmt = chosen_format(WeightFormat(bits=bits, n=n, m=m, group=group, encoding=None), cfg, k)
             try:
                 fmt.check(cfg, "?", k)
             except UnsupportedError:

@@ -1,14 +1,17 @@
-"""Weight formats the dequantizer accepts: bit width, N:M sparsity and group size along K."""
+"""Weight formats the dequantizer accepts: bit width, N:M sparsity (and how its kept positions are stored) and group
+size along K."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, Sparsity, WeightBits, group_scale_max
 
-__all__ = ["GROUP_MAX", "GROUP_MIN", "WeightFormat", "group_scale_max", "q_range"]
+__all__ = ["GROUP_MAX", "GROUP_MIN", "SparseEncoding", "WeightFormat", "group_scale_max", "q_range"]
 
 GROUP_MIN, GROUP_MAX = 16, 4096  # quantization groups along K: powers of two in this range
 
@@ -24,18 +27,43 @@ def pattern_supported(cfg: HardwareConfig, n: int, m: int) -> bool:
     return cfg.supports_2_4 if (n, m) == (2, 4) else m == cfg.sparse_m and n in cfg.sparse_n
 
 
+# the grammar's letter after N:M for each encoding (none: POSITIONS in a compiled format, the compiler's choice in a
+# compression plan); the order is the decoders' simplicity, which breaks ties between encodings of equal bytes
+ENCODING_LETTERS = {SparseEncoding.POSITIONS: "p", SparseEncoding.BITMASK: "m", SparseEncoding.RANK: "r"}
+
+
 @dataclass(frozen=True)
 class WeightFormat:
-    """How one linear layer's weights are stored: ``bits`` wide, ``n`` of every ``m`` kept, groups of ``group``."""
+    """How one linear layer's weights are stored: ``bits`` wide, ``n`` of every ``m`` kept (their positions stored as
+    ``encoding`` says; None in a compression plan: the compiler picks per layer), groups of ``group``."""
 
     bits: int = 8
     n: int = 16
     m: int = 16
     group: int = 0  # 0: one scale per output row only
+    encoding: SparseEncoding | None = SparseEncoding.POSITIONS
+
+    def __post_init__(self) -> None:
+        if not self.sparse and self.encoding is not SparseEncoding.POSITIONS:
+            if self.encoding is not None:
+                raise UnsupportedError(f"{self.label()}: dense weights store no positions (encoding "
+                                       f"{self.encoding.name}); only a sparse N:M format takes one")
+            object.__setattr__(self, "encoding", SparseEncoding.POSITIONS)
 
     @property
     def sparse(self) -> bool:
         return self.n != self.m
+
+    @property
+    def chosen(self) -> SparseEncoding:
+        """The encoding, which a compiled format always has (a plan's None is resolved per layer first)."""
+        if self.encoding is None:
+            raise ValueError(f"{self.label()}: the encoding of its sparse positions is not chosen yet (the compiler "
+                             f"picks it per layer: flightc.compiler.memory.chosen_format)")
+        return self.encoding
+
+    def with_encoding(self, encoding: SparseEncoding) -> "WeightFormat":
+        return dataclasses.replace(self, encoding=encoding if self.sparse else SparseEncoding.POSITIONS)
 
     @property
     def sparsity(self) -> Sparsity:
@@ -54,7 +82,22 @@ class WeightFormat:
 
     @property
     def index_bits(self) -> int:
+        """Bits of one position in a block of M (what POSITIONS stores per kept weight)."""
         return 0 if not self.sparse else (self.m - 1).bit_length()
+
+    @property
+    def block_meta_bits(self) -> int:
+        """Bits that say which positions one block of M keeps, in this format's encoding (0 when dense)."""
+        if not self.sparse:
+            return 0
+        return {SparseEncoding.POSITIONS: self.n * self.index_bits, SparseEncoding.BITMASK: self.m,
+                SparseEncoding.RANK: (math.comb(self.m, self.n) - 1).bit_length()}[self.chosen]
+
+    @property
+    def stored_bits(self) -> float:
+        """Bits stored per weight (values, positions and group multipliers) for K whole blocks and groups: what a
+        weight costs in memory bandwidth."""
+        return (self.n * self.bits + self.block_meta_bits) / self.m + (8 / self.group if self.group else 0)
 
     def nnz(self, k: int) -> int:
         return k * self.n // self.m
@@ -80,7 +123,8 @@ class WeightFormat:
         """Packed bytes of one weight row of length k (whole blocks and groups): (values, sparse indices, group
         multipliers), in that order."""
         nnz = self.nnz(k)
-        return (nnz * self.bits + 7) // 8, (nnz * self.index_bits + 7) // 8, k // self.group if self.group else 0
+        meta = (k // self.m) * self.block_meta_bits
+        return (nnz * self.bits + 7) // 8, (meta + 7) // 8, k // self.group if self.group else 0
 
     def row_bytes(self, k: int) -> int:
         return sum(self.row_parts(k))
@@ -91,6 +135,8 @@ class WeightFormat:
             s += f" g{self.group}"
         if self.sparse:
             s += f" {self.n}:{self.m}"
+            if self.encoding not in (None, SparseEncoding.POSITIONS):
+                s += ENCODING_LETTERS[self.encoding]
         return s
 
     def check(self, cfg: HardwareConfig, layer: str, k: int) -> None:
@@ -109,6 +155,9 @@ class WeightFormat:
                                    f"{GROUP_MIN}..{GROUP_MAX}")
         if self.group and self.bits == 8:
             raise UnsupportedError(f"layer {layer}: 8-bit weights take no group scales (use group 0)")
+        if self.sparse and self.encoding is not None and self.encoding not in cfg.sparse_encodings:
+            raise UnsupportedError(f"layer {layer}: sparse positions as {self.encoding.name}; preset {cfg.name!r} "
+                                   f"decodes {[e.name for e in cfg.sparse_encodings]} (sparse_encodings)")
         if k > cfg.max_reduction_length:
             raise UnsupportedError(f"layer {layer}: K = {k} exceeds {cfg.max_reduction_length}, the longest "
                                    f"dot product the {cfg.acc_bits}-bit accumulators hold exactly")
@@ -129,12 +178,33 @@ class WeightFormat:
         return cls.parse(text)
 
     @classmethod
-    def parse(cls, text: str) -> "WeightFormat":
-        """'w4g128s8:16', 'w8', 'w3g64s2:4' -> WeightFormat (the CLI's spelling)."""
+    def parse(cls, text: str, unspecified: SparseEncoding | None = SparseEncoding.POSITIONS) -> "WeightFormat":
+        """'w4g128s8:16', 'w8', 'w3g64s2:4', 'w4g128s8:16m' -> WeightFormat (the CLI's spelling). A letter after
+        N:M names the encoding of the kept positions (p: positions, m: bitmask, r: rank); without one it is
+        ``unspecified`` (None: the compiler's choice)."""
         import re
 
-        m = re.fullmatch(r"w(\d)(?:g(\d+))?(?:s(\d+):(\d+))?", text.strip().lower())
-        if not m:
-            raise UnsupportedError(f"weight format {text!r}: expected e.g. w8, w4g128, w4g128s8:16, w2g64s2:4")
-        bits, group, n, mm = m.groups()
-        return cls(bits=int(bits), group=int(group or 0), n=int(n or 16), m=int(mm or 16))
+        m = re.fullmatch(r"w(\d)(?:g(\d+))?(?:s(\d+):(\d+)([a-z])?)?", text.strip().lower())
+        letters = {v: k for k, v in ENCODING_LETTERS.items()}
+        if not m or (m.group(5) is not None and m.group(5) not in letters):
+            raise UnsupportedError(f"weight format {text!r}: expected e.g. w8, w4g128, w4g128s8:16, w2g64s2:4, with "
+                                   f"an optional encoding of the sparse positions after N:M (p: positions, m: "
+                                   f"bitmask, r: rank; w4g128s8:16m)")
+        bits, group, n, mm, letter = m.groups()
+        encoding = letters[letter] if letter else unspecified
+        fmt = cls(bits=int(bits), group=int(group or 0), n=int(n or 16), m=int(mm or 16),
+                  encoding=encoding if n else SparseEncoding.POSITIONS)
+        return fmt
+
+
+def cheapest_encoding(fmt: WeightFormat, cfg: HardwareConfig, k: int,
+                      cost: Callable[[WeightFormat], float] | None = None) -> WeightFormat:
+    """``fmt`` with the encoding of ``cfg``'s whose ``cost`` is least (default: the bytes of a packed row of K
+    columns, K padded as the compiler packs it; the compiler passes what a row takes as it lays the layer out); a
+    tie goes to the simpler decoder, in ENCODING_LETTERS' order. A sparse format that names its encoding, and a
+    dense one, come back as they are."""
+    if not fmt.sparse or fmt.encoding is not None:
+        return fmt
+    columns = fmt.with_encoding(SparseEncoding.POSITIONS).packed_columns(cfg, k)
+    options = [fmt.with_encoding(e) for e in ENCODING_LETTERS if e in cfg.sparse_encodings]
+    return min(options, key=cost or (lambda f: f.row_bytes(columns)))

@@ -1,8 +1,12 @@
 """The packed weight layout in memory and the dequantizer that reads it back.
 
 One packed row of length K (``WeightFormat.row_bytes``):
-  values   nnz b-bit two's-complement values, LSB first
-  indices  nnz log2(M)-bit positions within their block of M (sparse formats only), LSB first
+  values   nnz b-bit two's-complement values, LSB first, ascending by column
+  indices  which positions each block of M keeps (sparse formats only), LSB first, in the format's encoding:
+           POSITIONS: nnz log2(M)-bit positions within their blocks, ascending in each;
+           BITMASK: an M-bit mask a block, bit i set where position i is kept;
+           RANK: a ceil(log2 C(M, N))-bit rank a block, the kept set's mask's index among the masks of N set
+           bits in ascending order (the combinatorial number system's colex rank)
   groups   K / group unsigned 8-bit multipliers (grouped formats only), each at most
            ``group_scale_max(bits)`` (an ISA rule: q x multiplier is an INT8 operand)
 The dequantizer (:func:`unpack_rows`) is what the hardware's MMU does; the integer reference
@@ -14,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from flightc.compress.formats import WeightFormat, group_scale_max
+from flightc.compress.formats import SparseEncoding, WeightFormat, group_scale_max
 from flightc.compress.quantize import QuantWeight, pack_nibbles
 from flightc.errors import ProgramError, UnsupportedError
 
@@ -58,6 +62,17 @@ def _positions_of_masks(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     sel = count == n
     pos[sel] = np.nonzero(bits[sel])[1].reshape(-1, n)
     return count, pos
+
+
+@lru_cache(maxsize=None)
+def _masks_by_rank(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m``-bit masks of ``n`` set bits in ascending order (a rank's mask), and each mask's rank (-1 for the
+    masks of another count)."""
+    count, _ = _positions_of_masks(n, m)
+    masks = np.flatnonzero(count == n)
+    rank = np.full(1 << m, -1, np.int64)
+    rank[masks] = np.arange(masks.size)
+    return masks, rank
 
 
 def _block_masks(keep_bits: np.ndarray, k: int, m: int) -> np.ndarray | None:
@@ -130,8 +145,7 @@ def pack_weight(qw: QuantWeight, columns: int | None = None) -> np.ndarray:
                                                              bitorder="little")
         pos = _block_positions(bits, columns, fmt.n, fmt.m)
         vals = np.take_along_axis(q.reshape(rows, columns // fmt.m, fmt.m), pos, axis=2).reshape(rows, nnz)
-        pos = pos.reshape(rows, nnz)
-        parts = [_pack_bits(vals, fmt.bits), _pack_bits(pos, fmt.index_bits)]
+        parts = [_pack_bits(vals, fmt.bits), _pack_metadata(pos, fmt)]
     else:
         parts = [_pack_bits(q, fmt.bits)]
     if fmt.group:
@@ -148,12 +162,53 @@ def pack_weight(qw: QuantWeight, columns: int | None = None) -> np.ndarray:
     return out
 
 
-def sparse_positions(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
-    """In-block positions of the stored weights of sparse packed rows, [n, nnz]."""
-    nnz = fmt.nnz(k)
-    vbytes = (nnz * fmt.bits + 7) // 8
-    ibytes = (nnz * fmt.index_bits + 7) // 8
-    return _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False)
+def _pack_metadata(pos: np.ndarray, fmt: WeightFormat) -> np.ndarray:
+    """The indices part of packed rows from the kept positions [rows, blocks, n] (ascending in each block)."""
+    rows, blocks, _ = pos.shape
+    if fmt.chosen is SparseEncoding.POSITIONS:
+        return _pack_bits(pos.reshape(rows, blocks * fmt.n), fmt.index_bits)
+    masks = (np.int64(1) << pos.astype(np.int64)).sum(axis=2)
+    if fmt.encoding is SparseEncoding.BITMASK:
+        return _pack_bits(masks, fmt.m)
+    return _pack_bits(_masks_by_rank(fmt.n, fmt.m)[1][masks], fmt.block_meta_bits)
+
+
+def sparse_positions(rows_bytes: np.ndarray, fmt: WeightFormat, k: int, dtype=np.int64) -> np.ndarray:
+    """In-block positions of the stored weights of sparse packed rows, [n, nnz], as their encoding stores them; a
+    mask or a rank that names other than N positions is refused (ProgramError), and so are POSITIONS that do not
+    ascend in their block (the lane groups' zero insertion relies on it, hw/lane_group.py)."""
+    values, meta, _ = fmt.row_parts(k)
+    rows, blocks = rows_bytes.shape[0], k // fmt.m
+    raw = rows_bytes[:, values:values + meta]
+    if fmt.chosen is SparseEncoding.POSITIONS:
+        pos = _unpack_bits(raw, blocks * fmt.n, fmt.index_bits, signed=False, dtype=dtype)
+        rising = np.diff(pos.reshape(rows, blocks, fmt.n), axis=2) > 0
+        if not rising.all():
+            r, b, _ = np.argwhere(~rising)[0]
+            raise ProgramError(f"weight row {r}, block {b}: sparse positions "
+                               f"{pos[r, b * fmt.n:(b + 1) * fmt.n].tolist()} are not distinct and ascending, as the "
+                               f"ISA requires; pack with flightc.compress.packing.pack_weight")
+        return pos
+    code = _unpack_bits(raw, blocks, fmt.block_meta_bits, signed=False)
+    if fmt.encoding is SparseEncoding.BITMASK:
+        masks, what = code, "bitmask"
+    else:
+        by_rank = _masks_by_rank(fmt.n, fmt.m)[0]
+        masks, what = by_rank[np.minimum(code, by_rank.size - 1)], "rank"
+        over = code >= by_rank.size
+        if over.any():
+            r, b = np.argwhere(over)[0]
+            raise ProgramError(f"weight row {r}, block {b}: sparse rank {int(code[r, b])} is past the "
+                               f"{by_rank.size} sets of {fmt.n} of {fmt.m} positions; pack with "
+                               f"flightc.compress.packing.pack_weight")
+    count, pos = _positions_of_masks(fmt.n, fmt.m)
+    wrong = count[masks] != fmt.n
+    if wrong.any():
+        r, b = np.argwhere(wrong)[0]
+        raise ProgramError(f"weight row {r}, block {b}: the sparse {what} keeps {int(count[masks[r, b]])} of "
+                           f"{fmt.m} positions where {fmt.label()} keeps {fmt.n}; pack with "
+                           f"flightc.compress.packing.pack_weight")
+    return pos[masks].reshape(rows, blocks * fmt.n).astype(dtype)
 
 
 def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray:
@@ -165,17 +220,10 @@ def unpack_rows(rows_bytes: np.ndarray, fmt: WeightFormat, k: int) -> np.ndarray
         return rows_bytes[:, :k].view(np.int8).copy()
     n = rows_bytes.shape[0]
     nnz = fmt.nnz(k)
-    vbytes = (nnz * fmt.bits + 7) // 8
-    ibytes = (nnz * fmt.index_bits + 7) // 8
+    vbytes, ibytes, _ = fmt.row_parts(k)
     vals = _unpack_bits(rows_bytes[:, :vbytes], nnz, fmt.bits, signed=True, dtype=np.int16)
     if fmt.sparse:
-        pos = _unpack_bits(rows_bytes[:, vbytes:vbytes + ibytes], nnz, fmt.index_bits, signed=False, dtype=np.int16)
-        rising = np.diff(pos.reshape(n, nnz // fmt.n, fmt.n), axis=2) > 0
-        if not rising.all():  # the lane groups' zero insertion relies on it (hw/lane_group.py)
-            r, b, _ = np.argwhere(~rising)[0]
-            raise ProgramError(f"weight row {r}, block {b}: sparse positions "
-                               f"{pos[r, b * fmt.n:(b + 1) * fmt.n].tolist()} are not distinct and ascending, as the "
-                               f"ISA requires; pack with flightc.compress.packing.pack_weight")
+        pos = sparse_positions(rows_bytes, fmt, k, np.int16)
         block = np.arange(nnz) // fmt.n
         cols = block[None, :] * fmt.m + pos
         dense = np.zeros((n, k), np.int16)  # q x multiplier: at most 255 x 255 in magnitude, well inside int16

@@ -31,12 +31,13 @@ class CompressionPlan:
     @classmethod
     def parse(cls, default: str = "w8", overrides: list[str] | tuple[str, ...] = (), kv_bits: int = 8
               ) -> "CompressionPlan":
-        """``default`` like 'w4g128s8:16'; each override 'PATTERN=FORMAT', e.g. '*.down_proj=w8'."""
+        """``default`` like 'w4g128s8:16'; each override 'PATTERN=FORMAT', e.g. '*.down_proj=w8'. A sparse format
+        without an encoding letter (w4g128s8:16, not w4g128s8:16m) leaves the encoding to the compiler."""
         pairs = []
         for item in overrides:
             pattern, _, fmt = item.partition("=")
-            pairs.append((pattern.strip(), WeightFormat.parse(fmt)))
-        return cls(WeightFormat.parse(default), tuple(pairs), kv_bits=kv_bits)
+            pairs.append((pattern.strip(), WeightFormat.parse(fmt, unspecified=None)))
+        return cls(WeightFormat.parse(default, unspecified=None), tuple(pairs), kv_bits=kv_bits)
 
     def __post_init__(self) -> None:
         if self.kv_bits not in KV_BITS:

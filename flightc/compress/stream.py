@@ -10,6 +10,7 @@ the smallest group), each segment's own multiplier.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +27,12 @@ def stored_per_chunk(fmt: WeightFormat, slots: int) -> int:
 
 
 def row_part_bytes(fmt: WeightFormat, slots: int) -> tuple[int, int]:
-    """(value bytes, position bytes) of one row in a chunk."""
-    nnz = stored_per_chunk(fmt, slots)
-    return nnz * fmt.bits // 8, nnz * fmt.index_bits // 8
+    """(value bytes, position bytes) of one row in a chunk (positions in the format's encoding)."""
+    return stored_per_chunk(fmt, slots) * fmt.bits // 8, _chunk_meta_bits(fmt, slots) // 8
+
+
+def _chunk_meta_bits(fmt: WeightFormat, slots: int) -> int:
+    return slots // fmt.m * fmt.block_meta_bits
 
 
 def chunk_bytes(fmt: WeightFormat, slots: int) -> int:
@@ -39,9 +43,10 @@ def chunk_bytes(fmt: WeightFormat, slots: int) -> int:
 def check_stream(fmt: WeightFormat, slots: int, k: int) -> None:
     """Raise unless rows of length ``k`` in ``fmt`` cut into whole, byte-aligned chunks of ``slots`` columns."""
     nnz = stored_per_chunk(fmt, slots)
-    if slots % SEGMENT or slots % fmt.m or (nnz * fmt.bits) % 8 or (nnz * fmt.index_bits) % 8:
+    if slots % SEGMENT or slots % fmt.m or (nnz * fmt.bits) % 8 or _chunk_meta_bits(fmt, slots) % 8:
+        whole = max(SEGMENT, 8 * fmt.m // fmt.n, 8 * fmt.m // math.gcd(8, fmt.block_meta_bits or 8))
         raise UnsupportedError(f"{fmt.label()}: a chunk of {slots} columns is not a whole number of bytes and "
-                               f"{SEGMENT}-column segments; use a multiple of {max(SEGMENT, 8 * fmt.m // fmt.n)} slots")
+                               f"{SEGMENT}-column segments; use a multiple of {whole} slots")
     if k % slots:
         raise UnsupportedError(f"{fmt.label()}: K = {k} is not a multiple of the lane group's {slots} columns")
 

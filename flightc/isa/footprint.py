@@ -12,7 +12,7 @@ import numpy as np
 
 from flightc.compress.formats import GROUP_MAX, GROUP_MIN, WeightFormat
 from flightc.compress.stream import StreamShape
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.numerics import LUT_ENTRIES, REQUANT_RECORD_BYTES
 from flightc.records import NORM, ROPE
@@ -119,8 +119,12 @@ def hbm(channel: int) -> Space:
 
 def weight_format(ins: Instruction) -> WeightFormat:
     n, m = SPARSITY_NM[Sparsity(ins.sparsity)]
+    encoding = SparseEncoding(ins.sparse_enc)
+    if n == m and encoding is not SparseEncoding.POSITIONS:
+        raise ProgramError(f"{ins.opcode.name}: dense weights with sparse_enc {encoding.name}; dense weights store "
+                           f"no positions (sparse_enc POSITIONS)")
     return WeightFormat(bits=WEIGHT_BITS[WeightBits(ins.w_bits)], n=n, m=m,
-                        group=(1 << ins.group_log2) if ins.group_log2 else 0)
+                        group=(1 << ins.group_log2) if ins.group_log2 else 0, encoding=encoding)
 
 
 def streamed(ins: Instruction) -> bool:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Type
 
-from flightc.config import Buffer
+from flightc.config import Buffer, SparseEncoding
 
-ISA_VERSION = "1.9"
+ISA_VERSION = "1.10"
 WORD_BITS = 32
 
 
@@ -223,6 +223,11 @@ _MPE_COMMON = (
     _u("w_stride", BUF_ADDR_BITS, "bytes between weight rows (K-major: between K steps)"),
     _e("w_bits", 2, WeightBits, "packed weight width"),
     _e("sparsity", 3, Sparsity, "N:M pattern of the weights"),
+    _e("sparse_enc", 2, SparseEncoding, "how a sparse weight stores its kept positions (ISA 1.10): POSITIONS, each "
+                                        "kept value's position in its block, log2(M) bits; BITMASK, M bits a block, "
+                                        "bit i set where position i is kept; RANK, the block's kept set as its rank "
+                                        "among the C(M, N) sets of N positions in ascending order of their bitmasks, "
+                                        "ceil(log2 C(M, N)) bits. POSITIONS for dense weights"),
     _u("group_log2", 4, "log2 of the quantization group along K; 0: no group scales"),
     _e("out_mode", 2, OutMode, "output stage"),
     _u("out_addr", BUF_ADDR_BITS, "output byte address (ACT for REQ_I8, ACC otherwise)"),

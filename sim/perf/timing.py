@@ -25,7 +25,7 @@ import numpy as np
 
 from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
 from flightc.hw.latency_rules import (CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY, SFU_DIV_SETUP,
                                       SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY,
@@ -78,12 +78,13 @@ def _grid_words(rows: np.ndarray, steps: np.ndarray, nbytes: int, w: int) -> int
 # ----------------------------------------------------------------------------------- MPE
 @lru_cache(maxsize=4096)
 def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits: int, sparsity: Sparsity,
-                group_log2: int, mode: OutMode, lut: bool, a_addr: int, a_stride: int, w_addr: int, w_stride: int,
-                out_addr: int, out_stride: int, scale_addr: int) -> int:
+                encoding: SparseEncoding, group_log2: int, mode: OutMode, lut: bool, a_addr: int, a_stride: int,
+                w_addr: int, w_stride: int, out_addr: int, out_stride: int, scale_addr: int) -> int:
     T, C, L, w = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length, cfg.buffer_port_bytes
     n_keep, block = SPARSITY_NM[sparsity]
-    ib = WeightFormat(8, n_keep, block).index_bits
-    sparse = ib != 0 and not kmajor
+    fmt = WeightFormat(8, n_keep, block, encoding=encoding)
+    sparse = fmt.sparse and not kmajor
+    meta_step = L // n_keep * fmt.block_meta_bits // 8 if sparse else 0  # a step's L stored weights' positions
     nnz = (k // block) * n_keep if sparse else k
     span = L * block // n_keep
     steps = _cdiv(nnz, L)
@@ -97,10 +98,10 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
                  _grid_words(np.bincount(rows_at, minlength=w), lane_counts(0, L, steps, w), L, w))
     else:
         vbytes = (nnz * bits + 7) // 8
-        ibytes = (nnz * ib + 7) // 8
+        ibytes = fmt.row_parts(k)[1] if sparse else 0
         chain = _grid_words(rows, lane_counts(0, L * bits // 8, steps, w), L * bits // 8, w)
         if sparse:
-            chain += _grid_words(rows, lane_counts(vbytes, L * ib // 8, steps, w), L * ib // 8, w)
+            chain += _grid_words(rows, lane_counts(vbytes, meta_step, steps, w), meta_step, w)
         if group_log2:  # the multipliers from the window's first group on
             at = (vbytes + ibytes + ((np.arange(steps) * span) >> group_log2)) % w
             chain += _grid_words(rows, np.bincount(at, minlength=w), max(1, span >> group_log2), w)
@@ -129,7 +130,7 @@ def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     m, a_stride, out_stride = mpe_shape(ins)
     kmajor = bool(ins.w_kmajor)
     fmt = weight_format(ins)
-    return _mpe_cycles(cfg, m, ins.n, ins.k, kmajor, fmt.bits, Sparsity(ins.sparsity),
+    return _mpe_cycles(cfg, m, ins.n, ins.k, kmajor, fmt.bits, Sparsity(ins.sparsity), fmt.chosen,
                        0 if kmajor else ins.group_log2, OutMode(ins.out_mode), bool(ins.lut), ins.a_addr, a_stride,
                        ins.w_addr, ins.w_stride, ins.out_addr, out_stride, ins.scale_addr)
 

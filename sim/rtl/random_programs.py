@@ -17,7 +17,7 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
-from flightc.compress.stream import ImageRows, image_cols, image_rows, stream_image
+from flightc.compress.stream import ImageRows, check_stream, image_cols, image_rows, stream_image
 from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
@@ -143,6 +143,14 @@ class _Builder:
     def ints(self, n: int, lo: int, hi: int, dtype: str) -> bytes:
         return self.rng.integers(lo, hi + 1, n).astype(dtype).tobytes()
 
+    def encoded(self, fmt: WeightFormat, slots: int = 0) -> WeightFormat:
+        """``fmt`` in one of the config's encodings of sparse positions (drawn when it has several), one whose
+        chunks of ``slots`` columns are whole bytes when ``slots`` is given (a streamed tile's)."""
+        options = [e for e in self.cfg.sparse_encodings if not slots or _streams(fmt.with_encoding(e), slots)]
+        if not fmt.sparse or len(options) < 2:
+            return fmt.with_encoding(options[0] if options else self.cfg.sparse_encodings[0])
+        return fmt.with_encoding(options[self.rand(0, len(options) - 1)])
+
     # ----- blocks
     def block_mpe(self) -> str:
         cfg, rand = self.cfg, self.rand
@@ -161,7 +169,7 @@ class _Builder:
             sp = sparsities[rand(0, len(sparsities) - 1)]
             n_, m_ = SPARSITY_NM[sp]
             group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
-            fmt = WeightFormat(bits, n_, m_, group)
+            fmt = self.encoded(WeightFormat(bits, n_, m_, group))
         k = 16 * rand(1, 8) if fmt.sparse or fmt.group or self.rng.random() < 0.5 else rand(1, 128)
         if fmt.group:
             k = -(-k // fmt.group) * fmt.group
@@ -209,7 +217,8 @@ class _Builder:
                       b"".join(self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4") for _ in range(m)))
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
         common = dict(n=n, k=k, a_addr=a_addr, a_unsigned=a_unsigned, w_buf=w_buf, w_addr=w_addr, w_kmajor=int(kmajor),
-                      w_stride=w_stride, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
+                      w_stride=w_stride, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
+                      group_log2=fmt.group_log2,
                       out_mode=mode, out_addr=out_addr, scale_addr=scale_addr, lut=lut, lut_addr=lut_addr,
                       wait=1 << Unit.LD, release=1 << Unit.ST)
         if mm:
@@ -418,13 +427,14 @@ class _Builder:
         sparsities = [sp for sp in SPARSITY_NM if _supported(cfg, WeightFormat(8, *SPARSITY_NM[sp]))]
         n_, m_ = SPARSITY_NM[sparsities[rand(0, len(sparsities) - 1)]]
         group = 0 if bits == 8 or self.rng.random() < 0.3 else int(self.rng.choice([16, 32, 64]))
-        fmt = WeightFormat(bits, n_, m_, group)
+        fmt = self.encoded(WeightFormat(bits, n_, m_, group), cfg.lane_slots)
         if self.rng.random() < 0.3 and set(cfg.weight_bits) >= {4, 8} and not large:  # a K cache: dense INT8/INT4
             fmt = WeightFormat(int(self.rng.choice([4, 8])), 16, 16)
         k = cfg.lane_slots * (rand(4, 8) if large else rand(1, 3))
         n = rows or (rand(24 * span, 48 * span) if large else rand(1, 6 * span))
         if large and not rows:  # each master's share past its reader's FIFO, by a quarter to a half
-            probe = make("MV", n=n, k=k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, group_log2=fmt.group_log2,
+            probe = make("MV", n=n, k=k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
+                         group_log2=fmt.group_log2,
                          w_stream=1, w_channel=channel, w_stripe=stripe)
             fifo = cfg.lane_fifo_beats * cfg.axi_data_bytes
             pair_rows = 2 * span
@@ -451,7 +461,8 @@ class _Builder:
             self.load(Buffer.ACC, out_addr, 1, 4 * n, 0, self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4"))
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
         mv = make("MV", n=n, k=k_mv, a_addr=a_addr, a_unsigned=int(self.rng.random() < 0.3), w_bits=fmt.bits_code,
-                  sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=mode, out_addr=out_addr,
+                  sparsity=fmt.sparsity, sparse_enc=fmt.chosen, group_log2=fmt.group_log2, out_mode=mode,
+                  out_addr=out_addr,
                   scale_addr=scale_addr, lut=lut, lut_addr=lut_addr, wait=1 << Unit.LD, release=1 << Unit.ST,
                   w_stream=1, w_channel=channel, w_stripe=stripe, out_max=out_max)
         shape = stream_shape(cfg, mv)
@@ -541,8 +552,17 @@ class _Builder:
 
 
 def _supported(cfg: HardwareConfig, fmt: WeightFormat) -> bool:
+    """Whether ``cfg`` runs ``fmt`` (a sparse one in the config's first encoding)."""
     try:
-        fmt.check(cfg, "random", 16)
+        fmt.with_encoding(cfg.sparse_encodings[0]).check(cfg, "random", 16)
+        return True
+    except UnsupportedError:
+        return False
+
+
+def _streams(fmt: WeightFormat, slots: int) -> bool:
+    try:
+        check_stream(fmt, slots, slots)
         return True
     except UnsupportedError:
         return False
