@@ -370,7 +370,8 @@ PRESETS: dict[str, HardwareConfig] = {
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=14.375, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=64, acc_buffer_kib=32, prm_buffer_kib=16,
                            kv_buffer_kib=16, buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2,
-                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76, "lane_act_kib": 4}),
+                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76, "lane_act_kib": 4,
+                              "sparse_encodings": (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)}),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=1.6, mem_channel_mib=16,

@@ -9,7 +9,7 @@ from amaranth.hdl import ClockDomain, Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flightc.config import Buffer, HardwareConfig, SparseEncoding
+from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.axi_master import AxiMaster
@@ -18,6 +18,7 @@ from flightc.hw.buffers import BufferBank
 from flightc.hw.control import AxiLiteRegs, Control, unit_port
 from flightc.hw.dma import StoreUnit
 from flightc.hw.hierarchy import separate
+from flightc.hw.lane_group import RTL_ENCODINGS
 from flightc.hw.load import LoadUnit
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
@@ -51,10 +52,11 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         problems.append(f"buffer_port_bytes = {w}: must be a power of two >= 4")
     if cfg.sparse_m != 16:
         problems.append(f"sparse_m = {cfg.sparse_m}: the sparse MUX is built for blocks of 16")
-    unbuilt = [e.name for e in cfg.sparse_encodings if e is not SparseEncoding.POSITIONS]
+    unbuilt = [e.name for e in cfg.sparse_encodings if e not in RTL_ENCODINGS]
     if unbuilt:
-        problems.append(f"sparse_encodings {unbuilt}: the lane groups and the DSP chains decode POSITIONS only so "
-                        f"far (the functional simulator and the performance model run the others)")
+        problems.append(f"sparse_encodings {unbuilt}: the lane groups and the DSP chains decode "
+                        f"{[e.name for e in RTL_ENCODINGS]} (a rank needs an unranking table a block at line rate; "
+                        f"the functional simulator and the performance model run it)")
     if cfg.axi_data_bytes != w:
         problems.append(f"axi_data_bytes = {cfg.axi_data_bytes}: the DMA moves a beat as one buffer word, so it must "
                         f"equal buffer_port_bytes ({w}) so far")

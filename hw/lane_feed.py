@@ -16,7 +16,8 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.compress.formats import GROUP_MAX, GROUP_MIN
 from flightc.compress.stream import SEGMENT, chunk_stride
-from flightc.hw.lane_group import Kinds, chunk_layout, formats
+from flightc.hw.lane_group import Kinds, chunk_layout, format_case, formats
+from flightc.config import SparseEncoding
 from flightc.isa.table import Sparsity, WeightBits
 
 GROUP_LOG2_MIN, GROUP_LOG2_MAX = GROUP_MIN.bit_length() - 1, GROUP_MAX.bit_length() - 1
@@ -34,7 +35,8 @@ class LaneFeed(wiring.Component):
         super().__init__({
             "beats": In(stream.Signature(8 * beat)),
             "chunk": Out(stream.Signature(chunk_layout(slots, kinds), always_ready=True)),
-            "start": In(1), "bits_code": In(WeightBits), "sparsity": In(Sparsity), "group_log2": In(4),
+            "start": In(1), "bits_code": In(WeightBits), "sparsity": In(Sparsity),
+            "sparse_enc": In(SparseEncoding), "group_log2": In(4),
             "chunks": In(range(max_chunks + 1)), "pairs": In(range(max_pairs + 1)), "done": Out(1),
             "hold": In(1), "busy": Out(1),
         })
@@ -44,15 +46,16 @@ class LaneFeed(wiring.Component):
         S, B = self.slots, self.beat
         N_SEG = S // SEGMENT
         widest = len(self.chunk.payload.bytes) // 8
-        strides = sorted({chunk_stride(fmt, S) for _, _, fmt in formats(S, self.kinds)})
+        strides = sorted({chunk_stride(f[3], S) for f in formats(S, self.kinds)})
         stride = Signal(range(widest + 1))
         # the place in a beat of its last chunk (sub counts them), decoded with the stride rather than multiplied out
         # of it each cycle; none where the stride leaves the beat part-filled
         last_sub = Signal(range(B + 1))
-        with m.Switch(Cat(self.sparsity, self.bits_code)):
-            for code, sp, fmt in formats(S, self.kinds):
-                with m.Case(int(sp) | int(code) << len(self.sparsity)):
-                    st = chunk_stride(fmt, S)
+        key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
+        with m.Switch(key):
+            for f in formats(S, self.kinds):
+                with m.Case(case(f)):
+                    st = chunk_stride(f[3], S)
                     m.d.comb += [stride.eq(st), last_sub.eq(B // st - 1 if st <= B and B % st == 0 else B)]
         grouped = self.group_log2 != 0
         # chunks of a block: those whose multipliers one beat holds (beat / 2 groups), or the whole pair

@@ -22,13 +22,15 @@ DSP48E2 of its own, the partial sums, the accumulator).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from typing import Callable
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from flightc.compress.formats import WeightFormat, pattern_supported
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
 from flightc.hw.arith import tree
@@ -43,36 +45,60 @@ if CASCADE * PRODUCT_MAX >= 1 << (PACK_SHIFT - 1):
 SEGMENT_BITS = PACK_SHIFT + (SEGMENT // CASCADE).bit_length()  # a segment's sum of cascade fields, with its carries
 
 
-Kinds = tuple[tuple[int, int, int], ...]  # (bits, n, m) of the weight formats a lane group builds
+# the encodings of sparse positions the generator builds decoders for: a rank would take an unranking table (C(16, 8)
+# = 12,870 entries of 16 bits) read for every block of every row at line rate, which no block RAM port count allows
+RTL_ENCODINGS = (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)
+
+Kinds = tuple[tuple[int, int, int, SparseEncoding], ...]  # (bits, n, m, encoding) of the formats a lane group builds
 
 
 def config_kinds(cfg: HardwareConfig) -> Kinds:
     """The formats ``cfg``'s compiler accepts, so the only ones its lane groups need to dequantize: every sparsity
-    pattern costs each slot a zero-insertion mux."""
-    return tuple((bits, n, m) for bits in WEIGHT_BITS.values() if bits in cfg.weight_bits
-                 for n, m in SPARSITY_NM.values() if pattern_supported(cfg, n, m))
+    pattern and every encoding of its positions costs each slot a zero-insertion mux."""
+    return tuple((bits, n, m, e) for bits in WEIGHT_BITS.values() if bits in cfg.weight_bits
+                 for n, m in SPARSITY_NM.values() if pattern_supported(cfg, n, m)
+                 for e in (cfg.sparse_encodings if n != m else (SparseEncoding.POSITIONS,)))
 
 
-def formats(slots: int, kinds: Kinds | None = None) -> list[tuple[WeightBits, Sparsity, WeightFormat]]:
-    """Every weight format the ISA names that cuts into chunks of ``slots`` columns (of ``kinds``, if given)."""
+Format = tuple[WeightBits, Sparsity, SparseEncoding, WeightFormat]
+
+
+def formats(slots: int, kinds: Kinds | None = None) -> list[Format]:
+    """Every weight format the ISA names and the generator decodes that cuts into chunks of ``slots`` columns (of
+    ``kinds``, if given)."""
     out = []
     for code, bits in WEIGHT_BITS.items():
         for sp, (n, m) in SPARSITY_NM.items():
-            if kinds is not None and (bits, n, m) not in kinds:
-                continue
-            fmt = WeightFormat(bits, n, m)
-            try:
-                check_stream(fmt, slots, slots)
-            except UnsupportedError:
-                continue
-            out.append((code, sp, fmt))
+            for enc in (RTL_ENCODINGS if n != m else (SparseEncoding.POSITIONS,)):
+                if kinds is not None and (bits, n, m, enc) not in kinds:
+                    continue
+                fmt = WeightFormat(bits, n, m, encoding=enc)
+                try:
+                    check_stream(fmt, slots, slots)
+                except UnsupportedError:
+                    continue
+                out.append((code, sp, enc, fmt))
     return out
+
+
+def format_case(sparsity: Value, bits_code: Value, encoding: Value,
+                fmts: list[Format]) -> tuple[Value, Callable[[Format], int]]:
+    """What a switch over the fields of ``fmts`` takes, and the case value of each format: the encoding of the
+    positions only where ``fmts`` have more than one (a decoder of fewer inputs, a LUT level less)."""
+    by_encoding = len({f[2] for f in fmts}) > 1
+
+    def case(f: Format) -> int:
+        code, sp, enc, _ = f
+        return int(sp) | int(code) << len(sparsity) | (int(enc) << (len(sparsity) + len(bits_code)) if by_encoding
+                                                        else 0)
+
+    return (Cat(sparsity, bits_code, encoding) if by_encoding else Cat(sparsity, bits_code)), case
 
 
 def chunk_layout(slots: int, kinds: Kinds | None = None) -> data.StructLayout:
     """One chunk on the group's input: its bytes (the widest format's), each row's segment multipliers, and
     whether it opens or closes its row pair."""
-    widest = max(chunk_bytes(fmt, slots) for _, _, fmt in formats(slots, kinds))
+    widest = max(chunk_bytes(f[3], slots) for f in formats(slots, kinds))
     return data.StructLayout({"bytes": 8 * widest, "gs": 8 * 2 * (slots // SEGMENT), "first": 1, "last": 1})
 
 
@@ -81,7 +107,8 @@ class LaneGroup(wiring.Component):
     ``kinds``: the weight formats it dequantizes (every one the ISA names by default)."""
 
     def __init__(self, slots: int, act_words: int, acc_bits: int = 32, kinds: Kinds | None = None):
-        if slots % SEGMENT or len(formats(slots)) < len(WEIGHT_BITS) * len(SPARSITY_NM):
+        every = [f for f in formats(slots) if f[2] is SparseEncoding.POSITIONS]
+        if slots % SEGMENT or len(every) < len(WEIGHT_BITS) * len(SPARSITY_NM):
             raise UnsupportedError(f"lane group of {slots} slots: use a multiple of 64 (whole bytes of every "
                                    f"format's chunk, whole {SEGMENT}-column segments)")
         if not formats(slots, kinds):
@@ -91,31 +118,41 @@ class LaneGroup(wiring.Component):
         super().__init__({
             "chunk": In(stream.Signature(chunk_layout(slots, kinds), always_ready=True)),
             "act_we": In(1), "act_addr": In(range(act_words)), "act_data": In(8 * slots),
-            "bits_code": In(WeightBits), "sparsity": In(Sparsity), "a_unsigned": In(1), "grouped": In(1),
+            "bits_code": In(WeightBits), "sparsity": In(Sparsity), "sparse_enc": In(SparseEncoding),
+            "a_unsigned": In(1), "grouped": In(1),
             "result": Out(stream.Signature(result, always_ready=True)),
         })
 
     def _dequantize(self, m: Module, raw, q0: list, q1: list) -> None:
         """The chunk's stored values and positions -> each column's signed q for both rows (zeros where a sparse
-        row stores nothing): first each stored value and position out of its format's bit fields, then, by the
-        N:M pattern alone, each column picks the stored value whose position is its own (zero insertion)."""
+        row stores nothing): first each stored value and position (or mask bit) out of its format's bit fields,
+        then, by the N:M pattern and the encoding alone, each column picks the stored value that is its own (zero
+        insertion): the one whose position is the column's, or, from a bitmask, the one the count of the block's
+        set bits before the column names, where the column's own bit is set."""
         S = self.slots
         vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
-        sp_bits = len(self.sparsity)
-        with m.Switch(Cat(self.sparsity, self.bits_code)):
-            for code, sp, fmt in formats(S, self.kinds):
-                with m.Case(int(sp) | int(code) << sp_bits):
+        mask = [Signal(S, name=f"mask{r}") for r in range(2)]
+        key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
+        with m.Switch(key):
+            for f in formats(S, self.kinds):
+                _, _, enc, fmt = f
+                with m.Case(case(f)):
                     vb, ib = row_part_bytes(fmt, S)
                     b, w = fmt.bits, fmt.index_bits
                     for r in range(2):
                         part = raw[8 * r * (vb + ib):8 * (r + 1) * (vb + ib)]
                         for j in range(stored_per_chunk(fmt, S)):
                             m.d.comb += vals[r][j].eq(part[b * j:b * (j + 1)].as_signed())
-                            if fmt.sparse:
+                            if fmt.sparse and enc is SparseEncoding.POSITIONS:
                                 m.d.comb += pos[r][j].eq(part[8 * vb + w * j:8 * vb + w * (j + 1)])
+                        if fmt.sparse and enc is SparseEncoding.BITMASK:
+                            m.d.comb += mask[r].eq(part[8 * vb:8 * vb + S])
+        present = {(sp, enc) for _, sp, enc, f in formats(S, self.kinds)}
+        by_mask = Signal()
+        m.d.comb += by_mask.eq(self.sparse_enc == SparseEncoding.BITMASK)
         with m.Switch(self.sparsity):
-            for sp in sorted({sp for _, sp, _ in formats(S, self.kinds)}):
+            for sp in sorted({sp for sp, _ in present}):
                 n, block = SPARSITY_NM[sp]
                 with m.Case(int(sp)):
                     for r, q in enumerate((q0, q1)):
@@ -126,9 +163,21 @@ class LaneGroup(wiring.Component):
                             # the block's stored values, ascending by position (an ISA rule), so the j-th lies in
                             # columns j .. block - n + j of its block: only those can land in column c
                             first, local = (c // block) * n, c % block
-                            picks = [Mux(pos[r][first + j] == local, vals[r][first + j], 0)
-                                     for j in range(max(0, local - (block - n)), min(local, n - 1) + 1)]
-                            m.d.comb += q[c].eq(tree(picks, lambda x, y: x | y))
+                            js = range(max(0, local - (block - n)), min(local, n - 1) + 1)
+                            by_pos = tree([Mux(pos[r][first + j] == local, vals[r][first + j], 0) for j in js],
+                                          lambda x, y: x | y)
+                            if (sp, SparseEncoding.BITMASK) not in present:
+                                m.d.comb += q[c].eq(by_pos)
+                                continue
+                            # a bitmask: the set bits before the column in its block count the stored values before
+                            before = Signal(range(block + 1), name=f"before{r}_{c}")
+                            m.d.comb += before.eq(sum(mask[r][c - local + i] for i in range(local)) if local else 0)
+                            by_bits = tree([Mux(mask[r][c] & (before == j), vals[r][first + j], 0) for j in js],
+                                           lambda x, y: x | y)
+                            if (sp, SparseEncoding.POSITIONS) not in present:
+                                m.d.comb += q[c].eq(by_bits)
+                            else:
+                                m.d.comb += q[c].eq(Mux(by_mask, by_bits, by_pos))
 
     def elaborate(self, platform):
         m = Module()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 
-from flightc.config import Buffer, HardwareConfig
+from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import ConfigError
 from flightc.compress.formats import WeightFormat
 from flightc.isa.table import BUF_ADDR_BITS, SPARSITY_NM, WEIGHT_BITS, Opcode, OutMode, Unit, WeightBits
@@ -24,12 +24,13 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from flightc.hw import lut6
-from flightc.hw.arith import saturate, times_constant
+from flightc.hw.arith import saturate, times_constant, tree
 from flightc.hw.axi import read_client_signature
 from flightc.hw.buffers import OperandRegister, WordEngine, lane_bits, words_touched
 from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
+from flightc.hw.lane_group import config_kinds
 from flightc.hw.latency_rules import CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.requant import rounded_product
@@ -40,6 +41,28 @@ from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import REQUANT
 
 
+
+
+def positions_of_masks(m: Module, name: str, masks: Value, lanes: int, patterns: list[tuple[int, int]],
+                       log2n: Value, log2m: Value) -> Signal:
+    """The positions of a step's ``lanes`` stored weights (log2(M) bits each, in order, as POSITIONS packs them)
+    from their blocks' bitmasks (M bits a block): the j-th position of a block is the column whose bit is set with
+    j set bits before it in the block."""
+    out = Signal(4 * lanes, name=f"{name}_positions")
+    with m.Switch(Cat(log2n, log2m)):
+        for n, block in patterns:
+            with m.Case((n.bit_length() - 1) | (block.bit_length() - 1) << len(log2n)):
+                w = (block - 1).bit_length()
+                for b in range(lanes // n):
+                    bit = [masks[b * block + i] for i in range(block)]
+                    before = [Signal(range(block + 1), name=f"{name}_before{b}_{i}") for i in range(block)]
+                    for i in range(block):
+                        m.d.comb += before[i].eq(sum(bit[:i]) if i else 0)
+                    for j in range(n):  # the j-th kept position lies in columns j .. block - n + j
+                        at = tree([Mux(bit[i] & (before[i] == j), i, 0) for i in range(j, block - n + j + 1)],
+                                  lambda x, y: x | y)
+                        m.d.comb += out[(b * n + j) * w:(b * n + j + 1) * w].eq(at)
+    return out
 
 class Mpe(ExecutionUnit):
     UNIT = Unit.MPE
@@ -57,6 +80,9 @@ class Mpe(ExecutionUnit):
         cfg = self.cfg
         C, L, T, SPAN = cfg.mpe_chains, cfg.chain_length, cfg.macs_per_dsp, self.span_max
         GSB = max(1, SPAN // 16)
+        # the sparse patterns the config stores as bitmasks, and the bits of mask a stored weight of each takes
+        MASKED = sorted({(n_, m_) for b_, n_, m_, e in config_kinds(cfg) if e is SparseEncoding.BITMASK})
+        IB_MASKED = {m_ // n_ for n_, m_ in MASKED}
         # the output stage's reads and writes: whole words, each command's words worked out from its registers
         m.submodules.eng = eng = WordEngine(cfg.buffer_port_bytes, max_bytes=REQUANT.size, contiguous=True,
                                             counted=True, nonempty=True)
@@ -71,8 +97,8 @@ class Mpe(ExecutionUnit):
         for g in range(cfg.axi_masters):
             wiring.connect(m, wiring.flipped(self.rd[g]), sm.rd[g])
         # the format's fields a cycle after the instruction's (the feeds and lane groups start cycles later)
-        m.d.sync += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.group_log2.eq(f.group_log2),
-                     sm.a_unsigned.eq(f.a_unsigned)]
+        m.d.sync += [sm.bits_code.eq(f.w_bits), sm.sparsity.eq(f.sparsity), sm.sparse_enc.eq(f.sparse_enc),
+                     sm.group_log2.eq(f.group_log2), sm.a_unsigned.eq(f.a_unsigned)]
         # ---- the tiles' plans (hw/tile_plan.py): the queue head's, worked out while it waits there, and this MV's,
         # the head's as it starts if that was done, else worked out from its fields (the MV waits for it in T)
         hm, hv = fields(self.instr, Opcode.MM), fields(self.instr, Opcode.MV)
@@ -81,6 +107,7 @@ class Mpe(ExecutionUnit):
         for plan, mm_, mv_, word in ((hp, hm, hv, self.instr), (op, f, fv, self.ins)):
             m.d.comb += [plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
                          plan.early.eq(mv_.w_early), plan.bits_code.eq(mm_.w_bits), plan.sparsity.eq(mm_.sparsity),
+                         plan.sparse_enc.eq(mm_.sparse_enc),
                          plan.group_log2.eq(mm_.group_log2), plan.k.eq(mm_.k), plan.n.eq(mm_.n),
                          plan.w_channel.eq(mv_.w_channel), plan.w_stripe.eq(mv_.w_stripe),
                          plan.w_hbm_addr.eq(mv_.w_hbm_addr)]
@@ -127,7 +154,11 @@ class Mpe(ExecutionUnit):
         out_stride = Mux(is_mm, f.out_stride, 0)
         # ---- format, as registers worked out from the instruction's fields in the cycles before its first fetch
         # (T, N, J: the format's decode and the weights a row stores, then their bytes)
-        decoded = {x: Signal(3 if x != "bits" else 4, name=f"{x}_of") for x in ("bits", "log2n", "log2m", "ib")}
+        # (ib: the bits of positions a stored weight takes, M / N of them for a bitmask, which the chains' lanes
+        # take as positions once a block's mask is turned into them)
+        ib_max = max({WeightFormat(8, n_, m_).index_bits for n_, m_ in SPARSITY_NM.values()} | IB_MASKED)
+        widths = {"bits": 4, "log2n": 3, "log2m": 3, "ib": ib_max.bit_length()}
+        decoded = {x: Signal(widths[x], name=f"{x}_of") for x in ("bits", "log2n", "log2m", "ib")}
         with m.Switch(f.w_bits):
             for code, b in WEIGHT_BITS.items():
                 with m.Case(int(code)):
@@ -138,9 +169,13 @@ class Mpe(ExecutionUnit):
                     m.d.comb += [decoded["log2n"].eq(n_keep.bit_length() - 1),
                                  decoded["log2m"].eq(block.bit_length() - 1),
                                  decoded["ib"].eq(WeightFormat(8, n_keep, block).index_bits)]
+                    if (n_keep, block) in MASKED:
+                        with m.If(f.sparse_enc == SparseEncoding.BITMASK):
+                            m.d.comb += decoded["ib"].eq(block // n_keep)
         bits, log2n, log2m, ib = (Signal.like(decoded[x], name=x) for x in ("bits", "log2n", "log2m", "ib"))
+        by_mask = Signal()
         m.d.sync += [bits.eq(decoded["bits"]), log2n.eq(decoded["log2n"]), log2m.eq(decoded["log2m"]),
-                     ib.eq(decoded["ib"])]
+                     ib.eq(decoded["ib"]), by_mask.eq((f.sparse_enc == SparseEncoding.BITMASK) & ~f.w_kmajor)]
         sparse = Signal()
         m.d.comb += sparse.eq(ib != 0)
         kmajor4 = Signal()
@@ -151,7 +186,7 @@ class Mpe(ExecutionUnit):
         m.d.sync += nnz.eq(Mux((decoded["ib"] != 0) & ~f.w_kmajor, (f.k >> decoded["log2m"]) << decoded["log2n"], f.k))
         vbytes = Signal(BUF_ADDR_BITS)
         ibytes = Signal(BUF_ADDR_BITS)
-        index_widths = {WeightFormat(8, n_, m_).index_bits for n_, m_ in SPARSITY_NM.values()}
+        index_widths = {WeightFormat(8, n_, m_).index_bits for n_, m_ in SPARSITY_NM.values()} | IB_MASKED
         for width, out, widths in ((bits, vbytes, set(WEIGHT_BITS.values())), (ib, ibytes, index_widths)):
             with m.Switch(width):  # (nnz x width + 7) / 8 for each width the ISA has
                 for b in sorted(widths):
@@ -173,7 +208,7 @@ class Mpe(ExecutionUnit):
         # operand registers: whole buffer words as they arrive, and the lane the operand starts at
         win_raw = [OperandRegister(f"win{t}", SPAN, w) for t in range(T)]
         val_raw = [OperandRegister(f"vals{c}", L, w) for c in range(C)]
-        idx_raw = [OperandRegister(f"idx{c}", L // 2, w) for c in range(C)]
+        idx_raw = [OperandRegister(f"idx{c}", L * max({4} | IB_MASKED) // 8, w) for c in range(C)]
         gs_raw = [OperandRegister(f"gsb{c}", GSB, w) for c in range(C)]
         window = Signal(8 * SPAN * T)
         m.d.comb += window.eq(Cat(*[r.view(m) for r in win_raw]))
@@ -193,7 +228,10 @@ class Mpe(ExecutionUnit):
             m.submodules[f"chain{c}"] = ch
             lanes_left = nnz - j_take
             # the operands and the format through a register on their way in (CHAIN_OPERAND_STAGE)
-            m.d.sync += [ch.vals.eq(vals[c]), ch.idx.eq(idx[c]), ch.gsb.eq(gsb[c]), ch.window.eq(window),
+            at = idx[c][:len(ch.idx)]
+            if MASKED:  # a step's blocks' masks -> its L positions, as POSITIONS packs them
+                at = Mux(by_mask, positions_of_masks(m, f"chain{c}", idx[c], L, MASKED, log2n, log2m), at)
+            m.d.sync += [ch.vals.eq(vals[c]), ch.idx.eq(at), ch.gsb.eq(gsb[c]), ch.window.eq(window),
                          ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
                          ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)),

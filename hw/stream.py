@@ -16,14 +16,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.hierarchy import separate
 from flightc.hw.lane_feed import LaneFeed
 from flightc.hw.lane_group import LaneGroup, config_kinds
 from flightc.hw.latency_rules import RESULT_QUEUE, RESULTS_AHEAD
 from flightc.hw.tile_plan import ROUNDS_BITS
-from flightc.isa.table import HBM_ADDR_BITS
+from flightc.isa.table import HBM_ADDR_BITS, Sparsity, WeightBits
 
 
 class StreamReader(wiring.Component):
@@ -131,7 +131,8 @@ class StreamMv(wiring.Component):
         super().__init__({
             "rd": Out(read_client_signature(bits)).array(cfg.axi_masters),
             "start": In(1), "go": In(1),
-            "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "a_unsigned": In(1),
+            "bits_code": In(WeightBits), "sparsity": In(Sparsity), "sparse_enc": In(SparseEncoding), "group_log2": In(4),
+            "a_unsigned": In(1),
             "chunks": In(range(self.act_words + 1)), "pairs": In(16), "span": In(range(cfg.axi_masters + 1)),
             "span_log2": In(range(max(2, cfg.axi_masters.bit_length()))), "g0": In(range(max(2, cfg.axi_masters))),
             "prefetch": In(1), "resume": In(1), "asked": Out(1),
@@ -169,9 +170,11 @@ class StreamMv(wiring.Component):
                          rdr.hbm_addr.eq(self.r_hbm_addr), rdr.rounds.eq(self.r_rounds),
                          rdr.any_rounds.eq(self.r_any_rounds),
                          feed.bits_code.eq(self.bits_code), feed.sparsity.eq(self.sparsity),
+                         feed.sparse_enc.eq(self.sparse_enc),
                          feed.group_log2.eq(self.group_log2), feed.chunks.eq(chunks), feed.pairs.eq(pairs),
                          feed.start.eq(self.go & rdr.mine),
                          grp.bits_code.eq(self.bits_code), grp.sparsity.eq(self.sparsity),
+                         grp.sparse_enc.eq(self.sparse_enc),
                          grp.a_unsigned.eq(self.a_unsigned), grp.grouped.eq(self.group_log2 != 0),
                          grp.act_we.eq(self.act_we), grp.act_addr.eq(self.act_addr), grp.act_data.eq(self.act_data),
                          grp.chunk.valid.eq(feed.chunk.valid), grp.chunk.payload.eq(feed.chunk.payload),

@@ -15,12 +15,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.compress.stream import chunk_stride
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.dsp48e2 import registered_product
 from flightc.hw.lane_feed import GROUP_LOG2_MAX, GROUP_LOG2_MIN
-from flightc.hw.lane_group import config_kinds, formats
+from flightc.hw.lane_group import config_kinds, format_case, formats
 from flightc.hw.latency_rules import PRODUCT_LATENCY, TILE_PLAN_STAGES
-from flightc.isa.table import HBM_ADDR_BITS
+from flightc.isa.table import HBM_ADDR_BITS, Sparsity, WeightBits
 
 ROUNDS_BITS = 24
 
@@ -73,7 +73,8 @@ class TilePlan(wiring.Component):
         G = cfg.axi_masters
         super().__init__({
             "restart": In(1), "streamed": In(1), "early": In(1),
-            "bits_code": In(2), "sparsity": In(3), "group_log2": In(4), "k": In(20), "n": In(16),
+            "bits_code": In(WeightBits), "sparsity": In(Sparsity), "sparse_enc": In(SparseEncoding), "group_log2": In(4),
+            "k": In(20), "n": In(16),
             "w_channel": In(6), "w_stripe": In(6), "w_hbm_addr": In(HBM_ADDR_BITS),
             "valid": Out(1), "is_streamed": Out(1), "is_early": Out(1),
             "chunks": Out(range(cfg.lane_k_max // cfg.lane_slots + 1)), "pairs": Out(16),
@@ -92,12 +93,13 @@ class TilePlan(wiring.Component):
         # ---- step 1: the fields' direct consequences
         # (dense rows may end mid-chunk: zero activations past K)
         chunks = st.reg("chunks1", (self.k + S - 1) >> (S.bit_length() - 1), len(self.chunks), 1)
-        widest = max(chunk_stride(fmt, S) for _, _, fmt in formats(S, kinds))
+        widest = max(chunk_stride(f[3], S) for f in formats(S, kinds))
         stride_of = Signal(range(widest + 1))
-        with m.Switch(Cat(self.sparsity, self.bits_code)):
-            for code, sp, fmt in formats(S, kinds):
-                with m.Case(int(sp) | int(code) << len(self.sparsity)):
-                    m.d.comb += stride_of.eq(chunk_stride(fmt, S))
+        key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, kinds))
+        with m.Switch(key):
+            for f in formats(S, kinds):
+                with m.Case(case(f)):
+                    m.d.comb += stride_of.eq(chunk_stride(f[3], S))
         stride = st.reg("stride1", stride_of, len(stride_of), 1)
         # a grouped format's block: the chunks whose multipliers one beat holds (a power of two: its log2)
         block_log2, grouped_of = Signal(range(32)), Signal()

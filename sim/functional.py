@@ -109,6 +109,20 @@ def _decoded_words(program: bytes) -> tuple[tuple[Instruction, bytes], ...]:
         raise
 
 
+@lru_cache(maxsize=512)
+def _class_counts_of(programs: tuple[bytes, ...]) -> tuple[tuple[str, int], ...]:
+    counts: dict[str, int] = {}
+    for program in programs:
+        for ins, _ in _decoded_words(program):
+            counts[ins.cls.name] = counts.get(ins.cls.name, 0) + 1
+    return tuple(counts.items())
+
+
+def _class_counts(programs: tuple[bytes, ...]) -> dict[str, int]:
+    """Instructions per class of one stream per core."""
+    return dict(_class_counts_of(programs))
+
+
 def _decoded(program: bytes) -> tuple[Instruction, ...]:
     return tuple(ins for ins, _ in _decoded_words(program))
 
@@ -551,7 +565,8 @@ class Machine:
             _CHECKED[checked] = None
         if plan.ids_written:
             return self._run_slow(streams)
-        counters = Counters(instructions=dict(plan.counts))
+        # (a plan serves every program of its token structure: an MV where another had an MM has the same tokens)
+        counters = Counters(instructions=_class_counts(tuple(programs)))
         ops = self._ops
         for core, i in plan.order:
             ins, raw = streams[core][i]

@@ -46,7 +46,6 @@ class TokenPlan:
     with the same tokens needs."""
 
     order: list[tuple[int, int]]  # (core, index) in the order the units start them
-    counts: dict[str, int]  # instructions per class
     check_s: float  # seconds the check of the reference program took
     checked: bool  # built with the hazard check (else: order only)
     ref_raw: list[list[bytes]] = field(default_factory=list)  # per core, per index: the reference's bytes
@@ -89,8 +88,8 @@ def build_plan(streams: list[Decoded], cfg: HardwareConfig, check: bool, footpri
         clocks.append(hz.clock[u].copy())
         accesses.append([(a, False) for a in reads] + [(a, True) for a in writes])
 
-    counts = run_in_token_order(streams, cfg, visit, hz)
-    plan = TokenPlan(order, counts, time.perf_counter() - t0, check, early=early)
+    run_in_token_order(streams, cfg, visit, hz)
+    plan = TokenPlan(order, time.perf_counter() - t0, check, early=early)
     if not check:
         return plan
     plan.ref_raw = [[raw for _, raw in s] for s in streams]

@@ -282,3 +282,29 @@ def test_a_gather_whose_rows_move_onto_an_unordered_store_is_refused_on_a_later_
                 said.append(str(e))
     assert said[:4] == [None] * 4
     assert said[4] and RACE.search(said[4]) and said[4] == said[5]
+
+
+def test_programs_that_share_a_token_structure_count_their_own_instructions():
+    """A plan serves every program with its tokens: an MM where another program had an MV (the same unit, the same
+    tokens) is counted as an MM, on a machine of its own after the other ran (plans are shared by machines)."""
+    from flightc.compress.formats import WeightFormat
+    from flightc.isa.codec import make
+    from flightc.isa.table import OutMode, SysOp, Unit
+
+    fmt, n, k = WeightFormat(8), 4, 64
+    rb = fmt.row_bytes(k)
+    counts = []
+    for opcode, extra in (("MV", {}), ("MM", dict(m=1, a_stride=k, out_stride=4 * n))):
+        program = encode_program([
+            make("LD", buf=Buffer.WGT, buf_addr=0, channel=0, hbm_addr=0, rows=n, row_bytes=rb, hbm_stride=rb,
+                 buf_stride=rb),
+            make("LD", buf=Buffer.ACT, buf_addr=0, channel=0, hbm_addr=4096, rows=1, row_bytes=k,
+                 release=1 << Unit.MPE),
+            make(opcode, n=n, k=k, a_addr=0, w_buf=Buffer.WGT, w_addr=0, w_stride=rb, w_bits=fmt.bits_code,
+                 out_mode=OutMode.ACC32, out_addr=0, wait=1 << Unit.LD, release=1 << Unit.ST, **extra),
+            make("ST", buf=Buffer.ACC, buf_addr=0, channel=0, hbm_addr=8192, rows=1, row_bytes=4 * n,
+                 wait=1 << Unit.MPE),
+            make("SYS", op=SysOp.END)])
+        m = Machine(CFG, {ch: 1 << 15 for ch in range(CFG.mem_channels)})
+        counts.append(m.run(program).instructions)
+    assert counts == [{"LD": 2, "MV": 1, "ST": 1, "SYS": 1}, {"LD": 2, "MM": 1, "ST": 1, "SYS": 1}]

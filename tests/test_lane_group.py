@@ -58,6 +58,7 @@ def run_lane_group(jobs: list[tuple[WeightFormat, int, np.ndarray, np.ndarray, b
                 written = acts
             ctx.set(dut.bits_code, fmt.bits_code)
             ctx.set(dut.sparsity, fmt.sparsity)
+            ctx.set(dut.sparse_enc, fmt.chosen)
             ctx.set(dut.a_unsigned, unsigned)
             ctx.set(dut.grouped, bool(fmt.group))
             chunks, gs = pair_chunks(packed, fmt, k, SLOTS)
@@ -120,13 +121,14 @@ def test_dense_rows_at_real_reduction_lengths_match_the_dequantizer(bits):
 
 
 def test_sparse_rows_are_expanded_in_the_stream_exactly():
-    """Every N:M pattern and width, zero-inserted before the packed MACs, at K = 11,008."""
+    """Every N:M pattern and width, its positions as positions and as a bitmask, zero-inserted before the packed
+    MACs, at K = 11,008."""
     rng = np.random.default_rng(7)
     jobs = []
-    for _, _, base in formats(SLOTS):
+    for *_, base in formats(SLOTS):
         if not base.sparse:
             continue
-        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 128)
+        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 128, base.encoding)
         for extreme, unsigned in ((True, False), (False, True)):
             jobs.append((fmt, K_REAL[0], _pair(rng, fmt, K_REAL[0], extreme), _acts(rng, K_REAL[0], extreme, unsigned),
                          unsigned))
@@ -137,8 +139,8 @@ def test_a_chunk_stream_carries_exactly_the_packed_rows_bytes():
     """Chunks re-order the packed rows' values and positions (no byte added or dropped); multipliers travel per
     segment of SEGMENT columns."""
     rng = np.random.default_rng(3)
-    for _, _, base in formats(SLOTS):
-        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 64)
+    for *_, base in formats(SLOTS):
+        fmt = WeightFormat(base.bits, base.n, base.m, 0 if base.bits == 8 else 64, base.encoding)
         k = 1024
         packed = _pair(rng, fmt, k, extreme=False)
         chunks, gs = pair_chunks(packed, fmt, k, SLOTS)
@@ -159,9 +161,9 @@ def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
     from flightc.compress.stream import StreamShape, rows_of_image, stream_image
 
     rng = np.random.default_rng(5)
-    for _, _, base in formats(SLOTS):
+    for *_, base in formats(SLOTS):
         for group in ([0] if base.bits == 8 else [0, 16, 128, 1024]):
-            fmt = WeightFormat(base.bits, base.n, base.m, group)
+            fmt = WeightFormat(base.bits, base.n, base.m, group, base.encoding)
             for rows, k, groups, beat, unit, channels in ((70, 2048, 4, 64, 1024, 8), (9, 1024, 1, 8, 128, 4),
                                                           (128, 4096, 32, 64, 1024, 32)):
                 packed = rng.integers(0, 256, (rows, fmt.row_bytes(k))).astype(np.uint8)
@@ -170,7 +172,8 @@ def test_a_tile_stream_image_holds_the_packed_rows_in_every_format():
                 assert len(image) == shape.nbytes
                 assert image == stream_image_by_records(packed, shape), (fmt.label(), rows, k)
                 assert np.array_equal(rows_of_image(image, shape), packed), (fmt.label(), rows, k)
-            if (fmt.bits, fmt.n) in ((4, 16), (4, 8), (8, 16)) and group in (0, 16, 128):  # a 7B projection on u280
+            if (fmt.bits, fmt.n, fmt.encoding.name) in ((4, 16, "POSITIONS"), (4, 8, "POSITIONS"), (8, 16, "POSITIONS")) \
+                    and group in (0, 16, 128):  # a 7B projection on u280
                 assert StreamShape(fmt, 4096, 4096, 32, SLOTS, 64, 1024, 32).nbytes == 4096 * fmt.row_bytes(4096)
 
 
@@ -238,6 +241,7 @@ def _feed_and_group(fmt: WeightFormat, rows: int, k: int, beat: int, seed: int, 
         for unit in (group, feed):
             ctx.set(unit.bits_code, fmt.bits_code)
             ctx.set(unit.sparsity, fmt.sparsity)
+            ctx.set(unit.sparse_enc, fmt.chosen)
         ctx.set(group.grouped, bool(fmt.group))
         ctx.set(feed.group_log2, fmt.group_log2)
         ctx.set(feed.chunks, k // SLOTS)
@@ -307,7 +311,7 @@ def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
     from flightc.hw.lane_group import chunk_layout, config_kinds
 
     kinds = config_kinds(PRESETS["u280"])
-    assert {(n, m) for _, n, m in kinds} == {(16, 16), (8, 16)}
+    assert {(n, m) for _, n, m, _ in kinds} == {(16, 16), (8, 16)}
     assert chunk_layout(SLOTS, kinds).size == chunk_layout(SLOTS).size
     rng = np.random.default_rng(11)
     _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), kinds)

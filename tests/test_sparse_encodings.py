@@ -161,7 +161,8 @@ def test_the_rtl_generator_refuses_an_encoding_it_does_not_build():
     from flightc.errors import ConfigError
     from flightc.hw.core import check_rtl_config
 
-    check_rtl_config(PRESETS["tiny"])
+    check_rtl_config(PRESETS["tiny"].replace(sparse_encodings=(P, B)))
+    check_rtl_config(PRESETS["tiny"].replace(sparse_encodings=(B,)))
     with pytest.raises(ConfigError, match=r"sparse_encodings \['RANK'\]: the lane groups and the DSP chains decode "
-                                          r"POSITIONS only"):
+                                          r"\['POSITIONS', 'BITMASK'\] \(a rank needs an unranking table"):
         check_rtl_config(PRESETS["tiny"].replace(sparse_encodings=(P, R)))

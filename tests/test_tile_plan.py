@@ -20,7 +20,7 @@ from flightc.isa.table import OutMode
 
 def _tiles(cfg, rng, count: int) -> list:
     per, out = cfg.channels_per_master, []
-    fmts = [fmt for _, _, fmt in formats(cfg.lane_slots, config_kinds(cfg))]
+    fmts = [f[3] for f in formats(cfg.lane_slots, config_kinds(cfg))]
     while len(out) < count:
         fmt = fmts[rng.integers(len(fmts))]
         if rng.integers(2) and fmt.sparsity == 0 and fmt.bits in (4, 8):  # grouped: every group size of the ISA
@@ -31,7 +31,8 @@ def _tiles(cfg, rng, count: int) -> list:
         mv = make("MV", n=int(rng.integers(1, 3000 if rng.integers(2) else 64)), k=min(max(k, fmt.group or 1),
                                                                                            cfg.lane_k_max),
                   a_addr=0, w_bits=fmt.bits_code,
-                  sparsity=fmt.sparsity, group_log2=fmt.group_log2, out_mode=OutMode.ACC32, out_addr=0, w_stream=1,
+                  sparsity=fmt.sparsity, sparse_enc=fmt.chosen, group_log2=fmt.group_log2, out_mode=OutMode.ACC32,
+                  out_addr=0, w_stream=1,
                   w_channel=first * per, w_hbm_addr=cfg.stripe_bytes * int(rng.integers(0, 64)),
                   w_stripe=groups * per)
         try:
@@ -41,7 +42,7 @@ def _tiles(cfg, rng, count: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("preset", ["tiny", "u280"])
+@pytest.mark.parametrize("preset", ["tiny", "u280", "hbm4"])
 def test_the_tile_plan_is_the_streams_shape(preset):
     cfg = PRESETS[preset]
     tiles = _tiles(cfg, np.random.default_rng(3), 32)
@@ -51,7 +52,8 @@ def test_the_tile_plan_is_the_streams_shape(preset):
 
     async def bench(ctx):
         for mv, shape in tiles:
-            for port, value in (("bits_code", mv.w_bits), ("sparsity", mv.sparsity), ("group_log2", mv.group_log2),
+            for port, value in (("bits_code", mv.w_bits), ("sparsity", mv.sparsity), ("sparse_enc", mv.sparse_enc),
+                                ("group_log2", mv.group_log2),
                                 ("k", mv.k), ("n", mv.n), ("w_channel", mv.w_channel), ("w_stripe", mv.w_stripe),
                                 ("w_hbm_addr", mv.w_hbm_addr)):
                 ctx.set(getattr(plan, port), value)

@@ -18,7 +18,7 @@ from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import ImageRows, check_stream, image_cols, image_rows, stream_image
-from flightc.config import PAIR_BYTES, Buffer, HardwareConfig
+from flightc.config import PAIR_BYTES, Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes, out_buffer, own_bank_place, own_banks, stream_shape, stripe_layout
@@ -72,6 +72,8 @@ class _Builder:
     def __init__(self, cfg: HardwareConfig, seed: int):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
+        # the encodings of sparse positions drawn apart, so a seed's program is the same whichever a config decodes
+        self.encodings = np.random.default_rng([seed, len(SparseEncoding)])
         out_channels = list(range(1, cfg.mem_channels)) or [0]
         self.case = RandomCase(seed, {SRC_CHANNEL: bytearray()})
         for ch in out_channels:
@@ -149,7 +151,7 @@ class _Builder:
         options = [e for e in self.cfg.sparse_encodings if not slots or _streams(fmt.with_encoding(e), slots)]
         if not fmt.sparse or len(options) < 2:
             return fmt.with_encoding(options[0] if options else self.cfg.sparse_encodings[0])
-        return fmt.with_encoding(options[self.rand(0, len(options) - 1)])
+        return fmt.with_encoding(options[int(self.encodings.integers(len(options)))])
 
     # ----- blocks
     def block_mpe(self) -> str:
