@@ -45,6 +45,10 @@ class SparseEncoding(int, Enum):
     RANK = 2  # the kept set's rank among the C(M, N) sets of N positions, ceil(log2 C(M, N)) bits per block
 
 
+# fields that are tuples of enum members, written to JSON as their names: (the enum, what a member is called)
+_NAMED = {"banked_buffers": (Buffer, "buffer"), "sparse_encodings": (SparseEncoding, "encoding")}
+
+
 @dataclass(frozen=True)
 class HardwareConfig:
     """Independent parameters of one FlightLLM-style accelerator build."""
@@ -253,8 +257,8 @@ class HardwareConfig:
         d["mem_kind"] = self.mem_kind.value
         d["sparse_n"] = list(self.sparse_n)
         d["weight_bits"] = list(self.weight_bits)
-        d["banked_buffers"] = [b.name for b in self.banked_buffers]
-        d["sparse_encodings"] = [e.name for e in self.sparse_encodings]
+        for name in _NAMED:
+            d[name] = [e.name for e in getattr(self, name)]
         return d
 
     def to_json(self) -> str:
@@ -281,18 +285,13 @@ class HardwareConfig:
                                                                for x in v):
                     raise ConfigError(f"hardware config: {f.name} = {v!r} must be a list of integers")
                 d[f.name] = tuple(v)
-            elif f.name == "banked_buffers":
-                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x in Buffer.__members__
+            elif f.name in _NAMED:
+                enum, what = _NAMED[f.name]
+                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x in enum.__members__
                                                                for x in v):
-                    raise ConfigError(f"hardware config: banked_buffers = {v!r} must be a list of buffer names from "
-                                      f"{list(Buffer.__members__)}")
-                d[f.name] = tuple(Buffer[x] for x in v)
-            elif f.name == "sparse_encodings":
-                if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x in SparseEncoding.__members__
-                                                               for x in v):
-                    raise ConfigError(f"hardware config: sparse_encodings = {v!r} must be a list of encoding names "
-                                      f"from {list(SparseEncoding.__members__)}")
-                d[f.name] = tuple(SparseEncoding[x] for x in v)
+                    raise ConfigError(f"hardware config: {f.name} = {v!r} must be a list of {what} names from "
+                                      f"{list(enum.__members__)}")
+                d[f.name] = tuple(enum[x] for x in v)
             elif want is not None and (not isinstance(v, want) or (want is not bool and isinstance(v, bool))):
                 raise ConfigError(f"hardware config: {f.name} = {v!r} must be {str(f.type)}")
             elif str(f.type) == "float":
