@@ -2,11 +2,13 @@
 
 The stream is laid out by ``flightc.compress.stream`` (``StreamShape``): the group's row pairs one after another,
 each a run of *blocks*; a block of a grouped format opens with a beat of multipliers (a byte per row per group,
-for ``beat / 2`` groups), then its chunks, each ``chunk_stride`` bytes (a power of two), padded to whole beats. A
-chunk smaller than a beat comes out of the beat it lies in, one per cycle; a larger one is assembled from its
-beats. The multipliers shift along as the chunks use them, so each segment's is picked from the register's
-first bytes. A beat is taken only when the feed can use it, and every beat is used the cycle it is taken, so the
-feed keeps up with a beat a cycle whatever the format, and a chunk a cycle where a chunk is at most a beat.
+for ``beat / 2`` groups), then its chunks back to back, each ``chunk_stride`` bytes (a multiple of 16), padded to
+whole beats. The feed holds a window of the block's bytes past the chunks it has sent: it sends the next chunk from
+the window where the window holds it, else from the window and the beat it takes that cycle, else it only takes the
+beat (``flightc.compress.stream.feed_step``, the performance model's rule too). So a chunk may straddle beats (48
+bytes of W4 8:16 with a bitmask, four to three 64-byte beats), and the feed keeps up with a beat a cycle whatever
+the format, and a chunk a cycle where a chunk is at most a beat. The multipliers shift along as the chunks use
+them, so each segment's is picked from the register's first bytes.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.compress.formats import GROUP_MAX, GROUP_MIN
-from flightc.compress.stream import SEGMENT, chunk_stride
+from flightc.compress.stream import SEGMENT, chunk_bytes, chunk_stride, feed_holds
 from flightc.hw.lane_group import Kinds, chunk_layout, format_case, formats
 from flightc.config import SparseEncoding
 from flightc.isa.table import Sparsity, WeightBits
@@ -46,17 +48,15 @@ class LaneFeed(wiring.Component):
         S, B = self.slots, self.beat
         N_SEG = S // SEGMENT
         widest = len(self.chunk.payload.bytes) // 8
-        strides = sorted({chunk_stride(f[3], S) for f in formats(S, self.kinds)})
-        stride = Signal(range(widest + 1))
-        # the place in a beat of its last chunk (sub counts them), decoded with the stride rather than multiplied out
-        # of it each cycle; none where the stride leaves the beat part-filled
-        last_sub = Signal(range(B + 1))
+        strides = {f[0:3]: chunk_stride(f[3], S) for f in formats(S, self.kinds)}
+        # the window: enough whole beats for the longest chunk (and at least one beat)
+        W = -(-max(max(strides.values()), B) // B) * B
+        stride = Signal(range(W + 1))
         key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
         with m.Switch(key):
             for f in formats(S, self.kinds):
                 with m.Case(case(f)):
-                    st = chunk_stride(f[3], S)
-                    m.d.comb += [stride.eq(st), last_sub.eq(B // st - 1 if st <= B and B % st == 0 else B)]
+                    m.d.comb += stride.eq(strides[f[0:3]])
         grouped = self.group_log2 != 0
         # chunks of a block: those whose multipliers one beat holds (beat / 2 groups), or the whole pair
         blk_chunks = Signal(range(max(self.max_chunks, (B // 2 << GROUP_LOG2_MAX) // S) + 1))
@@ -70,11 +70,8 @@ class LaneFeed(wiring.Component):
         chunks_left = Signal.like(self.chunks)  # of the pair, this chunk included
         blk_left = Signal.like(blk_chunks)
         j_blk = Signal.like(blk_chunks)  # the chunk's index in its block
-        held = Signal(8 * B)
-        have = Signal()
-        sub = Signal(range(max(2, B // strides[0])))  # the chunk's place in its beat
-        fill = Signal(range(max(2, widest // B)))  # beats of a wide chunk gathered so far
-        gather = Signal(max(8, 8 * (widest - B)))
+        window = Signal(8 * W)  # the block's bytes held, the last ``held`` of them not yet sent
+        held = Signal(range(W + 1))
         mult = Signal(8 * B)
         out = self.chunk
         m.d.sync += [out.valid.eq(0), self.done.eq(0)]
@@ -104,6 +101,8 @@ class LaneFeed(wiring.Component):
                             with m.If(j_blk % per == per - 1):
                                 m.d.sync += mult.eq(mult >> 16)
             m.d.sync += [chunks_left.eq(chunks_left - 1), blk_left.eq(blk_left - 1), j_blk.eq(j_blk + 1)]
+            with m.If((chunks_left == 1) | (blk_left == 1)):  # the rest of the block's last beat is padding
+                m.d.sync += held.eq(0)
             with m.If(chunks_left == 1):  # the pair's last chunk
                 m.d.sync += [pairs_left.eq(pairs_left - 1), chunks_left.eq(self.chunks), j_blk.eq(0)]
                 with m.If(pairs_left == 1):
@@ -120,8 +119,8 @@ class LaneFeed(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [pairs_left.eq(self.pairs), chunks_left.eq(self.chunks), j_blk.eq(0), have.eq(0),
-                                 sub.eq(0), fill.eq(0), blk_left.eq(blk_chunks)]
+                    m.d.sync += [pairs_left.eq(self.pairs), chunks_left.eq(self.chunks), j_blk.eq(0), held.eq(0),
+                                 blk_left.eq(blk_chunks)]
                     with m.If(self.pairs == 0):
                         m.d.sync += self.done.eq(1)
                     with m.Elif(grouped):
@@ -135,38 +134,29 @@ class LaneFeed(wiring.Component):
                                  blk_left.eq(Mux(chunks_left < blk_chunks, chunks_left, blk_chunks))]
                     m.next = "CHUNKS"
             with m.State("CHUNKS"):
-                small = Signal()
-                m.d.comb += small.eq(stride <= B)
-                with m.If(small):  # chunks of a beat, one a cycle
-                    src = Mux(have, held, self.beats.payload)
-                    m.d.comb += self.beats.ready.eq(~have & ~self.hold)
-                    with m.If((have | self.beats.valid) & ~self.hold):
-                        piece = Signal(8 * B)
-                        with m.Switch(stride):
-                            for st in strides:
-                                if st <= B:
-                                    with m.Case(st):
-                                        m.d.comb += piece.eq(src.word_select(sub, 8 * st))
-                        # the beat's last chunk, or the block's (the rest of the beat is padding)
-                        spent = (sub == last_sub) | (blk_left == 1)
-                        m.d.sync += [held.eq(src), have.eq(~spent), sub.eq(Mux(spent, 0, sub + 1))]
+                # the window, then the beat on offer: a chunk starts W - held bytes in, at a place feed_holds lists
+                ext = Cat(window, self.beats.payload)
+                piece = Signal(8 * widest)
+                with m.Switch(key):
+                    for f in formats(S, self.kinds):
+                        with m.Case(case(f)):
+                            st = strides[f[0:3]]
+                            with m.Switch(held):
+                                for h in feed_holds(st, B):
+                                    with m.Case(h):
+                                        m.d.comb += piece.eq(ext[8 * (W - h):8 * (W - h + chunk_bytes(f[3], S))])
+                whole = held >= stride
+                m.d.comb += self.beats.ready.eq(~whole & ~self.hold)
+                with m.If(~self.hold & (whole | self.beats.valid)):
+                    with m.If(whole):
+                        m.d.sync += held.eq(held - stride)
                         emit(m, piece)
-                with m.Else():  # a chunk of several beats
-                    m.d.comb += self.beats.ready.eq(~self.hold)
-                    with m.If(self.beats.valid & ~self.hold):
-                        whole = Signal(8 * widest)
-                        m.d.comb += whole.eq(Cat(gather, self.beats.payload))
-                        with m.Switch(stride):
-                            for st in strides:
-                                if st > B:
-                                    with m.Case(st):
-                                        last = st // B - 1
-                                        with m.If(fill == last):
-                                            m.d.sync += fill.eq(0)
-                                            emit(m, whole.bit_select(8 * B * (widest // B - 1 - last),
-                                                                     8 * st))
-                                        with m.Else():
-                                            m.d.sync += fill.eq(fill + 1)
-                        m.d.sync += gather.eq(Cat(gather[8 * B:], self.beats.payload))
+                    with m.Else():
+                        m.d.sync += window.eq(ext[8 * B:])
+                        with m.If(held + B >= stride):
+                            m.d.sync += held.eq(held + B - stride)
+                            emit(m, piece)
+                        with m.Else():
+                            m.d.sync += held.eq(held + B)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

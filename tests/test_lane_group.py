@@ -12,6 +12,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import SEGMENT, chunk_bytes, pair_chunks
+from flightc.config import SparseEncoding
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.table import SPARSITY_NM
 from test_compile_speed import stream_image_by_records
@@ -282,6 +283,28 @@ def test_a_fed_lane_group_takes_a_beat_a_cycle_and_matches_the_dequantizer(fmt):
     if chunk_bytes(fmt, SLOTS) in (64, 128):
         assert done == [beats]
     got, want, _, _ = _feed_and_group(fmt, 5, 1024, 64, seed=2, stall=0.3)
+    assert got == want
+
+
+@pytest.mark.parametrize("fmt", [WeightFormat(4, 8, 16, 128, SparseEncoding.BITMASK), WeightFormat(3),
+                                 WeightFormat(8, 8, 16), WeightFormat(8, 8, 16, 0, SparseEncoding.BITMASK)],
+                         ids=lambda f: f.label())
+def test_chunks_that_straddle_beats_are_assembled_at_line_rate(fmt):
+    """Chunks lie back to back in the stream: 48 bytes (W4 8:16 with a bitmask, W3), 96 and 80 (W8 8:16) across
+    64-byte beats. The sums are exact, also with beats arriving at random, and the feed is done when each block has
+    taken a chunk a cycle or a beat a cycle, whichever is slower (its multiplier beat one more)."""
+    from flightc.compress.stream import chunk_stride
+
+    k, rows = 2048, 6
+    stride = chunk_stride(fmt, SLOTS)
+    assert stride == chunk_bytes(fmt, SLOTS) and 64 % stride and stride % 64  # no padding; straddles
+    got, want, beats, done = _feed_and_group(fmt, rows, k, 64, seed=4, stall=0.0)
+    assert got == want
+    per_block = min(k, 32 * fmt.group) if fmt.group else k  # a beat holds 32 groups' multipliers of a row pair
+    nch = per_block // SLOTS
+    block = (1 if fmt.group else 0) + max(nch, -(-nch * stride // 64))
+    assert done == [rows // 2 * (k // per_block) * block]
+    got, want, _, _ = _feed_and_group(fmt, 5, 1024, 64, seed=5, stall=0.3)
     assert got == want
 
 

@@ -79,10 +79,39 @@ def pair_chunks(rows_bytes: np.ndarray, fmt: WeightFormat, k: int, slots: int) -
 
 
 # ----------------------------------------------------------------------------------- a tile's stream image
+CHUNK_ALIGN = 16  # bytes: every chunk starts this far into its beat or a multiple of it (a lane feed's choices)
+
+
 def chunk_stride(fmt: WeightFormat, slots: int) -> int:
-    """Bytes a chunk takes in the stream: its bytes rounded up to a power of two (at least SEGMENT), so a beat
-    holds whole chunks or a chunk whole beats (W3 and some sparse widths carry padding)."""
-    return 1 << max(SEGMENT.bit_length() - 1, (chunk_bytes(fmt, slots) - 1).bit_length())
+    """Bytes a chunk takes in the stream: its bytes rounded up to whole CHUNK_ALIGN bytes. Chunks lie back to back
+    and may straddle beats (a lane feed assembles them: :func:`feed_step`), so only the smallest chunks (2:16 W2
+    and W3, a bitmask's 20- and 22-byte ones) and W3 8:16 (56) carry padding."""
+    return -(-chunk_bytes(fmt, slots) // CHUNK_ALIGN) * CHUNK_ALIGN
+
+
+def feed_step(held: int, stride: int, beat: int) -> tuple[bool, bool, int]:
+    """One cycle of a lane feed (hw/lane_feed.py) that holds ``held`` bytes of its block's stream past the chunks it
+    has sent: (whether it takes a beat, whether it sends a chunk, the bytes it holds after). It sends a chunk from
+    what it holds, else with the beat it takes where that completes one (the cycle the beat arrives), else only
+    takes; at a block's end what it holds is padding (a block is padded to whole beats), so it holds 0 again."""
+    if held >= stride:
+        return False, True, held - stride
+    if held + beat >= stride:
+        return True, True, held + beat - stride
+    return True, False, held + beat
+
+
+def feed_holds(stride: int, beat: int) -> list[int]:
+    """Every ``held`` a lane feed may send a chunk of ``stride`` bytes at, from a block's start: where in its window
+    (the beats it holds, then the one it takes) a chunk can start."""
+    seen, held = [], 0
+    while True:
+        take, send, after = feed_step(held, stride, beat)
+        if send:
+            if held in seen:
+                return sorted(seen)
+            seen.append(held)
+        held = after
 
 
 def block_columns(fmt: WeightFormat, beat: int) -> int:

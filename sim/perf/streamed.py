@@ -5,7 +5,7 @@ that hand data to each other through queues with holds; their interplay (a feed 
 output stage sharing one buffer port among record reads, residual reads and result writes) is what decides the
 cycles, so this model steps the same machines a cycle at a time instead of adding rates: the activation copy,
 each group's reader (a burst asked for while its FIFO has room and a slot is free, answered after the memory's
-latency), feed (a beat, or a chunk, a cycle), lane-group pipeline and result queue, and the output stage. It
+latency), feed (a beat, or a chunk, a cycle: :func:`flightc.compress.stream.feed_step`), lane-group pipeline and result queue, and the output stage. It
 costs microseconds a cycle: right for the calibration programs; a 7B step needs a closed form checked against
 this one.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from flightc.compress.stream import block_columns, chunk_stride
+from flightc.compress.stream import block_columns, chunk_stride, feed_step
 from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.hw.latency_rules import (LANE_GROUP_LATENCY, OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY,
                                      RESULT_MAX_SETTLE, RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
@@ -49,9 +49,7 @@ class _Group:
     slots: list = field(default_factory=list)  # last beat of each burst in flight
     x_free: float = -math.inf  # the memory's next free beat
     state: str = "IDLE"
-    have: bool = False
-    sub: int = 0
-    fill: int = 0
+    held: int = 0  # bytes of the block's stream in the feed's window, past the chunks it has sent
     emitted: list = field(default_factory=list)  # cycles a pair's last chunk was decided (in order)
     pops: list = field(default_factory=list)  # cycles a pair's results left the queue (in order)
     seen: list = field(default_factory=lambda: [0, 0, 0])  # emitted with e + 2 <= t, with e + RESULT_AT <= t; pops < t
@@ -241,22 +239,17 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
                 continue
             if gr.state != "CHUNKS":
                 continue
-            emit = False
-            if stride <= B:
-                if (gr.have or avail) and not hold:
-                    if not gr.have:
-                        gr.popped += 1
-                        gr.credit -= 1
-                    spent = (gr.sub + 1) * stride == B or gr.blk_left == 1
-                    gr.have, gr.sub = not spent, 0 if spent else gr.sub + 1
-                    emit = True
-            elif avail and not hold:
+            take, emit, after = feed_step(gr.held, stride, B)
+            if hold or (take and not avail):
+                continue
+            if take:
                 gr.popped += 1
                 gr.credit -= 1
-                gr.fill = 0 if gr.fill == stride // B - 1 else gr.fill + 1
-                emit = gr.fill == 0
+            gr.held = after
             if emit:
                 pair_end, block_end = gr.chunks_left == 1, gr.blk_left == 1
+                if pair_end or block_end:  # the rest of the block's last beat is padding
+                    gr.held = 0
                 gr.chunks_left -= 1
                 gr.blk_left -= 1
                 if pair_end:

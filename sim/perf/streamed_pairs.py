@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from flightc.compress.stream import chunk_stride
+from flightc.compress.stream import chunk_stride, feed_step
 from flightc.config import PAIR_BYTES, HardwareConfig
 from flightc.hw.latency_rules import (OPERAND_ARRIVAL, PAIRS_OUT_LATENCY, REQUANT_LATENCY, RESULT_MAX_SETTLE,
                                      RESULTS_AHEAD, WORD_QUEUE_LATENCY, pairs_max_settle)
@@ -57,15 +57,13 @@ def _block_layout(cfg: HardwareConfig, ins: Instruction):
         nch = cols // S
         offs = [0] if fmt.group else []
         lead = 1 if fmt.group else 0
-        if stride <= B:
-            cpb = B // stride
-            beats = -(-nch // cpb)
-            offs += [lead + m * cpb for m in range(beats)]
-            cycles = lead + nch
-        else:
-            per = stride // B
-            offs += [lead + m for m in range(nch * per)]
-            cycles = lead + nch * per
+        cycles, held, sent = lead, 0, 0
+        while sent < nch:  # the feed's cycles through the block, from an empty window
+            take, send, held = feed_step(held, stride, B)
+            if take:
+                offs.append(cycles)
+            sent += send
+            cycles += 1
         out.append((np.array(offs, np.int64), cycles))
     return out
 
