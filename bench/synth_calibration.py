@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from flightc.config import SparseEncoding
 from flightc.dse.resources import DATA
 from flightc.dse.space import patterns
 
@@ -69,6 +70,8 @@ def _masters(n: int, every_buffer_banked: bool = False) -> dict:
     return fields
 
 
+_PM = (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)
+
 # separated modules a kernel run may leave out, by the resource model's group
 BLACKBOX = {"chain": "flightc_sparse_dsp_chain*", "lane group": "flightc_lane_group*", "lane feed": "flightc_lane_feed*"}
 
@@ -91,6 +94,14 @@ RUNS = [
     ("lane-feed-B64-n8", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8)), ()),
     ("lane-feed-B8-n2", "lane_feed", False, "u280", dict(**_beat(8), **patterns(2)), ()),
     ("lane-feed-B32-n4", "lane_feed", True, "u280", dict(**_beat(32), **patterns(4)), ()),
+    # positions and bitmasks (ISA 1.10): the lane group's zero insertion by a count of mask bits, the feed's chunks
+    # that straddle beats (48 bytes of W4 8:16 with a bitmask)
+    ("lane-group-S64-n8-pm", "lane_group", False, "u280", dict(**patterns(8), sparse_encodings=_PM), ()),
+    ("lane-group-S64-n2-pm", "lane_group", False, "u280", dict(**patterns(2), sparse_encodings=_PM), ()),
+    ("lane-group-S64-n8-m", "lane_group", True, "u280", dict(**patterns(8), sparse_encodings=_PM[1:]), ()),
+    ("lane-feed-B64-n8-pm", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM), ()),
+    ("lane-feed-S128-B64-n8-pm", "lane_feed", False, "u280",
+     dict(**_beat(64), **patterns(8), lane_slots=128, lane_act_kib=64, sparse_encodings=_PM), ()),
     ("sfu-2", "sfu", False, "u280", {"sfu_lanes": 2}, ()),
     ("sfu-4", "sfu", False, "u280", {"sfu_lanes": 4}, ()),
     ("sfu-8", "sfu", True, "u280", {"sfu_lanes": 8}, ()),

@@ -17,7 +17,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.compress.formats import GROUP_MAX, GROUP_MIN
-from flightc.compress.stream import SEGMENT, chunk_bytes, chunk_stride, feed_holds
+from flightc.compress.stream import SEGMENT, chunk_bytes, chunk_stride, feed_holds, feed_window
 from flightc.hw.lane_group import Kinds, chunk_layout, format_case, formats
 from flightc.config import SparseEncoding
 from flightc.isa.table import Sparsity, WeightBits
@@ -49,8 +49,7 @@ class LaneFeed(wiring.Component):
         N_SEG = S // SEGMENT
         widest = len(self.chunk.payload.bytes) // 8
         strides = {f[0:3]: chunk_stride(f[3], S) for f in formats(S, self.kinds)}
-        # the window: enough whole beats for the longest chunk (and at least one beat)
-        W = -(-max(max(strides.values()), B) // B) * B
+        W = feed_window(list(strides.values()), B)
         stride = Signal(range(W + 1))
         key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
         with m.Switch(key):

@@ -123,16 +123,19 @@ class LaneGroup(wiring.Component):
             "result": Out(stream.Signature(result, always_ready=True)),
         })
 
-    def _dequantize(self, m: Module, raw, q0: list, q1: list) -> None:
+    def _dequantize(self, m: Module, raw, q0: list, q1: list, arriving) -> None:
         """The chunk's stored values and positions -> each column's signed q for both rows (zeros where a sparse
         row stores nothing): first each stored value and position (or mask bit) out of its format's bit fields,
         then, by the N:M pattern and the encoding alone, each column picks the stored value that is its own (zero
         insertion): the one whose position is the column's, or, from a bitmask, the one the count of the block's
-        set bits before the column names, where the column's own bit is set."""
+        set bits before the column names, where the column's own bit is set. The counts are taken a cycle ahead,
+        from the ``arriving`` chunk (stage 0), and registered beside it: counting and choosing in one cycle is
+        deeper than 225 MHz allows."""
         S = self.slots
         vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
         mask = [Signal(S, name=f"mask{r}") for r in range(2)]
+        mask0 = [Signal(S, name=f"mask0_{r}") for r in range(2)]  # the arriving chunk's
         key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
         with m.Switch(key):
             for f in formats(S, self.kinds):
@@ -141,14 +144,29 @@ class LaneGroup(wiring.Component):
                     vb, ib = row_part_bytes(fmt, S)
                     b, w = fmt.bits, fmt.index_bits
                     for r in range(2):
-                        part = raw[8 * r * (vb + ib):8 * (r + 1) * (vb + ib)]
+                        at = 8 * r * (vb + ib)
+                        part = raw[at:at + 8 * (vb + ib)]
                         for j in range(stored_per_chunk(fmt, S)):
                             m.d.comb += vals[r][j].eq(part[b * j:b * (j + 1)].as_signed())
                             if fmt.sparse and enc is SparseEncoding.POSITIONS:
                                 m.d.comb += pos[r][j].eq(part[8 * vb + w * j:8 * vb + w * (j + 1)])
                         if fmt.sparse and enc is SparseEncoding.BITMASK:
-                            m.d.comb += mask[r].eq(part[8 * vb:8 * vb + S])
+                            m.d.comb += [mask[r].eq(part[8 * vb:8 * vb + S]),
+                                         mask0[r].eq(arriving.payload.bytes[at + 8 * vb:at + 8 * vb + S])]
         present = {(sp, enc) for _, sp, enc, f in formats(S, self.kinds)}
+        # each column's count of its block's set bits before it, per row, taken from the arriving chunk's mask
+        counted = sorted({sp for sp, enc in present if enc is SparseEncoding.BITMASK})
+        before = [[Signal(range(SEGMENT + 1), name=f"before{r}_{c}") for c in range(S)] for r in range(2)]
+        with m.If(arriving.valid):
+            with m.Switch(self.sparsity):
+                for sp in counted:
+                    n, block = SPARSITY_NM[sp]
+                    with m.Case(int(sp)):
+                        for r in range(2):
+                            for c in range(S):
+                                local = c % block
+                                m.d.sync += before[r][c].eq(tree([mask0[r][c - local + i] for i in range(local)])
+                                                            if local else 0)
         by_mask = Signal()
         m.d.comb += by_mask.eq(self.sparse_enc == SparseEncoding.BITMASK)
         with m.Switch(self.sparsity):
@@ -170,9 +188,7 @@ class LaneGroup(wiring.Component):
                                 m.d.comb += q[c].eq(by_pos)
                                 continue
                             # a bitmask: the set bits before the column in its block count the stored values before
-                            before = Signal(range(block + 1), name=f"before{r}_{c}")
-                            m.d.comb += before.eq(sum(mask[r][c - local + i] for i in range(local)) if local else 0)
-                            by_bits = tree([Mux(mask[r][c] & (before == j), vals[r][first + j], 0) for j in js],
+                            by_bits = tree([Mux(mask[r][c] & (before[r][c] == j), vals[r][first + j], 0) for j in js],
                                            lambda x, y: x | y)
                             if (sp, SparseEncoding.POSITIONS) not in present:
                                 m.d.comb += q[c].eq(by_bits)
@@ -198,7 +214,7 @@ class LaneGroup(wiring.Component):
         # ---- stage 1: dequantize, zero-insert, multiply two rows per slot; each cascade's packed sum
         q0 = [Signal(signed(8), name=f"q0_{c}") for c in range(S)]
         q1 = [Signal(signed(8), name=f"q1_{c}") for c in range(S)]
-        self._dequantize(m, c1.bytes, q0, q1)
+        self._dequantize(m, c1.bytes, q0, q1, arriving=self.chunk)
         byte = [rd.data[8 * c:8 * c + 8] for c in range(S)]
         act = [Mux(self.a_unsigned, Cat(a, Const(0, 1)), Cat(a, a[7])).as_signed() for a in byte]
         # each cascade's DSP48E2s: the pre-adder packs a slot's two rows' weights, (q1 << PACK_SHIFT) + q0, into the

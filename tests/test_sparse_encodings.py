@@ -177,17 +177,15 @@ def _decode_step(model, cfg, plan: str, context: int):
     c = compile_model(model, cfg, CompressionPlan.parse(plan), max_len=context + 1, max_prefill=1,
                       prefill_lengths=[1], random_weights=0, weights=False)
     wm = WorkloadModel(c.bundle)
-    encodings = {c.integer.node(n)["qweight"].fmt.encoding for n in c.integer.linears()}
+    encodings = {f.encoding for f in (c.integer.node(n)["qweight"].fmt for n in c.integer.linears()) if f.sparse}
     return wm.token_bytes(context).total, wm.step(1, context).seconds, encodings
 
 
-def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4(tmp_path):
+def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4():
     """LLaMA2-7B on u280 with bitmasks allowed, context 512, one command for both plans: every byte the performance
     model counts for a decode step at W4 g128 8:16 (the compiler picks the bitmask: 3 bits a weight, chunks of 48
-    bytes back to back in the stream) is at most 80% of dense W4's. u280's 64-slot lane groups take 64 columns a
-    cycle in either, so the time is the groups'; at 128 slots (two of its layers, the same shapes) the groups keep up
-    with the beats and the step is faster by at least 1.2x."""
-    import json
+    bytes back to back in the stream) is at most 80% of dense W4's, and the step is no slower (u280's lane groups
+    take 64 columns a cycle and its output stage a result a cycle in either: docs/compression.md)."""
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
@@ -196,13 +194,6 @@ def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4(tmp_p
     sparse, sparse_s, encodings = _decode_step(configs / "llama2-7b", cfg, "w4g128s8:16", 512)
     print(f"dense W4 {dense / 1e6:,.0f} MB {1 / dense_s:.1f} tokens/s; 8:16 {sparse / 1e6:,.0f} MB "
           f"{1 / sparse_s:.1f} tokens/s")
-    assert B in encodings and P not in encodings
+    assert encodings == {B}
     assert sparse <= 0.80 * dense
-    two = tmp_path / "llama2-7b-2"
-    two.mkdir()
-    spec = json.loads((configs / "llama2-7b" / "config.json").read_text())
-    (two / "config.json").write_text(json.dumps({**spec, "num_hidden_layers": 2}))
-    wide = cfg.replace(lane_slots=128)
-    _, dense_s, _ = _decode_step(two, wide, "w4g128", 512)
-    _, sparse_s, _ = _decode_step(two, wide, "w4g128s8:16", 512)
-    assert dense_s >= 1.2 * sparse_s
+    assert sparse_s <= dense_s

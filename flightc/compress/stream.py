@@ -101,6 +101,12 @@ def feed_step(held: int, stride: int, beat: int) -> tuple[bool, bool, int]:
     return True, False, held + beat
 
 
+def feed_window(strides: list[int], beat: int) -> int:
+    """Bytes a lane feed's window holds: whole beats, enough for its longest chunk (and at least a beat): a feed
+    holds fewer than the larger of a chunk and a beat (:func:`feed_step`)."""
+    return -(-max(*strides, beat) // beat) * beat
+
+
 def feed_holds(stride: int, beat: int) -> list[int]:
     """Every ``held`` a lane feed may send a chunk of ``stride`` bytes at, from a block's start: where in its window
     (the beats it holds, then the one it takes) a chunk can start."""

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from flightc.compress.formats import pattern_supported
-from flightc.config import HardwareConfig
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.buffer_map import buffer_memories, core_roles, multiplexer_inputs, uram288, ultra
 from flightc.parts import MemoryKind
 from flightc.isa.table import SPARSITY_NM
@@ -71,9 +71,26 @@ def zero_insert_candidates(cfg: HardwareConfig) -> float:
 def _lane_group_features(cfg: HardwareConfig) -> list[float]:
     # per slot: its packed DSP48E2's operands, dequantizer and share of the sums; per slot and candidate of each
     # sparse pattern, an AND-OR term of the zero insertion (measured: 89 LUT per slot dense, about 13 more per
-    # candidate)
-    S = cfg.lane_slots
-    return [S, S * zero_insert_candidates(cfg)]
+    # candidate; by positions or by a bitmask about the same), and a second one where it decodes both encodings;
+    # per slot, a bitmask's registered counts of the set bits before each column
+    S, cand = cfg.lane_slots, zero_insert_candidates(cfg)
+    both = {SparseEncoding.POSITIONS, SparseEncoding.BITMASK} <= set(cfg.sparse_encodings)
+    return [S, S * cand, S * cand * both, S * (cand > 0) * (SparseEncoding.BITMASK in cfg.sparse_encodings)]
+
+
+def _feed_features(cfg: HardwareConfig) -> list[float]:
+    # its registers (the window, the chunk, the multipliers), as wide as its slots; its chunk multiplexer
+    # (hw/lane_feed.py), selected by (format, place) cases: each byte of a chunk from each place in the window (and
+    # the beat on offer) that a chunk of some format may start at, the inputs past a byte's first
+    from flightc.compress.stream import chunk_bytes, chunk_stride, feed_holds, feed_window
+    from flightc.hw.lane_group import config_kinds, formats
+
+    S, B = cfg.lane_slots, cfg.axi_data_bytes
+    fmts = [f[3] for f in formats(S, config_kinds(cfg))]
+    W = feed_window([chunk_stride(f, S) for f in fmts], B)
+    starts = [(f, feed_holds(chunk_stride(f, S), B)) for f in fmts]
+    inputs = {(i, W - h + i) for f, holds in starts for h in holds for i in range(chunk_bytes(f, S))}
+    return [S, sum(len(holds) for _, holds in starts), len(inputs) - len({i for i, _ in inputs})]
 
 
 def _beat_features(cfg: HardwareConfig) -> list[float]:
@@ -111,7 +128,7 @@ GROUPS: dict[str, Group] = {
     "chain": Group(("core.mpe.chain", "chain"), _chain_features, lambda c: c.mpe_chains, ("chain",)),
     "lane group": Group(("core.mpe.stream.group", "lane_group"), _lane_group_features, lambda c: c.axi_masters,
                         ("lane_group",)),
-    "lane feed": Group(("core.mpe.stream.feed", "lane_feed"), _beat_features, lambda c: c.axi_masters,
+    "lane feed": Group(("core.mpe.stream.feed", "lane_feed"), _feed_features, lambda c: c.axi_masters,
                        ("lane_feed",)),
     # per master: its AXI master and its streamed MVs' reader and result queue; its LD lane
     "master": Group(("core.master", "core.master.owners", "core.mpe.stream.reader", "core.mpe.stream.reader.fifo",
