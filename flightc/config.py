@@ -336,8 +336,8 @@ PRESETS: dict[str, HardwareConfig] = {
     # each of the 32 masters for the streamed MVs that carry decode and prompts (linear layers and attention), and
     # a small MPE of 4 x 16 DSP48E2 for the MVs and MMs through a buffer (the 7B models' programs use none: a
     # bigger one is 2.4 M LUT of sparse multiplexers doing nothing); dense and 8:16 weights, the formats that pay
-    # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer; 8:16's kept
-    # positions as a bitmask (3 bits a weight at W4 against positions' 4, and fewer LUT than positions' comparators);
+    # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer (kept
+    # positions as positions: with bitmasks the MPE's mask-to-positions conversion is 13.5 levels, docs/compression.md);
     # 48 SFU lanes
     # with a divider of four quotient bits a cycle (64 lanes and two bits a cycle: 0.2 points more of the roofline
     # for 54K LUT more, over 70% of the part). Memory from
@@ -347,8 +347,7 @@ PRESETS: dict[str, HardwareConfig] = {
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=2, **{**_HBM, "sparse_n": (8, 16),
-                                                                      "supports_2_4": False,
-                                                                      "sparse_encodings": (SparseEncoding.BITMASK,)}),
+                                                                      "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).

@@ -57,7 +57,7 @@ def positions_of_masks(m: Module, name: str, masks: Value, lanes: int, patterns:
                     bit = [masks[b * block + i] for i in range(block)]
                     before = [Signal(range(block + 1), name=f"{name}_before{b}_{i}") for i in range(block)]
                     for i in range(block):
-                        m.d.comb += before[i].eq(sum(bit[:i]) if i else 0)
+                        m.d.comb += before[i].eq(tree(bit[:i]) if i else 0)
                     for j in range(n):  # the j-th kept position lies in columns j .. block - n + j
                         at = tree([Mux(bit[i] & (before[i] == j), i, 0) for i in range(j, block - n + j + 1)],
                                   lambda x, y: x | y)

@@ -328,9 +328,8 @@ def test_sparse_positions_out_of_order_are_refused():
 
 
 def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
-    """u280 runs dense and 8:16 weights only, 8:16 as bitmasks: its lane group, built for those, dequantizes them
-    exactly (here W4 g128 8:16 and W8, the LM head's; W8's dense chunk is the widest, so the chunk is as wide as with
-    every format)."""
+    """u280 runs dense and 8:16 weights only: its lane group, built for those, dequantizes them exactly (here W4
+    g128 8:16 and W8, the LM head's; W8's dense chunk is the widest, so the chunk is as wide as with every format)."""
     from flightc.config import PRESETS
     from flightc.hw.lane_group import chunk_layout, config_kinds
 
@@ -338,4 +337,4 @@ def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
     assert {(n, m) for _, n, m, _ in kinds} == {(16, 16), (8, 16)}
     assert chunk_layout(SLOTS, kinds).size == chunk_layout(SLOTS).size
     rng = np.random.default_rng(11)
-    _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128, SparseEncoding.BITMASK), WeightFormat(8)]), kinds)
+    _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), kinds)

@@ -151,16 +151,14 @@ def test_the_next_load_asks_for_its_bursts_while_the_last_one_drains():
 
 @pytest.fixture(scope="module")
 def llama2_7b_u280():
-    """LLaMA2-7B's programs for u280 (W4 g128, LM head W8 by the plan's default), without packing weights: dense W4,
-    the format that fills u280's lane groups from a beat a cycle (8:16 with a bitmask is 3/4 of a beat a chunk:
-    tests/test_sparse_encodings.py)."""
+    """LLaMA2-7B's programs for u280 (W4 g128 8:16, LM head W8 by the plan's default), without packing weights."""
     from pathlib import Path
 
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
 
     configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
-    return compile_model(configs / "llama2-7b", "u280", CompressionPlan.parse("w4g128"), max_len=16,
+    return compile_model(configs / "llama2-7b", "u280", CompressionPlan.parse("w4g128s8:16"), max_len=16,
                          max_prefill=1, prefill_lengths=[1], random_weights=0, weights=False)
 
 

@@ -53,7 +53,9 @@ def test_row_bytes_are_the_datapath_facts():
     assert [meta("w4g128s8:16", e) for e in (P, B, R)] == [k // 4, k // 8, k // 16 * 14 // 8]
     assert [meta("w4g128s4:16", e) for e in (P, B, R)] == [k // 8, k // 8, (k // 16 * 11 + 7) // 8]
     assert [meta("w4g128s2:16", e) for e in (P, B, R)] == [k // 16, k // 8, (k // 16 * 7 + 7) // 8]
-    assert math.comb(16, 8) <= 1 << 14 and math.comb(16, 4) <= 1 << 11 and math.comb(16, 2) <= 1 << 7
+    # a rank takes the fewest bits that number the C(16, N) sets
+    assert [WeightFormat(4, n, 16, encoding=R).block_meta_bits for n in (8, 4, 2)] == \
+        [(math.comb(16, n) - 1).bit_length() for n in (8, 4, 2)] == [14, 11, 7]
 
 
 def test_the_format_grammar_names_the_encoding():
