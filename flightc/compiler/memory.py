@@ -341,9 +341,7 @@ def chosen_format(fmt: WeightFormat, cfg: HardwareConfig, k: int) -> WeightForma
         return stream_plan(cfg, 0, f, columns)[0] is not None
 
     can = {e for e in cfg.sparse_encodings if streams(fmt.with_encoding(e))}
-    keep = can if can else set(cfg.sparse_encodings)
-    narrowed = cfg.replace(sparse_encodings=tuple(e for e in cfg.sparse_encodings if e in keep))
-    return cheapest_encoding(fmt, narrowed, k, cost=lambda f: row_cost(cfg, f, k))
+    return cheapest_encoding(fmt, cfg, k, cost=lambda f: row_cost(cfg, f, k), among=can or None)
 
 
 def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:

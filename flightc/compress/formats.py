@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
@@ -198,13 +198,15 @@ class WeightFormat:
 
 
 def cheapest_encoding(fmt: WeightFormat, cfg: HardwareConfig, k: int,
-                      cost: Callable[[WeightFormat], float] | None = None) -> WeightFormat:
-    """``fmt`` with the encoding of ``cfg``'s whose ``cost`` is least (default: the bytes of a packed row of K
-    columns, K padded as the compiler packs it; the compiler passes what a row takes as it lays the layer out); a
-    tie goes to the simpler decoder, in ENCODING_LETTERS' order. A sparse format that names its encoding, and a
-    dense one, come back as they are."""
+                      cost: Callable[[WeightFormat], float] | None = None,
+                      among: Collection[SparseEncoding] | None = None) -> WeightFormat:
+    """``fmt`` with the encoding of ``cfg``'s (of those ``among``, where given) whose ``cost`` is least (default: the
+    bytes of a packed row of K columns, K padded as the compiler packs it; the compiler passes what a row takes as it
+    lays the layer out); a tie goes to the simpler decoder, in ENCODING_LETTERS' order. A sparse format that names
+    its encoding, and a dense one, come back as they are."""
     if not fmt.sparse or fmt.encoding is not None:
         return fmt
     columns = fmt.with_encoding(SparseEncoding.POSITIONS).packed_columns(cfg, k)
-    options = [fmt.with_encoding(e) for e in ENCODING_LETTERS if e in cfg.sparse_encodings]
+    allowed = cfg.sparse_encodings if among is None else among
+    options = [fmt.with_encoding(e) for e in ENCODING_LETTERS if e in cfg.sparse_encodings and e in allowed]
     return min(options, key=cost or (lambda f: f.row_bytes(columns)))
