@@ -84,8 +84,9 @@ CHUNK_ALIGN = 16  # bytes: every chunk starts this far into its beat or a multip
 
 def chunk_stride(fmt: WeightFormat, slots: int) -> int:
     """Bytes a chunk takes in the stream: its bytes rounded up to whole CHUNK_ALIGN bytes. Chunks lie back to back
-    and may straddle beats (a lane feed assembles them: :func:`feed_step`), so only the smallest chunks (2:16 W2
-    and W3, a bitmask's 20- and 22-byte ones) and W3 8:16 (56) carry padding."""
+    and may straddle beats (a lane feed assembles them: :func:`feed_step`), so only chunks that are not whole
+    16-byte units carry padding: at 64 slots the small sparse ones (12 to 28 bytes, to 16 or 32) and W3's sparse
+    ones (40 to 48, 56 to 64)."""
     return -(-chunk_bytes(fmt, slots) // CHUNK_ALIGN) * CHUNK_ALIGN
 
 

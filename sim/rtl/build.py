@@ -102,7 +102,7 @@ endmodule
 
 def _generator_digest() -> str:
     """Hash of every source the RTL is generated from (the hw package, the ISA table and the operand sizes of
-    its footprints, the weight formats, the numerics, the record layouts, the config)."""
+    its footprints, the weight formats and their stream layout, the numerics, the record layouts, the config)."""
     import amaranth
 
     import flightc
@@ -113,7 +113,7 @@ def _generator_digest() -> str:
     files = sorted(f for f in [*hw.glob("*.py"), *hw.glob("*.v")] if f.name not in not_rtl)
     root = Path(flightc.__file__).parent
     files += [root / "isa" / "table.py", root / "isa" / "footprint.py", root / "compress" / "formats.py",
-              root / "numerics.py", root / "records.py", root / "config.py", Path(__file__)]
+              root / "compress" / "stream.py", root / "numerics.py", root / "records.py", root / "config.py", Path(__file__)]
     h = hashlib.sha256(amaranth.__version__.encode())
     for f in files:
         h.update(f.read_bytes())
