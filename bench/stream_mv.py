@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.hw)
     cfg = cfg.replace(lane_slots=args.slots or cfg.lane_slots, sparse_encodings=RTL_ENCODINGS)
-    cfg = cfg.replace(lane_act_kib=max(cfg.lane_act_kib, -(-args.k * cfg.lane_slots // 64 // 1024)))
+    cfg = cfg.replace(lane_act_kib=max(cfg.lane_act_kib, -(-args.k // 1024)))
     rate = channel_bytes_per_cycle(cfg)
     print(f"{cfg.name}: {cfg.mem_channels} channels, {cfg.axi_masters} masters x {cfg.lane_slots} DSP slots, "
           f"{rate:.1f} bytes a cycle sustained per channel; one {args.rows} x {args.k} MV ({args.out})\n")
