@@ -4,7 +4,7 @@ With the trained addition model: compile it in each weight format, answer a few 
 problems on the functional simulator, and print exact-match accuracy of the float model and of
 each compiled model; then answer one problem on the generated RTL under Verilator (cycles
 measured), and model the decode speed of the built-in model and of LLaMA2-7B (programs only, no
-weights) on the U280 against the HBM roofline and FlightLLM's measured 55 tokens/s, with the
+weights; one- and two-layer copies extrapolated to its 32 layers) on the U280 against the HBM roofline and FlightLLM's measured 55 tokens/s, with the
 resources the kernels need. With a model without a task (a random built-in): greedy tokens from
 the simulator next to the integer reference's and the float model's.
 """
@@ -41,7 +41,7 @@ def run_demo(model: str, hw: str, formats: list[str], n: int, out: Path, console
     if "rtl" in parts:
         _rtl_answer(bundle, task, console)
     if "speed" in parts:
-        _speed_and_resources(model, bundle, task, out, console)
+        _speed_and_resources(model, bundle, task, console)
     console.print("more: `flightc eval out/demo/model-w8.flb -n 500`, `flightc run out/demo/model-w8.flb --prompt "
                   "1234+5678= --max-new-tokens 5`, `flightc info …`, `flightc disasm …`")
     return 0
@@ -126,26 +126,40 @@ def _rtl_answer(bundle, task, console: Console) -> None:
     console.print(t)
 
 
-def _speed_and_resources(model: str, bundle, task, out: Path, console: Console) -> None:
+def _speed_and_resources(model: str, bundle, task, console: Console) -> None:
     """Decode speed modeled by the performance model (the RTL's timing contract) for the built-in model on its
     preset and for LLaMA2-7B on the U280, against the HBM roofline and FlightLLM; then the
     modeled resources of those kernels against the U280."""
+    import json
+
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
     from flightc.config import PRESETS
+    from flightc.dse.evaluate import layer_copies
     from flightc.dse.resources import estimate_resources
     from flightc.parts import FLIGHTLLM_U280, part
-    from flightc.sim.perf.workload import WorkloadModel
+    from flightc.sim.perf.workload import WorkloadModel, extrapolated
 
     u280 = PRESETS["u280"]
-    with console.status("compiling LLaMA2-7B for the U280 (programs only: no weights)"):
-        llama = _compile(str(LLAMA_7B), "u280", "w4g128s8:16", out, console, stem="llama2-7b-u280-programs",
-                         max_len=64, max_prefill=4, weights=False, random_weights=0).bundle
+    layers = json.loads((LLAMA_7B / "config.json").read_text())["num_hidden_layers"]
+    t0 = time.perf_counter()
+    with console.status("compiling and modeling LLaMA2-7B for the U280 (programs only: no weights) on one- and "
+                        "two-layer copies"):
+        with layer_copies(LLAMA_7B, (1, 2)) as copies:
+            reports = [WorkloadModel(compile_model(c, "u280", CompressionPlan.parse("w4g128s8:16"), max_len=64,
+                                                   max_prefill=4, weights=False, random_weights=0).bundle)
+                       .request(16, 32) for c in copies]
+        llama = extrapolated(*reports, layers)
+    console.print(f"[bold]modeled[/] LLaMA2-7B on u280 from one- and two-layer copies, extrapolated to its {layers} "
+                  f"layers (bytes exactly, times within 0.1% of a full compile: tests/test_dse.py) in "
+                  f"{time.perf_counter() - t0:.1f} s")
     rows = []
     with console.status("modeling decode"):
-        for name, b, prompt, new in ((model, bundle, task.prompt_len, task.answer_len),
+        for name, r, prompt, new in ((model, WorkloadModel(bundle).request(task.prompt_len, task.answer_len),
+                                      task.prompt_len, task.answer_len),
                                      ("LLaMA2-7B (W4 g128 8:16)", llama, 16, 32)):
-            r = WorkloadModel(b).request(prompt, new)
-            flight = (f"{FLIGHTLLM_U280['decode_tokens_per_s']:g} (measured)" if b is llama else "-")
-            rows.append((name, b.config.name, f"{prompt} + {new}", f"{r.decode.tokens_per_s:,.1f}",
+            flight = (f"{FLIGHTLLM_U280['decode_tokens_per_s']:g} (measured)" if r is llama else "-")
+            rows.append((name, r.cfg.name, f"{prompt} + {new}", f"{r.decode.tokens_per_s:,.1f}",
                          f"{r.roofline_tokens_per_s:,.1f}", f"{r.of_roofline:.1%}", flight))
     t = Table(title="decode speed, modeled by the performance model (checked against the RTL in `make test`), not "
                     "measured on a board")

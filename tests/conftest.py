@@ -55,3 +55,32 @@ def kernel_sim():
     sim = RtlSimulator(cfg, memory_bytes_for(cfg))
     yield sim
     sim.close()
+
+
+def run_steps(bundle, steps) -> list[dict]:
+    """(tests/rtl) Each (kind, tokens, ids) program on fsim and on the RTL, asserting every channel's bytes equal after each:
+    the RTL's cycle counters of each."""
+    import numpy as np
+
+    from flightc.runtime.backends import open_backend
+
+    fsim, rtl = open_backend("fsim", bundle), open_backend("rtl", bundle)
+    out = []
+    try:
+        extent = {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}
+        ids = bundle.region("io.ids")
+        for kind, n, tokens in steps:
+            for backend in (fsim, rtl):
+                backend.write(ids["channel"], ids["addr"], np.asarray(tokens, "<i4").tobytes())
+            program = bundle.program(kind, n)
+            fsim.run(program)
+            counters = rtl.run(program)
+            for ch, nbytes in extent.items():
+                assert rtl.read(ch, 0, nbytes) == fsim.read(ch, 0, nbytes), f"{kind}/{n}: channel {ch} differs"
+            cyc = counters.cycles
+            busy = {k: v for k, v in cyc.items() if k.startswith("busy_") and v}
+            print(f"{kind}/{n}: {cyc['cycles']:,} cycles; busy per class {busy}")
+            out.append(cyc)
+    finally:
+        rtl.close()
+    return out

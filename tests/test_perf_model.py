@@ -137,3 +137,37 @@ def test_bytes_per_token_by_kind_add_up_to_what_the_step_loads(model):
     gather_ids = sum(4 * i.rows for prog in w.programs(1, 9) for i in prog if i.opcode is Opcode.LD and i.gather)
     assert tb.total == loaded + gather_ids
     assert min(tb.weight_values, tb.sparse_indices, tb.group_scales, tb.requant_records, tb.kv_cache, tb.other) > 0
+
+
+def test_a_request_extrapolated_from_one_and_two_layers_is_the_full_models(tmp_path):
+    """`make demo` models LLaMA2-7B from one- and two-layer copies: on a six-layer model the extrapolated request
+    streams the full compile's bytes exactly, and its prefill and decode times are within 0.1% (the channels a
+    layer's records and K/V rows land on vary, and contend a little differently)."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.dse.evaluate import layer_copies
+    from flightc.sim.perf.workload import WorkloadModel, extrapolated
+
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
+           "intermediate_size": 384, "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "vocab_size": 256, "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "hidden_act": "silu"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+
+    def request(folder):
+        bundle = compile_model(folder, "u280", CompressionPlan.parse("w4g32s8:16"), max_len=64, max_prefill=4,
+                               weights=False, random_weights=0).bundle
+        return WorkloadModel(bundle).request(16, 32)
+
+    full = request(tmp_path)
+    with layer_copies(tmp_path, (1, 2)) as copies:
+        one, two = (request(c) for c in copies)
+    got = extrapolated(one, two, 6)
+    assert got.token_bytes == full.token_bytes and got.token_bytes != two.token_bytes
+    assert got.roofline_tokens_per_s == full.roofline_tokens_per_s
+    for phase in ("prefill", "decode"):
+        g, f = getattr(got, phase), getattr(full, phase)
+        assert (g.steps, g.tokens) == (f.steps, f.tokens)
+        assert abs(g.seconds - f.seconds) <= 1e-3 * f.seconds, (phase, g.seconds, f.seconds)
+        assert abs(g.macs - f.macs) <= 1e-9 * f.macs and abs(g.hbm_bytes - f.hbm_bytes) <= 1e-3 * f.hbm_bytes
+        assert g.unit_busy.keys() == f.unit_busy.keys()
+        assert all(abs(g.unit_busy[u] - f.unit_busy[u]) <= 1e-2 for u in f.unit_busy)

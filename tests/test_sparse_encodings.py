@@ -172,15 +172,27 @@ def test_the_rtl_generator_refuses_an_encoding_it_does_not_build():
 
 def _decode_step(model, cfg, plan: str, context: int):
     """A decode step at ``context`` of ``model``'s programs (no weights) compiled for ``cfg``: (bytes, seconds), as
-    the performance model counts them, and the encodings its sparse layers got."""
+    the performance model counts them, and the encodings its sparse layers got. Measured on one- and two-layer
+    copies and extrapolated to the model's layers, as the DSE does (bytes exactly, times within 0.1%:
+    tests/test_dse.py checks it against a full compile)."""
+    import json
+
     from flightc.compiler.pipeline import compile_model
+    from flightc.dse.evaluate import layer_copies
     from flightc.sim.perf.workload import WorkloadModel
 
-    c = compile_model(model, cfg, CompressionPlan.parse(plan), max_len=context + 1, max_prefill=1,
-                      prefill_lengths=[1], random_weights=0, weights=False)
-    wm = WorkloadModel(c.bundle)
-    encodings = {f.encoding for f in (c.integer.node(n)["qweight"].fmt for n in c.integer.linears()) if f.sparse}
-    return wm.token_bytes(context).total, wm.step(1, context).seconds, encodings
+    layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    measured, encodings = [], set()
+    with layer_copies(model, (1, 2)) as copies:
+        for copy in copies:
+            c = compile_model(copy, cfg, CompressionPlan.parse(plan), max_len=context + 1, max_prefill=1,
+                              prefill_lengths=[1], random_weights=0, weights=False)
+            wm = WorkloadModel(c.bundle)
+            measured.append((wm.token_bytes(context).total, wm.step(1, context).seconds))
+            encodings |= {f.encoding for f in (c.integer.node(n)["qweight"].fmt for n in c.integer.linears())
+                          if f.sparse}
+    (b1, s1), (b2, s2) = measured
+    return b1 + (layers - 1) * (b2 - b1), s1 + (layers - 1) * (s2 - s1), encodings
 
 
 def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4():

@@ -156,3 +156,50 @@ def test_a_tile_read_ahead_past_its_fifo_agrees_in_both_models(hw):
     assert checked >= 4
     assert not wrong, "\n".join(wrong)
     assert min(gains) >= 0 and max(gains) > cfg.mem_latency_cycles  # reading ahead saves the latency, or more
+
+
+
+@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+def test_a_streamed_mv_met_again_replays_what_a_fresh_run_gives(hw):
+    """streamed_mv_time keeps each outcome by MV and state relative to its start and replays it: over MVs met again
+    at other starts, behind masters and MVs before in the same or other relative states, its cycles, the masters'
+    shared_until and the read-ahead it reports are those of the models run afresh."""
+    from flightc.sim.perf import streamed_pairs
+    from flightc.sim.perf.load import LoadPipeline
+    from flightc.sim.perf.streamed import Ahead
+
+    cfg = PRESETS[hw]
+    rng = np.random.default_rng(11)
+    span = cfg.axi_masters
+    mvs = [streamed_mv(cfg, WeightFormat(4, 8, 16, 128), 2 * span * 8, cfg.lane_slots * 4, OutMode.REQ_I8, span),
+           streamed_mv(cfg, WeightFormat(8), 2 * span * 2, cfg.lane_slots, OutMode.ACC32, span)]
+    # (masters busy for, readers' first cycle, the MV before's last beat), relative to the start: each pair of
+    # states differs in one of them
+    states = [(0.0, 1, -1e9), (300.25, 1, -1e9), (0.0, -40, -1e9), (0.0, 1, 200.0), (120.5, -12, 30.0)]
+
+    def run(time, ins, start, busy, ask_from, tail):
+        masters = {m: LoadPipeline(cfg, 0.0, x_free=start + busy - 3 * m, slots=[start + busy - 3 * m - 1],
+                                   shared_until=start - 5.0) for m in range(span)}
+        ahead = Ahead(ask_from=ask_from, tail={m: start + tail for m in range(span)})
+        cycles = time(cfg, ins, masters, start, ahead)
+        return cycles, [p.shared_until for p in masters.values()], ahead.asked, ahead.beats_end, ahead.fits
+
+    def fresh(cfg, ins, masters, start, ahead):  # the models themselves, as streamed_mv_time picks them
+        from flightc.isa.footprint import stream_shape
+
+        fast = ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2
+        by_pairs = pair_model_applies(cfg, ins) and not fast
+        return (streamed_mv_cycles_by_pairs if by_pairs else streamed_mv_cycles)(cfg, ins, masters, start, ahead)
+
+    streamed_pairs._RUNS.clear()
+    wrong, replays = [], 0
+    for k in range(40):
+        ins, (busy, ask_from, tail) = mvs[k % 2], states[int(rng.integers(len(states)))]
+        start = int(rng.integers(0, 1 << 20))
+        kept = len(streamed_pairs._RUNS)
+        replayed = run(streamed_mv_time, ins, start, busy, ask_from, tail)
+        replays += len(streamed_pairs._RUNS) == kept
+        if replayed != run(fresh, ins, start, busy, ask_from, tail):
+            wrong.append(f"#{k} at {start}: replayed {replayed[:3]}")
+    assert replays >= 20 and len(streamed_pairs._RUNS) == 40 - replays
+    assert not wrong, "\n".join(wrong)

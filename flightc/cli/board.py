@@ -57,6 +57,11 @@ def cmd_serve(args) -> int:
                   "this address drives the board")
     vb = VirtualBoard(b, args.backend, args.memory_mib, check_hazards=not args.no_hazard_check)
     memory = (vb.memory.base + vb.memory.size - b.ddr_base) >> 20
+    # Ctrl-C or a TERM stops it, also where SIGINT was ignored when it started (a background job of a script);
+    # set before it listens, so a signal sent once a client can connect is never lost
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         server = start_server(vb, args.address, args.port)
     except OSError as e:
@@ -66,10 +71,6 @@ def cmd_serve(args) -> int:
                   f"{args.address}:{args.port}\n  clients: flightc run BUNDLE --backend pynq --overlay OVERLAY.bit "
                   f"--board {target}\n           or pynq itself with PYNQ_REMOTE_DEVICES={args.address}\n"
                   "  Ctrl-C stops it", highlight=False)
-    # Ctrl-C or a TERM stops it, also where SIGINT was ignored when it started (a background job of a script)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass

@@ -261,8 +261,52 @@ def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None
                      ahead: Ahead | None = None) -> int:
     """A streamed MV's busy cycles: by row pairs where that model applies, else a cycle at a time. A tile read
     ahead whose pairs are a beat each goes a cycle at a time too: with its beats all in, its feed would take a pair
-    a cycle, where the pair model's hold (RESULTS_AHEAD results waiting) is not exact."""
-    fast = ahead is not None and ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2
+    a cycle, where the pair model's hold (RESULTS_AHEAD results waiting) is not exact.
+
+    Both models see ``start``, its masters' state and ``ahead`` only relative to ``start``, so an MV met again in
+    the same relative state (the next step's, the next prefill chunk's) replays its outcome, kept from
+    :func:`_relative_run`, instead of stepping the machines again."""
+    ahead = ahead if ahead is not None else Ahead()
+    first_master = ins.w_channel // cfg.channels_per_master
+    used = range(first_master, first_master + stream_shape(cfg, ins).groups)
+    pipes = {m: (masters or {}).get(m) for m in used}
+    state = tuple((None if p is None else (p.x_free - start, tuple(x - start for x in p.slots)),
+                   ahead.tail[m] - start if m in ahead.tail else None) for m, p in pipes.items())
+    key = (cfg, ins.opcode, tuple(ins.fields.items()), state, ahead.ask_from)
+    run = _RUNS.get(key)
+    if run is None:
+        if len(_RUNS) >= _RUNS_KEPT:
+            _RUNS.clear()
+        run = _RUNS[key] = _relative_run(cfg, ins, state, ahead.ask_from)
+    cycles, asked, ends, fit = run
+    for m, x in ends.items():  # as the models do: each master's next free beat, LD's turns with the readers' until it
+        if pipes[m] is not None:
+            pipes[m].shared_until = max(pipes[m].shared_until, start + x)
+    ahead.asked, ahead.beats_end, ahead.fits = start + asked, {m: start + x for m, x in ends.items()}, fit
+    return cycles
+
+
+class _Pipe:
+    """A master's state as the streamed-MV models read it (:class:`flightc.sim.perf.load.LoadPipeline`'s fields)."""
+
+    def __init__(self, x_free: float, slots: tuple):
+        self.x_free, self.slots, self.shared_until = x_free, list(slots), -math.inf
+
+
+_RUNS: dict = {}  # _relative_run's outcomes by MV and relative state
+_RUNS_KEPT = 1 << 16
+
+
+def _relative_run(cfg: HardwareConfig, ins: Instruction, state: tuple, ask_from: int) -> tuple:
+    """One streamed MV started in cycle 0, its masters' state (per master: (next free beat, slots) or None, the MV
+    before's last beat or None) relative to its start: (cycles, ``Ahead.asked``, each master's next free beat,
+    ``Ahead.fits``)."""
+    first_master = ins.w_channel // cfg.channels_per_master
+    masters = {first_master + j: _Pipe(*pipe) for j, (pipe, _) in enumerate(state) if pipe is not None}
+    ahead = Ahead(ask_from=ask_from, tail={first_master + j: t for j, (_, t) in enumerate(state) if t is not None})
+    fast = ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2
     if pair_model_applies(cfg, ins) and not fast:
-        return streamed_mv_cycles_by_pairs(cfg, ins, masters, start, ahead)
-    return streamed_mv_cycles(cfg, ins, masters, start, ahead)
+        cycles = streamed_mv_cycles_by_pairs(cfg, ins, masters, 0, ahead)
+    else:
+        cycles = streamed_mv_cycles(cfg, ins, masters, 0, ahead)
+    return cycles, ahead.asked, dict(ahead.beats_end), ahead.fits

@@ -121,6 +121,32 @@ class RequestReport:
                 "roofline_tokens_per_s": self.roofline_tokens_per_s, "of_roofline": self.of_roofline}
 
 
+def _extrapolated_phase(one: Phase, two: Phase, k: int) -> Phase:
+    def line(a: float, b: float) -> float:
+        return a + k * (b - a)
+
+    seconds = line(one.seconds, two.seconds)
+    busy = {u: line(one.unit_busy.get(u, 0.0) * one.seconds, two.unit_busy.get(u, 0.0) * two.seconds)
+            for u in two.unit_busy}
+    return Phase(two.steps, two.tokens, seconds, line(one.hbm_bytes, two.hbm_bytes), line(one.macs, two.macs),
+                 {u: b / seconds for u, b in busy.items()} if seconds else {}, two.exact_steps)
+
+
+def extrapolated(one: RequestReport, two: RequestReport, layers: int) -> RequestReport:
+    """A request on a model of ``layers`` decoder layers from the same request on its one- and two-layer copies:
+    every time, byte and MAC count ``x1 + (layers - 1) * (x2 - x1)``, exact where the layers are the same programs
+    up to their addresses (the DSE's extrapolation: tests/test_dse.py checks it against a full compile)."""
+    k = layers - 1
+    tb = None
+    if one.token_bytes and two.token_bytes:
+        tb = TokenBytes(**{f: getattr(one.token_bytes, f) + k * (getattr(two.token_bytes, f) - getattr(one.token_bytes, f))
+                           for f in asdict(two.token_bytes)})
+    return RequestReport(two.cfg, two.prompt, two.decode_tokens, two.sample_every,
+                         _extrapolated_phase(one.prefill, two.prefill, k),
+                         _extrapolated_phase(one.decode, two.decode, k) if one.decode and two.decode else None,
+                         tb, two.roofline_position)
+
+
 class WorkloadModel:
     def __init__(self, bundle: Bundle, sample_every: int = 64):
         self.bundle, self.cfg, self.sample_every = bundle, bundle.config, sample_every
