@@ -306,3 +306,24 @@ def test_a_compile_is_its_named_steps_run_in_order():
         run_steps(broken, Build(model=None, cfg=c.config, plan=c.plan, max_len=16, max_prefill=4, calibration=None,
                                 prefill_lengths=None, random_weights=None, bucket=None, jobs=1, weights=False,
                                 source=None, method=Method(), budget=None, keep_integer=True))
+
+
+def test_a_footprint_kept_for_the_passes_is_the_instructions_own():
+    """The tokens and early-tiles passes ask for each distinct instruction's footprint once (flightc.compiler.
+    footprints): asked in turn for the same program on two configs (where some instructions' bytes lie depends on
+    the config's masters), every kept footprint is the one worked out afresh."""
+    from flightc.compiler.footprints import footprint_once
+    from flightc.compiler.pipeline import compile_model
+    from flightc.isa.codec import decode_program
+    from flightc.models.builtin import model_input
+
+    bundle = compile_model(model_input("builtin:tiny-llama-gqa"), "hbm4", weights=False).bundle
+    program = decode_program(bundle.step(1, 5)[0])
+    configs = [PRESETS["hbm4"], PRESETS["hbm4"].replace(axi_masters=2), PRESETS["hbm4"]]
+    differ = 0
+    for ins in program:
+        kept = [footprint_once(ins, cfg) for cfg in configs]
+        fresh = [tuple(map(tuple, footprint(ins, cfg))) for cfg in configs]
+        assert kept == fresh, ins
+        differ += fresh[0] != fresh[1]
+    assert differ > 0  # the configs do give some instruction different footprints

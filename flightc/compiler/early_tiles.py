@@ -7,22 +7,23 @@ its waits. The functional simulator refuses a program that writes a tile marked 
 """
 from __future__ import annotations
 
+from flightc.compiler.footprints import footprint_once
 from flightc.config import HardwareConfig
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import AccessIndex, footprint, streamed
+from flightc.isa.footprint import AccessIndex, streamed
 
 
 def mark_early_tiles(cores: list[list[Instruction]], cfg: HardwareConfig) -> list[list[Instruction]]:
     """Each core's program with ``w_early`` set on every streamed MV none of whose tile bytes any core's
     instruction writes (and cleared on the others)."""
-    written = AccessIndex((a, ins) for prog in cores for ins in prog for a in footprint(ins, cfg)[1]
+    written = AccessIndex((a, ins) for prog in cores for ins in prog for a in footprint_once(ins, cfg)[1]
                           if a.space[0] == "hbm")
     out = []
     for prog in cores:
         marked = []
         for ins in prog:
             if streamed(ins):
-                tile = [a for a in footprint(ins, cfg)[0] if a.space[0] == "hbm"]
+                tile = [a for a in footprint_once(ins, cfg)[0] if a.space[0] == "hbm"]
                 ins = ins.replace(w_early=int(all(written.first(a) is None for a in tile)))
             marked.append(ins)
         out.append(marked)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import bisect
 
+from flightc.compiler.footprints import footprint_once
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction
-from flightc.isa.footprint import Access, footprint
+from flightc.isa.footprint import Access
 from flightc.isa.table import Unit
 
 
 Span = tuple[tuple[str, int], int, int]  # (space, first byte, one past the last)
 
 
-def _spans(accesses: list[Access]) -> list[Span]:
+def _spans(accesses: tuple[Access, ...]) -> list[Span]:
     return [(a.space, a.lo, a.hi) for a in accesses if a.hi > a.lo]
 
 
@@ -75,9 +76,9 @@ def insert_tokens(program: list[Instruction],
     streamed MVs' tiles.
     """
     units = [ins.unit for ins in program]
-    access = [footprint(ins, cfg) for ins in program]
+    access = [footprint_once(ins, cfg) for ins in program]
     for i, (r, w) in (extras or {}).items():
-        access[i] = (access[i][0] + r, access[i][1] + w)
+        access[i] = (access[i][0] + tuple(r), access[i][1] + tuple(w))
     # per instruction and space: (read spans, write spans); conflicts only happen within a space
     spaces: list[dict[tuple[str, int], tuple[list[Span], list[Span]]]] = []
     for r, w in access:
