@@ -170,15 +170,17 @@ def _speed_and_resources(model: str, bundle, task, console: Console) -> None:
         t.add_row(*row)
     console.print(t)
     p = part("u280")
-    res = Table(title="FPGA resources, modeled (yosys-calibrated resource model); the U280 kernel does not fit the "
-                      "card yet (issue 20)")
+    cap = p.capacity()
     kinds = ("DSP", "LUT", "BRAM36", "URAM")
+    estimates = {cfg.name: estimate_resources(cfg).as_dict() for cfg in (bundle.config, u280)}
+    share = ", ".join(f"{k} {estimates[u280.name][k] / cap[k]:.0%}" for k in kinds if cap.get(k))
+    res = Table(title=f"FPGA resources, modeled (yosys-calibrated resource model): the u280 kernel takes {share} of "
+                      "the U280")
     for col in ("kernel", "DSP48E2", *kinds[1:]):
         res.add_column(col, justify="right" if col != "kernel" else "left")
-    for name, cfg in ((bundle.config.name, bundle.config), (f"u280 ({u280.num_cores} cores)", u280)):
-        est = estimate_resources(cfg).as_dict()
-        res.add_row(name, *(f"{est[k]:,}" for k in kinds))
-    cap = p.capacity()
+    cores = f"{u280.num_cores} core{'s' if u280.num_cores > 1 else ''}"
+    for name, cfg in ((bundle.config.name, bundle.config), (f"u280 ({cores})", u280)):
+        res.add_row(name, *(f"{estimates[cfg.name][k]:,}" for k in kinds))
     res.add_row("U280 part", *(f"{cap[k]:,}" if cap.get(k) else "-" for k in kinds))
     res.add_row("FlightLLM on U280 (measured)", *(f"{FLIGHTLLM_U280[k]:,}" for k in kinds))
     console.print(res)
