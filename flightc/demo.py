@@ -4,9 +4,9 @@ With the trained addition model: compile it in each weight format, answer a few 
 problems on the functional simulator, and print exact-match accuracy of the float model and of
 each compiled model; then answer one problem on the generated RTL under Verilator (cycles
 measured), and model the decode speed of the built-in model and of LLaMA2-7B (programs only, no
-weights; one- and two-layer copies extrapolated to its 32 layers) on the U280 against the HBM roofline and FlightLLM's measured 55 tokens/s, with the
-resources the kernels need. With a model without a task (a random built-in): greedy tokens from
-the simulator next to the integer reference's and the float model's.
+weights; one- and two-layer copies extrapolated to its 32 layers) on the U280 against the HBM roofline
+and FlightLLM's measured 55 tokens/s, with the resources the kernels need. With a model without a task
+(a random built-in): greedy tokens from the simulator next to the integer reference's and the float model's.
 """
 from __future__ import annotations
 

@@ -58,8 +58,8 @@ def kernel_sim():
 
 
 def run_steps(bundle, steps) -> list[dict]:
-    """(tests/rtl) Each (kind, tokens, ids) program on fsim and on the RTL, asserting every channel's bytes equal after each:
-    the RTL's cycle counters of each."""
+    """(tests/rtl) Each (kind, tokens, ids) program on fsim and on the RTL, asserting every channel's bytes equal
+    after each: the RTL's cycle counters of each."""
     import numpy as np
 
     from flightc.runtime.backends import open_backend

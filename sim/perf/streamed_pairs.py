@@ -279,7 +279,7 @@ def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None
             _RUNS.clear()
         run = _RUNS[key] = _relative_run(cfg, ins, state, ahead.ask_from)
     cycles, asked, ends, fit = run
-    for m, x in ends.items():  # as the models do: each master's next free beat, LD's turns with the readers' until it
+    for m, x in ends.items():  # as the models leave a master: LD takes turns with the readers until their last beat
         if pipes[m] is not None:
             pipes[m].shared_until = max(pipes[m].shared_until, start + x)
     ahead.asked, ahead.beats_end, ahead.fits = start + asked, {m: start + x for m, x in ends.items()}, fit

@@ -134,13 +134,14 @@ def _extrapolated_phase(one: Phase, two: Phase, k: int) -> Phase:
 
 def extrapolated(one: RequestReport, two: RequestReport, layers: int) -> RequestReport:
     """A request on a model of ``layers`` decoder layers from the same request on its one- and two-layer copies:
-    every time, byte and MAC count ``x1 + (layers - 1) * (x2 - x1)``, exact where the layers are the same programs
-    up to their addresses (the DSE's extrapolation: tests/test_dse.py checks it against a full compile)."""
+    every time, byte and MAC count ``x1 + (layers - 1) * (x2 - x1)``, as the DSE extrapolates: the layers are the
+    same programs up to their addresses, so the bytes are exact and the times within 0.1% (tests/test_perf_model.py
+    checks it against a full compile)."""
     k = layers - 1
     tb = None
     if one.token_bytes and two.token_bytes:
-        tb = TokenBytes(**{f: getattr(one.token_bytes, f) + k * (getattr(two.token_bytes, f) - getattr(one.token_bytes, f))
-                           for f in asdict(two.token_bytes)})
+        a, b = asdict(one.token_bytes), asdict(two.token_bytes)
+        tb = TokenBytes(**{f: a[f] + k * (b[f] - a[f]) for f in b})
     return RequestReport(two.cfg, two.prompt, two.decode_tokens, two.sample_every,
                          _extrapolated_phase(one.prefill, two.prefill, k),
                          _extrapolated_phase(one.decode, two.decode, k) if one.decode and two.decode else None,
