@@ -130,18 +130,16 @@ def _speed_and_resources(model: str, bundle, task, console: Console) -> None:
     """Decode speed modeled by the performance model (the RTL's timing contract) for the built-in model on its
     preset and for LLaMA2-7B on the U280, against the HBM roofline and FlightLLM; then the
     modeled resources of those kernels against the U280."""
-    import json
-
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
     from flightc.config import PRESETS
-    from flightc.dse.evaluate import layer_copies
+    from flightc.dse.evaluate import layer_copies, resolve_model
     from flightc.dse.resources import estimate_resources
     from flightc.parts import FLIGHTLLM_U280, part
     from flightc.sim.perf.workload import WorkloadModel, extrapolated
 
     u280 = PRESETS["u280"]
-    layers = json.loads((LLAMA_7B / "config.json").read_text())["num_hidden_layers"]
+    _, layers, _ = resolve_model(LLAMA_7B)
     t0 = time.perf_counter()
     with console.status("compiling and modeling LLaMA2-7B for the U280 (programs only: no weights) on one- and "
                         "two-layer copies"):

@@ -175,13 +175,11 @@ def _decode_step(model, cfg, plan: str, context: int):
     the performance model counts them, and the encodings its sparse layers got. Measured on one- and two-layer
     copies and extrapolated to the model's layers, as the DSE does (bytes exactly, times within 0.1%:
     tests/test_dse.py checks it against a full compile)."""
-    import json
-
     from flightc.compiler.pipeline import compile_model
-    from flightc.dse.evaluate import layer_copies
+    from flightc.dse.evaluate import layer_copies, resolve_model
     from flightc.sim.perf.workload import WorkloadModel
 
-    layers = json.loads((model / "config.json").read_text())["num_hidden_layers"]
+    _, layers, _ = resolve_model(model)
     measured, encodings = [], set()
     with layer_copies(model, (1, 2)) as copies:
         for copy in copies:
