@@ -34,6 +34,9 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
     if board.flow is Flow.PYNQ and cfg.axi_masters != 1:
         raise ConfigError(f"config {cfg.name!r} has {cfg.axi_masters} memory masters; the {board.name} block "
                           f"design connects one (to the PS's S_AXI_HP0_FPD): use axi_masters = 1")
+    if board.flow is Flow.PYNQ and cfg.num_cores != 1:
+        raise ConfigError(f"config {cfg.name!r} has {cfg.num_cores} cores, a memory master each; the {board.name} "
+                          f"block design connects one (to the PS's S_AXI_HP0_FPD): use num_cores = 1")
     from flightc.parts import PARTS
 
     narrower = PARTS[board.name].port_violation(cfg.axi_data_bytes) if board.name in PARTS else None

@@ -35,7 +35,7 @@ set_property sdx_kernel_type rtl $core
 set_property ipi_drc {{ignore_freq_hz false}} $core
 ipx::associate_bus_interfaces -busif {S_AXI} -clock ap_clk $core
 {chr(10).join(f"ipx::associate_bus_interfaces -busif {master_port(cfg, g)} -clock ap_clk $core"
-             for g in range(cfg.axi_masters))}
+             for g in range(cfg.num_cores * cfg.axi_masters))}
 ipx::infer_bus_interface ap_rst_n xilinx.com:signal:reset_rtl:1.0 $core
 set_property value ACTIVE_LOW [ipx::add_bus_parameter POLARITY [ipx::get_bus_interfaces ap_rst_n -of_objects $core]]
 ipx::infer_bus_interface interrupt xilinx.com:signal:interrupt_rtl:1.0 $core
@@ -52,9 +52,10 @@ package_xo -force -xo_path ./{TOP}.xo -kernel_name {TOP} -ip_directory ./kernel_
 
 def link_map(cfg: HardwareConfig) -> dict[str, str]:
     """Each memory master's kernel port and the HBM banks it is linked to: the channels the compiler places its
-    data in (channel c in HBM[c]), e.g. ``{"m_axi_gmem0": "HBM[0]", ...}`` with a master per channel."""
+    data in (channel c in HBM[c]), e.g. ``{"m_axi_gmem0": "HBM[0]", ...}`` with a master per channel; every core's
+    master g to the same banks."""
     out = {}
-    for g in range(cfg.axi_masters):
+    for g in range(cfg.num_cores * cfg.axi_masters):
         chans = master_channels(cfg, g)
         out[master_port(cfg, g)] = (f"HBM[{chans[0]}]" if len(chans) == 1
                                     else f"HBM[{chans[0]}:{chans[-1]}]")

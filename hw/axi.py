@@ -35,12 +35,14 @@ def axi4_table(data_bits: int) -> tuple[tuple[str, int, bool], ...]:
     )
 
 
-def axi4_lite_table() -> tuple[tuple[str, int, bool], ...]:
+def axi4_lite_table(addr_bits: int = LITE_ADDR_BITS) -> tuple[tuple[str, int, bool], ...]:
+    """``addr_bits``: a one-core kernel's 4 KiB register window, a bit more per doubling of its cores
+    (:func:`flightc.hw.regs.lite_addr_bits`)."""
     return (
-        ("awvalid", 1, True), ("awready", 1, False), ("awaddr", LITE_ADDR_BITS, True),
+        ("awvalid", 1, True), ("awready", 1, False), ("awaddr", addr_bits, True),
         ("wvalid", 1, True), ("wready", 1, False), ("wdata", LITE_DATA_BITS, True), ("wstrb", LITE_DATA_BITS // 8, True),
         ("bvalid", 1, False), ("bready", 1, True), ("bresp", 2, False),
-        ("arvalid", 1, True), ("arready", 1, False), ("araddr", LITE_ADDR_BITS, True),
+        ("arvalid", 1, True), ("arready", 1, False), ("araddr", addr_bits, True),
         ("rvalid", 1, False), ("rready", 1, True), ("rdata", LITE_DATA_BITS, False), ("rresp", 2, False),
     )
 
@@ -50,9 +52,9 @@ def axi4_signature(data_bits: int) -> wiring.Signature:
     return _signature(axi4_table(data_bits))
 
 
-def axi4_lite_signature() -> wiring.Signature:
+def axi4_lite_signature(addr_bits: int = LITE_ADDR_BITS) -> wiring.Signature:
     """An AXI4-Lite interface from the master's side (the kernel's control slave takes it flipped)."""
-    return _signature(axi4_lite_table())
+    return _signature(axi4_lite_table(addr_bits))
 
 
 def _signature(table: tuple[tuple[str, int, bool], ...]) -> wiring.Signature:

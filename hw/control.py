@@ -8,6 +8,8 @@ execution of the functional simulator (flightc.sim.functional), in hardware.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -224,11 +226,23 @@ class Fetcher(wiring.Component):
         return m
 
 
-class AxiLiteRegs(Elaboratable):
-    """The register file of :mod:`flightc.hw.regs` behind an AXI4-Lite slave."""
+@dataclass
+class CoreRegs:
+    """One core's side of the register file: its run's arguments and the kernel's start, in; its finish (a pulse)
+    and its counters (registers the core drives), out. Control and the LD/ST units read only this."""
 
-    def __init__(self, cfg: HardwareConfig, lite, core_id: int = 0):
-        self.cfg, self.lite, self.core_id = cfg, lite, core_id
+    values: dict[str, Value]  # program_addr, program_bytes, channel_base0..
+    started: Value
+    done_pulse: Value
+    counters: dict[str, Value]
+
+
+class AxiLiteRegs(Elaboratable):
+    """The register file of :mod:`flightc.hw.regs` behind an AXI4-Lite slave: every core's window and the kernel's
+    ap_ctrl_hs. A run starts every core at once and is done when each has finished (:meth:`core`)."""
+
+    def __init__(self, cfg: HardwareConfig, lite):
+        self.cfg, self.lite = cfg, lite
         self.regmap = R.register_map(cfg)
         self.values = {r.name: Signal(r.bits, name=f"reg_{r.name}") for r in self.regmap}
         self.ap_start = Signal()
@@ -236,9 +250,16 @@ class AxiLiteRegs(Elaboratable):
         self.ap_idle = Signal(init=1)
         self.ap_ready = Signal()
         self.interrupt = Signal()
-        self.done_pulse = Signal()  # from the core
-        self.started = Signal()  # to the core: begin a run
-        self.counters = {n: Signal(64, name=f"cnt_{n}") for n in R.COUNTERS}
+        self.started = Signal()  # to the cores: begin a run
+        self.finished = [Signal(name=f"finished{c}") for c in range(cfg.num_cores)]  # from each core, a pulse
+        self.counters = [{n: Signal(64, name=f"cnt_{R.core_register(n, c)}") for n in R.COUNTERS}
+                         for c in range(cfg.num_cores)]
+
+    def core(self, c: int) -> CoreRegs:
+        """Core ``c``'s window under the one-core names."""
+        names = [r.name for r in R.register_map(self.cfg.replace(num_cores=1)) if r.access is R.RegAccess.RW]
+        return CoreRegs({n: self.values[R.core_register(n, c)] for n in names}, self.started, self.finished[c],
+                        self.counters[c])
 
     def elaborate(self, platform):
         m = Module()
@@ -247,10 +268,12 @@ class AxiLiteRegs(Elaboratable):
         ier = Signal(2)
         isr = Signal(2)
         v = self.values
-        m.d.comb += [v["isa_version"].eq(R.isa_version_word()), v["config_hash"].eq(R.config_hash_word(self.cfg)),
-                     v["core_id"].eq(self.core_id)]
-        for n, c in self.counters.items():
-            m.d.comb += v[n].eq(c)
+        for c in range(self.cfg.num_cores):
+            m.d.comb += [v[R.core_register("isa_version", c)].eq(R.isa_version_word()),
+                         v[R.core_register("config_hash", c)].eq(R.config_hash_word(self.cfg)),
+                         v[R.core_register("core_id", c)].eq(c)]
+            for n, cnt in self.counters[c].items():
+                m.d.comb += v[R.core_register(n, c)].eq(cnt)
         words = {}  # word offset -> (signal slice, writable)
         for r in self.regmap:
             for k in range(r.bits // 32):
@@ -306,7 +329,15 @@ class AxiLiteRegs(Elaboratable):
         m.d.sync += self.ap_ready.eq(0)
         with m.If(self.started):
             m.d.sync += [self.ap_idle.eq(0), self.ap_start.eq(0), self.ap_ready.eq(1)]
-        with m.If(self.done_pulse):
+        # done once every core has finished (one that finishes early is remembered until the others have)
+        early = Signal(self.cfg.num_cores)
+        over = Cat(*self.finished) | early
+        done = over.all()
+        with m.If(self.started | done):
+            m.d.sync += early.eq(0)
+        with m.Else():
+            m.d.sync += early.eq(over)
+        with m.If(done & ~self.ap_idle):
             m.d.sync += [self.ap_idle.eq(1), self.ap_done.eq(1), isr.eq(isr | ier)]
         m.d.comb += self.interrupt.eq(gie & (isr & ier).any())
         return m
@@ -316,12 +347,12 @@ class Control(wiring.Component):
     """Fetch, dispatch, issue with tokens, the SYS unit and the run's cycle counters; ``rd`` is the fetch's
     reader of the AXI master."""
 
-    def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], lite_regs: AxiLiteRegs,
+    def __init__(self, cfg: HardwareConfig, units: dict[Unit, object], regs: CoreRegs,
                  ready: dict[Unit, Signal] | None = None):
         """``ready``: units that take their next instruction before the last one is done (LD: once it has asked
         for all of its bursts; ST: once it has sent all of its writes), each with the signal that says it can; up
         to ``LD_IN_FLIGHT`` LDs and ``ST_IN_FLIGHT`` STs are in flight, done in the order they started."""
-        self.cfg, self.units, self.regs = cfg, units, lite_regs
+        self.cfg, self.units, self.regs = cfg, units, regs
         self.ready = ready or {}
         super().__init__({"rd": Out(read_client_signature(8 * cfg.axi_data_bytes))})
         # per unit: its queue's head is there and every token it waits for (and room for those it releases) is, so it
@@ -483,7 +514,7 @@ class ControlAlone(wiring.Component):
                 ports[u] = p = unit_port(u)
                 pins = getattr(self, f"unit_{u.name.lower()}")
                 m.d.comb += [pins.start.eq(p.start), pins.instr.eq(p.instr), p.done.eq(pins.done)]
-        m.submodules.control = ctl = Control(self.cfg, ports, regs, ready={Unit.LD: self.ld_ready,
+        m.submodules.control = ctl = Control(self.cfg, ports, regs.core(0), ready={Unit.LD: self.ld_ready,
                                                                            Unit.ST: self.st_ready})
         wiring.connect(m, wiring.flipped(self.rd), ctl.rd)
         m.d.comb += ctl.barrier_go.eq(ctl.barrier_req)

@@ -1,21 +1,22 @@
-"""One accelerator core and the Vitis-RTL-kernel top level around it.
+"""One accelerator core: control (fetch, queues, tokens) + LD/ST DMA + MPE + SFU + the buffer bank + its memory
+masters. The kernel around its copies (registers, barrier, the Vitis top level) is hw/kernel.py.
 
-The core = control (fetch, queues, tokens, registers) + LD/ST DMA + MPE + SFU + the buffer bank.
 Everything is sized from one HardwareConfig; fields come from the ISA table.
 """
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, Module, Mux
+from amaranth.hdl import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import ConfigError
-from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
+from flightc.hw.axi import axi4_signature
+from flightc.hw import regs as R
 from flightc.hw.axi_master import AxiMaster
 from flightc.hw.buffer_map import core_roles, lane_port_name
 from flightc.hw.buffers import BufferBank
-from flightc.hw.control import AxiLiteRegs, Control, unit_port
+from flightc.hw.control import Control, CoreRegs, unit_port
 from flightc.hw.dma import StoreUnit
 from flightc.hw.hierarchy import separate
 from flightc.hw.lane_group import RTL_ENCODINGS
@@ -29,20 +30,21 @@ S_AXI = "s_axi_control"
 
 
 def master_port(cfg: HardwareConfig, master: int) -> str:
-    """The kernel port of memory master ``master``: m_axi_gmem with one, m_axi_gmem0, m_axi_gmem1, ... with more."""
-    return M_AXI if cfg.axi_masters == 1 else f"{M_AXI}{master}"
+    """The kernel port of memory master ``master`` (core c's master g is ``c * axi_masters + g``): m_axi_gmem with
+    one, m_axi_gmem0, m_axi_gmem1, ... with more."""
+    return M_AXI if cfg.num_cores * cfg.axi_masters == 1 else f"{M_AXI}{master}"
 
 
 def master_channels(cfg: HardwareConfig, master: int) -> range:
-    """The memory channels master ``master`` reads and writes (hw/load.py, the Vitis link map)."""
-    return range(master * cfg.channels_per_master, (master + 1) * cfg.channels_per_master)
+    """The memory channels kernel master ``master`` reads and writes (hw/load.py, the Vitis link map): every core's
+    master g those of the g-th group."""
+    g = master % cfg.axi_masters
+    return range(g * cfg.channels_per_master, (g + 1) * cfg.channels_per_master)
 
 
 def check_rtl_config(cfg: HardwareConfig) -> None:
     """Raise if the generator cannot build this configuration (each limit named)."""
     problems = []
-    if cfg.num_cores != 1:
-        problems.append(f"num_cores = {cfg.num_cores}: the RTL generator builds one core per kernel so far")
     if cfg.chain_length % 8:
         problems.append(f"chain_length = {cfg.chain_length}: must be a multiple of 8 (byte-aligned weight lanes)")
     if cfg.macs_per_dsp not in (1, 2):
@@ -81,26 +83,38 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
 
-class Core(wiring.Component):
-    """``axi[g]``: memory master g's bus; ``lite``: the control slave; ``interrupt``: ap_done's interrupt."""
+def core_link_signature(cfg: HardwareConfig) -> wiring.Signature:
+    """What joins a core to the kernel around it (hw/kernel.py), from the kernel's side: the run's arguments and
+    start out; the core's finish (a pulse), its counters (hw/regs.py COUNTERS) and its barrier request in; the
+    barrier's go out."""
+    return wiring.Signature({"program_addr": Out(64), "program_bytes": Out(32),
+                             "channel_base": Out(64).array(cfg.mem_channels), "start": Out(1), "finished": In(1),
+                             "counters": In(64).array(len(R.COUNTERS)), "barrier_req": In(1), "barrier_go": Out(1)})
 
-    def __init__(self, cfg: HardwareConfig, core_id: int = 0):
+
+class Core(wiring.Component):
+    """``axi[g]``: memory master g's bus; ``link``: the register file's and the barrier's signals
+    (:func:`core_link_signature`). Every core of a kernel is the same module: which one it is lives in the kernel."""
+
+    def __init__(self, cfg: HardwareConfig):
         check_rtl_config(cfg)
         self.cfg = cfg
-        self.core_id = core_id
         super().__init__(self.ports(cfg))
 
     @staticmethod
     def ports(cfg: HardwareConfig) -> wiring.Signature:
         return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters),
-                                 "lite": In(axi4_lite_signature()), "interrupt": Out(1)})
+                                 "link": In(core_link_signature(cfg))})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         n = cfg.axi_masters
-        m.submodules.regs = regs = AxiLiteRegs(cfg, self.lite, self.core_id)
-        bases = [regs.values[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
+        link = self.link
+        bases = list(link.channel_base)
+        regs = CoreRegs({"program_addr": link.program_addr, "program_bytes": link.program_bytes,
+                         **{f"channel_base{ch}": b for ch, b in enumerate(bases)}}, link.start, link.finished,
+                        dict(zip(R.COUNTERS, link.counters)))
         m.submodules.ld = ld = LoadUnit(cfg, bases)
         m.submodules.st = st = StoreUnit(cfg, bases)
         m.submodules.mpe = mpe = Mpe(cfg, bases)
@@ -134,7 +148,7 @@ class Core(wiring.Component):
             wiring.connect(m, wiring.flipped(self.axi[g]), master.bus)
             masters.append(master)
         _route_writes(m, st, [x.write for x in masters])
-        m.d.comb += [ctl.barrier_go.eq(ctl.barrier_req), self.interrupt.eq(regs.interrupt)]
+        m.d.comb += [link.barrier_req.eq(ctl.barrier_req), ctl.barrier_go.eq(link.barrier_go)]
         return m
 
 
@@ -159,35 +173,3 @@ def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
             m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready)]
         with m.If(mine2):
             m.d.comb += [wr2.aw.ready.eq(x.aw.ready), wr2.w.ready.eq(x.w.ready)]
-
-
-class VitisKernel(wiring.Component):
-    """Top level with the port names of a Vitis RTL kernel: ap_clk, ap_rst_n, s_axi_control and a memory master
-    port per master (:func:`master_port`). Its core is one separated module (:func:`separate`), so the kernel and
-    the simulation testbench share its generated Verilog."""
-
-    def __init__(self, cfg: HardwareConfig):
-        check_rtl_config(cfg)
-        self.cfg = cfg
-        members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1)}
-        for name, sig, outward in self.flat_ports(Core.ports(cfg).create()):
-            members[name] = Out(len(sig)) if outward else In(len(sig))
-        super().__init__(members)
-
-    def flat_ports(self, core) -> list:
-        """The core's AXI4 masters and AXI4-Lite slave as the kernel's flat ports."""
-        table = axi4_table(8 * self.cfg.axi_data_bytes)
-        return ([p for g in range(self.cfg.axi_masters)
-                 for p in flat_ports(master_port(self.cfg, g), core.axi[g], table, True)]
-                + flat_ports(S_AXI, core.lite, axi4_lite_table(), False))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.domains.sync = cd = ClockDomain("sync")
-        m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.core = core = separate(Core, self.cfg)
-        for name, sig, outward in self.flat_ports(core):
-            port = getattr(self, name)
-            m.d.comb += port.eq(sig) if outward else sig.eq(port)
-        m.d.comb += self.interrupt.eq(core.interrupt)
-        return m

@@ -1,6 +1,7 @@
 """Files a Vitis RTL-kernel flow needs: the kernel's Verilog and its kernel.xml, both from one config."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -12,12 +13,15 @@ from flightc.hw.synth import TOP, kernel_verilog
 
 
 def argument_port(cfg: HardwareConfig, register: str) -> str:
-    """The kernel port a register's argument belongs to: a channel's base to its master's port, the instruction
-    stream to master 0's (the fetch reads through it), every scalar to the control port."""
-    if register == "program_addr":
-        return master_port(cfg, 0)
-    if register.startswith("channel_base"):
-        return master_port(cfg, int(register.removeprefix("channel_base")) // cfg.channels_per_master)
+    """The kernel port a register's argument belongs to: a channel's base to its core's master of that channel,
+    a core's instruction stream to its master 0 (the fetch reads through it), every scalar to the control port."""
+    suffixed = re.fullmatch(r"(.+)_c(\d+)", register)  # flightc.hw.regs.core_register
+    name, core = (suffixed[1], int(suffixed[2])) if suffixed else (register, 0)
+    first = core * cfg.axi_masters
+    if name == "program_addr":
+        return master_port(cfg, first)
+    if name.startswith("channel_base"):
+        return master_port(cfg, first + int(name.removeprefix("channel_base")) // cfg.channels_per_master)
     return S_AXI
 
 
@@ -33,13 +37,14 @@ def kernel_xml(cfg: HardwareConfig) -> str:
                     f'port="{port}" size="{r.bits // 8:#x}" offset="{r.offset:#x}" '
                     f'type="{"void*" if pointer else "uint"}" hostOffset="0x0" hostSize="{r.bits // 8:#x}"/>')
     masters = "\n".join(f'      <port name="{master_port(cfg, g)}" mode="master" range="0xFFFFFFFFFFFFFFFF" '
-                         f'dataWidth="{data_bits}" portType="addressable" base="0x0"/>' for g in range(cfg.axi_masters))
+                         f'dataWidth="{data_bits}" portType="addressable" base="0x0"/>'
+                         for g in range(cfg.num_cores * cfg.axi_masters))
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <root versionMajor="1" versionMinor="6">
   <kernel name="{TOP}" language="ip_c" vlnv="flightc:kernel:{TOP}:1.0" attributes="" preferredWorkGroupSizeMultiple="0"
           workGroupSize="1" interrupt="true" hwControlProtocol="ap_ctrl_hs">
     <ports>
-      <port name="{S_AXI}" mode="slave" range="0x1000" dataWidth="32" portType="addressable" base="0x0"/>
+      <port name="{S_AXI}" mode="slave" range="{1 << R.lite_addr_bits(cfg):#x}" dataWidth="32" portType="addressable" base="0x0"/>
 {masters}
     </ports>
     <args>

@@ -161,3 +161,11 @@ def division_bits(value_bits: int, step_bits: int, width: int) -> int:
     """Quotient bits the SFU's divider walks for a numerator below 2^value_bits: a multiple of ``step_bits``, at most
     the divider's ``width`` (hw/arith.py Divider.bits)."""
     return min(width, -(-value_bits // step_bits) * step_bits)
+
+
+# In a kernel of several cores each core may sit in its own SLR: every signal between a core and the kernel's shared
+# logic (the register file, the barrier) is registered once on its way, on the crossing (hw/kernel.py)
+SLR_CROSSING = 1
+# the last core's barrier request to every core's go: the request's crossing, the kernel's AND of them, the go's
+# crossing (one core's barrier goes in the cycle it asks)
+BARRIER_LATENCY = SLR_CROSSING + 1 + SLR_CROSSING

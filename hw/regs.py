@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from flightc.config import HardwareConfig
+from flightc.hw.axi import LITE_ADDR_BITS
 from flightc.isa.table import ISA, ISA_VERSION
 
 
@@ -43,7 +44,33 @@ class Register:
 COUNTERS = ("cycles",) + tuple(f"busy_{c.name.lower()}" for c in ISA.values())
 
 
+CORE_WINDOW = 1 << LITE_ADDR_BITS  # core c's registers lie at c * CORE_WINDOW + the one-core offset
+
+
+def lite_addr_bits(cfg: HardwareConfig) -> int:
+    """Address bits of the kernel's AXI4-Lite slave: a 4 KiB window per core, the number of windows a power of two."""
+    return LITE_ADDR_BITS + (cfg.num_cores - 1).bit_length()
+
+
+def core_register(name: str, core: int) -> str:
+    """Core ``core``'s copy of a register: core 0's keeps the one-core name, core c's has the suffix _c{c}."""
+    return name if core == 0 else f"{name}_c{core}"
+
+
 def register_map(cfg: HardwareConfig) -> tuple[Register, ...]:
+    """Every core's window, each laid out as a one-core kernel's: its instruction stream, its own copy of the
+    channels' base addresses (the arguments of its masters in kernel.xml, so each core's masters are mapped to
+    memory like any kernel's), identification and counters. ap_ctrl_hs (0x00 to 0x0C) is the kernel's, in core
+    0's window: one start runs every core, done when the last finishes."""
+    regs = []
+    for core in range(cfg.num_cores):
+        base = core * CORE_WINDOW
+        regs += [Register(core_register(r.name, core), base + r.offset, r.bits, r.access, r.doc)
+                 for r in _window(cfg, core)]
+    return tuple(regs)
+
+
+def _window(cfg: HardwareConfig, core: int) -> list[Register]:
     regs = [
         Register("program_addr", ARGS_BASE, 64, RegAccess.RW, "byte address of the core's instruction stream"),
         Register("program_bytes", ARGS_BASE + 8, 32, RegAccess.RW, "length of the instruction stream in bytes"),
@@ -58,7 +85,7 @@ def register_map(cfg: HardwareConfig) -> tuple[Register, ...]:
     regs += [
         Register("isa_version", ID_BASE, 32, RegAccess.RO, "ISA version, major << 16 | minor"),
         Register("config_hash", ID_BASE + 4, 64, RegAccess.RO, "first 16 hex digits of the hardware config hash"),
-        Register("core_id", ID_BASE + 0xC, 32, RegAccess.RO, "index of this core"),
+        Register("core_id", ID_BASE + 0xC, 32, RegAccess.RO, f"index of this core ({core})"),
     ]
     off = ID_BASE + 0x10
     for name in COUNTERS:
@@ -66,7 +93,7 @@ def register_map(cfg: HardwareConfig) -> tuple[Register, ...]:
                              "cycles of the last run" if name == "cycles" else
                              f"cycles spent executing {name[5:].upper()} instructions in the last run"))
         off += 8
-    return tuple(regs)
+    return regs
 
 
 def isa_version_word() -> int:

@@ -65,7 +65,8 @@ def kernel_verilog(cfg: HardwareConfig, flat: bool = False) -> str:
     copy a module of its own (what the synthesis reports count module by module)."""
     from amaranth.back import verilog
 
-    from flightc.hw.core import VitisKernel, check_rtl_config
+    from flightc.hw.core import check_rtl_config
+    from flightc.hw.kernel import VitisKernel
     from flightc.hw.hierarchy import to_verilog
 
     check_rtl_config(cfg)  # before any component is made (one left unelaborated by the error would be warned about)

@@ -12,9 +12,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
+from flightc.hw import regs as R
 from flightc.hw.axi import axi4_lite_table, flat_ports
-from flightc.hw.core import S_AXI, Core
-from flightc.hw.hierarchy import separate
+from flightc.hw.core import S_AXI
+from flightc.hw.kernel import Kernel
 from flightc.hw.sim_memory import STALL_RATE_BITS, AxiMemory
 from flightc.sim.perf.memory import channel_rate_q
 
@@ -27,7 +28,7 @@ class KernelTestbench(wiring.Component):
         self.memory_words = memory_bytes // cfg.axi_data_bytes
         members = {"ap_clk": In(1), "ap_rst_n": In(1), "interrupt": Out(1), "stall_rate": In(STALL_RATE_BITS),
                    "unthrottled": In(1)}
-        for name, width, by_master in axi4_lite_table():
+        for name, width, by_master in axi4_lite_table(R.lite_addr_bits(cfg)):
             members[f"{S_AXI}_{name}"] = In(width) if by_master else Out(width)
         super().__init__(members)
 
@@ -35,16 +36,16 @@ class KernelTestbench(wiring.Component):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
-        m.submodules.core = core = separate(Core, self.cfg)  # the kernel's module (hw/core.py)
-        m.submodules[MEMORY_NAME] = mem = AxiMemory(self.cfg.axi_data_bytes, self.memory_words,
-                                                    latency=self.cfg.mem_latency_cycles,
-                                                    outstanding=self.cfg.axi_outstanding,
-                                                    rate_q=channel_rate_q(self.cfg),
-                                                    ports=self.cfg.axi_masters, verilog_storage=True)
-        for g in range(self.cfg.axi_masters):
-            wiring.connect(m, core.axi[g], mem.axi[g])
+        cfg = self.cfg
+        m.submodules.core = core = Kernel(cfg)  # the kernel (hw/kernel.py): its cores are the Vitis kernel's modules
+        masters = cfg.num_cores * cfg.axi_masters
+        m.submodules[MEMORY_NAME] = mem = AxiMemory(cfg.axi_data_bytes, self.memory_words,
+                                                    latency=cfg.mem_latency_cycles, outstanding=cfg.axi_outstanding,
+                                                    rate_q=channel_rate_q(cfg), ports=masters, verilog_storage=True)
+        for k in range(masters):
+            wiring.connect(m, core.axi[k], mem.axi[k])
         m.d.comb += [mem.stall_rate.eq(self.stall_rate), mem.unthrottled.eq(self.unthrottled)]
-        for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(), False):
+        for name, sig, outward in flat_ports(S_AXI, core.lite, axi4_lite_table(R.lite_addr_bits(cfg)), False):
             port = getattr(self, name)
             m.d.comb += port.eq(sig) if outward else sig.eq(port)
         m.d.comb += self.interrupt.eq(core.interrupt)

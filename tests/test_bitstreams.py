@@ -138,9 +138,35 @@ def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
             assert args[f"channel_base{c}"] == bank_port[c], r["name"]
 
 
+def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
+    """Two cores of hbm4's four masters: kernel.xml declares eight master ports; core 1's master g (port 4 + g) is
+    linked to HBM[g] like core 0's, and core 1's own copies of the arguments (suffix _c1, in its register window)
+    belong to its ports."""
+    import xml.etree.ElementTree as ET
+
+    from flightc.bitstreams.vitis import link_cfg
+    from flightc.hw.kernel_xml import kernel_xml
+
+    cfg = PRESETS["hbm4"].replace(name="hbm4-2core", num_cores=2)
+    kernel = ET.fromstring(kernel_xml(cfg))
+    ports = [p.get("name") for p in kernel.iter("port") if p.get("mode") == "master"]
+    assert ports == [f"m_axi_gmem{k}" for k in range(8)]
+    (lite,) = [p for p in kernel.iter("port") if p.get("mode") == "slave"]
+    assert lite.get("range") == "0x2000"  # a 4 KiB window per core
+    sp = dict(re.findall(r"^sp=flightc_1\.(\S+):(HBM\[\d+\])$", link_cfg(BOARDS["u280"], cfg), re.M))
+    assert sp == {f"m_axi_gmem{c * 4 + g}": f"HBM[{g}]" for c in range(2) for g in range(4)}
+    args = {a.get("name"): (a.get("port"), int(a.get("offset"), 16)) for a in kernel.iter("arg")}
+    for g in range(4):
+        assert args[f"channel_base{g}"] == (f"m_axi_gmem{g}", R.by_name(cfg)[f"channel_base{g}"].offset)
+        assert args[f"channel_base{g}_c1"] == (f"m_axi_gmem{4 + g}", 0x1000 + args[f"channel_base{g}"][1])
+    assert args["program_addr_c1"][0] == "m_axi_gmem4" and args["program_bytes_c1"][0] == "s_axi_control"
+
+
 def test_a_pynq_flow_refuses_several_masters(tmp_path):
     with pytest.raises(FlightcError, match="4 memory masters; the kv260 block design connects one"):
         write_flow(BOARDS["kv260"], PRESETS["hbm4"], tmp_path)
+    with pytest.raises(FlightcError, match="2 cores, a memory master each; the kv260 block design connects one"):
+        write_flow(BOARDS["kv260"], PRESETS["kv260"].replace(name="kv260-2core", num_cores=2), tmp_path)
 
 
 def test_a_pynq_flow_warns_of_a_master_wider_than_the_hp_port(tmp_path, caplog):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import compiled
-from flightc.errors import BundleError
+from flightc.errors import BundleError, FlightcError
 from flightc.hw import regs as R
 from flightc.runtime.driver import PAGE, KernelDriver, align, buffer_sizes
 
@@ -42,9 +42,15 @@ class RegisterFile:
         return bytes(self.mem[addr:addr + nbytes])
 
     def start_and_wait(self):
-        a, n = self.regs["program_addr"], self.regs["program_bytes"]
-        self.started.append(bytes(self.mem[a:a + n]))
-        self.regs["cycles"] = 1234
+        """Core c's stream is recorded; it ran 1234 + c cycles, c + 1 of them busy with each class."""
+        cores = sum(1 for name in self.regs if name.startswith("program_addr"))
+        streams = []
+        for c in range(cores):
+            a, n = self.regs[R.core_register("program_addr", c)], self.regs[R.core_register("program_bytes", c)]
+            streams.append(bytes(self.mem[a:a + n]))
+            for name in R.COUNTERS:
+                self.regs[R.core_register(name, c)] = 1234 + c if name == "cycles" else c + 1
+        self.started.append(streams[0] if cores == 1 else streams)
 
 
 def _total(b) -> int:
@@ -60,14 +66,37 @@ def test_buffers_are_allocated_loaded_and_passed_as_arguments():
     for ch in range(b.config.mem_channels):
         assert port.allocated[f"channel{ch}"] == max(extent.get(str(ch), 0), 1)
     bases = [driver.channel_base[ch] for ch in range(b.config.mem_channels)]
-    assert bases == sorted(bases) and all(x % PAGE == 0 for x in bases) and driver.program_addr % PAGE == 0
+    assert bases == sorted(bases) and all(x % PAGE == 0 for x in bases) and driver.program_addr[0] % PAGE == 0
     for ch, image in b.images.items():
         assert driver.read(ch, 0, len(image)) == bytes(image)
         assert port.regs[f"channel_base{ch}"] == driver.channel_base[ch]
-    assert port.regs["program_addr"] == driver.program_addr
+    assert port.regs["program_addr"] == driver.program_addr[0]
     program = b.step(1, 3)[0]
-    counters = driver.run(program)
+    counters = driver.run([program])
     assert port.started == [program] and counters["cycles"] == 1234 and set(counters) == set(R.COUNTERS)
+
+
+def test_each_core_of_a_kernel_gets_its_stream_and_its_copy_of_the_arguments():
+    """A 3-core kernel: a stream buffer per core, every core's window given every channel's base and its own
+    stream; the kernel's cycles are the longest core's, its busy counters the sum over the cores."""
+    from flightc.config import PRESETS
+
+    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    b = compiled("tiny-llama", "w8", hw=cfg).bundle
+    port = RegisterFile(cfg, _total(b) + 2 * align(buffer_sizes(b)["program"]))
+    driver = KernelDriver(b, port, "the test port")
+    assert list(port.allocated)[-3:] == ["program", "program_c1", "program_c2"]
+    for c in range(3):
+        assert port.regs[R.core_register("program_addr", c)] == driver.program_addr[c]
+        for ch in range(cfg.mem_channels):
+            assert port.regs[R.core_register(f"channel_base{ch}", c)] == driver.channel_base[ch]
+    streams = b.step(1, 3)
+    assert len(streams) == 3 and len(set(streams)) == 3
+    counters = driver.run(streams)
+    assert port.started == [list(streams)]
+    assert counters["cycles"] == 1236 and counters["busy_mv"] == 1 + 2 + 3
+    with pytest.raises(FlightcError, match="2 instruction streams for a kernel of 3 cores"):
+        driver.run(streams[:2])
 
 
 def test_a_kernel_of_another_config_or_isa_is_refused():

@@ -151,7 +151,7 @@ GROUPS: dict[str, Group] = {
                  _beat_features, lambda c: 1, ("kernel",)),
     "control": Group(("top", "core", "core.control", "core.control.fetch", "core.control.fetch.beats",
                       "core.control.q_ld", "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st",
-                      "core.control.q_sys", "core.regs"), _beat_features, lambda c: 1, ("kernel",)),
+                      "core.control.q_sys", "core.regs", "regs"), _beat_features, lambda c: 1, ("kernel",)),
 }
 
 # The platform's HBM width and clock converters in front of each 512-bit master: about 5K LUT and 6.5K FF per

@@ -1,9 +1,10 @@
-"""How a host drives one generated core: the register and memory sequence of every board-like backend.
+"""How a host drives a generated kernel: the register and memory sequence of every board-like backend.
 
 The sequence is the Vitis RTL-kernel one of ``hw/regs.py``: check the identification registers
-against the bundle, allocate one buffer per memory channel and one for the instruction stream, place
-each channel's image and pass the buffers' device addresses as kernel arguments, then per step write
-the instruction stream and its length, start the kernel and read the cycle counters. The RTL backend
+against the bundle, allocate one buffer per memory channel and one per core for its instruction stream,
+place each channel's image and pass the buffers' device addresses as kernel arguments (each core has its
+own copy of the channels' arguments), then per step write each core's instruction stream and its length,
+start the kernel and read the cycle counters. The RTL backend
 runs it over the Verilator testbench, the pynq backend over a PYNQ board (or the virtual one), the xrt
 backend over an Alveo card: each is a :class:`KernelPort`.
 """
@@ -63,25 +64,33 @@ def check_identity(bundle: Bundle, port: KernelPort, where: str) -> None:
                           f"{hw_hash}; recompile with --hw for this hardware")
 
 
+def refuse_several_cores(bundle: Bundle, where: str) -> None:
+    """Boards whose overlays are built one core to a kernel so far say so before anything is loaded."""
+    if bundle.config.num_cores != 1:
+        raise FlightcError(f"{where} has one core; the bundle was compiled for {bundle.config.num_cores} (its "
+                           f"overlays are built with one core so far; the rtl backend runs several)")
+
+
 class KernelDriver:
     """One bundle loaded on one kernel through a port; the step-by-step host side of every board-like backend."""
 
     def __init__(self, bundle: Bundle, port: KernelPort, where: str):
-        if bundle.config.num_cores != 1:
-            raise FlightcError(f"{where} has one core; the bundle was compiled for {bundle.config.num_cores}")
         check_identity(bundle, port, where)
         self.bundle, self.port = bundle, port
+        cores = bundle.config.num_cores
         sizes = buffer_sizes(bundle)
         word = bundle.config.buffer_port_bytes
         self.program_capacity = -(-sizes["program"] // word) * word
         self.channel_base = {ch: port.allocate(f"channel{ch}", sizes[f"channel{ch}"])
                              for ch in range(bundle.config.mem_channels)}
-        self.program_addr = port.allocate("program", self.program_capacity)
+        self.program_addr = [port.allocate(R.core_register("program", c), self.program_capacity)
+                             for c in range(cores)]
         for ch, image in bundle.images.items():
             port.write_mem(self.channel_base[ch], bytes(image))
-        for ch, addr in self.channel_base.items():
-            port.reg_write(f"channel_base{ch}", addr)
-        port.reg_write("program_addr", self.program_addr)
+        for c in range(cores):
+            for ch, addr in self.channel_base.items():
+                port.reg_write(R.core_register(f"channel_base{ch}", c), addr)
+            port.reg_write(R.core_register("program_addr", c), self.program_addr[c])
 
     def write(self, channel: int, addr: int, data: bytes) -> None:
         self.port.write_mem(self.channel_base[channel] + addr, data)
@@ -89,21 +98,29 @@ class KernelDriver:
     def read(self, channel: int, addr: int, nbytes: int) -> bytes:
         return self.port.read_mem(self.channel_base[channel] + addr, nbytes)
 
-    def run(self, program: bytes) -> dict[str, int]:
-        """Run one instruction stream; the kernel's cycle counters (hw/regs.py COUNTERS) afterwards."""
-        if len(program) > self.program_capacity:
-            raise FlightcError(f"a {len(program)}-byte program does not fit the {self.program_capacity} bytes "
-                               f"reserved for it")
+    def run(self, programs: list[bytes]) -> dict[str, int]:
+        """Run one instruction stream per core; the kernel's cycle counters (hw/regs.py COUNTERS) afterwards: its
+        cycles the longest core's, each busy counter the sum over the cores."""
+        cores = self.bundle.config.num_cores
+        if len(programs) != cores:
+            raise FlightcError(f"{len(programs)} instruction streams for a kernel of {cores} cores; compile the "
+                               f"program for this kernel's config")
         word = self.bundle.config.axi_data_bytes
-        self.port.write_mem(self.program_addr, bytes(program) + bytes(-len(program) % word))
-        self.port.reg_write("program_bytes", len(program))
+        for c, program in enumerate(programs):
+            if len(program) > self.program_capacity:
+                raise FlightcError(f"a {len(program)}-byte program does not fit the {self.program_capacity} "
+                                   f"bytes reserved for it")
+            self.port.write_mem(self.program_addr[c], bytes(program) + bytes(-len(program) % word))
+            self.port.reg_write(R.core_register("program_bytes", c), len(program))
         self.port.start_and_wait()
-        return {name: self.port.reg_read(name) for name in R.COUNTERS}
+        per_core = [{name: self.port.reg_read(R.core_register(name, c)) for name in R.COUNTERS}
+                    for c in range(cores)]
+        return {name: (max if name == "cycles" else sum)(x[name] for x in per_core) for name in R.COUNTERS}
 
 
 class DriverBackend:
-    """The backend interface (flightc.runtime.backends) of a one-core kernel driven through ``self.driver``:
-    the RTL, pynq and xrt backends differ only in their port."""
+    """The backend interface (flightc.runtime.backends) of a kernel driven through ``self.driver``: the RTL, pynq
+    and xrt backends differ only in their port."""
 
     name = ""
     driver: KernelDriver
@@ -120,13 +137,12 @@ class DriverBackend:
         """Counters of one step: instruction counts from the stream, cycles from the kernel's counters."""
         from flightc.sim.functional import static_counters
 
-        if not isinstance(program, (bytes, bytearray)):
-            if len(program) != 1:
-                raise FlightcError(f"the {self.name} backend drives one core; this program has {len(program)} "
-                                   "streams (compile with a one-core config)")
-            program = program[0]
-        counters = static_counters(bytes(program), self.driver.bundle.config)
-        counters.cycles = self.driver.run(bytes(program))
+        programs = [bytes(program)] if isinstance(program, (bytes, bytearray)) else [bytes(p) for p in program]
+        cfg = self.driver.bundle.config
+        counters = static_counters(programs[0], cfg)
+        for p in programs[1:]:
+            counters.add(static_counters(p, cfg))
+        counters.cycles = self.driver.run(programs)
         counters.cycle_source, counters.cycles_where = self.cycle_source, self.cycles_where
         return counters
 

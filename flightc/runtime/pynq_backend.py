@@ -19,7 +19,7 @@ from flightc.bundle import Bundle
 from flightc.errors import FlightcError
 from flightc.hw import regs as R
 from flightc.runtime.counters import CycleSource
-from flightc.runtime.driver import DriverBackend, KernelDriver
+from flightc.runtime.driver import DriverBackend, KernelDriver, refuse_several_cores
 
 POLL_S = (0.0005, 0.05)  # done-polling interval: first and longest
 
@@ -174,6 +174,7 @@ class PynqBackend(DriverBackend):
             if self.device.exists_file(IDENTITY).exists:  # the virtual board says what its counters are
                 identity = json.loads(self.device.read_file(IDENTITY))
                 self.cycle_source, self.cycles_where = CycleSource(identity["cycle_source"]), identity["where"]
+        refuse_several_cores(bundle, where)
         self.driver = KernelDriver(bundle, self.port, where)
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ Each core fetches its instruction stream in order, dispatches every instruction 
 queue (``unit_queue_depth`` deep: a full queue stalls the fetcher, as in ``hw/control.py``), and a unit
 starts its head instruction once it is idle, every token it waits for has been released, and every
 token FIFO it releases into has room (``token_fifo_depth``). A barrier ends when every core's SYS
-unit has reached it. Unit busy times come from :mod:`.timing`; a load or store also lasts at least
+unit has reached it (with several cores, ``BARRIER_LATENCY`` later: hw/kernel.py). Unit busy times come from :mod:`.timing`; a load or store also lasts at least
 as long as its memory channel needs for its bytes (:mod:`.memory`: sustained, measured bandwidth).
 
 The result lists every instruction's start and end cycle, which is all the reports and the
@@ -22,7 +22,7 @@ from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
-from flightc.hw.latency_rules import TILE_PLAN_STAGES
+from flightc.hw.latency_rules import BARRIER_LATENCY, TILE_PLAN_STAGES
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel, beat_gap
 from flightc.sim.perf.streamed import Ahead, fits
@@ -305,7 +305,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         arrivals.setdefault(k, {})[c] = s
         if len(arrivals[k]) < P:
             return
-        go = max(arrivals[k].values())
+        go = max(arrivals[k].values()) + (BARRIER_LATENCY if P > 1 else 0)  # the requests' and go's crossings
         for cc in range(P):
             ii = next(x for x, kk in barrier_no[cc].items() if kk == k)
             start[cc][ii] = arrivals[k][cc]

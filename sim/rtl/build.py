@@ -73,18 +73,19 @@ def testbench_verilog(cfg: HardwareConfig, memory_bytes: int) -> str:
     text = to_verilog(KernelTestbench(cfg, memory_bytes), INNER)
     # Amaranth writes a zero initializer per memory word; Verilator zero-fills (--x-initial 0) anyway,
     # and megabytes of initializers only slow its build down.
-    return _ZERO_INIT.sub("", text) + STORAGE_VERILOG + _clocked_wrapper()
+    return _ZERO_INIT.sub("", text) + STORAGE_VERILOG + _clocked_wrapper(cfg)
 
 
-def _clocked_wrapper() -> str:
+def _clocked_wrapper(cfg: HardwareConfig) -> str:
     """A top level that makes ap_clk itself (Verilator --timing), so no Python or VPI runs per cycle."""
     from flightc.hw.axi import axi4_lite_table
     from flightc.hw.core import S_AXI
+    from flightc.hw.regs import lite_addr_bits
     from flightc.hw.sim_memory import STALL_RATE_BITS
 
     ports = [("ap_rst_n", 1, True), ("stall_rate", STALL_RATE_BITS, True), ("unthrottled", 1, True),
              ("interrupt", 1, False)]
-    ports += [(f"{S_AXI}_{n}", w, by_master) for n, w, by_master in axi4_lite_table()]
+    ports += [(f"{S_AXI}_{n}", w, by_master) for n, w, by_master in axi4_lite_table(lite_addr_bits(cfg))]
     decl = "\n".join(f"  {'input' if inp else 'output'} wire [{w - 1}:0] {n};" for n, w, inp in ports)
     conn = ",\n".join(f"    .{n}({n})" for n, _, _ in ports)
     return f"""

@@ -581,8 +581,16 @@ def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None, strea
     """The program and memory images of one seed (deterministic); ``streams`` adds streamed MVs to the blocks
     drawn (the performance model does not time them yet)."""
     b = _Builder(cfg, seed)
-    kinds = BLOCKS + (("stream",) if streams else ())
-    count = blocks if blocks is not None else b.rand(1, 4)
+    _random_blocks(b, blocks if blocks is not None else b.rand(1, 4), BLOCKS + (("stream",) if streams else ()))
+    if b.rng.random() < 0.3:
+        b.emit("SYS", op=SysOp.BARRIER, arg=b.rand(0, 5))
+    b.emit("SYS", op=SysOp.END)
+    _pad_source(b)
+    return b.case
+
+
+def _random_blocks(b: _Builder, count: int, kinds: tuple[str, ...]) -> None:
+    """``count`` blocks of random kinds; one that does not fit what is left is dropped."""
     for _ in range(count):
         kind = kinds[b.rand(0, len(kinds) - 1)]
         mark = (len(b.case.instructions), len(b.case.images[SRC_CHANNEL]), dict(b.buf_used), dict(b.out_used))
@@ -592,14 +600,74 @@ def random_case(cfg: HardwareConfig, seed: int, blocks: int | None = None, strea
             del b.case.instructions[mark[0]:]
             del b.case.images[SRC_CHANNEL][mark[1]:]
             b.buf_used, b.out_used = mark[2], mark[3]
-    if b.rng.random() < 0.3:
-        b.emit("SYS", op=SysOp.BARRIER, arg=b.rand(0, 5))
-    b.emit("SYS", op=SysOp.END)
+
+
+def _pad_source(b: _Builder) -> None:
     img = b.case.images[SRC_CHANNEL]
     img += bytes(-len(img) % 8 or 0)
     if not img:
         img += bytes(8)
-    return b.case
+
+
+@dataclass
+class MultiCoreCase:
+    """One stream per core over shared memory images."""
+
+    seed: int
+    images: dict[int, bytearray]
+    streams: list[list[Instruction]]
+    kinds: list[list[str]]
+
+    @property
+    def programs(self) -> list[bytes]:
+        return [encode_program(s) for s in self.streams]
+
+    @property
+    def extent(self) -> dict[int, int]:
+        return {ch: len(img) for ch, img in self.images.items()}
+
+
+def random_multicore_case(cfg: HardwareConfig, seed: int, blocks: int | None = None) -> MultiCoreCase:
+    """A program per core (deterministic per seed): each core stores a random row block to an exchange region, runs
+    random blocks of its own, meets the others at one to three barriers in a row, then copies the next core's
+    exchange region into an output of its own. The copy is right only if the barriers ordered the other core's
+    store before this core's load; a barrier passed too early or never shows as a wrong byte or a hang."""
+    b = _Builder(cfg, seed)
+    P = cfg.num_cores
+    streams: list[list[Instruction]] = []
+    kinds: list[list[str]] = []
+    exchanged: list[tuple[int, int, int]] = []  # per core: (channel, address, bytes) of its exchange region
+    buffers = []
+    for _ in range(P):  # each core's own buffers, its stream built on the builder's
+        b.case.instructions, b.case.kinds, b.buf_used = [], [], {x: 0 for x in Buffer}
+        rows, row_bytes = b.rand(1, 4), b.rand(1, 48)
+        addr = b.buffer(Buffer.ACT, rows * row_bytes)
+        b.load(Buffer.ACT, addr, rows, row_bytes, row_bytes, b.bytes_(rows * row_bytes), release=1 << Unit.ST)
+        ch, at = b.output(rows * row_bytes)
+        b.emit("ST", buf=Buffer.ACT, buf_addr=addr, channel=ch, hbm_addr=at, rows=1, row_bytes=rows * row_bytes,
+               hbm_stride=rows * row_bytes, buf_stride=rows * row_bytes, wait=1 << Unit.LD, release=1 << Unit.SYS)
+        exchanged.append((ch, at, rows * row_bytes))
+        _random_blocks(b, blocks if blocks is not None else b.rand(0, 3), BLOCKS)
+        streams.append(b.case.instructions)
+        kinds.append(b.case.kinds)
+        buffers.append(b.buf_used)
+    barriers = b.rand(1, 3)
+    for c in range(P):
+        b.case.instructions, b.buf_used = streams[c], buffers[c]
+        for k in range(barriers):  # the first waits for the exchange's store, the last lets the load go
+            b.emit("SYS", op=SysOp.BARRIER, arg=k, wait=(1 << Unit.ST) * (k == 0),
+                   release=(1 << Unit.LD) * (k == barriers - 1))
+        ch, at, n = exchanged[(c + 1) % P]
+        addr = b.buffer(Buffer.ACT, n)
+        b.emit("LD", buf=Buffer.ACT, buf_addr=addr, channel=ch, hbm_addr=at, rows=1, row_bytes=n, hbm_stride=n,
+               buf_stride=n, wait=1 << Unit.SYS, release=1 << Unit.ST)
+        out_ch, out_at = b.output(n)
+        b.emit("ST", buf=Buffer.ACT, buf_addr=addr, channel=out_ch, hbm_addr=out_at, rows=1, row_bytes=n,
+               hbm_stride=n, buf_stride=n, wait=1 << Unit.LD)
+        b.emit("SYS", op=SysOp.END)
+        kinds[c].append(f"{barriers} barrier(s), core {(c + 1) % P}'s {n} bytes copied")
+    _pad_source(b)
+    return MultiCoreCase(seed, b.case.images, streams, kinds)
 
 
 def block_case(cfg: HardwareConfig, seed: int, kind: str) -> RandomCase:

@@ -1,6 +1,8 @@
 """The Vitis kernel top level with memory served by cocotbext-axi under random backpressure."""
 from __future__ import annotations
 
+import re
+
 from flightc.config import PRESETS
 from flightc.hw.synth import TOP, kernel_verilog
 from flightc.sim.rtl.build import build_top, run_cocotb
@@ -12,3 +14,23 @@ def test_kernel_over_cocotbext_axi_with_random_backpressure():
     log = run_cocotb(rtl, "flightc.sim.rtl.benches.cocotb_axi",
                      {"FLIGHTC_CONFIG": "tiny", "FLIGHTC_SEEDS": ",".join(str(s) for s in range(1000, 1008))})
     assert log.count(" ok: ") == 8
+
+
+def test_three_cores_over_cocotbext_axi_meet_at_barriers_and_exchange_through_memory(tmp_path):
+    """tiny's compute as three cores on two channels each: every core's master on the one memory under random
+    backpressure; seeded programs, a stream per core, exchange rows through memory across one to three barriers in a
+    row (sim/rtl/random_programs.py random_multicore_case)."""
+    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    (tmp_path / "hw.json").write_text(cfg.to_json())
+    rtl = build_top("kernel3", TOP, lambda: kernel_verilog(cfg), cfg.to_json())
+    log = run_cocotb(rtl, "flightc.sim.rtl.benches.cocotb_axi",
+                     {"FLIGHTC_CONFIG": str(tmp_path / "hw.json"),
+                      "FLIGHTC_SEEDS": ",".join(str(s) for s in range(2000, 2006))})
+    assert log.count(" ok: ") == 6
+    # one core module for the three copies, a master port per core, a register window per core (4 KiB each,
+    # rounded up to a power of two)
+    text = (rtl.directory / f"{TOP}.v").read_text()
+    assert text.count("module flightc_core(") == 1 and len(re.findall(r"^\s*flightc_core inst \(", text, re.M)) == 3
+    assert sorted(set(re.findall(r"^\s*input (m_axi_gmem\d*)_rvalid;", text, re.M))) == [
+        f"m_axi_gmem{k}" for k in range(3)]
+    assert re.search(r"^\s*input \[13:0\] s_axi_control_awaddr;", text, re.M)

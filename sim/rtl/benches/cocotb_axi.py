@@ -1,7 +1,8 @@
 """cocotb bench: the Vitis kernel top with cocotbext-axi serving memory under random backpressure.
 
-The control port is driven with AxiLiteMaster, memory is an AxiRam whose five channels pause at
-random; each seeded random program must leave memory exactly as the functional simulator does.
+The control port is driven with AxiLiteMaster, memory is an AxiRam behind every master port whose five channels
+pause at random; each seeded random program (a program per core with several: random_multicore_case, barriers
+between them) must leave memory exactly as the functional simulator does.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from flightc.config import load_config
 from flightc.hw import regs as R
+from flightc.hw.core import master_port
 from flightc.sim.rtl.differential import CHANNEL_SPAN, memory_bytes_for, program_base, run_fsim
-from flightc.sim.rtl.random_programs import random_case
+from flightc.sim.rtl.random_programs import random_case, random_multicore_case
 
 
 def present_only(bus, channels):
@@ -43,12 +45,16 @@ async def random_programs_over_axi(dut):
     rng = random.Random(seeds[0])
     Clock(dut.ap_clk, 10, unit="ns", impl="gpi").start()
     dut.ap_rst_n.value = 0
-    bus = present_only(AxiBus.from_prefix(dut, "m_axi_gmem"), ("write.aw", "write.w", "write.b", "read.ar", "read.r"))
-    ram = AxiRam(bus, dut.ap_clk, dut.ap_rst_n, reset_active_level=False,
-                 size=memory_bytes_for(cfg))
-    for ch in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel, ram.read_if.ar_channel,
-               ram.read_if.r_channel):
-        ch.set_pause_generator(pauses(rng, 0.3))
+    ram = None  # one memory behind every master port (each core's masters), each port pausing on its own
+    for k in range(cfg.num_cores * cfg.axi_masters):
+        bus = present_only(AxiBus.from_prefix(dut, master_port(cfg, k)),
+                           ("write.aw", "write.w", "write.b", "read.ar", "read.r"))
+        port = AxiRam(bus, dut.ap_clk, dut.ap_rst_n, reset_active_level=False, size=memory_bytes_for(cfg),
+                      mem=ram.mem if ram is not None else None)
+        ram = ram or port
+        for ch in (port.write_if.aw_channel, port.write_if.w_channel, port.write_if.b_channel,
+                   port.read_if.ar_channel, port.read_if.r_channel):
+            ch.set_pause_generator(pauses(rng, 0.3))
     lite_bus = present_only(AxiLiteBus.from_prefix(dut, "s_axi_control"),
                             ("write.aw", "write.w", "write.b", "read.ar", "read.r"))
     lite = AxiLiteMaster(lite_bus, dut.ap_clk, dut.ap_rst_n,
@@ -57,27 +63,32 @@ async def random_programs_over_axi(dut):
     dut.ap_rst_n.value = 1
     await ClockCycles(dut.ap_clk, 2)
     regs = R.by_name(cfg)
+    cores = cfg.num_cores
 
     async def write_reg(name: str, value: int) -> None:
         r = regs[name]
         for k in range(r.bits // 32):
             await lite.write_dword(r.offset + 4 * k, (value >> (32 * k)) & 0xFFFFFFFF)
 
+    for c in range(cores):
+        assert await lite.read_dword(regs[R.core_register("core_id", c)].offset) == c
     assert await lite.read_dword(regs["isa_version"].offset) == R.isa_version_word()
     await lite.write_dword(R.GIE, 1)
     await lite.write_dword(R.IER, 1)
-    for ch in range(cfg.mem_channels):
-        await write_reg(f"channel_base{ch}", ch * CHANNEL_SPAN)
+    for c in range(cores):
+        for ch in range(cfg.mem_channels):
+            await write_reg(R.core_register(f"channel_base{ch}", c), ch * CHANNEL_SPAN)
     for seed in seeds:
-        case = random_case(cfg, seed)
+        case = random_case(cfg, seed) if cores == 1 else random_multicore_case(cfg, seed)
+        programs = [case.program] if cores == 1 else case.programs
         want = run_fsim(cfg, case)
         for ch, img in case.images.items():
             ram.write(ch * CHANNEL_SPAN, bytes(img))
-        program = case.program
-        base = program_base(cfg)
-        ram.write(base, program)
-        await write_reg("program_addr", base)
-        await write_reg("program_bytes", len(program))
+        for c, program in enumerate(programs):  # each core's stream a channel's span apart
+            base = program_base(cfg) + c * CHANNEL_SPAN
+            ram.write(base, program)
+            await write_reg(R.core_register("program_addr", c), base)
+            await write_reg(R.core_register("program_bytes", c), len(program))
         await lite.write_dword(R.CTRL, R.AP_START)
         done = RisingEdge(dut.interrupt)
         fired = await First(done, Timer(2_000_000, unit="ns"))
