@@ -627,6 +627,15 @@ class MultiCoreCase:
         return {ch: len(img) for ch, img in self.images.items()}
 
 
+def on_first_core(cfg: HardwareConfig, case: RandomCase) -> MultiCoreCase:
+    """A one-core case on core 0 of a kernel of several, the others ending at once (its barrier, if it drew one, a NOP:
+    no other core would meet it)."""
+    first = [make("SYS", op=SysOp.NOP) if i.opcode is Opcode.SYS and i.op == SysOp.BARRIER else i
+             for i in case.instructions]
+    rest = [[make("SYS", op=SysOp.END)] for _ in range(cfg.num_cores - 1)]
+    return MultiCoreCase(case.seed, case.images, [first, *rest], [case.kinds] + [[] for _ in rest])
+
+
 def random_multicore_case(cfg: HardwareConfig, seed: int, blocks: int | None = None) -> MultiCoreCase:
     """A program per core (deterministic per seed): each core stores a random row block to an exchange region, runs
     random blocks of its own, meets the others at one to three barriers in a row, then copies the next core's

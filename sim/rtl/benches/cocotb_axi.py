@@ -1,8 +1,9 @@
 """cocotb bench: the Vitis kernel top with cocotbext-axi serving memory under random backpressure.
 
 The control port is driven with AxiLiteMaster, memory is an AxiRam behind every master port whose five channels
-pause at random; each seeded random program (a program per core with several: random_multicore_case, barriers
-between them) must leave memory exactly as the functional simulator does.
+pause at random; each seeded random program (with several cores, a program per core: random_multicore_case, barriers
+between them; or a one-core program on core 0, the seeds of FLIGHTC_SEEDS_ALONE) must leave memory exactly as the
+functional simulator does.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from flightc.config import load_config
 from flightc.hw import regs as R
 from flightc.hw.core import master_port
 from flightc.sim.rtl.differential import CHANNEL_SPAN, memory_bytes_for, program_base, run_fsim
-from flightc.sim.rtl.random_programs import random_case, random_multicore_case
+from flightc.sim.rtl.random_programs import on_first_core, random_case, random_multicore_case
 
 
 def present_only(bus, channels):
@@ -78,8 +79,12 @@ async def random_programs_over_axi(dut):
     for c in range(cores):
         for ch in range(cfg.mem_channels):
             await write_reg(R.core_register(f"channel_base{ch}", c), ch * CHANNEL_SPAN)
+    alone = {int(s) for s in os.environ.get("FLIGHTC_SEEDS_ALONE", "").split(",") if s}
     for seed in seeds:
-        case = random_case(cfg, seed) if cores == 1 else random_multicore_case(cfg, seed)
+        if cores == 1:
+            case = random_case(cfg, seed)
+        else:  # a seed of FLIGHTC_SEEDS_ALONE: a one-core program on core 0, the others idle
+            case = on_first_core(cfg, random_case(cfg, seed)) if seed in alone else random_multicore_case(cfg, seed)
         programs = [case.program] if cores == 1 else case.programs
         want = run_fsim(cfg, case)
         for ch, img in case.images.items():
