@@ -89,7 +89,10 @@ def cmd_run(args) -> int:
         rows.append(("hazard checks (of the wall time)", f"{check_s:.2f} s"))
     if c.cycles:
         rows += [(f"cycles ({c.cycles_label})", f"{c.cycles['cycles']:,}")]
-        rows += [(f"  busy on {k[5:].upper()}", f"{v:,}") for k, v in c.cycles.items() if k.startswith("busy_") and v]
+        cores = session.bundle.config.num_cores
+        every = f" (its {cores} cores' sum)" if cores > 1 else ""  # the cycles are the kernel's: its longest core's
+        rows += [(f"  busy on {k[5:].upper()}{every}", f"{v:,}") for k, v in c.cycles.items()
+                 if k.startswith("busy_") and v]
     speed = "of simulation speed" if spec.simulator else "end to end, host included"
     console.print(table(f"{args.backend}: {len(tokens)} tokens in {wall:.2f} s ({len(tokens) / wall:.1f} tokens/s "
                         f"{speed})", ("counter", "value"), rows))
