@@ -14,7 +14,7 @@ from .boards import Board, Flow
 from .hwh import KERNEL
 from .manifest import OverlayManifest, write_manifest
 from .virtual import write_virtual_overlay
-from .vitis import CU, link_cfg, makefile, package_xo_tcl
+from .vitis import CU, link_cfg, link_map, makefile, package_xo_tcl
 from .vivado import block_design_tcl
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,6 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
             (folder / name).write_text(text)
             written.append(folder / name)
         artifact = folder / f"{design}.xclbin"
-        manifest = OverlayManifest(board, cfg, CU)
+        manifest = OverlayManifest(board, cfg, CU, link=link_map(cfg))
     written.append(write_manifest(artifact, manifest))
     return artifact, written

@@ -11,7 +11,7 @@ import pytest
 
 from flightc.bitstreams.boards import BOARDS
 from flightc.bitstreams.flow import write_flow
-from flightc.bitstreams.manifest import OverlayManifest, read_manifest
+from flightc.bitstreams.manifest import OverlayManifest, read_manifest, write_manifest
 from flightc.bitstreams.virtual import read_payload
 from flightc.cli import main
 from flightc.config import PRESETS
@@ -98,6 +98,27 @@ def test_manifest_refuses_another_config_or_isa_and_edits(tmp_path):
         OverlayManifest.from_dict(d)
     with pytest.raises(FlightcError, match="no flightc manifest next to"):
         read_manifest(tmp_path / "nothing.bit")
+
+
+def test_an_overlay_whose_link_map_misses_a_channel_the_bundle_uses_is_refused(tmp_path):
+    """The Vitis manifest records each master's banks; a bundle placing data on a channel that the overlay links
+    elsewhere for any core's master of it is refused, naming the region, the port and the core."""
+    from conftest import compiled
+    from flightc.bitstreams.vitis import CU, link_map
+
+    cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    bundle = compiled("tiny-llama", "w8", hw=cfg).bundle
+    link = link_map(cfg)
+    assert link == {f"m_axi_gmem{c}": "HBM[0:5]" for c in range(3)}
+    written = write_manifest(tmp_path / "k.xclbin", OverlayManifest(BOARDS["u280"], cfg, CU, link=link))
+    assert json.loads(written.read_text())["link"] == link
+    read_manifest(tmp_path / "k.xclbin").check(bundle.manifest, "k.xclbin")
+    used = max(ch for r in bundle.manifest.memory_map["regions"]
+               for ch in range(r["channel"], r["channel"] + r.get("stripe", 1)))
+    short = OverlayManifest(BOARDS["u280"], cfg, CU, link={**link, "m_axi_gmem2": f"HBM[0:{used - 1}]"})
+    with pytest.raises(BundleError, match=rf"on memory channel {used}, but k.xclbin links m_axi_gmem2 \(core 2's "
+                                          rf"master of that channel\) to HBM\[0:{used - 1}\], not HBM\[{used}\]"):
+        short.check(bundle.manifest, "k.xclbin")
 
 
 def test_cli_writes_flows_and_refuses_a_virtual_alveo(tmp_path, capsys):
