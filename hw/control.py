@@ -229,7 +229,7 @@ class Fetcher(wiring.Component):
 @dataclass
 class CoreRegs:
     """One core's side of the register file: its run's arguments and the kernel's start, in; its finish (a pulse)
-    and its counters (registers the core drives), out. Control and the LD/ST units read only this."""
+    and its counters (registers the core drives), out: what the core's Control sees of the registers."""
 
     values: dict[str, Value]  # program_addr, program_bytes, channel_base0..
     started: Value
@@ -257,9 +257,8 @@ class AxiLiteRegs(Elaboratable):
 
     def core(self, c: int) -> CoreRegs:
         """Core ``c``'s window under the one-core names."""
-        names = [r.name for r in R.register_map(self.cfg.replace(num_cores=1)) if r.access is R.RegAccess.RW]
-        return CoreRegs({n: self.values[R.core_register(n, c)] for n in names}, self.started, self.finished[c],
-                        self.counters[c])
+        return CoreRegs({n: self.values[R.core_register(n, c)] for n in R.window_arguments(self.cfg)}, self.started,
+                        self.finished[c], self.counters[c])
 
     def elaborate(self, platform):
         m = Module()

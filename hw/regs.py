@@ -70,6 +70,11 @@ def register_map(cfg: HardwareConfig) -> tuple[Register, ...]:
     return tuple(regs)
 
 
+def window_arguments(cfg: HardwareConfig) -> list[str]:
+    """The writable registers of a core's window, under their one-core names."""
+    return [r.name for r in _window(cfg, 0) if r.access is RegAccess.RW]
+
+
 def _window(cfg: HardwareConfig, core: int) -> list[Register]:
     regs = [
         Register("program_addr", ARGS_BASE, 64, RegAccess.RW, "byte address of the core's instruction stream"),
