@@ -12,15 +12,24 @@ def test_kernel_of_three_cores_over_cocotbext_axi_with_random_backpressure(tmp_p
     """tiny's compute as three cores on two channels each: every core's master on the one memory, each of its AXI
     channels pausing at random; eight seeded one-core programs on core 0 (every instruction class, the others idle),
     then six of a stream per core that exchange rows through memory across one to three barriers in a row
-    (sim/rtl/random_programs.py random_multicore_case)."""
+    (sim/rtl/random_programs.py random_multicore_case); then a model compiled for the three cores, its first token's
+    step (every layer's exchanges, attention split by KV heads), every channel's bytes equal to the functional
+    simulator's after it."""
+    from conftest import compiled
+
     cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
     (tmp_path / "hw.json").write_text(cfg.to_json())
+    bundle = compiled("tiny-llama", "w8", hw=cfg).bundle
+    bundle.save(tmp_path / "model.flb")
+    steps = [("decode", 1, [11])]
     rtl = build_top("kernel3", TOP, lambda: kernel_verilog(cfg), cfg.to_json())
     log = run_cocotb(rtl, "flightc.sim.rtl.benches.cocotb_axi",
                      {"FLIGHTC_CONFIG": str(tmp_path / "hw.json"),
                       "FLIGHTC_SEEDS": ",".join(str(s) for s in [*range(1000, 1008), *range(2000, 2006)]),
-                      "FLIGHTC_SEEDS_ALONE": ",".join(str(s) for s in range(1000, 1008))})
-    assert log.count(" ok: ") == 14
+                      "FLIGHTC_SEEDS_ALONE": ",".join(str(s) for s in range(1000, 1008)),
+                      "FLIGHTC_BUNDLE": str(tmp_path / "model.flb"),
+                      "FLIGHTC_STEPS": ";".join(f"{k}/{n}/{','.join(map(str, t))}" for k, n, t in steps)})
+    assert log.count(" ok: ") == 14 and "step decode/1 ok" in log
     # one core module for the three copies, a master port per core, a register window per core (4 KiB each,
     # rounded up to a power of two)
     text = (rtl.directory / f"{TOP}.v").read_text()

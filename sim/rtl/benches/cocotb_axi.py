@@ -105,3 +105,52 @@ async def random_programs_over_axi(dut):
             got = ram.read(ch * CHANNEL_SPAN, len(img))
             assert got == want[ch], f"seed {seed} ({case.kinds}): channel {ch} differs from the functional simulator"
         dut._log.info("seed %d ok: %s", seed, case.kinds)
+    bundle_path = os.environ.get("FLIGHTC_BUNDLE")
+    if bundle_path:
+        await run_bundle(dut, cfg, ram, write_reg, lite, bundle_path)
+
+
+async def run_bundle(dut, cfg, ram, write_reg, lite, path: str) -> None:
+    """A compiled model's steps (FLIGHTC_STEPS: kind/tokens/ids;...) as the host driver runs them (each channel a
+    buffer, a stream buffer per core), every channel's bytes equal to the functional simulator's after each."""
+    import numpy as np
+
+    from flightc.bundle import load_bundle
+    from flightc.runtime.backends import open_backend
+    from flightc.runtime.driver import align, buffer_sizes
+
+    bundle = load_bundle(path)
+    fsim = open_backend("fsim", bundle)
+    sizes = buffer_sizes(bundle)
+    at, base = 0, {}
+    for name, n in sizes.items():  # one buffer after another, as KernelDriver allocates them
+        base[name] = at
+        at += align(n) * (cfg.num_cores if name == "program" else 1)
+    assert at <= memory_bytes_for(cfg), f"the bundle's {at:,} bytes do not fit the bench memory"
+    for ch, image in bundle.images.items():
+        ram.write(base[f"channel{ch}"], bytes(image))
+    for c in range(cfg.num_cores):
+        for ch in range(cfg.mem_channels):
+            await write_reg(R.core_register(f"channel_base{ch}", c), base[f"channel{ch}"])
+    ids = bundle.region("io.ids")
+    for step in os.environ["FLIGHTC_STEPS"].split(";"):
+        kind, n, tokens = step.split("/")
+        data = np.asarray([int(t) for t in tokens.split(",")], "<i4").tobytes()
+        fsim.write(ids["channel"], ids["addr"], data)
+        ram.write(base[f"channel{ids['channel']}"] + ids["addr"], data)
+        programs = bundle.program(kind, int(n))
+        fsim.run(programs)
+        for c, program in enumerate(programs):
+            addr = base["program"] + c * align(sizes["program"])
+            ram.write(addr, bytes(program))
+            await write_reg(R.core_register("program_addr", c), addr)
+            await write_reg(R.core_register("program_bytes", c), len(program))
+        await lite.write_dword(R.CTRL, R.AP_START)
+        done = RisingEdge(dut.interrupt)
+        fired = await First(done, Timer(50_000_000, unit="ns"))
+        assert fired is done, f"{kind}/{n} did not finish"
+        await lite.write_dword(R.ISR, 1)
+        for ch, nbytes in {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}.items():
+            got = ram.read(base[f"channel{ch}"], nbytes)
+            assert got == fsim.read(ch, 0, nbytes), f"{kind}/{n}: channel {ch} differs from the functional simulator"
+        dut._log.info("step %s/%s ok", kind, n)
