@@ -223,15 +223,17 @@ def _nan_model_folder(folder: Path) -> Path:
 @pytest.mark.parametrize("case", ["malformed config", "config field type", "NaN weight", "remote board address"])
 def test_bad_input_gets_a_one_line_error_naming_what_is_wrong(case, tmp_path, capsys):
     out = tmp_path / "m.flb"
+    deep = tmp_path / ("folder" * 16)  # a path longer than the console is wide stays whole on the error's one line
+    deep.mkdir()
     if case == "malformed config":
-        (tmp_path / "hw.json").write_text('{"name": "x", ')
-        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(tmp_path / "hw.json"), "-o", str(out)], \
-            ["hw.json: not valid JSON"]
+        (deep / "hw.json").write_text('{"name": "x", ')
+        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(deep / "hw.json"), "-o", str(out)], \
+            [f"{deep / 'hw.json'}: not valid JSON"]
     elif case == "config field type":
         d = json.loads((ROOT / "flightc" / "dse" / "data" / "synth_calibration.json").read_text())["runs"][0]["config"]
-        (tmp_path / "hw.json").write_text(json.dumps({**d, "mpe_chains": "4"}))
-        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(tmp_path / "hw.json"), "-o", str(out)], \
-            ["hw.json: hardware config: mpe_chains = '4' must be int"]
+        (deep / "hw.json").write_text(json.dumps({**d, "mpe_chains": "4"}))
+        argv, words = ["compile", "builtin:tiny-llama", "--hw", str(deep / "hw.json"), "-o", str(out)], \
+            [f"{deep / 'hw.json'}: hardware config: mpe_chains = '4' must be int"]
     elif case == "NaN weight":
         argv, words = ["compile", str(_nan_model_folder(tmp_path / "model")), "-o", str(out)], \
             ["layer L1.up_proj: tensor 'weight' has 1 NaN or Inf value(s)"]

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FlightcError as e:
-        err.print(f"[red]error:[/] {escape(str(e))}")
+        # one line, never wrapped by rich (a path cut at the console's width would not paste back)
+        err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
