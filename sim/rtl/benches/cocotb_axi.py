@@ -89,16 +89,10 @@ async def random_programs_over_axi(dut):
         want = run_fsim(cfg, case)
         for ch, img in case.images.items():
             ram.write(ch * CHANNEL_SPAN, bytes(img))
-        for c, program in enumerate(programs):  # each core's stream a channel's span apart
-            base = program_base(cfg) + c * CHANNEL_SPAN
-            ram.write(base, program)
-            await write_reg(R.core_register("program_addr", c), base)
-            await write_reg(R.core_register("program_bytes", c), len(program))
-        await lite.write_dword(R.CTRL, R.AP_START)
-        done = RisingEdge(dut.interrupt)
-        fired = await First(done, Timer(2_000_000, unit="ns"))
-        assert fired is done, f"seed {seed} ({case.kinds}) did not finish"
-        await lite.write_dword(R.ISR, 1)
+        # each core's stream a channel's span apart
+        await run_streams(dut, ram, write_reg, lite, programs, [program_base(cfg) + c * CHANNEL_SPAN
+                                                                for c in range(len(programs))],
+                          2_000_000, f"seed {seed} ({case.kinds})")
         ctrl = await lite.read_dword(R.CTRL)
         assert ctrl & R.AP_DONE and ctrl & R.AP_IDLE, f"seed {seed}: ap_ctrl {ctrl:#x} after the interrupt"
         for ch, img in case.images.items():
@@ -108,6 +102,20 @@ async def random_programs_over_axi(dut):
     bundle_path = os.environ.get("FLIGHTC_BUNDLE")
     if bundle_path:
         await run_bundle(dut, cfg, ram, write_reg, lite, bundle_path)
+
+
+async def run_streams(dut, ram, write_reg, lite, programs: list[bytes], addrs: list[int], timeout_ns: int,
+                      what: str) -> None:
+    """Each core's stream at its address, the kernel started, its interrupt awaited and cleared."""
+    for c, (program, addr) in enumerate(zip(programs, addrs)):
+        ram.write(addr, program)
+        await write_reg(R.core_register("program_addr", c), addr)
+        await write_reg(R.core_register("program_bytes", c), len(program))
+    await lite.write_dword(R.CTRL, R.AP_START)
+    done = RisingEdge(dut.interrupt)
+    fired = await First(done, Timer(timeout_ns, unit="ns"))
+    assert fired is done, f"{what} did not finish"
+    await lite.write_dword(R.ISR, 1)
 
 
 async def run_bundle(dut, cfg, ram, write_reg, lite, path: str) -> None:
@@ -140,16 +148,9 @@ async def run_bundle(dut, cfg, ram, write_reg, lite, path: str) -> None:
         ram.write(base[f"channel{ids['channel']}"] + ids["addr"], data)
         programs = bundle.program(kind, int(n))
         fsim.run(programs)
-        for c, program in enumerate(programs):
-            addr = base["program"] + c * align(sizes["program"])
-            ram.write(addr, bytes(program))
-            await write_reg(R.core_register("program_addr", c), addr)
-            await write_reg(R.core_register("program_bytes", c), len(program))
-        await lite.write_dword(R.CTRL, R.AP_START)
-        done = RisingEdge(dut.interrupt)
-        fired = await First(done, Timer(50_000_000, unit="ns"))
-        assert fired is done, f"{kind}/{n} did not finish"
-        await lite.write_dword(R.ISR, 1)
+        await run_streams(dut, ram, write_reg, lite, [bytes(x) for x in programs],
+                          [base["program"] + c * align(sizes["program"]) for c in range(len(programs))], 50_000_000,
+                          f"{kind}/{n}")
         for ch, nbytes in {int(k): v for k, v in bundle.manifest.memory_map["extent"].items()}.items():
             got = ram.read(base[f"channel{ch}"], nbytes)
             assert got == fsim.read(ch, 0, nbytes), f"{kind}/{n}: channel {ch} differs from the functional simulator"
