@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flightc import numerics as nm
-from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, core_channels, kv_row_bytes
+from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, core_channels, kv_row_bytes, norm_region
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
@@ -249,7 +249,7 @@ class StepLowering:
         return (0, t.width) if t.shares is None else t.shares[self.core]
 
     def full(self, t: Tensor) -> Tensor:
-        """Make sure every core holds all of t: store this core's slice, barrier, load the whole."""
+        """Make sure every core holds all of t: store this core's slice, barrier, load the others'."""
         if t.shares is None or self.P == 1:
             t.shares = None
             return t
@@ -268,8 +268,12 @@ class StepLowering:
         self.extras[len(self.out)] = (spans, spans)
         self.emit(Opcode.SYS, op=SysOp.BARRIER, arg=self.barriers)
         self.barriers += 1
-        self.emit(Opcode.LD, buf=t.block.buf, buf_addr=t.addr, channel=slot.channel, hbm_addr=slot.addr, rows=1,
-                  row_bytes=t.rows * t.row_bytes, hbm_stride=t.rows * t.row_bytes, buf_stride=t.rows * t.row_bytes)
+        # the other cores' columns only (this core's are in place): those before its own, then those after
+        for a, b in ((0, lo), (hi, t.width * t.elem)):
+            if b > a:
+                self.emit(Opcode.LD, buf=t.block.buf, buf_addr=t.addr + a, channel=slot.channel,
+                          hbm_addr=slot.addr + a, rows=t.rows, row_bytes=b - a, hbm_stride=t.row_bytes,
+                          buf_stride=t.row_bytes)
         t.shares = None
         return t
 
@@ -307,24 +311,32 @@ class StepLowering:
         return res
 
     def norm(self, name: str, node: dict, x: Tensor) -> Tensor:
-        """RMSNorm / LayerNorm; before the LM head only the last position is normalized."""
+        """RMSNorm / LayerNorm; before the LM head only the last position is normalized. Its parameters are loaded
+        before an exchange of its input, so that LD (in order) brings them while the cores meet."""
+        self.load(norm_region(name, self.core, self.P), Buffer.PRM, self.norm_prm)
         x = self.full(x)
         last_only = self.g.consumers(name) == [self.g.output]
         rows = 1 if last_only else x.rows
         y = self.new_tensor(name, Buffer.ACT, rows, x.width, 1)
         op = MiscOp.RMSNORM if node["op"] is OpKind.RMSNORM else MiscOp.LAYERNORM
-        self.load(f"{name}.params", Buffer.PRM, self.norm_prm)
         self.misc(op, rows=rows, cols=x.width, src_buf=Buffer.ACC, src_addr=x.addr + (x.rows - rows) * x.row_bytes,
                   src_stride=x.row_bytes, dst_buf=Buffer.ACT, dst_addr=y.addr, dst_stride=y.row_bytes,
                   prm_addr=self.norm_prm, shift=node["norm_shift"])
         return y
 
     def linear(self, name: str, node: dict, x: Tensor) -> Tensor:
+        """A linear layer's tiles on this core. Its first tile's records (and its activation table) are loaded
+        before an exchange of its input, so that LD (in order) brings them while the cores meet."""
+        tiles = self.mem.linears[name][self.core]
+        lut = "lut" in node
+        if tiles is not None:
+            if lut:
+                self.load(f"{name}.lut", Buffer.PRM, self.lut)
+            self.load(tiles.records[0].name, Buffer.PRM, self.rec[self.tile_counter % 2])
         x = self.full(x)
         mode: OutMode = node["out_mode"]
         n_rows = node["qweight"].shape[0]
         shares = self.mem.row_split[name] if self.P > 1 else None
-        tiles = self.mem.linears[name][self.core]
         # the logits go out a streamed tile at a time (below), so two tiles' room on chip serve them in turn, not the
         # whole vocabulary
         by_tile = (name == self.g.output and x.rows == 1 and mode is OutMode.REQ_I32 and tiles is not None
@@ -345,14 +357,12 @@ class StepLowering:
             out = self.new_tensor(name, Buffer.ACT, x.rows, n_rows, 1, shares)
         if tiles is not None:
             fmt = node["qweight"].fmt
-            lut = "lut" in node
-            if lut:
-                self.load(f"{name}.lut", Buffer.PRM, self.lut)
             for t, (wr, rr) in enumerate(zip(tiles.weights, tiles.records)):
                 rows = (rr.nbytes // nm.REQUANT_RECORD_BYTES) if tiles.stream else wr.nbytes // tiles.row_bytes
                 slot = self.tile_counter % 2
                 self.tile_counter += 1
-                self.load(rr.name, Buffer.PRM, self.rec[slot])
+                if t:
+                    self.load(rr.name, Buffer.PRM, self.rec[slot])
                 out_addr = out.addr + ((t % 2) * tiles.tile_rows if by_tile
                                        else tiles.row0 + tiles.firsts[t]) * out.elem
                 common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,

