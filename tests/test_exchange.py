@@ -1,7 +1,7 @@
 """Several cores: how a model is split across them, and how they exchange the tensors each holds a slice of."""
 import numpy as np
 
-from conftest import MAX_LEN, PROMPT, compiled
+from conftest import MAX_LEN, PROMPT
 from flightc.compiler.memory import channel_shares, head_shares, stream_plan
 from flightc.compress.formats import WeightFormat
 from flightc.config import PRESETS, Buffer
@@ -9,9 +9,6 @@ from flightc.isa.codec import iter_program
 from flightc.isa.table import MiscOp, Opcode, SysOp
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
-
-# hbm4 (a master per channel) as three cores: 2, 1 and 1 masters
-HBM4_3CORE = PRESETS["hbm4"].replace(name="hbm4-3core", num_cores=3)
 
 
 def test_u280_as_three_cores_streams_from_runs_of_16_8_and_8_masters():
@@ -33,45 +30,70 @@ def test_u280_as_three_cores_streams_from_runs_of_16_8_and_8_masters():
 
 
 def _exchanges(prog, slots):
-    """Per barrier: the ST into an exchange slot just before it (if any) and the LDs from one just after it."""
+    """Per barrier: the slot its exchange uses (that of the LDs just after it), the STs into that slot since the
+    barrier before, and those LDs."""
 
-    def into_slot(i) -> bool:
-        return any(i.channel == ch and a <= i.hbm_addr < a + n for ch, a, n in slots)
+    def slot_of(i):
+        return next((n for n, (ch, a, size) in slots.items() if i.channel == ch and a <= i.hbm_addr < a + size), None)
 
-    out = []
+    out, last = [], -1
     for k, ins in enumerate(prog):
         if ins.opcode is Opcode.SYS and ins.op == SysOp.BARRIER:
-            before = [i for i in prog[k - 1:k] if i.opcode is Opcode.ST and into_slot(i)]
             after = []
             for i in prog[k + 1:]:
-                if i.opcode is not Opcode.LD or not into_slot(i):
+                if i.opcode is not Opcode.LD or slot_of(i) is None:
                     break
                 after.append(i)
-            out.append((k, before, after))
+            slot = slot_of(after[0]) if after else None
+            before = [(j, i) for j, i in enumerate(prog[last + 1:k], last + 1)
+                      if i.opcode is Opcode.ST and slot_of(i) == slot]
+            out.append((k, slot, before, after))
+            last = k
     return out
 
 
 def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up_go_first():
     """Each core stores its slice of an exchanged tensor, meets the others and loads back only their slices (its
-    own is in place); the loads the next op needs that do not depend on the exchange (a linear layer's records, a
+    own is in place); a layer adding into the residual stores its slice a tile at a time, each under the next
+    tile's stream, into slots of their own; the loads the next op needs that do not depend on the exchange (a linear layer's records, a
     norm's parameters) are in the program before the barrier, so LD (in order) brings them while the cores meet.
     Decode on three cores stays exact."""
-    c = compiled("tiny-llama-gqa", "w4g32", (), hw=HBM4_3CORE)
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.models.seeded import random_model
+
+    # u280 as three cores, 1,024 rows: the first core's 512 of o_proj and down_proj in two tiles, the others' 256 in one
+    model = random_model("llama", 3, num_hidden_layers=2, hidden_size=1024, intermediate_size=1024,
+                         num_attention_heads=8, num_key_value_heads=4)
+    c = compile_model(model, PRESETS["u280"].replace(num_cores=3), CompressionPlan.parse("w4g32"), max_len=MAX_LEN, max_prefill=len(PROMPT),
+                      prefill_lengths=[len(PROMPT)])
     regions = {r["name"]: r for r in c.bundle.manifest.memory_map["regions"]}
-    xchg = [regions[f"xchg.{s}"] for s in range(2)]
+    xchg = {f"xchg.{s}": regions[f"xchg.{s}"] for s in range(4)}
+    adding = [n for n in c.fused.linears() if c.fused.node(n)["out_mode"].name == "REQ_ADD"]
+    assert [[len(t.weights) for t in c.memory.linears[n]] for n in adding] == [[2, 1, 1]] * len(adding)
     progs = [list(iter_program(p)) for p in c.bundle.program("decode", len(PROMPT) + 1)]
     assert len(progs) == 3
-    seen = 0
+    seen = stored = 0
     for core, prog in enumerate(progs):
-        for k, before, after in _exchanges(prog, [(r["channel"], r["addr"], r["nbytes"]) for r in xchg]):
+        for k, slot, before, after in _exchanges(prog, {n: (r["channel"], r["addr"], r["nbytes"])
+                                                         for n, r in xchg.items()}):
             seen += 1
             # one row (decode): this core's columns stored, the columns before and after them loaded, no more
-            own = [(i.hbm_addr, i.hbm_addr + i.row_bytes) for i in before]
+            own = [(i.hbm_addr, i.hbm_addr + i.row_bytes) for _, i in before]
             loaded = sorted((i.hbm_addr, i.hbm_addr + i.row_bytes) for i in after)
             assert after and all(i.rows == 1 for i in after)
             spans = sorted(own + loaded)
             assert all(a1 == b0 for (_, a1), (b0, _) in zip(spans, spans[1:])), "slices do not tile the row"
             assert not any(a0 < o1 and o0 < a1 for a0, a1 in loaded for o0, o1 in own)
+            if slot in ("xchg.2", "xchg.3"):
+                # the residual, stored a tile at a time, each tile's slice right after its MV: the first core's
+                # first slice under its second tile's stream
+                stored += 1
+                mvs = [j for j in range(before[0][0] - 1, k) if prog[j].opcode is Opcode.MV]
+                assert len(before) == len(mvs) == (2 if core == 0 else 1)
+                assert all(j + 1 == a for j, (a, _) in zip(mvs, before))
+            else:
+                assert len(before) <= 1 and (not before or before[0][0] == k - 1)
             # what the first op after the exchange reads from PRM (a linear's records, a norm's parameters) was
             # loaded before the barrier
             j, op = next((j, i) for j, i in enumerate(prog) if j > k and (i.opcode is Opcode.MV or (
@@ -81,10 +103,11 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
                      and i.buf_addr == addr]
             assert loads and loads[-1] < k, f"core {core}: {op.opcode.name} at {j} waits for a load after the barrier"
     assert seen >= 3 * 4 * c.integer.spec.num_layers  # four exchanges a layer on every core
+    assert stored == 3 * 2 * c.integer.spec.num_layers  # two residuals a layer on every core
     # every core loads its own copy of each norm's parameters, striped over its own channels
     norms = [n for n in regions if ".params.c" in n]
     assert {n.rsplit(".c", 1)[1] for n in norms} == {"0", "1", "2"}
-    shares = channel_shares(HBM4_3CORE)
+    shares = channel_shares(c.config)
     for n in norms:
         lo, hi = shares[int(n.rsplit(".c", 1)[1])]
         r = regions[n]

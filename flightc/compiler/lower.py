@@ -100,6 +100,7 @@ class Tensor:
     shares: list[tuple[int, int]] | None = None  # per core: the columns it holds; None: all of them
     producer: str = ""
     stride: int = 0  # bytes from a row to the next; 0: the row's elements' bytes
+    stored: str = ""  # the exchange region its producer already stored this core's slice into, a tile at a time
 
     @property
     def addr(self) -> int:
@@ -174,7 +175,8 @@ class StepLowering:
         self.pv_sums = ([fixed(f"P.V sums {i}", Buffer.ACC, 4 * d) for i in range(pairs)]
                         if mem.value_images else [])
         self.tensors: dict[str, Tensor] = {}
-        self.tile_counter = self.head_counter = self.exchanges = self.barriers = 0
+        self.tile_counter = self.head_counter = self.exchanges = self.barriers = self.prestores = 0
+        self.pending: Tensor | None = None  # a tensor stored a tile at a time, its exchange still to come
         self.logits_stored = False  # each streamed tile of the LM head stored its logits (:meth:`linear`)
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
                               for c in range(self.P)]
@@ -249,22 +251,27 @@ class StepLowering:
         return (0, t.width) if t.shares is None else t.shares[self.core]
 
     def full(self, t: Tensor) -> Tensor:
-        """Make sure every core holds all of t: store this core's slice, barrier, load the others'."""
+        """Make sure every core holds all of t: store this core's slice (unless its producer did, a tile at a time:
+        :meth:`linear`), barrier, load the others'."""
         if t.shares is None or self.P == 1:
             t.shares = None
             return t
         lo, hi = (c * t.elem for c in t.shares[self.core])
-        slot = self.mem[f"xchg.{self.exchanges % 2}"]
-        self.exchanges += 1
+        if t.stored:
+            slot = self.mem[t.stored]
+            self.pending = None
+        else:
+            slot = self.mem[f"xchg.{self.exchanges % 2}"]
+            self.exchanges += 1
         if t.rows * t.row_bytes > slot.nbytes:
             raise UnsupportedError(f"exchange of {t.producer}: {t.rows * t.row_bytes} bytes exceed the exchange "
                                    f"region ({slot.nbytes})")
-        if hi > lo:
+        if hi > lo and not t.stored:
             self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + lo, channel=slot.channel, hbm_addr=slot.addr + lo,
                       rows=t.rows, row_bytes=hi - lo, hbm_stride=t.row_bytes, buf_stride=t.row_bytes)
         # the barrier publishes every exchange region: it orders this core's stores before, and its later
         # loads after, the barrier (the token pass sees these as the barrier's reads and writes)
-        spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in (self.mem["xchg.0"], self.mem["xchg.1"])]
+        spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in (self.mem[f"xchg.{i}"] for i in range(4))]
         self.extras[len(self.out)] = (spans, spans)
         self.emit(Opcode.SYS, op=SysOp.BARRIER, arg=self.barriers)
         self.barriers += 1
@@ -348,7 +355,11 @@ class StepLowering:
             if late:
                 raise UnsupportedError(f"layer {name}: adds into the residual {res_name} while {late} still read it")
             out = self.full(self.tensors[res_name])
-            out.shares = shares
+            out.shares, out.stored = shares, ""
+            if self.P > 1 and self.pending is None:  # (the same choice on every core: they meet in the same slot)
+                out.stored = f"xchg.{2 + self.prestores % 2}"
+                self.prestores += 1
+                self.pending = out
         elif by_tile:
             out = self.new_tensor(name, Buffer.ACC, 1, min(2, len(tiles.weights)) * tiles.tile_rows, 4)
         elif mode is OutMode.REQ_I32:
@@ -372,11 +383,18 @@ class StepLowering:
                     self.load(wr.name, Buffer.WGT, self.wslot[slot])
                     self.mpe(x.rows, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT, w_addr=self.wslot[slot],
                              w_stride=tiles.row_bytes, out_addr=out_addr, out_stride=out.row_bytes, **common)
+                else:
+                    for r in range(x.rows):  # the weights stream once per token: a streamed MV has one activation row
+                        self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1,
+                                  w_channel=tiles.stream.channel, w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr,
+                                  out_addr=out_addr + r * out.row_bytes, **common)
+                if out.stored:  # the tile's slice of the residual goes out under the next tile's stream
+                    first = (tiles.row0 + tiles.firsts[t]) * out.elem
+                    xs = self.mem[out.stored]
+                    self.emit(Opcode.ST, buf=out.block.buf, buf_addr=out.addr + first, channel=xs.channel,
+                              hbm_addr=xs.addr + first, rows=out.rows, row_bytes=rows * out.elem,
+                              hbm_stride=out.row_bytes, buf_stride=out.row_bytes)
                     continue
-                for r in range(x.rows):  # the weights stream once per token: a streamed MV has one activation row
-                    self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1, w_channel=tiles.stream.channel,
-                              w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr, out_addr=out_addr + r * out.row_bytes,
-                              **common)
                 if by_tile:  # the tile's logits go out under the next tile's stream
                     first = (tiles.row0 + tiles.firsts[t]) * out.elem
                     self.logits_out(out, first, first + rows * out.elem, out_addr)

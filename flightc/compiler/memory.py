@@ -27,7 +27,7 @@ from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
-from flightc.isa.table import BY_NAME
+from flightc.isa.table import BY_NAME, OutMode
 from flightc.records import NORM, ROPE
 from flightc.rope import RopeScaling
 
@@ -371,10 +371,10 @@ def chosen_format(fmt: WeightFormat, cfg: HardwareConfig, k: int) -> WeightForma
     return cheapest_encoding(fmt, cfg, k, cost=lambda f: row_cost(cfg, f, k), among=can or None)
 
 
-def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int) -> int:
+def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int, least: int = 1) -> int:
     """Rows per streamed tile: as many as a quarter of the PRM buffer has records for (two slots, double
-    buffered), in whole row pairs of every lane group; a tile is one MV per token."""
-    fit = min(rows, cfg.buffer_bytes(Buffer.PRM) // 4 // nm.REQUANT_RECORD_BYTES, 65535)
+    buffered), in whole row pairs of every lane group, and at least ``least`` tiles; a tile is one MV per token."""
+    fit = min(rows, cfg.buffer_bytes(Buffer.PRM) // 4 // nm.REQUANT_RECORD_BYTES, 65535, max(1, -(-rows // least)))
     if fit < 1:
         raise UnsupportedError(f"the PRM buffer of preset {cfg.name!r} cannot hold one tile's requantization "
                                f"records")
@@ -453,6 +453,18 @@ def row_shares(graph: GraphIR, cfg: HardwareConfig, name: str, rows: int) -> lis
     return [(rows * c0 // cfg.mem_channels, rows * c1 // cfg.mem_channels) for c0, c1 in channel_shares(cfg)]
 
 
+# the tiles a residual-adding layer is cut in at least on several cores: all but the last one's slice is stored
+# under the next tile's stream; each keeps EXCHANGE_TILE_ROWS rows at least (a smaller slice is stored in fewer
+# cycles than a tile's start costs: tiny's 64-row slices in four tiles took 2% longer on the RTL)
+EXCHANGE_TILES = 4
+EXCHANGE_TILE_ROWS = 256
+
+
+def exchange_tiles(rows: int) -> int:
+    """Tiles a core's ``rows`` of a residual-adding layer are cut in at least, on several cores."""
+    return max(1, min(EXCHANGE_TILES, rows // EXCHANGE_TILE_ROWS))
+
+
 def norm_region(norm: str, core: int, cores: int) -> str:
     """The region of a norm's parameters that ``core`` loads (a copy per core)."""
     return f"{norm}.params" if cores == 1 else f"{norm}.params.c{core}"
@@ -529,7 +541,10 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
                 a.map.buffered[name] = why
                 tn = tile_rows(cfg, name, c1 - c0, row_bytes)
             else:
-                tn = stream_tile_rows(cfg, c1 - c0, plan.groups)
+                # a layer adding into the residual, which the cores then exchange: its slice is stored a tile at a
+                # time under the next tile's stream (lower.py), so it is cut in EXCHANGE_TILES at least
+                least = exchange_tiles(c1 - c0) if P > 1 and node["out_mode"] is OutMode.REQ_ADD else 1
+                tn = stream_tile_rows(cfg, c1 - c0, plan.groups, least)
             sizes = equal_tiles(c1 - c0, tn)
             if plan is not None and name == graph.output:
                 sizes = output_tile_rows(cfg, c1 - c0, tn, plan, row_bytes)
@@ -550,8 +565,8 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
             tiles[name].append((row_bytes, k, tn, placed, plan))
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
-    if P > 1:  # two alternating slots for the tensors cores exchange
-        for slot in range(2):
+    if P > 1:  # two alternating slots for the tensors cores exchange, two for those stored a tile at a time
+        for slot in range(4):
             a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph, cfg))
     for core, (j0, j1) in enumerate(head_shares(cfg, s.num_kv_heads)):
         for j in range(j0, j1):
