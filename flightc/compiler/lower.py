@@ -10,8 +10,9 @@ final logits and (with several cores) the slices exchanged between cores are sto
 tokens are added afterwards by the ``tokens`` pass.
 
 With P cores, each linear layer is split by output rows and attention by KV heads. A tensor that a
-core holds only a slice of is exchanged when an op needs all of it: each core stores its slice,
-meets the others at a SYS BARRIER and loads the whole tensor back.
+core holds only a slice of is exchanged when an op needs all of it: each core stores its slice (a layer
+adding into the residual, a tile at a time as it makes it), meets the others at a SYS BARRIER and loads
+the other cores' slices back.
 """
 from __future__ import annotations
 

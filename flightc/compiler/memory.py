@@ -455,7 +455,8 @@ def row_shares(graph: GraphIR, cfg: HardwareConfig, name: str, rows: int) -> lis
 
 # the tiles a residual-adding layer is cut in at least on several cores: all but the last one's slice is stored
 # under the next tile's stream; each keeps EXCHANGE_TILE_ROWS rows at least (a smaller slice is stored in fewer
-# cycles than a tile's start costs: tiny's 64-row slices in four tiles took 2% longer on the RTL)
+# cycles than a tile's start costs: tiny's 64-row slices in four tiles took 2% (decode) to 4% (prefill) longer
+# on the RTL)
 EXCHANGE_TILES = 4
 EXCHANGE_TILE_ROWS = 256
 
