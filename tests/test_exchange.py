@@ -20,9 +20,10 @@ def test_u280_as_three_cores_streams_from_runs_of_16_8_and_8_masters():
     fmt = WeightFormat.parse("w4g128s8:16")
     plans = [stream_plan(cfg, core, fmt, 4096)[0] for core in range(3)]
     assert [(p.channel, p.stripe, p.groups) for p in plans] == [(0, 16, 16), (16, 8, 8), (24, 8, 8)]
-    # masters that are not a power of two per core: near-even shares, and the stream plan says why it cannot
-    odd = PRESETS["hbm4"].replace(num_cores=3, mem_channels=6, axi_masters=6)
-    assert channel_shares(odd) == [(0, 2), (2, 4), (4, 6)]
+    # six masters: two a core; five over two cores: near-even shares, and the stream plan says why the second
+    # core's three cannot stream
+    six = PRESETS["hbm4"].replace(num_cores=3, mem_channels=6, axi_masters=6)
+    assert channel_shares(six) == [(0, 2), (2, 4), (4, 6)]
     five = PRESETS["hbm4"].replace(num_cores=2, mem_channels=5, axi_masters=5)
     assert channel_shares(five) == [(0, 2), (2, 5)]
     plan, why = stream_plan(five, 1, fmt, 4096)
@@ -55,18 +56,19 @@ def _exchanges(prog, slots):
 def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up_go_first():
     """Each core stores its slice of an exchanged tensor, meets the others and loads back only their slices (its
     own is in place); a layer adding into the residual stores its slice a tile at a time, each under the next
-    tile's stream, into slots of their own; the loads the next op needs that do not depend on the exchange (a linear layer's records, a
-    norm's parameters) are in the program before the barrier, so LD (in order) brings them while the cores meet.
-    Decode on three cores stays exact."""
+    tile's stream, into slots of their own; the loads the next op needs that do not depend on the exchange (a
+    linear layer's records, a norm's parameters) are in the program before the barrier, so LD (in order) brings
+    them while the cores meet. Decode on three cores stays exact."""
     from flightc.compiler.pipeline import compile_model
     from flightc.compress.plan import CompressionPlan
     from flightc.models.seeded import random_model
 
-    # u280 as three cores, 1,024 rows: the first core's 512 of o_proj and down_proj in two tiles, the others' 256 in one
+    # u280 as three cores, 1,024 rows: the first core's 512 of o_proj and down_proj in two tiles, the others' 256
+    # in one
     model = random_model("llama", 3, num_hidden_layers=2, hidden_size=1024, intermediate_size=1024,
                          num_attention_heads=8, num_key_value_heads=4)
-    c = compile_model(model, PRESETS["u280"].replace(num_cores=3), CompressionPlan.parse("w4g32"), max_len=MAX_LEN, max_prefill=len(PROMPT),
-                      prefill_lengths=[len(PROMPT)])
+    c = compile_model(model, PRESETS["u280"].replace(num_cores=3), CompressionPlan.parse("w4g32"), max_len=MAX_LEN,
+                      max_prefill=len(PROMPT), prefill_lengths=[len(PROMPT)])
     regions = {r["name"]: r for r in c.bundle.manifest.memory_map["regions"]}
     xchg = {f"xchg.{s}": regions[f"xchg.{s}"] for s in range(4)}
     adding = [n for n in c.fused.linears() if c.fused.node(n)["out_mode"].name == "REQ_ADD"]

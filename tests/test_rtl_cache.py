@@ -34,6 +34,22 @@ def test_a_build_of_the_sources_as_loaded_goes_into_the_cache(tmp_path, monkeypa
     assert "outside the cache" not in caplog.text
 
 
+def test_environments_with_cocotb_elsewhere_build_apart(tmp_path, monkeypatch):
+    """A Verilator binary finds cocotb's libraries by the path it was linked with: two environments sharing the
+    cache (say two checkouts' venvs) each get a build of their own, not one whose libraries the other lacks."""
+    import cocotb_tools.config as cc
+
+    monkeypatch.setenv("FLIGHTC_RTL_CACHE", str(tmp_path / "cache"))
+    locks = set()
+    for libs in (cc.libs_dir, tmp_path / "elsewhere" / "cocotb" / "libs"):
+        monkeypatch.setattr(cc, "libs_dir", libs)
+        with pytest.raises(Generated):
+            rtl_build.build_top("probe", "probe_top", _stop)
+        locks.add(frozenset(p.name for p in (tmp_path / "cache").glob(".probe-*.lock")))
+    first, both = sorted(locks, key=len)
+    assert len(first) == 1 and len(both) == 2 and first < both
+
+
 def _build_in_child(log: str) -> None:
     def verilog() -> str:
         with open(log, "a") as f:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flightc import numerics as nm
-from flightc.compiler.memory import KeyImage, MemoryMap, ValueImages, core_channels, kv_row_bytes, norm_region
+from flightc.compiler.memory import (KeyImage, MemoryMap, Region, ValueImages, core_channels, kv_row_bytes,
+                                     norm_region)
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
@@ -268,8 +269,7 @@ class StepLowering:
             raise UnsupportedError(f"exchange of {t.producer}: {t.rows * t.row_bytes} bytes exceed the exchange "
                                    f"region ({slot.nbytes})")
         if hi > lo and not t.stored:
-            self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + lo, channel=slot.channel, hbm_addr=slot.addr + lo,
-                      rows=t.rows, row_bytes=hi - lo, hbm_stride=t.row_bytes, buf_stride=t.row_bytes)
+            self.store_slice(t, slot, lo, hi - lo)
         # the barrier publishes every exchange region: it orders this core's stores before, and its later
         # loads after, the barrier (the token pass sees these as the barrier's reads and writes)
         spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in (self.mem[f"xchg.{i}"] for i in range(4))]
@@ -284,6 +284,12 @@ class StepLowering:
                           buf_stride=t.row_bytes)
         t.shares = None
         return t
+
+    def store_slice(self, t: Tensor, slot: Region, lo: int, nbytes: int) -> None:
+        """Store bytes ``lo`` .. ``lo + nbytes`` of each of t's rows into exchange region ``slot``, where they lie as
+        in t's rows."""
+        self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + lo, channel=slot.channel, hbm_addr=slot.addr + lo,
+                  rows=t.rows, row_bytes=nbytes, hbm_stride=t.row_bytes, buf_stride=t.row_bytes)
 
     def publish(self, name: str, t: Tensor) -> None:
         self.tensors[name] = t
@@ -390,11 +396,8 @@ class StepLowering:
                                   w_channel=tiles.stream.channel, w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr,
                                   out_addr=out_addr + r * out.row_bytes, **common)
                 if out.stored:  # the tile's slice of the residual goes out under the next tile's stream
-                    first = (tiles.row0 + tiles.firsts[t]) * out.elem
-                    xs = self.mem[out.stored]
-                    self.emit(Opcode.ST, buf=out.block.buf, buf_addr=out.addr + first, channel=xs.channel,
-                              hbm_addr=xs.addr + first, rows=out.rows, row_bytes=rows * out.elem,
-                              hbm_stride=out.row_bytes, buf_stride=out.row_bytes)
+                    self.store_slice(out, self.mem[out.stored], (tiles.row0 + tiles.firsts[t]) * out.elem,
+                                     rows * out.elem)
                     continue
                 if by_tile:  # the tile's logits go out under the next tile's stream
                     first = (tiles.row0 + tiles.firsts[t]) * out.elem
