@@ -45,6 +45,8 @@ def test_info_names_the_layers_that_do_not_stream_and_why(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal
     assert "weights through the WGT buffer" in text and "not a power of two of whole masters" in text
+    # each core's channels and KV heads (tiny-llama's four KV heads, two a core)
+    assert "2 cores" in text and "│ 0 │ 0-1 │ 0-1 │" in text and "│ 1 │ 2-3 │ 2-3 │" in text
 
 
 def test_disasm_lists_every_instruction(bundle, capsys):

@@ -6,7 +6,7 @@ import time
 
 from rich.table import Table
 
-from flightc.cli.render import console, one_of, presets_help, print_layers, progress
+from flightc.cli.render import console, one_of, presets_help, print_cores, print_layers, progress
 from flightc.errors import FlightcError
 
 
@@ -153,6 +153,7 @@ def cmd_compile(args) -> int:
     if compiled.allocation:
         _print_allocation(compiled.allocation)
     print_layers(m)
+    print_cores(m)
     return 0
 
 

@@ -5,7 +5,7 @@ import json
 
 from rich.table import Table
 
-from flightc.cli.render import console, print_layers
+from flightc.cli.render import console, print_cores, print_layers
 from flightc.errors import FlightcError
 from flightc.files import write_atomic
 
@@ -65,6 +65,7 @@ def cmd_info(args) -> int:
         console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "
                       "(`flightc perf`), not the backends that compute values")
     print_layers(m)
+    print_cores(m)
     buffered = m.memory_map.get("buffered", {})
     if buffered:  # the others stream their weights straight into the lane groups
         _print_fallbacks("weights through the WGT buffer", "layer", buffered)

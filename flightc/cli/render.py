@@ -53,6 +53,31 @@ def print_layers(manifest: "Manifest") -> None:
     console.print(t)
 
 
+def print_cores(manifest: "Manifest") -> None:
+    """How a bundle of several cores splits the model: each core's channels (it streams from them alone) and KV
+    heads; every linear layer's rows go in proportion to the channels (flightc.compiler.memory.channel_shares)."""
+    from flightc.compiler.memory import channel_shares, head_shares
+    from flightc.config import HardwareConfig
+
+    cfg = HardwareConfig.from_dict(manifest.config)
+    if cfg.num_cores == 1:
+        return
+    chans = (channel_shares(cfg) if cfg.mem_channels >= cfg.num_cores
+             else [(0, cfg.mem_channels)] * cfg.num_cores)
+    heads = head_shares(cfg, manifest.model["num_kv_heads"])
+
+    def span(a: int, b: int) -> str:
+        return "none" if b <= a else str(a) if b == a + 1 else f"{a}-{b - 1}"
+
+    t = Table(title=f"{cfg.num_cores} cores", caption="every linear layer's rows in proportion to the channels; a "
+                                                      "tensor held in slices is exchanged through memory at a barrier")
+    for col in ("core", "memory channels", "KV heads"):
+        t.add_column(col, justify="right")
+    for core, ((c0, c1), (h0, h1)) in enumerate(zip(chans, heads)):
+        t.add_row(str(core), span(c0, c1), span(h0, h1))
+    console.print(t)
+
+
 def one_of(names) -> str:
     """'a, b or c'."""
     names = [str(n) for n in names]
