@@ -56,14 +56,13 @@ def print_layers(manifest: "Manifest") -> None:
 def print_cores(manifest: "Manifest") -> None:
     """How a bundle of several cores splits the model: each core's channels (it streams from them alone) and KV
     heads; every linear layer's rows go in proportion to the channels (flightc.compiler.memory.channel_shares)."""
-    from flightc.compiler.memory import channel_shares, head_shares
+    from flightc.compiler.memory import core_channels, head_shares
     from flightc.config import HardwareConfig
 
     cfg = HardwareConfig.from_dict(manifest.config)
     if cfg.num_cores == 1:
         return
-    chans = (channel_shares(cfg) if cfg.mem_channels >= cfg.num_cores
-             else [(0, cfg.mem_channels)] * cfg.num_cores)
+    chans = [(cs[0], cs[-1] + 1) for cs in (core_channels(cfg, c) for c in range(cfg.num_cores))]
     heads = head_shares(cfg, manifest.model["num_kv_heads"])
 
     def span(a: int, b: int) -> str:

@@ -58,4 +58,3 @@ def test_random_programs_match_functional_simulator(kernel_sim):
     assert {w for w, _ in streamed} == set(WeightBits) and {p for _, p in streamed} == set(Sparsity)
     assert seen[("img", False, False)] and seen[("img", True, False)]  # ST.img rows of INT8 and of INT4
     assert seen[("img", False, True)] and seen["k past whole chunks"]  # ST.img_col columns; K mid-chunk
-
