@@ -28,6 +28,7 @@ class Board:
     # Alveo: the Vitis platform the kernel links into and its HBM pseudo-channels
     platform: str = ""
     hbm_banks: int = 0
+    slrs: int = 1  # super logic regions of the part (the HBM in SLR0 on the U280; a core each, several cores)
 
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
@@ -39,7 +40,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           board_part="xilinx.com:zcu104:part0:1.1"),
     # Alveo U280: 32 HBM2 pseudo-channels; the gen3x16 XDMA shell (UG1120).
     Board("u280", Flow.VITIS, "xcu280-fsvh2892-2L-e", "u280", "Alveo U280 (XRT)",
-          platform="xilinx_u280_gen3x16_xdma_1_202211_1", hbm_banks=32),
+          platform="xilinx_u280_gen3x16_xdma_1_202211_1", hbm_banks=32, slrs=3),
     # VHK158 evaluation kit: Versal HBM; Vitis needs an extensible platform built for the board (UG1702).
     Board("vhk158", Flow.VITIS, "xcvh1582-vsva3697-2MP-e-S", "vhk158", "Versal HBM VHK158 evaluation kit (XRT)",
           platform="vhk158_flightc_platform", hbm_banks=32),

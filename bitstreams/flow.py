@@ -14,7 +14,7 @@ from .boards import Board, Flow
 from .hwh import KERNEL
 from .manifest import OverlayManifest, write_manifest
 from .virtual import write_virtual_overlay
-from .vitis import CU, link_cfg, link_map, makefile, package_xo_tcl
+from .vitis import CU, core_slrs, floorplan_tcl, link_cfg, link_map, makefile, package_xo_tcl
 from .vivado import block_design_tcl
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,11 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
     from flightc.hw.core import check_rtl_config
 
     check_rtl_config(cfg)
-    if board.flow is Flow.PYNQ and cfg.axi_masters != 1:
+    if board.flow is Flow.VITIS:
+        core_slrs(board, cfg)  # a core an SLR at most, refused before anything is written
+    if board.flow is Flow.PYNQ and cfg.axi_masters != 1:  # (so one core: every core has masters of its own)
         raise ConfigError(f"config {cfg.name!r} has {cfg.axi_masters} memory masters; the {board.name} block "
-                          f"design connects one (to the PS's S_AXI_HP0_FPD): use axi_masters = 1")
-    if board.flow is Flow.PYNQ and cfg.num_cores != 1:
-        raise ConfigError(f"config {cfg.name!r} has {cfg.num_cores} cores, a memory master each; the {board.name} "
-                          f"block design connects one (to the PS's S_AXI_HP0_FPD): use num_cores = 1")
+                          f"design connects one (to the PS's S_AXI_HP0_FPD): use axi_masters = 1 and one core")
     from flightc.parts import PARTS
 
     narrower = PARTS[board.name].port_violation(cfg.axi_data_bytes) if board.name in PARTS else None
@@ -55,8 +54,11 @@ def write_flow(board: Board, cfg: HardwareConfig, folder: str | Path,
         written = [folder / f"{TOP}.v", folder / "build.tcl"]
         manifest = OverlayManifest(board, cfg, KERNEL)
     else:
+        several = cfg.num_cores > 1
         texts = (("package_xo.tcl", package_xo_tcl(board, cfg)), ("link.cfg", link_cfg(board, cfg)),
-                 ("Makefile", makefile(board, design)))  # before anything is written: link_cfg checks the banks
+                 ("Makefile", makefile(board, design, floorplan=several)),
+                 *((("floorplan.tcl", floorplan_tcl(board, cfg)),) if several else ()))
+        # (all before anything is written: link_cfg checks the banks, floorplan_tcl the SLRs)
         written = write_kernel(cfg, folder)
         for name, text in texts:
             (folder / name).write_text(text)

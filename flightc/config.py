@@ -6,6 +6,7 @@ design-space exploration need is either a field here or a property derived from 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -90,9 +91,11 @@ class HardwareConfig:
     # --- microarchitecture: what the generated RTL is built with and the performance model times
     unit_queue_depth: int  # instructions each unit's queue holds; a full queue stalls the fetcher
     axi_data_bytes: int  # data width of a memory master (bytes per AXI beat)
-    axi_masters: int  # AXI memory masters; the memory channels are split among them in equal groups
+    axi_masters: int  # the kernel's AXI memory masters; the memory channels are split among them in equal groups,
+    # and the masters among the cores in runs (:attr:`HardwareConfig.master_runs`): each core has its own
     axi_burst_beats: int  # longest burst the DMA units and the instruction fetcher issue (AXI4 INCR: <= 256)
-    axi_outstanding: int  # read bursts a master keeps in flight (its readers share them), and write bursts awaiting their responses
+    axi_outstanding: int  # read bursts a master keeps in flight (its readers share them)
+    axi_write_outstanding: int  # ST's write bursts (a beat each) a master keeps awaiting their responses
     mem_latency_cycles: int  # cycles from a read burst's acceptance to its first beat (bench memory, perf model)
     # beats each streamed-MV reader's FIFO holds (hw/stream.py): at least every burst its master may have in flight,
     # twice over, so a burst is asked for while the ones before drain; more lets a weight tile be read further ahead
@@ -103,8 +106,8 @@ class HardwareConfig:
     sfu_sqrt_bits: int  # width of the SFU's bit-serial square root (two input bits a cycle)
 
     def __post_init__(self) -> None:
-        positive = [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), (int, float))
-                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) <= 0]
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(HardwareConfig)}
+        positive = [n for n, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0]
         if positive:
             raise ConfigError(f"config {self.name!r}: fields must be positive: {', '.join(positive)}")
         if self.chain_length % self.dsp_group:
@@ -142,14 +145,18 @@ class HardwareConfig:
             problems.append(f"axi_data_bytes {w} must be a power of two from 4 to 128 (AXI4: 32 to 1024 bits)")
         if self.axi_burst_beats > AXI_MAX_BURST_BEATS:
             problems.append(f"axi_burst_beats {self.axi_burst_beats} exceeds AXI4's {AXI_MAX_BURST_BEATS}")
-        if self.mem_channels % self.axi_masters:
-            problems.append(f"axi_masters {self.axi_masters} does not divide mem_channels {self.mem_channels} into "
+        if self.mem_channels % self.kernel_masters:
+            problems.append(f"axi_masters {self.kernel_masters} does not divide mem_channels {self.mem_channels} into "
                             f"equal groups")
+        if self.kernel_masters < self.num_cores:
+            problems.append(f"num_cores {self.num_cores} exceeds axi_masters {self.kernel_masters}: every core has "
+                            f"memory masters of its own (set axi_masters to at least {self.num_cores})")
         if not MEM_LATENCY_MIN <= self.mem_latency_cycles <= MEM_LATENCY_MAX:
             problems.append(f"mem_latency_cycles {self.mem_latency_cycles} outside {MEM_LATENCY_MIN}..{MEM_LATENCY_MAX}"
                             f" (a burst is queued a cycle, then answered)")
-        if self.axi_outstanding > AXI_OUTSTANDING_MAX:
-            problems.append(f"axi_outstanding {self.axi_outstanding} exceeds {AXI_OUTSTANDING_MAX}")
+        for name in ("axi_outstanding", "axi_write_outstanding"):
+            if getattr(self, name) > AXI_OUTSTANDING_MAX:
+                problems.append(f"{name} {getattr(self, name)} exceeds {AXI_OUTSTANDING_MAX}")
         least = 2 * self.axi_outstanding * (self.stripe_bytes // w)
         if not least <= self.lane_fifo_beats <= LANE_FIFO_MAX:
             problems.append(f"lane_fifo_beats {self.lane_fifo_beats} must hold every burst a master keeps in flight "
@@ -167,13 +174,15 @@ class HardwareConfig:
     # --- derived quantities ---
     @property
     def dsp_per_core(self) -> int:
-        """The MACs' DSP48 slices of one core: its MPE's chains and a lane group on every memory master."""
+        """The MACs' DSP48 slices of one core (of a core's view: :meth:`core`): its MPE's chains and a lane group on
+        every memory master of its own."""
         return self.mpe_chains * self.chain_length + self.axi_masters * self.lane_slots
 
     @property
     def dsp_count(self) -> int:
-        """The MACs' DSP48 slices in all cores (the SFU and control add more: flightc.dse.resources)."""
-        return self.num_cores * self.dsp_per_core
+        """The MACs' DSP48 slices in all cores: every core's MPE, a lane group on every master of the kernel (the
+        SFU and control add more: flightc.dse.resources)."""
+        return self.num_cores * self.mpe_chains * self.chain_length + self.kernel_masters * self.lane_slots
 
     @property
     def peak_macs_per_cycle(self) -> int:
@@ -210,9 +219,52 @@ class HardwareConfig:
         return self.num_cores * sum(self.buffer_bytes(b) for b in Buffer)
 
     @property
+    def kernel_masters(self) -> int:
+        """The kernel's memory masters, every core's together (a core's view: :meth:`core`, counts its own in
+        ``axi_masters``)."""
+        return self.axi_masters
+
+    @property
+    def first_master(self) -> int:
+        """The kernel's index of a core's first master (0 but in a core's view)."""
+        return 0
+
+    @property
     def channels_per_master(self) -> int:
         """Memory channels each AXI master serves (master g: channels g x this .. (g + 1) x this - 1)."""
-        return self.mem_channels // self.axi_masters
+        return self.mem_channels // self.kernel_masters
+
+    @property
+    def master_runs(self) -> tuple[tuple[int, int], ...]:
+        """Each core's masters (first, count): contiguous runs, a power of two each where the masters allow (a core
+        streams a layer from its channels only as such a run, flightc.compiler.memory.stream_plan), the first cores
+        taking the larger ones (u280's 32 masters over three cores: 16, 8 and 8); near-even runs otherwise."""
+        P, A = self.num_cores, self.kernel_masters
+        counts = [1 << (A // P).bit_length() - 1] * P
+        for c in range(P):
+            if sum(counts) + counts[c] <= A:
+                counts[c] *= 2
+        if sum(counts) != A:  # masters left over: near-even runs, not every one a power of two
+            counts = [A * (c + 1) // P - A * c // P for c in range(P)]
+        firsts = [sum(counts[:c]) for c in range(P)]
+        return tuple(zip(firsts, counts))
+
+    def core(self, c: int) -> "CoreView":
+        """Core c as its generator and the timing models see it: its own run of masters (``axi_masters`` the run's
+        count, from ``first_master``), every memory channel still in reach."""
+        return _core_view(self, c)
+
+    def master_of(self, channel: int) -> int:
+        """Which of this core's masters (an index into its own run) reaches ``channel``: the channel's own master
+        where the channel is the core's, else the one whose index the channel's master has modulo the run (over
+        the memory's switch: the HBM's crossbar on the cards, the bench memory in simulation)."""
+        return (channel // self.channels_per_master - self.first_master) % self.axi_masters
+
+    @property
+    def core_channels(self) -> range:
+        """The channels a core's own masters serve (a one-core config's: all of them)."""
+        per = self.channels_per_master
+        return range(self.first_master * per, (self.first_master + self.axi_masters) * per)
 
     @property
     def stripe_bytes(self) -> int:
@@ -309,6 +361,27 @@ class HardwareConfig:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class CoreView(HardwareConfig):
+    """One core of a kernel (:meth:`HardwareConfig.core`): ``axi_masters`` is the core's own run of the kernel's
+    ``kernel_masters``, from ``first_master``; everything else is the kernel's config."""
+
+    first_master: int = 0  # type: ignore[assignment]  (a field here, a property of the kernel's config)
+    kernel_masters: int = 0  # type: ignore[assignment]
+
+
+@functools.lru_cache(maxsize=256)
+def _core_view(cfg: HardwareConfig, c: int) -> CoreView:
+    if isinstance(cfg, CoreView):
+        raise ValueError("a core's view has no cores of its own")
+    if not 0 <= c < cfg.num_cores:
+        raise ValueError(f"core {c} of a {cfg.num_cores}-core config")
+    first, count = cfg.master_runs[c]
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(HardwareConfig)}
+    return CoreView(**{**fields, "num_cores": 1, "axi_masters": count}, first_master=first,
+                    kernel_masters=cfg.axi_masters)
+
+
 # the divider's chained steps: two a cycle at 200-225 MHz; the 100 MHz tiny preset settles four.
 # Memory: bursts of 16 beats (1 KiB at 64 bytes: the 64 B - 1 KiB transactions a 512-bit master reads a U280
 # pseudo-channel at 91% with), 8 in flight, so 8 x 16 beats cover the 64-cycle read latency plus a burst
@@ -316,20 +389,25 @@ class HardwareConfig:
 # port; the AXI switch network and the width and clock converters in front of it are charged the rest). A
 # streamed MV's reader FIFO of 512 beats fills the block RAMs (512 x 72 bits each) that the 256 beats of every
 # burst in flight twice over take anyway, and lets a weight tile be read that much further ahead (MV.w_early).
+# ST writes a beat a burst, at most every other cycle a master: on the HBM configs 32 writes awaiting their
+# responses a master (8 held an exchange's store of a 7B residual to 8 bytes a cycle over the 64-cycle latency;
+# 32 let ST send at its own pace), 8 elsewhere; each costs ST a counter step and the bench memory a response slot.
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                sparse_encodings=(SparseEncoding.POSITIONS,),
                weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
-               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, mem_latency_cycles=64, lane_fifo_beats=512,
+               unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, axi_write_outstanding=8,
+               mem_latency_cycles=64, lane_fifo_beats=512,
                sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))
 # one 512-bit master per HBM pseudo-channel (Vitis link: master c on HBM[c]), each reading its share of every
 # striped matrix linearly; one master on the single-channel and simulation presets
 # The 7B models' steps fill only PRM (each streamed MV's records) with striped rows at line rate: their weights, keys
 # and values stream to the lane groups, their activations are one embedding row a token. So the cards bank PRM
 # alone, and every other buffer is one memory, read without a multiplexer over 32 banks.
-_HBM = {**_COMMON, "axi_masters": 32, "banked_buffers": (Buffer.PRM,)}
+_HBM = {**_COMMON, "axi_masters": 32, "banked_buffers": (Buffer.PRM,), "axi_write_outstanding": 32}
 _ONE = {**_COMMON, "axi_masters": 1}
 # tiny: a short read latency with four bursts in flight (calibrated against the RTL in make test)
-_TINY = {**_ONE, "axi_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4, "lane_fifo_beats": 128}
+_TINY = {**_ONE, "axi_outstanding": 4, "axi_write_outstanding": 4, "mem_latency_cycles": 16, "lane_act_kib": 4,
+         "lane_fifo_beats": 128}
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): a lane group of 64 DSP48E2 on
@@ -371,7 +449,8 @@ PRESETS: dict[str, HardwareConfig] = {
                            mem_kind=MemoryKind.HBM2, mem_channels=4, mem_channel_gbps=14.375, mem_channel_mib=16,
                            act_buffer_kib=32, wgt_buffer_kib=64, acc_buffer_kib=32, prm_buffer_kib=16,
                            kv_buffer_kib=16, buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2,
-                           **{**_COMMON, "axi_masters": 4, "sfu_div_bits": 76, "lane_act_kib": 4,
+                           **{**_COMMON, "axi_masters": 4, "axi_write_outstanding": 32, "sfu_div_bits": 76,
+                              "lane_act_kib": 4,
                               "sparse_encodings": (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)}),
     # Small enough to simulate as RTL in seconds.
     "tiny": HardwareConfig(name="tiny", clock_mhz=100.0, num_cores=1, mpe_chains=4, chain_length=8, sfu_lanes=4,

@@ -8,7 +8,7 @@ the instruction the unit latches in the same cycle as ``restart``.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,6 +20,14 @@ def existing_channel(m: Module, channel: Value, cfg: HardwareConfig) -> Signal:
     ch = Signal(range(max(2, cfg.mem_channels)))
     m.d.comb += ch.eq(Mux(channel < cfg.mem_channels, channel, 0))
     return ch
+
+
+def master_of(channel: Value, cfg: HardwareConfig) -> Value:
+    """Which of the core's masters reaches ``channel`` (:meth:`HardwareConfig.master_of`: its run is a power of
+    two of masters from a multiple of it, so the channel's master's low bits)."""
+    per_log2 = cfg.channels_per_master.bit_length() - 1
+    bits = (cfg.axi_masters - 1).bit_length()
+    return (channel >> per_log2)[:bits] if bits else Const(0, 1)
 
 
 class RowAddress(wiring.Component):

@@ -30,16 +30,19 @@ S_AXI = "s_axi_control"
 
 
 def master_port(cfg: HardwareConfig, master: int) -> str:
-    """The kernel port of memory master ``master`` (core c's master g is ``c * axi_masters + g``): m_axi_gmem with
-    one, m_axi_gmem0, m_axi_gmem1, ... with more."""
-    return M_AXI if cfg.num_cores * cfg.axi_masters == 1 else f"{M_AXI}{master}"
+    """The kernel port of memory master ``master`` (core c's master g is ``first + g`` of its run,
+    :attr:`HardwareConfig.master_runs`): m_axi_gmem with one, m_axi_gmem0, m_axi_gmem1, ... with more."""
+    return M_AXI if cfg.kernel_masters == 1 else f"{M_AXI}{master}"
 
 
-def master_channels(cfg: HardwareConfig, master: int) -> range:
-    """The memory channels kernel master ``master`` reads and writes (hw/load.py, the Vitis link map): every core's
-    master g those of the g-th group."""
-    g = master % cfg.axi_masters
-    return range(g * cfg.channels_per_master, (g + 1) * cfg.channels_per_master)
+def master_reach(cfg: HardwareConfig, master: int) -> list[int]:
+    """Every channel kernel master ``master`` reads or writes: its own, and those of the other cores' masters its
+    core reaches through it (:meth:`HardwareConfig.master_of`), over the memory's switch."""
+    for c, (first, count) in enumerate(cfg.master_runs):
+        if first <= master < first + count:
+            view = cfg.core(c)
+            return [ch for ch in range(cfg.mem_channels) if first + view.master_of(ch) == master]
+    raise ValueError(f"master {master} of a kernel of {cfg.kernel_masters}")
 
 
 def check_rtl_config(cfg: HardwareConfig) -> None:
@@ -66,13 +69,26 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
     if cfg.lane_slots % w:
         problems.append(f"lane_slots = {cfg.lane_slots}: a lane group's activation word must be whole buffer words "
                         f"({w} bytes)")
-    if masters & (masters - 1):
+    if cfg.num_cores > 1:
+        for c, (first, count) in enumerate(cfg.master_runs):
+            if count & (count - 1) or first % count:
+                problems.append(f"core {c}'s {count} masters from master {first}: a core's masters must be a power "
+                                f"of two from a multiple of it (the buffers are banked per master); give axi_masters "
+                                f"a value that splits so over {cfg.num_cores} cores (such as "
+                                f"{1 << (cfg.num_cores - 1).bit_length()} x a power of two)")
+        if not problems:
+            for c in range(cfg.num_cores):
+                try:
+                    check_rtl_config(cfg.core(c))
+                except ConfigError as e:
+                    problems.append(f"core {c}: {str(e).split(': ', 1)[1]}")
+    elif masters & (masters - 1):
         problems.append(f"axi_masters = {masters}: must be a power of two (the buffers are banked per master)")
-    elif masters > 1:
-        per = cfg.channels_per_master
-        if per & (per - 1):
-            problems.append(f"{per} memory channels a master: must be a power of two (a master's LD lane writes the "
-                            f"bank its channels' stripe units land in)")
+    per = cfg.channels_per_master
+    if cfg.num_cores == 1 and cfg.kernel_masters > 1 and per & (per - 1):
+        problems.append(f"{per} memory channels a master: must be a power of two (a master's LD lane writes the "
+                        f"bank its channels' stripe units land in)")
+    if cfg.num_cores == 1 and masters > 1 and not masters & (masters - 1):
         span = masters * cfg.bank_bytes
         small = [b.name for b in Buffer if cfg.buffer_bytes(b) % span]
         if small:

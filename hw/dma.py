@@ -117,7 +117,7 @@ class StoreUnit(DmaUnit):
     response taken from master g this cycle (every master's are always taken). Its rows are placed ahead of its
     writer (hw/store_rows.py), the first ``ST_PLACE_STAGES + 1`` cycles after the instruction starts.
 
-    Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_outstanding`` waiting for their
+    Writes stay in flight: a burst goes as soon as its beat is formed, up to ``axi_write_outstanding`` waiting for their
     responses on each master. Once an instruction has sent its last write it becomes an *older* one (HANDOFF, once
     fewer than two older ones await their responses) and ST is ``ready`` for the next, whose writes go while the
     older ones' responses come back; an older one is done (its tokens released) once its last response is back.
@@ -153,7 +153,7 @@ class StoreUnit(DmaUnit):
 
     def walk(self, m, f, places: RowPlacer, kind: "StoreKind") -> None:
         cfg, wr, wr2, w, lb = self.cfg, self.wr, self.wr2, self.beat_bytes, self.lane_bits
-        G, limit = cfg.axi_masters, cfg.axi_outstanding
+        G, limit = cfg.axi_masters, cfg.axi_write_outstanding
         column, dealt = kind.column, kind.dealt
         src, dst, left = Signal(BUF_ADDR_BITS), Signal(AXI_ADDR_BITS), Signal.like(f.row_bytes)
         dst2 = places.second.mem  # the second writer's row: the walk's next

@@ -4,8 +4,9 @@ RTL-kernel top level around it.
 Topology: one kernel spanning the SLRs, not a compute unit per SLR. Its cores start together on one ap_start, meet
 at SYS BARRIERs in hardware and finish on one ap_done, so a step is one kernel run with no host round trip per layer;
 the activations they exchange go through memory (each core's stores, the barrier, every core's loads: the compiler's
-exchange regions). Each core is the same generated module with its own memory masters (core c's master g is kernel
-master ``c * axi_masters + g``) and its own window of registers (hw/regs.py); every signal between a core and the
+exchange regions). Each core has its own run of the kernel's memory masters (core c's master g is kernel master
+``first + g`` of its run, :attr:`HardwareConfig.master_runs`: u280's 32 as 16, 8 and 8), a core module generated per
+run (:meth:`HardwareConfig.core`), and its own window of registers (hw/regs.py); every signal between a core and the
 shared logic is registered on the way (``SLR_CROSSING``), so a core may sit in any SLR.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def crossing(m: Module, value: Value, name: str, stages: int) -> Value:
 
 
 class Kernel(wiring.Component):
-    """``axi[c * axi_masters + g]``: core c's master g; ``lite``: the control slave (every core's window);
+    """``axi[first + g]``: master g of core c's run from ``first``; ``lite``: the control slave (every core's window);
     ``interrupt``: ap_done's."""
 
     def __init__(self, cfg: HardwareConfig):
@@ -43,8 +44,7 @@ class Kernel(wiring.Component):
 
     @staticmethod
     def ports(cfg: HardwareConfig) -> wiring.Signature:
-        masters = cfg.num_cores * cfg.axi_masters
-        return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(masters),
+        return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.kernel_masters),
                                  "lite": In(axi4_lite_signature(R.lite_addr_bits(cfg))), "interrupt": Out(1)})
 
     def elaborate(self, platform):
@@ -56,14 +56,15 @@ class Kernel(wiring.Component):
 def kernel_logic(m: Module, cfg: HardwareConfig, axi, lite) -> Value:
     """The kernel's contents built into ``m`` (the Vitis top level builds them into its own module, so a one-core
     kernel's hierarchy is top, regs, core as before); its interrupt."""
-    P, A = cfg.num_cores, cfg.axi_masters
+    P = cfg.num_cores
     stages = SLR_CROSSING if P > 1 else 0
     m.submodules.regs = regs = AxiLiteRegs(cfg, lite)
     links = []
     for c in range(P):
-        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, cfg)
-        for g in range(A):
-            wiring.connect(m, wiring.flipped(axi[c * A + g]), core.axi[g])
+        first, count = cfg.master_runs[c]
+        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, cfg.core(c))
+        for g in range(count):
+            wiring.connect(m, wiring.flipped(axi[first + g]), core.axi[g])
         view, link = regs.core(c), core.link
         m.d.comb += [link.program_addr.eq(crossing(m, view.values["program_addr"], f"program_addr{c}", stages)),
                      link.program_bytes.eq(crossing(m, view.values["program_bytes"], f"program_bytes{c}",
@@ -116,7 +117,7 @@ class VitisKernel(wiring.Component):
         """The kernel's AXI4 masters and AXI4-Lite slave as flat ports."""
         cfg = self.cfg
         table = axi4_table(8 * cfg.axi_data_bytes)
-        return ([p for k in range(cfg.num_cores * cfg.axi_masters)
+        return ([p for k in range(cfg.kernel_masters)
                  for p in flat_ports(master_port(cfg, k), kernel.axi[k], table, True)]
                 + flat_ports(S_AXI, kernel.lite, axi4_lite_table(R.lite_addr_bits(cfg)), False))
 

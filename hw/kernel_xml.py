@@ -14,14 +14,15 @@ from flightc.hw.synth import TOP, kernel_verilog
 
 def argument_port(cfg: HardwareConfig, register: str) -> str:
     """The kernel port a register's argument belongs to: a channel's base to its core's master of that channel,
-    a core's instruction stream to its master 0 (the fetch reads through it), every scalar to the control port."""
+    a core's instruction stream to its master 0 (the fetch reads through it), every scalar to the control port. A
+    channel of another core's is reached through the core's master :meth:`HardwareConfig.master_of` names."""
     suffixed = re.fullmatch(r"(.+)_c(\d+)", register)  # flightc.hw.regs.core_register
     name, core = (suffixed[1], int(suffixed[2])) if suffixed else (register, 0)
-    first = core * cfg.axi_masters
+    first = cfg.master_runs[core][0]
     if name == "program_addr":
         return master_port(cfg, first)
     if name.startswith("channel_base"):
-        return master_port(cfg, first + int(name.removeprefix("channel_base")) // cfg.channels_per_master)
+        return master_port(cfg, first + cfg.core(core).master_of(int(name.removeprefix("channel_base"))))
     return S_AXI
 
 
@@ -38,7 +39,7 @@ def kernel_xml(cfg: HardwareConfig) -> str:
                     f'type="{"void*" if pointer else "uint"}" hostOffset="0x0" hostSize="{r.bits // 8:#x}"/>')
     masters = "\n".join(f'      <port name="{master_port(cfg, g)}" mode="master" range="0xFFFFFFFFFFFFFFFF" '
                          f'dataWidth="{data_bits}" portType="addressable" base="0x0"/>'
-                         for g in range(cfg.num_cores * cfg.axi_masters))
+                         for g in range(cfg.kernel_masters))
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <root versionMajor="1" versionMinor="6">
   <kernel name="{TOP}" language="ip_c" vlnv="flightc:kernel:{TOP}:1.0" attributes="" preferredWorkGroupSizeMultiple="0"

@@ -25,6 +25,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
 
 from flightc.config import HardwareConfig
+from flightc.hw.address import master_of
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.axi_rules import AXI_BOUNDARY, LD_IN_FLIGHT
 from flightc.hw.dsp48e2 import registered_product
@@ -64,8 +65,10 @@ class DescriptorQueue(Elaboratable):
 
 
 def own_banks_signal(cfg: HardwareConfig, f):
-    """:func:`flightc.isa.footprint.own_banks` of the LD in ``f`` (its decoded fields), as logic."""
-    chans = cfg.mem_channels
+    """:func:`flightc.isa.footprint.own_banks` of the LD in ``f`` (its decoded fields), as logic; ``cfg`` is the
+    core's."""
+    own = cfg.core_channels
+    chans = len(own)
     if chans & (chans - 1) or cfg.axi_masters == 1 or not cfg.banked_buffers:
         return Const(0)
     banked = Cat(*[f.buf == int(b) for b in cfg.banked_buffers]).any()
@@ -73,8 +76,9 @@ def own_banks_signal(cfg: HardwareConfig, f):
     cbits = chans.bit_length() - 1
     row_in = f.buf_addr[sbl:sbl + cbits] == f.channel[:cbits] if cbits else Const(1)
     one_round = f.row_bytes <= (f.stripe << sbl)
+    mine = (f.channel >= own.start) & (f.channel + f.stripe <= own.stop)  # on the core's own channels
     return (banked & (f.stripe > 1) & ~f.gather & (f.stripe_log2 == sbl) & (f.hbm_addr[:sbl] == 0) & (f.buf_addr[:sbl] == 0)
-            & row_in & (one_round | (f.stripe == chans)))
+            & row_in & mine & (one_round | (f.stripe == chans)))
 
 
 class LoadLane(DmaUnit):
@@ -195,7 +199,7 @@ class LoadLane(DmaUnit):
         target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of the piece's bursts (lane 0)
         # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first; lane 0
         # takes every channel of a row that does not land in the masters' own banks
-        first, past = self.lane * cpm, (self.lane + 1) * cpm
+        first, past = (cfg.first_master + self.lane) * cpm, (cfg.first_master + self.lane + 1) * cpm
         lo, hi = Signal.like(f.stripe), Signal.like(f.stripe)
         unit = Signal(17)  # a stripe unit's bytes
         round_bytes = Signal.like(f.row_bytes)  # a round of the stripe: a unit on each channel
@@ -322,12 +326,12 @@ class LoadLane(DmaUnit):
                     with m.Else():
                         m.d.sync += [at.eq(ch_base + row_off), limit.eq(f.row_bytes), piece_empty.eq(row_empty),
                                      gather_phase.eq(0),
-                                     dst.eq(rows.buf), to.eq(rows.buf), target.eq(ch_r // cpm)]
+                                     dst.eq(rows.buf), to.eq(rows.buf), target.eq(master_of(ch_r, cfg))]
                         m.next = "SIZE"
             with m.State("UNIT"):  # (past the first lane, every row is striped)
                 # the master is held while a unit is placed and its burst sized, as if it were asked for already
                 rest_row = f.row_bytes - u0
-                unit_master = Mux(whole, stripe_ch // cpm, 0)
+                unit_master = Mux(whole, master_of(stripe_ch, cfg), 0)
                 m.d.comb += [r.hold.eq(unit_master == g) for g, r in enumerate(rds)]
                 with m.If(k_more & u0_in):
                     m.d.sync += [unit_base.eq(base_of(stripe_ch)), to.eq(dst + u0),
@@ -394,7 +398,7 @@ class LoadLane(DmaUnit):
                     m.next = "GATHERED"
                 with m.State("GATHERED"):
                     m.d.sync += [at.eq(g_base + g_addr), limit.eq(f.row_bytes), piece_empty.eq(row_empty), to.eq(dst),
-                                 target.eq(row_ch // cpm), gather_phase.eq(0)]
+                                 target.eq(master_of(row_ch, cfg)), gather_phase.eq(0)]
                     m.next = "SIZE"
         m.d.comb += self.ready.eq(fsm.ongoing("IDLE"))
 

@@ -80,14 +80,17 @@ class AxiMemory(wiring.Component):
     """
 
     def __init__(self, data_bytes: int, depth_words: int, latency: int = 2, outstanding: int = 1,
-                 rate_q: int | None = None, ports: int = 1, verilog_storage: bool = False):
-        """``verilog_storage``: the array as an instance of :data:`STORAGE_VERILOG` (the Verilator testbench:
+                 rate_q: int | None = None, ports: int = 1, verilog_storage: bool = False,
+                 write_outstanding: int | None = None):
+        """``write_outstanding``: write bursts awaiting their responses (``outstanding`` unless given);
+        ``verilog_storage``: the array as an instance of :data:`STORAGE_VERILOG` (the Verilator testbench:
         Amaranth would write, and yosys and Verilator read, an initializer per word of a megabyte array);
         otherwise an Amaranth memory (Amaranth's own simulator)."""
         if latency < 2:
             raise ValueError(f"read latency {latency}: a burst is queued a cycle before its first beat (>= 2)")
         self.data_bytes, self.depth, self.nports = data_bytes, depth_words, ports
         self.latency, self.outstanding = latency, outstanding
+        self.write_outstanding = write_outstanding or outstanding
         beat_q = data_bytes << RATE_FRAC_BITS
         self.rate_q = rate_q if rate_q is not None and rate_q < beat_q else None
         super().__init__({"axi": In(axi4_signature(8 * data_bytes)).array(ports), "stall_rate": In(STALL_RATE_BITS),
@@ -156,14 +159,14 @@ class AxiMemory(wiring.Component):
         with m.If(queue.r_rdy & due & ((rleft == 0) | ((rleft == 1) & r_beat))):
             m.d.comb += queue.r_en.eq(1)
             m.d.sync += [raddr.eq(head.addr), rleft.eq(head.len + 1)]
-        # ---- writes: a burst's address taken while fewer than ``outstanding`` await their responses, its beats from
-        # that cycle on (credit permitting), its response due ``latency`` cycles after its last beat, in order
-        inflight = Signal(range(self.outstanding + 1), name=f"w_inflight{g}")
-        m.submodules[f"responses{g}"] = resp = SyncFIFO(width=STAMP_BITS, depth=self.outstanding)
+        # ---- writes: a burst's address taken while fewer than ``write_outstanding`` await their responses, its beats
+        # from that cycle on (credit permitting), its response due ``latency`` cycles after its last beat, in order
+        inflight = Signal(range(self.write_outstanding + 1), name=f"w_inflight{g}")
+        m.submodules[f"responses{g}"] = resp = SyncFIFO(width=STAMP_BITS, depth=self.write_outstanding)
         waddr = Signal(64 - lb)
         wleft = Signal(AXI_LEN_BITS + 1)
         aw_take = Signal()
-        m.d.comb += [a.bresp.eq(0), a.awready.eq((wleft == 0) & (inflight < self.outstanding) & go_w),
+        m.d.comb += [a.bresp.eq(0), a.awready.eq((wleft == 0) & (inflight < self.write_outstanding) & go_w),
                      aw_take.eq(a.awvalid & a.awready)]
         at = Mux(wleft == 0, a.awaddr >> lb, waddr)
         beats = Mux(wleft == 0, a.awlen + 1, wleft)

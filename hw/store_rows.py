@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value
 
 from flightc.config import HardwareConfig
 from flightc.hw import lut6
-from flightc.hw.address import existing_channel
+from flightc.hw.address import existing_channel, master_of
 from flightc.hw.axi import AXI_ADDR_BITS
 from flightc.hw.axi_rules import ST_PLACE_DEPTH, ST_PLACE_STAGES
 from flightc.isa.table import BUF_ADDR_BITS, HBM_ADDR_BITS
@@ -177,7 +177,7 @@ class RowPlacer(Elaboratable):
             # stage 7: the channel's base added
             base = lut6.select(m, f"base{j}", ch, self.bases) if len(self.bases) > 1 else self.bases[0]
             mem = stage(f"mem{j}", base + addr6, AXI_ADDR_BITS)
-            master = stage(f"master{j}", ch // cfg.channels_per_master, range(max(2, cfg.axi_masters)))
+            master = stage(f"master{j}", master_of(ch, cfg), range(max(2, cfg.axi_masters)))
             buf7, col_rows7 = stage(f"buf7_{j}", buf6), stage(f"col_rows7_{j}", col_rows6)
             # stage 8: the first beat's bytes, to the row's end or the beat's
             room = Signal(range(w + 1), name=f"room{j}")

@@ -54,7 +54,7 @@ class StreamReader(wiring.Component):
         unit_beats = cfg.stripe_bytes // cfg.axi_data_bytes
         depth = cfg.lane_fifo_beats
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
-        first = self.master * cpm
+        first = (cfg.first_master + self.master) * cpm  # the master's channels: the kernel's numbering
         covers = self.covers
         round_ = Signal.like(self.rounds)
         rounds = Signal.like(self.rounds)

@@ -38,9 +38,10 @@ class KernelTestbench(wiring.Component):
         m.d.comb += [cd.clk.eq(self.ap_clk), cd.rst.eq(~self.ap_rst_n)]
         cfg = self.cfg
         m.submodules.core = core = Kernel(cfg)  # the kernel (hw/kernel.py): its cores are the Vitis kernel's modules
-        masters = cfg.num_cores * cfg.axi_masters
+        masters = cfg.kernel_masters
         m.submodules[MEMORY_NAME] = mem = AxiMemory(cfg.axi_data_bytes, self.memory_words,
                                                     latency=cfg.mem_latency_cycles, outstanding=cfg.axi_outstanding,
+                                                    write_outstanding=cfg.axi_write_outstanding,
                                                     rate_q=channel_rate_q(cfg), ports=masters, verilog_storage=True)
         for k in range(masters):
             wiring.connect(m, core.axi[k], mem.axi[k])

@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.compress.stream import chunk_stride
 from flightc.config import HardwareConfig, SparseEncoding
+from flightc.hw.address import master_of
 from flightc.hw.dsp48e2 import registered_product
 from flightc.hw.lane_feed import GROUP_LOG2_MAX, GROUP_LOG2_MIN
 from flightc.hw.lane_group import config_kinds, format_case, formats
@@ -118,9 +119,10 @@ class TilePlan(wiring.Component):
         span = st.reg("span1", span_of, len(span_of), 1)
         span_log2 = st.reg("span_log2_1", span_log2_of, len(span_log2_of), 1)
         n = st.reg("n1", self.n, len(self.n), 1)
-        g0 = st.reg("g0_1", self.w_channel // cpm, len(self.g0), 1)
-        covers = st.reg("covers1", Cat(*[(self.w_channel <= g * cpm) & (g * cpm < self.w_channel + self.w_stripe)
-                                         for g in range(G)]), G, 1)
+        g0 = st.reg("g0_1", master_of(self.w_channel, cfg), len(self.g0), 1)
+        own = [(cfg.first_master + g) * cpm for g in range(G)]  # each master's first channel
+        covers = st.reg("covers1", Cat(*[(self.w_channel <= ch) & (ch < self.w_channel + self.w_stripe) for ch in own]),
+                        G, 1)
         hbm_addr = st.reg("hbm1", self.w_hbm_addr, len(self.w_hbm_addr), 1)
         streamed, early = st.reg("streamed1", self.streamed, 1, 1), st.reg("early1", self.early, 1, 1)
         # ---- step 2: a group's rows padded to whole pairs of its span; a block's whole chunks, the rest, its bytes

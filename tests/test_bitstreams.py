@@ -106,7 +106,7 @@ def test_an_overlay_whose_link_map_misses_a_channel_the_bundle_uses_is_refused(t
     from conftest import compiled
     from flightc.bitstreams.vitis import CU, link_map
 
-    cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     bundle = compiled("tiny-llama", "w8", hw=cfg).bundle
     link = link_map(cfg)
     assert link == {f"m_axi_gmem{c}": "HBM[0:5]" for c in range(3)}
@@ -160,34 +160,76 @@ def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
 
 
 def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
-    """Two cores of hbm4's four masters: kernel.xml declares eight master ports; core 1's master g (port 4 + g) is
-    linked to HBM[g] like core 0's, and core 1's own copies of the arguments (suffix _c1, in its register window)
-    belong to its ports."""
+    """u280 as three cores: kernel.xml declares the card's 32 master ports, one per HBM pseudo-channel, in runs of
+    16, 8 and 8 (a core each); each port is linked to its own bank and the other cores' banks its core reaches
+    through it, each core's own copies of the arguments (suffix _c1, in its register window) belong to its own
+    ports, and a channel's argument to the port whose banks hold it."""
     import xml.etree.ElementTree as ET
 
     from flightc.bitstreams.vitis import link_cfg
     from flightc.hw.kernel_xml import kernel_xml
 
-    cfg = PRESETS["hbm4"].replace(name="hbm4-2core", num_cores=2)
+    cfg = PRESETS["u280"].replace(name="u280-3core", num_cores=3)
     kernel = ET.fromstring(kernel_xml(cfg))
     ports = [p.get("name") for p in kernel.iter("port") if p.get("mode") == "master"]
-    assert ports == [f"m_axi_gmem{k}" for k in range(8)]
+    assert ports == [f"m_axi_gmem{k}" for k in range(32)]
     (lite,) = [p for p in kernel.iter("port") if p.get("mode") == "slave"]
-    assert lite.get("range") == "0x2000"  # a 4 KiB window per core
-    sp = dict(re.findall(r"^sp=flightc_1\.(\S+):(HBM\[\d+\])$", link_cfg(BOARDS["u280"], cfg), re.M))
-    assert sp == {f"m_axi_gmem{c * 4 + g}": f"HBM[{g}]" for c in range(2) for g in range(4)}
+    assert lite.get("range") == "0x4000"  # a 4 KiB window per core
+    sp = dict(re.findall(r"^sp=flightc_1\.(\S+):HBM\[(\d+:\d+|\d+)\]$", link_cfg(BOARDS["u280"], cfg), re.M))
+    assert sorted(sp) == sorted(ports)
+    banks = {port: range(int(r.split(":")[0]), int(r.split(":")[-1]) + 1) for port, r in sp.items()}
+    assert banks["m_axi_gmem3"] == range(3, 20)  # core 0 (masters 0-15): its own PC 3, and 19 through it
+    assert banks["m_axi_gmem17"] == range(1, 26)  # core 1 (16-23): its own PC 17; 1, 9 and 25 through it
     args = {a.get("name"): (a.get("port"), int(a.get("offset"), 16)) for a in kernel.iter("arg")}
-    for g in range(4):
-        assert args[f"channel_base{g}"] == (f"m_axi_gmem{g}", R.by_name(cfg)[f"channel_base{g}"].offset)
-        assert args[f"channel_base{g}_c1"] == (f"m_axi_gmem{4 + g}", 0x1000 + args[f"channel_base{g}"][1])
-    assert args["program_addr_c1"][0] == "m_axi_gmem4" and args["program_bytes_c1"][0] == "s_axi_control"
+    for c, first in enumerate((0, 16, 24)):
+        suffix = f"_c{c}" if c else ""
+        assert args[f"program_addr{suffix}"][0] == f"m_axi_gmem{first}"
+        for ch in range(32):
+            port, offset = args[f"channel_base{ch}{suffix}"]
+            assert ch in banks[port] and first <= int(port.removeprefix("m_axi_gmem")) < first + (16 if c == 0 else 8)
+            assert offset == 0x1000 * c + R.by_name(cfg)[f"channel_base{ch}"].offset
+        own = range(first, first + (16 if c == 0 else 8))
+        assert all(args[f"channel_base{ch}{suffix}"][0] == f"m_axi_gmem{ch}" for ch in own)  # own PC, own master
+    assert args["program_bytes_c1"][0] == "s_axi_control"
+
+
+def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tmp_path):
+    """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core
+    c in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across
+    each SLR boundary counted by hand. On u280 as three cores a 512-bit AXI4 master is 1,262 wires (aw 80, w 579,
+    b 5, ar 80, r 518) and a core's link to the registers and barrier 2,596 (program address 64 and length 32, 32
+    channel bases of 64, start, finish, seven counters of 64, barrier request and go), so cores 1 and 2 (8 masters
+    each) are 12,692 wires apiece, both across SLR0-SLR1 and core 2's across SLR1-SLR2. The flow itself on tiny as
+    three cores (a 64-bit master each: 310 wires; links of six channel bases: 932), its files as the flow writes
+    them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds it)."""
+    from flightc.bitstreams.vitis import floorplan_tcl, link_cfg, makefile, slr_crossings
+
+    u280 = PRESETS["u280"].replace(name="u280-3core", num_cores=3)
+    assert slr_crossings(BOARDS["u280"], u280) == [2 * (8 * 1262 + 2596), 8 * 1262 + 2596]
+    cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
+    plan = floorplan_tcl(BOARDS["u280"], cfg)
+    for c in range(3):
+        assert f"resize_pblock pb_core{c} -add [get_slrs SLR{c}]" in plan
+        cells = f"[get_cells -hierarchical -filter {{NAME =~ */flightc_1/inst/core{c}}}]"
+        assert f"add_cells_to_pblock pb_core{c} {cells}" in plan
+    assert "SLR0-SLR1: 2,484, SLR1-SLR2: 1,242" in plan
+    make = makefile(BOARDS["u280"], "design", floorplan=True)
+    assert "--vivado.prop run.impl_1.STEPS.PLACE_DESIGN.TCL.PRE=$(CURDIR)/floorplan.tcl" in make
+    assert "design.xclbin: flightc_kernel.xo link.cfg floorplan.tcl" in make
+    assert "slr=" not in link_cfg(BOARDS["u280"], cfg) and "slr=flightc_1:SLR0" in link_cfg(BOARDS["u280"], TINY)
+    with pytest.raises(FlightcError, match="4 cores; u280 has 3 SLR"):
+        write_flow(BOARDS["u280"], TINY.replace(name="tiny-4core", num_cores=4, axi_masters=4), tmp_path / "four")
+    assert not (tmp_path / "four").exists()  # refused before anything is written
 
 
 def test_a_pynq_flow_refuses_several_masters(tmp_path):
     with pytest.raises(FlightcError, match="4 memory masters; the kv260 block design connects one"):
         write_flow(BOARDS["kv260"], PRESETS["hbm4"], tmp_path)
-    with pytest.raises(FlightcError, match="2 cores, a memory master each; the kv260 block design connects one"):
-        write_flow(BOARDS["kv260"], PRESETS["kv260"].replace(name="kv260-2core", num_cores=2), tmp_path)
+    with pytest.raises(FlightcError, match="2 memory masters; the kv260 block design connects one"):
+        write_flow(BOARDS["kv260"], PRESETS["kv260"].replace(name="kv260-2core", num_cores=2, axi_masters=2),
+                   tmp_path)
+    with pytest.raises(FlightcError, match="num_cores 2 exceeds axi_masters 1: every core has memory masters"):
+        PRESETS["kv260"].replace(num_cores=2)
 
 
 def test_a_pynq_flow_warns_of_a_master_wider_than_the_hp_port(tmp_path, caplog):

@@ -35,9 +35,11 @@ def test_info_and_json(bundle, capsys):
 
 
 def test_info_names_the_layers_that_do_not_stream_and_why(tmp_path, capsys):
-    """Two cores on tiny's one master cannot stream: compile says so in its log, info in its summary."""
+    """Two cores on five masters: core 1's three are no power of two and cannot stream; compile says so in its log,
+    info in its summary."""
     hw = tmp_path / "two.json"
-    assert main(["config", "tiny", "--set", "num_cores=2", "-o", str(hw)]) == 0
+    assert main(["config", "tiny", "--set", "num_cores=2", "--set", "mem_channels=5", "--set", "axi_masters=5", "-o",
+                 str(hw)]) == 0
     out = tmp_path / "two.flb"
     assert main(["compile", "builtin:tiny-llama", "--hw", str(hw), "--bits", "8", "--max-len", "16",
                  "--max-prefill", "4", "-o", str(out)]) == 0
@@ -45,8 +47,8 @@ def test_info_names_the_layers_that_do_not_stream_and_why(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal
     assert "weights through the WGT buffer" in text and "not a power of two of whole masters" in text
-    # each core's channels and KV heads (tiny-llama's four KV heads, two a core)
-    assert "2 cores" in text and "│ 0 │ 0-1 │ 0-1 │" in text and "│ 1 │ 2-3 │ 2-3 │" in text
+    # each core's channels and KV heads (tiny-llama's four KV heads in proportion to the channels)
+    assert "2 cores" in text and "│ 0 │ 0-1 │ 0 │" in text and "│ 1 │ 2-4 │ 1-3 │" in text
 
 
 def test_disasm_lists_every_instruction(bundle, capsys):

@@ -81,7 +81,7 @@ def test_each_core_of_a_kernel_gets_its_stream_and_its_copy_of_the_arguments():
     stream; the kernel's cycles are the longest core's, its busy counters the sum over the cores."""
     from flightc.config import PRESETS
 
-    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     b = compiled("tiny-llama", "w8", hw=cfg).bundle
     port = RegisterFile(cfg, _total(b) + 2 * align(buffer_sizes(b)["program"]))
     driver = KernelDriver(b, port, "the test port")

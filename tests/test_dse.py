@@ -86,8 +86,15 @@ def test_resources_count_every_master_and_the_platform_converters():
 def test_resources_scale_with_cores_and_grow_with_chains():
     cfg = PRESETS["tiny"]
     one = estimate_resources(cfg)
-    three = estimate_resources(cfg.replace(num_cores=3))
-    assert three.DSP == 3 * one.DSP and three.BRAM36 == 3 * one.BRAM36
+    # three cores of a master each over two channels apiece: three times one such core
+    three = estimate_resources(cfg.replace(num_cores=3, mem_channels=6, axi_masters=3))
+    alone = estimate_resources(cfg.replace(mem_channels=2))
+    assert three.DSP == 3 * alone.DSP and three.BRAM36 == 3 * alone.BRAM36 and three.LUT == 3 * alone.LUT
+    # a core's masters are its own: three cores over u280's 32 have 32 lane groups, as one core has
+    u280 = PRESETS["u280"]
+    lanes = u280.axi_masters * u280.lane_slots
+    mpe = u280.mpe_chains * u280.chain_length
+    assert u280.replace(num_cores=3).dsp_count == 3 * mpe + lanes and u280.dsp_count == mpe + lanes
     bigger = estimate_resources(cfg.replace(mpe_chains=8))
     assert bigger.DSP - one.DSP >= 4 * cfg.chain_length and bigger.LUT > one.LUT
     # as yosys maps tiny: 32 for the five buffers (512 x 64-bit tiles), the fetch FIFO, the lane group's activation

@@ -77,7 +77,7 @@ def test_three_cores_are_bit_exact_too():
 def _three_core_tiny():
     from flightc.config import PRESETS
 
-    return PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    return PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
 
 
 def test_the_lm_heads_tiles_store_their_logits_as_they_are_made():

@@ -81,7 +81,7 @@ def test_families_use_their_features():
 def test_three_core_opt_is_bit_exact():
     from flightc.config import PRESETS
 
-    hw = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    hw = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     c = compiled("tiny-opt", "w8", (), hw=hw)
     ref_tokens, ref_logits = greedy(IntegerModel(c.integer, len(PROMPT) + 6), PROMPT, 6)
     got = list(Session(c.bundle).generate(PROMPT, 6))

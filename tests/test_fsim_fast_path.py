@@ -245,8 +245,8 @@ def test_a_two_core_bundle_runs_exactly_on_the_fast_path():
     from flightc.runtime.session import Session
     from conftest import torch_model
 
-    c = compile_model(torch_model("tiny-llama"), PRESETS["tiny"].replace(num_cores=2), CompressionPlan.parse("w8"),
-                      max_len=16, max_prefill=4)
+    two = PRESETS["tiny"].replace(num_cores=2, axi_masters=2)
+    c = compile_model(torch_model("tiny-llama"), two, CompressionPlan.parse("w8"), max_len=16, max_prefill=4)
     assert c.bundle.config.num_cores == 2
     assert sim_matches_reference(c, [3, 1, 4, 1], new_tokens=4)
     runs = []

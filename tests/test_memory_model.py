@@ -108,7 +108,7 @@ def transfers(draw):
 @settings(max_examples=60, deadline=None)
 @given(transfers())
 def test_no_schedule_carries_more_than_a_channel_sustains(programs):
-    cfg = TINY.replace(num_cores=len(programs))
+    cfg = TINY.replace(num_cores=len(programs), axi_masters=TINY.mem_channels)  # a master per channel, core
     s = schedule(cfg, programs)
     rate = channel_bytes_per_cycle(cfg)
     for ch, most in busiest_window(s, cfg).items():
@@ -128,7 +128,7 @@ def test_compiled_steps_stay_within_every_channel():
 
 def test_two_streams_on_one_channel_share_it():
     """Two cores streaming from one throttled channel take about twice as long as one."""
-    cfg = PRESETS["u280"].replace(num_cores=2, mem_channels=2, axi_masters=1)
+    cfg = PRESETS["u280"].replace(num_cores=2, mem_channels=2, axi_masters=2)  # core 1 reaches channel 0 too
     one = [load(256 << 10, 0), make("SYS", op=SysOp.END)]
     idle = [make("SYS", op=SysOp.END)]
     alone = schedule(cfg, [one, idle]).cycles

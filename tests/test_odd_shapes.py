@@ -82,7 +82,8 @@ ODD = dict(num_hidden_layers=1, hidden_size=68, intermediate_size=40, num_attent
     ("kv260", {"head_dim": 80}),
     ("u280", {"head_dim": 96, "hidden_size": 200}),
     ("u280", {"head_dim": 256, "num_attention_heads": 1, "hidden_size": 120}),
-    (PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6), {"num_key_value_heads": 2}),  # exchanges
+    (PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3),
+     {"num_key_value_heads": 2}),  # exchanges
 ])
 def test_odd_shapes_run_bit_exactly(hw, shape):
     from flightc.compiler.pipeline import compile_model

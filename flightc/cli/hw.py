@@ -97,9 +97,16 @@ def cmd_resources(args) -> int:
     from flightc.parts import part
 
     cfg = load_config(args.hw)
-    rows = [(f"{g} x {n}" if n > 1 else g, *(f"{est[k]:,.0f}" for k in FITTED))
-            for g, (n, est) in group_resources(cfg).items()]
-    console.print(table(f"{cfg.name}: one core, modeled (yosys-calibrated)", ("module group", *FITTED), rows))
+    alike: dict[int, list[int]] = {}  # cores by how many masters of their own they have (their modules differ so)
+    for c in range(cfg.num_cores):
+        alike.setdefault(cfg.core(c).axi_masters, []).append(c)
+    for masters, cores in alike.items():
+        rows = [(f"{g} x {n}" if n > 1 else g, *(f"{est[k]:,.0f}" for k in FITTED))
+                for g, (n, est) in group_resources(cfg.core(cores[0])).items()]
+        which = ("one core" if cfg.num_cores == 1 else
+                 f"core{'s' if len(cores) > 1 else ''} {', '.join(map(str, cores))} ({masters} memory masters "
+                 f"{'each' if len(cores) > 1 else 'of its own'})")
+        console.print(table(f"{cfg.name}: {which}, modeled (yosys-calibrated)", ("module group", *FITTED), rows))
     total = estimate_resources(cfg).as_dict()
     p = part(args.part) if args.part else None
     cap, used = (p.capacity(), p.usage(total)) if p else ({}, {})
@@ -107,7 +114,7 @@ def cmd_resources(args) -> int:
                              f"{used[k]:.0%}" if used[k] is not None else "unchecked") if p else ()))
             for k, v in total.items()]
     console.print(table(f"{cfg.name}: whole kernel ({cfg.num_cores} core{'s' if cfg.num_cores > 1 else ''}; one "
-                        f"core's buffers: {buffer_bram36(cfg)} BRAM36)",
+                        f"core's buffers: {buffer_bram36(cfg.core(0))} BRAM36)",
                         ("resource", "modeled", *((f"{p.name}", "used") if p else ())), rows))
     port = p.port_violation(cfg.axi_data_bytes) if p else None
     if port:
@@ -133,4 +140,11 @@ def cmd_bitstream(args) -> int:
         tool = "vivado -mode batch -source build.tcl" if b.flow is Flow.PYNQ else "make (Vivado + Vitis)"
         console.print(f"build {artifact.name} with `{tool}` in {args.output}; Vivado/Vitis are needed for this "
                       "step only (docs/deploy.md)")
+        if b.flow is Flow.VITIS and cfg.num_cores > 1:
+            from flightc.bitstreams.vitis import core_slrs, slr_crossings
+
+            places = ", ".join(f"core {c} ({cfg.core(c).axi_masters} masters) in SLR{s}"
+                               for c, s in enumerate(core_slrs(b, cfg)))
+            wires = ", ".join(f"SLR{s}-SLR{s + 1} {n:,}" for s, n in enumerate(slr_crossings(b, cfg)))
+            console.print(f"{places}; wires across the SLR boundaries: {wires}")
     return 0

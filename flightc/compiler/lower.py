@@ -143,7 +143,7 @@ class StepLowering:
         fixed = self._fixed
         # the striped rows LD brings in (weight tiles, records) start where each master's LD lane writes its own
         # units (footprint.own_banks): on this core's first channel's bank
-        banked = own_bank_place(cfg, core_channels(cfg, core)[0])
+        banked = own_bank_place(cfg.core(core), core_channels(cfg, core)[0])
         self.wslot = self._striped_slots("weight tile", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2, banked)
         self.rec = self._striped_slots("requantization records", Buffer.PRM, rec_bytes, banked)
         self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))

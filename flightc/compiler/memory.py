@@ -146,36 +146,19 @@ class MemoryMap:
 
 
 def channel_shares(cfg: HardwareConfig) -> list[tuple[int, int]]:
-    """Each core's channels (first, past the last): contiguous runs of whole masters, a power of two of them each
-    where the masters allow (a core streams only from such a run, :func:`stream_plan`), the first cores taking the
-    larger ones (u280's 32 masters over three cores: 16, 8 and 8); a near-even split of the channels otherwise."""
-    P, A, per = cfg.num_cores, cfg.axi_masters, cfg.channels_per_master
-    if A < P:
-        return split(cfg.mem_channels, P)
-    counts = [1 << (A // P).bit_length() - 1] * P
-    for c in range(P):
-        if sum(counts) + counts[c] <= A:
-            counts[c] *= 2
-    if sum(counts) != A:  # masters left over: near-even shares of them, not every one a power of two
-        counts = [b - a for a, b in split(A, P)]
-    bounds = [0]
-    for n in counts:
-        bounds.append(bounds[-1] + n * per)
-    return list(zip(bounds, bounds[1:]))
+    """Each core's channels (first, past the last): those of its own run of masters
+    (:attr:`flightc.config.HardwareConfig.master_runs`; u280's 32 masters over three cores: 16, 8 and 8)."""
+    per = cfg.channels_per_master
+    return [(first * per, (first + count) * per) for first, count in cfg.master_runs]
 
 
 def core_channels(cfg: HardwareConfig, core: int) -> list[int]:
-    """Channels whose data a core owns (:func:`channel_shares`; all of them when there are fewer channels than
-    cores)."""
-    if cfg.mem_channels < cfg.num_cores:
-        return list(range(cfg.mem_channels))
+    """Channels whose data a core owns: those its own masters serve (:func:`channel_shares`)."""
     return list(range(*channel_shares(cfg)[core]))
 
 
 def head_shares(cfg: HardwareConfig, heads: int) -> list[tuple[int, int]]:
     """KV heads per core, in proportion to the cores' channels (attention streams its keys and values from them)."""
-    if cfg.mem_channels < cfg.num_cores:
-        return split(heads, cfg.num_cores)
     C = cfg.mem_channels
     return [(heads * c0 // C, heads * c1 // C) for c0, c1 in channel_shares(cfg)]
 
@@ -390,11 +373,11 @@ def stream_tile_rows(cfg: HardwareConfig, rows: int, groups: int, least: int = 1
 def output_tile_rows(cfg: HardwareConfig, rows: int, fit: int, plan: StreamPlan, row_bytes: int) -> list[int]:
     """Rows of each streamed tile of the layer that makes the logits, which decode stores a tile at a time as soon
     as it is made (flightc.compiler.lower): tiles of up to ``fit`` rows, shrinking toward the end so that each
-    tile's store (single-beat writes, ``axi_outstanding`` of them over the memory's latency) goes under the next
+    tile's store (single-beat writes, ``axi_write_outstanding`` of them over the memory's latency) goes under the next
     tile's stream (``row_bytes`` a row over the plan's channels) and the last, left at the end of the step,
     costs about a burst's latency."""
     step = 2 * plan.groups  # whole rounds of row pairs
-    store_per_row = 4 * (cfg.mem_latency_cycles + 2) / (cfg.axi_outstanding * cfg.axi_data_bytes)
+    store_per_row = 4 * (cfg.mem_latency_cycles + 2) / (cfg.axi_write_outstanding * cfg.axi_data_bytes)
     stream_per_row = row_bytes * cfg.clock_mhz * 1e6 / (plan.stripe * cfg.mem_channel_gbps * 1e9)
     ratio = int(stream_per_row / store_per_row)
     size = -(-int(2 * cfg.mem_latency_cycles / store_per_row) // step) * step

@@ -280,14 +280,18 @@ def group_resources(cfg: HardwareConfig) -> dict[str, tuple[int, dict[str, float
 
 
 def estimate_resources(cfg: HardwareConfig) -> Resources:
-    """The whole kernel: one core's groups times their instances, times the cores."""
-    per_core = {k: 0.0 for k in FITTED}
-    for _, est in group_resources(cfg).values():
-        for k in FITTED:
-            per_core[k] += est[k]
-    n = cfg.num_cores
-    return Resources(DSP=round(per_core["DSP48E2"] * n), LUT=round(per_core["LUT"] * n), FF=round(per_core["FF"] * n),
-                     BRAM36=kernel_bram36(cfg) * n, URAM=buffer_uram(cfg) * n)
+    """The whole kernel: each core's groups times their instances (a core with its own run of masters:
+    :meth:`HardwareConfig.core`), summed over the cores."""
+    total = {k: 0.0 for k in FITTED}
+    bram = uram = 0
+    for c in range(cfg.num_cores):
+        view = cfg.core(c)
+        for _, est in group_resources(view).values():
+            for k in FITTED:
+                total[k] += est[k]
+        bram, uram = bram + kernel_bram36(view), uram + buffer_uram(view)
+    return Resources(DSP=round(total["DSP48E2"]), LUT=round(total["LUT"]), FF=round(total["FF"]), BRAM36=bram,
+                     URAM=uram)
 
 
 @dataclass(frozen=True)

@@ -119,10 +119,10 @@ class SearchSpace:
     def config(self, params: dict, name: str = "dse") -> HardwareConfig:
         p = self.part
         channels = int(params["mem_channels"])
+        masters = min(int(params["axi_masters"]), channels)  # a power of two no more than the channels
         return self.base.replace(
-            axi_masters=min(int(params["axi_masters"]), channels),  # a power of two no more than the channels
-            lane_slots=int(params["lane_slots"]), name=name, clock_mhz=float(params["clock_mhz"]),
-            num_cores=int(params["num_cores"]),
+            axi_masters=masters, lane_slots=int(params["lane_slots"]), name=name, clock_mhz=float(params["clock_mhz"]),
+            num_cores=min(int(params["num_cores"]), masters),  # every core has masters of its own
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
             **patterns(int(params["sparsest_n"])), mem_kind=p.mem_kind, mem_channels=channels,
             mem_channel_gbps=p.mem_channel_gbps, mem_channel_mib=p.mem_channel_mib,

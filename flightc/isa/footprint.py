@@ -231,11 +231,16 @@ def own_banks(cfg: HardwareConfig, ins: Instruction) -> bool:
     """Whether a striped LD's row lands each stripe unit in the buffer bank of its channel's master, so that every
     master's LD lane writes its own share (hw/load.py; otherwise LD lane 0 moves the whole row, through each unit's
     master in turn): units of ``stripe_bytes`` starting at a multiple of it in memory, the row's buffer address
-    ``channel`` stripe units past a multiple of ``mem_channels`` of them, and the row within one round of the
-    stripe unless the stripe spans every channel, into a buffer cut in banks (``banked_buffers``). The buffer bank of byte a is ``(a // bank_bytes) % axi_masters``
-    (:attr:`HardwareConfig.bank_bytes`); each beat is then one whole buffer word."""
-    sb, chans = cfg.stripe_bytes, cfg.mem_channels
-    if not striped(ins) or chans & (chans - 1) or Buffer(ins.buf) not in cfg.banked_buffers:
+    ``channel`` stripe units past a multiple of the core's channels' worth of them, the stripe on the core's own
+    channels, and the row within one round of the stripe unless the stripe spans as many channels as the core's
+    masters serve, into a buffer cut in banks (``banked_buffers``). ``cfg`` is the core's
+    (:meth:`HardwareConfig.core`). The buffer bank of byte a is ``(a // bank_bytes) % axi_masters``
+    (:attr:`HardwareConfig.bank_bytes`, a bank per master of the core's own); each beat is then one whole buffer
+    word."""
+    sb, own = cfg.stripe_bytes, cfg.core_channels
+    chans = len(own)
+    if (not striped(ins) or chans & (chans - 1) or Buffer(ins.buf) not in cfg.banked_buffers
+            or ins.channel < own.start or ins.channel + ins.stripe > own.stop):
         return False
     period, offset = own_bank_place(cfg, ins.channel)
     return (1 << ins.stripe_log2 == sb and ins.hbm_addr % sb == 0 and ins.buf_addr % period == offset
@@ -243,9 +248,11 @@ def own_banks(cfg: HardwareConfig, ins: Instruction) -> bool:
 
 
 def own_bank_place(cfg: HardwareConfig, channel: int) -> tuple[int, int]:
-    """(period, offset): where in a buffer a striped row from ``channel`` starts for :func:`own_banks` — ``offset``
-    bytes past a multiple of ``period``."""
-    return cfg.mem_channels * cfg.stripe_bytes, channel * cfg.stripe_bytes
+    """(period, offset): where in a buffer of core ``cfg`` (:meth:`HardwareConfig.core`) a striped row from
+    ``channel`` starts for :func:`own_banks` — ``offset`` bytes past a multiple of ``period``: a stripe unit per
+    channel its masters serve."""
+    chans = len(cfg.core_channels)
+    return chans * cfg.stripe_bytes, channel % chans * cfg.stripe_bytes
 
 
 def stripe_layout(channel: int, addr: int, nbytes: int, stripe: int, unit: int) -> list[tuple[int, int, int]]:

@@ -270,7 +270,7 @@ class LoadModel:
         w, unit, S = cfg.axi_data_bytes, 1 << ins.stripe_log2, ins.stripe
         units = -(-ins.row_bytes // unit)
         own = own_banks(cfg, ins)
-        master_of = [(ins.channel + k) // cfg.channels_per_master if own else 0 for k in range(S)]
+        master_of = [cfg.master_of(ins.channel + k) if own else 0 for k in range(S)]
         pipes: dict[int, LoadPipeline] = {}
 
         def pipe(g: int) -> LoadPipeline:

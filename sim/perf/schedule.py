@@ -156,15 +156,17 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
     calendar = ChannelCalendar(cfg)
+    views = [cfg.core(c) for c in range(cfg.num_cores)]  # each core with its own run of masters
     fetchers = [FetchModel(cfg, p) for p in programs]
-    loads = [LoadModel(cfg, f.bursts) for f in fetchers]  # LD keeps its bursts in flight from one instruction to the next
-    stores = [StoreModel(cfg) for _ in programs]  # and ST its writes
+    loads = [LoadModel(v, f.bursts) for v, f in zip(views, fetchers)]  # LD keeps its bursts in flight from one
+    # instruction to the next
+    stores = [StoreModel(v) for v in views]  # and ST its writes
     ld_ends: list[list[int]] = [[] for _ in programs]
     transfers: list[tuple[int, int, int, int]] = []  # (channel, bytes, start, end) of every charge to a channel
     P = len(programs)
     N = [len(p) for p in programs]
     unit = [np.array([int(i.unit) for i in p], np.int64) for p in programs]
-    work = [[instruction_work(cfg, i) for i in p] for p in programs]
+    work = [[instruction_work(v, i) for i in p] for v, p in zip(views, programs)]
     busy = [np.array([w.cycles for w in ws], np.int64) for ws in work]
     start = [np.full(n, -1, np.int64) for n in N]
     end = [np.full(n, -1, np.int64) for n in N]
@@ -247,7 +249,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             return
         per_master: dict[int, int] = {}
         for ch, nbytes in work[c][i].shares:
-            g = ch // cfg.channels_per_master
+            g = views[c].master_of(ch)
             if g in masters:
                 per_master[g] = per_master.get(g, 0) + -(-nbytes // cfg.axi_data_bytes)
         if per_master:
@@ -353,8 +355,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             ready, end[c][i] = stores[c].instruction(programs[c][i], s)
         elif streamed(programs[c][i]):  # its readers share the masters with LD: behind LD's bursts in flight
             ins = programs[c][i]
-            first = ins.w_channel // cfg.channels_per_master
-            masters = range(first, first + ins.w_stripe // cfg.channels_per_master)  # the masters it reads
+            first = views[c].master_of(ins.w_channel)
+            masters = range(first, first + ins.w_stripe // cfg.channels_per_master)  # the core's masters it reads
             ahead = Ahead()
             prev = order[c][u][ptr[c][u] - 1] if ptr[c][u] else -1
             # the cycle the MPE's queue head is this MV (hw/control.py: head_in), and with its tokens (head_ok); a
@@ -366,7 +368,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             if reports[c] is not None:
                 j, before = reports[c]
                 ahead.tail = before.beats_end  # its beats come after the MV before's
-                if j == prev and before.fits and fits(cfg, ins):  # read ahead while that one drains (hw/mpe.py)
+                if j == prev and before.fits and fits(views[c], ins):  # read ahead while that one drains (hw/mpe.py)
                     pf = max(before.asked, head, before.began + 2, planned)
                     if pf <= end[c][j]:
                         ahead.ask_from = pf - s
@@ -379,7 +381,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
             ahead.began = s_run
             for g in masters:
                 loads[c].pipe(g, s_run - 1)
-            end[c][i] = s_run + streamed_mv_time(cfg, ins, loads[c].pipes, s_run, ahead)
+            end[c][i] = s_run + streamed_mv_time(views[c], ins, loads[c].pipes, s_run, ahead)
             reserve_from = s_run + min(0, ahead.ask_from)
             reports[c] = (i, ahead)
             for p in loads[c].pipes.values():
@@ -394,7 +396,7 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         for ch, nbytes in work[c][i].shares:  # its bytes through each channel at the sustained rate, shared
             ms, me = calendar.reserve(ch, reserve_from, nbytes)
             transfers.append((ch, nbytes, ms, me))
-            if ch // cfg.channels_per_master in beside:
+            if views[c].master_of(ch) in beside:
                 continue
             mem_start[c][i] = ms if mem_start[c][i] < 0 else min(mem_start[c][i], ms)
             mem_end[c][i] = max(mem_end[c][i], me)

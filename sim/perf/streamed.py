@@ -178,7 +178,7 @@ def streamed_mv_cycles(cfg: HardwareConfig, ins: Instruction, masters: dict | No
     wide, lim = takes_pairs(ins), min(cfg.stream_out_pairs, G)
     go, run_from, lut_words = phases(cfg, ins)
     groups = [_Group(beats_total // ub, pairs, chunks, blk_chunks) for _ in range(G)]
-    first_master = ins.w_channel // cfg.channels_per_master
+    first_master = cfg.master_of(ins.w_channel)
     ahead = ahead or Ahead()
     asks = [ahead.ask_from] * G  # the first cycle each reader may ask (behind what its master's LD asked before)
     for j, gr in enumerate(groups):

@@ -87,7 +87,7 @@ def streamed_mv_cycles_by_pairs(cfg: HardwareConfig, ins: Instruction, masters: 
     first_result = run_from + {OutMode.ACC32: 0, OutMode.REQ_I8: OPERAND_ARRIVAL, OutMode.REQ_I32: OPERAND_ARRIVAL,
                                OutMode.REQ_ADD: OPERAND_ARRIVAL + 2}[mode]
     beats_total = shape.group_bytes // B
-    first_master = ins.w_channel // cfg.channels_per_master
+    first_master = cfg.master_of(ins.w_channel)
 
     # arrivals: beat i of a group is poppable from r[i] (the same for every group, shifted by its master's backlog)
     first0 = np.full(G, float(ahead.ask_from + L))
@@ -267,7 +267,7 @@ def streamed_mv_time(cfg: HardwareConfig, ins: Instruction, masters: dict | None
     the same relative state (the next step's, the next prefill chunk's) replays its outcome, kept from
     :func:`_relative_run`, instead of stepping the machines again."""
     ahead = ahead if ahead is not None else Ahead()
-    first_master = ins.w_channel // cfg.channels_per_master
+    first_master = cfg.master_of(ins.w_channel)
     used = range(first_master, first_master + stream_shape(cfg, ins).groups)
     pipes = {m: (masters or {}).get(m) for m in used}
     state = tuple((None if p is None else (p.x_free - start, tuple(x - start for x in p.slots)),
@@ -301,7 +301,7 @@ def _relative_run(cfg: HardwareConfig, ins: Instruction, state: tuple, ask_from:
     """One streamed MV started in cycle 0, its masters' state (per master: (next free beat, slots) or None, the MV
     before's last beat or None) relative to its start: (cycles, ``Ahead.asked``, each master's next free beat,
     ``Ahead.fits``)."""
-    first_master = ins.w_channel // cfg.channels_per_master
+    first_master = cfg.master_of(ins.w_channel)
     masters = {first_master + j: _Pipe(*pipe) for j, (pipe, _) in enumerate(state) if pipe is not None}
     ahead = Ahead(ask_from=ask_from, tail={first_master + j: t for j, (_, t) in enumerate(state) if t is not None})
     fast = ahead.ask_from < 1 and stream_shape(cfg, ins).pair_beats < 2

@@ -190,17 +190,17 @@ class StoreModel:
         self.ends: list[int] = []  # the done cycles of the STs before (the last ST_IN_FLIGHT - 1)
 
     def _room(self, master: int, c: int) -> int:
-        """The first cycle from c in which ``master`` has room for a write: fewer than ``axi_outstanding`` await their
-        responses (the oldest's counted the cycle after it is taken)."""
-        taken = self.responses.get(master, [])
-        return max(c, taken[-self.cfg.axi_outstanding] + 1) if len(taken) >= self.cfg.axi_outstanding else c
+        """The first cycle from c in which ``master`` has room for a write: fewer than ``axi_write_outstanding`` await
+        their responses (the oldest's counted the cycle after it is taken)."""
+        taken, most = self.responses.get(master, []), self.cfg.axi_write_outstanding
+        return max(c, taken[-most] + 1) if len(taken) >= most else c
 
     def _respond(self, master: int, c: int) -> int:
         """The cycle the response to a write ``master`` takes in cycle c is taken (a cycle after the one before)."""
         taken = self.responses.setdefault(master, [])
         L = self.cfg.mem_latency_cycles
         taken.append(max(c + L, taken[-1] + 1) if taken else c + L)
-        del taken[:-self.cfg.axi_outstanding]
+        del taken[:-self.cfg.axi_write_outstanding]
         return taken[-1]
 
     def instruction(self, ins: Instruction, s: int) -> tuple[int, int]:
@@ -208,7 +208,7 @@ class StoreModel:
 
         Per beat a word-engine read of its bytes (with pack4, twice as many buffer bytes; an ST.img_col of
         consecutive bytes reads a word of rows at once and forms the next rows' beats from it), then its single-beat
-        write burst, left in flight: up to ``axi_outstanding`` a master await their responses, each
+        write burst, left in flight: up to ``axi_write_outstanding`` a master await their responses, each
         ``mem_latency_cycles`` after its beat. Where the image deals its pairs round several groups (masters), such
         an ST.img_col writes the first row of a pair in the cycle after the row before's; with an even number of
         rows it walks the pairs' first rows, then their second rows (every row's master another than the one before,
@@ -241,7 +241,7 @@ class StoreModel:
                 skip = False
                 continue
             channel, addr = places[r]
-            master = channel // cfg.channels_per_master
+            master = cfg.master_of(channel)
             src, dst, left = ins.buf_addr + r * ins.buf_stride, addr, ins.row_bytes
             if left == 0:
                 c += 1
@@ -252,7 +252,7 @@ class StoreModel:
                     held -= 1
                     if not (dealt or r % 2 == 0 and ins.img_groups_log2):
                         c += 1  # BEAT, then WRITE (a pair's first row: straight on from the row before's WRITE)
-                    nxt = places[order[k + 1]][0] // cfg.channels_per_master if k + 1 < len(order) else master
+                    nxt = cfg.master_of(places[order[k + 1]][0]) if k + 1 < len(order) else master
                     if paired and held and nxt != master:  # the next row's beat on the second writer, beside
                         held -= 1
                         skip = True

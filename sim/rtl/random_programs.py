@@ -18,7 +18,7 @@ from flightc.compress.formats import WeightFormat, group_scale_max
 from flightc.compress.packing import pack_weight, unpack_rows
 from flightc.compress.quantize import QuantWeight
 from flightc.compress.stream import ImageRows, check_stream, image_cols, image_rows, stream_image
-from flightc.config import PAIR_BYTES, Buffer, HardwareConfig, SparseEncoding
+from flightc.config import CoreView, PAIR_BYTES, Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes, out_buffer, own_bank_place, own_banks, stream_shape, stripe_layout
@@ -70,7 +70,7 @@ def random_weights(rng: np.random.Generator, fmt: WeightFormat, n: int, k: int, 
 
 class _Builder:
     def __init__(self, cfg: HardwareConfig, seed: int):
-        self.cfg = cfg
+        self.cfg = cfg if isinstance(cfg, CoreView) else cfg.core(0)  # the core the blocks are built for
         self.rng = np.random.default_rng(seed)
         # the encodings of sparse positions drawn apart, so a seed's program is the same whichever a config decodes
         self.encodings = np.random.default_rng([seed, len(SparseEncoding)])
@@ -382,11 +382,12 @@ class _Builder:
         (LD lane 0's)."""
         rand, cfg = self.rand, self.cfg
         stripe = rand(2, cfg.mem_channels)
-        chans = cfg.mem_channels
-        own = not chans & (chans - 1) and self.rng.random() < 0.5  # laid out so (in a one-memory buffer: lane 0's)
+        chans = len(cfg.core_channels)  # own banks: a stripe over the core's own channels
+        own = (not chans & (chans - 1) and cfg.core_channels.start == SRC_CHANNEL and stripe <= chans
+               and self.rng.random() < 0.5)  # laid out so (in a one-memory buffer: lane 0's)
         if own:
             unit_log2 = cfg.stripe_bytes.bit_length() - 1
-            rounds = 1 if stripe < cfg.mem_channels else rand(1, 2)
+            rounds = 1 if stripe < chans else rand(1, 2)
             row_bytes = rand(1, rounds * stripe * cfg.stripe_bytes)
         else:
             unit_log2 = rand(3, 7)
@@ -420,11 +421,12 @@ class _Builder:
 
     def block_stream(self, large: bool = False, rows: int | None = None, mode: OutMode | None = None) -> str:
         """A streamed MV (MV.w_stream): a tile's stream image striped over a power of two of masters' channels,
-        any format, any output mode; ``large``: a weight tile (no K cache's) past what the readers' FIFOs hold."""
+        any format, any output mode, on the core's own channels; ``large``: a weight tile (no K cache's) past what the
+        readers' FIFOs hold."""
         cfg, rand = self.cfg, self.rand
         cpm, G = cfg.channels_per_master, cfg.axi_masters
         span = 1 << rand(0, G.bit_length() - 1)
-        channel, stripe = cpm * rand(0, G - span), span * cpm
+        channel, stripe = cfg.core_channels.start + cpm * rand(0, G - span), span * cpm
         bits = int(self.rng.choice(cfg.weight_bits))
         sparsities = [sp for sp in SPARSITY_NM if _supported(cfg, WeightFormat(8, *SPARSITY_NM[sp]))]
         n_, m_ = SPARSITY_NM[sparsities[rand(0, len(sparsities) - 1)]]
@@ -647,7 +649,8 @@ def random_multicore_case(cfg: HardwareConfig, seed: int, blocks: int | None = N
     kinds: list[list[str]] = []
     exchanged: list[tuple[int, int, int]] = []  # per core: (channel, address, bytes) of its exchange region
     buffers = []
-    for _ in range(P):  # each core's own buffers, its stream built on the builder's
+    for c in range(P):  # each core's own buffers, its stream built on the builder's
+        b.cfg = cfg.core(c)
         b.case.instructions, b.case.kinds, b.buf_used = [], [], {x: 0 for x in Buffer}
         rows, row_bytes = b.rand(1, 4), b.rand(1, 48)
         addr = b.buffer(Buffer.ACT, rows * row_bytes)

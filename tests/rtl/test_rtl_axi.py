@@ -9,15 +9,15 @@ from flightc.sim.rtl.build import build_top, run_cocotb
 
 
 def test_kernel_of_three_cores_over_cocotbext_axi_with_random_backpressure(tmp_path):
-    """tiny's compute as three cores on two channels each: every core's master on the one memory, each of its AXI
-    channels pausing at random; eight seeded one-core programs on core 0 (every instruction class, the others idle),
-    then six of a stream per core that exchange rows through memory across one to three barriers in a row
-    (sim/rtl/random_programs.py random_multicore_case); then a model compiled for the three cores, its first token's
-    step (every layer's exchanges, attention split by KV heads), every channel's bytes equal to the functional
-    simulator's after it."""
+    """tiny's compute as three cores on two channels each: every core's master (one of its own) on the one
+    memory, each of its AXI channels pausing at random; eight seeded one-core programs on core 0 (every
+    instruction class, the others idle), then six of a stream per core that exchange rows through memory across
+    one to three barriers in a row (sim/rtl/random_programs.py random_multicore_case); then a model compiled for
+    the three cores, its first token's step (every layer's exchanges, attention split by KV heads), every
+    channel's bytes equal to the functional simulator's after it."""
     from conftest import compiled
 
-    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6)
+    cfg = PRESETS["tiny"].replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     (tmp_path / "hw.json").write_text(cfg.to_json())
     bundle = compiled("tiny-llama", "w8", hw=cfg).bundle
     bundle.save(tmp_path / "model.flb")
@@ -30,10 +30,12 @@ def test_kernel_of_three_cores_over_cocotbext_axi_with_random_backpressure(tmp_p
                       "FLIGHTC_BUNDLE": str(tmp_path / "model.flb"),
                       "FLIGHTC_STEPS": ";".join(f"{k}/{n}/{','.join(map(str, t))}" for k, n, t in steps)})
     assert log.count(" ok: ") == 14 and "step decode/1 ok" in log
-    # one core module for the three copies, a master port per core, a register window per core (4 KiB each,
-    # rounded up to a power of two)
+    # a core module per core (each generated from its view: its own master, first_master 0, 1 and 2), a master port
+    # per core, a register window per core (4 KiB each, rounded up to a power of two)
     text = (rtl.directory / f"{TOP}.v").read_text()
-    assert text.count("module flightc_core(") == 1 and len(re.findall(r"^\s*flightc_core inst \(", text, re.M)) == 3
+    assert re.findall(r"^module (flightc_core(?:_\d)?)\(", text, re.M) == ["flightc_core", "flightc_core_1",
+                                                                            "flightc_core_2"]
+    assert len(re.findall(r"^\s*flightc_core(?:_\d)? inst \(", text, re.M)) == 3
     assert sorted(set(re.findall(r"^\s*input (m_axi_gmem\d*)_rvalid;", text, re.M))) == [
         f"m_axi_gmem{k}" for k in range(3)]
     assert re.search(r"^\s*input \[13:0\] s_axi_control_awaddr;", text, re.M)

@@ -46,8 +46,8 @@ async def random_programs_over_axi(dut):
     rng = random.Random(seeds[0])
     Clock(dut.ap_clk, 10, unit="ns", impl="gpi").start()
     dut.ap_rst_n.value = 0
-    ram = None  # one memory behind every master port (each core's masters), each port pausing on its own
-    for k in range(cfg.num_cores * cfg.axi_masters):
+    ram = None  # one memory behind every master port (each core's run of them), each port pausing on its own
+    for k in range(cfg.kernel_masters):
         bus = present_only(AxiBus.from_prefix(dut, master_port(cfg, k)),
                            ("write.aw", "write.w", "write.b", "read.ar", "read.r"))
         port = AxiRam(bus, dut.ap_clk, dut.ap_rst_n, reset_active_level=False, size=memory_bytes_for(cfg),
