@@ -364,7 +364,7 @@ class HardwareConfig:
 @dataclass(frozen=True)
 class CoreView(HardwareConfig):
     """One core of a kernel (:meth:`HardwareConfig.core`): ``axi_masters`` is the core's own run of the kernel's
-    ``kernel_masters``, from ``first_master``; everything else is the kernel's config."""
+    ``kernel_masters``, from ``first_master``, and ``num_cores`` 1; everything else is the kernel's config."""
 
     first_master: int = 0  # type: ignore[assignment]  (a field here, a property of the kernel's config)
     kernel_masters: int = 0  # type: ignore[assignment]

@@ -110,7 +110,8 @@ def core_link_signature(cfg: HardwareConfig) -> wiring.Signature:
 
 class Core(wiring.Component):
     """``axi[g]``: memory master g's bus; ``link``: the register file's and the barrier's signals
-    (:func:`core_link_signature`). Every core of a kernel is the same module: which one it is lives in the kernel."""
+    (:func:`core_link_signature`). ``cfg`` is the core's view (:meth:`HardwareConfig.core`): its own run of the
+    kernel's masters; the kernel wires them to its ports and the core to its register window."""
 
     def __init__(self, cfg: HardwareConfig):
         check_rtl_config(cfg)
