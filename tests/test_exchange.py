@@ -6,6 +6,7 @@ from flightc.compiler.memory import channel_shares, head_shares, stream_plan
 from flightc.compress.formats import WeightFormat
 from flightc.config import PRESETS, Buffer
 from flightc.isa.codec import iter_program
+from flightc.isa.footprint import stripe_layout
 from flightc.isa.table import MiscOp, Opcode, SysOp
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
@@ -35,7 +36,8 @@ def _exchanges(prog, slots):
     barrier before, and those LDs."""
 
     def slot_of(i):
-        return next((n for n, (ch, a, size) in slots.items() if i.channel == ch and a <= i.hbm_addr < a + size), None)
+        return next((n for n, spans in slots.items() for ch, a, size in spans
+                     if i.channel == ch and a <= i.hbm_addr < a + size), None)
 
     out, last = [], -1
     for k, ins in enumerate(prog):
@@ -77,16 +79,21 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
     assert len(progs) == 3
     seen = stored = 0
     for core, prog in enumerate(progs):
-        for k, slot, before, after in _exchanges(prog, {n: (r["channel"], r["addr"], r["nbytes"])
+        for k, slot, before, after in _exchanges(prog, {n: stripe_layout(r["channel"], r["addr"], r["nbytes"],
+                                                                          r["stripe"], r["unit"])
                                                          for n, r in xchg.items()}):
             seen += 1
-            # one row (decode): this core's columns stored, the columns before and after them loaded, no more
-            own = [(i.hbm_addr, i.hbm_addr + i.row_bytes) for _, i in before]
-            loaded = sorted((i.hbm_addr, i.hbm_addr + i.row_bytes) for i in after)
+            # one row (decode): this core's columns stored, the other cores' loaded, no more (by where they lie in
+            # the buffer); its own stored into its own channels, the others' loaded from theirs
+            own = [(i.buf_addr, i.buf_addr + i.row_bytes) for _, i in before]
+            loaded = sorted((i.buf_addr, i.buf_addr + i.row_bytes) for i in after)
             assert after and all(i.rows == 1 for i in after)
             spans = sorted(own + loaded)
             assert all(a1 == b0 for (_, a1), (b0, _) in zip(spans, spans[1:])), "slices do not tile the row"
             assert not any(a0 < o1 and o0 < a1 for a0, a1 in loaded for o0, o1 in own)
+            mine = range(*channel_shares(c.config)[core])
+            assert all(i.channel in mine for _, i in before)
+            assert all(i.channel not in mine for i in after)
             if slot in ("xchg.2", "xchg.3"):
                 # the residual, stored a tile at a time, each tile's slice right after its MV: the first core's
                 # first slice under its second tile's stream
@@ -118,3 +125,38 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
     got = list(Session(c.bundle).generate(PROMPT, 6))
     assert [t for t, _ in got] == ref_tokens
     assert all(np.array_equal(a, b) for (_, a), b in zip(got, ref_logits))
+
+
+def test_exchange_pieces_put_each_cores_slice_on_its_own_channels_a_few_bursts_each():
+    """An exchange slot lies on every channel; each core's slice of a row is cut in pieces of a few bursts (enough
+    for LD's two instructions in flight to keep a master's bursts in flight), piece k on the core's k-th channel,
+    so a core stores into its own channels and the others load back from several at once."""
+    import pytest
+
+    from flightc.compiler.memory import (Region, RegionKind, exchange_piece_bytes, exchange_pieces,
+                                         exchange_slot_bytes)
+    from flightc.errors import UnsupportedError
+
+    cfg = PRESETS["u280"].replace(num_cores=3)
+    piece = exchange_piece_bytes(cfg)
+    assert piece == 4096  # 1 KiB bursts, 8 in flight over LD's 2 instructions
+    per_channel = exchange_slot_bytes(cfg, 4 * 11008, 2)
+    assert per_channel == 2 * 2 * piece  # 11 pieces round a core's 8 channels: two deep, of two rows
+    slot = Region("xchg.0", RegionKind.IO, 0, 1 << 20, per_channel * 32, 32, per_channel)
+    # LLaMA2-7B's residual (4,096 INT32) split 2,048 / 1,024 / 1,024 rows
+    own = [(0, 8192), (8192, 12288), (12288, 16384)]
+    got = [exchange_pieces(cfg, slot, c, own[c], own[c], 1) for c in range(3)]
+    assert [[(p.lo, p.hi, p.channel, p.addr) for p in ps] for ps in got] == [
+        [(0, 4096, 0, 1 << 20), (4096, 8192, 1, 1 << 20)], [(8192, 12288, 16, 1 << 20)],
+        [(12288, 16384, 24, 1 << 20)]]
+    # a tile's part of a slice: cut where the pieces are; two rows a piece apart on its channel
+    parts = exchange_pieces(cfg, slot, 0, own[0], (3000, 5000), 2)
+    assert [(p.lo, p.hi, p.channel, p.addr, p.stride) for p in parts] == [
+        (3000, 4096, 0, (1 << 20) + 3000, piece), (4096, 5000, 1, 1 << 20, piece)]
+    # past a core's last channel, round again, a piece's rows further on
+    wide = exchange_pieces(cfg, slot, 1, (0, 9 * piece), (8 * piece, 8 * piece + 10), 2)
+    assert [(p.channel, p.addr) for p in wide] == [(16, (1 << 20) + 2 * piece)]
+    with pytest.raises(ValueError, match="not within core 1"):
+        exchange_pieces(cfg, slot, 1, own[1], (0, 10), 1)
+    with pytest.raises(UnsupportedError, match="exceed"):
+        exchange_pieces(cfg, slot, 1, (0, 17 * piece), (16 * piece, 17 * piece), 2)

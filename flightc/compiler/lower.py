@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flightc import numerics as nm
-from flightc.compiler.memory import (KeyImage, MemoryMap, Region, ValueImages, core_channels, kv_row_bytes,
-                                     norm_region)
+from flightc.compiler.memory import (KeyImage, MemoryMap, Region, ValueImages, core_channels, exchange_pieces,
+                                     kv_row_bytes, norm_region)
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
@@ -265,31 +265,33 @@ class StepLowering:
         else:
             slot = self.mem[f"xchg.{self.exchanges % 2}"]
             self.exchanges += 1
-        if t.rows * t.row_bytes > slot.nbytes:
-            raise UnsupportedError(f"exchange of {t.producer}: {t.rows * t.row_bytes} bytes exceed the exchange "
-                                   f"region ({slot.nbytes})")
         if hi > lo and not t.stored:
             self.store_slice(t, slot, lo, hi - lo)
         # the barrier publishes every exchange region: it orders this core's stores before, and its later
         # loads after, the barrier (the token pass sees these as the barrier's reads and writes)
-        spans = [Access(hbm(x.channel), x.addr, 1, x.nbytes, 0) for x in (self.mem[f"xchg.{i}"] for i in range(4))]
+        spans = [Access(hbm(ch), addr, 1, n, 0) for x in (self.mem[f"xchg.{i}"] for i in range(4))
+                 for ch, addr, n in x.spans()]
         self.extras[len(self.out)] = (spans, spans)
         self.emit(Opcode.SYS, op=SysOp.BARRIER, arg=self.barriers)
         self.barriers += 1
-        # the other cores' columns only (this core's are in place): those before its own, then those after
-        for a, b in ((0, lo), (hi, t.width * t.elem)):
-            if b > a:
-                self.emit(Opcode.LD, buf=t.block.buf, buf_addr=t.addr + a, channel=slot.channel,
-                          hbm_addr=slot.addr + a, rows=t.rows, row_bytes=b - a, hbm_stride=t.row_bytes,
-                          buf_stride=t.row_bytes)
+        # the other cores' pieces only (this core's are in place), each core starting at the next core's, so that
+        # the cores' first loads are on different channels
+        for k in range(1, self.P):
+            other = (self.core + k) % self.P
+            own = tuple(c * t.elem for c in t.shares[other])
+            for p in exchange_pieces(self.cfg, slot, other, own, own, t.rows):
+                self.emit(Opcode.LD, buf=t.block.buf, buf_addr=t.addr + p.lo, channel=p.channel, hbm_addr=p.addr,
+                          rows=t.rows, row_bytes=p.hi - p.lo, hbm_stride=p.stride, buf_stride=t.row_bytes)
         t.shares = None
         return t
 
     def store_slice(self, t: Tensor, slot: Region, lo: int, nbytes: int) -> None:
-        """Store bytes ``lo`` .. ``lo + nbytes`` of each of t's rows into exchange region ``slot``, where they lie as
-        in t's rows."""
-        self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + lo, channel=slot.channel, hbm_addr=slot.addr + lo,
-                  rows=t.rows, row_bytes=nbytes, hbm_stride=t.row_bytes, buf_stride=t.row_bytes)
+        """Store bytes ``lo`` .. ``lo + nbytes`` of each of t's rows (of this core's own) into exchange slot
+        ``slot``: an ST a piece, each into one of this core's channels (:func:`exchange_pieces`)."""
+        own = tuple(c * t.elem for c in t.shares[self.core])
+        for p in exchange_pieces(self.cfg, slot, self.core, own, (lo, lo + nbytes), t.rows):
+            self.emit(Opcode.ST, buf=t.block.buf, buf_addr=t.addr + p.lo, channel=p.channel, hbm_addr=p.addr,
+                      rows=t.rows, row_bytes=p.hi - p.lo, hbm_stride=p.stride, buf_stride=t.row_bytes)
 
     def publish(self, name: str, t: Tensor) -> None:
         self.tensors[name] = t

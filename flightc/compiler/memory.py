@@ -25,6 +25,7 @@ from flightc.compress.packing import pack_weight
 from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
 from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
+from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
 from flightc.isa.table import BY_NAME, OutMode
@@ -249,6 +250,21 @@ class _Allocator:
         self.map.regions[name] = region
         return region
 
+    def on_every_channel(self, name: str, kind: RegionKind, per_channel: int) -> Region:
+        """A region the programs write of ``per_channel`` bytes at one address on every channel (a stripe of one
+        unit a channel)."""
+        channels = range(self.cfg.mem_channels)
+        addr = max(-(-self.map.extent[ch] // ALIGN) * ALIGN for ch in channels)
+        if addr + per_channel > self.cfg.mem_channel_bytes:
+            raise UnsupportedError(f"memory: {name} ({per_channel} bytes on every channel) does not fit past "
+                                   f"{addr} bytes of a channel ({self.cfg.mem_channel_mib} MiB) of preset "
+                                   f"{self.cfg.name!r}")
+        for ch in channels:
+            self.map.extent[ch] = addr + per_channel
+        region = Region(name, kind, 0, addr, per_channel * self.cfg.mem_channels, self.cfg.mem_channels, per_channel)
+        self.map.regions[name] = region
+        return region
+
 
 def key_image(cfg: HardwareConfig, core: int, fmt: WeightFormat, head_dim: int, max_len: int,
               sliding_window: int) -> tuple[tuple[StreamPlan, ImageRows, StreamShape] | None, str]:
@@ -464,6 +480,57 @@ def exchange_row_bytes(graph: GraphIR, cfg: HardwareConfig) -> int:
     return -(-max(widths) // cfg.buffer_port_bytes) * cfg.buffer_port_bytes
 
 
+@dataclass(frozen=True)
+class ExchangePiece:
+    """Bytes ``lo`` .. ``hi`` of each row of an exchanged tensor, on one channel from ``addr``, a row every
+    ``stride`` bytes (:func:`exchange_pieces`)."""
+
+    lo: int
+    hi: int
+    channel: int
+    addr: int
+    stride: int
+
+
+def exchange_piece_bytes(cfg: HardwareConfig) -> int:
+    """Bytes of a row an exchange piece holds at most: as many bursts as LD's instructions in flight
+    (``LD_IN_FLIGHT``) need to keep all of a master's ``axi_outstanding`` bursts in flight, a load back of pieces
+    running at line rate rather than at the memory's latency."""
+    return cfg.stripe_bytes * max(1, cfg.axi_outstanding // LD_IN_FLIGHT)
+
+
+def exchange_slot_bytes(cfg: HardwareConfig, row_bytes: int, rows: int) -> int:
+    """Bytes an exchange slot takes on each channel: the most pieces a core's slice of a ``row_bytes`` row puts on
+    one of its channels, ``rows`` rows each."""
+    piece = exchange_piece_bytes(cfg)
+    fewest = min(len(core_channels(cfg, c)) for c in range(cfg.num_cores))
+    return -(-(-(-row_bytes // piece)) // fewest) * rows * piece
+
+
+def exchange_pieces(cfg: HardwareConfig, slot: Region, core: int, own: tuple[int, int], span: tuple[int, int],
+                    rows: int) -> list[ExchangePiece]:
+    """Where bytes ``span`` of each of ``rows`` rows lie in exchange slot ``slot``, within ``core``'s own bytes
+    ``own`` of each row: its slice is cut in pieces of :func:`exchange_piece_bytes` from its first byte, piece k on
+    the core's k-th channel (round its channels), so each core stores into its own channels and the others load
+    from all of them at once, no channel carrying more than a piece of each slice."""
+    piece = exchange_piece_bytes(cfg)
+    chans = core_channels(cfg, core)
+    lo, hi = span
+    if not own[0] <= lo <= hi <= own[1]:
+        raise ValueError(f"exchange: bytes {lo}..{hi} are not within core {core}'s {own[0]}..{own[1]}")
+    out = []
+    while lo < hi:
+        k, at = divmod(lo - own[0], piece)
+        end = min(hi, lo + piece - at)
+        addr = slot.addr + (k // len(chans)) * rows * piece + at
+        if addr - slot.addr + (rows - 1) * piece + end - lo > slot.unit:
+            raise UnsupportedError(f"exchange: {rows} row(s) of {own[1] - own[0]} bytes on core {core} exceed the "
+                                   f"{slot.unit} bytes a channel of {slot.name} holds")
+        out.append(ExchangePiece(lo, end, chans[k % len(chans)], addr, piece))
+        lo = end
+    return out
+
+
 def _ahead(fn: Callable, items: Iterable, jobs: int) -> Iterator:
     """``fn`` of each item, in order, computed up to ``jobs`` items ahead in threads (numpy's array operations
     release the GIL), so no more than that many results are held at once."""
@@ -549,9 +616,11 @@ def place(graph: GraphIR, cfg: HardwareConfig, max_len: int, max_prefill: int, i
             tiles[name].append((row_bytes, k, tn, placed, plan))
     a.dynamic("io.ids", RegionKind.IO, 4 * max_len, channel=0)
     a.dynamic("io.logits", RegionKind.IO, 4 * s.vocab_size, channel=0)
-    if P > 1:  # two alternating slots for the tensors cores exchange, two for those stored a tile at a time
+    if P > 1:  # two alternating slots for the tensors cores exchange, two for those stored a tile at a time, each
+        # on every channel (each core's pieces on its own: exchange_pieces)
+        per_channel = exchange_slot_bytes(cfg, exchange_row_bytes(graph, cfg), max_prefill)
         for slot in range(4):
-            a.dynamic(f"xchg.{slot}", RegionKind.IO, max_prefill * exchange_row_bytes(graph, cfg))
+            a.on_every_channel(f"xchg.{slot}", RegionKind.IO, per_channel)
     for core, (j0, j1) in enumerate(head_shares(cfg, s.num_kv_heads)):
         for j in range(j0, j1):
             a.map.kv_owner[j] = core

@@ -21,7 +21,7 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import decode_program
-from flightc.isa.footprint import stream_spans, streamed
+from flightc.isa.footprint import stream_spans, streamed, stripe_layout
 from flightc.isa.table import Opcode
 from flightc.sim.perf.report import StepReport, step_report
 from flightc.sim.perf.schedule import Schedule, schedule
@@ -152,9 +152,15 @@ class WorkloadModel:
     def __init__(self, bundle: Bundle, sample_every: int = 64):
         self.bundle, self.cfg, self.sample_every = bundle, bundle.config, sample_every
         self._steps: dict[tuple[int, int], StepReport] = {}  # reports only: a 7B step's schedule is large
-        self._regions: dict[int, list[dict]] = {}
-        for r in sorted(bundle.manifest.memory_map["regions"], key=lambda r: (r["channel"], r["addr"])):
-            self._regions.setdefault(r["channel"], []).append(r)
+        # per channel, (address, bytes there, region) of each region with bytes on it (a striped one on each of its
+        # channels), by address
+        self._regions: dict[int, list[tuple[int, int, dict]]] = {}
+        for r in bundle.manifest.memory_map["regions"]:
+            for ch, addr, n in stripe_layout(r["channel"], r["addr"], r["nbytes"], max(1, r.get("stripe", 1)),
+                                             r.get("unit") or max(r["nbytes"], 1)):
+                self._regions.setdefault(ch, []).append((addr, n, r))
+        for spans in self._regions.values():
+            spans.sort(key=lambda span: span[0])
 
     def programs(self, length: int, pos0: int) -> list:
         """The decoded instructions of one step, per core."""
@@ -242,11 +248,11 @@ class WorkloadModel:
 
     def _region(self, channel: int, addr: int) -> dict:
         """The memory-map region an address of a channel falls in."""
-        regions = self._regions[channel]
-        i = bisect.bisect_right([r["addr"] for r in regions], addr) - 1
-        if i < 0 or addr >= regions[i]["addr"] + max(regions[i]["nbytes"], 1):
+        spans = self._regions.get(channel, [])
+        i = bisect.bisect_right([a for a, _, _ in spans], addr) - 1
+        if i < 0 or addr >= spans[i][0] + max(spans[i][1], 1):
             raise ValueError(f"channel {channel} address {addr} is in no region of the memory map")
-        return regions[i]
+        return spans[i][2]
 
     @staticmethod
     def _layer_of(region: str) -> str:
