@@ -6,7 +6,7 @@ from flightc.compiler.memory import channel_shares, head_shares, stream_plan
 from flightc.compress.formats import WeightFormat
 from flightc.config import PRESETS, Buffer
 from flightc.isa.codec import iter_program
-from flightc.isa.footprint import stripe_layout
+from flightc.isa.footprint import buf, footprint, stripe_layout
 from flightc.isa.table import MiscOp, Opcode, SysOp
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
@@ -78,6 +78,7 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
     progs = [list(iter_program(p)) for p in c.bundle.program("decode", len(PROMPT) + 1)]
     assert len(progs) == 3
     seen = stored = 0
+    kinds: dict[str, list[int]] = {"MV": [], "REQ": [], "EMUL": []}
     for core, prog in enumerate(progs):
         for k, slot, before, after in _exchanges(prog, {n: stripe_layout(r["channel"], r["addr"], r["nbytes"],
                                                                           r["stripe"], r["unit"])
@@ -95,12 +96,21 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
             assert all(i.channel in mine for _, i in before)
             assert all(i.channel not in mine for i in after)
             if slot in ("xchg.2", "xchg.3"):
-                # the residual, stored a tile at a time, each tile's slice right after its MV: the first core's
-                # first slice under its second tile's stream
+                # stored a part at a time, each right after the instruction that made its bytes, so all but the
+                # last under the next part's work: a residual-adding layer's tiles (MVs; the first core's 512
+                # rows in two), an attention's heads (the SFU's REQ of each head's P.V; four query heads on the
+                # first core, two on the others), a gated MLP's product (an EMUL a tile of the up projection; the
+                # first core's 512 rows in two, 256 and 256, the others' 256 in one)
                 stored += 1
-                mvs = [j for j in range(before[0][0] - 1, k) if prog[j].opcode is Opcode.MV]
-                assert len(before) == len(mvs) == (2 if core == 0 else 1)
-                assert all(j + 1 == a for j, (a, _) in zip(mvs, before))
+                makers = []
+                for j, st in before:
+                    p = max(n for n in range(j) if prog[n].opcode in (Opcode.MV, Opcode.MISC))
+                    assert all(prog[n].opcode is Opcode.ST for n in range(p + 1, j))
+                    (made,) = [a for a in footprint(prog[p], c.config)[1] if a.space == buf(st.buf)]
+                    assert made.lo <= st.buf_addr and st.buf_addr + st.row_bytes <= made.hi
+                    makers.append(MiscOp(prog[p].op).name if prog[p].opcode is Opcode.MISC else "MV")
+                kinds[makers[0]] = sorted([*kinds[makers[0]], len(makers) if core == 0 else -len(makers)])
+                assert len(set(makers)) == 1
             else:
                 assert len(before) <= 1 and (not before or before[0][0] == k - 1)
             # what the first op after the exchange reads from PRM (a linear's records, a norm's parameters) was
@@ -112,7 +122,11 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
                      and i.buf_addr == addr]
             assert loads and loads[-1] < k, f"core {core}: {op.opcode.name} at {j} waits for a load after the barrier"
     assert seen >= 3 * 4 * c.integer.spec.num_layers  # four exchanges a layer on every core
-    assert stored == 3 * 2 * c.integer.spec.num_layers  # two residuals a layer on every core
+    assert stored == 3 * 4 * c.integer.spec.num_layers  # every exchange but the first norm's
+    # parts on the first core (positive) and the others' (negative), per exchange
+    layers = c.integer.spec.num_layers
+    assert kinds == {"MV": sorted([2, -1, -1] * 2 * layers), "REQ": sorted([4, -2, -2] * layers),
+                     "EMUL": sorted([2, -1, -1] * layers)}
     # every core loads its own copy of each norm's parameters, striped over its own channels
     norms = [n for n in regions if ".params.c" in n]
     assert {n.rsplit(".c", 1)[1] for n in norms} == {"0", "1", "2"}

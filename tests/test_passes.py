@@ -17,7 +17,7 @@ from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import OpKind
 from flightc.isa.footprint import footprint
-from flightc.isa.table import Opcode, OutMode, Unit
+from flightc.isa.table import MiscOp, Opcode, OutMode, Unit
 from flightc.reference.integer import IntegerModel
 
 
@@ -219,6 +219,38 @@ def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
     # a stream no slower than twice the stores (a narrow row): equal tiles, as every other layer has
     assert output_tile_rows(eight, 32000, 16000, every, 128) == [16000, 16000]
     assert output_tile_rows(u280, 300, 16000, every, 4096) == [300]  # one tile's worth: nothing to hide under
+
+
+def test_a_gated_mlps_up_projection_ends_in_a_small_tile_its_product_follows_a_tile_at_a_time():
+    """The second projection of a gated pair (up_proj, after gate_proj in the graph's order) ends in a tile of an
+    eighth of its rows in whole rounds of row pairs (at least 256 rows), and lowering makes the product of the two
+    (the SFU's EMUL) a tile of it at a time, right after the tile's MV: LLaMA2-7B's 11,008 rows on u280 as
+    9,600 + 1,408 (a round is a row pair for each of 32 lane groups; an eighth is 21.5 rounds, so 22), so only
+    1,408 elements of EMUL wait for the last stream."""
+    from flightc.compiler.memory import gated_projections, gated_tiles
+    from flightc.compiler.pipeline import compile_model
+    from flightc.isa.codec import iter_program
+    from flightc.models.seeded import random_model
+
+    assert gated_tiles(11008, 24576, 64) == [9600, 1408]
+    assert gated_tiles(5504, 24576, 32) == [4800, 704]  # u280's first of three cores (16 lane groups)
+    assert gated_tiles(2752, 24576, 16) == [2400, 352]
+    assert gated_tiles(512, 24576, 64) == [256, 256]  # 256 rows at least
+    assert gated_tiles(500, 24576, 64) == [500]  # too few rows for two such tiles
+    assert gated_tiles(11008, 4096, 64) == [4096, 4096, 1408, 1408]  # the PRM's records bound the others
+    model = random_model("llama", 3, num_hidden_layers=1, hidden_size=256, intermediate_size=2048,
+                         num_attention_heads=4, num_key_value_heads=4)
+    c = compile_model(model, "u280", CompressionPlan.parse("w4g32"), max_len=16, max_prefill=4, prefill_lengths=[4],
+                      weights=False)
+    assert gated_projections(c.fused) == {"L0.up_proj"} == c.memory.gated
+    (up,) = c.memory.linears["L0.up_proj"]
+    assert [len(t.weights) for t in c.memory.linears["L0.gate_proj"]] == [1] and up.firsts == (0, 1792)
+    prog = list(iter_program(c.bundle.program("decode", 5)[0]))
+    tiles = {r.addr for r in up.weights}
+    mvs = [j for j, i in enumerate(prog) if i.opcode is Opcode.MV and i.w_stream and i.w_hbm_addr in tiles]
+    emuls = [j for j, i in enumerate(prog) if i.opcode is Opcode.MISC and i.op == MiscOp.EMUL]
+    assert [prog[j].cols for j in emuls] == [1792, 256] and [prog[j].n for j in mvs] == [1792, 256]
+    assert mvs[0] < emuls[0] < mvs[1] < emuls[1]  # the first tile's product before the last tile's MV
 
 
 def test_compile_defaults_fit_the_model_and_the_preset(capsys, tmp_path):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flightc import numerics as nm
-from flightc.compiler.memory import (KeyImage, MemoryMap, Region, ValueImages, core_channels, exchange_pieces,
-                                     kv_row_bytes, norm_region)
+from flightc.compiler.memory import (KeyImage, LinearTiles, MemoryMap, Region, ValueImages, core_channels,
+                                     exchange_pieces, kv_row_bytes, norm_region)
 from flightc.config import Buffer, HardwareConfig
 from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
@@ -119,6 +119,24 @@ class LoweredStep:
 
     cores: list[list[Instruction]]
     extras: list[dict[int, tuple[list[Access], list[Access]]]]
+
+
+@dataclass
+class LinearRun:
+    """A linear layer being lowered on one core: its input, output and tiles (:meth:`StepLowering.linear_begin`)."""
+
+    name: str
+    node: dict
+    x: Tensor
+    out: Tensor
+    tiles: LinearTiles | None  # None where the core has no rows of it
+    lut: bool
+    mode: OutMode
+    by_tile: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.tiles.weights) if self.tiles is not None else 0
 
 
 class StepLowering:
@@ -343,6 +361,14 @@ class StepLowering:
     def linear(self, name: str, node: dict, x: Tensor) -> Tensor:
         """A linear layer's tiles on this core. Its first tile's records (and its activation table) are loaded
         before an exchange of its input, so that LD (in order) brings them while the cores meet."""
+        run = self.linear_begin(name, node, x)
+        for t in range(run.count):
+            self.linear_tile(run, t)
+        return self.linear_end(run)
+
+    def linear_begin(self, name: str, node: dict, x: Tensor) -> LinearRun:
+        """A linear layer's output tensor, its activation table and its first tile's records loaded ahead of the
+        exchange of its input."""
         tiles = self.mem.linears[name][self.core]
         lut = "lut" in node
         if tiles is not None:
@@ -365,49 +391,87 @@ class StepLowering:
                 raise UnsupportedError(f"layer {name}: adds into the residual {res_name} while {late} still read it")
             out = self.full(self.tensors[res_name])
             out.shares, out.stored = shares, ""
-            if self.P > 1 and self.pending is None:  # (the same choice on every core: they meet in the same slot)
-                out.stored = f"xchg.{2 + self.prestores % 2}"
-                self.prestores += 1
-                self.pending = out
+            self.prestore(out)
         elif by_tile:
             out = self.new_tensor(name, Buffer.ACC, 1, min(2, len(tiles.weights)) * tiles.tile_rows, 4)
         elif mode is OutMode.REQ_I32:
             out = self.new_tensor(name, Buffer.ACC, x.rows, n_rows, 4, shares)
         else:
             out = self.new_tensor(name, Buffer.ACT, x.rows, n_rows, 1, shares)
-        if tiles is not None:
-            fmt = node["qweight"].fmt
-            for t, (wr, rr) in enumerate(zip(tiles.weights, tiles.records)):
-                rows = (rr.nbytes // nm.REQUANT_RECORD_BYTES) if tiles.stream else wr.nbytes // tiles.row_bytes
-                slot = self.tile_counter % 2
-                self.tile_counter += 1
-                if t:
-                    self.load(rr.name, Buffer.PRM, self.rec[slot])
-                out_addr = out.addr + ((t % 2) * tiles.tile_rows if by_tile
-                                       else tiles.row0 + tiles.firsts[t]) * out.elem
-                common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
-                              group_log2=fmt.group_log2, out_mode=mode, scale_addr=self.rec[slot], lut=int(lut),
-                              lut_addr=self.lut if lut else 0)
-                if tiles.stream is None:
-                    self.load(wr.name, Buffer.WGT, self.wslot[slot])
-                    self.mpe(x.rows, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT, w_addr=self.wslot[slot],
-                             w_stride=tiles.row_bytes, out_addr=out_addr, out_stride=out.row_bytes, **common)
-                else:
-                    for r in range(x.rows):  # the weights stream once per token: a streamed MV has one activation row
-                        self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1,
-                                  w_channel=tiles.stream.channel, w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr,
-                                  out_addr=out_addr + r * out.row_bytes, **common)
-                if out.stored:  # the tile's slice of the residual goes out under the next tile's stream
-                    self.store_slice(out, self.mem[out.stored], (tiles.row0 + tiles.firsts[t]) * out.elem,
-                                     rows * out.elem)
-                    continue
-                if by_tile:  # the tile's logits go out under the next tile's stream
-                    first = (tiles.row0 + tiles.firsts[t]) * out.elem
-                    self.logits_out(out, first, first + rows * out.elem, out_addr)
-                    self.logits_stored = True
-        if node.get("rope"):
-            self.rope_in_place(out)
-        return out
+        return LinearRun(name, node, x, out, tiles, lut, mode, by_tile)
+
+    def prestore(self, out: Tensor) -> None:
+        """On several cores, have ``out``'s slice stored a tile at a time, each under the next tile's stream, into an
+        exchange slot of its own (unless another tensor is being stored so: the same choice on every core, since
+        they meet in the same slot)."""
+        if self.P > 1 and self.pending is None:
+            out.stored = f"xchg.{2 + self.prestores % 2}"
+            self.prestores += 1
+            self.pending = out
+
+    def linear_tile(self, run: LinearRun, t: int) -> None:
+        """Tile ``t`` of a linear layer: its records, its weights (through WGT, or streamed),
+        its MV or MM, and where its rows go out a tile at a time, their store."""
+        tiles, out, x = run.tiles, run.out, run.x
+        wr, rr = tiles.weights[t], tiles.records[t]
+        fmt = run.node["qweight"].fmt
+        rows = (rr.nbytes // nm.REQUANT_RECORD_BYTES) if tiles.stream else wr.nbytes // tiles.row_bytes
+        slot = self.tile_counter % 2
+        self.tile_counter += 1
+        if t:  # (the first tile's were loaded ahead: linear_begin)
+            self.load(rr.name, Buffer.PRM, self.rec[slot])
+        out_addr = out.addr + ((t % 2) * tiles.tile_rows if run.by_tile else tiles.row0 + tiles.firsts[t]) * out.elem
+        common = dict(n=rows, k=tiles.k, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
+                      group_log2=fmt.group_log2, out_mode=run.mode, scale_addr=self.rec[slot], lut=int(run.lut),
+                      lut_addr=self.lut if run.lut else 0)
+        if tiles.stream is None:
+            self.load(wr.name, Buffer.WGT, self.wslot[slot])
+            self.mpe(x.rows, a_addr=x.addr, a_stride=x.row_bytes, w_buf=Buffer.WGT, w_addr=self.wslot[slot],
+                     w_stride=tiles.row_bytes, out_addr=out_addr, out_stride=out.row_bytes, **common)
+        else:
+            for r in range(x.rows):  # the weights stream once per token: a streamed MV has one activation row
+                self.emit(Opcode.MV, a_addr=x.addr + r * x.row_bytes, w_stream=1,
+                          w_channel=tiles.stream.channel, w_stripe=tiles.stream.stripe, w_hbm_addr=wr.addr,
+                          out_addr=out_addr + r * out.row_bytes, **common)
+        if out.stored:  # the tile's slice of the residual goes out under the next tile's stream
+            self.store_slice(out, self.mem[out.stored], (tiles.row0 + tiles.firsts[t]) * out.elem, rows * out.elem)
+        elif run.by_tile:  # the tile's logits go out under the next tile's stream
+            first = (tiles.row0 + tiles.firsts[t]) * out.elem
+            self.logits_out(out, first, first + rows * out.elem, out_addr)
+            self.logits_stored = True
+
+    def linear_end(self, run: LinearRun) -> Tensor:
+        if run.node.get("rope"):
+            self.rope_in_place(run.out)
+        return run.out
+
+    def gated(self, name: str, node: dict, x: Tensor, mul: str) -> None:
+        """The second projection of a gated MLP (:func:`flightc.compiler.memory.gated_projections`) and the product
+        of the two a tile of it at a time: each tile's product (the SFU's EMUL) and, on several cores, its slice
+        stored for the exchange go under the next tile's stream, so only the last, small tile's stay between the
+        streams and the down projection."""
+        run = self.linear_begin(name, node, x)
+        m = self.g.node(mul)
+        first = next(i for i in m["inputs"] if i != name)
+        a, b = (run.out if i == name else self.tensors[first] for i in m["inputs"])
+        if a.shares != b.shares:
+            raise UnsupportedError(f"layer {mul}: its factors {m['inputs']} are split across the cores differently")
+        out = self.new_tensor(mul, Buffer.ACT, a.rows, a.width, 1, a.shares)
+        self.prestore(out)
+        tiles = run.tiles
+        for t in range(run.count):
+            self.linear_tile(run, t)
+            lo = tiles.row0 + tiles.firsts[t]
+            n = (tiles.firsts[t + 1] if t + 1 < len(tiles.firsts) else tiles.rows) - tiles.firsts[t]
+            self.misc(MiscOp.EMUL, rows=a.rows, cols=n, src_buf=Buffer.ACT, src_addr=a.addr + lo,
+                      src2_addr=b.addr + lo, src_stride=a.row_bytes, dst_buf=Buffer.ACT, dst_addr=out.addr + lo,
+                      dst_stride=out.row_bytes, imm=m["emul"][0], shift=m["emul"][1])
+            if out.stored:
+                self.store_slice(out, self.mem[out.stored], lo, n)
+        self.publish(name, self.linear_end(run))
+        self.consumed(name)
+        self.publish(mul, out)
+        self.consumed(mul)
 
     def rope_in_place(self, t: Tensor) -> None:
         """Rotate this core's heads of L rows of a Q or K projection."""
@@ -431,6 +495,7 @@ class StepLowering:
         if self.P > 1:
             out_shares = [((hs[0] * d, (hs[-1] + 1) * d) if hs else (0, 0)) for hs in self.heads_of_core]
         out = self.new_tensor(name, Buffer.ACT, L, s.num_heads * d, 1, out_shares)
+        self.prestore(out)
         kvb = kv_row_bytes(node, d)
         pack4 = int(kvb < d)
         kv_bits = WeightBits.B4 if pack4 else WeightBits.B8
@@ -473,6 +538,7 @@ class StepLowering:
                     self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
             self.head_scores(h, image, q, images, order, kvb, kv_bits, 0, slot)
             self.head_output(h, node, images, out, v_rows, kvb, kv_bits, 0, slot)
+            self.head_stored(out, h)
         return out
 
     def pipelined_heads(self, name: str, node: dict, heads: list[int], keys: dict, values: dict, q: Tensor,
@@ -506,7 +572,7 @@ class StepLowering:
             store("v", i)
             if i < len(heads):
                 scores(i)
-        requantize = None
+        requantize = None  # (the head, its REQ) still to emit
         for i, h in enumerate(heads):
             store("k", i + ahead + 1)
             store("v", i + ahead)
@@ -515,10 +581,21 @@ class StepLowering:
             later = self.head_output(h, node, values[h // g], out, False, kvb, kv_bits, i % len(self.scores), 0,
                                      defer=True)
             if requantize is not None:  # the head before's REQ: after this head's softmax in the SFU's queue
-                requantize()
-            requantize = later
+                requantize[1]()
+                self.head_stored(out, requantize[0])
+            requantize = (h, later) if later is not None else None
+            if later is None:
+                self.head_stored(out, h)
         if requantize is not None:
-            requantize()
+            requantize[1]()
+            self.head_stored(out, requantize[0])
+
+    def head_stored(self, out: Tensor, h: int) -> None:
+        """On several cores, query head h's output (made: its P.V, or its REQ) stored into the exchange that the
+        next layer's input needs, under the next heads' attention, so that only the last head's waits for it."""
+        if out.stored:
+            d = self.s.head_dim
+            self.store_slice(out, self.mem[out.stored], h * d, d)
 
     def head_scores(self, h: int, image: KeyImage | None, q: Tensor, images: ValueImages | None,
                     order: list[Access], kvb: int, kv_bits: WeightBits, pair: int, slot: int = 0) -> None:
@@ -650,10 +727,18 @@ class StepLowering:
     # ----- the step -----
     def step(self) -> tuple[list[Instruction], dict[int, tuple[list[Access], list[Access]]]]:
         g = self.g
+        done: set[str] = set()
         for name in g.order():
+            if name in done:
+                continue
             node = g.node(name)
             op = node["op"]
             ins = [self.tensors[i] for i in node["inputs"]]
+            if name in self.mem.gated:  # a gated MLP's second projection, with the product
+                (mul,) = g.consumers(name)
+                self.gated(name, node, *ins, mul)
+                done.add(mul)
+                continue
             if op is OpKind.EMBED:
                 t = self.embed(name, node)
             elif op in (OpKind.RMSNORM, OpKind.LAYERNORM):
