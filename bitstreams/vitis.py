@@ -11,7 +11,7 @@ from __future__ import annotations
 from flightc.config import HardwareConfig
 from flightc.errors import ConfigError
 from flightc.hw.axi import axi4_table
-from flightc.hw.core import S_AXI, core_link_signature, master_port, master_reach
+from flightc.hw.core import LINK_LOCAL, S_AXI, core_link_signature, master_port, master_reach
 from flightc.hw.synth import TOP
 from flightc.isa.table import ISA_VERSION
 
@@ -76,10 +76,11 @@ def core_slrs(board: Board, cfg: HardwareConfig) -> list[int]:
 def slr_crossings(board: Board, cfg: HardwareConfig) -> list[int]:
     """Wires across each SLR boundary (SLR s to s + 1), every core placed by :func:`core_slrs`: each core beyond
     SLR0 crosses down to it with its masters' AXI4 buses (the HBM's ports are in SLR0) and its link to the
-    kernel's registers and barrier (hw/kernel.py, registered on the way, ``SLR_CROSSING``)."""
+    kernel's registers and barrier (hw/kernel.py, registered on the way, ``SLR_CROSSING``; but for the members that
+    cross nothing, hw/core.py ``LINK_LOCAL``)."""
     master = sum(width for _, width, _ in axi4_table(8 * cfg.axi_data_bytes))
     signature = core_link_signature(cfg)
-    link = sum(len(value) for _, _, value in signature.flatten(signature.create()))
+    link = sum(len(value) for path, _, value in signature.flatten(signature.create()) if path[0] not in LINK_LOCAL)
     out = [0] * max(0, board.slrs - 1)
     for c, slr in enumerate(core_slrs(board, cfg)):
         wires = cfg.master_runs[c][1] * master + link

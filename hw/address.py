@@ -30,6 +30,18 @@ def master_of(channel: Value, cfg: HardwareConfig) -> Value:
     return (channel >> per_log2)[:bits] if bits else Const(0, 1)
 
 
+def own_block(cfg: HardwareConfig, channel: Value, first_channel: Value) -> tuple[Value, Value]:
+    """(whether ``channel`` is one of the core's own, its index among them) for a core whose own channels start at
+    ``first_channel`` (a constant the kernel drives, so that cores of equal runs are one module): a core's channels
+    are a power of two of them from a multiple of it (hw/core.py check_rtl_config), so the index is the channel's
+    low bits and the rest must be the first channel's."""
+    chans = len(cfg.core_channels)
+    nb = chans.bit_length() - 1
+    if chans & (chans - 1) or (1 << nb) >= cfg.mem_channels:  # (a core of every channel: all of them its own)
+        return Const(1), channel
+    return (channel >> nb) == (first_channel >> nb), channel[:nb]
+
+
 class RowAddress(wiring.Component):
     def __init__(self, width: int):
         self.width = width

@@ -100,18 +100,34 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
 
 
 def core_link_signature(cfg: HardwareConfig) -> wiring.Signature:
-    """What joins a core to the kernel around it (hw/kernel.py), from the kernel's side: the run's arguments and
-    start out; the core's finish (a pulse), its counters (hw/regs.py COUNTERS) and its barrier request in; the
-    barrier's go out."""
+    """What joins a core to the kernel around it (hw/kernel.py), from the kernel's side: the run's arguments, every
+    channel's base, the first of the core's own channels and their bases (constants of the kernel, so that cores of
+    equal runs are one module: :func:`core_module_config`) and start out; the core's finish (a pulse), its counters
+    (hw/regs.py COUNTERS) and its barrier request in; the barrier's go out."""
     return wiring.Signature({"program_addr": Out(64), "program_bytes": Out(32),
-                             "channel_base": Out(64).array(cfg.mem_channels), "start": Out(1), "finished": In(1),
+                             "channel_base": Out(64).array(cfg.mem_channels), "first_channel": Out(6),
+                             "own_base": Out(64).array(len(cfg.core_channels)), "start": Out(1), "finished": In(1),
                              "counters": In(64).array(len(R.COUNTERS)), "barrier_req": In(1), "barrier_go": Out(1)})
+
+
+# link members that cross no SLR boundary: the first of a core's channels is a constant of the kernel, and its own
+# channels' bases are channel_base's own wires after their crossing registers (hw/kernel.py), in the core's SLR
+LINK_LOCAL = ("first_channel", "own_base")
+
+
+def core_module_config(cfg: HardwareConfig, c: int) -> HardwareConfig:
+    """The config core ``c``'s module is generated from: its view (:meth:`HardwareConfig.core`) as if its run of
+    masters were the first, since where its own channels start comes in on the link (``first_channel``,
+    ``own_base``); so the cores of equal runs (u280's second and third, tiny's three) are one module, generated and
+    compiled once."""
+    return cfg.core(c).replace(first_master=0)
 
 
 class Core(wiring.Component):
     """``axi[g]``: memory master g's bus; ``link``: the register file's and the barrier's signals
-    (:func:`core_link_signature`). ``cfg`` is the core's view (:meth:`HardwareConfig.core`): its own run of the
-    kernel's masters; the kernel wires them to its ports and the core to its register window."""
+    (:func:`core_link_signature`). ``cfg`` is the core's module config (:func:`core_module_config`): its own run
+    of the kernel's masters, where they start on the link; the kernel wires them to its ports and the core to its
+    register window."""
 
     def __init__(self, cfg: HardwareConfig):
         check_rtl_config(cfg)
@@ -128,13 +144,13 @@ class Core(wiring.Component):
         cfg = self.cfg
         n = cfg.axi_masters
         link = self.link
-        bases = list(link.channel_base)
+        bases, own = list(link.channel_base), list(link.own_base)
         regs = CoreRegs({"program_addr": link.program_addr, "program_bytes": link.program_bytes,
                          **{f"channel_base{ch}": b for ch, b in enumerate(bases)}}, link.start, link.finished,
                         dict(zip(R.COUNTERS, link.counters)))
-        m.submodules.ld = ld = LoadUnit(cfg, bases)
+        m.submodules.ld = ld = LoadUnit(cfg, bases, own, link.first_channel)
         m.submodules.st = st = StoreUnit(cfg, bases)
-        m.submodules.mpe = mpe = Mpe(cfg, bases)
+        m.submodules.mpe = mpe = Mpe(cfg, own, link.first_channel)
         m.submodules.sfu = sfu = Sfu(cfg)
         units = {Unit.LD: ld, Unit.ST: st, Unit.MPE: mpe, Unit.SFU: sfu}
         lanes = [lane_port_name(cfg, k) for k in range(n)]

@@ -19,7 +19,7 @@ from flightc.config import HardwareConfig
 from flightc.hw import regs as R
 from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
 from flightc.hw.control import AxiLiteRegs
-from flightc.hw.core import S_AXI, Core, check_rtl_config, master_port
+from flightc.hw.core import S_AXI, Core, check_rtl_config, core_module_config, master_port
 from flightc.hw.hierarchy import separate
 from flightc.hw.latency_rules import SLR_CROSSING
 
@@ -62,7 +62,7 @@ def kernel_logic(m: Module, cfg: HardwareConfig, axi, lite) -> Value:
     links = []
     for c in range(P):
         first, count = cfg.master_runs[c]
-        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, cfg.core(c))
+        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, core_module_config(cfg, c))
         for g in range(count):
             wiring.connect(m, wiring.flipped(axi[first + g]), core.axi[g])
         view, link = regs.core(c), core.link
@@ -71,8 +71,11 @@ def kernel_logic(m: Module, cfg: HardwareConfig, axi, lite) -> Value:
                                                     stages)),
                      link.start.eq(crossing(m, regs.started, f"start{c}", stages)),
                      view.done_pulse.eq(crossing(m, link.finished, f"finished{c}", stages))]
-        for ch, base in enumerate(link.channel_base):
-            m.d.comb += base.eq(crossing(m, view.values[f"channel_base{ch}"], f"channel_base{ch}_{c}", stages))
+        crossed = [crossing(m, view.values[f"channel_base{ch}"], f"channel_base{ch}_{c}", stages)
+                   for ch in range(cfg.mem_channels)]
+        own = cfg.core(c).core_channels
+        m.d.comb += [*(base.eq(x) for base, x in zip(link.channel_base, crossed)), link.first_channel.eq(own.start),
+                     *(base.eq(crossed[ch]) for base, ch in zip(link.own_base, own))]
         for name, cnt in zip(R.COUNTERS, link.counters):
             m.d.comb += view.counters[name].eq(crossing(m, cnt, f"{name}{c}", stages))
         links.append(link)

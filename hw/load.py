@@ -19,13 +19,13 @@ from __future__ import annotations
 from functools import reduce
 from operator import and_
 
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import Out
 
 from flightc.config import HardwareConfig
-from flightc.hw.address import master_of
+from flightc.hw.address import master_of, own_block
 from flightc.hw.axi import AXI_ADDR_BITS, read_client_signature
 from flightc.hw.axi_rules import AXI_BOUNDARY, LD_IN_FLIGHT
 from flightc.hw.dsp48e2 import registered_product
@@ -64,11 +64,10 @@ class DescriptorQueue(Elaboratable):
         return m
 
 
-def own_banks_signal(cfg: HardwareConfig, f):
+def own_banks_signal(cfg: HardwareConfig, f, first_channel: Value | int = 0):
     """:func:`flightc.isa.footprint.own_banks` of the LD in ``f`` (its decoded fields), as logic; ``cfg`` is the
-    core's."""
-    own = cfg.core_channels
-    chans = len(own)
+    core's, its own channels from ``first_channel``."""
+    chans = len(cfg.core_channels)
     if chans & (chans - 1) or cfg.axi_masters == 1 or not cfg.banked_buffers:
         return Const(0)
     banked = Cat(*[f.buf == int(b) for b in cfg.banked_buffers]).any()
@@ -76,7 +75,8 @@ def own_banks_signal(cfg: HardwareConfig, f):
     cbits = chans.bit_length() - 1
     row_in = f.buf_addr[sbl:sbl + cbits] == f.channel[:cbits] if cbits else Const(1)
     one_round = f.row_bytes <= (f.stripe << sbl)
-    mine = (f.channel >= own.start) & (f.channel + f.stripe <= own.stop)  # on the core's own channels
+    is_own, local = own_block(cfg, f.channel, Value.cast(first_channel))
+    mine = is_own & (local + f.stripe <= chans)  # on the core's own channels
     return (banked & (f.stripe > 1) & ~f.gather & (f.stripe_log2 == sbl) & (f.hbm_addr[:sbl] == 0) & (f.buf_addr[:sbl] == 0)
             & row_in & mine & (one_round | (f.stripe == chans)))
 
@@ -87,8 +87,14 @@ class LoadLane(DmaUnit):
 
     UNIT, OPCODE = Unit.LD, Opcode.LD
 
-    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], lane: int = 0):
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], lane: int = 0,
+                 own_base: list[Signal] | None = None, first_channel: Value | None = None):
+        """``channel_base``: every channel's base; ``own_base``: those of the core's own channels, which start at
+        ``first_channel`` (by default the view's: :attr:`HardwareConfig.first_master`)."""
         self.lane = lane
+        first = cfg.first_master * cfg.channels_per_master
+        self.own_base = own_base if own_base is not None else channel_base[first:first + len(cfg.core_channels)]
+        self.first_channel = first_channel if first_channel is not None else Const(first, range(max(2, first + 1)))
         self.reach = cfg.axi_masters if lane == 0 else 1
         bits = 8 * cfg.axi_data_bytes
         super().__init__(cfg, channel_base, rd=Out(read_client_signature(bits)).array(self.reach), ready=Out(1))
@@ -198,14 +204,16 @@ class LoadLane(DmaUnit):
         whole = Signal()  # lane 0 takes every unit of a striped row that does not
         target = Signal(max(1, (self.reach - 1).bit_length()))  # the master of the piece's bursts (lane 0)
         # the lane's channels of the stripe, [lo, hi): master `lane`'s channels, shifted by the row's first; lane 0
-        # takes every channel of a row that does not land in the masters' own banks
-        first, past = (cfg.first_master + self.lane) * cpm, (cfg.first_master + self.lane + 1) * cpm
+        # takes every channel of a row that does not land in the masters' own banks (a row that does lies on the
+        # core's own channels: counted from their first)
+        first, past = self.lane * cpm, (self.lane + 1) * cpm
+        _, local_ch = own_block(cfg, f.channel, self.first_channel)
         lo, hi = Signal.like(f.stripe), Signal.like(f.stripe)
         unit = Signal(17)  # a stripe unit's bytes
         round_bytes = Signal.like(f.row_bytes)  # a round of the stripe: a unit on each channel
         lo_base = Signal.like(f.row_bytes)  # where the lane's first unit of a round starts, from the round's
-        lo_ch = Mux(f.channel < first, first - f.channel, 0)
-        hi_ch = Mux(f.channel < past, past - f.channel, 0)
+        lo_ch = Mux(local_ch < first, first - local_ch, 0)
+        hi_ch = Mux(local_ch < past, past - local_ch, 0)
         stripe_k = Signal.like(f.stripe)  # the unit's channel within the stripe
         k_ch = Signal(len(f.channel) + 1)  # its channel: f.channel + stripe_k
         k_last = Signal()  # stripe_k + 1 == hi: the unit is the lane's last of its round
@@ -237,7 +245,7 @@ class LoadLane(DmaUnit):
             every channel's 64-bit base)."""
             if full:
                 return bases[channel]
-            own_bases = self.channel_base[first:past]
+            own_bases = self.own_base[first:past]
             return own_bases[0] if cpm == 1 else Array(own_bases)[channel[:(cpm - 1).bit_length()]]
 
         end_mark = Signal()  # ROW queues the instruction's end marker
@@ -292,7 +300,7 @@ class LoadLane(DmaUnit):
         with m.FSM() as fsm:
             self.idle(m, "PREP", rows.count.eq(0))
             with m.State("PREP"):
-                m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather), own.eq(own_banks_signal(cfg, f)),
+                m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather), own.eq(own_banks_signal(cfg, f, self.first_channel)),
                              unit.eq(Const(1, 17) << f.stripe_log2), round_bytes.eq(f.stripe << f.stripe_log2),
                              lo.eq(Mux(lo_ch >= f.stripe, f.stripe, lo_ch)),
                              hi.eq(Mux(hi_ch >= f.stripe, f.stripe, hi_ch)), ch_r.eq(ch), row_off.eq(f.hbm_addr),
@@ -409,11 +417,12 @@ class LoadUnit(wiring.Component):
 
     UNIT = Unit.LD
 
-    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], own_base: list[Signal] | None = None,
+                 first_channel: Value | None = None):
         self.cfg = cfg
         n = cfg.axi_masters
         bits = 8 * cfg.axi_data_bytes
-        self.lanes = [LoadLane(cfg, channel_base, k) for k in range(n)]
+        self.lanes = [LoadLane(cfg, channel_base, k, own_base, first_channel) for k in range(n)]
         members = {"ctl": Out(unit_signature(Unit.LD)), "ready": Out(1),
                    "port": Out(word_port_signature(cfg.buffer_port_bytes)).array(n),
                    "rd": Out(read_client_signature(bits)).array(n)}

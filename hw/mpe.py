@@ -67,11 +67,14 @@ def positions_of_masks(m: Module, name: str, masks: Value, lanes: int, patterns:
 class Mpe(ExecutionUnit):
     UNIT = Unit.MPE
 
-    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal]):
-        """``channel_base``: each memory channel's base address (a streamed MV's readers address its tile)."""
+    def __init__(self, cfg: HardwareConfig, channel_base: list[Signal], first_channel: Value | None = None):
+        """``channel_base``: the base address of each of the core's own channels (a streamed MV's readers address
+        its tile there), the first of them ``first_channel`` (by default the view's: ``first_master``)."""
         super().__init__(cfg, rd=Out(read_client_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters))
         self.span_max = cfg.chain_span_max
         self.bases = channel_base
+        first = cfg.first_master * cfg.channels_per_master
+        self.first_channel = first_channel if first_channel is not None else Const(first, range(max(2, first + 1)))
         self.head_ok = Signal()  # from the control: the queue's head would start if the MPE were free
         self.head_in = Signal()  # from the control: the queue has a head, whatever its tokens
 
@@ -105,7 +108,7 @@ class Mpe(ExecutionUnit):
         m.submodules.head_plan = hp = TilePlan(cfg)
         m.submodules.own_plan = op = TilePlan(cfg)
         for plan, mm_, mv_, word in ((hp, hm, hv, self.instr), (op, f, fv, self.ins)):
-            m.d.comb += [plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
+            m.d.comb += [plan.first_channel.eq(self.first_channel),plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
                          plan.early.eq(mv_.w_early), plan.bits_code.eq(mm_.w_bits), plan.sparsity.eq(mm_.sparsity),
                          plan.sparse_enc.eq(mm_.sparse_enc),
                          plan.group_log2.eq(mm_.group_log2), plan.k.eq(mm_.k), plan.n.eq(mm_.n),

@@ -38,6 +38,8 @@ class StreamReader(wiring.Component):
     counted apart and become the MV's with ``resume``."""
 
     def __init__(self, cfg: HardwareConfig, master: int, channel_base: list[Signal]):
+        """``channel_base``: the base address of each of the core's own channels (a master's tile lies on its
+        own)."""
         self.cfg, self.master, self.bases = cfg, master, channel_base
         bits = 8 * cfg.axi_data_bytes
         super().__init__({
@@ -54,7 +56,7 @@ class StreamReader(wiring.Component):
         unit_beats = cfg.stripe_bytes // cfg.axi_data_bytes
         depth = cfg.lane_fifo_beats
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=8 * cfg.axi_data_bytes, depth=depth)
-        first = (cfg.first_master + self.master) * cpm  # the master's channels: the kernel's numbering
+        first = self.master * cpm  # the master's channels, among the core's own
         covers = self.covers
         round_ = Signal.like(self.rounds)
         rounds = Signal.like(self.rounds)
@@ -68,8 +70,6 @@ class StreamReader(wiring.Component):
         popped = self.beats.valid & self.beats.ready
         ar = self.rd.ar
         at = Signal(AXI_ADDR_BITS)
-        ch = Signal(range(max(2, cfg.mem_channels)))
-        m.d.comb += ch.eq(first + k)
         base = self.bases[first] if cpm == 1 else Mux(k == 0, self.bases[first], 0)
         if cpm > 1:
             for j in range(1, cpm):

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.compress.stream import chunk_stride
 from flightc.config import HardwareConfig, SparseEncoding
-from flightc.hw.address import master_of
+from flightc.hw.address import master_of, own_block
 from flightc.hw.dsp48e2 import registered_product
 from flightc.hw.lane_feed import GROUP_LOG2_MAX, GROUP_LOG2_MIN
 from flightc.hw.lane_group import config_kinds, format_case, formats
@@ -76,7 +76,7 @@ class TilePlan(wiring.Component):
             "restart": In(1), "streamed": In(1), "early": In(1),
             "bits_code": In(WeightBits), "sparsity": In(Sparsity), "sparse_enc": In(SparseEncoding), "group_log2": In(4),
             "k": In(20), "n": In(16),
-            "w_channel": In(6), "w_stripe": In(6), "w_hbm_addr": In(HBM_ADDR_BITS),
+            "w_channel": In(6), "w_stripe": In(6), "w_hbm_addr": In(HBM_ADDR_BITS), "first_channel": In(6),
             "valid": Out(1), "is_streamed": Out(1), "is_early": Out(1),
             "chunks": Out(range(cfg.lane_k_max // cfg.lane_slots + 1)), "pairs": Out(16),
             "span": Out(range(G + 1)), "span_log2": Out(range(max(2, G.bit_length()))), "g0": Out(range(max(2, G))),
@@ -120,9 +120,11 @@ class TilePlan(wiring.Component):
         span_log2 = st.reg("span_log2_1", span_log2_of, len(span_log2_of), 1)
         n = st.reg("n1", self.n, len(self.n), 1)
         g0 = st.reg("g0_1", master_of(self.w_channel, cfg), len(self.g0), 1)
-        own = [(cfg.first_master + g) * cpm for g in range(G)]  # each master's first channel
-        covers = st.reg("covers1", Cat(*[(self.w_channel <= ch) & (ch < self.w_channel + self.w_stripe) for ch in own]),
-                        G, 1)
+        # each master's first channel, among the core's own (which start at first_channel: a constant the kernel
+        # drives); a tile on other channels covers none of them
+        is_own, local = own_block(cfg, self.w_channel, self.first_channel)
+        own = [g * cpm for g in range(G)]
+        covers = st.reg("covers1", Cat(*[is_own & (local <= ch) & (ch < local + self.w_stripe) for ch in own]), G, 1)
         hbm_addr = st.reg("hbm1", self.w_hbm_addr, len(self.w_hbm_addr), 1)
         streamed, early = st.reg("streamed1", self.streamed, 1, 1), st.reg("early1", self.early, 1, 1)
         # ---- step 2: a group's rows padded to whole pairs of its span; a block's whole chunks, the rest, its bytes
