@@ -300,7 +300,8 @@ class LoadLane(DmaUnit):
         with m.FSM() as fsm:
             self.idle(m, "PREP", rows.count.eq(0))
             with m.State("PREP"):
-                m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather), own.eq(own_banks_signal(cfg, f, self.first_channel)),
+                m.d.sync += [striping.eq((f.stripe > 1) & ~f.gather),
+                             own.eq(own_banks_signal(cfg, f, self.first_channel)),
                              unit.eq(Const(1, 17) << f.stripe_log2), round_bytes.eq(f.stripe << f.stripe_log2),
                              lo.eq(Mux(lo_ch >= f.stripe, f.stripe, lo_ch)),
                              hi.eq(Mux(hi_ch >= f.stripe, f.stripe, hi_ch)), ch_r.eq(ch), row_off.eq(f.hbm_addr),

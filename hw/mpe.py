@@ -108,7 +108,8 @@ class Mpe(ExecutionUnit):
         m.submodules.head_plan = hp = TilePlan(cfg)
         m.submodules.own_plan = op = TilePlan(cfg)
         for plan, mm_, mv_, word in ((hp, hm, hv, self.instr), (op, f, fv, self.ins)):
-            m.d.comb += [plan.first_channel.eq(self.first_channel),plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
+            m.d.comb += [plan.first_channel.eq(self.first_channel),
+                         plan.streamed.eq((opcode_of(word) == int(Opcode.MV)) & mv_.w_stream),
                          plan.early.eq(mv_.w_early), plan.bits_code.eq(mm_.w_bits), plan.sparsity.eq(mm_.sparsity),
                          plan.sparse_enc.eq(mm_.sparse_enc),
                          plan.group_log2.eq(mm_.group_log2), plan.k.eq(mm_.k), plan.n.eq(mm_.n),
