@@ -105,7 +105,7 @@ def core_link_signature(cfg: HardwareConfig) -> wiring.Signature:
     equal runs are one module: :func:`core_module_config`) and start out; the core's finish (a pulse), its counters
     (hw/regs.py COUNTERS) and its barrier request in; the barrier's go out."""
     return wiring.Signature({"program_addr": Out(64), "program_bytes": Out(32),
-                             "channel_base": Out(64).array(cfg.mem_channels), "first_channel": Out(6),
+                             "channel_base": Out(64).array(cfg.mem_channels), "first_channel": Out(range(max(2, cfg.mem_channels))),
                              "own_base": Out(64).array(len(cfg.core_channels)), "start": Out(1), "finished": In(1),
                              "counters": In(64).array(len(R.COUNTERS)), "barrier_req": In(1), "barrier_go": Out(1)})
 

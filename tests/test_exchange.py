@@ -2,11 +2,11 @@
 import numpy as np
 
 from conftest import MAX_LEN, PROMPT
-from flightc.compiler.memory import channel_shares, head_shares, stream_plan
+from flightc.compiler.memory import channel_shares, head_shares, region_spans, stream_plan
 from flightc.compress.formats import WeightFormat
 from flightc.config import PRESETS, Buffer
 from flightc.isa.codec import iter_program
-from flightc.isa.footprint import buf, footprint, stripe_layout
+from flightc.isa.footprint import buf, footprint
 from flightc.isa.table import MiscOp, Opcode, SysOp
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
@@ -80,9 +80,7 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
     seen = stored = 0
     kinds: dict[str, list[int]] = {"MV": [], "REQ": [], "EMUL": []}
     for core, prog in enumerate(progs):
-        for k, slot, before, after in _exchanges(prog, {n: stripe_layout(r["channel"], r["addr"], r["nbytes"],
-                                                                          r["stripe"], r["unit"])
-                                                         for n, r in xchg.items()}):
+        for k, slot, before, after in _exchanges(prog, {n: region_spans(r) for n, r in xchg.items()}):
             seen += 1
             # one row (decode): this core's columns stored, the other cores' loaded, no more (by where they lie in
             # the buffer); its own stored into its own channels, the others' loaded from theirs

@@ -6,9 +6,9 @@ import json
 from rich.table import Table
 
 from flightc.cli.render import console, print_cores, print_layers
+from flightc.compiler.memory import region_spans
 from flightc.errors import FlightcError
 from flightc.files import write_atomic
-from flightc.isa.footprint import stripe_layout
 
 
 def register(sub) -> None:
@@ -85,9 +85,7 @@ def cmd_info(args) -> int:
     for r in m.memory_map["regions"]:
         by_kind.setdefault(r["kind"], []).append(r)
     for kind, rs in by_kind.items():
-        channels = {ch for r in rs for ch, _, _ in stripe_layout(r["channel"], r["addr"], r["nbytes"],
-                                                                  max(1, r.get("stripe", 1)),
-                                                                  r.get("unit") or max(r["nbytes"], 1))}
+        channels = {ch for r in rs for ch, _, _ in region_spans(r)}
         regions.add_row(kind, str(len(rs)), f"{sum(r['nbytes'] for r in rs):,}", str(len(channels)))
     console.print(regions)
     progs = Table(title=f"program templates (length-adaptive: one per step length and position range; prompts "

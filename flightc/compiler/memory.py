@@ -68,6 +68,11 @@ class Region:
         return d
 
 
+def region_spans(region: dict) -> list[tuple[int, int, int]]:
+    """:meth:`Region.spans` of a region as a bundle's memory map lists it (:meth:`Region.to_dict`)."""
+    return Region(**{**region, "kind": RegionKind(region["kind"])}).spans()
+
+
 @dataclass(frozen=True)
 class LinearTiles:
     """Where each row tile of a linear layer lives: packed rows and their requantization records."""

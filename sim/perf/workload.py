@@ -16,12 +16,12 @@ from typing import Callable
 import numpy as np
 
 from flightc.bundle import Bundle
-from flightc.compiler.memory import RegionKind
+from flightc.compiler.memory import RegionKind, region_spans
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import decode_program
-from flightc.isa.footprint import stream_spans, streamed, stripe_layout
+from flightc.isa.footprint import stream_spans, streamed
 from flightc.isa.table import Opcode
 from flightc.sim.perf.report import StepReport, step_report
 from flightc.sim.perf.schedule import Schedule, schedule
@@ -156,8 +156,7 @@ class WorkloadModel:
         # channels), by address
         self._regions: dict[int, list[tuple[int, int, dict]]] = {}
         for r in bundle.manifest.memory_map["regions"]:
-            for ch, addr, n in stripe_layout(r["channel"], r["addr"], r["nbytes"], max(1, r.get("stripe", 1)),
-                                             r.get("unit") or max(r["nbytes"], 1)):
+            for ch, addr, n in region_spans(r):
                 self._regions.setdefault(ch, []).append((addr, n, r))
         for spans in self._regions.values():
             spans.sort(key=lambda span: span[0])
