@@ -271,8 +271,8 @@ class StepLowering:
         return (0, t.width) if t.shares is None else t.shares[self.core]
 
     def full(self, t: Tensor) -> Tensor:
-        """Make sure every core holds all of t: store this core's slice (unless its producer did, a tile at a time:
-        :meth:`linear`), barrier, load the others'."""
+        """Make sure every core holds all of t: store this core's slice (unless its producer did, a part at a time
+        as it made them: :meth:`prestore`), barrier, load the others' pieces."""
         if t.shares is None or self.P == 1:
             t.shares = None
             return t
