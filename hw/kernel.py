@@ -5,9 +5,9 @@ Topology: one kernel spanning the SLRs, not a compute unit per SLR. Its cores st
 at SYS BARRIERs in hardware and finish on one ap_done, so a step is one kernel run with no host round trip per layer;
 the activations they exchange go through memory (each core's stores, the barrier, every core's loads: the compiler's
 exchange regions). Each core has its own run of the kernel's memory masters (core c's master g is kernel master
-``first + g`` of its run, :attr:`HardwareConfig.master_runs`: u280's 32 as 16, 8 and 8), a core module generated per
-run (:meth:`HardwareConfig.core`), and its own window of registers (hw/regs.py); every signal between a core and the
-shared logic is registered on the way (``SLR_CROSSING``), so a core may sit in any SLR.
+``first + g`` of its run, :attr:`HardwareConfig.master_runs`: u280's 32 as 16, 8 and 8), one core module for the
+cores of equal runs (hw/core.py ``core_module_config``), and its own window of registers (hw/regs.py); every signal
+between a core and the shared logic is registered on the way (``SLR_CROSSING``), so a core may sit in any SLR.
 """
 from __future__ import annotations
 
