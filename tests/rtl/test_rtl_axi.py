@@ -36,6 +36,7 @@ def test_kernel_of_three_cores_over_cocotbext_axi_with_random_backpressure(tmp_p
     text = (rtl.directory / f"{TOP}.v").read_text()
     assert re.findall(r"^module (flightc_core(?:_\d)?)\(", text, re.M) == ["flightc_core"]
     assert len(re.findall(r"^\s*flightc_core inst \(", text, re.M)) == 3
+    assert (rtl.directory / "Vflightc_core").is_dir()  # verilated once for the three (build.py repeated_cores)
     assert sorted(set(re.findall(r"^\s*input (m_axi_gmem\d*)_rvalid;", text, re.M))) == [
         f"m_axi_gmem{k}" for k in range(3)]
     assert re.search(r"^\s*input \[13:0\] s_axi_control_awaddr;", text, re.M)
