@@ -20,11 +20,9 @@ demo: env
 	$(BIN)/flightc demo
 
 # test workers (pytest-xdist): one per core, at most 4 (each holds compiled models and simulators in memory);
-# a test file runs on one worker, so its module fixtures (a Verilator model, a compiled bundle) are made once.
-# Files go out in collection order, tests/rtl's first: they are the longest (a Verilator build each), and xdist's
-# default order (most tests first) left them for last, one worker running them alone at the end
+# a test file runs on one worker, so its module fixtures (a Verilator model, a compiled bundle) are made once
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
-PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder
+PYTEST := $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 # everything: what .ci/run calls
 test: env
