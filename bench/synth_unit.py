@@ -4,6 +4,7 @@ and print its deepest register-to-register path (hw/timing.py) with the signals 
     python bench/synth_unit.py flightc.hw.stream_out:StreamOut --hw u280
     python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2
     python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=2 --over 7   # every register past 7
+    python bench/synth_unit.py flightc.hw.sfu:Sfu --hw u280 --set sfu_lanes=4 --luts 30   # where its LUTs go
     python bench/synth_unit.py synth_calibration:MpeProbe --hw u280 --set axi_masters=1 \
         --blackbox "flightc_sparse_dsp_chain* flightc_lane_group* flightc_lane_feed*"     # the MPE without its lanes
 
@@ -20,6 +21,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -37,6 +39,9 @@ def main() -> None:
                         help="modules left out of the synthesis (yosys selection, e.g. 'flightc_lane_group*')")
     parser.add_argument("--over", type=float, metavar="LEVELS",
                         help="also list every register (a bus once) whose deepest path has more levels than this")
+    parser.add_argument("--luts", type=int, metavar="ROWS",
+                        help="also list the registers (a name without its bits and lane number) the LUTs feed, "
+                             "the most first")
     args = parser.parse_args()
 
     from flightc.config import PRESETS
@@ -86,8 +91,69 @@ def main() -> None:
             over.add_row(bus, f"{p.levels:.2f}", str(p.luts), _net_of(net, names, p.cells[0]),
                          " > ".join(dict.fromkeys(_bus(n) for n in named))[:90])
         console.print(over)
+    if args.luts:
+        shares = luts_by_register(net, names)
+        total = sum(shares.values())
+        fed = Table("registers (or ports) fed", "LUTs", "of all")
+        for name, luts in shares.most_common(args.luts):
+            fed.add_row(name, f"{luts:,.0f}", f"{luts / total:.1%}")
+        console.print(fed)
     cells = stat["design"]["num_cells_by_type"]
     console.print({k: v for k, v in cells.items() if k.startswith(("LUT", "FD", "DSP", "CARRY", "RAMB", "URAM"))})
+
+
+COMBINATIONAL = ("LUT", "CARRY", "MUXF", "INV")
+
+
+def luts_by_register(module: dict, names: dict[int, str]) -> Counter:
+    """Each LUT of a flattened, mapped ``module`` (``write_json``) shared out evenly among the registers its
+    output reaches through combinational cells alone (LUTs, carries, F7/F8 multiplexers), each register named by
+    its output's bus without a trailing lane number (``qr3`` -> ``qr``: every lane's together); an output port
+    counts as ``port NAME`` and another cell (a DSP48E2, a memory) as ``<TYPE>``. What a unit's area is for, where
+    the cell names yosys leaves say nothing."""
+    cells = module["cells"]
+    readers: dict[int, list[str]] = {}
+    for name, cell in cells.items():
+        for port, direction in cell["port_directions"].items():
+            if direction == "input":
+                for b in cell["connections"][port]:
+                    readers.setdefault(b, []).append(name)
+    ports = {b: f"port {_bus(name)}" for name, p in module.get("ports", {}).items() if p["direction"] == "output"
+             for b in p["bits"]}
+    reached: dict[str, frozenset] = {}
+
+    def reach(name: str) -> frozenset:
+        if name not in reached:
+            reached[name] = frozenset()  # (a combinational loop ends here)
+            cell, found = cells[name], set()
+            for port, direction in cell["port_directions"].items():
+                if direction != "output":
+                    continue
+                for b in cell["connections"][port]:
+                    if b in ports:
+                        found.add(ports[b])
+                    for r in readers.get(b, ()):
+                        kind = cells[r]["type"]
+                        if kind.startswith(COMBINATIONAL):
+                            found |= reach(r)
+                        elif kind.startswith("FD"):
+                            q = cells[r]["connections"]["Q"][0]
+                            found.add(re.sub(r"\d+$", "", _bus(str(names.get(q, r)))) or "?")
+                        elif kind == "OBUF":  # (synth_xilinx buffers the top's outputs)
+                            found.add(ports.get(cells[r]["connections"]["O"][0], "<OBUF>"))
+                        else:
+                            found.add(f"<{kind}>")
+            reached[name] = frozenset(found)
+        return reached[name]
+
+    shares: Counter = Counter()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+    for name, cell in cells.items():
+        if cell["type"].startswith("LUT"):
+            to = reach(name) or {"(nothing)"}
+            for register in to:
+                shares[register] += 1 / len(to)
+    return shares
 
 
 def _bus(name: str) -> str:

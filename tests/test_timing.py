@@ -330,3 +330,28 @@ def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
     left_out = " ".join(f"{module}*" for module, kind in SEPARATED.items() if kind.startswith("core.mpe."))
     levels = unit_levels(tmp_path, "mpe", cfg, make, left_out)
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
+
+
+def test_luts_are_shared_among_the_registers_they_feed():
+    """bench/synth_unit.py --luts: a LUT counts to the registers its output reaches through combinational cells,
+    every lane's register of a name together, shared evenly among different names; an output counts to its port."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("synth_unit", Path(__file__).parents[1] / "bench" / "synth_unit.py")
+    synth_unit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synth_unit)
+    n = Netlist()
+    a = n.ff("src")
+    lanes = n.lut("lanes", a)  # two lanes' registers of one name
+    q0, q1 = n.ff("r0", lanes), n.ff("r1", lanes)
+    split = n.lut("split", a)  # two names
+    p, q = n.ff("r2", split), n.ff("r3", split)
+    deep = n.lut("deep", a)  # through a carry and a LUT
+    carry = n.net()
+    n.cell("carry", "CARRY4", {"S": deep}, {"O": carry})
+    acc = n.ff("r4", n.lut("after", carry))
+    out, pad = n.lut("out", a), n.net()
+    n.cell("obuf", "OBUF", {"I": out}, {"O": pad})
+    module = {"cells": n.cells, "ports": {"y": {"direction": "output", "bits": [pad]}}}
+    names = {a: "src[0]", q0: "x0[0]", q1: "x1[0]", p: "p[0]", q: "q[0]", acc: "acc[0]"}
+    assert synth_unit.luts_by_register(module, names) == {"x": 1.0, "p": 0.5, "q": 0.5, "acc": 2.0, "port y": 1.0}

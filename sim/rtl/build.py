@@ -208,17 +208,59 @@ def _verilate(out: Path, label: str, toplevel: str, text: str, digest: str, opt:
            *(["--hierarchical"] if hier else []),
            str(out / "public.vlt"), str(verilator_cpp), str(out / f"{toplevel}.v"), str(DSP48E2_MODEL), str(LUT6_MODEL)]
     log.info("verilating %s into %s", label, out)
-    for step in (cmd, ["make", "-j", str(os.cpu_count() or 1), "-C", str(out), "-f", "Vtop.mk",
-                       f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",
-                       # the PyPI build leaves these empty, which breaks precompiled headers and
-                       # the coroutines --timing needs
-                       "CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=c++20",
-                       "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]):
-        proc = subprocess.run(step, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"
-                               f"{proc.stderr[-3000:]}")
+    make = ["make", "-C", str(out), "-f", "Vtop.mk", f"VM_TRACE={int(trace)}", f"OPT_FAST={opt}",
+            # the PyPI build leaves these empty, which breaks precompiled headers and the coroutines --timing needs
+            "CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=c++20", "CFG_CXXFLAGS_COROUTINES=-fcoroutines"]
+    _run_step(cmd, env)
+    runtime = _runtime_objects(out, make, env)
+    _run_step([*make, "-j", str(os.cpu_count() or 1)], env)
+    runtime.keep(out)
     (out / ".built").write_text(digest)
+
+
+def _run_step(step: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(step, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise FlightcError(f"Verilator build failed ({' '.join(step[:2])}):\n{proc.stdout[-3000:]}\n"
+                           f"{proc.stderr[-3000:]}")
+
+
+@dataclass(frozen=True)
+class RuntimeObjects:
+    """Verilator's run-time library (verilated.o, verilated_vpi.o, ...: the same for every model built with the
+    same flags, about 12 s of compiling a build), compiled once into the cache beside the builds and copied into
+    each new one before its ``make``, which then finds them up to date."""
+
+    folder: Path
+    names: tuple[str, ...]
+
+    def keep(self, out: Path) -> None:
+        """After a build: its objects into the cache, if no build put them there yet."""
+        if not self.names or all((self.folder / n).exists() for n in self.names):
+            return
+        with exclusive(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for name in self.names:
+                if not (self.folder / name).exists():
+                    shutil.copy2(out / name, self.folder / f".{name}.part")
+                    os.replace(self.folder / f".{name}.part", self.folder / name)
+
+
+def _runtime_objects(out: Path, make: list[str], env: dict[str, str]) -> RuntimeObjects:
+    """The build's run-time objects (Vtop_classes.mk's VM_GLOBAL lists), cached under a hash of the commands that
+    compile them (so a change of flags, compiler or Verilator compiles them anew); copied into ``out`` if there."""
+    listed = re.findall(r"^VM_GLOBAL_(?:FAST|SLOW) \+= \\\n((?:  \S+ \\\n)*)", (out / "Vtop_classes.mk").read_text(),
+                        re.MULTILINE)
+    names = tuple(f"{n}.o" for block in listed for n in block.split() if n != "\\")
+    if not names:
+        return RuntimeObjects(out, ())
+    commands = subprocess.run([*make, "-n", "--no-print-directory", *names], env=env, capture_output=True,
+                              text=True).stdout
+    folder = cache_root() / f"runtime-{hashlib.sha256(commands.encode()).hexdigest()[:16]}"
+    if all((folder / n).exists() for n in names):
+        for name in names:
+            shutil.copy(folder / name, out / name)  # (written now, after Vtop.mk: make leaves them)
+    return RuntimeObjects(folder, names)
 
 
 def launch(rtl: RtlBuild, test_module: str, workdir: str | Path, env: dict[str, str] | None = None,
