@@ -248,7 +248,8 @@ class RuntimeObjects:
 
 def _runtime_objects(out: Path, make: list[str], env: dict[str, str]) -> RuntimeObjects:
     """The build's run-time objects (Vtop_classes.mk's VM_GLOBAL lists), cached under a hash of the commands that
-    compile them (so a change of flags, compiler or Verilator compiles them anew); copied into ``out`` if there."""
+    compile them and the tools' versions (so a change of flags or of Verilator compiles them anew); copied into
+    ``out`` if there."""
     listed = re.findall(r"^VM_GLOBAL_(?:FAST|SLOW) \+= \\\n((?:  \S+ \\\n)*)", (out / "Vtop_classes.mk").read_text(),
                         re.MULTILINE)
     names = tuple(f"{n}.o" for block in listed for n in block.split() if n != "\\")
@@ -256,7 +257,7 @@ def _runtime_objects(out: Path, make: list[str], env: dict[str, str]) -> Runtime
         return RuntimeObjects(out, ())
     commands = subprocess.run([*make, "-n", "--no-print-directory", *names], env=env, capture_output=True,
                               text=True).stdout
-    folder = cache_root() / f"runtime-{hashlib.sha256(commands.encode()).hexdigest()[:16]}"
+    folder = cache_root() / f"runtime-{hashlib.sha256((commands + _tool_versions()).encode()).hexdigest()[:16]}"
     if all((folder / n).exists() for n in names):
         for name in names:
             shutil.copy(folder / name, out / name)  # (written now, after Vtop.mk: make leaves them)
