@@ -102,15 +102,15 @@ def main() -> None:
     console.print({k: v for k, v in cells.items() if k.startswith(("LUT", "FD", "DSP", "CARRY", "RAMB", "URAM"))})
 
 
-COMBINATIONAL = ("LUT", "CARRY", "MUXF", "INV")
-
-
 def luts_by_register(module: dict, names: dict[int, str]) -> Counter:
     """Each LUT of a flattened, mapped ``module`` (``write_json``) shared out evenly among the registers its
     output reaches through combinational cells alone (LUTs, carries, F7/F8 multiplexers), each register named by
     its output's bus without a trailing lane number (``qr3`` -> ``qr``: every lane's together); an output port
     counts as ``port NAME`` and another cell (a DSP48E2, a memory) as ``<TYPE>``. What a unit's area is for, where
     the cell names yosys leaves say nothing."""
+    from flightc.hw.timing import CARRY_CHAIN_LEVELS, FREE, LUTS, MUXF, REGISTERS
+
+    combinational = LUTS | MUXF | FREE | set(CARRY_CHAIN_LEVELS)
     cells = module["cells"]
     readers: dict[int, list[str]] = {}
     for name, cell in cells.items():
@@ -134,9 +134,9 @@ def luts_by_register(module: dict, names: dict[int, str]) -> Counter:
                         found.add(ports[b])
                     for r in readers.get(b, ()):
                         kind = cells[r]["type"]
-                        if kind.startswith(COMBINATIONAL):
+                        if kind in combinational:
                             found |= reach(r)
-                        elif kind.startswith("FD"):
+                        elif kind in REGISTERS:
                             q = cells[r]["connections"]["Q"][0]
                             found.add(re.sub(r"\d+$", "", _bus(str(names.get(q, r)))) or "?")
                         elif kind == "OBUF":  # (synth_xilinx buffers the top's outputs)
@@ -149,7 +149,7 @@ def luts_by_register(module: dict, names: dict[int, str]) -> Counter:
     shares: Counter = Counter()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
     for name, cell in cells.items():
-        if cell["type"].startswith("LUT"):
+        if cell["type"] in LUTS:
             to = reach(name) or {"(nothing)"}
             for register in to:
                 shares[register] += 1 / len(to)
