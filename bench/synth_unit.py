@@ -106,7 +106,7 @@ def luts_by_register(module: dict, names: dict[int, str]) -> Counter:
     """Each LUT of a flattened, mapped ``module`` (``write_json``) shared out evenly among the registers its
     output reaches through combinational cells alone (LUTs, carries, F7/F8 multiplexers), each register named by
     its output's bus without a trailing lane number (``qr3`` -> ``qr``: every lane's together); an output port
-    counts as ``port NAME`` and another cell (a DSP48E2, a memory) as ``<TYPE>``. What a unit's area is for, where
+    (directly or through its OBUF) counts as ``port NAME`` and another cell (a DSP48E2, a memory) as ``<TYPE>``. What a unit's area is for, where
     the cell names yosys leaves say nothing."""
     from flightc.hw.timing import CARRY_CHAIN_LEVELS, FREE, LUTS, MUXF, REGISTERS
 
