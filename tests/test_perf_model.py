@@ -171,3 +171,22 @@ def test_a_request_extrapolated_from_one_and_two_layers_is_the_full_models(tmp_p
         assert abs(g.macs - f.macs) <= 1e-9 * f.macs and abs(g.hbm_bytes - f.hbm_bytes) <= 1e-3 * f.hbm_bytes
         assert g.unit_busy.keys() == f.unit_busy.keys()
         assert all(abs(g.unit_busy[u] - f.unit_busy[u]) <= 1e-2 for u in f.unit_busy)
+
+
+@pytest.mark.parametrize("prm_addr, out_pass_words", [(56, 1), (0, 2)])
+def test_an_sfu_pass_over_one_word_chunks_takes_a_chunk_a_cycle(prm_addr, out_pass_words):
+    """The SFU's operand reader runs up to SFU_READ_AHEAD chunks ahead of the lanes and its write engine starts a
+    write as the one before has its last word granted (hw/sfu.py, hw/buffers.py; the RTL keeps this model's cycles,
+    tests/rtl): an RMSNORM row on 16 lanes of 64-byte words, a chunk's INT32 elements one word, costs a cycle a
+    chunk in each of its two passes where its gains start at a word (the compiler's place for them, 56 bytes into a
+    word past the 8-byte epsilon), two in the output pass where each chunk's gains straddle two words."""
+    from flightc.isa.table import MiscOp
+
+    cfg = PRESETS["u280"].replace(sfu_lanes=16)
+
+    def cycles(chunks: int) -> int:
+        ins = make("MISC", op=MiscOp.RMSNORM, rows=1, cols=16 * chunks, src_buf=Buffer.ACC, src_addr=0,
+                   dst_buf=Buffer.ACT, dst_addr=0, prm_addr=prm_addr)
+        return instruction_work(cfg, ins).cycles
+
+    assert cycles(512) - cycles(256) == 256 * (1 + out_pass_words)

@@ -30,7 +30,7 @@ from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes, own_bank_place
 from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
-from flightc.records import ROPE
+from flightc.records import NORM, ROPE
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,18 @@ class Scratch:
 
     def alloc(self, what: str, nbytes: int, at: tuple[int, int] | None = None) -> Block:
         """``nbytes`` from the first piece that holds them; with ``at`` = (period, offset), from an address that is
-        ``offset`` past a multiple of ``period`` (what is skipped before it stays free)."""
-        nbytes = max(self.align, -(-nbytes // self.align) * self.align)
-        for i, (addr, size) in enumerate(self.free_list):
+        ``offset`` past a multiple of ``period`` (what is skipped before it stays free); a block ends at a word."""
+        def size(lead: int) -> int:  # from ``lead`` bytes past a word to the word after the last byte
+            return max(self.align, -(-(lead + nbytes) // self.align) * self.align) - lead
+
+        for i, (addr, free) in enumerate(self.free_list):
             start = addr if at is None else addr + (at[1] - addr) % at[0]
-            if start + nbytes <= addr + size:
-                pieces = [(addr, start - addr), (start + nbytes, addr + size - start - nbytes)]
+            n = size(start % self.align)
+            if start + n <= addr + free:
+                pieces = [(addr, start - addr), (start + n, addr + free - start - n)]
                 self.free_list[i:i + 1] = [p for p in pieces if p[1]]
-                return Block(self.buf, start, nbytes)
+                return Block(self.buf, start, n)
+        nbytes = size(0)
         used = self.cap - sum(s for _, s in self.free_list)
         raise OnChipError(f"on-chip: {what} needs {nbytes} bytes of the {self.buf.name} buffer, but only "
                                f"{self.cap - used} of preset {self.cfg.name!r}'s {self.cap} are free (largest "
@@ -164,7 +168,10 @@ class StepLowering:
         banked = own_bank_place(cfg.core(core), core_channels(cfg, core)[0])
         self.wslot = self._striped_slots("weight tile", Buffer.WGT, cfg.buffer_bytes(Buffer.WGT) // 2, banked)
         self.rec = self._striped_slots("requantization records", Buffer.PRM, rec_bytes, banked)
-        self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size))
+        # the norms' gains (and biases) start at a buffer word, past the epsilon: a chunk of them is a word read
+        w = cfg.buffer_port_bytes
+        self.norm_prm = self.scratch[Buffer.PRM].alloc(
+            "norm parameters", norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size), at=(w, -NORM.gain_offset(0) % w)).addr
         self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
         self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
         self.rope = fixed("RoPE rows", Buffer.PRM, length * ROPE.row_bytes(d)) if "rope" in mem.regions else None

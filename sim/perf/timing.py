@@ -28,8 +28,8 @@ from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
 from flightc.hw.latency_rules import (CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY, SFU_DIV_SETUP,
-                                      SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY,
-                                      division_bits, recip_wait_cycles, sfu_result_latency, sfu_stat_drain)
+                                      SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_READ_AHEAD, SFU_RESULT_QUEUE,
+                                      SFU_ROPE_LATENCY, division_bits, recip_wait_cycles, sfu_result_latency, sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -303,35 +303,43 @@ def _element_pass(reads: list[list[int]], writes: list[int] | None, drain: int,
     engine is eager) has its last word at t + w (when the next read may start) and its done at t + w + 1. The lanes
     (hw/sfu_lanes.py) take a chunk the cycle after its last operand's done once the result queue has room for it
     (SFU_RESULT_QUEUE chunks taken and not yet written; a place frees the cycle after its write starts); the reader
-    starts a chunk's first read once the one before is in and the lanes wait, with room, for the chunk before it.
+    starts a chunk's first read once the one before is asked for and either the lanes took the one before, or they
+    wait for one at most SFU_READ_AHEAD chunks before it with room for the results of every chunk up to it.
     A chunk's results enter the queue ``drain`` cycles after its take (sfu_result_latency) and leave it the cycle
-    after, or once the write engine is free (a write of v words frees it v + 1 cycles after its start). PASS_END
-    waits ``drain`` cycles after the last take (a statistics pass: sfu_stat_drain) and for the last write. The lanes
+    after, or once the write engine is free (a write of v words has its last word asked for v cycles after its start,
+    when the next may start, and is done the cycle after). PASS_END waits ``drain`` cycles after the last take (a
+    statistics pass: sfu_stat_drain) and for the last write to be done. The lanes
     take nothing before the pass's cycle ``earliest`` (softmax's last pass, beside its division: recip_wait_cycles).
     """
     if not reads:
         return 2  # OP finds the row empty, then PASS_END
     free1 = free2 = 0  # the cycle each engine's last read has its last word (it may start the next)
-    allowed_prev, allowed = 0, earliest  # the first cycles the lanes wait, with room, for the chunk before and this one
+    allowed = earliest  # the first cycle the lanes wait, with room, for this chunk
     starts: list[int] = []  # each chunk's write
-    write_free, take = 0, 0
+    takes: list[int] = []
+    write_free = 0
     for k, words in enumerate(reads):
-        t = 0 if k == 0 else max(free1, free2, allowed_prev)
+        t = 0
+        if k:  # the lanes wait (from earliest) for a chunk at most SFU_READ_AHEAD before, with room up to this one
+            t = max(free1, free2, earliest)
+            if k > SFU_READ_AHEAD:
+                t = max(t, takes[k - 1 - SFU_READ_AHEAD] + 1)
+            if writes is not None and k > SFU_RESULT_QUEUE:
+                t = max(t, starts[k - 1 - SFU_RESULT_QUEUE] + 1)
         free1 = free2 = t
         for w in words:
             free1 += w
         for w in (params[k] if params else []):
             free2 += w
-        take = max(max(free1, free2) + 2, allowed)
+        takes.append(max(max(free1, free2) + 2, allowed))
         if writes is not None:
-            start = max(take + drain + 1, write_free)
-            write_free = start + writes[k] + 1
+            start = max(takes[k] + drain + 1, write_free)
+            write_free = start + writes[k]
             starts.append(start)
-        nxt = take + 1
+        allowed = takes[k] + 1
         if writes is not None and k + 1 >= SFU_RESULT_QUEUE:
-            nxt = max(nxt, starts[k + 1 - SFU_RESULT_QUEUE] + 1)
-        allowed_prev, allowed = allowed, nxt
-    return max(take + drain + 1, write_free) + 1
+            allowed = max(allowed, starts[k + 1 - SFU_RESULT_QUEUE] + 1)
+    return max(takes[-1] + drain + 1, write_free + (writes is not None)) + 1
 
 
 def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:

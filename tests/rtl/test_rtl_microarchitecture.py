@@ -347,3 +347,28 @@ def test_heads_pipelined_over_streamed_keys_and_values_are_byte_identical():
     assert len({i.src_addr for i in decode if i.opcode is Opcode.MISC and i.op == MiscOp.SOFTMAX}) == 2
     assert any(i.opcode is Opcode.ST and i.img_col for i in decode)
     run_steps(bundle, [("prefill", 8, [1, 5, 9, 3, 7, 2, 8, 4]), ("decode", 8, [11]), ("decode", 9, [200])])
+
+
+def test_the_sfu_takes_a_chunk_a_cycle_where_its_operands_are_a_word_each(sim):
+    """REQ and RMSNORM rows of 768 and 1,536 INT32 elements on hbm4's three lanes: a chunk is 12 bytes of a 64-byte
+    word, read as one word or, straddling two, as two (18 words every 16 chunks). The operand reader runs up to
+    SFU_READ_AHEAD chunks ahead of the lanes and the write engine writes a word a cycle, so each pass costs the
+    words it reads, 1.125 cycles a chunk (two a chunk when the reader ran one chunk ahead); the RTL's cycles are the
+    model's."""
+    case = block_case(CFG, 0, "misc")
+    misc = next(i for i in case.instructions if i.opcode is Opcode.MISC)
+    wrong, per_chunk = [], {}
+    for op, passes in ((MiscOp.REQ, 1), (MiscOp.RMSNORM, 2)):
+        busy = {}
+        for chunks in (256, 512):
+            ins = misc.replace(wait=0, release=0, op=int(op), rows=1, cols=CFG.sfu_lanes * chunks, src_buf=Buffer.ACC,
+                               src_addr=0, dst_buf=Buffer.ACT, dst_addr=0, prm_addr=56, offset=0, window=0,
+                               max_given=0, imm=1, shift=0)
+            case.instructions = [ins, make("SYS", op=SysOp.END)]
+            _, counters = run_rtl(sim, case)
+            busy[chunks] = counters["busy_misc"]
+            if busy[chunks] != instruction_work(CFG, ins).cycles:
+                wrong.append(f"{op.name} x {chunks}: rtl {busy[chunks]}, model {instruction_work(CFG, ins).cycles}")
+        per_chunk[op.name] = (busy[512] - busy[256]) / (256 * passes)
+    assert not wrong, "\n".join(wrong)
+    assert all(v == 18 / 16 for v in per_chunk.values()), per_chunk
