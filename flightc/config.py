@@ -416,12 +416,12 @@ PRESETS: dict[str, HardwareConfig] = {
     # bigger one is 2.4 M LUT of sparse multiplexers doing nothing); dense and 8:16 weights, the formats that pay
     # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer (kept
     # positions as positions: with bitmasks the MPE's mask-to-positions conversion is 13.5 levels, docs/compression.md);
-    # 48 SFU lanes
-    # with a divider of four quotient bits a cycle (64 lanes and two bits a cycle: 0.2 points more of the roofline
-    # for 54K LUT more, over 70% of the part). Memory from
+    # 16 SFU lanes, a chunk of a norm's INT32 elements a buffer word, which the SFU streams a chunk a cycle (decode as
+    # with 48 lanes, for 112K LUT fewer: docs/performance.md), with a divider of two quotient bits a cycle (a step of
+    # four is past 225 MHz's logic levels, tests/test_timing.py). Memory from
     # the parts table (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per
     # pseudo-channel.
-    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=48,
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=16,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=2, **{**_HBM, "sparse_n": (8, 16),
