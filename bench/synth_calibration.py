@@ -43,6 +43,8 @@ from flightc.dse.space import patterns
 def _cfg(name: str, base: str = "tiny", **fields):
     from flightc.config import PRESETS
 
+    if base == "u280":  # the positions it listed when the runs on it were measured (bitmasks since 2026-12-07)
+        fields = {"sparse_encodings": (SparseEncoding.POSITIONS,), **fields}
     return PRESETS[base].replace(name=name, **fields)
 
 
@@ -124,6 +126,8 @@ RUNS = [
     ("mpe-M1-B32", "mpe", True, "u280", {**_masters(1), **_beat(32)}, ()),
     ("mpe-M8-B64", "mpe", False, "u280", _masters(8), ()),
     ("mpe-M32-B64", "mpe", False, "u280", _masters(32), ()),
+    # its chains' positions from a step's bitmasks (hw/mpe.py positions_of_masks), as u280 lists them
+    ("mpe-M1-B64-m", "mpe", False, "u280", dict(**_masters(1), sparse_encodings=_PM[1:]), ()),
     ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
     ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
                                               **patterns(4)), ()),

@@ -415,7 +415,8 @@ PRESETS: dict[str, HardwareConfig] = {
     # a small MPE of 4 x 16 DSP48E2 for the MVs and MMs through a buffer (the 7B models' programs use none: a
     # bigger one is 2.4 M LUT of sparse multiplexers doing nothing); dense and 8:16 weights, the formats that pay
     # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer (kept
-    # positions as positions: with bitmasks the MPE's mask-to-positions conversion is 13.5 levels, docs/compression.md);
+    # positions as positions: with bitmasks alone, 3 bits a weight at 8:16, decode would be 5% faster in 61% of the
+    # LUT, but the MPE is then 7.55 logic levels deep, docs/compression.md);
     # 16 SFU lanes, a chunk of a norm's INT32 elements a buffer word, which the SFU streams a chunk a cycle (decode as
     # with 48 lanes, for 112K LUT fewer: docs/performance.md), with a divider of two quotient bits a cycle (a step of
     # four is past 225 MHz's logic levels, tests/test_timing.py). Memory from
@@ -424,8 +425,8 @@ PRESETS: dict[str, HardwareConfig] = {
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=16,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, sfu_div_step_bits=2, **{**_HBM, "sparse_n": (8, 16),
-                                                                      "supports_2_4": False}),
+                           axi_data_bytes=64, sfu_div_step_bits=2,
+                           **{**_HBM, "sparse_n": (8, 16), "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).

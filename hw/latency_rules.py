@@ -5,7 +5,12 @@ on UltraScale+ (hw/timing.py); the cycles they cost follow from where they are.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flightc.isa.table import MiscOp
+
+if TYPE_CHECKING:
+    from flightc.config import HardwareConfig
 
 # a DSP chain's operands taken to its sums (hw/dsp_chain.py): the operands, the dequantized weight (two steps) and
 # packed tokens, the product (M, P), a quarter's sums, the chain's; the MPE accumulates them then, and its last
@@ -13,6 +18,16 @@ from flightc.isa.table import MiscOp
 CHAIN_LATENCY = 1 + 2 + 2 + 1 + 1
 # the MPE's operands and format registered on their way into its chains (hw/mpe.py)
 CHAIN_OPERAND_STAGE = 1
+
+
+def chain_operand_stages(cfg: HardwareConfig) -> int:
+    """Registers a chain step's operands pass on their way into the MPE's chains: CHAIN_OPERAND_STAGE, and two more
+    where the config stores sparse weights as bitmasks: one before a step's block masks are turned into positions
+    (behind the operand registers' byte shifter) and the conversion's own, between each column's count of the set
+    bits before it and the positions (hw/mpe.py positions_of_masks)."""
+    from flightc.config import SparseEncoding
+
+    return CHAIN_OPERAND_STAGE + 2 * (SparseEncoding.BITMASK in cfg.sparse_encodings)
 # A cascade adds CASCADE_STEP slots' products per register: one after the multiplier's M register closes a step at
 # 4 levels (hw/timing.py), two would be 6 and three 8; the slots of the second step wait for the first's sum in their
 # own pre-adder (ADREG) and second B register, so a cascade is two steps

@@ -84,6 +84,22 @@ def any_of(m: Module, name: str, bits: list[Value]) -> Value:
     return level[0]
 
 
+def count_ones(m: Module, name: str, bits: list[Value]) -> Value:
+    """How many of ``bits`` are set: each six's count as LUT6s (a level), then the counts summed (an adder of a few
+    bits a level), where an adder tree of one-bit terms took a carry chain a bit."""
+    counts = []
+    for g in range(0, len(bits), 6):
+        group = [Value.cast(b) for b in bits[g:g + 6]]
+        counts.append(Cat(*[lut(m, f"{name}_ones{g}_{k}", group, lambda *x, k=k: (sum(x) >> k) & 1)
+                            for k in range(len(group).bit_length())]))
+    if not counts:
+        return Const(0, 1)
+    total = counts[0]
+    for c in counts[1:]:
+        total = total + c
+    return total
+
+
 def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:
     """``words[index]`` as a tree of 4:1 multiplexers (a LUT6 level per two bits of ``index``; a 2:1 multiplexer
     for an odd bit at the last): 32 words in three levels, where yosys maps a behavioural 32:1 multiplexer in four

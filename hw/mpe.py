@@ -6,9 +6,10 @@ operand fetch streams, one buffer word per cycle and with no gap between operand
 activation window of each token and every chain's packed values, positions and group
 multipliers into operand registers (:class:`flightc.hw.buffers.OperandRegister`), every address from registers
 worked out a slot and a step ahead; the cycle after a step's last word arrives its operands pass a register on
-their way into the chains (``CHAIN_OPERAND_STAGE``), which take them the next cycle and accumulate ``CHAIN_LATENCY``
-cycles later, while the fetch is already a step ahead. The output stage then adds the row bias, requantizes
-(flightc.numerics, through hw/requant.py's pipeline), optionally maps through the activation LUT or adds into the
+their way into the chains (``CHAIN_OPERAND_STAGE``; three where the config stores bitmasks, whose conversion into
+positions has two cycles of its own: ``latency_rules.chain_operand_stages``), which take them the next cycle and
+accumulate ``CHAIN_LATENCY`` cycles later, while the fetch is already a step ahead. The output stage then adds the
+row bias, requantizes (flightc.numerics, through hw/requant.py's pipeline), optionally maps through the activation LUT or adds into the
 residual, and writes each result. A streamed MV (MV.w_stream) goes through :class:`flightc.hw.stream.StreamMv`
 instead, its tile's plan (hw/tile_plan.py) worked out while it waits at the queue's head.
 """
@@ -31,7 +32,7 @@ from flightc.hw.decode import fields, opcode_of
 from flightc.hw.dsp_chain import SparseDspChain
 from flightc.hw.hierarchy import separate
 from flightc.hw.lane_group import config_kinds
-from flightc.hw.latency_rules import CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY
+from flightc.hw.latency_rules import CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY, chain_operand_stages
 from flightc.hw.records import REQUANT_LAYOUT
 from flightc.hw.requant import rounded_product
 from flightc.hw.stream import StreamMv
@@ -46,23 +47,38 @@ from flightc.records import REQUANT
 def positions_of_masks(m: Module, name: str, masks: Value, lanes: int, patterns: list[tuple[int, int]],
                        log2n: Value, log2m: Value) -> Signal:
     """The positions of a step's ``lanes`` stored weights (log2(M) bits each, in order, as POSITIONS packs them)
-    from their blocks' bitmasks (M bits a block): the j-th position of a block is the column whose bit is set with
-    j set bits before it in the block."""
+    from their blocks' bitmasks (M bits a block), a cycle after ``masks``: the j-th position of a block is the column
+    whose bit is set with j set bits before it in the block, the counts of set bits before each column registered
+    first (:data:`MASK_POSITION_STAGES`)."""
     out = Signal(4 * lanes, name=f"{name}_positions")
+    masks_q = Signal(len(masks), name=f"{name}_masks_q")
+    m.d.sync += masks_q.eq(masks)
+    counts = []
+    for n, block in patterns:
+        per_block = []
+        for b in range(lanes // n):
+            before = [Const(0, range(block + 1))] + [Signal(range(block + 1), name=f"{name}_before{n}_{block}_{b}_{i}")
+                                                     for i in range(1, block)]
+            for i in range(1, block):
+                ones = lut6.count_ones(m, f"{name}_ones{n}_{block}_{b}_{i}", [masks[b * block + k] for k in range(i)])
+                m.d.sync += before[i].eq(ones)
+            per_block.append(before)
+        counts.append(per_block)
     with m.Switch(Cat(log2n, log2m)):
-        for n, block in patterns:
+        for (n, block), per_block in zip(patterns, counts):
             with m.Case((n.bit_length() - 1) | (block.bit_length() - 1) << len(log2n)):
                 w = (block - 1).bit_length()
-                for b in range(lanes // n):
-                    bit = [masks[b * block + i] for i in range(block)]
-                    before = [Signal(range(block + 1), name=f"{name}_before{b}_{i}") for i in range(block)]
-                    for i in range(block):
-                        m.d.comb += before[i].eq(tree(bit[:i]) if i else 0)
+                for b, before in enumerate(per_block):
+                    bit = [masks_q[b * block + i] for i in range(block)]
                     for j in range(n):  # the j-th kept position lies in columns j .. block - n + j
                         at = tree([Mux(bit[i] & (before[i] == j), i, 0) for i in range(j, block - n + j + 1)],
                                   lambda x, y: x | y)
                         m.d.comb += out[(b * n + j) * w:(b * n + j + 1) * w].eq(at)
     return out
+
+
+MASK_POSITION_STAGES = 1  # positions_of_masks' register: the counts of set bits before each column
+
 
 class Mpe(ExecutionUnit):
     UNIT = Unit.MPE
@@ -227,19 +243,38 @@ class Mpe(ExecutionUnit):
             vals.append(Mux(kmajor4, as_int4, raw))
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc{c}_{t}") for t in range(T)] for c in range(C)]
         chains = []
+        # the operands and the format through a register on their way in (CHAIN_OPERAND_STAGE); where the config
+        # stores bitmasks, a step's operands pass a register before it too, between the operand registers' byte
+        # shifter and the masks' conversion into positions (latency_rules.chain_operand_stages)
+        STAGES = chain_operand_stages(cfg)
+        EXTRA = STAGES - CHAIN_OPERAND_STAGE  # the registers before the masks' conversion, and its own
+        if EXTRA not in (0, 1 + MASK_POSITION_STAGES):
+            raise AssertionError("the MPE's operand stages and hw/latency_rules.py disagree")
+        lanes_left = nnz - j_take
+
+        def staged(value: Value, name: str, times: int = EXTRA) -> Value:
+            """A step's operand ``times`` registers on: what the chains' last register takes it from."""
+            for k in range(times):
+                r = Signal(Value.cast(value).shape(), name=f"{name}_staged{k}")
+                m.d.sync += r.eq(value)
+                value = r
+            return value
+
+        step_window = staged(window, "window")
+        step_lanes = staged(Mux(lanes_left > L, L, lanes_left), "valid_lanes")
         for c in range(C):
             ch = separate(SparseDspChain, cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
-            lanes_left = nnz - j_take
-            # the operands and the format through a register on their way in (CHAIN_OPERAND_STAGE)
-            at = idx[c][:len(ch.idx)]
+            before = EXTRA - MASK_POSITION_STAGES if EXTRA else 0  # the masks' registers before their conversion
+            masks = staged(idx[c], f"idx{c}", before)
+            at = staged(masks, f"positions{c}", EXTRA - before)[:len(ch.idx)]
             if MASKED:  # a step's blocks' masks -> its L positions, as POSITIONS packs them
-                at = Mux(by_mask, positions_of_masks(m, f"chain{c}", idx[c], L, MASKED, log2n, log2m), at)
-            m.d.sync += [ch.vals.eq(vals[c]), ch.idx.eq(at), ch.gsb.eq(gsb[c]), ch.window.eq(window),
+                at = Mux(by_mask, positions_of_masks(m, f"chain{c}", masks, L, MASKED, log2n, log2m), at)
+            m.d.sync += [ch.vals.eq(staged(vals[c], f"vals{c}")), ch.idx.eq(at), ch.gsb.eq(staged(gsb[c], f"gsb{c}")),
+                         ch.window.eq(step_window),
                          ch.a_unsigned.eq(f.a_unsigned), ch.bits_code.eq(Mux(f.w_kmajor, int(WeightBits.B8), f.w_bits)),
                          ch.sparse.eq(sparse & ~f.w_kmajor), ch.m4.eq(log2m == 2), ch.log2n.eq(log2n),
-                         ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)),
-                         ch.valid_lanes.eq(Mux(lanes_left > L, L, lanes_left))]
+                         ch.group_log2.eq(Mux(f.w_kmajor, 0, f.group_log2)), ch.valid_lanes.eq(step_lanes)]
             chains.append(ch)
         # ---- operand fetch: every operand of a step, a buffer word per cycle, one fill after another
         # slots: the window of each token, then per chain its values, positions and group multipliers
@@ -437,10 +472,11 @@ class Mpe(ExecutionUnit):
         m.d.sync += mac_go.eq(tag_on & tag_last)
         with m.If(mac_go):
             m.d.sync += j_take.eq(j_take + L)
-        if CHAIN_OPERAND_STAGE != 1:  # the chains' operands' register, above
-            raise AssertionError("the MPE's operand stage and hw/latency_rules.py disagree")
-        take = Signal()  # the chains take the staged operands
-        m.d.sync += take.eq(mac_go)
+        take = mac_go  # the chains take the staged operands, STAGES cycles after the step's go
+        for k in range(STAGES):
+            nxt = Signal(name="take" if k == STAGES - 1 else f"take{k}")
+            m.d.sync += nxt.eq(take)
+            take = nxt
         go = take
         for k in range(CHAIN_LATENCY):  # the chains' sums come CHAIN_LATENCY cycles after they take the operands
             nxt = acc_go if k == CHAIN_LATENCY - 1 else Signal(name=f"acc_go{k}")

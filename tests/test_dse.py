@@ -301,7 +301,7 @@ def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
     assert space.params_of(PRESETS["u280"].replace(sfu_lanes=12)) is None
     assert space.params_of(PRESETS["u280"].replace(mem_latency_cycles=99)) is None  # a field the space does not set
     overrides = {k: [v] for k, v in start.items() if k not in ("num_cores",)}
-    overrides["sfu_lanes"] = [32, 48]
+    overrides["sfu_lanes"] = [start["sfu_lanes"], 64]  # the preset's and another
     res = run_dse(model="builtin:addition", part_name="u280", plan_text=plan_text, trials=2, population=2, jobs=1,
                   workload=Workload(8, 8, 4), max_cores=1, space_overrides=overrides, out=tmp_path)
     first = min(res.trials, key=lambda t: t.number)

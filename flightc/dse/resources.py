@@ -106,7 +106,10 @@ def _banked_features(cfg: HardwareConfig) -> list[float]:
 
 
 def _mpe_features(cfg: HardwareConfig) -> list[float]:
-    return [1.0, cfg.buffer_port_bytes, cfg.axi_masters]
+    # per chain lane where the config stores bitmasks: its step's positions from their blocks' masks, a cycle after
+    # the counts of set bits before each column (hw/mpe.py positions_of_masks), and the operands' two more registers
+    masked = SparseEncoding.BITMASK in cfg.sparse_encodings
+    return [1.0, cfg.buffer_port_bytes, cfg.axi_masters, masked * cfg.mpe_chains * cfg.chain_length]
 
 
 def _sfu_features(cfg: HardwareConfig) -> list[float]:

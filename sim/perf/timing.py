@@ -27,9 +27,10 @@ from flightc import numerics as nm
 from flightc.compress.formats import WeightFormat
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
-from flightc.hw.latency_rules import (CHAIN_LATENCY, CHAIN_OPERAND_STAGE, ROUNDING_LATENCY, SFU_DIV_SETUP,
-                                      SFU_FSM_READ, SFU_NORM_DEN, SFU_NORM_SHIFT, SFU_READ_AHEAD, SFU_RESULT_QUEUE,
-                                      SFU_ROPE_LATENCY, division_bits, recip_wait_cycles, sfu_result_latency, sfu_stat_drain)
+from flightc.hw.latency_rules import (CHAIN_LATENCY, ROUNDING_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN,
+                                      SFU_NORM_SHIFT, SFU_READ_AHEAD, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY,
+                                      chain_operand_stages, division_bits, recip_wait_cycles, sfu_result_latency,
+                                      sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
@@ -107,7 +108,8 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
             chain += _grid_words(rows, np.bincount(at, minlength=w), max(1, span >> group_log2), w)
     # + the last step's pipeline: its last word's arrival to the chains' go, the operands' register, their sums, the
     # accumulate to the output
-    fetch = groups * win + pairs * chain + (pairs * groups * (2 + CHAIN_OPERAND_STAGE + CHAIN_LATENCY) if steps else 0)
+    fetch = groups * win + pairs * chain + (pairs * groups * (2 + chain_operand_stages(cfg) + CHAIN_LATENCY)
+                                             if steps else 0)
     # output stage: per result its record, LUT entry or residual, and its write
     elem = out_elem_bytes(mode)
     tok = np.arange(m)[:, None]
