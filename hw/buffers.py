@@ -402,8 +402,8 @@ class WordEngine(wiring.Component):
     undefined), where placing every word's bytes at a variable offset costs a ``word_bytes``-way multiplexer per
     byte of ``rdata`` (most of a 64-lane SFU's operand engines), and places a write's bytes at its first lane once;
     if it is not eager, it is ``ready`` in the cycle a write's last word is granted too, so that writes started on
-    ``ready`` move a word every cycle; a ``counted`` one takes the words a command touches from its unit (``words``) instead of adding them up as the
-    command starts; a ``nonempty`` one's unit never gives it a command of no bytes (it is busy from every start,
+    ``ready`` move a word every cycle; a ``counted`` one takes the words a command touches from its unit (``words``)
+    instead of adding them up as the command starts; a ``nonempty`` one's unit never gives it a command of no bytes (it is busy from every start,
     with no test of ``count`` on the way).
     """
 

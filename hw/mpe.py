@@ -9,8 +9,8 @@ worked out a slot and a step ahead; the cycle after a step's last word arrives i
 their way into the chains (``CHAIN_OPERAND_STAGE``; three where the config stores bitmasks, whose conversion into
 positions has two cycles of its own: ``latency_rules.chain_operand_stages``), which take them the next cycle and
 accumulate ``CHAIN_LATENCY`` cycles later, while the fetch is already a step ahead. The output stage then adds the
-row bias, requantizes (flightc.numerics, through hw/requant.py's pipeline), optionally maps through the activation LUT or adds into the
-residual, and writes each result. A streamed MV (MV.w_stream) goes through :class:`flightc.hw.stream.StreamMv`
+row bias, requantizes (flightc.numerics, through hw/requant.py's pipeline), optionally maps through the activation LUT
+or adds into the residual, and writes each result. A streamed MV (MV.w_stream) goes through :class:`flightc.hw.stream.StreamMv`
 instead, its tile's plan (hw/tile_plan.py) worked out while it waits at the queue's head.
 """
 from __future__ import annotations
@@ -244,12 +244,13 @@ class Mpe(ExecutionUnit):
         acc = [[Signal(signed(cfg.acc_bits), name=f"acc{c}_{t}") for t in range(T)] for c in range(C)]
         chains = []
         # the operands and the format through a register on their way in (CHAIN_OPERAND_STAGE); where the config
-        # stores bitmasks, a step's operands pass a register before it too, between the operand registers' byte
-        # shifter and the masks' conversion into positions (latency_rules.chain_operand_stages)
+        # stores bitmasks, a step's operands pass two before it: one between the operand registers' byte shifter and
+        # the masks' conversion into positions, and the conversion's own (latency_rules.chain_operand_stages)
         STAGES = chain_operand_stages(cfg)
-        EXTRA = STAGES - CHAIN_OPERAND_STAGE  # the registers before the masks' conversion, and its own
+        EXTRA = STAGES - CHAIN_OPERAND_STAGE
         if EXTRA not in (0, 1 + MASK_POSITION_STAGES):
             raise AssertionError("the MPE's operand stages and hw/latency_rules.py disagree")
+        ahead = EXTRA - MASK_POSITION_STAGES if EXTRA else 0  # the masks' registers before their conversion
         lanes_left = nnz - j_take
 
         def staged(value: Value, name: str, times: int = EXTRA) -> Value:
@@ -265,9 +266,8 @@ class Mpe(ExecutionUnit):
         for c in range(C):
             ch = separate(SparseDspChain, cfg, SPAN)
             m.submodules[f"chain{c}"] = ch
-            before = EXTRA - MASK_POSITION_STAGES if EXTRA else 0  # the masks' registers before their conversion
-            masks = staged(idx[c], f"idx{c}", before)
-            at = staged(masks, f"positions{c}", EXTRA - before)[:len(ch.idx)]
+            masks = staged(idx[c], f"idx{c}", ahead)
+            at = staged(masks, f"positions{c}", EXTRA - ahead)[:len(ch.idx)]
             if MASKED:  # a step's blocks' masks -> its L positions, as POSITIONS packs them
                 at = Mux(by_mask, positions_of_masks(m, f"chain{c}", masks, L, MASKED, log2n, log2m), at)
             m.d.sync += [ch.vals.eq(staged(vals[c], f"vals{c}")), ch.idx.eq(at), ch.gsb.eq(staged(gsb[c], f"gsb{c}")),

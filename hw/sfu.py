@@ -149,11 +149,9 @@ class Sfu(ExecutionUnit):
             self.cfg.sfu_div_step_bits
         RECIP_WAIT = recip_wait_cycles(recip_steps)
         recip_wait = Signal(range(RECIP_WAIT + 1))
-        recip_ok = Signal(init=1)  # recip_wait == 0, a register (and in the result queue's room, below)
-        recip_next = Signal()  # its next value
+        recip_next = Signal()  # recip_wait == 0 from the next cycle on (taken into the result queue's room, below)
         m.d.comb += recip.eq(div.quotient)
         m.d.comb += recip_next.eq(recip_wait <= 1)
-        m.d.sync += recip_ok.eq(recip_next)
         with m.If(recip_wait != 0):
             m.d.sync += recip_wait.eq(recip_wait - 1)
         quot_neg = Signal()
@@ -256,7 +254,7 @@ class Sfu(ExecutionUnit):
         have = Signal(3)  # operands of the lanes' chunk that arrived
         in_pass = Signal()  # in OP (a register of its own: the FSM's state takes levels to decode)
         # the lanes take the next n chunks as they are in (bit n - 1), n up to SFU_READ_AHEAD: room in the result
-        # queue for their results and softmax's reciprocal on its way (recip_ok), registers: each of the count's
+        # queue for their results and softmax's reciprocal on its way (recip_next), registers: each of the count's
         # outcomes worked out beside the cycle's take and write, which select one (a statistics pass queues nothing)
         room_for = Signal(SFU_READ_AHEAD, init=(1 << SFU_READ_AHEAD) - 1)
         room = room_for[0]

@@ -10,7 +10,7 @@ from flightc.compiler.tokens import insert_tokens
 from flightc.config import PRESETS, Buffer
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.isa.codec import decode_program, encode_program, make
-from flightc.isa.table import Opcode, OutMode, SysOp, Unit
+from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, Unit
 from flightc.runtime.session import Session
 from flightc.sim.functional import Machine
 from flightc.sim.perf.report import step_report
@@ -180,8 +180,6 @@ def test_an_sfu_pass_over_one_word_chunks_takes_a_chunk_a_cycle(prm_addr, out_pa
     tests/rtl): an RMSNORM row on 16 lanes of 64-byte words, a chunk's INT32 elements one word, costs a cycle a
     chunk in each of its two passes where its gains start at a word (the compiler's place for them, 56 bytes into a
     word past the 8-byte epsilon), two in the output pass where each chunk's gains straddle two words."""
-    from flightc.isa.table import MiscOp
-
     cfg = PRESETS["u280"].replace(sfu_lanes=16)
 
     def cycles(chunks: int) -> int:
