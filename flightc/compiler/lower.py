@@ -170,8 +170,8 @@ class StepLowering:
         self.rec = self._striped_slots("requantization records", Buffer.PRM, rec_bytes, banked)
         # the norms' gains (and biases) start at a buffer word, past the epsilon: a chunk of them is a word read
         w = cfg.buffer_port_bytes
-        self.norm_prm = self.scratch[Buffer.PRM].alloc(
-            "norm parameters", norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size), at=(w, -NORM.gain_offset(0) % w)).addr
+        self.norm_prm = fixed("norm parameters", Buffer.PRM, norm_param_bytes(MiscOp.LAYERNORM, s.hidden_size),
+                              at=(w, -NORM.gain_offset(0) % w))
         self.lut = fixed("activation LUT", Buffer.PRM, nm.LUT_ENTRIES)
         self.pv = fixed("attention output records", Buffer.PRM, nm.REQUANT_RECORD_BYTES * d)
         self.rope = fixed("RoPE rows", Buffer.PRM, length * ROPE.row_bytes(d)) if "rope" in mem.regions else None
@@ -208,8 +208,8 @@ class StepLowering:
         self.heads_of_core = [[h for h in range(s.num_heads) if mem.kv_owner[h // s.kv_group] == c]
                               for c in range(self.P)]
 
-    def _fixed(self, what: str, b: Buffer, nbytes: int) -> int:
-        return self.scratch[b].alloc(what, nbytes).addr
+    def _fixed(self, what: str, b: Buffer, nbytes: int, at: tuple[int, int] | None = None) -> int:
+        return self.scratch[b].alloc(what, nbytes, at).addr
 
     def _striped_slots(self, what: str, b: Buffer, nbytes: int, banked: tuple[int, int]) -> list[int]:
         """Two fixed regions that striped LDs fill (double buffering), where each master's LD lane writes its own

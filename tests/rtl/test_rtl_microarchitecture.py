@@ -13,6 +13,7 @@ from flightc.config import PRESETS, Buffer
 from flightc.hw.axi_rules import ST_PAIRED_GROUPS_LOG2
 from flightc.isa.codec import decode_program, make
 from flightc.isa.table import MiscOp, Opcode, SysOp, Unit
+from flightc.records import NORM
 from flightc.sim.perf.calibration import TOLERANCE, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.memory import channel_bytes_per_cycle, throttled
 from flightc.sim.perf.timing import instruction_work
@@ -357,12 +358,13 @@ def test_the_sfu_takes_a_chunk_a_cycle_where_its_operands_are_a_word_each(sim):
     model's."""
     case = block_case(CFG, 0, "misc")
     misc = next(i for i in case.instructions if i.opcode is Opcode.MISC)
+    gains_at_a_word = -NORM.gain_offset(0) % CFG.buffer_port_bytes  # as the compiler places a norm's parameters
     wrong, per_chunk = [], {}
     for op, passes in ((MiscOp.REQ, 1), (MiscOp.RMSNORM, 2)):
         busy = {}
         for chunks in (256, 512):
             ins = misc.replace(wait=0, release=0, op=int(op), rows=1, cols=CFG.sfu_lanes * chunks, src_buf=Buffer.ACC,
-                               src_addr=0, dst_buf=Buffer.ACT, dst_addr=0, prm_addr=56, offset=0, window=0,
+                               src_addr=0, dst_buf=Buffer.ACT, dst_addr=0, prm_addr=gains_at_a_word, offset=0, window=0,
                                max_given=0, imm=1, shift=0)
             case.instructions = [ins, make("SYS", op=SysOp.END)]
             _, counters = run_rtl(sim, case)
