@@ -31,7 +31,8 @@ from rich.table import Table
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("unit", help="module:Class of an Amaranth component taking the HardwareConfig")
-    parser.add_argument("--hw", default="u280", help="the preset (default u280)")
+    parser.add_argument("--hw", default="u280",
+                        help="a preset or a config JSON file (flightc config ... -o FILE; default u280)")
     parser.add_argument("--keep", type=Path, help="a folder to keep yosys' files in")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field changed from the preset's (an integer), e.g. --set sfu_lanes=2")
@@ -44,14 +45,14 @@ def main() -> None:
                              "the most first")
     args = parser.parse_args()
 
-    from flightc.config import PRESETS
+    from flightc.config import load_config
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.synth import run_yosys
     from flightc.hw.timing import deepest_path, max_levels, paths_over
 
     module, _, name = args.unit.partition(":")
     fields = {k: int(v) for k, _, v in (s.partition("=") for s in args.set)}
-    top = getattr(importlib.import_module(module), name)(PRESETS[args.hw].replace(**fields))
+    top = getattr(importlib.import_module(module), name)(load_config(args.hw).replace(**fields))
     folder = args.keep or Path(tempfile.mkdtemp(prefix="flightc-synth-unit-"))
     start = time.perf_counter()
     verilog = to_verilog(top, "probe", ports=[s for s, _ in component_ports(top)])
