@@ -43,8 +43,10 @@ from flightc.dse.space import patterns
 def _cfg(name: str, base: str = "tiny", **fields):
     from flightc.config import PRESETS
 
-    if base == "u280":  # the positions it listed when the runs on it were measured (bitmasks since 2026-12-07)
-        fields = {"sparse_encodings": (SparseEncoding.POSITIONS,), **fields}
+    if base == "u280":  # the fields it had when the runs on it were measured: one core of four chains, decoding
+        # 8:16 as positions (three cores of two chains and dense lane groups since 2026-12-07)
+        fields = {"sparse_encodings": (SparseEncoding.POSITIONS,), "num_cores": 1, "mpe_chains": 4,
+                  **patterns(8), **fields}
     return PRESETS[base].replace(name=name, **fields)
 
 

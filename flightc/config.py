@@ -410,23 +410,23 @@ _TINY = {**_ONE, "axi_outstanding": 4, "axi_write_outstanding": 4, "mem_latency_
          "lane_fifo_beats": 128}
 
 PRESETS: dict[str, HardwareConfig] = {
-    # Alveo U280, one core (the whole-card issue adds the other SLRs' cores back): a lane group of 64 DSP48E2 on
-    # each of the 32 masters for the streamed MVs that carry decode and prompts (linear layers and attention), and
-    # a small MPE of 4 x 16 DSP48E2 for the MVs and MMs through a buffer (the 7B models' programs use none: a
-    # bigger one is 2.4 M LUT of sparse multiplexers doing nothing); dense and 8:16 weights, the formats that pay
-    # on a bandwidth-bound card, each sparsity pattern costing every slot a zero-insertion multiplexer (kept
-    # positions as positions: with bitmasks alone, 3 bits a weight at 8:16, decode would be 5% faster in 61% of the
-    # LUT, but the MPE is then 7.55 logic levels deep, docs/compression.md);
-    # 16 SFU lanes, a chunk of a norm's INT32 elements a buffer word, which the SFU streams a chunk a cycle (decode as
-    # with 48 lanes, for 112K LUT fewer: docs/performance.md), with a divider of two quotient bits a cycle (a step of
-    # four is past 225 MHz's logic levels, tests/test_timing.py). Memory from
-    # the parts table (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per
-    # pseudo-channel.
-    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=1, mpe_chains=4, chain_length=16, sfu_lanes=16,
+    # Alveo U280, three cores, a core an SLR (FlightLLM's layout; bitstreams/vitis.py core_slrs places them): the 32
+    # masters split 16 / 8 / 8 (SLR0, where the HBM attaches, holds core 0's), a lane group of 64 DSP48E2 on each
+    # master for the streamed MVs that carry decode and prompts (linear layers and attention), and a small MPE of
+    # 2 x 16 DSP48E2 a core for the MVs and MMs through a buffer (the 7B models' programs use none). Dense weights
+    # only: with 4-bit positions 8:16 INT4 streams the bytes of dense INT4, so on this bandwidth-bound card its
+    # zero insertion (a multiplexer a lane group's slot, 153K LUT over the 32 groups and feeds) buys no time, and
+    # three cores fit the part's LUT without it (69%; 83% with it: docs/deploy.md); an 8:16 plan is pruned 8:16 and
+    # stored dense, zeros where pruned (WeightFormat.stored_for). Bitmasks, which do save bytes, wait on a cheaper
+    # zero insertion (docs/compression.md). 16 SFU lanes a core, a chunk of a norm's INT32 elements a buffer word,
+    # which the SFU streams a chunk a cycle (docs/performance.md), with a divider of two quotient bits a cycle (a
+    # step of four is past 225 MHz's logic levels, tests/test_timing.py). Memory from the parts table
+    # (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per pseudo-channel.
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=2, chain_length=16, sfu_lanes=16,
                            **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=2,
-                           **{**_HBM, "sparse_n": (8, 16), "supports_2_4": False}),
+                           **{**_HBM, "sparse_n": (16,), "supports_2_4": False}),
     # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
     # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
     # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).

@@ -196,7 +196,7 @@ def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
 def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tmp_path):
     """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core
     c in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across
-    each SLR boundary counted by hand. On u280 as three cores a 512-bit AXI4 master is 1,262 wires (aw 80, w 579,
+    each SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores a 512-bit AXI4 master is 1,262 wires (aw 80, w 579,
     b 5, ar 80, r 518) and a core's link to the registers and barrier 2,596 (program address 64 and length 32, 32
     channel bases of 64, start, finish, seven counters of 64, barrier request and go), so cores 1 and 2 (8 masters
     each) are 12,692 wires apiece, both across SLR0-SLR1 and core 2's across SLR1-SLR2. The flow itself on tiny as
@@ -204,8 +204,8 @@ def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tm
     them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds it)."""
     from flightc.bitstreams.vitis import floorplan_tcl, link_cfg, makefile, slr_crossings
 
-    u280 = PRESETS["u280"].replace(name="u280-3core", num_cores=3)
-    assert slr_crossings(BOARDS["u280"], u280) == [2 * (8 * 1262 + 2596), 8 * 1262 + 2596]
+    assert PRESETS["u280"].num_cores == 3
+    assert slr_crossings(BOARDS["u280"], PRESETS["u280"]) == [2 * (8 * 1262 + 2596), 8 * 1262 + 2596]
     cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     plan = floorplan_tcl(BOARDS["u280"], cfg)
     for c in range(3):
@@ -213,6 +213,9 @@ def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tm
         cells = f"[get_cells -hierarchical -filter {{NAME =~ */flightc_1/inst/core{c}}}]"
         assert f"add_cells_to_pblock pb_core{c} {cells}" in plan
     assert "SLR0-SLR1: 2,484, SLR1-SLR2: 1,242" in plan
+    # the device's super long lines checked against each boundary's wires before placement (its own figure)
+    assert "set have [get_property NUM_TOP_SLLS [get_slrs SLR$s]]" in plan
+    assert "flightc_check_slls 0 2484\nflightc_check_slls 1 1242" in plan
     make = makefile(BOARDS["u280"], "design", floorplan=True)
     assert "--vivado.prop run.impl_1.STEPS.PLACE_DESIGN.TCL.PRE=$(CURDIR)/floorplan.tcl" in make
     assert "design.xclbin: flightc_kernel.xo link.cfg floorplan.tcl" in make

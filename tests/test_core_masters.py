@@ -29,7 +29,7 @@ def test_u280_as_three_cores_has_the_cards_32_masters_in_runs_of_16_8_and_8():
     assert master_reach(U280X3, 19) == [3, 11, 19, 27]
     # the cores' views differ, so each is generated apart (cached by its hash); one core's view is the config
     assert len({v.hash for v in views}) == 3
-    one = PRESETS["u280"].core(0)
+    one = PRESETS["u280"].replace(num_cores=1).core(0)
     assert (one.axi_masters, one.first_master, one.core_channels) == (32, 0, range(32))
 
 

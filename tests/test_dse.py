@@ -94,7 +94,8 @@ def test_resources_scale_with_cores_and_grow_with_chains():
     u280 = PRESETS["u280"]
     lanes = u280.axi_masters * u280.lane_slots
     mpe = u280.mpe_chains * u280.chain_length
-    assert u280.replace(num_cores=3).dsp_count == 3 * mpe + lanes and u280.dsp_count == mpe + lanes
+    assert u280.num_cores == 3 and u280.dsp_count == 3 * mpe + lanes
+    assert u280.replace(num_cores=1).dsp_count == mpe + lanes
     bigger = estimate_resources(cfg.replace(mpe_chains=8))
     assert bigger.DSP - one.DSP >= 4 * cfg.chain_length and bigger.LUT > one.LUT
     # as yosys maps tiny: 32 for the five buffers (512 x 64-bit tiles), the fetch FIFO, the lane group's activation
@@ -124,14 +125,14 @@ def test_space_follows_the_plan_and_the_part():
     plan = CompressionPlan.parse("w4g128s8:16")
     assert required_sparsity(plan) == 8 and required_sparsity(CompressionPlan.parse("w2g64s2:4")) == 2
     s = SearchSpace.for_part(PARTS["kv260"], plan)
-    assert s.choices["sparsest_n"] == (2, 4, 8) and s.choices["num_cores"] == (1,)
+    assert s.choices["sparsest_n"] == (2, 4, 8, 16) and s.choices["num_cores"] == (1,)  # 16: stored dense
     assert s.choices["mem_channels"] == (1, 2, 4) and s.choices["axi_masters"] == (1, 2, 4)  # its four HP ports
     cfg = s.config({k: v[0] for k, v in s.choices.items()})
     assert cfg.mem_kind == PARTS["kv260"].mem_kind and cfg.supports_2_4 and min(cfg.sparse_n) == 2
     with pytest.raises(ConfigError, match="unknown dimension 'chains'"):
         SearchSpace.for_part(PARTS["u280"], plan, overrides={"chains": [4]})
-    with pytest.raises(ConfigError, match="sparsest_n = \\[16\\]"):
-        SearchSpace.for_part(PARTS["u280"], plan, overrides={"sparsest_n": [16]})
+    with pytest.raises(ConfigError, match="sparsest_n = \\[8\\]"):  # 8:16 hardware for a 2:16 plan
+        SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128s2:16"), overrides={"sparsest_n": [8]})
 
 
 def test_the_search_picks_the_clocks_the_timing_estimate_supports(caplog, tmp_path):
@@ -284,7 +285,8 @@ def test_cli_names_what_it_refuses(capsys):
     assert "unknown FPGA part 'u250'" in capsys.readouterr().err
     assert main(["hw", "resources", "--hw", "u280", "--part", "u280"]) == 0
     out = capsys.readouterr().out
-    assert "lane group x 32" in out and "HBM converters (platform) x 32" in out and "1,303,680" in out
+    assert "lane group x 16" in out and "lane group x 8" in out and "HBM converters (platform) x 16" in out
+    assert "u280: cores 1, 2 (8 memory masters each)" in out and "1,303,680" in out
     assert "memory port" not in out
     assert main(["hw", "resources", "--hw", "u280", "--part", "kv260"]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -295,7 +297,7 @@ def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
     """u280: the preset (the configuration the performance and resource tables describe) is a point of the space
     and a new study's first; a config the space cannot make is none."""
     plan_text = "w4g32s8:16"
-    space = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse(plan_text), max_cores=1)
+    space = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse(plan_text))
     start = space.params_of(PRESETS["u280"])
     assert start is not None and space.config(start, name="u280") == PRESETS["u280"]
     assert space.params_of(PRESETS["u280"].replace(sfu_lanes=12)) is None
@@ -303,7 +305,7 @@ def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
     overrides = {k: [v] for k, v in start.items() if k not in ("num_cores",)}
     overrides["sfu_lanes"] = [start["sfu_lanes"], 64]  # the preset's and another
     res = run_dse(model="builtin:addition", part_name="u280", plan_text=plan_text, trials=2, population=2, jobs=1,
-                  workload=Workload(8, 8, 4), max_cores=1, space_overrides=overrides, out=tmp_path)
+                  workload=Workload(8, 8, 4), space_overrides=overrides, out=tmp_path)
     first = min(res.trials, key=lambda t: t.number)
     assert first.params == start and first.result.resources == estimate_resources(PRESETS["u280"]).as_dict()
 

@@ -328,13 +328,17 @@ def test_sparse_positions_out_of_order_are_refused():
 
 
 def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
-    """u280 runs dense and 8:16 weights only: its lane group, built for those, dequantizes them exactly (here W4
-    g128 8:16 and W8, the LM head's; W8's dense chunk is the widest, so the chunk is as wide as with every format)."""
+    """u280 runs dense weights only (its 8:16 plans stored dense): its lane group, built for those, dequantizes them
+    exactly (here W4 g128, W3 g64 and W8, the LM head's; W8's dense chunk is the widest, so the chunk is as wide as
+    with every format); the one-core u280 of dense and 8:16 weights likewise (W4 g128 8:16 and W8)."""
     from flightc.config import PRESETS
     from flightc.hw.lane_group import chunk_layout, config_kinds
 
     kinds = config_kinds(PRESETS["u280"])
-    assert {(n, m) for _, n, m, _ in kinds} == {(16, 16), (8, 16)}
+    assert {(n, m) for _, n, m, _ in kinds} == {(16, 16)} and {b for b, *_ in kinds} == {2, 3, 4, 8}
     assert chunk_layout(SLOTS, kinds).size == chunk_layout(SLOTS).size
     rng = np.random.default_rng(11)
-    _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), kinds)
+    _check(_jobs(rng, 1024, [WeightFormat(4, group=128), WeightFormat(3, group=64), WeightFormat(8)]), kinds)
+    sparse = config_kinds(PRESETS["u280"].replace(num_cores=1, sparse_n=(8, 16)))
+    assert {(n, m) for _, n, m, _ in sparse} == {(16, 16), (8, 16)}
+    _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), sparse)

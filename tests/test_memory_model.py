@@ -199,18 +199,22 @@ def test_the_bytes_a_decode_step_moves_are_the_bundles_weights_records_and_kv_ro
     records = sum(r["nbytes"] for r in regions if r["kind"] == "param" and r["name"].endswith(".r"))
     spec = c.bundle.manifest.model
     cfg = c.config
-    # INT8 K and V streamed from their images (flightc.compress.stream), a lane group's share read in whole stripe
-    # units: the keys in whole row pairs (2 x head_dim bytes) of each of the 32 groups; the values, one image a head,
-    # head_dim / 64 row pairs a group one after another, each pair's record read for whole chunks of 64 positions
-    # (2 x 64 bytes each)
-    groups, d, window, unit = cfg.axi_masters, spec["head_dim"], pos + 1, cfg.stripe_bytes
+    # INT8 K and V streamed from their images (flightc.compress.stream), each core's KV heads (in proportion to its
+    # channels: 16, 8 and 8 of the 32 on u280's three cores) over its own lane groups, a group's share read in whole
+    # stripe units: the keys in whole row pairs (2 x head_dim bytes) of each of the core's groups; the values, one
+    # image a head, head_dim / 64 row pairs a group one after another, each pair's record read for whole chunks of
+    # 64 positions (2 x 64 bytes each)
+    d, window, unit = spec["head_dim"], pos + 1, cfg.stripe_bytes
+    assert cfg.num_cores == 3 and [cfg.core(k).axi_masters for k in range(3)] == [16, 8, 8]
 
     def units(nbytes: int) -> int:
         return -(-nbytes // unit) * unit
 
-    k_bytes = groups * units(-(-window // (2 * groups)) * 2 * d)
-    v_bytes = groups * units(d // (2 * groups) * -(-window // cfg.lane_slots) * 2 * cfg.lane_slots)
-    kv_rows = spec["num_layers"] * spec["num_kv_heads"] * (k_bytes + v_bytes)
+    kv_rows = 0
+    for groups, heads in ((16, 16), (8, 8), (8, 8)):
+        k_bytes = groups * units(-(-window // (2 * groups)) * 2 * d)
+        v_bytes = groups * units(d // (2 * groups) * -(-window // cfg.lane_slots) * 2 * cfg.lane_slots)
+        kv_rows += spec["num_layers"] * heads * (k_bytes + v_bytes)
     assert tb.weight_values + tb.sparse_indices + tb.group_scales == weights
     assert tb.requant_records == records and tb.kv_cache == kv_rows
     core = weights + records + kv_rows

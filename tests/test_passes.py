@@ -224,8 +224,8 @@ def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
 def test_a_gated_mlps_up_projection_ends_in_a_small_tile_its_product_follows_a_tile_at_a_time():
     """The second projection of a gated pair (up_proj, after gate_proj in the graph's order) ends in a tile of an
     eighth of its rows in whole rounds of row pairs (at least 256 rows), and lowering makes the product of the two
-    (the SFU's EMUL) a tile of it at a time, right after the tile's MV: LLaMA2-7B's 11,008 rows on u280 as
-    9,600 + 1,408 (a round is a row pair for each of 32 lane groups; an eighth is 21.5 rounds, so 22), so only
+    (the SFU's EMUL) a tile of it at a time, right after the tile's MV: LLaMA2-7B's 11,008 rows on u280 as one core
+    as 9,600 + 1,408 (a round is a row pair for each of 32 lane groups; an eighth is 21.5 rounds, so 22), so only
     1,408 elements of EMUL wait for the last stream."""
     from flightc.compiler.memory import gated_projections, gated_tiles
     from flightc.compiler.pipeline import compile_model
@@ -240,8 +240,8 @@ def test_a_gated_mlps_up_projection_ends_in_a_small_tile_its_product_follows_a_t
     assert gated_tiles(11008, 4096, 64) == [4096, 4096, 1408, 1408]  # the PRM's records bound the others
     model = random_model("llama", 3, num_hidden_layers=1, hidden_size=256, intermediate_size=2048,
                          num_attention_heads=4, num_key_value_heads=4)
-    c = compile_model(model, "u280", CompressionPlan.parse("w4g32"), max_len=16, max_prefill=4, prefill_lengths=[4],
-                      weights=False)
+    c = compile_model(model, PRESETS["u280"].replace(num_cores=1), CompressionPlan.parse("w4g32"), max_len=16,
+                      max_prefill=4, prefill_lengths=[4], weights=False)  # one core: all 32 lane groups
     assert gated_projections(c.fused) == {"L0.up_proj"} == c.memory.gated
     (up,) = c.memory.linears["L0.up_proj"]
     assert [len(t.weights) for t in c.memory.linears["L0.gate_proj"]] == [1] and up.firsts == (0, 1792)

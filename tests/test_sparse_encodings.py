@@ -194,14 +194,14 @@ def _decode_step(model, cfg, plan: str, context: int):
 
 
 def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4():
-    """LLaMA2-7B on u280 with bitmasks allowed, context 512, one command for both plans: every byte the performance
+    """LLaMA2-7B on u280 with 8:16 and bitmasks allowed, context 512, one command for both plans: every byte the performance
     model counts for a decode step at W4 g128 8:16 (the compiler picks the bitmask: 3 bits a weight, chunks of 48
     bytes back to back in the stream) is at most 80% of dense W4's, and the step is no slower (u280's lane groups
     take 64 columns a cycle and its output stage a result a cycle in either: docs/compression.md)."""
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
-    cfg = PRESETS["u280"].replace(sparse_encodings=(P, B))
+    cfg = PRESETS["u280"].replace(sparse_n=(8, 16), sparse_encodings=(P, B))  # (the preset decodes no N:M)
     dense, dense_s, _ = _decode_step(configs / "llama2-7b", cfg, "w4g128", 512)
     sparse, sparse_s, encodings = _decode_step(configs / "llama2-7b", cfg, "w4g128s8:16", 512)
     print(f"dense W4 {dense / 1e6:,.0f} MB {1 / dense_s:.1f} tokens/s; 8:16 {sparse / 1e6:,.0f} MB "
@@ -209,3 +209,36 @@ def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4():
     assert encodings == {B}
     assert sparse <= 0.80 * dense
     assert sparse_s <= dense_s
+
+
+def test_a_pattern_the_config_does_not_decode_is_pruned_and_stored_dense(caplog, capsys):
+    """On a config whose lane groups decode no N:M (u280's since it has three cores), an 8:16 plan is pruned 8:16 and
+    stored as dense W4 with the pruned weights zero: said in a warning naming the layers and in the formats table
+    `flightc info` prints, every layer dense with at most half its weights non-zero per block of 16, and 8 greedy
+    tokens on the functional simulator equal the integer reference's, logits byte for byte."""
+    import logging
+
+    from conftest import MAX_LEN, PROMPT, torch_model
+    from flightc.cli.render import print_layers
+    from flightc.compiler.pipeline import compile_model
+    from flightc.reference.integer import IntegerModel, greedy
+    from flightc.runtime.session import Session
+
+    cfg = PRESETS["hbm4"].replace(sparse_n=(16,), sparse_encodings=(P,))
+    with caplog.at_level(logging.WARNING, logger="flightc.compiler.compress"):
+        c = compile_model(torch_model("tiny-llama-hd64"), cfg, CompressionPlan.parse("w4g32s8:16"), max_len=MAX_LEN,
+                          max_prefill=len(PROMPT), prefill_lengths=[len(PROMPT)], keep_integer=True)
+    assert "decodes no 8:16 sparse weights" in caplog.text and "stored dense" in caplog.text
+    for name in [n for n in c.integer.linears() if n != "lm_head"]:  # (the LM head keeps the plan's own format)
+        qw = c.integer.node(name)["qweight"]
+        assert qw.fmt == WeightFormat(4, group=32) and qw.keep is None
+        blocks = (qw.q != 0).reshape(qw.shape[0], -1, 16).sum(axis=2)
+        assert blocks.max() <= 8 and blocks.mean() > 7  # pruned 8:16 (a kept weight may round to zero)
+    ref_tokens, ref_logits = greedy(IntegerModel(c.integer, MAX_LEN), PROMPT, 8)
+    got = list(Session(c.bundle).generate(PROMPT, 8))
+    assert [t for t, _ in got] == ref_tokens
+    assert all(logits.tobytes() == ref.tobytes() for (_, logits), ref in zip(got, ref_logits))
+    print_layers(c.bundle.manifest)  # what `flightc info` and the compile print
+    assert "none: pruned 8:16 as planned, stored" in capsys.readouterr().out
+    with pytest.raises(UnsupportedError, match="L0.q_proj: 3:16"):  # a pattern the ISA does not name stays refused
+        WeightFormat(bits=4, n=3, m=16).stored_for(cfg).check(cfg, "L0.q_proj", 128)

@@ -272,7 +272,7 @@ def test_the_u280s_buffers_are_within_225_mhzs_depth(tmp_path):
     from flightc.config import PRESETS
     from flightc.hw.core import buffer_bank
 
-    cfg = PRESETS["u280"].replace(axi_masters=4, act_buffer_kib=16, wgt_buffer_kib=16, acc_buffer_kib=16,
+    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=4, act_buffer_kib=16, wgt_buffer_kib=16, acc_buffer_kib=16,
                                   prm_buffer_kib=64, kv_buffer_kib=16)
     levels = unit_levels(tmp_path, "buffer_bank", cfg, lambda: (buffer_bank(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
@@ -320,7 +320,7 @@ def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.mpe import Mpe
     from flightc.hw.synth import SEPARATED
 
-    cfg = PRESETS["u280"].replace(axi_masters=1)
+    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=1)
 
     def make():
         bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments

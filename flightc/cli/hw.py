@@ -146,5 +146,6 @@ def cmd_bitstream(args) -> int:
             places = ", ".join(f"core {c} ({cfg.core(c).axi_masters} masters) in SLR{s}"
                                for c, s in enumerate(core_slrs(b, cfg)))
             wires = ", ".join(f"SLR{s}-SLR{s + 1} {n:,}" for s, n in enumerate(slr_crossings(b, cfg)))
-            console.print(f"{places}; wires across the SLR boundaries: {wires}")
+            console.print(f"{places}; wires across the SLR boundaries: {wires} (floorplan.tcl checks them "
+                          f"against the device's super long lines before placement)")
     return 0

@@ -35,10 +35,12 @@ def print_layers(manifest: "Manifest") -> None:
     """The weight formats of a bundle, layers grouped by format: how each stores its sparse positions and the bits
     a weight takes in memory (values, positions and group multipliers)."""
     from flightc.compress.formats import WeightFormat
+    from flightc.compress.plan import CompressionPlan
 
     fmts: dict[str, list[str]] = {}
     for layer, label in manifest.layers.items():
         fmts.setdefault(label, []).append(layer)
+    plan = CompressionPlan.from_describe(manifest.plan)
     encodings = manifest.config.get("sparse_encodings", [])
     t = Table(title="weight formats", caption=f"sparse positions: the compiler takes the encoding of the hardware's "
                                               f"({', '.join(encodings)}) that stores a layer in the fewest bytes, "
@@ -48,6 +50,10 @@ def print_layers(manifest: "Manifest") -> None:
     for label, layers in fmts.items():
         fmt = WeightFormat.from_label(label)
         stored = f"{fmt.encoding.name} ({fmt.block_meta_bits} bits a block of {fmt.m})" if fmt.sparse else "-"
+        pruned = sorted({(f.n, f.m) for f in map(plan.format_for, layers) if f.sparse and not fmt.sparse})
+        if pruned:  # planned sparse, stored dense (WeightFormat.stored_for)
+            stored = (f"none: pruned {', '.join(f'{n}:{m}' for n, m in pruned)} as planned, stored dense (the "
+                      f"hardware decodes no such N:M)")
         t.add_row(label, stored, f"{fmt.stored_bits:.3g}",
                   ", ".join(layers) if len(layers) <= 6 else f"{len(layers)} layers")
     console.print(t)

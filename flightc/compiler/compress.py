@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from flightc.compiler.memory import chosen_format
-from flightc.compress.formats import WeightFormat
+from flightc.compress.formats import SparseEncoding, WeightFormat
 from flightc.compress.method import Method, Solver
 from flightc.compress.obs import MaskSelect, hessian, obs_quantize
 from flightc.compress.plan import CompressionPlan
@@ -64,20 +64,27 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
     release the GIL, and each layer's result depends on its own weight alone)."""
     out = graph.copy(stage=Stage.COMPRESSED)
     linears = out.linears()
-    # a sparse format whose encoding the plan leaves open takes the one that stores the layer in the fewest bytes
-    chosen = {name: chosen_format(plan.format_for(name), cfg, out.node(name)["weight"].shape[1]) for name in linears}
+    # a sparse format whose encoding the plan leaves open takes the one that stores the layer in the fewest bytes;
+    # one whose pattern the config does not decode is pruned as planned and stored dense (WeightFormat.stored_for)
+    chosen, stored = {}, {}
     for name in linears:
-        chosen[name].check(cfg, name, out.node(name)["weight"].shape[1])
+        k = out.node(name)["weight"].shape[1]
+        fmt = plan.format_for(name)
+        dense = fmt.stored_for(cfg)
+        chosen[name] = chosen_format(fmt, cfg, k) if dense == fmt else fmt.with_encoding(SparseEncoding.POSITIONS)
+        stored[name] = chosen[name] if dense == fmt else dense
+        stored[name].check(cfg, name, k)
+    _say_stored_dense(cfg, {name: chosen[name] for name in linears if stored[name] != chosen[name]})
     _compress_embeddings(out, values)
     for name in out.nodes_of(OpKind.ATTENTION):
         out.node(name)["kv_bits"] = plan.kv_bits
     if not values:
         for name in linears:
-            out.node(name)["qweight"] = shape_only(chosen[name], out.node(name)["weight"].shape)
+            out.node(name)["qweight"] = shape_only(stored[name], out.node(name)["weight"].shape)
         return out
     if not method.solver.calibrated:
         def one(name: str) -> QuantWeight:
-            return quantize_rtn(out.node(name)["weight"], chosen[name])
+            return _as_stored(quantize_rtn(out.node(name)["weight"], chosen[name]), stored[name])
 
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             for i, (name, qw) in enumerate(zip(linears, pool.map(one, linears))):
@@ -92,7 +99,22 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
         log.warning("%s: act-order applies to dense formats; %d sparse layers (%s, ...) are visited in column order",
                     method.label(), len(unordered), unordered[0])
     _compress_sequentially(out, chosen, method, np.atleast_2d(calibration), progress)
+    for name in linears:
+        out.node(name)["qweight"] = _as_stored(out.node(name)["qweight"], stored[name])
     return out
+
+
+def _as_stored(qw: QuantWeight, fmt: WeightFormat) -> QuantWeight:
+    return qw if qw.fmt == fmt else qw.as_dense(fmt)
+
+
+def _say_stored_dense(cfg: HardwareConfig, pruned: dict[str, WeightFormat]) -> None:
+    """Log the layers pruned to a pattern ``cfg`` does not decode, which it stores dense (a warning, not silence)."""
+    for pattern in sorted({(f.n, f.m) for f in pruned.values()}):
+        names = [n for n, f in pruned.items() if (f.n, f.m) == pattern]
+        log.warning("preset %r decodes no %d:%d sparse weights: %d layers (%s%s) pruned %d:%d are stored dense, "
+                    "their pruned weights as zeros (the same results, at the bytes of their dense width)", cfg.name,
+                    *pattern, len(names), names[0], ", ..." if len(names) > 1 else "", *pattern)
 
 
 def _compress_sequentially(out: GraphIR, chosen: dict[str, WeightFormat], method: Method, calibration: np.ndarray,

@@ -65,6 +65,15 @@ class WeightFormat:
     def with_encoding(self, encoding: SparseEncoding) -> "WeightFormat":
         return dataclasses.replace(self, encoding=encoding if self.sparse else SparseEncoding.POSITIONS)
 
+    def stored_for(self, cfg: HardwareConfig) -> "WeightFormat":
+        """The format a layer compressed to this one is stored in on ``cfg``: itself, or, where ``cfg`` decodes no
+        N:M of this pattern (the ISA names it), the dense format of its width and groups, the pruned weights stored
+        as zeros: the same products, so every backend's result is the same bits, at dense bytes
+        (flightc.compiler.compress says so as it compiles)."""
+        if self.sparse and (self.n, self.m) in SPARSITY_NM.values() and not pattern_supported(cfg, self.n, self.m):
+            return WeightFormat(self.bits, group=self.group)
+        return self
+
     @property
     def sparsity(self) -> Sparsity:
         for code, nm in SPARSITY_NM.items():

@@ -46,3 +46,11 @@ class CompressionPlan:
     def describe(self) -> dict:
         return {"default": self.default.label(), "head": self.head.label(),
                 "overrides": {p: f.label() for p, f in self.overrides}, "kv_bits": self.kv_bits}
+
+    @classmethod
+    def from_describe(cls, d: dict) -> "CompressionPlan":
+        """The inverse of :meth:`describe`, as bundle manifests record plans (a sparse format that left its encoding
+        to the compiler comes back as positions: a label without a letter is either)."""
+        return cls(WeightFormat.from_label(d["default"]),
+                   tuple((p, WeightFormat.from_label(f)) for p, f in d["overrides"].items()),
+                   WeightFormat.from_label(d["head"]), d["kv_bits"])

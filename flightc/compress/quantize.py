@@ -69,6 +69,15 @@ class QuantWeight:
                        cat("keep_bits"))
         return cls(first.fmt, None, cat("gs"), cat("row_scale"), None, cat("keep_bits"), cat("_nib"))
 
+    def as_dense(self, fmt: WeightFormat) -> "QuantWeight":
+        """These values, zeros where pruned, as a dense weight of ``fmt`` (this one's width and groups): how a
+        config that decodes no N:M of this weight's pattern stores it (:meth:`WeightFormat.stored_for`)."""
+        if (fmt.bits, fmt.group, fmt.sparse) != (self.fmt.bits, self.fmt.group, False):
+            raise ValueError(f"{self.fmt.label()} stored as {fmt.label()}: only its dense format of one width and "
+                             f"group holds the same values")
+        self._check()
+        return QuantWeight(fmt, self._q, self.gs, self.row_scale, None, nibbles=self._nib)
+
     def _check(self) -> None:
         if self._released:
             raise ReleasedWeightError(

@@ -35,7 +35,7 @@ def patterns(sparsest: int) -> dict:
 
 
 DEFAULT_CHOICES: dict[str, tuple] = {
-    "mpe_chains": (4, 8, 16, 32, 64),
+    "mpe_chains": (2, 4, 8, 16, 32, 64),  # 2: the u280's, a core an SLR whose 7B programs stream past the MPE
     "chain_length": (8, 16, 32, 64),
     "sparsest_n": N_OF_16,
     "buffer_port_bytes": (8, 16, 32, 64),
@@ -85,7 +85,9 @@ class SearchSpace:
     def for_part(cls, part: Part, plan, max_cores: int | None = None, overrides: dict | None = None) -> "SearchSpace":
         need_n = required_sparsity(plan)
         choices = dict(DEFAULT_CHOICES)
-        choices["sparsest_n"] = tuple(n for n in N_OF_16 if n <= need_n)
+        # the plan's sparsest pattern or sparser hardware, or dense (16: its sparse layers pruned as planned and
+        # stored dense, WeightFormat.stored_for, at the bytes 4-bit positions take at W4)
+        choices["sparsest_n"] = tuple(n for n in N_OF_16 if n <= need_n or n == 16)
         cores = min(part.max_cores, max_cores or part.max_cores)
         choices["num_cores"] = tuple(range(1, cores + 1))
         choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
