@@ -155,7 +155,7 @@ def _speed_and_resources(model: str, bundle, task, console: Console) -> None:
     with console.status("modeling decode"):
         for name, r, prompt, new in ((model, WorkloadModel(bundle).request(task.prompt_len, task.answer_len),
                                       task.prompt_len, task.answer_len),
-                                     ("LLaMA2-7B (W4 g128 8:16)", llama, 16, 32)):
+                                     ("LLaMA2-7B (W4 g128 8:16, stored dense on u280)", llama, 16, 32)):
             flight = (f"{FLIGHTLLM_U280['decode_tokens_per_s']:g} (measured)" if r is llama else "-")
             rows.append((name, r.cfg.name, f"{prompt} + {new}", f"{r.decode.tokens_per_s:,.1f}",
                          f"{r.roofline_tokens_per_s:,.1f}", f"{r.of_roofline:.1%}", flight))
