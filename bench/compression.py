@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from flightc.compiler.pipeline import compile_model
-from flightc.compress.allocate import BitBudget
+from flightc.compress.allocate import BitBudget, BudgetBits
 from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
 from flightc.evaluate import (float_answer_nll, float_answers, float_perplexity, reference_answer_nll,
@@ -42,7 +42,8 @@ ROWS = (
     Row("W4 g128", "w4g128", None, ("rtn", "gptq", "awq", "awq+gptq")),
     Row("W4 g128 + 8:16", "w4g128s8:16", None, ("rtn", "gptq", "sparsegpt", "awq+sparsegpt")),
     Row("W4 g128 + 2:4", "w4g128s2:4", None, ("rtn", "gptq", "sparsegpt", "awq+sparsegpt")),
-    Row("3.5-bit mixed + 8:16", None, BitBudget(3.5, "8:16"), ("rtn", "sparsegpt", "awq+sparsegpt")),
+    Row("3.5-bit mixed + 8:16", None, BitBudget(3.5, "8:16", counts=BudgetBits.VALUES),  # FlightLLM's sense
+        ("rtn", "sparsegpt", "awq+sparsegpt")),
     Row("W3 g128 + 8:16", "w3g128s8:16", None, ("rtn", "sparsegpt", "awq+sparsegpt")),
     Row("W2 g32 + 8:16", "w2g32s8:16", None, ("rtn", "sparsegpt", "awq+sparsegpt")),
 )

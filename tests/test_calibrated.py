@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from flightc import numerics as nm
-from flightc.compress.allocate import BitBudget, allocate
+from flightc.compress.allocate import BitBudget, BudgetBits, allocate
 from flightc.compress.equalize import awq, balance_kv, smoothquant
 from flightc.compress.formats import WeightFormat, group_scale_max, q_range
 from flightc.compress.method import Equalizer, Method, Solver
@@ -140,15 +140,35 @@ def test_allocator_meets_the_budget_where_it_hurts_least():
     sens = {"a": {f[8]: 0.0, f[4]: 0.01, f[3]: 0.1, f[2]: 1.0},
             "b": {f[8]: 0.0, f[4]: 0.001, f[3]: 0.002, f[2]: 0.01}}
     shapes = {"a": (128, 128), "b": (128, 128)}
-    alloc = allocate(sens, shapes, BitBudget(3.5))
+    alloc = allocate(sens, shapes, BitBudget(3.5, counts=BudgetBits.VALUES))  # FlightLLM's 3.5 value bits
     assert alloc.avg_bits <= 3.5
     chosen = {c.layer: c.fmt.bits for c in alloc.layers}
     assert chosen["a"] > chosen["b"]
     assert {c.layer: c.fmt for c in alloc.layers} == {"a": f[4], "b": f[3]}
-    with pytest.raises(UnsupportedError, match="cannot be met"):
+    # counting what a weight takes in memory (the default), each g128 group multiplier adds 1/16 of a bit: W4 and W3
+    # average 3.5625 bits, over 3.5, so the insensitive layer goes down to W2 (2.0625) instead
+    stored = allocate(sens, shapes, BitBudget(3.5))
+    assert {c.layer: c.fmt for c in stored.layers} == {"a": f[4], "b": f[2]}
+    assert stored.stored_bits_per_weight == (4 + 2 + 2 * 8 / 128) / 2 <= 3.5
+    with pytest.raises(UnsupportedError, match="budget of 1.5 stored bits per weight cannot be met: the lowest the "
+                                               "hardware's formats reach is 2.0625"):
         allocate(sens, shapes, BitBudget(1.5))
     plan = alloc.plan(CompressionPlan())
     assert plan.format_for("a") == f[4] and plan.format_for("lm_head") == WeightFormat()
+
+
+def test_a_budget_counts_how_the_positions_are_stored():
+    """Stored bits (the default) count a sparse weight's positions: W4 g128 8:16 is 4.0625 bits a weight with 4-bit
+    positions and 3.0625 with a bitmask (a bit a position), so a budget of 3.5 keeps W4 where the hardware decodes
+    bitmasks and takes W2 (3.0625 bits with positions) where it decodes positions alone."""
+    from flightc.config import SparseEncoding
+
+    pos = {b: WeightFormat(b, 8, 16, 128) for b in (2, 4)}
+    mask = {b: f.with_encoding(SparseEncoding.BITMASK) for b, f in pos.items()}
+    assert (pos[4].stored_bits, mask[4].stored_bits, pos[2].stored_bits) == (4.0625, 3.0625, 3.0625)
+    for fmts, want in ((pos, pos[2]), (mask, mask[4])):
+        (choice,) = allocate({"a": {fmts[4]: 0.01, fmts[2]: 0.1}}, {"a": (64, 128)}, BitBudget(3.5, "8:16")).layers
+        assert choice.fmt == want
 
 
 def test_allocator_chooses_sparsity_per_layer_under_a_density_target():

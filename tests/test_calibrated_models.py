@@ -9,7 +9,7 @@ import pytest
 
 from flightc.cli import main
 from flightc.compiler.pipeline import compile_model
-from flightc.compress.allocate import BitBudget
+from flightc.compress.allocate import BitBudget, BudgetBits
 from flightc.compress.method import Method
 from flightc.compress.plan import CompressionPlan
 from flightc.evaluate import reference_perplexity, sim_matches_reference
@@ -32,7 +32,7 @@ def prompt(model: str) -> list[int]:
 
 @pytest.mark.parametrize("model,fmt,method,kv_bits,budget", [
     ("addition", "w4g128s8:16", "sparsegpt", 4, None),
-    ("addition", "w8", "rtn", 8, BitBudget(3.5, "8:16")),
+    ("addition", "w8", "rtn", 8, BitBudget(3.5, "8:16", counts=BudgetBits.VALUES)),
     ("addition", "w8", "smoothquant", 4, None),
     ("pylm", "w4g128", "awq+gptq", 4, None),
     ("pylm", "w3g128s2:4", "awq+sparsegpt", 8, None),

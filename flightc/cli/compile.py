@@ -11,6 +11,7 @@ from flightc.errors import FlightcError
 
 
 def register(sub) -> None:
+    from flightc.compress.allocate import BudgetBits
     from flightc.compress.method import Equalizer, Solver
     from flightc.isa.table import KV_BITS, SPARSITY_NM, WEIGHT_BITS, Sparsity
     from flightc.models.builtin import BUILTIN
@@ -44,7 +45,12 @@ def register(sub) -> None:
     c.add_argument("--calib-len", type=int, default=64, help="tokens per calibration sequence from --calib")
     c.add_argument("--bits-budget", type=float, metavar="BITS",
                    help="choose each linear layer's bits (and with --sparsity auto its N:16) from measured "
-                        "sensitivity so the average value bits per weight is at most BITS, e.g. 3.5")
+                        "sensitivity so the average bits per weight (as --budget-counts says) is at most BITS, "
+                        "e.g. 3.5")
+    c.add_argument("--budget-counts", choices=[b.value for b in BudgetBits], default=BudgetBits.STORED.value,
+                   help="what --bits-budget counts a weight: stored (default: its value's bits, the positions' "
+                        "metadata and the group multipliers, what it takes in memory) or values (its value's bits "
+                        "only, FlightLLM's '3.5-bit')")
     c.add_argument("--density", type=float, help="with --sparsity auto: the average kept fraction, e.g. 0.5")
     c.add_argument("--kv-bits", type=int, default=8, choices=KV_BITS,
                    help="KV cache width in memory (4: INT4, packed two per byte by ST.pack4)")
@@ -89,7 +95,7 @@ def _plan(args):
 
 def _budget(args):
     """--bits-budget B [--sparsity dense|N:M|auto --density D --group G] -> BitBudget, or None."""
-    from flightc.compress.allocate import BitBudget
+    from flightc.compress.allocate import BitBudget, BudgetBits
 
     if args.bits_budget is None:
         if args.density is not None or args.sparsity == "auto":
@@ -98,7 +104,8 @@ def _budget(args):
     if args.format:
         raise FlightcError("--bits-budget chooses each layer's format: drop --format (--layer overrides still apply)")
     sparsity = "dense" if args.sparsity in ("dense", "16:16") else args.sparsity
-    return BitBudget(args.bits_budget, sparsity, 1.0 if args.density is None else args.density, args.group or 128)
+    return BitBudget(args.bits_budget, sparsity, 1.0 if args.density is None else args.density, args.group or 128,
+                     BudgetBits(args.budget_counts))
 
 
 def _calibration(args):
@@ -158,7 +165,8 @@ def cmd_compile(args) -> int:
 
 
 def _print_allocation(a) -> None:
-    t = Table(title=f"bit allocation: budget {a.budget.bits:g} bits/weight, sparsity {a.budget.sparsity}"
+    t = Table(title=f"bit allocation: budget {a.budget.bits:g} {a.budget.counts.value} bits/weight, sparsity "
+                    f"{a.budget.sparsity}"
                     + (f", density <= {a.budget.density:g}" if a.budget.sparsity == "auto" else ""))
     for col in ("layer", "weights", "format", "output error", "W8, same pattern"):
         t.add_column(col, justify="left" if col in ("layer", "format") else "right")

@@ -60,7 +60,8 @@ def cmd_info(args) -> int:
                   f"heads {s['num_heads']}/{s['num_kv_heads']} (q/kv), vocab {s['vocab_size']}; max_len {m.max_len}")
     alloc = m.allocation
     console.print(f"compression: {m.method}, KV cache INT{m.plan.get('kv_bits', 8)}"
-                  + (f"; bit budget {alloc['budget_bits']:g} → {alloc['avg_bits']:.3f} value bits/weight, "
+                  + (f"; bit budget {alloc['budget_bits']:g} {alloc.get('budget_counts', 'values')} bits → "
+                     f"{alloc['avg_bits']:.3f} value bits/weight, "
                      f"density {alloc['avg_density']:.3f}" if alloc else ""))
     if m.programs_only:
         console.print("[yellow]programs only[/]: no weights in this bundle; it feeds the performance model "

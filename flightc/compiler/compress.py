@@ -70,9 +70,11 @@ def compress(graph: GraphIR, plan: CompressionPlan, cfg: HardwareConfig, values:
     for name in linears:
         k = out.node(name)["weight"].shape[1]
         fmt = plan.format_for(name)
-        dense = fmt.stored_for(cfg)
-        chosen[name] = chosen_format(fmt, cfg, k) if dense == fmt else fmt.with_encoding(SparseEncoding.POSITIONS)
-        stored[name] = chosen[name] if dense == fmt else dense
+        stored[name] = fmt.stored_for(cfg)
+        if stored[name] == fmt:  # as planned, its encoding the one the compiler picks
+            stored[name] = chosen[name] = chosen_format(fmt, cfg, k)
+        else:  # pruned as planned (its positions' encoding moot)
+            chosen[name] = fmt.with_encoding(SparseEncoding.POSITIONS)
         stored[name].check(cfg, name, k)
     _say_stored_dense(cfg, {name: chosen[name] for name in linears if stored[name] != chosen[name]})
     _compress_embeddings(out, values)

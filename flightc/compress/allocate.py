@@ -1,7 +1,9 @@
 """Bit-budget allocation: a weight format per linear layer from measured sensitivity.
 
-Given a target average of stored value bits per weight (FlightLLM's "3.5-bit" sense: bits of each
-kept weight, averaged over all weights of the layers, the LM head excluded) and the sparsity
+Given a target average of bits per weight (by default everything a weight position takes in memory: its kept
+value's bits, the metadata of the positions kept and the group multipliers, ``WeightFormat.stored_bits``, so a
+cheaper encoding of the positions leaves more bits to the values; or FlightLLM's "3.5-bit" sense, the bits of each
+kept weight's value, averaged over all weights of the layers; the LM head excluded either way) and the sparsity
 patterns allowed, each layer's candidate formats are scored by the relative output error of that
 layer alone on calibration inputs, ``||X (W - W_q)^T||^2 / ||X W^T||^2``, compressed by the chosen
 solver. A greedy descent then starts every layer at its most accurate candidate and, while the
@@ -12,6 +14,7 @@ HAWQ-V3 do with their sensitivities.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -24,15 +27,26 @@ from flightc.errors import UnsupportedError
 from flightc.ir.graph import GraphIR
 
 
+class BudgetBits(str, Enum):
+    """What a bit budget counts per weight."""
+
+    STORED = "stored"  # every bit a weight position takes in memory: value, positions' metadata, group multipliers
+    VALUES = "values"  # the bits of each kept weight's value (FlightLLM's "3.5-bit"): metadata uncounted
+
+    def of(self, f: WeightFormat) -> float:
+        return f.stored_bits if self is BudgetBits.STORED else f.bits
+
+
 @dataclass(frozen=True)
 class BitBudget:
-    """What to allocate: average value ``bits`` per weight; ``sparsity`` 'dense', an 'N:M' applied to every
-    layer, or 'auto' (per layer, average kept fraction at most ``density``); groups of ``group`` along K."""
+    """What to allocate: average ``bits`` per weight, as ``counts`` says; ``sparsity`` 'dense', an 'N:M' applied to
+    every layer, or 'auto' (per layer, average kept fraction at most ``density``); groups of ``group`` along K."""
 
     bits: float
     sparsity: str = "dense"
     density: float = 1.0
     group: int = 128
+    counts: BudgetBits = BudgetBits.STORED
 
     def patterns(self, cfg: HardwareConfig) -> list[tuple[int, int]]:
         if self.sparsity == "dense":
@@ -92,7 +106,8 @@ class Allocation:
                                base.head, base.kv_bits)
 
     def describe(self) -> dict:
-        return {"budget_bits": self.budget.bits, "sparsity": self.budget.sparsity, "density": self.budget.density,
+        return {"budget_bits": self.budget.bits, "budget_counts": self.budget.counts.value,
+                "sparsity": self.budget.sparsity, "density": self.budget.density,
                 "avg_bits": round(self.avg_bits, 4), "avg_density": round(self.avg_density, 4),
                 "stored_bits_per_weight": round(self.stored_bits_per_weight, 4),
                 "layers": {c.layer: {"format": c.fmt.label(), "rel_error": c.error} for c in self.layers}}
@@ -148,7 +163,7 @@ def allocate(sens: dict[str, dict[WeightFormat, float]], shapes: dict[str, tuple
         return sum(params[n] * key(f) for n, f in choice.items()) / total
 
     def bits(f: WeightFormat) -> float:
-        return f.bits
+        return budget.counts.of(f)
 
     def density(f: WeightFormat) -> float:
         return f.n / f.m
@@ -166,8 +181,9 @@ def allocate(sens: dict[str, dict[WeightFormat, float]], shapes: dict[str, tuple
                         best = (rate, name, f)
             if best is None:
                 lowest = min(measure(f) for opts in sens.values() for f in opts)
-                raise UnsupportedError(f"the budget of {target} {'bits' if measure is bits else 'density'} per weight "
-                                       f"cannot be met: the lowest the hardware's formats reach is {lowest}")
+                what = f"{budget.counts.value} bits" if measure is bits else "density"
+                raise UnsupportedError(f"the budget of {target} {what} per weight cannot be met: the lowest the "
+                                       f"hardware's formats reach is {lowest:g}")
             choice[best[1]] = best[2]
     layers = [LayerChoice(n, shapes[n], f, sens[n][f], sens[n]) for n, f in choice.items()]
     return Allocation(budget, layers)
