@@ -50,6 +50,18 @@ class Part:
     # (On an MPSoC each of the four HP ports is a memory channel: a master per port reaches the DDR's rate.)
     port_bytes: int | None = None
     port_name: str = ""
+    # LUTs of the platform's dynamic region, where a kernel goes, and of its part in SLR0, where the memory attaches
+    # (None: no source here); a core each SLR, core 0 in SLR0 (bitstreams/vitis.py core_slrs)
+    dynamic_lut: int | None = None
+    slr0_lut: int | None = None
+
+    def slr_luts(self, cores: int) -> list[tuple[str, int]] | None:
+        """LUTs where ``cores`` cores go, a core an SLR: SLR0's for core 0, the rest of the dynamic region for the
+        others together (no split among them on record); None where the part has no such figures."""
+        if cores < 2 or not self.dynamic_lut or not self.slr0_lut:
+            return None
+        rest = "SLR1" if cores == 2 else f"SLR1-SLR{cores - 1}"
+        return [("SLR0", self.slr0_lut), (rest, self.dynamic_lut - self.slr0_lut)]
 
     def capacity(self) -> dict[str, int | None]:
         return {"DSP": self.dsp, "LUT": self.lut, "FF": self.ff, "BRAM36": self.bram36, "URAM": self.uram}
@@ -91,7 +103,10 @@ _EDGE_CLOCKS = (150.0, 200.0, 250.0)
 PARTS: dict[str, Part] = {p.name: p for p in (
     Part("u280", "XCU280", "UltraScale+", dsp=9_024, lut=1_303_680, ff=2_607_360, bram36=2_016, uram=960, slrs=3,
          mem_kind=MemoryKind.HBM2, mem_channels=32, mem_channel_gbps=14.375, mem_gib=8, clock_mhz=_ALVEO_CLOCKS,
-         source="shared/reference/device-facts.md; HBM per pseudo-channel: UG1393 'HBM Configuration and Use'"),
+         source="shared/reference/device-facts.md; HBM per pseudo-channel: UG1393 'HBM Configuration and Use'; the "
+                "dynamic region and SLR0's part of it: RapidStream's virtual device file for "
+                "xilinx_u280_gen3x16_xdma_1_202211_1 (shared/reference/datapath-facts.md)",
+         dynamic_lut=1_135_680, slr0_lut=388_800),
     Part("u55c", "XCU55C", "UltraScale+", dsp=9_024, lut=1_303_680, ff=2_607_360, bram36=2_016, uram=960, slrs=3,
          mem_kind=MemoryKind.HBM2, mem_channels=32, mem_channel_gbps=14.375, mem_gib=16, clock_mhz=_ALVEO_CLOCKS,
          source="Alveo U55C data sheet DS978 (same fabric as the U280); 16 GB HBM2 in 32 pseudo-channels of "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -287,6 +288,16 @@ def test_cli_names_what_it_refuses(capsys):
     out = capsys.readouterr().out
     assert "lane group x 16" in out and "lane group x 8" in out and "HBM converters (platform) x 16" in out
     assert "u280: cores 1, 2 (8 memory masters each)" in out and "1,303,680" in out
+    # a core an SLR: core 0 against SLR0's 388,800 LUT, cores 1 and 2 against the rest of the 1,135,680 of the
+    # platform's dynamic region (746,880); the three rows' LUTs are the cores', which sum to the kernel's
+    from flightc.dse.resources import core_resources
+
+    luts = [core_resources(PRESETS["u280"], c).LUT for c in range(3)]
+    assert sum(luts) == estimate_resources(PRESETS["u280"]).LUT and luts[1] == luts[2] < luts[0]
+    for where, n, cap in (("SLR0 (core 0)", luts[0], 388_800), ("SLR1-SLR2 (cores 1-2)", luts[1] + luts[2], 746_880),
+                          ("the platform's dynamic region", sum(luts), 1_135_680)):
+        assert re.search(rf"{re.escape(where)}\s*│\s*{n:,}\s*│\s*{cap:,}\s*│\s*{n / cap:.0%}", out), where
+    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0)" in " ".join(out.split())
     assert "memory port" not in out
     assert main(["hw", "resources", "--hw", "u280", "--part", "kv260"]) == 0
     out = " ".join(capsys.readouterr().out.split())

@@ -93,7 +93,7 @@ def _print_timing(cfg, r) -> None:
 
 def cmd_resources(args) -> int:
     from flightc.config import load_config
-    from flightc.dse.resources import FITTED, buffer_bram36, estimate_resources, group_resources
+    from flightc.dse.resources import FITTED, buffer_bram36, core_resources, estimate_resources, group_resources
     from flightc.parts import part
 
     cfg = load_config(args.hw)
@@ -116,6 +116,19 @@ def cmd_resources(args) -> int:
     console.print(table(f"{cfg.name}: whole kernel ({cfg.num_cores} core{'s' if cfg.num_cores > 1 else ''}; one "
                         f"core's buffers: {buffer_bram36(cfg.core(0))} BRAM36)",
                         ("resource", "modeled", *((f"{p.name}", "used") if p else ())), rows))
+    slrs = p.slr_luts(cfg.num_cores) if p else None
+    if slrs:  # a core an SLR: core 0's LUTs against SLR0's, the others' against the rest of the dynamic region
+        luts = [core_resources(cfg, c).LUT for c in range(cfg.num_cores)]
+        parts = [(f"{slrs[0][0]} (core 0)", luts[0], slrs[0][1]),
+                 (f"{slrs[1][0]} (cores 1-{cfg.num_cores - 1})" if cfg.num_cores > 2 else f"{slrs[1][0]} (core 1)",
+                  sum(luts[1:]), slrs[1][1]),
+                 ("the platform's dynamic region", sum(luts), p.dynamic_lut)]
+        console.print(table(f"{cfg.name} on {p.name}, a core an SLR: LUT (each core's HBM converters with it)",
+                            ("where", "modeled", "available", "used"),
+                            [(w, f"{n:,}", f"{cap:,}", f"{n / cap:.0%}") for w, n, cap in parts]))
+        over = [w for w, n, cap in parts if n > 0.7 * cap]
+        if over:
+            console.print(f"[yellow]over 70% of its LUTs, the routing's margin:[/yellow] {', '.join(over)}")
     port = p.port_violation(cfg.axi_data_bytes) if p else None
     if port:
         console.print(f"[yellow]does not fit {p.name}'s memory port:[/yellow] {port}")

@@ -282,19 +282,19 @@ def group_resources(cfg: HardwareConfig) -> dict[str, tuple[int, dict[str, float
     return out
 
 
+def core_resources(cfg: HardwareConfig, c: int) -> Resources:
+    """Core ``c`` of the kernel: its groups times their instances (with its own run of masters:
+    :meth:`HardwareConfig.core`), the platform's converters for its masters among them."""
+    view = cfg.core(c)
+    total = {k: sum(est[k] for _, est in group_resources(view).values()) for k in FITTED}
+    return Resources(DSP=round(total["DSP48E2"]), LUT=round(total["LUT"]), FF=round(total["FF"]),
+                     BRAM36=kernel_bram36(view), URAM=buffer_uram(view))
+
+
 def estimate_resources(cfg: HardwareConfig) -> Resources:
-    """The whole kernel: each core's groups times their instances (a core with its own run of masters:
-    :meth:`HardwareConfig.core`), summed over the cores."""
-    total = {k: 0.0 for k in FITTED}
-    bram = uram = 0
-    for c in range(cfg.num_cores):
-        view = cfg.core(c)
-        for _, est in group_resources(view).values():
-            for k in FITTED:
-                total[k] += est[k]
-        bram, uram = bram + kernel_bram36(view), uram + buffer_uram(view)
-    return Resources(DSP=round(total["DSP48E2"]), LUT=round(total["LUT"]), FF=round(total["FF"]), BRAM36=bram,
-                     URAM=uram)
+    """The whole kernel: its cores' resources summed (:func:`core_resources`)."""
+    cores = [core_resources(cfg, c).as_dict() for c in range(cfg.num_cores)]
+    return Resources(**{k: sum(r[k] for r in cores) for k in cores[0]})
 
 
 @dataclass(frozen=True)
