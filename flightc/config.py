@@ -427,9 +427,10 @@ PRESETS: dict[str, HardwareConfig] = {
                            acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
                            axi_data_bytes=64, sfu_div_step_bits=2,
                            **{**_HBM, "sparse_n": (16,), "supports_2_4": False}),
-    # Versal VHK158, one core like u280: 32 HBM2e channels x 25.6 GB/s = 819 GB/s, 32 GB. A channel carries more than
-    # a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte master (28.8 GB/s) and a lane group of 128
-    # slots that takes a 128-byte beat of W4 a cycle; its fabric is unchecked (no resource figures available here).
+    # Versal VHK158, one core (as u280 was before it took its three SLRs' cores): 32 HBM2e channels x 25.6 GB/s =
+    # 819 GB/s, 32 GB. A channel carries more than a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte
+    # master (28.8 GB/s) and a lane group of 128 slots that takes a 128-byte beat of W4 a cycle; its fabric is
+    # unchecked (no resource figures available here).
     "vhk158": HardwareConfig(name="vhk158", clock_mhz=225.0, num_cores=1, mpe_chains=32, chain_length=64,
                              sfu_lanes=64, **PARTS["vhk158"].memory_fields(), act_buffer_kib=256,
                              wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,
