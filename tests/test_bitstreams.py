@@ -194,14 +194,15 @@ def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
 
 
 def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tmp_path):
-    """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core
-    c in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across
-    each SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores a 512-bit AXI4 master is 1,262 wires (aw 80, w 579,
-    b 5, ar 80, r 518) and a core's link to the registers and barrier 2,596 (program address 64 and length 32, 32
-    channel bases of 64, start, finish, seven counters of 64, barrier request and go), so cores 1 and 2 (8 masters
-    each) are 12,692 wires apiece, both across SLR0-SLR1 and core 2's across SLR1-SLR2. The flow itself on tiny as
-    three cores (a 64-bit master each: 310 wires; links of six channel bases: 932), its files as the flow writes
-    them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds it)."""
+    """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core c
+    in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across each
+    SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores a
+    512-bit AXI4 master is 1,262 wires (aw 80, w 579, b 5, ar 80, r 518) and a core's link to the registers and barrier
+    2,596 (program address 64 and length 32, 32 channel bases of 64, start, finish, seven counters of 64, barrier
+    request and go), so cores 1 and 2 (8 masters each) are 12,692 wires apiece, both across SLR0-SLR1 and core 2's
+    across SLR1-SLR2. The flow itself on tiny as three cores (a 64-bit master each: 310 wires; links of six channel
+    bases: 932), its files as the flow writes them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds
+    it)."""
     from flightc.bitstreams.vitis import floorplan_tcl, link_cfg, makefile, slr_crossings
 
     assert PRESETS["u280"].num_cores == 3

@@ -194,10 +194,10 @@ def _decode_step(model, cfg, plan: str, context: int):
 
 
 def test_a_bitmask_8_16_decode_step_streams_at_most_80_percent_of_dense_w4():
-    """LLaMA2-7B on u280 with 8:16 and bitmasks allowed, context 512, one command for both plans: every byte the performance
-    model counts for a decode step at W4 g128 8:16 (the compiler picks the bitmask: 3 bits a weight, chunks of 48
-    bytes back to back in the stream) is at most 80% of dense W4's, and the step is no slower (u280's lane groups
-    take 64 columns a cycle and its output stage a result a cycle in either: docs/compression.md)."""
+    """LLaMA2-7B on u280 with 8:16 and bitmasks allowed, context 512, one command for both plans: every byte the
+    performance model counts for a decode step at W4 g128 8:16 (the compiler picks the bitmask: 3 bits a weight,
+    chunks of 48 bytes back to back in the stream) is at most 80% of dense W4's, and the step is no slower (u280's
+    lane groups take 64 columns a cycle and its output stage a result a cycle in either: docs/compression.md)."""
     from pathlib import Path
 
     configs = Path(__file__).resolve().parents[1] / "flightc" / "models" / "configs"
