@@ -130,6 +130,11 @@ RUNS = [
     ("mpe-M32-B64", "mpe", False, "u280", _masters(32), ()),
     # its chains' positions from a step's bitmasks (hw/mpe.py positions_of_masks), as u280 lists them
     ("mpe-M1-B64-m", "mpe", False, "u280", dict(**_masters(1), sparse_encodings=_PM[1:]), ()),
+    # what a core of several pays to cross an SLR (hw/crossing.py, hw/write_router.py): its masters' read channels
+    # and its writes through register slices, as wide as its masters
+    ("crossing-M1-B8", "crossing", False, "tiny", {}, ()),
+    ("crossing-M8-B64", "crossing", False, "u280", _masters(8), ()),
+    ("crossing-M4-B32", "crossing", True, "u280", {**_masters(4), **_beat(32)}, ()),
     ("kernel-tiny", "kernel", False, "tiny", {}, ("chain", "lane group", "lane feed")),
     ("kernel-k3", "kernel", False, "tiny", dict(axi_masters=2, **_beat(32), sfu_lanes=8, mpe_chains=8, chain_length=16,
                                               **patterns(4)), ()),
@@ -188,6 +193,37 @@ def MpeProbe(cfg):
     return _probe(cfg, lambda bases: Mpe(cfg, bases), "mpe", extra=("head_ok", "head_in"))
 
 
+def CrossingProbe(cfg):
+    """What a core pays to cross an SLR to its masters' ports (hw/kernel.py ``crossed``): its masters' read channels
+    through register slices (``ReadCrossing``) and its writers' pairs through one (hw/write_router.py; the router
+    that deals them to the masters is there with or without a crossing), ``SLR_CROSSING`` slices each."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import Out
+
+    from flightc.hw.crossing import ReadCrossing, RegisterSlice
+    from flightc.hw.latency_rules import SLR_CROSSING
+    from flightc.hw.write_router import pair_layout
+
+    class Probe(wiring.Component):
+        def __init__(self):
+            self.parts = {"reads": ReadCrossing(8 * cfg.axi_data_bytes, cfg.axi_masters, SLR_CROSSING),
+                          "pairs": RegisterSlice(pair_layout(cfg))}
+            super().__init__({name: Out(part.signature) for name, part in self.parts.items()})
+
+        def elaborate(self, platform):
+            m = Module()
+            for name, part in self.parts.items():
+                m.submodules[name] = part
+                outer = dict((path, value) for path, _, value in getattr(self, name).signature.flatten(
+                    getattr(self, name)))
+                for path, member, value in part.signature.flatten(part):
+                    m.d.comb += outer[path].eq(value) if member.flow is wiring.Out else value.eq(outer[path])
+            return m
+
+    return Probe()
+
+
 def _as_core_kinds(per: dict) -> dict:
     """A probe's per-kind counts under the kernel's names: the probe's ``mpe`` is the kernel's ``core.mpe``."""
     out: dict = {}
@@ -240,7 +276,8 @@ def synthesize_run(kind: str, cfg, blackboxed: tuple[str, ...] = (), timing: dic
         top = {"lane_group": lambda: LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
                "lane_feed": lambda: LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
                "sfu": lambda: Sfu(cfg), "buffer_bank": lambda: buffer_bank(cfg),
-               "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLane0Probe(cfg)}[kind]()
+               "ld_lane": lambda: LdLaneProbe(cfg), "ld_lane0": lambda: LdLane0Probe(cfg),
+               "crossing": lambda: CrossingProbe(cfg)}[kind]()
         text = to_verilog(top, kind, ports=[s for s, _ in component_ports(top)])
         out = {kind: cell_counts(run_yosys(folder, kind, text, netlist=net))}
         depths(kind)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from flightc.config import HardwareConfig
 from flightc.errors import ConfigError
-from flightc.hw.axi import axi4_table
-from flightc.hw.core import LINK_LOCAL, S_AXI, core_link_signature, master_port, master_reach
+from flightc.hw.axi import axi4_table, reads
+from flightc.hw.core import LINK_LOCAL, S_AXI, core_link_signature, core_module_config, master_port, master_reach
 from flightc.hw.synth import TOP
+from flightc.hw.write_router import pair_layout
 from flightc.isa.table import ISA_VERSION
 
 from .boards import Board
@@ -73,17 +74,26 @@ def core_slrs(board: Board, cfg: HardwareConfig) -> list[int]:
     return list(range(cfg.num_cores))
 
 
+def core_crossing(cfg: HardwareConfig, c: int) -> dict[str, int]:
+    """The wires core ``c`` of a kernel of several needs to its masters' ports and the register file (the HBM's
+    ports and the kernel's shared logic in SLR0), by what they carry (hw/kernel.py): each master's read channels,
+    its writes as ST's two writers' pairs (hw/write_router.py: a valid, a ready and the pair) and a response pulse a
+    master, and its link but for the members that cross nothing (hw/core.py ``LINK_LOCAL``)."""
+    view = core_module_config(cfg, c)
+    bits = 8 * cfg.axi_data_bytes
+    reads_ = sum(width for name, width, _ in axi4_table(bits) if reads(name))
+    signature = core_link_signature(view, arg_writes=True)
+    link = sum(len(value) for path, _, value in signature.flatten(signature.create()) if path[0] not in LINK_LOCAL)
+    return {"read channels": view.axi_masters * reads_, "write pairs": 2 + pair_layout(view).size,
+            "write responses": view.axi_masters, "link": link}
+
+
 def slr_crossings(board: Board, cfg: HardwareConfig) -> list[int]:
     """Wires across each SLR boundary (SLR s to s + 1), every core placed by :func:`core_slrs`: each core beyond
-    SLR0 crosses down to it with its masters' AXI4 buses (the HBM's ports are in SLR0) and its link to the
-    kernel's registers and barrier (hw/kernel.py, registered on the way, ``SLR_CROSSING``; but for the members that
-    cross nothing, hw/core.py ``LINK_LOCAL``)."""
-    master = sum(width for _, width, _ in axi4_table(8 * cfg.axi_data_bytes))
-    signature = core_link_signature(cfg)
-    link = sum(len(value) for path, _, value in signature.flatten(signature.create()) if path[0] not in LINK_LOCAL)
+    SLR0 crosses down to it (:func:`core_crossing`), registered on the way (hw/latency_rules.py ``SLR_CROSSING``)."""
     out = [0] * max(0, board.slrs - 1)
     for c, slr in enumerate(core_slrs(board, cfg)):
-        wires = cfg.master_runs[c][1] * master + link
+        wires = sum(core_crossing(cfg, c).values()) if slr else 0
         for s in range(slr):
             out[s] += wires
     return out

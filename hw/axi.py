@@ -47,9 +47,22 @@ def axi4_lite_table(addr_bits: int = LITE_ADDR_BITS) -> tuple[tuple[str, int, bo
     )
 
 
-def axi4_signature(data_bits: int) -> wiring.Signature:
-    """An AXI4 memory interface from the master's side (the slave takes it flipped)."""
-    return _signature(axi4_table(data_bits))
+READ_CHANNELS = ("ar", "r")  # an AXI4 signal belongs to the read channels where its name starts so
+
+
+def reads(name: str) -> bool:
+    """Whether AXI4 signal ``name`` is on a read channel (AR, R), not a write one (AW, W, B)."""
+    return name.startswith(READ_CHANNELS)
+
+
+def axi4_signature(data_bits: int, channels: str = "rw") -> wiring.Signature:
+    """An AXI4 memory interface from the master's side (the slave takes it flipped): all of it, or with
+    ``channels`` "r" its read channels alone, "w" its write channels alone (a core's masters read; its writes go by
+    hw/write_router.py)."""
+    table = axi4_table(data_bits)
+    if channels != "rw":
+        table = tuple(row for row in table if reads(row[0]) == (channels == "r"))
+    return _signature(table)
 
 
 def axi4_lite_signature(addr_bits: int = LITE_ADDR_BITS) -> wiring.Signature:

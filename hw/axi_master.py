@@ -1,5 +1,6 @@
-"""The core's AXI4 memory master: it shares the read channels among the core's readers (instruction fetch, LD)
-and puts the writer's (ST's) bursts on the write channels.
+"""An AXI4 memory master: it shares the read channels among its readers (a core's instruction fetch, LD lanes and
+stream reader) and, where it has them, puts a writer's bursts on the write channels (a core's masters read alone:
+its writes reach the masters' write channels through hw/write_router.py).
 
 Up to ``axi_outstanding`` read bursts are in flight at once, in order; when two readers ask in one
 cycle the first wins. The bus-level constants (beat size, INCR bursts, one ID) are set
@@ -20,19 +21,20 @@ INCR = 1  # AXI4 burst type
 
 class AxiMaster(wiring.Component):
     """``outstanding``: read bursts in flight at once, whichever readers asked for them (an AXI4 ID's bursts are
-    answered in order, so one queue of their owners routes every beat)."""
+    answered in order, so one queue of their owners routes every beat); ``writes``: it has the write channels and
+    a writer."""
 
-    def __init__(self, data_bytes: int, readers: int, outstanding: int = 1):
-        self.data_bytes, self.readers, self.outstanding = data_bytes, readers, outstanding
+    def __init__(self, data_bytes: int, readers: int, outstanding: int = 1, writes: bool = True):
+        self.data_bytes, self.readers, self.outstanding, self.writes = data_bytes, readers, outstanding, writes
         bits = 8 * data_bytes
-        super().__init__({"bus": Out(axi4_signature(bits)),
+        super().__init__({"bus": Out(axi4_signature(bits, "rw" if writes else "r")),
                           "read": In(read_client_signature(bits)).array(readers),
-                          "write": In(write_client_signature(bits))})
+                          **({"write": In(write_client_signature(bits))} if writes else {})})
 
     def elaborate(self, platform):
         m = Module()
         a, size_log2 = self.bus, self.data_bytes.bit_length() - 1
-        m.d.comb += [a.arsize.eq(size_log2), a.arburst.eq(INCR), a.awsize.eq(size_log2), a.awburst.eq(INCR)]
+        m.d.comb += [a.arsize.eq(size_log2), a.arburst.eq(INCR)]
         # ---- reads: a request while fewer than ``outstanding`` bursts are in flight (the first reader asking or
         # holding wins: a holding reader leaves the cycle to no one after it), each beat to the reader at the head
         # of the owners' queue, popped with the burst's last beat
@@ -52,11 +54,16 @@ class AxiMaster(wiring.Component):
             m.d.comb += owners.r_en.eq(a.rvalid & a.rready & a.rlast)
         for c in self.read:
             m.d.comb += [c.r.payload.data.eq(a.rdata), c.r.payload.last.eq(a.rlast)]
-        # ---- writes: the writer's streams are the write channels
-        wr = self.write
-        m.d.comb += [a.awvalid.eq(wr.aw.valid), a.awaddr.eq(wr.aw.payload.addr), a.awlen.eq(wr.aw.payload.len),
-                     wr.aw.ready.eq(a.awready),
-                     a.wvalid.eq(wr.w.valid), a.wdata.eq(wr.w.payload.data), a.wstrb.eq(wr.w.payload.strb),
-                     a.wlast.eq(wr.w.payload.last), wr.w.ready.eq(a.wready),
-                     wr.b.valid.eq(a.bvalid), wr.b.payload.eq(a.bresp), a.bready.eq(wr.b.ready)]
+        if self.writes:
+            put_writes(m, a, self.write, size_log2)
         return m
+
+
+def put_writes(m: Module, a, wr, size_log2: int) -> None:
+    """A writer's streams as the write channels of bus ``a``."""
+    m.d.comb += [a.awsize.eq(size_log2), a.awburst.eq(INCR),
+                 a.awvalid.eq(wr.aw.valid), a.awaddr.eq(wr.aw.payload.addr), a.awlen.eq(wr.aw.payload.len),
+                 wr.aw.ready.eq(a.awready),
+                 a.wvalid.eq(wr.w.valid), a.wdata.eq(wr.w.payload.data), a.wstrb.eq(wr.w.payload.strb),
+                 a.wlast.eq(wr.w.payload.last), wr.w.ready.eq(a.wready),
+                 wr.b.valid.eq(a.bvalid), wr.b.payload.eq(a.bresp), a.bready.eq(wr.b.ready)]

@@ -237,6 +237,16 @@ class CoreRegs:
     counters: dict[str, Value]
 
 
+@dataclass
+class ArgumentWrite:
+    """A word written to a core's arguments this cycle: which (:func:`flightc.hw.regs.argument_word`) and its
+    value."""
+
+    valid: Signal
+    word: Signal
+    data: Signal
+
+
 class AxiLiteRegs(Elaboratable):
     """The register file of :mod:`flightc.hw.regs` behind an AXI4-Lite slave: every core's window and the kernel's
     ap_ctrl_hs. A run starts every core at once and is done when each has finished (:meth:`core`)."""
@@ -254,6 +264,10 @@ class AxiLiteRegs(Elaboratable):
         self.finished = [Signal(name=f"finished{c}") for c in range(cfg.num_cores)]  # from each core, a pulse
         self.counters = [{n: Signal(64, name=f"cnt_{R.core_register(n, c)}") for n in R.COUNTERS}
                          for c in range(cfg.num_cores)]
+        # each core's argument writes as they happen (a core in another SLR keeps its own copy: hw/kernel.py)
+        words = max(R.argument_words(cfg)) + 1
+        self.arg_writes = [ArgumentWrite(Signal(name=f"arg_valid{c}"), Signal(range(words), name=f"arg_word{c}"),
+                                         Signal(LITE_DATA_BITS, name=f"arg_data{c}")) for c in range(cfg.num_cores)]
 
     def core(self, c: int) -> CoreRegs:
         """Core ``c``'s window under the one-core names."""
@@ -278,6 +292,7 @@ class AxiLiteRegs(Elaboratable):
             for k in range(r.bits // 32):
                 words[r.offset + 4 * k] = (v[r.name][32 * k:32 * (k + 1)], r.access is R.RegAccess.RW)
         # ---- writes
+        m.d.comb += [arg.data.eq(s.wdata) for arg in self.arg_writes]
         bpend = Signal()
         m.d.comb += s.bvalid.eq(bpend)
         with m.If(bpend & s.bready):
@@ -299,6 +314,9 @@ class AxiLiteRegs(Elaboratable):
                     if writable:
                         with m.Case(off):
                             m.d.sync += sl.eq(s.wdata)
+                            c, inner = divmod(off, R.CORE_WINDOW)
+                            arg = self.arg_writes[c]
+                            m.d.comb += [arg.valid.eq(1), arg.word.eq(R.argument_word(inner))]
         # ---- reads
         rpend = Signal()
         rdata = Signal(LITE_DATA_BITS)

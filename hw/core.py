@@ -1,11 +1,12 @@
 """One accelerator core: control (fetch, queues, tokens) + LD/ST DMA + MPE + SFU + the buffer bank + its memory
-masters. The kernel around its copies (registers, barrier, the Vitis top level) is hw/kernel.py.
+masters' reads (its writes leave it as ST's two writers, routed to the masters by the kernel: hw/write_router.py).
+The kernel around its copies (registers, barrier, the Vitis top level) is hw/kernel.py.
 
 Everything is sized from one HardwareConfig; fields come from the ISA table.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,6 +24,7 @@ from flightc.hw.lane_group import RTL_ENCODINGS
 from flightc.hw.load import LoadUnit
 from flightc.hw.mpe import Mpe
 from flightc.hw.sfu import Sfu
+from flightc.hw.write_router import core_write_signature
 from flightc.isa.table import Unit
 
 M_AXI = "m_axi_gmem"
@@ -99,20 +101,47 @@ def check_rtl_config(cfg: HardwareConfig) -> None:
         raise ConfigError(f"config {cfg.name!r} cannot be generated as RTL: " + "; ".join(problems))
 
 
-def core_link_signature(cfg: HardwareConfig) -> wiring.Signature:
-    """What joins a core to the kernel around it (hw/kernel.py), from the kernel's side: the run's arguments, every
-    channel's base, the first of the core's own channels and their bases (constants of the kernel, so that cores of
-    equal runs are one module: :func:`core_module_config`) and start out; the core's finish (a pulse), its counters
-    (hw/regs.py COUNTERS) and its barrier request in; the barrier's go out."""
-    return wiring.Signature({"program_addr": Out(64), "program_bytes": Out(32),
-                             "channel_base": Out(64).array(cfg.mem_channels), "first_channel": Out(range(max(2, cfg.mem_channels))),
-                             "own_base": Out(64).array(len(cfg.core_channels)), "start": Out(1), "finished": In(1),
-                             "counters": In(64).array(len(R.COUNTERS)), "barrier_req": In(1), "barrier_go": Out(1)})
+def core_link_signature(cfg: HardwareConfig, arg_writes: bool = False) -> wiring.Signature:
+    """What joins a core to the kernel around it (hw/kernel.py), from the kernel's side: the run's arguments, the
+    first of the core's own channels (a constant of the kernel, so that cores of equal runs are one module:
+    :func:`core_module_config`) and start out; the core's finish (a pulse), its counters (hw/regs.py COUNTERS) and
+    its barrier request in; the barrier's go out. The arguments come as their values (every channel's base, the
+    core's own channels' bases apart) or, with ``arg_writes`` (a core of several, which may sit in another SLR than
+    the register file), as the register writes that set them (``arg_*``: a word a write,
+    :func:`flightc.hw.regs.argument_word`), so that a word crosses, not every register: the core keeps its own copy
+    (:func:`argument_copy`)."""
+    if arg_writes:
+        args = {"arg_valid": Out(1), "arg_word": Out(range(max(R.argument_words(cfg)) + 1)), "arg_data": Out(32)}
+    else:
+        args = {"program_addr": Out(64), "program_bytes": Out(32),
+                "channel_base": Out(64).array(cfg.mem_channels),
+                "own_base": Out(64).array(len(cfg.core_channels))}
+    return wiring.Signature({**args, "first_channel": Out(range(max(2, cfg.mem_channels))), "start": Out(1),
+                             "finished": In(1), "counters": In(64).array(len(R.COUNTERS)), "barrier_req": In(1),
+                             "barrier_go": Out(1)})
 
 
-# link members that cross no SLR boundary: the first of a core's channels is a constant of the kernel, and its own
-# channels' bases are channel_base's own wires after their crossing registers (hw/kernel.py), in the core's SLR
+# link members that cross no SLR boundary: the first of a core's channels is a constant of the kernel, and (a core
+# of one) its own channels' bases are channel_base's own wires
 LINK_LOCAL = ("first_channel", "own_base")
+
+
+def argument_copy(m: Module, cfg: HardwareConfig, link) -> tuple[dict[str, Signal], list[Signal]]:
+    """A core's own copy of its arguments, written word by word as the register file is
+    (:func:`core_link_signature`): every argument by name, and the bases of the core's own channels (a copy of
+    their own, written with channel ``first_channel + k``'s words)."""
+    values = {r.name: Signal(r.bits, name=f"arg_{r.name}") for r in R.register_map(cfg)
+              if r.access is R.RegAccess.RW}
+    own = [Signal(64, name=f"arg_own_base{k}") for k in range(len(cfg.core_channels))]
+    for word, (name, k) in R.argument_words(cfg).items():
+        with m.If(link.arg_valid & (link.arg_word == word)):
+            m.d.sync += values[name].word_select(k, 32).eq(link.arg_data)
+    for k, base in enumerate(own):
+        low = R.channel_base_word(0) + 2 * (link.first_channel + k)
+        for half in (0, 1):
+            with m.If(link.arg_valid & (link.arg_word == low + half)):
+                m.d.sync += base.word_select(half, 32).eq(link.arg_data)
+    return values, own
 
 
 def core_module_config(cfg: HardwareConfig, c: int) -> HardwareConfig:
@@ -124,30 +153,36 @@ def core_module_config(cfg: HardwareConfig, c: int) -> HardwareConfig:
 
 
 class Core(wiring.Component):
-    """``axi[g]``: memory master g's bus; ``link``: the register file's and the barrier's signals
-    (:func:`core_link_signature`). ``cfg`` is the core's module config (:func:`core_module_config`): its own run
-    of the kernel's masters, where they start on the link; the kernel wires them to its ports and the core to its
-    register window."""
+    """``axi[g]``: memory master g's read channels; ``writes``: ST's writes, which the kernel routes to the masters'
+    write channels (hw/write_router.py); ``link``: the register file's and the barrier's signals
+    (:func:`core_link_signature`; ``arg_writes``: its arguments come as register writes). ``cfg`` is the core's
+    module config (:func:`core_module_config`): its own run of the kernel's masters, where they start on the
+    link; the kernel wires them to its ports and the core to its register window."""
 
-    def __init__(self, cfg: HardwareConfig):
+    def __init__(self, cfg: HardwareConfig, arg_writes: bool = False):
         check_rtl_config(cfg)
-        self.cfg = cfg
-        super().__init__(self.ports(cfg))
+        self.cfg, self.arg_writes = cfg, arg_writes
+        super().__init__(self.ports(cfg, arg_writes))
 
     @staticmethod
-    def ports(cfg: HardwareConfig) -> wiring.Signature:
-        return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes)).array(cfg.axi_masters),
-                                 "link": In(core_link_signature(cfg))})
+    def ports(cfg: HardwareConfig, arg_writes: bool = False) -> wiring.Signature:
+        return wiring.Signature({"axi": Out(axi4_signature(8 * cfg.axi_data_bytes, "r")).array(cfg.axi_masters),
+                                 "writes": Out(core_write_signature(cfg)),
+                                 "link": In(core_link_signature(cfg, arg_writes))})
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         n = cfg.axi_masters
         link = self.link
-        bases, own = list(link.channel_base), list(link.own_base)
-        regs = CoreRegs({"program_addr": link.program_addr, "program_bytes": link.program_bytes,
-                         **{f"channel_base{ch}": b for ch, b in enumerate(bases)}}, link.start, link.finished,
-                        dict(zip(R.COUNTERS, link.counters)))
+        if self.arg_writes:
+            args, own = argument_copy(m, cfg, link)
+        else:
+            args = {"program_addr": link.program_addr, "program_bytes": link.program_bytes,
+                    **{f"channel_base{ch}": b for ch, b in enumerate(link.channel_base)}}
+            own = list(link.own_base)
+        bases = [args[f"channel_base{ch}"] for ch in range(cfg.mem_channels)]
+        regs = CoreRegs(args, link.start, link.finished, dict(zip(R.COUNTERS, link.counters)))
         m.submodules.ld = ld = LoadUnit(cfg, bases, own, link.first_channel)
         m.submodules.st = st = StoreUnit(cfg, bases)
         m.submodules.mpe = mpe = Mpe(cfg, own, link.first_channel)
@@ -171,16 +206,17 @@ class Core(wiring.Component):
         # the fetch, whose requests go first (LD asks for a burst whenever a slot frees; the fetch asks only while
         # its FIFO has room for a whole burst, so it never holds more than two slots); last, the MPE's stream
         # reader of master g (a streamed MV's tile)
-        masters = []
         for g in range(n):
             m.submodules[f"master{g}" if n > 1 else "master"] = master = separate(
-                AxiMaster, cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding)
+                AxiMaster, cfg.axi_data_bytes, readers=3, outstanding=cfg.axi_outstanding, writes=False)
             wiring.connect(m, ctl.rd if g == 0 else ld.rd[g], master.read[0])
             wiring.connect(m, ld.rd[0] if g == 0 else ld.far[g - 1], master.read[1])
             wiring.connect(m, mpe.rd[g], master.read[2])
             wiring.connect(m, wiring.flipped(self.axi[g]), master.bus)
-            masters.append(master)
-        _route_writes(m, st, [x.write for x in masters])
+        w = self.writes
+        wiring.connect(m, st.wr, wiring.flipped(w.wr))
+        wiring.connect(m, st.wr2, wiring.flipped(w.wr2))
+        m.d.comb += [w.master.eq(st.master), w.master2.eq(st.master2), st.responses.eq(w.responses)]
         m.d.comb += [link.barrier_req.eq(ctl.barrier_req), ctl.barrier_go.eq(link.barrier_go)]
         return m
 
@@ -188,21 +224,3 @@ class Core(wiring.Component):
 def buffer_bank(cfg: HardwareConfig) -> BufferBank:
     """The core's buffers and their ports (:func:`flightc.hw.buffer_map.core_roles`)."""
     return BufferBank(cfg, core_roles(cfg))
-
-
-def _route_writes(m: Module, st: StoreUnit, writes: list) -> None:
-    """ST's bursts to the master of its instruction's channel, its second writer's (a dealt column's next row) to
-    that row's master, another; every master's write responses taken as they come (ST counts them per master)."""
-    wr, wr2 = st.wr, st.wr2
-    for g, x in enumerate(writes):
-        mine = st.master == g
-        mine2 = (st.master2 == g) & ~mine
-        m.d.comb += [x.aw.valid.eq((wr.aw.valid & mine) | (wr2.aw.valid & mine2)),
-                     x.aw.payload.eq(Mux(mine, wr.aw.payload, wr2.aw.payload)),
-                     x.w.valid.eq((wr.w.valid & mine) | (wr2.w.valid & mine2)),
-                     x.w.payload.eq(Mux(mine, wr.w.payload, wr2.w.payload)), x.b.ready.eq(1),
-                     st.responses[g].eq(x.b.valid)]
-        with m.If(mine):
-            m.d.comb += [wr.aw.ready.eq(x.aw.ready), wr.w.ready.eq(x.w.ready)]
-        with m.If(mine2):
-            m.d.comb += [wr2.aw.ready.eq(x.aw.ready), wr2.w.ready.eq(x.w.ready)]

@@ -6,8 +6,10 @@ at SYS BARRIERs in hardware and finish on one ap_done, so a step is one kernel r
 the activations they exchange go through memory (each core's stores, the barrier, every core's loads: the compiler's
 exchange regions). Each core has its own run of the kernel's memory masters (core c's master g is kernel master
 ``first + g`` of its run, :attr:`HardwareConfig.master_runs`: u280's 32 as 16, 8 and 8), one core module for the
-cores of equal runs (hw/core.py ``core_module_config``), and its own window of registers (hw/regs.py); every signal
-between a core and the shared logic is registered on the way (``SLR_CROSSING``), so a core may sit in any SLR.
+cores of equal runs (hw/core.py ``core_module_config``), and its own window of registers (hw/regs.py). With several
+cores every signal between a core and the shared logic or its masters' ports is registered on the way
+(``SLR_CROSSING``, hw/crossing.py), so a core may sit in any SLR, and as few cross as the core needs
+(:func:`kernel_logic`).
 """
 from __future__ import annotations
 
@@ -17,20 +19,13 @@ from amaranth.lib.wiring import In, Out
 
 from flightc.config import HardwareConfig
 from flightc.hw import regs as R
-from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports
+from flightc.hw.axi import axi4_lite_signature, axi4_lite_table, axi4_signature, axi4_table, flat_ports, reads
 from flightc.hw.control import AxiLiteRegs
+from flightc.hw.crossing import ReadCrossing, crossing
 from flightc.hw.core import S_AXI, Core, check_rtl_config, core_module_config, master_port
 from flightc.hw.hierarchy import separate
-from flightc.hw.latency_rules import SLR_CROSSING
-
-
-def crossing(m: Module, value: Value, name: str, stages: int) -> Value:
-    """``value`` registered ``stages`` times (a signal on its way between SLRs)."""
-    for k in range(stages):
-        reg = Signal(len(value), name=f"{name}_x{k}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
+from flightc.hw.latency_rules import SLR_CROSSING, crossed
+from flightc.hw.write_router import WriteRouter
 
 
 class Kernel(wiring.Component):
@@ -55,27 +50,49 @@ class Kernel(wiring.Component):
 
 def kernel_logic(m: Module, cfg: HardwareConfig, axi, lite) -> Value:
     """The kernel's contents built into ``m`` (the Vitis top level builds them into its own module, so a one-core
-    kernel's hierarchy is top, regs, core as before); its interrupt."""
+    kernel's hierarchy is top, regs, core as before); its interrupt. Every core of several takes its arguments as the
+    register writes that set them, and every one but core 0 (latency_rules ``crossed``) reaches the shared logic
+    and its masters' ports across an SLR boundary, registered on the way: its argument writes, its writes as ST's
+    two writers (hw/write_router.py), its masters' read channels through register slices (hw/crossing.py)."""
     P = cfg.num_cores
     stages = SLR_CROSSING if P > 1 else 0
     m.submodules.regs = regs = AxiLiteRegs(cfg, lite)
+    bits = 8 * cfg.axi_data_bytes
     links = []
     for c in range(P):
         first, count = cfg.master_runs[c]
-        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, core_module_config(cfg, c))
+        apart = SLR_CROSSING if crossed(cfg, c) else 0  # its memory's and arguments' way
+        # (core 0's arguments come as writes too, so that cores of equal runs stay one module)
+        m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, core_module_config(cfg, c),
+                                                                        arg_writes=P > 1)
+        m.submodules[f"writes{c}" if P > 1 else "writes"] = router = WriteRouter(core_module_config(cfg, c), apart)
+        wiring.connect(m, core.writes, router.core)
+        reading = core.axi
+        if apart:
+            m.submodules[f"reads{c}"] = slices = ReadCrossing(bits, count, apart)
+            for g in range(count):
+                wiring.connect(m, core.axi[g], slices.core[g])
+            reading = slices.bus
         for g in range(count):
-            wiring.connect(m, wiring.flipped(axi[first + g]), core.axi[g])
+            port = axi[first + g]
+            for name, _, by_master in axi4_table(bits):
+                inner, outer = getattr(reading[g] if reads(name) else router.bus[g], name), getattr(port, name)
+                m.d.comb += outer.eq(inner) if by_master else inner.eq(outer)
         view, link = regs.core(c), core.link
-        m.d.comb += [link.program_addr.eq(crossing(m, view.values["program_addr"], f"program_addr{c}", stages)),
-                     link.program_bytes.eq(crossing(m, view.values["program_bytes"], f"program_bytes{c}",
-                                                    stages)),
-                     link.start.eq(crossing(m, regs.started, f"start{c}", stages)),
-                     view.done_pulse.eq(crossing(m, link.finished, f"finished{c}", stages))]
-        crossed = [crossing(m, view.values[f"channel_base{ch}"], f"channel_base{ch}_{c}", stages)
-                   for ch in range(cfg.mem_channels)]
-        own = cfg.core(c).core_channels
-        m.d.comb += [*(base.eq(x) for base, x in zip(link.channel_base, crossed)), link.first_channel.eq(own.start),
-                     *(base.eq(crossed[ch]) for base, ch in zip(link.own_base, own))]
+        m.d.comb += [link.start.eq(crossing(m, regs.started, f"start{c}", stages)),
+                     view.done_pulse.eq(crossing(m, link.finished, f"finished{c}", stages)),
+                     link.first_channel.eq(cfg.core(c).core_channels.start)]
+        if P > 1:
+            arg = regs.arg_writes[c]
+            m.d.comb += [link.arg_valid.eq(crossing(m, arg.valid, f"arg_valid{c}", apart)),
+                         link.arg_word.eq(crossing(m, arg.word, f"arg_word{c}", apart)),
+                         link.arg_data.eq(crossing(m, arg.data, f"arg_data{c}", apart))]
+        else:
+            values = view.values
+            own = cfg.core(c).core_channels
+            m.d.comb += [link.program_addr.eq(values["program_addr"]), link.program_bytes.eq(values["program_bytes"]),
+                         *(base.eq(values[f"channel_base{ch}"]) for ch, base in enumerate(link.channel_base)),
+                         *(base.eq(values[f"channel_base{ch}"]) for base, ch in zip(link.own_base, own))]
         for name, cnt in zip(R.COUNTERS, link.counters):
             m.d.comb += view.counters[name].eq(crossing(m, cnt, f"{name}{c}", stages))
         links.append(link)

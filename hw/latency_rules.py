@@ -184,8 +184,22 @@ def division_bits(value_bits: int, step_bits: int, width: int) -> int:
 
 
 # In a kernel of several cores each core may sit in its own SLR: every signal between a core and the kernel's shared
-# logic (the register file, the barrier) is registered once on its way, on the crossing (hw/kernel.py)
+# logic (the register file, the barrier) or its masters' ports is registered once on its way, on the crossing
+# (hw/kernel.py, hw/crossing.py)
 SLR_CROSSING = 1
+
+
+def crossed(cfg: HardwareConfig, c: int) -> bool:
+    """Whether core ``c`` reaches its masters' ports and its arguments across an SLR boundary: in a kernel of several
+    cores, every core but core 0, which sits beside the ports and the register file (SLR0 on the cards, where the
+    HBM attaches: bitstreams/vitis.py ``core_slrs``). Its start, finish, counters and barrier cross either way, so
+    that the barrier waits as long for every core."""
+    return cfg.num_cores > 1 and c > 0
+
+
+# a crossed core reaches its masters' ports through register slices (hw/crossing.py ``ReadCrossing``,
+# hw/write_router.py): a read's answer, and a write's response, come this much later than the memory gives them
+READ_CROSSING_LATENCY = 2 * SLR_CROSSING
 # the last core's barrier request to every core's go: the request's crossing, the kernel's AND of them, the go's
 # crossing (one core's barrier goes in the cycle it asks)
 BARRIER_LATENCY = SLR_CROSSING + 1 + SLR_CROSSING

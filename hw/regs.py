@@ -75,17 +75,32 @@ def window_arguments(cfg: HardwareConfig) -> list[str]:
     return [r.name for r in _window(cfg, 0) if r.access is RegAccess.RW]
 
 
+def argument_word(offset: int) -> int:
+    """The index of the argument word at ``offset`` of a window (from ARGS_BASE, a word each 4 bytes): what a
+    register write carries to a core in another SLR (hw/kernel.py), which keeps its own copy of its arguments."""
+    return (offset - ARGS_BASE) // 4
+
+
+def argument_words(cfg: HardwareConfig) -> dict[int, tuple[str, int]]:
+    """Each writable word of a window by its :func:`argument_word` index: (register, which 32-bit word of it)."""
+    return {argument_word(off): (r.name, k) for r in _window(cfg, 0) if r.access is RegAccess.RW
+            for k, off in enumerate(r.word_offsets)}
+
+
+def channel_base_word(channel: int) -> int:
+    """The :func:`argument_word` index of channel ``channel``'s base address, its low word (the high one next)."""
+    return argument_word(ARGS_BASE + 0x10 + 8 * channel)
+
+
 def _window(cfg: HardwareConfig, core: int) -> list[Register]:
     regs = [
         Register("program_addr", ARGS_BASE, 64, RegAccess.RW, "byte address of the core's instruction stream"),
         Register("program_bytes", ARGS_BASE + 8, 32, RegAccess.RW, "length of the instruction stream in bytes"),
     ]
-    off = ARGS_BASE + 0x10
     for ch in range(cfg.mem_channels):
-        regs.append(Register(f"channel_base{ch}", off, 64, RegAccess.RW,
+        regs.append(Register(f"channel_base{ch}", ARGS_BASE + 4 * channel_base_word(ch), 64, RegAccess.RW,
                              f"byte address where memory channel {ch} starts"))
-        off += 8
-    if off > ID_BASE:
+    if regs[-1].offset + 8 > ID_BASE:
         raise ValueError(f"{cfg.mem_channels} channel arguments do not fit below {ID_BASE:#x}")
     regs += [
         Register("isa_version", ID_BASE, 32, RegAccess.RO, "ISA version, major << 16 | minor"),

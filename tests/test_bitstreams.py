@@ -196,27 +196,30 @@ def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
 def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tmp_path):
     """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core c
     in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across each
-    SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores a
-    512-bit AXI4 master is 1,262 wires (aw 80, w 579, b 5, ar 80, r 518) and a core's link to the registers and barrier
-    2,596 (program address 64 and length 32, 32 channel bases of 64, start, finish, seven counters of 64, barrier
-    request and go), so cores 1 and 2 (8 masters each) are 12,692 wires apiece, both across SLR0-SLR1 and core 2's
-    across SLR1-SLR2. The flow itself on tiny as three cores (a 64-bit master each: 310 wires; links of six channel
-    bases: 932), its files as the flow writes them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds
-    it)."""
+    SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores
+    cores 1 and 2 (8 masters each) cross with their masters' read channels (598 wires a 512-bit master: ar 80, r 518),
+    their writes as ST's two writers' pairs (1,310: a valid, a ready and two parts of 654 = an address and a beat
+    offered 2, a master 3, the burst 72, the beat 577), a response pulse a master (8) and a link of 492 (an argument
+    write 40 = valid 1, word 7 of 68, data 32; start, finish, seven counters of 64, barrier request and go): 6,594
+    apiece, both across SLR0-SLR1 (13,188, under the about 16.8K super long lines there) and core 2's across
+    SLR1-SLR2. The flow itself on tiny as three cores (a 64-bit master each: reads 150, write pairs 298, a response,
+    links with 16 argument words: 489; 938 a core), its files as the flow writes them (the kernel's Verilog left out:
+    tests/rtl/test_rtl_axi.py builds it)."""
     from flightc.bitstreams.vitis import floorplan_tcl, link_cfg, makefile, slr_crossings
 
     assert PRESETS["u280"].num_cores == 3
-    assert slr_crossings(BOARDS["u280"], PRESETS["u280"]) == [2 * (8 * 1262 + 2596), 8 * 1262 + 2596]
+    assert slr_crossings(BOARDS["u280"], PRESETS["u280"]) == [2 * (8 * 598 + 1310 + 8 + 492), 8 * 598 + 1310 + 8 + 492]
+    assert slr_crossings(BOARDS["u280"], PRESETS["u280"])[0] < 16_800
     cfg = TINY.replace(name="tiny-3core", num_cores=3, mem_channels=6, axi_masters=3)
     plan = floorplan_tcl(BOARDS["u280"], cfg)
     for c in range(3):
         assert f"resize_pblock pb_core{c} -add [get_slrs SLR{c}]" in plan
         cells = f"[get_cells -hierarchical -filter {{NAME =~ */flightc_1/inst/core{c}}}]"
         assert f"add_cells_to_pblock pb_core{c} {cells}" in plan
-    assert "SLR0-SLR1: 2,484, SLR1-SLR2: 1,242" in plan
+    assert "SLR0-SLR1: 1,876, SLR1-SLR2: 938" in plan
     # the device's super long lines checked against each boundary's wires before placement (its own figure)
     assert "set have [get_property NUM_TOP_SLLS [get_slrs SLR$s]]" in plan
-    assert "flightc_check_slls 0 2484\nflightc_check_slls 1 1242" in plan
+    assert "flightc_check_slls 0 1876\nflightc_check_slls 1 938" in plan
     make = makefile(BOARDS["u280"], "design", floorplan=True)
     assert "--vivado.prop run.impl_1.STEPS.PLACE_DESIGN.TCL.PRE=$(CURDIR)/floorplan.tcl" in make
     assert "design.xclbin: flightc_kernel.xo link.cfg floorplan.tcl" in make

@@ -116,6 +116,23 @@ def _sfu_features(cfg: HardwareConfig) -> list[float]:
     return [1.0, cfg.sfu_lanes]
 
 
+def crossed(cfg: HardwareConfig) -> bool:
+    """Whether ``cfg`` is a core of a kernel of several that reaches its masters' ports through register slices
+    (hw/kernel.py ``crossed``: every core but core 0, whose run of masters is the kernel's first)."""
+    return getattr(cfg, "first_master", 0) > 0
+
+
+def _crossing_features(cfg: HardwareConfig) -> list[float]:
+    # the slices' registers and skid multiplexers, a bit each: each master's read request and beat (the AR and R
+    # channels' fields), the two writers' pair
+    from flightc.hw.axi import axi4_table, reads
+    from flightc.hw.write_router import pair_layout
+
+    read_bits = sum(width for name, width, _ in axi4_table(8 * cfg.axi_data_bytes)
+                    if reads(name) and not name.endswith(("valid", "ready")))
+    return [cfg.axi_masters * read_bits, pair_layout(cfg).size]
+
+
 @dataclass(frozen=True)
 class Group:
     """Module kinds of a synthesis that one part of the model sums, its features, its instances per core, and
@@ -149,12 +166,18 @@ GROUPS: dict[str, Group] = {
                   "core.sfu.src_rows", "core.sfu.dst_rows", "core.sfu.tab_rows", "core.sfu.results", "sfu"),
                  _sfu_features, lambda c: 1, ("sfu",)),
     "buffers": Group(("core.buffers", "buffer_bank"), _banked_features, lambda c: 1, ("buffer_bank",)),
-    # (ST's rows placed ahead since 2026-12-05: ``core.st.places``; its running sums before that)
-    "dma": Group(("core.ld", "core.st", "core.st.eng", "core.st.places", "core.st.buf_rows", "core.st.mem_rows"),
+    # (ST's rows placed ahead since 2026-12-05: ``core.st.places``; its running sums before that; its writes routed
+    # to the masters beside the core since 2026-12-07: ``writes``)
+    "dma": Group(("core.ld", "core.st", "core.st.eng", "core.st.places", "core.st.buf_rows", "core.st.mem_rows",
+                  "writes"),
                  _beat_features, lambda c: 1, ("kernel",)),
     "control": Group(("top", "core", "core.control", "core.control.fetch", "core.control.fetch.beats",
                       "core.control.q_ld", "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st",
                       "core.control.q_sys", "core.regs", "regs"), _beat_features, lambda c: 1, ("kernel",)),
+    # a core of several: its masters' read channels and its writes through register slices on their way to the
+    # ports (hw/crossing.py, hw/write_router.py; measured alone by the ``crossing`` probes)
+    "crossing": Group(("crossing", "reads", "reads.master", "reads.master.ar_x", "reads.master.r_x",
+                       "writes.pairs_x"), _crossing_features, lambda c: int(crossed(c)), ("crossing",)),
 }
 
 # The platform's HBM width and clock converters in front of each 512-bit master: about 5K LUT and 6.5K FF per
@@ -270,12 +293,14 @@ PLATFORM = "HBM converters (platform)"
 
 
 def group_resources(cfg: HardwareConfig) -> dict[str, tuple[int, dict[str, float]]]:
-    """One core by module group: (instances per core, the resources of all of them together); the platform's HBM
-    converters last, where the config has them."""
+    """One core by module group: (instances per core, the resources of all of them together), the groups it has;
+    the platform's HBM converters last, where the config has them."""
     out = {}
     for group, grp in GROUPS.items():
-        n, est = grp.instances(cfg), group_estimate(cfg, group)
-        out[group] = (n, {k: est[k] * n for k in FITTED})
+        n = grp.instances(cfg)
+        if n:
+            est = group_estimate(cfg, group)
+            out[group] = (n, {k: est[k] * n for k in FITTED})
     conv = converters(cfg)
     if any(conv.values()):
         out[PLATFORM] = (cfg.axi_masters, conv)

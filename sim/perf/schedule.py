@@ -22,7 +22,7 @@ from flightc.errors import ProgramError
 from flightc.isa.codec import Instruction
 from flightc.isa.table import WORD_BITS, Opcode, SysOp, Unit
 from flightc.hw.axi_rules import LD_IN_FLIGHT
-from flightc.hw.latency_rules import BARRIER_LATENCY, TILE_PLAN_STAGES
+from flightc.hw.latency_rules import BARRIER_LATENCY, READ_CROSSING_LATENCY, TILE_PLAN_STAGES, crossed
 from flightc.isa.footprint import streamed
 from flightc.sim.perf.load import LoadModel, beat_gap
 from flightc.sim.perf.streamed import Ahead, fits
@@ -37,6 +37,14 @@ from flightc.sim.perf.timing import StoreModel, instruction_work
 def run_start(cfg: HardwareConfig) -> int:
     """ap_start to the first instruction word: AR, the memory's latency to the first beat, beat FIFO, beat register."""
     return 3 + cfg.mem_latency_cycles
+
+
+def core_views(cfg: HardwareConfig) -> list[HardwareConfig]:
+    """Each core as the model times it: its own run of masters (:meth:`HardwareConfig.core`) and, for a core that
+    crosses an SLR to its masters' ports (hw/kernel.py ``crossed``), its memory ``READ_CROSSING_LATENCY`` further
+    away (its reads and writes go through register slices)."""
+    return [cfg.core(c).replace(mem_latency_cycles=cfg.mem_latency_cycles + READ_CROSSING_LATENCY)
+            if crossed(cfg, c) else cfg.core(c) for c in range(cfg.num_cores)]
 
 
 QUEUE_LATENCY = 2  # a dispatched instruction reaches the head of SyncFIFOBuffered two cycles later
@@ -156,8 +164,8 @@ def schedule(cfg: HardwareConfig, programs: list[list[Instruction]]) -> Schedule
         raise ProgramError(f"{len(programs)} instruction streams for a {cfg.num_cores}-core config")
     depth = cfg.token_fifo_depth
     calendar = ChannelCalendar(cfg)
-    views = [cfg.core(c) for c in range(cfg.num_cores)]  # each core with its own run of masters
-    fetchers = [FetchModel(cfg, p) for p in programs]
+    views = core_views(cfg)
+    fetchers = [FetchModel(v, p) for v, p in zip(views, programs)]
     loads = [LoadModel(v, f.bursts) for v, f in zip(views, fetchers)]  # LD keeps its bursts in flight from one
     # instruction to the next
     stores = [StoreModel(v) for v in views]  # and ST its writes
