@@ -154,11 +154,14 @@ def cmd_bitstream(args) -> int:
         console.print(f"build {artifact.name} with `{tool}` in {args.output}; Vivado/Vitis are needed for this "
                       "step only (docs/deploy.md)")
         if b.flow is Flow.VITIS and cfg.num_cores > 1:
-            from flightc.bitstreams.vitis import core_slrs, slr_crossings
+            from flightc.bitstreams.vitis import core_crossing, core_slrs, slr_crossings
 
-            places = ", ".join(f"core {c} ({cfg.core(c).axi_masters} masters) in SLR{s}"
+            places = ", ".join(f"core {c} ({cfg.core(c).axi_masters} master"
+                               f"{'s' if cfg.core(c).axi_masters > 1 else ''}) in SLR{s}"
                                for c, s in enumerate(core_slrs(b, cfg)))
             wires = ", ".join(f"SLR{s}-SLR{s + 1} {n:,}" for s, n in enumerate(slr_crossings(b, cfg)))
-            console.print(f"{places}; wires across the SLR boundaries: {wires} (floorplan.tcl checks them "
+            each = "; ".join(f"core {c}: " + ", ".join(f"{what} {n:,}" for what, n in core_crossing(cfg, c).items())
+                             for c in range(1, cfg.num_cores))
+            console.print(f"{places}; wires across the SLR boundaries: {wires} ({each}; floorplan.tcl checks them "
                           f"against the device's super long lines before placement)")
     return 0
