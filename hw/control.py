@@ -264,7 +264,7 @@ class AxiLiteRegs(Elaboratable):
         self.finished = [Signal(name=f"finished{c}") for c in range(cfg.num_cores)]  # from each core, a pulse
         self.counters = [{n: Signal(64, name=f"cnt_{R.core_register(n, c)}") for n in R.COUNTERS}
                          for c in range(cfg.num_cores)]
-        # each core's argument writes as they happen (a core in another SLR keeps its own copy: hw/kernel.py)
+        # each core's argument writes as they happen (each core of several keeps its own copy: hw/kernel.py)
         words = max(R.argument_words(cfg)) + 1
         self.arg_writes = [ArgumentWrite(Signal(name=f"arg_valid{c}"), Signal(range(words), name=f"arg_word{c}"),
                                          Signal(LITE_DATA_BITS, name=f"arg_data{c}")) for c in range(cfg.num_cores)]

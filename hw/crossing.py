@@ -79,6 +79,7 @@ class ReadCrossing(wiring.Component):
                 m.d.comb += [entry.valid.eq(getattr(src, f"{channel}valid")), entry.payload.eq(
                     Cat(*(getattr(src, f) for f in fields))), getattr(src, f"{channel}ready").eq(entry.ready)]
                 out = slices(here, entry, shape, channel, self.stages)
-                m.d.comb += [getattr(dst, f"{channel}valid").eq(out.valid), out.ready.eq(getattr(dst, f"{channel}ready")),
+                m.d.comb += [getattr(dst, f"{channel}valid").eq(out.valid),
+                             out.ready.eq(getattr(dst, f"{channel}ready")),
                              Cat(*(getattr(dst, f) for f in fields)).eq(out.payload)]
         return m

@@ -7,9 +7,9 @@ the activations they exchange go through memory (each core's stores, the barrier
 exchange regions). Each core has its own run of the kernel's memory masters (core c's master g is kernel master
 ``first + g`` of its run, :attr:`HardwareConfig.master_runs`: u280's 32 as 16, 8 and 8), one core module for the
 cores of equal runs (hw/core.py ``core_module_config``), and its own window of registers (hw/regs.py). With several
-cores every signal between a core and the shared logic or its masters' ports is registered on the way
-(``SLR_CROSSING``, hw/crossing.py), so a core may sit in any SLR, and as few cross as the core needs
-(:func:`kernel_logic`).
+cores every signal between a core and the shared logic is registered on the way, and so is every one between a core
+beyond core 0 and its masters' ports (``SLR_CROSSING``, hw/crossing.py): core 0 sits beside the shared logic and the
+ports, each other core may sit in any SLR, and as few wires cross as the core needs (:func:`kernel_logic`).
 """
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def window_arguments(cfg: HardwareConfig) -> list[str]:
 
 def argument_word(offset: int) -> int:
     """The index of the argument word at ``offset`` of a window (from ARGS_BASE, a word each 4 bytes): what a
-    register write carries to a core in another SLR (hw/kernel.py), which keeps its own copy of its arguments."""
+    register write carries to a core of several (hw/kernel.py), which keeps its own copy of its arguments."""
     return (offset - ARGS_BASE) // 4
 
 

@@ -174,8 +174,9 @@ GROUPS: dict[str, Group] = {
     "control": Group(("top", "core", "core.control", "core.control.fetch", "core.control.fetch.beats",
                       "core.control.q_ld", "core.control.q_mpe", "core.control.q_sfu", "core.control.q_st",
                       "core.control.q_sys", "core.regs", "regs"), _beat_features, lambda c: 1, ("kernel",)),
-    # a core of several: its masters' read channels and its writes through register slices on their way to the
-    # ports (hw/crossing.py, hw/write_router.py; measured alone by the ``crossing`` probes)
+    # a core beyond SLR0 (every one of several but core 0): its masters' read channels and its writes through
+    # register slices on their way to the ports (hw/crossing.py, hw/write_router.py; measured alone by the
+    # ``crossing`` probes)
     "crossing": Group(("crossing", "reads", "reads.master", "reads.master.ar_x", "reads.master.r_x",
                        "writes.pairs_x"), _crossing_features, lambda c: int(crossed(c)), ("crossing",)),
 }
