@@ -299,10 +299,14 @@ def test_cli_names_what_it_refuses(capsys):
 
     luts = [core_resources(PRESETS["u280"], c).LUT for c in range(3)]
     assert sum(luts) == estimate_resources(PRESETS["u280"]).LUT and luts[1] == luts[2] < luts[0]
-    for where, n, cap in (("SLR0 (core 0)", luts[0], 388_800), ("SLR1-SLR2 (cores 1-2)", luts[1] + luts[2], 746_880),
+    # and SLR0 should the other cores' converters sit beside the HBM too (8 masters' each: 40,000 LUT)
+    for where, n, cap in (("SLR0 (core 0)", luts[0], 388_800),
+                          ("SLR0 (core 0) with every core's HBM converters", luts[0] + 2 * 40_000, 388_800),
+                          ("SLR1-SLR2 (cores 1-2)", luts[1] + luts[2], 746_880),
                           ("the platform's dynamic region", sum(luts), 1_135_680)):
         assert re.search(rf"{re.escape(where)}\s*│\s*{n:,}\s*│\s*{cap:,}\s*│\s*{n / cap:.0%}", out), where
-    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0)" in " ".join(out.split())
+    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0)," in " ".join(out.split())
+    assert "more LUTs than it has: SLR0 (core 0) with every core's HBM converters" in " ".join(out.split())
     assert "memory port" not in out
     assert main(["hw", "resources", "--hw", "u280", "--part", "kv260"]) == 0
     out = " ".join(capsys.readouterr().out.split())

@@ -93,7 +93,8 @@ def _print_timing(cfg, r) -> None:
 
 def cmd_resources(args) -> int:
     from flightc.config import load_config
-    from flightc.dse.resources import FITTED, buffer_bram36, core_resources, estimate_resources, group_resources
+    from flightc.dse.resources import FITTED, buffer_bram36, converters, core_resources, estimate_resources, \
+        group_resources
     from flightc.parts import part
 
     cfg = load_config(args.hw)
@@ -123,10 +124,18 @@ def cmd_resources(args) -> int:
                  (f"{slrs[1][0]} (cores 1-{cfg.num_cores - 1})" if cfg.num_cores > 2 else f"{slrs[1][0]} (core 1)",
                   sum(luts[1:]), slrs[1][1]),
                  ("the platform's dynamic region", sum(luts), p.dynamic_lut)]
-        console.print(table(f"{cfg.name} on {p.name}, a core an SLR: LUT (each core's HBM converters with it)",
+        beside = round(sum(converters(cfg.core(c))["LUT"] for c in range(1, cfg.num_cores)))
+        if beside:  # where Vivado puts the other cores' converters is its choice: beside the HBM, they fill SLR0
+            parts.insert(1, (f"{slrs[0][0]} (core 0) with every core's HBM converters", luts[0] + beside,
+                             slrs[0][1]))
+        console.print(table(f"{cfg.name} on {p.name}, a core an SLR: LUT (each core's HBM converters with it, "
+                            f"or all beside the HBM in SLR0)",
                             ("where", "modeled", "available", "used"),
                             [(w, f"{n:,}", f"{cap:,}", f"{n / cap:.0%}") for w, n, cap in parts]))
-        over = [w for w, n, cap in parts if n > 0.7 * cap]
+        full = [w for w, n, cap in parts if n > cap]
+        over = [w for w, n, cap in parts if 0.7 * cap < n <= cap]
+        if full:
+            console.print(f"[red]more LUTs than it has:[/red] {', '.join(full)}")
         if over:
             console.print(f"[yellow]over 70% of its LUTs, the routing's margin:[/yellow] {', '.join(over)}")
     port = p.port_violation(cfg.axi_data_bytes) if p else None
