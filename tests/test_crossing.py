@@ -72,6 +72,21 @@ def route(stages: int, seed: int, rounds: list[list[tuple[int, int]]]) -> tuple[
     ws = {g: [] for g in range(CFG.axi_masters)}
     issued = {g: [] for g in range(CFG.axi_masters)}
 
+    def masters_take(ctx, stall: bool) -> list[tuple]:
+        """Each master ready for an address and a beat (at random while ``stall``): what each takes this cycle."""
+        for x in r.bus:
+            ctx.set(x.awready, rng.random() < 0.5 if stall else 1)
+            ctx.set(x.wready, rng.random() < 0.5 if stall else 1)
+        return [(g, ctx.get(x.awvalid) and ctx.get(x.awready), ctx.get(x.awaddr),
+                 ctx.get(x.wvalid) and ctx.get(x.wready), ctx.get(x.wdata) & 0xFFFFFFFF) for g, x in enumerate(r.bus)]
+
+    def record(seen: list[tuple]) -> None:
+        for g, took_address, addr, took_beat, word in seen:
+            if took_address:
+                aws[g].append(addr)
+            if took_beat:
+                ws[g].append(word)
+
     async def bench(ctx):
         wr = (r.core.wr, r.core.wr2)
         sel = (r.core.master, r.core.master2)
@@ -96,20 +111,11 @@ def route(stages: int, seed: int, rounds: list[list[tuple[int, int]]]) -> tuple[
                     ctx.set(wr[k].w.payload.data, o[1] * 3 + 1)
                     ctx.set(wr[k].w.payload.strb, (1 << 64) - 1)
                     ctx.set(wr[k].w.payload.last, 1)
-            for x in r.bus:
-                ctx.set(x.awready, rng.random() < 0.5)
-                ctx.set(x.wready, rng.random() < 0.5)
+            seen = masters_take(ctx, stall=True)
             took = {(k, ch): not done[k, ch] and ctx.get(getattr(wr[k], ch).ready)
                     for k in offered for ch in ("aw", "w")}
-            seen = [(g, ctx.get(x.awvalid) and ctx.get(x.awready), ctx.get(x.awaddr),
-                     ctx.get(x.wvalid) and ctx.get(x.wready), ctx.get(x.wdata) & 0xFFFFFFFF)
-                    for g, x in enumerate(r.bus)]
             await ctx.tick()
-            for g, a, addr, w, d in seen:
-                if a:
-                    aws[g].append(addr)
-                if w:
-                    ws[g].append(d)
+            record(seen)
             for key, t in took.items():
                 done[key] = done[key] or t
             if all(done.values()):
@@ -118,17 +124,9 @@ def route(stages: int, seed: int, rounds: list[list[tuple[int, int]]]) -> tuple[
             ctx.set(wr[k].aw.valid, 0)
             ctx.set(wr[k].w.valid, 0)
         for _ in range(10):  # what is still on its way
-            for x in r.bus:
-                ctx.set(x.awready, 1)
-                ctx.set(x.wready, 1)
-            seen = [(g, ctx.get(x.awvalid), ctx.get(x.awaddr), ctx.get(x.wvalid), ctx.get(x.wdata) & 0xFFFFFFFF)
-                    for g, x in enumerate(r.bus)]
+            seen = masters_take(ctx, stall=False)
             await ctx.tick()
-            for g, a, addr, w, d in seen:
-                if a:
-                    aws[g].append(addr)
-                if w:
-                    ws[g].append(d)
+            record(seen)
 
     sim = Simulator(m)
     sim.add_clock(1e-8)
