@@ -180,6 +180,29 @@ def test_point_over_the_part_is_flagged_not_dropped():
     assert not r.feasible and any("on kv260" in v for v in r.violations)
 
 
+def test_a_point_whose_core_0_overfills_slr0_is_flagged_though_the_part_holds_it():
+    """Three cores decoding 8:16 with four chains: 1,098,540 LUT, 84% of the u280 but core 0 with its converters
+    461,950 of SLR0's 388,800 (modeled): over SLR0, so not feasible; the preset's 374,250 is (by the row that
+    counts each core's converters with it; the row with every core's beside the HBM is the other reading, shown by
+    `flightc hw resources` and not a violation)."""
+    from flightc.dse.resources import lut_places
+
+    u280 = PARTS["u280"]
+    sparse = PRESETS["u280"].replace(mpe_chains=4, **patterns(8))
+    assert estimate_resources(sparse).LUT < u280.lut
+    r = evaluate_point("builtin:addition", sparse, CompressionPlan.parse("w4g32s8:16"), Workload(8, 8, 4), u280)
+    assert not r.error and not r.feasible
+    assert r.violations == ["LUT of SLR0 (core 0) 461,950 > 388,800 on u280"]
+    assert r.overuse()["LUT places"] == pytest.approx(461_950 / 388_800 - 1) and r.overuse()["LUT"] < 0
+    places = {x.where: x for x in lut_places(PRESETS["u280"], u280)}
+    assert places["SLR0 (core 0)"].luts == 374_250 and places["SLR0 (core 0)"].hard
+    assert not places["SLR0 (core 0) with every core's HBM converters"].hard
+    assert evaluate_point("builtin:addition", PRESETS["u280"], CompressionPlan.parse("w4g32"), Workload(8, 8, 4),
+                          u280).feasible
+    # one core: the whole kernel against the platform's dynamic region, not the part's every LUT
+    assert [x.where for x in lut_places(PRESETS["u280"].replace(num_cores=1), u280)] == ["the platform's dynamic region"]
+
+
 def _front(folder: Path) -> list[dict]:
     with (folder / "pareto.csv").open() as f:
         return list(csv.DictReader(f))

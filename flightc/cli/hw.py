@@ -93,8 +93,7 @@ def _print_timing(cfg, r) -> None:
 
 def cmd_resources(args) -> int:
     from flightc.config import load_config
-    from flightc.dse.resources import FITTED, buffer_bram36, converters, core_resources, estimate_resources, \
-        group_resources
+    from flightc.dse.resources import FITTED, buffer_bram36, estimate_resources, group_resources, lut_places
     from flightc.parts import part
 
     cfg = load_config(args.hw)
@@ -117,17 +116,9 @@ def cmd_resources(args) -> int:
     console.print(table(f"{cfg.name}: whole kernel ({cfg.num_cores} core{'s' if cfg.num_cores > 1 else ''}; one "
                         f"core's buffers: {buffer_bram36(cfg.core(0))} BRAM36)",
                         ("resource", "modeled", *((f"{p.name}", "used") if p else ())), rows))
-    slrs = p.slr_luts(cfg.num_cores) if p else None
-    if slrs:  # a core an SLR: core 0's LUTs against SLR0's, the others' against the rest of the dynamic region
-        luts = [core_resources(cfg, c).LUT for c in range(cfg.num_cores)]
-        parts = [(f"{slrs[0][0]} (core 0)", luts[0], slrs[0][1]),
-                 (f"{slrs[1][0]} (cores 1-{cfg.num_cores - 1})" if cfg.num_cores > 2 else f"{slrs[1][0]} (core 1)",
-                  sum(luts[1:]), slrs[1][1]),
-                 ("the platform's dynamic region", sum(luts), p.dynamic_lut)]
-        beside = round(sum(converters(cfg.core(c))["LUT"] for c in range(1, cfg.num_cores)))
-        if beside:  # where Vivado puts the other cores' converters is its choice: beside the HBM, they fill SLR0
-            parts.insert(1, (f"{slrs[0][0]} (core 0) with every core's HBM converters", luts[0] + beside,
-                             slrs[0][1]))
+    places = lut_places(cfg, p) if p else []
+    if len(places) > 1:  # a core an SLR: core 0's LUTs against SLR0's, the others' against the rest
+        parts = [(x.where, x.luts, x.available) for x in places]
         console.print(table(f"{cfg.name} on {p.name}, a core an SLR: LUT (each core's HBM converters with it, "
                             f"or all beside the HBM in SLR0)",
                             ("where", "modeled", "available", "used"),

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from flightc.config import HardwareConfig
 from flightc.parts import Part
-from flightc.dse.resources import Resources, estimate_resources
+from flightc.dse.resources import Resources, estimate_resources, lut_places
 from flightc.errors import FlightcError, UnsupportedError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class PointResult:
     prefill_ms: float = 0.0
     resources: dict[str, int] = field(default_factory=dict)
     utilization: dict[str, float | None] = field(default_factory=dict)  # fraction of the part, None: unknown
+    # fraction of each place on the part its LUTs must fit (the dynamic region, SLR0: resources.lut_places)
+    lut_places: dict[str, float] = field(default_factory=dict)
     memory_bytes: int = 0  # off-chip bytes the model's regions need (all channels)
     memory_capacity: int = 0
     violations: list[str] = field(default_factory=list)  # why it does not fit the part (empty: feasible)
@@ -64,6 +66,8 @@ class PointResult:
     def overuse(self) -> dict[str, float]:
         """Per checked resource and the off-chip memory: used / available - 1 (feasible when <= 0)."""
         out = {k: u - 1.0 for k, u in self.utilization.items() if u is not None}
+        if self.lut_places:  # (one key whatever the places, so that every trial on a part has the same ones)
+            out["LUT places"] = max(self.lut_places.values()) - 1.0
         if self.memory_capacity:
             out["memory"] = self.memory_bytes / self.memory_capacity - 1.0
         return out
@@ -194,6 +198,10 @@ def evaluate_point(model: str | Path, cfg: HardwareConfig, plan, workload: Workl
     result.utilization = {k: (v / cap[k] if cap[k] else None) for k, v in result.resources.items()}
     result.violations = [f"{k} {v:,} > {cap[k]:,} on {part.name}" for k, v in result.resources.items()
                          if cap[k] is not None and v > cap[k]]
+    places = [x for x in lut_places(cfg, part) if x.hard]
+    result.lut_places = {x.where: x.luts / x.available for x in places}
+    result.violations += [f"LUT of {x.where} {x.luts:,} > {x.available:,} on {part.name}" for x in places
+                          if x.luts > x.available]
     port = part.port_violation(cfg.axi_data_bytes)
     if port:
         result.violations.append(port)

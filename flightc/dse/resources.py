@@ -317,6 +317,39 @@ def core_resources(cfg: HardwareConfig, c: int) -> Resources:
                      BRAM36=kernel_bram36(view), URAM=buffer_uram(view))
 
 
+@dataclass(frozen=True)
+class LutPlace:
+    """Where some of a kernel's LUTs go on a part with a platform (its dynamic region; a core an SLR): how many,
+    of how many; ``hard``: over is a kernel that cannot be placed (a row with ``hard`` False is an alternative
+    reading, the other cores' HBM converters beside the HBM in SLR0, which is Vivado's choice)."""
+
+    where: str
+    luts: int
+    available: int
+    hard: bool = True
+
+
+def lut_places(cfg: HardwareConfig, part) -> list[LutPlace]:
+    """The kernel's LUTs against the places of ``part`` they must fit (``flightc.parts.Part``): a core an SLR, core 0
+    against SLR0 and the others against the rest of the dynamic region, each with its own HBM converters (and SLR0
+    should the others' converters sit beside the HBM); the whole kernel against the platform's dynamic region. None
+    where the part has no such figures."""
+    if not part.dynamic_lut:
+        return []
+    luts = [core_resources(cfg, c).LUT for c in range(cfg.num_cores)]
+    out = [LutPlace("the platform's dynamic region", sum(luts), part.dynamic_lut)]
+    slrs = part.slr_luts(cfg.num_cores)
+    if slrs:
+        rest = f"{slrs[1][0]} (cores 1-{cfg.num_cores - 1})" if cfg.num_cores > 2 else f"{slrs[1][0]} (core 1)"
+        places = [LutPlace(f"{slrs[0][0]} (core 0)", luts[0], slrs[0][1])]
+        beside = round(sum(converters(cfg.core(c))["LUT"] for c in range(1, cfg.num_cores)))
+        if beside:
+            places.append(LutPlace(f"{slrs[0][0]} (core 0) with every core's HBM converters", luts[0] + beside,
+                                   slrs[0][1], hard=False))
+        out = places + [LutPlace(rest, sum(luts[1:]), slrs[1][1])] + out
+    return out
+
+
 def estimate_resources(cfg: HardwareConfig) -> Resources:
     """The whole kernel: its cores' resources summed (:func:`core_resources`)."""
     cores = [core_resources(cfg, c).as_dict() for c in range(cfg.num_cores)]
