@@ -30,7 +30,7 @@ import numpy as np
 from flightc.compress.formats import pattern_supported
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.buffer_map import buffer_memories, core_roles, multiplexer_inputs, uram288, ultra
-from flightc.parts import MemoryKind
+from flightc.parts import MemoryKind, Part
 from flightc.isa.table import SPARSITY_NM
 
 DATA = Path(__file__).resolve().parent / "data" / "synth_calibration.json"
@@ -329,10 +329,10 @@ class LutPlace:
     hard: bool = True
 
 
-def lut_places(cfg: HardwareConfig, part) -> list[LutPlace]:
-    """The kernel's LUTs against the places of ``part`` they must fit (``flightc.parts.Part``): a core an SLR, core 0
+def lut_places(cfg: HardwareConfig, part: Part) -> list[LutPlace]:
+    """The kernel's LUTs against the places of ``part`` they must fit: a core an SLR, core 0
     against SLR0 and the others against the rest of the dynamic region, each with its own HBM converters (and SLR0
-    should the others' converters sit beside the HBM); the whole kernel against the platform's dynamic region. None
+    should the others' converters sit beside the HBM); the whole kernel against the platform's dynamic region. Empty
     where the part has no such figures."""
     if not part.dynamic_lut:
         return []
