@@ -61,7 +61,7 @@ def kernel_logic(m: Module, cfg: HardwareConfig, axi, lite) -> Value:
     links = []
     for c in range(P):
         first, count = cfg.master_runs[c]
-        apart = SLR_CROSSING if crossed(cfg, c) else 0  # its memory's and arguments' way
+        apart = SLR_CROSSING if crossed(cfg.core(c)) else 0  # its memory's and arguments' way
         # (core 0's arguments come as writes too, so that cores of equal runs stay one module)
         m.submodules[f"core{c}" if P > 1 else "core"] = core = separate(Core, core_module_config(cfg, c),
                                                                         arg_writes=P > 1)

@@ -189,12 +189,13 @@ def division_bits(value_bits: int, step_bits: int, width: int) -> int:
 SLR_CROSSING = 1
 
 
-def crossed(cfg: HardwareConfig, c: int) -> bool:
-    """Whether core ``c`` reaches its masters' ports and its arguments across an SLR boundary: in a kernel of several
-    cores, every core but core 0, which sits beside the ports and the register file (SLR0 on the cards, where the
-    HBM attaches: bitstreams/vitis.py ``core_slrs``). Its start, finish, counters and barrier cross either way, so
-    that the barrier waits as long for every core."""
-    return cfg.num_cores > 1 and c > 0
+def crossed(core: HardwareConfig) -> bool:
+    """Whether a core (its view, :meth:`HardwareConfig.core`) reaches its masters' ports and its arguments across an
+    SLR boundary: in a kernel of several cores, every core but core 0 (the one whose run of masters is the kernel's
+    first), which sits beside the ports and the register file (SLR0 on the cards, where the HBM attaches:
+    bitstreams/vitis.py ``core_slrs``). Its start, finish, counters and barrier cross either way, so that the
+    barrier waits as long for every core."""
+    return core.first_master > 0
 
 
 # a crossed core reaches its masters' ports through register slices (hw/crossing.py ``ReadCrossing``,

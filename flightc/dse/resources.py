@@ -30,6 +30,7 @@ import numpy as np
 from flightc.compress.formats import pattern_supported
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.buffer_map import buffer_memories, core_roles, multiplexer_inputs, uram288, ultra
+from flightc.hw.latency_rules import crossed
 from flightc.parts import MemoryKind, Part
 from flightc.isa.table import SPARSITY_NM
 
@@ -114,12 +115,6 @@ def _mpe_features(cfg: HardwareConfig) -> list[float]:
 
 def _sfu_features(cfg: HardwareConfig) -> list[float]:
     return [1.0, cfg.sfu_lanes]
-
-
-def crossed(cfg: HardwareConfig) -> bool:
-    """Whether ``cfg`` is a core of a kernel of several that reaches its masters' ports through register slices
-    (hw/kernel.py ``crossed``: every core but core 0, whose run of masters is the kernel's first)."""
-    return getattr(cfg, "first_master", 0) > 0
 
 
 def _crossing_features(cfg: HardwareConfig) -> list[float]:

@@ -44,7 +44,7 @@ def core_views(cfg: HardwareConfig) -> list[HardwareConfig]:
     crosses an SLR to its masters' ports (hw/kernel.py ``crossed``), its memory ``READ_CROSSING_LATENCY`` further
     away (its reads and writes go through register slices)."""
     return [cfg.core(c).replace(mem_latency_cycles=cfg.mem_latency_cycles + READ_CROSSING_LATENCY)
-            if crossed(cfg, c) else cfg.core(c) for c in range(cfg.num_cores)]
+            if crossed(cfg.core(c)) else cfg.core(c) for c in range(cfg.num_cores)]
 
 
 QUEUE_LATENCY = 2  # a dispatched instruction reaches the head of SyncFIFOBuffered two cycles later
