@@ -238,7 +238,8 @@ class HardwareConfig:
     def master_runs(self) -> tuple[tuple[int, int], ...]:
         """Each core's masters (first, count): contiguous runs, a power of two each where the masters allow (a core
         streams a layer from its channels only as such a run, flightc.compiler.memory.stream_plan), the first cores
-        taking the larger ones (u280's 32 masters over three cores: 16, 8 and 8); near-even runs otherwise."""
+        taking the larger ones (32 masters over three cores: 16, 8 and 8; u280's 24: 8 each); near-even runs
+        otherwise."""
         P, A = self.num_cores, self.kernel_masters
         counts = [1 << (A // P).bit_length() - 1] * P
         for c in range(P):
@@ -410,23 +411,26 @@ _TINY = {**_ONE, "axi_outstanding": 4, "axi_write_outstanding": 4, "mem_latency_
          "lane_fifo_beats": 128}
 
 PRESETS: dict[str, HardwareConfig] = {
-    # Alveo U280, three cores, a core an SLR (FlightLLM's layout; bitstreams/vitis.py core_slrs places them): the 32
-    # masters split 16 / 8 / 8 (SLR0, where the HBM attaches, holds core 0's), a lane group of 64 DSP48E2 on each
+    # Alveo U280, three cores, a core an SLR (FlightLLM's layout; bitstreams/vitis.py core_slrs places them), each
+    # with 8 masters on 8 of the HBM's pseudo-channels: 24 of the 32 (FlightLLM's U280 demo writes its decode outputs
+    # on 25, docs/deploy.md), since SLR0, where the HBM and every master's platform converters attach, has no
+    # room for a core of 16 masters beside them (docs/dse.md: 117% of SLR0's LUTs with the 32 channels' converters),
+    # nor SLR0-SLR1's super long lines for many more masters in the other cores (598 wires each). A lane group of 64 DSP48E2 on each
     # master for the streamed MVs that carry decode and prompts (linear layers and attention), and a small MPE of
     # 2 x 16 DSP48E2 a core for the MVs and MMs through a buffer (the 7B models' programs use none). Dense weights
     # only: with 4-bit positions 8:16 INT4 streams the bytes of dense INT4, so on this bandwidth-bound card its
-    # zero insertion (a multiplexer a lane group's slot, 153K LUT over the 32 groups and feeds) buys no time, and
-    # three cores fit the part's LUT without it (69%; 83% with it: docs/deploy.md); an 8:16 plan is pruned 8:16 and
-    # stored dense, zeros where pruned (WeightFormat.stored_for). Bitmasks, which do save bytes, wait on a cheaper
-    # zero insertion (docs/compression.md). 16 SFU lanes a core, a chunk of a norm's INT32 elements a buffer word,
-    # which the SFU streams a chunk a cycle (docs/performance.md), with a divider of two quotient bits a cycle (a
-    # step of four is past 225 MHz's logic levels, tests/test_timing.py). Memory from the parts table
-    # (flightc/parts.py): 32 HBM2 pseudo-channels x 14.375 GB/s = 460 GB/s, a 64-byte master per pseudo-channel.
-    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=2, chain_length=16, sfu_lanes=16,
-                           **PARTS["u280"].memory_fields(), act_buffer_kib=256, wgt_buffer_kib=1024,
-                           acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024, buffer_port_bytes=64,
-                           axi_data_bytes=64, sfu_div_step_bits=2,
-                           **{**_HBM, "sparse_n": (16,), "supports_2_4": False}),
+    # zero insertion (a multiplexer a lane group's slot) buys no time and costs LUTs the part does not have
+    # (docs/deploy.md); an 8:16 plan is pruned 8:16 and stored dense, zeros where pruned (WeightFormat.stored_for).
+    # Bitmasks, which do save bytes, wait on a cheaper zero insertion (docs/compression.md). 8 SFU lanes a core,
+    # which the SFU streams a chunk a cycle (docs/performance.md: 16 decode 1.3% faster for 84K LUT more, over 70%
+    # of the dynamic region), with a divider of two quotient bits a cycle (a step of four is past 225 MHz's logic
+    # levels, tests/test_timing.py). Memory from the parts table (flightc/parts.py): HBM2 pseudo-channels of
+    # 14.375 GB/s, 24 x 14.375 = 345 GB/s, a 64-byte master per pseudo-channel.
+    "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=2, chain_length=16, sfu_lanes=8,
+                           **{**PARTS["u280"].memory_fields(), "mem_channels": 24}, act_buffer_kib=256,
+                           wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,
+                           buffer_port_bytes=64, axi_data_bytes=64, sfu_div_step_bits=2,
+                           **{**_HBM, "axi_masters": 24, "sparse_n": (16,), "supports_2_4": False}),
     # Versal VHK158, one core (as u280 was before it took its three SLRs' cores): 32 HBM2e channels x 25.6 GB/s =
     # 819 GB/s, 32 GB. A channel carries more than a 64-byte master at 225 MHz (14.4 GB/s), so each has a 128-byte
     # master (28.8 GB/s) and a lane group of 128 slots that takes a 128-byte beat of W4 a cycle; its fabric is

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flightc.compress.plan import CompressionPlan
+from flightc.config import HardwareConfig
 
 RTL_TESTS = Path(__file__).resolve().parent / "rtl"
 
@@ -32,7 +33,7 @@ def torch_model(name: str):
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(name: str, fmt: str, overrides: tuple[str, ...] = (), hw: str = "tiny"):
+def compiled(name: str, fmt: str, overrides: tuple[str, ...] = (), hw: str | HardwareConfig = "tiny"):
     from flightc.compiler.pipeline import compile_model
 
     return compile_model(torch_model(name), hw, CompressionPlan.parse(fmt, list(overrides)), max_len=MAX_LEN,

@@ -41,10 +41,12 @@ def test_the_memory_calibration_preset_differs_from_u280_only_where_the_docs_say
 def test_u280_matches_the_published_build():
     cfg = PRESETS["u280"]
     assert cfg.clock_mhz == 225 and cfg.num_cores == 3  # a core an SLR, as FlightLLM
-    assert cfg.mem_channels == 32 and cfg.mem_bandwidth_gbps == pytest.approx(460.0)
-    assert cfg.axi_masters == 32 and cfg.axi_data_bytes == 64  # a 64-byte master per pseudo-channel
+    # 24 of the card's 32 pseudo-channels, 8 a core (SLR0's LUTs: docs/dse.md), 24 x 14.375 GB/s
+    assert cfg.mem_channels == 24 and cfg.mem_bandwidth_gbps == pytest.approx(345.0)
+    assert cfg.axi_masters == 24 and cfg.axi_data_bytes == 64  # a 64-byte master per pseudo-channel
+    assert [count for _, count in cfg.master_runs] == [8, 8, 8]
     # a lane group on every master for the streamed MVs and a small MPE a core: FlightLLM used 6,345 DSP48E2 in all
-    assert cfg.dsp_count == 32 * 64 + 3 * 2 * 16
+    assert cfg.dsp_count == 24 * 64 + 3 * 2 * 16
     assert cfg.sparse_n == (16,)  # dense lane groups: an 8:16 plan is stored dense (WeightFormat.stored_for)
     vhk = PRESETS["vhk158"]
     assert vhk.mem_bandwidth_gbps == pytest.approx(819.2)
@@ -61,9 +63,9 @@ def test_derived_values_of_the_presets_by_hand():
     assert tiny.mem_bytes_per_s == pytest.approx(6.4e9)  # 4 channels x 1.6 GB/s
     assert tiny.buffer_bytes(Buffer.ACT) == 32768 and tiny.on_chip_bytes == 131072  # 32+32+32+16+16 KiB
     assert tiny.max_reduction_length == 131071  # 2^31 / (128 x 128) - 1: the longest INT8 dot product in 32 bits
-    # 32 lane groups of 64 + 3 cores x 2 chains x 16 = 2,144 DSP48E2, x 2 MACs x 225 MHz
-    assert u280.dsp_count == 2144 and u280.peak_macs_per_s == pytest.approx(9.648e11)
-    # 256 + 1,024 + 512 + 768 + 1,024 KiB a core, three cores; 8 GiB over 32 channels
+    # 24 lane groups of 64 + 3 cores x 2 chains x 16 = 1,632 DSP48E2, x 2 MACs x 225 MHz
+    assert u280.dsp_count == 1632 and u280.peak_macs_per_s == pytest.approx(7.344e11)
+    # 256 + 1,024 + 512 + 768 + 1,024 KiB a core, three cores; 8 GiB over the card's 32 channels, 24 of them used
     assert u280.on_chip_bytes == 3 * 3584 * 1024 and u280.mem_channel_bytes == 256 << 20
 
 

@@ -8,12 +8,25 @@ from flightc.hw.core import check_rtl_config, master_reach
 from flightc.hw.kernel import Kernel
 from flightc.isa.footprint import own_bank_place, own_banks
 from flightc.sim.perf.load import load_cycles
+from cards import U280_32
 from test_memory_model import striped_load
 
-U280X3 = PRESETS["u280"].replace(num_cores=3)
+U280X3 = U280_32  # the u280's three cores on all 32 channels: runs of 16, 8 and 8
 
 
-def test_u280_as_three_cores_has_the_cards_32_masters_in_runs_of_16_8_and_8():
+def test_the_u280_preset_is_three_cores_of_8_masters_on_24_channels():
+    u = PRESETS["u280"]
+    assert u.master_runs == ((0, 8), (8, 8), (16, 8))
+    views = [u.core(c) for c in range(3)]
+    assert [v.core_channels for v in views] == [range(0, 8), range(8, 16), range(16, 24)]
+    assert all(v.channels_per_master == 1 and v.mem_channels == 24 for v in views)  # every channel in reach
+    assert Kernel.ports(u).members["axi"].dimensions == (24,)
+    # core 1's master 3 (kernel port 11) carries its own PC 11 and the others' 3 and 19
+    assert master_reach(u, 11) == [3, 11, 19]
+    check_rtl_config(u)
+
+
+def test_the_cards_32_masters_over_three_cores_run_16_8_and_8():
     assert U280X3.master_runs == ((0, 16), (16, 8), (24, 8))
     views = [U280X3.core(c) for c in range(3)]
     assert all(isinstance(v, CoreView) and v.num_cores == 1 for v in views)
@@ -29,7 +42,7 @@ def test_u280_as_three_cores_has_the_cards_32_masters_in_runs_of_16_8_and_8():
     assert master_reach(U280X3, 19) == [3, 11, 19, 27]
     # the cores' views differ, so each is generated apart (cached by its hash); one core's view is the config
     assert len({v.hash for v in views}) == 3
-    one = PRESETS["u280"].replace(num_cores=1).core(0)
+    one = U280_32.replace(num_cores=1).core(0)
     assert (one.axi_masters, one.first_master, one.core_channels) == (32, 0, range(32))
 
 
@@ -46,7 +59,7 @@ def test_a_core_needs_masters_of_its_own_and_the_rtl_runs_a_power_of_two_each():
 
 
 def test_a_cores_striped_row_fills_its_own_banks_a_lane_a_master():
-    """Core 1 of u280 as three cores: its banked PRM is a bank per master of its own eight, so a row striped over
+    """Core 1 of the u280's 32 channels as three cores: its banked PRM is a bank per master of its own eight, so a row striped over
     its channels lands a stripe unit per bank however many rounds it takes (each of its LD lanes moves its share,
     several times as fast as lane 0 alone); a stripe over another core's channels is lane 0's."""
     core = U280X3.core(1)

@@ -24,6 +24,8 @@ from flightc.dse.space import patterns, required_sparsity
 from flightc.errors import ConfigError
 from flightc.parts import PARTS
 
+from cards import U280_32
+
 # a narrow space of small configs: every point compiles the built-in model in about a second
 SMALL = {"mpe_chains": [4, 8], "chain_length": [8, 16], "sparsest_n": [4, 8], "buffer_port_bytes": [8, 16],
          "act_buffer_kib": [32, 64], "wgt_buffer_kib": [64], "acc_buffer_kib": [64], "prm_buffer_kib": [32],
@@ -37,9 +39,11 @@ BOUNDS = {"DSP48E2": 0.01, "BRAM36": 0.01, "URAM": 0.01, "LUT": 0.15, "FF": 0.10
 def test_parts_table_feeds_the_presets_and_names_its_sources():
     for name in ("u280", "vhk158", "kv260"):
         p, cfg = PARTS[name], PRESETS[name]
-        assert (cfg.mem_kind, cfg.mem_channels, cfg.mem_channel_gbps) == (p.mem_kind, p.mem_channels,
-                                                                           p.mem_channel_gbps)
-        assert cfg.mem_channels * cfg.mem_channel_mib == p.mem_gib * 1024
+        assert (cfg.mem_kind, cfg.mem_channel_gbps, cfg.mem_channel_mib) == (p.mem_kind, p.mem_channel_gbps,
+                                                                             p.mem_channel_mib)
+        # every channel of the part, but the u280's: 24 of its 32, 8 a core (SLR0's LUTs, docs/dse.md)
+        assert cfg.mem_channels == (24 if name == "u280" else p.mem_channels)
+        assert p.mem_channels * p.mem_channel_mib == p.mem_gib * 1024
     assert PARTS["u280"].mem_bandwidth_gbps == 460.0
     assert all(p.source for p in PARTS.values())
     assert PRESETS["u280"].dsp_count <= PARTS["u280"].dsp and PRESETS["kv260"].dsp_count <= PARTS["kv260"].dsp
@@ -181,20 +185,21 @@ def test_point_over_the_part_is_flagged_not_dropped():
 
 
 def test_a_point_whose_core_0_overfills_slr0_is_flagged_though_the_part_holds_it():
-    """Three cores decoding 8:16 with four chains: 1,098,540 LUT, 84% of the u280 but core 0 with its converters
-    461,950 of SLR0's 388,800 (modeled): over SLR0, so not feasible; the preset's 374,250 is (by the row that
-    counts each core's converters with it; the row with every core's beside the HBM is the other reading, shown by
-    `flightc hw resources` and not a violation)."""
+    """The u280's three cores on all 32 channels (16 / 8 / 8 masters, 16 SFU lanes: the preset until 2026-12-07's
+    evening) decoding 8:16 with four chains: 1,098,540 LUT, 84% of the u280 but core 0 with its converters 461,950
+    of SLR0's 388,800 (modeled): over SLR0, so not feasible; with dense lane groups and two chains core 0's 374,250
+    is (by the row that counts each core's converters with it; the row with every core's beside the HBM is the
+    other reading, shown by `flightc hw resources` and not a violation)."""
     from flightc.dse.resources import lut_places
 
     u280 = PARTS["u280"]
-    sparse = PRESETS["u280"].replace(mpe_chains=4, **patterns(8))
+    sparse = U280_32.replace(mpe_chains=4, **patterns(8))
     assert estimate_resources(sparse).LUT < u280.lut
     r = evaluate_point("builtin:addition", sparse, CompressionPlan.parse("w4g32s8:16"), Workload(8, 8, 4), u280)
     assert not r.error and not r.feasible
     assert r.violations == ["LUT of SLR0 (core 0) 461,950 > 388,800 on u280"]
     assert r.overuse()["LUT places"] == pytest.approx(461_950 / 388_800 - 1) and r.overuse()["LUT"] < 0
-    places = {x.where: x for x in lut_places(PRESETS["u280"], u280)}
+    places = {x.where: x for x in lut_places(U280_32, u280)}
     assert places["SLR0 (core 0)"].luts == 374_250 and places["SLR0 (core 0)"].hard
     assert not places["SLR0 (core 0) with every core's HBM converters"].hard
     assert evaluate_point("builtin:addition", PRESETS["u280"], CompressionPlan.parse("w4g32"), Workload(8, 8, 4),
@@ -307,30 +312,43 @@ def test_ray_executor_finds_the_same_front_as_local_processes(tmp_path):
     assert np.allclose([t.result.prefill_ms for t in local.trials], [t.result.prefill_ms for t in remote.trials])
 
 
-def test_cli_names_what_it_refuses(capsys):
+def test_cli_names_what_it_refuses(capsys, tmp_path):
     assert main(["dse", "--objectives", "speed", "--trials", "1"]) == 2
     assert "--objectives 'speed': choose from tokens_per_s" in capsys.readouterr().err
     assert main(["dse", "--part", "u250", "--trials", "1"]) == 2
     assert "unknown FPGA part 'u250'" in capsys.readouterr().err
     assert main(["hw", "resources", "--hw", "u280", "--part", "u280"]) == 0
     out = capsys.readouterr().out
-    assert "lane group x 16" in out and "lane group x 8" in out and "HBM converters (platform) x 16" in out
-    assert "u280: cores 1, 2 (8 memory masters each)" in out and "1,303,680" in out
+    assert "lane group x 8" in out and "HBM converters (platform) x 8" in out and "x 16" not in out
+    flat = " ".join(out.split())
+    assert "u280: core 0 (8 memory masters of its own)" in flat and "1,303,680" in out
+    # cores 1 and 2 are alike, and differ from core 0 by their SLR crossing's slices
+    assert "u280: cores 1, 2 (8 memory masters each, an SLR from their ports)" in flat
+    assert re.search(r"crossing\s*│\s*0\s*│\s*6,128\s*│", out)
     # a core an SLR: core 0 against SLR0's 388,800 LUT, cores 1 and 2 against the rest of the 1,135,680 of the
     # platform's dynamic region (746,880); the three rows' LUTs are the cores', which sum to the kernel's
     from flightc.dse.resources import core_resources
 
     luts = [core_resources(PRESETS["u280"], c).LUT for c in range(3)]
-    assert sum(luts) == estimate_resources(PRESETS["u280"]).LUT and luts[1] == luts[2] < luts[0]
+    assert sum(luts) == estimate_resources(PRESETS["u280"]).LUT and luts[1] == luts[2] == luts[0] + 6_128
     # and SLR0 should the other cores' converters sit beside the HBM too (8 masters' each: 40,000 LUT)
     for where, n, cap in (("SLR0 (core 0)", luts[0], 388_800),
                           ("SLR0 (core 0) with every core's HBM converters", luts[0] + 2 * 40_000, 388_800),
                           ("SLR1-SLR2 (cores 1-2)", luts[1] + luts[2], 746_880),
                           ("the platform's dynamic region", sum(luts), 1_135_680)):
         assert re.search(rf"{re.escape(where)}\s*│\s*{n:,}\s*│\s*{cap:,}\s*│\s*{n / cap:.0%}", out), where
-    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0)," in " ".join(out.split())
-    assert "more LUTs than it has: SLR0 (core 0) with every core's HBM converters" in " ".join(out.split())
-    assert "memory port" not in out
+    # the preset: within every place but the reading with all 24 converters in SLR0, which is within 70-100%
+    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0) with every core's HBM converters" in flat
+    assert "more LUTs than it has" not in flat and "memory port" not in out
+    # the card's 32 channels (16 / 8 / 8): core 0 and all 32 converters are more than SLR0 has
+    u280_32 = str(tmp_path / "u280-32.json")
+    assert main(["config", "u280", "--set", "mem_channels=32", "--set", "axi_masters=32", "--set", "sfu_lanes=16",
+                 "-o", u280_32]) == 0
+    capsys.readouterr()
+    assert main(["hw", "resources", "--hw", u280_32, "--part", "u280"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "more LUTs than it has: SLR0 (core 0) with every core's HBM converters" in flat
+    assert "over 70% of its LUTs, the routing's margin: SLR0 (core 0), SLR1-SLR2 (cores 1-2)," in flat
     assert main(["hw", "resources", "--hw", "u280", "--part", "kv260"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "does not fit kv260's memory port" in out and "use a 16-byte master" in out

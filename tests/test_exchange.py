@@ -1,6 +1,7 @@
 """Several cores: how a model is split across them, and how they exchange the tensors each holds a slice of."""
 import numpy as np
 
+from cards import U280_32
 from conftest import MAX_LEN, PROMPT
 from flightc.compiler.memory import channel_shares, head_shares, region_spans, stream_plan
 from flightc.compress.formats import WeightFormat
@@ -12,13 +13,19 @@ from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
 
 
-def test_u280_as_three_cores_streams_from_runs_of_16_8_and_8_masters():
-    """32 masters do not split in three equal powers of two: the first core takes 16, the others 8 each, and the
-    KV heads and the linear layers' rows follow the channels, so every core streams every layer at line rate."""
-    cfg = PRESETS["u280"].replace(num_cores=3)
+def test_32_masters_as_three_cores_stream_from_runs_of_16_8_and_8():
+    """32 masters (the u280's every channel) do not split in three equal powers of two: the first core takes 16, the
+    others 8 each, and the KV heads and the linear layers' rows follow the channels, so every core streams every
+    layer at line rate. The u280 preset's 24 split 8 / 8 / 8, the 32 KV heads 10 / 11 / 11."""
+    u280 = PRESETS["u280"]
+    assert channel_shares(u280) == [(0, 8), (8, 16), (16, 24)]
+    assert head_shares(u280, 32) == [(0, 10), (10, 21), (21, 32)]
+    fmt = WeightFormat.parse("w4g128s8:16")
+    plans = [stream_plan(u280, core, fmt, 4096)[0] for core in range(3)]
+    assert [(p.channel, p.stripe, p.groups) for p in plans] == [(0, 8, 8), (8, 8, 8), (16, 8, 8)]
+    cfg = U280_32
     assert channel_shares(cfg) == [(0, 16), (16, 24), (24, 32)]
     assert head_shares(cfg, 32) == [(0, 16), (16, 24), (24, 32)]
-    fmt = WeightFormat.parse("w4g128s8:16")
     plans = [stream_plan(cfg, core, fmt, 4096)[0] for core in range(3)]
     assert [(p.channel, p.stripe, p.groups) for p in plans] == [(0, 16, 16), (16, 8, 8), (24, 8, 8)]
     # six masters: two a core; five over two cores: near-even shares, and the stream plan says why the second
@@ -65,11 +72,11 @@ def test_an_exchange_loads_only_the_other_cores_slices_and_the_loads_it_holds_up
     from flightc.compress.plan import CompressionPlan
     from flightc.models.seeded import random_model
 
-    # u280 as three cores, 1,024 rows: the first core's 512 of o_proj and down_proj in two tiles, the others' 256
-    # in one
+    # the u280's 32 channels as three cores, 1,024 rows: the first core's 512 of o_proj and down_proj in two
+    # tiles, the others' 256 in one
     model = random_model("llama", 3, num_hidden_layers=2, hidden_size=1024, intermediate_size=1024,
                          num_attention_heads=8, num_key_value_heads=4)
-    c = compile_model(model, PRESETS["u280"].replace(num_cores=3), CompressionPlan.parse("w4g32"), max_len=MAX_LEN,
+    c = compile_model(model, U280_32, CompressionPlan.parse("w4g32"), max_len=MAX_LEN,
                       max_prefill=len(PROMPT), prefill_lengths=[len(PROMPT)])
     regions = {r["name"]: r for r in c.bundle.manifest.memory_map["regions"]}
     xchg = {f"xchg.{s}": regions[f"xchg.{s}"] for s in range(4)}
@@ -149,7 +156,7 @@ def test_exchange_pieces_put_each_cores_slice_on_its_own_channels_a_few_bursts_e
                                          exchange_slot_bytes)
     from flightc.errors import UnsupportedError
 
-    cfg = PRESETS["u280"].replace(num_cores=3)
+    cfg = U280_32
     piece = exchange_piece_bytes(cfg)
     assert piece == 4096  # 1 KiB bursts, 8 in flight over LD's 2 instructions
     per_channel = exchange_slot_bytes(cfg, 4 * 11008, 2)

@@ -2,6 +2,7 @@
 written (by a store or the host), and the cache keeps within its byte limit."""
 import numpy as np
 
+from cards import U280_32
 from conftest import MAX_LEN, PROMPT, compiled
 from flightc.reference.integer import IntegerModel, greedy
 from flightc.runtime.session import Session
@@ -74,7 +75,7 @@ def test_a_striped_load_is_read_again_once_its_bytes_are_written():
     from flightc.isa.table import Opcode
     from flightc.sim.functional import Machine
 
-    c = compiled("tiny-llama", "w8", hw="u280")
+    c = compiled("tiny-llama", "w8", hw=U280_32)  # core 0's 16 masters: two layers' records striped alike
     prog = c.bundle.program("prefill", len(PROMPT))
     lds = [ins for ins in decode_program(prog[0]) if ins.opcode is Opcode.LD and striped(ins)]
     first, other = next((a, b) for a in lds for b in lds if b.hbm_addr != a.hbm_addr
@@ -110,7 +111,7 @@ def test_a_closed_sessions_machine_serves_the_next_session_on_its_bundle_as_a_fr
     the host wrote over a weight in a session are put back for the next and that tile alone is decoded again."""
     from flightc.sim.functional import Machine
 
-    c = compiled("tiny-llama", "w8", hw="u280")
+    c = compiled("tiny-llama", "w8", hw=U280_32)  # core 0's 16 masters: two layers' records striped alike
     decoded: list[list] = []
 
     def generate(before=None, **options):

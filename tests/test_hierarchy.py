@@ -92,7 +92,8 @@ def test_large_memories_are_asked_for_ultraram_and_the_resource_model_counts_the
     assert [uram288(512, d) for d in (4096, 8192, 16384, 2048, 384)] == [8, 15, 29, 0, 0]  # as yosys maps them
     u = PRESETS["u280"]
     assert u.banked_buffers == (Buffer.PRM,)
-    assert buffer_uram(u) == 8 + 15 + 29 + 29 and buffer_bram36(u) == 32 * 8  # PRM: 32 banks of 384 x 512 bits
+    # PRM: a bank a master of a core's 8, each 1,536 x 512 bits: 3 deep x 8 wide BRAM36 (512 x 72 bits each)
+    assert buffer_uram(u) == 8 + 15 + 29 + 29 and buffer_bram36(u) == 8 * 3 * 8
 
 
 

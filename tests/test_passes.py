@@ -20,6 +20,8 @@ from flightc.isa.footprint import footprint
 from flightc.isa.table import MiscOp, Opcode, OutMode, Unit
 from flightc.reference.integer import IntegerModel
 
+from cards import U280_32
+
 
 @pytest.fixture(scope="module")
 def stages():
@@ -205,11 +207,11 @@ def test_last_touch_knows_the_latest_instruction_on_every_byte():
 
 
 def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
-    """Worked out by hand for LLaMA2-7B's LM head on u280 (32,000 rows of 4,096 INT8 weights, PRM room for 16,000
+    """Worked out by hand for LLaMA2-7B's LM head on the u280's 32 channels (32,000 rows of 4,096 INT8 weights, PRM room for 16,000
     rows' records, 32 lane groups): a row's logit store costs 4 bytes at 32 single-beat writes of 64 bytes per 66
     cycles (0.129 cycles), its stream 4,096 bytes at 2,044 bytes a cycle (2.0 cycles), so each tile may be 15x the
     next; the last is 128 cycles of stores (992 rows) rounded up to whole rounds of 64 row pairs (1,024 rows)."""
-    u280, every = PRESETS["u280"], StreamPlan(0, 32, 32)
+    u280, every = U280_32, StreamPlan(0, 32, 32)
     assert output_tile_rows(u280, 32000, 16000, every, 4096) == [15616, 15360, 1024]
     # a core streaming from 8 channels takes 8.0 cycles a row: each tile may be 62x the next (992 rows, rounds of 16)
     assert output_tile_rows(u280, 32000, 16000, StreamPlan(0, 8, 8), 4096) == [15008, 16000, 992]
@@ -224,8 +226,8 @@ def test_the_lm_heads_tiles_shrink_so_each_store_hides_under_the_next_stream():
 def test_a_gated_mlps_up_projection_ends_in_a_small_tile_its_product_follows_a_tile_at_a_time():
     """The second projection of a gated pair (up_proj, after gate_proj in the graph's order) ends in a tile of an
     eighth of its rows in whole rounds of row pairs (at least 256 rows), and lowering makes the product of the two
-    (the SFU's EMUL) a tile of it at a time, right after the tile's MV: LLaMA2-7B's 11,008 rows on u280 as one core
-    as 9,600 + 1,408 (a round is a row pair for each of 32 lane groups; an eighth is 21.5 rounds, so 22), so only
+    (the SFU's EMUL) a tile of it at a time, right after the tile's MV: LLaMA2-7B's 11,008 rows on the u280's 32
+    channels as one core as 9,600 + 1,408 (a round is a row pair for each of 32 lane groups; an eighth is 21.5 rounds, so 22), so only
     1,408 elements of EMUL wait for the last stream."""
     from flightc.compiler.memory import gated_projections, gated_tiles
     from flightc.compiler.pipeline import compile_model
@@ -233,14 +235,14 @@ def test_a_gated_mlps_up_projection_ends_in_a_small_tile_its_product_follows_a_t
     from flightc.models.seeded import random_model
 
     assert gated_tiles(11008, 24576, 64) == [9600, 1408]
-    assert gated_tiles(5504, 24576, 32) == [4800, 704]  # u280's first of three cores (16 lane groups)
+    assert gated_tiles(5504, 24576, 32) == [4800, 704]  # the first of three cores on 32 channels (16 lane groups)
     assert gated_tiles(2752, 24576, 16) == [2400, 352]
     assert gated_tiles(512, 24576, 64) == [256, 256]  # 256 rows at least
     assert gated_tiles(500, 24576, 64) == [500]  # too few rows for two such tiles
     assert gated_tiles(11008, 4096, 64) == [4096, 4096, 1408, 1408]  # the PRM's records bound the others
     model = random_model("llama", 3, num_hidden_layers=1, hidden_size=256, intermediate_size=2048,
                          num_attention_heads=4, num_key_value_heads=4)
-    c = compile_model(model, PRESETS["u280"].replace(num_cores=1), CompressionPlan.parse("w4g32"), max_len=16,
+    c = compile_model(model, U280_32.replace(num_cores=1), CompressionPlan.parse("w4g32"), max_len=16,
                       max_prefill=4, prefill_lengths=[4], weights=False)  # one core: all 32 lane groups
     assert gated_projections(c.fused) == {"L0.up_proj"} == c.memory.gated
     (up,) = c.memory.linears["L0.up_proj"]

@@ -12,6 +12,11 @@ from flightc.isa.table import OutMode
 from flightc.sim.perf.streamed import streamed_mv_cycles
 from flightc.sim.perf.streamed_pairs import pair_model_applies, streamed_mv_cycles_by_pairs, streamed_mv_time
 
+from cards import U280_32
+
+# streamed MVs over 4 masters (hbm4) and over 32 (the u280 on all its channels, tests/cards.py)
+CARDS = {"hbm4": PRESETS["hbm4"], "u280-32": U280_32}
+
 FORMATS = [WeightFormat(4, 8, 16, 128), WeightFormat(4, 16, 16, 128), WeightFormat(8, 16, 16, 0),
            WeightFormat(2, 16, 16, 64), WeightFormat(3, 16, 16, 32), WeightFormat(4, 4, 16, 0),
            WeightFormat(8, 2, 16, 0), WeightFormat(4, 2, 4, 16)]
@@ -24,10 +29,10 @@ def streamed_mv(cfg, fmt, n, k, mode, span, out_addr=0, lut=False):
                 w_stripe=span * per)
 
 
-@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+@pytest.mark.parametrize("hw", ["hbm4", "u280-32"])
 def test_the_pair_model_equals_the_cycle_stepped_one(hw):
     """Random shapes, formats (memory- and compute-bound), output modes and result alignments: the same cycle."""
-    cfg = PRESETS[hw]
+    cfg = CARDS[hw]
     rng = np.random.default_rng(7)
     wrong = []
     for _ in range(30):
@@ -53,24 +58,25 @@ def test_a_narrow_port_is_left_to_the_cycle_stepped_model():
 
 
 def test_a_7b_matrix_streams_near_the_sustained_rate():
-    """LLaMA2-7B's MLP up-projection on u280 (11,008 x 4,096, W4 g128 8:16 over all 32 masters): the pair model
-    takes it in a fraction of the cycle-stepped model's time and puts it within 2% of the channels' sustained rate."""
+    """LLaMA2-7B's MLP up-projection on the u280's 32 channels (11,008 x 4,096, W4 g128 8:16 over 32 masters): the
+    pair model takes it in a fraction of the cycle-stepped model's time and puts it within 2% of the channels'
+    sustained rate."""
     from flightc.isa.footprint import stream_shape
     from flightc.sim.perf.memory import channel_bytes_per_cycle
 
-    cfg = PRESETS["u280"]
+    cfg = U280_32
     ins = streamed_mv(cfg, WeightFormat(4, 8, 16, 128), 11008, 4096, OutMode.REQ_I8, cfg.axi_masters)
     cycles = streamed_mv_cycles_by_pairs(cfg, ins)
     ideal = stream_shape(cfg, ins).nbytes / (cfg.mem_channels * channel_bytes_per_cycle(cfg))
     assert ideal < cycles < 1.02 * ideal
 
 
-@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+@pytest.mark.parametrize("hw", ["hbm4", "u280-32"])
 def test_raw_sums_go_a_word_of_pairs_a_cycle(hw):
     """Raw sums (ACC32) from pair-aligned addresses anywhere in a word, over every span: the pair model is the
     cycle-stepped one; and a wide stream of Q·Kᵀ-like rows (dense INT4, 128 columns) takes about a cycle per word of
     scores where a result a cycle took one per score."""
-    cfg = PRESETS[hw]
+    cfg = CARDS[hw]
     rng = np.random.default_rng(11)
     wrong = []
     for _ in range(20):
@@ -89,7 +95,7 @@ def test_raw_sums_go_a_word_of_pairs_a_cycle(hw):
     assert slow > 2048 and fast < slow / 2
 
 
-@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+@pytest.mark.parametrize("hw", ["hbm4", "u280-32"])
 def test_a_tile_read_ahead_agrees_in_both_models(hw):
     """Attention-sized MVs (their shares fit the readers' FIFOs) whose readers started ahead of them, behind the
     beats of the MV before: the pair model is the cycle-stepped one, cycle for cycle, and both report the same
@@ -97,7 +103,7 @@ def test_a_tile_read_ahead_agrees_in_both_models(hw):
     from flightc.isa.footprint import stream_shape
     from flightc.sim.perf.streamed import Ahead, fits
 
-    cfg = PRESETS[hw]
+    cfg = CARDS[hw]
     rng = np.random.default_rng(5)
     wrong, checked = [], 0
     for _ in range(20):
@@ -125,7 +131,7 @@ def test_a_tile_read_ahead_agrees_in_both_models(hw):
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+@pytest.mark.parametrize("hw", ["hbm4", "u280-32"])
 def test_a_tile_read_ahead_past_its_fifo_agrees_in_both_models(hw):
     """Weight tiles larger than the readers' FIFOs (MV.w_early) read ahead while the MPE idled for up to a thousand
     cycles: each reader fills its FIFO, then asks for a burst only as the feed makes room, so the arrivals past the
@@ -133,7 +139,7 @@ def test_a_tile_read_ahead_past_its_fifo_agrees_in_both_models(hw):
     cycle-stepped model's, cycle for cycle, and reading ahead never makes an MV longer than starting cold."""
     from flightc.sim.perf.streamed import Ahead, fits
 
-    cfg = PRESETS[hw]
+    cfg = CARDS[hw]
     rng = np.random.default_rng(9)
     wrong, checked, gains = [], 0, []
     for _ in range(8):
@@ -159,7 +165,7 @@ def test_a_tile_read_ahead_past_its_fifo_agrees_in_both_models(hw):
 
 
 
-@pytest.mark.parametrize("hw", ["hbm4", "u280"])
+@pytest.mark.parametrize("hw", ["hbm4", "u280-32"])
 def test_a_streamed_mv_met_again_replays_what_a_fresh_run_gives(hw):
     """streamed_mv_time keeps each outcome by MV and state relative to its start and replays it: over MVs met again
     at other starts, behind masters and MVs before in the same or other relative states, its cycles, the masters'
@@ -168,7 +174,7 @@ def test_a_streamed_mv_met_again_replays_what_a_fresh_run_gives(hw):
     from flightc.sim.perf.load import LoadPipeline
     from flightc.sim.perf.streamed import Ahead
 
-    cfg = PRESETS[hw]
+    cfg = CARDS[hw]
     rng = np.random.default_rng(11)
     span = cfg.axi_masters
     mvs = [streamed_mv(cfg, WeightFormat(4, 8, 16, 128), 2 * span * 8, cfg.lane_slots * 4, OutMode.REQ_I8, span),

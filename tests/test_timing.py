@@ -266,14 +266,14 @@ def test_the_u280s_sfu_is_within_225_mhzs_depth(tmp_path):
 def test_the_u280s_buffers_are_within_225_mhzs_depth(tmp_path):
     """yosys' mapping of the u280 preset's buffer bank (hw/buffers.py: each port's read decoded by LUT6s, buffer
     then bank; the round robins decided pairwise from registers, a LUT6 a grant; the grants' ORs LUT6 trees), at four
-    masters instead of 32 and small buffers (the same arbiters, decodes and trees, a fifth of the synthesis: the
+    masters of the card's 32 channels and small buffers (the same arbiters, decodes and trees, a fifth of the synthesis: the
     whole bank measured 6.0 levels, 9.5 before, with ``bench/synth_unit.py flightc.hw.core:buffer_bank``): every path
     between registers within 7 levels."""
     from flightc.config import PRESETS
     from flightc.hw.core import buffer_bank
 
-    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=4, act_buffer_kib=16, wgt_buffer_kib=16, acc_buffer_kib=16,
-                                  prm_buffer_kib=64, kv_buffer_kib=16)
+    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=4, mem_channels=32, act_buffer_kib=16, wgt_buffer_kib=16,
+                                  acc_buffer_kib=16, prm_buffer_kib=64, kv_buffer_kib=16)
     levels = unit_levels(tmp_path, "buffer_bank", cfg, lambda: (buffer_bank(cfg), ()))
     assert max(levels.values()) <= max_levels(cfg.clock_mhz), levels
 
@@ -308,9 +308,9 @@ def test_the_u280s_st_is_within_225_mhzs_depth(tmp_path):
 
 @pytest.mark.synth
 def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
-    """yosys' mapping of the u280 preset's MPE at one master (its sequencer, operand fetch, tile plans, streamed-MV
-    control, a stream reader and result queue, and its output stages; its chains, lane groups and feeds left out:
-    the tests above map them): every path between registers within 7 levels (hw/mpe.py: the fetch's addresses and
+    """yosys' mapping of the u280 preset's MPE at one master of all 32 channels, the deepest reader (its sequencer,
+    operand fetch, tile plans, streamed-MV control, a stream reader and result queue, and its output stages; its
+    chains, lane groups and feeds left out: the tests above map them): every path between registers within 7 levels (hw/mpe.py: the fetch's addresses and
     its slots' requests from registers, a slot's end a LUT of its requests left; hw/tile_plan.py: the plan ahead of
     the MV; hw/stream.py: whether a reader's beats are left, a register; measured 2026-12-05: 38.9 levels before)."""
     from amaranth.hdl import Signal
@@ -320,7 +320,7 @@ def test_the_u280s_mpe_is_within_225_mhzs_depth(tmp_path):
     from flightc.hw.mpe import Mpe
     from flightc.hw.synth import SEPARATED
 
-    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=1)
+    cfg = PRESETS["u280"].replace(num_cores=1, axi_masters=1, mem_channels=32)  # a master over the card's 32 channels
 
     def make():
         bases = [Signal(AXI_ADDR_BITS, name=f"base{c}") for c in range(cfg.mem_channels)]  # kernel arguments

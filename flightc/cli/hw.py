@@ -94,18 +94,21 @@ def _print_timing(cfg, r) -> None:
 def cmd_resources(args) -> int:
     from flightc.config import load_config
     from flightc.dse.resources import FITTED, buffer_bram36, estimate_resources, group_resources, lut_places
+    from flightc.hw.latency_rules import crossed
     from flightc.parts import part
 
     cfg = load_config(args.hw)
-    alike: dict[int, list[int]] = {}  # cores by how many masters of their own they have (their modules differ so)
+    # cores by how many masters of their own they have and whether they cross to their ports (their modules differ
+    # so)
+    alike: dict[tuple[int, bool], list[int]] = {}
     for c in range(cfg.num_cores):
-        alike.setdefault(cfg.core(c).axi_masters, []).append(c)
-    for masters, cores in alike.items():
+        alike.setdefault((cfg.core(c).axi_masters, crossed(cfg.core(c))), []).append(c)
+    for (masters, far), cores in alike.items():
         rows = [(f"{g} x {n}" if n > 1 else g, *(f"{est[k]:,.0f}" for k in FITTED))
                 for g, (n, est) in group_resources(cfg.core(cores[0])).items()]
         which = ("one core" if cfg.num_cores == 1 else
                  f"core{'s' if len(cores) > 1 else ''} {', '.join(map(str, cores))} ({masters} memory masters "
-                 f"{'each' if len(cores) > 1 else 'of its own'})")
+                 f"{'each' if len(cores) > 1 else 'of its own'}{', an SLR from their ports' if far else ''})")
         console.print(table(f"{cfg.name}: {which}, modeled (yosys-calibrated)", ("module group", *FITTED), rows))
     total = estimate_resources(cfg).as_dict()
     p = part(args.part) if args.part else None

@@ -154,7 +154,7 @@ class MemoryMap:
 
 def channel_shares(cfg: HardwareConfig) -> list[tuple[int, int]]:
     """Each core's channels (first, past the last): those of its own run of masters
-    (:attr:`flightc.config.HardwareConfig.master_runs`; u280's 32 masters over three cores: 16, 8 and 8)."""
+    (:attr:`flightc.config.HardwareConfig.master_runs`; 32 masters over three cores: 16, 8 and 8)."""
     per = cfg.channels_per_master
     return [(first * per, (first + count) * per) for first, count in cfg.master_runs]
 

@@ -14,6 +14,7 @@ not searched.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +61,17 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "lane_slots": (64, 128),
 }
 # memory masters, a power of two up to the channels a point streams from (its lane groups, LD lanes and the buffers'
-# banks follow them); the part's channels bound them (SearchSpace.for_part)
+# banks follow them), or slr_channels' split; the part's channels bound them (SearchSpace.for_part)
 MASTERS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def slr_channels(part: Part) -> int | None:
+    """On a part of several SLRs whose channels a core an SLR cannot split into equal powers of two, the most
+    channels they can (u280: 3 x 8 = 24, the split the preset uses, docs/dse.md); else None."""
+    if part.slrs < 2:
+        return None
+    p = 1 << (part.mem_channels // part.slrs).bit_length() - 1
+    return part.slrs * p if part.slrs * p != part.mem_channels and p >= 1 else None
 
 
 def required_sparsity(plan) -> int:
@@ -90,9 +100,11 @@ class SearchSpace:
         choices["sparsest_n"] = tuple(n for n in N_OF_16 if n <= need_n or n == 16)
         cores = min(part.max_cores, max_cores or part.max_cores)
         choices["num_cores"] = tuple(range(1, cores + 1))
-        choices["mem_channels"] = tuple(c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels
-                                        and part.mem_channels % c == 0)
-        choices["axi_masters"] = tuple(g for g in MASTERS if g <= max(choices["mem_channels"]))
+        channels = [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= part.mem_channels and part.mem_channels % c == 0]
+        per_slr = slr_channels(part)
+        choices["mem_channels"] = tuple(sorted({*channels, *([per_slr] if per_slr else [])}))
+        choices["axi_masters"] = tuple(sorted({*(g for g in MASTERS if g <= max(choices["mem_channels"])),
+                                               *([per_slr] if per_slr else [])}))
         choices["clock_mhz"] = part.clock_mhz  # (narrowed below to what the timing estimate supports)
         asked_clocks = None
         for name, values in (overrides or {}).items():
@@ -121,7 +133,8 @@ class SearchSpace:
     def config(self, params: dict, name: str = "dse") -> HardwareConfig:
         p = self.part
         channels = int(params["mem_channels"])
-        masters = min(int(params["axi_masters"]), channels)  # a power of two no more than the channels
+        # no more masters than channels, and a whole number of channels a master (24 masters on 32 channels: 8)
+        masters = math.gcd(min(int(params["axi_masters"]), channels), channels)
         return self.base.replace(
             axi_masters=masters, lane_slots=int(params["lane_slots"]), name=name, clock_mhz=float(params["clock_mhz"]),
             num_cores=min(int(params["num_cores"]), masters),  # every core has masters of its own
