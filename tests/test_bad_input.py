@@ -201,3 +201,28 @@ def test_bad_input_is_one_error_line_naming_what_is_wrong(case: Case, inputs: In
     if case.out:
         leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(case.out)]
         assert not leftovers, f"left behind: {leftovers}"
+
+
+def test_a_model_past_the_configs_memory_is_refused_with_what_makes_room():
+    """hbm4's 4 channels of 16 MiB against 8 layers of 16 MiB of INT8 weights: the compiler names the region, the
+    channel, the memory the config has in all and what makes room, and on u280 that the preset streams from 24 of
+    the card's 32 channels."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.errors import UnsupportedError
+    from flightc.models.seeded import random_model
+
+    model = random_model("llama", 1, num_hidden_layers=8, hidden_size=1024, intermediate_size=4096,
+                         num_attention_heads=8, num_key_value_heads=8)
+    with pytest.raises(UnsupportedError) as e:
+        compile_model(model, "hbm4", CompressionPlan.parse("w8"), max_len=16, max_prefill=4, prefill_lengths=[4],
+                      weights=False)
+    msg = str(e.value)
+    assert "does not fit channel" in msg and "(16 MiB) of preset 'hbm4': its 4 channels hold 0.0625 GiB" in msg
+    assert "fewer weight bits (--bits, --layer), a shorter --max-len or a config with more memory" in msg
+    assert "of the card's" not in msg
+    u280 = PRESETS["u280"].replace(mem_channel_mib=4)  # the u280's 24 channels at 4 MiB: 96 MiB between them
+    with pytest.raises(UnsupportedError, match=r"its 24 channels hold 0\.09375 GiB in all \(the u280 preset streams "
+                                               r"from 24 of the card's 32 channels: docs/dse\.md\)"):
+        compile_model(model, u280, CompressionPlan.parse("w8"), max_len=16, max_prefill=4, prefill_lengths=[4],
+                      weights=False)

@@ -25,6 +25,7 @@ from flightc.compress.packing import pack_weight
 from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
 from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
+from flightc.parts import PARTS
 from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
@@ -187,13 +188,24 @@ class _Allocator:
         """The least-filled of the core's channels: consecutive tiles spread out, big tables are balanced."""
         return min(core_channels(self.cfg, core), key=lambda ch: (self.map.extent[ch], ch))
 
+    def _full(self, what: str, channel: int) -> UnsupportedError:
+        """Why ``what`` has no room on ``channel``, with the memory the config has and what makes more room."""
+        cfg = self.cfg
+        total = cfg.mem_channels * cfg.mem_channel_mib / 1024
+        part = PARTS.get(cfg.name)
+        unused = (f" (the {cfg.name} preset streams from {cfg.mem_channels} of the card's {part.mem_channels} "
+                  f"channels: docs/dse.md)" if part is not None and part.mem_channels > cfg.mem_channels else "")
+        return UnsupportedError(f"memory: {what} does not fit channel {channel} ({cfg.mem_channel_mib} MiB) of preset "
+                                f"{cfg.name!r}: its {cfg.mem_channels} channels hold {total:g} GiB in all{unused}; "
+                                f"fewer weight bits (--bits, --layer), a shorter --max-len or a config with more "
+                                f"memory make room")
+
     def _place(self, name: str, kind: RegionKind, nbytes: int, channel: int | None) -> Region:
         if channel is None:
             channel = self.channel_of(0)
         addr = -(-self.map.extent[channel] // ALIGN) * ALIGN
         if addr + nbytes > self.cfg.mem_channel_bytes:
-            raise UnsupportedError(f"memory: {name} ({nbytes} bytes) does not fit channel {channel} "
-                                   f"({self.cfg.mem_channel_mib} MiB) of preset {self.cfg.name!r}")
+            raise self._full(f"{name} ({nbytes} bytes)", channel)
         region = Region(name, kind, channel, addr, nbytes)
         self.map.regions[name] = region
         self.map.extent[channel] = addr + nbytes
@@ -227,9 +239,7 @@ class _Allocator:
         spans = stripe_layout(region.channel, addr, nbytes, region.stripe, unit)
         for ch, _, n in spans:
             if addr + n > self.cfg.mem_channel_bytes:
-                raise UnsupportedError(f"memory: {name} ({nbytes} bytes striped over channels {channels[0]}.."
-                                       f"{channels[-1]}) does not fit channel {ch} ({self.cfg.mem_channel_mib} MiB) of "
-                                       f"preset {self.cfg.name!r}")
+                raise self._full(f"{name} ({nbytes} bytes striped over channels {channels[0]}..{channels[-1]})", ch)
         self.map.regions[name] = region
         units = None
         if self.images:
@@ -249,9 +259,7 @@ class _Allocator:
         region = Region(name, kind, channels[0], addr, nbytes, len(channels), unit)
         for ch, _, n in stripe_layout(region.channel, addr, nbytes, region.stripe, unit):
             if addr + n > self.cfg.mem_channel_bytes:
-                raise UnsupportedError(f"memory: {name} ({nbytes} bytes striped over channels {channels[0]}.."
-                                       f"{channels[-1]}) does not fit channel {ch} ({self.cfg.mem_channel_mib} MiB) "
-                                       f"of preset {self.cfg.name!r}")
+                raise self._full(f"{name} ({nbytes} bytes striped over channels {channels[0]}..{channels[-1]})", ch)
             self.map.extent[ch] = addr + n
         self.map.regions[name] = region
         return region
