@@ -412,20 +412,21 @@ _TINY = {**_ONE, "axi_outstanding": 4, "axi_write_outstanding": 4, "mem_latency_
 
 PRESETS: dict[str, HardwareConfig] = {
     # Alveo U280, three cores, a core an SLR (FlightLLM's layout; bitstreams/vitis.py core_slrs places them), each
-    # with 8 masters on 8 of the HBM's pseudo-channels: 24 of the 32 (FlightLLM's U280 demo writes its decode outputs
-    # on 25, docs/deploy.md), since SLR0, where the HBM and every master's platform converters attach, has no
-    # room for a core of 16 masters beside them (docs/dse.md: 117% of SLR0's LUTs with the 32 channels' converters),
-    # nor SLR0-SLR1's super long lines for many more masters in the other cores (598 wires each). A lane group of 64 DSP48E2 on each
-    # master for the streamed MVs that carry decode and prompts (linear layers and attention), and a small MPE of
-    # 2 x 16 DSP48E2 a core for the MVs and MMs through a buffer (the 7B models' programs use none). Dense weights
-    # only: with 4-bit positions 8:16 INT4 streams the bytes of dense INT4, so on this bandwidth-bound card its
-    # zero insertion (a multiplexer a lane group's slot) buys no time and costs LUTs the part does not have
-    # (docs/deploy.md); an 8:16 plan is pruned 8:16 and stored dense, zeros where pruned (WeightFormat.stored_for).
-    # Bitmasks, which do save bytes, wait on a cheaper zero insertion (docs/compression.md). 8 SFU lanes a core,
-    # which the SFU streams a chunk a cycle (docs/performance.md: 16 decode 1.3% faster for 84K LUT more, over 70%
-    # of the dynamic region), with a divider of two quotient bits a cycle (a step of four is past 225 MHz's logic
-    # levels, tests/test_timing.py). Memory from the parts table (flightc/parts.py): HBM2 pseudo-channels of
-    # 14.375 GB/s, 24 x 14.375 = 345 GB/s, a 64-byte master per pseudo-channel.
+    # with 8 masters on 8 of the HBM's pseudo-channels: 24 of the 32 (FlightLLM's U280 demo writes its decode
+    # outputs on 25, docs/deploy.md), since SLR0, where the HBM and every master's platform converters attach, has
+    # no room for a core of 16 masters beside them (docs/dse.md: 117% of SLR0's LUTs with the 32 channels'
+    # converters), nor SLR0-SLR1's super long lines for many more masters in the other cores (598 wires each). A
+    # lane group of 64 DSP48E2 on each master for the streamed MVs that carry decode and prompts (linear layers and
+    # attention), and a small MPE of 2 x 16 DSP48E2 a core for the MVs and MMs through a buffer (the 7B models'
+    # programs use none). Dense weights only: with 4-bit positions 8:16 INT4 streams the bytes of dense INT4, so on
+    # this bandwidth-bound card its zero insertion (a multiplexer a lane group's slot) buys no time and costs LUTs
+    # the part does not have (docs/deploy.md); an 8:16 plan is pruned 8:16 and stored dense, zeros where pruned
+    # (WeightFormat.stored_for). Bitmasks, which do save bytes, wait on a cheaper zero insertion
+    # (docs/compression.md). 8 SFU lanes a core, which the SFU streams a chunk a cycle (docs/performance.md: 16
+    # decode 1.3% faster for 84K LUT more, over 70% of the dynamic region), with a divider of two quotient bits a
+    # cycle (a step of four is past 225 MHz's logic levels, tests/test_timing.py). Memory from the parts table
+    # (flightc/parts.py): HBM2 pseudo-channels of 14.375 GB/s, 24 x 14.375 = 345 GB/s, a 64-byte master per
+    # pseudo-channel.
     "u280": HardwareConfig(name="u280", clock_mhz=225.0, num_cores=3, mpe_chains=2, chain_length=16, sfu_lanes=8,
                            **{**PARTS["u280"].memory_fields(), "mem_channels": 24}, act_buffer_kib=256,
                            wgt_buffer_kib=1024, acc_buffer_kib=512, prm_buffer_kib=768, kv_buffer_kib=1024,

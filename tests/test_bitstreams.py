@@ -162,10 +162,10 @@ def test_link_map_puts_every_master_on_the_channels_its_data_is_in():
 
 
 def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
-    """The u280's 32 channels as three cores (tests/cards.py): kernel.xml declares the card's 32 master ports, one
-    per HBM pseudo-channel, in runs of 16, 8 and 8 (a core each); each port is linked to its own bank and the other cores' banks its core reaches
-    through it, each core's own copies of the arguments (suffix _c1, in its register window) belong to its own
-    ports, and a channel's argument to the port whose banks hold it."""
+    """The u280's 32 channels as three cores (tests/cards.py): kernel.xml declares the card's 32 master ports, one per
+    HBM pseudo-channel, in runs of 16, 8 and 8 (a core each); each port is linked to its own bank and the other
+    cores' banks its core reaches through it, each core's own copies of the arguments (suffix _c1, in its register
+    window) belong to its own ports, and a channel's argument to the port whose banks hold it."""
     import xml.etree.ElementTree as ET
 
     from flightc.bitstreams.vitis import link_cfg
@@ -200,16 +200,16 @@ def test_every_cores_masters_are_linked_and_carry_their_cores_arguments():
 
 def test_a_three_core_flow_places_a_core_per_slr_and_counts_the_wires_between(tmp_path):
     """`flightc hw bitstream --board u280` on three cores: kernel, link map, a floorplan with a pblock per core (core c
-    in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across each
-    SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three cores
-    cores 1 and 2 (8 masters each) cross with their masters' read channels (598 wires a 512-bit master: ar 80, r 518),
-    their writes as ST's two writers' pairs (1,310: a valid, a ready and two parts of 654 = an address and a beat
-    offered 2, a master 3, the burst 72, the beat 577), a response pulse a master (8) and a link of 491 (an argument
-    write 39 = valid 1, word 6 of 52: 24 channels' 64-bit bases and 4 more, data 32; start, finish, seven counters
-    of 64, barrier request and go): 6,593 apiece, both across SLR0-SLR1 (13,186, under the about 16.8K super long
-    lines there) and core 2's across SLR1-SLR2. The flow itself on tiny as three cores (a 64-bit master each: reads 150, write pairs 298, a response,
-    links with 16 argument words: 489; 938 a core), its files as the flow writes them (the kernel's Verilog left out:
-    tests/rtl/test_rtl_axi.py builds it)."""
+    in SLR c) that the Makefile hands Vivado before placement, no SLR of the compute unit's own; the wires across
+    each SLR boundary counted by hand, and checked in Vivado against the device's super long lines. On u280 as three
+    cores cores 1 and 2 (8 masters each) cross with their masters' read channels (598 wires a 512-bit master: ar 80,
+    r 518), their writes as ST's two writers' pairs (1,310: a valid, a ready and two parts of 654 = an address and a
+    beat offered 2, a master 3, the burst 72, the beat 577), a response pulse a master (8) and a link of 491 (an
+    argument write 39 = valid 1, word 6 of 52: 24 channels' 64-bit bases and 4 more, data 32; start, finish, seven
+    counters of 64, barrier request and go): 6,593 apiece, both across SLR0-SLR1 (13,186, under the about 16.8K super
+    long lines there) and core 2's across SLR1-SLR2. The flow itself on tiny as three cores (a 64-bit master each:
+    reads 150, write pairs 298, a response, links with 16 argument words: 489; 938 a core), its files as the flow
+    writes them (the kernel's Verilog left out: tests/rtl/test_rtl_axi.py builds it)."""
     from flightc.bitstreams.vitis import floorplan_tcl, link_cfg, makefile, slr_crossings
 
     assert PRESETS["u280"].num_cores == 3

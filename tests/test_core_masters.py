@@ -59,9 +59,9 @@ def test_a_core_needs_masters_of_its_own_and_the_rtl_runs_a_power_of_two_each():
 
 
 def test_a_cores_striped_row_fills_its_own_banks_a_lane_a_master():
-    """Core 1 of the u280's 32 channels as three cores: its banked PRM is a bank per master of its own eight, so a row striped over
-    its channels lands a stripe unit per bank however many rounds it takes (each of its LD lanes moves its share,
-    several times as fast as lane 0 alone); a stripe over another core's channels is lane 0's."""
+    """Core 1 of the u280's 32 channels as three cores: its banked PRM is a bank per master of its own eight, so a row
+    striped over its channels lands a stripe unit per bank however many rounds it takes (each of its LD lanes moves
+    its share, several times as fast as lane 0 alone); a stripe over another core's channels is lane 0's."""
     core = U280X3.core(1)
     sb = core.stripe_bytes
     period, offset = own_bank_place(core, 16)

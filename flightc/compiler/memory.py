@@ -25,11 +25,11 @@ from flightc.compress.packing import pack_weight
 from flightc.compress.stream import ImageRows, StreamShape, image_cols, image_rows, record_columns, stream_image
 from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import UnsupportedError
-from flightc.parts import PARTS
 from flightc.hw.axi_rules import LD_IN_FLIGHT
 from flightc.ir.graph import GraphIR, OpKind
 from flightc.isa.footprint import stripe_layout
 from flightc.isa.table import BY_NAME, OutMode
+from flightc.parts import PARTS
 from flightc.records import NORM, ROPE
 from flightc.rope import RopeScaling
 

@@ -68,10 +68,10 @@ MASTERS = (1, 2, 4, 8, 16, 32, 64)
 def slr_channels(part: Part) -> int | None:
     """On a part of several SLRs whose channels a core an SLR cannot split into equal powers of two, the most
     channels they can (u280: 3 x 8 = 24, the split the preset uses, docs/dse.md); else None."""
-    if part.slrs < 2:
+    if part.slrs < 2 or part.mem_channels < part.slrs:
         return None
-    p = 1 << (part.mem_channels // part.slrs).bit_length() - 1
-    return part.slrs * p if part.slrs * p != part.mem_channels and p >= 1 else None
+    split = part.slrs * (1 << (part.mem_channels // part.slrs).bit_length() - 1)
+    return split if split != part.mem_channels else None
 
 
 def required_sparsity(plan) -> int:
