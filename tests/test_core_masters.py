@@ -11,7 +11,6 @@ from flightc.sim.perf.load import load_cycles
 from cards import U280_32
 from test_memory_model import striped_load
 
-U280X3 = U280_32  # the u280's three cores on all 32 channels: runs of 16, 8 and 8
 
 
 def test_the_u280_preset_is_three_cores_of_8_masters_on_24_channels():
@@ -27,8 +26,8 @@ def test_the_u280_preset_is_three_cores_of_8_masters_on_24_channels():
 
 
 def test_the_cards_32_masters_over_three_cores_run_16_8_and_8():
-    assert U280X3.master_runs == ((0, 16), (16, 8), (24, 8))
-    views = [U280X3.core(c) for c in range(3)]
+    assert U280_32.master_runs == ((0, 16), (16, 8), (24, 8))
+    views = [U280_32.core(c) for c in range(3)]
     assert all(isinstance(v, CoreView) and v.num_cores == 1 for v in views)
     assert [(v.first_master, v.axi_masters, v.kernel_masters) for v in views] == [(0, 16, 32), (16, 8, 32),
                                                                                   (24, 8, 32)]
@@ -37,9 +36,9 @@ def test_the_cards_32_masters_over_three_cores_run_16_8_and_8():
     # a core's own channel through its own master; another core's through the master of its index modulo the run
     assert views[1].master_of(19) == 3 and views[1].master_of(3) == 3 and views[1].master_of(12) == 4
     assert views[0].master_of(20) == 4 and views[2].master_of(24) == 0
-    assert Kernel.ports(U280X3).members["axi"].dimensions == (32,)  # a port per HBM pseudo-channel
+    assert Kernel.ports(U280_32).members["axi"].dimensions == (32,)  # a port per HBM pseudo-channel
     # core 1's master 3 (kernel port 19) carries its own PC 19 and the others' 3, 11 and 27
-    assert master_reach(U280X3, 19) == [3, 11, 19, 27]
+    assert master_reach(U280_32, 19) == [3, 11, 19, 27]
     # the cores' views differ, so each is generated apart (cached by its hash); one core's view is the config
     assert len({v.hash for v in views}) == 3
     one = U280_32.replace(num_cores=1).core(0)
@@ -55,14 +54,14 @@ def test_a_core_needs_masters_of_its_own_and_the_rtl_runs_a_power_of_two_each():
     assert [five.core(1).master_of(ch) for ch in range(5)] == [1, 2, 0, 1, 2]
     with pytest.raises(ConfigError, match="core 1's 3 masters from master 2: a core's masters must be a power of two"):
         check_rtl_config(five)
-    check_rtl_config(U280X3)
+    check_rtl_config(U280_32)
 
 
 def test_a_cores_striped_row_fills_its_own_banks_a_lane_a_master():
     """Core 1 of the u280's 32 channels as three cores: its banked PRM is a bank per master of its own eight, so a row
     striped over its channels lands a stripe unit per bank however many rounds it takes (each of its LD lanes moves
     its share, several times as fast as lane 0 alone); a stripe over another core's channels is lane 0's."""
-    core = U280X3.core(1)
+    core = U280_32.core(1)
     sb = core.stripe_bytes
     period, offset = own_bank_place(core, 16)
     assert (period, offset) == (8 * sb, 0)
@@ -74,6 +73,6 @@ def test_a_cores_striped_row_fills_its_own_banks_a_lane_a_master():
     mine = prm(2 * period, 16)
     assert own_banks(core, mine)
     assert not own_banks(core, prm(2 * period, 0))  # core 0's channels
-    assert not own_banks(U280X3.core(0), mine)  # not core 0's
+    assert not own_banks(U280_32.core(0), mine)  # not core 0's
     lane0 = load_cycles(core, prm(2 * period + sb, 16))  # a unit off
     assert 4 < lane0 / load_cycles(core, mine) <= 8
