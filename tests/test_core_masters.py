@@ -12,7 +12,6 @@ from cards import U280_32
 from test_memory_model import striped_load
 
 
-
 def test_the_u280_preset_is_three_cores_of_8_masters_on_24_channels():
     u = PRESETS["u280"]
     assert u.master_runs == ((0, 8), (8, 8), (16, 8))
