@@ -46,7 +46,7 @@ def _cfg(name: str, base: str = "tiny", **fields):
     if base == "u280":  # the fields it had when the runs on it were measured: one core of four chains, decoding
         # 8:16 as positions (three cores of two chains and dense lane groups since 2026-12-07)
         fields = {"sparse_encodings": (SparseEncoding.POSITIONS,), "num_cores": 1, "mpe_chains": 4,
-                  **patterns(8), **fields}
+                  "sparse_bits": (2, 3, 4, 8), **patterns(8), **fields}
     return PRESETS[base].replace(name=name, **fields)
 
 
@@ -97,12 +97,21 @@ RUNS = [
     ("lane-feed-B64-n2", "lane_feed", False, "u280", dict(**_beat(64), **patterns(2)), ()),
     ("lane-feed-B64-n8", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8)), ()),
     ("lane-feed-B8-n2", "lane_feed", False, "u280", dict(**_beat(8), **patterns(2)), ()),
-    ("lane-feed-B32-n4", "lane_feed", True, "u280", dict(**_beat(32), **patterns(4)), ()),
+    ("lane-feed-B32-n4", "lane_feed", False, "u280", dict(**_beat(32), **patterns(4)), ()),
     # positions and bitmasks (ISA 1.10): the lane group's zero insertion by a count of mask bits, the feed's chunks
     # that straddle beats (48 bytes of W4 8:16 with a bitmask)
     ("lane-group-S64-n8-pm", "lane_group", False, "u280", dict(**patterns(8), sparse_encodings=_PM), ()),
     ("lane-group-S64-n2-pm", "lane_group", False, "u280", dict(**patterns(2), sparse_encodings=_PM), ()),
     ("lane-group-S64-n8-m", "lane_group", True, "u280", dict(**patterns(8), sparse_encodings=_PM[1:]), ()),
+    # N:M stored at 4 bits alone (sparse_bits): the zero insertion moves 4-bit values
+    ("lane-group-S64-n8-m-b4", "lane_group", False, "u280",
+     dict(**patterns(8), sparse_encodings=_PM[1:], sparse_bits=(4,)), ()),
+    ("lane-group-S64-n8-pm-b4", "lane_group", True, "u280", dict(**patterns(8), sparse_encodings=_PM, sparse_bits=(4,)),
+     ()),
+    ("lane-feed-B64-dense", "lane_feed", False, "u280", dict(**_beat(64), **patterns(16)), ()),
+    ("lane-feed-B64-n8-m", "lane_feed", True, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM[1:]), ()),
+    ("lane-feed-B64-n8-m-b4", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM[1:],
+                                                             sparse_bits=(4,)), ()),
     ("lane-feed-B64-n8-pm", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM), ()),
     ("lane-feed-S128-B64-n8-pm", "lane_feed", False, "u280",
      dict(**_beat(64), **patterns(8), lane_slots=128, lane_act_kib=64, sparse_encodings=_PM), ()),

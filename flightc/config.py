@@ -72,6 +72,8 @@ class HardwareConfig:
     sparse_encodings: tuple[SparseEncoding, ...]  # how a sparse weight's kept positions may be stored: those the
     # dequantizers decode (the compiler picks the fewest bytes among them per layer)
     weight_bits: tuple[int, ...]  # widths the dequantizer turns into INT8 operands
+    sparse_bits: tuple[int, ...]  # the widths among them stored N:M (the others dense, an N:M plan pruned and stored
+    # with zeros): a lane group's zero insertion is as wide as the widest (hw/lane_group.py)
     acc_bits: int  # accumulator width of a DSP chain
     # --- off-chip memory ---
     mem_kind: MemoryKind
@@ -126,6 +128,9 @@ class HardwareConfig:
         if bad_bits or 8 not in self.weight_bits:
             raise ConfigError(f"config {self.name!r}: weight_bits {self.weight_bits} must be drawn from "
                               f"(2, 3, 4, 8) and include 8")
+        if not self.sparse_bits or not set(self.sparse_bits) <= {2, 3, 4, 8}:
+            raise ConfigError(f"config {self.name!r}: sparse_bits {self.sparse_bits} must name one or more widths "
+                              f"of (2, 3, 4, 8)")
         if self.lane_slots % LANE_SLOTS_STEP:
             raise ConfigError(f"config {self.name!r}: lane_slots {self.lane_slots} must be a multiple of "
                               f"{LANE_SLOTS_STEP} (whole bytes of every weight format's chunk)")
@@ -310,6 +315,7 @@ class HardwareConfig:
         d["mem_kind"] = self.mem_kind.value
         d["sparse_n"] = list(self.sparse_n)
         d["weight_bits"] = list(self.weight_bits)
+        d["sparse_bits"] = list(self.sparse_bits)
         for name in _NAMED:
             d[name] = [e.name for e in getattr(self, name)]
         return d
@@ -333,7 +339,7 @@ class HardwareConfig:
         for f in dataclasses.fields(cls):
             want = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(f.type))
             v = d[f.name]
-            if f.name in ("sparse_n", "weight_bits"):
+            if f.name in ("sparse_n", "weight_bits", "sparse_bits"):
                 if not isinstance(v, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool)
                                                                for x in v):
                     raise ConfigError(f"hardware config: {f.name} = {v!r} must be a list of integers")
@@ -395,7 +401,7 @@ def _core_view(cfg: HardwareConfig, c: int) -> CoreView:
 # 32 let ST send at its own pace), 8 elsewhere; each costs ST a counter step and the bench memory a response slot.
 _COMMON = dict(macs_per_dsp=2, dsp_group=2, lane_slots=64, lane_act_kib=32, sparse_m=16, sparse_n=(2, 4, 8, 16), supports_2_4=True,
                sparse_encodings=(SparseEncoding.POSITIONS,),
-               weight_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
+               weight_bits=(2, 3, 4, 8), sparse_bits=(2, 3, 4, 8), acc_bits=32, token_fifo_depth=4095,
                unit_queue_depth=4, axi_burst_beats=16, axi_outstanding=8, axi_write_outstanding=8,
                mem_latency_cycles=64, lane_fifo_beats=512,
                sfu_div_bits=72, sfu_sqrt_bits=64, banked_buffers=(Buffer.WGT, Buffer.PRM, Buffer.KV))

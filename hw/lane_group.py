@@ -56,7 +56,7 @@ def config_kinds(cfg: HardwareConfig) -> Kinds:
     """The formats ``cfg``'s compiler accepts, so the only ones its lane groups need to dequantize: every sparsity
     pattern and every encoding of its positions costs each slot a zero-insertion mux."""
     return tuple((bits, n, m, e) for bits in WEIGHT_BITS.values() if bits in cfg.weight_bits
-                 for n, m in SPARSITY_NM.values() if pattern_supported(cfg, n, m)
+                 for n, m in SPARSITY_NM.values() if pattern_supported(cfg, n, m, bits)
                  for e in (cfg.sparse_encodings if n != m else (SparseEncoding.POSITIONS,)))
 
 
@@ -128,17 +128,23 @@ class LaneGroup(wiring.Component):
         row stores nothing): first each stored value and position (or mask bit) out of its format's bit fields,
         then, by the N:M pattern and the encoding alone, each column picks the stored value that is its own (zero
         insertion): the one whose position is the column's, or, from a bitmask, the one the count of the block's
-        set bits before the column names, where the column's own bit is set. The counts are taken a cycle ahead,
-        from the ``arriving`` chunk (stage 0), and registered beside it: counting and choosing in one cycle is
-        deeper than 225 MHz allows."""
+        set bits before the column names, where the column's own bit is set. The counts are taken a cycle ahead, from
+        the ``arriving`` chunk (stage 0), and registered beside it: counting and choosing in one cycle is deeper
+        than 225 MHz allows (a one-hot choice registered instead: 9% fewer LUTs, 8.5 levels, measured). The
+        insertion moves only the sparse formats' values, as wide as the widest of them (``sparse_bits``), and
+        sign-extends the one it chose."""
         S = self.slots
         vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
+        fmts = formats(S, self.kinds)
+        # the zero insertion is as wide as the widest format stored N:M: their values sign-extended to it and back
+        # are the same numbers (their values apart from the dense formats' columns: 4% more LUTs by positions)
+        width = max([f[3].bits for f in fmts if f[3].sparse], default=8)
         mask = [Signal(S, name=f"mask{r}") for r in range(2)]
         mask0 = [Signal(S, name=f"mask0_{r}") for r in range(2)]  # the arriving chunk's
-        key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, formats(S, self.kinds))
+        key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, fmts)
         with m.Switch(key):
-            for f in formats(S, self.kinds):
+            for f in fmts:
                 _, _, enc, fmt = f
                 with m.Case(case(f)):
                     vb, ib = row_part_bytes(fmt, S)
@@ -153,13 +159,20 @@ class LaneGroup(wiring.Component):
                         if fmt.sparse and enc is SparseEncoding.BITMASK:
                             m.d.comb += [mask[r].eq(part[8 * vb:8 * vb + S]),
                                          mask0[r].eq(arriving.payload.bytes[at + 8 * vb:at + 8 * vb + S])]
-        present = {(sp, enc) for _, sp, enc, f in formats(S, self.kinds)}
-        # each column's count of its block's set bits before it, per row, taken from the arriving chunk's mask
-        counted = sorted({sp for sp, enc in present if enc is SparseEncoding.BITMASK})
+        present = {(sp, enc) for _, sp, enc, f in fmts}
+
+        def candidates(c: int, n: int, block: int) -> range:
+            # a block's stored values ascend by position (an ISA rule), so the j-th lies in columns
+            # j .. block - n + j of its block: only those can land in column c
+            local = c % block
+            return range(max(0, local - (block - n)), min(local, n - 1) + 1)
+
+        # from a bitmask: each column's count of its block's set bits before it, per row, taken from the arriving
+        # chunk's mask and registered beside it
         before = [[Signal(range(SEGMENT + 1), name=f"before{r}_{c}") for c in range(S)] for r in range(2)]
         with m.If(arriving.valid):
             with m.Switch(self.sparsity):
-                for sp in counted:
+                for sp in sorted({sp for sp, enc in present if enc is SparseEncoding.BITMASK}):
                     n, block = SPARSITY_NM[sp]
                     with m.Case(int(sp)):
                         for r in range(2):
@@ -178,22 +191,20 @@ class LaneGroup(wiring.Component):
                             if n == block:
                                 m.d.comb += q[c].eq(vals[r][c])
                                 continue
-                            # the block's stored values, ascending by position (an ISA rule), so the j-th lies in
-                            # columns j .. block - n + j of its block: only those can land in column c
                             first, local = (c // block) * n, c % block
-                            js = range(max(0, local - (block - n)), min(local, n - 1) + 1)
-                            by_pos = tree([Mux(pos[r][first + j] == local, vals[r][first + j], 0) for j in js],
+                            js = candidates(c, n, block)
+                            narrow = [vals[r][first + j][:width] for j in js]
+                            by_pos = tree([Mux(pos[r][first + j] == local, v, 0) for j, v in zip(js, narrow)],
                                           lambda x, y: x | y)
                             if (sp, SparseEncoding.BITMASK) not in present:
-                                m.d.comb += q[c].eq(by_pos)
+                                m.d.comb += q[c].eq(by_pos.as_signed())
                                 continue
-                            # a bitmask: the set bits before the column in its block count the stored values before
-                            by_bits = tree([Mux(mask[r][c] & (before[r][c] == j), vals[r][first + j], 0) for j in js],
+                            by_bits = tree([Mux(mask[r][c] & (before[r][c] == j), v, 0) for j, v in zip(js, narrow)],
                                            lambda x, y: x | y)
                             if (sp, SparseEncoding.POSITIONS) not in present:
-                                m.d.comb += q[c].eq(by_bits)
+                                m.d.comb += q[c].eq(by_bits.as_signed())
                             else:
-                                m.d.comb += q[c].eq(Mux(by_mask, by_bits, by_pos))
+                                m.d.comb += q[c].eq(Mux(by_mask, by_bits, by_pos).as_signed())
 
     def elaborate(self, platform):
         m = Module()

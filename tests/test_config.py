@@ -73,6 +73,8 @@ def test_derived_values_of_the_presets_by_hand():
     (dict(chain_length=7), "multiple of dsp_group"),
     (dict(weight_bits=(4, 5, 8)), "weight_bits"),
     (dict(sparse_n=(3, 16)), "sparse_n"),
+    (dict(sparse_bits=()), "sparse_bits"),
+    (dict(sparse_bits=(5,)), r"sparse_bits \(5,\) must name one or more widths"),
     (dict(num_cores=0), "positive"),
     (dict(axi_data_bytes=12), "axi_data_bytes 12 must be a power of two"),
     (dict(axi_burst_beats=300), "exceeds AXI4's 256"),

@@ -342,3 +342,18 @@ def test_a_group_built_for_the_u280s_formats_is_exact_on_them():
     sparse = config_kinds(PRESETS["u280"].replace(num_cores=1, sparse_n=(8, 16)))
     assert {(n, m) for _, n, m, _ in sparse} == {(16, 16), (8, 16)}
     _check(_jobs(rng, 1024, [WeightFormat(4, 8, 16, 128), WeightFormat(8)]), sparse)
+
+
+def test_a_group_storing_n_m_at_4_bits_alone_inserts_4_bit_values_exactly():
+    """``sparse_bits`` (4,): only W4 is stored 8:16, so the zero insertion moves 4-bit values and sign-extends the
+    one it chose; dense W3 and W8 beside it, and every stored q at its minimum (-8 sign-extended), stay exact."""
+    from flightc.config import PRESETS
+    from flightc.hw.lane_group import config_kinds
+
+    B = SparseEncoding.BITMASK
+    cfg = PRESETS["u280"].replace(sparse_n=(8, 16), sparse_bits=(4,), sparse_encodings=(B,))
+    kinds = config_kinds(cfg)
+    assert {(b, n) for b, n, _, _ in kinds if n != 16} == {(4, 8)}
+    rng = np.random.default_rng(12)
+    jobs = _jobs(rng, 1024, [WeightFormat(4, 8, 16, 128, B), WeightFormat(3, group=64), WeightFormat(8)])
+    _check(jobs, kinds)

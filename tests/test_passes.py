@@ -12,7 +12,7 @@ from flightc.compiler.memory import StreamPlan, output_tile_rows, place
 from flightc.compiler.tokens import insert_tokens
 from flightc.compress.plan import CompressionPlan
 from flightc import numerics as nm
-from flightc.config import PRESETS, Buffer
+from flightc.config import PRESETS, Buffer, SparseEncoding
 from flightc.errors import UnsupportedError
 from flightc.frontend.hf import load_hf
 from flightc.ir.graph import OpKind
@@ -50,6 +50,25 @@ def test_compress_rejects_a_width_the_preset_lacks():
     g = load_hf(torch_model("tiny-llama"))
     with pytest.raises(UnsupportedError, match=r"layer L0\.q_proj: 3-bit weights"):
         compress(g, CompressionPlan.parse("w3g32"), PRESETS["tiny"].replace(weight_bits=(4, 8)))
+
+
+def test_n_m_at_a_width_the_preset_stores_dense_is_pruned_and_stored_dense(caplog):
+    """``sparse_bits`` (4,): a W3 8:16 plan is pruned 8:16 and stored as dense W3 (a warning names the layers and
+    sparse_bits), a W4 8:16 plan stays 8:16, and a W3 8:16 format asked of the hardware directly is refused by name."""
+    import logging
+
+    from flightc.compress.formats import WeightFormat
+
+    cfg = PRESETS["tiny"].replace(sparse_n=(8, 16), supports_2_4=False, sparse_bits=(4,))
+    g = load_hf(torch_model("tiny-llama"))
+    with caplog.at_level(logging.WARNING, logger="flightc.compiler.compress"):
+        out = compress(g, CompressionPlan.parse("w3g32s8:16"), cfg, values=False)
+    assert out.node("L0.q_proj")["qweight"].fmt == WeightFormat(3, group=32)
+    assert "decodes no 8:16 sparse weights of 3 bits" in caplog.text and "sparse_bits" in caplog.text
+    out = compress(g, CompressionPlan.parse("w4g32s8:16"), cfg, values=False)
+    assert (out.node("L0.q_proj")["qweight"].fmt.n, out.node("L0.q_proj")["qweight"].fmt.m) == (8, 16)
+    with pytest.raises(UnsupportedError, match=r"layer L0\.q_proj: 3-bit weights with 8:16 .*\(sparse_bits\)"):
+        WeightFormat(3, 8, 16, 32, SparseEncoding.POSITIONS).check(cfg, "L0.q_proj", 128)
 
 
 def test_calibrate_records_the_ranges_the_model_reaches(stages):

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from flightc.compiler.memory import chosen_format
-from flightc.compress.formats import SparseEncoding, WeightFormat
+from flightc.compress.formats import SparseEncoding, WeightFormat, pattern_supported
 from flightc.compress.method import Method, Solver
 from flightc.compress.obs import MaskSelect, hessian, obs_quantize
 from flightc.compress.plan import CompressionPlan
@@ -112,11 +112,13 @@ def _as_stored(qw: QuantWeight, fmt: WeightFormat) -> QuantWeight:
 
 def _say_stored_dense(cfg: HardwareConfig, pruned: dict[str, WeightFormat]) -> None:
     """Log the layers pruned to a pattern ``cfg`` does not decode, which it stores dense (a warning, not silence)."""
-    for pattern in sorted({(f.n, f.m) for f in pruned.values()}):
-        names = [n for n, f in pruned.items() if (f.n, f.m) == pattern]
-        log.warning("preset %r decodes no %d:%d sparse weights: %d layers (%s%s) pruned %d:%d are stored dense, "
-                    "their pruned weights as zeros (the same results, at the bytes of their dense width)", cfg.name,
-                    *pattern, len(names), names[0], ", ..." if len(names) > 1 else "", *pattern)
+    for bits, n, m in sorted({(f.bits, f.n, f.m) for f in pruned.values()}):
+        names = [name for name, f in pruned.items() if (f.bits, f.n, f.m) == (bits, n, m)]
+        which = (f"{n}:{m} sparse weights of {bits} bits (it stores N:M at {list(cfg.sparse_bits)} bits: sparse_bits)"
+                 if pattern_supported(cfg, n, m) else f"{n}:{m} sparse weights")
+        log.warning("preset %r decodes no %s: %d layers (%s%s) pruned %d:%d are stored dense, their pruned weights "
+                    "as zeros (the same results, at the bytes of their dense width)", cfg.name, which, len(names),
+                    names[0], ", ..." if len(names) > 1 else "", n, m)
 
 
 def _compress_sequentially(out: GraphIR, chosen: dict[str, WeightFormat], method: Method, calibration: np.ndarray,

@@ -21,9 +21,11 @@ def q_range(bits: int) -> tuple[int, int]:
     return (-127, 127) if bits == 8 else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
-def pattern_supported(cfg: HardwareConfig, n: int, m: int) -> bool:
-    """Whether ``cfg`` runs N:M sparse (or, with n == m, dense) weights: what its compiler accepts and its lane
-    groups build."""
+def pattern_supported(cfg: HardwareConfig, n: int, m: int, bits: int | None = None) -> bool:
+    """Whether ``cfg`` runs N:M sparse (or, with n == m, dense) weights (of ``bits``, if given: N:M is stored at the
+    widths of ``cfg.sparse_bits`` alone): what its compiler accepts and its lane groups build."""
+    if n != m and bits is not None and bits not in cfg.sparse_bits:
+        return False
     return cfg.supports_2_4 if (n, m) == (2, 4) else m == cfg.sparse_m and n in cfg.sparse_n
 
 
@@ -70,7 +72,8 @@ class WeightFormat:
         N:M of this pattern (the ISA names it), the dense format of its width and groups, the pruned weights stored
         as zeros: the same products, so every backend's result is the same bits, at dense bytes
         (flightc.compiler.compress says so as it compiles)."""
-        if self.sparse and (self.n, self.m) in SPARSITY_NM.values() and not pattern_supported(cfg, self.n, self.m):
+        if (self.sparse and (self.n, self.m) in SPARSITY_NM.values()
+                and not pattern_supported(cfg, self.n, self.m, self.bits)):
             return WeightFormat(self.bits, group=self.group)
         return self
 
@@ -159,6 +162,10 @@ class WeightFormat:
         elif not pattern_supported(cfg, self.n, self.m):
             raise UnsupportedError(f"layer {layer}: {self.n}:{self.m} sparsity; preset {cfg.name!r} supports "
                                    f"N:{cfg.sparse_m} with N in {list(cfg.sparse_n)} and 2:4")
+        if self.sparse and self.bits not in cfg.sparse_bits:
+            raise UnsupportedError(f"layer {layer}: {self.bits}-bit weights with {self.n}:{self.m} sparsity; preset "
+                                   f"{cfg.name!r} stores N:M at {list(cfg.sparse_bits)} bits (sparse_bits): plan "
+                                   f"this layer dense or at one of those widths")
         if self.group and (self.group & (self.group - 1) or self.group < GROUP_MIN or self.group > GROUP_MAX):
             raise UnsupportedError(f"layer {layer}: group size {self.group} must be a power of two in "
                                    f"{GROUP_MIN}..{GROUP_MAX}")

@@ -71,12 +71,18 @@ def zero_insert_candidates(cfg: HardwareConfig) -> float:
 
 def _lane_group_features(cfg: HardwareConfig) -> list[float]:
     # per slot: its packed DSP48E2's operands, dequantizer and share of the sums; per slot and candidate of each
-    # sparse pattern, an AND-OR term of the zero insertion (measured: 89 LUT per slot dense, about 13 more per
-    # candidate; by positions or by a bitmask about the same), and a second one where it decodes both encodings;
+    # sparse pattern, an AND-OR term of the zero insertion as wide as the widest weights stored N:M (measured: 89 LUT
+    # per slot dense, about 13 more per 8-bit candidate; by positions or by a bitmask about the same), and a second
+    # one where it decodes both encodings;
     # per slot, a bitmask's registered counts of the set bits before each column
-    S, cand = cfg.lane_slots, zero_insert_candidates(cfg)
+    S, cand = cfg.lane_slots, zero_insert_candidates(cfg) * insertion_bits(cfg) / 8
     both = {SparseEncoding.POSITIONS, SparseEncoding.BITMASK} <= set(cfg.sparse_encodings)
     return [S, S * cand, S * cand * both, S * (cand > 0) * (SparseEncoding.BITMASK in cfg.sparse_encodings)]
+
+
+def insertion_bits(cfg: HardwareConfig) -> int:
+    """How wide a lane group's zero insertion is: the widest weights ``cfg`` stores N:M (hw/lane_group.py; 0: none)."""
+    return max((b for b in cfg.weight_bits if b in cfg.sparse_bits), default=0)
 
 
 def _feed_features(cfg: HardwareConfig) -> list[float]:
