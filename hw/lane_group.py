@@ -33,6 +33,7 @@ from flightc.compress.formats import WeightFormat, pattern_supported
 from flightc.config import HardwareConfig, SparseEncoding
 from flightc.compress.stream import SEGMENT, check_stream, chunk_bytes, row_part_bytes, stored_per_chunk
 from flightc.errors import UnsupportedError
+from flightc.hw import lut6
 from flightc.hw.arith import tree
 from flightc.hw.dsp48e2 import PACK_SHIFT, cascade_sum, registered_product
 from flightc.hw.latency_rules import CASCADE_LATENCY, LANE_GROUP_LATENCY, PRODUCT_LATENCY
@@ -48,6 +49,13 @@ SEGMENT_BITS = PACK_SHIFT + (SEGMENT // CASCADE).bit_length()  # a segment's sum
 # the encodings of sparse positions the generator builds decoders for: a rank would take an unranking table (C(16, 8)
 # = 12,870 entries of 16 bits) read for every block of every row at line rate, which no block RAM port count allows
 RTL_ENCODINGS = (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)
+
+# the low bits of a bitmask's counts that a column's choice reads: its candidates are consecutive, at most eight of
+# them (the j-th of n ascending values lies in columns j .. m - n + j: min(n, m - n + 1) <= 8 for every N:M the ISA
+# names), so the count modulo 8 tells them apart
+COUNT_BITS = 3
+if max(min(n, m - n + 1) for n, m in SPARSITY_NM.values() if n < m) > 1 << COUNT_BITS:
+    raise AssertionError("a column's candidates outnumber what COUNT_BITS of its count tell apart")
 
 Kinds = tuple[tuple[int, int, int, SparseEncoding], ...]  # (bits, n, m, encoding) of the formats a lane group builds
 
@@ -128,11 +136,11 @@ class LaneGroup(wiring.Component):
         row stores nothing): first each stored value and position (or mask bit) out of its format's bit fields,
         then, by the N:M pattern and the encoding alone, each column picks the stored value that is its own (zero
         insertion): the one whose position is the column's, or, from a bitmask, the one the count of the block's
-        set bits before the column names, where the column's own bit is set. The counts are taken a cycle ahead, from
-        the ``arriving`` chunk (stage 0), and registered beside it: counting and choosing in one cycle is deeper
-        than 225 MHz allows (a one-hot choice registered instead: 9% fewer LUTs, 8.5 levels, measured). The
-        insertion moves only the sparse formats' values, as wide as the widest of them (``sparse_bits``), and
-        sign-extends the one it chose."""
+        set bits before the column names, where the column's own bit is set. The counts (their low ``COUNT_BITS``,
+        :func:`flightc.hw.lut6.prefix_counts`) are taken a cycle ahead, from the ``arriving`` chunk (stage 0), and
+        registered beside it: counting and choosing in one cycle is deeper than 225 MHz allows (a one-hot choice
+        registered instead, measured: fewer LUTs, 8.5 levels). The insertion moves only the sparse formats' values,
+        as wide as the widest of them (``sparse_bits``), and sign-extends the one it chose."""
         S = self.slots
         vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
@@ -156,9 +164,24 @@ class LaneGroup(wiring.Component):
                             m.d.comb += vals[r][j].eq(part[b * j:b * (j + 1)].as_signed())
                             if fmt.sparse and enc is SparseEncoding.POSITIONS:
                                 m.d.comb += pos[r][j].eq(part[8 * vb + w * j:8 * vb + w * (j + 1)])
-                        if fmt.sparse and enc is SparseEncoding.BITMASK:
-                            m.d.comb += [mask[r].eq(part[8 * vb:8 * vb + S]),
-                                         mask0[r].eq(arriving.payload.bytes[at + 8 * vb:at + 8 * vb + S])]
+        # a bitmask's bits where its format puts them, the other formats' bits left as they fall: the counts and the
+        # zeroing read them only for a bitmask, so no format's case zeroes them on the way (a LUT level less)
+        at_mask = [(f, [8 * r * sum(row_part_bytes(f[3], S)) + 8 * row_part_bytes(f[3], S)[0] for r in range(2)])
+                   for f in fmts if f[3].sparse and f[2] is SparseEncoding.BITMASK]
+        for r in range(2):
+            offsets = {ats[r] for _, ats in at_mask}
+            if len(offsets) == 1:
+                (at,) = offsets
+                m.d.comb += [mask[r].eq(raw[at:at + S]), mask0[r].eq(arriving.payload.bytes[at:at + S])]
+            elif offsets:
+                with m.Switch(key):
+                    for f, ats in at_mask[1:]:
+                        with m.Case(case(f)):
+                            m.d.comb += [mask[r].eq(raw[ats[r]:ats[r] + S]),
+                                         mask0[r].eq(arriving.payload.bytes[ats[r]:ats[r] + S])]
+                    with m.Default():
+                        at = at_mask[0][1][r]
+                        m.d.comb += [mask[r].eq(raw[at:at + S]), mask0[r].eq(arriving.payload.bytes[at:at + S])]
         present = {(sp, enc) for _, sp, enc, f in fmts}
 
         def candidates(c: int, n: int, block: int) -> range:
@@ -169,17 +192,18 @@ class LaneGroup(wiring.Component):
 
         # from a bitmask: each column's count of its block's set bits before it, per row, taken from the arriving
         # chunk's mask and registered beside it
-        before = [[Signal(range(SEGMENT + 1), name=f"before{r}_{c}") for c in range(S)] for r in range(2)]
+        before = [[Signal(COUNT_BITS, name=f"before{r}_{c}") for c in range(S)] for r in range(2)]
         with m.If(arriving.valid):
             with m.Switch(self.sparsity):
                 for sp in sorted({sp for sp, enc in present if enc is SparseEncoding.BITMASK}):
                     n, block = SPARSITY_NM[sp]
                     with m.Case(int(sp)):
                         for r in range(2):
-                            for c in range(S):
-                                local = c % block
-                                m.d.sync += before[r][c].eq(tree([mask0[r][c - local + i] for i in range(local)])
-                                                            if local else 0)
+                            for b0 in range(0, S, block):
+                                counts = lut6.prefix_counts(m, f"before{int(sp)}_{r}_{b0}",
+                                                            [mask0[r][b0 + i] for i in range(block)], COUNT_BITS)
+                                for local, n_before in enumerate(counts):
+                                    m.d.sync += before[r][b0 + local].eq(n_before)
         by_mask = Signal()
         m.d.comb += by_mask.eq(self.sparse_enc == SparseEncoding.BITMASK)
         with m.Switch(self.sparsity):
@@ -199,8 +223,17 @@ class LaneGroup(wiring.Component):
                             if (sp, SparseEncoding.BITMASK) not in present:
                                 m.d.comb += q[c].eq(by_pos.as_signed())
                                 continue
-                            by_bits = tree([Mux(mask[r][c] & (before[r][c] == j), v, 0) for j, v in zip(js, narrow)],
-                                           lambda x, y: x | y)
+                            # the count picks the value: consecutive candidates differ in its low bits, so those
+                            # select among them through LUT6 4:1 multiplexers, and the column's own bit zeroes it
+                            # (measured on 8:16 at the u280's widths: 7,250 -> 5,994 LUT by bitmasks alone, 4,586 at
+                            # sparse_bits [4]; decoding both encodings 9,484 -> 10,295, an AND-OR of count compares
+                            # shared with the positions' 11,449)
+                            low = (len(js) - 1).bit_length()
+                            words = [next((v for j, v in zip(js, narrow) if j % (1 << low) == k), narrow[0])
+                                     for k in range(1 << low)]
+                            chosen = (lut6.select(m, f"ins{int(sp)}_{r}_{c}", before[r][c][:low], words) if low
+                                      else narrow[0])
+                            by_bits = Mux(mask[r][c], chosen, 0)
                             if (sp, SparseEncoding.POSITIONS) not in present:
                                 m.d.comb += q[c].eq(by_bits.as_signed())
                             else:

@@ -100,6 +100,38 @@ def count_ones(m: Module, name: str, bits: list[Value]) -> Value:
     return total
 
 
+def prefix_counts(m: Module, name: str, bits: list[Value], width: int) -> list[Value]:
+    """For each i, how many of ``bits[:i]`` are set, modulo ``2**width`` (at most 3 bits, so that a bit of a sum of
+    two counts is one LUT6 of six inputs): each six's own prefix counts as LUT6s, each whole six's count added once
+    to a running base shared by the columns past it, and that base added to a column's count in its six: two to
+    four levels for sixteen bits, where an adder tree per column took a carry chain (7.5 levels) or more LUTs."""
+    if not 1 <= width <= 3:
+        raise ValueError(f"prefix counts of {width} bits: a sum bit of two counts is one LUT6 up to 3 ({name})")
+    bits = [Value.cast(b) for b in bits]
+
+    def count(label: str, group: list[Value]) -> list[Value]:
+        return [lut(m, f"{name}_{label}_{k}", group, lambda *x, k=k: (sum(x) >> k) & 1)
+                for k in range(min(width, len(group).bit_length()))]
+
+    def add(label: str, a: list[Value], b: list[Value]) -> list[Value]:
+        a, b = a + [Const(0, 1)] * (width - len(a)), b + [Const(0, 1)] * (width - len(b))
+        return [lut(m, f"{name}_{label}_{k}", a[:k + 1] + b[:k + 1],
+                    lambda *x, k=k: ((sum(x[i] << i for i in range(k + 1)) + sum(x[k + 1 + i] << i for i in range(k + 1)))
+                                     >> k) & 1)
+                for k in range(width)]
+
+    out: list[Value] = [Const(0, width)]
+    base: list[Value] = []
+    own: dict[int, list[Value]] = {}
+    for i in range(1, len(bits)):
+        g = (i - 1) // 6 * 6  # the six holding bit i - 1
+        if g and i - 1 == g:  # a new six: the whole one before it joins the base
+            base = add(f"base{g}", base, own[g]) if base else own[g]
+        own[i] = count(f"c{i}", bits[g:i])
+        out.append(Cat(*(add(f"t{i}", base, own[i]) if base else own[i])))
+    return out
+
+
 def select(m: Module, name: str, index: Value, words: list[Value]) -> Value:
     """``words[index]`` as a tree of 4:1 multiplexers (a LUT6 level per two bits of ``index``; a 2:1 multiplexer
     for an odd bit at the last): 32 words in three levels, where yosys maps a behavioural 32:1 multiplexer in four

@@ -147,3 +147,32 @@ def test_count_ones_counts_the_set_bits(width):
 
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("width, bits", [(1, 4), (3, 7), (3, 16), (2, 13)])
+def test_prefix_counts_count_the_set_bits_before_each_one(width, bits):
+    """A lane group's counts of a bitmask block's set bits before each column (hw/lane_group.py): LUT6 counts of
+    each six's prefixes on a base of the whole sixes before, modulo 2**width, against Python's count for every
+    column, every value of a small block or random ones; wider than three bits is refused by name."""
+    from flightc.hw.lut6 import prefix_counts
+
+    rng = random.Random(bits)
+    m = Module()
+    mask = Signal(bits)
+    counts = prefix_counts(m, "before", [mask[i] for i in range(bits)], width)
+    assert len(counts) == bits
+    outs = [Signal(width, name=f"out{i}") for i in range(bits)]
+    m.d.comb += [o.eq(c) for o, c in zip(outs, counts)]
+    values = range(1 << bits) if bits <= 7 else [0, (1 << bits) - 1] + [rng.getrandbits(bits) for _ in range(200)]
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(mask, v)
+            for i, o in enumerate(outs):
+                assert ctx.get(o) == bin(v % (1 << i)).count("1") % (1 << width), (v, i)
+
+    sim.add_testbench(bench)
+    sim.run()
+    with pytest.raises(ValueError, match="prefix counts of 4 bits"):
+        prefix_counts(Module(), "wide", [mask[0]], 4)
