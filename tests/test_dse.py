@@ -186,21 +186,24 @@ def test_point_over_the_part_is_flagged_not_dropped():
 
 def test_a_point_whose_core_0_overfills_slr0_is_flagged_though_the_part_holds_it():
     """The u280's three cores on all 32 channels (16 / 8 / 8 masters, 16 SFU lanes: the preset until 2026-12-07's
-    evening) decoding 8:16 with four chains: 1,108,592 LUT, 85% of the u280 but core 0 with its converters 466,976
-    of SLR0's 388,800 (modeled): over SLR0, so not feasible; with dense lane groups and two chains core 0's 380,721
-    is (by the row that counts each core's converters with it; the row with every core's beside the HBM is the
-    other reading, shown by `flightc hw resources` and not a violation)."""
+    evening) decoding 8:16 with four chains: about 1.11M LUT, 85% of the u280, but core 0 with its converters about
+    467K of SLR0's 388,800 (modeled): over SLR0, so not feasible, the violation naming SLR0 and the modeled count;
+    with dense lane groups and two chains core 0's (about 381K) is within SLR0 (by the row that counts each core's
+    converters with it; the row with every core's beside the HBM is the other reading, shown by `flightc hw
+    resources` and not a violation)."""
     from flightc.dse.resources import lut_places
 
     u280 = PARTS["u280"]
     sparse = U280_32.replace(mpe_chains=4, **patterns(8))
     assert estimate_resources(sparse).LUT < u280.lut
+    core0 = {x.where: x for x in lut_places(sparse, u280)}["SLR0 (core 0)"]
+    assert core0.luts > core0.available == 388_800
     r = evaluate_point("builtin:addition", sparse, CompressionPlan.parse("w4g32s8:16"), Workload(8, 8, 4), u280)
     assert not r.error and not r.feasible
-    assert r.violations == ["LUT of SLR0 (core 0) 466,976 > 388,800 on u280"]
-    assert r.overuse()["LUT places"] == pytest.approx(466_976 / 388_800 - 1) and r.overuse()["LUT"] < 0
+    assert r.violations == [f"LUT of SLR0 (core 0) {core0.luts:,} > 388,800 on u280"]
+    assert r.overuse()["LUT places"] == pytest.approx(core0.luts / 388_800 - 1) and r.overuse()["LUT"] < 0
     places = {x.where: x for x in lut_places(U280_32, u280)}
-    assert places["SLR0 (core 0)"].luts == 380_721 and places["SLR0 (core 0)"].hard
+    assert places["SLR0 (core 0)"].luts < 388_800 and places["SLR0 (core 0)"].hard
     assert not places["SLR0 (core 0) with every core's HBM converters"].hard
     assert evaluate_point("builtin:addition", PRESETS["u280"], CompressionPlan.parse("w4g32"), Workload(8, 8, 4),
                           u280).feasible
@@ -369,6 +372,32 @@ def test_a_search_on_a_part_with_a_preset_starts_from_it(tmp_path):
                   workload=Workload(8, 8, 4), space_overrides=overrides, out=tmp_path)
     first = min(res.trials, key=lambda t: t.number)
     assert first.params == start and first.result.resources == estimate_resources(PRESETS["u280"]).as_dict()
+
+
+def test_a_sparse_point_takes_an_encoding_and_stores_n_m_at_the_plans_widths_alone():
+    """A W4 8:16 plan's space has the encoding of the kept positions as a dimension (positions or a bitmask, the
+    ones the generator builds); a sparse point stores N:M at 4 bits alone (its zero insertion 4 bits wide), so a
+    bitmask point's lane groups cost less than a positions point's; a dense point keeps positions and the base's
+    widths, so the u280 preset stays a point of the space; a dense plan's space has positions alone."""
+    from flightc.config import SparseEncoding
+
+    space = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128s8:16"))
+    assert space.choices["sparse_encoding"] == ("POSITIONS", "BITMASK") and space.sparse_bits == (4,)
+    start = space.params_of(PRESETS["u280"])
+    assert start["sparsest_n"] == 16 and start["sparse_encoding"] == "POSITIONS"
+    sparse = {**start, "sparsest_n": 8}
+    by_mask = space.config({**sparse, "sparse_encoding": "BITMASK"})
+    by_pos = space.config({**sparse, "sparse_encoding": "POSITIONS"})
+    assert by_mask.sparse_encodings == (SparseEncoding.BITMASK,) and by_mask.sparse_bits == (4,)
+    assert by_pos.sparse_encodings == (SparseEncoding.POSITIONS,) and by_pos.sparse_n == (8, 16)
+    assert space.params_of(by_mask) == {**sparse, "sparse_encoding": "BITMASK"}
+    lanes = {name: group_estimate(cfg, "lane group")["LUT"] for name, cfg in (("mask", by_mask), ("pos", by_pos))}
+    assert lanes["mask"] < lanes["pos"]
+    assert space.config({**start, "sparse_encoding": "BITMASK"}) == PRESETS["u280"].replace(name="dse")  # moot
+    dense = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128"))
+    assert dense.choices["sparse_encoding"] == ("POSITIONS",) and dense.sparse_bits == ()
+    with pytest.raises(ConfigError, match="sparse_encoding = \\['RANK'\\]"):
+        SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128s8:16"), overrides={"sparse_encoding": ["RANK"]})
 
 
 def test_values_that_alone_put_the_kernel_over_the_part_leave_the_search():

@@ -88,7 +88,7 @@ def within_part(space: SearchSpace) -> tuple[dict[str, tuple], dict[str, list]]:
     space whose cheapest point is already over is left whole (the search then reports by how much each point is
     over)."""
     cap = space.part.capacity()
-    cheap = {k: min(v) for k, v in space.choices.items()}
+    cheap = {k: (min(v) if all(isinstance(x, (int, float)) for x in v) else v[0]) for k, v in space.choices.items()}
 
     def over(params: dict) -> bool:
         cfg = space.config(params)

@@ -7,7 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from flightc.config import HardwareConfig
+from flightc.compress.formats import ENCODING_LETTERS
+from flightc.config import HardwareConfig, SparseEncoding
 from flightc.files import atomic_path, write_atomic
 from flightc.parts import FLIGHTLLM_U280, Part
 from flightc.dse.search import Direction, Objective, Trial
@@ -38,16 +39,23 @@ def pareto_front(trials: list[Trial], objectives: list[Objective]) -> list[Trial
     return sorted(front, key=lambda t: -t.result.decode_tokens_per_s)
 
 
-COLUMNS = ("trial", "cores", "chains x length", "sparsest N:16", "buffers KiB act/wgt/acc/prm/kv", "port B",
+COLUMNS = ("trial", "cores", "chains x length", "sparsest N:16 (p: positions, m: bitmask)",
+           "buffers KiB act/wgt/acc/prm/kv", "port B",
            "channels", "masters x slots", "SFU lanes", "MHz", "decode tok/s", "prefill ms", "DSP", "LUT", "FF",
            "BRAM36", "URAM", "fullest")
+
+
+def sparsest(config: dict) -> str:
+    """A point's sparsest N:16 and, where it is sparse, the grammar's letter of each encoding it decodes."""
+    n = min(config["sparse_n"])
+    return str(n) if n == 16 else f"{n}" + "".join(ENCODING_LETTERS[SparseEncoding[e]] for e in config["sparse_encodings"])
 
 
 def row(t: Trial) -> list[str]:
     c, r = t.result.config, t.result
     util = [(k, v) for k, v in r.utilization.items() if v is not None]
     fullest = max(util, key=lambda kv: kv[1]) if util else None
-    return [str(t.number), str(c["num_cores"]), f"{c['mpe_chains']} x {c['chain_length']}", str(min(c["sparse_n"])),
+    return [str(t.number), str(c["num_cores"]), f"{c['mpe_chains']} x {c['chain_length']}", sparsest(c),
             "/".join(str(c[f"{b}_buffer_kib"]) for b in ("act", "wgt", "acc", "prm", "kv")),
             str(c["buffer_port_bytes"]), str(c["mem_channels"]), f"{c['axi_masters']} x {c['lane_slots']}",
             str(c["sfu_lanes"]), f"{c['clock_mhz']:g}",

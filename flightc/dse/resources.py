@@ -71,13 +71,12 @@ def zero_insert_candidates(cfg: HardwareConfig) -> float:
 
 def _lane_group_features(cfg: HardwareConfig) -> list[float]:
     # per slot: its packed DSP48E2's operands, dequantizer and share of the sums; per slot and candidate of each
-    # sparse pattern, an AND-OR term of the zero insertion as wide as the widest weights stored N:M (measured: 89 LUT
-    # per slot dense, about 13 more per 8-bit candidate; by positions or by a bitmask about the same), and a second
-    # one where it decodes both encodings;
-    # per slot, a bitmask's registered counts of the set bits before each column
+    # sparse pattern, the zero insertion as wide as the widest weights stored N:M, by positions (an AND-OR of
+    # compares) and by a bitmask (LUT6 multiplexers on the count), each where the config decodes it; per slot, a
+    # bitmask's registered counts of the set bits before each column
     S, cand = cfg.lane_slots, zero_insert_candidates(cfg) * insertion_bits(cfg) / 8
-    both = {SparseEncoding.POSITIONS, SparseEncoding.BITMASK} <= set(cfg.sparse_encodings)
-    return [S, S * cand, S * cand * both, S * (cand > 0) * (SparseEncoding.BITMASK in cfg.sparse_encodings)]
+    by_pos, by_mask = (e in cfg.sparse_encodings for e in (SparseEncoding.POSITIONS, SparseEncoding.BITMASK))
+    return [S, S * cand * by_pos, S * cand * by_mask, S * (cand > 0) * by_mask]
 
 
 def insertion_bits(cfg: HardwareConfig) -> int:

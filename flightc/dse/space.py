@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flightc.config import PRESETS, HardwareConfig
+from flightc.config import PRESETS, HardwareConfig, SparseEncoding
 from flightc.dse.clock import search_clocks
 from flightc.parts import Part
 from flightc.errors import ConfigError
@@ -39,6 +39,9 @@ DEFAULT_CHOICES: dict[str, tuple] = {
     "mpe_chains": (2, 4, 8, 16, 32, 64),  # 2: the u280's, a core an SLR whose 7B programs stream past the MPE
     "chain_length": (8, 16, 32, 64),
     "sparsest_n": N_OF_16,
+    # how a sparse point's lane groups and chains take the kept positions (the generator builds positions and
+    # bitmasks); a dense point's is moot, so it keeps positions
+    "sparse_encoding": ("POSITIONS", "BITMASK"),
     "buffer_port_bytes": (8, 16, 32, 64),
     "act_buffer_kib": (32, 64, 128, 256, 512),
     "wgt_buffer_kib": (64, 128, 256, 512, 1024),
@@ -74,6 +77,13 @@ def slr_channels(part: Part) -> int | None:
     return split if split != part.mem_channels else None
 
 
+def plan_sparse_bits(plan) -> tuple[int, ...]:
+    """The widths the plan stores N:M (a sparse point stores N:M at those alone: its zero insertion is as wide as the
+    widest, ``HardwareConfig.sparse_bits``); empty for a dense plan."""
+    return tuple(sorted({f.bits for f in (plan.default, plan.head, *(fmt for _, fmt in plan.overrides))
+                         if f.sparse}))
+
+
 def required_sparsity(plan) -> int:
     """The sparsest N:16 the plan's layers use (2 for 2:4, which the hardware serves with 2:16's window)."""
     ns = [16]
@@ -90,6 +100,7 @@ class SearchSpace:
     part: Part
     choices: dict[str, tuple] = field(default_factory=dict)
     base: HardwareConfig = PRESETS["u280"]
+    sparse_bits: tuple[int, ...] = ()  # the plan's widths stored N:M (a dense point keeps the base's)
 
     @classmethod
     def for_part(cls, part: Part, plan, max_cores: int | None = None, overrides: dict | None = None) -> "SearchSpace":
@@ -113,15 +124,17 @@ class SearchSpace:
             values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
             bad = [v for v in values if v not in choices[name]] if name in ("sparsest_n", "num_cores",
                                                                              "mem_channels", "axi_masters",
-                                                                             "clock_mhz") else []
+                                                                             "clock_mhz", "sparse_encoding") else []
             if bad or not values:
                 raise ConfigError(f"search space: {name} = {list(values)}: allowed on {part.name} for this plan: "
                                   f"{list(choices[name])}")
             choices[name] = values
             if name == "clock_mhz":
                 asked_clocks = values
+        if not plan_sparse_bits(plan):  # a dense plan: the encoding is moot
+            choices["sparse_encoding"] = ("POSITIONS",)
         choices["clock_mhz"] = search_clocks(part.clock_mhz, asked_clocks)
-        return cls(part, choices)
+        return cls(part, choices, sparse_bits=plan_sparse_bits(plan))
 
     @classmethod
     def load_overrides(cls, path: str | Path) -> dict:
@@ -135,7 +148,10 @@ class SearchSpace:
         channels = int(params["mem_channels"])
         # no more masters than channels, and a whole number of channels a master (24 masters on 32 channels: 8)
         masters = math.gcd(min(int(params["axi_masters"]), channels), channels)
+        sparse = int(params["sparsest_n"]) < 16
         return self.base.replace(
+            sparse_encodings=(SparseEncoding[params["sparse_encoding"]] if sparse else SparseEncoding.POSITIONS,),
+            sparse_bits=self.sparse_bits if sparse and self.sparse_bits else self.base.sparse_bits,
             axi_masters=masters, lane_slots=int(params["lane_slots"]), name=name, clock_mhz=float(params["clock_mhz"]),
             num_cores=min(int(params["num_cores"]), masters),  # every core has masters of its own
             mpe_chains=int(params["mpe_chains"]), chain_length=int(params["chain_length"]),
@@ -155,6 +171,7 @@ class SearchSpace:
         sparsest = min(cfg.sparse_n, default=16) if not cfg.supports_2_4 else 2
         params = {name: getattr(cfg, name) for name in self.choices if hasattr(cfg, name)}
         params["sparsest_n"] = sparsest
+        params["sparse_encoding"] = cfg.sparse_encodings[0].name if len(cfg.sparse_encodings) == 1 else None
         if set(params) != set(self.choices) or any(params[k] not in v for k, v in self.choices.items()):
             return None
         return params if self.config(params, name=cfg.name) == cfg else None
