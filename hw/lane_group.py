@@ -146,7 +146,8 @@ class LaneGroup(wiring.Component):
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
         fmts = formats(S, self.kinds)
         # the zero insertion is as wide as the widest format stored N:M: their values sign-extended to it and back
-        # are the same numbers (their values apart from the dense formats' columns: 4% more LUTs by positions)
+        # are the same numbers (a copy of the sparse formats' values apart from the dense ones measured 4% more LUTs
+        # with positions)
         width = max([f[3].bits for f in fmts if f[3].sparse], default=8)
         mask = [Signal(S, name=f"mask{r}") for r in range(2)]
         mask0 = [Signal(S, name=f"mask0_{r}") for r in range(2)]  # the arriving chunk's

@@ -115,10 +115,12 @@ def prefix_counts(m: Module, name: str, bits: list[Value], width: int) -> list[V
 
     def add(label: str, a: list[Value], b: list[Value]) -> list[Value]:
         a, b = a + [Const(0, 1)] * (width - len(a)), b + [Const(0, 1)] * (width - len(b))
-        return [lut(m, f"{name}_{label}_{k}", a[:k + 1] + b[:k + 1],
-                    lambda *x, k=k: ((sum(x[i] << i for i in range(k + 1)) + sum(x[k + 1 + i] << i for i in range(k + 1)))
-                                     >> k) & 1)
-                for k in range(width)]
+
+        def sum_bit(k: int) -> Callable[..., bool]:  # bit k of a + b from their bits 0..k, a's first
+            return lambda *x: ((sum(x[i] << i for i in range(k + 1)) + sum(x[k + 1 + i] << i for i in range(k + 1)))
+                               >> k) & 1
+
+        return [lut(m, f"{name}_{label}_{k}", a[:k + 1] + b[:k + 1], sum_bit(k)) for k in range(width)]
 
     out: list[Value] = [Const(0, width)]
     base: list[Value] = []

@@ -397,7 +397,8 @@ def test_a_sparse_point_takes_an_encoding_and_stores_n_m_at_the_plans_widths_alo
     dense = SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128"))
     assert dense.choices["sparse_encoding"] == ("POSITIONS",) and dense.sparse_bits == ()
     with pytest.raises(ConfigError, match="sparse_encoding = \\['RANK'\\]"):
-        SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128s8:16"), overrides={"sparse_encoding": ["RANK"]})
+        SearchSpace.for_part(PARTS["u280"], CompressionPlan.parse("w4g128s8:16"),
+                             overrides={"sparse_encoding": ["RANK"]})
 
 
 def test_values_that_alone_put_the_kernel_over_the_part_leave_the_search():

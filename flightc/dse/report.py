@@ -48,7 +48,8 @@ COLUMNS = ("trial", "cores", "chains x length", "sparsest N:16 (p: positions, m:
 def sparsest(config: dict) -> str:
     """A point's sparsest N:16 and, where it is sparse, the grammar's letter of each encoding it decodes."""
     n = min(config["sparse_n"])
-    return str(n) if n == 16 else f"{n}" + "".join(ENCODING_LETTERS[SparseEncoding[e]] for e in config["sparse_encodings"])
+    letters = "".join(ENCODING_LETTERS[SparseEncoding[e]] for e in config["sparse_encodings"])
+    return str(n) if n == 16 else f"{n}{letters}"
 
 
 def row(t: Trial) -> list[str]:
