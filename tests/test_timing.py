@@ -187,11 +187,12 @@ def test_a_radix4_step_a_cycle_fits_the_budget_and_two_chained_do_not(tmp_path):
 @pytest.mark.synth
 def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path):
     """yosys' mapping of the u280 preset's lane group, lane feed (its slots, beat, activation copy and weight
-    formats) and sparse DSP chain: every path between registers within the levels 225 MHz allows
-    (hw/latency_rules.py places the group's and the chain's pipeline registers; the feed decodes its beat's last
-    chunk from the format instead of multiplying)."""
+    formats) and sparse DSP chain, and of the lane group of a u280 storing W4 8:16 as bitmasks (`sparse_bits` [4],
+    docs/compression.md: 6.5 levels measured 2026-12-07): every path between registers within the levels 225 MHz
+    allows (hw/latency_rules.py places the group's and the chain's pipeline registers; the feed decodes its beat's
+    last chunk from the format instead of multiplying)."""
     from flightc.compress.stream import SEGMENT
-    from flightc.config import PRESETS
+    from flightc.config import PRESETS, SparseEncoding
     from flightc.hw.hierarchy import component_ports, to_verilog
     from flightc.hw.lane_feed import LaneFeed
     from flightc.hw.lane_group import LaneGroup, config_kinds
@@ -200,12 +201,14 @@ def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path)
     cfg = PRESETS["u280"]
     assert cfg.clock_mhz == 225
     words = cfg.lane_k_max // cfg.lane_slots
+    masked = cfg.replace(sparse_n=(8, 16), sparse_encodings=(SparseEncoding.BITMASK,), sparse_bits=(4,))
     units = {"lane_group": LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(cfg)),
-             "lane_feed": LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg))}
+             "lane_feed": LaneFeed(cfg.lane_slots, cfg.axi_data_bytes, words, 1 << 15, config_kinds(cfg)),
+             "lane_group_w4_bitmask": LaneGroup(cfg.lane_slots, words, cfg.acc_bits, config_kinds(masked))}
     for name, unit in units.items():
         m = mapped(tmp_path / name, name, to_verilog(unit, name, ports=[s for s, _ in component_ports(unit)]), RECORD)
         assert max(levels_of(m).values()) <= max_levels(cfg.clock_mhz), (name, levels_of(m))
-        if name == "lane_group":  # the cascades and the segment multipliers: a DSP48E2 a slot, two a segment
+        if name.startswith("lane_group"):  # the cascades and segment multipliers: a DSP48E2 a slot, two a segment
             assert m["cells"]["DSP48E2"] == cfg.lane_slots + 2 * cfg.lane_slots // SEGMENT
     m = mapped(tmp_path / "chain", CHAIN_TOP, chain_verilog(cfg), RECORD)
     assert max(levels_of(m).values()) <= max_levels(cfg.clock_mhz), ("chain", levels_of(m))
