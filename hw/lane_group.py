@@ -50,11 +50,19 @@ SEGMENT_BITS = PACK_SHIFT + (SEGMENT // CASCADE).bit_length()  # a segment's sum
 # = 12,870 entries of 16 bits) read for every block of every row at line rate, which no block RAM port count allows
 RTL_ENCODINGS = (SparseEncoding.POSITIONS, SparseEncoding.BITMASK)
 
-# the low bits of a bitmask's counts that a column's choice reads: its candidates are consecutive, at most eight of
-# them (the j-th of n ascending values lies in columns j .. m - n + j: min(n, m - n + 1) <= 8 for every N:M the ISA
-# names), so the count modulo 8 tells them apart
+
+
+def candidates(c: int, n: int, block: int) -> range:
+    """The stored values of an N:``block`` row that can land in column ``c``: a block's stored values ascend by
+    position (an ISA rule), so the j-th lies in columns j .. block - n + j of its block."""
+    local = c % block
+    return range(max(0, local - (block - n)), min(local, n - 1) + 1)
+
+
+# the low bits of a bitmask's counts that a column's choice reads: its candidates are consecutive, so the count
+# modulo 8 tells up to eight apart, as many as any N:M the ISA names has
 COUNT_BITS = 3
-if max(min(n, m - n + 1) for n, m in SPARSITY_NM.values() if n < m) > 1 << COUNT_BITS:
+if max(len(candidates(c, n, m)) for n, m in SPARSITY_NM.values() if n < m for c in range(m)) > 1 << COUNT_BITS:
     raise AssertionError("a column's candidates outnumber what COUNT_BITS of its count tell apart")
 
 Kinds = tuple[tuple[int, int, int, SparseEncoding], ...]  # (bits, n, m, encoding) of the formats a lane group builds
@@ -87,6 +95,12 @@ def formats(slots: int, kinds: Kinds | None = None) -> list[Format]:
                     continue
                 out.append((code, sp, enc, fmt))
     return out
+
+
+def insertion_bits(fmts: list[Format]) -> int:
+    """How wide a lane group's zero insertion is: the widest of ``fmts`` stored N:M (0: none). Their values
+    sign-extended to it and back are the same numbers."""
+    return max((f[3].bits for f in fmts if f[3].sparse), default=0)
 
 
 def format_case(sparsity: Value, bits_code: Value, encoding: Value,
@@ -145,10 +159,8 @@ class LaneGroup(wiring.Component):
         vals = [[Signal(signed(8), name=f"v{r}_{j}") for j in range(S)] for r in range(2)]
         pos = [[Signal(4, name=f"p{r}_{j}") for j in range(S // 2)] for r in range(2)]  # sparse rows store <= S/2
         fmts = formats(S, self.kinds)
-        # the zero insertion is as wide as the widest format stored N:M: their values sign-extended to it and back
-        # are the same numbers (a copy of the sparse formats' values apart from the dense ones measured 4% more LUTs
-        # with positions)
-        width = max([f[3].bits for f in fmts if f[3].sparse], default=8)
+        # (a copy of the sparse formats' values apart from the dense ones measured 4% more LUTs with positions)
+        width = insertion_bits(fmts)
         mask = [Signal(S, name=f"mask{r}") for r in range(2)]
         mask0 = [Signal(S, name=f"mask0_{r}") for r in range(2)]  # the arriving chunk's
         key, case = format_case(self.sparsity, self.bits_code, self.sparse_enc, fmts)
@@ -184,12 +196,6 @@ class LaneGroup(wiring.Component):
                         at = at_mask[0][1][r]
                         m.d.comb += [mask[r].eq(raw[at:at + S]), mask0[r].eq(arriving.payload.bytes[at:at + S])]
         present = {(sp, enc) for _, sp, enc, f in fmts}
-
-        def candidates(c: int, n: int, block: int) -> range:
-            # a block's stored values ascend by position (an ISA rule), so the j-th lies in columns
-            # j .. block - n + j of its block: only those can land in column c
-            local = c % block
-            return range(max(0, local - (block - n)), min(local, n - 1) + 1)
 
         # from a bitmask: each column's count of its block's set bits before it, per row, taken from the arriving
         # chunk's mask and registered beside it

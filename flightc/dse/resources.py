@@ -60,13 +60,12 @@ def _chain_features(cfg: HardwareConfig) -> list[float]:
 
 
 def zero_insert_candidates(cfg: HardwareConfig) -> float:
-    """Stored values a lane group's zero insertion weighs per column, summed over the sparse patterns ``cfg`` runs:
-    the j-th of a block's n ascending positions can only lie in columns j .. m - n + j (hw/lane_group.py)."""
-    total = 0.0
-    for n, m in SPARSITY_NM.values():
-        if n < m and pattern_supported(cfg, n, m):
-            total += sum(min(c, n - 1) - max(0, c - (m - n)) + 1 for c in range(m)) / m
-    return total
+    """Stored values a lane group's zero insertion weighs per column, summed over the sparse patterns ``cfg`` runs
+    (hw/lane_group.py ``candidates``)."""
+    from flightc.hw.lane_group import candidates
+
+    return sum(sum(len(candidates(c, n, m)) for c in range(m)) / m
+               for n, m in SPARSITY_NM.values() if n < m and pattern_supported(cfg, n, m))
 
 
 def _lane_group_features(cfg: HardwareConfig) -> list[float]:
@@ -74,14 +73,13 @@ def _lane_group_features(cfg: HardwareConfig) -> list[float]:
     # sparse pattern, the zero insertion as wide as the widest weights stored N:M, by positions (an AND-OR of
     # compares) and by a bitmask (LUT6 multiplexers on the count), each where the config decodes it; per slot, a
     # bitmask's registered counts of the set bits before each column
-    S, cand = cfg.lane_slots, zero_insert_candidates(cfg) * insertion_bits(cfg) / 8
+    from flightc.hw.lane_group import config_kinds, formats, insertion_bits
+
+    S = cfg.lane_slots
+    cand = zero_insert_candidates(cfg) * insertion_bits(formats(S, config_kinds(cfg))) / 8
     by_pos, by_mask = (e in cfg.sparse_encodings for e in (SparseEncoding.POSITIONS, SparseEncoding.BITMASK))
     return [S, S * cand * by_pos, S * cand * by_mask, S * (cand > 0) * by_mask]
 
-
-def insertion_bits(cfg: HardwareConfig) -> int:
-    """How wide a lane group's zero insertion is: the widest weights ``cfg`` stores N:M (hw/lane_group.py; 0: none)."""
-    return max((b for b in cfg.weight_bits if b in cfg.sparse_bits), default=0)
 
 
 def _feed_features(cfg: HardwareConfig) -> list[float]:

@@ -77,17 +77,20 @@ def slr_channels(part: Part) -> int | None:
     return split if split != part.mem_channels else None
 
 
+def _plan_formats(plan) -> tuple:
+    return (plan.default, plan.head, *(fmt for _, fmt in plan.overrides))
+
+
 def plan_sparse_bits(plan) -> tuple[int, ...]:
     """The widths the plan stores N:M (a sparse point stores N:M at those alone: its zero insertion is as wide as the
     widest, ``HardwareConfig.sparse_bits``); empty for a dense plan."""
-    return tuple(sorted({f.bits for f in (plan.default, plan.head, *(fmt for _, fmt in plan.overrides))
-                         if f.sparse}))
+    return tuple(sorted({f.bits for f in _plan_formats(plan) if f.sparse}))
 
 
 def required_sparsity(plan) -> int:
     """The sparsest N:16 the plan's layers use (2 for 2:4, which the hardware serves with 2:16's window)."""
     ns = [16]
-    for f in (plan.default, plan.head, *(fmt for _, fmt in plan.overrides)):
+    for f in _plan_formats(plan):
         if f.sparse:
             ns.append(2 if f.m == 4 else f.n * 16 // f.m)
     return min(ns)
