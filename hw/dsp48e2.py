@@ -30,12 +30,12 @@ OPMODE_M_PCIN = 0b00_001_01_01  # the same plus PCIN (Z = 001)
 INMODE_D_PLUS_A = 0b00100  # the pre-adder: D + A
 
 
-def _dsp(m: Module, name: str, ports: dict, regs: dict) -> None:
-    """One DSP48E2: every register in ``regs`` (AREG, BREG, DREG, ADREG, MREG, PREG) runs every cycle; the rest
-    are off."""
+def dsp(m: Module, name: str, ports: dict, regs: dict, enables: dict | None = None) -> None:
+    """One DSP48E2: every register in ``regs`` (AREG, BREG, DREG, ADREG, MREG, PREG) runs every cycle but those
+    whose clock enable ``enables`` names (CEB1, CEB2: a weight held); the rest are off."""
     for ce in ("CEA1", "CEA2", "CEB1", "CEB2", "CEC", "CED", "CEAD", "CEM", "CECTRL", "CEINMODE", "CEALUMODE",
                "CECARRYIN", "CEP"):
-        ports[f"i_{ce}"] = Const(1, 1)
+        ports[f"i_{ce}"] = (enables or {}).get(ce, Const(1, 1))
     for rst in ("RSTA", "RSTB", "RSTC", "RSTD", "RSTM", "RSTP", "RSTCTRL", "RSTINMODE", "RSTALUMODE",
                 "RSTALLCARRYIN"):
         ports[f"i_{rst}"] = Const(0, 1)
@@ -76,7 +76,7 @@ def cascade_sum(m: Module, name: str, slots: list[tuple[Value, Value, Value]], s
         # the second step's slots: their products a cycle later (the pre-adder's register, B's second), to meet
         # the first step's sum at the P register that closes it
         regs = dict(AREG=1, DREG=1, BREG=1 + step, ADREG=step, MREG=1, PREG=int(last_of_step))
-        _dsp(m, f"{name}_dsp{k}", ports, regs)
+        dsp(m, f"{name}_dsp{k}", ports, regs)
         pcout = nxt
         if k == len(slots) - 1:
             m.d.comb += out.eq(p.as_signed())
@@ -95,7 +95,7 @@ def registered_product(m: Module, name: str, a: Value, b: Value) -> Signal:
     pa, pb = Signal(A_BITS, name=f"{name}_a"), Signal(B_BITS, name=f"{name}_b")
     p = Signal(P_BITS, name=f"{name}_p")
     m.d.comb += [pa.eq(Value.cast(a).as_signed()), pb.eq(Value.cast(b).as_signed())]
-    _dsp(m, f"{name}_dsp", dict(i_A=pa, i_B=pb, i_D=Const(0, D_BITS), i_OPMODE=Const(OPMODE_M, 9),
+    dsp(m, f"{name}_dsp", dict(i_A=pa, i_B=pb, i_D=Const(0, D_BITS), i_OPMODE=Const(OPMODE_M, 9),
                                 i_INMODE=Const(INMODE_D_PLUS_A, 5), o_P=p), dict(MREG=1, PREG=1))
     m.d.comb += out.eq(p.as_signed())
     return out

@@ -1,7 +1,7 @@
 """The timing estimate (hw/timing.py): logic levels on a mapped netlist, counted by hand on small netlists (LUT
 chains, carry chains, a DSP48E2's stages cut by its registers), and on yosys' mapping of the SFU's divider and of
 the u280's lane group and feed, sparse DSP chain, LD lanes, MPE output stage, MPE, SFU, buffers, control and
-ST."""
+ST, and of a weight-stationary prefill array."""
 from __future__ import annotations
 
 import hashlib
@@ -213,6 +213,28 @@ def test_the_u280s_lane_group_feed_and_chain_are_within_225_mhzs_depth(tmp_path)
     m = mapped(tmp_path / "chain", CHAIN_TOP, chain_verilog(cfg), RECORD)
     assert max(levels_of(m).values()) <= max_levels(cfg.clock_mhz), ("chain", levels_of(m))
     assert m["cells"]["DSP48E2"] == cfg.chain_length  # a lane's product, two tokens packed
+
+
+@pytest.mark.synth
+def test_the_prefill_arrays_chains_take_a_few_luts_a_dsp_within_225_mhzs_depth(tmp_path):
+    """yosys' mapping of a weight-stationary prefill array (hw/prefill_array.py) of 8 chains of 32 DSP48E2s and 256
+    token pairs: every path within the levels 225 MHz allows, a DSP48E2 a column and two a chain (its multipliers),
+    a block RAM a chain (its partial sums), and at most 6 LUTs a column's DSP (measured 2026-12-07: 1,195 LUTs, 4.7
+    a DSP; a lane group takes 39 a slot, docs/performance.md)."""
+    from flightc.config import PRESETS
+    from flightc.hw.hierarchy import component_ports, to_verilog
+    from flightc.hw.prefill_array import WeightArray
+    from flightc.hw.synth import mapped
+
+    cfg = PRESETS["u280"]
+    chains, length = 8, 32
+    unit = WeightArray(chains, length, 256)
+    m = mapped(tmp_path / "prefill_array", "prefill_array",
+               to_verilog(unit, "prefill_array", ports=[s for s, _ in component_ports(unit)]), RECORD)
+    assert max(levels_of(m).values()) <= max_levels(cfg.clock_mhz), levels_of(m)
+    assert m["cells"]["DSP48E2"] == chains * (length + 2)
+    assert m["cells"]["BRAM36"] == chains
+    assert m["cells"]["LUT"] <= 6 * chains * length, m["cells"]
 
 
 @pytest.mark.synth
