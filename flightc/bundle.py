@@ -271,6 +271,10 @@ def _read_manifest(z: zipfile.ZipFile, path: Path) -> dict:
 def load_bundle(path: str | Path, expect: HardwareConfig | None = None) -> Bundle:
     """Open and validate a bundle; ``expect`` is the configuration the backend was built for."""
     path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: no such file; give the path of a bundle `flightc compile -o` wrote")
+    if path.is_dir():
+        raise BundleError(f"{path}: a folder, not a bundle; give the path of a bundle file (.flb)")
     try:
         z = zipfile.ZipFile(path)
     except _ZIP_ERRORS as e:

@@ -9,11 +9,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from flightc.errors import FlightcError
+
+
+def output_folder(path: str | Path) -> Path:
+    """Make ``path``'s folder if it is missing (a command checks where it will write before long work), or say why
+    it cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FlightcError(f"cannot write {path}: its folder {path.parent} cannot be made ({e.strerror or e}); "
+                           f"give an output path in a folder you can write") from None
+    if path.is_dir():
+        raise FlightcError(f"cannot write {path}: it is a folder; give a file name in it")
+    return path
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto it when the block succeeds, removed when it fails."""
-    path = Path(path)
+    """A temporary path beside ``path`` (its folder made if missing); renamed onto it when the block succeeds,
+    removed when it fails."""
+    path = output_folder(path)
     tmp = path.with_name(f".{path.name}.partial")
     try:
         yield tmp

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "m.flb"
+    out = tmp_path_factory.mktemp("cli") / "new" / "folder" / "m.flb"  # (compile makes the folders it writes into)
     assert main(["compile", "builtin:tiny-llama-gqa", "--hw", "tiny", "--bits", "4", "--group", "32",
                  "--sparsity", "8:16", "--layer", "*.down_proj=w8", "--max-len", "16", "--max-prefill", "4",
                  "-o", str(out)]) == 0

@@ -120,6 +120,7 @@ def _calibration(args):
 
 def cmd_compile(args) -> int:
     from flightc.compiler.pipeline import STEPS, compile_model
+    from flightc.files import output_folder
     from flightc.compress.method import Method
     from flightc.models.builtin import model_input
 
@@ -127,6 +128,8 @@ def cmd_compile(args) -> int:
     plan = _plan(args)
     if not args.output and not args.stop_after:
         raise FlightcError("flightc compile needs -o BUNDLE.flb (or --stop-after PASS to look at a pass's graph)")
+    if args.output:
+        output_folder(args.output)  # before the compile, not after it
     t0 = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("compiling", total=None)
