@@ -123,6 +123,8 @@ CASES = [
     Case("eval", "a missing reference model", lambda i: ["eval", str(i.bundle), "--reference",
                                                           str(i.folder / "no-model"), "--json", _o(i)],
          ("no-model",)),
+    Case("eval", "a bundle whose model declares no task", lambda i: ["eval", str(i.bundle), "--json", _o(i)],
+         ("tiny-llama", "declares no task", "--text")),
     Case("eval", "zero problems", lambda i: ["eval", str(i.bundle), "-n", "0", "--json", _o(i)], ("-n",)),
     Case("eval", "a missing text file", lambda i: ["eval", str(i.bundle), "--text", str(i.folder / "no.txt"),
                                                    "--json", _o(i)], ("no.txt",)),

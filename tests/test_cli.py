@@ -142,6 +142,25 @@ def test_perf_json_follows_its_schema_with_and_without_decode(bundle, tmp_path, 
     assert doc["decode"] is doc["token_bytes"] is doc["roofline_tokens_per_s"] is None
 
 
+def test_perf_and_run_without_counts_fit_the_bundles_max_len(bundle, tmp_path, capsys):
+    """FlightLLM's 128 + 512 (perf) and 16 new tokens (run) are the defaults; on a bundle of max_len 16 they shrink
+    to what fits and say so, where counts that do not fit are refused."""
+    from flightc.cli.perf import default_request
+
+    assert default_request(640, None, None) == (128, 512)
+    assert default_request(16, None, None) == (3, 13) and default_request(16, 10, None) == (10, 6)
+    assert default_request(16, None, 12) == (4, 12)
+    out = tmp_path / "perf.json"
+    assert main(["perf", str(bundle), "--sample", "4", "--json", str(out)]) == 0
+    assert "3 prompt + 13 generated tokens" in " ".join(capsys.readouterr().out.split())
+    doc = json.loads(out.read_text())
+    assert (doc["prefill"]["tokens"], doc["decode"]["tokens"]) == (3, 13)
+    assert main(["run", str(bundle), "--prompt-ids", "1,2,3,4", "--json", str(out)]) == 0
+    assert "at most 13 tokens" in capsys.readouterr().out
+    assert len(json.loads(out.read_text())["tokens"]) == 13
+    assert main(["perf", str(bundle), "--prompt", "10", "--decode", "10"]) == 2
+
+
 def test_schema_validation_catches_missing_extra_and_mistyped_keys(bundle, tmp_path):
     out = tmp_path / "perf.json"
     assert main(["perf", str(bundle), "--prompt", "2", "--decode", "2", "--json", str(out)]) == 0

@@ -14,8 +14,8 @@ def register(sub) -> None:
     e = sub.add_parser("eval", help="task accuracy (addition) or held-out perplexity (pylm) of the float model vs "
                                     "the compiled model on a backend")
     e.add_argument("bundle")
-    e.add_argument("--reference", help=f"the float model the bundle was compiled from (default {DEFAULT_MODEL}; "
-                                       "with --text, the model the bundle names)")
+    e.add_argument("--reference", help=f"the float model the bundle was compiled from (default: the model the bundle "
+                                       f"names, else {DEFAULT_MODEL})")
     e.add_argument("-n", type=int, help="held-out problems (default 100) or text windows (default 4)")
     e.add_argument("--text", help="a text file: perplexity on it, through the model's tokenizer (any model with "
                                   "one), float vs compiled")
@@ -97,13 +97,14 @@ def cmd_eval(args) -> int:
         return _eval_text(args)
     from flightc.models.builtin import DEFAULT_MODEL
 
-    args.reference = args.reference or DEFAULT_MODEL
+    bundle = load_bundle(args.bundle)
+    args.reference = args.reference or bundle.manifest.source or DEFAULT_MODEL
     task = model_task(args.reference)
     if task is None:
         raise FlightcError(f"{args.reference} declares no task (flightc_task.json): eval needs a checkable task "
-                           f"(addition) or held-out text (builtin:pylm)")
+                           f"(builtin:addition) or held-out text (builtin:pylm); for this model, give --text FILE "
+                           f"(its perplexity on your text)")
     options = _options(args)
-    bundle = load_bundle(args.bundle)
     ref = FloatReference(load_torch_model(args.reference))
     if isinstance(task, TextTask):
         n = args.n if args.n is not None else 4

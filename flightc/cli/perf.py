@@ -6,12 +6,29 @@ import json
 from flightc.cli.render import console, progress, table
 from flightc.files import write_atomic
 
+PROMPT, DECODE = 128, 512  # FlightLLM's shortest workload
+
+
+def default_request(max_len: int, prompt: int | None, decode: int | None) -> tuple[int, int]:
+    """The request to model: what was asked; where a count was not given, the default, or where the defaults do not
+    fit ``max_len``, the part of it they would take (a fifth for the prompt), the other count what is left."""
+    if prompt is None and decode is None:
+        if PROMPT + DECODE <= max_len:
+            return PROMPT, DECODE
+        prompt = max(1, max_len * PROMPT // (PROMPT + DECODE))
+        return prompt, max_len - prompt
+    if prompt is None:
+        return max(1, min(PROMPT, max_len - decode)), decode
+    if decode is None:
+        return prompt, max(0, min(DECODE, max_len - prompt))
+    return prompt, decode
+
 
 def register(sub) -> None:
     f = sub.add_parser("perf", help="model the speed of a request (prompt, then generated tokens) on a bundle")
     f.add_argument("bundle")
-    f.add_argument("--prompt", type=int, default=128, help="prompt tokens")
-    f.add_argument("--decode", type=int, default=512, help="generated tokens")
+    f.add_argument("--prompt", type=int, help=f"prompt tokens (default {PROMPT}, or what fits the bundle's max_len)")
+    f.add_argument("--decode", type=int, help=f"generated tokens (default {DECODE}, or what fits the bundle's max_len)")
     f.add_argument("--sample", type=int, default=64,
                    help="schedule every Nth position exactly and interpolate in between (1: every step)")
     f.add_argument("--trace", help="write a Chrome/Perfetto timeline of the first prompt step and the first "
@@ -31,6 +48,11 @@ def cmd_perf(args) -> int:
 
     b = load_bundle(args.bundle)
     cfg = b.config
+    prompt, decode = default_request(b.max_len, args.prompt, args.decode)
+    if (prompt, decode) != (args.prompt, args.decode) and (prompt, decode) != (PROMPT, DECODE):
+        console.print(f"modeling {prompt} prompt + {decode} generated tokens (the defaults {PROMPT} + {DECODE} "
+                      f"shortened to the bundle's max_len {b.max_len}; --prompt and --decode choose)")
+    args.prompt, args.decode = prompt, decode
     w = WorkloadModel(b, args.sample)
     with progress() as bar:
         task = bar.add_task("modeling", total=None)

@@ -11,6 +11,8 @@ from flightc.cli.render import console, table
 from flightc.errors import FlightcError
 from flightc.files import write_atomic
 
+NEW_TOKENS = 16  # run's default number of tokens to generate
+
 
 def register(sub) -> None:
     from flightc.runtime.backends import backends_epilog
@@ -23,7 +25,8 @@ def register(sub) -> None:
     given.add_argument("--prompt-ids", help="token ids, e.g. 1,2,3")
     s.add_argument("--tokenizer", help="whose tokenizer to use: a folder of Hugging Face tokenizer files or a model "
                                        "(builtin:NAME); default: the model the bundle was compiled from")
-    s.add_argument("--max-new-tokens", type=int, default=16, help="most tokens to generate (fewer at an EOS token)")
+    s.add_argument("--max-new-tokens", type=int, help=f"most tokens to generate (fewer at an EOS token; default "
+                                                      f"{NEW_TOKENS}, or as many as the bundle's max_len leaves)")
     add_sampling_flags(s)
     add_backend_choice(s)
     add_backend_flags(s)
@@ -55,6 +58,12 @@ def cmd_run(args) -> int:
     with Session(args.bundle, backend=args.backend, **options) as session:
         codec = bundle_codec(session.bundle, args.tokenizer) if args.prompt is not None else None
         prompt = codec.encode(args.prompt) if codec else _ids(args.prompt_ids)
+        if args.max_new_tokens is None:  # the default, or as many as fit
+            room = session.bundle.max_len - len(prompt) + 1
+            args.max_new_tokens = min(NEW_TOKENS, room) if room >= 1 else NEW_TOKENS
+            if args.max_new_tokens < NEW_TOKENS:
+                console.print(f"generating at most {args.max_new_tokens} tokens: the bundle's max_len is "
+                              f"{session.bundle.max_len}")
         session.check_request(prompt, args.max_new_tokens)
         console.print(f"prompt: {args.prompt!r} ({len(prompt)} tokens)" if codec else f"prompt: {prompt}")
         t0 = time.perf_counter()
