@@ -128,6 +128,9 @@ def cmd_compile(args) -> int:
     plan = _plan(args)
     if not args.output and not args.stop_after:
         raise FlightcError("flightc compile needs -o BUNDLE.flb (or --stop-after PASS to look at a pass's graph)")
+    for flag, value in (("--max-len", args.max_len), ("--max-prefill", args.max_prefill)):
+        if value is not None and value < 1:
+            raise FlightcError(f"{flag} {value}: at least 1 token")
     if args.output:
         output_folder(args.output)  # before the compile, not after it
     t0 = time.perf_counter()
