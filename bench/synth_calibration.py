@@ -108,6 +108,13 @@ RUNS = [
      dict(**patterns(8), sparse_encodings=_PM[1:], sparse_bits=(4,)), ()),
     ("lane-group-S64-n8-pm-b4", "lane_group", True, "u280", dict(**patterns(8), sparse_encodings=_PM, sparse_bits=(4,)),
      ()),
+    # fewer weight widths (a plan's W4 and its W8 LM head): each slot's dequantizer chooses among fewer
+    ("lane-group-S64-dense-w48", "lane_group", False, "u280", dict(**patterns(16), weight_bits=(4, 8)), ()),
+    ("lane-group-S128-dense-w48", "lane_group", False, "u280",
+     dict(**patterns(16), weight_bits=(4, 8), lane_slots=128, lane_act_kib=64), ()),
+    ("lane-group-S64-n8-m-b4-w48", "lane_group", True, "u280",
+     dict(**patterns(8), sparse_encodings=_PM[1:], sparse_bits=(4,), weight_bits=(4, 8)), ()),
+    ("lane-feed-B64-dense-w48", "lane_feed", False, "u280", dict(**_beat(64), **patterns(16), weight_bits=(4, 8)), ()),
     ("lane-feed-B64-dense", "lane_feed", False, "u280", dict(**_beat(64), **patterns(16)), ()),
     ("lane-feed-B64-n8-m", "lane_feed", True, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM[1:]), ()),
     ("lane-feed-B64-n8-m-b4", "lane_feed", False, "u280", dict(**_beat(64), **patterns(8), sparse_encodings=_PM[1:],

@@ -69,16 +69,18 @@ def zero_insert_candidates(cfg: HardwareConfig) -> float:
 
 
 def _lane_group_features(cfg: HardwareConfig) -> list[float]:
-    # per slot: its packed DSP48E2's operands, dequantizer and share of the sums; per slot and candidate of each
-    # sparse pattern, the zero insertion as wide as the widest weights stored N:M, by positions (an AND-OR of
-    # compares) and by a bitmask (LUT6 multiplexers on the count), each where the config decodes it; per slot, a
-    # bitmask's registered counts of the set bits before each column
+    # per slot: its packed DSP48E2's operands and share of the sums; its dequantizer, a choice among the widths the
+    # config stores; per slot and candidate of each sparse pattern, the zero insertion as wide as the widest weights
+    # stored N:M, by positions (an AND-OR of compares) and by a bitmask (LUT6 multiplexers on the count), each where
+    # the config decodes it; per slot, a bitmask's registered counts of the set bits before each column
     from flightc.hw.lane_group import config_kinds, formats, insertion_bits
 
     S = cfg.lane_slots
-    cand = zero_insert_candidates(cfg) * insertion_bits(formats(S, config_kinds(cfg))) / 8
+    kinds = config_kinds(cfg)
+    cand = zero_insert_candidates(cfg) * insertion_bits(formats(S, kinds)) / 8
     by_pos, by_mask = (e in cfg.sparse_encodings for e in (SparseEncoding.POSITIONS, SparseEncoding.BITMASK))
-    return [S, S * cand * by_pos, S * cand * by_mask, S * (cand > 0) * by_mask]
+    widths = len({bits for bits, *_ in kinds})
+    return [S, S * widths, S * cand * by_pos, S * cand * by_mask, S * (cand > 0) * by_mask]
 
 
 
