@@ -120,8 +120,8 @@ def _calibration(args):
 
 def cmd_compile(args) -> int:
     from flightc.compiler.pipeline import STEPS, compile_model
-    from flightc.files import output_folder
     from flightc.compress.method import Method
+    from flightc.files import output_folder
     from flightc.models.builtin import model_input
 
     labels = {step.name: step.label for step in STEPS}

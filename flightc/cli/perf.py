@@ -49,7 +49,7 @@ def cmd_perf(args) -> int:
     b = load_bundle(args.bundle)
     cfg = b.config
     prompt, decode = default_request(b.max_len, args.prompt, args.decode)
-    if (prompt, decode) != (args.prompt, args.decode) and (prompt, decode) != (PROMPT, DECODE):
+    if (args.prompt is None and prompt != PROMPT) or (args.decode is None and decode != DECODE):
         console.print(f"modeling {prompt} prompt + {decode} generated tokens (the defaults {PROMPT} + {DECODE} "
                       f"shortened to the bundle's max_len {b.max_len}; --prompt and --decode choose)")
     args.prompt, args.decode = prompt, decode
