@@ -104,7 +104,10 @@ class WeightArray(wiring.Component):
         swap_at = [delayed(m, self.swap, i + 1, f"swap{i}") for i in range(L)]
         out_at = sums_at(L)
         split_band = delayed(m, Cat(self.valid, self.first, self.pair), out_at + 1, "split_band")
-        valid_s, first_s, pair_s = split_band[0], split_band[1], split_band[2:]
+        valid_s, pair_s = split_band[0], split_band[2:]
+        # the multipliers take the loaded ones as the swapping pair's sums reach them; the writes, the products
+        write_band = delayed(m, split_band, PRODUCT_LATENCY, "write_band")
+        mult_swap = delayed(m, self.swap, out_at, "mult_swap")
         rd_data = []
         for c in range(self.chains):
             mine = self.load & (self.load_chain == c)
@@ -117,7 +120,7 @@ class WeightArray(wiring.Component):
             shadow, held = Signal(self.mult_bits, name=f"c{c}_mult_next"), Signal(self.mult_bits, name=f"c{c}_mult")
             with m.If(mine):
                 m.d.sync += shadow.eq(self.mult)
-            with m.If(delayed(m, self.swap, out_at, f"c{c}_mswap")):
+            with m.If(mult_swap):
                 m.d.sync += held.eq(shadow)
             products = [registered_product(m, f"c{c}_p{f}", field, Cat(held, Const(0, 1)).as_signed())
                         for f, field in enumerate((lo_f, hi_f))]
@@ -127,13 +130,11 @@ class WeightArray(wiring.Component):
             wr = acc.write_port()
             m.d.comb += rd.addr.eq(Mux(valid_s, pair_s, self.rd_pair))
             old = delayed(m, rd.data, PRODUCT_LATENCY - 1, f"c{c}_old")
-            wband = delayed(m, Cat(valid_s, first_s, pair_s), PRODUCT_LATENCY, f"c{c}_wband")
-            start = wband[1]
             new = [Signal(signed(self.acc_bits), name=f"c{c}_new{f}") for f in range(2)]
             for f in range(2):
                 prev = old[f * self.acc_bits:(f + 1) * self.acc_bits].as_signed()
-                m.d.comb += new[f].eq(products[f][:self.acc_bits].as_signed() + Mux(start, 0, prev))
-            m.d.comb += [wr.en.eq(wband[0]), wr.addr.eq(wband[2:]), wr.data.eq(Cat(*new))]
+                m.d.comb += new[f].eq(products[f][:self.acc_bits].as_signed() + Mux(write_band[1], 0, prev))
+            m.d.comb += [wr.en.eq(write_band[0]), wr.addr.eq(write_band[2:]), wr.data.eq(Cat(*new))]
             rd_data.append(rd.data)
         m.d.comb += self.rd_data.eq(Cat(*rd_data))
         return m

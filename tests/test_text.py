@@ -157,3 +157,19 @@ def test_generation_ends_at_an_eos_token(addition):
     with Session(addition) as s:
         cut = [t for t, _ in s.generate(task.prompt_ids(p), 5, stop=frozenset({full[1]}))]
     assert cut == full[:2 if full[0] != full[1] else 1]
+
+
+def test_the_long_context_model_reads_its_thousand_positions():
+    """builtin:pylm1k, trained on windows of 1,024 bytes, predicts the same held-out bytes better from 256 bytes of
+    context than from 128, no worse from 1,024, and there several times better than builtin:pylm (windows of 128),
+    whose predictions fall apart past its positions (docs/models.md quotes both)."""
+    from flightc.models.builtin import load_builtin, trained_folder
+    from flightc.models.pylm1k.train import perplexities
+    from flightc.tasks.text import HELDOUT_FILE
+
+    held = np.frombuffer((trained_folder("pylm1k") / HELDOUT_FILE).read_bytes(), np.uint8).astype(np.int64)
+    held = held[:16 * 1024]  # 16 windows
+    long = perplexities(load_builtin("builtin:pylm1k"), held, (128, 256, 1024))
+    assert long[256] < long[128] and long[1024] < 1.01 * long[256]
+    short = perplexities(load_builtin("builtin:pylm"), held, (1024,))
+    assert 4 * long[1024] < short[1024]

@@ -33,7 +33,9 @@ BUILTIN: dict[str, RandomBuiltin] = {
 }
 TRAINED = {"addition": "3-layer LLaMA (0.65 M parameters) trained on 4-digit addition; committed weights",
            "pylm": "4-layer byte-level LLaMA (0.8 M parameters, GQA) trained on the Python standard library's source; "
-                   "held-out perplexity; committed weights"}
+                   "held-out perplexity; committed weights",
+           "pylm1k": "pylm's architecture trained on windows of 1,024 bytes (positions up to 1,024): the long-context "
+                     "model; committed weights"}
 DEFAULT_MODEL = "builtin:addition"
 
 

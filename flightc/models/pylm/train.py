@@ -37,10 +37,10 @@ def corpus() -> tuple[np.ndarray, np.ndarray]:
     return as_array(train), as_array(held)
 
 
-def make_model(vocab_size: int):
+def make_model(vocab_size: int, config: dict | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **CONFIG))
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **(config or CONFIG)))
 
 
 @torch.no_grad()
@@ -53,21 +53,24 @@ def held_out_nll(model, windows: np.ndarray) -> float:
     return float(nll)
 
 
-def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float) -> float:
+def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float, config: dict | None = None,
+          context: int = CONTEXT, heldout_bytes: int = HELDOUT_BYTES, probe_windows: int = 64) -> float:
+    """Train from ``seed`` on windows of ``context`` bytes and write the model's folder; the held-out mean NLL over
+    the first ``heldout_bytes`` of the held-out text (``probe_windows`` of them printed as it goes)."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     train_bytes, held_bytes = corpus()
     print(f"corpus: {len(train_bytes) / 1e6:.1f} MB training, {len(held_bytes) / 1e6:.2f} MB held out", flush=True)
     task = TextTask(out)
-    model = make_model(task.vocab_size)
-    probe = held_bytes[: (HELDOUT_BYTES // CONTEXT) * CONTEXT].reshape(-1, CONTEXT)
+    model = make_model(task.vocab_size, config)
+    probe = held_bytes[: (heldout_bytes // context) * context].reshape(-1, context)
     opt, sched = adamw_warmup_cosine(model, lr, steps)
     t0 = time.time()
     model.train()
     for step in range(steps):
-        starts = rng.integers(0, len(train_bytes) - CONTEXT - 1, size=batch)
-        seqs = torch.tensor(np.stack([train_bytes[s:s + CONTEXT + 1] for s in starts]))
+        starts = rng.integers(0, len(train_bytes) - context - 1, size=batch)
+        seqs = torch.tensor(np.stack([train_bytes[s:s + context + 1] for s in starts]))
         logits = model(seqs[:, :-1]).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), seqs[:, 1:].reshape(-1))
         opt.zero_grad()
@@ -76,17 +79,17 @@ def train(out: Path, steps: int, batch: int, seed: int, threads: int, lr: float)
         opt.step()
         sched.step()
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            nll = held_out_nll(model, probe[:64])
+            nll = held_out_nll(model, probe[:probe_windows])
             print(f"step {step + 1:5d}  loss {loss.item():.3f}  held-out {nll:.3f} nats/byte "
                   f"(ppl {math.exp(nll):.2f})  {time.time() - t0:.0f} s", flush=True)
     nll = held_out_nll(model, probe)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out, safe_serialization=True)
-    (out / HELDOUT_FILE).write_bytes(bytes(held_bytes[:HELDOUT_BYTES].astype(np.uint8)))
+    (out / HELDOUT_FILE).write_bytes(bytes(held_bytes[:heldout_bytes].astype(np.uint8)))
     start = int(rng.integers(0, len(train_bytes) - CALIB_BYTES))
     (out / CALIB_FILE).write_bytes(bytes(train_bytes[start:start + CALIB_BYTES].astype(np.uint8)))
     (out / TASK_FILE).write_text(task.to_json() + "\n")
-    print(f"held-out perplexity over {len(probe)} windows of {CONTEXT} bytes: {math.exp(nll):.3f}; wrote {out}")
+    print(f"held-out perplexity over {len(probe)} windows of {context} bytes: {math.exp(nll):.3f}; wrote {out}")
     return nll
 
 
