@@ -62,6 +62,14 @@ def load_gap(length: int) -> int:
     return sums_at(length) + 1
 
 
+def pass_cycles(chains: int, length: int, pairs: int, blocks: int) -> int:
+    """Cycles from the first pair in to the last of ``blocks`` k blocks' passes over ``pairs`` token pairs, each
+    block's weights loaded a chain a cycle as soon as the array allows (:func:`load_gap` after the swap before) and
+    each pass started once its weights are in and the pass before is: a pass costs its pairs, or the loads' gap and
+    the chains where the pairs are fewer (the timing a performance model of the array starts from)."""
+    return (blocks - 1) * max(pairs, load_gap(length) + chains) + pairs
+
+
 def latency(length: int) -> int:
     """Cycles from a pair's activations in to ``rd_pair`` reading its partial sums: its chain sums, their split,
     their products (the partial sum read beside them), the write."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from flightc.hw.prefill_array import WeightArray, chain_length_max, check_chain, latency, load_gap
+from flightc.hw.prefill_array import WeightArray, chain_length_max, check_chain, latency, load_gap, pass_cycles
 from flightc.sim.rtl.benches.prefill_cases import Case, cases, ports_at, schedule, unpack_sums
 
 
@@ -62,12 +62,15 @@ def test_the_longest_exact_chain_at_the_operands_extremes():
         check_chain(length + 1, 4)
 
 
-def test_passes_run_back_to_back_with_the_next_weights_loaded_under_them():
-    """Passes long enough to hide the next block's loads (load_gap + chains pairs) run back to back: the array takes
-    a pair every cycle, 2 x length x chains multiply-accumulates."""
+@pytest.mark.parametrize("pairs", [3, 13, 14])
+def test_passes_run_back_to_back_with_the_next_weights_loaded_under_them(pairs):
+    """Passes long enough to hide the next block's loads (load_gap + chains = 14 pairs here) run back to back: the
+    array takes a pair every cycle, 2 x length x chains multiply-accumulates; shorter ones wait for the loads. The
+    simulated cycles are pass_cycles' (the closed form a performance model takes)."""
     chains, blocks, length = 2, 3, 8
-    pairs = load_gap(length) + chains
+    assert load_gap(length) + chains == 14
     case = cases(np.random.default_rng(3), chains, blocks, length, pairs)[0]
     got, cycles = run_array(case)
     assert (got == case.expected()).all()
-    assert cycles == blocks * pairs
+    assert cycles == pass_cycles(chains, length, pairs, blocks)
+    assert (cycles == blocks * pairs) == (pairs >= 14)
