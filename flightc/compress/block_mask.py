@@ -120,13 +120,17 @@ def attention_mass(model, windows: np.ndarray, block: int) -> np.ndarray:
         raise UnsupportedError(f"windows of {tokens} tokens are not whole blocks of {block}")
     n = tokens // block
     total = None
-    model.set_attn_implementation("eager")
-    with torch.no_grad():
-        for row in windows:
-            out = model(torch.tensor(row[None, :]), output_attentions=True)
-            a = torch.stack(out.attentions)[:, 0].double().numpy()  # [layers, heads, T, T]
-            m = a.reshape(a.shape[0], a.shape[1], n, block, n, block).sum(axis=5).mean(axis=3)
-            total = m if total is None else total + m
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # (the probabilities themselves)
+    try:
+        with torch.no_grad():
+            for row in windows:
+                out = model(torch.tensor(row[None, :]), output_attentions=True)
+                a = torch.stack(out.attentions)[:, 0].double().numpy()  # [layers, heads, T, T]
+                m = a.reshape(a.shape[0], a.shape[1], n, block, n, block).sum(axis=5).mean(axis=3)
+                total = m if total is None else total + m
+    finally:
+        model.set_attn_implementation(before)
     return total / len(windows)
 
 
