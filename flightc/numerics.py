@@ -251,14 +251,21 @@ def softmax_row_max(scores: np.ndarray, offset: int, window: int = 0) -> np.ndar
     return np.where(softmax_visible(s.shape, offset, window), s, np.int64(-(1 << 40))).max(axis=1)
 
 
-def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int = 0) -> np.ndarray:
+def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int = 0,
+            keep: np.ndarray | None = None) -> np.ndarray:
     """Causal softmax of INT32 score rows to UINT8 probabilities (p * 256, saturated at 255).
 
-    Row r sees columns c <= r + offset (and, with a window w > 0, c > r + offset - w). u = (s - max) * mult >> shift is (x - max) * log2(e) with
-    EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e * floor(2^40 / sum) >> 32.
+    Row r sees columns c <= r + offset (and, with a window w > 0, c > r + offset - w; with ``keep``, a boolean of
+    the scores' shape, only where it is set: a block-sparse mask, flightc/compress/block_mask.py). u = (s - max) *
+    mult >> shift is (x - max) * log2(e) with EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e *
+    floor(2^40 / sum) >> 32.
     """
     s = np.asarray(scores, np.int64)
     visible = softmax_visible(s.shape, offset, window)
+    if keep is not None:
+        visible = visible & keep
+        if not visible.any(axis=1).all():
+            raise ValueError("softmax: a row sees no column under the mask (a block mask keeps the diagonal)")
     big_neg = np.int64(-(1 << 40))
     s = np.where(visible, s, big_neg)
     m = s.max(axis=1, keepdims=True)

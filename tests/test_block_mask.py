@@ -57,3 +57,36 @@ def test_the_float_model_under_masks():
     assert bm.masked_perplexity(model, windows, least) > 1.02 * dense
     mass = bm.attention_mass(model, windows, 32)
     assert mass.shape == (4, 4, 8, 8) and np.allclose(mass.sum(axis=3), 1.0)  # each query row's mass sums to 1
+
+
+def test_the_integer_reference_under_masks():
+    """The integer reference applies a mask in its exact softmax: every causal block kept is the dense model byte for
+    byte, the sink and diagonal alone change the logits; masks of another model's shape or too few positions are
+    refused."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.errors import UnsupportedError
+    from flightc.models.builtin import model_input
+    from flightc.reference.integer import IntegerModel
+
+    g = compile_model(model_input("builtin:pylm1k"), "tiny", CompressionPlan.parse("w8"), max_len=64,
+                      stop_after="integerize")
+    ids = np.arange(40, 104) % 128
+    dense = IntegerModel(g, 64).forward_all(ids)
+    every = IntegerModel(g, 64, masks=bm.fixed(4, 4, 4, 16, 1.0)).forward_all(ids)
+    assert (every == dense).all()
+    least = IntegerModel(g, 64, masks=bm.fixed(4, 4, 4, 16, bm.least_density(4))).forward_all(ids)
+    assert (least[:16] == dense[:16]).all() and (least[32:] != dense[32:]).any()  # the first block sees all it would
+    with pytest.raises(UnsupportedError, match="block masks of 4 layers x 4 heads x 32 positions"):
+        IntegerModel(g, 64, masks=bm.fixed(4, 4, 2, 16, 1.0))
+
+
+def test_the_exact_softmax_takes_a_mask_and_refuses_an_empty_row():
+    from flightc import numerics as nm
+
+    scores = np.array([[5, 1, 0], [2, 9, 3]], np.int64)
+    keep = np.array([[True, False, False], [False, True, True]])
+    p = nm.softmax(scores, 1 << 12, 8, offset=1, keep=keep)
+    assert (p[~keep] == 0).all() and p[0, 0] == 255
+    with pytest.raises(ValueError, match="sees no column under the mask"):
+        nm.softmax(scores, 1 << 12, 8, offset=1, keep=np.zeros((2, 3), bool))

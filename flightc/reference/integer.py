@@ -63,7 +63,9 @@ class IntegerModel:
     the linear layers' products in PyTorch there (:class:`TorchProducts`), with the same results bit for bit.
     """
 
-    def __init__(self, graph: GraphIR, max_len: int, device: str | None = None):
+    def __init__(self, graph: GraphIR, max_len: int, device: str | None = None, masks=None):
+        """``masks``: block-sparse attention masks (flightc.compress.block_mask.BlockMasks), a layer per attention
+        node in graph order, applied to every softmax (None: dense)."""
         if graph.stage not in (Stage.INTEGER, Stage.FUSED):
             raise ValueError(f"integer reference needs an integerized graph, got stage {graph.stage.value!r}")
         self.graph = graph
@@ -74,6 +76,13 @@ class IntegerModel:
         self.v_cache = {n: np.zeros((max_len, width), np.int8) for n in graph.nodes_of(OpKind.ATTENTION)}
         self.products = NumpyProducts(graph) if device is None else TorchProducts(graph, device)
         self.pos = 0
+        self.masks = masks
+        self.layer_of = {n: i for i, n in enumerate(graph.nodes_of(OpKind.ATTENTION))}
+        if masks is not None and (masks.keep.shape[:2] != (len(self.layer_of), s.num_heads)
+                                  or masks.blocks * masks.block < max_len):
+            raise UnsupportedError(f"block masks of {masks.keep.shape[0]} layers x {masks.keep.shape[1]} heads x "
+                                   f"{masks.blocks * masks.block} positions for a model of {len(self.layer_of)} x "
+                                   f"{s.num_heads} at max_len {max_len}")
 
     def forward(self, ids: list[int] | np.ndarray) -> np.ndarray:
         """Feed tokens at the next positions; returns the INT32 logits of the last one."""
@@ -136,12 +145,16 @@ class IntegerModel:
         self.v_cache[name][p0:C] = v
         out = np.zeros((L, s.num_heads * d), np.int8)
         pv_mult, pv_shift = n["pv"]
+        keep = None
+        if self.masks is not None:
+            keep = self.masks.token_mask(self.layer_of[name], C)[:, p0:C, :C]
         for h in range(s.num_heads):
             j = h // s.kv_group
             kh = self.k_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
             vh = self.v_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
             scores = q[:, h * d:(h + 1) * d].astype(np.int64) @ kh.T
-            p = nm.softmax(scores, *n["softmax"], offset=p0, window=s.sliding_window)
+            p = nm.softmax(scores, *n["softmax"], offset=p0, window=s.sliding_window,
+                           keep=None if keep is None else keep[h])
             acc = p.astype(np.int64) @ vh
             out[:, h * d:(h + 1) * d] = nm.sat_i8(nm.requantize(acc, pv_mult, pv_shift))
         return out
