@@ -42,11 +42,12 @@ class BlockMasks:
         n = self.blocks
         return self.keep.sum(axis=(1, 2, 3)) / (self.keep.shape[1] * n * (n + 1) // 2)
 
-    def token_mask(self, layer: int, tokens: int) -> np.ndarray:
-        """[heads, tokens, tokens]: which scores each head of ``layer`` computes (causal within kept blocks)."""
-        b = np.arange(tokens) // self.block
-        causal = np.tril(np.ones((tokens, tokens), bool))
-        return self.keep[layer][:, b[:, None], b[None, :]] & causal
+    def token_mask(self, layer: int, tokens: int, first: int = 0) -> np.ndarray:
+        """[heads, tokens - first, tokens]: which scores each head of ``layer`` computes for the queries at
+        positions ``first`` .. ``tokens`` - 1 over the keys before them (causal within kept blocks)."""
+        rows, cols = np.arange(first, tokens), np.arange(tokens)
+        causal = cols[None, :] <= rows[:, None]
+        return self.keep[layer][:, (rows // self.block)[:, None], (cols // self.block)[None, :]] & causal
 
 
 def _causal(blocks: int) -> np.ndarray:

@@ -147,7 +147,7 @@ class IntegerModel:
         pv_mult, pv_shift = n["pv"]
         keep = None
         if self.masks is not None:
-            keep = self.masks.token_mask(self.layer_of[name], C)[:, p0:C, :C]
+            keep = self.masks.token_mask(self.layer_of[name], C, p0)
         for h in range(s.num_heads):
             j = h // s.kv_group
             kh = self.k_cache[name][:C, j * d:(j + 1) * d].astype(np.int64)
