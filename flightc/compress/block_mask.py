@@ -35,12 +35,7 @@ class BlockMasks:
 
     def density(self) -> float:
         """Kept blocks over the causal ones (the diagonal's included), over every layer and head."""
-        n = self.blocks
-        return float(self.keep.sum()) / (self.keep.shape[0] * self.keep.shape[1] * n * (n + 1) // 2)
-
-    def per_layer(self) -> np.ndarray:
-        n = self.blocks
-        return self.keep.sum(axis=(1, 2, 3)) / (self.keep.shape[1] * n * (n + 1) // 2)
+        return float(self.keep.sum()) / (self.keep.shape[0] * self.keep.shape[1] * causal_count(self.blocks))
 
     def token_mask(self, layer: int, tokens: int, first: int = 0) -> np.ndarray:
         """[heads, tokens - first, tokens]: which scores each head of ``layer`` computes for the queries at
@@ -50,8 +45,9 @@ class BlockMasks:
         return self.keep[layer][:, (rows // self.block)[:, None], (cols // self.block)[None, :]] & causal
 
 
-def _causal(blocks: int) -> np.ndarray:
-    return np.tril(np.ones((blocks, blocks), bool))
+def causal_count(blocks: int) -> int:
+    """The causal blocks of a prompt of ``blocks`` blocks, the diagonal's included."""
+    return blocks * (blocks + 1) // 2
 
 
 def _required(blocks: int, band: int = 0) -> np.ndarray:
@@ -64,7 +60,7 @@ def _required(blocks: int, band: int = 0) -> np.ndarray:
 
 def least_density(blocks: int) -> float:
     """The density of the sink and the diagonal alone."""
-    return float(_required(blocks).sum()) / (blocks * (blocks + 1) // 2)
+    return float(_required(blocks).sum()) / causal_count(blocks)
 
 
 def _count(blocks: int, density: float) -> int:
@@ -72,7 +68,7 @@ def _count(blocks: int, density: float) -> int:
         raise UnsupportedError(f"attention density {density:g}: with {blocks} blocks a prompt the sink and the "
                                f"diagonal alone keep {least_density(blocks):.3f} of them; give a density from that to 1, "
                                f"or smaller blocks")
-    return math.ceil(density * (blocks * (blocks + 1) // 2) - 1e-9)
+    return math.ceil(density * causal_count(blocks) - 1e-9)
 
 
 def calibrate(mass: np.ndarray, block: int, density: float, band: int = BAND) -> BlockMasks:
@@ -84,7 +80,7 @@ def calibrate(mass: np.ndarray, block: int, density: float, band: int = BAND) ->
     while band and _required(n, band).sum() > want:
         band -= 1
     keep = np.zeros(mass.shape, bool)
-    causal, need = _causal(n), _required(n, band)
+    causal, need = np.tril(np.ones((n, n), bool)), _required(n, band)
     q, k = np.indices((n, n))
     for layer in range(layers):
         for h in range(heads):
@@ -101,7 +97,6 @@ def fixed(layers: int, heads: int, blocks: int, block: int, density: float) -> B
     """The same for every head: the sink and the widest band behind the diagonal within ``density`` (then the
     band's next diagonal from its first rows, so the count matches a calibrated mask's)."""
     want = _count(blocks, density)
-    q, k = np.indices((blocks, blocks))
     keep = _required(blocks).copy()
     for dist in range(1, blocks):
         for qi in range(dist, blocks):
