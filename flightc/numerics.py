@@ -226,20 +226,21 @@ def exp2_lut() -> np.ndarray:
 _EXP2 = exp2_lut()
 
 
-def softmax_visible(shape: tuple[int, int], offset: int, window: int = 0) -> np.ndarray:
+def softmax_visible(shape: tuple[int, int], offset: int, window: int = 0, any_row: bool = False) -> np.ndarray:
     """The columns each row of a causal softmax sees: c <= r + offset (and, with a window w > 0, c > r + offset - w)
-    (read-only: shared by every softmax of that shape)."""
-    return _visible(tuple(shape), int(offset), int(window))
+    (read-only: shared by every softmax of that shape); a row that sees none is refused unless ``any_row`` (a block
+    of a blocked softmax)."""
+    return _visible(tuple(shape), int(offset), int(window), any_row)
 
 
 @lru_cache(maxsize=4096)
-def _visible(shape: tuple[int, int], offset: int, window: int) -> np.ndarray:
+def _visible(shape: tuple[int, int], offset: int, window: int, any_row: bool = False) -> np.ndarray:
     rows, cols = shape
     last = np.arange(rows)[:, None] + offset
     visible = np.arange(cols)[None, :] <= last
     if window:
         visible &= np.arange(cols)[None, :] > last - window
-    if not visible.any(axis=1).all():
+    if not any_row and not visible.any(axis=1).all():
         raise ValueError("softmax: a row sees no column (offset too small)")
     visible.setflags(write=False)
     return visible
@@ -258,7 +259,8 @@ def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int 
     Row r sees columns c <= r + offset (and, with a window w > 0, c > r + offset - w; with ``keep``, a boolean of
     the scores' shape, only where it is set: a block-sparse mask, flightc/compress/block_mask.py). u = (s - max) *
     mult >> shift is (x - max) * log2(e) with EXP_FRAC_BITS fractional bits; 2^u = LUT[frac] >> -int(u); p = e *
-    floor(2^40 / sum) >> 32.
+    floor(2^40 / sum) >> 32. The blocked softmax's parts (:func:`softmax_part_max`, :func:`softmax_part_sum`,
+    :func:`softmax_part_norm`) compute the same over blocks of columns, exactly.
     """
     s = np.asarray(scores, np.int64)
     visible = softmax_visible(s.shape, offset, window)
@@ -266,19 +268,76 @@ def softmax(scores: np.ndarray, mult: int, shift: int, offset: int, window: int 
         visible = visible & keep
         if not visible.any(axis=1).all():
             raise ValueError("softmax: a row sees no column under the mask (a block mask keeps the diagonal)")
-    big_neg = np.int64(-(1 << 40))
-    s = np.where(visible, s, big_neg)
-    m = s.max(axis=1, keepdims=True)
-    u = np.right_shift((s - m) * np.int64(mult), shift)  # floor
+    e = _powers(s, _visible_max(s, visible), mult, shift, visible)
+    return _normalized(e, softmax_recip(e.sum(axis=1)))
+
+
+SCORE_NONE = -(1 << 31)  # a blocked softmax's running maximum before any visible column: max(it, s) = s for every INT32
+SUM_BITS = 32  # a blocked softmax's running sum is a UINT32 (flightc.records.SOFTMAX_STATS)
+
+
+def _visible_max(s: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    return np.where(visible, s, np.int64(-(1 << 40))).max(axis=1)
+
+
+def _powers(s: np.ndarray, m: np.ndarray, mult: int, shift: int, visible: np.ndarray) -> np.ndarray:
+    """2^((s - max) * log2(e)) in EXP_FRAC_BITS fixed point for the visible scores (0 elsewhere)."""
+    u = np.right_shift((np.where(visible, s, m[:, None]) - m[:, None]) * np.int64(mult), shift)  # floor
     u = np.maximum(u, -(32 << EXP_FRAC_BITS))
     ipart = np.right_shift(u, EXP_FRAC_BITS)  # <= 0
     idx = np.right_shift(np.bitwise_and(u, (1 << EXP_FRAC_BITS) - 1), EXP_FRAC_BITS - EXP_LUT_INDEX_BITS)
-    e = np.right_shift(_EXP2[idx], -ipart)
-    e = np.where(visible, e, 0)
-    total = e.sum(axis=1, keepdims=True)
-    recip = np.floor_divide(np.int64(1) << SOFTMAX_RECIP_BITS, total)
-    p = np.right_shift(e * recip + (np.int64(1) << 31), 32)
+    return np.where(visible, np.right_shift(_EXP2[idx], -ipart), 0)
+
+
+def _given_max(s: np.ndarray, row_max: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """A SUM or NORM part's row maxima, refused where a visible score exceeds one (its MAX parts did not run)."""
+    m = np.asarray(row_max, np.int64)
+    if (np.where(visible, s, m[:, None]) > m[:, None]).any():
+        raise ValueError("softmax: a visible score exceeds its row's maximum in the statistics (every block's MAX "
+                         "part runs before the SUM and NORM parts)")
+    return m
+
+
+def softmax_recip(total: np.ndarray) -> np.ndarray:
+    """floor(2^SOFTMAX_RECIP_BITS / sum) of each row's sum of powers (at least the row maximum's own, 2^16)."""
+    return np.floor_divide(np.int64(1) << SOFTMAX_RECIP_BITS, np.asarray(total, np.int64))
+
+
+def _normalized(e: np.ndarray, recip: np.ndarray) -> np.ndarray:
+    p = np.right_shift(e * np.asarray(recip, np.int64)[:, None] + (np.int64(1) << 31), 32)
     return np.minimum(p, (1 << PROB_BITS) - 1).astype(np.uint8)
+
+
+def softmax_part_max(scores: np.ndarray, offset: int, window: int = 0, before: np.ndarray | None = None) -> np.ndarray:
+    """A blocked softmax's MAX part over a block of columns (offset and window from its first column): each row's
+    largest visible score, and ``before`` (the blocks before's, unless this is the first); SCORE_NONE where none."""
+    s = np.asarray(scores, np.int64)
+    m = np.maximum(_visible_max(s, softmax_visible(s.shape, offset, window, any_row=True)), SCORE_NONE)
+    return m if before is None else np.maximum(m, np.asarray(before, np.int64))
+
+
+def softmax_part_sum(scores: np.ndarray, row_max: np.ndarray, mult: int, shift: int, offset: int, window: int = 0,
+                     before: np.ndarray | None = None) -> np.ndarray:
+    """A blocked softmax's SUM part: each row's sum of the powers of its visible scores given its maximum over every
+    block, plus ``before``; refused where it reaches 2^SUM_BITS (a row of about 32,800 columns and more)."""
+    s = np.asarray(scores, np.int64)
+    visible = softmax_visible(s.shape, offset, window, any_row=True)
+    total = _powers(s, _given_max(s, row_max, visible), mult, shift, visible).sum(axis=1)
+    if before is not None:
+        total = total + np.asarray(before, np.int64)
+    if (total >> SUM_BITS).any():
+        raise ValueError(f"softmax: a row's sum of powers reaches 2^{SUM_BITS}, beyond a blocked softmax's statistics "
+                         f"(rows of about 32,800 columns and more): use the whole softmax")
+    return total
+
+
+def softmax_part_norm(scores: np.ndarray, row_max: np.ndarray, recip: np.ndarray, mult: int, shift: int,
+                      offset: int, window: int = 0) -> np.ndarray:
+    """A blocked softmax's NORM part: the block's probabilities given each row's maximum and the reciprocal of its
+    sum over every block (:func:`softmax_recip`)."""
+    s = np.asarray(scores, np.int64)
+    visible = softmax_visible(s.shape, offset, window, any_row=True)
+    return _normalized(_powers(s, _given_max(s, row_max, visible), mult, shift, visible), recip)
 
 
 def emul(a: np.ndarray, b: np.ndarray, mult: int, shift: int) -> np.ndarray:

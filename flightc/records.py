@@ -7,6 +7,7 @@ these declarations) and the performance model times their reads. Pure numpy: not
 - :data:`REQUANT`: one per output row of an MPE instruction: INT32 multiplier, UINT8 shift, INT32 bias.
 - :data:`NORM`: one per norm: INT64 epsilon, then an INT32 gain per column, then (LayerNorm) an INT32 bias
   per column.
+- :data:`SOFTMAX_STATS`: one per row of a blocked softmax, in ACC: INT32 running maximum, UINT32 running sum.
 - :data:`ROPE`: one row per position: head_dim INT16 Q1.14 values, the cosines of the head_dim/2 rotary
   angles, then their sines.
 """
@@ -58,6 +59,9 @@ class Record:
         if max(used) > 1:
             raise AssertionError(f"record {self.name}: fields overlap")
 
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
     def pack(self, rows: int, **values) -> bytes:
         """``rows`` records, each field from an array (or scalar) of values; fields not given are zero."""
         unknown = set(values) - {f.name for f in self.fields}
@@ -88,6 +92,9 @@ class Record:
 
 REQUANT = Record("requantization record", 12, (Field("mult", 0, "<i4"), Field("shift", 4, "u1"),
                                                Field("bias", 8, "<i4")))
+# a softmax row's statistics between the parts of a blocked softmax (MISC SOFTMAX.part, ISA 1.11), in ACC: the
+# row's running maximum (INT32; INT32's least while no column was seen), then the running sum of its powers
+SOFTMAX_STATS = Record("softmax row statistics", 8, (Field("max", 0, "<i4"), Field("sum", 4, "<u4")))
 
 
 @dataclass(frozen=True)

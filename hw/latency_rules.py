@@ -168,6 +168,9 @@ SFU_NORM_SHIFT = 2  # its leading zeros' groups, then their count
 # a read the SFU's FSM asks for itself (a norm's epsilon, a given maximum, RoPE's operands) starts on the eager
 # engine from a registered command, the cycle after the state that asks for it
 SFU_FSM_READ = 1
+# a MAX or SUM part of a blocked softmax (ISA 1.11) queues the statistic it made the cycle after its pass ends, as a
+# result, then waits for its write (PASS_END)
+SFU_STAT_QUEUE = 1
 
 
 def recip_wait_cycles(steps: int) -> int:

@@ -530,8 +530,14 @@ class Mpe(ExecutionUnit):
         scale_n = Signal(BUF_ADDR_BITS)  # scale_addr + n0 x the record's bytes
         scale_at = Signal(BUF_ADDR_BITS)  # this result's record
         tok_in, row_in = Signal(), Signal()  # the result's token is one of the instruction's, and its row
+        # acc_in's partial sums (ISA 1.11): packed rows of n INT32, moved on as the outputs are
+        part_t = Signal(BUF_ADDR_BITS)  # acc_addr + t0 x 4 n
+        part_row = Signal(BUF_ADDR_BITS)  # token t_i's first partial sum
+        part_at = Signal(BUF_ADDR_BITS)  # this result's
+        part_sum = Signal(signed(32))
         first_result = [out_row.eq(out_t + out_n), out_addr.eq(out_t + out_n), scale_at.eq(scale_n),
-                        tok_in.eq(t0 < rows_m), row_in.eq(n0 < f.n)]
+                        tok_in.eq(t0 < rows_m), row_in.eq(n0 < f.n), part_row.eq(part_t + (n0 << 2)),
+                        part_at.eq(part_t + (n0 << 2))]
         rec = Signal(REQUANT_LAYOUT)
         rounded = rounded_product(m, "mm_rq", res_r, rec.bias, rec.mult, rec.shift, cfg.acc_bits)
         rounding = Signal(range(ROUNDING_LATENCY + 1))
@@ -553,8 +559,17 @@ class Mpe(ExecutionUnit):
 
         read = eng.read
 
+        def dispatch(m):  # a result in res_r: written as it is, or its record read first
+            with m.If(mode == int(OutMode.ACC32)):
+                m.next = "OUT_WRITE"
+            with m.Else():
+                read(m, int(Buffer.PRM), scale_at, REQUANT.size)
+                m.d.comb += eng.words.eq(words_touched(scale_at, REQUANT.size, w))
+                m.next = "OUT_REC"
+
         with m.FSM() as fsm:
-            self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr), *taken,
+            self.idle(m, "T", t0.eq(0), out_t.eq(fields(self.instr, Opcode.MM).out_addr),
+                      part_t.eq(fields(self.instr, Opcode.MM).acc_addr), *taken,
                       *(tb.eq(hm.a_addr + times_constant(a_stride_now, t)) for t, tb in enumerate(tok_base)))
             with m.State("T"):
                 m.d.comb += in_t.eq(1)
@@ -576,6 +591,7 @@ class Mpe(ExecutionUnit):
             with m.State("N"):
                 with m.If(n0 >= f.n):
                     m.d.sync += [t0.eq(t0 + T), out_t.eq(out_t + out_stride * T),
+                                 part_t.eq(part_t + times_constant(f.n, 4 * T)),
                                  *(tb.eq(tb + times_constant(a_stride, T)) for tb in tok_base)]
                     m.next = "T"
                 with m.Else():
@@ -622,12 +638,19 @@ class Mpe(ExecutionUnit):
                     m.next = "N"
                 with m.Elif(~in_range):
                     m.next = "OUT_NEXT"
-                with m.Elif(mode == int(OutMode.ACC32)):
-                    m.next = "OUT_WRITE"
+                with m.Elif(f.acc_in):
+                    read(m, int(Buffer.ACC), part_at, 4)
+                    m.d.comb += eng.words.eq(words_touched(part_at, 4, w))
+                    m.next = "OUT_PART"
                 with m.Else():
-                    read(m, int(Buffer.PRM), scale_at, REQUANT.size)
-                    m.d.comb += eng.words.eq(words_touched(scale_at, REQUANT.size, w))
-                    m.next = "OUT_REC"
+                    dispatch(m)
+            with m.State("OUT_PART"):
+                with m.If(eng.done):
+                    m.d.sync += part_sum.eq(eng.rdata[:32])
+                    m.next = "OUT_PART_ADD"
+            with m.State("OUT_PART_ADD"):  # (a valid program's sum stays within the accumulators: not saturated)
+                m.d.sync += res_r.eq(res_r + part_sum)
+                dispatch(m)
             with m.State("OUT_REC"):
                 with m.If(eng.done):
                     m.d.sync += [rec.eq(eng.rdata[:REQUANT_LAYOUT.size]), rounding.eq(0)]
@@ -671,10 +694,11 @@ class Mpe(ExecutionUnit):
                 with m.If(c_i == C - 1):
                     m.d.sync += [c_i.eq(0), t_i.eq(t_i + 1), out_row.eq(out_row + out_stride),
                                  out_addr.eq(out_row + out_stride), scale_at.eq(scale_n), tok_in.eq(tok + 1 < rows_m),
-                                 row_in.eq(n0 < f.n)]
+                                 row_in.eq(n0 < f.n), part_row.eq(part_row + (f.n << 2)),
+                                 part_at.eq(part_row + (f.n << 2))]
                 with m.Else():
                     m.d.sync += [c_i.eq(c_i + 1), out_addr.eq(out_addr + out_elem), scale_at.eq(scale_at + REQUANT.size),
-                                 row_in.eq(row_n + 1 < f.n)]
+                                 row_in.eq(row_n + 1 < f.n), part_at.eq(part_at + 4)]
                 m.next = "OUT"
         one_hot(fsm)
         m.d.comb += idle.eq(fsm.ongoing("IDLE"))

@@ -26,17 +26,17 @@ from amaranth.lib.wiring import Out
 from flightc import numerics as nm
 from flightc.config import Buffer, HardwareConfig
 from flightc.isa.footprint import MISC_DST_BYTES, MISC_SRC_BYTES
-from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, Unit
+from flightc.isa.table import BUF_ADDR_BITS, MiscOp, Opcode, SoftmaxPart, Unit
 from flightc.hw.address import RowAddress
 from flightc.hw.arith import Divider, Isqrt, leading_zeros
 from flightc.hw.buffers import WordEngine, word_port_signature, words_touched
 from flightc.hw.decode import fields
-from flightc.hw.latency_rules import (SFU_READ_AHEAD, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, division_bits,
-                                      recip_wait_cycles)
+from flightc.hw.latency_rules import (SFU_READ_AHEAD, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY, SFU_STAT_QUEUE,
+                                      division_bits, recip_wait_cycles)
 from flightc.hw.lut6 import lut, mux4, shift
 from flightc.hw.sfu_lanes import MAX_NONE, LaneControl, lane_pipeline, result_stage, rope_pipeline
 from flightc.hw.unit import ExecutionUnit, one_hot
-from flightc.records import NORM, ROPE
+from flightc.records import NORM, ROPE, SOFTMAX_STATS
 
 # the widest element a lane reads or writes: INT32 sources, DEQ's outputs, norm gains and biases
 ELEMENT_MAX_BYTES = max(*MISC_SRC_BYTES.values(), *MISC_DST_BYTES.values(), NORM.element_bytes, ROPE.entry_bytes)
@@ -94,6 +94,18 @@ class Sfu(ExecutionUnit):
         rows_done = Signal()  # r == rows, worked out as r moves (a comparison of the instruction's rows takes levels)
         rows_less = Signal.like(r)  # rows - 1
         opens_op = Signal()  # a row starts in OP (not RoPE's, nor a softmax reading its given maximum first)
+        # a part of a blocked softmax (ISA 1.11), taken with the instruction: which, whether the first, whether a row
+        # reads its statistics first (all but a first MAX) and whether it writes one of them at its end (MAX, SUM)
+        part_max, part_sum, part_first, part_norm = Signal(), Signal(), Signal(), Signal()
+        stats_in = Signal()
+        # the statistic a MAX or SUM part writes at the row's end (at the row's dst, as its first result would be):
+        # its value (as the pass ends), queued for the write engine as a result is
+        st_data = Signal(32)
+        stat_part = Signal()  # a MAX or SUM part
+        st_push = Signal()  # the statistic is queued this cycle (a register: the cycle after the pass ends)
+        if SFU_STAT_QUEUE != 1:
+            raise AssertionError("the SFU's statistic queueing and hw/latency_rules.py disagree")
+        m.d.sync += st_push.eq(0)
         c = Signal(len(f.cols) + 1)
         pass_ = Signal(2)
         # RoPE's chunk's elements and its angles' cosines (from the head's angle 0), addresses kept beside c (so that
@@ -109,7 +121,9 @@ class Sfu(ExecutionUnit):
                                    ("tab", f.prm_addr, ROPE.row_bytes(head))):
             m.submodules[f"{name}_rows"] = rows[name] = g_ = RowAddress(BUF_ADDR_BITS)
             m.d.comb += [g_.restart.eq(self.start), g_.base.eq(base), g_.stride.eq(stride)]
-        src_row, dst_row, tab_row = rows["src"].addr, rows["dst"].addr, rows["tab"].addr
+        m.submodules.stats_rows = rows["stats"] = g_ = RowAddress(BUF_ADDR_BITS)  # a blocked softmax's statistics
+        m.d.comb += [g_.restart.eq(self.start), g_.base.eq(f.stats_addr), g_.stride.eq(SOFTMAX_STATS.size)]
+        src_row, dst_row, tab_row, stats_row = rows["src"].addr, rows["dst"].addr, rows["tab"].addr, rows["stats"].addr
         src2_row = f.src2_addr + rows["src"].offset  # EMUL's second operand: rows as far apart as the first's
         is_norm = is_op[MiscOp.RMSNORM] | is_op[MiscOp.LAYERNORM]
         is_rope = is_op[MiscOp.ROPE]
@@ -150,7 +164,9 @@ class Sfu(ExecutionUnit):
         RECIP_WAIT = recip_wait_cycles(recip_steps)
         recip_wait = Signal(range(RECIP_WAIT + 1))
         recip_next = Signal()  # recip_wait == 0 from the next cycle on (taken into the result queue's room, below)
+        # a blocked softmax's later NORM parts read the reciprocal the first one wrote into the row's statistics
         m.d.comb += recip.eq(div.quotient)
+        stat_sum = Signal(SOFTMAX_STATS.field("sum").nbytes * 8)  # a part's row sum read (a first SUM's: 0)
         m.d.comb += recip_next.eq(recip_wait <= 1)
         with m.If(recip_wait != 0):
             m.d.sync += recip_wait.eq(recip_wait - 1)
@@ -221,6 +237,11 @@ class Sfu(ExecutionUnit):
         # what the pass is for, registered with it (set_pass), so that no decision decodes the pass first: a norm's
         # output pass, a statistics pass, LayerNorm's first, the operands on pport (n2) and those a chunk needs
         out_pass, stat_pass, ln_first = Signal(), Signal(), Signal()
+        # what the end of the pass leads to, one flag each (exactly one set), so that PASS_END decides from registers:
+        # the row's end (no statistics pass, or a part's statistic queued), a norm's statistic's division, LayerNorm's
+        # mean's, a whole softmax's sums' pass, its reciprocal's division, a MAX or SUM part's statistic queued
+        end_row, end_stat, end_mean, end_sums, end_recip, end_push = (Signal(name=f"end_{x}") for x in (
+            "row", "stat", "mean", "sums", "recip", "push"))
         n1 = Mux(is_op[MiscOp.EMUL] | is_op[MiscOp.DEQ_ADD], 2, 1)  # operands on port
         n2, need = Signal(2), Signal(4)
 
@@ -230,6 +251,10 @@ class Sfu(ExecutionUnit):
             stat = ((is_op[MiscOp.RMSNORM] & (value == 0)) | (is_ln & (value < 2)) | (is_sm & (value < 2)))
             on_pport = Mux(out, Mux(is_ln, 2, 1), 0)
             return [pass_.eq(value), out_pass.eq(out), stat_pass.eq(stat), ln_first.eq(is_ln & (value == 0)),
+                    end_row.eq(~stat), end_stat.eq((is_op[MiscOp.RMSNORM] & (value == 0)) | (is_ln & (value == 1))),
+                    end_mean.eq(is_ln & (value == 0)), end_sums.eq(is_sm & (value == 0) & ~part_max),
+                    end_recip.eq(is_sm & (value == 1) & ~part_sum),
+                    end_push.eq(is_sm & (((value == 0) & part_max) | ((value == 1) & part_sum))),
                     n2.eq(on_pport),
                     need.eq((Const(1, 4) << (n1 + on_pport)) - 1)]
         last = Signal(signed(40))
@@ -359,13 +384,14 @@ class Sfu(ExecutionUnit):
         # enter the queue so that the write engine starts from the queue's head alone
         lb = (self.cfg.buffer_port_bytes - 1).bit_length()
         w_addr, w_count, w_words = Signal.like(wr.addr), Signal.like(wr.count), Signal.like(wr.words)
-        m.d.comb += [w_addr.eq(dst_row + Mux(out4, lanes.col << 2, lanes.col)),
-                     w_count.eq(Mux(out4, lanes.count << 2, lanes.count)),
+        # (a MAX or SUM part's lanes make no results: the queue takes its statistic, at the row's dst, instead)
+        m.d.comb += [w_addr.eq(dst_row + Mux(stat_part, 0, Mux(out4, lanes.col << 2, lanes.col))),
+                     w_count.eq(Mux(stat_part, 4, Mux(out4, lanes.count << 2, lanes.count))),
                      w_words.eq(words_touched(w_addr, w_count, self.cfg.buffer_port_bytes))]
         m.submodules.results = results = SyncFIFO(width=32 * G + len(w_addr) + len(w_count) + len(w_words),
                                                   depth=SFU_RESULT_QUEUE)
-        packed = Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y]))
-        m.d.comb += [results.w_en.eq(lanes.valid), results.w_data.eq(Cat(packed, w_addr, w_count, w_words))]
+        packed = Mux(stat_part, st_data, Mux(out4, Cat(*lanes.y), Cat(*[v[:8] for v in lanes.y])))
+        m.d.comb += [results.w_en.eq(lanes.valid | st_push), results.w_data.eq(Cat(packed, w_addr, w_count, w_words))]
         queued = Signal(range(SFU_RESULT_QUEUE + 1))  # chunks taken whose results are not yet written
         q_data, at = results.r_data[:32 * G], 32 * G
         q_addr = results.r_data[at:at + len(w_addr)]
@@ -377,7 +403,7 @@ class Sfu(ExecutionUnit):
                      wr.wdata.eq(q_data), wr.words.eq(q_words)]
         with m.If(results.r_rdy & wr.ready):
             m.d.comb += [wr.start.eq(1), results.r_en.eq(1)]
-        enqueued, dequeued = take & ~stat_pass, results.r_en & results.r_rdy
+        enqueued, dequeued = (take & ~stat_pass) | st_push, results.r_en & results.r_rdy
         m.d.sync += queued.eq(queued + enqueued - dequeued)
         for n in range(1, SFU_READ_AHEAD + 1):
             most = SFU_RESULT_QUEUE - n  # room for n chunks: queued <= most after this cycle's take and write
@@ -391,10 +417,19 @@ class Sfu(ExecutionUnit):
         assert SFU_ROPE_LATENCY >= 2, "RoPE's writes are worked out over two cycles of ROPE_OP"
         rope_at = [Signal.like(wr.addr, name=f"rope_at{k}") for k in range(2)]
         rope_words = [Signal.like(wr.words, name=f"rope_words{k}") for k in range(2)]
+        incoming_sm = incoming_op == int(MiscOp.SOFTMAX)
+        reads_stats = incoming_sm & (incoming.part != int(SoftmaxPart.WHOLE)) & \
+            ((incoming.part != int(SoftmaxPart.MAX)) | ~incoming.first)  # the row's statistics read before its pass
         with m.FSM() as fsm:
             self.idle(m, "EPS", r.eq(0), stage_sel.eq(incoming_stage), no_cols.eq(incoming.cols == 0),
                       opens_op.eq((incoming_op != int(MiscOp.ROPE))
-                                  & ~((incoming_op == int(MiscOp.SOFTMAX)) & incoming.max_given)),
+                                  & ~((incoming_op == int(MiscOp.SOFTMAX)) & (incoming.max_given | reads_stats))),
+                      part_max.eq(incoming_sm & (incoming.part == int(SoftmaxPart.MAX))),
+                      part_sum.eq(incoming_sm & (incoming.part == int(SoftmaxPart.SUM))),
+                      part_first.eq(incoming.first), stats_in.eq(reads_stats),
+                      stat_part.eq(incoming_sm & ((incoming.part == int(SoftmaxPart.MAX))
+                                                  | (incoming.part == int(SoftmaxPart.SUM)))),
+                      part_norm.eq(incoming_sm & (incoming.part == int(SoftmaxPart.NORM))),
                       rows_done.eq(incoming.rows == 0), rows_less.eq(incoming.rows - 1),
                       *[flag.eq(incoming_op == int(o)) for o, flag in is_op.items()])
             with m.State("EPS"):  # norms: the INT64 epsilon heads the parameters
@@ -414,15 +449,28 @@ class Sfu(ExecutionUnit):
                     m.next = "IDLE"
                 with m.Elif(is_rope):
                     m.next = "A"
-                with m.Elif(is_op[MiscOp.SOFTMAX] & f.max_given):
+                with m.Elif(is_op[MiscOp.SOFTMAX] & (f.max_given | stats_in)):
                     m.next = "MAX"
                 with m.Else():
                     m.next = "OP"
-            # ---- SOFTMAX.max_given: the row's maximum is the INT32 past it; the sums' pass comes first
+            # ---- SOFTMAX.max_given: the row's maximum is the INT32 past it; the sums' pass comes first. A part of a
+            # blocked softmax: the row's statistics (its maximum so far, its sum or the sum's reciprocal) instead
             with m.State("MAX"):
-                rd(m, f.src_buf, src_row + (f.cols << 2), 4)
+                rd(m, Mux(stats_in, int(Buffer.ACC), f.src_buf), Mux(stats_in, stats_row, src_row + (f.cols << 2)),
+                   Mux(stats_in, SOFTMAX_STATS.size, 4))
                 m.next = "MAX_WAIT"
-            arrived(m, "MAX_WAIT", "OP", mx.eq(element(0, 4)), *set_pass(1), in_pass.eq(1))
+            with m.State("MAX_WAIT"):
+                sum_read = eng.rdata[8 * SOFTMAX_STATS.field("sum").offset:][:len(stat_sum)]
+                with m.If(eng.done):
+                    m.d.sync += [mx.eq(element(SOFTMAX_STATS.field("max").offset // 4, 4)),
+                                 stat_sum.eq(Mux(part_sum & part_first, 0, sum_read))]  # (SUM: the sum before)
+                    with m.If(part_norm):  # the reciprocal of the row's sum, the probabilities' pass beside it
+                        m.next = "STATS_DIV"
+                    with m.Else():  # the maximum's pass, or the sums'
+                        m.d.sync += [*set_pass(Mux(part_max, 0, 1)), in_pass.eq(1)]
+                        m.next = "OP"
+            with m.State("STATS_DIV"):
+                division(m, Division.RECIP, 1 << nm.SOFTMAX_RECIP_BITS, stat_sum, nm.SOFTMAX_RECIP_BITS + 1)
             # ---- every op but RoPE: the lanes take a chunk as its operands are in and the result queue will have
             # room for it (OP); its results reach the write engine sfu_result_latency cycles later, through the queue
             with m.State("OP"):
@@ -482,21 +530,29 @@ class Sfu(ExecutionUnit):
                         m.next = "A"
             # ---- between passes: the row's statistics
             with m.State("PASS_END"):  # once the pass's last results are written and its statistics summed
+                m.d.sync += st_data.eq(Mux(part_max, Mux(mx == MAX_NONE, nm.SCORE_NONE, mx)[:32], total[:32] + stat_sum))
                 m.d.sync += [c.eq(0), *chunk_from(f.cols), *restart_reader()]  # (nothing reads them here)
-                with m.If(~wr.busy & ~lanes.busy & ~results.r_rdy):
-                    with m.If(is_op[MiscOp.RMSNORM] & (pass_ == 0)):
-                        division(m, Division.STAT, acc, f.cols)
-                    with m.Elif(is_op[MiscOp.LAYERNORM] & (pass_ == 0)):
-                        division(m, Division.MEAN, acc, f.cols)
-                    with m.Elif(is_op[MiscOp.LAYERNORM] & (pass_ == 1)):
-                        division(m, Division.STAT, acc, f.cols)
-                    with m.Elif(is_op[MiscOp.SOFTMAX] & (pass_ == 0)):
-                        m.d.sync += [*set_pass(1), in_pass.eq(1)]
-                        m.next = "OP"
-                    with m.Elif(is_op[MiscOp.SOFTMAX] & (pass_ == 1)):
-                        division(m, Division.RECIP, 1 << nm.SOFTMAX_RECIP_BITS, total, nm.SOFTMAX_RECIP_BITS + 1)
-                    with m.Else():
+                drained = Signal()
+                m.d.comb += drained.eq(~wr.busy & ~lanes.busy & (queued == 0) & ~st_push)
+                with m.If(drained):
+                    with m.If(end_push):  # a MAX or SUM part's pass done: the statistic it made (the maximum or the
+                        # sum) queued as a result the next cycle, written through dst_buf (ACC for these parts); the
+                        # row ends once it is written
+                        m.d.sync += [st_push.eq(1), end_push.eq(0), end_row.eq(1)]
+                    with m.Elif(end_row):
                         m.next = "ROW_END"
+                    with m.Elif(end_sums):  # (a softmax's passes read the same operands: only the pass moves on)
+                        m.d.sync += [pass_.eq(1), end_sums.eq(0), end_recip.eq(1), in_pass.eq(1)]
+                        m.next = "OP"
+                    with m.Else():  # a norm's statistic, LayerNorm's mean or a softmax's reciprocal: a division
+                        recip_bits = division_bits(nm.SOFTMAX_RECIP_BITS + 1, self.cfg.sfu_div_step_bits, DIV_BITS)
+                        m.d.sync += [div_a.eq(Mux(end_recip, Const(1 << nm.SOFTMAX_RECIP_BITS << (DIV_BITS - recip_bits),
+                                                                   DIV_BITS), acc)),
+                                     div_d.eq(Mux(end_recip, total, f.cols)), div_round.eq(end_mean),
+                                     div_kind.eq(Mux(end_recip, Division.RECIP,
+                                                     Mux(end_mean, Division.MEAN, Division.STAT))),
+                                     div_bits.eq(Mux(end_recip, recip_bits, DIV_BITS))]
+                        m.next = "DIV_SETUP"
             # ---- a division: its operands registered (DIV_SETUP: round_div's 2a + d and 2d), round_div's numerator
             # made positive (DIV_GO), then the state that waits for it, whose first cycle starts the divider
             with m.State("DIV_SETUP"):

@@ -26,11 +26,11 @@ from flightc.config import Buffer, HardwareConfig
 from flightc.errors import EncodingError, MemoryRangeError, ProgramError
 from flightc.isa.codec import Instruction, decode, encode, instruction_bytes, iter_program
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, Access, byte_selector, check_max_fields, footprint,
-                                   gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape,
+                                   gather_channel, gather_rows, kmajor_row_bytes, mpe_macs, mpe_shape, partial_sums,
                                    norm_param_bytes, out_buffer, store_rows, store_target, stream_k, stream_shape,
                                    stream_spans, streamed, stripe_layout, stripe_spans, striped, weight_format)
-from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, Unit
-from flightc.records import NORM, ROPE
+from flightc.isa.table import OPCODE_BITS, MiscOp, Opcode, OutMode, SoftmaxPart, Unit
+from flightc.records import NORM, ROPE, SOFTMAX_STATS
 from flightc.runtime.counters import Counters
 from flightc.sim import kernels
 from flightc.sim.hazards import HazardChecker, check_early_tiles
@@ -167,6 +167,7 @@ class _MpeForm:
     rec: Access | None  # requantization records
     lut: Access | None
     macs: int
+    part: Access | None  # acc_in's INT32 partial sums (ISA 1.11)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -201,7 +202,7 @@ def _mpe_form(raw: bytes) -> _MpeForm:
         None if acc_only else Access(("buf", Buffer.PRM), ins.scale_addr, 1, nm.REQUANT_RECORD_BYTES * n, 0),
         Access(("buf", Buffer.PRM), ins.lut_addr, 1, nm.LUT_ENTRIES, 0) if mode is OutMode.REQ_I8 and ins.lut
         else None,
-        mpe_macs(ins))
+        mpe_macs(ins), partial_sums(ins) if ins.acc_in else None)
 
 
 @lru_cache(maxsize=4096)
@@ -741,7 +742,7 @@ class Machine:
 
     def _bind_mpe(self, ins: Instruction, raw: bytes, bufs: dict, generic):
         f = _mpe_form(raw)
-        if f.kmajor or not f.streamed and f.fmt.sparse:
+        if f.kmajor or not f.streamed and f.fmt.sparse or f.part is not None:
             return None
         act, out_mem, prm = bufs[Buffer.ACT], bufs[f.out_buf], bufs[Buffer.PRM]
         a_sel, out_sel = self._selector(act, f.a), self._selector(out_mem, f.out)
@@ -822,7 +823,7 @@ class Machine:
 
             def compute(x):
                 return kernels.rope(x, *ROPE.unpack(prm[t_sel], rows, d), d)
-        elif mop is MiscOp.SOFTMAX and not ins.max_given:
+        elif mop is MiscOp.SOFTMAX and not ins.max_given and ins.part == SoftmaxPart.WHOLE:
             offset, window = ins.offset, ins.window
 
             def compute(x):
@@ -981,6 +982,8 @@ class Machine:
         else:
             w = unpack_rows(self._get(f.w_buf, f.w, np.uint8), fmt, f.k)  # refuses positions the ISA does
         acc = int8_products(a, w, w32)  # [m, n]
+        if f.part is not None:
+            acc = acc + self._get(Buffer.ACC, f.part, "<i4").astype(np.int64).reshape(f.m, f.n)
         if not self.math.acc_within(acc, self.cfg.acc_bits):
             raise ProgramError(f"accumulator overflow: |acc| reaches {int(np.abs(acc).max())}, beyond the "
                                f"{self.cfg.acc_bits}-bit accumulators")
@@ -1002,6 +1005,36 @@ class Machine:
         else:
             res = self._get(out_buf, out, "<i4")
             self._put(out_buf, out, math.residual_add(res, acc, mult, shift).astype("<i4"))
+
+    def _softmax_part(self, ins: Instruction, x: np.ndarray, db: Buffer, dst: Access) -> None:
+        """A part of a blocked softmax (ISA 1.11) over the block's scores ``x``: its rows' statistics read
+        (flightc.records.SOFTMAX_STATS), MAX's or SUM's new one written at dst, NORM's probabilities."""
+        part, rows = SoftmaxPart(ins.part), ins.rows
+        stat = {name: Access(("buf", Buffer.ACC), ins.stats_addr + SOFTMAX_STATS.field(name).offset, rows, 4,
+                             SOFTMAX_STATS.size) for name in ("max", "sum")}
+        row_max = self._get(Buffer.ACC, stat["max"], "<i4")[:, 0].astype(np.int64)
+        total = self._get(Buffer.ACC, stat["sum"], "<u4")[:, 0].astype(np.int64)
+        m, offset, window = ins.imm, ins.offset, ins.window
+        out = Access(("buf", db), ins.dst_addr, rows, 4, ins.dst_stride)  # a MAX's or SUM's statistic, a row's
+        if part is SoftmaxPart.MAX:
+            new = nm.softmax_part_max(x, offset, window, None if ins.first else row_max)
+            self._put(db, out, new.astype("<i4")[:, None])
+            return
+        if part is SoftmaxPart.SUM:
+            try:
+                new = nm.softmax_part_sum(x, row_max, m, ins.shift, offset, window, None if ins.first else total)
+            except ValueError as e:
+                raise ProgramError(str(e)) from None
+            self._put(db, out, new.astype("<u4")[:, None])
+            return
+        if not total.all():
+            raise ProgramError(f"SOFTMAX NORM: row {int(np.argmin(total))}'s sum of powers is 0: it saw no column "
+                               f"in any block (or its SUM parts did not run first)")
+        try:
+            self._put(db, dst, nm.softmax_part_norm(x, row_max, nm.softmax_recip(total), m, ins.shift, offset,
+                                                    window))
+        except ValueError as e:
+            raise ProgramError(str(e)) from None
 
     def _check_given_max(self, ins: Instruction, x: np.ndarray) -> None:
         """SOFTMAX.max_given: the INT32 past each row is the row's visible maximum (the hardware uses it as is)."""
@@ -1043,6 +1076,9 @@ class Machine:
             row = ROPE.row_bytes(d)
             tab = self._get(Buffer.PRM, Access(("buf", Buffer.PRM), ins.prm_addr, rows, row, row), np.uint8)
             y = math.rope(x, *ROPE.unpack(tab, rows, d), d)
+        elif mop is MiscOp.SOFTMAX and ins.part != SoftmaxPart.WHOLE:
+            self._softmax_part(ins, x, db, dst)
+            return
         elif mop is MiscOp.SOFTMAX:
             try:
                 y = math.softmax(x, ins.imm, ins.shift, ins.offset, ins.window)

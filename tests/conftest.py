@@ -73,7 +73,7 @@ def run_steps(bundle, steps) -> list[dict]:
         for kind, n, tokens in steps:
             for backend in (fsim, rtl):
                 backend.write(ids["channel"], ids["addr"], np.asarray(tokens, "<i4").tobytes())
-            program = bundle.program(kind, n)
+            program = bundle.step(*n) if kind == "step" else bundle.program(kind, n)  # ("step", (tokens, position))
             fsim.run(program)
             counters = rtl.run(program)
             for ch, nbytes in extent.items():

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from flightc.compiler.lower import first_visible, lower_step
+from flightc.compiler.lower import blocked_attention, first_visible, key_block, lower_step
 from flightc.compiler.memory import MemoryMap
 from flightc.compiler.early_tiles import mark_early_tiles
 from flightc.compiler.tokens import insert_tokens
@@ -55,8 +55,9 @@ class StepTemplate:
 
 
 def template_specs(graph: GraphIR, cfg: HardwareConfig, length: int, max_len: int,
-                   bucket: int | None = None) -> list[TemplateSpec]:
-    """Position ranges for steps of ``length`` tokens, cut where one template cannot serve both sides."""
+                   bucket: int | None = None, mem: MemoryMap | None = None) -> list[TemplateSpec]:
+    """Position ranges for steps of ``length`` tokens, cut where one template cannot serve both sides (with the
+    memory map, also where a blocked softmax's window gains a key block)."""
     s = graph.spec
     last = max_len - length
     if last < 0:
@@ -76,6 +77,9 @@ def template_specs(graph: GraphIR, cfg: HardwareConfig, length: int, max_len: in
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if 4 * window(mid) * s.head_dim <= kv else (lo, mid - 1)
         cuts.add(lo)
+    if mem is not None and blocked_attention(cfg, mem, length, window(last)):
+        block = key_block(cfg, length)  # each position whose window ends a block, before one that starts the next
+        cuts.update(p for p in range(last) if window(p) % block == 0 and window(p + 1) > window(p))
     if bucket:
         cuts.update(range(bucket - 1, last, bucket))
     bounds = sorted(c for c in cuts if c < last) + [last]

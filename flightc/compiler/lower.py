@@ -29,8 +29,8 @@ from flightc.errors import OnChipError, UnsupportedError
 from flightc.ir.graph import LUT_ACTIVATIONS, GraphIR, OpKind, Stage
 from flightc.isa.codec import Instruction, make
 from flightc.isa.footprint import Access, hbm, norm_param_bytes, own_bank_place
-from flightc.isa.table import MiscOp, Opcode, OutMode, SysOp, WeightBits
-from flightc.records import NORM, ROPE
+from flightc.isa.table import MiscOp, Opcode, OutMode, SoftmaxPart, SysOp, WeightBits
+from flightc.records import NORM, ROPE, SOFTMAX_STATS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,27 @@ ALIGN = 16
 # attention score and probability buffers per head in flight: the heads whose Q.K^T the MPE makes ahead of a
 # head's softmax and P.V are one fewer (decode's streamed attention, :meth:`StepLowering.pipelined_heads`)
 PIPELINE_DEPTH = 3
+
+
+def key_block(cfg: HardwareConfig, length: int) -> int:
+    """K/V rows a step of ``length`` tokens takes into a softmax at a time: as many whole buffer words of columns as
+    have their scores in an eighth of ACC and their probabilities in an eighth of ACT. A window longer than that
+    runs as a blocked softmax over blocks of them (MISC SOFTMAX.part, P.V summed over the blocks by MM.acc_in)."""
+    w = cfg.buffer_port_bytes
+    fit = min(cfg.buffer_bytes(Buffer.ACC) // 8 // (4 * length), cfg.buffer_bytes(Buffer.ACT) // 8 // length)
+    return max(w, fit // w * w)
+
+
+def blocked_attention(cfg: HardwareConfig, mem: MemoryMap, length: int, window: int) -> bool:
+    """Whether a step's attention over ``window`` K/V rows runs as a blocked softmax: longer than a key block, with
+    keys and values kept as rows (those kept as stream images stream a token at a time, the whole row's scores on
+    chip)."""
+    return window > key_block(cfg, length) and not mem.key_images and not mem.value_images
+
+
+def key_blocks(window: int, block: int) -> list[tuple[int, int]]:
+    """The [first, end) columns of each key block of a window (the last one shorter)."""
+    return [(a, min(a + block, window)) for a in range(0, window, block)]
 
 
 def first_visible(sliding_window: int, pos0: int) -> int:
@@ -185,11 +206,16 @@ class StepLowering:
         self.v_stride = max(self.v_stride, window)
         self.kslot = [fixed(f"K rows {i}", Buffer.KV, window * d) for i in range(slots)]
         self.vslot = [fixed(f"V rows {i}", Buffer.KV, self.v_stride * d) for i in range(slots)]
+        # a window longer than a key block runs as a blocked softmax, scores and probabilities a block at a time,
+        # where the keys and values are kept as rows (those kept as stream images stream a token at a time)
+        self.key_block = key_block(cfg, length)
+        self.blocked = blocked_attention(cfg, mem, length, window)
+        cols = self.key_block if self.blocked else window
         # rows of probabilities at buffer words (a streamed P.V's activations), and room past the last for the
         # whole chunks a streamed P.V copies (zeros past the window)
-        self.p_stride = -(-window // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else window
+        self.p_stride = -(-cols // cfg.buffer_port_bytes) * cfg.buffer_port_bytes if length > 1 else cols
         # (decode's one row of scores is followed by its maximum, MV.out_max)
-        score_bytes = 4 * length * window + (4 if length == 1 else 0)
+        score_bytes = 4 * length * cols + (4 if length == 1 else 0)
         prob_bytes = length * self.p_stride + cfg.lane_slots
         # PIPELINE_DEPTH of each (else two) while each takes at most an eighth of its buffer over their number:
         # the next heads' scores are made while this head's softmax and P.V run (:meth:`pipelined_heads`)
@@ -198,6 +224,10 @@ class StepLowering:
         self.scores = [fixed(f"attention scores {i}", Buffer.ACC, score_bytes) for i in range(pairs)]
         self.score_max = [False] * pairs  # whether score buffer i's scores were followed by their maximum
         self.probs = [fixed(f"attention probabilities {i}", Buffer.ACT, prob_bytes) for i in range(pairs)]
+        if self.blocked:  # the rows' softmax statistics and P.V's sums over the blocks so far
+            self.stats = fixed("softmax statistics", Buffer.ACC, SOFTMAX_STATS.size * length)
+            self.pv_partial = fixed("P.V partial sums", Buffer.ACC, 4 * length * d)
+        self.block_counter = 0
         # a streamed P.V's raw sums (whole row pairs a cycle out of the MPE), requantized by the SFU (MISC REQ)
         self.pv_sums = ([fixed(f"P.V sums {i}", Buffer.ACC, 4 * d) for i in range(pairs)]
                         if mem.value_images else [])
@@ -512,7 +542,7 @@ class StepLowering:
         keys = {j: self.mem.key_images.get(f"{name}.k{j}") for j in kv_heads}
         values = {j: self.mem.value_images.get(f"{name}.v{j}") for j in kv_heads}
         streamed = all(keys[j] is not None and values[j] is not None for j in kv_heads)
-        if streamed and len(self.scores) >= 2 and heads:
+        if streamed and len(self.scores) >= 2 and heads and not self.blocked:
             self.load(f"{name}.pv", Buffer.PRM, self.pv)
             self.pipelined_heads(name, node, heads, keys, values, q, k, v, out, kvb, pack4, kv_bits)
             return out
@@ -543,8 +573,11 @@ class StepLowering:
                               buf_stride=self.v_stride)
                 else:
                     self.load(f"{name}.v{j}", Buffer.KV, self.vslot[slot], offset=first * kvb, nbytes=window * kvb)
-            self.head_scores(h, image, q, images, order, kvb, kv_bits, 0, slot)
-            self.head_output(h, node, images, out, v_rows, kvb, kv_bits, 0, slot)
+            if self.blocked:
+                self.blocked_head(h, node, q, out, v_rows, kvb, kv_bits, slot)
+            else:
+                self.head_scores(h, image, q, images, order, kvb, kv_bits, 0, slot)
+                self.head_output(h, node, images, out, v_rows, kvb, kv_bits, 0, slot)
             self.head_stored(out, h)
         return out
 
@@ -603,6 +636,43 @@ class StepLowering:
         if out.stored:
             d = self.s.head_dim
             self.store_slice(out, self.mem[out.stored], h * d, d)
+
+    def blocked_head(self, h: int, node: dict, q: Tensor, out: Tensor, v_rows: bool, kvb: int, kv_bits: WeightBits,
+                     slot: int) -> None:
+        """Query head h over its K/V rows in KV slot ``slot``, a key block at a time (:func:`key_block`), exactly
+        the whole softmax: Q.K^T of every block for the rows' maxima (SOFTMAX part MAX), again for the sums of
+        their powers (SUM), and again for the probabilities (NORM), each block's P.V added into the sums of the
+        blocks before (MM.acc_in) and the last requantized into ``out``."""
+        s, L, d = self.s, self.L, self.s.head_dim
+        first = self.first_visible()
+        blocks = key_blocks(self.C - first, self.key_block)
+        sm_mult, sm_shift = node["softmax"]
+        v_layout = dict(w_stride=self.v_stride) if v_rows else dict(w_kmajor=1, w_stride=kvb)
+        for part in (SoftmaxPart.MAX, SoftmaxPart.SUM, SoftmaxPart.NORM):
+            for i, (a, b) in enumerate(blocks):
+                pair = self.block_counter % len(self.scores)
+                self.block_counter += 1
+                scores, probs, n = self.scores[pair], self.probs[pair], b - a
+                self.mpe(L, n=n, k=d, a_addr=q.addr + h * d, a_stride=q.row_bytes, w_buf=Buffer.KV,
+                         w_addr=self.kslot[slot] + a * kvb, w_stride=kvb, w_bits=kv_bits, out_mode=OutMode.ACC32,
+                         out_addr=scores, out_stride=4 * n)
+                norm = part is SoftmaxPart.NORM
+                # MAX and SUM write the rows' new statistic over the one they read; NORM the probabilities
+                made = (dict(dst_buf=Buffer.ACT, dst_addr=probs, dst_stride=self.p_stride) if norm else
+                        dict(dst_buf=Buffer.ACC, dst_addr=self.stats + SOFTMAX_STATS.field(part.name.lower()).offset,
+                             dst_stride=SOFTMAX_STATS.size))
+                self.misc(MiscOp.SOFTMAX, part=part, first=int(i == 0 and not norm), stats_addr=self.stats, rows=L,
+                          cols=n, src_buf=Buffer.ACC, src_addr=scores, src_stride=4 * n, imm=sm_mult, shift=sm_shift,
+                          offset=self.p0 - first - a, window=s.sliding_window, **made)
+                if not norm:
+                    continue
+                sums = dict(acc_in=1, acc_addr=self.pv_partial) if i else {}
+                to = (dict(out_mode=OutMode.REQ_I8, out_addr=out.addr + h * d, out_stride=out.row_bytes,
+                           scale_addr=self.pv) if b == blocks[-1][1] else
+                      dict(out_mode=OutMode.ACC32, out_addr=self.pv_partial, out_stride=4 * d))
+                self.mpe(L, n=d, k=n, a_addr=probs, a_stride=self.p_stride, a_unsigned=1, w_buf=Buffer.KV,
+                         w_addr=self.vslot[slot] + (a if v_rows else a * kvb), w_bits=kv_bits, **sums, **to,
+                         **v_layout)
 
     def head_scores(self, h: int, image: KeyImage | None, q: Tensor, images: ValueImages | None,
                     order: list[Access], kvb: int, kv_bits: WeightBits, pair: int, slot: int = 0) -> None:

@@ -185,7 +185,7 @@ def _lower(b: Build) -> None:
     lengths = sorted(set(b.prefill_lengths or [b.max_prefill]) | {1})
     if lengths[0] < 1 or lengths[-1] > b.max_prefill:
         raise UnsupportedError(f"prefill lengths {lengths} must lie in 1..max_prefill ({b.max_prefill})")
-    specs = [spec for n in lengths for spec in template_specs(b.graph, b.cfg, n, b.max_len, b.bucket)]
+    specs = [spec for n in lengths for spec in template_specs(b.graph, b.cfg, n, b.max_len, b.bucket, b.memory)]
     b.templates = list(zip(specs, build_templates(b.graph, b.cfg, b.memory, specs, b.jobs, b.report)))
     log.info("templates: %d lowered and patched", len(specs))
 

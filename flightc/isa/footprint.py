@@ -15,9 +15,9 @@ from flightc.compress.stream import StreamShape
 from flightc.config import Buffer, HardwareConfig, SparseEncoding
 from flightc.errors import ProgramError, UnsupportedError
 from flightc.numerics import LUT_ENTRIES, REQUANT_RECORD_BYTES
-from flightc.records import NORM, ROPE
+from flightc.records import NORM, ROPE, SOFTMAX_STATS
 from flightc.isa.codec import Instruction
-from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, Sparsity, WeightBits
+from flightc.isa.table import SPARSITY_NM, WEIGHT_BITS, MiscOp, Opcode, OutMode, SoftmaxPart, Sparsity, WeightBits
 
 Space = tuple[str, int]  # ("buf", Buffer) or ("hbm", channel)
 
@@ -180,16 +180,38 @@ def check_max_fields(ins: Instruction) -> None:
                            f"the ISA's are {GROUP_MIN} to {GROUP_MAX} (group_log2 0 for none)")
     if ins.opcode is Opcode.MV and ins.out_max and (not ins.w_stream or OutMode(ins.out_mode) is not OutMode.ACC32):
         raise ProgramError("MV.out_max writes the largest raw sum of a streamed MV: it needs w_stream and ACC32")
+    if ins.opcode in (Opcode.MM, Opcode.MV) and ins.acc_in and streamed(ins):
+        raise ProgramError("MV.acc_in: a streamed MV's output stage takes no partial sums (ISA 1.11); split its K "
+                           "over MVs through a buffer, or stream the whole K")
+    if ins.opcode in (Opcode.MM, Opcode.MV) and ins.acc_addr and not ins.acc_in:
+        raise ProgramError(f"{ins.opcode.name}.acc_addr = {ins.acc_addr} without acc_in: it must be zero")
     if ins.opcode is Opcode.MV and ins.w_early and not ins.w_stream:
         raise ProgramError("MV.w_early lets a streamed tile's readers start before the MV's waits: it needs w_stream")
     if ins.opcode is Opcode.MISC and ins.max_given and MiscOp(ins.op) is not MiscOp.SOFTMAX:
         raise ProgramError(f"MISC.max_given is SOFTMAX's row maximum: {MiscOp(ins.op).name} takes none")
+    if ins.opcode is Opcode.MISC:
+        part = SoftmaxPart(ins.part)
+        if part is not SoftmaxPart.WHOLE and (MiscOp(ins.op) is not MiscOp.SOFTMAX or ins.max_given):
+            raise ProgramError(f"MISC.part {part.name} is a part of a blocked SOFTMAX: not with "
+                               f"{'max_given' if ins.max_given else MiscOp(ins.op).name}")
+        if part is SoftmaxPart.WHOLE and (ins.first or ins.stats_addr):
+            raise ProgramError("MISC.first and stats_addr belong to a part of a blocked SOFTMAX: zero without one")
+        if part is SoftmaxPart.NORM and ins.first:
+            raise ProgramError("MISC.first belongs to a MAX or SUM part: a NORM part adds to no statistic")
+        if part in (SoftmaxPart.MAX, SoftmaxPart.SUM) and Buffer(ins.dst_buf) is not Buffer.ACC:
+            raise ProgramError(f"SOFTMAX part {part.name} writes the rows' {part.name.lower()} (an INT32 a row at dst) "
+                               f"into ACC: dst_buf must be ACC, not {Buffer(ins.dst_buf).name}")
 
 
 def stream_spans(cfg: HardwareConfig, ins: Instruction) -> list[tuple[int, int, int]]:
     """(channel, address, bytes) of each channel's share of a streamed MV's tile."""
     shape = stream_shape(cfg, ins)
     return stripe_layout(ins.w_channel, ins.w_hbm_addr, shape.nbytes, ins.w_stripe, shape.unit)
+
+
+def partial_sums(ins: Instruction) -> Access:
+    """The INT32 partial sums an MM or MV with acc_in starts from (ISA 1.11): a packed row of n per activation row."""
+    return Access(buf(Buffer.ACC), ins.acc_addr, mpe_shape(ins)[0], 4 * ins.n, 4 * ins.n)
 
 
 def mpe_shape(ins: Instruction) -> tuple[int, int, int]:
@@ -366,6 +388,8 @@ def footprint(ins: Instruction, cfg: HardwareConfig | None = None) -> tuple[list
             reads.append(Access(buf(Buffer.PRM), ins.scale_addr, 1, REQUANT_RECORD_BYTES * ins.n, 0))
         if ins.lut:
             reads.append(Access(buf(Buffer.PRM), ins.lut_addr, 1, LUT_ENTRIES, 0))
+        if ins.acc_in:
+            reads.append(partial_sums(ins))
         out_buf = out_buffer(mode)
         out = Access(buf(out_buf), ins.out_addr, m, out_elem_bytes(mode) * ins.n, out_stride)
         if mode is OutMode.REQ_ADD:
@@ -407,6 +431,17 @@ def misc_footprint(ins: Instruction) -> tuple[list[Access], list[Access]]:
     dst_elem = MISC_DST_BYTES.get(mop, 1)
     given = 4 if mop is MiscOp.SOFTMAX and ins.max_given else 0  # each row's maximum, just past it
     reads = [Access(buf(ins.src_buf), ins.src_addr, rows, cols * src_elem + given, ins.src_stride)]
+    part = SoftmaxPart(ins.part) if mop is MiscOp.SOFTMAX else SoftmaxPart.WHOLE
+    if part is not SoftmaxPart.WHOLE:  # the rows' statistics: the fields read, then those written
+        stats = {name: Access(buf(Buffer.ACC), ins.stats_addr + SOFTMAX_STATS.field(name).offset, rows, 4,
+                              SOFTMAX_STATS.size) for name in ("max", "sum")}
+        if part is SoftmaxPart.NORM:
+            return reads + [stats["max"], stats["sum"]], [Access(buf(ins.dst_buf), ins.dst_addr, rows, cols,
+                                                                 ins.dst_stride)]
+        stat = Access(buf(ins.dst_buf), ins.dst_addr, rows, 4, ins.dst_stride)  # the statistic made, a row's at dst
+        if part is SoftmaxPart.MAX:
+            return reads + ([] if ins.first else [stats["max"]]), [stat]
+        return reads + [stats["max"]] + ([] if ins.first else [stats["sum"]]), [stat]
     if mop is MiscOp.EMUL:
         reads.append(Access(buf(ins.src_buf), ins.src2_addr, rows, cols, ins.src_stride))
     if mop in (MiscOp.RMSNORM, MiscOp.LAYERNORM):

@@ -13,7 +13,7 @@ from typing import Type
 
 from flightc.config import Buffer, SparseEncoding
 
-ISA_VERSION = "1.10"
+ISA_VERSION = "1.11"
 WORD_BITS = 32
 
 
@@ -89,6 +89,18 @@ class MiscOp(IntEnum):
     DEQ_ADD = 5  # INT8 -> residual scale, added into INT32 (learned positional embeddings)
     LAYERNORM = 6
     REQ = 7  # INT32 -> INT8: x * imm >> shift rounded and saturated (the MPE's REQ_I8 without a record: raw P.V sums)
+
+
+class SoftmaxPart(IntEnum):
+    """What a SOFTMAX computes (ISA 1.11): the whole softmax of its rows, or one part of a blocked softmax, whose
+    columns are a block of a longer row and whose rows' statistics (flightc.records.SOFTMAX_STATS) carry the row
+    from block to block: the maxima over every block, then the sums of powers over every block, then each block's
+    probabilities, exactly the whole softmax's."""
+
+    WHOLE = 0
+    MAX = 1  # the statistics' maximum becomes the largest visible score so far
+    SUM = 2  # the powers of the visible scores (given that maximum) added into the statistics' sum
+    NORM = 3  # the block's probabilities, from the maximum and the sum's reciprocal
 
 
 class SysOp(IntEnum):
@@ -234,6 +246,12 @@ _MPE_COMMON = (
     _u("scale_addr", BUF_ADDR_BITS, "PRM address of per-row requantization records"),
     _b("lut", "pass the INT8 result through a 256-entry LUT (fused activation)"),
     _u("lut_addr", BUF_ADDR_BITS, "PRM address of the LUT"),
+    _b("acc_in", "the sums start from INT32 partial sums (ISA 1.11): the sum of row i and "
+                 "weight row j starts from the INT32 at acc_addr + 4 (i n + j) in ACC (rows of n sums, packed: what "
+                 "an ACC32 over other K columns wrote with out_stride 4 n), before the output stage. A product split "
+                 "along K is so summed exactly, its bias and requantization applied once, by its last part. Not with "
+                 "w_stream"),
+    _u("acc_addr", BUF_ADDR_BITS, "ACC address of the partial sums (with acc_in; zero without)"),
 )
 
 _CLASSES = (
@@ -319,6 +337,21 @@ _CLASSES = (
                    _b("max_given", "SOFTMAX (ISA 1.7): each row's maximum over its visible columns is the INT32 just "
                                    "past the row (src + 4 cols, as MV.out_max writes it), so no pass looks for it; a "
                                    "program whose given maximum differs from the visible columns' is in error"),
+                   _e("part", 2, SoftmaxPart, "SOFTMAX (ISA 1.11): the whole softmax, or a part of a blocked one over "
+                                              "a block of columns (offset and window then count from the block's "
+                                              "first column; a row may see none of it). Each row's statistics are "
+                                              "8 bytes at stats_addr + 8 r in ACC (INT32 max, UINT32 sum, "
+                                              "flightc.records.SOFTMAX_STATS). MAX writes the largest visible score "
+                                              "(and the max read, unless first) as an INT32 at dst_addr + dst_stride "
+                                              "r in dst_buf, which must be ACC (the row's max field); SUM writes so "
+                                              "the sum of the visible scores' powers given the max read (and the "
+                                              "sum read, unless first; the row's sum field); NORM writes the "
+                                              "probabilities given the max and floor(2^40 / sum). Every MAX, then "
+                                              "every SUM, then every NORM of a row, over its blocks, make the whole "
+                                              "softmax's probabilities"),
+                   _b("first", "SOFTMAX part MAX or SUM: the row's first block (no statistic before it to add)"),
+                   _u("stats_addr", BUF_ADDR_BITS, "SOFTMAX with a part: ACC address of the rows' statistics (zero "
+                                                   "for the whole softmax)"),
                )),
     InstrClass("SYS", Opcode.SYS, Unit.SYS, 32, "Synchronization and program control.",
                HEADER + (

@@ -29,13 +29,14 @@ from flightc.config import HardwareConfig, SparseEncoding
 from flightc.hw.axi_rules import AXI_BOUNDARY, ST_IN_FLIGHT, ST_PAIRED_GROUPS_LOG2, ST_PLACE_STAGES
 from flightc.hw.latency_rules import (CHAIN_LATENCY, ROUNDING_LATENCY, SFU_DIV_SETUP, SFU_FSM_READ, SFU_NORM_DEN,
                                       SFU_NORM_SHIFT, SFU_READ_AHEAD, SFU_RESULT_QUEUE, SFU_ROPE_LATENCY,
+                                      SFU_STAT_QUEUE,
                                       chain_operand_stages, division_bits, recip_wait_cycles, sfu_result_latency,
                                       sfu_stat_drain)
 from flightc.isa.codec import Instruction
 from flightc.isa.footprint import (MISC_DST_BYTES, MISC_SRC_BYTES, mpe_shape, out_elem_bytes, store_rows, store_target, stream_spans, streamed,
                                    stripe_spans, striped, weight_format)
-from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, Sparsity
-from flightc.records import NORM, REQUANT, ROPE
+from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SoftmaxPart, Sparsity
+from flightc.records import NORM, REQUANT, ROPE, SOFTMAX_STATS
 from flightc.sim.perf.load import load_cycles
 from flightc.sim.perf.streamed_pairs import streamed_mv_time
 from flightc.sim.perf.words import read_cycles, span_words, write_cycles
@@ -80,7 +81,8 @@ def _grid_words(rows: np.ndarray, steps: np.ndarray, nbytes: int, w: int) -> int
 @lru_cache(maxsize=4096)
 def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits: int, sparsity: Sparsity,
                 encoding: SparseEncoding, group_log2: int, mode: OutMode, lut: bool, a_addr: int, a_stride: int,
-                w_addr: int, w_stride: int, out_addr: int, out_stride: int, scale_addr: int) -> int:
+                w_addr: int, w_stride: int, out_addr: int, out_stride: int, scale_addr: int,
+                acc_addr: int | None) -> int:
     T, C, L, w = cfg.macs_per_dsp, cfg.mpe_chains, cfg.chain_length, cfg.buffer_port_bytes
     n_keep, block = SPARSITY_NM[sparsity]
     fmt = WeightFormat(8, n_keep, block, encoding=encoding)
@@ -122,6 +124,8 @@ def _mpe_cycles(cfg: HardwareConfig, m: int, n: int, k: int, kmajor: bool, bits:
                  read_cycles(dst, 4, w) + 1 if mode is OutMode.REQ_ADD else 1)
         valid = (read_cycles(scale_addr + row * REQUANT.size, REQUANT.size, w) + ROUNDING_LATENCY + 1 + extra
                  + write_cycles(dst, elem, w) + 1)
+    if acc_addr is not None:  # (ISA 1.11) each result's partial sum read first, then added (before the above)
+        valid = valid + read_cycles(acc_addr + 4 * (tok * n + row), 4, w)
     out = int(np.broadcast_to(valid, (m, n)).sum()) + 2 * (pairs * groups * T * C - m * n) + pairs * groups
     return fetch + pairs * groups * 2 + out + pairs * 2 + 1
 
@@ -134,7 +138,8 @@ def mpe_cycles(cfg: HardwareConfig, ins: Instruction) -> int:
     fmt = weight_format(ins)
     return _mpe_cycles(cfg, m, ins.n, ins.k, kmajor, fmt.bits, Sparsity(ins.sparsity), fmt.chosen,
                        0 if kmajor else ins.group_log2, OutMode(ins.out_mode), bool(ins.lut), ins.a_addr, a_stride,
-                       ins.w_addr, ins.w_stride, ins.out_addr, out_stride, ins.scale_addr)
+                       ins.w_addr, ins.w_stride, ins.out_addr, out_stride, ins.scale_addr,
+                       ins.acc_addr if ins.acc_in else None)
 
 
 # ----------------------------------------------------------------------------------- DMA
@@ -353,14 +358,18 @@ def _sfu_row(cfg: HardwareConfig, ins: Instruction, r: int) -> int:
         return _rope_row(w, G, ins.imm, cols, src_row, dst_row, ins.prm_addr + r * ROPE.row_bytes(ins.imm))
     src2_row = ins.src2_addr + r * ins.src_stride
     given = op is MiscOp.SOFTMAX and bool(ins.max_given)
-    return _row_cycles(cfg, op, cols, src_row % w, dst_row % w, src2_row % w, ins.prm_addr % w, given)
+    part = SoftmaxPart(ins.part) if op is MiscOp.SOFTMAX else SoftmaxPart.WHOLE
+    stats = (ins.stats_addr + r * SOFTMAX_STATS.size) % w
+    return _row_cycles(cfg, op, cols, src_row % w, dst_row % w, src2_row % w, ins.prm_addr % w, given, part,
+                       bool(ins.first), stats)
 
 
 @lru_cache(maxsize=4096)
 def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, src2: int, prm: int,
-                given: bool = False) -> int:
+                given: bool = False, part: SoftmaxPart = SoftmaxPart.WHOLE, first: bool = False, stats: int = 0) -> int:
     """A row of any op but RoPE, its operands' addresses given within their buffer words (all that counts);
-    ``given``: a SOFTMAX whose row maximum is read past the row (max_given), in place of its first pass."""
+    ``given``: a SOFTMAX whose row maximum is read past the row (max_given), in place of its first pass; ``part``
+    (``first``): a part of a blocked SOFTMAX, whose row's statistics are at ``stats``."""
     w, G = cfg.buffer_port_bytes, cfg.sfu_lanes
     c, g = _chunks(cols, G)
     src_e, dst_e = MISC_SRC_BYTES.get(op, 1), MISC_DST_BYTES.get(op, 1)
@@ -383,6 +392,8 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
         beta = span_words(prm + NORM.bias_offset(cols, c), g * ge, w)
         return 2 * stat + 2 * div + sqrt + recip + _element_pass([[n] for n in a.tolist()], out, latency,
                                                                  np.stack([gain, beta], 1).tolist())
+    if op is MiscOp.SOFTMAX and part is not SoftmaxPart.WHOLE:
+        return _softmax_part_row(cfg, part, first, stats, dst, stat, [[n] for n in a.tolist()], out, latency)
     if op is MiscOp.SOFTMAX:
         first = _sfu_read(src + 4 * cols, 4, w) if given else stat  # MAX and MAX_WAIT, or the maximum's pass
         # floor(2^40 / sum): its operands set up (DIV_SETUP, DIV_GO), then the last pass as the divider starts
@@ -398,6 +409,23 @@ def _row_cycles(cfg: HardwareConfig, op: MiscOp, cols: int, src: int, dst: int, 
         b = span_words(dst + 4 * c, 4 * g, w)
         return _element_pass(np.stack([a, b], 1).tolist(), out, latency)
     raise ValueError(f"no timing for MISC op {op}")
+
+
+def _softmax_part_row(cfg: HardwareConfig, part: SoftmaxPart, first: bool, stats: int, dst: int, max_pass: int,
+                      reads: list[list[int]], out: list[int], latency: int) -> int:
+    """A row of a part of a blocked softmax: its statistics read (MAX, MAX_WAIT; not a first MAX part's), then
+    MAX's or SUM's pass and the statistic it made written at dst (queued as a result the cycle after the pass ends,
+    PASS_END waiting for its write), or NORM's division of the sum (STATS_DIV, then as a whole softmax's) beside
+    the probabilities' pass."""
+    w = cfg.buffer_port_bytes
+    read = 0 if part is SoftmaxPart.MAX and first else _sfu_read(stats, SOFTMAX_STATS.size, w)
+    if part is SoftmaxPart.NORM:
+        wait = recip_wait_cycles(div_cycles(cfg, nm.SOFTMAX_RECIP_BITS + 1) - 1)
+        return read + 1 + SFU_DIV_SETUP - 1 + _element_pass(reads, out, latency, earliest=wait)
+    written = SFU_STAT_QUEUE + write_cycles(dst, 4, w)
+    if part is SoftmaxPart.MAX:
+        return read + max_pass + written
+    return read + _element_pass(reads, None, sfu_stat_drain(MiscOp.SOFTMAX, 1, cfg.sfu_lanes)) + written
 
 
 def _sfu_read(addr, nbytes: int, w: int):

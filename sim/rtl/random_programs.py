@@ -22,8 +22,8 @@ from flightc.config import CoreView, PAIR_BYTES, Buffer, HardwareConfig, SparseE
 from flightc.errors import UnsupportedError
 from flightc.isa.codec import Instruction, encode_program, make
 from flightc.isa.footprint import norm_param_bytes, out_buffer, own_bank_place, own_banks, stream_shape, stripe_layout
-from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SysOp, Unit
-from flightc.records import NORM, ROPE
+from flightc.isa.table import SPARSITY_NM, MiscOp, Opcode, OutMode, SoftmaxPart, SysOp, Unit
+from flightc.records import NORM, ROPE, SOFTMAX_STATS
 
 SRC_CHANNEL = 0
 OUT_BYTES = 1 << 14  # per output channel
@@ -217,8 +217,14 @@ class _Builder:
         if mode is OutMode.REQ_ADD:
             self.load(Buffer.ACC, out_addr, m, 4 * n, out_stride,
                       b"".join(self.ints(n, -(1 << 31), (1 << 31) - 1, "<i4") for _ in range(m)))
+        acc_addr = 0
+        acc_in = int(self.rng.random() < 0.3)  # (ISA 1.11) the sums start from partial sums of other K columns
+        if acc_in:
+            acc_addr = self.buffer(Buffer.ACC, 4 * m * n)
+            self.load(Buffer.ACC, acc_addr, 1, 4 * m * n, 0, self.ints(m * n, -(1 << 28), 1 << 28, "<i4"))
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=unit)
         common = dict(n=n, k=k, a_addr=a_addr, a_unsigned=a_unsigned, w_buf=w_buf, w_addr=w_addr, w_kmajor=int(kmajor),
+                      acc_in=acc_in, acc_addr=acc_addr,
                       w_stride=w_stride, w_bits=fmt.bits_code, sparsity=fmt.sparsity, sparse_enc=fmt.chosen,
                       group_log2=fmt.group_log2,
                       out_mode=mode, out_addr=out_addr, scale_addr=scale_addr, lut=lut, lut_addr=lut_addr,
@@ -228,13 +234,19 @@ class _Builder:
         else:
             self.emit("MV", **common)
         self.store(out_buf, out_addr, m, n * elem, out_stride, wait=unit)
-        return f"{'MM' if mm else 'MV'} {fmt.label()}{f' K-major INT{fmt.bits}' if kmajor else ''} {mode.name}"
+        return (f"{'MM' if mm else 'MV'} {fmt.label()}{f' K-major INT{fmt.bits}' if kmajor else ''} {mode.name}"
+                f"{' acc_in' if acc_in else ''}")
 
-    def block_misc(self) -> str:
+    def block_softmax_part(self) -> str:
+        """A part of a blocked softmax (what block_misc draws now and then), its timing on its own."""
+        return self.block_misc(MiscOp.SOFTMAX, parted=True)
+
+    def block_misc(self, op: MiscOp | None = None, parted: bool | None = None) -> str:
         rand, rng = self.rand, self.rng
-        op = MiscOp(rand(0, len(MiscOp) - 1))
+        op = MiscOp(rand(0, len(MiscOp) - 1)) if op is None else op
         rows = rand(1, 4)
-        imm = shift = offset = window = prm_addr = src2_addr = given = 0
+        imm = shift = offset = window = prm_addr = src2_addr = given = stats_addr = first = 0
+        part = SoftmaxPart.WHOLE
         in_place = False
         if op in (MiscOp.RMSNORM, MiscOp.LAYERNORM):
             cols = rand(1, 48)
@@ -252,11 +264,25 @@ class _Builder:
             imm, shift = rand(1, 1 << 16), rand(0, 16)
             offset = rand(0, cols - rows)
             window = 0 if rng.random() < 0.5 else rand(1, cols)
-            if rng.random() < 0.4:  # each row's maximum past it (as MV.out_max leaves it): SOFTMAX.max_given
+            if not parted and rng.random() < 0.4:  # each row's maximum past it (as MV.out_max leaves it): max_given
                 x = np.frombuffer(data, "<i4").reshape(rows, cols)
                 best = nm.softmax_row_max(x, offset, window).astype("<i4")
                 data = np.concatenate([x, best[:, None]], 1).tobytes()
                 given = 1
+            elif parted or (parted is None and rng.random() < 0.5):  # a part of a blocked softmax (ISA 1.11)
+                part = SoftmaxPart(rand(1, 3))
+                first = int(part is not SoftmaxPart.NORM and rng.random() < 0.5)
+                offset = rand(-rows, cols)  # rows may see none of the block
+                x = np.frombuffer(data, "<i4").reshape(rows, cols)
+                seen = nm.softmax_part_max(x, offset, window)
+                stats = {"max": np.maximum(seen, nm.SCORE_NONE) + rng.integers(0, 1000, rows) * (seen > nm.SCORE_NONE),
+                         "sum": rng.integers(0, 1 << 30, rows)}
+                if part is SoftmaxPart.MAX:
+                    stats["max"] = rng.integers(-(1 << 17), 1 << 17, rows)
+                elif part is SoftmaxPart.NORM:  # a sum over every block: the row maximum's power at least
+                    stats["sum"] = rng.integers(1 << 16, 1 << 28, rows)
+                stats_addr = self.buffer(Buffer.ACC, SOFTMAX_STATS.size * rows)
+                self.load(Buffer.ACC, stats_addr, 1, SOFTMAX_STATS.size * rows, 0, SOFTMAX_STATS.pack(rows, **stats))
         elif op is MiscOp.ROPE:
             d = int(rng.choice([2, 4, 8, 16]))
             cols = d * rand(1, 3)
@@ -296,7 +322,10 @@ class _Builder:
             row = ROPE.row_bytes(imm)
             prm_addr = self.buffer(Buffer.PRM, rows * row)
             self.load(Buffer.PRM, prm_addr, rows, row, row, params)
-        if in_place:
+        if part in (SoftmaxPart.MAX, SoftmaxPart.SUM):  # the statistic made, over the one read (in place)
+            dst_buf, dst_stride = Buffer.ACC, SOFTMAX_STATS.size
+            dst_addr = stats_addr + SOFTMAX_STATS.field(part.name.lower()).offset
+        elif in_place:
             dst_addr, dst_stride = src_addr, src_stride
         else:
             dst_stride = cols * dsize + rand(0, 6)
@@ -307,10 +336,16 @@ class _Builder:
         self.case.instructions[-1] = self.case.instructions[-1].replace(release=1 << Unit.SFU)
         self.emit("MISC", op=op, rows=rows, cols=cols, src_buf=src_buf, src_addr=src_addr, src_stride=src_stride,
                   src2_addr=src2_addr, dst_buf=dst_buf, dst_addr=dst_addr, dst_stride=dst_stride, prm_addr=prm_addr,
-                  imm=imm, shift=shift, offset=offset, window=window, max_given=given, wait=1 << Unit.LD,
-                  release=1 << Unit.ST)
-        self.store(dst_buf, dst_addr, rows, cols * dsize, dst_stride, wait=1 << Unit.SFU)
-        return f"MISC {op.name}{' in place' if in_place else ''}{' max_given' if given else ''}"
+                  imm=imm, shift=shift, offset=offset, window=window, max_given=given, part=part, first=first,
+                  stats_addr=stats_addr, wait=1 << Unit.LD, release=1 << Unit.ST)
+        if part is SoftmaxPart.WHOLE:
+            self.store(dst_buf, dst_addr, rows, cols * dsize, dst_stride, wait=1 << Unit.SFU)
+        elif part is SoftmaxPart.NORM:  # its probabilities
+            self.store(dst_buf, dst_addr, rows, cols * dsize, dst_stride, wait=1 << Unit.SFU)
+        else:  # the statistics it made
+            self.store(Buffer.ACC, stats_addr, 1, SOFTMAX_STATS.size * rows, 0, wait=1 << Unit.SFU)
+        parted = f" {part.name}{' first' if first else ''}" if part is not SoftmaxPart.WHOLE else ""
+        return f"MISC {op.name}{' in place' if in_place else ''}{' max_given' if given else ''}{parted}"
 
     def block_dma(self) -> str:
         rand = self.rand

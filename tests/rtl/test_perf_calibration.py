@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from flightc.isa.codec import decode_program, make
-from flightc.isa.table import MiscOp, Opcode, SysOp
+from flightc.isa.table import MiscOp, Opcode, SoftmaxPart, SysOp
 from flightc.sim.perf.calibration import CFG, TOLERANCE, Agreement, calibration_bundle, compiled_agreement, model_cycles
 from flightc.sim.perf.timing import instruction_work
-from flightc.sim.rtl.differential import compare, run_rtl
+from flightc.sim.rtl.differential import compare, run_fsim, run_rtl
 from flightc.sim.rtl.random_programs import RandomCase, block_case, random_case, stream_pair_case
 from flightc.sim.rtl.replay import isolated_cases
 
@@ -110,6 +110,41 @@ def test_timing_contract_is_exact_for_every_sfu_operation(kernel_sim):
     assert not wrong, "\n".join(wrong)
     assert ops >= {MiscOp.RMSNORM, MiscOp.LAYERNORM, MiscOp.SOFTMAX, MiscOp.DEQ, MiscOp.DEQ_ADD}
     assert given >= 1  # a softmax that reads its row maximum (max_given) rather than finding it
+
+
+def test_timing_contract_is_exact_for_every_buffered_mm_and_mv(kernel_sim):
+    """An MM or MV through a buffer on its own (any format, output mode and alignment; some K-major, some starting
+    from partial sums, acc_in): the model's cycles are the RTL's busy_mm / busy_mv, and its results fsim's."""
+    wrong, partial = [], 0
+    for seed in range(24):
+        case = block_case(CFG, seed, "mpe")
+        ins = next(i for i in case.instructions if i.opcode in (Opcode.MM, Opcode.MV))
+        partial += ins.acc_in
+        memory, counters = run_rtl(kernel_sim, case)
+        got, want = counters[f"busy_{ins.cls.name.lower()}"], instruction_work(CFG, ins).cycles
+        same = memory == run_fsim(CFG, case)
+        if got != want or not same:
+            wrong.append(f"seed {seed} {case.kinds}: rtl {got}, model {want}{'' if same else '; results differ'}")
+    assert not wrong, "\n".join(wrong)
+    assert partial >= 3
+
+
+def test_timing_contract_is_exact_for_every_part_of_a_blocked_softmax(kernel_sim):
+    """SOFTMAX's parts (ISA 1.11: MAX and SUM, first or not, and NORM; rows that see none of the block among them):
+    the model's cycles are the RTL's busy_misc, and its results (probabilities and rows' statistics) fsim's."""
+    wrong, parts = [], set()
+    for seed in range(24):
+        case = block_case(CFG, seed, "softmax_part")
+        ins = next(i for i in case.instructions if i.opcode is Opcode.MISC)
+        parts.add((SoftmaxPart(ins.part), bool(ins.first)))
+        memory, counters = run_rtl(kernel_sim, case)
+        same = memory == run_fsim(CFG, case)
+        if counters["busy_misc"] != instruction_work(CFG, ins).cycles or not same:
+            wrong.append(f"seed {seed} {case.kinds}: rtl {counters['busy_misc']}, model "
+                         f"{instruction_work(CFG, ins).cycles}{'' if same else '; results differ'}")
+    assert not wrong, "\n".join(wrong)
+    assert parts == {(p, f) for p in (SoftmaxPart.MAX, SoftmaxPart.SUM) for f in (False, True)} | {
+        (SoftmaxPart.NORM, False)}
 
 
 def test_an_empty_row_ends_on_time(kernel_sim):

@@ -34,3 +34,22 @@ def test_odd_shapes_padded_to_whole_chunks_are_byte_identical():
     mv = next(i for i in decode_program(bundle.program("decode", 8)[0]) if i.opcode is Opcode.MV and i.w_stream)
     assert mv.k == 128  # hidden 68 rounded up to the lane group's 64 columns
     run_steps(bundle, [("prefill", 8, [1, 5, 9, 3, 7, 2, 8, 4]), ("decode", 8, [11]), ("decode", 9, [300])])
+
+
+def test_a_blocked_prompt_step_is_byte_identical():
+    """Two 32-token steps on tiny: the second's 64 K/V rows are two key blocks (a blocked softmax: MAX, SUM and NORM
+    parts, P.V summed over the blocks by MM.acc_in)."""
+    from flightc.compiler.pipeline import compile_model
+    from flightc.compress.plan import CompressionPlan
+    from flightc.isa.table import SoftmaxPart
+    from flightc.models.seeded import random_model
+
+    model = random_model("llama", 1, num_hidden_layers=1, hidden_size=64, intermediate_size=96, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=32, vocab_size=256)
+    bundle = compile_model(model, "tiny", CompressionPlan.parse("w4g32", ["lm_head=w8"]), max_len=66, max_prefill=32,
+                           prefill_lengths=[32]).bundle
+    second = decode_program(bundle.step(32, 32)[0])
+    assert {i.part for i in second if i.opcode is Opcode.MISC} >= {int(p) for p in SoftmaxPart if p}
+    assert any(i.opcode is Opcode.MM and i.acc_in for i in second)
+    ids = [(7 * t + 3) % 256 for t in range(64)]
+    run_steps(bundle, [("step", (32, 0), ids[:32]), ("step", (32, 32), ids[32:]), ("decode", 64, [5])])

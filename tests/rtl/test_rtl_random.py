@@ -28,8 +28,10 @@ def test_random_programs_match_functional_simulator(kernel_sim):
             if ins.opcode in (Opcode.MM, Opcode.MV):
                 seen[("w", WeightBits(ins.w_bits), Sparsity(ins.sparsity), bool(ins.w_kmajor))] += 1
                 seen[("out", OutMode(ins.out_mode))] += 1
+                seen["acc_in"] += ins.acc_in
             if ins.opcode is Opcode.MISC:
                 seen[MiscOp(ins.op)] += 1
+                seen["softmax part"] += ins.part != 0
             if ins.opcode is Opcode.LD and ins.gather:
                 seen["gather"] += 1
             if ins.opcode is Opcode.ST and ins.pack4:
@@ -43,7 +45,7 @@ def test_random_programs_match_functional_simulator(kernel_sim):
             failing.append(f"seed {seed}: {outcome.detail}")
     assert not failing, "RTL differs from the functional simulator:\n" + "\n".join(failing)
     # the programs must have exercised every class, SFU op, output mode and sparsity pattern
-    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather", "pack4", "stream"):
+    for name in ("LD", "ST", "MM", "MV", "MISC", "SYS", "gather", "pack4", "stream", "acc_in", "softmax part"):
         assert seen[name] > 0, name
     for op in MiscOp:
         assert seen[op] > 0, op
