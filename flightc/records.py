@@ -1,4 +1,4 @@
-"""The layouts of the parameter records in the PRM buffer, declared once.
+"""The layouts of the records in the on-chip buffers (PRM's parameters, ACC's softmax statistics), declared once.
 
 The compiler writes them (flightc.compiler.memory), the functional simulator and the numerics read them,
 the footprints size them, the RTL views them (hw/records.py derives an ``amaranth.lib.data`` layout from

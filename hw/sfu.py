@@ -11,7 +11,8 @@ LayerNorm make one or two statistics passes per row (the lanes' terms summed by 
 integer square root and one reciprocal of the divisor per row, and scale each element by it
 (flightc.numerics.norm_apply: a multiply, a shift and a second multiply a lane); softmax finds the
 row maximum (or, with max_given, reads it past the row: MV.out_max leaves it there), sums LUT-based powers of
-two, takes one reciprocal per row and scales; RoPE, EMUL,
+two, takes one reciprocal per row and scales (a blocked softmax's part, ISA 1.11, reads the row's statistics there
+instead and runs one of those passes: MAX and SUM queue the statistic they made as a result); RoPE, EMUL,
 DEQ, DEQ_ADD and REQ are single-pass. The unit's one divider serves the row statistics.
 """
 from __future__ import annotations

@@ -40,6 +40,8 @@ def test_the_second_step_is_blocked_and_the_first_is_not(blocked):
     assert key_block(TINY, STEP) == STEP  # a window of 64 rows is two blocks; the first step's 32, one
     specs = template_specs(blocked.fused, TINY, STEP, PROMPT_LEN + NEW, mem=blocked.memory)
     assert [(s.p_lo, s.p_hi) for s in specs][:2] == [(0, 0), (1, 32)]  # cut where the window gains a block
+    first_step = decode_program(blocked.bundle.step(STEP, 0)[0])
+    assert not any(i.opcode is Opcode.MISC and i.part for i in first_step)  # 32 rows: one key block, the whole softmax
     program = decode_program(blocked.bundle.step(STEP, STEP)[0])  # patched to its position
     parts = {(SoftmaxPart(i.part), bool(i.first)) for i in program if i.opcode is Opcode.MISC and i.op == MiscOp.SOFTMAX}
     assert {p for p, _ in parts} == {SoftmaxPart.MAX, SoftmaxPart.SUM, SoftmaxPart.NORM}
