@@ -165,7 +165,6 @@ class Sfu(ExecutionUnit):
         RECIP_WAIT = recip_wait_cycles(recip_steps)
         recip_wait = Signal(range(RECIP_WAIT + 1))
         recip_next = Signal()  # recip_wait == 0 from the next cycle on (taken into the result queue's room, below)
-        # a blocked softmax's later NORM parts read the reciprocal the first one wrote into the row's statistics
         m.d.comb += recip.eq(div.quotient)
         stat_sum = Signal(SOFTMAX_STATS.field("sum").nbytes * 8)  # a part's row sum read (a first SUM's: 0)
         m.d.comb += recip_next.eq(recip_wait <= 1)
@@ -239,10 +238,11 @@ class Sfu(ExecutionUnit):
         # output pass, a statistics pass, LayerNorm's first, the operands on pport (n2) and those a chunk needs
         out_pass, stat_pass, ln_first = Signal(), Signal(), Signal()
         # what the end of the pass leads to, one flag each (exactly one set), so that PASS_END decides from registers:
-        # the row's end (no statistics pass, or a part's statistic queued), a norm's statistic's division, LayerNorm's
-        # mean's, a whole softmax's sums' pass, its reciprocal's division, a MAX or SUM part's statistic queued
-        end_row, end_stat, end_mean, end_sums, end_recip, end_push = (Signal(name=f"end_{x}") for x in (
-            "row", "stat", "mean", "sums", "recip", "push"))
+        # the row's end (no statistics pass, or a part's statistic queued), LayerNorm's mean's division, a whole
+        # softmax's sums' pass, its reciprocal's division, a MAX or SUM part's statistic queued (none of them: a
+        # norm's statistic's division)
+        end_row, end_mean, end_sums, end_recip, end_push = (Signal(name=f"end_{x}") for x in (
+            "row", "mean", "sums", "recip", "push"))
         n1 = Mux(is_op[MiscOp.EMUL] | is_op[MiscOp.DEQ_ADD], 2, 1)  # operands on port
         n2, need = Signal(2), Signal(4)
 
@@ -252,8 +252,7 @@ class Sfu(ExecutionUnit):
             stat = ((is_op[MiscOp.RMSNORM] & (value == 0)) | (is_ln & (value < 2)) | (is_sm & (value < 2)))
             on_pport = Mux(out, Mux(is_ln, 2, 1), 0)
             return [pass_.eq(value), out_pass.eq(out), stat_pass.eq(stat), ln_first.eq(is_ln & (value == 0)),
-                    end_row.eq(~stat), end_stat.eq((is_op[MiscOp.RMSNORM] & (value == 0)) | (is_ln & (value == 1))),
-                    end_mean.eq(is_ln & (value == 0)), end_sums.eq(is_sm & (value == 0) & ~part_max),
+                    end_row.eq(~stat), end_mean.eq(is_ln & (value == 0)), end_sums.eq(is_sm & (value == 0) & ~part_max),
                     end_recip.eq(is_sm & (value == 1) & ~part_sum),
                     end_push.eq(is_sm & (((value == 0) & part_max) | ((value == 1) & part_sum))),
                     n2.eq(on_pport),
@@ -455,7 +454,7 @@ class Sfu(ExecutionUnit):
                 with m.Else():
                     m.next = "OP"
             # ---- SOFTMAX.max_given: the row's maximum is the INT32 past it; the sums' pass comes first. A part of a
-            # blocked softmax: the row's statistics (its maximum so far, its sum or the sum's reciprocal) instead
+            # blocked softmax: the row's statistics (its maximum so far and its sum) instead
             with m.State("MAX"):
                 rd(m, Mux(stats_in, int(Buffer.ACC), f.src_buf), Mux(stats_in, stats_row, src_row + (f.cols << 2)),
                    Mux(stats_in, SOFTMAX_STATS.size, 4))
